@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# scripts/setup.sh: installs the Debian packages peerkv builds and tests
+# with, and skips apt entirely when all of them are already installed.
+# Usage: scripts/setup.sh [extra-package...]   (run as root, or with sudo)
+set -euo pipefail
+
+packages=(
+  bazel-bootstrap
+  g++
+  make
+  libabsl-dev
+  liblmdb-dev
+  lmdb-utils
+  capnproto
+  libcapnp-dev
+  libgtest-dev
+  libgmock-dev
+  libbenchmark-dev
+  "$@"
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "setup: installing ${missing[*]}" >&2
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,67 @@
+// store/lmdb_util.cc: LMDB return codes, transactions and cursors.
+#include "store/lmdb_util.h"
+
+#include <cerrno>
+
+#include "absl/strings/str_format.h"
+
+namespace peerkv::lmdb {
+
+absl::Status Error(int rc, std::string_view operation) {
+  const std::string message =
+      absl::StrFormat("%s: %s (%d)", operation, mdb_strerror(rc), rc);
+  switch (rc) {
+    case MDB_SUCCESS:
+      return absl::OkStatus();
+    case MDB_MAP_FULL:
+    case ENOSPC:
+    case EFBIG:
+    case EDQUOT:
+      return absl::ResourceExhaustedError(message);
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+    case MDB_VERSION_MISMATCH:
+    case MDB_INVALID:
+      return absl::DataLossError(message);
+    case EACCES:
+    case EPERM:
+    case EROFS:
+      return absl::PermissionDeniedError(message);
+    default:
+      return absl::InternalError(message);
+  }
+}
+
+absl::Status Txn::Begin(MDB_env* env, unsigned flags) {
+  Abort();
+  const int rc = mdb_txn_begin(env, nullptr, flags, &txn_);
+  if (rc != MDB_SUCCESS) {
+    txn_ = nullptr;
+    return Error(rc, "mdb_txn_begin");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Txn::Commit() {
+  MDB_txn* txn = txn_;
+  txn_ = nullptr;
+  // mdb_txn_commit frees the transaction even when it fails.
+  const int rc = mdb_txn_commit(txn);
+  return rc == MDB_SUCCESS ? absl::OkStatus() : Error(rc, "mdb_txn_commit");
+}
+
+void Txn::Abort() {
+  if (txn_ != nullptr) mdb_txn_abort(txn_);
+  txn_ = nullptr;
+}
+
+absl::Status Cursor::Open(const Txn& txn, MDB_dbi dbi) {
+  const int rc = mdb_cursor_open(txn.get(), dbi, &cursor_);
+  if (rc != MDB_SUCCESS) {
+    cursor_ = nullptr;
+    return Error(rc, "mdb_cursor_open");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace peerkv::lmdb

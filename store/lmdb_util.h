@@ -1,0 +1,68 @@
+// store/lmdb_util.h: the thin layer between the store and the LMDB C API:
+// translation of return codes to absl::Status (in exactly one function),
+// MDB_val conversions, and a transaction wrapper that aborts unless
+// committed. Internal to store/.
+#ifndef PEERKV_STORE_LMDB_UTIL_H_
+#define PEERKV_STORE_LMDB_UTIL_H_
+
+#include <lmdb.h>
+
+#include <string_view>
+
+#include "absl/status/status.h"
+
+namespace peerkv::lmdb {
+
+// The only translation of LMDB and errno codes: MDB_MAP_FULL, ENOSPC,
+// EFBIG and EDQUOT become ResourceExhausted; MDB_CORRUPTED, MDB_PAGE_NOTFOUND
+// and MDB_VERSION_MISMATCH DataLoss; EACCES PermissionDenied; the rest
+// Internal. The message names `operation`.
+absl::Status Error(int rc, std::string_view operation);
+
+inline MDB_val Val(std::string_view bytes) {
+  return MDB_val{bytes.size(), const_cast<char*>(bytes.data())};
+}
+inline std::string_view View(const MDB_val& val) {
+  return std::string_view(static_cast<const char*>(val.mv_data), val.mv_size);
+}
+
+// An LMDB transaction that aborts in its destructor unless committed.
+// Lives on one thread and never outlives the store call that made it.
+class Txn {
+ public:
+  Txn() = default;
+  ~Txn() { Abort(); }
+  Txn(const Txn&) = delete;
+  Txn& operator=(const Txn&) = delete;
+
+  // Begins a read-only (`flags` = MDB_RDONLY) or write transaction.
+  absl::Status Begin(MDB_env* env, unsigned flags);
+  absl::Status Commit();
+  void Abort();
+
+  MDB_txn* get() const { return txn_; }
+
+ private:
+  MDB_txn* txn_ = nullptr;
+};
+
+// A cursor closed in its destructor. REQUIRES: destroyed before its txn ends.
+class Cursor {
+ public:
+  Cursor() = default;
+  ~Cursor() {
+    if (cursor_ != nullptr) mdb_cursor_close(cursor_);
+  }
+  Cursor(const Cursor&) = delete;
+  Cursor& operator=(const Cursor&) = delete;
+
+  absl::Status Open(const Txn& txn, MDB_dbi dbi);
+  MDB_cursor* get() const { return cursor_; }
+
+ private:
+  MDB_cursor* cursor_ = nullptr;
+};
+
+}  // namespace peerkv::lmdb
+
+#endif  // PEERKV_STORE_LMDB_UTIL_H_

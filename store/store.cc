@@ -1,0 +1,1099 @@
+// store/store.cc: the LMDB-backed last-writer-wins store: opening and
+// locking the environment, the group-commit writer thread, merge, reads,
+// log compaction and map growth.
+#include "store/store.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <system_error>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/notification.h"
+#include "common/macros.h"
+#include "store/codec.h"
+#include "store/lmdb_util.h"
+
+namespace peerkv {
+namespace {
+
+using lmdb::Cursor;
+using lmdb::Txn;
+using lmdb::Val;
+using lmdb::View;
+
+constexpr uint64_t kFormatVersion = 1;
+constexpr char kMetaFormat[] = "format";
+constexpr char kMetaReplicaId[] = "replica_id";
+constexpr char kMetaIncarnation[] = "incarnation";
+// clock high-water mark, max seq, live records, tombstones.
+constexpr char kMetaState[] = "state";
+constexpr size_t kMetaStateBytes = 32;
+constexpr size_t kCompactionStepEntries = 8192;
+constexpr int kMaxMapGrowthAttempts = 64;
+
+// Directories open in this process. LMDB must not open one environment twice
+// in a process (its locks are per process), so Open refuses that here with a
+// clear error instead of relying on the lock file.
+absl::Mutex open_dirs_mu(absl::kConstInit);
+absl::flat_hash_set<std::string>& OpenDirs() ABSL_EXCLUSIVE_LOCKS_REQUIRED(open_dirs_mu) {
+  static auto* dirs = new absl::flat_hash_set<std::string>();
+  return *dirs;
+}
+
+absl::Status ErrnoError(int err, std::string_view what) {
+  const std::string message = absl::StrFormat("%s: %s", what, std::strerror(err));
+  switch (err) {
+    case EACCES:
+    case EPERM:
+    case EROFS:
+      return absl::PermissionDeniedError(message);
+    case ENOTDIR:
+    case EEXIST:
+      return absl::FailedPreconditionError(message);
+    case ENOSPC:
+    case EDQUOT:
+      return absl::ResourceExhaustedError(message);
+    default:
+      return absl::InternalError(message);
+  }
+}
+
+std::string Fixed64(uint64_t v) {
+  std::string out;
+  codec::PutFixed64(&out, v);
+  return out;
+}
+
+absl::StatusOr<std::optional<uint64_t>> GetMetaU64(MDB_txn* txn, MDB_dbi dbi,
+                                                   std::string_view name) {
+  MDB_val key = Val(name), data;
+  const int rc = mdb_get(txn, dbi, &key, &data);
+  if (rc == MDB_NOTFOUND) return std::nullopt;
+  if (rc != MDB_SUCCESS) return lmdb::Error(rc, absl::StrFormat("read meta %s", name));
+  if (data.mv_size != 8) {
+    return absl::DataLossError(absl::StrFormat(
+        "meta %s is %d bytes; expected 8", name, data.mv_size));
+  }
+  return codec::GetFixed64(static_cast<const char*>(data.mv_data));
+}
+
+absl::Status PutMeta(MDB_txn* txn, MDB_dbi dbi, std::string_view name,
+                     std::string_view value) {
+  MDB_val key = Val(name), data = Val(value);
+  return lmdb::Error(mdb_put(txn, dbi, &key, &data, 0),
+                     absl::StrFormat("write meta %s", name));
+}
+
+// FNV-1a, 64-bit: stable across processes and machines, unlike absl::Hash.
+class Fnv64 {
+ public:
+  void Add(std::string_view bytes) {
+    for (unsigned char c : bytes) {
+      hash_ ^= c;
+      hash_ *= 0x100000001b3ULL;
+    }
+  }
+  void AddU64(uint64_t v) {
+    char bytes[8];
+    for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>(v >> (8 * i));
+    Add(std::string_view(bytes, 8));
+  }
+  uint64_t value() const { return hash_; }
+
+ private:
+  uint64_t hash_ = 0xcbf29ce484222325ULL;
+};
+
+size_t RecordBytes(const Record& r) {
+  return r.keyspace.size() + r.key.size() + r.value.size() + 32;
+}
+
+}  // namespace
+
+// One caller's write waiting for (or inside) a group commit.
+struct Store::WriteRequest {
+  // Local writes: versions are stamped by the writer in commit order.
+  std::vector<Mutation> mutations;
+  // Remote records, validated and sorted by records key.
+  std::vector<Record> remote;
+  std::optional<CheckpointUpdate> checkpoint;
+  // CompactLog(): a full compaction instead of a write.
+  bool compact_all = false;
+  size_t records = 0;
+  size_t bytes = 0;
+  // Results, recomputed on every attempt of the group.
+  std::vector<Version> versions;
+  MergeResult merge;
+  uint64_t compacted = 0;
+  // Runs on the writer thread with the outcome of the group.
+  absl::AnyInvocable<void(absl::Status, WriteRequest&)> done;
+};
+
+// The state of the store as the group's transaction leaves it.
+struct Store::GroupState {
+  uint64_t next_seq = 0;
+  uint64_t live_records = 0;
+  uint64_t tombstones = 0;
+  uint64_t log_entries = 0;
+  bool changed = false;
+  absl::flat_hash_map<uint64_t, PeerCheckpoint> checkpoints;
+};
+
+Store::Store(StoreOptions options) : options_(std::move(options)) {}
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(StoreOptions options) {
+  if (options.dir.empty()) {
+    return absl::InvalidArgumentError("store directory is empty");
+  }
+  if (options.max_value_bytes > kMaxValueBytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "max_value_bytes is %d; the limit is %d", options.max_value_bytes,
+        kMaxValueBytes));
+  }
+  if (options.max_clock_skew_ms < 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "max_clock_skew_ms is %d; it must be >= 0", options.max_clock_skew_ms));
+  }
+  if (options.initial_map_bytes < (size_t{1} << 20) ||
+      options.initial_map_bytes > options.max_map_bytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "initial_map_bytes is %d; it must be between 1 MiB and max_map_bytes "
+        "(%d)",
+        options.initial_map_bytes, options.max_map_bytes));
+  }
+  if (options.max_group_records == 0 || options.max_group_bytes == 0) {
+    return absl::InvalidArgumentError("group commit bounds must be positive");
+  }
+
+  std::error_code ec;
+  std::filesystem::create_directories(options.dir, ec);
+  if (ec) {
+    return ErrnoError(ec.value(),
+                      absl::StrCat("create store directory ", options.dir));
+  }
+  const std::filesystem::path canonical =
+      std::filesystem::canonical(options.dir, ec);
+  if (ec) {
+    return ErrnoError(ec.value(), absl::StrCat("resolve ", options.dir));
+  }
+  if (!std::filesystem::is_directory(canonical, ec)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("store path ", options.dir, " is not a directory"));
+  }
+
+  auto store = std::unique_ptr<Store>(new Store(std::move(options)));
+  {
+    absl::MutexLock lock(&open_dirs_mu);
+    if (!OpenDirs().insert(canonical.string()).second) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "store directory ", canonical.string(),
+          " is already open in this process"));
+    }
+  }
+  // From here on the destructor unregisters the directory and closes
+  // whatever was opened.
+  store->canonical_dir_ = canonical.string();
+  PEERKV_RETURN_IF_ERROR(store->OpenEnvironment());
+  PEERKV_RETURN_IF_ERROR(store->LoadOrInitMeta());
+  store->writer_ = std::thread([s = store.get()] { s->WriterLoop(); });
+  return store;
+}
+
+absl::Status Store::OpenEnvironment() {
+  const std::string lock_path = canonical_dir_ + "/peerkv.lock";
+  lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd_ < 0) return ErrnoError(errno, absl::StrCat("open ", lock_path));
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "store directory ", canonical_dir_,
+          " is in use by another process (a running peerkv server? use "
+          "--server to talk to it)"));
+    }
+    return ErrnoError(errno, absl::StrCat("lock ", lock_path));
+  }
+
+  PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_env_create(&env_), "mdb_env_create"));
+  PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_env_set_maxdbs(env_, 4), "mdb_env_set_maxdbs"));
+  PEERKV_RETURN_IF_ERROR(
+      lmdb::Error(mdb_env_set_maxreaders(env_, 1024), "mdb_env_set_maxreaders"));
+  PEERKV_RETURN_IF_ERROR(lmdb::Error(
+      mdb_env_set_mapsize(env_, options_.initial_map_bytes), "mdb_env_set_mapsize"));
+  // MDB_NOTLS: read transactions belong to the call that made them, not to
+  // a thread, so servers with thread pools do not exhaust reader slots.
+  unsigned flags = MDB_NOTLS | MDB_NORDAHEAD;
+  if (!options_.sync) flags |= MDB_NOSYNC;
+  PEERKV_RETURN_IF_ERROR(lmdb::Error(
+      mdb_env_open(env_, canonical_dir_.c_str(), flags, 0600),
+      absl::StrCat("open LMDB environment in ", canonical_dir_)));
+  MDB_envinfo info;
+  PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_env_info(env_, &info), "mdb_env_info"));
+  map_bytes_ = info.me_mapsize;
+  return absl::OkStatus();
+}
+
+absl::Status Store::LoadOrInitMeta() {
+  Txn txn;
+  PEERKV_RETURN_IF_ERROR(txn.Begin(env_, 0));
+  const struct {
+    const char* name;
+    MDB_dbi* dbi;
+  } dbs[] = {{"records", &records_dbi_},
+             {"log", &log_dbi_},
+             {"peers", &peers_dbi_},
+             {"meta", &meta_dbi_}};
+  for (const auto& db : dbs) {
+    PEERKV_RETURN_IF_ERROR(lmdb::Error(
+        mdb_dbi_open(txn.get(), db.name, MDB_CREATE, db.dbi),
+        absl::StrCat("open database ", db.name)));
+  }
+
+  PEERKV_ASSIGN_OR_RETURN(std::optional<uint64_t> format,
+                          GetMetaU64(txn.get(), meta_dbi_, kMetaFormat));
+  uint64_t clock_floor = 0;
+  if (!format.has_value()) {
+    // A new store, unless records exist without meta: then these are not
+    // files this code wrote, and guessing would risk the data.
+    MDB_stat stat;
+    PEERKV_RETURN_IF_ERROR(
+        lmdb::Error(mdb_stat(txn.get(), records_dbi_, &stat), "mdb_stat"));
+    if (stat.ms_entries != 0) {
+      return absl::DataLossError(absl::StrCat(
+          "store in ", canonical_dir_, " has records but no format marker"));
+    }
+    std::seed_seq seeds{options_.id_seed.value_or(0)};
+    absl::BitGen os_random;
+    std::mt19937_64 seeded(seeds);
+    auto draw = [&]() -> uint64_t {
+      uint64_t v = 0;
+      while (v == 0) {
+        v = options_.id_seed.has_value() ? seeded()
+                                         : absl::Uniform<uint64_t>(os_random);
+      }
+      return v;
+    };
+    replica_id_ = draw();
+    incarnation_ = draw();
+    PEERKV_RETURN_IF_ERROR(
+        PutMeta(txn.get(), meta_dbi_, kMetaFormat, Fixed64(kFormatVersion)));
+    PEERKV_RETURN_IF_ERROR(
+        PutMeta(txn.get(), meta_dbi_, kMetaReplicaId, Fixed64(replica_id_)));
+    PEERKV_RETURN_IF_ERROR(
+        PutMeta(txn.get(), meta_dbi_, kMetaIncarnation, Fixed64(incarnation_)));
+  } else {
+    if (*format > kFormatVersion) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "store in %s has format %d; this peerkv reads format %d or older",
+          canonical_dir_, *format, kFormatVersion));
+    }
+    PEERKV_ASSIGN_OR_RETURN(std::optional<uint64_t> id,
+                            GetMetaU64(txn.get(), meta_dbi_, kMetaReplicaId));
+    PEERKV_ASSIGN_OR_RETURN(std::optional<uint64_t> inc,
+                            GetMetaU64(txn.get(), meta_dbi_, kMetaIncarnation));
+    if (!id.has_value() || !inc.has_value() || *id == 0 || *inc == 0) {
+      return absl::DataLossError(absl::StrCat(
+          "store in ", canonical_dir_, " lacks its replica id or incarnation"));
+    }
+    replica_id_ = *id;
+    incarnation_ = *inc;
+    MDB_val key = Val(kMetaState), data;
+    const int rc = mdb_get(txn.get(), meta_dbi_, &key, &data);
+    if (rc == MDB_SUCCESS) {
+      if (data.mv_size != kMetaStateBytes) {
+        return absl::DataLossError(absl::StrFormat(
+            "meta state is %d bytes; expected %d", data.mv_size, kMetaStateBytes));
+      }
+      const char* p = static_cast<const char*>(data.mv_data);
+      clock_floor = codec::GetFixed64(p);
+      max_seq_ = codec::GetFixed64(p + 8);
+      live_records_ = codec::GetFixed64(p + 16);
+      tombstones_ = codec::GetFixed64(p + 24);
+    } else if (rc != MDB_NOTFOUND) {
+      return lmdb::Error(rc, "read meta state");
+    }
+  }
+  MDB_stat log_stat;
+  PEERKV_RETURN_IF_ERROR(
+      lmdb::Error(mdb_stat(txn.get(), log_dbi_, &log_stat), "mdb_stat log"));
+  log_entries_ = log_stat.ms_entries;
+  PEERKV_RETURN_IF_ERROR(txn.Commit());
+
+  const WallClock& wall =
+      options_.wall_clock != nullptr ? *options_.wall_clock : SystemWallClock();
+  clock_ = std::make_unique<HybridClock>(wall, clock_floor);
+  return absl::OkStatus();
+}
+
+Store::~Store() {
+  if (writer_.joinable()) {
+    {
+      absl::MutexLock lock(&queue_mu_);
+      stopping_ = true;
+    }
+    writer_.join();
+  }
+  if (env_ != nullptr) {
+    const absl::Status flushed = FlushHeldCheckpoints();
+    if (!flushed.ok()) {
+      // Losing a held checkpoint only means pulling those changes again.
+      std::fprintf(stderr, "peerkv: checkpoints not saved at close: %s\n",
+                   flushed.ToString().c_str());
+    }
+    mdb_env_close(env_);
+  }
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+  if (!canonical_dir_.empty()) {
+    absl::MutexLock lock(&open_dirs_mu);
+    OpenDirs().erase(canonical_dir_);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Writes
+
+absl::StatusOr<Version> Store::Put(std::string_view keyspace,
+                                   std::string_view key,
+                                   std::string_view value) {
+  std::vector<Mutation> batch;
+  batch.push_back(Mutation{std::string(keyspace), std::string(key),
+                           std::string(value)});
+  PEERKV_ASSIGN_OR_RETURN(std::vector<Version> versions, Write(std::move(batch)));
+  return versions.front();
+}
+
+absl::StatusOr<Version> Store::Delete(std::string_view keyspace,
+                                      std::string_view key) {
+  std::vector<Mutation> batch;
+  batch.push_back(Mutation{std::string(keyspace), std::string(key), std::nullopt});
+  PEERKV_ASSIGN_OR_RETURN(std::vector<Version> versions, Write(std::move(batch)));
+  return versions.front();
+}
+
+absl::StatusOr<std::vector<Version>> Store::Write(std::vector<Mutation> mutations) {
+  absl::Notification finished;
+  absl::StatusOr<std::vector<Version>> result;
+  SubmitWrite(std::move(mutations),
+              [&](absl::StatusOr<std::vector<Version>> r) {
+                result = std::move(r);
+                finished.Notify();
+              },
+              /*wait_for_room=*/true);
+  finished.WaitForNotification();
+  return result;
+}
+
+void Store::WriteAsync(std::vector<Mutation> mutations, WriteCallback done) {
+  SubmitWrite(std::move(mutations), std::move(done), /*wait_for_room=*/false);
+}
+
+void Store::SubmitWrite(std::vector<Mutation> mutations, WriteCallback done,
+                        bool wait_for_room) {
+  if (mutations.empty()) {
+    done(std::vector<Version>{});
+    return;
+  }
+  if (mutations.size() > kMaxBatchRecords) {
+    done(absl::InvalidArgumentError(absl::StrFormat(
+        "batch has %d mutations; the limit is %d", mutations.size(),
+        kMaxBatchRecords)));
+    return;
+  }
+  auto request = std::make_unique<WriteRequest>();
+  for (size_t i = 0; i < mutations.size(); ++i) {
+    const Mutation& m = mutations[i];
+    absl::Status valid = ValidateMutation(m, options_.max_value_bytes);
+    if (!valid.ok()) {
+      if (mutations.size() > 1) {
+        valid = absl::Status(valid.code(), absl::StrFormat("mutation %d: %s", i,
+                                                           valid.message()));
+      }
+      done(valid);
+      return;
+    }
+    request->bytes += m.keyspace.size() + m.key.size() +
+                      (m.value.has_value() ? m.value->size() : 0) + 32;
+  }
+  if (request->bytes > kMaxBatchBytes) {
+    done(absl::InvalidArgumentError(absl::StrFormat(
+        "batch is %d bytes; the limit is %d", request->bytes, kMaxBatchBytes)));
+    return;
+  }
+  request->records = mutations.size();
+  request->mutations = std::move(mutations);
+  request->done = [done = std::move(done)](absl::Status status,
+                                           WriteRequest& r) mutable {
+    if (!status.ok()) {
+      done(std::move(status));
+    } else {
+      done(std::move(r.versions));
+    }
+  };
+  Submit(std::move(request), wait_for_room);
+}
+
+absl::StatusOr<MergeResult> Store::Merge(std::vector<Record> batch,
+                                         std::optional<CheckpointUpdate> checkpoint) {
+  absl::Notification finished;
+  absl::StatusOr<MergeResult> result;
+  SubmitMerge(std::move(batch), std::move(checkpoint),
+              [&](absl::StatusOr<MergeResult> r) {
+                result = std::move(r);
+                finished.Notify();
+              },
+              /*wait_for_room=*/true);
+  finished.WaitForNotification();
+  return result;
+}
+
+void Store::MergeAsync(std::vector<Record> batch,
+                       std::optional<CheckpointUpdate> checkpoint,
+                       MergeCallback done) {
+  SubmitMerge(std::move(batch), std::move(checkpoint), std::move(done),
+              /*wait_for_room=*/false);
+}
+
+void Store::SubmitMerge(std::vector<Record> batch,
+                        std::optional<CheckpointUpdate> checkpoint,
+                        MergeCallback done, bool wait_for_room) {
+  if (batch.size() > kMaxBatchRecords) {
+    done(absl::InvalidArgumentError(absl::StrFormat(
+        "merge batch has %d records; the limit is %d", batch.size(),
+        kMaxBatchRecords)));
+    return;
+  }
+  auto request = std::make_unique<WriteRequest>();
+  request->remote.reserve(batch.size());
+  for (Record& r : batch) {
+    absl::Status valid = ValidateRemoteRecord(r, options_.max_value_bytes);
+    if (valid.ok()) {
+      valid = clock_->CheckSkew(r.version.hlc, options_.max_clock_skew_ms);
+    }
+    if (!valid.ok()) {
+      // Name the origin: one device with a wrong clock or a bad encoder is
+      // what the operator needs to find.
+      request->merge.refused.push_back(RefusedRecord{
+          r.keyspace, r.key, r.version,
+          absl::Status(valid.code(),
+                       absl::StrCat("record from origin ",
+                                    ReplicaIdToString(r.version.origin), ": ",
+                                    valid.message()))});
+      continue;
+    }
+    request->bytes += RecordBytes(r);
+    request->remote.push_back(std::move(r));
+  }
+  if (request->bytes > kMaxBatchBytes) {
+    done(absl::InvalidArgumentError(absl::StrFormat(
+        "merge batch is %d bytes; the limit is %d", request->bytes,
+        kMaxBatchBytes)));
+    return;
+  }
+  // Key order makes neighbouring records share B-tree pages: one descent
+  // per record over warm pages, and fewer dirty pages per commit.
+  std::sort(request->remote.begin(), request->remote.end(),
+            [](const Record& a, const Record& b) {
+              if (a.keyspace != b.keyspace) return a.keyspace < b.keyspace;
+              if (a.key != b.key) return a.key < b.key;
+              return a.version < b.version;
+            });
+  request->records = request->remote.size();
+  request->checkpoint = std::move(checkpoint);
+  if (request->remote.empty() && !request->checkpoint.has_value()) {
+    done(std::move(request->merge));
+    return;
+  }
+  request->done = [done = std::move(done)](absl::Status status,
+                                           WriteRequest& r) mutable {
+    if (!status.ok()) {
+      done(std::move(status));
+    } else {
+      done(std::move(r.merge));
+    }
+  };
+  Submit(std::move(request), wait_for_room);
+}
+
+absl::StatusOr<uint64_t> Store::CompactLog() {
+  absl::Notification finished;
+  absl::StatusOr<uint64_t> result;
+  auto request = std::make_unique<WriteRequest>();
+  request->compact_all = true;
+  request->done = [&](absl::Status status, WriteRequest& r) {
+    result = status.ok() ? absl::StatusOr<uint64_t>(r.compacted)
+                         : absl::StatusOr<uint64_t>(status);
+    finished.Notify();
+  };
+  Submit(std::move(request), /*wait_for_room=*/true);
+  finished.WaitForNotification();
+  return result;
+}
+
+void Store::Submit(std::unique_ptr<WriteRequest> request, bool wait_for_room) {
+  absl::Status refused;
+  {
+    absl::MutexLock lock(&queue_mu_);
+    // Bound the memory held by waiting writes. A request larger than the
+    // whole bound still goes through when the queue is empty.
+    auto has_room = [this, bytes = request->bytes]() {
+      queue_mu_.AssertHeld();
+      return stopping_ || queue_.empty() ||
+             queued_bytes_ + bytes <= options_.max_queued_bytes;
+    };
+    if (wait_for_room) queue_mu_.Await(absl::Condition(&has_room));
+    if (stopping_) {
+      refused = absl::FailedPreconditionError("store is closing");
+    } else if (!has_room()) {
+      refused = absl::UnavailableError(absl::StrFormat(
+          "write queue is full (%d bytes waiting, limit %d); retry",
+          queued_bytes_, options_.max_queued_bytes));
+    } else {
+      queued_bytes_ += request->bytes;
+      queue_.push_back(std::move(request));
+      return;
+    }
+  }
+  request->done(refused, *request);
+}
+
+void Store::WriterLoop() {
+  for (;;) {
+    std::vector<std::unique_ptr<WriteRequest>> group;
+    {
+      absl::MutexLock lock(&queue_mu_);
+      auto ready = [this]() {
+        queue_mu_.AssertHeld();
+        return stopping_ || !queue_.empty();
+      };
+      queue_mu_.Await(absl::Condition(&ready));
+      if (queue_.empty()) return;  // stopping, and every write is done
+      size_t records = 0, bytes = 0;
+      while (!queue_.empty()) {
+        WriteRequest& next = *queue_.front();
+        if (!group.empty() &&
+            (next.compact_all || group.front()->compact_all ||
+             records + next.records > options_.max_group_records ||
+             bytes + next.bytes > options_.max_group_bytes)) {
+          break;
+        }
+        records += next.records;
+        bytes += next.bytes;
+        queued_bytes_ -= next.bytes;
+        group.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    ApplyGroup(group);
+    if (CompactionDue()) {
+      bool reached_end = false;
+      const absl::StatusOr<uint64_t> step =
+          CompactStep(kCompactionStepEntries, &reached_end);
+      if (!step.ok()) {
+        std::fprintf(stderr, "peerkv: log compaction step failed: %s\n",
+                     step.status().ToString().c_str());
+      }
+    }
+  }
+}
+
+void Store::ApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& group) {
+  absl::Status status;
+  GroupState state;
+  if (group.front()->compact_all) {
+    compact_from_seq_ = 0;
+    bool reached_end = false;
+    uint64_t removed = 0;
+    // Bounded: each step advances through the log or ends the pass.
+    for (int steps = 0; steps < (1 << 30) && !reached_end && status.ok(); ++steps) {
+      absl::StatusOr<uint64_t> step = CompactStep(kCompactionStepEntries, &reached_end);
+      if (step.ok()) {
+        removed += *step;
+      } else {
+        status = step.status();
+      }
+    }
+    group.front()->compacted = removed;
+  } else {
+    size_t bytes = 0;
+    for (const auto& r : group) bytes += r->bytes;
+    for (int attempt = 0;; ++attempt) {
+      bool map_full = false;
+      state = GroupState{};
+      status = TryApplyGroup(group, state, &map_full);
+      if (!map_full) break;
+      if (attempt == kMaxMapGrowthAttempts) break;
+      const absl::Status grown = GrowMap(bytes);
+      if (!grown.ok()) {
+        status = grown;
+        break;
+      }
+    }
+    if (status.ok() && state.changed) {
+      max_seq_ = state.next_seq - 1;
+      live_records_ = state.live_records;
+      tombstones_ = state.tombstones;
+      log_entries_ = state.log_entries;
+      ++commits_;
+    }
+  }
+  // Listeners first: once a write is acknowledged, watchers already know.
+  if (status.ok() && state.changed) {
+    absl::MutexLock lock(&listeners_mu_);
+    for (auto& [id, listener] : listeners_) listener(max_seq_.load());
+  }
+  for (auto& request : group) request->done(status, *request);
+}
+
+absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& group,
+                                  GroupState& state, bool* map_full) {
+  state.next_seq = max_seq_.load() + 1;
+  state.live_records = live_records_.load();
+  state.tombstones = tombstones_.load();
+  state.log_entries = log_entries_.load();
+
+  Txn txn;
+  PEERKV_RETURN_IF_ERROR(txn.Begin(env_, 0));
+  Cursor records, log;
+  PEERKV_RETURN_IF_ERROR(records.Open(txn, records_dbi_));
+  PEERKV_RETURN_IF_ERROR(log.Open(txn, log_dbi_));
+  std::string record_key, stored, seq_key;
+
+  auto check = [&](int rc, std::string_view what) -> absl::Status {
+    if (rc == MDB_MAP_FULL) *map_full = true;
+    return lmdb::Error(rc, what);
+  };
+
+  // Writes `version` for the key if it beats the stored one; appends the
+  // change to the log. One B-tree descent: a put that refuses to overwrite
+  // leaves the cursor on the existing record and hands back its bytes.
+  auto apply = [&](std::string_view keyspace, std::string_view key,
+                   const Version& version, bool deleted,
+                   std::string_view value) -> absl::StatusOr<bool> {
+    record_key = codec::RecordKey(keyspace, key);
+    codec::EncodeRecordValue(version, deleted, state.next_seq, value, &stored);
+    MDB_val k = Val(record_key), d = Val(stored);
+    int rc = mdb_cursor_put(records.get(), &k, &d, MDB_NOOVERWRITE);
+    if (rc == MDB_KEYEXIST) {
+      PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader old,
+                              codec::DecodeRecordHeader(View(d)));
+      if (!(version > old.version)) return false;
+      (old.deleted ? state.tombstones : state.live_records) -= 1;
+      d = Val(stored);
+      rc = mdb_cursor_put(records.get(), &k, &d, MDB_CURRENT);
+    }
+    PEERKV_RETURN_IF_ERROR(check(rc, "write record"));
+    (deleted ? state.tombstones : state.live_records) += 1;
+    seq_key = codec::BigEndian64(state.next_seq);
+    MDB_val lk = Val(seq_key), lv = Val(record_key);
+    PEERKV_RETURN_IF_ERROR(
+        check(mdb_cursor_put(log.get(), &lk, &lv, MDB_APPEND), "append to log"));
+    ++state.next_seq;
+    ++state.log_entries;
+    state.changed = true;
+    return true;
+  };
+
+  for (auto& request : group) {
+    WriteRequest& r = *request;
+    r.versions.clear();
+    r.merge.won = 0;
+    for (const Mutation& m : r.mutations) {
+      const Version version{clock_->Now(), replica_id_};
+      const bool deleted = !m.value.has_value();
+      PEERKV_ASSIGN_OR_RETURN(
+          const bool won,
+          apply(m.keyspace, m.key, version, deleted,
+                deleted ? std::string_view() : std::string_view(*m.value)));
+      if (!won) {
+        // The clock starts above every stored version and observes every
+        // merged one, so a local write always wins; anything else is a bug
+        // that must not silently drop the write.
+        return absl::InternalError(absl::StrCat(
+            "local write to ", m.keyspace, " lost to a stored version; clock at ",
+            version.ToString()));
+      }
+      r.versions.push_back(version);
+    }
+    for (const Record& remote : r.remote) {
+      clock_->Observe(remote.version.hlc);
+      PEERKV_ASSIGN_OR_RETURN(
+          const bool won, apply(remote.keyspace, remote.key, remote.version,
+                                remote.deleted, remote.value));
+      if (won) ++r.merge.won;
+    }
+    if (r.checkpoint.has_value()) {
+      state.checkpoints[r.checkpoint->peer_id] = r.checkpoint->checkpoint;
+    }
+  }
+
+  if (!state.changed) {
+    // Nothing won: write nothing. Hold the checkpoints for the next commit.
+    txn.Abort();
+    absl::MutexLock lock(&checkpoints_mu_);
+    for (const auto& [peer, cp] : state.checkpoints) held_checkpoints_[peer] = cp;
+    return absl::OkStatus();
+  }
+
+  absl::flat_hash_map<uint64_t, PeerCheckpoint> checkpoints;
+  {
+    absl::MutexLock lock(&checkpoints_mu_);
+    checkpoints = held_checkpoints_;
+  }
+  for (const auto& [peer, cp] : state.checkpoints) checkpoints[peer] = cp;
+  for (const auto& [peer, cp] : checkpoints) {
+    const std::string key = codec::BigEndian64(peer);
+    std::string value;
+    codec::PutFixed64(&value, cp.incarnation);
+    codec::PutFixed64(&value, cp.seq);
+    MDB_val k = Val(key), d = Val(value);
+    PEERKV_RETURN_IF_ERROR(
+        check(mdb_put(txn.get(), peers_dbi_, &k, &d, 0), "write checkpoint"));
+  }
+
+  std::string meta_state;
+  codec::PutFixed64(&meta_state, clock_->Last());
+  codec::PutFixed64(&meta_state, state.next_seq - 1);
+  codec::PutFixed64(&meta_state, state.live_records);
+  codec::PutFixed64(&meta_state, state.tombstones);
+  {
+    MDB_val k = Val(kMetaState), d = Val(meta_state);
+    PEERKV_RETURN_IF_ERROR(
+        check(mdb_put(txn.get(), meta_dbi_, &k, &d, 0), "write meta state"));
+  }
+  PEERKV_RETURN_IF_ERROR(txn.Commit());
+  absl::MutexLock lock(&checkpoints_mu_);
+  // Only the writer thread adds held checkpoints, so every one held now was
+  // in the transaction that just committed.
+  held_checkpoints_.clear();
+  return absl::OkStatus();
+}
+
+absl::Status Store::GrowMap(size_t needed_bytes) {
+  const size_t current = map_bytes_.load();
+  if (current >= options_.max_map_bytes) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "store map is full at %d bytes, the max_map_bytes limit", current));
+  }
+  size_t grown = std::max(current * 2, current + 2 * needed_bytes);
+  grown = std::min(grown, options_.max_map_bytes);
+  absl::MutexLock lock(&resize_mu_);
+  PEERKV_RETURN_IF_ERROR(
+      lmdb::Error(mdb_env_set_mapsize(env_, grown), "mdb_env_set_mapsize"));
+  MDB_envinfo info;
+  PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_env_info(env_, &info), "mdb_env_info"));
+  map_bytes_ = info.me_mapsize;
+  return absl::OkStatus();
+}
+
+absl::Status Store::FlushHeldCheckpoints() {
+  absl::flat_hash_map<uint64_t, PeerCheckpoint> checkpoints;
+  {
+    absl::MutexLock lock(&checkpoints_mu_);
+    checkpoints.swap(held_checkpoints_);
+  }
+  if (checkpoints.empty()) return absl::OkStatus();
+  Txn txn;
+  PEERKV_RETURN_IF_ERROR(txn.Begin(env_, 0));
+  for (const auto& [peer, cp] : checkpoints) {
+    const std::string key = codec::BigEndian64(peer);
+    std::string value;
+    codec::PutFixed64(&value, cp.incarnation);
+    codec::PutFixed64(&value, cp.seq);
+    MDB_val k = Val(key), d = Val(value);
+    PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_put(txn.get(), peers_dbi_, &k, &d, 0),
+                                       "write checkpoint"));
+  }
+  return txn.Commit();
+}
+
+bool Store::CompactionDue() const {
+  const uint64_t entries = log_entries_.load();
+  const uint64_t records = live_records_.load() + tombstones_.load();
+  const uint64_t garbage = entries > records ? entries - records : 0;
+  return garbage > options_.compaction_min_garbage && garbage > records;
+}
+
+absl::StatusOr<uint64_t> Store::CompactStep(size_t max_entries,
+                                            bool* reached_end) {
+  *reached_end = false;
+  std::vector<uint64_t> superseded;
+  uint64_t last_seq = compact_from_seq_;
+  Txn txn;
+  PEERKV_RETURN_IF_ERROR(txn.Begin(env_, 0));
+  {
+    Cursor log;
+    PEERKV_RETURN_IF_ERROR(log.Open(txn, log_dbi_));
+    const std::string start = codec::BigEndian64(compact_from_seq_ + 1);
+    MDB_val k = Val(start), v;
+    int rc = mdb_cursor_get(log.get(), &k, &v, MDB_SET_RANGE);
+    size_t examined = 0;
+    for (; rc == MDB_SUCCESS && examined < max_entries; ++examined) {
+      if (k.mv_size != 8) return absl::DataLossError("log key is not 8 bytes");
+      const uint64_t seq = codec::GetBigEndian64(static_cast<const char*>(k.mv_data));
+      MDB_val rk = v, rv;
+      const int get = mdb_get(txn.get(), records_dbi_, &rk, &rv);
+      if (get == MDB_NOTFOUND) {
+        superseded.push_back(seq);
+      } else if (get != MDB_SUCCESS) {
+        return lmdb::Error(get, "read record for compaction");
+      } else {
+        PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header,
+                                codec::DecodeRecordHeader(View(rv)));
+        if (header.seq != seq) superseded.push_back(seq);
+      }
+      last_seq = seq;
+      rc = mdb_cursor_get(log.get(), &k, &v, MDB_NEXT);
+    }
+    if (rc == MDB_NOTFOUND) {
+      *reached_end = true;
+    } else if (rc != MDB_SUCCESS) {
+      return lmdb::Error(rc, "read log for compaction");
+    }
+  }
+  for (uint64_t seq : superseded) {
+    const std::string key = codec::BigEndian64(seq);
+    MDB_val k = Val(key);
+    const int rc = mdb_del(txn.get(), log_dbi_, &k, nullptr);
+    if (rc == MDB_MAP_FULL) {
+      // Deleting needs fresh pages too; grow and let a later step retry.
+      txn.Abort();
+      PEERKV_RETURN_IF_ERROR(GrowMap(0));
+      return 0;
+    }
+    PEERKV_RETURN_IF_ERROR(lmdb::Error(rc, "delete superseded log entry"));
+  }
+  if (!superseded.empty()) {
+    PEERKV_RETURN_IF_ERROR(txn.Commit());
+    log_entries_ -= superseded.size();
+  }
+  compact_from_seq_ = *reached_end ? 0 : last_seq;
+  return superseded.size();
+}
+
+// ---------------------------------------------------------------------------
+// Reads
+
+absl::StatusOr<std::optional<Record>> Store::Get(std::string_view keyspace,
+                                                 std::string_view key) const {
+  PEERKV_RETURN_IF_ERROR(ValidateKeyspace(keyspace));
+  PEERKV_RETURN_IF_ERROR(ValidateKey(key));
+  const std::string record_key = codec::RecordKey(keyspace, key);
+  absl::ReaderMutexLock resize_lock(&resize_mu_);
+  Txn txn;
+  PEERKV_RETURN_IF_ERROR(txn.Begin(env_, MDB_RDONLY));
+  MDB_val k = Val(record_key), v;
+  const int rc = mdb_get(txn.get(), records_dbi_, &k, &v);
+  if (rc == MDB_NOTFOUND) return std::nullopt;
+  PEERKV_RETURN_IF_ERROR(lmdb::Error(rc, "read record"));
+  PEERKV_ASSIGN_OR_RETURN(Record record, codec::DecodeRecord(record_key, View(v)));
+  return record;
+}
+
+absl::StatusOr<ScanResult> Store::Scan(std::string_view keyspace,
+                                       const ScanOptions& options) const {
+  PEERKV_RETURN_IF_ERROR(ValidateKeyspace(keyspace));
+  if (options.limit == 0 || options.limit > kMaxScanLimit) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "scan limit is %d; it must be 1..%d", options.limit, kMaxScanLimit));
+  }
+  if (options.prefix.size() > kMaxKeyBytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "prefix is %d bytes; the limit is %d", options.prefix.size(), kMaxKeyBytes));
+  }
+  if (options.start_after.size() > kMaxKeyBytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "start_after is %d bytes; the limit is %d", options.start_after.size(),
+        kMaxKeyBytes));
+  }
+  const std::string match = codec::RecordKey(keyspace, options.prefix);
+  const std::string after =
+      options.start_after.empty() ? std::string()
+                                  : codec::RecordKey(keyspace, options.start_after);
+  const std::string start = std::max(match, after);
+
+  ScanResult result;
+  absl::ReaderMutexLock resize_lock(&resize_mu_);
+  Txn txn;
+  PEERKV_RETURN_IF_ERROR(txn.Begin(env_, MDB_RDONLY));
+  Cursor cursor;
+  PEERKV_RETURN_IF_ERROR(cursor.Open(txn, records_dbi_));
+  MDB_val k = Val(start), v;
+  int rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_SET_RANGE);
+  size_t bytes = 0;
+  while (rc == MDB_SUCCESS) {
+    const std::string_view key = View(k);
+    if (key.substr(0, match.size()) != match) break;
+    if (key != after) {
+      PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header,
+                              codec::DecodeRecordHeader(View(v)));
+      if (!header.deleted || options.include_tombstones) {
+        if (result.records.size() == options.limit || bytes >= kMaxPageBytes) {
+          result.more = true;
+          break;
+        }
+        PEERKV_ASSIGN_OR_RETURN(Record record, codec::DecodeRecord(key, View(v)));
+        bytes += RecordBytes(record);
+        result.records.push_back(std::move(record));
+      }
+    }
+    rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_NEXT);
+  }
+  if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) return lmdb::Error(rc, "scan records");
+  return result;
+}
+
+absl::StatusOr<Changes> Store::ChangesSince(uint64_t after_seq, size_t limit,
+                                            size_t max_bytes) const {
+  if (limit == 0 || limit > kMaxScanLimit) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "changes limit is %d; it must be 1..%d", limit, kMaxScanLimit));
+  }
+  Changes changes;
+  changes.last_seq = after_seq;
+  absl::ReaderMutexLock resize_lock(&resize_mu_);
+  Txn txn;
+  PEERKV_RETURN_IF_ERROR(txn.Begin(env_, MDB_RDONLY));
+  {
+    MDB_val k = Val(kMetaState), v;
+    const int rc = mdb_get(txn.get(), meta_dbi_, &k, &v);
+    if (rc == MDB_SUCCESS && v.mv_size == kMetaStateBytes) {
+      changes.max_seq = codec::GetFixed64(static_cast<const char*>(v.mv_data) + 8);
+    } else if (rc != MDB_NOTFOUND) {
+      return rc == MDB_SUCCESS ? absl::DataLossError("meta state has a bad size")
+                               : lmdb::Error(rc, "read meta state");
+    }
+  }
+  if (after_seq >= changes.max_seq) return changes;
+
+  Cursor cursor;
+  PEERKV_RETURN_IF_ERROR(cursor.Open(txn, log_dbi_));
+  const std::string start = codec::BigEndian64(after_seq + 1);
+  MDB_val k = Val(start), v;
+  int rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_SET_RANGE);
+  size_t bytes = 0;
+  // Superseded entries cost a look-up each; bound the work of one page even
+  // when compaction has fallen behind.
+  const size_t max_examined = 4 * limit + 1024;
+  for (size_t examined = 0; rc == MDB_SUCCESS; ++examined) {
+    if (examined == max_examined || changes.records.size() == limit ||
+        (bytes >= max_bytes && !changes.records.empty())) {
+      return changes;
+    }
+    if (k.mv_size != 8) return absl::DataLossError("log key is not 8 bytes");
+    const uint64_t seq = codec::GetBigEndian64(static_cast<const char*>(k.mv_data));
+    MDB_val rk = v, rv;
+    const int get = mdb_get(txn.get(), records_dbi_, &rk, &rv);
+    if (get == MDB_SUCCESS) {
+      PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header,
+                              codec::DecodeRecordHeader(View(rv)));
+      if (header.seq == seq) {
+        PEERKV_ASSIGN_OR_RETURN(Record record,
+                                codec::DecodeRecord(View(v), View(rv)));
+        bytes += RecordBytes(record);
+        changes.records.push_back(std::move(record));
+      }
+    } else if (get != MDB_NOTFOUND) {
+      return lmdb::Error(get, "read record for log entry");
+    }
+    changes.last_seq = seq;
+    rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_NEXT);
+  }
+  if (rc != MDB_NOTFOUND) return lmdb::Error(rc, "read log");
+  changes.last_seq = changes.max_seq;
+  return changes;
+}
+
+absl::StatusOr<std::optional<PeerCheckpoint>> Store::GetCheckpoint(
+    uint64_t peer_id) const {
+  {
+    absl::MutexLock lock(&checkpoints_mu_);
+    auto it = held_checkpoints_.find(peer_id);
+    if (it != held_checkpoints_.end()) return it->second;
+  }
+  const std::string key = codec::BigEndian64(peer_id);
+  absl::ReaderMutexLock resize_lock(&resize_mu_);
+  Txn txn;
+  PEERKV_RETURN_IF_ERROR(txn.Begin(env_, MDB_RDONLY));
+  MDB_val k = Val(key), v;
+  const int rc = mdb_get(txn.get(), peers_dbi_, &k, &v);
+  if (rc == MDB_NOTFOUND) return std::nullopt;
+  PEERKV_RETURN_IF_ERROR(lmdb::Error(rc, "read checkpoint"));
+  if (v.mv_size != 16) {
+    return absl::DataLossError(absl::StrFormat(
+        "checkpoint of peer %s is %d bytes; expected 16",
+        ReplicaIdToString(peer_id), v.mv_size));
+  }
+  const char* p = static_cast<const char*>(v.mv_data);
+  return PeerCheckpoint{codec::GetFixed64(p), codec::GetFixed64(p + 8)};
+}
+
+absl::StatusOr<StoreStats> Store::Stats() const {
+  StoreStats stats;
+  stats.replica_id = replica_id_;
+  stats.incarnation = incarnation_;
+  stats.live_records = live_records_.load();
+  stats.tombstones = tombstones_.load();
+  stats.max_seq = max_seq_.load();
+  stats.log_entries = log_entries_.load();
+  stats.map_bytes = map_bytes_.load();
+  stats.commits = commits_.load();
+  struct stat st;
+  const std::string data_path = canonical_dir_ + "/data.mdb";
+  if (::stat(data_path.c_str(), &st) != 0) {
+    return ErrnoError(errno, absl::StrCat("stat ", data_path));
+  }
+  stats.disk_bytes = static_cast<uint64_t>(st.st_size);
+  return stats;
+}
+
+absl::StatusOr<uint64_t> Store::Digest() const {
+  Fnv64 hash;
+  absl::ReaderMutexLock resize_lock(&resize_mu_);
+  Txn txn;
+  PEERKV_RETURN_IF_ERROR(txn.Begin(env_, MDB_RDONLY));
+  Cursor cursor;
+  PEERKV_RETURN_IF_ERROR(cursor.Open(txn, records_dbi_));
+  MDB_val k, v;
+  int rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_FIRST);
+  while (rc == MDB_SUCCESS) {
+    PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header,
+                            codec::DecodeRecordHeader(View(v)));
+    hash.AddU64(k.mv_size);
+    hash.Add(View(k));
+    hash.AddU64(header.version.hlc);
+    hash.AddU64(header.version.origin);
+    hash.AddU64(header.deleted ? 1 : 0);
+    const std::string_view value = codec::RecordValueBytes(View(v));
+    hash.AddU64(value.size());
+    hash.Add(value);
+    rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_NEXT);
+  }
+  if (rc != MDB_NOTFOUND) return lmdb::Error(rc, "digest records");
+  return hash.value();
+}
+
+int Store::AddCommitListener(CommitListener listener) {
+  absl::MutexLock lock(&listeners_mu_);
+  const int id = next_listener_id_++;
+  listeners_.emplace_back(id, std::move(listener));
+  return id;
+}
+
+void Store::RemoveCommitListener(int id) {
+  absl::MutexLock lock(&listeners_mu_);
+  listeners_.erase(std::remove_if(listeners_.begin(), listeners_.end(),
+                                  [id](const auto& entry) { return entry.first == id; }),
+                   listeners_.end());
+}
+
+}  // namespace peerkv

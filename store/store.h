@@ -1,0 +1,322 @@
+// store/store.h: the durable replica state. Maps (keyspace, key) to a
+// last-writer-wins register kept in LMDB; Merge() keeps the greater Version,
+// so replicas that see the same records in any order converge. Every change
+// takes the next local sequence number and is appended to a change log, the
+// spine that replication and watches read. Thread-safe: readers never wait
+// for writers, and writes from many threads share one durable transaction
+// (group commit). Knows nothing of the network.
+#ifndef PEERKV_STORE_STORE_H_
+#define PEERKV_STORE_STORE_H_
+
+#include <lmdb.h>
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "store/clock.h"
+#include "store/validation.h"
+#include "store/version.h"
+
+namespace peerkv {
+
+struct StoreOptions {
+  // Directory of the LMDB environment; created (with parents) if missing.
+  std::string dir;
+  // Largest value accepted from local writes and from peers; at most
+  // kMaxValueBytes (4 MiB).
+  size_t max_value_bytes = kMaxValueBytes;
+  // A remote version further than this ahead of local physical time is
+  // refused by Merge.
+  int64_t max_clock_skew_ms = 60'000;
+  // Physical time source; nullptr means SystemWallClock(). Borrowed: must
+  // outlive the store.
+  const WallClock* wall_clock = nullptr;
+  // Initial size of the LMDB memory map. The map doubles by itself when
+  // full, up to max_map_bytes; the file on disk only holds what is used.
+  size_t initial_map_bytes = size_t{64} << 20;
+  size_t max_map_bytes = size_t{1} << 40;
+  // false skips fsync at commit (MDB_NOSYNC): a crash of the machine may
+  // lose acknowledged writes. For simulations and tests only.
+  bool sync = true;
+  // Bounds of one group commit: requests are taken from the queue until
+  // either is reached.
+  size_t max_group_records = 8192;
+  size_t max_group_bytes = size_t{64} << 20;
+  // Bytes of writes that may wait for the writer; beyond it WriteAsync and
+  // MergeAsync fail with Unavailable and the blocking calls wait.
+  size_t max_queued_bytes = size_t{256} << 20;
+  // The log is compacted once superseded entries exceed both this and the
+  // number of records.
+  size_t compaction_min_garbage = 4096;
+  // Seeds replica id and incarnation when the store is created, so a
+  // simulation can be replayed exactly. nullopt: operating-system entropy.
+  std::optional<uint64_t> id_seed;
+};
+
+// How far this replica has pulled the change log of one peer.
+struct PeerCheckpoint {
+  // The peer's incarnation the seq belongs to.
+  uint64_t incarnation = 0;
+  // Every change of the peer up to and including this seq is merged.
+  uint64_t seq = 0;
+
+  friend bool operator==(const PeerCheckpoint&, const PeerCheckpoint&) = default;
+};
+
+// A checkpoint advance that Merge commits together with its batch.
+struct CheckpointUpdate {
+  uint64_t peer_id = 0;
+  PeerCheckpoint checkpoint;
+};
+
+// A remote record that Merge did not accept, and why (InvalidArgument for a
+// malformed record, OutOfRange for a clock too far ahead).
+struct RefusedRecord {
+  std::string keyspace;
+  std::string key;
+  Version version;
+  absl::Status reason;
+};
+
+struct MergeResult {
+  // Records whose version beat the stored one (or that were new).
+  size_t won = 0;
+  // Records refused; the rest of the batch merged regardless.
+  std::vector<RefusedRecord> refused;
+};
+
+// A page of the change log.
+struct Changes {
+  // Current records changed after the requested seq, in seq order; entries
+  // superseded by a later change to the same key are skipped.
+  std::vector<Record> records;
+  // Resume point: pass it as `after_seq` to get the next page. Equals
+  // max_seq when the log has been read to its end.
+  uint64_t last_seq = 0;
+  // The greatest seq committed when the page was read.
+  uint64_t max_seq = 0;
+};
+
+struct ScanOptions {
+  // Only keys that start with these bytes.
+  std::string prefix;
+  // Only keys strictly greater than this (the last key of the previous
+  // page); empty starts at the beginning.
+  std::string start_after;
+  // At most this many records per page: 1..kMaxScanLimit.
+  size_t limit = 1000;
+  // Also return tombstones (deleted keys).
+  bool include_tombstones = false;
+};
+
+inline constexpr size_t kMaxScanLimit = 100'000;
+inline constexpr size_t kMaxPageBytes = size_t{16} << 20;
+// Bounds of one Write or Merge call.
+inline constexpr size_t kMaxBatchRecords = 10'000;
+inline constexpr size_t kMaxBatchBytes = size_t{64} << 20;
+
+struct ScanResult {
+  std::vector<Record> records;
+  // More matching keys may follow: continue with start_after set to the
+  // last returned key.
+  bool more = false;
+};
+
+struct StoreStats {
+  uint64_t replica_id = 0;
+  uint64_t incarnation = 0;
+  uint64_t live_records = 0;
+  uint64_t tombstones = 0;
+  uint64_t max_seq = 0;
+  // Change-log entries, superseded ones not yet compacted included.
+  uint64_t log_entries = 0;
+  // Size of the data file on disk, and of the memory map.
+  uint64_t disk_bytes = 0;
+  uint64_t map_bytes = 0;
+  // Durable write transactions since open: with group commit, fewer than
+  // the writes that were acknowledged.
+  uint64_t commits = 0;
+};
+
+class Store {
+ public:
+  // Opens or creates the store in `options.dir`. Errors: InvalidArgument
+  // for bad options; FailedPrecondition if the directory is open in this
+  // process, locked by another process, not a directory, or written by a
+  // newer peerkv; PermissionDenied if it cannot be written; DataLoss if the
+  // files are not a peerkv store.
+  static absl::StatusOr<std::unique_ptr<Store>> Open(StoreOptions options);
+
+  // Finishes every queued write, persists held checkpoints, and closes.
+  // REQUIRES: no other call in progress.
+  ~Store();
+
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // Random ids made when the store was created: who this replica is, and
+  // which life of its data directory this is.
+  uint64_t replica_id() const { return replica_id_; }
+  uint64_t incarnation() const { return incarnation_; }
+  const StoreOptions& options() const { return options_; }
+  HybridClock& clock() { return *clock_; }
+
+  // Writes `value` under (keyspace, key); returns the assigned version once
+  // the write is durable.
+  absl::StatusOr<Version> Put(std::string_view keyspace, std::string_view key,
+                              std::string_view value);
+  // Writes a tombstone; deleting a missing key is not an error.
+  absl::StatusOr<Version> Delete(std::string_view keyspace,
+                                 std::string_view key);
+  // Applies all mutations atomically, in order; returns their versions.
+  // At most kMaxBatchRecords mutations and kMaxBatchBytes bytes.
+  absl::StatusOr<std::vector<Version>> Write(std::vector<Mutation> mutations);
+  // Like Write, but returns at once; `done` runs on the store's writer
+  // thread once the batch is durable (or failed) and must not block.
+  using WriteCallback =
+      absl::AnyInvocable<void(absl::StatusOr<std::vector<Version>>)>;
+  void WriteAsync(std::vector<Mutation> mutations, WriteCallback done);
+
+  // Merges remote records: for each key the greater version stays. Invalid
+  // records and records whose clock is more than max_clock_skew ahead are
+  // refused (listed in the result); the rest merge. The winners and the
+  // checkpoint advance commit in one transaction; a batch that wins nothing
+  // writes nothing (its checkpoint is held in memory and written with the
+  // next commit, which is safe: a checkpoint that lags only re-pulls).
+  absl::StatusOr<MergeResult> Merge(
+      std::vector<Record> batch,
+      std::optional<CheckpointUpdate> checkpoint = std::nullopt);
+  using MergeCallback = absl::AnyInvocable<void(absl::StatusOr<MergeResult>)>;
+  void MergeAsync(std::vector<Record> batch,
+                  std::optional<CheckpointUpdate> checkpoint,
+                  MergeCallback done);
+
+  // The register's record (value or tombstone) or nullopt if never written.
+  absl::StatusOr<std::optional<Record>> Get(std::string_view keyspace,
+                                            std::string_view key) const;
+
+  // Records of one keyspace in key order; see ScanOptions. A page holds at
+  // most options.limit records and about kMaxPageBytes of values.
+  absl::StatusOr<ScanResult> Scan(std::string_view keyspace,
+                                  const ScanOptions& options) const;
+
+  // The change log after `after_seq`: at most `limit` records and about
+  // `max_bytes` of them (always at least one record if any is due).
+  absl::StatusOr<Changes> ChangesSince(uint64_t after_seq, size_t limit,
+                                       size_t max_bytes = kMaxPageBytes) const;
+
+  // How far this replica has merged `peer_id`'s log; nullopt if never.
+  absl::StatusOr<std::optional<PeerCheckpoint>> GetCheckpoint(
+      uint64_t peer_id) const;
+
+  absl::StatusOr<StoreStats> Stats() const;
+
+  // The greatest committed local seq.
+  uint64_t max_seq() const { return max_seq_.load(); }
+
+  // A 64-bit digest of every record (tombstones included) in key order:
+  // two replicas with equal digests hold the same registers.
+  absl::StatusOr<uint64_t> Digest() const;
+
+  // Called on the writer thread after every commit that changed records,
+  // with the new max seq, before the writes in it are acknowledged. Must be quick and must not call back into the
+  // store's write path synchronously. Returns an id for RemoveCommitListener.
+  using CommitListener = std::function<void(uint64_t max_seq)>;
+  int AddCommitListener(CommitListener listener);
+  // After it returns, the listener is not running and will not run again.
+  void RemoveCommitListener(int id);
+
+  // Removes every superseded log entry now (normally done in bounded steps
+  // by the writer). Returns how many entries were removed.
+  absl::StatusOr<uint64_t> CompactLog();
+
+ private:
+  struct WriteRequest;
+  struct GroupState;
+
+  explicit Store(StoreOptions options);
+
+  absl::Status OpenEnvironment();
+  absl::Status LoadOrInitMeta();
+  void SubmitWrite(std::vector<Mutation> mutations, WriteCallback done,
+                   bool wait_for_room);
+  void SubmitMerge(std::vector<Record> batch,
+                   std::optional<CheckpointUpdate> checkpoint,
+                   MergeCallback done, bool wait_for_room);
+  // Queues a request for the writer; when the queue is full, waits for room
+  // or fails the request with Unavailable.
+  void Submit(std::unique_ptr<WriteRequest> request, bool wait_for_room);
+  void WriterLoop();
+  void ApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& group);
+  absl::Status TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& group,
+                             GroupState& state, bool* map_full);
+  absl::Status GrowMap(size_t needed_bytes);
+  absl::StatusOr<uint64_t> CompactStep(size_t max_entries, bool* reached_end);
+  bool CompactionDue() const;
+  absl::Status FlushHeldCheckpoints();
+
+  const StoreOptions options_;
+  uint64_t replica_id_ = 0;
+  uint64_t incarnation_ = 0;
+  std::string canonical_dir_;
+  int lock_fd_ = -1;
+  std::unique_ptr<HybridClock> clock_;
+
+  MDB_env* env_ = nullptr;
+  MDB_dbi records_dbi_ = 0;
+  MDB_dbi log_dbi_ = 0;
+  MDB_dbi peers_dbi_ = 0;
+  MDB_dbi meta_dbi_ = 0;
+
+  // Readers hold it shared for the life of their transaction; the writer
+  // holds it exclusively only while it grows the map (LMDB requires that no
+  // transaction is active then).
+  mutable absl::Mutex resize_mu_;
+  std::atomic<size_t> map_bytes_{0};
+
+  // Committed state, written by the writer thread after each commit.
+  std::atomic<uint64_t> max_seq_{0};
+  std::atomic<uint64_t> live_records_{0};
+  std::atomic<uint64_t> tombstones_{0};
+  std::atomic<uint64_t> log_entries_{0};
+  std::atomic<uint64_t> commits_{0};
+
+  // The write queue.
+  absl::Mutex queue_mu_;
+  std::deque<std::unique_ptr<WriteRequest>> queue_ ABSL_GUARDED_BY(queue_mu_);
+  size_t queued_bytes_ ABSL_GUARDED_BY(queue_mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(queue_mu_) = false;
+
+  // Checkpoints of batches that won nothing, written with the next commit.
+  mutable absl::Mutex checkpoints_mu_;
+  absl::flat_hash_map<uint64_t, PeerCheckpoint> held_checkpoints_
+      ABSL_GUARDED_BY(checkpoints_mu_);
+
+  // Writer-thread state: where the next compaction step starts.
+  uint64_t compact_from_seq_ = 0;
+
+  absl::Mutex listeners_mu_;
+  std::vector<std::pair<int, CommitListener>> listeners_
+      ABSL_GUARDED_BY(listeners_mu_);
+  int next_listener_id_ ABSL_GUARDED_BY(listeners_mu_) = 1;
+
+  std::thread writer_;
+};
+
+}  // namespace peerkv
+
+#endif  // PEERKV_STORE_STORE_H_

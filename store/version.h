@@ -1,0 +1,70 @@
+// store/version.h: the version of a last-writer-wins register and the
+// records that carry it. A Version is (hlc, origin): a 64-bit hybrid logical
+// clock reading (48 bits of milliseconds since the Unix epoch, 16 bits of
+// logical counter) and the 64-bit id of the replica that wrote it. Versions
+// are totally ordered, hlc first; the greater one wins a merge.
+#ifndef PEERKV_STORE_VERSION_H_
+#define PEERKV_STORE_VERSION_H_
+
+#include <compare>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace peerkv {
+
+// Number of low hlc bits that hold the logical counter.
+inline constexpr int kHlcLogicalBits = 16;
+inline constexpr uint64_t kHlcLogicalMask = (uint64_t{1} << kHlcLogicalBits) - 1;
+// Largest millisecond value an hlc can hold (48 bits: year 10889).
+inline constexpr uint64_t kHlcMaxMillis = (uint64_t{1} << 48) - 1;
+
+// Builds an hlc reading from its parts. REQUIRES: millis <= kHlcMaxMillis.
+constexpr uint64_t MakeHlc(uint64_t millis, uint64_t logical) {
+  return (millis << kHlcLogicalBits) | (logical & kHlcLogicalMask);
+}
+constexpr uint64_t HlcMillis(uint64_t hlc) { return hlc >> kHlcLogicalBits; }
+constexpr uint64_t HlcLogical(uint64_t hlc) { return hlc & kHlcLogicalMask; }
+
+struct Version {
+  uint64_t hlc = 0;
+  uint64_t origin = 0;
+
+  // Lexicographic: hlc, then origin. Merge keeps the greater.
+  friend constexpr auto operator<=>(const Version&, const Version&) = default;
+
+  // A version written by a real replica has a non-zero clock and origin.
+  constexpr bool IsValid() const { return hlc != 0 && origin != 0; }
+
+  // "1732550000123.7@00000000deadbeef": millis.logical@origin (hex).
+  std::string ToString() const;
+};
+
+// A record as stored and as replicated: the state of one register.
+struct Record {
+  std::string keyspace;
+  std::string key;
+  Version version;
+  // A tombstone: the key was deleted at `version`; `value` is empty.
+  bool deleted = false;
+  std::string value;
+  // The local sequence number of the change that wrote this record here.
+  // Meaningful only for records read from a store; Merge ignores it.
+  uint64_t seq = 0;
+
+  friend bool operator==(const Record&, const Record&) = default;
+};
+
+// A local write: a put when `value` holds a value, a delete when nullopt.
+struct Mutation {
+  std::string keyspace;
+  std::string key;
+  std::optional<std::string> value;
+};
+
+// Formats a replica id the way logs and the CLI show it: 16 hex digits.
+std::string ReplicaIdToString(uint64_t id);
+
+}  // namespace peerkv
+
+#endif  // PEERKV_STORE_VERSION_H_
