@@ -5,7 +5,9 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -656,6 +658,8 @@ void Store::ApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& group) {
 
 absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& group,
                                   GroupState& state, bool* map_full) {
+  size_t group_bytes = 0;
+  for (const auto& r : group) group_bytes += r->bytes;
   state.next_seq = max_seq_.load() + 1;
   state.live_records = live_records_.load();
   state.tombstones = tombstones_.load();
@@ -770,12 +774,44 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
     PEERKV_RETURN_IF_ERROR(
         check(mdb_put(txn.get(), meta_dbi_, &k, &d, 0), "write meta state"));
   }
-  PEERKV_RETURN_IF_ERROR(txn.Commit());
+  absl::Status committed = txn.Commit();
+  if (!committed.ok()) return ExplainCommitFailure(committed, group_bytes);
   absl::MutexLock lock(&checkpoints_mu_);
   // Only the writer thread adds held checkpoints, so every one held now was
   // in the transaction that just committed.
   held_checkpoints_.clear();
   return absl::OkStatus();
+}
+
+absl::Status Store::ExplainCommitFailure(const absl::Status& failure,
+                                         size_t group_bytes) const {
+  // LMDB reports a short write as EIO, which is what a full file system (or
+  // a file-size limit) produces mid-commit. Tell that apart from a failing
+  // disk, because the caller's remedy differs: free space, or alert.
+  const std::string data_path = canonical_dir_ + "/data.mdb";
+  struct stat st;
+  struct statvfs fs;
+  rlimit fsize;
+  const uint64_t needed = std::max<uint64_t>(uint64_t{64} << 20, 2 * group_bytes);
+  if (::stat(data_path.c_str(), &st) == 0) {
+    if (::getrlimit(RLIMIT_FSIZE, &fsize) == 0 && fsize.rlim_cur != RLIM_INFINITY &&
+        static_cast<uint64_t>(st.st_size) + needed > fsize.rlim_cur) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "%s: the data file (%d bytes) reached this process's file size limit "
+          "(%d bytes); nothing from the failed commit was acknowledged",
+          failure.message(), st.st_size, fsize.rlim_cur));
+    }
+  }
+  if (::statvfs(canonical_dir_.c_str(), &fs) == 0) {
+    const uint64_t free_bytes = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+    if (free_bytes < needed) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "%s: the disk holding %s is full (%d bytes free); nothing from the "
+          "failed commit was acknowledged",
+          failure.message(), canonical_dir_, free_bytes));
+    }
+  }
+  return failure;
 }
 
 absl::Status Store::GrowMap(size_t needed_bytes) {

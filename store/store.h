@@ -265,6 +265,8 @@ class Store {
   absl::Status TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& group,
                              GroupState& state, bool* map_full);
   absl::Status GrowMap(size_t needed_bytes);
+  absl::Status ExplainCommitFailure(const absl::Status& failure,
+                                    size_t group_bytes) const;
   absl::StatusOr<uint64_t> CompactStep(size_t max_entries, bool* reached_end);
   bool CompactionDue() const;
   absl::Status FlushHeldCheckpoints();

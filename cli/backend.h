@@ -1,0 +1,42 @@
+// cli/backend.h: what the data commands (put, get, del, scan, info) need
+// from a replica, so that each command is written once and works both on a
+// data directory (embedded) and against a server (remote).
+#ifndef PEERKV_CLI_BACKEND_H_
+#define PEERKV_CLI_BACKEND_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "store/store.h"
+
+namespace peerkv::cli {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual absl::StatusOr<Version> Put(std::string_view keyspace,
+                                      std::string_view key,
+                                      std::string_view value) = 0;
+  virtual absl::StatusOr<Version> Delete(std::string_view keyspace,
+                                         std::string_view key) = 0;
+  virtual absl::StatusOr<std::optional<Record>> Get(std::string_view keyspace,
+                                                    std::string_view key) = 0;
+  virtual absl::StatusOr<ScanResult> Scan(std::string_view keyspace,
+                                          const ScanOptions& options) = 0;
+  // Named facts about the replica, in display order.
+  virtual absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Info() = 0;
+  // The largest value this replica accepts.
+  virtual size_t max_value_bytes() const = 0;
+};
+
+// A backend over a store opened in `dir` for the life of the backend.
+absl::StatusOr<std::unique_ptr<Backend>> OpenEmbeddedBackend(const std::string& dir);
+
+}  // namespace peerkv::cli
+
+#endif  // PEERKV_CLI_BACKEND_H_

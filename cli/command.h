@@ -1,0 +1,57 @@
+// cli/command.h: the shape of a peerkv subcommand and what every command
+// receives: its parsed arguments and a way to reach the replica named by
+// the global flags. Exit codes: 0 success, 1 failure or not found, 2 bad
+// input (usage, or a value outside a limit).
+#ifndef PEERKV_CLI_COMMAND_H_
+#define PEERKV_CLI_COMMAND_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "cli/args.h"
+#include "cli/backend.h"
+
+namespace peerkv::cli {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailure = 1;
+inline constexpr int kExitUsage = 2;
+
+struct Context {
+  std::string command;
+  Args args;
+  // The replica the global flags name: --data DIR opens it embedded.
+  absl::StatusOr<std::unique_ptr<Backend>> OpenBackend() const;
+};
+
+struct Command {
+  std::string name;
+  // "put KS KEY VALUE": the arguments after the command name.
+  std::string synopsis;
+  // One line for the command list.
+  std::string summary;
+  // The rest of `peerkv COMMAND --help`.
+  std::string details;
+  FlagSpec flags;
+  int (*run)(const Context& context);
+};
+
+// Prints "peerkv COMMAND: message" on stderr and returns the exit code for
+// `status`: 2 for InvalidArgument, 1 otherwise.
+int Fail(const std::string& command, const absl::Status& status);
+// Same, for a usage error in the arguments.
+int UsageError(const std::string& command, const std::string& message);
+// Checks the number of positional arguments; the error names the synopsis.
+absl::Status ExpectPositional(const Context& context, size_t min, size_t max,
+                              const std::string& synopsis);
+
+// The commands, in help order.
+const std::vector<Command>& DataCommands();
+const Command& DemoCommand();
+
+}  // namespace peerkv::cli
+
+#endif  // PEERKV_CLI_COMMAND_H_

@@ -1,0 +1,60 @@
+// cli/embedded_backend.cc: the data commands over a store in a local
+// directory (no server).
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "cli/backend.h"
+#include "common/macros.h"
+
+namespace peerkv::cli {
+namespace {
+
+class EmbeddedBackend : public Backend {
+ public:
+  explicit EmbeddedBackend(std::unique_ptr<Store> store) : store_(std::move(store)) {}
+
+  absl::StatusOr<Version> Put(std::string_view keyspace, std::string_view key,
+                              std::string_view value) override {
+    return store_->Put(keyspace, key, value);
+  }
+  absl::StatusOr<Version> Delete(std::string_view keyspace,
+                                 std::string_view key) override {
+    return store_->Delete(keyspace, key);
+  }
+  absl::StatusOr<std::optional<Record>> Get(std::string_view keyspace,
+                                            std::string_view key) override {
+    return store_->Get(keyspace, key);
+  }
+  absl::StatusOr<ScanResult> Scan(std::string_view keyspace,
+                                  const ScanOptions& options) override {
+    return store_->Scan(keyspace, options);
+  }
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Info() override {
+    PEERKV_ASSIGN_OR_RETURN(const StoreStats stats, store_->Stats());
+    return std::vector<std::pair<std::string, std::string>>{
+        {"data_dir", store_->options().dir},
+        {"replica_id", ReplicaIdToString(stats.replica_id)},
+        {"incarnation", ReplicaIdToString(stats.incarnation)},
+        {"live_records", absl::StrCat(stats.live_records)},
+        {"tombstones", absl::StrCat(stats.tombstones)},
+        {"max_seq", absl::StrCat(stats.max_seq)},
+        {"log_entries", absl::StrCat(stats.log_entries)},
+        {"disk_bytes", absl::StrCat(stats.disk_bytes)},
+    };
+  }
+  size_t max_value_bytes() const override { return store_->options().max_value_bytes; }
+
+ private:
+  std::unique_ptr<Store> store_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Backend>> OpenEmbeddedBackend(const std::string& dir) {
+  StoreOptions options;
+  options.dir = dir;
+  PEERKV_ASSIGN_OR_RETURN(std::unique_ptr<Store> store, Store::Open(options));
+  return std::make_unique<EmbeddedBackend>(std::move(store));
+}
+
+}  // namespace peerkv::cli

@@ -1,0 +1,105 @@
+// cli/main.cc: the peerkv command: global flags, dispatch to subcommands,
+// and help. The composition root: the only place that decides which
+// backend a command talks to.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "cli/command.h"
+
+namespace peerkv::cli {
+namespace {
+
+const FlagSpec kGlobalFlags{.with_value = {"data"}, .switches = {"help"}};
+
+std::vector<const Command*> AllCommands() {
+  std::vector<const Command*> all;
+  for (const Command& c : DataCommands()) all.push_back(&c);
+  all.push_back(&DemoCommand());
+  return all;
+}
+
+void PrintUsage(std::FILE* out) {
+  std::fprintf(out,
+               "peerkv: a replicated last-writer-wins key-value store.\n\n"
+               "Usage: peerkv [--data DIR] COMMAND [ARGS...]\n\n"
+               "Global flags:\n"
+               "  --data DIR   use the store in DIR directly (embedded mode; created\n"
+               "               if missing; fails if a server has it open)\n"
+               "  --help       this text; 'peerkv COMMAND --help' for one command\n\n"
+               "Commands:\n");
+  for (const Command* c : AllCommands()) {
+    std::fprintf(out, "  %-6s %s\n", c->name.c_str(), c->summary.c_str());
+  }
+}
+
+void PrintCommandHelp(const Command& c) {
+  std::printf("Usage: peerkv [--data DIR] %s %s\n\n%s.\n", c.name.c_str(),
+              c.synopsis.c_str(), c.summary.c_str());
+  if (!c.details.empty()) std::printf("\n%s", c.details.c_str());
+}
+
+FlagSpec Merge(const FlagSpec& a, const FlagSpec& b) {
+  FlagSpec merged = a;
+  merged.with_value.insert(b.with_value.begin(), b.with_value.end());
+  merged.switches.insert(b.switches.begin(), b.switches.end());
+  merged.repeatable.insert(b.repeatable.begin(), b.repeatable.end());
+  return merged;
+}
+
+int Main(int argc, char** argv) {
+  std::vector<std::string> raw(argv + 1, argv + argc);
+  // The command is the first argument that is neither a global flag nor the
+  // value of one.
+  size_t command_index = raw.size();
+  for (size_t i = 0; i < raw.size(); ++i) {
+    const std::string& arg = raw[i];
+    if (arg.rfind("--", 0) != 0) {
+      command_index = i;
+      break;
+    }
+    const std::string name = arg.substr(2, arg.find('=') - 2);
+    if (kGlobalFlags.with_value.count(name) > 0 && arg.find('=') == std::string::npos) {
+      ++i;  // skip the flag's value
+    }
+  }
+  if (command_index == raw.size()) {
+    absl::StatusOr<Args> globals = ParseArgs(raw, kGlobalFlags);
+    if (globals.ok() && globals->Has("help")) {
+      PrintUsage(stdout);
+      return kExitOk;
+    }
+    if (!globals.ok()) return UsageError("", std::string(globals.status().message()));
+    PrintUsage(stderr);
+    return kExitUsage;
+  }
+  const std::string name = raw[command_index];
+  if (name == "help") {
+    PrintUsage(stdout);
+    return kExitOk;
+  }
+  const Command* command = nullptr;
+  for (const Command* c : AllCommands()) {
+    if (c->name == name) command = c;
+  }
+  if (command == nullptr) {
+    return UsageError("", absl::StrFormat("unknown command '%s'; see peerkv --help", name));
+  }
+  std::vector<std::string> rest(raw.begin(), raw.begin() + command_index);
+  rest.insert(rest.end(), raw.begin() + command_index + 1, raw.end());
+  absl::StatusOr<Args> args = ParseArgs(rest, Merge(kGlobalFlags, command->flags));
+  if (!args.ok()) return UsageError(name, std::string(args.status().message()));
+  if (args->Has("help")) {
+    PrintCommandHelp(*command);
+    return kExitOk;
+  }
+  Context context{name, std::move(*args)};
+  return command->run(context);
+}
+
+}  // namespace
+
+}  // namespace peerkv::cli
+
+int main(int argc, char** argv) { return peerkv::cli::Main(argc, argv); }

@@ -1,0 +1,180 @@
+// testing/subprocess.cc: fork/exec with captured output and bounded waits.
+#include "testing/subprocess.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "common/macros.h"
+
+namespace peerkv::testing {
+namespace {
+
+int DecodeWaitStatus(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+std::vector<char*> CArgv(const std::vector<std::string>& argv) {
+  std::vector<char*> out;
+  for (const std::string& a : argv) out.push_back(const_cast<char*>(a.c_str()));
+  out.push_back(nullptr);
+  return out;
+}
+
+}  // namespace
+
+std::string RunfilePath(const std::string& relative) {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  const char* workspace = std::getenv("TEST_WORKSPACE");
+  if (srcdir != nullptr && workspace != nullptr) {
+    return std::string(srcdir) + "/" + workspace + "/" + relative;
+  }
+  return relative;
+}
+
+RunResult Run(const std::vector<std::string>& argv, const std::string& input,
+              std::chrono::milliseconds timeout) {
+  int in_pipe[2], out_pipe[2], err_pipe[2];
+  PEERKV_CHECK(pipe2(in_pipe, O_CLOEXEC) == 0);
+  PEERKV_CHECK(pipe2(out_pipe, O_CLOEXEC) == 0);
+  PEERKV_CHECK(pipe2(err_pipe, O_CLOEXEC) == 0);
+  std::vector<char*> cargv = CArgv(argv);
+  const pid_t pid = fork();
+  PEERKV_CHECK(pid >= 0);
+  if (pid == 0) {
+    dup2(in_pipe[0], 0);
+    dup2(out_pipe[1], 1);
+    dup2(err_pipe[1], 2);
+    execv(cargv[0], cargv.data());
+    std::fprintf(stderr, "exec %s: %s\n", cargv[0], std::strerror(errno));
+    _exit(127);
+  }
+  close(in_pipe[0]);
+  close(out_pipe[1]);
+  close(err_pipe[1]);
+  // Feed stdin from a thread so a child that writes a lot before reading
+  // cannot deadlock against us.
+  std::thread feeder([fd = in_pipe[1], &input] {
+    signal(SIGPIPE, SIG_IGN);
+    size_t off = 0;
+    while (off < input.size()) {
+      const ssize_t n = write(fd, input.data() + off, input.size() - off);
+      if (n <= 0) break;
+      off += static_cast<size_t>(n);
+    }
+    close(fd);
+  });
+  RunResult result;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
+  int open_fds = 2;
+  bool timed_out = false;
+  while (open_fds > 0) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      timed_out = true;
+      break;
+    }
+    const int ready = poll(fds, 2, static_cast<int>(left.count()));
+    if (ready < 0 && errno == EINTR) continue;
+    PEERKV_CHECK(ready >= 0);
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
+      char buf[65536];
+      const ssize_t n = read(fds[i].fd, buf, sizeof(buf));
+      if (n <= 0) {
+        close(fds[i].fd);
+        fds[i].fd = -1;
+        --open_fds;
+      } else {
+        (i == 0 ? result.out : result.err).append(buf, static_cast<size_t>(n));
+      }
+    }
+  }
+  for (auto& f : fds) {
+    if (f.fd >= 0) close(f.fd);
+  }
+  if (timed_out) kill(pid, SIGKILL);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  feeder.join();
+  result.exit_code = timed_out ? -1 : DecodeWaitStatus(status);
+  return result;
+}
+
+Process::Process(const std::vector<std::string>& argv, const std::string& log_path)
+    : log_path_(log_path) {
+  std::vector<char*> cargv = CArgv(argv);
+  const int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  PEERKV_CHECK(log_fd >= 0);
+  pid_ = fork();
+  PEERKV_CHECK(pid_ >= 0);
+  if (pid_ == 0) {
+    const int null_fd = open("/dev/null", O_RDONLY);
+    dup2(null_fd, 0);
+    dup2(log_fd, 1);
+    dup2(log_fd, 2);
+    execv(cargv[0], cargv.data());
+    std::fprintf(stderr, "exec %s: %s\n", cargv[0], std::strerror(errno));
+    _exit(127);
+  }
+  close(log_fd);
+}
+
+Process::~Process() { Kill(); }
+
+void Process::Signal(int signal) {
+  if (running()) kill(pid_, signal);
+}
+
+std::optional<int> Process::Wait(std::chrono::milliseconds timeout) {
+  if (exit_status_.has_value()) return exit_status_;
+  if (pid_ <= 0) return std::nullopt;
+  // A pidfd becomes readable when the process exits: wait on that event.
+  const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid_, 0));
+  PEERKV_CHECK(pidfd >= 0);
+  pollfd pfd{pidfd, POLLIN, 0};
+  int ready;
+  do {
+    ready = poll(&pfd, 1, static_cast<int>(timeout.count()));
+  } while (ready < 0 && errno == EINTR);
+  close(pidfd);
+  if (ready == 0) return std::nullopt;
+  int status = 0;
+  while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+  }
+  exit_status_ = DecodeWaitStatus(status);
+  return exit_status_;
+}
+
+void Process::Kill() {
+  if (!running()) return;
+  kill(pid_, SIGKILL);
+  int status = 0;
+  while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+  }
+  exit_status_ = DecodeWaitStatus(status);
+}
+
+std::string Process::Log() const {
+  std::ifstream in(log_path_);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace peerkv::testing

@@ -1,0 +1,171 @@
+// tests/cli_test.cc: the peerkv command in embedded mode, run as a real
+// process: round trips, output formats, exit codes, and one-line errors
+// that name the argument and the limit.
+#include <sys/file.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "testing/subprocess.h"
+#include "testing/temp_dir.h"
+
+namespace peerkv {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+using testing::RunResult;
+
+class CliTest : public ::testing::Test {
+ protected:
+  RunResult Peerkv(std::vector<std::string> args, const std::string& input = "") {
+    args.insert(args.begin(), {testing::RunfilePath("cli/peerkv"), "--data", dir_.Sub("db")});
+    return testing::Run(args, input);
+  }
+
+  // A bad-input error: exit 2 and exactly one line on stderr.
+  static void ExpectUsageError(const RunResult& r, const std::string& text) {
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_THAT(r.err, HasSubstr(text));
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_EQ(r.out, "");
+  }
+
+  testing::TempDir dir_;
+};
+
+TEST_F(CliTest, PutGetDelRoundTrip) {
+  RunResult put = Peerkv({"put", "contacts", "bob", "Bob <bob@example.org>"});
+  ASSERT_EQ(put.exit_code, 0) << put.err;
+  EXPECT_THAT(put.out, ::testing::MatchesRegex("[0-9]+\\.[0-9]+@[0-9a-f]{16}\n"));
+
+  RunResult get = Peerkv({"get", "contacts", "bob"});
+  EXPECT_EQ(get.exit_code, 0) << get.err;
+  EXPECT_EQ(get.out, "Bob <bob@example.org>");  // raw: no newline added
+
+  RunResult del = Peerkv({"del", "contacts", "bob"});
+  EXPECT_EQ(del.exit_code, 0) << del.err;
+  RunResult gone = Peerkv({"get", "contacts", "bob"});
+  EXPECT_EQ(gone.exit_code, 1);
+  EXPECT_EQ(gone.err, "not found\n");
+  EXPECT_EQ(gone.out, "");
+
+  RunResult never = Peerkv({"get", "contacts", "nobody"});
+  EXPECT_EQ(never.exit_code, 1);
+  EXPECT_EQ(never.err, "not found\n");
+}
+
+TEST_F(CliTest, ValueFromStdinIsBinarySafe) {
+  const std::string value("line one\nline two\0\xff tail", 23);
+  RunResult put = Peerkv({"put", "files", "blob", "-"}, value);
+  ASSERT_EQ(put.exit_code, 0) << put.err;
+  RunResult get = Peerkv({"get", "files", "blob"});
+  EXPECT_EQ(get.exit_code, 0);
+  EXPECT_EQ(get.out, value);
+}
+
+TEST_F(CliTest, ScanPrintsTextOrJsonLines) {
+  ASSERT_EQ(Peerkv({"put", "ks", "a1", "first"}).exit_code, 0);
+  ASSERT_EQ(Peerkv({"put", "ks", "a2", "tab\there"}).exit_code, 0);
+  ASSERT_EQ(Peerkv({"put", "ks", "b1", "third"}).exit_code, 0);
+  ASSERT_EQ(Peerkv({"del", "ks", "b1"}).exit_code, 0);
+
+  RunResult text = Peerkv({"scan", "ks"});
+  EXPECT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_EQ(text.out, "a1\tfirst\na2\ttab\\there\n");
+
+  RunResult limited = Peerkv({"scan", "ks", "--limit", "1"});
+  EXPECT_EQ(limited.out, "a1\tfirst\n");
+  RunResult after = Peerkv({"scan", "ks", "--start-after", "a1"});
+  EXPECT_EQ(after.out, "a2\ttab\\there\n");
+  RunResult tombstones = Peerkv({"scan", "ks", "--prefix", "b", "--tombstones"});
+  EXPECT_EQ(tombstones.out, "b1\t(deleted)\n");
+
+  RunResult json = Peerkv({"scan", "ks", "--prefix=a2", "--json"});
+  EXPECT_EQ(json.exit_code, 0);
+  EXPECT_THAT(json.out, StartsWith("{\"keyspace\":\"ks\",\"key\":\"a2\",\"value\":\"tab\\there\","
+                                   "\"version\":\""));
+  EXPECT_THAT(json.out, HasSubstr("\"seq\":2}\n"));
+}
+
+TEST_F(CliTest, InfoShowsTheReplica) {
+  ASSERT_EQ(Peerkv({"put", "ks", "k", "v"}).exit_code, 0);
+  ASSERT_EQ(Peerkv({"del", "ks", "gone"}).exit_code, 0);
+  RunResult info = Peerkv({"info"});
+  EXPECT_EQ(info.exit_code, 0) << info.err;
+  EXPECT_THAT(info.out, ::testing::ContainsRegex("replica_id: [0-9a-f]{16}\n"));
+  EXPECT_THAT(info.out, ::testing::ContainsRegex("incarnation: [0-9a-f]{16}\n"));
+  EXPECT_THAT(info.out, HasSubstr("live_records: 1\n"));
+  EXPECT_THAT(info.out, HasSubstr("tombstones: 1\n"));
+  EXPECT_THAT(info.out, HasSubstr("max_seq: 2\n"));
+  EXPECT_THAT(info.out, ::testing::ContainsRegex("disk_bytes: [1-9][0-9]*\n"));
+}
+
+TEST_F(CliTest, BadInputExitsTwoWithOneLineNamingTheLimit) {
+  ExpectUsageError(Peerkv({"put", "ks", std::string(401, 'k'), "v"}),
+                   "key is 401 bytes; the limit is 400");
+  ExpectUsageError(Peerkv({"put", "Bad/Keyspace", "k", "v"}), "keyspace has character");
+  ExpectUsageError(Peerkv({"put", "ks", "k", "-"}, std::string(4 * 1024 * 1024 + 1, 'v')),
+                   "more than 4194304 bytes");
+  ExpectUsageError(Peerkv({"scan", "ks", "--limit", "0"}), "--limit must be an integer in 1..");
+  ExpectUsageError(Peerkv({"scan", "ks", "--limit", "ten"}), "got 'ten'");
+  ExpectUsageError(Peerkv({"get", "ks"}), "expected KS KEY, got 1 argument");
+  ExpectUsageError(Peerkv({"put", "ks", "k", "v", "--colour"}), "unknown flag --colour");
+  ExpectUsageError(Peerkv({"frobnicate"}), "unknown command 'frobnicate'");
+  ExpectUsageError(testing::Run({testing::RunfilePath("cli/peerkv"), "get", "ks", "k"}),
+                   "--data DIR is required");
+  // None of it wrote anything.
+  RunResult info = Peerkv({"info"});
+  EXPECT_THAT(info.out, HasSubstr("max_seq: 0\n"));
+}
+
+TEST_F(CliTest, ADirectoryInUseByAnotherProcessIsAClearError) {
+  ASSERT_EQ(Peerkv({"put", "ks", "k", "v"}).exit_code, 0);
+  const int fd = open(dir_.Sub("db/peerkv.lock").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(flock(fd, LOCK_EX | LOCK_NB), 0);
+  RunResult r = Peerkv({"get", "ks", "k"});
+  close(fd);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("is in use by another process"));
+}
+
+TEST_F(CliTest, HelpForEveryCommand) {
+  RunResult top = testing::Run({testing::RunfilePath("cli/peerkv"), "--help"});
+  EXPECT_EQ(top.exit_code, 0);
+  for (const char* command : {"put", "get", "del", "scan", "info", "demo"}) {
+    EXPECT_THAT(top.out, HasSubstr(std::string("  ") + command + " "));
+    RunResult help = testing::Run({testing::RunfilePath("cli/peerkv"), command, "--help"});
+    EXPECT_EQ(help.exit_code, 0) << command;
+    EXPECT_THAT(help.out, StartsWith(std::string("Usage: peerkv")));
+    EXPECT_THAT(help.out, HasSubstr(command));
+  }
+  RunResult bare = testing::Run({testing::RunfilePath("cli/peerkv")});
+  EXPECT_EQ(bare.exit_code, 2);
+  EXPECT_THAT(bare.err, HasSubstr("Usage: peerkv"));
+}
+
+TEST_F(CliTest, DemoTellsTheStoryAndConverges) {
+  RunResult demo = testing::Run({testing::RunfilePath("cli/peerkv"), "demo"});
+  EXPECT_EQ(demo.exit_code, 0) << demo.err;
+  EXPECT_THAT(demo.out, HasSubstr("adds Bob"));
+  EXPECT_THAT(demo.out, HasSubstr("drafts/mail-1"));
+  EXPECT_THAT(demo.out, HasSubstr("sent/mail-1"));
+  // The conflict: the tablet's later edit wins on every device.
+  const std::string final_state = demo.out.substr(demo.out.rfind("All three meet"));
+  EXPECT_EQ(std::count(final_state.begin(), final_state.end(), '\n') > 3, true);
+  size_t wins = 0;
+  for (size_t at = final_state.find("bob@home.example"); at != std::string::npos;
+       at = final_state.find("bob@home.example", at + 1)) {
+    ++wins;
+  }
+  EXPECT_EQ(wins, 3u);
+  EXPECT_THAT(final_state, ::testing::Not(HasSubstr("bob@work.example")));
+  EXPECT_THAT(demo.out, HasSubstr("Converged."));
+}
+
+}  // namespace
+}  // namespace peerkv
