@@ -40,11 +40,16 @@ std::string BigEndian64(uint64_t v) {
 
 std::string RecordKey(std::string_view keyspace, std::string_view key) {
   std::string out;
-  out.reserve(keyspace.size() + 1 + key.size());
-  out.append(keyspace);
-  out.push_back('\0');
-  out.append(key);
+  AppendRecordKey(keyspace, key, &out);
   return out;
+}
+
+void AppendRecordKey(std::string_view keyspace, std::string_view key, std::string* out) {
+  out->clear();
+  out->reserve(keyspace.size() + 1 + key.size());
+  out->append(keyspace);
+  out->push_back('\0');
+  out->append(key);
 }
 
 absl::Status SplitRecordKey(std::string_view record_key,
@@ -61,58 +66,79 @@ absl::Status SplitRecordKey(std::string_view record_key,
   return absl::OkStatus();
 }
 
-void EncodeRecordValue(const Version& version, bool deleted, uint64_t seq,
-                       std::string_view value, std::string* out) {
-  PEERKV_CHECK(!deleted || value.empty());
+void EncodeRecordHeader(const RecordHeader& header, std::string* out) {
+  PEERKV_CHECK(header.version.IsValid() && header.seq != 0);
   out->clear();
-  out->reserve(kRecordHeaderBytes + value.size());
-  out->push_back(static_cast<char>(kRecordFormat));
-  out->push_back(static_cast<char>(deleted ? kFlagDeleted : 0));
-  PutFixed64(out, version.hlc);
-  PutFixed64(out, version.origin);
-  PutFixed64(out, seq);
-  out->append(value);
+  out->push_back(static_cast<char>(header.deleted ? kFlagDeleted : 0));
+  PutFixed64(out, header.version.hlc);
+  PutFixed64(out, header.version.origin);
+  PutFixed64(out, header.seq);
 }
 
 absl::StatusOr<RecordHeader> DecodeRecordHeader(std::string_view stored) {
-  if (stored.size() < kRecordHeaderBytes) {
+  if (stored.size() != kRecordHeaderBytes) {
     return absl::DataLossError(absl::StrFormat(
-        "stored record is %d bytes, shorter than its %d-byte header",
-        stored.size(), kRecordHeaderBytes));
+        "stored record header is %d bytes; expected %d", stored.size(),
+        kRecordHeaderBytes));
   }
-  const uint8_t format = static_cast<uint8_t>(stored[0]);
-  const uint8_t flags = static_cast<uint8_t>(stored[1]);
-  if (format != kRecordFormat || (flags & ~kFlagDeleted) != 0) {
-    return absl::DataLossError(absl::StrFormat(
-        "stored record has format %d flags 0x%02x; expected format %d",
-        format, flags, kRecordFormat));
+  const uint8_t flags = static_cast<uint8_t>(stored[0]);
+  if ((flags & ~kFlagDeleted) != 0) {
+    return absl::DataLossError(
+        absl::StrFormat("stored record header has unknown flags 0x%02x", flags));
   }
   RecordHeader header;
   header.deleted = (flags & kFlagDeleted) != 0;
-  header.version.hlc = GetFixed64(stored.data() + 2);
-  header.version.origin = GetFixed64(stored.data() + 10);
-  header.seq = GetFixed64(stored.data() + 18);
-  if (header.deleted && stored.size() != kRecordHeaderBytes) {
-    return absl::DataLossError("stored tombstone carries value bytes");
-  }
+  header.version.hlc = GetFixed64(stored.data() + 1);
+  header.version.origin = GetFixed64(stored.data() + 9);
+  header.seq = GetFixed64(stored.data() + 17);
   if (!header.version.IsValid() || header.seq == 0) {
     return absl::DataLossError("stored record has a zero version or seq");
   }
   return header;
 }
 
-absl::StatusOr<Record> DecodeRecord(std::string_view record_key,
-                                    std::string_view stored) {
-  Record record;
+void EncodeLogEntry(std::string_view record_key, std::string_view value,
+                    std::string* out) {
+  PEERKV_CHECK(record_key.size() <= 0xffff);
+  out->clear();
+  out->reserve(2 + record_key.size() + value.size());
+  out->push_back(static_cast<char>(record_key.size() & 0xff));
+  out->push_back(static_cast<char>(record_key.size() >> 8));
+  out->append(record_key);
+  out->append(value);
+}
+
+absl::StatusOr<LogEntry> DecodeLogEntry(std::string_view stored) {
+  if (stored.size() < 2) {
+    return absl::DataLossError("stored log entry is shorter than 2 bytes");
+  }
+  const size_t key_size = static_cast<unsigned char>(stored[0]) |
+                          (static_cast<size_t>(static_cast<unsigned char>(stored[1])) << 8);
+  if (2 + key_size > stored.size()) {
+    return absl::DataLossError(absl::StrFormat(
+        "stored log entry of %d bytes claims a %d-byte key", stored.size(), key_size));
+  }
+  LogEntry entry;
+  entry.record_key = stored.substr(2, key_size);
+  entry.value = stored.substr(2 + key_size);
   std::string_view keyspace, key;
-  PEERKV_RETURN_IF_ERROR(SplitRecordKey(record_key, &keyspace, &key));
-  PEERKV_ASSIGN_OR_RETURN(const RecordHeader header, DecodeRecordHeader(stored));
+  PEERKV_RETURN_IF_ERROR(SplitRecordKey(entry.record_key, &keyspace, &key));
+  return entry;
+}
+
+absl::StatusOr<Record> MakeRecord(const RecordHeader& header, const LogEntry& entry) {
+  std::string_view keyspace, key;
+  PEERKV_RETURN_IF_ERROR(SplitRecordKey(entry.record_key, &keyspace, &key));
+  if (header.deleted && !entry.value.empty()) {
+    return absl::DataLossError("stored tombstone carries value bytes");
+  }
+  Record record;
   record.keyspace = std::string(keyspace);
   record.key = std::string(key);
   record.version = header.version;
   record.deleted = header.deleted;
   record.seq = header.seq;
-  record.value = std::string(RecordValueBytes(stored));
+  record.value = std::string(entry.value);
   return record;
 }
 

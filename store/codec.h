@@ -5,12 +5,17 @@
 // Internal to store/.
 //
 //   records  key:   keyspace 0x00 doc-id
-//            value: format(1) flags(1) hlc(8) origin(8) seq(8) value-bytes
+//            value: flags(1) hlc(8) origin(8) seq(8)       (the header)
 //   log      key:   seq (8, big-endian)
-//            value: records key
+//            value: key-length(2) records-key value-bytes
 //   peers    key:   peer replica id (8, big-endian)
 //            value: incarnation(8) seq(8)
 //   meta     key:   name; value: per name, see store.cc
+//
+// Values live in the log, not in `records`: the records tree, which random
+// doc ids update all over, stays small and dense (about 55 bytes a record),
+// and value bytes are appended where the log ends. A register's value is
+// the log entry its header's seq names.
 #ifndef PEERKV_STORE_CODEC_H_
 #define PEERKV_STORE_CODEC_H_
 
@@ -23,14 +28,14 @@
 
 namespace peerkv::codec {
 
-inline constexpr uint8_t kRecordFormat = 1;
 inline constexpr uint8_t kFlagDeleted = 0x01;
-inline constexpr size_t kRecordHeaderBytes = 1 + 1 + 8 + 8 + 8;
+inline constexpr size_t kRecordHeaderBytes = 1 + 8 + 8 + 8;
 
-// The fixed part of a stored record.
+// What `records` holds for a register.
 struct RecordHeader {
   Version version;
   bool deleted = false;
+  // The log entry that holds the value.
   uint64_t seq = 0;
 };
 
@@ -41,21 +46,28 @@ uint64_t GetBigEndian64(const char* p);
 std::string BigEndian64(uint64_t v);
 
 std::string RecordKey(std::string_view keyspace, std::string_view key);
+// RecordKey into a reused buffer (cleared first).
+void AppendRecordKey(std::string_view keyspace, std::string_view key, std::string* out);
 // Splits a records key into keyspace and doc id (views into `record_key`).
 absl::Status SplitRecordKey(std::string_view record_key,
                             std::string_view* keyspace, std::string_view* key);
 
-// Appends the stored form of a record to `out` (cleared first).
-void EncodeRecordValue(const Version& version, bool deleted, uint64_t seq,
-                       std::string_view value, std::string* out);
+// The header into `out` (cleared first).
+void EncodeRecordHeader(const RecordHeader& header, std::string* out);
 absl::StatusOr<RecordHeader> DecodeRecordHeader(std::string_view stored);
-// The value bytes after the header. REQUIRES: DecodeRecordHeader succeeded.
-inline std::string_view RecordValueBytes(std::string_view stored) {
-  return stored.substr(kRecordHeaderBytes);
-}
-// A full Record from a records key and value.
-absl::StatusOr<Record> DecodeRecord(std::string_view record_key,
-                                    std::string_view stored);
+
+// A log entry into `out` (cleared first). REQUIRES: a tombstone's value is
+// empty.
+void EncodeLogEntry(std::string_view record_key, std::string_view value,
+                    std::string* out);
+struct LogEntry {
+  std::string_view record_key;
+  std::string_view value;
+};
+absl::StatusOr<LogEntry> DecodeLogEntry(std::string_view stored);
+
+// A full Record from its header and its log entry.
+absl::StatusOr<Record> MakeRecord(const RecordHeader& header, const LogEntry& entry);
 
 }  // namespace peerkv::codec
 

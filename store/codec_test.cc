@@ -11,12 +11,18 @@ namespace {
 
 using absl::StatusCode;
 
-TEST(CodecTest, RecordRoundTrip) {
+TEST(CodecTest, HeaderAndLogEntryMakeARecord) {
   const std::string key = RecordKey("mail", std::string("dr\0aft", 6));
-  std::string stored;
-  EncodeRecordValue(Version{MakeHlc(123, 4), 99}, false, 17, "body", &stored);
-  ASSERT_EQ(stored.size(), kRecordHeaderBytes + 4);
-  absl::StatusOr<Record> record = DecodeRecord(key, stored);
+  std::string header_bytes, log_bytes;
+  EncodeRecordHeader(RecordHeader{Version{MakeHlc(123, 4), 99}, false, 17}, &header_bytes);
+  ASSERT_EQ(header_bytes.size(), kRecordHeaderBytes);
+  EncodeLogEntry(key, "body", &log_bytes);
+  absl::StatusOr<RecordHeader> header = DecodeRecordHeader(header_bytes);
+  absl::StatusOr<LogEntry> entry = DecodeLogEntry(log_bytes);
+  ASSERT_THAT(header, IsOk());
+  ASSERT_THAT(entry, IsOk());
+  EXPECT_EQ(entry->record_key, key);
+  absl::StatusOr<Record> record = MakeRecord(*header, *entry);
   ASSERT_THAT(record, IsOk());
   EXPECT_EQ(record->keyspace, "mail");
   EXPECT_EQ(record->key, std::string("dr\0aft", 6));
@@ -28,10 +34,13 @@ TEST(CodecTest, RecordRoundTrip) {
 
 TEST(CodecTest, TombstoneRoundTrip) {
   std::string stored;
-  EncodeRecordValue(Version{7, 8}, true, 1, "", &stored);
+  EncodeRecordHeader(RecordHeader{Version{7, 8}, true, 1}, &stored);
   absl::StatusOr<RecordHeader> header = DecodeRecordHeader(stored);
   ASSERT_THAT(header, IsOk());
   EXPECT_TRUE(header->deleted);
+  // A tombstone whose log entry carries bytes is corrupt.
+  EXPECT_THAT(MakeRecord(*header, LogEntry{RecordKey("ks", "k"), "x"}),
+              StatusIs(StatusCode::kDataLoss, "tombstone carries value bytes"));
 }
 
 TEST(CodecTest, BigEndianKeysSortNumerically) {
@@ -43,18 +52,20 @@ TEST(CodecTest, BigEndianKeysSortNumerically) {
 
 TEST(CodecTest, CorruptBytesAreDataLoss) {
   std::string stored;
-  EncodeRecordValue(Version{7, 8}, false, 1, "v", &stored);
+  EncodeRecordHeader(RecordHeader{Version{7, 8}, false, 1}, &stored);
   EXPECT_THAT(DecodeRecordHeader(stored.substr(0, 10)),
-              StatusIs(StatusCode::kDataLoss, "shorter than its 26-byte header"));
-  std::string bad_format = stored;
-  bad_format[0] = 9;
-  EXPECT_THAT(DecodeRecordHeader(bad_format), StatusIs(StatusCode::kDataLoss, "format 9"));
+              StatusIs(StatusCode::kDataLoss, "header is 10 bytes; expected 25"));
   std::string bad_flags = stored;
-  bad_flags[1] = 0x40;
-  EXPECT_THAT(DecodeRecordHeader(bad_flags), StatusIs(StatusCode::kDataLoss));
-  std::string zero_seq;
-  EncodeRecordValue(Version{7, 8}, false, 0, "v", &zero_seq);
+  bad_flags[0] = 0x40;
+  EXPECT_THAT(DecodeRecordHeader(bad_flags), StatusIs(StatusCode::kDataLoss, "unknown flags 0x40"));
+  std::string zero_seq = stored;
+  zero_seq.replace(17, 8, std::string(8, '\0'));
   EXPECT_THAT(DecodeRecordHeader(zero_seq), StatusIs(StatusCode::kDataLoss, "zero version or seq"));
+  EXPECT_THAT(DecodeLogEntry("\x05"), StatusIs(StatusCode::kDataLoss, "shorter than 2 bytes"));
+  EXPECT_THAT(DecodeLogEntry(std::string("\x09\x00ks", 4)),
+              StatusIs(StatusCode::kDataLoss, "claims a 9-byte key"));
+  EXPECT_THAT(DecodeLogEntry(std::string("\x02\x00ks", 4)),
+              StatusIs(StatusCode::kDataLoss, "no keyspace separator"));
   std::string_view ks, key;
   EXPECT_THAT(SplitRecordKey("no-separator", &ks, &key), StatusIs(StatusCode::kDataLoss));
 }

@@ -8,11 +8,10 @@
 namespace peerkv::lmdb {
 
 absl::Status Error(int rc, std::string_view operation) {
+  if (rc == MDB_SUCCESS) return absl::OkStatus();
   const std::string message =
       absl::StrFormat("%s: %s (%d)", operation, mdb_strerror(rc), rc);
   switch (rc) {
-    case MDB_SUCCESS:
-      return absl::OkStatus();
     case MDB_MAP_FULL:
     case ENOSPC:
     case EFBIG:

@@ -117,6 +117,35 @@ class Fnv64 {
   uint64_t hash_ = 0xcbf29ce484222325ULL;
 };
 
+// The value of the register whose header names log entry `seq`, checked to
+// belong to `record_key`. The view lives as long as `txn`.
+absl::StatusOr<std::string_view> ReadValue(MDB_txn* txn, MDB_dbi log_dbi,
+                                           std::string_view record_key, uint64_t seq) {
+  const std::string key = codec::BigEndian64(seq);
+  MDB_val k = Val(key), v;
+  const int rc = mdb_get(txn, log_dbi, &k, &v);
+  if (rc == MDB_NOTFOUND) {
+    return absl::DataLossError(
+        absl::StrFormat("log entry %d, which holds a current value, is missing", seq));
+  }
+  PEERKV_RETURN_IF_ERROR(lmdb::Error(rc, "read log entry"));
+  PEERKV_ASSIGN_OR_RETURN(const codec::LogEntry entry, codec::DecodeLogEntry(View(v)));
+  if (entry.record_key != record_key) {
+    return absl::DataLossError(
+        absl::StrFormat("log entry %d belongs to another key", seq));
+  }
+  return entry.value;
+}
+
+// The full record for a records-table entry.
+absl::StatusOr<Record> ReadRecord(MDB_txn* txn, MDB_dbi log_dbi,
+                                  std::string_view record_key,
+                                  const codec::RecordHeader& header) {
+  PEERKV_ASSIGN_OR_RETURN(const std::string_view value,
+                          ReadValue(txn, log_dbi, record_key, header.seq));
+  return codec::MakeRecord(header, codec::LogEntry{record_key, value});
+}
+
 size_t RecordBytes(const Record& r) {
   return r.keyspace.size() + r.key.size() + r.value.size() + 32;
 }
@@ -677,14 +706,17 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
     return lmdb::Error(rc, what);
   };
 
-  // Writes `version` for the key if it beats the stored one; appends the
-  // change to the log. One B-tree descent: a put that refuses to overwrite
-  // leaves the cursor on the existing record and hands back its bytes.
+  // Writes `version` for the key if it beats the stored one, and appends
+  // the change (with the value) to the log. One B-tree descent: a put that
+  // refuses to overwrite leaves the cursor on the existing header and hands
+  // back its bytes; headers are fixed-size, so the overwrite is in place.
+  std::string log_value;
   auto apply = [&](std::string_view keyspace, std::string_view key,
                    const Version& version, bool deleted,
                    std::string_view value) -> absl::StatusOr<bool> {
-    record_key = codec::RecordKey(keyspace, key);
-    codec::EncodeRecordValue(version, deleted, state.next_seq, value, &stored);
+    codec::AppendRecordKey(keyspace, key, &record_key);
+    codec::EncodeRecordHeader(codec::RecordHeader{version, deleted, state.next_seq},
+                              &stored);
     MDB_val k = Val(record_key), d = Val(stored);
     int rc = mdb_cursor_put(records.get(), &k, &d, MDB_NOOVERWRITE);
     if (rc == MDB_KEYEXIST) {
@@ -697,8 +729,10 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
     }
     PEERKV_RETURN_IF_ERROR(check(rc, "write record"));
     (deleted ? state.tombstones : state.live_records) += 1;
-    seq_key = codec::BigEndian64(state.next_seq);
-    MDB_val lk = Val(seq_key), lv = Val(record_key);
+    seq_key.clear();
+    codec::PutBigEndian64(&seq_key, state.next_seq);
+    codec::EncodeLogEntry(record_key, value, &log_value);
+    MDB_val lk = Val(seq_key), lv = Val(log_value);
     PEERKV_RETURN_IF_ERROR(
         check(mdb_cursor_put(log.get(), &lk, &lv, MDB_APPEND), "append to log"));
     ++state.next_seq;
@@ -876,7 +910,8 @@ absl::StatusOr<uint64_t> Store::CompactStep(size_t max_entries,
     for (; rc == MDB_SUCCESS && examined < max_entries; ++examined) {
       if (k.mv_size != 8) return absl::DataLossError("log key is not 8 bytes");
       const uint64_t seq = codec::GetBigEndian64(static_cast<const char*>(k.mv_data));
-      MDB_val rk = v, rv;
+      PEERKV_ASSIGN_OR_RETURN(const codec::LogEntry entry, codec::DecodeLogEntry(View(v)));
+      MDB_val rk = Val(entry.record_key), rv;
       const int get = mdb_get(txn.get(), records_dbi_, &rk, &rv);
       if (get == MDB_NOTFOUND) {
         superseded.push_back(seq);
@@ -931,7 +966,10 @@ absl::StatusOr<std::optional<Record>> Store::Get(std::string_view keyspace,
   const int rc = mdb_get(txn.get(), records_dbi_, &k, &v);
   if (rc == MDB_NOTFOUND) return std::nullopt;
   PEERKV_RETURN_IF_ERROR(lmdb::Error(rc, "read record"));
-  PEERKV_ASSIGN_OR_RETURN(Record record, codec::DecodeRecord(record_key, View(v)));
+  PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header,
+                          codec::DecodeRecordHeader(View(v)));
+  PEERKV_ASSIGN_OR_RETURN(Record record,
+                          ReadRecord(txn.get(), log_dbi_, record_key, header));
   return record;
 }
 
@@ -977,7 +1015,8 @@ absl::StatusOr<ScanResult> Store::Scan(std::string_view keyspace,
           result.more = true;
           break;
         }
-        PEERKV_ASSIGN_OR_RETURN(Record record, codec::DecodeRecord(key, View(v)));
+        PEERKV_ASSIGN_OR_RETURN(Record record,
+                                ReadRecord(txn.get(), log_dbi_, key, header));
         bytes += RecordBytes(record);
         result.records.push_back(std::move(record));
       }
@@ -1027,14 +1066,14 @@ absl::StatusOr<Changes> Store::ChangesSince(uint64_t after_seq, size_t limit,
     }
     if (k.mv_size != 8) return absl::DataLossError("log key is not 8 bytes");
     const uint64_t seq = codec::GetBigEndian64(static_cast<const char*>(k.mv_data));
-    MDB_val rk = v, rv;
+    PEERKV_ASSIGN_OR_RETURN(const codec::LogEntry entry, codec::DecodeLogEntry(View(v)));
+    MDB_val rk = Val(entry.record_key), rv;
     const int get = mdb_get(txn.get(), records_dbi_, &rk, &rv);
     if (get == MDB_SUCCESS) {
       PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header,
                               codec::DecodeRecordHeader(View(rv)));
       if (header.seq == seq) {
-        PEERKV_ASSIGN_OR_RETURN(Record record,
-                                codec::DecodeRecord(View(v), View(rv)));
+        PEERKV_ASSIGN_OR_RETURN(Record record, codec::MakeRecord(header, entry));
         bytes += RecordBytes(record);
         changes.records.push_back(std::move(record));
       }
@@ -1109,7 +1148,8 @@ absl::StatusOr<uint64_t> Store::Digest() const {
     hash.AddU64(header.version.hlc);
     hash.AddU64(header.version.origin);
     hash.AddU64(header.deleted ? 1 : 0);
-    const std::string_view value = codec::RecordValueBytes(View(v));
+    PEERKV_ASSIGN_OR_RETURN(const std::string_view value,
+                            ReadValue(txn.get(), log_dbi_, View(k), header.seq));
     hash.AddU64(value.size());
     hash.Add(value);
     rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_NEXT);
