@@ -1,0 +1,398 @@
+// rpc/client.cc: the blocking client. A Client owns a thread running a kj
+// event loop that holds the connection; each call hops onto that loop with
+// kj::Executor::executeSync and blocks until the server answers, the
+// connection fails, or the timeout passes.
+#include "rpc/client.h"
+
+#include <thread>
+
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/notification.h"
+#include "capnp/message.h"
+#include "capnp/rpc-twoparty.h"
+#include "common/macros.h"
+#include "kj/async-io.h"
+#include "kj/timer.h"
+#include "rpc/convert.h"
+#include "rpc/peerkv.capnp.h"
+#include "store/validation.h"
+
+namespace peerkv::rpc {
+namespace {
+
+// Responses hold at most a scan page (16 MiB) or a watch batch; 64 MiB
+// bounds what a misbehaving server can make us allocate.
+constexpr size_t kClientMaxMessageBytes = size_t{64} << 20;
+constexpr uint kNestingLimit = 16;
+
+kj::Duration ToKj(absl::Duration d) {
+  return absl::ToInt64Milliseconds(d) * kj::MILLISECONDS;
+}
+
+// The status carried in a response's error field (OK if none).
+template <typename Response>
+absl::Status ResponseStatus(Response& response) {
+  return response.hasError() ? FromWire(response.getError()) : absl::OkStatus();
+}
+
+// A watch in progress, shared by the caller's thread (which waits on
+// `done`) and the loop (which delivers changes and ends it).
+struct WatchState {
+  WatchCallback on_changes;
+  absl::Notification done;
+  absl::Status status;  // written before `done` is notified
+  // The server's handle; dropping it cancels the watch.
+  kj::Maybe<wire::WatchHandle::Client> handle;
+
+  void Finish(absl::Status s) {
+    if (done.HasBeenNotified()) return;
+    status = std::move(s);
+    handle = nullptr;
+    done.Notify();
+  }
+};
+
+class WatcherImpl final : public wire::Watcher::Server {
+ public:
+  explicit WatcherImpl(std::shared_ptr<WatchState> state) : state_(std::move(state)) {}
+
+  kj::Promise<void> changes(ChangesContext context) override {
+    if (state_->done.HasBeenNotified()) return kj::READY_NOW;
+    auto params = context.getParams();
+    std::vector<Record> records;
+    records.reserve(params.getRecords().size());
+    for (auto r : params.getRecords()) records.push_back(FromWire(r));
+    if (!state_->on_changes(records, params.getLastSeq())) {
+      // Drop the handle after this call returns, not inside it.
+      return kj::evalLater([state = state_] { state->Finish(absl::OkStatus()); });
+    }
+    return kj::READY_NOW;
+  }
+
+ private:
+  std::shared_ptr<WatchState> state_;
+};
+
+}  // namespace
+
+class Client::Impl {
+ public:
+  explicit Impl(ClientOptions options) : options_(std::move(options)) {}
+
+  ~Impl() {
+    if (thread_.joinable()) {
+      stop_->fulfill();
+      thread_.join();
+    }
+  }
+
+  const ClientOptions& options() const { return options_; }
+
+  void Start() {
+    thread_ = std::thread([this] { Run(); });
+    ready_.WaitForNotification();
+  }
+
+  // Runs `fn` with the Kv capability on the loop thread and waits for its
+  // result; connection failures and timeouts become statuses.
+  template <typename T>
+  absl::StatusOr<T> Call(std::string_view what,
+                         kj::Function<kj::Promise<absl::StatusOr<T>>(wire::Kv::Client&)> fn) {
+    const std::string context = absl::StrFormat("%s to peerkv server at %s", what, options_.address);
+    return executor_->executeSync([&]() -> kj::Promise<absl::StatusOr<T>> {
+      auto work = loop_->Kv()
+                      .then([&fn](wire::Kv::Client kv) { return fn(kv); })
+                      .catch_([this, &context](kj::Exception&& e) -> absl::StatusOr<T> {
+                        if (e.getType() == kj::Exception::Type::DISCONNECTED) loop_->MarkBroken();
+                        return FromKjException(e, context);
+                      });
+      auto timeout = loop_->io.provider->getTimer()
+                         .afterDelay(ToKj(options_.timeout))
+                         .then([this, &context]() -> absl::StatusOr<T> {
+                           return absl::DeadlineExceededError(absl::StrFormat(
+                               "%s: no answer within %s", context,
+                               absl::FormatDuration(options_.timeout)));
+                         });
+      return work.exclusiveJoin(kj::mv(timeout));
+    });
+  }
+
+  // Starts a watch on the loop thread; `state` is finished by the loop.
+  absl::Status StartWatch(const WatchOptions& options, std::shared_ptr<WatchState> state) {
+    absl::StatusOr<bool> started = Call<bool>(
+        "watch", [&](wire::Kv::Client& kv) -> kj::Promise<absl::StatusOr<bool>> {
+          auto request = kv.watchRequest();
+          request.setKeyspace(AsText(options.keyspace));
+          request.setPrefix(AsData(options.prefix));
+          request.setFromSeq(options.from_seq);
+          request.setWatcher(kj::heap<WatcherImpl>(state));
+          return request.send().then([this, state](auto response) -> absl::StatusOr<bool> {
+            PEERKV_RETURN_IF_ERROR(ResponseStatus(response));
+            state->handle = response.getHandle();
+            loop_->watches.push_back(state);
+            return true;
+          });
+        });
+    return started.status();
+  }
+
+ private:
+  struct Connection {
+    Connection(kj::Own<kj::AsyncIoStream> socket, const capnp::ReaderOptions& options)
+        : stream(kj::mv(socket)),
+          network(*stream, capnp::rpc::twoparty::Side::CLIENT, options),
+          rpc(capnp::makeRpcClient(network)) {
+      capnp::MallocMessageBuilder message;
+      auto vat = message.initRoot<capnp::rpc::twoparty::VatId>();
+      vat.setSide(capnp::rpc::twoparty::Side::SERVER);
+      auto gateway = rpc.bootstrap(vat).castAs<wire::Gateway>();
+      kv = gateway.kvRequest().send().getKv();
+    }
+    kj::Own<kj::AsyncIoStream> stream;
+    capnp::TwoPartyVatNetwork network;
+    capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
+    wire::Kv::Client kv = nullptr;
+    bool broken = false;
+  };
+
+  // State that lives on the loop thread.
+  struct Loop : private kj::TaskSet::ErrorHandler {
+    Loop(kj::AsyncIoContext& io, const ClientOptions& options) : io(io), options(options), tasks(*this) {
+      reader_options.traversalLimitInWords = kClientMaxMessageBytes / sizeof(capnp::word);
+      reader_options.nestingLimit = kNestingLimit;
+    }
+
+    // The Kv capability of a live connection, connecting first if needed.
+    kj::Promise<wire::Kv::Client> Kv() {
+      if (connection.get() != nullptr && !connection->broken) return connection->kv;
+      if (!connecting) {
+        connecting = true;
+        pending = Connect().fork();
+      }
+      return pending.addBranch().then([this]() { return connection->kv; });
+    }
+
+    kj::Promise<void> Connect() {
+      return io.provider->getNetwork()
+          .parseAddress(options.address)
+          .then([](kj::Own<kj::NetworkAddress> address) {
+            return address->connect().attach(kj::mv(address));
+          })
+          .then(
+              [this](kj::Own<kj::AsyncIoStream> stream) {
+                connecting = false;
+                FailWatches();
+                connection = kj::heap<Connection>(kj::mv(stream), reader_options);
+                Connection* c = connection.get();
+                tasks.add(c->network.onDisconnect().then([this, c] {
+                  if (connection.get() == c) MarkBroken();
+                }));
+              },
+              [this](kj::Exception&& e) {
+                connecting = false;
+                kj::throwFatalException(kj::mv(e));
+              });
+    }
+
+    void MarkBroken() {
+      if (connection.get() != nullptr) connection->broken = true;
+      FailWatches();
+    }
+
+    void FailWatches() {
+      for (auto& w : watches) {
+        w->Finish(absl::UnavailableError(absl::StrFormat(
+            "watch: connection to peerkv server at %s lost", options.address)));
+      }
+      watches.clear();
+    }
+
+    void taskFailed(kj::Exception&& e) override { MarkBroken(); }
+
+    kj::AsyncIoContext& io;
+    const ClientOptions& options;
+    capnp::ReaderOptions reader_options;
+    kj::Own<Connection> connection;
+    bool connecting = false;
+    kj::ForkedPromise<void> pending = nullptr;
+    std::vector<std::shared_ptr<WatchState>> watches;
+    kj::TaskSet tasks;
+  };
+
+  void Run() {
+    kj::AsyncIoContext io = kj::setupAsyncIo();
+    auto stop = kj::newPromiseAndCrossThreadFulfiller<void>();
+    stop_ = kj::mv(stop.fulfiller);
+    executor_ = kj::getCurrentThreadExecutor().addRef();
+    {
+      Loop loop(io, options_);
+      loop_ = &loop;
+      ready_.Notify();
+      stop.promise.wait(io.waitScope);
+      // Watches still waiting learn the client is going away.
+      for (auto& w : loop.watches) w->Finish(absl::CancelledError("client closed"));
+      loop.watches.clear();
+      loop_ = nullptr;
+    }
+  }
+
+  const ClientOptions options_;
+  std::thread thread_;
+  absl::Notification ready_;
+  kj::Own<const kj::Executor> executor_;
+  kj::Own<kj::CrossThreadPromiseFulfiller<void>> stop_;
+  Loop* loop_ = nullptr;  // only dereferenced on the loop thread
+};
+
+Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Client::~Client() = default;
+
+const ClientOptions& Client::options() const { return impl_->options(); }
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
+  if (options.address.rfind(':') == std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("server address '%s' must be HOST:PORT", options.address));
+  }
+  auto impl = std::make_unique<Impl>(std::move(options));
+  impl->Start();
+  auto client = std::unique_ptr<Client>(new Client(std::move(impl)));
+  // One round trip proves a peerkv server answers at that address.
+  absl::StatusOr<ServerStatus> status = client->Status();
+  if (!status.ok()) return status.status();
+  return client;
+}
+
+absl::StatusOr<Version> Client::Put(std::string_view keyspace, std::string_view key,
+                                    std::string_view value) {
+  // The server checks too; refusing here saves sending a value it would
+  // refuse (or a message its reader limits would cut off).
+  PEERKV_RETURN_IF_ERROR(ValidateValue(value, kMaxValueBytes));
+  const std::string ks(keyspace);
+  return impl_->Call<Version>(
+      "put", [&](wire::Kv::Client& kv) -> kj::Promise<absl::StatusOr<Version>> {
+        auto request = kv.putRequest();
+        request.setKeyspace(AsText(ks));
+        request.setKey(AsData(key));
+        request.setValue(AsData(value));
+        return request.send().then([](auto response) -> absl::StatusOr<Version> {
+          PEERKV_RETURN_IF_ERROR(ResponseStatus(response));
+          return FromWire(response.getVersion());
+        });
+      });
+}
+
+absl::StatusOr<Version> Client::Delete(std::string_view keyspace, std::string_view key) {
+  const std::string ks(keyspace);
+  return impl_->Call<Version>(
+      "delete", [&](wire::Kv::Client& kv) -> kj::Promise<absl::StatusOr<Version>> {
+        auto request = kv.deleteRequest();
+        request.setKeyspace(AsText(ks));
+        request.setKey(AsData(key));
+        return request.send().then([](auto response) -> absl::StatusOr<Version> {
+          PEERKV_RETURN_IF_ERROR(ResponseStatus(response));
+          return FromWire(response.getVersion());
+        });
+      });
+}
+
+absl::StatusOr<std::optional<Record>> Client::Get(std::string_view keyspace,
+                                                  std::string_view key) {
+  const std::string ks(keyspace);
+  return impl_->Call<std::optional<Record>>(
+      "get", [&](wire::Kv::Client& kv) -> kj::Promise<absl::StatusOr<std::optional<Record>>> {
+        auto request = kv.getRequest();
+        request.setKeyspace(AsText(ks));
+        request.setKey(AsData(key));
+        return request.send().then(
+            [](auto response) -> absl::StatusOr<std::optional<Record>> {
+              PEERKV_RETURN_IF_ERROR(ResponseStatus(response));
+              if (!response.getFound()) return std::optional<Record>();
+              return std::optional<Record>(FromWire(response.getRecord()));
+            });
+      });
+}
+
+absl::StatusOr<ScanResult> Client::Scan(std::string_view keyspace, const ScanOptions& options) {
+  const std::string ks(keyspace);
+  if (options.limit == 0 || options.limit > kMaxScanLimit) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "scan limit is %d; it must be 1..%d", options.limit, kMaxScanLimit));
+  }
+  return impl_->Call<ScanResult>(
+      "scan", [&](wire::Kv::Client& kv) -> kj::Promise<absl::StatusOr<ScanResult>> {
+        auto request = kv.scanRequest();
+        request.setKeyspace(AsText(ks));
+        request.setPrefix(AsData(options.prefix));
+        request.setStartAfter(AsData(options.start_after));
+        request.setLimit(static_cast<uint32_t>(options.limit));
+        request.setIncludeTombstones(options.include_tombstones);
+        return request.send().then([](auto response) -> absl::StatusOr<ScanResult> {
+          PEERKV_RETURN_IF_ERROR(ResponseStatus(response));
+          ScanResult result;
+          for (auto r : response.getRecords()) result.records.push_back(FromWire(r));
+          result.more = response.getMore();
+          return result;
+        });
+      });
+}
+
+absl::StatusOr<std::vector<Version>> Client::WriteBatch(std::vector<Mutation> mutations) {
+  for (const Mutation& m : mutations) {
+    if (m.value.has_value()) PEERKV_RETURN_IF_ERROR(ValidateValue(*m.value, kMaxValueBytes));
+  }
+  return impl_->Call<std::vector<Version>>(
+      "writeBatch",
+      [&](wire::Kv::Client& kv) -> kj::Promise<absl::StatusOr<std::vector<Version>>> {
+        auto request = kv.writeBatchRequest();
+        auto list = request.initMutations(mutations.size());
+        for (size_t i = 0; i < mutations.size(); ++i) {
+          list[i].setKeyspace(AsText(mutations[i].keyspace));
+          list[i].setKey(AsData(mutations[i].key));
+          if (mutations[i].value.has_value()) {
+            list[i].setPut(AsData(*mutations[i].value));
+          } else {
+            list[i].setDelete();
+          }
+        }
+        return request.send().then([](auto response) -> absl::StatusOr<std::vector<Version>> {
+          PEERKV_RETURN_IF_ERROR(ResponseStatus(response));
+          std::vector<Version> versions;
+          for (auto v : response.getVersions()) versions.push_back(FromWire(v));
+          return versions;
+        });
+      });
+}
+
+absl::StatusOr<ServerStatus> Client::Status() {
+  return impl_->Call<ServerStatus>(
+      "status", [](wire::Kv::Client& kv) -> kj::Promise<absl::StatusOr<ServerStatus>> {
+        return kv.statusRequest().send().then([](auto response) -> absl::StatusOr<ServerStatus> {
+          PEERKV_RETURN_IF_ERROR(ResponseStatus(response));
+          auto s = response.getStatus();
+          ServerStatus out;
+          out.replica_id = s.getReplicaId();
+          out.incarnation = s.getIncarnation();
+          out.live_records = s.getLiveRecords();
+          out.tombstones = s.getTombstones();
+          out.max_seq = s.getMaxSeq();
+          out.uptime_ms = s.getUptimeMs();
+          out.connected_clients = s.getConnectedClients();
+          out.replica_name = ToString(s.getReplicaName());
+          out.disk_bytes = s.getDiskBytes();
+          out.data_dir = ToString(s.getDataDir());
+          out.max_value_bytes = s.getMaxValueBytes();
+          return out;
+        });
+      });
+}
+
+absl::Status Client::Watch(const WatchOptions& options, WatchCallback on_changes) {
+  auto state = std::make_shared<WatchState>();
+  state->on_changes = std::move(on_changes);
+  PEERKV_RETURN_IF_ERROR(impl_->StartWatch(options, state));
+  state->done.WaitForNotification();
+  return state->status;
+}
+
+}  // namespace peerkv::rpc

@@ -1,0 +1,98 @@
+// rpc/client.h: the C++ client library for a peerkv server. Blocking calls
+// returning absl::Status / StatusOr, no kj or capnp types: an app links it
+// like any library. Connection problems are Unavailable (retry); a call
+// that takes longer than the timeout is DeadlineExceeded; errors from the
+// server (InvalidArgument naming a limit, say) arrive with their code and
+// message unchanged. Thread-safe: calls from many threads share one
+// connection and are pipelined on it.
+#ifndef PEERKV_RPC_CLIENT_H_
+#define PEERKV_RPC_CLIENT_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "store/store.h"
+#include "store/version.h"
+
+namespace peerkv::rpc {
+
+struct ClientOptions {
+  // HOST:PORT of the server.
+  std::string address = "127.0.0.1:7700";
+  // Bound on each call, connecting included.
+  absl::Duration timeout = absl::Seconds(30);
+};
+
+// What `status` reports about a server.
+struct ServerStatus {
+  uint64_t replica_id = 0;
+  uint64_t incarnation = 0;
+  uint64_t live_records = 0;
+  uint64_t tombstones = 0;
+  uint64_t max_seq = 0;
+  uint64_t uptime_ms = 0;
+  uint32_t connected_clients = 0;
+  std::string replica_name;
+  uint64_t disk_bytes = 0;
+  std::string data_dir;
+  uint64_t max_value_bytes = 0;
+};
+
+struct WatchOptions {
+  std::string keyspace;
+  // Only keys starting with these bytes.
+  std::string prefix;
+  // Deliver changes committed after this seq (0: everything still in the
+  // log, which is the latest version of every key).
+  uint64_t from_seq = 0;
+};
+
+// Receives each batch of changes, in commit order, and the seq to resume
+// after them. Return false to end the watch. Runs on the client's own
+// thread: it must not call back into the same Client.
+using WatchCallback =
+    std::function<bool(const std::vector<Record>& records, uint64_t last_seq)>;
+
+class Client {
+ public:
+  // Connects to the server (one round trip). Unavailable if it cannot.
+  static absl::StatusOr<std::unique_ptr<Client>> Connect(ClientOptions options);
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  const ClientOptions& options() const;
+
+  // The same operations, with the same contracts, as the Store's; each
+  // returns once the server has answered (writes: once durable there). A
+  // broken connection is re-established by the next call.
+  absl::StatusOr<Version> Put(std::string_view keyspace, std::string_view key,
+                              std::string_view value);
+  absl::StatusOr<Version> Delete(std::string_view keyspace, std::string_view key);
+  absl::StatusOr<std::optional<Record>> Get(std::string_view keyspace,
+                                            std::string_view key);
+  absl::StatusOr<ScanResult> Scan(std::string_view keyspace, const ScanOptions& options);
+  absl::StatusOr<std::vector<Version>> WriteBatch(std::vector<Mutation> mutations);
+  absl::StatusOr<ServerStatus> Status();
+
+  // Streams changes to `on_changes` until it returns false (then OK) or the
+  // connection fails (Unavailable). Blocks the calling thread meanwhile.
+  absl::Status Watch(const WatchOptions& options, WatchCallback on_changes);
+
+ private:
+  class Impl;
+  explicit Client(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace peerkv::rpc
+
+#endif  // PEERKV_RPC_CLIENT_H_

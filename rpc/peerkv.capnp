@@ -1,0 +1,97 @@
+# rpc/peerkv.capnp: the wire contract of peerkv. One TCP port serves it:
+# a client bootstraps a Gateway and asks it for the capabilities it needs.
+# The Gateway is made per connection, so that once peers authenticate it can
+# hand each identity only what it may hold (a private keyspace's readers get
+# a Kv that sees that keyspace; others never receive a reference to it).
+#
+# Errors that the caller can act on (bad input, not the right moment) come
+# back as an `error` result field with an absl status code and a message, so
+# the client library can return them unchanged; a broken connection or a
+# malformed message is a Cap'n Proto exception and ends that connection.
+@0xfc6a8d161c3843f1;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("peerkv::wire");
+
+struct Error {
+  code @0 :UInt8;      # absl::StatusCode
+  message @1 :Text;
+}
+
+struct Version {
+  hlc @0 :UInt64;      # 48 bits of milliseconds, 16 of logical counter
+  origin @1 :UInt64;   # replica id of the writer
+}
+
+struct Record {
+  keyspace @0 :Text;
+  key @1 :Data;
+  version @2 :Version;
+  deleted @3 :Bool;    # a tombstone: value is empty
+  value @4 :Data;
+  seq @5 :UInt64;      # the sending replica's local seq of this change
+}
+
+struct Mutation {
+  keyspace @0 :Text;
+  key @1 :Data;
+  union {
+    put @2 :Data;      # the new value
+    delete @3 :Void;
+  }
+}
+
+struct ServerStatus {
+  replicaId @0 :UInt64;
+  incarnation @1 :UInt64;
+  liveRecords @2 :UInt64;
+  tombstones @3 :UInt64;
+  maxSeq @4 :UInt64;
+  uptimeMs @5 :UInt64;
+  connectedClients @6 :UInt32;
+  replicaName @7 :Text;
+  diskBytes @8 :UInt64;
+  dataDir @9 :Text;
+  maxValueBytes @10 :UInt64;
+}
+
+interface Gateway {
+  # The bootstrap capability of a connection.
+  kv @0 () -> (kv :Kv);
+}
+
+interface Kv {
+  get @0 (keyspace :Text, key :Data) -> (error :Error, found :Bool, record :Record);
+  # found is false when the key was never written; a tombstone is found
+  # with deleted = true.
+
+  put @1 (keyspace :Text, key :Data, value :Data) -> (error :Error, version :Version);
+  delete @2 (keyspace :Text, key :Data) -> (error :Error, version :Version);
+  # Both return once the write is durable.
+
+  scan @3 (keyspace :Text, prefix :Data, startAfter :Data, limit :UInt32,
+           includeTombstones :Bool) -> (error :Error, records :List(Record), more :Bool);
+  # One page in key order; continue with startAfter = the last key.
+
+  writeBatch @4 (mutations :List(Mutation)) -> (error :Error, versions :List(Version));
+  # All mutations applied atomically, in order, durable on return.
+
+  watch @5 (keyspace :Text, prefix :Data, fromSeq :UInt64, watcher :Watcher)
+      -> (error :Error, handle :WatchHandle, maxSeq :UInt64);
+  # Calls watcher.changes with the records of `keyspace` (keys starting with
+  # `prefix`) changed after `fromSeq`, in commit order, until the handle is
+  # dropped. At most a few calls are outstanding at a time: a slow watcher
+  # falls behind (and then sees the latest value of each key it missed)
+  # instead of making the server buffer.
+
+  status @6 () -> (error :Error, status :ServerStatus);
+}
+
+interface Watcher {
+  changes @0 (records :List(Record), lastSeq :UInt64) -> ();
+  # lastSeq: pass it as fromSeq to resume after these records.
+}
+
+interface WatchHandle {
+  # Dropping the last reference cancels the watch.
+}

@@ -1,0 +1,73 @@
+// rpc/server.h: serves a Store over Cap'n Proto RPC on one TCP port. The
+// server runs its own event loop on its own thread: reads are answered on
+// that loop, writes go to the store's group-commit writer and are answered
+// once durable. No kj or capnp type appears here, so the CLI and tests can
+// start servers without knowing the RPC stack.
+#ifndef PEERKV_RPC_SERVER_H_
+#define PEERKV_RPC_SERVER_H_
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "store/store.h"
+
+namespace peerkv::rpc {
+
+struct ServerOptions {
+  // HOST:PORT to listen on; port 0 picks a free port (see Server::address).
+  std::string listen = "127.0.0.1:7700";
+  // A human name for this replica, shown by status and in logs.
+  std::string replica_name;
+  // How long Stop() waits for in-flight writes and replies.
+  int shutdown_grace_ms = 10'000;
+};
+
+// Largest message a peer may send, sized from the value limit: one value
+// at the limit, plus room for keys and framing (twice the value, plus 1 MiB).
+size_t MaxMessageBytes(size_t max_value_bytes);
+
+class Server {
+ public:
+  // Starts serving `store` (borrowed: it must outlive the server) and returns
+  // once listening. Unavailable if the address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<Server>> Start(Store* store,
+                                                       ServerOptions options);
+  // Stop(), then releases everything.
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // The address actually bound, e.g. "127.0.0.1:41873".
+  std::string address() const;
+
+  // Stops accepting connections, waits (up to shutdown_grace_ms) for
+  // in-flight writes to become durable and their replies to be sent, closes
+  // every connection and ends the loop thread. Idempotent.
+  void Stop();
+
+ private:
+  struct StopSignal;
+
+  Server(Store* store, ServerOptions options);
+  void Run();
+
+  Store* const store_;
+  const ServerOptions options_;
+  std::thread thread_;
+  absl::Notification ready_;
+  absl::Status start_status_;  // written before ready_ is notified
+  std::string address_;        // written before ready_ is notified
+  std::unique_ptr<StopSignal> stop_;
+  absl::Mutex stop_mu_;
+  bool stopped_ ABSL_GUARDED_BY(stop_mu_) = false;
+};
+
+}  // namespace peerkv::rpc
+
+#endif  // PEERKV_RPC_SERVER_H_
