@@ -37,6 +37,9 @@ class Backend {
 // A backend over a store opened in `dir` for the life of the backend.
 absl::StatusOr<std::unique_ptr<Backend>> OpenEmbeddedBackend(const std::string& dir);
 
+// A backend over a connection to the server at `address` (HOST:PORT).
+absl::StatusOr<std::unique_ptr<Backend>> OpenRemoteBackend(const std::string& address);
+
 }  // namespace peerkv::cli
 
 #endif  // PEERKV_CLI_BACKEND_H_

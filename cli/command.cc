@@ -10,11 +10,19 @@ namespace peerkv::cli {
 
 absl::StatusOr<std::unique_ptr<Backend>> Context::OpenBackend() const {
   const std::optional<std::string> data = args.Get("data");
-  if (!data.has_value()) {
-    return absl::InvalidArgumentError("--data DIR is required");
+  const std::optional<std::string> server = args.Get("server");
+  if (data.has_value() && server.has_value()) {
+    return absl::InvalidArgumentError("give --data DIR or --server HOST:PORT, not both");
   }
-  if (data->empty()) return absl::InvalidArgumentError("--data must not be empty");
-  return OpenEmbeddedBackend(*data);
+  if (data.has_value()) {
+    if (data->empty()) return absl::InvalidArgumentError("--data must not be empty");
+    return OpenEmbeddedBackend(*data);
+  }
+  return OpenRemoteBackend(ServerAddress());
+}
+
+std::string Context::ServerAddress() const {
+  return args.Get("server").value_or(kDefaultServer);
 }
 
 int Fail(const std::string& command, const absl::Status& status) {

@@ -20,11 +20,19 @@ inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailure = 1;
 inline constexpr int kExitUsage = 2;
 
+// Where `peerkv serve` listens by default, and where commands look for a
+// server when neither --data nor --server is given.
+inline constexpr char kDefaultServer[] = "127.0.0.1:7700";
+inline constexpr char kDefaultDataDir[] = "./peerkv-data";
+
 struct Context {
   std::string command;
   Args args;
-  // The replica the global flags name: --data DIR opens it embedded.
+  // The replica the global flags name: --data DIR opens it embedded,
+  // otherwise --server HOST:PORT (default 127.0.0.1:7700) connects to it.
   absl::StatusOr<std::unique_ptr<Backend>> OpenBackend() const;
+  // --server, or the default.
+  std::string ServerAddress() const;
 };
 
 struct Command {
@@ -50,6 +58,7 @@ absl::Status ExpectPositional(const Context& context, size_t min, size_t max,
 
 // The commands, in help order.
 const std::vector<Command>& DataCommands();
+const std::vector<Command>& ServerCommands();
 const Command& DemoCommand();
 
 }  // namespace peerkv::cli

@@ -11,11 +11,12 @@
 namespace peerkv::cli {
 namespace {
 
-const FlagSpec kGlobalFlags{.with_value = {"data"}, .switches = {"help"}};
+const FlagSpec kGlobalFlags{.with_value = {"data", "server"}, .switches = {"help"}};
 
 std::vector<const Command*> AllCommands() {
   std::vector<const Command*> all;
   for (const Command& c : DataCommands()) all.push_back(&c);
+  for (const Command& c : ServerCommands()) all.push_back(&c);
   all.push_back(&DemoCommand());
   return all;
 }
@@ -23,19 +24,21 @@ std::vector<const Command*> AllCommands() {
 void PrintUsage(std::FILE* out) {
   std::fprintf(out,
                "peerkv: a replicated last-writer-wins key-value store.\n\n"
-               "Usage: peerkv [--data DIR] COMMAND [ARGS...]\n\n"
+               "Usage: peerkv [--data DIR | --server HOST:PORT] COMMAND [ARGS...]\n\n"
                "Global flags:\n"
-               "  --data DIR   use the store in DIR directly (embedded mode; created\n"
-               "               if missing; fails if a server has it open)\n"
-               "  --help       this text; 'peerkv COMMAND --help' for one command\n\n"
-               "Commands:\n");
+               "  --server HOST:PORT  talk to a running server (the default, at %s)\n"
+               "  --data DIR          use the store in DIR directly (embedded mode;\n"
+               "                      created if missing; fails if a server has it open)\n"
+               "  --help              this text; 'peerkv COMMAND --help' for one command\n\n"
+               "Commands:\n",
+               kDefaultServer);
   for (const Command* c : AllCommands()) {
     std::fprintf(out, "  %-6s %s\n", c->name.c_str(), c->summary.c_str());
   }
 }
 
 void PrintCommandHelp(const Command& c) {
-  std::printf("Usage: peerkv [--data DIR] %s %s\n\n%s.\n", c.name.c_str(),
+  std::printf("Usage: peerkv [--data DIR | --server HOST:PORT] %s %s\n\n%s.\n", c.name.c_str(),
               c.synopsis.c_str(), c.summary.c_str());
   if (!c.details.empty()) std::printf("\n%s", c.details.c_str());
 }

@@ -13,6 +13,7 @@
 #include "common/macros.h"
 #include "kj/async-io.h"
 #include "kj/timer.h"
+#include "rpc/buffered_stream.h"
 #include "rpc/convert.h"
 #include "rpc/peerkv.capnp.h"
 #include "store/validation.h"
@@ -139,7 +140,7 @@ class Client::Impl {
  private:
   struct Connection {
     Connection(kj::Own<kj::AsyncIoStream> socket, const capnp::ReaderOptions& options)
-        : stream(kj::mv(socket)),
+        : stream(kj::heap<BufferedStream>(kj::mv(socket))),
           network(*stream, capnp::rpc::twoparty::Side::CLIENT, options),
           rpc(capnp::makeRpcClient(network)) {
       capnp::MallocMessageBuilder message;

@@ -21,6 +21,7 @@
 #include "kj/async-io.h"
 #include "kj/async.h"
 #include "kj/timer.h"
+#include "rpc/buffered_stream.h"
 #include "rpc/convert.h"
 #include "rpc/peerkv.capnp.h"
 #include "store/validation.h"
@@ -313,17 +314,28 @@ class KvImpl final : public wire::Kv::Server {
 
   kj::Promise<void> get(GetContext context) override {
     auto params = context.getParams();
+    auto keyspace = params.getKeyspace();
     auto key = params.getKey();
-    absl::StatusOr<std::optional<Record>> record = loop_.store().Get(
-        std::string_view(params.getKeyspace().cStr(), params.getKeyspace().size()),
-        std::string_view(reinterpret_cast<const char*>(key.begin()), key.size()));
-    auto results = context.getResults();
-    if (!record.ok()) {
-      Fail("get", record.status(), results.initError());
-    } else if (record->has_value()) {
-      results.setFound(true);
-      ToWire(**record, results.initRecord());
-    }
+    // Copy the record straight from the store's map into the reply.
+    absl::Status status = loop_.store().GetView(
+        std::string_view(keyspace.cStr(), keyspace.size()),
+        std::string_view(reinterpret_cast<const char*>(key.begin()), key.size()),
+        [&context](const RecordView* view) {
+          if (view == nullptr) return;
+          auto results = context.getResults(capnp::MessageSize{
+              (view->keyspace.size() + view->key.size() + view->value.size()) / 8 + 24, 0});
+          results.setFound(true);
+          auto record = results.initRecord();
+          record.setKeyspace(capnp::Text::Reader(view->keyspace.data(), view->keyspace.size()));
+          record.setKey(AsData(view->key));
+          auto version = record.initVersion();
+          version.setHlc(view->version.hlc);
+          version.setOrigin(view->version.origin);
+          record.setDeleted(view->deleted);
+          record.setValue(AsData(view->value));
+          record.setSeq(view->seq);
+        });
+    if (!status.ok()) Fail("get", status, context.getResults().initError());
     return kj::READY_NOW;
   }
 
@@ -334,7 +346,7 @@ class KvImpl final : public wire::Kv::Server {
                              ToString(params.getValue())});
     return loop_.Write(std::move(batch))
         .then([this, context](absl::StatusOr<std::vector<Version>> versions) mutable {
-          auto results = context.getResults();
+          auto results = context.getResults(capnp::MessageSize{8, 0});
           if (!versions.ok()) return Fail("put", versions.status(), results.initError());
           ToWire(versions->front(), results.initVersion());
         });
@@ -347,7 +359,7 @@ class KvImpl final : public wire::Kv::Server {
         Mutation{ToString(params.getKeyspace()), ToString(params.getKey()), std::nullopt});
     return loop_.Write(std::move(batch))
         .then([this, context](absl::StatusOr<std::vector<Version>> versions) mutable {
-          auto results = context.getResults();
+          auto results = context.getResults(capnp::MessageSize{8, 0});
           if (!versions.ok()) return Fail("delete", versions.status(), results.initError());
           ToWire(versions->front(), results.initVersion());
         });
@@ -463,7 +475,7 @@ class GatewayImpl final : public wire::Gateway::Server {
 struct ServerLoop::Connection {
   Connection(ServerLoop& loop, kj::Own<kj::AsyncIoStream> socket)
       : loop(loop),
-        stream(kj::mv(socket)),
+        stream(kj::heap<BufferedStream>(kj::mv(socket))),
         peer(PeerAddress(*stream)),
         messages(*stream),
         network(messages, capnp::rpc::twoparty::Side::SERVER, loop.reader_options_),
@@ -478,7 +490,7 @@ struct ServerLoop::Connection {
   }
 
   ServerLoop& loop;
-  kj::Own<kj::AsyncIoStream> stream;
+  kj::Own<BufferedStream> stream;
   std::string peer;
   RecordingMessageStream messages;
   capnp::TwoPartyVatNetwork network;
@@ -508,7 +520,9 @@ kj::Promise<void> ServerLoop::Shutdown() {
       .then([this, deadline] {
         return WaitUntil(deadline, [this] {
           for (Connection* c : connections_) {
-            if (c->network.getCurrentQueueSize() > 0) return false;
+            if (c->network.getCurrentQueueSize() > 0 || c->stream->pending_bytes() > 0) {
+          return false;
+        }
           }
           return true;
         });

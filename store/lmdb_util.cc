@@ -54,8 +54,8 @@ void Txn::Abort() {
   txn_ = nullptr;
 }
 
-absl::Status Cursor::Open(const Txn& txn, MDB_dbi dbi) {
-  const int rc = mdb_cursor_open(txn.get(), dbi, &cursor_);
+absl::Status Cursor::Open(MDB_txn* txn, MDB_dbi dbi) {
+  const int rc = mdb_cursor_open(txn, dbi, &cursor_);
   if (rc != MDB_SUCCESS) {
     cursor_ = nullptr;
     return Error(rc, "mdb_cursor_open");

@@ -46,17 +46,22 @@ class Txn {
   MDB_txn* txn_ = nullptr;
 };
 
-// A cursor closed in its destructor. REQUIRES: destroyed before its txn ends.
+// A cursor closed in its destructor or by Close(). REQUIRES: closed before
+// its transaction commits or aborts (LMDB frees a write transaction's
+// cursors when it ends; closing one afterwards would free it twice).
 class Cursor {
  public:
   Cursor() = default;
-  ~Cursor() {
+  ~Cursor() { Close(); }
+  void Close() {
     if (cursor_ != nullptr) mdb_cursor_close(cursor_);
+    cursor_ = nullptr;
   }
   Cursor(const Cursor&) = delete;
   Cursor& operator=(const Cursor&) = delete;
 
-  absl::Status Open(const Txn& txn, MDB_dbi dbi);
+  absl::Status Open(const Txn& txn, MDB_dbi dbi) { return Open(txn.get(), dbi); }
+  absl::Status Open(MDB_txn* txn, MDB_dbi dbi);
   MDB_cursor* get() const { return cursor_; }
 
  private:

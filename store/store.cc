@@ -152,6 +152,54 @@ size_t RecordBytes(const Record& r) {
 
 }  // namespace
 
+// A read-only transaction for one store call: holds the resize lock shared,
+// and takes a reset transaction from the store's pool (renewing it) instead
+// of beginning a new one; gives it back reset.
+class ReadTxn {
+ public:
+  explicit ReadTxn(Store& store) : store_(store), lock_(&store.resize_mu_) {}
+  ~ReadTxn() {
+    if (txn_ == nullptr) return;
+    mdb_txn_reset(txn_);
+    absl::MutexLock lock(&store_.read_pool_mu_);
+    if (store_.read_pool_.size() < kMaxPooledReadTxns) {
+      store_.read_pool_.push_back(txn_);
+    } else {
+      mdb_txn_abort(txn_);
+    }
+  }
+  ReadTxn(const ReadTxn&) = delete;
+  ReadTxn& operator=(const ReadTxn&) = delete;
+
+  absl::Status Begin() {
+    {
+      absl::MutexLock lock(&store_.read_pool_mu_);
+      if (!store_.read_pool_.empty()) {
+        txn_ = store_.read_pool_.back();
+        store_.read_pool_.pop_back();
+      }
+    }
+    if (txn_ != nullptr) {
+      const int rc = mdb_txn_renew(txn_);
+      if (rc == MDB_SUCCESS) return absl::OkStatus();
+      mdb_txn_abort(txn_);
+      txn_ = nullptr;
+      return lmdb::Error(rc, "mdb_txn_renew");
+    }
+    const int rc = mdb_txn_begin(store_.env_, nullptr, MDB_RDONLY, &txn_);
+    if (rc != MDB_SUCCESS) txn_ = nullptr;
+    return lmdb::Error(rc, "mdb_txn_begin (read)");
+  }
+
+  MDB_txn* get() const { return txn_; }
+
+ private:
+  static constexpr size_t kMaxPooledReadTxns = 64;
+  Store& store_;
+  absl::ReaderMutexLock lock_;
+  MDB_txn* txn_ = nullptr;
+};
+
 // One caller's write waiting for (or inside) a group commit.
 struct Store::WriteRequest {
   // Local writes: versions are stamped by the writer in commit order.
@@ -373,6 +421,11 @@ Store::~Store() {
       stopping_ = true;
     }
     writer_.join();
+  }
+  {
+    absl::MutexLock lock(&read_pool_mu_);
+    for (MDB_txn* txn : read_pool_) mdb_txn_abort(txn);
+    read_pool_.clear();
   }
   if (env_ != nullptr) {
     const absl::Status flushed = FlushHeldCheckpoints();
@@ -774,6 +827,8 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
     }
   }
 
+  records.Close();
+  log.Close();
   if (!state.changed) {
     // Nothing won: write nothing. Hold the checkpoints for the next commit.
     txn.Abort();
@@ -954,22 +1009,46 @@ absl::StatusOr<uint64_t> Store::CompactStep(size_t max_entries,
 // ---------------------------------------------------------------------------
 // Reads
 
-absl::StatusOr<std::optional<Record>> Store::Get(std::string_view keyspace,
-                                                 std::string_view key) const {
+absl::Status Store::GetView(std::string_view keyspace, std::string_view key,
+                            absl::FunctionRef<void(const RecordView*)> fn) const {
   PEERKV_RETURN_IF_ERROR(ValidateKeyspace(keyspace));
   PEERKV_RETURN_IF_ERROR(ValidateKey(key));
-  const std::string record_key = codec::RecordKey(keyspace, key);
-  absl::ReaderMutexLock resize_lock(&resize_mu_);
-  Txn txn;
-  PEERKV_RETURN_IF_ERROR(txn.Begin(env_, MDB_RDONLY));
+  // The records key on the stack: reads are the hot path of a server.
+  char buffer[kMaxKeyspaceBytes + 1 + kMaxKeyBytes];
+  std::memcpy(buffer, keyspace.data(), keyspace.size());
+  buffer[keyspace.size()] = '\0';
+  std::memcpy(buffer + keyspace.size() + 1, key.data(), key.size());
+  const std::string_view record_key(buffer, keyspace.size() + 1 + key.size());
+
+  ReadTxn txn(const_cast<Store&>(*this));
+  PEERKV_RETURN_IF_ERROR(txn.Begin());
   MDB_val k = Val(record_key), v;
   const int rc = mdb_get(txn.get(), records_dbi_, &k, &v);
-  if (rc == MDB_NOTFOUND) return std::nullopt;
+  if (rc == MDB_NOTFOUND) {
+    fn(nullptr);
+    return absl::OkStatus();
+  }
   PEERKV_RETURN_IF_ERROR(lmdb::Error(rc, "read record"));
   PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header,
                           codec::DecodeRecordHeader(View(v)));
-  PEERKV_ASSIGN_OR_RETURN(Record record,
-                          ReadRecord(txn.get(), log_dbi_, record_key, header));
+  PEERKV_ASSIGN_OR_RETURN(const std::string_view value,
+                          ReadValue(txn.get(), log_dbi_, record_key, header.seq));
+  if (header.deleted && !value.empty()) {
+    return absl::DataLossError("stored tombstone carries value bytes");
+  }
+  const RecordView view{keyspace, key, header.version, header.deleted, value, header.seq};
+  fn(&view);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<Record>> Store::Get(std::string_view keyspace,
+                                                 std::string_view key) const {
+  std::optional<Record> record;
+  PEERKV_RETURN_IF_ERROR(GetView(keyspace, key, [&record](const RecordView* view) {
+    if (view == nullptr) return;
+    record = Record{std::string(view->keyspace), std::string(view->key), view->version,
+                    view->deleted, std::string(view->value), view->seq};
+  }));
   return record;
 }
 
@@ -996,11 +1075,10 @@ absl::StatusOr<ScanResult> Store::Scan(std::string_view keyspace,
   const std::string start = std::max(match, after);
 
   ScanResult result;
-  absl::ReaderMutexLock resize_lock(&resize_mu_);
-  Txn txn;
-  PEERKV_RETURN_IF_ERROR(txn.Begin(env_, MDB_RDONLY));
+  ReadTxn txn(const_cast<Store&>(*this));
+  PEERKV_RETURN_IF_ERROR(txn.Begin());
   Cursor cursor;
-  PEERKV_RETURN_IF_ERROR(cursor.Open(txn, records_dbi_));
+  PEERKV_RETURN_IF_ERROR(cursor.Open(txn.get(), records_dbi_));
   MDB_val k = Val(start), v;
   int rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_SET_RANGE);
   size_t bytes = 0;
@@ -1035,9 +1113,8 @@ absl::StatusOr<Changes> Store::ChangesSince(uint64_t after_seq, size_t limit,
   }
   Changes changes;
   changes.last_seq = after_seq;
-  absl::ReaderMutexLock resize_lock(&resize_mu_);
-  Txn txn;
-  PEERKV_RETURN_IF_ERROR(txn.Begin(env_, MDB_RDONLY));
+  ReadTxn txn(const_cast<Store&>(*this));
+  PEERKV_RETURN_IF_ERROR(txn.Begin());
   {
     MDB_val k = Val(kMetaState), v;
     const int rc = mdb_get(txn.get(), meta_dbi_, &k, &v);
@@ -1051,7 +1128,7 @@ absl::StatusOr<Changes> Store::ChangesSince(uint64_t after_seq, size_t limit,
   if (after_seq >= changes.max_seq) return changes;
 
   Cursor cursor;
-  PEERKV_RETURN_IF_ERROR(cursor.Open(txn, log_dbi_));
+  PEERKV_RETURN_IF_ERROR(cursor.Open(txn.get(), log_dbi_));
   const std::string start = codec::BigEndian64(after_seq + 1);
   MDB_val k = Val(start), v;
   int rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_SET_RANGE);
@@ -1096,9 +1173,8 @@ absl::StatusOr<std::optional<PeerCheckpoint>> Store::GetCheckpoint(
     if (it != held_checkpoints_.end()) return it->second;
   }
   const std::string key = codec::BigEndian64(peer_id);
-  absl::ReaderMutexLock resize_lock(&resize_mu_);
-  Txn txn;
-  PEERKV_RETURN_IF_ERROR(txn.Begin(env_, MDB_RDONLY));
+  ReadTxn txn(const_cast<Store&>(*this));
+  PEERKV_RETURN_IF_ERROR(txn.Begin());
   MDB_val k = Val(key), v;
   const int rc = mdb_get(txn.get(), peers_dbi_, &k, &v);
   if (rc == MDB_NOTFOUND) return std::nullopt;
@@ -1133,11 +1209,10 @@ absl::StatusOr<StoreStats> Store::Stats() const {
 
 absl::StatusOr<uint64_t> Store::Digest() const {
   Fnv64 hash;
-  absl::ReaderMutexLock resize_lock(&resize_mu_);
-  Txn txn;
-  PEERKV_RETURN_IF_ERROR(txn.Begin(env_, MDB_RDONLY));
+  ReadTxn txn(const_cast<Store&>(*this));
+  PEERKV_RETURN_IF_ERROR(txn.Begin());
   Cursor cursor;
-  PEERKV_RETURN_IF_ERROR(cursor.Open(txn, records_dbi_));
+  PEERKV_RETURN_IF_ERROR(cursor.Open(txn.get(), records_dbi_));
   MDB_val k, v;
   int rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_FIRST);
   while (rc == MDB_SUCCESS) {

@@ -24,6 +24,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -65,6 +66,16 @@ struct StoreOptions {
   // Seeds replica id and incarnation when the store is created, so a
   // simulation can be replayed exactly. nullopt: operating-system entropy.
   std::optional<uint64_t> id_seed;
+};
+
+// A record as it lies in the store's memory map: see Store::GetView.
+struct RecordView {
+  std::string_view keyspace;
+  std::string_view key;
+  Version version;
+  bool deleted = false;
+  std::string_view value;
+  uint64_t seq = 0;
 };
 
 // How far this replica has pulled the change log of one peer.
@@ -209,6 +220,12 @@ class Store {
   absl::StatusOr<std::optional<Record>> Get(std::string_view keyspace,
                                             std::string_view key) const;
 
+  // Get without copies: calls `fn` with the record (nullptr if never
+  // written) while its bytes are still those in the map. The view dies when
+  // `fn` returns; `fn` must not call into the store.
+  absl::Status GetView(std::string_view keyspace, std::string_view key,
+                       absl::FunctionRef<void(const RecordView*)> fn) const;
+
   // Records of one keyspace in key order; see ScanOptions. A page holds at
   // most options.limit records and about kMaxPageBytes of values.
   absl::StatusOr<ScanResult> Scan(std::string_view keyspace,
@@ -283,6 +300,12 @@ class Store {
   MDB_dbi log_dbi_ = 0;
   MDB_dbi peers_dbi_ = 0;
   MDB_dbi meta_dbi_ = 0;
+
+  // Reset read-only transactions kept for reuse: renewing one is much
+  // cheaper than beginning a new one (no search of the reader table).
+  absl::Mutex read_pool_mu_;
+  std::vector<MDB_txn*> read_pool_ ABSL_GUARDED_BY(read_pool_mu_);
+  friend class ReadTxn;
 
   // Readers hold it shared for the life of their transaction; the writer
   // holds it exclusively only while it grows the map (LMDB requires that no

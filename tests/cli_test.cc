@@ -115,8 +115,8 @@ TEST_F(CliTest, BadInputExitsTwoWithOneLineNamingTheLimit) {
   ExpectUsageError(Peerkv({"get", "ks"}), "expected KS KEY, got 1 argument");
   ExpectUsageError(Peerkv({"put", "ks", "k", "v", "--colour"}), "unknown flag --colour");
   ExpectUsageError(Peerkv({"frobnicate"}), "unknown command 'frobnicate'");
-  ExpectUsageError(testing::Run({testing::RunfilePath("cli/peerkv"), "get", "ks", "k"}),
-                   "--data DIR is required");
+  ExpectUsageError(Peerkv({"--server", "127.0.0.1:1", "get", "ks", "k"}),
+                   "give --data DIR or --server HOST:PORT, not both");
   // None of it wrote anything.
   RunResult info = Peerkv({"info"});
   EXPECT_THAT(info.out, HasSubstr("max_seq: 0\n"));
@@ -136,7 +136,8 @@ TEST_F(CliTest, ADirectoryInUseByAnotherProcessIsAClearError) {
 TEST_F(CliTest, HelpForEveryCommand) {
   RunResult top = testing::Run({testing::RunfilePath("cli/peerkv"), "--help"});
   EXPECT_EQ(top.exit_code, 0);
-  for (const char* command : {"put", "get", "del", "scan", "info", "demo"}) {
+  for (const char* command :
+       {"put", "get", "del", "scan", "info", "serve", "watch", "status", "bench", "demo"}) {
     EXPECT_THAT(top.out, HasSubstr(std::string("  ") + command + " "));
     RunResult help = testing::Run({testing::RunfilePath("cli/peerkv"), command, "--help"});
     EXPECT_EQ(help.exit_code, 0) << command;

@@ -1,0 +1,186 @@
+// cli/server_commands.cc: serve (run a replica server), and the commands
+// that only make sense against one: watch and status.
+#include <signal.h>
+#include <string.h>
+
+#include <cstdio>
+
+#include "absl/strings/str_format.h"
+#include "cli/command.h"
+#include "cli/text.h"
+#include "common/log.h"
+#include "absl/strings/str_split.h"
+#include "rpc/client.h"
+#include "rpc/load.h"
+#include "rpc/server.h"
+#include "store/store.h"
+
+namespace peerkv::cli {
+namespace {
+
+int RunServe(const Context& c) {
+  if (absl::Status s = ExpectPositional(c, 0, 0, "no arguments"); !s.ok()) {
+    return Fail(c.command, s);
+  }
+  if (c.args.Has("server")) {
+    return UsageError(c.command, "serve takes --listen HOST:PORT, not --server");
+  }
+  absl::StatusOr<int64_t> max_value =
+      c.args.GetInt("max-value-bytes", kMaxValueBytes, 0, kMaxValueBytes);
+  if (!max_value.ok()) return Fail(c.command, max_value.status());
+
+  // Signals are taken synchronously by this thread (sigwait), so block them
+  // before any other thread starts; writes to closed sockets must not kill
+  // the server.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  StoreOptions store_options;
+  store_options.dir = c.args.Get("data").value_or(kDefaultDataDir);
+  store_options.max_value_bytes = static_cast<size_t>(*max_value);
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(store_options);
+  if (!store.ok()) return Fail(c.command, store.status());
+
+  rpc::ServerOptions server_options;
+  server_options.listen = c.args.Get("listen").value_or(kDefaultServer);
+  server_options.replica_name = c.args.Get("replica-name").value_or("");
+  absl::StatusOr<std::unique_ptr<rpc::Server>> server =
+      rpc::Server::Start(store->get(), server_options);
+  if (!server.ok()) return Fail(c.command, server.status());
+  LogLine(absl::StrFormat("peerkv: listening on %s, data %s, replica %s%s",
+                          (*server)->address(), store_options.dir,
+                          ReplicaIdToString((*store)->replica_id()),
+                          server_options.replica_name.empty()
+                              ? ""
+                              : " (" + server_options.replica_name + ")"));
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  LogLine(absl::StrFormat("peerkv: %s received, stopping",
+                          signal_number == SIGINT ? "SIGINT" : "SIGTERM"));
+  (*server)->Stop();
+  server->reset();
+  store->reset();
+  LogLine("peerkv: stopped");
+  return kExitOk;
+}
+
+int RunWatch(const Context& c) {
+  if (absl::Status s = ExpectPositional(c, 1, 1, "KS"); !s.ok()) return Fail(c.command, s);
+  if (c.args.Has("data")) {
+    return UsageError(c.command, "watch needs a running server (--server HOST:PORT), not --data");
+  }
+  absl::StatusOr<int64_t> from_seq =
+      c.args.GetInt("from-seq", 0, 0, std::numeric_limits<int64_t>::max());
+  if (!from_seq.ok()) return Fail(c.command, from_seq.status());
+  absl::StatusOr<std::unique_ptr<rpc::Client>> client =
+      rpc::Client::Connect(rpc::ClientOptions{.address = c.ServerAddress()});
+  if (!client.ok()) return Fail(c.command, client.status());
+  rpc::WatchOptions options{.keyspace = c.args.positional[0],
+                            .prefix = c.args.Get("prefix").value_or(""),
+                            .from_seq = static_cast<uint64_t>(*from_seq)};
+  absl::Status status = (*client)->Watch(options, [](const std::vector<Record>& records,
+                                                      uint64_t) {
+    for (const Record& r : records) std::printf("%s\n", RecordJson(r).c_str());
+    std::fflush(stdout);
+    return true;  // until interrupted
+  });
+  return Fail(c.command, status.ok() ? absl::UnavailableError("watch ended") : status);
+}
+
+int RunStatus(const Context& c) {
+  if (absl::Status s = ExpectPositional(c, 0, 0, "no arguments"); !s.ok()) {
+    return Fail(c.command, s);
+  }
+  if (c.args.Has("data")) {
+    return UsageError(c.command, "status asks a running server (--server HOST:PORT); "
+                                 "use 'info' for a data directory");
+  }
+  absl::StatusOr<std::unique_ptr<Backend>> backend = c.OpenBackend();
+  if (!backend.ok()) return Fail(c.command, backend.status());
+  auto info = (*backend)->Info();
+  if (!info.ok()) return Fail(c.command, info.status());
+  for (const auto& [name, value] : *info) {
+    std::printf("%s: %s\n", name.c_str(), value.c_str());
+  }
+  return kExitOk;
+}
+
+int RunBench(const Context& c) {
+  if (absl::Status s = ExpectPositional(c, 0, 0, "no arguments"); !s.ok()) {
+    return Fail(c.command, s);
+  }
+  if (c.args.Has("data")) {
+    return UsageError(c.command, "bench loads a running server (--server HOST:PORT), not --data");
+  }
+  rpc::LoadOptions options;
+  options.address = c.ServerAddress();
+  absl::StatusOr<int64_t> clients = c.args.GetInt("c", 50, 1, 10'000);
+  absl::StatusOr<int64_t> requests = c.args.GetInt("n", 100'000, 1, int64_t{1} << 40);
+  absl::StatusOr<int64_t> pipeline = c.args.GetInt("P", 1, 1, 1'000);
+  absl::StatusOr<int64_t> value_bytes = c.args.GetInt("d", 3, 0, kMaxValueBytes);
+  absl::StatusOr<int64_t> key_space = c.args.GetInt("r", 100'000, 1, int64_t{1} << 40);
+  for (const auto* v : {&clients, &requests, &pipeline, &value_bytes, &key_space}) {
+    if (!v->ok()) return Fail(c.command, v->status());
+  }
+  options.clients = static_cast<int>(*clients);
+  options.requests = *requests;
+  options.pipeline = static_cast<int>(*pipeline);
+  options.value_bytes = static_cast<size_t>(*value_bytes);
+  options.key_space = *key_space;
+  if (const std::optional<std::string> tests = c.args.Get("t")) {
+    options.operations.clear();
+    for (absl::string_view op : absl::StrSplit(*tests, ',', absl::SkipEmpty())) {
+      std::string name(op);
+      if (name == "set") name = "put";  // redis-benchmark's name for it
+      if (name != "get" && name != "put") {
+        return UsageError(c.command, absl::StrFormat("-t: unknown test '%s'; use get,put", name));
+      }
+      options.operations.push_back(name);
+    }
+  }
+  absl::StatusOr<std::vector<rpc::LoadReport>> reports = rpc::RunLoad(options);
+  if (!reports.ok()) return Fail(c.command, reports.status());
+  for (const rpc::LoadReport& r : *reports) std::printf("%s\n", rpc::FormatReport(r).c_str());
+  return kExitOk;
+}
+
+}  // namespace
+
+const std::vector<Command>& ServerCommands() {
+  static const auto* commands = new std::vector<Command>{
+      {"serve", "[--data DIR] [--listen HOST:PORT] [--max-value-bytes N] [--replica-name NAME]",
+       "run a replica server in the foreground",
+       "Serves the store in DIR (default ./peerkv-data) over Cap'n Proto RPC.\n"
+       "Logs one line when listening and when stopped, and one per rejected\n"
+       "request. SIGINT or SIGTERM: stop accepting, finish in-flight requests,\n"
+       "close the store, exit 0.\n"
+       "  --listen HOST:PORT     default 127.0.0.1:7700; port 0 picks a free port\n"
+       "  --max-value-bytes N    lower the value limit (at most 4194304)\n"
+       "  --replica-name NAME    a human name shown in status and logs\n",
+       {.with_value = {"listen", "max-value-bytes", "replica-name"}}, RunServe},
+      {"watch", "KS [--prefix P] [--from-seq N]", "print changes to KS as they commit",
+       "Prints one JSON object per line per change, in commit order, until\n"
+       "interrupted. --from-seq N starts after seq N (each line carries its seq);\n"
+       "the default 0 first replays the latest version of every key.\n"
+       "A watcher that falls behind sees the latest value of each key it missed.\n",
+       {.with_value = {"prefix", "from-seq"}}, RunWatch},
+      {"status", "", "show a running server's replica, counters, uptime and clients", "", {},
+       RunStatus},
+      {"bench", "[-c CLIENTS] [-n REQUESTS] [-P PIPELINE] [-t get,put] [-d VALUE_BYTES] [-r KEYS]",
+       "load a running server and report requests per second and latency",
+       "Opens CLIENTS connections (default 50), each with PIPELINE requests in\n"
+       "flight (default 1), and sends REQUESTS (default 100000) of each test in\n"
+       "turn (default put,get; 'set' is accepted for put). Keys are key:N with N\n"
+       "uniform below KEYS (default 100000); values are VALUE_BYTES (default 3).\n"
+       "Prints one line per test in redis-benchmark's quiet layout.\n",
+       {.with_value = {"c", "n", "P", "t", "d", "r"}}, RunBench},
+  };
+  return *commands;
+}
+
+}  // namespace peerkv::cli

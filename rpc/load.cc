@@ -1,0 +1,176 @@
+// rpc/load.cc: the load generator: one kj event loop on the calling thread,
+// `clients` connections, `pipeline` request lanes on each; a lane sends its
+// next request as soon as the previous one is answered.
+#include "rpc/load.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_format.h"
+#include "capnp/message.h"
+#include "capnp/rpc-twoparty.h"
+#include "kj/async-io.h"
+#include "rpc/buffered_stream.h"
+#include "rpc/convert.h"
+#include "rpc/peerkv.capnp.h"
+
+namespace peerkv::rpc {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Connection {
+  explicit Connection(kj::Own<kj::AsyncIoStream> socket)
+      : stream(kj::heap<BufferedStream>(kj::mv(socket))),
+        network(*stream, capnp::rpc::twoparty::Side::CLIENT),
+        rpc(capnp::makeRpcClient(network)) {
+    capnp::MallocMessageBuilder message;
+    auto vat = message.initRoot<capnp::rpc::twoparty::VatId>();
+    vat.setSide(capnp::rpc::twoparty::Side::SERVER);
+    kv = rpc.bootstrap(vat).castAs<wire::Gateway>().kvRequest().send().getKv();
+  }
+  kj::Own<kj::AsyncIoStream> stream;
+  capnp::TwoPartyVatNetwork network;
+  capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
+  wire::Kv::Client kv = nullptr;
+};
+
+// The state of one operation's run, shared by all lanes.
+struct Run {
+  bool put = false;
+  int64_t total = 0;
+  int64_t issued = 0;
+  int64_t errors = 0;
+  std::vector<uint32_t> latencies_us;
+  std::string value;
+  const LoadOptions* options = nullptr;
+};
+
+class Lane {
+ public:
+  Lane(Run& run, wire::Kv::Client kv, uint64_t seed) : run_(run), kv_(kj::mv(kv)), rng_(seed | 1) {}
+
+  kj::Promise<void> Next() {
+    if (run_.issued >= run_.total) return kj::READY_NOW;
+    ++run_.issued;
+    // "key:" and 12 decimal digits, formatted without allocating.
+    char key[16] = {'k', 'e', 'y', ':'};
+    uint64_t n = Random() % static_cast<uint64_t>(run_.options->key_space);
+    for (int i = 15; i >= 4; --i, n /= 10) key[i] = static_cast<char>('0' + n % 10);
+    const capnp::Data::Reader key_data(reinterpret_cast<const kj::byte*>(key), sizeof(key));
+    const auto start = Clock::now();
+    // Size hints keep Cap'n Proto from allocating (and zeroing) its default
+    // 8 KiB first segment for a 100-byte request.
+    const capnp::MessageSize hint{(run_.value.size() + 64) / 8 + 16, 0};
+    if (run_.put) {
+      auto request = kv_.putRequest(hint);
+      request.setKeyspace(AsText(run_.options->keyspace));
+      request.setKey(key_data);
+      request.setValue(AsData(run_.value));
+      return request.send().then([this, start](auto response) {
+        Done(start, response.hasError() && response.getError().getCode() != 0);
+        return Next();
+      });
+    }
+    auto request = kv_.getRequest(hint);
+    request.setKeyspace(AsText(run_.options->keyspace));
+    request.setKey(key_data);
+    return request.send().then([this, start](auto response) {
+      Done(start, response.hasError() && response.getError().getCode() != 0);
+      return Next();
+    });
+  }
+
+ private:
+  uint64_t Random() {
+    // xorshift64*: cheap and good enough to spread keys.
+    rng_ ^= rng_ >> 12;
+    rng_ ^= rng_ << 25;
+    rng_ ^= rng_ >> 27;
+    return rng_ * 2685821657736338717ULL;
+  }
+
+  void Done(Clock::time_point start, bool error) {
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
+    run_.latencies_us.push_back(static_cast<uint32_t>(us.count()));
+    if (error) ++run_.errors;
+  }
+
+  Run& run_;
+  wire::Kv::Client kv_;
+  uint64_t rng_;
+};
+
+double Percentile(const std::vector<uint32_t>& sorted, double p) {
+  if (sorted.empty()) return 0;
+  const size_t index = std::min(sorted.size() - 1, static_cast<size_t>(p * sorted.size()));
+  return sorted[index] / 1000.0;
+}
+
+}  // namespace
+
+std::string FormatReport(const LoadReport& report) {
+  return absl::StrFormat("%s: %.2f requests per second, p50=%.3f msec, p99=%.3f msec, max=%.3f msec%s",
+                         absl::AsciiStrToUpper(report.operation), report.requests_per_second,
+                         report.p50_ms, report.p99_ms, report.max_ms,
+                         report.errors > 0 ? absl::StrFormat(" (%d errors)", report.errors) : "");
+}
+
+absl::StatusOr<std::vector<LoadReport>> RunLoad(const LoadOptions& options) {
+  if (options.clients < 1 || options.pipeline < 1 || options.requests < 1 ||
+      options.key_space < 1) {
+    return absl::InvalidArgumentError("clients, pipeline, requests and key space must be >= 1");
+  }
+  for (const std::string& op : options.operations) {
+    if (op != "get" && op != "put") {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("unknown operation '%s'; the load generator knows get and put", op));
+    }
+  }
+  std::vector<LoadReport> reports;
+  try {
+    kj::AsyncIoContext io = kj::setupAsyncIo();
+    auto address = io.provider->getNetwork().parseAddress(options.address).wait(io.waitScope);
+    std::vector<kj::Own<Connection>> connections;
+    for (int i = 0; i < options.clients; ++i) {
+      connections.push_back(kj::heap<Connection>(address->connect().wait(io.waitScope)));
+    }
+    for (const std::string& op : options.operations) {
+      Run run;
+      run.put = op == "put";
+      run.total = options.requests;
+      run.options = &options;
+      run.value = std::string(options.value_bytes, 'x');
+      run.latencies_us.reserve(options.requests);
+      std::vector<kj::Own<Lane>> lanes;
+      kj::Vector<kj::Promise<void>> running;
+      const auto start = Clock::now();
+      uint64_t seed = 0x9e3779b97f4a7c15ULL;
+      for (auto& c : connections) {
+        for (int p = 0; p < options.pipeline; ++p) {
+          lanes.push_back(kj::heap<Lane>(run, c->kv, seed += 0x9e3779b97f4a7c15ULL));
+          running.add(lanes.back()->Next());
+        }
+      }
+      kj::joinPromises(running.releaseAsArray()).wait(io.waitScope);
+      const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+      std::sort(run.latencies_us.begin(), run.latencies_us.end());
+      LoadReport report;
+      report.operation = op;
+      report.requests = run.total;
+      report.errors = run.errors;
+      report.seconds = seconds;
+      report.requests_per_second = run.total / seconds;
+      report.p50_ms = Percentile(run.latencies_us, 0.50);
+      report.p99_ms = Percentile(run.latencies_us, 0.99);
+      report.max_ms = run.latencies_us.empty() ? 0 : run.latencies_us.back() / 1000.0;
+      reports.push_back(report);
+    }
+  } catch (const kj::Exception& e) {
+    return FromKjException(e, absl::StrFormat("load against %s", options.address));
+  }
+  return reports;
+}
+
+}  // namespace peerkv::rpc
