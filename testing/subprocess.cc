@@ -11,10 +11,9 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 #include <thread>
 
+#include "absl/synchronization/mutex.h"
 #include "common/macros.h"
 
 namespace peerkv::testing {
@@ -116,26 +115,51 @@ RunResult Run(const std::vector<std::string>& argv, const std::string& input,
   return result;
 }
 
-Process::Process(const std::vector<std::string>& argv, const std::string& log_path)
-    : log_path_(log_path) {
+struct Process::OutputBuffer {
+  absl::Mutex mu;
+  std::string text ABSL_GUARDED_BY(mu);
+  bool closed ABSL_GUARDED_BY(mu) = false;
+};
+
+Process::Process(const std::vector<std::string>& argv)
+    : output_(std::make_shared<OutputBuffer>()) {
   std::vector<char*> cargv = CArgv(argv);
-  const int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  PEERKV_CHECK(log_fd >= 0);
+  int out_pipe[2];
+  PEERKV_CHECK(pipe2(out_pipe, O_CLOEXEC) == 0);
   pid_ = fork();
   PEERKV_CHECK(pid_ >= 0);
   if (pid_ == 0) {
     const int null_fd = open("/dev/null", O_RDONLY);
     dup2(null_fd, 0);
-    dup2(log_fd, 1);
-    dup2(log_fd, 2);
+    dup2(out_pipe[1], 1);
+    dup2(out_pipe[1], 2);
     execv(cargv[0], cargv.data());
     std::fprintf(stderr, "exec %s: %s\n", cargv[0], std::strerror(errno));
     _exit(127);
   }
-  close(log_fd);
+  close(out_pipe[1]);
+  // Drains the pipe until the process (and any child holding the pipe)
+  // closes it, so the child never blocks on a full pipe.
+  reader_ = std::thread([fd = out_pipe[0], output = output_] {
+    char buf[65536];
+    for (;;) {
+      const ssize_t n = read(fd, buf, sizeof(buf));
+      if (n < 0 && errno == EINTR) continue;
+      absl::MutexLock lock(&output->mu);
+      if (n <= 0) {
+        output->closed = true;
+        break;
+      }
+      output->text.append(buf, static_cast<size_t>(n));
+    }
+    close(fd);
+  });
 }
 
-Process::~Process() { Kill(); }
+Process::~Process() {
+  Kill();
+  if (reader_.joinable()) reader_.join();
+}
 
 void Process::Signal(int signal) {
   if (running()) kill(pid_, signal);
@@ -170,11 +194,21 @@ void Process::Kill() {
   exit_status_ = DecodeWaitStatus(status);
 }
 
-std::string Process::Log() const {
-  std::ifstream in(log_path_);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+std::string Process::Output() const {
+  absl::MutexLock lock(&output_->mu);
+  return output_->text;
+}
+
+std::optional<std::string> Process::WaitForOutput(const std::string& text,
+                                                  std::chrono::milliseconds timeout) {
+  absl::MutexLock lock(&output_->mu);
+  auto seen = [this, &text]() {
+    output_->mu.AssertHeld();
+    return output_->closed || output_->text.find(text) != std::string::npos;
+  };
+  output_->mu.AwaitWithTimeout(absl::Condition(&seen), absl::Milliseconds(timeout.count()));
+  if (output_->text.find(text) == std::string::npos) return std::nullopt;
+  return output_->text;
 }
 
 }  // namespace peerkv::testing

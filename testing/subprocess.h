@@ -7,7 +7,9 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <memory>
 #include <optional>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -29,11 +31,11 @@ RunResult Run(const std::vector<std::string>& argv, const std::string& input = "
 // "cli/peerkv".
 std::string RunfilePath(const std::string& relative);
 
-// A child process with stdout and stderr sent to a log file.
+// A child process whose stdout and stderr are collected in memory.
 class Process {
  public:
-  // Starts argv; output goes to `log_path`.
-  Process(const std::vector<std::string>& argv, const std::string& log_path);
+  // Starts argv (argv[0] is the path of the program).
+  explicit Process(const std::vector<std::string>& argv);
   // Kills (SIGKILL) the process if it is still running, and reaps it.
   ~Process();
   Process(const Process&) = delete;
@@ -48,13 +50,19 @@ class Process {
   std::optional<int> Wait(std::chrono::milliseconds timeout);
   // SIGKILL and reap.
   void Kill();
-  // The log so far.
-  std::string Log() const;
+  // Everything it printed so far.
+  std::string Output() const;
+  // Waits up to `timeout` until its output contains `text`; returns the
+  // output then, or nullopt if it did not appear (or the process ended).
+  std::optional<std::string> WaitForOutput(const std::string& text,
+                                           std::chrono::milliseconds timeout);
 
  private:
+  struct OutputBuffer;
   pid_t pid_ = -1;
-  std::string log_path_;
   std::optional<int> exit_status_;
+  std::shared_ptr<OutputBuffer> output_;
+  std::thread reader_;
 };
 
 }  // namespace peerkv::testing
