@@ -97,14 +97,15 @@ absl::StatusOr<RecordHeader> DecodeRecordHeader(std::string_view stored) {
   return header;
 }
 
-void EncodeLogEntry(std::string_view record_key, std::string_view value,
+void EncodeLogEntry(std::string_view record_key, uint64_t source, std::string_view value,
                     std::string* out) {
   PEERKV_CHECK(record_key.size() <= 0xffff);
   out->clear();
-  out->reserve(2 + record_key.size() + value.size());
+  out->reserve(2 + record_key.size() + 8 + value.size());
   out->push_back(static_cast<char>(record_key.size() & 0xff));
   out->push_back(static_cast<char>(record_key.size() >> 8));
   out->append(record_key);
+  PutFixed64(out, source);
   out->append(value);
 }
 
@@ -114,16 +115,33 @@ absl::StatusOr<LogEntry> DecodeLogEntry(std::string_view stored) {
   }
   const size_t key_size = static_cast<unsigned char>(stored[0]) |
                           (static_cast<size_t>(static_cast<unsigned char>(stored[1])) << 8);
-  if (2 + key_size > stored.size()) {
+  if (2 + key_size + 8 > stored.size()) {
     return absl::DataLossError(absl::StrFormat(
         "stored log entry of %d bytes claims a %d-byte key", stored.size(), key_size));
   }
   LogEntry entry;
   entry.record_key = stored.substr(2, key_size);
-  entry.value = stored.substr(2 + key_size);
+  entry.source = GetFixed64(stored.data() + 2 + key_size);
+  entry.value = stored.substr(2 + key_size + 8);
   std::string_view keyspace, key;
   PEERKV_RETURN_IF_ERROR(SplitRecordKey(entry.record_key, &keyspace, &key));
   return entry;
+}
+
+uint64_t RegisterHash(std::string_view record_key, const Version& version, bool deleted) {
+  uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a over the key
+  for (unsigned char c : record_key) {
+    h ^= c;
+    h *= 0x100000001b3ULL;
+  }
+  // splitmix64 finalizer over each part, so that nearby versions spread.
+  auto mix = [](uint64_t x) {
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+  };
+  return mix(h ^ mix(version.hlc ^ mix(version.origin + (deleted ? 1 : 0))));
 }
 
 absl::StatusOr<Record> MakeRecord(const RecordHeader& header, const LogEntry& entry) {

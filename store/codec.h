@@ -7,7 +7,8 @@
 //   records  key:   keyspace 0x00 doc-id
 //            value: flags(1) hlc(8) origin(8) seq(8)       (the header)
 //   log      key:   seq (8, big-endian)
-//            value: key-length(2) records-key value-bytes
+//            value: key-length(2) records-key source(8) value-bytes
+//                   (source: the peer the change was merged from, 0 if local)
 //   peers    key:   peer replica id (8, big-endian)
 //            value: incarnation(8) seq(8)
 //   meta     key:   name; value: per name, see store.cc
@@ -58,13 +59,20 @@ absl::StatusOr<RecordHeader> DecodeRecordHeader(std::string_view stored);
 
 // A log entry into `out` (cleared first). REQUIRES: a tombstone's value is
 // empty.
-void EncodeLogEntry(std::string_view record_key, std::string_view value,
+void EncodeLogEntry(std::string_view record_key, uint64_t source, std::string_view value,
                     std::string* out);
 struct LogEntry {
   std::string_view record_key;
+  // The replica id of the peer this change was merged from; 0 if local.
+  uint64_t source = 0;
   std::string_view value;
 };
 absl::StatusOr<LogEntry> DecodeLogEntry(std::string_view stored);
+
+// A stable 64-bit hash of a register's identity and version: the store's
+// fingerprint is the XOR of it over all registers, so equal sets of
+// registers give equal fingerprints whatever order they were written in.
+uint64_t RegisterHash(std::string_view record_key, const Version& version, bool deleted);
 
 // A full Record from its header and its log entry.
 absl::StatusOr<Record> MakeRecord(const RecordHeader& header, const LogEntry& entry);

@@ -16,12 +16,13 @@ TEST(CodecTest, HeaderAndLogEntryMakeARecord) {
   std::string header_bytes, log_bytes;
   EncodeRecordHeader(RecordHeader{Version{MakeHlc(123, 4), 99}, false, 17}, &header_bytes);
   ASSERT_EQ(header_bytes.size(), kRecordHeaderBytes);
-  EncodeLogEntry(key, "body", &log_bytes);
+  EncodeLogEntry(key, 42, "body", &log_bytes);
   absl::StatusOr<RecordHeader> header = DecodeRecordHeader(header_bytes);
   absl::StatusOr<LogEntry> entry = DecodeLogEntry(log_bytes);
   ASSERT_THAT(header, IsOk());
   ASSERT_THAT(entry, IsOk());
   EXPECT_EQ(entry->record_key, key);
+  EXPECT_EQ(entry->source, 42u);
   absl::StatusOr<Record> record = MakeRecord(*header, *entry);
   ASSERT_THAT(record, IsOk());
   EXPECT_EQ(record->keyspace, "mail");
@@ -39,8 +40,18 @@ TEST(CodecTest, TombstoneRoundTrip) {
   ASSERT_THAT(header, IsOk());
   EXPECT_TRUE(header->deleted);
   // A tombstone whose log entry carries bytes is corrupt.
-  EXPECT_THAT(MakeRecord(*header, LogEntry{RecordKey("ks", "k"), "x"}),
+  EXPECT_THAT(MakeRecord(*header, LogEntry{RecordKey("ks", "k"), 0, "x"}),
               StatusIs(StatusCode::kDataLoss, "tombstone carries value bytes"));
+}
+
+TEST(CodecTest, RegisterHashDependsOnKeyVersionAndDeletion) {
+  const std::string key = RecordKey("ks", "k");
+  const uint64_t h = RegisterHash(key, Version{10, 1}, false);
+  EXPECT_EQ(h, RegisterHash(key, Version{10, 1}, false));
+  EXPECT_NE(h, RegisterHash(key, Version{11, 1}, false));
+  EXPECT_NE(h, RegisterHash(key, Version{10, 2}, false));
+  EXPECT_NE(h, RegisterHash(key, Version{10, 1}, true));
+  EXPECT_NE(h, RegisterHash(RecordKey("ks", "j"), Version{10, 1}, false));
 }
 
 TEST(CodecTest, BigEndianKeysSortNumerically) {
@@ -64,7 +75,7 @@ TEST(CodecTest, CorruptBytesAreDataLoss) {
   EXPECT_THAT(DecodeLogEntry("\x05"), StatusIs(StatusCode::kDataLoss, "shorter than 2 bytes"));
   EXPECT_THAT(DecodeLogEntry(std::string("\x09\x00ks", 4)),
               StatusIs(StatusCode::kDataLoss, "claims a 9-byte key"));
-  EXPECT_THAT(DecodeLogEntry(std::string("\x02\x00ks", 4)),
+  EXPECT_THAT(DecodeLogEntry(std::string("\x02\x00ks\0\0\0\0\0\0\0\0", 12)),
               StatusIs(StatusCode::kDataLoss, "no keyspace separator"));
   std::string_view ks, key;
   EXPECT_THAT(SplitRecordKey("no-separator", &ks, &key), StatusIs(StatusCode::kDataLoss));

@@ -169,6 +169,8 @@ class MergePropertyTest : public ::testing::Test {
     MergeInRandomBatches(*any, shuffled, rng);
     EXPECT_EQ(Registers(*any), expected) << "shuffled";
     EXPECT_EQ(*any->Digest(), *left->Digest());
+    EXPECT_EQ(any->fingerprint(), left->fingerprint());
+    EXPECT_EQ(right->fingerprint(), left->fingerprint());
 
     // Idempotence: everything again, and each store's own state again.
     const uint64_t max_seq = left->max_seq();

@@ -38,9 +38,9 @@ constexpr uint64_t kFormatVersion = 1;
 constexpr char kMetaFormat[] = "format";
 constexpr char kMetaReplicaId[] = "replica_id";
 constexpr char kMetaIncarnation[] = "incarnation";
-// clock high-water mark, max seq, live records, tombstones.
+// clock high-water mark, max seq, live records, tombstones, fingerprint.
 constexpr char kMetaState[] = "state";
-constexpr size_t kMetaStateBytes = 32;
+constexpr size_t kMetaStateBytes = 40;
 constexpr size_t kCompactionStepEntries = 8192;
 constexpr int kMaxMapGrowthAttempts = 64;
 
@@ -143,7 +143,7 @@ absl::StatusOr<Record> ReadRecord(MDB_txn* txn, MDB_dbi log_dbi,
                                   const codec::RecordHeader& header) {
   PEERKV_ASSIGN_OR_RETURN(const std::string_view value,
                           ReadValue(txn, log_dbi, record_key, header.seq));
-  return codec::MakeRecord(header, codec::LogEntry{record_key, value});
+  return codec::MakeRecord(header, codec::LogEntry{record_key, 0, value});
 }
 
 size_t RecordBytes(const Record& r) {
@@ -225,6 +225,7 @@ struct Store::GroupState {
   uint64_t live_records = 0;
   uint64_t tombstones = 0;
   uint64_t log_entries = 0;
+  uint64_t fingerprint = 0;
   bool changed = false;
   absl::flat_hash_map<uint64_t, PeerCheckpoint> checkpoints;
 };
@@ -398,6 +399,7 @@ absl::Status Store::LoadOrInitMeta() {
       max_seq_ = codec::GetFixed64(p + 8);
       live_records_ = codec::GetFixed64(p + 16);
       tombstones_ = codec::GetFixed64(p + 24);
+      fingerprint_ = codec::GetFixed64(p + 32);
     } else if (rc != MDB_NOTFOUND) {
       return lmdb::Error(rc, "read meta state");
     }
@@ -727,6 +729,7 @@ void Store::ApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& group) {
       live_records_ = state.live_records;
       tombstones_ = state.tombstones;
       log_entries_ = state.log_entries;
+      fingerprint_ = state.fingerprint;
       ++commits_;
     }
   }
@@ -746,6 +749,7 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
   state.live_records = live_records_.load();
   state.tombstones = tombstones_.load();
   state.log_entries = log_entries_.load();
+  state.fingerprint = fingerprint_.load();
 
   Txn txn;
   PEERKV_RETURN_IF_ERROR(txn.Begin(env_, 0));
@@ -765,8 +769,8 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
   // back its bytes; headers are fixed-size, so the overwrite is in place.
   std::string log_value;
   auto apply = [&](std::string_view keyspace, std::string_view key,
-                   const Version& version, bool deleted,
-                   std::string_view value) -> absl::StatusOr<bool> {
+                   const Version& version, bool deleted, std::string_view value,
+                   uint64_t source) -> absl::StatusOr<bool> {
     codec::AppendRecordKey(keyspace, key, &record_key);
     codec::EncodeRecordHeader(codec::RecordHeader{version, deleted, state.next_seq},
                               &stored);
@@ -777,14 +781,16 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
                               codec::DecodeRecordHeader(View(d)));
       if (!(version > old.version)) return false;
       (old.deleted ? state.tombstones : state.live_records) -= 1;
+      state.fingerprint ^= codec::RegisterHash(record_key, old.version, old.deleted);
       d = Val(stored);
       rc = mdb_cursor_put(records.get(), &k, &d, MDB_CURRENT);
     }
     PEERKV_RETURN_IF_ERROR(check(rc, "write record"));
     (deleted ? state.tombstones : state.live_records) += 1;
+    state.fingerprint ^= codec::RegisterHash(record_key, version, deleted);
     seq_key.clear();
     codec::PutBigEndian64(&seq_key, state.next_seq);
-    codec::EncodeLogEntry(record_key, value, &log_value);
+    codec::EncodeLogEntry(record_key, source, value, &log_value);
     MDB_val lk = Val(seq_key), lv = Val(log_value);
     PEERKV_RETURN_IF_ERROR(
         check(mdb_cursor_put(log.get(), &lk, &lv, MDB_APPEND), "append to log"));
@@ -804,7 +810,7 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
       PEERKV_ASSIGN_OR_RETURN(
           const bool won,
           apply(m.keyspace, m.key, version, deleted,
-                deleted ? std::string_view() : std::string_view(*m.value)));
+                deleted ? std::string_view() : std::string_view(*m.value), /*source=*/0));
       if (!won) {
         // The clock starts above every stored version and observes every
         // merged one, so a local write always wins; anything else is a bug
@@ -815,11 +821,12 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
       }
       r.versions.push_back(version);
     }
+    const uint64_t source = r.checkpoint.has_value() ? r.checkpoint->peer_id : 0;
     for (const Record& remote : r.remote) {
       clock_->Observe(remote.version.hlc);
       PEERKV_ASSIGN_OR_RETURN(
           const bool won, apply(remote.keyspace, remote.key, remote.version,
-                                remote.deleted, remote.value));
+                                remote.deleted, remote.value, source));
       if (won) ++r.merge.won;
     }
     if (r.checkpoint.has_value()) {
@@ -858,6 +865,7 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
   codec::PutFixed64(&meta_state, state.next_seq - 1);
   codec::PutFixed64(&meta_state, state.live_records);
   codec::PutFixed64(&meta_state, state.tombstones);
+  codec::PutFixed64(&meta_state, state.fingerprint);
   {
     MDB_val k = Val(kMetaState), d = Val(meta_state);
     PEERKV_RETURN_IF_ERROR(
@@ -1106,7 +1114,8 @@ absl::StatusOr<ScanResult> Store::Scan(std::string_view keyspace,
 }
 
 absl::StatusOr<Changes> Store::ChangesSince(uint64_t after_seq, size_t limit,
-                                            size_t max_bytes) const {
+                                            size_t max_bytes,
+                                            const ChangesFilter& filter) const {
   if (limit == 0 || limit > kMaxScanLimit) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "changes limit is %d; it must be 1..%d", limit, kMaxScanLimit));
@@ -1149,7 +1158,9 @@ absl::StatusOr<Changes> Store::ChangesSince(uint64_t after_seq, size_t limit,
     if (get == MDB_SUCCESS) {
       PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header,
                               codec::DecodeRecordHeader(View(rv)));
-      if (header.seq == seq) {
+      const bool skip = (filter.skip_source != 0 && entry.source == filter.skip_source) ||
+                        (filter.skip_origin != 0 && header.version.origin == filter.skip_origin);
+      if (header.seq == seq && !skip) {
         PEERKV_ASSIGN_OR_RETURN(Record record, codec::MakeRecord(header, entry));
         bytes += RecordBytes(record);
         changes.records.push_back(std::move(record));
@@ -1198,6 +1209,7 @@ absl::StatusOr<StoreStats> Store::Stats() const {
   stats.log_entries = log_entries_.load();
   stats.map_bytes = map_bytes_.load();
   stats.commits = commits_.load();
+  stats.fingerprint = fingerprint_.load();
   struct stat st;
   const std::string data_path = canonical_dir_ + "/data.mdb";
   if (::stat(data_path.c_str(), &st) != 0) {

@@ -89,6 +89,7 @@ struct PeerCheckpoint {
 };
 
 // A checkpoint advance that Merge commits together with its batch.
+// Also names the source of the batch's changes (see ChangesFilter).
 struct CheckpointUpdate {
   uint64_t peer_id = 0;
   PeerCheckpoint checkpoint;
@@ -120,6 +121,17 @@ struct Changes {
   uint64_t last_seq = 0;
   // The greatest seq committed when the page was read.
   uint64_t max_seq = 0;
+};
+
+// Changes a peer does not need, left out of ChangesSince. Both rules are
+// sound because a replica never loses its own acknowledged writes while it
+// keeps its id (a recreated data directory gets a new id).
+struct ChangesFilter {
+  // Skip changes merged from this replica (it has them, or newer): without
+  // it every change would travel back to where it came from. 0: none.
+  uint64_t skip_source = 0;
+  // Skip changes written by this replica. 0: none.
+  uint64_t skip_origin = 0;
 };
 
 struct ScanOptions {
@@ -161,6 +173,9 @@ struct StoreStats {
   // Durable write transactions since open: with group commit, fewer than
   // the writes that were acknowledged.
   uint64_t commits = 0;
+  // XOR of a hash of every register's key and version: two replicas with
+  // the same registers have the same fingerprint. O(1) to read.
+  uint64_t fingerprint = 0;
 };
 
 class Store {
@@ -232,9 +247,11 @@ class Store {
                                   const ScanOptions& options) const;
 
   // The change log after `after_seq`: at most `limit` records and about
-  // `max_bytes` of them (always at least one record if any is due).
+  // `max_bytes` of them (always at least one record if any is due), minus
+  // those `filter` leaves out (which still advance last_seq).
   absl::StatusOr<Changes> ChangesSince(uint64_t after_seq, size_t limit,
-                                       size_t max_bytes = kMaxPageBytes) const;
+                                       size_t max_bytes = kMaxPageBytes,
+                                       const ChangesFilter& filter = {}) const;
 
   // How far this replica has merged `peer_id`'s log; nullopt if never.
   absl::StatusOr<std::optional<PeerCheckpoint>> GetCheckpoint(
@@ -244,6 +261,8 @@ class Store {
 
   // The greatest committed local seq.
   uint64_t max_seq() const { return max_seq_.load(); }
+  // See StoreStats::fingerprint.
+  uint64_t fingerprint() const { return fingerprint_.load(); }
 
   // A 64-bit digest of every record (tombstones included) in key order:
   // two replicas with equal digests hold the same registers.
@@ -319,6 +338,7 @@ class Store {
   std::atomic<uint64_t> tombstones_{0};
   std::atomic<uint64_t> log_entries_{0};
   std::atomic<uint64_t> commits_{0};
+  std::atomic<uint64_t> fingerprint_{0};
 
   // The write queue.
   absl::Mutex queue_mu_;

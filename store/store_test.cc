@@ -381,6 +381,51 @@ TEST_F(StoreTest, ChangesSinceReturnsCurrentRecordsInSeqOrder) {
   EXPECT_EQ(done->last_seq, 5u);
 }
 
+TEST_F(StoreTest, ChangesSinceLeavesOutWhatThePeerAlreadyHas) {
+  auto store = OpenStore();
+  const uint64_t peer = 42;
+  ASSERT_THAT(store->Put("ks", "local", "mine"), IsOk());                          // seq 1
+  ASSERT_THAT(store->Merge({Remote("from-peer", 1, 7, "x")}, CheckpointUpdate{peer, {1, 5}}),
+              IsOk());                                                              // seq 2
+  ASSERT_THAT(store->Merge({Remote("by-peer", 2, peer, "y")}), IsOk());             // seq 3
+  auto keys = [&](ChangesFilter filter) {
+    absl::StatusOr<Changes> changes = store->ChangesSince(0, 100, kMaxPageBytes, filter);
+    EXPECT_THAT(changes, IsOk());
+    EXPECT_EQ(changes->last_seq, 3u);  // skipped entries still advance the cursor
+    std::vector<std::string> out;
+    for (const Record& r : changes->records) out.push_back(r.key);
+    return out;
+  };
+  EXPECT_THAT(keys({}), ElementsAre("local", "from-peer", "by-peer"));
+  EXPECT_THAT(keys({.skip_source = peer}), ElementsAre("local", "by-peer"));
+  EXPECT_THAT(keys({.skip_origin = peer}), ElementsAre("local", "from-peer"));
+  EXPECT_THAT(keys({.skip_source = peer, .skip_origin = peer}), ElementsAre("local"));
+}
+
+TEST_F(StoreTest, FingerprintsAgreeWhenRegistersAgreeAndSurviveReopen) {
+  testing::TempDir other_dir;
+  StoreOptions other_options = Options();
+  other_options.dir = other_dir.Sub("db");
+  auto a = OpenStore();
+  auto b = OpenStore(other_options);
+  EXPECT_EQ(a->fingerprint(), 0u);
+  const std::vector<Record> batch = {Remote("x", 1, 5, "1"), Remote("y", 2, 5, "", true),
+                                     Remote("x", 3, 6, "newer")};
+  ASSERT_THAT(a->Merge(batch), IsOk());
+  // Another order, another batching, an extra stale record: same registers.
+  ASSERT_THAT(b->Merge({batch[2]}), IsOk());
+  EXPECT_NE(a->fingerprint(), b->fingerprint());
+  ASSERT_THAT(b->Merge({batch[1], batch[0]}), IsOk());
+  EXPECT_EQ(a->fingerprint(), b->fingerprint());
+  EXPECT_EQ(a->Stats()->fingerprint, a->fingerprint());
+  const uint64_t before = a->fingerprint();
+  a.reset();
+  auto reopened = OpenStore();
+  EXPECT_EQ(reopened->fingerprint(), before);
+  ASSERT_THAT(reopened->Put("ks", "x", "local edit"), IsOk());
+  EXPECT_NE(reopened->fingerprint(), before);
+}
+
 TEST_F(StoreTest, CompactionRemovesSupersededLogEntries) {
   auto store = OpenStore();
   for (int i = 0; i < 50; ++i) {
