@@ -1,0 +1,415 @@
+// replication/replicator.cc: the anti-entropy engine: links, dialling with
+// backoff, gossip rounds, pulls with checkpoints, nudges, refused-record
+// accounting and the status snapshot.
+#include "replication/replicator.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_format.h"
+#include "common/macros.h"
+
+namespace peerkv::replication {
+
+// A configured peer address and the state of our link to it.
+struct Replicator::Slot {
+  std::string address;
+  LinkId link = 0;
+  bool dialing = false;
+  absl::Duration backoff = absl::ZeroDuration();
+  std::string last_error;
+  // What answered there last time.
+  uint64_t replica_id = 0;
+};
+
+// A peer replica, however many links lead to it.
+struct Replicator::Peer {
+  PeerInfo info;
+  std::set<LinkId> links;
+  bool inbound = false;
+  std::string address;
+  bool pulling = false;
+  bool pull_again = false;
+  uint64_t attempt = 0;
+  // The checkpoint the pull in flight started from.
+  PeerCheckpoint pulled_from;
+  absl::Time last_exchange = absl::InfinitePast();
+  uint64_t checkpoint_seq = 0;
+  uint64_t behind = 0;
+  uint64_t refused = 0;
+  absl::Time last_refusal_log = absl::InfinitePast();
+  std::string last_error;
+};
+
+Replicator::Replicator(Store* store, Executor* executor, Transport* transport,
+                       ReplicatorOptions options)
+    : store_(store),
+      executor_(executor),
+      transport_(transport),
+      options_(std::move(options)),
+      alive_(std::make_shared<int>(0)),
+      weak_alive_(alive_),
+      rng_(options_.seed) {}
+
+Replicator::~Replicator() { Stop(); }
+
+void Replicator::Post(absl::AnyInvocable<void()> task, absl::Duration delay) {
+  executor_->Post(
+      [weak = weak_alive_, task = std::move(task)]() mutable {
+        if (weak.lock()) task();
+      },
+      delay);
+}
+
+void Replicator::Start() {
+  // Every commit, local write or won merge, may be news for the peers.
+  listener_id_ = store_->AddCommitListener([this](uint64_t) {
+    Post([this] { NudgeAll(); });
+  });
+  Post([this] {
+    started_ = true;
+    for (const std::string& address : options_.peers) {
+      if (slots_.count(address) > 0) continue;
+      auto slot = std::make_unique<Slot>();
+      slot->address = address;
+      slots_.emplace(address, std::move(slot));
+      Dial(address);
+    }
+    PublishStatus();
+    // The first round after a random fraction of the interval, so replicas
+    // started together do not gossip in lockstep.
+    const double phase = std::uniform_real_distribution<double>(0.1, 1.0)(rng_);
+    Post([this] { Round(); }, options_.gossip_interval * phase);
+  });
+}
+
+void Replicator::Stop() {
+  if (listener_id_ != 0) {
+    store_->RemoveCommitListener(listener_id_);
+    listener_id_ = 0;
+  }
+  alive_.reset();
+}
+
+void Replicator::AddPeer(const std::string& address) {
+  Post([this, address] {
+    if (slots_.count(address) > 0) return;
+    auto slot = std::make_unique<Slot>();
+    slot->address = address;
+    slots_.emplace(address, std::move(slot));
+    Dial(address);
+    PublishStatus();
+  });
+}
+
+void Replicator::Dial(const std::string& address) {
+  Slot& slot = *slots_.at(address);
+  if (slot.dialing || slot.link != 0) return;
+  slot.dialing = true;
+  transport_->Connect(
+      address, [executor = executor_, weak = weak_alive_, this,
+                address](absl::StatusOr<Transport::Connected> result) mutable {
+        executor->Post([weak, this, address, result = std::move(result)]() mutable {
+          if (weak.lock()) OnDialed(address, std::move(result));
+        });
+      });
+}
+
+void Replicator::OnDialed(const std::string& address,
+                          absl::StatusOr<Transport::Connected> result) {
+  Slot& slot = *slots_.at(address);
+  slot.dialing = false;
+  if (!result.ok()) {
+    ScheduleRedial(slot, result.status());
+    return;
+  }
+  const PeerInfo& info = result->peer;
+  absl::Status refused;
+  if (info.replica_id == store_->replica_id()) {
+    refused = absl::FailedPreconditionError("that address is this replica");
+  } else if (info.protocol_version != kProtocolVersion) {
+    refused = absl::FailedPreconditionError(absl::StrFormat(
+        "peer speaks replication protocol %d; this replica speaks %d", info.protocol_version,
+        kProtocolVersion));
+  }
+  if (!refused.ok()) {
+    transport_->Close(result->link);
+    ScheduleRedial(slot, refused);
+    return;
+  }
+  slot.link = result->link;
+  slot.backoff = absl::ZeroDuration();
+  slot.last_error.clear();
+  slot.replica_id = info.replica_id;
+  AddLink(result->link, info, /*inbound=*/false, address);
+}
+
+void Replicator::ScheduleRedial(Slot& slot, const absl::Status& why) {
+  slot.last_error = std::string(why.message());
+  slot.backoff = std::clamp(slot.backoff * 2, options_.backoff_min, options_.backoff_max);
+  const double jitter = std::uniform_real_distribution<double>(0.5, 1.5)(rng_);
+  const std::string address = slot.address;
+  Post([this, address] { Dial(address); }, slot.backoff * jitter);
+  PublishStatus();
+}
+
+void Replicator::AddLink(LinkId link, const PeerInfo& info, bool inbound,
+                         const std::string& address) {
+  auto [it, created] = peers_.try_emplace(info.replica_id);
+  if (created) it->second = std::make_unique<Peer>();
+  Peer& peer = *it->second;
+  peer.info = info;
+  peer.links.insert(link);
+  peer.inbound = peer.inbound || inbound;
+  if (!address.empty()) peer.address = address;
+  peer.last_error.clear();
+  link_peer_[link] = info.replica_id;
+  // A new link: catch up with the peer, and let it catch up with us.
+  StartPull(info.replica_id);
+  Nudge(peer);
+  PublishStatus();
+}
+
+void Replicator::DropLink(LinkId link, const absl::Status& why) {
+  auto it = link_peer_.find(link);
+  if (it != link_peer_.end()) {
+    Peer& peer = *peers_.at(it->second);
+    peer.links.erase(link);
+    if (peer.links.empty()) peer.last_error = std::string(why.message());
+    link_peer_.erase(it);
+  }
+  for (auto& [address, slot] : slots_) {
+    if (slot->link == link) {
+      slot->link = 0;
+      ScheduleRedial(*slot, why);
+    }
+  }
+  PublishStatus();
+}
+
+void Replicator::OnInboundLink(LinkId link, const PeerInfo& peer) {
+  Post([this, link, peer] {
+    if (peer.replica_id == store_->replica_id() || peer.protocol_version != kProtocolVersion) {
+      transport_->Close(link);
+      return;
+    }
+    AddLink(link, peer, /*inbound=*/true, "");
+  });
+}
+
+void Replicator::OnLinkDown(LinkId link, const absl::Status& why) {
+  Post([this, link, why] { DropLink(link, why); });
+}
+
+void Replicator::OnNudged(LinkId link) {
+  Post([this, link] {
+    auto it = link_peer_.find(link);
+    if (it != link_peer_.end()) StartPull(it->second);
+  });
+}
+
+void Replicator::Round() {
+  ++counters_.rounds;
+  std::vector<uint64_t> candidates;
+  for (const auto& [id, peer] : peers_) {
+    if (!peer->links.empty()) candidates.push_back(id);
+  }
+  std::shuffle(candidates.begin(), candidates.end(), rng_);
+  const size_t n = std::min<size_t>(candidates.size(), std::max(options_.fanout, 0));
+  for (size_t i = 0; i < n; ++i) {
+    StartPull(candidates[i]);
+    Nudge(*peers_.at(candidates[i]));
+  }
+  PublishStatus();
+  Post([this] { Round(); }, options_.gossip_interval);
+}
+
+void Replicator::StartPull(uint64_t peer_id) {
+  auto it = peers_.find(peer_id);
+  if (it == peers_.end()) return;
+  Peer& peer = *it->second;
+  if (peer.links.empty()) return;
+  if (peer.pulling) {
+    peer.pull_again = true;
+    return;
+  }
+  absl::StatusOr<std::optional<PeerCheckpoint>> checkpoint = store_->GetCheckpoint(peer_id);
+  if (!checkpoint.ok()) {
+    peer.last_error = std::string(checkpoint.status().message());
+    return;
+  }
+  PullRequest request;
+  request.requester = store_->replica_id();
+  if (checkpoint->has_value()) {
+    request.incarnation = (*checkpoint)->incarnation;
+    request.after_seq = (*checkpoint)->seq;
+  }
+  request.max_records = options_.batch_records;
+  request.max_bytes = options_.batch_bytes;
+  peer.pulling = true;
+  peer.pulled_from = PeerCheckpoint{request.incarnation, request.after_seq};
+  const uint64_t attempt = ++peer.attempt;
+  transport_->Pull(
+      *peer.links.begin(), request,
+      [executor = executor_, weak = weak_alive_, this, peer_id,
+       attempt](absl::StatusOr<PullResponse> result) mutable {
+        executor->Post([weak, this, peer_id, attempt, result = std::move(result)]() mutable {
+          if (weak.lock()) OnPulled(peer_id, attempt, std::move(result));
+        });
+      });
+  Post(
+      [this, peer_id, attempt] {
+        OnPulled(peer_id, attempt,
+                 absl::DeadlineExceededError(absl::StrFormat(
+                     "no answer to a pull within %s", absl::FormatDuration(options_.pull_timeout))));
+      },
+      options_.pull_timeout);
+}
+
+void Replicator::OnPulled(uint64_t peer_id, uint64_t attempt,
+                          absl::StatusOr<PullResponse> result) {
+  auto it = peers_.find(peer_id);
+  if (it == peers_.end()) return;
+  Peer& peer = *it->second;
+  // A late answer to an abandoned pull, or the timeout of a finished one.
+  if (!peer.pulling || peer.attempt != attempt) return;
+  if (!result.ok()) {
+    FinishPull(peer, result.status());
+    return;
+  }
+  PullResponse& response = *result;
+  if (response.replica_id != peer_id) {
+    FinishPull(peer, absl::FailedPreconditionError(absl::StrFormat(
+                         "expected replica %s, answered by %s", ReplicaIdToString(peer_id),
+                         ReplicaIdToString(response.replica_id))));
+    return;
+  }
+  ++counters_.pulls;
+  counters_.records_received += response.records.size();
+  peer.info.incarnation = response.incarnation;
+  // An up-to-date peer answers with nothing new: then there is nothing to
+  // merge or write, and the round costs no store work at all.
+  const bool checkpoint_moves = response.incarnation != peer.pulled_from.incarnation ||
+                                response.last_seq != peer.pulled_from.seq;
+  if (!response.records.empty() || checkpoint_moves) {
+    absl::StatusOr<MergeResult> merged = store_->Merge(
+        std::move(response.records),
+        CheckpointUpdate{peer_id, PeerCheckpoint{response.incarnation, response.last_seq}});
+    if (!merged.ok()) {
+      FinishPull(peer, merged.status());
+      return;
+    }
+    counters_.records_won += merged->won;
+    if (!merged->refused.empty()) {
+      peer.refused += merged->refused.size();
+      const absl::Time now = executor_->Now();
+      if (now - peer.last_refusal_log >= options_.refusal_log_interval) {
+        peer.last_refusal_log = now;
+        Log(absl::StrFormat("peerkv: refused %d record%s from peer %s (%s), %d in all: %s",
+                            merged->refused.size(), merged->refused.size() == 1 ? "" : "s",
+                            peer.info.name.empty() ? "(unnamed)" : peer.info.name,
+                            ReplicaIdToString(peer_id), peer.refused,
+                            std::string(merged->refused.front().reason.message())));
+      }
+    }
+  }
+  peer.last_exchange = executor_->Now();
+  peer.checkpoint_seq = response.last_seq;
+  peer.behind = response.max_seq > response.last_seq ? response.max_seq - response.last_seq : 0;
+  peer.last_error.clear();
+  if (response.last_seq < response.max_seq && response.last_seq > response.from_seq) {
+    // More pages: keep pulling.
+    peer.pulling = false;
+    Post([this, peer_id] { StartPull(peer_id); });
+    PublishStatus();
+    return;
+  }
+  FinishPull(peer, absl::OkStatus());
+}
+
+void Replicator::FinishPull(Peer& peer, const absl::Status& status) {
+  peer.pulling = false;
+  if (!status.ok()) peer.last_error = std::string(status.message());
+  if (peer.pull_again) {
+    peer.pull_again = false;
+    const uint64_t id = peer.info.replica_id;
+    Post([this, id] { StartPull(id); });
+  }
+  PublishStatus();
+}
+
+void Replicator::NudgeAll() {
+  if (nudge_scheduled_ || !started_) return;
+  nudge_scheduled_ = true;
+  const absl::Time now = executor_->Now();
+  const absl::Duration wait = std::max(absl::ZeroDuration(),
+                                       last_nudge_ + options_.nudge_interval - now);
+  Post(
+      [this] {
+        nudge_scheduled_ = false;
+        last_nudge_ = executor_->Now();
+        for (auto& [id, peer] : peers_) Nudge(*peer);
+      },
+      wait);
+}
+
+void Replicator::Nudge(Peer& peer) {
+  if (peer.links.empty()) return;
+  ++counters_.nudges_sent;
+  transport_->Nudge(*peer.links.begin());
+}
+
+void Replicator::PublishStatus() {
+  std::vector<PeerStatus> statuses;
+  std::set<uint64_t> listed;
+  for (const auto& [id, peer] : peers_) {
+    PeerStatus s;
+    s.name = peer->info.name;
+    s.address = peer->address;
+    s.replica_id = id;
+    s.inbound = peer->inbound && peer->address.empty();
+    s.reachable = !peer->links.empty();
+    s.last_exchange = peer->last_exchange;
+    s.checkpoint_seq = peer->checkpoint_seq;
+    s.behind = peer->behind;
+    s.refused = peer->refused;
+    s.last_error = peer->last_error;
+    statuses.push_back(std::move(s));
+    listed.insert(id);
+  }
+  // Configured addresses not (yet) connected to a known replica.
+  for (const auto& [address, slot] : slots_) {
+    if (slot->link != 0 && listed.count(slot->replica_id) > 0) continue;
+    if (slot->replica_id != 0 && listed.count(slot->replica_id) > 0) {
+      // The replica is known (it may be reachable another way); note why
+      // this address is not connected.
+      for (PeerStatus& s : statuses) {
+        if (s.replica_id == slot->replica_id && s.address.empty()) s.address = address;
+        if (s.replica_id == slot->replica_id && s.last_error.empty()) s.last_error = slot->last_error;
+      }
+      continue;
+    }
+    PeerStatus s;
+    s.address = address;
+    s.last_error = slot->last_error;
+    statuses.push_back(std::move(s));
+  }
+  absl::MutexLock lock(&status_mu_);
+  statuses_ = std::move(statuses);
+  published_counters_ = counters_;
+}
+
+std::vector<PeerStatus> Replicator::Statuses() const {
+  absl::MutexLock lock(&status_mu_);
+  return statuses_;
+}
+
+ReplicatorCounters Replicator::Counters() const {
+  absl::MutexLock lock(&status_mu_);
+  return published_counters_;
+}
+
+void Replicator::Log(const std::string& line) {
+  if (options_.log) options_.log(line);
+}
+
+}  // namespace peerkv::replication

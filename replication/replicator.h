@@ -1,0 +1,171 @@
+// replication/replicator.h: the anti-entropy engine. It keeps links to
+// peers (dialled from configured addresses, or accepted from peers that
+// dialled us), and brings this replica up to date with each of them by
+// pulling the peer's change log after a per-peer checkpoint and merging it,
+// each batch in one transaction with the checkpoint advance. Gossip rounds
+// at an interval pick `fanout` random peers for a push-pull exchange (we
+// pull, and nudge them to pull from us); a local commit nudges every peer at
+// once, so changes travel in milliseconds and, because what a replica merged
+// is in its own log, along any chain of peers. Unreachable peers are retried
+// with exponential backoff.
+//
+// Threading: all state lives on the executor. The public methods may be
+// called from any thread; they post to the executor.
+#ifndef PEERKV_REPLICATION_REPLICATOR_H_
+#define PEERKV_REPLICATION_REPLICATOR_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "replication/executor.h"
+#include "replication/transport.h"
+#include "store/store.h"
+
+namespace peerkv::replication {
+
+struct ReplicatorOptions {
+  // This replica's human name, for logs.
+  std::string name;
+  // Addresses (HOST:PORT) of peers to dial and keep connected.
+  std::vector<std::string> peers;
+  absl::Duration gossip_interval = absl::Seconds(1);
+  // Peers exchanged with per round.
+  int fanout = 2;
+  // Bounds of one pulled batch.
+  uint32_t batch_records = 1000;
+  uint32_t batch_bytes = 1 << 20;
+  // A pull not answered within this is abandoned (and retried later).
+  absl::Duration pull_timeout = absl::Seconds(10);
+  // Reconnection backoff doubles from min to max, with jitter.
+  absl::Duration backoff_min = absl::Milliseconds(100);
+  absl::Duration backoff_max = absl::Seconds(30);
+  // Nudges to peers are sent at most this often.
+  absl::Duration nudge_interval = absl::Milliseconds(2);
+  // Refused records (a peer's clock too far ahead) are logged at most once
+  // per peer per this interval.
+  absl::Duration refusal_log_interval = absl::Minutes(1);
+  // Seeds peer choice and jitter; the simulation replays runs with it.
+  uint64_t seed = 1;
+  // Where log lines go (the server passes LogLine; tests may collect them).
+  std::function<void(const std::string&)> log;
+};
+
+// What `peerkv status` shows about one peer.
+struct PeerStatus {
+  std::string name;
+  // Empty for a peer that dialled us.
+  std::string address;
+  uint64_t replica_id = 0;
+  bool inbound = false;
+  bool reachable = false;
+  // When the last pull from it succeeded; InfinitePast if never.
+  absl::Time last_exchange = absl::InfinitePast();
+  // Our checkpoint in its log, and how far its log went beyond it when it
+  // last answered.
+  uint64_t checkpoint_seq = 0;
+  uint64_t behind = 0;
+  // Records from it refused because their clock was too far ahead (or
+  // invalid), since this replica started.
+  uint64_t refused = 0;
+  // Why the last attempt failed, if it did.
+  std::string last_error;
+};
+
+// Counters for tests and benchmarks.
+struct ReplicatorCounters {
+  uint64_t rounds = 0;
+  uint64_t pulls = 0;
+  uint64_t records_received = 0;
+  uint64_t records_won = 0;
+  uint64_t nudges_sent = 0;
+};
+
+class Replicator final : public LinkEvents {
+ public:
+  // Borrows everything; Start() begins. `store`, `executor` and `transport`
+  // must outlive the replicator (and Stop() must be called first).
+  Replicator(Store* store, Executor* executor, Transport* transport,
+             ReplicatorOptions options);
+  ~Replicator() override;
+  Replicator(const Replicator&) = delete;
+  Replicator& operator=(const Replicator&) = delete;
+
+  // Dials the configured peers, starts the rounds and watches local commits.
+  void Start();
+  // Stops everything; pending callbacks become no-ops. Call it on a thread
+  // that is not the executor's, or from a task of the executor (the
+  // simulation). Idempotent.
+  void Stop();
+
+  // Adds a peer to dial (and keep) at run time.
+  void AddPeer(const std::string& address);
+
+  std::vector<PeerStatus> Statuses() const;
+  ReplicatorCounters Counters() const;
+
+  // LinkEvents (any thread).
+  void OnInboundLink(LinkId link, const PeerInfo& peer) override;
+  void OnLinkDown(LinkId link, const absl::Status& why) override;
+  void OnNudged(LinkId link) override;
+
+ private:
+  struct Slot;
+  struct Peer;
+
+  // Runs `task` on the executor unless the replicator is gone by then.
+  void Post(absl::AnyInvocable<void()> task, absl::Duration delay = absl::ZeroDuration());
+
+  void Dial(const std::string& address);
+  void OnDialed(const std::string& address, absl::StatusOr<Transport::Connected> result);
+  void ScheduleRedial(Slot& slot, const absl::Status& why);
+  void AddLink(LinkId link, const PeerInfo& info, bool inbound, const std::string& address);
+  void DropLink(LinkId link, const absl::Status& why);
+  void Round();
+  void StartPull(uint64_t peer_id);
+  void OnPulled(uint64_t peer_id, uint64_t attempt, absl::StatusOr<PullResponse> result);
+  void FinishPull(Peer& peer, const absl::Status& status);
+  void NudgeAll();
+  void Nudge(Peer& peer);
+  void PublishStatus();
+  void Log(const std::string& line);
+
+  Store* const store_;
+  Executor* const executor_;
+  Transport* const transport_;
+  const ReplicatorOptions options_;
+  // Tasks capture a weak reference: once Stop() drops alive_ they do
+  // nothing. weak_alive_ is never written after construction, so tasks on
+  // the executor may copy it while another thread stops the replicator.
+  std::shared_ptr<int> alive_;
+  const std::weak_ptr<int> weak_alive_;
+
+  // Executor state.
+  bool started_ = false;
+  bool stopped_ = false;
+  std::mt19937_64 rng_;
+  std::map<std::string, std::unique_ptr<Slot>> slots_;  // by address
+  std::map<uint64_t, std::unique_ptr<Peer>> peers_;     // by replica id
+  std::map<LinkId, uint64_t> link_peer_;                // link -> replica id
+  bool nudge_scheduled_ = false;
+  absl::Time last_nudge_ = absl::InfinitePast();
+  int listener_id_ = 0;
+  ReplicatorCounters counters_;
+
+  // Snapshot for Statuses() and Counters() from other threads.
+  mutable absl::Mutex status_mu_;
+  std::vector<PeerStatus> statuses_ ABSL_GUARDED_BY(status_mu_);
+  ReplicatorCounters published_counters_ ABSL_GUARDED_BY(status_mu_);
+};
+
+}  // namespace peerkv::replication
+
+#endif  // PEERKV_REPLICATION_REPLICATOR_H_

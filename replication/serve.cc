@@ -1,0 +1,33 @@
+// replication/serve.cc: answering pulls.
+#include "replication/serve.h"
+
+#include <algorithm>
+
+#include "common/macros.h"
+
+namespace peerkv::replication {
+
+absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& request) {
+  PullResponse response;
+  response.replica_id = store.replica_id();
+  response.incarnation = store.incarnation();
+  // A checkpoint into another life of this data directory means nothing.
+  response.from_seq = request.incarnation == store.incarnation() ? request.after_seq : 0;
+  const size_t limit = std::clamp<uint32_t>(request.max_records, 1, kMaxPullRecords);
+  const size_t max_bytes = std::clamp<uint32_t>(request.max_bytes, 1, kMaxPullBytes);
+  PEERKV_ASSIGN_OR_RETURN(
+      Changes changes,
+      store.ChangesSince(response.from_seq, limit, max_bytes,
+                         ChangesFilter{.skip_source = request.requester,
+                                       .skip_origin = request.requester}));
+  response.records = std::move(changes.records);
+  response.last_seq = changes.last_seq;
+  response.max_seq = changes.max_seq;
+  return response;
+}
+
+PeerInfo LocalInfo(const Store& store, const std::string& name) {
+  return PeerInfo{store.replica_id(), store.incarnation(), kProtocolVersion, name};
+}
+
+}  // namespace peerkv::replication

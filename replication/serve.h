@@ -1,0 +1,28 @@
+// replication/serve.h: the serving half of anti-entropy: answering a peer's
+// pull from this replica's change log. Pure functions over a Store, used by
+// the RPC server and by the simulation alike.
+#ifndef PEERKV_REPLICATION_SERVE_H_
+#define PEERKV_REPLICATION_SERVE_H_
+
+#include "absl/status/statusor.h"
+#include "replication/transport.h"
+#include "store/store.h"
+
+namespace peerkv::replication {
+
+// Bounds applied to what a peer asks for.
+inline constexpr uint32_t kMaxPullRecords = 10'000;
+inline constexpr uint32_t kMaxPullBytes = 4 << 20;
+
+// Changes of `store` after the requester's checkpoint, leaving out what the
+// requester has (see ChangesFilter). If the checkpoint is of another
+// incarnation of this store, starts from seq 0. O(1) when the requester is
+// up to date.
+absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& request);
+
+// This replica's hello.
+PeerInfo LocalInfo(const Store& store, const std::string& name);
+
+}  // namespace peerkv::replication
+
+#endif  // PEERKV_REPLICATION_SERVE_H_

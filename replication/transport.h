@@ -1,0 +1,94 @@
+// replication/transport.h: what the replication engine needs from the
+// network, as an interface: Cap'n Proto RPC over TCP implements it in rpc/,
+// and the simulation implements it in memory with drops, delays,
+// duplicates, reordering and partitions. No kj or capnp here.
+#ifndef PEERKV_REPLICATION_TRANSPORT_H_
+#define PEERKV_REPLICATION_TRANSPORT_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/statusor.h"
+#include "store/version.h"
+
+namespace peerkv::replication {
+
+// Version of the replication protocol; peers that differ refuse each other.
+inline constexpr uint32_t kProtocolVersion = 1;
+
+// Who a replica is, as told in the hello exchange.
+struct PeerInfo {
+  uint64_t replica_id = 0;
+  uint64_t incarnation = 0;
+  uint32_t protocol_version = kProtocolVersion;
+  // Human name (--replica-name); may be empty.
+  std::string name;
+};
+
+// "Send me your changes after `after_seq` of `incarnation`."
+struct PullRequest {
+  // Who asks: the server leaves out what came from, or was written by, it.
+  uint64_t requester = 0;
+  // The requester's checkpoint for the server; a different incarnation than
+  // the server's makes the server start from seq 0.
+  uint64_t incarnation = 0;
+  uint64_t after_seq = 0;
+  uint32_t max_records = 1000;
+  uint32_t max_bytes = 1 << 20;
+};
+
+struct PullResponse {
+  uint64_t replica_id = 0;
+  uint64_t incarnation = 0;
+  // The seq the server actually started after (0 on an incarnation change).
+  uint64_t from_seq = 0;
+  std::vector<Record> records;
+  // Resume point: the requester's new checkpoint.
+  uint64_t last_seq = 0;
+  // The server's current max seq: last_seq < max_seq means more to pull.
+  uint64_t max_seq = 0;
+};
+
+// A transport-level connection to one peer; ids are never reused.
+using LinkId = uint64_t;
+
+// Events a transport reports to the engine; callable from any thread.
+class LinkEvents {
+ public:
+  virtual ~LinkEvents() = default;
+  // A peer connected to us and said hello (an inbound link).
+  virtual void OnInboundLink(LinkId link, const PeerInfo& peer) = 0;
+  // A link (inbound or outbound) broke.
+  virtual void OnLinkDown(LinkId link, const absl::Status& why) = 0;
+  // The peer on `link` has changes for us.
+  virtual void OnNudged(LinkId link) = 0;
+};
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+
+  struct Connected {
+    LinkId link = 0;
+    PeerInfo peer;
+  };
+  // Opens a link to the peer at `address` and exchanges hellos. Callbacks
+  // may run on any thread.
+  virtual void Connect(const std::string& address,
+                       absl::AnyInvocable<void(absl::StatusOr<Connected>)> done) = 0;
+  // Asks the peer on `link` for changes. `done` runs at most once; it may
+  // never run if the transport loses the request (the engine times out).
+  virtual void Pull(LinkId link, const PullRequest& request,
+                    absl::AnyInvocable<void(absl::StatusOr<PullResponse>)> done) = 0;
+  // Tells the peer on `link` that we have changes for it (fire and forget).
+  virtual void Nudge(LinkId link) = 0;
+  // Closes an outbound link (the engine no longer wants it).
+  virtual void Close(LinkId link) = 0;
+};
+
+}  // namespace peerkv::replication
+
+#endif  // PEERKV_REPLICATION_TRANSPORT_H_

@@ -1,0 +1,606 @@
+// tests/sim/simulation.cc: the simulated world (clock, event queue,
+// network, faults, workload) and the checker.
+#include "tests/sim/simulation.h"
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <queue>
+#include <random>
+#include <set>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "replication/executor.h"
+#include "replication/replicator.h"
+#include "replication/serve.h"
+#include "replication/transport.h"
+#include "store/store.h"
+
+namespace peerkv::sim {
+namespace {
+
+using replication::LinkId;
+using replication::PeerInfo;
+using replication::PullRequest;
+using replication::PullResponse;
+using replication::Transport;
+
+constexpr int64_t kEpochMs = 1'764'000'000'000;  // simulated time starts here
+const char* const kKeyspaces[] = {"notes", "mail"};
+
+// The simulated clock and event queue shared by every replica. Tasks run
+// one at a time in (time, posting order). Posting is thread-safe because
+// stores call commit listeners on their writer threads, but always while
+// the simulation thread waits for that store call, so the order is fixed.
+class World {
+ public:
+  absl::Time Now() const {
+    absl::MutexLock lock(&mu_);
+    return now_;
+  }
+  void Schedule(absl::Duration delay, absl::AnyInvocable<void()> task) {
+    absl::MutexLock lock(&mu_);
+    queue_.push(Event{now_ + std::max(delay, absl::ZeroDuration()), next_order_++,
+                      std::move(task)});
+  }
+  // Runs events due up to `until`; returns false if the queue ran dry.
+  bool RunUntil(absl::Time until) {
+    for (;;) {
+      absl::AnyInvocable<void()> task;
+      {
+        absl::MutexLock lock(&mu_);
+        if (queue_.empty()) {
+          now_ = until;
+          return false;
+        }
+        if (queue_.top().due > until) {
+          now_ = until;
+          return true;
+        }
+        now_ = queue_.top().due;
+        task = std::move(queue_.top().run);
+        queue_.pop();
+        ++events_;
+      }
+      task();
+    }
+  }
+  uint64_t events() const {
+    absl::MutexLock lock(&mu_);
+    return events_;
+  }
+
+ private:
+  struct Event {
+    absl::Time due;
+    uint64_t order;
+    mutable absl::AnyInvocable<void()> run;
+    bool operator>(const Event& o) const {
+      return due != o.due ? due > o.due : order > o.order;
+    }
+  };
+  mutable absl::Mutex mu_;
+  absl::Time now_ ABSL_GUARDED_BY(mu_) = absl::FromUnixMillis(kEpochMs);
+  std::priority_queue<Event, std::vector<Event>, std::greater<Event>> queue_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_order_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t events_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Each replica's executor is a view of the world.
+class SimExecutor final : public replication::Executor {
+ public:
+  explicit SimExecutor(World& world) : world_(world) {}
+  void Post(absl::AnyInvocable<void()> task, absl::Duration delay) override {
+    world_.Schedule(delay, std::move(task));
+  }
+  absl::Time Now() const override { return world_.Now(); }
+
+ private:
+  World& world_;
+};
+
+// The wall clock of a replica: simulated time plus a fixed skew.
+class SkewedClock final : public WallClock {
+ public:
+  SkewedClock(const World& world, int64_t skew_ms) : world_(world), skew_ms_(skew_ms) {}
+  int64_t NowMillis() const override { return absl::ToUnixMillis(world_.Now()) + skew_ms_; }
+
+ private:
+  const World& world_;
+  const int64_t skew_ms_;
+};
+
+class Simulation;
+
+// One replica's view of the simulated network.
+class SimTransport final : public Transport {
+ public:
+  SimTransport(Simulation& sim, int self) : sim_(sim), self_(self) {}
+  void Connect(const std::string& address,
+               absl::AnyInvocable<void(absl::StatusOr<Connected>)> done) override;
+  void Pull(LinkId link, const PullRequest& request,
+            absl::AnyInvocable<void(absl::StatusOr<PullResponse>)> done) override;
+  void Nudge(LinkId link) override;
+  void Close(LinkId link) override;
+
+ private:
+  Simulation& sim_;
+  const int self_;
+};
+
+struct Replica {
+  int index = 0;
+  std::string dir;
+  std::unique_ptr<SkewedClock> clock;
+  std::unique_ptr<Store> store;
+  std::unique_ptr<SimExecutor> executor;
+  std::unique_ptr<SimTransport> transport;
+  std::unique_ptr<replication::Replicator> replicator;
+  std::vector<std::string> peers;
+  bool up = false;
+  int generation = 0;
+};
+
+struct Link {
+  int a = 0;  // the dialler
+  int b = 0;
+  bool up = true;
+};
+
+// A write the store accepted: part of the expected fold.
+struct Accepted {
+  std::string keyspace, key;
+  Version version;
+  bool deleted = false;
+  std::string value;
+};
+
+class Simulation {
+ public:
+  explicit Simulation(const SimOptions& options)
+      : options_(options), rng_(options.seed), net_rng_(options.seed * 7919 + 1) {}
+
+  ~Simulation() {
+    for (auto& r : replicas_) Crash(*r, /*quiet=*/true);
+    std::error_code ec;
+    if (!root_.empty()) std::filesystem::remove_all(root_, ec);
+  }
+
+  SimResult Run();
+
+  // --- network, used by SimTransport -------------------------------------
+
+  void Connect(int from, const std::string& address,
+               absl::AnyInvocable<void(absl::StatusOr<Transport::Connected>)> done) {
+    const int to = std::stoi(address.substr(4));  // "sim:N"
+    Trace(absl::StrFormat("connect %d->%d", from, to));
+    const absl::Duration delay = Delay();
+    if (!Reachable(from, to)) {
+      Deliver(from, delay * 2, [done = std::move(done), to]() mutable {
+        done(absl::UnavailableError(absl::StrFormat("sim:%d unreachable", to)));
+      });
+      return;
+    }
+    const LinkId id = ++next_link_;
+    links_[id] = Link{from, to, true};
+    Replica& target = *replicas_[to];
+    const PeerInfo from_info = replication::LocalInfo(*replicas_[from]->store, Name(from));
+    const PeerInfo to_info = replication::LocalInfo(*target.store, Name(to));
+    // The callee learns of the inbound link, then the caller of the hello.
+    Deliver(to, delay, [this, id, to, from_info] {
+      if (LinkUp(id)) replicas_[to]->replicator->OnInboundLink(id, from_info);
+    });
+    Deliver(from, delay * 2, [this, id, to_info, done = std::move(done)]() mutable {
+      if (!LinkUp(id)) {
+        done(absl::UnavailableError("link lost during hello"));
+        return;
+      }
+      done(Transport::Connected{id, to_info});
+    });
+  }
+
+  void Pull(int from, LinkId id, const PullRequest& request,
+            absl::AnyInvocable<void(absl::StatusOr<PullResponse>)> done) {
+    const int to = Other(id, from);
+    if (to < 0 || Lost()) return;  // the request is lost; the engine times out
+    auto shared_done =
+        std::make_shared<absl::AnyInvocable<void(absl::StatusOr<PullResponse>)>>(std::move(done));
+    const int copies = Duplicated() ? 2 : 1;
+    for (int c = 0; c < copies; ++c) {
+      Deliver(to, Delay(), [this, id, from, to, request, shared_done] {
+        if (!LinkUp(id)) return;
+        absl::StatusOr<PullResponse> response =
+            replication::ServePull(*replicas_[to]->store, request);
+        Trace(absl::StrFormat("serve pull %d->%d after %d: %d records", to, from,
+                              request.after_seq,
+                              response.ok() ? response->records.size() : 0));
+        if (Lost()) return;
+        Deliver(from, Delay(), [this, id, shared_done, response = std::move(response)]() mutable {
+          if (!LinkUp(id) || !*shared_done) return;
+          auto done = std::move(*shared_done);
+          *shared_done = nullptr;
+          done(std::move(response));
+        });
+      });
+    }
+  }
+
+  void Nudge(int from, LinkId id) {
+    const int to = Other(id, from);
+    if (to < 0 || Lost()) return;
+    const int copies = Duplicated() ? 2 : 1;
+    for (int c = 0; c < copies; ++c) {
+      Deliver(to, Delay(), [this, id, to] {
+        if (LinkUp(id)) replicas_[to]->replicator->OnNudged(id);
+      });
+    }
+  }
+
+  void Close(int from, LinkId id) { BreakLink(id, "closed"); }
+
+ private:
+  std::string Name(int i) const { return absl::StrFormat("r%d", i); }
+
+  void Trace(const std::string& event) {
+    const uint64_t t = static_cast<uint64_t>(absl::ToUnixMicros(world_.Now()));
+    for (unsigned char c : event) trace_ = (trace_ ^ c) * 0x100000001b3ULL;
+    trace_ = (trace_ ^ t) * 0x100000001b3ULL;
+    if (options_.verbose) {
+      std::printf("%10.3f %s\n", absl::ToDoubleSeconds(world_.Now() - start_), event.c_str());
+    }
+  }
+
+  // Network randomness has its own generator so that the workload drawn
+  // from rng_ is the same whatever the network did.
+  absl::Duration Delay() {
+    // Mostly a millisecond or two; sometimes much longer (reordering, and
+    // now and then longer than the engine's pull timeout).
+    const double r = std::uniform_real_distribution<double>(0, 1)(net_rng_);
+    if (r < 0.9) return absl::Microseconds(std::uniform_int_distribution<int>(100, 3000)(net_rng_));
+    if (r < 0.99) return absl::Milliseconds(std::uniform_int_distribution<int>(5, 500)(net_rng_));
+    return absl::Seconds(std::uniform_int_distribution<int>(1, 15)(net_rng_));
+  }
+  bool Lost() {
+    return faults_ && std::uniform_real_distribution<double>(0, 1)(net_rng_) < loss_;
+  }
+  bool Duplicated() {
+    return faults_ && std::uniform_real_distribution<double>(0, 1)(net_rng_) < 0.05;
+  }
+
+  bool Reachable(int a, int b) const {
+    return replicas_[a]->up && replicas_[b]->up && !cut_.count({std::min(a, b), std::max(a, b)});
+  }
+  bool LinkUp(LinkId id) const {
+    auto it = links_.find(id);
+    return it != links_.end() && it->second.up;
+  }
+  int Other(LinkId id, int self) const {
+    auto it = links_.find(id);
+    if (it == links_.end() || !it->second.up) return -1;
+    return it->second.a == self ? it->second.b : it->second.a;
+  }
+
+  // Runs `task` at replica `to` after `delay`, if it is still the same life
+  // of that replica by then.
+  void Deliver(int to, absl::Duration delay, absl::AnyInvocable<void()> task) {
+    const int generation = replicas_[to]->generation;
+    world_.Schedule(delay, [this, to, generation, task = std::move(task)]() mutable {
+      if (!replicas_[to]->up || replicas_[to]->generation != generation) return;
+      task();
+    });
+  }
+
+  void BreakLink(LinkId id, const std::string& why) {
+    auto it = links_.find(id);
+    if (it == links_.end() || !it->second.up) return;
+    it->second.up = false;
+    Trace(absl::StrFormat("link %d-%d down: %s", it->second.a, it->second.b, why));
+    for (int end : {it->second.a, it->second.b}) {
+      Deliver(end, Delay(), [this, id, end, why] {
+        replicas_[end]->replicator->OnLinkDown(id, absl::UnavailableError(why));
+      });
+    }
+  }
+
+  // Starts (or restarts) replica i on its directory.
+  bool Boot(Replica& r, std::string* error) {
+    StoreOptions options;
+    options.dir = r.dir;
+    options.wall_clock = r.clock.get();
+    options.sync = false;  // durability across crashes is the crash tests' job
+    options.id_seed = options_.seed * 1000 + static_cast<uint64_t>(r.index);
+    absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
+    if (!store.ok()) {
+      *error = std::string(store.status().message());
+      return false;
+    }
+    r.store = std::move(*store);
+    ++r.generation;
+    r.up = true;
+    replication::ReplicatorOptions ro;
+    ro.name = Name(r.index);
+    ro.peers = r.peers;
+    ro.gossip_interval = absl::Seconds(1);
+    ro.fanout = 2;
+    ro.batch_records = 50;  // small batches: more pages, more interleavings
+    ro.pull_timeout = absl::Seconds(5);
+    ro.backoff_min = absl::Milliseconds(100);
+    ro.backoff_max = absl::Seconds(5);
+    ro.seed = options_.seed * 31 + static_cast<uint64_t>(r.index) * 7 + r.generation;
+    r.replicator = std::make_unique<replication::Replicator>(r.store.get(), r.executor.get(),
+                                                             r.transport.get(), ro);
+    r.replicator->Start();
+    Trace(absl::StrFormat("boot r%d (life %d)", r.index, r.generation));
+    return true;
+  }
+
+  void Crash(Replica& r, bool quiet = false) {
+    if (!r.up) return;
+    if (!quiet) Trace(absl::StrFormat("crash r%d", r.index));
+    r.up = false;
+    r.replicator->Stop();
+    r.replicator.reset();
+    r.store.reset();
+    for (auto& [id, link] : links_) {
+      if (link.up && (link.a == r.index || link.b == r.index)) {
+        if (quiet) {
+          link.up = false;
+        } else {
+          BreakLink(id, absl::StrFormat("r%d crashed", r.index));
+        }
+      }
+    }
+  }
+
+  void Partition() {
+    cut_.clear();
+    const int n = static_cast<int>(replicas_.size());
+    // Split into two random groups.
+    std::vector<int> side(n);
+    for (int i = 0; i < n; ++i) side[i] = static_cast<int>(rng_() % 2);
+    for (int a = 0; a < n; ++a) {
+      for (int b = a + 1; b < n; ++b) {
+        if (side[a] != side[b]) cut_.insert({a, b});
+      }
+    }
+    Trace(absl::StrFormat("partition (%d pairs cut)", cut_.size()));
+    for (auto& [id, link] : links_) {
+      if (link.up && cut_.count({std::min(link.a, link.b), std::max(link.a, link.b)})) {
+        BreakLink(id, "partitioned");
+      }
+    }
+  }
+
+  void Heal() {
+    cut_.clear();
+    Trace("heal");
+  }
+
+  void Write() {
+    Replica& r = *replicas_[rng_() % replicas_.size()];
+    const std::string keyspace = kKeyspaces[rng_() % 2];
+    const std::string key = absl::StrFormat("k%d", static_cast<int>(rng_() % key_space_));
+    const bool del = rng_() % 5 == 0;
+    const std::string value = absl::StrFormat("w%d@r%d", writes_, r.index);
+    if (!r.up) return;
+    absl::StatusOr<Version> v = del ? r.store->Delete(keyspace, key) : r.store->Put(keyspace, key, value);
+    if (!v.ok()) {
+      failure_ = absl::StrFormat("write at r%d failed: %s", r.index, v.status().ToString());
+      return;
+    }
+    ++writes_;
+    accepted_.push_back(Accepted{keyspace, key, *v, del, del ? "" : value});
+    Trace(absl::StrFormat("write r%d %s/%s %s", r.index, keyspace, key, v->ToString()));
+  }
+
+  bool AllConverged() const {
+    uint64_t fingerprint = 0;
+    for (size_t i = 0; i < replicas_.size(); ++i) {
+      if (!replicas_[i]->up) return false;
+      const uint64_t f = replicas_[i]->store->fingerprint();
+      if (i == 0) fingerprint = f;
+      if (f != fingerprint) return false;
+    }
+    return true;
+  }
+
+  std::string Check() const;
+
+  const SimOptions options_;
+  std::mt19937_64 rng_;
+  std::mt19937_64 net_rng_;
+  World world_;
+  absl::Time start_ = world_.Now();
+  std::string root_;
+  std::vector<std::unique_ptr<Replica>> replicas_;
+  std::map<LinkId, Link> links_;
+  LinkId next_link_ = 0;
+  std::set<std::pair<int, int>> cut_;
+  bool faults_ = true;
+  double loss_ = 0.05;
+  int key_space_ = 20;
+  int writes_ = 0;
+  std::vector<Accepted> accepted_;
+  std::string failure_;
+  uint64_t trace_ = 0xcbf29ce484222325ULL;
+};
+
+void SimTransport::Connect(const std::string& address,
+                           absl::AnyInvocable<void(absl::StatusOr<Connected>)> done) {
+  sim_.Connect(self_, address, std::move(done));
+}
+void SimTransport::Pull(LinkId link, const PullRequest& request,
+                        absl::AnyInvocable<void(absl::StatusOr<PullResponse>)> done) {
+  sim_.Pull(self_, link, request, std::move(done));
+}
+void SimTransport::Nudge(LinkId link) { sim_.Nudge(self_, link); }
+void SimTransport::Close(LinkId link) { sim_.Close(self_, link); }
+
+std::string Simulation::Check() const {
+  // The last-writer-wins fold of every accepted write.
+  std::map<std::pair<std::string, std::string>, const Accepted*> fold;
+  for (const Accepted& a : accepted_) {
+    auto [it, inserted] = fold.try_emplace({a.keyspace, a.key}, &a);
+    if (!inserted && a.version > it->second->version) it->second = &a;
+  }
+  for (const auto& r : replicas_) {
+    std::map<std::pair<std::string, std::string>, Record> held;
+    for (const char* keyspace : kKeyspaces) {
+      absl::StatusOr<ScanResult> scan = r->store->Scan(
+          keyspace, ScanOptions{.limit = kMaxScanLimit, .include_tombstones = true});
+      if (!scan.ok()) return absl::StrFormat("r%d: scan failed: %s", r->index, scan.status().ToString());
+      for (Record& rec : scan->records) held[{rec.keyspace, rec.key}] = std::move(rec);
+    }
+    if (held.size() != fold.size()) {
+      return absl::StrFormat("r%d holds %d registers; the fold has %d", r->index, held.size(),
+                             fold.size());
+    }
+    for (const auto& [key, want] : fold) {
+      auto it = held.find(key);
+      if (it == held.end()) {
+        return absl::StrFormat("r%d lacks %s/%s", r->index, key.first, key.second);
+      }
+      const Record& got = it->second;
+      if (got.version != want->version || got.deleted != want->deleted || got.value != want->value) {
+        return absl::StrFormat("r%d has %s/%s at %s%s; the fold says %s%s", r->index, key.first,
+                               key.second, got.version.ToString(), got.deleted ? " (deleted)" : "",
+                               want->version.ToString(), want->deleted ? " (deleted)" : "");
+      }
+    }
+  }
+  return "";
+}
+
+SimResult Simulation::Run() {
+  SimResult result;
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  std::string pattern = std::string(tmp != nullptr ? tmp : "/tmp") + "/peerkv-sim.XXXXXX";
+  if (mkdtemp(pattern.data()) == nullptr) {
+    result.message = "cannot create a temporary directory";
+    return result;
+  }
+  root_ = pattern;
+
+  const int n = std::uniform_int_distribution<int>(options_.min_replicas, options_.max_replicas)(rng_);
+  key_space_ = std::uniform_int_distribution<int>(5, 40)(rng_);
+  loss_ = std::uniform_real_distribution<double>(0.0, 0.2)(rng_);
+  result.replicas = n;
+  for (int i = 0; i < n; ++i) {
+    auto r = std::make_unique<Replica>();
+    r->index = i;
+    r->dir = absl::StrFormat("%s/r%d", root_, i);
+    // Skews within +-25 s: any two replicas differ by less than the 60 s bound.
+    r->clock = std::make_unique<SkewedClock>(world_, std::uniform_int_distribution<int>(-25'000, 25'000)(rng_));
+    r->executor = std::make_unique<SimExecutor>(world_);
+    r->transport = std::make_unique<SimTransport>(*this, i);
+    replicas_.push_back(std::move(r));
+  }
+  // A connected topology: a random spanning tree plus a few random edges;
+  // each edge is configured on one side only (the other learns it inbound).
+  for (int i = 1; i < n; ++i) {
+    const int parent = static_cast<int>(rng_() % i);
+    replicas_[i]->peers.push_back(absl::StrFormat("sim:%d", parent));
+  }
+  const int extra = static_cast<int>(rng_() % (n + 1));
+  for (int e = 0; e < extra; ++e) {
+    const int a = static_cast<int>(rng_() % n), b = static_cast<int>(rng_() % n);
+    if (a != b) replicas_[a]->peers.push_back(absl::StrFormat("sim:%d", b));
+  }
+  for (auto& r : replicas_) {
+    std::string error;
+    if (!Boot(*r, &error)) {
+      result.message = "boot failed: " + error;
+      return result;
+    }
+  }
+
+  // Fault phase: writes at random times; crashes, restarts, partitions.
+  const int writes = std::uniform_int_distribution<int>(options_.min_writes, options_.max_writes)(rng_);
+  const absl::Time fault_end = start_ + absl::Seconds(options_.fault_seconds);
+  std::vector<std::pair<absl::Time, int>> plan;  // (when, what): 0 write, 1 crash, 2 restart, 3 partition, 4 heal
+  for (int w = 0; w < writes; ++w) {
+    plan.emplace_back(start_ + absl::Milliseconds(rng_() % (options_.fault_seconds * 1000)), 0);
+  }
+  const int faults = static_cast<int>(rng_() % 8);
+  for (int f = 0; f < faults; ++f) {
+    plan.emplace_back(start_ + absl::Milliseconds(rng_() % (options_.fault_seconds * 1000)),
+                      1 + static_cast<int>(rng_() % 4));
+  }
+  std::sort(plan.begin(), plan.end());
+  for (const auto& [when, what] : plan) {
+    world_.RunUntil(when);
+    if (!failure_.empty()) break;
+    switch (what) {
+      case 0:
+        Write();
+        break;
+      case 1:
+        Crash(*replicas_[rng_() % n]);
+        break;
+      case 2:
+        for (auto& r : replicas_) {
+          if (!r->up) {
+            std::string error;
+            if (!Boot(*r, &error)) failure_ = "reboot failed: " + error;
+            break;
+          }
+        }
+        break;
+      case 3:
+        Partition();
+        break;
+      case 4:
+        Heal();
+        break;
+    }
+  }
+  world_.RunUntil(fault_end);
+
+  // Heal everything, restart the crashed, stop losing messages, and wait.
+  const absl::Time heal = world_.Now();
+  Heal();
+  faults_ = false;
+  for (auto& r : replicas_) {
+    if (!r->up && failure_.empty()) {
+      std::string error;
+      if (!Boot(*r, &error)) failure_ = "reboot failed: " + error;
+    }
+  }
+  const absl::Time deadline = heal + absl::Seconds(options_.converge_seconds);
+  bool converged = false;
+  while (failure_.empty() && world_.Now() < deadline) {
+    world_.RunUntil(world_.Now() + absl::Milliseconds(100));
+    if (AllConverged()) {
+      converged = true;
+      break;
+    }
+  }
+  result.writes = writes_;
+  result.trace_hash = trace_;
+  result.converged_after_heal_seconds = absl::ToDoubleSeconds(world_.Now() - heal);
+  if (!failure_.empty()) {
+    result.message = failure_;
+  } else if (!converged) {
+    result.message = absl::StrFormat("did not converge within %d simulated seconds of healing",
+                                     options_.converge_seconds);
+  } else {
+    result.message = Check();
+  }
+  result.passed = result.message.empty();
+  const std::string summary = absl::StrFormat(
+      "%d replicas, %d writes, loss %.2f, %d faults, %d events, converged %.1f s after heal",
+      n, writes_, loss_, faults, world_.events(), result.converged_after_heal_seconds);
+  result.message = result.passed ? summary : result.message + " (" + summary + ")";
+  return result;
+}
+
+}  // namespace
+
+SimResult Run(const SimOptions& options) {
+  Simulation sim(options);
+  return sim.Run();
+}
+
+}  // namespace peerkv::sim
