@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "rpc/client.h"
 #include "store/store.h"
 
 namespace peerkv::cli {
@@ -39,6 +40,10 @@ absl::StatusOr<std::unique_ptr<Backend>> OpenEmbeddedBackend(const std::string& 
 
 // A backend over a connection to the server at `address` (HOST:PORT).
 absl::StatusOr<std::unique_ptr<Backend>> OpenRemoteBackend(const std::string& address);
+
+// The facts `info` and `status` print about a server, in display order.
+std::vector<std::pair<std::string, std::string>> StatusLines(const std::string& address,
+                                                             const rpc::ServerStatus& status);
 
 }  // namespace peerkv::cli
 

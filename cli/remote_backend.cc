@@ -33,20 +33,7 @@ class RemoteBackend : public Backend {
   }
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Info() override {
     PEERKV_ASSIGN_OR_RETURN(const rpc::ServerStatus s, client_->Status());
-    return std::vector<std::pair<std::string, std::string>>{
-        {"server", client_->options().address},
-        {"replica_name", s.replica_name},
-        {"data_dir", s.data_dir},
-        {"replica_id", ReplicaIdToString(s.replica_id)},
-        {"incarnation", ReplicaIdToString(s.incarnation)},
-        {"live_records", absl::StrCat(s.live_records)},
-        {"tombstones", absl::StrCat(s.tombstones)},
-        {"max_seq", absl::StrCat(s.max_seq)},
-        {"disk_bytes", absl::StrCat(s.disk_bytes)},
-        {"uptime_ms", absl::StrCat(s.uptime_ms)},
-        {"connected_clients", absl::StrCat(s.connected_clients)},
-        {"max_value_bytes", absl::StrCat(s.max_value_bytes)},
-    };
+    return StatusLines(client_->options().address, s);
   }
   size_t max_value_bytes() const override { return max_value_bytes_; }
 
@@ -58,6 +45,25 @@ class RemoteBackend : public Backend {
 };
 
 }  // namespace
+
+std::vector<std::pair<std::string, std::string>> StatusLines(const std::string& address,
+                                                             const rpc::ServerStatus& s) {
+  return {
+      {"server", address},
+      {"replica_name", s.replica_name},
+      {"data_dir", s.data_dir},
+      {"replica_id", ReplicaIdToString(s.replica_id)},
+      {"incarnation", ReplicaIdToString(s.incarnation)},
+      {"live_records", absl::StrCat(s.live_records)},
+      {"tombstones", absl::StrCat(s.tombstones)},
+      {"max_seq", absl::StrCat(s.max_seq)},
+      {"fingerprint", ReplicaIdToString(s.fingerprint)},
+      {"disk_bytes", absl::StrCat(s.disk_bytes)},
+      {"uptime_ms", absl::StrCat(s.uptime_ms)},
+      {"connected_clients", absl::StrCat(s.connected_clients)},
+      {"max_value_bytes", absl::StrCat(s.max_value_bytes)},
+  };
+}
 
 absl::StatusOr<std::unique_ptr<Backend>> OpenRemoteBackend(const std::string& address) {
   PEERKV_ASSIGN_OR_RETURN(std::unique_ptr<rpc::Client> client,

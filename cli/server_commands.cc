@@ -9,7 +9,9 @@
 #include "cli/command.h"
 #include "cli/text.h"
 #include "common/log.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "rpc/client.h"
 #include "rpc/load.h"
 #include "rpc/server.h"
@@ -28,6 +30,27 @@ int RunServe(const Context& c) {
   absl::StatusOr<int64_t> max_value =
       c.args.GetInt("max-value-bytes", kMaxValueBytes, 0, kMaxValueBytes);
   if (!max_value.ok()) return Fail(c.command, max_value.status());
+  absl::StatusOr<int64_t> gossip_ms = c.args.GetInt("gossip-interval-ms", 1000, 10, 3'600'000);
+  if (!gossip_ms.ok()) return Fail(c.command, gossip_ms.status());
+  absl::StatusOr<int64_t> fanout = c.args.GetInt("fanout", 2, 1, 1000);
+  if (!fanout.ok()) return Fail(c.command, fanout.status());
+  absl::StatusOr<int64_t> skew_ms = c.args.GetInt("max-clock-skew-ms", 60'000, 0, 365LL * 86'400'000);
+  if (!skew_ms.ok()) return Fail(c.command, skew_ms.status());
+  absl::StatusOr<int64_t> offset_ms =
+      c.args.GetInt("clock-offset-ms", 0, -365LL * 86'400'000, 365LL * 86'400'000);
+  if (!offset_ms.ok()) return Fail(c.command, offset_ms.status());
+  std::vector<std::string> peers;
+  if (auto it = c.args.values.find("peer"); it != c.args.values.end()) peers = it->second;
+  for (const std::string& peer : peers) {
+    if (peer.rfind(':') == std::string::npos || peer.rfind(':') + 1 == peer.size()) {
+      return UsageError(c.command, absl::StrFormat("--peer '%s' must be HOST:PORT", peer));
+    }
+  }
+  const std::string name = c.args.Get("replica-name").value_or("");
+  if (name.size() > 64) {
+    return UsageError(c.command, absl::StrFormat("--replica-name is %d bytes; the limit is 64",
+                                                 name.size()));
+  }
 
   // Signals are taken synchronously by this thread (sigwait), so block them
   // before any other thread starts; writes to closed sockets must not kill
@@ -39,24 +62,32 @@ int RunServe(const Context& c) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  // --clock-offset-ms is for tests: it makes this replica's clock wrong on
+  // purpose, to see the others refuse its writes.
+  const OffsetWallClock wall_clock(SystemWallClock(), *offset_ms);
   StoreOptions store_options;
   store_options.dir = c.args.Get("data").value_or(kDefaultDataDir);
   store_options.max_value_bytes = static_cast<size_t>(*max_value);
+  store_options.max_clock_skew_ms = *skew_ms;
+  store_options.wall_clock = &wall_clock;
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(store_options);
   if (!store.ok()) return Fail(c.command, store.status());
 
   rpc::ServerOptions server_options;
   server_options.listen = c.args.Get("listen").value_or(kDefaultServer);
-  server_options.replica_name = c.args.Get("replica-name").value_or("");
+  server_options.replica_name = name;
+  server_options.replication.peers = peers;
+  server_options.replication.gossip_interval = absl::Milliseconds(*gossip_ms);
+  server_options.replication.fanout = static_cast<int>(*fanout);
+  server_options.replication.seed = (*store)->replica_id() ^ static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
   absl::StatusOr<std::unique_ptr<rpc::Server>> server =
       rpc::Server::Start(store->get(), server_options);
   if (!server.ok()) return Fail(c.command, server.status());
-  LogLine(absl::StrFormat("peerkv: listening on %s, data %s, replica %s%s",
+  LogLine(absl::StrFormat("peerkv: listening on %s, data %s, replica %s%s%s",
                           (*server)->address(), store_options.dir,
                           ReplicaIdToString((*store)->replica_id()),
-                          server_options.replica_name.empty()
-                              ? ""
-                              : " (" + server_options.replica_name + ")"));
+                          name.empty() ? "" : " (" + name + ")",
+                          peers.empty() ? "" : ", peers " + absl::StrJoin(peers, " ")));
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
@@ -100,12 +131,30 @@ int RunStatus(const Context& c) {
     return UsageError(c.command, "status asks a running server (--server HOST:PORT); "
                                  "use 'info' for a data directory");
   }
-  absl::StatusOr<std::unique_ptr<Backend>> backend = c.OpenBackend();
-  if (!backend.ok()) return Fail(c.command, backend.status());
-  auto info = (*backend)->Info();
-  if (!info.ok()) return Fail(c.command, info.status());
-  for (const auto& [name, value] : *info) {
+  absl::StatusOr<std::unique_ptr<rpc::Client>> client =
+      rpc::Client::Connect(rpc::ClientOptions{.address = c.ServerAddress()});
+  if (!client.ok()) return Fail(c.command, client.status());
+  absl::StatusOr<rpc::ServerStatus> status = (*client)->Status();
+  if (!status.ok()) return Fail(c.command, status.status());
+  for (const auto& [name, value] : StatusLines(c.ServerAddress(), *status)) {
     std::printf("%s: %s\n", name.c_str(), value.c_str());
+  }
+  std::printf("peers: %zu\n", status->peers.size());
+  const int64_t now_ms = absl::ToUnixMillis(absl::Now());
+  for (const rpc::PeerStatus& p : status->peers) {
+    const std::string last =
+        p.last_exchange_ms == 0
+            ? "never"
+            : absl::StrFormat("%.1fs ago", std::max<int64_t>(0, now_ms - p.last_exchange_ms) / 1000.0);
+    std::printf("  %s %s %s %s last-exchange=%s checkpoint=%llu behind=%llu refused=%llu%s\n",
+                p.name.empty() ? "-" : p.name.c_str(),
+                p.address.empty() ? "(inbound)" : p.address.c_str(),
+                p.replica_id == 0 ? "-" : ReplicaIdToString(p.replica_id).c_str(),
+                p.reachable ? "reachable" : "unreachable", last.c_str(),
+                static_cast<unsigned long long>(p.checkpoint_seq),
+                static_cast<unsigned long long>(p.behind),
+                static_cast<unsigned long long>(p.refused),
+                p.last_error.empty() ? "" : (" error=\"" + p.last_error + "\"").c_str());
   }
   return kExitOk;
 }
@@ -153,24 +202,41 @@ int RunBench(const Context& c) {
 
 const std::vector<Command>& ServerCommands() {
   static const auto* commands = new std::vector<Command>{
-      {"serve", "[--data DIR] [--listen HOST:PORT] [--max-value-bytes N] [--replica-name NAME]",
+      {"serve",
+       "[--data DIR] [--listen HOST:PORT] [--peer HOST:PORT]... [--replica-name NAME] [...]",
        "run a replica server in the foreground",
-       "Serves the store in DIR (default ./peerkv-data) over Cap'n Proto RPC.\n"
+       "Serves the store in DIR (default ./peerkv-data) over Cap'n Proto RPC to\n"
+       "clients and peer replicas, and keeps it in sync with its peers.\n"
        "Logs one line when listening and when stopped, and one per rejected\n"
        "request. SIGINT or SIGTERM: stop accepting, finish in-flight requests,\n"
        "close the store, exit 0.\n"
-       "  --listen HOST:PORT     default 127.0.0.1:7700; port 0 picks a free port\n"
-       "  --max-value-bytes N    lower the value limit (at most 4194304)\n"
-       "  --replica-name NAME    a human name shown in status and logs\n",
-       {.with_value = {"listen", "max-value-bytes", "replica-name"}}, RunServe},
+       "  --listen HOST:PORT        default 127.0.0.1:7700; port 0 picks a free port\n"
+       "  --peer HOST:PORT          a peer to dial and keep in sync with (repeatable);\n"
+       "                            peers that dial in are kept in sync too\n"
+       "  --replica-name NAME       a human name shown in status and logs (<= 64 bytes)\n"
+       "  --gossip-interval-ms N    time between gossip rounds (default 1000)\n"
+       "  --fanout N                peers exchanged with per round (default 2)\n"
+       "  --max-clock-skew-ms N     refuse remote writes further ahead of local time\n"
+       "                            (default 60000)\n"
+       "  --max-value-bytes N       lower the value limit (at most 4194304)\n"
+       "  --clock-offset-ms N       testing only: shift this replica's clock by N ms\n",
+       {.with_value = {"listen", "max-value-bytes", "replica-name", "peer", "gossip-interval-ms",
+                       "fanout", "max-clock-skew-ms", "clock-offset-ms"},
+        .repeatable = {"peer"}},
+       RunServe},
       {"watch", "KS [--prefix P] [--from-seq N]", "print changes to KS as they commit",
        "Prints one JSON object per line per change, in commit order, until\n"
        "interrupted. --from-seq N starts after seq N (each line carries its seq);\n"
        "the default 0 first replays the latest version of every key.\n"
        "A watcher that falls behind sees the latest value of each key it missed.\n",
        {.with_value = {"prefix", "from-seq"}}, RunWatch},
-      {"status", "", "show a running server's replica, counters, uptime and clients", "", {},
-       RunStatus},
+      {"status", "", "show a running server's replica, counters, clients and peers",
+       "Prints the replica's facts, then one line per peer: name, address,\n"
+       "replica id, reachable or not, time since the last successful exchange,\n"
+       "our checkpoint in its log, how many of its changes we have not pulled\n"
+       "yet (behind), and how many of its records we refused (clock too far\n"
+       "ahead, or invalid).\n",
+       {}, RunStatus},
       {"bench", "[-c CLIENTS] [-n REQUESTS] [-P PIPELINE] [-t get,put] [-d VALUE_BYTES] [-r KEYS]",
        "load a running server and report requests per second and latency",
        "Opens CLIENTS connections (default 50), each with PIPELINE requests in\n"

@@ -19,7 +19,8 @@ absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& re
       Changes changes,
       store.ChangesSince(response.from_seq, limit, max_bytes,
                          ChangesFilter{.skip_source = request.requester,
-                                       .skip_origin = request.requester}));
+                                       .skip_origin = request.requester,
+                                       .max_value_bytes = request.max_value_bytes}));
   response.records = std::move(changes.records);
   response.last_seq = changes.last_seq;
   response.max_seq = changes.max_seq;

@@ -38,6 +38,9 @@ struct PullRequest {
   uint64_t after_seq = 0;
   uint32_t max_records = 1000;
   uint32_t max_bytes = 1 << 20;
+  // The requester's value limit: larger values would be refused there (and
+  // could exceed its message limits), so they are not sent. 0: no limit.
+  uint64_t max_value_bytes = 0;
 };
 
 struct PullResponse {

@@ -383,6 +383,14 @@ absl::StatusOr<ServerStatus> Client::Status() {
           out.disk_bytes = s.getDiskBytes();
           out.data_dir = ToString(s.getDataDir());
           out.max_value_bytes = s.getMaxValueBytes();
+          out.fingerprint = s.getFingerprint();
+          for (auto p : s.getPeers()) {
+            out.peers.push_back(PeerStatus{ToString(p.getName()), ToString(p.getAddress()),
+                                           p.getReplicaId(), p.getInbound(), p.getReachable(),
+                                           p.getLastExchangeMs(), p.getCheckpointSeq(),
+                                           p.getBehind(), p.getRefused(),
+                                           ToString(p.getLastError())});
+          }
           return out;
         });
       });

@@ -31,6 +31,22 @@ struct ClientOptions {
   absl::Duration timeout = absl::Seconds(30);
 };
 
+// What `status` reports about one of a server's replication peers.
+struct PeerStatus {
+  std::string name;
+  // Empty for a peer that dialled the server.
+  std::string address;
+  uint64_t replica_id = 0;
+  bool inbound = false;
+  bool reachable = false;
+  // Unix time (ms) of the last successful pull from it; 0 if never.
+  int64_t last_exchange_ms = 0;
+  uint64_t checkpoint_seq = 0;
+  uint64_t behind = 0;
+  uint64_t refused = 0;
+  std::string last_error;
+};
+
 // What `status` reports about a server.
 struct ServerStatus {
   uint64_t replica_id = 0;
@@ -44,6 +60,9 @@ struct ServerStatus {
   uint64_t disk_bytes = 0;
   std::string data_dir;
   uint64_t max_value_bytes = 0;
+  // Equal on replicas that hold the same registers.
+  uint64_t fingerprint = 0;
+  std::vector<PeerStatus> peers;
 };
 
 struct WatchOptions {

@@ -41,6 +41,26 @@ struct Mutation {
   }
 }
 
+struct PeerInfo {
+  replicaId @0 :UInt64;
+  incarnation @1 :UInt64;
+  protocolVersion @2 :UInt32;
+  name @3 :Text;
+}
+
+struct PeerStatus {
+  name @0 :Text;
+  address @1 :Text;         # empty for a peer that connected to us
+  replicaId @2 :UInt64;
+  inbound @3 :Bool;
+  reachable @4 :Bool;
+  lastExchangeMs @5 :Int64; # Unix time of the last successful pull; 0 if never
+  checkpointSeq @6 :UInt64;
+  behind @7 :UInt64;
+  refused @8 :UInt64;
+  lastError @9 :Text;
+}
+
 struct ServerStatus {
   replicaId @0 :UInt64;
   incarnation @1 :UInt64;
@@ -53,11 +73,33 @@ struct ServerStatus {
   diskBytes @8 :UInt64;
   dataDir @9 :Text;
   maxValueBytes @10 :UInt64;
+  peers @11 :List(PeerStatus);
+  fingerprint @12 :UInt64;  # equal on replicas holding the same registers
 }
 
 interface Gateway {
   # The bootstrap capability of a connection.
   kv @0 () -> (kv :Kv);
+  replica @1 () -> (replica :Replica);
+}
+
+interface Replica {
+  # Anti-entropy between replicas. After hello, either side may pull from
+  # the other over the same connection: `back` is the caller's Replica, so
+  # a replica that can only dial out (a phone) still receives pulls.
+
+  hello @0 (info :PeerInfo, back :Replica) -> (error :Error, info :PeerInfo);
+
+  pull @1 (requester :UInt64, incarnation :UInt64, afterSeq :UInt64,
+           maxRecords :UInt32, maxBytes :UInt32, maxValueBytes :UInt64)
+      -> (error :Error, replicaId :UInt64, incarnation :UInt64, fromSeq :UInt64,
+          records :List(Record), lastSeq :UInt64, maxSeq :UInt64);
+  # Changes after the requester's checkpoint (afterSeq of incarnation),
+  # minus what came from or was written by the requester and values over
+  # its limit. A checkpoint of another incarnation starts at fromSeq = 0.
+
+  nudge @2 () -> ();
+  # "I have changes for you": the callee pulls from the caller soon.
 }
 
 interface Kv {

@@ -1,8 +1,10 @@
-// rpc/server.h: serves a Store over Cap'n Proto RPC on one TCP port. The
-// server runs its own event loop on its own thread: reads are answered on
-// that loop, writes go to the store's group-commit writer and are answered
-// once durable. No kj or capnp type appears here, so the CLI and tests can
-// start servers without knowing the RPC stack.
+// rpc/server.h: serves a Store over Cap'n Proto RPC on one TCP port, to
+// clients (Kv) and to peer replicas (Replica), and runs the replication
+// engine that keeps this replica in sync with its peers. The server runs its
+// own event loop on its own thread: reads are answered on that loop, writes
+// go to the store's group-commit writer and are answered once durable; the
+// engine runs on a thread of its own. No kj or capnp type appears here, so
+// the CLI, tests and benchmarks can start servers without the RPC stack.
 #ifndef PEERKV_RPC_SERVER_H_
 #define PEERKV_RPC_SERVER_H_
 
@@ -15,6 +17,8 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "replication/executor.h"
+#include "replication/replicator.h"
 #include "store/store.h"
 
 namespace peerkv::rpc {
@@ -26,6 +30,10 @@ struct ServerOptions {
   std::string replica_name;
   // How long Stop() waits for in-flight writes and replies.
   int shutdown_grace_ms = 10'000;
+  // Replicate with peers: dial `replication.peers`, accept peers that dial
+  // in, gossip. (Its `name` is taken from replica_name.)
+  bool replicate = true;
+  replication::ReplicatorOptions replication;
 };
 
 // Largest message a peer may send, sized from the value limit: one value
@@ -46,6 +54,12 @@ class Server {
   // The address actually bound, e.g. "127.0.0.1:41873".
   std::string address() const;
 
+  // Replication: the peers and their state, engine counters, and a peer to
+  // dial from now on.
+  std::vector<replication::PeerStatus> PeerStatuses() const;
+  replication::ReplicatorCounters ReplicationCounters() const;
+  void AddPeer(const std::string& address);
+
   // Stops accepting connections, waits (up to shutdown_grace_ms) for
   // in-flight writes to become durable and their replies to be sent, closes
   // every connection and ends the loop thread. Idempotent.
@@ -53,6 +67,7 @@ class Server {
 
  private:
   struct StopSignal;
+  class Transport;
 
   Server(Store* store, ServerOptions options);
   void Run();
@@ -64,6 +79,11 @@ class Server {
   absl::Status start_status_;  // written before ready_ is notified
   std::string address_;        // written before ready_ is notified
   std::unique_ptr<StopSignal> stop_;
+  // Replication (absent when options_.replicate is false). The engine's
+  // executor stops before the loop, the loop before the engine is freed.
+  std::unique_ptr<replication::ThreadExecutor> executor_;
+  std::unique_ptr<Transport> transport_;
+  std::unique_ptr<replication::Replicator> replicator_;
   absl::Mutex stop_mu_;
   bool stopped_ ABSL_GUARDED_BY(stop_mu_) = false;
 };

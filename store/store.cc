@@ -1159,7 +1159,8 @@ absl::StatusOr<Changes> Store::ChangesSince(uint64_t after_seq, size_t limit,
       PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header,
                               codec::DecodeRecordHeader(View(rv)));
       const bool skip = (filter.skip_source != 0 && entry.source == filter.skip_source) ||
-                        (filter.skip_origin != 0 && header.version.origin == filter.skip_origin);
+                        (filter.skip_origin != 0 && header.version.origin == filter.skip_origin) ||
+                        (filter.max_value_bytes != 0 && entry.value.size() > filter.max_value_bytes);
       if (header.seq == seq && !skip) {
         PEERKV_ASSIGN_OR_RETURN(Record record, codec::MakeRecord(header, entry));
         bytes += RecordBytes(record);

@@ -132,6 +132,9 @@ struct ChangesFilter {
   uint64_t skip_source = 0;
   // Skip changes written by this replica. 0: none.
   uint64_t skip_origin = 0;
+  // Skip values longer than this (a peer with a lower limit would refuse
+  // them). 0: no limit.
+  uint64_t max_value_bytes = 0;
 };
 
 struct ScanOptions {

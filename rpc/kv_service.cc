@@ -1,0 +1,241 @@
+// rpc/kv_service.cc: the Kv capability: reads answered on the loop
+// straight from the store, writes answered once durable, watches that
+// stream the change log to a client's callback with one call in flight.
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "common/log.h"
+#include "rpc/convert.h"
+#include "rpc/server_loop.h"
+#include "store/validation.h"
+
+namespace peerkv::rpc {
+namespace {
+
+constexpr size_t kWatchBatchRecords = 1000;
+constexpr size_t kWatchBatchBytes = size_t{4} << 20;
+constexpr uint32_t kDefaultScanLimit = 1000;
+
+// One watch: reads the change log after its cursor and calls the watcher
+// with matching records, one call in flight at a time. Dropping the handle
+// (or the connection) destroys it and cancels the pump.
+class WatchSession final : public wire::WatchHandle::Server {
+ public:
+  WatchSession(ServerLoop& loop, wire::Watcher::Client watcher, std::string keyspace,
+               std::string prefix, uint64_t from_seq)
+      : loop_(loop), watcher_(kj::mv(watcher)), keyspace_(std::move(keyspace)),
+        prefix_(std::move(prefix)), cursor_(from_seq) {
+    pump_ = Pump().eagerlyEvaluate([](kj::Exception&&) {
+      // The watcher went away (client disconnected or dropped it): the
+      // session ends; its handle is released with the connection.
+    });
+  }
+
+ private:
+  kj::Promise<void> Pump() {
+    absl::StatusOr<Changes> changes =
+        loop_.store().ChangesSince(cursor_, kWatchBatchRecords, kWatchBatchBytes);
+    if (!changes.ok()) {
+      LogLine(absl::StrFormat("peerkv: watch stopped: %s", changes.status().ToString()));
+      return kj::READY_NOW;
+    }
+    std::vector<const Record*> matching;
+    for (const Record& r : changes->records) {
+      if (r.keyspace == keyspace_ && r.key.compare(0, prefix_.size(), prefix_) == 0) {
+        matching.push_back(&r);
+      }
+    }
+    const bool advanced = changes->last_seq > cursor_;
+    cursor_ = changes->last_seq;
+    if (matching.empty()) {
+      if (advanced) return kj::evalLater([this] { return Pump(); });
+      return loop_.NextCommit().then([this] { return Pump(); });
+    }
+    auto request = watcher_.changesRequest();
+    auto list = request.initRecords(matching.size());
+    for (size_t i = 0; i < matching.size(); ++i) ToWire(*matching[i], list[i]);
+    request.setLastSeq(cursor_);
+    return request.send().then([this](auto&&) { return Pump(); });
+  }
+
+  ServerLoop& loop_;
+  wire::Watcher::Client watcher_;
+  const std::string keyspace_;
+  const std::string prefix_;
+  uint64_t cursor_;
+  kj::Promise<void> pump_ = nullptr;
+};
+
+class KvImpl final : public wire::Kv::Server {
+ public:
+  KvImpl(ServerLoop& loop, std::string peer) : loop_(loop), peer_(std::move(peer)) {}
+
+  kj::Promise<void> get(GetContext context) override {
+    auto params = context.getParams();
+    auto keyspace = params.getKeyspace();
+    auto key = params.getKey();
+    // Copy the record straight from the store's map into the reply.
+    absl::Status status = loop_.store().GetView(
+        std::string_view(keyspace.cStr(), keyspace.size()),
+        std::string_view(reinterpret_cast<const char*>(key.begin()), key.size()),
+        [&context](const RecordView* view) {
+          if (view == nullptr) return;
+          auto results = context.getResults(capnp::MessageSize{
+              (view->keyspace.size() + view->key.size() + view->value.size()) / 8 + 24, 0});
+          results.setFound(true);
+          auto record = results.initRecord();
+          record.setKeyspace(capnp::Text::Reader(view->keyspace.data(), view->keyspace.size()));
+          record.setKey(AsData(view->key));
+          auto version = record.initVersion();
+          version.setHlc(view->version.hlc);
+          version.setOrigin(view->version.origin);
+          record.setDeleted(view->deleted);
+          record.setValue(AsData(view->value));
+          record.setSeq(view->seq);
+        });
+    if (!status.ok()) Fail("get", status, context.getResults().initError());
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> put(PutContext context) override {
+    auto params = context.getParams();
+    std::vector<Mutation> batch;
+    batch.push_back(Mutation{ToString(params.getKeyspace()), ToString(params.getKey()),
+                             ToString(params.getValue())});
+    return loop_.Write(std::move(batch))
+        .then([this, context](absl::StatusOr<std::vector<Version>> versions) mutable {
+          auto results = context.getResults(capnp::MessageSize{8, 0});
+          if (!versions.ok()) return Fail("put", versions.status(), results.initError());
+          ToWire(versions->front(), results.initVersion());
+        });
+  }
+
+  kj::Promise<void> delete_(DeleteContext context) override {
+    auto params = context.getParams();
+    std::vector<Mutation> batch;
+    batch.push_back(
+        Mutation{ToString(params.getKeyspace()), ToString(params.getKey()), std::nullopt});
+    return loop_.Write(std::move(batch))
+        .then([this, context](absl::StatusOr<std::vector<Version>> versions) mutable {
+          auto results = context.getResults(capnp::MessageSize{8, 0});
+          if (!versions.ok()) return Fail("delete", versions.status(), results.initError());
+          ToWire(versions->front(), results.initVersion());
+        });
+  }
+
+  kj::Promise<void> scan(ScanContext context) override {
+    auto params = context.getParams();
+    ScanOptions options;
+    options.prefix = ToString(params.getPrefix());
+    options.start_after = ToString(params.getStartAfter());
+    options.limit = params.getLimit() == 0 ? kDefaultScanLimit : params.getLimit();
+    options.include_tombstones = params.getIncludeTombstones();
+    absl::StatusOr<ScanResult> page =
+        loop_.store().Scan(ToString(params.getKeyspace()), options);
+    auto results = context.getResults();
+    if (!page.ok()) {
+      Fail("scan", page.status(), results.initError());
+      return kj::READY_NOW;
+    }
+    auto list = results.initRecords(page->records.size());
+    for (size_t i = 0; i < page->records.size(); ++i) ToWire(page->records[i], list[i]);
+    results.setMore(page->more);
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> writeBatch(WriteBatchContext context) override {
+    auto mutations = context.getParams().getMutations();
+    std::vector<Mutation> batch;
+    batch.reserve(mutations.size());
+    for (auto m : mutations) {
+      Mutation mutation{ToString(m.getKeyspace()), ToString(m.getKey()), std::nullopt};
+      if (m.isPut()) mutation.value = ToString(m.getPut());
+      batch.push_back(std::move(mutation));
+    }
+    return loop_.Write(std::move(batch))
+        .then([this, context](absl::StatusOr<std::vector<Version>> versions) mutable {
+          auto results = context.getResults();
+          if (!versions.ok()) return Fail("writeBatch", versions.status(), results.initError());
+          auto list = results.initVersions(versions->size());
+          for (size_t i = 0; i < versions->size(); ++i) ToWire((*versions)[i], list[i]);
+        });
+  }
+
+  kj::Promise<void> watch(WatchContext context) override {
+    auto params = context.getParams();
+    const std::string keyspace = ToString(params.getKeyspace());
+    const std::string prefix = ToString(params.getPrefix());
+    auto results = context.getResults();
+    absl::Status valid = ValidateKeyspace(keyspace);
+    if (valid.ok() && prefix.size() > kMaxKeyBytes) {
+      valid = absl::InvalidArgumentError(absl::StrFormat(
+          "prefix is %d bytes; the limit is %d", prefix.size(), kMaxKeyBytes));
+    }
+    if (!valid.ok()) {
+      Fail("watch", valid, results.initError());
+      return kj::READY_NOW;
+    }
+    results.setMaxSeq(loop_.store().max_seq());
+    results.setHandle(kj::heap<WatchSession>(loop_, params.getWatcher(), keyspace, prefix,
+                                             params.getFromSeq()));
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> status(StatusContext context) override {
+    auto results = context.getResults();
+    absl::StatusOr<StoreStats> stats = loop_.store().Stats();
+    if (!stats.ok()) {
+      Fail("status", stats.status(), results.initError());
+      return kj::READY_NOW;
+    }
+    auto s = results.initStatus();
+    s.setReplicaId(stats->replica_id);
+    s.setIncarnation(stats->incarnation);
+    s.setLiveRecords(stats->live_records);
+    s.setTombstones(stats->tombstones);
+    s.setMaxSeq(stats->max_seq);
+    s.setUptimeMs(absl::ToInt64Milliseconds(absl::Now() - loop_.started()));
+    s.setConnectedClients(loop_.connections());
+    s.setReplicaName(AsText(loop_.options().replica_name));
+    s.setDiskBytes(stats->disk_bytes);
+    s.setDataDir(AsText(loop_.store().options().dir));
+    s.setMaxValueBytes(loop_.store().options().max_value_bytes);
+    s.setFingerprint(stats->fingerprint);
+    const std::vector<replication::PeerStatus> peers = loop_.PeerStatuses();
+    auto list = s.initPeers(peers.size());
+    for (size_t i = 0; i < peers.size(); ++i) {
+      const replication::PeerStatus& p = peers[i];
+      auto out = list[i];
+      out.setName(AsText(p.name));
+      out.setAddress(AsText(p.address));
+      out.setReplicaId(p.replica_id);
+      out.setInbound(p.inbound);
+      out.setReachable(p.reachable);
+      out.setLastExchangeMs(p.last_exchange == absl::InfinitePast()
+                                ? 0
+                                : absl::ToUnixMillis(p.last_exchange));
+      out.setCheckpointSeq(p.checkpoint_seq);
+      out.setBehind(p.behind);
+      out.setRefused(p.refused);
+      out.setLastError(AsText(p.last_error));
+    }
+    return kj::READY_NOW;
+  }
+
+ private:
+  void Fail(std::string_view method, const absl::Status& status, wire::Error::Builder error) {
+    loop_.LogRejected(peer_, method, status);
+    ToWire(status, error);
+  }
+
+  ServerLoop& loop_;
+  const std::string peer_;
+};
+
+}  // namespace
+
+kj::Own<wire::Kv::Server> NewKv(ServerLoop& loop, std::string peer) {
+  return kj::heap<KvImpl>(loop, std::move(peer));
+}
+
+}  // namespace peerkv::rpc

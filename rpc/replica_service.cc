@@ -1,0 +1,100 @@
+// rpc/replica_service.cc: the Replica capability: hello (which makes an
+// inbound replication link), pull (answered from the store's change log on
+// the loop), and nudge (passed to the replication engine).
+#include "absl/strings/str_format.h"
+#include "replication/serve.h"
+#include "rpc/convert.h"
+#include "rpc/server_loop.h"
+
+namespace peerkv::rpc {
+namespace {
+
+class ReplicaImpl final : public wire::Replica::Server {
+ public:
+  ReplicaImpl(ServerLoop& loop, std::string peer, uint64_t connection_id,
+              replication::LinkId link)
+      : loop_(loop), peer_(std::move(peer)), connection_id_(connection_id), link_(link) {}
+
+  kj::Promise<void> hello(HelloContext context) override {
+    auto params = context.getParams();
+    auto results = context.getResults();
+    auto info = params.getInfo();
+    const replication::PeerInfo peer{info.getReplicaId(), info.getIncarnation(),
+                                     info.getProtocolVersion(), ToString(info.getName())};
+    absl::Status refused;
+    if (link_ != 0) {
+      refused = absl::FailedPreconditionError("hello was already exchanged on this link");
+    } else if (loop_.events() == nullptr) {
+      refused = absl::FailedPreconditionError("this server does not replicate");
+    } else if (peer.protocol_version != replication::kProtocolVersion) {
+      refused = absl::FailedPreconditionError(absl::StrFormat(
+          "replication protocol %d is not %d", peer.protocol_version,
+          replication::kProtocolVersion));
+    } else if (peer.replica_id == 0 || peer.incarnation == 0) {
+      refused = absl::InvalidArgumentError("hello without a replica id and incarnation");
+    }
+    if (!refused.ok()) {
+      loop_.LogRejected(peer_, "hello", refused);
+      ToWire(refused, results.initError());
+      return kj::READY_NOW;
+    }
+    link_ = loop_.AddInboundLink(connection_id_, params.getBack());
+    loop_.events()->OnInboundLink(link_, peer);
+    const replication::PeerInfo me = loop_.LocalInfo();
+    auto out = results.initInfo();
+    out.setReplicaId(me.replica_id);
+    out.setIncarnation(me.incarnation);
+    out.setProtocolVersion(me.protocol_version);
+    out.setName(AsText(me.name));
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> pull(PullContext context) override {
+    auto params = context.getParams();
+    replication::PullRequest request;
+    request.requester = params.getRequester();
+    request.incarnation = params.getIncarnation();
+    request.after_seq = params.getAfterSeq();
+    request.max_records = params.getMaxRecords();
+    request.max_bytes = params.getMaxBytes();
+    request.max_value_bytes = params.getMaxValueBytes();
+    absl::StatusOr<replication::PullResponse> response =
+        replication::ServePull(loop_.store(), request);
+    auto results = context.getResults();
+    if (!response.ok()) {
+      loop_.LogRejected(peer_, "pull", response.status());
+      ToWire(response.status(), results.initError());
+      return kj::READY_NOW;
+    }
+    results.setReplicaId(response->replica_id);
+    results.setIncarnation(response->incarnation);
+    results.setFromSeq(response->from_seq);
+    results.setLastSeq(response->last_seq);
+    results.setMaxSeq(response->max_seq);
+    auto records = results.initRecords(response->records.size());
+    for (size_t i = 0; i < response->records.size(); ++i) {
+      ToWire(response->records[i], records[i]);
+    }
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> nudge(NudgeContext context) override {
+    if (link_ != 0 && loop_.events() != nullptr) loop_.events()->OnNudged(link_);
+    return kj::READY_NOW;
+  }
+
+ private:
+  ServerLoop& loop_;
+  const std::string peer_;
+  const uint64_t connection_id_;
+  replication::LinkId link_;
+};
+
+}  // namespace
+
+kj::Own<wire::Replica::Server> NewReplica(ServerLoop& loop, std::string peer,
+                                          uint64_t connection_id, replication::LinkId link) {
+  return kj::heap<ReplicaImpl>(loop, std::move(peer), connection_id, link);
+}
+
+}  // namespace peerkv::rpc

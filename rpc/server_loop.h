@@ -1,0 +1,170 @@
+// rpc/server_loop.h: the server's state on its event-loop thread: the
+// listening socket, client connections with their reader limits, commit
+// notifications for watches, in-flight write accounting for graceful
+// shutdown, and the replication links (dialled peers and peers that said
+// hello). Internal to rpc/: everything here runs on the loop thread.
+#ifndef PEERKV_RPC_SERVER_LOOP_H_
+#define PEERKV_RPC_SERVER_LOOP_H_
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "capnp/message.h"
+#include "capnp/rpc-twoparty.h"
+#include "kj/async-io.h"
+#include "replication/replicator.h"
+#include "replication/transport.h"
+#include "rpc/buffered_stream.h"
+#include "rpc/peerkv.capnp.h"
+#include "rpc/server.h"
+#include "store/store.h"
+
+namespace peerkv::rpc {
+
+// "ip:port" of the other end of a socket.
+std::string PeerAddress(kj::AsyncIoStream& stream);
+
+// Wakes the loop thread from any thread. Ring() never blocks; Wait()
+// resolves after the next ring (at once if one came since the last Wait).
+class Bell {
+ public:
+  kj::Promise<void> Wait();
+  void Ring();
+
+ private:
+  absl::Mutex mu_;
+  bool rung_ ABSL_GUARDED_BY(mu_) = false;
+  kj::Own<kj::CrossThreadPromiseFulfiller<void>> fulfiller_ ABSL_GUARDED_BY(mu_);
+};
+
+// Wraps a connection's message stream to learn why a connection failed
+// (garbage bytes, a message over the limit) so the server can log it.
+class RecordingMessageStream final : public capnp::MessageStream {
+ public:
+  explicit RecordingMessageStream(kj::AsyncIoStream& stream) : inner_(stream) {}
+  kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> tryReadMessage(
+      kj::ArrayPtr<kj::AutoCloseFd> fd_space, capnp::ReaderOptions options,
+      kj::ArrayPtr<capnp::word> scratch) override;
+  kj::Promise<void> writeMessage(kj::ArrayPtr<const int> fds,
+                                 kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments)
+      override {
+    return inner_.writeMessage(fds, segments);
+  }
+  kj::Promise<void> writeMessages(
+      kj::ArrayPtr<kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>> messages) override {
+    return inner_.writeMessages(messages);
+  }
+  kj::Maybe<int> getSendBufferSize() override { return inner_.getSendBufferSize(); }
+  kj::Promise<void> end() override { return inner_.end(); }
+
+  // Why reading failed; empty if it did not.
+  const std::string& failure() const { return failure_; }
+
+ private:
+  capnp::AsyncIoMessageStream inner_;
+  std::string failure_;
+};
+
+class ServerLoop final : private kj::TaskSet::ErrorHandler {
+ public:
+  // `events` (the replicator) and `peer_statuses` are called from this
+  // thread but must be thread-safe; both may be null/empty when the server
+  // does not replicate.
+  ServerLoop(Store& store, const ServerOptions& options, kj::AsyncIoContext& io,
+             replication::LinkEvents* events,
+             std::function<std::vector<replication::PeerStatus>()> peer_statuses);
+  ~ServerLoop() noexcept(false);
+
+  // Binds the listening socket; resolves to the bound address.
+  kj::Promise<std::string> Listen();
+  // Graceful stop: no new connections, in-flight writes answered, replies
+  // flushed; then every connection is closed with the loop.
+  kj::Promise<void> Shutdown();
+
+  Store& store() { return store_; }
+  const ServerOptions& options() const { return options_; }
+  absl::Time started() const { return started_; }
+  size_t connections() const { return connections_.size(); }
+  std::vector<replication::PeerStatus> PeerStatuses() const {
+    return peer_statuses_ ? peer_statuses_() : std::vector<replication::PeerStatus>{};
+  }
+  replication::PeerInfo LocalInfo() const;
+
+  // Resolves after the next commit that changed records.
+  kj::Promise<void> NextCommit() { return next_commit_.addBranch(); }
+  // Submits a write to the store; resolves on this loop once durable.
+  kj::Promise<absl::StatusOr<std::vector<Version>>> Write(std::vector<Mutation> mutations);
+  void LogRejected(const std::string& peer, std::string_view method, const absl::Status& status);
+
+  // Replication links.
+  using DialDone = absl::AnyInvocable<void(absl::StatusOr<replication::Transport::Connected>)>;
+  using PullDone = absl::AnyInvocable<void(absl::StatusOr<replication::PullResponse>)>;
+  void Dial(const std::string& address, DialDone done);
+  void Pull(replication::LinkId link, const replication::PullRequest& request, PullDone done);
+  void Nudge(replication::LinkId link);
+  void CloseLink(replication::LinkId link);
+  // A peer on connection `connection_id` said hello; `back` reaches it.
+  replication::LinkId AddInboundLink(uint64_t connection_id, wire::Replica::Client back);
+  replication::LinkEvents* events() { return events_; }
+
+  // Largest value this server accepts, and what its readers allow.
+  const capnp::ReaderOptions& reader_options() const { return reader_options_; }
+
+ private:
+  struct Connection;
+  struct Outbound;
+  struct LinkEntry {
+    wire::Replica::Client peer = nullptr;
+    uint64_t connection_id = 0;  // inbound links: the client connection
+    kj::Own<Outbound> outbound;  // outbound links: the connection we dialled
+  };
+
+  void AddConnection(kj::Own<kj::AsyncIoStream> stream);
+  kj::Promise<void> AcceptLoop();
+  kj::Promise<void> PumpCommits();
+  kj::Promise<void> WaitUntil(kj::TimePoint deadline, kj::Function<bool()> done);
+  void DropLink(replication::LinkId link, const absl::Status& why);
+  void taskFailed(kj::Exception&& e) override;
+
+  Store& store_;
+  const ServerOptions& options_;
+  kj::AsyncIoContext& io_;
+  replication::LinkEvents* const events_;
+  const std::function<std::vector<replication::PeerStatus>()> peer_statuses_;
+  capnp::ReaderOptions reader_options_;
+  Bell bell_;
+  int listener_id_ = 0;
+  kj::Own<kj::PromiseFulfiller<void>> commit_fulfiller_;
+  kj::ForkedPromise<void> next_commit_ = nullptr;
+  kj::Own<kj::ConnectionReceiver> listener_;
+  kj::Promise<void> accept_loop_ = nullptr;
+  std::string bound_;
+  std::map<uint64_t, Connection*> connections_;
+  uint64_t next_connection_id_ = 1;
+  std::map<replication::LinkId, LinkEntry> links_;
+  replication::LinkId next_link_ = 1;
+  size_t in_flight_writes_ = 0;
+  absl::Time started_;
+  kj::TaskSet tasks_;
+};
+
+// The bootstrap of a client connection (see server.cc).
+kj::Own<wire::Gateway::Server> NewGateway(ServerLoop& loop, std::string peer,
+                                          uint64_t connection_id);
+// The Kv capability (see kv_service.cc).
+kj::Own<wire::Kv::Server> NewKv(ServerLoop& loop, std::string peer);
+// A Replica capability (see replica_service.cc). `link` is 0 for the one a
+// connection's Gateway hands out (its link is made by hello), and the link
+// id for the one passed as `back` when dialling out.
+kj::Own<wire::Replica::Server> NewReplica(ServerLoop& loop, std::string peer,
+                                          uint64_t connection_id, replication::LinkId link);
+
+}  // namespace peerkv::rpc
+
+#endif  // PEERKV_RPC_SERVER_LOOP_H_
