@@ -182,7 +182,20 @@ std::optional<int> Process::Wait(std::chrono::milliseconds timeout) {
   while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
   }
   exit_status_ = DecodeWaitStatus(status);
+  DrainOutput();
   return exit_status_;
+}
+
+void Process::DrainOutput() {
+  // The process is gone; its last words may still be in the pipe. Wait for
+  // the reader to reach end-of-file (bounded, in case a grandchild holds
+  // the pipe open).
+  absl::MutexLock lock(&output_->mu);
+  auto closed = [this]() {
+    output_->mu.AssertHeld();
+    return output_->closed;
+  };
+  output_->mu.AwaitWithTimeout(absl::Condition(&closed), absl::Seconds(10));
 }
 
 void Process::Kill() {
@@ -192,6 +205,7 @@ void Process::Kill() {
   while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
   }
   exit_status_ = DecodeWaitStatus(status);
+  DrainOutput();
 }
 
 std::string Process::Output() const {

@@ -59,6 +59,7 @@ class Process {
 
  private:
   struct OutputBuffer;
+  void DrainOutput();
   pid_t pid_ = -1;
   std::optional<int> exit_status_;
   std::shared_ptr<OutputBuffer> output_;
