@@ -1,170 +1,210 @@
-// cli/demo.cc: `peerkv demo`, the seed's first scenario on three embedded
-// replicas (phone, tablet, pc) in a temporary directory. Devices that meet
-// exchange the changes the other lacks, pulled from each other's change log
-// after a per-peer checkpoint, exactly as replication does over the network.
-// A simulated wall clock makes the story (and who wins the conflict)
-// reproducible.
+// cli/demo.cc: `peerkv demo`, the seed's first scenario on three real
+// replica servers (phone, tablet, pc) on loopback, in a temporary
+// directory, on free ports. A device that is "asleep" or "offline" has its
+// server stopped; the user's app keeps writing to its local store, as an
+// offline device does. Devices that are up replicate over Cap'n Proto RPC:
+// anti-entropy pulls, nudges after each write, gossip rounds.
 #include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "cli/command.h"
 #include "cli/text.h"
 #include "common/macros.h"
+#include "rpc/server.h"
 #include "store/store.h"
 
 namespace peerkv::cli {
 namespace {
 
-constexpr int64_t kMinute = 60'000;
 const char* const kKeyspaces[] = {"contacts", "drafts", "sent"};
+constexpr absl::Duration kConvergeTimeout = absl::Seconds(30);
 
 struct Device {
   std::string name;
   std::unique_ptr<Store> store;
+  std::unique_ptr<rpc::Server> server;  // null while asleep
+  std::string address;                  // kept across restarts
+  int listener = 0;
 };
 
 class Demo {
  public:
-  explicit Demo(std::string dir) : dir_(std::move(dir)) {
-    const int64_t now = SystemWallClock().NowMillis();
-    const int64_t day = 24 * 60 * kMinute;
-    wall_ = std::make_unique<ManualWallClock>(now - now % day + 9 * 60 * kMinute);
+  explicit Demo(std::string dir) : dir_(std::move(dir)), start_(absl::Now()) {}
+
+  ~Demo() {
+    for (Device& d : devices_) {
+      d.server.reset();
+      if (d.store != nullptr) d.store->RemoveCommitListener(d.listener);
+    }
   }
 
   absl::Status Run() {
     for (const char* name : {"phone", "tablet", "pc"}) {
+      Device d;
+      d.name = name;
       StoreOptions options;
       options.dir = dir_ + "/" + name;
-      options.wall_clock = wall_.get();
-      PEERKV_ASSIGN_OR_RETURN(std::unique_ptr<Store> store, Store::Open(options));
-      std::printf("%-6s replica %s in %s\n", name,
-                  ReplicaIdToString(store->replica_id()).c_str(), options.dir.c_str());
-      devices_.push_back(Device{name, std::move(store)});
+      PEERKV_ASSIGN_OR_RETURN(d.store, Store::Open(options));
+      // Every commit anywhere wakes the waiter that checks convergence.
+      d.listener = d.store->AddCommitListener([this](uint64_t) {
+        absl::MutexLock lock(&mu_);
+        ++commits_;
+      });
+      devices_.push_back(std::move(d));
+    }
+    for (Device& d : devices_) PEERKV_RETURN_IF_ERROR(Wake(d, /*first=*/true));
+    // Everyone dials everyone they know.
+    for (Device& d : devices_) {
+      for (Device& other : devices_) {
+        if (&other != &d) d.server->AddPeer(other.address);
+      }
     }
     Device& phone = devices_[0];
     Device& tablet = devices_[1];
     Device& pc = devices_[2];
+    for (const Device& d : devices_) {
+      std::printf("%-6s replica %s serving on %s\n", d.name.c_str(),
+                  ReplicaIdToString(d.store->replica_id()).c_str(), d.address.c_str());
+    }
 
     Step("On the phone, the user adds Bob to the address book.");
-    PEERKV_RETURN_IF_ERROR(
-        Put(phone, "contacts", "bob", "Bob Smith <bob@example.org>"));
-    PEERKV_RETURN_IF_ERROR(Meet(phone, tablet));
+    PEERKV_RETURN_IF_ERROR(Put(phone, "contacts", "bob", "Bob Smith <bob@example.org>"));
+    PEERKV_RETURN_IF_ERROR(WaitConverged({&phone, &tablet, &pc}));
     Show();
 
-    Advance(10);
-    Step("On the tablet, away from the pc, the user starts a mail to Bob and\n"
-         "         leaves it in drafts, unfinished.");
+    Step("The pc goes to sleep. On the tablet the user starts a mail to Bob and\n"
+         "           leaves it in drafts, unfinished.");
+    Sleep(pc);
     PEERKV_RETURN_IF_ERROR(Put(tablet, "drafts", "mail-1",
                                "To: bob@example.org | Hi Bob, about Saturday"));
+    PEERKV_RETURN_IF_ERROR(WaitConverged({&phone, &tablet}));
     Show();
 
-    Advance(20);
-    Step("At home the tablet and the pc meet.");
-    PEERKV_RETURN_IF_ERROR(Meet(tablet, pc));
+    Step("The pc wakes up and catches up with the others.");
+    PEERKV_RETURN_IF_ERROR(Wake(pc, /*first=*/false));
+    PEERKV_RETURN_IF_ERROR(WaitConverged({&phone, &tablet, &pc}));
     Show();
 
-    Advance(5);
     Step("On the pc the user finishes the draft and sends it: the draft is\n"
-         "         deleted and the mail is filed under sent.");
+         "           deleted and the mail is filed under sent.");
     PEERKV_RETURN_IF_ERROR(Put(pc, "sent", "mail-1",
-                               "To: bob@example.org | Hi Bob, about Saturday: "
-                               "dinner at 8? See you, A."));
+                               "To: bob@example.org | Hi Bob, about Saturday: dinner at 8? "
+                               "See you, A."));
     PEERKV_RETURN_IF_ERROR(Delete(pc, "drafts", "mail-1"));
-    PEERKV_RETURN_IF_ERROR(Meet(pc, tablet));
+    PEERKV_RETURN_IF_ERROR(WaitConverged({&phone, &tablet, &pc}));
     Show();
 
-    Advance(25);
-    Step("Apart from each other, the phone and the tablet both change Bob's\n"
-         "         address: first the phone...");
+    Step("Everyone goes offline. The phone, then the tablet, change Bob's\n"
+         "           address: two conflicting edits that cannot see each other.");
+    Sleep(phone);
+    Sleep(tablet);
+    Sleep(pc);
     PEERKV_RETURN_IF_ERROR(Put(phone, "contacts", "bob", "Bob Smith <bob@work.example>"));
-    Advance(5);
-    Step("...then, five minutes later, the tablet.");
+    // Later by a few milliseconds: the hybrid clocks order the edits.
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
     PEERKV_RETURN_IF_ERROR(Put(tablet, "contacts", "bob", "Bob Smith <bob@home.example>"));
     Show();
 
-    Advance(30);
-    Step("All three meet. Last writer wins: the tablet's later edit replaces the\n"
-         "         phone's everywhere, and the phone learns about the sent mail.");
-    PEERKV_RETURN_IF_ERROR(Meet(phone, tablet));
-    PEERKV_RETURN_IF_ERROR(Meet(tablet, pc));
-    PEERKV_RETURN_IF_ERROR(Meet(pc, phone));
+    Step("They meet again. Last writer wins: the tablet's later edit replaces the\n"
+         "           phone's on every device.");
+    PEERKV_RETURN_IF_ERROR(Wake(phone, false));
+    PEERKV_RETURN_IF_ERROR(Wake(tablet, false));
+    PEERKV_RETURN_IF_ERROR(Wake(pc, false));
+    PEERKV_RETURN_IF_ERROR(WaitConverged({&phone, &tablet, &pc}));
     Show();
 
-    std::printf("\nDigests of the three replicas (equal means identical registers):\n");
-    uint64_t first = 0;
-    bool equal = true;
-    for (size_t i = 0; i < devices_.size(); ++i) {
-      PEERKV_ASSIGN_OR_RETURN(const uint64_t digest, devices_[i].store->Digest());
-      std::printf("  %-6s %016llx\n", devices_[i].name.c_str(),
-                  static_cast<unsigned long long>(digest));
-      if (i == 0) first = digest;
-      equal = equal && digest == first;
+    std::printf("\nFingerprints of the three replicas (equal means identical registers):\n");
+    for (const Device& d : devices_) {
+      std::printf("  %-6s %016llx\n", d.name.c_str(),
+                  static_cast<unsigned long long>(d.store->fingerprint()));
     }
-    if (!equal) return absl::InternalError("the replicas did not converge");
-    std::printf("Converged.\n");
+    std::printf("Converged. Stopping the servers.\n");
+    for (Device& d : devices_) d.server.reset();
     return absl::OkStatus();
   }
 
  private:
-  void Advance(int minutes) { wall_->Advance(minutes * kMinute); }
+  // Starts the device's server: on a free port the first time, on the same
+  // port afterwards (so the others find it again), dialling the others.
+  absl::Status Wake(Device& d, bool first) {
+    rpc::ServerOptions options;
+    options.listen = first ? "127.0.0.1:0" : d.address;
+    options.replica_name = d.name;
+    options.replication.gossip_interval = absl::Milliseconds(200);
+    options.replication.backoff_max = absl::Milliseconds(500);
+    options.replication.log = [](const std::string&) {};
+    if (!first) {
+      for (const Device& other : devices_) {
+        if (&other != &d) options.replication.peers.push_back(other.address);
+      }
+    }
+    PEERKV_ASSIGN_OR_RETURN(d.server, rpc::Server::Start(d.store.get(), options));
+    d.address = d.server->address();
+    if (!first) std::printf("           (%s is awake on %s)\n", d.name.c_str(), d.address.c_str());
+    return absl::OkStatus();
+  }
 
-  std::string Clock() const {
-    const int64_t minutes = wall_->NowMillis() / kMinute % (24 * 60);
-    return absl::StrFormat("%02d:%02d", minutes / 60, minutes % 60);
+  void Sleep(Device& d) {
+    d.server.reset();
+    std::printf("           (%s is asleep: its server is stopped)\n", d.name.c_str());
+  }
+
+  // Waits until the devices hold the same registers. Commits on any store
+  // wake the wait; the timeout bounds it.
+  absl::Status WaitConverged(const std::vector<Device*>& devices) {
+    auto same = [&]() {
+      for (const Device* d : devices) {
+        if (d->store->fingerprint() != devices.front()->store->fingerprint()) return false;
+      }
+      return true;
+    };
+    const absl::Time deadline = absl::Now() + kConvergeTimeout;
+    absl::MutexLock lock(&mu_);
+    for (;;) {
+      if (same()) break;
+      const uint64_t seen = commits_;
+      auto changed = [this, seen]() {
+        mu_.AssertHeld();
+        return commits_ != seen;
+      };
+      if (!mu_.AwaitWithDeadline(absl::Condition(&changed), deadline) && !same()) {
+        return absl::DeadlineExceededError("the devices did not converge within 30 s");
+      }
+    }
+    std::string names;
+    for (const Device* d : devices) names += (names.empty() ? "" : ", ") + d->name;
+    std::printf("           in sync after %s: %s\n",
+                absl::FormatDuration(absl::Trunc(absl::Now() - step_start_, absl::Milliseconds(1)))
+                    .c_str(),
+                names.c_str());
+    return absl::OkStatus();
   }
 
   void Step(const std::string& text) {
-    std::printf("\n[%s] %s\n", Clock().c_str(), text.c_str());
+    step_start_ = absl::Now();
+    std::printf("\n[+%5.2fs] %s\n", absl::ToDoubleSeconds(step_start_ - start_), text.c_str());
   }
 
   absl::Status Put(Device& d, const std::string& ks, const std::string& key,
                    const std::string& value) {
     PEERKV_ASSIGN_OR_RETURN(const Version v, d.store->Put(ks, key, value));
-    std::printf("         %s: put %s/%s (version %s)\n", d.name.c_str(), ks.c_str(),
-                key.c_str(), v.ToString().c_str());
+    std::printf("           %s%s: put %s/%s (version %s)\n", d.name.c_str(),
+                d.server == nullptr ? " (offline)" : "", ks.c_str(), key.c_str(),
+                v.ToString().c_str());
     return absl::OkStatus();
   }
 
   absl::Status Delete(Device& d, const std::string& ks, const std::string& key) {
     PEERKV_ASSIGN_OR_RETURN(const Version v, d.store->Delete(ks, key));
-    std::printf("         %s: delete %s/%s (version %s)\n", d.name.c_str(), ks.c_str(),
+    std::printf("           %s: delete %s/%s (version %s)\n", d.name.c_str(), ks.c_str(),
                 key.c_str(), v.ToString().c_str());
-    return absl::OkStatus();
-  }
-
-  // `into` pulls what it lacks from `from`'s log, after its checkpoint.
-  absl::StatusOr<size_t> Pull(Device& into, Device& from) {
-    PEERKV_ASSIGN_OR_RETURN(std::optional<PeerCheckpoint> checkpoint,
-                            into.store->GetCheckpoint(from.store->replica_id()));
-    uint64_t after = 0;
-    if (checkpoint.has_value() && checkpoint->incarnation == from.store->incarnation()) {
-      after = checkpoint->seq;
-    }
-    size_t won = 0;
-    for (int pages = 0; pages < 1'000'000; ++pages) {
-      PEERKV_ASSIGN_OR_RETURN(Changes changes, from.store->ChangesSince(after, 1000));
-      if (changes.last_seq == after) break;
-      PEERKV_ASSIGN_OR_RETURN(
-          MergeResult result,
-          into.store->Merge(std::move(changes.records),
-                            CheckpointUpdate{from.store->replica_id(),
-                                             {from.store->incarnation(), changes.last_seq}}));
-      won += result.won;
-      after = changes.last_seq;
-    }
-    return won;
-  }
-
-  absl::Status Meet(Device& a, Device& b) {
-    PEERKV_ASSIGN_OR_RETURN(const size_t to_a, Pull(a, b));
-    PEERKV_ASSIGN_OR_RETURN(const size_t to_b, Pull(b, a));
-    std::printf("         %s <-> %s meet: %s takes %zu change%s, %s takes %zu\n",
-                a.name.c_str(), b.name.c_str(), a.name.c_str(), to_a,
-                to_a == 1 ? "" : "s", b.name.c_str(), to_b);
     return absl::OkStatus();
   }
 
@@ -178,31 +218,36 @@ class Demo {
           continue;
         }
         for (const Record& r : scan->records) {
-          lines.push_back(absl::StrFormat("%s/%s = %s", ks, EscapeText(r.key),
-                                          EscapeText(r.value)));
+          lines.push_back(absl::StrFormat("%s/%s = %s", ks, EscapeText(r.key), EscapeText(r.value)));
         }
       }
       if (lines.empty()) lines.push_back("(nothing yet)");
+      const std::string label = d.name + (d.server == nullptr ? " (asleep)" : "") + ":";
       for (size_t i = 0; i < lines.size(); ++i) {
-        std::printf("    %-7s %s\n", i == 0 ? (d.name + ":").c_str() : "", lines[i].c_str());
+        std::printf("    %-16s %s\n", i == 0 ? label.c_str() : "", lines[i].c_str());
       }
     }
   }
 
   const std::string dir_;
-  std::unique_ptr<ManualWallClock> wall_;
+  const absl::Time start_;
+  absl::Time step_start_ = absl::Now();
   std::vector<Device> devices_;
+  absl::Mutex mu_;
+  uint64_t commits_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 int RunDemo(const Context& c) {
   if (absl::Status s = ExpectPositional(c, 0, 0, "no arguments"); !s.ok()) {
     return Fail(c.command, s);
   }
-  std::string pattern = (std::filesystem::temp_directory_path() / "peerkv-demo.XXXXXX").string();
+  std::string pattern =
+      (std::filesystem::temp_directory_path() / "peerkv-demo.XXXXXX").string();
   if (mkdtemp(pattern.data()) == nullptr) {
     return Fail(c.command, absl::InternalError("cannot create a temporary directory"));
   }
-  std::printf("peerkv demo: one user, three devices, each a full replica.\n");
+  std::printf("peerkv demo: one user, three devices, each a full replica with its own\n"
+              "server on loopback. Data in %s (removed at the end).\n", pattern.c_str());
   absl::Status status;
   {
     Demo demo(pattern);
@@ -218,11 +263,13 @@ int RunDemo(const Context& c) {
 
 const Command& DemoCommand() {
   static const auto* command = new Command{
-      "demo", "", "walk through the phone/tablet/pc scenario on three replicas",
-      "Three stores in a temporary directory play the seed's first scenario:\n"
-      "a contact added on the phone, a draft written on the tablet while apart,\n"
-      "finished and sent on the pc, and a conflicting edit resolved by last\n"
-      "writer wins. Prints what each device sees at each step.\n",
+      "demo", "", "walk through the phone/tablet/pc scenario on three replica servers",
+      "Starts three replica servers (phone, tablet, pc) on free loopback ports in\n"
+      "a temporary directory and plays the seed's first scenario: a contact\n"
+      "added on the phone, a draft written on the tablet while the pc sleeps,\n"
+      "finished and sent on the pc, and a conflicting edit made offline on two\n"
+      "devices, resolved by last writer wins. Prints what each device sees at\n"
+      "each step, then stops the servers.\n",
       {}, RunDemo};
   return *command;
 }

@@ -204,14 +204,18 @@ void Server::Stop() {
     if (stopped_) return;
     stopped_ = true;
   }
-  // The engine first (its calls go through the loop), then the loop.
+  // The engine first: from now on its tasks and callbacks do nothing, and
+  // its executor drops whatever is posted to it (the loop may still post
+  // link events until it ends). Then the loop. The objects go last, once no
+  // thread can reach them.
   if (replicator_ != nullptr) replicator_->Stop();
-  executor_.reset();
+  if (executor_ != nullptr) executor_->Stop();
   {
     absl::MutexLock lock(&stop_->mu);
     if (stop_->fulfiller.get() != nullptr) stop_->fulfiller->fulfill();
   }
   if (thread_.joinable()) thread_.join();
+  executor_.reset();
   replicator_.reset();
   transport_.reset();
 }

@@ -79,8 +79,8 @@ class Server {
   absl::Status start_status_;  // written before ready_ is notified
   std::string address_;        // written before ready_ is notified
   std::unique_ptr<StopSignal> stop_;
-  // Replication (absent when options_.replicate is false). The engine's
-  // executor stops before the loop, the loop before the engine is freed.
+  // Replication (absent when options_.replicate is false). Stop() stops the
+  // engine and its executor before the loop, and frees them after it.
   std::unique_ptr<replication::ThreadExecutor> executor_;
   std::unique_ptr<Transport> transport_;
   std::unique_ptr<replication::Replicator> replicator_;
