@@ -53,7 +53,7 @@ class Demo {
       options.dir = dir_ + "/" + name;
       PEERKV_ASSIGN_OR_RETURN(d.store, Store::Open(options));
       // Every commit anywhere wakes the waiter that checks convergence.
-      d.listener = d.store->AddCommitListener([this](uint64_t) {
+      d.listener = d.store->AddCommitListener([this](const Store::CommitInfo&) {
         absl::MutexLock lock(&mu_);
         ++commits_;
       });

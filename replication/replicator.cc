@@ -9,6 +9,18 @@
 #include "common/macros.h"
 
 namespace peerkv::replication {
+namespace {
+
+// True if `mine` covers everything `theirs` does.
+bool Dominates(const Watermarks& mine, const Watermarks& theirs) {
+  for (const auto& [origin, hlc] : theirs) {
+    auto it = mine.find(origin);
+    if (it == mine.end() || it->second < hlc) return false;
+  }
+  return true;
+}
+
+}  // namespace
 
 // A configured peer address and the state of our link to it.
 struct Replicator::Slot {
@@ -30,8 +42,9 @@ struct Replicator::Peer {
   bool pulling = false;
   bool pull_again = false;
   uint64_t attempt = 0;
-  // The checkpoint the pull in flight started from.
+  // The checkpoint the pull in flight started from, and when it was sent.
   PeerCheckpoint pulled_from;
+  absl::Time pull_started;
   absl::Time last_exchange = absl::InfinitePast();
   uint64_t checkpoint_seq = 0;
   uint64_t behind = 0;
@@ -62,8 +75,10 @@ void Replicator::Post(absl::AnyInvocable<void()> task, absl::Duration delay) {
 
 void Replicator::Start() {
   // Every commit, local write or won merge, may be news for the peers.
-  listener_id_ = store_->AddCommitListener([this](uint64_t) {
-    Post([this] { NudgeAll(); });
+  // A local write is news for every peer. (Merged changes are passed on by
+  // the engine itself, to a few peers: see OnPulled.)
+  listener_id_ = store_->AddCommitListener([this](const Store::CommitInfo& info) {
+    if (info.local) Post([this] { NudgeAll(); });
   });
   Post([this] {
     started_ = true;
@@ -164,8 +179,10 @@ void Replicator::AddLink(LinkId link, const PeerInfo& info, bool inbound,
   peer.last_error.clear();
   link_peer_[link] = info.replica_id;
   // A new link: catch up with the peer, and let it catch up with us.
-  StartPull(info.replica_id);
-  Nudge(peer);
+  if (options_.eager) {
+    StartPull(info.replica_id);
+    Nudge(peer);
+  }
   PublishStatus();
 }
 
@@ -232,6 +249,12 @@ void Replicator::StartPull(uint64_t peer_id) {
     peer.pull_again = true;
     return;
   }
+  if (pulls_in_flight_ >= std::max(options_.max_concurrent_pulls, 1)) {
+    if (std::find(waiting_pulls_.begin(), waiting_pulls_.end(), peer_id) == waiting_pulls_.end()) {
+      waiting_pulls_.push_back(peer_id);
+    }
+    return;
+  }
   absl::StatusOr<std::optional<PeerCheckpoint>> checkpoint = store_->GetCheckpoint(peer_id);
   if (!checkpoint.ok()) {
     peer.last_error = std::string(checkpoint.status().message());
@@ -245,8 +268,12 @@ void Replicator::StartPull(uint64_t peer_id) {
   }
   request.max_records = options_.batch_records;
   request.max_bytes = options_.batch_bytes;
+  request.max_value_bytes = store_->options().max_value_bytes;
+  request.watermarks = store_->GetWatermarks();
   peer.pulling = true;
+  ++pulls_in_flight_;
   peer.pulled_from = PeerCheckpoint{request.incarnation, request.after_seq};
+  peer.pull_started = executor_->Now();
   const uint64_t attempt = ++peer.attempt;
   transport_->Pull(
       *peer.links.begin(), request,
@@ -290,15 +317,26 @@ void Replicator::OnPulled(uint64_t peer_id, uint64_t attempt,
   // merge or write, and the round costs no store work at all.
   const bool checkpoint_moves = response.incarnation != peer.pulled_from.incarnation ||
                                 response.last_seq != peer.pulled_from.seq;
-  if (!response.records.empty() || checkpoint_moves) {
+  // Level with the peer's log: we hold everything it held when it answered,
+  // so its watermarks become ours too (which spares us its copies of what
+  // others send us).
+  const bool caught_up = response.last_seq >= response.max_seq;
+  Watermarks adopted;
+  if (caught_up && !Dominates(store_->GetWatermarks(), response.watermarks)) {
+    adopted = std::move(response.watermarks);
+  }
+  uint64_t won = 0;
+  if (!response.records.empty() || checkpoint_moves || !adopted.empty()) {
     absl::StatusOr<MergeResult> merged = store_->Merge(
         std::move(response.records),
-        CheckpointUpdate{peer_id, PeerCheckpoint{response.incarnation, response.last_seq}});
+        CheckpointUpdate{peer_id, PeerCheckpoint{response.incarnation, response.last_seq},
+                         std::move(adopted)});
     if (!merged.ok()) {
       FinishPull(peer, merged.status());
       return;
     }
     counters_.records_won += merged->won;
+    won = merged->won;
     if (!merged->refused.empty()) {
       peer.refused += merged->refused.size();
       const absl::Time now = executor_->Now();
@@ -313,13 +351,19 @@ void Replicator::OnPulled(uint64_t peer_id, uint64_t attempt,
     }
   }
   peer.last_exchange = executor_->Now();
+  counters_.pull_time += peer.last_exchange - peer.pull_started;
   peer.checkpoint_seq = response.last_seq;
   peer.behind = response.max_seq > response.last_seq ? response.max_seq - response.last_seq : 0;
   peer.last_error.clear();
+  // Pass news on (epidemic push): a few random peers, not the one it came
+  // from, so that chains of peers carry it in milliseconds without every
+  // replica asking every other.
+  if (won > 0 && options_.eager) NudgeSome(peer_id);
   if (response.last_seq < response.max_seq && response.last_seq > response.from_seq) {
-    // More pages: keep pulling.
+    // More pages: keep pulling (ahead of peers waiting for a slot).
     peer.pulling = false;
-    Post([this, peer_id] { StartPull(peer_id); });
+    --pulls_in_flight_;
+    StartPull(peer_id);
     PublishStatus();
     return;
   }
@@ -328,6 +372,8 @@ void Replicator::OnPulled(uint64_t peer_id, uint64_t attempt,
 
 void Replicator::FinishPull(Peer& peer, const absl::Status& status) {
   peer.pulling = false;
+  --pulls_in_flight_;
+  StartWaitingPulls();
   if (!status.ok()) peer.last_error = std::string(status.message());
   if (peer.pull_again) {
     peer.pull_again = false;
@@ -337,19 +383,64 @@ void Replicator::FinishPull(Peer& peer, const absl::Status& status) {
   PublishStatus();
 }
 
+void Replicator::StartWaitingPulls() {
+  // Bounded: each turn removes a waiting peer.
+  while (!waiting_pulls_.empty() && pulls_in_flight_ < std::max(options_.max_concurrent_pulls, 1)) {
+    const uint64_t next = waiting_pulls_.front();
+    waiting_pulls_.erase(waiting_pulls_.begin());
+    StartPull(next);
+  }
+}
+
 void Replicator::NudgeAll() {
-  if (nudge_scheduled_ || !started_) return;
+  if (!started_ || !options_.eager) return;
+  nudge_all_pending_ = true;
+  ScheduleNudges();
+}
+
+void Replicator::ScheduleNudges() {
+  if (nudge_scheduled_) return;
   nudge_scheduled_ = true;
   const absl::Time now = executor_->Now();
-  const absl::Duration wait = std::max(absl::ZeroDuration(),
-                                       last_nudge_ + options_.nudge_interval - now);
-  Post(
-      [this] {
-        nudge_scheduled_ = false;
-        last_nudge_ = executor_->Now();
-        for (auto& [id, peer] : peers_) Nudge(*peer);
-      },
-      wait);
+  // Busy (news again within twice the interval): wait longer next time.
+  // Quiet: back to the minimum.
+  if (now - last_nudge_ < 2 * current_nudge_interval_) {
+    current_nudge_interval_ = std::min(current_nudge_interval_ * 2, options_.max_nudge_interval);
+  } else {
+    current_nudge_interval_ = options_.nudge_interval;
+  }
+  current_nudge_interval_ = std::max(current_nudge_interval_, options_.nudge_interval);
+  const absl::Duration wait =
+      std::max(absl::ZeroDuration(), last_nudge_ + current_nudge_interval_ - now);
+  Post([this] { SendNudges(); }, wait);
+}
+
+// Local writes go to every peer; merged news to `fanout` random peers other
+// than those it came from. Either way at most once per nudge_interval, so a
+// burst of writes travels in a few large pulls rather than many small ones.
+void Replicator::SendNudges() {
+  nudge_scheduled_ = false;
+  last_nudge_ = executor_->Now();
+  if (nudge_all_pending_) {
+    for (auto& [id, peer] : peers_) Nudge(*peer);
+  } else if (forward_pending_) {
+    std::vector<uint64_t> candidates;
+    for (const auto& [id, peer] : peers_) {
+      if (forward_sources_.count(id) == 0 && !peer->links.empty()) candidates.push_back(id);
+    }
+    std::shuffle(candidates.begin(), candidates.end(), rng_);
+    const size_t n = std::min<size_t>(candidates.size(), std::max(options_.fanout, 0));
+    for (size_t i = 0; i < n; ++i) Nudge(*peers_.at(candidates[i]));
+  }
+  nudge_all_pending_ = false;
+  forward_pending_ = false;
+  forward_sources_.clear();
+}
+
+void Replicator::NudgeSome(uint64_t except) {
+  forward_pending_ = true;
+  forward_sources_.insert(except);
+  ScheduleNudges();
 }
 
 void Replicator::Nudge(Peer& peer) {

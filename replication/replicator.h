@@ -48,8 +48,21 @@ struct ReplicatorOptions {
   // Reconnection backoff doubles from min to max, with jitter.
   absl::Duration backoff_min = absl::Milliseconds(100);
   absl::Duration backoff_max = absl::Seconds(30);
-  // Nudges to peers are sent at most this often.
-  absl::Duration nudge_interval = absl::Milliseconds(2);
+  // Nudge peers after each commit, and pull from a peer as soon as a link
+  // to it comes up. Off, only gossip rounds move data (the convergence
+  // benchmark measures the rounds alone that way).
+  bool eager = true;
+  // Nudges to peers are sent at most once per nudge interval: writes in
+  // between share one nudge, and the pulls it causes carry them in one
+  // batch. The interval starts at the minimum (a lone write travels at
+  // once) and doubles while writes keep coming, up to the maximum, so that
+  // a burst travels in fewer, larger pulls (like Nagle's algorithm).
+  absl::Duration nudge_interval = absl::Milliseconds(5);
+  absl::Duration max_nudge_interval = absl::Milliseconds(100);
+  // Pulls in flight at once. When many links come up together (a replica
+  // rejoins, a partition heals), pulling from one peer first lets the
+  // others' answers leave out what it brought (see Store::GetWatermarks).
+  int max_concurrent_pulls = 1;
   // Refused records (a peer's clock too far ahead) are logged at most once
   // per peer per this interval.
   absl::Duration refusal_log_interval = absl::Minutes(1);
@@ -87,6 +100,8 @@ struct ReplicatorCounters {
   uint64_t records_received = 0;
   uint64_t records_won = 0;
   uint64_t nudges_sent = 0;
+  // Sum of the time from sending a pull to having merged its answer.
+  absl::Duration pull_time = absl::ZeroDuration();
 };
 
 class Replicator final : public LinkEvents {
@@ -133,7 +148,11 @@ class Replicator final : public LinkEvents {
   void StartPull(uint64_t peer_id);
   void OnPulled(uint64_t peer_id, uint64_t attempt, absl::StatusOr<PullResponse> result);
   void FinishPull(Peer& peer, const absl::Status& status);
+  void StartWaitingPulls();
   void NudgeAll();
+  void NudgeSome(uint64_t except);
+  void ScheduleNudges();
+  void SendNudges();
   void Nudge(Peer& peer);
   void PublishStatus();
   void Log(const std::string& line);
@@ -156,6 +175,13 @@ class Replicator final : public LinkEvents {
   std::map<uint64_t, std::unique_ptr<Peer>> peers_;     // by replica id
   std::map<LinkId, uint64_t> link_peer_;                // link -> replica id
   bool nudge_scheduled_ = false;
+  bool nudge_all_pending_ = false;
+  absl::Duration current_nudge_interval_ = absl::ZeroDuration();
+  bool forward_pending_ = false;
+  std::set<uint64_t> forward_sources_;
+  // Pulls in flight, and peers waiting for a free slot (in request order).
+  int pulls_in_flight_ = 0;
+  std::vector<uint64_t> waiting_pulls_;
   absl::Time last_nudge_ = absl::InfinitePast();
   int listener_id_ = 0;
   ReplicatorCounters counters_;

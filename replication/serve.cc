@@ -15,12 +15,16 @@ absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& re
   response.from_seq = request.incarnation == store.incarnation() ? request.after_seq : 0;
   const size_t limit = std::clamp<uint32_t>(request.max_records, 1, kMaxPullRecords);
   const size_t max_bytes = std::clamp<uint32_t>(request.max_bytes, 1, kMaxPullBytes);
+  // Watermarks first, then the log: whatever they cover was committed
+  // before the log is read, so it is in what the requester gets.
+  response.watermarks = store.GetWatermarks();
   PEERKV_ASSIGN_OR_RETURN(
       Changes changes,
       store.ChangesSince(response.from_seq, limit, max_bytes,
                          ChangesFilter{.skip_source = request.requester,
                                        .skip_origin = request.requester,
-                                       .max_value_bytes = request.max_value_bytes}));
+                                       .max_value_bytes = request.max_value_bytes,
+                                       .covered = &request.watermarks}));
   response.records = std::move(changes.records);
   response.last_seq = changes.last_seq;
   response.max_seq = changes.max_seq;

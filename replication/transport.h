@@ -12,6 +12,7 @@
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
+#include "store/store.h"
 #include "store/version.h"
 
 namespace peerkv::replication {
@@ -41,6 +42,9 @@ struct PullRequest {
   // The requester's value limit: larger values would be refused there (and
   // could exceed its message limits), so they are not sent. 0: no limit.
   uint64_t max_value_bytes = 0;
+  // What the requester already holds (see Store::GetWatermarks): records
+  // they cover are not sent.
+  Watermarks watermarks;
 };
 
 struct PullResponse {
@@ -53,6 +57,9 @@ struct PullResponse {
   uint64_t last_seq = 0;
   // The server's current max seq: last_seq < max_seq means more to pull.
   uint64_t max_seq = 0;
+  // The server's watermarks, read before its log: once the requester has
+  // pulled up to max_seq it holds everything they cover, and may claim them.
+  Watermarks watermarks;
 };
 
 // A transport-level connection to one peer; ids are never reused.

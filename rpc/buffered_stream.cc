@@ -15,8 +15,11 @@ constexpr size_t kMaxPendingBytes = 8 * 1024 * 1024;
 
 }  // namespace
 
-BufferedStream::BufferedStream(kj::Own<kj::AsyncIoStream> inner)
-    : inner_(kj::mv(inner)), read_buffer_(kj::heapArray<kj::byte>(kReadBufferBytes)) {}
+BufferedStream::BufferedStream(kj::Own<kj::AsyncIoStream> inner,
+                               std::atomic<uint64_t>* bytes_written)
+    : inner_(kj::mv(inner)),
+      bytes_written_(bytes_written),
+      read_buffer_(kj::heapArray<kj::byte>(kReadBufferBytes)) {}
 
 BufferedStream::~BufferedStream() noexcept(false) {
   // Anyone still waiting for room learns the stream is gone.
@@ -96,6 +99,7 @@ kj::Promise<void> BufferedStream::Flush() {
   }
   writing_ = true;
   std::swap(pending_, inflight_);
+  if (bytes_written_ != nullptr) *bytes_written_ += inflight_.size();
   return inner_->write(inflight_.data(), inflight_.size()).then([this]() -> kj::Promise<void> {
     writing_ = false;
     inflight_.clear();

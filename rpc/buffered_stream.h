@@ -8,6 +8,8 @@
 #ifndef PEERKV_RPC_BUFFERED_STREAM_H_
 #define PEERKV_RPC_BUFFERED_STREAM_H_
 
+#include <atomic>
+#include <cstdint>
 #include <string>
 
 #include "kj/async-io.h"
@@ -17,7 +19,10 @@ namespace peerkv::rpc {
 
 class BufferedStream final : public kj::AsyncIoStream {
  public:
-  explicit BufferedStream(kj::Own<kj::AsyncIoStream> inner);
+  // `bytes_written`, if given, is increased by every byte handed to the
+  // socket (a server's traffic counter); it must outlive the stream.
+  explicit BufferedStream(kj::Own<kj::AsyncIoStream> inner,
+                          std::atomic<uint64_t>* bytes_written = nullptr);
   ~BufferedStream() noexcept(false);
 
   kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override;
@@ -43,6 +48,7 @@ class BufferedStream final : public kj::AsyncIoStream {
   void ReleaseWaiters();
 
   kj::Own<kj::AsyncIoStream> inner_;
+  std::atomic<uint64_t>* const bytes_written_;
   // Read side: bytes [read_begin_, read_end_) of read_buffer_ are unread.
   kj::Array<kj::byte> read_buffer_;
   size_t read_begin_ = 0;

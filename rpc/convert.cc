@@ -50,6 +50,43 @@ Record FromWire(wire::Record::Reader record) {
   return out;
 }
 
+void ToWire(const Watermarks& watermarks, capnp::List<wire::Watermark>::Builder out) {
+  size_t i = 0;
+  for (const auto& [origin, hlc] : watermarks) {
+    out[i].setOrigin(origin);
+    out[i].setHlc(hlc);
+    ++i;
+  }
+}
+
+Watermarks FromWire(capnp::List<wire::Watermark>::Reader watermarks) {
+  Watermarks out;
+  for (auto w : watermarks) {
+    uint64_t& hlc = out[w.getOrigin()];
+    hlc = std::max(hlc, w.getHlc());
+  }
+  return out;
+}
+
+Watermarks WatermarkDelta(const Watermarks& current, Watermarks* sent) {
+  Watermarks delta;
+  for (const auto& [origin, hlc] : current) {
+    uint64_t& told = (*sent)[origin];
+    if (hlc > told) {
+      delta[origin] = hlc;
+      told = hlc;
+    }
+  }
+  return delta;
+}
+
+void ApplyWatermarkDelta(const Watermarks& delta, Watermarks* known) {
+  for (const auto& [origin, hlc] : delta) {
+    uint64_t& k = (*known)[origin];
+    k = std::max(k, hlc);
+  }
+}
+
 absl::Status FromKjException(const kj::Exception& e, std::string_view context) {
   const std::string message =
       absl::StrFormat("%s: %s", context, std::string(e.getDescription().cStr()));

@@ -11,6 +11,7 @@
 #include "capnp/blob.h"
 #include "kj/exception.h"
 #include "rpc/peerkv.capnp.h"
+#include "store/store.h"
 #include "store/version.h"
 
 namespace peerkv::rpc {
@@ -38,6 +39,15 @@ Version FromWire(wire::Version::Reader version);
 
 void ToWire(const Record& record, wire::Record::Builder out);
 Record FromWire(wire::Record::Reader record);
+
+void ToWire(const Watermarks& watermarks, capnp::List<wire::Watermark>::Builder out);
+Watermarks FromWire(capnp::List<wire::Watermark>::Reader watermarks);
+
+// The entries of `current` that grew since `sent` (what the other side
+// last heard on this connection); updates `sent`.
+Watermarks WatermarkDelta(const Watermarks& current, Watermarks* sent);
+// Applies a received delta to `known` (what the other side told us so far).
+void ApplyWatermarkDelta(const Watermarks& delta, Watermarks* known);
 
 // A kj exception (a broken connection, a refused message) as a status:
 // DISCONNECTED and OVERLOADED are Unavailable (retry), the rest Internal.

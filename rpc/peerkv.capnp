@@ -41,6 +41,11 @@ struct Mutation {
   }
 }
 
+struct Watermark {
+  origin @0 :UInt64;   # a replica id
+  hlc @1 :UInt64;      # every write of that origin up to here is held
+}
+
 struct PeerInfo {
   replicaId @0 :UInt64;
   incarnation @1 :UInt64;
@@ -91,12 +96,19 @@ interface Replica {
   hello @0 (info :PeerInfo, back :Replica) -> (error :Error, info :PeerInfo);
 
   pull @1 (requester :UInt64, incarnation :UInt64, afterSeq :UInt64,
-           maxRecords :UInt32, maxBytes :UInt32, maxValueBytes :UInt64)
+           maxRecords :UInt32, maxBytes :UInt32, maxValueBytes :UInt64,
+           watermarks :List(Watermark))
       -> (error :Error, replicaId :UInt64, incarnation :UInt64, fromSeq :UInt64,
-          records :List(Record), lastSeq :UInt64, maxSeq :UInt64);
+          batch :Data, lastSeq :UInt64, maxSeq :UInt64,
+          watermarks :List(Watermark));
   # Changes after the requester's checkpoint (afterSeq of incarnation),
-  # minus what came from or was written by the requester and values over
-  # its limit. A checkpoint of another incarnation starts at fromSeq = 0.
+  # minus what came from or was written by the requester, what its
+  # watermarks cover, and values over its limit. A checkpoint of another
+  # incarnation starts at fromSeq = 0. The records travel in `batch`, in
+  # the compact form of replication/batch_codec.h. The answer's watermarks
+  # are the server's, read before its log. Watermarks in both directions
+  # are deltas: only the entries that grew since the previous message on
+  # this connection in that direction (all of them the first time).
 
   nudge @2 () -> ();
   # "I have changes for you": the callee pulls from the caller soon.

@@ -2,6 +2,7 @@
 // inbound replication link), pull (answered from the store's change log on
 // the loop), and nudge (passed to the replication engine).
 #include "absl/strings/str_format.h"
+#include "replication/batch_codec.h"
 #include "replication/serve.h"
 #include "rpc/convert.h"
 #include "rpc/server_loop.h"
@@ -58,6 +59,8 @@ class ReplicaImpl final : public wire::Replica::Server {
     request.max_records = params.getMaxRecords();
     request.max_bytes = params.getMaxBytes();
     request.max_value_bytes = params.getMaxValueBytes();
+    ApplyWatermarkDelta(FromWire(params.getWatermarks()), &received_);
+    request.watermarks = received_;
     absl::StatusOr<replication::PullResponse> response =
         replication::ServePull(loop_.store(), request);
     auto results = context.getResults();
@@ -71,10 +74,9 @@ class ReplicaImpl final : public wire::Replica::Server {
     results.setFromSeq(response->from_seq);
     results.setLastSeq(response->last_seq);
     results.setMaxSeq(response->max_seq);
-    auto records = results.initRecords(response->records.size());
-    for (size_t i = 0; i < response->records.size(); ++i) {
-      ToWire(response->records[i], records[i]);
-    }
+    const Watermarks delta = WatermarkDelta(response->watermarks, &sent_);
+    ToWire(delta, results.initWatermarks(delta.size()));
+    results.setBatch(AsData(replication::EncodeBatch(response->records)));
     return kj::READY_NOW;
   }
 
@@ -88,6 +90,10 @@ class ReplicaImpl final : public wire::Replica::Server {
   const std::string peer_;
   const uint64_t connection_id_;
   replication::LinkId link_;
+  // The caller's watermarks as its pulls told us, and ours as our answers
+  // told it: the wire carries deltas (see peerkv.capnp).
+  Watermarks received_;
+  Watermarks sent_;
 };
 
 }  // namespace

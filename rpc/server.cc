@@ -153,10 +153,13 @@ void Server::Run() {
   try {
     kj::AsyncIoContext io = kj::setupAsyncIo();
     replication::Replicator* replicator = replicator_.get();
-    ServerLoop loop(*store_, options_, io, replicator, [replicator] {
-      return replicator != nullptr ? replicator->Statuses()
-                                   : std::vector<replication::PeerStatus>{};
-    });
+    ServerLoop loop(
+        *store_, options_, io, replicator,
+        [replicator] {
+          return replicator != nullptr ? replicator->Statuses()
+                                       : std::vector<replication::PeerStatus>{};
+        },
+        bytes_sent_);
     kj::Promise<void> stop_requested = nullptr;
     {
       auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
@@ -193,6 +196,8 @@ std::vector<replication::PeerStatus> Server::PeerStatuses() const {
 replication::ReplicatorCounters Server::ReplicationCounters() const {
   return replicator_ != nullptr ? replicator_->Counters() : replication::ReplicatorCounters{};
 }
+
+uint64_t Server::BytesSent() const { return bytes_sent_.load(); }
 
 void Server::AddPeer(const std::string& address) {
   if (replicator_ != nullptr) replicator_->AddPeer(address);

@@ -8,6 +8,7 @@
 #ifndef PEERKV_RPC_SERVER_H_
 #define PEERKV_RPC_SERVER_H_
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
@@ -59,6 +60,8 @@ class Server {
   std::vector<replication::PeerStatus> PeerStatuses() const;
   replication::ReplicatorCounters ReplicationCounters() const;
   void AddPeer(const std::string& address);
+  // Bytes written to all sockets since start (clients and peers).
+  uint64_t BytesSent() const;
 
   // Stops accepting connections, waits (up to shutdown_grace_ms) for
   // in-flight writes to become durable and their replies to be sent, closes
@@ -79,6 +82,7 @@ class Server {
   absl::Status start_status_;  // written before ready_ is notified
   std::string address_;        // written before ready_ is notified
   std::unique_ptr<StopSignal> stop_;
+  std::atomic<uint64_t> bytes_sent_{0};
   // Replication (absent when options_.replicate is false). Stop() stops the
   // engine and its executor before the loop, and frees them after it.
   std::unique_ptr<replication::ThreadExecutor> executor_;

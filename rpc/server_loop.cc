@@ -11,6 +11,8 @@
 #include "common/log.h"
 #include "kj/debug.h"
 #include "kj/timer.h"
+#include "common/macros.h"
+#include "replication/batch_codec.h"
 #include "replication/serve.h"
 #include "rpc/convert.h"
 
@@ -75,7 +77,11 @@ kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> RecordingMessageStream::tryRe
     kj::ArrayPtr<capnp::word> scratch) {
   return inner_.tryReadMessage(fd_space, options, scratch)
       .catch_([this](kj::Exception&& e) -> kj::Maybe<capnp::MessageReaderAndFds> {
-        if (failure_.empty()) failure_ = e.getDescription().cStr();
+        // A peer that hangs up or resets is not refused; bytes that are not
+        // a valid message, or a message over the limit, are.
+        if (failure_.empty() && e.getType() != kj::Exception::Type::DISCONNECTED) {
+          failure_ = e.getDescription().cStr();
+        }
         kj::throwFatalException(kj::mv(e));
       });
 }
@@ -85,7 +91,7 @@ struct ServerLoop::Connection {
   Connection(ServerLoop& loop, uint64_t id, kj::Own<kj::AsyncIoStream> socket)
       : loop(loop),
         id(id),
-        stream(kj::heap<BufferedStream>(kj::mv(socket))),
+        stream(kj::heap<BufferedStream>(kj::mv(socket), &loop.bytes_sent_)),
         peer(PeerAddress(*stream)),
         messages(*stream),
         network(messages, capnp::rpc::twoparty::Side::SERVER, loop.reader_options_),
@@ -107,8 +113,9 @@ struct ServerLoop::Connection {
 
 // A connection this server dialled to a peer.
 struct ServerLoop::Outbound {
-  Outbound(kj::Own<kj::AsyncIoStream> socket, const capnp::ReaderOptions& options)
-      : stream(kj::heap<BufferedStream>(kj::mv(socket))),
+  Outbound(kj::Own<kj::AsyncIoStream> socket, const capnp::ReaderOptions& options,
+           std::atomic<uint64_t>* bytes_sent)
+      : stream(kj::heap<BufferedStream>(kj::mv(socket), bytes_sent)),
         network(*stream, capnp::rpc::twoparty::Side::CLIENT, options),
         rpc(capnp::makeRpcClient(network)) {
     capnp::MallocMessageBuilder message;
@@ -124,12 +131,14 @@ struct ServerLoop::Outbound {
 
 ServerLoop::ServerLoop(Store& store, const ServerOptions& options, kj::AsyncIoContext& io,
                        replication::LinkEvents* events,
-                       std::function<std::vector<replication::PeerStatus>()> peer_statuses)
+                       std::function<std::vector<replication::PeerStatus>()> peer_statuses,
+                       std::atomic<uint64_t>& bytes_sent)
     : store_(store),
       options_(options),
       io_(io),
       events_(events),
       peer_statuses_(std::move(peer_statuses)),
+      bytes_sent_(bytes_sent),
       started_(absl::Now()),
       tasks_(*this) {
   reader_options_.traversalLimitInWords =
@@ -138,7 +147,7 @@ ServerLoop::ServerLoop(Store& store, const ServerOptions& options, kj::AsyncIoCo
   auto paf = kj::newPromiseAndFulfiller<void>();
   commit_fulfiller_ = kj::mv(paf.fulfiller);
   next_commit_ = paf.promise.fork();
-  listener_id_ = store_.AddCommitListener([this](uint64_t) { bell_.Ring(); });
+  listener_id_ = store_.AddCommitListener([this](const Store::CommitInfo&) { bell_.Ring(); });
   tasks_.add(PumpCommits());
 }
 
@@ -265,7 +274,7 @@ void ServerLoop::Dial(const std::string& address, DialDone done) {
           .parseAddress(address)
           .then([](kj::Own<kj::NetworkAddress> addr) { return addr->connect().attach(kj::mv(addr)); })
           .then([this, id, address](kj::Own<kj::AsyncIoStream> stream) {
-            auto outbound = kj::heap<Outbound>(kj::mv(stream), reader_options_);
+            auto outbound = kj::heap<Outbound>(kj::mv(stream), reader_options_, &bytes_sent_);
             auto replica = outbound->gateway.replicaRequest().send().getReplica();
             auto hello = replica.helloRequest();
             const replication::PeerInfo me = LocalInfo();
@@ -320,10 +329,12 @@ void ServerLoop::Pull(replication::LinkId link, const replication::PullRequest& 
   request.setMaxRecords(pull.max_records);
   request.setMaxBytes(pull.max_bytes);
   request.setMaxValueBytes(pull.max_value_bytes);
+  const Watermarks delta = WatermarkDelta(pull.watermarks, &it->second.sent);
+  ToWire(delta, request.initWatermarks(delta.size()));
   tasks_.add(
       request.send()
           .then(
-              [](auto response) -> absl::StatusOr<replication::PullResponse> {
+              [this, link](auto response) -> absl::StatusOr<replication::PullResponse> {
                 absl::Status status = ResponseStatus(response);
                 if (!status.ok()) return status;
                 replication::PullResponse out;
@@ -332,8 +343,18 @@ void ServerLoop::Pull(replication::LinkId link, const replication::PullRequest& 
                 out.from_seq = response.getFromSeq();
                 out.last_seq = response.getLastSeq();
                 out.max_seq = response.getMaxSeq();
-                out.records.reserve(response.getRecords().size());
-                for (auto r : response.getRecords()) out.records.push_back(FromWire(r));
+                auto batch = response.getBatch();
+                PEERKV_ASSIGN_OR_RETURN(
+                    out.records,
+                    replication::DecodeBatch(
+                        std::string_view(reinterpret_cast<const char*>(batch.begin()), batch.size()),
+                        replication::kMaxPullRecords));
+                auto entry = links_.find(link);
+                if (entry == links_.end()) {
+                  return absl::UnavailableError("link closed during the pull");
+                }
+                ApplyWatermarkDelta(FromWire(response.getWatermarks()), &entry->second.received);
+                out.watermarks = entry->second.received;
                 return out;
               },
               [](kj::Exception&& e) -> absl::StatusOr<replication::PullResponse> {

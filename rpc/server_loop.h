@@ -78,7 +78,8 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   // does not replicate.
   ServerLoop(Store& store, const ServerOptions& options, kj::AsyncIoContext& io,
              replication::LinkEvents* events,
-             std::function<std::vector<replication::PeerStatus>()> peer_statuses);
+             std::function<std::vector<replication::PeerStatus>()> peer_statuses,
+             std::atomic<uint64_t>& bytes_sent);
   ~ServerLoop() noexcept(false);
 
   // Binds the listening socket; resolves to the bound address.
@@ -116,6 +117,9 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   // Largest value this server accepts, and what its readers allow.
   const capnp::ReaderOptions& reader_options() const { return reader_options_; }
 
+  // Bytes this server has written to all its sockets (clients and peers).
+  std::atomic<uint64_t>& bytes_sent() { return bytes_sent_; }
+
  private:
   struct Connection;
   struct Outbound;
@@ -123,6 +127,10 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
     wire::Replica::Client peer = nullptr;
     uint64_t connection_id = 0;  // inbound links: the client connection
     kj::Own<Outbound> outbound;  // outbound links: the connection we dialled
+    // Watermarks told to the peer in our pulls, and its watermarks as its
+    // answers told us (the wire carries deltas).
+    Watermarks sent;
+    Watermarks received;
   };
 
   void AddConnection(kj::Own<kj::AsyncIoStream> stream);
@@ -150,6 +158,7 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   std::map<replication::LinkId, LinkEntry> links_;
   replication::LinkId next_link_ = 1;
   size_t in_flight_writes_ = 0;
+  std::atomic<uint64_t>& bytes_sent_;
   absl::Time started_;
   kj::TaskSet tasks_;
 };

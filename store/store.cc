@@ -41,6 +41,8 @@ constexpr char kMetaIncarnation[] = "incarnation";
 // clock high-water mark, max seq, live records, tombstones, fingerprint.
 constexpr char kMetaState[] = "state";
 constexpr size_t kMetaStateBytes = 40;
+// (origin, hlc) pairs, 16 bytes each.
+constexpr char kMetaWatermarks[] = "watermarks";
 constexpr size_t kCompactionStepEntries = 8192;
 constexpr int kMaxMapGrowthAttempts = 64;
 
@@ -146,6 +148,28 @@ absl::StatusOr<Record> ReadRecord(MDB_txn* txn, MDB_dbi log_dbi,
   return codec::MakeRecord(header, codec::LogEntry{record_key, 0, value});
 }
 
+std::string EncodeWatermarks(const Watermarks& watermarks) {
+  std::string out;
+  for (const auto& [origin, hlc] : watermarks) {
+    codec::PutFixed64(&out, origin);
+    codec::PutFixed64(&out, hlc);
+  }
+  return out;
+}
+
+void MergeWatermarks(const Watermarks& from, Watermarks* into) {
+  for (const auto& [origin, hlc] : from) {
+    uint64_t& mine = (*into)[origin];
+    mine = std::max(mine, hlc);
+  }
+}
+
+// True if `watermarks` say the holder has `version` (or newer).
+bool Covered(const Watermarks& watermarks, const Version& version) {
+  auto it = watermarks.find(version.origin);
+  return it != watermarks.end() && version.hlc <= it->second;
+}
+
 size_t RecordBytes(const Record& r) {
   return r.keyspace.size() + r.key.size() + r.value.size() + 32;
 }
@@ -227,7 +251,10 @@ struct Store::GroupState {
   uint64_t log_entries = 0;
   uint64_t fingerprint = 0;
   bool changed = false;
+  // The group holds local writes.
+  bool local = false;
   absl::flat_hash_map<uint64_t, PeerCheckpoint> checkpoints;
+  Watermarks watermarks;
 };
 
 Store::Store(StoreOptions options) : options_(std::move(options)) {}
@@ -403,6 +430,21 @@ absl::Status Store::LoadOrInitMeta() {
     } else if (rc != MDB_NOTFOUND) {
       return lmdb::Error(rc, "read meta state");
     }
+    MDB_val wk = Val(kMetaWatermarks), wv;
+    const int wrc = mdb_get(txn.get(), meta_dbi_, &wk, &wv);
+    if (wrc == MDB_SUCCESS) {
+      if (wv.mv_size % 16 != 0) {
+        return absl::DataLossError(absl::StrFormat(
+            "meta watermarks is %d bytes; expected a multiple of 16", wv.mv_size));
+      }
+      const char* p = static_cast<const char*>(wv.mv_data);
+      absl::MutexLock lock(&watermarks_mu_);
+      for (size_t i = 0; i < wv.mv_size; i += 16) {
+        watermarks_[codec::GetFixed64(p + i)] = codec::GetFixed64(p + i + 8);
+      }
+    } else if (wrc != MDB_NOTFOUND) {
+      return lmdb::Error(wrc, "read meta watermarks");
+    }
   }
   MDB_stat log_stat;
   PEERKV_RETURN_IF_ERROR(
@@ -413,6 +455,7 @@ absl::Status Store::LoadOrInitMeta() {
   const WallClock& wall =
       options_.wall_clock != nullptr ? *options_.wall_clock : SystemWallClock();
   clock_ = std::make_unique<HybridClock>(wall, clock_floor);
+  committed_clock_ = clock_floor;
   return absl::OkStatus();
 }
 
@@ -730,13 +773,17 @@ void Store::ApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& group) {
       tombstones_ = state.tombstones;
       log_entries_ = state.log_entries;
       fingerprint_ = state.fingerprint;
+      // Only this thread stamps local writes, so every local write with a
+      // version at or below the clock now is committed.
+      committed_clock_ = clock_->Last();
       ++commits_;
     }
   }
   // Listeners first: once a write is acknowledged, watchers already know.
   if (status.ok() && state.changed) {
+    const CommitInfo info{max_seq_.load(), state.local};
     absl::MutexLock lock(&listeners_mu_);
-    for (auto& [id, listener] : listeners_) listener(max_seq_.load());
+    for (auto& [id, listener] : listeners_) listener(info);
   }
   for (auto& request : group) request->done(status, *request);
 }
@@ -804,6 +851,7 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
     WriteRequest& r = *request;
     r.versions.clear();
     r.merge.won = 0;
+    if (!r.mutations.empty()) state.local = true;
     for (const Mutation& m : r.mutations) {
       const Version version{clock_->Now(), replica_id_};
       const bool deleted = !m.value.has_value();
@@ -831,17 +879,39 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
     }
     if (r.checkpoint.has_value()) {
       state.checkpoints[r.checkpoint->peer_id] = r.checkpoint->checkpoint;
+      MergeWatermarks(r.checkpoint->watermarks, &state.watermarks);
     }
   }
 
   records.Close();
   log.Close();
   if (!state.changed) {
-    // Nothing won: write nothing. Hold the checkpoints for the next commit.
+    // Nothing won: write nothing. Hold the checkpoints and watermarks for
+    // the next commit (claiming them now is safe: the data is durable).
     txn.Abort();
-    absl::MutexLock lock(&checkpoints_mu_);
-    for (const auto& [peer, cp] : state.checkpoints) held_checkpoints_[peer] = cp;
+    {
+      absl::MutexLock lock(&checkpoints_mu_);
+      for (const auto& [peer, cp] : state.checkpoints) held_checkpoints_[peer] = cp;
+    }
+    if (!state.watermarks.empty()) {
+      absl::MutexLock lock(&watermarks_mu_);
+      MergeWatermarks(state.watermarks, &watermarks_);
+      watermarks_dirty_ = true;
+    }
     return absl::OkStatus();
+  }
+  Watermarks watermarks;
+  bool write_watermarks;
+  {
+    absl::MutexLock lock(&watermarks_mu_);
+    watermarks = watermarks_;
+    write_watermarks = watermarks_dirty_ || !state.watermarks.empty();
+  }
+  if (write_watermarks) {
+    MergeWatermarks(state.watermarks, &watermarks);
+    const std::string encoded = EncodeWatermarks(watermarks);
+    MDB_val k = Val(kMetaWatermarks), d = Val(encoded);
+    PEERKV_RETURN_IF_ERROR(check(mdb_put(txn.get(), meta_dbi_, &k, &d, 0), "write watermarks"));
   }
 
   absl::flat_hash_map<uint64_t, PeerCheckpoint> checkpoints;
@@ -873,6 +943,11 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
   }
   absl::Status committed = txn.Commit();
   if (!committed.ok()) return ExplainCommitFailure(committed, group_bytes);
+  if (write_watermarks) {
+    absl::MutexLock lock(&watermarks_mu_);
+    MergeWatermarks(watermarks, &watermarks_);
+    watermarks_dirty_ = false;
+  }
   absl::MutexLock lock(&checkpoints_mu_);
   // Only the writer thread adds held checkpoints, so every one held now was
   // in the transaction that just committed.
@@ -934,9 +1009,19 @@ absl::Status Store::FlushHeldCheckpoints() {
     absl::MutexLock lock(&checkpoints_mu_);
     checkpoints.swap(held_checkpoints_);
   }
-  if (checkpoints.empty()) return absl::OkStatus();
+  std::string watermarks;
+  {
+    absl::MutexLock lock(&watermarks_mu_);
+    if (watermarks_dirty_) watermarks = EncodeWatermarks(watermarks_);
+  }
+  if (checkpoints.empty() && watermarks.empty()) return absl::OkStatus();
   Txn txn;
   PEERKV_RETURN_IF_ERROR(txn.Begin(env_, 0));
+  if (!watermarks.empty()) {
+    MDB_val k = Val(kMetaWatermarks), d = Val(watermarks);
+    PEERKV_RETURN_IF_ERROR(
+        lmdb::Error(mdb_put(txn.get(), meta_dbi_, &k, &d, 0), "write watermarks"));
+  }
   for (const auto& [peer, cp] : checkpoints) {
     const std::string key = codec::BigEndian64(peer);
     std::string value;
@@ -1160,7 +1245,8 @@ absl::StatusOr<Changes> Store::ChangesSince(uint64_t after_seq, size_t limit,
                               codec::DecodeRecordHeader(View(rv)));
       const bool skip = (filter.skip_source != 0 && entry.source == filter.skip_source) ||
                         (filter.skip_origin != 0 && header.version.origin == filter.skip_origin) ||
-                        (filter.max_value_bytes != 0 && entry.value.size() > filter.max_value_bytes);
+                        (filter.max_value_bytes != 0 && entry.value.size() > filter.max_value_bytes) ||
+                        (filter.covered != nullptr && Covered(*filter.covered, header.version));
       if (header.seq == seq && !skip) {
         PEERKV_ASSIGN_OR_RETURN(Record record, codec::MakeRecord(header, entry));
         bytes += RecordBytes(record);
@@ -1244,6 +1330,20 @@ absl::StatusOr<uint64_t> Store::Digest() const {
   }
   if (rc != MDB_NOTFOUND) return lmdb::Error(rc, "digest records");
   return hash.value();
+}
+
+Watermarks Store::GetWatermarks() const {
+  Watermarks out;
+  {
+    absl::MutexLock lock(&watermarks_mu_);
+    out = watermarks_;
+  }
+  // Only committed writes: a write that has its version but is not yet
+  // committed must not be claimed, or a peer that adopts the claim would
+  // never be sent it.
+  uint64_t& own = out[replica_id_];
+  own = std::max(own, committed_clock_.load());
+  return out;
 }
 
 int Store::AddCommitListener(CommitListener listener) {

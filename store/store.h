@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -89,10 +90,18 @@ struct PeerCheckpoint {
 };
 
 // A checkpoint advance that Merge commits together with its batch.
+// For each origin replica id, an hlc such that this replica holds every
+// write of that origin up to it, or a newer version of the same key.
+using Watermarks = std::map<uint64_t, uint64_t>;
+
 // Also names the source of the batch's changes (see ChangesFilter).
 struct CheckpointUpdate {
   uint64_t peer_id = 0;
   PeerCheckpoint checkpoint;
+  // Coverage this replica may claim once the batch is merged (the peer's
+  // own watermarks, when the batch brought us level with the peer's log);
+  // merged into the store's with max, in the same transaction.
+  Watermarks watermarks;
 };
 
 // A remote record that Merge did not accept, and why (InvalidArgument for a
@@ -135,6 +144,9 @@ struct ChangesFilter {
   // Skip values longer than this (a peer with a lower limit would refuse
   // them). 0: no limit.
   uint64_t max_value_bytes = 0;
+  // Skip records whose version is covered by the peer's watermarks (it has
+  // them, or newer). Borrowed for the call; null: none.
+  const Watermarks* covered = nullptr;
 };
 
 struct ScanOptions {
@@ -267,14 +279,26 @@ class Store {
   // See StoreStats::fingerprint.
   uint64_t fingerprint() const { return fingerprint_.load(); }
 
+  // This replica's watermarks: those merged from peers, and its own id at
+  // its clock's mark as of its last commit (it holds all its own committed
+  // writes). Read them before reading the log when answering a peer.
+  Watermarks GetWatermarks() const;
+
   // A 64-bit digest of every record (tombstones included) in key order:
   // two replicas with equal digests hold the same registers.
   absl::StatusOr<uint64_t> Digest() const;
 
+  // What a commit listener learns about a commit.
+  struct CommitInfo {
+    uint64_t max_seq = 0;
+    // The commit holds local writes (not only merged changes).
+    bool local = false;
+  };
   // Called on the writer thread after every commit that changed records,
-  // with the new max seq, before the writes in it are acknowledged. Must be quick and must not call back into the
-  // store's write path synchronously. Returns an id for RemoveCommitListener.
-  using CommitListener = std::function<void(uint64_t max_seq)>;
+  // before the writes in it are acknowledged. Must be quick and must not
+  // call back into the store's write path synchronously. Returns an id for
+  // RemoveCommitListener.
+  using CommitListener = std::function<void(const CommitInfo&)>;
   int AddCommitListener(CommitListener listener);
   // After it returns, the listener is not running and will not run again.
   void RemoveCommitListener(int id);
@@ -342,12 +366,20 @@ class Store {
   std::atomic<uint64_t> log_entries_{0};
   std::atomic<uint64_t> commits_{0};
   std::atomic<uint64_t> fingerprint_{0};
+  // The clock's high-water mark at the last commit: see GetWatermarks.
+  std::atomic<uint64_t> committed_clock_{0};
 
   // The write queue.
   absl::Mutex queue_mu_;
   std::deque<std::unique_ptr<WriteRequest>> queue_ ABSL_GUARDED_BY(queue_mu_);
   size_t queued_bytes_ ABSL_GUARDED_BY(queue_mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(queue_mu_) = false;
+
+  // Watermarks as claimed now; `watermarks_dirty_` when some are not yet
+  // written (claimed by batches that won nothing: their data was durable).
+  mutable absl::Mutex watermarks_mu_;
+  Watermarks watermarks_ ABSL_GUARDED_BY(watermarks_mu_);
+  bool watermarks_dirty_ ABSL_GUARDED_BY(watermarks_mu_) = false;
 
   // Checkpoints of batches that won nothing, written with the next commit.
   mutable absl::Mutex checkpoints_mu_;

@@ -549,7 +549,8 @@ TEST_F(StoreTest, AsyncWritesCallBackWithTheirVersions) {
 TEST_F(StoreTest, CommitListenersSeeTheNewMaxSeq) {
   auto store = OpenStore();
   std::atomic<uint64_t> seen{0};
-  const int id = store->AddCommitListener([&](uint64_t max_seq) { seen = max_seq; });
+  const int id = store->AddCommitListener(
+      [&](const Store::CommitInfo& info) { seen = info.max_seq; });
   ASSERT_THAT(store->Put("ks", "a", "1"), IsOk());
   ASSERT_THAT(store->Put("ks", "b", "2"), IsOk());
   EXPECT_EQ(seen.load(), 2u);

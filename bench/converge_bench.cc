@@ -1,0 +1,490 @@
+// bench/converge_bench.cc: how fast replicas converge, how many gossip
+// rounds and bytes it takes, and how fast a fresh replica pulls a big store.
+// Replica servers run in this process, each with its own durable store in a
+// temporary directory, talking Cap'n Proto RPC over real loopback TCP.
+//
+//   spread:   R replicas in a full mesh; writes spread over all of them;
+//             measured from the last write until all are identical.
+//   heal:     two halves, each a full mesh, write apart and converge
+//             within the half; then every replica dials the other half;
+//             measured from that moment until all are identical.
+// Each runs "eager" (the default: nudges after every commit, pulls when a
+// link comes up) and "gossip" (only rounds move data), so the rounds bound
+// is checked on gossip alone.
+//
+//   pull:     a fresh replica pulls N records from one peer; records/s,
+//             against raw LMDB puts of the same records in the same batches
+//             measured in the same run; then the cost of a gossip exchange
+//             between the two, now in sync.
+//
+// Identical means equal store fingerprints (see StoreStats::fingerprint).
+// Output: CSV files in --out (converge.csv, curve.csv, pull.csv) and a
+// summary on stdout.
+#include <lmdb.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "common/macros.h"
+#include "rpc/server.h"
+#include "store/store.h"
+
+namespace peerkv {
+namespace {
+
+struct Flags {
+  std::vector<int> replicas = {3, 10, 30};
+  int writes = 3000;
+  int value_bytes = 100;
+  int interval_ms = 100;
+  int fanout = 2;
+  int pull_records = 1'000'000;
+  std::string out = "bench/out";
+  std::string dir = "/var/tmp";
+};
+
+class TempDir {
+ public:
+  explicit TempDir(const std::string& base) {
+    std::string pattern = base + "/peerkv-converge.XXXXXX";
+    PEERKV_CHECK(mkdtemp(pattern.data()) != nullptr);
+    path_ = pattern;
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+struct Node {
+  std::unique_ptr<Store> store;
+  std::unique_ptr<rpc::Server> server;
+};
+
+class Cluster {
+ public:
+  Cluster(const std::string& dir, int replicas, const Flags& flags, bool eager) {
+    for (int i = 0; i < replicas; ++i) {
+      Node n;
+      StoreOptions so;
+      so.dir = absl::StrFormat("%s/r%d", dir, i);
+      so.initial_map_bytes = size_t{1} << 30;
+      absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(so);
+      PEERKV_CHECK(store.ok());
+      n.store = std::move(*store);
+      rpc::ServerOptions opts;
+      opts.listen = "127.0.0.1:0";
+      opts.replica_name = absl::StrFormat("r%d", i);
+      opts.replication.gossip_interval = absl::Milliseconds(flags.interval_ms);
+      opts.replication.fanout = flags.fanout;
+      opts.replication.eager = eager;
+      opts.replication.seed = 1000 + i;
+      opts.replication.log = [](const std::string&) {};
+      absl::StatusOr<std::unique_ptr<rpc::Server>> server = rpc::Server::Start(n.store.get(), opts);
+      PEERKV_CHECK(server.ok());
+      n.server = std::move(*server);
+      nodes_.push_back(std::move(n));
+    }
+  }
+  ~Cluster() {
+    for (Node& n : nodes_) n.server.reset();
+  }
+
+  int size() const { return static_cast<int>(nodes_.size()); }
+  Node& node(int i) { return nodes_[i]; }
+
+  // i dials j (the link serves both directions).
+  void Link(int i, int j) { nodes_[i].server->AddPeer(nodes_[j].server->address()); }
+
+  // Waits until replica i sees `peers` reachable peers, for every i.
+  bool WaitLinked(const std::vector<int>& peers, absl::Duration timeout) {
+    const absl::Time deadline = absl::Now() + timeout;
+    while (absl::Now() < deadline) {
+      bool all = true;
+      for (int i = 0; i < size() && all; ++i) {
+        int reachable = 0;
+        for (const auto& p : nodes_[i].server->PeerStatuses()) reachable += p.reachable ? 1 : 0;
+        all = reachable >= peers[i];
+      }
+      if (all) return true;
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return false;
+  }
+
+  uint64_t BytesSent() const {
+    uint64_t total = 0;
+    for (const Node& n : nodes_) total += n.server->BytesSent();
+    return total;
+  }
+  replication::ReplicatorCounters Counters() const {
+    replication::ReplicatorCounters total;
+    for (const Node& n : nodes_) {
+      const replication::ReplicatorCounters c = n.server->ReplicationCounters();
+      total.rounds += c.rounds;
+      total.pulls += c.pulls;
+      total.records_received += c.records_received;
+      total.records_won += c.records_won;
+      total.nudges_sent += c.nudges_sent;
+    }
+    return total;
+  }
+  std::vector<uint64_t> Fingerprints(const std::vector<int>& which) const {
+    std::vector<uint64_t> out;
+    for (int i : which) out.push_back(nodes_[i].store->fingerprint());
+    return out;
+  }
+
+ private:
+  std::vector<Node> nodes_;
+};
+
+std::vector<int> Range(int from, int to) {
+  std::vector<int> v;
+  for (int i = from; i < to; ++i) v.push_back(i);
+  return v;
+}
+
+// Samples the fingerprints every millisecond until `which` all agree.
+// Returns the samples (time since start, fingerprints) or an empty vector
+// if they did not agree within the timeout.
+struct Sample {
+  double t_ms;
+  std::vector<uint64_t> fingerprints;
+};
+std::vector<Sample> WaitConverged(Cluster& cluster, const std::vector<int>& which,
+                                  absl::Time start, absl::Duration timeout) {
+  std::vector<Sample> samples;
+  const absl::Time deadline = start + timeout;
+  for (;;) {
+    const absl::Time now = absl::Now();
+    Sample s{absl::ToDoubleMilliseconds(now - start), cluster.Fingerprints(which)};
+    const bool same = std::all_of(s.fingerprints.begin(), s.fingerprints.end(),
+                                  [&](uint64_t f) { return f == s.fingerprints[0]; });
+    samples.push_back(std::move(s));
+    if (same) return samples;
+    if (now > deadline) return {};
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+}
+
+struct RunResult {
+  std::string scenario;
+  std::string mode;
+  int replicas = 0;
+  double converge_ms = 0;
+  double rounds = 0;
+  double rounds_bound = 0;
+  uint64_t bytes_sent = 0;
+  uint64_t distinct_bytes = 0;
+  double bytes_ratio = 0;
+  // Pull exchanges, and records received per record a replica lacked.
+  uint64_t pulls = 0;
+  uint64_t nudges = 0;
+  double copies = 0;
+  std::vector<std::pair<double, double>> curve;  // (ms, fraction converged)
+};
+
+// Writes `count` records spread over `writers`; returns their bytes.
+uint64_t Write(Cluster& cluster, const std::vector<int>& writers, int count, int value_bytes,
+               const std::string& prefix) {
+  uint64_t bytes = 0;
+  const std::string value(value_bytes, 'v');
+  for (int i = 0; i < count; ++i) {
+    Node& n = cluster.node(writers[i % writers.size()]);
+    const std::string key = absl::StrFormat("%s-%06d", prefix, i);
+    PEERKV_CHECK(n.store->Put("bench", key, value).ok());
+    bytes += 5 + key.size() + value.size() + 16;  // keyspace, key, value, version
+  }
+  return bytes;
+}
+
+RunResult Finish(const std::string& scenario, const std::string& mode, Cluster& cluster,
+                 absl::Time start, uint64_t bytes_before,
+                 const replication::ReplicatorCounters& before, uint64_t distinct_bytes,
+                 uint64_t needed_records, const Flags& flags) {
+  RunResult r;
+  r.scenario = scenario;
+  r.mode = mode;
+  r.replicas = cluster.size();
+  std::vector<Sample> samples =
+      WaitConverged(cluster, Range(0, cluster.size()), start, absl::Seconds(300));
+  if (samples.empty()) {
+    std::printf("%s/%s R=%d: did not converge within 300 s\n", scenario.c_str(), mode.c_str(),
+                cluster.size());
+    r.converge_ms = -1;
+    return r;
+  }
+  r.converge_ms = samples.back().t_ms;
+  r.bytes_sent = cluster.BytesSent() - bytes_before;
+  r.distinct_bytes = distinct_bytes;
+  // Every replica but the writer needs each record once: (R - 1) copies.
+  r.bytes_ratio = static_cast<double>(r.bytes_sent) /
+                  (static_cast<double>(distinct_bytes) * (cluster.size() - 1));
+  r.rounds = r.converge_ms / flags.interval_ms;
+  const double R = cluster.size();
+  r.rounds_bound = std::log2(R) + std::log(R) + 2;
+  const uint64_t final_fp = samples.back().fingerprints[0];
+  for (const Sample& s : samples) {
+    const double done = static_cast<double>(
+        std::count(s.fingerprints.begin(), s.fingerprints.end(), final_fp));
+    if (r.curve.empty() || r.curve.back().second != done / R || &s == &samples.back()) {
+      r.curve.emplace_back(s.t_ms, done / R);
+    }
+  }
+  const replication::ReplicatorCounters after = cluster.Counters();
+  r.pulls = after.pulls - before.pulls;
+  r.nudges = after.nudges_sent - before.nudges_sent;
+  r.copies = static_cast<double>(after.records_received - before.records_received) /
+             static_cast<double>(needed_records);
+  return r;
+}
+
+RunResult RunSpread(int replicas, bool eager, const Flags& flags) {
+  TempDir dir(flags.dir);
+  Cluster cluster(dir.path(), replicas, flags, eager);
+  for (int i = 0; i < replicas; ++i) {
+    for (int j = i + 1; j < replicas; ++j) cluster.Link(i, j);
+  }
+  PEERKV_CHECK(cluster.WaitLinked(std::vector<int>(replicas, replicas - 1), absl::Seconds(60)));
+  const uint64_t bytes_before = cluster.BytesSent();
+  const replication::ReplicatorCounters before = cluster.Counters();
+  const uint64_t distinct =
+      Write(cluster, Range(0, replicas), flags.writes, flags.value_bytes, "spread");
+  const absl::Time last_write = absl::Now();
+  return Finish("spread", eager ? "eager" : "gossip", cluster, last_write, bytes_before, before,
+                distinct, static_cast<uint64_t>(flags.writes) * (replicas - 1), flags);
+}
+
+RunResult RunHeal(int replicas, bool eager, const Flags& flags) {
+  TempDir dir(flags.dir);
+  Cluster cluster(dir.path(), replicas, flags, eager);
+  const int half = replicas / 2;
+  const std::vector<int> left = Range(0, half), right = Range(half, replicas);
+  std::vector<int> expected(replicas);
+  for (const auto* side : {&left, &right}) {
+    for (size_t a = 0; a < side->size(); ++a) {
+      expected[(*side)[a]] = static_cast<int>(side->size()) - 1;
+      for (size_t b = a + 1; b < side->size(); ++b) cluster.Link((*side)[a], (*side)[b]);
+    }
+  }
+  PEERKV_CHECK(cluster.WaitLinked(expected, absl::Seconds(60)));
+  const uint64_t distinct = Write(cluster, left, flags.writes / 2, flags.value_bytes, "left") +
+                            Write(cluster, right, flags.writes - flags.writes / 2,
+                                  flags.value_bytes, "right");
+  // Each half converges on its own first.
+  for (const auto* side : {&left, &right}) {
+    PEERKV_CHECK(!WaitConverged(cluster, *side, absl::Now(), absl::Seconds(300)).empty());
+  }
+  const uint64_t bytes_before = cluster.BytesSent();
+  const replication::ReplicatorCounters before = cluster.Counters();
+  const absl::Time heal = absl::Now();
+  for (int a : left) {
+    for (int b : right) cluster.Link(a, b);
+  }
+  // What crossed inside each half was counted before the heal; after it,
+  // each half needs the other half's records: (R - 1) copies would be the
+  // minimum if every replica needed every record, so count only the
+  // records a replica lacked: half the records for each replica.
+  // Each replica lacks the other half's records: about half of them.
+  RunResult r = Finish("heal", eager ? "eager" : "gossip", cluster, heal, bytes_before, before,
+                       distinct, static_cast<uint64_t>(flags.writes) * replicas / 2, flags);
+  // Minimum after the heal: each replica receives the other half's records.
+  const double needed = static_cast<double>(distinct) / 2.0 * replicas;
+  r.bytes_ratio = static_cast<double>(r.bytes_sent) / needed;
+  return r;
+}
+
+struct PullResult {
+  int records = 0;
+  double pull_per_s = 0;
+  double raw_per_s = 0;
+  double insync_bytes_per_exchange = 0;
+  double insync_pull_ms = 0;
+  uint64_t insync_exchanges = 0;
+};
+
+std::vector<Record> PullRecords(int n, int value_bytes) {
+  std::mt19937_64 rng(42);
+  std::vector<Record> records;
+  records.reserve(n);
+  const uint64_t base = MakeHlc(absl::ToUnixMillis(absl::Now()) - 3'600'000, 0);
+  for (int i = 0; i < n; ++i) {
+    std::string key(16, '\0');
+    for (char& c : key) c = static_cast<char>(rng());
+    records.push_back(Record{"bench", std::move(key), Version{base + static_cast<uint64_t>(i), 7},
+                             false, std::string(value_bytes, 'v'), 0});
+  }
+  return records;
+}
+
+double RawLmdbPuts(const std::vector<Record>& records, size_t batch, const std::string& base) {
+  TempDir dir(base);
+  MDB_env* env = nullptr;
+  PEERKV_CHECK(mdb_env_create(&env) == 0);
+  PEERKV_CHECK(mdb_env_set_mapsize(env, size_t{4} << 30) == 0);
+  PEERKV_CHECK(mdb_env_open(env, dir.path().c_str(), MDB_NOTLS, 0600) == 0);
+  MDB_dbi dbi;
+  MDB_txn* txn;
+  PEERKV_CHECK(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
+  PEERKV_CHECK(mdb_dbi_open(txn, nullptr, 0, &dbi) == 0);
+  PEERKV_CHECK(mdb_txn_commit(txn) == 0);
+  const absl::Time start = absl::Now();
+  for (size_t i = 0; i < records.size(); i += batch) {
+    PEERKV_CHECK(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
+    for (size_t j = i; j < std::min(records.size(), i + batch); ++j) {
+      MDB_val k{records[j].key.size(), const_cast<char*>(records[j].key.data())};
+      MDB_val v{records[j].value.size(), const_cast<char*>(records[j].value.data())};
+      PEERKV_CHECK(mdb_put(txn, dbi, &k, &v, 0) == 0);
+    }
+    PEERKV_CHECK(mdb_txn_commit(txn) == 0);
+  }
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  mdb_env_close(env);
+  return records.size() / seconds;
+}
+
+PullResult RunPull(const Flags& flags) {
+  PullResult result;
+  result.records = flags.pull_records;
+  std::printf("pull: generating and loading %d records into the source...\n", flags.pull_records);
+  std::fflush(stdout);
+  const std::vector<Record> records = PullRecords(flags.pull_records, flags.value_bytes);
+  TempDir dir(flags.dir);
+  Flags pair_flags = flags;
+  pair_flags.interval_ms = 10;
+  pair_flags.fanout = 1;
+  Cluster cluster(dir.path(), 2, pair_flags, /*eager=*/true);
+  for (size_t i = 0; i < records.size(); i += 1000) {
+    std::vector<Record> batch(records.begin() + i,
+                              records.begin() + std::min(records.size(), i + 1000));
+    PEERKV_CHECK(cluster.node(0).store->Merge(std::move(batch)).ok());
+  }
+  // The raw baseline right before the pull, same records, same batch size.
+  result.raw_per_s = RawLmdbPuts(records, 1000, flags.dir);
+  const absl::Time start = absl::Now();
+  cluster.Link(1, 0);
+  PEERKV_CHECK(!WaitConverged(cluster, {0, 1}, start, absl::Seconds(600)).empty());
+  result.pull_per_s = flags.pull_records / absl::ToDoubleSeconds(absl::Now() - start);
+
+  // In sync now: measure gossip exchanges between the two over 2 s.
+  absl::SleepFor(absl::Milliseconds(200));
+  const uint64_t bytes0 = cluster.BytesSent();
+  const auto c0 = cluster.node(0).server->ReplicationCounters();
+  const auto d0 = cluster.node(1).server->ReplicationCounters();
+  absl::SleepFor(absl::Seconds(2));
+  const uint64_t bytes1 = cluster.BytesSent();
+  const auto c1 = cluster.node(0).server->ReplicationCounters();
+  const auto d1 = cluster.node(1).server->ReplicationCounters();
+  const uint64_t pulls = (c1.pulls - c0.pulls) + (d1.pulls - d0.pulls);
+  const absl::Duration pull_time = (c1.pull_time - c0.pull_time) + (d1.pull_time - d0.pull_time);
+  result.insync_exchanges = pulls;
+  // An exchange is one pull (request and answer) plus the nudge that made it.
+  result.insync_bytes_per_exchange = pulls == 0 ? 0 : static_cast<double>(bytes1 - bytes0) / pulls;
+  result.insync_pull_ms = pulls == 0 ? 0 : absl::ToDoubleMilliseconds(pull_time) / pulls;
+  return result;
+}
+
+bool ParseFlags(int argc, char** argv, Flags* flags) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
+    int v = 0;
+    if (arg == "--replicas") {
+      flags->replicas.clear();
+      for (absl::string_view part : absl::StrSplit(next(), ',')) {
+        if (!absl::SimpleAtoi(part, &v) || v < 2 || v > 200) return false;
+        flags->replicas.push_back(v);
+      }
+    } else if (arg == "--writes" && absl::SimpleAtoi(next(), &v) && v > 0) {
+      flags->writes = v;
+    } else if (arg == "--value-bytes" && absl::SimpleAtoi(next(), &v) && v >= 0) {
+      flags->value_bytes = v;
+    } else if (arg == "--interval-ms" && absl::SimpleAtoi(next(), &v) && v >= 10) {
+      flags->interval_ms = v;
+    } else if (arg == "--fanout" && absl::SimpleAtoi(next(), &v) && v >= 1) {
+      flags->fanout = v;
+    } else if (arg == "--pull-records" && absl::SimpleAtoi(next(), &v) && v >= 0) {
+      flags->pull_records = v;
+    } else if (arg == "--out") {
+      flags->out = next();
+    } else if (arg == "--dir") {
+      flags->dir = next();
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+}  // namespace peerkv
+
+int main(int argc, char** argv) {
+  using namespace peerkv;
+  Flags flags;
+  if (!ParseFlags(argc, argv, &flags)) {
+    std::fprintf(stderr,
+                 "usage: converge_bench [--replicas 3,10,30] [--writes N] [--value-bytes N]\n"
+                 "       [--interval-ms N] [--fanout N] [--pull-records N] [--out DIR] [--dir DIR]\n");
+    return 2;
+  }
+  std::filesystem::create_directories(flags.out);
+  std::ofstream summary(flags.out + "/converge.csv");
+  std::ofstream curve(flags.out + "/curve.csv");
+  summary << "scenario,mode,replicas,converge_ms,rounds,rounds_bound,bytes_sent,distinct_bytes,"
+             "bytes_ratio,pulls,nudges,copies\n";
+  curve << "scenario,mode,replicas,t_ms,fraction\n";
+  std::printf("%-7s %-7s %4s %12s %8s %8s %12s %8s %8s %8s %7s\n", "run", "mode", "R",
+              "converge_ms", "rounds", "bound", "bytes_sent", "ratio", "pulls", "nudges",
+              "copies");
+  for (const char* scenario : {"spread", "heal"}) {
+    for (bool eager : {true, false}) {
+      for (int replicas : flags.replicas) {
+        const RunResult r = std::string(scenario) == "spread" ? RunSpread(replicas, eager, flags)
+                                                              : RunHeal(replicas, eager, flags);
+        std::printf("%-7s %-7s %4d %12.1f %8.2f %8.2f %12llu %8.2f %8llu %8llu %7.2f\n",
+                    r.scenario.c_str(), r.mode.c_str(), r.replicas, r.converge_ms, r.rounds,
+                    r.rounds_bound, static_cast<unsigned long long>(r.bytes_sent), r.bytes_ratio,
+                    static_cast<unsigned long long>(r.pulls),
+                    static_cast<unsigned long long>(r.nudges), r.copies);
+        std::fflush(stdout);
+        summary << absl::StrFormat("%s,%s,%d,%.1f,%.2f,%.2f,%d,%d,%.3f,%d,%d,%.3f\n",
+                                   r.scenario, r.mode, r.replicas, r.converge_ms, r.rounds,
+                                   r.rounds_bound, r.bytes_sent, r.distinct_bytes, r.bytes_ratio,
+                                   r.pulls, r.nudges, r.copies);
+        for (const auto& [t, f] : r.curve) {
+          curve << absl::StrFormat("%s,%s,%d,%.1f,%.4f\n", r.scenario, r.mode, r.replicas, t, f);
+        }
+      }
+    }
+  }
+  if (flags.pull_records > 0) {
+    const PullResult p = RunPull(flags);
+    std::ofstream pull(flags.out + "/pull.csv");
+    pull << "records,pull_records_per_s,raw_lmdb_records_per_s,ratio,insync_exchanges,"
+            "insync_bytes_per_exchange,insync_pull_ms\n";
+    pull << absl::StrFormat("%d,%.0f,%.0f,%.3f,%d,%.1f,%.3f\n", p.records, p.pull_per_s,
+                            p.raw_per_s, p.pull_per_s / p.raw_per_s, p.insync_exchanges,
+                            p.insync_bytes_per_exchange, p.insync_pull_ms);
+    std::printf("pull: %d records at %.0f records/s; raw LMDB puts %.0f records/s; ratio %.2f\n",
+                p.records, p.pull_per_s, p.raw_per_s, p.pull_per_s / p.raw_per_s);
+    std::printf("in sync: %llu exchanges in 2 s, %.0f bytes and %.3f ms per exchange\n",
+                static_cast<unsigned long long>(p.insync_exchanges), p.insync_bytes_per_exchange,
+                p.insync_pull_ms);
+  }
+  return 0;
+}

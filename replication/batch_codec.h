@@ -1,0 +1,29 @@
+// replication/batch_codec.h: the compact byte form in which a pull's
+// records cross the network. A list of Cap'n Proto Record structs costs
+// about 60 bytes of pointers and padding per record, as much as the key and
+// a small value; this form costs a dozen (varint lengths, the keyspace said
+// once per run of equal keyspaces). Decoding checks every length against
+// the bytes present: a peer's bytes are input from outside.
+#ifndef PEERKV_REPLICATION_BATCH_CODEC_H_
+#define PEERKV_REPLICATION_BATCH_CODEC_H_
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "store/version.h"
+
+namespace peerkv::replication {
+
+// Appends each record's keyspace, key, version, deletion flag, seq and
+// value to one string.
+std::string EncodeBatch(const std::vector<Record>& records);
+
+// The records of an encoded batch, or InvalidArgument saying where the bytes
+// stop making sense. At most `max_records` records are accepted.
+absl::StatusOr<std::vector<Record>> DecodeBatch(std::string_view bytes, size_t max_records);
+
+}  // namespace peerkv::replication
+
+#endif  // PEERKV_REPLICATION_BATCH_CODEC_H_
