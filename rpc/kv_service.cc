@@ -181,6 +181,68 @@ class KvImpl final : public wire::Kv::Server {
     return kj::READY_NOW;
   }
 
+  kj::Promise<void> getMany(GetManyContext context) override {
+    auto gets = context.getParams().getGets();
+    auto results = context.getResults().initResults(gets.size());
+    for (size_t i = 0; i < gets.size(); ++i) {
+      auto keyspace = gets[i].getKeyspace();
+      auto key = gets[i].getKey();
+      auto out = results[i];
+      absl::Status status = loop_.store().GetView(
+          std::string_view(keyspace.cStr(), keyspace.size()),
+          std::string_view(reinterpret_cast<const char*>(key.begin()), key.size()),
+          [&out](const RecordView* view) {
+            if (view == nullptr) return;
+            out.setFound(true);
+            auto record = out.initRecord();
+            record.setKeyspace(capnp::Text::Reader(view->keyspace.data(), view->keyspace.size()));
+            record.setKey(AsData(view->key));
+            auto version = record.initVersion();
+            version.setHlc(view->version.hlc);
+            version.setOrigin(view->version.origin);
+            record.setDeleted(view->deleted);
+            record.setValue(AsData(view->value));
+            record.setSeq(view->seq);
+          });
+      if (!status.ok()) Fail("getMany", status, out.initError());
+    }
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> putMany(PutManyContext context) override {
+    auto mutations = context.getParams().getMutations();
+    // Each write stands alone: the invalid ones are answered at once, the
+    // valid ones go to the store together (one durable commit).
+    std::vector<Mutation> valid;
+    std::vector<uint32_t> slots;
+    auto results = context.getResults().initResults(mutations.size());
+    for (uint32_t i = 0; i < mutations.size(); ++i) {
+      auto m = mutations[i];
+      Mutation mutation{ToString(m.getKeyspace()), ToString(m.getKey()), std::nullopt};
+      if (m.isPut()) mutation.value = ToString(m.getPut());
+      absl::Status ok = ValidateMutation(mutation, loop_.store().options().max_value_bytes);
+      if (!ok.ok()) {
+        Fail("putMany", ok, results[i].initError());
+        continue;
+      }
+      valid.push_back(std::move(mutation));
+      slots.push_back(i);
+    }
+    if (valid.empty()) return kj::READY_NOW;
+    return loop_.Write(std::move(valid))
+        .then([this, context, slots = std::move(slots)](
+                  absl::StatusOr<std::vector<Version>> versions) mutable {
+          auto results = context.getResults().getResults();
+          for (size_t j = 0; j < slots.size(); ++j) {
+            if (versions.ok()) {
+              ToWire((*versions)[j], results[slots[j]].initVersion());
+            } else {
+              Fail("putMany", versions.status(), results[slots[j]].initError());
+            }
+          }
+        });
+  }
+
   kj::Promise<void> status(StatusContext context) override {
     auto results = context.getResults();
     absl::StatusOr<StoreStats> stats = loop_.store().Stats();

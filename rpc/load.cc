@@ -1,6 +1,7 @@
 // rpc/load.cc: the load generator: one kj event loop on the calling thread,
 // `clients` connections, `pipeline` request lanes on each; a lane sends its
-// next request as soon as the previous one is answered.
+// next request as soon as the previous one is answered, and the requests a
+// connection's lanes issue together travel in one call.
 #include "rpc/load.h"
 
 #include <algorithm>
@@ -47,37 +48,118 @@ struct Run {
   const LoadOptions* options = nullptr;
 };
 
+// Gathers the requests a connection's lanes issue in one turn of the event
+// loop and sends them as one call: a single request alone as get/put, more
+// as getMany/putMany. This is what pipelining means here, as a Redis client
+// pipelining writes several commands at once.
+class Batcher {
+ public:
+  Batcher(Run& run, wire::Kv::Client kv) : run_(run), kv_(kj::mv(kv)) {}
+
+  // Resolves to true if the server answered this request with an error.
+  kj::Promise<bool> Send(std::string key) {
+    auto paf = kj::newPromiseAndFulfiller<bool>();
+    pending_.push_back(Pending{std::move(key), kj::mv(paf.fulfiller)});
+    if (!flush_scheduled_) {
+      flush_scheduled_ = true;
+      flushes_.add(kj::evalLast([this] { return Flush(); }));
+    }
+    return kj::mv(paf.promise);
+  }
+
+ private:
+  struct Pending {
+    std::string key;
+    kj::Own<kj::PromiseFulfiller<bool>> done;
+  };
+
+  kj::Promise<void> Flush() {
+    flush_scheduled_ = false;
+    std::vector<Pending> batch = std::move(pending_);
+    pending_.clear();
+    // Size hints keep Cap'n Proto from allocating (and zeroing) its default
+    // 8 KiB first segment for a small request.
+    const size_t per = (run_.value.size() + 64) / 8 + 16;
+    const capnp::MessageSize hint{per * batch.size() + 16, 0};
+    if (batch.size() == 1) {
+      auto key = AsData(batch[0].key);
+      if (run_.put) {
+        auto request = kv_.putRequest(hint);
+        request.setKeyspace(AsText(run_.options->keyspace));
+        request.setKey(key);
+        request.setValue(AsData(run_.value));
+        return request.send().then([batch = std::move(batch)](auto response) mutable {
+          batch[0].done->fulfill(response.hasError() && response.getError().getCode() != 0);
+        });
+      }
+      auto request = kv_.getRequest(hint);
+      request.setKeyspace(AsText(run_.options->keyspace));
+      request.setKey(key);
+      return request.send().then([batch = std::move(batch)](auto response) mutable {
+        batch[0].done->fulfill(response.hasError() && response.getError().getCode() != 0);
+      });
+    }
+    if (run_.put) {
+      auto request = kv_.putManyRequest(hint);
+      auto list = request.initMutations(batch.size());
+      for (size_t i = 0; i < batch.size(); ++i) {
+        list[i].setKeyspace(AsText(run_.options->keyspace));
+        list[i].setKey(AsData(batch[i].key));
+        list[i].setPut(AsData(run_.value));
+      }
+      return request.send().then([batch = std::move(batch)](auto response) mutable {
+        auto results = response.getResults();
+        for (size_t i = 0; i < batch.size(); ++i) {
+          batch[i].done->fulfill(i >= results.size() ||
+                                 (results[i].hasError() && results[i].getError().getCode() != 0));
+        }
+      });
+    }
+    auto request = kv_.getManyRequest(hint);
+    auto list = request.initGets(batch.size());
+    for (size_t i = 0; i < batch.size(); ++i) {
+      list[i].setKeyspace(AsText(run_.options->keyspace));
+      list[i].setKey(AsData(batch[i].key));
+    }
+    return request.send().then([batch = std::move(batch)](auto response) mutable {
+      auto results = response.getResults();
+      for (size_t i = 0; i < batch.size(); ++i) {
+        batch[i].done->fulfill(i >= results.size() ||
+                               (results[i].hasError() && results[i].getError().getCode() != 0));
+      }
+    });
+  }
+
+  // A failed call destroys its requests' fulfillers unfulfilled, which
+  // fails their lanes and so the run: nothing more to do here.
+  struct IgnoreErrors : public kj::TaskSet::ErrorHandler {
+    void taskFailed(kj::Exception&&) override {}
+  };
+
+  Run& run_;
+  wire::Kv::Client kv_;
+  std::vector<Pending> pending_;
+  bool flush_scheduled_ = false;
+  IgnoreErrors ignore_errors_;
+  kj::TaskSet flushes_{ignore_errors_};
+};
+
 class Lane {
  public:
-  Lane(Run& run, wire::Kv::Client kv, uint64_t seed) : run_(run), kv_(kj::mv(kv)), rng_(seed | 1) {}
+  Lane(Run& run, Batcher& batcher, uint64_t seed) : run_(run), batcher_(batcher), rng_(seed | 1) {}
 
   kj::Promise<void> Next() {
     if (run_.issued >= run_.total) return kj::READY_NOW;
     ++run_.issued;
-    // "key:" and 12 decimal digits, formatted without allocating.
+    // "key:" and 12 decimal digits.
     char key[16] = {'k', 'e', 'y', ':'};
     uint64_t n = Random() % static_cast<uint64_t>(run_.options->key_space);
     for (int i = 15; i >= 4; --i, n /= 10) key[i] = static_cast<char>('0' + n % 10);
-    const capnp::Data::Reader key_data(reinterpret_cast<const kj::byte*>(key), sizeof(key));
     const auto start = Clock::now();
-    // Size hints keep Cap'n Proto from allocating (and zeroing) its default
-    // 8 KiB first segment for a 100-byte request.
-    const capnp::MessageSize hint{(run_.value.size() + 64) / 8 + 16, 0};
-    if (run_.put) {
-      auto request = kv_.putRequest(hint);
-      request.setKeyspace(AsText(run_.options->keyspace));
-      request.setKey(key_data);
-      request.setValue(AsData(run_.value));
-      return request.send().then([this, start](auto response) {
-        Done(start, response.hasError() && response.getError().getCode() != 0);
-        return Next();
-      });
-    }
-    auto request = kv_.getRequest(hint);
-    request.setKeyspace(AsText(run_.options->keyspace));
-    request.setKey(key_data);
-    return request.send().then([this, start](auto response) {
-      Done(start, response.hasError() && response.getError().getCode() != 0);
+    return batcher_.Send(std::string(key, sizeof(key))).then([this, start](bool error) {
+      const auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
+      run_.latencies_us.push_back(static_cast<uint32_t>(us.count()));
+      if (error) ++run_.errors;
       return Next();
     });
   }
@@ -91,14 +173,8 @@ class Lane {
     return rng_ * 2685821657736338717ULL;
   }
 
-  void Done(Clock::time_point start, bool error) {
-    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
-    run_.latencies_us.push_back(static_cast<uint32_t>(us.count()));
-    if (error) ++run_.errors;
-  }
-
   Run& run_;
-  wire::Kv::Client kv_;
+  Batcher& batcher_;
   uint64_t rng_;
 };
 
@@ -143,13 +219,15 @@ absl::StatusOr<std::vector<LoadReport>> RunLoad(const LoadOptions& options) {
       run.options = &options;
       run.value = std::string(options.value_bytes, 'x');
       run.latencies_us.reserve(options.requests);
+      std::vector<kj::Own<Batcher>> batchers;
       std::vector<kj::Own<Lane>> lanes;
       kj::Vector<kj::Promise<void>> running;
       const auto start = Clock::now();
       uint64_t seed = 0x9e3779b97f4a7c15ULL;
       for (auto& c : connections) {
+        batchers.push_back(kj::heap<Batcher>(run, c->kv));
         for (int p = 0; p < options.pipeline; ++p) {
-          lanes.push_back(kj::heap<Lane>(run, c->kv, seed += 0x9e3779b97f4a7c15ULL));
+          lanes.push_back(kj::heap<Lane>(run, *batchers.back(), seed += 0x9e3779b97f4a7c15ULL));
           running.add(lanes.back()->Next());
         }
       }

@@ -139,6 +139,29 @@ interface Kv {
   # instead of making the server buffer.
 
   status @6 () -> (error :Error, status :ServerStatus);
+
+  getMany @7 (gets :List(KeyRef)) -> (results :List(GetResult));
+  putMany @8 (mutations :List(Mutation)) -> (results :List(WriteResult));
+  # Many independent gets or writes in one call: what a client that
+  # pipelines sends in one message, as a Redis client pipelines commands.
+  # Unlike writeBatch, each write succeeds or fails on its own (the valid
+  # ones still share one durable commit).
+}
+
+struct KeyRef {
+  keyspace @0 :Text;
+  key @1 :Data;
+}
+
+struct GetResult {
+  error @0 :Error;
+  found @1 :Bool;
+  record @2 :Record;
+}
+
+struct WriteResult {
+  error @0 :Error;
+  version @1 :Version;
 }
 
 interface Watcher {
