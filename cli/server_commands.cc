@@ -28,7 +28,7 @@ int RunServe(const Context& c) {
     return UsageError(c.command, "serve takes --listen HOST:PORT, not --server");
   }
   absl::StatusOr<int64_t> max_value =
-      c.args.GetInt("max-value-bytes", kMaxValueBytes, 0, kMaxValueBytes);
+      c.args.GetInt("max-value-bytes", kMaxValueBytes, 1, kMaxValueBytes);
   if (!max_value.ok()) return Fail(c.command, max_value.status());
   absl::StatusOr<int64_t> gossip_ms = c.args.GetInt("gossip-interval-ms", 1000, 10, 3'600'000);
   if (!gossip_ms.ok()) return Fail(c.command, gossip_ms.status());

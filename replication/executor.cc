@@ -1,7 +1,6 @@
 // replication/executor.cc: the thread-backed executor.
 #include "replication/executor.h"
 
-#include "absl/synchronization/notification.h"
 
 namespace peerkv::replication {
 
@@ -16,19 +15,6 @@ void ThreadExecutor::Post(absl::AnyInvocable<void()> task, absl::Duration delay)
   absl::MutexLock lock(&mu_);
   if (stopping_) return;
   tasks_.push(Task{absl::Now() + delay, next_order_++, std::move(task)});
-}
-
-void ThreadExecutor::RunSync(absl::AnyInvocable<void()> task) {
-  absl::Notification done;
-  Post([&] {
-    task();
-    done.Notify();
-  });
-  {
-    absl::MutexLock lock(&mu_);
-    if (stopping_) return;
-  }
-  done.WaitForNotification();
 }
 
 void ThreadExecutor::Stop() {

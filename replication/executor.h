@@ -43,10 +43,6 @@ class ThreadExecutor final : public Executor {
             absl::Duration delay = absl::ZeroDuration()) override;
   absl::Time Now() const override { return absl::Now(); }
 
-  // Runs `task` on the executor and waits for it. REQUIRES: not called from
-  // a task of this executor.
-  void RunSync(absl::AnyInvocable<void()> task);
-
   // Drops every pending task (the one running finishes) and ends the
   // thread. Later posts are dropped. Idempotent.
   void Stop();

@@ -11,6 +11,9 @@
 namespace peerkv::replication {
 namespace {
 
+// Pages in a row from one peer before the others waiting get a turn.
+constexpr int kMaxPagesInARow = 16;
+
 // True if `mine` covers everything `theirs` does.
 bool Dominates(const Watermarks& mine, const Watermarks& theirs) {
   for (const auto& [origin, hlc] : theirs) {
@@ -42,6 +45,8 @@ struct Replicator::Peer {
   bool pulling = false;
   bool pull_again = false;
   uint64_t attempt = 0;
+  // Pages pulled from it one after the other without letting others in.
+  int pages_in_a_row = 0;
   // The checkpoint the pull in flight started from, and when it was sent.
   PeerCheckpoint pulled_from;
   absl::Time pull_started;
@@ -313,23 +318,62 @@ void Replicator::OnPulled(uint64_t peer_id, uint64_t attempt,
   ++counters_.pulls;
   counters_.records_received += response.records.size();
   peer.info.incarnation = response.incarnation;
+  std::vector<Record>& records = response.records;
+  for (const Record& r : records) {
+    if (r.seq <= response.from_seq || r.seq > response.last_seq) {
+      FinishPull(peer, absl::InvalidArgumentError(absl::StrFormat(
+                           "peer sent a record with seq %d outside its page (%d, %d]", r.seq,
+                           response.from_seq, response.last_seq)));
+      return;
+    }
+  }
+  // A record whose clock is too far ahead of ours would be refused. Rather
+  // than step past it for good, stop the batch before it: the checkpoint
+  // stays there and later pulls retry it, so it is taken once our clock has
+  // caught up (or the writer's clock is fixed and it writes anew).
+  uint64_t checkpoint_seq = response.last_seq;
+  absl::Status too_far_ahead;
+  for (size_t i = 0; i < records.size(); ++i) {
+    too_far_ahead =
+        store_->clock().CheckSkew(records[i].version.hlc, store_->options().max_clock_skew_ms);
+    if (!too_far_ahead.ok()) {
+      checkpoint_seq = records[i].seq - 1;
+      too_far_ahead = absl::Status(
+          too_far_ahead.code(), absl::StrFormat("record from origin %s: %s",
+                                                ReplicaIdToString(records[i].version.origin),
+                                                too_far_ahead.message()));
+      records.resize(i);
+      break;
+    }
+  }
+  const bool held_back = !too_far_ahead.ok();
   // An up-to-date peer answers with nothing new: then there is nothing to
   // merge or write, and the round costs no store work at all.
   const bool checkpoint_moves = response.incarnation != peer.pulled_from.incarnation ||
-                                response.last_seq != peer.pulled_from.seq;
+                                checkpoint_seq != peer.pulled_from.seq;
   // Level with the peer's log: we hold everything it held when it answered,
   // so its watermarks become ours too (which spares us its copies of what
-  // others send us).
-  const bool caught_up = response.last_seq >= response.max_seq;
+  // others send us). Not if records were held back; not if our value limit
+  // is below the protocol's (the peer left out values we cannot hold, and
+  // our claim would hide them from replicas that can); and never a claim
+  // further ahead than the clock bound.
+  const bool caught_up = !held_back && response.last_seq >= response.max_seq;
   Watermarks adopted;
-  if (caught_up && !Dominates(store_->GetWatermarks(), response.watermarks)) {
-    adopted = std::move(response.watermarks);
+  if (caught_up && store_->options().max_value_bytes == kMaxValueBytes) {
+    const int64_t limit_ms =
+        store_->clock().wall().NowMillis() + store_->options().max_clock_skew_ms;
+    for (const auto& [origin, hlc] : response.watermarks) {
+      if (static_cast<int64_t>(HlcMillis(hlc)) <= limit_ms) adopted[origin] = hlc;
+    }
+    if (Dominates(store_->GetWatermarks(), adopted)) adopted.clear();
   }
   uint64_t won = 0;
-  if (!response.records.empty() || checkpoint_moves || !adopted.empty()) {
+  size_t refused = held_back ? 1 : 0;
+  absl::Status refusal = too_far_ahead;
+  if (!records.empty() || checkpoint_moves || !adopted.empty()) {
     absl::StatusOr<MergeResult> merged = store_->Merge(
-        std::move(response.records),
-        CheckpointUpdate{peer_id, PeerCheckpoint{response.incarnation, response.last_seq},
+        std::move(records),
+        CheckpointUpdate{peer_id, PeerCheckpoint{response.incarnation, checkpoint_seq},
                          std::move(adopted)});
     if (!merged.ok()) {
       FinishPull(peer, merged.status());
@@ -337,36 +381,48 @@ void Replicator::OnPulled(uint64_t peer_id, uint64_t attempt,
     }
     counters_.records_won += merged->won;
     won = merged->won;
-    if (!merged->refused.empty()) {
-      peer.refused += merged->refused.size();
-      const absl::Time now = executor_->Now();
-      if (now - peer.last_refusal_log >= options_.refusal_log_interval) {
-        peer.last_refusal_log = now;
-        Log(absl::StrFormat("peerkv: refused %d record%s from peer %s (%s), %d in all: %s",
-                            merged->refused.size(), merged->refused.size() == 1 ? "" : "s",
-                            peer.info.name.empty() ? "(unnamed)" : peer.info.name,
-                            ReplicaIdToString(peer_id), peer.refused,
-                            std::string(merged->refused.front().reason.message())));
-      }
+    // Invalid records are refused for good; the batch moved past them.
+    refused += merged->refused.size();
+    if (refusal.ok() && !merged->refused.empty()) refusal = merged->refused.front().reason;
+  }
+  if (refused > 0) {
+    peer.refused += refused;
+    const absl::Time now = executor_->Now();
+    if (now - peer.last_refusal_log >= options_.refusal_log_interval) {
+      peer.last_refusal_log = now;
+      Log(absl::StrFormat("peerkv: refused %d record%s from peer %s (%s), %d in all: %s", refused,
+                          refused == 1 ? "" : "s",
+                          peer.info.name.empty() ? "(unnamed)" : peer.info.name,
+                          ReplicaIdToString(peer_id), peer.refused,
+                          std::string(refusal.message())));
     }
   }
   peer.last_exchange = executor_->Now();
   counters_.pull_time += peer.last_exchange - peer.pull_started;
-  peer.checkpoint_seq = response.last_seq;
-  peer.behind = response.max_seq > response.last_seq ? response.max_seq - response.last_seq : 0;
-  peer.last_error.clear();
+  peer.checkpoint_seq = checkpoint_seq;
+  peer.behind = response.max_seq > checkpoint_seq ? response.max_seq - checkpoint_seq : 0;
+  peer.last_error = held_back ? std::string(too_far_ahead.message()) : "";
   // Pass news on (epidemic push): a few random peers, not the one it came
   // from, so that chains of peers carry it in milliseconds without every
   // replica asking every other.
   if (won > 0 && options_.eager) NudgeSome(peer_id);
-  if (response.last_seq < response.max_seq && response.last_seq > response.from_seq) {
-    // More pages: keep pulling (ahead of peers waiting for a slot).
+  const bool more = !held_back && response.last_seq < response.max_seq &&
+                    response.last_seq > response.from_seq;
+  if (more && ++peer.pages_in_a_row < kMaxPagesInARow) {
+    // More pages: keep pulling (ahead of peers waiting for a slot, but not
+    // forever: see kMaxPagesInARow).
     peer.pulling = false;
     --pulls_in_flight_;
     StartPull(peer_id);
+    StartWaitingPulls();
     PublishStatus();
     return;
   }
+  peer.pages_in_a_row = 0;
+  // Still more to pull after a long run of pages: go to the back of the
+  // queue, so that a peer that writes faster than we pull cannot starve
+  // the others.
+  if (more) peer.pull_again = true;
   FinishPull(peer, absl::OkStatus());
 }
 

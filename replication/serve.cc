@@ -11,8 +11,12 @@ absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& re
   PullResponse response;
   response.replica_id = store.replica_id();
   response.incarnation = store.incarnation();
-  // A checkpoint into another life of this data directory means nothing.
-  response.from_seq = request.incarnation == store.incarnation() ? request.after_seq : 0;
+  // A checkpoint into another life of this data directory means nothing;
+  // nor does one beyond the end of the log (the directory was restored
+  // from an older copy, or lost unsynced writes): start over.
+  const bool usable =
+      request.incarnation == store.incarnation() && request.after_seq <= store.max_seq();
+  response.from_seq = usable ? request.after_seq : 0;
   const size_t limit = std::clamp<uint32_t>(request.max_records, 1, kMaxPullRecords);
   const size_t max_bytes = std::clamp<uint32_t>(request.max_bytes, 1, kMaxPullBytes);
   // Watermarks first, then the log: whatever they cover was committed

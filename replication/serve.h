@@ -16,8 +16,8 @@ inline constexpr uint32_t kMaxPullBytes = 4 << 20;
 
 // Changes of `store` after the requester's checkpoint, leaving out what the
 // requester has (see ChangesFilter). If the checkpoint is of another
-// incarnation of this store, starts from seq 0. O(1) when the requester is
-// up to date.
+// incarnation of this store, or beyond its log, starts from seq 0. O(1)
+// when the requester is up to date.
 absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& request);
 
 // This replica's hello.

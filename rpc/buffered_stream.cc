@@ -79,6 +79,12 @@ kj::Promise<void> BufferedStream::write(kj::ArrayPtr<const kj::ArrayPtr<const kj
   return kj::READY_NOW;
 }
 
+kj::Promise<void> BufferedStream::WhenWritable() {
+  KJ_IF_MAYBE(e, write_error_) { return kj::cp(*e); }
+  if (pending_bytes() <= kMaxPendingBytes) return kj::READY_NOW;
+  return WaitForRoom();
+}
+
 kj::Promise<void> BufferedStream::WaitForRoom() {
   auto paf = kj::newPromiseAndFulfiller<void>();
   waiters_.add(kj::mv(paf.fulfiller));

@@ -41,6 +41,12 @@ class BufferedStream final : public kj::AsyncIoStream {
   // Bytes accepted by write() and not yet handed to the socket.
   size_t pending_bytes() const { return pending_.size() + inflight_.size(); }
 
+  // Resolves once the bytes waiting to be written are under the bound: a
+  // server waits for it before reading the next request, so a client that
+  // sends requests but does not read the answers stops being served
+  // instead of making the server buffer them.
+  kj::Promise<void> WhenWritable();
+
  private:
   size_t Take(kj::byte* out, size_t max);
   kj::Promise<void> Flush();

@@ -70,6 +70,12 @@ class WatcherImpl final : public wire::Watcher::Server {
     return kj::READY_NOW;
   }
 
+  kj::Promise<void> failed(FailedContext context) override {
+    absl::Status status = FromWire(context.getParams().getError());
+    if (status.ok()) status = absl::UnknownError("the server ended the watch");
+    return kj::evalLater([state = state_, status] { state->Finish(status); });
+  }
+
  private:
   std::shared_ptr<WatchState> state_;
 };
@@ -362,6 +368,78 @@ absl::StatusOr<std::vector<Version>> Client::WriteBatch(std::vector<Mutation> mu
           for (auto v : response.getVersions()) versions.push_back(FromWire(v));
           return versions;
         });
+      });
+}
+
+absl::StatusOr<std::vector<absl::StatusOr<std::optional<Record>>>> Client::GetMany(
+    const std::vector<KeyRef>& keys) {
+  using Results = std::vector<absl::StatusOr<std::optional<Record>>>;
+  return impl_->Call<Results>(
+      "getMany", [&](wire::Kv::Client& kv) -> kj::Promise<absl::StatusOr<Results>> {
+        auto request = kv.getManyRequest();
+        auto list = request.initGets(keys.size());
+        for (size_t i = 0; i < keys.size(); ++i) {
+          list[i].setKeyspace(AsText(keys[i].keyspace));
+          list[i].setKey(AsData(keys[i].key));
+        }
+        return request.send().then([n = keys.size()](auto response) -> absl::StatusOr<Results> {
+          PEERKV_RETURN_IF_ERROR(ResponseStatus(response));
+          Results out;
+          auto results = response.getResults();
+          if (results.size() != n) {
+            return absl::InternalError(absl::StrFormat(
+                "getMany: %d answers to %d gets", results.size(), n));
+          }
+          for (auto r : results) {
+            absl::Status status = ResponseStatus(r);
+            if (!status.ok()) {
+              out.push_back(status);
+            } else if (!r.getFound()) {
+              out.push_back(std::optional<Record>());
+            } else {
+              out.push_back(std::optional<Record>(FromWire(r.getRecord())));
+            }
+          }
+          return out;
+        });
+      });
+}
+
+absl::StatusOr<std::vector<absl::StatusOr<Version>>> Client::PutMany(
+    const std::vector<Mutation>& mutations) {
+  using Results = std::vector<absl::StatusOr<Version>>;
+  return impl_->Call<Results>(
+      "putMany", [&](wire::Kv::Client& kv) -> kj::Promise<absl::StatusOr<Results>> {
+        auto request = kv.putManyRequest();
+        auto list = request.initMutations(mutations.size());
+        for (size_t i = 0; i < mutations.size(); ++i) {
+          list[i].setKeyspace(AsText(mutations[i].keyspace));
+          list[i].setKey(AsData(mutations[i].key));
+          if (mutations[i].value.has_value()) {
+            list[i].setPut(AsData(*mutations[i].value));
+          } else {
+            list[i].setDelete();
+          }
+        }
+        return request.send().then(
+            [n = mutations.size()](auto response) -> absl::StatusOr<Results> {
+              PEERKV_RETURN_IF_ERROR(ResponseStatus(response));
+              Results out;
+              auto results = response.getResults();
+              if (results.size() != n) {
+                return absl::InternalError(absl::StrFormat(
+                    "putMany: %d answers to %d writes", results.size(), n));
+              }
+              for (auto r : results) {
+                absl::Status status = ResponseStatus(r);
+                if (!status.ok()) {
+                  out.push_back(status);
+                } else {
+                  out.push_back(FromWire(r.getVersion()));
+                }
+              }
+              return out;
+            });
       });
 }
 

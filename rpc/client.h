@@ -100,6 +100,19 @@ class Client {
                                             std::string_view key);
   absl::StatusOr<ScanResult> Scan(std::string_view keyspace, const ScanOptions& options);
   absl::StatusOr<std::vector<Version>> WriteBatch(std::vector<Mutation> mutations);
+
+  // Many gets, or many independent writes, in one call (each has its own
+  // result; the call itself fails only if the connection does). The
+  // answer to a GetMany holds at most 16 MiB of values: gets past that get
+  // ResourceExhausted and can be asked again.
+  struct KeyRef {
+    std::string keyspace;
+    std::string key;
+  };
+  absl::StatusOr<std::vector<absl::StatusOr<std::optional<Record>>>> GetMany(
+      const std::vector<KeyRef>& keys);
+  absl::StatusOr<std::vector<absl::StatusOr<Version>>> PutMany(
+      const std::vector<Mutation>& mutations);
   absl::StatusOr<ServerStatus> Status();
 
   // Streams changes to `on_changes` until it returns false (then OK) or the

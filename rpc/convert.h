@@ -40,6 +40,10 @@ Version FromWire(wire::Version::Reader version);
 void ToWire(const Record& record, wire::Record::Builder out);
 Record FromWire(wire::Record::Reader record);
 
+// Origins a connection may tell us watermarks for: far more replicas than
+// a user or a group of friends has, few enough to bound the memory.
+inline constexpr size_t kMaxWatermarks = 4096;
+
 void ToWire(const Watermarks& watermarks, capnp::List<wire::Watermark>::Builder out);
 Watermarks FromWire(capnp::List<wire::Watermark>::Reader watermarks);
 

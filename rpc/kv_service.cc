@@ -7,6 +7,8 @@
 #include "common/log.h"
 #include "rpc/convert.h"
 #include "rpc/server_loop.h"
+#include "kj/vector.h"
+#include "store/store.h"
 #include "store/validation.h"
 
 namespace peerkv::rpc {
@@ -33,11 +35,14 @@ class WatchSession final : public wire::WatchHandle::Server {
 
  private:
   kj::Promise<void> Pump() {
-    absl::StatusOr<Changes> changes =
-        loop_.store().ChangesSince(cursor_, kWatchBatchRecords, kWatchBatchBytes);
+    absl::StatusOr<Changes> changes = loop_.store().ChangesSince(
+        cursor_, kWatchBatchRecords, std::min(kWatchBatchBytes, loop_.reply_budget()));
     if (!changes.ok()) {
+      // Tell the client rather than go quiet: its Watch() ends with this.
       LogLine(absl::StrFormat("peerkv: watch stopped: %s", changes.status().ToString()));
-      return kj::READY_NOW;
+      auto request = watcher_.failedRequest();
+      ToWire(changes.status(), request.initError());
+      return request.send().ignoreResult();
     }
     std::vector<const Record*> matching;
     for (const Record& r : changes->records) {
@@ -130,6 +135,8 @@ class KvImpl final : public wire::Kv::Server {
     options.start_after = ToString(params.getStartAfter());
     options.limit = params.getLimit() == 0 ? kDefaultScanLimit : params.getLimit();
     options.include_tombstones = params.getIncludeTombstones();
+    options.max_bytes = loop_.reply_budget() / 2;
+    options.limit = std::min<size_t>(options.limit, loop_.reply_items());
     absl::StatusOr<ScanResult> page =
         loop_.store().Scan(ToString(params.getKeyspace()), options);
     auto results = context.getResults();
@@ -183,16 +190,39 @@ class KvImpl final : public wire::Kv::Server {
 
   kj::Promise<void> getMany(GetManyContext context) override {
     auto gets = context.getParams().getGets();
+    if (gets.size() > loop_.reply_items()) {
+      Fail("getMany",
+           absl::InvalidArgumentError(absl::StrFormat(
+               "getMany carries %d gets; the limit is %d", gets.size(), loop_.reply_items())),
+           context.getResults().initError());
+      return kj::READY_NOW;
+    }
     auto results = context.getResults().initResults(gets.size());
+    // The answer must fit in what the server may send: every result's
+    // framing is reserved up front, values fill the rest, and gets past
+    // that are refused (they can be asked again).
+    const size_t budget = loop_.reply_budget();
+    size_t bytes = gets.size() * 128;
     for (size_t i = 0; i < gets.size(); ++i) {
+      if (bytes >= budget) {
+        ToWire(absl::ResourceExhaustedError("answer full; ask again"), results[i].initError());
+        continue;
+      }
       auto keyspace = gets[i].getKeyspace();
       auto key = gets[i].getKey();
       auto out = results[i];
       absl::Status status = loop_.store().GetView(
           std::string_view(keyspace.cStr(), keyspace.size()),
           std::string_view(reinterpret_cast<const char*>(key.begin()), key.size()),
-          [&out](const RecordView* view) {
+          [&out, &bytes, budget](const RecordView* view) {
             if (view == nullptr) return;
+            const size_t size = view->keyspace.size() + view->key.size() + view->value.size();
+            if (bytes + size > budget) {
+              bytes = budget;
+              ToWire(absl::ResourceExhaustedError("answer full; ask again"), out.initError());
+              return;
+            }
+            bytes += size;
             out.setFound(true);
             auto record = out.initRecord();
             record.setKeyspace(capnp::Text::Reader(view->keyspace.data(), view->keyspace.size()));
@@ -211,6 +241,13 @@ class KvImpl final : public wire::Kv::Server {
 
   kj::Promise<void> putMany(PutManyContext context) override {
     auto mutations = context.getParams().getMutations();
+    if (mutations.size() > loop_.reply_items()) {
+      Fail("putMany",
+           absl::InvalidArgumentError(absl::StrFormat("putMany carries %d writes; the limit is %d",
+                                                      mutations.size(), loop_.reply_items())),
+           context.getResults().initError());
+      return kj::READY_NOW;
+    }
     // Each write stands alone: the invalid ones are answered at once, the
     // valid ones go to the store together (one durable commit).
     std::vector<Mutation> valid;
@@ -229,18 +266,27 @@ class KvImpl final : public wire::Kv::Server {
       slots.push_back(i);
     }
     if (valid.empty()) return kj::READY_NOW;
-    return loop_.Write(std::move(valid))
-        .then([this, context, slots = std::move(slots)](
-                  absl::StatusOr<std::vector<Version>> versions) mutable {
-          auto results = context.getResults().getResults();
-          for (size_t j = 0; j < slots.size(); ++j) {
-            if (versions.ok()) {
-              ToWire((*versions)[j], results[slots[j]].initVersion());
-            } else {
-              Fail("putMany", versions.status(), results[slots[j]].initError());
-            }
-          }
-        });
+    // The store takes at most kMaxBatchRecords per write call.
+    kj::Vector<kj::Promise<void>> chunks;
+    for (size_t begin = 0; begin < valid.size(); begin += kMaxBatchRecords) {
+      const size_t end = std::min(valid.size(), begin + kMaxBatchRecords);
+      std::vector<Mutation> chunk(std::make_move_iterator(valid.begin() + begin),
+                                  std::make_move_iterator(valid.begin() + end));
+      std::vector<uint32_t> chunk_slots(slots.begin() + begin, slots.begin() + end);
+      chunks.add(loop_.Write(std::move(chunk))
+                     .then([this, context, chunk_slots = std::move(chunk_slots)](
+                               absl::StatusOr<std::vector<Version>> versions) mutable {
+                       auto results = context.getResults().getResults();
+                       for (size_t j = 0; j < chunk_slots.size(); ++j) {
+                         if (versions.ok()) {
+                           ToWire((*versions)[j], results[chunk_slots[j]].initVersion());
+                         } else {
+                           Fail("putMany", versions.status(), results[chunk_slots[j]].initError());
+                         }
+                       }
+                     }));
+    }
+    return kj::joinPromises(chunks.releaseAsArray());
   }
 
   kj::Promise<void> status(StatusContext context) override {

@@ -140,12 +140,15 @@ interface Kv {
 
   status @6 () -> (error :Error, status :ServerStatus);
 
-  getMany @7 (gets :List(KeyRef)) -> (results :List(GetResult));
-  putMany @8 (mutations :List(Mutation)) -> (results :List(WriteResult));
+  getMany @7 (gets :List(KeyRef)) -> (error :Error, results :List(GetResult));
+  putMany @8 (mutations :List(Mutation)) -> (error :Error, results :List(WriteResult));
   # Many independent gets or writes in one call: what a client that
   # pipelines sends in one message, as a Redis client pipelines commands.
   # Unlike writeBatch, each write succeeds or fails on its own (the valid
-  # ones still share one durable commit).
+  # ones still share one durable commit). A call with more items than fit
+  # in one answer is refused as a whole (error); a getMany whose values
+  # would overflow its answer refuses the rest of its gets, which can be
+  # asked again.
 }
 
 struct KeyRef {
@@ -167,6 +170,9 @@ struct WriteResult {
 interface Watcher {
   changes @0 (records :List(Record), lastSeq :UInt64) -> ();
   # lastSeq: pass it as fromSeq to resume after these records.
+
+  failed @1 (error :Error) -> ();
+  # The server cannot go on (it could not read its log); the watch is over.
 }
 
 interface WatchHandle {

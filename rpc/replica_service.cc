@@ -52,14 +52,36 @@ class ReplicaImpl final : public wire::Replica::Server {
 
   kj::Promise<void> pull(PullContext context) override {
     auto params = context.getParams();
+    absl::Status refused;
+    Watermarks told = received_;
+    if (link_ == 0) {
+      refused = absl::FailedPreconditionError("pull before hello");
+    } else if (params.getWatermarks().size() > kMaxWatermarks) {
+      refused = absl::InvalidArgumentError(absl::StrFormat(
+          "pull carries %d watermarks; the limit is %d", params.getWatermarks().size(),
+          kMaxWatermarks));
+    } else {
+      ApplyWatermarkDelta(FromWire(params.getWatermarks()), &told);
+      if (told.size() > kMaxWatermarks) {
+        refused = absl::InvalidArgumentError(absl::StrFormat(
+            "more than %d origins' watermarks on one connection", kMaxWatermarks));
+      }
+    }
+    if (!refused.ok()) {
+      loop_.LogRejected(peer_, "pull", refused);
+      ToWire(refused, context.getResults().initError());
+      return kj::READY_NOW;
+    }
     replication::PullRequest request;
     request.requester = params.getRequester();
     request.incarnation = params.getIncarnation();
     request.after_seq = params.getAfterSeq();
     request.max_records = params.getMaxRecords();
-    request.max_bytes = params.getMaxBytes();
+    // Within what this server may send on this connection.
+    request.max_bytes = static_cast<uint32_t>(
+        std::min<size_t>(params.getMaxBytes(), loop_.reply_budget()));
     request.max_value_bytes = params.getMaxValueBytes();
-    ApplyWatermarkDelta(FromWire(params.getWatermarks()), &received_);
+    received_ = std::move(told);
     request.watermarks = received_;
     absl::StatusOr<replication::PullResponse> response =
         replication::ServePull(loop_.store(), request);

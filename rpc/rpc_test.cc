@@ -164,6 +164,61 @@ TEST_F(RpcTest, WatchWithPrefixFiltersAndBadArgumentsAreRefused) {
               StatusIs(StatusCode::kInvalidArgument, "keyspace"));
 }
 
+TEST_F(RpcTest, GetManyAndPutManyAnswerEachItemOnItsOwn) {
+  auto client = Connect();
+  absl::StatusOr<std::vector<absl::StatusOr<Version>>> puts = client->PutMany(
+      {{"ks", "a", "1"}, {"ks", "", "bad key"}, {"ks", "b", "2"}, {"ks", "a", std::nullopt}});
+  ASSERT_THAT(puts, IsOk());
+  ASSERT_EQ(puts->size(), 4u);
+  EXPECT_THAT((*puts)[0], IsOk());
+  EXPECT_THAT((*puts)[1], StatusIs(StatusCode::kInvalidArgument, "key is empty"));
+  EXPECT_THAT((*puts)[2], IsOk());
+  EXPECT_GT(*(*puts)[3], *(*puts)[0]);  // in order, after the put of a
+
+  auto gets = client->GetMany({{"ks", "a"}, {"ks", "b"}, {"ks", "none"}, {"BAD", "x"}});
+  ASSERT_THAT(gets, IsOk());
+  ASSERT_EQ(gets->size(), 4u);
+  EXPECT_TRUE((*(*gets)[0])->deleted);
+  EXPECT_EQ((*(*gets)[1])->value, "2");
+  EXPECT_FALSE((*(*gets)[2]).has_value());
+  EXPECT_THAT((*gets)[3], StatusIs(StatusCode::kInvalidArgument, "keyspace"));
+}
+
+TEST_F(RpcTest, ManyItemCallsAreBoundedByWhatAnAnswerCanHold) {
+  // This server's values are at most 1000 bytes, so a message may be about
+  // 1 MiB and an answer half that: 2056 items at most per call.
+  auto client = Connect();
+  std::vector<Mutation> too_many(3000, Mutation{"ks", "k", "v"});
+  EXPECT_THAT(client->PutMany(too_many),
+              StatusIs(StatusCode::kInvalidArgument, "putMany carries 3000 writes; the limit is"));
+  std::vector<Mutation> many;
+  for (int i = 0; i < 2000; ++i) many.push_back({"ks", absl::StrFormat("k%05d", i), "v"});
+  absl::StatusOr<std::vector<absl::StatusOr<Version>>> puts = client->PutMany(many);
+  ASSERT_THAT(puts, IsOk());
+  for (const auto& p : *puts) ASSERT_THAT(p, IsOk());
+  EXPECT_EQ(store_->Stats()->live_records, 2000u);
+
+  // 2000 gets of a 1000-byte value would be 2 MB: the answer carries what
+  // fits and refuses the rest, which can be asked again.
+  ASSERT_THAT(client->Put("ks", "big", std::string(1000, 'v')), IsOk());
+  std::vector<Client::KeyRef> keys(2000, Client::KeyRef{"ks", "big"});
+  auto gets = client->GetMany(keys);
+  ASSERT_THAT(gets, IsOk());
+  EXPECT_THAT(gets->front(), IsOk());
+  EXPECT_THAT(gets->back(), StatusIs(StatusCode::kResourceExhausted, "ask again"));
+  // A scan of every key comes in pages that fit.
+  size_t seen = 0;
+  ScanOptions page{.limit = kMaxScanLimit};
+  for (int i = 0; i < 100; ++i) {
+    absl::StatusOr<ScanResult> result = client->Scan("ks", page);
+    ASSERT_THAT(result, IsOk());
+    seen += result->records.size();
+    if (!result->more) break;
+    page.start_after = result->records.back().key;
+  }
+  EXPECT_EQ(seen, 2001u);
+}
+
 TEST_F(RpcTest, NoServerIsUnavailable) {
   const std::string address = server_->address();
   server_.reset();

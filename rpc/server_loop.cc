@@ -75,7 +75,10 @@ void Bell::Ring() {
 kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> RecordingMessageStream::tryReadMessage(
     kj::ArrayPtr<kj::AutoCloseFd> fd_space, capnp::ReaderOptions options,
     kj::ArrayPtr<capnp::word> scratch) {
-  return inner_.tryReadMessage(fd_space, options, scratch)
+  return stream_.WhenWritable()
+      .then([this, fd_space, options, scratch] {
+        return inner_.tryReadMessage(fd_space, options, scratch);
+      })
       .catch_([this](kj::Exception&& e) -> kj::Maybe<capnp::MessageReaderAndFds> {
         // A peer that hangs up or resets is not refused; bytes that are not
         // a valid message, or a message over the limit, are.
@@ -352,6 +355,11 @@ void ServerLoop::Pull(replication::LinkId link, const replication::PullRequest& 
                 auto entry = links_.find(link);
                 if (entry == links_.end()) {
                   return absl::UnavailableError("link closed during the pull");
+                }
+                if (response.getWatermarks().size() > kMaxWatermarks ||
+                    entry->second.received.size() > kMaxWatermarks) {
+                  return absl::InvalidArgumentError(absl::StrFormat(
+                      "peer sent more than %d watermarks", kMaxWatermarks));
                 }
                 ApplyWatermarkDelta(FromWire(response.getWatermarks()), &entry->second.received);
                 out.watermarks = entry->second.received;

@@ -47,7 +47,9 @@ class Bell {
 // (garbage bytes, a message over the limit) so the server can log it.
 class RecordingMessageStream final : public capnp::MessageStream {
  public:
-  explicit RecordingMessageStream(kj::AsyncIoStream& stream) : inner_(stream) {}
+  // Reads only while `stream` has room to write the answers (see
+  // BufferedStream::WhenWritable).
+  explicit RecordingMessageStream(BufferedStream& stream) : stream_(stream), inner_(stream) {}
   kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> tryReadMessage(
       kj::ArrayPtr<kj::AutoCloseFd> fd_space, capnp::ReaderOptions options,
       kj::ArrayPtr<capnp::word> scratch) override;
@@ -67,6 +69,7 @@ class RecordingMessageStream final : public capnp::MessageStream {
   const std::string& failure() const { return failure_; }
 
  private:
+  BufferedStream& stream_;
   capnp::AsyncIoMessageStream inner_;
   std::string failure_;
 };
@@ -116,6 +119,15 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
 
   // Largest value this server accepts, and what its readers allow.
   const capnp::ReaderOptions& reader_options() const { return reader_options_; }
+
+  // How many bytes of records one answer may carry. Cap'n Proto refuses to
+  // send a message larger than its own connection may receive, so answers
+  // (scan pages, getMany, watch batches, pulls) stay within half the
+  // message limit; one record more still fits.
+  size_t reply_budget() const { return MaxMessageBytes(store_.options().max_value_bytes) / 2; }
+  // Items (records, results) one answer may list: each costs up to ~128
+  // bytes of framing besides its data.
+  size_t reply_items() const { return reply_budget() / 256; }
 
   // Bytes this server has written to all its sockets (clients and peers).
   std::atomic<uint64_t>& bytes_sent() { return bytes_sent_; }

@@ -73,6 +73,27 @@ TEST_F(RestartTest, TheClockNeverGoesBackwardsAcrossReopen) {
   EXPECT_EQ((*store->Get("ks", "a"))->value, "after restart");
 }
 
+TEST_F(RestartTest, WatermarksPersist) {
+  uint64_t own;
+  {
+    auto store = Open();
+    // Claimed with a batch that wins: written in its transaction.
+    ASSERT_THAT(store->Merge({Record{"ks", "k", Version{MakeHlc(kT0, 0), 7}, false, "v", 0}},
+                             CheckpointUpdate{7, {1, 1}, Watermarks{{7, 100}, {8, 50}}}),
+                IsOk());
+    // Claimed with a batch that wins nothing: held, written at close.
+    ASSERT_THAT(store->Merge({}, CheckpointUpdate{8, {1, 2}, Watermarks{{8, 60}, {9, 5}}}), IsOk());
+    EXPECT_EQ(store->GetWatermarks().at(8), 60u);
+    own = store->GetWatermarks().at(store->replica_id());
+  }
+  auto store = Open();
+  const Watermarks w = store->GetWatermarks();
+  EXPECT_EQ(w.at(7), 100u);
+  EXPECT_EQ(w.at(8), 60u);
+  EXPECT_EQ(w.at(9), 5u);
+  EXPECT_GE(w.at(store->replica_id()), own);
+}
+
 TEST_F(RestartTest, ARecreatedDirectoryIsANewIncarnation) {
   uint64_t id, incarnation;
   {

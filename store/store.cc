@@ -263,10 +263,9 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(StoreOptions options) {
   if (options.dir.empty()) {
     return absl::InvalidArgumentError("store directory is empty");
   }
-  if (options.max_value_bytes > kMaxValueBytes) {
+  if (options.max_value_bytes < 1 || options.max_value_bytes > kMaxValueBytes) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "max_value_bytes is %d; the limit is %d", options.max_value_bytes,
-        kMaxValueBytes));
+        "max_value_bytes is %d; it must be 1..%d", options.max_value_bytes, kMaxValueBytes));
   }
   if (options.max_clock_skew_ms < 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -1182,7 +1181,8 @@ absl::StatusOr<ScanResult> Store::Scan(std::string_view keyspace,
       PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header,
                               codec::DecodeRecordHeader(View(v)));
       if (!header.deleted || options.include_tombstones) {
-        if (result.records.size() == options.limit || bytes >= kMaxPageBytes) {
+        if (result.records.size() == options.limit ||
+            (bytes >= options.max_bytes && !result.records.empty())) {
           result.more = true;
           break;
         }

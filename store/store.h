@@ -159,6 +159,8 @@ struct ScanOptions {
   size_t limit = 1000;
   // Also return tombstones (deleted keys).
   bool include_tombstones = false;
+  // About this many bytes of records per page (always at least one).
+  size_t max_bytes = size_t{16} << 20;
 };
 
 inline constexpr size_t kMaxScanLimit = 100'000;
@@ -257,7 +259,7 @@ class Store {
                        absl::FunctionRef<void(const RecordView*)> fn) const;
 
   // Records of one keyspace in key order; see ScanOptions. A page holds at
-  // most options.limit records and about kMaxPageBytes of values.
+  // most options.limit records and about options.max_bytes of them.
   absl::StatusOr<ScanResult> Scan(std::string_view keyspace,
                                   const ScanOptions& options) const;
 

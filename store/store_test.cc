@@ -106,7 +106,9 @@ TEST_F(StoreTest, OpenRefusesBadOptions) {
   StoreOptions options = Options();
   options.max_value_bytes = kMaxValueBytes + 1;
   EXPECT_THAT(Store::Open(options),
-              StatusIs(StatusCode::kInvalidArgument, "max_value_bytes is 4194305"));
+              StatusIs(StatusCode::kInvalidArgument, "max_value_bytes is 4194305; it must be 1..4194304"));
+  options.max_value_bytes = 0;
+  EXPECT_THAT(Store::Open(options), StatusIs(StatusCode::kInvalidArgument, "max_value_bytes is 0"));
   options = Options();
   options.dir = "";
   EXPECT_THAT(Store::Open(options), StatusIs(StatusCode::kInvalidArgument));

@@ -2,9 +2,11 @@
 // network, faults, workload) and the checker.
 #include "tests/sim/simulation.h"
 
+#include <atomic>
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <queue>
 #include <random>
 #include <set>
@@ -28,6 +30,8 @@ using replication::PullResponse;
 using replication::Transport;
 
 constexpr int64_t kEpochMs = 1'764'000'000'000;  // simulated time starts here
+constexpr size_t kSmallValueLimit = 64;               // a replica with a low limit
+constexpr size_t kBigValueBytes = 200;                // values only the others hold
 const char* const kKeyspaces[] = {"notes", "mail"};
 
 // The simulated clock and event queue shared by every replica. Tasks run
@@ -101,15 +105,18 @@ class SimExecutor final : public replication::Executor {
   World& world_;
 };
 
-// The wall clock of a replica: simulated time plus a fixed skew.
+// The wall clock of a replica: simulated time plus a skew, which a fault
+// may change (a clock set wrong, then fixed).
 class SkewedClock final : public WallClock {
  public:
   SkewedClock(const World& world, int64_t skew_ms) : world_(world), skew_ms_(skew_ms) {}
-  int64_t NowMillis() const override { return absl::ToUnixMillis(world_.Now()) + skew_ms_; }
+  int64_t NowMillis() const override { return absl::ToUnixMillis(world_.Now()) + skew_ms_.load(); }
+  int64_t skew_ms() const { return skew_ms_.load(); }
+  void set_skew_ms(int64_t skew_ms) { skew_ms_ = skew_ms; }
 
  private:
   const World& world_;
-  const int64_t skew_ms_;
+  std::atomic<int64_t> skew_ms_;
 };
 
 class Simulation;
@@ -141,6 +148,9 @@ struct Replica {
   std::vector<std::string> peers;
   bool up = false;
   int generation = 0;
+  // A lower value limit than the others: it cannot hold their big values.
+  size_t max_value_bytes = kMaxValueBytes;
+  int64_t normal_skew_ms = 0;
 };
 
 struct Link {
@@ -310,6 +320,7 @@ class Simulation {
     options.dir = r.dir;
     options.wall_clock = r.clock.get();
     options.sync = false;  // durability across crashes is the crash tests' job
+    options.max_value_bytes = r.max_value_bytes;
     options.id_seed = options_.seed * 1000 + static_cast<uint64_t>(r.index);
     absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
     if (!store.ok()) {
@@ -383,9 +394,18 @@ class Simulation {
     const std::string keyspace = kKeyspaces[rng_() % 2];
     const std::string key = absl::StrFormat("k%d", static_cast<int>(rng_() % key_space_));
     const bool del = rng_() % 5 == 0;
-    const std::string value = absl::StrFormat("w%d@r%d", writes_, r.index);
+    std::string value = absl::StrFormat("w%d@r%d", writes_, r.index);
+    // Now and then a value too big for a replica with a low limit.
+    if (rng_() % 8 == 0) value.resize(kBigValueBytes, '+');
     if (!r.up) return;
     absl::StatusOr<Version> v = del ? r.store->Delete(keyspace, key) : r.store->Put(keyspace, key, value);
+    if (!del && value.size() > r.max_value_bytes) {
+      // Refused by its own store: not an accepted write.
+      if (v.ok() || v.status().code() != absl::StatusCode::kInvalidArgument) {
+        failure_ = absl::StrFormat("r%d accepted a value over its limit", r.index);
+      }
+      return;
+    }
     if (!v.ok()) {
       failure_ = absl::StrFormat("write at r%d failed: %s", r.index, v.status().ToString());
       return;
@@ -395,15 +415,31 @@ class Simulation {
     Trace(absl::StrFormat("write r%d %s/%s %s", r.index, keyspace, key, v->ToString()));
   }
 
+  // Every replica up and holding what the checker expects of it. The
+  // fingerprints of the replicas with the full value limit must agree
+  // first (cheap); then the full check runs.
   bool AllConverged() const {
-    uint64_t fingerprint = 0;
-    for (size_t i = 0; i < replicas_.size(); ++i) {
-      if (!replicas_[i]->up) return false;
-      const uint64_t f = replicas_[i]->store->fingerprint();
-      if (i == 0) fingerprint = f;
-      if (f != fingerprint) return false;
+    std::optional<uint64_t> fingerprint;
+    for (const auto& r : replicas_) {
+      if (!r->up) return false;
+      if (r->max_value_bytes != kMaxValueBytes) continue;
+      const uint64_t f = r->store->fingerprint();
+      if (!fingerprint.has_value()) fingerprint = f;
+      if (f != *fingerprint) return false;
     }
-    return true;
+    return Check().empty();
+  }
+
+  // A replica's clock set far beyond the skew bound (its writes are held
+  // back by the others until their clocks catch up), then fixed.
+  void SetClockWrong() {
+    Replica& r = *replicas_[rng_() % replicas_.size()];
+    r.clock->set_skew_ms(90'000);
+    Trace(absl::StrFormat("r%d clock set 90 s ahead", r.index));
+  }
+  void FixClocks() {
+    for (auto& r : replicas_) r->clock->set_skew_ms(r->normal_skew_ms);
+    Trace("clocks fixed");
   }
 
   std::string Check() const;
@@ -440,20 +476,44 @@ void SimTransport::Close(LinkId link) { sim_.Close(self_, link); }
 
 std::string Simulation::Check() const {
   // The last-writer-wins fold of every accepted write.
-  std::map<std::pair<std::string, std::string>, const Accepted*> fold;
+  std::map<std::pair<std::string, std::string>, const Accepted*> full;
   for (const Accepted& a : accepted_) {
-    auto [it, inserted] = fold.try_emplace({a.keyspace, a.key}, &a);
+    auto [it, inserted] = full.try_emplace({a.keyspace, a.key}, &a);
     if (!inserted && a.version > it->second->version) it->second = &a;
   }
   for (const auto& r : replicas_) {
+    // A replica with a low value limit cannot hold a register whose latest
+    // value is bigger: what it holds for such keys (an older version, or
+    // nothing) depends on when it pulled, so only the others are checked.
+    std::map<std::pair<std::string, std::string>, const Accepted*> fold;
+    std::set<std::pair<std::string, std::string>> unknowable;
+    for (const auto& [key, a] : full) {
+      if (!a->deleted && a->value.size() > r->max_value_bytes) {
+        unknowable.insert(key);
+      } else {
+        fold[key] = a;
+      }
+    }
     std::map<std::pair<std::string, std::string>, Record> held;
     for (const char* keyspace : kKeyspaces) {
       absl::StatusOr<ScanResult> scan = r->store->Scan(
           keyspace, ScanOptions{.limit = kMaxScanLimit, .include_tombstones = true});
       if (!scan.ok()) return absl::StrFormat("r%d: scan failed: %s", r->index, scan.status().ToString());
-      for (Record& rec : scan->records) held[{rec.keyspace, rec.key}] = std::move(rec);
+      for (Record& rec : scan->records) {
+        if (unknowable.count({rec.keyspace, rec.key}) == 0) {
+          held[{rec.keyspace, rec.key}] = std::move(rec);
+        }
+      }
     }
     if (held.size() != fold.size()) {
+      for (const auto& [key, want] : fold) {
+        if (held.count(key) == 0) {
+          return absl::StrFormat("r%d (value limit %d) holds %d registers; the fold has %d; "
+                                 "it lacks %s/%s written at %s",
+                                 r->index, r->max_value_bytes, held.size(), fold.size(),
+                                 key.first, key.second, want->version.ToString());
+        }
+      }
       return absl::StrFormat("r%d holds %d registers; the fold has %d", r->index, held.size(),
                              fold.size());
     }
@@ -464,7 +524,8 @@ std::string Simulation::Check() const {
       }
       const Record& got = it->second;
       if (got.version != want->version || got.deleted != want->deleted || got.value != want->value) {
-        return absl::StrFormat("r%d has %s/%s at %s%s; the fold says %s%s", r->index, key.first,
+        return absl::StrFormat("r%d (value limit %d) has %s/%s at %s%s; the fold says %s%s",
+                               r->index, r->max_value_bytes, key.first,
                                key.second, got.version.ToString(), got.deleted ? " (deleted)" : "",
                                want->version.ToString(), want->deleted ? " (deleted)" : "");
       }
@@ -491,17 +552,34 @@ SimResult Simulation::Run() {
     auto r = std::make_unique<Replica>();
     r->index = i;
     r->dir = absl::StrFormat("%s/r%d", root_, i);
-    // Skews within +-25 s: any two replicas differ by less than the 60 s bound.
-    r->clock = std::make_unique<SkewedClock>(world_, std::uniform_int_distribution<int>(-25'000, 25'000)(rng_));
+    // Skews within +-25 s: any two replicas differ by less than the 60 s
+    // bound (until a fault sets one wrong).
+    r->normal_skew_ms = std::uniform_int_distribution<int>(-25'000, 25'000)(rng_);
+    r->clock = std::make_unique<SkewedClock>(world_, r->normal_skew_ms);
     r->executor = std::make_unique<SimExecutor>(world_);
     r->transport = std::make_unique<SimTransport>(*this, i);
     replicas_.push_back(std::move(r));
   }
+  // Sometimes one replica with a low value limit. Big values cannot pass
+  // through it, so it is a leaf: the others stay connected without it.
+  int low = -1;
+  if (rng_() % 3 == 0) {
+    low = static_cast<int>(rng_() % n);
+    replicas_[low]->max_value_bytes = kSmallValueLimit;
+  }
   // A connected topology: a random spanning tree plus a few random edges;
   // each edge is configured on one side only (the other learns it inbound).
-  for (int i = 1; i < n; ++i) {
-    const int parent = static_cast<int>(rng_() % i);
-    replicas_[i]->peers.push_back(absl::StrFormat("sim:%d", parent));
+  std::vector<int> in_tree;
+  for (int i = 0; i < n; ++i) {
+    if (i == low) continue;
+    if (!in_tree.empty()) {
+      const int parent = in_tree[rng_() % in_tree.size()];
+      replicas_[i]->peers.push_back(absl::StrFormat("sim:%d", parent));
+    }
+    in_tree.push_back(i);
+  }
+  if (low >= 0) {
+    replicas_[low]->peers.push_back(absl::StrFormat("sim:%d", in_tree[rng_() % in_tree.size()]));
   }
   const int extra = static_cast<int>(rng_() % (n + 1));
   for (int e = 0; e < extra; ++e) {
@@ -519,14 +597,16 @@ SimResult Simulation::Run() {
   // Fault phase: writes at random times; crashes, restarts, partitions.
   const int writes = std::uniform_int_distribution<int>(options_.min_writes, options_.max_writes)(rng_);
   const absl::Time fault_end = start_ + absl::Seconds(options_.fault_seconds);
-  std::vector<std::pair<absl::Time, int>> plan;  // (when, what): 0 write, 1 crash, 2 restart, 3 partition, 4 heal
+  // (when, what): 0 write, 1 crash, 2 restart, 3 partition, 4 heal,
+  // 5 a clock set wrong, 6 clocks fixed.
+  std::vector<std::pair<absl::Time, int>> plan;
   for (int w = 0; w < writes; ++w) {
     plan.emplace_back(start_ + absl::Milliseconds(rng_() % (options_.fault_seconds * 1000)), 0);
   }
   const int faults = static_cast<int>(rng_() % 8);
   for (int f = 0; f < faults; ++f) {
     plan.emplace_back(start_ + absl::Milliseconds(rng_() % (options_.fault_seconds * 1000)),
-                      1 + static_cast<int>(rng_() % 4));
+                      1 + static_cast<int>(rng_() % 6));
   }
   std::sort(plan.begin(), plan.end());
   for (const auto& [when, what] : plan) {
@@ -554,6 +634,12 @@ SimResult Simulation::Run() {
       case 4:
         Heal();
         break;
+      case 5:
+        SetClockWrong();
+        break;
+      case 6:
+        FixClocks();
+        break;
     }
   }
   world_.RunUntil(fault_end);
@@ -561,6 +647,7 @@ SimResult Simulation::Run() {
   // Heal everything, restart the crashed, stop losing messages, and wait.
   const absl::Time heal = world_.Now();
   Heal();
+  FixClocks();
   faults_ = false;
   for (auto& r : replicas_) {
     if (!r->up && failure_.empty()) {
@@ -583,8 +670,8 @@ SimResult Simulation::Run() {
   if (!failure_.empty()) {
     result.message = failure_;
   } else if (!converged) {
-    result.message = absl::StrFormat("did not converge within %d simulated seconds of healing",
-                                     options_.converge_seconds);
+    result.message = absl::StrFormat("did not converge within %d simulated seconds of healing: %s",
+                                     options_.converge_seconds, Check());
   } else {
     result.message = Check();
   }
