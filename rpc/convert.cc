@@ -39,6 +39,15 @@ void ToWire(const Record& record, wire::Record::Builder out) {
   out.setSeq(record.seq);
 }
 
+void ToWire(const RecordView& record, wire::Record::Builder out) {
+  out.setKeyspace(capnp::Text::Reader(record.keyspace.data(), record.keyspace.size()));
+  out.setKey(AsData(record.key));
+  ToWire(record.version, out.initVersion());
+  out.setDeleted(record.deleted);
+  out.setValue(AsData(record.value));
+  out.setSeq(record.seq);
+}
+
 Record FromWire(wire::Record::Reader record) {
   Record out;
   out.keyspace = ToString(record.getKeyspace());

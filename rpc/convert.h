@@ -38,6 +38,8 @@ void ToWire(const Version& version, wire::Version::Builder out);
 Version FromWire(wire::Version::Reader version);
 
 void ToWire(const Record& record, wire::Record::Builder out);
+// Copies straight from a store's memory map (see Store::GetView).
+void ToWire(const RecordView& record, wire::Record::Builder out);
 Record FromWire(wire::Record::Reader record);
 
 // Origins a connection may tell us watermarks for: far more replicas than

@@ -88,15 +88,7 @@ class KvImpl final : public wire::Kv::Server {
           auto results = context.getResults(capnp::MessageSize{
               (view->keyspace.size() + view->key.size() + view->value.size()) / 8 + 24, 0});
           results.setFound(true);
-          auto record = results.initRecord();
-          record.setKeyspace(capnp::Text::Reader(view->keyspace.data(), view->keyspace.size()));
-          record.setKey(AsData(view->key));
-          auto version = record.initVersion();
-          version.setHlc(view->version.hlc);
-          version.setOrigin(view->version.origin);
-          record.setDeleted(view->deleted);
-          record.setValue(AsData(view->value));
-          record.setSeq(view->seq);
+          ToWire(*view, results.initRecord());
         });
     if (!status.ok()) Fail("get", status, context.getResults().initError());
     return kj::READY_NOW;
@@ -224,15 +216,7 @@ class KvImpl final : public wire::Kv::Server {
             }
             bytes += size;
             out.setFound(true);
-            auto record = out.initRecord();
-            record.setKeyspace(capnp::Text::Reader(view->keyspace.data(), view->keyspace.size()));
-            record.setKey(AsData(view->key));
-            auto version = record.initVersion();
-            version.setHlc(view->version.hlc);
-            version.setOrigin(view->version.origin);
-            record.setDeleted(view->deleted);
-            record.setValue(AsData(view->value));
-            record.setSeq(view->seq);
+            ToWire(*view, out.initRecord());
           });
       if (!status.ok()) Fail("getMany", status, out.initError());
     }
