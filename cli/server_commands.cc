@@ -36,6 +36,18 @@ int RunServe(const Context& c) {
   if (!fanout.ok()) return Fail(c.command, fanout.status());
   absl::StatusOr<int64_t> skew_ms = c.args.GetInt("max-clock-skew-ms", 60'000, 0, 365LL * 86'400'000);
   if (!skew_ms.ok()) return Fail(c.command, skew_ms.status());
+  // --max-clock-skew takes a duration with its unit ("60s", "2m", "500ms").
+  if (const std::optional<std::string> skew = c.args.Get("max-clock-skew")) {
+    if (c.args.Has("max-clock-skew-ms")) {
+      return UsageError(c.command, "give --max-clock-skew or --max-clock-skew-ms, not both");
+    }
+    absl::Duration d;
+    if (!absl::ParseDuration(*skew, &d) || d < absl::ZeroDuration() || d > absl::Hours(24 * 365)) {
+      return UsageError(c.command, absl::StrFormat(
+          "--max-clock-skew must be a duration such as 60s or 2m, 0..8760h, got '%s'", *skew));
+    }
+    *skew_ms = absl::ToInt64Milliseconds(d);
+  }
   absl::StatusOr<int64_t> offset_ms =
       c.args.GetInt("clock-offset-ms", 0, -365LL * 86'400'000, 365LL * 86'400'000);
   if (!offset_ms.ok()) return Fail(c.command, offset_ms.status());
@@ -216,12 +228,12 @@ const std::vector<Command>& ServerCommands() {
        "  --replica-name NAME       a human name shown in status and logs (<= 64 bytes)\n"
        "  --gossip-interval-ms N    time between gossip rounds (default 1000)\n"
        "  --fanout N                peers exchanged with per round (default 2)\n"
-       "  --max-clock-skew-ms N     refuse remote writes further ahead of local time\n"
-       "                            (default 60000)\n"
+       "  --max-clock-skew D        refuse remote writes further ahead of local time\n"
+       "                            than duration D (default 60s; or --max-clock-skew-ms N)\n"
        "  --max-value-bytes N       lower the value limit (at most 4194304)\n"
        "  --clock-offset-ms N       testing only: shift this replica's clock by N ms\n",
        {.with_value = {"listen", "max-value-bytes", "replica-name", "peer", "gossip-interval-ms",
-                       "fanout", "max-clock-skew-ms", "clock-offset-ms"},
+                       "fanout", "max-clock-skew", "max-clock-skew-ms", "clock-offset-ms"},
         .repeatable = {"peer"}},
        RunServe},
       {"watch", "KS [--prefix P] [--from-seq N]", "print changes to KS as they commit",

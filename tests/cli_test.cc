@@ -115,6 +115,11 @@ TEST_F(CliTest, BadInputExitsTwoWithOneLineNamingTheLimit) {
   ExpectUsageError(Peerkv({"get", "ks"}), "expected KS KEY, got 1 argument");
   ExpectUsageError(Peerkv({"put", "ks", "k", "v", "--colour"}), "unknown flag --colour");
   ExpectUsageError(Peerkv({"frobnicate"}), "unknown command 'frobnicate'");
+  ExpectUsageError(Peerkv({"serve", "--max-clock-skew", "soon"}),
+                   "--max-clock-skew must be a duration such as 60s or 2m, 0..8760h, got 'soon'");
+  ExpectUsageError(Peerkv({"serve", "--max-value-bytes", "0"}),
+                   "--max-value-bytes must be an integer in 1..4194304, got '0'");
+  ExpectUsageError(Peerkv({"serve", "--peer", "nohost"}), "--peer 'nohost' must be HOST:PORT");
   ExpectUsageError(Peerkv({"--server", "127.0.0.1:1", "get", "ks", "k"}),
                    "give --data DIR or --server HOST:PORT, not both");
   // None of it wrote anything.
