@@ -1,6 +1,7 @@
-// replication/executor.cc: the thread-backed executor.
+// replication/executor.cc: the thread-backed and the manual executor.
 #include "replication/executor.h"
 
+#include <algorithm>
 
 namespace peerkv::replication {
 
@@ -14,7 +15,7 @@ ThreadExecutor::~ThreadExecutor() {
 void ThreadExecutor::Post(absl::AnyInvocable<void()> task, absl::Duration delay) {
   absl::MutexLock lock(&mu_);
   if (stopping_) return;
-  tasks_.push(Task{absl::Now() + delay, next_order_++, std::move(task)});
+  tasks_.push(TimedTask{absl::Now() + delay, next_order_++, std::move(task)});
 }
 
 void ThreadExecutor::Stop() {
@@ -55,6 +56,41 @@ void ThreadExecutor::Loop() {
     if (!task) return;  // stopping
     task();
   }
+}
+
+void ManualExecutor::Post(absl::AnyInvocable<void()> task, absl::Duration delay) {
+  absl::MutexLock lock(&mu_);
+  tasks_.push(TimedTask{now_ + std::max(delay, absl::ZeroDuration()), next_order_++,
+                        std::move(task)});
+}
+
+absl::Time ManualExecutor::Now() const {
+  absl::MutexLock lock(&mu_);
+  return now_;
+}
+
+bool ManualExecutor::RunUntil(absl::Time until) {
+  // Bounded by what the tasks post: each turn runs one.
+  for (;;) {
+    absl::AnyInvocable<void()> task;
+    {
+      absl::MutexLock lock(&mu_);
+      if (tasks_.empty() || tasks_.top().due > until) {
+        now_ = std::max(now_, until);
+        return !tasks_.empty();
+      }
+      now_ = std::max(now_, tasks_.top().due);
+      task = std::move(tasks_.top().run);
+      tasks_.pop();
+      ++tasks_run_;
+    }
+    task();
+  }
+}
+
+uint64_t ManualExecutor::tasks_run() const {
+  absl::MutexLock lock(&mu_);
+  return tasks_run_;
 }
 
 }  // namespace peerkv::replication

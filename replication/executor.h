@@ -2,7 +2,7 @@
 // engine state is touched only by tasks run on its executor, one at a time,
 // so the engine needs no locks; the executor also says what time it is. The
 // server runs the engine on a ThreadExecutor; the simulation runs every
-// replica on one deterministic, simulated-time executor.
+// replica on one deterministic ManualExecutor.
 #ifndef PEERKV_REPLICATION_EXECUTOR_H_
 #define PEERKV_REPLICATION_EXECUTOR_H_
 
@@ -30,6 +30,17 @@ class Executor {
   virtual absl::Time Now() const = 0;
 };
 
+// A task due at a time; among equal times, the first posted runs first.
+struct TimedTask {
+  absl::Time due;
+  uint64_t order;
+  mutable absl::AnyInvocable<void()> run;
+  bool operator>(const TimedTask& other) const {
+    return due != other.due ? due > other.due : order > other.order;
+  }
+};
+using TaskQueue = std::priority_queue<TimedTask, std::vector<TimedTask>, std::greater<TimedTask>>;
+
 // An executor with its own thread and the real clock.
 class ThreadExecutor final : public Executor {
  public:
@@ -48,22 +59,39 @@ class ThreadExecutor final : public Executor {
   void Stop();
 
  private:
-  struct Task {
-    absl::Time due;
-    uint64_t order;
-    mutable absl::AnyInvocable<void()> run;
-    bool operator>(const Task& other) const {
-      return due != other.due ? due > other.due : order > other.order;
-    }
-  };
-
   void Loop();
 
   absl::Mutex mu_;
-  std::priority_queue<Task, std::vector<Task>, std::greater<Task>> tasks_ ABSL_GUARDED_BY(mu_);
+  TaskQueue tasks_ ABSL_GUARDED_BY(mu_);
   uint64_t next_order_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
+};
+
+// An executor in simulated time: tasks run only when RunUntil() is called,
+// on the calling thread, and the clock moves to each task's due time. The
+// simulation runs every replica on one; tests drive the engine with one.
+// Post() and Now() may be called from any thread.
+class ManualExecutor final : public Executor {
+ public:
+  explicit ManualExecutor(absl::Time start) : now_(start) {}
+
+  void Post(absl::AnyInvocable<void()> task,
+            absl::Duration delay = absl::ZeroDuration()) override;
+  absl::Time Now() const override;
+
+  // Runs the tasks due up to `until`, including those they post, then sets
+  // the clock to `until`. Returns false if the queue ran dry.
+  bool RunUntil(absl::Time until);
+  // Tasks run so far.
+  uint64_t tasks_run() const;
+
+ private:
+  mutable absl::Mutex mu_;
+  absl::Time now_ ABSL_GUARDED_BY(mu_);
+  TaskQueue tasks_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_order_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t tasks_run_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace peerkv::replication

@@ -11,6 +11,9 @@
 namespace peerkv::replication {
 namespace {
 
+// Peers (distinct replica ids) this replica keeps state for.
+constexpr size_t kMaxPeers = 1024;
+
 // Pages in a row from one peer before the others waiting get a turn.
 constexpr int kMaxPagesInARow = 16;
 
@@ -174,6 +177,14 @@ void Replicator::ScheduleRedial(Slot& slot, const absl::Status& why) {
 
 void Replicator::AddLink(LinkId link, const PeerInfo& info, bool inbound,
                          const std::string& address) {
+  if (peers_.count(info.replica_id) == 0 && peers_.size() >= kMaxPeers) {
+    // Bound what replicas that dial in (or lie about who they are) can
+    // make us keep.
+    Log(absl::StrFormat("peerkv: refused peer %s: already %d peers, the limit",
+                        ReplicaIdToString(info.replica_id), kMaxPeers));
+    transport_->Close(link);
+    return;
+  }
   auto [it, created] = peers_.try_emplace(info.replica_id);
   if (created) it->second = std::make_unique<Peer>();
   Peer& peer = *it->second;
@@ -222,10 +233,19 @@ void Replicator::OnLinkDown(LinkId link, const absl::Status& why) {
   Post([this, link, why] { DropLink(link, why); });
 }
 
-void Replicator::OnNudged(LinkId link) {
-  Post([this, link] {
+void Replicator::OnNudged(LinkId link, const Watermarks& sender) {
+  Post([this, link, sender] {
     auto it = link_peer_.find(link);
-    if (it != link_peer_.end()) StartPull(it->second);
+    if (it == link_peer_.end()) return;
+    // The sender's watermarks are a lower bound of what it holds: if ours
+    // cover them, pulling would most likely bring nothing (and a round
+    // catches anything it held beyond them).
+    if (!sender.empty() && Dominates(store_->GetWatermarks(), sender)) {
+      ++counters_.nudges_ignored;
+      PublishStatus();
+      return;
+    }
+    StartPull(it->second);
   });
 }
 
@@ -477,17 +497,25 @@ void Replicator::ScheduleNudges() {
 void Replicator::SendNudges() {
   nudge_scheduled_ = false;
   last_nudge_ = executor_->Now();
-  if (nudge_all_pending_) {
-    for (auto& [id, peer] : peers_) Nudge(*peer);
-  } else if (forward_pending_) {
-    std::vector<uint64_t> candidates;
-    for (const auto& [id, peer] : peers_) {
-      if (forward_sources_.count(id) == 0 && !peer->links.empty()) candidates.push_back(id);
+  std::vector<uint64_t> candidates;
+  for (const auto& [id, peer] : peers_) {
+    if (!peer->links.empty() && (nudge_all_pending_ || forward_sources_.count(id) == 0)) {
+      candidates.push_back(id);
     }
-    std::shuffle(candidates.begin(), candidates.end(), rng_);
-    const size_t n = std::min<size_t>(candidates.size(), std::max(options_.fanout, 0));
-    for (size_t i = 0; i < n; ++i) Nudge(*peers_.at(candidates[i]));
   }
+  // A local write goes to every peer of a small group (a user's devices,
+  // a few friends): each hears of it at once. In a bigger mesh, nudging
+  // every peer after every write costs a message exchange per peer per
+  // write; there it goes to `fanout` random peers, who pass it on, like
+  // merged news always does (epidemic push), and rounds do the rest.
+  size_t n = 0;
+  if (nudge_all_pending_ && candidates.size() <= options_.nudge_all_up_to) {
+    n = candidates.size();
+  } else if (nudge_all_pending_ || forward_pending_) {
+    std::shuffle(candidates.begin(), candidates.end(), rng_);
+    n = std::min<size_t>(candidates.size(), std::max(options_.fanout, 0));
+  }
+  for (size_t i = 0; i < n; ++i) Nudge(*peers_.at(candidates[i]));
   nudge_all_pending_ = false;
   forward_pending_ = false;
   forward_sources_.clear();
@@ -502,7 +530,7 @@ void Replicator::NudgeSome(uint64_t except) {
 void Replicator::Nudge(Peer& peer) {
   if (peer.links.empty()) return;
   ++counters_.nudges_sent;
-  transport_->Nudge(*peer.links.begin());
+  transport_->Nudge(*peer.links.begin(), store_->GetWatermarks());
 }
 
 void Replicator::PublishStatus() {

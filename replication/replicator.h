@@ -5,8 +5,10 @@
 // each batch in one transaction with the checkpoint advance. Gossip rounds
 // at an interval pick `fanout` random peers for a push-pull exchange (we
 // pull, and nudge them to pull from us); a local commit nudges every peer at
-// once, so changes travel in milliseconds and, because what a replica merged
-// is in its own log, along any chain of peers. Unreachable peers are retried
+// once (a few random ones in a big mesh, who pass it on), so changes travel
+// in milliseconds and, because what a replica merged is in its own log,
+// along any chain of peers. A nudge carries the sender's watermarks, and is
+// not followed by a pull if ours cover them. Unreachable peers are retried
 // with exponential backoff.
 //
 // Threading: all state lives on the executor. The public methods may be
@@ -63,6 +65,9 @@ struct ReplicatorOptions {
   // rejoins, a partition heals), pulling from one peer first lets the
   // others' answers leave out what it brought (see Store::GetWatermarks).
   int max_concurrent_pulls = 1;
+  // A local write nudges every peer when there are at most this many;
+  // beyond, `fanout` random ones (who pass it on).
+  size_t nudge_all_up_to = 8;
   // Refused records (a peer's clock too far ahead) are logged at most once
   // per peer per this interval.
   absl::Duration refusal_log_interval = absl::Minutes(1);
@@ -100,6 +105,8 @@ struct ReplicatorCounters {
   uint64_t records_received = 0;
   uint64_t records_won = 0;
   uint64_t nudges_sent = 0;
+  // Nudges not followed by a pull: the sender had nothing we lacked.
+  uint64_t nudges_ignored = 0;
   // Sum of the time from sending a pull to having merged its answer.
   absl::Duration pull_time = absl::ZeroDuration();
 };
@@ -130,7 +137,7 @@ class Replicator final : public LinkEvents {
   // LinkEvents (any thread).
   void OnInboundLink(LinkId link, const PeerInfo& peer) override;
   void OnLinkDown(LinkId link, const absl::Status& why) override;
-  void OnNudged(LinkId link) override;
+  void OnNudged(LinkId link, const Watermarks& sender) override;
 
  private:
   struct Slot;

@@ -73,8 +73,9 @@ class LinkEvents {
   virtual void OnInboundLink(LinkId link, const PeerInfo& peer) = 0;
   // A link (inbound or outbound) broke.
   virtual void OnLinkDown(LinkId link, const absl::Status& why) = 0;
-  // The peer on `link` has changes for us.
-  virtual void OnNudged(LinkId link) = 0;
+  // The peer on `link` has changes for us; `sender` are its watermarks
+  // (empty if unknown): if ours cover them, it has nothing we lack.
+  virtual void OnNudged(LinkId link, const Watermarks& sender) = 0;
 };
 
 class Transport {
@@ -93,8 +94,9 @@ class Transport {
   // never run if the transport loses the request (the engine times out).
   virtual void Pull(LinkId link, const PullRequest& request,
                     absl::AnyInvocable<void(absl::StatusOr<PullResponse>)> done) = 0;
-  // Tells the peer on `link` that we have changes for it (fire and forget).
-  virtual void Nudge(LinkId link) = 0;
+  // Tells the peer on `link` that we have changes for it, with our
+  // watermarks (fire and forget).
+  virtual void Nudge(LinkId link, const Watermarks& mine) = 0;
   // Closes an outbound link (the engine no longer wants it).
   virtual void Close(LinkId link) = 0;
 };

@@ -110,8 +110,9 @@ interface Replica {
   # are deltas: only the entries that grew since the previous message on
   # this connection in that direction (all of them the first time).
 
-  nudge @2 () -> ();
-  # "I have changes for you": the callee pulls from the caller soon.
+  nudge @2 (watermarks :List(Watermark)) -> ();
+  # "I have changes for you": the callee pulls from the caller soon, unless
+  # its own watermarks cover the caller's (a delta, like pull's).
 }
 
 interface Kv {

@@ -103,7 +103,17 @@ class ReplicaImpl final : public wire::Replica::Server {
   }
 
   kj::Promise<void> nudge(NudgeContext context) override {
-    if (link_ != 0 && loop_.events() != nullptr) loop_.events()->OnNudged(link_);
+    if (link_ == 0 || loop_.events() == nullptr) return kj::READY_NOW;
+    auto watermarks = context.getParams().getWatermarks();
+    Watermarks told = received_;
+    if (watermarks.size() <= kMaxWatermarks) ApplyWatermarkDelta(FromWire(watermarks), &told);
+    if (watermarks.size() > kMaxWatermarks || told.size() > kMaxWatermarks) {
+      // Too many to trust or keep: pull anyway, remember nothing.
+      loop_.events()->OnNudged(link_, Watermarks{});
+      return kj::READY_NOW;
+    }
+    received_ = std::move(told);
+    loop_.events()->OnNudged(link_, received_);
     return kj::READY_NOW;
   }
 

@@ -72,8 +72,8 @@ class Server::Transport final : public replication::Transport {
             absl::AnyInvocable<void(absl::StatusOr<replication::PullResponse>)> done) override {
     OnLoop([&](ServerLoop& loop) { loop.Pull(link, request, std::move(done)); });
   }
-  void Nudge(replication::LinkId link) override {
-    OnLoop([&](ServerLoop& loop) { loop.Nudge(link); });
+  void Nudge(replication::LinkId link, const Watermarks& mine) override {
+    OnLoop([&](ServerLoop& loop) { loop.Nudge(link, mine); });
   }
   void Close(replication::LinkId link) override {
     OnLoop([&](ServerLoop& loop) { loop.CloseLink(link); });

@@ -373,11 +373,15 @@ void ServerLoop::Pull(replication::LinkId link, const replication::PullRequest& 
           }));
 }
 
-void ServerLoop::Nudge(replication::LinkId link) {
+void ServerLoop::Nudge(replication::LinkId link, const Watermarks& mine) {
   auto it = links_.find(link);
   if (it == links_.end()) return;
+  auto request = it->second.peer.nudgeRequest();
+  // Same direction, same delta state as our pulls on this link.
+  const Watermarks delta = WatermarkDelta(mine, &it->second.sent);
+  ToWire(delta, request.initWatermarks(delta.size()));
   // Fire and forget: a lost nudge only delays the next pull to a round.
-  tasks_.add(it->second.peer.nudgeRequest().send().ignoreResult().catch_([](kj::Exception&&) {}));
+  tasks_.add(request.send().ignoreResult().catch_([](kj::Exception&&) {}));
 }
 
 void ServerLoop::CloseLink(replication::LinkId link) {

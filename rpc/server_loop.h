@@ -111,7 +111,7 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   using PullDone = absl::AnyInvocable<void(absl::StatusOr<replication::PullResponse>)>;
   void Dial(const std::string& address, DialDone done);
   void Pull(replication::LinkId link, const replication::PullRequest& request, PullDone done);
-  void Nudge(replication::LinkId link);
+  void Nudge(replication::LinkId link, const Watermarks& mine);
   void CloseLink(replication::LinkId link);
   // A peer on connection `connection_id` said hello; `back` reaches it.
   replication::LinkId AddInboundLink(uint64_t connection_id, wire::Replica::Client back);

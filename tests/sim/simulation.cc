@@ -34,76 +34,11 @@ constexpr size_t kSmallValueLimit = 64;               // a replica with a low li
 constexpr size_t kBigValueBytes = 200;                // values only the others hold
 const char* const kKeyspaces[] = {"notes", "mail"};
 
-// The simulated clock and event queue shared by every replica. Tasks run
-// one at a time in (time, posting order). Posting is thread-safe because
-// stores call commit listeners on their writer threads, but always while
-// the simulation thread waits for that store call, so the order is fixed.
-class World {
- public:
-  absl::Time Now() const {
-    absl::MutexLock lock(&mu_);
-    return now_;
-  }
-  void Schedule(absl::Duration delay, absl::AnyInvocable<void()> task) {
-    absl::MutexLock lock(&mu_);
-    queue_.push(Event{now_ + std::max(delay, absl::ZeroDuration()), next_order_++,
-                      std::move(task)});
-  }
-  // Runs events due up to `until`; returns false if the queue ran dry.
-  bool RunUntil(absl::Time until) {
-    for (;;) {
-      absl::AnyInvocable<void()> task;
-      {
-        absl::MutexLock lock(&mu_);
-        if (queue_.empty()) {
-          now_ = until;
-          return false;
-        }
-        if (queue_.top().due > until) {
-          now_ = until;
-          return true;
-        }
-        now_ = queue_.top().due;
-        task = std::move(queue_.top().run);
-        queue_.pop();
-        ++events_;
-      }
-      task();
-    }
-  }
-  uint64_t events() const {
-    absl::MutexLock lock(&mu_);
-    return events_;
-  }
-
- private:
-  struct Event {
-    absl::Time due;
-    uint64_t order;
-    mutable absl::AnyInvocable<void()> run;
-    bool operator>(const Event& o) const {
-      return due != o.due ? due > o.due : order > o.order;
-    }
-  };
-  mutable absl::Mutex mu_;
-  absl::Time now_ ABSL_GUARDED_BY(mu_) = absl::FromUnixMillis(kEpochMs);
-  std::priority_queue<Event, std::vector<Event>, std::greater<Event>> queue_ ABSL_GUARDED_BY(mu_);
-  uint64_t next_order_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t events_ ABSL_GUARDED_BY(mu_) = 0;
-};
-
-// Each replica's executor is a view of the world.
-class SimExecutor final : public replication::Executor {
- public:
-  explicit SimExecutor(World& world) : world_(world) {}
-  void Post(absl::AnyInvocable<void()> task, absl::Duration delay) override {
-    world_.Schedule(delay, std::move(task));
-  }
-  absl::Time Now() const override { return world_.Now(); }
-
- private:
-  World& world_;
-};
+// The simulated clock and event queue shared by every replica: one
+// ManualExecutor. Posting is thread-safe because stores call commit
+// listeners on their writer threads, but always while the simulation thread
+// waits for that store call, so the order is fixed.
+using World = replication::ManualExecutor;
 
 // The wall clock of a replica: simulated time plus a skew, which a fault
 // may change (a clock set wrong, then fixed).
@@ -129,7 +64,7 @@ class SimTransport final : public Transport {
                absl::AnyInvocable<void(absl::StatusOr<Connected>)> done) override;
   void Pull(LinkId link, const PullRequest& request,
             absl::AnyInvocable<void(absl::StatusOr<PullResponse>)> done) override;
-  void Nudge(LinkId link) override;
+  void Nudge(LinkId link, const Watermarks& mine) override;
   void Close(LinkId link) override;
 
  private:
@@ -142,7 +77,6 @@ struct Replica {
   std::string dir;
   std::unique_ptr<SkewedClock> clock;
   std::unique_ptr<Store> store;
-  std::unique_ptr<SimExecutor> executor;
   std::unique_ptr<SimTransport> transport;
   std::unique_ptr<replication::Replicator> replicator;
   std::vector<std::string> peers;
@@ -237,13 +171,13 @@ class Simulation {
     }
   }
 
-  void Nudge(int from, LinkId id) {
+  void Nudge(int from, LinkId id, const Watermarks& mine) {
     const int to = Other(id, from);
     if (to < 0 || Lost()) return;
     const int copies = Duplicated() ? 2 : 1;
     for (int c = 0; c < copies; ++c) {
-      Deliver(to, Delay(), [this, id, to] {
-        if (LinkUp(id)) replicas_[to]->replicator->OnNudged(id);
+      Deliver(to, Delay(), [this, id, to, mine] {
+        if (LinkUp(id)) replicas_[to]->replicator->OnNudged(id, mine);
       });
     }
   }
@@ -296,7 +230,7 @@ class Simulation {
   // of that replica by then.
   void Deliver(int to, absl::Duration delay, absl::AnyInvocable<void()> task) {
     const int generation = replicas_[to]->generation;
-    world_.Schedule(delay, [this, to, generation, task = std::move(task)]() mutable {
+    world_.Post([this, to, generation, task = std::move(task)]() mutable {
       if (!replicas_[to]->up || replicas_[to]->generation != generation) return;
       task();
     });
@@ -340,7 +274,7 @@ class Simulation {
     ro.backoff_min = absl::Milliseconds(100);
     ro.backoff_max = absl::Seconds(5);
     ro.seed = options_.seed * 31 + static_cast<uint64_t>(r.index) * 7 + r.generation;
-    r.replicator = std::make_unique<replication::Replicator>(r.store.get(), r.executor.get(),
+    r.replicator = std::make_unique<replication::Replicator>(r.store.get(), &world_,
                                                              r.transport.get(), ro);
     r.replicator->Start();
     Trace(absl::StrFormat("boot r%d (life %d)", r.index, r.generation));
@@ -447,7 +381,7 @@ class Simulation {
   const SimOptions options_;
   std::mt19937_64 rng_;
   std::mt19937_64 net_rng_;
-  World world_;
+  World world_{absl::FromUnixMillis(kEpochMs)};
   absl::Time start_ = world_.Now();
   std::string root_;
   std::vector<std::unique_ptr<Replica>> replicas_;
@@ -471,7 +405,7 @@ void SimTransport::Pull(LinkId link, const PullRequest& request,
                         absl::AnyInvocable<void(absl::StatusOr<PullResponse>)> done) {
   sim_.Pull(self_, link, request, std::move(done));
 }
-void SimTransport::Nudge(LinkId link) { sim_.Nudge(self_, link); }
+void SimTransport::Nudge(LinkId link, const Watermarks& mine) { sim_.Nudge(self_, link, mine); }
 void SimTransport::Close(LinkId link) { sim_.Close(self_, link); }
 
 std::string Simulation::Check() const {
@@ -556,7 +490,6 @@ SimResult Simulation::Run() {
     // bound (until a fault sets one wrong).
     r->normal_skew_ms = std::uniform_int_distribution<int>(-25'000, 25'000)(rng_);
     r->clock = std::make_unique<SkewedClock>(world_, r->normal_skew_ms);
-    r->executor = std::make_unique<SimExecutor>(world_);
     r->transport = std::make_unique<SimTransport>(*this, i);
     replicas_.push_back(std::move(r));
   }
@@ -678,7 +611,7 @@ SimResult Simulation::Run() {
   result.passed = result.message.empty();
   const std::string summary = absl::StrFormat(
       "%d replicas, %d writes, loss %.2f, %d faults, %d events, converged %.1f s after heal",
-      n, writes_, loss_, faults, world_.events(), result.converged_after_heal_seconds);
+      n, writes_, loss_, faults, world_.tasks_run(), result.converged_after_heal_seconds);
   result.message = result.passed ? summary : result.message + " (" + summary + ")";
   return result;
 }

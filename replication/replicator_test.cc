@@ -1,0 +1,171 @@
+// replication/replicator_test.cc: the engine's nudge and peer policies,
+// driven step by step on a ManualExecutor with a transport that only
+// records what the engine asks of it: a local write nudges every peer of a
+// small group but only `fanout` peers of a big mesh; a nudge from a peer
+// whose watermarks ours cover is not followed by a pull; peers beyond the
+// limit are refused. (Convergence under faults is the simulation's job.)
+#include "replication/replicator.h"
+
+#include <set>
+
+#include "common/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "testing/temp_dir.h"
+
+namespace peerkv::replication {
+namespace {
+
+// Records the engine's requests; pulls stay unanswered unless answered.
+class RecordingTransport final : public Transport {
+ public:
+  void Connect(const std::string& address,
+               absl::AnyInvocable<void(absl::StatusOr<Connected>)> done) override {
+    done(absl::UnavailableError("no dialling in this test: " + address));
+  }
+  void Pull(LinkId link, const PullRequest& request,
+            absl::AnyInvocable<void(absl::StatusOr<PullResponse>)> done) override {
+    pulls.push_back(link);
+    pending_pulls.push_back(std::move(done));
+  }
+  void Nudge(LinkId link, const Watermarks& mine) override {
+    nudges.push_back(link);
+    nudge_watermarks = mine;
+  }
+  void Close(LinkId link) override { closed.push_back(link); }
+
+  // Answers every pending pull with "nothing new".
+  void AnswerPullsEmpty(uint64_t replica_id, uint64_t incarnation) {
+    std::vector<absl::AnyInvocable<void(absl::StatusOr<PullResponse>)>> answering;
+    answering.swap(pending_pulls);
+    for (auto& done : answering) {
+      PullResponse response;
+      response.replica_id = replica_id;
+      response.incarnation = incarnation;
+      done(response);
+    }
+  }
+
+  std::vector<LinkId> pulls;
+  std::vector<absl::AnyInvocable<void(absl::StatusOr<PullResponse>)>> pending_pulls;
+  std::vector<LinkId> nudges;
+  Watermarks nudge_watermarks;
+  std::vector<LinkId> closed;
+};
+
+constexpr uint64_t kIncarnation = 1;
+
+class ReplicatorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    StoreOptions options;
+    options.dir = dir_.Sub("db");
+    absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
+    ASSERT_THAT(store, IsOk());
+    store_ = std::move(*store);
+  }
+
+  void TearDown() override {
+    if (replicator_ != nullptr) replicator_->Stop();
+  }
+
+  void StartReplicator(ReplicatorOptions options) {
+    options.gossip_interval = absl::Hours(1);  // no rounds during a test
+    replicator_ = std::make_unique<Replicator>(store_.get(), &executor_, &transport_, options);
+    replicator_->Start();
+    Advance(absl::ZeroDuration());
+  }
+
+  // Peers 1..n dial in on links 1..n; the pulls their arrival starts are
+  // answered (nothing new) if asked, and the bookkeeping cleared.
+  void ConnectPeers(int n, bool answer_pulls = true) {
+    for (int i = 1; i <= n; ++i) {
+      replicator_->OnInboundLink(i, PeerInfo{.replica_id = static_cast<uint64_t>(i),
+                                             .incarnation = kIncarnation});
+    }
+    Advance(absl::Milliseconds(1));
+    // One pull at a time: each answer lets the next start.
+    for (int i = 0; answer_pulls && i < n && !transport_.pending_pulls.empty(); ++i) {
+      transport_.AnswerPullsEmpty(0, kIncarnation);
+      Advance(absl::Milliseconds(1));
+    }
+    if (answer_pulls) {
+      ASSERT_TRUE(transport_.pending_pulls.empty());
+    }
+    transport_.pulls.clear();
+    transport_.nudges.clear();
+  }
+
+  // A local write, then time for its nudges to go out.
+  void WriteLocally() {
+    ASSERT_THAT(store_->Put("ks", "k", "v"), IsOk());
+    Advance(absl::Milliseconds(1));
+  }
+
+  // Runs what is due within `d`, moving simulated time.
+  void Advance(absl::Duration d) { executor_.RunUntil(executor_.Now() + d); }
+
+  testing::TempDir dir_;
+  std::unique_ptr<Store> store_;
+  ManualExecutor executor_{absl::FromUnixSeconds(1'700'000'000)};
+  RecordingTransport transport_;
+  std::unique_ptr<Replicator> replicator_;
+};
+
+TEST_F(ReplicatorTest, ALocalWriteNudgesEveryPeerOfASmallGroup) {
+  StartReplicator(ReplicatorOptions{.fanout = 2, .nudge_all_up_to = 8});
+  ConnectPeers(5);
+  WriteLocally();
+  EXPECT_THAT(transport_.nudges, ::testing::UnorderedElementsAre(1, 2, 3, 4, 5));
+  // The nudge carries our watermarks: the write's origin is us.
+  EXPECT_EQ(transport_.nudge_watermarks.count(store_->replica_id()), 1u);
+}
+
+TEST_F(ReplicatorTest, ALocalWriteNudgesFanoutPeersOfABigMesh) {
+  StartReplicator(ReplicatorOptions{.fanout = 3, .nudge_all_up_to = 8});
+  ConnectPeers(20);
+  WriteLocally();
+  EXPECT_EQ(transport_.nudges.size(), 3u);
+  EXPECT_EQ(std::set<LinkId>(transport_.nudges.begin(), transport_.nudges.end()).size(), 3u);
+}
+
+TEST_F(ReplicatorTest, ANudgeIsIgnoredOnlyWhenOurWatermarksCoverTheSenders) {
+  StartReplicator(ReplicatorOptions{});
+  ConnectPeers(1);
+  WriteLocally();
+
+  // The peer holds our write and nothing else: nothing to pull.
+  replicator_->OnNudged(1, store_->GetWatermarks());
+  Advance(absl::Milliseconds(1));
+  EXPECT_TRUE(transport_.pulls.empty());
+  EXPECT_EQ(replicator_->Counters().nudges_ignored, 1u);
+
+  // It holds a write by a third replica that we lack: pull.
+  Watermarks more = store_->GetWatermarks();
+  more[777] = MakeHlc(1'700'000'000'000, 0);
+  replicator_->OnNudged(1, more);
+  Advance(absl::Milliseconds(1));
+  EXPECT_THAT(transport_.pulls, ::testing::ElementsAre(1));
+  transport_.AnswerPullsEmpty(1, kIncarnation);
+
+  // Watermarks unknown (empty): pull.
+  replicator_->OnNudged(1, Watermarks{});
+  Advance(absl::Milliseconds(1));
+  EXPECT_THAT(transport_.pulls, ::testing::ElementsAre(1, 1));
+  EXPECT_EQ(replicator_->Counters().nudges_ignored, 1u);
+}
+
+TEST_F(ReplicatorTest, PeersBeyondTheLimitAreRefused) {
+  StartReplicator(ReplicatorOptions{});
+  ConnectPeers(1024, /*answer_pulls=*/false);
+  EXPECT_TRUE(transport_.closed.empty());
+  replicator_->OnInboundLink(5000, PeerInfo{.replica_id = 5000, .incarnation = kIncarnation});
+  // A known peer on a second link is still welcome.
+  replicator_->OnInboundLink(5001, PeerInfo{.replica_id = 7, .incarnation = kIncarnation});
+  Advance(absl::Milliseconds(1));
+  EXPECT_THAT(transport_.closed, ::testing::ElementsAre(5000));
+  EXPECT_EQ(replicator_->Statuses().size(), 1024u);
+}
+
+}  // namespace
+}  // namespace peerkv::replication
