@@ -229,6 +229,10 @@ RunResult Finish(const std::string& scenario, const std::string& mode, Cluster& 
     return r;
   }
   r.converge_ms = samples.back().t_ms;
+  // Bytes and counters one gossip interval later: the messages still in
+  // flight at convergence (answers being counted, nudges passing news on)
+  // are part of the cost, and so is the in-sync round that follows.
+  absl::SleepFor(absl::Milliseconds(flags.interval_ms));
   r.bytes_sent = cluster.BytesSent() - bytes_before;
   r.distinct_bytes = distinct_bytes;
   // Every replica but the writer needs each record once: (R - 1) copies.
