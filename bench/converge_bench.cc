@@ -20,8 +20,6 @@
 // Identical means equal store fingerprints (see StoreStats::fingerprint).
 // Output: CSV files in --out (converge.csv, curve.csv, pull.csv) and a
 // summary on stdout.
-#include <lmdb.h>
-#include <stdlib.h>
 
 #include <algorithm>
 #include <cmath>
@@ -37,6 +35,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "bench/baseline.h"
 #include "common/macros.h"
 #include "rpc/server.h"
 #include "store/store.h"
@@ -53,20 +52,6 @@ struct Flags {
   int pull_records = 1'000'000;
   std::string out = "bench/out";
   std::string dir = "/var/tmp";
-};
-
-class TempDir {
- public:
-  explicit TempDir(const std::string& base) {
-    std::string pattern = base + "/peerkv-converge.XXXXXX";
-    PEERKV_CHECK(mkdtemp(pattern.data()) != nullptr);
-    path_ = pattern;
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
 };
 
 struct Node {
@@ -258,7 +243,7 @@ RunResult Finish(const std::string& scenario, const std::string& mode, Cluster& 
 }
 
 RunResult RunSpread(int replicas, bool eager, const Flags& flags) {
-  TempDir dir(flags.dir);
+  bench::ScratchDir dir(flags.dir);
   Cluster cluster(dir.path(), replicas, flags, eager);
   for (int i = 0; i < replicas; ++i) {
     for (int j = i + 1; j < replicas; ++j) cluster.Link(i, j);
@@ -274,7 +259,7 @@ RunResult RunSpread(int replicas, bool eager, const Flags& flags) {
 }
 
 RunResult RunHeal(int replicas, bool eager, const Flags& flags) {
-  TempDir dir(flags.dir);
+  bench::ScratchDir dir(flags.dir);
   Cluster cluster(dir.path(), replicas, flags, eager);
   const int half = replicas / 2;
   const std::vector<int> left = Range(0, half), right = Range(half, replicas);
@@ -336,29 +321,11 @@ std::vector<Record> PullRecords(int n, int value_bytes) {
 }
 
 double RawLmdbPuts(const std::vector<Record>& records, size_t batch, const std::string& base) {
-  TempDir dir(base);
-  MDB_env* env = nullptr;
-  PEERKV_CHECK(mdb_env_create(&env) == 0);
-  PEERKV_CHECK(mdb_env_set_mapsize(env, size_t{4} << 30) == 0);
-  PEERKV_CHECK(mdb_env_open(env, dir.path().c_str(), MDB_NOTLS, 0600) == 0);
-  MDB_dbi dbi;
-  MDB_txn* txn;
-  PEERKV_CHECK(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
-  PEERKV_CHECK(mdb_dbi_open(txn, nullptr, 0, &dbi) == 0);
-  PEERKV_CHECK(mdb_txn_commit(txn) == 0);
+  bench::ScratchDir dir(base);
+  bench::RawLmdb raw(dir.path(), size_t{4} << 30);
   const absl::Time start = absl::Now();
-  for (size_t i = 0; i < records.size(); i += batch) {
-    PEERKV_CHECK(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
-    for (size_t j = i; j < std::min(records.size(), i + batch); ++j) {
-      MDB_val k{records[j].key.size(), const_cast<char*>(records[j].key.data())};
-      MDB_val v{records[j].value.size(), const_cast<char*>(records[j].value.data())};
-      PEERKV_CHECK(mdb_put(txn, dbi, &k, &v, 0) == 0);
-    }
-    PEERKV_CHECK(mdb_txn_commit(txn) == 0);
-  }
-  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
-  mdb_env_close(env);
-  return records.size() / seconds;
+  raw.Put(records, batch);
+  return records.size() / absl::ToDoubleSeconds(absl::Now() - start);
 }
 
 PullResult RunPull(const Flags& flags) {
@@ -367,7 +334,7 @@ PullResult RunPull(const Flags& flags) {
   std::printf("pull: generating and loading %d records into the source...\n", flags.pull_records);
   std::fflush(stdout);
   const std::vector<Record> records = PullRecords(flags.pull_records, flags.value_bytes);
-  TempDir dir(flags.dir);
+  bench::ScratchDir dir(flags.dir);
   Flags pair_flags = flags;
   pair_flags.interval_ms = 10;
   pair_flags.fanout = 1;

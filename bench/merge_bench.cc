@@ -8,16 +8,14 @@
 //   BM_PutConcurrent   local Put from 4 threads through group commit.
 // Directories go under $PEERKV_BENCH_DIR (default /var/tmp, which is on
 // disk: a tmpfs would make fsync free and the numbers meaningless).
-#include <lmdb.h>
-#include <stdlib.h>
 
 #include <atomic>
 #include <cstdlib>
-#include <filesystem>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "bench/baseline.h"
 #include "benchmark/benchmark.h"
 #include "common/macros.h"
 #include "store/store.h"
@@ -63,22 +61,16 @@ std::vector<std::vector<Record>> Batches(const std::vector<Record>& records) {
   return batches;
 }
 
-// A fresh directory, removed when the object goes away.
-class BenchDir {
+// A fresh directory under $PEERKV_BENCH_DIR (or /var/tmp).
+class BenchDir : public bench::ScratchDir {
  public:
-  BenchDir() {
-    const char* base = std::getenv("PEERKV_BENCH_DIR");
-    std::string pattern =
-        std::string(base != nullptr && *base != '\0' ? base : "/var/tmp") +
-        "/peerkv-bench.XXXXXX";
-    PEERKV_CHECK(mkdtemp(pattern.data()) != nullptr);
-    path_ = pattern;
-  }
-  ~BenchDir() { std::filesystem::remove_all(path_); }
-  const std::string& path() const { return path_; }
+  BenchDir() : ScratchDir(Base()) {}
 
  private:
-  std::string path_;
+  static std::string Base() {
+    const char* base = std::getenv("PEERKV_BENCH_DIR");
+    return base != nullptr && *base != '\0' ? base : "/var/tmp";
+  }
 };
 
 std::unique_ptr<Store> OpenStore(const std::string& dir) {
@@ -108,30 +100,11 @@ void BM_RawLmdbPut(benchmark::State& state) {
   for (auto _ : state) {
     state.PauseTiming();
     BenchDir dir;
-    MDB_env* env = nullptr;
-    PEERKV_CHECK(mdb_env_create(&env) == 0);
-    PEERKV_CHECK(mdb_env_set_mapsize(env, size_t{1} << 30) == 0);
-    PEERKV_CHECK(mdb_env_open(env, dir.path().c_str(), MDB_NOTLS, 0600) == 0);
-    MDB_dbi dbi;
-    {
-      MDB_txn* txn;
-      PEERKV_CHECK(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
-      PEERKV_CHECK(mdb_dbi_open(txn, nullptr, 0, &dbi) == 0);
-      PEERKV_CHECK(mdb_txn_commit(txn) == 0);
-    }
+    auto raw = std::make_unique<bench::RawLmdb>(dir.path(), size_t{1} << 30);
     state.ResumeTiming();
-    for (size_t i = 0; i < records.size(); i += kBatch) {
-      MDB_txn* txn;
-      PEERKV_CHECK(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
-      for (size_t j = i; j < std::min(records.size(), i + kBatch); ++j) {
-        MDB_val k{records[j].key.size(), const_cast<char*>(records[j].key.data())};
-        MDB_val v{records[j].value.size(), const_cast<char*>(records[j].value.data())};
-        PEERKV_CHECK(mdb_put(txn, dbi, &k, &v, 0) == 0);
-      }
-      PEERKV_CHECK(mdb_txn_commit(txn) == 0);
-    }
+    raw->Put(records, kBatch);
     state.PauseTiming();
-    mdb_env_close(env);
+    raw.reset();
     state.ResumeTiming();
   }
   state.SetItemsProcessed(state.iterations() * records.size());
