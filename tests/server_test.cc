@@ -24,6 +24,7 @@
 #include "rpc/client.h"
 #include "testing/server_process.h"
 #include "testing/subprocess.h"
+#include "testing/seed.h"
 #include "testing/temp_dir.h"
 
 namespace peerkv {
@@ -351,7 +352,7 @@ TEST_F(ServerTest, ConcurrentWritersAreAllAcknowledgedAndSurviveARestart) {
 }
 
 TEST_F(ServerTest, AcknowledgedWritesSurviveSigkillUnderLoad) {
-  std::mt19937_64 rng(std::random_device{}());
+  std::mt19937_64 rng(testing::TestSeed());
   absl::Mutex mu;
   std::map<std::string, std::string> acknowledged;  // guarded by mu
   constexpr int kKills = 10;
@@ -369,11 +370,17 @@ TEST_F(ServerTest, AcknowledgedWritesSurviveSigkillUnderLoad) {
     checker.reset();
 
     int acks_this_round = 0;  // guarded by mu
+    // Every writer connects before any writes: a writer that connected only
+    // after the kill would fail to connect, which is not what is tested.
+    std::vector<std::unique_ptr<Client>> clients;
+    for (int w = 0; w < 4; ++w) {
+      clients.push_back(Connect(server->address()));
+      ASSERT_NE(clients.back(), nullptr);
+    }
     std::vector<std::thread> writers;
     for (int w = 0; w < 4; ++w) {
       writers.emplace_back([&, w] {
-        auto client = Connect(server->address());
-        if (client == nullptr) return;
+        Client* client = clients[w].get();
         for (int i = 0; i < 100'000; ++i) {
           const std::string key = absl::StrFormat("r%d-w%d-%d", round, w, i);
           const std::string value = absl::StrFormat("v%d", i);
@@ -414,11 +421,17 @@ TEST_F(ServerTest, GracefulShutdownFinishesInFlightWritesAndExitsZero) {
   ASSERT_NE(server, nullptr);
   absl::Mutex mu;
   int acknowledged = 0;  // guarded by mu
+  // Connected before the stop, so that every writer is refused mid-write
+  // rather than at connect.
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int w = 0; w < 4; ++w) {
+    clients.push_back(Connect(server->address()));
+    ASSERT_NE(clients.back(), nullptr);
+  }
   std::vector<std::thread> writers;
   for (int w = 0; w < 4; ++w) {
     writers.emplace_back([&, w] {
-      auto client = Connect(server->address());
-      if (client == nullptr) return;
+      Client* client = clients[w].get();
       for (int i = 0; i < 100'000; ++i) {
         if (!client->Put("ks", absl::StrFormat("w%d-%d", w, i), "v").ok()) return;
         absl::MutexLock lock(&mu);

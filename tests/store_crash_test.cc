@@ -23,6 +23,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "store/store.h"
+#include "testing/seed.h"
 #include "testing/temp_dir.h"
 
 namespace peerkv {
@@ -88,7 +89,7 @@ struct ThreadProgress {
 TEST(StoreCrashTest, AcknowledgedWritesSurviveSigkill) {
   testing::TempDir dir;
   const std::string db = dir.Sub("db");
-  std::mt19937_64 rng(std::random_device{}());
+  std::mt19937_64 rng(testing::TestSeed());
   std::map<std::pair<int, int>, ThreadProgress> progress;
   int total_acks = 0;
 
