@@ -17,6 +17,10 @@ constexpr size_t kMaxPeers = 1024;
 // Pages in a row from one peer before the others waiting get a turn.
 constexpr int kMaxPagesInARow = 16;
 
+// A link whose merges keep failing (the store refuses them: a full disk,
+// max_map_bytes) is logged at most once per peer per this interval.
+constexpr absl::Duration kMergeFailureLogInterval = absl::Minutes(1);
+
 // True if `mine` covers everything `theirs` does.
 bool Dominates(const Watermarks& mine, const Watermarks& theirs) {
   for (const auto& [origin, hlc] : theirs) {
@@ -58,6 +62,9 @@ struct Replicator::Peer {
   uint64_t behind = 0;
   uint64_t refused = 0;
   absl::Time last_refusal_log = absl::InfinitePast();
+  // Merges of its batches that failed since the last one that was logged.
+  uint64_t merge_failures = 0;
+  absl::Time last_merge_failure_log = absl::InfinitePast();
   std::string last_error;
 };
 
@@ -391,12 +398,29 @@ void Replicator::OnPulled(uint64_t peer_id, uint64_t attempt,
   size_t refused = held_back ? 1 : 0;
   absl::Status refusal = too_far_ahead;
   if (!records.empty() || checkpoint_moves || !adopted.empty()) {
+    const size_t batch_records = records.size();
     absl::StatusOr<MergeResult> merged = store_->Merge(
         std::move(records),
         CheckpointUpdate{peer_id, PeerCheckpoint{response.incarnation, checkpoint_seq},
                          std::move(adopted)});
     if (!merged.ok()) {
-      FinishPull(peer, merged.status());
+      // The pull is retried later and fails the same way until the cause
+      // is gone: say so (not on every retry), and in status.
+      const absl::Status failure = absl::Status(
+          merged.status().code(),
+          absl::StrFormat("merging %d records from this peer failed: %s", batch_records,
+                          merged.status().message()));
+      ++peer.merge_failures;
+      const absl::Time now = executor_->Now();
+      if (now - peer.last_merge_failure_log >= kMergeFailureLogInterval) {
+        peer.last_merge_failure_log = now;
+        Log(absl::StrFormat("peerkv: merges from peer %s (%s) fail (%d since the last such line): %s",
+                            peer.info.name.empty() ? "(unnamed)" : peer.info.name,
+                            ReplicaIdToString(peer_id), peer.merge_failures,
+                            failure.ToString()));
+        peer.merge_failures = 0;
+      }
+      FinishPull(peer, failure);
       return;
     }
     counters_.records_won += merged->won;

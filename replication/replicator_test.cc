@@ -8,6 +8,7 @@
 
 #include <set>
 
+#include "absl/strings/str_format.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -165,6 +166,72 @@ TEST_F(ReplicatorTest, PeersBeyondTheLimitAreRefused) {
   Advance(absl::Milliseconds(1));
   EXPECT_THAT(transport_.closed, ::testing::ElementsAre(5000));
   EXPECT_EQ(replicator_->Statuses().size(), 1024u);
+}
+
+// A store that refuses every merge (here its map is at max_map_bytes):
+// the link says so in status at once and in the log once per minute, not
+// on every retry and not never.
+TEST_F(ReplicatorTest, FailingMergesAreLoggedOncePerMinuteAndShownInStatus) {
+  store_.reset();
+  StoreOptions options;
+  options.dir = dir_.Sub("small");
+  options.initial_map_bytes = 1 << 20;
+  options.max_map_bytes = 1 << 20;
+  options.sync = false;
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
+  ASSERT_THAT(store, IsOk());
+  store_ = std::move(*store);
+  std::vector<std::string> lines;
+  StartReplicator(ReplicatorOptions{
+      .name = "b", .log = [&lines](const std::string& line) { lines.push_back(line); }});
+  ConnectPeers(1);
+
+  // A page of 2 MB of records, more than the map may hold.
+  auto answer_big_page = [&] {
+    ASSERT_EQ(transport_.pending_pulls.size(), 1u);
+    PullResponse response;
+    response.replica_id = 1;
+    response.incarnation = kIncarnation;
+    response.from_seq = 0;
+    response.last_seq = response.max_seq = 600;
+    const uint64_t hlc = MakeHlc(absl::ToUnixMillis(absl::Now()), 0);
+    for (uint64_t seq = 1; seq <= 600; ++seq) {
+      response.records.push_back(Record{"ks", absl::StrFormat("k%04d", seq), Version{hlc, 1},
+                                        false, std::string(3000, 'v'), seq});
+    }
+    auto done = std::move(transport_.pending_pulls.front());
+    transport_.pending_pulls.clear();
+    done(std::move(response));
+    Advance(absl::Milliseconds(1));
+  };
+  auto pull = [&] {
+    replicator_->OnNudged(1, Watermarks{});
+    Advance(absl::Milliseconds(1));
+  };
+
+  pull();
+  answer_big_page();
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_THAT(lines[0], ::testing::HasSubstr("merges from peer (unnamed)"));
+  EXPECT_THAT(lines[0], ::testing::HasSubstr("max_map_bytes"));
+  const std::vector<PeerStatus> statuses = replicator_->Statuses();
+  ASSERT_EQ(statuses.size(), 1u);
+  EXPECT_THAT(statuses[0].last_error, ::testing::HasSubstr("merging 600 records"));
+  EXPECT_THAT(statuses[0].last_error, ::testing::HasSubstr("max_map_bytes"));
+
+  // Retries within the minute fail silently; the next after it is logged
+  // with the count.
+  for (int i = 0; i < 3; ++i) {
+    Advance(absl::Seconds(10));
+    pull();
+    answer_big_page();
+  }
+  EXPECT_EQ(lines.size(), 1u);
+  Advance(absl::Seconds(31));
+  pull();
+  answer_big_page();
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_THAT(lines[1], ::testing::HasSubstr("(4 since the last such line)"));
 }
 
 }  // namespace

@@ -3,16 +3,26 @@
 
 #include <cerrno>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_format.h"
 
 namespace peerkv::lmdb {
+namespace {
+
+constexpr char kMapFullPayload[] = "peerkv/lmdb/MDB_MAP_FULL";
+
+}  // namespace
 
 absl::Status Error(int rc, std::string_view operation) {
   if (rc == MDB_SUCCESS) return absl::OkStatus();
   const std::string message =
       absl::StrFormat("%s: %s (%d)", operation, mdb_strerror(rc), rc);
   switch (rc) {
-    case MDB_MAP_FULL:
+    case MDB_MAP_FULL: {
+      absl::Status status = absl::ResourceExhaustedError(message);
+      status.SetPayload(kMapFullPayload, absl::Cord("1"));
+      return status;
+    }
     case ENOSPC:
     case EFBIG:
     case EDQUOT:
@@ -29,6 +39,10 @@ absl::Status Error(int rc, std::string_view operation) {
     default:
       return absl::InternalError(message);
   }
+}
+
+bool IsMapFull(const absl::Status& status) {
+  return status.GetPayload(kMapFullPayload).has_value();
 }
 
 absl::Status Txn::Begin(MDB_env* env, unsigned flags) {

@@ -16,8 +16,13 @@ namespace peerkv::lmdb {
 // The only translation of LMDB and errno codes: MDB_MAP_FULL, ENOSPC,
 // EFBIG and EDQUOT become ResourceExhausted; MDB_CORRUPTED, MDB_PAGE_NOTFOUND
 // and MDB_VERSION_MISMATCH DataLoss; EACCES PermissionDenied; the rest
-// Internal. The message names `operation`.
+// Internal. The message names `operation`. MDB_MAP_FULL also carries a
+// payload that IsMapFull() finds, however the status travels.
 absl::Status Error(int rc, std::string_view operation);
+
+// True if `status` is (or was made from) an MDB_MAP_FULL, from whichever
+// LMDB call: the map must grow and the transaction be retried.
+bool IsMapFull(const absl::Status& status);
 
 inline MDB_val Val(std::string_view bytes) {
   return MDB_val{bytes.size(), const_cast<char*>(bytes.data())};

@@ -472,7 +472,12 @@ Store::~Store() {
     read_pool_.clear();
   }
   if (env_ != nullptr) {
-    const absl::Status flushed = FlushHeldCheckpoints();
+    absl::Status flushed = FlushHeldCheckpoints();
+    for (int attempt = 0; lmdb::IsMapFull(flushed) && attempt < kMaxMapGrowthAttempts;
+         ++attempt) {
+      flushed = GrowMap(0);
+      if (flushed.ok()) flushed = FlushHeldCheckpoints();
+    }
     if (!flushed.ok()) {
       // Losing a held checkpoint only means pulling those changes again.
       std::fprintf(stderr, "peerkv: checkpoints not saved at close: %s\n",
@@ -754,11 +759,15 @@ void Store::ApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& group) {
   } else {
     size_t bytes = 0;
     for (const auto& r : group) bytes += r->bytes;
+    // MDB_MAP_FULL can come from any call that allocates a page, commit
+    // included (it writes the free list and the database roots); whichever
+    // it was, the transaction is gone, and the group is retried in a
+    // bigger map. Bounded: each attempt at least doubles the map, up to
+    // max_map_bytes, where GrowMap refuses.
     for (int attempt = 0;; ++attempt) {
-      bool map_full = false;
       state = GroupState{};
-      status = TryApplyGroup(group, state, &map_full);
-      if (!map_full) break;
+      status = TryApplyGroup(group, state);
+      if (!lmdb::IsMapFull(status)) break;
       if (attempt == kMaxMapGrowthAttempts) break;
       const absl::Status grown = GrowMap(bytes);
       if (!grown.ok()) {
@@ -788,7 +797,7 @@ void Store::ApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& group) {
 }
 
 absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& group,
-                                  GroupState& state, bool* map_full) {
+                                  GroupState& state) {
   size_t group_bytes = 0;
   for (const auto& r : group) group_bytes += r->bytes;
   state.next_seq = max_seq_.load() + 1;
@@ -803,11 +812,6 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
   PEERKV_RETURN_IF_ERROR(records.Open(txn, records_dbi_));
   PEERKV_RETURN_IF_ERROR(log.Open(txn, log_dbi_));
   std::string record_key, stored, seq_key;
-
-  auto check = [&](int rc, std::string_view what) -> absl::Status {
-    if (rc == MDB_MAP_FULL) *map_full = true;
-    return lmdb::Error(rc, what);
-  };
 
   // Writes `version` for the key if it beats the stored one, and appends
   // the change (with the value) to the log. One B-tree descent: a put that
@@ -831,7 +835,7 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
       d = Val(stored);
       rc = mdb_cursor_put(records.get(), &k, &d, MDB_CURRENT);
     }
-    PEERKV_RETURN_IF_ERROR(check(rc, "write record"));
+    PEERKV_RETURN_IF_ERROR(lmdb::Error(rc, "write record"));
     (deleted ? state.tombstones : state.live_records) += 1;
     state.fingerprint ^= codec::RegisterHash(record_key, version, deleted);
     seq_key.clear();
@@ -839,7 +843,7 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
     codec::EncodeLogEntry(record_key, source, value, &log_value);
     MDB_val lk = Val(seq_key), lv = Val(log_value);
     PEERKV_RETURN_IF_ERROR(
-        check(mdb_cursor_put(log.get(), &lk, &lv, MDB_APPEND), "append to log"));
+        lmdb::Error(mdb_cursor_put(log.get(), &lk, &lv, MDB_APPEND), "append to log"));
     ++state.next_seq;
     ++state.log_entries;
     state.changed = true;
@@ -910,7 +914,7 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
     MergeWatermarks(state.watermarks, &watermarks);
     const std::string encoded = EncodeWatermarks(watermarks);
     MDB_val k = Val(kMetaWatermarks), d = Val(encoded);
-    PEERKV_RETURN_IF_ERROR(check(mdb_put(txn.get(), meta_dbi_, &k, &d, 0), "write watermarks"));
+    PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_put(txn.get(), meta_dbi_, &k, &d, 0), "write watermarks"));
   }
 
   absl::flat_hash_map<uint64_t, PeerCheckpoint> checkpoints;
@@ -926,7 +930,7 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
     codec::PutFixed64(&value, cp.seq);
     MDB_val k = Val(key), d = Val(value);
     PEERKV_RETURN_IF_ERROR(
-        check(mdb_put(txn.get(), peers_dbi_, &k, &d, 0), "write checkpoint"));
+        lmdb::Error(mdb_put(txn.get(), peers_dbi_, &k, &d, 0), "write checkpoint"));
   }
 
   std::string meta_state;
@@ -938,9 +942,11 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
   {
     MDB_val k = Val(kMetaState), d = Val(meta_state);
     PEERKV_RETURN_IF_ERROR(
-        check(mdb_put(txn.get(), meta_dbi_, &k, &d, 0), "write meta state"));
+        lmdb::Error(mdb_put(txn.get(), meta_dbi_, &k, &d, 0), "write meta state"));
   }
   absl::Status committed = txn.Commit();
+  // A full map is not a full disk: ApplyGroup grows it and retries.
+  if (lmdb::IsMapFull(committed)) return committed;
   if (!committed.ok()) return ExplainCommitFailure(committed, group_bytes);
   if (write_watermarks) {
     absl::MutexLock lock(&watermarks_mu_);
@@ -989,7 +995,9 @@ absl::Status Store::GrowMap(size_t needed_bytes) {
   const size_t current = map_bytes_.load();
   if (current >= options_.max_map_bytes) {
     return absl::ResourceExhaustedError(absl::StrFormat(
-        "store map is full at %d bytes, the max_map_bytes limit", current));
+        "store map is full at %d bytes, the max_map_bytes limit; nothing "
+        "from the failed commit was acknowledged",
+        current));
   }
   size_t grown = std::max(current * 2, current + 2 * needed_bytes);
   grown = std::min(grown, options_.max_map_bytes);
@@ -1003,10 +1011,11 @@ absl::Status Store::GrowMap(size_t needed_bytes) {
 }
 
 absl::Status Store::FlushHeldCheckpoints() {
+  // Copied, not taken: a failed attempt (a full map) is retried.
   absl::flat_hash_map<uint64_t, PeerCheckpoint> checkpoints;
   {
     absl::MutexLock lock(&checkpoints_mu_);
-    checkpoints.swap(held_checkpoints_);
+    checkpoints = held_checkpoints_;
   }
   std::string watermarks;
   {
@@ -1091,7 +1100,13 @@ absl::StatusOr<uint64_t> Store::CompactStep(size_t max_entries,
     PEERKV_RETURN_IF_ERROR(lmdb::Error(rc, "delete superseded log entry"));
   }
   if (!superseded.empty()) {
-    PEERKV_RETURN_IF_ERROR(txn.Commit());
+    const absl::Status committed = txn.Commit();
+    if (lmdb::IsMapFull(committed)) {
+      // The commit needed pages too (free list): grow; a later step retries.
+      PEERKV_RETURN_IF_ERROR(GrowMap(0));
+      return 0;
+    }
+    PEERKV_RETURN_IF_ERROR(committed);
     log_entries_ -= superseded.size();
   }
   compact_from_seq_ = *reached_end ? 0 : last_seq;

@@ -327,8 +327,10 @@ class Store {
   void Submit(std::unique_ptr<WriteRequest> request, bool wait_for_room);
   void WriterLoop();
   void ApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& group);
+  // One attempt at the group in one transaction. An MDB_MAP_FULL from any
+  // LMDB call, commit included, is returned as is (see lmdb::IsMapFull).
   absl::Status TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& group,
-                             GroupState& state, bool* map_full);
+                             GroupState& state);
   absl::Status GrowMap(size_t needed_bytes);
   absl::Status ExplainCommitFailure(const absl::Status& failure,
                                     size_t group_bytes) const;

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <fstream>
+#include <random>
 #include <set>
 #include <thread>
 
@@ -476,6 +477,62 @@ TEST_F(StoreTest, TheMapGrowsWhenFull) {
   EXPECT_GT(stats.map_bytes, 20u << 20);
   EXPECT_EQ(stats.live_records, 200u);
   EXPECT_EQ((*store->Get("ks", "k000"))->value, value);
+}
+
+// LMDB allocates pages inside mdb_txn_commit too (the free list, the roots
+// of the named databases), so a batch whose puts fit can still find the map
+// full at commit. Each value here takes exactly one overflow page, so the
+// sweep over batch sizes walks the last page of a 1 MiB map one page at a
+// time: for some n the puts end with (almost) no page left and only the
+// commit overflows. Every batch must land, the map grown as needed.
+TEST_F(StoreTest, AMapFullAtCommitGrowsTheMapAndRetries) {
+  const std::string value(3000, 'v');
+  for (int n = 200; n <= 270; ++n) {
+    StoreOptions options = Options();
+    options.dir = dir_.Sub(absl::StrFormat("db%d", n));
+    options.initial_map_bytes = 1 << 20;
+    options.sync = false;
+    auto store = OpenStore(options);
+    ASSERT_NE(store, nullptr);
+    // A first commit, so that the batch frees pages and its commit has a
+    // free list to write.
+    ASSERT_THAT(store->Put("ks", "first", "x"), IsOk());
+    std::vector<Mutation> batch;
+    for (int i = 0; i < n; ++i) {
+      batch.push_back(Mutation{"ks", absl::StrFormat("k%04d", i), value});
+    }
+    ASSERT_THAT(store->Write(std::move(batch)), IsOk()) << "batch of " << n;
+    EXPECT_EQ(store->Stats()->live_records, static_cast<uint64_t>(n) + 1) << n;
+  }
+}
+
+// What a fresh replica does when it pulls a big peer: many merged batches
+// of random keys into a store that starts with the smallest map.
+TEST_F(StoreTest, MergingManyBatchesIntoATinyMapCompletes) {
+  StoreOptions options = Options();
+  options.initial_map_bytes = 1 << 20;
+  options.sync = false;
+  auto store = OpenStore(options);
+  ASSERT_NE(store, nullptr);
+  std::mt19937_64 random(14);
+  constexpr int kBatches = 100;
+  constexpr int kBatchRecords = 1000;
+  const std::string value(100, 'v');
+  for (int b = 0; b < kBatches; ++b) {
+    std::vector<Record> batch;
+    for (int i = 0; i < kBatchRecords; ++i) {
+      batch.push_back(Remote(absl::StrFormat("doc-%016x", random()), 1 + b, 7, value));
+    }
+    absl::StatusOr<MergeResult> merged = store->Merge(
+        std::move(batch),
+        CheckpointUpdate{7, PeerCheckpoint{1, static_cast<uint64_t>(b + 1) * kBatchRecords}, {}});
+    ASSERT_THAT(merged, IsOk()) << "batch " << b;
+    ASSERT_EQ(merged->won, static_cast<size_t>(kBatchRecords));
+  }
+  const StoreStats stats = *store->Stats();
+  EXPECT_EQ(stats.live_records, static_cast<uint64_t>(kBatches) * kBatchRecords);
+  EXPECT_GT(stats.map_bytes, uint64_t{1} << 20);
+  EXPECT_EQ((*store->GetCheckpoint(7))->seq, static_cast<uint64_t>(kBatches) * kBatchRecords);
 }
 
 TEST_F(StoreTest, AFullMapIsResourceExhaustedAndLosesNothing) {
