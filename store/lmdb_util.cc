@@ -36,6 +36,9 @@ absl::Status Error(int rc, std::string_view operation) {
     case EPERM:
     case EROFS:
       return absl::PermissionDeniedError(message);
+    case ENOTDIR:
+    case EEXIST:
+      return absl::FailedPreconditionError(message);
     default:
       return absl::InternalError(message);
   }

@@ -15,7 +15,8 @@ namespace peerkv::lmdb {
 
 // The only translation of LMDB and errno codes: MDB_MAP_FULL, ENOSPC,
 // EFBIG and EDQUOT become ResourceExhausted; MDB_CORRUPTED, MDB_PAGE_NOTFOUND
-// and MDB_VERSION_MISMATCH DataLoss; EACCES PermissionDenied; the rest
+// and MDB_VERSION_MISMATCH DataLoss; EACCES, EPERM and EROFS
+// PermissionDenied; ENOTDIR and EEXIST FailedPrecondition; the rest
 // Internal. The message names `operation`. MDB_MAP_FULL also carries a
 // payload that IsMapFull() finds, however the status travels.
 absl::Status Error(int rc, std::string_view operation);

@@ -1,29 +1,20 @@
-// store/store.cc: the LMDB-backed last-writer-wins store: opening and
-// locking the environment, the group-commit writer thread, merge, reads,
+// store/store.cc: the LMDB-backed last-writer-wins store: opening the
+// environment (in a DataDir), the group-commit writer thread, merge, reads,
 // log compaction and map growth.
 #include "store/store.h"
-
-#include <fcntl.h>
-#include <sys/file.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
-#include <sys/statvfs.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <random>
-#include <system_error>
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/notification.h"
 #include "common/macros.h"
 #include "store/codec.h"
+#include "store/data_dir.h"
 #include "store/lmdb_util.h"
 
 namespace peerkv {
@@ -45,33 +36,6 @@ constexpr size_t kMetaStateBytes = 40;
 constexpr char kMetaWatermarks[] = "watermarks";
 constexpr size_t kCompactionStepEntries = 8192;
 constexpr int kMaxMapGrowthAttempts = 64;
-
-// Directories open in this process. LMDB must not open one environment twice
-// in a process (its locks are per process), so Open refuses that here with a
-// clear error instead of relying on the lock file.
-absl::Mutex open_dirs_mu(absl::kConstInit);
-absl::flat_hash_set<std::string>& OpenDirs() ABSL_EXCLUSIVE_LOCKS_REQUIRED(open_dirs_mu) {
-  static auto* dirs = new absl::flat_hash_set<std::string>();
-  return *dirs;
-}
-
-absl::Status ErrnoError(int err, std::string_view what) {
-  const std::string message = absl::StrFormat("%s: %s", what, std::strerror(err));
-  switch (err) {
-    case EACCES:
-    case EPERM:
-    case EROFS:
-      return absl::PermissionDeniedError(message);
-    case ENOTDIR:
-    case EEXIST:
-      return absl::FailedPreconditionError(message);
-    case ENOSPC:
-    case EDQUOT:
-      return absl::ResourceExhaustedError(message);
-    default:
-      return absl::InternalError(message);
-  }
-}
 
 std::string Fixed64(uint64_t v) {
   std::string out;
@@ -282,34 +246,9 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(StoreOptions options) {
     return absl::InvalidArgumentError("group commit bounds must be positive");
   }
 
-  std::error_code ec;
-  std::filesystem::create_directories(options.dir, ec);
-  if (ec) {
-    return ErrnoError(ec.value(),
-                      absl::StrCat("create store directory ", options.dir));
-  }
-  const std::filesystem::path canonical =
-      std::filesystem::canonical(options.dir, ec);
-  if (ec) {
-    return ErrnoError(ec.value(), absl::StrCat("resolve ", options.dir));
-  }
-  if (!std::filesystem::is_directory(canonical, ec)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("store path ", options.dir, " is not a directory"));
-  }
-
+  PEERKV_ASSIGN_OR_RETURN(std::unique_ptr<DataDir> dir, DataDir::Open(options.dir));
   auto store = std::unique_ptr<Store>(new Store(std::move(options)));
-  {
-    absl::MutexLock lock(&open_dirs_mu);
-    if (!OpenDirs().insert(canonical.string()).second) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "store directory ", canonical.string(),
-          " is already open in this process"));
-    }
-  }
-  // From here on the destructor unregisters the directory and closes
-  // whatever was opened.
-  store->canonical_dir_ = canonical.string();
+  store->dir_ = std::move(dir);
   PEERKV_RETURN_IF_ERROR(store->OpenEnvironment());
   PEERKV_RETURN_IF_ERROR(store->LoadOrInitMeta());
   store->writer_ = std::thread([s = store.get()] { s->WriterLoop(); });
@@ -317,19 +256,6 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(StoreOptions options) {
 }
 
 absl::Status Store::OpenEnvironment() {
-  const std::string lock_path = canonical_dir_ + "/peerkv.lock";
-  lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (lock_fd_ < 0) return ErrnoError(errno, absl::StrCat("open ", lock_path));
-  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
-    if (errno == EWOULDBLOCK) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "store directory ", canonical_dir_,
-          " is in use by another process (a running peerkv server? use "
-          "--server to talk to it)"));
-    }
-    return ErrnoError(errno, absl::StrCat("lock ", lock_path));
-  }
-
   PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_env_create(&env_), "mdb_env_create"));
   PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_env_set_maxdbs(env_, 4), "mdb_env_set_maxdbs"));
   PEERKV_RETURN_IF_ERROR(
@@ -341,8 +267,8 @@ absl::Status Store::OpenEnvironment() {
   unsigned flags = MDB_NOTLS | MDB_NORDAHEAD;
   if (!options_.sync) flags |= MDB_NOSYNC;
   PEERKV_RETURN_IF_ERROR(lmdb::Error(
-      mdb_env_open(env_, canonical_dir_.c_str(), flags, 0600),
-      absl::StrCat("open LMDB environment in ", canonical_dir_)));
+      mdb_env_open(env_, dir_->path().c_str(), flags, 0600),
+      absl::StrCat("open LMDB environment in ", dir_->path())));
   MDB_envinfo info;
   PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_env_info(env_, &info), "mdb_env_info"));
   map_bytes_ = info.me_mapsize;
@@ -376,7 +302,7 @@ absl::Status Store::LoadOrInitMeta() {
         lmdb::Error(mdb_stat(txn.get(), records_dbi_, &stat), "mdb_stat"));
     if (stat.ms_entries != 0) {
       return absl::DataLossError(absl::StrCat(
-          "store in ", canonical_dir_, " has records but no format marker"));
+          "store in ", dir_->path(), " has records but no format marker"));
     }
     std::seed_seq seeds{options_.id_seed.value_or(0)};
     absl::BitGen os_random;
@@ -401,7 +327,7 @@ absl::Status Store::LoadOrInitMeta() {
     if (*format > kFormatVersion) {
       return absl::FailedPreconditionError(absl::StrFormat(
           "store in %s has format %d; this peerkv reads format %d or older",
-          canonical_dir_, *format, kFormatVersion));
+          dir_->path(), *format, kFormatVersion));
     }
     PEERKV_ASSIGN_OR_RETURN(std::optional<uint64_t> id,
                             GetMetaU64(txn.get(), meta_dbi_, kMetaReplicaId));
@@ -409,7 +335,7 @@ absl::Status Store::LoadOrInitMeta() {
                             GetMetaU64(txn.get(), meta_dbi_, kMetaIncarnation));
     if (!id.has_value() || !inc.has_value() || *id == 0 || *inc == 0) {
       return absl::DataLossError(absl::StrCat(
-          "store in ", canonical_dir_, " lacks its replica id or incarnation"));
+          "store in ", dir_->path(), " lacks its replica id or incarnation"));
     }
     replica_id_ = *id;
     incarnation_ = *inc;
@@ -484,11 +410,6 @@ Store::~Store() {
                    flushed.ToString().c_str());
     }
     mdb_env_close(env_);
-  }
-  if (lock_fd_ >= 0) ::close(lock_fd_);
-  if (!canonical_dir_.empty()) {
-    absl::MutexLock lock(&open_dirs_mu);
-    OpenDirs().erase(canonical_dir_);
   }
 }
 
@@ -962,33 +883,7 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
 
 absl::Status Store::ExplainCommitFailure(const absl::Status& failure,
                                          size_t group_bytes) const {
-  // LMDB reports a short write as EIO, which is what a full file system (or
-  // a file-size limit) produces mid-commit. Tell that apart from a failing
-  // disk, because the caller's remedy differs: free space, or alert.
-  const std::string data_path = canonical_dir_ + "/data.mdb";
-  struct stat st;
-  struct statvfs fs;
-  rlimit fsize;
-  const uint64_t needed = std::max<uint64_t>(uint64_t{64} << 20, 2 * group_bytes);
-  if (::stat(data_path.c_str(), &st) == 0) {
-    if (::getrlimit(RLIMIT_FSIZE, &fsize) == 0 && fsize.rlim_cur != RLIM_INFINITY &&
-        static_cast<uint64_t>(st.st_size) + needed > fsize.rlim_cur) {
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "%s: the data file (%d bytes) reached this process's file size limit "
-          "(%d bytes); nothing from the failed commit was acknowledged",
-          failure.message(), st.st_size, fsize.rlim_cur));
-    }
-  }
-  if (::statvfs(canonical_dir_.c_str(), &fs) == 0) {
-    const uint64_t free_bytes = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
-    if (free_bytes < needed) {
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "%s: the disk holding %s is full (%d bytes free); nothing from the "
-          "failed commit was acknowledged",
-          failure.message(), canonical_dir_, free_bytes));
-    }
-  }
-  return failure;
+  return dir_->ExplainWriteFailure(failure, group_bytes);
 }
 
 absl::Status Store::GrowMap(size_t needed_bytes) {
@@ -1312,12 +1207,7 @@ absl::StatusOr<StoreStats> Store::Stats() const {
   stats.map_bytes = map_bytes_.load();
   stats.commits = commits_.load();
   stats.fingerprint = fingerprint_.load();
-  struct stat st;
-  const std::string data_path = canonical_dir_ + "/data.mdb";
-  if (::stat(data_path.c_str(), &st) != 0) {
-    return ErrnoError(errno, absl::StrCat("stat ", data_path));
-  }
-  stats.disk_bytes = static_cast<uint64_t>(st.st_size);
+  PEERKV_ASSIGN_OR_RETURN(stats.disk_bytes, dir_->DataFileBytes());
   return stats;
 }
 

@@ -35,6 +35,8 @@
 
 namespace peerkv {
 
+class DataDir;
+
 struct StoreOptions {
   // Directory of the LMDB environment; created (with parents) if missing.
   std::string dir;
@@ -341,8 +343,8 @@ class Store {
   const StoreOptions options_;
   uint64_t replica_id_ = 0;
   uint64_t incarnation_ = 0;
-  std::string canonical_dir_;
-  int lock_fd_ = -1;
+  // Destroyed after the environment is closed (in ~Store's body).
+  std::unique_ptr<DataDir> dir_;
   std::unique_ptr<HybridClock> clock_;
 
   MDB_env* env_ = nullptr;
