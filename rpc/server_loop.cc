@@ -7,6 +7,9 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <cerrno>
+#include <cstring>
+
 #include "absl/strings/str_format.h"
 #include "common/log.h"
 #include "kj/debug.h"
@@ -21,6 +24,18 @@ namespace {
 
 constexpr uint kNestingLimit = 16;
 constexpr auto kDialTimeout = 10 * kj::SECONDS;
+// After a failed accept: out of descriptors (or memory), wait for clients
+// to leave; anything else, just do not spin.
+constexpr auto kAcceptRetryWhenExhausted = 100 * kj::MILLISECONDS;
+constexpr auto kAcceptRetry = 10 * kj::MILLISECONDS;
+
+// EMFILE, ENFILE, ENOBUFS, ENOMEM: kj reports them as OVERLOADED.
+bool OutOfResources(const kj::Exception& e) {
+  const std::string text = e.getDescription().cStr();
+  return e.getType() == kj::Exception::Type::OVERLOADED ||
+         text.find(std::strerror(EMFILE)) != std::string::npos ||
+         text.find(std::strerror(ENFILE)) != std::string::npos;
+}
 
 template <typename Response>
 absl::Status ResponseStatus(Response& response) {
@@ -77,9 +92,17 @@ kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> RecordingMessageStream::tryRe
     kj::ArrayPtr<capnp::word> scratch) {
   return stream_.WhenWritable()
       .then([this, fd_space, options, scratch] {
+        reading_ = true;
         return inner_.tryReadMessage(fd_space, options, scratch);
       })
+      .then([this](kj::Maybe<capnp::MessageReaderAndFds> message) {
+        reading_ = false;
+        ++messages_;
+        boundary_ = stream_.bytes_taken();
+        return message;
+      })
       .catch_([this](kj::Exception&& e) -> kj::Maybe<capnp::MessageReaderAndFds> {
+        reading_ = false;
         // A peer that hangs up or resets is not refused; bytes that are not
         // a valid message, or a message over the limit, are.
         if (failure_.empty() && e.getType() != kj::Exception::Type::DISCONNECTED) {
@@ -107,6 +130,11 @@ struct ServerLoop::Connection {
 
   ServerLoop& loop;
   const uint64_t id;
+  // Fulfilled to close the connection from the server's side.
+  kj::Own<kj::PromiseFulfiller<void>> closer;
+  const kj::TimePoint opened = loop.io_.provider->getTimer().now();
+  // When the idle sweep first saw it part-way through a message.
+  kj::Maybe<kj::TimePoint> mid_message_since;
   kj::Own<BufferedStream> stream;
   std::string peer;
   RecordingMessageStream messages;
@@ -167,31 +195,92 @@ kj::Promise<std::string> ServerLoop::Listen() {
         listener_ = address->listen();
         const std::string host = options_.listen.substr(0, options_.listen.rfind(':'));
         bound_ = absl::StrFormat("%s:%d", host, listener_->getPort());
-        accept_loop_ = AcceptLoop().eagerlyEvaluate(nullptr);
+        accept_loop_ = AcceptLoop().eagerlyEvaluate(
+            [](kj::Exception&& e) {
+              LogLine(absl::StrFormat("peerkv: accept loop ended: %s",
+                                      e.getDescription().cStr()));
+            });
+        tasks_.add(SweepIdle());
         return bound_;
       });
 }
 
 kj::Promise<void> ServerLoop::AcceptLoop() {
-  return listener_->accept().then(
-      [this](kj::Own<kj::AsyncIoStream> stream) {
-        AddConnection(kj::mv(stream));
-        return AcceptLoop();
-      },
-      [this](kj::Exception&& e) -> kj::Promise<void> {
-        // Out of file descriptors, say: keep the port, try again shortly.
-        LogLine(absl::StrFormat("peerkv: accept failed: %s", e.getDescription().cStr()));
-        return io_.provider->getTimer().afterDelay(100 * kj::MILLISECONDS).then([this] {
-          return AcceptLoop();
-        });
-      });
+  // kj's accept() calls accept4 at once and throws when it fails with EMFILE
+  // (or any error but EAGAIN) instead of returning a broken promise. Called
+  // from the continuation below, that throw broke the loop's own promise,
+  // which nobody waits on: the server never accepted again, silently.
+  // evalNow turns it into a broken promise that the error branch handles.
+  return kj::evalNow([this] { return listener_->accept(); })
+      .then(
+          [this](kj::Own<kj::AsyncIoStream> stream) -> kj::Promise<void> {
+            if (accept_failures_ > 0) {
+              LogLine(absl::StrFormat("peerkv: accepting connections again after %d failed accepts",
+                                      accept_failures_));
+              accept_failures_ = 0;
+              accept_error_logged_.clear();
+            }
+            KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] { AddConnection(kj::mv(stream)); })) {
+              LogLine(absl::StrFormat("peerkv: dropped a new connection: %s",
+                                      e->getDescription().cStr()));
+            }
+            return AcceptLoop();
+          },
+          [this](kj::Exception&& e) { return AcceptFailed(kj::mv(e)); });
+}
+
+kj::Promise<void> ServerLoop::AcceptFailed(kj::Exception&& e) {
+  ++accept_failures_;
+  const bool exhausted = OutOfResources(e);
+  const std::string why = e.getDescription().cStr();
+  // Once per episode (and per kind of failure within it), not once per try.
+  if (why != accept_error_logged_) {
+    accept_error_logged_ = why;
+    LogLine(absl::StrFormat("peerkv: accept failed: %s; %s", why,
+                            exhausted ? "retrying every 100 ms until connections close"
+                                      : "retrying"));
+  }
+  return io_.provider->getTimer()
+      .afterDelay(exhausted ? kAcceptRetryWhenExhausted : kAcceptRetry)
+      .then([this] { return AcceptLoop(); });
+}
+
+// Closes connections that have been part-way through a message (or have
+// sent none) for longer than the idle timeout. Runs every quarter of it, so
+// a connection goes between 1 and 1.5 timeouts after it stalled (1.25 for a
+// first message, which is due from the moment the connection opened).
+kj::Promise<void> ServerLoop::SweepIdle() {
+  const auto timeout = options_.idle_timeout_ms * kj::MILLISECONDS;
+  return io_.provider->getTimer().afterDelay(timeout / 4).then([this, timeout] {
+    const kj::TimePoint now = io_.provider->getTimer().now();
+    for (const auto& [id, c] : connections_) {
+      if (!c->messages.MidMessage()) {
+        c->mid_message_since = nullptr;
+        continue;
+      }
+      if (c->mid_message_since == nullptr) {
+        // The first message is due from the moment the connection opened.
+        c->mid_message_since = c->messages.messages() == 0 ? c->opened : now;
+      }
+      const kj::TimePoint since = KJ_ASSERT_NONNULL(c->mid_message_since);
+      if (now - since >= timeout && c->closer->isWaiting()) {
+        LogLine(absl::StrFormat("peerkv: closed connection from %s: no complete message within %d ms",
+                                c->peer, options_.idle_timeout_ms));
+        c->closer->fulfill();
+      }
+    }
+    return SweepIdle();
+  });
 }
 
 void ServerLoop::AddConnection(kj::Own<kj::AsyncIoStream> stream) {
   const uint64_t id = next_connection_id_++;
   auto connection = kj::heap<Connection>(*this, id, kj::mv(stream));
   Connection& c = *connection;
+  auto closed = kj::newPromiseAndFulfiller<void>();
+  c.closer = kj::mv(closed.fulfiller);
   tasks_.add(c.network.onDisconnect()
+                 .exclusiveJoin(kj::mv(closed.promise))
                  .then([this, &c] {
                    if (!c.messages.failure().empty()) {
                      LogLine(absl::StrFormat("peerkv: rejected connection from %s: %s", c.peer,
