@@ -164,14 +164,16 @@ int RunStatus(const Context& c) {
         p.last_exchange_ms == 0
             ? "never"
             : absl::StrFormat("%.1fs ago", std::max<int64_t>(0, now_ms - p.last_exchange_ms) / 1000.0);
-    std::printf("  %s %s %s %s last-exchange=%s checkpoint=%llu behind=%llu refused=%llu%s\n",
+    std::printf("  %s %s %s %s last-exchange=%s checkpoint=%llu behind=%llu refused=%llu "
+                "links=%u suspect-links=%u dead-links=%llu%s\n",
                 p.name.empty() ? "-" : p.name.c_str(),
                 p.address.empty() ? "(inbound)" : p.address.c_str(),
                 p.replica_id == 0 ? "-" : ReplicaIdToString(p.replica_id).c_str(),
                 p.reachable ? "reachable" : "unreachable", last.c_str(),
                 static_cast<unsigned long long>(p.checkpoint_seq),
                 static_cast<unsigned long long>(p.behind),
-                static_cast<unsigned long long>(p.refused),
+                static_cast<unsigned long long>(p.refused), p.links, p.suspect_links,
+                static_cast<unsigned long long>(p.dead_links),
                 p.last_error.empty() ? "" : (" error=\"" + p.last_error + "\"").c_str());
   }
   return kExitOk;
@@ -259,8 +261,9 @@ const std::vector<Command>& ServerCommands() {
        "Prints the replica's facts, then one line per peer: name, address,\n"
        "replica id, reachable or not, time since the last successful exchange,\n"
        "our checkpoint in its log, how many of its changes we have not pulled\n"
-       "yet (behind), and how many of its records we refused (clock too far\n"
-       "ahead, or invalid).\n",
+       "yet (behind), how many of its records we refused (clock too far\n"
+       "ahead, or invalid), and its links: connections now, suspect ones (a\n"
+       "pull or nudge on them went unanswered) and dead ones closed since start.\n",
        {}, RunStatus},
       {"bench", "[-c CLIENTS] [-n REQUESTS] [-P PIPELINE] [-t get,put] [-d VALUE_BYTES] [-r KEYS]",
        "load a running server and report requests per second and latency",

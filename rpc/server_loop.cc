@@ -28,6 +28,9 @@ constexpr auto kDialTimeout = 10 * kj::SECONDS;
 // to leave; anything else, just do not spin.
 constexpr auto kAcceptRetryWhenExhausted = 100 * kj::MILLISECONDS;
 constexpr auto kAcceptRetry = 10 * kj::MILLISECONDS;
+// A link whose keepalive ping (or a nudge) is unanswered for this many
+// keepalive intervals is dead (suspect, for a nudge).
+constexpr int kKeepAliveMisses = 5;
 
 // EMFILE, ENFILE, ENOBUFS, ENOMEM: kj reports them as OVERLOADED.
 bool OutOfResources(const kj::Exception& e) {
@@ -201,6 +204,7 @@ kj::Promise<std::string> ServerLoop::Listen() {
                                       e.getDescription().cStr()));
             });
         tasks_.add(SweepIdle());
+        if (events_ != nullptr) tasks_.add(KeepAlive());
         return bound_;
       });
 }
@@ -270,6 +274,55 @@ kj::Promise<void> ServerLoop::SweepIdle() {
       }
     }
     return SweepIdle();
+  });
+}
+
+// Pings every link each keepalive interval, one ping in flight per link. A
+// half-open connection (one direction stalled by a middlebox, a peer whose
+// machine vanished) closes nothing and answers nothing, and TCP keepalive
+// would not see it where a proxy acks for the peer: a link whose ping stays
+// unanswered for kKeepAliveMisses intervals is dropped, and its connection
+// closed (the replicator redials one it dialled).
+kj::Promise<void> ServerLoop::KeepAlive() {
+  const auto interval = options_.keepalive_ms * kj::MILLISECONDS;
+  return io_.provider->getTimer().afterDelay(interval).then([this, interval] {
+    const kj::TimePoint now = io_.provider->getTimer().now();
+    std::vector<replication::LinkId> dead;
+    for (auto& [link, entry] : links_) {
+      KJ_IF_MAYBE(sent, entry.ping_sent) {
+        if (now - *sent >= kKeepAliveMisses * interval) dead.push_back(link);
+        continue;
+      }
+      entry.ping_sent = now;
+      const replication::LinkId id = link;
+      auto answered = [this, id] {
+        auto it = links_.find(id);
+        if (it != links_.end()) it->second.ping_sent = nullptr;
+      };
+      tasks_.add(entry.peer.pingRequest().send().then(
+          [answered](auto&&) { answered(); },
+          // Any answer proves the link carries messages both ways (a peer
+          // without ping says "unimplemented"); a broken connection is
+          // seen by its own disconnect handler.
+          [answered](kj::Exception&&) { answered(); }));
+    }
+    for (replication::LinkId link : dead) {
+      auto it = links_.find(link);
+      if (it == links_.end()) continue;
+      const uint64_t connection_id = it->second.connection_id;
+      const std::string why = absl::StrFormat(
+          "peer at %s answered no keepalive within %d ms: link dead (half-open connection)",
+          it->second.address, kKeepAliveMisses * options_.keepalive_ms);
+      LogLine(absl::StrFormat("peerkv: %s; closing it", why));
+      DropLink(link, absl::DeadlineExceededError(why));
+      // An inbound link: close the client connection it came on (an
+      // outbound one was closed by DropLink).
+      auto c = connections_.find(connection_id);
+      if (connection_id != 0 && c != connections_.end() && c->second->closer->isWaiting()) {
+        c->second->closer->fulfill();
+      }
+    }
+    return KeepAlive();
   });
 }
 
@@ -377,7 +430,7 @@ void ServerLoop::Dial(const std::string& address, DialDone done) {
             info.setName(AsText(me.name));
             hello.setBack(NewReplica(*this, address, 0, id));
             return hello.send().then(
-                [this, id, replica, outbound = kj::mv(outbound)](
+                [this, id, replica, address, outbound = kj::mv(outbound)](
                     auto response) mutable -> absl::StatusOr<Connected> {
                   absl::Status status = ResponseStatus(response);
                   if (!status.ok()) return status;
@@ -388,6 +441,7 @@ void ServerLoop::Dial(const std::string& address, DialDone done) {
                                                 ToString(peer.getName())}};
                   Outbound& o = *outbound;
                   links_[id] = LinkEntry{replica, 0, kj::mv(outbound)};
+                  links_[id].address = address;
                   tasks_.add(o.network.onDisconnect().then([this, id] {
                     DropLink(id, absl::UnavailableError("connection to peer lost"));
                   }));
@@ -469,8 +523,20 @@ void ServerLoop::Nudge(replication::LinkId link, const Watermarks& mine) {
   // Same direction, same delta state as our pulls on this link.
   const Watermarks delta = WatermarkDelta(mine, &it->second.sent);
   ToWire(delta, request.initWatermarks(delta.size()));
-  // Fire and forget: a lost nudge only delays the next pull to a round.
-  tasks_.add(request.send().ignoreResult().catch_([](kj::Exception&&) {}));
+  // Fire and forget: a lost nudge only delays the next pull to a round. One
+  // unanswered as long as a dead keepalive makes the link suspect, so the
+  // engine's next requests take another link.
+  const auto deadline = kKeepAliveMisses * options_.keepalive_ms * kj::MILLISECONDS;
+  tasks_.add(request.send()
+                 .then([](auto&&) {}, [](kj::Exception&&) {})
+                 .exclusiveJoin(io_.provider->getTimer().afterDelay(deadline).then([this, link] {
+                   if (events_ != nullptr && links_.count(link) > 0) {
+                     events_->OnLinkSuspect(
+                         link, absl::DeadlineExceededError(absl::StrFormat(
+                                   "no answer to a nudge within %d ms",
+                                   kKeepAliveMisses * options_.keepalive_ms)));
+                   }
+                 })));
 }
 
 void ServerLoop::CloseLink(replication::LinkId link) {
@@ -488,6 +554,8 @@ replication::LinkId ServerLoop::AddInboundLink(uint64_t connection_id,
                                                wire::Replica::Client back) {
   const replication::LinkId id = next_link_++;
   links_[id] = LinkEntry{kj::mv(back), connection_id, kj::Own<Outbound>()};
+  auto c = connections_.find(connection_id);
+  links_[id].address = c != connections_.end() ? c->second->peer : "unknown";
   return id;
 }
 

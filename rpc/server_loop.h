@@ -156,12 +156,17 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
     // answers told us (the wire carries deltas).
     Watermarks sent;
     Watermarks received;
+    // The peer's address, for logs.
+    std::string address;
+    // When the keepalive ping now unanswered was sent.
+    kj::Maybe<kj::TimePoint> ping_sent;
   };
 
   void AddConnection(kj::Own<kj::AsyncIoStream> stream);
   kj::Promise<void> AcceptLoop();
   kj::Promise<void> AcceptFailed(kj::Exception&& e);
   kj::Promise<void> SweepIdle();
+  kj::Promise<void> KeepAlive();
   kj::Promise<void> PumpCommits();
   kj::Promise<void> WaitUntil(kj::TimePoint deadline, kj::Function<bool()> done);
   void DropLink(replication::LinkId link, const absl::Status& why);
