@@ -171,13 +171,14 @@ TEST_F(ConnectionLimitsTest, ConnectionsThatNeverFinishAMessageAreClosedAfterThe
   EXPECT_EQ(server.Stop(SIGINT), 0);
 }
 
-TEST_F(ConnectionLimitsTest, IdleTimeoutIsValidated) {
-  for (const std::string bad : {"0", "99", "3600001", "soon"}) {
-    testing::RunResult r = testing::Run({testing::RunfilePath("cli/peerkv"), "serve", "--data",
-                                         dir_.Sub("v"), "--listen", "127.0.0.1:0",
-                                         "--idle-timeout-ms", bad});
-    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.err;
-    EXPECT_THAT(r.err, ::testing::HasSubstr("--idle-timeout-ms")) << bad;
+TEST_F(ConnectionLimitsTest, TimeoutFlagsAreValidated) {
+  for (const std::string flag : {"--idle-timeout-ms", "--keepalive-ms"}) {
+    for (const std::string bad : {"0", "99", "3600001", "soon"}) {
+      testing::RunResult r = testing::Run({testing::RunfilePath("cli/peerkv"), "serve", "--data",
+                                           dir_.Sub("v"), "--listen", "127.0.0.1:0", flag, bad});
+      EXPECT_EQ(r.exit_code, 2) << flag << " " << bad << ": " << r.err;
+      EXPECT_THAT(r.err, ::testing::HasSubstr(flag + " must be an integer in 100..")) << bad;
+    }
   }
 }
 
