@@ -32,6 +32,10 @@ int RunServe(const Context& c) {
   if (!max_value.ok()) return Fail(c.command, max_value.status());
   absl::StatusOr<int64_t> gossip_ms = c.args.GetInt("gossip-interval-ms", 1000, 10, 3'600'000);
   if (!gossip_ms.ok()) return Fail(c.command, gossip_ms.status());
+  absl::StatusOr<int64_t> idle_ms = c.args.GetInt("idle-timeout-ms", 60'000, 100, 3'600'000);
+  if (!idle_ms.ok()) return Fail(c.command, idle_ms.status());
+  absl::StatusOr<int64_t> keepalive_ms = c.args.GetInt("keepalive-ms", 2'000, 100, 600'000);
+  if (!keepalive_ms.ok()) return Fail(c.command, keepalive_ms.status());
   absl::StatusOr<int64_t> fanout = c.args.GetInt("fanout", 2, 1, 1000);
   if (!fanout.ok()) return Fail(c.command, fanout.status());
   absl::StatusOr<int64_t> skew_ms = c.args.GetInt("max-clock-skew-ms", 60'000, 0, 365LL * 86'400'000);
@@ -88,6 +92,8 @@ int RunServe(const Context& c) {
   rpc::ServerOptions server_options;
   server_options.listen = c.args.Get("listen").value_or(kDefaultServer);
   server_options.replica_name = name;
+  server_options.idle_timeout_ms = static_cast<int>(*idle_ms);
+  server_options.keepalive_ms = static_cast<int>(*keepalive_ms);
   server_options.replication.peers = peers;
   server_options.replication.gossip_interval = absl::Milliseconds(*gossip_ms);
   server_options.replication.fanout = static_cast<int>(*fanout);
@@ -158,14 +164,16 @@ int RunStatus(const Context& c) {
         p.last_exchange_ms == 0
             ? "never"
             : absl::StrFormat("%.1fs ago", std::max<int64_t>(0, now_ms - p.last_exchange_ms) / 1000.0);
-    std::printf("  %s %s %s %s last-exchange=%s checkpoint=%llu behind=%llu refused=%llu%s\n",
+    std::printf("  %s %s %s %s last-exchange=%s checkpoint=%llu behind=%llu refused=%llu "
+                "links=%u suspect-links=%u dead-links=%llu%s\n",
                 p.name.empty() ? "-" : p.name.c_str(),
                 p.address.empty() ? "(inbound)" : p.address.c_str(),
                 p.replica_id == 0 ? "-" : ReplicaIdToString(p.replica_id).c_str(),
                 p.reachable ? "reachable" : "unreachable", last.c_str(),
                 static_cast<unsigned long long>(p.checkpoint_seq),
                 static_cast<unsigned long long>(p.behind),
-                static_cast<unsigned long long>(p.refused),
+                static_cast<unsigned long long>(p.refused), p.links, p.suspect_links,
+                static_cast<unsigned long long>(p.dead_links),
                 p.last_error.empty() ? "" : (" error=\"" + p.last_error + "\"").c_str());
   }
   return kExitOk;
@@ -228,11 +236,18 @@ const std::vector<Command>& ServerCommands() {
        "  --replica-name NAME       a human name shown in status and logs (<= 64 bytes)\n"
        "  --gossip-interval-ms N    time between gossip rounds (default 1000)\n"
        "  --fanout N                peers exchanged with per round (default 2)\n"
+       "  --idle-timeout-ms N       close connections that send no whole message within\n"
+       "                            N ms of opening or of a message's first bytes\n"
+       "                            (default 60000; 100..3600000)\n"
+       "  --keepalive-ms N          ping every replication link every N ms; a link whose\n"
+       "                            ping is unanswered for 5 N ms is closed and redialled\n"
+       "                            (default 2000; 100..600000)\n"
        "  --max-clock-skew D        refuse remote writes further ahead of local time\n"
        "                            than duration D (default 60s; or --max-clock-skew-ms N)\n"
        "  --max-value-bytes N       lower the value limit (at most 4194304)\n"
        "  --clock-offset-ms N       testing only: shift this replica's clock by N ms\n",
        {.with_value = {"listen", "max-value-bytes", "replica-name", "peer", "gossip-interval-ms",
+                       "idle-timeout-ms", "keepalive-ms",
                        "fanout", "max-clock-skew", "max-clock-skew-ms", "clock-offset-ms"},
         .repeatable = {"peer"}},
        RunServe},
@@ -246,8 +261,9 @@ const std::vector<Command>& ServerCommands() {
        "Prints the replica's facts, then one line per peer: name, address,\n"
        "replica id, reachable or not, time since the last successful exchange,\n"
        "our checkpoint in its log, how many of its changes we have not pulled\n"
-       "yet (behind), and how many of its records we refused (clock too far\n"
-       "ahead, or invalid).\n",
+       "yet (behind), how many of its records we refused (clock too far\n"
+       "ahead, or invalid), and its links: connections now, suspect ones (a\n"
+       "pull or nudge on them went unanswered) and dead ones closed since start.\n",
        {}, RunStatus},
       {"bench", "[-c CLIENTS] [-n REQUESTS] [-P PIPELINE] [-t get,put] [-d VALUE_BYTES] [-r KEYS]",
        "load a running server and report requests per second and latency",

@@ -47,11 +47,17 @@ struct Replicator::Slot {
 struct Replicator::Peer {
   PeerInfo info;
   std::set<LinkId> links;
+  // Links on which a request went unanswered (see MarkSuspect); a subset
+  // of `links`.
+  std::set<LinkId> suspect;
+  uint64_t dead_links = 0;
   bool inbound = false;
   std::string address;
   bool pulling = false;
   bool pull_again = false;
   uint64_t attempt = 0;
+  // The link the pull in flight went on.
+  LinkId pull_link = 0;
   // Pages pulled from it one after the other without letting others in.
   int pages_in_a_row = 0;
   // The checkpoint the pull in flight started from, and when it was sent.
@@ -214,7 +220,12 @@ void Replicator::DropLink(LinkId link, const absl::Status& why) {
   if (it != link_peer_.end()) {
     Peer& peer = *peers_.at(it->second);
     peer.links.erase(link);
-    if (peer.links.empty()) peer.last_error = std::string(why.message());
+    peer.suspect.erase(link);
+    // The transport found it dead (a keepalive or call deadline).
+    if (why.code() == absl::StatusCode::kDeadlineExceeded) ++peer.dead_links;
+    if (peer.links.empty() || why.code() == absl::StatusCode::kDeadlineExceeded) {
+      peer.last_error = std::string(why.message());
+    }
     link_peer_.erase(it);
   }
   for (auto& [address, slot] : slots_) {
@@ -254,6 +265,41 @@ void Replicator::OnNudged(LinkId link, const Watermarks& sender) {
     }
     StartPull(it->second);
   });
+}
+
+void Replicator::OnLinkSuspect(LinkId link, const absl::Status& why) {
+  Post([this, link, why] { MarkSuspect(link, why); });
+}
+
+LinkId Replicator::ChooseLink(const Peer& peer) const {
+  for (LinkId link : peer.links) {
+    if (peer.suspect.count(link) == 0) return link;
+  }
+  return peer.links.empty() ? 0 : *peer.links.begin();
+}
+
+// A half-open connection (one direction silently stalled) answers nothing
+// and closes nothing; without this every pull and nudge went on the
+// peer's first link forever. Requests go on another link from now on; a
+// peer whose every link is suspect is redialled on the one we dialled.
+void Replicator::MarkSuspect(LinkId link, const absl::Status& why) {
+  auto it = link_peer_.find(link);
+  if (it == link_peer_.end()) return;
+  Peer& peer = *peers_.at(it->second);
+  peer.suspect.insert(link);
+  peer.last_error = absl::StrFormat("link suspect: %s", why.message());
+  if (peer.suspect.size() == peer.links.size()) {
+    for (auto& [address, slot] : slots_) {
+      if (slot->link != link) continue;
+      Log(absl::StrFormat("peerkv: closing the link to peer %s at %s: %s",
+                          peer.info.name.empty() ? "(unnamed)" : peer.info.name, address,
+                          why.message()));
+      transport_->Close(link);
+      DropLink(link, why);
+      return;
+    }
+  }
+  PublishStatus();
 }
 
 void Replicator::Round() {
@@ -307,8 +353,9 @@ void Replicator::StartPull(uint64_t peer_id) {
   peer.pulled_from = PeerCheckpoint{request.incarnation, request.after_seq};
   peer.pull_started = executor_->Now();
   const uint64_t attempt = ++peer.attempt;
+  peer.pull_link = ChooseLink(peer);
   transport_->Pull(
-      *peer.links.begin(), request,
+      peer.pull_link, request,
       [executor = executor_, weak = weak_alive_, this, peer_id,
        attempt](absl::StatusOr<PullResponse> result) mutable {
         executor->Post([weak, this, peer_id, attempt, result = std::move(result)]() mutable {
@@ -332,9 +379,18 @@ void Replicator::OnPulled(uint64_t peer_id, uint64_t attempt,
   // A late answer to an abandoned pull, or the timeout of a finished one.
   if (!peer.pulling || peer.attempt != attempt) return;
   if (!result.ok()) {
+    if (result.status().code() == absl::StatusCode::kDeadlineExceeded) {
+      // Try again at once, on another link if there is one.
+      peer.pull_again = true;
+      FinishPull(peer, result.status());
+      MarkSuspect(peer.pull_link, result.status());
+      return;
+    }
     FinishPull(peer, result.status());
     return;
   }
+  // The link answered: whatever made it suspect is over.
+  peer.suspect.erase(peer.pull_link);
   PullResponse& response = *result;
   if (response.replica_id != peer_id) {
     FinishPull(peer, absl::FailedPreconditionError(absl::StrFormat(
@@ -554,7 +610,7 @@ void Replicator::NudgeSome(uint64_t except) {
 void Replicator::Nudge(Peer& peer) {
   if (peer.links.empty()) return;
   ++counters_.nudges_sent;
-  transport_->Nudge(*peer.links.begin(), store_->GetWatermarks());
+  transport_->Nudge(ChooseLink(peer), store_->GetWatermarks());
 }
 
 void Replicator::PublishStatus() {
@@ -572,6 +628,9 @@ void Replicator::PublishStatus() {
     s.behind = peer->behind;
     s.refused = peer->refused;
     s.last_error = peer->last_error;
+    s.links = static_cast<uint32_t>(peer->links.size());
+    s.suspect_links = static_cast<uint32_t>(peer->suspect.size());
+    s.dead_links = peer->dead_links;
     statuses.push_back(std::move(s));
     listed.insert(id);
   }

@@ -96,6 +96,13 @@ struct PeerStatus {
   uint64_t refused = 0;
   // Why the last attempt failed, if it did.
   std::string last_error;
+  // Links to it now, and how many of them are suspect (a pull or nudge on
+  // them went unanswered: they are used only when no other link is left).
+  uint32_t links = 0;
+  uint32_t suspect_links = 0;
+  // Links to it found dead (no answer within a deadline: a half-open
+  // connection) and closed, since this replica started.
+  uint64_t dead_links = 0;
 };
 
 // Counters for tests and benchmarks.
@@ -138,6 +145,7 @@ class Replicator final : public LinkEvents {
   void OnInboundLink(LinkId link, const PeerInfo& peer) override;
   void OnLinkDown(LinkId link, const absl::Status& why) override;
   void OnNudged(LinkId link, const Watermarks& sender) override;
+  void OnLinkSuspect(LinkId link, const absl::Status& why) override;
 
  private:
   struct Slot;
@@ -151,6 +159,9 @@ class Replicator final : public LinkEvents {
   void ScheduleRedial(Slot& slot, const absl::Status& why);
   void AddLink(LinkId link, const PeerInfo& info, bool inbound, const std::string& address);
   void DropLink(LinkId link, const absl::Status& why);
+  // The link requests to `peer` go on: one not suspect if there is one.
+  LinkId ChooseLink(const Peer& peer) const;
+  void MarkSuspect(LinkId link, const absl::Status& why);
   void Round();
   void StartPull(uint64_t peer_id);
   void OnPulled(uint64_t peer_id, uint64_t attempt, absl::StatusOr<PullResponse> result);

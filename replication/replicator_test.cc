@@ -3,7 +3,10 @@
 // records what the engine asks of it: a local write nudges every peer of a
 // small group but only `fanout` peers of a big mesh; a nudge from a peer
 // whose watermarks ours cover is not followed by a pull; peers beyond the
-// limit are refused. (Convergence under faults is the simulation's job.)
+// limit are refused; a pull or nudge that goes unanswered makes its link
+// suspect, and requests go on the peer's other links (or, with none left,
+// the link we dialled is closed and redialled). (Convergence under faults
+// is the simulation's job.)
 #include "replication/replicator.h"
 
 #include <set>
@@ -22,7 +25,12 @@ class RecordingTransport final : public Transport {
  public:
   void Connect(const std::string& address,
                absl::AnyInvocable<void(absl::StatusOr<Connected>)> done) override {
-    done(absl::UnavailableError("no dialling in this test: " + address));
+    ++connects;
+    if (dial_answer.replica_id == 0) {
+      done(absl::UnavailableError("no dialling in this test: " + address));
+      return;
+    }
+    done(Connected{next_dial_link++, dial_answer});
   }
   void Pull(LinkId link, const PullRequest& request,
             absl::AnyInvocable<void(absl::StatusOr<PullResponse>)> done) override {
@@ -52,6 +60,10 @@ class RecordingTransport final : public Transport {
   std::vector<LinkId> nudges;
   Watermarks nudge_watermarks;
   std::vector<LinkId> closed;
+  // Dials fail unless a peer is set to answer them (on links from 100 up).
+  PeerInfo dial_answer{.replica_id = 0};
+  LinkId next_dial_link = 100;
+  int connects = 0;
 };
 
 constexpr uint64_t kIncarnation = 1;
@@ -232,6 +244,91 @@ TEST_F(ReplicatorTest, FailingMergesAreLoggedOncePerMinuteAndShownInStatus) {
   answer_big_page();
   ASSERT_EQ(lines.size(), 2u);
   EXPECT_THAT(lines[1], ::testing::HasSubstr("(4 since the last such line)"));
+}
+
+TEST_F(ReplicatorTest, AnUnansweredPullMakesItsLinkSuspectAndTheNextGoesOnAnother) {
+  StartReplicator(ReplicatorOptions{.pull_timeout = absl::Seconds(1)});
+  // One peer, two links (it dialled us twice, or we each dialled the other).
+  replicator_->OnInboundLink(1, PeerInfo{.replica_id = 7, .incarnation = kIncarnation});
+  replicator_->OnInboundLink(2, PeerInfo{.replica_id = 7, .incarnation = kIncarnation});
+  Advance(absl::Milliseconds(1));
+  for (int i = 0; i < 4 && !transport_.pending_pulls.empty(); ++i) {
+    transport_.AnswerPullsEmpty(7, kIncarnation);
+    Advance(absl::Milliseconds(1));
+  }
+  ASSERT_TRUE(transport_.pending_pulls.empty());
+  transport_.pulls.clear();
+
+  // Link 1 is half-open: the pull on it is never answered.
+  replicator_->OnNudged(1, Watermarks{});
+  Advance(absl::Milliseconds(1));
+  ASSERT_THAT(transport_.pulls, ::testing::ElementsAre(1));
+  transport_.pending_pulls.clear();  // lost
+  Advance(absl::Seconds(1));
+  // The timeout retries at once, on the other link.
+  EXPECT_THAT(transport_.pulls, ::testing::ElementsAre(1, 2));
+  std::vector<PeerStatus> statuses = replicator_->Statuses();
+  ASSERT_EQ(statuses.size(), 1u);
+  EXPECT_EQ(statuses[0].links, 2u);
+  EXPECT_EQ(statuses[0].suspect_links, 1u);
+  EXPECT_THAT(statuses[0].last_error, ::testing::HasSubstr("link suspect"));
+  transport_.AnswerPullsEmpty(7, kIncarnation);
+  Advance(absl::Milliseconds(1));
+
+  // Nudges and later pulls avoid it too.
+  transport_.nudges.clear();
+  WriteLocally();
+  EXPECT_THAT(transport_.nudges, ::testing::ElementsAre(2));
+  replicator_->OnNudged(2, Watermarks{});
+  Advance(absl::Milliseconds(1));
+  EXPECT_THAT(transport_.pulls, ::testing::ElementsAre(1, 2, 2));
+  transport_.AnswerPullsEmpty(7, kIncarnation);
+  Advance(absl::Milliseconds(1));
+
+  // A nudge the transport saw go unanswered makes link 2 suspect as well;
+  // with every link suspect, requests go on the first one again, and its
+  // answer clears it.
+  replicator_->OnLinkSuspect(2, absl::DeadlineExceededError("nudge unanswered"));
+  Advance(absl::Milliseconds(1));
+  EXPECT_EQ(replicator_->Statuses()[0].suspect_links, 2u);
+  replicator_->OnNudged(2, Watermarks{});
+  Advance(absl::Milliseconds(1));
+  EXPECT_THAT(transport_.pulls, ::testing::ElementsAre(1, 2, 2, 1));
+  transport_.AnswerPullsEmpty(7, kIncarnation);
+  Advance(absl::Milliseconds(1));
+  EXPECT_EQ(replicator_->Statuses()[0].suspect_links, 1u);
+
+  // A dead link (the transport's keepalive) is counted and shown.
+  replicator_->OnLinkDown(2, absl::DeadlineExceededError("no answer to a keepalive"));
+  Advance(absl::Milliseconds(1));
+  statuses = replicator_->Statuses();
+  EXPECT_EQ(statuses[0].links, 1u);
+  EXPECT_EQ(statuses[0].suspect_links, 0u);
+  EXPECT_EQ(statuses[0].dead_links, 1u);
+  EXPECT_THAT(statuses[0].last_error, ::testing::HasSubstr("keepalive"));
+  // Inbound links are never closed by the engine (it cannot redial them).
+  EXPECT_TRUE(transport_.closed.empty());
+}
+
+TEST_F(ReplicatorTest, WithEveryLinkSuspectTheDialledOneIsClosedAndRedialled) {
+  transport_.dial_answer = PeerInfo{.replica_id = 9, .incarnation = kIncarnation};
+  StartReplicator(ReplicatorOptions{.peers = {"peer:1"},
+                                    .pull_timeout = absl::Seconds(1),
+                                    .backoff_min = absl::Milliseconds(100)});
+  ASSERT_EQ(transport_.connects, 1);
+  ASSERT_THAT(transport_.pulls, ::testing::ElementsAre(100));
+  transport_.pending_pulls.clear();  // never answered
+  Advance(absl::Seconds(1));
+  EXPECT_THAT(transport_.closed, ::testing::ElementsAre(100));
+  // Redialled after the backoff (100 ms, jittered up to 1.5x), on a new
+  // link, which the next pull uses.
+  Advance(absl::Milliseconds(200));
+  EXPECT_EQ(transport_.connects, 2);
+  EXPECT_THAT(transport_.pulls, ::testing::Contains(101));
+  std::vector<PeerStatus> statuses = replicator_->Statuses();
+  ASSERT_EQ(statuses.size(), 1u);
+  EXPECT_EQ(statuses[0].links, 1u);
+  EXPECT_EQ(statuses[0].suspect_links, 0u);
 }
 
 }  // namespace

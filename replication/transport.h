@@ -76,6 +76,10 @@ class LinkEvents {
   // The peer on `link` has changes for us; `sender` are its watermarks
   // (empty if unknown): if ours cover them, it has nothing we lack.
   virtual void OnNudged(LinkId link, const Watermarks& sender) = 0;
+  // A request on `link` went unanswered too long (a nudge, say): the engine
+  // prefers the peer's other links from now on. The link stays up until
+  // OnLinkDown. Transports that cannot tell need not call it.
+  virtual void OnLinkSuspect(LinkId link, const absl::Status& why) {}
 };
 
 class Transport {

@@ -42,12 +42,16 @@ kj::Promise<size_t> BufferedStream::tryRead(void* buffer, size_t min_bytes, size
   // buffer: copying it through ours would only cost time.
   if (max_bytes - have >= kReadBufferBytes) {
     return inner_->tryRead(out + have, min_bytes - have, max_bytes - have)
-        .then([have](size_t n) { return have + n; });
+        .then([this, have](size_t n) {
+          bytes_in_ += n;
+          return have + n;
+        });
   }
   // The buffer is empty here (Take drained it): refill it with whatever the
   // socket has, at least what the caller still needs.
   return inner_->tryRead(read_buffer_.begin(), min_bytes - have, read_buffer_.size())
       .then([this, out, have, max_bytes](size_t n) {
+        bytes_in_ += n;
         read_begin_ = 0;
         read_end_ = n;
         return have + Take(out + have, max_bytes - have);

@@ -38,6 +38,12 @@ class BufferedStream final : public kj::AsyncIoStream {
   void getpeername(struct sockaddr* addr, kj::uint* length) override;
   kj::Maybe<int> getFd() const override;
 
+  // Bytes that arrived from the socket, and those of them handed to the
+  // reader (the rest wait in the read buffer). A server tells from them
+  // whether a client is part-way through a message.
+  uint64_t bytes_in() const { return bytes_in_; }
+  uint64_t bytes_taken() const { return bytes_in_ - (read_end_ - read_begin_); }
+
   // Bytes accepted by write() and not yet handed to the socket.
   size_t pending_bytes() const { return pending_.size() + inflight_.size(); }
 
@@ -59,6 +65,7 @@ class BufferedStream final : public kj::AsyncIoStream {
   kj::Array<kj::byte> read_buffer_;
   size_t read_begin_ = 0;
   size_t read_end_ = 0;
+  uint64_t bytes_in_ = 0;
   // Write side.
   std::string pending_;   // accepted, waiting for the next flush
   std::string inflight_;  // being written to the socket

@@ -467,7 +467,8 @@ absl::StatusOr<ServerStatus> Client::Status() {
                                            p.getReplicaId(), p.getInbound(), p.getReachable(),
                                            p.getLastExchangeMs(), p.getCheckpointSeq(),
                                            p.getBehind(), p.getRefused(),
-                                           ToString(p.getLastError())});
+                                           ToString(p.getLastError()), p.getLinks(),
+                                           p.getSuspectLinks(), p.getDeadLinks()});
           }
           return out;
         });

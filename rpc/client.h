@@ -45,6 +45,11 @@ struct PeerStatus {
   uint64_t behind = 0;
   uint64_t refused = 0;
   std::string last_error;
+  // Connections to it, how many are suspect (a request on them went
+  // unanswered), and how many were found dead and closed since start.
+  uint32_t links = 0;
+  uint32_t suspect_links = 0;
+  uint64_t dead_links = 0;
 };
 
 // What `status` reports about a server.

@@ -310,6 +310,9 @@ class KvImpl final : public wire::Kv::Server {
       out.setBehind(p.behind);
       out.setRefused(p.refused);
       out.setLastError(AsText(p.last_error));
+      out.setLinks(p.links);
+      out.setSuspectLinks(p.suspect_links);
+      out.setDeadLinks(p.dead_links);
     }
     return kj::READY_NOW;
   }

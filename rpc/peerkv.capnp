@@ -64,6 +64,9 @@ struct PeerStatus {
   behind @7 :UInt64;
   refused @8 :UInt64;
   lastError @9 :Text;
+  links @10 :UInt32;        # connections to it now
+  suspectLinks @11 :UInt32; # of those, links a request went unanswered on
+  deadLinks @12 :UInt64;    # links found dead (keepalive) and closed, since start
 }
 
 struct ServerStatus {
@@ -113,6 +116,12 @@ interface Replica {
   nudge @2 (watermarks :List(Watermark)) -> ();
   # "I have changes for you": the callee pulls from the caller soon, unless
   # its own watermarks cover the caller's (a delta, like pull's).
+
+  ping @3 () -> ();
+  # Keepalive: each side pings every link every --keepalive-ms; a link with
+  # a ping unanswered for 5 intervals is half-open and is closed. Any
+  # answer counts, an error too (a server without ping answers
+  # "unimplemented").
 }
 
 interface Kv {

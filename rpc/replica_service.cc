@@ -1,6 +1,6 @@
 // rpc/replica_service.cc: the Replica capability: hello (which makes an
 // inbound replication link), pull (answered from the store's change log on
-// the loop), and nudge (passed to the replication engine).
+// the loop), nudge (passed to the replication engine) and ping (keepalive).
 #include "absl/strings/str_format.h"
 #include "replication/batch_codec.h"
 #include "replication/serve.h"
@@ -116,6 +116,9 @@ class ReplicaImpl final : public wire::Replica::Server {
     loop_.events()->OnNudged(link_, received_);
     return kj::READY_NOW;
   }
+
+  // The answer is the point (see ServerLoop::KeepAlive).
+  kj::Promise<void> ping(PingContext) override { return kj::READY_NOW; }
 
  private:
   ServerLoop& loop_;

@@ -31,6 +31,15 @@ struct ServerOptions {
   std::string replica_name;
   // How long Stop() waits for in-flight writes and replies.
   int shutdown_grace_ms = 10'000;
+  // A connection that has not sent a whole message within this long of
+  // opening, or of the first bytes of a message, is closed (slowloris, and
+  // idle sockets that would hold file descriptors). Connections waiting
+  // between messages (a watch, a pooled client) are not affected.
+  int idle_timeout_ms = 60'000;
+  // Every replication link is pinged this often; a link whose ping stays
+  // unanswered for 5 intervals is dead (a half-open connection): it is
+  // closed, and redialled if this side dialled it.
+  int keepalive_ms = 2'000;
   // Replicate with peers: dial `replication.peers`, accept peers that dial
   // in, gossip. (Its `name` is taken from replica_name.)
   bool replicate = true;

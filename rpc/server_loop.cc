@@ -7,6 +7,9 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <cerrno>
+#include <cstring>
+
 #include "absl/strings/str_format.h"
 #include "common/log.h"
 #include "kj/debug.h"
@@ -21,6 +24,21 @@ namespace {
 
 constexpr uint kNestingLimit = 16;
 constexpr auto kDialTimeout = 10 * kj::SECONDS;
+// After a failed accept: out of descriptors (or memory), wait for clients
+// to leave; anything else, just do not spin.
+constexpr auto kAcceptRetryWhenExhausted = 100 * kj::MILLISECONDS;
+constexpr auto kAcceptRetry = 10 * kj::MILLISECONDS;
+// A link whose keepalive ping (or a nudge) is unanswered for this many
+// keepalive intervals is dead (suspect, for a nudge).
+constexpr int kKeepAliveMisses = 5;
+
+// EMFILE, ENFILE, ENOBUFS, ENOMEM: kj reports them as OVERLOADED.
+bool OutOfResources(const kj::Exception& e) {
+  const std::string text = e.getDescription().cStr();
+  return e.getType() == kj::Exception::Type::OVERLOADED ||
+         text.find(std::strerror(EMFILE)) != std::string::npos ||
+         text.find(std::strerror(ENFILE)) != std::string::npos;
+}
 
 template <typename Response>
 absl::Status ResponseStatus(Response& response) {
@@ -77,9 +95,17 @@ kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> RecordingMessageStream::tryRe
     kj::ArrayPtr<capnp::word> scratch) {
   return stream_.WhenWritable()
       .then([this, fd_space, options, scratch] {
+        reading_ = true;
         return inner_.tryReadMessage(fd_space, options, scratch);
       })
+      .then([this](kj::Maybe<capnp::MessageReaderAndFds> message) {
+        reading_ = false;
+        ++messages_;
+        boundary_ = stream_.bytes_taken();
+        return message;
+      })
       .catch_([this](kj::Exception&& e) -> kj::Maybe<capnp::MessageReaderAndFds> {
+        reading_ = false;
         // A peer that hangs up or resets is not refused; bytes that are not
         // a valid message, or a message over the limit, are.
         if (failure_.empty() && e.getType() != kj::Exception::Type::DISCONNECTED) {
@@ -107,6 +133,11 @@ struct ServerLoop::Connection {
 
   ServerLoop& loop;
   const uint64_t id;
+  // Fulfilled to close the connection from the server's side.
+  kj::Own<kj::PromiseFulfiller<void>> closer;
+  const kj::TimePoint opened = loop.io_.provider->getTimer().now();
+  // When the idle sweep first saw it part-way through a message.
+  kj::Maybe<kj::TimePoint> mid_message_since;
   kj::Own<BufferedStream> stream;
   std::string peer;
   RecordingMessageStream messages;
@@ -167,31 +198,142 @@ kj::Promise<std::string> ServerLoop::Listen() {
         listener_ = address->listen();
         const std::string host = options_.listen.substr(0, options_.listen.rfind(':'));
         bound_ = absl::StrFormat("%s:%d", host, listener_->getPort());
-        accept_loop_ = AcceptLoop().eagerlyEvaluate(nullptr);
+        accept_loop_ = AcceptLoop().eagerlyEvaluate(
+            [](kj::Exception&& e) {
+              LogLine(absl::StrFormat("peerkv: accept loop ended: %s",
+                                      e.getDescription().cStr()));
+            });
+        tasks_.add(SweepIdle());
+        if (events_ != nullptr) tasks_.add(KeepAlive());
         return bound_;
       });
 }
 
 kj::Promise<void> ServerLoop::AcceptLoop() {
-  return listener_->accept().then(
-      [this](kj::Own<kj::AsyncIoStream> stream) {
-        AddConnection(kj::mv(stream));
-        return AcceptLoop();
-      },
-      [this](kj::Exception&& e) -> kj::Promise<void> {
-        // Out of file descriptors, say: keep the port, try again shortly.
-        LogLine(absl::StrFormat("peerkv: accept failed: %s", e.getDescription().cStr()));
-        return io_.provider->getTimer().afterDelay(100 * kj::MILLISECONDS).then([this] {
-          return AcceptLoop();
-        });
-      });
+  // kj's accept() calls accept4 at once and throws when it fails with EMFILE
+  // (or any error but EAGAIN) instead of returning a broken promise. Called
+  // from the continuation below, that throw broke the loop's own promise,
+  // which nobody waits on: the server never accepted again, silently.
+  // evalNow turns it into a broken promise that the error branch handles.
+  return kj::evalNow([this] { return listener_->accept(); })
+      .then(
+          [this](kj::Own<kj::AsyncIoStream> stream) -> kj::Promise<void> {
+            if (accept_failures_ > 0) {
+              LogLine(absl::StrFormat("peerkv: accepting connections again after %d failed accepts",
+                                      accept_failures_));
+              accept_failures_ = 0;
+              accept_error_logged_.clear();
+            }
+            KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] { AddConnection(kj::mv(stream)); })) {
+              LogLine(absl::StrFormat("peerkv: dropped a new connection: %s",
+                                      e->getDescription().cStr()));
+            }
+            return AcceptLoop();
+          },
+          [this](kj::Exception&& e) { return AcceptFailed(kj::mv(e)); });
+}
+
+kj::Promise<void> ServerLoop::AcceptFailed(kj::Exception&& e) {
+  ++accept_failures_;
+  const bool exhausted = OutOfResources(e);
+  const std::string why = e.getDescription().cStr();
+  // Once per episode (and per kind of failure within it), not once per try.
+  if (why != accept_error_logged_) {
+    accept_error_logged_ = why;
+    LogLine(absl::StrFormat("peerkv: accept failed: %s; %s", why,
+                            exhausted ? "retrying every 100 ms until connections close"
+                                      : "retrying"));
+  }
+  return io_.provider->getTimer()
+      .afterDelay(exhausted ? kAcceptRetryWhenExhausted : kAcceptRetry)
+      .then([this] { return AcceptLoop(); });
+}
+
+// Closes connections that have been part-way through a message (or have
+// sent none) for longer than the idle timeout. Runs every quarter of it, so
+// a connection goes between 1 and 1.5 timeouts after it stalled (1.25 for a
+// first message, which is due from the moment the connection opened).
+kj::Promise<void> ServerLoop::SweepIdle() {
+  const auto timeout = options_.idle_timeout_ms * kj::MILLISECONDS;
+  return io_.provider->getTimer().afterDelay(timeout / 4).then([this, timeout] {
+    const kj::TimePoint now = io_.provider->getTimer().now();
+    for (const auto& [id, c] : connections_) {
+      if (!c->messages.MidMessage()) {
+        c->mid_message_since = nullptr;
+        continue;
+      }
+      if (c->mid_message_since == nullptr) {
+        // The first message is due from the moment the connection opened.
+        c->mid_message_since = c->messages.messages() == 0 ? c->opened : now;
+      }
+      const kj::TimePoint since = KJ_ASSERT_NONNULL(c->mid_message_since);
+      if (now - since >= timeout && c->closer->isWaiting()) {
+        LogLine(absl::StrFormat("peerkv: closed connection from %s: no complete message within %d ms",
+                                c->peer, options_.idle_timeout_ms));
+        c->closer->fulfill();
+      }
+    }
+    return SweepIdle();
+  });
+}
+
+// Pings every link each keepalive interval, one ping in flight per link. A
+// half-open connection (one direction stalled by a middlebox, a peer whose
+// machine vanished) closes nothing and answers nothing, and TCP keepalive
+// would not see it where a proxy acks for the peer: a link whose ping stays
+// unanswered for kKeepAliveMisses intervals is dropped, and its connection
+// closed (the replicator redials one it dialled).
+kj::Promise<void> ServerLoop::KeepAlive() {
+  const auto interval = options_.keepalive_ms * kj::MILLISECONDS;
+  return io_.provider->getTimer().afterDelay(interval).then([this, interval] {
+    const kj::TimePoint now = io_.provider->getTimer().now();
+    std::vector<replication::LinkId> dead;
+    for (auto& [link, entry] : links_) {
+      KJ_IF_MAYBE(sent, entry.ping_sent) {
+        if (now - *sent >= kKeepAliveMisses * interval) dead.push_back(link);
+        continue;
+      }
+      entry.ping_sent = now;
+      const replication::LinkId id = link;
+      auto answered = [this, id] {
+        auto it = links_.find(id);
+        if (it != links_.end()) it->second.ping_sent = nullptr;
+      };
+      tasks_.add(entry.peer.pingRequest().send().then(
+          [answered](auto&&) { answered(); },
+          // Any answer proves the link carries messages both ways (a peer
+          // without ping says "unimplemented"); a broken connection is
+          // seen by its own disconnect handler.
+          [answered](kj::Exception&&) { answered(); }));
+    }
+    for (replication::LinkId link : dead) {
+      auto it = links_.find(link);
+      if (it == links_.end()) continue;
+      const uint64_t connection_id = it->second.connection_id;
+      const std::string why = absl::StrFormat(
+          "peer at %s answered no keepalive within %d ms: link dead (half-open connection)",
+          it->second.address, kKeepAliveMisses * options_.keepalive_ms);
+      LogLine(absl::StrFormat("peerkv: %s; closing it", why));
+      DropLink(link, absl::DeadlineExceededError(why));
+      // An inbound link: close the client connection it came on (an
+      // outbound one was closed by DropLink).
+      auto c = connections_.find(connection_id);
+      if (connection_id != 0 && c != connections_.end() && c->second->closer->isWaiting()) {
+        c->second->closer->fulfill();
+      }
+    }
+    return KeepAlive();
+  });
 }
 
 void ServerLoop::AddConnection(kj::Own<kj::AsyncIoStream> stream) {
   const uint64_t id = next_connection_id_++;
   auto connection = kj::heap<Connection>(*this, id, kj::mv(stream));
   Connection& c = *connection;
+  auto closed = kj::newPromiseAndFulfiller<void>();
+  c.closer = kj::mv(closed.fulfiller);
   tasks_.add(c.network.onDisconnect()
+                 .exclusiveJoin(kj::mv(closed.promise))
                  .then([this, &c] {
                    if (!c.messages.failure().empty()) {
                      LogLine(absl::StrFormat("peerkv: rejected connection from %s: %s", c.peer,
@@ -288,7 +430,7 @@ void ServerLoop::Dial(const std::string& address, DialDone done) {
             info.setName(AsText(me.name));
             hello.setBack(NewReplica(*this, address, 0, id));
             return hello.send().then(
-                [this, id, replica, outbound = kj::mv(outbound)](
+                [this, id, replica, address, outbound = kj::mv(outbound)](
                     auto response) mutable -> absl::StatusOr<Connected> {
                   absl::Status status = ResponseStatus(response);
                   if (!status.ok()) return status;
@@ -299,6 +441,7 @@ void ServerLoop::Dial(const std::string& address, DialDone done) {
                                                 ToString(peer.getName())}};
                   Outbound& o = *outbound;
                   links_[id] = LinkEntry{replica, 0, kj::mv(outbound)};
+                  links_[id].address = address;
                   tasks_.add(o.network.onDisconnect().then([this, id] {
                     DropLink(id, absl::UnavailableError("connection to peer lost"));
                   }));
@@ -380,8 +523,20 @@ void ServerLoop::Nudge(replication::LinkId link, const Watermarks& mine) {
   // Same direction, same delta state as our pulls on this link.
   const Watermarks delta = WatermarkDelta(mine, &it->second.sent);
   ToWire(delta, request.initWatermarks(delta.size()));
-  // Fire and forget: a lost nudge only delays the next pull to a round.
-  tasks_.add(request.send().ignoreResult().catch_([](kj::Exception&&) {}));
+  // Fire and forget: a lost nudge only delays the next pull to a round. One
+  // unanswered as long as a dead keepalive makes the link suspect, so the
+  // engine's next requests take another link.
+  const auto deadline = kKeepAliveMisses * options_.keepalive_ms * kj::MILLISECONDS;
+  tasks_.add(request.send()
+                 .then([](auto&&) {}, [](kj::Exception&&) {})
+                 .exclusiveJoin(io_.provider->getTimer().afterDelay(deadline).then([this, link] {
+                   if (events_ != nullptr && links_.count(link) > 0) {
+                     events_->OnLinkSuspect(
+                         link, absl::DeadlineExceededError(absl::StrFormat(
+                                   "no answer to a nudge within %d ms",
+                                   kKeepAliveMisses * options_.keepalive_ms)));
+                   }
+                 })));
 }
 
 void ServerLoop::CloseLink(replication::LinkId link) {
@@ -399,6 +554,8 @@ replication::LinkId ServerLoop::AddInboundLink(uint64_t connection_id,
                                                wire::Replica::Client back) {
   const replication::LinkId id = next_link_++;
   links_[id] = LinkEntry{kj::mv(back), connection_id, kj::Own<Outbound>()};
+  auto c = connections_.find(connection_id);
+  links_[id].address = c != connections_.end() ? c->second->peer : "unknown";
   return id;
 }
 

@@ -67,11 +67,24 @@ class RecordingMessageStream final : public capnp::MessageStream {
 
   // Why reading failed; empty if it did not.
   const std::string& failure() const { return failure_; }
+  // True while the server waits for the rest of a message: the first one
+  // of the connection, or one whose first bytes have arrived. False while
+  // it is not reading (the RPC system's flow limit, a full send buffer) or
+  // waits for a next message that has not begun.
+  // Whole messages read so far.
+  uint64_t messages() const { return messages_; }
+  bool MidMessage() const {
+    return reading_ && (messages_ == 0 || stream_.bytes_in() > boundary_);
+  }
 
  private:
   BufferedStream& stream_;
   capnp::AsyncIoMessageStream inner_;
   std::string failure_;
+  bool reading_ = false;
+  uint64_t messages_ = 0;
+  // stream_.bytes_taken() when the last whole message was read.
+  uint64_t boundary_ = 0;
 };
 
 class ServerLoop final : private kj::TaskSet::ErrorHandler {
@@ -143,10 +156,17 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
     // answers told us (the wire carries deltas).
     Watermarks sent;
     Watermarks received;
+    // The peer's address, for logs.
+    std::string address;
+    // When the keepalive ping now unanswered was sent.
+    kj::Maybe<kj::TimePoint> ping_sent;
   };
 
   void AddConnection(kj::Own<kj::AsyncIoStream> stream);
   kj::Promise<void> AcceptLoop();
+  kj::Promise<void> AcceptFailed(kj::Exception&& e);
+  kj::Promise<void> SweepIdle();
+  kj::Promise<void> KeepAlive();
   kj::Promise<void> PumpCommits();
   kj::Promise<void> WaitUntil(kj::TimePoint deadline, kj::Function<bool()> done);
   void DropLink(replication::LinkId link, const absl::Status& why);
@@ -164,6 +184,10 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   kj::ForkedPromise<void> next_commit_ = nullptr;
   kj::Own<kj::ConnectionReceiver> listener_;
   kj::Promise<void> accept_loop_ = nullptr;
+  // Failed accepts since the last one that succeeded, and the last failure
+  // logged: an episode (EMFILE while the table is full) is logged once.
+  uint64_t accept_failures_ = 0;
+  std::string accept_error_logged_;
   std::string bound_;
   std::map<uint64_t, Connection*> connections_;
   uint64_t next_connection_id_ = 1;

@@ -9,12 +9,13 @@
 namespace peerkv::testing {
 
 absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
-    const std::string& data_dir, const std::vector<std::string>& extra_args) {
+    const std::string& data_dir, const std::vector<std::string>& extra_args,
+    const ProcessOptions& options) {
   std::vector<std::string> argv = {RunfilePath("cli/peerkv"), "serve", "--data", data_dir,
                                    "--listen", "127.0.0.1:0"};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   auto server = std::unique_ptr<ServerProcess>(new ServerProcess());
-  server->process_ = std::make_unique<Process>(argv);
+  server->process_ = std::make_unique<Process>(argv, options);
   const std::string marker = "listening on ";
   std::optional<std::string> log =
       server->process_->WaitForOutput(marker, std::chrono::seconds(30));

@@ -17,8 +17,10 @@ class ServerProcess {
  public:
   // Starts `peerkv serve --data DATA_DIR --listen 127.0.0.1:0 EXTRA...` and
   // waits (up to 30 s) for its "listening on" line.
+  // `options` say how the process is started (resource limits).
   static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(
-      const std::string& data_dir, const std::vector<std::string>& extra_args = {});
+      const std::string& data_dir, const std::vector<std::string>& extra_args = {},
+      const ProcessOptions& options = {});
 
   // SIGKILL if still running.
   ~ServerProcess() = default;

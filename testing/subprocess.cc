@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -121,7 +122,7 @@ struct Process::OutputBuffer {
   bool closed ABSL_GUARDED_BY(mu) = false;
 };
 
-Process::Process(const std::vector<std::string>& argv)
+Process::Process(const std::vector<std::string>& argv, const ProcessOptions& options)
     : output_(std::make_shared<OutputBuffer>()) {
   std::vector<char*> cargv = CArgv(argv);
   int out_pipe[2];
@@ -133,6 +134,14 @@ Process::Process(const std::vector<std::string>& argv)
     dup2(null_fd, 0);
     dup2(out_pipe[1], 1);
     dup2(out_pipe[1], 2);
+    if (options.max_open_files.has_value()) {
+      const rlimit limit{static_cast<rlim_t>(*options.max_open_files),
+                         static_cast<rlim_t>(*options.max_open_files)};
+      if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+        std::fprintf(stderr, "setrlimit(RLIMIT_NOFILE): %s\n", std::strerror(errno));
+        _exit(127);
+      }
+    }
     execv(cargv[0], cargv.data());
     std::fprintf(stderr, "exec %s: %s\n", cargv[0], std::strerror(errno));
     _exit(127);

@@ -31,11 +31,17 @@ RunResult Run(const std::vector<std::string>& argv, const std::string& input = "
 // "cli/peerkv".
 std::string RunfilePath(const std::string& relative);
 
+// How a child is started besides its argv.
+struct ProcessOptions {
+  // If set, RLIMIT_NOFILE (soft and hard) of the child, set before exec.
+  std::optional<int> max_open_files;
+};
+
 // A child process whose stdout and stderr are collected in memory.
 class Process {
  public:
   // Starts argv (argv[0] is the path of the program).
-  explicit Process(const std::vector<std::string>& argv);
+  explicit Process(const std::vector<std::string>& argv, const ProcessOptions& options = {});
   // Kills (SIGKILL) the process if it is still running, and reaps it.
   ~Process();
   Process(const Process&) = delete;
