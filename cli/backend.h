@@ -13,7 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "rpc/client.h"
-#include "store/store.h"
+#include "store/types.h"
 
 namespace peerkv::cli {
 

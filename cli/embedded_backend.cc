@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cli/backend.h"
+#include "store/store.h"
 #include "common/macros.h"
 
 namespace peerkv::cli {

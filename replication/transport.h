@@ -12,7 +12,7 @@
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
-#include "store/store.h"
+#include "store/types.h"
 #include "store/version.h"
 
 namespace peerkv::replication {

@@ -19,7 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "store/store.h"
+#include "store/types.h"
 #include "store/version.h"
 
 namespace peerkv::rpc {

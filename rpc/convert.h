@@ -11,7 +11,7 @@
 #include "capnp/blob.h"
 #include "kj/exception.h"
 #include "rpc/peerkv.capnp.h"
-#include "store/store.h"
+#include "store/types.h"
 #include "store/version.h"
 
 namespace peerkv::rpc {

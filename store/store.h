@@ -8,8 +8,6 @@
 #ifndef PEERKV_STORE_STORE_H_
 #define PEERKV_STORE_STORE_H_
 
-#include <lmdb.h>
-
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -31,7 +29,14 @@
 #include "absl/synchronization/mutex.h"
 #include "store/clock.h"
 #include "store/validation.h"
+#include "store/types.h"
 #include "store/version.h"
+
+// LMDB's handle types, declared as lmdb.h declares them, so that this
+// header (and everything that includes it) does not include lmdb.h.
+typedef struct MDB_env MDB_env;
+typedef struct MDB_txn MDB_txn;
+typedef unsigned int MDB_dbi;
 
 namespace peerkv {
 
@@ -69,132 +74,6 @@ struct StoreOptions {
   // Seeds replica id and incarnation when the store is created, so a
   // simulation can be replayed exactly. nullopt: operating-system entropy.
   std::optional<uint64_t> id_seed;
-};
-
-// A record as it lies in the store's memory map: see Store::GetView.
-struct RecordView {
-  std::string_view keyspace;
-  std::string_view key;
-  Version version;
-  bool deleted = false;
-  std::string_view value;
-  uint64_t seq = 0;
-};
-
-// How far this replica has pulled the change log of one peer.
-struct PeerCheckpoint {
-  // The peer's incarnation the seq belongs to.
-  uint64_t incarnation = 0;
-  // Every change of the peer up to and including this seq is merged.
-  uint64_t seq = 0;
-
-  friend bool operator==(const PeerCheckpoint&, const PeerCheckpoint&) = default;
-};
-
-// A checkpoint advance that Merge commits together with its batch.
-// For each origin replica id, an hlc such that this replica holds every
-// write of that origin up to it, or a newer version of the same key.
-using Watermarks = std::map<uint64_t, uint64_t>;
-
-// Also names the source of the batch's changes (see ChangesFilter).
-struct CheckpointUpdate {
-  uint64_t peer_id = 0;
-  PeerCheckpoint checkpoint;
-  // Coverage this replica may claim once the batch is merged (the peer's
-  // own watermarks, when the batch brought us level with the peer's log);
-  // merged into the store's with max, in the same transaction.
-  Watermarks watermarks;
-};
-
-// A remote record that Merge did not accept, and why (InvalidArgument for a
-// malformed record, OutOfRange for a clock too far ahead).
-struct RefusedRecord {
-  std::string keyspace;
-  std::string key;
-  Version version;
-  absl::Status reason;
-};
-
-struct MergeResult {
-  // Records whose version beat the stored one (or that were new).
-  size_t won = 0;
-  // Records refused; the rest of the batch merged regardless.
-  std::vector<RefusedRecord> refused;
-};
-
-// A page of the change log.
-struct Changes {
-  // Current records changed after the requested seq, in seq order; entries
-  // superseded by a later change to the same key are skipped.
-  std::vector<Record> records;
-  // Resume point: pass it as `after_seq` to get the next page. Equals
-  // max_seq when the log has been read to its end.
-  uint64_t last_seq = 0;
-  // The greatest seq committed when the page was read.
-  uint64_t max_seq = 0;
-};
-
-// Changes a peer does not need, left out of ChangesSince. Both rules are
-// sound because a replica never loses its own acknowledged writes while it
-// keeps its id (a recreated data directory gets a new id).
-struct ChangesFilter {
-  // Skip changes merged from this replica (it has them, or newer): without
-  // it every change would travel back to where it came from. 0: none.
-  uint64_t skip_source = 0;
-  // Skip changes written by this replica. 0: none.
-  uint64_t skip_origin = 0;
-  // Skip values longer than this (a peer with a lower limit would refuse
-  // them). 0: no limit.
-  uint64_t max_value_bytes = 0;
-  // Skip records whose version is covered by the peer's watermarks (it has
-  // them, or newer). Borrowed for the call; null: none.
-  const Watermarks* covered = nullptr;
-};
-
-struct ScanOptions {
-  // Only keys that start with these bytes.
-  std::string prefix;
-  // Only keys strictly greater than this (the last key of the previous
-  // page); empty starts at the beginning.
-  std::string start_after;
-  // At most this many records per page: 1..kMaxScanLimit.
-  size_t limit = 1000;
-  // Also return tombstones (deleted keys).
-  bool include_tombstones = false;
-  // About this many bytes of records per page (always at least one).
-  size_t max_bytes = size_t{16} << 20;
-};
-
-inline constexpr size_t kMaxScanLimit = 100'000;
-inline constexpr size_t kMaxPageBytes = size_t{16} << 20;
-// Bounds of one Write or Merge call.
-inline constexpr size_t kMaxBatchRecords = 10'000;
-inline constexpr size_t kMaxBatchBytes = size_t{64} << 20;
-
-struct ScanResult {
-  std::vector<Record> records;
-  // More matching keys may follow: continue with start_after set to the
-  // last returned key.
-  bool more = false;
-};
-
-struct StoreStats {
-  uint64_t replica_id = 0;
-  uint64_t incarnation = 0;
-  uint64_t live_records = 0;
-  uint64_t tombstones = 0;
-  uint64_t max_seq = 0;
-  // Change-log entries, superseded ones not yet compacted included.
-  uint64_t log_entries = 0;
-  // Size of the data file on disk, and of the memory map.
-  uint64_t disk_bytes = 0;
-  uint64_t map_bytes = 0;
-  // Durable write transactions since open: with group commit, fewer than
-  // the writes that were acknowledged.
-  uint64_t commits = 0;
-  // XOR of a hash of every register's key and version: two replicas with
-  // the same registers have the same fingerprint. O(1) to read.
-  uint64_t fingerprint = 0;
 };
 
 class Store {
