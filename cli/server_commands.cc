@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "rpc/client.h"
 #include "rpc/load.h"
+#include "replication/transport.h"
 #include "rpc/server.h"
 #include "store/store.h"
 
@@ -59,9 +60,9 @@ int RunServe(const Context& c) {
     }
   }
   const std::string name = c.args.Get("replica-name").value_or("");
-  if (name.size() > 64) {
-    return UsageError(c.command, absl::StrFormat("--replica-name is %d bytes; the limit is 64",
-                                                 name.size()));
+  if (name.size() > replication::kMaxReplicaNameBytes) {
+    return UsageError(c.command, absl::StrFormat("--replica-name is %d bytes; the limit is %d",
+                                                 name.size(), replication::kMaxReplicaNameBytes));
   }
 
   // Signals are taken synchronously by this thread (sigwait), so block them

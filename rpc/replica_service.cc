@@ -27,12 +27,8 @@ class ReplicaImpl final : public wire::Replica::Server {
       refused = absl::FailedPreconditionError("hello was already exchanged on this link");
     } else if (loop_.events() == nullptr) {
       refused = absl::FailedPreconditionError("this server does not replicate");
-    } else if (peer.protocol_version != replication::kProtocolVersion) {
-      refused = absl::FailedPreconditionError(absl::StrFormat(
-          "replication protocol %d is not %d", peer.protocol_version,
-          replication::kProtocolVersion));
-    } else if (peer.replica_id == 0 || peer.incarnation == 0) {
-      refused = absl::InvalidArgumentError("hello without a replica id and incarnation");
+    } else {
+      refused = replication::ValidatePeerInfo(peer);
     }
     if (!refused.ok()) {
       loop_.LogRejected(peer_, "hello", refused);
