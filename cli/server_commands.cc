@@ -152,7 +152,7 @@ int RunStatus(const Context& c) {
   for (const auto& [name, value] : StatusLines(c.ServerAddress(), *status)) {
     std::printf("%s: %s\n", name.c_str(), value.c_str());
   }
-  std::printf("peers: %zu\n", status->peers.size());
+  std::printf("peers: %zu\n", status->peers.size() + status->peers_omitted);
   const int64_t now_ms = absl::ToUnixMillis(absl::Now());
   for (const rpc::PeerStatus& p : status->peers) {
     const std::string last =
@@ -168,6 +168,10 @@ int RunStatus(const Context& c) {
                 static_cast<unsigned long long>(p.behind),
                 static_cast<unsigned long long>(p.refused),
                 p.last_error.empty() ? "" : (" error=\"" + p.last_error + "\"").c_str());
+  }
+  if (status->peers_omitted > 0) {
+    std::printf("  ... and %u more (not listed: the answer would exceed the message limit)\n",
+                status->peers_omitted);
   }
   return kExitOk;
 }

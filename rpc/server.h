@@ -31,6 +31,9 @@ struct ServerOptions {
   std::string replica_name;
   // How long Stop() waits for in-flight writes and replies.
   int shutdown_grace_ms = 10'000;
+  // Rejected requests are logged at most once per this interval per client
+  // host; the others in it are counted in one line (see RejectionLog).
+  int64_t rejection_log_interval_ms = 60'000;
   // Replicate with peers: dial `replication.peers`, accept peers that dial
   // in, gossip. (Its `name` is taken from replica_name.)
   bool replicate = true;
