@@ -417,6 +417,12 @@ replication::LinkId ServerLoop::AddInboundLink(uint64_t connection_id,
   return id;
 }
 
+size_t ServerLoop::InboundLinks(uint64_t connection_id) const {
+  size_t n = 0;
+  for (const auto& [link, entry] : links_) n += entry.connection_id == connection_id ? 1 : 0;
+  return n;
+}
+
 void ServerLoop::DropLink(replication::LinkId link, const absl::Status& why) {
   if (links_.count(link) == 0) return;
   CloseLink(link);

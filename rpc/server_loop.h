@@ -120,6 +120,8 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   void CloseLink(replication::LinkId link);
   // A peer on connection `connection_id` said hello; `back` reaches it.
   replication::LinkId AddInboundLink(uint64_t connection_id, wire::Replica::Client back);
+  // Inbound links made by hellos on connection `connection_id`.
+  size_t InboundLinks(uint64_t connection_id) const;
   replication::LinkEvents* events() { return events_; }
 
   // Largest value this server accepts, and what its readers allow.

@@ -32,10 +32,9 @@ using ::testing::HasSubstr;
 // A Replica that answers nothing (the `back` of our hellos).
 class SilentReplica final : public wire::Replica::Server {};
 
-// Says hello to `address` as replica `id` named `name`; the code and
-// message of the error answered (OK if accepted).
-absl::Status Hello(const std::string& address, uint64_t id, const std::string& name) {
-  capnp::EzRpcClient client(address);
+// Says hello on `client`'s connection as replica `id` named `name`; the
+// code and message of the error answered (OK if accepted).
+absl::Status Hello(capnp::EzRpcClient& client, uint64_t id, const std::string& name) {
   auto gateway = client.getMain<wire::Gateway>();
   auto replica = gateway.replicaRequest().send().getReplica();
   auto hello = replica.helloRequest();
@@ -49,6 +48,12 @@ absl::Status Hello(const std::string& address, uint64_t id, const std::string& n
   if (!response.hasError()) return absl::OkStatus();
   return absl::Status(static_cast<absl::StatusCode>(response.getError().getCode()),
                       response.getError().getMessage().cStr());
+}
+
+// The same on a connection of its own.
+absl::Status Hello(const std::string& address, uint64_t id, const std::string& name) {
+  capnp::EzRpcClient client(address);
+  return Hello(client, id, name);
 }
 
 TEST(WireTest, AHelloWithANameOverTheLimitIsRefused) {
@@ -67,7 +72,12 @@ TEST(WireTest, AHelloWithANameOverTheLimitIsRefused) {
   EXPECT_THAT(Hello(address, 12, std::string(4 << 20, 'n')),
               StatusIs(StatusCode::kInvalidArgument,
                        "replica name is 4194304 bytes; the limit is 64"));
-  EXPECT_THAT(Hello(address, 13, std::string(replication::kMaxReplicaNameBytes, 'n')), IsOk());
+  // At the limit: welcome, once per connection (so that one connection
+  // cannot fill the peer table with made-up replicas).
+  capnp::EzRpcClient connection(address);
+  EXPECT_THAT(Hello(connection, 13, std::string(replication::kMaxReplicaNameBytes, 'n')), IsOk());
+  EXPECT_THAT(Hello(connection, 14, "second"),
+              StatusIs(StatusCode::kFailedPrecondition, "already carries 1 replication link"));
   // Only the last became a peer. (The engine learns of it on its own
   // thread: wait for it, boundedly.)
   std::vector<replication::PeerStatus> peers;
