@@ -69,9 +69,10 @@ bool RejectionLog::Flush(absl::Time now, bool all) {
 }
 
 void RejectionLog::Report(const std::string& host, Host& state) {
-  sink_(absl::StrFormat("peerkv: rejected %d more from %s within %s (not logged one by one); "
-                        "the last: %s",
-                        state.suppressed, host, absl::FormatDuration(interval_), state.last));
+  sink_(
+      absl::StrFormat("peerkv: rejected %d more from %s within %s (not logged one by one); "
+                      "the last: %s",
+                      state.suppressed, host, absl::FormatDuration(interval_), state.last));
   state.suppressed = 0;
   state.last.clear();
 }

@@ -44,12 +44,10 @@ TEST_F(RejectionLogTest, OneLinePerHostPerIntervalAndOneWithTheCount) {
 }
 
 TEST_F(RejectionLogTest, ItemsOfOneCallMakeOneLine) {
-  log_.Rejected(now_, "10.0.0.1:5000", "putMany", absl::InvalidArgumentError("keyspace 'A'"),
-                9000);
+  log_.Rejected(now_, "10.0.0.1:5000", "putMany", absl::InvalidArgumentError("keyspace 'A'"), 9000);
   EXPECT_THAT(lines_, ElementsAre("peerkv: rejected putMany from 10.0.0.1:5000: 9000 items, the "
                                   "first: keyspace 'A'"));
-  log_.Rejected(now_, "10.0.0.1:5000", "putMany", absl::InvalidArgumentError("keyspace 'A'"),
-                9000);
+  log_.Rejected(now_, "10.0.0.1:5000", "putMany", absl::InvalidArgumentError("keyspace 'A'"), 9000);
   log_.Flush(now_, /*all=*/true);
   ASSERT_EQ(lines_.size(), 2u);
   EXPECT_THAT(lines_[1], HasSubstr("rejected 9000 more from 10.0.0.1"));

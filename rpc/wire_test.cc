@@ -69,9 +69,9 @@ TEST(WireTest, AHelloWithANameOverTheLimitIsRefused) {
 
   EXPECT_THAT(Hello(address, 11, std::string(replication::kMaxReplicaNameBytes + 1, 'n')),
               StatusIs(StatusCode::kInvalidArgument, "replica name is 65 bytes; the limit is 64"));
-  EXPECT_THAT(Hello(address, 12, std::string(4 << 20, 'n')),
-              StatusIs(StatusCode::kInvalidArgument,
-                       "replica name is 4194304 bytes; the limit is 64"));
+  EXPECT_THAT(
+      Hello(address, 12, std::string(4 << 20, 'n')),
+      StatusIs(StatusCode::kInvalidArgument, "replica name is 4194304 bytes; the limit is 64"));
   // At the limit: welcome, once per connection (so that one connection
   // cannot fill the peer table with made-up replicas).
   capnp::EzRpcClient connection(address);
@@ -88,9 +88,8 @@ TEST(WireTest, AHelloWithANameOverTheLimitIsRefused) {
   ASSERT_EQ(peers.size(), 1u);
   EXPECT_EQ(peers[0].replica_id, 13u);
   // A server cannot be started with a name its peers would refuse.
-  EXPECT_THAT(Server::Start(store->get(),
-                            ServerOptions{.listen = "127.0.0.1:0",
-                                          .replica_name = std::string(65, 'n')}),
+  EXPECT_THAT(Server::Start(store->get(), ServerOptions{.listen = "127.0.0.1:0",
+                                                        .replica_name = std::string(65, 'n')}),
               StatusIs(StatusCode::kInvalidArgument, "the limit is 64"));
 }
 
