@@ -31,7 +31,8 @@ class Backend {
                                           const ScanOptions& options) = 0;
   // Named facts about the replica, in display order.
   virtual absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Info() = 0;
-  // The largest value this replica accepts.
+  // The largest value this replica may accept (a server: the protocol's
+  // limit; it refuses values over its own, naming it).
   virtual size_t max_value_bytes() const = 0;
 };
 

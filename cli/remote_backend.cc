@@ -6,14 +6,14 @@
 #include "cli/backend.h"
 #include "common/macros.h"
 #include "rpc/client.h"
+#include "store/validation.h"
 
 namespace peerkv::cli {
 namespace {
 
 class RemoteBackend : public Backend {
  public:
-  RemoteBackend(std::unique_ptr<rpc::Client> client, size_t max_value_bytes)
-      : client_(std::move(client)), max_value_bytes_(max_value_bytes) {}
+  explicit RemoteBackend(std::unique_ptr<rpc::Client> client) : client_(std::move(client)) {}
 
   absl::StatusOr<Version> Put(std::string_view keyspace, std::string_view key,
                               std::string_view value) override {
@@ -35,13 +35,16 @@ class RemoteBackend : public Backend {
     PEERKV_ASSIGN_OR_RETURN(const rpc::ServerStatus s, client_->Status());
     return StatusLines(client_->options().address, s);
   }
-  size_t max_value_bytes() const override { return max_value_bytes_; }
+  // The protocol's limit: the server may accept less, and refuses a value
+  // over its own limit with InvalidArgument naming it. (Asking it first
+  // would take a status call per command, and status may fail where puts
+  // and gets would not.)
+  size_t max_value_bytes() const override { return kMaxValueBytes; }
 
   rpc::Client& client() { return *client_; }
 
  private:
   std::unique_ptr<rpc::Client> client_;
-  const size_t max_value_bytes_;
 };
 
 }  // namespace
@@ -68,8 +71,7 @@ std::vector<std::pair<std::string, std::string>> StatusLines(const std::string& 
 absl::StatusOr<std::unique_ptr<Backend>> OpenRemoteBackend(const std::string& address) {
   PEERKV_ASSIGN_OR_RETURN(std::unique_ptr<rpc::Client> client,
                           rpc::Client::Connect(rpc::ClientOptions{.address = address}));
-  PEERKV_ASSIGN_OR_RETURN(const rpc::ServerStatus status, client->Status());
-  return std::make_unique<RemoteBackend>(std::move(client), status.max_value_bytes);
+  return std::make_unique<RemoteBackend>(std::move(client));
 }
 
 }  // namespace peerkv::cli

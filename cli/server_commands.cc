@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "rpc/client.h"
 #include "rpc/load.h"
+#include "replication/transport.h"
 #include "rpc/server.h"
 #include "store/store.h"
 
@@ -63,9 +64,9 @@ int RunServe(const Context& c) {
     }
   }
   const std::string name = c.args.Get("replica-name").value_or("");
-  if (name.size() > 64) {
-    return UsageError(c.command, absl::StrFormat("--replica-name is %d bytes; the limit is 64",
-                                                 name.size()));
+  if (name.size() > replication::kMaxReplicaNameBytes) {
+    return UsageError(c.command, absl::StrFormat("--replica-name is %d bytes; the limit is %d",
+                                                 name.size(), replication::kMaxReplicaNameBytes));
   }
 
   // Signals are taken synchronously by this thread (sigwait), so block them
@@ -157,7 +158,7 @@ int RunStatus(const Context& c) {
   for (const auto& [name, value] : StatusLines(c.ServerAddress(), *status)) {
     std::printf("%s: %s\n", name.c_str(), value.c_str());
   }
-  std::printf("peers: %zu\n", status->peers.size());
+  std::printf("peers: %zu\n", status->peers.size() + status->peers_omitted);
   const int64_t now_ms = absl::ToUnixMillis(absl::Now());
   for (const rpc::PeerStatus& p : status->peers) {
     const std::string last =
@@ -175,6 +176,10 @@ int RunStatus(const Context& c) {
                 static_cast<unsigned long long>(p.refused), p.links, p.suspect_links,
                 static_cast<unsigned long long>(p.dead_links),
                 p.last_error.empty() ? "" : (" error=\"" + p.last_error + "\"").c_str());
+  }
+  if (status->peers_omitted > 0) {
+    std::printf("  ... and %u more (not listed: the answer would exceed the message limit)\n",
+                status->peers_omitted);
   }
   return kExitOk;
 }

@@ -5,14 +5,22 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/macros.h"
+#include "replication/serve.h"
 
 namespace peerkv::replication {
 namespace {
 
-// Peers (distinct replica ids) this replica keeps state for.
-constexpr size_t kMaxPeers = 1024;
+// Longest error text kept per peer (and shown in status): errors may carry
+// text a peer chose.
+constexpr size_t kMaxErrorBytes = 256;
+
+std::string ErrorText(absl::string_view message) {
+  if (message.size() <= kMaxErrorBytes) return std::string(message);
+  return absl::StrCat(message.substr(0, kMaxErrorBytes), "...");
+}
 
 // Pages in a row from one peer before the others waiting get a turn.
 constexpr int kMaxPagesInARow = 16;
@@ -72,6 +80,8 @@ struct Replicator::Peer {
   uint64_t merge_failures = 0;
   absl::Time last_merge_failure_log = absl::InfinitePast();
   std::string last_error;
+  // When it last had a link (now, while it has one); InfinitePast if never.
+  absl::Time last_seen = absl::InfinitePast();
 };
 
 Replicator::Replicator(Store* store, Executor* executor, Transport* transport,
@@ -162,10 +172,8 @@ void Replicator::OnDialed(const std::string& address,
   absl::Status refused;
   if (info.replica_id == store_->replica_id()) {
     refused = absl::FailedPreconditionError("that address is this replica");
-  } else if (info.protocol_version != kProtocolVersion) {
-    refused = absl::FailedPreconditionError(absl::StrFormat(
-        "peer speaks replication protocol %d; this replica speaks %d", info.protocol_version,
-        kProtocolVersion));
+  } else {
+    refused = ValidatePeerInfo(info);
   }
   if (!refused.ok()) {
     transport_->Close(result->link);
@@ -180,7 +188,7 @@ void Replicator::OnDialed(const std::string& address,
 }
 
 void Replicator::ScheduleRedial(Slot& slot, const absl::Status& why) {
-  slot.last_error = std::string(why.message());
+  slot.last_error = ErrorText(why.message());
   slot.backoff = std::clamp(slot.backoff * 2, options_.backoff_min, options_.backoff_max);
   const double jitter = std::uniform_real_distribution<double>(0.5, 1.5)(rng_);
   const std::string address = slot.address;
@@ -190,17 +198,25 @@ void Replicator::ScheduleRedial(Slot& slot, const absl::Status& why) {
 
 void Replicator::AddLink(LinkId link, const PeerInfo& info, bool inbound,
                          const std::string& address) {
-  if (peers_.count(info.replica_id) == 0 && peers_.size() >= kMaxPeers) {
+  if (peers_.count(info.replica_id) == 0 && peers_.size() >= options_.max_peers) {
     // Bound what replicas that dial in (or lie about who they are) can
-    // make us keep.
-    Log(absl::StrFormat("peerkv: refused peer %s: already %d peers, the limit",
-                        ReplicaIdToString(info.replica_id), kMaxPeers));
-    transport_->Close(link);
-    return;
+    // make us keep; but entries of peers long gone must not keep a new
+    // replica out for good.
+    const bool evicted = EvictGonePeer();
+    LogTableFull(/*refused=*/!evicted);
+    if (!evicted) {
+      transport_->Close(link);
+      PublishStatus();
+      return;
+    }
   }
   auto [it, created] = peers_.try_emplace(info.replica_id);
-  if (created) it->second = std::make_unique<Peer>();
+  if (created) {
+    it->second = std::make_unique<Peer>();
+    it->second->attempt = forgotten_attempts_;
+  }
   Peer& peer = *it->second;
+  peer.last_seen = executor_->Now();
   peer.info = info;
   peer.links.insert(link);
   peer.inbound = peer.inbound || inbound;
@@ -221,10 +237,11 @@ void Replicator::DropLink(LinkId link, const absl::Status& why) {
     Peer& peer = *peers_.at(it->second);
     peer.links.erase(link);
     peer.suspect.erase(link);
+    peer.last_seen = executor_->Now();
     // The transport found it dead (a keepalive or call deadline).
     if (why.code() == absl::StatusCode::kDeadlineExceeded) ++peer.dead_links;
     if (peer.links.empty() || why.code() == absl::StatusCode::kDeadlineExceeded) {
-      peer.last_error = std::string(why.message());
+      peer.last_error = ErrorText(why.message());
     }
     link_peer_.erase(it);
   }
@@ -239,7 +256,8 @@ void Replicator::DropLink(LinkId link, const absl::Status& why) {
 
 void Replicator::OnInboundLink(LinkId link, const PeerInfo& peer) {
   Post([this, link, peer] {
-    if (peer.replica_id == store_->replica_id() || peer.protocol_version != kProtocolVersion) {
+    // The server checked the hello already; other transports may not have.
+    if (peer.replica_id == store_->replica_id() || !ValidatePeerInfo(peer).ok()) {
       transport_->Close(link);
       return;
     }
@@ -335,7 +353,7 @@ void Replicator::StartPull(uint64_t peer_id) {
   }
   absl::StatusOr<std::optional<PeerCheckpoint>> checkpoint = store_->GetCheckpoint(peer_id);
   if (!checkpoint.ok()) {
-    peer.last_error = std::string(checkpoint.status().message());
+    peer.last_error = ErrorText(checkpoint.status().message());
     return;
   }
   PullRequest request;
@@ -501,7 +519,7 @@ void Replicator::OnPulled(uint64_t peer_id, uint64_t attempt,
   counters_.pull_time += peer.last_exchange - peer.pull_started;
   peer.checkpoint_seq = checkpoint_seq;
   peer.behind = response.max_seq > checkpoint_seq ? response.max_seq - checkpoint_seq : 0;
-  peer.last_error = held_back ? std::string(too_far_ahead.message()) : "";
+  peer.last_error = held_back ? ErrorText(too_far_ahead.message()) : "";
   // Pass news on (epidemic push): a few random peers, not the one it came
   // from, so that chains of peers carry it in milliseconds without every
   // replica asking every other.
@@ -530,7 +548,7 @@ void Replicator::FinishPull(Peer& peer, const absl::Status& status) {
   peer.pulling = false;
   --pulls_in_flight_;
   StartWaitingPulls();
-  if (!status.ok()) peer.last_error = std::string(status.message());
+  if (!status.ok()) peer.last_error = ErrorText(status.message());
   if (peer.pull_again) {
     peer.pull_again = false;
     const uint64_t id = peer.info.replica_id;
@@ -611,6 +629,51 @@ void Replicator::Nudge(Peer& peer) {
   if (peer.links.empty()) return;
   ++counters_.nudges_sent;
   transport_->Nudge(ChooseLink(peer), store_->GetWatermarks());
+}
+
+bool Replicator::EvictGonePeer() {
+  const absl::Time now = executor_->Now();
+  std::set<uint64_t> configured;
+  for (const auto& [address, slot] : slots_) {
+    if (slot->replica_id != 0) configured.insert(slot->replica_id);
+  }
+  // The least recently seen of those that may go. Not one with a pull in
+  // flight: its answer or timeout is still to come and frees the pull slot.
+  auto victim = peers_.end();
+  for (auto it = peers_.begin(); it != peers_.end(); ++it) {
+    const Peer& p = *it->second;
+    if (!p.links.empty() || p.pulling || !p.address.empty() || configured.count(it->first) > 0 ||
+        now - p.last_seen < options_.evict_gone_peers_after) {
+      continue;
+    }
+    if (victim == peers_.end() || p.last_seen < victim->second->last_seen) victim = it;
+  }
+  if (victim == peers_.end()) return false;
+  const uint64_t id = victim->first;
+  forgotten_attempts_ = std::max(forgotten_attempts_, victim->second->attempt);
+  // Everything else that names it: it has no links (so no link_peer_
+  // entries) and no pull in flight; pending tasks look it up and find it
+  // gone. The checkpoint is in the store.
+  waiting_pulls_.erase(std::remove(waiting_pulls_.begin(), waiting_pulls_.end(), id),
+                       waiting_pulls_.end());
+  forward_sources_.erase(id);
+  peers_.erase(victim);
+  ++counters_.peers_evicted;
+  return true;
+}
+
+void Replicator::LogTableFull(bool refused) {
+  ++(refused ? table_refused_ : table_evicted_);
+  const absl::Time now = executor_->Now();
+  if (now - last_table_log_ < options_.refusal_log_interval) return;
+  last_table_log_ = now;
+  Log(absl::StrFormat(
+      "peerkv: peer table full (%d peers): %d new peer%s refused, %d peer%s gone over %s "
+      "forgotten, since the last such line",
+      options_.max_peers, table_refused_, table_refused_ == 1 ? "" : "s", table_evicted_,
+      table_evicted_ == 1 ? "" : "s", absl::FormatDuration(options_.evict_gone_peers_after)));
+  table_refused_ = 0;
+  table_evicted_ = 0;
 }
 
 void Replicator::PublishStatus() {

@@ -71,6 +71,16 @@ struct ReplicatorOptions {
   // Refused records (a peer's clock too far ahead) are logged at most once
   // per peer per this interval.
   absl::Duration refusal_log_interval = absl::Minutes(1);
+  // Peers (distinct replica ids) this replica keeps state for. Tests lower
+  // it.
+  size_t max_peers = 1024;
+  // The table of peers is full when a new replica connects: the least
+  // recently seen peer that is not a
+  // configured one, has no link and has been gone at least this long is
+  // forgotten to make room (its checkpoint stays in the store, so if it
+  // returns it resumes from there). If none qualifies, the newcomer is
+  // refused.
+  absl::Duration evict_gone_peers_after = absl::Minutes(1);
   // Seeds peer choice and jitter; the simulation replays runs with it.
   uint64_t seed = 1;
   // Where log lines go (the server passes LogLine; tests may collect them).
@@ -114,6 +124,8 @@ struct ReplicatorCounters {
   uint64_t nudges_sent = 0;
   // Nudges not followed by a pull: the sender had nothing we lacked.
   uint64_t nudges_ignored = 0;
+  // Peers forgotten to make room in a full peer table.
+  uint64_t peers_evicted = 0;
   // Sum of the time from sending a pull to having merged its answer.
   absl::Duration pull_time = absl::ZeroDuration();
 };
@@ -172,6 +184,12 @@ class Replicator final : public LinkEvents {
   void ScheduleNudges();
   void SendNudges();
   void Nudge(Peer& peer);
+  // Makes room in a full peer table (see evict_gone_peers_after); false if
+  // no peer may be forgotten.
+  bool EvictGonePeer();
+  // Logs that the peer table was full, at most once per
+  // refusal_log_interval, with what happened since the last line.
+  void LogTableFull(bool refused);
   void PublishStatus();
   void Log(const std::string& line);
 
@@ -203,6 +221,14 @@ class Replicator final : public LinkEvents {
   absl::Time last_nudge_ = absl::InfinitePast();
   int listener_id_ = 0;
   ReplicatorCounters counters_;
+  // Pull attempts are numbered per peer; a peer forgotten and met again
+  // continues after the highest number any forgotten peer used, so a stale
+  // pull timeout never matches a new attempt.
+  uint64_t forgotten_attempts_ = 0;
+  // Peer-table-full events since the last log line about them.
+  uint64_t table_evicted_ = 0;
+  uint64_t table_refused_ = 0;
+  absl::Time last_table_log_ = absl::InfinitePast();
 
   // Snapshot for Statuses() and Counters() from other threads.
   mutable absl::Mutex status_mu_;

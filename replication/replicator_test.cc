@@ -3,12 +3,16 @@
 // records what the engine asks of it: a local write nudges every peer of a
 // small group but only `fanout` peers of a big mesh; a nudge from a peer
 // whose watermarks ours cover is not followed by a pull; peers beyond the
-// limit are refused; a pull or nudge that goes unanswered makes its link
-// suspect, and requests go on the peer's other links (or, with none left,
-// the link we dialled is closed and redialled). (Convergence under faults
-// is the simulation's job.)
+// limit are refused, unless a peer long gone can be forgotten for them;
+// hellos with names over the limit are refused both ways; a pull or nudge
+// that goes unanswered makes its link suspect, and requests go on the
+// peer's other links (or, with none left, the link we dialled is closed and
+// redialled). (Convergence under faults is the simulation's job.)
 #include "replication/replicator.h"
 
+#include "replication/serve.h"
+
+#include <map>
 #include <set>
 
 #include "absl/strings/str_format.h"
@@ -26,6 +30,13 @@ class RecordingTransport final : public Transport {
   void Connect(const std::string& address,
                absl::AnyInvocable<void(absl::StatusOr<Connected>)> done) override {
     ++connects;
+    auto it = dial_answers.find(address);
+    if (it != dial_answers.end() && !it->second.empty()) {
+      Connected answer = it->second.front();
+      it->second.erase(it->second.begin());
+      done(answer);
+      return;
+    }
     if (dial_answer.replica_id == 0) {
       done(absl::UnavailableError("no dialling in this test: " + address));
       return;
@@ -35,6 +46,7 @@ class RecordingTransport final : public Transport {
   void Pull(LinkId link, const PullRequest& request,
             absl::AnyInvocable<void(absl::StatusOr<PullResponse>)> done) override {
     pulls.push_back(link);
+    requests.push_back(request);
     pending_pulls.push_back(std::move(done));
   }
   void Nudge(LinkId link, const Watermarks& mine) override {
@@ -55,12 +67,16 @@ class RecordingTransport final : public Transport {
     }
   }
 
+  // What dialling each address answers, once each; then Unavailable.
+  std::map<std::string, std::vector<Connected>> dial_answers;
   std::vector<LinkId> pulls;
+  std::vector<PullRequest> requests;
   std::vector<absl::AnyInvocable<void(absl::StatusOr<PullResponse>)>> pending_pulls;
   std::vector<LinkId> nudges;
   Watermarks nudge_watermarks;
   std::vector<LinkId> closed;
-  // Dials fail unless a peer is set to answer them (on links from 100 up).
+  // Dials of an address in dial_answers get its answers, once each; other
+  // dials fail unless dial_answer is set (answered on links from 100 up).
   PeerInfo dial_answer{.replica_id = 0};
   LinkId next_dial_link = 100;
   int connects = 0;
@@ -329,6 +345,148 @@ TEST_F(ReplicatorTest, WithEveryLinkSuspectTheDialledOneIsClosedAndRedialled) {
   ASSERT_EQ(statuses.size(), 1u);
   EXPECT_EQ(statuses[0].links, 1u);
   EXPECT_EQ(statuses[0].suspect_links, 0u);
+}
+
+TEST_F(ReplicatorTest, AFullTableForgetsTheLeastRecentlySeenGonePeerForANewOne) {
+  StartReplicator(ReplicatorOptions{.max_peers = 8, .evict_gone_peers_after = absl::Minutes(1)});
+  // Peer 1 is pulled from once: our checkpoint in its log is seq 7.
+  replicator_->OnInboundLink(1, PeerInfo{.replica_id = 1, .incarnation = kIncarnation});
+  Advance(absl::Milliseconds(1));
+  ASSERT_EQ(transport_.pending_pulls.size(), 1u);
+  {
+    PullResponse response;
+    response.replica_id = 1;
+    response.incarnation = kIncarnation;
+    response.last_seq = 7;
+    response.max_seq = 7;
+    auto done = std::move(transport_.pending_pulls.front());
+    transport_.pending_pulls.clear();
+    done(response);
+  }
+  Advance(absl::Milliseconds(1));
+  ASSERT_THAT(store_->GetCheckpoint(1), IsOk());
+  ASSERT_TRUE(store_->GetCheckpoint(1)->has_value());
+  // Made-up replicas fill the rest of the table (their pulls go unanswered
+  // and time out: they are not pulling any more when they are gone).
+  for (uint64_t i = 2; i <= 8; ++i) {
+    replicator_->OnInboundLink(i, PeerInfo{.replica_id = i, .incarnation = kIncarnation});
+  }
+  Advance(absl::Milliseconds(1));
+  transport_.pending_pulls.clear();
+  // Peer 1 leaves first, the others a second later.
+  replicator_->OnLinkDown(1, absl::UnavailableError("gone"));
+  Advance(absl::Seconds(1));
+  for (LinkId i = 2; i <= 8; ++i) replicator_->OnLinkDown(i, absl::UnavailableError("gone"));
+  Advance(absl::Seconds(30));
+
+  // Gone, but not for long enough: a new replica is still refused.
+  replicator_->OnInboundLink(5000, PeerInfo{.replica_id = 5000, .incarnation = kIncarnation});
+  Advance(absl::Milliseconds(1));
+  EXPECT_THAT(transport_.closed, ::testing::ElementsAre(5000));
+  EXPECT_EQ(replicator_->Counters().peers_evicted, 0u);
+
+  // A minute on, the least recently seen (peer 1) makes room for it, and
+  // the engine still pulls (the pull slot was not lost with the peer).
+  Advance(absl::Minutes(1));
+  transport_.pulls.clear();
+  transport_.requests.clear();
+  replicator_->OnInboundLink(5001, PeerInfo{.replica_id = 5000, .incarnation = kIncarnation});
+  Advance(absl::Milliseconds(1));
+  EXPECT_THAT(transport_.closed, ::testing::ElementsAre(5000));
+  EXPECT_THAT(transport_.pulls, ::testing::ElementsAre(5001));
+  EXPECT_EQ(replicator_->Counters().peers_evicted, 1u);
+  std::vector<PeerStatus> statuses = replicator_->Statuses();
+  EXPECT_EQ(statuses.size(), 8u);
+  for (const PeerStatus& s : statuses) EXPECT_NE(s.replica_id, 1u);
+  transport_.AnswerPullsEmpty(5000, kIncarnation);
+  Advance(absl::Milliseconds(1));
+
+  // Peer 1 comes back (and peer 2, now the least recently seen, goes): it
+  // resumes from its checkpoint, not from the start of its log.
+  transport_.pulls.clear();
+  transport_.requests.clear();
+  replicator_->OnInboundLink(5002, PeerInfo{.replica_id = 1, .incarnation = kIncarnation});
+  Advance(absl::Milliseconds(1));
+  ASSERT_THAT(transport_.pulls, ::testing::ElementsAre(5002));
+  EXPECT_EQ(transport_.requests[0].incarnation, kIncarnation);
+  EXPECT_EQ(transport_.requests[0].after_seq, 7u);
+  EXPECT_EQ(replicator_->Counters().peers_evicted, 2u);
+  statuses = replicator_->Statuses();
+  EXPECT_EQ(statuses.size(), 8u);
+  for (const PeerStatus& s : statuses) EXPECT_NE(s.replica_id, 2u);
+  // Its pull, once answered, counts as in its first life.
+  const uint64_t pulls_before = replicator_->Counters().pulls;
+  transport_.AnswerPullsEmpty(1, kIncarnation);
+  Advance(absl::Milliseconds(1));
+  EXPECT_EQ(replicator_->Counters().pulls, pulls_before + 1);
+}
+
+TEST_F(ReplicatorTest, AConfiguredPeerIsNeverForgotten) {
+  transport_.dial_answers["peer-a:1"] = {
+      Transport::Connected{.link = 1, .peer = PeerInfo{.replica_id = 1, .incarnation = kIncarnation}}};
+  ReplicatorOptions options{
+      .peers = {"peer-a:1"}, .max_peers = 8, .evict_gone_peers_after = absl::Minutes(1)};
+  options.backoff_min = absl::Hours(1);  // no redial during the test
+  options.backoff_max = absl::Hours(1);
+  StartReplicator(options);
+  for (uint64_t i = 2; i <= 8; ++i) {
+    replicator_->OnInboundLink(i, PeerInfo{.replica_id = i, .incarnation = kIncarnation});
+  }
+  Advance(absl::Milliseconds(1));
+  replicator_->OnLinkDown(1, absl::UnavailableError("gone"));
+  Advance(absl::Seconds(1));
+  for (LinkId i = 2; i <= 8; ++i) replicator_->OnLinkDown(i, absl::UnavailableError("gone"));
+  Advance(absl::Minutes(2));
+  replicator_->OnInboundLink(5000, PeerInfo{.replica_id = 5000, .incarnation = kIncarnation});
+  Advance(absl::Milliseconds(1));
+  EXPECT_EQ(replicator_->Counters().peers_evicted, 1u);
+  bool configured_listed = false, second_listed = false;
+  for (const PeerStatus& s : replicator_->Statuses()) {
+    configured_listed = configured_listed || s.replica_id == 1;
+    second_listed = second_listed || s.replica_id == 2;
+  }
+  EXPECT_TRUE(configured_listed);
+  EXPECT_FALSE(second_listed);
+}
+
+TEST_F(ReplicatorTest, HellosWithNamesOverTheLimitAreRefusedBothWays) {
+  const std::string longest(kMaxReplicaNameBytes, 'n');
+  const std::string too_long(kMaxReplicaNameBytes + 1, 'n');
+  transport_.dial_answers["peer-a:1"] = {Transport::Connected{
+      .link = 1, .peer = PeerInfo{.replica_id = 1, .incarnation = kIncarnation, .name = too_long}}};
+  ReplicatorOptions options{.peers = {"peer-a:1"}};
+  options.backoff_min = absl::Hours(1);
+  options.backoff_max = absl::Hours(1);
+  StartReplicator(options);
+  // Dialled: the peer's answer is refused and the link closed.
+  EXPECT_THAT(transport_.closed, ::testing::ElementsAre(1));
+  std::vector<PeerStatus> statuses = replicator_->Statuses();
+  ASSERT_EQ(statuses.size(), 1u);
+  EXPECT_EQ(statuses[0].replica_id, 0u);
+  EXPECT_EQ(statuses[0].last_error, "replica name is 65 bytes; the limit is 64");
+  // Inbound: likewise; a name at the limit is welcome.
+  replicator_->OnInboundLink(2, PeerInfo{.replica_id = 2, .incarnation = kIncarnation, .name = too_long});
+  replicator_->OnInboundLink(3, PeerInfo{.replica_id = 3, .incarnation = kIncarnation, .name = longest});
+  Advance(absl::Milliseconds(1));
+  EXPECT_THAT(transport_.closed, ::testing::ElementsAre(1, 2));
+  statuses = replicator_->Statuses();
+  ASSERT_EQ(statuses.size(), 2u);
+  EXPECT_EQ(statuses[0].replica_id, 3u);
+  EXPECT_EQ(statuses[0].name, longest);
+}
+
+TEST(ValidatePeerInfoTest, NamesIdsAndProtocol) {
+  EXPECT_THAT(ValidatePeerInfo(PeerInfo{.replica_id = 1, .incarnation = 1,
+                                        .name = std::string(kMaxReplicaNameBytes, 'n')}),
+              IsOk());
+  EXPECT_THAT(ValidatePeerInfo(PeerInfo{.replica_id = 1, .incarnation = 1,
+                                        .name = std::string(4 << 20, 'n')}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "replica name is 4194304 bytes; the limit is 64"));
+  EXPECT_THAT(ValidatePeerInfo(PeerInfo{.replica_id = 0, .incarnation = 1}),
+              StatusIs(absl::StatusCode::kInvalidArgument, "replica id"));
+  EXPECT_THAT(ValidatePeerInfo(PeerInfo{.replica_id = 1, .incarnation = 1, .protocol_version = 9}),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "protocol 9"));
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_format.h"
 #include "common/macros.h"
 
 namespace peerkv::replication {
@@ -33,6 +34,22 @@ absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& re
   response.last_seq = changes.last_seq;
   response.max_seq = changes.max_seq;
   return response;
+}
+
+absl::Status ValidatePeerInfo(const PeerInfo& info) {
+  if (info.replica_id == 0 || info.incarnation == 0) {
+    return absl::InvalidArgumentError("hello without a replica id and incarnation");
+  }
+  if (info.protocol_version != kProtocolVersion) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "peer speaks replication protocol %d; this replica speaks %d", info.protocol_version,
+        kProtocolVersion));
+  }
+  if (info.name.size() > kMaxReplicaNameBytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "replica name is %d bytes; the limit is %d", info.name.size(), kMaxReplicaNameBytes));
+  }
+  return absl::OkStatus();
 }
 
 PeerInfo LocalInfo(const Store& store, const std::string& name) {

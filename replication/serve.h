@@ -20,6 +20,14 @@ inline constexpr uint32_t kMaxPullBytes = 4 << 20;
 // when the requester is up to date.
 absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& request);
 
+// Checks a peer's hello, whichever side dialled: a replica id and an
+// incarnation (InvalidArgument), this replica's protocol version
+// (FailedPrecondition), and a name of at most kMaxReplicaNameBytes
+// (InvalidArgument naming the limit). The one check for both directions:
+// the server applies it to the hellos it receives, the engine to the
+// answers of the peers it dials and to inbound links.
+absl::Status ValidatePeerInfo(const PeerInfo& info);
+
 // This replica's hello.
 PeerInfo LocalInfo(const Store& store, const std::string& name);
 

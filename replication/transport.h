@@ -20,12 +20,17 @@ namespace peerkv::replication {
 // Version of the replication protocol; peers that differ refuse each other.
 inline constexpr uint32_t kProtocolVersion = 1;
 
+// Longest human name a replica may give itself (--replica-name) or tell
+// in its hello.
+inline constexpr size_t kMaxReplicaNameBytes = 64;
+
 // Who a replica is, as told in the hello exchange.
 struct PeerInfo {
   uint64_t replica_id = 0;
   uint64_t incarnation = 0;
   uint32_t protocol_version = kProtocolVersion;
-  // Human name (--replica-name); may be empty.
+  // Human name (--replica-name); may be empty; at most
+  // kMaxReplicaNameBytes (see ValidatePeerInfo).
   std::string name;
 };
 

@@ -68,6 +68,9 @@ struct ServerStatus {
   // Equal on replicas that hold the same registers.
   uint64_t fingerprint = 0;
   std::vector<PeerStatus> peers;
+  // Peers not in `peers`: the server keeps its answer within its message
+  // limit.
+  uint32_t peers_omitted = 0;
 };
 
 struct WatchOptions {
@@ -87,7 +90,8 @@ using WatchCallback =
 
 class Client {
  public:
-  // Connects to the server (one round trip). Unavailable if it cannot.
+  // Connects to the server (one round trip, not a status call).
+  // Unavailable if it cannot.
   static absl::StatusOr<std::unique_ptr<Client>> Connect(ClientOptions options);
   ~Client();
   Client(const Client&) = delete;

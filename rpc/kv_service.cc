@@ -195,6 +195,8 @@ class KvImpl final : public wire::Kv::Server {
     // that are refused (they can be asked again).
     const size_t budget = loop_.reply_budget();
     size_t bytes = gets.size() * 128;
+    uint64_t refused = 0;
+    absl::Status first_refusal;
     for (size_t i = 0; i < gets.size(); ++i) {
       if (bytes >= budget) {
         ToWire(absl::ResourceExhaustedError("answer full; ask again"), results[i].initError());
@@ -218,8 +220,13 @@ class KvImpl final : public wire::Kv::Server {
             out.setFound(true);
             ToWire(*view, out.initRecord());
           });
-      if (!status.ok()) Fail("getMany", status, out.initError());
+      if (!status.ok()) {
+        if (refused++ == 0) first_refusal = status;
+        ToWire(status, out.initError());
+      }
     }
+    // One log line for the call, not one per refused get.
+    if (refused > 0) loop_.LogRejected(peer_, "getMany", first_refusal, refused);
     return kj::READY_NOW;
   }
 
@@ -236,6 +243,8 @@ class KvImpl final : public wire::Kv::Server {
     // valid ones go to the store together (one durable commit).
     std::vector<Mutation> valid;
     std::vector<uint32_t> slots;
+    uint64_t invalid = 0;
+    absl::Status first_invalid;
     auto results = context.getResults().initResults(mutations.size());
     for (uint32_t i = 0; i < mutations.size(); ++i) {
       auto m = mutations[i];
@@ -243,12 +252,15 @@ class KvImpl final : public wire::Kv::Server {
       if (m.isPut()) mutation.value = ToString(m.getPut());
       absl::Status ok = ValidateMutation(mutation, loop_.store().options().max_value_bytes);
       if (!ok.ok()) {
-        Fail("putMany", ok, results[i].initError());
+        if (invalid++ == 0) first_invalid = ok;
+        ToWire(ok, results[i].initError());
         continue;
       }
       valid.push_back(std::move(mutation));
       slots.push_back(i);
     }
+    // One log line for the call, not one per invalid write.
+    if (invalid > 0) loop_.LogRejected(peer_, "putMany", first_invalid, invalid);
     if (valid.empty()) return kj::READY_NOW;
     // The store takes at most kMaxBatchRecords per write call.
     kj::Vector<kj::Promise<void>> chunks;
@@ -261,11 +273,15 @@ class KvImpl final : public wire::Kv::Server {
                      .then([this, context, chunk_slots = std::move(chunk_slots)](
                                absl::StatusOr<std::vector<Version>> versions) mutable {
                        auto results = context.getResults().getResults();
+                       if (!versions.ok()) {
+                         loop_.LogRejected(peer_, "putMany", versions.status(),
+                                           chunk_slots.size());
+                       }
                        for (size_t j = 0; j < chunk_slots.size(); ++j) {
                          if (versions.ok()) {
                            ToWire((*versions)[j], results[chunk_slots[j]].initVersion());
                          } else {
-                           Fail("putMany", versions.status(), results[chunk_slots[j]].initError());
+                           ToWire(versions.status(), results[chunk_slots[j]].initError());
                          }
                        }
                      }));
@@ -294,8 +310,21 @@ class KvImpl final : public wire::Kv::Server {
     s.setMaxValueBytes(loop_.store().options().max_value_bytes);
     s.setFingerprint(stats->fingerprint);
     const std::vector<replication::PeerStatus> peers = loop_.PeerStatuses();
-    auto list = s.initPeers(peers.size());
-    for (size_t i = 0; i < peers.size(); ++i) {
+    // The answer must stay within what this server may send, however many
+    // peers there are and whatever they said: list peers while they fit
+    // (with room for the fixed fields and framing), count the rest.
+    const size_t budget = loop_.reply_budget();
+    size_t bytes = 4096 + loop_.store().options().dir.size() + loop_.options().replica_name.size();
+    size_t listed = 0;
+    for (; listed < peers.size(); ++listed) {
+      const replication::PeerStatus& p = peers[listed];
+      const size_t size = 128 + p.name.size() + p.address.size() + p.last_error.size();
+      if (bytes + size > budget) break;
+      bytes += size;
+    }
+    s.setPeersOmitted(static_cast<uint32_t>(peers.size() - listed));
+    auto list = s.initPeers(listed);
+    for (size_t i = 0; i < listed; ++i) {
       const replication::PeerStatus& p = peers[i];
       auto out = list[i];
       out.setName(AsText(p.name));

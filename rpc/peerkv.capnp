@@ -83,6 +83,8 @@ struct ServerStatus {
   maxValueBytes @10 :UInt64;
   peers @11 :List(PeerStatus);
   fingerprint @12 :UInt64;  # equal on replicas holding the same registers
+  peersOmitted @13 :UInt32; # peers not listed: the answer stays within the
+                            # reply budget, whatever peers tell us
 }
 
 interface Gateway {

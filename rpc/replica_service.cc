@@ -10,6 +10,9 @@
 namespace peerkv::rpc {
 namespace {
 
+// Replication links one client connection may open with hello.
+constexpr size_t kMaxHellosPerConnection = 1;
+
 class ReplicaImpl final : public wire::Replica::Server {
  public:
   ReplicaImpl(ServerLoop& loop, std::string peer, uint64_t connection_id,
@@ -27,12 +30,14 @@ class ReplicaImpl final : public wire::Replica::Server {
       refused = absl::FailedPreconditionError("hello was already exchanged on this link");
     } else if (loop_.events() == nullptr) {
       refused = absl::FailedPreconditionError("this server does not replicate");
-    } else if (peer.protocol_version != replication::kProtocolVersion) {
+    } else if (loop_.InboundLinks(connection_id_) >= kMaxHellosPerConnection) {
+      // A replica needs one link per connection; more would let one
+      // connection fill the peer table with made-up replicas.
       refused = absl::FailedPreconditionError(absl::StrFormat(
-          "replication protocol %d is not %d", peer.protocol_version,
-          replication::kProtocolVersion));
-    } else if (peer.replica_id == 0 || peer.incarnation == 0) {
-      refused = absl::InvalidArgumentError("hello without a replica id and incarnation");
+          "this connection already carries %d replication link; the limit is %d",
+          kMaxHellosPerConnection, kMaxHellosPerConnection));
+    } else {
+      refused = replication::ValidatePeerInfo(peer);
     }
     if (!refused.ok()) {
       loop_.LogRejected(peer_, "hello", refused);

@@ -114,6 +114,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Store* store, ServerOption
     return absl::InvalidArgumentError(absl::StrFormat(
         "listen address '%s' must be HOST:PORT", options.listen));
   }
+  // Peers would refuse our hellos with a longer name (ValidatePeerInfo).
+  if (options.replica_name.size() > replication::kMaxReplicaNameBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("replica name is %d bytes; the limit is %d", options.replica_name.size(),
+                        replication::kMaxReplicaNameBytes));
+  }
   for (const std::string& peer : options.replication.peers) {
     if (peer.rfind(':') == std::string::npos) {
       return absl::InvalidArgumentError(

@@ -40,6 +40,9 @@ struct ServerOptions {
   // unanswered for 5 intervals is dead (a half-open connection): it is
   // closed, and redialled if this side dialled it.
   int keepalive_ms = 2'000;
+  // Rejected requests are logged at most once per this interval per client
+  // host; the others in it are counted in one line (see RejectionLog).
+  int64_t rejection_log_interval_ms = 60'000;
   // Replicate with peers: dial `replication.peers`, accept peers that dial
   // in, gossip. (Its `name` is taken from replica_name.)
   bool replicate = true;

@@ -174,6 +174,8 @@ ServerLoop::ServerLoop(Store& store, const ServerOptions& options, kj::AsyncIoCo
       peer_statuses_(std::move(peer_statuses)),
       bytes_sent_(bytes_sent),
       started_(absl::Now()),
+      rejections_(absl::Milliseconds(options.rejection_log_interval_ms),
+                  [](const std::string& line) { LogLine(line); }),
       tasks_(*this) {
   reader_options_.traversalLimitInWords =
       MaxMessageBytes(store.options().max_value_bytes) / sizeof(capnp::word);
@@ -336,8 +338,8 @@ void ServerLoop::AddConnection(kj::Own<kj::AsyncIoStream> stream) {
                  .exclusiveJoin(kj::mv(closed.promise))
                  .then([this, &c] {
                    if (!c.messages.failure().empty()) {
-                     LogLine(absl::StrFormat("peerkv: rejected connection from %s: %s", c.peer,
-                                             c.messages.failure()));
+                     LogRejected(c.peer, "connection",
+                                 absl::InvalidArgumentError(c.messages.failure()));
                    }
                    // Peers that said hello on this connection are gone.
                    std::vector<replication::LinkId> gone;
@@ -376,9 +378,20 @@ kj::Promise<absl::StatusOr<std::vector<Version>>> ServerLoop::Write(
 }
 
 void ServerLoop::LogRejected(const std::string& peer, std::string_view method,
-                             const absl::Status& status) {
-  LogLine(absl::StrFormat("peerkv: rejected %s from %s: %s", method, peer,
-                          std::string(status.message())));
+                             const absl::Status& status, uint64_t items) {
+  if (rejections_.Rejected(absl::Now(), peer, method, status, items)) ScheduleRejectionFlush();
+}
+
+// One timer for all hosts: when it fires, hosts whose interval is over get
+// their count logged; if others still count, it is set again.
+void ServerLoop::ScheduleRejectionFlush() {
+  if (rejection_flush_scheduled_) return;
+  rejection_flush_scheduled_ = true;
+  const int64_t ms = std::max<int64_t>(absl::ToInt64Milliseconds(rejections_.interval()), 1);
+  tasks_.add(io_.provider->getTimer().afterDelay(ms * kj::MILLISECONDS).then([this] {
+    rejection_flush_scheduled_ = false;
+    if (rejections_.Flush(absl::Now(), /*all=*/false)) ScheduleRejectionFlush();
+  }));
 }
 
 kj::Promise<void> ServerLoop::Shutdown() {
@@ -386,6 +399,8 @@ kj::Promise<void> ServerLoop::Shutdown() {
   listener_ = nullptr;
   auto deadline = io_.provider->getTimer().now() + options_.shutdown_grace_ms * kj::MILLISECONDS;
   return WaitUntil(deadline, [this] { return in_flight_writes_ == 0; }).then([this, deadline] {
+    // Counted rejections are not lost with the loop.
+    rejections_.Flush(absl::Now(), /*all=*/true);
     return WaitUntil(deadline, [this] {
       for (const auto& [id, c] : connections_) {
         if (c->network.getCurrentQueueSize() > 0 || c->stream->pending_bytes() > 0) return false;
@@ -557,6 +572,12 @@ replication::LinkId ServerLoop::AddInboundLink(uint64_t connection_id,
   auto c = connections_.find(connection_id);
   links_[id].address = c != connections_.end() ? c->second->peer : "unknown";
   return id;
+}
+
+size_t ServerLoop::InboundLinks(uint64_t connection_id) const {
+  size_t n = 0;
+  for (const auto& [link, entry] : links_) n += entry.connection_id == connection_id ? 1 : 0;
+  return n;
 }
 
 void ServerLoop::DropLink(replication::LinkId link, const absl::Status& why) {

@@ -22,6 +22,7 @@
 #include "replication/transport.h"
 #include "rpc/buffered_stream.h"
 #include "rpc/peerkv.capnp.h"
+#include "rpc/rejection_log.h"
 #include "rpc/server.h"
 #include "store/store.h"
 
@@ -117,7 +118,11 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   kj::Promise<void> NextCommit() { return next_commit_.addBranch(); }
   // Submits a write to the store; resolves on this loop once durable.
   kj::Promise<absl::StatusOr<std::vector<Version>>> Write(std::vector<Mutation> mutations);
-  void LogRejected(const std::string& peer, std::string_view method, const absl::Status& status);
+  // Logs a refused request (`items` refused parts of one call), at most
+  // one line per client host per rejection_log_interval_ms plus one line
+  // counting the rest (see RejectionLog).
+  void LogRejected(const std::string& peer, std::string_view method, const absl::Status& status,
+                   uint64_t items = 1);
 
   // Replication links.
   using DialDone = absl::AnyInvocable<void(absl::StatusOr<replication::Transport::Connected>)>;
@@ -128,6 +133,8 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   void CloseLink(replication::LinkId link);
   // A peer on connection `connection_id` said hello; `back` reaches it.
   replication::LinkId AddInboundLink(uint64_t connection_id, wire::Replica::Client back);
+  // Inbound links made by hellos on connection `connection_id`.
+  size_t InboundLinks(uint64_t connection_id) const;
   replication::LinkEvents* events() { return events_; }
 
   // Largest value this server accepts, and what its readers allow.
@@ -170,6 +177,7 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   kj::Promise<void> PumpCommits();
   kj::Promise<void> WaitUntil(kj::TimePoint deadline, kj::Function<bool()> done);
   void DropLink(replication::LinkId link, const absl::Status& why);
+  void ScheduleRejectionFlush();
   void taskFailed(kj::Exception&& e) override;
 
   Store& store_;
@@ -196,6 +204,8 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   size_t in_flight_writes_ = 0;
   std::atomic<uint64_t>& bytes_sent_;
   absl::Time started_;
+  RejectionLog rejections_;
+  bool rejection_flush_scheduled_ = false;
   kj::TaskSet tasks_;
 };
 

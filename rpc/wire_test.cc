@@ -1,0 +1,245 @@
+// rpc/wire_test.cc: the wire seen from outside the client library. A raw
+// Cap'n Proto peer says hello to a real server with names at and over the
+// limit; a fake server whose `status` always fails still serves put and
+// get to the client library and to the CLI, which never ask for status.
+#include <atomic>
+#include <map>
+#include <string>
+#include <thread>
+
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "capnp/ez-rpc.h"
+#include "common/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kj/async.h"
+#include "replication/transport.h"
+#include "rpc/client.h"
+#include "rpc/peerkv.capnp.h"
+#include "rpc/server.h"
+#include "store/store.h"
+#include "testing/subprocess.h"
+#include "testing/temp_dir.h"
+
+namespace peerkv::rpc {
+namespace {
+
+using absl::StatusCode;
+using ::testing::HasSubstr;
+
+// A Replica that answers nothing (the `back` of our hellos).
+class SilentReplica final : public wire::Replica::Server {};
+
+// Says hello on `client`'s connection as replica `id` named `name`; the
+// code and message of the error answered (OK if accepted).
+absl::Status Hello(capnp::EzRpcClient& client, uint64_t id, const std::string& name) {
+  auto gateway = client.getMain<wire::Gateway>();
+  auto replica = gateway.replicaRequest().send().getReplica();
+  auto hello = replica.helloRequest();
+  auto info = hello.initInfo();
+  info.setReplicaId(id);
+  info.setIncarnation(1);
+  info.setProtocolVersion(replication::kProtocolVersion);
+  info.setName(capnp::Text::Reader(name.data(), name.size()));
+  hello.setBack(kj::heap<SilentReplica>());
+  auto response = hello.send().wait(client.getWaitScope());
+  if (!response.hasError()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(response.getError().getCode()),
+                      response.getError().getMessage().cStr());
+}
+
+// The same on a connection of its own.
+absl::Status Hello(const std::string& address, uint64_t id, const std::string& name) {
+  capnp::EzRpcClient client(address);
+  return Hello(client, id, name);
+}
+
+TEST(WireTest, AHelloWithANameOverTheLimitIsRefused) {
+  testing::TempDir dir;
+  StoreOptions options;
+  options.dir = dir.Sub("db");
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
+  ASSERT_THAT(store, IsOk());
+  absl::StatusOr<std::unique_ptr<Server>> server =
+      Server::Start(store->get(), ServerOptions{.listen = "127.0.0.1:0"});
+  ASSERT_THAT(server, IsOk());
+  const std::string address = (*server)->address();
+
+  EXPECT_THAT(Hello(address, 11, std::string(replication::kMaxReplicaNameBytes + 1, 'n')),
+              StatusIs(StatusCode::kInvalidArgument, "replica name is 65 bytes; the limit is 64"));
+  EXPECT_THAT(
+      Hello(address, 12, std::string(4 << 20, 'n')),
+      StatusIs(StatusCode::kInvalidArgument, "replica name is 4194304 bytes; the limit is 64"));
+  // At the limit: welcome, once per connection (so that one connection
+  // cannot fill the peer table with made-up replicas).
+  capnp::EzRpcClient connection(address);
+  EXPECT_THAT(Hello(connection, 13, std::string(replication::kMaxReplicaNameBytes, 'n')), IsOk());
+  EXPECT_THAT(Hello(connection, 14, "second"),
+              StatusIs(StatusCode::kFailedPrecondition, "already carries 1 replication link"));
+  // Only the last became a peer. (The engine learns of it on its own
+  // thread: wait for it, boundedly.)
+  std::vector<replication::PeerStatus> peers;
+  for (int i = 0; i < 1000 && peers.empty(); ++i) {
+    peers = (*server)->PeerStatuses();
+    if (peers.empty()) absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_EQ(peers.size(), 1u);
+  EXPECT_EQ(peers[0].replica_id, 13u);
+  // A server cannot be started with a name its peers would refuse.
+  EXPECT_THAT(Server::Start(store->get(), ServerOptions{.listen = "127.0.0.1:0",
+                                                        .replica_name = std::string(65, 'n')}),
+              StatusIs(StatusCode::kInvalidArgument, "the limit is 64"));
+}
+
+// What the fake server saw; written on its thread, read by the test.
+struct FakeState {
+  std::atomic<int> status_calls{0};
+  std::atomic<int> puts{0};
+  absl::Mutex mu;
+  std::map<std::string, std::string> values ABSL_GUARDED_BY(mu);
+};
+
+class FakeKv final : public wire::Kv::Server {
+ public:
+  explicit FakeKv(FakeState* state) : state_(state) {}
+
+  kj::Promise<void> put(PutContext context) override {
+    auto params = context.getParams();
+    ++state_->puts;
+    const std::string key(reinterpret_cast<const char*>(params.getKey().begin()),
+                          params.getKey().size());
+    absl::MutexLock lock(&state_->mu);
+    state_->values[key] = std::string(reinterpret_cast<const char*>(params.getValue().begin()),
+                                      params.getValue().size());
+    auto version = context.getResults().initVersion();
+    version.setHlc(uint64_t{1'700'000'000'000} << 16);
+    version.setOrigin(0x1234);
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> get(GetContext context) override {
+    auto params = context.getParams();
+    const std::string key(reinterpret_cast<const char*>(params.getKey().begin()),
+                          params.getKey().size());
+    absl::MutexLock lock(&state_->mu);
+    auto it = state_->values.find(key);
+    if (it == state_->values.end()) return kj::READY_NOW;
+    auto results = context.getResults();
+    results.setFound(true);
+    auto record = results.initRecord();
+    record.setKeyspace(params.getKeyspace());
+    record.setKey(params.getKey());
+    record.setValue(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(it->second.data()),
+                                        it->second.size()));
+    record.initVersion().setOrigin(0x1234);
+    return kj::READY_NOW;
+  }
+
+  // A status that never works (as when a server's peers made it too big).
+  kj::Promise<void> status(StatusContext context) override {
+    ++state_->status_calls;
+    auto error = context.getResults().initError();
+    error.setCode(static_cast<uint8_t>(absl::StatusCode::kInternal));
+    error.setMessage("status is broken on this server");
+    return kj::READY_NOW;
+  }
+
+ private:
+  FakeState* state_;
+};
+
+class FakeGateway final : public wire::Gateway::Server {
+ public:
+  explicit FakeGateway(FakeState* state) : state_(state) {}
+  kj::Promise<void> kv(KvContext context) override {
+    context.getResults().setKv(kj::heap<FakeKv>(state_));
+    return kj::READY_NOW;
+  }
+
+ private:
+  FakeState* state_;
+};
+
+// The fake server on its own thread and loopback port.
+class FakeServer {
+ public:
+  FakeServer() {
+    thread_ = std::thread([this] { Run(); });
+    ready_.WaitForNotification();
+  }
+  ~FakeServer() {
+    stop_->fulfill();
+    thread_.join();
+  }
+  std::string address() const { return absl::StrFormat("127.0.0.1:%d", port_); }
+  FakeState& state() { return state_; }
+
+ private:
+  void Run() {
+    capnp::EzRpcServer server(kj::heap<FakeGateway>(&state_), "127.0.0.1", 0);
+    auto& wait_scope = server.getWaitScope();
+    port_ = server.getPort().wait(wait_scope);
+    auto stop = kj::newPromiseAndCrossThreadFulfiller<void>();
+    stop_ = kj::mv(stop.fulfiller);
+    ready_.Notify();
+    stop.promise.wait(wait_scope);
+  }
+
+  FakeState state_;
+  std::thread thread_;
+  absl::Notification ready_;
+  uint port_ = 0;
+  kj::Own<kj::CrossThreadPromiseFulfiller<void>> stop_;
+};
+
+TEST(WireTest, PutAndGetNeedNoStatus) {
+  FakeServer fake;
+  absl::StatusOr<std::unique_ptr<Client>> client =
+      Client::Connect(ClientOptions{.address = fake.address()});
+  ASSERT_THAT(client, IsOk());
+  ASSERT_THAT((*client)->Put("ks", "k", "from the library"), IsOk());
+  absl::StatusOr<std::optional<Record>> got = (*client)->Get("ks", "k");
+  ASSERT_THAT(got, IsOk());
+  ASSERT_TRUE(got->has_value());
+  EXPECT_EQ((*got)->value, "from the library");
+
+  const std::string cli = testing::RunfilePath("cli/peerkv");
+  testing::RunResult put = testing::Run({cli, "--server", fake.address(), "put", "ks", "k2", "v2"});
+  EXPECT_EQ(put.exit_code, 0) << put.err;
+  testing::RunResult from_stdin =
+      testing::Run({cli, "--server", fake.address(), "put", "ks", "k3", "-"}, "piped");
+  EXPECT_EQ(from_stdin.exit_code, 0) << from_stdin.err;
+  testing::RunResult get = testing::Run({cli, "--server", fake.address(), "get", "ks", "k2"});
+  EXPECT_EQ(get.exit_code, 0) << get.err;
+  EXPECT_EQ(get.out, "v2");
+  EXPECT_EQ(fake.state().puts.load(), 3);
+  EXPECT_EQ(fake.state().status_calls.load(), 0);
+
+  // status itself says what is wrong.
+  testing::RunResult status = testing::Run({cli, "--server", fake.address(), "status"});
+  EXPECT_EQ(status.exit_code, 1);
+  EXPECT_THAT(status.err, HasSubstr("status is broken on this server"));
+}
+
+TEST(WireTest, NoServerIsStillAClearUnavailable) {
+  std::string address;
+  {
+    FakeServer gone;
+    address = gone.address();
+  }
+  absl::StatusOr<std::unique_ptr<Client>> client =
+      Client::Connect(ClientOptions{.address = address});
+  EXPECT_THAT(client, StatusIs(StatusCode::kUnavailable,
+                               absl::StrFormat("peerkv server at %s: connect", address)));
+  testing::RunResult put = testing::Run(
+      {testing::RunfilePath("cli/peerkv"), "--server", address, "put", "ks", "k", "v"});
+  EXPECT_EQ(put.exit_code, 1);
+  EXPECT_THAT(put.err, ::testing::StartsWith(absl::StrFormat(
+                           "peerkv put: connect to peerkv server at %s: ", address)));
+  EXPECT_THAT(put.err, HasSubstr("Connection refused"));
+}
+
+}  // namespace
+}  // namespace peerkv::rpc
