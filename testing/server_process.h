@@ -29,6 +29,14 @@ class ServerProcess {
   pid_t pid() const { return process_->pid(); }
   Process& process() { return *process_; }
   std::string Log() const { return process_->Output(); }
+  // The log once it holds `text` (at least `occurrences` times), waiting up
+  // to 10 s for the server to write it: a line about an event the client
+  // has seen may still be on its way through the pipe. On a timeout, the
+  // log as it is (so the caller's expectation fails and shows it).
+  std::string WaitForLog(const std::string& text, int occurrences = 1) const {
+    return process_->WaitForOutput(text, std::chrono::seconds(10), occurrences)
+        .value_or(process_->Output());
+  }
 
   // Sends `signal` and waits (up to 30 s) for the exit code; -1 on timeout.
   int Stop(int signal);

@@ -223,14 +223,24 @@ std::string Process::Output() const {
 }
 
 std::optional<std::string> Process::WaitForOutput(const std::string& text,
-                                                  std::chrono::milliseconds timeout) {
+                                                  std::chrono::milliseconds timeout,
+                                                  int occurrences) {
   absl::MutexLock lock(&output_->mu);
-  auto seen = [this, &text]() {
+  auto count = [this, &text, occurrences]() {
     output_->mu.AssertHeld();
-    return output_->closed || output_->text.find(text) != std::string::npos;
+    int n = 0;
+    for (size_t at = output_->text.find(text); at != std::string::npos && n < occurrences;
+         at = output_->text.find(text, at + text.size())) {
+      ++n;
+    }
+    return n;
+  };
+  auto seen = [this, &count, occurrences]() {
+    output_->mu.AssertHeld();
+    return output_->closed || count() >= occurrences;
   };
   output_->mu.AwaitWithTimeout(absl::Condition(&seen), absl::Milliseconds(timeout.count()));
-  if (output_->text.find(text) == std::string::npos) return std::nullopt;
+  if (count() < occurrences) return std::nullopt;
   return output_->text;
 }
 

@@ -58,10 +58,12 @@ class Process {
   void Kill();
   // Everything it printed so far.
   std::string Output() const;
-  // Waits up to `timeout` until its output contains `text`; returns the
-  // output then, or nullopt if it did not appear (or the process ended).
+  // Waits up to `timeout` until its output contains `text` (at least
+  // `occurrences` times); returns the output then, or nullopt if it did not
+  // appear (or the process ended first).
   std::optional<std::string> WaitForOutput(const std::string& text,
-                                           std::chrono::milliseconds timeout);
+                                           std::chrono::milliseconds timeout,
+                                           int occurrences = 1);
 
  private:
   struct OutputBuffer;

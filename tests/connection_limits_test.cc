@@ -126,7 +126,7 @@ TEST_F(ConnectionLimitsTest, AcceptRecoversAfterTheFileDescriptorTableWasFull) {
   }
   EXPECT_THAT(last, IsOk()) << server.Log();
   // Logged, once per episode rather than once per failed accept.
-  const std::string log = server.Log();
+  const std::string log = server.WaitForLog("accept failed");
   const int lines = Count(log, "accept failed");
   EXPECT_GE(lines, 1) << log;
   EXPECT_LE(lines, 3) << log;
@@ -166,7 +166,7 @@ TEST_F(ConnectionLimitsTest, ConnectionsThatNeverFinishAMessageAreClosedAfterThe
   // The patient client has waited longer than either, on the same
   // connection.
   EXPECT_THAT((*patient)->Put("ks", "k", "v2"), IsOk());
-  const std::string log = server.Log();
+  const std::string log = server.WaitForLog("no complete message within 300 ms", 2);
   EXPECT_EQ(Count(log, "no complete message within 300 ms"), 2) << log;
   EXPECT_EQ(server.Stop(SIGINT), 0);
 }

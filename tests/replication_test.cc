@@ -199,7 +199,8 @@ TEST_F(ReplicationTest, AClockAnHourAheadHasItsWritesRefusedVisibly) {
     if (refused == 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   EXPECT_GE(refused, 1u);
-  EXPECT_THAT(a->Log(), HasSubstr("refused 1 record from peer fast"));
+  EXPECT_THAT(a->WaitForLog("refused 1 record from peer fast"),
+              HasSubstr("refused 1 record from peer fast"));
   EXPECT_THAT(a->Log(), HasSubstr("ahead of local time (max_clock_skew 60000 ms)"));
   EXPECT_EQ(Value(*a, "notes", "from-the-future"), "<missing>");
   // The rest still flows: the fast replica learns a's write, b gets it too,

@@ -144,7 +144,7 @@ TEST_F(ServerTest, BadInputIsRefusedNamingTheLimitAndLogged) {
   testing::RunResult cli = Cli(server->address(), {"put", "ks", "k", "-"}, std::string(1001, 'v'));
   EXPECT_EQ(cli.exit_code, 2);
   EXPECT_EQ(cli.err, "peerkv put: value is 1001 bytes; the limit is 1000\n");
-  EXPECT_THAT(server->Log(),
+  EXPECT_THAT(server->WaitForLog("rejected put from"),
               ::testing::ContainsRegex("rejected put from 127\\.0\\.0\\.1:[0-9]+: value is 1001 "
                                        "bytes; the limit is 1000"));
   // A message beyond the reader limit (2 x 1000 + 1 MiB) closes only that
@@ -228,7 +228,7 @@ TEST_F(ServerTest, GarbageAndTruncatedMessagesCloseOnlyThatConnection) {
   EXPECT_THAT(client->Put("ks", "after", "v"), IsOk());
   auto fresh = Connect(server->address());
   EXPECT_EQ((*fresh->Get("ks", "before"))->value, "v");
-  const std::string log = server->Log();
+  const std::string log = server->WaitForLog("too large");
   EXPECT_THAT(log, ::testing::ContainsRegex("rejected connection from 127\\.0\\.0\\.1:[0-9]+: "));
   EXPECT_THAT(log, HasSubstr("too large"));
   EXPECT_EQ(server->Stop(SIGINT), 0);
