@@ -12,10 +12,15 @@
 // link comes up) and "gossip" (only rounds move data), so the rounds bound
 // is checked on gossip alone.
 //
-//   pull:     a fresh replica pulls N records from one peer; records/s,
-//             against raw LMDB puts of the same records in the same batches
-//             measured in the same run; then the cost of a gossip exchange
-//             between the two, now in sync.
+//   pull:     N records (100-byte values, doc ids doc-0000000..) are
+//             loaded into one replica with Store::Write, 1000 per call (what
+//             putMany does), then a fresh replica pulls them from it; twice,
+//             with the ids written in order ("sequential") and in a random
+//             order ("random": the case of UUIDs and hashes). Each load and
+//             pull is set against raw LMDB puts of the same keys and values
+//             in the same order, 1000 per durable transaction, measured in
+//             the same run; then the cost of a gossip exchange between the
+//             two, now in sync.
 //
 // Identical means equal store fingerprints (see StoreStats::fingerprint).
 // Output: CSV files in --out (converge.csv, curve.csv, pull.csv) and a
@@ -26,6 +31,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <string>
 #include <thread>
@@ -50,6 +56,16 @@ struct Flags {
   int interval_ms = 100;
   int fanout = 2;
   int pull_records = 1'000'000;
+  // Key orders of the pull runs: "sequential", "random" or both.
+  std::vector<std::string> pull_orders = {"sequential", "random"};
+  bool converge = true;
+  // Records per pulled page (the replicator's batch_records); 0: its
+  // default. The raw baseline uses the same transaction size.
+  int pull_batch_records = 0;
+  int pull_batch_bytes = 0;
+  // Each pull run (load, baselines, pull) this many times, the orders
+  // interleaved; medians of the ratios are printed.
+  int pull_repeats = 3;
   std::string out = "bench/out";
   std::string dir = "/var/tmp";
 };
@@ -78,6 +94,8 @@ class Cluster {
       opts.replication.eager = eager;
       opts.replication.seed = 1000 + i;
       opts.replication.log = [](const std::string&) {};
+      if (flags.pull_batch_records > 0) opts.replication.batch_records = flags.pull_batch_records;
+      if (flags.pull_batch_bytes > 0) opts.replication.batch_bytes = flags.pull_batch_bytes;
       absl::StatusOr<std::unique_ptr<rpc::Server>> server = rpc::Server::Start(n.store.get(), opts);
       PEERKV_CHECK(server.ok());
       n.server = std::move(*server);
@@ -298,24 +316,34 @@ RunResult RunHeal(int replicas, bool eager, const Flags& flags) {
 }
 
 struct PullResult {
+  std::string order;
   int records = 0;
+  double load_per_s = 0;
   double pull_per_s = 0;
   double raw_per_s = 0;
+  // Raw LMDB with the pull's page as its transaction.
+  double raw_pull_batch_per_s = 0;
+  // Pulls the fresh replica made (pages, and a last empty one or two), and
+  // the records a page may hold.
+  uint64_t pages = 0;
+  size_t page_records = 0;
   double insync_bytes_per_exchange = 0;
   double insync_pull_ms = 0;
   uint64_t insync_exchanges = 0;
 };
 
-std::vector<Record> PullRecords(int n, int value_bytes) {
-  std::mt19937_64 rng(42);
+// doc-0000000 .. doc-(n-1), in order or shuffled. Only keyspace, key and
+// value are used: the load stamps versions itself.
+std::vector<Record> PullRecords(int n, int value_bytes, bool random_order) {
   std::vector<Record> records;
   records.reserve(n);
-  const uint64_t base = MakeHlc(absl::ToUnixMillis(absl::Now()) - 3'600'000, 0);
   for (int i = 0; i < n; ++i) {
-    std::string key(16, '\0');
-    for (char& c : key) c = static_cast<char>(rng());
-    records.push_back(Record{"bench", std::move(key), Version{base + static_cast<uint64_t>(i), 7},
-                             false, std::string(value_bytes, 'v'), 0});
+    records.push_back(Record{"bench", absl::StrFormat("doc-%07d", i), Version{}, false,
+                             std::string(value_bytes, 'v'), 0});
+  }
+  if (random_order) {
+    std::mt19937_64 rng(42);
+    std::shuffle(records.begin(), records.end(), rng);
   }
   return records;
 }
@@ -328,28 +356,52 @@ double RawLmdbPuts(const std::vector<Record>& records, size_t batch, const std::
   return records.size() / absl::ToDoubleSeconds(absl::Now() - start);
 }
 
-PullResult RunPull(const Flags& flags) {
+PullResult RunPull(const Flags& flags, const std::string& order) {
   PullResult result;
+  result.order = order;
   result.records = flags.pull_records;
-  std::printf("pull: generating and loading %d records into the source...\n", flags.pull_records);
+  std::printf("pull (%s): loading %d records into the source...\n", order.c_str(),
+              flags.pull_records);
   std::fflush(stdout);
-  const std::vector<Record> records = PullRecords(flags.pull_records, flags.value_bytes);
+  const std::vector<Record> records =
+      PullRecords(flags.pull_records, flags.value_bytes, order == "random");
   bench::ScratchDir dir(flags.dir);
   Flags pair_flags = flags;
   pair_flags.interval_ms = 10;
   pair_flags.fanout = 1;
   Cluster cluster(dir.path(), 2, pair_flags, /*eager=*/true);
-  for (size_t i = 0; i < records.size(); i += 1000) {
-    std::vector<Record> batch(records.begin() + i,
-                              records.begin() + std::min(records.size(), i + 1000));
-    PEERKV_CHECK(cluster.node(0).store->Merge(std::move(batch)).ok());
+  // The load: local writes, 1000 per call, as putMany hands them over.
+  {
+    std::vector<std::vector<Mutation>> batches;
+    for (size_t i = 0; i < records.size(); i += 1000) {
+      std::vector<Mutation>& batch = batches.emplace_back();
+      for (size_t j = i; j < std::min(records.size(), i + 1000); ++j) {
+        batch.push_back(Mutation{records[j].keyspace, records[j].key, records[j].value});
+      }
+    }
+    // The baseline right before and right after, averaged: this machine
+    // is shared, and its disk's speed drifts within a run.
+    const double raw_before = RawLmdbPuts(records, 1000, flags.dir);
+    const absl::Time start = absl::Now();
+    for (auto& batch : batches) PEERKV_CHECK(cluster.node(0).store->Write(std::move(batch)).ok());
+    result.load_per_s = records.size() / absl::ToDoubleSeconds(absl::Now() - start);
+    result.raw_per_s = (raw_before + RawLmdbPuts(records, 1000, flags.dir)) / 2;
   }
-  // The raw baseline right before the pull, same records, same batch size.
-  result.raw_per_s = RawLmdbPuts(records, 1000, flags.dir);
+  // The pull's baseline: raw puts of the same records in the same order,
+  // as many per transaction as a pulled page holds, before and after.
+  const size_t pull_batch = flags.pull_batch_records > 0
+                                ? flags.pull_batch_records
+                                : replication::ReplicatorOptions{}.batch_records;
+  const double raw_page_before = RawLmdbPuts(records, pull_batch, flags.dir);
+  const uint64_t pulls_before = cluster.node(1).server->ReplicationCounters().pulls;
   const absl::Time start = absl::Now();
   cluster.Link(1, 0);
   PEERKV_CHECK(!WaitConverged(cluster, {0, 1}, start, absl::Seconds(600)).empty());
   result.pull_per_s = flags.pull_records / absl::ToDoubleSeconds(absl::Now() - start);
+  result.pages = cluster.node(1).server->ReplicationCounters().pulls - pulls_before;
+  result.page_records = pull_batch;
+  result.raw_pull_batch_per_s =
+      (raw_page_before + RawLmdbPuts(records, pull_batch, flags.dir)) / 2;
 
   // In sync now: measure gossip exchanges between the two over 2 s.
   absl::SleepFor(absl::Milliseconds(200));
@@ -390,6 +442,20 @@ bool ParseFlags(int argc, char** argv, Flags* flags) {
       flags->fanout = v;
     } else if (arg == "--pull-records" && absl::SimpleAtoi(next(), &v) && v >= 0) {
       flags->pull_records = v;
+    } else if (arg == "--pull-orders") {
+      flags->pull_orders.clear();
+      for (absl::string_view part : absl::StrSplit(next(), ',')) {
+        if (part != "sequential" && part != "random") return false;
+        flags->pull_orders.emplace_back(part);
+      }
+    } else if (arg == "--pull-batch-records" && absl::SimpleAtoi(next(), &v) && v > 0) {
+      flags->pull_batch_records = v;
+    } else if (arg == "--pull-batch-bytes" && absl::SimpleAtoi(next(), &v) && v > 0) {
+      flags->pull_batch_bytes = v;
+    } else if (arg == "--pull-repeats" && absl::SimpleAtoi(next(), &v) && v > 0) {
+      flags->pull_repeats = v;
+    } else if (arg == "--pull-only") {
+      flags->converge = false;
     } else if (arg == "--out") {
       flags->out = next();
     } else if (arg == "--dir") {
@@ -410,7 +476,8 @@ int main(int argc, char** argv) {
   if (!ParseFlags(argc, argv, &flags)) {
     std::fprintf(stderr,
                  "usage: converge_bench [--replicas 3,10,30] [--writes N] [--value-bytes N]\n"
-                 "       [--interval-ms N] [--fanout N] [--pull-records N] [--out DIR] [--dir DIR]\n");
+                 "       [--interval-ms N] [--fanout N] [--pull-records N]\n"
+                 "       [--pull-orders sequential,random] [--pull-only] [--out DIR] [--dir DIR]\n");
     return 2;
   }
   std::filesystem::create_directories(flags.out);
@@ -423,6 +490,7 @@ int main(int argc, char** argv) {
               "converge_ms", "rounds", "bound", "bytes_sent", "ratio", "pulls", "nudges",
               "copies");
   for (const char* scenario : {"spread", "heal"}) {
+    if (!flags.converge) break;
     for (bool eager : {true, false}) {
       for (int replicas : flags.replicas) {
         const RunResult r = std::string(scenario) == "spread" ? RunSpread(replicas, eager, flags)
@@ -444,18 +512,57 @@ int main(int argc, char** argv) {
     }
   }
   if (flags.pull_records > 0) {
-    const PullResult p = RunPull(flags);
     std::ofstream pull(flags.out + "/pull.csv");
-    pull << "records,pull_records_per_s,raw_lmdb_records_per_s,ratio,insync_exchanges,"
-            "insync_bytes_per_exchange,insync_pull_ms\n";
-    pull << absl::StrFormat("%d,%.0f,%.0f,%.3f,%d,%.1f,%.3f\n", p.records, p.pull_per_s,
-                            p.raw_per_s, p.pull_per_s / p.raw_per_s, p.insync_exchanges,
-                            p.insync_bytes_per_exchange, p.insync_pull_ms);
-    std::printf("pull: %d records at %.0f records/s; raw LMDB puts %.0f records/s; ratio %.2f\n",
-                p.records, p.pull_per_s, p.raw_per_s, p.pull_per_s / p.raw_per_s);
-    std::printf("in sync: %llu exchanges in 2 s, %.0f bytes and %.3f ms per exchange\n",
-                static_cast<unsigned long long>(p.insync_exchanges), p.insync_bytes_per_exchange,
-                p.insync_pull_ms);
+    pull << "order,records,load_records_per_s,pull_records_per_s,raw_lmdb_records_per_s,"
+            "raw_lmdb_pull_batch_records_per_s,load_ratio,pull_ratio,pull_ratio_same_batch,"
+            "insync_exchanges,insync_bytes_per_exchange,insync_pull_ms\n";
+    std::map<std::string, std::vector<PullResult>> runs;
+    for (int repeat = 0; repeat < flags.pull_repeats; ++repeat) {
+      for (const std::string& order : flags.pull_orders) {
+        const PullResult p = RunPull(flags, order);
+        runs[order].push_back(p);
+        pull << absl::StrFormat("%s,%d,%.0f,%.0f,%.0f,%.0f,%.3f,%.3f,%.3f,%d,%.1f,%.3f\n", p.order,
+                                p.records, p.load_per_s, p.pull_per_s, p.raw_per_s,
+                                p.raw_pull_batch_per_s, p.load_per_s / p.raw_per_s,
+                                p.pull_per_s / p.raw_per_s, p.pull_per_s / p.raw_pull_batch_per_s,
+                                p.insync_exchanges, p.insync_bytes_per_exchange, p.insync_pull_ms);
+        std::printf(
+            "pull (%s ids): %d records; raw LMDB puts %.0f records/s (1000 per txn), %.0f "
+            "records/s (pull page per txn); load (Store::Write, 1000 per call) %.0f records/s, "
+            "ratio %.2f; fresh pull %.0f records/s, ratio %.2f (same txn size: %.2f)\n",
+            p.order.c_str(), p.records, p.raw_per_s, p.raw_pull_batch_per_s, p.load_per_s,
+            p.load_per_s / p.raw_per_s, p.pull_per_s, p.pull_per_s / p.raw_per_s,
+            p.pull_per_s / p.raw_pull_batch_per_s);
+        std::printf("  %llu pulls of at most %zu records\n",
+                    static_cast<unsigned long long>(p.pages), p.page_records);
+        std::printf("in sync: %llu exchanges in 2 s, %.0f bytes and %.3f ms per exchange\n",
+                    static_cast<unsigned long long>(p.insync_exchanges),
+                    p.insync_bytes_per_exchange, p.insync_pull_ms);
+        std::fflush(stdout);
+      }
+    }
+    auto median = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      return v.empty() ? 0.0 : v[v.size() / 2];
+    };
+    std::printf("medians over %d runs:\n", flags.pull_repeats);
+    for (const auto& [order, results] : runs) {
+      std::vector<double> raw, raw_page, load, pull, load_ratio, pull_ratio, pull_ratio_page;
+      for (const PullResult& p : results) {
+        raw.push_back(p.raw_per_s);
+        raw_page.push_back(p.raw_pull_batch_per_s);
+        load.push_back(p.load_per_s);
+        pull.push_back(p.pull_per_s);
+        load_ratio.push_back(p.load_per_s / p.raw_per_s);
+        pull_ratio.push_back(p.pull_per_s / p.raw_per_s);
+        pull_ratio_page.push_back(p.pull_per_s / p.raw_pull_batch_per_s);
+      }
+      std::printf(
+          "  %-10s raw LMDB %.0f/s (1000 per txn), %.0f/s (pull page per txn); load %.0f/s "
+          "(%.2fx raw); pull %.0f/s (%.2fx raw at 1000, %.2fx raw at the pull page)\n",
+          order.c_str(), median(raw), median(raw_page), median(load), median(load_ratio),
+          median(pull), median(pull_ratio), median(pull_ratio_page));
+    }
   }
   return 0;
 }

@@ -515,7 +515,7 @@ TEST_F(StoreTest, MergingManyBatchesIntoATinyMapCompletes) {
   auto store = OpenStore(options);
   ASSERT_NE(store, nullptr);
   std::mt19937_64 random(14);
-  constexpr int kBatches = 100;
+  constexpr int kBatches = 40;
   constexpr int kBatchRecords = 1000;
   const std::string value(100, 'v');
   for (int b = 0; b < kBatches; ++b) {
