@@ -147,6 +147,11 @@ struct ChangesFilter {
   // Skip records whose version is covered by the peer's watermarks (it has
   // them, or newer). Borrowed for the call; null: none.
   const Watermarks* covered = nullptr;
+  // Only records of this keyspace (empty: every keyspace) whose key starts
+  // with `key_prefix`: what a watch reads. Entries of other keyspaces cost
+  // no record look-up. Borrowed for the call.
+  std::string_view keyspace;
+  std::string_view key_prefix;
 };
 
 struct ScanOptions {
@@ -290,11 +295,20 @@ class Store {
   // two replicas with equal digests hold the same registers.
   absl::StatusOr<uint64_t> Digest() const;
 
+  // One change a commit made: the log seq it took and the register it set.
+  struct CommitChange {
+    uint64_t seq = 0;
+    std::string_view keyspace;
+    std::string_view key;
+  };
   // What a commit listener learns about a commit.
   struct CommitInfo {
     uint64_t max_seq = 0;
     // The commit holds local writes (not only merged changes).
     bool local = false;
+    // Every change of the commit, in seq order. The views are valid only
+    // during the listener call.
+    const std::vector<CommitChange>* changes = nullptr;
   };
   // Called on the writer thread after every commit that changed records,
   // before the writes in it are acknowledged. Must be quick and must not
