@@ -5,8 +5,9 @@
 // writes, in --rounds paired rounds. Prints the median puts/s of each and
 // the median of the rounds' ratios. The watches come from a separate thread with its own
 // Cap'n Proto client over loopback TCP, spread over --watch-connections.
+#include <sys/resource.h>
+
 #include <algorithm>
-#include <atomic>
 #include <cstdio>
 #include <string>
 #include <thread>
@@ -37,30 +38,45 @@ struct Flags {
   std::string dir = "/var/tmp";
 };
 
-// Counts the records it is sent.
+// Records delivered to a set of watches, and a promise kept once there are
+// as many as expected. Used on the watches' thread only.
+struct Tally {
+  int64_t records = 0;
+  int64_t expected = 0;
+  kj::Own<kj::PromiseFulfiller<void>> done;
+};
+
 class CountingWatcher final : public wire::Watcher::Server {
  public:
-  explicit CountingWatcher(std::atomic<int64_t>& records) : records_(records) {}
+  explicit CountingWatcher(Tally& tally) : tally_(tally) {}
   kj::Promise<void> changes(ChangesContext context) override {
-    records_ += context.getParams().getRecords().size();
+    tally_.records += context.getParams().getRecords().size();
+    if (tally_.records >= tally_.expected && tally_.done.get() != nullptr) {
+      tally_.done->fulfill();
+      tally_.done = nullptr;
+    }
     return kj::READY_NOW;
   }
   kj::Promise<void> failed(FailedContext) override { return kj::READY_NOW; }
 
  private:
-  std::atomic<int64_t>& records_;
+  Tally& tally_;
 };
 
 // `count` watches of keyspace "idle" from seq 0 (as `peerkv watch idle`
-// starts), open until the object is destroyed.
+// starts), open until the object is destroyed. The constructor returns
+// once they have been sent `expected` records together (the log read to
+// its end) and the server has handled everything they sent.
 class IdleWatches {
  public:
-  // Records delivered to all the watches together.
-  std::atomic<int64_t> records{0};
-
-  IdleWatches(const std::string& address, int count, int connections) {
-    thread_ = std::thread([this, address, count, connections] {
+  IdleWatches(const std::string& address, int count, int connections, int64_t expected) {
+    const absl::Time start = absl::Now();
+    thread_ = std::thread([this, address, count, connections, expected, start] {
       auto io = kj::setupAsyncIo();
+      Tally tally;
+      tally.expected = expected;
+      auto caught_up = kj::newPromiseAndFulfiller<void>();
+      tally.done = kj::mv(caught_up.fulfiller);
       auto stop = kj::newPromiseAndCrossThreadFulfiller<void>();
       {
         absl::MutexLock lock(&mu_);
@@ -87,7 +103,7 @@ class IdleWatches {
           auto request = kv.watchRequest();
           request.setKeyspace("idle");
           request.setFromSeq(0);
-          request.setWatcher(kj::heap<CountingWatcher>(records));
+          request.setWatcher(kj::heap<CountingWatcher>(tally));
           Conn* raw = conn.get();
           opened.add(request.send().then([raw](auto response) {
             PEERKV_CHECK(!response.hasError());
@@ -97,11 +113,25 @@ class IdleWatches {
         conns.add(kj::mv(conn));
       }
       kj::joinPromises(opened.releaseAsArray()).wait(io.waitScope);
+      open_ms = absl::ToDoubleMilliseconds(absl::Now() - start);
+      caught_up.promise.wait(io.waitScope);
+      // One round trip per connection: the server has handled the
+      // watchers' answers before it.
+      kj::Vector<kj::Promise<void>> trips;
+      for (auto& conn : conns) {
+        trips.add(conn->client->bootstrap().castAs<wire::Gateway>().kvRequest().send().ignoreResult());
+      }
+      kj::joinPromises(trips.releaseAsArray()).wait(io.waitScope);
+      caught_up_ms = absl::ToDoubleMilliseconds(absl::Now() - start);
       ready_.Notify();
       stop.promise.wait(io.waitScope);
     });
     ready_.WaitForNotification();
   }
+
+  // Time to open the watches, and until they had caught up.
+  double open_ms = 0;
+  double caught_up_ms = 0;
 
   ~IdleWatches() {
     {
@@ -118,15 +148,32 @@ class IdleWatches {
   std::thread thread_;
 };
 
-// Sequential durable puts per second.
-double PutRate(rpc::Client& client, const Flags& flags, int round, const char* phase) {
+// CPU time this process (server, client and watchers) has used, in us.
+double CpuMicros() {
+  rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  return (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1e6 + usage.ru_utime.tv_usec +
+         usage.ru_stime.tv_usec;
+}
+
+struct Rate {
+  double puts_per_second = 0;
+  // CPU of the whole process per put: far less sensitive than wall time
+  // to other work on a shared machine.
+  double cpu_us_per_put = 0;
+};
+
+// Sequential durable puts.
+Rate PutRate(rpc::Client& client, const Flags& flags, int round, const char* phase) {
   const std::string value(flags.value_bytes, 'v');
   const absl::Time start = absl::Now();
+  const double cpu = CpuMicros();
   for (int i = 0; i < flags.puts; ++i) {
     PEERKV_CHECK(
         client.Put("bench", absl::StrFormat("%s-%d-%06d", phase, round, i), value).ok());
   }
-  return flags.puts / absl::ToDoubleSeconds(absl::Now() - start);
+  return Rate{flags.puts / absl::ToDoubleSeconds(absl::Now() - start),
+              (CpuMicros() - cpu) / flags.puts};
 }
 
 // Waits (bounded) until the server counts `clients` connections.
@@ -199,44 +246,46 @@ int Main(int argc, char** argv) {
 
   // Paired rounds, the order alternating (ABBA) so that drift on a shared
   // machine falls on both sides; the ratio is the median of the rounds'.
-  std::vector<double> without, with, ratios;
+  std::vector<double> without, with, ratios, cpu_without, cpu_with, cpu_ratios;
   for (int round = 0; round < flags.rounds; ++round) {
-    double none = 0, idle = 0;
+    Rate none, idle;
     const bool idle_first = round % 2 == 1;
     if (!idle_first) none = PutRate(**client, flags, round, "none");
     {
-      const absl::Time start = absl::Now();
-      IdleWatches watches((*server)->address(), flags.watches, flags.watch_connections);
-      const absl::Time open = absl::Now();
-      // One write to "idle", before the measurement: once every watch has
-      // it, every watch has read the log to its end and is idle.
+      // One write to "idle", before the watches open and long before the
+      // measurement: once every watch has had it (and those of earlier
+      // rounds), every watch has read the log to its end and is idle.
       PEERKV_CHECK((*client)->Put("idle", absl::StrFormat("sentinel-%d", round), "x").ok());
-      // (Each watch replays the sentinels of earlier rounds too.)
-      const int64_t expected = int64_t{flags.watches} * (round + 1);
-      for (int i = 0; i < 600'000 && watches.records.load() < expected; ++i) {
-        absl::SleepFor(absl::Milliseconds(1));
-      }
-      PEERKV_CHECK(watches.records.load() == expected);
+      IdleWatches watches((*server)->address(), flags.watches, flags.watch_connections,
+                          int64_t{flags.watches} * (round + 1));
       if (round == 0) {
-        std::printf("%d watches open in %.0f ms; caught up with the log (%llu entries) %.0f ms later\n",
-                    flags.watches, absl::ToDoubleMilliseconds(open - start),
-                    static_cast<unsigned long long>((*store)->max_seq()),
-                    absl::ToDoubleMilliseconds(absl::Now() - open));
+        std::printf("%d watches open in %.0f ms, caught up with the log (%llu entries) in %.0f ms\n",
+                    flags.watches, watches.open_ms,
+                    static_cast<unsigned long long>((*store)->max_seq()), watches.caught_up_ms);
+        std::fflush(stdout);
       }
       idle = PutRate(**client, flags, round, "idle");
     }
     WaitForClients(**client, 1);
     if (idle_first) none = PutRate(**client, flags, round, "none");
-    without.push_back(none);
-    with.push_back(idle);
-    ratios.push_back(idle / none);
-    std::printf("round %d: %.0f puts/s with 0 watches, %.0f with %d idle watches (%.3f)\n", round,
-                none, idle, flags.watches, idle / none);
+    without.push_back(none.puts_per_second);
+    with.push_back(idle.puts_per_second);
+    ratios.push_back(idle.puts_per_second / none.puts_per_second);
+    cpu_without.push_back(none.cpu_us_per_put);
+    cpu_with.push_back(idle.cpu_us_per_put);
+    cpu_ratios.push_back(idle.cpu_us_per_put / none.cpu_us_per_put);
+    std::printf(
+        "round %d: 0 watches %.0f puts/s (%.0f us CPU/put), %d idle watches %.0f puts/s "
+        "(%.0f us CPU/put): ratio %.3f\n",
+        round, none.puts_per_second, none.cpu_us_per_put, flags.watches, idle.puts_per_second,
+        idle.cpu_us_per_put, ratios.back());
     std::fflush(stdout);
   }
   std::printf(
-      "median: %.0f puts/s with 0 watches, %.0f with %d idle watches; median ratio %.3f\n",
-      Median(without), Median(with), flags.watches, Median(ratios));
+      "median: 0 watches %.0f puts/s, %d idle watches %.0f puts/s: median ratio %.3f\n"
+      "median CPU per put: 0 watches %.0f us, %d idle watches %.0f us: median ratio %.3f\n",
+      Median(without), flags.watches, Median(with), Median(ratios), Median(cpu_without),
+      flags.watches, Median(cpu_with), Median(cpu_ratios));
   return 0;
 }
 

@@ -41,6 +41,16 @@ constexpr size_t kValueBytes = 128 * 1024;  // 8 MiB of changes in all
 // The bound README.md documents: what 200 connections of watchers that do
 // not read may add to the server's resident memory.
 constexpr int64_t kBoundKiB = 200 * 1024;
+// How close to its level before they came it must return after they left.
+constexpr int64_t kReturnSlackKiB = 16 * 1024;
+// AddressSanitizer's shadow memory and quarantine of freed blocks change
+// what the resident set measures; there the test checks only that the
+// server survives and serves.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kMeasureMemory = false;
+#else
+constexpr bool kMeasureMemory = true;
+#endif
 
 // The server's resident set in KiB (VmRSS of /proc/PID/status), or -1.
 int64_t RssKiB(pid_t pid) {
@@ -216,7 +226,7 @@ TEST(WatchMemoryTest, WatchersThatDoNotReadCostBoundedMemoryThatReturns) {
   RecordProperty("peak_kib", peak);
   std::printf("server VmRSS: %lld KiB before, %lld KiB with %d deaf connections\n",
               static_cast<long long>(baseline), static_cast<long long>(peak), kConnections);
-  EXPECT_LE(peak - baseline, kBoundKiB);
+  if (kMeasureMemory) EXPECT_LE(peak - baseline, kBoundKiB);
 
   // Writes and reads still flow for everyone else.
   EXPECT_THAT((*probe)->Put("big", "after", "x"), IsOk());
@@ -233,12 +243,12 @@ TEST(WatchMemoryTest, WatchersThatDoNotReadCostBoundedMemoryThatReturns) {
   // Memory returns to its level (bounded wait: the server gives freed
   // memory back to the system shortly after watchers leave).
   int64_t after = RssKiB(pid);
-  for (int i = 0; i < 300 && after - baseline > 16 * 1024; ++i) {
+  for (int i = 0; kMeasureMemory && i < 300 && after - baseline > kReturnSlackKiB; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
     after = RssKiB(pid);
   }
   std::printf("server VmRSS: %lld KiB after they left\n", static_cast<long long>(after));
-  EXPECT_LE(after - baseline, 16 * 1024);
+  if (kMeasureMemory) EXPECT_LE(after - baseline, kReturnSlackKiB);
   EXPECT_EQ((*server)->Stop(SIGINT), 0);
 }
 
