@@ -32,6 +32,8 @@ namespace {
 struct Flags {
   int watches = 5000;
   int watch_connections = 10;
+  // Watches start after the current seq instead of 0 (no catch-up).
+  bool from_now = false;
   int puts = 500;
   int rounds = 15;
   int value_bytes = 100;
@@ -69,9 +71,10 @@ class CountingWatcher final : public wire::Watcher::Server {
 // its end) and the server has handled everything they sent.
 class IdleWatches {
  public:
-  IdleWatches(const std::string& address, int count, int connections, int64_t expected) {
+  IdleWatches(const std::string& address, int count, int connections, uint64_t from_seq,
+              int64_t expected) {
     const absl::Time start = absl::Now();
-    thread_ = std::thread([this, address, count, connections, expected, start] {
+    thread_ = std::thread([this, address, count, connections, from_seq, expected, start] {
       auto io = kj::setupAsyncIo();
       Tally tally;
       tally.expected = expected;
@@ -102,7 +105,7 @@ class IdleWatches {
         for (int i = 0; i < here; ++i) {
           auto request = kv.watchRequest();
           request.setKeyspace("idle");
-          request.setFromSeq(0);
+          request.setFromSeq(from_seq);
           request.setWatcher(kj::heap<CountingWatcher>(tally));
           Conn* raw = conn.get();
           opened.add(request.send().then([raw](auto response) {
@@ -114,7 +117,7 @@ class IdleWatches {
       }
       kj::joinPromises(opened.releaseAsArray()).wait(io.waitScope);
       open_ms = absl::ToDoubleMilliseconds(absl::Now() - start);
-      caught_up.promise.wait(io.waitScope);
+      if (expected > 0) caught_up.promise.wait(io.waitScope);
       // One round trip per connection: the server has handled the
       // watchers' answers before it.
       kj::Vector<kj::Promise<void>> trips;
@@ -213,6 +216,8 @@ int Main(int argc, char** argv) {
     };
     if (arg == "--watches") {
       number(&flags.watches, 1);
+    } else if (arg == "--from-now") {
+      flags.from_now = true;
     } else if (arg == "--watch-connections") {
       number(&flags.watch_connections, 1);
     } else if (arg == "--puts") {
@@ -225,7 +230,7 @@ int Main(int argc, char** argv) {
       flags.dir = value();
     } else {
       std::fprintf(stderr,
-                   "usage: watch_bench [--watches N] [--watch-connections N] [--puts N] "
+                   "usage: watch_bench [--watches N] [--watch-connections N] [--from-now] [--puts N] "
                    "[--rounds N] [--value-bytes N] [--dir DIR]\n");
       return 2;
     }
@@ -257,7 +262,8 @@ int Main(int argc, char** argv) {
       // rounds), every watch has read the log to its end and is idle.
       PEERKV_CHECK((*client)->Put("idle", absl::StrFormat("sentinel-%d", round), "x").ok());
       IdleWatches watches((*server)->address(), flags.watches, flags.watch_connections,
-                          int64_t{flags.watches} * (round + 1));
+                          flags.from_now ? (*store)->max_seq() : 0,
+                          flags.from_now ? 0 : int64_t{flags.watches} * (round + 1));
       if (round == 0) {
         std::printf("%d watches open in %.0f ms, caught up with the log (%llu entries) in %.0f ms\n",
                     flags.watches, watches.open_ms,
