@@ -4,7 +4,7 @@
 
 BAZEL ?= bazel
 
-.PHONY: run test build demo bench bench-merge bench-redis bench-converge setup
+.PHONY: run test build demo bench bench-merge bench-redis bench-converge bench-watch setup
 
 setup:
 	@bash scripts/setup.sh
@@ -28,7 +28,7 @@ demo: setup
 	$(BAZEL) build -c opt //cli:peerkv
 	./bazel-bin/cli/peerkv demo
 
-bench: bench-merge bench-redis bench-converge
+bench: bench-merge bench-redis bench-converge bench-watch
 
 bench-merge: setup
 	bash bench/run_merge_bench.sh
@@ -38,3 +38,6 @@ bench-redis: setup
 
 bench-converge: setup
 	bash bench/run_converge_bench.sh
+
+bench-watch: setup
+	bash bench/run_watch_bench.sh

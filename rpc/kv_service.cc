@@ -1,12 +1,14 @@
 // rpc/kv_service.cc: the Kv capability: reads answered on the loop
 // straight from the store, writes answered once durable, watches that
-// stream the change log to a client's callback with one call in flight.
+// stream their keyspace's changes to a client's callback with one call in
+// flight and a bounded number of bytes per connection.
 #include <vector>
 
 #include "absl/strings/str_format.h"
 #include "common/log.h"
 #include "rpc/convert.h"
 #include "rpc/server_loop.h"
+#include "kj/debug.h"
 #include "kj/vector.h"
 #include "store/store.h"
 #include "store/validation.h"
@@ -15,28 +17,49 @@ namespace peerkv::rpc {
 namespace {
 
 constexpr size_t kWatchBatchRecords = 1000;
-constexpr size_t kWatchBatchBytes = size_t{4} << 20;
 constexpr uint32_t kDefaultScanLimit = 1000;
 
-// One watch: reads the change log after its cursor and calls the watcher
-// with matching records, one call in flight at a time. Dropping the handle
-// (or the connection) destroys it and cancels the pump.
+// One watch: reads its keyspace's changes after its cursor (see WatchHub)
+// and calls the watcher with them, one call in flight at a time, each
+// batch no larger than what its connection's window has free (see
+// WatchWindow). Dropping the handle (or the connection) destroys it and
+// cancels the pump.
 class WatchSession final : public wire::WatchHandle::Server {
  public:
-  WatchSession(ServerLoop& loop, wire::Watcher::Client watcher, std::string keyspace,
-               std::string prefix, uint64_t from_seq)
-      : loop_(loop), watcher_(kj::mv(watcher)), keyspace_(std::move(keyspace)),
-        prefix_(std::move(prefix)), cursor_(from_seq) {
+  WatchSession(ServerLoop& loop, kj::Own<WatchWindow> window, wire::Watcher::Client watcher,
+               const std::string& keyspace, std::string prefix, uint64_t from_seq)
+      : loop_(loop),
+        window_(kj::mv(window)),
+        watcher_(kj::mv(watcher)),
+        subscription_(loop.watch_hub().Subscribe(keyspace, std::move(prefix))),
+        cursor_(from_seq) {
     pump_ = Pump().eagerlyEvaluate([](kj::Exception&&) {
       // The watcher went away (client disconnected or dropped it): the
       // session ends; its handle is released with the connection.
     });
   }
 
+  ~WatchSession() noexcept(false) {
+    pump_ = nullptr;
+    window_->Leave(this);
+    window_->Release(charged_);
+    loop_.watch_hub().WatchEnded();
+  }
+
  private:
+  // Waits for this watch's turn on the connection, then takes one step.
   kj::Promise<void> Pump() {
-    absl::StatusOr<Changes> changes = loop_.store().ChangesSince(
-        cursor_, kWatchBatchRecords, std::min(kWatchBatchBytes, loop_.reply_budget()));
+    return window_->Enter(this, whole_).then([this] {
+      KJ_DEFER(window_->Leave(this));
+      return Step();
+    });
+  }
+
+  // Never calls Pump() synchronously: the turn ends when Step returns.
+  kj::Promise<void> Step() {
+    const size_t room = std::min(window_->Room(), loop_.reply_budget());
+    absl::StatusOr<Changes> changes =
+        loop_.watch_hub().Read(*subscription_, cursor_, kWatchBatchRecords, room);
     if (!changes.ok()) {
       // Tell the client rather than go quiet: its Watch() ends with this.
       LogLine(absl::StrFormat("peerkv: watch stopped: %s", changes.status().ToString()));
@@ -44,36 +67,59 @@ class WatchSession final : public wire::WatchHandle::Server {
       ToWire(changes.status(), request.initError());
       return request.send().ignoreResult();
     }
-    std::vector<const Record*> matching;
-    for (const Record& r : changes->records) {
-      if (r.keyspace == keyspace_ && r.key.compare(0, prefix_.size(), prefix_) == 0) {
-        matching.push_back(&r);
-      }
-    }
-    const bool advanced = changes->last_seq > cursor_;
-    cursor_ = changes->last_seq;
-    if (matching.empty()) {
+    if (changes->records.empty()) {
+      const bool advanced = changes->last_seq > cursor_;
+      cursor_ = changes->last_seq;
       if (advanced) return kj::evalLater([this] { return Pump(); });
-      return loop_.NextCommit().then([this] { return Pump(); });
+      return loop_.watch_hub().NextChange(*subscription_).then([this] { return Pump(); });
     }
     auto request = watcher_.changesRequest();
-    auto list = request.initRecords(matching.size());
-    for (size_t i = 0; i < matching.size(); ++i) ToWire(*matching[i], list[i]);
-    request.setLastSeq(cursor_);
-    return request.send().then([this](auto&&) { return Pump(); });
+    auto list = request.initRecords(changes->records.size());
+    for (size_t i = 0; i < changes->records.size(); ++i) ToWire(changes->records[i], list[i]);
+    request.setLastSeq(changes->last_seq);
+    const size_t bytes = request.totalSize().wordCount * sizeof(capnp::word);
+    if (bytes > room && !window_->Idle()) {
+      // One record larger than the free room: it goes alone, once nothing
+      // else of this connection is in flight. Read again then.
+      whole_ = true;
+      return kj::evalLater([this] { return Pump(); });
+    }
+    whole_ = false;
+    cursor_ = changes->last_seq;
+    window_->Charge(bytes);
+    charged_ = bytes;
+    return request.send().then(
+        [this](auto&&) {
+          Uncharge();
+          return Pump();
+        },
+        [this](kj::Exception&& e) -> kj::Promise<void> {
+          Uncharge();
+          return kj::mv(e);
+        });
+  }
+
+  void Uncharge() {
+    window_->Release(charged_);
+    charged_ = 0;
   }
 
   ServerLoop& loop_;
+  kj::Own<WatchWindow> window_;
   wire::Watcher::Client watcher_;
-  const std::string keyspace_;
-  const std::string prefix_;
+  std::unique_ptr<WatchHub::Subscription> subscription_;
   uint64_t cursor_;
+  // Bytes of the call in flight, counted in the window.
+  size_t charged_ = 0;
+  // Waiting for the whole window (a record larger than the free room).
+  bool whole_ = false;
   kj::Promise<void> pump_ = nullptr;
 };
 
 class KvImpl final : public wire::Kv::Server {
  public:
-  KvImpl(ServerLoop& loop, std::string peer) : loop_(loop), peer_(std::move(peer)) {}
+  KvImpl(ServerLoop& loop, std::string peer, kj::Own<WatchWindow> watch_window)
+      : loop_(loop), peer_(std::move(peer)), watch_window_(kj::mv(watch_window)) {}
 
   kj::Promise<void> get(GetContext context) override {
     auto params = context.getParams();
@@ -175,7 +221,8 @@ class KvImpl final : public wire::Kv::Server {
       return kj::READY_NOW;
     }
     results.setMaxSeq(loop_.store().max_seq());
-    results.setHandle(kj::heap<WatchSession>(loop_, params.getWatcher(), keyspace, prefix,
+    results.setHandle(kj::heap<WatchSession>(loop_, kj::addRef(*watch_window_),
+                                             params.getWatcher(), keyspace, prefix,
                                              params.getFromSeq()));
     return kj::READY_NOW;
   }
@@ -354,12 +401,14 @@ class KvImpl final : public wire::Kv::Server {
 
   ServerLoop& loop_;
   const std::string peer_;
+  kj::Own<WatchWindow> watch_window_;
 };
 
 }  // namespace
 
-kj::Own<wire::Kv::Server> NewKv(ServerLoop& loop, std::string peer) {
-  return kj::heap<KvImpl>(loop, std::move(peer));
+kj::Own<wire::Kv::Server> NewKv(ServerLoop& loop, std::string peer,
+                                kj::Own<WatchWindow> watch_window) {
+  return kj::heap<KvImpl>(loop, std::move(peer), kj::mv(watch_window));
 }
 
 }  // namespace peerkv::rpc

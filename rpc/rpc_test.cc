@@ -1,6 +1,7 @@
 // rpc/rpc_test.cc: the server and the client library in one process, over
 // real loopback TCP: every operation's round trip, error codes passed
 // through unchanged, watches, reconnection and connection errors.
+#include <algorithm>
 #include <atomic>
 #include <thread>
 
@@ -162,6 +163,60 @@ TEST_F(RpcTest, WatchWithPrefixFiltersAndBadArgumentsAreRefused) {
   EXPECT_THAT(client->Watch(WatchOptions{.keyspace = "Nope"},
                             [](const std::vector<Record>&, uint64_t) { return false; }),
               StatusIs(StatusCode::kInvalidArgument, "keyspace"));
+}
+
+// Records larger than a connection's watch window, and two watches that
+// share one connection's window: everything arrives, in commit order.
+TEST(RpcWatchWindowTest, RecordsLargerThanTheWindowAndWatchesSharingIt) {
+  testing::TempDir dir;
+  absl::StatusOr<std::unique_ptr<Store>> store =
+      Store::Open(StoreOptions{.dir = dir.Sub("db"), .sync = false});
+  ASSERT_THAT(store, IsOk());
+  absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(
+      store->get(), ServerOptions{.listen = "127.0.0.1:0", .replica_name = "test"});
+  ASSERT_THAT(server, IsOk());
+  absl::StatusOr<std::unique_ptr<Client>> writer =
+      Client::Connect(ClientOptions{.address = (*server)->address()});
+  ASSERT_THAT(writer, IsOk());
+  // 6 MiB in all: big values (above the 256 KiB window) between small ones.
+  std::vector<std::string> expected_all, expected_small;
+  for (int i = 0; i < 6; ++i) {
+    const std::string big = absl::StrFormat("big/%d", i);
+    ASSERT_THAT((*writer)->Put("ks", big, std::string(1 << 20, 'a' + i)), IsOk());
+    expected_all.push_back(big);
+    for (int j = 0; j < 50; ++j) {
+      const std::string small = absl::StrFormat("s/%d-%02d", i, j);
+      ASSERT_THAT((*writer)->Put("ks", small, std::string(10'000, 'x')), IsOk());
+      expected_all.push_back(small);
+      expected_small.push_back(small);
+    }
+  }
+  absl::StatusOr<std::unique_ptr<Client>> watcher =
+      Client::Connect(ClientOptions{.address = (*server)->address()});
+  ASSERT_THAT(watcher, IsOk());
+  auto watch = [&](const std::string& prefix, size_t want, std::vector<std::string>* keys) {
+    std::vector<uint64_t> seqs;
+    EXPECT_THAT((*watcher)->Watch(WatchOptions{.keyspace = "ks", .prefix = prefix},
+                                  [&](const std::vector<Record>& records, uint64_t) {
+                                    for (const Record& r : records) {
+                                      keys->push_back(r.key);
+                                      seqs.push_back(r.seq);
+                                      if (r.key.starts_with("big/")) {
+                                        EXPECT_EQ(r.value.size(), size_t{1} << 20);
+                                      }
+                                    }
+                                    return keys->size() < want;
+                                  }),
+                IsOk());
+    EXPECT_TRUE(std::is_sorted(seqs.begin(), seqs.end()));
+  };
+  std::vector<std::string> all, small;
+  std::thread a([&] { watch("", expected_all.size(), &all); });
+  std::thread b([&] { watch("s/", expected_small.size(), &small); });
+  a.join();
+  b.join();
+  EXPECT_EQ(all, expected_all);
+  EXPECT_EQ(small, expected_small);
 }
 
 TEST_F(RpcTest, GetManyAndPutManyAnswerEachItemOnItsOwn) {

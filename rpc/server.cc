@@ -25,7 +25,7 @@ class GatewayImpl final : public wire::Gateway::Server {
   // Every identity gets both capabilities today; once peers authenticate,
   // this is where a connection is given only what its identity may hold.
   kj::Promise<void> kv(KvContext context) override {
-    context.getResults().setKv(NewKv(loop_, peer_));
+    context.getResults().setKv(NewKv(loop_, peer_, kj::addRef(*watch_window_)));
     return kj::READY_NOW;
   }
   kj::Promise<void> replica(ReplicaContext context) override {
@@ -37,6 +37,8 @@ class GatewayImpl final : public wire::Gateway::Server {
   ServerLoop& loop_;
   const std::string peer_;
   const uint64_t connection_id_;
+  // Shared by every watch of this connection.
+  kj::Own<WatchWindow> watch_window_ = kj::refcounted<WatchWindow>();
 };
 
 }  // namespace

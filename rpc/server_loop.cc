@@ -172,6 +172,7 @@ ServerLoop::ServerLoop(Store& store, const ServerOptions& options, kj::AsyncIoCo
       io_(io),
       events_(events),
       peer_statuses_(std::move(peer_statuses)),
+      watch_hub_(store, io.provider->getTimer()),
       bytes_sent_(bytes_sent),
       started_(absl::Now()),
       rejections_(absl::Milliseconds(options.rejection_log_interval_ms),
@@ -180,10 +181,11 @@ ServerLoop::ServerLoop(Store& store, const ServerOptions& options, kj::AsyncIoCo
   reader_options_.traversalLimitInWords =
       MaxMessageBytes(store.options().max_value_bytes) / sizeof(capnp::word);
   reader_options_.nestingLimit = kNestingLimit;
-  auto paf = kj::newPromiseAndFulfiller<void>();
-  commit_fulfiller_ = kj::mv(paf.fulfiller);
-  next_commit_ = paf.promise.fork();
-  listener_id_ = store_.AddCommitListener([this](const Store::CommitInfo&) { bell_.Ring(); });
+  // A commit rings the loop only when it changed a watched keyspace.
+  listener_id_ = store_.AddCommitListener([this](const Store::CommitInfo& info) {
+    if (watch_hub_.OnCommit(info)) bell_.Ring();
+  });
+  watch_hub_.Start();
   tasks_.add(PumpCommits());
 }
 
@@ -356,11 +358,7 @@ void ServerLoop::AddConnection(kj::Own<kj::AsyncIoStream> stream) {
 
 kj::Promise<void> ServerLoop::PumpCommits() {
   return bell_.Wait().then([this] {
-    auto paf = kj::newPromiseAndFulfiller<void>();
-    auto fired = kj::mv(commit_fulfiller_);
-    commit_fulfiller_ = kj::mv(paf.fulfiller);
-    next_commit_ = paf.promise.fork();
-    fired->fulfill();
+    watch_hub_.Drain();
     return PumpCommits();
   });
 }

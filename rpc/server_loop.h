@@ -24,6 +24,7 @@
 #include "rpc/peerkv.capnp.h"
 #include "rpc/rejection_log.h"
 #include "rpc/server.h"
+#include "rpc/watch_hub.h"
 #include "store/store.h"
 
 namespace peerkv::rpc {
@@ -114,8 +115,8 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   }
   replication::PeerInfo LocalInfo() const;
 
-  // Resolves after the next commit that changed records.
-  kj::Promise<void> NextCommit() { return next_commit_.addBranch(); }
+  // The watches' change index and wake-ups, fed by every commit.
+  WatchHub& watch_hub() { return watch_hub_; }
   // Submits a write to the store; resolves on this loop once durable.
   kj::Promise<absl::StatusOr<std::vector<Version>>> Write(std::vector<Mutation> mutations);
   // Logs a refused request (`items` refused parts of one call), at most
@@ -187,9 +188,8 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   const std::function<std::vector<replication::PeerStatus>()> peer_statuses_;
   capnp::ReaderOptions reader_options_;
   Bell bell_;
+  WatchHub watch_hub_;
   int listener_id_ = 0;
-  kj::Own<kj::PromiseFulfiller<void>> commit_fulfiller_;
-  kj::ForkedPromise<void> next_commit_ = nullptr;
   kj::Own<kj::ConnectionReceiver> listener_;
   kj::Promise<void> accept_loop_ = nullptr;
   // Failed accepts since the last one that succeeded, and the last failure
@@ -212,8 +212,10 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
 // The bootstrap of a client connection (see server.cc).
 kj::Own<wire::Gateway::Server> NewGateway(ServerLoop& loop, std::string peer,
                                           uint64_t connection_id);
-// The Kv capability (see kv_service.cc).
-kj::Own<wire::Kv::Server> NewKv(ServerLoop& loop, std::string peer);
+// The Kv capability (see kv_service.cc). Its watches share the
+// connection's `watch_window`.
+kj::Own<wire::Kv::Server> NewKv(ServerLoop& loop, std::string peer,
+                                kj::Own<WatchWindow> watch_window);
 // A Replica capability (see replica_service.cc). `link` is 0 for the one a
 // connection's Gateway hands out (its link is made by hello), and the link
 // id for the one passed as `back` when dialling out.

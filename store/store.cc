@@ -217,6 +217,8 @@ struct Store::GroupState {
   bool changed = false;
   // The group holds local writes.
   bool local = false;
+  // What it changed, for the commit listeners (views into the group).
+  std::vector<Store::CommitChange> changes;
   absl::flat_hash_map<uint64_t, PeerCheckpoint> checkpoints;
   Watermarks watermarks;
 };
@@ -710,7 +712,7 @@ void Store::ApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& group) {
   }
   // Listeners first: once a write is acknowledged, watchers already know.
   if (status.ok() && state.changed) {
-    const CommitInfo info{max_seq_.load(), state.local};
+    const CommitInfo info{max_seq_.load(), state.local, &state.changes};
     absl::MutexLock lock(&listeners_mu_);
     for (auto& [id, listener] : listeners_) listener(info);
   }
@@ -765,6 +767,7 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
     MDB_val lk = Val(seq_key), lv = Val(log_value);
     PEERKV_RETURN_IF_ERROR(
         lmdb::Error(mdb_cursor_put(log.get(), &lk, &lv, MDB_APPEND), "append to log"));
+    state.changes.push_back(CommitChange{state.next_seq, keyspace, key});
     ++state.next_seq;
     ++state.log_entries;
     state.changed = true;
@@ -1148,6 +1151,15 @@ absl::StatusOr<Changes> Store::ChangesSince(uint64_t after_seq, size_t limit,
     if (k.mv_size != 8) return absl::DataLossError("log key is not 8 bytes");
     const uint64_t seq = codec::GetBigEndian64(static_cast<const char*>(k.mv_data));
     PEERKV_ASSIGN_OR_RETURN(const codec::LogEntry entry, codec::DecodeLogEntry(View(v)));
+    if (!filter.keyspace.empty()) {
+      std::string_view keyspace, key;
+      PEERKV_RETURN_IF_ERROR(codec::SplitRecordKey(entry.record_key, &keyspace, &key));
+      if (keyspace != filter.keyspace || !key.starts_with(filter.key_prefix)) {
+        changes.last_seq = seq;
+        rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_NEXT);
+        continue;
+      }
+    }
     MDB_val rk = Val(entry.record_key), rv;
     const int get = mdb_get(txn.get(), records_dbi_, &rk, &rv);
     if (get == MDB_SUCCESS) {

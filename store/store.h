@@ -171,11 +171,20 @@ class Store {
   // two replicas with equal digests hold the same registers.
   absl::StatusOr<uint64_t> Digest() const;
 
+  // One change a commit made: the log seq it took and the register it set.
+  struct CommitChange {
+    uint64_t seq = 0;
+    std::string_view keyspace;
+    std::string_view key;
+  };
   // What a commit listener learns about a commit.
   struct CommitInfo {
     uint64_t max_seq = 0;
     // The commit holds local writes (not only merged changes).
     bool local = false;
+    // Every change of the commit, in seq order. The views are valid only
+    // during the listener call.
+    const std::vector<CommitChange>* changes = nullptr;
   };
   // Called on the writer thread after every commit that changed records,
   // before the writes in it are acknowledged. Must be quick and must not

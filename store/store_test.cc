@@ -10,7 +10,9 @@
 #include <set>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
@@ -405,6 +407,28 @@ TEST_F(StoreTest, ChangesSinceLeavesOutWhatThePeerAlreadyHas) {
   EXPECT_THAT(keys({.skip_source = peer, .skip_origin = peer}), ElementsAre("local"));
 }
 
+TEST_F(StoreTest, ChangesSinceCanReadOneKeyspaceAndPrefix) {
+  auto store = OpenStore();
+  ASSERT_THAT(store->Put("ks", "a/1", "x"), IsOk());     // seq 1
+  ASSERT_THAT(store->Put("other", "a/1", "x"), IsOk());  // seq 2
+  ASSERT_THAT(store->Put("ks", "b/1", "x"), IsOk());     // seq 3
+  ASSERT_THAT(store->Put("ks", "a/2", "x"), IsOk());     // seq 4
+  ASSERT_THAT(store->Put("ksx", "a/3", "x"), IsOk());    // seq 5
+  auto keys = [&](std::string_view keyspace, std::string_view prefix) {
+    absl::StatusOr<Changes> changes = store->ChangesSince(
+        0, 100, kMaxPageBytes, {.keyspace = keyspace, .key_prefix = prefix});
+    EXPECT_THAT(changes, IsOk());
+    EXPECT_EQ(changes->last_seq, 5u);  // skipped entries still advance the cursor
+    std::vector<std::string> out;
+    for (const Record& r : changes->records) out.push_back(r.keyspace + ":" + r.key);
+    return out;
+  };
+  EXPECT_THAT(keys("ks", ""), ElementsAre("ks:a/1", "ks:b/1", "ks:a/2"));
+  EXPECT_THAT(keys("ks", "a/"), ElementsAre("ks:a/1", "ks:a/2"));
+  EXPECT_THAT(keys("other", ""), ElementsAre("other:a/1"));
+  EXPECT_THAT(keys("none", ""), SizeIs(0));
+}
+
 TEST_F(StoreTest, FingerprintsAgreeWhenRegistersAgreeAndSurviveReopen) {
   testing::TempDir other_dir;
   StoreOptions other_options = Options();
@@ -616,6 +640,27 @@ TEST_F(StoreTest, CommitListenersSeeTheNewMaxSeq) {
   store->RemoveCommitListener(id);
   ASSERT_THAT(store->Put("ks", "c", "3"), IsOk());
   EXPECT_EQ(seen.load(), 2u);
+}
+
+TEST_F(StoreTest, CommitListenersSeeEveryChangeWithItsSeq) {
+  auto store = OpenStore();
+  absl::Mutex mu;
+  std::vector<std::string> seen;
+  const int id = store->AddCommitListener([&](const Store::CommitInfo& info) {
+    absl::MutexLock lock(&mu);
+    ASSERT_NE(info.changes, nullptr);
+    for (const Store::CommitChange& c : *info.changes) {
+      seen.push_back(absl::StrCat(c.seq, " ", std::string(c.keyspace), ":", std::string(c.key)));
+    }
+    EXPECT_EQ(info.changes->back().seq, info.max_seq);
+  });
+  ASSERT_THAT(store->Write({{"ks", "a", "1"}, {"other", "b", std::nullopt}}), IsOk());
+  // A merge reports only what won: the stale record took no seq.
+  ASSERT_THAT(store->Merge({Remote("m", 5, 7, "x")}), IsOk());
+  ASSERT_THAT(store->Merge({Remote("m", 1, 7, "stale"), Remote("n", 1, 7, "y")}), IsOk());
+  store->RemoveCommitListener(id);
+  absl::MutexLock lock(&mu);
+  EXPECT_THAT(seen, ElementsAre("1 ks:a", "2 other:b", "3 ks:m", "4 ks:n"));
 }
 
 TEST_F(StoreTest, DigestsAgreeExactlyWhenContentsAgree) {

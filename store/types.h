@@ -96,6 +96,11 @@ struct ChangesFilter {
   // Skip records whose version is covered by the peer's watermarks (it has
   // them, or newer). Borrowed for the call; null: none.
   const Watermarks* covered = nullptr;
+  // Only records of this keyspace (empty: every keyspace) whose key starts
+  // with `key_prefix`: what a watch reads. Entries of other keyspaces cost
+  // no record look-up. Borrowed for the call.
+  std::string_view keyspace;
+  std::string_view key_prefix;
 };
 
 struct ScanOptions {
