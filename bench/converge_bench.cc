@@ -18,9 +18,10 @@
 //             with the ids written in order ("sequential") and in a random
 //             order ("random": the case of UUIDs and hashes). Each load and
 //             pull is set against raw LMDB puts of the same keys and values
-//             in the same order, 1000 per durable transaction, measured in
-//             the same run; then the cost of a gossip exchange between the
-//             two, now in sync.
+//             in the same order, measured in the same run right before and
+//             after it: 1000 per durable transaction, and as many as a
+//             pulled page holds; then the cost of a gossip exchange between
+//             the two, now in sync. --pull-repeats runs of each, medians.
 //
 // Identical means equal store fingerprints (see StoreStats::fingerprint).
 // Output: CSV files in --out (converge.csv, curve.csv, pull.csv) and a

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/run_converge_bench.sh: builds //bench:converge_bench with -c opt,
-# runs it (R = 3, 10, 30; the heal variant; a 1,000,000-record pull), and
+# runs it (R = 3, 10, 30; the heal variant; 1,000,000-record loads and
+# pulls with sequential and random doc ids, three runs each), and
 # draws bench/out/converge.png with gnuplot: the fraction of replicas
 # converged over time, one line per R, for each scenario and mode.
 # Usage: bench/run_converge_bench.sh [converge_bench flags]
