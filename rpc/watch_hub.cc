@@ -97,7 +97,8 @@ struct WatchHub::Keyspace {
   std::map<size_t, int> waiting_lengths;
 };
 
-WatchHub::WatchHub(Store& store, kj::Timer& timer) : store_(store), timer_(timer) {}
+WatchHub::WatchHub(Store& store, kj::Timer& timer, Limits limits)
+    : store_(store), timer_(timer), limits_(limits) {}
 
 WatchHub::~WatchHub() = default;
 
@@ -121,7 +122,7 @@ bool WatchHub::OnCommit(const Store::CommitInfo& info) {
     }
     if (!last_watched) continue;
     pending_bytes_ += c.keyspace.size() + c.key.size() + sizeof(Pending);
-    if (pending_bytes_ > kWatchQueueBytes) {
+    if (pending_bytes_ > limits_.queue_bytes) {
       overflow_ = true;
       pending_.clear();
       pending_.shrink_to_fit();
@@ -172,7 +173,7 @@ void WatchHub::Drain() {
     Index(*ks, p.seq, std::move(p.key));
   }
   indexed_seq_ = std::max(indexed_seq_, through);
-  if (indexed_bytes_ > kWatchIndexBytes) Evict();
+  if (indexed_bytes_ > limits_.index_bytes) Evict();
 }
 
 void WatchHub::Index(Keyspace& ks, uint64_t seq, std::string key) {
@@ -194,7 +195,7 @@ void WatchHub::Index(Keyspace& ks, uint64_t seq, std::string key) {
 
 void WatchHub::Evict() {
   // Down to three quarters, from the largest keyspace each time.
-  while (indexed_bytes_ > kWatchIndexBytes / 4 * 3) {
+  while (indexed_bytes_ > limits_.index_bytes / 4 * 3) {
     Keyspace* largest = nullptr;
     for (auto& [name, ks] : keyspaces_) {
       if (largest == nullptr || ks->bytes > largest->bytes) largest = ks.get();

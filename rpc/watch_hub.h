@@ -77,8 +77,14 @@ class WatchWindow final : public kj::Refcounted {
 
 class WatchHub {
  public:
-  // `timer` paces returning freed memory to the system.
-  WatchHub(Store& store, kj::Timer& timer);
+  struct Limits {
+    size_t index_bytes = kWatchIndexBytes;
+    size_t queue_bytes = kWatchQueueBytes;
+  };
+  // `timer` paces returning freed memory to the system. Tests lower the
+  // limits.
+  WatchHub(Store& store, kj::Timer& timer, Limits limits);
+  WatchHub(Store& store, kj::Timer& timer) : WatchHub(store, timer, Limits{}) {}
   ~WatchHub();
   WatchHub(const WatchHub&) = delete;
   WatchHub& operator=(const WatchHub&) = delete;
@@ -147,6 +153,7 @@ class WatchHub {
 
   Store& store_;
   kj::Timer& timer_;
+  const Limits limits_;
 
   // Shared with the commit listener.
   absl::Mutex mu_;
