@@ -29,10 +29,9 @@ constexpr uint64_t kFormatVersion = 1;
 constexpr char kMetaFormat[] = "format";
 constexpr char kMetaReplicaId[] = "replica_id";
 constexpr char kMetaIncarnation[] = "incarnation";
-// clock high-water mark, max seq, live records, tombstones, fingerprint.
+// codec::MetaState.
 constexpr char kMetaState[] = "state";
-constexpr size_t kMetaStateBytes = 40;
-// (origin, hlc) pairs, 16 bytes each.
+// codec::EncodeWatermarks.
 constexpr char kMetaWatermarks[] = "watermarks";
 constexpr size_t kCompactionStepEntries = 8192;
 constexpr int kMaxMapGrowthAttempts = 64;
@@ -110,15 +109,6 @@ absl::StatusOr<Record> ReadRecord(MDB_txn* txn, MDB_dbi log_dbi,
   PEERKV_ASSIGN_OR_RETURN(const std::string_view value,
                           ReadValue(txn, log_dbi, record_key, header.seq));
   return codec::MakeRecord(header, codec::LogEntry{record_key, 0, value});
-}
-
-std::string EncodeWatermarks(const Watermarks& watermarks) {
-  std::string out;
-  for (const auto& [origin, hlc] : watermarks) {
-    codec::PutFixed64(&out, origin);
-    codec::PutFixed64(&out, hlc);
-  }
-  return out;
 }
 
 void MergeWatermarks(const Watermarks& from, Watermarks* into) {
@@ -342,31 +332,22 @@ absl::Status Store::LoadOrInitMeta() {
     MDB_val key = Val(kMetaState), data;
     const int rc = mdb_get(txn.get(), meta_dbi_, &key, &data);
     if (rc == MDB_SUCCESS) {
-      if (data.mv_size != kMetaStateBytes) {
-        return absl::DataLossError(absl::StrFormat(
-            "meta state is %d bytes; expected %d", data.mv_size, kMetaStateBytes));
-      }
-      const char* p = static_cast<const char*>(data.mv_data);
-      clock_floor = codec::GetFixed64(p);
-      max_seq_ = codec::GetFixed64(p + 8);
-      live_records_ = codec::GetFixed64(p + 16);
-      tombstones_ = codec::GetFixed64(p + 24);
-      fingerprint_ = codec::GetFixed64(p + 32);
+      PEERKV_ASSIGN_OR_RETURN(const codec::MetaState state,
+                              codec::DecodeMetaState(View(data)));
+      clock_floor = state.clock_mark;
+      max_seq_ = state.max_seq;
+      live_records_ = state.live_records;
+      tombstones_ = state.tombstones;
+      fingerprint_ = state.fingerprint;
     } else if (rc != MDB_NOTFOUND) {
       return lmdb::Error(rc, "read meta state");
     }
     MDB_val wk = Val(kMetaWatermarks), wv;
     const int wrc = mdb_get(txn.get(), meta_dbi_, &wk, &wv);
     if (wrc == MDB_SUCCESS) {
-      if (wv.mv_size % 16 != 0) {
-        return absl::DataLossError(absl::StrFormat(
-            "meta watermarks is %d bytes; expected a multiple of 16", wv.mv_size));
-      }
-      const char* p = static_cast<const char*>(wv.mv_data);
+      PEERKV_ASSIGN_OR_RETURN(Watermarks stored, codec::DecodeWatermarks(View(wv)));
       absl::MutexLock lock(&watermarks_mu_);
-      for (size_t i = 0; i < wv.mv_size; i += 16) {
-        watermarks_[codec::GetFixed64(p + i)] = codec::GetFixed64(p + i + 8);
-      }
+      watermarks_ = std::move(stored);
     } else if (wrc != MDB_NOTFOUND) {
       return lmdb::Error(wrc, "read meta watermarks");
     }
@@ -833,7 +814,7 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
   }
   if (write_watermarks) {
     MergeWatermarks(state.watermarks, &watermarks);
-    const std::string encoded = EncodeWatermarks(watermarks);
+    const std::string encoded = codec::EncodeWatermarks(watermarks);
     MDB_val k = Val(kMetaWatermarks), d = Val(encoded);
     PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_put(txn.get(), meta_dbi_, &k, &d, 0), "write watermarks"));
   }
@@ -846,20 +827,15 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
   for (const auto& [peer, cp] : state.checkpoints) checkpoints[peer] = cp;
   for (const auto& [peer, cp] : checkpoints) {
     const std::string key = codec::BigEndian64(peer);
-    std::string value;
-    codec::PutFixed64(&value, cp.incarnation);
-    codec::PutFixed64(&value, cp.seq);
+    const std::string value = codec::EncodeCheckpoint(cp);
     MDB_val k = Val(key), d = Val(value);
     PEERKV_RETURN_IF_ERROR(
         lmdb::Error(mdb_put(txn.get(), peers_dbi_, &k, &d, 0), "write checkpoint"));
   }
 
-  std::string meta_state;
-  codec::PutFixed64(&meta_state, clock_->Last());
-  codec::PutFixed64(&meta_state, state.next_seq - 1);
-  codec::PutFixed64(&meta_state, state.live_records);
-  codec::PutFixed64(&meta_state, state.tombstones);
-  codec::PutFixed64(&meta_state, state.fingerprint);
+  const std::string meta_state = codec::EncodeMetaState(codec::MetaState{
+      clock_->Last(), state.next_seq - 1, state.live_records, state.tombstones,
+      state.fingerprint});
   {
     MDB_val k = Val(kMetaState), d = Val(meta_state);
     PEERKV_RETURN_IF_ERROR(
@@ -915,7 +891,7 @@ absl::Status Store::FlushHeldCheckpoints() {
   std::string watermarks;
   {
     absl::MutexLock lock(&watermarks_mu_);
-    if (watermarks_dirty_) watermarks = EncodeWatermarks(watermarks_);
+    if (watermarks_dirty_) watermarks = codec::EncodeWatermarks(watermarks_);
   }
   if (checkpoints.empty() && watermarks.empty()) return absl::OkStatus();
   Txn txn;
@@ -927,9 +903,7 @@ absl::Status Store::FlushHeldCheckpoints() {
   }
   for (const auto& [peer, cp] : checkpoints) {
     const std::string key = codec::BigEndian64(peer);
-    std::string value;
-    codec::PutFixed64(&value, cp.incarnation);
-    codec::PutFixed64(&value, cp.seq);
+    const std::string value = codec::EncodeCheckpoint(cp);
     MDB_val k = Val(key), d = Val(value);
     PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_put(txn.get(), peers_dbi_, &k, &d, 0),
                                        "write checkpoint"));
@@ -1122,11 +1096,12 @@ absl::StatusOr<Changes> Store::ChangesSince(uint64_t after_seq, size_t limit,
   {
     MDB_val k = Val(kMetaState), v;
     const int rc = mdb_get(txn.get(), meta_dbi_, &k, &v);
-    if (rc == MDB_SUCCESS && v.mv_size == kMetaStateBytes) {
-      changes.max_seq = codec::GetFixed64(static_cast<const char*>(v.mv_data) + 8);
+    if (rc == MDB_SUCCESS) {
+      PEERKV_ASSIGN_OR_RETURN(const codec::MetaState state,
+                              codec::DecodeMetaState(View(v)));
+      changes.max_seq = state.max_seq;
     } else if (rc != MDB_NOTFOUND) {
-      return rc == MDB_SUCCESS ? absl::DataLossError("meta state has a bad size")
-                               : lmdb::Error(rc, "read meta state");
+      return lmdb::Error(rc, "read meta state");
     }
   }
   if (after_seq >= changes.max_seq) return changes;
@@ -1187,13 +1162,9 @@ absl::StatusOr<std::optional<PeerCheckpoint>> Store::GetCheckpoint(
   const int rc = mdb_get(txn.get(), peers_dbi_, &k, &v);
   if (rc == MDB_NOTFOUND) return std::nullopt;
   PEERKV_RETURN_IF_ERROR(lmdb::Error(rc, "read checkpoint"));
-  if (v.mv_size != 16) {
-    return absl::DataLossError(absl::StrFormat(
-        "checkpoint of peer %s is %d bytes; expected 16",
-        ReplicaIdToString(peer_id), v.mv_size));
-  }
-  const char* p = static_cast<const char*>(v.mv_data);
-  return PeerCheckpoint{codec::GetFixed64(p), codec::GetFixed64(p + 8)};
+  PEERKV_ASSIGN_OR_RETURN(const PeerCheckpoint checkpoint,
+                          codec::DecodeCheckpoint(View(v), peer_id));
+  return checkpoint;
 }
 
 absl::StatusOr<StoreStats> Store::Stats() const {
