@@ -130,33 +130,53 @@ size_t RecordBytes(const Record& r) {
 
 }  // namespace
 
+Store::ReadTxnPool::~ReadTxnPool() {
+  absl::MutexLock lock(&mu_);
+  PEERKV_CHECK(txns_.empty());
+}
+
+MDB_txn* Store::ReadTxnPool::Take() {
+  absl::MutexLock lock(&mu_);
+  if (txns_.empty()) return nullptr;
+  MDB_txn* txn = txns_.back();
+  txns_.pop_back();
+  return txn;
+}
+
+void Store::ReadTxnPool::Give(MDB_txn* txn) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (txns_.size() < kMaxKept) {
+      txns_.push_back(txn);
+      return;
+    }
+  }
+  mdb_txn_abort(txn);
+}
+
+void Store::ReadTxnPool::Drain() {
+  absl::MutexLock lock(&mu_);
+  for (MDB_txn* txn : txns_) mdb_txn_abort(txn);
+  txns_.clear();
+}
+
 // A read-only transaction for one store call: holds the resize lock shared,
 // and takes a reset transaction from the store's pool (renewing it) instead
 // of beginning a new one; gives it back reset.
-class ReadTxn {
+class Store::ReadTxn {
  public:
-  explicit ReadTxn(Store& store) : store_(store), lock_(&store.resize_mu_) {}
+  explicit ReadTxn(const Store& store)
+      : store_(store), lock_(&store.resize_mu_) {}
   ~ReadTxn() {
     if (txn_ == nullptr) return;
     mdb_txn_reset(txn_);
-    absl::MutexLock lock(&store_.read_pool_mu_);
-    if (store_.read_pool_.size() < kMaxPooledReadTxns) {
-      store_.read_pool_.push_back(txn_);
-    } else {
-      mdb_txn_abort(txn_);
-    }
+    store_.read_pool_.Give(txn_);
   }
   ReadTxn(const ReadTxn&) = delete;
   ReadTxn& operator=(const ReadTxn&) = delete;
 
   absl::Status Begin() {
-    {
-      absl::MutexLock lock(&store_.read_pool_mu_);
-      if (!store_.read_pool_.empty()) {
-        txn_ = store_.read_pool_.back();
-        store_.read_pool_.pop_back();
-      }
-    }
+    txn_ = store_.read_pool_.Take();
     if (txn_ != nullptr) {
       const int rc = mdb_txn_renew(txn_);
       if (rc == MDB_SUCCESS) return absl::OkStatus();
@@ -172,8 +192,7 @@ class ReadTxn {
   MDB_txn* get() const { return txn_; }
 
  private:
-  static constexpr size_t kMaxPooledReadTxns = 64;
-  Store& store_;
+  const Store& store_;
   absl::ReaderMutexLock lock_;
   MDB_txn* txn_ = nullptr;
 };
@@ -373,11 +392,7 @@ Store::~Store() {
     }
     writer_.join();
   }
-  {
-    absl::MutexLock lock(&read_pool_mu_);
-    for (MDB_txn* txn : read_pool_) mdb_txn_abort(txn);
-    read_pool_.clear();
-  }
+  read_pool_.Drain();
   if (env_ != nullptr) {
     absl::Status flushed = FlushHeldCheckpoints();
     for (int attempt = 0; lmdb::IsMapFull(flushed) && attempt < kMaxMapGrowthAttempts;
@@ -996,7 +1011,7 @@ absl::Status Store::GetView(std::string_view keyspace, std::string_view key,
   std::memcpy(buffer + keyspace.size() + 1, key.data(), key.size());
   const std::string_view record_key(buffer, keyspace.size() + 1 + key.size());
 
-  ReadTxn txn(const_cast<Store&>(*this));
+  ReadTxn txn(*this);
   PEERKV_RETURN_IF_ERROR(txn.Begin());
   MDB_val k = Val(record_key), v;
   const int rc = mdb_get(txn.get(), records_dbi_, &k, &v);
@@ -1051,7 +1066,7 @@ absl::StatusOr<ScanResult> Store::Scan(std::string_view keyspace,
   const std::string start = std::max(match, after);
 
   ScanResult result;
-  ReadTxn txn(const_cast<Store&>(*this));
+  ReadTxn txn(*this);
   PEERKV_RETURN_IF_ERROR(txn.Begin());
   Cursor cursor;
   PEERKV_RETURN_IF_ERROR(cursor.Open(txn.get(), records_dbi_));
@@ -1091,7 +1106,7 @@ absl::StatusOr<Changes> Store::ChangesSince(uint64_t after_seq, size_t limit,
   }
   Changes changes;
   changes.last_seq = after_seq;
-  ReadTxn txn(const_cast<Store&>(*this));
+  ReadTxn txn(*this);
   PEERKV_RETURN_IF_ERROR(txn.Begin());
   {
     MDB_val k = Val(kMetaState), v;
@@ -1156,7 +1171,7 @@ absl::StatusOr<std::optional<PeerCheckpoint>> Store::GetCheckpoint(
     if (it != held_checkpoints_.end()) return it->second;
   }
   const std::string key = codec::BigEndian64(peer_id);
-  ReadTxn txn(const_cast<Store&>(*this));
+  ReadTxn txn(*this);
   PEERKV_RETURN_IF_ERROR(txn.Begin());
   MDB_val k = Val(key), v;
   const int rc = mdb_get(txn.get(), peers_dbi_, &k, &v);
@@ -1184,7 +1199,7 @@ absl::StatusOr<StoreStats> Store::Stats() const {
 
 absl::StatusOr<uint64_t> Store::Digest() const {
   Fnv64 hash;
-  ReadTxn txn(const_cast<Store&>(*this));
+  ReadTxn txn(*this);
   PEERKV_RETURN_IF_ERROR(txn.Begin());
   Cursor cursor;
   PEERKV_RETURN_IF_ERROR(cursor.Open(txn.get(), records_dbi_));

@@ -193,6 +193,31 @@ class Store {
  private:
   struct WriteRequest;
   struct GroupState;
+  class ReadTxn;
+
+  // Reset read-only transactions kept for reuse: renewing one is much
+  // cheaper than beginning a new one (no search of the reader table).
+  // Thread-safe. Drain() before the environment closes.
+  class ReadTxnPool {
+   public:
+    ReadTxnPool() = default;
+    ReadTxnPool(const ReadTxnPool&) = delete;
+    ReadTxnPool& operator=(const ReadTxnPool&) = delete;
+    // REQUIRES: drained.
+    ~ReadTxnPool();
+
+    // A reset transaction, or nullptr if none is kept.
+    MDB_txn* Take();
+    // Keeps a reset transaction, or aborts it when enough are kept.
+    void Give(MDB_txn* txn);
+    // Aborts every kept transaction.
+    void Drain();
+
+   private:
+    static constexpr size_t kMaxKept = 64;
+    absl::Mutex mu_;
+    std::vector<MDB_txn*> txns_ ABSL_GUARDED_BY(mu_);
+  };
 
   explicit Store(StoreOptions options);
 
@@ -232,11 +257,8 @@ class Store {
   MDB_dbi peers_dbi_ = 0;
   MDB_dbi meta_dbi_ = 0;
 
-  // Reset read-only transactions kept for reuse: renewing one is much
-  // cheaper than beginning a new one (no search of the reader table).
-  absl::Mutex read_pool_mu_;
-  std::vector<MDB_txn*> read_pool_ ABSL_GUARDED_BY(read_pool_mu_);
-  friend class ReadTxn;
+  // Mutable: const reads borrow transactions from it.
+  mutable ReadTxnPool read_pool_;
 
   // Readers hold it shared for the life of their transaction; the writer
   // holds it exclusively only while it grows the map (LMDB requires that no
