@@ -435,8 +435,7 @@ void Replicator::OnPulled(uint64_t peer_id, uint64_t attempt,
   uint64_t checkpoint_seq = response.last_seq;
   absl::Status too_far_ahead;
   for (size_t i = 0; i < records.size(); ++i) {
-    too_far_ahead =
-        store_->clock().CheckSkew(records[i].version.hlc, store_->options().max_clock_skew_ms);
+    too_far_ahead = store_->CheckSkew(records[i].version.hlc);
     if (!too_far_ahead.ok()) {
       checkpoint_seq = records[i].seq - 1;
       too_far_ahead = absl::Status(
@@ -461,10 +460,8 @@ void Replicator::OnPulled(uint64_t peer_id, uint64_t attempt,
   const bool caught_up = !held_back && response.last_seq >= response.max_seq;
   Watermarks adopted;
   if (caught_up && store_->options().max_value_bytes == kMaxValueBytes) {
-    const int64_t limit_ms =
-        store_->clock().wall().NowMillis() + store_->options().max_clock_skew_ms;
     for (const auto& [origin, hlc] : response.watermarks) {
-      if (static_cast<int64_t>(HlcMillis(hlc)) <= limit_ms) adopted[origin] = hlc;
+      if (store_->CheckSkew(hlc).ok()) adopted[origin] = hlc;
     }
     if (Dominates(store_->GetWatermarks(), adopted)) adopted.clear();
   }

@@ -527,7 +527,8 @@ void Store::SubmitMerge(std::vector<Record> batch,
   for (Record& r : batch) {
     absl::Status valid = ValidateRemoteRecord(r, options_.max_value_bytes);
     if (valid.ok()) {
-      valid = clock_->CheckSkew(r.version.hlc, options_.max_clock_skew_ms);
+      // The last line of defence: the engine checks first (CheckSkew).
+      valid = CheckSkew(r.version.hlc);
     }
     if (!valid.ok()) {
       // Name the origin: one device with a wrong clock or a bad encoder is
@@ -1180,6 +1181,10 @@ absl::StatusOr<std::optional<PeerCheckpoint>> Store::GetCheckpoint(
   PEERKV_ASSIGN_OR_RETURN(const PeerCheckpoint checkpoint,
                           codec::DecodeCheckpoint(View(v), peer_id));
   return checkpoint;
+}
+
+absl::Status Store::CheckSkew(uint64_t hlc) const {
+  return clock_->CheckSkew(hlc, options_.max_clock_skew_ms);
 }
 
 absl::StatusOr<StoreStats> Store::Stats() const {

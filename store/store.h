@@ -97,7 +97,10 @@ class Store {
   uint64_t replica_id() const { return replica_id_; }
   uint64_t incarnation() const { return incarnation_; }
   const StoreOptions& options() const { return options_; }
-  HybridClock& clock() { return *clock_; }
+  // OK if `hlc` is at most options().max_clock_skew_ms ahead of this
+  // replica's physical time; otherwise OutOfRange saying by how much. The
+  // clock itself is the writer's: only it stamps and observes versions.
+  absl::Status CheckSkew(uint64_t hlc) const;
 
   // Writes `value` under (keyspace, key); returns the assigned version once
   // the write is durable.
