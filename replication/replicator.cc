@@ -29,15 +29,6 @@ constexpr int kMaxPagesInARow = 16;
 // max_map_bytes) is logged at most once per peer per this interval.
 constexpr absl::Duration kMergeFailureLogInterval = absl::Minutes(1);
 
-// True if `mine` covers everything `theirs` does.
-bool Dominates(const Watermarks& mine, const Watermarks& theirs) {
-  for (const auto& [origin, hlc] : theirs) {
-    auto it = mine.find(origin);
-    if (it == mine.end() || it->second < hlc) return false;
-  }
-  return true;
-}
-
 }  // namespace
 
 // A configured peer address and the state of our link to it.
@@ -276,7 +267,7 @@ void Replicator::OnNudged(LinkId link, const Watermarks& sender) {
     // The sender's watermarks are a lower bound of what it holds: if ours
     // cover them, pulling would most likely bring nothing (and a round
     // catches anything it held beyond them).
-    if (!sender.empty() && Dominates(store_->GetWatermarks(), sender)) {
+    if (!sender.empty() && store_->GetWatermarks().Dominates(sender)) {
       ++counters_.nudges_ignored;
       PublishStatus();
       return;
@@ -463,7 +454,7 @@ void Replicator::OnPulled(uint64_t peer_id, uint64_t attempt,
     for (const auto& [origin, hlc] : response.watermarks) {
       if (store_->CheckSkew(hlc).ok()) adopted[origin] = hlc;
     }
-    if (Dominates(store_->GetWatermarks(), adopted)) adopted.clear();
+    if (store_->GetWatermarks().Dominates(adopted)) adopted.clear();
   }
   uint64_t won = 0;
   size_t refused = held_back ? 1 : 0;

@@ -111,17 +111,12 @@ absl::StatusOr<Record> ReadRecord(MDB_txn* txn, MDB_dbi log_dbi,
   return codec::MakeRecord(header, codec::LogEntry{record_key, 0, value});
 }
 
-void MergeWatermarks(const Watermarks& from, Watermarks* into) {
-  for (const auto& [origin, hlc] : from) {
-    uint64_t& mine = (*into)[origin];
-    mine = std::max(mine, hlc);
-  }
-}
-
-// True if `watermarks` say the holder has `version` (or newer).
+// Thin names for the Watermarks lattice, kept so that the write
+// transaction and ChangesSince's filter read as before; inline them when
+// those functions are next rewritten.
+void MergeWatermarks(const Watermarks& from, Watermarks* into) { into->Merge(from); }
 bool Covered(const Watermarks& watermarks, const Version& version) {
-  auto it = watermarks.find(version.origin);
-  return it != watermarks.end() && version.hlc <= it->second;
+  return watermarks.Covers(version);
 }
 
 size_t RecordBytes(const Record& r) {
@@ -1237,8 +1232,7 @@ Watermarks Store::GetWatermarks() const {
   // Only committed writes: a write that has its version but is not yet
   // committed must not be claimed, or a peer that adopts the claim would
   // never be sent it.
-  uint64_t& own = out[replica_id_];
-  own = std::max(own, committed_clock_.load());
+  out.Raise(replica_id_, committed_clock_.load());
   return out;
 }
 
