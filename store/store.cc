@@ -613,6 +613,7 @@ void Store::Submit(std::unique_ptr<WriteRequest> request, bool wait_for_room) {
 }
 
 void Store::WriterLoop() {
+  writer_id_ = std::this_thread::get_id();
   for (;;) {
     std::vector<std::unique_ptr<WriteRequest>> group;
     {
@@ -634,6 +635,7 @@ void Store::WriterLoop() {
         }
         records += next.records;
         bytes += next.bytes;
+        PEERKV_CHECK(queued_bytes_ >= next.bytes);
         queued_bytes_ -= next.bytes;
         group.push_back(std::move(queue_.front()));
         queue_.pop_front();
@@ -653,6 +655,10 @@ void Store::WriterLoop() {
 }
 
 void Store::ApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& group) {
+  PEERKV_CHECK(OnWriterThread());
+  PEERKV_CHECK(!group.empty());
+  // A compaction runs alone (WriterLoop never groups it).
+  PEERKV_CHECK(!group.front()->compact_all || group.size() == 1);
   absl::Status status;
   GroupState state;
   if (group.front()->compact_all) {
@@ -689,6 +695,7 @@ void Store::ApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& group) {
       }
     }
     if (status.ok() && state.changed) {
+      PEERKV_CHECK(state.next_seq - 1 > max_seq_.load());
       max_seq_ = state.next_seq - 1;
       live_records_ = state.live_records;
       tombstones_ = state.tombstones;
@@ -711,6 +718,7 @@ void Store::ApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& group) {
 
 absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& group,
                                   GroupState& state) {
+  PEERKV_CHECK(OnWriterThread());
   size_t group_bytes = 0;
   for (const auto& r : group) group_bytes += r->bytes;
   state.next_seq = max_seq_.load() + 1;
@@ -778,11 +786,11 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
       if (!won) {
         // The clock starts above every stored version and observes every
         // merged one, so a local write always wins; anything else is a bug
-        // that must not silently drop the write.
-        return absl::InternalError(absl::StrCat(
-            "local write to ", m.keyspace, " lost to a stored version; clock at ",
-            version.ToString()));
+        // in the clock or the merge, and the process stops before it commits.
+        std::fprintf(stderr, "peerkv: local write to %s lost to a stored version; clock at %s\n",
+                     m.keyspace.c_str(), version.ToString().c_str());
       }
+      PEERKV_CHECK(won);
       r.versions.push_back(version);
     }
     const uint64_t source = r.checkpoint.has_value() ? r.checkpoint->peer_id : 0;
@@ -931,6 +939,7 @@ bool Store::CompactionDue() const {
 
 absl::StatusOr<uint64_t> Store::CompactStep(size_t max_entries,
                                             bool* reached_end) {
+  PEERKV_CHECK(OnWriterThread());
   *reached_end = false;
   std::vector<uint64_t> superseded;
   uint64_t last_seq = compact_from_seq_;

@@ -246,6 +246,9 @@ class Store {
   absl::StatusOr<uint64_t> CompactStep(size_t max_entries, bool* reached_end);
   bool CompactionDue() const;
   absl::Status FlushHeldCheckpoints();
+  // True on the writer thread (the only one that stamps versions, applies
+  // groups and compacts).
+  bool OnWriterThread() const { return std::this_thread::get_id() == writer_id_; }
 
   const StoreOptions options_;
   uint64_t replica_id_ = 0;
@@ -298,6 +301,9 @@ class Store {
 
   // Writer-thread state: where the next compaction step starts.
   uint64_t compact_from_seq_ = 0;
+  // Set by the writer thread itself as it starts, read only by it (a
+  // default id, which no thread has, everywhere else).
+  std::thread::id writer_id_;
 
   absl::Mutex listeners_mu_;
   std::vector<std::pair<int, CommitListener>> listeners_
