@@ -128,6 +128,20 @@ absl::StatusOr<LogEntry> DecodeLogEntry(std::string_view stored) {
   return entry;
 }
 
+std::string EncodeMetaU64(uint64_t value) {
+  std::string out;
+  PutFixed64(&out, value);
+  return out;
+}
+
+absl::StatusOr<uint64_t> DecodeMetaU64(std::string_view stored, std::string_view name) {
+  if (stored.size() != 8) {
+    return absl::DataLossError(
+        absl::StrFormat("meta %s is %d bytes; expected 8", name, stored.size()));
+  }
+  return GetFixed64(stored.data());
+}
+
 std::string EncodeMetaState(const MetaState& state) {
   std::string out;
   out.reserve(kMetaStateBytes);

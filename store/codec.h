@@ -75,6 +75,11 @@ struct LogEntry {
 };
 absl::StatusOr<LogEntry> DecodeLogEntry(std::string_view stored);
 
+// A meta "format", "replica_id" or "incarnation" value. `name` only names
+// the entry in errors.
+std::string EncodeMetaU64(uint64_t value);
+absl::StatusOr<uint64_t> DecodeMetaU64(std::string_view stored, std::string_view name);
+
 // The store's counters as of its last commit, kept in meta "state" and
 // rewritten by every commit that changes records.
 struct MetaState {

@@ -101,6 +101,17 @@ TEST(CodecTest, MetaStateRoundTripsInItsLayout) {
               StatusIs(StatusCode::kDataLoss, "meta state is 41 bytes; expected 40"));
 }
 
+TEST(CodecTest, MetaU64RoundTripsAndNamesItsEntry) {
+  const std::string stored = EncodeMetaU64(0x0102030405060708ULL);
+  ASSERT_EQ(stored.size(), 8u);
+  EXPECT_EQ(stored[0], '\x08');  // little-endian
+  absl::StatusOr<uint64_t> decoded = DecodeMetaU64(stored, "format");
+  ASSERT_THAT(decoded, IsOk());
+  EXPECT_EQ(*decoded, 0x0102030405060708ULL);
+  EXPECT_THAT(DecodeMetaU64("abc", "replica_id"),
+              StatusIs(StatusCode::kDataLoss, "meta replica_id is 3 bytes; expected 8"));
+}
+
 TEST(CodecTest, CheckpointRoundTripsInItsLayout) {
   const PeerCheckpoint checkpoint{0x1122334455667788ULL, 99};
   const std::string stored = EncodeCheckpoint(checkpoint);

@@ -36,23 +36,14 @@ constexpr char kMetaWatermarks[] = "watermarks";
 constexpr size_t kCompactionStepEntries = 8192;
 constexpr int kMaxMapGrowthAttempts = 64;
 
-std::string Fixed64(uint64_t v) {
-  std::string out;
-  codec::PutFixed64(&out, v);
-  return out;
-}
-
 absl::StatusOr<std::optional<uint64_t>> GetMetaU64(MDB_txn* txn, MDB_dbi dbi,
                                                    std::string_view name) {
   MDB_val key = Val(name), data;
   const int rc = mdb_get(txn, dbi, &key, &data);
   if (rc == MDB_NOTFOUND) return std::nullopt;
   if (rc != MDB_SUCCESS) return lmdb::Error(rc, absl::StrFormat("read meta %s", name));
-  if (data.mv_size != 8) {
-    return absl::DataLossError(absl::StrFormat(
-        "meta %s is %d bytes; expected 8", name, data.mv_size));
-  }
-  return codec::GetFixed64(static_cast<const char*>(data.mv_data));
+  PEERKV_ASSIGN_OR_RETURN(const uint64_t value, codec::DecodeMetaU64(View(data), name));
+  return value;
 }
 
 absl::Status PutMeta(MDB_txn* txn, MDB_dbi dbi, std::string_view name,
@@ -322,11 +313,11 @@ absl::Status Store::LoadOrInitMeta() {
     replica_id_ = draw();
     incarnation_ = draw();
     PEERKV_RETURN_IF_ERROR(
-        PutMeta(txn.get(), meta_dbi_, kMetaFormat, Fixed64(kFormatVersion)));
+        PutMeta(txn.get(), meta_dbi_, kMetaFormat, codec::EncodeMetaU64(kFormatVersion)));
     PEERKV_RETURN_IF_ERROR(
-        PutMeta(txn.get(), meta_dbi_, kMetaReplicaId, Fixed64(replica_id_)));
+        PutMeta(txn.get(), meta_dbi_, kMetaReplicaId, codec::EncodeMetaU64(replica_id_)));
     PEERKV_RETURN_IF_ERROR(
-        PutMeta(txn.get(), meta_dbi_, kMetaIncarnation, Fixed64(incarnation_)));
+        PutMeta(txn.get(), meta_dbi_, kMetaIncarnation, codec::EncodeMetaU64(incarnation_)));
   } else {
     if (*format > kFormatVersion) {
       return absl::FailedPreconditionError(absl::StrFormat(
