@@ -29,15 +29,6 @@ constexpr int kMaxPagesInARow = 16;
 // max_map_bytes) is logged at most once per peer per this interval.
 constexpr absl::Duration kMergeFailureLogInterval = absl::Minutes(1);
 
-// True if `mine` covers everything `theirs` does.
-bool Dominates(const Watermarks& mine, const Watermarks& theirs) {
-  for (const auto& [origin, hlc] : theirs) {
-    auto it = mine.find(origin);
-    if (it == mine.end() || it->second < hlc) return false;
-  }
-  return true;
-}
-
 }  // namespace
 
 // A configured peer address and the state of our link to it.
@@ -276,7 +267,7 @@ void Replicator::OnNudged(LinkId link, const Watermarks& sender) {
     // The sender's watermarks are a lower bound of what it holds: if ours
     // cover them, pulling would most likely bring nothing (and a round
     // catches anything it held beyond them).
-    if (!sender.empty() && Dominates(store_->GetWatermarks(), sender)) {
+    if (!sender.empty() && store_->GetWatermarks().Dominates(sender)) {
       ++counters_.nudges_ignored;
       PublishStatus();
       return;
@@ -435,8 +426,7 @@ void Replicator::OnPulled(uint64_t peer_id, uint64_t attempt,
   uint64_t checkpoint_seq = response.last_seq;
   absl::Status too_far_ahead;
   for (size_t i = 0; i < records.size(); ++i) {
-    too_far_ahead =
-        store_->clock().CheckSkew(records[i].version.hlc, store_->options().max_clock_skew_ms);
+    too_far_ahead = store_->CheckSkew(records[i].version.hlc);
     if (!too_far_ahead.ok()) {
       checkpoint_seq = records[i].seq - 1;
       too_far_ahead = absl::Status(
@@ -461,12 +451,10 @@ void Replicator::OnPulled(uint64_t peer_id, uint64_t attempt,
   const bool caught_up = !held_back && response.last_seq >= response.max_seq;
   Watermarks adopted;
   if (caught_up && store_->options().max_value_bytes == kMaxValueBytes) {
-    const int64_t limit_ms =
-        store_->clock().wall().NowMillis() + store_->options().max_clock_skew_ms;
     for (const auto& [origin, hlc] : response.watermarks) {
-      if (static_cast<int64_t>(HlcMillis(hlc)) <= limit_ms) adopted[origin] = hlc;
+      if (store_->CheckSkew(hlc).ok()) adopted[origin] = hlc;
     }
-    if (Dominates(store_->GetWatermarks(), adopted)) adopted.clear();
+    if (store_->GetWatermarks().Dominates(adopted)) adopted.clear();
   }
   uint64_t won = 0;
   size_t refused = held_back ? 1 : 0;

@@ -70,10 +70,7 @@ void ToWire(const Watermarks& watermarks, capnp::List<wire::Watermark>::Builder 
 
 Watermarks FromWire(capnp::List<wire::Watermark>::Reader watermarks) {
   Watermarks out;
-  for (auto w : watermarks) {
-    uint64_t& hlc = out[w.getOrigin()];
-    hlc = std::max(hlc, w.getHlc());
-  }
+  for (auto w : watermarks) out.Raise(w.getOrigin(), w.getHlc());
   return out;
 }
 
@@ -90,10 +87,7 @@ Watermarks WatermarkDelta(const Watermarks& current, Watermarks* sent) {
 }
 
 void ApplyWatermarkDelta(const Watermarks& delta, Watermarks* known) {
-  for (const auto& [origin, hlc] : delta) {
-    uint64_t& k = (*known)[origin];
-    k = std::max(k, hlc);
-  }
+  known->Merge(delta);
 }
 
 absl::Status FromKjException(const kj::Exception& e, std::string_view context) {

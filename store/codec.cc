@@ -128,6 +128,89 @@ absl::StatusOr<LogEntry> DecodeLogEntry(std::string_view stored) {
   return entry;
 }
 
+std::string EncodeMetaU64(uint64_t value) {
+  std::string out;
+  PutFixed64(&out, value);
+  return out;
+}
+
+absl::StatusOr<uint64_t> DecodeMetaU64(std::string_view stored, std::string_view name) {
+  if (stored.size() != 8) {
+    return absl::DataLossError(
+        absl::StrFormat("meta %s is %d bytes; expected 8", name, stored.size()));
+  }
+  return GetFixed64(stored.data());
+}
+
+std::string EncodeMetaState(const MetaState& state) {
+  std::string out;
+  out.reserve(kMetaStateBytes);
+  PutFixed64(&out, state.clock_mark);
+  PutFixed64(&out, state.max_seq);
+  PutFixed64(&out, state.live_records);
+  PutFixed64(&out, state.tombstones);
+  PutFixed64(&out, state.fingerprint);
+  PEERKV_CHECK(out.size() == kMetaStateBytes);
+  return out;
+}
+
+absl::StatusOr<MetaState> DecodeMetaState(std::string_view stored) {
+  if (stored.size() != kMetaStateBytes) {
+    return absl::DataLossError(absl::StrFormat(
+        "meta state is %d bytes; expected %d", stored.size(), kMetaStateBytes));
+  }
+  const char* p = stored.data();
+  MetaState state;
+  state.clock_mark = GetFixed64(p);
+  state.max_seq = GetFixed64(p + 8);
+  state.live_records = GetFixed64(p + 16);
+  state.tombstones = GetFixed64(p + 24);
+  state.fingerprint = GetFixed64(p + 32);
+  return state;
+}
+
+std::string EncodeCheckpoint(const PeerCheckpoint& checkpoint) {
+  std::string out;
+  out.reserve(kCheckpointBytes);
+  PutFixed64(&out, checkpoint.incarnation);
+  PutFixed64(&out, checkpoint.seq);
+  return out;
+}
+
+absl::StatusOr<PeerCheckpoint> DecodeCheckpoint(std::string_view stored, uint64_t peer_id) {
+  if (stored.size() != kCheckpointBytes) {
+    return absl::DataLossError(absl::StrFormat(
+        "checkpoint of peer %s is %d bytes; expected %d", ReplicaIdToString(peer_id),
+        stored.size(), kCheckpointBytes));
+  }
+  return PeerCheckpoint{GetFixed64(stored.data()), GetFixed64(stored.data() + 8)};
+}
+
+std::string EncodeWatermarks(const Watermarks& watermarks) {
+  std::string out;
+  out.reserve(watermarks.size() * kWatermarkBytes);
+  for (const auto& [origin, hlc] : watermarks) {
+    PutFixed64(&out, origin);
+    PutFixed64(&out, hlc);
+  }
+  return out;
+}
+
+absl::StatusOr<Watermarks> DecodeWatermarks(std::string_view stored) {
+  if (stored.size() % kWatermarkBytes != 0) {
+    return absl::DataLossError(absl::StrFormat(
+        "meta watermarks is %d bytes; expected a multiple of %d", stored.size(),
+        kWatermarkBytes));
+  }
+  Watermarks watermarks;
+  for (size_t i = 0; i < stored.size(); i += kWatermarkBytes) {
+    // Later pairs win, as they always have when loading (the encoder never
+    // writes an origin twice).
+    watermarks[GetFixed64(stored.data() + i)] = GetFixed64(stored.data() + i + 8);
+  }
+  return watermarks;
+}
+
 uint64_t RegisterHash(std::string_view record_key, const Version& version, bool deleted) {
   uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a over the key
   for (unsigned char c : record_key) {

@@ -10,8 +10,13 @@
 //            value: key-length(2) records-key source(8) value-bytes
 //                   (source: the peer the change was merged from, 0 if local)
 //   peers    key:   peer replica id (8, big-endian)
-//            value: incarnation(8) seq(8)
-//   meta     key:   name; value: per name, see store.cc
+//            value: incarnation(8) seq(8)                  (a checkpoint)
+//   meta     key:   name
+//            "format", "replica_id", "incarnation": value(8)
+//            "state":      clock_mark(8) max_seq(8) live_records(8)
+//                          tombstones(8) fingerprint(8)    (MetaState)
+//            "watermarks": (origin(8) hlc(8))*, origins ascending, each
+//                          once
 //
 // Values live in the log, not in `records`: the records tree, which random
 // doc ids update all over, stays small and dense (about 55 bytes a record),
@@ -25,6 +30,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "store/types.h"
 #include "store/version.h"
 
 namespace peerkv::codec {
@@ -68,6 +74,38 @@ struct LogEntry {
   std::string_view value;
 };
 absl::StatusOr<LogEntry> DecodeLogEntry(std::string_view stored);
+
+// A meta "format", "replica_id" or "incarnation" value. `name` only names
+// the entry in errors.
+std::string EncodeMetaU64(uint64_t value);
+absl::StatusOr<uint64_t> DecodeMetaU64(std::string_view stored, std::string_view name);
+
+// The store's counters as of its last commit, kept in meta "state" and
+// rewritten by every commit that changes records.
+struct MetaState {
+  // The hybrid clock's high-water mark: the clock restarts above it.
+  uint64_t clock_mark = 0;
+  uint64_t max_seq = 0;
+  uint64_t live_records = 0;
+  uint64_t tombstones = 0;
+  // See StoreStats::fingerprint.
+  uint64_t fingerprint = 0;
+
+  friend bool operator==(const MetaState&, const MetaState&) = default;
+};
+inline constexpr size_t kMetaStateBytes = 5 * 8;
+std::string EncodeMetaState(const MetaState& state);
+absl::StatusOr<MetaState> DecodeMetaState(std::string_view stored);
+
+// A peers value. `peer_id` only names the peer in errors.
+inline constexpr size_t kCheckpointBytes = 2 * 8;
+std::string EncodeCheckpoint(const PeerCheckpoint& checkpoint);
+absl::StatusOr<PeerCheckpoint> DecodeCheckpoint(std::string_view stored, uint64_t peer_id);
+
+// The meta "watermarks" value: 16 bytes per origin.
+inline constexpr size_t kWatermarkBytes = 2 * 8;
+std::string EncodeWatermarks(const Watermarks& watermarks);
+absl::StatusOr<Watermarks> DecodeWatermarks(std::string_view stored);
 
 // A stable 64-bit hash of a register's identity and version: the store's
 // fingerprint is the XOR of it over all registers, so equal sets of

@@ -81,5 +81,69 @@ TEST(CodecTest, CorruptBytesAreDataLoss) {
   EXPECT_THAT(SplitRecordKey("no-separator", &ks, &key), StatusIs(StatusCode::kDataLoss));
 }
 
+TEST(CodecTest, MetaStateRoundTripsInItsLayout) {
+  const MetaState state{MakeHlc(1000, 3), 42, 7, 2, 0xfeedfacecafebeefULL};
+  const std::string stored = EncodeMetaState(state);
+  ASSERT_EQ(stored.size(), kMetaStateBytes);
+  // The layout block: clock_mark, max_seq, live_records, tombstones,
+  // fingerprint, 8 bytes each, little-endian.
+  EXPECT_EQ(GetFixed64(stored.data()), state.clock_mark);
+  EXPECT_EQ(GetFixed64(stored.data() + 8), 42u);
+  EXPECT_EQ(GetFixed64(stored.data() + 16), 7u);
+  EXPECT_EQ(GetFixed64(stored.data() + 24), 2u);
+  EXPECT_EQ(GetFixed64(stored.data() + 32), state.fingerprint);
+  absl::StatusOr<MetaState> decoded = DecodeMetaState(stored);
+  ASSERT_THAT(decoded, IsOk());
+  EXPECT_EQ(*decoded, state);
+  EXPECT_THAT(DecodeMetaState(stored.substr(0, 39)),
+              StatusIs(StatusCode::kDataLoss, "meta state is 39 bytes; expected 40"));
+  EXPECT_THAT(DecodeMetaState(stored + "x"),
+              StatusIs(StatusCode::kDataLoss, "meta state is 41 bytes; expected 40"));
+}
+
+TEST(CodecTest, MetaU64RoundTripsAndNamesItsEntry) {
+  const std::string stored = EncodeMetaU64(0x0102030405060708ULL);
+  ASSERT_EQ(stored.size(), 8u);
+  EXPECT_EQ(stored[0], '\x08');  // little-endian
+  absl::StatusOr<uint64_t> decoded = DecodeMetaU64(stored, "format");
+  ASSERT_THAT(decoded, IsOk());
+  EXPECT_EQ(*decoded, 0x0102030405060708ULL);
+  EXPECT_THAT(DecodeMetaU64("abc", "replica_id"),
+              StatusIs(StatusCode::kDataLoss, "meta replica_id is 3 bytes; expected 8"));
+}
+
+TEST(CodecTest, CheckpointRoundTripsInItsLayout) {
+  const PeerCheckpoint checkpoint{0x1122334455667788ULL, 99};
+  const std::string stored = EncodeCheckpoint(checkpoint);
+  ASSERT_EQ(stored.size(), kCheckpointBytes);
+  EXPECT_EQ(GetFixed64(stored.data()), checkpoint.incarnation);
+  EXPECT_EQ(GetFixed64(stored.data() + 8), 99u);
+  absl::StatusOr<PeerCheckpoint> decoded = DecodeCheckpoint(stored, 5);
+  ASSERT_THAT(decoded, IsOk());
+  EXPECT_EQ(*decoded, checkpoint);
+  EXPECT_THAT(DecodeCheckpoint(stored.substr(0, 8), 5),
+              StatusIs(StatusCode::kDataLoss, "is 8 bytes; expected 16"));
+  EXPECT_THAT(DecodeCheckpoint("", 5), StatusIs(StatusCode::kDataLoss));
+}
+
+TEST(CodecTest, WatermarksRoundTripInOriginOrder) {
+  Watermarks watermarks;
+  watermarks[9] = 100;
+  watermarks[2] = 300;
+  watermarks[uint64_t{1} << 63] = 1;
+  const std::string stored = EncodeWatermarks(watermarks);
+  ASSERT_EQ(stored.size(), 3 * kWatermarkBytes);
+  EXPECT_EQ(GetFixed64(stored.data()), 2u);
+  EXPECT_EQ(GetFixed64(stored.data() + 8), 300u);
+  absl::StatusOr<Watermarks> decoded = DecodeWatermarks(stored);
+  ASSERT_THAT(decoded, IsOk());
+  EXPECT_EQ(*decoded, watermarks);
+  absl::StatusOr<Watermarks> none = DecodeWatermarks("");
+  ASSERT_THAT(none, IsOk());
+  EXPECT_TRUE(none->empty());
+  EXPECT_THAT(DecodeWatermarks(stored.substr(0, 20)),
+              StatusIs(StatusCode::kDataLoss, "20 bytes; expected a multiple of 16"));
+}
+
 }  // namespace
 }  // namespace peerkv::codec

@@ -97,7 +97,10 @@ class Store {
   uint64_t replica_id() const { return replica_id_; }
   uint64_t incarnation() const { return incarnation_; }
   const StoreOptions& options() const { return options_; }
-  HybridClock& clock() { return *clock_; }
+  // OK if `hlc` is at most options().max_clock_skew_ms ahead of this
+  // replica's physical time; otherwise OutOfRange saying by how much. The
+  // clock itself is the writer's: only it stamps and observes versions.
+  absl::Status CheckSkew(uint64_t hlc) const;
 
   // Writes `value` under (keyspace, key); returns the assigned version once
   // the write is durable.
@@ -202,6 +205,31 @@ class Store {
  private:
   struct WriteRequest;
   struct GroupState;
+  class ReadTxn;
+
+  // Reset read-only transactions kept for reuse: renewing one is much
+  // cheaper than beginning a new one (no search of the reader table).
+  // Thread-safe. Drain() before the environment closes.
+  class ReadTxnPool {
+   public:
+    ReadTxnPool() = default;
+    ReadTxnPool(const ReadTxnPool&) = delete;
+    ReadTxnPool& operator=(const ReadTxnPool&) = delete;
+    // REQUIRES: drained.
+    ~ReadTxnPool();
+
+    // A reset transaction, or nullptr if none is kept.
+    MDB_txn* Take();
+    // Keeps a reset transaction, or aborts it when enough are kept.
+    void Give(MDB_txn* txn);
+    // Aborts every kept transaction.
+    void Drain();
+
+   private:
+    static constexpr size_t kMaxKept = 64;
+    absl::Mutex mu_;
+    std::vector<MDB_txn*> txns_ ABSL_GUARDED_BY(mu_);
+  };
 
   explicit Store(StoreOptions options);
 
@@ -227,6 +255,9 @@ class Store {
   absl::StatusOr<uint64_t> CompactStep(size_t max_entries, bool* reached_end);
   bool CompactionDue() const;
   absl::Status FlushHeldCheckpoints();
+  // True on the writer thread (the only one that stamps versions, applies
+  // groups and compacts).
+  bool OnWriterThread() const { return std::this_thread::get_id() == writer_id_; }
 
   const StoreOptions options_;
   uint64_t replica_id_ = 0;
@@ -241,11 +272,8 @@ class Store {
   MDB_dbi peers_dbi_ = 0;
   MDB_dbi meta_dbi_ = 0;
 
-  // Reset read-only transactions kept for reuse: renewing one is much
-  // cheaper than beginning a new one (no search of the reader table).
-  absl::Mutex read_pool_mu_;
-  std::vector<MDB_txn*> read_pool_ ABSL_GUARDED_BY(read_pool_mu_);
-  friend class ReadTxn;
+  // Mutable: const reads borrow transactions from it.
+  mutable ReadTxnPool read_pool_;
 
   // Readers hold it shared for the life of their transaction; the writer
   // holds it exclusively only while it grows the map (LMDB requires that no
@@ -282,6 +310,9 @@ class Store {
 
   // Writer-thread state: where the next compaction step starts.
   uint64_t compact_from_seq_ = 0;
+  // Set by the writer thread itself as it starts, read only by it (a
+  // default id, which no thread has, everywhere else).
+  std::thread::id writer_id_;
 
   absl::Mutex listeners_mu_;
   std::vector<std::pair<int, CommitListener>> listeners_

@@ -15,6 +15,7 @@
 
 #include "absl/status/status.h"
 #include "store/version.h"
+#include "store/watermarks.h"
 
 namespace peerkv {
 
@@ -38,12 +39,8 @@ struct PeerCheckpoint {
   friend bool operator==(const PeerCheckpoint&, const PeerCheckpoint&) = default;
 };
 
-// A checkpoint advance that Merge commits together with its batch.
-// For each origin replica id, an hlc such that this replica holds every
-// write of that origin up to it, or a newer version of the same key.
-using Watermarks = std::map<uint64_t, uint64_t>;
-
-// Also names the source of the batch's changes (see ChangesFilter).
+// A checkpoint advance that Merge commits together with its batch. Also
+// names the source of the batch's changes (see ChangesFilter).
 struct CheckpointUpdate {
   uint64_t peer_id = 0;
   PeerCheckpoint checkpoint;
