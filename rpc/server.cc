@@ -11,10 +11,6 @@
 
 namespace peerkv::rpc {
 
-size_t MaxMessageBytes(size_t max_value_bytes) {
-  return 2 * max_value_bytes + (size_t{1} << 20);
-}
-
 namespace {
 
 class GatewayImpl final : public wire::Gateway::Server {

@@ -6,6 +6,7 @@
 #ifndef PEERKV_RPC_SERVER_LOOP_H_
 #define PEERKV_RPC_SERVER_LOOP_H_
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <string>
@@ -23,7 +24,7 @@
 #include "rpc/buffered_stream.h"
 #include "rpc/peerkv.capnp.h"
 #include "rpc/rejection_log.h"
-#include "rpc/server.h"
+#include "rpc/server_options.h"
 #include "store/store.h"
 
 namespace peerkv::rpc {
@@ -140,14 +141,9 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   // Largest value this server accepts, and what its readers allow.
   const capnp::ReaderOptions& reader_options() const { return reader_options_; }
 
-  // How many bytes of records one answer may carry. Cap'n Proto refuses to
-  // send a message larger than its own connection may receive, so answers
-  // (scan pages, getMany, watch batches, pulls) stay within half the
-  // message limit; one record more still fits.
-  size_t reply_budget() const { return MaxMessageBytes(store_.options().max_value_bytes) / 2; }
-  // Items (records, results) one answer may list: each costs up to ~128
-  // bytes of framing besides its data.
-  size_t reply_items() const { return reply_budget() / 256; }
+  // The reply limits of this server's value limit (see server_options.h).
+  size_t reply_budget() const { return ReplyBudget(store_.options().max_value_bytes); }
+  size_t reply_items() const { return ReplyItems(store_.options().max_value_bytes); }
 
   // Bytes this server has written to all its sockets (clients and peers).
   std::atomic<uint64_t>& bytes_sent() { return bytes_sent_; }
