@@ -1,6 +1,6 @@
 // rpc/server.cc: the public Server: starts the loop thread and the
-// replication engine (on its own executor thread), hands each connection a
-// Gateway, and bridges the engine's transport calls onto the loop.
+// replication engine (on its own executor thread), and bridges the engine's
+// transport calls onto the loop.
 #include "rpc/server.h"
 
 #include "absl/strings/str_format.h"
@@ -10,37 +10,6 @@
 #include "rpc/server_loop.h"
 
 namespace peerkv::rpc {
-
-namespace {
-
-class GatewayImpl final : public wire::Gateway::Server {
- public:
-  GatewayImpl(ServerLoop& loop, std::string peer, uint64_t connection_id)
-      : loop_(loop), peer_(std::move(peer)), connection_id_(connection_id) {}
-
-  // Every identity gets both capabilities today; once peers authenticate,
-  // this is where a connection is given only what its identity may hold.
-  kj::Promise<void> kv(KvContext context) override {
-    context.getResults().setKv(NewKv(loop_, peer_));
-    return kj::READY_NOW;
-  }
-  kj::Promise<void> replica(ReplicaContext context) override {
-    context.getResults().setReplica(NewReplica(loop_, peer_, connection_id_, 0));
-    return kj::READY_NOW;
-  }
-
- private:
-  ServerLoop& loop_;
-  const std::string peer_;
-  const uint64_t connection_id_;
-};
-
-}  // namespace
-
-kj::Own<wire::Gateway::Server> NewGateway(ServerLoop& loop, std::string peer,
-                                          uint64_t connection_id) {
-  return kj::heap<GatewayImpl>(loop, std::move(peer), connection_id);
-}
 
 // The replication engine's transport: calls made on the engine's thread
 // hop onto the loop with executeSync (which only starts the operation; the

@@ -205,7 +205,7 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   kj::TaskSet tasks_;
 };
 
-// The bootstrap of a client connection (see server.cc).
+// The bootstrap of a client connection (see gateway.cc).
 kj::Own<wire::Gateway::Server> NewGateway(ServerLoop& loop, std::string peer,
                                           uint64_t connection_id);
 // The Kv capability (see kv_service.cc).
