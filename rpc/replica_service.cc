@@ -30,7 +30,7 @@ class ReplicaImpl final : public wire::Replica::Server {
       refused = absl::FailedPreconditionError("hello was already exchanged on this link");
     } else if (loop_.events() == nullptr) {
       refused = absl::FailedPreconditionError("this server does not replicate");
-    } else if (loop_.InboundLinks(connection_id_) >= kMaxHellosPerConnection) {
+    } else if (loop_.links().InboundLinks(connection_id_) >= kMaxHellosPerConnection) {
       // A replica needs one link per connection; more would let one
       // connection fill the peer table with made-up replicas.
       refused = absl::FailedPreconditionError(absl::StrFormat(
@@ -44,7 +44,7 @@ class ReplicaImpl final : public wire::Replica::Server {
       ToWire(refused, results.initError());
       return kj::READY_NOW;
     }
-    link_ = loop_.AddInboundLink(connection_id_, params.getBack());
+    link_ = loop_.links().AddInbound(connection_id_, peer_, params.getBack());
     loop_.events()->OnInboundLink(link_, peer);
     const replication::PeerInfo me = loop_.LocalInfo();
     auto out = results.initInfo();

@@ -31,17 +31,17 @@ class Server::Transport final : public replication::Transport {
 
   void Connect(const std::string& address,
                absl::AnyInvocable<void(absl::StatusOr<Connected>)> done) override {
-    OnLoop([&](ServerLoop& loop) { loop.Dial(address, std::move(done)); });
+    OnLoop([&](ServerLoop& loop) { loop.links().Dial(address, std::move(done)); });
   }
   void Pull(replication::LinkId link, const replication::PullRequest& request,
             absl::AnyInvocable<void(absl::StatusOr<replication::PullResponse>)> done) override {
-    OnLoop([&](ServerLoop& loop) { loop.Pull(link, request, std::move(done)); });
+    OnLoop([&](ServerLoop& loop) { loop.links().Pull(link, request, std::move(done)); });
   }
   void Nudge(replication::LinkId link, const Watermarks& mine) override {
-    OnLoop([&](ServerLoop& loop) { loop.Nudge(link, mine); });
+    OnLoop([&](ServerLoop& loop) { loop.links().Nudge(link, mine); });
   }
   void Close(replication::LinkId link) override {
-    OnLoop([&](ServerLoop& loop) { loop.CloseLink(link); });
+    OnLoop([&](ServerLoop& loop) { loop.links().CloseLink(link); });
   }
 
  private:
