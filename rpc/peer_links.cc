@@ -11,7 +11,7 @@
 #include "common/macros.h"
 #include "kj/debug.h"
 #include "kj/timer.h"
-#include "replication/batch_codec.h"
+#include "rpc/batch_codec.h"
 #include "replication/replicator.h"
 #include "replication/serve.h"
 #include "rpc/buffered_stream.h"
@@ -196,7 +196,7 @@ void PeerLinks::Pull(replication::LinkId link, const replication::PullRequest& p
                 auto batch = response.getBatch();
                 PEERKV_ASSIGN_OR_RETURN(
                     out.records,
-                    replication::DecodeBatch(
+                    DecodeBatch(
                         std::string_view(reinterpret_cast<const char*>(batch.begin()), batch.size()),
                         replication::kMaxPullRecords));
                 auto entry = links_.find(link);

@@ -2,7 +2,7 @@
 // inbound replication link), pull (answered from the store's change log on
 // the loop), nudge (passed to the replication engine) and ping (keepalive).
 #include "absl/strings/str_format.h"
-#include "replication/batch_codec.h"
+#include "rpc/batch_codec.h"
 #include "replication/serve.h"
 #include "rpc/convert.h"
 #include "rpc/server_loop.h"
@@ -103,7 +103,7 @@ class ReplicaImpl final : public wire::Replica::Server {
     results.setMaxSeq(response->max_seq);
     const Watermarks delta = WatermarkDelta(response->watermarks, &sent_);
     ToWire(delta, results.initWatermarks(delta.size()));
-    results.setBatch(AsData(replication::EncodeBatch(response->records)));
+    results.setBatch(AsData(EncodeBatch(response->records)));
     return kj::READY_NOW;
   }
 
