@@ -11,11 +11,11 @@
 #include "common/macros.h"
 #include "kj/debug.h"
 #include "kj/timer.h"
-#include "rpc/batch_codec.h"
 #include "replication/replicator.h"
 #include "replication/serve.h"
 #include "rpc/buffered_stream.h"
 #include "rpc/convert.h"
+#include "rpc/peer_convert.h"
 
 namespace peerkv::rpc {
 namespace {
@@ -127,23 +127,14 @@ void PeerLinks::Dial(const std::string& address, DialDone done) {
             auto outbound = kj::heap<Outbound>(kj::mv(stream), reader_options_, &bytes_sent_);
             auto replica = outbound->gateway.replicaRequest().send().getReplica();
             auto hello = replica.helloRequest();
-            const replication::PeerInfo me = local_info_();
-            auto info = hello.initInfo();
-            info.setReplicaId(me.replica_id);
-            info.setIncarnation(me.incarnation);
-            info.setProtocolVersion(me.protocol_version);
-            info.setName(AsText(me.name));
+            ToWire(local_info_(), hello.initInfo());
             hello.setBack(make_back_(address, id));
             return hello.send().then(
                 [this, id, replica, address, outbound = kj::mv(outbound)](
                     auto response) mutable -> absl::StatusOr<Connected> {
                   absl::Status status = ResponseStatus(response);
                   if (!status.ok()) return status;
-                  auto peer = response.getInfo();
-                  Connected connected{
-                      id, replication::PeerInfo{peer.getReplicaId(), peer.getIncarnation(),
-                                                peer.getProtocolVersion(),
-                                                ToString(peer.getName())}};
+                  Connected connected{id, FromWire(response.getInfo())};
                   Outbound& o = *outbound;
                   links_[id] = LinkEntry{replica, 0, kj::mv(outbound)};
                   links_[id].address = address;
@@ -173,12 +164,7 @@ void PeerLinks::Pull(replication::LinkId link, const replication::PullRequest& p
     return;
   }
   auto request = it->second.peer.pullRequest();
-  request.setRequester(pull.requester);
-  request.setIncarnation(pull.incarnation);
-  request.setAfterSeq(pull.after_seq);
-  request.setMaxRecords(pull.max_records);
-  request.setMaxBytes(pull.max_bytes);
-  request.setMaxValueBytes(pull.max_value_bytes);
+  ToWire(pull, request);
   const Watermarks delta = WatermarkDelta(pull.watermarks, &it->second.sent);
   ToWire(delta, request.initWatermarks(delta.size()));
   tasks_.add(
@@ -187,18 +173,7 @@ void PeerLinks::Pull(replication::LinkId link, const replication::PullRequest& p
               [this, link](auto response) -> absl::StatusOr<replication::PullResponse> {
                 absl::Status status = ResponseStatus(response);
                 if (!status.ok()) return status;
-                replication::PullResponse out;
-                out.replica_id = response.getReplicaId();
-                out.incarnation = response.getIncarnation();
-                out.from_seq = response.getFromSeq();
-                out.last_seq = response.getLastSeq();
-                out.max_seq = response.getMaxSeq();
-                auto batch = response.getBatch();
-                PEERKV_ASSIGN_OR_RETURN(
-                    out.records,
-                    DecodeBatch(
-                        std::string_view(reinterpret_cast<const char*>(batch.begin()), batch.size()),
-                        replication::kMaxPullRecords));
+                PEERKV_ASSIGN_OR_RETURN(replication::PullResponse out, FromWire(response));
                 auto entry = links_.find(link);
                 if (entry == links_.end()) {
                   return absl::UnavailableError("link closed during the pull");
