@@ -2,8 +2,10 @@
 // thread: links to peers this server dialled (Dial, with hello) and links
 // made by peers' hellos (AddInbound); pulls and nudges over them, with the
 // per-link watermark delta state; keepalive pings that find half-open
-// links; and closing links. Identity and TLS on peer links go here.
-// Internal to rpc/: everything here runs on the loop thread.
+// links; closing links; and PeerLinksBridge, the engine's Transport that
+// hops from the engine's thread onto them. Identity and TLS on peer links
+// go here.
+// Internal to rpc/: PeerLinks runs on the loop thread.
 #ifndef PEERKV_RPC_PEER_LINKS_H_
 #define PEERKV_RPC_PEER_LINKS_H_
 
@@ -13,9 +15,12 @@
 #include <map>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/functional/any_invocable.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "capnp/message.h"
 #include "kj/async-io.h"
 #include "replication/transport.h"
@@ -94,6 +99,63 @@ class PeerLinks final : private kj::TaskSet::ErrorHandler {
   std::map<replication::LinkId, LinkEntry> links_;
   replication::LinkId next_link_ = 1;
   kj::TaskSet tasks_;
+};
+
+// The replication engine's transport, called on the engine's thread: each
+// call hops onto the loop with executeSync (which only starts the
+// operation; the engine is called back when it completes) and runs on the
+// attached PeerLinks. Between Detach and the next Attach calls are dropped
+// (the engine times them out).
+class PeerLinksBridge final : public replication::Transport {
+ public:
+  ~PeerLinksBridge() noexcept override { Detach(); }
+
+  void Attach(const kj::Executor& executor, PeerLinks* links) {
+    absl::MutexLock lock(&mu_);
+    executor_ = executor.addRef();
+    links_ = links;
+  }
+  void Detach() {
+    absl::MutexLock lock(&mu_);
+    executor_ = nullptr;
+    links_ = nullptr;
+  }
+
+  void Connect(const std::string& address,
+               absl::AnyInvocable<void(absl::StatusOr<Connected>)> done) override {
+    OnLoop([&](PeerLinks& links) { links.Dial(address, std::move(done)); });
+  }
+  void Pull(replication::LinkId link, const replication::PullRequest& request,
+            absl::AnyInvocable<void(absl::StatusOr<replication::PullResponse>)> done) override {
+    OnLoop([&](PeerLinks& links) { links.Pull(link, request, std::move(done)); });
+  }
+  void Nudge(replication::LinkId link, const Watermarks& mine) override {
+    OnLoop([&](PeerLinks& links) { links.Nudge(link, mine); });
+  }
+  void Close(replication::LinkId link) override {
+    OnLoop([&](PeerLinks& links) { links.CloseLink(link); });
+  }
+
+ private:
+  void OnLoop(absl::FunctionRef<void(PeerLinks&)> fn) {
+    kj::Own<const kj::Executor> executor;
+    PeerLinks* links;
+    {
+      absl::MutexLock lock(&mu_);
+      if (executor_.get() == nullptr) return;  // stopping: the call is dropped
+      executor = executor_->addRef();
+      links = links_;
+    }
+    try {
+      executor->executeSync([&] { fn(*links); });
+    } catch (const kj::Exception&) {
+      // The loop ended meanwhile; the engine times the call out.
+    }
+  }
+
+  absl::Mutex mu_;
+  kj::Own<const kj::Executor> executor_ ABSL_GUARDED_BY(mu_);
+  PeerLinks* links_ ABSL_GUARDED_BY(mu_) = nullptr;
 };
 
 }  // namespace peerkv::rpc

@@ -25,6 +25,8 @@
 
 namespace peerkv::rpc {
 
+class PeerLinksBridge;  // the engine's transport (peer_links.h)
+
 class Server {
  public:
   // Starts serving `store` (borrowed: it must outlive the server) and returns
@@ -54,7 +56,6 @@ class Server {
 
  private:
   struct StopSignal;
-  class Transport;
 
   Server(Store* store, ServerOptions options);
   void Run();
@@ -70,7 +71,7 @@ class Server {
   // Replication (absent when options_.replicate is false). Stop() stops the
   // engine and its executor before the loop, and frees them after it.
   std::unique_ptr<replication::ThreadExecutor> executor_;
-  std::unique_ptr<Transport> transport_;
+  std::unique_ptr<PeerLinksBridge> transport_;
   std::unique_ptr<replication::Replicator> replicator_;
   absl::Mutex stop_mu_;
   bool stopped_ ABSL_GUARDED_BY(stop_mu_) = false;
