@@ -2,9 +2,9 @@
 // inbound replication link), pull (answered from the store's change log on
 // the loop), nudge (passed to the replication engine) and ping (keepalive).
 #include "absl/strings/str_format.h"
-#include "replication/batch_codec.h"
 #include "replication/serve.h"
 #include "rpc/convert.h"
+#include "rpc/peer_convert.h"
 #include "rpc/server_loop.h"
 
 namespace peerkv::rpc {
@@ -23,14 +23,13 @@ class ReplicaImpl final : public wire::Replica::Server {
     auto params = context.getParams();
     auto results = context.getResults();
     auto info = params.getInfo();
-    const replication::PeerInfo peer{info.getReplicaId(), info.getIncarnation(),
-                                     info.getProtocolVersion(), ToString(info.getName())};
+    const replication::PeerInfo peer = FromWire(info);
     absl::Status refused;
     if (link_ != 0) {
       refused = absl::FailedPreconditionError("hello was already exchanged on this link");
     } else if (loop_.events() == nullptr) {
       refused = absl::FailedPreconditionError("this server does not replicate");
-    } else if (loop_.InboundLinks(connection_id_) >= kMaxHellosPerConnection) {
+    } else if (loop_.links().InboundLinks(connection_id_) >= kMaxHellosPerConnection) {
       // A replica needs one link per connection; more would let one
       // connection fill the peer table with made-up replicas.
       refused = absl::FailedPreconditionError(absl::StrFormat(
@@ -44,14 +43,9 @@ class ReplicaImpl final : public wire::Replica::Server {
       ToWire(refused, results.initError());
       return kj::READY_NOW;
     }
-    link_ = loop_.AddInboundLink(connection_id_, params.getBack());
+    link_ = loop_.links().AddInbound(connection_id_, peer_, params.getBack());
     loop_.events()->OnInboundLink(link_, peer);
-    const replication::PeerInfo me = loop_.LocalInfo();
-    auto out = results.initInfo();
-    out.setReplicaId(me.replica_id);
-    out.setIncarnation(me.incarnation);
-    out.setProtocolVersion(me.protocol_version);
-    out.setName(AsText(me.name));
+    ToWire(loop_.LocalInfo(), results.initInfo());
     return kj::READY_NOW;
   }
 
@@ -77,15 +71,10 @@ class ReplicaImpl final : public wire::Replica::Server {
       ToWire(refused, context.getResults().initError());
       return kj::READY_NOW;
     }
-    replication::PullRequest request;
-    request.requester = params.getRequester();
-    request.incarnation = params.getIncarnation();
-    request.after_seq = params.getAfterSeq();
-    request.max_records = params.getMaxRecords();
+    replication::PullRequest request = FromWire(params);
     // Within what this server may send on this connection.
     request.max_bytes = static_cast<uint32_t>(
-        std::min<size_t>(params.getMaxBytes(), loop_.reply_budget()));
-    request.max_value_bytes = params.getMaxValueBytes();
+        std::min<size_t>(request.max_bytes, loop_.reply_budget()));
     received_ = std::move(told);
     request.watermarks = received_;
     absl::StatusOr<replication::PullResponse> response =
@@ -96,14 +85,10 @@ class ReplicaImpl final : public wire::Replica::Server {
       ToWire(response.status(), results.initError());
       return kj::READY_NOW;
     }
-    results.setReplicaId(response->replica_id);
-    results.setIncarnation(response->incarnation);
-    results.setFromSeq(response->from_seq);
-    results.setLastSeq(response->last_seq);
-    results.setMaxSeq(response->max_seq);
+    // The watermarks first, then the batch (ToWire), as before.
     const Watermarks delta = WatermarkDelta(response->watermarks, &sent_);
     ToWire(delta, results.initWatermarks(delta.size()));
-    results.setBatch(AsData(replication::EncodeBatch(response->records)));
+    ToWire(*response, results);
     return kj::READY_NOW;
   }
 

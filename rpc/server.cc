@@ -1,6 +1,6 @@
 // rpc/server.cc: the public Server: starts the loop thread and the
-// replication engine (on its own executor thread), hands each connection a
-// Gateway, and bridges the engine's transport calls onto the loop.
+// replication engine (on its own executor thread, its transport the
+// PeerLinksBridge onto the loop's links), and stops them in order.
 #include "rpc/server.h"
 
 #include "absl/strings/str_format.h"
@@ -10,98 +10,6 @@
 #include "rpc/server_loop.h"
 
 namespace peerkv::rpc {
-
-size_t MaxMessageBytes(size_t max_value_bytes) {
-  return 2 * max_value_bytes + (size_t{1} << 20);
-}
-
-namespace {
-
-class GatewayImpl final : public wire::Gateway::Server {
- public:
-  GatewayImpl(ServerLoop& loop, std::string peer, uint64_t connection_id)
-      : loop_(loop), peer_(std::move(peer)), connection_id_(connection_id) {}
-
-  // Every identity gets both capabilities today; once peers authenticate,
-  // this is where a connection is given only what its identity may hold.
-  kj::Promise<void> kv(KvContext context) override {
-    context.getResults().setKv(NewKv(loop_, peer_, kj::addRef(*watch_window_)));
-    return kj::READY_NOW;
-  }
-  kj::Promise<void> replica(ReplicaContext context) override {
-    context.getResults().setReplica(NewReplica(loop_, peer_, connection_id_, 0));
-    return kj::READY_NOW;
-  }
-
- private:
-  ServerLoop& loop_;
-  const std::string peer_;
-  const uint64_t connection_id_;
-  // Shared by every watch of this connection.
-  kj::Own<WatchWindow> watch_window_ = kj::refcounted<WatchWindow>();
-};
-
-}  // namespace
-
-kj::Own<wire::Gateway::Server> NewGateway(ServerLoop& loop, std::string peer,
-                                          uint64_t connection_id) {
-  return kj::heap<GatewayImpl>(loop, std::move(peer), connection_id);
-}
-
-// The replication engine's transport: calls made on the engine's thread
-// hop onto the loop with executeSync (which only starts the operation; the
-// engine is called back when it completes).
-class Server::Transport final : public replication::Transport {
- public:
-  ~Transport() noexcept override { Detach(); }
-
-  void Attach(const kj::Executor& executor, ServerLoop* loop) {
-    absl::MutexLock lock(&mu_);
-    executor_ = executor.addRef();
-    loop_ = loop;
-  }
-  void Detach() {
-    absl::MutexLock lock(&mu_);
-    executor_ = nullptr;
-    loop_ = nullptr;
-  }
-
-  void Connect(const std::string& address,
-               absl::AnyInvocable<void(absl::StatusOr<Connected>)> done) override {
-    OnLoop([&](ServerLoop& loop) { loop.Dial(address, std::move(done)); });
-  }
-  void Pull(replication::LinkId link, const replication::PullRequest& request,
-            absl::AnyInvocable<void(absl::StatusOr<replication::PullResponse>)> done) override {
-    OnLoop([&](ServerLoop& loop) { loop.Pull(link, request, std::move(done)); });
-  }
-  void Nudge(replication::LinkId link, const Watermarks& mine) override {
-    OnLoop([&](ServerLoop& loop) { loop.Nudge(link, mine); });
-  }
-  void Close(replication::LinkId link) override {
-    OnLoop([&](ServerLoop& loop) { loop.CloseLink(link); });
-  }
-
- private:
-  void OnLoop(absl::FunctionRef<void(ServerLoop&)> fn) {
-    kj::Own<const kj::Executor> executor;
-    ServerLoop* loop;
-    {
-      absl::MutexLock lock(&mu_);
-      if (executor_.get() == nullptr) return;  // stopping: the call is dropped
-      executor = executor_->addRef();
-      loop = loop_;
-    }
-    try {
-      executor->executeSync([&] { fn(*loop); });
-    } catch (const kj::Exception&) {
-      // The loop ended meanwhile; the engine times the call out.
-    }
-  }
-
-  absl::Mutex mu_;
-  kj::Own<const kj::Executor> executor_ ABSL_GUARDED_BY(mu_);
-  ServerLoop* loop_ ABSL_GUARDED_BY(mu_) = nullptr;
-};
 
 struct Server::StopSignal {
   absl::Mutex mu;
@@ -137,7 +45,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Store* store, ServerOption
         replication.batch_bytes, MaxMessageBytes(store->options().max_value_bytes) / 4));
     if (!replication.log) replication.log = [](const std::string& line) { LogLine(line); };
     server->executor_ = std::make_unique<replication::ThreadExecutor>();
-    server->transport_ = std::make_unique<Transport>();
+    server->transport_ = std::make_unique<PeerLinksBridge>();
     server->replicator_ = std::make_unique<replication::Replicator>(
         store, server->executor_.get(), server->transport_.get(), std::move(replication));
   }
@@ -181,7 +89,7 @@ void Server::Run() {
       ready_.Notify();
       return;
     }
-    if (transport_ != nullptr) transport_->Attach(kj::getCurrentThreadExecutor(), &loop);
+    if (transport_ != nullptr) transport_->Attach(kj::getCurrentThreadExecutor(), &loop.links());
     ready_.Notify();
     stop_requested.wait(io.waitScope);
     if (transport_ != nullptr) transport_->Detach();

@@ -20,38 +20,12 @@
 #include "absl/synchronization/notification.h"
 #include "replication/executor.h"
 #include "replication/replicator.h"
+#include "rpc/server_options.h"
 #include "store/store.h"
 
 namespace peerkv::rpc {
 
-struct ServerOptions {
-  // HOST:PORT to listen on; port 0 picks a free port (see Server::address).
-  std::string listen = "127.0.0.1:7700";
-  // A human name for this replica, shown by status and in logs.
-  std::string replica_name;
-  // How long Stop() waits for in-flight writes and replies.
-  int shutdown_grace_ms = 10'000;
-  // A connection that has not sent a whole message within this long of
-  // opening, or of the first bytes of a message, is closed (slowloris, and
-  // idle sockets that would hold file descriptors). Connections waiting
-  // between messages (a watch, a pooled client) are not affected.
-  int idle_timeout_ms = 60'000;
-  // Every replication link is pinged this often; a link whose ping stays
-  // unanswered for 5 intervals is dead (a half-open connection): it is
-  // closed, and redialled if this side dialled it.
-  int keepalive_ms = 2'000;
-  // Rejected requests are logged at most once per this interval per client
-  // host; the others in it are counted in one line (see RejectionLog).
-  int64_t rejection_log_interval_ms = 60'000;
-  // Replicate with peers: dial `replication.peers`, accept peers that dial
-  // in, gossip. (Its `name` is taken from replica_name.)
-  bool replicate = true;
-  replication::ReplicatorOptions replication;
-};
-
-// Largest message a peer may send, sized from the value limit: one value
-// at the limit, plus room for keys and framing (twice the value, plus 1 MiB).
-size_t MaxMessageBytes(size_t max_value_bytes);
+class PeerLinksBridge;  // the engine's transport (peer_links.h)
 
 class Server {
  public:
@@ -82,7 +56,6 @@ class Server {
 
  private:
   struct StopSignal;
-  class Transport;
 
   Server(Store* store, ServerOptions options);
   void Run();
@@ -98,7 +71,7 @@ class Server {
   // Replication (absent when options_.replicate is false). Stop() stops the
   // engine and its executor before the loop, and frees them after it.
   std::unique_ptr<replication::ThreadExecutor> executor_;
-  std::unique_ptr<Transport> transport_;
+  std::unique_ptr<PeerLinksBridge> transport_;
   std::unique_ptr<replication::Replicator> replicator_;
   absl::Mutex stop_mu_;
   bool stopped_ ABSL_GUARDED_BY(stop_mu_) = false;

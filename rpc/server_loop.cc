@@ -1,6 +1,6 @@
 // rpc/server_loop.cc: the loop thread's state: accepting connections,
-// reader limits, commit notifications, graceful shutdown, and replication
-// links (dialling peers, pulling from them, nudging them).
+// reader limits, commit notifications, writes and graceful shutdown. The
+// replication links are in peer_links.cc.
 #include "rpc/server_loop.h"
 
 #include <arpa/inet.h>
@@ -14,8 +14,6 @@
 #include "common/log.h"
 #include "kj/debug.h"
 #include "kj/timer.h"
-#include "common/macros.h"
-#include "replication/batch_codec.h"
 #include "replication/serve.h"
 #include "rpc/convert.h"
 
@@ -23,14 +21,10 @@ namespace peerkv::rpc {
 namespace {
 
 constexpr uint kNestingLimit = 16;
-constexpr auto kDialTimeout = 10 * kj::SECONDS;
 // After a failed accept: out of descriptors (or memory), wait for clients
 // to leave; anything else, just do not spin.
 constexpr auto kAcceptRetryWhenExhausted = 100 * kj::MILLISECONDS;
 constexpr auto kAcceptRetry = 10 * kj::MILLISECONDS;
-// A link whose keepalive ping (or a nudge) is unanswered for this many
-// keepalive intervals is dead (suspect, for a nudge).
-constexpr int kKeepAliveMisses = 5;
 
 // EMFILE, ENFILE, ENOBUFS, ENOMEM: kj reports them as OVERLOADED.
 bool OutOfResources(const kj::Exception& e) {
@@ -38,11 +32,6 @@ bool OutOfResources(const kj::Exception& e) {
   return e.getType() == kj::Exception::Type::OVERLOADED ||
          text.find(std::strerror(EMFILE)) != std::string::npos ||
          text.find(std::strerror(ENFILE)) != std::string::npos;
-}
-
-template <typename Response>
-absl::Status ResponseStatus(Response& response) {
-  return response.hasError() ? FromWire(response.getError()) : absl::OkStatus();
 }
 
 }  // namespace
@@ -145,24 +134,6 @@ struct ServerLoop::Connection {
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
 };
 
-// A connection this server dialled to a peer.
-struct ServerLoop::Outbound {
-  Outbound(kj::Own<kj::AsyncIoStream> socket, const capnp::ReaderOptions& options,
-           std::atomic<uint64_t>* bytes_sent)
-      : stream(kj::heap<BufferedStream>(kj::mv(socket), bytes_sent)),
-        network(*stream, capnp::rpc::twoparty::Side::CLIENT, options),
-        rpc(capnp::makeRpcClient(network)) {
-    capnp::MallocMessageBuilder message;
-    auto vat = message.initRoot<capnp::rpc::twoparty::VatId>();
-    vat.setSide(capnp::rpc::twoparty::Side::SERVER);
-    gateway = rpc.bootstrap(vat).castAs<wire::Gateway>();
-  }
-  kj::Own<BufferedStream> stream;
-  capnp::TwoPartyVatNetwork network;
-  capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
-  wire::Gateway::Client gateway = nullptr;
-};
-
 ServerLoop::ServerLoop(Store& store, const ServerOptions& options, kj::AsyncIoContext& io,
                        replication::LinkEvents* events,
                        std::function<std::vector<replication::PeerStatus>()> peer_statuses,
@@ -177,7 +148,19 @@ ServerLoop::ServerLoop(Store& store, const ServerOptions& options, kj::AsyncIoCo
       started_(absl::Now()),
       rejections_(absl::Milliseconds(options.rejection_log_interval_ms),
                   [](const std::string& line) { LogLine(line); }),
-      tasks_(*this) {
+      tasks_(*this),
+      peer_links_(
+          io, reader_options_, bytes_sent, options.keepalive_ms, events,
+          [this] { return LocalInfo(); },
+          [this](const std::string& address, replication::LinkId link) {
+            return NewReplica(*this, address, 0, link);
+          },
+          [this](uint64_t connection_id) {
+            auto c = connections_.find(connection_id);
+            if (c != connections_.end() && c->second->closer->isWaiting()) {
+              c->second->closer->fulfill();
+            }
+          }) {
   reader_options_.traversalLimitInWords =
       MaxMessageBytes(store.options().max_value_bytes) / sizeof(capnp::word);
   reader_options_.nestingLimit = kNestingLimit;
@@ -208,7 +191,7 @@ kj::Promise<std::string> ServerLoop::Listen() {
                                       e.getDescription().cStr()));
             });
         tasks_.add(SweepIdle());
-        if (events_ != nullptr) tasks_.add(KeepAlive());
+        if (events_ != nullptr) peer_links_.StartKeepAlive();
         return bound_;
       });
 }
@@ -281,55 +264,6 @@ kj::Promise<void> ServerLoop::SweepIdle() {
   });
 }
 
-// Pings every link each keepalive interval, one ping in flight per link. A
-// half-open connection (one direction stalled by a middlebox, a peer whose
-// machine vanished) closes nothing and answers nothing, and TCP keepalive
-// would not see it where a proxy acks for the peer: a link whose ping stays
-// unanswered for kKeepAliveMisses intervals is dropped, and its connection
-// closed (the replicator redials one it dialled).
-kj::Promise<void> ServerLoop::KeepAlive() {
-  const auto interval = options_.keepalive_ms * kj::MILLISECONDS;
-  return io_.provider->getTimer().afterDelay(interval).then([this, interval] {
-    const kj::TimePoint now = io_.provider->getTimer().now();
-    std::vector<replication::LinkId> dead;
-    for (auto& [link, entry] : links_) {
-      KJ_IF_MAYBE(sent, entry.ping_sent) {
-        if (now - *sent >= kKeepAliveMisses * interval) dead.push_back(link);
-        continue;
-      }
-      entry.ping_sent = now;
-      const replication::LinkId id = link;
-      auto answered = [this, id] {
-        auto it = links_.find(id);
-        if (it != links_.end()) it->second.ping_sent = nullptr;
-      };
-      tasks_.add(entry.peer.pingRequest().send().then(
-          [answered](auto&&) { answered(); },
-          // Any answer proves the link carries messages both ways (a peer
-          // without ping says "unimplemented"); a broken connection is
-          // seen by its own disconnect handler.
-          [answered](kj::Exception&&) { answered(); }));
-    }
-    for (replication::LinkId link : dead) {
-      auto it = links_.find(link);
-      if (it == links_.end()) continue;
-      const uint64_t connection_id = it->second.connection_id;
-      const std::string why = absl::StrFormat(
-          "peer at %s answered no keepalive within %d ms: link dead (half-open connection)",
-          it->second.address, kKeepAliveMisses * options_.keepalive_ms);
-      LogLine(absl::StrFormat("peerkv: %s; closing it", why));
-      DropLink(link, absl::DeadlineExceededError(why));
-      // An inbound link: close the client connection it came on (an
-      // outbound one was closed by DropLink).
-      auto c = connections_.find(connection_id);
-      if (connection_id != 0 && c != connections_.end() && c->second->closer->isWaiting()) {
-        c->second->closer->fulfill();
-      }
-    }
-    return KeepAlive();
-  });
-}
-
 void ServerLoop::AddConnection(kj::Own<kj::AsyncIoStream> stream) {
   const uint64_t id = next_connection_id_++;
   auto connection = kj::heap<Connection>(*this, id, kj::mv(stream));
@@ -344,14 +278,9 @@ void ServerLoop::AddConnection(kj::Own<kj::AsyncIoStream> stream) {
                                  absl::InvalidArgumentError(c.messages.failure()));
                    }
                    // Peers that said hello on this connection are gone.
-                   std::vector<replication::LinkId> gone;
-                   for (const auto& [link, entry] : links_) {
-                     if (entry.connection_id == c.id) gone.push_back(link);
-                   }
-                   for (replication::LinkId link : gone) {
-                     DropLink(link, absl::UnavailableError(
-                                        absl::StrFormat("peer at %s disconnected", c.peer)));
-                   }
+                   peer_links_.DropConnection(
+                       c.id,
+                       absl::UnavailableError(absl::StrFormat("peer at %s disconnected", c.peer)));
                  })
                  .attach(kj::mv(connection)));
 }
@@ -419,169 +348,6 @@ kj::Promise<void> ServerLoop::WaitUntil(kj::TimePoint deadline, kj::Function<boo
 
 void ServerLoop::taskFailed(kj::Exception&& e) {
   LogLine(absl::StrFormat("peerkv: server task failed: %s", e.getDescription().cStr()));
-}
-
-// --- Replication links -------------------------------------------------------
-
-void ServerLoop::Dial(const std::string& address, DialDone done) {
-  using Connected = replication::Transport::Connected;
-  const replication::LinkId id = next_link_++;
-  const std::string context = absl::StrFormat("peer %s", address);
-  auto work =
-      io_.provider->getNetwork()
-          .parseAddress(address)
-          .then([](kj::Own<kj::NetworkAddress> addr) { return addr->connect().attach(kj::mv(addr)); })
-          .then([this, id, address](kj::Own<kj::AsyncIoStream> stream) {
-            auto outbound = kj::heap<Outbound>(kj::mv(stream), reader_options_, &bytes_sent_);
-            auto replica = outbound->gateway.replicaRequest().send().getReplica();
-            auto hello = replica.helloRequest();
-            const replication::PeerInfo me = LocalInfo();
-            auto info = hello.initInfo();
-            info.setReplicaId(me.replica_id);
-            info.setIncarnation(me.incarnation);
-            info.setProtocolVersion(me.protocol_version);
-            info.setName(AsText(me.name));
-            hello.setBack(NewReplica(*this, address, 0, id));
-            return hello.send().then(
-                [this, id, replica, address, outbound = kj::mv(outbound)](
-                    auto response) mutable -> absl::StatusOr<Connected> {
-                  absl::Status status = ResponseStatus(response);
-                  if (!status.ok()) return status;
-                  auto peer = response.getInfo();
-                  Connected connected{
-                      id, replication::PeerInfo{peer.getReplicaId(), peer.getIncarnation(),
-                                                peer.getProtocolVersion(),
-                                                ToString(peer.getName())}};
-                  Outbound& o = *outbound;
-                  links_[id] = LinkEntry{replica, 0, kj::mv(outbound)};
-                  links_[id].address = address;
-                  tasks_.add(o.network.onDisconnect().then([this, id] {
-                    DropLink(id, absl::UnavailableError("connection to peer lost"));
-                  }));
-                  return connected;
-                });
-          })
-          .catch_([context](kj::Exception&& e) -> absl::StatusOr<Connected> {
-            return FromKjException(e, context);
-          });
-  auto timeout = io_.provider->getTimer().afterDelay(kDialTimeout).then(
-      [context]() -> absl::StatusOr<Connected> {
-        return absl::DeadlineExceededError(absl::StrFormat("%s: no answer within 10 s", context));
-      });
-  tasks_.add(work.exclusiveJoin(kj::mv(timeout))
-                 .then([done = kj::mv(done)](absl::StatusOr<Connected> result) mutable {
-                   done(std::move(result));
-                 }));
-}
-
-void ServerLoop::Pull(replication::LinkId link, const replication::PullRequest& pull,
-                      PullDone done) {
-  auto it = links_.find(link);
-  if (it == links_.end()) {
-    done(absl::UnavailableError("no such link (peer disconnected)"));
-    return;
-  }
-  auto request = it->second.peer.pullRequest();
-  request.setRequester(pull.requester);
-  request.setIncarnation(pull.incarnation);
-  request.setAfterSeq(pull.after_seq);
-  request.setMaxRecords(pull.max_records);
-  request.setMaxBytes(pull.max_bytes);
-  request.setMaxValueBytes(pull.max_value_bytes);
-  const Watermarks delta = WatermarkDelta(pull.watermarks, &it->second.sent);
-  ToWire(delta, request.initWatermarks(delta.size()));
-  tasks_.add(
-      request.send()
-          .then(
-              [this, link](auto response) -> absl::StatusOr<replication::PullResponse> {
-                absl::Status status = ResponseStatus(response);
-                if (!status.ok()) return status;
-                replication::PullResponse out;
-                out.replica_id = response.getReplicaId();
-                out.incarnation = response.getIncarnation();
-                out.from_seq = response.getFromSeq();
-                out.last_seq = response.getLastSeq();
-                out.max_seq = response.getMaxSeq();
-                auto batch = response.getBatch();
-                PEERKV_ASSIGN_OR_RETURN(
-                    out.records,
-                    replication::DecodeBatch(
-                        std::string_view(reinterpret_cast<const char*>(batch.begin()), batch.size()),
-                        replication::kMaxPullRecords));
-                auto entry = links_.find(link);
-                if (entry == links_.end()) {
-                  return absl::UnavailableError("link closed during the pull");
-                }
-                if (response.getWatermarks().size() > kMaxWatermarks ||
-                    entry->second.received.size() > kMaxWatermarks) {
-                  return absl::InvalidArgumentError(absl::StrFormat(
-                      "peer sent more than %d watermarks", kMaxWatermarks));
-                }
-                ApplyWatermarkDelta(FromWire(response.getWatermarks()), &entry->second.received);
-                out.watermarks = entry->second.received;
-                return out;
-              },
-              [](kj::Exception&& e) -> absl::StatusOr<replication::PullResponse> {
-                return FromKjException(e, "pull from peer");
-              })
-          .then([done = kj::mv(done)](absl::StatusOr<replication::PullResponse> r) mutable {
-            done(std::move(r));
-          }));
-}
-
-void ServerLoop::Nudge(replication::LinkId link, const Watermarks& mine) {
-  auto it = links_.find(link);
-  if (it == links_.end()) return;
-  auto request = it->second.peer.nudgeRequest();
-  // Same direction, same delta state as our pulls on this link.
-  const Watermarks delta = WatermarkDelta(mine, &it->second.sent);
-  ToWire(delta, request.initWatermarks(delta.size()));
-  // Fire and forget: a lost nudge only delays the next pull to a round. One
-  // unanswered as long as a dead keepalive makes the link suspect, so the
-  // engine's next requests take another link.
-  const auto deadline = kKeepAliveMisses * options_.keepalive_ms * kj::MILLISECONDS;
-  tasks_.add(request.send()
-                 .then([](auto&&) {}, [](kj::Exception&&) {})
-                 .exclusiveJoin(io_.provider->getTimer().afterDelay(deadline).then([this, link] {
-                   if (events_ != nullptr && links_.count(link) > 0) {
-                     events_->OnLinkSuspect(
-                         link, absl::DeadlineExceededError(absl::StrFormat(
-                                   "no answer to a nudge within %d ms",
-                                   kKeepAliveMisses * options_.keepalive_ms)));
-                   }
-                 })));
-}
-
-void ServerLoop::CloseLink(replication::LinkId link) {
-  auto it = links_.find(link);
-  if (it == links_.end()) return;
-  kj::Own<Outbound> outbound = kj::mv(it->second.outbound);
-  links_.erase(it);
-  if (outbound.get() != nullptr) {
-    // Destroyed on a later turn, not inside one of its own callbacks.
-    tasks_.add(kj::evalLater([outbound = kj::mv(outbound)] {}));
-  }
-}
-
-replication::LinkId ServerLoop::AddInboundLink(uint64_t connection_id,
-                                               wire::Replica::Client back) {
-  const replication::LinkId id = next_link_++;
-  links_[id] = LinkEntry{kj::mv(back), connection_id, kj::Own<Outbound>()};
-  auto c = connections_.find(connection_id);
-  links_[id].address = c != connections_.end() ? c->second->peer : "unknown";
-  return id;
-}
-
-size_t ServerLoop::InboundLinks(uint64_t connection_id) const {
-  size_t n = 0;
-  for (const auto& [link, entry] : links_) n += entry.connection_id == connection_id ? 1 : 0;
-  return n;
-}
-
-void ServerLoop::DropLink(replication::LinkId link, const absl::Status& why) {
-  if (links_.count(link) == 0) return;
-  CloseLink(link);
-  if (events_ != nullptr) events_->OnLinkDown(link, why);
 }
 
 }  // namespace peerkv::rpc

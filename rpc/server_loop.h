@@ -1,11 +1,12 @@
 // rpc/server_loop.h: the server's state on its event-loop thread: the
 // listening socket, client connections with their reader limits, commit
 // notifications for watches, in-flight write accounting for graceful
-// shutdown, and the replication links (dialled peers and peers that said
-// hello). Internal to rpc/: everything here runs on the loop thread.
+// shutdown, and the replication links (PeerLinks, see peer_links.h).
+// Internal to rpc/: everything here runs on the loop thread.
 #ifndef PEERKV_RPC_SERVER_LOOP_H_
 #define PEERKV_RPC_SERVER_LOOP_H_
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <string>
@@ -21,9 +22,10 @@
 #include "replication/replicator.h"
 #include "replication/transport.h"
 #include "rpc/buffered_stream.h"
+#include "rpc/peer_links.h"
 #include "rpc/peerkv.capnp.h"
 #include "rpc/rejection_log.h"
-#include "rpc/server.h"
+#include "rpc/server_options.h"
 #include "rpc/watch_hub.h"
 #include "store/store.h"
 
@@ -125,59 +127,29 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   void LogRejected(const std::string& peer, std::string_view method, const absl::Status& status,
                    uint64_t items = 1);
 
-  // Replication links.
-  using DialDone = absl::AnyInvocable<void(absl::StatusOr<replication::Transport::Connected>)>;
-  using PullDone = absl::AnyInvocable<void(absl::StatusOr<replication::PullResponse>)>;
-  void Dial(const std::string& address, DialDone done);
-  void Pull(replication::LinkId link, const replication::PullRequest& request, PullDone done);
-  void Nudge(replication::LinkId link, const Watermarks& mine);
-  void CloseLink(replication::LinkId link);
-  // A peer on connection `connection_id` said hello; `back` reaches it.
-  replication::LinkId AddInboundLink(uint64_t connection_id, wire::Replica::Client back);
-  // Inbound links made by hellos on connection `connection_id`.
-  size_t InboundLinks(uint64_t connection_id) const;
+  // The replication links (dialled peers and peers that said hello).
+  PeerLinks& links() { return peer_links_; }
   replication::LinkEvents* events() { return events_; }
 
   // Largest value this server accepts, and what its readers allow.
   const capnp::ReaderOptions& reader_options() const { return reader_options_; }
 
-  // How many bytes of records one answer may carry. Cap'n Proto refuses to
-  // send a message larger than its own connection may receive, so answers
-  // (scan pages, getMany, watch batches, pulls) stay within half the
-  // message limit; one record more still fits.
-  size_t reply_budget() const { return MaxMessageBytes(store_.options().max_value_bytes) / 2; }
-  // Items (records, results) one answer may list: each costs up to ~128
-  // bytes of framing besides its data.
-  size_t reply_items() const { return reply_budget() / 256; }
+  // The reply limits of this server's value limit (see server_options.h).
+  size_t reply_budget() const { return ReplyBudget(store_.options().max_value_bytes); }
+  size_t reply_items() const { return ReplyItems(store_.options().max_value_bytes); }
 
   // Bytes this server has written to all its sockets (clients and peers).
   std::atomic<uint64_t>& bytes_sent() { return bytes_sent_; }
 
  private:
   struct Connection;
-  struct Outbound;
-  struct LinkEntry {
-    wire::Replica::Client peer = nullptr;
-    uint64_t connection_id = 0;  // inbound links: the client connection
-    kj::Own<Outbound> outbound;  // outbound links: the connection we dialled
-    // Watermarks told to the peer in our pulls, and its watermarks as its
-    // answers told us (the wire carries deltas).
-    Watermarks sent;
-    Watermarks received;
-    // The peer's address, for logs.
-    std::string address;
-    // When the keepalive ping now unanswered was sent.
-    kj::Maybe<kj::TimePoint> ping_sent;
-  };
 
   void AddConnection(kj::Own<kj::AsyncIoStream> stream);
   kj::Promise<void> AcceptLoop();
   kj::Promise<void> AcceptFailed(kj::Exception&& e);
   kj::Promise<void> SweepIdle();
-  kj::Promise<void> KeepAlive();
   kj::Promise<void> PumpCommits();
   kj::Promise<void> WaitUntil(kj::TimePoint deadline, kj::Function<bool()> done);
-  void DropLink(replication::LinkId link, const absl::Status& why);
   void ScheduleRejectionFlush();
   void taskFailed(kj::Exception&& e) override;
 
@@ -199,17 +171,18 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   std::string bound_;
   std::map<uint64_t, Connection*> connections_;
   uint64_t next_connection_id_ = 1;
-  std::map<replication::LinkId, LinkEntry> links_;
-  replication::LinkId next_link_ = 1;
   size_t in_flight_writes_ = 0;
   std::atomic<uint64_t>& bytes_sent_;
   absl::Time started_;
   RejectionLog rejections_;
   bool rejection_flush_scheduled_ = false;
   kj::TaskSet tasks_;
+  // Last, so destroyed first: the links hold capabilities into the
+  // connections that tasks_ owns, and are dropped while those still exist.
+  PeerLinks peer_links_;
 };
 
-// The bootstrap of a client connection (see server.cc).
+// The bootstrap of a client connection (see gateway.cc).
 kj::Own<wire::Gateway::Server> NewGateway(ServerLoop& loop, std::string peer,
                                           uint64_t connection_id);
 // The Kv capability (see kv_service.cc). Its watches share the

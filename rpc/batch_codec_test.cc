@@ -1,12 +1,12 @@
-// replication/batch_codec_test.cc: record batches round-trip, and bytes
+// rpc/batch_codec_test.cc: record batches round-trip, and bytes
 // from a peer that do not parse are refused with a reason, never misread.
-#include "replication/batch_codec.h"
+#include "rpc/batch_codec.h"
 
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace peerkv::replication {
+namespace peerkv::rpc {
 namespace {
 
 using absl::StatusCode;
@@ -58,4 +58,4 @@ TEST(BatchCodecTest, RefusesTruncatedAndMalformedBytes) {
 }
 
 }  // namespace
-}  // namespace peerkv::replication
+}  // namespace peerkv::rpc

@@ -1,13 +1,13 @@
-// replication/batch_codec.cc: encoding and checked decoding of record batches.
+// rpc/batch_codec.cc: encoding and checked decoding of record batches.
 //
 // Per record:  varint keyspace length (0: same keyspace as the previous
 // record), keyspace, varint key length, key, flags byte (bit 0: deleted),
 // hlc (8, little-endian), origin (8), varint seq, varint value length, value.
-#include "replication/batch_codec.h"
+#include "rpc/batch_codec.h"
 
 #include "absl/strings/str_format.h"
 
-namespace peerkv::replication {
+namespace peerkv::rpc {
 namespace {
 
 void PutVarint(std::string* out, uint64_t v) {
@@ -133,4 +133,4 @@ absl::StatusOr<std::vector<Record>> DecodeBatch(std::string_view bytes, size_t m
   return records;
 }
 
-}  // namespace peerkv::replication
+}  // namespace peerkv::rpc

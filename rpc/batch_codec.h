@@ -1,11 +1,11 @@
-// replication/batch_codec.h: the compact byte form in which a pull's
+// rpc/batch_codec.h: the compact byte form in which a pull's
 // records cross the network. A list of Cap'n Proto Record structs costs
 // about 60 bytes of pointers and padding per record, as much as the key and
 // a small value; this form costs a dozen (varint lengths, the keyspace said
 // once per run of equal keyspaces). Decoding checks every length against
 // the bytes present: a peer's bytes are input from outside.
-#ifndef PEERKV_REPLICATION_BATCH_CODEC_H_
-#define PEERKV_REPLICATION_BATCH_CODEC_H_
+#ifndef PEERKV_RPC_BATCH_CODEC_H_
+#define PEERKV_RPC_BATCH_CODEC_H_
 
 #include <string>
 #include <string_view>
@@ -14,7 +14,7 @@
 #include "absl/status/statusor.h"
 #include "store/version.h"
 
-namespace peerkv::replication {
+namespace peerkv::rpc {
 
 // Appends each record's keyspace, key, version, deletion flag, seq and
 // value to one string.
@@ -24,6 +24,6 @@ std::string EncodeBatch(const std::vector<Record>& records);
 // stop making sense. At most `max_records` records are accepted.
 absl::StatusOr<std::vector<Record>> DecodeBatch(std::string_view bytes, size_t max_records);
 
-}  // namespace peerkv::replication
+}  // namespace peerkv::rpc
 
-#endif  // PEERKV_REPLICATION_BATCH_CODEC_H_
+#endif  // PEERKV_RPC_BATCH_CODEC_H_

@@ -1,0 +1,70 @@
+// rpc/peer_convert.cc: the Replica interface's structs to and from the
+// replication engine's types (see peer_convert.h).
+#include "rpc/peer_convert.h"
+
+#include <string_view>
+
+#include "common/macros.h"
+#include "replication/serve.h"
+#include "rpc/batch_codec.h"
+#include "rpc/convert.h"
+
+namespace peerkv::rpc {
+
+void ToWire(const replication::PeerInfo& info, wire::PeerInfo::Builder out) {
+  out.setReplicaId(info.replica_id);
+  out.setIncarnation(info.incarnation);
+  out.setProtocolVersion(info.protocol_version);
+  out.setName(AsText(info.name));
+}
+
+replication::PeerInfo FromWire(wire::PeerInfo::Reader info) {
+  return replication::PeerInfo{info.getReplicaId(), info.getIncarnation(),
+                               info.getProtocolVersion(), ToString(info.getName())};
+}
+
+void ToWire(const replication::PullRequest& pull, wire::Replica::PullParams::Builder out) {
+  out.setRequester(pull.requester);
+  out.setIncarnation(pull.incarnation);
+  out.setAfterSeq(pull.after_seq);
+  out.setMaxRecords(pull.max_records);
+  out.setMaxBytes(pull.max_bytes);
+  out.setMaxValueBytes(pull.max_value_bytes);
+}
+
+replication::PullRequest FromWire(wire::Replica::PullParams::Reader pull) {
+  replication::PullRequest request;
+  request.requester = pull.getRequester();
+  request.incarnation = pull.getIncarnation();
+  request.after_seq = pull.getAfterSeq();
+  request.max_records = pull.getMaxRecords();
+  request.max_bytes = pull.getMaxBytes();
+  request.max_value_bytes = pull.getMaxValueBytes();
+  return request;
+}
+
+void ToWire(const replication::PullResponse& response, wire::Replica::PullResults::Builder out) {
+  out.setReplicaId(response.replica_id);
+  out.setIncarnation(response.incarnation);
+  out.setFromSeq(response.from_seq);
+  out.setLastSeq(response.last_seq);
+  out.setMaxSeq(response.max_seq);
+  out.setBatch(AsData(EncodeBatch(response.records)));
+}
+
+absl::StatusOr<replication::PullResponse> FromWire(wire::Replica::PullResults::Reader response) {
+  replication::PullResponse out;
+  out.replica_id = response.getReplicaId();
+  out.incarnation = response.getIncarnation();
+  out.from_seq = response.getFromSeq();
+  out.last_seq = response.getLastSeq();
+  out.max_seq = response.getMaxSeq();
+  auto batch = response.getBatch();
+  PEERKV_ASSIGN_OR_RETURN(
+      out.records,
+      DecodeBatch(std::string_view(reinterpret_cast<const char*>(batch.begin()), batch.size()),
+                  replication::kMaxPullRecords));
+  return out;
+}
+
+}  // namespace peerkv::rpc

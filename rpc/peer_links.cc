@@ -1,0 +1,264 @@
+// rpc/peer_links.cc: the replication links of one server loop: dialling a
+// peer and saying hello, pulls and nudges with watermark deltas, keepalive
+// pings, and closing or dropping links (see peer_links.h).
+#include "rpc/peer_links.h"
+
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "capnp/rpc-twoparty.h"
+#include "common/log.h"
+#include "common/macros.h"
+#include "kj/debug.h"
+#include "kj/timer.h"
+#include "replication/replicator.h"
+#include "replication/serve.h"
+#include "rpc/buffered_stream.h"
+#include "rpc/convert.h"
+#include "rpc/peer_convert.h"
+
+namespace peerkv::rpc {
+namespace {
+
+constexpr auto kDialTimeout = 10 * kj::SECONDS;
+// A link whose keepalive ping (or a nudge) is unanswered for this many
+// keepalive intervals is dead (suspect, for a nudge).
+constexpr int kKeepAliveMisses = 5;
+
+template <typename Response>
+absl::Status ResponseStatus(Response& response) {
+  return response.hasError() ? FromWire(response.getError()) : absl::OkStatus();
+}
+
+}  // namespace
+
+// A connection this server dialled to a peer.
+struct PeerLinks::Outbound {
+  Outbound(kj::Own<kj::AsyncIoStream> socket, const capnp::ReaderOptions& options,
+           std::atomic<uint64_t>* bytes_sent)
+      : stream(kj::heap<BufferedStream>(kj::mv(socket), bytes_sent)),
+        network(*stream, capnp::rpc::twoparty::Side::CLIENT, options),
+        rpc(capnp::makeRpcClient(network)) {
+    capnp::MallocMessageBuilder message;
+    auto vat = message.initRoot<capnp::rpc::twoparty::VatId>();
+    vat.setSide(capnp::rpc::twoparty::Side::SERVER);
+    gateway = rpc.bootstrap(vat).castAs<wire::Gateway>();
+  }
+  kj::Own<BufferedStream> stream;
+  capnp::TwoPartyVatNetwork network;
+  capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
+  wire::Gateway::Client gateway = nullptr;
+};
+
+PeerLinks::PeerLinks(kj::AsyncIoContext& io, const capnp::ReaderOptions& reader_options,
+                     std::atomic<uint64_t>& bytes_sent, int keepalive_ms,
+                     replication::LinkEvents* events,
+                     std::function<replication::PeerInfo()> local_info, MakeBack make_back,
+                     CloseConnection close_connection)
+    : io_(io),
+      reader_options_(reader_options),
+      bytes_sent_(bytes_sent),
+      keepalive_ms_(keepalive_ms),
+      events_(events),
+      local_info_(std::move(local_info)),
+      make_back_(std::move(make_back)),
+      close_connection_(std::move(close_connection)),
+      tasks_(*this) {}
+
+PeerLinks::~PeerLinks() noexcept(false) = default;
+
+void PeerLinks::StartKeepAlive() { tasks_.add(KeepAlive()); }
+
+// Pings every link each keepalive interval, one ping in flight per link. A
+// half-open connection (one direction stalled by a middlebox, a peer whose
+// machine vanished) closes nothing and answers nothing, and TCP keepalive
+// would not see it where a proxy acks for the peer: a link whose ping stays
+// unanswered for kKeepAliveMisses intervals is dropped, and its connection
+// closed (the replicator redials one it dialled).
+kj::Promise<void> PeerLinks::KeepAlive() {
+  const auto interval = keepalive_ms_ * kj::MILLISECONDS;
+  return io_.provider->getTimer().afterDelay(interval).then([this, interval] {
+    const kj::TimePoint now = io_.provider->getTimer().now();
+    std::vector<replication::LinkId> dead;
+    for (auto& [link, entry] : links_) {
+      KJ_IF_MAYBE(sent, entry.ping_sent) {
+        if (now - *sent >= kKeepAliveMisses * interval) dead.push_back(link);
+        continue;
+      }
+      entry.ping_sent = now;
+      const replication::LinkId id = link;
+      auto answered = [this, id] {
+        auto it = links_.find(id);
+        if (it != links_.end()) it->second.ping_sent = nullptr;
+      };
+      tasks_.add(entry.peer.pingRequest().send().then(
+          [answered](auto&&) { answered(); },
+          // Any answer proves the link carries messages both ways (a peer
+          // without ping says "unimplemented"); a broken connection is
+          // seen by its own disconnect handler.
+          [answered](kj::Exception&&) { answered(); }));
+    }
+    for (replication::LinkId link : dead) {
+      auto it = links_.find(link);
+      if (it == links_.end()) continue;
+      const uint64_t connection_id = it->second.connection_id;
+      const std::string why = absl::StrFormat(
+          "peer at %s answered no keepalive within %d ms: link dead (half-open connection)",
+          it->second.address, kKeepAliveMisses * keepalive_ms_);
+      LogLine(absl::StrFormat("peerkv: %s; closing it", why));
+      DropLink(link, absl::DeadlineExceededError(why));
+      // An inbound link: close the client connection it came on (an
+      // outbound one was closed by DropLink).
+      if (connection_id != 0) close_connection_(connection_id);
+    }
+    return KeepAlive();
+  });
+}
+
+void PeerLinks::Dial(const std::string& address, DialDone done) {
+  using Connected = replication::Transport::Connected;
+  const replication::LinkId id = next_link_++;
+  const std::string context = absl::StrFormat("peer %s", address);
+  auto work =
+      io_.provider->getNetwork()
+          .parseAddress(address)
+          .then([](kj::Own<kj::NetworkAddress> addr) { return addr->connect().attach(kj::mv(addr)); })
+          .then([this, id, address](kj::Own<kj::AsyncIoStream> stream) {
+            auto outbound = kj::heap<Outbound>(kj::mv(stream), reader_options_, &bytes_sent_);
+            auto replica = outbound->gateway.replicaRequest().send().getReplica();
+            auto hello = replica.helloRequest();
+            ToWire(local_info_(), hello.initInfo());
+            hello.setBack(make_back_(address, id));
+            return hello.send().then(
+                [this, id, replica, address, outbound = kj::mv(outbound)](
+                    auto response) mutable -> absl::StatusOr<Connected> {
+                  absl::Status status = ResponseStatus(response);
+                  if (!status.ok()) return status;
+                  Connected connected{id, FromWire(response.getInfo())};
+                  Outbound& o = *outbound;
+                  links_[id] = LinkEntry{replica, 0, kj::mv(outbound)};
+                  links_[id].address = address;
+                  tasks_.add(o.network.onDisconnect().then([this, id] {
+                    DropLink(id, absl::UnavailableError("connection to peer lost"));
+                  }));
+                  return connected;
+                });
+          })
+          .catch_([context](kj::Exception&& e) -> absl::StatusOr<Connected> {
+            return FromKjException(e, context);
+          });
+  auto timeout = io_.provider->getTimer().afterDelay(kDialTimeout).then(
+      [context]() -> absl::StatusOr<Connected> {
+        return absl::DeadlineExceededError(absl::StrFormat("%s: no answer within 10 s", context));
+      });
+  tasks_.add(work.exclusiveJoin(kj::mv(timeout))
+                 .then([done = kj::mv(done)](absl::StatusOr<Connected> result) mutable {
+                   done(std::move(result));
+                 }));
+}
+void PeerLinks::Pull(replication::LinkId link, const replication::PullRequest& pull,
+                      PullDone done) {
+  auto it = links_.find(link);
+  if (it == links_.end()) {
+    done(absl::UnavailableError("no such link (peer disconnected)"));
+    return;
+  }
+  auto request = it->second.peer.pullRequest();
+  ToWire(pull, request);
+  const Watermarks delta = WatermarkDelta(pull.watermarks, &it->second.sent);
+  ToWire(delta, request.initWatermarks(delta.size()));
+  tasks_.add(
+      request.send()
+          .then(
+              [this, link](auto response) -> absl::StatusOr<replication::PullResponse> {
+                absl::Status status = ResponseStatus(response);
+                if (!status.ok()) return status;
+                PEERKV_ASSIGN_OR_RETURN(replication::PullResponse out, FromWire(response));
+                auto entry = links_.find(link);
+                if (entry == links_.end()) {
+                  return absl::UnavailableError("link closed during the pull");
+                }
+                if (response.getWatermarks().size() > kMaxWatermarks ||
+                    entry->second.received.size() > kMaxWatermarks) {
+                  return absl::InvalidArgumentError(absl::StrFormat(
+                      "peer sent more than %d watermarks", kMaxWatermarks));
+                }
+                ApplyWatermarkDelta(FromWire(response.getWatermarks()), &entry->second.received);
+                out.watermarks = entry->second.received;
+                return out;
+              },
+              [](kj::Exception&& e) -> absl::StatusOr<replication::PullResponse> {
+                return FromKjException(e, "pull from peer");
+              })
+          .then([done = kj::mv(done)](absl::StatusOr<replication::PullResponse> r) mutable {
+            done(std::move(r));
+          }));
+}
+
+void PeerLinks::Nudge(replication::LinkId link, const Watermarks& mine) {
+  auto it = links_.find(link);
+  if (it == links_.end()) return;
+  auto request = it->second.peer.nudgeRequest();
+  // Same direction, same delta state as our pulls on this link.
+  const Watermarks delta = WatermarkDelta(mine, &it->second.sent);
+  ToWire(delta, request.initWatermarks(delta.size()));
+  // Fire and forget: a lost nudge only delays the next pull to a round. One
+  // unanswered as long as a dead keepalive makes the link suspect, so the
+  // engine's next requests take another link.
+  const auto deadline = kKeepAliveMisses * keepalive_ms_ * kj::MILLISECONDS;
+  tasks_.add(request.send()
+                 .then([](auto&&) {}, [](kj::Exception&&) {})
+                 .exclusiveJoin(io_.provider->getTimer().afterDelay(deadline).then([this, link] {
+                   if (events_ != nullptr && links_.count(link) > 0) {
+                     events_->OnLinkSuspect(
+                         link, absl::DeadlineExceededError(absl::StrFormat(
+                                   "no answer to a nudge within %d ms",
+                                   kKeepAliveMisses * keepalive_ms_)));
+                   }
+                 })));
+}
+
+void PeerLinks::CloseLink(replication::LinkId link) {
+  auto it = links_.find(link);
+  if (it == links_.end()) return;
+  kj::Own<Outbound> outbound = kj::mv(it->second.outbound);
+  links_.erase(it);
+  if (outbound.get() != nullptr) {
+    // Destroyed on a later turn, not inside one of its own callbacks.
+    tasks_.add(kj::evalLater([outbound = kj::mv(outbound)] {}));
+  }
+}
+
+replication::LinkId PeerLinks::AddInbound(uint64_t connection_id, const std::string& address,
+                                          wire::Replica::Client back) {
+  const replication::LinkId id = next_link_++;
+  links_[id] = LinkEntry{kj::mv(back), connection_id, kj::Own<Outbound>()};
+  links_[id].address = address;
+  return id;
+}
+
+size_t PeerLinks::InboundLinks(uint64_t connection_id) const {
+  size_t n = 0;
+  for (const auto& [link, entry] : links_) n += entry.connection_id == connection_id ? 1 : 0;
+  return n;
+}
+
+void PeerLinks::DropConnection(uint64_t connection_id, const absl::Status& why) {
+  std::vector<replication::LinkId> gone;
+  for (const auto& [link, entry] : links_) {
+    if (entry.connection_id == connection_id) gone.push_back(link);
+  }
+  for (replication::LinkId link : gone) DropLink(link, why);
+}
+
+void PeerLinks::DropLink(replication::LinkId link, const absl::Status& why) {
+  if (links_.count(link) == 0) return;
+  CloseLink(link);
+  if (events_ != nullptr) events_->OnLinkDown(link, why);
+}
+
+void PeerLinks::taskFailed(kj::Exception&& e) {
+  LogLine(absl::StrFormat("peerkv: server task failed: %s", e.getDescription().cStr()));
+}
+
+}  // namespace peerkv::rpc

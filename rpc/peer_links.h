@@ -1,0 +1,163 @@
+// rpc/peer_links.h: the TCP replication transport on the server's loop
+// thread: links to peers this server dialled (Dial, with hello) and links
+// made by peers' hellos (AddInbound); pulls and nudges over them, with the
+// per-link watermark delta state; keepalive pings that find half-open
+// links; closing links; and PeerLinksBridge, the engine's Transport that
+// hops from the engine's thread onto them. Identity and TLS on peer links
+// go here.
+// Internal to rpc/: PeerLinks runs on the loop thread.
+#ifndef PEERKV_RPC_PEER_LINKS_H_
+#define PEERKV_RPC_PEER_LINKS_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "capnp/message.h"
+#include "kj/async-io.h"
+#include "replication/transport.h"
+#include "rpc/peerkv.capnp.h"
+#include "store/store.h"
+
+namespace peerkv::rpc {
+
+class PeerLinks final : private kj::TaskSet::ErrorHandler {
+ public:
+  // The Replica capability a dialled peer calls back on (link `link`, at
+  // `address`).
+  using MakeBack =
+      std::function<kj::Own<wire::Replica::Server>(const std::string& address,
+                                                   replication::LinkId link)>;
+  // Closes client connection `connection_id` (an inbound link found dead).
+  using CloseConnection = std::function<void(uint64_t connection_id)>;
+
+  // `events` (the replicator) is called from this thread but must be
+  // thread-safe; it is null when the server does not replicate. The
+  // references must outlive this object.
+  PeerLinks(kj::AsyncIoContext& io, const capnp::ReaderOptions& reader_options,
+            std::atomic<uint64_t>& bytes_sent, int keepalive_ms,
+            replication::LinkEvents* events,
+            std::function<replication::PeerInfo()> local_info, MakeBack make_back,
+            CloseConnection close_connection);
+  ~PeerLinks() noexcept(false);
+
+  // Starts the keepalive pings (once the server listens).
+  void StartKeepAlive();
+
+  using DialDone = absl::AnyInvocable<void(absl::StatusOr<replication::Transport::Connected>)>;
+  using PullDone = absl::AnyInvocable<void(absl::StatusOr<replication::PullResponse>)>;
+  void Dial(const std::string& address, DialDone done);
+  void Pull(replication::LinkId link, const replication::PullRequest& request, PullDone done);
+  void Nudge(replication::LinkId link, const Watermarks& mine);
+  void CloseLink(replication::LinkId link);
+  // A peer at `address` on connection `connection_id` said hello; `back`
+  // reaches it.
+  replication::LinkId AddInbound(uint64_t connection_id, const std::string& address,
+                                 wire::Replica::Client back);
+  // Inbound links made by hellos on connection `connection_id`.
+  size_t InboundLinks(uint64_t connection_id) const;
+  // Client connection `connection_id` is gone: so are its inbound links.
+  void DropConnection(uint64_t connection_id, const absl::Status& why);
+  replication::LinkEvents* events() { return events_; }
+
+ private:
+  struct Outbound;
+  struct LinkEntry {
+    wire::Replica::Client peer = nullptr;
+    uint64_t connection_id = 0;  // inbound links: the client connection
+    kj::Own<Outbound> outbound;  // outbound links: the connection we dialled
+    // Watermarks told to the peer in our pulls, and its watermarks as its
+    // answers told us (the wire carries deltas).
+    Watermarks sent;
+    Watermarks received;
+    // The peer's address, for logs.
+    std::string address;
+    // When the keepalive ping now unanswered was sent.
+    kj::Maybe<kj::TimePoint> ping_sent;
+  };
+
+  kj::Promise<void> KeepAlive();
+  void DropLink(replication::LinkId link, const absl::Status& why);
+  void taskFailed(kj::Exception&& e) override;
+
+  kj::AsyncIoContext& io_;
+  const capnp::ReaderOptions& reader_options_;
+  std::atomic<uint64_t>& bytes_sent_;
+  const int keepalive_ms_;
+  replication::LinkEvents* const events_;
+  const std::function<replication::PeerInfo()> local_info_;
+  const MakeBack make_back_;
+  const CloseConnection close_connection_;
+  std::map<replication::LinkId, LinkEntry> links_;
+  replication::LinkId next_link_ = 1;
+  kj::TaskSet tasks_;
+};
+
+// The replication engine's transport, called on the engine's thread: each
+// call hops onto the loop with executeSync (which only starts the
+// operation; the engine is called back when it completes) and runs on the
+// attached PeerLinks. Between Detach and the next Attach calls are dropped
+// (the engine times them out).
+class PeerLinksBridge final : public replication::Transport {
+ public:
+  ~PeerLinksBridge() noexcept override { Detach(); }
+
+  void Attach(const kj::Executor& executor, PeerLinks* links) {
+    absl::MutexLock lock(&mu_);
+    executor_ = executor.addRef();
+    links_ = links;
+  }
+  void Detach() {
+    absl::MutexLock lock(&mu_);
+    executor_ = nullptr;
+    links_ = nullptr;
+  }
+
+  void Connect(const std::string& address,
+               absl::AnyInvocable<void(absl::StatusOr<Connected>)> done) override {
+    OnLoop([&](PeerLinks& links) { links.Dial(address, std::move(done)); });
+  }
+  void Pull(replication::LinkId link, const replication::PullRequest& request,
+            absl::AnyInvocable<void(absl::StatusOr<replication::PullResponse>)> done) override {
+    OnLoop([&](PeerLinks& links) { links.Pull(link, request, std::move(done)); });
+  }
+  void Nudge(replication::LinkId link, const Watermarks& mine) override {
+    OnLoop([&](PeerLinks& links) { links.Nudge(link, mine); });
+  }
+  void Close(replication::LinkId link) override {
+    OnLoop([&](PeerLinks& links) { links.CloseLink(link); });
+  }
+
+ private:
+  void OnLoop(absl::FunctionRef<void(PeerLinks&)> fn) {
+    kj::Own<const kj::Executor> executor;
+    PeerLinks* links;
+    {
+      absl::MutexLock lock(&mu_);
+      if (executor_.get() == nullptr) return;  // stopping: the call is dropped
+      executor = executor_->addRef();
+      links = links_;
+    }
+    try {
+      executor->executeSync([&] { fn(*links); });
+    } catch (const kj::Exception&) {
+      // The loop ended meanwhile; the engine times the call out.
+    }
+  }
+
+  absl::Mutex mu_;
+  kj::Own<const kj::Executor> executor_ ABSL_GUARDED_BY(mu_);
+  PeerLinks* links_ ABSL_GUARDED_BY(mu_) = nullptr;
+};
+
+}  // namespace peerkv::rpc
+
+#endif  // PEERKV_RPC_PEER_LINKS_H_

@@ -1,0 +1,59 @@
+// rpc/server_options.h: how a Server is configured (ServerOptions) and the
+// message and reply limits derived from the value limit. Kept apart from
+// rpc/server.h so the loop-side files (server_loop.h and the services) can
+// read the options without including the public Server above them.
+#ifndef PEERKV_RPC_SERVER_OPTIONS_H_
+#define PEERKV_RPC_SERVER_OPTIONS_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "replication/replicator.h"
+
+namespace peerkv::rpc {
+
+struct ServerOptions {
+  // HOST:PORT to listen on; port 0 picks a free port (see Server::address).
+  std::string listen = "127.0.0.1:7700";
+  // A human name for this replica, shown by status and in logs.
+  std::string replica_name;
+  // How long Stop() waits for in-flight writes and replies.
+  int shutdown_grace_ms = 10'000;
+  // A connection that has not sent a whole message within this long of
+  // opening, or of the first bytes of a message, is closed (slowloris, and
+  // idle sockets that would hold file descriptors). Connections waiting
+  // between messages (a watch, a pooled client) are not affected.
+  int idle_timeout_ms = 60'000;
+  // Every replication link is pinged this often; a link whose ping stays
+  // unanswered for 5 intervals is dead (a half-open connection): it is
+  // closed, and redialled if this side dialled it.
+  int keepalive_ms = 2'000;
+  // Rejected requests are logged at most once per this interval per client
+  // host; the others in it are counted in one line (see RejectionLog).
+  int64_t rejection_log_interval_ms = 60'000;
+  // Replicate with peers: dial `replication.peers`, accept peers that dial
+  // in, gossip. (Its `name` is taken from replica_name.)
+  bool replicate = true;
+  replication::ReplicatorOptions replication;
+};
+
+// Largest message a peer may send, sized from the value limit: one value
+// at the limit, plus room for keys and framing (twice the value, plus 1 MiB).
+inline size_t MaxMessageBytes(size_t max_value_bytes) {
+  return 2 * max_value_bytes + (size_t{1} << 20);
+}
+
+// How many bytes of records one answer may carry. Cap'n Proto refuses to
+// send a message larger than its own connection may receive, so answers
+// (scan pages, getMany, watch batches, pulls) stay within half the message
+// limit; one record more still fits.
+inline size_t ReplyBudget(size_t max_value_bytes) { return MaxMessageBytes(max_value_bytes) / 2; }
+
+// Items (records, results) one answer may list: each costs up to ~128 bytes
+// of framing besides its data.
+inline size_t ReplyItems(size_t max_value_bytes) { return ReplyBudget(max_value_bytes) / 256; }
+
+}  // namespace peerkv::rpc
+
+#endif  // PEERKV_RPC_SERVER_OPTIONS_H_
