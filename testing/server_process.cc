@@ -1,10 +1,15 @@
 // testing/server_process.cc: starting and stopping `peerkv serve`.
 #include "testing/server_process.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <signal.h>
 
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 
 namespace peerkv::testing {
 
@@ -31,6 +36,22 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
 int ServerProcess::Stop(int signal) {
   process_->Signal(signal);
   return process_->Wait(std::chrono::seconds(30)).value_or(-1);
+}
+
+int ConnectTcp(const std::string& address) {
+  const std::vector<std::string> parts = absl::StrSplit(address, ':');
+  if (parts.size() != 2) return -1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(parts[1])));
+  if (inet_pton(AF_INET, parts[0].c_str(), &addr.sin_addr) != 1) return -1;
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
 }
 
 int OpenFileDescriptors(pid_t pid) {

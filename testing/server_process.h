@@ -46,6 +46,9 @@ class ServerProcess {
   std::string address_;
 };
 
+// A blocking TCP connection to `address` ("HOST:PORT", IPv4), or -1.
+int ConnectTcp(const std::string& address);
+
 // Number of open file descriptors of process `pid`.
 int OpenFileDescriptors(pid_t pid);
 

@@ -33,22 +33,6 @@ using testing::ServerProcess;
 
 constexpr int kFdLimit = 64;
 
-// A TCP connection to `address`, or -1.
-int RawConnect(const std::string& address) {
-  const std::vector<std::string> parts = absl::StrSplit(address, ':');
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(parts[1])));
-  inet_pton(AF_INET, parts[0].c_str(), &addr.sin_addr);
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 // Waits up to `timeout` for the peer to close `fd`; true if it did.
 bool ClosedByPeer(int fd, std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -99,7 +83,7 @@ TEST_F(ConnectionLimitsTest, AcceptRecoversAfterTheFileDescriptorTableWasFull) {
   // table is full, and then accept(2) fails with EMFILE.
   std::vector<int> idle;
   for (int i = 0; i < 2 * kFdLimit; ++i) {
-    const int fd = RawConnect(server.address());
+    const int fd = testing::ConnectTcp(server.address());
     ASSERT_GE(fd, 0) << "connection " << i;
     idle.push_back(fd);
   }
@@ -148,10 +132,10 @@ TEST_F(ConnectionLimitsTest, ConnectionsThatNeverFinishAMessageAreClosedAfterThe
 
   const auto opened = std::chrono::steady_clock::now();
   // Says nothing at all.
-  const int silent = RawConnect(server.address());
+  const int silent = testing::ConnectTcp(server.address());
   ASSERT_GE(silent, 0);
   // Starts a message (announces 100 words, sends 10) and stalls.
-  const int stalled = RawConnect(server.address());
+  const int stalled = testing::ConnectTcp(server.address());
   ASSERT_GE(stalled, 0);
   const uint32_t header[2] = {0, 100};
   ASSERT_EQ(write(stalled, header, sizeof(header)), static_cast<ssize_t>(sizeof(header)));

@@ -60,21 +60,6 @@ class ServerTest : public ::testing::Test {
     return testing::Run(args, input);
   }
 
-  // A TCP connection to `address`, or -1.
-  static int RawConnect(const std::string& address) {
-    const std::vector<std::string> parts = absl::StrSplit(address, ':');
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(std::stoi(parts[1])));
-    inet_pton(AF_INET, parts[0].c_str(), &addr.sin_addr);
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-      close(fd);
-      return -1;
-    }
-    return fd;
-  }
-
   // Waits (up to 10 s) for the peer to close `fd`; true if it did.
   static bool ClosedByPeer(int fd) {
     char buf[4096];
@@ -198,7 +183,7 @@ TEST_F(ServerTest, GarbageAndTruncatedMessagesCloseOnlyThatConnection) {
   ASSERT_THAT(client->Put("ks", "before", "v"), IsOk());
 
   // Garbage: a segment table claiming 4 billion segments.
-  const int garbage = RawConnect(server->address());
+  const int garbage = testing::ConnectTcp(server->address());
   ASSERT_GE(garbage, 0);
   const std::string junk(4096, '\xff');
   ASSERT_EQ(write(garbage, junk.data(), junk.size()), static_cast<ssize_t>(junk.size()));
@@ -206,7 +191,7 @@ TEST_F(ServerTest, GarbageAndTruncatedMessagesCloseOnlyThatConnection) {
   close(garbage);
 
   // Oversized: one segment of 2^28 words (2 GiB) announced.
-  const int oversized = RawConnect(server->address());
+  const int oversized = testing::ConnectTcp(server->address());
   ASSERT_GE(oversized, 0);
   const uint32_t header[2] = {0, 1u << 28};
   ASSERT_EQ(write(oversized, header, sizeof(header)), static_cast<ssize_t>(sizeof(header)));
@@ -215,7 +200,7 @@ TEST_F(ServerTest, GarbageAndTruncatedMessagesCloseOnlyThatConnection) {
 
   // Truncated: a message announcing 100 words, 10 sent, then the client
   // goes away.
-  const int truncated = RawConnect(server->address());
+  const int truncated = testing::ConnectTcp(server->address());
   ASSERT_GE(truncated, 0);
   const uint32_t partial_header[2] = {0, 100};
   ASSERT_EQ(write(truncated, partial_header, sizeof(partial_header)),
@@ -332,7 +317,7 @@ TEST_F(ServerTest, AThousandConnectionsLeaveNoFileDescriptorsBehind) {
   for (int round = 0; round < 10; ++round) {
     std::vector<int> fds;
     for (int i = 0; i < 100; ++i) {
-      const int fd = RawConnect(server->address());
+      const int fd = testing::ConnectTcp(server->address());
       ASSERT_GE(fd, 0);
       fds.push_back(fd);
     }

@@ -62,20 +62,6 @@ int64_t RssKiB(pid_t pid) {
   return -1;
 }
 
-int TcpConnect(const std::string& address) {
-  const std::vector<std::string> parts = absl::StrSplit(address, ':');
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(parts[1])));
-  inet_pton(AF_INET, parts[0].c_str(), &addr.sin_addr);
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 // A watcher that never answers.
 class NeverAnswers final : public wire::Watcher::Server {
  public:
@@ -97,7 +83,7 @@ class DeafWatchers {
   bool Add(const std::string& address, const std::string& keyspace, int watches) {
     int pair[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return false;
-    const int tcp = TcpConnect(address);
+    const int tcp = testing::ConnectTcp(address);
     if (tcp < 0) return false;
     auto c = std::make_unique<Conn>();
     c->tcp = tcp;
