@@ -102,14 +102,6 @@ absl::StatusOr<Record> ReadRecord(MDB_txn* txn, MDB_dbi log_dbi,
   return codec::MakeRecord(header, codec::LogEntry{record_key, 0, value});
 }
 
-// Thin names for the Watermarks lattice, kept so that the write
-// transaction and ChangesSince's filter read as before; inline them when
-// those functions are next rewritten.
-void MergeWatermarks(const Watermarks& from, Watermarks* into) { into->Merge(from); }
-bool Covered(const Watermarks& watermarks, const Version& version) {
-  return watermarks.Covers(version);
-}
-
 size_t RecordBytes(const Record& r) {
   return r.keyspace.size() + r.key.size() + r.value.size() + 32;
 }
@@ -797,7 +789,7 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
     }
     if (r.checkpoint.has_value()) {
       state.checkpoints[r.checkpoint->peer_id] = r.checkpoint->checkpoint;
-      MergeWatermarks(r.checkpoint->watermarks, &state.watermarks);
+      state.watermarks.Merge(r.checkpoint->watermarks);
     }
   }
 
@@ -813,7 +805,7 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
     }
     if (!state.watermarks.empty()) {
       absl::MutexLock lock(&watermarks_mu_);
-      MergeWatermarks(state.watermarks, &watermarks_);
+      watermarks_.Merge(state.watermarks);
       watermarks_dirty_ = true;
     }
     return absl::OkStatus();
@@ -826,7 +818,7 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
     write_watermarks = watermarks_dirty_ || !state.watermarks.empty();
   }
   if (write_watermarks) {
-    MergeWatermarks(state.watermarks, &watermarks);
+    watermarks.Merge(state.watermarks);
     const std::string encoded = codec::EncodeWatermarks(watermarks);
     MDB_val k = Val(kMetaWatermarks), d = Val(encoded);
     PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_put(txn.get(), meta_dbi_, &k, &d, 0), "write watermarks"));
@@ -860,7 +852,7 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
   if (!committed.ok()) return ExplainCommitFailure(committed, group_bytes);
   if (write_watermarks) {
     absl::MutexLock lock(&watermarks_mu_);
-    MergeWatermarks(watermarks, &watermarks_);
+    watermarks_.Merge(watermarks);
     watermarks_dirty_ = false;
   }
   absl::MutexLock lock(&checkpoints_mu_);
@@ -1154,7 +1146,7 @@ absl::StatusOr<Changes> Store::ChangesSince(uint64_t after_seq, size_t limit,
       const bool skip = (filter.skip_source != 0 && entry.source == filter.skip_source) ||
                         (filter.skip_origin != 0 && header.version.origin == filter.skip_origin) ||
                         (filter.max_value_bytes != 0 && entry.value.size() > filter.max_value_bytes) ||
-                        (filter.covered != nullptr && Covered(*filter.covered, header.version));
+                        (filter.covered != nullptr && filter.covered->Covers(header.version));
       if (header.seq == seq && !skip) {
         PEERKV_ASSIGN_OR_RETURN(Record record, codec::MakeRecord(header, entry));
         bytes += RecordBytes(record);
