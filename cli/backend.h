@@ -42,9 +42,14 @@ absl::StatusOr<std::unique_ptr<Backend>> OpenEmbeddedBackend(const std::string& 
 // A backend over a connection to the server at `address` (HOST:PORT).
 absl::StatusOr<std::unique_ptr<Backend>> OpenRemoteBackend(const std::string& address);
 
-// The facts `info` and `status` print about a server, in display order.
-std::vector<std::pair<std::string, std::string>> StatusLines(const std::string& address,
-                                                             const rpc::ServerStatus& status);
+// The facts `info` and `status` print about a replica, in display order,
+// for both backends: its store's (`stats`, kept in `data_dir`), and, for a
+// server reached at `address`, the server's own around them. The wire
+// carries a server's fingerprint but not its log length, so a server shows
+// the one and a data directory the other.
+std::vector<std::pair<std::string, std::string>> ReplicaFacts(
+    const StoreStats& stats, const std::string& data_dir,
+    const rpc::ServerStatus* server = nullptr, const std::string& address = "");
 
 }  // namespace peerkv::cli
 

@@ -2,7 +2,6 @@
 // directory (no server).
 #include <memory>
 
-#include "absl/strings/str_cat.h"
 #include "cli/backend.h"
 #include "store/store.h"
 #include "common/macros.h"
@@ -32,16 +31,7 @@ class EmbeddedBackend : public Backend {
   }
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Info() override {
     PEERKV_ASSIGN_OR_RETURN(const StoreStats stats, store_->Stats());
-    return std::vector<std::pair<std::string, std::string>>{
-        {"data_dir", store_->options().dir},
-        {"replica_id", ReplicaIdToString(stats.replica_id)},
-        {"incarnation", ReplicaIdToString(stats.incarnation)},
-        {"live_records", absl::StrCat(stats.live_records)},
-        {"tombstones", absl::StrCat(stats.tombstones)},
-        {"max_seq", absl::StrCat(stats.max_seq)},
-        {"log_entries", absl::StrCat(stats.log_entries)},
-        {"disk_bytes", absl::StrCat(stats.disk_bytes)},
-    };
+    return ReplicaFacts(stats, store_->options().dir);
   }
   size_t max_value_bytes() const override { return store_->options().max_value_bytes; }
 

@@ -2,7 +2,6 @@
 // the client library.
 #include <memory>
 
-#include "absl/strings/str_cat.h"
 #include "cli/backend.h"
 #include "common/macros.h"
 #include "rpc/client.h"
@@ -33,7 +32,7 @@ class RemoteBackend : public Backend {
   }
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Info() override {
     PEERKV_ASSIGN_OR_RETURN(const rpc::ServerStatus s, client_->Status());
-    return StatusLines(client_->options().address, s);
+    return ReplicaFacts(s, s.data_dir, &s, client_->options().address);
   }
   // The protocol's limit: the server may accept less, and refuses a value
   // over its own limit with InvalidArgument naming it. (Asking it first
@@ -48,25 +47,6 @@ class RemoteBackend : public Backend {
 };
 
 }  // namespace
-
-std::vector<std::pair<std::string, std::string>> StatusLines(const std::string& address,
-                                                             const rpc::ServerStatus& s) {
-  return {
-      {"server", address},
-      {"replica_name", s.replica_name},
-      {"data_dir", s.data_dir},
-      {"replica_id", ReplicaIdToString(s.replica_id)},
-      {"incarnation", ReplicaIdToString(s.incarnation)},
-      {"live_records", absl::StrCat(s.live_records)},
-      {"tombstones", absl::StrCat(s.tombstones)},
-      {"max_seq", absl::StrCat(s.max_seq)},
-      {"fingerprint", ReplicaIdToString(s.fingerprint)},
-      {"disk_bytes", absl::StrCat(s.disk_bytes)},
-      {"uptime_ms", absl::StrCat(s.uptime_ms)},
-      {"connected_clients", absl::StrCat(s.connected_clients)},
-      {"max_value_bytes", absl::StrCat(s.max_value_bytes)},
-  };
-}
 
 absl::StatusOr<std::unique_ptr<Backend>> OpenRemoteBackend(const std::string& address) {
   PEERKV_ASSIGN_OR_RETURN(std::unique_ptr<rpc::Client> client,

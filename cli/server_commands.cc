@@ -155,16 +155,19 @@ int RunStatus(const Context& c) {
   if (!client.ok()) return Fail(c.command, client.status());
   absl::StatusOr<rpc::ServerStatus> status = (*client)->Status();
   if (!status.ok()) return Fail(c.command, status.status());
-  for (const auto& [name, value] : StatusLines(c.ServerAddress(), *status)) {
+  for (const auto& [name, value] :
+       ReplicaFacts(*status, status->data_dir, &*status, c.ServerAddress())) {
     std::printf("%s: %s\n", name.c_str(), value.c_str());
   }
   std::printf("peers: %zu\n", status->peers.size() + status->peers_omitted);
   const int64_t now_ms = absl::ToUnixMillis(absl::Now());
   for (const rpc::PeerStatus& p : status->peers) {
     const std::string last =
-        p.last_exchange_ms == 0
+        p.last_exchange == absl::InfinitePast()
             ? "never"
-            : absl::StrFormat("%.1fs ago", std::max<int64_t>(0, now_ms - p.last_exchange_ms) / 1000.0);
+            : absl::StrFormat("%.1fs ago",
+                              std::max<int64_t>(0, now_ms - absl::ToUnixMillis(p.last_exchange)) /
+                                  1000.0);
     std::printf("  %s %s %s %s last-exchange=%s checkpoint=%llu behind=%llu refused=%llu "
                 "links=%u suspect-links=%u dead-links=%llu%s\n",
                 p.name.empty() ? "-" : p.name.c_str(),

@@ -29,6 +29,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "replication/executor.h"
+#include "replication/status.h"
 #include "replication/transport.h"
 #include "store/store.h"
 
@@ -92,34 +93,6 @@ struct ReplicatorOptions {
   uint64_t seed = 1;
   // Where log lines go (the server passes LogLine; tests may collect them).
   std::function<void(const std::string&)> log;
-};
-
-// What `peerkv status` shows about one peer.
-struct PeerStatus {
-  std::string name;
-  // Empty for a peer that dialled us.
-  std::string address;
-  uint64_t replica_id = 0;
-  bool inbound = false;
-  bool reachable = false;
-  // When the last pull from it succeeded; InfinitePast if never.
-  absl::Time last_exchange = absl::InfinitePast();
-  // Our checkpoint in its log, and how far its log went beyond it when it
-  // last answered.
-  uint64_t checkpoint_seq = 0;
-  uint64_t behind = 0;
-  // Records from it refused because their clock was too far ahead (or
-  // invalid), since this replica started.
-  uint64_t refused = 0;
-  // Why the last attempt failed, if it did.
-  std::string last_error;
-  // Links to it now, and how many of them are suspect (a pull or nudge on
-  // them went unanswered: they are used only when no other link is left).
-  uint32_t links = 0;
-  uint32_t suspect_links = 0;
-  // Links to it found dead (no answer within a deadline: a half-open
-  // connection) and closed, since this replica started.
-  uint64_t dead_links = 0;
 };
 
 // Counters for tests and benchmarks.

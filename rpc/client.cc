@@ -8,12 +8,10 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/notification.h"
-#include "capnp/message.h"
-#include "capnp/rpc-twoparty.h"
 #include "common/macros.h"
 #include "kj/async-io.h"
 #include "kj/timer.h"
-#include "rpc/buffered_stream.h"
+#include "rpc/connection.h"
 #include "rpc/convert.h"
 #include "rpc/peerkv.capnp.h"
 #include "store/validation.h"
@@ -28,12 +26,6 @@ constexpr uint kNestingLimit = 16;
 
 kj::Duration ToKj(absl::Duration d) {
   return absl::ToInt64Milliseconds(d) * kj::MILLISECONDS;
-}
-
-// The status carried in a response's error field (OK if none).
-template <typename Response>
-absl::Status ResponseStatus(Response& response) {
-  return response.hasError() ? FromWire(response.getError()) : absl::OkStatus();
 }
 
 // A watch in progress, shared by the caller's thread (which waits on
@@ -146,19 +138,9 @@ class Client::Impl {
  private:
   struct Connection {
     Connection(kj::Own<kj::AsyncIoStream> socket, const capnp::ReaderOptions& options)
-        : stream(kj::heap<BufferedStream>(kj::mv(socket))),
-          network(*stream, capnp::rpc::twoparty::Side::CLIENT, options),
-          rpc(capnp::makeRpcClient(network)) {
-      capnp::MallocMessageBuilder message;
-      auto vat = message.initRoot<capnp::rpc::twoparty::VatId>();
-      vat.setSide(capnp::rpc::twoparty::Side::SERVER);
-      auto gateway = rpc.bootstrap(vat).castAs<wire::Gateway>();
-      kv = gateway.kvRequest().send().getKv();
-    }
-    kj::Own<kj::AsyncIoStream> stream;
-    capnp::TwoPartyVatNetwork network;
-    capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
-    wire::Kv::Client kv = nullptr;
+        : link(kj::mv(socket), options), kv(link.gateway().kvRequest().send().getKv()) {}
+    GatewayConnection link;
+    wire::Kv::Client kv;
     bool broken = false;
   };
 
@@ -191,7 +173,7 @@ class Client::Impl {
                 FailWatches();
                 connection = kj::heap<Connection>(kj::mv(stream), reader_options);
                 Connection* c = connection.get();
-                tasks.add(c->network.onDisconnect().then([this, c] {
+                tasks.add(c->link.onDisconnect().then([this, c] {
                   if (connection.get() == c) MarkBroken();
                 }));
               },
@@ -358,15 +340,7 @@ absl::StatusOr<std::vector<Version>> Client::WriteBatch(std::vector<Mutation> mu
       [&](wire::Kv::Client& kv) -> kj::Promise<absl::StatusOr<std::vector<Version>>> {
         auto request = kv.writeBatchRequest();
         auto list = request.initMutations(mutations.size());
-        for (size_t i = 0; i < mutations.size(); ++i) {
-          list[i].setKeyspace(AsText(mutations[i].keyspace));
-          list[i].setKey(AsData(mutations[i].key));
-          if (mutations[i].value.has_value()) {
-            list[i].setPut(AsData(*mutations[i].value));
-          } else {
-            list[i].setDelete();
-          }
-        }
+        for (size_t i = 0; i < mutations.size(); ++i) ToWire(mutations[i], list[i]);
         return request.send().then([](auto response) -> absl::StatusOr<std::vector<Version>> {
           PEERKV_RETURN_IF_ERROR(ResponseStatus(response));
           std::vector<Version> versions;
@@ -395,16 +369,7 @@ absl::StatusOr<std::vector<absl::StatusOr<std::optional<Record>>>> Client::GetMa
             return absl::InternalError(absl::StrFormat(
                 "getMany: %d answers to %d gets", results.size(), n));
           }
-          for (auto r : results) {
-            absl::Status status = ResponseStatus(r);
-            if (!status.ok()) {
-              out.push_back(status);
-            } else if (!r.getFound()) {
-              out.push_back(std::optional<Record>());
-            } else {
-              out.push_back(std::optional<Record>(FromWire(r.getRecord())));
-            }
-          }
+          for (auto r : results) out.push_back(FromWire(r));
           return out;
         });
       });
@@ -417,15 +382,7 @@ absl::StatusOr<std::vector<absl::StatusOr<Version>>> Client::PutMany(
       "putMany", [&](wire::Kv::Client& kv) -> kj::Promise<absl::StatusOr<Results>> {
         auto request = kv.putManyRequest();
         auto list = request.initMutations(mutations.size());
-        for (size_t i = 0; i < mutations.size(); ++i) {
-          list[i].setKeyspace(AsText(mutations[i].keyspace));
-          list[i].setKey(AsData(mutations[i].key));
-          if (mutations[i].value.has_value()) {
-            list[i].setPut(AsData(*mutations[i].value));
-          } else {
-            list[i].setDelete();
-          }
-        }
+        for (size_t i = 0; i < mutations.size(); ++i) ToWire(mutations[i], list[i]);
         return request.send().then(
             [n = mutations.size()](auto response) -> absl::StatusOr<Results> {
               PEERKV_RETURN_IF_ERROR(ResponseStatus(response));
@@ -435,14 +392,7 @@ absl::StatusOr<std::vector<absl::StatusOr<Version>>> Client::PutMany(
                 return absl::InternalError(absl::StrFormat(
                     "putMany: %d answers to %d writes", results.size(), n));
               }
-              for (auto r : results) {
-                absl::Status status = ResponseStatus(r);
-                if (!status.ok()) {
-                  out.push_back(status);
-                } else {
-                  out.push_back(FromWire(r.getVersion()));
-                }
-              }
+              for (auto r : results) out.push_back(FromWire(r));
               return out;
             });
       });
@@ -453,30 +403,7 @@ absl::StatusOr<ServerStatus> Client::Status() {
       "status", [](wire::Kv::Client& kv) -> kj::Promise<absl::StatusOr<ServerStatus>> {
         return kv.statusRequest().send().then([](auto response) -> absl::StatusOr<ServerStatus> {
           PEERKV_RETURN_IF_ERROR(ResponseStatus(response));
-          auto s = response.getStatus();
-          ServerStatus out;
-          out.replica_id = s.getReplicaId();
-          out.incarnation = s.getIncarnation();
-          out.live_records = s.getLiveRecords();
-          out.tombstones = s.getTombstones();
-          out.max_seq = s.getMaxSeq();
-          out.uptime_ms = s.getUptimeMs();
-          out.connected_clients = s.getConnectedClients();
-          out.replica_name = ToString(s.getReplicaName());
-          out.disk_bytes = s.getDiskBytes();
-          out.data_dir = ToString(s.getDataDir());
-          out.max_value_bytes = s.getMaxValueBytes();
-          out.fingerprint = s.getFingerprint();
-          out.peers_omitted = s.getPeersOmitted();
-          for (auto p : s.getPeers()) {
-            out.peers.push_back(PeerStatus{ToString(p.getName()), ToString(p.getAddress()),
-                                           p.getReplicaId(), p.getInbound(), p.getReachable(),
-                                           p.getLastExchangeMs(), p.getCheckpointSeq(),
-                                           p.getBehind(), p.getRefused(),
-                                           ToString(p.getLastError()), p.getLinks(),
-                                           p.getSuspectLinks(), p.getDeadLinks()});
-          }
-          return out;
+          return FromWire(response.getStatus());
         });
       });
 }

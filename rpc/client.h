@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "rpc/status.h"
 #include "store/types.h"
 #include "store/version.h"
 
@@ -29,48 +30,6 @@ struct ClientOptions {
   std::string address = "127.0.0.1:7700";
   // Bound on each call, connecting included.
   absl::Duration timeout = absl::Seconds(30);
-};
-
-// What `status` reports about one of a server's replication peers.
-struct PeerStatus {
-  std::string name;
-  // Empty for a peer that dialled the server.
-  std::string address;
-  uint64_t replica_id = 0;
-  bool inbound = false;
-  bool reachable = false;
-  // Unix time (ms) of the last successful pull from it; 0 if never.
-  int64_t last_exchange_ms = 0;
-  uint64_t checkpoint_seq = 0;
-  uint64_t behind = 0;
-  uint64_t refused = 0;
-  std::string last_error;
-  // Connections to it, how many are suspect (a request on them went
-  // unanswered), and how many were found dead and closed since start.
-  uint32_t links = 0;
-  uint32_t suspect_links = 0;
-  uint64_t dead_links = 0;
-};
-
-// What `status` reports about a server.
-struct ServerStatus {
-  uint64_t replica_id = 0;
-  uint64_t incarnation = 0;
-  uint64_t live_records = 0;
-  uint64_t tombstones = 0;
-  uint64_t max_seq = 0;
-  uint64_t uptime_ms = 0;
-  uint32_t connected_clients = 0;
-  std::string replica_name;
-  uint64_t disk_bytes = 0;
-  std::string data_dir;
-  uint64_t max_value_bytes = 0;
-  // Equal on replicas that hold the same registers.
-  uint64_t fingerprint = 0;
-  std::vector<PeerStatus> peers;
-  // Peers not in `peers`: the server keeps its answer within its message
-  // limit.
-  uint32_t peers_omitted = 0;
 };
 
 struct WatchOptions {

@@ -1,7 +1,11 @@
-// rpc/convert.cc: copies between schema structs and store types.
+// rpc/convert.cc: copies between schema structs and plain types (see
+// convert.h).
 #include "rpc/convert.h"
 
+#include <cstring>
+
 #include "absl/strings/str_format.h"
+#include "common/macros.h"
 
 namespace peerkv::rpc {
 
@@ -40,7 +44,9 @@ void ToWire(const Record& record, wire::Record::Builder out) {
 }
 
 void ToWire(const RecordView& record, wire::Record::Builder out) {
-  out.setKeyspace(capnp::Text::Reader(record.keyspace.data(), record.keyspace.size()));
+  // initKeyspace allocates the NUL too: the view's bytes need none.
+  auto keyspace = out.initKeyspace(record.keyspace.size());
+  std::memcpy(keyspace.begin(), record.keyspace.data(), record.keyspace.size());
   out.setKey(AsData(record.key));
   ToWire(record.version, out.initVersion());
   out.setDeleted(record.deleted);
@@ -74,20 +80,126 @@ Watermarks FromWire(capnp::List<wire::Watermark>::Reader watermarks) {
   return out;
 }
 
-Watermarks WatermarkDelta(const Watermarks& current, Watermarks* sent) {
-  Watermarks delta;
-  for (const auto& [origin, hlc] : current) {
-    uint64_t& told = (*sent)[origin];
-    if (hlc > told) {
-      delta[origin] = hlc;
-      told = hlc;
-    }
-  }
-  return delta;
+absl::StatusOr<const Watermarks*> Incoming(WatermarkChannel& channel, std::string_view what,
+                                           capnp::List<wire::Watermark>::Reader delta) {
+  return channel.Incoming(what, delta.size(), [delta] { return FromWire(delta); });
 }
 
-void ApplyWatermarkDelta(const Watermarks& delta, Watermarks* known) {
-  known->Merge(delta);
+void ToWire(std::string_view keyspace, std::string_view key, std::optional<std::string_view> value,
+            wire::Mutation::Builder out) {
+  auto ks = out.initKeyspace(keyspace.size());
+  std::memcpy(ks.begin(), keyspace.data(), keyspace.size());
+  out.setKey(AsData(key));
+  if (value.has_value()) {
+    out.setPut(AsData(*value));
+  } else {
+    out.setDelete();
+  }
+}
+
+void ToWire(const Mutation& mutation, wire::Mutation::Builder out) {
+  std::optional<std::string_view> value;
+  if (mutation.value.has_value()) value = *mutation.value;
+  ToWire(mutation.keyspace, mutation.key, value, out);
+}
+
+Mutation FromWire(wire::Mutation::Reader mutation) {
+  Mutation out{ToString(mutation.getKeyspace()), ToString(mutation.getKey()), std::nullopt};
+  if (mutation.isPut()) out.value = ToString(mutation.getPut());
+  return out;
+}
+
+Mutation FromWire(wire::Kv::PutParams::Reader put) {
+  return Mutation{ToString(put.getKeyspace()), ToString(put.getKey()), ToString(put.getValue())};
+}
+
+Mutation FromWire(wire::Kv::DeleteParams::Reader del) {
+  return Mutation{ToString(del.getKeyspace()), ToString(del.getKey()), std::nullopt};
+}
+
+absl::StatusOr<std::optional<Record>> FromWire(wire::GetResult::Reader result) {
+  PEERKV_RETURN_IF_ERROR(ResponseStatus(result));
+  if (!result.getFound()) return std::optional<Record>();
+  return std::optional<Record>(FromWire(result.getRecord()));
+}
+
+absl::StatusOr<Version> FromWire(wire::WriteResult::Reader result) {
+  PEERKV_RETURN_IF_ERROR(ResponseStatus(result));
+  return FromWire(result.getVersion());
+}
+
+void ToWire(const PeerStatus& peer, wire::PeerStatus::Builder out) {
+  out.setName(AsText(peer.name));
+  out.setAddress(AsText(peer.address));
+  out.setReplicaId(peer.replica_id);
+  out.setInbound(peer.inbound);
+  out.setReachable(peer.reachable);
+  out.setLastExchangeMs(
+      peer.last_exchange == absl::InfinitePast() ? 0 : absl::ToUnixMillis(peer.last_exchange));
+  out.setCheckpointSeq(peer.checkpoint_seq);
+  out.setBehind(peer.behind);
+  out.setRefused(peer.refused);
+  out.setLastError(AsText(peer.last_error));
+  out.setLinks(peer.links);
+  out.setSuspectLinks(peer.suspect_links);
+  out.setDeadLinks(peer.dead_links);
+}
+
+PeerStatus FromWire(wire::PeerStatus::Reader peer) {
+  PeerStatus out;
+  out.name = ToString(peer.getName());
+  out.address = ToString(peer.getAddress());
+  out.replica_id = peer.getReplicaId();
+  out.inbound = peer.getInbound();
+  out.reachable = peer.getReachable();
+  out.last_exchange = peer.getLastExchangeMs() == 0
+                          ? absl::InfinitePast()
+                          : absl::FromUnixMillis(peer.getLastExchangeMs());
+  out.checkpoint_seq = peer.getCheckpointSeq();
+  out.behind = peer.getBehind();
+  out.refused = peer.getRefused();
+  out.last_error = ToString(peer.getLastError());
+  out.links = peer.getLinks();
+  out.suspect_links = peer.getSuspectLinks();
+  out.dead_links = peer.getDeadLinks();
+  return out;
+}
+
+void ToWire(const ServerStatus& status, wire::ServerStatus::Builder out) {
+  out.setReplicaId(status.replica_id);
+  out.setIncarnation(status.incarnation);
+  out.setLiveRecords(status.live_records);
+  out.setTombstones(status.tombstones);
+  out.setMaxSeq(status.max_seq);
+  out.setDiskBytes(status.disk_bytes);
+  out.setFingerprint(status.fingerprint);
+  out.setUptimeMs(status.uptime_ms);
+  out.setConnectedClients(status.connected_clients);
+  out.setReplicaName(AsText(status.replica_name));
+  out.setDataDir(AsText(status.data_dir));
+  out.setMaxValueBytes(status.max_value_bytes);
+  out.setPeersOmitted(status.peers_omitted);
+  auto peers = out.initPeers(status.peers.size());
+  for (size_t i = 0; i < status.peers.size(); ++i) ToWire(status.peers[i], peers[i]);
+}
+
+ServerStatus FromWire(wire::ServerStatus::Reader status) {
+  ServerStatus out;
+  out.replica_id = status.getReplicaId();
+  out.incarnation = status.getIncarnation();
+  out.live_records = status.getLiveRecords();
+  out.tombstones = status.getTombstones();
+  out.max_seq = status.getMaxSeq();
+  out.disk_bytes = status.getDiskBytes();
+  out.fingerprint = status.getFingerprint();
+  out.uptime_ms = status.getUptimeMs();
+  out.connected_clients = status.getConnectedClients();
+  out.replica_name = ToString(status.getReplicaName());
+  out.data_dir = ToString(status.getDataDir());
+  out.max_value_bytes = status.getMaxValueBytes();
+  out.peers_omitted = status.getPeersOmitted();
+  for (auto p : status.getPeers()) out.peers.push_back(FromWire(p));
+  return out;
 }
 
 absl::Status FromKjException(const kj::Exception& e, std::string_view context) {

@@ -127,8 +127,7 @@ class KvImpl final : public wire::Kv::Server {
     auto key = params.getKey();
     // Copy the record straight from the store's map into the reply.
     absl::Status status = loop_.store().GetView(
-        std::string_view(keyspace.cStr(), keyspace.size()),
-        std::string_view(reinterpret_cast<const char*>(key.begin()), key.size()),
+        View(keyspace), View(key),
         [&context](const RecordView* view) {
           if (view == nullptr) return;
           auto results = context.getResults(capnp::MessageSize{
@@ -141,10 +140,8 @@ class KvImpl final : public wire::Kv::Server {
   }
 
   kj::Promise<void> put(PutContext context) override {
-    auto params = context.getParams();
     std::vector<Mutation> batch;
-    batch.push_back(Mutation{ToString(params.getKeyspace()), ToString(params.getKey()),
-                             ToString(params.getValue())});
+    batch.push_back(FromWire(context.getParams()));
     return loop_.Write(std::move(batch))
         .then([this, context](absl::StatusOr<std::vector<Version>> versions) mutable {
           auto results = context.getResults(capnp::MessageSize{8, 0});
@@ -154,10 +151,8 @@ class KvImpl final : public wire::Kv::Server {
   }
 
   kj::Promise<void> delete_(DeleteContext context) override {
-    auto params = context.getParams();
     std::vector<Mutation> batch;
-    batch.push_back(
-        Mutation{ToString(params.getKeyspace()), ToString(params.getKey()), std::nullopt});
+    batch.push_back(FromWire(context.getParams()));
     return loop_.Write(std::move(batch))
         .then([this, context](absl::StatusOr<std::vector<Version>> versions) mutable {
           auto results = context.getResults(capnp::MessageSize{8, 0});
@@ -176,7 +171,7 @@ class KvImpl final : public wire::Kv::Server {
     options.max_bytes = loop_.reply_budget() / 2;
     options.limit = std::min<size_t>(options.limit, loop_.reply_items());
     absl::StatusOr<ScanResult> page =
-        loop_.store().Scan(ToString(params.getKeyspace()), options);
+        loop_.store().Scan(View(params.getKeyspace()), options);
     auto results = context.getResults();
     if (!page.ok()) {
       Fail("scan", page.status(), results.initError());
@@ -192,11 +187,7 @@ class KvImpl final : public wire::Kv::Server {
     auto mutations = context.getParams().getMutations();
     std::vector<Mutation> batch;
     batch.reserve(mutations.size());
-    for (auto m : mutations) {
-      Mutation mutation{ToString(m.getKeyspace()), ToString(m.getKey()), std::nullopt};
-      if (m.isPut()) mutation.value = ToString(m.getPut());
-      batch.push_back(std::move(mutation));
-    }
+    for (auto m : mutations) batch.push_back(FromWire(m));
     return loop_.Write(std::move(batch))
         .then([this, context](absl::StatusOr<std::vector<Version>> versions) mutable {
           auto results = context.getResults();
@@ -253,8 +244,7 @@ class KvImpl final : public wire::Kv::Server {
       auto key = gets[i].getKey();
       auto out = results[i];
       absl::Status status = loop_.store().GetView(
-          std::string_view(keyspace.cStr(), keyspace.size()),
-          std::string_view(reinterpret_cast<const char*>(key.begin()), key.size()),
+          View(keyspace), View(key),
           [&out, &bytes, budget](const RecordView* view) {
             if (view == nullptr) return;
             const size_t size = view->keyspace.size() + view->key.size() + view->value.size();
@@ -294,9 +284,7 @@ class KvImpl final : public wire::Kv::Server {
     absl::Status first_invalid;
     auto results = context.getResults().initResults(mutations.size());
     for (uint32_t i = 0; i < mutations.size(); ++i) {
-      auto m = mutations[i];
-      Mutation mutation{ToString(m.getKeyspace()), ToString(m.getKey()), std::nullopt};
-      if (m.isPut()) mutation.value = ToString(m.getPut());
+      Mutation mutation = FromWire(mutations[i]);
       absl::Status ok = ValidateMutation(mutation, loop_.store().options().max_value_bytes);
       if (!ok.ok()) {
         if (invalid++ == 0) first_invalid = ok;
@@ -343,53 +331,30 @@ class KvImpl final : public wire::Kv::Server {
       Fail("status", stats.status(), results.initError());
       return kj::READY_NOW;
     }
-    auto s = results.initStatus();
-    s.setReplicaId(stats->replica_id);
-    s.setIncarnation(stats->incarnation);
-    s.setLiveRecords(stats->live_records);
-    s.setTombstones(stats->tombstones);
-    s.setMaxSeq(stats->max_seq);
-    s.setUptimeMs(absl::ToInt64Milliseconds(absl::Now() - loop_.started()));
-    s.setConnectedClients(loop_.connections());
-    s.setReplicaName(AsText(loop_.options().replica_name));
-    s.setDiskBytes(stats->disk_bytes);
-    s.setDataDir(AsText(loop_.store().options().dir));
-    s.setMaxValueBytes(loop_.store().options().max_value_bytes);
-    s.setFingerprint(stats->fingerprint);
-    const std::vector<replication::PeerStatus> peers = loop_.PeerStatuses();
+    ServerStatus s;
+    static_cast<StoreStats&>(s) = *stats;
+    s.replica_name = loop_.options().replica_name;
+    s.data_dir = loop_.store().options().dir;
+    s.max_value_bytes = loop_.store().options().max_value_bytes;
+    s.uptime_ms = absl::ToInt64Milliseconds(absl::Now() - loop_.started());
+    s.connected_clients = loop_.connections();
+    std::vector<PeerStatus> peers = loop_.PeerStatuses();
     // The answer must stay within what this server may send, however many
     // peers there are and whatever they said: list peers while they fit
     // (with room for the fixed fields and framing), count the rest.
     const size_t budget = loop_.reply_budget();
-    size_t bytes = 4096 + loop_.store().options().dir.size() + loop_.options().replica_name.size();
+    size_t bytes = 4096 + s.data_dir.size() + s.replica_name.size();
     size_t listed = 0;
     for (; listed < peers.size(); ++listed) {
-      const replication::PeerStatus& p = peers[listed];
+      const PeerStatus& p = peers[listed];
       const size_t size = 128 + p.name.size() + p.address.size() + p.last_error.size();
       if (bytes + size > budget) break;
       bytes += size;
     }
-    s.setPeersOmitted(static_cast<uint32_t>(peers.size() - listed));
-    auto list = s.initPeers(listed);
-    for (size_t i = 0; i < listed; ++i) {
-      const replication::PeerStatus& p = peers[i];
-      auto out = list[i];
-      out.setName(AsText(p.name));
-      out.setAddress(AsText(p.address));
-      out.setReplicaId(p.replica_id);
-      out.setInbound(p.inbound);
-      out.setReachable(p.reachable);
-      out.setLastExchangeMs(p.last_exchange == absl::InfinitePast()
-                                ? 0
-                                : absl::ToUnixMillis(p.last_exchange));
-      out.setCheckpointSeq(p.checkpoint_seq);
-      out.setBehind(p.behind);
-      out.setRefused(p.refused);
-      out.setLastError(AsText(p.last_error));
-      out.setLinks(p.links);
-      out.setSuspectLinks(p.suspect_links);
-      out.setDeadLinks(p.dead_links);
-    }
+    s.peers_omitted = static_cast<uint32_t>(peers.size() - listed);
+    peers.resize(listed);
+    s.peers = std::move(peers);
+    ToWire(s, results.initStatus());
     return kj::READY_NOW;
   }
 

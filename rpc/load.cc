@@ -9,10 +9,8 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_format.h"
-#include "capnp/message.h"
-#include "capnp/rpc-twoparty.h"
 #include "kj/async-io.h"
-#include "rpc/buffered_stream.h"
+#include "rpc/connection.h"
 #include "rpc/convert.h"
 #include "rpc/peerkv.capnp.h"
 
@@ -23,18 +21,9 @@ using Clock = std::chrono::steady_clock;
 
 struct Connection {
   explicit Connection(kj::Own<kj::AsyncIoStream> socket)
-      : stream(kj::heap<BufferedStream>(kj::mv(socket))),
-        network(*stream, capnp::rpc::twoparty::Side::CLIENT),
-        rpc(capnp::makeRpcClient(network)) {
-    capnp::MallocMessageBuilder message;
-    auto vat = message.initRoot<capnp::rpc::twoparty::VatId>();
-    vat.setSide(capnp::rpc::twoparty::Side::SERVER);
-    kv = rpc.bootstrap(vat).castAs<wire::Gateway>().kvRequest().send().getKv();
-  }
-  kj::Own<kj::AsyncIoStream> stream;
-  capnp::TwoPartyVatNetwork network;
-  capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
-  wire::Kv::Client kv = nullptr;
+      : link(kj::mv(socket)), kv(link.gateway().kvRequest().send().getKv()) {}
+  GatewayConnection link;
+  wire::Kv::Client kv;
 };
 
 // The state of one operation's run, shared by all lanes.
@@ -89,29 +78,27 @@ class Batcher {
         request.setKey(key);
         request.setValue(AsData(run_.value));
         return request.send().then([batch = std::move(batch)](auto response) mutable {
-          batch[0].done->fulfill(response.hasError() && response.getError().getCode() != 0);
+          batch[0].done->fulfill(Failed(response));
         });
       }
       auto request = kv_.getRequest(hint);
       request.setKeyspace(AsText(run_.options->keyspace));
       request.setKey(key);
       return request.send().then([batch = std::move(batch)](auto response) mutable {
-        batch[0].done->fulfill(response.hasError() && response.getError().getCode() != 0);
+        batch[0].done->fulfill(Failed(response));
       });
     }
     if (run_.put) {
       auto request = kv_.putManyRequest(hint);
       auto list = request.initMutations(batch.size());
       for (size_t i = 0; i < batch.size(); ++i) {
-        list[i].setKeyspace(AsText(run_.options->keyspace));
-        list[i].setKey(AsData(batch[i].key));
-        list[i].setPut(AsData(run_.value));
+        ToWire(run_.options->keyspace, batch[i].key, run_.value, list[i]);
       }
       return request.send().then([batch = std::move(batch)](auto response) mutable {
         auto results = response.getResults();
         for (size_t i = 0; i < batch.size(); ++i) {
           batch[i].done->fulfill(i >= results.size() ||
-                                 (results[i].hasError() && results[i].getError().getCode() != 0));
+                                 Failed(results[i]));
         }
       });
     }
@@ -125,7 +112,7 @@ class Batcher {
       auto results = response.getResults();
       for (size_t i = 0; i < batch.size(); ++i) {
         batch[i].done->fulfill(i >= results.size() ||
-                               (results[i].hasError() && results[i].getError().getCode() != 0));
+                               Failed(results[i]));
       }
     });
   }

@@ -13,7 +13,7 @@
 #include "kj/timer.h"
 #include "replication/replicator.h"
 #include "replication/serve.h"
-#include "rpc/buffered_stream.h"
+#include "rpc/connection.h"
 #include "rpc/convert.h"
 #include "rpc/peer_convert.h"
 
@@ -25,29 +25,14 @@ constexpr auto kDialTimeout = 10 * kj::SECONDS;
 // keepalive intervals is dead (suspect, for a nudge).
 constexpr int kKeepAliveMisses = 5;
 
-template <typename Response>
-absl::Status ResponseStatus(Response& response) {
-  return response.hasError() ? FromWire(response.getError()) : absl::OkStatus();
-}
-
 }  // namespace
 
 // A connection this server dialled to a peer.
 struct PeerLinks::Outbound {
   Outbound(kj::Own<kj::AsyncIoStream> socket, const capnp::ReaderOptions& options,
            std::atomic<uint64_t>* bytes_sent)
-      : stream(kj::heap<BufferedStream>(kj::mv(socket), bytes_sent)),
-        network(*stream, capnp::rpc::twoparty::Side::CLIENT, options),
-        rpc(capnp::makeRpcClient(network)) {
-    capnp::MallocMessageBuilder message;
-    auto vat = message.initRoot<capnp::rpc::twoparty::VatId>();
-    vat.setSide(capnp::rpc::twoparty::Side::SERVER);
-    gateway = rpc.bootstrap(vat).castAs<wire::Gateway>();
-  }
-  kj::Own<BufferedStream> stream;
-  capnp::TwoPartyVatNetwork network;
-  capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
-  wire::Gateway::Client gateway = nullptr;
+      : link(kj::mv(socket), options, bytes_sent) {}
+  GatewayConnection link;
 };
 
 PeerLinks::PeerLinks(kj::AsyncIoContext& io, const capnp::ReaderOptions& reader_options,
@@ -125,7 +110,7 @@ void PeerLinks::Dial(const std::string& address, DialDone done) {
           .then([](kj::Own<kj::NetworkAddress> addr) { return addr->connect().attach(kj::mv(addr)); })
           .then([this, id, address](kj::Own<kj::AsyncIoStream> stream) {
             auto outbound = kj::heap<Outbound>(kj::mv(stream), reader_options_, &bytes_sent_);
-            auto replica = outbound->gateway.replicaRequest().send().getReplica();
+            auto replica = outbound->link.gateway().replicaRequest().send().getReplica();
             auto hello = replica.helloRequest();
             ToWire(local_info_(), hello.initInfo());
             hello.setBack(make_back_(address, id));
@@ -138,7 +123,7 @@ void PeerLinks::Dial(const std::string& address, DialDone done) {
                   Outbound& o = *outbound;
                   links_[id] = LinkEntry{replica, 0, kj::mv(outbound)};
                   links_[id].address = address;
-                  tasks_.add(o.network.onDisconnect().then([this, id] {
+                  tasks_.add(o.link.onDisconnect().then([this, id] {
                     DropLink(id, absl::UnavailableError("connection to peer lost"));
                   }));
                   return connected;
@@ -165,7 +150,7 @@ void PeerLinks::Pull(replication::LinkId link, const replication::PullRequest& p
   }
   auto request = it->second.peer.pullRequest();
   ToWire(pull, request);
-  const Watermarks delta = WatermarkDelta(pull.watermarks, &it->second.sent);
+  const Watermarks delta = it->second.watermarks.Outgoing(pull.watermarks);
   ToWire(delta, request.initWatermarks(delta.size()));
   tasks_.add(
       request.send()
@@ -178,13 +163,10 @@ void PeerLinks::Pull(replication::LinkId link, const replication::PullRequest& p
                 if (entry == links_.end()) {
                   return absl::UnavailableError("link closed during the pull");
                 }
-                if (response.getWatermarks().size() > kMaxWatermarks ||
-                    entry->second.received.size() > kMaxWatermarks) {
-                  return absl::InvalidArgumentError(absl::StrFormat(
-                      "peer sent more than %d watermarks", kMaxWatermarks));
-                }
-                ApplyWatermarkDelta(FromWire(response.getWatermarks()), &entry->second.received);
-                out.watermarks = entry->second.received;
+                PEERKV_ASSIGN_OR_RETURN(
+                    const Watermarks* theirs,
+                    Incoming(entry->second.watermarks, "pull answer", response.getWatermarks()));
+                out.watermarks = *theirs;
                 return out;
               },
               [](kj::Exception&& e) -> absl::StatusOr<replication::PullResponse> {
@@ -200,7 +182,7 @@ void PeerLinks::Nudge(replication::LinkId link, const Watermarks& mine) {
   if (it == links_.end()) return;
   auto request = it->second.peer.nudgeRequest();
   // Same direction, same delta state as our pulls on this link.
-  const Watermarks delta = WatermarkDelta(mine, &it->second.sent);
+  const Watermarks delta = it->second.watermarks.Outgoing(mine);
   ToWire(delta, request.initWatermarks(delta.size()));
   // Fire and forget: a lost nudge only delays the next pull to a round. One
   // unanswered as long as a dead keepalive makes the link suspect, so the

@@ -24,6 +24,7 @@
 #include "capnp/message.h"
 #include "kj/async-io.h"
 #include "replication/transport.h"
+#include "replication/watermark_channel.h"
 #include "rpc/peerkv.capnp.h"
 #include "store/store.h"
 
@@ -74,10 +75,9 @@ class PeerLinks final : private kj::TaskSet::ErrorHandler {
     wire::Replica::Client peer = nullptr;
     uint64_t connection_id = 0;  // inbound links: the client connection
     kj::Own<Outbound> outbound;  // outbound links: the connection we dialled
-    // Watermarks told to the peer in our pulls, and its watermarks as its
-    // answers told us (the wire carries deltas).
-    Watermarks sent;
-    Watermarks received;
+    // Watermarks told to the peer in our pulls and nudges, and its
+    // watermarks as its answers told us (the wire carries deltas).
+    replication::WatermarkChannel watermarks;
     // The peer's address, for logs.
     std::string address;
     // When the keepalive ping now unanswered was sent.

@@ -52,18 +52,16 @@ class ReplicaImpl final : public wire::Replica::Server {
   kj::Promise<void> pull(PullContext context) override {
     auto params = context.getParams();
     absl::Status refused;
-    Watermarks told = received_;
+    const Watermarks* theirs = nullptr;
     if (link_ == 0) {
       refused = absl::FailedPreconditionError("pull before hello");
-    } else if (params.getWatermarks().size() > kMaxWatermarks) {
-      refused = absl::InvalidArgumentError(absl::StrFormat(
-          "pull carries %d watermarks; the limit is %d", params.getWatermarks().size(),
-          kMaxWatermarks));
     } else {
-      ApplyWatermarkDelta(FromWire(params.getWatermarks()), &told);
-      if (told.size() > kMaxWatermarks) {
-        refused = absl::InvalidArgumentError(absl::StrFormat(
-            "more than %d origins' watermarks on one connection", kMaxWatermarks));
+      absl::StatusOr<const Watermarks*> told =
+          Incoming(watermarks_, "pull", params.getWatermarks());
+      if (told.ok()) {
+        theirs = *told;
+      } else {
+        refused = told.status();
       }
     }
     if (!refused.ok()) {
@@ -75,8 +73,7 @@ class ReplicaImpl final : public wire::Replica::Server {
     // Within what this server may send on this connection.
     request.max_bytes = static_cast<uint32_t>(
         std::min<size_t>(request.max_bytes, loop_.reply_budget()));
-    received_ = std::move(told);
-    request.watermarks = received_;
+    request.watermarks = *theirs;
     absl::StatusOr<replication::PullResponse> response =
         replication::ServePull(loop_.store(), request);
     auto results = context.getResults();
@@ -86,7 +83,7 @@ class ReplicaImpl final : public wire::Replica::Server {
       return kj::READY_NOW;
     }
     // The watermarks first, then the batch (ToWire), as before.
-    const Watermarks delta = WatermarkDelta(response->watermarks, &sent_);
+    const Watermarks delta = watermarks_.Outgoing(response->watermarks);
     ToWire(delta, results.initWatermarks(delta.size()));
     ToWire(*response, results);
     return kj::READY_NOW;
@@ -94,16 +91,10 @@ class ReplicaImpl final : public wire::Replica::Server {
 
   kj::Promise<void> nudge(NudgeContext context) override {
     if (link_ == 0 || loop_.events() == nullptr) return kj::READY_NOW;
-    auto watermarks = context.getParams().getWatermarks();
-    Watermarks told = received_;
-    if (watermarks.size() <= kMaxWatermarks) ApplyWatermarkDelta(FromWire(watermarks), &told);
-    if (watermarks.size() > kMaxWatermarks || told.size() > kMaxWatermarks) {
-      // Too many to trust or keep: pull anyway, remember nothing.
-      loop_.events()->OnNudged(link_, Watermarks{});
-      return kj::READY_NOW;
-    }
-    received_ = std::move(told);
-    loop_.events()->OnNudged(link_, received_);
+    absl::StatusOr<const Watermarks*> theirs =
+        Incoming(watermarks_, "nudge", context.getParams().getWatermarks());
+    // Too many to trust or keep: pull anyway, remember nothing.
+    loop_.events()->OnNudged(link_, theirs.ok() ? **theirs : Watermarks{});
     return kj::READY_NOW;
   }
 
@@ -115,10 +106,9 @@ class ReplicaImpl final : public wire::Replica::Server {
   const std::string peer_;
   const uint64_t connection_id_;
   replication::LinkId link_;
-  // The caller's watermarks as its pulls told us, and ours as our answers
-  // told it: the wire carries deltas (see peerkv.capnp).
-  Watermarks received_;
-  Watermarks sent_;
+  // The caller's watermarks as its pulls and nudges told us, and ours as
+  // our answers told it: the wire carries deltas (see peerkv.capnp).
+  WatermarkChannel watermarks_;
 };
 
 }  // namespace

@@ -1,0 +1,38 @@
+// cli/backend.cc: what both backends share: the facts `info` and `status`
+// print about a replica (see backend.h).
+#include "cli/backend.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace peerkv::cli {
+
+std::vector<std::pair<std::string, std::string>> ReplicaFacts(const StoreStats& stats,
+                                                              const std::string& data_dir,
+                                                              const rpc::ServerStatus* server,
+                                                              const std::string& address) {
+  std::vector<std::pair<std::string, std::string>> facts;
+  if (server != nullptr) {
+    facts.push_back({"server", address});
+    facts.push_back({"replica_name", server->replica_name});
+  }
+  facts.push_back({"data_dir", data_dir});
+  facts.push_back({"replica_id", ReplicaIdToString(stats.replica_id)});
+  facts.push_back({"incarnation", ReplicaIdToString(stats.incarnation)});
+  facts.push_back({"live_records", absl::StrCat(stats.live_records)});
+  facts.push_back({"tombstones", absl::StrCat(stats.tombstones)});
+  facts.push_back({"max_seq", absl::StrCat(stats.max_seq)});
+  if (server != nullptr) {
+    facts.push_back({"fingerprint", ReplicaIdToString(stats.fingerprint)});
+  } else {
+    facts.push_back({"log_entries", absl::StrCat(stats.log_entries)});
+  }
+  facts.push_back({"disk_bytes", absl::StrCat(stats.disk_bytes)});
+  if (server != nullptr) {
+    facts.push_back({"uptime_ms", absl::StrCat(server->uptime_ms)});
+    facts.push_back({"connected_clients", absl::StrCat(server->connected_clients)});
+    facts.push_back({"max_value_bytes", absl::StrCat(server->max_value_bytes)});
+  }
+  return facts;
+}
+
+}  // namespace peerkv::cli
