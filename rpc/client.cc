@@ -317,10 +317,7 @@ absl::StatusOr<ScanResult> Client::Scan(std::string_view keyspace, const ScanOpt
       "scan", [&](wire::Kv::Client& kv) -> kj::Promise<absl::StatusOr<ScanResult>> {
         auto request = kv.scanRequest();
         request.setKeyspace(AsText(ks));
-        request.setPrefix(AsData(options.prefix));
-        request.setStartAfter(AsData(options.start_after));
-        request.setLimit(static_cast<uint32_t>(options.limit));
-        request.setIncludeTombstones(options.include_tombstones);
+        ToWire(options, request);
         return request.send().then([](auto response) -> absl::StatusOr<ScanResult> {
           PEERKV_RETURN_IF_ERROR(ResponseStatus(response));
           ScanResult result;
@@ -357,10 +354,7 @@ absl::StatusOr<std::vector<absl::StatusOr<std::optional<Record>>>> Client::GetMa
       "getMany", [&](wire::Kv::Client& kv) -> kj::Promise<absl::StatusOr<Results>> {
         auto request = kv.getManyRequest();
         auto list = request.initGets(keys.size());
-        for (size_t i = 0; i < keys.size(); ++i) {
-          list[i].setKeyspace(AsText(keys[i].keyspace));
-          list[i].setKey(AsData(keys[i].key));
-        }
+        for (size_t i = 0; i < keys.size(); ++i) ToWire(keys[i].keyspace, keys[i].key, list[i]);
         return request.send().then([n = keys.size()](auto response) -> absl::StatusOr<Results> {
           PEERKV_RETURN_IF_ERROR(ResponseStatus(response));
           Results out;

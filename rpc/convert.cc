@@ -117,6 +117,28 @@ Mutation FromWire(wire::Kv::DeleteParams::Reader del) {
   return Mutation{ToString(del.getKeyspace()), ToString(del.getKey()), std::nullopt};
 }
 
+void ToWire(std::string_view keyspace, std::string_view key, wire::KeyRef::Builder out) {
+  auto ks = out.initKeyspace(keyspace.size());
+  std::memcpy(ks.begin(), keyspace.data(), keyspace.size());
+  out.setKey(AsData(key));
+}
+
+void ToWire(const ScanOptions& options, wire::Kv::ScanParams::Builder out) {
+  out.setPrefix(AsData(options.prefix));
+  out.setStartAfter(AsData(options.start_after));
+  out.setLimit(static_cast<uint32_t>(options.limit));
+  out.setIncludeTombstones(options.include_tombstones);
+}
+
+ScanOptions FromWire(wire::Kv::ScanParams::Reader scan) {
+  ScanOptions options;
+  options.prefix = ToString(scan.getPrefix());
+  options.start_after = ToString(scan.getStartAfter());
+  options.limit = scan.getLimit();
+  options.include_tombstones = scan.getIncludeTombstones();
+  return options;
+}
+
 absl::StatusOr<std::optional<Record>> FromWire(wire::GetResult::Reader result) {
   PEERKV_RETURN_IF_ERROR(ResponseStatus(result));
   if (!result.getFound()) return std::optional<Record>();

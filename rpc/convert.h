@@ -79,6 +79,14 @@ Mutation FromWire(wire::Mutation::Reader mutation);
 Mutation FromWire(wire::Kv::PutParams::Reader put);
 Mutation FromWire(wire::Kv::DeleteParams::Reader del);
 
+// A key to get (getMany's list).
+void ToWire(std::string_view keyspace, std::string_view key, wire::KeyRef::Builder out);
+
+// A scan's options but the reply bound (max_bytes, the server's own). A
+// limit of 0 travels as 0: the server applies its default.
+void ToWire(const ScanOptions& options, wire::Kv::ScanParams::Builder out);
+ScanOptions FromWire(wire::Kv::ScanParams::Reader scan);
+
 // One answer of getMany (absent: not found) and of putMany.
 absl::StatusOr<std::optional<Record>> FromWire(wire::GetResult::Reader result);
 absl::StatusOr<Version> FromWire(wire::WriteResult::Reader result);

@@ -163,11 +163,8 @@ class KvImpl final : public wire::Kv::Server {
 
   kj::Promise<void> scan(ScanContext context) override {
     auto params = context.getParams();
-    ScanOptions options;
-    options.prefix = ToString(params.getPrefix());
-    options.start_after = ToString(params.getStartAfter());
-    options.limit = params.getLimit() == 0 ? kDefaultScanLimit : params.getLimit();
-    options.include_tombstones = params.getIncludeTombstones();
+    ScanOptions options = FromWire(params);
+    if (options.limit == 0) options.limit = kDefaultScanLimit;
     options.max_bytes = loop_.reply_budget() / 2;
     options.limit = std::min<size_t>(options.limit, loop_.reply_items());
     absl::StatusOr<ScanResult> page =

@@ -105,8 +105,7 @@ class Batcher {
     auto request = kv_.getManyRequest(hint);
     auto list = request.initGets(batch.size());
     for (size_t i = 0; i < batch.size(); ++i) {
-      list[i].setKeyspace(AsText(run_.options->keyspace));
-      list[i].setKey(AsData(batch[i].key));
+      ToWire(run_.options->keyspace, batch[i].key, list[i]);
     }
     return request.send().then([batch = std::move(batch)](auto response) mutable {
       auto results = response.getResults();
