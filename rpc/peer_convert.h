@@ -3,7 +3,8 @@
 // PullResponse), used by both ends of a link (peer_links.cc dials and
 // pulls, replica_service.cc answers). Apart from convert.h because these
 // need //replication, which the client library must not link. The
-// watermarks travel as per-connection deltas: callers set and read them.
+// watermarks travel as per-connection deltas: callers set and read them
+// through their link's WatermarkChannel (see convert.h's Incoming).
 // Internal to rpc/.
 #ifndef PEERKV_RPC_PEER_CONVERT_H_
 #define PEERKV_RPC_PEER_CONVERT_H_
