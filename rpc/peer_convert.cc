@@ -2,8 +2,6 @@
 // replication engine's types (see peer_convert.h).
 #include "rpc/peer_convert.h"
 
-#include <string_view>
-
 #include "common/macros.h"
 #include "replication/serve.h"
 #include "rpc/batch_codec.h"
@@ -59,11 +57,8 @@ absl::StatusOr<replication::PullResponse> FromWire(wire::Replica::PullResults::R
   out.from_seq = response.getFromSeq();
   out.last_seq = response.getLastSeq();
   out.max_seq = response.getMaxSeq();
-  auto batch = response.getBatch();
-  PEERKV_ASSIGN_OR_RETURN(
-      out.records,
-      DecodeBatch(std::string_view(reinterpret_cast<const char*>(batch.begin()), batch.size()),
-                  replication::kMaxPullRecords));
+  PEERKV_ASSIGN_OR_RETURN(out.records,
+                          DecodeBatch(View(response.getBatch()), replication::kMaxPullRecords));
   return out;
 }
 
