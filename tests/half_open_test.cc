@@ -296,10 +296,25 @@ TEST_F(HalfOpenTest, WritesStillArriveBothWaysWhileOneDirectionOfALinkIsStalled)
   // The first end whose ping went unanswered found the connection dead,
   // said so, and closed it (the other end then sees it close); A
   // redialled, through the proxy, which forwards the fresh connection.
-  EXPECT_TRUE(WaitForPeer(*a, [](const rpc::PeerStatus& p) { return p.links == 2; })) << a->Log();
-  std::optional<rpc::PeerStatus> a_peer = OnlyPeer(*a);
-  std::optional<rpc::PeerStatus> b_peer = OnlyPeer(*b);
+  // That takes 5 keepalive intervals (1 s), and the writes may have come
+  // sooner over the other link, while A still had both links: so wait for
+  // the dead link to be counted and the fresh one to be up, not for
+  // `links == 2`, which may still hold from before the pause.
+  std::optional<rpc::PeerStatus> a_peer;
+  std::optional<rpc::PeerStatus> b_peer;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < deadline) {
+    a_peer = OnlyPeer(*a);
+    b_peer = OnlyPeer(*b);
+    if (a_peer.has_value() && b_peer.has_value() &&
+        a_peer->dead_links + b_peer->dead_links >= 1 && a_peer->links == 2 &&
+        proxy.accepted() >= 2) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   ASSERT_TRUE(a_peer.has_value() && b_peer.has_value());
+  EXPECT_EQ(a_peer->links, 2u) << a->Log();
   EXPECT_GE(a_peer->dead_links + b_peer->dead_links, 1u);
   EXPECT_GE(proxy.accepted(), 2);
   // Written by whichever side found the link dead; wait for it on that side.
