@@ -119,6 +119,10 @@ inline constexpr size_t kMaxPageBytes = size_t{16} << 20;
 // Bounds of one Write or Merge call.
 inline constexpr size_t kMaxBatchRecords = 10'000;
 inline constexpr size_t kMaxBatchBytes = size_t{64} << 20;
+// Bytes a record counts for beyond its keyspace, key and value (its
+// version, seq and framing) when the store sizes batches, pages and its
+// write queue.
+inline constexpr size_t kRecordOverheadBytes = 32;
 
 struct ScanResult {
   std::vector<Record> records;
