@@ -58,7 +58,7 @@ absl::StatusOr<bool> GroupTxn::Apply(std::string_view keyspace, std::string_view
   MDB_val lk = Val(seq_key_), lv = Val(log_value_);
   PEERKV_RETURN_IF_ERROR(
       lmdb::Error(mdb_cursor_put(log_.get(), &lk, &lv, MDB_APPEND), "append to log"));
-  changes_.push_back(Store::CommitChange{seq, keyspace, key});
+  changes_.push_back(CommitChange{seq, keyspace, key});
   counters_.max_seq = seq;
   ++counters_.log_entries;
   return true;

@@ -6,7 +6,8 @@
 // the store's counters as the transaction leaves them: the store publishes
 // them only after Commit succeeds, and a failed attempt (a full map) is
 // simply dropped and retried with a new GroupTxn. Internal to store/; lives
-// on the writer thread.
+// on the writer thread (or
+// in ~Store, after the writer has stopped).
 #ifndef PEERKV_STORE_GROUP_TXN_H_
 #define PEERKV_STORE_GROUP_TXN_H_
 
@@ -19,7 +20,6 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "store/lmdb_util.h"
-#include "store/store.h"
 #include "store/tables.h"
 #include "store/types.h"
 #include "store/version.h"
@@ -72,7 +72,7 @@ class GroupTxn {
   const Counters& counters() const { return counters_; }
   // Every change, in seq order; views into the applied writes and records,
   // which must outlive their use.
-  const std::vector<Store::CommitChange>& changes() const { return changes_; }
+  const std::vector<CommitChange>& changes() const { return changes_; }
   const absl::flat_hash_map<uint64_t, PeerCheckpoint>& claimed_checkpoints() const {
     return claimed_checkpoints_;
   }
@@ -87,7 +87,7 @@ class GroupTxn {
   const tables::Dbis dbis_;
   Counters counters_;
   bool local_ = false;
-  std::vector<Store::CommitChange> changes_;
+  std::vector<CommitChange> changes_;
   absl::flat_hash_map<uint64_t, PeerCheckpoint> claimed_checkpoints_;
   Watermarks claimed_watermarks_;
 

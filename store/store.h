@@ -190,12 +190,8 @@ class Store {
   // two replicas with equal digests hold the same registers.
   absl::StatusOr<uint64_t> Digest() const;
 
-  // One change a commit made: the log seq it took and the register it set.
-  struct CommitChange {
-    uint64_t seq = 0;
-    std::string_view keyspace;
-    std::string_view key;
-  };
+  // One change a commit made (see types.h).
+  using CommitChange = ::peerkv::CommitChange;
   // What a commit listener learns about a commit.
   struct CommitInfo {
     uint64_t max_seq = 0;

@@ -100,6 +100,15 @@ struct ChangesFilter {
   std::string_view key_prefix;
 };
 
+// One change a commit made: the log seq it took and the register it set
+// (what Store::AddCommitListener's listeners learn). Views into the
+// committed writes, valid only during the listener call.
+struct CommitChange {
+  uint64_t seq = 0;
+  std::string_view keyspace;
+  std::string_view key;
+};
+
 struct ScanOptions {
   // Only keys that start with these bytes.
   std::string prefix;
