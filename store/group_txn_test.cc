@@ -7,6 +7,7 @@
 #include <lmdb.h>
 
 #include <string>
+#include <vector>
 
 #include "common/macros.h"
 #include "common/status_matchers.h"
@@ -58,17 +59,20 @@ TEST(GroupTxnTest, TheGreaterVersionWinsAndTheCountersFollow) {
   ASSERT_THAT(txn.Begin(env.get()), IsOk());
   EXPECT_FALSE(txn.changed());
 
-  EXPECT_THAT(txn.ApplyRemote(Remote("a", 100, 7), /*source=*/7), IsOkAndHolds(true));
+  // changes() views into the records: they must outlive the transaction's use.
+  const Record first = Remote("a", 100, 7), older = Remote("a", 99, 9),
+               same = Remote("a", 100, 7), newer = Remote("a", 101, 9, /*deleted=*/true);
+  EXPECT_THAT(txn.ApplyRemote(first, /*source=*/7), IsOkAndHolds(true));
   const uint64_t one_live = txn.counters().fingerprint;
   EXPECT_NE(one_live, 0u);
   // Older and equal versions lose and change nothing.
-  EXPECT_THAT(txn.ApplyRemote(Remote("a", 99, 9), 7), IsOkAndHolds(false));
-  EXPECT_THAT(txn.ApplyRemote(Remote("a", 100, 7), 7), IsOkAndHolds(false));
+  EXPECT_THAT(txn.ApplyRemote(older, 7), IsOkAndHolds(false));
+  EXPECT_THAT(txn.ApplyRemote(same, 7), IsOkAndHolds(false));
   EXPECT_EQ(txn.counters().max_seq, 11u);
   EXPECT_EQ(txn.counters().live_records, 1u);
   EXPECT_EQ(txn.counters().fingerprint, one_live);
   // A newer tombstone replaces the value: one tombstone, no live record.
-  EXPECT_THAT(txn.ApplyRemote(Remote("a", 101, 9, /*deleted=*/true), 9), IsOkAndHolds(true));
+  EXPECT_THAT(txn.ApplyRemote(newer, 9), IsOkAndHolds(true));
   EXPECT_EQ(txn.counters().max_seq, 12u);
   EXPECT_EQ(txn.counters().live_records, 0u);
   EXPECT_EQ(txn.counters().tombstones, 1u);
@@ -101,7 +105,8 @@ TEST(GroupTxnTest, ALocalWriteIsMarkedLocalAndLoggedWithNoSource) {
   Env env(size_t{1} << 20);
   GroupTxn txn(env.dbis(), GroupTxn::Counters{});
   ASSERT_THAT(txn.Begin(env.get()), IsOk());
-  EXPECT_THAT(txn.ApplyLocal(Mutation{"ks", "k", "v"}, Version{5, 1}), IsOkAndHolds(true));
+  const Mutation write{"ks", "k", "v"};
+  EXPECT_THAT(txn.ApplyLocal(write, Version{5, 1}), IsOkAndHolds(true));
   EXPECT_TRUE(txn.local());
   ASSERT_THAT(txn.Commit(), IsOk());
   lmdb::Txn read;
@@ -144,11 +149,13 @@ TEST(GroupTxnTest, AFullMapIsReturnedAsMapFull) {
   Env env(size_t{64} << 10);
   GroupTxn txn(env.dbis(), GroupTxn::Counters{});
   ASSERT_THAT(txn.Begin(env.get()), IsOk());
+  std::vector<Record> records;
+  records.reserve(1000);
   absl::Status status;
   for (int i = 0; i < 1000 && status.ok(); ++i) {
-    Record r = Remote("k" + std::to_string(i), 100 + i, 7);
-    r.value.assign(1024, 'x');
-    status = txn.ApplyRemote(r, 7).status();
+    records.push_back(Remote("k" + std::to_string(i), 100 + i, 7));
+    records.back().value.assign(1024, 'x');
+    status = txn.ApplyRemote(records.back(), 7).status();
   }
   EXPECT_TRUE(lmdb::IsMapFull(status)) << status;
   EXPECT_THAT(status, StatusIs(absl::StatusCode::kResourceExhausted));
