@@ -87,6 +87,7 @@ int RunServe(const Context& c) {
   store_options.max_value_bytes = static_cast<size_t>(*max_value);
   store_options.max_clock_skew_ms = *skew_ms;
   store_options.wall_clock = &wall_clock;
+  store_options.log = [](const std::string& line) { LogLine(line); };
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(store_options);
   if (!store.ok()) return Fail(c.command, store.status());
 

@@ -52,6 +52,19 @@ void AppendRecordKey(std::string_view keyspace, std::string_view key, std::strin
   out->append(key);
 }
 
+StackRecordKey::StackRecordKey(std::string_view keyspace, std::string_view key) {
+  PEERKV_CHECK(keyspace.size() <= kMaxKeyspaceBytes && key.size() <= kMaxKeyBytes);
+  std::memcpy(buffer_, keyspace.data(), keyspace.size());
+  buffer_[keyspace.size()] = '\0';
+  std::memcpy(buffer_ + keyspace.size() + 1, key.data(), key.size());
+  size_ = keyspace.size() + 1 + key.size();
+}
+
+absl::StatusOr<uint64_t> DecodeLogKey(std::string_view stored) {
+  if (stored.size() != 8) return absl::DataLossError("log key is not 8 bytes");
+  return GetBigEndian64(stored.data());
+}
+
 absl::Status SplitRecordKey(std::string_view record_key,
                             std::string_view* keyspace, std::string_view* key) {
   const size_t zero = record_key.find('\0');

@@ -31,9 +31,20 @@
 
 #include "absl/status/statusor.h"
 #include "store/types.h"
+#include "store/validation.h"
 #include "store/version.h"
 
 namespace peerkv::codec {
+
+// The layout version written to meta "format"; a store with a greater one
+// was written by a newer peerkv and is not opened.
+inline constexpr uint64_t kFormatVersion = 1;
+// The names of the meta entries (see the layout above).
+inline constexpr char kMetaFormat[] = "format";
+inline constexpr char kMetaReplicaId[] = "replica_id";
+inline constexpr char kMetaIncarnation[] = "incarnation";
+inline constexpr char kMetaState[] = "state";
+inline constexpr char kMetaWatermarks[] = "watermarks";
 
 inline constexpr uint8_t kFlagDeleted = 0x01;
 inline constexpr size_t kRecordHeaderBytes = 1 + 8 + 8 + 8;
@@ -55,9 +66,26 @@ std::string BigEndian64(uint64_t v);
 std::string RecordKey(std::string_view keyspace, std::string_view key);
 // RecordKey into a reused buffer (cleared first).
 void AppendRecordKey(std::string_view keyspace, std::string_view key, std::string* out);
+// A records key built in a buffer of its own, without allocating: what the
+// read path (GetView) looks up. REQUIRES: keyspace and key within the
+// kMaxKeyspaceBytes and kMaxKeyBytes limits (validated).
+class StackRecordKey {
+ public:
+  StackRecordKey(std::string_view keyspace, std::string_view key);
+  StackRecordKey(const StackRecordKey&) = delete;
+  StackRecordKey& operator=(const StackRecordKey&) = delete;
+  std::string_view view() const { return std::string_view(buffer_, size_); }
+
+ private:
+  char buffer_[kMaxKeyspaceBytes + 1 + kMaxKeyBytes];
+  size_t size_ = 0;
+};
 // Splits a records key into keyspace and doc id (views into `record_key`).
 absl::Status SplitRecordKey(std::string_view record_key,
                             std::string_view* keyspace, std::string_view* key);
+
+// A log key back to its seq; DataLoss unless it is 8 bytes.
+absl::StatusOr<uint64_t> DecodeLogKey(std::string_view stored);
 
 // The header into `out` (cleared first).
 void EncodeRecordHeader(const RecordHeader& header, std::string* out);
@@ -111,6 +139,28 @@ absl::StatusOr<Watermarks> DecodeWatermarks(std::string_view stored);
 // fingerprint is the XOR of it over all registers, so equal sets of
 // registers give equal fingerprints whatever order they were written in.
 uint64_t RegisterHash(std::string_view record_key, const Version& version, bool deleted);
+
+// FNV-1a, 64-bit, over bytes and little-endian integers: the stable digest
+// Store::Digest() computes (the same in every process and on every machine,
+// unlike absl::Hash).
+class Fnv64 {
+ public:
+  void Add(std::string_view bytes) {
+    for (unsigned char c : bytes) {
+      hash_ ^= c;
+      hash_ *= 0x100000001b3ULL;
+    }
+  }
+  void AddU64(uint64_t v) {
+    char bytes[8];
+    for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>(v >> (8 * i));
+    Add(std::string_view(bytes, 8));
+  }
+  uint64_t value() const { return hash_; }
+
+ private:
+  uint64_t hash_ = 0xcbf29ce484222325ULL;
+};
 
 // A full Record from its header and its log entry.
 absl::StatusOr<Record> MakeRecord(const RecordHeader& header, const LogEntry& entry);

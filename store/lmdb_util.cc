@@ -48,6 +48,29 @@ bool IsMapFull(const absl::Status& status) {
   return status.GetPayload(kMapFullPayload).has_value();
 }
 
+absl::StatusOr<std::optional<std::string_view>> Get(MDB_txn* txn, MDB_dbi dbi,
+                                                    std::string_view key,
+                                                    std::string_view operation) {
+  MDB_val k = Val(key), v;
+  const int rc = mdb_get(txn, dbi, &k, &v);
+  if (rc == MDB_NOTFOUND) return std::nullopt;
+  if (rc != MDB_SUCCESS) return Error(rc, operation);
+  return View(v);
+}
+
+absl::Status Put(MDB_txn* txn, MDB_dbi dbi, std::string_view key, std::string_view value,
+                 std::string_view operation, unsigned flags) {
+  MDB_val k = Val(key), v = Val(value);
+  return Error(mdb_put(txn, dbi, &k, &v, flags), operation);
+}
+
+absl::StatusOr<uint64_t> Entries(MDB_txn* txn, MDB_dbi dbi, std::string_view operation) {
+  MDB_stat stat;
+  const int rc = mdb_stat(txn, dbi, &stat);
+  if (rc != MDB_SUCCESS) return Error(rc, operation);
+  return stat.ms_entries;
+}
+
 absl::Status Txn::Begin(MDB_env* env, unsigned flags) {
   Abort();
   const int rc = mdb_txn_begin(env, nullptr, flags, &txn_);

@@ -7,9 +7,12 @@
 
 #include <lmdb.h>
 
+#include <cstdint>
+#include <optional>
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace peerkv::lmdb {
 
@@ -31,6 +34,17 @@ inline MDB_val Val(std::string_view bytes) {
 inline std::string_view View(const MDB_val& val) {
   return std::string_view(static_cast<const char*>(val.mv_data), val.mv_size);
 }
+
+// The value under `key` in `dbi` (a view that lives as long as `txn`), or
+// nullopt if there is none. Errors name `operation`.
+absl::StatusOr<std::optional<std::string_view>> Get(MDB_txn* txn, MDB_dbi dbi,
+                                                    std::string_view key,
+                                                    std::string_view operation);
+// mdb_put of `value` under `key` with `flags`. Errors name `operation`.
+absl::Status Put(MDB_txn* txn, MDB_dbi dbi, std::string_view key, std::string_view value,
+                 std::string_view operation, unsigned flags = 0);
+// The number of entries in `dbi`. Errors name `operation`.
+absl::StatusOr<uint64_t> Entries(MDB_txn* txn, MDB_dbi dbi, std::string_view operation);
 
 // An LMDB transaction that aborts in its destructor unless committed.
 // Lives on one thread and never outlives the store call that made it.

@@ -4,9 +4,11 @@
 #include "store/store.h"
 
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
+#include <cstdio>
 #include <random>
+#include <tuple>
+#include <utility>
+#include <variant>
 
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
@@ -15,7 +17,10 @@
 #include "common/macros.h"
 #include "store/codec.h"
 #include "store/data_dir.h"
+#include "store/group_txn.h"
 #include "store/lmdb_util.h"
+#include "store/tables.h"
+#include "store/write_request.h"
 
 namespace peerkv {
 namespace {
@@ -24,73 +29,30 @@ using lmdb::Cursor;
 using lmdb::Txn;
 using lmdb::Val;
 using lmdb::View;
+using writer::Compaction;
+using writer::GroupTxn;
+using writer::LocalWrite;
+using writer::Overloaded;
+using writer::RemoteBatch;
 
-constexpr uint64_t kFormatVersion = 1;
-constexpr char kMetaFormat[] = "format";
-constexpr char kMetaReplicaId[] = "replica_id";
-constexpr char kMetaIncarnation[] = "incarnation";
-// codec::MetaState.
-constexpr char kMetaState[] = "state";
-// codec::EncodeWatermarks.
-constexpr char kMetaWatermarks[] = "watermarks";
 constexpr size_t kCompactionStepEntries = 8192;
 constexpr int kMaxMapGrowthAttempts = 64;
 
-absl::StatusOr<std::optional<uint64_t>> GetMetaU64(MDB_txn* txn, MDB_dbi dbi,
-                                                   std::string_view name) {
-  MDB_val key = Val(name), data;
-  const int rc = mdb_get(txn, dbi, &key, &data);
-  if (rc == MDB_NOTFOUND) return std::nullopt;
-  if (rc != MDB_SUCCESS) return lmdb::Error(rc, absl::StrFormat("read meta %s", name));
-  PEERKV_ASSIGN_OR_RETURN(const uint64_t value, codec::DecodeMetaU64(View(data), name));
-  return value;
-}
-
-absl::Status PutMeta(MDB_txn* txn, MDB_dbi dbi, std::string_view name,
-                     std::string_view value) {
-  MDB_val key = Val(name), data = Val(value);
-  return lmdb::Error(mdb_put(txn, dbi, &key, &data, 0),
-                     absl::StrFormat("write meta %s", name));
-}
-
-// FNV-1a, 64-bit: stable across processes and machines, unlike absl::Hash.
-class Fnv64 {
- public:
-  void Add(std::string_view bytes) {
-    for (unsigned char c : bytes) {
-      hash_ ^= c;
-      hash_ *= 0x100000001b3ULL;
-    }
-  }
-  void AddU64(uint64_t v) {
-    char bytes[8];
-    for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>(v >> (8 * i));
-    Add(std::string_view(bytes, 8));
-  }
-  uint64_t value() const { return hash_; }
-
- private:
-  uint64_t hash_ = 0xcbf29ce484222325ULL;
-};
-
-// The value of the register whose header names log entry `seq`, checked to
-// belong to `record_key`. The view lives as long as `txn`.
-absl::StatusOr<std::string_view> ReadValue(MDB_txn* txn, MDB_dbi log_dbi,
-                                           std::string_view record_key, uint64_t seq) {
-  const std::string key = codec::BigEndian64(seq);
-  MDB_val k = Val(key), v;
-  const int rc = mdb_get(txn, log_dbi, &k, &v);
-  if (rc == MDB_NOTFOUND) {
-    return absl::DataLossError(
-        absl::StrFormat("log entry %d, which holds a current value, is missing", seq));
-  }
-  PEERKV_RETURN_IF_ERROR(lmdb::Error(rc, "read log entry"));
-  PEERKV_ASSIGN_OR_RETURN(const codec::LogEntry entry, codec::DecodeLogEntry(View(v)));
-  if (entry.record_key != record_key) {
-    return absl::DataLossError(
-        absl::StrFormat("log entry %d belongs to another key", seq));
-  }
-  return entry.value;
+// A new store's replica id and incarnation, in that order: from `seed` if
+// given (a replayable simulation), else from operating-system entropy.
+// Never 0.
+std::pair<uint64_t, uint64_t> DrawIds(std::optional<uint64_t> seed) {
+  std::seed_seq seeds{seed.value_or(0)};
+  absl::BitGen os_random;
+  std::mt19937_64 seeded(seeds);
+  auto draw = [&]() -> uint64_t {
+    uint64_t v = 0;
+    while (v == 0) v = seed.has_value() ? seeded() : absl::Uniform<uint64_t>(os_random);
+    return v;
+  };
+  const uint64_t replica_id = draw();
+  const uint64_t incarnation = draw();
+  return {replica_id, incarnation};
 }
 
 // The full record for a records-table entry.
@@ -98,12 +60,49 @@ absl::StatusOr<Record> ReadRecord(MDB_txn* txn, MDB_dbi log_dbi,
                                   std::string_view record_key,
                                   const codec::RecordHeader& header) {
   PEERKV_ASSIGN_OR_RETURN(const std::string_view value,
-                          ReadValue(txn, log_dbi, record_key, header.seq));
+                          tables::ReadValue(txn, log_dbi, record_key, header.seq));
   return codec::MakeRecord(header, codec::LogEntry{record_key, 0, value});
 }
 
 size_t RecordBytes(const Record& r) {
-  return r.keyspace.size() + r.key.size() + r.value.size() + 32;
+  return r.keyspace.size() + r.key.size() + r.value.size() + kRecordOverheadBytes;
+}
+
+// Key order makes neighbouring records share B-tree pages: one descent per
+// record over warm pages, and fewer dirty pages per commit.
+void SortByRecordKey(std::vector<Record>& records) {
+  std::sort(records.begin(), records.end(), [](const Record& a, const Record& b) {
+    if (a.keyspace != b.keyspace) return a.keyspace < b.keyspace;
+    if (a.key != b.key) return a.key < b.key;
+    return a.version < b.version;
+  });
+}
+
+// The record log entry `seq` holds, if it is still the register's current
+// one and `filter` keeps it; else nullopt.
+absl::StatusOr<std::optional<Record>> CurrentChange(MDB_txn* txn, MDB_dbi records_dbi,
+                                                    uint64_t seq,
+                                                    const codec::LogEntry& entry,
+                                                    const ChangesFilter& filter) {
+  if (!filter.keyspace.empty()) {
+    std::string_view keyspace, key;
+    PEERKV_RETURN_IF_ERROR(codec::SplitRecordKey(entry.record_key, &keyspace, &key));
+    if (keyspace != filter.keyspace || !key.starts_with(filter.key_prefix)) {
+      return std::nullopt;
+    }
+  }
+  PEERKV_ASSIGN_OR_RETURN(
+      const std::optional<std::string_view> stored,
+      lmdb::Get(txn, records_dbi, entry.record_key, "read record for log entry"));
+  if (!stored.has_value()) return std::nullopt;
+  PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header, codec::DecodeRecordHeader(*stored));
+  const bool skip = (filter.skip_source != 0 && entry.source == filter.skip_source) ||
+                    (filter.skip_origin != 0 && header.version.origin == filter.skip_origin) ||
+                    (filter.max_value_bytes != 0 && entry.value.size() > filter.max_value_bytes) ||
+                    (filter.covered != nullptr && filter.covered->Covers(header.version));
+  if (header.seq != seq || skip) return std::nullopt;
+  PEERKV_ASSIGN_OR_RETURN(Record record, codec::MakeRecord(header, entry));
+  return record;
 }
 
 }  // namespace
@@ -175,41 +174,6 @@ class Store::ReadTxn {
   MDB_txn* txn_ = nullptr;
 };
 
-// One caller's write waiting for (or inside) a group commit.
-struct Store::WriteRequest {
-  // Local writes: versions are stamped by the writer in commit order.
-  std::vector<Mutation> mutations;
-  // Remote records, validated and sorted by records key.
-  std::vector<Record> remote;
-  std::optional<CheckpointUpdate> checkpoint;
-  // CompactLog(): a full compaction instead of a write.
-  bool compact_all = false;
-  size_t records = 0;
-  size_t bytes = 0;
-  // Results, recomputed on every attempt of the group.
-  std::vector<Version> versions;
-  MergeResult merge;
-  uint64_t compacted = 0;
-  // Runs on the writer thread with the outcome of the group.
-  absl::AnyInvocable<void(absl::Status, WriteRequest&)> done;
-};
-
-// The state of the store as the group's transaction leaves it.
-struct Store::GroupState {
-  uint64_t next_seq = 0;
-  uint64_t live_records = 0;
-  uint64_t tombstones = 0;
-  uint64_t log_entries = 0;
-  uint64_t fingerprint = 0;
-  bool changed = false;
-  // The group holds local writes.
-  bool local = false;
-  // What it changed, for the commit listeners (views into the group).
-  std::vector<Store::CommitChange> changes;
-  absl::flat_hash_map<uint64_t, PeerCheckpoint> checkpoints;
-  Watermarks watermarks;
-};
-
 Store::Store(StoreOptions options) : options_(std::move(options)) {}
 
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(StoreOptions options) {
@@ -267,94 +231,24 @@ absl::Status Store::OpenEnvironment() {
 absl::Status Store::LoadOrInitMeta() {
   Txn txn;
   PEERKV_RETURN_IF_ERROR(txn.Begin(env_, 0));
-  const struct {
-    const char* name;
-    MDB_dbi* dbi;
-  } dbs[] = {{"records", &records_dbi_},
-             {"log", &log_dbi_},
-             {"peers", &peers_dbi_},
-             {"meta", &meta_dbi_}};
-  for (const auto& db : dbs) {
-    PEERKV_RETURN_IF_ERROR(lmdb::Error(
-        mdb_dbi_open(txn.get(), db.name, MDB_CREATE, db.dbi),
-        absl::StrCat("open database ", db.name)));
-  }
+  tables::Dbis opened;
+  PEERKV_RETURN_IF_ERROR(tables::OpenDbis(txn.get(), &opened));
+  records_dbi_ = opened.records;
+  log_dbi_ = opened.log;
+  peers_dbi_ = opened.peers;
+  meta_dbi_ = opened.meta;
 
-  PEERKV_ASSIGN_OR_RETURN(std::optional<uint64_t> format,
-                          GetMetaU64(txn.get(), meta_dbi_, kMetaFormat));
+  PEERKV_ASSIGN_OR_RETURN(const std::optional<uint64_t> format,
+                          tables::ReadMetaU64(txn.get(), meta_dbi_, codec::kMetaFormat));
   uint64_t clock_floor = 0;
-  if (!format.has_value()) {
-    // A new store, unless records exist without meta: then these are not
-    // files this code wrote, and guessing would risk the data.
-    MDB_stat stat;
-    PEERKV_RETURN_IF_ERROR(
-        lmdb::Error(mdb_stat(txn.get(), records_dbi_, &stat), "mdb_stat"));
-    if (stat.ms_entries != 0) {
-      return absl::DataLossError(absl::StrCat(
-          "store in ", dir_->path(), " has records but no format marker"));
-    }
-    std::seed_seq seeds{options_.id_seed.value_or(0)};
-    absl::BitGen os_random;
-    std::mt19937_64 seeded(seeds);
-    auto draw = [&]() -> uint64_t {
-      uint64_t v = 0;
-      while (v == 0) {
-        v = options_.id_seed.has_value() ? seeded()
-                                         : absl::Uniform<uint64_t>(os_random);
-      }
-      return v;
-    };
-    replica_id_ = draw();
-    incarnation_ = draw();
-    PEERKV_RETURN_IF_ERROR(
-        PutMeta(txn.get(), meta_dbi_, kMetaFormat, codec::EncodeMetaU64(kFormatVersion)));
-    PEERKV_RETURN_IF_ERROR(
-        PutMeta(txn.get(), meta_dbi_, kMetaReplicaId, codec::EncodeMetaU64(replica_id_)));
-    PEERKV_RETURN_IF_ERROR(
-        PutMeta(txn.get(), meta_dbi_, kMetaIncarnation, codec::EncodeMetaU64(incarnation_)));
+  if (format.has_value()) {
+    PEERKV_ASSIGN_OR_RETURN(clock_floor, LoadMeta(txn.get(), *format));
   } else {
-    if (*format > kFormatVersion) {
-      return absl::FailedPreconditionError(absl::StrFormat(
-          "store in %s has format %d; this peerkv reads format %d or older",
-          dir_->path(), *format, kFormatVersion));
-    }
-    PEERKV_ASSIGN_OR_RETURN(std::optional<uint64_t> id,
-                            GetMetaU64(txn.get(), meta_dbi_, kMetaReplicaId));
-    PEERKV_ASSIGN_OR_RETURN(std::optional<uint64_t> inc,
-                            GetMetaU64(txn.get(), meta_dbi_, kMetaIncarnation));
-    if (!id.has_value() || !inc.has_value() || *id == 0 || *inc == 0) {
-      return absl::DataLossError(absl::StrCat(
-          "store in ", dir_->path(), " lacks its replica id or incarnation"));
-    }
-    replica_id_ = *id;
-    incarnation_ = *inc;
-    MDB_val key = Val(kMetaState), data;
-    const int rc = mdb_get(txn.get(), meta_dbi_, &key, &data);
-    if (rc == MDB_SUCCESS) {
-      PEERKV_ASSIGN_OR_RETURN(const codec::MetaState state,
-                              codec::DecodeMetaState(View(data)));
-      clock_floor = state.clock_mark;
-      max_seq_ = state.max_seq;
-      live_records_ = state.live_records;
-      tombstones_ = state.tombstones;
-      fingerprint_ = state.fingerprint;
-    } else if (rc != MDB_NOTFOUND) {
-      return lmdb::Error(rc, "read meta state");
-    }
-    MDB_val wk = Val(kMetaWatermarks), wv;
-    const int wrc = mdb_get(txn.get(), meta_dbi_, &wk, &wv);
-    if (wrc == MDB_SUCCESS) {
-      PEERKV_ASSIGN_OR_RETURN(Watermarks stored, codec::DecodeWatermarks(View(wv)));
-      absl::MutexLock lock(&watermarks_mu_);
-      watermarks_ = std::move(stored);
-    } else if (wrc != MDB_NOTFOUND) {
-      return lmdb::Error(wrc, "read meta watermarks");
-    }
+    PEERKV_RETURN_IF_ERROR(InitMeta(txn.get()));
   }
-  MDB_stat log_stat;
-  PEERKV_RETURN_IF_ERROR(
-      lmdb::Error(mdb_stat(txn.get(), log_dbi_, &log_stat), "mdb_stat log"));
-  log_entries_ = log_stat.ms_entries;
+  PEERKV_ASSIGN_OR_RETURN(const uint64_t log_entries,
+                          lmdb::Entries(txn.get(), log_dbi_, "mdb_stat log"));
+  log_entries_ = log_entries;
   PEERKV_RETURN_IF_ERROR(txn.Commit());
 
   const WallClock& wall =
@@ -362,6 +256,61 @@ absl::Status Store::LoadOrInitMeta() {
   clock_ = std::make_unique<HybridClock>(wall, clock_floor);
   committed_clock_ = clock_floor;
   return absl::OkStatus();
+}
+
+absl::Status Store::InitMeta(MDB_txn* txn) {
+  // A new store, unless records exist without meta: then these are not
+  // files this code wrote, and guessing would risk the data.
+  PEERKV_ASSIGN_OR_RETURN(const uint64_t records, lmdb::Entries(txn, records_dbi_, "mdb_stat"));
+  if (records != 0) {
+    return absl::DataLossError(
+        absl::StrCat("store in ", dir_->path(), " has records but no format marker"));
+  }
+  std::tie(replica_id_, incarnation_) = DrawIds(options_.id_seed);
+  PEERKV_RETURN_IF_ERROR(
+      tables::WriteMetaU64(txn, meta_dbi_, codec::kMetaFormat, codec::kFormatVersion));
+  PEERKV_RETURN_IF_ERROR(
+      tables::WriteMetaU64(txn, meta_dbi_, codec::kMetaReplicaId, replica_id_));
+  return tables::WriteMetaU64(txn, meta_dbi_, codec::kMetaIncarnation, incarnation_);
+}
+
+absl::StatusOr<uint64_t> Store::LoadMeta(MDB_txn* txn, uint64_t format) {
+  if (format > codec::kFormatVersion) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "store in %s has format %d; this peerkv reads format %d or older",
+        dir_->path(), format, codec::kFormatVersion));
+  }
+  PEERKV_ASSIGN_OR_RETURN(const std::optional<uint64_t> id,
+                          tables::ReadMetaU64(txn, meta_dbi_, codec::kMetaReplicaId));
+  PEERKV_ASSIGN_OR_RETURN(const std::optional<uint64_t> inc,
+                          tables::ReadMetaU64(txn, meta_dbi_, codec::kMetaIncarnation));
+  if (!id.has_value() || !inc.has_value() || *id == 0 || *inc == 0) {
+    return absl::DataLossError(absl::StrCat(
+        "store in ", dir_->path(), " lacks its replica id or incarnation"));
+  }
+  replica_id_ = *id;
+  incarnation_ = *inc;
+  uint64_t clock_floor = 0;
+  PEERKV_ASSIGN_OR_RETURN(const std::optional<codec::MetaState> state,
+                          tables::ReadMetaState(txn, meta_dbi_));
+  if (state.has_value()) {
+    clock_floor = state->clock_mark;
+    max_seq_ = state->max_seq;
+    live_records_ = state->live_records;
+    tombstones_ = state->tombstones;
+    fingerprint_ = state->fingerprint;
+  }
+  PEERKV_ASSIGN_OR_RETURN(std::optional<Watermarks> stored,
+                          tables::ReadWatermarks(txn, meta_dbi_));
+  if (stored.has_value()) {
+    absl::MutexLock lock(&watermarks_mu_);
+    watermarks_ = std::move(*stored);
+  }
+  return clock_floor;
+}
+
+tables::Dbis Store::dbis() const {
+  return tables::Dbis{records_dbi_, log_dbi_, peers_dbi_, meta_dbi_};
 }
 
 Store::~Store() {
@@ -382,10 +331,17 @@ Store::~Store() {
     }
     if (!flushed.ok()) {
       // Losing a held checkpoint only means pulling those changes again.
-      std::fprintf(stderr, "peerkv: checkpoints not saved at close: %s\n",
-                   flushed.ToString().c_str());
+      Log(absl::StrCat("peerkv: checkpoints not saved at close: ", flushed.ToString()));
     }
     mdb_env_close(env_);
+  }
+}
+
+void Store::Log(const std::string& line) const {
+  if (options_.log) {
+    options_.log(line);
+  } else {
+    std::fprintf(stderr, "%s\n", line.c_str());
   }
 }
 
@@ -439,7 +395,7 @@ void Store::SubmitWrite(std::vector<Mutation> mutations, WriteCallback done,
         kMaxBatchRecords)));
     return;
   }
-  auto request = std::make_unique<WriteRequest>();
+  size_t bytes = 0;
   for (size_t i = 0; i < mutations.size(); ++i) {
     const Mutation& m = mutations[i];
     absl::Status valid = ValidateMutation(m, options_.max_value_bytes);
@@ -451,24 +407,17 @@ void Store::SubmitWrite(std::vector<Mutation> mutations, WriteCallback done,
       done(valid);
       return;
     }
-    request->bytes += m.keyspace.size() + m.key.size() +
-                      (m.value.has_value() ? m.value->size() : 0) + 32;
+    bytes += m.keyspace.size() + m.key.size() + (m.value.has_value() ? m.value->size() : 0) +
+             kRecordOverheadBytes;
   }
-  if (request->bytes > kMaxBatchBytes) {
+  if (bytes > kMaxBatchBytes) {
     done(absl::InvalidArgumentError(absl::StrFormat(
-        "batch is %d bytes; the limit is %d", request->bytes, kMaxBatchBytes)));
+        "batch is %d bytes; the limit is %d", bytes, kMaxBatchBytes)));
     return;
   }
-  request->records = mutations.size();
-  request->mutations = std::move(mutations);
-  request->done = [done = std::move(done)](absl::Status status,
-                                           WriteRequest& r) mutable {
-    if (!status.ok()) {
-      done(std::move(status));
-    } else {
-      done(std::move(r.versions));
-    }
-  };
+  const size_t records = mutations.size();
+  auto request = std::make_unique<WriteRequest>(WriteRequest{
+      LocalWrite{std::move(mutations), {}, std::move(done)}, records, bytes});
   Submit(std::move(request), wait_for_room);
 }
 
@@ -502,8 +451,29 @@ void Store::SubmitMerge(std::vector<Record> batch,
         kMaxBatchRecords)));
     return;
   }
-  auto request = std::make_unique<WriteRequest>();
-  request->remote.reserve(batch.size());
+  auto request = std::make_unique<WriteRequest>(WriteRequest{RemoteBatch{}});
+  RemoteBatch& remote = std::get<RemoteBatch>(request->kind);
+  request->bytes = AdmitRemote(batch, remote);
+  if (request->bytes > kMaxBatchBytes) {
+    done(absl::InvalidArgumentError(absl::StrFormat(
+        "merge batch is %d bytes; the limit is %d", request->bytes,
+        kMaxBatchBytes)));
+    return;
+  }
+  SortByRecordKey(remote.records);
+  request->records = remote.records.size();
+  remote.checkpoint = std::move(checkpoint);
+  if (remote.records.empty() && !remote.checkpoint.has_value()) {
+    done(std::move(remote.result));
+    return;
+  }
+  remote.done = std::move(done);
+  Submit(std::move(request), wait_for_room);
+}
+
+size_t Store::AdmitRemote(std::vector<Record>& batch, RemoteBatch& out) const {
+  size_t bytes = 0;
+  out.records.reserve(batch.size());
   for (Record& r : batch) {
     absl::Status valid = ValidateRemoteRecord(r, options_.max_value_bytes);
     if (valid.ok()) {
@@ -513,7 +483,7 @@ void Store::SubmitMerge(std::vector<Record> batch,
     if (!valid.ok()) {
       // Name the origin: one device with a wrong clock or a bad encoder is
       // what the operator needs to find.
-      request->merge.refused.push_back(RefusedRecord{
+      out.result.refused.push_back(RefusedRecord{
           r.keyspace, r.key, r.version,
           absl::Status(valid.code(),
                        absl::StrCat("record from origin ",
@@ -521,50 +491,20 @@ void Store::SubmitMerge(std::vector<Record> batch,
                                     valid.message()))});
       continue;
     }
-    request->bytes += RecordBytes(r);
-    request->remote.push_back(std::move(r));
+    bytes += RecordBytes(r);
+    out.records.push_back(std::move(r));
   }
-  if (request->bytes > kMaxBatchBytes) {
-    done(absl::InvalidArgumentError(absl::StrFormat(
-        "merge batch is %d bytes; the limit is %d", request->bytes,
-        kMaxBatchBytes)));
-    return;
-  }
-  // Key order makes neighbouring records share B-tree pages: one descent
-  // per record over warm pages, and fewer dirty pages per commit.
-  std::sort(request->remote.begin(), request->remote.end(),
-            [](const Record& a, const Record& b) {
-              if (a.keyspace != b.keyspace) return a.keyspace < b.keyspace;
-              if (a.key != b.key) return a.key < b.key;
-              return a.version < b.version;
-            });
-  request->records = request->remote.size();
-  request->checkpoint = std::move(checkpoint);
-  if (request->remote.empty() && !request->checkpoint.has_value()) {
-    done(std::move(request->merge));
-    return;
-  }
-  request->done = [done = std::move(done)](absl::Status status,
-                                           WriteRequest& r) mutable {
-    if (!status.ok()) {
-      done(std::move(status));
-    } else {
-      done(std::move(r.merge));
-    }
-  };
-  Submit(std::move(request), wait_for_room);
+  return bytes;
 }
 
 absl::StatusOr<uint64_t> Store::CompactLog() {
   absl::Notification finished;
   absl::StatusOr<uint64_t> result;
-  auto request = std::make_unique<WriteRequest>();
-  request->compact_all = true;
-  request->done = [&](absl::Status status, WriteRequest& r) {
-    result = status.ok() ? absl::StatusOr<uint64_t>(r.compacted)
-                         : absl::StatusOr<uint64_t>(status);
-    finished.Notify();
-  };
+  auto request = std::make_unique<WriteRequest>(
+      WriteRequest{Compaction{0, [&](absl::StatusOr<uint64_t> r) {
+                     result = std::move(r);
+                     finished.Notify();
+                   }}});
   Submit(std::move(request), /*wait_for_room=*/true);
   finished.WaitForNotification();
   return result;
@@ -594,262 +534,177 @@ void Store::Submit(std::unique_ptr<WriteRequest> request, bool wait_for_room) {
       return;
     }
   }
-  request->done(refused, *request);
+  request->Finish(refused);
 }
 
 void Store::WriterLoop() {
   writer_id_ = std::this_thread::get_id();
   for (;;) {
-    std::vector<std::unique_ptr<WriteRequest>> group;
-    {
-      absl::MutexLock lock(&queue_mu_);
-      auto ready = [this]() {
-        queue_mu_.AssertHeld();
-        return stopping_ || !queue_.empty();
-      };
-      queue_mu_.Await(absl::Condition(&ready));
-      if (queue_.empty()) return;  // stopping, and every write is done
-      size_t records = 0, bytes = 0;
-      while (!queue_.empty()) {
-        WriteRequest& next = *queue_.front();
-        if (!group.empty() &&
-            (next.compact_all || group.front()->compact_all ||
-             records + next.records > options_.max_group_records ||
-             bytes + next.bytes > options_.max_group_bytes)) {
-          break;
-        }
-        records += next.records;
-        bytes += next.bytes;
-        PEERKV_CHECK(queued_bytes_ >= next.bytes);
-        queued_bytes_ -= next.bytes;
-        group.push_back(std::move(queue_.front()));
-        queue_.pop_front();
-      }
-    }
+    Group group = NextGroup();
+    if (group.empty()) return;  // stopping, and every write is done
     ApplyGroup(group);
     if (CompactionDue()) {
       bool reached_end = false;
       const absl::StatusOr<uint64_t> step =
           CompactStep(kCompactionStepEntries, &reached_end);
       if (!step.ok()) {
-        std::fprintf(stderr, "peerkv: log compaction step failed: %s\n",
-                     step.status().ToString().c_str());
+        Log(absl::StrCat("peerkv: log compaction step failed: ", step.status().ToString()));
       }
     }
   }
 }
 
-void Store::ApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& group) {
+Store::Group Store::NextGroup() {
+  Group group;
+  absl::MutexLock lock(&queue_mu_);
+  auto ready = [this]() {
+    queue_mu_.AssertHeld();
+    return stopping_ || !queue_.empty();
+  };
+  queue_mu_.Await(absl::Condition(&ready));
+  size_t records = 0, bytes = 0;
+  while (!queue_.empty()) {
+    WriteRequest& next = *queue_.front();
+    if (!group.empty() &&
+        (next.RunsAlone() || group.front()->RunsAlone() ||
+         records + next.records > options_.max_group_records ||
+         bytes + next.bytes > options_.max_group_bytes)) {
+      break;
+    }
+    records += next.records;
+    bytes += next.bytes;
+    PEERKV_CHECK(queued_bytes_ >= next.bytes);
+    queued_bytes_ -= next.bytes;
+    group.push_back(std::move(queue_.front()));
+    queue_.pop_front();
+  }
+  return group;
+}
+
+void Store::ApplyGroup(Group& group) {
   PEERKV_CHECK(OnWriterThread());
   PEERKV_CHECK(!group.empty());
-  // A compaction runs alone (WriterLoop never groups it).
-  PEERKV_CHECK(!group.front()->compact_all || group.size() == 1);
-  absl::Status status;
-  GroupState state;
-  if (group.front()->compact_all) {
-    compact_from_seq_ = 0;
-    bool reached_end = false;
-    uint64_t removed = 0;
-    // Bounded: each step advances through the log or ends the pass.
-    for (int steps = 0; steps < (1 << 30) && !reached_end && status.ok(); ++steps) {
-      absl::StatusOr<uint64_t> step = CompactStep(kCompactionStepEntries, &reached_end);
-      if (step.ok()) {
-        removed += *step;
-      } else {
-        status = step.status();
-      }
-    }
-    group.front()->compacted = removed;
-  } else {
-    size_t bytes = 0;
-    for (const auto& r : group) bytes += r->bytes;
-    // MDB_MAP_FULL can come from any call that allocates a page, commit
-    // included (it writes the free list and the database roots); whichever
-    // it was, the transaction is gone, and the group is retried in a
-    // bigger map. Bounded: each attempt at least doubles the map, up to
-    // max_map_bytes, where GrowMap refuses.
-    for (int attempt = 0;; ++attempt) {
-      state = GroupState{};
-      status = TryApplyGroup(group, state);
-      if (!lmdb::IsMapFull(status)) break;
-      if (attempt == kMaxMapGrowthAttempts) break;
-      const absl::Status grown = GrowMap(bytes);
-      if (!grown.ok()) {
-        status = grown;
-        break;
-      }
-    }
-    if (status.ok() && state.changed) {
-      PEERKV_CHECK(state.next_seq - 1 > max_seq_.load());
-      max_seq_ = state.next_seq - 1;
-      live_records_ = state.live_records;
-      tombstones_ = state.tombstones;
-      log_entries_ = state.log_entries;
-      fingerprint_ = state.fingerprint;
-      // Only this thread stamps local writes, so every local write with a
-      // version at or below the clock now is committed.
-      committed_clock_ = clock_->Last();
-      ++commits_;
-    }
-  }
-  // Listeners first: once a write is acknowledged, watchers already know.
-  if (status.ok() && state.changed) {
-    const CommitInfo info{max_seq_.load(), state.local, &state.changes};
-    absl::MutexLock lock(&listeners_mu_);
-    for (auto& [id, listener] : listeners_) listener(info);
-  }
-  for (auto& request : group) request->done(status, *request);
+  // A compaction runs alone (NextGroup never groups it).
+  PEERKV_CHECK(!group.front()->RunsAlone() || group.size() == 1);
+  Compaction* compaction = std::get_if<Compaction>(&group.front()->kind);
+  const absl::Status status = compaction != nullptr ? CompactAll(*compaction)
+                                                    : CommitWrites(group);
+  for (auto& request : group) request->Finish(status);
 }
 
-absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& group,
-                                  GroupState& state) {
-  PEERKV_CHECK(OnWriterThread());
-  size_t group_bytes = 0;
-  for (const auto& r : group) group_bytes += r->bytes;
-  state.next_seq = max_seq_.load() + 1;
-  state.live_records = live_records_.load();
-  state.tombstones = tombstones_.load();
-  state.log_entries = log_entries_.load();
-  state.fingerprint = fingerprint_.load();
-
-  Txn txn;
-  PEERKV_RETURN_IF_ERROR(txn.Begin(env_, 0));
-  Cursor records, log;
-  PEERKV_RETURN_IF_ERROR(records.Open(txn, records_dbi_));
-  PEERKV_RETURN_IF_ERROR(log.Open(txn, log_dbi_));
-  std::string record_key, stored, seq_key;
-
-  // Writes `version` for the key if it beats the stored one, and appends
-  // the change (with the value) to the log. One B-tree descent: a put that
-  // refuses to overwrite leaves the cursor on the existing header and hands
-  // back its bytes; headers are fixed-size, so the overwrite is in place.
-  std::string log_value;
-  auto apply = [&](std::string_view keyspace, std::string_view key,
-                   const Version& version, bool deleted, std::string_view value,
-                   uint64_t source) -> absl::StatusOr<bool> {
-    codec::AppendRecordKey(keyspace, key, &record_key);
-    codec::EncodeRecordHeader(codec::RecordHeader{version, deleted, state.next_seq},
-                              &stored);
-    MDB_val k = Val(record_key), d = Val(stored);
-    int rc = mdb_cursor_put(records.get(), &k, &d, MDB_NOOVERWRITE);
-    if (rc == MDB_KEYEXIST) {
-      PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader old,
-                              codec::DecodeRecordHeader(View(d)));
-      if (!(version > old.version)) return false;
-      (old.deleted ? state.tombstones : state.live_records) -= 1;
-      state.fingerprint ^= codec::RegisterHash(record_key, old.version, old.deleted);
-      d = Val(stored);
-      rc = mdb_cursor_put(records.get(), &k, &d, MDB_CURRENT);
-    }
-    PEERKV_RETURN_IF_ERROR(lmdb::Error(rc, "write record"));
-    (deleted ? state.tombstones : state.live_records) += 1;
-    state.fingerprint ^= codec::RegisterHash(record_key, version, deleted);
-    seq_key.clear();
-    codec::PutBigEndian64(&seq_key, state.next_seq);
-    codec::EncodeLogEntry(record_key, source, value, &log_value);
-    MDB_val lk = Val(seq_key), lv = Val(log_value);
-    PEERKV_RETURN_IF_ERROR(
-        lmdb::Error(mdb_cursor_put(log.get(), &lk, &lv, MDB_APPEND), "append to log"));
-    state.changes.push_back(CommitChange{state.next_seq, keyspace, key});
-    ++state.next_seq;
-    ++state.log_entries;
-    state.changed = true;
-    return true;
-  };
-
-  for (auto& request : group) {
-    WriteRequest& r = *request;
-    r.versions.clear();
-    r.merge.won = 0;
-    if (!r.mutations.empty()) state.local = true;
-    for (const Mutation& m : r.mutations) {
-      const Version version{clock_->Now(), replica_id_};
-      const bool deleted = !m.value.has_value();
-      PEERKV_ASSIGN_OR_RETURN(
-          const bool won,
-          apply(m.keyspace, m.key, version, deleted,
-                deleted ? std::string_view() : std::string_view(*m.value), /*source=*/0));
-      if (!won) {
-        // The clock starts above every stored version and observes every
-        // merged one, so a local write always wins; anything else is a bug
-        // in the clock or the merge, and the process stops before it commits.
-        std::fprintf(stderr, "peerkv: local write to %s lost to a stored version; clock at %s\n",
-                     m.keyspace.c_str(), version.ToString().c_str());
-      }
-      PEERKV_CHECK(won);
-      r.versions.push_back(version);
-    }
-    const uint64_t source = r.checkpoint.has_value() ? r.checkpoint->peer_id : 0;
-    for (const Record& remote : r.remote) {
-      clock_->Observe(remote.version.hlc);
-      PEERKV_ASSIGN_OR_RETURN(
-          const bool won, apply(remote.keyspace, remote.key, remote.version,
-                                remote.deleted, remote.value, source));
-      if (won) ++r.merge.won;
-    }
-    if (r.checkpoint.has_value()) {
-      state.checkpoints[r.checkpoint->peer_id] = r.checkpoint->checkpoint;
-      state.watermarks.Merge(r.checkpoint->watermarks);
+absl::Status Store::CommitWrites(Group& group) {
+  size_t bytes = 0;
+  for (const auto& r : group) bytes += r->bytes;
+  const GroupTxn::Counters committed{max_seq_.load(), live_records_.load(), tombstones_.load(),
+                                     log_entries_.load(), fingerprint_.load()};
+  // MDB_MAP_FULL can come from any call that allocates a page, commit
+  // included (it writes the free list and the database roots); whichever
+  // it was, the transaction is gone, and the group is retried in a
+  // bigger map. Bounded: each attempt at least doubles the map, up to
+  // max_map_bytes, where GrowMap refuses.
+  std::optional<GroupTxn> txn;
+  absl::Status status;
+  for (int attempt = 0;; ++attempt) {
+    txn.emplace(dbis(), committed);
+    status = TryApplyGroup(group, *txn, bytes);
+    if (!lmdb::IsMapFull(status)) break;
+    if (attempt == kMaxMapGrowthAttempts) break;
+    // LMDB grows the map only while no transaction of this process is open.
+    txn.reset();
+    const absl::Status grown = GrowMap(bytes);
+    if (!grown.ok()) {
+      status = grown;
+      break;
     }
   }
+  if (!status.ok() || !txn->changed()) return status;
+  Publish(*txn);
+  // Listeners first: once a write is acknowledged, watchers already know.
+  NotifyListeners(*txn);
+  return absl::OkStatus();
+}
 
-  records.Close();
-  log.Close();
-  if (!state.changed) {
+absl::Status Store::TryApplyGroup(Group& group, GroupTxn& txn, size_t group_bytes) {
+  PEERKV_CHECK(OnWriterThread());
+  PEERKV_RETURN_IF_ERROR(txn.Begin(env_));
+  for (auto& request : group) {
+    PEERKV_RETURN_IF_ERROR(std::visit(
+        Overloaded{
+            [&](LocalWrite& write) { return ApplyLocalWrite(txn, write); },
+            [&](RemoteBatch& batch) { return ApplyRemoteBatch(txn, batch); },
+            [&](Compaction&) -> absl::Status {
+              PEERKV_CHECK(false);  // runs alone: see ApplyGroup
+              return absl::InternalError("compaction inside a write group");
+            },
+        },
+        request->kind));
+  }
+  if (!txn.changed()) {
     // Nothing won: write nothing. Hold the checkpoints and watermarks for
     // the next commit (claiming them now is safe: the data is durable).
     txn.Abort();
-    {
-      absl::MutexLock lock(&checkpoints_mu_);
-      for (const auto& [peer, cp] : state.checkpoints) held_checkpoints_[peer] = cp;
-    }
-    if (!state.watermarks.empty()) {
-      absl::MutexLock lock(&watermarks_mu_);
-      watermarks_.Merge(state.watermarks);
-      watermarks_dirty_ = true;
-    }
+    HoldClaims(txn);
     return absl::OkStatus();
   }
+  return CommitGroup(txn, group_bytes);
+}
+
+absl::Status Store::ApplyLocalWrite(GroupTxn& txn, LocalWrite& write) {
+  write.versions.clear();
+  for (const Mutation& m : write.mutations) {
+    const Version version{clock_->Now(), replica_id_};
+    PEERKV_ASSIGN_OR_RETURN(const bool won, txn.ApplyLocal(m, version));
+    if (!won) {
+      // The clock starts above every stored version and observes every
+      // merged one, so a local write always wins; anything else is a bug
+      // in the clock or the merge, and the process stops before it commits.
+      Log(absl::StrFormat("peerkv: local write to %s lost to a stored version; clock at %s",
+                          m.keyspace, version.ToString()));
+    }
+    PEERKV_CHECK(won);
+    write.versions.push_back(version);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Store::ApplyRemoteBatch(GroupTxn& txn, RemoteBatch& batch) {
+  batch.result.won = 0;
+  const uint64_t source = batch.checkpoint.has_value() ? batch.checkpoint->peer_id : 0;
+  for (const Record& remote : batch.records) {
+    clock_->Observe(remote.version.hlc);
+    PEERKV_ASSIGN_OR_RETURN(const bool won, txn.ApplyRemote(remote, source));
+    if (won) ++batch.result.won;
+  }
+  if (batch.checkpoint.has_value()) txn.Claim(*batch.checkpoint);
+  return absl::OkStatus();
+}
+
+absl::Status Store::CommitGroup(GroupTxn& txn, size_t group_bytes) {
   Watermarks watermarks;
   bool write_watermarks;
   {
     absl::MutexLock lock(&watermarks_mu_);
     watermarks = watermarks_;
-    write_watermarks = watermarks_dirty_ || !state.watermarks.empty();
+    write_watermarks = watermarks_dirty_ || !txn.claimed_watermarks().empty();
   }
   if (write_watermarks) {
-    watermarks.Merge(state.watermarks);
-    const std::string encoded = codec::EncodeWatermarks(watermarks);
-    MDB_val k = Val(kMetaWatermarks), d = Val(encoded);
-    PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_put(txn.get(), meta_dbi_, &k, &d, 0), "write watermarks"));
+    watermarks.Merge(txn.claimed_watermarks());
+    PEERKV_RETURN_IF_ERROR(txn.PutWatermarks(watermarks));
   }
-
   absl::flat_hash_map<uint64_t, PeerCheckpoint> checkpoints;
   {
     absl::MutexLock lock(&checkpoints_mu_);
     checkpoints = held_checkpoints_;
   }
-  for (const auto& [peer, cp] : state.checkpoints) checkpoints[peer] = cp;
+  for (const auto& [peer, cp] : txn.claimed_checkpoints()) checkpoints[peer] = cp;
   for (const auto& [peer, cp] : checkpoints) {
-    const std::string key = codec::BigEndian64(peer);
-    const std::string value = codec::EncodeCheckpoint(cp);
-    MDB_val k = Val(key), d = Val(value);
-    PEERKV_RETURN_IF_ERROR(
-        lmdb::Error(mdb_put(txn.get(), peers_dbi_, &k, &d, 0), "write checkpoint"));
+    PEERKV_RETURN_IF_ERROR(txn.PutCheckpoint(peer, cp));
   }
-
-  const std::string meta_state = codec::EncodeMetaState(codec::MetaState{
-      clock_->Last(), state.next_seq - 1, state.live_records, state.tombstones,
-      state.fingerprint});
-  {
-    MDB_val k = Val(kMetaState), d = Val(meta_state);
-    PEERKV_RETURN_IF_ERROR(
-        lmdb::Error(mdb_put(txn.get(), meta_dbi_, &k, &d, 0), "write meta state"));
-  }
-  absl::Status committed = txn.Commit();
-  // A full map is not a full disk: ApplyGroup grows it and retries.
+  PEERKV_RETURN_IF_ERROR(txn.PutMetaState(clock_->Last()));
+  const absl::Status committed = txn.Commit();
+  // A full map is not a full disk: CommitWrites grows it and retries.
   if (lmdb::IsMapFull(committed)) return committed;
-  if (!committed.ok()) return ExplainCommitFailure(committed, group_bytes);
+  if (!committed.ok()) return dir_->ExplainWriteFailure(committed, group_bytes);
   if (write_watermarks) {
     absl::MutexLock lock(&watermarks_mu_);
     watermarks_.Merge(watermarks);
@@ -862,9 +717,36 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
   return absl::OkStatus();
 }
 
-absl::Status Store::ExplainCommitFailure(const absl::Status& failure,
-                                         size_t group_bytes) const {
-  return dir_->ExplainWriteFailure(failure, group_bytes);
+void Store::HoldClaims(const GroupTxn& txn) {
+  {
+    absl::MutexLock lock(&checkpoints_mu_);
+    for (const auto& [peer, cp] : txn.claimed_checkpoints()) held_checkpoints_[peer] = cp;
+  }
+  if (!txn.claimed_watermarks().empty()) {
+    absl::MutexLock lock(&watermarks_mu_);
+    watermarks_.Merge(txn.claimed_watermarks());
+    watermarks_dirty_ = true;
+  }
+}
+
+void Store::Publish(const GroupTxn& txn) {
+  const GroupTxn::Counters& counters = txn.counters();
+  PEERKV_CHECK(counters.max_seq > max_seq_.load());
+  max_seq_ = counters.max_seq;
+  live_records_ = counters.live_records;
+  tombstones_ = counters.tombstones;
+  log_entries_ = counters.log_entries;
+  fingerprint_ = counters.fingerprint;
+  // Only this thread stamps local writes, so every local write with a
+  // version at or below the clock now is committed.
+  committed_clock_ = clock_->Last();
+  ++commits_;
+}
+
+void Store::NotifyListeners(const GroupTxn& txn) {
+  const CommitInfo info{max_seq_.load(), txn.local(), &txn.changes()};
+  absl::MutexLock lock(&listeners_mu_);
+  for (auto& [id, listener] : listeners_) listener(info);
 }
 
 absl::Status Store::GrowMap(size_t needed_bytes) {
@@ -893,25 +775,18 @@ absl::Status Store::FlushHeldCheckpoints() {
     absl::MutexLock lock(&checkpoints_mu_);
     checkpoints = held_checkpoints_;
   }
-  std::string watermarks;
+  std::optional<Watermarks> watermarks;
   {
     absl::MutexLock lock(&watermarks_mu_);
-    if (watermarks_dirty_) watermarks = codec::EncodeWatermarks(watermarks_);
+    if (watermarks_dirty_ && !watermarks_.empty()) watermarks = watermarks_;
   }
-  if (checkpoints.empty() && watermarks.empty()) return absl::OkStatus();
-  Txn txn;
-  PEERKV_RETURN_IF_ERROR(txn.Begin(env_, 0));
-  if (!watermarks.empty()) {
-    MDB_val k = Val(kMetaWatermarks), d = Val(watermarks);
-    PEERKV_RETURN_IF_ERROR(
-        lmdb::Error(mdb_put(txn.get(), meta_dbi_, &k, &d, 0), "write watermarks"));
-  }
+  if (checkpoints.empty() && !watermarks.has_value()) return absl::OkStatus();
+  // Counters are not written: only checkpoints and watermarks.
+  GroupTxn txn(dbis(), GroupTxn::Counters{});
+  PEERKV_RETURN_IF_ERROR(txn.Begin(env_));
+  if (watermarks.has_value()) PEERKV_RETURN_IF_ERROR(txn.PutWatermarks(*watermarks));
   for (const auto& [peer, cp] : checkpoints) {
-    const std::string key = codec::BigEndian64(peer);
-    const std::string value = codec::EncodeCheckpoint(cp);
-    MDB_val k = Val(key), d = Val(value);
-    PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_put(txn.get(), peers_dbi_, &k, &d, 0),
-                                       "write checkpoint"));
+    PEERKV_RETURN_IF_ERROR(txn.PutCheckpoint(peer, cp));
   }
   return txn.Commit();
 }
@@ -923,56 +798,43 @@ bool Store::CompactionDue() const {
   return garbage > options_.compaction_min_garbage && garbage > records;
 }
 
+absl::Status Store::CompactAll(Compaction& compaction) {
+  compact_from_seq_ = 0;
+  bool reached_end = false;
+  absl::Status status;
+  // Bounded: each step advances through the log or ends the pass.
+  for (int steps = 0; steps < (1 << 30) && !reached_end && status.ok(); ++steps) {
+    absl::StatusOr<uint64_t> step = CompactStep(kCompactionStepEntries, &reached_end);
+    if (step.ok()) {
+      compaction.removed += *step;
+    } else {
+      status = step.status();
+    }
+  }
+  return status;
+}
+
 absl::StatusOr<uint64_t> Store::CompactStep(size_t max_entries,
                                             bool* reached_end) {
   PEERKV_CHECK(OnWriterThread());
   *reached_end = false;
-  std::vector<uint64_t> superseded;
   uint64_t last_seq = compact_from_seq_;
   Txn txn;
   PEERKV_RETURN_IF_ERROR(txn.Begin(env_, 0));
-  {
-    Cursor log;
-    PEERKV_RETURN_IF_ERROR(log.Open(txn, log_dbi_));
-    const std::string start = codec::BigEndian64(compact_from_seq_ + 1);
-    MDB_val k = Val(start), v;
-    int rc = mdb_cursor_get(log.get(), &k, &v, MDB_SET_RANGE);
-    size_t examined = 0;
-    for (; rc == MDB_SUCCESS && examined < max_entries; ++examined) {
-      if (k.mv_size != 8) return absl::DataLossError("log key is not 8 bytes");
-      const uint64_t seq = codec::GetBigEndian64(static_cast<const char*>(k.mv_data));
-      PEERKV_ASSIGN_OR_RETURN(const codec::LogEntry entry, codec::DecodeLogEntry(View(v)));
-      MDB_val rk = Val(entry.record_key), rv;
-      const int get = mdb_get(txn.get(), records_dbi_, &rk, &rv);
-      if (get == MDB_NOTFOUND) {
-        superseded.push_back(seq);
-      } else if (get != MDB_SUCCESS) {
-        return lmdb::Error(get, "read record for compaction");
-      } else {
-        PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header,
-                                codec::DecodeRecordHeader(View(rv)));
-        if (header.seq != seq) superseded.push_back(seq);
-      }
-      last_seq = seq;
-      rc = mdb_cursor_get(log.get(), &k, &v, MDB_NEXT);
-    }
-    if (rc == MDB_NOTFOUND) {
-      *reached_end = true;
-    } else if (rc != MDB_SUCCESS) {
-      return lmdb::Error(rc, "read log for compaction");
-    }
-  }
+  PEERKV_ASSIGN_OR_RETURN(const std::vector<uint64_t> superseded,
+                          FindSuperseded(txn.get(), max_entries, &last_seq, reached_end));
   for (uint64_t seq : superseded) {
     const std::string key = codec::BigEndian64(seq);
     MDB_val k = Val(key);
-    const int rc = mdb_del(txn.get(), log_dbi_, &k, nullptr);
-    if (rc == MDB_MAP_FULL) {
+    const absl::Status deleted =
+        lmdb::Error(mdb_del(txn.get(), log_dbi_, &k, nullptr), "delete superseded log entry");
+    if (lmdb::IsMapFull(deleted)) {
       // Deleting needs fresh pages too; grow and let a later step retry.
       txn.Abort();
       PEERKV_RETURN_IF_ERROR(GrowMap(0));
       return 0;
     }
-    PEERKV_RETURN_IF_ERROR(lmdb::Error(rc, "delete superseded log entry"));
+    PEERKV_RETURN_IF_ERROR(deleted);
   }
   if (!superseded.empty()) {
     const absl::Status committed = txn.Commit();
@@ -988,6 +850,39 @@ absl::StatusOr<uint64_t> Store::CompactStep(size_t max_entries,
   return superseded.size();
 }
 
+absl::StatusOr<std::vector<uint64_t>> Store::FindSuperseded(MDB_txn* txn, size_t max_entries,
+                                                            uint64_t* last_seq,
+                                                            bool* reached_end) const {
+  std::vector<uint64_t> superseded;
+  Cursor log;
+  PEERKV_RETURN_IF_ERROR(log.Open(txn, log_dbi_));
+  const std::string start = codec::BigEndian64(compact_from_seq_ + 1);
+  MDB_val k = Val(start), v;
+  int rc = mdb_cursor_get(log.get(), &k, &v, MDB_SET_RANGE);
+  for (size_t examined = 0; rc == MDB_SUCCESS && examined < max_entries; ++examined) {
+    PEERKV_ASSIGN_OR_RETURN(const uint64_t seq, codec::DecodeLogKey(View(k)));
+    PEERKV_ASSIGN_OR_RETURN(const codec::LogEntry entry, codec::DecodeLogEntry(View(v)));
+    PEERKV_ASSIGN_OR_RETURN(
+        const std::optional<std::string_view> stored,
+        lmdb::Get(txn, records_dbi_, entry.record_key, "read record for compaction"));
+    if (!stored.has_value()) {
+      superseded.push_back(seq);
+    } else {
+      PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header,
+                              codec::DecodeRecordHeader(*stored));
+      if (header.seq != seq) superseded.push_back(seq);
+    }
+    *last_seq = seq;
+    rc = mdb_cursor_get(log.get(), &k, &v, MDB_NEXT);
+  }
+  if (rc == MDB_NOTFOUND) {
+    *reached_end = true;
+  } else if (rc != MDB_SUCCESS) {
+    return lmdb::Error(rc, "read log for compaction");
+  }
+  return superseded;
+}
+
 // ---------------------------------------------------------------------------
 // Reads
 
@@ -996,25 +891,20 @@ absl::Status Store::GetView(std::string_view keyspace, std::string_view key,
   PEERKV_RETURN_IF_ERROR(ValidateKeyspace(keyspace));
   PEERKV_RETURN_IF_ERROR(ValidateKey(key));
   // The records key on the stack: reads are the hot path of a server.
-  char buffer[kMaxKeyspaceBytes + 1 + kMaxKeyBytes];
-  std::memcpy(buffer, keyspace.data(), keyspace.size());
-  buffer[keyspace.size()] = '\0';
-  std::memcpy(buffer + keyspace.size() + 1, key.data(), key.size());
-  const std::string_view record_key(buffer, keyspace.size() + 1 + key.size());
+  const codec::StackRecordKey stack_key(keyspace, key);
+  const std::string_view record_key = stack_key.view();
 
   ReadTxn txn(*this);
   PEERKV_RETURN_IF_ERROR(txn.Begin());
-  MDB_val k = Val(record_key), v;
-  const int rc = mdb_get(txn.get(), records_dbi_, &k, &v);
-  if (rc == MDB_NOTFOUND) {
+  PEERKV_ASSIGN_OR_RETURN(const std::optional<std::string_view> stored,
+                          lmdb::Get(txn.get(), records_dbi_, record_key, "read record"));
+  if (!stored.has_value()) {
     fn(nullptr);
     return absl::OkStatus();
   }
-  PEERKV_RETURN_IF_ERROR(lmdb::Error(rc, "read record"));
-  PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header,
-                          codec::DecodeRecordHeader(View(v)));
+  PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header, codec::DecodeRecordHeader(*stored));
   PEERKV_ASSIGN_OR_RETURN(const std::string_view value,
-                          ReadValue(txn.get(), log_dbi_, record_key, header.seq));
+                          tables::ReadValue(txn.get(), log_dbi_, record_key, header.seq));
   if (header.deleted && !value.empty()) {
     return absl::DataLossError("stored tombstone carries value bytes");
   }
@@ -1099,17 +989,9 @@ absl::StatusOr<Changes> Store::ChangesSince(uint64_t after_seq, size_t limit,
   changes.last_seq = after_seq;
   ReadTxn txn(*this);
   PEERKV_RETURN_IF_ERROR(txn.Begin());
-  {
-    MDB_val k = Val(kMetaState), v;
-    const int rc = mdb_get(txn.get(), meta_dbi_, &k, &v);
-    if (rc == MDB_SUCCESS) {
-      PEERKV_ASSIGN_OR_RETURN(const codec::MetaState state,
-                              codec::DecodeMetaState(View(v)));
-      changes.max_seq = state.max_seq;
-    } else if (rc != MDB_NOTFOUND) {
-      return lmdb::Error(rc, "read meta state");
-    }
-  }
+  PEERKV_ASSIGN_OR_RETURN(const std::optional<codec::MetaState> state,
+                          tables::ReadMetaState(txn.get(), meta_dbi_));
+  if (state.has_value()) changes.max_seq = state->max_seq;
   if (after_seq >= changes.max_seq) return changes;
 
   Cursor cursor;
@@ -1126,34 +1008,13 @@ absl::StatusOr<Changes> Store::ChangesSince(uint64_t after_seq, size_t limit,
         (bytes >= max_bytes && !changes.records.empty())) {
       return changes;
     }
-    if (k.mv_size != 8) return absl::DataLossError("log key is not 8 bytes");
-    const uint64_t seq = codec::GetBigEndian64(static_cast<const char*>(k.mv_data));
+    PEERKV_ASSIGN_OR_RETURN(const uint64_t seq, codec::DecodeLogKey(View(k)));
     PEERKV_ASSIGN_OR_RETURN(const codec::LogEntry entry, codec::DecodeLogEntry(View(v)));
-    if (!filter.keyspace.empty()) {
-      std::string_view keyspace, key;
-      PEERKV_RETURN_IF_ERROR(codec::SplitRecordKey(entry.record_key, &keyspace, &key));
-      if (keyspace != filter.keyspace || !key.starts_with(filter.key_prefix)) {
-        changes.last_seq = seq;
-        rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_NEXT);
-        continue;
-      }
-    }
-    MDB_val rk = Val(entry.record_key), rv;
-    const int get = mdb_get(txn.get(), records_dbi_, &rk, &rv);
-    if (get == MDB_SUCCESS) {
-      PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header,
-                              codec::DecodeRecordHeader(View(rv)));
-      const bool skip = (filter.skip_source != 0 && entry.source == filter.skip_source) ||
-                        (filter.skip_origin != 0 && header.version.origin == filter.skip_origin) ||
-                        (filter.max_value_bytes != 0 && entry.value.size() > filter.max_value_bytes) ||
-                        (filter.covered != nullptr && filter.covered->Covers(header.version));
-      if (header.seq == seq && !skip) {
-        PEERKV_ASSIGN_OR_RETURN(Record record, codec::MakeRecord(header, entry));
-        bytes += RecordBytes(record);
-        changes.records.push_back(std::move(record));
-      }
-    } else if (get != MDB_NOTFOUND) {
-      return lmdb::Error(get, "read record for log entry");
+    PEERKV_ASSIGN_OR_RETURN(std::optional<Record> record,
+                            CurrentChange(txn.get(), records_dbi_, seq, entry, filter));
+    if (record.has_value()) {
+      bytes += RecordBytes(*record);
+      changes.records.push_back(std::move(*record));
     }
     changes.last_seq = seq;
     rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_NEXT);
@@ -1170,16 +1031,9 @@ absl::StatusOr<std::optional<PeerCheckpoint>> Store::GetCheckpoint(
     auto it = held_checkpoints_.find(peer_id);
     if (it != held_checkpoints_.end()) return it->second;
   }
-  const std::string key = codec::BigEndian64(peer_id);
   ReadTxn txn(*this);
   PEERKV_RETURN_IF_ERROR(txn.Begin());
-  MDB_val k = Val(key), v;
-  const int rc = mdb_get(txn.get(), peers_dbi_, &k, &v);
-  if (rc == MDB_NOTFOUND) return std::nullopt;
-  PEERKV_RETURN_IF_ERROR(lmdb::Error(rc, "read checkpoint"));
-  PEERKV_ASSIGN_OR_RETURN(const PeerCheckpoint checkpoint,
-                          codec::DecodeCheckpoint(View(v), peer_id));
-  return checkpoint;
+  return tables::ReadCheckpoint(txn.get(), peers_dbi_, peer_id);
 }
 
 absl::Status Store::CheckSkew(uint64_t hlc) const {
@@ -1202,7 +1056,7 @@ absl::StatusOr<StoreStats> Store::Stats() const {
 }
 
 absl::StatusOr<uint64_t> Store::Digest() const {
-  Fnv64 hash;
+  codec::Fnv64 hash;
   ReadTxn txn(*this);
   PEERKV_RETURN_IF_ERROR(txn.Begin());
   Cursor cursor;
@@ -1218,7 +1072,7 @@ absl::StatusOr<uint64_t> Store::Digest() const {
     hash.AddU64(header.version.origin);
     hash.AddU64(header.deleted ? 1 : 0);
     PEERKV_ASSIGN_OR_RETURN(const std::string_view value,
-                            ReadValue(txn.get(), log_dbi_, View(k), header.seq));
+                            tables::ReadValue(txn.get(), log_dbi_, View(k), header.seq));
     hash.AddU64(value.size());
     hash.Add(value);
     rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_NEXT);

@@ -41,6 +41,16 @@ typedef unsigned int MDB_dbi;
 namespace peerkv {
 
 class DataDir;
+namespace tables {
+struct Dbis;
+}  // namespace tables
+namespace writer {
+struct WriteRequest;
+struct LocalWrite;
+struct RemoteBatch;
+struct Compaction;
+class GroupTxn;
+}  // namespace writer
 
 struct StoreOptions {
   // Directory of the LMDB environment; created (with parents) if missing.
@@ -74,6 +84,12 @@ struct StoreOptions {
   // Seeds replica id and incarnation when the store is created, so a
   // simulation can be replayed exactly. nullopt: operating-system entropy.
   std::optional<uint64_t> id_seed;
+  // Where the store's few log lines go (a failed compaction step, held
+  // checkpoints that could not be saved at close, a lost local write just
+  // before the process stops), each a whole line without its newline. Called
+  // on the writer thread or in ~Store; must not call into the store. Empty:
+  // each line is written to stderr.
+  std::function<void(const std::string&)> log;
 };
 
 class Store {
@@ -174,12 +190,8 @@ class Store {
   // two replicas with equal digests hold the same registers.
   absl::StatusOr<uint64_t> Digest() const;
 
-  // One change a commit made: the log seq it took and the register it set.
-  struct CommitChange {
-    uint64_t seq = 0;
-    std::string_view keyspace;
-    std::string_view key;
-  };
+  // One change a commit made (see types.h).
+  using CommitChange = ::peerkv::CommitChange;
   // What a commit listener learns about a commit.
   struct CommitInfo {
     uint64_t max_seq = 0;
@@ -203,8 +215,8 @@ class Store {
   absl::StatusOr<uint64_t> CompactLog();
 
  private:
-  struct WriteRequest;
-  struct GroupState;
+  using WriteRequest = writer::WriteRequest;
+  using Group = std::vector<std::unique_ptr<WriteRequest>>;
   class ReadTxn;
 
   // Reset read-only transactions kept for reuse: renewing one is much
@@ -233,28 +245,61 @@ class Store {
 
   explicit Store(StoreOptions options);
 
+  // Opening.
   absl::Status OpenEnvironment();
   absl::Status LoadOrInitMeta();
+  // A new store: draws its ids and writes them. REQUIRES: no meta yet.
+  absl::Status InitMeta(MDB_txn* txn);
+  // An existing store of `format`: reads ids, state and watermarks; returns
+  // the clock's floor.
+  absl::StatusOr<uint64_t> LoadMeta(MDB_txn* txn, uint64_t format);
+  tables::Dbis dbis() const;
+
+  // Submission (any thread).
   void SubmitWrite(std::vector<Mutation> mutations, WriteCallback done,
                    bool wait_for_room);
   void SubmitMerge(std::vector<Record> batch,
                    std::optional<CheckpointUpdate> checkpoint,
                    MergeCallback done, bool wait_for_room);
+  // Moves the records of `batch` that are valid and within the skew limit
+  // into `out.records`, lists the others in `out.result.refused`; returns
+  // the bytes admitted.
+  size_t AdmitRemote(std::vector<Record>& batch, writer::RemoteBatch& out) const;
   // Queues a request for the writer; when the queue is full, waits for room
   // or fails the request with Unavailable.
   void Submit(std::unique_ptr<WriteRequest> request, bool wait_for_room);
+
+  // The writer thread.
   void WriterLoop();
-  void ApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& group);
-  // One attempt at the group in one transaction. An MDB_MAP_FULL from any
-  // LMDB call, commit included, is returned as is (see lmdb::IsMapFull).
-  absl::Status TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& group,
-                             GroupState& state);
+  // Takes the next group from the queue; empty once stopping and drained.
+  Group NextGroup();
+  void ApplyGroup(Group& group);
+  // Commits a group of writes, growing the map and retrying while it is
+  // full; then publishes the counters and tells the listeners.
+  absl::Status CommitWrites(Group& group);
+  // One attempt at the group in `txn`. An MDB_MAP_FULL from any LMDB call,
+  // commit included, is returned as is (see lmdb::IsMapFull).
+  absl::Status TryApplyGroup(Group& group, writer::GroupTxn& txn, size_t group_bytes);
+  absl::Status ApplyLocalWrite(writer::GroupTxn& txn, writer::LocalWrite& write);
+  absl::Status ApplyRemoteBatch(writer::GroupTxn& txn, writer::RemoteBatch& batch);
+  // Writes the claimed and held checkpoints and watermarks and the meta
+  // state, and commits.
+  absl::Status CommitGroup(writer::GroupTxn& txn, size_t group_bytes);
+  // Keeps what a group that changed nothing claimed, for the next commit.
+  void HoldClaims(const writer::GroupTxn& txn);
+  void Publish(const writer::GroupTxn& txn);
+  void NotifyListeners(const writer::GroupTxn& txn);
   absl::Status GrowMap(size_t needed_bytes);
-  absl::Status ExplainCommitFailure(const absl::Status& failure,
-                                    size_t group_bytes) const;
+  absl::Status CompactAll(writer::Compaction& compaction);
   absl::StatusOr<uint64_t> CompactStep(size_t max_entries, bool* reached_end);
+  // Up to `max_entries` log entries after compact_from_seq_: the seqs of
+  // those superseded; `last_seq` is the last one examined.
+  absl::StatusOr<std::vector<uint64_t>> FindSuperseded(MDB_txn* txn, size_t max_entries,
+                                                       uint64_t* last_seq,
+                                                       bool* reached_end) const;
   bool CompactionDue() const;
   absl::Status FlushHeldCheckpoints();
+  void Log(const std::string& line) const;
   // True on the writer thread (the only one that stamps versions, applies
   // groups and compacts).
   bool OnWriterThread() const { return std::this_thread::get_id() == writer_id_; }

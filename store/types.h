@@ -100,6 +100,15 @@ struct ChangesFilter {
   std::string_view key_prefix;
 };
 
+// One change a commit made: the log seq it took and the register it set
+// (what Store::AddCommitListener's listeners learn). Views into the
+// committed writes, valid only during the listener call.
+struct CommitChange {
+  uint64_t seq = 0;
+  std::string_view keyspace;
+  std::string_view key;
+};
+
 struct ScanOptions {
   // Only keys that start with these bytes.
   std::string prefix;
@@ -119,6 +128,10 @@ inline constexpr size_t kMaxPageBytes = size_t{16} << 20;
 // Bounds of one Write or Merge call.
 inline constexpr size_t kMaxBatchRecords = 10'000;
 inline constexpr size_t kMaxBatchBytes = size_t{64} << 20;
+// Bytes a record counts for beyond its keyspace, key and value (its
+// version, seq and framing) when the store sizes batches, pages and its
+// write queue.
+inline constexpr size_t kRecordOverheadBytes = 32;
 
 struct ScanResult {
   std::vector<Record> records;

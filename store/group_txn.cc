@@ -1,0 +1,102 @@
+// store/group_txn.cc: the writer's transaction: merge rule, log append,
+// checkpoints, watermarks, meta state and commit.
+#include "store/group_txn.h"
+
+#include "common/macros.h"
+#include "store/codec.h"
+
+namespace peerkv::writer {
+
+using lmdb::Val;
+using lmdb::View;
+
+absl::Status GroupTxn::Begin(MDB_env* env) {
+  PEERKV_RETURN_IF_ERROR(txn_.Begin(env, 0));
+  PEERKV_RETURN_IF_ERROR(records_.Open(txn_, dbis_.records));
+  return log_.Open(txn_, dbis_.log);
+}
+
+absl::StatusOr<bool> GroupTxn::ApplyLocal(const Mutation& mutation, const Version& version) {
+  local_ = true;
+  const bool deleted = !mutation.value.has_value();
+  return Apply(mutation.keyspace, mutation.key, version, deleted,
+               deleted ? std::string_view() : std::string_view(*mutation.value),
+               /*source=*/0);
+}
+
+absl::StatusOr<bool> GroupTxn::ApplyRemote(const Record& record, uint64_t source) {
+  return Apply(record.keyspace, record.key, record.version, record.deleted, record.value,
+               source);
+}
+
+// Writes `version` for the key if it beats the stored one, and appends the
+// change (with the value) to the log. One B-tree descent: a put that refuses
+// to overwrite leaves the cursor on the existing header and hands back its
+// bytes; headers are fixed-size, so the overwrite is in place.
+absl::StatusOr<bool> GroupTxn::Apply(std::string_view keyspace, std::string_view key,
+                                     const Version& version, bool deleted,
+                                     std::string_view value, uint64_t source) {
+  const uint64_t seq = counters_.max_seq + 1;
+  codec::AppendRecordKey(keyspace, key, &record_key_);
+  codec::EncodeRecordHeader(codec::RecordHeader{version, deleted, seq}, &header_);
+  MDB_val k = Val(record_key_), d = Val(header_);
+  int rc = mdb_cursor_put(records_.get(), &k, &d, MDB_NOOVERWRITE);
+  if (rc == MDB_KEYEXIST) {
+    PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader old, codec::DecodeRecordHeader(View(d)));
+    if (!(version > old.version)) return false;
+    (old.deleted ? counters_.tombstones : counters_.live_records) -= 1;
+    counters_.fingerprint ^= codec::RegisterHash(record_key_, old.version, old.deleted);
+    d = Val(header_);
+    rc = mdb_cursor_put(records_.get(), &k, &d, MDB_CURRENT);
+  }
+  PEERKV_RETURN_IF_ERROR(lmdb::Error(rc, "write record"));
+  (deleted ? counters_.tombstones : counters_.live_records) += 1;
+  counters_.fingerprint ^= codec::RegisterHash(record_key_, version, deleted);
+  seq_key_.clear();
+  codec::PutBigEndian64(&seq_key_, seq);
+  codec::EncodeLogEntry(record_key_, source, value, &log_value_);
+  MDB_val lk = Val(seq_key_), lv = Val(log_value_);
+  PEERKV_RETURN_IF_ERROR(
+      lmdb::Error(mdb_cursor_put(log_.get(), &lk, &lv, MDB_APPEND), "append to log"));
+  changes_.push_back(CommitChange{seq, keyspace, key});
+  counters_.max_seq = seq;
+  ++counters_.log_entries;
+  return true;
+}
+
+void GroupTxn::Claim(const CheckpointUpdate& update) {
+  claimed_checkpoints_[update.peer_id] = update.checkpoint;
+  claimed_watermarks_.Merge(update.watermarks);
+}
+
+absl::Status GroupTxn::PutCheckpoint(uint64_t peer_id, const PeerCheckpoint& checkpoint) {
+  return tables::WriteCheckpoint(txn_.get(), dbis_.peers, peer_id, checkpoint);
+}
+
+absl::Status GroupTxn::PutWatermarks(const Watermarks& watermarks) {
+  return tables::WriteWatermarks(txn_.get(), dbis_.meta, watermarks);
+}
+
+absl::Status GroupTxn::PutMetaState(uint64_t clock_mark) {
+  return tables::WriteMetaState(
+      txn_.get(), dbis_.meta,
+      codec::MetaState{clock_mark, counters_.max_seq, counters_.live_records,
+                       counters_.tombstones, counters_.fingerprint});
+}
+
+absl::Status GroupTxn::Commit() {
+  CloseCursors();
+  return txn_.Commit();
+}
+
+void GroupTxn::Abort() {
+  CloseCursors();
+  txn_.Abort();
+}
+
+void GroupTxn::CloseCursors() {
+  records_.Close();
+  log_.Close();
+}
+
+}  // namespace peerkv::writer

@@ -1,0 +1,107 @@
+// store/group_txn.h: one write transaction of the store's writer thread, as
+// a class. It begins; applies local writes and remote records by the merge
+// rule (the greater version stays), appending each change with its value to
+// the log; collects the checkpoints and watermarks its batches claim;
+// writes checkpoints, watermarks and the meta state; and commits. It keeps
+// the store's counters as the transaction leaves them: the store publishes
+// them only after Commit succeeds, and a failed attempt (a full map) is
+// simply dropped and retried with a new GroupTxn. Internal to store/; lives
+// on the writer thread (or
+// in ~Store, after the writer has stopped).
+#ifndef PEERKV_STORE_GROUP_TXN_H_
+#define PEERKV_STORE_GROUP_TXN_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "store/lmdb_util.h"
+#include "store/tables.h"
+#include "store/types.h"
+#include "store/version.h"
+
+namespace peerkv::writer {
+
+class GroupTxn {
+ public:
+  // The store's counters, as of its last commit or as this transaction
+  // leaves them.
+  struct Counters {
+    uint64_t max_seq = 0;
+    uint64_t live_records = 0;
+    uint64_t tombstones = 0;
+    uint64_t log_entries = 0;
+    uint64_t fingerprint = 0;
+  };
+
+  GroupTxn(const tables::Dbis& dbis, const Counters& base) : dbis_(dbis), counters_(base) {}
+  GroupTxn(const GroupTxn&) = delete;
+  GroupTxn& operator=(const GroupTxn&) = delete;
+
+  // Begins the write transaction. An MDB_MAP_FULL from this or any later
+  // call, Commit included, is returned as is (see lmdb::IsMapFull): the
+  // transaction is then gone and the group must be retried in a bigger map.
+  absl::Status Begin(MDB_env* env);
+
+  // A local write at `version`. False if a stored version beats it, which
+  // the writer's clock never lets happen (the caller checks).
+  absl::StatusOr<bool> ApplyLocal(const Mutation& mutation, const Version& version);
+  // A remote record merged from peer `source` (0: none named). False if the
+  // stored version is not older: nothing is written.
+  absl::StatusOr<bool> ApplyRemote(const Record& record, uint64_t source);
+  // Notes a batch's checkpoint advance and watermark claim for this group.
+  // Written only if the caller puts them; see claimed_*().
+  void Claim(const CheckpointUpdate& update);
+
+  absl::Status PutCheckpoint(uint64_t peer_id, const PeerCheckpoint& checkpoint);
+  absl::Status PutWatermarks(const Watermarks& watermarks);
+  // The counters() and the clock's high-water mark, as meta "state".
+  absl::Status PutMetaState(uint64_t clock_mark);
+
+  absl::Status Commit();
+  void Abort();
+
+  // Some record changed (won): there is something to commit.
+  bool changed() const { return !changes_.empty(); }
+  // Some local write was applied.
+  bool local() const { return local_; }
+  const Counters& counters() const { return counters_; }
+  // Every change, in seq order; views into the applied writes and records,
+  // which must outlive their use.
+  const std::vector<CommitChange>& changes() const { return changes_; }
+  const absl::flat_hash_map<uint64_t, PeerCheckpoint>& claimed_checkpoints() const {
+    return claimed_checkpoints_;
+  }
+  const Watermarks& claimed_watermarks() const { return claimed_watermarks_; }
+
+ private:
+  absl::StatusOr<bool> Apply(std::string_view keyspace, std::string_view key,
+                             const Version& version, bool deleted, std::string_view value,
+                             uint64_t source);
+  void CloseCursors();
+
+  const tables::Dbis dbis_;
+  Counters counters_;
+  bool local_ = false;
+  std::vector<CommitChange> changes_;
+  absl::flat_hash_map<uint64_t, PeerCheckpoint> claimed_checkpoints_;
+  Watermarks claimed_watermarks_;
+
+  // Declared before the cursors, which must close first.
+  lmdb::Txn txn_;
+  lmdb::Cursor records_;
+  lmdb::Cursor log_;
+  // Buffers reused by every Apply.
+  std::string record_key_;
+  std::string header_;
+  std::string seq_key_;
+  std::string log_value_;
+};
+
+}  // namespace peerkv::writer
+
+#endif  // PEERKV_STORE_GROUP_TXN_H_

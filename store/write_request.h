@@ -1,0 +1,102 @@
+// store/write_request.h: what a caller hands the store's writer thread, as
+// one std::variant of its kinds: local writes (stamped by the writer),
+// a batch of remote records to merge, or a full log compaction. Each kind
+// carries its own input, its result and its typed callback; the writer
+// dispatches on the kind with std::visit, so a new kind (a consensus apply
+// of committed entries, say) is one more alternative that every visit must
+// handle, not one more flag. Internal to store/.
+#ifndef PEERKV_STORE_WRITE_REQUEST_H_
+#define PEERKV_STORE_WRITE_REQUEST_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "store/types.h"
+#include "store/version.h"
+
+namespace peerkv::writer {
+
+// Local writes: versions are stamped by the writer in commit order.
+struct LocalWrite {
+  std::vector<Mutation> mutations;
+  // The result, recomputed on every attempt of the group.
+  std::vector<Version> versions;
+  absl::AnyInvocable<void(absl::StatusOr<std::vector<Version>>)> done;
+};
+
+// Remote records, validated and sorted by records key, and the checkpoint
+// (and watermarks) to commit with them.
+struct RemoteBatch {
+  std::vector<Record> records;
+  std::optional<CheckpointUpdate> checkpoint;
+  // The result: records refused at submission, and (recomputed on every
+  // attempt) how many won.
+  MergeResult result;
+  absl::AnyInvocable<void(absl::StatusOr<MergeResult>)> done;
+};
+
+// CompactLog(): a full pass over the log instead of a write. Runs alone.
+struct Compaction {
+  uint64_t removed = 0;
+  absl::AnyInvocable<void(absl::StatusOr<uint64_t>)> done;
+};
+
+// For std::visit over the kinds with one lambda per kind.
+template <class... Fs>
+struct Overloaded : Fs... {
+  using Fs::operator()...;
+};
+template <class... Fs>
+Overloaded(Fs...) -> Overloaded<Fs...>;
+
+// One caller's request, waiting for (or inside) a group commit.
+struct WriteRequest {
+  std::variant<LocalWrite, RemoteBatch, Compaction> kind;
+  // Records and estimated bytes, for the group and queue bounds.
+  size_t records = 0;
+  size_t bytes = 0;
+
+  // A compaction is never grouped with anything.
+  bool RunsAlone() const { return std::holds_alternative<Compaction>(kind); }
+
+  // Runs the callback (on the writer thread, or on the submitting one if
+  // the request is refused before it is queued) with `status` if it failed,
+  // else with the kind's result.
+  void Finish(absl::Status status) {
+    std::visit(Overloaded{
+                   [&](LocalWrite& w) {
+                     if (status.ok()) {
+                       w.done(std::move(w.versions));
+                     } else {
+                       w.done(std::move(status));
+                     }
+                   },
+                   [&](RemoteBatch& b) {
+                     if (status.ok()) {
+                       b.done(std::move(b.result));
+                     } else {
+                       b.done(std::move(status));
+                     }
+                   },
+                   [&](Compaction& c) {
+                     if (status.ok()) {
+                       c.done(c.removed);
+                     } else {
+                       c.done(std::move(status));
+                     }
+                   },
+               },
+               kind);
+  }
+};
+
+}  // namespace peerkv::writer
+
+#endif  // PEERKV_STORE_WRITE_REQUEST_H_
