@@ -107,10 +107,16 @@ inline constexpr size_t kWatermarkBytes = 2 * 8;
 std::string EncodeWatermarks(const Watermarks& watermarks);
 absl::StatusOr<Watermarks> DecodeWatermarks(std::string_view stored);
 
-// A stable 64-bit hash of a register's identity and version: the store's
-// fingerprint is the XOR of it over all registers, so equal sets of
-// registers give equal fingerprints whatever order they were written in.
-uint64_t RegisterHash(std::string_view record_key, const Version& version, bool deleted);
+// A stable 64-bit hash of a register's identity, version and value: the
+// store's fingerprint is the XOR of it over all registers, so equal sets of
+// registers give equal fingerprints whatever order they were written in,
+// and two replicas that gave one version different values (cloned data
+// directories) do not. Stores of format 1 hashed no value; they are
+// recomputed when opened (see Store::Open).
+uint64_t RegisterHash(std::string_view record_key, const Version& version, bool deleted,
+                      std::string_view value);
+// The value's part of RegisterHash.
+uint64_t ValueHash(std::string_view value);
 
 // A full Record from its header and its log entry.
 absl::StatusOr<Record> MakeRecord(const RecordHeader& header, const LogEntry& entry);

@@ -25,7 +25,9 @@ using lmdb::Txn;
 using lmdb::Val;
 using lmdb::View;
 
-constexpr uint64_t kFormatVersion = 1;
+// Format 2: the fingerprint covers values (format 1 stores are upgraded
+// when opened, by recomputing it; see RecomputeFingerprint).
+constexpr uint64_t kFormatVersion = 2;
 constexpr char kMetaFormat[] = "format";
 constexpr char kMetaReplicaId[] = "replica_id";
 constexpr char kMetaIncarnation[] = "incarnation";
@@ -100,6 +102,42 @@ absl::StatusOr<Record> ReadRecord(MDB_txn* txn, MDB_dbi log_dbi,
   PEERKV_ASSIGN_OR_RETURN(const std::string_view value,
                           ReadValue(txn, log_dbi, record_key, header.seq));
   return codec::MakeRecord(header, codec::LogEntry{record_key, 0, value});
+}
+
+// Format 1 -> 2: the fingerprint of every register, now with its value,
+// written into the meta state. O(records), once.
+absl::Status UpgradeFingerprint(MDB_txn* txn, MDB_dbi records_dbi, MDB_dbi log_dbi,
+                                MDB_dbi meta_dbi) {
+  uint64_t fingerprint = 0;
+  Cursor cursor;
+  PEERKV_RETURN_IF_ERROR(cursor.Open(txn, records_dbi));
+  MDB_val k, v;
+  int rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_FIRST);
+  while (rc == MDB_SUCCESS) {
+    PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header,
+                            codec::DecodeRecordHeader(View(v)));
+    PEERKV_ASSIGN_OR_RETURN(const std::string_view value,
+                            ReadValue(txn, log_dbi, View(k), header.seq));
+    fingerprint ^= codec::RegisterHash(View(k), header.version, header.deleted, value);
+    rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_NEXT);
+  }
+  if (rc != MDB_NOTFOUND) return lmdb::Error(rc, "recompute fingerprint");
+  MDB_val key = Val(kMetaState), data;
+  rc = mdb_get(txn, meta_dbi, &key, &data);
+  if (rc == MDB_NOTFOUND) return absl::OkStatus();  // no records yet
+  PEERKV_RETURN_IF_ERROR(lmdb::Error(rc, "read meta state"));
+  PEERKV_ASSIGN_OR_RETURN(codec::MetaState state, codec::DecodeMetaState(View(data)));
+  state.fingerprint = fingerprint;
+  return PutMeta(txn, meta_dbi, kMetaState, codec::EncodeMetaState(state));
+}
+
+absl::StatusOr<uint64_t> ReadMetaFingerprint(MDB_txn* txn, MDB_dbi meta_dbi) {
+  MDB_val key = Val(kMetaState), data;
+  const int rc = mdb_get(txn, meta_dbi, &key, &data);
+  if (rc == MDB_NOTFOUND) return 0;
+  PEERKV_RETURN_IF_ERROR(lmdb::Error(rc, "read meta state"));
+  PEERKV_ASSIGN_OR_RETURN(const codec::MetaState state, codec::DecodeMetaState(View(data)));
+  return state.fingerprint;
 }
 
 size_t RecordBytes(const Record& r) {
@@ -350,6 +388,12 @@ absl::Status Store::LoadOrInitMeta() {
     } else if (wrc != MDB_NOTFOUND) {
       return lmdb::Error(wrc, "read meta watermarks");
     }
+  }
+  if (format.has_value() && *format < 2) {
+    PEERKV_RETURN_IF_ERROR(UpgradeFingerprint(txn.get(), records_dbi_, log_dbi_, meta_dbi_));
+    PEERKV_ASSIGN_OR_RETURN(fingerprint_, ReadMetaFingerprint(txn.get(), meta_dbi_));
+    PEERKV_RETURN_IF_ERROR(
+        PutMeta(txn.get(), meta_dbi_, kMetaFormat, codec::EncodeMetaU64(kFormatVersion)));
   }
   MDB_stat log_stat;
   PEERKV_RETURN_IF_ERROR(
@@ -737,13 +781,17 @@ absl::Status Store::TryApplyGroup(std::vector<std::unique_ptr<WriteRequest>>& gr
                               codec::DecodeRecordHeader(View(d)));
       if (!(version > old.version)) return false;
       (old.deleted ? state.tombstones : state.live_records) -= 1;
-      state.fingerprint ^= codec::RegisterHash(record_key, old.version, old.deleted);
+      // The value takes part in the fingerprint: the old one is read back
+      // (one lookup, and only when a register is overwritten).
+      PEERKV_ASSIGN_OR_RETURN(const std::string_view old_value,
+                              ReadValue(txn.get(), log_dbi_, record_key, old.seq));
+      state.fingerprint ^= codec::RegisterHash(record_key, old.version, old.deleted, old_value);
       d = Val(stored);
       rc = mdb_cursor_put(records.get(), &k, &d, MDB_CURRENT);
     }
     PEERKV_RETURN_IF_ERROR(lmdb::Error(rc, "write record"));
     (deleted ? state.tombstones : state.live_records) += 1;
-    state.fingerprint ^= codec::RegisterHash(record_key, version, deleted);
+    state.fingerprint ^= codec::RegisterHash(record_key, version, deleted, value);
     seq_key.clear();
     codec::PutBigEndian64(&seq_key, state.next_seq);
     codec::EncodeLogEntry(record_key, source, value, &log_value);
