@@ -395,6 +395,7 @@ absl::Status Store::LoadOrInitMeta() {
     PEERKV_RETURN_IF_ERROR(
         PutMeta(txn.get(), meta_dbi_, kMetaFormat, codec::EncodeMetaU64(kFormatVersion)));
   }
+  PEERKV_RETURN_IF_ERROR(RecordOpen(txn.get(), &clock_floor));
   MDB_stat log_stat;
   PEERKV_RETURN_IF_ERROR(
       lmdb::Error(mdb_stat(txn.get(), log_dbi_, &log_stat), "mdb_stat log"));

@@ -28,6 +28,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "store/clock.h"
+#include "store/lineage.h"
 #include "store/validation.h"
 #include "store/types.h"
 #include "store/version.h"
@@ -94,8 +95,28 @@ class Store {
 
   // Random ids made when the store was created: who this replica is, and
   // which life of its data directory this is.
-  uint64_t replica_id() const { return replica_id_; }
-  uint64_t incarnation() const { return incarnation_; }
+  // Both change only in Fork().
+  uint64_t replica_id() const { return replica_id_.load(); }
+  uint64_t incarnation() const { return incarnation_.load(); }
+
+  // What this store remembers of its own history (see store/lineage.h).
+  Lineage GetLineage() const;
+
+  struct ForkResult {
+    uint64_t old_id = 0;
+    uint64_t new_id = 0;
+    uint64_t new_incarnation = 0;
+  };
+  // This data directory was restored from an older copy (a peer holds
+  // writes of this replica id that it lacks): becomes a new replica, with a
+  // new random id (never one it used before) and incarnation, durably. Its
+  // records keep their versions (the old id is now a foreign origin it
+  // holds); its watermark for the old id is dropped (it must not claim the
+  // writes it lost, so peers send them back), and so are its checkpoints of
+  // every peer (they were advanced by pulls that left out the old id's
+  // writes). Waits for every queued write first. Defined in store_fork.cc.
+  // REQUIRES: the caller submits no merges until it returns.
+  absl::StatusOr<ForkResult> Fork();
   const StoreOptions& options() const { return options_; }
   // OK if `hlc` is at most options().max_clock_skew_ms ahead of this
   // replica's physical time; otherwise OutOfRange saying by how much. The
@@ -235,6 +256,10 @@ class Store {
 
   absl::Status OpenEnvironment();
   absl::Status LoadOrInitMeta();
+  // At open, inside the meta transaction: records the clock gap of this
+  // open in the lineage and raises `clock_floor` to the current time, so no
+  // reading ever falls into the gap (store_fork.cc).
+  absl::Status RecordOpen(MDB_txn* txn, uint64_t* clock_floor);
   void SubmitWrite(std::vector<Mutation> mutations, WriteCallback done,
                    bool wait_for_room);
   void SubmitMerge(std::vector<Record> batch,
@@ -260,8 +285,10 @@ class Store {
   bool OnWriterThread() const { return std::this_thread::get_id() == writer_id_; }
 
   const StoreOptions options_;
-  uint64_t replica_id_ = 0;
-  uint64_t incarnation_ = 0;
+  std::atomic<uint64_t> replica_id_{0};
+  std::atomic<uint64_t> incarnation_{0};
+  mutable absl::Mutex lineage_mu_;
+  Lineage lineage_ ABSL_GUARDED_BY(lineage_mu_);
   // Destroyed after the environment is closed (in ~Store's body).
   std::unique_ptr<DataDir> dir_;
   std::unique_ptr<HybridClock> clock_;
