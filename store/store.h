@@ -101,6 +101,9 @@ class Store {
 
   // What this store remembers of its own history (see store/lineage.h).
   Lineage GetLineage() const;
+  // Random, drawn each time the store is opened: two processes that claim
+  // one replica id tell each other apart by it (a copied data directory).
+  uint64_t open_nonce() const { return open_nonce_; }
 
   struct ForkResult {
     uint64_t old_id = 0;
@@ -289,6 +292,7 @@ class Store {
   std::atomic<uint64_t> incarnation_{0};
   mutable absl::Mutex lineage_mu_;
   Lineage lineage_ ABSL_GUARDED_BY(lineage_mu_);
+  uint64_t open_nonce_ = 0;
   // Destroyed after the environment is closed (in ~Store's body).
   std::unique_ptr<DataDir> dir_;
   std::unique_ptr<HybridClock> clock_;

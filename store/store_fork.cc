@@ -51,6 +51,15 @@ absl::Status Store::RecordOpen(MDB_txn* txn, uint64_t* clock_floor) {
     *clock_floor = now;
   }
   PEERKV_RETURN_IF_ERROR(PutMetaEntry(txn, meta_dbi_, kMetaLineage, EncodeLineage(lineage)));
+  if (options_.id_seed.has_value()) {
+    // Replayable, yet different for each open of each replica.
+    std::seed_seq seeds{*options_.id_seed, replica_id_.load(), lineage.gaps.size(),
+                        static_cast<uint64_t>(now_ms)};
+    std::mt19937_64 seeded(seeds);
+    open_nonce_ = seeded() | 1;
+  } else {
+    open_nonce_ = absl::Uniform<uint64_t>(absl::BitGen()) | 1;
+  }
   absl::MutexLock lock(&lineage_mu_);
   lineage_ = std::move(lineage);
   return absl::OkStatus();
