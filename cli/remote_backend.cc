@@ -51,7 +51,7 @@ class RemoteBackend : public Backend {
 
 std::vector<std::pair<std::string, std::string>> StatusLines(const std::string& address,
                                                              const rpc::ServerStatus& s) {
-  return {
+  std::vector<std::pair<std::string, std::string>> lines = {
       {"server", address},
       {"replica_name", s.replica_name},
       {"data_dir", s.data_dir},
@@ -66,6 +66,16 @@ std::vector<std::pair<std::string, std::string>> StatusLines(const std::string& 
       {"connected_clients", absl::StrCat(s.connected_clients)},
       {"max_value_bytes", absl::StrCat(s.max_value_bytes)},
   };
+  if (!s.retired_ids.empty()) {
+    // Only after a fork (a restored data directory): the ids it had, newest
+    // last.
+    std::string ids;
+    for (uint64_t id : s.retired_ids) {
+      absl::StrAppend(&ids, ids.empty() ? "" : " ", ReplicaIdToString(id));
+    }
+    lines.push_back({"forked_from", ids});
+  }
+  return lines;
 }
 
 absl::StatusOr<std::unique_ptr<Backend>> OpenRemoteBackend(const std::string& address) {

@@ -171,8 +171,8 @@ void Replicator::OnDialed(const std::string& address,
     // Before anything else is exchanged: the peer must meet the new id.
     transport_->Close(result->link);
     slot.backoff = absl::ZeroDuration();
-    Fork(absl::StrFormat("peer at %s (%s): %s", address, ReplicaIdToString(info.replica_id),
-                         *restored));
+    Fork(store_->replica_id(), absl::StrFormat("peer at %s (%s): %s", address,
+                                               ReplicaIdToString(info.replica_id), *restored));
     ScheduleRedial(slot, absl::AbortedError("this replica forked to a new id; dialling again"));
     return;
   } else {
@@ -305,20 +305,24 @@ void Replicator::OnNudged(LinkId link, const Watermarks& sender) {
   });
 }
 
-void Replicator::OnRestoreEvidence(LinkId link, const std::string& evidence) {
-  Post([this, link, evidence] {
+void Replicator::OnRestoreEvidence(LinkId link, uint64_t replica_id,
+                                   const std::string& evidence) {
+  Post([this, link, replica_id, evidence] {
     auto it = link_peer_.find(link);
     const std::string who =
         it == link_peer_.end() ? "a peer" : absl::StrCat("peer ", ReplicaIdToString(it->second));
-    Fork(absl::StrCat(who, ": ", evidence));
+    Fork(replica_id, absl::StrCat(who, ": ", evidence));
   });
 }
 
-void Replicator::ForkAfterRestore(const std::string& evidence) {
-  Post([this, evidence] { Fork(evidence); });
+void Replicator::ForkAfterRestore(uint64_t replica_id, const std::string& evidence) {
+  Post([this, replica_id, evidence] { Fork(replica_id, evidence); });
 }
 
-void Replicator::Fork(const std::string& evidence) {
+void Replicator::Fork(uint64_t replica_id, const std::string& evidence) {
+  // Evidence about an id already left behind (pulls served before the
+  // fork, answered after it) is old news.
+  if (store_->replica_id() != replica_id) return;
   // The pulls in flight asked as the old id (their answers left out its
   // writes): abandon them, so their checkpoints are never written.
   for (auto& [id, peer] : peers_) {

@@ -101,8 +101,9 @@ class LinkEvents {
   virtual void OnNudged(LinkId link, const Watermarks& sender) = 0;
   // A peer on `link` showed that this replica's data directory was
   // restored from an older copy (see replication/restore_guard.h); the
-  // engine forks to a new replica id. Transports that answer pulls call it.
-  virtual void OnRestoreEvidence(LinkId link, const std::string& evidence) {}
+  // engine forks to a new replica id, unless it is no longer `replica_id`
+  // (it forked already). Transports that answer pulls call it.
+  virtual void OnRestoreEvidence(LinkId link, uint64_t replica_id, const std::string& evidence) {}
   // A request on `link` went unanswered too long (a nudge, say): the engine
   // prefers the peer's other links from now on. The link stays up until
   // OnLinkDown. Transports that cannot tell need not call it.

@@ -468,6 +468,7 @@ absl::StatusOr<ServerStatus> Client::Status() {
           out.max_value_bytes = s.getMaxValueBytes();
           out.fingerprint = s.getFingerprint();
           out.peers_omitted = s.getPeersOmitted();
+          for (uint64_t id : s.getRetiredIds()) out.retired_ids.push_back(id);
           for (auto p : s.getPeers()) {
             out.peers.push_back(PeerStatus{ToString(p.getName()), ToString(p.getAddress()),
                                            p.getReplicaId(), p.getInbound(), p.getReachable(),

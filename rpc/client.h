@@ -71,6 +71,10 @@ struct ServerStatus {
   // Peers not in `peers`: the server keeps its answer within its message
   // limit.
   uint32_t peers_omitted = 0;
+  // Replica ids this data directory had before it forked (it was restored
+  // from an older copy, see README "Restore and clone safety"), oldest
+  // first.
+  std::vector<uint64_t> retired_ids;
 };
 
 struct WatchOptions {

@@ -356,6 +356,12 @@ class KvImpl final : public wire::Kv::Server {
     s.setDataDir(AsText(loop_.store().options().dir));
     s.setMaxValueBytes(loop_.store().options().max_value_bytes);
     s.setFingerprint(stats->fingerprint);
+    {
+      // At most Lineage::kMaxRetiredIds: within the budget below.
+      const Lineage lineage = loop_.store().GetLineage();
+      auto retired = s.initRetiredIds(lineage.retired_ids.size());
+      for (size_t i = 0; i < lineage.retired_ids.size(); ++i) retired.set(i, lineage.retired_ids[i]);
+    }
     const std::vector<replication::PeerStatus> peers = loop_.PeerStatuses();
     // The answer must stay within what this server may send, however many
     // peers there are and whatever they said: list peers while they fit

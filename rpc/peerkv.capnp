@@ -96,6 +96,10 @@ struct ServerStatus {
   fingerprint @12 :UInt64;  # equal on replicas holding the same registers
   peersOmitted @13 :UInt32; # peers not listed: the answer stays within the
                             # reply budget, whatever peers tell us
+  retiredIds @14 :List(UInt64);
+                            # replica ids this data directory had before it
+                            # forked (restored from an older copy), oldest
+                            # first; never used again
 }
 
 interface Gateway {

@@ -80,10 +80,10 @@ class ReplicaImpl final : public wire::Replica::Server {
     received_ = std::move(told);
     request.watermarks = received_;
     auto results = context.getResults();
-    if (std::optional<std::string> restored = replication::RestoreEvidence(
-            loop_.store(), replication::ClaimOfPull(loop_.store(), request))) {
+    const replication::HeldOf claim = replication::ClaimOfPull(loop_.store(), request);
+    if (std::optional<std::string> restored = replication::RestoreEvidence(loop_.store(), claim)) {
       // Nothing is served as the old id: the engine forks first.
-      loop_.events()->OnRestoreEvidence(link_, *restored);
+      loop_.events()->OnRestoreEvidence(link_, claim.replica_id, *restored);
       ToWire(absl::FailedPreconditionError(absl::StrCat(
                  "this replica's data directory was restored from an older copy (", *restored,
                  "); it forks to a new replica id: hello again")),

@@ -121,6 +121,7 @@ TEST_F(RestoreCloneTest, ARestoredReplicaForksAndEveryWriteReachesEveryone) {
   ASSERT_TRUE(Converged(*x, *y, 35)) << x->Log() << y->Log();
   const rpc::ServerStatus sx = Status(*x);
   EXPECT_NE(sx.replica_id, old_id);
+  EXPECT_THAT(sx.retired_ids, ::testing::ElementsAre(old_id)) << x->Log();
   // The writes it lost came back; its new ones reached y.
   auto cx = Connect(*x);
   auto cy = Connect(*y);
