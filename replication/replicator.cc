@@ -504,8 +504,10 @@ void Replicator::OnPulled(uint64_t peer_id, uint64_t attempt,
                          "expected replica %s, answered by %s", ReplicaIdToString(peer_id),
                          ReplicaIdToString(response.replica_id))));
     // The peer forked (restore_guard.h): hello again, to meet the new id.
-    transport_->Close(link);
-    DropLink(link, absl::AbortedError("the peer changed its replica id"));
+    if (response.replica_id != 0) {
+      transport_->Close(link);
+      DropLink(link, absl::AbortedError("the peer changed its replica id"));
+    }
     return;
   }
   ++counters_.pulls;
