@@ -167,12 +167,13 @@ void Replicator::OnDialed(const std::string& address,
     refused = absl::FailedPreconditionError(*clone);
   } else if (info.replica_id == store_->replica_id()) {
     refused = absl::FailedPreconditionError("that address is this replica");
-  } else if (std::optional<std::string> restored = RestoreEvidence(*store_, info.held)) {
+  } else if (std::optional<Restored> restored = RestoreEvidence(*store_, info.held)) {
     // Before anything else is exchanged: the peer must meet the new id.
     transport_->Close(result->link);
     slot.backoff = absl::ZeroDuration();
-    Fork(store_->replica_id(), absl::StrFormat("peer at %s (%s): %s", address,
-                                               ReplicaIdToString(info.replica_id), *restored));
+    restored->why = absl::StrFormat("peer at %s (%s): %s", address,
+                                    ReplicaIdToString(info.replica_id), restored->why);
+    Fork(*restored);
     ScheduleRedial(slot, absl::AbortedError("this replica forked to a new id; dialling again"));
     return;
   } else {
@@ -305,24 +306,26 @@ void Replicator::OnNudged(LinkId link, const Watermarks& sender) {
   });
 }
 
-void Replicator::OnRestoreEvidence(LinkId link, uint64_t replica_id,
-                                   const std::string& evidence) {
-  Post([this, link, replica_id, evidence] {
+void Replicator::OnRestoreEvidence(LinkId link, const Restored& evidence) {
+  Post([this, link, evidence] {
     auto it = link_peer_.find(link);
-    const std::string who =
-        it == link_peer_.end() ? "a peer" : absl::StrCat("peer ", ReplicaIdToString(it->second));
-    Fork(replica_id, absl::StrCat(who, ": ", evidence));
+    Restored named = evidence;
+    named.why = absl::StrCat(
+        it == link_peer_.end() ? "a peer" : absl::StrCat("peer ", ReplicaIdToString(it->second)),
+        ": ", evidence.why);
+    Fork(named);
   });
 }
 
-void Replicator::ForkAfterRestore(uint64_t replica_id, const std::string& evidence) {
-  Post([this, replica_id, evidence] { Fork(replica_id, evidence); });
+void Replicator::ForkAfterRestore(const Restored& evidence) {
+  Post([this, evidence] { Fork(evidence); });
 }
 
-void Replicator::Fork(uint64_t replica_id, const std::string& evidence) {
+void Replicator::Fork(const Restored& restored) {
   // Evidence about an id already left behind (pulls served before the
   // fork, answered after it) is old news.
-  if (store_->replica_id() != replica_id) return;
+  if (store_->replica_id() != restored.replica_id) return;
+  const std::string& evidence = restored.why;
   // The pulls in flight asked as the old id (their answers left out its
   // writes): abandon them, so their checkpoints are never written.
   for (auto& [id, peer] : peers_) {
@@ -333,7 +336,7 @@ void Replicator::Fork(uint64_t replica_id, const std::string& evidence) {
   }
   waiting_pulls_.clear();
   const uint64_t old_id = store_->replica_id();
-  absl::StatusOr<Store::ForkResult> fork = store_->Fork();
+  absl::StatusOr<Store::ForkResult> fork = store_->Fork(restored.since_seq);
   if (!fork.ok()) {
     Log(absl::StrFormat("peerkv: this replica's data directory looks restored from an older "
                         "copy (%s), but forking to a new replica id failed: %s",
@@ -343,10 +346,12 @@ void Replicator::Fork(uint64_t replica_id, const std::string& evidence) {
   ++counters_.forks;
   Log(absl::StrFormat(
       "peerkv: this replica's data directory was restored from an older copy: %s. Forked from "
-      "replica id %s to %s (incarnation %s); its records keep their versions, peers pull it "
-      "from zero, and it pulls back the writes of %s it lost",
+      "replica id %s to %s (incarnation %s); its records keep their versions, except %d "
+      "written since the restored copy was opened (after seq %d), re-stamped as new writes; "
+      "peers pull it from zero, and it pulls back the writes of %s it lost",
       evidence, ReplicaIdToString(old_id), ReplicaIdToString(fork->new_id),
-      ReplicaIdToString(fork->new_incarnation), ReplicaIdToString(old_id)));
+      ReplicaIdToString(fork->new_incarnation), fork->restamped, restored.since_seq,
+      ReplicaIdToString(old_id)));
   {
     absl::MutexLock lock(&status_mu_);
     last_fork_ = ForkInfo{old_id, fork->new_id, evidence};

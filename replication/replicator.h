@@ -180,16 +180,16 @@ class Replicator final : public LinkEvents {
   // a new replica (Store::Fork), abandons the pulls in flight, and closes
   // every link so that peers meet the new id (and pull it from zero) and it
   // pulls back the old id's writes. Logged and counted. Any thread.
-  // Does nothing if this replica is no longer `replica_id` (the evidence
-  // was about an id it already left).
-  void ForkAfterRestore(uint64_t replica_id, const std::string& evidence);
+  // Does nothing if this replica is no longer evidence.replica_id (the
+  // evidence was about an id it already left).
+  void ForkAfterRestore(const Restored& evidence);
 
   // LinkEvents (any thread).
   void OnInboundLink(LinkId link, const PeerInfo& peer) override;
   void OnLinkDown(LinkId link, const absl::Status& why) override;
   void OnNudged(LinkId link, const Watermarks& sender) override;
   void OnLinkSuspect(LinkId link, const absl::Status& why) override;
-  void OnRestoreEvidence(LinkId link, uint64_t replica_id, const std::string& evidence) override;
+  void OnRestoreEvidence(LinkId link, const Restored& evidence) override;
 
  private:
   struct Slot;
@@ -225,7 +225,7 @@ class Replicator final : public LinkEvents {
   void PublishStatus();
   void Log(const std::string& line);
   // On the executor: see ForkAfterRestore.
-  void Fork(uint64_t replica_id, const std::string& evidence);
+  void Fork(const Restored& evidence);
   // A link refused because `evidence` shows a clone: logged, counted.
   void RefuseClone(const std::string& evidence);
 

@@ -21,31 +21,39 @@ HeldOf WhatWeHoldOf(const Store& store, uint64_t peer_id) {
   return held;
 }
 
-std::optional<std::string> RestoreEvidence(const Store& store, const HeldOf& claim) {
+std::optional<Restored> RestoreEvidence(const Store& store, const HeldOf& claim) {
   const uint64_t self = store.replica_id();
   if (claim.replica_id != self) return std::nullopt;
+  const Lineage lineage = store.GetLineage();
+  Restored restored;
+  restored.replica_id = self;
+  restored.since_seq = lineage.gaps.empty() ? 0 : lineage.gaps.back().seq;
   if (claim.incarnation == store.incarnation() && claim.seq > store.max_seq()) {
-    return absl::StrFormat(
+    restored.why = absl::StrFormat(
         "the peer has pulled this replica's log up to seq %d, but the log ends at seq %d",
         claim.seq, store.max_seq());
+    return restored;
   }
   if (claim.watermark == 0) return std::nullopt;
   const Watermarks marks = store.GetWatermarks();
   auto it = marks.find(self);
   const uint64_t mine = it == marks.end() ? 0 : it->second;
   if (claim.watermark > mine) {
-    return absl::StrFormat(
+    restored.why = absl::StrFormat(
         "the peer holds this replica's writes up to clock %d ms, beyond this replica's own "
         "clock (%d ms)",
         HlcMillis(claim.watermark), HlcMillis(mine));
+    return restored;
   }
-  for (const ClockGap& gap : store.GetLineage().gaps) {
+  for (const ClockGap& gap : lineage.gaps) {
     if (gap.Contains(claim.watermark)) {
-      return absl::StrFormat(
+      restored.since_seq = gap.seq;
+      restored.why = absl::StrFormat(
           "the peer holds this replica's writes up to clock %d ms, a time this data "
           "directory has no writes from (its clock jumped from %d ms to %d ms when it was "
-          "opened): it was restored from an older copy",
-          HlcMillis(claim.watermark), HlcMillis(gap.after), HlcMillis(gap.before));
+          "opened at seq %d): it was restored from an older copy",
+          HlcMillis(claim.watermark), HlcMillis(gap.after), HlcMillis(gap.before), gap.seq);
+      return restored;
     }
   }
   return std::nullopt;

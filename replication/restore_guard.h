@@ -34,7 +34,10 @@ HeldOf WhatWeHoldOf(const Store& store, uint64_t peer_id);
 // claim.replica_id) shows it holds writes of this replica that the store
 // lacks; nullopt if the claim fits (or is about another replica id, an
 // older one of ours included).
-std::optional<std::string> RestoreEvidence(const Store& store, const HeldOf& claim);
+// Restored::since_seq is the seq at the open whose clock gap the claim
+// fell in, else at the latest open (a restored replica restarted since is
+// then re-stamped only from its latest open: documented in README).
+std::optional<Restored> RestoreEvidence(const Store& store, const HeldOf& claim);
 
 // The claim a pull request makes about the server (`store`): the
 // requester's checkpoint and its watermark for the server's origin.

@@ -19,6 +19,10 @@ using ::testing::Optional;
 
 constexpr int64_t kT0 = 1'700'000'000'000;
 
+MATCHER_P(Why, inner, "") {
+  return ::testing::ExplainMatchResult(inner, arg.why, result_listener);
+}
+
 class RestoreGuardTest : public ::testing::Test {
  protected:
   std::unique_ptr<Store> Open(const std::string& dir) {
@@ -74,12 +78,16 @@ TEST_F(RestoreGuardTest, ARestoredCopyThatWroteOnIsCaughtByItsClockGap) {
   auto restored = Open(dir);
   Write(*restored, 11, 25);
   ASSERT_EQ(restored->max_seq(), 25u);
-  EXPECT_THAT(RestoreEvidence(*restored, peer), Optional(HasSubstr("restored from an older copy")));
+  EXPECT_THAT(RestoreEvidence(*restored, peer),
+              Optional(Why(HasSubstr("restored from an older copy"))));
+  // Its writes since the restored open (seq 11..25) are the ones to re-stamp.
+  EXPECT_EQ(RestoreEvidence(*restored, peer)->since_seq, 10u);
   // And after another restart of the restored directory.
   restored.reset();
   wall_.Advance(60'000);
   restored = Open(dir);
-  EXPECT_THAT(RestoreEvidence(*restored, peer), Optional(HasSubstr("restored")));
+  EXPECT_THAT(RestoreEvidence(*restored, peer), Optional(Why(HasSubstr("restored"))));
+  EXPECT_EQ(RestoreEvidence(*restored, peer)->since_seq, 10u);
   // Claims about another id, an older one of ours included, say nothing.
   peer.replica_id = 12345;
   EXPECT_EQ(RestoreEvidence(*restored, peer), std::nullopt);
@@ -91,13 +99,13 @@ TEST_F(RestoreGuardTest, ACheckpointBeyondTheLogOrAClockBeyondOursIsEvidence) {
   HeldOf claim = PeerView(*x);
   EXPECT_EQ(RestoreEvidence(*x, claim), std::nullopt);
   claim.seq = 4;
-  EXPECT_THAT(RestoreEvidence(*x, claim), Optional(HasSubstr("log ends at seq 3")));
+  EXPECT_THAT(RestoreEvidence(*x, claim), Optional(Why(HasSubstr("log ends at seq 3"))));
   // Of another incarnation the seq means nothing.
   claim.incarnation ^= 1;
   EXPECT_EQ(RestoreEvidence(*x, claim), std::nullopt);
   claim = PeerView(*x);
   claim.watermark += 1;
-  EXPECT_THAT(RestoreEvidence(*x, claim), Optional(HasSubstr("beyond this replica's own clock")));
+  EXPECT_THAT(RestoreEvidence(*x, claim), Optional(Why(HasSubstr("beyond this replica's own clock"))));
   // An old peer tells nothing.
   EXPECT_EQ(RestoreEvidence(*x, HeldOf{}), std::nullopt);
 }
@@ -113,7 +121,7 @@ TEST_F(RestoreGuardTest, PullsAndHellosCarryTheClaim) {
   request.watermarks = x->GetWatermarks();
   EXPECT_EQ(ClaimOfPull(*x, request), PeerView(*x));
   request.after_seq = 7;
-  EXPECT_THAT(RestoreEvidence(*x, ClaimOfPull(*x, request)), Optional(HasSubstr("seq 7")));
+  EXPECT_THAT(RestoreEvidence(*x, ClaimOfPull(*x, request)), Optional(Why(HasSubstr("seq 7"))));
 
   ASSERT_THAT(y->Merge({}, CheckpointUpdate{x->replica_id(), {x->incarnation(), 2},
                                             x->GetWatermarks()}),

@@ -35,6 +35,18 @@ struct HeldOf {
   friend bool operator==(const HeldOf&, const HeldOf&) = default;
 };
 
+// Evidence that this replica's data directory was restored from an older
+// copy (replication/restore_guard.h).
+struct Restored {
+  // The id the evidence is about (a replica that forked since ignores it).
+  uint64_t replica_id = 0;
+  // This replica's writes logged after this seq were made since the
+  // restored copy was opened (Store::Fork re-stamps them).
+  uint64_t since_seq = 0;
+  // Why, for the log.
+  std::string why;
+};
+
 // Who a replica is, as told in the hello exchange.
 struct PeerInfo {
   uint64_t replica_id = 0;
@@ -101,9 +113,10 @@ class LinkEvents {
   virtual void OnNudged(LinkId link, const Watermarks& sender) = 0;
   // A peer on `link` showed that this replica's data directory was
   // restored from an older copy (see replication/restore_guard.h); the
-  // engine forks to a new replica id, unless it is no longer `replica_id`
-  // (it forked already). Transports that answer pulls call it.
-  virtual void OnRestoreEvidence(LinkId link, uint64_t replica_id, const std::string& evidence) {}
+  // engine forks to a new replica id, unless it is no longer
+  // evidence.replica_id (it forked already). Transports that answer pulls
+  // call it.
+  virtual void OnRestoreEvidence(LinkId link, const Restored& evidence) {}
   // A request on `link` went unanswered too long (a nudge, say): the engine
   // prefers the peer's other links from now on. The link stays up until
   // OnLinkDown. Transports that cannot tell need not call it.

@@ -81,11 +81,12 @@ class ReplicaImpl final : public wire::Replica::Server {
     request.watermarks = received_;
     auto results = context.getResults();
     const replication::HeldOf claim = replication::ClaimOfPull(loop_.store(), request);
-    if (std::optional<std::string> restored = replication::RestoreEvidence(loop_.store(), claim)) {
+    if (std::optional<replication::Restored> restored =
+            replication::RestoreEvidence(loop_.store(), claim)) {
       // Nothing is served as the old id: the engine forks first.
-      loop_.events()->OnRestoreEvidence(link_, claim.replica_id, *restored);
+      loop_.events()->OnRestoreEvidence(link_, *restored);
       ToWire(absl::FailedPreconditionError(absl::StrCat(
-                 "this replica's data directory was restored from an older copy (", *restored,
+                 "this replica's data directory was restored from an older copy (", restored->why,
                  "); it forks to a new replica id: hello again")),
              results.initError());
       return kj::READY_NOW;

@@ -5,6 +5,8 @@
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "lmdb.h"
+#include "store/codec.h"
 #include "store/lineage.h"
 #include "store/store.h"
 #include "testing/temp_dir.h"
@@ -122,6 +124,73 @@ TEST_F(ForkTest, ForkTakesANewIdKeepsRecordsAndDropsWhatItCannotClaim) {
   ASSERT_THAT(again, IsOk());
   EXPECT_NE(again->new_id, old_id);
   EXPECT_THAT(store->GetLineage().retired_ids, ElementsAre(old_id, fork->new_id));
+}
+
+// Writes of the old id after the given seq (made since a restored copy
+// was opened) are written again as the new id's; earlier ones keep their
+// versions.
+TEST_F(ForkTest, ForkReStampsTheWritesMadeSinceTheRestoredOpen) {
+  auto store = OpenStore();
+  const uint64_t old_id = store->replica_id();
+  ASSERT_THAT(store->Put("ks", "a", "1"), IsOk());
+  ASSERT_THAT(store->Put("ks", "b", "2"), IsOk());
+  ASSERT_THAT(store->Put("ks", "c", "3"), IsOk());
+  ASSERT_THAT(store->Delete("ks", "d"), IsOk());
+  absl::StatusOr<Store::ForkResult> fork = store->Fork(/*restamp_after_seq=*/2);
+  ASSERT_THAT(fork, IsOk());
+  EXPECT_EQ(fork->restamped, 2u);
+  EXPECT_EQ((*store->Get("ks", "a"))->version.origin, old_id);
+  EXPECT_EQ((*store->Get("ks", "b"))->version.origin, old_id);
+  absl::StatusOr<std::optional<Record>> c = store->Get("ks", "c");
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ((*c)->version.origin, fork->new_id);
+  EXPECT_EQ((*c)->value, "3");
+  absl::StatusOr<std::optional<Record>> d = store->Get("ks", "d");
+  ASSERT_THAT(d, IsOk());
+  EXPECT_EQ((*d)->version.origin, fork->new_id);
+  EXPECT_TRUE((*d)->deleted);
+}
+
+// A store written before the fingerprint covered values (format 1): its
+// stored fingerprint is recomputed once when it is opened.
+TEST_F(ForkTest, AFormatOneStoreRecomputesItsFingerprintWhenOpened) {
+  uint64_t fingerprint = 0;
+  {
+    auto store = OpenStore();
+    ASSERT_THAT(store->Put("ks", "a", "1"), IsOk());
+    ASSERT_THAT(store->Put("ks", "b", "2"), IsOk());
+    ASSERT_THAT(store->Put("ks", "a", "3"), IsOk());
+    fingerprint = store->fingerprint();
+  }
+  {
+    // Make it look like format 1: the marker, and a stale fingerprint.
+    MDB_env* env = nullptr;
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    ASSERT_EQ(mdb_env_set_maxdbs(env, 4), 0);
+    ASSERT_EQ(mdb_env_open(env, Options().dir.c_str(), 0, 0600), 0);
+    MDB_txn* txn = nullptr;
+    ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+    MDB_dbi meta;
+    ASSERT_EQ(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    std::string format = codec::EncodeMetaU64(1);
+    MDB_val fk{6, const_cast<char*>("format")}, fv{format.size(), format.data()};
+    ASSERT_EQ(mdb_put(txn, meta, &fk, &fv, 0), 0);
+    MDB_val sk{5, const_cast<char*>("state")}, sv;
+    ASSERT_EQ(mdb_get(txn, meta, &sk, &sv), 0);
+    absl::StatusOr<codec::MetaState> state =
+        codec::DecodeMetaState(std::string_view(static_cast<char*>(sv.mv_data), sv.mv_size));
+    ASSERT_THAT(state, IsOk());
+    state->fingerprint = 12345;
+    std::string encoded = codec::EncodeMetaState(*state);
+    MDB_val nv{encoded.size(), encoded.data()};
+    ASSERT_EQ(mdb_put(txn, meta, &sk, &nv, 0), 0);
+    ASSERT_EQ(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+  }
+  auto store = OpenStore();
+  EXPECT_EQ(store->fingerprint(), fingerprint);
+  store.reset();
+  EXPECT_EQ(OpenStore()->fingerprint(), fingerprint);
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // store/lineage.cc: the lineage's byte layout (see lineage.h):
-//   replica_id(8) n_gaps(8) n_retired(8) {after(8) before(8)}* {id(8)}*
+//   replica_id(8) n_gaps(8) n_retired(8) {after(8) before(8) seq(8)}* {id(8)}*
 // little-endian.
 #include "store/lineage.h"
 
@@ -35,6 +35,7 @@ std::string EncodeLineage(const Lineage& lineage) {
   for (const ClockGap& gap : lineage.gaps) {
     Put64(&out, gap.after);
     Put64(&out, gap.before);
+    Put64(&out, gap.seq);
   }
   for (uint64_t id : lineage.retired_ids) Put64(&out, id);
   return out;
@@ -54,14 +55,14 @@ absl::StatusOr<Lineage> DecodeLineage(std::string_view stored) {
         "meta lineage lists %d gaps and %d retired ids; the limits are %d and %d", gaps,
         retired, Lineage::kMaxClockGaps, Lineage::kMaxRetiredIds));
   }
-  if (stored.size() != 24 + gaps * 16 + retired * 8) {
+  if (stored.size() != 24 + gaps * 24 + retired * 8) {
     return absl::DataLossError(absl::StrFormat(
         "meta lineage is %d bytes; %d gaps and %d ids take %d", stored.size(), gaps, retired,
-        24 + gaps * 16 + retired * 8));
+        24 + gaps * 24 + retired * 8));
   }
   const char* p = stored.data() + 24;
-  for (uint64_t i = 0; i < gaps; ++i, p += 16) {
-    lineage.gaps.push_back(ClockGap{Get64(p), Get64(p + 8)});
+  for (uint64_t i = 0; i < gaps; ++i, p += 24) {
+    lineage.gaps.push_back(ClockGap{Get64(p), Get64(p + 8), Get64(p + 16)});
   }
   for (uint64_t i = 0; i < retired; ++i, p += 8) lineage.retired_ids.push_back(Get64(p));
   return lineage;

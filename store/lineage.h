@@ -23,6 +23,8 @@ namespace peerkv {
 struct ClockGap {
   uint64_t after = 0;
   uint64_t before = 0;
+  // The store's max seq when it opened: its later writes have greater seqs.
+  uint64_t seq = 0;
   bool Contains(uint64_t hlc) const { return hlc > after && hlc < before; }
   friend bool operator==(const ClockGap&, const ClockGap&) = default;
 };

@@ -109,6 +109,8 @@ class Store {
     uint64_t old_id = 0;
     uint64_t new_id = 0;
     uint64_t new_incarnation = 0;
+    // Registers re-stamped as writes of the new id (see Fork).
+    uint64_t restamped = 0;
   };
   // This data directory was restored from an older copy (a peer holds
   // writes of this replica id that it lacks): becomes a new replica, with a
@@ -119,7 +121,15 @@ class Store {
   // every peer (they were advanced by pulls that left out the old id's
   // writes). Waits for every queued write first. Defined in store_fork.cc.
   // REQUIRES: the caller submits no merges until it returns.
-  absl::StatusOr<ForkResult> Fork();
+  //
+  // Writes of the old id logged after `restamp_after_seq` (made since the
+  // restored copy was opened) are written again as new writes of the new
+  // id: their old versions may be covered by peers' watermarks for the old
+  // id (the lost life's clock may have run ahead of the copy's), so they
+  // could otherwise never reach those peers. UINT64_MAX: none. A
+  // re-stamped write beats concurrent writes of other replicas made before
+  // the fork (a fresh version); that is the price of not losing it.
+  absl::StatusOr<ForkResult> Fork(uint64_t restamp_after_seq = UINT64_MAX);
   const StoreOptions& options() const { return options_; }
   // OK if `hlc` is at most options().max_clock_skew_ms ahead of this
   // replica's physical time; otherwise OutOfRange saying by how much. The

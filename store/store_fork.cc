@@ -47,7 +47,7 @@ absl::Status Store::RecordOpen(MDB_txn* txn, uint64_t* clock_floor) {
   const int64_t now_ms = wall.NowMillis();
   const uint64_t now = now_ms > 0 ? MakeHlc(static_cast<uint64_t>(now_ms), 0) : 0;
   if (now > *clock_floor) {
-    lineage.AddGap(ClockGap{*clock_floor, now});
+    lineage.AddGap(ClockGap{*clock_floor, now, max_seq_.load()});
     *clock_floor = now;
   }
   PEERKV_RETURN_IF_ERROR(PutMetaEntry(txn, meta_dbi_, kMetaLineage, EncodeLineage(lineage)));
@@ -70,7 +70,7 @@ Lineage Store::GetLineage() const {
   return lineage_;
 }
 
-absl::StatusOr<Store::ForkResult> Store::Fork() {
+absl::StatusOr<Store::ForkResult> Store::Fork(uint64_t restamp_after_seq) {
   // Every write queued so far commits first: merges submitted before the
   // fork were pulled as the old id, and their checkpoints must not land
   // after the checkpoints are dropped.
@@ -103,6 +103,7 @@ absl::StatusOr<Store::ForkResult> Store::Fork() {
   // The new id never stamped anything before now.
   lineage.AddGap(ClockGap{0, committed_clock_.load()});
 
+  {
   // The map must not grow under an open transaction (see resize_mu_).
   absl::ReaderMutexLock resize(&resize_mu_);
   lmdb::Txn txn;
@@ -134,9 +135,33 @@ absl::StatusOr<Store::ForkResult> Store::Fork() {
     replica_id_.store(result.new_id);
     incarnation_.store(result.new_incarnation);
   }
+  }  // resize_mu_
   {
     absl::MutexLock lock(&lineage_mu_);
     lineage_ = std::move(lineage);
+  }
+  // Re-stamp the old id's writes made since the restored open, a page of
+  // the log at a time (each page one durable batch).
+  uint64_t after = restamp_after_seq;
+  const uint64_t end = max_seq_.load();
+  while (after < end) {
+    PEERKV_ASSIGN_OR_RETURN(Changes changes, ChangesSince(after, kMaxBatchRecords));
+    std::vector<Mutation> again;
+    for (Record& r : changes.records) {
+      if (r.seq > end) break;
+      if (r.version.origin != result.old_id) continue;
+      Mutation m;
+      m.keyspace = std::move(r.keyspace);
+      m.key = std::move(r.key);
+      if (!r.deleted) m.value = std::move(r.value);  // nullopt: a tombstone
+      again.push_back(std::move(m));
+    }
+    if (!again.empty()) {
+      result.restamped += again.size();
+      PEERKV_RETURN_IF_ERROR(Write(std::move(again)).status());
+    }
+    if (changes.last_seq <= after) break;
+    after = changes.last_seq;
   }
   return result;
 }
