@@ -134,8 +134,13 @@ TEST_F(RestoreCloneTest, ARestoredReplicaForksAndEveryWriteReachesEveryone) {
     EXPECT_EQ((*at_x)->value, (*at_y)->value) << key;
     EXPECT_EQ((*at_x)->version, (*at_y)->version) << key;
   }
-  // Its old records keep their versions: the old id is their origin.
-  EXPECT_EQ((*cx->Get("notes", "after11"))->version.origin, old_id);
+  // Records from before the copy, and the lost ones it got back, keep
+  // their versions (the old id is their origin); those written since the
+  // restored open were re-stamped as writes of the new id.
+  EXPECT_EQ((*cx->Get("notes", "first01"))->version.origin, old_id);
+  EXPECT_EQ((*cx->Get("notes", "lost11"))->version.origin, old_id);
+  EXPECT_EQ((*cx->Get("notes", "after11"))->version.origin, sx.replica_id);
+  EXPECT_EQ((*cx->Get("notes", "after11"))->value, "after value 11");
   // New writes carry the new id.
   absl::StatusOr<Version> next = cx->Put("notes", "next", "n");
   ASSERT_THAT(next, IsOk());
