@@ -32,6 +32,15 @@ std::vector<std::pair<std::string, std::string>> ReplicaFacts(const StoreStats& 
     facts.push_back({"connected_clients", absl::StrCat(server->connected_clients)});
     facts.push_back({"max_value_bytes", absl::StrCat(server->max_value_bytes)});
   }
+  if (!stats.retired_ids.empty()) {
+    // Only after a fork (a restored data directory): the ids it had, oldest
+    // first.
+    std::string ids;
+    for (uint64_t id : stats.retired_ids) {
+      absl::StrAppend(&ids, ids.empty() ? "" : " ", ReplicaIdToString(id));
+    }
+    facts.push_back({"forked_from", ids});
+  }
   return facts;
 }
 

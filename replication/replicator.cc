@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/macros.h"
+#include "replication/restore_guard.h"
 #include "replication/serve.h"
 
 namespace peerkv::replication {
@@ -161,8 +162,20 @@ void Replicator::OnDialed(const std::string& address,
   }
   const PeerInfo& info = result->peer;
   absl::Status refused;
-  if (info.replica_id == store_->replica_id()) {
+  if (std::optional<std::string> clone = CloneEvidence(*store_, info)) {
+    RefuseClone(*clone);
+    refused = absl::FailedPreconditionError(*clone);
+  } else if (info.replica_id == store_->replica_id()) {
     refused = absl::FailedPreconditionError("that address is this replica");
+  } else if (std::optional<Restored> restored = RestoreEvidence(*store_, info.held)) {
+    // Before anything else is exchanged: the peer must meet the new id.
+    transport_->Close(result->link);
+    slot.backoff = absl::ZeroDuration();
+    restored->why = absl::StrFormat("peer at %s (%s): %s", address,
+                                    ReplicaIdToString(info.replica_id), restored->why);
+    Fork(*restored);
+    ScheduleRedial(slot, absl::AbortedError("this replica forked to a new id; dialling again"));
+    return;
   } else {
     refused = ValidatePeerInfo(info);
   }
@@ -200,6 +213,22 @@ void Replicator::AddLink(LinkId link, const PeerInfo& info, bool inbound,
       PublishStatus();
       return;
     }
+  }
+  if (auto known = peers_.find(info.replica_id);
+      known != peers_.end() && !known->second->links.empty() &&
+      known->second->info.boot_nonce != 0 && info.boot_nonce != 0 &&
+      known->second->info.boot_nonce != info.boot_nonce) {
+    // Two live processes with one replica id: a copied data directory.
+    // Their checkpoints and versions would mix; keep the first link only.
+    RefuseClone(absl::StrFormat(
+        "replica %s is live in two processes (open nonces %016x, on its first link, and "
+        "%016x%s): one runs a copy of the other's data directory; refusing the second link",
+        ReplicaIdToString(info.replica_id), known->second->info.boot_nonce, info.boot_nonce,
+        address.empty() ? ", which dialled us" : absl::StrCat(", at ", address)));
+    known->second->last_error = "a second process claims this replica id (a copied data directory)";
+    transport_->Close(link);
+    PublishStatus();
+    return;
   }
   auto [it, created] = peers_.try_emplace(info.replica_id);
   if (created) {
@@ -248,6 +277,7 @@ void Replicator::DropLink(LinkId link, const absl::Status& why) {
 void Replicator::OnInboundLink(LinkId link, const PeerInfo& peer) {
   Post([this, link, peer] {
     // The server checked the hello already; other transports may not have.
+    if (std::optional<std::string> clone = CloneEvidence(*store_, peer)) RefuseClone(*clone);
     if (peer.replica_id == store_->replica_id() || !ValidatePeerInfo(peer).ok()) {
       transport_->Close(link);
       return;
@@ -274,6 +304,78 @@ void Replicator::OnNudged(LinkId link, const Watermarks& sender) {
     }
     StartPull(it->second);
   });
+}
+
+void Replicator::OnRestoreEvidence(LinkId link, const Restored& evidence) {
+  Post([this, link, evidence] {
+    auto it = link_peer_.find(link);
+    Restored named = evidence;
+    named.why = absl::StrCat(
+        it == link_peer_.end() ? "a peer" : absl::StrCat("peer ", ReplicaIdToString(it->second)),
+        ": ", evidence.why);
+    Fork(named);
+  });
+}
+
+void Replicator::ForkAfterRestore(const Restored& evidence) {
+  Post([this, evidence] { Fork(evidence); });
+}
+
+void Replicator::Fork(const Restored& restored) {
+  // Evidence about an id already left behind (pulls served before the
+  // fork, answered after it) is old news.
+  if (store_->replica_id() != restored.replica_id) return;
+  const std::string& evidence = restored.why;
+  // The pulls in flight asked as the old id (their answers left out its
+  // writes): abandon them, so their checkpoints are never written.
+  for (auto& [id, peer] : peers_) {
+    if (!peer->pulling) continue;
+    peer->pulling = false;
+    peer->pull_again = true;
+    --pulls_in_flight_;
+  }
+  waiting_pulls_.clear();
+  const uint64_t old_id = store_->replica_id();
+  absl::StatusOr<Store::ForkResult> fork = store_->Fork(restored.since_seq);
+  if (!fork.ok()) {
+    Log(absl::StrFormat("peerkv: this replica's data directory looks restored from an older "
+                        "copy (%s), but forking to a new replica id failed: %s",
+                        evidence, fork.status().ToString()));
+    return;
+  }
+  ++counters_.forks;
+  Log(absl::StrFormat(
+      "peerkv: this replica's data directory was restored from an older copy: %s. Forked from "
+      "replica id %s to %s (incarnation %s); its records keep their versions, except %d "
+      "written since the restored copy was opened (after seq %d), re-stamped as new writes; "
+      "peers pull it from zero, and it pulls back the writes of %s it lost",
+      evidence, ReplicaIdToString(old_id), ReplicaIdToString(fork->new_id),
+      ReplicaIdToString(fork->new_incarnation), fork->restamped, restored.since_seq,
+      ReplicaIdToString(old_id)));
+  {
+    absl::MutexLock lock(&status_mu_);
+    last_fork_ = ForkInfo{old_id, fork->new_id, evidence};
+  }
+  // Peers know us by the old id on every link: they must hello again.
+  std::vector<LinkId> links;
+  for (const auto& [link, id] : link_peer_) links.push_back(link);
+  for (LinkId link : links) {
+    transport_->Close(link);
+    DropLink(link, absl::AbortedError("this replica forked to a new replica id"));
+  }
+  for (auto& [address, slot] : slots_) slot->backoff = absl::ZeroDuration();
+  PublishStatus();
+}
+
+void Replicator::RefuseClone(const std::string& evidence) {
+  ++counters_.clones_refused;
+  Log(absl::StrCat("peerkv: refused a link: ", evidence));
+  PublishStatus();
+}
+
+Replicator::ForkInfo Replicator::LastFork() const {
+  absl::MutexLock lock(&status_mu_);
+  return last_fork_;
 }
 
 void Replicator::OnLinkSuspect(LinkId link, const absl::Status& why) {
@@ -402,9 +504,15 @@ void Replicator::OnPulled(uint64_t peer_id, uint64_t attempt,
   peer.suspect.erase(peer.pull_link);
   PullResponse& response = *result;
   if (response.replica_id != peer_id) {
+    const LinkId link = peer.pull_link;
     FinishPull(peer, absl::FailedPreconditionError(absl::StrFormat(
                          "expected replica %s, answered by %s", ReplicaIdToString(peer_id),
                          ReplicaIdToString(response.replica_id))));
+    // The peer forked (restore_guard.h): hello again, to meet the new id.
+    if (response.replica_id != 0) {
+      transport_->Close(link);
+      DropLink(link, absl::AbortedError("the peer changed its replica id"));
+    }
     return;
   }
   ++counters_.pulls;

@@ -106,6 +106,12 @@ struct ReplicatorCounters {
   uint64_t nudges_ignored = 0;
   // Peers forgotten to make room in a full peer table.
   uint64_t peers_evicted = 0;
+  // Forks to a new replica id after a peer showed this replica's data
+  // directory was restored from an older copy (restore_guard.h).
+  uint64_t forks = 0;
+  // Links refused because the peer claims an id another live process
+  // (or this one) holds: a copied data directory.
+  uint64_t clones_refused = 0;
   // Sum of the time from sending a pull to having merged its answer.
   absl::Duration pull_time = absl::ZeroDuration();
 };
@@ -133,11 +139,30 @@ class Replicator final : public LinkEvents {
   std::vector<PeerStatus> Statuses() const;
   ReplicatorCounters Counters() const;
 
+  // The last fork (see ForkAfterRestore), for status: empty if none since
+  // this replica started.
+  struct ForkInfo {
+    uint64_t old_id = 0;
+    uint64_t new_id = 0;
+    std::string evidence;
+  };
+  ForkInfo LastFork() const;
+
+  // This replica's data directory was restored from an older copy (a peer
+  // holds writes of its own that it lacks, `evidence` says which): becomes
+  // a new replica (Store::Fork), abandons the pulls in flight, and closes
+  // every link so that peers meet the new id (and pull it from zero) and it
+  // pulls back the old id's writes. Logged and counted. Any thread.
+  // Does nothing if this replica is no longer evidence.replica_id (the
+  // evidence was about an id it already left).
+  void ForkAfterRestore(const Restored& evidence);
+
   // LinkEvents (any thread).
   void OnInboundLink(LinkId link, const PeerInfo& peer) override;
   void OnLinkDown(LinkId link, const absl::Status& why) override;
   void OnNudged(LinkId link, const Watermarks& sender) override;
   void OnLinkSuspect(LinkId link, const absl::Status& why) override;
+  void OnRestoreEvidence(LinkId link, const Restored& evidence) override;
 
  private:
   struct Slot;
@@ -172,6 +197,10 @@ class Replicator final : public LinkEvents {
   void LogTableFull(bool refused);
   void PublishStatus();
   void Log(const std::string& line);
+  // On the executor: see ForkAfterRestore.
+  void Fork(const Restored& evidence);
+  // A link refused because `evidence` shows a clone: logged, counted.
+  void RefuseClone(const std::string& evidence);
 
   Store* const store_;
   Executor* const executor_;
@@ -214,6 +243,7 @@ class Replicator final : public LinkEvents {
   mutable absl::Mutex status_mu_;
   std::vector<PeerStatus> statuses_ ABSL_GUARDED_BY(status_mu_);
   ReplicatorCounters published_counters_ ABSL_GUARDED_BY(status_mu_);
+  ForkInfo last_fork_ ABSL_GUARDED_BY(status_mu_);
 };
 
 }  // namespace peerkv::replication

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_format.h"
 #include "common/macros.h"
+#include "replication/restore_guard.h"
 
 namespace peerkv::replication {
 
@@ -52,8 +53,11 @@ absl::Status ValidatePeerInfo(const PeerInfo& info) {
   return absl::OkStatus();
 }
 
-PeerInfo LocalInfo(const Store& store, const std::string& name) {
-  return PeerInfo{store.replica_id(), store.incarnation(), kProtocolVersion, name};
+PeerInfo LocalInfo(const Store& store, const std::string& name, uint64_t to) {
+  PeerInfo info{store.replica_id(), store.incarnation(), kProtocolVersion, name};
+  info.boot_nonce = store.open_nonce();
+  if (to != 0 && to != info.replica_id) info.held = WhatWeHoldOf(store, to);
+  return info;
 }
 
 }  // namespace peerkv::replication

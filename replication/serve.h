@@ -28,8 +28,9 @@ absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& re
 // answers of the peers it dials and to inbound links.
 absl::Status ValidatePeerInfo(const PeerInfo& info);
 
-// This replica's hello.
-PeerInfo LocalInfo(const Store& store, const std::string& name);
+// This replica's hello; `to` is the replica it goes to (0: not known yet),
+// whose holdings it reports (see PeerInfo::held).
+PeerInfo LocalInfo(const Store& store, const std::string& name, uint64_t to = 0);
 
 }  // namespace peerkv::replication
 

@@ -24,6 +24,29 @@ inline constexpr uint32_t kProtocolVersion = 1;
 // in its hello.
 inline constexpr size_t kMaxReplicaNameBytes = 64;
 
+// What a replica holds of another (replica_id): its checkpoint of that
+// replica's log and its watermark for that origin. Zeros: nothing, or not
+// told (a peer from before these fields).
+struct HeldOf {
+  uint64_t replica_id = 0;
+  uint64_t incarnation = 0;
+  uint64_t seq = 0;
+  uint64_t watermark = 0;
+  friend bool operator==(const HeldOf&, const HeldOf&) = default;
+};
+
+// Evidence that this replica's data directory was restored from an older
+// copy (replication/restore_guard.h).
+struct Restored {
+  // The id the evidence is about (a replica that forked since ignores it).
+  uint64_t replica_id = 0;
+  // This replica's writes logged after this seq were made since the
+  // restored copy was opened (Store::Fork re-stamps them).
+  uint64_t since_seq = 0;
+  // Why, for the log.
+  std::string why;
+};
+
 // Who a replica is, as told in the hello exchange.
 struct PeerInfo {
   uint64_t replica_id = 0;
@@ -32,6 +55,13 @@ struct PeerInfo {
   // Human name (--replica-name); may be empty; at most
   // kMaxReplicaNameBytes (see ValidatePeerInfo).
   std::string name;
+  // Store::open_nonce(): tells two processes with one replica id apart (a
+  // copied data directory). 0 from peers that predate it.
+  uint64_t boot_nonce = 0;
+  // What the sender holds of the receiver, when it knows who that is (the
+  // answer to a hello always does): lets a restored replica see that a
+  // peer holds writes of its own it lacks (replication/restore_guard.h).
+  HeldOf held;
 };
 
 // "Send me your changes after `after_seq` of `incarnation`."
@@ -81,6 +111,12 @@ class LinkEvents {
   // The peer on `link` has changes for us; `sender` are its watermarks
   // (empty if unknown): if ours cover them, it has nothing we lack.
   virtual void OnNudged(LinkId link, const Watermarks& sender) = 0;
+  // A peer on `link` showed that this replica's data directory was
+  // restored from an older copy (see replication/restore_guard.h); the
+  // engine forks to a new replica id, unless it is no longer
+  // evidence.replica_id (it forked already). Transports that answer pulls
+  // call it.
+  virtual void OnRestoreEvidence(LinkId link, const Restored& evidence) {}
   // A request on `link` went unanswered too long (a nudge, say): the engine
   // prefers the peer's other links from now on. The link stays up until
   // OnLinkDown. Transports that cannot tell need not call it.

@@ -14,11 +14,20 @@ void ToWire(const replication::PeerInfo& info, wire::PeerInfo::Builder out) {
   out.setIncarnation(info.incarnation);
   out.setProtocolVersion(info.protocol_version);
   out.setName(AsText(info.name));
+  out.setBootNonce(info.boot_nonce);
+  out.setHeldOf(info.held.replica_id);
+  out.setHeldIncarnation(info.held.incarnation);
+  out.setHeldSeq(info.held.seq);
+  out.setHeldWatermark(info.held.watermark);
 }
 
 replication::PeerInfo FromWire(wire::PeerInfo::Reader info) {
-  return replication::PeerInfo{info.getReplicaId(), info.getIncarnation(),
-                               info.getProtocolVersion(), ToString(info.getName())};
+  replication::PeerInfo out{info.getReplicaId(), info.getIncarnation(),
+                            info.getProtocolVersion(), ToString(info.getName())};
+  out.boot_nonce = info.getBootNonce();
+  out.held = replication::HeldOf{info.getHeldOf(), info.getHeldIncarnation(), info.getHeldSeq(),
+                                 info.getHeldWatermark()};
+  return out;
 }
 
 void ToWire(const replication::PullRequest& pull, wire::Replica::PullParams::Builder out) {

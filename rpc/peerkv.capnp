@@ -51,6 +51,17 @@ struct PeerInfo {
   incarnation @1 :UInt64;
   protocolVersion @2 :UInt32;
   name @3 :Text;
+  bootNonce @4 :UInt64;       # random per open of the store: two processes
+                              # with one replica id (a copied directory)
+                              # differ in it; 0 from older peers
+  # What the sender holds of the receiver (a hello's answer always knows
+  # who that is): its checkpoint of the receiver's log and its watermark
+  # for the receiver's origin. heldOf = 0: not told. A receiver that finds
+  # them beyond what it holds was restored from an older copy and forks.
+  heldOf @5 :UInt64;
+  heldIncarnation @6 :UInt64;
+  heldSeq @7 :UInt64;
+  heldWatermark @8 :UInt64;
 }
 
 struct PeerStatus {
@@ -85,6 +96,10 @@ struct ServerStatus {
   fingerprint @12 :UInt64;  # equal on replicas holding the same registers
   peersOmitted @13 :UInt32; # peers not listed: the answer stays within the
                             # reply budget, whatever peers tell us
+  retiredIds @14 :List(UInt64);
+                            # replica ids this data directory had before it
+                            # forked (restored from an older copy), oldest
+                            # first; never used again
 }
 
 interface Gateway {

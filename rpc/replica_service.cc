@@ -1,7 +1,9 @@
 // rpc/replica_service.cc: the Replica capability: hello (which makes an
 // inbound replication link), pull (answered from the store's change log on
 // the loop), nudge (passed to the replication engine) and ping (keepalive).
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "replication/restore_guard.h"
 #include "replication/serve.h"
 #include "rpc/convert.h"
 #include "rpc/peer_convert.h"
@@ -45,7 +47,7 @@ class ReplicaImpl final : public wire::Replica::Server {
     }
     link_ = loop_.links().AddInbound(connection_id_, peer_, params.getBack());
     loop_.events()->OnInboundLink(link_, peer);
-    ToWire(loop_.LocalInfo(), results.initInfo());
+    ToWire(loop_.LocalInfo(peer.replica_id), results.initInfo());
     return kj::READY_NOW;
   }
 
@@ -74,9 +76,20 @@ class ReplicaImpl final : public wire::Replica::Server {
     request.max_bytes = static_cast<uint32_t>(
         std::min<size_t>(request.max_bytes, loop_.reply_budget()));
     request.watermarks = *theirs;
+    auto results = context.getResults();
+    const replication::HeldOf claim = replication::ClaimOfPull(loop_.store(), request);
+    if (std::optional<replication::Restored> restored =
+            replication::RestoreEvidence(loop_.store(), claim)) {
+      // Nothing is served as the old id: the engine forks first.
+      loop_.events()->OnRestoreEvidence(link_, *restored);
+      ToWire(absl::FailedPreconditionError(absl::StrCat(
+                 "this replica's data directory was restored from an older copy (", restored->why,
+                 "); it forks to a new replica id: hello again")),
+             results.initError());
+      return kj::READY_NOW;
+    }
     absl::StatusOr<replication::PullResponse> response =
         replication::ServePull(loop_.store(), request);
-    auto results = context.getResults();
     if (!response.ok()) {
       loop_.LogRejected(peer_, "pull", response.status());
       ToWire(response.status(), results.initError());

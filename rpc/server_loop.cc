@@ -174,8 +174,8 @@ ServerLoop::ServerLoop(Store& store, const ServerOptions& options, kj::AsyncIoCo
 
 ServerLoop::~ServerLoop() noexcept(false) { store_.RemoveCommitListener(listener_id_); }
 
-replication::PeerInfo ServerLoop::LocalInfo() const {
-  return replication::LocalInfo(store_, options_.replica_name);
+replication::PeerInfo ServerLoop::LocalInfo(uint64_t to) const {
+  return replication::LocalInfo(store_, options_.replica_name, to);
 }
 
 kj::Promise<std::string> ServerLoop::Listen() {

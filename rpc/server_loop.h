@@ -115,7 +115,9 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   std::vector<replication::PeerStatus> PeerStatuses() const {
     return peer_statuses_ ? peer_statuses_() : std::vector<replication::PeerStatus>{};
   }
-  replication::PeerInfo LocalInfo() const;
+  // This replica's hello; `to`: the peer it answers (0 when dialling), whose
+  // holdings it reports (replication::PeerInfo::held).
+  replication::PeerInfo LocalInfo(uint64_t to = 0) const;
 
   // The watches' change index and wake-ups, fed by every commit.
   WatchHub& watch_hub() { return watch_hub_; }

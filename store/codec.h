@@ -38,7 +38,9 @@ namespace peerkv::codec {
 
 // The layout version written to meta "format"; a store with a greater one
 // was written by a newer peerkv and is not opened.
-inline constexpr uint64_t kFormatVersion = 1;
+// Format 2: the fingerprint covers values (a format-1 store is upgraded
+// when opened: tables::RecomputeFingerprint).
+inline constexpr uint64_t kFormatVersion = 2;
 // The names of the meta entries (see the layout above).
 inline constexpr char kMetaFormat[] = "format";
 inline constexpr char kMetaReplicaId[] = "replica_id";
@@ -135,10 +137,16 @@ inline constexpr size_t kWatermarkBytes = 2 * 8;
 std::string EncodeWatermarks(const Watermarks& watermarks);
 absl::StatusOr<Watermarks> DecodeWatermarks(std::string_view stored);
 
-// A stable 64-bit hash of a register's identity and version: the store's
-// fingerprint is the XOR of it over all registers, so equal sets of
-// registers give equal fingerprints whatever order they were written in.
-uint64_t RegisterHash(std::string_view record_key, const Version& version, bool deleted);
+// A stable 64-bit hash of a register's identity, version and value: the
+// store's fingerprint is the XOR of it over all registers, so equal sets of
+// registers give equal fingerprints whatever order they were written in,
+// and two replicas that gave one version different values (cloned data
+// directories) do not. Stores of format 1 hashed no value; they are
+// recomputed when opened (see Store::Open).
+uint64_t RegisterHash(std::string_view record_key, const Version& version, bool deleted,
+                      std::string_view value);
+// The value's part of RegisterHash.
+uint64_t ValueHash(std::string_view value);
 
 // FNV-1a, 64-bit, over bytes and little-endian integers: the stable digest
 // Store::Digest() computes (the same in every process and on every machine,

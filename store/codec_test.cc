@@ -44,14 +44,18 @@ TEST(CodecTest, TombstoneRoundTrip) {
               StatusIs(StatusCode::kDataLoss, "tombstone carries value bytes"));
 }
 
-TEST(CodecTest, RegisterHashDependsOnKeyVersionAndDeletion) {
+TEST(CodecTest, RegisterHashDependsOnKeyVersionDeletionAndValue) {
   const std::string key = RecordKey("ks", "k");
-  const uint64_t h = RegisterHash(key, Version{10, 1}, false);
-  EXPECT_EQ(h, RegisterHash(key, Version{10, 1}, false));
-  EXPECT_NE(h, RegisterHash(key, Version{11, 1}, false));
-  EXPECT_NE(h, RegisterHash(key, Version{10, 2}, false));
-  EXPECT_NE(h, RegisterHash(key, Version{10, 1}, true));
-  EXPECT_NE(h, RegisterHash(RecordKey("ks", "j"), Version{10, 1}, false));
+  const uint64_t h = RegisterHash(key, Version{10, 1}, false, "v");
+  EXPECT_EQ(h, RegisterHash(key, Version{10, 1}, false, "v"));
+  EXPECT_NE(h, RegisterHash(key, Version{11, 1}, false, "v"));
+  EXPECT_NE(h, RegisterHash(key, Version{10, 2}, false, "v"));
+  EXPECT_NE(h, RegisterHash(key, Version{10, 1}, true, ""));
+  EXPECT_NE(h, RegisterHash(RecordKey("ks", "j"), Version{10, 1}, false, "v"));
+  // Clones gave one version different values: the hash must tell them apart.
+  EXPECT_NE(h, RegisterHash(key, Version{10, 1}, false, "w"));
+  EXPECT_NE(RegisterHash(key, Version{10, 1}, false, std::string(9, '\0')),
+            RegisterHash(key, Version{10, 1}, false, std::string(8, '\0')));
 }
 
 TEST(CodecTest, BigEndianKeysSortNumerically) {

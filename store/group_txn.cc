@@ -4,6 +4,7 @@
 
 #include "common/macros.h"
 #include "store/codec.h"
+#include "store/tables.h"
 
 namespace peerkv::writer {
 
@@ -45,13 +46,17 @@ absl::StatusOr<bool> GroupTxn::Apply(std::string_view keyspace, std::string_view
     PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader old, codec::DecodeRecordHeader(View(d)));
     if (!(version > old.version)) return false;
     (old.deleted ? counters_.tombstones : counters_.live_records) -= 1;
-    counters_.fingerprint ^= codec::RegisterHash(record_key_, old.version, old.deleted);
+    // The value takes part in the fingerprint: the old one is read back
+    // (one lookup, and only when a register is overwritten).
+    PEERKV_ASSIGN_OR_RETURN(const std::string_view old_value,
+                            tables::ReadValue(txn_.get(), dbis_.log, record_key_, old.seq));
+    counters_.fingerprint ^= codec::RegisterHash(record_key_, old.version, old.deleted, old_value);
     d = Val(header_);
     rc = mdb_cursor_put(records_.get(), &k, &d, MDB_CURRENT);
   }
   PEERKV_RETURN_IF_ERROR(lmdb::Error(rc, "write record"));
   (deleted ? counters_.tombstones : counters_.live_records) += 1;
-  counters_.fingerprint ^= codec::RegisterHash(record_key_, version, deleted);
+  counters_.fingerprint ^= codec::RegisterHash(record_key_, version, deleted, value);
   seq_key_.clear();
   codec::PutBigEndian64(&seq_key_, seq);
   codec::EncodeLogEntry(record_key_, source, value, &log_value_);

@@ -246,6 +246,13 @@ absl::Status Store::LoadOrInitMeta() {
   } else {
     PEERKV_RETURN_IF_ERROR(InitMeta(txn.get()));
   }
+  if (format.has_value() && *format < 2) {
+    // Format 1's fingerprint left values out: recomputed once, O(records).
+    PEERKV_ASSIGN_OR_RETURN(fingerprint_, tables::RecomputeFingerprint(txn.get(), opened));
+    PEERKV_RETURN_IF_ERROR(
+        tables::WriteMetaU64(txn.get(), meta_dbi_, codec::kMetaFormat, codec::kFormatVersion));
+  }
+  PEERKV_RETURN_IF_ERROR(RecordOpen(txn.get(), &clock_floor));
   PEERKV_ASSIGN_OR_RETURN(const uint64_t log_entries,
                           lmdb::Entries(txn.get(), log_dbi_, "mdb_stat log"));
   log_entries_ = log_entries;
@@ -1051,6 +1058,7 @@ absl::StatusOr<StoreStats> Store::Stats() const {
   stats.map_bytes = map_bytes_.load();
   stats.commits = commits_.load();
   stats.fingerprint = fingerprint_.load();
+  stats.retired_ids = GetLineage().retired_ids;
   PEERKV_ASSIGN_OR_RETURN(stats.disk_bytes, dir_->DataFileBytes());
   return stats;
 }

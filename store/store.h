@@ -28,6 +28,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "store/clock.h"
+#include "store/lineage.h"
 #include "store/validation.h"
 #include "store/types.h"
 #include "store/version.h"
@@ -110,8 +111,41 @@ class Store {
 
   // Random ids made when the store was created: who this replica is, and
   // which life of its data directory this is.
-  uint64_t replica_id() const { return replica_id_; }
-  uint64_t incarnation() const { return incarnation_; }
+  // Both change only in Fork().
+  uint64_t replica_id() const { return replica_id_.load(); }
+  uint64_t incarnation() const { return incarnation_.load(); }
+
+  // What this store remembers of its own history (see store/lineage.h).
+  Lineage GetLineage() const;
+  // Random, drawn each time the store is opened: two processes that claim
+  // one replica id tell each other apart by it (a copied data directory).
+  uint64_t open_nonce() const { return open_nonce_; }
+
+  struct ForkResult {
+    uint64_t old_id = 0;
+    uint64_t new_id = 0;
+    uint64_t new_incarnation = 0;
+    // Registers re-stamped as writes of the new id (see Fork).
+    uint64_t restamped = 0;
+  };
+  // This data directory was restored from an older copy (a peer holds
+  // writes of this replica id that it lacks): becomes a new replica, with a
+  // new random id (never one it used before) and incarnation, durably. Its
+  // records keep their versions (the old id is now a foreign origin it
+  // holds); its watermark for the old id is dropped (it must not claim the
+  // writes it lost, so peers send them back), and so are its checkpoints of
+  // every peer (they were advanced by pulls that left out the old id's
+  // writes). Waits for every queued write first. Defined in store_fork.cc.
+  // REQUIRES: the caller submits no merges until it returns.
+  //
+  // Writes of the old id logged after `restamp_after_seq` (made since the
+  // restored copy was opened) are written again as new writes of the new
+  // id: their old versions may be covered by peers' watermarks for the old
+  // id (the lost life's clock may have run ahead of the copy's), so they
+  // could otherwise never reach those peers. UINT64_MAX: none. A
+  // re-stamped write beats concurrent writes of other replicas made before
+  // the fork (a fresh version); that is the price of not losing it.
+  absl::StatusOr<ForkResult> Fork(uint64_t restamp_after_seq = UINT64_MAX);
   const StoreOptions& options() const { return options_; }
   // OK if `hlc` is at most options().max_clock_skew_ms ahead of this
   // replica's physical time; otherwise OutOfRange saying by how much. The
@@ -255,6 +289,11 @@ class Store {
   absl::StatusOr<uint64_t> LoadMeta(MDB_txn* txn, uint64_t format);
   tables::Dbis dbis() const;
 
+  // At open, inside the meta transaction: records the clock gap of this
+  // open in the lineage and raises `clock_floor` to the current time, so no
+  // reading ever falls into the gap (store_fork.cc).
+  absl::Status RecordOpen(MDB_txn* txn, uint64_t* clock_floor);
+
   // Submission (any thread).
   void SubmitWrite(std::vector<Mutation> mutations, WriteCallback done,
                    bool wait_for_room);
@@ -305,8 +344,11 @@ class Store {
   bool OnWriterThread() const { return std::this_thread::get_id() == writer_id_; }
 
   const StoreOptions options_;
-  uint64_t replica_id_ = 0;
-  uint64_t incarnation_ = 0;
+  std::atomic<uint64_t> replica_id_{0};
+  std::atomic<uint64_t> incarnation_{0};
+  mutable absl::Mutex lineage_mu_;
+  Lineage lineage_ ABSL_GUARDED_BY(lineage_mu_);
+  uint64_t open_nonce_ = 0;
   // Destroyed after the environment is closed (in ~Store's body).
   std::unique_ptr<DataDir> dir_;
   std::unique_ptr<HybridClock> clock_;

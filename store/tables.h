@@ -54,6 +54,11 @@ absl::Status WriteCheckpoint(MDB_txn* txn, MDB_dbi peers, uint64_t peer_id,
 absl::StatusOr<std::string_view> ReadValue(MDB_txn* txn, MDB_dbi log,
                                            std::string_view record_key, uint64_t seq);
 
+// Format 1 -> 2: the fingerprint of every register, now with its value,
+// computed from the records and stored in meta "state" (if there is one).
+// O(records); run once, when a format-1 store is opened.
+absl::StatusOr<uint64_t> RecomputeFingerprint(MDB_txn* txn, const Dbis& dbis);
+
 }  // namespace peerkv::tables
 
 #endif  // PEERKV_STORE_TABLES_H_

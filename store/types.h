@@ -154,9 +154,13 @@ struct StoreStats {
   // Durable write transactions since open: with group commit, fewer than
   // the writes that were acknowledged.
   uint64_t commits = 0;
-  // XOR of a hash of every register's key and version: two replicas with
-  // the same registers have the same fingerprint. O(1) to read.
+  // XOR of a hash of every register's key, version and value: two replicas
+  // with the same registers have the same fingerprint. O(1) to read.
   uint64_t fingerprint = 0;
+  // Replica ids this data directory had before it forked (it was restored
+  // from an older copy, see README "Restore and clone safety"), oldest
+  // first; empty for a directory that never forked.
+  std::vector<uint64_t> retired_ids;
 };
 
 }  // namespace peerkv

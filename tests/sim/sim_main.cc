@@ -1,6 +1,7 @@
 // tests/sim/sim_main.cc: runs the replication simulation over many seeds.
 //   sim_test                 200 seeds (what `make test` runs)
 //   sim_test --seeds N       seeds 1..N
+//   sim_test --restores      also back up and restore replicas (issue 8)
 //   sim_test --seed S [-v]   one seed, optionally printing every event
 // Every seed also runs twice to prove it replays exactly (same trace hash)
 // when --check-replay is given (the default for the first 20 seeds).
@@ -15,6 +16,7 @@
 int main(int argc, char** argv) {
   uint64_t first = 1, last = 200;
   bool verbose = false;
+  bool restores = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--seeds" && i + 1 < argc) {
@@ -23,8 +25,10 @@ int main(int argc, char** argv) {
       first = last = std::strtoull(argv[++i], nullptr, 10);
     } else if (arg == "-v") {
       verbose = true;
+    } else if (arg == "--restores") {
+      restores = true;
     } else {
-      std::fprintf(stderr, "usage: %s [--seeds N | --seed S [-v]]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--seeds N | --seed S [-v]] [--restores]\n", argv[0]);
       return 2;
     }
   }
@@ -37,6 +41,7 @@ int main(int argc, char** argv) {
     peerkv::sim::SimOptions options;
     options.seed = seed;
     options.verbose = verbose;
+    options.restores = restores;
     const peerkv::sim::SimResult result = peerkv::sim::Run(options);
     bool ok = result.passed;
     std::string message = result.message;

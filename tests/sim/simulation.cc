@@ -16,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "replication/executor.h"
 #include "replication/replicator.h"
+#include "replication/restore_guard.h"
 #include "replication/serve.h"
 #include "replication/transport.h"
 #include "store/store.h"
@@ -85,6 +86,8 @@ struct Replica {
   // A lower value limit than the others: it cannot hold their big values.
   size_t max_value_bytes = kMaxValueBytes;
   int64_t normal_skew_ms = 0;
+  // Forks (restore_guard.h) whose re-stamped writes the fold has.
+  size_t known_forks = 0;
 };
 
 struct Link {
@@ -131,7 +134,9 @@ class Simulation {
     links_[id] = Link{from, to, true};
     Replica& target = *replicas_[to];
     const PeerInfo from_info = replication::LocalInfo(*replicas_[from]->store, Name(from));
-    const PeerInfo to_info = replication::LocalInfo(*target.store, Name(to));
+    // The answer says what the callee holds of the caller (restore_guard.h).
+    const PeerInfo to_info = replication::LocalInfo(*target.store, Name(to),
+                                                    replicas_[from]->store->replica_id());
     // The callee learns of the inbound link, then the caller of the hello.
     Deliver(to, delay, [this, id, to, from_info] {
       if (LinkUp(id)) replicas_[to]->replicator->OnInboundLink(id, from_info);
@@ -155,8 +160,18 @@ class Simulation {
     for (int c = 0; c < copies; ++c) {
       Deliver(to, Delay(), [this, id, from, to, request, shared_done] {
         if (!LinkUp(id)) return;
-        absl::StatusOr<PullResponse> response =
-            replication::ServePull(*replicas_[to]->store, request);
+        Store& server = *replicas_[to]->store;
+        const replication::HeldOf claim = replication::ClaimOfPull(server, request);
+        absl::StatusOr<PullResponse> response;
+        if (std::optional<replication::Restored> restored =
+                replication::RestoreEvidence(server, claim)) {
+          // As the server does: refuse, and let the engine fork.
+          Trace(absl::StrFormat("r%d restored: %s", to, restored->why));
+          replicas_[to]->replicator->OnRestoreEvidence(id, *restored);
+          response = absl::FailedPreconditionError("restored: forking");
+        } else {
+          response = replication::ServePull(server, request);
+        }
         Trace(absl::StrFormat("serve pull %d->%d after %d: %d records", to, from,
                               request.after_seq,
                               response.ok() ? response->records.size() : 0));
@@ -281,6 +296,89 @@ class Simulation {
     return true;
   }
 
+  // A backup of replica k's data directory (taken while it is down: it is
+  // crashed, copied, and booted again), restored later over the directory
+  // (issue 8). The writes k accepted after the copy that no other replica
+  // holds when it is restored are gone for good: they leave the fold. The
+  // others must come back to k, and k's writes after the restore must
+  // reach everyone.
+  void TakeBackup() {
+    const int k = static_cast<int>(restore_rng_() % replicas_.size());
+    Replica& r = *replicas_[k];
+    if (!r.up || backup_.replica >= 0) return;
+    Trace(absl::StrFormat("backup r%d", k));
+    Crash(r);
+    backup_ = Backup{k, root_ + "/backup", accepted_.size(), 0};
+    std::filesystem::copy(r.dir, backup_.dir, std::filesystem::copy_options::recursive);
+    std::string error;
+    if (!Boot(r, &error)) failure_ = "reboot failed: " + error;
+    backup_.id = r.store->replica_id();
+  }
+
+  void RestoreBackup() {
+    if (backup_.replica < 0 || backup_.restored) return;
+    Replica& r = *replicas_[backup_.replica];
+    for (const auto& other : replicas_) {
+      // Only the live replicas can say what survived.
+      if (other.get() != &r && !other->up) return;
+    }
+    Trace(absl::StrFormat("restore r%d from its backup", r.index));
+    backup_.restored = true;
+    Crash(r);
+    std::vector<Accepted> kept(accepted_.begin(), accepted_.begin() + backup_.accepted_at);
+    for (size_t i = backup_.accepted_at; i < accepted_.size(); ++i) {
+      const Accepted& a = accepted_[i];
+      bool survives = a.version.origin != backup_.id;
+      for (const auto& other : replicas_) {
+        if (survives) break;
+        if (other.get() == &r) continue;
+        absl::StatusOr<std::optional<Record>> held = other->store->Get(a.keyspace, a.key);
+        survives = held.ok() && held->has_value() && !((*held)->version < a.version);
+      }
+      if (survives) kept.push_back(a);
+    }
+    accepted_ = std::move(kept);
+    std::filesystem::remove_all(r.dir);
+    std::filesystem::copy(backup_.dir, r.dir, std::filesystem::copy_options::recursive);
+    std::string error;
+    if (!Boot(r, &error)) failure_ = "reboot failed: " + error;
+  }
+
+  // A replica that forked re-stamped its writes made since a restored open
+  // as new writes of its new id: they join the fold as accepted writes.
+  void NoteForks() {
+    for (auto& r : replicas_) {
+      if (!r->up) continue;
+      const size_t forks = r->store->GetLineage().retired_ids.size();
+      if (forks <= r->known_forks) {
+        r->known_forks = forks;
+        continue;
+      }
+      r->known_forks = forks;
+      const uint64_t id = r->store->replica_id();
+      std::set<std::pair<std::string, std::string>> known;
+      for (const Accepted& a : accepted_) {
+        if (a.version.origin == id) known.insert({a.keyspace, a.key});
+      }
+      uint64_t after = 0;
+      for (int page = 0; page < 1000; ++page) {
+        absl::StatusOr<Changes> changes = r->store->ChangesSince(after, 1000);
+        if (!changes.ok()) {
+          failure_ = "reading a forked log failed: " + changes.status().ToString();
+          return;
+        }
+        for (const Record& rec : changes->records) {
+          if (rec.version.origin != id || known.count({rec.keyspace, rec.key}) > 0) continue;
+          Trace(absl::StrFormat("r%d re-stamped %s/%s %s", r->index, rec.keyspace, rec.key,
+                                rec.version.ToString()));
+          accepted_.push_back(Accepted{rec.keyspace, rec.key, rec.version, rec.deleted, rec.value});
+        }
+        if (changes->last_seq <= after || changes->last_seq >= changes->max_seq) break;
+        after = changes->last_seq;
+      }
+    }
+  }
+
   void Crash(Replica& r, bool quiet = false) {
     if (!r.up) return;
     if (!quiet) Trace(absl::StrFormat("crash r%d", r.index));
@@ -393,6 +491,17 @@ class Simulation {
   int key_space_ = 20;
   int writes_ = 0;
   std::vector<Accepted> accepted_;
+  // Restores draw from their own generator, so the rest of a seed's plan
+  // is what it was before they existed.
+  std::mt19937_64 restore_rng_{options_.seed * 104729 + 3};
+  struct Backup {
+    int replica = -1;
+    std::string dir;
+    size_t accepted_at = 0;
+    uint64_t id = 0;
+    bool restored = false;
+  };
+  Backup backup_;
   std::string failure_;
   uint64_t trace_ = 0xcbf29ce484222325ULL;
 };
@@ -541,9 +650,18 @@ SimResult Simulation::Run() {
     plan.emplace_back(start_ + absl::Milliseconds(rng_() % (options_.fault_seconds * 1000)),
                       1 + static_cast<int>(rng_() % 6));
   }
+  // 7 a backup of a replica, 8 its restore (in a third of the runs).
+  if (options_.restores && restore_rng_() % 3 == 0) {
+    const int64_t ms = options_.fault_seconds * 1000;
+    const int64_t backup_at = static_cast<int64_t>(restore_rng_() % (ms / 2));
+    const int64_t restore_at = backup_at + 1 + static_cast<int64_t>(restore_rng_() % (ms / 2));
+    plan.emplace_back(start_ + absl::Milliseconds(backup_at), 7);
+    plan.emplace_back(start_ + absl::Milliseconds(restore_at), 8);
+  }
   std::sort(plan.begin(), plan.end());
   for (const auto& [when, what] : plan) {
     world_.RunUntil(when);
+    NoteForks();
     if (!failure_.empty()) break;
     switch (what) {
       case 0:
@@ -573,9 +691,16 @@ SimResult Simulation::Run() {
       case 6:
         FixClocks();
         break;
+      case 7:
+        TakeBackup();
+        break;
+      case 8:
+        RestoreBackup();
+        break;
     }
   }
   world_.RunUntil(fault_end);
+  NoteForks();
 
   // Heal everything, restart the crashed, stop losing messages, and wait.
   const absl::Time heal = world_.Now();
@@ -592,6 +717,7 @@ SimResult Simulation::Run() {
   bool converged = false;
   while (failure_.empty() && world_.Now() < deadline) {
     world_.RunUntil(world_.Now() + absl::Milliseconds(100));
+    NoteForks();
     if (AllConverged()) {
       converged = true;
       break;

@@ -1,0 +1,85 @@
+// replication/restore_guard.cc: restore and clone evidence (see
+// restore_guard.h).
+#include "replication/restore_guard.h"
+
+#include "absl/strings/str_format.h"
+
+namespace peerkv::replication {
+
+HeldOf WhatWeHoldOf(const Store& store, uint64_t peer_id) {
+  HeldOf held;
+  held.replica_id = peer_id;
+  if (peer_id == 0) return held;
+  absl::StatusOr<std::optional<PeerCheckpoint>> checkpoint = store.GetCheckpoint(peer_id);
+  if (checkpoint.ok() && checkpoint->has_value()) {
+    held.incarnation = (*checkpoint)->incarnation;
+    held.seq = (*checkpoint)->seq;
+  }
+  const Watermarks marks = store.GetWatermarks();
+  auto it = marks.find(peer_id);
+  if (it != marks.end()) held.watermark = it->second;
+  return held;
+}
+
+std::optional<Restored> RestoreEvidence(const Store& store, const HeldOf& claim) {
+  const uint64_t self = store.replica_id();
+  if (claim.replica_id != self) return std::nullopt;
+  const Lineage lineage = store.GetLineage();
+  Restored restored;
+  restored.replica_id = self;
+  restored.since_seq = lineage.gaps.empty() ? 0 : lineage.gaps.back().seq;
+  if (claim.incarnation == store.incarnation() && claim.seq > store.max_seq()) {
+    restored.why = absl::StrFormat(
+        "the peer has pulled this replica's log up to seq %d, but the log ends at seq %d",
+        claim.seq, store.max_seq());
+    return restored;
+  }
+  if (claim.watermark == 0) return std::nullopt;
+  const Watermarks marks = store.GetWatermarks();
+  auto it = marks.find(self);
+  const uint64_t mine = it == marks.end() ? 0 : it->second;
+  if (claim.watermark > mine) {
+    restored.why = absl::StrFormat(
+        "the peer holds this replica's writes up to clock %d ms, beyond this replica's own "
+        "clock (%d ms)",
+        HlcMillis(claim.watermark), HlcMillis(mine));
+    return restored;
+  }
+  for (const ClockGap& gap : lineage.gaps) {
+    if (gap.Contains(claim.watermark)) {
+      restored.since_seq = gap.seq;
+      restored.why = absl::StrFormat(
+          "the peer holds this replica's writes up to clock %d ms, a time this data "
+          "directory has no writes from (its clock jumped from %d ms to %d ms when it was "
+          "opened at seq %d): it was restored from an older copy",
+          HlcMillis(claim.watermark), HlcMillis(gap.after), HlcMillis(gap.before), gap.seq);
+      return restored;
+    }
+  }
+  return std::nullopt;
+}
+
+HeldOf ClaimOfPull(const Store& store, const PullRequest& request) {
+  HeldOf claim;
+  claim.replica_id = store.replica_id();
+  claim.incarnation = request.incarnation;
+  claim.seq = request.after_seq;
+  auto it = request.watermarks.find(claim.replica_id);
+  if (it != request.watermarks.end()) claim.watermark = it->second;
+  return claim;
+}
+
+std::optional<std::string> CloneEvidence(const Store& store, const PeerInfo& peer) {
+  if (peer.replica_id != store.replica_id() || peer.boot_nonce == 0 ||
+      peer.boot_nonce == store.open_nonce()) {
+    return std::nullopt;
+  }
+  return absl::StrFormat(
+      "replica %s (\"%s\") claims this replica's id %s from another process (open nonce "
+      "%016x, ours %016x): its data directory is a copy of this one; two live replicas "
+      "must not share an id (give the copy a fresh data directory)",
+      ReplicaIdToString(peer.replica_id), peer.name, ReplicaIdToString(peer.replica_id),
+      peer.boot_nonce, store.open_nonce());
+}
+
+}  // namespace peerkv::replication

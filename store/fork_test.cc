@@ -1,0 +1,197 @@
+// store/fork_test.cc: the lineage a store keeps of its own history (one
+// clock gap per open) and Fork(), over real LMDB environments.
+#include <filesystem>
+
+#include "common/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "lmdb.h"
+#include "store/codec.h"
+#include "store/lineage.h"
+#include "store/store.h"
+#include "testing/temp_dir.h"
+
+namespace peerkv {
+namespace {
+
+using ::testing::ElementsAre;
+
+constexpr int64_t kT0 = 1'700'000'000'000;
+
+class ForkTest : public ::testing::Test {
+ protected:
+  StoreOptions Options() {
+    StoreOptions options;
+    options.dir = dir_.Sub("db");
+    options.wall_clock = &wall_;
+    options.sync = false;
+    return options;
+  }
+  std::unique_ptr<Store> OpenStore() {
+    absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(Options());
+    EXPECT_THAT(store, IsOk());
+    return store.ok() ? std::move(*store) : nullptr;
+  }
+  testing::TempDir dir_;
+  ManualWallClock wall_{kT0};
+};
+
+TEST(LineageTest, EncodesAndRefusesBadBytes) {
+  Lineage lineage;
+  lineage.replica_id = 7;
+  lineage.AddGap(ClockGap{10, 20});
+  lineage.AddGap(ClockGap{30, 31});  // empty: nothing lies strictly between
+  lineage.retired_ids = {3, 4};
+  EXPECT_THAT(lineage.gaps, ElementsAre(ClockGap{10, 20}));
+  absl::StatusOr<Lineage> back = DecodeLineage(EncodeLineage(lineage));
+  ASSERT_THAT(back, IsOk());
+  EXPECT_EQ(*back, lineage);
+  EXPECT_THAT(DecodeLineage("short"), StatusIs(absl::StatusCode::kDataLoss));
+  std::string bad = EncodeLineage(lineage);
+  bad.pop_back();
+  EXPECT_THAT(DecodeLineage(bad), StatusIs(absl::StatusCode::kDataLoss));
+  Lineage many;
+  for (size_t i = 0; i < Lineage::kMaxClockGaps + 5; ++i) many.AddGap(ClockGap{i * 10, i * 10 + 5});
+  EXPECT_EQ(many.gaps.size(), Lineage::kMaxClockGaps);
+  EXPECT_EQ(many.gaps.front().after, 50u);  // the oldest were forgotten
+}
+
+TEST_F(ForkTest, EachOpenRecordsTheJumpOfItsClock) {
+  uint64_t mark = 0;
+  {
+    auto store = OpenStore();
+    ASSERT_THAT(store->Put("ks", "k", "v"), IsOk());
+    mark = store->GetWatermarks().at(store->replica_id());
+  }
+  wall_.Advance(60'000);
+  auto store = OpenStore();
+  const Lineage lineage = store->GetLineage();
+  EXPECT_EQ(lineage.replica_id, store->replica_id());
+  ASSERT_EQ(lineage.gaps.size(), 2u);
+  EXPECT_EQ(lineage.gaps[1].after, mark);
+  EXPECT_EQ(lineage.gaps[1].before, MakeHlc(kT0 + 60'000, 0));
+  // Nothing this run stamps falls into a gap, even if the wall clock steps
+  // back.
+  wall_.Advance(-30'000);
+  absl::StatusOr<Version> v = store->Put("ks", "k", "w");
+  ASSERT_THAT(v, IsOk());
+  for (const ClockGap& gap : store->GetLineage().gaps) EXPECT_FALSE(gap.Contains(v->hlc));
+  EXPECT_FALSE(lineage.gaps[1].Contains(store->GetWatermarks().at(store->replica_id())));
+}
+
+TEST_F(ForkTest, ForkTakesANewIdKeepsRecordsAndDropsWhatItCannotClaim) {
+  auto store = OpenStore();
+  const uint64_t old_id = store->replica_id();
+  const uint64_t old_inc = store->incarnation();
+  absl::StatusOr<Version> mine = store->Put("ks", "a", "1");
+  ASSERT_THAT(mine, IsOk());
+  Record remote{"ks", "b", Version{MakeHlc(kT0, 3), 99}, false, "2", 0};
+  Watermarks claimed{{99, MakeHlc(kT0, 3)}, {old_id, MakeHlc(kT0 + 5, 0)}};
+  ASSERT_THAT(store->Merge({remote}, CheckpointUpdate{99, PeerCheckpoint{5, 10}, claimed}),
+              IsOk());
+  ASSERT_TRUE(store->GetCheckpoint(99)->has_value());
+
+  absl::StatusOr<Store::ForkResult> fork = store->Fork();
+  ASSERT_THAT(fork, IsOk());
+  EXPECT_EQ(fork->old_id, old_id);
+  EXPECT_EQ(store->replica_id(), fork->new_id);
+  EXPECT_NE(fork->new_id, old_id);
+  EXPECT_NE(store->incarnation(), old_inc);
+  // Records keep their versions: the old id is now a foreign origin.
+  absl::StatusOr<std::optional<Record>> a = store->Get("ks", "a");
+  ASSERT_THAT(a, IsOk());
+  EXPECT_EQ((*a)->version, *mine);
+  // It claims nothing of the old id (peers send its lost writes back), and
+  // pulls every peer again.
+  const Watermarks marks = store->GetWatermarks();
+  EXPECT_EQ(marks.count(old_id), 0u);
+  EXPECT_EQ(marks.count(99), 1u);
+  EXPECT_EQ(marks.count(fork->new_id), 1u);
+  EXPECT_FALSE(store->GetCheckpoint(99)->has_value());
+  EXPECT_THAT(store->GetLineage().retired_ids, ElementsAre(old_id));
+  // New writes carry the new id, and all of it survives a reopen.
+  absl::StatusOr<Version> next = store->Put("ks", "c", "3");
+  ASSERT_THAT(next, IsOk());
+  EXPECT_EQ(next->origin, fork->new_id);
+  store.reset();
+  store = OpenStore();
+  EXPECT_EQ(store->replica_id(), fork->new_id);
+  EXPECT_EQ(store->incarnation(), fork->new_incarnation);
+  EXPECT_EQ(store->GetWatermarks().count(old_id), 0u);
+  EXPECT_THAT(store->GetLineage().retired_ids, ElementsAre(old_id));
+  // A second fork never goes back to an id it had.
+  absl::StatusOr<Store::ForkResult> again = store->Fork();
+  ASSERT_THAT(again, IsOk());
+  EXPECT_NE(again->new_id, old_id);
+  EXPECT_THAT(store->GetLineage().retired_ids, ElementsAre(old_id, fork->new_id));
+}
+
+// Writes of the old id after the given seq (made since a restored copy
+// was opened) are written again as the new id's; earlier ones keep their
+// versions.
+TEST_F(ForkTest, ForkReStampsTheWritesMadeSinceTheRestoredOpen) {
+  auto store = OpenStore();
+  const uint64_t old_id = store->replica_id();
+  ASSERT_THAT(store->Put("ks", "a", "1"), IsOk());
+  ASSERT_THAT(store->Put("ks", "b", "2"), IsOk());
+  ASSERT_THAT(store->Put("ks", "c", "3"), IsOk());
+  ASSERT_THAT(store->Delete("ks", "d"), IsOk());
+  absl::StatusOr<Store::ForkResult> fork = store->Fork(/*restamp_after_seq=*/2);
+  ASSERT_THAT(fork, IsOk());
+  EXPECT_EQ(fork->restamped, 2u);
+  EXPECT_EQ((*store->Get("ks", "a"))->version.origin, old_id);
+  EXPECT_EQ((*store->Get("ks", "b"))->version.origin, old_id);
+  absl::StatusOr<std::optional<Record>> c = store->Get("ks", "c");
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ((*c)->version.origin, fork->new_id);
+  EXPECT_EQ((*c)->value, "3");
+  absl::StatusOr<std::optional<Record>> d = store->Get("ks", "d");
+  ASSERT_THAT(d, IsOk());
+  EXPECT_EQ((*d)->version.origin, fork->new_id);
+  EXPECT_TRUE((*d)->deleted);
+}
+
+// A store written before the fingerprint covered values (format 1): its
+// stored fingerprint is recomputed once when it is opened.
+TEST_F(ForkTest, AFormatOneStoreRecomputesItsFingerprintWhenOpened) {
+  uint64_t fingerprint = 0;
+  {
+    auto store = OpenStore();
+    ASSERT_THAT(store->Put("ks", "a", "1"), IsOk());
+    ASSERT_THAT(store->Put("ks", "b", "2"), IsOk());
+    ASSERT_THAT(store->Put("ks", "a", "3"), IsOk());
+    fingerprint = store->fingerprint();
+  }
+  {
+    // Make it look like format 1: the marker, and a stale fingerprint.
+    MDB_env* env = nullptr;
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    ASSERT_EQ(mdb_env_set_maxdbs(env, 4), 0);
+    ASSERT_EQ(mdb_env_open(env, Options().dir.c_str(), 0, 0600), 0);
+    MDB_txn* txn = nullptr;
+    ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+    MDB_dbi meta;
+    ASSERT_EQ(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    std::string format = codec::EncodeMetaU64(1);
+    MDB_val fk{6, const_cast<char*>("format")}, fv{format.size(), format.data()};
+    ASSERT_EQ(mdb_put(txn, meta, &fk, &fv, 0), 0);
+    MDB_val sk{5, const_cast<char*>("state")}, sv;
+    ASSERT_EQ(mdb_get(txn, meta, &sk, &sv), 0);
+    absl::StatusOr<codec::MetaState> state =
+        codec::DecodeMetaState(std::string_view(static_cast<char*>(sv.mv_data), sv.mv_size));
+    ASSERT_THAT(state, IsOk());
+    state->fingerprint = 12345;
+    std::string encoded = codec::EncodeMetaState(*state);
+    MDB_val nv{encoded.size(), encoded.data()};
+    ASSERT_EQ(mdb_put(txn, meta, &sk, &nv, 0), 0);
+    ASSERT_EQ(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+  }
+  auto store = OpenStore();
+  EXPECT_EQ(store->fingerprint(), fingerprint);
+  store.reset();
+  EXPECT_EQ(OpenStore()->fingerprint(), fingerprint);
+}
+
+}  // namespace
+}  // namespace peerkv

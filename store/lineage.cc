@@ -1,0 +1,71 @@
+// store/lineage.cc: the lineage's byte layout (see lineage.h):
+//   replica_id(8) n_gaps(8) n_retired(8) {after(8) before(8) seq(8)}* {id(8)}*
+// little-endian.
+#include "store/lineage.h"
+
+#include "absl/status/status.h"
+#include "absl/strings/str_format.h"
+
+namespace peerkv {
+namespace {
+
+void Put64(std::string* out, uint64_t v) {
+  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>(v >> (8 * i)));
+}
+
+uint64_t Get64(const char* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= uint64_t{static_cast<unsigned char>(p[i])} << (8 * i);
+  return v;
+}
+
+}  // namespace
+
+void Lineage::AddGap(ClockGap gap) {
+  if (gap.before <= gap.after + 1) return;
+  gaps.push_back(gap);
+  if (gaps.size() > kMaxClockGaps) gaps.erase(gaps.begin());
+}
+
+std::string EncodeLineage(const Lineage& lineage) {
+  std::string out;
+  Put64(&out, lineage.replica_id);
+  Put64(&out, lineage.gaps.size());
+  Put64(&out, lineage.retired_ids.size());
+  for (const ClockGap& gap : lineage.gaps) {
+    Put64(&out, gap.after);
+    Put64(&out, gap.before);
+    Put64(&out, gap.seq);
+  }
+  for (uint64_t id : lineage.retired_ids) Put64(&out, id);
+  return out;
+}
+
+absl::StatusOr<Lineage> DecodeLineage(std::string_view stored) {
+  if (stored.size() < 24) {
+    return absl::DataLossError(
+        absl::StrFormat("meta lineage is %d bytes; at least 24 expected", stored.size()));
+  }
+  Lineage lineage;
+  lineage.replica_id = Get64(stored.data());
+  const uint64_t gaps = Get64(stored.data() + 8);
+  const uint64_t retired = Get64(stored.data() + 16);
+  if (gaps > Lineage::kMaxClockGaps || retired > Lineage::kMaxRetiredIds) {
+    return absl::DataLossError(absl::StrFormat(
+        "meta lineage lists %d gaps and %d retired ids; the limits are %d and %d", gaps,
+        retired, Lineage::kMaxClockGaps, Lineage::kMaxRetiredIds));
+  }
+  if (stored.size() != 24 + gaps * 24 + retired * 8) {
+    return absl::DataLossError(absl::StrFormat(
+        "meta lineage is %d bytes; %d gaps and %d ids take %d", stored.size(), gaps, retired,
+        24 + gaps * 24 + retired * 8));
+  }
+  const char* p = stored.data() + 24;
+  for (uint64_t i = 0; i < gaps; ++i, p += 24) {
+    lineage.gaps.push_back(ClockGap{Get64(p), Get64(p + 8), Get64(p + 16)});
+  }
+  for (uint64_t i = 0; i < retired; ++i, p += 8) lineage.retired_ids.push_back(Get64(p));
+  return lineage;
+}
+
+}  // namespace peerkv

@@ -1,0 +1,56 @@
+// store/lineage.h: what a store remembers of its own history, so that it
+// can tell a peer's claim about its writes from evidence that its data
+// directory was restored from an older copy. Each time a store opens, its
+// clock jumps from the persisted high-water mark of the previous run to the
+// current time: no version and no watermark of this replica ever takes a
+// value strictly between the two (a ClockGap). A peer claiming a watermark
+// for this replica inside a gap saw writes of a life this directory no
+// longer has. Plain value types and their byte layout; no LMDB.
+#ifndef PEERKV_STORE_LINEAGE_H_
+#define PEERKV_STORE_LINEAGE_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace peerkv {
+
+// Clock readings (HLC) strictly between `after` and `before` were never
+// handed out by this replica id in this directory's history.
+struct ClockGap {
+  uint64_t after = 0;
+  uint64_t before = 0;
+  // The store's max seq when it opened: its later writes have greater seqs.
+  uint64_t seq = 0;
+  bool Contains(uint64_t hlc) const { return hlc > after && hlc < before; }
+  friend bool operator==(const ClockGap&, const ClockGap&) = default;
+};
+
+// The store meta "lineage": the replica id it belongs to, the most recent
+// gaps (oldest first, at most kMaxClockGaps: older ones are forgotten, so a
+// restore from a copy older than that many restarts is caught only by the
+// other checks), and the ids this directory used before forks (never used
+// again).
+struct Lineage {
+  static constexpr size_t kMaxClockGaps = 256;
+  static constexpr size_t kMaxRetiredIds = 256;
+  uint64_t replica_id = 0;
+  std::vector<ClockGap> gaps;
+  std::vector<uint64_t> retired_ids;
+  // Appends a gap, dropping the oldest beyond kMaxClockGaps. Empty gaps
+  // (before <= after + 1) are not kept.
+  void AddGap(ClockGap gap);
+  friend bool operator==(const Lineage&, const Lineage&) = default;
+};
+
+std::string EncodeLineage(const Lineage& lineage);
+// DataLoss if `stored` is not what EncodeLineage writes (or exceeds the
+// bounds above).
+absl::StatusOr<Lineage> DecodeLineage(std::string_view stored);
+
+}  // namespace peerkv
+
+#endif  // PEERKV_STORE_LINEAGE_H_
