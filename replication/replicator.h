@@ -29,6 +29,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "replication/executor.h"
+#include "replication/task_scope.h"
 #include "replication/transport.h"
 #include "store/store.h"
 
@@ -135,6 +136,10 @@ struct ReplicatorCounters {
   uint64_t peers_evicted = 0;
   // Sum of the time from sending a pull to having merged its answer.
   absl::Duration pull_time = absl::ZeroDuration();
+  // Pages asked for while the page before them merged (pipelining), and
+  // of those, pages dropped unread because that merge failed.
+  uint64_t pages_prefetched = 0;
+  uint64_t prefetches_discarded = 0;
 };
 
 class Replicator final : public LinkEvents {
@@ -169,10 +174,27 @@ class Replicator final : public LinkEvents {
  private:
   struct Slot;
   struct Peer;
+  struct Page;
 
-  // Runs `task` on the executor unless the replicator is gone by then.
+  // Runs `task` on the executor unless the replicator is stopped by then.
   void Post(absl::AnyInvocable<void()> task, absl::Duration delay = absl::ZeroDuration());
+  // A callback for the transport (which may call it on any thread): it
+  // runs `callback` on the executor, unless the replicator is stopped.
+  // The transport calls it at most once, so the callback moves into the
+  // task. Only values are captured: the transport may call it after the
+  // replicator is gone (the executor outlives it; the task does nothing).
+  template <typename Arg>
+  absl::AnyInvocable<void(Arg)> OnExecutor(absl::AnyInvocable<void(Arg)> callback) const {
+    return [executor = executor_, scope = tasks_.ref(),
+            callback = std::move(callback)](Arg arg) mutable {
+      executor->Post(scope.Wrap([callback = std::move(callback), arg = std::move(arg)]() mutable {
+        callback(std::move(arg));
+      }));
+    };
+  }
 
+  // Every private method below runs on the executor (and checks it).
+  void AddSlot(const std::string& address);
   void Dial(const std::string& address);
   void OnDialed(const std::string& address, absl::StatusOr<Transport::Connected> result);
   void ScheduleRedial(Slot& slot, const absl::Status& why);
@@ -182,8 +204,21 @@ class Replicator final : public LinkEvents {
   LinkId ChooseLink(const Peer& peer) const;
   void MarkSuspect(LinkId link, const absl::Status& why);
   void Round();
+  // Starts a pull from the committed checkpoint (or queues it for a slot).
   void StartPull(uint64_t peer_id);
+  // Asks `peer` (pulling) for the page after `from`, as a new attempt.
+  void SendPull(Peer& peer, PeerCheckpoint from);
+  // The steps of taking one page (see OnPulled).
   void OnPulled(uint64_t peer_id, uint64_t attempt, absl::StatusOr<PullResponse> result);
+  void OnPullFailed(Peer& peer, const absl::Status& status);
+  absl::Status ValidatePage(uint64_t peer_id, const PullResponse& response) const;
+  void HoldBackTooFarAhead(Page& page) const;
+  Watermarks WatermarksToAdopt(const Page& page) const;
+  absl::StatusOr<MergeResult> MergePage(uint64_t peer_id, Page& page);
+  void NoteMergeFailure(Peer& peer, const absl::Status& failure);
+  void NoteRefusals(Peer& peer, const Page& page, const MergeResult& merged);
+  void NotePageMerged(Peer& peer, const Page& page, size_t won);
+  void ContinueOrFinish(Peer& peer, bool more, bool go_on);
   void FinishPull(Peer& peer, const absl::Status& status);
   void StartWaitingPulls();
   void NudgeAll();
@@ -204,11 +239,9 @@ class Replicator final : public LinkEvents {
   Executor* const executor_;
   Transport* const transport_;
   const ReplicatorOptions options_;
-  // Tasks capture a weak reference: once Stop() drops alive_ they do
-  // nothing. weak_alive_ is never written after construction, so tasks on
-  // the executor may copy it while another thread stops the replicator.
-  std::shared_ptr<int> alive_;
-  const std::weak_ptr<int> weak_alive_;
+  // Every task and transport callback is wrapped in it: once Stop()
+  // closed it they do nothing, and Stop() waits for one running.
+  TaskScope tasks_;
 
   // Executor state.
   bool started_ = false;

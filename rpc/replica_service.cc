@@ -36,7 +36,7 @@ class ReplicaImpl final : public wire::Replica::Server {
           "this connection already carries %d replication link; the limit is %d",
           kMaxHellosPerConnection, kMaxHellosPerConnection));
     } else {
-      refused = replication::ValidatePeerInfo(peer);
+      refused = replication::CheckPeer(peer, loop_.store().replica_id());
     }
     if (!refused.ok()) {
       loop_.LogRejected(peer_, "hello", refused);
