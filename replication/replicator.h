@@ -9,7 +9,8 @@
 // in milliseconds and, because what a replica merged is in its own log,
 // along any chain of peers. A nudge carries the sender's watermarks, and is
 // not followed by a pull if ours cover them. Unreachable peers are retried
-// with exponential backoff.
+// with exponential backoff. A pull of many pages asks for the next page
+// while one merges (see OnPulled).
 //
 // Threading: all state lives on the executor. The public methods may be
 // called from any thread; they post to the executor.
@@ -50,7 +51,9 @@ struct ReplicatorOptions {
   // ones (bench/README.md: a fresh pull of random ids at 1000 per page ran
   // at about raw LMDB's speed with 1000 per transaction; at 10,000 it is
   // 2-3x that). Small pulls (a peer in sync) are small either way. The
-  // server lowers batch_bytes to what its messages may hold.
+  // server lowers batch_bytes to what its messages may hold. Pages of one
+  // pull are pipelined: the next is asked for while one merges, so at most
+  // two pages of a peer are held at once (the one merging and the next).
   uint32_t batch_records = 10'000;
   uint32_t batch_bytes = 4 << 20;
   // A pull not answered within this is abandoned (and retried later).
@@ -154,9 +157,10 @@ class Replicator final : public LinkEvents {
 
   // Dials the configured peers, starts the rounds and watches local commits.
   void Start();
-  // Stops everything; pending callbacks become no-ops. Call it on a thread
-  // that is not the executor's, or from a task of the executor (the
-  // simulation). Idempotent.
+  // Stops everything; pending callbacks become no-ops. On another thread
+  // it waits for the engine task running on the executor, if one is, to
+  // finish; so once it returns the replicator may be destroyed. It may also
+  // be called from a task of the executor (the simulation). Idempotent.
   void Stop();
 
   // Adds a peer to dial (and keep) at run time.
