@@ -18,6 +18,8 @@ void ThreadExecutor::Post(absl::AnyInvocable<void()> task, absl::Duration delay)
   tasks_.push(TimedTask{absl::Now() + delay, next_order_++, std::move(task)});
 }
 
+bool ThreadExecutor::IsCurrent() const { return std::this_thread::get_id() == thread_.get_id(); }
+
 void ThreadExecutor::Stop() {
   absl::MutexLock lock(&mu_);
   stopping_ = true;
@@ -83,9 +85,17 @@ bool ManualExecutor::RunUntil(absl::Time until) {
       task = std::move(tasks_.top().run);
       tasks_.pop();
       ++tasks_run_;
+      running_on_ = std::this_thread::get_id();
     }
     task();
+    absl::MutexLock lock(&mu_);
+    running_on_ = std::thread::id();
   }
+}
+
+bool ManualExecutor::IsCurrent() const {
+  absl::MutexLock lock(&mu_);
+  return running_on_ == std::this_thread::get_id();
 }
 
 uint64_t ManualExecutor::tasks_run() const {

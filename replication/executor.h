@@ -28,6 +28,9 @@ class Executor {
                     absl::Duration delay = absl::ZeroDuration()) = 0;
   // The executor's clock.
   virtual absl::Time Now() const = 0;
+  // True on the executor, inside one of its tasks: code that owns state
+  // only the executor touches checks it (PEERKV_CHECK).
+  virtual bool IsCurrent() const = 0;
 };
 
 // A task due at a time; among equal times, the first posted runs first.
@@ -53,6 +56,8 @@ class ThreadExecutor final : public Executor {
   void Post(absl::AnyInvocable<void()> task,
             absl::Duration delay = absl::ZeroDuration()) override;
   absl::Time Now() const override { return absl::Now(); }
+  // The executor's thread is the calling one.
+  bool IsCurrent() const override;
 
   // Drops every pending task (the one running finishes) and ends the
   // thread. Later posts are dropped. Idempotent.
@@ -79,6 +84,8 @@ class ManualExecutor final : public Executor {
   void Post(absl::AnyInvocable<void()> task,
             absl::Duration delay = absl::ZeroDuration()) override;
   absl::Time Now() const override;
+  // A task of RunUntil() runs on the calling thread now.
+  bool IsCurrent() const override;
 
   // Runs the tasks due up to `until`, including those they post, then sets
   // the clock to `until`. Returns false if the queue ran dry.
@@ -92,6 +99,8 @@ class ManualExecutor final : public Executor {
   TaskQueue tasks_ ABSL_GUARDED_BY(mu_);
   uint64_t next_order_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t tasks_run_ ABSL_GUARDED_BY(mu_) = 0;
+  // The thread running a task now; none between tasks.
+  std::thread::id running_on_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace peerkv::replication

@@ -76,24 +76,32 @@ struct Replicator::Peer {
   absl::Time last_seen = absl::InfinitePast();
 };
 
+// One answered page on its way into the store.
+struct Replicator::Page {
+  // Its records trimmed to what is merged (see HoldBackTooFarAhead).
+  PullResponse response;
+  // Where the checkpoint goes: the page's last seq, or the seq before a
+  // record held back.
+  uint64_t checkpoint_seq = 0;
+  // Why records were held back; OK if none were.
+  absl::Status held_back;
+  // The checkpoint it was asked from, and when.
+  PeerCheckpoint pulled_from;
+  absl::Time started;
+};
+
 Replicator::Replicator(Store* store, Executor* executor, Transport* transport,
                        ReplicatorOptions options)
     : store_(store),
       executor_(executor),
       transport_(transport),
       options_(std::move(options)),
-      alive_(std::make_shared<int>(0)),
-      weak_alive_(alive_),
       rng_(options_.seed) {}
 
 Replicator::~Replicator() { Stop(); }
 
 void Replicator::Post(absl::AnyInvocable<void()> task, absl::Duration delay) {
-  executor_->Post(
-      [weak = weak_alive_, task = std::move(task)]() mutable {
-        if (weak.lock()) task();
-      },
-      delay);
+  executor_->Post(tasks_.Wrap(std::move(task)), delay);
 }
 
 void Replicator::Start() {
@@ -105,13 +113,7 @@ void Replicator::Start() {
   });
   Post([this] {
     started_ = true;
-    for (const std::string& address : options_.peers) {
-      if (slots_.count(address) > 0) continue;
-      auto slot = std::make_unique<Slot>();
-      slot->address = address;
-      slots_.emplace(address, std::move(slot));
-      Dial(address);
-    }
+    for (const std::string& address : options_.peers) AddSlot(address);
     PublishStatus();
     // The first round after a random fraction of the interval, so replicas
     // started together do not gossip in lockstep.
@@ -125,35 +127,41 @@ void Replicator::Stop() {
     store_->RemoveCommitListener(listener_id_);
     listener_id_ = 0;
   }
-  alive_.reset();
+  // Waits for a task running on the executor's thread; later ones do
+  // nothing.
+  tasks_.Close();
 }
 
 void Replicator::AddPeer(const std::string& address) {
   Post([this, address] {
-    if (slots_.count(address) > 0) return;
-    auto slot = std::make_unique<Slot>();
-    slot->address = address;
-    slots_.emplace(address, std::move(slot));
-    Dial(address);
+    AddSlot(address);
     PublishStatus();
   });
 }
 
+void Replicator::AddSlot(const std::string& address) {
+  PEERKV_CHECK(executor_->IsCurrent());
+  if (slots_.count(address) > 0) return;
+  auto slot = std::make_unique<Slot>();
+  slot->address = address;
+  slots_.emplace(address, std::move(slot));
+  Dial(address);
+}
+
 void Replicator::Dial(const std::string& address) {
+  PEERKV_CHECK(executor_->IsCurrent());
   Slot& slot = *slots_.at(address);
   if (slot.dialing || slot.link != 0) return;
   slot.dialing = true;
-  transport_->Connect(
-      address, [executor = executor_, weak = weak_alive_, this,
-                address](absl::StatusOr<Transport::Connected> result) mutable {
-        executor->Post([weak, this, address, result = std::move(result)]() mutable {
-          if (weak.lock()) OnDialed(address, std::move(result));
-        });
-      });
+  transport_->Connect(address, OnExecutor<absl::StatusOr<Transport::Connected>>(
+                                   [this, address](absl::StatusOr<Transport::Connected> result) {
+                                     OnDialed(address, std::move(result));
+                                   }));
 }
 
 void Replicator::OnDialed(const std::string& address,
                           absl::StatusOr<Transport::Connected> result) {
+  PEERKV_CHECK(executor_->IsCurrent());
   Slot& slot = *slots_.at(address);
   slot.dialing = false;
   if (!result.ok()) {
@@ -165,19 +173,17 @@ void Replicator::OnDialed(const std::string& address,
   if (std::optional<std::string> clone = CloneEvidence(*store_, info)) {
     RefuseClone(*clone);
     refused = absl::FailedPreconditionError(*clone);
-  } else if (info.replica_id == store_->replica_id()) {
-    refused = absl::FailedPreconditionError("that address is this replica");
-  } else if (std::optional<Restored> restored = RestoreEvidence(*store_, info.held)) {
-    // Before anything else is exchanged: the peer must meet the new id.
-    transport_->Close(result->link);
-    slot.backoff = absl::ZeroDuration();
-    restored->why = absl::StrFormat("peer at %s (%s): %s", address,
-                                    ReplicaIdToString(info.replica_id), restored->why);
-    Fork(*restored);
-    ScheduleRedial(slot, absl::AbortedError("this replica forked to a new id; dialling again"));
-    return;
-  } else {
-    refused = ValidatePeerInfo(info);
+  } else if (refused = CheckPeer(info, store_->replica_id()); refused.ok()) {
+    if (std::optional<Restored> restored = RestoreEvidence(*store_, info.held)) {
+      // Before anything else is exchanged: the peer must meet the new id.
+      transport_->Close(result->link);
+      slot.backoff = absl::ZeroDuration();
+      restored->why = absl::StrFormat("peer at %s (%s): %s", address,
+                                      ReplicaIdToString(info.replica_id), restored->why);
+      Fork(*restored);
+      ScheduleRedial(slot, absl::AbortedError("this replica forked to a new id; dialling again"));
+      return;
+    }
   }
   if (!refused.ok()) {
     transport_->Close(result->link);
@@ -192,6 +198,7 @@ void Replicator::OnDialed(const std::string& address,
 }
 
 void Replicator::ScheduleRedial(Slot& slot, const absl::Status& why) {
+  PEERKV_CHECK(executor_->IsCurrent());
   slot.last_error = ErrorText(why.message());
   slot.backoff = std::clamp(slot.backoff * 2, options_.backoff_min, options_.backoff_max);
   const double jitter = std::uniform_real_distribution<double>(0.5, 1.5)(rng_);
@@ -202,6 +209,7 @@ void Replicator::ScheduleRedial(Slot& slot, const absl::Status& why) {
 
 void Replicator::AddLink(LinkId link, const PeerInfo& info, bool inbound,
                          const std::string& address) {
+  PEERKV_CHECK(executor_->IsCurrent());
   if (peers_.count(info.replica_id) == 0 && peers_.size() >= options_.max_peers) {
     // Bound what replicas that dial in (or lie about who they are) can
     // make us keep; but entries of peers long gone must not keep a new
@@ -252,6 +260,7 @@ void Replicator::AddLink(LinkId link, const PeerInfo& info, bool inbound,
 }
 
 void Replicator::DropLink(LinkId link, const absl::Status& why) {
+  PEERKV_CHECK(executor_->IsCurrent());
   auto it = link_peer_.find(link);
   if (it != link_peer_.end()) {
     Peer& peer = *peers_.at(it->second);
@@ -278,7 +287,7 @@ void Replicator::OnInboundLink(LinkId link, const PeerInfo& peer) {
   Post([this, link, peer] {
     // The server checked the hello already; other transports may not have.
     if (std::optional<std::string> clone = CloneEvidence(*store_, peer)) RefuseClone(*clone);
-    if (peer.replica_id == store_->replica_id() || !ValidatePeerInfo(peer).ok()) {
+    if (!CheckPeer(peer, store_->replica_id()).ok()) {
       transport_->Close(link);
       return;
     }
@@ -383,6 +392,7 @@ void Replicator::OnLinkSuspect(LinkId link, const absl::Status& why) {
 }
 
 LinkId Replicator::ChooseLink(const Peer& peer) const {
+  PEERKV_CHECK(executor_->IsCurrent());
   for (LinkId link : peer.links) {
     if (peer.suspect.count(link) == 0) return link;
   }
@@ -394,6 +404,7 @@ LinkId Replicator::ChooseLink(const Peer& peer) const {
 // peer's first link forever. Requests go on another link from now on; a
 // peer whose every link is suspect is redialled on the one we dialled.
 void Replicator::MarkSuspect(LinkId link, const absl::Status& why) {
+  PEERKV_CHECK(executor_->IsCurrent());
   auto it = link_peer_.find(link);
   if (it == link_peer_.end()) return;
   Peer& peer = *peers_.at(it->second);
@@ -414,6 +425,7 @@ void Replicator::MarkSuspect(LinkId link, const absl::Status& why) {
 }
 
 void Replicator::Round() {
+  PEERKV_CHECK(executor_->IsCurrent());
   ++counters_.rounds;
   std::vector<uint64_t> candidates;
   for (const auto& [id, peer] : peers_) {
@@ -430,6 +442,7 @@ void Replicator::Round() {
 }
 
 void Replicator::StartPull(uint64_t peer_id) {
+  PEERKV_CHECK(executor_->IsCurrent());
   auto it = peers_.find(peer_id);
   if (it == peers_.end()) return;
   Peer& peer = *it->second;
@@ -449,30 +462,35 @@ void Replicator::StartPull(uint64_t peer_id) {
     peer.last_error = ErrorText(checkpoint.status().message());
     return;
   }
+  peer.pulling = true;
+  ++pulls_in_flight_;
+  // A pull (re)starts from the last committed checkpoint, whatever pages
+  // of an earlier pull were in flight.
+  SendPull(peer, checkpoint->value_or(PeerCheckpoint{}));
+}
+
+void Replicator::SendPull(Peer& peer, PeerCheckpoint from) {
+  PEERKV_CHECK(executor_->IsCurrent());
+  PEERKV_CHECK(peer.pulling);
   PullRequest request;
   request.requester = store_->replica_id();
-  if (checkpoint->has_value()) {
-    request.incarnation = (*checkpoint)->incarnation;
-    request.after_seq = (*checkpoint)->seq;
-  }
+  request.incarnation = from.incarnation;
+  request.after_seq = from.seq;
   request.max_records = options_.batch_records;
   request.max_bytes = options_.batch_bytes;
   request.max_value_bytes = store_->options().max_value_bytes;
   request.watermarks = store_->GetWatermarks();
-  peer.pulling = true;
-  ++pulls_in_flight_;
-  peer.pulled_from = PeerCheckpoint{request.incarnation, request.after_seq};
+  peer.pulled_from = from;
   peer.pull_started = executor_->Now();
+  // A new attempt: answers and timeouts of earlier ones no longer match.
   const uint64_t attempt = ++peer.attempt;
+  const uint64_t peer_id = peer.info.replica_id;
   peer.pull_link = ChooseLink(peer);
-  transport_->Pull(
-      peer.pull_link, request,
-      [executor = executor_, weak = weak_alive_, this, peer_id,
-       attempt](absl::StatusOr<PullResponse> result) mutable {
-        executor->Post([weak, this, peer_id, attempt, result = std::move(result)]() mutable {
-          if (weak.lock()) OnPulled(peer_id, attempt, std::move(result));
-        });
-      });
+  transport_->Pull(peer.pull_link, request,
+                   OnExecutor<absl::StatusOr<PullResponse>>(
+                       [this, peer_id, attempt](absl::StatusOr<PullResponse> result) {
+                         OnPulled(peer_id, attempt, std::move(result));
+                       }));
   Post(
       [this, peer_id, attempt] {
         OnPulled(peer_id, attempt,
@@ -482,152 +500,211 @@ void Replicator::StartPull(uint64_t peer_id) {
       options_.pull_timeout);
 }
 
+// One page of a pull: checked, trimmed, merged with the checkpoint
+// advance, then either the next page (already asked for while this one
+// merged) or the end of the pull. Pages merge strictly in order: the next
+// one is asked for from where this one ends, and its answer is taken only
+// after this one's merge committed; if the merge fails, the pull ends and
+// that answer is dropped (its attempt no longer matches), and the next
+// pull starts from the committed checkpoint.
 void Replicator::OnPulled(uint64_t peer_id, uint64_t attempt,
                           absl::StatusOr<PullResponse> result) {
+  PEERKV_CHECK(executor_->IsCurrent());
   auto it = peers_.find(peer_id);
   if (it == peers_.end()) return;
   Peer& peer = *it->second;
-  // A late answer to an abandoned pull, or the timeout of a finished one.
+  // A late answer to an abandoned or discarded pull, or the timeout of a
+  // finished one.
   if (!peer.pulling || peer.attempt != attempt) return;
   if (!result.ok()) {
-    if (result.status().code() == absl::StatusCode::kDeadlineExceeded) {
-      // Try again at once, on another link if there is one.
-      peer.pull_again = true;
-      FinishPull(peer, result.status());
-      MarkSuspect(peer.pull_link, result.status());
-      return;
-    }
-    FinishPull(peer, result.status());
+    OnPullFailed(peer, result.status());
     return;
   }
   // The link answered: whatever made it suspect is over.
   peer.suspect.erase(peer.pull_link);
-  PullResponse& response = *result;
-  if (response.replica_id != peer_id) {
+  Page page{std::move(*result), 0, absl::OkStatus(), peer.pulled_from, peer.pull_started};
+  if (absl::Status invalid = ValidatePage(peer_id, page.response); !invalid.ok()) {
     const LinkId link = peer.pull_link;
-    FinishPull(peer, absl::FailedPreconditionError(absl::StrFormat(
-                         "expected replica %s, answered by %s", ReplicaIdToString(peer_id),
-                         ReplicaIdToString(response.replica_id))));
+    const uint64_t answered_by = page.response.replica_id;
+    FinishPull(peer, invalid);
     // The peer forked (restore_guard.h): hello again, to meet the new id.
-    if (response.replica_id != 0) {
+    if (answered_by != peer_id && answered_by != 0) {
       transport_->Close(link);
       DropLink(link, absl::AbortedError("the peer changed its replica id"));
     }
     return;
   }
   ++counters_.pulls;
-  counters_.records_received += response.records.size();
-  peer.info.incarnation = response.incarnation;
-  std::vector<Record>& records = response.records;
-  for (const Record& r : records) {
+  counters_.records_received += page.response.records.size();
+  peer.info.incarnation = page.response.incarnation;
+  HoldBackTooFarAhead(page);
+  const bool more = page.held_back.ok() && page.response.last_seq < page.response.max_seq &&
+                    page.response.last_seq > page.response.from_seq;
+  // Pages in a row, ahead of peers waiting for a slot, but not forever
+  // (kMaxPagesInARow); with nobody waiting there is nobody to let in.
+  const bool go_on = more && !peer.links.empty() &&
+                     (waiting_pulls_.empty() || peer.pages_in_a_row + 1 < kMaxPagesInARow);
+  if (go_on) {
+    // Pipelining: the peer reads, encodes and sends the next page while
+    // this one merges and syncs. At most one page is in flight besides the
+    // one merging: the next is asked for only once this one is taken.
+    SendPull(peer, PeerCheckpoint{page.response.incarnation, page.checkpoint_seq});
+    ++counters_.pages_prefetched;
+  }
+  absl::StatusOr<MergeResult> merged = MergePage(peer_id, page);
+  if (!merged.ok()) {
+    if (go_on) ++counters_.prefetches_discarded;
+    NoteMergeFailure(peer, merged.status());
+    FinishPull(peer, merged.status());
+    return;
+  }
+  NoteRefusals(peer, page, *merged);
+  NotePageMerged(peer, page, merged->won);
+  ContinueOrFinish(peer, more, go_on);
+}
+
+void Replicator::OnPullFailed(Peer& peer, const absl::Status& status) {
+  PEERKV_CHECK(executor_->IsCurrent());
+  if (status.code() == absl::StatusCode::kDeadlineExceeded) {
+    // Try again at once, on another link if there is one.
+    peer.pull_again = true;
+    FinishPull(peer, status);
+    MarkSuspect(peer.pull_link, status);
+    return;
+  }
+  FinishPull(peer, status);
+}
+
+absl::Status Replicator::ValidatePage(uint64_t peer_id, const PullResponse& response) const {
+  PEERKV_CHECK(executor_->IsCurrent());
+  if (response.replica_id != peer_id) {
+    return absl::FailedPreconditionError(absl::StrFormat("expected replica %s, answered by %s",
+                                                         ReplicaIdToString(peer_id),
+                                                         ReplicaIdToString(response.replica_id)));
+  }
+  for (const Record& r : response.records) {
     if (r.seq <= response.from_seq || r.seq > response.last_seq) {
-      FinishPull(peer, absl::InvalidArgumentError(absl::StrFormat(
-                           "peer sent a record with seq %d outside its page (%d, %d]", r.seq,
-                           response.from_seq, response.last_seq)));
-      return;
+      return absl::InvalidArgumentError(
+          absl::StrFormat("peer sent a record with seq %d outside its page (%d, %d]", r.seq,
+                          response.from_seq, response.last_seq));
     }
   }
-  // A record whose clock is too far ahead of ours would be refused. Rather
-  // than step past it for good, stop the batch before it: the checkpoint
-  // stays there and later pulls retry it, so it is taken once our clock has
-  // caught up (or the writer's clock is fixed and it writes anew).
-  uint64_t checkpoint_seq = response.last_seq;
-  absl::Status too_far_ahead;
+  return absl::OkStatus();
+}
+
+// A record whose clock is too far ahead of ours would be refused. Rather
+// than step past it for good, stop the batch before it: the checkpoint
+// stays there and later pulls retry it, so it is taken once our clock has
+// caught up (or the writer's clock is fixed and it writes anew).
+void Replicator::HoldBackTooFarAhead(Page& page) const {
+  PEERKV_CHECK(executor_->IsCurrent());
+  std::vector<Record>& records = page.response.records;
+  page.checkpoint_seq = page.response.last_seq;
   for (size_t i = 0; i < records.size(); ++i) {
-    too_far_ahead = store_->CheckSkew(records[i].version.hlc);
-    if (!too_far_ahead.ok()) {
-      checkpoint_seq = records[i].seq - 1;
-      too_far_ahead = absl::Status(
-          too_far_ahead.code(), absl::StrFormat("record from origin %s: %s",
-                                                ReplicaIdToString(records[i].version.origin),
-                                                too_far_ahead.message()));
-      records.resize(i);
-      break;
-    }
+    absl::Status too_far_ahead = store_->CheckSkew(records[i].version.hlc);
+    if (too_far_ahead.ok()) continue;
+    page.checkpoint_seq = records[i].seq - 1;
+    page.held_back = absl::Status(
+        too_far_ahead.code(),
+        absl::StrFormat("record from origin %s: %s", ReplicaIdToString(records[i].version.origin),
+                        too_far_ahead.message()));
+    records.resize(i);
+    return;
   }
-  const bool held_back = !too_far_ahead.ok();
+}
+
+// Level with the peer's log: we hold everything it held when it answered,
+// so its watermarks become ours too (which spares us its copies of what
+// others send us). Not if records were held back; not if our value limit
+// is below the protocol's (the peer left out values we cannot hold, and
+// our claim would hide them from replicas that can); and never a claim
+// further ahead than the clock bound. (Pages merge in order, so a page
+// that reaches the peer's max seq is merged after all before it.)
+Watermarks Replicator::WatermarksToAdopt(const Page& page) const {
+  PEERKV_CHECK(executor_->IsCurrent());
+  const bool caught_up = page.held_back.ok() && page.response.last_seq >= page.response.max_seq;
+  Watermarks adopted;
+  if (!caught_up || store_->options().max_value_bytes != kMaxValueBytes) return adopted;
+  for (const auto& [origin, hlc] : page.response.watermarks) {
+    if (store_->CheckSkew(hlc).ok()) adopted[origin] = hlc;
+  }
+  if (store_->GetWatermarks().Dominates(adopted)) adopted.clear();
+  return adopted;
+}
+
+absl::StatusOr<MergeResult> Replicator::MergePage(uint64_t peer_id, Page& page) {
+  PEERKV_CHECK(executor_->IsCurrent());
+  Watermarks adopted = WatermarksToAdopt(page);
   // An up-to-date peer answers with nothing new: then there is nothing to
   // merge or write, and the round costs no store work at all.
-  const bool checkpoint_moves = response.incarnation != peer.pulled_from.incarnation ||
-                                checkpoint_seq != peer.pulled_from.seq;
-  // Level with the peer's log: we hold everything it held when it answered,
-  // so its watermarks become ours too (which spares us its copies of what
-  // others send us). Not if records were held back; not if our value limit
-  // is below the protocol's (the peer left out values we cannot hold, and
-  // our claim would hide them from replicas that can); and never a claim
-  // further ahead than the clock bound.
-  const bool caught_up = !held_back && response.last_seq >= response.max_seq;
-  Watermarks adopted;
-  if (caught_up && store_->options().max_value_bytes == kMaxValueBytes) {
-    for (const auto& [origin, hlc] : response.watermarks) {
-      if (store_->CheckSkew(hlc).ok()) adopted[origin] = hlc;
-    }
-    if (store_->GetWatermarks().Dominates(adopted)) adopted.clear();
-  }
-  uint64_t won = 0;
-  size_t refused = held_back ? 1 : 0;
-  absl::Status refusal = too_far_ahead;
-  if (!records.empty() || checkpoint_moves || !adopted.empty()) {
-    const size_t batch_records = records.size();
-    absl::StatusOr<MergeResult> merged = store_->Merge(
-        std::move(records),
-        CheckpointUpdate{peer_id, PeerCheckpoint{response.incarnation, checkpoint_seq},
-                         std::move(adopted)});
-    if (!merged.ok()) {
-      // The pull is retried later and fails the same way until the cause
-      // is gone: say so (not on every retry), and in status.
-      const absl::Status failure = absl::Status(
-          merged.status().code(),
-          absl::StrFormat("merging %d records from this peer failed: %s", batch_records,
-                          merged.status().message()));
-      ++peer.merge_failures;
-      const absl::Time now = executor_->Now();
-      if (now - peer.last_merge_failure_log >= kMergeFailureLogInterval) {
-        peer.last_merge_failure_log = now;
-        Log(absl::StrFormat("peerkv: merges from peer %s (%s) fail (%d since the last such line): %s",
-                            peer.info.name.empty() ? "(unnamed)" : peer.info.name,
-                            ReplicaIdToString(peer_id), peer.merge_failures,
-                            failure.ToString()));
-        peer.merge_failures = 0;
-      }
-      FinishPull(peer, failure);
-      return;
-    }
-    counters_.records_won += merged->won;
-    won = merged->won;
-    // Invalid records are refused for good; the batch moved past them.
-    refused += merged->refused.size();
-    if (refusal.ok() && !merged->refused.empty()) refusal = merged->refused.front().reason;
-  }
-  if (refused > 0) {
-    peer.refused += refused;
-    const absl::Time now = executor_->Now();
-    if (now - peer.last_refusal_log >= options_.refusal_log_interval) {
-      peer.last_refusal_log = now;
-      Log(absl::StrFormat("peerkv: refused %d record%s from peer %s (%s), %d in all: %s", refused,
-                          refused == 1 ? "" : "s",
-                          peer.info.name.empty() ? "(unnamed)" : peer.info.name,
-                          ReplicaIdToString(peer_id), peer.refused,
-                          std::string(refusal.message())));
-    }
-  }
+  const bool checkpoint_moves = page.response.incarnation != page.pulled_from.incarnation ||
+                                page.checkpoint_seq != page.pulled_from.seq;
+  if (page.response.records.empty() && !checkpoint_moves && adopted.empty()) return MergeResult{};
+  const size_t batch_records = page.response.records.size();
+  absl::StatusOr<MergeResult> merged = store_->Merge(
+      std::move(page.response.records),
+      CheckpointUpdate{peer_id, PeerCheckpoint{page.response.incarnation, page.checkpoint_seq},
+                       std::move(adopted)});
+  if (merged.ok()) return merged;
+  return absl::Status(merged.status().code(),
+                      absl::StrFormat("merging %d records from this peer failed: %s",
+                                      batch_records, merged.status().message()));
+}
+
+// The pull is retried later and fails the same way until the cause is
+// gone: say so (not on every retry), and in status.
+void Replicator::NoteMergeFailure(Peer& peer, const absl::Status& failure) {
+  PEERKV_CHECK(executor_->IsCurrent());
+  ++peer.merge_failures;
+  const absl::Time now = executor_->Now();
+  if (now - peer.last_merge_failure_log < kMergeFailureLogInterval) return;
+  peer.last_merge_failure_log = now;
+  Log(absl::StrFormat("peerkv: merges from peer %s (%s) fail (%d since the last such line): %s",
+                      peer.info.name.empty() ? "(unnamed)" : peer.info.name,
+                      ReplicaIdToString(peer.info.replica_id), peer.merge_failures,
+                      failure.ToString()));
+  peer.merge_failures = 0;
+}
+
+// Invalid records are refused for good (the page moved past them); a
+// record held back counts once per page it stops.
+void Replicator::NoteRefusals(Peer& peer, const Page& page, const MergeResult& merged) {
+  PEERKV_CHECK(executor_->IsCurrent());
+  const size_t refused = (page.held_back.ok() ? 0 : 1) + merged.refused.size();
+  if (refused == 0) return;
+  const absl::Status& refusal =
+      page.held_back.ok() ? merged.refused.front().reason : page.held_back;
+  peer.refused += refused;
+  const absl::Time now = executor_->Now();
+  if (now - peer.last_refusal_log < options_.refusal_log_interval) return;
+  peer.last_refusal_log = now;
+  Log(absl::StrFormat("peerkv: refused %d record%s from peer %s (%s), %d in all: %s", refused,
+                      refused == 1 ? "" : "s",
+                      peer.info.name.empty() ? "(unnamed)" : peer.info.name,
+                      ReplicaIdToString(peer.info.replica_id), peer.refused,
+                      std::string(refusal.message())));
+}
+
+void Replicator::NotePageMerged(Peer& peer, const Page& page, size_t won) {
+  PEERKV_CHECK(executor_->IsCurrent());
+  counters_.records_won += won;
   peer.last_exchange = executor_->Now();
-  counters_.pull_time += peer.last_exchange - peer.pull_started;
-  peer.checkpoint_seq = checkpoint_seq;
-  peer.behind = response.max_seq > checkpoint_seq ? response.max_seq - checkpoint_seq : 0;
-  peer.last_error = held_back ? ErrorText(too_far_ahead.message()) : "";
+  counters_.pull_time += peer.last_exchange - page.started;
+  peer.checkpoint_seq = page.checkpoint_seq;
+  peer.behind =
+      page.response.max_seq > page.checkpoint_seq ? page.response.max_seq - page.checkpoint_seq : 0;
+  peer.last_error = page.held_back.ok() ? "" : ErrorText(page.held_back.message());
   // Pass news on (epidemic push): a few random peers, not the one it came
   // from, so that chains of peers carry it in milliseconds without every
   // replica asking every other.
-  if (won > 0 && options_.eager) NudgeSome(peer_id);
-  const bool more = !held_back && response.last_seq < response.max_seq &&
-                    response.last_seq > response.from_seq;
-  if (more && ++peer.pages_in_a_row < kMaxPagesInARow) {
-    // More pages: keep pulling (ahead of peers waiting for a slot, but not
-    // forever: see kMaxPagesInARow).
-    peer.pulling = false;
-    --pulls_in_flight_;
-    StartPull(peer_id);
+  if (won > 0 && options_.eager) NudgeSome(peer.info.replica_id);
+}
+
+void Replicator::ContinueOrFinish(Peer& peer, bool more, bool go_on) {
+  PEERKV_CHECK(executor_->IsCurrent());
+  if (go_on) {
+    // The next page is on its way: the pull keeps its slot.
+    ++peer.pages_in_a_row;
     StartWaitingPulls();
     PublishStatus();
     return;
@@ -641,6 +718,9 @@ void Replicator::OnPulled(uint64_t peer_id, uint64_t attempt,
 }
 
 void Replicator::FinishPull(Peer& peer, const absl::Status& status) {
+  PEERKV_CHECK(executor_->IsCurrent());
+  PEERKV_CHECK(peer.pulling);
+  PEERKV_CHECK(pulls_in_flight_ > 0);
   peer.pulling = false;
   --pulls_in_flight_;
   StartWaitingPulls();
@@ -654,6 +734,7 @@ void Replicator::FinishPull(Peer& peer, const absl::Status& status) {
 }
 
 void Replicator::StartWaitingPulls() {
+  PEERKV_CHECK(executor_->IsCurrent());
   // Bounded: each turn removes a waiting peer.
   while (!waiting_pulls_.empty() && pulls_in_flight_ < std::max(options_.max_concurrent_pulls, 1)) {
     const uint64_t next = waiting_pulls_.front();
@@ -663,12 +744,14 @@ void Replicator::StartWaitingPulls() {
 }
 
 void Replicator::NudgeAll() {
+  PEERKV_CHECK(executor_->IsCurrent());
   if (!started_ || !options_.eager) return;
   nudge_all_pending_ = true;
   ScheduleNudges();
 }
 
 void Replicator::ScheduleNudges() {
+  PEERKV_CHECK(executor_->IsCurrent());
   if (nudge_scheduled_) return;
   nudge_scheduled_ = true;
   const absl::Time now = executor_->Now();
@@ -689,6 +772,7 @@ void Replicator::ScheduleNudges() {
 // than those it came from. Either way at most once per nudge_interval, so a
 // burst of writes travels in a few large pulls rather than many small ones.
 void Replicator::SendNudges() {
+  PEERKV_CHECK(executor_->IsCurrent());
   nudge_scheduled_ = false;
   last_nudge_ = executor_->Now();
   std::vector<uint64_t> candidates;
@@ -716,18 +800,21 @@ void Replicator::SendNudges() {
 }
 
 void Replicator::NudgeSome(uint64_t except) {
+  PEERKV_CHECK(executor_->IsCurrent());
   forward_pending_ = true;
   forward_sources_.insert(except);
   ScheduleNudges();
 }
 
 void Replicator::Nudge(Peer& peer) {
+  PEERKV_CHECK(executor_->IsCurrent());
   if (peer.links.empty()) return;
   ++counters_.nudges_sent;
   transport_->Nudge(ChooseLink(peer), store_->GetWatermarks());
 }
 
 bool Replicator::EvictGonePeer() {
+  PEERKV_CHECK(executor_->IsCurrent());
   const absl::Time now = executor_->Now();
   std::set<uint64_t> configured;
   for (const auto& [address, slot] : slots_) {
@@ -759,6 +846,7 @@ bool Replicator::EvictGonePeer() {
 }
 
 void Replicator::LogTableFull(bool refused) {
+  PEERKV_CHECK(executor_->IsCurrent());
   ++(refused ? table_refused_ : table_evicted_);
   const absl::Time now = executor_->Now();
   if (now - last_table_log_ < options_.refusal_log_interval) return;
@@ -773,6 +861,7 @@ void Replicator::LogTableFull(bool refused) {
 }
 
 void Replicator::PublishStatus() {
+  PEERKV_CHECK(executor_->IsCurrent());
   std::vector<PeerStatus> statuses;
   std::set<uint64_t> listed;
   for (const auto& [id, peer] : peers_) {

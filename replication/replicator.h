@@ -9,7 +9,8 @@
 // in milliseconds and, because what a replica merged is in its own log,
 // along any chain of peers. A nudge carries the sender's watermarks, and is
 // not followed by a pull if ours cover them. Unreachable peers are retried
-// with exponential backoff.
+// with exponential backoff. A pull of many pages asks for the next page
+// while one merges (see OnPulled).
 //
 // Threading: all state lives on the executor. The public methods may be
 // called from any thread; they post to the executor.
@@ -30,6 +31,7 @@
 #include "absl/time/time.h"
 #include "replication/executor.h"
 #include "replication/status.h"
+#include "replication/task_scope.h"
 #include "replication/transport.h"
 #include "store/store.h"
 
@@ -50,7 +52,9 @@ struct ReplicatorOptions {
   // ones (bench/README.md: a fresh pull of random ids at 1000 per page ran
   // at about raw LMDB's speed with 1000 per transaction; at 10,000 it is
   // 2-3x that). Small pulls (a peer in sync) are small either way. The
-  // server lowers batch_bytes to what its messages may hold.
+  // server lowers batch_bytes to what its messages may hold. Pages of one
+  // pull are pipelined: the next is asked for while one merges, so at most
+  // two pages of a peer are held at once (the one merging and the next).
   uint32_t batch_records = 10'000;
   uint32_t batch_bytes = 4 << 20;
   // A pull not answered within this is abandoned (and retried later).
@@ -114,6 +118,10 @@ struct ReplicatorCounters {
   uint64_t clones_refused = 0;
   // Sum of the time from sending a pull to having merged its answer.
   absl::Duration pull_time = absl::ZeroDuration();
+  // Pages asked for while the page before them merged (pipelining), and
+  // of those, pages dropped unread because that merge failed.
+  uint64_t pages_prefetched = 0;
+  uint64_t prefetches_discarded = 0;
 };
 
 class Replicator final : public LinkEvents {
@@ -128,9 +136,10 @@ class Replicator final : public LinkEvents {
 
   // Dials the configured peers, starts the rounds and watches local commits.
   void Start();
-  // Stops everything; pending callbacks become no-ops. Call it on a thread
-  // that is not the executor's, or from a task of the executor (the
-  // simulation). Idempotent.
+  // Stops everything; pending callbacks become no-ops. On another thread
+  // it waits for the engine task running on the executor, if one is, to
+  // finish; so once it returns the replicator may be destroyed. It may also
+  // be called from a task of the executor (the simulation). Idempotent.
   void Stop();
 
   // Adds a peer to dial (and keep) at run time.
@@ -167,10 +176,27 @@ class Replicator final : public LinkEvents {
  private:
   struct Slot;
   struct Peer;
+  struct Page;
 
-  // Runs `task` on the executor unless the replicator is gone by then.
+  // Runs `task` on the executor unless the replicator is stopped by then.
   void Post(absl::AnyInvocable<void()> task, absl::Duration delay = absl::ZeroDuration());
+  // A callback for the transport (which may call it on any thread): it
+  // runs `callback` on the executor, unless the replicator is stopped.
+  // The transport calls it at most once, so the callback moves into the
+  // task. Only values are captured: the transport may call it after the
+  // replicator is gone (the executor outlives it; the task does nothing).
+  template <typename Arg>
+  absl::AnyInvocable<void(Arg)> OnExecutor(absl::AnyInvocable<void(Arg)> callback) const {
+    return [executor = executor_, scope = tasks_.ref(),
+            callback = std::move(callback)](Arg arg) mutable {
+      executor->Post(scope.Wrap([callback = std::move(callback), arg = std::move(arg)]() mutable {
+        callback(std::move(arg));
+      }));
+    };
+  }
 
+  // Every private method below runs on the executor (and checks it).
+  void AddSlot(const std::string& address);
   void Dial(const std::string& address);
   void OnDialed(const std::string& address, absl::StatusOr<Transport::Connected> result);
   void ScheduleRedial(Slot& slot, const absl::Status& why);
@@ -180,8 +206,21 @@ class Replicator final : public LinkEvents {
   LinkId ChooseLink(const Peer& peer) const;
   void MarkSuspect(LinkId link, const absl::Status& why);
   void Round();
+  // Starts a pull from the committed checkpoint (or queues it for a slot).
   void StartPull(uint64_t peer_id);
+  // Asks `peer` (pulling) for the page after `from`, as a new attempt.
+  void SendPull(Peer& peer, PeerCheckpoint from);
+  // The steps of taking one page (see OnPulled).
   void OnPulled(uint64_t peer_id, uint64_t attempt, absl::StatusOr<PullResponse> result);
+  void OnPullFailed(Peer& peer, const absl::Status& status);
+  absl::Status ValidatePage(uint64_t peer_id, const PullResponse& response) const;
+  void HoldBackTooFarAhead(Page& page) const;
+  Watermarks WatermarksToAdopt(const Page& page) const;
+  absl::StatusOr<MergeResult> MergePage(uint64_t peer_id, Page& page);
+  void NoteMergeFailure(Peer& peer, const absl::Status& failure);
+  void NoteRefusals(Peer& peer, const Page& page, const MergeResult& merged);
+  void NotePageMerged(Peer& peer, const Page& page, size_t won);
+  void ContinueOrFinish(Peer& peer, bool more, bool go_on);
   void FinishPull(Peer& peer, const absl::Status& status);
   void StartWaitingPulls();
   void NudgeAll();
@@ -206,11 +245,9 @@ class Replicator final : public LinkEvents {
   Executor* const executor_;
   Transport* const transport_;
   const ReplicatorOptions options_;
-  // Tasks capture a weak reference: once Stop() drops alive_ they do
-  // nothing. weak_alive_ is never written after construction, so tasks on
-  // the executor may copy it while another thread stops the replicator.
-  std::shared_ptr<int> alive_;
-  const std::weak_ptr<int> weak_alive_;
+  // Every task and transport callback is wrapped in it: once Stop()
+  // closed it they do nothing, and Stop() waits for one running.
+  TaskScope tasks_;
 
   // Executor state.
   bool started_ = false;

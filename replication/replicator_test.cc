@@ -45,6 +45,7 @@ class RecordingTransport final : public Transport {
   }
   void Pull(LinkId link, const PullRequest& request,
             absl::AnyInvocable<void(absl::StatusOr<PullResponse>)> done) override {
+    if (on_pull) on_pull();
     pulls.push_back(link);
     requests.push_back(request);
     pending_pulls.push_back(std::move(done));
@@ -80,6 +81,8 @@ class RecordingTransport final : public Transport {
   PeerInfo dial_answer{.replica_id = 0};
   LinkId next_dial_link = 100;
   int connects = 0;
+  // Called as each pull is asked for (before it is recorded).
+  std::function<void()> on_pull;
 };
 
 constexpr uint64_t kIncarnation = 1;
@@ -473,6 +476,143 @@ TEST_F(ReplicatorTest, HellosWithNamesOverTheLimitAreRefusedBothWays) {
   ASSERT_EQ(statuses.size(), 2u);
   EXPECT_EQ(statuses[0].replica_id, 3u);
   EXPECT_EQ(statuses[0].name, longest);
+}
+
+// A page of a pull from peer 1: records with seqs (from, last] (keys
+// p<seq>, `value_bytes` each), and the peer's log going up to max_seq.
+PullResponse Page(uint64_t from, uint64_t last, uint64_t max_seq, size_t value_bytes = 10) {
+  PullResponse response;
+  response.replica_id = 1;
+  response.incarnation = kIncarnation;
+  response.from_seq = from;
+  response.last_seq = last;
+  response.max_seq = max_seq;
+  const uint64_t hlc = MakeHlc(absl::ToUnixMillis(absl::Now()), 0);
+  for (uint64_t seq = from + 1; seq <= last; ++seq) {
+    response.records.push_back(Record{"ks", absl::StrFormat("p%04d", seq), Version{hlc, 1}, false,
+                                      std::string(value_bytes, 'v'), seq});
+  }
+  return response;
+}
+
+// The oldest pending pull gets `answer`; then the engine runs.
+void Answer(RecordingTransport& transport, absl::StatusOr<PullResponse> answer) {
+  ASSERT_FALSE(transport.pending_pulls.empty());
+  auto done = std::move(transport.pending_pulls.front());
+  transport.pending_pulls.erase(transport.pending_pulls.begin());
+  done(std::move(answer));
+}
+
+// A bulk pull asks for page N+1 (from where page N ends) before page N
+// merges, merges pages strictly in order with the checkpoint, and when a
+// page fails (an error, no answer, a merge the store refuses) drops what
+// was prefetched and starts again from the last committed checkpoint.
+TEST_F(ReplicatorTest, APipelinedPullMergesPagesInOrderAndRestartsFromTheCommittedCheckpoint) {
+  store_.reset();
+  StoreOptions options;
+  options.dir = dir_.Sub("small");
+  options.initial_map_bytes = 1 << 20;
+  options.max_map_bytes = 1 << 20;  // a 2 MB page cannot merge
+  options.sync = false;
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
+  ASSERT_THAT(store, IsOk());
+  store_ = std::move(*store);
+  StartReplicator(ReplicatorOptions{.pull_timeout = absl::Seconds(1)});
+  ConnectPeers(1);
+  auto checkpoint = [&]() -> uint64_t {
+    absl::StatusOr<std::optional<PeerCheckpoint>> c = store_->GetCheckpoint(1);
+    EXPECT_THAT(c, IsOk());
+    return c.ok() && c->has_value() ? (*c)->seq : 0;
+  };
+  auto has = [&](uint64_t seq) {
+    absl::StatusOr<std::optional<Record>> r = store_->Get("ks", absl::StrFormat("p%04d", seq));
+    EXPECT_THAT(r, IsOk());
+    return r.ok() && r->has_value();
+  };
+  // The committed checkpoint at the moment each pull is asked for.
+  std::vector<uint64_t> committed_at_request;
+  transport_.on_pull = [&] { committed_at_request.push_back(checkpoint()); };
+  transport_.requests.clear();
+  auto after_seqs = [&] {
+    std::vector<uint64_t> seqs;
+    for (const PullRequest& r : transport_.requests) seqs.push_back(r.after_seq);
+    return seqs;
+  };
+
+  replicator_->OnNudged(1, Watermarks{});
+  Advance(absl::Milliseconds(1));
+  ASSERT_THAT(after_seqs(), ::testing::ElementsAre(0));
+  // Page 1 of 4: page 2 is asked for from seq 3 while page 1 is not yet
+  // merged (the checkpoint was still 0), then page 1 commits.
+  Answer(transport_, Page(0, 3, 12));
+  Advance(absl::Milliseconds(1));
+  EXPECT_THAT(after_seqs(), ::testing::ElementsAre(0, 3));
+  EXPECT_THAT(committed_at_request, ::testing::ElementsAre(0, 0));
+  EXPECT_EQ(checkpoint(), 3u);
+  EXPECT_TRUE(has(3));
+  EXPECT_EQ(replicator_->Counters().pages_prefetched, 1u);
+  // Page 2 likewise: page 3 asked from 6 before page 2 commits.
+  Answer(transport_, Page(3, 6, 12));
+  Advance(absl::Milliseconds(1));
+  EXPECT_THAT(after_seqs(), ::testing::ElementsAre(0, 3, 6));
+  EXPECT_THAT(committed_at_request, ::testing::ElementsAre(0, 0, 3));
+  EXPECT_EQ(checkpoint(), 6u);
+
+  // Page 3 fails on the wire: the pull ends at the committed checkpoint,
+  // and the next one starts there.
+  Answer(transport_, absl::UnavailableError("link broke"));
+  Advance(absl::Milliseconds(1));
+  EXPECT_TRUE(transport_.pending_pulls.empty());
+  EXPECT_EQ(checkpoint(), 6u);
+  replicator_->OnNudged(1, Watermarks{});
+  Advance(absl::Milliseconds(1));
+  EXPECT_THAT(after_seqs(), ::testing::ElementsAre(0, 3, 6, 6));
+
+  // Page 3 again; page 4 (asked from 9) never comes: after the timeout the
+  // pull starts again from 9, committed by page 3.
+  Answer(transport_, Page(6, 9, 12));
+  Advance(absl::Milliseconds(1));
+  EXPECT_THAT(after_seqs(), ::testing::ElementsAre(0, 3, 6, 6, 9));
+  EXPECT_EQ(checkpoint(), 9u);
+  transport_.pending_pulls.clear();  // lost
+  Advance(absl::Seconds(1));
+  EXPECT_THAT(after_seqs(), ::testing::ElementsAre(0, 3, 6, 6, 9, 9));
+  EXPECT_EQ(checkpoint(), 9u);
+
+  // Page 4 is more than the store's map holds: its merge fails, so the
+  // page 5 already asked for (from 600) is dropped when it comes, and
+  // the checkpoint stays at 9.
+  Answer(transport_, Page(9, 600, 700, 3000));
+  Advance(absl::Milliseconds(1));
+  EXPECT_THAT(after_seqs(), ::testing::ElementsAre(0, 3, 6, 6, 9, 9, 600));
+  EXPECT_EQ(checkpoint(), 9u);
+  EXPECT_FALSE(has(10));
+  EXPECT_EQ(replicator_->Counters().prefetches_discarded, 1u);
+  Answer(transport_, Page(600, 603, 700));
+  Advance(absl::Milliseconds(1));
+  EXPECT_FALSE(has(601));
+  EXPECT_EQ(checkpoint(), 9u);
+  EXPECT_THAT(replicator_->Statuses()[0].last_error, ::testing::HasSubstr("merging 591 records"));
+  // The next pull starts from the committed checkpoint, and a last page
+  // (reaching the peer's max seq) asks for nothing more.
+  replicator_->OnNudged(1, Watermarks{});
+  Advance(absl::Milliseconds(1));
+  EXPECT_THAT(after_seqs(), ::testing::ElementsAre(0, 3, 6, 6, 9, 9, 600, 9));
+  Answer(transport_, Page(9, 12, 12));
+  Advance(absl::Milliseconds(1));
+  EXPECT_EQ(transport_.requests.size(), 8u);
+  EXPECT_TRUE(transport_.pending_pulls.empty());
+  EXPECT_EQ(checkpoint(), 12u);
+  EXPECT_TRUE(has(12));
+  EXPECT_EQ(replicator_->Counters().pages_prefetched, 4u);
+}
+
+TEST(CheckPeerTest, RefusesThisReplicaAndInvalidHellos) {
+  EXPECT_THAT(CheckPeer(PeerInfo{.replica_id = 1, .incarnation = 1}, 2), IsOk());
+  EXPECT_THAT(CheckPeer(PeerInfo{.replica_id = 2, .incarnation = 1}, 2),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "is this replica"));
+  EXPECT_THAT(CheckPeer(PeerInfo{.replica_id = 0, .incarnation = 1}, 2),
+              StatusIs(absl::StatusCode::kInvalidArgument, "replica id"));
 }
 
 TEST(ValidatePeerInfoTest, NamesIdsAndProtocol) {

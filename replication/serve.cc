@@ -53,6 +53,14 @@ absl::Status ValidatePeerInfo(const PeerInfo& info) {
   return absl::OkStatus();
 }
 
+absl::Status CheckPeer(const PeerInfo& info, uint64_t self) {
+  if (info.replica_id != 0 && info.replica_id == self) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "the peer is this replica (replica id %s)", ReplicaIdToString(self)));
+  }
+  return ValidatePeerInfo(info);
+}
+
 PeerInfo LocalInfo(const Store& store, const std::string& name, uint64_t to) {
   PeerInfo info{store.replica_id(), store.incarnation(), kProtocolVersion, name};
   info.boot_nonce = store.open_nonce();

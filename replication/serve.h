@@ -28,6 +28,12 @@ absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& re
 // answers of the peers it dials and to inbound links.
 absl::Status ValidatePeerInfo(const PeerInfo& info);
 
+// Admission of a peer to replicate with: ValidatePeerInfo, and not this
+// replica itself (`self`, FailedPrecondition: an address that leads back
+// here, or a hello with our id). The one check the engine applies to the
+// peers it dials and to inbound links, and the server to hellos.
+absl::Status CheckPeer(const PeerInfo& info, uint64_t self);
+
 // This replica's hello; `to` is the replica it goes to (0: not known yet),
 // whose holdings it reports (see PeerInfo::held).
 PeerInfo LocalInfo(const Store& store, const std::string& name, uint64_t to = 0);

@@ -38,7 +38,12 @@ class ReplicaImpl final : public wire::Replica::Server {
           "this connection already carries %d replication link; the limit is %d",
           kMaxHellosPerConnection, kMaxHellosPerConnection));
     } else {
-      refused = replication::ValidatePeerInfo(peer);
+      // A hello with our own id is either this replica dialling itself or a
+      // clone (a copied directory): the engine tells them apart by the
+      // open nonce and names a clone in the log (OnInboundLink).
+      refused = peer.replica_id == loop_.store().replica_id()
+                    ? replication::ValidatePeerInfo(peer)
+                    : replication::CheckPeer(peer, loop_.store().replica_id());
     }
     if (!refused.ok()) {
       loop_.LogRejected(peer_, "hello", refused);

@@ -50,6 +50,9 @@ struct SimResult {
   int replicas = 0;
   int writes = 0;
   double converged_after_heal_seconds = 0;
+  // Pages the replicators asked for while the page before merged
+  // (pipelined pulls; ReplicatorCounters::pages_prefetched), all lives.
+  uint64_t pages_prefetched = 0;
 };
 
 SimResult Run(const SimOptions& options);
