@@ -34,7 +34,7 @@ class ReplicaImpl final : public wire::Replica::Server {
     } else if (loop_.links().InboundLinks(connection_id_) >= kMaxHellosPerConnection) {
       // A replica needs one link per connection; more would let one
       // connection fill the peer table with made-up replicas.
-      refused = absl::FailedPreconditionError(absl::StrFormat(
+      refused = absl::ResourceExhaustedError(absl::StrFormat(
           "this connection already carries %d replication link; the limit is %d",
           kMaxHellosPerConnection, kMaxHellosPerConnection));
     } else {

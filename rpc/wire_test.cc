@@ -77,7 +77,7 @@ TEST(WireTest, AHelloWithANameOverTheLimitIsRefused) {
   capnp::EzRpcClient connection(address);
   EXPECT_THAT(Hello(connection, 13, std::string(replication::kMaxReplicaNameBytes, 'n')), IsOk());
   EXPECT_THAT(Hello(connection, 14, "second"),
-              StatusIs(StatusCode::kFailedPrecondition, "already carries 1 replication link"));
+              StatusIs(StatusCode::kResourceExhausted, "already carries 1 replication link"));
   // Only the last became a peer. (The engine learns of it on its own
   // thread: wait for it, boundedly.)
   std::vector<replication::PeerStatus> peers;
