@@ -47,6 +47,8 @@ inline constexpr char kMetaReplicaId[] = "replica_id";
 inline constexpr char kMetaIncarnation[] = "incarnation";
 inline constexpr char kMetaState[] = "state";
 inline constexpr char kMetaWatermarks[] = "watermarks";
+// store/lineage.h's EncodeLineage.
+inline constexpr char kMetaLineage[] = "lineage";
 
 inline constexpr uint8_t kFlagDeleted = 0x01;
 inline constexpr size_t kRecordHeaderBytes = 1 + 8 + 8 + 8;

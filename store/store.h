@@ -18,6 +18,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -293,6 +294,13 @@ class Store {
   // open in the lineage and raises `clock_floor` to the current time, so no
   // reading ever falls into the gap (store_fork.cc).
   absl::Status RecordOpen(MDB_txn* txn, uint64_t* clock_floor);
+  // Fork's steps (store_fork.cc): a new id (never a retired one) and
+  // incarnation; the durable switch to them (meta, lineage, watermarks,
+  // checkpoints dropped); the old id's writes logged after `after_seq`
+  // written again as new writes, returning how many.
+  std::pair<uint64_t, uint64_t> DrawForkIds(const Lineage& lineage) const;
+  absl::Status CommitFork(const ForkResult& fork, const Lineage& lineage);
+  absl::StatusOr<uint64_t> Restamp(uint64_t old_id, uint64_t after_seq);
 
   // Submission (any thread).
   void SubmitWrite(std::vector<Mutation> mutations, WriteCallback done,
