@@ -994,11 +994,16 @@ absl::StatusOr<Changes> Store::ChangesSince(uint64_t after_seq, size_t limit,
   }
   Changes changes;
   changes.last_seq = after_seq;
+  // Nothing beyond what max_seq() already says is read: a commit is
+  // visible to readers a moment before the writer publishes it, and a peer
+  // that pulled such a seq and asked from it at once would look as if it
+  // held more of our log than we do (restore evidence, restore_guard.h).
+  const uint64_t published = max_seq_.load();
   ReadTxn txn(*this);
   PEERKV_RETURN_IF_ERROR(txn.Begin());
   PEERKV_ASSIGN_OR_RETURN(const std::optional<codec::MetaState> state,
                           tables::ReadMetaState(txn.get(), meta_dbi_));
-  if (state.has_value()) changes.max_seq = state->max_seq;
+  if (state.has_value()) changes.max_seq = std::min(state->max_seq, published);
   if (after_seq >= changes.max_seq) return changes;
 
   Cursor cursor;
@@ -1016,6 +1021,7 @@ absl::StatusOr<Changes> Store::ChangesSince(uint64_t after_seq, size_t limit,
       return changes;
     }
     PEERKV_ASSIGN_OR_RETURN(const uint64_t seq, codec::DecodeLogKey(View(k)));
+    if (seq > changes.max_seq) break;  // committed, not yet published
     PEERKV_ASSIGN_OR_RETURN(const codec::LogEntry entry, codec::DecodeLogEntry(View(v)));
     PEERKV_ASSIGN_OR_RETURN(std::optional<Record> record,
                             CurrentChange(txn.get(), records_dbi_, seq, entry, filter));
@@ -1026,7 +1032,7 @@ absl::StatusOr<Changes> Store::ChangesSince(uint64_t after_seq, size_t limit,
     changes.last_seq = seq;
     rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_NEXT);
   }
-  if (rc != MDB_NOTFOUND) return lmdb::Error(rc, "read log");
+  if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) return lmdb::Error(rc, "read log");
   changes.last_seq = changes.max_seq;
   return changes;
 }
