@@ -130,8 +130,8 @@ class Store {
     // Registers re-stamped as writes of the new id (see Fork).
     uint64_t restamped = 0;
     // The re-stamp's outcome. The fork itself (new id, durable) is done
-    // even if this is an error; `restamped` then counts the pages written
-    // before it failed.
+    // even if this is an error; `restamped` then counts the registers
+    // re-stamped before it failed.
     absl::Status restamp_status;
   };
   // This data directory was restored from an older copy (a peer holds
