@@ -347,10 +347,21 @@ void Replicator::Fork(const Restored& restored) {
   const uint64_t old_id = store_->replica_id();
   absl::StatusOr<Store::ForkResult> fork = store_->Fork(restored.since_seq);
   if (!fork.ok()) {
+    // Nothing changed: still the old id.
     Log(absl::StrFormat("peerkv: this replica's data directory looks restored from an older "
                         "copy (%s), but forking to a new replica id failed: %s",
                         evidence, fork.status().ToString()));
     return;
+  }
+  // The new id is durable even if the re-stamp failed: every step below
+  // must still run, or links and pulls stay on the old id.
+  if (!fork->restamp_status.ok()) {
+    Log(absl::StrFormat(
+        "peerkv: forked from replica id %s to %s, but re-stamping the writes made since the "
+        "restored copy was opened (after seq %d) failed after %d: %s. Those not re-stamped "
+        "keep versions of the old id, which peers may never pull; write them again",
+        ReplicaIdToString(old_id), ReplicaIdToString(fork->new_id), restored.since_seq,
+        fork->restamped, fork->restamp_status.ToString()));
   }
   ++counters_.forks;
   Log(absl::StrFormat(

@@ -452,6 +452,32 @@ TEST_F(ReplicatorTest, AConfiguredPeerIsNeverForgotten) {
   EXPECT_FALSE(second_listed);
 }
 
+// A fork whose re-stamp fails after the durable id switch is still a fork:
+// links known by the old id are dropped, it is counted and shown, and the
+// failed re-stamp is logged. (The reopened store refuses the stored value
+// at its smaller value limit, so the re-stamp fails.)
+TEST_F(ReplicatorTest, AForkWhoseRestampFailsStillDropsTheOldIdsLinks) {
+  ASSERT_THAT(store_->Put("ks", "big", std::string(200, 'x')), IsOk());
+  const uint64_t old_id = store_->replica_id();
+  store_.reset();
+  StoreOptions options;
+  options.dir = dir_.Sub("db");
+  options.max_value_bytes = 100;
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
+  ASSERT_THAT(store, IsOk());
+  store_ = std::move(*store);
+  std::vector<std::string> lines;
+  StartReplicator(ReplicatorOptions{.log = [&](const std::string& l) { lines.push_back(l); }});
+  ConnectPeers(1);
+  replicator_->ForkAfterRestore(Restored{.replica_id = old_id, .since_seq = 0, .why = "test"});
+  Advance(absl::Milliseconds(1));
+  EXPECT_NE(store_->replica_id(), old_id);
+  EXPECT_EQ(replicator_->LastFork().new_id, store_->replica_id());
+  EXPECT_EQ(replicator_->Counters().forks, 1u);
+  EXPECT_THAT(transport_.closed, ::testing::Contains(1));
+  EXPECT_THAT(lines, ::testing::Contains(::testing::HasSubstr("re-stamping the writes made")));
+}
+
 TEST_F(ReplicatorTest, HellosWithNamesOverTheLimitAreRefusedBothWays) {
   const std::string longest(kMaxReplicaNameBytes, 'n');
   const std::string too_long(kMaxReplicaNameBytes + 1, 'n');

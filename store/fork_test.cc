@@ -151,6 +151,64 @@ TEST_F(ForkTest, ForkReStampsTheWritesMadeSinceTheRestoredOpen) {
   EXPECT_TRUE((*d)->deleted);
 }
 
+// The re-stamp is conditional, decided in the writer's transaction: a key
+// written after the re-stamp read it (here: a version the caller did not
+// see) keeps the newer write, and only unchanged keys are re-stamped.
+TEST_F(ForkTest, RestampKeepsAWriteMadeAfterItsRead) {
+  auto store = OpenStore();
+  absl::StatusOr<Version> stale = store->Put("ks", "a", "old");
+  ASSERT_THAT(stale, IsOk());
+  absl::StatusOr<Version> newer = store->Put("ks", "a", "new");
+  ASSERT_THAT(newer, IsOk());
+  absl::StatusOr<Version> b = store->Put("ks", "b", "kept");
+  ASSERT_THAT(b, IsOk());
+  std::vector<RestampRecord> records;
+  records.push_back(RestampRecord{Mutation{"ks", "a", "old"}, *stale});
+  records.push_back(RestampRecord{Mutation{"ks", "b", "kept"}, *b});
+  // Never written: expected a version it does not hold.
+  records.push_back(RestampRecord{Mutation{"ks", "c", "ghost"}, *b});
+  absl::StatusOr<uint64_t> restamped = store->RestampIfUnchanged(std::move(records));
+  ASSERT_THAT(restamped, IsOk());
+  EXPECT_EQ(*restamped, 1u);
+  absl::StatusOr<std::optional<Record>> a = store->Get("ks", "a");
+  ASSERT_THAT(a, IsOk());
+  EXPECT_EQ((*a)->value, "new");
+  EXPECT_EQ((*a)->version, *newer);
+  absl::StatusOr<std::optional<Record>> got_b = store->Get("ks", "b");
+  ASSERT_THAT(got_b, IsOk());
+  EXPECT_EQ((*got_b)->value, "kept");
+  EXPECT_GT((*got_b)->version, *b);
+  absl::StatusOr<std::optional<Record>> c = store->Get("ks", "c");
+  ASSERT_THAT(c, IsOk());
+  EXPECT_FALSE(c->has_value());
+}
+
+// Once the new id is durable, a failed re-stamp does not make the fork
+// look failed: the result says so in restamp_status, with the new id.
+TEST_F(ForkTest, AFailedRestampStillReturnsTheFork) {
+  uint64_t old_id = 0;
+  {
+    auto store = OpenStore();
+    old_id = store->replica_id();
+    ASSERT_THAT(store->Put("ks", "big", std::string(200, 'x')), IsOk());
+  }
+  // Reopened with a smaller value limit: the re-stamp refuses the value.
+  StoreOptions options = Options();
+  options.max_value_bytes = 100;
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
+  ASSERT_THAT(store, IsOk());
+  absl::StatusOr<Store::ForkResult> fork = (*store)->Fork(/*restamp_after_seq=*/0);
+  ASSERT_THAT(fork, IsOk());
+  EXPECT_THAT(fork->restamp_status, StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_EQ(fork->restamped, 0u);
+  EXPECT_EQ(fork->old_id, old_id);
+  EXPECT_NE(fork->new_id, old_id);
+  EXPECT_EQ((*store)->replica_id(), fork->new_id);
+  absl::StatusOr<std::optional<Record>> big = (*store)->Get("ks", "big");
+  ASSERT_THAT(big, IsOk());
+  EXPECT_EQ((*big)->version.origin, old_id);
+}
+
 // A store written before the fingerprint covered values (format 1): its
 // stored fingerprint is recomputed once when it is opened.
 TEST_F(ForkTest, AFormatOneStoreRecomputesItsFingerprintWhenOpened) {

@@ -69,6 +69,16 @@ absl::StatusOr<bool> GroupTxn::Apply(std::string_view keyspace, std::string_view
   return true;
 }
 
+absl::StatusOr<std::optional<Version>> GroupTxn::CurrentVersion(std::string_view keyspace,
+                                                                std::string_view key) {
+  codec::AppendRecordKey(keyspace, key, &record_key_);
+  PEERKV_ASSIGN_OR_RETURN(const std::optional<std::string_view> stored,
+                          lmdb::Get(txn_.get(), dbis_.records, record_key_, "read record"));
+  if (!stored.has_value()) return std::nullopt;
+  PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header, codec::DecodeRecordHeader(*stored));
+  return header.version;
+}
+
 void GroupTxn::Claim(const CheckpointUpdate& update) {
   claimed_checkpoints_[update.peer_id] = update.checkpoint;
   claimed_watermarks_.Merge(update.watermarks);

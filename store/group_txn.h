@@ -12,6 +12,7 @@
 #define PEERKV_STORE_GROUP_TXN_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -53,6 +54,10 @@ class GroupTxn {
   // A remote record merged from peer `source` (0: none named). False if the
   // stored version is not older: nothing is written.
   absl::StatusOr<bool> ApplyRemote(const Record& record, uint64_t source);
+  // The version the key holds in this transaction (writes applied in it
+  // included); nullopt if it holds none.
+  absl::StatusOr<std::optional<Version>> CurrentVersion(std::string_view keyspace,
+                                                        std::string_view key);
   // Notes a batch's checkpoint advance and watermark claim for this group.
   // Written only if the caller puts them; see claimed_*().
   void Claim(const CheckpointUpdate& update);

@@ -639,6 +639,7 @@ absl::Status Store::TryApplyGroup(Group& group, GroupTxn& txn, size_t group_byte
         Overloaded{
             [&](LocalWrite& write) { return ApplyLocalWrite(txn, write); },
             [&](RemoteBatch& batch) { return ApplyRemoteBatch(txn, batch); },
+            [&](writer::RestampBatch& batch) { return ApplyRestamp(txn, batch); },
             [&](Compaction&) -> absl::Status {
               PEERKV_CHECK(false);  // runs alone: see ApplyGroup
               return absl::InternalError("compaction inside a write group");

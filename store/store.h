@@ -50,6 +50,7 @@ namespace writer {
 struct WriteRequest;
 struct LocalWrite;
 struct RemoteBatch;
+struct RestampBatch;
 struct Compaction;
 class GroupTxn;
 }  // namespace writer
@@ -128,6 +129,10 @@ class Store {
     uint64_t new_incarnation = 0;
     // Registers re-stamped as writes of the new id (see Fork).
     uint64_t restamped = 0;
+    // The re-stamp's outcome. The fork itself (new id, durable) is done
+    // even if this is an error; `restamped` then counts the registers
+    // re-stamped before it failed.
+    absl::Status restamp_status;
   };
   // This data directory was restored from an older copy (a peer holds
   // writes of this replica id that it lacks): becomes a new replica, with a
@@ -137,6 +142,8 @@ class Store {
   // writes it lost, so peers send them back), and so are its checkpoints of
   // every peer (they were advanced by pulls that left out the old id's
   // writes). Waits for every queued write first. Defined in store_fork.cc.
+  // An error only if nothing changed; once the new id is durable, a failed
+  // re-stamp is reported in ForkResult::restamp_status.
   // REQUIRES: the caller submits no merges until it returns.
   //
   // Writes of the old id logged after `restamp_after_seq` (made since the
@@ -147,6 +154,12 @@ class Store {
   // re-stamped write beats concurrent writes of other replicas made before
   // the fork (a fresh version); that is the price of not losing it.
   absl::StatusOr<ForkResult> Fork(uint64_t restamp_after_seq = UINT64_MAX);
+  // Writes each record's mutation again as a new local write (a fresh
+  // version of this replica) if its key still holds `expected`, decided in
+  // the writer's transaction; a key written since is left alone. Returns
+  // how many were written. Fork's re-stamp (store_fork.cc). Limits as for
+  // Write().
+  absl::StatusOr<uint64_t> RestampIfUnchanged(std::vector<RestampRecord> records);
   const StoreOptions& options() const { return options_; }
   // OK if `hlc` is at most options().max_clock_skew_ms ahead of this
   // replica's physical time; otherwise OutOfRange saying by how much. The
@@ -297,10 +310,11 @@ class Store {
   // Fork's steps (store_fork.cc): a new id (never a retired one) and
   // incarnation; the durable switch to them (meta, lineage, watermarks,
   // checkpoints dropped); the old id's writes logged after `after_seq`
-  // written again as new writes, returning how many.
+  // written again as new writes where unchanged since read, counted in
+  // `restamped`.
   std::pair<uint64_t, uint64_t> DrawForkIds(const Lineage& lineage) const;
   absl::Status CommitFork(const ForkResult& fork, const Lineage& lineage);
-  absl::StatusOr<uint64_t> Restamp(uint64_t old_id, uint64_t after_seq);
+  absl::Status Restamp(uint64_t old_id, uint64_t after_seq, uint64_t* restamped);
 
   // Submission (any thread).
   void SubmitWrite(std::vector<Mutation> mutations, WriteCallback done,
@@ -329,6 +343,7 @@ class Store {
   absl::Status TryApplyGroup(Group& group, writer::GroupTxn& txn, size_t group_bytes);
   absl::Status ApplyLocalWrite(writer::GroupTxn& txn, writer::LocalWrite& write);
   absl::Status ApplyRemoteBatch(writer::GroupTxn& txn, writer::RemoteBatch& batch);
+  absl::Status ApplyRestamp(writer::GroupTxn& txn, writer::RestampBatch& batch);
   // Writes the claimed and held checkpoints and watermarks and the meta
   // state, and commits.
   absl::Status CommitGroup(writer::GroupTxn& txn, size_t group_bytes);

@@ -3,17 +3,21 @@
 // directory restored from an older copy into a new replica. Apart from
 // store.cc so that the restore logic stays out of the write path.
 #include <algorithm>
+#include <memory>
 #include <random>
 #include <tuple>
 #include <utility>
 
 #include "absl/random/random.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/notification.h"
 #include "common/macros.h"
 #include "store/codec.h"
+#include "store/group_txn.h"
 #include "store/lmdb_util.h"
 #include "store/store.h"
 #include "store/tables.h"
+#include "store/write_request.h"
 
 namespace peerkv {
 
@@ -81,7 +85,9 @@ absl::StatusOr<Store::ForkResult> Store::Fork(uint64_t restamp_after_seq) {
     absl::MutexLock lock(&lineage_mu_);
     lineage_ = std::move(lineage);
   }
-  PEERKV_ASSIGN_OR_RETURN(result.restamped, Restamp(result.old_id, restamp_after_seq));
+  // The fork is durable: from here on, a failure is the re-stamp's alone,
+  // and the caller must still act on the new id (drop links, pull again).
+  result.restamp_status = Restamp(result.old_id, restamp_after_seq, &result.restamped);
   return result;
 }
 
@@ -138,31 +144,82 @@ absl::Status Store::CommitFork(const ForkResult& fork, const Lineage& lineage) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<uint64_t> Store::Restamp(uint64_t old_id, uint64_t after_seq) {
-  // A page of the log at a time, each page one durable batch.
-  uint64_t restamped = 0;
+absl::Status Store::Restamp(uint64_t old_id, uint64_t after_seq, uint64_t* restamped) {
+  // A page of the log at a time, each page one durable batch. Conditional:
+  // a client write that commits between the read and the re-stamp wins.
   uint64_t after = after_seq;
   const uint64_t end = max_seq_.load();
   while (after < end) {
     PEERKV_ASSIGN_OR_RETURN(Changes changes, ChangesSince(after, kMaxBatchRecords));
-    std::vector<Mutation> again;
+    std::vector<RestampRecord> again;
     for (Record& r : changes.records) {
       if (r.seq > end) break;
       if (r.version.origin != old_id) continue;
-      Mutation m;
-      m.keyspace = std::move(r.keyspace);
-      m.key = std::move(r.key);
-      if (!r.deleted) m.value = std::move(r.value);  // nullopt: a tombstone
-      again.push_back(std::move(m));
+      RestampRecord restamp{Mutation{std::move(r.keyspace), std::move(r.key), std::nullopt},
+                            r.version};
+      if (!r.deleted) restamp.mutation.value = std::move(r.value);  // nullopt: a tombstone
+      again.push_back(std::move(restamp));
     }
     if (!again.empty()) {
-      restamped += again.size();
-      PEERKV_RETURN_IF_ERROR(Write(std::move(again)).status());
+      PEERKV_ASSIGN_OR_RETURN(const uint64_t written, RestampIfUnchanged(std::move(again)));
+      *restamped += written;
     }
     if (changes.last_seq <= after) break;
     after = changes.last_seq;
   }
-  return restamped;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> Store::RestampIfUnchanged(std::vector<RestampRecord> records) {
+  if (records.empty()) return 0;
+  if (records.size() > kMaxBatchRecords) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "re-stamp batch has %d records; the limit is %d", records.size(), kMaxBatchRecords));
+  }
+  size_t bytes = 0;
+  for (size_t i = 0; i < records.size(); ++i) {
+    const Mutation& m = records[i].mutation;
+    const absl::Status valid = ValidateMutation(m, options_.max_value_bytes);
+    if (!valid.ok()) {
+      return absl::Status(valid.code(), absl::StrFormat("re-stamp record %d: %s", i,
+                                                        valid.message()));
+    }
+    bytes += m.keyspace.size() + m.key.size() + (m.value.has_value() ? m.value->size() : 0) +
+             kRecordOverheadBytes;
+  }
+  if (bytes > kMaxBatchBytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "re-stamp batch is %d bytes; the limit is %d", bytes, kMaxBatchBytes));
+  }
+  absl::Notification finished;
+  absl::StatusOr<uint64_t> result;
+  const size_t count = records.size();
+  auto request = std::make_unique<WriteRequest>(WriteRequest{
+      writer::RestampBatch{std::move(records), 0,
+                           [&](absl::StatusOr<uint64_t> r) {
+                             result = std::move(r);
+                             finished.Notify();
+                           }},
+      count, bytes});
+  Submit(std::move(request), /*wait_for_room=*/true);
+  finished.WaitForNotification();
+  return result;
+}
+
+absl::Status Store::ApplyRestamp(writer::GroupTxn& txn, writer::RestampBatch& batch) {
+  batch.restamped = 0;
+  for (const RestampRecord& r : batch.records) {
+    PEERKV_ASSIGN_OR_RETURN(const std::optional<Version> current,
+                            txn.CurrentVersion(r.mutation.keyspace, r.mutation.key));
+    // Written (or merged) since the caller read it: the newer write stays.
+    if (current != r.expected) continue;
+    const Version version{clock_->Now(), replica_id_};
+    PEERKV_ASSIGN_OR_RETURN(const bool won, txn.ApplyLocal(r.mutation, version));
+    // As in ApplyLocalWrite: the clock is above every stored version.
+    PEERKV_CHECK(won);
+    ++batch.restamped;
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace peerkv

@@ -62,6 +62,13 @@ struct Mutation {
   std::optional<std::string> value;
 };
 
+// A local write made only if the key still holds `expected` (see
+// Store::RestampIfUnchanged).
+struct RestampRecord {
+  Mutation mutation;
+  Version expected;
+};
+
 // Formats a replica id the way logs and the CLI show it: 16 hex digits.
 std::string ReplicaIdToString(uint64_t id);
 

@@ -1,6 +1,7 @@
 // store/write_request.h: what a caller hands the store's writer thread, as
 // one std::variant of its kinds: local writes (stamped by the writer),
-// a batch of remote records to merge, or a full log compaction. Each kind
+// a batch of remote records to merge, conditional re-stamps (Fork), or a
+// full log compaction. Each kind
 // carries its own input, its result and its typed callback; the writer
 // dispatches on the kind with std::visit, so a new kind (a consensus apply
 // of committed entries, say) is one more alternative that every visit must
@@ -42,6 +43,17 @@ struct RemoteBatch {
   absl::AnyInvocable<void(absl::StatusOr<MergeResult>)> done;
 };
 
+// Store::RestampIfUnchanged(): each mutation is written again as a new
+// local write (a fresh version of this replica), but only if its key still
+// holds `expected` when the writer's transaction reads it; a write that
+// committed since the caller read the key is kept.
+struct RestampBatch {
+  std::vector<RestampRecord> records;
+  // The result, recomputed on every attempt of the group.
+  uint64_t restamped = 0;
+  absl::AnyInvocable<void(absl::StatusOr<uint64_t>)> done;
+};
+
 // CompactLog(): a full pass over the log instead of a write. Runs alone.
 struct Compaction {
   uint64_t removed = 0;
@@ -58,7 +70,7 @@ Overloaded(Fs...) -> Overloaded<Fs...>;
 
 // One caller's request, waiting for (or inside) a group commit.
 struct WriteRequest {
-  std::variant<LocalWrite, RemoteBatch, Compaction> kind;
+  std::variant<LocalWrite, RemoteBatch, RestampBatch, Compaction> kind;
   // Records and estimated bytes, for the group and queue bounds.
   size_t records = 0;
   size_t bytes = 0;
@@ -83,6 +95,13 @@ struct WriteRequest {
                        b.done(std::move(b.result));
                      } else {
                        b.done(std::move(status));
+                     }
+                   },
+                   [&](RestampBatch& r) {
+                     if (status.ok()) {
+                       r.done(r.restamped);
+                     } else {
+                       r.done(std::move(status));
                      }
                    },
                    [&](Compaction& c) {
