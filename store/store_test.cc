@@ -715,37 +715,3 @@ TEST_F(StoreTest, IdSeedMakesIdsReproducible) {
 
 }  // namespace
 }  // namespace peerkv
-
-// A commit is visible to readers a moment before the writer publishes its
-// max seq. A change feed that ran ahead of max_seq() would let a peer that
-// pulled it and asked again at once look as if it held more of this log
-// than the log has (restore evidence): ChangesSince never goes beyond it.
-TEST_F(StoreTest, ChangesNeverRunAheadOfThePublishedMaxSeq) {
-  StoreOptions options = Options();
-  options.sync = false;
-  auto store = OpenStore(options);
-  ASSERT_NE(store, nullptr);
-  constexpr int kWrites = 2000;
-  std::atomic<bool> done{false};
-  std::thread writer([&] {
-    for (int i = 0; i < kWrites; ++i) {
-      EXPECT_THAT(store->Put("ks", absl::StrCat("k", i % 50), "v"), IsOk());
-    }
-    done = true;
-  });
-  int reads = 0;
-  while (!done.load()) {
-    absl::StatusOr<Changes> changes = store->ChangesSince(0, 1);
-    const uint64_t published = store->max_seq();
-    if (!changes.ok() || changes->max_seq > published) {
-      ADD_FAILURE() << "after " << reads << " reads: "
-                    << (changes.ok() ? absl::StrCat("max_seq ", changes->max_seq, " beyond ",
-                                                    published)
-                                     : changes.status().ToString());
-      break;
-    }
-    ++reads;
-  }
-  writer.join();
-  EXPECT_GT(reads, 0);
-}
