@@ -13,6 +13,16 @@
 
 namespace peerkv::testing {
 
+std::vector<std::string> ReplicaArgs(const std::string& name,
+                                     const std::vector<std::string>& peers) {
+  std::vector<std::string> args = {"--replica-name", name, "--gossip-interval-ms", "100"};
+  for (const std::string& p : peers) {
+    args.push_back("--peer");
+    args.push_back(p);
+  }
+  return args;
+}
+
 absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
     const std::string& data_dir, const std::vector<std::string>& extra_args,
     const ProcessOptions& options) {

@@ -13,6 +13,11 @@
 
 namespace peerkv::testing {
 
+// The flags of a replica in a replication test: its name, a 100 ms gossip
+// interval, and `--peer P` for each of `peers`.
+std::vector<std::string> ReplicaArgs(const std::string& name,
+                                     const std::vector<std::string>& peers = {});
+
 class ServerProcess {
  public:
   // Starts `peerkv serve --data DATA_DIR --listen 127.0.0.1:0 EXTRA...` and

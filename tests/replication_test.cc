@@ -31,11 +31,7 @@ class ReplicationTest : public ::testing::Test {
   std::unique_ptr<ServerProcess> Start(const std::string& name,
                                        std::vector<std::string> peers = {},
                                        std::vector<std::string> extra = {}) {
-    std::vector<std::string> args = {"--replica-name", name, "--gossip-interval-ms", "100"};
-    for (const std::string& p : peers) {
-      args.push_back("--peer");
-      args.push_back(p);
-    }
+    std::vector<std::string> args = testing::ReplicaArgs(name, peers);
     args.insert(args.end(), extra.begin(), extra.end());
     absl::StatusOr<std::unique_ptr<ServerProcess>> server =
         ServerProcess::Start(dir_.Sub(name), args);

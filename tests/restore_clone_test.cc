@@ -30,11 +30,7 @@ class RestoreCloneTest : public ::testing::Test {
  protected:
   std::unique_ptr<ServerProcess> Start(const std::string& name, const std::string& dir,
                                        std::vector<std::string> peers = {}) {
-    std::vector<std::string> args = {"--replica-name", name, "--gossip-interval-ms", "100"};
-    for (const std::string& p : peers) {
-      args.push_back("--peer");
-      args.push_back(p);
-    }
+    std::vector<std::string> args = testing::ReplicaArgs(name, peers);
     absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(dir, args);
     EXPECT_THAT(server, IsOk());
     return server.ok() ? std::move(*server) : nullptr;
