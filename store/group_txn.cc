@@ -99,6 +99,22 @@ absl::Status GroupTxn::PutMetaState(uint64_t clock_mark) {
                        counters_.tombstones, counters_.fingerprint});
 }
 
+absl::Status GroupTxn::PutQuarantine(const std::string& key, std::string_view value,
+                                     const quarantine::Index::Entry& entry) {
+  PEERKV_RETURN_IF_ERROR(lmdb::Put(txn_.get(), dbis_.quarantine, key, value, "write quarantine"));
+  quarantine_changes_[key] = entry;
+  return absl::OkStatus();
+}
+
+absl::Status GroupTxn::ReleaseQuarantine(const std::string& key) {
+  MDB_val k = Val(key);
+  const int rc = mdb_del(txn_.get(), dbis_.quarantine, &k, nullptr);
+  if (rc == MDB_NOTFOUND) return absl::OkStatus();
+  PEERKV_RETURN_IF_ERROR(lmdb::Error(rc, "delete from quarantine"));
+  quarantine_changes_[key] = std::nullopt;
+  return absl::OkStatus();
+}
+
 absl::Status GroupTxn::Commit() {
   CloseCursors();
   return txn_.Commit();

@@ -12,6 +12,7 @@
 #define PEERKV_STORE_GROUP_TXN_H_
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -21,6 +22,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "store/lmdb_util.h"
+#include "store/quarantine.h"
 #include "store/tables.h"
 #include "store/types.h"
 #include "store/version.h"
@@ -62,6 +64,17 @@ class GroupTxn {
   // Written only if the caller puts them; see claimed_*().
   void Claim(const CheckpointUpdate& update);
 
+  // Puts a record in the quarantine table, or deletes one (absent: no-op).
+  // Noted in quarantine_changes() for the store's index.
+  absl::Status PutQuarantine(const std::string& key, std::string_view value,
+                             const quarantine::Index::Entry& entry);
+  absl::Status ReleaseQuarantine(const std::string& key);
+  // Quarantine keys put (an entry) or deleted (nullopt) in this transaction.
+  const std::map<std::string, std::optional<quarantine::Index::Entry>>& quarantine_changes()
+      const {
+    return quarantine_changes_;
+  }
+
   absl::Status PutCheckpoint(uint64_t peer_id, const PeerCheckpoint& checkpoint);
   absl::Status PutWatermarks(const Watermarks& watermarks);
   // The counters() and the clock's high-water mark, as meta "state".
@@ -72,6 +85,8 @@ class GroupTxn {
 
   // Some record changed (won): there is something to commit.
   bool changed() const { return !changes_.empty(); }
+  // The quarantine table changed (to commit even if no record did).
+  bool quarantine_changed() const { return !quarantine_changes_.empty(); }
   // Some local write was applied.
   bool local() const { return local_; }
   const Counters& counters() const { return counters_; }
@@ -95,6 +110,7 @@ class GroupTxn {
   std::vector<CommitChange> changes_;
   absl::flat_hash_map<uint64_t, PeerCheckpoint> claimed_checkpoints_;
   Watermarks claimed_watermarks_;
+  std::map<std::string, std::optional<quarantine::Index::Entry>> quarantine_changes_;
 
   // Declared before the cursors, which must close first.
   lmdb::Txn txn_;

@@ -29,7 +29,7 @@ class Env {
  public:
   explicit Env(size_t map_bytes) {
     PEERKV_CHECK(mdb_env_create(&env_) == MDB_SUCCESS);
-    PEERKV_CHECK(mdb_env_set_maxdbs(env_, 4) == MDB_SUCCESS);
+    PEERKV_CHECK(mdb_env_set_maxdbs(env_, tables::kNumDbis) == MDB_SUCCESS);
     PEERKV_CHECK(mdb_env_set_mapsize(env_, map_bytes) == MDB_SUCCESS);
     PEERKV_CHECK(mdb_env_open(env_, dir_.path().c_str(), MDB_NOSYNC, 0600) == MDB_SUCCESS);
     lmdb::Txn txn;

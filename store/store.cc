@@ -210,7 +210,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(StoreOptions options) {
 
 absl::Status Store::OpenEnvironment() {
   PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_env_create(&env_), "mdb_env_create"));
-  PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_env_set_maxdbs(env_, 4), "mdb_env_set_maxdbs"));
+  PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_env_set_maxdbs(env_, tables::kNumDbis), "mdb_env_set_maxdbs"));
   PEERKV_RETURN_IF_ERROR(
       lmdb::Error(mdb_env_set_maxreaders(env_, 1024), "mdb_env_set_maxreaders"));
   PEERKV_RETURN_IF_ERROR(lmdb::Error(
@@ -237,6 +237,7 @@ absl::Status Store::LoadOrInitMeta() {
   log_dbi_ = opened.log;
   peers_dbi_ = opened.peers;
   meta_dbi_ = opened.meta;
+  quarantine_dbi_ = opened.quarantine;
 
   PEERKV_ASSIGN_OR_RETURN(const std::optional<uint64_t> format,
                           tables::ReadMetaU64(txn.get(), meta_dbi_, codec::kMetaFormat));
@@ -253,6 +254,7 @@ absl::Status Store::LoadOrInitMeta() {
         tables::WriteMetaU64(txn.get(), meta_dbi_, codec::kMetaFormat, codec::kFormatVersion));
   }
   PEERKV_RETURN_IF_ERROR(RecordOpen(txn.get(), &clock_floor));
+  PEERKV_RETURN_IF_ERROR(LoadQuarantine(txn.get()));
   PEERKV_ASSIGN_OR_RETURN(const uint64_t log_entries,
                           lmdb::Entries(txn.get(), log_dbi_, "mdb_stat log"));
   log_entries_ = log_entries;
@@ -317,7 +319,7 @@ absl::StatusOr<uint64_t> Store::LoadMeta(MDB_txn* txn, uint64_t format) {
 }
 
 tables::Dbis Store::dbis() const {
-  return tables::Dbis{records_dbi_, log_dbi_, peers_dbi_, meta_dbi_};
+  return tables::Dbis{records_dbi_, log_dbi_, peers_dbi_, meta_dbi_, quarantine_dbi_};
 }
 
 Store::~Store() {
@@ -470,7 +472,7 @@ void Store::SubmitMerge(std::vector<Record> batch,
   SortByRecordKey(remote.records);
   request->records = remote.records.size();
   remote.checkpoint = std::move(checkpoint);
-  if (remote.records.empty() && !remote.checkpoint.has_value()) {
+  if (remote.records.empty() && remote.too_far_ahead.empty() && !remote.checkpoint.has_value()) {
     done(std::move(remote.result));
     return;
   }
@@ -483,9 +485,11 @@ size_t Store::AdmitRemote(std::vector<Record>& batch, RemoteBatch& out) const {
   out.records.reserve(batch.size());
   for (Record& r : batch) {
     absl::Status valid = ValidateRemoteRecord(r, options_.max_value_bytes);
-    if (valid.ok()) {
-      // The last line of defence: the engine checks first (CheckSkew).
-      valid = CheckSkew(r.version.hlc);
+    if (valid.ok() && !CheckSkew(r.version.hlc).ok()) {
+      // Too far ahead: kept aside by the writer (QuarantineRecords).
+      bytes += RecordBytes(r);
+      out.too_far_ahead.push_back(std::move(r));
+      continue;
     }
     if (!valid.ok()) {
       // Name the origin: one device with a wrong clock or a bad encoder is
@@ -596,6 +600,15 @@ void Store::ApplyGroup(Group& group) {
   Compaction* compaction = std::get_if<Compaction>(&group.front()->kind);
   const absl::Status status = compaction != nullptr ? CompactAll(*compaction)
                                                     : CommitWrites(group);
+  if (status.ok()) {
+    for (auto& request : group) {
+      if (auto* batch = std::get_if<RemoteBatch>(&request->kind)) {
+        for (const RefusedRecord& r : batch->result.refused) {
+          if (r.reason.code() == absl::StatusCode::kResourceExhausted) ++quarantine_dropped_;
+        }
+      }
+    }
+  }
   for (auto& request : group) request->Finish(status);
 }
 
@@ -647,7 +660,7 @@ absl::Status Store::TryApplyGroup(Group& group, GroupTxn& txn, size_t group_byte
         },
         request->kind));
   }
-  if (!txn.changed()) {
+  if (!txn.changed() && !txn.quarantine_changed()) {
     // Nothing won: write nothing. Hold the checkpoints and watermarks for
     // the next commit (claiming them now is safe: the data is durable).
     txn.Abort();
@@ -677,26 +690,115 @@ absl::Status Store::ApplyLocalWrite(GroupTxn& txn, LocalWrite& write) {
 
 absl::Status Store::ApplyRemoteBatch(GroupTxn& txn, RemoteBatch& batch) {
   batch.result.won = 0;
+  for (const std::string& key : batch.release) {
+    PEERKV_RETURN_IF_ERROR(txn.ReleaseQuarantine(key));
+  }
   const uint64_t source = batch.checkpoint.has_value() ? batch.checkpoint->peer_id : 0;
   for (const Record& remote : batch.records) {
     clock_->Observe(remote.version.hlc);
     PEERKV_ASSIGN_OR_RETURN(const bool won, txn.ApplyRemote(remote, source));
     if (won) ++batch.result.won;
   }
+  PEERKV_RETURN_IF_ERROR(QuarantineRecords(txn, batch.too_far_ahead, batch.result));
   if (batch.checkpoint.has_value()) txn.Claim(*batch.checkpoint);
   return absl::OkStatus();
+}
+
+absl::Status Store::QuarantineRecords(GroupTxn& txn, std::vector<Record>& records,
+                                      MergeResult& result) {
+  // Recomputed on every attempt of the group: drop what an earlier one
+  // noted (refusals for a full quarantine are the only refused entries
+  // with ResourceExhausted).
+  result.quarantined.clear();
+  result.already_quarantined = 0;
+  result.refused.erase(std::remove_if(result.refused.begin(), result.refused.end(),
+                                      [](const RefusedRecord& r) {
+                                        return r.reason.code() ==
+                                               absl::StatusCode::kResourceExhausted;
+                                      }),
+                       result.refused.end());
+  if (records.empty()) return absl::OkStatus();
+  absl::MutexLock lock(&quarantine_mu_);
+  // What the table holds with this transaction's changes so far.
+  size_t count = quarantine_.records(), bytes = quarantine_.bytes();
+  for (const auto& [key, entry] : txn.quarantine_changes()) {
+    const auto stored = quarantine_.entries().find(key);
+    if (stored != quarantine_.entries().end()) {
+      --count;
+      bytes -= stored->second.bytes;
+    }
+    if (entry.has_value()) {
+      ++count;
+      bytes += entry->bytes;
+    }
+  }
+  for (const Record& r : records) {
+    const std::string key = quarantine::EncodeKey(r);
+    const auto pending = txn.quarantine_changes().find(key);
+    const bool held = pending != txn.quarantine_changes().end() ? pending->second.has_value()
+                                                                : quarantine_.Contains(key);
+    if (held) {
+      ++result.already_quarantined;
+      continue;
+    }
+    const absl::Status ahead = CheckSkew(r.version.hlc);
+    const std::string value = quarantine::EncodeValue(r);
+    const size_t entry_bytes = quarantine::EntryBytes(key, value);
+    if (count + 1 > options_.max_quarantine_records ||
+        bytes + entry_bytes > options_.max_quarantine_bytes) {
+      result.refused.push_back(RefusedRecord{
+          r.keyspace, r.key, r.version,
+          absl::ResourceExhaustedError(absl::StrFormat(
+              "record from origin %s: %s; the quarantine is full (%d records, %d bytes; "
+              "limits %d and %d): dropped",
+              ReplicaIdToString(r.version.origin), ahead.message(), count, bytes,
+              options_.max_quarantine_records, options_.max_quarantine_bytes))});
+      continue;
+    }
+    PEERKV_RETURN_IF_ERROR(txn.PutQuarantine(
+        key, value, quarantine::Index::Entry{r.version.origin, r.version.hlc, entry_bytes}));
+    ++count;
+    bytes += entry_bytes;
+    result.quarantined.push_back(RefusedRecord{
+        r.keyspace, r.key, r.version,
+        absl::Status(ahead.code(), absl::StrCat("record from origin ",
+                                                ReplicaIdToString(r.version.origin), ": ",
+                                                ahead.message()))});
+  }
+  return absl::OkStatus();
+}
+
+Watermarks Store::CapClaims(const Watermarks& claims, const GroupTxn* txn) const {
+  Watermarks capped = claims;
+  {
+    absl::MutexLock lock(&quarantine_mu_);
+    quarantine_.Cap(capped);
+  }
+  if (txn != nullptr) {
+    for (auto& [origin, hlc] : capped) {
+      for (const auto& [key, entry] : txn->quarantine_changes()) {
+        if (entry.has_value() && entry->origin == origin && hlc >= entry->hlc) {
+          hlc = entry->hlc - 1;
+        }
+      }
+    }
+  }
+  return capped;
 }
 
 absl::Status Store::CommitGroup(GroupTxn& txn, size_t group_bytes) {
   Watermarks watermarks;
   bool write_watermarks;
+  // Never a claim that covers a record in quarantine (one this
+  // transaction puts there included).
+  const Watermarks claims = CapClaims(txn.claimed_watermarks(), &txn);
   {
     absl::MutexLock lock(&watermarks_mu_);
     watermarks = watermarks_;
-    write_watermarks = watermarks_dirty_ || !txn.claimed_watermarks().empty();
+    write_watermarks = watermarks_dirty_ || !claims.empty();
   }
   if (write_watermarks) {
-    watermarks.Merge(txn.claimed_watermarks());
+    watermarks.Merge(claims);
     PEERKV_RETURN_IF_ERROR(txn.PutWatermarks(watermarks));
   }
   absl::flat_hash_map<uint64_t, PeerCheckpoint> checkpoints;
@@ -718,6 +820,13 @@ absl::Status Store::CommitGroup(GroupTxn& txn, size_t group_bytes) {
     watermarks_.Merge(watermarks);
     watermarks_dirty_ = false;
   }
+  if (txn.quarantine_changed()) {
+    absl::MutexLock lock(&quarantine_mu_);
+    for (const auto& [key, entry] : txn.quarantine_changes()) {
+      quarantine_.Remove(key);
+      if (entry.has_value()) quarantine_.Add(key, *entry);
+    }
+  }
   absl::MutexLock lock(&checkpoints_mu_);
   // Only the writer thread adds held checkpoints, so every one held now was
   // in the transaction that just committed.
@@ -731,8 +840,9 @@ void Store::HoldClaims(const GroupTxn& txn) {
     for (const auto& [peer, cp] : txn.claimed_checkpoints()) held_checkpoints_[peer] = cp;
   }
   if (!txn.claimed_watermarks().empty()) {
+    const Watermarks claims = CapClaims(txn.claimed_watermarks(), nullptr);
     absl::MutexLock lock(&watermarks_mu_);
-    watermarks_.Merge(txn.claimed_watermarks());
+    watermarks_.Merge(claims);
     watermarks_dirty_ = true;
   }
 }
@@ -1054,6 +1164,103 @@ absl::Status Store::CheckSkew(uint64_t hlc) const {
   return clock_->CheckSkew(hlc, options_.max_clock_skew_ms);
 }
 
+absl::Status Store::LoadQuarantine(MDB_txn* txn) {
+  Cursor cursor;
+  PEERKV_RETURN_IF_ERROR(cursor.Open(txn, quarantine_dbi_));
+  std::vector<std::string> malformed;
+  absl::Status first_reason;
+  absl::MutexLock lock(&quarantine_mu_);
+  MDB_val k, v;
+  int rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_FIRST);
+  while (rc == MDB_SUCCESS) {
+    const std::string_view key = lmdb::View(k), value = lmdb::View(v);
+    absl::StatusOr<Record> record = quarantine::Decode(key, value, options_.max_value_bytes);
+    if (record.ok()) {
+      quarantine_.Add(std::string(key), quarantine::Index::Entry{record->version.origin,
+                                                                 record->version.hlc,
+                                                                 quarantine::EntryBytes(key, value)});
+    } else {
+      if (malformed.empty()) first_reason = record.status();
+      malformed.emplace_back(key);
+    }
+    rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_NEXT);
+  }
+  if (rc != MDB_NOTFOUND) return lmdb::Error(rc, "read quarantine");
+  cursor.Close();
+  if (malformed.empty()) return absl::OkStatus();
+  for (const std::string& key : malformed) {
+    MDB_val dk = lmdb::Val(key);
+    PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_del(txn, quarantine_dbi_, &dk, nullptr),
+                                       "delete malformed quarantine entry"));
+  }
+  quarantine_dropped_ += malformed.size();
+  Log(absl::StrFormat("peerkv: dropped %d quarantined record%s that did not decode (first: %s); "
+                      "they are not retried",
+                      malformed.size(), malformed.size() == 1 ? "" : "s",
+                      first_reason.ToString()));
+  return absl::OkStatus();
+}
+
+std::optional<absl::Duration> Store::NextQuarantineRetry() const {
+  uint64_t hlc = 0;
+  {
+    absl::MutexLock lock(&quarantine_mu_);
+    if (quarantine_.records() == 0) return std::nullopt;
+    hlc = quarantine_.entries().begin()->second.hlc;
+  }
+  if (CheckSkew(hlc).ok()) return absl::ZeroDuration();
+  const int64_t due_ms = static_cast<int64_t>(HlcMillis(hlc)) - options_.max_clock_skew_ms;
+  return std::max(absl::Milliseconds(due_ms - clock_->wall().NowMillis()),
+                  absl::Milliseconds(1));
+}
+
+absl::StatusOr<MergeResult> Store::RetryQuarantined() {
+  // The earliest entries CheckSkew admits now (keys are in hlc order, so
+  // the first one it refuses ends the batch), read back from the table.
+  std::vector<std::string> keys;
+  {
+    absl::MutexLock lock(&quarantine_mu_);
+    size_t bytes = 0;
+    for (const auto& [key, entry] : quarantine_.entries()) {
+      if (keys.size() >= kMaxBatchRecords || bytes + entry.bytes > kMaxBatchBytes / 2) break;
+      if (!CheckSkew(entry.hlc).ok()) break;
+      keys.push_back(key);
+      bytes += entry.bytes;
+    }
+  }
+  if (keys.empty()) return MergeResult{};
+  std::vector<Record> batch;
+  std::vector<std::string> release;
+  {
+    ReadTxn txn(*this);
+    PEERKV_RETURN_IF_ERROR(txn.Begin());
+    for (const std::string& key : keys) {
+      PEERKV_ASSIGN_OR_RETURN(const std::optional<std::string_view> value,
+                              lmdb::Get(txn.get(), quarantine_dbi_, key, "read quarantine"));
+      if (!value.has_value()) continue;  // released by a retry since
+      absl::StatusOr<Record> record = quarantine::Decode(key, *value, options_.max_value_bytes);
+      // Decoded once at open; a failure now (a lowered value limit) drops it.
+      if (record.ok()) batch.push_back(std::move(*record));
+      release.push_back(key);
+    }
+  }
+  absl::Notification finished;
+  absl::StatusOr<MergeResult> result;
+  auto request = std::make_unique<WriteRequest>(WriteRequest{RemoteBatch{}});
+  RemoteBatch& remote = std::get<RemoteBatch>(request->kind);
+  request->bytes = AdmitRemote(batch, remote);
+  SortByRecordKey(remote.records);
+  request->records = remote.records.size() + remote.too_far_ahead.size();
+  remote.release = std::move(release);
+  remote.done = [&](absl::StatusOr<MergeResult> r) {
+    result = std::move(r);
+    finished.Notify();
+  };
+  Submit(std::move(request), /*wait_for_room=*/true);
+  finished.WaitForNotification();
+  return result;
+}
+
 absl::StatusOr<StoreStats> Store::Stats() const {
   StoreStats stats;
   stats.replica_id = replica_id_;
@@ -1066,6 +1273,11 @@ absl::StatusOr<StoreStats> Store::Stats() const {
   stats.commits = commits_.load();
   stats.fingerprint = fingerprint_.load();
   stats.retired_ids = GetLineage().retired_ids;
+  {
+    absl::MutexLock lock(&quarantine_mu_);
+    stats.quarantined = quarantine_.Summary(options_.max_clock_skew_ms);
+  }
+  stats.quarantine_dropped = quarantine_dropped_.load();
   PEERKV_ASSIGN_OR_RETURN(stats.disk_bytes, dir_->DataFileBytes());
   return stats;
 }

@@ -28,8 +28,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "store/clock.h"
 #include "store/lineage.h"
+#include "store/quarantine.h"
 #include "store/validation.h"
 #include "store/types.h"
 #include "store/version.h"
@@ -64,6 +66,11 @@ struct StoreOptions {
   // A remote version further than this ahead of local physical time is
   // refused by Merge.
   int64_t max_clock_skew_ms = 60'000;
+  // Records too far ahead are kept in quarantine, up to this many records
+  // and bytes (keys and values); a record that does not fit is dropped
+  // (counted in StoreStats::quarantine_dropped, listed as refused).
+  size_t max_quarantine_records = 10'000;
+  size_t max_quarantine_bytes = size_t{64} << 20;
   // Physical time source; nullptr means SystemWallClock(). Borrowed: must
   // outlive the store.
   const WallClock* wall_clock = nullptr;
@@ -183,8 +190,10 @@ class Store {
   void WriteAsync(std::vector<Mutation> mutations, WriteCallback done);
 
   // Merges remote records: for each key the greater version stays. Invalid
-  // records and records whose clock is more than max_clock_skew ahead are
-  // refused (listed in the result); the rest merge. The winners and the
+  // records are refused (listed in the result); records whose clock is more
+  // than max_clock_skew ahead (CheckSkew) are put in quarantine in the same
+  // transaction (MergeResult::quarantined), not merged, and no watermark
+  // this store claims covers them while they are there; the rest merge. The winners and the
   // checkpoint advance commit in one transaction; a batch that wins nothing
   // writes nothing (its checkpoint is held in memory and written with the
   // next commit, which is safe: a checkpoint that lags only re-pulls).
@@ -195,6 +204,15 @@ class Store {
   void MergeAsync(std::vector<Record> batch,
                   std::optional<CheckpointUpdate> checkpoint,
                   MergeCallback done);
+
+  // How long until the earliest quarantined record becomes mergeable by
+  // local time (zero if it is now); nullopt if the quarantine is empty.
+  // A hint for scheduling RetryQuarantined: CheckSkew decides.
+  std::optional<absl::Duration> NextQuarantineRetry() const;
+  // Merges the quarantined records that CheckSkew now admits (at most one
+  // batch's worth; earliest first), through the normal merge (they may
+  // lose), and removes them from quarantine in the same transaction.
+  absl::StatusOr<MergeResult> RetryQuarantined();
 
   // The register's record (value or tombstone) or nullopt if never written.
   absl::StatusOr<std::optional<Record>> Get(std::string_view keyspace,
@@ -361,6 +379,16 @@ class Store {
                                                        bool* reached_end) const;
   bool CompactionDue() const;
   absl::Status FlushHeldCheckpoints();
+  // At open: fills quarantine_ from the table; entries that do not decode
+  // are deleted (and logged once), never retried.
+  absl::Status LoadQuarantine(MDB_txn* txn);
+  // In the writer's transaction: quarantines `records` (too far ahead),
+  // within the bounds, noting the outcome in `result`.
+  absl::Status QuarantineRecords(writer::GroupTxn& txn, std::vector<Record>& records,
+                                 MergeResult& result);
+  // `claims` lowered below every quarantined hlc of their origin (those in
+  // `txn` included).
+  Watermarks CapClaims(const Watermarks& claims, const writer::GroupTxn* txn) const;
   void Log(const std::string& line) const;
   // True on the writer thread (the only one that stamps versions, applies
   // groups and compacts).
@@ -381,6 +409,7 @@ class Store {
   MDB_dbi log_dbi_ = 0;
   MDB_dbi peers_dbi_ = 0;
   MDB_dbi meta_dbi_ = 0;
+  MDB_dbi quarantine_dbi_ = 0;
 
   // Mutable: const reads borrow transactions from it.
   mutable ReadTxnPool read_pool_;
@@ -417,6 +446,11 @@ class Store {
   mutable absl::Mutex checkpoints_mu_;
   absl::flat_hash_map<uint64_t, PeerCheckpoint> held_checkpoints_
       ABSL_GUARDED_BY(checkpoints_mu_);
+
+  // The quarantine table's mirror; changed by the writer after a commit.
+  mutable absl::Mutex quarantine_mu_;
+  quarantine::Index quarantine_ ABSL_GUARDED_BY(quarantine_mu_);
+  std::atomic<uint64_t> quarantine_dropped_{0};
 
   // Writer-thread state: where the next compaction step starts.
   uint64_t compact_from_seq_ = 0;

@@ -294,7 +294,7 @@ TEST_F(StoreTest, MergeThatWinsNothingWritesNothing) {
   EXPECT_EQ(after.commits, before.commits);
 }
 
-TEST_F(StoreTest, MergeRefusesClocksTooFarAheadAndMergesTheRest) {
+TEST_F(StoreTest, MergeRefusesInvalidRecordsQuarantinesClocksTooFarAheadAndMergesTheRest) {
   auto store = OpenStore();
   const uint64_t wrong_clock_origin = 0xbad;
   absl::StatusOr<MergeResult> result = store->Merge({
@@ -304,16 +304,18 @@ TEST_F(StoreTest, MergeRefusesClocksTooFarAheadAndMergesTheRest) {
   });
   ASSERT_THAT(result, IsOk());
   EXPECT_EQ(result->won, 1u);
-  ASSERT_THAT(result->refused, SizeIs(2));
-  const RefusedRecord& future = result->refused[0];
+  ASSERT_THAT(result->refused, SizeIs(1));
+  EXPECT_THAT(result->refused[0].reason, StatusIs(StatusCode::kInvalidArgument, "key is empty"));
+  // Kept aside (store/quarantine_test.cc), not merged.
+  ASSERT_THAT(result->quarantined, SizeIs(1));
+  const RefusedRecord& future = result->quarantined[0];
   EXPECT_EQ(future.key, "future");
   EXPECT_THAT(future.reason,
               StatusIs(StatusCode::kOutOfRange, "record from origin 0000000000000bad"));
   EXPECT_THAT(std::string(future.reason.message()), HasSubstr("3600000 ms ahead"));
-  EXPECT_THAT(result->refused[1].reason, StatusIs(StatusCode::kInvalidArgument, "key is empty"));
   EXPECT_TRUE((*store->Get("ks", "ok")).has_value());
   EXPECT_FALSE((*store->Get("ks", "future")).has_value());
-  // The refused clock was not followed: local writes stay near real time.
+  // The too-far clock was not followed: local writes stay near real time.
   EXPECT_LT(HlcMillis(store->Put("ks", "local", "v")->hlc), kT0 + 3'600'000);
 }
 

@@ -17,7 +17,8 @@ absl::Status OpenDbis(MDB_txn* txn, Dbis* dbis) {
   } dbs[] = {{"records", &dbis->records},
              {"log", &dbis->log},
              {"peers", &dbis->peers},
-             {"meta", &dbis->meta}};
+             {"meta", &dbis->meta},
+             {"quarantine", &dbis->quarantine}};
   for (const auto& db : dbs) {
     PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_dbi_open(txn, db.name, MDB_CREATE, db.dbi),
                                        absl::StrCat("open database ", db.name)));

@@ -19,13 +19,17 @@
 
 namespace peerkv::tables {
 
-// The store's four databases in one write transaction, created if missing.
+// The store's databases in one write transaction, created if missing.
 struct Dbis {
   MDB_dbi records = 0;
   MDB_dbi log = 0;
   MDB_dbi peers = 0;
   MDB_dbi meta = 0;
+  // Records too far ahead (store/quarantine.h).
+  MDB_dbi quarantine = 0;
 };
+// How many there are (mdb_env_set_maxdbs).
+inline constexpr unsigned kNumDbis = 5;
 absl::Status OpenDbis(MDB_txn* txn, Dbis* dbis);
 
 // A meta "format", "replica_id" or "incarnation" entry; nullopt if absent.

@@ -62,8 +62,14 @@ struct RefusedRecord {
 struct MergeResult {
   // Records whose version beat the stored one (or that were new).
   size_t won = 0;
-  // Records refused; the rest of the batch merged regardless.
+  // Records refused; the rest of the batch merged regardless. A record
+  // dropped because the quarantine is full is here (ResourceExhausted).
   std::vector<RefusedRecord> refused;
+  // Records whose clock is too far ahead, newly put in quarantine (not
+  // merged; retried once local time allows: see Store::RetryQuarantined).
+  std::vector<RefusedRecord> quarantined;
+  // Too far ahead too, but already in quarantine (a record pulled again).
+  size_t already_quarantined = 0;
 };
 
 // A page of the change log.
@@ -140,6 +146,16 @@ struct ScanResult {
   bool more = false;
 };
 
+// Records of one origin in quarantine (see Store::RetryQuarantined).
+struct QuarantinedOrigin {
+  uint64_t origin = 0;
+  uint64_t records = 0;
+  // When the first and the last of them become mergeable by local time
+  // (Unix millis): the hlc's time minus max_clock_skew.
+  int64_t first_due_ms = 0;
+  int64_t last_due_ms = 0;
+};
+
 struct StoreStats {
   uint64_t replica_id = 0;
   uint64_t incarnation = 0;
@@ -161,6 +177,11 @@ struct StoreStats {
   // from an older copy, see README "Restore and clone safety"), oldest
   // first; empty for a directory that never forked.
   std::vector<uint64_t> retired_ids;
+  // Records in quarantine (a clock too far ahead), per origin; and records
+  // dropped from it since open (the quarantine was full, or an entry on
+  // disk did not decode).
+  std::vector<QuarantinedOrigin> quarantined;
+  uint64_t quarantine_dropped = 0;
 };
 
 }  // namespace peerkv

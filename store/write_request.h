@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -37,6 +38,11 @@ struct LocalWrite {
 struct RemoteBatch {
   std::vector<Record> records;
   std::optional<CheckpointUpdate> checkpoint;
+  // Valid records whose clock is too far ahead: quarantined, not merged.
+  std::vector<Record> too_far_ahead;
+  // Quarantine table keys to delete (Store::RetryQuarantined: the records
+  // are in `records`, or refused, or back in `too_far_ahead`).
+  std::vector<std::string> release;
   // The result: records refused at submission, and (recomputed on every
   // attempt) how many won.
   MergeResult result;
