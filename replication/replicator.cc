@@ -78,13 +78,10 @@ struct Replicator::Peer {
 
 // One answered page on its way into the store.
 struct Replicator::Page {
-  // Its records trimmed to what is merged (see HoldBackTooFarAhead).
   PullResponse response;
-  // Where the checkpoint goes: the page's last seq, or the seq before a
-  // record held back.
+  // Where the checkpoint goes: the page's last seq. (A record too far
+  // ahead does not stop it: the store quarantines it.)
   uint64_t checkpoint_seq = 0;
-  // Why records were held back; OK if none were.
-  absl::Status held_back;
   // The checkpoint it was asked from, and when.
   PeerCheckpoint pulled_from;
   absl::Time started;
@@ -114,6 +111,8 @@ void Replicator::Start() {
   Post([this] {
     started_ = true;
     for (const std::string& address : options_.peers) AddSlot(address);
+    // Records quarantined before a restart.
+    ScheduleQuarantineRetry();
     PublishStatus();
     // The first round after a random fraction of the interval, so replicas
     // started together do not gossip in lockstep.
@@ -438,6 +437,9 @@ void Replicator::MarkSuspect(LinkId link, const absl::Status& why) {
 void Replicator::Round() {
   PEERKV_CHECK(executor_->IsCurrent());
   ++counters_.rounds;
+  // A slow fallback for the scheduled retry (the skew check's notion of
+  // now may move other than the wall clock does).
+  if (store_->NextQuarantineRetry() == absl::ZeroDuration()) RetryQuarantine();
   std::vector<uint64_t> candidates;
   for (const auto& [id, peer] : peers_) {
     if (!peer->links.empty()) candidates.push_back(id);
@@ -533,7 +535,7 @@ void Replicator::OnPulled(uint64_t peer_id, uint64_t attempt,
   }
   // The link answered: whatever made it suspect is over.
   peer.suspect.erase(peer.pull_link);
-  Page page{std::move(*result), 0, absl::OkStatus(), peer.pulled_from, peer.pull_started};
+  Page page{std::move(*result), 0, peer.pulled_from, peer.pull_started};
   if (absl::Status invalid = ValidatePage(peer_id, page.response); !invalid.ok()) {
     const LinkId link = peer.pull_link;
     const uint64_t answered_by = page.response.replica_id;
@@ -548,8 +550,8 @@ void Replicator::OnPulled(uint64_t peer_id, uint64_t attempt,
   ++counters_.pulls;
   counters_.records_received += page.response.records.size();
   peer.info.incarnation = page.response.incarnation;
-  HoldBackTooFarAhead(page);
-  const bool more = page.held_back.ok() && page.response.last_seq < page.response.max_seq &&
+  page.checkpoint_seq = page.response.last_seq;
+  const bool more = page.response.last_seq < page.response.max_seq &&
                     page.response.last_seq > page.response.from_seq;
   // Pages in a row, ahead of peers waiting for a slot, but not forever
   // (kMaxPagesInARow); with nobody waiting there is nobody to let in.
@@ -569,7 +571,7 @@ void Replicator::OnPulled(uint64_t peer_id, uint64_t attempt,
     FinishPull(peer, merged.status());
     return;
   }
-  NoteRefusals(peer, page, *merged);
+  NoteRefusals(peer, *merged);
   NotePageMerged(peer, page, merged->won);
   ContinueOrFinish(peer, more, go_on);
 }
@@ -603,37 +605,18 @@ absl::Status Replicator::ValidatePage(uint64_t peer_id, const PullResponse& resp
   return absl::OkStatus();
 }
 
-// A record whose clock is too far ahead of ours would be refused. Rather
-// than step past it for good, stop the batch before it: the checkpoint
-// stays there and later pulls retry it, so it is taken once our clock has
-// caught up (or the writer's clock is fixed and it writes anew).
-void Replicator::HoldBackTooFarAhead(Page& page) const {
-  PEERKV_CHECK(executor_->IsCurrent());
-  std::vector<Record>& records = page.response.records;
-  page.checkpoint_seq = page.response.last_seq;
-  for (size_t i = 0; i < records.size(); ++i) {
-    absl::Status too_far_ahead = store_->CheckSkew(records[i].version.hlc);
-    if (too_far_ahead.ok()) continue;
-    page.checkpoint_seq = records[i].seq - 1;
-    page.held_back = absl::Status(
-        too_far_ahead.code(),
-        absl::StrFormat("record from origin %s: %s", ReplicaIdToString(records[i].version.origin),
-                        too_far_ahead.message()));
-    records.resize(i);
-    return;
-  }
-}
-
 // Level with the peer's log: we hold everything it held when it answered,
 // so its watermarks become ours too (which spares us its copies of what
-// others send us). Not if records were held back; not if our value limit
-// is below the protocol's (the peer left out values we cannot hold, and
-// our claim would hide them from replicas that can); and never a claim
-// further ahead than the clock bound. (Pages merge in order, so a page
-// that reaches the peer's max seq is merged after all before it.)
+// others send us). Not if our value limit is below the protocol's (the
+// peer left out values we cannot hold, and our claim would hide them from
+// replicas that can); and never a claim further ahead than the clock bound
+// (CheckSkew). A record of the page that went to quarantine is not ours
+// yet: the store lowers the claim for its origin below it. (Pages merge in
+// order, so a page that reaches the peer's max seq is merged after all
+// before it.)
 Watermarks Replicator::WatermarksToAdopt(const Page& page) const {
   PEERKV_CHECK(executor_->IsCurrent());
-  const bool caught_up = page.held_back.ok() && page.response.last_seq >= page.response.max_seq;
+  const bool caught_up = page.response.last_seq >= page.response.max_seq;
   Watermarks adopted;
   if (!caught_up || store_->options().max_value_bytes != kMaxValueBytes) return adopted;
   for (const auto& [origin, hlc] : page.response.watermarks) {
@@ -678,22 +661,71 @@ void Replicator::NoteMergeFailure(Peer& peer, const absl::Status& failure) {
 }
 
 // Invalid records are refused for good (the page moved past them); a
-// record held back counts once per page it stops.
-void Replicator::NoteRefusals(Peer& peer, const Page& page, const MergeResult& merged) {
+// record too far ahead is quarantined by the store and counts once: pulled
+// again while it is there, it is not new (MergeResult::already_quarantined).
+void Replicator::NoteRefusals(Peer& peer, const MergeResult& merged) {
   PEERKV_CHECK(executor_->IsCurrent());
-  const size_t refused = (page.held_back.ok() ? 0 : 1) + merged.refused.size();
+  const size_t refused = merged.refused.size() + merged.quarantined.size();
   if (refused == 0) return;
-  const absl::Status& refusal =
-      page.held_back.ok() ? merged.refused.front().reason : page.held_back;
+  counters_.quarantined += merged.quarantined.size();
   peer.refused += refused;
+  if (!merged.quarantined.empty()) ScheduleQuarantineRetry();
   const absl::Time now = executor_->Now();
   if (now - peer.last_refusal_log < options_.refusal_log_interval) return;
   peer.last_refusal_log = now;
-  Log(absl::StrFormat("peerkv: refused %d record%s from peer %s (%s), %d in all: %s", refused,
+  const absl::Status& refusal =
+      merged.quarantined.empty() ? merged.refused.front().reason : merged.quarantined.front().reason;
+  std::string held;
+  if (!merged.quarantined.empty()) {
+    // When the last of them may merge: the hlc's time less the bound.
+    uint64_t latest = 0;
+    for (const RefusedRecord& r : merged.quarantined) latest = std::max(latest, r.version.hlc);
+    const int64_t due_ms =
+        static_cast<int64_t>(HlcMillis(latest)) - store_->options().max_clock_skew_ms;
+    held = absl::StrFormat(" (%d quarantined until local time reaches %s, then merged)",
+                           merged.quarantined.size(),
+                           absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMillis(due_ms),
+                                            absl::UTCTimeZone()));
+  }
+  Log(absl::StrFormat("peerkv: refused %d record%s from peer %s (%s)%s, %d in all: %s", refused,
                       refused == 1 ? "" : "s",
                       peer.info.name.empty() ? "(unnamed)" : peer.info.name,
-                      ReplicaIdToString(peer.info.replica_id), peer.refused,
+                      ReplicaIdToString(peer.info.replica_id), held, peer.refused,
                       std::string(refusal.message())));
+}
+
+void Replicator::ScheduleQuarantineRetry() {
+  PEERKV_CHECK(executor_->IsCurrent());
+  const std::optional<absl::Duration> delay = store_->NextQuarantineRetry();
+  if (!delay.has_value()) return;
+  const absl::Time at = executor_->Now() + *delay;
+  // One retry pending at a time, the earliest wanted.
+  if (quarantine_retry_at_ <= at) return;
+  quarantine_retry_at_ = at;
+  Post(
+      [this, at] {
+        if (quarantine_retry_at_ != at) return;  // superseded by an earlier one
+        quarantine_retry_at_ = absl::InfiniteFuture();
+        RetryQuarantine();
+      },
+      *delay);
+}
+
+// The quarantined records local time now admits go through the normal
+// merge (they may lose); merged ones are news for peers.
+void Replicator::RetryQuarantine() {
+  PEERKV_CHECK(executor_->IsCurrent());
+  absl::StatusOr<MergeResult> merged = store_->RetryQuarantined();
+  if (!merged.ok()) {
+    Log(absl::StrCat("peerkv: merging quarantined records failed (retried later): ",
+                     merged.status().ToString()));
+    Post([this] { ScheduleQuarantineRetry(); }, options_.gossip_interval);
+    return;
+  }
+  counters_.quarantine_won += merged->won;
+  if (merged->won > 0 && options_.eager) NudgeSome(0);
+  ScheduleQuarantineRetry();
+  PublishStatus();
 }
 
 void Replicator::NotePageMerged(Peer& peer, const Page& page, size_t won) {
@@ -704,7 +736,7 @@ void Replicator::NotePageMerged(Peer& peer, const Page& page, size_t won) {
   peer.checkpoint_seq = page.checkpoint_seq;
   peer.behind =
       page.response.max_seq > page.checkpoint_seq ? page.response.max_seq - page.checkpoint_seq : 0;
-  peer.last_error = page.held_back.ok() ? "" : ErrorText(page.held_back.message());
+  peer.last_error.clear();
   // Pass news on (epidemic push): a few random peers, not the one it came
   // from, so that chains of peers carry it in milliseconds without every
   // replica asking every other.

@@ -122,6 +122,10 @@ struct ReplicatorCounters {
   // of those, pages dropped unread because that merge failed.
   uint64_t pages_prefetched = 0;
   uint64_t prefetches_discarded = 0;
+  // Records put in quarantine (clock too far ahead; each once), and
+  // quarantined records that won when local time allowed their merge.
+  uint64_t quarantined = 0;
+  uint64_t quarantine_won = 0;
 };
 
 class Replicator final : public LinkEvents {
@@ -214,11 +218,15 @@ class Replicator final : public LinkEvents {
   void OnPulled(uint64_t peer_id, uint64_t attempt, absl::StatusOr<PullResponse> result);
   void OnPullFailed(Peer& peer, const absl::Status& status);
   absl::Status ValidatePage(uint64_t peer_id, const PullResponse& response) const;
-  void HoldBackTooFarAhead(Page& page) const;
   Watermarks WatermarksToAdopt(const Page& page) const;
   absl::StatusOr<MergeResult> MergePage(uint64_t peer_id, Page& page);
   void NoteMergeFailure(Peer& peer, const absl::Status& failure);
-  void NoteRefusals(Peer& peer, const Page& page, const MergeResult& merged);
+  void NoteRefusals(Peer& peer, const MergeResult& merged);
+  // Schedules RetryQuarantine for when the earliest quarantined record
+  // becomes mergeable (Store::NextQuarantineRetry), unless one is due
+  // sooner already.
+  void ScheduleQuarantineRetry();
+  void RetryQuarantine();
   void NotePageMerged(Peer& peer, const Page& page, size_t won);
   void ContinueOrFinish(Peer& peer, bool more, bool go_on);
   void FinishPull(Peer& peer, const absl::Status& status);
@@ -265,6 +273,8 @@ class Replicator final : public LinkEvents {
   int pulls_in_flight_ = 0;
   std::vector<uint64_t> waiting_pulls_;
   absl::Time last_nudge_ = absl::InfinitePast();
+  // When the pending quarantine retry runs; InfiniteFuture if none.
+  absl::Time quarantine_retry_at_ = absl::InfiniteFuture();
   int listener_id_ = 0;
   ReplicatorCounters counters_;
   // Pull attempts are numbered per peer; a peer forgotten and met again

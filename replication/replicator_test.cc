@@ -633,6 +633,105 @@ TEST_F(ReplicatorTest, APipelinedPullMergesPagesInOrderAndRestartsFromTheCommitt
   EXPECT_EQ(replicator_->Counters().pages_prefetched, 4u);
 }
 
+// A peer whose log holds one record from a clock an hour ahead and then a
+// normal one: the far one is quarantined once, the normal one merges, the
+// checkpoint passes both, and later rounds pull nothing again (held-out
+// testing saw the victim re-pull that page 23 times in 4 s, counting the
+// far record as refused each time). Once local time allows, the
+// quarantined record is merged by the retry the engine scheduled.
+class QuarantineReplicatorTest : public ReplicatorTest {
+ protected:
+  void SetUp() override {
+    StoreOptions options;
+    options.dir = dir_.Sub("q");
+    options.wall_clock = &wall_;
+    options.sync = false;
+    absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
+    ASSERT_THAT(store, IsOk());
+    store_ = std::move(*store);
+  }
+
+  // Peer 1's log: seq 1 an hour ahead (origin kFast), seq 2 normal.
+  PullResponse Answer(const PullRequest& request) const {
+    PullResponse response;
+    response.replica_id = 1;
+    response.incarnation = kIncarnation;
+    response.from_seq = request.after_seq;
+    response.max_seq = 2;
+    response.last_seq = 2;
+    const int64_t now = wall_.NowMillis();
+    const Record log[] = {
+        Record{"ks", "far", Version{MakeHlc(now + 3'600'000, 0), kFast}, false, "ahead", 1},
+        Record{"ks", "near", Version{MakeHlc(now - 5, 0), 1}, false, "normal", 2}};
+    for (const Record& r : log) {
+      if (r.seq > request.after_seq) response.records.push_back(r);
+    }
+    response.watermarks = Watermarks{{1, MakeHlc(now - 5, 0)}, {kFast, MakeHlc(now + 3'600'000, 0)}};
+    return response;
+  }
+  // Answers every pending pull from the log above; the engine runs.
+  void AnswerAll() {
+    for (int i = 0; i < 10 && !transport_.pending_pulls.empty(); ++i) {
+      const PullRequest request = transport_.requests[transport_.requests.size() -
+                                                      transport_.pending_pulls.size()];
+      auto done = std::move(transport_.pending_pulls.front());
+      transport_.pending_pulls.erase(transport_.pending_pulls.begin());
+      PullResponse response = Answer(request);
+      received_ += response.records.size();
+      done(std::move(response));
+      Advance(absl::Milliseconds(1));
+    }
+  }
+
+  static constexpr uint64_t kFast = 0xfa57;
+  ManualWallClock wall_{absl::ToUnixMillis(absl::FromUnixSeconds(1'700'000'000))};
+  size_t received_ = 0;
+};
+
+TEST_F(QuarantineReplicatorTest, AFarFuturePageIsPulledOnceAndItsRecordMergesWhenDue) {
+  replicator_ = std::make_unique<Replicator>(
+      store_.get(), &executor_, &transport_,
+      ReplicatorOptions{.gossip_interval = absl::Milliseconds(100), .fanout = 1});
+  replicator_->Start();
+  replicator_->OnInboundLink(1, PeerInfo{.replica_id = 1, .incarnation = kIncarnation});
+  // 40 rounds (4 s), every pull answered.
+  for (int round = 0; round < 40; ++round) {
+    Advance(absl::Milliseconds(100));
+    AnswerAll();
+  }
+  const ReplicatorCounters counters = replicator_->Counters();
+  EXPECT_GE(counters.rounds, 39u);
+  EXPECT_GE(counters.pulls, 39u);
+  // Each record crossed once: later pulls start after both.
+  EXPECT_EQ(received_, 2u);
+  EXPECT_EQ(counters.records_received, 2u);
+  EXPECT_EQ(counters.quarantined, 1u);
+  EXPECT_EQ((**store_->GetCheckpoint(1)).seq, 2u);
+  ASSERT_THAT(replicator_->Statuses(), ::testing::SizeIs(1));
+  EXPECT_EQ(replicator_->Statuses()[0].refused, 1u);
+  EXPECT_EQ(replicator_->Statuses()[0].last_error, "");
+  EXPECT_TRUE((*store_->Get("ks", "near")).has_value());
+  EXPECT_FALSE((*store_->Get("ks", "far")).has_value());
+  // Not covered by what we claim: a peer holding it will still send it.
+  const Version far{MakeHlc(absl::ToUnixMillis(absl::FromUnixSeconds(1'700'000'000)) + 3'600'000, 0),
+                    kFast};
+  EXPECT_FALSE(store_->GetWatermarks().Covers(far));
+
+  // An hour later (less the bound) the scheduled retry merges it.
+  // (The wall clock stood still so far; the retry was scheduled for when
+  // it reaches the record's time less the bound.)
+  const absl::Duration wait = absl::Milliseconds(3'600'000 - 60'000);
+  EXPECT_EQ(store_->NextQuarantineRetry(), wait);
+  wall_.Advance(absl::ToInt64Milliseconds(wait));
+  transport_.nudges.clear();
+  executor_.RunUntil(executor_.Now() + wait);
+  AnswerAll();
+  EXPECT_EQ((*store_->Get("ks", "far"))->value, "ahead");
+  EXPECT_EQ(replicator_->Counters().quarantine_won, 1u);
+  EXPECT_THAT(store_->Stats()->quarantined, ::testing::SizeIs(0));
+  EXPECT_EQ(replicator_->Statuses()[0].refused, 1u);
+}
+
 TEST(CheckPeerTest, RefusesThisReplicaAndInvalidHellos) {
   EXPECT_THAT(CheckPeer(PeerInfo{.replica_id = 1, .incarnation = 1}, 2), IsOk());
   EXPECT_THAT(CheckPeer(PeerInfo{.replica_id = 2, .incarnation = 1}, 2),
