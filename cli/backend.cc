@@ -3,8 +3,18 @@
 #include "cli/backend.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/time.h"
 
 namespace peerkv::cli {
+namespace {
+
+std::string UtcTime(int64_t unix_ms) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMillis(unix_ms),
+                          absl::UTCTimeZone());
+}
+
+}  // namespace
 
 std::vector<std::pair<std::string, std::string>> ReplicaFacts(const StoreStats& stats,
                                                               const std::string& data_dir,
@@ -40,6 +50,25 @@ std::vector<std::pair<std::string, std::string>> ReplicaFacts(const StoreStats& 
       absl::StrAppend(&ids, ids.empty() ? "" : " ", ReplicaIdToString(id));
     }
     facts.push_back({"forked_from", ids});
+  }
+  if (stats.quarantine_records > 0) {
+    // Records whose clock is too far ahead, held aside until local time
+    // allows (README "Clock skew").
+    facts.push_back({"quarantined", absl::StrFormat("%d record%s from %d origin%s",
+                                                    stats.quarantine_records,
+                                                    stats.quarantine_records == 1 ? "" : "s",
+                                                    stats.quarantine_origins,
+                                                    stats.quarantine_origins == 1 ? "" : "s")});
+    for (const QuarantinedOrigin& q : stats.quarantined) {
+      facts.push_back({"quarantined_from",
+                       absl::StrFormat("%s %d record%s, mergeable from %s to %s",
+                                       ReplicaIdToString(q.origin), q.records,
+                                       q.records == 1 ? "" : "s", UtcTime(q.first_due_ms),
+                                       UtcTime(q.last_due_ms))});
+    }
+  }
+  if (stats.quarantine_dropped > 0) {
+    facts.push_back({"quarantine_dropped", absl::StrCat(stats.quarantine_dropped)});
   }
   return facts;
 }

@@ -53,6 +53,12 @@ int RunServe(const Context& c) {
     }
     *skew_ms = absl::ToInt64Milliseconds(d);
   }
+  absl::StatusOr<int64_t> quarantine_records =
+      c.args.GetInt("max-quarantine-records", 10'000, 0, 10'000'000);
+  if (!quarantine_records.ok()) return Fail(c.command, quarantine_records.status());
+  absl::StatusOr<int64_t> quarantine_bytes =
+      c.args.GetInt("max-quarantine-bytes", int64_t{64} << 20, 0, int64_t{1} << 40);
+  if (!quarantine_bytes.ok()) return Fail(c.command, quarantine_bytes.status());
   absl::StatusOr<int64_t> offset_ms =
       c.args.GetInt("clock-offset-ms", 0, -365LL * 86'400'000, 365LL * 86'400'000);
   if (!offset_ms.ok()) return Fail(c.command, offset_ms.status());
@@ -86,6 +92,8 @@ int RunServe(const Context& c) {
   store_options.dir = c.args.Get("data").value_or(kDefaultDataDir);
   store_options.max_value_bytes = static_cast<size_t>(*max_value);
   store_options.max_clock_skew_ms = *skew_ms;
+  store_options.max_quarantine_records = static_cast<size_t>(*quarantine_records);
+  store_options.max_quarantine_bytes = static_cast<size_t>(*quarantine_bytes);
   store_options.wall_clock = &wall_clock;
   store_options.log = [](const std::string& line) { LogLine(line); };
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(store_options);
@@ -251,13 +259,18 @@ const std::vector<Command>& ServerCommands() {
        "  --keepalive-ms N          ping every replication link every N ms; a link whose\n"
        "                            ping is unanswered for 5 N ms is closed and redialled\n"
        "                            (default 2000; 100..600000)\n"
-       "  --max-clock-skew D        refuse remote writes further ahead of local time\n"
-       "                            than duration D (default 60s; or --max-clock-skew-ms N)\n"
+       "  --max-clock-skew D        hold back remote writes further ahead of local time\n"
+       "                            than duration D (default 60s; or --max-clock-skew-ms N):\n"
+       "                            they wait in quarantine until local time allows\n"
+       "  --max-quarantine-records N  records kept in quarantine (default 10000); one\n"
+       "                            more is dropped, logged and counted\n"
+       "  --max-quarantine-bytes N  bytes kept in quarantine (default 67108864)\n"
        "  --max-value-bytes N       lower the value limit (at most 4194304)\n"
        "  --clock-offset-ms N       testing only: shift this replica's clock by N ms\n",
        {.with_value = {"listen", "max-value-bytes", "replica-name", "peer", "gossip-interval-ms",
                        "idle-timeout-ms", "keepalive-ms",
-                       "fanout", "max-clock-skew", "max-clock-skew-ms", "clock-offset-ms"},
+                       "fanout", "max-clock-skew", "max-clock-skew-ms", "clock-offset-ms",
+                       "max-quarantine-records", "max-quarantine-bytes"},
         .repeatable = {"peer"}},
        RunServe},
       {"watch", "KS [--prefix P] [--from-seq N]", "print changes to KS as they commit",
@@ -270,8 +283,8 @@ const std::vector<Command>& ServerCommands() {
        "Prints the replica's facts, then one line per peer: name, address,\n"
        "replica id, reachable or not, time since the last successful exchange,\n"
        "our checkpoint in its log, how many of its changes we have not pulled\n"
-       "yet (behind), how many of its records we refused (clock too far\n"
-       "ahead, or invalid), and its links: connections now, suspect ones (a\n"
+       "yet (behind), how many of its records we refused (each once: clock too\n"
+       "far ahead, then held in quarantine, or invalid), and its links: connections now, suspect ones (a\n"
        "pull or nudge on them went unanswered) and dead ones closed since start.\n",
        {}, RunStatus},
       {"bench", "[-c CLIENTS] [-n REQUESTS] [-P PIPELINE] [-t get,put] [-d VALUE_BYTES] [-r KEYS]",

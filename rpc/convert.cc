@@ -2,6 +2,7 @@
 // convert.h).
 #include "rpc/convert.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_format.h"
@@ -205,6 +206,18 @@ void ToWire(const ServerStatus& status, wire::ServerStatus::Builder out) {
   for (size_t i = 0; i < status.retired_ids.size(); ++i) retired.set(i, status.retired_ids[i]);
   auto peers = out.initPeers(status.peers.size());
   for (size_t i = 0; i < status.peers.size(); ++i) ToWire(status.peers[i], peers[i]);
+  out.setQuarantineRecords(status.quarantine_records);
+  out.setQuarantineOrigins(status.quarantine_origins);
+  out.setQuarantineDropped(status.quarantine_dropped);
+  const size_t listed = std::min(status.quarantined.size(), kMaxQuarantineOriginsListed);
+  auto quarantined = out.initQuarantined(listed);
+  for (size_t i = 0; i < listed; ++i) {
+    const QuarantinedOrigin& q = status.quarantined[i];
+    quarantined[i].setOrigin(q.origin);
+    quarantined[i].setRecords(q.records);
+    quarantined[i].setFirstDueMs(q.first_due_ms);
+    quarantined[i].setLastDueMs(q.last_due_ms);
+  }
 }
 
 ServerStatus FromWire(wire::ServerStatus::Reader status) {
@@ -224,6 +237,15 @@ ServerStatus FromWire(wire::ServerStatus::Reader status) {
   out.peers_omitted = status.getPeersOmitted();
   for (uint64_t id : status.getRetiredIds()) out.retired_ids.push_back(id);
   for (auto p : status.getPeers()) out.peers.push_back(FromWire(p));
+  out.quarantine_records = status.getQuarantineRecords();
+  out.quarantine_origins = status.getQuarantineOrigins();
+  out.quarantine_dropped = status.getQuarantineDropped();
+  // At most what a server lists: a peer's answer is outside input.
+  for (auto q : status.getQuarantined()) {
+    if (out.quarantined.size() == kMaxQuarantineOriginsListed) break;
+    out.quarantined.push_back(
+        QuarantinedOrigin{q.getOrigin(), q.getRecords(), q.getFirstDueMs(), q.getLastDueMs()});
+  }
   return out;
 }
 

@@ -212,6 +212,27 @@ TEST(ConvertTest, ServerStatusRoundTripsWithItsStoreStats) {
   ExpectSamePeer(back.peers[1], PeerStatus{});
 }
 
+TEST(ConvertTest, ServerStatusCarriesTheQuarantineWithinItsListBound) {
+  ServerStatus s;
+  s.quarantine_records = 40;
+  s.quarantine_origins = 40;
+  s.quarantine_dropped = 2;
+  for (uint64_t i = 1; i <= 40; ++i) {
+    s.quarantined.push_back(QuarantinedOrigin{i, 1, static_cast<int64_t>(1000 * i),
+                                              static_cast<int64_t>(2000 * i)});
+  }
+  const ServerStatus back = ThroughWire<wire::ServerStatus>([&](auto b) { ToWire(s, b); },
+                                                            [](auto r) { return FromWire(r); });
+  EXPECT_EQ(back.quarantine_records, 40u);
+  EXPECT_EQ(back.quarantine_origins, 40u);
+  EXPECT_EQ(back.quarantine_dropped, 2u);
+  ASSERT_EQ(back.quarantined.size(), kMaxQuarantineOriginsListed);
+  EXPECT_EQ(back.quarantined[1].origin, 2u);
+  EXPECT_EQ(back.quarantined[1].records, 1u);
+  EXPECT_EQ(back.quarantined[1].first_due_ms, 2000);
+  EXPECT_EQ(back.quarantined[1].last_due_ms, 4000);
+}
+
 // A nudge message carrying `entries` as they are (duplicates included),
 // received on `channel`.
 absl::StatusOr<Watermarks> Receive(WatermarkChannel& channel,

@@ -100,6 +100,23 @@ struct ServerStatus {
                             # replica ids this data directory had before it
                             # forked (restored from an older copy), oldest
                             # first; never used again
+  quarantineRecords @15 :UInt64;
+                            # records held aside: their clock is more than
+                            # max_clock_skew ahead; merged once local time
+                            # allows
+  quarantineOrigins @16 :UInt64;
+  quarantined @17 :List(QuarantinedOrigin);
+                            # per origin, at most 32, those due first
+  quarantineDropped @18 :UInt64;
+                            # dropped since start: quarantine full, or an
+                            # entry on disk that did not decode
+}
+
+struct QuarantinedOrigin {
+  origin @0 :UInt64;
+  records @1 :UInt64;
+  firstDueMs @2 :Int64;     # Unix time the first and last become mergeable
+  lastDueMs @3 :Int64;
 }
 
 interface Gateway {

@@ -80,7 +80,7 @@ void Index::Cap(Watermarks& claims) const {
   }
 }
 
-std::vector<QuarantinedOrigin> Index::Summary(int64_t max_skew_ms) const {
+std::vector<QuarantinedOrigin> Index::Summary(int64_t max_skew_ms, size_t limit) const {
   std::vector<QuarantinedOrigin> out;
   for (const auto& [origin, hlcs] : by_origin_) {
     QuarantinedOrigin q;
@@ -90,6 +90,10 @@ std::vector<QuarantinedOrigin> Index::Summary(int64_t max_skew_ms) const {
     q.last_due_ms = static_cast<int64_t>(HlcMillis(*hlcs.rbegin())) - max_skew_ms;
     out.push_back(q);
   }
+  std::sort(out.begin(), out.end(), [](const QuarantinedOrigin& a, const QuarantinedOrigin& b) {
+    return a.first_due_ms < b.first_due_ms;
+  });
+  if (out.size() > limit) out.resize(limit);
   return out;
 }
 

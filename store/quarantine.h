@@ -61,8 +61,10 @@ class Index {
   // Keys in hlc order (earliest due first).
   const std::map<std::string, Entry>& entries() const { return entries_; }
   // Per origin: how many, and from when to when they become mergeable
-  // (hlc's millis minus `max_skew_ms`).
-  std::vector<QuarantinedOrigin> Summary(int64_t max_skew_ms) const;
+  // (hlc's millis minus `max_skew_ms`); at most `limit` origins, those due
+  // first.
+  std::vector<QuarantinedOrigin> Summary(int64_t max_skew_ms, size_t limit) const;
+  size_t origins() const { return by_origin_.size(); }
 
  private:
   std::map<std::string, Entry> entries_;

@@ -1275,7 +1275,9 @@ absl::StatusOr<StoreStats> Store::Stats() const {
   stats.retired_ids = GetLineage().retired_ids;
   {
     absl::MutexLock lock(&quarantine_mu_);
-    stats.quarantined = quarantine_.Summary(options_.max_clock_skew_ms);
+    stats.quarantined = quarantine_.Summary(options_.max_clock_skew_ms, kMaxQuarantineOriginsListed);
+    stats.quarantine_records = quarantine_.records();
+    stats.quarantine_origins = quarantine_.origins();
   }
   stats.quarantine_dropped = quarantine_dropped_.load();
   PEERKV_ASSIGN_OR_RETURN(stats.disk_bytes, dir_->DataFileBytes());

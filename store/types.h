@@ -156,6 +156,8 @@ struct QuarantinedOrigin {
   int64_t last_due_ms = 0;
 };
 
+inline constexpr size_t kMaxQuarantineOriginsListed = 32;
+
 struct StoreStats {
   uint64_t replica_id = 0;
   uint64_t incarnation = 0;
@@ -177,9 +179,12 @@ struct StoreStats {
   // from an older copy, see README "Restore and clone safety"), oldest
   // first; empty for a directory that never forked.
   std::vector<uint64_t> retired_ids;
-  // Records in quarantine (a clock too far ahead), per origin; and records
-  // dropped from it since open (the quarantine was full, or an entry on
-  // disk did not decode).
+  // Records in quarantine (a clock too far ahead), and how many origins
+  // they are from; per origin, the kMaxQuarantineOriginsListed with the
+  // earliest due first. And records dropped from it since open (the
+  // quarantine was full, or an entry on disk did not decode).
+  uint64_t quarantine_records = 0;
+  uint64_t quarantine_origins = 0;
   std::vector<QuarantinedOrigin> quarantined;
   uint64_t quarantine_dropped = 0;
 };
