@@ -93,6 +93,24 @@ TEST_F(QuarantineTest, TooFarAheadIsQuarantinedTheRestMergesAndTheCheckpointMove
   EXPECT_LT(HlcMillis(store->Put("ks", "local", "v")->hlc), kT0 + kHour);
 }
 
+TEST_F(QuarantineTest, ALaterClaimIsCappedToo) {
+  auto store = OpenStore();
+  const Record future = Remote("future", kHour, kFast, "x");
+  ASSERT_THAT(store->Merge({future}), IsOk());
+  // A batch that changes nothing holds its claim in memory: capped as well,
+  // and a claim already below stays as it is.
+  ASSERT_THAT(store->Merge({}, CheckpointUpdate{kPeer, {7, 9},
+                                                {{kFast, future.version.hlc + 5}, {5, 77}}}),
+              IsOk());
+  EXPECT_EQ(store->GetWatermarks().at(kFast), future.version.hlc - 1);
+  EXPECT_EQ(store->GetWatermarks().at(5), 77u);
+  // And written so at the next commit (reopen).
+  ASSERT_THAT(store->Put("ks", "local", "v"), IsOk());
+  store.reset();
+  store = OpenStore();
+  EXPECT_EQ(store->GetWatermarks().at(kFast), future.version.hlc - 1);
+}
+
 TEST_F(QuarantineTest, AQuarantineOnlyBatchCommitsWithItsCheckpoint) {
   {
     auto store = OpenStore();

@@ -699,12 +699,24 @@ absl::Status Store::ApplyRemoteBatch(GroupTxn& txn, RemoteBatch& batch) {
     PEERKV_ASSIGN_OR_RETURN(const bool won, txn.ApplyRemote(remote, source));
     if (won) ++batch.result.won;
   }
-  PEERKV_RETURN_IF_ERROR(QuarantineRecords(txn, batch.too_far_ahead, batch.result));
+  // Admitted as too far ahead when submitted; local time may allow one by
+  // now (the group waited in the queue): that one merges after all.
+  std::vector<Record> held;
+  for (const Record& remote : batch.too_far_ahead) {
+    if (!CheckSkew(remote.version.hlc).ok()) {
+      held.push_back(remote);
+      continue;
+    }
+    clock_->Observe(remote.version.hlc);
+    PEERKV_ASSIGN_OR_RETURN(const bool won, txn.ApplyRemote(remote, source));
+    if (won) ++batch.result.won;
+  }
+  PEERKV_RETURN_IF_ERROR(QuarantineRecords(txn, held, batch.result));
   if (batch.checkpoint.has_value()) txn.Claim(*batch.checkpoint);
   return absl::OkStatus();
 }
 
-absl::Status Store::QuarantineRecords(GroupTxn& txn, std::vector<Record>& records,
+absl::Status Store::QuarantineRecords(GroupTxn& txn, const std::vector<Record>& records,
                                       MergeResult& result) {
   // Recomputed on every attempt of the group: drop what an earlier one
   // noted (refusals for a full quarantine are the only refused entries

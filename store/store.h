@@ -384,7 +384,7 @@ class Store {
   absl::Status LoadQuarantine(MDB_txn* txn);
   // In the writer's transaction: quarantines `records` (too far ahead),
   // within the bounds, noting the outcome in `result`.
-  absl::Status QuarantineRecords(writer::GroupTxn& txn, std::vector<Record>& records,
+  absl::Status QuarantineRecords(writer::GroupTxn& txn, const std::vector<Record>& records,
                                  MergeResult& result);
   // `claims` lowered below every quarantined hlc of their origin (those in
   // `txn` included).
