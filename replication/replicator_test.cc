@@ -726,6 +726,7 @@ TEST_F(QuarantineReplicatorTest, AFarFuturePageIsPulledOnceAndItsRecordMergesWhe
   transport_.nudges.clear();
   executor_.RunUntil(executor_.Now() + wait);
   AnswerAll();
+  ASSERT_TRUE((*store_->Get("ks", "far")).has_value());
   EXPECT_EQ((*store_->Get("ks", "far"))->value, "ahead");
   EXPECT_EQ(replicator_->Counters().quarantine_won, 1u);
   EXPECT_THAT(store_->Stats()->quarantined, ::testing::SizeIs(0));

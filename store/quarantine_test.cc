@@ -160,6 +160,7 @@ TEST_F(QuarantineTest, RetriedOnceLocalTimeAllowsAfterAReopen) {
   absl::StatusOr<MergeResult> due = store->RetryQuarantined();
   ASSERT_THAT(due, IsOk());
   EXPECT_EQ(due->won, 1u);
+  ASSERT_TRUE((*store->Get("ks", "future")).has_value());
   EXPECT_EQ((*store->Get("ks", "future"))->value, "from the future");
   EXPECT_THAT(store->Stats()->quarantined, SizeIs(0));
   EXPECT_EQ(store->NextQuarantineRetry(), std::nullopt);
@@ -178,6 +179,7 @@ TEST_F(QuarantineTest, ARetriedRecordGoesThroughTheMergeAndMayLose) {
   absl::StatusOr<MergeResult> due = store->RetryQuarantined();
   ASSERT_THAT(due, IsOk());
   EXPECT_EQ(due->won, 0u);
+  ASSERT_TRUE((*store->Get("ks", "k")).has_value());
   EXPECT_EQ((*store->Get("ks", "k"))->value, "written later, on a correct clock");
   EXPECT_THAT(store->Stats()->quarantined, SizeIs(0));
 }
