@@ -53,7 +53,7 @@ std::vector<std::pair<std::string, std::string>> ReplicaFacts(const StoreStats& 
   }
   if (stats.quarantine_records > 0) {
     // Records whose clock is too far ahead, held aside until local time
-    // allows (README "Clock skew").
+    // allows (README "Quarantine").
     facts.push_back({"quarantined", absl::StrFormat("%d record%s from %d origin%s",
                                                     stats.quarantine_records,
                                                     stats.quarantine_records == 1 ? "" : "s",

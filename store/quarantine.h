@@ -1,5 +1,5 @@
 // store/quarantine.h: records whose clock is too far ahead of ours, kept
-// aside (see README "Clock skew"). The store's "quarantine" table holds
+// aside (see README "Quarantine"). The store's "quarantine" table holds
 // them, keyed by hlc first so that the earliest due comes first; Index is
 // its in-memory mirror (counts, bytes, the earliest hlc per origin for the
 // watermark cap, the status summary). Internal to store/.
