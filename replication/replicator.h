@@ -10,7 +10,9 @@
 // along any chain of peers. A nudge carries the sender's watermarks, and is
 // not followed by a pull if ours cover them. Unreachable peers are retried
 // with exponential backoff. A pull of many pages asks for the next page
-// while one merges (see OnPulled).
+// while one merges (see OnPulled). Records too far ahead are quarantined by
+// the store (the pull moves past them); the engine retries them when local
+// time allows (ScheduleQuarantineRetry).
 //
 // Threading: all state lives on the executor. The public methods may be
 // called from any thread; they post to the executor.

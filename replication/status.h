@@ -26,8 +26,9 @@ struct PeerStatus {
   // last answered.
   uint64_t checkpoint_seq = 0;
   uint64_t behind = 0;
-  // Records from it refused because their clock was too far ahead (or
-  // invalid), since this replica started.
+  // Records from it refused since this replica started, each counted once:
+  // invalid ones, and those whose clock was too far ahead (put in
+  // quarantine, or dropped because the quarantine was full).
   uint64_t refused = 0;
   // Why the last attempt failed, if it did.
   std::string last_error;
