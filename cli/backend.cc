@@ -3,6 +3,7 @@
 #include "cli/backend.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace peerkv::cli {
 
@@ -40,6 +41,17 @@ std::vector<std::pair<std::string, std::string>> ReplicaFacts(const StoreStats& 
       absl::StrAppend(&ids, ids.empty() ? "" : " ", ReplicaIdToString(id));
     }
     facts.push_back({"forked_from", ids});
+  }
+  if (stats.clock_peers > 0) {
+    // This clock against real time as the peers' clocks tell (README
+    // "Clock skew").
+    facts.push_back({"clock_offset",
+                     absl::StrFormat("%+dms (from %d peers)%s", stats.clock_offset_ms,
+                                     stats.clock_peers,
+                                     stats.clock_correction_ms == 0
+                                         ? ""
+                                         : absl::StrFormat("; writes stamped %+dms",
+                                                           stats.clock_correction_ms))});
   }
   return facts;
 }
