@@ -30,6 +30,10 @@ constexpr int kMaxPagesInARow = 16;
 // max_map_bytes) is logged at most once per peer per this interval.
 constexpr absl::Duration kMergeFailureLogInterval = absl::Minutes(1);
 
+// A clock mark further than max_clock_skew and this ahead of estimated real
+// time forks to a fresh clock (see UpdateClock).
+constexpr int64_t kClockForkMarginMs = 1000;
+
 }  // namespace
 
 // A configured peer address and the state of our link to it.
@@ -337,8 +341,8 @@ void Replicator::UpdateClock() {
     if (!clock_lead_logged_) {
       clock_lead_logged_ = true;
       Log(absl::StrFormat(
-          "peerkv: WARNING: this replica's clock is %+d ms ahead of real time as %d peers' "
-          "clocks tell (more than half of max_clock_skew %d ms); %s",
+          "peerkv: WARNING: this replica's clock is %+d ms ahead of real time as the clocks of "
+          "%d peer(s) tell (more than half of max_clock_skew %d ms); %s",
           lead, estimate.peers, bound,
           options_.correct_clock ? "new writes are stamped from the corrected clock"
                                  : "not corrected (--clock-correction=false)"));
@@ -347,17 +351,19 @@ void Replicator::UpdateClock() {
     clock_lead_logged_ = false;
   }
   if (!options_.correct_clock) return;
-  // The persisted mark far ahead of real time (a clock that was ahead and
-  // was fixed, then restarted): every write would be stamped that far
-  // ahead for as long. The margin above the bound leaves room for the
-  // estimate's error (an honest mark is at most the bound ahead, see
-  // HybridClock::Observe).
+  // The clock mark beyond the bound ahead of real time: a clock that is
+  // ahead (the mark starts at the wall clock when the store opens), or was
+  // ahead and was fixed, then restarted (the mark persists). Every write
+  // would be stamped that far ahead until real time catches up (the clock
+  // never goes back), so a fresh clock under a new id. An honest mark is
+  // at most the bound ahead (HybridClock::Observe); the second of margin
+  // is for the estimate's error.
   const int64_t mark_ms = static_cast<int64_t>(HlcMillis(store_->clock_mark()));
   const int64_t ahead_ms = mark_ms - store_->RealNowMillis();
-  if (ahead_ms > 2 * bound + 1000) {
+  if (ahead_ms > bound + kClockForkMarginMs) {
     Restored why{store_->replica_id(), UINT64_MAX,
-                 absl::StrFormat("its clock mark is %d ms ahead of real time as %d peers' clocks "
-                                 "tell (max_clock_skew %d ms)",
+                 absl::StrFormat("this replica's clock mark is %d ms ahead of real time as the "
+                                 "clocks of %d peer(s) tell (max_clock_skew %d ms)",
                                  ahead_ms, estimate.peers, bound)};
     Fork(why, /*fresh_clock=*/true);
   }

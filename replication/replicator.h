@@ -253,7 +253,8 @@ class Replicator final : public LinkEvents {
   void NoteClock(uint64_t peer_id, const ClockSample& sample);
   // Hands the estimate to the store; warns once when this clock is ahead
   // by more than half the bound; forks to a fresh clock when the clock
-  // mark is beyond kClockForkFactor bounds ahead of estimated real time.
+  // mark is more than the bound (and a second) ahead of estimated real
+  // time.
   void UpdateClock();
   // A link refused because `evidence` shows a clone: logged, counted.
   void RefuseClone(const std::string& evidence);

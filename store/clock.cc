@@ -122,7 +122,7 @@ absl::Status HybridClock::CheckSkew(uint64_t remote_hlc,
   return absl::OutOfRangeError(absl::StrFormat(
       "clock %d ms ahead of %s (max_clock_skew %d ms)", ahead_ms,
       offset == 0 ? std::string("local time")
-                  : absl::StrFormat("real time as estimated from %d peers (local %+d ms)",
+                  : absl::StrFormat("real time as estimated from %d peer(s) (local %+d ms)",
                                     estimate_peers_.load(), offset),
       max_skew_ms));
 }
