@@ -188,6 +188,38 @@ TEST_F(ClockSkewTest, AReplicaAheadWarnsOnceStampsAtRealTimeAndShowsItsOffset) {
   EXPECT_LT(HlcMillis(v->hlc), static_cast<uint64_t>(kReal + 1000));
 }
 
+// A link that stays up keeps its peer's offset in the estimate; once the
+// peers are gone and their samples old, the last estimate stands until a
+// peer is met again.
+TEST_F(ClockSkewTest, ALinkedPeerKeepsVouchingForItsOffset) {
+  OpenStore(-kDay);
+  StartReplicator();
+  HonestPeersSayHello(2);
+  wall_.Advance(PeerClockOffsets::kWindowMs + 60'000);
+  executor_.RunUntil(executor_.Now() + absl::Hours(1) + absl::Milliseconds(1));  // a round
+  // A third honest peer: the two linked ones still count with it.
+  replicator_->OnInboundLink(next_link_++,
+                             PeerInfo{.replica_id = 3, .incarnation = kIncarnation,
+                                      .physical_ms = wall_.NowMillis() + kDay});
+  Advance();
+  absl::StatusOr<StoreStats> stats = store_->Stats();
+  ASSERT_THAT(stats, IsOk());
+  EXPECT_EQ(stats->clock_peers, 3u);
+  EXPECT_NEAR(static_cast<double>(stats->clock_offset_ms), -kDay, 10);
+  // All gone, and their samples old: the last estimate stands (a fast
+  // replica gone offline must not stamp far ahead again).
+  for (LinkId link = 1; link < next_link_; ++link) {
+    replicator_->OnLinkDown(link, absl::UnavailableError("gone"));
+  }
+  wall_.Advance(PeerClockOffsets::kWindowMs + 1);
+  executor_.RunUntil(executor_.Now() + absl::Hours(1) + absl::Milliseconds(1));
+  const Record now_honest{"ks", "b", Version{MakeHlc(wall_.NowMillis() + kDay, 0), 1}, false,
+                          "honest", 0};
+  absl::StatusOr<MergeResult> merged = store_->Merge({now_honest});
+  ASSERT_THAT(merged, IsOk());
+  EXPECT_TRUE(merged->refused.empty());
+}
+
 TEST_F(ClockSkewTest, WithCorrectionOffTheEstimateIsOnlyShown) {
   OpenStore(-kDay);
   StartReplicator(/*correct_clock=*/false);

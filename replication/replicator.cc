@@ -333,8 +333,11 @@ void Replicator::NoteClock(uint64_t peer_id, const ClockSample& sample) {
 void Replicator::UpdateClock() {
   PEERKV_CHECK(executor_->IsCurrent());
   const ClockEstimate estimate = clock_offsets_.Estimate(store_->wall_clock().NowMillis());
-  store_->SetClockEstimate(estimate, options_.correct_clock);
+  // No peer met lately: the last estimate stands (a clock set wrong stays
+  // about as wrong; dropping the correction would make a fast replica
+  // that went offline stamp far ahead again).
   if (estimate.peers == 0) return;
+  store_->SetClockEstimate(estimate, options_.correct_clock);
   const int64_t bound = store_->options().max_clock_skew_ms;
   const int64_t lead = -estimate.real_offset_ms;
   if (lead > bound / 2) {
@@ -525,6 +528,17 @@ void Replicator::MarkSuspect(LinkId link, const absl::Status& why) {
 void Replicator::Round() {
   PEERKV_CHECK(executor_->IsCurrent());
   ++counters_.rounds;
+  // A peer still linked still vouches for the offset of its hello (clocks
+  // drift by parts per million), so a long-lived link does not age out of
+  // the estimate.
+  const int64_t now_ms = store_->wall_clock().NowMillis();
+  bool sampled = false;
+  for (const auto& [id, peer] : peers_) {
+    if (peer->links.empty() || !peer->clock_known) continue;
+    clock_offsets_.Note(id, peer->clock_offset_ms, now_ms);
+    sampled = true;
+  }
+  if (sampled) UpdateClock();
   std::vector<uint64_t> candidates;
   for (const auto& [id, peer] : peers_) {
     if (!peer->links.empty()) candidates.push_back(id);

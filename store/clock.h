@@ -78,7 +78,8 @@ struct ClockEstimate {
 // it is ahead; one behind only loses the conflicts it is concurrent with),
 // at the price that a slow clock met alone stays slow (its writes then
 // look old, and it still holds back writes from real time until it meets a
-// second peer).
+// second peer). With no sample in the window the engine keeps the last
+// estimate; a peer still linked keeps its sample fresh.
 class PeerClockOffsets {
  public:
   // Samples older than this are not used.
