@@ -6,7 +6,9 @@
 // restarted) forks to a fresh clock when it meets its peers, and its new
 // writes, including one of a key it wrote while ahead, win and are stamped
 // at real time (fact 1); a replica ahead warns once and shows its offset;
-// with correction off nothing is corrected, only shown.
+// with correction off nothing is corrected, only shown; a skew within the
+// bound, observed, spreads no further than the bound, and a replica behind
+// that knows it takes what it spread (fact 3).
 #include <string>
 #include <vector>
 
@@ -218,6 +220,46 @@ TEST_F(ClockSkewTest, ALinkedPeerKeepsVouchingForItsOffset) {
   absl::StatusOr<MergeResult> merged = store_->Merge({now_honest});
   ASSERT_THAT(merged, IsOk());
   EXPECT_TRUE(merged->refused.empty());
+}
+
+// Fact 3: after merging a write from a replica 59 s ahead, an honest
+// replica's next write was stamped 59 s ahead, and a replica 50 s behind
+// held it back. With the estimate the slow one measures from real time; and
+// nothing observed drags the honest one beyond the bound.
+TEST(ObserveBoundTest, ASkewWithinTheBoundSpreadsNoFurtherThanTheBound) {
+  testing::TempDir dir;
+  ManualWallClock honest_wall(kReal), slow_wall(kReal - 50'000);
+  StoreOptions honest_options{.dir = dir.Sub("honest"), .wall_clock = &honest_wall};
+  StoreOptions slow_options{.dir = dir.Sub("slow"), .wall_clock = &slow_wall};
+  absl::StatusOr<std::unique_ptr<Store>> honest = Store::Open(honest_options);
+  absl::StatusOr<std::unique_ptr<Store>> slow = Store::Open(slow_options);
+  ASSERT_THAT(honest, IsOk());
+  ASSERT_THAT(slow, IsOk());
+  const Record from_fast{"ks", "f", Version{MakeHlc(kReal + 59'000, 0), 99}, false, "fast", 0};
+  absl::StatusOr<MergeResult> merged = (*honest)->Merge({from_fast});
+  ASSERT_THAT(merged, IsOk());
+  ASSERT_EQ(merged->won, 1u);
+  absl::StatusOr<Version> next = (*honest)->Put("ks", "h", "honest");
+  ASSERT_THAT(next, IsOk());
+  EXPECT_GT(next->hlc, from_fast.version.hlc);  // causality: it saw the fast write
+  EXPECT_LE(HlcMillis(next->hlc), static_cast<uint64_t>(kReal + 60'000));
+  const Record spread{"ks", "h", *next, false, "honest", 0};
+  // Alone, the slow replica holds it back (109 s ahead of its clock) ...
+  EXPECT_THAT((*slow)->CheckSkew(spread.version.hlc), StatusIs(absl::StatusCode::kOutOfRange));
+  // ... knowing from two peers that it is 50 s behind, it takes it.
+  (*slow)->SetClockEstimate(ClockEstimate{2, 50'000}, /*apply=*/true);
+  absl::StatusOr<MergeResult> taken = (*slow)->Merge({spread});
+  ASSERT_THAT(taken, IsOk());
+  EXPECT_TRUE(taken->refused.empty());
+  EXPECT_EQ(taken->won, 1u);
+  // A remote clock beyond the bound is refused, so never observed.
+  const Record too_far{"ks", "g", Version{MakeHlc(kReal + 61'000, 0), 99}, false, "x", 0};
+  merged = (*honest)->Merge({too_far});
+  ASSERT_THAT(merged, IsOk());
+  EXPECT_EQ(merged->refused.size(), 1u);
+  next = (*honest)->Put("ks", "h2", "honest");
+  ASSERT_THAT(next, IsOk());
+  EXPECT_LE(HlcMillis(next->hlc), static_cast<uint64_t>(kReal + 60'000));
 }
 
 TEST_F(ClockSkewTest, WithCorrectionOffTheEstimateIsOnlyShown) {
