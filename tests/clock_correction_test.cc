@@ -1,4 +1,4 @@
-// tests/clock_skew_test.cc: wrong clocks between real `peerkv serve`
+// tests/clock_correction_test.cc: wrong clocks between real `peerkv serve`
 // processes on loopback, made with --clock-offset-ms: a replica whose clock
 // is a day behind takes honest writes once two peers show it is behind
 // (issue 8, fact 2: it refused them all as "ahead of local time"), and says
@@ -31,7 +31,7 @@ using testing::ServerProcess;
 constexpr auto kTimeout = std::chrono::seconds(30);
 constexpr int64_t kDay = 86'400'000;
 
-class ClockSkewProcessTest : public ::testing::Test {
+class ClockCorrectionProcessTest : public ::testing::Test {
  protected:
   std::unique_ptr<ServerProcess> Start(const std::string& name,
                                        std::vector<std::string> peers = {},
@@ -81,7 +81,7 @@ class ClockSkewProcessTest : public ::testing::Test {
   testing::TempDir dir_;
 };
 
-TEST_F(ClockSkewProcessTest, AReplicaADayBehindTakesHonestWritesAndShowsItsOffset) {
+TEST_F(ClockCorrectionProcessTest, AReplicaADayBehindTakesHonestWritesAndShowsItsOffset) {
   auto a = Start("a");
   auto b = Start("b", {a->address()});
   ASSERT_TRUE(a && b);
@@ -104,7 +104,7 @@ TEST_F(ClockSkewProcessTest, AReplicaADayBehindTakesHonestWritesAndShowsItsOffse
   EXPECT_THAT(cli.out, ::testing::ContainsRegex("  a .* clock-offset=\\+86[34][0-9]{5}ms rtt=[0-9]+ms"));
 }
 
-TEST_F(ClockSkewProcessTest, AClockFixedAfterRunningADayAheadForksAndItsWritesReachPeers) {
+TEST_F(ClockCorrectionProcessTest, AClockFixedAfterRunningADayAheadForksAndItsWritesReachPeers) {
   auto a = Start("a");
   ASSERT_NE(a, nullptr);
   ASSERT_THAT(Connect(*a)->Put("notes", "seed", "from a"), IsOk());
