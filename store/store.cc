@@ -765,8 +765,13 @@ void Store::Publish(const GroupTxn& txn) {
   log_entries_ = counters.log_entries;
   fingerprint_ = counters.fingerprint;
   // Only this thread stamps local writes, so every local write with a
-  // version at or below the clock now is committed.
-  committed_clock_ = clock_->Last();
+  // version at or below the clock now is committed. Read and stored under
+  // the reset lock: a reading from before a fresh-clock fork's Reset must
+  // not land after it (the new id would claim the old far-ahead mark).
+  {
+    absl::MutexLock lock(&clock_reset_mu_);
+    committed_clock_ = clock_->Last();
+  }
   ++commits_;
 }
 

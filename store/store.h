@@ -429,8 +429,10 @@ class Store {
   // The clock's high-water mark at the last commit: see GetWatermarks.
   std::atomic<uint64_t> committed_clock_{0};
   // The clock was started afresh by Fork(fresh_clock): stored versions may
-  // be ahead of it (see ApplyLocalWrite).
+  // be ahead of it (see ApplyLocalWrite). The reset and committed_clock_'s
+  // updates hold clock_reset_mu_ (see Publish).
   std::atomic<bool> fresh_clock_{false};
+  absl::Mutex clock_reset_mu_;
   // The last SetClockEstimate, for Stats.
   mutable absl::Mutex estimate_mu_;
   ClockEstimate estimate_ ABSL_GUARDED_BY(estimate_mu_);

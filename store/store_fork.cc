@@ -75,6 +75,7 @@ absl::StatusOr<Store::ForkResult> Store::Fork(uint64_t restamp_after_seq, bool f
     restamp_after_seq = std::min(restamp_after_seq, max_seq_.load());
     fresh_clock_ = true;
     const int64_t now_ms = std::max<int64_t>(0, clock_->StampNowMillis());
+    absl::MutexLock lock(&clock_reset_mu_);
     clock_->Reset(MakeHlc(std::min<uint64_t>(static_cast<uint64_t>(now_ms), kHlcMaxMillis), 0));
     committed_clock_ = clock_->Last();
   }

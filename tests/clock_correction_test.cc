@@ -128,7 +128,7 @@ TEST_F(ClockCorrectionProcessTest, AClockFixedAfterRunningADayAheadForksAndItsWr
   ASSERT_THAT(Connect(*dev)->Put("notes", "after-fix", "reaches"), IsOk());
   EXPECT_TRUE(WaitForValue(*a, "after-fix", "reaches")) << a->Log() << dev->Log();
   EXPECT_TRUE(WaitForValue(*b, "after-fix", "reaches")) << b->Log();
-  EXPECT_EQ(Status(*dev).retired_ids.size(), 1u);
+  EXPECT_EQ(Status(*dev).retired_ids.size(), 1u) << dev->Log() << a->Log() << b->Log();
 }
 
 }  // namespace
