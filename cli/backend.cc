@@ -69,6 +69,16 @@ std::vector<std::pair<std::string, std::string>> ReplicaFacts(const StoreStats& 
   }
   if (stats.quarantine_dropped > 0) {
     facts.push_back({"quarantine_dropped", absl::StrCat(stats.quarantine_dropped)});
+  if (stats.clock_peers > 0) {
+    // This clock against real time as the peers' clocks tell (README
+    // "Clock skew").
+    facts.push_back({"clock_offset",
+                     absl::StrFormat("%+dms (from %d peers)%s", stats.clock_offset_ms,
+                                     stats.clock_peers,
+                                     stats.clock_correction_ms == 0
+                                         ? ""
+                                         : absl::StrFormat("; writes stamped %+dms",
+                                                           stats.clock_correction_ms))});
   }
   return facts;
 }

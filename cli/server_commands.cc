@@ -62,6 +62,17 @@ int RunServe(const Context& c) {
   absl::StatusOr<int64_t> offset_ms =
       c.args.GetInt("clock-offset-ms", 0, -365LL * 86'400'000, 365LL * 86'400'000);
   if (!offset_ms.ok()) return Fail(c.command, offset_ms.status());
+  // --clock-correction true|false: act on what peers' clocks say (README
+  // "Clock skew"); false keeps a wrong clock wrong (tests).
+  bool correct_clock = true;
+  if (const std::optional<std::string> v = c.args.Get("clock-correction")) {
+    if (*v == "false" || *v == "0") {
+      correct_clock = false;
+    } else if (!(*v == "true" || *v == "1")) {
+      return UsageError(c.command,
+                        absl::StrFormat("--clock-correction must be true or false, got '%s'", *v));
+    }
+  }
   std::vector<std::string> peers;
   if (auto it = c.args.values.find("peer"); it != c.args.values.end()) peers = it->second;
   for (const std::string& peer : peers) {
@@ -107,6 +118,7 @@ int RunServe(const Context& c) {
   server_options.replication.peers = peers;
   server_options.replication.gossip_interval = absl::Milliseconds(*gossip_ms);
   server_options.replication.fanout = static_cast<int>(*fanout);
+  server_options.replication.correct_clock = correct_clock;
   server_options.replication.seed = (*store)->replica_id() ^ static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
   absl::StatusOr<std::unique_ptr<rpc::Server>> server =
       rpc::Server::Start(store->get(), server_options);
@@ -178,7 +190,7 @@ int RunStatus(const Context& c) {
                               std::max<int64_t>(0, now_ms - absl::ToUnixMillis(p.last_exchange)) /
                                   1000.0);
     std::printf("  %s %s %s %s last-exchange=%s checkpoint=%llu behind=%llu refused=%llu "
-                "links=%u suspect-links=%u dead-links=%llu%s\n",
+                "links=%u suspect-links=%u dead-links=%llu%s%s\n",
                 p.name.empty() ? "-" : p.name.c_str(),
                 p.address.empty() ? "(inbound)" : p.address.c_str(),
                 p.replica_id == 0 ? "-" : ReplicaIdToString(p.replica_id).c_str(),
@@ -187,6 +199,12 @@ int RunStatus(const Context& c) {
                 static_cast<unsigned long long>(p.behind),
                 static_cast<unsigned long long>(p.refused), p.links, p.suspect_links,
                 static_cast<unsigned long long>(p.dead_links),
+                !p.clock_known ? ""
+                : p.clock_rtt_ms < 0
+                    ? absl::StrFormat(" clock-offset=%+dms", p.clock_offset_ms).c_str()
+                    : absl::StrFormat(" clock-offset=%+dms rtt=%dms", p.clock_offset_ms,
+                                      p.clock_rtt_ms)
+                          .c_str(),
                 p.last_error.empty() ? "" : (" error=\"" + p.last_error + "\"").c_str());
   }
   if (status->peers_omitted > 0) {
@@ -259,18 +277,23 @@ const std::vector<Command>& ServerCommands() {
        "  --keepalive-ms N          ping every replication link every N ms; a link whose\n"
        "                            ping is unanswered for 5 N ms is closed and redialled\n"
        "                            (default 2000; 100..600000)\n"
-       "  --max-clock-skew D        hold back remote writes further ahead of local time\n"
-       "                            than duration D (default 60s; or --max-clock-skew-ms N):\n"
-       "                            they wait in quarantine until local time allows\n"
+       "  --max-clock-skew D        hold back remote writes further ahead of real time\n"
+       "                            (as peers' clocks tell) than duration D (default 60s;\n"
+       "                            or --max-clock-skew-ms N): they wait in quarantine\n"
+       "                            until real time allows\n"
        "  --max-quarantine-records N  records kept in quarantine (default 10000); one\n"
        "                            more is dropped, logged and counted\n"
        "  --max-quarantine-bytes N  bytes kept in quarantine (default 67108864)\n"
+       "  --clock-correction B      true (default): a clock ahead of its peers' by more\n"
+       "                            than D/2 stamps writes from the corrected time, and\n"
+       "                            a clock mark far ahead forks to a fresh clock;\n"
+       "                            false: only show and log the estimate\n"
        "  --max-value-bytes N       lower the value limit (at most 4194304)\n"
        "  --clock-offset-ms N       testing only: shift this replica's clock by N ms\n",
        {.with_value = {"listen", "max-value-bytes", "replica-name", "peer", "gossip-interval-ms",
                        "idle-timeout-ms", "keepalive-ms",
                        "fanout", "max-clock-skew", "max-clock-skew-ms", "clock-offset-ms",
-                       "max-quarantine-records", "max-quarantine-bytes"},
+                       "max-quarantine-records", "max-quarantine-bytes", "clock-correction"},
         .repeatable = {"peer"}},
        RunServe},
       {"watch", "KS [--prefix P] [--from-seq N]", "print changes to KS as they commit",
@@ -284,8 +307,11 @@ const std::vector<Command>& ServerCommands() {
        "replica id, reachable or not, time since the last successful exchange,\n"
        "our checkpoint in its log, how many of its changes we have not pulled\n"
        "yet (behind), how many of its records we refused (each once: clock too\n"
-       "far ahead, then held in quarantine, or invalid), and its links: connections now, suspect ones (a\n"
-       "pull or nudge on them went unanswered) and dead ones closed since start.\n",
+       "far ahead, then held in quarantine, or invalid), and its links: connections\n"
+       "now, suspect ones (a pull or nudge on them went unanswered) and dead ones\n"
+       "closed since start; then its clock offset (its wall clock minus ours) as\n"
+       "estimated at its last hello, with the round trip that bounds the error when\n"
+       "we dialled.\n",
        {}, RunStatus},
       {"bench", "[-c CLIENTS] [-n REQUESTS] [-P PIPELINE] [-t get,put] [-d VALUE_BYTES] [-r KEYS]",
        "load a running server and report requests per second and latency",

@@ -30,6 +30,10 @@ constexpr int kMaxPagesInARow = 16;
 // max_map_bytes) is logged at most once per peer per this interval.
 constexpr absl::Duration kMergeFailureLogInterval = absl::Minutes(1);
 
+// A clock mark further than max_clock_skew and this ahead of estimated real
+// time forks to a fresh clock (see UpdateClock).
+constexpr int64_t kClockForkMarginMs = 1000;
+
 }  // namespace
 
 // A configured peer address and the state of our link to it.
@@ -41,6 +45,8 @@ struct Replicator::Slot {
   std::string last_error;
   // What answered there last time.
   uint64_t replica_id = 0;
+  // Our wall clock when the dial began (see Transport::Connected).
+  int64_t dial_started_ms = 0;
 };
 
 // A peer replica, however many links lead to it.
@@ -74,6 +80,10 @@ struct Replicator::Peer {
   std::string last_error;
   // When it last had a link (now, while it has one); InfinitePast if never.
   absl::Time last_seen = absl::InfinitePast();
+  // Its clock at its last hello (see PeerStatus).
+  bool clock_known = false;
+  int64_t clock_offset_ms = 0;
+  int64_t clock_rtt_ms = -1;
 };
 
 // One answered page on its way into the store.
@@ -152,6 +162,7 @@ void Replicator::Dial(const std::string& address) {
   Slot& slot = *slots_.at(address);
   if (slot.dialing || slot.link != 0) return;
   slot.dialing = true;
+  slot.dial_started_ms = store_->wall_clock().NowMillis();
   transport_->Connect(address, OnExecutor<absl::StatusOr<Transport::Connected>>(
                                    [this, address](absl::StatusOr<Transport::Connected> result) {
                                      OnDialed(address, std::move(result));
@@ -193,7 +204,12 @@ void Replicator::OnDialed(const std::string& address,
   slot.backoff = absl::ZeroDuration();
   slot.last_error.clear();
   slot.replica_id = info.replica_id;
+  const int64_t sent_ms = result->hello_sent_ms != 0 ? result->hello_sent_ms : slot.dial_started_ms;
+  const int64_t received_ms = store_->wall_clock().NowMillis();
   AddLink(result->link, info, /*inbound=*/false, address);
+  if (info.physical_ms != 0 && peers_.count(info.replica_id) > 0) {
+    NoteClock(info.replica_id, DiallerSample(sent_ms, received_ms, info.physical_ms));
+  }
 }
 
 void Replicator::ScheduleRedial(Slot& slot, const absl::Status& why) {
@@ -283,7 +299,8 @@ void Replicator::DropLink(LinkId link, const absl::Status& why) {
 }
 
 void Replicator::OnInboundLink(LinkId link, const PeerInfo& peer) {
-  Post([this, link, peer] {
+  const int64_t received_ms = store_->wall_clock().NowMillis();
+  Post([this, link, peer, received_ms] {
     // The server checked the hello already; other transports may not have.
     if (std::optional<std::string> clone = CloneEvidence(*store_, peer)) RefuseClone(*clone);
     if (!CheckPeer(peer, store_->replica_id()).ok()) {
@@ -291,7 +308,67 @@ void Replicator::OnInboundLink(LinkId link, const PeerInfo& peer) {
       return;
     }
     AddLink(link, peer, /*inbound=*/true, "");
+    if (peer.physical_ms != 0 && peers_.count(peer.replica_id) > 0 && link_peer_.count(link) > 0) {
+      Peer& known = *peers_.at(peer.replica_id);
+      // A measured round trip (we dialled it too) is the better estimate.
+      if (!known.clock_known || known.clock_rtt_ms < 0) {
+        NoteClock(peer.replica_id, AnswererSample(received_ms, peer.physical_ms));
+      }
+    }
   });
+}
+
+void Replicator::NoteClock(uint64_t peer_id, const ClockSample& sample) {
+  PEERKV_CHECK(executor_->IsCurrent());
+  Peer& peer = *peers_.at(peer_id);
+  peer.clock_known = true;
+  peer.clock_offset_ms = sample.offset_ms;
+  peer.clock_rtt_ms = sample.rtt_ms;
+  clock_offsets_.Note(peer_id, sample.offset_ms, store_->wall_clock().NowMillis());
+  UpdateClock();
+  PublishStatus();
+}
+
+void Replicator::UpdateClock() {
+  PEERKV_CHECK(executor_->IsCurrent());
+  const ClockEstimate estimate = clock_offsets_.Estimate(store_->wall_clock().NowMillis());
+  // No peer met lately: the last estimate stands (a clock set wrong stays
+  // about as wrong; dropping the correction would make a fast replica
+  // that went offline stamp far ahead again).
+  if (estimate.peers == 0) return;
+  store_->SetClockEstimate(estimate, options_.correct_clock);
+  const int64_t bound = store_->options().max_clock_skew_ms;
+  const int64_t lead = -estimate.real_offset_ms;
+  if (lead > bound / 2) {
+    if (!clock_lead_logged_) {
+      clock_lead_logged_ = true;
+      Log(absl::StrFormat(
+          "peerkv: WARNING: this replica's clock is %+d ms ahead of real time as the clocks of "
+          "%d peer(s) tell (more than half of max_clock_skew %d ms); %s",
+          lead, estimate.peers, bound,
+          options_.correct_clock ? "new writes are stamped from the corrected clock"
+                                 : "not corrected (--clock-correction=false)"));
+    }
+  } else {
+    clock_lead_logged_ = false;
+  }
+  if (!options_.correct_clock) return;
+  // The clock mark beyond the bound ahead of real time: a clock that is
+  // ahead (the mark starts at the wall clock when the store opens), or was
+  // ahead and was fixed, then restarted (the mark persists). Every write
+  // would be stamped that far ahead until real time catches up (the clock
+  // never goes back), so a fresh clock under a new id. An honest mark is
+  // at most the bound ahead (HybridClock::Observe); the second of margin
+  // is for the estimate's error.
+  const int64_t mark_ms = static_cast<int64_t>(HlcMillis(store_->clock_mark()));
+  const int64_t ahead_ms = mark_ms - store_->RealNowMillis();
+  if (ahead_ms > bound + kClockForkMarginMs) {
+    Restored why{store_->replica_id(), UINT64_MAX,
+                 absl::StrFormat("this replica's clock mark is %d ms ahead of real time as the "
+                                 "clocks of %d peer(s) tell (max_clock_skew %d ms)",
+                                 ahead_ms, estimate.peers, bound)};
+    Fork(why, /*fresh_clock=*/true);
+  }
 }
 
 void Replicator::OnLinkDown(LinkId link, const absl::Status& why) {
@@ -329,7 +406,7 @@ void Replicator::ForkAfterRestore(const Restored& evidence) {
   Post([this, evidence] { Fork(evidence); });
 }
 
-void Replicator::Fork(const Restored& restored) {
+void Replicator::Fork(const Restored& restored, bool fresh_clock) {
   // Evidence about an id already left behind (pulls served before the
   // fork, answered after it) is old news.
   if (store_->replica_id() != restored.replica_id) return;
@@ -344,11 +421,13 @@ void Replicator::Fork(const Restored& restored) {
   }
   waiting_pulls_.clear();
   const uint64_t old_id = store_->replica_id();
-  absl::StatusOr<Store::ForkResult> fork = store_->Fork(restored.since_seq);
+  absl::StatusOr<Store::ForkResult> fork = store_->Fork(restored.since_seq, fresh_clock);
   if (!fork.ok()) {
     // Nothing changed: still the old id.
-    Log(absl::StrFormat("peerkv: this replica's data directory looks restored from an older "
-                        "copy (%s), but forking to a new replica id failed: %s",
+    Log(absl::StrFormat("peerkv: %s (%s), but forking to a new replica id failed: %s",
+                        fresh_clock ? "this replica's clock mark is far ahead"
+                                    : "this replica's data directory looks restored from an "
+                                      "older copy",
                         evidence, fork.status().ToString()));
     return;
   }
@@ -363,14 +442,25 @@ void Replicator::Fork(const Restored& restored) {
         fork->restamped, fork->restamp_status.ToString()));
   }
   ++counters_.forks;
-  Log(absl::StrFormat(
-      "peerkv: this replica's data directory was restored from an older copy: %s. Forked from "
-      "replica id %s to %s (incarnation %s); its records keep their versions, except %d "
-      "written since the restored copy was opened (after seq %d), re-stamped as new writes; "
-      "peers pull it from zero, and it pulls back the writes of %s it lost",
-      evidence, ReplicaIdToString(old_id), ReplicaIdToString(fork->new_id),
-      ReplicaIdToString(fork->new_incarnation), fork->restamped, restored.since_seq,
-      ReplicaIdToString(old_id)));
+  if (fresh_clock) {
+    ++counters_.clock_forks;
+    Log(absl::StrFormat(
+        "peerkv: WARNING: %s: its writes would be stamped that far ahead until real time "
+        "catches up. Forked from replica id %s to %s (incarnation %s) with a fresh clock; "
+        "records keep their versions (a new write of a key stored with a version ahead is "
+        "stamped just above it); %d writes made during the fork re-stamped",
+        evidence, ReplicaIdToString(old_id), ReplicaIdToString(fork->new_id),
+        ReplicaIdToString(fork->new_incarnation), fork->restamped));
+  } else {
+    Log(absl::StrFormat(
+        "peerkv: this replica's data directory was restored from an older copy: %s. Forked from "
+        "replica id %s to %s (incarnation %s); its records keep their versions, except %d "
+        "written since the restored copy was opened (after seq %d), re-stamped as new writes; "
+        "peers pull it from zero, and it pulls back the writes of %s it lost",
+        evidence, ReplicaIdToString(old_id), ReplicaIdToString(fork->new_id),
+        ReplicaIdToString(fork->new_incarnation), fork->restamped, restored.since_seq,
+        ReplicaIdToString(old_id)));
+  }
   {
     absl::MutexLock lock(&status_mu_);
     last_fork_ = ForkInfo{old_id, fork->new_id, evidence};
@@ -440,6 +530,17 @@ void Replicator::Round() {
   // A slow fallback for the scheduled retry (the skew check's notion of
   // now may move other than the wall clock does).
   if (store_->NextQuarantineRetry() == absl::ZeroDuration()) RetryQuarantine();
+  // A peer still linked still vouches for the offset of its hello (clocks
+  // drift by parts per million), so a long-lived link does not age out of
+  // the estimate.
+  const int64_t now_ms = store_->wall_clock().NowMillis();
+  bool sampled = false;
+  for (const auto& [id, peer] : peers_) {
+    if (peer->links.empty() || !peer->clock_known) continue;
+    clock_offsets_.Note(id, peer->clock_offset_ms, now_ms);
+    sampled = true;
+  }
+  if (sampled) UpdateClock();
   std::vector<uint64_t> candidates;
   for (const auto& [id, peer] : peers_) {
     if (!peer->links.empty()) candidates.push_back(id);
@@ -883,6 +984,7 @@ bool Replicator::EvictGonePeer() {
   waiting_pulls_.erase(std::remove(waiting_pulls_.begin(), waiting_pulls_.end(), id),
                        waiting_pulls_.end());
   forward_sources_.erase(id);
+  clock_offsets_.Forget(id);
   peers_.erase(victim);
   ++counters_.peers_evicted;
   return true;
@@ -922,6 +1024,9 @@ void Replicator::PublishStatus() {
     s.links = static_cast<uint32_t>(peer->links.size());
     s.suspect_links = static_cast<uint32_t>(peer->suspect.size());
     s.dead_links = peer->dead_links;
+    s.clock_known = peer->clock_known;
+    s.clock_offset_ms = peer->clock_offset_ms;
+    s.clock_rtt_ms = peer->clock_rtt_ms;
     statuses.push_back(std::move(s));
     listed.insert(id);
   }

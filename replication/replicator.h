@@ -95,6 +95,14 @@ struct ReplicatorOptions {
   // returns it resumes from there). If none qualifies, the newcomer is
   // refused.
   absl::Duration evict_gone_peers_after = absl::Minutes(1);
+  // Estimate this replica's clock from the times peers tell in hello and
+  // act on it (README "Clock skew"): measure the skew check from estimated
+  // real time, stamp from a corrected clock when ahead by more than half
+  // the bound, and fork to a fresh clock when the persisted clock mark is
+  // far ahead (ForkForClock). false (--clock-correction=false): the
+  // estimate is only shown (status) and logged, for tests that need a
+  // wrong clock to stay wrong.
+  bool correct_clock = true;
   // Seeds peer choice and jitter; the simulation replays runs with it.
   uint64_t seed = 1;
   // Where log lines go (the server passes LogLine; tests may collect them).
@@ -115,6 +123,8 @@ struct ReplicatorCounters {
   // Forks to a new replica id after a peer showed this replica's data
   // directory was restored from an older copy (restore_guard.h).
   uint64_t forks = 0;
+  // Of those, forks because the clock mark was far ahead of real time.
+  uint64_t clock_forks = 0;
   // Links refused because the peer claims an id another live process
   // (or this one) holds: a copied data directory.
   uint64_t clones_refused = 0;
@@ -246,8 +256,16 @@ class Replicator final : public LinkEvents {
   void LogTableFull(bool refused);
   void PublishStatus();
   void Log(const std::string& line);
-  // On the executor: see ForkAfterRestore.
-  void Fork(const Restored& evidence);
+  // On the executor: see ForkAfterRestore. `fresh_clock`: the reason is
+  // the clock mark (see UpdateClock), not a restore.
+  void Fork(const Restored& evidence, bool fresh_clock = false);
+  // A peer's clock offset from its hello (store/clock.h), then UpdateClock.
+  void NoteClock(uint64_t peer_id, const ClockSample& sample);
+  // Hands the estimate to the store; warns once when this clock is ahead
+  // by more than half the bound; forks to a fresh clock when the clock
+  // mark is more than the bound (and a second) ahead of estimated real
+  // time.
+  void UpdateClock();
   // A link refused because `evidence` shows a clone: logged, counted.
   void RefuseClone(const std::string& evidence);
 
@@ -279,6 +297,10 @@ class Replicator final : public LinkEvents {
   absl::Time quarantine_retry_at_ = absl::InfiniteFuture();
   int listener_id_ = 0;
   ReplicatorCounters counters_;
+  // The peers' clock offsets (store/clock.h), and whether this clock's
+  // lead was logged (once per lead; again after it ended).
+  PeerClockOffsets clock_offsets_;
+  bool clock_lead_logged_ = false;
   // Pull attempts are numbered per peer; a peer forgotten and met again
   // continues after the highest number any forgotten peer used, so a stale
   // pull timeout never matches a new attempt.

@@ -50,6 +50,11 @@ absl::Status ValidatePeerInfo(const PeerInfo& info) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "replica name is %d bytes; the limit is %d", info.name.size(), kMaxReplicaNameBytes));
   }
+  if (info.physical_ms < 0 || static_cast<uint64_t>(info.physical_ms) > kHlcMaxMillis) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "hello physicalTimeMs is %d; it must be 0 (not told) up to %d", info.physical_ms,
+        kHlcMaxMillis));
+  }
   return absl::OkStatus();
 }
 
@@ -64,6 +69,7 @@ absl::Status CheckPeer(const PeerInfo& info, uint64_t self) {
 PeerInfo LocalInfo(const Store& store, const std::string& name, uint64_t to) {
   PeerInfo info{store.replica_id(), store.incarnation(), kProtocolVersion, name};
   info.boot_nonce = store.open_nonce();
+  info.physical_ms = store.wall_clock().NowMillis();
   if (to != 0 && to != info.replica_id) info.held = WhatWeHoldOf(store, to);
   return info;
 }

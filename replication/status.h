@@ -39,6 +39,13 @@ struct PeerStatus {
   // Links to it found dead (no answer within a deadline: a half-open
   // connection) and closed, since this replica started.
   uint64_t dead_links = 0;
+  // Its clock offset (its wall clock minus ours) as estimated at the last
+  // hello, if it told its time, and the round trip that bounds the error
+  // (twice it, at most); -1: it dialled us, and the estimate is short by
+  // the one-way delay (store/clock.h).
+  bool clock_known = false;
+  int64_t clock_offset_ms = 0;
+  int64_t clock_rtt_ms = -1;
 };
 
 }  // namespace peerkv::replication

@@ -62,6 +62,10 @@ struct PeerInfo {
   // answer to a hello always does): lets a restored replica see that a
   // peer holds writes of its own it lacks (replication/restore_guard.h).
   HeldOf held;
+  // The sender's wall clock (uncorrected, ms since the epoch) as it sent
+  // this hello or answer; 0: not told (older peers). The receiver
+  // estimates the sender's clock offset from it (store/clock.h).
+  int64_t physical_ms = 0;
 };
 
 // "Send me your changes after `after_seq` of `incarnation`."
@@ -130,6 +134,10 @@ class Transport {
   struct Connected {
     LinkId link = 0;
     PeerInfo peer;
+    // The physical_ms of the hello we sent (our wall clock as it left), so
+    // the engine can time the round trip; 0: the engine uses the time it
+    // asked to connect (a wider bound).
+    int64_t hello_sent_ms = 0;
   };
   // Opens a link to the peer at `address` and exchanges hellos. Callbacks
   // may run on any thread.

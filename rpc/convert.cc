@@ -166,6 +166,9 @@ void ToWire(const PeerStatus& peer, wire::PeerStatus::Builder out) {
   out.setLinks(peer.links);
   out.setSuspectLinks(peer.suspect_links);
   out.setDeadLinks(peer.dead_links);
+  out.setClockKnown(peer.clock_known);
+  out.setClockOffsetMs(peer.clock_offset_ms);
+  out.setClockRttMs(peer.clock_rtt_ms);
 }
 
 PeerStatus FromWire(wire::PeerStatus::Reader peer) {
@@ -185,6 +188,9 @@ PeerStatus FromWire(wire::PeerStatus::Reader peer) {
   out.links = peer.getLinks();
   out.suspect_links = peer.getSuspectLinks();
   out.dead_links = peer.getDeadLinks();
+  out.clock_known = peer.getClockKnown();
+  out.clock_offset_ms = peer.getClockOffsetMs();
+  out.clock_rtt_ms = peer.getClockRttMs();
   return out;
 }
 
@@ -202,6 +208,9 @@ void ToWire(const ServerStatus& status, wire::ServerStatus::Builder out) {
   out.setDataDir(AsText(status.data_dir));
   out.setMaxValueBytes(status.max_value_bytes);
   out.setPeersOmitted(status.peers_omitted);
+  out.setClockPeers(status.clock_peers);
+  out.setClockOffsetMs(status.clock_offset_ms);
+  out.setClockCorrectionMs(status.clock_correction_ms);
   auto retired = out.initRetiredIds(status.retired_ids.size());
   for (size_t i = 0; i < status.retired_ids.size(); ++i) retired.set(i, status.retired_ids[i]);
   auto peers = out.initPeers(status.peers.size());
@@ -235,6 +244,9 @@ ServerStatus FromWire(wire::ServerStatus::Reader status) {
   out.data_dir = ToString(status.getDataDir());
   out.max_value_bytes = status.getMaxValueBytes();
   out.peers_omitted = status.getPeersOmitted();
+  out.clock_peers = status.getClockPeers();
+  out.clock_offset_ms = status.getClockOffsetMs();
+  out.clock_correction_ms = status.getClockCorrectionMs();
   for (uint64_t id : status.getRetiredIds()) out.retired_ids.push_back(id);
   for (auto p : status.getPeers()) out.peers.push_back(FromWire(p));
   out.quarantine_records = status.getQuarantineRecords();

@@ -19,6 +19,7 @@ void ToWire(const replication::PeerInfo& info, wire::PeerInfo::Builder out) {
   out.setHeldIncarnation(info.held.incarnation);
   out.setHeldSeq(info.held.seq);
   out.setHeldWatermark(info.held.watermark);
+  out.setPhysicalTimeMs(info.physical_ms);
 }
 
 replication::PeerInfo FromWire(wire::PeerInfo::Reader info) {
@@ -27,6 +28,7 @@ replication::PeerInfo FromWire(wire::PeerInfo::Reader info) {
   out.boot_nonce = info.getBootNonce();
   out.held = replication::HeldOf{info.getHeldOf(), info.getHeldIncarnation(), info.getHeldSeq(),
                                  info.getHeldWatermark()};
+  out.physical_ms = info.getPhysicalTimeMs();
   return out;
 }
 

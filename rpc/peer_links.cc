@@ -112,14 +112,15 @@ void PeerLinks::Dial(const std::string& address, DialDone done) {
             auto outbound = kj::heap<Outbound>(kj::mv(stream), reader_options_, &bytes_sent_);
             auto replica = outbound->link.gateway().replicaRequest().send().getReplica();
             auto hello = replica.helloRequest();
-            ToWire(local_info_(), hello.initInfo());
+            const replication::PeerInfo sent = local_info_();
+            ToWire(sent, hello.initInfo());
             hello.setBack(make_back_(address, id));
             return hello.send().then(
-                [this, id, replica, address, outbound = kj::mv(outbound)](
-                    auto response) mutable -> absl::StatusOr<Connected> {
+                [this, id, replica, address, sent_ms = sent.physical_ms,
+                 outbound = kj::mv(outbound)](auto response) mutable -> absl::StatusOr<Connected> {
                   absl::Status status = ResponseStatus(response);
                   if (!status.ok()) return status;
-                  Connected connected{id, FromWire(response.getInfo())};
+                  Connected connected{id, FromWire(response.getInfo()), sent_ms};
                   Outbound& o = *outbound;
                   links_[id] = LinkEntry{replica, 0, kj::mv(outbound)};
                   links_[id].address = address;

@@ -62,6 +62,10 @@ struct PeerInfo {
   heldIncarnation @6 :UInt64;
   heldSeq @7 :UInt64;
   heldWatermark @8 :UInt64;
+  # The sender's wall clock (uncorrected) in ms since the epoch as it sent
+  # this hello or answer; 0: not told. The receiver estimates the sender's
+  # clock offset from it (store/clock.h, README "Clock skew").
+  physicalTimeMs @9 :Int64;
 }
 
 struct PeerStatus {
@@ -78,6 +82,10 @@ struct PeerStatus {
   links @10 :UInt32;        # connections to it now
   suspectLinks @11 :UInt32; # of those, links a request went unanswered on
   deadLinks @12 :UInt64;    # links found dead (keepalive) and closed, since start
+  clockKnown @13 :Bool;     # it told its time in hello
+  clockOffsetMs @14 :Int64; # its wall clock minus ours, as estimated then
+  clockRttMs @15 :Int64;    # the round trip it was measured over; -1: it
+                            # dialled us (the offset is short by the one-way delay)
 }
 
 struct ServerStatus {
@@ -110,6 +118,10 @@ struct ServerStatus {
   quarantineDropped @18 :UInt64;
                             # dropped since start: quarantine full, or an
                             # entry on disk that did not decode
+  clockPeers @19 :UInt32;   # peers the clock estimate rests on; 0: none
+  clockOffsetMs @20 :Int64; # this replica's wall clock minus estimated real time
+  clockCorrectionMs @21 :Int64;
+                            # added to the wall clock to stamp writes (<= 0)
 }
 
 struct QuarantinedOrigin {

@@ -670,20 +670,39 @@ absl::Status Store::TryApplyGroup(Group& group, GroupTxn& txn, size_t group_byte
   return CommitGroup(txn, group_bytes);
 }
 
+absl::StatusOr<std::optional<Version>> Store::StampLocal(GroupTxn& txn, const Mutation& m) {
+  Version version{clock_->Now(), replica_id_};
+  PEERKV_ASSIGN_OR_RETURN(bool won, txn.ApplyLocal(m, version));
+  if (!won && fresh_clock_.load()) {
+    // The clock was started afresh below versions it had stamped (a fork
+    // for a clock mark far ahead): this key holds one. The new write is
+    // stamped just above it, for this key alone (the clock stays where it
+    // is), so it still wins here and wherever that version is.
+    PEERKV_ASSIGN_OR_RETURN(const std::optional<Version> current,
+                            txn.CurrentVersion(m.keyspace, m.key));
+    if (current.has_value() && current->hlc < UINT64_MAX) {
+      version = Version{current->hlc + 1, replica_id_};
+      PEERKV_ASSIGN_OR_RETURN(won, txn.ApplyLocal(m, version));
+    }
+  }
+  if (!won) {
+    Log(absl::StrFormat("peerkv: local write to %s lost to a stored version; clock at %s",
+                        m.keyspace, version.ToString()));
+    return std::nullopt;
+  }
+  return version;
+}
+
 absl::Status Store::ApplyLocalWrite(GroupTxn& txn, LocalWrite& write) {
   write.versions.clear();
   for (const Mutation& m : write.mutations) {
-    const Version version{clock_->Now(), replica_id_};
-    PEERKV_ASSIGN_OR_RETURN(const bool won, txn.ApplyLocal(m, version));
-    if (!won) {
-      // The clock starts above every stored version and observes every
-      // merged one, so a local write always wins; anything else is a bug
-      // in the clock or the merge, and the process stops before it commits.
-      Log(absl::StrFormat("peerkv: local write to %s lost to a stored version; clock at %s",
-                          m.keyspace, version.ToString()));
-    }
-    PEERKV_CHECK(won);
-    write.versions.push_back(version);
+    PEERKV_ASSIGN_OR_RETURN(const std::optional<Version> version, StampLocal(txn, m));
+    // The clock starts above every stored version and observes every
+    // merged one (or, after a fresh-clock fork, StampLocal steps above the
+    // stored one), so a local write always wins; anything else is a bug in
+    // the clock or the merge, and the process stops before it commits.
+    PEERKV_CHECK(version.has_value());
+    write.versions.push_back(*version);
   }
   return absl::OkStatus();
 }
@@ -868,8 +887,13 @@ void Store::Publish(const GroupTxn& txn) {
   log_entries_ = counters.log_entries;
   fingerprint_ = counters.fingerprint;
   // Only this thread stamps local writes, so every local write with a
-  // version at or below the clock now is committed.
-  committed_clock_ = clock_->Last();
+  // version at or below the clock now is committed. Read and stored under
+  // the reset lock: a reading from before a fresh-clock fork's Reset must
+  // not land after it (the new id would claim the old far-ahead mark).
+  {
+    absl::MutexLock lock(&clock_reset_mu_);
+    committed_clock_ = clock_->Last();
+  }
   ++commits_;
 }
 
@@ -1172,6 +1196,14 @@ absl::StatusOr<std::optional<PeerCheckpoint>> Store::GetCheckpoint(
   return tables::ReadCheckpoint(txn.get(), peers_dbi_, peer_id);
 }
 
+void Store::SetClockEstimate(const ClockEstimate& estimate, bool apply) {
+  {
+    absl::MutexLock lock(&estimate_mu_);
+    estimate_ = estimate;
+  }
+  if (apply) clock_->SetEstimate(estimate, options_.max_clock_skew_ms);
+}
+
 absl::Status Store::CheckSkew(uint64_t hlc) const {
   return clock_->CheckSkew(hlc, options_.max_clock_skew_ms);
 }
@@ -1222,7 +1254,7 @@ std::optional<absl::Duration> Store::NextQuarantineRetry() const {
   }
   if (CheckSkew(hlc).ok()) return absl::ZeroDuration();
   const int64_t due_ms = static_cast<int64_t>(HlcMillis(hlc)) - options_.max_clock_skew_ms;
-  return std::max(absl::Milliseconds(due_ms - clock_->wall().NowMillis()),
+  return std::max(absl::Milliseconds(due_ms - clock_->RealNowMillis()),
                   absl::Milliseconds(1));
 }
 
@@ -1292,6 +1324,11 @@ absl::StatusOr<StoreStats> Store::Stats() const {
     stats.quarantine_origins = quarantine_.origins();
   }
   stats.quarantine_dropped = quarantine_dropped_.load();
+    absl::MutexLock lock(&estimate_mu_);
+    stats.clock_peers = estimate_.peers;
+    stats.clock_offset_ms = estimate_.peers == 0 ? 0 : -estimate_.real_offset_ms;
+  }
+  stats.clock_correction_ms = clock_->stamp_correction_ms();
   PEERKV_ASSIGN_OR_RETURN(stats.disk_bytes, dir_->DataFileBytes());
   return stats;
 }

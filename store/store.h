@@ -160,7 +160,18 @@ class Store {
   // could otherwise never reach those peers. UINT64_MAX: none. A
   // re-stamped write beats concurrent writes of other replicas made before
   // the fork (a fresh version); that is the price of not losing it.
-  absl::StatusOr<ForkResult> Fork(uint64_t restamp_after_seq = UINT64_MAX);
+  //
+  // `fresh_clock`: the fork's reason is this replica's clock, not a restore:
+  // its persisted clock mark is far ahead of real time (as its peers tell,
+  // see SetClockEstimate), so every write would still be stamped that far
+  // ahead even after the wall clock was fixed. The new id starts its clock
+  // afresh at the stamping time (new versions of a new id: no peer's
+  // watermark covers them), and the old id's writes committed during the
+  // fork are re-stamped. Records keep their versions; a later local write
+  // of a key whose stored version is ahead of the fresh clock is stamped
+  // just above that version (see ApplyLocalWrite), so it still wins.
+  absl::StatusOr<ForkResult> Fork(uint64_t restamp_after_seq = UINT64_MAX,
+                                  bool fresh_clock = false);
   // Writes each record's mutation again as a new local write (a fresh
   // version of this replica) if its key still holds `expected`, decided in
   // the writer's transaction; a key written since is left alone. Returns
@@ -172,6 +183,19 @@ class Store {
   // replica's physical time; otherwise OutOfRange saying by how much. The
   // clock itself is the writer's: only it stamps and observes versions.
   absl::Status CheckSkew(uint64_t hlc) const;
+
+  // What the peers' clocks say about this one (the engine's
+  // PeerClockOffsets): the skew check measures from estimated real time,
+  // and a clock ahead by more than max_clock_skew / 2 stamps from the
+  // corrected time (HybridClock::SetEstimate). `apply` false
+  // (--clock-correction=false): only kept for Stats. Any thread.
+  void SetClockEstimate(const ClockEstimate& estimate, bool apply);
+  // The clock's high-water mark (persisted at each commit) and estimated
+  // real time (ms; the wall clock when nothing is known).
+  uint64_t clock_mark() const { return clock_->Last(); }
+  int64_t RealNowMillis() const { return clock_->RealNowMillis(); }
+  // This replica's wall clock, uncorrected (what hello tells peers).
+  const WallClock& wall_clock() const { return clock_->wall(); }
 
   // Writes `value` under (keyspace, key); returns the assigned version once
   // the write is durable.
@@ -360,6 +384,10 @@ class Store {
   // commit included, is returned as is (see lmdb::IsMapFull).
   absl::Status TryApplyGroup(Group& group, writer::GroupTxn& txn, size_t group_bytes);
   absl::Status ApplyLocalWrite(writer::GroupTxn& txn, writer::LocalWrite& write);
+  // Writes `m` as a local write stamped by the clock; after a fresh-clock
+  // fork, just above a stored version that is ahead of the clock. Returns
+  // the version, or nullopt if it lost (a bug).
+  absl::StatusOr<std::optional<Version>> StampLocal(writer::GroupTxn& txn, const Mutation& m);
   absl::Status ApplyRemoteBatch(writer::GroupTxn& txn, writer::RemoteBatch& batch);
   absl::Status ApplyRestamp(writer::GroupTxn& txn, writer::RestampBatch& batch);
   // Writes the claimed and held checkpoints and watermarks and the meta
@@ -429,6 +457,14 @@ class Store {
   std::atomic<uint64_t> fingerprint_{0};
   // The clock's high-water mark at the last commit: see GetWatermarks.
   std::atomic<uint64_t> committed_clock_{0};
+  // The clock was started afresh by Fork(fresh_clock): stored versions may
+  // be ahead of it (see ApplyLocalWrite). The reset and committed_clock_'s
+  // updates hold clock_reset_mu_ (see Publish).
+  std::atomic<bool> fresh_clock_{false};
+  absl::Mutex clock_reset_mu_;
+  // The last SetClockEstimate, for Stats.
+  mutable absl::Mutex estimate_mu_;
+  ClockEstimate estimate_ ABSL_GUARDED_BY(estimate_mu_);
 
   // The write queue.
   absl::Mutex queue_mu_;

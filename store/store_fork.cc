@@ -62,11 +62,23 @@ Lineage Store::GetLineage() const {
   return lineage_;
 }
 
-absl::StatusOr<Store::ForkResult> Store::Fork(uint64_t restamp_after_seq) {
+absl::StatusOr<Store::ForkResult> Store::Fork(uint64_t restamp_after_seq, bool fresh_clock) {
   // Every write queued so far commits first: merges submitted before the
   // fork were pulled as the old id, and their checkpoints must not land
   // after the checkpoints are dropped.
   PEERKV_RETURN_IF_ERROR(Merge({}).status());
+  if (fresh_clock) {
+    // From here local writes are stamped from the fresh clock; those that
+    // commit before the id switch carry the old id, whose versions peers'
+    // watermarks may cover (they are below its old mark): the re-stamp
+    // writes them again as the new id.
+    restamp_after_seq = std::min(restamp_after_seq, max_seq_.load());
+    fresh_clock_ = true;
+    const int64_t now_ms = std::max<int64_t>(0, clock_->StampNowMillis());
+    absl::MutexLock lock(&clock_reset_mu_);
+    clock_->Reset(MakeHlc(std::min<uint64_t>(static_cast<uint64_t>(now_ms), kHlcMaxMillis), 0));
+    committed_clock_ = clock_->Last();
+  }
 
   ForkResult result;
   result.old_id = replica_id_.load();
@@ -213,10 +225,9 @@ absl::Status Store::ApplyRestamp(writer::GroupTxn& txn, writer::RestampBatch& ba
                             txn.CurrentVersion(r.mutation.keyspace, r.mutation.key));
     // Written (or merged) since the caller read it: the newer write stays.
     if (current != r.expected) continue;
-    const Version version{clock_->Now(), replica_id_};
-    PEERKV_ASSIGN_OR_RETURN(const bool won, txn.ApplyLocal(r.mutation, version));
+    PEERKV_ASSIGN_OR_RETURN(const std::optional<Version> version, StampLocal(txn, r.mutation));
     // As in ApplyLocalWrite: the clock is above every stored version.
-    PEERKV_CHECK(won);
+    PEERKV_CHECK(version.has_value());
     ++batch.restamped;
   }
   return absl::OkStatus();

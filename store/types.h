@@ -187,6 +187,13 @@ struct StoreStats {
   uint64_t quarantine_origins = 0;
   std::vector<QuarantinedOrigin> quarantined;
   uint64_t quarantine_dropped = 0;
+  // This replica's clock as its peers' clocks tell (see README "Clock
+  // skew"): how many peers, and its wall clock minus estimated real time
+  // (positive: ahead); the correction its writes are stamped with (0 or
+  // negative). All 0 when no peer told its time.
+  uint32_t clock_peers = 0;
+  int64_t clock_offset_ms = 0;
+  int64_t clock_correction_ms = 0;
 };
 
 }  // namespace peerkv
