@@ -69,6 +69,7 @@ std::vector<std::pair<std::string, std::string>> ReplicaFacts(const StoreStats& 
   }
   if (stats.quarantine_dropped > 0) {
     facts.push_back({"quarantine_dropped", absl::StrCat(stats.quarantine_dropped)});
+  }
   if (stats.clock_peers > 0) {
     // This clock against real time as the peers' clocks tell (README
     // "Clock skew").

@@ -114,7 +114,7 @@ TEST_F(ClockSkewTest, AReplicaADayBehindAcceptsHonestWritesOnceItsPeersShowIt) {
   StartReplicator();
   absl::StatusOr<MergeResult> before = store_->Merge({HonestRecord("a")});
   ASSERT_THAT(before, IsOk());
-  ASSERT_EQ(before->refused.size(), 1u);  // alone, it cannot know
+  ASSERT_EQ(before->quarantined.size(), 1u);  // alone, it cannot know
   HonestPeersSayHello(2);
   absl::StatusOr<MergeResult> after = store_->Merge({HonestRecord("a")});
   ASSERT_THAT(after, IsOk());
@@ -252,11 +252,11 @@ TEST(ObserveBoundTest, ASkewWithinTheBoundSpreadsNoFurtherThanTheBound) {
   ASSERT_THAT(taken, IsOk());
   EXPECT_TRUE(taken->refused.empty());
   EXPECT_EQ(taken->won, 1u);
-  // A remote clock beyond the bound is refused, so never observed.
+  // A remote clock beyond the bound is quarantined, so never observed.
   const Record too_far{"ks", "g", Version{MakeHlc(kReal + 61'000, 0), 99}, false, "x", 0};
   merged = (*honest)->Merge({too_far});
   ASSERT_THAT(merged, IsOk());
-  EXPECT_EQ(merged->refused.size(), 1u);
+  EXPECT_EQ(merged->quarantined.size(), 1u);
   next = (*honest)->Put("ks", "h2", "honest");
   ASSERT_THAT(next, IsOk());
   EXPECT_LE(HlcMillis(next->hlc), static_cast<uint64_t>(kReal + 60'000));
@@ -268,7 +268,7 @@ TEST_F(ClockSkewTest, WithCorrectionOffTheEstimateIsOnlyShown) {
   HonestPeersSayHello(2);
   absl::StatusOr<MergeResult> merged = store_->Merge({HonestRecord("a")});
   ASSERT_THAT(merged, IsOk());
-  EXPECT_EQ(merged->refused.size(), 1u);
+  EXPECT_EQ(merged->quarantined.size(), 1u);
   absl::StatusOr<StoreStats> stats = store_->Stats();
   ASSERT_THAT(stats, IsOk());
   EXPECT_EQ(stats->clock_offset_ms, -kDay);

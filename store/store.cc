@@ -1324,6 +1324,7 @@ absl::StatusOr<StoreStats> Store::Stats() const {
     stats.quarantine_origins = quarantine_.origins();
   }
   stats.quarantine_dropped = quarantine_dropped_.load();
+  {
     absl::MutexLock lock(&estimate_mu_);
     stats.clock_peers = estimate_.peers;
     stats.clock_offset_ms = estimate_.peers == 0 ? 0 : -estimate_.real_offset_ms;

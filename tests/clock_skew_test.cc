@@ -87,8 +87,13 @@ class ClockSkewTest : public ::testing::Test {
 
   // A replica a day ahead that writes `n` records before it meets anyone
   // (so they are stamped a day ahead whatever it learns of peers later).
+  // Its clock stays wrong (--clock-correction false: an old device, or one
+  // whose operator turned correction off): these tests are about the far
+  // side's quarantine; a replica that corrects itself (it forks to a fresh
+  // clock once it meets peers) is clock_correction_test's.
   std::unique_ptr<ServerProcess> StartSkewedWithWrites(const std::string& name, int n) {
-    auto skewed = Start(name, {}, {"--clock-offset-ms", kADayAhead});
+    auto skewed =
+        Start(name, {}, {"--clock-offset-ms", kADayAhead, "--clock-correction", "false"});
     if (skewed == nullptr) return nullptr;
     auto client = Connect(*skewed);
     for (int i = 0; i < n; ++i) {
