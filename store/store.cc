@@ -19,6 +19,7 @@
 #include "store/data_dir.h"
 #include "store/group_txn.h"
 #include "store/lmdb_util.h"
+#include "store/read_txn.h"
 #include "store/tables.h"
 #include "store/write_request.h"
 
@@ -137,43 +138,6 @@ void Store::ReadTxnPool::Drain() {
   txns_.clear();
 }
 
-// A read-only transaction for one store call: holds the resize lock shared,
-// and takes a reset transaction from the store's pool (renewing it) instead
-// of beginning a new one; gives it back reset.
-class Store::ReadTxn {
- public:
-  explicit ReadTxn(const Store& store)
-      : store_(store), lock_(&store.resize_mu_) {}
-  ~ReadTxn() {
-    if (txn_ == nullptr) return;
-    mdb_txn_reset(txn_);
-    store_.read_pool_.Give(txn_);
-  }
-  ReadTxn(const ReadTxn&) = delete;
-  ReadTxn& operator=(const ReadTxn&) = delete;
-
-  absl::Status Begin() {
-    txn_ = store_.read_pool_.Take();
-    if (txn_ != nullptr) {
-      const int rc = mdb_txn_renew(txn_);
-      if (rc == MDB_SUCCESS) return absl::OkStatus();
-      mdb_txn_abort(txn_);
-      txn_ = nullptr;
-      return lmdb::Error(rc, "mdb_txn_renew");
-    }
-    const int rc = mdb_txn_begin(store_.env_, nullptr, MDB_RDONLY, &txn_);
-    if (rc != MDB_SUCCESS) txn_ = nullptr;
-    return lmdb::Error(rc, "mdb_txn_begin (read)");
-  }
-
-  MDB_txn* get() const { return txn_; }
-
- private:
-  const Store& store_;
-  absl::ReaderMutexLock lock_;
-  MDB_txn* txn_ = nullptr;
-};
-
 Store::Store(StoreOptions options) : options_(std::move(options)) {}
 
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(StoreOptions options) {
@@ -197,6 +161,9 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(StoreOptions options) {
   }
   if (options.max_group_records == 0 || options.max_group_bytes == 0) {
     return absl::InvalidArgumentError("group commit bounds must be positive");
+  }
+  if (options.max_range_view_bytes == 0) {
+    return absl::InvalidArgumentError("max_range_view_bytes must be positive");
   }
 
   PEERKV_ASSIGN_OR_RETURN(std::unique_ptr<DataDir> dir, DataDir::Open(options.dir));

@@ -30,6 +30,7 @@
 #include "absl/synchronization/mutex.h"
 #include "store/clock.h"
 #include "store/lineage.h"
+#include "store/range_fingerprint.h"
 #include "store/validation.h"
 #include "store/types.h"
 #include "store/version.h"
@@ -87,6 +88,9 @@ struct StoreOptions {
   // Seeds replica id and incarnation when the store is created, so a
   // simulation can be replayed exactly. nullopt: operating-system entropy.
   std::optional<uint64_t> id_seed;
+  // Memory one range view (OpenRangeView) may hold for the registers it
+  // lists; a keyspace larger than that is refused with ResourceExhausted.
+  size_t max_range_view_bytes = size_t{256} << 20;
   // Where the store's few log lines go (a failed compaction step, held
   // checkpoints that could not be saved at close, a lost local write just
   // before the process stops), each a whole line without its newline. Called
@@ -237,6 +241,17 @@ class Store {
   // A 64-bit digest of every record (tombstones included) in key order:
   // two replicas with equal digests hold the same registers.
   absl::StatusOr<uint64_t> Digest() const;
+
+  // Range-based reconciliation (store/range_fingerprint.h; defined in
+  // store_rbsr.cc). Every keyspace that holds a register, with its root
+  // fingerprint, in name order.
+  absl::StatusOr<std::vector<std::pair<std::string, rbsr::Fingerprint>>>
+  KeyspaceFingerprints() const;
+  // A view of one keyspace (an unknown keyspace is an empty view); see
+  // rbsr::RangeView. InvalidArgument for an invalid keyspace name;
+  // ResourceExhausted beyond options().max_range_view_bytes.
+  absl::StatusOr<std::unique_ptr<rbsr::RangeView>> OpenRangeView(
+      std::string_view keyspace) const;
 
   // One change a commit made (see types.h).
   using CommitChange = ::peerkv::CommitChange;

@@ -1,0 +1,322 @@
+// store/range_view_test.cc: the store's range fingerprints
+// (Store::KeyspaceFingerprints, Store::OpenRangeView) against a model
+// computed from Scan: equal sets give equal fingerprints whatever path and
+// order wrote them, a different value gives a different one, children add
+// up to their parent and every node lists exactly its own items.
+#include <algorithm>
+#include <map>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "store/range_fingerprint.h"
+#include "store/store.h"
+#include "testing/temp_dir.h"
+
+namespace peerkv {
+namespace {
+
+using absl::StatusCode;
+using rbsr::Fingerprint;
+using rbsr::NodeId;
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+
+constexpr int64_t kT0 = 1'700'000'000'000;
+using Roots = std::vector<std::pair<std::string, Fingerprint>>;
+
+class RangeViewTest : public ::testing::Test {
+ protected:
+  StoreOptions Options(const std::string& name = "db") {
+    StoreOptions options;
+    options.dir = dir_.Sub(name);
+    options.wall_clock = &wall_;
+    options.sync = false;
+    return options;
+  }
+  std::unique_ptr<Store> OpenStore(StoreOptions options) {
+    absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(std::move(options));
+    EXPECT_THAT(store, IsOk());
+    return store.ok() ? std::move(*store) : nullptr;
+  }
+  std::unique_ptr<Store> OpenStore(const std::string& name = "db") {
+    return OpenStore(Options(name));
+  }
+
+  // Every register of `keyspace`, tombstones included.
+  static std::vector<Record> All(const Store& store, const std::string& keyspace) {
+    std::vector<Record> out;
+    ScanOptions options;
+    options.include_tombstones = true;
+    options.limit = kMaxScanLimit;
+    for (int pages = 0; pages < 1000; ++pages) {
+      absl::StatusOr<ScanResult> page = store.Scan(keyspace, options);
+      EXPECT_THAT(page, IsOk());
+      if (!page.ok()) break;
+      for (Record& r : page->records) out.push_back(std::move(r));
+      if (!page->more) break;
+      options.start_after = out.back().key;
+    }
+    return out;
+  }
+
+  // The model: the sum of the item hashes of what Scan returns.
+  static Fingerprint ModelRoot(const Store& store, const std::string& keyspace) {
+    Fingerprint f;
+    for (const Record& r : All(store, keyspace)) {
+      f.Add(rbsr::ItemHash(r.keyspace, r.key, r.version, r.deleted, r.value));
+    }
+    return f;
+  }
+
+  static Roots RootsOf(const Store& store) {
+    absl::StatusOr<Roots> roots = store.KeyspaceFingerprints();
+    EXPECT_THAT(roots, IsOk());
+    return roots.ok() ? *roots : Roots{};
+  }
+
+  static Fingerprint ViewRoot(const Store& store, const std::string& keyspace) {
+    absl::StatusOr<std::unique_ptr<rbsr::RangeView>> view = store.OpenRangeView(keyspace);
+    EXPECT_THAT(view, IsOk());
+    if (!view.ok()) return {};
+    absl::StatusOr<Fingerprint> root = (*view)->FingerprintOf(NodeId{});
+    EXPECT_THAT(root, IsOk());
+    return root.ok() ? *root : Fingerprint{};
+  }
+
+  // The store's roots and its views' roots equal the model's, for every
+  // keyspace in `keyspaces`.
+  static void ExpectMatchesModel(const Store& store, const std::vector<std::string>& keyspaces) {
+    Roots model;
+    for (const std::string& ks : keyspaces) {
+      const Fingerprint f = ModelRoot(store, ks);
+      if (f.count != 0) model.emplace_back(ks, f);
+      EXPECT_EQ(ViewRoot(store, ks), f) << ks;
+    }
+    EXPECT_EQ(RootsOf(store), model);
+  }
+
+  static Record Remote(const std::string& keyspace, const std::string& key, int64_t millis,
+                       uint64_t origin, const std::string& value, bool deleted = false) {
+    return Record{keyspace, key, Version{MakeHlc(kT0 + millis, 0), origin}, deleted,
+                  deleted ? "" : value, 0};
+  }
+
+  testing::TempDir dir_;
+  ManualWallClock wall_{kT0 + 1'000'000};
+};
+
+TEST_F(RangeViewTest, EmptyStoreHasNoKeyspacesAndEmptyViews) {
+  auto store = OpenStore();
+  EXPECT_THAT(RootsOf(*store), IsEmpty());
+  EXPECT_EQ(ViewRoot(*store, "nothing"), Fingerprint{});
+}
+
+TEST_F(RangeViewTest, LocalWritesOverwritesAndDeletesMatchTheModel) {
+  auto store = OpenStore();
+  for (int i = 0; i < 300; ++i) {
+    ASSERT_THAT(store->Put(i % 3 == 0 ? "b" : "a", absl::StrCat("k", i), absl::StrCat("v", i)),
+                IsOk());
+  }
+  for (int i = 0; i < 300; i += 7) {
+    ASSERT_THAT(store->Put(i % 3 == 0 ? "b" : "a", absl::StrCat("k", i), "again"), IsOk());
+  }
+  for (int i = 0; i < 300; i += 11) {
+    ASSERT_THAT(store->Delete(i % 3 == 0 ? "b" : "a", absl::StrCat("k", i)), IsOk());
+  }
+  ASSERT_THAT(store->Delete("c", "never-written"), IsOk());
+  ExpectMatchesModel(*store, {"a", "b", "c"});
+  const Roots roots = RootsOf(*store);
+  ASSERT_EQ(roots.size(), 3u);
+  EXPECT_EQ(roots[0].first, "a");
+  EXPECT_EQ(roots[0].second.count, 200u);
+  EXPECT_EQ(roots[2].second.count, 1u);  // a tombstone is a register
+}
+
+TEST_F(RangeViewTest, EqualSetsThroughDifferentPathsAndOrdersAreEqual) {
+  auto a = OpenStore("a");
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_THAT(a->Put("ks", absl::StrCat("k", i), absl::StrCat("v", i)), IsOk());
+  }
+  for (int i = 0; i < 200; i += 3) ASSERT_THAT(a->Put("ks", absl::StrCat("k", i), "new"), IsOk());
+  for (int i = 0; i < 200; i += 5) ASSERT_THAT(a->Delete("ks", absl::StrCat("k", i)), IsOk());
+  const std::vector<Record> records = All(*a, "ks");
+
+  // b: the final records merged in reverse order, after older versions of
+  // some of them (which the final ones overwrite).
+  auto b = OpenStore("b");
+  std::vector<Record> older;
+  for (size_t i = 0; i < records.size(); i += 4) {
+    Record r = records[i];
+    r.version.hlc -= 1;
+    r.value = "stale";
+    r.deleted = false;
+    older.push_back(r);
+  }
+  ASSERT_THAT(b->Merge(older), IsOk());
+  std::vector<Record> reversed(records.rbegin(), records.rend());
+  ASSERT_THAT(b->Merge(reversed), IsOk());
+
+  // c: shuffled, one record per merge, with every record merged twice.
+  auto c = OpenStore("c");
+  std::vector<Record> shuffled = records;
+  std::mt19937 rng(7);
+  std::shuffle(shuffled.begin(), shuffled.end(), rng);
+  for (int round = 0; round < 2; ++round) {
+    for (const Record& r : shuffled) ASSERT_THAT(c->Merge({r}), IsOk());
+  }
+
+  const Roots roots = RootsOf(*a);
+  ASSERT_EQ(roots.size(), 1u);
+  EXPECT_EQ(roots[0].second.count, 200u);
+  EXPECT_EQ(RootsOf(*b), roots);
+  EXPECT_EQ(RootsOf(*c), roots);
+  ExpectMatchesModel(*b, {"ks"});
+  ExpectMatchesModel(*c, {"ks"});
+}
+
+TEST_F(RangeViewTest, ADifferentValueAtTheSameVersionDiffers) {
+  auto a = OpenStore("a");
+  auto b = OpenStore("b");
+  std::vector<Record> batch;
+  for (int i = 0; i < 50; ++i) batch.push_back(Remote("ks", absl::StrCat("k", i), i, 9, "same"));
+  ASSERT_THAT(a->Merge(batch), IsOk());
+  batch[17].value = "other";
+  ASSERT_THAT(b->Merge(batch), IsOk());
+  const Roots ra = RootsOf(*a), rb = RootsOf(*b);
+  ASSERT_EQ(ra.size(), 1u);
+  ASSERT_EQ(rb.size(), 1u);
+  EXPECT_EQ(ra[0].second.count, rb[0].second.count);
+  EXPECT_NE(ra[0].second.sum, rb[0].second.sum);
+}
+
+// Walks the tree: each node's children add up to it, and each node lists
+// exactly its items, in position order.
+void CheckNode(rbsr::RangeView& view, const NodeId& node, int max_depth, size_t* visited) {
+  absl::StatusOr<Fingerprint> f = view.FingerprintOf(node);
+  ASSERT_THAT(f, IsOk());
+  Fingerprint listed;
+  uint64_t last = 0;
+  bool first = true;
+  ASSERT_THAT(view.ForEachItem(node,
+                               [&](const rbsr::RangeItem& item) {
+                                 EXPECT_TRUE(node.Contains(item.position));
+                                 EXPECT_EQ(item.position, rbsr::KeyPosition(item.key));
+                                 EXPECT_TRUE(first || item.position >= last);
+                                 first = false;
+                                 last = item.position;
+                                 listed.Add(item.hash);
+                               }),
+              IsOk());
+  EXPECT_EQ(listed, *f);
+  ++*visited;
+  if (node.depth == max_depth || f->count == 0) return;
+  Fingerprint children;
+  for (int i = 0; i < rbsr::kBranching; ++i) {
+    const NodeId child = node.Child(i);
+    absl::StatusOr<Fingerprint> cf = view.FingerprintOf(child);
+    ASSERT_THAT(cf, IsOk());
+    children.Add(*cf);
+    // Deep only where there is something: a path down to single positions.
+    if (cf->count > 0 && (child.depth <= 2 || cf->count > 1 || child.depth == max_depth - 1)) {
+      CheckNode(view, child, max_depth, visited);
+    }
+  }
+  EXPECT_EQ(children, *f) << "depth " << int(node.depth) << " prefix " << node.prefix;
+}
+
+TEST_F(RangeViewTest, ChildrenAddUpAndEveryNodeListsItsOwnItems) {
+  auto store = OpenStore();
+  std::vector<Mutation> batch;
+  for (int i = 0; i < 3000; ++i) {
+    batch.push_back(Mutation{"ks", absl::StrCat("key-", i), absl::StrCat("value-", i)});
+  }
+  ASSERT_THAT(store->Write(std::move(batch)), IsOk());
+  ASSERT_THAT(store->Put("other", "x", "y"), IsOk());
+  absl::StatusOr<std::unique_ptr<rbsr::RangeView>> view = store->OpenRangeView("ks");
+  ASSERT_THAT(view, IsOk());
+  size_t visited = 0;
+  CheckNode(**view, NodeId{}, rbsr::kMaxDepth, &visited);
+  EXPECT_GT(visited, 256u);
+  absl::StatusOr<Fingerprint> root = (*view)->FingerprintOf(NodeId{});
+  ASSERT_THAT(root, IsOk());
+  EXPECT_EQ(root->count, 3000u);
+  // A single position holds the one key there.
+  const uint64_t p = rbsr::KeyPosition("key-17");
+  std::vector<std::string> keys;
+  ASSERT_THAT((*view)->ForEachItem(NodeId{rbsr::kMaxDepth, p},
+                                   [&](const rbsr::RangeItem& item) {
+                                     keys.push_back(std::string(item.key));
+                                   }),
+              IsOk());
+  EXPECT_THAT(keys, ElementsAre("key-17"));
+}
+
+TEST_F(RangeViewTest, RefusesInvalidNodesAndKeyspaces) {
+  auto store = OpenStore();
+  ASSERT_THAT(store->Put("ks", "k", "v"), IsOk());
+  absl::StatusOr<std::unique_ptr<rbsr::RangeView>> view = store->OpenRangeView("ks");
+  ASSERT_THAT(view, IsOk());
+  EXPECT_THAT((*view)->FingerprintOf(NodeId{1, 16}),
+              StatusIs(StatusCode::kInvalidArgument, "depth 1"));
+  EXPECT_THAT((*view)->FingerprintOf(NodeId{17, 0}), StatusIs(StatusCode::kInvalidArgument));
+  EXPECT_THAT((*view)->ForEachItem(NodeId{0, 1}, [](const rbsr::RangeItem&) {}),
+              StatusIs(StatusCode::kInvalidArgument));
+  EXPECT_THAT(store->OpenRangeView(""), StatusIs(StatusCode::kInvalidArgument));
+  EXPECT_THAT(store->OpenRangeView(std::string(kMaxKeyspaceBytes + 1, 'k')),
+              StatusIs(StatusCode::kInvalidArgument));
+}
+
+TEST_F(RangeViewTest, AViewBeyondItsMemoryBoundIsRefused) {
+  StoreOptions options = Options();
+  options.max_range_view_bytes = 4096;
+  auto store = OpenStore(options);
+  std::vector<Mutation> batch;
+  for (int i = 0; i < 1000; ++i) batch.push_back(Mutation{"ks", absl::StrCat("k", i), "v"});
+  ASSERT_THAT(store->Write(std::move(batch)), IsOk());
+  EXPECT_THAT(store->OpenRangeView("ks"),
+              StatusIs(StatusCode::kResourceExhausted,
+                       "max_range_view_bytes"));
+  options.max_range_view_bytes = 0;
+  store.reset();
+  EXPECT_THAT(Store::Open(options), StatusIs(StatusCode::kInvalidArgument));
+}
+
+TEST_F(RangeViewTest, CompactionAndRestartKeepTheFingerprints) {
+  StoreOptions options = Options();
+  options.compaction_min_garbage = 1;
+  auto store = OpenStore(options);
+  for (int round = 0; round < 5; ++round) {
+    for (int i = 0; i < 100; ++i) {
+      ASSERT_THAT(store->Put("ks", absl::StrCat("k", i), absl::StrCat(round)), IsOk());
+    }
+  }
+  const Roots before = RootsOf(*store);
+  ASSERT_THAT(store->CompactLog(), IsOk());
+  EXPECT_EQ(RootsOf(*store), before);
+  ExpectMatchesModel(*store, {"ks"});
+  store.reset();
+  store = OpenStore(options);
+  EXPECT_EQ(RootsOf(*store), before);
+  ExpectMatchesModel(*store, {"ks"});
+}
+
+TEST_F(RangeViewTest, ForkRestampKeepsTheFingerprintsTrue) {
+  auto store = OpenStore();
+  for (int i = 0; i < 100; ++i) ASSERT_THAT(store->Put("ks", absl::StrCat("k", i), "v"), IsOk());
+  const Roots before = RootsOf(*store);
+  absl::StatusOr<Store::ForkResult> fork = store->Fork(/*restamp_after_seq=*/50);
+  ASSERT_THAT(fork, IsOk());
+  ASSERT_THAT(fork->restamp_status, IsOk());
+  EXPECT_EQ(fork->restamped, 50u);
+  const Roots after = RootsOf(*store);
+  ASSERT_EQ(after.size(), 1u);
+  EXPECT_EQ(after[0].second.count, 100u);
+  EXPECT_NE(after, before);  // fifty registers have new versions
+  ExpectMatchesModel(*store, {"ks"});
+}
+
+}  // namespace
+}  // namespace peerkv
