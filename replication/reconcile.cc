@@ -70,8 +70,9 @@ class Reader {
  public:
   Reader(std::string_view bytes, const char* what) : in_(bytes), what_(what) {}
 
-  absl::Status Error(std::string_view field, std::string_view problem) const {
-    return absl::InvalidArgumentError(absl::StrCat(what_, ": ", field, ": ", problem));
+  absl::Status Error(std::string_view field, absl::string_view problem) const {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what_, ": ", absl::string_view(field.data(), field.size()), ": ", problem));
   }
   absl::StatusOr<uint8_t> Byte(std::string_view field) {
     if (in_.empty()) return Error(field, "truncated");
