@@ -60,6 +60,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "replication/status.h"
 #include "store/range_fingerprint.h"
 #include "store/version.h"
 
@@ -186,6 +187,10 @@ class ReconcileSource {
                                                     std::string_view key) = 0;
 };
 
+// The sum of every keyspace's root fingerprint: equal on two stores that
+// hold the same registers (O(number of keyspaces)).
+absl::StatusOr<rbsr::Fingerprint> StoreFingerprint(const Store& store);
+
 // A ReconcileSource over a Store (borrowed).
 std::unique_ptr<ReconcileSource> StoreReconcileSource(const Store& store);
 
@@ -194,40 +199,6 @@ std::unique_ptr<ReconcileSource> StoreReconcileSource(const Store& store);
 absl::StatusOr<ReconcileResponse> ServeReconcile(ReconcileSource& source,
                                                  const ReconcileRequest& request,
                                                  size_t max_bytes);
-
-// What a session found, per keyspace.
-struct KeyspaceDiff {
-  std::string keyspace;
-  // Records newer on the peer, merged here (won: they beat what we held).
-  uint64_t fetched = 0;
-  uint64_t fetched_won = 0;
-  // Records the peer lacked or held older, pushed to it.
-  uint64_t peer_lacked = 0;
-};
-
-struct ReconcileReport {
-  // Equal roots at the end: the two replicas held the same registers.
-  bool in_sync = false;
-  // The first compare found them equal (nothing differed).
-  bool was_in_sync = false;
-  int rounds = 0;
-  int passes = 0;
-  uint64_t bytes_sent = 0;
-  uint64_t bytes_received = 0;
-  uint64_t nodes_expanded = 0;
-  // Records merged here that beat what we held, and that Merge refused (a
-  // clock too far ahead...).
-  uint64_t won_here = 0;
-  uint64_t refused_here = 0;
-  // Pushed records the peer refused.
-  uint64_t refused_there = 0;
-  // Equal versions with different contents (clones): LWW cannot choose.
-  uint64_t conflicts = 0;
-  std::vector<KeyspaceDiff> keyspaces;  // by name, those that differed
-  absl::Duration time = absl::ZeroDuration();
-  // Why the session stopped early (round or time limit), if it did.
-  std::string incomplete;
-};
 
 // The initiator's side: call Next() for the request to send (nullopt when
 // done), send it, and give the answer to OnResponse, which returns the

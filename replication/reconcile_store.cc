@@ -32,6 +32,13 @@ class StoreSource final : public ReconcileSource {
 
 }  // namespace
 
+absl::StatusOr<rbsr::Fingerprint> StoreFingerprint(const Store& store) {
+  PEERKV_ASSIGN_OR_RETURN(auto roots, store.KeyspaceFingerprints());
+  rbsr::Fingerprint total;
+  for (const auto& [keyspace, fingerprint] : roots) total.Add(fingerprint);
+  return total;
+}
+
 std::unique_ptr<ReconcileSource> StoreReconcileSource(const Store& store) {
   return std::make_unique<StoreSource>(store);
 }

@@ -18,6 +18,7 @@
 #define PEERKV_REPLICATION_REPLICATOR_H_
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <random>
@@ -30,6 +31,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "replication/executor.h"
+#include "replication/reconcile.h"
 #include "replication/status.h"
 #include "replication/task_scope.h"
 #include "replication/transport.h"
@@ -93,6 +95,16 @@ struct ReplicatorOptions {
   // returns it resumes from there). If none qualifies, the newcomer is
   // refused.
   absl::Duration evict_gone_peers_after = absl::Minutes(1);
+  // Every peer with a link is reconciled with (replication/reconcile.h)
+  // at this interval, whatever else happened; zero: never by the timer.
+  // Sessions also start when a peer's log cannot be trusted to be complete
+  // (it started over from seq 0 although we had a checkpoint in it: a new
+  // incarnation, a restore, a fork of ours) and when the whole-store
+  // fingerprints differ after two caught-up pulls in a row, at most once
+  // per reconcile_min_gap per peer. One session runs at a time.
+  absl::Duration reconcile_interval = absl::Minutes(10);
+  absl::Duration reconcile_min_gap = absl::Seconds(30);
+  ReconcileLimits reconcile_limits;
   // Seeds peer choice and jitter; the simulation replays runs with it.
   uint64_t seed = 1;
   // Where log lines go (the server passes LogLine; tests may collect them).
@@ -122,6 +134,13 @@ struct ReplicatorCounters {
   // of those, pages dropped unread because that merge failed.
   uint64_t pages_prefetched = 0;
   uint64_t prefetches_discarded = 0;
+  // Reconcile sessions ended (failed ones included), of those the ones
+  // that found the replicas in sync at once, and the records they moved.
+  uint64_t reconciles = 0;
+  uint64_t reconciles_in_sync = 0;
+  uint64_t reconciles_failed = 0;
+  uint64_t reconcile_records_fetched = 0;
+  uint64_t reconcile_records_pushed = 0;
 };
 
 class Replicator final : public LinkEvents {
@@ -165,6 +184,13 @@ class Replicator final : public LinkEvents {
   // Does nothing if this replica is no longer evidence.replica_id (the
   // evidence was about an id it already left).
   void ForkAfterRestore(const Restored& evidence);
+
+  // Runs a reconcile session with `peer` (its name, address or replica id
+  // as status shows them) now, after the session running if one is; `done`
+  // (on the executor) gets what it found. NotFound for an unknown peer,
+  // Unavailable for one without a link.
+  using ReconcileDone = absl::AnyInvocable<void(absl::StatusOr<ReconcileReport>)>;
+  void Reconcile(const std::string& peer, ReconcileDone done) override;
 
   // LinkEvents (any thread).
   void OnInboundLink(LinkId link, const PeerInfo& peer) override;
@@ -240,6 +266,25 @@ class Replicator final : public LinkEvents {
   void Fork(const Restored& evidence);
   // A link refused because `evidence` shows a clone: logged, counted.
   void RefuseClone(const std::string& evidence);
+  // Reconciliation (the end of replicator.cc).
+  struct ReconcileJob {
+    uint64_t id = 0;
+    uint64_t peer_id = 0;
+    std::string why;
+    std::vector<ReconcileDone> done;
+    std::unique_ptr<ReconcileSession> session;
+    LinkId link = 0;
+    // The round in flight (answers to older ones are late and ignored).
+    uint64_t round = 0;
+  };
+  void StartReconcile(uint64_t peer_id, std::string why, ReconcileDone done);
+  void RunNextReconcile();
+  void ReconcileStep();
+  void OnReconcileAnswer(uint64_t job, absl::StatusOr<std::string> answer);
+  void FinishReconcile(absl::StatusOr<ReconcileReport> result);
+  void ReconcileRound();
+  // After a page from `peer` merged: the triggers (see reconcile_interval).
+  void NoteForReconcile(Peer& peer, const PullResponse& response, const PeerCheckpoint& from);
 
   Store* const store_;
   Executor* const executor_;
@@ -275,6 +320,12 @@ class Replicator final : public LinkEvents {
   uint64_t table_evicted_ = 0;
   uint64_t table_refused_ = 0;
   absl::Time last_table_log_ = absl::InfinitePast();
+
+  // The reconcile session running, and those waiting (in order).
+  std::unique_ptr<ReconcileSource> reconcile_source_;
+  std::unique_ptr<ReconcileJob> reconcile_;
+  std::deque<std::unique_ptr<ReconcileJob>> reconcile_queue_;
+  uint64_t reconcile_jobs_ = 0;
 
   // Snapshot for Statuses() and Counters() from other threads.
   mutable absl::Mutex status_mu_;

@@ -1,8 +1,10 @@
 // rpc/replica_service.cc: the Replica capability: hello (which makes an
 // inbound replication link), pull (answered from the store's change log on
-// the loop), nudge (passed to the replication engine) and ping (keepalive).
+// the loop), nudge (passed to the replication engine), ping (keepalive) and
+// reconcile (one round of replication/reconcile.h, answered on the loop).
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "replication/reconcile.h"
 #include "replication/restore_guard.h"
 #include "replication/serve.h"
 #include "rpc/convert.h"
@@ -119,7 +121,59 @@ class ReplicaImpl final : public wire::Replica::Server {
   // The answer is the point (see ServerLoop::KeepAlive).
   kj::Promise<void> ping(PingContext) override { return kj::READY_NOW; }
 
+  kj::Promise<void> reconcile(ReconcileContext context) override {
+    if (link_ == 0) {
+      const absl::Status refused = absl::FailedPreconditionError("reconcile before hello");
+      loop_.LogRejected(peer_, "reconcile", refused);
+      ToWire(refused, context.getResults().initError());
+      return kj::READY_NOW;
+    }
+    absl::StatusOr<replication::ReconcileRequest> request =
+        replication::DecodeReconcileRequest(View(context.getParams().getRequest()),
+                                            loop_.store().options().max_value_bytes);
+    if (!request.ok()) {
+      // Out of bounds: refused, and this link (only) is closed.
+      loop_.LogRejected(peer_, "reconcile", request.status());
+      ToWire(request.status(), context.getResults().initError());
+      loop_.links().Refuse(link_, request.status());
+      return kj::READY_NOW;
+    }
+    if (request->push.empty()) {
+      AnswerReconcile(context, *request, MergeResult{});
+      return kj::READY_NOW;
+    }
+    std::vector<Record> push = std::move(request->push);
+    request->push.clear();
+    return loop_.Merge(std::move(push))
+        .then([this, context, request = std::move(*request)](
+                  absl::StatusOr<MergeResult> merged) mutable {
+          if (!merged.ok()) {
+            loop_.LogRejected(peer_, "reconcile", merged.status());
+            ToWire(merged.status(), context.getResults().initError());
+            return;
+          }
+          AnswerReconcile(context, request, *merged);
+        });
+  }
+
  private:
+  void AnswerReconcile(ReconcileContext& context, const replication::ReconcileRequest& request,
+                       const MergeResult& pushed) {
+    std::unique_ptr<replication::ReconcileSource> source =
+        replication::StoreReconcileSource(loop_.store());
+    absl::StatusOr<replication::ReconcileResponse> response =
+        replication::ServeReconcile(*source, request, loop_.reply_budget());
+    auto results = context.getResults();
+    if (!response.ok()) {
+      loop_.LogRejected(peer_, "reconcile", response.status());
+      ToWire(response.status(), results.initError());
+      return;
+    }
+    response->push_won = pushed.won;
+    response->push_refused = pushed.refused.size();
+    results.setResponse(AsData(replication::EncodeReconcileResponse(*response)));
+  }
+
   ServerLoop& loop_;
   const std::string peer_;
   const uint64_t connection_id_;
