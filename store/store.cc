@@ -172,12 +172,19 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(StoreOptions options) {
   PEERKV_RETURN_IF_ERROR(store->OpenEnvironment());
   PEERKV_RETURN_IF_ERROR(store->LoadOrInitMeta());
   store->writer_ = std::thread([s = store.get()] { s->WriterLoop(); });
+  if (store->options_.scrub_at_open) {
+    store->open_scrub_ = std::thread([s = store.get()] { s->RunOpenScrub(); });
+  } else {
+    absl::MutexLock lock(&store->open_scrub_mu_);
+    store->open_scrub_finished_ = true;
+    store->open_scrub_result_ = std::vector<std::string>{};
+  }
   return store;
 }
 
 absl::Status Store::OpenEnvironment() {
   PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_env_create(&env_), "mdb_env_create"));
-  PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_env_set_maxdbs(env_, 4), "mdb_env_set_maxdbs"));
+  PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_env_set_maxdbs(env_, tables::kMaxDbs), "mdb_env_set_maxdbs"));
   PEERKV_RETURN_IF_ERROR(
       lmdb::Error(mdb_env_set_maxreaders(env_, 1024), "mdb_env_set_maxreaders"));
   PEERKV_RETURN_IF_ERROR(lmdb::Error(
@@ -204,6 +211,7 @@ absl::Status Store::LoadOrInitMeta() {
   log_dbi_ = opened.log;
   peers_dbi_ = opened.peers;
   meta_dbi_ = opened.meta;
+  ranges_dbi_ = opened.ranges;
 
   PEERKV_ASSIGN_OR_RETURN(const std::optional<uint64_t> format,
                           tables::ReadMetaU64(txn.get(), meta_dbi_, codec::kMetaFormat));
@@ -213,12 +221,15 @@ absl::Status Store::LoadOrInitMeta() {
   } else {
     PEERKV_RETURN_IF_ERROR(InitMeta(txn.get()));
   }
-  if (format.has_value() && *format < 2) {
-    // Format 1's fingerprint left values out: recomputed once, O(records).
-    PEERKV_ASSIGN_OR_RETURN(fingerprint_, tables::RecomputeFingerprint(txn.get(), opened));
+  if (format.has_value() && *format < 3) {
+    // Before format 3 there were no range fingerprints, and the 64-bit
+    // fingerprint was another hash (before format 2 one without values):
+    // both computed once from the records, O(records).
+    PEERKV_RETURN_IF_ERROR(UpgradeRanges(txn.get()));
     PEERKV_RETURN_IF_ERROR(
         tables::WriteMetaU64(txn.get(), meta_dbi_, codec::kMetaFormat, codec::kFormatVersion));
   }
+  PEERKV_RETURN_IF_ERROR(LoadRoots(txn.get()));
   PEERKV_RETURN_IF_ERROR(RecordOpen(txn.get(), &clock_floor));
   PEERKV_ASSIGN_OR_RETURN(const uint64_t log_entries,
                           lmdb::Entries(txn.get(), log_dbi_, "mdb_stat log"));
@@ -284,10 +295,13 @@ absl::StatusOr<uint64_t> Store::LoadMeta(MDB_txn* txn, uint64_t format) {
 }
 
 tables::Dbis Store::dbis() const {
-  return tables::Dbis{records_dbi_, log_dbi_, peers_dbi_, meta_dbi_};
+  return tables::Dbis{records_dbi_, log_dbi_, peers_dbi_, meta_dbi_, ranges_dbi_};
 }
 
 Store::~Store() {
+  // The scrub first: it may wait for the writer to add its repair.
+  stop_scrub_ = true;
+  if (open_scrub_.joinable()) open_scrub_.join();
   if (writer_.joinable()) {
     {
       absl::MutexLock lock(&queue_mu_);
@@ -561,7 +575,9 @@ void Store::ApplyGroup(Group& group) {
   // A compaction runs alone (NextGroup never groups it).
   PEERKV_CHECK(!group.front()->RunsAlone() || group.size() == 1);
   Compaction* compaction = std::get_if<Compaction>(&group.front()->kind);
+  writer::RangeRepair* repair = std::get_if<writer::RangeRepair>(&group.front()->kind);
   const absl::Status status = compaction != nullptr ? CompactAll(*compaction)
+                              : repair != nullptr   ? RepairRanges(*repair)
                                                     : CommitWrites(group);
   for (auto& request : group) request->Finish(status);
 }
@@ -610,6 +626,10 @@ absl::Status Store::TryApplyGroup(Group& group, GroupTxn& txn, size_t group_byte
             [&](Compaction&) -> absl::Status {
               PEERKV_CHECK(false);  // runs alone: see ApplyGroup
               return absl::InternalError("compaction inside a write group");
+            },
+            [&](writer::RangeRepair&) -> absl::Status {
+              PEERKV_CHECK(false);  // runs alone: see ApplyGroup
+              return absl::InternalError("range repair inside a write group");
             },
         },
         request->kind));
@@ -712,6 +732,7 @@ void Store::Publish(const GroupTxn& txn) {
   tombstones_ = counters.tombstones;
   log_entries_ = counters.log_entries;
   fingerprint_ = counters.fingerprint;
+  PublishRanges(txn.range_deltas());
   // Only this thread stamps local writes, so every local write with a
   // version at or below the clock now is committed.
   committed_clock_ = clock_->Last();
