@@ -313,8 +313,11 @@ const std::vector<Command>& ServerCommands() {
        "                            than duration D (default 60s; or --max-clock-skew-ms N)\n"
        "  --max-value-bytes N       lower the value limit (at most 4194304)\n"
        "  --reconcile-interval D    compare every peer's whole store with ours (range\n"
-       "                            fingerprints) this often and repair what differs;\n"
-       "                            0 turns the timer off (default 10m; 100ms..168h)\n"
+       "                            fingerprints) this often, and when the fingerprints\n"
+       "                            differ after pulls found nothing behind, and repair\n"
+       "                            what differs; 0 turns both off (default 10m;\n"
+       "                            100ms..168h). A peer whose log started over is\n"
+       "                            reconciled with whatever the interval\n"
        "  --clock-offset-ms N       testing only: shift this replica's clock by N ms\n",
        {.with_value = {"listen", "max-value-bytes", "replica-name", "peer", "gossip-interval-ms",
                        "idle-timeout-ms", "keepalive-ms",

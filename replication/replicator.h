@@ -96,12 +96,13 @@ struct ReplicatorOptions {
   // refused.
   absl::Duration evict_gone_peers_after = absl::Minutes(1);
   // Every peer with a link is reconciled with (replication/reconcile.h)
-  // at this interval, whatever else happened; zero: never by the timer.
-  // Sessions also start when a peer's log cannot be trusted to be complete
-  // (it started over from seq 0 although we had a checkpoint in it: a new
-  // incarnation, a restore, a fork of ours) and when the whole-store
-  // fingerprints differ after two caught-up pulls in a row, at most once
-  // per reconcile_min_gap per peer. One session runs at a time.
+  // at this interval, and whenever the whole-store fingerprints differ
+  // after two caught-up pulls in a row (at most once per reconcile_min_gap
+  // per peer); zero turns both off. Sessions also start, whatever the
+  // interval, when a peer's log cannot be trusted to be complete (it
+  // started over from seq 0 although we had a checkpoint in it: a new
+  // incarnation, a restore) and after this replica forks. One session runs
+  // at a time.
   absl::Duration reconcile_interval = absl::Minutes(10);
   absl::Duration reconcile_min_gap = absl::Seconds(30);
   ReconcileLimits reconcile_limits;
