@@ -32,6 +32,9 @@ class Writer {
     Varint(s.size());
     body_.append(s);
   }
+  void Sum16(uint16_t c) {
+    for (int i = 0; i < kChildFingerprintBytes; ++i) Byte((c >> (8 * i)) & 0xff);
+  }
   void Keyspace(const std::string& name) {
     auto [it, inserted] = table_.emplace(name, names_.size());
     if (inserted) names_.push_back(name);
@@ -176,6 +179,16 @@ class Reader {
     }
     return r;
   }
+  absl::StatusOr<std::vector<uint16_t>> Children(std::string_view field) {
+    std::vector<uint16_t> out(rbsr::kBranching);
+    for (uint16_t& c : out) {
+      for (int b = 0; b < kChildFingerprintBytes; ++b) {
+        PEERKV_ASSIGN_OR_RETURN(uint8_t byte, Byte(field));
+        c |= static_cast<uint16_t>(byte) << (8 * b);
+      }
+    }
+    return out;
+  }
   absl::Status End() const {
     if (!in_.empty()) {
       return Error("message", absl::StrFormat("%d bytes after its end", in_.size()));
@@ -236,6 +249,11 @@ std::string EncodeReconcileRequest(const ReconcileRequest& request) {
     w.Keyspace(ref.keyspace);
     w.Byte(ref.node.depth);
     w.Varint(ref.node.prefix);
+    w.Byte(ref.children.empty() ? 0 : 1);
+    if (!ref.children.empty()) {
+      PEERKV_CHECK(ref.children.size() == rbsr::kBranching);
+      for (uint16_t c : ref.children) w.Sum16(c);
+    }
   }
   w.Varint(request.fetch.size());
   for (const KeyRef& ref : request.fetch) {
@@ -280,6 +298,14 @@ absl::StatusOr<ReconcileRequest> DecodeReconcileRequest(std::string_view bytes,
     NodeRef ref;
     PEERKV_ASSIGN_OR_RETURN(ref.keyspace, in.Keyspace("expand"));
     PEERKV_ASSIGN_OR_RETURN(ref.node, in.Node("expand"));
+    PEERKV_ASSIGN_OR_RETURN(uint8_t with_children, in.Byte("expand"));
+    if (with_children > 1) return in.Error("expand", "children flag must be 0 or 1");
+    if (with_children == 1) {
+      if (ref.node.depth >= rbsr::kMaxDepth) {
+        return in.Error("expand", "children of a node at the deepest level");
+      }
+      PEERKV_ASSIGN_OR_RETURN(ref.children, in.Children("expand"));
+    }
     out.expand.push_back(std::move(ref));
   }
   PEERKV_ASSIGN_OR_RETURN(size_t fetch, in.Count("fetch", kMaxReconcileFetch));
@@ -312,14 +338,17 @@ std::string EncodeReconcileResponse(const ReconcileResponse& response) {
     w.Fingerprint(root.fingerprint);
   }
   w.Varint(response.expanded);
+  PEERKV_CHECK(response.masks.size() == response.expanded);
+  for (uint16_t mask : response.masks) {
+    w.Byte(mask & 0xff);
+    w.Byte(mask >> 8);
+  }
   w.Varint(response.expansions.size());
   for (const Expansion& e : response.expansions) {
     w.Byte(static_cast<uint8_t>(e.kind));
     if (e.kind == Expansion::Kind::kChildren) {
       PEERKV_CHECK(e.children.size() == rbsr::kBranching);
-      for (uint16_t c : e.children) {
-        for (int i = 0; i < kChildFingerprintBytes; ++i) w.Byte((c >> (8 * i)) & 0xff);
-      }
+      for (uint16_t c : e.children) w.Sum16(c);
     } else {
       w.Varint(e.items.size());
       for (const Record& r : e.items) {
@@ -361,12 +390,18 @@ absl::StatusOr<ReconcileResponse> DecodeReconcileResponse(std::string_view bytes
     out.differing.push_back(std::move(root));
   }
   PEERKV_ASSIGN_OR_RETURN(out.expanded, in.Count("expanded", kMaxReconcileNodes));
-  PEERKV_ASSIGN_OR_RETURN(size_t expansions,
-                          in.Count("expansions", kMaxReconcileKeyspaces + kMaxReconcileNodes));
-  if (expansions != differing + out.expanded) {
-    return in.Error("expansions", absl::StrFormat("%d; the answer names %d roots and %d nodes",
-                                                  expansions, differing, out.expanded));
+  size_t bits = 0;
+  for (uint64_t j = 0; j < out.expanded; ++j) {
+    PEERKV_ASSIGN_OR_RETURN(uint8_t lo, in.Byte("masks"));
+    PEERKV_ASSIGN_OR_RETURN(uint8_t hi, in.Byte("masks"));
+    const uint16_t mask = static_cast<uint16_t>(lo | (hi << 8));
+    bits += static_cast<size_t>(__builtin_popcount(mask));
+    out.masks.push_back(mask);
   }
+  // Each answered node adds one expansion per differing child, or one for
+  // itself (checked against the request by the session).
+  const size_t most = differing + std::max<size_t>(bits, out.expanded);
+  PEERKV_ASSIGN_OR_RETURN(size_t expansions, in.Count("expansions", most));
   size_t records = 0;
   for (size_t i = 0; i < expansions; ++i) {
     Expansion e;
@@ -374,13 +409,7 @@ absl::StatusOr<ReconcileResponse> DecodeReconcileResponse(std::string_view bytes
     if (kind > 2) return in.Error("expansion kind", absl::StrFormat("%d; kinds are 0..2", kind));
     e.kind = static_cast<Expansion::Kind>(kind);
     if (e.kind == Expansion::Kind::kChildren) {
-      e.children.resize(rbsr::kBranching);
-      for (uint16_t& c : e.children) {
-        for (int b = 0; b < kChildFingerprintBytes; ++b) {
-          PEERKV_ASSIGN_OR_RETURN(uint8_t byte, in.Byte("children"));
-          c |= static_cast<uint16_t>(byte) << (8 * b);
-        }
-      }
+      PEERKV_ASSIGN_OR_RETURN(e.children, in.Children("children"));
     } else {
       PEERKV_ASSIGN_OR_RETURN(size_t n, in.Count("items", kMaxReconcileRecords - records));
       records += n;
@@ -531,12 +560,40 @@ absl::StatusOr<ReconcileResponse> ServeReconcile(ReconcileSource& source,
   for (const NodeRef& ref : request.expand) {
     if (used >= max_bytes) break;
     PEERKV_ASSIGN_OR_RETURN(rbsr::RangeView * v, view(ref.keyspace));
-    PEERKV_ASSIGN_OR_RETURN(
-        std::optional<Expansion> e,
-        Expand(source, ref.keyspace, *v, ref.node, request.pass, max_bytes,
-               /*first=*/out.expanded == 0 && out.differing.empty(), used));
-    if (!e.has_value()) break;
-    out.expansions.push_back(std::move(*e));
+    const bool first = out.expanded == 0 && out.differing.empty();
+    std::vector<Expansion> answer;
+    uint16_t mask = 0;
+    bool fits = true;
+    size_t would_use = used;
+    std::vector<rbsr::NodeId> nodes;
+    if (ref.children.empty()) {
+      nodes.push_back(ref.node);
+    } else {
+      for (int i = 0; i < rbsr::kBranching; ++i) {
+        PEERKV_ASSIGN_OR_RETURN(rbsr::Fingerprint child, v->FingerprintOf(ref.node.Child(i)));
+        if (TruncatedSum(child.sum, request.pass) != ref.children[i]) {
+          mask |= static_cast<uint16_t>(1u << i);
+          nodes.push_back(ref.node.Child(i));
+        }
+      }
+      would_use += 2;
+    }
+    for (const rbsr::NodeId& node : nodes) {
+      PEERKV_ASSIGN_OR_RETURN(std::optional<Expansion> e,
+                              Expand(source, ref.keyspace, *v, node, request.pass, max_bytes,
+                                     first && answer.empty(), would_use));
+      if (!e.has_value()) {
+        fits = false;
+        break;
+      }
+      answer.push_back(std::move(*e));
+    }
+    if (!fits && !first) break;
+    // The first node is answered whatever its size (without values where
+    // they do not fit), so that every answer makes progress.
+    used = would_use;
+    for (Expansion& e : answer) out.expansions.push_back(std::move(e));
+    out.masks.push_back(mask);
     ++out.expanded;
   }
   for (const KeyRef& ref : request.fetch) {
@@ -593,8 +650,17 @@ absl::StatusOr<std::optional<ReconcileRequest>> ReconcileSession::Next(absl::Tim
   request.pass = static_cast<uint8_t>(pass_);
   request.max_answer_bytes = limits_.max_message_bytes;
   for (size_t i = 0; i < limits_.max_nodes && !expand_.empty(); ++i) {
-    request.expand.push_back(std::move(expand_.front()));
+    NodeRef ref = std::move(expand_.front());
     expand_.pop_front();
+    if (ref.node.depth < rbsr::kMaxDepth && ref.children.empty()) {
+      PEERKV_ASSIGN_OR_RETURN(rbsr::RangeView * view, LocalView(ref.keyspace));
+      ref.children.reserve(rbsr::kBranching);
+      for (int c = 0; c < rbsr::kBranching; ++c) {
+        PEERKV_ASSIGN_OR_RETURN(rbsr::Fingerprint fp, view->FingerprintOf(ref.node.Child(c)));
+        ref.children.push_back(TruncatedSum(fp.sum, pass_));
+      }
+    }
+    request.expand.push_back(std::move(ref));
   }
   report_.nodes_expanded += request.expand.size();
   for (size_t i = 0; i < kMaxReconcileFetch && !fetch_.empty(); ++i) {
@@ -612,6 +678,8 @@ absl::StatusOr<std::optional<ReconcileRequest>> ReconcileSession::Next(absl::Tim
   if (expand_.empty() && fetch_.empty() && push_.empty() && request.expand.empty() &&
       request.fetch.empty()) {
     request.compare = true;
+    // Roots are read fresh; so are the views of the next pass.
+    views_.clear();
     // A verify that finds the roots still different descends in the next
     // pass, with other bytes of the sums.
     if (compares_ > 0 && pass_ + 1 < kMaxPasses) request.pass = static_cast<uint8_t>(pass_ + 1);
@@ -707,8 +775,18 @@ absl::StatusOr<std::vector<Record>> ReconcileSession::OnResponse(
     views_.clear();
     return status;
   };
+  size_t expected = response.differing.size();
+  bool masks_ok = response.masks.size() == response.expanded;
+  for (size_t j = 0; masks_ok && j < response.expanded && j < sent.expand.size(); ++j) {
+    if (sent.expand[j].children.empty()) {
+      masks_ok = response.masks[j] == 0;
+      ++expected;
+    } else {
+      expected += static_cast<size_t>(__builtin_popcount(response.masks[j]));
+    }
+  }
   if (response.expanded > sent.expand.size() || response.fetched.size() > sent.fetch.size() ||
-      response.expansions.size() != response.differing.size() + response.expanded) {
+      !masks_ok || response.expansions.size() != expected) {
     return fail(absl::InvalidArgumentError(absl::StrFormat(
         "reconcile answer: %d expansions and %d records for %d nodes and %d keys asked",
         response.expansions.size(), response.fetched.size(), sent.expand.size(),
@@ -757,19 +835,32 @@ absl::StatusOr<std::vector<Record>> ReconcileSession::OnResponse(
       return fail(s);
     }
   }
+  size_t next = response.differing.size();
   for (size_t j = 0; j < response.expanded; ++j) {
     const NodeRef& ref = sent.expand[j];
     absl::StatusOr<rbsr::RangeView*> view = LocalView(ref.keyspace);
     if (!view.ok()) return fail(view.status());
-    if (absl::Status s =
-            TakeExpansion(**view, ref, response.expansions[response.differing.size() + j], merge);
-        !s.ok()) {
-      return fail(s);
+    std::vector<rbsr::NodeId> nodes;
+    if (ref.children.empty()) {
+      nodes.push_back(ref.node);
+    } else {
+      for (int i = 0; i < rbsr::kBranching; ++i) {
+        if (response.masks[j] & (1u << i)) nodes.push_back(ref.node.Child(i));
+      }
+    }
+    for (const rbsr::NodeId& node : nodes) {
+      if (absl::Status s = TakeExpansion(**view, NodeRef{ref.keyspace, node, {}},
+                                         response.expansions[next++], merge);
+          !s.ok()) {
+        return fail(s);
+      }
     }
   }
   // What was not answered is asked again first.
   for (size_t j = sent.expand.size(); j > response.expanded; --j) {
-    expand_.push_front(sent.expand[j - 1]);
+    NodeRef again = sent.expand[j - 1];
+    again.children.clear();  // recomputed when sent
+    expand_.push_front(std::move(again));
   }
   report_.nodes_expanded -= sent.expand.size() - response.expanded;
   for (size_t j = 0; j < response.fetched.size(); ++j) {
@@ -785,7 +876,6 @@ absl::StatusOr<std::vector<Record>> ReconcileSession::OnResponse(
   for (size_t j = sent.fetch.size(); j > response.fetched.size(); --j) {
     fetch_.push_front(sent.fetch[j - 1]);
   }
-  views_.clear();
   sent_.reset();
   return merge;
 }

@@ -12,14 +12,18 @@
 //      root of each keyspace whose root differs (or that only one side has),
 //      each followed by the expansion of that root. Equal roots: the session
 //      ends after this one round (in sync: O(number of keyspaces)).
-//   2. Descend: the initiator sends the nodes whose children differed; the
-//      responder expands each: a node holding at most kLeafItems registers
-//      (or at the deepest level) as its items, values included while they
-//      fit the answer; a bigger one as its 16 children's fingerprints,
-//      truncated to kChildFingerprintBytes bytes taken at an offset that
-//      depends on the pass. The initiator compares the children with its
-//      own and asks for the differing ones next round; it compares items
-//      with its own: records newer on the responder are merged here
+//   2. Descend, two levels a round: the initiator sends each node whose
+//      fingerprint differed with its own 16 children's fingerprints; the
+//      responder compares them with its children and answers a bit mask of
+//      the differing ones and, for each, its expansion. An expansion of a
+//      node holding at most kLeafItems registers (or at the deepest level)
+//      is its items, values included while they fit the answer; of a bigger
+//      one, its 16 children's fingerprints. Child fingerprints are truncated
+//      to kChildFingerprintBytes bytes of the sum, at an offset that
+//      depends on the pass. The initiator compares expanded children with
+//      its own and sends the differing ones (with their children) next
+//      round; it compares items with its own: records newer on the
+//      responder are merged here
 //      (Store::Merge, the normal merge: validation, skew bound, LWW), those
 //      whose value did not fit are fetched by key, and what the initiator
 //      holds newer (or the responder lacks) is pushed to the responder in a
@@ -72,8 +76,9 @@ namespace peerkv::replication {
 
 // Format of the encoded messages; a different one is refused.
 inline constexpr uint8_t kReconcileFormat = 1;
-// A node of at most this many registers is answered with its items.
-inline constexpr uint64_t kLeafItems = 2;
+// A node of at most this many registers is answered with its items (one:
+// a leaf of two would often carry a value that does not differ).
+inline constexpr uint64_t kLeafItems = 1;
 // Bytes of a child fingerprint's sum on the wire.
 inline constexpr int kChildFingerprintBytes = 2;
 // Passes of one session: each takes other bytes of the sums (32 / 2).
@@ -81,7 +86,7 @@ inline constexpr int kMaxPasses = 4;
 
 // What one message may carry or make the other side do.
 inline constexpr size_t kMaxReconcileKeyspaces = 1024;  // keyspaces named
-inline constexpr size_t kMaxReconcileNodes = 4096;      // nodes to expand
+inline constexpr size_t kMaxReconcileNodes = 16384;     // nodes to expand
 inline constexpr size_t kMaxReconcileFetch = 4096;      // keys to fetch
 inline constexpr size_t kMaxReconcileRecords = 20'000;  // records carried
 inline constexpr size_t kMaxReconcileMessageBytes = size_t{16} << 20;
@@ -107,6 +112,9 @@ struct KeyspaceRoot {
 struct NodeRef {
   std::string keyspace;
   rbsr::NodeId node;
+  // In a request: the sender's 16 children's truncated sums (the responder
+  // answers the differing children), or empty (it answers the node).
+  std::vector<uint16_t> children;
   friend bool operator==(const NodeRef&, const NodeRef&) = default;
 };
 
@@ -150,11 +158,15 @@ struct ReconcileResponse {
   // The responder's roots of the keyspaces that differ (when asked to
   // compare), in name order.
   std::vector<KeyspaceRoot> differing;
-  // One per differing root (its root node), then one per answered node of
-  // the request's `expand`, in order.
+  // One per differing root (its root node), then for each answered node of
+  // the request's `expand`, in order: one per set bit of its mask (the
+  // differing children, in index order) if it came with children, else
+  // one (the node itself).
   std::vector<Expansion> expansions;
-  // How many of `expand` were answered (a prefix; ask the rest again).
+  // How many of `expand` were answered (a prefix; ask the rest again), and
+  // for each, the children that differ (bit i: child i).
   uint64_t expanded = 0;
+  std::vector<uint16_t> masks;
   // The records of a prefix of `fetch`, in order; nullopt: not held.
   std::vector<std::optional<Record>> fetched;
   // What merging `push` did.
@@ -191,7 +203,9 @@ class ReconcileSource {
 // hold the same registers (O(number of keyspaces)).
 absl::StatusOr<rbsr::Fingerprint> StoreFingerprint(const Store& store);
 
-// A ReconcileSource over a Store (borrowed).
+// A ReconcileSource over a Store (borrowed). It keeps the last view it
+// opened while the store commits nothing (one view: keep the source for
+// the rounds of a session, not longer). Not thread-safe.
 std::unique_ptr<ReconcileSource> StoreReconcileSource(const Store& store);
 
 // The responder's side of one round, after it merged `request.push`

@@ -7,6 +7,25 @@
 namespace peerkv::replication {
 namespace {
 
+// A view that forwards to one the source keeps.
+class SharedView final : public rbsr::RangeView {
+ public:
+  explicit SharedView(std::shared_ptr<rbsr::RangeView> view) : view_(std::move(view)) {}
+  absl::StatusOr<rbsr::Fingerprint> FingerprintOf(const rbsr::NodeId& node) override {
+    return view_->FingerprintOf(node);
+  }
+  absl::Status ForEachItem(const rbsr::NodeId& node,
+                           absl::FunctionRef<void(const rbsr::RangeItem&)> fn) override {
+    return view_->ForEachItem(node, fn);
+  }
+
+ private:
+  std::shared_ptr<rbsr::RangeView> view_;
+};
+
+// Keeps the last keyspace's view while the store has not committed since
+// it was opened (its max seq is unchanged), so that the rounds of a session
+// do not each load the keyspace's registers again. One view at most.
 class StoreSource final : public ReconcileSource {
  public:
   explicit StoreSource(const Store& store) : store_(store) {}
@@ -19,7 +38,16 @@ class StoreSource final : public ReconcileSource {
     return out;
   }
   absl::StatusOr<std::unique_ptr<rbsr::RangeView>> View(std::string_view keyspace) override {
-    return store_.OpenRangeView(keyspace);
+    const uint64_t seq = store_.max_seq();
+    if (cached_ == nullptr || cached_keyspace_ != keyspace || cached_seq_ != seq) {
+      cached_.reset();
+      PEERKV_ASSIGN_OR_RETURN(std::unique_ptr<rbsr::RangeView> view,
+                              store_.OpenRangeView(keyspace));
+      cached_ = std::move(view);
+      cached_keyspace_ = std::string(keyspace);
+      cached_seq_ = seq;
+    }
+    return std::make_unique<SharedView>(cached_);
   }
   absl::StatusOr<std::optional<Record>> Get(std::string_view keyspace,
                                             std::string_view key) override {
@@ -28,6 +56,9 @@ class StoreSource final : public ReconcileSource {
 
  private:
   const Store& store_;
+  std::shared_ptr<rbsr::RangeView> cached_;
+  std::string cached_keyspace_;
+  uint64_t cached_seq_ = 0;
 };
 
 }  // namespace

@@ -236,7 +236,8 @@ TEST(ReconcileCodecTest, RoundTrips) {
   fp.sum.limbs = {1, 2, 3, 0xffffffffffffffffull};
   fp.count = 99;
   request.roots = {{"a", fp}, {"b", {}}};
-  request.expand = {{"a", rbsr::NodeId{3, 0xabc}}, {"b", rbsr::NodeId{16, ~uint64_t{0}}}};
+  request.expand = {{"a", rbsr::NodeId{3, 0xabc}, std::vector<uint16_t>(16, 0x1234)},
+                    {"b", rbsr::NodeId{16, ~uint64_t{0}}, {}}};
   request.fetch = {{"b", "k"}};
   request.push = {Record{"a", "key", Version{5, 6}, false, "v"},
                   Record{"b", "key", Version{5, 6}, true, ""}};
@@ -248,6 +249,7 @@ TEST(ReconcileCodecTest, RoundTrips) {
   ReconcileResponse response;
   response.differing = {{"a", fp}};
   response.expanded = 1;
+  response.masks = {0x0001};
   Expansion children;
   children.children.assign(16, 0xbeef);
   Expansion items;
@@ -300,7 +302,7 @@ TEST(ReconcileCodecTest, RefusesAbsurdRequestsNamingFieldAndLimit) {
   // Too many nodes: the count alone is refused, before any is read.
   EXPECT_THAT(decode(prefix + Varint(0) + Varint(kMaxReconcileNodes + 1)),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       "expand: 4097 entries; the limit is 4096"));
+                       "expand: 16385 entries; the limit is 16384"));
   // A depth beyond the tree, a prefix too long for its depth.
   EXPECT_THAT(decode(prefix + Varint(0) + Varint(1) + Varint(0) + std::string(1, 17) + Varint(0)),
               StatusIs(absl::StatusCode::kInvalidArgument, "depth 17; the limit is 16"));
@@ -335,18 +337,19 @@ TEST(ReconcileCodecTest, RefusesAbsurdRequestsNamingFieldAndLimit) {
 
 TEST(ReconcileCodecTest, RefusesAbsurdAnswers) {
   auto decode = [](const std::string& bytes) { return DecodeReconcileResponse(bytes, 100); };
-  // differing = 0, expanded = 1, expansions = 0: they must agree.
-  EXPECT_THAT(decode(Header() + Varint(0) + Varint(1) + Varint(0)),
+  // differing = 0, expanded = 1 with mask 0: at most one expansion.
+  EXPECT_THAT(decode(Header() + Varint(0) + Varint(1) + std::string(2, '\0') + Varint(5)),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       "the answer names 0 roots and 1 nodes"));
+                       "expansions: 5 entries; the limit is 1"));
   EXPECT_THAT(decode(Header() + Varint(0) + Varint(kMaxReconcileNodes + 1)),
-              StatusIs(absl::StatusCode::kInvalidArgument, "expanded: 4097 entries"));
+              StatusIs(absl::StatusCode::kInvalidArgument, "expanded: 16385 entries"));
   // An items expansion with more items than an answer may carry.
-  EXPECT_THAT(decode(Header() + Varint(0) + Varint(1) + Varint(1) + "\x01" +
-                     Varint(kMaxReconcileRecords + 1)),
+  EXPECT_THAT(decode(Header() + Varint(0) + Varint(1) + std::string(2, '\0') + Varint(1) +
+                     "\x01" + Varint(kMaxReconcileRecords + 1)),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        "items: 20001 entries; the limit is 20000"));
-  EXPECT_THAT(decode(Header() + Varint(0) + Varint(1) + Varint(1) + "\x07"),
+  EXPECT_THAT(decode(Header() + Varint(0) + Varint(1) + std::string(2, '\0') + Varint(1) +
+                     "\x07"),
               StatusIs(absl::StatusCode::kInvalidArgument, "kinds are 0..2"));
 }
 
@@ -367,7 +370,8 @@ TEST(ReconcileTest, RefusesItemsOutsideTheirNode) {
   ASSERT_THAT(second.status(), IsOk());
   ASSERT_TRUE(second->has_value());
   ASSERT_FALSE((*second)->expand.empty());
-  const rbsr::NodeId asked = (*second)->expand[0].node;
+  // Its first differing child, as the answer below claims.
+  const rbsr::NodeId asked = (*second)->expand[0].node.Child(0);
   // A key whose position is not in `asked`.
   std::string outside;
   for (int i = 0; outside.empty(); ++i) {
@@ -376,6 +380,7 @@ TEST(ReconcileTest, RefusesItemsOutsideTheirNode) {
   }
   ReconcileResponse bad;
   bad.expanded = 1;
+  bad.masks = {1};
   Expansion items;
   items.kind = Expansion::Kind::kItems;
   items.items = {Record{"", outside, Version{1, 2}, false, "v"}};
