@@ -32,8 +32,8 @@ class Writer {
     Varint(s.size());
     body_.append(s);
   }
-  void Sum16(uint16_t c) {
-    for (int i = 0; i < kChildFingerprintBytes; ++i) Byte((c >> (8 * i)) & 0xff);
+  void Sum(uint32_t c, int width) {
+    for (int i = 0; i < width; ++i) Byte((c >> (8 * i)) & 0xff);
   }
   void Keyspace(const std::string& name) {
     auto [it, inserted] = table_.emplace(name, names_.size());
@@ -179,15 +179,22 @@ class Reader {
     }
     return r;
   }
-  absl::StatusOr<std::vector<uint16_t>> Children(std::string_view field) {
-    std::vector<uint16_t> out(rbsr::kBranching);
-    for (uint16_t& c : out) {
-      for (int b = 0; b < kChildFingerprintBytes; ++b) {
+  absl::StatusOr<std::vector<uint32_t>> Children(std::string_view field, int width) {
+    std::vector<uint32_t> out(rbsr::kBranching);
+    for (uint32_t& c : out) {
+      for (int b = 0; b < width; ++b) {
         PEERKV_ASSIGN_OR_RETURN(uint8_t byte, Byte(field));
-        c |= static_cast<uint16_t>(byte) << (8 * b);
+        c |= static_cast<uint32_t>(byte) << (8 * b);
       }
     }
     return out;
+  }
+  absl::StatusOr<uint8_t> Width() {
+    PEERKV_ASSIGN_OR_RETURN(uint8_t width, Byte("width"));
+    if (width < 1 || width > 4) {
+      return Error("width", absl::StrFormat("%d bytes; fingerprints take 1..4", width));
+    }
+    return width;
   }
   absl::Status End() const {
     if (!in_.empty()) {
@@ -223,13 +230,13 @@ size_t RecordBytes(const Record& r) { return r.key.size() + r.value.size() + 24;
 
 }  // namespace
 
-uint16_t TruncatedSum(const rbsr::Sum256& sum, int pass) {
-  const int offset = (pass * kChildFingerprintBytes) % 32;
-  uint16_t out = 0;
-  for (int i = 0; i < kChildFingerprintBytes; ++i) {
-    const int byte = offset + i;
+uint32_t TruncatedSum(const rbsr::Sum256& sum, int pass, int width) {
+  const int offset = (pass * 4) % 32;
+  uint32_t out = 0;
+  for (int i = 0; i < width; ++i) {
+    const int byte = (offset + i) % 32;
     const uint64_t b = (sum.limbs[byte / 8] >> (8 * (byte % 8))) & 0xff;
-    out |= static_cast<uint16_t>(b << (8 * i));
+    out |= static_cast<uint32_t>(b << (8 * i));
   }
   return out;
 }
@@ -237,6 +244,7 @@ uint16_t TruncatedSum(const rbsr::Sum256& sum, int pass) {
 std::string EncodeReconcileRequest(const ReconcileRequest& request) {
   Writer w;
   w.Byte(request.pass);
+  w.Byte(request.width);
   w.Byte(request.compare ? 1 : 0);
   w.Varint(request.max_answer_bytes);
   w.Varint(request.roots.size());
@@ -252,7 +260,7 @@ std::string EncodeReconcileRequest(const ReconcileRequest& request) {
     w.Byte(ref.children.empty() ? 0 : 1);
     if (!ref.children.empty()) {
       PEERKV_CHECK(ref.children.size() == rbsr::kBranching);
-      for (uint16_t c : ref.children) w.Sum16(c);
+      for (uint32_t c : ref.children) w.Sum(c, request.width);
     }
   }
   w.Varint(request.fetch.size());
@@ -276,6 +284,7 @@ absl::StatusOr<ReconcileRequest> DecodeReconcileRequest(std::string_view bytes,
   if (out.pass >= kMaxPasses) {
     return in.Error("pass", absl::StrFormat("%d; the limit is %d", out.pass, kMaxPasses - 1));
   }
+  PEERKV_ASSIGN_OR_RETURN(out.width, in.Width());
   PEERKV_ASSIGN_OR_RETURN(uint8_t compare, in.Byte("compare"));
   if (compare > 1) return in.Error("compare", "must be 0 or 1");
   out.compare = compare == 1;
@@ -304,7 +313,7 @@ absl::StatusOr<ReconcileRequest> DecodeReconcileRequest(std::string_view bytes,
       if (ref.node.depth >= rbsr::kMaxDepth) {
         return in.Error("expand", "children of a node at the deepest level");
       }
-      PEERKV_ASSIGN_OR_RETURN(ref.children, in.Children("expand"));
+      PEERKV_ASSIGN_OR_RETURN(ref.children, in.Children("expand", out.width));
     }
     out.expand.push_back(std::move(ref));
   }
@@ -332,6 +341,7 @@ absl::StatusOr<ReconcileRequest> DecodeReconcileRequest(std::string_view bytes,
 
 std::string EncodeReconcileResponse(const ReconcileResponse& response) {
   Writer w;
+  w.Byte(response.width);
   w.Varint(response.differing.size());
   for (const KeyspaceRoot& root : response.differing) {
     w.Keyspace(root.keyspace);
@@ -348,7 +358,7 @@ std::string EncodeReconcileResponse(const ReconcileResponse& response) {
     w.Byte(static_cast<uint8_t>(e.kind));
     if (e.kind == Expansion::Kind::kChildren) {
       PEERKV_CHECK(e.children.size() == rbsr::kBranching);
-      for (uint16_t c : e.children) w.Sum16(c);
+      for (uint32_t c : e.children) w.Sum(c, response.width);
     } else {
       w.Varint(e.items.size());
       for (const Record& r : e.items) {
@@ -379,6 +389,7 @@ absl::StatusOr<ReconcileResponse> DecodeReconcileResponse(std::string_view bytes
   Reader in(bytes, kWhat);
   PEERKV_RETURN_IF_ERROR(CheckFormat(in));
   ReconcileResponse out;
+  PEERKV_ASSIGN_OR_RETURN(out.width, in.Width());
   PEERKV_ASSIGN_OR_RETURN(size_t differing, in.Count("differing", kMaxReconcileKeyspaces));
   for (size_t i = 0; i < differing; ++i) {
     KeyspaceRoot root;
@@ -409,7 +420,7 @@ absl::StatusOr<ReconcileResponse> DecodeReconcileResponse(std::string_view bytes
     if (kind > 2) return in.Error("expansion kind", absl::StrFormat("%d; kinds are 0..2", kind));
     e.kind = static_cast<Expansion::Kind>(kind);
     if (e.kind == Expansion::Kind::kChildren) {
-      PEERKV_ASSIGN_OR_RETURN(e.children, in.Children("children"));
+      PEERKV_ASSIGN_OR_RETURN(e.children, in.Children("children", out.width));
     } else {
       PEERKV_ASSIGN_OR_RETURN(size_t n, in.Count("items", kMaxReconcileRecords - records));
       records += n;
@@ -462,21 +473,37 @@ namespace {
 
 // The responder's expansion of one node; nullopt if it does not fit in
 // `room` (and `first` is false: the first always goes, without values).
+// The depth below which a node of up to kDeepLeafItems is a leaf: where
+// nodes hold one register on average, plus one.
+absl::StatusOr<int> DeepDepth(rbsr::RangeView& view) {
+  PEERKV_ASSIGN_OR_RETURN(rbsr::Fingerprint root, view.FingerprintOf(rbsr::NodeId{}));
+  int depth = 0;
+  for (uint64_t n = 1; n < root.count && depth < rbsr::kMaxDepth; n <<= rbsr::kBranchBits) {
+    ++depth;
+  }
+  return depth + 1;
+}
+
 absl::StatusOr<std::optional<Expansion>> Expand(ReconcileSource& source,
                                                std::string_view keyspace,
                                                rbsr::RangeView& view, const rbsr::NodeId& node,
-                                               int pass, size_t room, bool first,
-                                               size_t& used) {
+                                               const ReconcileRequest& request, size_t room,
+                                               bool first, size_t& used) {
   PEERKV_ASSIGN_OR_RETURN(rbsr::Fingerprint fp, view.FingerprintOf(node));
   Expansion e;
-  if (fp.count > kLeafItems && node.depth < rbsr::kMaxDepth) {
+  bool leaf = fp.count <= kLeafItems || node.depth >= rbsr::kMaxDepth;
+  if (!leaf && fp.count <= kDeepLeafItems) {
+    PEERKV_ASSIGN_OR_RETURN(int deep, DeepDepth(view));
+    leaf = node.depth >= deep;
+  }
+  if (!leaf) {
     e.kind = Expansion::Kind::kChildren;
     e.children.reserve(rbsr::kBranching);
     for (int i = 0; i < rbsr::kBranching; ++i) {
       PEERKV_ASSIGN_OR_RETURN(rbsr::Fingerprint child, view.FingerprintOf(node.Child(i)));
-      e.children.push_back(TruncatedSum(child.sum, pass));
+      e.children.push_back(TruncatedSum(child.sum, request.pass, request.width));
     }
-    used += 1 + rbsr::kBranching * kChildFingerprintBytes;
+    used += 1 + rbsr::kBranching * request.width;
     return e;
   }
   if (fp.count > kMaxReconcileRecords) {
@@ -528,6 +555,7 @@ absl::StatusOr<ReconcileResponse> ServeReconcile(ReconcileSource& source,
                                                  size_t max_bytes) {
   if (request.max_answer_bytes > 0) max_bytes = std::min<uint64_t>(max_bytes, request.max_answer_bytes);
   ReconcileResponse out;
+  out.width = request.width;
   size_t used = 0;
   std::map<std::string, std::unique_ptr<rbsr::RangeView>, std::less<>> views;
   auto view = [&](const std::string& keyspace) -> absl::StatusOr<rbsr::RangeView*> {
@@ -552,8 +580,8 @@ absl::StatusOr<ReconcileResponse> ServeReconcile(ReconcileSource& source,
       out.differing.push_back({keyspace, mine});
       PEERKV_ASSIGN_OR_RETURN(rbsr::RangeView * v, view(keyspace));
       PEERKV_ASSIGN_OR_RETURN(std::optional<Expansion> e,
-                              Expand(source, keyspace, *v, rbsr::NodeId{}, request.pass,
-                                     max_bytes, /*first=*/true, used));
+                              Expand(source, keyspace, *v, rbsr::NodeId{}, request, max_bytes,
+                                     /*first=*/true, used));
       out.expansions.push_back(std::move(*e));
     }
   }
@@ -571,7 +599,7 @@ absl::StatusOr<ReconcileResponse> ServeReconcile(ReconcileSource& source,
     } else {
       for (int i = 0; i < rbsr::kBranching; ++i) {
         PEERKV_ASSIGN_OR_RETURN(rbsr::Fingerprint child, v->FingerprintOf(ref.node.Child(i)));
-        if (TruncatedSum(child.sum, request.pass) != ref.children[i]) {
+        if (TruncatedSum(child.sum, request.pass, request.width) != ref.children[i]) {
           mask |= static_cast<uint16_t>(1u << i);
           nodes.push_back(ref.node.Child(i));
         }
@@ -580,7 +608,7 @@ absl::StatusOr<ReconcileResponse> ServeReconcile(ReconcileSource& source,
     }
     for (const rbsr::NodeId& node : nodes) {
       PEERKV_ASSIGN_OR_RETURN(std::optional<Expansion> e,
-                              Expand(source, ref.keyspace, *v, node, request.pass, max_bytes,
+                              Expand(source, ref.keyspace, *v, node, request, max_bytes,
                                      first && answer.empty(), would_use));
       if (!e.has_value()) {
         fits = false;
@@ -649,6 +677,9 @@ absl::StatusOr<std::optional<ReconcileRequest>> ReconcileSession::Next(absl::Tim
   ReconcileRequest request;
   request.pass = static_cast<uint8_t>(pass_);
   request.max_answer_bytes = limits_.max_message_bytes;
+  request.width = static_cast<uint8_t>(std::min(limits_.max_nodes, expand_.size()) > kWideAbove
+                                           ? kWideChildFingerprintBytes
+                                           : kChildFingerprintBytes);
   for (size_t i = 0; i < limits_.max_nodes && !expand_.empty(); ++i) {
     NodeRef ref = std::move(expand_.front());
     expand_.pop_front();
@@ -657,7 +688,7 @@ absl::StatusOr<std::optional<ReconcileRequest>> ReconcileSession::Next(absl::Tim
       ref.children.reserve(rbsr::kBranching);
       for (int c = 0; c < rbsr::kBranching; ++c) {
         PEERKV_ASSIGN_OR_RETURN(rbsr::Fingerprint fp, view->FingerprintOf(ref.node.Child(c)));
-        ref.children.push_back(TruncatedSum(fp.sum, pass_));
+        ref.children.push_back(TruncatedSum(fp.sum, pass_, request.width));
       }
     }
     request.expand.push_back(std::move(ref));
@@ -701,7 +732,7 @@ absl::Status ReconcileSession::TakeExpansion(rbsr::RangeView& view, const NodeRe
     for (int i = 0; i < rbsr::kBranching; ++i) {
       const rbsr::NodeId child = ref.node.Child(i);
       PEERKV_ASSIGN_OR_RETURN(rbsr::Fingerprint mine, view.FingerprintOf(child));
-      if (TruncatedSum(mine.sum, sent_->pass) != e.children[i]) {
+      if (TruncatedSum(mine.sum, sent_->pass, sent_->width) != e.children[i]) {
         expand_.push_back({ref.keyspace, child});
       }
     }
@@ -791,6 +822,11 @@ absl::StatusOr<std::vector<Record>> ReconcileSession::OnResponse(
         "reconcile answer: %d expansions and %d records for %d nodes and %d keys asked",
         response.expansions.size(), response.fetched.size(), sent.expand.size(),
         sent.fetch.size())));
+  }
+  if (response.width != sent.width) {
+    return fail(absl::InvalidArgumentError(absl::StrFormat(
+        "reconcile answer: width: %d bytes; the request asked for %d", response.width,
+        sent.width)));
   }
   if (!sent.compare && !response.differing.empty()) {
     return fail(absl::InvalidArgumentError("reconcile answer: differing: roots nobody asked for"));

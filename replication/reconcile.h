@@ -77,11 +77,20 @@ namespace peerkv::replication {
 // Format of the encoded messages; a different one is refused.
 inline constexpr uint8_t kReconcileFormat = 1;
 // A node of at most this many registers is answered with its items (one:
-// a leaf of two would often carry a value that does not differ).
+// a leaf of two would often carry a value that does not differ), and so is
+// a node of at most kDeepLeafItems below the depth where a node holds one
+// register on average (log16 of the keyspace's count, plus one): there,
+// more than one is a rare crowd, not worth another round.
 inline constexpr uint64_t kLeafItems = 1;
-// Bytes of a child fingerprint's sum on the wire.
+inline constexpr uint64_t kDeepLeafItems = 4;
+// Bytes of a child fingerprint's sum on the wire: two, or three in a round
+// that asks about more than kWideAbove nodes (with many nodes, two bytes
+// would let a differing child pass for equal about once per 40,000
+// comparisons, costing a pass). At most 4.
 inline constexpr int kChildFingerprintBytes = 2;
-// Passes of one session: each takes other bytes of the sums (32 / 2).
+inline constexpr int kWideChildFingerprintBytes = 3;
+inline constexpr size_t kWideAbove = 1024;
+// Passes of one session: each takes other bytes of the sums (4 a pass).
 inline constexpr int kMaxPasses = 4;
 
 // What one message may carry or make the other side do.
@@ -114,7 +123,7 @@ struct NodeRef {
   rbsr::NodeId node;
   // In a request: the sender's 16 children's truncated sums (the responder
   // answers the differing children), or empty (it answers the node).
-  std::vector<uint16_t> children;
+  std::vector<uint32_t> children;
   friend bool operator==(const NodeRef&, const NodeRef&) = default;
 };
 
@@ -125,8 +134,10 @@ struct KeyRef {
 };
 
 struct ReconcileRequest {
-  // Which bytes of the sums child fingerprints take (pass * 2 .. + 2).
+  // Which bytes of the sums child fingerprints take (from pass * 4), and
+  // how many (1..4), here and in the answer.
   uint8_t pass = 0;
+  uint8_t width = kChildFingerprintBytes;
   // Compare these roots (the initiator's, every keyspace it holds); the
   // answer's `differing` lists the responder's side of those that differ.
   bool compare = false;
@@ -147,7 +158,7 @@ struct Expansion {
   enum class Kind : uint8_t { kChildren = 0, kItems = 1, kItemsWithoutValues = 2 };
   Kind kind = Kind::kChildren;
   // kChildren: the 16 children's truncated sums.
-  std::vector<uint16_t> children;
+  std::vector<uint32_t> children;
   // kItems*: the node's registers in position order (keyspace left empty;
   // values only for kItems).
   std::vector<Record> items;
@@ -155,6 +166,8 @@ struct Expansion {
 };
 
 struct ReconcileResponse {
+  // The request's width: bytes of each child fingerprint.
+  uint8_t width = kChildFingerprintBytes;
   // The responder's roots of the keyspaces that differ (when asked to
   // compare), in name order.
   std::vector<KeyspaceRoot> differing;
@@ -184,8 +197,8 @@ absl::StatusOr<ReconcileRequest> DecodeReconcileRequest(std::string_view bytes,
 absl::StatusOr<ReconcileResponse> DecodeReconcileResponse(std::string_view bytes,
                                                           size_t value_limit);
 
-// The bytes of a sum a child fingerprint takes in `pass`.
-uint16_t TruncatedSum(const rbsr::Sum256& sum, int pass);
+// The `width` bytes of a sum a child fingerprint takes in `pass`.
+uint32_t TruncatedSum(const rbsr::Sum256& sum, int pass, int width);
 
 // What a session reads of one replica: the store (StoreReconcileSource)
 // or, in tests, a fake.

@@ -230,13 +230,14 @@ TEST(ReconcileTest, EqualVersionsWithDifferentValuesAreConflictsNotLoops) {
 TEST(ReconcileCodecTest, RoundTrips) {
   ReconcileRequest request;
   request.pass = 2;
+  request.width = 3;
   request.compare = true;
   request.max_answer_bytes = 12345;
   rbsr::Fingerprint fp;
   fp.sum.limbs = {1, 2, 3, 0xffffffffffffffffull};
   fp.count = 99;
   request.roots = {{"a", fp}, {"b", {}}};
-  request.expand = {{"a", rbsr::NodeId{3, 0xabc}, std::vector<uint16_t>(16, 0x1234)},
+  request.expand = {{"a", rbsr::NodeId{3, 0xabc}, std::vector<uint32_t>(16, 0x1234)},
                     {"b", rbsr::NodeId{16, ~uint64_t{0}}, {}}};
   request.fetch = {{"b", "k"}};
   request.push = {Record{"a", "key", Version{5, 6}, false, "v"},
@@ -290,12 +291,15 @@ std::string Varint(uint64_t v) {
 TEST(ReconcileCodecTest, RefusesAbsurdRequestsNamingFieldAndLimit) {
   auto decode = [](const std::string& bytes) { return DecodeReconcileRequest(bytes, 100); };
   // pass, compare, max_answer_bytes, then counts.
-  const std::string prefix = Header({"ks"}) + std::string("\0\0\0", 3);
+  const std::string prefix = Header({"ks"}) + std::string("\0\x02\0\0", 4);
   EXPECT_THAT(decode(""), StatusIs(absl::StatusCode::kInvalidArgument, "format"));
   EXPECT_THAT(decode(std::string(1, 9)),
               StatusIs(absl::StatusCode::kInvalidArgument, "this replica speaks 1"));
   EXPECT_THAT(decode(Header() + std::string(1, kMaxPasses)),
               StatusIs(absl::StatusCode::kInvalidArgument, "pass"));
+  EXPECT_THAT(decode(Header() + std::string(1, 0) + std::string(1, 9)),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "width: 9 bytes; fingerprints take 1..4"));
   // Roots without compare.
   EXPECT_THAT(decode(prefix + Varint(1)),
               StatusIs(absl::StatusCode::kInvalidArgument, "without compare"));
@@ -336,7 +340,10 @@ TEST(ReconcileCodecTest, RefusesAbsurdRequestsNamingFieldAndLimit) {
 }
 
 TEST(ReconcileCodecTest, RefusesAbsurdAnswers) {
-  auto decode = [](const std::string& bytes) { return DecodeReconcileResponse(bytes, 100); };
+  auto decode = [](const std::string& bytes) {
+    // Every answer starts with its width after the table: 2.
+    return DecodeReconcileResponse(bytes.substr(0, 2) + "\x02" + bytes.substr(2), 100);
+  };
   // differing = 0, expanded = 1 with mask 0: at most one expansion.
   EXPECT_THAT(decode(Header() + Varint(0) + Varint(1) + std::string(2, '\0') + Varint(5)),
               StatusIs(absl::StatusCode::kInvalidArgument,

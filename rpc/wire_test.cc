@@ -15,6 +15,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kj/async.h"
+#include "replication/reconcile.h"
 #include "replication/transport.h"
 #include "rpc/client.h"
 #include "rpc/peerkv.capnp.h"
@@ -91,6 +92,77 @@ TEST(WireTest, AHelloWithANameOverTheLimitIsRefused) {
   EXPECT_THAT(Server::Start(store->get(), ServerOptions{.listen = "127.0.0.1:0",
                                                         .replica_name = std::string(65, 'n')}),
               StatusIs(StatusCode::kInvalidArgument, "the limit is 64"));
+}
+
+// A reconcile round on `replica`: the error answered, or the answer.
+absl::StatusOr<std::string> ReconcileRound(capnp::EzRpcClient& client,
+                                           wire::Replica::Client& replica,
+                                           const std::string& bytes) {
+  auto request = replica.reconcileRequest();
+  request.setRequest(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(bytes.data()),
+                                         bytes.size()));
+  auto response = request.send().wait(client.getWaitScope());
+  if (response.hasError()) {
+    return absl::Status(static_cast<absl::StatusCode>(response.getError().getCode()),
+                        response.getError().getMessage().cStr());
+  }
+  return std::string(reinterpret_cast<const char*>(response.getResponse().begin()),
+                     response.getResponse().size());
+}
+
+// A reconcile message out of bounds is refused with InvalidArgument naming
+// the field and the limit, and closes that link (its connection) only; a
+// well-formed one on another link is answered.
+TEST(WireTest, AnAbsurdReconcileIsRefusedAndClosesOnlyItsLink) {
+  testing::TempDir dir;
+  StoreOptions options;
+  options.dir = dir.Sub("db");
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
+  ASSERT_THAT(store, IsOk());
+  ASSERT_THAT((*store)->Put("ks", "k", "v"), IsOk());
+  absl::StatusOr<std::unique_ptr<Server>> server =
+      Server::Start(store->get(), ServerOptions{.listen = "127.0.0.1:0"});
+  ASSERT_THAT(server, IsOk());
+  const std::string address = (*server)->address();
+
+  capnp::EzRpcClient bad(address);
+  ASSERT_THAT(Hello(bad, 31, "bad"), IsOk());
+  auto bad_replica = bad.getMain<wire::Gateway>().replicaRequest().send().getReplica();
+  capnp::EzRpcClient good(address);
+  ASSERT_THAT(Hello(good, 32, "good"), IsOk());
+  auto good_replica = good.getMain<wire::Gateway>().replicaRequest().send().getReplica();
+
+  // Before hello on a link: refused, not served.
+  capnp::EzRpcClient stranger(address);
+  auto stranger_replica = stranger.getMain<wire::Gateway>().replicaRequest().send().getReplica();
+  EXPECT_THAT(ReconcileRound(stranger, stranger_replica, "x"),
+              StatusIs(StatusCode::kFailedPrecondition, "before hello"));
+
+  // A request asking to expand 1,000,000 nodes: format 1, no keyspaces,
+  // pass 0, width 2, no compare, no answer limit, no roots, then the count.
+  const std::string absurd =
+      std::string("\x01\x00\x00\x02\x00\x00\x00", 7) + "\xc0\x84\x3d";
+  EXPECT_THAT(ReconcileRound(bad, bad_replica, absurd),
+              StatusIs(StatusCode::kInvalidArgument,
+                       "expand: 1000000 entries; the limit is 16384"));
+  // That link's connection is closed: its next call fails (bounded: the
+  // disconnect ends the wait).
+  auto ping = bad_replica.pingRequest().send();
+  EXPECT_FALSE(kj::runCatchingExceptions([&] { ping.wait(bad.getWaitScope()); }) == nullptr);
+
+  // The other link is still served: a compare of no roots finds keyspace
+  // ks on the server only.
+  replication::ReconcileRequest compare;
+  compare.compare = true;
+  absl::StatusOr<std::string> answer =
+      ReconcileRound(good, good_replica, replication::EncodeReconcileRequest(compare));
+  ASSERT_THAT(answer, IsOk());
+  absl::StatusOr<replication::ReconcileResponse> response =
+      replication::DecodeReconcileResponse(*answer, kMaxValueBytes);
+  ASSERT_THAT(response, IsOk());
+  ASSERT_EQ(response->differing.size(), 1u);
+  EXPECT_EQ(response->differing[0].keyspace, "ks");
+  EXPECT_EQ(response->differing[0].fingerprint.count, 1u);
 }
 
 // What the fake server saw; written on its thread, read by the test.
