@@ -201,15 +201,8 @@ void PeerLinks::Reconcile(replication::LinkId link, std::string bytes, Reconcile
 }
 
 void PeerLinks::Refuse(replication::LinkId link, const absl::Status& why) {
-  tasks_.add(kj::evalLater([this, link, why] {
-    auto it = links_.find(link);
-    if (it == links_.end()) return;
-    if (it->second.outbound.get() == nullptr) {
-      close_connection_(it->second.connection_id);
-    } else {
-      DropLink(link, why);
-    }
-  }));
+  // On a later turn: the refusal is answered first.
+  tasks_.add(kj::evalLater([this, link, why] { DropLink(link, why); }));
 }
 
 void PeerLinks::Nudge(replication::LinkId link, const Watermarks& mine) {

@@ -62,8 +62,9 @@ class PeerLinks final : private kj::TaskSet::ErrorHandler {
   void Reconcile(replication::LinkId link, std::string request, ReconcileDone done);
   void CloseLink(replication::LinkId link);
   // The peer on `link` sent what it must not (a reconcile message out of
-  // bounds): the link is closed on a later turn (after the error answer is
-  // on its way), its connection too if it is inbound.
+  // bounds): the link is dropped on a later turn (the error is answered
+  // first) and the engine told; the connection stays, but its Replica
+  // refuses every further call (replica_service.cc).
   void Refuse(replication::LinkId link, const absl::Status& why);
   // A peer at `address` on connection `connection_id` said hello; `back`
   // reaches it.

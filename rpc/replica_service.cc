@@ -29,7 +29,9 @@ class ReplicaImpl final : public wire::Replica::Server {
     auto info = params.getInfo();
     const replication::PeerInfo peer = FromWire(info);
     absl::Status refused;
-    if (link_ != 0) {
+    if (refused_) {
+      refused = RefusedLink();
+    } else if (link_ != 0) {
       refused = absl::FailedPreconditionError("hello was already exchanged on this link");
     } else if (loop_.events() == nullptr) {
       refused = absl::FailedPreconditionError("this server does not replicate");
@@ -62,7 +64,9 @@ class ReplicaImpl final : public wire::Replica::Server {
     auto params = context.getParams();
     absl::Status refused;
     const Watermarks* theirs = nullptr;
-    if (link_ == 0) {
+    if (refused_) {
+      refused = RefusedLink();
+    } else if (link_ == 0) {
       refused = absl::FailedPreconditionError("pull before hello");
     } else {
       absl::StatusOr<const Watermarks*> told =
@@ -110,7 +114,7 @@ class ReplicaImpl final : public wire::Replica::Server {
   }
 
   kj::Promise<void> nudge(NudgeContext context) override {
-    if (link_ == 0 || loop_.events() == nullptr) return kj::READY_NOW;
+    if (link_ == 0 || refused_ || loop_.events() == nullptr) return kj::READY_NOW;
     absl::StatusOr<const Watermarks*> theirs =
         Incoming(watermarks_, "nudge", context.getParams().getWatermarks());
     // Too many to trust or keep: pull anyway, remember nothing.
@@ -122,8 +126,9 @@ class ReplicaImpl final : public wire::Replica::Server {
   kj::Promise<void> ping(PingContext) override { return kj::READY_NOW; }
 
   kj::Promise<void> reconcile(ReconcileContext context) override {
-    if (link_ == 0) {
-      const absl::Status refused = absl::FailedPreconditionError("reconcile before hello");
+    if (link_ == 0 || refused_) {
+      const absl::Status refused =
+          refused_ ? RefusedLink() : absl::FailedPreconditionError("reconcile before hello");
       loop_.LogRejected(peer_, "reconcile", refused);
       ToWire(refused, context.getResults().initError());
       return kj::READY_NOW;
@@ -136,6 +141,7 @@ class ReplicaImpl final : public wire::Replica::Server {
       loop_.LogRejected(peer_, "reconcile", request.status());
       ToWire(request.status(), context.getResults().initError());
       loop_.links().Refuse(link_, request.status());
+      refused_ = true;
       return kj::READY_NOW;
     }
     if (request->push.empty()) {
@@ -174,10 +180,17 @@ class ReplicaImpl final : public wire::Replica::Server {
     results.setResponse(AsData(replication::EncodeReconcileResponse(*response)));
   }
 
+  static absl::Status RefusedLink() {
+    return absl::FailedPreconditionError(
+        "this link was closed after a request out of bounds; connect again");
+  }
+
   ServerLoop& loop_;
   const std::string peer_;
   const uint64_t connection_id_;
   replication::LinkId link_;
+  // A request out of bounds closed the link: nothing more is served here.
+  bool refused_ = false;
   // The caller's watermarks as its pulls and nudges told us, and ours as
   // our answers told it: the wire carries deltas (see peerkv.capnp).
   WatermarkChannel watermarks_;
