@@ -153,6 +153,18 @@ TEST(ItemHashTest, FixedVectors) {
   tombstone.limbs = {0x42b59977c46a32caULL, 0x943de0ae7db55d50ULL, 0x5f4272787eccd57dULL,
                      0x8b83feb131af6f51ULL};
   EXPECT_EQ(ItemHash("docs", "user:42", v, true, ""), tombstone);
+  // The largest valid keyspace and key (one buffer), and a key beyond the
+  // limits (hashed piece by piece): the same layout either way.
+  Sum256 largest;
+  largest.limbs = {0x22e7acc986c8aac4ULL, 0xbfefac841317585eULL, 0xf5dd80910b81177eULL,
+                   0x6c056551559249efULL};
+  EXPECT_EQ(ItemHash(std::string(64, 'd'), std::string(400, 'k'), v, false,
+                     std::string(100, 'v')),
+            largest);
+  Sum256 beyond;
+  beyond.limbs = {0x8dea72d7bffd2aa4ULL, 0x4be0851616ec0ca1ULL, 0xb732e6b4031b46cbULL,
+                  0xff89105577c95a19ULL};
+  EXPECT_EQ(ItemHash("docs", std::string(1000, 'k'), v, false, "hello"), beyond);
 }
 
 TEST(ItemHashTest, EveryFieldCounts) {

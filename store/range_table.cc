@@ -180,7 +180,8 @@ absl::StatusOr<StoredLevels> ReadLevels(MDB_txn* txn, MDB_dbi ranges,
     PEERKV_ASSIGN_OR_RETURN(const rbsr::Fingerprint f, DecodeFingerprint(View(v)));
     if (key.size() == root_key.size()) {
       out.root = f;
-    } else if (key.size() == root_key.size() + 1) {
+    } else if (key.size() == root_key.size() + 1 &&
+               static_cast<unsigned char>(key.back()) < kBuckets) {
       out.buckets[static_cast<unsigned char>(key.back())] = f;
     } else {
       return absl::DataLossError(absl::StrFormat(

@@ -2,17 +2,24 @@
 // (Store::KeyspaceFingerprints, Store::OpenRangeView) against a model
 // computed from Scan: equal sets give equal fingerprints whatever path and
 // order wrote them, a different value gives a different one, children add
-// up to their parent and every node lists exactly its own items.
+// up to their parent and every node lists exactly its own items; a store
+// of format 2 gets its table when opened, and the scrub repairs a table
+// changed behind the store's back (through raw LMDB here).
 #include <algorithm>
 #include <map>
 #include <random>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "lmdb.h"
+#include "store/codec.h"
 #include "store/range_fingerprint.h"
+#include "store/range_table.h"
 #include "store/store.h"
+#include "store/tables.h"
 #include "testing/temp_dir.h"
 
 namespace peerkv {
@@ -22,7 +29,9 @@ using absl::StatusCode;
 using rbsr::Fingerprint;
 using rbsr::NodeId;
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::SizeIs;
 
 constexpr int64_t kT0 = 1'700'000'000'000;
 using Roots = std::vector<std::pair<std::string, Fingerprint>>;
@@ -96,6 +105,27 @@ class RangeViewTest : public ::testing::Test {
       EXPECT_EQ(ViewRoot(store, ks), f) << ks;
     }
     EXPECT_EQ(RootsOf(store), model);
+    // The 64-bit fingerprint is the low limb of the roots' sum.
+    uint64_t low = 0;
+    for (const auto& [ks, f] : RootsOf(store)) low += f.sum.limbs[0];
+    EXPECT_EQ(store.fingerprint(), low);
+  }
+
+  // Runs `fn` in a write transaction on the closed store's files.
+  void WithRawLmdb(const std::string& name,
+                   const std::function<void(MDB_txn*, const tables::Dbis&)>& fn) {
+    MDB_env* env = nullptr;
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    ASSERT_EQ(mdb_env_set_maxdbs(env, tables::kMaxDbs), 0);
+    ASSERT_EQ(mdb_env_set_mapsize(env, size_t{64} << 20), 0);
+    ASSERT_EQ(mdb_env_open(env, dir_.Sub(name).c_str(), 0, 0600), 0);
+    MDB_txn* txn = nullptr;
+    ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+    tables::Dbis dbis;
+    ASSERT_THAT(tables::OpenDbis(txn, &dbis), IsOk());
+    fn(txn, dbis);
+    ASSERT_EQ(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
   }
 
   static Record Remote(const std::string& keyspace, const std::string& key, int64_t millis,
@@ -323,6 +353,190 @@ TEST_F(RangeViewTest, ForkRestampKeepsTheFingerprintsTrue) {
   ASSERT_EQ(after.size(), 1u);
   EXPECT_EQ(after[0].second.count, 100u);
   EXPECT_NE(after, before);  // fifty registers have new versions
+  ExpectMatchesModel(*store, {"ks"});
+}
+
+
+// Writes registers into two keyspaces of store `name` and closes it;
+// returns its roots and fingerprint.
+std::pair<Roots, uint64_t> Fill(RangeViewTest& test, std::unique_ptr<Store> store) {
+  std::vector<Mutation> batch;
+  for (int i = 0; i < 500; ++i) {
+    batch.push_back(Mutation{i % 2 == 0 ? "a" : "b", absl::StrCat("k", i), absl::StrCat("v", i)});
+  }
+  EXPECT_THAT(store->Write(std::move(batch)), IsOk());
+  for (int i = 0; i < 500; i += 9) EXPECT_THAT(store->Delete("a", absl::StrCat("k", i)), IsOk());
+  absl::StatusOr<Roots> roots = store->KeyspaceFingerprints();
+  EXPECT_THAT(roots, IsOk());
+  return {roots.ok() ? *roots : Roots{}, store->fingerprint()};
+}
+
+TEST_F(RangeViewTest, AFormatTwoStoreGetsItsTableWhenOpened) {
+  const auto [roots, fingerprint] = Fill(*this, OpenStore());
+  ASSERT_EQ(roots.size(), 2u);
+  // Make it look like format 2: no ranges table, the marker, and the old
+  // kind of fingerprint.
+  WithRawLmdb("db", [](MDB_txn* txn, const tables::Dbis& dbis) {
+    ASSERT_EQ(mdb_drop(txn, dbis.ranges, 1), 0);
+    ASSERT_THAT(tables::WriteMetaU64(txn, dbis.meta, codec::kMetaFormat, 2), IsOk());
+    absl::StatusOr<std::optional<codec::MetaState>> state = tables::ReadMetaState(txn, dbis.meta);
+    ASSERT_THAT(state, IsOk());
+    ASSERT_TRUE(state->has_value());
+    (*state)->fingerprint = 12345;
+    ASSERT_THAT(tables::WriteMetaState(txn, dbis.meta, **state), IsOk());
+  });
+  auto store = OpenStore();
+  EXPECT_EQ(RootsOf(*store), roots);
+  EXPECT_EQ(store->fingerprint(), fingerprint);
+  ExpectMatchesModel(*store, {"a", "b"});
+  // Computed at open: the scrub after it finds nothing to repair.
+  absl::StatusOr<std::vector<std::string>> scrub = store->WaitForOpenScrub();
+  ASSERT_THAT(scrub, IsOk());
+  EXPECT_THAT(*scrub, IsEmpty());
+  store.reset();
+  WithRawLmdb("db", [](MDB_txn* txn, const tables::Dbis& dbis) {
+    absl::StatusOr<std::optional<uint64_t>> format =
+        tables::ReadMetaU64(txn, dbis.meta, codec::kMetaFormat);
+    ASSERT_THAT(format, IsOk());
+    EXPECT_EQ(*format, std::optional<uint64_t>(codec::kFormatVersion));
+  });
+  store = OpenStore();
+  EXPECT_EQ(RootsOf(*store), roots);
+  EXPECT_EQ(store->fingerprint(), fingerprint);
+}
+
+TEST_F(RangeViewTest, ScrubRepairsATamperedTable) {
+  const auto [roots, fingerprint] = Fill(*this, OpenStore());
+  WithRawLmdb("db", [](MDB_txn* txn, const tables::Dbis& dbis) {
+    // A bucket of "a" off by one item, the root of "b" gone, and a keyspace
+    // with no records at all.
+    ranges::Deltas tamper;
+    tamper.AddToBucket("a", 7, ranges::Delta{rbsr::Sum256{{1, 2, 3, 4}}, 1});
+    tamper.AddToBucket("ghost", 200, ranges::Delta{rbsr::Sum256{{5, 0, 0, 0}}, 3});
+    ASSERT_THAT(ranges::ApplyDeltas(txn, dbis.ranges, tamper), IsOk());
+    const std::string root_b = ranges::RootKey("b");
+    MDB_val k{root_b.size(), const_cast<char*>(root_b.data())};
+    ASSERT_EQ(mdb_del(txn, dbis.ranges, &k, nullptr), 0);
+  });
+  StoreOptions options = Options();
+  options.scrub_at_open = false;
+  auto store = OpenStore(options);
+  EXPECT_NE(RootsOf(*store), roots);
+  absl::StatusOr<std::vector<std::string>> scrub = store->ScrubRangeFingerprints();
+  ASSERT_THAT(scrub, IsOk());
+  EXPECT_THAT(*scrub, ElementsAre("a", "b", "ghost"));
+  EXPECT_EQ(RootsOf(*store), roots);
+  EXPECT_EQ(store->fingerprint(), fingerprint);
+  ExpectMatchesModel(*store, {"a", "b", "ghost"});
+  // The views' stored levels are right again: every bucket of "a".
+  absl::StatusOr<std::unique_ptr<rbsr::RangeView>> view = store->OpenRangeView("a");
+  ASSERT_THAT(view, IsOk());
+  absl::StatusOr<Fingerprint> bucket = (*view)->FingerprintOf(NodeId{2, 7});
+  ASSERT_THAT(bucket, IsOk());
+  Fingerprint listed;
+  ASSERT_THAT((*view)->ForEachItem(NodeId{2, 7},
+                                   [&](const rbsr::RangeItem& item) { listed.Add(item.hash); }),
+              IsOk());
+  EXPECT_EQ(listed, *bucket);
+  scrub = store->ScrubRangeFingerprints();
+  ASSERT_THAT(scrub, IsOk());
+  EXPECT_THAT(*scrub, IsEmpty());
+  // Durable: a reopened store has the repaired table.
+  store.reset();
+  store = OpenStore(options);
+  EXPECT_EQ(RootsOf(*store), roots);
+  EXPECT_EQ(store->fingerprint(), fingerprint);
+}
+
+// The reconcile process test's fault: records deleted from the LMDB files
+// of a closed replica. The scrub after open notices, by itself.
+TEST_F(RangeViewTest, TheOpenScrubNoticesRecordsDeletedBehindTheStoresBack) {
+  Fill(*this, OpenStore());
+  WithRawLmdb("db", [](MDB_txn* txn, const tables::Dbis& dbis) {
+    for (const char* key : {"k1", "k3", "k5"}) {
+      const std::string record_key = codec::RecordKey("b", key);
+      MDB_val k{record_key.size(), const_cast<char*>(record_key.data())};
+      ASSERT_EQ(mdb_del(txn, dbis.records, &k, nullptr), 0);
+    }
+  });
+  std::vector<std::string> lines;
+  absl::Mutex mu;
+  StoreOptions options = Options();
+  options.log = [&](const std::string& line) {
+    absl::MutexLock lock(&mu);
+    lines.push_back(line);
+  };
+  auto store = OpenStore(options);
+  absl::StatusOr<std::vector<std::string>> scrub = store->WaitForOpenScrub();
+  ASSERT_THAT(scrub, IsOk());
+  EXPECT_THAT(*scrub, ElementsAre("b"));
+  ExpectMatchesModel(*store, {"a", "b"});
+  const Roots roots = RootsOf(*store);
+  ASSERT_EQ(roots.size(), 2u);
+  EXPECT_EQ(roots[1].second.count, 247u);
+  absl::MutexLock lock(&mu);
+  ASSERT_THAT(lines, SizeIs(1));
+  EXPECT_THAT(lines[0], HasSubstr("keyspace(s) b did not match their records"));
+}
+
+// The repair is computed from a snapshot and added through the writer:
+// right even while writes go on.
+TEST_F(RangeViewTest, ScrubIsRightWhileWritesGoOn) {
+  Fill(*this, OpenStore());
+  WithRawLmdb("db", [](MDB_txn* txn, const tables::Dbis& dbis) {
+    ranges::Deltas tamper;
+    for (uint32_t b = 0; b < 256; b += 5) {
+      tamper.AddToBucket("a", b, ranges::Delta{rbsr::Sum256{{b, 1, 0, 0}}, -1});
+    }
+    ASSERT_THAT(ranges::ApplyDeltas(txn, dbis.ranges, tamper), IsOk());
+  });
+  StoreOptions options = Options();
+  options.scrub_at_open = false;
+  auto store = OpenStore(options);
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    for (int i = 0; i < 100000 && !stop.load(); ++i) {
+      ASSERT_THAT(store->Put("a", absl::StrCat("w", i % 300), absl::StrCat(i)), IsOk());
+    }
+  });
+  absl::StatusOr<std::vector<std::string>> scrub = store->ScrubRangeFingerprints();
+  stop = true;
+  writer.join();
+  ASSERT_THAT(scrub, IsOk());
+  EXPECT_THAT(*scrub, ElementsAre("a"));
+  ExpectMatchesModel(*store, {"a", "b"});
+}
+
+TEST_F(RangeViewTest, TheStoredLevelsAgreeWithTheItemsAfterEveryKindOfWrite) {
+  StoreOptions options = Options();
+  options.compaction_min_garbage = 1;
+  auto store = OpenStore(options);
+  std::vector<Mutation> batch;
+  for (int i = 0; i < 2000; ++i) batch.push_back(Mutation{"ks", absl::StrCat("k", i), "v"});
+  ASSERT_THAT(store->Write(std::move(batch)), IsOk());
+  std::vector<Record> remote;
+  for (int i = 0; i < 2000; i += 3) {
+    remote.push_back(Remote("ks", absl::StrCat("k", i), 2'000'000, 99, "remote", i % 2 == 0));
+  }
+  ASSERT_THAT(store->Merge(remote), IsOk());
+  ASSERT_THAT(store->CompactLog(), IsOk());
+  ASSERT_THAT(store->Fork(/*restamp_after_seq=*/1500), IsOk());
+  // Depth 0..2 come from the stored table until the view first scans;
+  // a second view is made to scan at once, from the same state.
+  absl::StatusOr<std::unique_ptr<rbsr::RangeView>> stored = store->OpenRangeView("ks");
+  absl::StatusOr<std::unique_ptr<rbsr::RangeView>> scanned = store->OpenRangeView("ks");
+  ASSERT_THAT(stored, IsOk());
+  ASSERT_THAT(scanned, IsOk());
+  ASSERT_THAT((*scanned)->ForEachItem(NodeId{}, [](const rbsr::RangeItem&) {}), IsOk());
+  for (int depth = 0; depth <= 2; ++depth) {
+    for (uint64_t prefix = 0; prefix < (uint64_t{1} << (4 * depth)); ++prefix) {
+      absl::StatusOr<Fingerprint> a = (*stored)->FingerprintOf(NodeId{uint8_t(depth), prefix});
+      absl::StatusOr<Fingerprint> b = (*scanned)->FingerprintOf(NodeId{uint8_t(depth), prefix});
+      ASSERT_THAT(a, IsOk());
+      ASSERT_THAT(b, IsOk());
+      EXPECT_EQ(*a, *b) << depth << "/" << prefix;
+    }
+  }
   ExpectMatchesModel(*store, {"ks"});
 }
 
