@@ -1124,6 +1124,9 @@ void Replicator::OnReconcileAnswer(uint64_t job_id, absl::StatusOr<std::string> 
 void Replicator::FinishReconcile(absl::StatusOr<ReconcileReport> result) {
   PEERKV_CHECK(executor_->IsCurrent());
   std::unique_ptr<ReconcileJob> job = std::move(reconcile_);
+  // The source's cached view may hold a keyspace's registers: not kept
+  // between sessions.
+  reconcile_source_.reset();
   ++counters_.reconciles;
   auto it = peers_.find(job->peer_id);
   Peer* peer = it == peers_.end() ? nullptr : it->second.get();

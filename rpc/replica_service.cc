@@ -165,10 +165,16 @@ class ReplicaImpl final : public wire::Replica::Server {
  private:
   void AnswerReconcile(ReconcileContext& context, const replication::ReconcileRequest& request,
                        const MergeResult& pushed) {
-    std::unique_ptr<replication::ReconcileSource> source =
-        replication::StoreReconcileSource(loop_.store());
+    // Kept for the rounds of a session (the view it caches spares each
+    // round a scan of the keyspace), dropped once a compare finds nothing.
+    if (reconcile_source_ == nullptr) {
+      reconcile_source_ = replication::StoreReconcileSource(loop_.store());
+    }
     absl::StatusOr<replication::ReconcileResponse> response =
-        replication::ServeReconcile(*source, request, loop_.reply_budget());
+        replication::ServeReconcile(*reconcile_source_, request, loop_.reply_budget());
+    if (!response.ok() || (request.compare && response->differing.empty())) {
+      reconcile_source_.reset();
+    }
     auto results = context.getResults();
     if (!response.ok()) {
       loop_.LogRejected(peer_, "reconcile", response.status());
@@ -191,6 +197,7 @@ class ReplicaImpl final : public wire::Replica::Server {
   replication::LinkId link_;
   // A request out of bounds closed the link: nothing more is served here.
   bool refused_ = false;
+  std::unique_ptr<replication::ReconcileSource> reconcile_source_;
   // The caller's watermarks as its pulls and nudges told us, and ours as
   // our answers told it: the wire carries deltas (see peerkv.capnp).
   WatermarkChannel watermarks_;
