@@ -59,6 +59,18 @@ int RunServe(const Context& c) {
   absl::StatusOr<int64_t> quarantine_bytes =
       c.args.GetInt("max-quarantine-bytes", int64_t{64} << 20, 0, int64_t{1} << 40);
   if (!quarantine_bytes.ok()) return Fail(c.command, quarantine_bytes.status());
+  absl::Duration reconcile_interval = absl::Minutes(10);
+  if (const std::optional<std::string> interval = c.args.Get("reconcile-interval")) {
+    if (!absl::ParseDuration(*interval, &reconcile_interval) ||
+        reconcile_interval < absl::ZeroDuration() || reconcile_interval > absl::Hours(24 * 7) ||
+        (reconcile_interval > absl::ZeroDuration() &&
+         reconcile_interval < absl::Milliseconds(100))) {
+      return UsageError(c.command,
+                        absl::StrFormat("--reconcile-interval must be 0 (off) or a duration "
+                                        "such as 10m, 100ms..168h, got '%s'",
+                                        *interval));
+    }
+  }
   absl::StatusOr<int64_t> offset_ms =
       c.args.GetInt("clock-offset-ms", 0, -365LL * 86'400'000, 365LL * 86'400'000);
   if (!offset_ms.ok()) return Fail(c.command, offset_ms.status());
@@ -119,6 +131,7 @@ int RunServe(const Context& c) {
   server_options.replication.gossip_interval = absl::Milliseconds(*gossip_ms);
   server_options.replication.fanout = static_cast<int>(*fanout);
   server_options.replication.correct_clock = correct_clock;
+  server_options.replication.reconcile_interval = reconcile_interval;
   server_options.replication.seed = (*store)->replica_id() ^ static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
   absl::StatusOr<std::unique_ptr<rpc::Server>> server =
       rpc::Server::Start(store->get(), server_options);
@@ -206,12 +219,57 @@ int RunStatus(const Context& c) {
                                       p.clock_rtt_ms)
                           .c_str(),
                 p.last_error.empty() ? "" : (" error=\"" + p.last_error + "\"").c_str());
+    if (p.reconciles > 0) {
+      std::printf("    reconciles=%llu last-reconcile=%.1fs ago: %s\n",
+                  static_cast<unsigned long long>(p.reconciles),
+                  std::max<int64_t>(0, now_ms - absl::ToUnixMillis(p.last_reconcile)) / 1000.0,
+                  p.last_reconcile_result.c_str());
+    }
   }
   if (status->peers_omitted > 0) {
     std::printf("  ... and %u more (not listed: the answer would exceed the message limit)\n",
                 status->peers_omitted);
   }
   return kExitOk;
+}
+
+int RunReconcile(const Context& c) {
+  if (absl::Status s = ExpectPositional(c, 1, 1, "PEER"); !s.ok()) return Fail(c.command, s);
+  if (c.args.Has("data")) {
+    return UsageError(c.command,
+                      "reconcile compares a running server with one of its peers "
+                      "(--server HOST:PORT); a data directory opened embedded has no peers");
+  }
+  // A session may take many rounds: allow it the engine's limit and more.
+  absl::StatusOr<std::unique_ptr<rpc::Client>> client = rpc::Client::Connect(
+      rpc::ClientOptions{.address = c.ServerAddress(), .timeout = absl::Seconds(120)});
+  if (!client.ok()) return Fail(c.command, client.status());
+  absl::StatusOr<replication::ReconcileReport> report = (*client)->Reconcile(c.args.positional[0]);
+  if (!report.ok()) return Fail(c.command, report.status());
+  std::printf("peer: %s\n", report->peer.c_str());
+  std::printf("result: %s\n", report->was_in_sync ? "in sync"
+                               : report->in_sync ? "repaired, now in sync"
+                                                 : "still different");
+  for (const replication::KeyspaceDiff& d : report->keyspaces) {
+    std::printf("keyspace %s: fetched %llu, peer lacked %llu\n", d.keyspace.c_str(),
+                static_cast<unsigned long long>(d.fetched),
+                static_cast<unsigned long long>(d.peer_lacked));
+  }
+  if (report->conflicts > 0) {
+    std::printf("conflicts: %llu (equal versions with different values: a cloned directory?)\n",
+                static_cast<unsigned long long>(report->conflicts));
+  }
+  if (report->refused_here + report->refused_there > 0) {
+    std::printf("refused: %llu here, %llu by the peer (clock too far ahead, or invalid)\n",
+                static_cast<unsigned long long>(report->refused_here),
+                static_cast<unsigned long long>(report->refused_there));
+  }
+  if (!report->incomplete.empty()) std::printf("incomplete: %s\n", report->incomplete.c_str());
+  std::printf("rounds: %d, bytes sent %llu, received %llu, %s\n", report->rounds,
+              static_cast<unsigned long long>(report->bytes_sent),
+              static_cast<unsigned long long>(report->bytes_received),
+              absl::FormatDuration(report->time).c_str());
+  return report->in_sync ? kExitOk : kExitFailure;
 }
 
 int RunBench(const Context& c) {
@@ -289,11 +347,18 @@ const std::vector<Command>& ServerCommands() {
        "                            a clock mark far ahead forks to a fresh clock;\n"
        "                            false: only show and log the estimate\n"
        "  --max-value-bytes N       lower the value limit (at most 4194304)\n"
+       "  --reconcile-interval D    compare every peer's whole store with ours (range\n"
+       "                            fingerprints) this often, and when the fingerprints\n"
+       "                            differ after pulls found nothing behind, and repair\n"
+       "                            what differs; 0 turns both off (default 10m;\n"
+       "                            100ms..168h). A peer whose log started over is\n"
+       "                            reconciled with whatever the interval\n"
        "  --clock-offset-ms N       testing only: shift this replica's clock by N ms\n",
        {.with_value = {"listen", "max-value-bytes", "replica-name", "peer", "gossip-interval-ms",
                        "idle-timeout-ms", "keepalive-ms",
                        "fanout", "max-clock-skew", "max-clock-skew-ms", "clock-offset-ms",
-                       "max-quarantine-records", "max-quarantine-bytes", "clock-correction"},
+                       "max-quarantine-records", "max-quarantine-bytes", "clock-correction",
+                       "reconcile-interval"},
         .repeatable = {"peer"}},
        RunServe},
       {"watch", "KS [--prefix P] [--from-seq N]", "print changes to KS as they commit",
@@ -311,8 +376,19 @@ const std::vector<Command>& ServerCommands() {
        "now, suspect ones (a pull or nudge on them went unanswered) and dead ones\n"
        "closed since start; then its clock offset (its wall clock minus ours) as\n"
        "estimated at its last hello, with the round trip that bounds the error when\n"
-       "we dialled.\n",
+       "we dialled. A peer reconciled with since start has a second line:\n"
+       "sessions, when the last one ended and what it found.\n",
        {}, RunStatus},
+      {"reconcile", "PEER", "compare a running server with its peer PEER now and repair",
+       "PEER is a peer's name, address or replica id as status shows it. The\n"
+       "server compares its registers with PEER's by range fingerprints (one\n"
+       "small round when they are equal), fetches what PEER holds newer and\n"
+       "sends PEER what it lacks, both merged as replication merges. Prints per\n"
+       "keyspace the records fetched and the records the peer lacked, then the\n"
+       "rounds and bytes. Exits 0 when the two end in sync, 1 otherwise.\n"
+       "Needs a running server (--server HOST:PORT): an embedded data directory\n"
+       "(--data) has no peers to compare with.\n",
+       {}, RunReconcile},
       {"bench", "[-c CLIENTS] [-n REQUESTS] [-P PIPELINE] [-t get,put] [-d VALUE_BYTES] [-r KEYS]",
        "load a running server and report requests per second and latency",
        "Opens CLIENTS connections (default 50), each with PIPELINE requests in\n"

@@ -84,6 +84,15 @@ struct Replicator::Peer {
   bool clock_known = false;
   int64_t clock_offset_ms = 0;
   int64_t clock_rtt_ms = -1;
+  // Reconciliation (the end of replicator.cc): why a session is wanted once
+  // the pull catches up (empty: not wanted), caught-up pulls in a row whose
+  // whole-store fingerprints differed, and the sessions with it.
+  std::string reconcile_why;
+  int fingerprint_mismatches = 0;
+  uint64_t reconciles = 0;
+  absl::Time last_reconcile = absl::InfinitePast();
+  absl::Time last_reconcile_start = absl::InfinitePast();
+  std::string last_reconcile_result;
 };
 
 // One answered page on its way into the store.
@@ -128,6 +137,9 @@ void Replicator::Start() {
     // started together do not gossip in lockstep.
     const double phase = std::uniform_real_distribution<double>(0.1, 1.0)(rng_);
     Post([this] { Round(); }, options_.gossip_interval * phase);
+    if (options_.reconcile_interval > absl::ZeroDuration()) {
+      Post([this] { ReconcileRound(); }, options_.reconcile_interval);
+    }
   });
 }
 
@@ -442,6 +454,9 @@ void Replicator::Fork(const Restored& restored, bool fresh_clock) {
         fork->restamped, fork->restamp_status.ToString()));
   }
   ++counters_.forks;
+  // What peers hold of the old id is no longer ours to vouch for by log:
+  // compare everything once each has been pulled again.
+  for (auto& [id, peer] : peers_) peer->reconcile_why = "this replica forked";
   if (fresh_clock) {
     ++counters_.clock_forks;
     Log(absl::StrFormat(
@@ -842,6 +857,7 @@ void Replicator::NotePageMerged(Peer& peer, const Page& page, size_t won) {
   // from, so that chains of peers carry it in milliseconds without every
   // replica asking every other.
   if (won > 0 && options_.eager) NudgeSome(peer.info.replica_id);
+  NoteForReconcile(peer, page.response, page.pulled_from);
 }
 
 void Replicator::ContinueOrFinish(Peer& peer, bool more, bool go_on) {
@@ -1027,6 +1043,9 @@ void Replicator::PublishStatus() {
     s.clock_known = peer->clock_known;
     s.clock_offset_ms = peer->clock_offset_ms;
     s.clock_rtt_ms = peer->clock_rtt_ms;
+    s.reconciles = peer->reconciles;
+    s.last_reconcile = peer->last_reconcile;
+    s.last_reconcile_result = peer->last_reconcile_result;
     statuses.push_back(std::move(s));
     listed.insert(id);
   }
@@ -1064,6 +1083,269 @@ ReplicatorCounters Replicator::Counters() const {
 
 void Replicator::Log(const std::string& line) {
   if (options_.log) options_.log(line);
+}
+
+// ------------------------------------------------------------ reconcile
+// The engine's reconcile sessions (replication/reconcile.h): what starts
+// them (an operator, a peer log that started over, whole-store
+// fingerprints that differ after caught-up pulls, the periodic timer), one
+// session at a time on the executor, each round over the transport, the
+// records it brings merged with Store::Merge.
+namespace {
+
+bool Names(const PeerStatus& s, const std::string& peer) {
+  return (!s.name.empty() && s.name == peer) || (!s.address.empty() && s.address == peer) ||
+         (s.replica_id != 0 && ReplicaIdToString(s.replica_id) == peer);
+}
+
+}  // namespace
+
+void Replicator::Reconcile(const std::string& peer, ReconcileDone done) {
+  // The caller's callback runs once, whatever happens: a stopped engine
+  // drops the task (and with it `done`), so wrap it to answer then too.
+  struct Once {
+    ReconcileDone done;
+    ~Once() {
+      if (done) done(absl::UnavailableError("the replication engine stopped"));
+    }
+  };
+  auto once = std::make_shared<Once>();
+  once->done = std::move(done);
+  Post([this, peer, once] {
+    uint64_t id = 0;
+    for (const auto& [peer_id, p] : peers_) {
+      PeerStatus s;
+      s.name = p->info.name;
+      s.address = p->address;
+      s.replica_id = peer_id;
+      if (Names(s, peer)) id = peer_id;
+    }
+    if (id == 0) {
+      for (const auto& [address, slot] : slots_) {
+        if (address == peer && slot->replica_id != 0) id = slot->replica_id;
+      }
+    }
+    ReconcileDone done = std::move(once->done);
+    if (id == 0) {
+      done(absl::NotFoundError(absl::StrFormat(
+          "no peer named '%s' (give a name, address or replica id as status shows it)", peer)));
+      return;
+    }
+    StartReconcile(id, "asked by an operator", std::move(done));
+  });
+}
+
+void Replicator::StartReconcile(uint64_t peer_id, std::string why, ReconcileDone done) {
+  PEERKV_CHECK(executor_->IsCurrent());
+  auto it = peers_.find(peer_id);
+  if (it == peers_.end() || it->second->links.empty()) {
+    if (done) {
+      done(absl::UnavailableError(
+          absl::StrFormat("peer %s has no link now", ReplicaIdToString(peer_id))));
+    }
+    return;
+  }
+  // Already running or queued with it: one session serves both.
+  if (reconcile_ != nullptr && reconcile_->peer_id == peer_id) {
+    if (done) reconcile_->done.push_back(std::move(done));
+    return;
+  }
+  for (std::unique_ptr<ReconcileJob>& job : reconcile_queue_) {
+    if (job->peer_id == peer_id) {
+      if (done) job->done.push_back(std::move(done));
+      return;
+    }
+  }
+  auto job = std::make_unique<ReconcileJob>();
+  job->id = ++reconcile_jobs_;
+  job->peer_id = peer_id;
+  job->why = std::move(why);
+  if (done) job->done.push_back(std::move(done));
+  it->second->reconcile_why.clear();
+  it->second->last_reconcile_start = executor_->Now();
+  reconcile_queue_.push_back(std::move(job));
+  if (reconcile_ == nullptr) RunNextReconcile();
+}
+
+void Replicator::RunNextReconcile() {
+  PEERKV_CHECK(executor_->IsCurrent());
+  while (reconcile_ == nullptr && !reconcile_queue_.empty()) {
+    reconcile_ = std::move(reconcile_queue_.front());
+    reconcile_queue_.pop_front();
+    auto it = peers_.find(reconcile_->peer_id);
+    if (it == peers_.end() || it->second->links.empty()) {
+      FinishReconcile(absl::UnavailableError("the peer has no link now"));
+      continue;
+    }
+    if (reconcile_source_ == nullptr) reconcile_source_ = StoreReconcileSource(*store_);
+    reconcile_->link = ChooseLink(*it->second);
+    reconcile_->session = std::make_unique<ReconcileSession>(
+        *reconcile_source_, options_.reconcile_limits, executor_->Now());
+    ReconcileStep();
+  }
+}
+
+void Replicator::ReconcileStep() {
+  PEERKV_CHECK(executor_->IsCurrent());
+  ReconcileJob& job = *reconcile_;
+  absl::StatusOr<std::optional<ReconcileRequest>> request = job.session->Next(executor_->Now());
+  if (!request.ok()) {
+    FinishReconcile(request.status());
+    return;
+  }
+  if (!request->has_value()) {
+    FinishReconcile(job.session->report());
+    return;
+  }
+  std::string bytes = EncodeReconcileRequest(**request);
+  job.session->NoteSent(bytes.size());
+  const uint64_t id = job.id;
+  const uint64_t round = ++job.round;
+  transport_->Reconcile(job.link, std::move(bytes),
+                        OnExecutor<absl::StatusOr<std::string>>(
+                            [this, id, round](absl::StatusOr<std::string> answer) {
+                              if (reconcile_ == nullptr || reconcile_->id != id ||
+                                  reconcile_->round != round) {
+                                return;
+                              }
+                              OnReconcileAnswer(id, std::move(answer));
+                            }));
+  // A round the transport lost ends the session, like a lost pull.
+  Post(
+      [this, id, round] {
+        if (reconcile_ == nullptr || reconcile_->id != id || reconcile_->round != round) return;
+        FinishReconcile(absl::DeadlineExceededError(
+            absl::StrFormat("no reconcile answer within %s",
+                            absl::FormatDuration(options_.pull_timeout))));
+      },
+      options_.pull_timeout);
+}
+
+void Replicator::OnReconcileAnswer(uint64_t job_id, absl::StatusOr<std::string> answer) {
+  PEERKV_CHECK(executor_->IsCurrent());
+  ReconcileJob& job = *reconcile_;
+  ++job.round;  // the timeout of this round is moot
+  if (!answer.ok()) {
+    FinishReconcile(answer.status());
+    return;
+  }
+  absl::StatusOr<ReconcileResponse> response =
+      DecodeReconcileResponse(*answer, store_->options().max_value_bytes);
+  absl::StatusOr<std::vector<Record>> merge =
+      response.ok() ? job.session->OnResponse(*response, answer->size())
+                    : absl::StatusOr<std::vector<Record>>(response.status());
+  if (!merge.ok()) {
+    // The peer sent what it must not: this link (only) is closed.
+    if (merge.status().code() == absl::StatusCode::kInvalidArgument ||
+        merge.status().code() == absl::StatusCode::kResourceExhausted) {
+      const LinkId link = job.link;
+      transport_->Close(link);
+      DropLink(link, merge.status());
+    }
+    FinishReconcile(merge.status());
+    return;
+  }
+  if (!merge->empty()) {
+    absl::StatusOr<MergeResult> merged = store_->Merge(std::move(*merge));
+    if (!merged.ok()) {
+      FinishReconcile(merged.status());
+      return;
+    }
+    job.session->NoteMerged(merged->won, merged->refused.size());
+    counters_.records_won += merged->won;
+    if (merged->won > 0 && options_.eager) NudgeSome(job.peer_id);
+  }
+  ReconcileStep();
+}
+
+void Replicator::FinishReconcile(absl::StatusOr<ReconcileReport> result) {
+  PEERKV_CHECK(executor_->IsCurrent());
+  std::unique_ptr<ReconcileJob> job = std::move(reconcile_);
+  // The source's cached view may hold a keyspace's registers: not kept
+  // between sessions.
+  reconcile_source_.reset();
+  ++counters_.reconciles;
+  auto it = peers_.find(job->peer_id);
+  Peer* peer = it == peers_.end() ? nullptr : it->second.get();
+  const std::string peer_name =
+      peer == nullptr || peer->info.name.empty() ? ReplicaIdToString(job->peer_id)
+                                                 : peer->info.name;
+  std::string summary;
+  if (result.ok()) {
+    result->peer = peer_name;
+    if (result->was_in_sync) ++counters_.reconciles_in_sync;
+    for (const KeyspaceDiff& d : result->keyspaces) {
+      counters_.reconcile_records_fetched += d.fetched;
+      counters_.reconcile_records_pushed += d.peer_lacked;
+    }
+    summary = ReconcileSummary(*result);
+    if (!result->was_in_sync) {
+      Log(absl::StrFormat("peerkv: reconciled with peer %s (%s): %s; %d rounds, %d bytes sent, "
+                          "%d received, %s",
+                          peer_name, job->why, summary, result->rounds, result->bytes_sent,
+                          result->bytes_received, absl::FormatDuration(result->time)));
+    }
+  } else {
+    ++counters_.reconciles_failed;
+    summary = "failed: " + std::string(result.status().message());
+    Log(absl::StrFormat("peerkv: reconcile with peer %s (%s) failed: %s", peer_name, job->why,
+                        result.status().ToString()));
+  }
+  if (peer != nullptr) {
+    ++peer->reconciles;
+    peer->last_reconcile = executor_->Now();
+    peer->last_reconcile_result = summary;
+  }
+  PublishStatus();
+  for (ReconcileDone& done : job->done) {
+    if (done) done(result);
+  }
+  // The next one on a later turn: the callbacks above may have queued more.
+  Post([this] { RunNextReconcile(); });
+}
+
+void Replicator::ReconcileRound() {
+  PEERKV_CHECK(executor_->IsCurrent());
+  const absl::Time now = executor_->Now();
+  for (const auto& [id, peer] : peers_) {
+    if (peer->links.empty()) continue;
+    if (now - peer->last_reconcile_start < options_.reconcile_interval) continue;
+    StartReconcile(id, "periodic", nullptr);
+  }
+  Post([this] { ReconcileRound(); }, options_.reconcile_interval);
+}
+
+void Replicator::NoteForReconcile(Peer& peer, const PullResponse& response,
+                                  const PeerCheckpoint& from) {
+  PEERKV_CHECK(executor_->IsCurrent());
+  // Its log started over although we had a checkpoint in it: the log no
+  // longer vouches for what we merged from it before.
+  if (from.seq > 0 && response.from_seq == 0) {
+    peer.reconcile_why = from.incarnation != response.incarnation
+                             ? "the peer's incarnation changed"
+                             : "our checkpoint is beyond the peer's log";
+  }
+  const bool caught_up = response.last_seq == response.max_seq;
+  if (!caught_up) return;
+  if (response.store_fingerprint.has_value() &&
+      options_.reconcile_interval > absl::ZeroDuration()) {
+    absl::StatusOr<rbsr::Fingerprint> mine = StoreFingerprint(*store_);
+    if (mine.ok() && *mine != *response.store_fingerprint) {
+      // Twice in a row: a write on either side in flight explains one.
+      if (++peer.fingerprint_mismatches >= 2 && peer.reconcile_why.empty() &&
+          executor_->Now() - peer.last_reconcile_start >= options_.reconcile_min_gap) {
+        peer.reconcile_why = "the store fingerprints differ with nothing behind";
+      }
+    } else if (mine.ok()) {
+      peer.fingerprint_mismatches = 0;
+    }
+  }
+  if (!peer.reconcile_why.empty()) {
+    peer.fingerprint_mismatches = 0;
+    const uint64_t id = peer.info.replica_id;
+    std::string why = peer.reconcile_why;
+    Post([this, id, why] { StartReconcile(id, why, nullptr); });
+  }
 }
 
 }  // namespace peerkv::replication

@@ -20,6 +20,7 @@
 #define PEERKV_REPLICATION_REPLICATOR_H_
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <random>
@@ -32,6 +33,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "replication/executor.h"
+#include "replication/reconcile.h"
 #include "replication/status.h"
 #include "replication/task_scope.h"
 #include "replication/transport.h"
@@ -103,6 +105,17 @@ struct ReplicatorOptions {
   // estimate is only shown (status) and logged, for tests that need a
   // wrong clock to stay wrong.
   bool correct_clock = true;
+  // Every peer with a link is reconciled with (replication/reconcile.h)
+  // at this interval, and whenever the whole-store fingerprints differ
+  // after two caught-up pulls in a row (at most once per reconcile_min_gap
+  // per peer); zero turns both off. Sessions also start, whatever the
+  // interval, when a peer's log cannot be trusted to be complete (it
+  // started over from seq 0 although we had a checkpoint in it: a new
+  // incarnation, a restore) and after this replica forks. One session runs
+  // at a time.
+  absl::Duration reconcile_interval = absl::Minutes(10);
+  absl::Duration reconcile_min_gap = absl::Seconds(30);
+  ReconcileLimits reconcile_limits;
   // Seeds peer choice and jitter; the simulation replays runs with it.
   uint64_t seed = 1;
   // Where log lines go (the server passes LogLine; tests may collect them).
@@ -138,6 +151,13 @@ struct ReplicatorCounters {
   // quarantined records that won when local time allowed their merge.
   uint64_t quarantined = 0;
   uint64_t quarantine_won = 0;
+  // Reconcile sessions ended (failed ones included), of those the ones
+  // that found the replicas in sync at once, and the records they moved.
+  uint64_t reconciles = 0;
+  uint64_t reconciles_in_sync = 0;
+  uint64_t reconciles_failed = 0;
+  uint64_t reconcile_records_fetched = 0;
+  uint64_t reconcile_records_pushed = 0;
 };
 
 class Replicator final : public LinkEvents {
@@ -181,6 +201,13 @@ class Replicator final : public LinkEvents {
   // Does nothing if this replica is no longer evidence.replica_id (the
   // evidence was about an id it already left).
   void ForkAfterRestore(const Restored& evidence);
+
+  // Runs a reconcile session with `peer` (its name, address or replica id
+  // as status shows them) now, after the session running if one is; `done`
+  // (on the executor) gets what it found. NotFound for an unknown peer,
+  // Unavailable for one without a link.
+  using ReconcileDone = absl::AnyInvocable<void(absl::StatusOr<ReconcileReport>)>;
+  void Reconcile(const std::string& peer, ReconcileDone done) override;
 
   // LinkEvents (any thread).
   void OnInboundLink(LinkId link, const PeerInfo& peer) override;
@@ -268,6 +295,25 @@ class Replicator final : public LinkEvents {
   void UpdateClock();
   // A link refused because `evidence` shows a clone: logged, counted.
   void RefuseClone(const std::string& evidence);
+  // Reconciliation (the end of replicator.cc).
+  struct ReconcileJob {
+    uint64_t id = 0;
+    uint64_t peer_id = 0;
+    std::string why;
+    std::vector<ReconcileDone> done;
+    std::unique_ptr<ReconcileSession> session;
+    LinkId link = 0;
+    // The round in flight (answers to older ones are late and ignored).
+    uint64_t round = 0;
+  };
+  void StartReconcile(uint64_t peer_id, std::string why, ReconcileDone done);
+  void RunNextReconcile();
+  void ReconcileStep();
+  void OnReconcileAnswer(uint64_t job, absl::StatusOr<std::string> answer);
+  void FinishReconcile(absl::StatusOr<ReconcileReport> result);
+  void ReconcileRound();
+  // After a page from `peer` merged: the triggers (see reconcile_interval).
+  void NoteForReconcile(Peer& peer, const PullResponse& response, const PeerCheckpoint& from);
 
   Store* const store_;
   Executor* const executor_;
@@ -309,6 +355,12 @@ class Replicator final : public LinkEvents {
   uint64_t table_evicted_ = 0;
   uint64_t table_refused_ = 0;
   absl::Time last_table_log_ = absl::InfinitePast();
+
+  // The reconcile session running, and those waiting (in order).
+  std::unique_ptr<ReconcileSource> reconcile_source_;
+  std::unique_ptr<ReconcileJob> reconcile_;
+  std::deque<std::unique_ptr<ReconcileJob>> reconcile_queue_;
+  uint64_t reconcile_jobs_ = 0;
 
   // Snapshot for Statuses() and Counters() from other threads.
   mutable absl::Mutex status_mu_;

@@ -755,5 +755,87 @@ TEST(ValidatePeerInfoTest, NamesIdsAndProtocol) {
               StatusIs(absl::StatusCode::kFailedPrecondition, "protocol 9"));
 }
 
+// Answers the pending pull from peer 1 with `response`.
+void Answer(RecordingTransport& transport, PullResponse response) {
+  ASSERT_EQ(transport.pending_pulls.size(), 1u);
+  auto done = std::move(transport.pending_pulls.front());
+  transport.pending_pulls.clear();
+  done(std::move(response));
+}
+
+// A page of peer 1 carrying one record at `seq` (its log ends there).
+PullResponse PageOf(uint64_t incarnation, uint64_t from_seq, uint64_t seq) {
+  PullResponse response;
+  response.replica_id = 1;
+  response.incarnation = incarnation;
+  response.from_seq = from_seq;
+  if (seq > from_seq) {
+    response.records.push_back(
+        Record{"ks", "k" + std::to_string(seq), Version{MakeHlc(1'700'000'000'000, seq), 1},
+               false, "v", seq});
+  }
+  response.last_seq = seq;
+  response.max_seq = seq;
+  return response;
+}
+
+// A peer whose log started over (a new incarnation) although we held a
+// checkpoint in it: its log no longer vouches for what we merged, so the
+// engine reconciles with it (here the transport cannot, so the session
+// fails, and says so in status).
+TEST_F(ReplicatorTest, APeerWhoseLogStartedOverIsReconciledWith) {
+  StartReplicator(ReplicatorOptions{.reconcile_interval = absl::ZeroDuration()});
+  replicator_->OnInboundLink(1, PeerInfo{.replica_id = 1, .incarnation = kIncarnation});
+  Advance(absl::Milliseconds(1));
+  Answer(transport_, PageOf(kIncarnation, 0, 5));
+  Advance(absl::Milliseconds(1));
+  EXPECT_EQ(replicator_->Counters().reconciles, 0u);
+  // Same incarnation, more of its log: no reason to reconcile.
+  replicator_->OnNudged(1, Watermarks{});
+  Advance(absl::Milliseconds(1));
+  Answer(transport_, PageOf(kIncarnation, 5, 6));
+  Advance(absl::Milliseconds(1));
+  EXPECT_EQ(replicator_->Counters().reconciles, 0u);
+  // A new incarnation: served from seq 0.
+  replicator_->OnNudged(1, Watermarks{});
+  Advance(absl::Milliseconds(1));
+  Answer(transport_, PageOf(kIncarnation + 1, 0, 2));
+  Advance(absl::Milliseconds(1));
+  const ReplicatorCounters counters = replicator_->Counters();
+  EXPECT_EQ(counters.reconciles, 1u);
+  EXPECT_EQ(counters.reconciles_failed, 1u);
+  const std::vector<PeerStatus> statuses = replicator_->Statuses();
+  ASSERT_EQ(statuses.size(), 1u);
+  EXPECT_EQ(statuses[0].reconciles, 1u);
+  EXPECT_THAT(statuses[0].last_reconcile_result,
+              ::testing::HasSubstr("this transport does not reconcile"));
+}
+
+// Whole-store fingerprints that differ after two caught-up pulls in a row
+// start a session; with the interval at zero they do not.
+TEST_F(ReplicatorTest, FingerprintsThatDifferWithNothingBehindStartASession) {
+  for (const absl::Duration interval : {absl::ZeroDuration(), absl::Hours(1)}) {
+    SCOPED_TRACE(absl::FormatDuration(interval));
+    TearDown();
+    replicator_.reset();
+    StartReplicator(ReplicatorOptions{.reconcile_interval = interval});
+    replicator_->OnInboundLink(1, PeerInfo{.replica_id = 1, .incarnation = kIncarnation});
+    Advance(absl::Milliseconds(1));
+    rbsr::Fingerprint other;
+    other.count = 12345;
+    for (uint64_t seq = 1; seq <= 2; ++seq) {
+      if (seq > 1) {
+        replicator_->OnNudged(1, Watermarks{});
+        Advance(absl::Milliseconds(1));
+      }
+      PullResponse page = PageOf(kIncarnation, seq - 1, seq - 1);
+      page.store_fingerprint = other;
+      Answer(transport_, std::move(page));
+      Advance(absl::Milliseconds(1));
+    }
+    EXPECT_EQ(replicator_->Counters().reconciles, interval > absl::ZeroDuration() ? 1u : 0u);
+  }
+}
+
 }  // namespace
 }  // namespace peerkv::replication

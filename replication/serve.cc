@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_format.h"
 #include "common/macros.h"
+#include "replication/reconcile.h"
 #include "replication/restore_guard.h"
 
 namespace peerkv::replication {
@@ -34,6 +35,9 @@ absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& re
   response.records = std::move(changes.records);
   response.last_seq = changes.last_seq;
   response.max_seq = changes.max_seq;
+  if (response.last_seq == response.max_seq) {
+    PEERKV_ASSIGN_OR_RETURN(response.store_fingerprint, StoreFingerprint(store));
+  }
   return response;
 }
 

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/time/time.h"
 
@@ -46,7 +47,67 @@ struct PeerStatus {
   bool clock_known = false;
   int64_t clock_offset_ms = 0;
   int64_t clock_rtt_ms = -1;
+  // Reconcile sessions with it since this replica started (see
+  // replication/reconcile.h), when the last one ended (InfinitePast if
+  // never) and what it found ("in sync", or per keyspace what differed).
+  uint64_t reconciles = 0;
+  absl::Time last_reconcile = absl::InfinitePast();
+  std::string last_reconcile_result;
 };
+
+// What a session found, per keyspace.
+struct KeyspaceDiff {
+  std::string keyspace;
+  // Records newer on the peer (or that we lacked), merged here.
+  uint64_t fetched = 0;
+  // Records the peer lacked or held older, pushed to it.
+  uint64_t peer_lacked = 0;
+};
+
+struct ReconcileReport {
+  // The peer, as status names it.
+  std::string peer;
+  // Equal roots at the end: the two replicas held the same registers.
+  bool in_sync = false;
+  // The first compare found them equal (nothing differed).
+  bool was_in_sync = false;
+  int rounds = 0;
+  int passes = 0;
+  uint64_t bytes_sent = 0;
+  uint64_t bytes_received = 0;
+  uint64_t nodes_expanded = 0;
+  // Records merged here that beat what we held, and that Merge refused (a
+  // clock too far ahead...).
+  uint64_t won_here = 0;
+  uint64_t refused_here = 0;
+  // Pushed records the peer refused.
+  uint64_t refused_there = 0;
+  // Equal versions with different contents (clones): LWW cannot choose.
+  uint64_t conflicts = 0;
+  std::vector<KeyspaceDiff> keyspaces;  // by name, those that differed
+  absl::Duration time = absl::ZeroDuration();
+  // Why the session stopped early (round or time limit), if it did.
+  std::string incomplete;
+};
+
+// One line for logs and status: "in sync", or per keyspace what differed.
+inline std::string ReconcileSummary(const ReconcileReport& report) {
+  if (report.was_in_sync) return "in sync";
+  std::string out;
+  for (const KeyspaceDiff& d : report.keyspaces) {
+    if (!out.empty()) out += "; ";
+    out += d.keyspace + ": fetched " + std::to_string(d.fetched) + ", peer lacked " +
+           std::to_string(d.peer_lacked);
+  }
+  if (out.empty()) out = "roots differed, no record did";
+  if (report.conflicts > 0) out += "; " + std::to_string(report.conflicts) + " conflicts";
+  if (report.in_sync) {
+    out += "; now in sync";
+  } else if (!report.incomplete.empty()) {
+    out += "; incomplete: " + report.incomplete;
+  }
+  return out;
+}
 
 }  // namespace peerkv::replication
 

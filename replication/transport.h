@@ -7,11 +7,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
+#include "replication/status.h"
+#include "store/range_fingerprint.h"
 #include "store/types.h"
 #include "store/version.h"
 
@@ -99,6 +102,10 @@ struct PullResponse {
   // The server's watermarks, read before its log: once the requester has
   // pulled up to max_seq it holds everything they cover, and may claim them.
   Watermarks watermarks;
+  // When last_seq == max_seq: the server's whole-store fingerprint (the sum
+  // of its keyspaces' roots, store/range_fingerprint.h), for the requester
+  // to compare with its own; nullopt: not told.
+  std::optional<rbsr::Fingerprint> store_fingerprint;
 };
 
 // A transport-level connection to one peer; ids are never reused.
@@ -125,6 +132,12 @@ class LinkEvents {
   // prefers the peer's other links from now on. The link stays up until
   // OnLinkDown. Transports that cannot tell need not call it.
   virtual void OnLinkSuspect(LinkId link, const absl::Status& why) {}
+  // An operator asks to reconcile with `peer` now (peerkv reconcile): see
+  // Replicator::Reconcile. `done` may run on any thread.
+  virtual void Reconcile(const std::string& peer,
+                         absl::AnyInvocable<void(absl::StatusOr<ReconcileReport>)> done) {
+    done(absl::UnimplementedError("this replica does not reconcile"));
+  }
 };
 
 class Transport {
@@ -152,6 +165,14 @@ class Transport {
   virtual void Nudge(LinkId link, const Watermarks& mine) = 0;
   // Closes an outbound link (the engine no longer wants it).
   virtual void Close(LinkId link) = 0;
+  // One round of a reconcile session (replication/reconcile.h) on `link`:
+  // sends the encoded request, `done` gets the encoded answer (or the
+  // peer's error). Like Pull, `done` may never run. Transports without it
+  // answer Unimplemented.
+  virtual void Reconcile(LinkId link, std::string request,
+                         absl::AnyInvocable<void(absl::StatusOr<std::string>)> done) {
+    done(absl::UnimplementedError("this transport does not reconcile"));
+  }
 };
 
 }  // namespace peerkv::replication

@@ -402,6 +402,20 @@ absl::StatusOr<ServerStatus> Client::Status() {
       });
 }
 
+absl::StatusOr<replication::ReconcileReport> Client::Reconcile(const std::string& peer) {
+  return impl_->Call<replication::ReconcileReport>(
+      "reconcile",
+      [peer](wire::Kv::Client& kv) -> kj::Promise<absl::StatusOr<replication::ReconcileReport>> {
+        auto request = kv.reconcileRequest();
+        request.setPeer(AsText(peer));
+        return request.send().then(
+            [](auto response) -> absl::StatusOr<replication::ReconcileReport> {
+              PEERKV_RETURN_IF_ERROR(ResponseStatus(response));
+              return FromWire(response.getReport());
+            });
+      });
+}
+
 absl::Status Client::Watch(const WatchOptions& options, WatchCallback on_changes) {
   auto state = std::make_shared<WatchState>();
   state->on_changes = std::move(on_changes);

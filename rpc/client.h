@@ -82,6 +82,8 @@ class Client {
   absl::StatusOr<std::vector<absl::StatusOr<Version>>> PutMany(
       const std::vector<Mutation>& mutations);
   absl::StatusOr<ServerStatus> Status();
+  // Reconciles the server with its peer `peer` now (see Kv.reconcile).
+  absl::StatusOr<replication::ReconcileReport> Reconcile(const std::string& peer);
 
   // Streams changes to `on_changes` until it returns false (then OK) or the
   // connection fails (Unavailable). Blocks the calling thread meanwhile.

@@ -169,6 +169,54 @@ void ToWire(const PeerStatus& peer, wire::PeerStatus::Builder out) {
   out.setClockKnown(peer.clock_known);
   out.setClockOffsetMs(peer.clock_offset_ms);
   out.setClockRttMs(peer.clock_rtt_ms);
+  out.setReconciles(peer.reconciles);
+  out.setLastReconcileMs(peer.last_reconcile == absl::InfinitePast()
+                             ? 0
+                             : absl::ToUnixMillis(peer.last_reconcile));
+  out.setLastReconcile(AsText(peer.last_reconcile_result));
+}
+
+void ToWire(const replication::ReconcileReport& report, wire::ReconcileReport::Builder out) {
+  out.setPeer(AsText(report.peer));
+  out.setInSync(report.in_sync);
+  out.setWasInSync(report.was_in_sync);
+  out.setRounds(static_cast<uint32_t>(report.rounds));
+  out.setPasses(static_cast<uint32_t>(report.passes));
+  out.setBytesSent(report.bytes_sent);
+  out.setBytesReceived(report.bytes_received);
+  out.setTimeUs(static_cast<uint64_t>(absl::ToInt64Microseconds(report.time)));
+  out.setWonHere(report.won_here);
+  out.setRefusedHere(report.refused_here);
+  out.setRefusedThere(report.refused_there);
+  out.setConflicts(report.conflicts);
+  out.setIncomplete(AsText(report.incomplete));
+  auto keyspaces = out.initKeyspaces(static_cast<unsigned>(report.keyspaces.size()));
+  for (size_t i = 0; i < report.keyspaces.size(); ++i) {
+    keyspaces[i].setKeyspace(AsText(report.keyspaces[i].keyspace));
+    keyspaces[i].setFetched(report.keyspaces[i].fetched);
+    keyspaces[i].setPeerLacked(report.keyspaces[i].peer_lacked);
+  }
+}
+
+replication::ReconcileReport FromWire(wire::ReconcileReport::Reader report) {
+  replication::ReconcileReport out;
+  out.peer = ToString(report.getPeer());
+  out.in_sync = report.getInSync();
+  out.was_in_sync = report.getWasInSync();
+  out.rounds = static_cast<int>(report.getRounds());
+  out.passes = static_cast<int>(report.getPasses());
+  out.bytes_sent = report.getBytesSent();
+  out.bytes_received = report.getBytesReceived();
+  out.time = absl::Microseconds(report.getTimeUs());
+  out.won_here = report.getWonHere();
+  out.refused_here = report.getRefusedHere();
+  out.refused_there = report.getRefusedThere();
+  out.conflicts = report.getConflicts();
+  out.incomplete = ToString(report.getIncomplete());
+  for (auto k : report.getKeyspaces()) {
+    out.keyspaces.push_back({ToString(k.getKeyspace()), k.getFetched(), k.getPeerLacked()});
+  }
+  return out;
 }
 
 PeerStatus FromWire(wire::PeerStatus::Reader peer) {
@@ -191,6 +239,11 @@ PeerStatus FromWire(wire::PeerStatus::Reader peer) {
   out.clock_known = peer.getClockKnown();
   out.clock_offset_ms = peer.getClockOffsetMs();
   out.clock_rtt_ms = peer.getClockRttMs();
+  out.reconciles = peer.getReconciles();
+  out.last_reconcile = peer.getLastReconcileMs() == 0
+                           ? absl::InfinitePast()
+                           : absl::FromUnixMillis(peer.getLastReconcileMs());
+  out.last_reconcile_result = ToString(peer.getLastReconcile());
   return out;
 }
 

@@ -92,6 +92,8 @@ absl::StatusOr<std::optional<Record>> FromWire(wire::GetResult::Reader result);
 absl::StatusOr<Version> FromWire(wire::WriteResult::Reader result);
 
 // A peer's status; a last exchange of InfinitePast (never) travels as 0.
+void ToWire(const replication::ReconcileReport& report, wire::ReconcileReport::Builder out);
+replication::ReconcileReport FromWire(wire::ReconcileReport::Reader report);
 void ToWire(const PeerStatus& peer, wire::PeerStatus::Builder out);
 PeerStatus FromWire(wire::PeerStatus::Reader peer);
 // Every field, and every peer in `status.peers` (the server trims the list

@@ -321,6 +321,34 @@ class KvImpl final : public wire::Kv::Server {
     return kj::joinPromises(chunks.releaseAsArray());
   }
 
+  kj::Promise<void> reconcile(ReconcileContext context) override {
+    const std::string peer = ToString(context.getParams().getPeer());
+    if (loop_.events() == nullptr) {
+      Fail("reconcile", absl::FailedPreconditionError("this server does not replicate"),
+           context.getResults().initError());
+      return kj::READY_NOW;
+    }
+    if (peer.empty() || peer.size() > 256) {
+      Fail("reconcile",
+           absl::InvalidArgumentError(absl::StrFormat(
+               "peer is %d bytes; give a name, address or replica id of 1..256", peer.size())),
+           context.getResults().initError());
+      return kj::READY_NOW;
+    }
+    auto paf = kj::newPromiseAndCrossThreadFulfiller<absl::StatusOr<replication::ReconcileReport>>();
+    loop_.events()->Reconcile(
+        peer, [fulfiller = kj::mv(paf.fulfiller)](
+                  absl::StatusOr<replication::ReconcileReport> report) mutable {
+          fulfiller->fulfill(kj::mv(report));
+        });
+    return paf.promise.then(
+        [this, context](absl::StatusOr<replication::ReconcileReport> report) mutable {
+          auto results = context.getResults();
+          if (!report.ok()) return Fail("reconcile", report.status(), results.initError());
+          ToWire(*report, results.initReport());
+        });
+  }
+
   kj::Promise<void> status(StatusContext context) override {
     auto results = context.getResults();
     absl::StatusOr<StoreStats> stats = loop_.store().Stats();

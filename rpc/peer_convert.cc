@@ -59,6 +59,10 @@ void ToWire(const replication::PullResponse& response, wire::Replica::PullResult
   out.setLastSeq(response.last_seq);
   out.setMaxSeq(response.max_seq);
   out.setBatch(AsData(EncodeBatch(response.records)));
+  if (response.store_fingerprint.has_value()) {
+    out.setStoreSum(AsData(response.store_fingerprint->sum.ToBytes()));
+    out.setStoreCount(response.store_fingerprint->count);
+  }
 }
 
 absl::StatusOr<replication::PullResponse> FromWire(wire::Replica::PullResults::Reader response) {
@@ -70,6 +74,12 @@ absl::StatusOr<replication::PullResponse> FromWire(wire::Replica::PullResults::R
   out.max_seq = response.getMaxSeq();
   PEERKV_ASSIGN_OR_RETURN(out.records,
                           DecodeBatch(View(response.getBatch()), replication::kMaxPullRecords));
+  if (response.hasStoreSum()) {
+    rbsr::Fingerprint fp;
+    PEERKV_RETURN_IF_ERROR(rbsr::Sum256::FromBytes(View(response.getStoreSum()), fp.sum));
+    fp.count = response.getStoreCount();
+    out.store_fingerprint = fp;
+  }
   return out;
 }
 

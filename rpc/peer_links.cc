@@ -178,6 +178,34 @@ void PeerLinks::Pull(replication::LinkId link, const replication::PullRequest& p
           }));
 }
 
+void PeerLinks::Reconcile(replication::LinkId link, std::string bytes, ReconcileDone done) {
+  auto it = links_.find(link);
+  if (it == links_.end()) {
+    done(absl::UnavailableError("no such link (peer disconnected)"));
+    return;
+  }
+  auto request = it->second.peer.reconcileRequest();
+  request.setRequest(AsData(bytes));
+  tasks_.add(request.send()
+                 .then(
+                     [](auto response) -> absl::StatusOr<std::string> {
+                       absl::Status status = ResponseStatus(response);
+                       if (!status.ok()) return status;
+                       return ToString(response.getResponse());
+                     },
+                     [](kj::Exception&& e) -> absl::StatusOr<std::string> {
+                       return FromKjException(e, "reconcile with peer");
+                     })
+                 .then([done = kj::mv(done)](absl::StatusOr<std::string> r) mutable {
+                   done(std::move(r));
+                 }));
+}
+
+void PeerLinks::Refuse(replication::LinkId link, const absl::Status& why) {
+  // On a later turn: the refusal is answered first.
+  tasks_.add(kj::evalLater([this, link, why] { DropLink(link, why); }));
+}
+
 void PeerLinks::Nudge(replication::LinkId link, const Watermarks& mine) {
   auto it = links_.find(link);
   if (it == links_.end()) return;

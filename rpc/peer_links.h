@@ -58,7 +58,14 @@ class PeerLinks final : private kj::TaskSet::ErrorHandler {
   void Dial(const std::string& address, DialDone done);
   void Pull(replication::LinkId link, const replication::PullRequest& request, PullDone done);
   void Nudge(replication::LinkId link, const Watermarks& mine);
+  using ReconcileDone = absl::AnyInvocable<void(absl::StatusOr<std::string>)>;
+  void Reconcile(replication::LinkId link, std::string request, ReconcileDone done);
   void CloseLink(replication::LinkId link);
+  // The peer on `link` sent what it must not (a reconcile message out of
+  // bounds): the link is dropped on a later turn (the error is answered
+  // first) and the engine told; the connection stays, but its Replica
+  // refuses every further call (replica_service.cc).
+  void Refuse(replication::LinkId link, const absl::Status& why);
   // A peer at `address` on connection `connection_id` said hello; `back`
   // reaches it.
   replication::LinkId AddInbound(uint64_t connection_id, const std::string& address,
@@ -134,6 +141,10 @@ class PeerLinksBridge final : public replication::Transport {
   }
   void Close(replication::LinkId link) override {
     OnLoop([&](PeerLinks& links) { links.CloseLink(link); });
+  }
+  void Reconcile(replication::LinkId link, std::string request,
+                 absl::AnyInvocable<void(absl::StatusOr<std::string>)> done) override {
+    OnLoop([&](PeerLinks& links) { links.Reconcile(link, std::move(request), std::move(done)); });
   }
 
  private:

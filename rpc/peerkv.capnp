@@ -86,6 +86,32 @@ struct PeerStatus {
   clockOffsetMs @14 :Int64; # its wall clock minus ours, as estimated then
   clockRttMs @15 :Int64;    # the round trip it was measured over; -1: it
                             # dialled us (the offset is short by the one-way delay)
+  reconciles @16 :UInt64;   # reconcile sessions with it since start
+  lastReconcileMs @17 :Int64;  # Unix time the last one ended; 0 if never
+  lastReconcile @18 :Text;  # what it found: "in sync", or what differed
+}
+
+struct KeyspaceDiff {
+  keyspace @0 :Text;
+  fetched @1 :UInt64;       # records newer on the peer, merged here
+  peerLacked @2 :UInt64;    # records the peer lacked or held older, pushed
+}
+
+struct ReconcileReport {
+  peer @0 :Text;
+  inSync @1 :Bool;          # equal roots at the end
+  wasInSync @2 :Bool;       # equal at the first compare
+  rounds @3 :UInt32;
+  passes @4 :UInt32;
+  bytesSent @5 :UInt64;
+  bytesReceived @6 :UInt64;
+  timeUs @7 :UInt64;
+  wonHere @8 :UInt64;
+  refusedHere @9 :UInt64;
+  refusedThere @10 :UInt64;
+  conflicts @11 :UInt64;    # equal versions, different contents
+  incomplete @12 :Text;     # why it stopped early, if it did
+  keyspaces @13 :List(KeyspaceDiff);
 }
 
 struct ServerStatus {
@@ -149,7 +175,7 @@ interface Replica {
            watermarks :List(Watermark))
       -> (error :Error, replicaId :UInt64, incarnation :UInt64, fromSeq :UInt64,
           batch :Data, lastSeq :UInt64, maxSeq :UInt64,
-          watermarks :List(Watermark));
+          watermarks :List(Watermark), storeSum :Data, storeCount :UInt64);
   # Changes after the requester's checkpoint (afterSeq of incarnation),
   # minus what came from or was written by the requester, what its
   # watermarks cover, and values over its limit. A checkpoint of another
@@ -158,6 +184,10 @@ interface Replica {
   # are the server's, read before its log. Watermarks in both directions
   # are deltas: only the entries that grew since the previous message on
   # this connection in that direction (all of them the first time).
+  # An answer that reaches maxSeq also carries the server's whole-store
+  # fingerprint (the sum of its keyspaces' root fingerprints: 32 bytes and
+  # a count; empty: not told), so the puller can see that the two differ
+  # although the log says nothing is behind, and reconcile.
 
   nudge @2 (watermarks :List(Watermark)) -> ();
   # "I have changes for you": the callee pulls from the caller soon, unless
@@ -168,6 +198,14 @@ interface Replica {
   # a ping unanswered for 5 intervals is half-open and is closed. Any
   # answer counts, an error too (a server without ping answers
   # "unimplemented").
+
+  reconcile @4 (request :Data) -> (error :Error, response :Data);
+  # One round of range-based set reconciliation, in a session the caller
+  # drives (replication/reconcile.h): both messages are that file's compact
+  # codec, so that a child fingerprint costs its two bytes. Pushed records
+  # are merged (Store::Merge) before the answer is computed. A request out
+  # of bounds is refused with InvalidArgument naming the field and the
+  # limit, and the link is closed.
 }
 
 interface Kv {
@@ -205,6 +243,11 @@ interface Kv {
   # in one answer is refused as a whole (error); a getMany whose values
   # would overflow its answer refuses the rest of its gets, which can be
   # asked again.
+
+  reconcile @9 (peer :Text) -> (error :Error, report :ReconcileReport);
+  # Reconciles this replica with `peer` (a name, address or replica id as
+  # status shows them) now and answers what differed. NotFound for an
+  # unknown peer; FailedPrecondition on a server that does not replicate.
 }
 
 struct KeyRef {

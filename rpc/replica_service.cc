@@ -1,8 +1,10 @@
 // rpc/replica_service.cc: the Replica capability: hello (which makes an
 // inbound replication link), pull (answered from the store's change log on
-// the loop), nudge (passed to the replication engine) and ping (keepalive).
+// the loop), nudge (passed to the replication engine), ping (keepalive) and
+// reconcile (one round of replication/reconcile.h, answered on the loop).
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "replication/reconcile.h"
 #include "replication/restore_guard.h"
 #include "replication/serve.h"
 #include "rpc/convert.h"
@@ -27,7 +29,9 @@ class ReplicaImpl final : public wire::Replica::Server {
     auto info = params.getInfo();
     const replication::PeerInfo peer = FromWire(info);
     absl::Status refused;
-    if (link_ != 0) {
+    if (refused_) {
+      refused = RefusedLink();
+    } else if (link_ != 0) {
       refused = absl::FailedPreconditionError("hello was already exchanged on this link");
     } else if (loop_.events() == nullptr) {
       refused = absl::FailedPreconditionError("this server does not replicate");
@@ -60,7 +64,9 @@ class ReplicaImpl final : public wire::Replica::Server {
     auto params = context.getParams();
     absl::Status refused;
     const Watermarks* theirs = nullptr;
-    if (link_ == 0) {
+    if (refused_) {
+      refused = RefusedLink();
+    } else if (link_ == 0) {
       refused = absl::FailedPreconditionError("pull before hello");
     } else {
       absl::StatusOr<const Watermarks*> told =
@@ -108,7 +114,7 @@ class ReplicaImpl final : public wire::Replica::Server {
   }
 
   kj::Promise<void> nudge(NudgeContext context) override {
-    if (link_ == 0 || loop_.events() == nullptr) return kj::READY_NOW;
+    if (link_ == 0 || refused_ || loop_.events() == nullptr) return kj::READY_NOW;
     absl::StatusOr<const Watermarks*> theirs =
         Incoming(watermarks_, "nudge", context.getParams().getWatermarks());
     // Too many to trust or keep: pull anyway, remember nothing.
@@ -119,11 +125,79 @@ class ReplicaImpl final : public wire::Replica::Server {
   // The answer is the point (see ServerLoop::KeepAlive).
   kj::Promise<void> ping(PingContext) override { return kj::READY_NOW; }
 
+  kj::Promise<void> reconcile(ReconcileContext context) override {
+    if (link_ == 0 || refused_) {
+      const absl::Status refused =
+          refused_ ? RefusedLink() : absl::FailedPreconditionError("reconcile before hello");
+      loop_.LogRejected(peer_, "reconcile", refused);
+      ToWire(refused, context.getResults().initError());
+      return kj::READY_NOW;
+    }
+    absl::StatusOr<replication::ReconcileRequest> request =
+        replication::DecodeReconcileRequest(View(context.getParams().getRequest()),
+                                            loop_.store().options().max_value_bytes);
+    if (!request.ok()) {
+      // Out of bounds: refused, and this link (only) is closed.
+      loop_.LogRejected(peer_, "reconcile", request.status());
+      ToWire(request.status(), context.getResults().initError());
+      loop_.links().Refuse(link_, request.status());
+      refused_ = true;
+      return kj::READY_NOW;
+    }
+    if (request->push.empty()) {
+      AnswerReconcile(context, *request, MergeResult{});
+      return kj::READY_NOW;
+    }
+    std::vector<Record> push = std::move(request->push);
+    request->push.clear();
+    return loop_.Merge(std::move(push))
+        .then([this, context, request = std::move(*request)](
+                  absl::StatusOr<MergeResult> merged) mutable {
+          if (!merged.ok()) {
+            loop_.LogRejected(peer_, "reconcile", merged.status());
+            ToWire(merged.status(), context.getResults().initError());
+            return;
+          }
+          AnswerReconcile(context, request, *merged);
+        });
+  }
+
  private:
+  void AnswerReconcile(ReconcileContext& context, const replication::ReconcileRequest& request,
+                       const MergeResult& pushed) {
+    // Kept for the rounds of a session (the view it caches spares each
+    // round a scan of the keyspace), dropped once a compare finds nothing.
+    if (reconcile_source_ == nullptr) {
+      reconcile_source_ = replication::StoreReconcileSource(loop_.store());
+    }
+    absl::StatusOr<replication::ReconcileResponse> response =
+        replication::ServeReconcile(*reconcile_source_, request, loop_.reply_budget());
+    if (!response.ok() || (request.compare && response->differing.empty())) {
+      reconcile_source_.reset();
+    }
+    auto results = context.getResults();
+    if (!response.ok()) {
+      loop_.LogRejected(peer_, "reconcile", response.status());
+      ToWire(response.status(), results.initError());
+      return;
+    }
+    response->push_won = pushed.won;
+    response->push_refused = pushed.refused.size();
+    results.setResponse(AsData(replication::EncodeReconcileResponse(*response)));
+  }
+
+  static absl::Status RefusedLink() {
+    return absl::FailedPreconditionError(
+        "this link was closed after a request out of bounds; connect again");
+  }
+
   ServerLoop& loop_;
   const std::string peer_;
   const uint64_t connection_id_;
   replication::LinkId link_;
+  // A request out of bounds closed the link: nothing more is served here.
+  bool refused_ = false;
+  std::unique_ptr<replication::ReconcileSource> reconcile_source_;
   // The caller's watermarks as its pulls and nudges told us, and ours as
   // our answers told it: the wire carries deltas (see peerkv.capnp).
   WatermarkChannel watermarks_;

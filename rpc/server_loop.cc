@@ -304,6 +304,16 @@ kj::Promise<absl::StatusOr<std::vector<Version>>> ServerLoop::Write(
   return paf.promise.attach(kj::defer([this] { --in_flight_writes_; }));
 }
 
+kj::Promise<absl::StatusOr<MergeResult>> ServerLoop::Merge(std::vector<Record> records) {
+  auto paf = kj::newPromiseAndCrossThreadFulfiller<absl::StatusOr<MergeResult>>();
+  ++in_flight_writes_;
+  store_.MergeAsync(std::move(records), std::nullopt,
+                    [fulfiller = kj::mv(paf.fulfiller)](absl::StatusOr<MergeResult> result) mutable {
+                      fulfiller->fulfill(kj::mv(result));
+                    });
+  return paf.promise.attach(kj::defer([this] { --in_flight_writes_; }));
+}
+
 void ServerLoop::LogRejected(const std::string& peer, std::string_view method,
                              const absl::Status& status, uint64_t items) {
   if (rejections_.Rejected(absl::Now(), peer, method, status, items)) ScheduleRejectionFlush();

@@ -123,6 +123,9 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   WatchHub& watch_hub() { return watch_hub_; }
   // Submits a write to the store; resolves on this loop once durable.
   kj::Promise<absl::StatusOr<std::vector<Version>>> Write(std::vector<Mutation> mutations);
+  // Merges a peer's records (a reconcile push); resolves on this loop once
+  // durable.
+  kj::Promise<absl::StatusOr<MergeResult>> Merge(std::vector<Record> records);
   // Logs a refused request (`items` refused parts of one call), at most
   // one line per client host per rejection_log_interval_ms plus one line
   // counting the rest (see RejectionLog).

@@ -15,6 +15,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kj/async.h"
+#include "replication/reconcile.h"
 #include "replication/transport.h"
 #include "rpc/client.h"
 #include "rpc/peerkv.capnp.h"
@@ -91,6 +92,99 @@ TEST(WireTest, AHelloWithANameOverTheLimitIsRefused) {
   EXPECT_THAT(Server::Start(store->get(), ServerOptions{.listen = "127.0.0.1:0",
                                                         .replica_name = std::string(65, 'n')}),
               StatusIs(StatusCode::kInvalidArgument, "the limit is 64"));
+}
+
+// A reconcile round on `replica`: the error answered, or the answer.
+absl::StatusOr<std::string> ReconcileRound(capnp::EzRpcClient& client,
+                                           wire::Replica::Client& replica,
+                                           const std::string& bytes) {
+  auto request = replica.reconcileRequest();
+  request.setRequest(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(bytes.data()),
+                                         bytes.size()));
+  auto response = request.send().wait(client.getWaitScope());
+  if (response.hasError()) {
+    return absl::Status(static_cast<absl::StatusCode>(response.getError().getCode()),
+                        response.getError().getMessage().cStr());
+  }
+  return std::string(reinterpret_cast<const char*>(response.getResponse().begin()),
+                     response.getResponse().size());
+}
+
+// A reconcile message out of bounds is refused with InvalidArgument naming
+// the field and the limit, and closes that link (its connection) only; a
+// well-formed one on another link is answered.
+TEST(WireTest, AnAbsurdReconcileIsRefusedAndClosesOnlyItsLink) {
+  testing::TempDir dir;
+  StoreOptions options;
+  options.dir = dir.Sub("db");
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
+  ASSERT_THAT(store, IsOk());
+  ASSERT_THAT((*store)->Put("ks", "k", "v"), IsOk());
+  absl::StatusOr<std::unique_ptr<Server>> server =
+      Server::Start(store->get(), ServerOptions{.listen = "127.0.0.1:0"});
+  ASSERT_THAT(server, IsOk());
+  const std::string address = (*server)->address();
+
+  // Hello on the capability the rounds then use (each replica() call
+  // makes a new one).
+  auto hello_on = [](capnp::EzRpcClient& client, wire::Replica::Client& replica, uint64_t id) {
+    auto hello = replica.helloRequest();
+    auto info = hello.initInfo();
+    info.setReplicaId(id);
+    info.setIncarnation(1);
+    info.setProtocolVersion(replication::kProtocolVersion);
+    hello.setBack(kj::heap<SilentReplica>());
+    return !hello.send().wait(client.getWaitScope()).hasError();
+  };
+  capnp::EzRpcClient bad(address);
+  wire::Replica::Client bad_replica =
+      bad.getMain<wire::Gateway>().replicaRequest().send().getReplica();
+  ASSERT_TRUE(hello_on(bad, bad_replica, 31));
+  capnp::EzRpcClient good(address);
+  wire::Replica::Client good_replica =
+      good.getMain<wire::Gateway>().replicaRequest().send().getReplica();
+  ASSERT_TRUE(hello_on(good, good_replica, 32));
+
+  // Before hello on a link: refused, not served.
+  capnp::EzRpcClient stranger(address);
+  wire::Replica::Client stranger_replica =
+      stranger.getMain<wire::Gateway>().replicaRequest().send().getReplica();
+  EXPECT_THAT(ReconcileRound(stranger, stranger_replica, "x"),
+              StatusIs(StatusCode::kFailedPrecondition, "before hello"));
+
+  // A request asking to expand 1,000,000 nodes: format 1, no keyspaces,
+  // pass 0, width 2, no compare, no answer limit, no roots, then the count.
+  const std::string absurd =
+      std::string("\x01\x00\x00\x02\x00\x00\x00", 7) + "\xc0\x84\x3d";
+  EXPECT_THAT(ReconcileRound(bad, bad_replica, absurd),
+              StatusIs(StatusCode::kInvalidArgument,
+                       "expand: 1000000 entries; the limit is 16384"));
+  // That link is closed: nothing more is served on it, and the engine
+  // dropped it (waited for boundedly: it learns on its own thread).
+  EXPECT_THAT(ReconcileRound(bad, bad_replica, absurd),
+              StatusIs(StatusCode::kFailedPrecondition, "closed after a request out of bounds"));
+  bool dropped = false;
+  for (int i = 0; i < 1000 && !dropped; ++i) {
+    for (const replication::PeerStatus& p : (*server)->PeerStatuses()) {
+      if (p.replica_id == 31 && p.links == 0) dropped = true;
+    }
+    if (!dropped) absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_TRUE(dropped);
+
+  // The other link is still served: a compare of no roots finds keyspace
+  // ks on the server only.
+  replication::ReconcileRequest compare;
+  compare.compare = true;
+  absl::StatusOr<std::string> answer =
+      ReconcileRound(good, good_replica, replication::EncodeReconcileRequest(compare));
+  ASSERT_THAT(answer, IsOk());
+  absl::StatusOr<replication::ReconcileResponse> response =
+      replication::DecodeReconcileResponse(*answer, kMaxValueBytes);
+  ASSERT_THAT(response, IsOk());
+  ASSERT_EQ(response->differing.size(), 1u);
+  EXPECT_EQ(response->differing[0].keyspace, "ks");
+  EXPECT_EQ(response->differing[0].fingerprint.count, 1u);
 }
 
 // What the fake server saw; written on its thread, read by the test.

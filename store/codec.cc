@@ -224,46 +224,6 @@ absl::StatusOr<Watermarks> DecodeWatermarks(std::string_view stored) {
   return watermarks;
 }
 
-namespace {
-// splitmix64's finalizer: spreads nearby inputs over all 64 bits.
-uint64_t Mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-}  // namespace
-
-uint64_t ValueHash(std::string_view value) {
-  // Eight bytes at a time (a byte-wise FNV over a 4 MiB value would cost
-  // milliseconds per merge); the length first, so that trailing zero bytes
-  // count.
-  uint64_t h = Mix(value.size());
-  size_t i = 0;
-  for (; i + 8 <= value.size(); i += 8) {
-    uint64_t word = 0;
-    for (int b = 0; b < 8; ++b) word |= uint64_t{static_cast<unsigned char>(value[i + b])} << (8 * b);
-    h = Mix(h ^ word);
-  }
-  uint64_t tail = 0;
-  for (int b = 0; i < value.size(); ++i, ++b) {
-    tail |= uint64_t{static_cast<unsigned char>(value[i])} << (8 * b);
-  }
-  return Mix(h ^ tail ^ 0xa0761d6478bd642fULL);
-}
-
-uint64_t RegisterHash(std::string_view record_key, const Version& version, bool deleted,
-                      std::string_view value) {
-  uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a over the key
-  for (unsigned char c : record_key) {
-    h ^= c;
-    h *= 0x100000001b3ULL;
-  }
-  // The finalizer over each part, so that nearby versions spread.
-  return Mix(h ^ Mix(version.hlc ^ Mix(version.origin + (deleted ? 1 : 0))) ^
-             Mix(ValueHash(value)));
-}
-
 absl::StatusOr<Record> MakeRecord(const RecordHeader& header, const LogEntry& entry) {
   std::string_view keyspace, key;
   PEERKV_RETURN_IF_ERROR(SplitRecordKey(entry.record_key, &keyspace, &key));

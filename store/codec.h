@@ -17,6 +17,7 @@
 //                          tombstones(8) fingerprint(8)    (MetaState)
 //            "watermarks": (origin(8) hlc(8))*, origins ascending, each
 //                          once
+//   ranges   the range fingerprints: see store/range_table.h
 //
 // Values live in the log, not in `records`: the records tree, which random
 // doc ids update all over, stays small and dense (about 55 bytes a record),
@@ -38,9 +39,11 @@ namespace peerkv::codec {
 
 // The layout version written to meta "format"; a store with a greater one
 // was written by a newer peerkv and is not opened.
-// Format 2: the fingerprint covers values (a format-1 store is upgraded
-// when opened: tables::RecomputeFingerprint).
-inline constexpr uint64_t kFormatVersion = 2;
+// Format 2: the fingerprint covers values. Format 3: the "ranges" database
+// (store/range_table.h) and a fingerprint that is the low 64 bits of its
+// roots' sum. An older store is upgraded when opened: the ranges are
+// computed from the records, once (ranges::DiffFromRecords).
+inline constexpr uint64_t kFormatVersion = 3;
 // The names of the meta entries (see the layout above).
 inline constexpr char kMetaFormat[] = "format";
 inline constexpr char kMetaReplicaId[] = "replica_id";
@@ -139,16 +142,6 @@ inline constexpr size_t kWatermarkBytes = 2 * 8;
 std::string EncodeWatermarks(const Watermarks& watermarks);
 absl::StatusOr<Watermarks> DecodeWatermarks(std::string_view stored);
 
-// A stable 64-bit hash of a register's identity, version and value: the
-// store's fingerprint is the XOR of it over all registers, so equal sets of
-// registers give equal fingerprints whatever order they were written in,
-// and two replicas that gave one version different values (cloned data
-// directories) do not. Stores of format 1 hashed no value; they are
-// recomputed when opened (see Store::Open).
-uint64_t RegisterHash(std::string_view record_key, const Version& version, bool deleted,
-                      std::string_view value);
-// The value's part of RegisterHash.
-uint64_t ValueHash(std::string_view value);
 
 // FNV-1a, 64-bit, over bytes and little-endian integers: the stable digest
 // Store::Digest() computes (the same in every process and on every machine,

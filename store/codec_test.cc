@@ -44,20 +44,6 @@ TEST(CodecTest, TombstoneRoundTrip) {
               StatusIs(StatusCode::kDataLoss, "tombstone carries value bytes"));
 }
 
-TEST(CodecTest, RegisterHashDependsOnKeyVersionDeletionAndValue) {
-  const std::string key = RecordKey("ks", "k");
-  const uint64_t h = RegisterHash(key, Version{10, 1}, false, "v");
-  EXPECT_EQ(h, RegisterHash(key, Version{10, 1}, false, "v"));
-  EXPECT_NE(h, RegisterHash(key, Version{11, 1}, false, "v"));
-  EXPECT_NE(h, RegisterHash(key, Version{10, 2}, false, "v"));
-  EXPECT_NE(h, RegisterHash(key, Version{10, 1}, true, ""));
-  EXPECT_NE(h, RegisterHash(RecordKey("ks", "j"), Version{10, 1}, false, "v"));
-  // Clones gave one version different values: the hash must tell them apart.
-  EXPECT_NE(h, RegisterHash(key, Version{10, 1}, false, "w"));
-  EXPECT_NE(RegisterHash(key, Version{10, 1}, false, std::string(9, '\0')),
-            RegisterHash(key, Version{10, 1}, false, std::string(8, '\0')));
-}
-
 TEST(CodecTest, BigEndianKeysSortNumerically) {
   EXPECT_LT(BigEndian64(255), BigEndian64(256));
   EXPECT_LT(BigEndian64(1), BigEndian64(uint64_t{1} << 40));

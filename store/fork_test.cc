@@ -8,6 +8,7 @@
 #include "lmdb.h"
 #include "store/codec.h"
 #include "store/lineage.h"
+#include "store/tables.h"
 #include "store/store.h"
 #include "testing/temp_dir.h"
 
@@ -224,7 +225,7 @@ TEST_F(ForkTest, AFormatOneStoreRecomputesItsFingerprintWhenOpened) {
     // Make it look like format 1: the marker, and a stale fingerprint.
     MDB_env* env = nullptr;
     ASSERT_EQ(mdb_env_create(&env), 0);
-    ASSERT_EQ(mdb_env_set_maxdbs(env, 4), 0);
+    ASSERT_EQ(mdb_env_set_maxdbs(env, tables::kMaxDbs), 0);
     ASSERT_EQ(mdb_env_open(env, Options().dir.c_str(), 0, 0600), 0);
     MDB_txn* txn = nullptr;
     ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);

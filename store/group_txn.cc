@@ -4,6 +4,7 @@
 
 #include "common/macros.h"
 #include "store/codec.h"
+#include "store/range_fingerprint.h"
 #include "store/tables.h"
 
 namespace peerkv::writer {
@@ -42,21 +43,30 @@ absl::StatusOr<bool> GroupTxn::Apply(std::string_view keyspace, std::string_view
   codec::EncodeRecordHeader(codec::RecordHeader{version, deleted, seq}, &header_);
   MDB_val k = Val(record_key_), d = Val(header_);
   int rc = mdb_cursor_put(records_.get(), &k, &d, MDB_NOOVERWRITE);
+  std::optional<uint64_t> position;
   if (rc == MDB_KEYEXIST) {
     PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader old, codec::DecodeRecordHeader(View(d)));
     if (!(version > old.version)) return false;
     (old.deleted ? counters_.tombstones : counters_.live_records) -= 1;
-    // The value takes part in the fingerprint: the old one is read back
+    // The value takes part in the fingerprints: the old one is read back
     // (one lookup, and only when a register is overwritten).
     PEERKV_ASSIGN_OR_RETURN(const std::string_view old_value,
                             tables::ReadValue(txn_.get(), dbis_.log, record_key_, old.seq));
-    counters_.fingerprint ^= codec::RegisterHash(record_key_, old.version, old.deleted, old_value);
+    position = rbsr::KeyPosition(key);
+    const rbsr::Sum256 old_hash =
+        rbsr::ItemHash(keyspace, key, old.version, old.deleted, old_value);
+    range_deltas_.Remove(keyspace, *position, old_hash);
+    counters_.fingerprint -= old_hash.limbs[0];
     d = Val(header_);
     rc = mdb_cursor_put(records_.get(), &k, &d, MDB_CURRENT);
   }
   PEERKV_RETURN_IF_ERROR(lmdb::Error(rc, "write record"));
   (deleted ? counters_.tombstones : counters_.live_records) += 1;
-  counters_.fingerprint ^= codec::RegisterHash(record_key_, version, deleted, value);
+  // The range fingerprints and the store's 64-bit fingerprint (their low
+  // limb) move by the new item hash, less the old one's above.
+  const rbsr::Sum256 hash = rbsr::ItemHash(keyspace, key, version, deleted, value);
+  range_deltas_.Add(keyspace, position.has_value() ? *position : rbsr::KeyPosition(key), hash);
+  counters_.fingerprint += hash.limbs[0];
   seq_key_.clear();
   codec::PutBigEndian64(&seq_key_, seq);
   codec::EncodeLogEntry(record_key_, source, value, &log_value_);
@@ -117,6 +127,10 @@ absl::Status GroupTxn::ReleaseQuarantine(const std::string& key) {
 
 absl::Status GroupTxn::Commit() {
   CloseCursors();
+  if (!range_deltas_.empty()) {
+    // One read-modify-write per touched bucket and keyspace root.
+    PEERKV_RETURN_IF_ERROR(ranges::ApplyDeltas(txn_.get(), dbis_.ranges, range_deltas_));
+  }
   return txn_.Commit();
 }
 

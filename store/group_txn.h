@@ -23,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "store/lmdb_util.h"
 #include "store/quarantine.h"
+#include "store/range_table.h"
 #include "store/tables.h"
 #include "store/types.h"
 #include "store/version.h"
@@ -80,6 +81,7 @@ class GroupTxn {
   // The counters() and the clock's high-water mark, as meta "state".
   absl::Status PutMetaState(uint64_t clock_mark);
 
+  // Adds the range deltas (see range_deltas()) and commits.
   absl::Status Commit();
   void Abort();
 
@@ -97,6 +99,10 @@ class GroupTxn {
     return claimed_checkpoints_;
   }
   const Watermarks& claimed_watermarks() const { return claimed_watermarks_; }
+  // What the applied changes do to the range fingerprints (the "ranges"
+  // table, which Commit updates, and the store's in-memory roots, which the
+  // store updates once the commit is durable).
+  const ranges::Deltas& range_deltas() const { return range_deltas_; }
 
  private:
   absl::StatusOr<bool> Apply(std::string_view keyspace, std::string_view key,
@@ -111,6 +117,7 @@ class GroupTxn {
   absl::flat_hash_map<uint64_t, PeerCheckpoint> claimed_checkpoints_;
   Watermarks claimed_watermarks_;
   std::map<std::string, std::optional<quarantine::Index::Entry>> quarantine_changes_;
+  ranges::Deltas range_deltas_;
 
   // Declared before the cursors, which must close first.
   lmdb::Txn txn_;

@@ -24,12 +24,12 @@ MATCHER_P(IsOkAndHolds, value, "is OK and holds the value") {
   return arg.ok() && *arg == value;
 }
 
-// An LMDB environment with the store's four databases.
+// An LMDB environment with the store's databases.
 class Env {
  public:
   explicit Env(size_t map_bytes) {
     PEERKV_CHECK(mdb_env_create(&env_) == MDB_SUCCESS);
-    PEERKV_CHECK(mdb_env_set_maxdbs(env_, tables::kNumDbis) == MDB_SUCCESS);
+    PEERKV_CHECK(mdb_env_set_maxdbs(env_, tables::kMaxDbs) == MDB_SUCCESS);
     PEERKV_CHECK(mdb_env_set_mapsize(env_, map_bytes) == MDB_SUCCESS);
     PEERKV_CHECK(mdb_env_open(env_, dir_.path().c_str(), MDB_NOSYNC, 0600) == MDB_SUCCESS);
     lmdb::Txn txn;

@@ -122,9 +122,16 @@ struct RangeItem {
   Sum256 hash;
 };
 
-// A consistent, read-only view of one keyspace's registers for the length
-// of a reconcile session (it pins an LMDB read transaction: keep it short).
-// Not thread-safe: one session uses it from one thread.
+// A read-only view of one keyspace's registers for the length of a
+// reconcile session. It pins no LMDB transaction (so a long session does
+// not hold up the store's writer): what it answers was read at open, and,
+// the first time a session asks below the levels the store maintains, from
+// one scan of the keyspace (O(registers of the keyspace), memory bounded by
+// StoreOptions::max_range_view_bytes, ResourceExhausted beyond it). After
+// that scan every answer, upper levels included, is from the scan's
+// snapshot; before it, from the open's. So answers are consistent with one
+// snapshot at a time, which may move forward once. Not thread-safe: one
+// session uses it from one thread.
 class RangeView {
  public:
   virtual ~RangeView() = default;

@@ -19,6 +19,7 @@
 #include "store/data_dir.h"
 #include "store/group_txn.h"
 #include "store/lmdb_util.h"
+#include "store/read_txn.h"
 #include "store/tables.h"
 #include "store/write_request.h"
 
@@ -137,43 +138,6 @@ void Store::ReadTxnPool::Drain() {
   txns_.clear();
 }
 
-// A read-only transaction for one store call: holds the resize lock shared,
-// and takes a reset transaction from the store's pool (renewing it) instead
-// of beginning a new one; gives it back reset.
-class Store::ReadTxn {
- public:
-  explicit ReadTxn(const Store& store)
-      : store_(store), lock_(&store.resize_mu_) {}
-  ~ReadTxn() {
-    if (txn_ == nullptr) return;
-    mdb_txn_reset(txn_);
-    store_.read_pool_.Give(txn_);
-  }
-  ReadTxn(const ReadTxn&) = delete;
-  ReadTxn& operator=(const ReadTxn&) = delete;
-
-  absl::Status Begin() {
-    txn_ = store_.read_pool_.Take();
-    if (txn_ != nullptr) {
-      const int rc = mdb_txn_renew(txn_);
-      if (rc == MDB_SUCCESS) return absl::OkStatus();
-      mdb_txn_abort(txn_);
-      txn_ = nullptr;
-      return lmdb::Error(rc, "mdb_txn_renew");
-    }
-    const int rc = mdb_txn_begin(store_.env_, nullptr, MDB_RDONLY, &txn_);
-    if (rc != MDB_SUCCESS) txn_ = nullptr;
-    return lmdb::Error(rc, "mdb_txn_begin (read)");
-  }
-
-  MDB_txn* get() const { return txn_; }
-
- private:
-  const Store& store_;
-  absl::ReaderMutexLock lock_;
-  MDB_txn* txn_ = nullptr;
-};
-
 Store::Store(StoreOptions options) : options_(std::move(options)) {}
 
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(StoreOptions options) {
@@ -198,6 +162,9 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(StoreOptions options) {
   if (options.max_group_records == 0 || options.max_group_bytes == 0) {
     return absl::InvalidArgumentError("group commit bounds must be positive");
   }
+  if (options.max_range_view_bytes == 0) {
+    return absl::InvalidArgumentError("max_range_view_bytes must be positive");
+  }
 
   PEERKV_ASSIGN_OR_RETURN(std::unique_ptr<DataDir> dir, DataDir::Open(options.dir));
   auto store = std::unique_ptr<Store>(new Store(std::move(options)));
@@ -205,12 +172,19 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(StoreOptions options) {
   PEERKV_RETURN_IF_ERROR(store->OpenEnvironment());
   PEERKV_RETURN_IF_ERROR(store->LoadOrInitMeta());
   store->writer_ = std::thread([s = store.get()] { s->WriterLoop(); });
+  if (store->options_.scrub_at_open) {
+    store->open_scrub_ = std::thread([s = store.get()] { s->RunOpenScrub(); });
+  } else {
+    absl::MutexLock lock(&store->open_scrub_mu_);
+    store->open_scrub_finished_ = true;
+    store->open_scrub_result_ = std::vector<std::string>{};
+  }
   return store;
 }
 
 absl::Status Store::OpenEnvironment() {
   PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_env_create(&env_), "mdb_env_create"));
-  PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_env_set_maxdbs(env_, tables::kNumDbis), "mdb_env_set_maxdbs"));
+  PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_env_set_maxdbs(env_, tables::kMaxDbs), "mdb_env_set_maxdbs"));
   PEERKV_RETURN_IF_ERROR(
       lmdb::Error(mdb_env_set_maxreaders(env_, 1024), "mdb_env_set_maxreaders"));
   PEERKV_RETURN_IF_ERROR(lmdb::Error(
@@ -238,6 +212,7 @@ absl::Status Store::LoadOrInitMeta() {
   peers_dbi_ = opened.peers;
   meta_dbi_ = opened.meta;
   quarantine_dbi_ = opened.quarantine;
+  ranges_dbi_ = opened.ranges;
 
   PEERKV_ASSIGN_OR_RETURN(const std::optional<uint64_t> format,
                           tables::ReadMetaU64(txn.get(), meta_dbi_, codec::kMetaFormat));
@@ -247,12 +222,15 @@ absl::Status Store::LoadOrInitMeta() {
   } else {
     PEERKV_RETURN_IF_ERROR(InitMeta(txn.get()));
   }
-  if (format.has_value() && *format < 2) {
-    // Format 1's fingerprint left values out: recomputed once, O(records).
-    PEERKV_ASSIGN_OR_RETURN(fingerprint_, tables::RecomputeFingerprint(txn.get(), opened));
+  if (format.has_value() && *format < 3) {
+    // Before format 3 there were no range fingerprints, and the 64-bit
+    // fingerprint was another hash (before format 2 one without values):
+    // both computed once from the records, O(records).
+    PEERKV_RETURN_IF_ERROR(UpgradeRanges(txn.get()));
     PEERKV_RETURN_IF_ERROR(
         tables::WriteMetaU64(txn.get(), meta_dbi_, codec::kMetaFormat, codec::kFormatVersion));
   }
+  PEERKV_RETURN_IF_ERROR(LoadRoots(txn.get()));
   PEERKV_RETURN_IF_ERROR(RecordOpen(txn.get(), &clock_floor));
   PEERKV_RETURN_IF_ERROR(LoadQuarantine(txn.get()));
   PEERKV_ASSIGN_OR_RETURN(const uint64_t log_entries,
@@ -319,10 +297,13 @@ absl::StatusOr<uint64_t> Store::LoadMeta(MDB_txn* txn, uint64_t format) {
 }
 
 tables::Dbis Store::dbis() const {
-  return tables::Dbis{records_dbi_, log_dbi_, peers_dbi_, meta_dbi_, quarantine_dbi_};
+  return tables::Dbis{records_dbi_, log_dbi_, peers_dbi_, meta_dbi_, quarantine_dbi_, ranges_dbi_};
 }
 
 Store::~Store() {
+  // The scrub first: it may wait for the writer to add its repair.
+  stop_scrub_ = true;
+  if (open_scrub_.joinable()) open_scrub_.join();
   if (writer_.joinable()) {
     {
       absl::MutexLock lock(&queue_mu_);
@@ -598,7 +579,9 @@ void Store::ApplyGroup(Group& group) {
   // A compaction runs alone (NextGroup never groups it).
   PEERKV_CHECK(!group.front()->RunsAlone() || group.size() == 1);
   Compaction* compaction = std::get_if<Compaction>(&group.front()->kind);
+  writer::RangeRepair* repair = std::get_if<writer::RangeRepair>(&group.front()->kind);
   const absl::Status status = compaction != nullptr ? CompactAll(*compaction)
+                              : repair != nullptr   ? RepairRanges(*repair)
                                                     : CommitWrites(group);
   if (status.ok()) {
     for (auto& request : group) {
@@ -656,6 +639,10 @@ absl::Status Store::TryApplyGroup(Group& group, GroupTxn& txn, size_t group_byte
             [&](Compaction&) -> absl::Status {
               PEERKV_CHECK(false);  // runs alone: see ApplyGroup
               return absl::InternalError("compaction inside a write group");
+            },
+            [&](writer::RangeRepair&) -> absl::Status {
+              PEERKV_CHECK(false);  // runs alone: see ApplyGroup
+              return absl::InternalError("range repair inside a write group");
             },
         },
         request->kind));
@@ -886,6 +873,7 @@ void Store::Publish(const GroupTxn& txn) {
   tombstones_ = counters.tombstones;
   log_entries_ = counters.log_entries;
   fingerprint_ = counters.fingerprint;
+  PublishRanges(txn.range_deltas());
   // Only this thread stamps local writes, so every local write with a
   // version at or below the clock now is committed. Read and stored under
   // the reset lock: a reading from before a fresh-clock fork's Reset must

@@ -32,6 +32,7 @@
 #include "store/clock.h"
 #include "store/lineage.h"
 #include "store/quarantine.h"
+#include "store/range_fingerprint.h"
 #include "store/validation.h"
 #include "store/types.h"
 #include "store/version.h"
@@ -54,8 +55,12 @@ struct LocalWrite;
 struct RemoteBatch;
 struct RestampBatch;
 struct Compaction;
+struct RangeRepair;
 class GroupTxn;
 }  // namespace writer
+namespace ranges {
+class Deltas;
+}  // namespace ranges
 
 struct StoreOptions {
   // Directory of the LMDB environment; created (with parents) if missing.
@@ -94,11 +99,21 @@ struct StoreOptions {
   // Seeds replica id and incarnation when the store is created, so a
   // simulation can be replayed exactly. nullopt: operating-system entropy.
   std::optional<uint64_t> id_seed;
+  // Check the stored range fingerprints against the records once, in the
+  // background, after opening, and repair them where they differ (see
+  // ScrubRangeFingerprints): a store whose files were changed behind its
+  // back (records deleted with LMDB tools, a partial restore) then does not
+  // hide the change from reconciliation. Open itself does not wait for it.
+  bool scrub_at_open = true;
+  // Memory one range view (OpenRangeView) may hold for the registers it
+  // lists; a keyspace larger than that is refused with ResourceExhausted.
+  size_t max_range_view_bytes = size_t{256} << 20;
   // Where the store's few log lines go (a failed compaction step, held
   // checkpoints that could not be saved at close, a lost local write just
-  // before the process stops), each a whole line without its newline. Called
-  // on the writer thread or in ~Store; must not call into the store. Empty:
-  // each line is written to stderr.
+  // before the process stops, range fingerprints repaired by the open
+  // scrub), each a whole line without its newline. Called on the writer
+  // thread, on the open scrub's thread or in ~Store; must not call into the
+  // store. Empty: each line is written to stderr.
   std::function<void(const std::string&)> log;
 };
 
@@ -280,6 +295,38 @@ class Store {
   // two replicas with equal digests hold the same registers.
   absl::StatusOr<uint64_t> Digest() const;
 
+  // Range-based reconciliation (store/range_fingerprint.h; defined in
+  // store_rbsr.cc). The store keeps, inside every write transaction, each
+  // keyspace's root and its 256 depth-2 nodes (store/range_table.h), and
+  // the roots in memory.
+  //
+  // Every keyspace that holds a register, with its root fingerprint, in
+  // name order: a copy of the in-memory roots, O(number of keyspaces).
+  absl::StatusOr<std::vector<std::pair<std::string, rbsr::Fingerprint>>>
+  KeyspaceFingerprints() const;
+  // A view of one keyspace (an unknown keyspace is an empty view); see
+  // rbsr::RangeView. Opening reads the keyspace's stored nodes (257 entries
+  // under one read transaction); fingerprints at depth 0..2 are then sums
+  // of at most 256 of them. The first fingerprint below depth 2, or the
+  // first ForEachItem at any depth, scans the keyspace once: every record
+  // and its value (from the log), one SHA-256 each, about 100 bytes of
+  // memory per register plus its key; ResourceExhausted beyond
+  // options().max_range_view_bytes. After that each call is a binary
+  // search. InvalidArgument for an invalid keyspace name. The view must not
+  // outlive the store.
+  absl::StatusOr<std::unique_ptr<rbsr::RangeView>> OpenRangeView(
+      std::string_view keyspace) const;
+  // Recomputes the range fingerprints (and the 64-bit fingerprint) from the
+  // records, under one read transaction (O(records): every value read and
+  // hashed; writes go on meanwhile), and repairs the stored ones where they
+  // differ, through the writer. Returns the keyspaces that differed, in
+  // name order (empty: all was right). Runs by itself once after each open
+  // (StoreOptions::scrub_at_open).
+  absl::StatusOr<std::vector<std::string>> ScrubRangeFingerprints();
+  // Waits for the scrub that Open started (at once if none) and returns
+  // its outcome: the keyspaces it repaired, or its error.
+  absl::StatusOr<std::vector<std::string>> WaitForOpenScrub() const;
+
   // One change a commit made (see types.h).
   using CommitChange = ::peerkv::CommitChange;
   // What a commit listener learns about a commit.
@@ -399,6 +446,19 @@ class Store {
   void NotifyListeners(const writer::GroupTxn& txn);
   absl::Status GrowMap(size_t needed_bytes);
   absl::Status CompactAll(writer::Compaction& compaction);
+  // Range fingerprints (store_rbsr.cc). At open, in the meta transaction:
+  // a store older than format 3 gets its "ranges" table computed from the
+  // records; then the roots are read into memory.
+  absl::Status UpgradeRanges(MDB_txn* txn);
+  absl::Status LoadRoots(MDB_txn* txn);
+  // After a commit: the in-memory roots move by the commit's deltas.
+  void PublishRanges(const ranges::Deltas& deltas);
+  // The scrub; Cancelled once `cancel` is set.
+  absl::StatusOr<std::vector<std::string>> Scrub(const std::atomic<bool>* cancel);
+  void RunOpenScrub();
+  // On the writer thread: adds a scrub's repair (growing the map if full).
+  absl::Status RepairRanges(writer::RangeRepair& repair);
+  absl::Status TryRepairRanges(const writer::RangeRepair& repair);
   absl::StatusOr<uint64_t> CompactStep(size_t max_entries, bool* reached_end);
   // Up to `max_entries` log entries after compact_from_seq_: the seqs of
   // those superseded; `last_seq` is the last one examined.
@@ -438,6 +498,7 @@ class Store {
   MDB_dbi peers_dbi_ = 0;
   MDB_dbi meta_dbi_ = 0;
   MDB_dbi quarantine_dbi_ = 0;
+  MDB_dbi ranges_dbi_ = 0;
 
   // Mutable: const reads borrow transactions from it.
   mutable ReadTxnPool read_pool_;
@@ -465,6 +526,18 @@ class Store {
   // The last SetClockEstimate, for Stats.
   mutable absl::Mutex estimate_mu_;
   ClockEstimate estimate_ ABSL_GUARDED_BY(estimate_mu_);
+  // Every keyspace's root range fingerprint as of the last commit; written
+  // by the writer thread (and at open).
+  mutable absl::Mutex roots_mu_;
+  std::map<std::string, rbsr::Fingerprint, std::less<>> roots_ ABSL_GUARDED_BY(roots_mu_);
+
+  // The scrub after open (StoreOptions::scrub_at_open): its thread, its
+  // stop flag (set by ~Store) and its outcome once `open_scrub_done_`.
+  std::thread open_scrub_;
+  std::atomic<bool> stop_scrub_{false};
+  mutable absl::Mutex open_scrub_mu_;
+  bool open_scrub_finished_ ABSL_GUARDED_BY(open_scrub_mu_) = false;
+  absl::StatusOr<std::vector<std::string>> open_scrub_result_ ABSL_GUARDED_BY(open_scrub_mu_);
 
   // The write queue.
   absl::Mutex queue_mu_;

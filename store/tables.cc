@@ -18,7 +18,8 @@ absl::Status OpenDbis(MDB_txn* txn, Dbis* dbis) {
              {"log", &dbis->log},
              {"peers", &dbis->peers},
              {"meta", &dbis->meta},
-             {"quarantine", &dbis->quarantine}};
+             {"quarantine", &dbis->quarantine},
+             {"ranges", &dbis->ranges}};
   for (const auto& db : dbs) {
     PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_dbi_open(txn, db.name, MDB_CREATE, db.dbi),
                                        absl::StrCat("open database ", db.name)));
@@ -98,29 +99,6 @@ absl::StatusOr<std::string_view> ReadValue(MDB_txn* txn, MDB_dbi log,
     return absl::DataLossError(absl::StrFormat("log entry %d belongs to another key", seq));
   }
   return entry.value;
-}
-
-absl::StatusOr<uint64_t> RecomputeFingerprint(MDB_txn* txn, const Dbis& dbis) {
-  uint64_t fingerprint = 0;
-  lmdb::Cursor cursor;
-  PEERKV_RETURN_IF_ERROR(cursor.Open(txn, dbis.records));
-  MDB_val k, v;
-  int rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_FIRST);
-  while (rc == MDB_SUCCESS) {
-    const std::string_view record_key = lmdb::View(k);
-    PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header,
-                            codec::DecodeRecordHeader(lmdb::View(v)));
-    PEERKV_ASSIGN_OR_RETURN(const std::string_view value,
-                            ReadValue(txn, dbis.log, record_key, header.seq));
-    fingerprint ^= codec::RegisterHash(record_key, header.version, header.deleted, value);
-    rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_NEXT);
-  }
-  if (rc != MDB_NOTFOUND) return lmdb::Error(rc, "recompute fingerprint");
-  PEERKV_ASSIGN_OR_RETURN(std::optional<codec::MetaState> state, ReadMetaState(txn, dbis.meta));
-  if (!state.has_value()) return fingerprint;  // no commit yet, so no records
-  state->fingerprint = fingerprint;
-  PEERKV_RETURN_IF_ERROR(WriteMetaState(txn, dbis.meta, *state));
-  return fingerprint;
 }
 
 }  // namespace peerkv::tables

@@ -27,9 +27,12 @@ struct Dbis {
   MDB_dbi meta = 0;
   // Records too far ahead (store/quarantine.h).
   MDB_dbi quarantine = 0;
+  // store/range_table.h.
+  MDB_dbi ranges = 0;
 };
-// How many there are (mdb_env_set_maxdbs).
-inline constexpr unsigned kNumDbis = 5;
+// Databases a store's environment is opened for (mdb_env_set_maxdbs): the
+// ones above, with room for more.
+inline constexpr unsigned kMaxDbs = 8;
 absl::Status OpenDbis(MDB_txn* txn, Dbis* dbis);
 
 // A meta "format", "replica_id" or "incarnation" entry; nullopt if absent.
@@ -57,11 +60,6 @@ absl::Status WriteCheckpoint(MDB_txn* txn, MDB_dbi peers, uint64_t peer_id,
 // key's. The view lives as long as `txn`.
 absl::StatusOr<std::string_view> ReadValue(MDB_txn* txn, MDB_dbi log,
                                            std::string_view record_key, uint64_t seq);
-
-// Format 1 -> 2: the fingerprint of every register, now with its value,
-// computed from the records and stored in meta "state" (if there is one).
-// O(records); run once, when a format-1 store is opened.
-absl::StatusOr<uint64_t> RecomputeFingerprint(MDB_txn* txn, const Dbis& dbis);
 
 }  // namespace peerkv::tables
 

@@ -172,8 +172,11 @@ struct StoreStats {
   // Durable write transactions since open: with group commit, fewer than
   // the writes that were acknowledged.
   uint64_t commits = 0;
-  // XOR of a hash of every register's key, version and value: two replicas
-  // with the same registers have the same fingerprint. O(1) to read.
+  // The low 64 bits of the sum of every register's item hash (SHA-256 of
+  // keyspace, key, version, tombstone flag and value; see
+  // store/range_fingerprint.h), i.e. of the keyspaces' root sums: two
+  // replicas with the same registers have the same fingerprint, whatever
+  // order they were written in. O(1) to read.
   uint64_t fingerprint = 0;
   // Replica ids this data directory had before it forked (it was restored
   // from an older copy, see README "Restore and clone safety"), oldest

@@ -1,7 +1,7 @@
 // store/write_request.h: what a caller hands the store's writer thread, as
 // one std::variant of its kinds: local writes (stamped by the writer),
-// a batch of remote records to merge, conditional re-stamps (Fork), or a
-// full log compaction. Each kind
+// a batch of remote records to merge, conditional re-stamps (Fork), a
+// full log compaction, or a repair of the range fingerprints. Each kind
 // carries its own input, its result and its typed callback; the writer
 // dispatches on the kind with std::visit, so a new kind (a consensus apply
 // of committed entries, say) is one more alternative that every visit must
@@ -20,6 +20,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "store/range_table.h"
 #include "store/types.h"
 #include "store/version.h"
 
@@ -66,6 +67,16 @@ struct Compaction {
   absl::AnyInvocable<void(absl::StatusOr<uint64_t>)> done;
 };
 
+// Store::ScrubRangeFingerprints(): deltas that make the "ranges" table
+// (and the 64-bit fingerprint) agree with the records again, computed from
+// a snapshot; adding them is right whatever committed since, since every
+// commit adds true deltas. Runs alone.
+struct RangeRepair {
+  ranges::Deltas deltas;
+  uint64_t fingerprint_delta = 0;
+  absl::AnyInvocable<void(absl::Status)> done;
+};
+
 // For std::visit over the kinds with one lambda per kind.
 template <class... Fs>
 struct Overloaded : Fs... {
@@ -76,13 +87,15 @@ Overloaded(Fs...) -> Overloaded<Fs...>;
 
 // One caller's request, waiting for (or inside) a group commit.
 struct WriteRequest {
-  std::variant<LocalWrite, RemoteBatch, RestampBatch, Compaction> kind;
+  std::variant<LocalWrite, RemoteBatch, RestampBatch, Compaction, RangeRepair> kind;
   // Records and estimated bytes, for the group and queue bounds.
   size_t records = 0;
   size_t bytes = 0;
 
-  // A compaction is never grouped with anything.
-  bool RunsAlone() const { return std::holds_alternative<Compaction>(kind); }
+  // A compaction or a range repair is never grouped with anything.
+  bool RunsAlone() const {
+    return std::holds_alternative<Compaction>(kind) || std::holds_alternative<RangeRepair>(kind);
+  }
 
   // Runs the callback (on the writer thread, or on the submitting one if
   // the request is refused before it is queued) with `status` if it failed,
@@ -117,6 +130,7 @@ struct WriteRequest {
                        c.done(std::move(status));
                      }
                    },
+                   [&](RangeRepair& r) { r.done(std::move(status)); },
                },
                kind);
   }

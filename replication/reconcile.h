@@ -1,0 +1,274 @@
+// replication/reconcile.h: range-based set reconciliation between two
+// replicas (Meyer's RBSR, as in Negentropy), over the 16-ary fingerprint
+// tree of store/range_fingerprint.h. No kj or capnp here: the messages are
+// plain structs with a compact byte codec (they travel as one Data field of
+// Replica.reconcile), so that the wire cost of a child fingerprint is its
+// two bytes and nothing else.
+//
+// The exchange. The initiator drives a session of rounds; the responder is
+// stateless (every round opens a fresh view of its store).
+//   1. Compare: the initiator sends every keyspace's root fingerprint (32
+//      bytes of SHA-256 sum and a count). The responder answers with its own
+//      root of each keyspace whose root differs (or that only one side has),
+//      each followed by the expansion of that root. Equal roots: the session
+//      ends after this one round (in sync: O(number of keyspaces)).
+//   2. Descend, two levels a round: the initiator sends each node whose
+//      fingerprint differed with its own 16 children's fingerprints; the
+//      responder compares them with its children and answers a bit mask of
+//      the differing ones and, for each, its expansion. An expansion of a
+//      node holding at most kLeafItems registers (or at the deepest level)
+//      is its items, values included while they fit the answer; of a bigger
+//      one, its 16 children's fingerprints. Child fingerprints are truncated
+//      to kChildFingerprintBytes bytes of the sum, at an offset that
+//      depends on the pass. The initiator compares expanded children with
+//      its own and sends the differing ones (with their children) next
+//      round; it compares items with its own: records newer on the
+//      responder are merged here
+//      (Store::Merge, the normal merge: validation, skew bound, LWW), those
+//      whose value did not fit are fetched by key, and what the initiator
+//      holds newer (or the responder lacks) is pushed to the responder in a
+//      later request, which merges it through the same Store::Merge before
+//      answering.
+//   3. Verify: once nothing is pending, a new compare. Equal roots prove
+//      the repair (full 32-byte sums); still different (a truncated
+//      fingerprint collided, or writes came in meanwhile), the next pass
+//      descends again with other bytes of the sums, up to kMaxPasses.
+// The last push travels with the verify compare, so a session repairing d
+// registers in n costs about 2 + log16(n) rounds.
+//
+// Why push rather than nudging the peer to reconcile with us: the initiator
+// already knows exactly which records the peer lacks, so sending them costs
+// their bytes alone; a reverse session would pay the whole descent again.
+// The responder merges pushed records with Store::Merge, which validates
+// them and refuses clocks too far ahead as a pull's merge does.
+//
+// Bad input. Every message is decoded with limits (DecodeReconcileRequest,
+// DecodeReconcileResponse): an absurd count, depth, prefix, keyspace, key,
+// value or trailing byte is InvalidArgument naming the field and the
+// limit; the transport closes that link. A responder's answer must match
+// what was asked (one expansion per differing root and answered node,
+// items inside their node, fetched records of the keys asked for).
+// Sessions are bounded in rounds and time (ReconcileLimits).
+#ifndef PEERKV_REPLICATION_RECONCILE_H_
+#define PEERKV_REPLICATION_RECONCILE_H_
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "replication/status.h"
+#include "store/range_fingerprint.h"
+#include "store/version.h"
+
+namespace peerkv {
+class Store;
+}  // namespace peerkv
+
+namespace peerkv::replication {
+
+// Format of the encoded messages; a different one is refused.
+inline constexpr uint8_t kReconcileFormat = 1;
+// A node of at most this many registers is answered with its items (one:
+// a leaf of two would often carry a value that does not differ), and so is
+// a node of at most kDeepLeafItems below the depth where a node holds one
+// register on average (log16 of the keyspace's count, plus one): there,
+// more than one is a rare crowd, not worth another round.
+inline constexpr uint64_t kLeafItems = 1;
+inline constexpr uint64_t kDeepLeafItems = 4;
+// Bytes of a child fingerprint's sum on the wire: two, or three in a round
+// that asks about more than kWideAbove nodes (with many nodes, two bytes
+// would let a differing child pass for equal about once per 40,000
+// comparisons, costing a pass). At most 4.
+inline constexpr int kChildFingerprintBytes = 2;
+inline constexpr int kWideChildFingerprintBytes = 3;
+inline constexpr size_t kWideAbove = 1024;
+// Passes of one session: each takes other bytes of the sums (4 a pass).
+inline constexpr int kMaxPasses = 4;
+
+// What one message may carry or make the other side do.
+inline constexpr size_t kMaxReconcileKeyspaces = 1024;  // keyspaces named
+inline constexpr size_t kMaxReconcileNodes = 16384;     // nodes to expand
+inline constexpr size_t kMaxReconcileFetch = 4096;      // keys to fetch
+inline constexpr size_t kMaxReconcileRecords = 20'000;  // records carried
+inline constexpr size_t kMaxReconcileMessageBytes = size_t{16} << 20;
+
+struct ReconcileLimits {
+  // Rounds (request and answer) of one session.
+  int max_rounds = 64;
+  // Wall time of one session.
+  absl::Duration max_time = absl::Seconds(60);
+  // Bytes of pushed records per request, and of an answer the initiator
+  // asks for (the responder lowers it to its own reply budget).
+  size_t max_message_bytes = size_t{4} << 20;
+  // Nodes asked for per round.
+  size_t max_nodes = kMaxReconcileNodes;
+};
+
+struct KeyspaceRoot {
+  std::string keyspace;
+  rbsr::Fingerprint fingerprint;
+  friend bool operator==(const KeyspaceRoot&, const KeyspaceRoot&) = default;
+};
+
+struct NodeRef {
+  std::string keyspace;
+  rbsr::NodeId node;
+  // In a request: the sender's 16 children's truncated sums (the responder
+  // answers the differing children), or empty (it answers the node).
+  std::vector<uint32_t> children;
+  friend bool operator==(const NodeRef&, const NodeRef&) = default;
+};
+
+struct KeyRef {
+  std::string keyspace;
+  std::string key;
+  friend bool operator==(const KeyRef&, const KeyRef&) = default;
+};
+
+struct ReconcileRequest {
+  // Which bytes of the sums child fingerprints take (from pass * 4), and
+  // how many (1..4), here and in the answer.
+  uint8_t pass = 0;
+  uint8_t width = kChildFingerprintBytes;
+  // Compare these roots (the initiator's, every keyspace it holds); the
+  // answer's `differing` lists the responder's side of those that differ.
+  bool compare = false;
+  std::vector<KeyspaceRoot> roots;
+  // Nodes to expand, in order.
+  std::vector<NodeRef> expand;
+  // Records to send with their values, in order.
+  std::vector<KeyRef> fetch;
+  // Records the responder lacks (or holds older): it merges them first.
+  std::vector<Record> push;
+  // Bytes the answer may hold (0: the responder's own budget).
+  uint64_t max_answer_bytes = 0;
+  friend bool operator==(const ReconcileRequest&, const ReconcileRequest&) = default;
+};
+
+// A node as the responder answered it.
+struct Expansion {
+  enum class Kind : uint8_t { kChildren = 0, kItems = 1, kItemsWithoutValues = 2 };
+  Kind kind = Kind::kChildren;
+  // kChildren: the 16 children's truncated sums.
+  std::vector<uint32_t> children;
+  // kItems*: the node's registers in position order (keyspace left empty;
+  // values only for kItems).
+  std::vector<Record> items;
+  friend bool operator==(const Expansion&, const Expansion&) = default;
+};
+
+struct ReconcileResponse {
+  // The request's width: bytes of each child fingerprint.
+  uint8_t width = kChildFingerprintBytes;
+  // The responder's roots of the keyspaces that differ (when asked to
+  // compare), in name order.
+  std::vector<KeyspaceRoot> differing;
+  // One per differing root (its root node), then for each answered node of
+  // the request's `expand`, in order: one per set bit of its mask (the
+  // differing children, in index order) if it came with children, else
+  // one (the node itself).
+  std::vector<Expansion> expansions;
+  // How many of `expand` were answered (a prefix; ask the rest again), and
+  // for each, the children that differ (bit i: child i).
+  uint64_t expanded = 0;
+  std::vector<uint16_t> masks;
+  // The records of a prefix of `fetch`, in order; nullopt: not held.
+  std::vector<std::optional<Record>> fetched;
+  // What merging `push` did.
+  uint64_t push_won = 0;
+  uint64_t push_refused = 0;
+  friend bool operator==(const ReconcileResponse&, const ReconcileResponse&) = default;
+};
+
+std::string EncodeReconcileRequest(const ReconcileRequest& request);
+std::string EncodeReconcileResponse(const ReconcileResponse& response);
+// InvalidArgument naming the field and the limit for anything out of
+// bounds; `value_limit` bounds pushed and answered values.
+absl::StatusOr<ReconcileRequest> DecodeReconcileRequest(std::string_view bytes,
+                                                        size_t value_limit);
+absl::StatusOr<ReconcileResponse> DecodeReconcileResponse(std::string_view bytes,
+                                                          size_t value_limit);
+
+// The `width` bytes of a sum a child fingerprint takes in `pass`.
+uint32_t TruncatedSum(const rbsr::Sum256& sum, int pass, int width);
+
+// What a session reads of one replica: the store (StoreReconcileSource)
+// or, in tests, a fake.
+class ReconcileSource {
+ public:
+  virtual ~ReconcileSource() = default;
+  // Every keyspace holding a register, in name order.
+  virtual absl::StatusOr<std::vector<KeyspaceRoot>> Roots() = 0;
+  virtual absl::StatusOr<std::unique_ptr<rbsr::RangeView>> View(std::string_view keyspace) = 0;
+  virtual absl::StatusOr<std::optional<Record>> Get(std::string_view keyspace,
+                                                    std::string_view key) = 0;
+};
+
+// The sum of every keyspace's root fingerprint: equal on two stores that
+// hold the same registers (O(number of keyspaces)).
+absl::StatusOr<rbsr::Fingerprint> StoreFingerprint(const Store& store);
+
+// A ReconcileSource over a Store (borrowed). It keeps the last view it
+// opened while the store commits nothing (one view: keep the source for
+// the rounds of a session, not longer). Not thread-safe.
+std::unique_ptr<ReconcileSource> StoreReconcileSource(const Store& store);
+
+// The responder's side of one round, after it merged `request.push`
+// (whose counts it fills in itself). `max_bytes` bounds the answer.
+absl::StatusOr<ReconcileResponse> ServeReconcile(ReconcileSource& source,
+                                                 const ReconcileRequest& request,
+                                                 size_t max_bytes);
+
+// The initiator's side: call Next() for the request to send (nullopt when
+// done), send it, and give the answer to OnResponse, which returns the
+// records to merge here (Store::Merge) before the next Next(). Tell it what
+// the merge did with NoteMerged. Single-threaded.
+class ReconcileSession {
+ public:
+  ReconcileSession(ReconcileSource& local, ReconcileLimits limits = {},
+                   absl::Time now = absl::Now());
+
+  absl::StatusOr<std::optional<ReconcileRequest>> Next(absl::Time now = absl::Now());
+  // The encoded size of what was received counts into the report.
+  absl::StatusOr<std::vector<Record>> OnResponse(const ReconcileResponse& response,
+                                                 size_t encoded_bytes = 0);
+  void NoteMerged(uint64_t won, uint64_t refused);
+  void NoteSent(size_t encoded_bytes) { report_.bytes_sent += encoded_bytes; }
+
+  const ReconcileReport& report() const { return report_; }
+  bool done() const { return done_; }
+
+ private:
+  KeyspaceDiff& Diff(const std::string& keyspace);
+  absl::Status TakeExpansion(rbsr::RangeView& view, const NodeRef& ref,
+                             const Expansion& expansion, std::vector<Record>& merge);
+  absl::StatusOr<rbsr::RangeView*> LocalView(const std::string& keyspace);
+
+  ReconcileSource& local_;
+  const ReconcileLimits limits_;
+  const absl::Time start_;
+  ReconcileReport report_;
+  bool done_ = false;
+  int pass_ = 0;
+  // Compares sent (the first is round 1; later ones verify).
+  int compares_ = 0;
+  // What the last request asked, to check the answer against.
+  std::optional<ReconcileRequest> sent_;
+  std::deque<NodeRef> expand_;
+  std::deque<KeyRef> fetch_;
+  std::deque<Record> push_;
+  // Local views opened while taking one answer (closed after it).
+  std::vector<std::pair<std::string, std::unique_ptr<rbsr::RangeView>>> views_;
+};
+
+}  // namespace peerkv::replication
+
+#endif  // PEERKV_REPLICATION_RECONCILE_H_
