@@ -116,6 +116,10 @@ struct ReplicatorCounters {
   // Links refused because the peer claims an id another live process
   // (or this one) holds: a copied data directory.
   uint64_t clones_refused = 0;
+  // Hellos that named replica ids retired by forks this replica did not
+  // know of (Store::ForgetRetiredIds): each made it pull every peer from
+  // zero once.
+  uint64_t retired_ids_forgotten = 0;
   // Sum of the time from sending a pull to having merged its answer.
   absl::Duration pull_time = absl::ZeroDuration();
   // Pages asked for while the page before them merged (pipelining), and
@@ -240,6 +244,9 @@ class Replicator final : public LinkEvents {
   void Fork(const Restored& evidence);
   // A link refused because `evidence` shows a clone: logged, counted.
   void RefuseClone(const std::string& evidence);
+  // The peer named ids retired by forks: forget their watermarks (see
+  // Store::ForgetRetiredIds) and pull every peer again.
+  void ForgetRetired(const PeerInfo& info);
 
   Store* const store_;
   Executor* const executor_;

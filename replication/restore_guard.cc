@@ -2,6 +2,9 @@
 // restore_guard.h).
 #include "replication/restore_guard.h"
 
+#include <algorithm>
+#include <vector>
+
 #include "absl/strings/str_format.h"
 
 namespace peerkv::replication {
@@ -14,6 +17,7 @@ HeldOf WhatWeHoldOf(const Store& store, uint64_t peer_id) {
   if (checkpoint.ok() && checkpoint->has_value()) {
     held.incarnation = (*checkpoint)->incarnation;
     held.seq = (*checkpoint)->seq;
+    held.nonce = (*checkpoint)->nonce;
   }
   const Watermarks marks = store.GetWatermarks();
   auto it = marks.find(peer_id);
@@ -33,6 +37,30 @@ std::optional<Restored> RestoreEvidence(const Store& store, const HeldOf& claim)
         "the peer has pulled this replica's log up to seq %d, but the log ends at seq %d",
         claim.seq, store.max_seq());
     return restored;
+  }
+  if (claim.incarnation == store.incarnation() && claim.seq > 0 && claim.nonce != 0) {
+    // The checkpoint points into the log of one open of this directory:
+    // one it has no record of (and has not forgotten), or beyond where
+    // that open's log ended in this directory's history (where the next
+    // open began), is a life the directory lost.
+    const std::vector<OpenMark>& opens = lineage.opens;
+    auto open = std::find_if(opens.begin(), opens.end(),
+                             [&](const OpenMark& o) { return o.nonce == claim.nonce; });
+    if (open == opens.end() && !lineage.opens_dropped) {
+      restored.why = absl::StrFormat(
+          "the peer has pulled this replica's log up to seq %d from an open of it (nonce "
+          "%016x) this data directory has no record of: it was restored from an older copy",
+          claim.seq, claim.nonce);
+      return restored;
+    }
+    if (open != opens.end() && open + 1 != opens.end() && claim.seq > (open + 1)->seq) {
+      restored.why = absl::StrFormat(
+          "the peer has pulled this replica's log up to seq %d from an open of it (nonce "
+          "%016x) whose log ended at seq %d in this data directory: it was restored from an "
+          "older copy, or lost its log tail",
+          claim.seq, claim.nonce, (open + 1)->seq);
+      return restored;
+    }
   }
   if (claim.watermark == 0) return std::nullopt;
   const Watermarks marks = store.GetWatermarks();
@@ -64,6 +92,7 @@ HeldOf ClaimOfPull(const Store& store, const PullRequest& request) {
   claim.replica_id = store.replica_id();
   claim.incarnation = request.incarnation;
   claim.seq = request.after_seq;
+  claim.nonce = request.after_nonce;
   auto it = request.watermarks.find(claim.replica_id);
   if (it != request.watermarks.end()) claim.watermark = it->second;
   return claim;

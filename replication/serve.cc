@@ -13,6 +13,7 @@ absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& re
   PullResponse response;
   response.replica_id = store.replica_id();
   response.incarnation = store.incarnation();
+  response.nonce = store.open_nonce();
   // A checkpoint into another life of this data directory means nothing;
   // nor does one beyond the end of the log (the directory was restored
   // from an older copy, or lost unsynced writes): start over.
@@ -50,6 +51,11 @@ absl::Status ValidatePeerInfo(const PeerInfo& info) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "replica name is %d bytes; the limit is %d", info.name.size(), kMaxReplicaNameBytes));
   }
+  if (info.retired.size() > kMaxRetiredIdsInHello) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "hello lists %d retired replica ids; the limit is %d", info.retired.size(),
+        kMaxRetiredIdsInHello));
+  }
   return absl::OkStatus();
 }
 
@@ -65,6 +71,16 @@ PeerInfo LocalInfo(const Store& store, const std::string& name, uint64_t to) {
   PeerInfo info{store.replica_id(), store.incarnation(), kProtocolVersion, name};
   info.boot_nonce = store.open_nonce();
   if (to != 0 && to != info.replica_id) info.held = WhatWeHoldOf(store, to);
+  // The most recent retirements, own ones first.
+  const Lineage lineage = store.GetLineage();
+  for (auto it = lineage.retired_ids.rbegin();
+       it != lineage.retired_ids.rend() && info.retired.size() < kMaxRetiredIdsInHello; ++it) {
+    info.retired.push_back(*it);
+  }
+  for (auto it = lineage.forgotten_ids.rbegin();
+       it != lineage.forgotten_ids.rend() && info.retired.size() < kMaxRetiredIdsInHello; ++it) {
+    info.retired.push_back(*it);
+  }
   return info;
 }
 

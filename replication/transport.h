@@ -32,6 +32,9 @@ struct HeldOf {
   uint64_t incarnation = 0;
   uint64_t seq = 0;
   uint64_t watermark = 0;
+  // The open nonce of the life the checkpoint was pulled from (see
+  // PeerCheckpoint::nonce); 0: not told.
+  uint64_t nonce = 0;
   friend bool operator==(const HeldOf&, const HeldOf&) = default;
 };
 
@@ -62,7 +65,14 @@ struct PeerInfo {
   // answer to a hello always does): lets a restored replica see that a
   // peer holds writes of its own it lacks (replication/restore_guard.h).
   HeldOf held;
+  // Replica ids the sender knows were retired by forks (restored data
+  // directories): its own former ids, and those it learned from its peers.
+  // The receiver forgets its watermarks for them (Store::ForgetRetiredIds).
+  // At most kMaxRetiredIdsInHello.
+  std::vector<uint64_t> retired;
 };
+
+inline constexpr size_t kMaxRetiredIdsInHello = 256;
 
 // "Send me your changes after `after_seq` of `incarnation`."
 struct PullRequest {
@@ -72,6 +82,10 @@ struct PullRequest {
   // the server's makes the server start from seq 0.
   uint64_t incarnation = 0;
   uint64_t after_seq = 0;
+  // The server's open nonce when it served after_seq (PeerCheckpoint::
+  // nonce): a nonce the server's directory never drew shows it lost the
+  // log the checkpoint points into. 0: not known.
+  uint64_t after_nonce = 0;
   uint32_t max_records = 1000;
   uint32_t max_bytes = 1 << 20;
   // The requester's value limit: larger values would be refused there (and
@@ -85,6 +99,8 @@ struct PullRequest {
 struct PullResponse {
   uint64_t replica_id = 0;
   uint64_t incarnation = 0;
+  // The server's open nonce (Store::open_nonce): kept with the checkpoint.
+  uint64_t nonce = 0;
   // The seq the server actually started after (0 on an incarnation change).
   uint64_t from_seq = 0;
   std::vector<Record> records;

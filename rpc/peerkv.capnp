@@ -62,6 +62,11 @@ struct PeerInfo {
   heldIncarnation @6 :UInt64;
   heldSeq @7 :UInt64;
   heldWatermark @8 :UInt64;
+  heldNonce @9 :UInt64;       # the receiver's open nonce when it served
+                              # heldSeq (a life of its log it may have lost)
+  retired @10 :List(UInt64);  # replica ids retired by forks that the sender
+                              # knows of (at most 256): watermarks for them
+                              # are not trusted
 }
 
 struct PeerStatus {
@@ -117,10 +122,13 @@ interface Replica {
 
   pull @1 (requester :UInt64, incarnation :UInt64, afterSeq :UInt64,
            maxRecords :UInt32, maxBytes :UInt32, maxValueBytes :UInt64,
-           watermarks :List(Watermark))
+           watermarks :List(Watermark), afterNonce :UInt64)
       -> (error :Error, replicaId :UInt64, incarnation :UInt64, fromSeq :UInt64,
           batch :Data, lastSeq :UInt64, maxSeq :UInt64,
-          watermarks :List(Watermark));
+          watermarks :List(Watermark), nonce :UInt64);
+  # afterNonce: the server's open nonce when it served afterSeq (0: not
+  # known); nonce: the server's open nonce now, kept with the checkpoint.
+  # A nonce the server's directory never drew shows it was restored.
   # Changes after the requester's checkpoint (afterSeq of incarnation),
   # minus what came from or was written by the requester, what its
   # watermarks cover, and values over its limit. A checkpoint of another

@@ -470,6 +470,16 @@ void Store::SubmitMerge(std::vector<Record> batch,
   SortByRecordKey(remote.records);
   request->records = remote.records.size();
   remote.checkpoint = std::move(checkpoint);
+  if (remote.checkpoint.has_value() && !remote.checkpoint->watermarks.empty()) {
+    // No claim for an id whose claims cannot be trusted (see Distrusts).
+    absl::MutexLock lock(&watermarks_mu_);
+    Watermarks& claimed = remote.checkpoint->watermarks;
+    std::vector<uint64_t> untrusted;
+    for (const auto& [origin, hlc] : claimed) {
+      if (distrusted_.count(origin) > 0) untrusted.push_back(origin);
+    }
+    for (uint64_t origin : untrusted) claimed.erase(origin);
+  }
   if (remote.records.empty() && !remote.checkpoint.has_value()) {
     done(std::move(remote.result));
     return;

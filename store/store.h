@@ -23,6 +23,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
@@ -154,6 +155,20 @@ class Store {
   // re-stamped write beats concurrent writes of other replicas made before
   // the fork (a fresh version); that is the price of not losing it.
   absl::StatusOr<ForkResult> Fork(uint64_t restamp_after_seq = UINT64_MAX);
+  // A peer said that these replica ids were retired by forks (their data
+  // directories were restored from older copies). Any watermark held for
+  // them may claim writes of a life this replica never saw (it adopted the
+  // claim from the restored life before the fork), and the writes it
+  // skipped because of it lie behind its checkpoints: the watermarks are
+  // dropped and never kept or claimed again (Distrusts), and so are the
+  // checkpoints of every peer, so they are pulled from zero once. Ids
+  // already known, and this replica's own id, are ignored. Returns whether
+  // anything changed. Waits for every queued write first. Defined in
+  // store_fork.cc. REQUIRES: the caller submits no merges until it returns.
+  absl::StatusOr<bool> ForgetRetiredIds(const std::vector<uint64_t>& ids);
+  // True if no watermark is kept or claimed for `origin`: a peer's id it
+  // forgot (above), or one this replica retired by a fork.
+  bool Distrusts(uint64_t origin) const;
   // Writes each record's mutation again as a new local write (a fresh
   // version of this replica) if its key still holds `expected`, decided in
   // the writer's transaction; a key written since is left alone. Returns
@@ -411,6 +426,8 @@ class Store {
   // written (claimed by batches that won nothing: their data was durable).
   mutable absl::Mutex watermarks_mu_;
   Watermarks watermarks_ ABSL_GUARDED_BY(watermarks_mu_);
+  // See Distrusts: the lineage's retired and forgotten ids.
+  absl::flat_hash_set<uint64_t> distrusted_ ABSL_GUARDED_BY(watermarks_mu_);
   bool watermarks_dirty_ ABSL_GUARDED_BY(watermarks_mu_) = false;
 
   // Checkpoints of batches that won nothing, written with the next commit.

@@ -31,8 +31,14 @@ absl::Status Store::RecordOpen(MDB_txn* txn, uint64_t* clock_floor) {
   if (lineage.replica_id != replica_id_.load()) {
     // Written for another id (or never): its gaps say nothing of this one.
     lineage.gaps.clear();
+    lineage.opens.clear();
+    lineage.opens_dropped = false;
     lineage.replica_id = replica_id_.load();
   }
+  // The previous open raised the clock to its time and may have claimed
+  // it (Store::GetWatermarks) without committing a write, so the persisted
+  // mark can lag behind it: that time lies in no gap.
+  if (!lineage.gaps.empty()) *clock_floor = std::max(*clock_floor, lineage.gaps.back().before);
   const WallClock& wall =
       options_.wall_clock != nullptr ? *options_.wall_clock : SystemWallClock();
   const int64_t now_ms = wall.NowMillis();
@@ -41,20 +47,82 @@ absl::Status Store::RecordOpen(MDB_txn* txn, uint64_t* clock_floor) {
     lineage.AddGap(ClockGap{*clock_floor, now, max_seq_.load()});
     *clock_floor = now;
   }
-  PEERKV_RETURN_IF_ERROR(lmdb::Put(txn, meta_dbi_, codec::kMetaLineage, EncodeLineage(lineage),
-                                   "write meta lineage"));
   if (options_.id_seed.has_value()) {
     // Replayable, yet different for each open of each replica.
     std::seed_seq seeds{*options_.id_seed, replica_id_.load(), lineage.gaps.size(),
-                        static_cast<uint64_t>(now_ms)};
+                        lineage.opens.size(), static_cast<uint64_t>(now_ms)};
     std::mt19937_64 seeded(seeds);
     open_nonce_ = seeded() | 1;
   } else {
     open_nonce_ = absl::Uniform<uint64_t>(absl::BitGen()) | 1;
   }
+  lineage.AddOpen(OpenMark{open_nonce_, max_seq_.load()});
+  PEERKV_RETURN_IF_ERROR(lmdb::Put(txn, meta_dbi_, codec::kMetaLineage, EncodeLineage(lineage),
+                                   "write meta lineage"));
+  {
+    absl::MutexLock lock(&watermarks_mu_);
+    distrusted_.insert(lineage.retired_ids.begin(), lineage.retired_ids.end());
+    distrusted_.insert(lineage.forgotten_ids.begin(), lineage.forgotten_ids.end());
+    for (uint64_t id : distrusted_) watermarks_.erase(id);
+  }
   absl::MutexLock lock(&lineage_mu_);
   lineage_ = std::move(lineage);
   return absl::OkStatus();
+}
+
+bool Store::Distrusts(uint64_t origin) const {
+  absl::MutexLock lock(&watermarks_mu_);
+  return distrusted_.count(origin) > 0;
+}
+
+absl::StatusOr<bool> Store::ForgetRetiredIds(const std::vector<uint64_t>& ids) {
+  std::vector<uint64_t> fresh;
+  {
+    absl::MutexLock lock(&watermarks_mu_);
+    for (uint64_t id : ids) {
+      if (id != 0 && id != replica_id_.load() && distrusted_.count(id) == 0 &&
+          std::find(fresh.begin(), fresh.end(), id) == fresh.end()) {
+        fresh.push_back(id);
+      }
+    }
+  }
+  if (fresh.empty()) return false;
+  // As in Fork: merges queued before this were pulled trusting the ids;
+  // their checkpoints must not land after the checkpoints are dropped.
+  PEERKV_RETURN_IF_ERROR(Merge({}).status());
+  Lineage lineage = GetLineage();
+  for (uint64_t id : fresh) lineage.forgotten_ids.push_back(id);
+  if (lineage.forgotten_ids.size() > Lineage::kMaxForgottenIds) {
+    lineage.forgotten_ids.erase(
+        lineage.forgotten_ids.begin(),
+        lineage.forgotten_ids.end() - Lineage::kMaxForgottenIds);
+  }
+  absl::ReaderMutexLock resize(&resize_mu_);
+  lmdb::Txn txn;
+  PEERKV_RETURN_IF_ERROR(txn.Begin(env_, 0));
+  PEERKV_RETURN_IF_ERROR(lmdb::Put(txn.get(), meta_dbi_, codec::kMetaLineage,
+                                   EncodeLineage(lineage), "write meta lineage"));
+  Watermarks watermarks;
+  {
+    absl::MutexLock lock(&watermarks_mu_);
+    watermarks = watermarks_;
+  }
+  for (uint64_t id : fresh) watermarks.erase(id);
+  PEERKV_RETURN_IF_ERROR(tables::WriteWatermarks(txn.get(), meta_dbi_, watermarks));
+  PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_drop(txn.get(), peers_dbi_, 0), "drop checkpoints"));
+  absl::MutexLock checkpoints(&checkpoints_mu_);
+  absl::MutexLock marks(&watermarks_mu_);
+  PEERKV_RETURN_IF_ERROR(txn.Commit());
+  held_checkpoints_.clear();
+  for (uint64_t id : fresh) {
+    watermarks_.erase(id);
+    distrusted_.insert(id);
+  }
+  {
+    absl::MutexLock lock(&lineage_mu_);
+    lineage_ = std::move(lineage);
+  }
+  return true;
 }
 
 Lineage Store::GetLineage() const {
@@ -80,6 +148,9 @@ absl::StatusOr<Store::ForkResult> Store::Fork(uint64_t restamp_after_seq) {
   lineage.gaps.clear();
   // The new id never stamped anything before now.
   lineage.AddGap(ClockGap{0, committed_clock_.load()});
+  // Its log is served from this open on.
+  lineage.opens = {OpenMark{open_nonce_, 0}};
+  lineage.opens_dropped = false;
   PEERKV_RETURN_IF_ERROR(CommitFork(result, lineage));
   {
     absl::MutexLock lock(&lineage_mu_);
@@ -93,7 +164,10 @@ absl::StatusOr<Store::ForkResult> Store::Fork(uint64_t restamp_after_seq) {
 
 std::pair<uint64_t, uint64_t> Store::DrawForkIds(const Lineage& lineage) const {
   const uint64_t old_id = replica_id_.load();
-  std::mt19937_64 seeded(options_.id_seed.value_or(0) ^ old_id);
+  // Seeded by the open nonce too: a directory restored from a copy opens
+  // with another nonce, so it does not fork to the id its lost life forked to.
+  std::seed_seq seeds{options_.id_seed.value_or(0), old_id, open_nonce_};
+  std::mt19937_64 seeded(seeds);
   absl::BitGen os_random;
   auto used = [&](uint64_t id) {
     return id == 0 || id == old_id ||
@@ -138,6 +212,7 @@ absl::Status Store::CommitFork(const ForkResult& fork, const Lineage& lineage) {
   PEERKV_RETURN_IF_ERROR(txn.Commit());
   held_checkpoints_.clear();
   watermarks_.erase(fork.old_id);
+  distrusted_.insert(fork.old_id);
   watermarks_dirty_ = false;
   replica_id_.store(fork.new_id);
   incarnation_.store(fork.new_incarnation);

@@ -1,7 +1,8 @@
 // tests/sim/sim_main.cc: runs the replication simulation over many seeds.
 //   sim_test                 200 seeds (what `make test` runs)
 //   sim_test --seeds N       seeds 1..N
-//   sim_test --restores      also back up and restore replicas (issue 8)
+//   sim_test --no-restores   without backing up and restoring replicas
+//                            (issue 8; on by default)
 //   sim_test --seed S [-v]   one seed, optionally printing every event
 // Every seed also runs twice to prove it replays exactly (same trace hash)
 // when --check-replay is given (the default for the first 20 seeds).
@@ -17,7 +18,7 @@
 int main(int argc, char** argv) {
   uint64_t first = 1, last = 200;
   bool verbose = false;
-  bool restores = false;
+  bool restores = true;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--seeds" && i + 1 < argc) {
@@ -28,8 +29,10 @@ int main(int argc, char** argv) {
       verbose = true;
     } else if (arg == "--restores") {
       restores = true;
+    } else if (arg == "--no-restores") {
+      restores = false;
     } else {
-      std::fprintf(stderr, "usage: %s [--seeds N | --seed S [-v]] [--restores]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--seeds N | --seed S [-v]] [--no-restores]\n", argv[0]);
       return 2;
     }
   }

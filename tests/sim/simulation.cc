@@ -88,6 +88,8 @@ struct Replica {
   int64_t normal_skew_ms = 0;
   // Forks (restore_guard.h) whose re-stamped writes the fold has.
   size_t known_forks = 0;
+  // Retired ids of other replicas it forgot the watermarks of.
+  size_t known_forgotten = 0;
 };
 
 struct Link {
@@ -295,7 +297,7 @@ class Simulation {
     r.replicator = std::make_unique<replication::Replicator>(r.store.get(), &world_,
                                                              r.transport.get(), ro);
     r.replicator->Start();
-    Trace(absl::StrFormat("boot r%d (life %d)", r.index, r.generation));
+    Trace(absl::StrFormat("boot r%d (life %d) as %016x", r.index, r.generation, r.store->replica_id()));
     return true;
   }
 
@@ -352,6 +354,11 @@ class Simulation {
   void NoteForks() {
     for (auto& r : replicas_) {
       if (!r->up) continue;
+      const size_t forgotten = r->store->GetLineage().forgotten_ids.size();
+      if (forgotten != r->known_forgotten) {
+        r->known_forgotten = forgotten;
+        Trace(absl::StrFormat("r%d forgot the watermarks of %d retired ids", r->index, forgotten));
+      }
       const size_t forks = r->store->GetLineage().retired_ids.size();
       if (forks <= r->known_forks) {
         r->known_forks = forks;
@@ -359,6 +366,8 @@ class Simulation {
       }
       r->known_forks = forks;
       const uint64_t id = r->store->replica_id();
+      Trace(absl::StrFormat("r%d forked to %016x: %s", r->index, id,
+                            r->replicator->LastFork().evidence));
       std::set<std::pair<std::string, std::string>> known;
       for (const Accepted& a : accepted_) {
         if (a.version.origin == id) known.insert({a.keyspace, a.key});

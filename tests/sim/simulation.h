@@ -3,7 +3,7 @@
 // real Replicator, talk through an in-memory network that drops, delays,
 // duplicates and reorders messages and partitions replicas; replicas crash
 // and reopen; wall clocks are skewed within the bound; with
-// SimOptions::restores, in a third of the runs one replica's data
+// SimOptions::restores (the default), in a third of the runs one replica's data
 // directory is backed up and later restored from that backup (it must fork
 // to a new replica id and get back what others hold of its lost writes);
 // random puts and deletes land on random
@@ -36,9 +36,8 @@ struct SimOptions {
   // Print each event (for debugging a seed).
   bool verbose = false;
   // In a third of the runs, back a replica's data directory up and later
-  // restore it (issue 8). Off by default: about 1% of seeds still fail
-  // (see README "Restore and clone safety", Limit).
-  bool restores = false;
+  // restore it (issue 8).
+  bool restores = true;
 };
 
 struct SimResult {
