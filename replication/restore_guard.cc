@@ -25,6 +25,12 @@ HeldOf WhatWeHoldOf(const Store& store, uint64_t peer_id) {
   return held;
 }
 
+namespace {
+// The watermark checks of RestoreEvidence (see restore_guard.h).
+std::optional<Restored> WatermarkEvidence(const Store& store, const Lineage& lineage,
+                                          const HeldOf& claim, Restored restored);
+}  // namespace
+
 std::optional<Restored> RestoreEvidence(const Store& store, const HeldOf& claim) {
   const uint64_t self = store.replica_id();
   if (claim.replica_id != self) return std::nullopt;
@@ -38,6 +44,11 @@ std::optional<Restored> RestoreEvidence(const Store& store, const HeldOf& claim)
         claim.seq, store.max_seq());
     return restored;
   }
+  if (std::optional<Restored> by_watermark = WatermarkEvidence(store, lineage, claim, restored)) {
+    return by_watermark;
+  }
+  // Checked after the watermark, whose gap names the restored open more
+  // precisely (Restored::since_seq).
   if (claim.incarnation == store.incarnation() && claim.seq > 0 && claim.nonce != 0) {
     // The checkpoint points into the log of one open of this directory:
     // one it has no record of (and has not forgotten), or beyond where
@@ -62,6 +73,13 @@ std::optional<Restored> RestoreEvidence(const Store& store, const HeldOf& claim)
       return restored;
     }
   }
+  return std::nullopt;
+}
+
+namespace {
+std::optional<Restored> WatermarkEvidence(const Store& store, const Lineage& lineage,
+                                          const HeldOf& claim, Restored restored) {
+  const uint64_t self = store.replica_id();
   if (claim.watermark == 0) return std::nullopt;
   const Watermarks marks = store.GetWatermarks();
   auto it = marks.find(self);
@@ -86,6 +104,7 @@ std::optional<Restored> RestoreEvidence(const Store& store, const HeldOf& claim)
   }
   return std::nullopt;
 }
+}  // namespace
 
 HeldOf ClaimOfPull(const Store& store, const PullRequest& request) {
   HeldOf claim;

@@ -101,12 +101,15 @@ TEST_F(ForkTest, ForkTakesANewIdKeepsRecordsAndDropsWhatItCannotClaim) {
   absl::StatusOr<std::optional<Record>> a = store->Get("ks", "a");
   ASSERT_THAT(a, IsOk());
   EXPECT_EQ((*a)->version, *mine);
-  // It claims nothing of the old id (peers send its lost writes back), and
-  // pulls every peer again.
+  // It claims nothing of the old id (peers send its lost writes back), nor
+  // of any other (those claims were adopted after pulls that left out what
+  // came from the old id), and pulls every peer again.
   const Watermarks marks = store->GetWatermarks();
   EXPECT_EQ(marks.count(old_id), 0u);
-  EXPECT_EQ(marks.count(99), 1u);
+  EXPECT_EQ(marks.count(99), 0u);
   EXPECT_EQ(marks.count(fork->new_id), 1u);
+  EXPECT_TRUE(store->Distrusts(old_id));
+  EXPECT_FALSE(store->Distrusts(99));
   EXPECT_FALSE(store->GetCheckpoint(99)->has_value());
   EXPECT_THAT(store->GetLineage().retired_ids, ElementsAre(old_id));
   // New writes carry the new id, and all of it survives a reopen.
@@ -118,6 +121,7 @@ TEST_F(ForkTest, ForkTakesANewIdKeepsRecordsAndDropsWhatItCannotClaim) {
   EXPECT_EQ(store->replica_id(), fork->new_id);
   EXPECT_EQ(store->incarnation(), fork->new_incarnation);
   EXPECT_EQ(store->GetWatermarks().count(old_id), 0u);
+  EXPECT_TRUE(store->Distrusts(old_id));
   EXPECT_THAT(store->GetLineage().retired_ids, ElementsAre(old_id));
   // A second fork never goes back to an id it had.
   absl::StatusOr<Store::ForkResult> again = store->Fork();
@@ -249,6 +253,42 @@ TEST_F(ForkTest, AFormatOneStoreRecomputesItsFingerprintWhenOpened) {
   EXPECT_EQ(store->fingerprint(), fingerprint);
   store.reset();
   EXPECT_EQ(OpenStore()->fingerprint(), fingerprint);
+}
+
+// A peer names ids retired by forks: their watermarks go and are never
+// kept again, every checkpoint goes (each peer is pulled from zero once),
+// and all of it survives a reopen; known ids and the own id change nothing.
+TEST_F(ForkTest, ForgettingRetiredIdsDropsTheirWatermarksAndEveryCheckpoint) {
+  auto store = OpenStore();
+  const uint64_t self = store->replica_id();
+  ASSERT_THAT(store->Merge({}, CheckpointUpdate{99, PeerCheckpoint{7, 3, 11},
+                                                Watermarks{{99, MakeHlc(kT0, 1)},
+                                                           {42, MakeHlc(kT0, 2)}}}),
+              IsOk());
+  ASSERT_EQ(store->GetWatermarks().count(42), 1u);
+  absl::StatusOr<bool> forgot = store->ForgetRetiredIds({42, self});
+  ASSERT_THAT(forgot, IsOk());
+  EXPECT_TRUE(*forgot);
+  EXPECT_EQ(store->GetWatermarks().count(42), 0u);
+  EXPECT_EQ(store->GetWatermarks().count(99), 1u);
+  EXPECT_TRUE(store->Distrusts(42));
+  EXPECT_FALSE(store->Distrusts(self));
+  EXPECT_FALSE(store->GetCheckpoint(99)->has_value());
+  absl::StatusOr<bool> again = store->ForgetRetiredIds({42});
+  ASSERT_THAT(again, IsOk());
+  EXPECT_FALSE(*again);
+  // A later claim for it is not kept.
+  ASSERT_THAT(store->Merge({}, CheckpointUpdate{99, PeerCheckpoint{7, 4, 11},
+                                                Watermarks{{42, MakeHlc(kT0, 9)}}}),
+              IsOk());
+  EXPECT_EQ(store->GetWatermarks().count(42), 0u);
+  store.reset();
+  store = OpenStore();
+  EXPECT_TRUE(store->Distrusts(42));
+  EXPECT_EQ(store->GetWatermarks().count(42), 0u);
+  EXPECT_THAT(store->GetLineage().forgotten_ids, ElementsAre(42));
+  EXPECT_EQ(store->GetCheckpoint(99)->value_or(PeerCheckpoint{}),
+            (PeerCheckpoint{7, 4, 11}));
 }
 
 }  // namespace

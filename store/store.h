@@ -139,10 +139,10 @@ class Store {
   // writes of this replica id that it lacks): becomes a new replica, with a
   // new random id (never one it used before) and incarnation, durably. Its
   // records keep their versions (the old id is now a foreign origin it
-  // holds); its watermark for the old id is dropped (it must not claim the
-  // writes it lost, so peers send them back), and so are its checkpoints of
-  // every peer (they were advanced by pulls that left out the old id's
-  // writes). Waits for every queued write first. Defined in store_fork.cc.
+  // holds); its watermarks are dropped (for the old id: it must not claim
+  // the writes it lost, so peers send them back; for the others: they were
+  // adopted after pulls that left out what came from the old id), and so
+  // are its checkpoints of every peer (advanced by those pulls). Waits for every queued write first. Defined in store_fork.cc.
   // An error only if nothing changed; once the new id is durable, a failed
   // re-stamp is reported in ForkResult::restamp_status.
   // REQUIRES: the caller submits no merges until it returns.

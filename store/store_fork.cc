@@ -196,13 +196,11 @@ absl::Status Store::CommitFork(const ForkResult& fork, const Lineage& lineage) {
       tables::WriteMetaU64(txn.get(), meta_dbi_, codec::kMetaIncarnation, fork.new_incarnation));
   PEERKV_RETURN_IF_ERROR(lmdb::Put(txn.get(), meta_dbi_, codec::kMetaLineage,
                                    EncodeLineage(lineage), "write meta lineage"));
-  Watermarks watermarks;
-  {
-    absl::MutexLock lock(&watermarks_mu_);
-    watermarks = watermarks_;
-  }
-  watermarks.erase(fork.old_id);
-  PEERKV_RETURN_IF_ERROR(tables::WriteWatermarks(txn.get(), meta_dbi_, watermarks));
+  // Every watermark goes, not only the old id's: the restored life adopted
+  // peers' watermarks after pulls that left out what came from the old id
+  // (ChangesFilter::skip_source), records of the lost life it no longer
+  // holds; they would cover those records in the pulls from zero below.
+  PEERKV_RETURN_IF_ERROR(tables::WriteWatermarks(txn.get(), meta_dbi_, Watermarks{}));
   // Empties the checkpoints (the table stays).
   PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_drop(txn.get(), peers_dbi_, 0), "drop checkpoints"));
   // Held across the commit, so no held checkpoint or claim is taken
@@ -211,7 +209,7 @@ absl::Status Store::CommitFork(const ForkResult& fork, const Lineage& lineage) {
   absl::MutexLock marks(&watermarks_mu_);
   PEERKV_RETURN_IF_ERROR(txn.Commit());
   held_checkpoints_.clear();
-  watermarks_.erase(fork.old_id);
+  watermarks_ = Watermarks{};
   distrusted_.insert(fork.old_id);
   watermarks_dirty_ = false;
   replica_id_.store(fork.new_id);

@@ -3,11 +3,13 @@
 //   sim_test --seeds N       seeds 1..N
 //   sim_test --no-restores   without backing up and restoring replicas
 //                            (issue 8; on by default)
+//   sim_test --no-clones     without cloned data directories
 //   sim_test --seed S [-v]   one seed, optionally printing every event
 // Every seed also runs twice to prove it replays exactly (same trace hash)
 // when --check-replay is given (the default for the first 20 seeds).
 // Exit status 0 only if every seed passed, and (over 20 seeds or more) some
-// pull was pipelined: the simulation must keep covering that path.
+// pull was pipelined, and (over 5 clones or more) some clone was refused:
+// the simulation must keep covering those paths.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -19,6 +21,7 @@ int main(int argc, char** argv) {
   uint64_t first = 1, last = 200;
   bool verbose = false;
   bool restores = true;
+  bool clones_on = true;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--seeds" && i + 1 < argc) {
@@ -31,8 +34,10 @@ int main(int argc, char** argv) {
       restores = true;
     } else if (arg == "--no-restores") {
       restores = false;
+    } else if (arg == "--no-clones") {
+      clones_on = false;
     } else {
-      std::fprintf(stderr, "usage: %s [--seeds N | --seed S [-v]] [--no-restores]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--seeds N | --seed S [-v]] [--no-restores] [--no-clones]\n", argv[0]);
       return 2;
     }
   }
@@ -42,14 +47,18 @@ int main(int argc, char** argv) {
   }
   int passed = 0, failed = 0;
   uint64_t pages_prefetched = 0;
+  uint64_t clones = 0, clones_refused = 0;
   for (uint64_t seed = first; seed <= last; ++seed) {
     peerkv::sim::SimOptions options;
     options.seed = seed;
     options.verbose = verbose;
     options.restores = restores;
+    options.clones = clones_on;
     const peerkv::sim::SimResult result = peerkv::sim::Run(options);
     bool ok = result.passed;
     pages_prefetched += result.pages_prefetched;
+    clones += result.cloned ? 1 : 0;
+    clones_refused += result.clones_refused;
     std::string message = result.message;
     if (ok && seed - first < 20 && !verbose) {
       const peerkv::sim::SimResult again = peerkv::sim::Run(options);
@@ -68,8 +77,14 @@ int main(int argc, char** argv) {
     }
     std::fflush(stdout);
   }
-  std::printf("simulation: %d seeds passed, %d failed; %llu pulled pages were pipelined\n", passed,
-              failed, (unsigned long long)pages_prefetched);
+  std::printf("simulation: %d seeds passed, %d failed; %llu pulled pages were pipelined; %llu "
+              "clones started, %llu links refused as clones\n",
+              passed, failed, (unsigned long long)pages_prefetched, (unsigned long long)clones,
+              (unsigned long long)clones_refused);
+  if (clones >= 5 && clones_refused == 0) {
+    std::printf("simulation: no clone was refused: cloned directories are no longer covered\n");
+    return 1;
+  }
   if (last - first + 1 >= 20 && pages_prefetched == 0) {
     std::printf("simulation: no pull was pipelined: multi-page pulls are no longer covered\n");
     return 1;

@@ -5,7 +5,10 @@
 // and reopen; wall clocks are skewed within the bound; with
 // SimOptions::restores (the default), in a third of the runs one replica's data
 // directory is backed up and later restored from that backup (it must fork
-// to a new replica id and get back what others hold of its lost writes);
+// to a new replica id and get back what others hold of its lost writes), in
+// a sixth from a copy taken a moment before (a lost log tail); with
+// SimOptions::clones, in a quarter a copy of one replica's directory runs as
+// a second process that dials it (they must refuse each other);
 // random puts and deletes land on random
 // replicas. After healing, every replica's registers
 // must equal the last-writer-wins fold of all accepted writes.
@@ -38,6 +41,10 @@ struct SimOptions {
   // In a third of the runs, back a replica's data directory up and later
   // restore it (issue 8).
   bool restores = true;
+  // In a quarter of the runs, start a copy of a replica's data directory as
+  // a second process that dials the original (a cloned directory): they
+  // must refuse each other, and nothing of the clone may reach the others.
+  bool clones = true;
 };
 
 struct SimResult {
@@ -52,6 +59,9 @@ struct SimResult {
   // Pages the replicators asked for while the page before merged
   // (pipelined pulls; ReplicatorCounters::pages_prefetched), all lives.
   uint64_t pages_prefetched = 0;
+  // A clone was started, and the links refused as clones (all lives).
+  bool cloned = false;
+  uint64_t clones_refused = 0;
 };
 
 SimResult Run(const SimOptions& options);
