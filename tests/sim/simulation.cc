@@ -90,6 +90,8 @@ struct Replica {
   size_t known_forks = 0;
   // Retired ids of other replicas it forgot the watermarks of.
   size_t known_forgotten = 0;
+  // Every replica id it has had (it forks to new ones).
+  std::set<uint64_t> ids;
   // A second process started from a copy of another replica's directory
   // (StartClone): not part of the checked world.
   bool clone = false;
@@ -282,6 +284,7 @@ class Simulation {
       return false;
     }
     r.store = std::move(*store);
+    r.ids.insert(r.store->replica_id());
     ++r.generation;
     r.up = true;
     replication::ReplicatorOptions ro;
@@ -336,8 +339,8 @@ class Simulation {
     backup_.restored = true;
     // Writes of every id it had since the copy (it may have forked) are
     // lost unless another replica holds them.
-    std::set<uint64_t> losable = {backup_.id, r.store->replica_id()};
-    for (uint64_t id : r.store->GetLineage().retired_ids) losable.insert(id);
+    std::set<uint64_t> losable = r.ids;
+    losable.insert(backup_.id);
     Crash(r);
     std::vector<Accepted> kept(accepted_.begin(), accepted_.begin() + backup_.accepted_at);
     for (size_t i = backup_.accepted_at; i < accepted_.size(); ++i) {
@@ -375,6 +378,7 @@ class Simulation {
       }
       r->known_forks = forks;
       const uint64_t id = r->store->replica_id();
+      r->ids.insert(id);
       Trace(absl::StrFormat("r%d forked to %016x: %s", r->index, id,
                             r->replicator->LastFork().evidence));
       std::set<std::pair<std::string, std::string>> known;
