@@ -201,6 +201,7 @@ void ToWire(const ServerStatus& status, wire::ServerStatus::Builder out) {
   out.setDataDir(AsText(status.data_dir));
   out.setMaxValueBytes(status.max_value_bytes);
   out.setPeersOmitted(status.peers_omitted);
+  out.setClonesRefused(status.clones_refused);
   auto retired = out.initRetiredIds(status.retired_ids.size());
   for (size_t i = 0; i < status.retired_ids.size(); ++i) retired.set(i, status.retired_ids[i]);
   auto peers = out.initPeers(status.peers.size());
@@ -222,6 +223,7 @@ ServerStatus FromWire(wire::ServerStatus::Reader status) {
   out.data_dir = ToString(status.getDataDir());
   out.max_value_bytes = status.getMaxValueBytes();
   out.peers_omitted = status.getPeersOmitted();
+  out.clones_refused = status.getClonesRefused();
   for (uint64_t id : status.getRetiredIds()) out.retired_ids.push_back(id);
   for (auto p : status.getPeers()) out.peers.push_back(FromWire(p));
   return out;

@@ -105,6 +105,10 @@ struct ServerStatus {
                             # replica ids this data directory had before it
                             # forked (restored from an older copy), oldest
                             # first; never used again
+  clonesRefused @15 :UInt64;
+                            # links refused since start: a second process
+                            # claimed this replica's id or a peer's (a
+                            # cloned data directory)
 }
 
 interface Gateway {
