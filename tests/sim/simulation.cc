@@ -316,7 +316,7 @@ class Simulation {
   void TakeBackup() {
     const int k = static_cast<int>(restore_rng_() % n_);
     Replica& r = *replicas_[k];
-    if (!r.up || backup_.replica >= 0) return;
+    if (!r.up || backup_.replica >= 0 || k == clone_source_) return;
     Trace(absl::StrFormat("backup r%d", k));
     Crash(r);
     backup_ = Backup{k, root_ + "/backup", accepted_.size(), 0};
@@ -413,7 +413,10 @@ class Simulation {
     Replica& c = *replicas_[clone_];
     const int k = static_cast<int>(clone_rng_() % n_);
     Replica& r = *replicas_[k];
-    if (!r.up || c.up || !c.dir.empty()) return;
+    // Not the replica a restore is planned for: after its fork the clone
+    // would be a peer with another id, serving it the copy's writes.
+    if (!r.up || c.up || !c.dir.empty() || k == backup_.replica) return;
+    clone_source_ = k;
     Trace(absl::StrFormat("clone r%d's directory as r%d", k, c.index));
     Crash(r);
     c.dir = root_ + "/clone";
@@ -561,6 +564,7 @@ class Simulation {
   // replicas of the checked world (the clone's slot comes after them).
   std::mt19937_64 clone_rng_{options_.seed * 15485863 + 5};
   int clone_ = -1;
+  int clone_source_ = -1;
   int n_ = 0;
   uint64_t clones_refused_ = 0;
   std::string failure_;
