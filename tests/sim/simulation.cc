@@ -525,6 +525,26 @@ class Simulation {
     r.clock->set_skew_ms(90'000);
     Trace(absl::StrFormat("r%d clock set 90 s ahead", r.index));
   }
+  // SimOptions::far_clocks: a clock a day ahead, later corrected.
+  void SetClockADayAhead() {
+    far_clock_ = static_cast<int>(clock_rng_() % n_);
+    Replica& r = *replicas_[far_clock_];
+    r.normal_skew_ms += 86'400'000;
+    r.clock->set_skew_ms(r.normal_skew_ms);
+    Trace(absl::StrFormat("r%d clock set a day ahead", r.index));
+  }
+  void CorrectClockAndRestart() {
+    if (far_clock_ < 0) return;
+    Replica& r = *replicas_[far_clock_];
+    r.normal_skew_ms -= 86'400'000;
+    r.clock->set_skew_ms(r.normal_skew_ms);
+    Trace(absl::StrFormat("r%d clock corrected; restarted", r.index));
+    far_clock_ = -1;
+    if (!r.up) return;
+    Crash(r);
+    std::string error;
+    if (!Boot(r, &error)) failure_ = "reboot failed: " + error;
+  }
   void FixClocks() {
     for (auto& r : replicas_) r->clock->set_skew_ms(r->normal_skew_ms);
     Trace("clocks fixed");
@@ -565,6 +585,8 @@ class Simulation {
   std::mt19937_64 clone_rng_{options_.seed * 15485863 + 5};
   int clone_ = -1;
   int clone_source_ = -1;
+  std::mt19937_64 clock_rng_{options_.seed * 32452843 + 7};
+  int far_clock_ = -1;
   int n_ = 0;
   uint64_t clones_refused_ = 0;
   std::string failure_;
@@ -739,6 +761,15 @@ SimResult Simulation::Run() {
     plan.emplace_back(start_ + absl::Milliseconds(backup_at), 7);
     plan.emplace_back(start_ + absl::Milliseconds(restore_at), 8);
   }
+  // 11 a replica's clock set a day ahead, 12 it is stopped, its clock
+  // corrected, and started again (its persisted clock mark is a day ahead:
+  // it must recover, store/clock.h, and its writes reach everyone).
+  if (options_.far_clocks && clock_rng_() % 4 == 0) {
+    const int64_t ms = options_.fault_seconds * 1000;
+    const int64_t at = static_cast<int64_t>(clock_rng_() % (ms / 2));
+    plan.emplace_back(start_ + absl::Milliseconds(at), 11);
+    plan.emplace_back(start_ + absl::Milliseconds(at + 500 + clock_rng_() % (ms / 2)), 12);
+  }
   // 9 a cloned directory started, 10 stopped.
   if (clone_ >= 0) {
     const int64_t ms = options_.fault_seconds * 1000;
@@ -790,6 +821,12 @@ SimResult Simulation::Run() {
         break;
       case 10:
         StopClone();
+        break;
+      case 11:
+        SetClockADayAhead();
+        break;
+      case 12:
+        CorrectClockAndRestart();
         break;
     }
   }
