@@ -1,7 +1,9 @@
 // store/fork_test.cc: the lineage a store keeps of its own history (one
 // clock gap per open) and Fork(), over real LMDB environments.
 #include <filesystem>
+#include <thread>
 
+#include "absl/synchronization/notification.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -54,6 +56,19 @@ TEST(LineageTest, EncodesAndRefusesBadBytes) {
   for (size_t i = 0; i < Lineage::kMaxClockGaps + 5; ++i) many.AddGap(ClockGap{i * 10, i * 10 + 5});
   EXPECT_EQ(many.gaps.size(), Lineage::kMaxClockGaps);
   EXPECT_EQ(many.gaps.front().after, 50u);  // the oldest were forgotten
+  // The opens and forgotten ids round-trip; a lineage written before them
+  // (no tail) reads as no opens, of which older ones were dropped.
+  Lineage full = lineage;
+  full.AddOpen(OpenMark{0xabc, 5});
+  full.forgotten_ids = {9};
+  back = DecodeLineage(EncodeLineage(full));
+  ASSERT_THAT(back, IsOk());
+  EXPECT_EQ(*back, full);
+  const std::string encoded = EncodeLineage(lineage);
+  back = DecodeLineage(encoded.substr(0, encoded.size() - 24));
+  ASSERT_THAT(back, IsOk());
+  EXPECT_TRUE(back->opens.empty());
+  EXPECT_TRUE(back->opens_dropped);
 }
 
 TEST_F(ForkTest, EachOpenRecordsTheJumpOfItsClock) {
@@ -289,6 +304,54 @@ TEST_F(ForkTest, ForgettingRetiredIdsDropsTheirWatermarksAndEveryCheckpoint) {
   EXPECT_THAT(store->GetLineage().forgotten_ids, ElementsAre(42));
   EXPECT_EQ(store->GetCheckpoint(99)->value_or(PeerCheckpoint{}),
             (PeerCheckpoint{7, 4, 11}));
+}
+
+// The fork's switch is one step of the writer: a write queued before Fork
+// is called is stamped with the old id, even while the writer is busy with
+// an earlier group; the fork does not overtake it (it used to switch the id
+// from the caller's thread, with Merge({}) as a "barrier" that returned at
+// once, so the queued write took the new id).
+TEST_F(ForkTest, TheForkSwitchesTheIdBetweenTheWritersGroups) {
+  auto store = OpenStore();
+  const uint64_t old_id = store->replica_id();
+  absl::Notification entered, release;
+  bool first = true;
+  store->AddCommitListener([&](const Store::CommitInfo&) {
+    if (!first) return;
+    first = false;
+    entered.Notify();
+    release.WaitForNotification();
+  });
+  std::thread busy([&] { ASSERT_THAT(store->Put("ks", "w1", "1"), IsOk()); });
+  entered.WaitForNotification();  // the writer is inside w1's group
+  absl::Notification queued_done;
+  absl::StatusOr<std::vector<Version>> w2;
+  store->WriteAsync({Mutation{"ks", "w2", "2"}}, [&](absl::StatusOr<std::vector<Version>> v) {
+    w2 = std::move(v);
+    queued_done.Notify();
+  });
+  absl::StatusOr<Store::ForkResult> fork;
+  absl::Notification forked;
+  std::thread forker([&] {
+    fork = store->Fork();
+    forked.Notify();
+  });
+  // The old code switched the id here, with the writer still busy: give it
+  // the chance (bounded), then let the writer go on.
+  forked.WaitForNotificationWithTimeout(absl::Milliseconds(200));
+  release.Notify();
+  busy.join();
+  forker.join();
+  queued_done.WaitForNotification();
+  ASSERT_THAT(fork, IsOk());
+  ASSERT_THAT(w2, IsOk());
+  EXPECT_EQ((*w2)[0].origin, old_id);
+  absl::StatusOr<Version> w3 = store->Put("ks", "w3", "3");
+  ASSERT_THAT(w3, IsOk());
+  EXPECT_EQ(w3->origin, fork->new_id);
+  const Watermarks marks = store->GetWatermarks();
+  EXPECT_EQ(marks.count(old_id), 0u);
+  EXPECT_EQ(marks.count(fork->new_id), 1u);
 }
 
 }  // namespace

@@ -32,6 +32,7 @@ using lmdb::View;
 using writer::Compaction;
 using writer::GroupTxn;
 using writer::LocalWrite;
+using writer::MetaSwitch;
 using writer::Overloaded;
 using writer::RemoteBatch;
 
@@ -604,7 +605,9 @@ void Store::ApplyGroup(Group& group) {
   // A compaction runs alone (NextGroup never groups it).
   PEERKV_CHECK(!group.front()->RunsAlone() || group.size() == 1);
   Compaction* compaction = std::get_if<Compaction>(&group.front()->kind);
+  MetaSwitch* meta = std::get_if<MetaSwitch>(&group.front()->kind);
   const absl::Status status = compaction != nullptr ? CompactAll(*compaction)
+                              : meta != nullptr     ? meta->apply()
                                                     : CommitWrites(group);
   for (auto& request : group) request->Finish(status);
 }
@@ -653,6 +656,10 @@ absl::Status Store::TryApplyGroup(Group& group, GroupTxn& txn, size_t group_byte
             [&](Compaction&) -> absl::Status {
               PEERKV_CHECK(false);  // runs alone: see ApplyGroup
               return absl::InternalError("compaction inside a write group");
+            },
+            [&](writer::MetaSwitch&) -> absl::Status {
+              PEERKV_CHECK(false);  // runs alone: see ApplyGroup
+              return absl::InternalError("meta switch inside a write group");
             },
         },
         request->kind));
@@ -1108,14 +1115,13 @@ absl::StatusOr<uint64_t> Store::Digest() const {
 
 Watermarks Store::GetWatermarks() const {
   Watermarks out;
-  {
-    absl::MutexLock lock(&watermarks_mu_);
-    out = watermarks_;
-  }
+  absl::MutexLock lock(&watermarks_mu_);
+  out = watermarks_;
   // Only committed writes: a write that has its version but is not yet
   // committed must not be claimed, or a peer that adopts the claim would
-  // never be sent it.
-  out.Raise(replica_id_, committed_clock_.load());
+  // never be sent it. The id is read under the lock the fork's switch
+  // holds, so the claim is never for an id already left behind.
+  out.Raise(replica_id_.load(), committed_clock_.load());
   return out;
 }
 

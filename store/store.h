@@ -142,10 +142,14 @@ class Store {
   // holds); its watermarks are dropped (for the old id: it must not claim
   // the writes it lost, so peers send them back; for the others: they were
   // adopted after pulls that left out what came from the old id), and so
-  // are its checkpoints of every peer (advanced by those pulls). Waits for every queued write first. Defined in store_fork.cc.
+  // are its checkpoints of every peer (advanced by those pulls). The
+  // switch runs on the writer thread between groups: writes queued before
+  // Fork is called commit under the old id, every later one is stamped
+  // with the new id. Defined in store_fork.cc.
   // An error only if nothing changed; once the new id is durable, a failed
   // re-stamp is reported in ForkResult::restamp_status.
-  // REQUIRES: the caller submits no merges until it returns.
+  // Merges the caller submits after calling it were pulled as the old id:
+  // the caller drops them (Replicator::Fork abandons its pulls).
   //
   // Writes of the old id logged after `restamp_after_seq` (made since the
   // restored copy was opened) are written again as new writes of the new
@@ -163,8 +167,8 @@ class Store {
   // dropped and never kept or claimed again (Distrusts), and so are the
   // checkpoints of every peer, so they are pulled from zero once. Ids
   // already known, and this replica's own id, are ignored. Returns whether
-  // anything changed. Waits for every queued write first. Defined in
-  // store_fork.cc. REQUIRES: the caller submits no merges until it returns.
+  // anything changed. Runs on the writer thread between groups, as Fork's
+  // switch does. Defined in store_fork.cc.
   absl::StatusOr<bool> ForgetRetiredIds(const std::vector<uint64_t>& ids);
   // True if no watermark is kept or claimed for `origin`: a peer's id it
   // forgot (above), or one this replica retired by a fork.
@@ -328,6 +332,11 @@ class Store {
   // written again as new writes where unchanged since read, counted in
   // `restamped`.
   std::pair<uint64_t, uint64_t> DrawForkIds(const Lineage& lineage) const;
+  // Runs `apply` on the writer thread between groups (a MetaSwitch
+  // request) and waits for it: what Fork and ForgetRetiredIds change.
+  absl::Status RunOnWriter(absl::AnyInvocable<absl::Status()> apply);
+  absl::Status SwitchToForkedId(ForkResult& result);
+  absl::Status CommitForgotten(const std::vector<uint64_t>& fresh);
   absl::Status CommitFork(const ForkResult& fork, const Lineage& lineage);
   absl::Status Restamp(uint64_t old_id, uint64_t after_seq, uint64_t* restamped);
 

@@ -87,9 +87,14 @@ absl::StatusOr<bool> Store::ForgetRetiredIds(const std::vector<uint64_t>& ids) {
     }
   }
   if (fresh.empty()) return false;
-  // As in Fork: merges queued before this were pulled trusting the ids;
-  // their checkpoints must not land after the checkpoints are dropped.
-  PEERKV_RETURN_IF_ERROR(Merge({}).status());
+  // On the writer, between groups: merges queued before this (pulled
+  // trusting the ids) commit first, their checkpoints before the drop.
+  PEERKV_RETURN_IF_ERROR(RunOnWriter([&] { return CommitForgotten(fresh); }));
+  return true;
+}
+
+absl::Status Store::CommitForgotten(const std::vector<uint64_t>& fresh) {
+  PEERKV_CHECK(OnWriterThread());
   Lineage lineage = GetLineage();
   for (uint64_t id : fresh) lineage.forgotten_ids.push_back(id);
   if (lineage.forgotten_ids.size() > Lineage::kMaxForgottenIds) {
@@ -122,7 +127,20 @@ absl::StatusOr<bool> Store::ForgetRetiredIds(const std::vector<uint64_t>& ids) {
     absl::MutexLock lock(&lineage_mu_);
     lineage_ = std::move(lineage);
   }
-  return true;
+  return absl::OkStatus();
+}
+
+absl::Status Store::RunOnWriter(absl::AnyInvocable<absl::Status()> apply) {
+  absl::Notification finished;
+  absl::Status result;
+  auto request = std::make_unique<WriteRequest>(WriteRequest{writer::MetaSwitch{
+      std::move(apply), [&](absl::Status status) {
+        result = std::move(status);
+        finished.Notify();
+      }}});
+  Submit(std::move(request), /*wait_for_room=*/true);
+  finished.WaitForNotification();
+  return result;
 }
 
 Lineage Store::GetLineage() const {
@@ -131,12 +149,21 @@ Lineage Store::GetLineage() const {
 }
 
 absl::StatusOr<Store::ForkResult> Store::Fork(uint64_t restamp_after_seq) {
-  // Every write queued so far commits first: merges submitted before the
-  // fork were pulled as the old id, and their checkpoints must not land
-  // after the checkpoints are dropped.
-  PEERKV_RETURN_IF_ERROR(Merge({}).status());
-
+  // The switch runs on the writer, between groups: every write queued
+  // before it commits first (merges pulled as the old id, whose
+  // checkpoints must not land after the checkpoints are dropped; local
+  // writes stamped with the old id), and every write after it is stamped
+  // with the new id.
   ForkResult result;
+  PEERKV_RETURN_IF_ERROR(RunOnWriter([&] { return SwitchToForkedId(result); }));
+  // The fork is durable: from here on, a failure is the re-stamp's alone,
+  // and the caller must still act on the new id (drop links, pull again).
+  result.restamp_status = Restamp(result.old_id, restamp_after_seq, &result.restamped);
+  return result;
+}
+
+absl::Status Store::SwitchToForkedId(ForkResult& result) {
+  PEERKV_CHECK(OnWriterThread());
   result.old_id = replica_id_.load();
   Lineage lineage = GetLineage();
   std::tie(result.new_id, result.new_incarnation) = DrawForkIds(lineage);
@@ -152,14 +179,9 @@ absl::StatusOr<Store::ForkResult> Store::Fork(uint64_t restamp_after_seq) {
   lineage.opens = {OpenMark{open_nonce_, 0}};
   lineage.opens_dropped = false;
   PEERKV_RETURN_IF_ERROR(CommitFork(result, lineage));
-  {
-    absl::MutexLock lock(&lineage_mu_);
-    lineage_ = std::move(lineage);
-  }
-  // The fork is durable: from here on, a failure is the re-stamp's alone,
-  // and the caller must still act on the new id (drop links, pull again).
-  result.restamp_status = Restamp(result.old_id, restamp_after_seq, &result.restamped);
-  return result;
+  absl::MutexLock lock(&lineage_mu_);
+  lineage_ = std::move(lineage);
+  return absl::OkStatus();
 }
 
 std::pair<uint64_t, uint64_t> Store::DrawForkIds(const Lineage& lineage) const {

@@ -54,6 +54,16 @@ struct RestampBatch {
   absl::AnyInvocable<void(absl::StatusOr<uint64_t>)> done;
 };
 
+// A change of the store's identity meta (Fork's switch to a new replica
+// id, ForgetRetiredIds), run by the writer between groups, alone: every
+// write queued before it commits under the old state and every write
+// queued after it under the new one, and nothing is queued on its behalf
+// as a barrier. Runs alone.
+struct MetaSwitch {
+  absl::AnyInvocable<absl::Status()> apply;
+  absl::AnyInvocable<void(absl::Status)> done;
+};
+
 // CompactLog(): a full pass over the log instead of a write. Runs alone.
 struct Compaction {
   uint64_t removed = 0;
@@ -70,13 +80,15 @@ Overloaded(Fs...) -> Overloaded<Fs...>;
 
 // One caller's request, waiting for (or inside) a group commit.
 struct WriteRequest {
-  std::variant<LocalWrite, RemoteBatch, RestampBatch, Compaction> kind;
+  std::variant<LocalWrite, RemoteBatch, RestampBatch, Compaction, MetaSwitch> kind;
   // Records and estimated bytes, for the group and queue bounds.
   size_t records = 0;
   size_t bytes = 0;
 
-  // A compaction is never grouped with anything.
-  bool RunsAlone() const { return std::holds_alternative<Compaction>(kind); }
+  // A compaction or a meta switch is never grouped with anything.
+  bool RunsAlone() const {
+    return std::holds_alternative<Compaction>(kind) || std::holds_alternative<MetaSwitch>(kind);
+  }
 
   // Runs the callback (on the writer thread, or on the submitting one if
   // the request is refused before it is queued) with `status` if it failed,
@@ -111,6 +123,7 @@ struct WriteRequest {
                        c.done(std::move(status));
                      }
                    },
+                   [&](MetaSwitch& m) { m.done(std::move(status)); },
                },
                kind);
   }
