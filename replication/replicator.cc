@@ -154,10 +154,12 @@ void Replicator::Dial(const std::string& address) {
   Slot& slot = *slots_.at(address);
   if (slot.dialing || slot.link != 0) return;
   slot.dialing = true;
-  transport_->Connect(address, OnExecutor<absl::StatusOr<Transport::Connected>>(
-                                   [this, address](absl::StatusOr<Transport::Connected> result) {
-                                     OnDialed(address, std::move(result));
-                                   }));
+  transport_->ConnectExpecting(
+      address, slot.replica_id,
+      OnExecutor<absl::StatusOr<Transport::Connected>>(
+          [this, address](absl::StatusOr<Transport::Connected> result) {
+            OnDialed(address, std::move(result));
+          }));
 }
 
 void Replicator::OnDialed(const std::string& address,
@@ -291,6 +293,15 @@ void Replicator::OnInboundLink(LinkId link, const PeerInfo& peer) {
     if (std::optional<std::string> clone = CloneEvidence(*store_, peer)) RefuseClone(*clone);
     if (!CheckPeer(peer, store_->replica_id()).ok()) {
       transport_->Close(link);
+      return;
+    }
+    // The dialler's hello may say what it holds of us (Transport::
+    // ConnectExpecting): a restore shows before anything is exchanged.
+    if (std::optional<Restored> restored = RestoreEvidence(*store_, peer.held)) {
+      transport_->Close(link);
+      restored->why = absl::StrFormat("peer %s, which dialled us: %s",
+                                      ReplicaIdToString(peer.replica_id), restored->why);
+      Fork(*restored);
       return;
     }
     AddLink(link, peer, /*inbound=*/true, "");

@@ -151,6 +151,15 @@ class Transport {
   // may run on any thread.
   virtual void Connect(const std::string& address,
                        absl::AnyInvocable<void(absl::StatusOr<Connected>)> done) = 0;
+  // As Connect, when the engine expects the peer at `address` to be
+  // replica `expected` (the id it met there last; 0: not known): the
+  // caller's hello may then say what it holds of it (PeerInfo::held), so a
+  // restored peer sees the evidence before anything else is exchanged.
+  // Transports that cannot put it in their hello ignore `expected`.
+  virtual void ConnectExpecting(const std::string& address, uint64_t expected,
+                                absl::AnyInvocable<void(absl::StatusOr<Connected>)> done) {
+    Connect(address, std::move(done));
+  }
   // Asks the peer on `link` for changes. `done` runs at most once; it may
   // never run if the transport loses the request (the engine times out).
   virtual void Pull(LinkId link, const PullRequest& request,

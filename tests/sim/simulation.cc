@@ -63,6 +63,8 @@ class SimTransport final : public Transport {
   SimTransport(Simulation& sim, int self) : sim_(sim), self_(self) {}
   void Connect(const std::string& address,
                absl::AnyInvocable<void(absl::StatusOr<Connected>)> done) override;
+  void ConnectExpecting(const std::string& address, uint64_t expected,
+                        absl::AnyInvocable<void(absl::StatusOr<Connected>)> done) override;
   void Pull(LinkId link, const PullRequest& request,
             absl::AnyInvocable<void(absl::StatusOr<PullResponse>)> done) override;
   void Nudge(LinkId link, const Watermarks& mine) override;
@@ -126,7 +128,7 @@ class Simulation {
 
   // --- network, used by SimTransport -------------------------------------
 
-  void Connect(int from, const std::string& address,
+  void Connect(int from, const std::string& address, uint64_t expected,
                absl::AnyInvocable<void(absl::StatusOr<Transport::Connected>)> done) {
     const int to = std::stoi(address.substr(4));  // "sim:N"
     Trace(absl::StrFormat("connect %d->%d", from, to));
@@ -140,7 +142,9 @@ class Simulation {
     const LinkId id = ++next_link_;
     links_[id] = Link{from, to, true};
     Replica& target = *replicas_[to];
-    const PeerInfo from_info = replication::LocalInfo(*replicas_[from]->store, Name(from));
+    // The caller says what it holds of the replica it expects there.
+    const PeerInfo from_info =
+        replication::LocalInfo(*replicas_[from]->store, Name(from), expected);
     // The answer says what the callee holds of the caller (restore_guard.h).
     const PeerInfo to_info = replication::LocalInfo(*target.store, Name(to),
                                                     replicas_[from]->store->replica_id());
@@ -597,7 +601,11 @@ class Simulation {
 
 void SimTransport::Connect(const std::string& address,
                            absl::AnyInvocable<void(absl::StatusOr<Connected>)> done) {
-  sim_.Connect(self_, address, std::move(done));
+  sim_.Connect(self_, address, 0, std::move(done));
+}
+void SimTransport::ConnectExpecting(const std::string& address, uint64_t expected,
+                                    absl::AnyInvocable<void(absl::StatusOr<Connected>)> done) {
+  sim_.Connect(self_, address, expected, std::move(done));
 }
 void SimTransport::Pull(LinkId link, const PullRequest& request,
                         absl::AnyInvocable<void(absl::StatusOr<PullResponse>)> done) {
