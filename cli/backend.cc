@@ -42,6 +42,12 @@ std::vector<std::pair<std::string, std::string>> ReplicaFacts(const StoreStats& 
     facts.push_back({"connected_clients", absl::StrCat(server->connected_clients)});
     facts.push_back({"max_value_bytes", absl::StrCat(server->max_value_bytes)});
   }
+  // Durable: the forks of this data directory (restores it found), on
+  // both backends.
+  facts.push_back({"forks", absl::StrCat(stats.retired_ids.size())});
+  if (server != nullptr) {
+    facts.push_back({"clones_refused", absl::StrCat(server->clones_refused)});
+  }
   if (!stats.retired_ids.empty()) {
     // Only after a fork (a restored data directory): the ids it had, oldest
     // first.

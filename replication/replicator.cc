@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/macros.h"
 #include "replication/restore_guard.h"
 #include "replication/serve.h"
@@ -175,10 +176,12 @@ void Replicator::Dial(const std::string& address) {
   if (slot.dialing || slot.link != 0) return;
   slot.dialing = true;
   slot.dial_started_ms = store_->wall_clock().NowMillis();
-  transport_->Connect(address, OnExecutor<absl::StatusOr<Transport::Connected>>(
-                                   [this, address](absl::StatusOr<Transport::Connected> result) {
-                                     OnDialed(address, std::move(result));
-                                   }));
+  transport_->ConnectExpecting(
+      address, slot.replica_id,
+      OnExecutor<absl::StatusOr<Transport::Connected>>(
+          [this, address](absl::StatusOr<Transport::Connected> result) {
+            OnDialed(address, std::move(result));
+          }));
 }
 
 void Replicator::OnDialed(const std::string& address,
@@ -237,6 +240,7 @@ void Replicator::ScheduleRedial(Slot& slot, const absl::Status& why) {
 void Replicator::AddLink(LinkId link, const PeerInfo& info, bool inbound,
                          const std::string& address) {
   PEERKV_CHECK(executor_->IsCurrent());
+  ForgetRetired(info);
   if (peers_.count(info.replica_id) == 0 && peers_.size() >= options_.max_peers) {
     // Bound what replicas that dial in (or lie about who they are) can
     // make us keep; but entries of peers long gone must not keep a new
@@ -317,6 +321,15 @@ void Replicator::OnInboundLink(LinkId link, const PeerInfo& peer) {
     if (std::optional<std::string> clone = CloneEvidence(*store_, peer)) RefuseClone(*clone);
     if (!CheckPeer(peer, store_->replica_id()).ok()) {
       transport_->Close(link);
+      return;
+    }
+    // The dialler's hello may say what it holds of us (Transport::
+    // ConnectExpecting): a restore shows before anything is exchanged.
+    if (std::optional<Restored> restored = RestoreEvidence(*store_, peer.held)) {
+      transport_->Close(link);
+      restored->why = absl::StrFormat("peer %s, which dialled us: %s",
+                                      ReplicaIdToString(peer.replica_id), restored->why);
+      Fork(*restored);
       return;
     }
     AddLink(link, peer, /*inbound=*/true, "");
@@ -491,6 +504,49 @@ void Replicator::Fork(const Restored& restored, bool fresh_clock) {
   PublishStatus();
 }
 
+void Replicator::ForgetRetired(const PeerInfo& info) {
+  PEERKV_CHECK(executor_->IsCurrent());
+  if (info.retired.empty()) return;
+  std::vector<uint64_t> untrusted;
+  for (uint64_t id : info.retired) {
+    if (!store_->Distrusts(id) && id != store_->replica_id()) untrusted.push_back(id);
+  }
+  if (untrusted.empty()) return;
+  // Pulls in flight claim the old watermarks and end in checkpoints past
+  // what those left out: abandon them (the store drops the checkpoints).
+  for (auto& [id, peer] : peers_) {
+    if (!peer->pulling) continue;
+    peer->pulling = false;
+    --pulls_in_flight_;
+  }
+  waiting_pulls_.clear();
+  absl::StatusOr<bool> forgot = store_->ForgetRetiredIds(untrusted);
+  if (!forgot.ok()) {
+    Log(absl::StrFormat("peerkv: peer %s says replica ids were retired by forks, but "
+                        "forgetting their watermarks failed: %s",
+                        ReplicaIdToString(info.replica_id), forgot.status().ToString()));
+  } else if (*forgot) {
+    ++counters_.retired_ids_forgotten;
+    std::vector<std::string> names;
+    for (uint64_t id : untrusted) names.push_back(ReplicaIdToString(id));
+    Log(absl::StrFormat("peerkv: peer %s says replica ids %s were retired by forks (restored "
+                        "data directories): forgot their watermarks, and pulling every peer "
+                        "from zero once, to get back what those claims left out",
+                        ReplicaIdToString(info.replica_id), absl::StrJoin(names, ", ")));
+  }
+  // Every other link hellos again, so that its peer learns the ids from
+  // our hello (they spread one hop per hello), and every peer is pulled
+  // again from the dropped checkpoints.
+  std::vector<LinkId> links;
+  for (const auto& [link, id] : link_peer_) links.push_back(link);
+  for (LinkId link : links) {
+    transport_->Close(link);
+    DropLink(link, absl::AbortedError("a peer named replica ids retired by forks; hello again"));
+  }
+  for (auto& [address, slot] : slots_) slot->backoff = absl::ZeroDuration();
+  PublishStatus();
+}
+
 void Replicator::RefuseClone(const std::string& evidence) {
   ++counters_.clones_refused;
   Log(absl::StrCat("peerkv: refused a link: ", evidence));
@@ -605,6 +661,7 @@ void Replicator::SendPull(Peer& peer, PeerCheckpoint from) {
   request.requester = store_->replica_id();
   request.incarnation = from.incarnation;
   request.after_seq = from.seq;
+  request.after_nonce = from.nonce;
   request.max_records = options_.batch_records;
   request.max_bytes = options_.batch_bytes;
   request.max_value_bytes = store_->options().max_value_bytes;
@@ -677,7 +734,7 @@ void Replicator::OnPulled(uint64_t peer_id, uint64_t attempt,
     // Pipelining: the peer reads, encodes and sends the next page while
     // this one merges and syncs. At most one page is in flight besides the
     // one merging: the next is asked for only once this one is taken.
-    SendPull(peer, PeerCheckpoint{page.response.incarnation, page.checkpoint_seq});
+    SendPull(peer, PeerCheckpoint{page.response.incarnation, page.checkpoint_seq, page.response.nonce});
     ++counters_.pages_prefetched;
   }
   absl::StatusOr<MergeResult> merged = MergePage(peer_id, page);
@@ -736,7 +793,7 @@ Watermarks Replicator::WatermarksToAdopt(const Page& page) const {
   Watermarks adopted;
   if (!caught_up || store_->options().max_value_bytes != kMaxValueBytes) return adopted;
   for (const auto& [origin, hlc] : page.response.watermarks) {
-    if (store_->CheckSkew(hlc).ok()) adopted[origin] = hlc;
+    if (store_->CheckSkew(hlc).ok() && !store_->Distrusts(origin)) adopted[origin] = hlc;
   }
   if (store_->GetWatermarks().Dominates(adopted)) adopted.clear();
   return adopted;
@@ -747,13 +804,17 @@ absl::StatusOr<MergeResult> Replicator::MergePage(uint64_t peer_id, Page& page) 
   Watermarks adopted = WatermarksToAdopt(page);
   // An up-to-date peer answers with nothing new: then there is nothing to
   // merge or write, and the round costs no store work at all.
-  const bool checkpoint_moves = page.response.incarnation != page.pulled_from.incarnation ||
-                                page.checkpoint_seq != page.pulled_from.seq;
+  // A new open nonce of the peer moves it too: the checkpoint then names
+  // the life of the peer's log it points into (restore_guard.h).
+  const bool checkpoint_moves =
+      page.response.incarnation != page.pulled_from.incarnation ||
+      page.checkpoint_seq != page.pulled_from.seq ||
+      (page.response.nonce != 0 && page.response.nonce != page.pulled_from.nonce);
   if (page.response.records.empty() && !checkpoint_moves && adopted.empty()) return MergeResult{};
   const size_t batch_records = page.response.records.size();
   absl::StatusOr<MergeResult> merged = store_->Merge(
       std::move(page.response.records),
-      CheckpointUpdate{peer_id, PeerCheckpoint{page.response.incarnation, page.checkpoint_seq},
+      CheckpointUpdate{peer_id, PeerCheckpoint{page.response.incarnation, page.checkpoint_seq, page.response.nonce},
                        std::move(adopted)});
   if (merged.ok()) return merged;
   return absl::Status(merged.status().code(),

@@ -141,6 +141,10 @@ struct ReplicatorCounters {
   // Links refused because the peer claims an id another live process
   // (or this one) holds: a copied data directory.
   uint64_t clones_refused = 0;
+  // Hellos that named replica ids retired by forks this replica did not
+  // know of (Store::ForgetRetiredIds): each made it pull every peer from
+  // zero once.
+  uint64_t retired_ids_forgotten = 0;
   // Sum of the time from sending a pull to having merged its answer.
   absl::Duration pull_time = absl::ZeroDuration();
   // Pages asked for while the page before them merged (pipelining), and
@@ -314,6 +318,9 @@ class Replicator final : public LinkEvents {
   void ReconcileRound();
   // After a page from `peer` merged: the triggers (see reconcile_interval).
   void NoteForReconcile(Peer& peer, const PullResponse& response, const PeerCheckpoint& from);
+  // The peer named ids retired by forks: forget their watermarks (see
+  // Store::ForgetRetiredIds) and pull every peer again.
+  void ForgetRetired(const PeerInfo& info);
 
   Store* const store_;
   Executor* const executor_;

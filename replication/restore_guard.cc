@@ -2,6 +2,9 @@
 // restore_guard.h).
 #include "replication/restore_guard.h"
 
+#include <algorithm>
+#include <vector>
+
 #include "absl/strings/str_format.h"
 
 namespace peerkv::replication {
@@ -14,12 +17,19 @@ HeldOf WhatWeHoldOf(const Store& store, uint64_t peer_id) {
   if (checkpoint.ok() && checkpoint->has_value()) {
     held.incarnation = (*checkpoint)->incarnation;
     held.seq = (*checkpoint)->seq;
+    held.nonce = (*checkpoint)->nonce;
   }
   const Watermarks marks = store.GetWatermarks();
   auto it = marks.find(peer_id);
   if (it != marks.end()) held.watermark = it->second;
   return held;
 }
+
+namespace {
+// The watermark checks of RestoreEvidence (see restore_guard.h).
+std::optional<Restored> WatermarkEvidence(const Store& store, const Lineage& lineage,
+                                          const HeldOf& claim, Restored restored);
+}  // namespace
 
 std::optional<Restored> RestoreEvidence(const Store& store, const HeldOf& claim) {
   const uint64_t self = store.replica_id();
@@ -34,6 +44,42 @@ std::optional<Restored> RestoreEvidence(const Store& store, const HeldOf& claim)
         claim.seq, store.max_seq());
     return restored;
   }
+  if (std::optional<Restored> by_watermark = WatermarkEvidence(store, lineage, claim, restored)) {
+    return by_watermark;
+  }
+  // Checked after the watermark, whose gap names the restored open more
+  // precisely (Restored::since_seq).
+  if (claim.incarnation == store.incarnation() && claim.seq > 0 && claim.nonce != 0) {
+    // The checkpoint points into the log of one open of this directory:
+    // one it has no record of (and has not forgotten), or beyond where
+    // that open's log ended in this directory's history (where the next
+    // open began), is a life the directory lost.
+    const std::vector<OpenMark>& opens = lineage.opens;
+    auto open = std::find_if(opens.begin(), opens.end(),
+                             [&](const OpenMark& o) { return o.nonce == claim.nonce; });
+    if (open == opens.end() && !lineage.opens_dropped) {
+      restored.why = absl::StrFormat(
+          "the peer has pulled this replica's log up to seq %d from an open of it (nonce "
+          "%016x) this data directory has no record of: it was restored from an older copy",
+          claim.seq, claim.nonce);
+      return restored;
+    }
+    if (open != opens.end() && open + 1 != opens.end() && claim.seq > (open + 1)->seq) {
+      restored.why = absl::StrFormat(
+          "the peer has pulled this replica's log up to seq %d from an open of it (nonce "
+          "%016x) whose log ended at seq %d in this data directory: it was restored from an "
+          "older copy, or lost its log tail",
+          claim.seq, claim.nonce, (open + 1)->seq);
+      return restored;
+    }
+  }
+  return std::nullopt;
+}
+
+namespace {
+std::optional<Restored> WatermarkEvidence(const Store& store, const Lineage& lineage,
+                                          const HeldOf& claim, Restored restored) {
+  const uint64_t self = store.replica_id();
   if (claim.watermark == 0) return std::nullopt;
   const Watermarks marks = store.GetWatermarks();
   auto it = marks.find(self);
@@ -58,12 +104,14 @@ std::optional<Restored> RestoreEvidence(const Store& store, const HeldOf& claim)
   }
   return std::nullopt;
 }
+}  // namespace
 
 HeldOf ClaimOfPull(const Store& store, const PullRequest& request) {
   HeldOf claim;
   claim.replica_id = store.replica_id();
   claim.incarnation = request.incarnation;
   claim.seq = request.after_seq;
+  claim.nonce = request.after_nonce;
   auto it = request.watermarks.find(claim.replica_id);
   if (it != request.watermarks.end()) claim.watermark = it->second;
   return claim;

@@ -49,6 +49,73 @@ class RestoreGuardTest : public ::testing::Test {
   ManualWallClock wall_{kT0};
 };
 
+// Issue 8's gap (a): a peer pulled part of the lost life's log (seq 15 of
+// 20) without adopting its watermark (it did not reach the end), and the
+// restored copy's clock did not jump at its open (its clock mark is ahead
+// of wall time), so neither seq, nor clock, nor a gap shows it; the
+// checkpoint's nonce, an open the restored directory never had, does.
+TEST_F(RestoreGuardTest, ACheckpointIntoALostLifeIsCaughtByItsOpenNonce) {
+  const std::string dir = tmp_.Sub("x");
+  const std::string copy = tmp_.Sub("copy");
+  {
+    auto x = Open(dir);
+    Write(*x, 1, 10);
+  }
+  std::filesystem::copy(dir, copy, std::filesystem::copy_options::recursive);
+  HeldOf peer;
+  {
+    auto x = Open(dir);
+    Write(*x, 11, 20);
+    // Pulled up to seq 15 of this life; its watermark is older (0).
+    peer = HeldOf{x->replica_id(), x->incarnation(), 15, 0, x->open_nonce()};
+    EXPECT_EQ(RestoreEvidence(*x, peer), std::nullopt);
+  }
+  // A normal restart of the real directory: the claim still fits (its
+  // open is known, and ended at seq 20).
+  EXPECT_EQ(RestoreEvidence(*Open(dir), peer), std::nullopt);
+
+  std::filesystem::remove_all(dir);
+  std::filesystem::rename(copy, dir);
+  wall_.Set(kT0);  // no clock gap at the restored open
+  auto restored = Open(dir);
+  Write(*restored, 11, 25);
+  ASSERT_EQ(restored->max_seq(), 25u);
+  EXPECT_THAT(RestoreEvidence(*restored, peer),
+              Optional(Why(HasSubstr("has no record of: it was restored"))));
+  // A checkpoint into the restored life itself fits.
+  EXPECT_EQ(RestoreEvidence(*restored, HeldOf{restored->replica_id(), restored->incarnation(),
+                                              25, 0, restored->open_nonce()}),
+            std::nullopt);
+}
+
+// A lost log tail: the peer pulled seq 20 of an open this directory knows,
+// but in this directory that open's log ended at seq 10 (the next open
+// began there).
+TEST_F(RestoreGuardTest, ACheckpointBeyondWhereItsOpenEndedIsALostTail) {
+  const std::string dir = tmp_.Sub("x");
+  const std::string copy = tmp_.Sub("copy");
+  uint64_t first_nonce = 0;
+  {
+    auto x = Open(dir);
+    first_nonce = x->open_nonce();
+    Write(*x, 1, 10);
+    std::filesystem::copy(dir, copy, std::filesystem::copy_options::recursive);
+    Write(*x, 11, 20);
+  }
+  std::filesystem::remove_all(dir);
+  std::filesystem::rename(copy, dir);
+  wall_.Set(kT0);
+  auto restored = Open(dir);
+  Write(*restored, 11, 25);
+  const HeldOf peer{restored->replica_id(), restored->incarnation(), 20, 0, first_nonce};
+  EXPECT_THAT(RestoreEvidence(*restored, peer),
+              Optional(Why(HasSubstr("whose log ended at seq 10"))));
+  // Up to seq 10 of that open is what this directory holds.
+  EXPECT_EQ(RestoreEvidence(*restored, HeldOf{restored->replica_id(), restored->incarnation(),
+                                              10, 0, first_nonce}),
+            std::nullopt);
+}
+
 // The reproduction of issue 8: a copy taken after 10 writes, 10 more, a
 // peer pulls 20, the copy is restored and writes 15 (seq 11..25, its clock
 // past the peer's claim): neither seq nor clock shows it, the gap does.

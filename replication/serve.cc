@@ -14,6 +14,7 @@ absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& re
   PullResponse response;
   response.replica_id = store.replica_id();
   response.incarnation = store.incarnation();
+  response.nonce = store.open_nonce();
   // A checkpoint into another life of this data directory means nothing;
   // nor does one beyond the end of the log (the directory was restored
   // from an older copy, or lost unsynced writes): start over.
@@ -59,6 +60,11 @@ absl::Status ValidatePeerInfo(const PeerInfo& info) {
         "hello physicalTimeMs is %d; it must be 0 (not told) up to %d", info.physical_ms,
         kHlcMaxMillis));
   }
+  if (info.retired.size() > kMaxRetiredIdsInHello) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "hello lists %d retired replica ids; the limit is %d", info.retired.size(),
+        kMaxRetiredIdsInHello));
+  }
   return absl::OkStatus();
 }
 
@@ -75,6 +81,16 @@ PeerInfo LocalInfo(const Store& store, const std::string& name, uint64_t to) {
   info.boot_nonce = store.open_nonce();
   info.physical_ms = store.wall_clock().NowMillis();
   if (to != 0 && to != info.replica_id) info.held = WhatWeHoldOf(store, to);
+  // The most recent retirements, own ones first.
+  const Lineage lineage = store.GetLineage();
+  for (auto it = lineage.retired_ids.rbegin();
+       it != lineage.retired_ids.rend() && info.retired.size() < kMaxRetiredIdsInHello; ++it) {
+    info.retired.push_back(*it);
+  }
+  for (auto it = lineage.forgotten_ids.rbegin();
+       it != lineage.forgotten_ids.rend() && info.retired.size() < kMaxRetiredIdsInHello; ++it) {
+    info.retired.push_back(*it);
+  }
   return info;
 }
 

@@ -35,6 +35,9 @@ struct HeldOf {
   uint64_t incarnation = 0;
   uint64_t seq = 0;
   uint64_t watermark = 0;
+  // The open nonce of the life the checkpoint was pulled from (see
+  // PeerCheckpoint::nonce); 0: not told.
+  uint64_t nonce = 0;
   friend bool operator==(const HeldOf&, const HeldOf&) = default;
 };
 
@@ -69,7 +72,14 @@ struct PeerInfo {
   // this hello or answer; 0: not told (older peers). The receiver
   // estimates the sender's clock offset from it (store/clock.h).
   int64_t physical_ms = 0;
+  // Replica ids the sender knows were retired by forks (restored data
+  // directories): its own former ids, and those it learned from its peers.
+  // The receiver forgets its watermarks for them (Store::ForgetRetiredIds).
+  // At most kMaxRetiredIdsInHello.
+  std::vector<uint64_t> retired;
 };
+
+inline constexpr size_t kMaxRetiredIdsInHello = 256;
 
 // "Send me your changes after `after_seq` of `incarnation`."
 struct PullRequest {
@@ -79,6 +89,10 @@ struct PullRequest {
   // the server's makes the server start from seq 0.
   uint64_t incarnation = 0;
   uint64_t after_seq = 0;
+  // The server's open nonce when it served after_seq (PeerCheckpoint::
+  // nonce): a nonce the server's directory never drew shows it lost the
+  // log the checkpoint points into. 0: not known.
+  uint64_t after_nonce = 0;
   uint32_t max_records = 1000;
   uint32_t max_bytes = 1 << 20;
   // The requester's value limit: larger values would be refused there (and
@@ -92,6 +106,8 @@ struct PullRequest {
 struct PullResponse {
   uint64_t replica_id = 0;
   uint64_t incarnation = 0;
+  // The server's open nonce (Store::open_nonce): kept with the checkpoint.
+  uint64_t nonce = 0;
   // The seq the server actually started after (0 on an incarnation change).
   uint64_t from_seq = 0;
   std::vector<Record> records;
@@ -156,6 +172,15 @@ class Transport {
   // may run on any thread.
   virtual void Connect(const std::string& address,
                        absl::AnyInvocable<void(absl::StatusOr<Connected>)> done) = 0;
+  // As Connect, when the engine expects the peer at `address` to be
+  // replica `expected` (the id it met there last; 0: not known): the
+  // caller's hello may then say what it holds of it (PeerInfo::held), so a
+  // restored peer sees the evidence before anything else is exchanged.
+  // Transports that cannot put it in their hello ignore `expected`.
+  virtual void ConnectExpecting(const std::string& address, uint64_t expected,
+                                absl::AnyInvocable<void(absl::StatusOr<Connected>)> done) {
+    Connect(address, std::move(done));
+  }
   // Asks the peer on `link` for changes. `done` runs at most once; it may
   // never run if the transport loses the request (the engine times out).
   virtual void Pull(LinkId link, const PullRequest& request,

@@ -264,6 +264,7 @@ void ToWire(const ServerStatus& status, wire::ServerStatus::Builder out) {
   out.setClockPeers(status.clock_peers);
   out.setClockOffsetMs(status.clock_offset_ms);
   out.setClockCorrectionMs(status.clock_correction_ms);
+  out.setClonesRefused(status.clones_refused);
   auto retired = out.initRetiredIds(status.retired_ids.size());
   for (size_t i = 0; i < status.retired_ids.size(); ++i) retired.set(i, status.retired_ids[i]);
   auto peers = out.initPeers(status.peers.size());
@@ -300,6 +301,7 @@ ServerStatus FromWire(wire::ServerStatus::Reader status) {
   out.clock_peers = status.getClockPeers();
   out.clock_offset_ms = status.getClockOffsetMs();
   out.clock_correction_ms = status.getClockCorrectionMs();
+  out.clones_refused = status.getClonesRefused();
   for (uint64_t id : status.getRetiredIds()) out.retired_ids.push_back(id);
   for (auto p : status.getPeers()) out.peers.push_back(FromWire(p));
   out.quarantine_records = status.getQuarantineRecords();

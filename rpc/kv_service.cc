@@ -363,6 +363,7 @@ class KvImpl final : public wire::Kv::Server {
     s.max_value_bytes = loop_.store().options().max_value_bytes;
     s.uptime_ms = absl::ToInt64Milliseconds(absl::Now() - loop_.started());
     s.connected_clients = loop_.connections();
+    s.clones_refused = loop_.ReplicationCounters().clones_refused;
     std::vector<PeerStatus> peers = loop_.PeerStatuses();
     // The answer must stay within what this server may send, however many
     // peers there are and whatever they said: list peers while they fit

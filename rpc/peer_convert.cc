@@ -20,6 +20,9 @@ void ToWire(const replication::PeerInfo& info, wire::PeerInfo::Builder out) {
   out.setHeldSeq(info.held.seq);
   out.setHeldWatermark(info.held.watermark);
   out.setPhysicalTimeMs(info.physical_ms);
+  out.setHeldNonce(info.held.nonce);
+  auto retired = out.initRetired(static_cast<unsigned>(info.retired.size()));
+  for (size_t i = 0; i < info.retired.size(); ++i) retired.set(i, info.retired[i]);
 }
 
 replication::PeerInfo FromWire(wire::PeerInfo::Reader info) {
@@ -27,7 +30,12 @@ replication::PeerInfo FromWire(wire::PeerInfo::Reader info) {
                             info.getProtocolVersion(), ToString(info.getName())};
   out.boot_nonce = info.getBootNonce();
   out.held = replication::HeldOf{info.getHeldOf(), info.getHeldIncarnation(), info.getHeldSeq(),
-                                 info.getHeldWatermark()};
+                                 info.getHeldWatermark(), info.getHeldNonce()};
+  // More than the limit is refused by ValidatePeerInfo: keep one too many.
+  for (uint64_t id : info.getRetired()) {
+    if (out.retired.size() > replication::kMaxRetiredIdsInHello) break;
+    out.retired.push_back(id);
+  }
   out.physical_ms = info.getPhysicalTimeMs();
   return out;
 }
@@ -36,6 +44,7 @@ void ToWire(const replication::PullRequest& pull, wire::Replica::PullParams::Bui
   out.setRequester(pull.requester);
   out.setIncarnation(pull.incarnation);
   out.setAfterSeq(pull.after_seq);
+  out.setAfterNonce(pull.after_nonce);
   out.setMaxRecords(pull.max_records);
   out.setMaxBytes(pull.max_bytes);
   out.setMaxValueBytes(pull.max_value_bytes);
@@ -46,6 +55,7 @@ replication::PullRequest FromWire(wire::Replica::PullParams::Reader pull) {
   request.requester = pull.getRequester();
   request.incarnation = pull.getIncarnation();
   request.after_seq = pull.getAfterSeq();
+  request.after_nonce = pull.getAfterNonce();
   request.max_records = pull.getMaxRecords();
   request.max_bytes = pull.getMaxBytes();
   request.max_value_bytes = pull.getMaxValueBytes();
@@ -55,6 +65,7 @@ replication::PullRequest FromWire(wire::Replica::PullParams::Reader pull) {
 void ToWire(const replication::PullResponse& response, wire::Replica::PullResults::Builder out) {
   out.setReplicaId(response.replica_id);
   out.setIncarnation(response.incarnation);
+  out.setNonce(response.nonce);
   out.setFromSeq(response.from_seq);
   out.setLastSeq(response.last_seq);
   out.setMaxSeq(response.max_seq);
@@ -69,6 +80,7 @@ absl::StatusOr<replication::PullResponse> FromWire(wire::Replica::PullResults::R
   replication::PullResponse out;
   out.replica_id = response.getReplicaId();
   out.incarnation = response.getIncarnation();
+  out.nonce = response.getNonce();
   out.from_seq = response.getFromSeq();
   out.last_seq = response.getLastSeq();
   out.max_seq = response.getMaxSeq();

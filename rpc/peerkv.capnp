@@ -66,6 +66,11 @@ struct PeerInfo {
   # this hello or answer; 0: not told. The receiver estimates the sender's
   # clock offset from it (store/clock.h, README "Clock skew").
   physicalTimeMs @9 :Int64;
+  heldNonce @10 :UInt64;       # the receiver's open nonce when it served
+                              # heldSeq (a life of its log it may have lost)
+  retired @11 :List(UInt64);  # replica ids retired by forks that the sender
+                              # knows of (at most 256): watermarks for them
+                              # are not trusted
 }
 
 struct PeerStatus {
@@ -148,6 +153,10 @@ struct ServerStatus {
   clockOffsetMs @20 :Int64; # this replica's wall clock minus estimated real time
   clockCorrectionMs @21 :Int64;
                             # added to the wall clock to stamp writes (<= 0)
+  clonesRefused @22 :UInt64;
+                            # links refused since start: a second process
+                            # claimed this replica's id or a peer's (a
+                            # cloned data directory)
 }
 
 struct QuarantinedOrigin {
@@ -172,10 +181,13 @@ interface Replica {
 
   pull @1 (requester :UInt64, incarnation :UInt64, afterSeq :UInt64,
            maxRecords :UInt32, maxBytes :UInt32, maxValueBytes :UInt64,
-           watermarks :List(Watermark))
+           watermarks :List(Watermark), afterNonce :UInt64)
       -> (error :Error, replicaId :UInt64, incarnation :UInt64, fromSeq :UInt64,
           batch :Data, lastSeq :UInt64, maxSeq :UInt64,
-          watermarks :List(Watermark), storeSum :Data, storeCount :UInt64);
+          watermarks :List(Watermark), storeSum :Data, storeCount :UInt64, nonce :UInt64);
+  # afterNonce: the server's open nonce when it served afterSeq (0: not
+  # known); nonce: the server's open nonce now, kept with the checkpoint.
+  # A nonce the server's directory never drew shows it was restored.
   # Changes after the requester's checkpoint (afterSeq of incarnation),
   # minus what came from or was written by the requester, what its
   # watermarks cover, and values over its limit. A checkpoint of another

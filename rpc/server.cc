@@ -76,6 +76,9 @@ void Server::Run() {
                                        : std::vector<replication::PeerStatus>{};
         },
         bytes_sent_);
+    loop.set_replication_counters([replicator] {
+      return replicator != nullptr ? replicator->Counters() : replication::ReplicatorCounters{};
+    });
     kj::Promise<void> stop_requested = nullptr;
     {
       auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();

@@ -115,6 +115,13 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   std::vector<replication::PeerStatus> PeerStatuses() const {
     return peer_statuses_ ? peer_statuses_() : std::vector<replication::PeerStatus>{};
   }
+  // The replication engine's counters, for status (zeros without one).
+  void set_replication_counters(std::function<replication::ReplicatorCounters()> counters) {
+    replication_counters_ = std::move(counters);
+  }
+  replication::ReplicatorCounters ReplicationCounters() const {
+    return replication_counters_ ? replication_counters_() : replication::ReplicatorCounters{};
+  }
   // This replica's hello; `to`: the peer it answers (0 when dialling), whose
   // holdings it reports (replication::PeerInfo::held).
   replication::PeerInfo LocalInfo(uint64_t to = 0) const;
@@ -163,6 +170,7 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   kj::AsyncIoContext& io_;
   replication::LinkEvents* const events_;
   const std::function<std::vector<replication::PeerStatus>()> peer_statuses_;
+  std::function<replication::ReplicatorCounters()> replication_counters_;
   capnp::ReaderOptions reader_options_;
   Bell bell_;
   WatchHub watch_hub_;

@@ -32,6 +32,10 @@ struct ServerStatus : StoreStats {
   // Peers not in `peers`: the server keeps its answer within its message
   // limit.
   uint32_t peers_omitted = 0;
+  // Links refused since the server started because the peer claimed this
+  // replica's id from another process (a cloned data directory), or a
+  // known peer's id from a second one (ReplicatorCounters::clones_refused).
+  uint64_t clones_refused = 0;
 };
 
 }  // namespace peerkv::rpc

@@ -187,16 +187,19 @@ std::string EncodeCheckpoint(const PeerCheckpoint& checkpoint) {
   out.reserve(kCheckpointBytes);
   PutFixed64(&out, checkpoint.incarnation);
   PutFixed64(&out, checkpoint.seq);
+  PutFixed64(&out, checkpoint.nonce);
   return out;
 }
 
 absl::StatusOr<PeerCheckpoint> DecodeCheckpoint(std::string_view stored, uint64_t peer_id) {
-  if (stored.size() != kCheckpointBytes) {
+  if (stored.size() != kCheckpointBytes && stored.size() != kCheckpointBytesWithoutNonce) {
     return absl::DataLossError(absl::StrFormat(
-        "checkpoint of peer %s is %d bytes; expected %d", ReplicaIdToString(peer_id),
-        stored.size(), kCheckpointBytes));
+        "checkpoint of peer %s is %d bytes; expected %d (or %d)", ReplicaIdToString(peer_id),
+        stored.size(), kCheckpointBytes, kCheckpointBytesWithoutNonce));
   }
-  return PeerCheckpoint{GetFixed64(stored.data()), GetFixed64(stored.data() + 8)};
+  PeerCheckpoint checkpoint{GetFixed64(stored.data()), GetFixed64(stored.data() + 8)};
+  if (stored.size() == kCheckpointBytes) checkpoint.nonce = GetFixed64(stored.data() + 16);
+  return checkpoint;
 }
 
 std::string EncodeWatermarks(const Watermarks& watermarks) {

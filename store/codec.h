@@ -133,7 +133,9 @@ std::string EncodeMetaState(const MetaState& state);
 absl::StatusOr<MetaState> DecodeMetaState(std::string_view stored);
 
 // A peers value. `peer_id` only names the peer in errors.
-inline constexpr size_t kCheckpointBytes = 2 * 8;
+// incarnation, seq, nonce; checkpoints written before the nonce are 16 bytes.
+inline constexpr size_t kCheckpointBytes = 3 * 8;
+inline constexpr size_t kCheckpointBytesWithoutNonce = 2 * 8;
 std::string EncodeCheckpoint(const PeerCheckpoint& checkpoint);
 absl::StatusOr<PeerCheckpoint> DecodeCheckpoint(std::string_view stored, uint64_t peer_id);
 

@@ -103,16 +103,21 @@ TEST(CodecTest, MetaU64RoundTripsAndNamesItsEntry) {
 }
 
 TEST(CodecTest, CheckpointRoundTripsInItsLayout) {
-  const PeerCheckpoint checkpoint{0x1122334455667788ULL, 99};
+  const PeerCheckpoint checkpoint{0x1122334455667788ULL, 99, 0xabcdef};
   const std::string stored = EncodeCheckpoint(checkpoint);
   ASSERT_EQ(stored.size(), kCheckpointBytes);
   EXPECT_EQ(GetFixed64(stored.data()), checkpoint.incarnation);
   EXPECT_EQ(GetFixed64(stored.data() + 8), 99u);
+  EXPECT_EQ(GetFixed64(stored.data() + 16), 0xabcdefu);
   absl::StatusOr<PeerCheckpoint> decoded = DecodeCheckpoint(stored, 5);
   ASSERT_THAT(decoded, IsOk());
   EXPECT_EQ(*decoded, checkpoint);
+  // Written before the nonce: read with nonce 0 (not known).
+  absl::StatusOr<PeerCheckpoint> old = DecodeCheckpoint(stored.substr(0, 16), 5);
+  ASSERT_THAT(old, IsOk());
+  EXPECT_EQ(*old, (PeerCheckpoint{0x1122334455667788ULL, 99, 0}));
   EXPECT_THAT(DecodeCheckpoint(stored.substr(0, 8), 5),
-              StatusIs(StatusCode::kDataLoss, "is 8 bytes; expected 16"));
+              StatusIs(StatusCode::kDataLoss, "is 8 bytes; expected 24 (or 16)"));
   EXPECT_THAT(DecodeCheckpoint("", 5), StatusIs(StatusCode::kDataLoss));
 }
 

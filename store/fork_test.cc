@@ -1,7 +1,9 @@
 // store/fork_test.cc: the lineage a store keeps of its own history (one
 // clock gap per open) and Fork(), over real LMDB environments.
 #include <filesystem>
+#include <thread>
 
+#include "absl/synchronization/notification.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -55,6 +57,19 @@ TEST(LineageTest, EncodesAndRefusesBadBytes) {
   for (size_t i = 0; i < Lineage::kMaxClockGaps + 5; ++i) many.AddGap(ClockGap{i * 10, i * 10 + 5});
   EXPECT_EQ(many.gaps.size(), Lineage::kMaxClockGaps);
   EXPECT_EQ(many.gaps.front().after, 50u);  // the oldest were forgotten
+  // The opens and forgotten ids round-trip; a lineage written before them
+  // (no tail) reads as no opens, of which older ones were dropped.
+  Lineage full = lineage;
+  full.AddOpen(OpenMark{0xabc, 5});
+  full.forgotten_ids = {9};
+  back = DecodeLineage(EncodeLineage(full));
+  ASSERT_THAT(back, IsOk());
+  EXPECT_EQ(*back, full);
+  const std::string encoded = EncodeLineage(lineage);
+  back = DecodeLineage(encoded.substr(0, encoded.size() - 24));
+  ASSERT_THAT(back, IsOk());
+  EXPECT_TRUE(back->opens.empty());
+  EXPECT_TRUE(back->opens_dropped);
 }
 
 TEST_F(ForkTest, EachOpenRecordsTheJumpOfItsClock) {
@@ -102,12 +117,15 @@ TEST_F(ForkTest, ForkTakesANewIdKeepsRecordsAndDropsWhatItCannotClaim) {
   absl::StatusOr<std::optional<Record>> a = store->Get("ks", "a");
   ASSERT_THAT(a, IsOk());
   EXPECT_EQ((*a)->version, *mine);
-  // It claims nothing of the old id (peers send its lost writes back), and
-  // pulls every peer again.
+  // It claims nothing of the old id (peers send its lost writes back), nor
+  // of any other (those claims were adopted after pulls that left out what
+  // came from the old id), and pulls every peer again.
   const Watermarks marks = store->GetWatermarks();
   EXPECT_EQ(marks.count(old_id), 0u);
-  EXPECT_EQ(marks.count(99), 1u);
+  EXPECT_EQ(marks.count(99), 0u);
   EXPECT_EQ(marks.count(fork->new_id), 1u);
+  EXPECT_TRUE(store->Distrusts(old_id));
+  EXPECT_FALSE(store->Distrusts(99));
   EXPECT_FALSE(store->GetCheckpoint(99)->has_value());
   EXPECT_THAT(store->GetLineage().retired_ids, ElementsAre(old_id));
   // New writes carry the new id, and all of it survives a reopen.
@@ -119,6 +137,7 @@ TEST_F(ForkTest, ForkTakesANewIdKeepsRecordsAndDropsWhatItCannotClaim) {
   EXPECT_EQ(store->replica_id(), fork->new_id);
   EXPECT_EQ(store->incarnation(), fork->new_incarnation);
   EXPECT_EQ(store->GetWatermarks().count(old_id), 0u);
+  EXPECT_TRUE(store->Distrusts(old_id));
   EXPECT_THAT(store->GetLineage().retired_ids, ElementsAre(old_id));
   // A second fork never goes back to an id it had.
   absl::StatusOr<Store::ForkResult> again = store->Fork();
@@ -250,6 +269,90 @@ TEST_F(ForkTest, AFormatOneStoreRecomputesItsFingerprintWhenOpened) {
   EXPECT_EQ(store->fingerprint(), fingerprint);
   store.reset();
   EXPECT_EQ(OpenStore()->fingerprint(), fingerprint);
+}
+
+// A peer names ids retired by forks: their watermarks go and are never
+// kept again, every checkpoint goes (each peer is pulled from zero once),
+// and all of it survives a reopen; known ids and the own id change nothing.
+TEST_F(ForkTest, ForgettingRetiredIdsDropsTheirWatermarksAndEveryCheckpoint) {
+  auto store = OpenStore();
+  const uint64_t self = store->replica_id();
+  ASSERT_THAT(store->Merge({}, CheckpointUpdate{99, PeerCheckpoint{7, 3, 11},
+                                                Watermarks{{99, MakeHlc(kT0, 1)},
+                                                           {42, MakeHlc(kT0, 2)}}}),
+              IsOk());
+  ASSERT_EQ(store->GetWatermarks().count(42), 1u);
+  absl::StatusOr<bool> forgot = store->ForgetRetiredIds({42, self});
+  ASSERT_THAT(forgot, IsOk());
+  EXPECT_TRUE(*forgot);
+  EXPECT_EQ(store->GetWatermarks().count(42), 0u);
+  EXPECT_EQ(store->GetWatermarks().count(99), 1u);
+  EXPECT_TRUE(store->Distrusts(42));
+  EXPECT_FALSE(store->Distrusts(self));
+  EXPECT_FALSE(store->GetCheckpoint(99)->has_value());
+  absl::StatusOr<bool> again = store->ForgetRetiredIds({42});
+  ASSERT_THAT(again, IsOk());
+  EXPECT_FALSE(*again);
+  // A later claim for it is not kept.
+  ASSERT_THAT(store->Merge({}, CheckpointUpdate{99, PeerCheckpoint{7, 4, 11},
+                                                Watermarks{{42, MakeHlc(kT0, 9)}}}),
+              IsOk());
+  EXPECT_EQ(store->GetWatermarks().count(42), 0u);
+  store.reset();
+  store = OpenStore();
+  EXPECT_TRUE(store->Distrusts(42));
+  EXPECT_EQ(store->GetWatermarks().count(42), 0u);
+  EXPECT_THAT(store->GetLineage().forgotten_ids, ElementsAre(42));
+  EXPECT_EQ(store->GetCheckpoint(99)->value_or(PeerCheckpoint{}),
+            (PeerCheckpoint{7, 4, 11}));
+}
+
+// The fork's switch is one step of the writer: a write queued before Fork
+// is called is stamped with the old id, even while the writer is busy with
+// an earlier group; the fork does not overtake it (it used to switch the id
+// from the caller's thread, with Merge({}) as a "barrier" that returned at
+// once, so the queued write took the new id).
+TEST_F(ForkTest, TheForkSwitchesTheIdBetweenTheWritersGroups) {
+  auto store = OpenStore();
+  const uint64_t old_id = store->replica_id();
+  absl::Notification entered, release;
+  bool first = true;
+  store->AddCommitListener([&](const Store::CommitInfo&) {
+    if (!first) return;
+    first = false;
+    entered.Notify();
+    release.WaitForNotification();
+  });
+  std::thread busy([&] { ASSERT_THAT(store->Put("ks", "w1", "1"), IsOk()); });
+  entered.WaitForNotification();  // the writer is inside w1's group
+  absl::Notification queued_done;
+  absl::StatusOr<std::vector<Version>> w2;
+  store->WriteAsync({Mutation{"ks", "w2", "2"}}, [&](absl::StatusOr<std::vector<Version>> v) {
+    w2 = std::move(v);
+    queued_done.Notify();
+  });
+  absl::StatusOr<Store::ForkResult> fork;
+  absl::Notification forked;
+  std::thread forker([&] {
+    fork = store->Fork();
+    forked.Notify();
+  });
+  // The old code switched the id here, with the writer still busy: give it
+  // the chance (bounded), then let the writer go on.
+  forked.WaitForNotificationWithTimeout(absl::Milliseconds(200));
+  release.Notify();
+  busy.join();
+  forker.join();
+  queued_done.WaitForNotification();
+  ASSERT_THAT(fork, IsOk());
+  ASSERT_THAT(w2, IsOk());
+  EXPECT_EQ((*w2)[0].origin, old_id);
+  absl::StatusOr<Version> w3 = store->Put("ks", "w3", "3");
+  ASSERT_THAT(w3, IsOk());
+  EXPECT_EQ(w3->origin, fork->new_id);
+  const Watermarks marks = store->GetWatermarks();
+  EXPECT_EQ(marks.count(old_id), 0u);
+  EXPECT_EQ(marks.count(fork->new_id), 1u);
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // store/lineage.cc: the lineage's byte layout (see lineage.h):
 //   replica_id(8) n_gaps(8) n_retired(8) {after(8) before(8) seq(8)}* {id(8)}*
-// little-endian.
+//   [n_opens(8) opens_dropped(8) n_forgotten(8) {nonce(8) seq(8)}* {id(8)}*]
+// little-endian; the bracketed tail is absent in lineages written before
+// opens were recorded (read as no opens, opens_dropped).
 #include "store/lineage.h"
 
 #include "absl/status/status.h"
@@ -27,6 +29,14 @@ void Lineage::AddGap(ClockGap gap) {
   if (gaps.size() > kMaxClockGaps) gaps.erase(gaps.begin());
 }
 
+void Lineage::AddOpen(OpenMark open) {
+  opens.push_back(open);
+  if (opens.size() > kMaxOpens) {
+    opens.erase(opens.begin());
+    opens_dropped = true;
+  }
+}
+
 std::string EncodeLineage(const Lineage& lineage) {
   std::string out;
   Put64(&out, lineage.replica_id);
@@ -38,6 +48,14 @@ std::string EncodeLineage(const Lineage& lineage) {
     Put64(&out, gap.seq);
   }
   for (uint64_t id : lineage.retired_ids) Put64(&out, id);
+  Put64(&out, lineage.opens.size());
+  Put64(&out, lineage.opens_dropped ? 1 : 0);
+  Put64(&out, lineage.forgotten_ids.size());
+  for (const OpenMark& open : lineage.opens) {
+    Put64(&out, open.nonce);
+    Put64(&out, open.seq);
+  }
+  for (uint64_t id : lineage.forgotten_ids) Put64(&out, id);
   return out;
 }
 
@@ -55,16 +73,41 @@ absl::StatusOr<Lineage> DecodeLineage(std::string_view stored) {
         "meta lineage lists %d gaps and %d retired ids; the limits are %d and %d", gaps,
         retired, Lineage::kMaxClockGaps, Lineage::kMaxRetiredIds));
   }
-  if (stored.size() != 24 + gaps * 24 + retired * 8) {
+  const uint64_t head = 24 + gaps * 24 + retired * 8;
+  uint64_t opens = 0;
+  uint64_t forgotten = 0;
+  if (stored.size() >= head + 24) {
+    opens = Get64(stored.data() + head);
+    forgotten = Get64(stored.data() + head + 16);
+    if (opens > Lineage::kMaxOpens || forgotten > Lineage::kMaxForgottenIds) {
+      return absl::DataLossError(absl::StrFormat(
+          "meta lineage lists %d opens and %d forgotten ids; the limits are %d and %d", opens,
+          forgotten, Lineage::kMaxOpens, Lineage::kMaxForgottenIds));
+    }
+    if (stored.size() != head + 24 + opens * 16 + forgotten * 8) {
+      return absl::DataLossError(absl::StrFormat(
+          "meta lineage is %d bytes; %d gaps, %d ids, %d opens and %d forgotten ids take %d",
+          stored.size(), gaps, retired, opens, forgotten,
+          head + 24 + opens * 16 + forgotten * 8));
+    }
+    lineage.opens_dropped = Get64(stored.data() + head + 8) != 0;
+  } else if (stored.size() == head) {
+    lineage.opens_dropped = true;  // written before opens were recorded
+  } else {
     return absl::DataLossError(absl::StrFormat(
         "meta lineage is %d bytes; %d gaps and %d ids take %d", stored.size(), gaps, retired,
-        24 + gaps * 24 + retired * 8));
+        head));
   }
   const char* p = stored.data() + 24;
   for (uint64_t i = 0; i < gaps; ++i, p += 24) {
     lineage.gaps.push_back(ClockGap{Get64(p), Get64(p + 8), Get64(p + 16)});
   }
   for (uint64_t i = 0; i < retired; ++i, p += 8) lineage.retired_ids.push_back(Get64(p));
+  p += 24;
+  for (uint64_t i = 0; i < opens; ++i, p += 16) {
+    lineage.opens.push_back(OpenMark{Get64(p), Get64(p + 8)});
+  }
+  for (uint64_t i = 0; i < forgotten; ++i, p += 8) lineage.forgotten_ids.push_back(Get64(p));
   return lineage;
 }
 

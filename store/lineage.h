@@ -29,6 +29,17 @@ struct ClockGap {
   friend bool operator==(const ClockGap&, const ClockGap&) = default;
 };
 
+// One open of the store: the random nonce it drew (Store::open_nonce, told
+// to peers in hello and with every pull answer) and the store's max seq
+// when it opened. A peer's checkpoint names the open whose log it pulled: a
+// nonce this directory never drew, or a checkpoint beyond the seq at which
+// the next open began, shows a life of the log the directory lost.
+struct OpenMark {
+  uint64_t nonce = 0;
+  uint64_t seq = 0;
+  friend bool operator==(const OpenMark&, const OpenMark&) = default;
+};
+
 // The store meta "lineage": the replica id it belongs to, the most recent
 // gaps (oldest first, at most kMaxClockGaps: older ones are forgotten, so a
 // restore from a copy older than that many restarts is caught only by the
@@ -40,6 +51,20 @@ struct Lineage {
   uint64_t replica_id = 0;
   std::vector<ClockGap> gaps;
   std::vector<uint64_t> retired_ids;
+  // The most recent opens of this id (oldest first, at most kMaxOpens);
+  // opens_dropped: older ones were forgotten (an unknown nonce then proves
+  // nothing).
+  static constexpr size_t kMaxOpens = 256;
+  std::vector<OpenMark> opens;
+  bool opens_dropped = false;
+  void AddOpen(OpenMark open);
+  // Other replicas' ids that a peer said were retired by a fork (their
+  // directories restored): watermarks for them are not trusted (a peer
+  // that pulled the restored life before the fork claims that id's writes
+  // of the lost life too), so none is kept or claimed for them. Most recent
+  // last, at most kMaxForgottenIds.
+  static constexpr size_t kMaxForgottenIds = 1024;
+  std::vector<uint64_t> forgotten_ids;
   // Appends a gap, dropping the oldest beyond kMaxClockGaps. Empty gaps
   // (before <= after + 1) are not kept.
   void AddGap(ClockGap gap);

@@ -33,6 +33,7 @@ using lmdb::View;
 using writer::Compaction;
 using writer::GroupTxn;
 using writer::LocalWrite;
+using writer::MetaSwitch;
 using writer::Overloaded;
 using writer::RemoteBatch;
 
@@ -453,6 +454,16 @@ void Store::SubmitMerge(std::vector<Record> batch,
   SortByRecordKey(remote.records);
   request->records = remote.records.size();
   remote.checkpoint = std::move(checkpoint);
+  if (remote.checkpoint.has_value() && !remote.checkpoint->watermarks.empty()) {
+    // No claim for an id whose claims cannot be trusted (see Distrusts).
+    absl::MutexLock lock(&watermarks_mu_);
+    Watermarks& claimed = remote.checkpoint->watermarks;
+    std::vector<uint64_t> untrusted;
+    for (const auto& [origin, hlc] : claimed) {
+      if (distrusted_.count(origin) > 0) untrusted.push_back(origin);
+    }
+    for (uint64_t origin : untrusted) claimed.erase(origin);
+  }
   if (remote.records.empty() && remote.too_far_ahead.empty() && !remote.checkpoint.has_value()) {
     done(std::move(remote.result));
     return;
@@ -580,8 +591,10 @@ void Store::ApplyGroup(Group& group) {
   PEERKV_CHECK(!group.front()->RunsAlone() || group.size() == 1);
   Compaction* compaction = std::get_if<Compaction>(&group.front()->kind);
   writer::RangeRepair* repair = std::get_if<writer::RangeRepair>(&group.front()->kind);
+  MetaSwitch* meta = std::get_if<MetaSwitch>(&group.front()->kind);
   const absl::Status status = compaction != nullptr ? CompactAll(*compaction)
                               : repair != nullptr   ? RepairRanges(*repair)
+                              : meta != nullptr     ? meta->apply()
                                                     : CommitWrites(group);
   if (status.ok()) {
     for (auto& request : group) {
@@ -643,6 +656,10 @@ absl::Status Store::TryApplyGroup(Group& group, GroupTxn& txn, size_t group_byte
             [&](writer::RangeRepair&) -> absl::Status {
               PEERKV_CHECK(false);  // runs alone: see ApplyGroup
               return absl::InternalError("range repair inside a write group");
+            },
+            [&](writer::MetaSwitch&) -> absl::Status {
+              PEERKV_CHECK(false);  // runs alone: see ApplyGroup
+              return absl::InternalError("meta switch inside a write group");
             },
         },
         request->kind));
@@ -1350,14 +1367,13 @@ absl::StatusOr<uint64_t> Store::Digest() const {
 
 Watermarks Store::GetWatermarks() const {
   Watermarks out;
-  {
-    absl::MutexLock lock(&watermarks_mu_);
-    out = watermarks_;
-  }
+  absl::MutexLock lock(&watermarks_mu_);
+  out = watermarks_;
   // Only committed writes: a write that has its version but is not yet
   // committed must not be claimed, or a peer that adopts the claim would
-  // never be sent it.
-  out.Raise(replica_id_, committed_clock_.load());
+  // never be sent it. The id is read under the lock the fork's switch
+  // holds, so the claim is never for an id already left behind.
+  out.Raise(replica_id_.load(), committed_clock_.load());
   return out;
 }
 

@@ -23,6 +23,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
@@ -160,13 +161,17 @@ class Store {
   // writes of this replica id that it lacks): becomes a new replica, with a
   // new random id (never one it used before) and incarnation, durably. Its
   // records keep their versions (the old id is now a foreign origin it
-  // holds); its watermark for the old id is dropped (it must not claim the
-  // writes it lost, so peers send them back), and so are its checkpoints of
-  // every peer (they were advanced by pulls that left out the old id's
-  // writes). Waits for every queued write first. Defined in store_fork.cc.
+  // holds); its watermarks are dropped (for the old id: it must not claim
+  // the writes it lost, so peers send them back; for the others: they were
+  // adopted after pulls that left out what came from the old id), and so
+  // are its checkpoints of every peer (advanced by those pulls). The
+  // switch runs on the writer thread between groups: writes queued before
+  // Fork is called commit under the old id, every later one is stamped
+  // with the new id. Defined in store_fork.cc.
   // An error only if nothing changed; once the new id is durable, a failed
   // re-stamp is reported in ForkResult::restamp_status.
-  // REQUIRES: the caller submits no merges until it returns.
+  // Merges the caller submits after calling it were pulled as the old id:
+  // the caller drops them (Replicator::Fork abandons its pulls).
   //
   // Writes of the old id logged after `restamp_after_seq` (made since the
   // restored copy was opened) are written again as new writes of the new
@@ -187,6 +192,20 @@ class Store {
   // just above that version (see ApplyLocalWrite), so it still wins.
   absl::StatusOr<ForkResult> Fork(uint64_t restamp_after_seq = UINT64_MAX,
                                   bool fresh_clock = false);
+  // A peer said that these replica ids were retired by forks (their data
+  // directories were restored from older copies). Any watermark held for
+  // them may claim writes of a life this replica never saw (it adopted the
+  // claim from the restored life before the fork), and the writes it
+  // skipped because of it lie behind its checkpoints: the watermarks are
+  // dropped and never kept or claimed again (Distrusts), and so are the
+  // checkpoints of every peer, so they are pulled from zero once. Ids
+  // already known, and this replica's own id, are ignored. Returns whether
+  // anything changed. Runs on the writer thread between groups, as Fork's
+  // switch does. Defined in store_fork.cc.
+  absl::StatusOr<bool> ForgetRetiredIds(const std::vector<uint64_t>& ids);
+  // True if no watermark is kept or claimed for `origin`: a peer's id it
+  // forgot (above), or one this replica retired by a fork.
+  bool Distrusts(uint64_t origin) const;
   // Writes each record's mutation again as a new local write (a fresh
   // version of this replica) if its key still holds `expected`, decided in
   // the writer's transaction; a key written since is left alone. Returns
@@ -406,6 +425,11 @@ class Store {
   // written again as new writes where unchanged since read, counted in
   // `restamped`.
   std::pair<uint64_t, uint64_t> DrawForkIds(const Lineage& lineage) const;
+  // Runs `apply` on the writer thread between groups (a MetaSwitch
+  // request) and waits for it: what Fork and ForgetRetiredIds change.
+  absl::Status RunOnWriter(absl::AnyInvocable<absl::Status()> apply);
+  absl::Status SwitchToForkedId(ForkResult& result);
+  absl::Status CommitForgotten(const std::vector<uint64_t>& fresh);
   absl::Status CommitFork(const ForkResult& fork, const Lineage& lineage);
   absl::Status Restamp(uint64_t old_id, uint64_t after_seq, uint64_t* restamped);
 
@@ -553,6 +577,8 @@ class Store {
   // written (claimed by batches that won nothing: their data was durable).
   mutable absl::Mutex watermarks_mu_;
   Watermarks watermarks_ ABSL_GUARDED_BY(watermarks_mu_);
+  // See Distrusts: the lineage's retired and forgotten ids.
+  absl::flat_hash_set<uint64_t> distrusted_ ABSL_GUARDED_BY(watermarks_mu_);
   bool watermarks_dirty_ ABSL_GUARDED_BY(watermarks_mu_) = false;
 
   // Checkpoints of batches that won nothing, written with the next commit.

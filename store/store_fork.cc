@@ -31,8 +31,14 @@ absl::Status Store::RecordOpen(MDB_txn* txn, uint64_t* clock_floor) {
   if (lineage.replica_id != replica_id_.load()) {
     // Written for another id (or never): its gaps say nothing of this one.
     lineage.gaps.clear();
+    lineage.opens.clear();
+    lineage.opens_dropped = false;
     lineage.replica_id = replica_id_.load();
   }
+  // The previous open raised the clock to its time and may have claimed
+  // it (Store::GetWatermarks) without committing a write, so the persisted
+  // mark can lag behind it: that time lies in no gap.
+  if (!lineage.gaps.empty()) *clock_floor = std::max(*clock_floor, lineage.gaps.back().before);
   const WallClock& wall =
       options_.wall_clock != nullptr ? *options_.wall_clock : SystemWallClock();
   const int64_t now_ms = wall.NowMillis();
@@ -41,20 +47,100 @@ absl::Status Store::RecordOpen(MDB_txn* txn, uint64_t* clock_floor) {
     lineage.AddGap(ClockGap{*clock_floor, now, max_seq_.load()});
     *clock_floor = now;
   }
-  PEERKV_RETURN_IF_ERROR(lmdb::Put(txn, meta_dbi_, codec::kMetaLineage, EncodeLineage(lineage),
-                                   "write meta lineage"));
   if (options_.id_seed.has_value()) {
     // Replayable, yet different for each open of each replica.
     std::seed_seq seeds{*options_.id_seed, replica_id_.load(), lineage.gaps.size(),
-                        static_cast<uint64_t>(now_ms)};
+                        lineage.opens.size(), static_cast<uint64_t>(now_ms)};
     std::mt19937_64 seeded(seeds);
     open_nonce_ = seeded() | 1;
   } else {
     open_nonce_ = absl::Uniform<uint64_t>(absl::BitGen()) | 1;
   }
+  lineage.AddOpen(OpenMark{open_nonce_, max_seq_.load()});
+  PEERKV_RETURN_IF_ERROR(lmdb::Put(txn, meta_dbi_, codec::kMetaLineage, EncodeLineage(lineage),
+                                   "write meta lineage"));
+  {
+    absl::MutexLock lock(&watermarks_mu_);
+    distrusted_.insert(lineage.retired_ids.begin(), lineage.retired_ids.end());
+    distrusted_.insert(lineage.forgotten_ids.begin(), lineage.forgotten_ids.end());
+    for (uint64_t id : distrusted_) watermarks_.erase(id);
+  }
   absl::MutexLock lock(&lineage_mu_);
   lineage_ = std::move(lineage);
   return absl::OkStatus();
+}
+
+bool Store::Distrusts(uint64_t origin) const {
+  absl::MutexLock lock(&watermarks_mu_);
+  return distrusted_.count(origin) > 0;
+}
+
+absl::StatusOr<bool> Store::ForgetRetiredIds(const std::vector<uint64_t>& ids) {
+  std::vector<uint64_t> fresh;
+  {
+    absl::MutexLock lock(&watermarks_mu_);
+    for (uint64_t id : ids) {
+      if (id != 0 && id != replica_id_.load() && distrusted_.count(id) == 0 &&
+          std::find(fresh.begin(), fresh.end(), id) == fresh.end()) {
+        fresh.push_back(id);
+      }
+    }
+  }
+  if (fresh.empty()) return false;
+  // On the writer, between groups: merges queued before this (pulled
+  // trusting the ids) commit first, their checkpoints before the drop.
+  PEERKV_RETURN_IF_ERROR(RunOnWriter([&] { return CommitForgotten(fresh); }));
+  return true;
+}
+
+absl::Status Store::CommitForgotten(const std::vector<uint64_t>& fresh) {
+  PEERKV_CHECK(OnWriterThread());
+  Lineage lineage = GetLineage();
+  for (uint64_t id : fresh) lineage.forgotten_ids.push_back(id);
+  if (lineage.forgotten_ids.size() > Lineage::kMaxForgottenIds) {
+    lineage.forgotten_ids.erase(
+        lineage.forgotten_ids.begin(),
+        lineage.forgotten_ids.end() - Lineage::kMaxForgottenIds);
+  }
+  absl::ReaderMutexLock resize(&resize_mu_);
+  lmdb::Txn txn;
+  PEERKV_RETURN_IF_ERROR(txn.Begin(env_, 0));
+  PEERKV_RETURN_IF_ERROR(lmdb::Put(txn.get(), meta_dbi_, codec::kMetaLineage,
+                                   EncodeLineage(lineage), "write meta lineage"));
+  Watermarks watermarks;
+  {
+    absl::MutexLock lock(&watermarks_mu_);
+    watermarks = watermarks_;
+  }
+  for (uint64_t id : fresh) watermarks.erase(id);
+  PEERKV_RETURN_IF_ERROR(tables::WriteWatermarks(txn.get(), meta_dbi_, watermarks));
+  PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_drop(txn.get(), peers_dbi_, 0), "drop checkpoints"));
+  absl::MutexLock checkpoints(&checkpoints_mu_);
+  absl::MutexLock marks(&watermarks_mu_);
+  PEERKV_RETURN_IF_ERROR(txn.Commit());
+  held_checkpoints_.clear();
+  for (uint64_t id : fresh) {
+    watermarks_.erase(id);
+    distrusted_.insert(id);
+  }
+  {
+    absl::MutexLock lock(&lineage_mu_);
+    lineage_ = std::move(lineage);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Store::RunOnWriter(absl::AnyInvocable<absl::Status()> apply) {
+  absl::Notification finished;
+  absl::Status result;
+  auto request = std::make_unique<WriteRequest>(WriteRequest{writer::MetaSwitch{
+      std::move(apply), [&](absl::Status status) {
+        result = std::move(status);
+        finished.Notify();
+      }}});
+  Submit(std::move(request), /*wait_for_room=*/true);
+  finished.WaitForNotification();
+  return result;
 }
 
 Lineage Store::GetLineage() const {
@@ -63,24 +149,32 @@ Lineage Store::GetLineage() const {
 }
 
 absl::StatusOr<Store::ForkResult> Store::Fork(uint64_t restamp_after_seq, bool fresh_clock) {
-  // Every write queued so far commits first: merges submitted before the
-  // fork were pulled as the old id, and their checkpoints must not land
-  // after the checkpoints are dropped.
-  PEERKV_RETURN_IF_ERROR(Merge({}).status());
-  if (fresh_clock) {
-    // From here local writes are stamped from the fresh clock; those that
-    // commit before the id switch carry the old id, whose versions peers'
-    // watermarks may cover (they are below its old mark): the re-stamp
-    // writes them again as the new id.
-    restamp_after_seq = std::min(restamp_after_seq, max_seq_.load());
-    fresh_clock_ = true;
-    const int64_t now_ms = std::max<int64_t>(0, clock_->StampNowMillis());
-    absl::MutexLock lock(&clock_reset_mu_);
-    clock_->Reset(MakeHlc(std::min<uint64_t>(static_cast<uint64_t>(now_ms), kHlcMaxMillis), 0));
-    committed_clock_ = clock_->Last();
-  }
-
+  // The switch runs on the writer, between groups: every write queued
+  // before it commits first (merges pulled as the old id, whose
+  // checkpoints must not land after the checkpoints are dropped; local
+  // writes stamped with the old id), and every write after it is stamped
+  // with the new id (and, with `fresh_clock`, from the fresh clock: no
+  // local write can be stamped between the reset and the switch).
   ForkResult result;
+  PEERKV_RETURN_IF_ERROR(RunOnWriter([&] {
+    if (fresh_clock) {
+      restamp_after_seq = std::min(restamp_after_seq, max_seq_.load());
+      fresh_clock_ = true;
+      const int64_t now_ms = std::max<int64_t>(0, clock_->StampNowMillis());
+      absl::MutexLock lock(&clock_reset_mu_);
+      clock_->Reset(MakeHlc(std::min<uint64_t>(static_cast<uint64_t>(now_ms), kHlcMaxMillis), 0));
+      committed_clock_ = clock_->Last();
+    }
+    return SwitchToForkedId(result);
+  }));
+  // The fork is durable: from here on, a failure is the re-stamp's alone,
+  // and the caller must still act on the new id (drop links, pull again).
+  result.restamp_status = Restamp(result.old_id, restamp_after_seq, &result.restamped);
+  return result;
+}
+
+absl::Status Store::SwitchToForkedId(ForkResult& result) {
+  PEERKV_CHECK(OnWriterThread());
   result.old_id = replica_id_.load();
   Lineage lineage = GetLineage();
   std::tie(result.new_id, result.new_incarnation) = DrawForkIds(lineage);
@@ -92,20 +186,21 @@ absl::StatusOr<Store::ForkResult> Store::Fork(uint64_t restamp_after_seq, bool f
   lineage.gaps.clear();
   // The new id never stamped anything before now.
   lineage.AddGap(ClockGap{0, committed_clock_.load()});
+  // Its log is served from this open on.
+  lineage.opens = {OpenMark{open_nonce_, 0}};
+  lineage.opens_dropped = false;
   PEERKV_RETURN_IF_ERROR(CommitFork(result, lineage));
-  {
-    absl::MutexLock lock(&lineage_mu_);
-    lineage_ = std::move(lineage);
-  }
-  // The fork is durable: from here on, a failure is the re-stamp's alone,
-  // and the caller must still act on the new id (drop links, pull again).
-  result.restamp_status = Restamp(result.old_id, restamp_after_seq, &result.restamped);
-  return result;
+  absl::MutexLock lock(&lineage_mu_);
+  lineage_ = std::move(lineage);
+  return absl::OkStatus();
 }
 
 std::pair<uint64_t, uint64_t> Store::DrawForkIds(const Lineage& lineage) const {
   const uint64_t old_id = replica_id_.load();
-  std::mt19937_64 seeded(options_.id_seed.value_or(0) ^ old_id);
+  // Seeded by the open nonce too: a directory restored from a copy opens
+  // with another nonce, so it does not fork to the id its lost life forked to.
+  std::seed_seq seeds{options_.id_seed.value_or(0), old_id, open_nonce_};
+  std::mt19937_64 seeded(seeds);
   absl::BitGen os_random;
   auto used = [&](uint64_t id) {
     return id == 0 || id == old_id ||
@@ -134,13 +229,11 @@ absl::Status Store::CommitFork(const ForkResult& fork, const Lineage& lineage) {
       tables::WriteMetaU64(txn.get(), meta_dbi_, codec::kMetaIncarnation, fork.new_incarnation));
   PEERKV_RETURN_IF_ERROR(lmdb::Put(txn.get(), meta_dbi_, codec::kMetaLineage,
                                    EncodeLineage(lineage), "write meta lineage"));
-  Watermarks watermarks;
-  {
-    absl::MutexLock lock(&watermarks_mu_);
-    watermarks = watermarks_;
-  }
-  watermarks.erase(fork.old_id);
-  PEERKV_RETURN_IF_ERROR(tables::WriteWatermarks(txn.get(), meta_dbi_, watermarks));
+  // Every watermark goes, not only the old id's: the restored life adopted
+  // peers' watermarks after pulls that left out what came from the old id
+  // (ChangesFilter::skip_source), records of the lost life it no longer
+  // holds; they would cover those records in the pulls from zero below.
+  PEERKV_RETURN_IF_ERROR(tables::WriteWatermarks(txn.get(), meta_dbi_, Watermarks{}));
   // Empties the checkpoints (the table stays).
   PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_drop(txn.get(), peers_dbi_, 0), "drop checkpoints"));
   // Held across the commit, so no held checkpoint or claim is taken
@@ -149,7 +242,8 @@ absl::Status Store::CommitFork(const ForkResult& fork, const Lineage& lineage) {
   absl::MutexLock marks(&watermarks_mu_);
   PEERKV_RETURN_IF_ERROR(txn.Commit());
   held_checkpoints_.clear();
-  watermarks_.erase(fork.old_id);
+  watermarks_ = Watermarks{};
+  distrusted_.insert(fork.old_id);
   watermarks_dirty_ = false;
   replica_id_.store(fork.new_id);
   incarnation_.store(fork.new_incarnation);

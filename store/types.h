@@ -35,6 +35,10 @@ struct PeerCheckpoint {
   uint64_t incarnation = 0;
   // Every change of the peer up to and including this seq is merged.
   uint64_t seq = 0;
+  // The peer's open nonce (Store::open_nonce) when it served that seq: the
+  // life of its log the checkpoint points into. 0: not known (an older
+  // peer or store).
+  uint64_t nonce = 0;
 
   friend bool operator==(const PeerCheckpoint&, const PeerCheckpoint&) = default;
 };

@@ -61,6 +61,16 @@ struct RestampBatch {
   absl::AnyInvocable<void(absl::StatusOr<uint64_t>)> done;
 };
 
+// A change of the store's identity meta (Fork's switch to a new replica
+// id, ForgetRetiredIds), run by the writer between groups, alone: every
+// write queued before it commits under the old state and every write
+// queued after it under the new one, and nothing is queued on its behalf
+// as a barrier. Runs alone.
+struct MetaSwitch {
+  absl::AnyInvocable<absl::Status()> apply;
+  absl::AnyInvocable<void(absl::Status)> done;
+};
+
 // CompactLog(): a full pass over the log instead of a write. Runs alone.
 struct Compaction {
   uint64_t removed = 0;
@@ -87,14 +97,16 @@ Overloaded(Fs...) -> Overloaded<Fs...>;
 
 // One caller's request, waiting for (or inside) a group commit.
 struct WriteRequest {
-  std::variant<LocalWrite, RemoteBatch, RestampBatch, Compaction, RangeRepair> kind;
+  std::variant<LocalWrite, RemoteBatch, RestampBatch, Compaction, RangeRepair, MetaSwitch> kind;
   // Records and estimated bytes, for the group and queue bounds.
   size_t records = 0;
   size_t bytes = 0;
 
-  // A compaction or a range repair is never grouped with anything.
+  // A compaction, a range repair or a meta switch is never grouped with
+  // anything.
   bool RunsAlone() const {
-    return std::holds_alternative<Compaction>(kind) || std::holds_alternative<RangeRepair>(kind);
+    return std::holds_alternative<Compaction>(kind) || std::holds_alternative<RangeRepair>(kind) ||
+           std::holds_alternative<MetaSwitch>(kind);
   }
 
   // Runs the callback (on the writer thread, or on the submitting one if
@@ -131,6 +143,7 @@ struct WriteRequest {
                      }
                    },
                    [&](RangeRepair& r) { r.done(std::move(status)); },
+                   [&](MetaSwitch& m) { m.done(std::move(status)); },
                },
                kind);
   }

@@ -167,6 +167,11 @@ TEST_F(RestoreCloneTest, TwoLiveCopiesOfOneDirectoryAreRefusedAndNamed) {
   auto y = Start("y", dir_.Sub("y"), {x->address(), twin->address()});
   ASSERT_NE(y, nullptr);
   EXPECT_THAT(y->WaitForLog("is live in two processes"), HasSubstr("refusing the second link"));
+  // Counted in status, on both sides of the refused link and at y.
+  EXPECT_GE(Status(*x).clones_refused, 1u);
+  EXPECT_GE(Status(*twin).clones_refused, 1u);
+  EXPECT_GE(Status(*y).clones_refused, 1u);
+  EXPECT_EQ(Status(*x).retired_ids.size(), 0u);
 }
 
 }  // namespace

@@ -63,6 +63,8 @@ class SimTransport final : public Transport {
   SimTransport(Simulation& sim, int self) : sim_(sim), self_(self) {}
   void Connect(const std::string& address,
                absl::AnyInvocable<void(absl::StatusOr<Connected>)> done) override;
+  void ConnectExpecting(const std::string& address, uint64_t expected,
+                        absl::AnyInvocable<void(absl::StatusOr<Connected>)> done) override;
   void Pull(LinkId link, const PullRequest& request,
             absl::AnyInvocable<void(absl::StatusOr<PullResponse>)> done) override;
   void Nudge(LinkId link, const Watermarks& mine) override;
@@ -88,6 +90,13 @@ struct Replica {
   int64_t normal_skew_ms = 0;
   // Forks (restore_guard.h) whose re-stamped writes the fold has.
   size_t known_forks = 0;
+  // Retired ids of other replicas it forgot the watermarks of.
+  size_t known_forgotten = 0;
+  // Every replica id it has had (it forks to new ones).
+  std::set<uint64_t> ids;
+  // A second process started from a copy of another replica's directory
+  // (StartClone): not part of the checked world.
+  bool clone = false;
 };
 
 struct Link {
@@ -119,7 +128,7 @@ class Simulation {
 
   // --- network, used by SimTransport -------------------------------------
 
-  void Connect(int from, const std::string& address,
+  void Connect(int from, const std::string& address, uint64_t expected,
                absl::AnyInvocable<void(absl::StatusOr<Transport::Connected>)> done) {
     const int to = std::stoi(address.substr(4));  // "sim:N"
     Trace(absl::StrFormat("connect %d->%d", from, to));
@@ -133,7 +142,9 @@ class Simulation {
     const LinkId id = ++next_link_;
     links_[id] = Link{from, to, true};
     Replica& target = *replicas_[to];
-    const PeerInfo from_info = replication::LocalInfo(*replicas_[from]->store, Name(from));
+    // The caller says what it holds of the replica it expects there.
+    const PeerInfo from_info =
+        replication::LocalInfo(*replicas_[from]->store, Name(from), expected);
     // The answer says what the callee holds of the caller (restore_guard.h).
     const PeerInfo to_info = replication::LocalInfo(*target.store, Name(to),
                                                     replicas_[from]->store->replica_id());
@@ -277,6 +288,7 @@ class Simulation {
       return false;
     }
     r.store = std::move(*store);
+    r.ids.insert(r.store->replica_id());
     ++r.generation;
     r.up = true;
     replication::ReplicatorOptions ro;
@@ -295,7 +307,7 @@ class Simulation {
     r.replicator = std::make_unique<replication::Replicator>(r.store.get(), &world_,
                                                              r.transport.get(), ro);
     r.replicator->Start();
-    Trace(absl::StrFormat("boot r%d (life %d)", r.index, r.generation));
+    Trace(absl::StrFormat("boot r%d (life %d) as %016x", r.index, r.generation, r.store->replica_id()));
     return true;
   }
 
@@ -306,9 +318,9 @@ class Simulation {
   // others must come back to k, and k's writes after the restore must
   // reach everyone.
   void TakeBackup() {
-    const int k = static_cast<int>(restore_rng_() % replicas_.size());
+    const int k = static_cast<int>(restore_rng_() % n_);
     Replica& r = *replicas_[k];
-    if (!r.up || backup_.replica >= 0) return;
+    if (!r.up || backup_.replica >= 0 || k == clone_source_) return;
     Trace(absl::StrFormat("backup r%d", k));
     Crash(r);
     backup_ = Backup{k, root_ + "/backup", accepted_.size(), 0};
@@ -323,18 +335,24 @@ class Simulation {
     Replica& r = *replicas_[backup_.replica];
     for (const auto& other : replicas_) {
       // Only the live replicas can say what survived.
-      if (other.get() != &r && !other->up) return;
+      if (other.get() != &r && !other->up && !other->clone) return;
     }
-    Trace(absl::StrFormat("restore r%d from its backup", r.index));
+    Trace(absl::StrFormat("restore r%d from its %s", r.index,
+                          backup_.lost_tail ? "copy of a few commits ago (a lost log tail)"
+                                            : "backup"));
     backup_.restored = true;
+    // Writes of every id it had since the copy (it may have forked) are
+    // lost unless another replica holds them.
+    std::set<uint64_t> losable = r.ids;
+    losable.insert(backup_.id);
     Crash(r);
     std::vector<Accepted> kept(accepted_.begin(), accepted_.begin() + backup_.accepted_at);
     for (size_t i = backup_.accepted_at; i < accepted_.size(); ++i) {
       const Accepted& a = accepted_[i];
-      bool survives = a.version.origin != backup_.id;
+      bool survives = losable.count(a.version.origin) == 0;
       for (const auto& other : replicas_) {
         if (survives) break;
-        if (other.get() == &r) continue;
+        if (other.get() == &r || other->clone) continue;
         absl::StatusOr<std::optional<Record>> held = other->store->Get(a.keyspace, a.key);
         survives = held.ok() && held->has_value() && !((*held)->version < a.version);
       }
@@ -351,7 +369,12 @@ class Simulation {
   // as new writes of its new id: they join the fold as accepted writes.
   void NoteForks() {
     for (auto& r : replicas_) {
-      if (!r->up) continue;
+      if (!r->up || r->clone) continue;
+      const size_t forgotten = r->store->GetLineage().forgotten_ids.size();
+      if (forgotten != r->known_forgotten) {
+        r->known_forgotten = forgotten;
+        Trace(absl::StrFormat("r%d forgot the watermarks of %d retired ids", r->index, forgotten));
+      }
       const size_t forks = r->store->GetLineage().retired_ids.size();
       if (forks <= r->known_forks) {
         r->known_forks = forks;
@@ -359,6 +382,9 @@ class Simulation {
       }
       r->known_forks = forks;
       const uint64_t id = r->store->replica_id();
+      r->ids.insert(id);
+      Trace(absl::StrFormat("r%d forked to %016x: %s", r->index, id,
+                            r->replicator->LastFork().evidence));
       std::set<std::pair<std::string, std::string>> known;
       for (const Accepted& a : accepted_) {
         if (a.version.origin == id) known.insert({a.keyspace, a.key});
@@ -382,12 +408,41 @@ class Simulation {
     }
   }
 
+  // A copy of replica k's data directory started as a second process (a
+  // cloned directory) that dials k: the two must refuse each other (both
+  // count it), and nothing of the clone may reach the others. It is
+  // stopped later; it is not part of the fold.
+  void StartClone() {
+    if (clone_ < 0) return;
+    Replica& c = *replicas_[clone_];
+    const int k = static_cast<int>(clone_rng_() % n_);
+    Replica& r = *replicas_[k];
+    // Not the replica a restore is planned for: after its fork the clone
+    // would be a peer with another id, serving it the copy's writes.
+    if (!r.up || c.up || !c.dir.empty() || k == backup_.replica) return;
+    clone_source_ = k;
+    Trace(absl::StrFormat("clone r%d's directory as r%d", k, c.index));
+    Crash(r);
+    c.dir = root_ + "/clone";
+    std::filesystem::copy(r.dir, c.dir, std::filesystem::copy_options::recursive);
+    c.max_value_bytes = r.max_value_bytes;
+    c.peers = {absl::StrFormat("sim:%d", k)};
+    std::string error;
+    if (!Boot(r, &error) || !Boot(c, &error)) failure_ = "boot of a clone failed: " + error;
+  }
+  void StopClone() {
+    if (clone_ < 0 || !replicas_[clone_]->up) return;
+    Trace(absl::StrFormat("stop the clone r%d", clone_));
+    Crash(*replicas_[clone_]);
+  }
+
   void Crash(Replica& r, bool quiet = false) {
     if (!r.up) return;
     if (!quiet) Trace(absl::StrFormat("crash r%d", r.index));
     r.up = false;
     r.replicator->Stop();
     pages_prefetched_ += r.replicator->Counters().pages_prefetched;
+    clones_refused_ += r.replicator->Counters().clones_refused;
     r.replicator.reset();
     r.store.reset();
     for (auto& [id, link] : links_) {
@@ -426,7 +481,7 @@ class Simulation {
   }
 
   void Write() {
-    Replica& r = *replicas_[rng_() % replicas_.size()];
+    Replica& r = *replicas_[rng_() % n_];
     const std::string keyspace = kKeyspaces[rng_() % 2];
     const std::string key = absl::StrFormat("k%d", static_cast<int>(rng_() % key_space_));
     const bool del = rng_() % 5 == 0;
@@ -457,6 +512,7 @@ class Simulation {
   bool AllConverged() const {
     std::optional<uint64_t> fingerprint;
     for (const auto& r : replicas_) {
+      if (r->clone) continue;
       if (!r->up) return false;
       if (r->max_value_bytes != kMaxValueBytes) continue;
       const uint64_t f = r->store->fingerprint();
@@ -469,9 +525,29 @@ class Simulation {
   // A replica's clock set far beyond the skew bound (its writes are held
   // back by the others until their clocks catch up), then fixed.
   void SetClockWrong() {
-    Replica& r = *replicas_[rng_() % replicas_.size()];
+    Replica& r = *replicas_[rng_() % n_];
     r.clock->set_skew_ms(90'000);
     Trace(absl::StrFormat("r%d clock set 90 s ahead", r.index));
+  }
+  // SimOptions::far_clocks: a clock a day ahead, later corrected.
+  void SetClockADayAhead() {
+    far_clock_ = static_cast<int>(clock_rng_() % n_);
+    Replica& r = *replicas_[far_clock_];
+    r.normal_skew_ms += 86'400'000;
+    r.clock->set_skew_ms(r.normal_skew_ms);
+    Trace(absl::StrFormat("r%d clock set a day ahead", r.index));
+  }
+  void CorrectClockAndRestart() {
+    if (far_clock_ < 0) return;
+    Replica& r = *replicas_[far_clock_];
+    r.normal_skew_ms -= 86'400'000;
+    r.clock->set_skew_ms(r.normal_skew_ms);
+    Trace(absl::StrFormat("r%d clock corrected; restarted", r.index));
+    far_clock_ = -1;
+    if (!r.up) return;
+    Crash(r);
+    std::string error;
+    if (!Boot(r, &error)) failure_ = "reboot failed: " + error;
   }
   void FixClocks() {
     for (auto& r : replicas_) r->clock->set_skew_ms(r->normal_skew_ms);
@@ -504,8 +580,19 @@ class Simulation {
     size_t accepted_at = 0;
     uint64_t id = 0;
     bool restored = false;
+    // A copy taken a few commits before the restore: a lost log tail.
+    bool lost_tail = false;
   };
   Backup backup_;
+  // The slot of a cloned directory (StartClone), -1 if none; n_: the
+  // replicas of the checked world (the clone's slot comes after them).
+  std::mt19937_64 clone_rng_{options_.seed * 15485863 + 5};
+  int clone_ = -1;
+  int clone_source_ = -1;
+  std::mt19937_64 clock_rng_{options_.seed * 32452843 + 7};
+  int far_clock_ = -1;
+  int n_ = 0;
+  uint64_t clones_refused_ = 0;
   std::string failure_;
   uint64_t trace_ = 0xcbf29ce484222325ULL;
   // Pages pipelined by replicators that crashed (see SimResult).
@@ -514,7 +601,11 @@ class Simulation {
 
 void SimTransport::Connect(const std::string& address,
                            absl::AnyInvocable<void(absl::StatusOr<Connected>)> done) {
-  sim_.Connect(self_, address, std::move(done));
+  sim_.Connect(self_, address, 0, std::move(done));
+}
+void SimTransport::ConnectExpecting(const std::string& address, uint64_t expected,
+                                    absl::AnyInvocable<void(absl::StatusOr<Connected>)> done) {
+  sim_.Connect(self_, address, expected, std::move(done));
 }
 void SimTransport::Pull(LinkId link, const PullRequest& request,
                         absl::AnyInvocable<void(absl::StatusOr<PullResponse>)> done) {
@@ -531,6 +622,7 @@ std::string Simulation::Check() const {
     if (!inserted && a.version > it->second->version) it->second = &a;
   }
   for (const auto& r : replicas_) {
+    if (r->clone) continue;
     // A replica with a low value limit cannot hold a register whose latest
     // value is bigger: what it holds for such keys (an older version, or
     // nothing) depends on when it pulled, so only the others are checked.
@@ -597,15 +689,22 @@ SimResult Simulation::Run() {
   key_space_ = std::uniform_int_distribution<int>(5, 40)(rng_);
   loss_ = std::uniform_real_distribution<double>(0.0, 0.2)(rng_);
   result.replicas = n;
-  for (int i = 0; i < n; ++i) {
+  n_ = n;
+  const bool cloned = options_.clones && clone_rng_() % 4 == 0;
+  for (int i = 0; i < n + (cloned ? 1 : 0); ++i) {
     auto r = std::make_unique<Replica>();
     r->index = i;
-    r->dir = absl::StrFormat("%s/r%d", root_, i);
     // Skews within +-25 s: any two replicas differ by less than the 60 s
     // bound (until a fault sets one wrong).
     r->normal_skew_ms = std::uniform_int_distribution<int>(-25'000, 25'000)(rng_);
     r->clock = std::make_unique<SkewedClock>(world_, r->normal_skew_ms);
     r->transport = std::make_unique<SimTransport>(*this, i);
+    if (i == n) {
+      r->clone = true;
+      clone_ = i;
+    } else {
+      r->dir = absl::StrFormat("%s/r%d", root_, i);
+    }
     replicas_.push_back(std::move(r));
   }
   // Sometimes one replica with a low value limit. Big values cannot pass
@@ -635,6 +734,7 @@ SimResult Simulation::Run() {
     if (a != b) replicas_[a]->peers.push_back(absl::StrFormat("sim:%d", b));
   }
   for (auto& r : replicas_) {
+    if (r->clone) continue;
     std::string error;
     if (!Boot(*r, &error)) {
       result.message = "boot failed: " + error;
@@ -656,13 +756,34 @@ SimResult Simulation::Run() {
     plan.emplace_back(start_ + absl::Milliseconds(rng_() % (options_.fault_seconds * 1000)),
                       1 + static_cast<int>(rng_() % 6));
   }
-  // 7 a backup of a replica, 8 its restore (in a third of the runs).
-  if (options_.restores && restore_rng_() % 3 == 0) {
+  // 7 a backup of a replica, 8 its restore: in a third of the runs from an
+  // old copy, in a sixth from one taken a moment before (a lost log tail).
+  const uint64_t restore_kind = options_.restores ? restore_rng_() % 6 : 5;
+  if (restore_kind < 3) {
     const int64_t ms = options_.fault_seconds * 1000;
     const int64_t backup_at = static_cast<int64_t>(restore_rng_() % (ms / 2));
-    const int64_t restore_at = backup_at + 1 + static_cast<int64_t>(restore_rng_() % (ms / 2));
+    const int64_t restore_at =
+        backup_at + 1 +
+        static_cast<int64_t>(restore_rng_() % (restore_kind < 2 ? ms / 2 : 1500));
+    backup_.lost_tail = restore_kind == 2;
     plan.emplace_back(start_ + absl::Milliseconds(backup_at), 7);
     plan.emplace_back(start_ + absl::Milliseconds(restore_at), 8);
+  }
+  // 11 a replica's clock set a day ahead, 12 it is stopped, its clock
+  // corrected, and started again (its persisted clock mark is a day ahead:
+  // it must recover, store/clock.h, and its writes reach everyone).
+  if (options_.far_clocks && clock_rng_() % 4 == 0) {
+    const int64_t ms = options_.fault_seconds * 1000;
+    const int64_t at = static_cast<int64_t>(clock_rng_() % (ms / 2));
+    plan.emplace_back(start_ + absl::Milliseconds(at), 11);
+    plan.emplace_back(start_ + absl::Milliseconds(at + 500 + clock_rng_() % (ms / 2)), 12);
+  }
+  // 9 a cloned directory started, 10 stopped.
+  if (clone_ >= 0) {
+    const int64_t ms = options_.fault_seconds * 1000;
+    const int64_t start_at = static_cast<int64_t>(clone_rng_() % (ms / 2));
+    plan.emplace_back(start_ + absl::Milliseconds(start_at), 9);
+    plan.emplace_back(start_ + absl::Milliseconds(start_at + 2000 + clone_rng_() % (ms / 2)), 10);
   }
   std::sort(plan.begin(), plan.end());
   for (const auto& [when, what] : plan) {
@@ -678,7 +799,7 @@ SimResult Simulation::Run() {
         break;
       case 2:
         for (auto& r : replicas_) {
-          if (!r->up) {
+          if (!r->up && !r->clone) {
             std::string error;
             if (!Boot(*r, &error)) failure_ = "reboot failed: " + error;
             break;
@@ -703,10 +824,23 @@ SimResult Simulation::Run() {
       case 8:
         RestoreBackup();
         break;
+      case 9:
+        StartClone();
+        break;
+      case 10:
+        StopClone();
+        break;
+      case 11:
+        SetClockADayAhead();
+        break;
+      case 12:
+        CorrectClockAndRestart();
+        break;
     }
   }
   world_.RunUntil(fault_end);
   NoteForks();
+  StopClone();
 
   // Heal everything, restart the crashed, stop losing messages, and wait.
   const absl::Time heal = world_.Now();
@@ -714,7 +848,7 @@ SimResult Simulation::Run() {
   FixClocks();
   faults_ = false;
   for (auto& r : replicas_) {
-    if (!r->up && failure_.empty()) {
+    if (!r->up && !r->clone && failure_.empty()) {
       std::string error;
       if (!Boot(*r, &error)) failure_ = "reboot failed: " + error;
     }
@@ -732,8 +866,12 @@ SimResult Simulation::Run() {
   result.writes = writes_;
   result.trace_hash = trace_;
   result.pages_prefetched = pages_prefetched_;
+  result.clones_refused = clones_refused_;
+  result.cloned = clone_ >= 0 && !replicas_[clone_]->dir.empty();
   for (auto& r : replicas_) {
-    if (r->up) result.pages_prefetched += r->replicator->Counters().pages_prefetched;
+    if (!r->up) continue;
+    result.pages_prefetched += r->replicator->Counters().pages_prefetched;
+    result.clones_refused += r->replicator->Counters().clones_refused;
   }
   result.converged_after_heal_seconds = absl::ToDoubleSeconds(world_.Now() - heal);
   if (!failure_.empty()) {
