@@ -1263,6 +1263,17 @@ std::optional<absl::Duration> Store::NextQuarantineRetry() const {
                   absl::Milliseconds(1));
 }
 
+bool Store::InQuarantine(std::string_view keyspace, std::string_view key,
+                         const Version& version) const {
+  Record record;
+  record.keyspace = std::string(keyspace);
+  record.key = std::string(key);
+  record.version = version;
+  const std::string entry = quarantine::EncodeKey(record);
+  absl::MutexLock lock(&quarantine_mu_);
+  return quarantine_.Contains(entry);
+}
+
 absl::StatusOr<MergeResult> Store::RetryQuarantined() {
   // The earliest entries CheckSkew admits now (keys are in hlc order, so
   // the first one it refuses ends the batch), read back from the table.

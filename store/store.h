@@ -271,6 +271,10 @@ class Store {
   // batch's worth; earliest first), through the normal merge (they may
   // lose), and removes them from quarantine in the same transaction.
   absl::StatusOr<MergeResult> RetryQuarantined();
+  // Whether the quarantine holds this version of the register: it is not
+  // merged here, but not lost either (the simulation's fold asks).
+  bool InQuarantine(std::string_view keyspace, std::string_view key,
+                    const Version& version) const;
 
   // The register's record (value or tombstone) or nullopt if never written.
   absl::StatusOr<std::optional<Record>> Get(std::string_view keyspace,

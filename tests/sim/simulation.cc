@@ -355,6 +355,9 @@ class Simulation {
         if (other.get() == &r || other->clone) continue;
         absl::StatusOr<std::optional<Record>> held = other->store->Get(a.keyspace, a.key);
         survives = held.ok() && held->has_value() && !((*held)->version < a.version);
+        // A write too far ahead for that replica waits in its quarantine:
+        // it merges there later, so it is not lost.
+        survives = survives || other->store->InQuarantine(a.keyspace, a.key, a.version);
       }
       if (survives) kept.push_back(a);
     }
