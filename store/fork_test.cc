@@ -355,5 +355,39 @@ TEST_F(ForkTest, TheForkSwitchesTheIdBetweenTheWritersGroups) {
   EXPECT_EQ(marks.count(fork->new_id), 1u);
 }
 
+// A fork for a clock mark far ahead starts the clock afresh below the
+// versions it stamped; after a restart (the flag of that fork long gone) a
+// local write of such a key must still win, stamped just above the stored
+// version. It used to stop the process (a local write that lost).
+TEST_F(ForkTest, AfterAFreshClockForkAndARestartALocalWriteOfAKeyAheadStillWins) {
+  constexpr int64_t kDay = 86'400'000;
+  wall_.Set(kT0 + kDay);
+  Version ahead;
+  {
+    std::unique_ptr<Store> store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    absl::StatusOr<Version> put = store->Put("ks", "k", "a day ahead");
+    ASSERT_THAT(put, IsOk());
+    ahead = *put;
+    store->SetClockEstimate(ClockEstimate{2, -kDay}, /*apply=*/true);
+    ASSERT_THAT(store->Fork(UINT64_MAX, /*fresh_clock=*/true), IsOk());
+  }
+  wall_.Set(kT0);  // the clock was fixed
+  std::unique_ptr<Store> store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  absl::StatusOr<Version> again = store->Put("ks", "k", "now");
+  ASSERT_THAT(again, IsOk());
+  EXPECT_GT(*again, ahead);
+  EXPECT_EQ(again->origin, store->replica_id());
+  absl::StatusOr<std::optional<Record>> got = store->Get("ks", "k");
+  ASSERT_THAT(got, IsOk());
+  ASSERT_TRUE(got->has_value());
+  EXPECT_EQ((*got)->value, "now");
+  // Another key is stamped from the fixed clock, not a day ahead.
+  absl::StatusOr<Version> other = store->Put("ks", "other", "now");
+  ASSERT_THAT(other, IsOk());
+  EXPECT_LT(HlcMillis(other->hlc), static_cast<uint64_t>(kT0 + kDay));
+}
+
 }  // namespace
 }  // namespace peerkv

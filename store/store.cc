@@ -677,10 +677,11 @@ absl::Status Store::TryApplyGroup(Group& group, GroupTxn& txn, size_t group_byte
 absl::StatusOr<std::optional<Version>> Store::StampLocal(GroupTxn& txn, const Mutation& m) {
   Version version{clock_->Now(), replica_id_};
   PEERKV_ASSIGN_OR_RETURN(bool won, txn.ApplyLocal(m, version));
-  if (!won && fresh_clock_.load()) {
-    // The clock was started afresh below versions it had stamped (a fork
-    // for a clock mark far ahead): this key holds one. The new write is
-    // stamped just above it, for this key alone (the clock stays where it
+  if (!won) {
+    // The clock is below this key's stored version: it was started afresh
+    // below versions it had stamped (a fork for a clock mark far ahead, in
+    // this run or before a restart). The new write is stamped just above
+    // the stored version, for this key alone (the clock stays where it
     // is), so it still wins here and wherever that version is.
     PEERKV_ASSIGN_OR_RETURN(const std::optional<Version> current,
                             txn.CurrentVersion(m.keyspace, m.key));

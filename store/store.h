@@ -550,10 +550,9 @@ class Store {
   std::atomic<uint64_t> fingerprint_{0};
   // The clock's high-water mark at the last commit: see GetWatermarks.
   std::atomic<uint64_t> committed_clock_{0};
-  // The clock was started afresh by Fork(fresh_clock): stored versions may
-  // be ahead of it (see ApplyLocalWrite). The reset and committed_clock_'s
-  // updates hold clock_reset_mu_ (see Publish).
-  std::atomic<bool> fresh_clock_{false};
+  // Fork(fresh_clock) resets the clock below stored versions (see
+  // StampLocal). The reset and committed_clock_'s updates hold
+  // clock_reset_mu_ (see Publish).
   absl::Mutex clock_reset_mu_;
   // The last SetClockEstimate, for Stats.
   mutable absl::Mutex estimate_mu_;

@@ -159,7 +159,6 @@ absl::StatusOr<Store::ForkResult> Store::Fork(uint64_t restamp_after_seq, bool f
   PEERKV_RETURN_IF_ERROR(RunOnWriter([&] {
     if (fresh_clock) {
       restamp_after_seq = std::min(restamp_after_seq, max_seq_.load());
-      fresh_clock_ = true;
       const int64_t now_ms = std::max<int64_t>(0, clock_->StampNowMillis());
       absl::MutexLock lock(&clock_reset_mu_);
       clock_->Reset(MakeHlc(std::min<uint64_t>(static_cast<uint64_t>(now_ms), kHlcMaxMillis), 0));
@@ -236,6 +235,16 @@ absl::Status Store::CommitFork(const ForkResult& fork, const Lineage& lineage) {
   PEERKV_RETURN_IF_ERROR(tables::WriteWatermarks(txn.get(), meta_dbi_, Watermarks{}));
   // Empties the checkpoints (the table stays).
   PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_drop(txn.get(), peers_dbi_, 0), "drop checkpoints"));
+  // The clock mark as the clock is now: after a fresh-clock reset it is
+  // lower than the stored one, which a restart would otherwise start from
+  // (stamping far ahead again). On the writer thread: the counters are
+  // those of the last commit.
+  PEERKV_ASSIGN_OR_RETURN(std::optional<codec::MetaState> state,
+                          tables::ReadMetaState(txn.get(), meta_dbi_));
+  if (state.has_value()) {
+    state->clock_mark = clock_->Last();
+    PEERKV_RETURN_IF_ERROR(tables::WriteMetaState(txn.get(), meta_dbi_, *state));
+  }
   // Held across the commit, so no held checkpoint or claim is taken
   // between it and the memory update.
   absl::MutexLock checkpoints(&checkpoints_mu_);
