@@ -5,8 +5,7 @@
 //   sim_test --no-restores   without backing up and restoring replicas
 //                            (issue 8; on by default)
 //   sim_test --no-clones     without cloned data directories
-//   sim_test --far-clocks    also clocks a day ahead, later corrected (needs
-//                            the clock correction of issue 8 item 2)
+//   sim_test --no-far-clocks without clocks a day ahead, later corrected
 //   sim_test --seed S [-v]   one seed, optionally printing every event
 // Every seed also runs twice to prove it replays exactly (same trace hash)
 // when --check-replay is given (the default for the first 20 seeds).
@@ -26,7 +25,7 @@ int main(int argc, char** argv) {
   bool verbose = false;
   bool restores = true;
   bool clones_on = true;
-  bool far_clocks = false;
+  bool far_clocks = true;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--seeds" && i + 1 < argc) {
@@ -41,10 +40,10 @@ int main(int argc, char** argv) {
       restores = false;
     } else if (arg == "--no-clones") {
       clones_on = false;
-    } else if (arg == "--far-clocks") {
-      far_clocks = true;
+    } else if (arg == "--no-far-clocks") {
+      far_clocks = false;
     } else {
-      std::fprintf(stderr, "usage: %s [--seeds N | --seed S [-v]] [--no-restores] [--no-clones] [--far-clocks]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--seeds N | --seed S [-v]] [--no-restores] [--no-clones] [--no-far-clocks]\n", argv[0]);
       return 2;
     }
   }
