@@ -416,6 +416,16 @@ void Replicator::OnNudged(LinkId link, const Watermarks& sender) {
   });
 }
 
+void Replicator::OnPushMerged(LinkId link, const MergeResult& merged) {
+  if (merged.refused.empty() && merged.quarantined.empty()) return;
+  Post([this, link, merged] {
+    auto it = link_peer_.find(link);
+    if (it == link_peer_.end() || peers_.count(it->second) == 0) return;
+    NoteRefusals(*peers_.at(it->second), merged);
+    PublishStatus();
+  });
+}
+
 void Replicator::OnRestoreEvidence(LinkId link, const Restored& evidence) {
   Post([this, link, evidence] {
     auto it = link_peer_.find(link);
@@ -1312,8 +1322,13 @@ void Replicator::OnReconcileAnswer(uint64_t job_id, absl::StatusOr<std::string> 
       FinishReconcile(merged.status());
       return;
     }
-    job.session->NoteMerged(merged->won, merged->refused.size());
+    job.session->NoteMerged(merged->won, merged->refused.size() + merged->quarantined.size() +
+                                             merged->already_quarantined);
     counters_.records_won += merged->won;
+    // Refused or quarantined here as from a pull: counted once per record
+    // against the peer, logged, and the quarantine retry scheduled.
+    auto peer = peers_.find(job.peer_id);
+    if (peer != peers_.end()) NoteRefusals(*peer->second, *merged);
     if (merged->won > 0 && options_.eager) NudgeSome(job.peer_id);
   }
   ReconcileStep();

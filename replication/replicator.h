@@ -219,6 +219,7 @@ class Replicator final : public LinkEvents {
   void OnNudged(LinkId link, const Watermarks& sender) override;
   void OnLinkSuspect(LinkId link, const absl::Status& why) override;
   void OnRestoreEvidence(LinkId link, const Restored& evidence) override;
+  void OnPushMerged(LinkId link, const MergeResult& merged) override;
 
  private:
   struct Slot;

@@ -144,6 +144,10 @@ class LinkEvents {
   // evidence.replica_id (it forked already). Transports that answer pulls
   // call it.
   virtual void OnRestoreEvidence(LinkId link, const Restored& evidence) {}
+  // Records the peer on `link` pushed (a reconcile session it ran) were
+  // merged with `merged`: its refused and quarantined records count
+  // against that peer, as from a pull. Transports that take pushes call it.
+  virtual void OnPushMerged(LinkId link, const MergeResult& merged) {}
   // A request on `link` went unanswered too long (a nudge, say): the engine
   // prefers the peer's other links from now on. The link stays up until
   // OnLinkDown. Transports that cannot tell need not call it.

@@ -158,6 +158,7 @@ class ReplicaImpl final : public wire::Replica::Server {
             ToWire(merged.status(), context.getResults().initError());
             return;
           }
+          if (loop_.events() != nullptr) loop_.events()->OnPushMerged(link_, *merged);
           AnswerReconcile(context, request, *merged);
         });
   }
