@@ -199,7 +199,9 @@ void Replicator::OnDialed(const std::string& address,
     RefuseClone(*clone);
     refused = absl::FailedPreconditionError(*clone);
   } else if (refused = CheckPeer(info, store_->replica_id()); refused.ok()) {
-    if (std::optional<Restored> restored = RestoreEvidence(*store_, info.held)) {
+    std::optional<Restored> restored = RestoreEvidence(*store_, info.held);
+    if (!restored.has_value()) restored = RetiredIdEvidence(*store_, info);
+    if (restored.has_value()) {
       // Before anything else is exchanged: the peer must meet the new id.
       transport_->Close(result->link);
       slot.backoff = absl::ZeroDuration();
@@ -325,7 +327,9 @@ void Replicator::OnInboundLink(LinkId link, const PeerInfo& peer) {
     }
     // The dialler's hello may say what it holds of us (Transport::
     // ConnectExpecting): a restore shows before anything is exchanged.
-    if (std::optional<Restored> restored = RestoreEvidence(*store_, peer.held)) {
+    std::optional<Restored> restored = RestoreEvidence(*store_, peer.held);
+    if (!restored.has_value()) restored = RetiredIdEvidence(*store_, peer);
+    if (restored.has_value()) {
       transport_->Close(link);
       restored->why = absl::StrFormat("peer %s, which dialled us: %s",
                                       ReplicaIdToString(peer.replica_id), restored->why);

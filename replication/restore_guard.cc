@@ -106,6 +106,24 @@ std::optional<Restored> WatermarkEvidence(const Store& store, const Lineage& lin
 }
 }  // namespace
 
+std::optional<Restored> RetiredIdEvidence(const Store& store, const PeerInfo& peer) {
+  const uint64_t self = store.replica_id();
+  if (std::find(peer.retired.begin(), peer.retired.end(), self) == peer.retired.end()) {
+    return std::nullopt;
+  }
+  const Lineage lineage = store.GetLineage();
+  Restored restored;
+  restored.replica_id = self;
+  // Which open the copy was taken before is not known: the writes since
+  // the latest open are re-stamped, as for RestoreEvidence without a gap.
+  restored.since_seq = lineage.gaps.empty() ? 0 : lineage.gaps.back().seq;
+  restored.why = absl::StrFormat(
+      "the peer says this replica's id %s was retired by a fork, which this data directory "
+      "has no record of: it was restored from a copy taken before the fork",
+      ReplicaIdToString(self));
+  return restored;
+}
+
 HeldOf ClaimOfPull(const Store& store, const PullRequest& request) {
   HeldOf claim;
   claim.replica_id = store.replica_id();
