@@ -568,6 +568,45 @@ void Answer(RecordingTransport& transport, absl::StatusOr<PullResponse> answer) 
   done(std::move(answer));
 }
 
+// A restored replica that wrote on before meeting a peer whose claims
+// would show it (seed 2661: the only peer it met had forked, and a fork
+// drops every watermark and checkpoint) still gets its lost writes in a
+// pull (ChangesFilter::send_uncovered_of): a record of its own id beyond
+// its own clock is the evidence, and it forks before merging the page.
+TEST_F(ReplicatorTest, APulledWriteOfOurOwnBeyondOurClockForksUsBeforeItMerges) {
+  ASSERT_THAT(store_->Put("ks", "mine", "v"), IsOk());
+  const uint64_t old_id = store_->replica_id();
+  const uint64_t mark = store_->GetWatermarks().at(old_id);
+  StartReplicator(ReplicatorOptions{});
+  ConnectPeers(1, /*answer_pulls=*/false);
+  PullResponse page = Page(0, 1, 1);
+  page.records[0].version = Version{mark + 5, old_id};
+  page.records[0].key = "lost";
+  Answer(transport_, page);
+  Advance(absl::Milliseconds(1));
+  EXPECT_NE(store_->replica_id(), old_id);
+  EXPECT_EQ(replicator_->Counters().forks, 1u);
+  EXPECT_THAT(replicator_->LastFork().evidence, ::testing::HasSubstr("own that it lacks"));
+  absl::StatusOr<std::optional<Record>> lost = store_->Get("ks", "lost");
+  ASSERT_THAT(lost, IsOk());
+  EXPECT_FALSE(lost->has_value());  // not merged under the old id
+}
+
+// A record of our own id that our clock covers is no evidence.
+TEST_F(ReplicatorTest, APulledWriteOfOurOwnWithinOurClockDoesNotForkUs) {
+  ASSERT_THAT(store_->Put("ks", "mine", "v"), IsOk());
+  const uint64_t id = store_->replica_id();
+  const uint64_t mark = store_->GetWatermarks().at(id);
+  StartReplicator(ReplicatorOptions{});
+  ConnectPeers(1, /*answer_pulls=*/false);
+  PullResponse page = Page(0, 1, 1);
+  page.records[0].version = Version{mark, id};
+  Answer(transport_, page);
+  Advance(absl::Milliseconds(1));
+  EXPECT_EQ(store_->replica_id(), id);
+  EXPECT_EQ(replicator_->Counters().forks, 0u);
+}
+
 // A bulk pull asks for page N+1 (from where page N ends) before page N
 // merges, merges pages strictly in order with the checkpoint, and when a
 // page fails (an error, no answer, a merge the store refuses) drops what
