@@ -199,7 +199,9 @@ void Replicator::OnDialed(const std::string& address,
     RefuseClone(*clone);
     refused = absl::FailedPreconditionError(*clone);
   } else if (refused = CheckPeer(info, store_->replica_id()); refused.ok()) {
-    if (std::optional<Restored> restored = RestoreEvidence(*store_, info.held)) {
+    std::optional<Restored> restored = RestoreEvidence(*store_, info.held);
+    if (!restored.has_value()) restored = RetiredIdEvidence(*store_, info);
+    if (restored.has_value()) {
       // Before anything else is exchanged: the peer must meet the new id.
       transport_->Close(result->link);
       slot.backoff = absl::ZeroDuration();
@@ -325,7 +327,9 @@ void Replicator::OnInboundLink(LinkId link, const PeerInfo& peer) {
     }
     // The dialler's hello may say what it holds of us (Transport::
     // ConnectExpecting): a restore shows before anything is exchanged.
-    if (std::optional<Restored> restored = RestoreEvidence(*store_, peer.held)) {
+    std::optional<Restored> restored = RestoreEvidence(*store_, peer.held);
+    if (!restored.has_value()) restored = RetiredIdEvidence(*store_, peer);
+    if (restored.has_value()) {
       transport_->Close(link);
       restored->why = absl::StrFormat("peer %s, which dialled us: %s",
                                       ReplicaIdToString(peer.replica_id), restored->why);
@@ -730,6 +734,14 @@ void Replicator::OnPulled(uint64_t peer_id, uint64_t attempt,
     }
     return;
   }
+  if (std::optional<Restored> restored = OwnWritesWeLack(page.response)) {
+    // Before merging anything: the records are ours from a lost life, and
+    // the fork's peers pull them back from zero under the new id.
+    restored->why = absl::StrFormat("peer %s: %s", ReplicaIdToString(peer_id), restored->why);
+    FinishPull(peer, absl::AbortedError("this replica forked to a new replica id"));
+    Fork(*restored);
+    return;
+  }
   ++counters_.pulls;
   counters_.records_received += page.response.records.size();
   peer.info.incarnation = page.response.incarnation;
@@ -757,6 +769,21 @@ void Replicator::OnPulled(uint64_t peer_id, uint64_t attempt,
   NoteRefusals(peer, *merged);
   NotePageMerged(peer, page, merged->won);
   ContinueOrFinish(peer, more, go_on);
+}
+
+std::optional<Restored> Replicator::OwnWritesWeLack(const PullResponse& response) const {
+  const uint64_t self = store_->replica_id();
+  HeldOf claim{.replica_id = self};
+  for (const Record& record : response.records) {
+    if (record.version.origin == self) claim.watermark = std::max(claim.watermark, record.version.hlc);
+  }
+  if (claim.watermark == 0) return std::nullopt;
+  std::optional<Restored> restored = RestoreEvidence(*store_, claim);
+  if (restored.has_value()) {
+    restored->why = absl::StrCat("a pulled page holds a write of this replica's own that it lacks (",
+                                 restored->why, ")");
+  }
+  return restored;
 }
 
 void Replicator::OnPullFailed(Peer& peer, const absl::Status& status) {

@@ -322,6 +322,10 @@ class Replicator final : public LinkEvents {
   // The peer named ids retired by forks: forget their watermarks (see
   // Store::ForgetRetiredIds) and pull every peer again.
   void ForgetRetired(const PeerInfo& info);
+  // Restore evidence in a pulled page: a record of this replica's own id
+  // beyond its own clock (ServePull sends those: ChangesFilter::
+  // send_uncovered_of); nullopt if none.
+  std::optional<Restored> OwnWritesWeLack(const PullResponse& response) const;
 
   Store* const store_;
   Executor* const executor_;

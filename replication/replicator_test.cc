@@ -478,6 +478,45 @@ TEST_F(ReplicatorTest, AForkWhoseRestampFailsStillDropsTheOldIdsLinks) {
   EXPECT_THAT(lines, ::testing::Contains(::testing::HasSubstr("re-stamping the writes made")));
 }
 
+// A data directory restored from a copy taken before it forked still has
+// the id it forked away from. Its peers forgot their watermarks and
+// checkpoints of that retired id, so their hellos claim nothing of it, but
+// they list it as retired: that is the evidence (the simulation's seed
+// 1907: the restored replica kept writing as the retired id, and never
+// pulled its own lost writes back from the peers).
+TEST_F(ReplicatorTest, AHelloThatListsOurIdAsRetiredForksUs) {
+  StartReplicator(ReplicatorOptions{});
+  const uint64_t old_id = store_->replica_id();
+  replicator_->OnInboundLink(
+      1, PeerInfo{.replica_id = 1, .incarnation = kIncarnation, .retired = {7, old_id}});
+  Advance(absl::Milliseconds(1));
+  EXPECT_NE(store_->replica_id(), old_id);
+  EXPECT_EQ(replicator_->Counters().forks, 1u);
+  EXPECT_THAT(replicator_->LastFork().evidence, ::testing::HasSubstr("retired by a fork"));
+  EXPECT_THAT(transport_.closed, ::testing::Contains(1));
+
+  // The dialling side too.
+  const uint64_t second_id = store_->replica_id();
+  transport_.dial_answers["peer2"] = {Transport::Connected{
+      50, PeerInfo{.replica_id = 2, .incarnation = kIncarnation, .retired = {second_id}}}};
+  replicator_->AddPeer("peer2");
+  Advance(absl::Milliseconds(1));
+  EXPECT_NE(store_->replica_id(), second_id);
+  EXPECT_EQ(replicator_->Counters().forks, 2u);
+  EXPECT_THAT(transport_.closed, ::testing::Contains(50));
+}
+
+// A hello listing other ids as retired is no evidence against us.
+TEST_F(ReplicatorTest, AHelloThatListsOtherRetiredIdsDoesNotForkUs) {
+  StartReplicator(ReplicatorOptions{});
+  const uint64_t id = store_->replica_id();
+  replicator_->OnInboundLink(
+      1, PeerInfo{.replica_id = 1, .incarnation = kIncarnation, .retired = {7, 8}});
+  Advance(absl::Milliseconds(1));
+  EXPECT_EQ(store_->replica_id(), id);
+  EXPECT_EQ(replicator_->Counters().forks, 0u);
+}
+
 TEST_F(ReplicatorTest, HellosWithNamesOverTheLimitAreRefusedBothWays) {
   const std::string longest(kMaxReplicaNameBytes, 'n');
   const std::string too_long(kMaxReplicaNameBytes + 1, 'n');
@@ -527,6 +566,45 @@ void Answer(RecordingTransport& transport, absl::StatusOr<PullResponse> answer) 
   auto done = std::move(transport.pending_pulls.front());
   transport.pending_pulls.erase(transport.pending_pulls.begin());
   done(std::move(answer));
+}
+
+// A restored replica that wrote on before meeting a peer whose claims
+// would show it (seed 2661: the only peer it met had forked, and a fork
+// drops every watermark and checkpoint) still gets its lost writes in a
+// pull (ChangesFilter::send_uncovered_of): a record of its own id beyond
+// its own clock is the evidence, and it forks before merging the page.
+TEST_F(ReplicatorTest, APulledWriteOfOurOwnBeyondOurClockForksUsBeforeItMerges) {
+  ASSERT_THAT(store_->Put("ks", "mine", "v"), IsOk());
+  const uint64_t old_id = store_->replica_id();
+  const uint64_t mark = store_->GetWatermarks().at(old_id);
+  StartReplicator(ReplicatorOptions{});
+  ConnectPeers(1, /*answer_pulls=*/false);
+  PullResponse page = Page(0, 1, 1);
+  page.records[0].version = Version{mark + 5, old_id};
+  page.records[0].key = "lost";
+  Answer(transport_, page);
+  Advance(absl::Milliseconds(1));
+  EXPECT_NE(store_->replica_id(), old_id);
+  EXPECT_EQ(replicator_->Counters().forks, 1u);
+  EXPECT_THAT(replicator_->LastFork().evidence, ::testing::HasSubstr("own that it lacks"));
+  absl::StatusOr<std::optional<Record>> lost = store_->Get("ks", "lost");
+  ASSERT_THAT(lost, IsOk());
+  EXPECT_FALSE(lost->has_value());  // not merged under the old id
+}
+
+// A record of our own id that our clock covers is no evidence.
+TEST_F(ReplicatorTest, APulledWriteOfOurOwnWithinOurClockDoesNotForkUs) {
+  ASSERT_THAT(store_->Put("ks", "mine", "v"), IsOk());
+  const uint64_t id = store_->replica_id();
+  const uint64_t mark = store_->GetWatermarks().at(id);
+  StartReplicator(ReplicatorOptions{});
+  ConnectPeers(1, /*answer_pulls=*/false);
+  PullResponse page = Page(0, 1, 1);
+  page.records[0].version = Version{mark, id};
+  Answer(transport_, page);
+  Advance(absl::Milliseconds(1));
+  EXPECT_EQ(store_->replica_id(), id);
+  EXPECT_EQ(replicator_->Counters().forks, 0u);
 }
 
 // A bulk pull asks for page N+1 (from where page N ends) before page N

@@ -106,6 +106,28 @@ std::optional<Restored> WatermarkEvidence(const Store& store, const Lineage& lin
 }
 }  // namespace
 
+std::optional<Restored> RetiredIdEvidence(const Store& store, const PeerInfo& peer) {
+  const uint64_t self = store.replica_id();
+  if (std::find(peer.retired.begin(), peer.retired.end(), self) == peer.retired.end()) {
+    return std::nullopt;
+  }
+  const Lineage lineage = store.GetLineage();
+  Restored restored;
+  restored.replica_id = self;
+  // Which open the copy was restored at is not known: the writes since the
+  // latest open are re-stamped (not since the latest clock gap: an open
+  // with a clock mark ahead of wall time leaves no gap, and re-stamping
+  // the copy's older writes, which peers hold already, would make them
+  // new writes that beat later ones; a copy of a replica that forked since
+  // re-stamped all its source's writes so, in the simulation).
+  restored.since_seq = lineage.opens.empty() ? 0 : lineage.opens.back().seq;
+  restored.why = absl::StrFormat(
+      "the peer says this replica's id %s was retired by a fork, which this data directory "
+      "has no record of: it was restored from a copy taken before the fork",
+      ReplicaIdToString(self));
+  return restored;
+}
+
 HeldOf ClaimOfPull(const Store& store, const PullRequest& request) {
   HeldOf claim;
   claim.replica_id = store.replica_id();

@@ -39,6 +39,15 @@ HeldOf WhatWeHoldOf(const Store& store, uint64_t peer_id);
 // then re-stamped only from its latest open: documented in README).
 std::optional<Restored> RestoreEvidence(const Store& store, const HeldOf& claim);
 
+// Why `store` must have been restored, if `peer`'s hello lists this
+// replica's current id among the ids retired by forks: only a process
+// running this id forks away from it, and it never takes it again, so a
+// data directory still on it is a copy from before that fork (restored
+// from a backup, or a lost log tail). The peers forgot their watermarks
+// and checkpoints of a retired id, so RestoreEvidence has no claim to go
+// on. nullopt if the id is not listed.
+std::optional<Restored> RetiredIdEvidence(const Store& store, const PeerInfo& peer);
+
 // The claim a pull request makes about the server (`store`): the
 // requester's checkpoint and its watermark for the server's origin.
 HeldOf ClaimOfPull(const Store& store, const PullRequest& request);

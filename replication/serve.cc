@@ -31,6 +31,8 @@ absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& re
       store.ChangesSince(response.from_seq, limit, max_bytes,
                          ChangesFilter{.skip_source = request.requester,
                                        .skip_origin = request.requester,
+                                       // Its own writes it lacks: restore evidence.
+                                       .send_uncovered_of = request.requester,
                                        .max_value_bytes = request.max_value_bytes,
                                        .covered = &request.watermarks}));
   response.records = std::move(changes.records);

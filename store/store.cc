@@ -98,10 +98,14 @@ absl::StatusOr<std::optional<Record>> CurrentChange(MDB_txn* txn, MDB_dbi record
       lmdb::Get(txn, records_dbi, entry.record_key, "read record for log entry"));
   if (!stored.has_value()) return std::nullopt;
   PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header, codec::DecodeRecordHeader(*stored));
-  const bool skip = (filter.skip_source != 0 && entry.source == filter.skip_source) ||
-                    (filter.skip_origin != 0 && header.version.origin == filter.skip_origin) ||
+  const bool covered = filter.covered != nullptr && filter.covered->Covers(header.version);
+  const bool lacked_own = filter.send_uncovered_of != 0 && filter.covered != nullptr &&
+                          header.version.origin == filter.send_uncovered_of && !covered;
+  const bool skip = (!lacked_own && filter.skip_source != 0 && entry.source == filter.skip_source) ||
+                    (!lacked_own && filter.skip_origin != 0 &&
+                     header.version.origin == filter.skip_origin) ||
                     (filter.max_value_bytes != 0 && entry.value.size() > filter.max_value_bytes) ||
-                    (filter.covered != nullptr && filter.covered->Covers(header.version));
+                    covered;
   if (header.seq != seq || skip) return std::nullopt;
   PEERKV_ASSIGN_OR_RETURN(Record record, codec::MakeRecord(header, entry));
   return record;

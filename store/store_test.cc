@@ -407,6 +407,19 @@ TEST_F(StoreTest, ChangesSinceLeavesOutWhatThePeerAlreadyHas) {
   EXPECT_THAT(keys({.skip_source = peer}), ElementsAre("local", "by-peer"));
   EXPECT_THAT(keys({.skip_origin = peer}), ElementsAre("local", "from-peer"));
   EXPECT_THAT(keys({.skip_source = peer, .skip_origin = peer}), ElementsAre("local"));
+  // The peer's own writes it does not cover (it lacks them: restored) are
+  // sent despite both rules; those it covers are not.
+  // ("local" is not covered by these claims, so it is sent either way.)
+  Watermarks lacking;
+  lacking[peer] = MakeHlc(kT0 + 1, 0);
+  EXPECT_THAT(keys({.skip_source = peer, .skip_origin = peer, .send_uncovered_of = peer,
+                    .covered = &lacking}),
+              ElementsAre("local", "by-peer"));
+  Watermarks holding;
+  holding[peer] = MakeHlc(kT0 + 2, 0);
+  EXPECT_THAT(keys({.skip_source = peer, .skip_origin = peer, .send_uncovered_of = peer,
+                    .covered = &holding}),
+              ElementsAre("local"));
 }
 
 TEST_F(StoreTest, ChangesSinceCanReadOneKeyspaceAndPrefix) {

@@ -97,6 +97,13 @@ struct ChangesFilter {
   uint64_t skip_source = 0;
   // Skip changes written by this replica. 0: none.
   uint64_t skip_origin = 0;
+  // Except (when set, and `covered` is given): changes written by this
+  // replica that `covered` does not cover are never skipped by the two
+  // rules above. The requester's watermarks cover its own committed clock,
+  // so such a change is a write of its own that it lacks: its data
+  // directory was restored (or lost its log tail), and the change is the
+  // evidence it needs to fork (replication/restore_guard.h). 0: none.
+  uint64_t send_uncovered_of = 0;
   // Skip values longer than this (a peer with a lower limit would refuse
   // them). 0: no limit.
   uint64_t max_value_bytes = 0;
