@@ -58,12 +58,19 @@ class ServeTest : public ::testing::Test {
 };
 
 TEST_F(ServeTest, LeavesOutWhatTheRequesterHas) {
+  // The requester's own watermark covers its own write ("mine").
+  const std::pair<const uint64_t, uint64_t> own{kRequester, MakeHlc(kT0 + 3, 0)};
   PullRequest request{.requester = kRequester, .incarnation = store_->incarnation()};
+  request.watermarks = {own};
   EXPECT_THAT(Keys(request), ElementsAre("local", "o7", "o8"));
-  request.watermarks = {{7, MakeHlc(kT0 + 1, 0)}};
+  request.watermarks = {own, {7, MakeHlc(kT0 + 1, 0)}};
   EXPECT_THAT(Keys(request), ElementsAre("local", "o8"));
-  request.watermarks = {{7, MakeHlc(kT0 + 1, 0) - 1}};  // just below: still sent
+  request.watermarks = {own, {7, MakeHlc(kT0 + 1, 0) - 1}};  // just below: still sent
   EXPECT_THAT(Keys(request), ElementsAre("local", "o7", "o8"));
+  // A write of its own that its own watermark does not cover, it lacks (it
+  // was restored): it is sent back, and the requester forks on seeing it.
+  request.watermarks = {{kRequester, MakeHlc(kT0 + 3, 0) - 1}};
+  EXPECT_THAT(Keys(request), ElementsAre("local", "o7", "o8", "mine"));
 }
 
 TEST_F(ServeTest, LeavesOutValuesOverTheRequestersLimit) {
