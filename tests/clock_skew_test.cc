@@ -14,6 +14,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "rpc/client.h"
+#include "testing/replica_client.h"
 #include "testing/server_process.h"
 #include "testing/subprocess.h"
 #include "testing/temp_dir.h"
@@ -33,19 +34,11 @@ class ClockSkewTest : public ::testing::Test {
   std::unique_ptr<ServerProcess> Start(const std::string& name,
                                        std::vector<std::string> peers = {},
                                        std::vector<std::string> extra = {}) {
-    std::vector<std::string> args = testing::ReplicaArgs(name, peers);
-    args.insert(args.end(), extra.begin(), extra.end());
-    absl::StatusOr<std::unique_ptr<ServerProcess>> server =
-        ServerProcess::Start(dir_.Sub(name), args);
-    EXPECT_THAT(server, IsOk());
-    return server.ok() ? std::move(*server) : nullptr;
+    return testing::StartReplica(dir_, name, peers, extra);
   }
 
   static std::unique_ptr<Client> Connect(const ServerProcess& server) {
-    absl::StatusOr<std::unique_ptr<Client>> client =
-        Client::Connect(rpc::ClientOptions{.address = server.address()});
-    EXPECT_THAT(client, IsOk());
-    return client.ok() ? std::move(*client) : nullptr;
+    return testing::ConnectTo(server);
   }
 
   static rpc::ServerStatus Status(const ServerProcess& server) {

@@ -14,6 +14,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "rpc/client.h"
+#include "testing/replica_client.h"
 #include "testing/server_process.h"
 #include "testing/temp_dir.h"
 
@@ -37,10 +38,7 @@ class RestoreCloneTest : public ::testing::Test {
   }
 
   static std::unique_ptr<Client> Connect(const ServerProcess& server) {
-    absl::StatusOr<std::unique_ptr<Client>> client =
-        Client::Connect(rpc::ClientOptions{.address = server.address()});
-    EXPECT_THAT(client, IsOk());
-    return client.ok() ? std::move(*client) : nullptr;
+    return testing::ConnectTo(server);
   }
 
   static rpc::ServerStatus Status(const ServerProcess& server) {
