@@ -1,0 +1,98 @@
+// consensus/consensus_log.h: the consensus hook. A keyspace in strong mode
+// routes its writes through a ConsensusLog instead of stamping them locally:
+// the log orders proposals per key, checks their preconditions against the
+// last committed write, and assigns each committed write its Version, so
+// every replica that applies the committed record (from the log, or later by
+// gossip) holds the same register. Backends: an in-memory fake for tests and
+// the simulation (fake_consensus_log.h) and etcd's v3 API (etcd/). No kj or
+// capnp here: callers block on a worker thread, never on an event loop.
+#ifndef PEERKV_CONSENSUS_CONSENSUS_LOG_H_
+#define PEERKV_CONSENSUS_CONSENSUS_LOG_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "store/version.h"
+
+namespace peerkv::consensus {
+
+// What must hold of the key's last committed write for a proposal to commit.
+struct Precondition {
+  enum class Kind {
+    kNone,       // unconditional (still ordered after every earlier commit)
+    kIfAbsent,   // no committed write, or the last one is a tombstone
+    kIfVersion,  // the last committed write has exactly `version`
+  };
+  Kind kind = Kind::kNone;
+  Version version;  // for kIfVersion
+};
+
+// A write proposed for a strong keyspace.
+struct Proposal {
+  std::string keyspace;
+  std::string key;
+  std::optional<std::string> value;  // nullopt: delete (a tombstone)
+  Precondition precondition;
+  // Becomes the committed version's origin (the proposing replica's id).
+  uint64_t origin = 0;
+  // The proposer's clock reading. The committed version's hlc is greater than
+  // both this and the hlc of the key's previous committed write, so versions
+  // grow in commit order and LWW merge keeps the last commit.
+  uint64_t min_hlc = 0;
+};
+
+// A committed write. `record.version` is the version the commit assigned;
+// `record.seq` is unused (0).
+struct Committed {
+  // The commit's position in the log: strictly increasing across all keys.
+  uint64_t position = 0;
+  Record record;
+};
+
+// The outcome of Propose when the service answered.
+struct ProposeResult {
+  // True: the write committed as `committed`. False: the precondition did not
+  // hold; `current` is the key's last committed write (nullopt: none).
+  bool applied = false;
+  Committed committed;
+  std::optional<Committed> current;
+};
+
+// Thread-safe. Every call is bounded by its `timeout`.
+class ConsensusLog {
+ public:
+  virtual ~ConsensusLog() = default;
+
+  // Proposes a write and waits until it commits or its precondition fails.
+  // Unavailable (naming the service) when the service cannot be reached
+  // within `timeout`; then the write may or may not have committed, and
+  // ReadAfter shows which. InvalidArgument for a malformed proposal.
+  virtual absl::StatusOr<ProposeResult> Propose(const Proposal& proposal,
+                                                absl::Duration timeout) = 0;
+
+  // A linearizable read of the key's last committed write (nullopt: none).
+  virtual absl::StatusOr<std::optional<Committed>> Read(
+      std::string_view keyspace, std::string_view key,
+      absl::Duration timeout) = 0;
+
+  // Committed writes with position > `after`, in position order, at most
+  // `max_writes`. A key written several times since `after` may appear only
+  // with its last write (registers need only the latest). Waits up to
+  // `timeout` for at least one; an empty result means none came.
+  virtual absl::StatusOr<std::vector<Committed>> ReadAfter(
+      uint64_t after, size_t max_writes, absl::Duration timeout) = 0;
+
+  // Whether the last call reached the service (true before any call).
+  virtual bool Reachable() const = 0;
+
+  // Names the service in errors, logs and status: "etcd at http://...".
+  virtual std::string Describe() const = 0;
+};
+
+}  // namespace peerkv::consensus
+
+#endif  // PEERKV_CONSENSUS_CONSENSUS_LOG_H_

@@ -1,0 +1,108 @@
+// consensus/fake_consensus_log.cc: the in-memory ConsensusLog.
+#include "consensus/fake_consensus_log.h"
+
+#include <algorithm>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace peerkv::consensus {
+
+FakeConsensusLog::FakeConsensusLog(std::string name) : name_(std::move(name)) {}
+
+absl::StatusOr<ProposeResult> FakeConsensusLog::Propose(
+    const Proposal& proposal, absl::Duration /*timeout*/) {
+  if (proposal.keyspace.empty() || proposal.key.empty()) {
+    return absl::InvalidArgumentError(
+        "consensus proposal: keyspace and key must not be empty");
+  }
+  if (proposal.origin == 0) {
+    return absl::InvalidArgumentError(
+        "consensus proposal: origin (the proposing replica id) must not be 0");
+  }
+  absl::MutexLock lock(&mu_);
+  reached_ = available_;
+  if (!available_) {
+    return absl::UnavailableError(absl::StrCat(name_, " is unreachable"));
+  }
+  ProposeResult result;
+  auto it = last_.find({proposal.keyspace, proposal.key});
+  std::optional<Committed> current;
+  if (it != last_.end()) current = log_[it->second];
+  const Precondition& pre = proposal.precondition;
+  bool holds = true;
+  if (pre.kind == Precondition::Kind::kIfAbsent) {
+    holds = !current.has_value() || current->record.deleted;
+  } else if (pre.kind == Precondition::Kind::kIfVersion) {
+    holds = current.has_value() && current->record.version == pre.version;
+  }
+  if (!holds) {
+    result.applied = false;
+    result.current = std::move(current);
+    return result;
+  }
+  uint64_t hlc = proposal.min_hlc;
+  if (current.has_value()) hlc = std::max(hlc, current->record.version.hlc);
+  Committed committed;
+  committed.position = log_.size() + 1;
+  committed.record.keyspace = proposal.keyspace;
+  committed.record.key = proposal.key;
+  committed.record.version = Version{hlc + 1, proposal.origin};
+  committed.record.deleted = !proposal.value.has_value();
+  if (proposal.value.has_value()) committed.record.value = *proposal.value;
+  last_[{proposal.keyspace, proposal.key}] = log_.size();
+  log_.push_back(committed);
+  result.applied = true;
+  result.committed = std::move(committed);
+  return result;
+}
+
+absl::StatusOr<std::optional<Committed>> FakeConsensusLog::Read(
+    std::string_view keyspace, std::string_view key,
+    absl::Duration /*timeout*/) {
+  absl::MutexLock lock(&mu_);
+  reached_ = available_;
+  if (!available_) {
+    return absl::UnavailableError(absl::StrCat(name_, " is unreachable"));
+  }
+  auto it = last_.find({std::string(keyspace), std::string(key)});
+  if (it == last_.end()) return std::optional<Committed>();
+  return std::optional<Committed>(log_[it->second]);
+}
+
+absl::StatusOr<std::vector<Committed>> FakeConsensusLog::ReadAfter(
+    uint64_t after, size_t max_writes, absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto ready = [this, after]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !available_ || log_.size() > after;
+  };
+  mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
+  reached_ = available_;
+  if (!available_) {
+    return absl::UnavailableError(absl::StrCat(name_, " is unreachable"));
+  }
+  std::vector<Committed> out;
+  for (size_t i = after; i < log_.size() && out.size() < max_writes; ++i) {
+    out.push_back(log_[i]);
+  }
+  return out;
+}
+
+bool FakeConsensusLog::Reachable() const {
+  absl::MutexLock lock(&mu_);
+  return reached_;
+}
+
+std::string FakeConsensusLog::Describe() const { return name_; }
+
+void FakeConsensusLog::SetAvailable(bool available) {
+  absl::MutexLock lock(&mu_);
+  available_ = available;
+}
+
+std::vector<Committed> FakeConsensusLog::History() const {
+  absl::MutexLock lock(&mu_);
+  return log_;
+}
+
+}  // namespace peerkv::consensus
