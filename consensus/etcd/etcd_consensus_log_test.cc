@@ -313,8 +313,23 @@ TEST_F(EtcdConsensusLogTest, ReadAfterSurvivesCompaction) {
 }
 
 TEST_F(EtcdConsensusLogTest, KilledEtcdIsUnavailableWithinTwoSecondsAndRestartHeals) {
-  ASSERT_TRUE(MustPropose(Put("a", "1")).applied);
+  ProposeResult first = MustPropose(Put("a", "1"));
+  ASSERT_TRUE(first.applied);
+  // A ReadAfter waiting on a watch when etcd dies ends at once, not at its
+  // timeout. It may or may not be on the watch yet when the kill lands;
+  // either way it ends Unavailable.
+  std::optional<absl::StatusOr<std::vector<Committed>>> waited;
+  absl::Duration waited_for;
+  std::thread waiter([&] {
+    const absl::Time begin = absl::Now();
+    waited = log_->ReadAfter(first.committed.position, 10, absl::Seconds(30));
+    waited_for = absl::Now() - begin;
+  });
   etcd_->Kill9();
+  waiter.join();
+  ASSERT_TRUE(waited.has_value());
+  EXPECT_THAT(waited->status(), StatusIs(absl::StatusCode::kUnavailable, etcd_->client_url()));
+  EXPECT_LT(waited_for, absl::Seconds(2));
   absl::Time start = absl::Now();
   auto refused = log_->Propose(Put("a", "2"), absl::Seconds(1));
   EXPECT_THAT(refused.status(), StatusIs(absl::StatusCode::kUnavailable, etcd_->client_url()));
