@@ -2,6 +2,7 @@
 #include "consensus/etcd/etcd_consensus_log.h"
 
 #include <algorithm>
+#include <set>
 
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
@@ -366,17 +367,19 @@ absl::StatusOr<std::optional<Committed>> EtcdConsensusLog::Read(std::string_view
   return ReadKey(EncodeKey(prefix_, AV(keyspace), AV(key)), deadline, /*serializable=*/false);
 }
 
-absl::StatusOr<bool> EtcdConsensusLog::WaitForRevision(uint64_t from, absl::Time deadline) {
+absl::StatusOr<EtcdConsensusLog::Watched> EtcdConsensusLog::WatchFrom(uint64_t from,
+                                                                    absl::Time deadline) {
   const std::string body = absl::StrCat(
       "{\"create_request\":{\"key\":", B64(prefix_), ",\"range_end\":", B64(PrefixEnd(prefix_)),
       ",\"start_revision\":\"", from, "\"}}");
   std::string pending;
   absl::Status malformed;
-  bool woken = false;
+  Watched watched;
   absl::Status status = http_.Stream("/v3/watch", body, deadline, [&](absl::string_view data) {
     pending.append(data.data(), data.size());
     if (pending.size() > etcd::kJsonMaxBytes) {
-      malformed = absl::InvalidArgumentError("a watch message without an end");
+      malformed = absl::InvalidArgumentError(
+          absl::StrCat("a watch message longer than ", etcd::kJsonMaxBytes, " bytes"));
       return false;
     }
     // The gateway sends one JSON object per message, each ending in '\n'.
@@ -390,17 +393,37 @@ absl::StatusOr<bool> EtcdConsensusLog::WaitForRevision(uint64_t from, absl::Time
         return false;
       }
       const JsonValue* result = message->Find("result");
-      if (result == nullptr) {
+      if (result == nullptr || result->type != JsonValue::Type::kObject) {
         malformed = absl::InvalidArgumentError(absl::StrCat(
             "a watch message without a result: ", absl::CHexEscape(line.substr(0, 200))));
         return false;
       }
-      // Events, a compaction or a cancel: range again (it shows which).
-      if (result->Find("events") != nullptr || result->Find("compact_revision") != nullptr ||
-          result->Find("canceled") != nullptr) {
-        woken = true;
+      absl::StatusOr<uint64_t> compacted = etcd::JsonUint(*result, "compact_revision", "result");
+      if (!compacted.ok()) {
+        malformed = compacted.status();
         return false;
       }
+      if (*compacted > 0) {
+        watched.compacted = true;
+        return false;
+      }
+      if (const JsonValue* canceled = result->Find("canceled");
+          canceled != nullptr && canceled->boolean) {
+        std::string reason = "(no reason)";
+        if (const JsonValue* r = result->Find("cancel_reason"); r != nullptr) reason = r->text;
+        malformed = absl::InvalidArgumentError(
+            absl::StrCat("the watch was canceled: ", reason.substr(0, 200)));
+        return false;
+      }
+      const JsonValue* events = result->Find("events");
+      if (events == nullptr) continue;  // "created", or a progress notice
+      if (events->type != JsonValue::Type::kArray) {
+        malformed = absl::InvalidArgumentError("events is not an array");
+        return false;
+      }
+      if (events->array.empty()) continue;
+      watched.events = events->array;
+      return false;
     }
     return true;
   });
@@ -414,7 +437,43 @@ absl::StatusOr<bool> EtcdConsensusLog::WaitForRevision(uint64_t from, absl::Time
     return absl::InternalError(absl::StrCat(name_, " answered garbage to /v3/watch: ",
                                             status.message()));
   }
-  return woken;
+  reached_ = true;
+  return watched;
+}
+
+absl::StatusOr<std::vector<Committed>> EtcdConsensusLog::RangeAfter(uint64_t after,
+                                                                    size_t max_writes,
+                                                                    absl::Time deadline) {
+  const std::string body = absl::StrCat(
+      "{\"key\":", B64(prefix_), ",\"range_end\":", B64(PrefixEnd(prefix_)),
+      ",\"min_mod_revision\":\"", after + 1, "\",\"sort_target\":\"MOD\",",
+      "\"sort_order\":\"ASCEND\",\"limit\":\"", std::min<size_t>(max_writes, 1 << 20), "\"}");
+  PEERKV_ASSIGN_OR_RETURN(JsonValue answer, Call("/v3/kv/range", body, deadline, true));
+  std::vector<Committed> out;
+  const JsonValue* kvs = answer.Find("kvs");
+  if (kvs == nullptr) return out;
+  if (kvs->type != JsonValue::Type::kArray) {
+    return Malformed(name_, "range answer", absl::InvalidArgumentError("kvs is not an array"));
+  }
+  for (const JsonValue& kv : kvs->array) {
+    PEERKV_ASSIGN_OR_RETURN(Committed c, DecodeKv(kv, "range answer"));
+    PEERKV_RETURN_IF_ERROR(CheckOrder(out, after, c.position, "range answer"));
+    Remember(EncodeKey(prefix_, c.record.keyspace, c.record.key), c);
+    out.push_back(std::move(c));
+    if (out.size() == max_writes) break;
+  }
+  return out;
+}
+
+absl::Status EtcdConsensusLog::CheckOrder(const std::vector<Committed>& out, uint64_t after,
+                                          uint64_t position, absl::string_view what) const {
+  if (position <= after || (!out.empty() && position <= out.back().position)) {
+    return Malformed(name_, what,
+                     absl::InvalidArgumentError(absl::StrCat(
+                         "mod_revision ", position, " out of order after ",
+                         out.empty() ? after : out.back().position)));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<Committed>> EtcdConsensusLog::ReadAfter(uint64_t after,
@@ -423,46 +482,43 @@ absl::StatusOr<std::vector<Committed>> EtcdConsensusLog::ReadAfter(uint64_t afte
   const absl::Time deadline = absl::Now() + timeout;
   std::vector<Committed> out;
   if (max_writes == 0) return out;
-  // A range, then (if empty) one watch until something is written, then one
-  // more range: bounded by the deadline and by two rounds.
-  for (int round = 0; round < 2; ++round) {
-    const std::string body = absl::StrCat(
-        "{\"key\":", B64(prefix_), ",\"range_end\":", B64(PrefixEnd(prefix_)),
-        ",\"min_mod_revision\":\"", after + 1, "\",\"sort_target\":\"MOD\",",
-        "\"sort_order\":\"ASCEND\",\"limit\":\"", std::min<size_t>(max_writes, 1 << 20), "\"}");
-    absl::StatusOr<JsonValue> answer = Call("/v3/kv/range", body, deadline, true);
-    // Woken just before the deadline: the range after it may not finish in
-    // time; that is "none came yet", not an unreachable service.
-    if (round == 1 && absl::IsUnavailable(answer.status()) && absl::Now() >= deadline) {
-      return out;
+  // A watch from the next revision: etcd reads its history from there (the
+  // cost grows with what is new, not with the number of keys), sends what
+  // is there (up to 1,000 revisions a message), or waits for the next write.
+  PEERKV_ASSIGN_OR_RETURN(Watched watched, WatchFrom(after + 1, deadline));
+  // Compacted past `after`: the history is gone, but every register's last
+  // write is still there, and a range by mod_revision finds those.
+  if (watched.compacted) return RangeAfter(after, max_writes, deadline);
+  for (const JsonValue& event : watched.events) {
+    if (const JsonValue* type = event.Find("type"); type != nullptr && type->text != "PUT") {
+      const JsonValue* kv = event.Find("kv");
+      absl::StatusOr<std::string> key =
+          kv == nullptr ? absl::StatusOr<std::string>("?") : etcd::JsonBytes(*kv, "key", "kv");
+      return absl::DataLossError(absl::StrCat(
+          name_, ": etcd key '", absl::CHexEscape(key.ok() ? key->substr(0, 200) : "?"),
+          "' was deleted (", type->text.substr(0, 20),
+          "); peerkv never deletes its etcd keys, so something else writes under its prefix"));
     }
-    if (!answer.ok()) return answer.status();
-    const JsonValue* kvs = answer->Find("kvs");
-    if (kvs != nullptr) {
-      if (kvs->type != JsonValue::Type::kArray) {
-        return Malformed(name_, "range answer", absl::InvalidArgumentError("kvs is not an array"));
-      }
-      for (const JsonValue& kv : kvs->array) {
-        PEERKV_ASSIGN_OR_RETURN(Committed c, DecodeKv(kv, "range answer"));
-        if (c.position <= after || (!out.empty() && c.position <= out.back().position)) {
-          return Malformed(name_, "range answer",
-                           absl::InvalidArgumentError(absl::StrCat(
-                               "mod_revision ", c.position, " out of order after ", after)));
-        }
-        Remember(EncodeKey(prefix_, c.record.keyspace, c.record.key), c);
-        out.push_back(std::move(c));
-        if (out.size() == max_writes) break;
-      }
+    const JsonValue* kv = event.Find("kv");
+    if (kv == nullptr) {
+      return Malformed(name_, "watch answer", absl::InvalidArgumentError("an event without kv"));
     }
-    if (!out.empty() || round == 1 || absl::Now() >= deadline) return out;
-    const JsonValue* header = answer->Find("header");
-    absl::StatusOr<uint64_t> revision =
-        header == nullptr ? absl::StatusOr<uint64_t>(0) : etcd::JsonUint(*header, "revision", "header");
-    if (!revision.ok()) return Malformed(name_, "range answer", revision.status());
-    PEERKV_ASSIGN_OR_RETURN(bool woken, WaitForRevision(std::max(*revision, after) + 1, deadline));
-    if (!woken) return out;
+    PEERKV_ASSIGN_OR_RETURN(Committed c, DecodeKv(*kv, "watch answer"));
+    PEERKV_RETURN_IF_ERROR(CheckOrder(out, after, c.position, "watch answer"));
+    Remember(EncodeKey(prefix_, c.record.keyspace, c.record.key), c);
+    out.push_back(std::move(c));
+    if (out.size() == max_writes) break;
   }
-  return out;
+  // Registers need only the latest: drop a write whose key is written again
+  // later in the batch (the last position stays, so the caller goes on
+  // from the same place).
+  std::set<std::pair<std::string, std::string>> later;
+  std::vector<Committed> latest;
+  for (auto it = out.rbegin(); it != out.rend(); ++it) {
+    if (later.insert({it->record.keyspace, it->record.key}).second) latest.push_back(*it);
+  }
+  std::reverse(latest.begin(), latest.end());
+  return latest;
 }
 
 }  // namespace peerkv::consensus

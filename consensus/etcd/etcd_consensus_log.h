@@ -27,10 +27,14 @@
 // Aborted); a precondition that fails on a guess is confirmed with a
 // linearizable range first. position = the txn's header revision. So a
 // write costs one txn when the guess is right, as a direct put does.
-// Read is a linearizable range. ReadAfter ranges over the prefix with
-// min_mod_revision, sorted by mod_revision (only the latest write of a key,
-// as the interface allows, so etcd compaction never hides a register), and
-// when nothing is there yet waits on a watch from the next revision.
+// Read is a linearizable range. ReadAfter watches the prefix from the next
+// revision: etcd answers with the history since (its cost grows with what
+// is new, not with the number of keys) or waits for the next write; if the
+// revision is compacted away, it ranges over the prefix by mod_revision
+// instead (only the latest write of each key, as the interface allows, so
+// compaction never hides a register). etcd delivers history to a watch
+// that starts in the past from a loop that runs every 100 ms: a follower
+// that is behind learns new commits up to ~100 ms late, in batches.
 #ifndef PEERKV_CONSENSUS_ETCD_ETCD_CONSENSUS_LOG_H_
 #define PEERKV_CONSENSUS_ETCD_ETCD_CONSENSUS_LOG_H_
 
@@ -95,9 +99,21 @@ class EtcdConsensusLog : public ConsensusLog {
   // Recall gives nullopt for a key not seen.
   void Remember(const std::string& etcd_key, const std::optional<Committed>& state);
   std::optional<std::optional<Committed>> Recall(const std::string& etcd_key);
-  // Waits (a watch) until some key under the prefix has mod_revision >=
-  // `from` (true), or the deadline passes (false).
-  absl::StatusOr<bool> WaitForRevision(uint64_t from, absl::Time deadline);
+  // What a watch from a revision gave: the events of its first message that
+  // had any (none when the deadline came first), or that the revision was
+  // compacted.
+  struct Watched {
+    bool compacted = false;
+    std::vector<etcd::JsonValue> events;
+  };
+  absl::StatusOr<Watched> WatchFrom(uint64_t from, absl::Time deadline);
+  // The last write of every key written after `after`, by mod_revision: a
+  // range over the prefix (reads every key; for after a compaction).
+  absl::StatusOr<std::vector<Committed>> RangeAfter(uint64_t after, size_t max_writes,
+                                                    absl::Time deadline);
+  // Internal unless `position` follows `after` and the last of `out`.
+  absl::Status CheckOrder(const std::vector<Committed>& out, uint64_t after, uint64_t position,
+                          absl::string_view what) const;
   // A kv from an answer (`what` names where it came from) as a commit.
   absl::StatusOr<Committed> DecodeKv(const etcd::JsonValue& kv, absl::string_view what) const;
 
