@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -124,6 +125,26 @@ int EtcdServer::Stop() {
   if (code.has_value()) return *code;
   process_->Kill();
   return process_->Wait(std::chrono::milliseconds(0)).value_or(-1);
+}
+
+void EtcdServer::Pause() {
+  if (!running()) return;
+  process_->Signal(SIGSTOP);
+  // kill() returns before the stop lands; the child's stop is an event its
+  // parent can wait for (WNOWAIT leaves it for Process to reap later).
+  siginfo_t info{};
+  while (waitid(P_PID, static_cast<id_t>(pid()), &info, WSTOPPED | WNOWAIT) != 0 &&
+         errno == EINTR) {
+  }
+}
+
+void EtcdServer::Resume() {
+  if (!running()) return;
+  process_->Signal(SIGCONT);
+  siginfo_t info{};
+  while (waitid(P_PID, static_cast<id_t>(pid()), &info, WCONTINUED | WNOWAIT) != 0 &&
+         errno == EINTR) {
+  }
 }
 
 absl::Status EtcdServer::Restart() {

@@ -44,6 +44,11 @@ class EtcdServer {
   void Kill9();
   // SIGTERM, bounded wait, then SIGKILL. Returns the exit code.
   int Stop();
+  // SIGSTOP, and returns once the kernel reports it stopped (a hung etcd:
+  // connections accepted, nothing answered). Resume() sends SIGCONT and
+  // returns once it runs again.
+  void Pause();
+  void Resume();
   // Starts it again on the same ports and data (after Kill9 or Stop) and
   // waits until it is healthy.
   absl::Status Restart();

@@ -365,11 +365,11 @@ TEST_F(EtcdConsensusLogTest, KilledEtcdIsUnavailableWithinTwoSecondsAndRestartHe
 
 TEST_F(EtcdConsensusLogTest, HungEtcdIsUnavailableWithinTheTimeout) {
   ASSERT_TRUE(MustPropose(Put("a", "1")).applied);
-  ASSERT_EQ(kill(etcd_->pid(), SIGSTOP), 0);
+  etcd_->Pause();
   const absl::Time start = absl::Now();
   auto refused = log_->Propose(Put("a", "2"), absl::Seconds(1));
   const absl::Duration took = absl::Now() - start;
-  ASSERT_EQ(kill(etcd_->pid(), SIGCONT), 0);
+  etcd_->Resume();
   EXPECT_THAT(refused.status(), StatusIs(absl::StatusCode::kUnavailable, etcd_->client_url()));
   EXPECT_LT(took, absl::Seconds(2));
   EXPECT_GE(took, absl::Milliseconds(900));
