@@ -2,9 +2,9 @@
 // benchmark: N concurrent clients writing straight to etcd through the same
 // client path the backend uses (consensus/etcd's HTTP/1.1 client and the v3
 // JSON gateway), one /v3/kv/put per write, or one compare-and-put txn per
-// write. Also the same clients through
-// EtcdConsensusLog::Propose (a linearizable range, then a compare-and-put
-// txn), to show what the backend's protocol costs on top of a plain put.
+// write. Also the same clients through EtcdConsensusLog::Propose (one
+// compare-and-put txn when its memory of the key is current or the key is
+// new), to show what the backend's protocol costs on top of them.
 #ifndef PEERKV_BENCH_ETCD_DIRECT_H_
 #define PEERKV_BENCH_ETCD_DIRECT_H_
 
