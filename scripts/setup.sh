@@ -17,6 +17,7 @@ packages=(
   libgmock-dev
   libbenchmark-dev
   libssl-dev
+  libsodium-dev
   "$@"
 )
 
