@@ -59,6 +59,7 @@ absl::Status ExpectPositional(const Context& context, size_t min, size_t max,
 // The commands, in help order.
 const std::vector<Command>& DataCommands();
 const std::vector<Command>& ServerCommands();
+const std::vector<Command>& IdentityCommands();
 const Command& DemoCommand();
 
 }  // namespace peerkv::cli

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_format.h"
 #include "cli/command.h"
+#include "cli/identity.h"
 #include "cli/text.h"
 #include "common/log.h"
 #include "absl/strings/str_join.h"
@@ -119,8 +120,15 @@ int RunServe(const Context& c) {
   store_options.max_quarantine_bytes = static_cast<size_t>(*quarantine_bytes);
   store_options.wall_clock = &wall_clock;
   store_options.log = [](const std::string& line) { LogLine(line); };
+  // An uninitialised directory becomes the first device of user --user.
+  absl::StatusOr<ServeIdentity> identity = PrepareServeIdentity(
+      store_options.dir, c.args.Get("user").value_or("me"),
+      auth::ValidateName(name, "").ok() ? name : DefaultDeviceName(), &store_options);
+  if (!identity.ok()) return Fail(c.command, identity.status());
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(store_options);
   if (!store.ok()) return Fail(c.command, store.status());
+  absl::StatusOr<std::unique_ptr<JoinWatcher>> joiner = StartServeIdentity(*identity, **store);
+  if (!joiner.ok()) return Fail(c.command, joiner.status());
 
   rpc::ServerOptions server_options;
   server_options.listen = c.args.Get("listen").value_or(kDefaultServer);
@@ -148,6 +156,7 @@ int RunServe(const Context& c) {
                           signal_number == SIGINT ? "SIGINT" : "SIGTERM"));
   (*server)->Stop();
   server->reset();
+  StopJoinWatcher(*joiner);
   store->reset();
   LogLine("peerkv: stopped");
   return kExitOk;
@@ -327,6 +336,8 @@ const std::vector<Command>& ServerCommands() {
        "  --peer HOST:PORT          a peer to dial and keep in sync with (repeatable);\n"
        "                            peers that dial in are kept in sync too\n"
        "  --replica-name NAME       a human name shown in status and logs (<= 64 bytes)\n"
+       "  --user NAME               on an uninitialised DIR: initialise it as\n"
+       "                            'init --user NAME' would (default 'me')\n"
        "  --gossip-interval-ms N    time between gossip rounds (default 1000)\n"
        "  --fanout N                peers exchanged with per round (default 2)\n"
        "  --idle-timeout-ms N       close connections that send no whole message within\n"
@@ -354,7 +365,7 @@ const std::vector<Command>& ServerCommands() {
        "                            100ms..168h). A peer whose log started over is\n"
        "                            reconciled with whatever the interval\n"
        "  --clock-offset-ms N       testing only: shift this replica's clock by N ms\n",
-       {.with_value = {"listen", "max-value-bytes", "replica-name", "peer", "gossip-interval-ms",
+       {.with_value = {"listen", "max-value-bytes", "replica-name", "user", "peer", "gossip-interval-ms",
                        "idle-timeout-ms", "keepalive-ms",
                        "fanout", "max-clock-skew", "max-clock-skew-ms", "clock-offset-ms",
                        "max-quarantine-records", "max-quarantine-bytes", "clock-correction",
