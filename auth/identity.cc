@@ -357,9 +357,15 @@ absl::Status CheckNotInitialised(const std::string& data_dir) {
         "%s is initialised already (%s/%s exists); see peerkv --data %s id", data_dir, keys,
         kUserFile, data_dir));
   }
-  if (::mkdir(data_dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    return absl::FailedPreconditionError(
-        absl::StrFormat("mkdir %s: %s", data_dir, strerror(errno)));
+  // The data directory with its parents, as the store would make it (the
+  // identity may be made before the store opens: serve).
+  for (size_t slash = data_dir.find('/', 1);; slash = data_dir.find('/', slash + 1)) {
+    const std::string prefix = data_dir.substr(0, slash);
+    if (::mkdir(prefix.c_str(), 0700) != 0 && errno != EEXIST) {
+      return absl::FailedPreconditionError(
+          absl::StrFormat("mkdir %s: %s", prefix, strerror(errno)));
+    }
+    if (slash == std::string::npos) break;
   }
   return EnsurePrivateDir(keys);
 }

@@ -73,6 +73,8 @@ TEST_F(IdentityTest, CreateUserThenLoad) {
               StatusIs(StatusCode::kAlreadyExists, "initialised already"));
   EXPECT_THAT(Identity::CreateJoining(data, (*made)->user()),
               StatusIs(StatusCode::kAlreadyExists));
+  // Parents are made as the store would.
+  EXPECT_THAT(Identity::CreateJoining(dir_.Sub("a/b/c"), (*made)->user()), IsOk());
   EXPECT_THAT(Identity::CreateUser(dir_.Sub("x"), "bad name"),
               StatusIs(StatusCode::kInvalidArgument, "user name"));
 }
