@@ -17,20 +17,19 @@ namespace peerkv::cli {
 // The identity `serve` runs as.
 struct ServeIdentity {
   std::unique_ptr<auth::Identity> identity;
-  // Made by this call: this device's own record is still to be written.
+  // Made by this call (logged so). Its own device record is written by the
+  // first device or friend command, not by serve.
   bool created = false;
-  std::string device_name;
 };
 
 // Loads the identity of `data_dir`, or creates it for user `user_name`
 // (the first device of a new user), and sets options->reserved_check.
 absl::StatusOr<ServeIdentity> PrepareServeIdentity(const std::string& data_dir,
                                                    const std::string& user_name,
-                                                   const std::string& device_name,
                                                    StoreOptions* options);
 
-// After the store opened: writes a new identity's own device record and
-// logs who this device is; on a device waiting to be added, tries to
+// After the store opened: logs who this device is (serve writes nothing to
+// the store for it); on a device waiting to be added, tries to
 // complete the join now and again whenever the device list changes.
 // Destroy the result before the store.
 class JoinWatcher {

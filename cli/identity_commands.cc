@@ -90,6 +90,23 @@ absl::StatusOr<Opened> OpenIdentity(const std::string& dir) {
   return o;
 }
 
+// The device list starts with the device that made the user. `init --user`
+// writes its record; a directory `serve` initialised gets it here, at the
+// first device or friend command, so that serve itself writes nothing to
+// the store (replicas of different users that are peered today, before
+// links are authenticated, would otherwise never converge: neither merges
+// the other's signed lists).
+absl::Status EnsureOwnDeviceRecord(Opened& o) {
+  if (!o.identity->holds_user_key()) return absl::OkStatus();
+  const auth::PublicKey self = o.identity->device_key().public_key();
+  PEERKV_ASSIGN_OR_RETURN(const std::vector<auth::DeviceEntry> devices,
+                          o.identity->Devices(*o.store));
+  for (const auth::DeviceEntry& d : devices) {
+    if (d.device == self) return absl::OkStatus();
+  }
+  return o.identity->AddDevice(*o.store, self, DefaultDeviceName(), NowMs());
+}
+
 int RunInit(const Context& c) {
   if (absl::Status s = ExpectPositional(c, 0, 0, "no arguments"); !s.ok()) {
     return Fail(c.command, s);
@@ -177,6 +194,7 @@ int RunDevice(const Context& c) {
   if (absl::Status s = auth::ValidateName(name, "--name"); !s.ok()) return Fail(c.command, s);
   absl::StatusOr<Opened> o = OpenIdentity(*dir);
   if (!o.ok()) return Fail(c.command, o.status());
+  if (absl::Status s = EnsureOwnDeviceRecord(*o); !s.ok()) return Fail(c.command, s);
   if (sub == "add") {
     absl::Status s = o->identity->AddDevice(*o->store, *device, name, NowMs());
     if (!s.ok()) return Fail(c.command, s);
@@ -238,6 +256,7 @@ int RunFriend(const Context& c) {
   }
   absl::StatusOr<Opened> o = OpenIdentity(*dir);
   if (!o.ok()) return Fail(c.command, o.status());
+  if (absl::Status s = EnsureOwnDeviceRecord(*o); !s.ok()) return Fail(c.command, s);
   if (sub == "add") {
     absl::Status s = o->identity->AddFriend(*o->store, *user, name, NowMs());
     if (!s.ok()) return Fail(c.command, s);
@@ -274,14 +293,11 @@ std::string DefaultDeviceName() {
 
 absl::StatusOr<ServeIdentity> PrepareServeIdentity(const std::string& data_dir,
                                                    const std::string& user_name,
-                                                   const std::string& device_name,
                                                    StoreOptions* options) {
   ServeIdentity out;
-  out.device_name = device_name;
   absl::StatusOr<std::unique_ptr<auth::Identity>> id = auth::Identity::Load(data_dir);
   if (absl::IsNotFound(id.status())) {
     PEERKV_RETURN_IF_ERROR(auth::ValidateName(user_name, "--user"));
-    PEERKV_RETURN_IF_ERROR(auth::ValidateName(device_name, "device name"));
     id = auth::Identity::CreateUser(data_dir, user_name);
     out.created = true;
   }
@@ -350,10 +366,6 @@ class PendingJoin : public JoinWatcher {
 
 absl::StatusOr<std::unique_ptr<JoinWatcher>> StartServeIdentity(ServeIdentity& id, Store& store) {
   auth::Identity& identity = *id.identity;
-  if (id.created) {
-    PEERKV_RETURN_IF_ERROR(identity.AddDevice(store, identity.device_key().public_key(),
-                                              id.device_name, NowMs()));
-  }
   PEERKV_ASSIGN_OR_RETURN(const bool joined, identity.CompleteJoin(store));
   LogLine(absl::StrFormat(
       "peerkv: %sdevice %s, user %s %s", id.created ? "created identity: " : "",

@@ -121,9 +121,8 @@ int RunServe(const Context& c) {
   store_options.wall_clock = &wall_clock;
   store_options.log = [](const std::string& line) { LogLine(line); };
   // An uninitialised directory becomes the first device of user --user.
-  absl::StatusOr<ServeIdentity> identity = PrepareServeIdentity(
-      store_options.dir, c.args.Get("user").value_or("me"),
-      auth::ValidateName(name, "").ok() ? name : DefaultDeviceName(), &store_options);
+  absl::StatusOr<ServeIdentity> identity =
+      PrepareServeIdentity(store_options.dir, c.args.Get("user").value_or("me"), &store_options);
   if (!identity.ok()) return Fail(c.command, identity.status());
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(store_options);
   if (!store.ok()) return Fail(c.command, store.status());
