@@ -18,6 +18,8 @@
 #include "cli/identity.h"
 #include "common/log.h"
 #include "common/macros.h"
+#include "rpc/client.h"
+#include "rpc/status.h"
 #include "store/version.h"
 
 namespace peerkv::cli {
@@ -48,22 +50,23 @@ absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& dir,
   if (user != nullptr) options.reserved_check = auth::ReservedCheck(*user);
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(std::move(options));
   if (!store.ok() && absl::IsFailedPrecondition(store.status()) &&
-      store.status().message().find("lock") != absl::string_view::npos) {
+      store.status().message().find("in use by another process") != absl::string_view::npos) {
     return absl::FailedPreconditionError(absl::StrFormat(
-        "%s (a server holds %s: stop it first; these commands open the directory itself)",
-        store.status().message(), dir));
+        "a server holds %s: stop it first (init, device and friend open the directory "
+        "itself)",
+        dir));
   }
   return store;
 }
 
-void PrintId(const auth::Identity& id, const Store& store) {
+void PrintId(const auth::Identity& id, uint64_t replica_id) {
   std::printf("device %s\n", auth::DeviceId(id.device_key().public_key()).c_str());
   if (id.user_name().empty()) {
     std::printf("user %s (waiting to be added)\n", auth::UserId(id.user()).c_str());
   } else {
     std::printf("user %s %s\n", auth::UserId(id.user()).c_str(), id.user_name().c_str());
   }
-  std::printf("replica %s\n", ReplicaIdToString(store.replica_id()).c_str());
+  std::printf("replica %s\n", ReplicaIdToString(replica_id).c_str());
 }
 
 void PrintJoinHint(const auth::Identity& id) {
@@ -148,7 +151,7 @@ int RunInit(const Context& c) {
         (*id)->AddDevice(**store, (*id)->device_key().public_key(), device_name, NowMs());
     if (!added.ok()) return Fail(c.command, added);
   }
-  PrintId(**id, **store);
+  PrintId(**id, (*store)->replica_id());
   if (join.has_value()) PrintJoinHint(**id);
   return kExitOk;
 }
@@ -160,8 +163,23 @@ int RunId(const Context& c) {
   absl::StatusOr<std::string> dir = DataDir(c);
   if (!dir.ok()) return Fail(c.command, dir.status());
   absl::StatusOr<Opened> o = OpenIdentity(*dir);
-  if (!o.ok()) return Fail(c.command, o.status());
-  PrintId(*o->identity, *o->store);
+  if (o.ok()) {
+    PrintId(*o->identity, o->store->replica_id());
+    return kExitOk;
+  }
+  // A server holds DIR: the keys are files (no lock needed), the replica id
+  // is the server's, asked over its socket.
+  if (!absl::IsFailedPrecondition(o.status()) || !HasLocalSocket(*dir)) {
+    return Fail(c.command, o.status());
+  }
+  absl::StatusOr<std::unique_ptr<auth::Identity>> id = auth::Identity::Load(*dir);
+  if (!id.ok()) return Fail(c.command, id.status());
+  absl::StatusOr<std::unique_ptr<rpc::Client>> client = rpc::Client::Connect(
+      rpc::ClientOptions{.address = "unix:" + ShortLocalSocketPath(*dir)});
+  if (!client.ok()) return Fail(c.command, client.status());
+  absl::StatusOr<rpc::ServerStatus> status = (*client)->Status();
+  if (!status.ok()) return Fail(c.command, status.status());
+  PrintId(**id, status->replica_id);
   return kExitOk;
 }
 

@@ -131,6 +131,8 @@ int RunServe(const Context& c) {
 
   rpc::ServerOptions server_options;
   server_options.listen = c.args.Get("listen").value_or(kDefaultServer);
+  // Local clients (the CLI with --data DIR) reach the server through DIR.
+  server_options.unix_socket = ShortLocalSocketPath(store_options.dir);
   server_options.replica_name = name;
   server_options.idle_timeout_ms = static_cast<int>(*idle_ms);
   server_options.keepalive_ms = static_cast<int>(*keepalive_ms);
@@ -143,6 +145,8 @@ int RunServe(const Context& c) {
   absl::StatusOr<std::unique_ptr<rpc::Server>> server =
       rpc::Server::Start(store->get(), server_options);
   if (!server.ok()) return Fail(c.command, server.status());
+  LogLine(absl::StrFormat("peerkv: local clients: %s (owner only)",
+                          LocalSocketPath(store_options.dir)));
   LogLine(absl::StrFormat("peerkv: listening on %s, data %s, replica %s%s%s",
                           (*server)->address(), store_options.dir,
                           ReplicaIdToString((*store)->replica_id()),
