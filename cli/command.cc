@@ -2,6 +2,10 @@
 // turning errors into one line on stderr and an exit code.
 #include "cli/command.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
 #include <cstdio>
 
 #include "absl/strings/str_format.h"
@@ -16,9 +20,36 @@ absl::StatusOr<std::unique_ptr<Backend>> Context::OpenBackend() const {
   }
   if (data.has_value()) {
     if (data->empty()) return absl::InvalidArgumentError("--data must not be empty");
-    return OpenEmbeddedBackend(*data);
+    absl::StatusOr<std::unique_ptr<Backend>> embedded = OpenEmbeddedBackend(*data);
+    // A server holds DIR: talk to it over its socket in DIR.
+    if (absl::IsFailedPrecondition(embedded.status()) &&
+        embedded.status().message().find("in use by another process") !=
+            absl::string_view::npos &&
+        HasLocalSocket(*data)) {
+      return OpenRemoteBackend("unix:" + ShortLocalSocketPath(*data));
+    }
+    return embedded;
   }
   return OpenRemoteBackend(ServerAddress());
+}
+
+std::string LocalSocketPath(const std::string& dir) {
+  return dir + "/" + kLocalSocketName;
+}
+
+std::string ShortLocalSocketPath(const std::string& dir) {
+  const std::string path = LocalSocketPath(dir);
+  constexpr size_t kMaxSunPath = sizeof(sockaddr_un{}.sun_path) - 1;
+  if (path.size() <= kMaxSunPath) return path;
+  // Left open: the name stays valid for the life of the process.
+  const int fd = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return path;  // connect/listen then fails naming it
+  return absl::StrFormat("/proc/self/fd/%d/%s", fd, kLocalSocketName);
+}
+
+bool HasLocalSocket(const std::string& dir) {
+  struct stat st;
+  return ::stat(LocalSocketPath(dir).c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
 }
 
 std::string Context::ServerAddress() const {

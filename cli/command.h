@@ -35,6 +35,16 @@ struct Context {
   std::string ServerAddress() const;
 };
 
+// The Unix socket a server holding data directory `dir` listens on.
+inline constexpr char kLocalSocketName[] = "peerkv.sock";
+std::string LocalSocketPath(const std::string& dir);
+// That socket as a path short enough for sun_path (107 bytes): the path
+// itself, or the same file through /proc/self/fd/N of `dir` (opened for the
+// life of the process) when it is longer.
+std::string ShortLocalSocketPath(const std::string& dir);
+// Whether a socket file is at LocalSocketPath(dir).
+bool HasLocalSocket(const std::string& dir);
+
 struct Command {
   std::string name;
   // "put KS KEY VALUE": the arguments after the command name.
@@ -59,6 +69,7 @@ absl::Status ExpectPositional(const Context& context, size_t min, size_t max,
 // The commands, in help order.
 const std::vector<Command>& DataCommands();
 const std::vector<Command>& ServerCommands();
+const std::vector<Command>& IdentityCommands();
 const Command& DemoCommand();
 
 }  // namespace peerkv::cli

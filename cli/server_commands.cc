@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_format.h"
 #include "cli/command.h"
+#include "cli/identity.h"
 #include "cli/text.h"
 #include "common/log.h"
 #include "absl/strings/str_join.h"
@@ -119,11 +120,19 @@ int RunServe(const Context& c) {
   store_options.max_quarantine_bytes = static_cast<size_t>(*quarantine_bytes);
   store_options.wall_clock = &wall_clock;
   store_options.log = [](const std::string& line) { LogLine(line); };
+  // An uninitialised directory becomes the first device of user --user.
+  absl::StatusOr<ServeIdentity> identity =
+      PrepareServeIdentity(store_options.dir, c.args.Get("user").value_or("me"), &store_options);
+  if (!identity.ok()) return Fail(c.command, identity.status());
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(store_options);
   if (!store.ok()) return Fail(c.command, store.status());
+  absl::StatusOr<std::unique_ptr<JoinWatcher>> joiner = StartServeIdentity(*identity, **store);
+  if (!joiner.ok()) return Fail(c.command, joiner.status());
 
   rpc::ServerOptions server_options;
   server_options.listen = c.args.Get("listen").value_or(kDefaultServer);
+  // Local clients (the CLI with --data DIR) reach the server through DIR.
+  server_options.unix_socket = ShortLocalSocketPath(store_options.dir);
   server_options.replica_name = name;
   server_options.idle_timeout_ms = static_cast<int>(*idle_ms);
   server_options.keepalive_ms = static_cast<int>(*keepalive_ms);
@@ -136,6 +145,8 @@ int RunServe(const Context& c) {
   absl::StatusOr<std::unique_ptr<rpc::Server>> server =
       rpc::Server::Start(store->get(), server_options);
   if (!server.ok()) return Fail(c.command, server.status());
+  LogLine(absl::StrFormat("peerkv: local clients: %s (owner only)",
+                          LocalSocketPath(store_options.dir)));
   LogLine(absl::StrFormat("peerkv: listening on %s, data %s, replica %s%s%s",
                           (*server)->address(), store_options.dir,
                           ReplicaIdToString((*store)->replica_id()),
@@ -148,6 +159,7 @@ int RunServe(const Context& c) {
                           signal_number == SIGINT ? "SIGINT" : "SIGTERM"));
   (*server)->Stop();
   server->reset();
+  StopJoinWatcher(*joiner);
   store->reset();
   LogLine("peerkv: stopped");
   return kExitOk;
@@ -327,6 +339,8 @@ const std::vector<Command>& ServerCommands() {
        "  --peer HOST:PORT          a peer to dial and keep in sync with (repeatable);\n"
        "                            peers that dial in are kept in sync too\n"
        "  --replica-name NAME       a human name shown in status and logs (<= 64 bytes)\n"
+       "  --user NAME               on an uninitialised DIR: initialise it as\n"
+       "                            'init --user NAME' would (default 'me')\n"
        "  --gossip-interval-ms N    time between gossip rounds (default 1000)\n"
        "  --fanout N                peers exchanged with per round (default 2)\n"
        "  --idle-timeout-ms N       close connections that send no whole message within\n"
@@ -354,7 +368,7 @@ const std::vector<Command>& ServerCommands() {
        "                            100ms..168h). A peer whose log started over is\n"
        "                            reconciled with whatever the interval\n"
        "  --clock-offset-ms N       testing only: shift this replica's clock by N ms\n",
-       {.with_value = {"listen", "max-value-bytes", "replica-name", "peer", "gossip-interval-ms",
+       {.with_value = {"listen", "max-value-bytes", "replica-name", "user", "peer", "gossip-interval-ms",
                        "idle-timeout-ms", "keepalive-ms",
                        "fanout", "max-clock-skew", "max-clock-skew-ms", "clock-offset-ms",
                        "max-quarantine-records", "max-quarantine-bytes", "clock-correction",

@@ -6,6 +6,9 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -55,6 +58,7 @@ std::string PeerAddress(kj::AsyncIoStream& stream) {
     inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
     return absl::StrFormat("[%s]:%d", host, ntohs(in6->sin6_port));
   }
+  if (addr.ss_family == AF_UNIX) return "local";
   return "unknown";
 }
 
@@ -192,8 +196,60 @@ kj::Promise<std::string> ServerLoop::Listen() {
             });
         tasks_.add(SweepIdle());
         if (events_ != nullptr) peer_links_.StartKeepAlive();
-        return bound_;
+        if (options_.unix_socket.empty()) return kj::Promise<std::string>(bound_);
+        // A file left by a server that died: the caller owns the path.
+        ::unlink(options_.unix_socket.c_str());
+        return io_.provider->getNetwork()
+            .parseAddress("unix:" + options_.unix_socket)
+            .then([this](kj::Own<kj::NetworkAddress> local) {
+              unix_listener_ = local->listen();
+              // Owner only; the credential check below closes the moment
+              // between bind and chmod.
+              KJ_SYSCALL(::chmod(options_.unix_socket.c_str(), 0600), options_.unix_socket);
+              unix_accept_loop_ = UnixAcceptLoop().eagerlyEvaluate([](kj::Exception&& e) {
+                LogLine(absl::StrFormat("peerkv: local socket accept loop ended: %s",
+                                        e.getDescription().cStr()));
+              });
+              return bound_;
+            });
       });
+}
+
+kj::Promise<void> ServerLoop::UnixAcceptLoop() {
+  return kj::evalNow([this] { return unix_listener_->accept(); })
+      .then(
+          [this](kj::Own<kj::AsyncIoStream> stream) -> kj::Promise<void> {
+            // The file's mode is the access check; the peer's uid is the
+            // second one (a socket reached before the chmod, or a mode
+            // someone widened).
+            struct ucred cred {};
+            socklen_t len = sizeof(cred);
+            KJ_IF_MAYBE(fd, stream->getFd()) {
+              if (::getsockopt(*fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) cred.uid = -1;
+            } else {
+              cred.uid = -1;
+            }
+            if (cred.uid != ::geteuid()) {
+              LogLine(absl::StrFormat(
+                  "peerkv: refused a local connection from uid %d (pid %d): only uid %d may "
+                  "use %s",
+                  static_cast<int>(cred.uid), static_cast<int>(cred.pid),
+                  static_cast<int>(::geteuid()), options_.unix_socket));
+              return UnixAcceptLoop();
+            }
+            KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] { AddConnection(kj::mv(stream)); })) {
+              LogLine(absl::StrFormat("peerkv: dropped a new local connection: %s",
+                                      e->getDescription().cStr()));
+            }
+            return UnixAcceptLoop();
+          },
+          [this](kj::Exception&& e) -> kj::Promise<void> {
+            LogLine(absl::StrFormat("peerkv: local accept failed: %s; retrying",
+                                    e.getDescription().cStr()));
+            return io_.provider->getTimer()
+                .afterDelay(100 * kj::MILLISECONDS)
+                .then([this] { return UnixAcceptLoop(); });
+          });
 }
 
 kj::Promise<void> ServerLoop::AcceptLoop() {
@@ -334,6 +390,11 @@ void ServerLoop::ScheduleRejectionFlush() {
 kj::Promise<void> ServerLoop::Shutdown() {
   accept_loop_ = nullptr;
   listener_ = nullptr;
+  unix_accept_loop_ = nullptr;
+  if (unix_listener_.get() != nullptr) {
+    unix_listener_ = nullptr;
+    ::unlink(options_.unix_socket.c_str());
+  }
   auto deadline = io_.provider->getTimer().now() + options_.shutdown_grace_ms * kj::MILLISECONDS;
   return WaitUntil(deadline, [this] { return in_flight_writes_ == 0; }).then([this, deadline] {
     // Counted rejections are not lost with the loop.

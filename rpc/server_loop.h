@@ -102,7 +102,8 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
              std::atomic<uint64_t>& bytes_sent);
   ~ServerLoop() noexcept(false);
 
-  // Binds the listening socket; resolves to the bound address.
+  // Binds the listening socket (and the Unix socket, if any); resolves to
+  // the bound TCP address.
   kj::Promise<std::string> Listen();
   // Graceful stop: no new connections, in-flight writes answered, replies
   // flushed; then every connection is closed with the loop.
@@ -158,6 +159,8 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
 
   void AddConnection(kj::Own<kj::AsyncIoStream> stream);
   kj::Promise<void> AcceptLoop();
+  // Accepts on the Unix socket (options_.unix_socket), from this user only.
+  kj::Promise<void> UnixAcceptLoop();
   kj::Promise<void> AcceptFailed(kj::Exception&& e);
   kj::Promise<void> SweepIdle();
   kj::Promise<void> PumpCommits();
@@ -177,6 +180,8 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   int listener_id_ = 0;
   kj::Own<kj::ConnectionReceiver> listener_;
   kj::Promise<void> accept_loop_ = nullptr;
+  kj::Own<kj::ConnectionReceiver> unix_listener_;
+  kj::Promise<void> unix_accept_loop_ = nullptr;
   // Failed accepts since the last one that succeeded, and the last failure
   // logged: an episode (EMFILE while the table is full) is logged once.
   uint64_t accept_failures_ = 0;

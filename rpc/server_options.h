@@ -16,6 +16,14 @@ namespace peerkv::rpc {
 struct ServerOptions {
   // HOST:PORT to listen on; port 0 picks a free port (see Server::address).
   std::string listen = "127.0.0.1:7700";
+  // A Unix socket to listen on as well (a path; empty: none), for local
+  // clients (the CLI with --data DIR). A file already there is replaced
+  // (REQUIRES: the caller owns the path, e.g. holds its data directory's
+  // lock); the socket is made owner-only (0600), a connection from another
+  // user id (SO_PEERCRED) is closed and logged, and the file is removed at
+  // shutdown. At most 107 bytes (sun_path); a longer path can be named
+  // through /proc/self/fd/N/NAME.
+  std::string unix_socket;
   // A human name for this replica, shown by status and in logs.
   std::string replica_name;
   // How long Stop() waits for in-flight writes and replies.

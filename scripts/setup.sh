@@ -21,6 +21,7 @@ packages=(
   # start a real etcd on loopback.
   etcd-server
   etcd-client
+  libsodium-dev
   "$@"
 )
 

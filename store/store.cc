@@ -378,8 +378,21 @@ void Store::WriteAsync(std::vector<Mutation> mutations, WriteCallback done) {
   SubmitWrite(std::move(mutations), std::move(done), /*wait_for_room=*/false);
 }
 
+absl::StatusOr<std::vector<Version>> Store::WriteReserved(std::vector<Mutation> mutations) {
+  absl::Notification finished;
+  absl::StatusOr<std::vector<Version>> result;
+  SubmitWrite(std::move(mutations),
+              [&](absl::StatusOr<std::vector<Version>> r) {
+                result = std::move(r);
+                finished.Notify();
+              },
+              /*wait_for_room=*/true, /*reserved=*/true);
+  finished.WaitForNotification();
+  return result;
+}
+
 void Store::SubmitWrite(std::vector<Mutation> mutations, WriteCallback done,
-                        bool wait_for_room) {
+                        bool wait_for_room, bool reserved) {
   if (mutations.empty()) {
     done(std::vector<Version>{});
     return;
@@ -394,6 +407,17 @@ void Store::SubmitWrite(std::vector<Mutation> mutations, WriteCallback done,
   for (size_t i = 0; i < mutations.size(); ++i) {
     const Mutation& m = mutations[i];
     absl::Status valid = ValidateMutation(m, options_.max_value_bytes);
+    if (valid.ok() && !reserved) valid = ValidateNotReserved(m.keyspace);
+    if (valid.ok() && reserved) {
+      if (!IsReservedKeyspace(m.keyspace)) {
+        valid = absl::InvalidArgumentError(absl::StrFormat(
+            "keyspace '%s' is not reserved; WriteReserved writes only '%s*'", m.keyspace,
+            kReservedKeyspacePrefix));
+      } else if (options_.reserved_check) {
+        valid = options_.reserved_check(m.keyspace, m.key, m.value.value_or(""),
+                                        !m.value.has_value());
+      }
+    }
     if (!valid.ok()) {
       if (mutations.size() > 1) {
         valid = absl::Status(valid.code(), absl::StrFormat("mutation %d: %s", i,
@@ -481,6 +505,15 @@ size_t Store::AdmitRemote(std::vector<Record>& batch, RemoteBatch& out) const {
   out.records.reserve(batch.size());
   for (Record& r : batch) {
     absl::Status valid = ValidateRemoteRecord(r, options_.max_value_bytes);
+    // Reserved keyspaces hold signed records: checked before the skew test
+    // so a forged one is never quarantined either.
+    if (valid.ok() && IsReservedKeyspace(r.keyspace)) {
+      valid = options_.reserved_check
+                  ? options_.reserved_check(r.keyspace, r.key, r.value, r.deleted)
+                  : absl::PermissionDeniedError(absl::StrFormat(
+                        "keyspace '%s' is reserved and this store checks no reserved records",
+                        r.keyspace));
+    }
     if (valid.ok() && !CheckSkew(r.version.hlc).ok()) {
       // Too far ahead: kept aside by the writer (QuarantineRecords).
       bytes += RecordBytes(r);

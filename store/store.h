@@ -116,6 +116,16 @@ struct StoreOptions {
   // thread, on the open scrub's thread or in ~Store; must not call into the
   // store. Empty: each line is written to stderr.
   std::function<void(const std::string&)> log;
+  // Decides whether a record of a reserved keyspace ("peerkv.*", see
+  // validation.h) may be stored: called for every such record a peer sends
+  // (Merge, before the skew check) and for every WriteReserved mutation
+  // (`deleted` with an empty value for a tombstone). auth/ provides it (a
+  // record signed by this store's user). Empty: reserved records from peers
+  // are refused and WriteReserved writes unchecked. Called on any thread;
+  // must not call into the store.
+  std::function<absl::Status(std::string_view keyspace, std::string_view key,
+                             std::string_view value, bool deleted)>
+      reserved_check;
 };
 
 class Store {
@@ -246,6 +256,10 @@ class Store {
   using WriteCallback =
       absl::AnyInvocable<void(absl::StatusOr<std::vector<Version>>)>;
   void WriteAsync(std::vector<Mutation> mutations, WriteCallback done);
+  // Put, Delete, Write and WriteAsync refuse reserved keyspaces
+  // (InvalidArgument); this writes mutations that are all in reserved
+  // keyspaces, checked by options().reserved_check. For auth/ only.
+  absl::StatusOr<std::vector<Version>> WriteReserved(std::vector<Mutation> mutations);
 
   // Merges remote records: for each key the greater version stays. Invalid
   // records are refused (listed in the result); records whose clock is more
@@ -438,8 +452,10 @@ class Store {
   absl::Status Restamp(uint64_t old_id, uint64_t after_seq, uint64_t* restamped);
 
   // Submission (any thread).
+  // `reserved`: the mutations must all be in reserved keyspaces (else none
+  // may be).
   void SubmitWrite(std::vector<Mutation> mutations, WriteCallback done,
-                   bool wait_for_room);
+                   bool wait_for_room, bool reserved = false);
   void SubmitMerge(std::vector<Record> batch,
                    std::optional<CheckpointUpdate> checkpoint,
                    MergeCallback done, bool wait_for_room);

@@ -728,5 +728,64 @@ TEST_F(StoreTest, IdSeedMakesIdsReproducible) {
   EXPECT_EQ(again->incarnation(), incarnation);
 }
 
+TEST_F(StoreTest, ReservedKeyspacesAreRefusedToOrdinaryWrites) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  EXPECT_THAT(store->Put("peerkv.devices", "k", "v"),
+              StatusIs(StatusCode::kInvalidArgument, "'peerkv.devices' is reserved"));
+  EXPECT_THAT(store->Delete("peerkv.friends", "k"),
+              StatusIs(StatusCode::kInvalidArgument, "reserved"));
+  EXPECT_THAT(store->Write({Mutation{"ks", "a", "1"}, Mutation{"peerkv.x", "b", "2"}}),
+              StatusIs(StatusCode::kInvalidArgument, "mutation 1"));
+  absl::StatusOr<std::optional<Record>> a = store->Get("ks", "a");
+  ASSERT_THAT(a, IsOk());
+  EXPECT_FALSE(a->has_value());
+  // A name that merely contains the prefix later is ordinary.
+  EXPECT_THAT(store->Put("my.peerkv.devices", "k", "v"), IsOk());
+  // WriteReserved writes only reserved keyspaces.
+  EXPECT_THAT(store->WriteReserved({Mutation{"ks", "a", "1"}}),
+              StatusIs(StatusCode::kInvalidArgument, "not reserved"));
+  EXPECT_THAT(store->WriteReserved({Mutation{"peerkv.devices", "k", "v"}}), IsOk());
+}
+
+TEST_F(StoreTest, ReservedRecordsPassTheCheckOrAreRefused) {
+  StoreOptions options = Options();
+  options.reserved_check = [](std::string_view, std::string_view, std::string_view value,
+                              bool) {
+    return value == "signed" ? absl::OkStatus()
+                             : absl::PermissionDeniedError("not signed by the user");
+  };
+  auto store = OpenStore(options);
+  ASSERT_NE(store, nullptr);
+  EXPECT_THAT(store->WriteReserved({Mutation{"peerkv.devices", "k", "forged"}}),
+              StatusIs(StatusCode::kPermissionDenied, "not signed"));
+  Record forged = Remote("k", 10, 5, "forged");
+  forged.keyspace = "peerkv.devices";
+  Record good = Remote("j", 10, 5, "signed");
+  good.keyspace = "peerkv.devices";
+  // Far ahead: a forged record must not even wait in quarantine.
+  Record forged_ahead = Remote("f", 86'400'000, 5, "forged");
+  forged_ahead.keyspace = "peerkv.devices";
+  absl::StatusOr<MergeResult> merged = store->Merge({forged, good, forged_ahead});
+  ASSERT_THAT(merged, IsOk());
+  EXPECT_EQ(merged->won, 1u);
+  EXPECT_THAT(merged->quarantined, SizeIs(0));
+  ASSERT_THAT(merged->refused, SizeIs(2));
+  EXPECT_EQ(merged->refused[0].reason.code(), StatusCode::kPermissionDenied);
+  EXPECT_THAT(ScanKeys(*store, "peerkv.devices"), ElementsAre("j"));
+}
+
+TEST_F(StoreTest, ReservedRecordsFromPeersAreRefusedWithoutACheck) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  Record r = Remote("k", 10, 5, "v");
+  r.keyspace = "peerkv.devices";
+  absl::StatusOr<MergeResult> merged = store->Merge({r});
+  ASSERT_THAT(merged, IsOk());
+  EXPECT_EQ(merged->won, 0u);
+  ASSERT_THAT(merged->refused, SizeIs(1));
+  EXPECT_EQ(merged->refused[0].reason.code(), StatusCode::kPermissionDenied);
+}
+
 }  // namespace
 }  // namespace peerkv

@@ -37,6 +37,18 @@ absl::Status ValidateKeyspace(std::string_view keyspace) {
   return absl::OkStatus();
 }
 
+bool IsReservedKeyspace(std::string_view keyspace) {
+  return keyspace.substr(0, kReservedKeyspacePrefix.size()) == kReservedKeyspacePrefix;
+}
+
+absl::Status ValidateNotReserved(std::string_view keyspace) {
+  if (!IsReservedKeyspace(keyspace)) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "keyspace '%s' is reserved (names starting with '%s' hold peerkv's own "
+      "signed records); use the peerkv device and friend commands",
+      keyspace, kReservedKeyspacePrefix));
+}
+
 absl::Status ValidateKey(std::string_view key) {
   if (key.empty()) {
     return absl::InvalidArgumentError(

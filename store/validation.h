@@ -21,6 +21,15 @@ inline constexpr size_t kMaxKeyBytes = 400;
 inline constexpr size_t kMaxValueBytes = 4 * 1024 * 1024;
 
 absl::Status ValidateKeyspace(std::string_view keyspace);
+
+// Keyspaces named "peerkv.*" hold peerkv's own records (the user's device
+// and friend lists, auth/). Ordinary writes (put, del, Store::Write) to them
+// are refused; they are written through Store::WriteReserved and merged from
+// peers only when StoreOptions::reserved_check accepts them.
+inline constexpr std::string_view kReservedKeyspacePrefix = "peerkv.";
+bool IsReservedKeyspace(std::string_view keyspace);
+// InvalidArgument naming the keyspace if it is reserved.
+absl::Status ValidateNotReserved(std::string_view keyspace);
 absl::Status ValidateKey(std::string_view key);
 // `limit` is the store's configured value limit (<= kMaxValueBytes).
 absl::Status ValidateValue(std::string_view value, size_t limit);

@@ -1,0 +1,133 @@
+// auth/identity.h: who a data directory is, and whom it trusts. Its files
+// live in DIR/keys (mode 0700): `device.key` (this device's Ed25519 key,
+// made on first open, never sent anywhere), `user.key` (the user's key, on
+// every device of the user once added) and `user` (the user id and name).
+// The user's device list and friend list are records signed by the user
+// key in the reserved keyspaces peerkv.devices and peerkv.friends, so they
+// replicate to the user's devices by the normal merge, and every store
+// checks them (ReservedCheck) before it keeps one.
+//
+// Pairing: a new device runs `init --join USER_ID` (a device key, and the
+// user id it waits for); a device holding the user key runs `device add
+// DEVICE_ID`, which writes the new device's certificate together with the
+// user key sealed to the new device's public key (only that device can
+// open it). When that record reaches the new device by replication,
+// CompleteJoin opens it and saves the user key: the device is then a full
+// device of the user. A removal is a record of its own that no later add
+// overrides.
+#ifndef PEERKV_AUTH_IDENTITY_H_
+#define PEERKV_AUTH_IDENTITY_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "auth/certificate.h"
+#include "auth/keys.h"
+#include "store/store.h"
+
+namespace peerkv::auth {
+
+inline constexpr char kDevicesKeyspace[] = "peerkv.devices";
+inline constexpr char kFriendsKeyspace[] = "peerkv.friends";
+
+// The check of StoreOptions::reserved_check for a store of user `user`:
+// a record of peerkv.devices or peerkv.friends must be signed by `user`,
+// bound to its key, and well formed (a device record's certificate signed
+// by `user` for the device its key names). Tombstones and other reserved
+// keyspaces are refused (PermissionDenied).
+std::function<absl::Status(std::string_view, std::string_view, std::string_view, bool)>
+ReservedCheck(const PublicKey& user);
+
+struct DeviceEntry {
+  PublicKey device;
+  // From its certificate; empty if only its removal is known here.
+  std::string name;
+  int64_t added_ms = 0;
+  std::optional<int64_t> removed_ms;
+};
+
+struct FriendEntry {
+  PublicKey user;
+  std::string name;
+  int64_t added_ms = 0;
+};
+
+class Identity {
+ public:
+  // DIR/keys.
+  static std::string KeysDir(const std::string& data_dir);
+
+  // The identity of `data_dir`. NotFound if it has none yet (never
+  // initialised); errors of LoadKeyFile for a bad key file;
+  // FailedPrecondition or DataLoss naming the file for a bad `user` file.
+  static absl::StatusOr<std::unique_ptr<Identity>> Load(const std::string& data_dir);
+  // A new identity: a device key (kept if a half-finished init left one)
+  // and a new user key for user `user_name`. AlreadyExists if `data_dir` has
+  // an identity.
+  static absl::StatusOr<std::unique_ptr<Identity>> CreateUser(const std::string& data_dir,
+                                                              std::string_view user_name);
+  // A device of user `user` waiting to be added (it holds no user key).
+  // AlreadyExists if `data_dir` has an identity.
+  static absl::StatusOr<std::unique_ptr<Identity>> CreateJoining(const std::string& data_dir,
+                                                                 const PublicKey& user);
+
+  const SigningKey& device_key() const { return *device_; }
+  const PublicKey& user() const { return user_; }
+  // Empty while waiting to be added.
+  const std::string& user_name() const { return user_name_; }
+  bool holds_user_key() const { return user_key_ != nullptr; }
+
+  // For a device waiting to be added: if `store` holds this device's record
+  // (replicated from the device that added it), opens the user key in it,
+  // checks it is the expected user's, and saves it and the user's name.
+  // Returns whether this device now holds the user key.
+  absl::StatusOr<bool> CompleteJoin(Store& store);
+
+  // Certifies `device` as the user's, named `name`. REQUIRES nothing; fails
+  // with FailedPrecondition if this device holds no user key or `device` was
+  // removed, AlreadyExists if it is listed already, InvalidArgument for a
+  // bad name.
+  absl::Status AddDevice(Store& store, const PublicKey& device, std::string_view name,
+                         int64_t now_ms);
+  // Records the removal of `device` (a record that wins over any add).
+  // FailedPrecondition without the user key or for this device itself;
+  // AlreadyExists if it is removed already.
+  absl::Status RemoveDevice(Store& store, const PublicKey& device, int64_t now_ms);
+  // Every device of the list, in id order. Records that fail their check
+  // (written behind the store's back) are left out and named in
+  // `*invalid` if given.
+  absl::StatusOr<std::vector<DeviceEntry>> Devices(Store& store,
+                                                   std::vector<std::string>* invalid = nullptr) const;
+
+  // InvalidArgument for this user's own id or a bad name; FailedPrecondition
+  // without the user key.
+  absl::Status AddFriend(Store& store, const PublicKey& user, std::string_view name,
+                         int64_t now_ms);
+  // NotFound if `user` is not a friend.
+  absl::Status RemoveFriend(Store& store, const PublicKey& user, int64_t now_ms);
+  // Current friends, in id order.
+  absl::StatusOr<std::vector<FriendEntry>> Friends(Store& store,
+                                                   std::vector<std::string>* invalid = nullptr) const;
+
+ private:
+  Identity() = default;
+  absl::Status RequireUserKey(std::string_view action) const;
+  absl::Status SaveUserFile() const;
+
+  std::string keys_dir_;
+  std::unique_ptr<SigningKey> device_;
+  std::unique_ptr<SigningKey> user_key_;  // null while waiting to be added
+  PublicKey user_;
+  std::string user_name_;
+};
+
+}  // namespace peerkv::auth
+
+#endif  // PEERKV_AUTH_IDENTITY_H_

@@ -1,0 +1,48 @@
+// cli/identity.h: what `serve` needs of the identity commands: a data
+// directory's identity made on first serve (as `init --user` would), the
+// check of its reserved keyspaces for the store, and, on a device waiting
+// to be added, completing the join when its record arrives.
+#ifndef PEERKV_CLI_IDENTITY_H_
+#define PEERKV_CLI_IDENTITY_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "auth/identity.h"
+#include "store/store.h"
+
+namespace peerkv::cli {
+
+// The identity `serve` runs as.
+struct ServeIdentity {
+  std::unique_ptr<auth::Identity> identity;
+  // Made by this call (logged so). Its own device record is written by the
+  // first device or friend command, not by serve.
+  bool created = false;
+};
+
+// Loads the identity of `data_dir`, or creates it for user `user_name`
+// (the first device of a new user), and sets options->reserved_check.
+absl::StatusOr<ServeIdentity> PrepareServeIdentity(const std::string& data_dir,
+                                                   const std::string& user_name,
+                                                   StoreOptions* options);
+
+// After the store opened: logs who this device is (serve writes nothing to
+// the store for it); on a device waiting to be added, tries to
+// complete the join now and again whenever the device list changes.
+// Destroy the result before the store.
+class JoinWatcher {
+ public:
+  virtual ~JoinWatcher() = default;
+};
+absl::StatusOr<std::unique_ptr<JoinWatcher>> StartServeIdentity(ServeIdentity& id, Store& store);
+void StopJoinWatcher(std::unique_ptr<JoinWatcher>& watcher);
+
+// A device name for this machine: its hostname if it is a valid name,
+// else "device".
+std::string DefaultDeviceName();
+
+}  // namespace peerkv::cli
+
+#endif  // PEERKV_CLI_IDENTITY_H_

@@ -1,0 +1,445 @@
+// cli/identity_commands.cc: init, id, device and friend: a data
+// directory's keys and the user's signed device and friend lists
+// (auth/identity.h), and the identity `serve` runs as. These commands open
+// the data directory itself (--data DIR, default ./peerkv-data); a server
+// holding it must be stopped first.
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <thread>
+
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "auth/identity.h"
+#include "auth/ids.h"
+#include "cli/command.h"
+#include "cli/identity.h"
+#include "common/log.h"
+#include "common/macros.h"
+#include "rpc/client.h"
+#include "rpc/status.h"
+#include "store/version.h"
+
+namespace peerkv::cli {
+namespace {
+
+int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
+
+std::string FormatMs(int64_t ms) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMillis(ms), absl::UTCTimeZone());
+}
+
+absl::StatusOr<std::string> DataDir(const Context& c) {
+  if (c.args.Has("server")) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s works on a data directory (--data DIR), not on a server (--server)", c.command));
+  }
+  const std::string dir = c.args.Get("data").value_or(kDefaultDataDir);
+  if (dir.empty()) return absl::InvalidArgumentError("--data must not be empty");
+  return dir;
+}
+
+// The store of `dir`, checking reserved records against `user` (null: no
+// identity yet, nothing is merged).
+absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& dir,
+                                                 const auth::PublicKey* user) {
+  StoreOptions options;
+  options.dir = dir;
+  if (user != nullptr) options.reserved_check = auth::ReservedCheck(*user);
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(std::move(options));
+  if (!store.ok() && absl::IsFailedPrecondition(store.status()) &&
+      store.status().message().find("in use by another process") != absl::string_view::npos) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "a server holds %s: stop it first (init, device and friend open the directory "
+        "itself)",
+        dir));
+  }
+  return store;
+}
+
+void PrintId(const auth::Identity& id, uint64_t replica_id) {
+  std::printf("device %s\n", auth::DeviceId(id.device_key().public_key()).c_str());
+  if (id.user_name().empty()) {
+    std::printf("user %s (waiting to be added)\n", auth::UserId(id.user()).c_str());
+  } else {
+    std::printf("user %s %s\n", auth::UserId(id.user()).c_str(), id.user_name().c_str());
+  }
+  std::printf("replica %s\n", ReplicaIdToString(replica_id).c_str());
+}
+
+void PrintJoinHint(const auth::Identity& id) {
+  const std::string device = auth::DeviceId(id.device_key().public_key());
+  std::fprintf(stderr,
+               "This device waits to be added to user %s. On a device of that user run\n"
+               "  peerkv device add %s --name NAME\n"
+               "and let the two sync (serve this directory with --peer to it, or the other\n"
+               "way round): this device then receives its certificate and the user key.\n",
+               auth::UserId(id.user()).c_str(), device.c_str());
+}
+
+// The identity of `dir` with its store, the join completed if its record
+// has arrived.
+struct Opened {
+  std::unique_ptr<auth::Identity> identity;
+  std::unique_ptr<Store> store;
+};
+absl::StatusOr<Opened> OpenIdentity(const std::string& dir) {
+  Opened o;
+  PEERKV_ASSIGN_OR_RETURN(o.identity, auth::Identity::Load(dir));
+  PEERKV_ASSIGN_OR_RETURN(o.store, OpenStore(dir, &o.identity->user()));
+  PEERKV_RETURN_IF_ERROR(o.identity->CompleteJoin(*o.store).status());
+  return o;
+}
+
+// The device list starts with the device that made the user. `init --user`
+// writes its record; a directory `serve` initialised gets it here, at the
+// first device or friend command, so that serve itself writes nothing to
+// the store (replicas of different users that are peered today, before
+// links are authenticated, would otherwise never converge: neither merges
+// the other's signed lists).
+absl::Status EnsureOwnDeviceRecord(Opened& o) {
+  if (!o.identity->holds_user_key()) return absl::OkStatus();
+  const auth::PublicKey self = o.identity->device_key().public_key();
+  PEERKV_ASSIGN_OR_RETURN(const std::vector<auth::DeviceEntry> devices,
+                          o.identity->Devices(*o.store));
+  for (const auth::DeviceEntry& d : devices) {
+    if (d.device == self) return absl::OkStatus();
+  }
+  return o.identity->AddDevice(*o.store, self, DefaultDeviceName(), NowMs());
+}
+
+int RunInit(const Context& c) {
+  if (absl::Status s = ExpectPositional(c, 0, 0, "no arguments"); !s.ok()) {
+    return Fail(c.command, s);
+  }
+  absl::StatusOr<std::string> dir = DataDir(c);
+  if (!dir.ok()) return Fail(c.command, dir.status());
+  const std::optional<std::string> user = c.args.Get("user");
+  const std::optional<std::string> join = c.args.Get("join");
+  if (user.has_value() == join.has_value()) {
+    return UsageError(c.command, "give --user NAME (a new user) or --join USER_ID (a new device "
+                                 "of a user), one of them");
+  }
+  if (join.has_value() && c.args.Has("name")) {
+    return UsageError(c.command, "--name goes with --user; a joining device is named by "
+                                 "'device add ID --name N' on the device that adds it");
+  }
+  const std::string device_name = c.args.Get("name").value_or(DefaultDeviceName());
+  if (user.has_value()) {
+    if (absl::Status s = auth::ValidateName(*user, "--user"); !s.ok()) return Fail(c.command, s);
+    if (absl::Status s = auth::ValidateName(device_name, "--name"); !s.ok()) {
+      return Fail(c.command, s);
+    }
+  }
+  absl::StatusOr<auth::PublicKey> join_user;
+  if (join.has_value()) {
+    join_user = auth::ParseUserId(*join, "USER_ID");
+    if (!join_user.ok()) return Fail(c.command, join_user.status());
+  }
+  // The store first: its lock keeps a running server (or a second init)
+  // out while the keys are made.
+  absl::StatusOr<std::unique_ptr<Store>> store = OpenStore(*dir, nullptr);
+  if (!store.ok()) return Fail(c.command, store.status());
+  absl::StatusOr<std::unique_ptr<auth::Identity>> id =
+      user.has_value() ? auth::Identity::CreateUser(*dir, *user)
+                       : auth::Identity::CreateJoining(*dir, *join_user);
+  if (!id.ok()) return Fail(c.command, id.status());
+  if (user.has_value()) {
+    absl::Status added =
+        (*id)->AddDevice(**store, (*id)->device_key().public_key(), device_name, NowMs());
+    if (!added.ok()) return Fail(c.command, added);
+  }
+  PrintId(**id, (*store)->replica_id());
+  if (join.has_value()) PrintJoinHint(**id);
+  return kExitOk;
+}
+
+int RunId(const Context& c) {
+  if (absl::Status s = ExpectPositional(c, 0, 0, "no arguments"); !s.ok()) {
+    return Fail(c.command, s);
+  }
+  absl::StatusOr<std::string> dir = DataDir(c);
+  if (!dir.ok()) return Fail(c.command, dir.status());
+  absl::StatusOr<Opened> o = OpenIdentity(*dir);
+  if (o.ok()) {
+    PrintId(*o->identity, o->store->replica_id());
+    return kExitOk;
+  }
+  // A server holds DIR: the keys are files (no lock needed), the replica id
+  // is the server's, asked over its socket.
+  if (!absl::IsFailedPrecondition(o.status()) || !HasLocalSocket(*dir)) {
+    return Fail(c.command, o.status());
+  }
+  absl::StatusOr<std::unique_ptr<auth::Identity>> id = auth::Identity::Load(*dir);
+  if (!id.ok()) return Fail(c.command, id.status());
+  absl::StatusOr<std::unique_ptr<rpc::Client>> client = rpc::Client::Connect(
+      rpc::ClientOptions{.address = "unix:" + ShortLocalSocketPath(*dir)});
+  if (!client.ok()) return Fail(c.command, client.status());
+  absl::StatusOr<rpc::ServerStatus> status = (*client)->Status();
+  if (!status.ok()) return Fail(c.command, status.status());
+  PrintId(**id, status->replica_id);
+  return kExitOk;
+}
+
+int RunDevice(const Context& c) {
+  const std::vector<std::string>& pos = c.args.positional;
+  const std::string sub = pos.empty() ? "" : pos[0];
+  const std::string what = "peerkv device " + sub;
+  if (sub == "list") {
+    if (pos.size() != 1) return UsageError(c.command, "expected 'device list' with no arguments");
+  } else if (sub == "add" || sub == "remove") {
+    if (pos.size() != 2) {
+      return UsageError(c.command, absl::StrFormat("expected 'device %s DEVICE_ID'", sub));
+    }
+  } else {
+    return UsageError(c.command, absl::StrFormat(
+        "expected add DEVICE_ID, list or remove DEVICE_ID%s (see peerkv device --help)",
+        sub.empty() ? "" : ", got '" + sub + "'"));
+  }
+  if (c.args.Has("name") && sub != "add") {
+    return UsageError(c.command, "--name goes with 'device add'");
+  }
+  absl::StatusOr<std::string> dir = DataDir(c);
+  if (!dir.ok()) return Fail(c.command, dir.status());
+  absl::StatusOr<auth::PublicKey> device;
+  if (sub != "list") {
+    device = auth::ParseDeviceId(pos[1], "DEVICE_ID");
+    if (!device.ok()) return Fail(c.command, device.status());
+  }
+  const std::string name = c.args.Get("name").value_or("unnamed");
+  if (absl::Status s = auth::ValidateName(name, "--name"); !s.ok()) return Fail(c.command, s);
+  absl::StatusOr<Opened> o = OpenIdentity(*dir);
+  if (!o.ok()) return Fail(c.command, o.status());
+  if (absl::Status s = EnsureOwnDeviceRecord(*o); !s.ok()) return Fail(c.command, s);
+  if (sub == "add") {
+    absl::Status s = o->identity->AddDevice(*o->store, *device, name, NowMs());
+    if (!s.ok()) return Fail(c.command, s);
+    std::printf("added device %s as %s\n", auth::DeviceId(*device).c_str(), name.c_str());
+    return kExitOk;
+  }
+  if (sub == "remove") {
+    absl::Status s = o->identity->RemoveDevice(*o->store, *device, NowMs());
+    if (!s.ok()) return Fail(c.command, s);
+    std::printf("removed device %s\n", auth::DeviceId(*device).c_str());
+    return kExitOk;
+  }
+  std::vector<std::string> invalid;
+  absl::StatusOr<std::vector<auth::DeviceEntry>> devices =
+      o->identity->Devices(*o->store, &invalid);
+  if (!devices.ok()) return Fail(c.command, devices.status());
+  for (const std::string& why : invalid) std::fprintf(stderr, "skipped: %s\n", why.c_str());
+  const auth::PublicKey self = o->identity->device_key().public_key();
+  for (const auth::DeviceEntry& d : *devices) {
+    std::string line = auth::DeviceId(d.device) + " " + (d.name.empty() ? "(unknown)" : d.name);
+    if (!d.name.empty()) line += " added " + FormatMs(d.added_ms);
+    if (d.removed_ms.has_value()) line += " removed " + FormatMs(*d.removed_ms);
+    if (d.device == self) line += " (this device)";
+    std::printf("%s\n", line.c_str());
+  }
+  return kExitOk;
+}
+
+int RunFriend(const Context& c) {
+  const std::vector<std::string>& pos = c.args.positional;
+  const std::string sub = pos.empty() ? "" : pos[0];
+  if (sub == "list") {
+    if (pos.size() != 1) return UsageError(c.command, "expected 'friend list' with no arguments");
+  } else if (sub == "add" || sub == "remove") {
+    if (pos.size() != 2) {
+      return UsageError(c.command, absl::StrFormat("expected 'friend %s USER_ID'", sub));
+    }
+  } else {
+    return UsageError(c.command, absl::StrFormat(
+        "expected add USER_ID --name N, list or remove USER_ID%s (see peerkv friend --help)",
+        sub.empty() ? "" : ", got '" + sub + "'"));
+  }
+  if (sub == "add" && !c.args.Has("name")) {
+    return UsageError(c.command, "friend add needs --name N (how the friend is shown)");
+  }
+  if (sub != "add" && c.args.Has("name")) {
+    return UsageError(c.command, "--name goes with 'friend add'");
+  }
+  absl::StatusOr<std::string> dir = DataDir(c);
+  if (!dir.ok()) return Fail(c.command, dir.status());
+  absl::StatusOr<auth::PublicKey> user;
+  if (sub != "list") {
+    user = auth::ParseUserId(pos[1], "USER_ID");
+    if (!user.ok()) return Fail(c.command, user.status());
+  }
+  const std::string name = c.args.Get("name").value_or("");
+  if (sub == "add") {
+    if (absl::Status s = auth::ValidateName(name, "--name"); !s.ok()) return Fail(c.command, s);
+  }
+  absl::StatusOr<Opened> o = OpenIdentity(*dir);
+  if (!o.ok()) return Fail(c.command, o.status());
+  if (absl::Status s = EnsureOwnDeviceRecord(*o); !s.ok()) return Fail(c.command, s);
+  if (sub == "add") {
+    absl::Status s = o->identity->AddFriend(*o->store, *user, name, NowMs());
+    if (!s.ok()) return Fail(c.command, s);
+    std::printf("added friend %s as %s\n", auth::UserId(*user).c_str(), name.c_str());
+    return kExitOk;
+  }
+  if (sub == "remove") {
+    absl::Status s = o->identity->RemoveFriend(*o->store, *user, NowMs());
+    if (!s.ok()) return Fail(c.command, s);
+    std::printf("removed friend %s\n", auth::UserId(*user).c_str());
+    return kExitOk;
+  }
+  std::vector<std::string> invalid;
+  absl::StatusOr<std::vector<auth::FriendEntry>> friends =
+      o->identity->Friends(*o->store, &invalid);
+  if (!friends.ok()) return Fail(c.command, friends.status());
+  for (const std::string& why : invalid) std::fprintf(stderr, "skipped: %s\n", why.c_str());
+  for (const auth::FriendEntry& f : *friends) {
+    std::printf("%s %s added %s\n", auth::UserId(f.user).c_str(), f.name.c_str(),
+                FormatMs(f.added_ms).c_str());
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+std::string DefaultDeviceName() {
+  char host[256] = {};
+  if (::gethostname(host, sizeof(host) - 1) == 0 && auth::ValidateName(host, "hostname").ok()) {
+    return host;
+  }
+  return "device";
+}
+
+absl::StatusOr<ServeIdentity> PrepareServeIdentity(const std::string& data_dir,
+                                                   const std::string& user_name,
+                                                   StoreOptions* options) {
+  ServeIdentity out;
+  absl::StatusOr<std::unique_ptr<auth::Identity>> id = auth::Identity::Load(data_dir);
+  if (absl::IsNotFound(id.status())) {
+    PEERKV_RETURN_IF_ERROR(auth::ValidateName(user_name, "--user"));
+    id = auth::Identity::CreateUser(data_dir, user_name);
+    out.created = true;
+  }
+  if (!id.ok()) return id.status();
+  out.identity = std::move(*id);
+  options->reserved_check = auth::ReservedCheck(out.identity->user());
+  return out;
+}
+
+// Completes a pending join on its own thread (the commit listener runs on
+// the store's writer thread, which must not read the store).
+class PendingJoin : public JoinWatcher {
+ public:
+  PendingJoin(auth::Identity& id, Store& store) : id_(id), store_(store) {
+    own_key_ = "device/" + auth::DeviceId(id_.device_key().public_key());
+    listener_ = store_.AddCommitListener([this](const Store::CommitInfo& info) {
+      for (const CommitChange& change : *info.changes) {
+        if (change.keyspace == auth::kDevicesKeyspace && change.key == own_key_) {
+          absl::MutexLock lock(&mu_);
+          pending_ = true;
+        }
+      }
+    });
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~PendingJoin() override {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    thread_.join();
+    store_.RemoveCommitListener(listener_);
+  }
+
+ private:
+  void Run() {
+    for (;;) {
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(
+            +[](PendingJoin* w) { return w->pending_ || w->stop_; }, this));
+        if (stop_) return;
+        pending_ = false;
+      }
+      absl::StatusOr<bool> joined = id_.CompleteJoin(store_);
+      if (!joined.ok()) {
+        LogLine(absl::StrFormat("peerkv: this device's record arrived but the join failed: %s",
+                                joined.status().message()));
+      } else if (*joined) {
+        LogLine(absl::StrFormat("peerkv: this device is now a device of user %s %s",
+                                auth::UserId(id_.user()), id_.user_name()));
+        return;
+      }
+    }
+  }
+
+  auth::Identity& id_;
+  Store& store_;
+  std::string own_key_;
+  int listener_ = 0;
+  absl::Mutex mu_;
+  bool pending_ ABSL_GUARDED_BY(mu_) = false;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+absl::StatusOr<std::unique_ptr<JoinWatcher>> StartServeIdentity(ServeIdentity& id, Store& store) {
+  auth::Identity& identity = *id.identity;
+  PEERKV_ASSIGN_OR_RETURN(const bool joined, identity.CompleteJoin(store));
+  LogLine(absl::StrFormat(
+      "peerkv: %sdevice %s, user %s %s", id.created ? "created identity: " : "",
+      auth::DeviceId(identity.device_key().public_key()), auth::UserId(identity.user()),
+      joined ? identity.user_name() : "(this device waits to be added)"));
+  if (joined) return std::unique_ptr<JoinWatcher>();
+  return std::unique_ptr<JoinWatcher>(new PendingJoin(identity, store));
+}
+
+void StopJoinWatcher(std::unique_ptr<JoinWatcher>& watcher) { watcher.reset(); }
+
+const std::vector<Command>& IdentityCommands() {
+  static const auto* commands = new std::vector<Command>{
+      {"init", "--user NAME [--name DEVICE_NAME] | --join USER_ID",
+       "make this data directory's device key (and user key)",
+       "  --user NAME     a new user NAME: makes the device key, the user key and\n"
+       "                  this device's certificate (the first device of NAME)\n"
+       "  --name N        this device's name in the device list (default: the\n"
+       "                  hostname)\n"
+       "  --join USER_ID  a new device of an existing user: makes the device key\n"
+       "                  and prints the device id; run 'peerkv device add ID' on a\n"
+       "                  device of that user, then let the two sync\n"
+       "Prints 'device ID', 'user ID NAME' and 'replica HEX'. Keys live in DIR/keys\n"
+       "(mode 0700; files 0600) and never leave it. Fails if DIR is initialised\n"
+       "already or a server holds it. 'serve' on an uninitialised directory does\n"
+       "'init --user' by itself (--user, default 'me').\n",
+       {.with_value = {"user", "join", "name"}}, RunInit},
+      {"id", "", "print this directory's device id, user id and name, and replica id",
+       "Prints 'device ID', 'user ID NAME' and 'replica HEX', one per line. On a\n"
+       "device waiting to be added, the user line says so; if the device's record\n"
+       "has arrived, the join is completed first.\n",
+       {}, RunId},
+      {"device", "add DEVICE_ID [--name N] | list | remove DEVICE_ID",
+       "add, list or remove the user's devices",
+       "  add DEVICE_ID [--name N]  certify DEVICE_ID (printed by its 'init --join')\n"
+       "                            as a device of this user, named N (default\n"
+       "                            'unnamed'); it receives its certificate and the\n"
+       "                            user key (sealed to it) when it syncs\n"
+       "  list                      every device: ID NAME added TIME [removed TIME]\n"
+       "  remove DEVICE_ID          remove a device (a lost one): recorded for good;\n"
+       "                            a removed device is never added again\n"
+       "Runs on any device holding the user key. The list is signed by the user\n"
+       "key and replicates to the user's devices. (Refusing a removed device's\n"
+       "connections comes with authenticated links.)\n",
+       {.with_value = {"name"}}, RunDevice},
+      {"friend", "add USER_ID --name N | list | remove USER_ID",
+       "add, list or remove friends (users whose devices may connect)",
+       "  add USER_ID --name N  trust user USER_ID, shown as N\n"
+       "  list                  current friends: USER_ID NAME added TIME\n"
+       "  remove USER_ID        stop trusting USER_ID\n"
+       "A friend's certified devices will connect as that friend once links are\n"
+       "authenticated; what a friend may read comes with access control. Until\n"
+       "then a friend gets nothing of yours.\n",
+       {.with_value = {"name"}}, RunFriend},
+  };
+  return *commands;
+}
+
+}  // namespace peerkv::cli
