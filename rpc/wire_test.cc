@@ -2,6 +2,8 @@
 // Cap'n Proto peer says hello to a real server with names at and over the
 // limit; a fake server whose `status` always fails still serves put and
 // get to the client library and to the CLI, which never ask for status.
+// Reconcile rounds: absurd ones close only their link; one being answered
+// does not stop the server answering others.
 #include <atomic>
 #include <map>
 #include <string>
@@ -185,6 +187,94 @@ TEST(WireTest, AnAbsurdReconcileIsRefusedAndClosesOnlyItsLink) {
   ASSERT_EQ(response->differing.size(), 1u);
   EXPECT_EQ(response->differing[0].keyspace, "ks");
   EXPECT_EQ(response->differing[0].fingerprint.count, 1u);
+}
+
+// Says hello as replica `id` on `replica`, the capability later rounds use
+// (each replica() call makes a new one); true if accepted.
+bool HelloOn(capnp::EzRpcClient& client, wire::Replica::Client& replica, uint64_t id) {
+  auto hello = replica.helloRequest();
+  auto info = hello.initInfo();
+  info.setReplicaId(id);
+  info.setIncarnation(1);
+  info.setProtocolVersion(replication::kProtocolVersion);
+  hello.setBack(kj::heap<SilentReplica>());
+  return !hello.send().wait(client.getWaitScope()).hasError();
+}
+
+// A reconcile round is answered off the server's event loop (the first
+// question below the stored levels scans and hashes a whole keyspace, 1.5 s
+// at 1,000,000 records). The test holds a round inside the responder (the
+// server's test hook, on the thread that answers it) and meanwhile a get,
+// a put and a ping on other connections are answered. When the round was
+// answered on the loop, the get waited for it and ran into its timeout.
+TEST(WireTest, TheServerKeepsAnsweringWhileAReconcileRoundIsServed) {
+  testing::TempDir dir;
+  StoreOptions options;
+  options.dir = dir.Sub("db");
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
+  ASSERT_THAT(store, IsOk());
+  ASSERT_THAT((*store)->Put("ks", "k", "v"), IsOk());
+  absl::Notification entered;
+  absl::Notification release;
+  std::atomic<int> rounds{0};
+  std::atomic<bool> held_to_the_end{false};
+  ServerOptions server_options{.listen = "127.0.0.1:0"};
+  server_options.reconcile_serve_hook = [&] {
+    if (rounds.fetch_add(1) > 0) return;
+    entered.Notify();
+    // Bounded, so that a server that cannot answer meanwhile fails the
+    // test instead of hanging it.
+    if (!release.WaitForNotificationWithTimeout(absl::Seconds(10))) held_to_the_end = true;
+  };
+  absl::StatusOr<std::unique_ptr<Server>> server =
+      Server::Start(store->get(), std::move(server_options));
+  ASSERT_THAT(server, IsOk());
+  const std::string address = (*server)->address();
+
+  absl::StatusOr<std::string> answer = absl::UnknownError("not answered");
+  std::thread initiator([&] {
+    capnp::EzRpcClient client(address);
+    wire::Replica::Client replica =
+        client.getMain<wire::Gateway>().replicaRequest().send().getReplica();
+    if (!HelloOn(client, replica, 41)) {
+      answer = absl::InternalError("hello refused");
+      entered.Notify();
+      return;
+    }
+    replication::ReconcileRequest compare;
+    compare.compare = true;
+    answer = ReconcileRound(client, replica, replication::EncodeReconcileRequest(compare));
+  });
+  ASSERT_TRUE(entered.WaitForNotificationWithTimeout(absl::Seconds(10)));
+
+  // The round is held. Others are served.
+  absl::StatusOr<std::unique_ptr<Client>> client =
+      Client::Connect(ClientOptions{.address = address, .timeout = absl::Seconds(3)});
+  EXPECT_THAT(client, IsOk());
+  if (client.ok()) {
+    absl::StatusOr<std::optional<Record>> got = (*client)->Get("ks", "k");
+    EXPECT_THAT(got, IsOk());
+    if (got.ok() && got->has_value()) EXPECT_EQ((*got)->value, "v");
+    EXPECT_THAT((*client)->Put("ks", "k2", "v2"), IsOk());
+  }
+  {
+    capnp::EzRpcClient other(address);
+    wire::Replica::Client replica =
+        other.getMain<wire::Gateway>().replicaRequest().send().getReplica();
+    EXPECT_TRUE(HelloOn(other, replica, 42));
+    replica.pingRequest().send().wait(other.getWaitScope());
+  }
+  EXPECT_FALSE(held_to_the_end) << "the server answered nothing while the round was held";
+  release.Notify();
+  initiator.join();
+
+  // And the held round is answered once it may go on.
+  ASSERT_THAT(answer, IsOk());
+  absl::StatusOr<replication::ReconcileResponse> response =
+      replication::DecodeReconcileResponse(*answer, kMaxValueBytes);
+  ASSERT_THAT(response, IsOk());
+  ASSERT_EQ(response->differing.size(), 1u);
+  EXPECT_EQ(response->differing[0].keyspace, "ks");
 }
 
 // What the fake server saw; written on its thread, read by the test.
