@@ -189,6 +189,10 @@ TEST(WireTest, AnAbsurdReconcileIsRefusedAndClosesOnlyItsLink) {
   EXPECT_EQ(response->differing[0].fingerprint.count, 1u);
 }
 
+capnp::Data::Reader AsData(const std::string& bytes) {
+  return capnp::Data::Reader(reinterpret_cast<const kj::byte*>(bytes.data()), bytes.size());
+}
+
 // Says hello as replica `id` on `replica`, the capability later rounds use
 // (each replica() call makes a new one); true if accepted.
 bool HelloOn(capnp::EzRpcClient& client, wire::Replica::Client& replica, uint64_t id) {
@@ -232,6 +236,7 @@ TEST(WireTest, TheServerKeepsAnsweringWhileAReconcileRoundIsServed) {
   const std::string address = (*server)->address();
 
   absl::StatusOr<std::string> answer = absl::UnknownError("not answered");
+  absl::Status second_round = absl::UnknownError("not sent");
   std::thread initiator([&] {
     capnp::EzRpcClient client(address);
     wire::Replica::Client replica =
@@ -243,7 +248,27 @@ TEST(WireTest, TheServerKeepsAnsweringWhileAReconcileRoundIsServed) {
     }
     replication::ReconcileRequest compare;
     compare.compare = true;
-    answer = ReconcileRound(client, replica, replication::EncodeReconcileRequest(compare));
+    const std::string bytes = replication::EncodeReconcileRequest(compare);
+    auto first = replica.reconcileRequest();
+    first.setRequest(AsData(bytes));
+    auto held = first.send();
+    // A second round on the same link while the first is answered: the
+    // initiator never does that, and it would queue scans: refused.
+    auto second = replica.reconcileRequest();
+    second.setRequest(AsData(bytes));
+    auto refused = second.send().wait(client.getWaitScope());
+    second_round = refused.hasError()
+                       ? absl::Status(static_cast<absl::StatusCode>(refused.getError().getCode()),
+                                      refused.getError().getMessage().cStr())
+                       : absl::OkStatus();
+    auto response = held.wait(client.getWaitScope());
+    if (response.hasError()) {
+      answer = absl::Status(static_cast<absl::StatusCode>(response.getError().getCode()),
+                            response.getError().getMessage().cStr());
+    } else {
+      answer = std::string(reinterpret_cast<const char*>(response.getResponse().begin()),
+                           response.getResponse().size());
+    }
   });
   ASSERT_TRUE(entered.WaitForNotificationWithTimeout(absl::Seconds(10)));
 
@@ -267,6 +292,8 @@ TEST(WireTest, TheServerKeepsAnsweringWhileAReconcileRoundIsServed) {
   EXPECT_FALSE(held_to_the_end) << "the server answered nothing while the round was held";
   release.Notify();
   initiator.join();
+  EXPECT_THAT(second_round, StatusIs(StatusCode::kResourceExhausted,
+                                     "a reconcile round is already being answered on this link"));
 
   // And the held round is answered once it may go on.
   ASSERT_THAT(answer, IsOk());
@@ -275,6 +302,250 @@ TEST(WireTest, TheServerKeepsAnsweringWhileAReconcileRoundIsServed) {
   ASSERT_THAT(response, IsOk());
   ASSERT_EQ(response->differing.size(), 1u);
   EXPECT_EQ(response->differing[0].keyspace, "ks");
+}
+
+std::string Varint(uint64_t v) {
+  std::string out;
+  while (v >= 0x80) {
+    out.push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<char>(v));
+  return out;
+}
+
+// A reconcile request's bytes: format 1, a keyspace table naming "ks"
+// (`keyspaces` entries claimed), pass, width, no compare, no answer limit,
+// no roots, then `rest` (the expand, fetch and push sections).
+std::string RequestBytes(uint64_t keyspaces, uint8_t pass, uint8_t width, const std::string& rest) {
+  std::string out = "\x01" + Varint(keyspaces) + (keyspaces > 0 ? "\x02ks" : "");
+  out += static_cast<char>(pass);
+  out += static_cast<char>(width);
+  out += std::string("\x00\x00\x00", 3);
+  return out + rest;
+}
+
+// Each kind of absurd field of a reconcile request, over a real connection:
+// refused with InvalidArgument naming the field and the limit, that link
+// closed (nothing more served on it, the engine drops it), and a link made
+// before them all still served afterwards.
+TEST(WireTest, EveryAbsurdReconcileFieldIsRefusedAndClosesOnlyItsLink) {
+  testing::TempDir dir;
+  StoreOptions options;
+  options.dir = dir.Sub("db");
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
+  ASSERT_THAT(store, IsOk());
+  ASSERT_THAT((*store)->Put("ks", "k", "v"), IsOk());
+  absl::StatusOr<std::unique_ptr<Server>> server =
+      Server::Start(store->get(), ServerOptions{.listen = "127.0.0.1:0"});
+  ASSERT_THAT(server, IsOk());
+  const std::string address = (*server)->address();
+  capnp::EzRpcClient good(address);
+  wire::Replica::Client good_replica =
+      good.getMain<wire::Gateway>().replicaRequest().send().getReplica();
+  ASSERT_TRUE(HelloOn(good, good_replica, 60));
+
+  // Sections after the header: expand, fetch, push (counts, then entries).
+  const std::string none = Varint(0);
+  const std::string no_children(1, '\0');
+  const std::string node_of = Varint(1) + Varint(0);  // one node, keyspace 0
+  struct Case {
+    std::string what;
+    std::string bytes;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {"a depth below the deepest level",
+       RequestBytes(1, 0, 2, node_of + "\x11" + Varint(0) + no_children + none + none),
+       "reconcile request: expand: depth 17; the limit is 16"},
+      {"a range (prefix) outside its depth",
+       RequestBytes(1, 0, 2, node_of + "\x01" + Varint(16) + no_children + none + none),
+       "reconcile request: expand: prefix 0x10 does not fit depth 1 (at most 4 bits)"},
+      {"a prefix of 2^64 - 1 at depth 2",
+       RequestBytes(1, 0, 2, node_of + "\x02" + Varint(~uint64_t{0}) + no_children + none + none),
+       "does not fit depth 2 (at most 8 bits)"},
+      {"children asked of the deepest level",
+       RequestBytes(1, 0, 2, node_of + "\x10" + Varint(0) + "\x01" + none + none),
+       "reconcile request: expand: children of a node at the deepest level"},
+      {"a keyspace index the table does not have",
+       RequestBytes(1, 0, 2, Varint(1) + Varint(7) + "\x01" + Varint(0) + no_children + none + none),
+       "reconcile request: expand: keyspace index 7; the message names 1"},
+      {"too many nodes", RequestBytes(0, 0, 2, Varint(1'000'000)),
+       "reconcile request: expand: 1000000 entries; the limit is 16384"},
+      {"too many keys to fetch", RequestBytes(0, 0, 2, none + Varint(5000)),
+       "reconcile request: fetch: 5000 entries; the limit is 4096"},
+      {"too many pushed records", RequestBytes(0, 0, 2, none + none + Varint(1'000'000)),
+       "reconcile request: push: 1000000 entries; the limit is 20000"},
+      {"too many keyspaces", RequestBytes(2000, 0, 2, ""),
+       "reconcile request: keyspaces: 2000 entries; the limit is 1024"},
+      {"a pass beyond the last", RequestBytes(0, 9, 2, none + none + none),
+       "reconcile request: pass: 9; the limit is 3"},
+      {"a fingerprint width of 7 bytes", RequestBytes(0, 0, 7, none + none + none),
+       "reconcile request: width: 7 bytes; fingerprints take 1..4"},
+      {"a count of 2^64 - 1 nodes", RequestBytes(0, 0, 2, Varint(~uint64_t{0})),
+       "reconcile request: expand: 18446744073709551615 entries; the limit is 16384"},
+      {"bytes after the end", RequestBytes(0, 0, 2, none + none + none + "xyz"),
+       "reconcile request: message: 3 bytes after its end"},
+  };
+  uint64_t id = 70;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    capnp::EzRpcClient bad(address);
+    wire::Replica::Client bad_replica =
+        bad.getMain<wire::Gateway>().replicaRequest().send().getReplica();
+    ASSERT_TRUE(HelloOn(bad, bad_replica, ++id));
+    EXPECT_THAT(ReconcileRound(bad, bad_replica, c.bytes),
+                StatusIs(StatusCode::kInvalidArgument, c.message));
+    EXPECT_THAT(ReconcileRound(bad, bad_replica, c.bytes),
+                StatusIs(StatusCode::kFailedPrecondition, "closed after a request out of bounds"));
+  }
+  // The engine dropped every one of those links (it learns on its own
+  // thread: waited for boundedly), and kept the good one.
+  size_t dropped = 0;
+  bool good_linked = false;
+  for (int i = 0; i < 1000; ++i) {
+    dropped = 0;
+    good_linked = false;
+    for (const replication::PeerStatus& p : (*server)->PeerStatuses()) {
+      if (p.replica_id > 70 && p.replica_id <= id && p.links == 0) ++dropped;
+      if (p.replica_id == 60 && p.links == 1) good_linked = true;
+    }
+    if (dropped == cases.size()) break;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(dropped, cases.size());
+  EXPECT_TRUE(good_linked);
+  replication::ReconcileRequest compare;
+  compare.compare = true;
+  absl::StatusOr<std::string> answer =
+      ReconcileRound(good, good_replica, replication::EncodeReconcileRequest(compare));
+  ASSERT_THAT(answer, IsOk());
+  absl::StatusOr<replication::ReconcileResponse> response =
+      replication::DecodeReconcileResponse(*answer, kMaxValueBytes);
+  ASSERT_THAT(response, IsOk());
+  ASSERT_EQ(response->differing.size(), 1u);
+}
+
+// A peer that answers our reconcile rounds with absurd bytes (the server is
+// the initiator here: `peerkv reconcile evil`). Its Replica (the `back` of
+// its hello) runs on its own thread and loop; pulls are left unanswered so
+// that only the answer decides what happens to the link.
+class EvilPeer {
+ public:
+  EvilPeer(std::string address, uint64_t id, std::string answer)
+      : address_(std::move(address)), id_(id), answer_(std::move(answer)) {
+    thread_ = std::thread([this] { Run(); });
+    ready_.WaitForNotification();
+  }
+  ~EvilPeer() {
+    stop_->fulfill();
+    thread_.join();
+  }
+  bool hello_ok() const { return hello_ok_; }
+  int reconciles() const { return reconciles_.load(); }
+
+ private:
+  class Back final : public wire::Replica::Server {
+   public:
+    explicit Back(EvilPeer& peer) : peer_(peer) {}
+    kj::Promise<void> pull(PullContext) override { return kj::NEVER_DONE; }
+    kj::Promise<void> ping(PingContext) override { return kj::READY_NOW; }
+    kj::Promise<void> reconcile(ReconcileContext context) override {
+      ++peer_.reconciles_;
+      context.getResults().setResponse(AsData(peer_.answer_));
+      return kj::READY_NOW;
+    }
+
+   private:
+    EvilPeer& peer_;
+  };
+
+  void Run() {
+    capnp::EzRpcClient client(address_);
+    wire::Replica::Client replica =
+        client.getMain<wire::Gateway>().replicaRequest().send().getReplica();
+    auto hello = replica.helloRequest();
+    auto info = hello.initInfo();
+    info.setReplicaId(id_);
+    info.setIncarnation(1);
+    info.setProtocolVersion(replication::kProtocolVersion);
+    info.setName("evil");
+    hello.setBack(kj::heap<Back>(*this));
+    hello_ok_ = !hello.send().wait(client.getWaitScope()).hasError();
+    auto stop = kj::newPromiseAndCrossThreadFulfiller<void>();
+    stop_ = kj::mv(stop.fulfiller);
+    ready_.Notify();
+    stop.promise.wait(client.getWaitScope());
+  }
+
+  const std::string address_;
+  const uint64_t id_;
+  const std::string answer_;
+  std::atomic<int> reconciles_{0};
+  bool hello_ok_ = false;
+  std::thread thread_;
+  absl::Notification ready_;
+  kj::Own<kj::CrossThreadPromiseFulfiller<void>> stop_;
+};
+
+// The initiator's side: an answer out of bounds ends the session with
+// InvalidArgument naming the field and the limit, and closes that link only;
+// the server still serves a good peer's reconcile and a client's get.
+TEST(WireTest, AnAbsurdReconcileAnswerEndsTheSessionAndClosesOnlyThatLink) {
+  testing::TempDir dir;
+  StoreOptions options;
+  options.dir = dir.Sub("db");
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
+  ASSERT_THAT(store, IsOk());
+  ASSERT_THAT((*store)->Put("ks", "k", "v"), IsOk());
+  absl::StatusOr<std::unique_ptr<Server>> server =
+      Server::Start(store->get(), ServerOptions{.listen = "127.0.0.1:0"});
+  ASSERT_THAT(server, IsOk());
+  const std::string address = (*server)->address();
+  capnp::EzRpcClient good(address);
+  wire::Replica::Client good_replica =
+      good.getMain<wire::Gateway>().replicaRequest().send().getReplica();
+  ASSERT_TRUE(HelloOn(good, good_replica, 90));
+
+  // An answer: format 1, no keyspaces, width 2, no differing roots, then
+  // 1,000,000 nodes said to be expanded.
+  EvilPeer evil(address, 91, std::string("\x01\x00\x02\x00", 4) + Varint(1'000'000));
+  ASSERT_TRUE(evil.hello_ok());
+  absl::StatusOr<std::unique_ptr<Client>> client =
+      Client::Connect(ClientOptions{.address = address});
+  ASSERT_THAT(client, IsOk());
+  // The engine learns of the link on its own thread: until then "evil" is
+  // not a peer (NotFound); boundedly.
+  absl::StatusOr<replication::ReconcileReport> report = absl::NotFoundError("not tried");
+  for (int i = 0; i < 1000; ++i) {
+    report = (*client)->Reconcile("evil");
+    if (report.status().code() != StatusCode::kNotFound) break;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_THAT(report, StatusIs(StatusCode::kInvalidArgument,
+                               "reconcile answer: expanded: 1000000 entries; the limit is 16384"));
+  EXPECT_EQ(evil.reconciles(), 1);
+  bool dropped = false;
+  for (int i = 0; i < 1000 && !dropped; ++i) {
+    for (const replication::PeerStatus& p : (*server)->PeerStatuses()) {
+      if (p.replica_id == 91 && p.links == 0) dropped = true;
+    }
+    if (!dropped) absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_TRUE(dropped);
+  // The others are still served.
+  replication::ReconcileRequest compare;
+  compare.compare = true;
+  EXPECT_THAT(ReconcileRound(good, good_replica, replication::EncodeReconcileRequest(compare)),
+              IsOk());
+  absl::StatusOr<std::optional<Record>> got = (*client)->Get("ks", "k");
+  ASSERT_THAT(got, IsOk());
+  EXPECT_TRUE(got->has_value());
+  bool good_linked = false;
+  for (const replication::PeerStatus& p : (*server)->PeerStatuses()) {
+    if (p.replica_id == 90 && p.links == 1) good_linked = true;
+  }
+  EXPECT_TRUE(good_linked);
 }
 
 // What the fake server saw; written on its thread, read by the test.
