@@ -6,6 +6,7 @@
 // does not stop the server answering others.
 #include <atomic>
 #include <map>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -546,6 +547,120 @@ TEST(WireTest, AnAbsurdReconcileAnswerEndsTheSessionAndClosesOnlyThatLink) {
     if (p.replica_id == 90 && p.links == 1) good_linked = true;
   }
   EXPECT_TRUE(good_linked);
+}
+
+// A peer that answers hello as replica 77 and nothing else (no ping, no
+// pull answer), on its own thread; it keeps the hellos it was sent.
+class HelloRecorder {
+ public:
+  static constexpr uint64_t kId = 77;
+
+  HelloRecorder() {
+    thread_ = std::thread([this] { Run(); });
+    ready_.WaitForNotification();
+  }
+  ~HelloRecorder() {
+    stop_->fulfill();
+    thread_.join();
+  }
+  std::string address() const { return absl::StrFormat("127.0.0.1:%d", port_); }
+  // Waits (at most 20 s) for the n-th hello; what it said, or nullopt.
+  std::optional<replication::PeerInfo> WaitForHello(size_t n) {
+    absl::MutexLock lock(&mu_);
+    auto arrived = [this, n]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return hellos_.size() >= n; };
+    mu_.AwaitWithTimeout(absl::Condition(&arrived), absl::Seconds(20));
+    if (hellos_.size() < n) return std::nullopt;
+    return hellos_[n - 1];
+  }
+
+ private:
+  class Replica final : public wire::Replica::Server {
+   public:
+    explicit Replica(HelloRecorder& recorder) : recorder_(recorder) {}
+    kj::Promise<void> hello(HelloContext context) override {
+      {
+        absl::MutexLock lock(&recorder_.mu_);
+        auto in = context.getParams().getInfo();
+        replication::PeerInfo info;
+        info.replica_id = in.getReplicaId();
+        info.held = replication::HeldOf{in.getHeldOf(), in.getHeldIncarnation(), in.getHeldSeq(),
+                                        in.getHeldWatermark(), in.getHeldNonce()};
+        recorder_.hellos_.push_back(std::move(info));
+      }
+      auto info = context.getResults().initInfo();
+      info.setReplicaId(kId);
+      info.setIncarnation(1);
+      info.setProtocolVersion(replication::kProtocolVersion);
+      info.setName("x");
+      return kj::READY_NOW;
+    }
+    // Unanswered: the dialler finds the link dead and dials again.
+    kj::Promise<void> ping(PingContext) override { return kj::NEVER_DONE; }
+    kj::Promise<void> pull(PullContext) override { return kj::NEVER_DONE; }
+
+   private:
+    HelloRecorder& recorder_;
+  };
+  class Gateway final : public wire::Gateway::Server {
+   public:
+    explicit Gateway(HelloRecorder& recorder) : recorder_(recorder) {}
+    kj::Promise<void> replica(ReplicaContext context) override {
+      context.getResults().setReplica(kj::heap<Replica>(recorder_));
+      return kj::READY_NOW;
+    }
+
+   private:
+    HelloRecorder& recorder_;
+  };
+
+  void Run() {
+    capnp::EzRpcServer server(kj::heap<Gateway>(*this), "127.0.0.1", 0);
+    auto& wait_scope = server.getWaitScope();
+    port_ = server.getPort().wait(wait_scope);
+    auto stop = kj::newPromiseAndCrossThreadFulfiller<void>();
+    stop_ = kj::mv(stop.fulfiller);
+    ready_.Notify();
+    stop.promise.wait(wait_scope);
+  }
+
+  absl::Mutex mu_;
+  std::vector<replication::PeerInfo> hellos_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+  absl::Notification ready_;
+  uint port_ = 0;
+  kj::Own<kj::CrossThreadPromiseFulfiller<void>> stop_;
+};
+
+// The TCP transport's dialler says in its hello what it holds of the
+// replica it expects at the address (Transport::ConnectExpecting), so a
+// restored peer sees the evidence before anything else is exchanged: the
+// first hello knows nobody there; after the link died, the redial's hello
+// claims replica 77. The TCP transport used to ignore the expectation (a
+// plain Connect), and every hello claimed nothing.
+TEST(WireTest, TheDiallersHelloSaysWhatItHoldsOfTheReplicaItExpects) {
+  HelloRecorder x;
+  testing::TempDir dir;
+  StoreOptions options;
+  options.dir = dir.Sub("db");
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
+  ASSERT_THAT(store, IsOk());
+  ServerOptions server_options{.listen = "127.0.0.1:0", .replica_name = "y"};
+  // x answers no ping: its link is dead after 5 intervals and redialled.
+  server_options.keepalive_ms = 20;
+  server_options.replication.peers = {x.address()};
+  absl::StatusOr<std::unique_ptr<Server>> server =
+      Server::Start(store->get(), std::move(server_options));
+  ASSERT_THAT(server, IsOk());
+
+  std::optional<replication::PeerInfo> first = x.WaitForHello(1);
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->replica_id, (*store)->replica_id());
+  EXPECT_EQ(first->held.replica_id, 0u);
+  std::optional<replication::PeerInfo> again = x.WaitForHello(2);
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->held.replica_id, HelloRecorder::kId);
+  // What y holds of x: nothing pulled yet (x answers no pull).
+  EXPECT_EQ(again->held, replication::HeldOf{.replica_id = HelloRecorder::kId});
 }
 
 // What the fake server saw; written on its thread, read by the test.
