@@ -155,10 +155,11 @@ TEST(WireTest, AnAbsurdReconcileIsRefusedAndClosesOnlyItsLink) {
   EXPECT_THAT(ReconcileRound(stranger, stranger_replica, "x"),
               StatusIs(StatusCode::kFailedPrecondition, "before hello"));
 
-  // A request asking to expand 1,000,000 nodes: format 1, no keyspaces,
+  // A request asking to expand 1,000,000 nodes: the format, no keyspaces,
   // pass 0, width 2, no compare, no answer limit, no roots, then the count.
   const std::string absurd =
-      std::string("\x01\x00\x00\x02\x00\x00\x00", 7) + "\xc0\x84\x3d";
+      std::string(1, replication::kReconcileFormat) + std::string("\x00\x00\x02\x00\x00\x00", 6) +
+      "\xc0\x84\x3d";
   EXPECT_THAT(ReconcileRound(bad, bad_replica, absurd),
               StatusIs(StatusCode::kInvalidArgument,
                        "expand: 1000000 entries; the limit is 16384"));
@@ -315,11 +316,12 @@ std::string Varint(uint64_t v) {
   return out;
 }
 
-// A reconcile request's bytes: format 1, a keyspace table naming "ks"
+// A reconcile request's bytes: the format, a keyspace table naming "ks"
 // (`keyspaces` entries claimed), pass, width, no compare, no answer limit,
 // no roots, then `rest` (the expand, fetch and push sections).
 std::string RequestBytes(uint64_t keyspaces, uint8_t pass, uint8_t width, const std::string& rest) {
-  std::string out = "\x01" + Varint(keyspaces) + (keyspaces > 0 ? "\x02ks" : "");
+  std::string out = std::string(1, replication::kReconcileFormat) + Varint(keyspaces) +
+                    (keyspaces > 0 ? "\x02ks" : "");
   out += static_cast<char>(pass);
   out += static_cast<char>(width);
   out += std::string("\x00\x00\x00", 3);
@@ -373,8 +375,8 @@ TEST(WireTest, EveryAbsurdReconcileFieldIsRefusedAndClosesOnlyItsLink) {
        "reconcile request: expand: keyspace index 7; the message names 1"},
       {"too many nodes", RequestBytes(0, 0, 2, Varint(1'000'000)),
        "reconcile request: expand: 1000000 entries; the limit is 16384"},
-      {"too many keys to fetch", RequestBytes(0, 0, 2, none + Varint(5000)),
-       "reconcile request: fetch: 5000 entries; the limit is 4096"},
+      {"too many keys to fetch", RequestBytes(0, 0, 2, none + Varint(20'001)),
+       "reconcile request: fetch: 20001 entries; the limit is 20000"},
       {"too many pushed records", RequestBytes(0, 0, 2, none + none + Varint(1'000'000)),
        "reconcile request: push: 1000000 entries; the limit is 20000"},
       {"too many keyspaces", RequestBytes(2000, 0, 2, ""),
@@ -508,9 +510,11 @@ TEST(WireTest, AnAbsurdReconcileAnswerEndsTheSessionAndClosesOnlyThatLink) {
       good.getMain<wire::Gateway>().replicaRequest().send().getReplica();
   ASSERT_TRUE(HelloOn(good, good_replica, 90));
 
-  // An answer: format 1, no keyspaces, width 2, no differing roots, then
+  // An answer: the format, no keyspaces, width 2, no differing roots, then
   // 1,000,000 nodes said to be expanded.
-  EvilPeer evil(address, 91, std::string("\x01\x00\x02\x00", 4) + Varint(1'000'000));
+  EvilPeer evil(address, 91,
+                std::string(1, replication::kReconcileFormat) + std::string("\x00\x02\x00", 3) +
+                    Varint(1'000'000));
   ASSERT_TRUE(evil.hello_ok());
   absl::StatusOr<std::unique_ptr<Client>> client =
       Client::Connect(ClientOptions{.address = address});
