@@ -913,6 +913,9 @@ absl::Status ReconcileSession::TakeExpansion(rbsr::RangeView& view, const NodeRe
   PEERKV_RETURN_IF_ERROR(view.ForEachItem(ref.node, [&](const rbsr::RangeItem& item) {
     local.emplace(std::string(item.key), Local{item.version, item.deleted, item.hash});
   }));
+  if (e.kind == Expansion::Kind::kItemKeys && e.hashes.size() != e.items.size()) {
+    return absl::InvalidArgumentError("reconcile answer: items: a hash missing");
+  }
   std::set<std::string_view> seen;
   KeyspaceDiff& diff = Diff(ref.keyspace);
   for (size_t i = 0; i < e.items.size(); ++i) {

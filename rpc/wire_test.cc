@@ -2,8 +2,10 @@
 // Cap'n Proto peer says hello to a real server with names at and over the
 // limit; a fake server whose `status` always fails still serves put and
 // get to the client library and to the CLI, which never ask for status.
-// Reconcile rounds: absurd ones close only their link; one being answered
-// does not stop the server answering others.
+// Reconcile rounds: absurd ones (requests, and answers to the server's own
+// session) close only their link; one being answered does not stop the
+// server answering others. The server's dialler says in its hello what it
+// holds of the replica it expects at the address.
 #include <atomic>
 #include <map>
 #include <optional>
@@ -373,6 +375,10 @@ TEST(WireTest, EveryAbsurdReconcileFieldIsRefusedAndClosesOnlyItsLink) {
       {"a keyspace index the table does not have",
        RequestBytes(1, 0, 2, Varint(1) + Varint(7) + "\x01" + Varint(0) + no_children + none + none),
        "reconcile request: expand: keyspace index 7; the message names 1"},
+      {"a sparse children list claiming all 16 occupied",
+       RequestBytes(1, 0, 2, node_of + "\x01" + Varint(3) + "\x02" + "\xff\xff" +
+                                 std::string(32, 'c') + none + none),
+       "reconcile request: expand: occupancy 0xffff would be cheaper sent dense"},
       {"too many nodes", RequestBytes(0, 0, 2, Varint(1'000'000)),
        "reconcile request: expand: 1000000 entries; the limit is 16384"},
       {"too many keys to fetch", RequestBytes(0, 0, 2, none + Varint(20'001)),
