@@ -13,6 +13,7 @@
 //   log16(n)).
 // Usage: reconcile_bench [--max-records=N] (default 1,000,000) [--trace]
 // (--trace: what each round of the differing cases carried).
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -73,6 +74,9 @@ bool g_trace = false;
 struct Result {
   replication::ReconcileReport report;
   size_t messages = 0;
+  // The longest responder round (ServeReconcile): how long a server's
+  // event loop answered nobody when rounds were served on it.
+  absl::Duration longest_answer;
 };
 
 // A session of `a` with `b`, as the engine and the server run it.
@@ -98,8 +102,10 @@ Result Reconcile(Store& a, Store& b, bool trace = false) {
       pushed = *merged;
       received->push.clear();
     }
+    const absl::Time answer_start = absl::Now();
     absl::StatusOr<replication::ReconcileResponse> response =
         replication::ServeReconcile(*remote, *received, size_t{16} << 20);
+    out.longest_answer = std::max(out.longest_answer, absl::Now() - answer_start);
     PEERKV_CHECK(response.ok());
     response->push_won = pushed.won;
     response->push_refused = pushed.refused.size();
@@ -202,7 +208,7 @@ void Differ(Store& a, Store& b, size_t n, size_t d, std::mt19937_64& rng,
       "total %llu (+%llu framing) = %.2f x the differing records' %zu bytes, %.1f bytes a "
       "record beyond them (bound: total <= %.0f: %s; with the framing: %s); fetched %llu, "
       "peer lacked %llu, "
-      "nodes asked %llu; %.1f ms\n",
+      "nodes asked %llu; %.1f ms, the longest responder round %.1f ms\n",
       n, d, r.report.rounds, round_bound, r.report.passes,
       static_cast<unsigned long long>(r.report.bytes_sent),
       static_cast<unsigned long long>(r.report.bytes_received),
@@ -213,7 +219,7 @@ void Differ(Store& a, Store& b, size_t n, size_t d, std::mt19937_64& rng,
       static_cast<unsigned long long>(fetched),
       static_cast<unsigned long long>(lacked),
       static_cast<unsigned long long>(r.report.nodes_expanded),
-      absl::ToDoubleMilliseconds(r.report.time));
+      absl::ToDoubleMilliseconds(r.report.time), absl::ToDoubleMilliseconds(r.longest_answer));
   std::fflush(stdout);
 }
 
