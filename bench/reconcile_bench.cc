@@ -11,7 +11,9 @@
 //   newer on each side): bytes, rounds, time, and the bounds (bytes
 //   <= 2 x the differing records' bytes + 100 per record; rounds <= 2 +
 //   log16(n)).
-// Usage: reconcile_bench [--max-records=N] (default 1,000,000).
+// Usage: reconcile_bench [--max-records=N] (default 1,000,000) [--trace]
+// (--trace: what each round of the differing cases carried).
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -66,13 +68,19 @@ void MergeAll(Store& store, const std::vector<Record>& records) {
   }
 }
 
+// --trace: each round's messages of the differing cases.
+bool g_trace = false;
+
 struct Result {
   replication::ReconcileReport report;
   size_t messages = 0;
+  // The longest responder round (ServeReconcile): how long a server's
+  // event loop answered nobody when rounds were served on it.
+  absl::Duration longest_answer;
 };
 
 // A session of `a` with `b`, as the engine and the server run it.
-Result Reconcile(Store& a, Store& b) {
+Result Reconcile(Store& a, Store& b, bool trace = false) {
   auto local = replication::StoreReconcileSource(a);
   auto remote = replication::StoreReconcileSource(b);
   replication::ReconcileSession session(*local);
@@ -94,8 +102,10 @@ Result Reconcile(Store& a, Store& b) {
       pushed = *merged;
       received->push.clear();
     }
+    const absl::Time answer_start = absl::Now();
     absl::StatusOr<replication::ReconcileResponse> response =
         replication::ServeReconcile(*remote, *received, size_t{16} << 20);
+    out.longest_answer = std::max(out.longest_answer, absl::Now() - answer_start);
     PEERKV_CHECK(response.ok());
     response->push_won = pushed.won;
     response->push_refused = pushed.refused.size();
@@ -103,6 +113,23 @@ Result Reconcile(Store& a, Store& b) {
     absl::StatusOr<replication::ReconcileResponse> decoded =
         replication::DecodeReconcileResponse(answer, kMaxValueBytes);
     PEERKV_CHECK(decoded.ok());
+    if (trace) {
+      size_t children = 0, items = 0, values = 0, kinds[3] = {0, 0, 0};
+      for (const auto& ref : received->expand) children += ref.children.empty() ? 0 : 1;
+      for (const auto& e : decoded->expansions) {
+        ++kinds[static_cast<int>(e.kind)];
+        items += e.items.size();
+        for (const Record& r : e.items) values += r.value.empty() ? 0 : 1;
+      }
+      std::printf(
+          "  round %zu: request %zu bytes (compare %d, expand %zu (%zu with children), fetch %zu, "
+          "push %zu); answer %zu bytes (differing %zu, expanded %llu, expansions %zu/%zu/%zu "
+          "children/items/no-values, items %zu with %zu values, fetched %zu)\n",
+          out.messages + 1, sent.size(), received->compare ? 1 : 0, received->expand.size(),
+          children, received->fetch.size(), pushed.won + pushed.refused.size(), answer.size(),
+          decoded->differing.size(), static_cast<unsigned long long>(decoded->expanded), kinds[0],
+          kinds[1], kinds[2], items, values, decoded->fetched.size());
+    }
     absl::StatusOr<std::vector<Record>> merge = session.OnResponse(*decoded, answer.size());
     PEERKV_CHECK(merge.ok());
     if (!merge->empty()) {
@@ -164,7 +191,8 @@ void Differ(Store& a, Store& b, size_t n, size_t d, std::mt19937_64& rng,
   }
   MergeAll(a, on_a);
   MergeAll(b, on_b);
-  Result r = Reconcile(a, b);
+  if (g_trace) std::printf("d=%zu:\n", d);
+  Result r = Reconcile(a, b, g_trace);
   PEERKV_CHECK(r.report.in_sync);
   uint64_t fetched = 0, lacked = 0;
   for (const auto& k : r.report.keyspaces) {
@@ -178,18 +206,20 @@ void Differ(Store& a, Store& b, size_t n, size_t d, std::mt19937_64& rng,
   std::printf(
       "differ n=%zu d=%zu: rounds %d (bound %.2f), passes %d, bytes sent %llu received %llu "
       "total %llu (+%llu framing) = %.2f x the differing records' %zu bytes, %.1f bytes a "
-      "record beyond them (bound: total <= %.0f: %s); fetched %llu, peer lacked %llu, "
-      "nodes asked %llu; %.1f ms\n",
+      "record beyond them (bound: total <= %.0f: %s; with the framing: %s); fetched %llu, "
+      "peer lacked %llu, "
+      "nodes asked %llu; %.1f ms, the longest responder round %.1f ms\n",
       n, d, r.report.rounds, round_bound, r.report.passes,
       static_cast<unsigned long long>(r.report.bytes_sent),
       static_cast<unsigned long long>(r.report.bytes_received),
       static_cast<unsigned long long>(bytes), static_cast<unsigned long long>(framing),
       bytes / static_cast<double>(differing_bytes), differing_bytes,
       (static_cast<double>(bytes) - differing_bytes) / d, bound,
-      bytes + framing <= bound ? "met" : "NOT met", static_cast<unsigned long long>(fetched),
+      bytes <= bound ? "met" : "NOT met", bytes + framing <= bound ? "met" : "NOT met",
+      static_cast<unsigned long long>(fetched),
       static_cast<unsigned long long>(lacked),
       static_cast<unsigned long long>(r.report.nodes_expanded),
-      absl::ToDoubleMilliseconds(r.report.time));
+      absl::ToDoubleMilliseconds(r.report.time), absl::ToDoubleMilliseconds(r.longest_answer));
   std::fflush(stdout);
 }
 
@@ -199,6 +229,8 @@ int Main(int argc, char** argv) {
     std::string arg = argv[i];
     if (arg.rfind("--max-records=", 0) == 0) {
       PEERKV_CHECK(absl::SimpleAtoi(arg.substr(14), &max_records));
+    } else if (arg == "--trace") {
+      g_trace = true;
     }
   }
   const char* env = std::getenv("PEERKV_BENCH_DIR");

@@ -228,6 +228,70 @@ absl::Status CheckFormat(Reader& in) {
 
 size_t RecordBytes(const Record& r) { return r.key.size() + r.value.size() + 24; }
 
+// The wire kind of an expansion of children sent sparse.
+constexpr uint8_t kSparseChildrenKind = 4;
+
+}  // namespace
+
+std::optional<uint16_t> SparseChildren(uint16_t occupied, int width) {
+  const int empty = rbsr::kBranching - __builtin_popcount(occupied);
+  if (empty * width > 2) return occupied;
+  return std::nullopt;
+}
+
+namespace {
+
+// Whether child `i`, ours `mine`, differs from what the other side said of
+// it: its truncated sum and, when told, whether it holds registers.
+bool ChildDiffers(const rbsr::Fingerprint& mine, int i, uint32_t their_sum,
+                  const std::optional<uint16_t>& their_occupied, int pass, int width) {
+  if (their_occupied.has_value()) {
+    const bool theirs_empty = ((*their_occupied >> i) & 1) == 0;
+    if (theirs_empty != (mine.count == 0)) return true;
+    if (theirs_empty) return false;
+  }
+  return TruncatedSum(mine.sum, pass, width) != their_sum;
+}
+
+// The children of a node in a message: dense (16 sums) or sparse (the
+// occupancy mask, then the sums of the occupied ones).
+void WriteChildren(Writer& w, const std::vector<uint32_t>& children,
+                   const std::optional<uint16_t>& occupied, int width) {
+  PEERKV_CHECK(children.size() == rbsr::kBranching);
+  if (occupied.has_value()) {
+    w.Byte(*occupied & 0xff);
+    w.Byte(*occupied >> 8);
+  }
+  for (int i = 0; i < rbsr::kBranching; ++i) {
+    if (occupied.has_value() && ((*occupied >> i) & 1) == 0) continue;
+    w.Sum(children[i], width);
+  }
+}
+
+absl::Status ReadChildren(Reader& in, std::string_view field, bool sparse, int width,
+                          std::vector<uint32_t>& children, std::optional<uint16_t>& occupied) {
+  if (!sparse) {
+    PEERKV_ASSIGN_OR_RETURN(children, in.Children(field, width));
+    return absl::OkStatus();
+  }
+  PEERKV_ASSIGN_OR_RETURN(uint8_t lo, in.Byte(field));
+  PEERKV_ASSIGN_OR_RETURN(uint8_t hi, in.Byte(field));
+  const uint16_t mask = static_cast<uint16_t>(lo | (hi << 8));
+  if (SparseChildren(mask, width) != mask) {
+    return in.Error(field, absl::StrFormat("occupancy %#x would be cheaper sent dense", mask));
+  }
+  occupied = mask;
+  children.assign(rbsr::kBranching, 0);
+  for (int i = 0; i < rbsr::kBranching; ++i) {
+    if (((mask >> i) & 1) == 0) continue;
+    for (int b = 0; b < width; ++b) {
+      PEERKV_ASSIGN_OR_RETURN(uint8_t byte, in.Byte(field));
+      children[i] |= static_cast<uint32_t>(byte) << (8 * b);
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 uint32_t TruncatedSum(const rbsr::Sum256& sum, int pass, int width) {
@@ -245,7 +309,7 @@ std::string EncodeReconcileRequest(const ReconcileRequest& request) {
   Writer w;
   w.Byte(request.pass);
   w.Byte(request.width);
-  w.Byte(request.compare ? 1 : 0);
+  w.Byte(request.compare ? (request.verify_only ? 2 : 1) : 0);
   w.Varint(request.max_answer_bytes);
   w.Varint(request.roots.size());
   for (const KeyspaceRoot& root : request.roots) {
@@ -257,11 +321,8 @@ std::string EncodeReconcileRequest(const ReconcileRequest& request) {
     w.Keyspace(ref.keyspace);
     w.Byte(ref.node.depth);
     w.Varint(ref.node.prefix);
-    w.Byte(ref.children.empty() ? 0 : 1);
-    if (!ref.children.empty()) {
-      PEERKV_CHECK(ref.children.size() == rbsr::kBranching);
-      for (uint32_t c : ref.children) w.Sum(c, request.width);
-    }
+    w.Byte(ref.children.empty() ? 0 : (ref.occupied.has_value() ? 2 : 1));
+    if (!ref.children.empty()) WriteChildren(w, ref.children, ref.occupied, request.width);
   }
   w.Varint(request.fetch.size());
   for (const KeyRef& ref : request.fetch) {
@@ -286,8 +347,9 @@ absl::StatusOr<ReconcileRequest> DecodeReconcileRequest(std::string_view bytes,
   }
   PEERKV_ASSIGN_OR_RETURN(out.width, in.Width());
   PEERKV_ASSIGN_OR_RETURN(uint8_t compare, in.Byte("compare"));
-  if (compare > 1) return in.Error("compare", "must be 0 or 1");
-  out.compare = compare == 1;
+  if (compare > 2) return in.Error("compare", "must be 0, 1 or 2 (roots only)");
+  out.compare = compare >= 1;
+  out.verify_only = compare == 2;
   PEERKV_ASSIGN_OR_RETURN(out.max_answer_bytes, in.Varint("max_answer_bytes"));
   PEERKV_ASSIGN_OR_RETURN(size_t roots, in.Count("roots", kMaxReconcileKeyspaces));
   if (roots > 0 && !out.compare) return in.Error("roots", "sent without compare");
@@ -308,12 +370,15 @@ absl::StatusOr<ReconcileRequest> DecodeReconcileRequest(std::string_view bytes,
     PEERKV_ASSIGN_OR_RETURN(ref.keyspace, in.Keyspace("expand"));
     PEERKV_ASSIGN_OR_RETURN(ref.node, in.Node("expand"));
     PEERKV_ASSIGN_OR_RETURN(uint8_t with_children, in.Byte("expand"));
-    if (with_children > 1) return in.Error("expand", "children flag must be 0 or 1");
-    if (with_children == 1) {
+    if (with_children > 2) {
+      return in.Error("expand", "children flag must be 0, 1 (dense) or 2 (sparse)");
+    }
+    if (with_children >= 1) {
       if (ref.node.depth >= rbsr::kMaxDepth) {
         return in.Error("expand", "children of a node at the deepest level");
       }
-      PEERKV_ASSIGN_OR_RETURN(ref.children, in.Children("expand", out.width));
+      PEERKV_RETURN_IF_ERROR(ReadChildren(in, "expand", with_children == 2, out.width,
+                                          ref.children, ref.occupied));
     }
     out.expand.push_back(std::move(ref));
   }
@@ -355,10 +420,23 @@ std::string EncodeReconcileResponse(const ReconcileResponse& response) {
   }
   w.Varint(response.expansions.size());
   for (const Expansion& e : response.expansions) {
-    w.Byte(static_cast<uint8_t>(e.kind));
+    // Sparse children travel as kind 4.
+    w.Byte(e.kind == Expansion::Kind::kChildren && e.occupied.has_value()
+               ? kSparseChildrenKind
+               : static_cast<uint8_t>(e.kind));
     if (e.kind == Expansion::Kind::kChildren) {
-      PEERKV_CHECK(e.children.size() == rbsr::kBranching);
-      for (uint32_t c : e.children) w.Sum(c, response.width);
+      WriteChildren(w, e.children, e.occupied, response.width);
+    } else if (e.kind == Expansion::Kind::kItemKeys) {
+      PEERKV_CHECK(e.hashes.size() == e.items.size());
+      w.Varint(e.items.size());
+      for (size_t i = 0; i < e.items.size(); ++i) {
+        const Record& r = e.items[i];
+        w.Bytes(r.key);
+        w.Varint(r.version.hlc);
+        w.Varint(r.version.origin);
+        w.Byte(r.deleted ? 1 : 0);
+        w.Sum(e.hashes[i], response.width);
+      }
     } else {
       w.Varint(e.items.size());
       for (const Record& r : e.items) {
@@ -373,9 +451,14 @@ std::string EncodeReconcileResponse(const ReconcileResponse& response) {
     }
   }
   w.Varint(response.fetched.size());
+  // Keyspace and key are the request's (fetched[j] answers fetch[j]).
   for (const std::optional<Record>& r : response.fetched) {
     w.Byte(r.has_value() ? 1 : 0);
-    if (r.has_value()) w.Record(*r, /*with_value=*/!r->deleted);
+    if (!r.has_value()) continue;
+    w.Varint(r->version.hlc);
+    w.Varint(r->version.origin);
+    w.Byte(r->deleted ? 1 : 0);
+    if (!r->deleted) w.Bytes(r->value);
   }
   w.Varint(response.push_won);
   w.Varint(response.push_refused);
@@ -417,10 +500,36 @@ absl::StatusOr<ReconcileResponse> DecodeReconcileResponse(std::string_view bytes
   for (size_t i = 0; i < expansions; ++i) {
     Expansion e;
     PEERKV_ASSIGN_OR_RETURN(uint8_t kind, in.Byte("expansion kind"));
-    if (kind > 2) return in.Error("expansion kind", absl::StrFormat("%d; kinds are 0..2", kind));
-    e.kind = static_cast<Expansion::Kind>(kind);
+    if (kind > kSparseChildrenKind) {
+      return in.Error("expansion kind", absl::StrFormat("%d; kinds are 0..4", kind));
+    }
+    e.kind = kind == kSparseChildrenKind ? Expansion::Kind::kChildren
+                                         : static_cast<Expansion::Kind>(kind);
     if (e.kind == Expansion::Kind::kChildren) {
-      PEERKV_ASSIGN_OR_RETURN(e.children, in.Children("children", out.width));
+      PEERKV_RETURN_IF_ERROR(ReadChildren(in, "children", kind == kSparseChildrenKind, out.width,
+                                          e.children, e.occupied));
+    } else if (e.kind == Expansion::Kind::kItemKeys) {
+      PEERKV_ASSIGN_OR_RETURN(size_t n, in.Count("items", kMaxReconcileRecords - records));
+      records += n;
+      for (size_t j = 0; j < n; ++j) {
+        Record r;
+        PEERKV_ASSIGN_OR_RETURN(std::string_view key, in.Bytes("items", kMaxKeyBytes));
+        if (absl::Status s = ValidateKey(key); !s.ok()) return in.Error("items", s.message());
+        r.key = std::string(key);
+        PEERKV_ASSIGN_OR_RETURN(r.version.hlc, in.Varint("items"));
+        PEERKV_ASSIGN_OR_RETURN(r.version.origin, in.Varint("items"));
+        if (!r.version.IsValid()) return in.Error("items", "a version of zero");
+        PEERKV_ASSIGN_OR_RETURN(uint8_t flags, in.Byte("items"));
+        if (flags > 1) return in.Error("items", "unknown flags");
+        r.deleted = flags == 1;
+        uint32_t hash = 0;
+        for (int b = 0; b < out.width; ++b) {
+          PEERKV_ASSIGN_OR_RETURN(uint8_t byte, in.Byte("items"));
+          hash |= static_cast<uint32_t>(byte) << (8 * b);
+        }
+        e.items.push_back(std::move(r));
+        e.hashes.push_back(hash);
+      }
     } else {
       PEERKV_ASSIGN_OR_RETURN(size_t n, in.Count("items", kMaxReconcileRecords - records));
       records += n;
@@ -456,9 +565,19 @@ absl::StatusOr<ReconcileResponse> DecodeReconcileResponse(std::string_view bytes
       out.fetched.emplace_back();
       continue;
     }
-    bool had_value = false;
-    PEERKV_ASSIGN_OR_RETURN(Record r, in.Record("fetched", value_limit, &had_value));
-    if (had_value == r.deleted) return in.Error("fetched", "a value on a tombstone or none on a value");
+    // Keyspace and key are the request's: the session fills them in and
+    // validates the whole record (ValidateRemoteRecord).
+    Record r;
+    PEERKV_ASSIGN_OR_RETURN(r.version.hlc, in.Varint("fetched"));
+    PEERKV_ASSIGN_OR_RETURN(r.version.origin, in.Varint("fetched"));
+    if (!r.version.IsValid()) return in.Error("fetched", "a version of zero");
+    PEERKV_ASSIGN_OR_RETURN(uint8_t flags, in.Byte("fetched"));
+    if (flags > 1) return in.Error("fetched", "unknown flags");
+    r.deleted = flags == 1;
+    if (!r.deleted) {
+      PEERKV_ASSIGN_OR_RETURN(std::string_view value, in.Bytes("fetched", value_limit));
+      r.value = std::string(value);
+    }
     out.fetched.push_back(std::move(r));
   }
   PEERKV_ASSIGN_OR_RETURN(out.push_won, in.Varint("push_won"));
@@ -499,11 +618,15 @@ absl::StatusOr<std::optional<Expansion>> Expand(ReconcileSource& source,
   if (!leaf) {
     e.kind = Expansion::Kind::kChildren;
     e.children.reserve(rbsr::kBranching);
+    uint16_t occupied = 0;
     for (int i = 0; i < rbsr::kBranching; ++i) {
       PEERKV_ASSIGN_OR_RETURN(rbsr::Fingerprint child, view.FingerprintOf(node.Child(i)));
       e.children.push_back(TruncatedSum(child.sum, request.pass, request.width));
+      if (child.count > 0) occupied |= static_cast<uint16_t>(1u << i);
     }
-    used += 1 + rbsr::kBranching * request.width;
+    e.occupied = SparseChildren(occupied, request.width);
+    used += 1 + (e.occupied.has_value() ? 2 + __builtin_popcount(occupied) * request.width
+                                        : rbsr::kBranching * request.width);
     return e;
   }
   if (fp.count > kMaxReconcileRecords) {
@@ -511,39 +634,23 @@ absl::StatusOr<std::optional<Expansion>> Expand(ReconcileSource& source,
         "node at depth %d holds %d registers; an answer carries at most %d", node.depth,
         fp.count, kMaxReconcileRecords));
   }
-  e.kind = Expansion::Kind::kItems;
+  // A leaf: its keys, versions and truncated hashes; the initiator fetches
+  // the values it lacks (most of the time half of what differs is newer
+  // there, and a value sent for it would be wasted).
+  e.kind = Expansion::Kind::kItemKeys;
+  size_t bytes = 2;
   PEERKV_RETURN_IF_ERROR(view.ForEachItem(node, [&](const rbsr::RangeItem& item) {
     Record r;
     r.key = std::string(item.key);
     r.version = item.version;
     r.deleted = item.deleted;
+    bytes += r.key.size() + 12 + request.width;
     e.items.push_back(std::move(r));
+    e.hashes.push_back(TruncatedSum(item.hash, request.pass, request.width));
   }));
-  size_t bytes = 1;
-  for (Record& r : e.items) {
-    if (!r.deleted) {
-      PEERKV_ASSIGN_OR_RETURN(std::optional<Record> held, source.Get(keyspace, r.key));
-      // Changed since the view was taken: send what the view saw, without
-      // its value (the initiator fetches the current one if it needs it).
-      if (held.has_value() && held->version == r.version && !held->deleted) {
-        r.value = std::move(held->value);
-      } else {
-        e.kind = Expansion::Kind::kItemsWithoutValues;
-      }
-    }
-    bytes += RecordBytes(r);
-  }
-  if (used + bytes > room) {
-    if (!first) return std::nullopt;
-    e.kind = Expansion::Kind::kItemsWithoutValues;
-  }
-  if (e.kind == Expansion::Kind::kItemsWithoutValues) {
-    bytes = 1;
-    for (Record& r : e.items) {
-      r.value.clear();
-      bytes += RecordBytes(r);
-    }
-  }
+  // The first node of an answer goes whatever its size, so that every
+  // answer makes progress.
+  if (used + bytes > room && !first) return std::nullopt;
   used += bytes;
   return e;
 }
@@ -578,6 +685,7 @@ absl::StatusOr<ReconcileResponse> ServeReconcile(ReconcileSource& source,
       const rbsr::Fingerprint other = it == theirs.end() ? rbsr::Fingerprint{} : it->second;
       if (other == mine) continue;
       out.differing.push_back({keyspace, mine});
+      if (request.verify_only) continue;
       PEERKV_ASSIGN_OR_RETURN(rbsr::RangeView * v, view(keyspace));
       PEERKV_ASSIGN_OR_RETURN(std::optional<Expansion> e,
                               Expand(source, keyspace, *v, rbsr::NodeId{}, request, max_bytes,
@@ -599,7 +707,7 @@ absl::StatusOr<ReconcileResponse> ServeReconcile(ReconcileSource& source,
     } else {
       for (int i = 0; i < rbsr::kBranching; ++i) {
         PEERKV_ASSIGN_OR_RETURN(rbsr::Fingerprint child, v->FingerprintOf(ref.node.Child(i)));
-        if (TruncatedSum(child.sum, request.pass, request.width) != ref.children[i]) {
+        if (ChildDiffers(child, i, ref.children[i], ref.occupied, request.pass, request.width)) {
           mask |= static_cast<uint16_t>(1u << i);
           nodes.push_back(ref.node.Child(i));
         }
@@ -628,8 +736,12 @@ absl::StatusOr<ReconcileResponse> ServeReconcile(ReconcileSource& source,
     if (used >= max_bytes && !out.fetched.empty()) break;
     PEERKV_ASSIGN_OR_RETURN(std::optional<Record> r, source.Get(ref.keyspace, ref.key));
     if (r.has_value()) {
-      r->seq = 0;
       used += RecordBytes(*r);
+      // As the wire carries it: the request names keyspace and key.
+      r->seq = 0;
+      r->keyspace.clear();
+      r->key.clear();
+      if (r->deleted) r->value.clear();
     }
     out.fetched.push_back(std::move(r));
   }
@@ -637,6 +749,30 @@ absl::StatusOr<ReconcileResponse> ServeReconcile(ReconcileSource& source,
 }
 
 // ------------------------------------------------------------ initiator
+
+namespace {
+
+// After a verify: `local` (our roots now) equals what the responder holds:
+// `theirs` for the keyspaces it listed as differing from `sent` (our roots
+// as the verify carried them), `sent` for the others.
+bool RootsMatch(const std::vector<KeyspaceRoot>& local, const std::vector<KeyspaceRoot>& sent,
+                const std::vector<KeyspaceRoot>& theirs) {
+  std::map<std::string, rbsr::Fingerprint> expected;
+  for (const KeyspaceRoot& root : sent) expected[root.keyspace] = root.fingerprint;
+  for (const KeyspaceRoot& root : theirs) expected[root.keyspace] = root.fingerprint;
+  std::map<std::string, rbsr::Fingerprint> now;
+  for (const KeyspaceRoot& root : local) now[root.keyspace] = root.fingerprint;
+  for (const auto& [keyspace, fp] : expected) {
+    auto it = now.find(keyspace);
+    if ((it == now.end() ? rbsr::Fingerprint{} : it->second) != fp) return false;
+  }
+  for (const auto& [keyspace, fp] : now) {
+    if (expected.count(keyspace) == 0 && fp != rbsr::Fingerprint{}) return false;
+  }
+  return true;
+}
+
+}  // namespace
 
 ReconcileSession::ReconcileSession(ReconcileSource& local, ReconcileLimits limits,
                                    absl::Time now)
@@ -674,6 +810,30 @@ absl::StatusOr<std::optional<ReconcileRequest>> ReconcileSession::Next(absl::Tim
     report_.time = now - start_;
     return std::nullopt;
   }
+  if (verify_pending_) {
+    // The last round's records are merged: do we now hold what the peer
+    // holds?
+    verify_pending_ = false;
+    PEERKV_ASSIGN_OR_RETURN(std::vector<KeyspaceRoot> local, local_.Roots());
+    if (RootsMatch(local, verify_sent_, verify_theirs_)) {
+      report_.in_sync = true;
+      report_.passes = pass_ + 1;
+      done_ = true;
+      report_.time = now - start_;
+      return std::nullopt;
+    }
+    if (pass_ + 1 >= kMaxPasses) {
+      report_.incomplete = absl::StrFormat("roots still differ after %d passes", kMaxPasses);
+      report_.passes = kMaxPasses;
+      done_ = true;
+      report_.time = now - start_;
+      return std::nullopt;
+    }
+    // A truncated fingerprint hid a difference, or writes came in: descend
+    // again, with other bytes of the sums.
+    ++pass_;
+    full_compare_next_ = true;
+  }
   ReconcileRequest request;
   request.pass = static_cast<uint8_t>(pass_);
   request.max_answer_bytes = limits_.max_message_bytes;
@@ -686,10 +846,13 @@ absl::StatusOr<std::optional<ReconcileRequest>> ReconcileSession::Next(absl::Tim
     if (ref.node.depth < rbsr::kMaxDepth && ref.children.empty()) {
       PEERKV_ASSIGN_OR_RETURN(rbsr::RangeView * view, LocalView(ref.keyspace));
       ref.children.reserve(rbsr::kBranching);
+      uint16_t occupied = 0;
       for (int c = 0; c < rbsr::kBranching; ++c) {
         PEERKV_ASSIGN_OR_RETURN(rbsr::Fingerprint fp, view->FingerprintOf(ref.node.Child(c)));
         ref.children.push_back(TruncatedSum(fp.sum, pass_, request.width));
+        if (fp.count > 0) occupied |= static_cast<uint16_t>(1u << c);
       }
+      ref.occupied = SparseChildren(occupied, request.width);
     }
     request.expand.push_back(std::move(ref));
   }
@@ -705,15 +868,17 @@ absl::StatusOr<std::optional<ReconcileRequest>> ReconcileSession::Next(absl::Tim
     request.push.push_back(std::move(push_.front()));
     push_.pop_front();
   }
-  // Nothing left to ask after this one: compare (verify) in the same round.
+  // Nothing left to ask after this one: compare in the same round. After
+  // the first, it verifies (roots only): the responder merges the push
+  // first, and the records fetched here are merged before Next() compares.
+  const bool verify = compares_ > 0 && !full_compare_next_;
   if (expand_.empty() && fetch_.empty() && push_.empty() && request.expand.empty() &&
-      request.fetch.empty()) {
+      (verify || request.fetch.empty())) {
     request.compare = true;
+    request.verify_only = verify;
+    full_compare_next_ = false;
     // Roots are read fresh; so are the views of the next pass.
     views_.clear();
-    // A verify that finds the roots still different descends in the next
-    // pass, with other bytes of the sums.
-    if (compares_ > 0 && pass_ + 1 < kMaxPasses) request.pass = static_cast<uint8_t>(pass_ + 1);
     PEERKV_ASSIGN_OR_RETURN(request.roots, local_.Roots());
     ++compares_;
   }
@@ -732,7 +897,7 @@ absl::Status ReconcileSession::TakeExpansion(rbsr::RangeView& view, const NodeRe
     for (int i = 0; i < rbsr::kBranching; ++i) {
       const rbsr::NodeId child = ref.node.Child(i);
       PEERKV_ASSIGN_OR_RETURN(rbsr::Fingerprint mine, view.FingerprintOf(child));
-      if (TruncatedSum(mine.sum, sent_->pass, sent_->width) != e.children[i]) {
+      if (ChildDiffers(mine, i, e.children[i], e.occupied, sent_->pass, sent_->width)) {
         expand_.push_back({ref.keyspace, child});
       }
     }
@@ -748,9 +913,13 @@ absl::Status ReconcileSession::TakeExpansion(rbsr::RangeView& view, const NodeRe
   PEERKV_RETURN_IF_ERROR(view.ForEachItem(ref.node, [&](const rbsr::RangeItem& item) {
     local.emplace(std::string(item.key), Local{item.version, item.deleted, item.hash});
   }));
+  if (e.kind == Expansion::Kind::kItemKeys && e.hashes.size() != e.items.size()) {
+    return absl::InvalidArgumentError("reconcile answer: items: a hash missing");
+  }
   std::set<std::string_view> seen;
   KeyspaceDiff& diff = Diff(ref.keyspace);
-  for (const Record& theirs : e.items) {
+  for (size_t i = 0; i < e.items.size(); ++i) {
+    const Record& theirs = e.items[i];
     if (!ref.node.Contains(rbsr::KeyPosition(theirs.key))) {
       return absl::InvalidArgumentError(
           "reconcile answer: items: a key outside the node it was asked about");
@@ -779,7 +948,9 @@ absl::Status ReconcileSession::TakeExpansion(rbsr::RangeView& view, const NodeRe
     } else if (theirs.deleted != it->second.deleted ||
                (e.kind == Expansion::Kind::kItems &&
                 rbsr::ItemHash(ref.keyspace, theirs.key, theirs.version, theirs.deleted,
-                               theirs.value) != it->second.hash)) {
+                               theirs.value) != it->second.hash) ||
+               (e.kind == Expansion::Kind::kItemKeys &&
+                TruncatedSum(it->second.hash, sent_->pass, sent_->width) != e.hashes[i])) {
       ++report_.conflicts;
     }
   }
@@ -806,7 +977,7 @@ absl::StatusOr<std::vector<Record>> ReconcileSession::OnResponse(
     views_.clear();
     return status;
   };
-  size_t expected = response.differing.size();
+  size_t expected = sent.verify_only ? 0 : response.differing.size();
   bool masks_ok = response.masks.size() == response.expanded;
   for (size_t j = 0; masks_ok && j < response.expanded && j < sent.expand.size(); ++j) {
     if (sent.expand[j].children.empty()) {
@@ -838,29 +1009,32 @@ absl::StatusOr<std::vector<Record>> ReconcileSession::OnResponse(
   }
   report_.refused_there += response.push_refused;
   std::vector<Record> merge;
-  if (sent.compare) {
-    if (response.differing.empty()) {
+  if (sent.compare && sent.verify_only) {
+    if (response.differing.empty() && sent.fetch.empty()) {
       report_.in_sync = true;
-      report_.was_in_sync = compares_ == 1;
-      report_.passes = pass_ + (compares_ > 1 ? 1 : 0);
+      report_.passes = pass_ + 1;
       done_ = true;
-    } else if (compares_ > 1) {
-      if (sent.pass == pass_) {
-        // No pass left.
-        report_.incomplete =
-            absl::StrFormat("roots still differ after %d passes", kMaxPasses);
-        done_ = true;
-      }
-      pass_ = sent.pass;
-    }
-    report_.passes = std::max(report_.passes, pass_ + 1);
-    if (done_) {
       sent_.reset();
       report_.time = absl::Now() - start_;
       return merge;
     }
+    // Decided in Next(), once what this answer fetched is merged.
+    verify_pending_ = true;
+    verify_theirs_ = response.differing;
+    verify_sent_ = sent.roots;
+  } else if (sent.compare) {
+    if (response.differing.empty()) {
+      report_.in_sync = true;
+      report_.was_in_sync = compares_ == 1;
+      report_.passes = pass_ + 1;
+      done_ = true;
+      sent_.reset();
+      report_.time = absl::Now() - start_;
+      return merge;
+    }
+    report_.passes = std::max(report_.passes, pass_ + 1);
   }
-  for (size_t i = 0; i < response.differing.size(); ++i) {
+  for (size_t i = 0; !sent.verify_only && i < response.differing.size(); ++i) {
     const std::string& keyspace = response.differing[i].keyspace;
     Diff(keyspace);
     absl::StatusOr<rbsr::RangeView*> view = LocalView(keyspace);
@@ -871,7 +1045,7 @@ absl::StatusOr<std::vector<Record>> ReconcileSession::OnResponse(
       return fail(s);
     }
   }
-  size_t next = response.differing.size();
+  size_t next = sent.verify_only ? 0 : response.differing.size();
   for (size_t j = 0; j < response.expanded; ++j) {
     const NodeRef& ref = sent.expand[j];
     absl::StatusOr<rbsr::RangeView*> view = LocalView(ref.keyspace);
@@ -896,18 +1070,21 @@ absl::StatusOr<std::vector<Record>> ReconcileSession::OnResponse(
   for (size_t j = sent.expand.size(); j > response.expanded; --j) {
     NodeRef again = sent.expand[j - 1];
     again.children.clear();  // recomputed when sent
+    again.occupied.reset();
     expand_.push_front(std::move(again));
   }
   report_.nodes_expanded -= sent.expand.size() - response.expanded;
   for (size_t j = 0; j < response.fetched.size(); ++j) {
     if (!response.fetched[j].has_value()) continue;
-    const Record& r = *response.fetched[j];
-    if (r.keyspace != sent.fetch[j].keyspace || r.key != sent.fetch[j].key) {
+    Record r = *response.fetched[j];
+    r.keyspace = sent.fetch[j].keyspace;
+    r.key = sent.fetch[j].key;
+    if (absl::Status s = ValidateRemoteRecord(r, kMaxValueBytes); !s.ok()) {
       return fail(absl::InvalidArgumentError(
-          "reconcile answer: fetched: a record of another key than the one asked"));
+          absl::StrCat("reconcile answer: fetched: ", s.message())));
     }
-    merge.push_back(r);
     ++Diff(r.keyspace).fetched;
+    merge.push_back(std::move(r));
   }
   for (size_t j = sent.fetch.size(); j > response.fetched.size(); --j) {
     fetch_.push_front(sent.fetch[j - 1]);

@@ -17,24 +17,29 @@
 //      responder compares them with its children and answers a bit mask of
 //      the differing ones and, for each, its expansion. An expansion of a
 //      node holding at most kLeafItems registers (or at the deepest level)
-//      is its items, values included while they fit the answer; of a bigger
-//      one, its 16 children's fingerprints. Child fingerprints are truncated
-//      to kChildFingerprintBytes bytes of the sum, at an offset that
-//      depends on the pass. The initiator compares expanded children with
-//      its own and sends the differing ones (with their children) next
-//      round; it compares items with its own: records newer on the
-//      responder are merged here
-//      (Store::Merge, the normal merge: validation, skew bound, LWW), those
-//      whose value did not fit are fetched by key, and what the initiator
-//      holds newer (or the responder lacks) is pushed to the responder in a
-//      later request, which merges it through the same Store::Merge before
-//      answering.
-//   3. Verify: once nothing is pending, a new compare. Equal roots prove
-//      the repair (full 32-byte sums); still different (a truncated
-//      fingerprint collided, or writes came in meanwhile), the next pass
-//      descends again with other bytes of the sums, up to kMaxPasses.
-// The last push travels with the verify compare, so a session repairing d
-// registers in n costs about 2 + log16(n) rounds.
+//      is its items: keys, versions and truncated item hashes, no values;
+//      of a bigger one, its 16 children's fingerprints. Child fingerprints
+//      are truncated to kChildFingerprintBytes bytes of the sum, at an
+//      offset that depends on the pass; deep in the tree, where most
+//      children are empty, an occupancy mask replaces the empty ones
+//      (SparseChildren). The initiator compares expanded children with its
+//      own and sends the differing ones (with their children) next round;
+//      it compares items with its own: the keys newer on the responder are
+//      fetched, and what the initiator holds newer (or the responder
+//      lacks) is pushed to the responder, which merges it (Store::Merge,
+//      the normal merge: validation, skew bound, LWW) before answering.
+//      Fetched records are merged here through the same Store::Merge.
+//   3. Verify: once nothing is left to descend, the last fetch and push
+//      travel with a roots-only compare (verify_only). The initiator
+//      merges what it fetched, then compares its roots with the
+//      responder's: equal roots prove the repair (full 32-byte sums);
+//      still different (a truncated fingerprint collided, or writes came
+//      in meanwhile), the next pass compares and descends again with other
+//      bytes of the sums, up to kMaxPasses.
+// So a session repairing d registers in n costs about 2 + log16(n) rounds,
+// and a differing register's value crosses once, from the side that holds
+// it newer (before, a leaf came with the responder's value even where it
+// was the older one: about half of the values sent).
 //
 // Why push rather than nudging the peer to reconcile with us: the initiator
 // already knows exactly which records the peer lacks, so sending them costs
@@ -75,7 +80,7 @@ class Store;
 namespace peerkv::replication {
 
 // Format of the encoded messages; a different one is refused.
-inline constexpr uint8_t kReconcileFormat = 1;
+inline constexpr uint8_t kReconcileFormat = 2;
 // A node of at most this many registers is answered with its items (one:
 // a leaf of two would often carry a value that does not differ), and so is
 // a node of at most kDeepLeafItems below the depth where a node holds one
@@ -96,7 +101,7 @@ inline constexpr int kMaxPasses = 4;
 // What one message may carry or make the other side do.
 inline constexpr size_t kMaxReconcileKeyspaces = 1024;  // keyspaces named
 inline constexpr size_t kMaxReconcileNodes = 16384;     // nodes to expand
-inline constexpr size_t kMaxReconcileFetch = 4096;      // keys to fetch
+inline constexpr size_t kMaxReconcileFetch = 20'000;    // keys to fetch
 inline constexpr size_t kMaxReconcileRecords = 20'000;  // records carried
 inline constexpr size_t kMaxReconcileMessageBytes = size_t{16} << 20;
 
@@ -124,6 +129,9 @@ struct NodeRef {
   // In a request: the sender's 16 children's truncated sums (the responder
   // answers the differing children), or empty (it answers the node).
   std::vector<uint32_t> children;
+  // Which children hold registers (bit i: child i), when the sender says
+  // (SparseChildren): the sums of empty ones then take no bytes.
+  std::optional<uint16_t> occupied;
   friend bool operator==(const NodeRef&, const NodeRef&) = default;
 };
 
@@ -139,8 +147,12 @@ struct ReconcileRequest {
   uint8_t pass = 0;
   uint8_t width = kChildFingerprintBytes;
   // Compare these roots (the initiator's, every keyspace it holds); the
-  // answer's `differing` lists the responder's side of those that differ.
+  // answer's `differing` lists the responder's side of those that differ,
+  // each with the expansion of its root unless `verify_only`: the last
+  // round of a pass, whose answer the initiator compares with its own
+  // roots once it merged the records fetched in the same round.
   bool compare = false;
+  bool verify_only = false;
   std::vector<KeyspaceRoot> roots;
   // Nodes to expand, in order.
   std::vector<NodeRef> expand;
@@ -155,13 +167,28 @@ struct ReconcileRequest {
 
 // A node as the responder answered it.
 struct Expansion {
-  enum class Kind : uint8_t { kChildren = 0, kItems = 1, kItemsWithoutValues = 2 };
+  // What the responder sends for a leaf is kItemKeys: keys, versions and
+  // truncated item hashes, no values (the initiator fetches the values it
+  // lacks in the last round, so a register newer on the initiator costs no
+  // value on the wire). kItems and kItemsWithoutValues are still read.
+  enum class Kind : uint8_t {
+    kChildren = 0,
+    kItems = 1,
+    kItemsWithoutValues = 2,
+    kItemKeys = 3,
+  };
   Kind kind = Kind::kChildren;
-  // kChildren: the 16 children's truncated sums.
+  // kChildren: the 16 children's truncated sums, and which hold registers
+  // when told (as NodeRef::occupied).
   std::vector<uint32_t> children;
-  // kItems*: the node's registers in position order (keyspace left empty;
+  std::optional<uint16_t> occupied;
+  // kItem*: the node's registers in position order (keyspace left empty;
   // values only for kItems).
   std::vector<Record> items;
+  // kItemKeys: each item's hash truncated as a child fingerprint (the
+  // answer's width, the request's pass), to tell equal versions with
+  // different values (clones) from equal registers.
+  std::vector<uint32_t> hashes;
   friend bool operator==(const Expansion&, const Expansion&) = default;
 };
 
@@ -171,7 +198,8 @@ struct ReconcileResponse {
   // The responder's roots of the keyspaces that differ (when asked to
   // compare), in name order.
   std::vector<KeyspaceRoot> differing;
-  // One per differing root (its root node), then for each answered node of
+  // One per differing root (its root node; none for a verify_only
+  // request), then for each answered node of
   // the request's `expand`, in order: one per set bit of its mask (the
   // differing children, in index order) if it came with children, else
   // one (the node itself).
@@ -181,6 +209,7 @@ struct ReconcileResponse {
   uint64_t expanded = 0;
   std::vector<uint16_t> masks;
   // The records of a prefix of `fetch`, in order; nullopt: not held.
+  // Keyspace and key are left empty (they are the request's).
   std::vector<std::optional<Record>> fetched;
   // What merging `push` did.
   uint64_t push_won = 0;
@@ -199,6 +228,13 @@ absl::StatusOr<ReconcileResponse> DecodeReconcileResponse(std::string_view bytes
 
 // The `width` bytes of a sum a child fingerprint takes in `pass`.
 uint32_t TruncatedSum(const rbsr::Sum256& sum, int pass, int width);
+
+// The occupancy to send with 16 children of which `occupied` hold
+// registers: the mask when leaving the empty ones' sums out (2 bytes for
+// the mask) is cheaper, nullopt when sending all 16 sums is. Deep in the
+// tree most children are empty (a node at the depth of one register on
+// average has one or two).
+std::optional<uint16_t> SparseChildren(uint16_t occupied, int width);
 
 // What a session reads of one replica: the store (StoreReconcileSource)
 // or, in tests, a fake.
@@ -265,6 +301,15 @@ class ReconcileSession {
   std::deque<NodeRef> expand_;
   std::deque<KeyRef> fetch_;
   std::deque<Record> push_;
+  // A verify_only compare was answered with differing roots (or with
+  // records to merge): Next() compares the local roots, after the merge,
+  // with what the responder holds (verify_theirs_, and for keyspaces not
+  // listed there the roots we sent, verify_sent_).
+  bool verify_pending_ = false;
+  std::vector<KeyspaceRoot> verify_theirs_;
+  std::vector<KeyspaceRoot> verify_sent_;
+  // The last verify failed: the next request is a full compare (new pass).
+  bool full_compare_next_ = false;
   // Local views opened while taking one answer (closed after it).
   std::vector<std::pair<std::string, std::unique_ptr<rbsr::RangeView>>> views_;
 };

@@ -190,6 +190,28 @@ TEST(ReconcileTest, RepairsBothDirections) {
   EXPECT_EQ(report->keyspaces.size(), 3u);
 }
 
+// What differs travels once: a register newer here is pushed with its
+// value, and the peer's older value of it never comes back (leaves carry
+// keys, versions and hashes; values are fetched only where the peer's is
+// newer). Before, each differing leaf came with its value whichever side
+// was newer.
+TEST(ReconcileTest, AValueNewerHereIsSentAndTheStaleOneNotReceived) {
+  FakeReplica a, b;
+  Fill(a, 300);
+  Fill(b, 300);
+  const std::string stale(10'000, 'o');
+  const std::string fresh(10'000, 'n');
+  b.Put("ks", "key7", 5000, stale);
+  a.Put("ks", "key7", 6000, fresh);
+  absl::StatusOr<ReconcileReport> report = Reconcile(a, b);
+  ASSERT_THAT(report.status(), IsOk());
+  EXPECT_TRUE(report->in_sync) << report->incomplete;
+  EXPECT_TRUE(a == b);
+  EXPECT_GT(report->bytes_sent, fresh.size());
+  EXPECT_LT(report->bytes_received, 1000u);
+  EXPECT_LE(report->rounds, 4);
+}
+
 TEST(ReconcileTest, RepairsAWholeMissingKeyspaceWithinSmallAnswers) {
   FakeReplica a, b;
   Fill(b, 400);
@@ -237,7 +259,11 @@ TEST(ReconcileCodecTest, RoundTrips) {
   fp.sum.limbs = {1, 2, 3, 0xffffffffffffffffull};
   fp.count = 99;
   request.roots = {{"a", fp}, {"b", {}}};
+  std::vector<uint32_t> sparse(16, 0);
+  sparse[3] = 0x777;
+  sparse[9] = 0x888;
   request.expand = {{"a", rbsr::NodeId{3, 0xabc}, std::vector<uint32_t>(16, 0x1234)},
+                    {"a", rbsr::NodeId{4, 0xabc0}, sparse, uint16_t{(1 << 3) | (1 << 9)}},
                     {"b", rbsr::NodeId{16, ~uint64_t{0}}, {}}};
   request.fetch = {{"b", "k"}};
   request.push = {Record{"a", "key", Version{5, 6}, false, "v"},
@@ -246,18 +272,31 @@ TEST(ReconcileCodecTest, RoundTrips) {
       DecodeReconcileRequest(EncodeReconcileRequest(request), 100);
   ASSERT_THAT(back.status(), IsOk());
   EXPECT_EQ(*back, request);
+  request.verify_only = true;
+  back = DecodeReconcileRequest(EncodeReconcileRequest(request), 100);
+  ASSERT_THAT(back.status(), IsOk());
+  EXPECT_EQ(*back, request);
 
   ReconcileResponse response;
   response.differing = {{"a", fp}};
   response.expanded = 1;
-  response.masks = {0x0001};
+  response.masks = {0x000f};
   Expansion children;
   children.children.assign(16, 0xbeef);
   Expansion items;
   items.kind = Expansion::Kind::kItems;
   items.items = {Record{"", "x", Version{1, 2}, false, "val"}, Record{"", "y", Version{1, 3}, true, ""}};
-  response.expansions = {children, items};
-  response.fetched = {std::nullopt, Record{"b", "k", Version{8, 9}, false, "w"}};
+  Expansion keys;
+  keys.kind = Expansion::Kind::kItemKeys;
+  keys.items = {Record{"", "x", Version{1, 2}, false, ""}, Record{"", "y", Version{1, 3}, true, ""}};
+  keys.hashes = {0x1234, 0xffff};
+  Expansion few;
+  few.children = sparse;
+  few.occupied = uint16_t{(1 << 3) | (1 << 9)};
+  response.expansions = {children, items, keys, few};
+  // Fetched records travel without keyspace and key (the request's).
+  response.fetched = {std::nullopt, Record{"", "", Version{8, 9}, false, "w"},
+                      Record{"", "", Version{8, 10}, true, ""}};
   response.push_won = 3;
   response.push_refused = 1;
   absl::StatusOr<ReconcileResponse> answer =
@@ -294,7 +333,7 @@ TEST(ReconcileCodecTest, RefusesAbsurdRequestsNamingFieldAndLimit) {
   const std::string prefix = Header({"ks"}) + std::string("\0\x02\0\0", 4);
   EXPECT_THAT(decode(""), StatusIs(absl::StatusCode::kInvalidArgument, "format"));
   EXPECT_THAT(decode(std::string(1, 9)),
-              StatusIs(absl::StatusCode::kInvalidArgument, "this replica speaks 1"));
+              StatusIs(absl::StatusCode::kInvalidArgument, "format: 9; this replica speaks 2"));
   EXPECT_THAT(decode(Header() + std::string(1, kMaxPasses)),
               StatusIs(absl::StatusCode::kInvalidArgument, "pass"));
   EXPECT_THAT(decode(Header() + std::string(1, 0) + std::string(1, 9)),
@@ -317,7 +356,7 @@ TEST(ReconcileCodecTest, RefusesAbsurdRequestsNamingFieldAndLimit) {
               StatusIs(absl::StatusCode::kInvalidArgument, "keyspace index 5"));
   // Too many keys, and an oversized one.
   EXPECT_THAT(decode(prefix + Varint(0) + Varint(0) + Varint(kMaxReconcileFetch + 1)),
-              StatusIs(absl::StatusCode::kInvalidArgument, "fetch: 4097 entries"));
+              StatusIs(absl::StatusCode::kInvalidArgument, "fetch: 20001 entries"));
   EXPECT_THAT(decode(prefix + Varint(0) + Varint(0) + Varint(1) + Varint(0) + Varint(401)),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        "fetch: 401 bytes; the limit is 400"));
@@ -357,7 +396,7 @@ TEST(ReconcileCodecTest, RefusesAbsurdAnswers) {
                        "items: 20001 entries; the limit is 20000"));
   EXPECT_THAT(decode(Header() + Varint(0) + Varint(1) + std::string(2, '\0') + Varint(1) +
                      "\x07"),
-              StatusIs(absl::StatusCode::kInvalidArgument, "kinds are 0..2"));
+              StatusIs(absl::StatusCode::kInvalidArgument, "kinds are 0..4"));
 }
 
 // A responder that lies: items outside the node asked about.

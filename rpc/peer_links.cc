@@ -38,7 +38,8 @@ struct PeerLinks::Outbound {
 PeerLinks::PeerLinks(kj::AsyncIoContext& io, const capnp::ReaderOptions& reader_options,
                      std::atomic<uint64_t>& bytes_sent, int keepalive_ms,
                      replication::LinkEvents* events,
-                     std::function<replication::PeerInfo()> local_info, MakeBack make_back,
+                     std::function<replication::PeerInfo(uint64_t to)> local_info,
+                     MakeBack make_back,
                      CloseConnection close_connection)
     : io_(io),
       reader_options_(reader_options),
@@ -100,7 +101,7 @@ kj::Promise<void> PeerLinks::KeepAlive() {
   });
 }
 
-void PeerLinks::Dial(const std::string& address, DialDone done) {
+void PeerLinks::Dial(const std::string& address, uint64_t expected, DialDone done) {
   using Connected = replication::Transport::Connected;
   const replication::LinkId id = next_link_++;
   const std::string context = absl::StrFormat("peer %s", address);
@@ -108,11 +109,13 @@ void PeerLinks::Dial(const std::string& address, DialDone done) {
       io_.provider->getNetwork()
           .parseAddress(address)
           .then([](kj::Own<kj::NetworkAddress> addr) { return addr->connect().attach(kj::mv(addr)); })
-          .then([this, id, address](kj::Own<kj::AsyncIoStream> stream) {
+          .then([this, id, address, expected](kj::Own<kj::AsyncIoStream> stream) {
             auto outbound = kj::heap<Outbound>(kj::mv(stream), reader_options_, &bytes_sent_);
             auto replica = outbound->link.gateway().replicaRequest().send().getReplica();
             auto hello = replica.helloRequest();
-            const replication::PeerInfo sent = local_info_();
+            // Says what we hold of the replica we expect there (restore
+            // evidence for it, checked before anything else).
+            const replication::PeerInfo sent = local_info_(expected);
             ToWire(sent, hello.initInfo());
             hello.setBack(make_back_(address, id));
             return hello.send().then(

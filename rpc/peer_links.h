@@ -46,7 +46,7 @@ class PeerLinks final : private kj::TaskSet::ErrorHandler {
   PeerLinks(kj::AsyncIoContext& io, const capnp::ReaderOptions& reader_options,
             std::atomic<uint64_t>& bytes_sent, int keepalive_ms,
             replication::LinkEvents* events,
-            std::function<replication::PeerInfo()> local_info, MakeBack make_back,
+            std::function<replication::PeerInfo(uint64_t to)> local_info, MakeBack make_back,
             CloseConnection close_connection);
   ~PeerLinks() noexcept(false);
 
@@ -55,7 +55,11 @@ class PeerLinks final : private kj::TaskSet::ErrorHandler {
 
   using DialDone = absl::AnyInvocable<void(absl::StatusOr<replication::Transport::Connected>)>;
   using PullDone = absl::AnyInvocable<void(absl::StatusOr<replication::PullResponse>)>;
-  void Dial(const std::string& address, DialDone done);
+  // Dials `address` and says hello. `expected`: the replica the engine met
+  // there last (0: none known); our hello then says what we hold of it
+  // (PeerInfo::held), so a restored peer sees the evidence in the hello,
+  // before anything else is exchanged (Transport::ConnectExpecting).
+  void Dial(const std::string& address, uint64_t expected, DialDone done);
   void Pull(replication::LinkId link, const replication::PullRequest& request, PullDone done);
   void Nudge(replication::LinkId link, const Watermarks& mine);
   using ReconcileDone = absl::AnyInvocable<void(absl::StatusOr<std::string>)>;
@@ -100,7 +104,8 @@ class PeerLinks final : private kj::TaskSet::ErrorHandler {
   std::atomic<uint64_t>& bytes_sent_;
   const int keepalive_ms_;
   replication::LinkEvents* const events_;
-  const std::function<replication::PeerInfo()> local_info_;
+  // Our hello to replica `to` (0: not known).
+  const std::function<replication::PeerInfo(uint64_t to)> local_info_;
   const MakeBack make_back_;
   const CloseConnection close_connection_;
   std::map<replication::LinkId, LinkEntry> links_;
@@ -130,7 +135,11 @@ class PeerLinksBridge final : public replication::Transport {
 
   void Connect(const std::string& address,
                absl::AnyInvocable<void(absl::StatusOr<Connected>)> done) override {
-    OnLoop([&](PeerLinks& links) { links.Dial(address, std::move(done)); });
+    OnLoop([&](PeerLinks& links) { links.Dial(address, 0, std::move(done)); });
+  }
+  void ConnectExpecting(const std::string& address, uint64_t expected,
+                        absl::AnyInvocable<void(absl::StatusOr<Connected>)> done) override {
+    OnLoop([&](PeerLinks& links) { links.Dial(address, expected, std::move(done)); });
   }
   void Pull(replication::LinkId link, const replication::PullRequest& request,
             absl::AnyInvocable<void(absl::StatusOr<replication::PullResponse>)> done) override {

@@ -1,7 +1,9 @@
 // rpc/replica_service.cc: the Replica capability: hello (which makes an
 // inbound replication link), pull (answered from the store's change log on
 // the loop), nudge (passed to the replication engine), ping (keepalive) and
-// reconcile (one round of replication/reconcile.h, answered on the loop).
+// reconcile (one round of replication/reconcile.h: decoded on the loop,
+// answered on the server's worker thread, ServerLoop::OffLoop, because a
+// round may scan a whole keyspace).
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "replication/reconcile.h"
@@ -144,47 +146,73 @@ class ReplicaImpl final : public wire::Replica::Server {
       refused_ = true;
       return kj::READY_NOW;
     }
-    if (request->push.empty()) {
-      AnswerReconcile(context, *request, MergeResult{});
+    if (reconcile_busy_) {
+      // The initiator waits for each answer before it asks again; a peer
+      // that does not would queue scans on the worker.
+      const absl::Status busy = absl::ResourceExhaustedError(
+          "a reconcile round is already being answered on this link; the limit is 1");
+      loop_.LogRejected(peer_, "reconcile", busy);
+      ToWire(busy, context.getResults().initError());
       return kj::READY_NOW;
     }
-    std::vector<Record> push = std::move(request->push);
-    request->push.clear();
-    return loop_.Merge(std::move(push))
-        .then([this, context, request = std::move(*request)](
-                  absl::StatusOr<MergeResult> merged) mutable {
-          if (!merged.ok()) {
-            loop_.LogRejected(peer_, "reconcile", merged.status());
-            ToWire(merged.status(), context.getResults().initError());
-            return;
-          }
-          if (loop_.events() != nullptr) loop_.events()->OnPushMerged(link_, *merged);
-          AnswerReconcile(context, request, *merged);
-        });
+    reconcile_busy_ = true;
+    kj::Promise<void> answered = nullptr;
+    if (request->push.empty()) {
+      answered = AnswerReconcile(context, std::move(*request), MergeResult{});
+    } else {
+      std::vector<Record> push = std::move(request->push);
+      request->push.clear();
+      answered = loop_.Merge(std::move(push))
+                     .then([this, context, request = std::move(*request)](
+                               absl::StatusOr<MergeResult> merged) mutable -> kj::Promise<void> {
+                       if (!merged.ok()) {
+                         loop_.LogRejected(peer_, "reconcile", merged.status());
+                         ToWire(merged.status(), context.getResults().initError());
+                         return kj::READY_NOW;
+                       }
+                       if (loop_.events() != nullptr) loop_.events()->OnPushMerged(link_, *merged);
+                       return AnswerReconcile(context, std::move(request), *merged);
+                     });
+    }
+    return answered.attach(kj::defer([this] { reconcile_busy_ = false; }));
   }
 
  private:
-  void AnswerReconcile(ReconcileContext& context, const replication::ReconcileRequest& request,
-                       const MergeResult& pushed) {
+  // Answers `request` on the server's worker thread (ServerLoop::OffLoop):
+  // the first question below the store's stored levels scans and hashes
+  // the whole keyspace, which must not stop this loop answering everyone
+  // else. The source is shared with the job, so that a link closed
+  // meanwhile leaves it nothing dangling.
+  kj::Promise<void> AnswerReconcile(ReconcileContext context,
+                                    replication::ReconcileRequest request, MergeResult pushed) {
     // Kept for the rounds of a session (the view it caches spares each
     // round a scan of the keyspace), dropped once a compare finds nothing.
     if (reconcile_source_ == nullptr) {
       reconcile_source_ = replication::StoreReconcileSource(loop_.store());
     }
-    absl::StatusOr<replication::ReconcileResponse> response =
-        replication::ServeReconcile(*reconcile_source_, request, loop_.reply_budget());
-    if (!response.ok() || (request.compare && response->differing.empty())) {
-      reconcile_source_.reset();
-    }
-    auto results = context.getResults();
-    if (!response.ok()) {
-      loop_.LogRejected(peer_, "reconcile", response.status());
-      ToWire(response.status(), results.initError());
-      return;
-    }
-    response->push_won = pushed.won;
-    response->push_refused = pushed.refused.size();
-    results.setResponse(AsData(replication::EncodeReconcileResponse(*response)));
+    const bool compare = request.compare;
+    return loop_
+        .OffLoop<absl::StatusOr<replication::ReconcileResponse>>(
+            [source = reconcile_source_, request = std::move(request),
+             budget = loop_.reply_budget(), hook = loop_.options().reconcile_serve_hook]() {
+              if (hook) hook();
+              return replication::ServeReconcile(*source, request, budget);
+            })
+        .then([this, context, compare, pushed](
+                  absl::StatusOr<replication::ReconcileResponse> response) mutable {
+          if (!response.ok() || (compare && response->differing.empty())) {
+            reconcile_source_.reset();
+          }
+          auto results = context.getResults();
+          if (!response.ok()) {
+            loop_.LogRejected(peer_, "reconcile", response.status());
+            ToWire(response.status(), results.initError());
+            return;
+          }
+          response->push_won = pushed.won;
+          response->push_refused = pushed.refused.size();
+          results.setResponse(AsData(replication::EncodeReconcileResponse(*response)));
+        });
   }
 
   static absl::Status RefusedLink() {
@@ -198,7 +226,9 @@ class ReplicaImpl final : public wire::Replica::Server {
   replication::LinkId link_;
   // A request out of bounds closed the link: nothing more is served here.
   bool refused_ = false;
-  std::unique_ptr<replication::ReconcileSource> reconcile_source_;
+  // Used by one job at a time on the worker thread (reconcile_busy_).
+  std::shared_ptr<replication::ReconcileSource> reconcile_source_;
+  bool reconcile_busy_ = false;
   // The caller's watermarks as its pulls and nudges told us, and ours as
   // our answers told it: the wire carries deltas (see peerkv.capnp).
   WatermarkChannel watermarks_;

@@ -155,7 +155,7 @@ ServerLoop::ServerLoop(Store& store, const ServerOptions& options, kj::AsyncIoCo
       tasks_(*this),
       peer_links_(
           io, reader_options_, bytes_sent, options.keepalive_ms, events,
-          [this] { return LocalInfo(); },
+          [this](uint64_t to) { return LocalInfo(to); },
           [this](const std::string& address, replication::LinkId link) {
             return NewReplica(*this, address, 0, link);
           },

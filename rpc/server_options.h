@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "replication/replicator.h"
@@ -44,6 +45,10 @@ struct ServerOptions {
   // in, gossip. (Its `name` is taken from replica_name.)
   bool replicate = true;
   replication::ReplicatorOptions replication;
+  // Tests only: called on the thread that answers a reconcile round, just
+  // before it reads the store (a test blocks it to show that the server
+  // keeps answering everyone else meanwhile). Empty otherwise.
+  std::function<void()> reconcile_serve_hook;
 };
 
 // Largest message a peer may send, sized from the value limit: one value
