@@ -88,8 +88,6 @@ struct Replica {
   // A lower value limit than the others: it cannot hold their big values.
   size_t max_value_bytes = kMaxValueBytes;
   int64_t normal_skew_ms = 0;
-  // Forks (restore_guard.h) whose re-stamped writes the fold has.
-  size_t known_forks = 0;
   // Retired ids of other replicas it forgot the watermarks of.
   size_t known_forgotten = 0;
   // Every replica id it has had (it forks to new ones).
@@ -186,6 +184,14 @@ class Simulation {
         Trace(absl::StrFormat("serve pull %d->%d after %d: %d records", to, from,
                               request.after_seq,
                               response.ok() ? response->records.size() : 0));
+        if (options_.verbose && response.ok()) {
+          // The requester's own writes it lacks (restore evidence), printed.
+          for (const Record& rec : response->records) {
+            if (rec.version.origin != request.requester) continue;
+            std::printf("           (serves r%d its own %s/%s %s)\n", from, rec.keyspace.c_str(),
+                        rec.key.c_str(), rec.version.ToString().c_str());
+          }
+        }
         if (Lost()) return;
         Deliver(from, Delay(), [this, id, shared_done, response = std::move(response)]() mutable {
           if (!LinkUp(id) || !*shared_done) return;
@@ -304,6 +310,13 @@ class Simulation {
     ro.backoff_min = absl::Milliseconds(100);
     ro.backoff_max = absl::Seconds(5);
     ro.seed = options_.seed * 31 + static_cast<uint64_t>(r.index) * 7 + r.generation;
+    if (options_.verbose) {
+      // The engine's log lines, printed (not part of the trace hash).
+      ro.log = [this, index = r.index](const std::string& line) {
+        std::printf("%10.3f r%d log: %s\n", absl::ToDoubleSeconds(world_.Now() - start_), index,
+                    line.c_str());
+      };
+    }
     r.replicator = std::make_unique<replication::Replicator>(r.store.get(), &world_,
                                                              r.transport.get(), ro);
     r.replicator->Start();
@@ -378,36 +391,47 @@ class Simulation {
         r->known_forgotten = forgotten;
         Trace(absl::StrFormat("r%d forgot the watermarks of %d retired ids", r->index, forgotten));
       }
-      const size_t forks = r->store->GetLineage().retired_ids.size();
-      if (forks <= r->known_forks) {
-        r->known_forks = forks;
-        continue;
+      // Every id it has had that the simulation has not seen yet: two forks
+      // between checks (a restore's, then a clock fork) leave one id only
+      // in retired_ids, and its re-stamped writes are accepted writes too.
+      const Lineage lineage = r->store->GetLineage();
+      std::vector<uint64_t> fresh;
+      for (uint64_t id : lineage.retired_ids) {
+        if (r->ids.insert(id).second) fresh.push_back(id);
       }
-      r->known_forks = forks;
-      const uint64_t id = r->store->replica_id();
-      r->ids.insert(id);
-      Trace(absl::StrFormat("r%d forked to %016x: %s", r->index, id,
-                            r->replicator->LastFork().evidence));
-      std::set<std::pair<std::string, std::string>> known;
-      for (const Accepted& a : accepted_) {
-        if (a.version.origin == id) known.insert({a.keyspace, a.key});
+      const uint64_t current = r->store->replica_id();
+      if (r->ids.insert(current).second) fresh.push_back(current);
+      for (uint64_t id : fresh) NoteForkedId(*r, id);
+      if (!failure_.empty()) return;
+    }
+  }
+
+  // Accepts the writes replica r holds under `id`, an id it forked to (it
+  // re-stamped its writes made since a restored open with it), that the
+  // fold does not know of yet.
+  void NoteForkedId(Replica& replica, uint64_t id) {
+    Replica* r = &replica;
+    Trace(absl::StrFormat("r%d forked to %016x: %s", r->index, id,
+                          r->replicator->LastFork().evidence));
+    std::set<std::pair<std::string, std::string>> known;
+    for (const Accepted& a : accepted_) {
+      if (a.version.origin == id) known.insert({a.keyspace, a.key});
+    }
+    uint64_t after = 0;
+    for (int page = 0; page < 1000; ++page) {
+      absl::StatusOr<Changes> changes = r->store->ChangesSince(after, 1000);
+      if (!changes.ok()) {
+        failure_ = "reading a forked log failed: " + changes.status().ToString();
+        return;
       }
-      uint64_t after = 0;
-      for (int page = 0; page < 1000; ++page) {
-        absl::StatusOr<Changes> changes = r->store->ChangesSince(after, 1000);
-        if (!changes.ok()) {
-          failure_ = "reading a forked log failed: " + changes.status().ToString();
-          return;
-        }
-        for (const Record& rec : changes->records) {
-          if (rec.version.origin != id || known.count({rec.keyspace, rec.key}) > 0) continue;
-          Trace(absl::StrFormat("r%d re-stamped %s/%s %s", r->index, rec.keyspace, rec.key,
-                                rec.version.ToString()));
-          accepted_.push_back(Accepted{rec.keyspace, rec.key, rec.version, rec.deleted, rec.value});
-        }
-        if (changes->last_seq <= after || changes->last_seq >= changes->max_seq) break;
-        after = changes->last_seq;
+      for (const Record& rec : changes->records) {
+        if (rec.version.origin != id || known.count({rec.keyspace, rec.key}) > 0) continue;
+        Trace(absl::StrFormat("r%d re-stamped %s/%s %s", r->index, rec.keyspace, rec.key,
+                              rec.version.ToString()));
+        accepted_.push_back(Accepted{rec.keyspace, rec.key, rec.version, rec.deleted, rec.value});
       }
+      if (changes->last_seq <= after || changes->last_seq >= changes->max_seq) break;
+      after = changes->last_seq;
     }
   }
 
