@@ -6,6 +6,8 @@
 //                            (issue 8; on by default)
 //   sim_test --no-clones     without cloned data directories
 //   sim_test --no-far-clocks without clocks a day ahead, later corrected
+//   sim_test --no-reconcile  without reconcile sessions (the transport
+//                            answers Unimplemented): logs and pulls alone
 //   sim_test --seed S [-v]   one seed, optionally printing every event
 // Every seed also runs twice to prove it replays exactly (same trace hash)
 // when --check-replay is given (the default for the first 20 seeds).
@@ -26,6 +28,7 @@ int main(int argc, char** argv) {
   bool restores = true;
   bool clones_on = true;
   bool far_clocks = true;
+  bool reconcile = true;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--seeds" && i + 1 < argc) {
@@ -42,8 +45,10 @@ int main(int argc, char** argv) {
       clones_on = false;
     } else if (arg == "--no-far-clocks") {
       far_clocks = false;
+    } else if (arg == "--no-reconcile") {
+      reconcile = false;
     } else {
-      std::fprintf(stderr, "usage: %s [--seeds N | --seed S [-v]] [--no-restores] [--no-clones] [--no-far-clocks]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--seeds N | --seed S [-v]] [--no-restores] [--no-clones] [--no-far-clocks] [--no-reconcile]\n", argv[0]);
       return 2;
     }
   }
@@ -61,6 +66,7 @@ int main(int argc, char** argv) {
   int passed = 0, failed = 0;
   uint64_t pages_prefetched = 0;
   uint64_t clones = 0, clones_refused = 0;
+  uint64_t reconcile_rounds = 0, reconciles = 0, reconcile_records = 0;
   for (uint64_t seed : seeds) {
     peerkv::sim::SimOptions options;
     options.seed = seed;
@@ -68,11 +74,15 @@ int main(int argc, char** argv) {
     options.restores = restores;
     options.clones = clones_on;
     options.far_clocks = far_clocks;
+    options.reconcile = reconcile;
     const peerkv::sim::SimResult result = peerkv::sim::Run(options);
     bool ok = result.passed;
     pages_prefetched += result.pages_prefetched;
     clones += result.cloned ? 1 : 0;
     clones_refused += result.clones_refused;
+    reconcile_rounds += result.reconcile_rounds;
+    reconciles += result.reconciles;
+    reconcile_records += result.reconcile_records;
     std::string message = result.message;
     if (ok && seed - first < 20 && !verbose) {
       const peerkv::sim::SimResult again = peerkv::sim::Run(options);
@@ -92,9 +102,11 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
   }
   std::printf("simulation: %d seeds passed, %d failed; %llu pulled pages were pipelined; %llu "
-              "clones started, %llu links refused as clones\n",
+              "clones started, %llu links refused as clones; %llu reconcile sessions, %llu "
+              "rounds answered, %llu registers repaired\n",
               passed, failed, (unsigned long long)pages_prefetched, (unsigned long long)clones,
-              (unsigned long long)clones_refused);
+              (unsigned long long)clones_refused, (unsigned long long)reconciles,
+              (unsigned long long)reconcile_rounds, (unsigned long long)reconcile_records);
   if (clones >= 5 && clones_refused == 0) {
     std::printf("simulation: no clone was refused: cloned directories are no longer covered\n");
     return 1;

@@ -15,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "replication/executor.h"
+#include "replication/reconcile.h"
 #include "replication/replicator.h"
 #include "replication/restore_guard.h"
 #include "replication/serve.h"
@@ -33,6 +34,7 @@ using replication::Transport;
 constexpr int64_t kEpochMs = 1'764'000'000'000;  // simulated time starts here
 constexpr size_t kSmallValueLimit = 64;               // a replica with a low limit
 constexpr size_t kBigValueBytes = 200;                // values only the others hold
+constexpr size_t kReconcileReplyBytes = size_t{1} << 20;  // a reconcile answer's bound
 const char* const kKeyspaces[] = {"notes", "mail"};
 
 // The simulated clock and event queue shared by every replica: one
@@ -69,6 +71,8 @@ class SimTransport final : public Transport {
             absl::AnyInvocable<void(absl::StatusOr<PullResponse>)> done) override;
   void Nudge(LinkId link, const Watermarks& mine) override;
   void Close(LinkId link) override;
+  void Reconcile(LinkId link, std::string request,
+                 absl::AnyInvocable<void(absl::StatusOr<std::string>)> done) override;
 
  private:
   Simulation& sim_;
@@ -216,8 +220,74 @@ class Simulation {
 
   void Close(int from, LinkId id) { BreakLink(id, "closed"); }
 
+  // One round of a reconcile session, with the network's faults like any
+  // call: lost (the engine times the round out), delayed, duplicated (the
+  // answer counts once). The peer answers as rpc/replica_service.cc does.
+  void Reconcile(int from, LinkId id, std::string request,
+                 absl::AnyInvocable<void(absl::StatusOr<std::string>)> done) {
+    if (!options_.reconcile) {
+      done(absl::UnimplementedError("this transport does not reconcile"));
+      return;
+    }
+    const int to = Other(id, from);
+    if (to < 0 || Lost()) return;
+    auto shared_done =
+        std::make_shared<absl::AnyInvocable<void(absl::StatusOr<std::string>)>>(std::move(done));
+    auto shared_request = std::make_shared<const std::string>(std::move(request));
+    const int copies = Duplicated() ? 2 : 1;
+    for (int c = 0; c < copies; ++c) {
+      Deliver(to, Delay(), [this, id, from, to, shared_request, shared_done] {
+        if (!LinkUp(id)) return;
+        absl::StatusOr<std::string> answer = ServeReconcileAt(to, id, *shared_request);
+        ++reconcile_rounds_;
+        Trace(absl::StrFormat("serve reconcile %d->%d: %d bytes asked, %s", to, from,
+                              shared_request->size(),
+                              answer.ok() ? absl::StrFormat("%d answered", answer->size())
+                                          : answer.status().ToString()));
+        if (Lost()) return;
+        Deliver(from, Delay(), [this, id, shared_done, answer = std::move(answer)]() mutable {
+          if (!LinkUp(id) || !*shared_done) return;
+          auto done = std::move(*shared_done);
+          *shared_done = nullptr;
+          done(std::move(answer));
+        });
+      });
+    }
+  }
+
  private:
   std::string Name(int i) const { return absl::StrFormat("r%d", i); }
+
+  // Replica `to`'s answer to a reconcile request on link `id`, as the RPC
+  // service gives it: a request out of bounds is refused and closes that
+  // link; records pushed merge first (and count against the peer, as from
+  // a pull); then the responder's side of the round.
+  absl::StatusOr<std::string> ServeReconcileAt(int to, LinkId id, const std::string& bytes) {
+    Replica& r = *replicas_[to];
+    absl::StatusOr<replication::ReconcileRequest> request =
+        replication::DecodeReconcileRequest(bytes, r.store->options().max_value_bytes);
+    if (!request.ok()) {
+      BreakLink(id, "a reconcile request out of bounds");
+      return request.status();
+    }
+    MergeResult pushed;
+    if (!request->push.empty()) {
+      std::vector<Record> push = std::move(request->push);
+      request->push.clear();
+      absl::StatusOr<MergeResult> merged = r.store->Merge(std::move(push));
+      if (!merged.ok()) return merged.status();
+      r.replicator->OnPushMerged(id, *merged);
+      pushed = *merged;
+    }
+    std::unique_ptr<replication::ReconcileSource> source =
+        replication::StoreReconcileSource(*r.store);
+    absl::StatusOr<replication::ReconcileResponse> response =
+        replication::ServeReconcile(*source, *request, kReconcileReplyBytes);
+    if (!response.ok()) return response.status();
+    response->push_won = pushed.won;
+    response->push_refused = pushed.refused.size();
+    return replication::EncodeReconcileResponse(*response);
+  }
 
   void Trace(const std::string& event) {
     const uint64_t t = static_cast<uint64_t>(absl::ToUnixMicros(world_.Now()));
@@ -469,6 +539,9 @@ class Simulation {
     r.up = false;
     r.replicator->Stop();
     pages_prefetched_ += r.replicator->Counters().pages_prefetched;
+    reconciles_ += r.replicator->Counters().reconciles;
+    reconcile_records_ += r.replicator->Counters().reconcile_records_fetched +
+                          r.replicator->Counters().reconcile_records_pushed;
     clones_refused_ += r.replicator->Counters().clones_refused;
     r.replicator.reset();
     r.store.reset();
@@ -626,6 +699,11 @@ class Simulation {
   uint64_t trace_ = 0xcbf29ce484222325ULL;
   // Pages pipelined by replicators that crashed (see SimResult).
   uint64_t pages_prefetched_ = 0;
+  // Reconcile rounds answered, and sessions the engines ended (those of
+  // replicators that crashed; see SimResult).
+  uint64_t reconcile_rounds_ = 0;
+  uint64_t reconciles_ = 0;
+  uint64_t reconcile_records_ = 0;
 };
 
 void SimTransport::Connect(const std::string& address,
@@ -642,6 +720,10 @@ void SimTransport::Pull(LinkId link, const PullRequest& request,
 }
 void SimTransport::Nudge(LinkId link, const Watermarks& mine) { sim_.Nudge(self_, link, mine); }
 void SimTransport::Close(LinkId link) { sim_.Close(self_, link); }
+void SimTransport::Reconcile(LinkId link, std::string request,
+                             absl::AnyInvocable<void(absl::StatusOr<std::string>)> done) {
+  sim_.Reconcile(self_, link, std::move(request), std::move(done));
+}
 
 std::string Simulation::Check() const {
   // The last-writer-wins fold of every accepted write.
@@ -902,11 +984,17 @@ SimResult Simulation::Run() {
   result.writes = writes_;
   result.trace_hash = trace_;
   result.pages_prefetched = pages_prefetched_;
+  result.reconcile_rounds = reconcile_rounds_;
+  result.reconciles = reconciles_;
+  result.reconcile_records = reconcile_records_;
   result.clones_refused = clones_refused_;
   result.cloned = clone_ >= 0 && !replicas_[clone_]->dir.empty();
   for (auto& r : replicas_) {
     if (!r->up) continue;
     result.pages_prefetched += r->replicator->Counters().pages_prefetched;
+    result.reconciles += r->replicator->Counters().reconciles;
+    result.reconcile_records += r->replicator->Counters().reconcile_records_fetched +
+                                r->replicator->Counters().reconcile_records_pushed;
     result.clones_refused += r->replicator->Counters().clones_refused;
   }
   result.converged_after_heal_seconds = absl::ToDoubleSeconds(world_.Now() - heal);
