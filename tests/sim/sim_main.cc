@@ -13,7 +13,8 @@
 // Every seed also runs twice to prove it replays exactly (same trace hash)
 // when --check-replay is given (the default for the first 20 seeds).
 // Exit status 0 only if every seed passed, and (over 20 seeds or more) some
-// pull was pipelined, and (over 5 clones or more) some clone was refused:
+// pull was pipelined and (unless --no-reconcile) some reconcile session
+// repaired a register, and (over 5 clones or more) some clone was refused:
 // the simulation must keep covering those paths.
 #include <cstdio>
 #include <cstdlib>
@@ -117,6 +118,11 @@ int main(int argc, char** argv) {
               (unsigned long long)reconcile_rounds, (unsigned long long)reconcile_records);
   if (clones >= 5 && clones_refused == 0) {
     std::printf("simulation: no clone was refused: cloned directories are no longer covered\n");
+    return 1;
+  }
+  if (reconcile && last - first + 1 >= 20 && reconcile_records == 0) {
+    std::printf("simulation: no reconcile session repaired a register: reconciliation is no "
+                "longer covered\n");
     return 1;
   }
   if (last - first + 1 >= 20 && pages_prefetched == 0) {
