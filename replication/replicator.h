@@ -324,7 +324,7 @@ class Replicator final : public LinkEvents {
   void ForgetRetired(const PeerInfo& info);
   // Restore evidence in a pulled page: a record of this replica's own id
   // beyond its own clock (ServePull sends those: ChangesFilter::
-  // send_uncovered_of); nullopt if none.
+  // send_uncovered_of) that it does not hold; nullopt if none.
   std::optional<Restored> OwnWritesWeLack(const PullResponse& response) const;
 
   Store* const store_;

@@ -607,6 +607,74 @@ TEST_F(ReplicatorTest, APulledWriteOfOurOwnWithinOurClockDoesNotForkUs) {
   EXPECT_EQ(replicator_->Counters().forks, 0u);
 }
 
+// After a fresh-clock fork, a key stored with a version ahead of the
+// fresh clock is written again stamped just above that version, beyond
+// the replica's own clock (Store::StampLocal). A peer that pulled it
+// sends it back (it is beyond our watermark for ourselves), and it is no
+// evidence of a lost life: we hold it. Seed 5577 of the simulation forked
+// spuriously on it (and re-stamped its writes since as new ones, beating
+// later writes of others).
+class OwnWriteAheadTest : public ReplicatorTest {
+ protected:
+  void SetUp() override {
+    StoreOptions options;
+    options.dir = dir_.Sub("ahead");
+    options.wall_clock = &wall_;
+    options.sync = false;
+    absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
+    ASSERT_THAT(store, IsOk());
+    store_ = std::move(*store);
+    ASSERT_THAT(store_->Put("ks", "k", "a day ahead"), IsOk());
+    store_->SetClockEstimate(ClockEstimate{2, -kDay}, /*apply=*/true);
+    ASSERT_THAT(store_->Fork(UINT64_MAX, /*fresh_clock=*/true), IsOk());
+    wall_.Set(kT0);  // the clock was fixed
+    absl::StatusOr<Version> again = store_->Put("ks", "k", "again");
+    ASSERT_THAT(again, IsOk());
+    again_ = *again;
+    ASSERT_EQ(again_.origin, store_->replica_id());
+    ASSERT_GT(again_.hlc, store_->GetWatermarks().at(again_.origin));  // beyond our clock
+    StartReplicator(ReplicatorOptions{});
+    ConnectPeers(1, /*answer_pulls=*/false);
+  }
+
+  void TearDown() override {
+    // The store reads wall_, which goes before the base's members.
+    ReplicatorTest::TearDown();
+    replicator_.reset();
+    store_.reset();
+  }
+
+  // A page from peer 1 holding our write of "k" at again_ with `value`.
+  void AnswerWith(const std::string& value) {
+    PullResponse page = Page(0, 1, 1);
+    page.records[0] = Record{"ks", "k", again_, false, value, 1};
+    Answer(transport_, page);
+    Advance(absl::Milliseconds(1));
+  }
+
+  static constexpr int64_t kDay = 86'400'000;
+  static constexpr int64_t kT0 = 1'700'000'000'000;
+  ManualWallClock wall_{kT0 + kDay};
+  Version again_;
+};
+
+TEST_F(OwnWriteAheadTest, APulledWriteOfOurOwnThatWeHoldBeyondOurClockDoesNotForkUs) {
+  const uint64_t id = store_->replica_id();
+  AnswerWith("again");
+  EXPECT_EQ(store_->replica_id(), id);
+  EXPECT_EQ(replicator_->Counters().forks, 0u);
+}
+
+// The same version with another value is a write of a lost life that a
+// restored copy stamped again: still evidence.
+TEST_F(OwnWriteAheadTest, OurVersionWithAnotherValueBeyondOurClockForksUs) {
+  const uint64_t id = store_->replica_id();
+  AnswerWith("lost");
+  EXPECT_NE(store_->replica_id(), id);
+  EXPECT_EQ(replicator_->Counters().forks, 1u);
+  EXPECT_THAT(replicator_->LastFork().evidence, ::testing::HasSubstr("own that it lacks"));
+}
+
 // A bulk pull asks for page N+1 (from where page N ends) before page N
 // merges, merges pages strictly in order with the checkpoint, and when a
 // page fails (an error, no answer, a merge the store refuses) drops what

@@ -27,7 +27,9 @@
 namespace peerkv::replication {
 
 // What `store` holds of replica `peer_id`: its checkpoint of that log and
-// its watermark for that origin (zeros where it holds nothing).
+// its watermark for that origin (zeros where it holds nothing). The
+// checkpoint is the furthest of the current one and the one a fork or a
+// forgotten retired id dropped (Store::ForgottenCheckpoint).
 HeldOf WhatWeHoldOf(const Store& store, uint64_t peer_id);
 
 // Why `store` must have been restored, if `claim` (a peer's, about

@@ -88,6 +88,48 @@ TEST_F(RestoreGuardTest, ACheckpointIntoALostLifeIsCaughtByItsOpenNonce) {
             std::nullopt);
 }
 
+// Seed 8149 of the simulation: the peer that pulled the lost life had
+// just dropped every checkpoint (a retired id it learned of: it pulls
+// everyone from zero once) when the copy was restored, and the restored
+// copy's clock then ran past the peer's watermark for it before they met.
+// What the peer tells in its hello still says how far it pulled.
+TEST_F(RestoreGuardTest, ADroppedCheckpointStillToldInTheHelloShowsTheRestore) {
+  const std::string dir = tmp_.Sub("x");
+  const std::string copy = tmp_.Sub("copy");
+  {
+    auto x = Open(dir);
+    Write(*x, 1, 10);
+  }
+  std::filesystem::copy(dir, copy, std::filesystem::copy_options::recursive);
+  auto y = Open(tmp_.Sub("y"));
+  uint64_t x_id = 0;
+  {
+    auto x = Open(dir);
+    x_id = x->replica_id();
+    Write(*x, 11, 20);
+    ASSERT_THAT(y->Merge({}, CheckpointUpdate{x_id, PeerCheckpoint{x->incarnation(), 20,
+                                                                   x->open_nonce()},
+                                              {}}),
+                IsOk());
+  }
+  ASSERT_THAT(y->ForgetRetiredIds({42}), IsOk());
+  ASSERT_FALSE(y->GetCheckpoint(x_id)->has_value());
+  std::filesystem::remove_all(dir);
+  std::filesystem::rename(copy, dir);
+  auto restored = Open(dir);
+  Write(*restored, 11, 25);
+  const HeldOf told = WhatWeHoldOf(*y, x_id);
+  EXPECT_EQ(told.seq, 20u);
+  EXPECT_THAT(RestoreEvidence(*restored, told),
+              Optional(Why(HasSubstr("has no record of: it was restored"))));
+  // Pulled from zero again since, not as far yet: the furthest is told.
+  ASSERT_THAT(y->Merge({}, CheckpointUpdate{x_id, PeerCheckpoint{restored->incarnation(), 3,
+                                                                 restored->open_nonce()},
+                                            {}}),
+              IsOk());
+  EXPECT_EQ(WhatWeHoldOf(*y, x_id).seq, 20u);
+}
+
 // A lost log tail: the peer pulled seq 20 of an open this directory knows,
 // but in this directory that open's log ended at seq 10 (the next open
 // began there).

@@ -17,6 +17,10 @@
 //                          tombstones(8) fingerprint(8)    (MetaState)
 //            "watermarks": (origin(8) hlc(8))*, origins ascending, each
 //                          once
+//            "lineage":    store/lineage.h
+//            "forgotten_checkpoints": (peer(8) incarnation(8) seq(8)
+//                          nonce(8))*: checkpoints a fork or a forgotten
+//                          retired id dropped, kept as evidence
 //   ranges   the range fingerprints: see store/range_table.h
 //
 // Values live in the log, not in `records`: the records tree, which random
@@ -52,6 +56,9 @@ inline constexpr char kMetaState[] = "state";
 inline constexpr char kMetaWatermarks[] = "watermarks";
 // store/lineage.h's EncodeLineage.
 inline constexpr char kMetaLineage[] = "lineage";
+// Checkpoints a fork or ForgetRetiredIds dropped, kept as evidence of what
+// was pulled (Store::ForgottenCheckpoint): {peer(8) checkpoint(24)}*.
+inline constexpr char kMetaForgottenCheckpoints[] = "forgotten_checkpoints";
 
 inline constexpr uint8_t kFlagDeleted = 0x01;
 inline constexpr size_t kRecordHeaderBytes = 1 + 8 + 8 + 8;

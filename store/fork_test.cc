@@ -307,6 +307,33 @@ TEST_F(ForkTest, ForgettingRetiredIdsDropsTheirWatermarksAndEveryCheckpoint) {
             (PeerCheckpoint{7, 4, 11}));
 }
 
+// The checkpoints dropped (by ForgetRetiredIds, or a fork) are kept as
+// evidence of how far each peer's log was pulled, across a restart; a pull
+// from zero since does not lower what is kept for that incarnation, a
+// further one raises it, and another incarnation replaces it.
+TEST_F(ForkTest, DroppedCheckpointsAreKeptAsEvidence) {
+  auto store = OpenStore();
+  ASSERT_THAT(store->Merge({}, CheckpointUpdate{99, PeerCheckpoint{7, 30, 11}, {}}), IsOk());
+  ASSERT_THAT(store->Merge({}, CheckpointUpdate{98, PeerCheckpoint{5, 8, 12}, {}}), IsOk());
+  EXPECT_FALSE(store->ForgottenCheckpoint(99).has_value());
+  ASSERT_THAT(store->ForgetRetiredIds({42}), IsOk());
+  EXPECT_FALSE(store->GetCheckpoint(99)->has_value());
+  EXPECT_EQ(store->ForgottenCheckpoint(99), (PeerCheckpoint{7, 30, 11}));
+  EXPECT_EQ(store->ForgottenCheckpoint(98), (PeerCheckpoint{5, 8, 12}));
+  // Pulled from zero again, not as far yet; then peer 98 in a new
+  // incarnation: a fork drops them again.
+  ASSERT_THAT(store->Merge({}, CheckpointUpdate{99, PeerCheckpoint{7, 4, 11}, {}}), IsOk());
+  ASSERT_THAT(store->Merge({}, CheckpointUpdate{98, PeerCheckpoint{6, 2, 13}, {}}), IsOk());
+  ASSERT_THAT(store->Fork(), IsOk());
+  EXPECT_EQ(store->ForgottenCheckpoint(99), (PeerCheckpoint{7, 30, 11}));
+  EXPECT_EQ(store->ForgottenCheckpoint(98), (PeerCheckpoint{6, 2, 13}));
+  store.reset();
+  store = OpenStore();
+  EXPECT_EQ(store->ForgottenCheckpoint(99), (PeerCheckpoint{7, 30, 11}));
+  EXPECT_EQ(store->ForgottenCheckpoint(98), (PeerCheckpoint{6, 2, 13}));
+  EXPECT_FALSE(store->ForgottenCheckpoint(97).has_value());
+}
+
 // The fork's switch is one step of the writer: a write queued before Fork
 // is called is stamped with the old id, even while the writer is busy with
 // an earlier group; the fork does not overtake it (it used to switch the id

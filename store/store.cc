@@ -237,6 +237,7 @@ absl::Status Store::LoadOrInitMeta() {
   }
   PEERKV_RETURN_IF_ERROR(LoadRoots(txn.get()));
   PEERKV_RETURN_IF_ERROR(RecordOpen(txn.get(), &clock_floor));
+  PEERKV_RETURN_IF_ERROR(LoadForgottenCheckpoints(txn.get()));
   PEERKV_RETURN_IF_ERROR(LoadQuarantine(txn.get()));
   PEERKV_ASSIGN_OR_RETURN(const uint64_t log_entries,
                           lmdb::Entries(txn.get(), log_dbi_, "mdb_stat log"));

@@ -213,6 +213,13 @@ class Store {
   // anything changed. Runs on the writer thread between groups, as Fork's
   // switch does. Defined in store_fork.cc.
   absl::StatusOr<bool> ForgetRetiredIds(const std::vector<uint64_t>& ids);
+  // The checkpoint of `peer_id` that the last fork or ForgetRetiredIds
+  // dropped (to pull that peer from zero), if any: what this replica once
+  // pulled of that peer's log, still evidence in a hello that the peer was
+  // restored or lost its log tail (replication/restore_guard.h's
+  // WhatWeHoldOf). At most kMaxForgottenCheckpoints peers are kept.
+  std::optional<PeerCheckpoint> ForgottenCheckpoint(uint64_t peer_id) const;
+  static constexpr size_t kMaxForgottenCheckpoints = 1024;
   // True if no watermark is kept or claimed for `origin`: a peer's id it
   // forgot (above), or one this replica retired by a fork.
   bool Distrusts(uint64_t origin) const;
@@ -448,6 +455,12 @@ class Store {
   absl::Status RunOnWriter(absl::AnyInvocable<absl::Status()> apply);
   absl::Status SwitchToForkedId(ForkResult& result);
   absl::Status CommitForgotten(const std::vector<uint64_t>& fresh);
+  // In `txn`, before the checkpoints are dropped: adds them (and the held
+  // ones) to the forgotten checkpoints, written to meta; *out gets the new
+  // set, installed by the caller once `txn` committed.
+  absl::Status RememberCheckpoints(
+      MDB_txn* txn, absl::flat_hash_map<uint64_t, PeerCheckpoint>* out) const;
+  absl::Status LoadForgottenCheckpoints(MDB_txn* txn);
   absl::Status CommitFork(const ForkResult& fork, const Lineage& lineage);
   absl::Status Restamp(uint64_t old_id, uint64_t after_seq, uint64_t* restamped);
 
@@ -603,6 +616,9 @@ class Store {
   // Checkpoints of batches that won nothing, written with the next commit.
   mutable absl::Mutex checkpoints_mu_;
   absl::flat_hash_map<uint64_t, PeerCheckpoint> held_checkpoints_
+      ABSL_GUARDED_BY(checkpoints_mu_);
+  // See ForgottenCheckpoint.
+  absl::flat_hash_map<uint64_t, PeerCheckpoint> forgotten_checkpoints_
       ABSL_GUARDED_BY(checkpoints_mu_);
 
   // The quarantine table's mirror; changed by the writer after a commit.

@@ -114,11 +114,14 @@ absl::Status Store::CommitForgotten(const std::vector<uint64_t>& fresh) {
   }
   for (uint64_t id : fresh) watermarks.erase(id);
   PEERKV_RETURN_IF_ERROR(tables::WriteWatermarks(txn.get(), meta_dbi_, watermarks));
+  absl::flat_hash_map<uint64_t, PeerCheckpoint> remembered;
+  PEERKV_RETURN_IF_ERROR(RememberCheckpoints(txn.get(), &remembered));
   PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_drop(txn.get(), peers_dbi_, 0), "drop checkpoints"));
   absl::MutexLock checkpoints(&checkpoints_mu_);
   absl::MutexLock marks(&watermarks_mu_);
   PEERKV_RETURN_IF_ERROR(txn.Commit());
   held_checkpoints_.clear();
+  forgotten_checkpoints_ = std::move(remembered);
   for (uint64_t id : fresh) {
     watermarks_.erase(id);
     distrusted_.insert(id);
@@ -127,6 +130,78 @@ absl::Status Store::CommitForgotten(const std::vector<uint64_t>& fresh) {
     absl::MutexLock lock(&lineage_mu_);
     lineage_ = std::move(lineage);
   }
+  return absl::OkStatus();
+}
+
+std::optional<PeerCheckpoint> Store::ForgottenCheckpoint(uint64_t peer_id) const {
+  absl::MutexLock lock(&checkpoints_mu_);
+  auto it = forgotten_checkpoints_.find(peer_id);
+  if (it == forgotten_checkpoints_.end()) return std::nullopt;
+  return it->second;
+}
+
+absl::Status Store::RememberCheckpoints(
+    MDB_txn* txn, absl::flat_hash_map<uint64_t, PeerCheckpoint>* out) const {
+  PEERKV_CHECK(OnWriterThread());
+  absl::flat_hash_map<uint64_t, PeerCheckpoint> current;
+  lmdb::Cursor cursor;
+  PEERKV_RETURN_IF_ERROR(cursor.Open(txn, peers_dbi_));
+  MDB_val k, v;
+  int rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_FIRST);
+  while (rc == MDB_SUCCESS) {
+    if (k.mv_size == 8) {
+      const uint64_t peer = codec::GetBigEndian64(static_cast<const char*>(k.mv_data));
+      absl::StatusOr<PeerCheckpoint> checkpoint = codec::DecodeCheckpoint(
+          std::string_view(static_cast<const char*>(v.mv_data), v.mv_size), peer);
+      if (checkpoint.ok()) current[peer] = *checkpoint;
+    }
+    rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_NEXT);
+  }
+  if (rc != MDB_NOTFOUND) return lmdb::Error(rc, "read checkpoints");
+  absl::MutexLock lock(&checkpoints_mu_);
+  // Held ones are newer than the table's.
+  for (const auto& [peer, checkpoint] : held_checkpoints_) current[peer] = checkpoint;
+  *out = forgotten_checkpoints_;
+  for (const auto& [peer, checkpoint] : current) {
+    auto [it, inserted] = out->try_emplace(peer, checkpoint);
+    // A pull from zero since the last drop may be behind what was pulled
+    // before it: the furthest point of one incarnation stays.
+    if (!inserted && (checkpoint.incarnation != it->second.incarnation ||
+                      checkpoint.seq >= it->second.seq)) {
+      it->second = checkpoint;
+    }
+  }
+  while (out->size() > kMaxForgottenCheckpoints) out->erase(out->begin());
+  std::string encoded;
+  for (const auto& [peer, checkpoint] : *out) {
+    codec::PutFixed64(&encoded, peer);
+    encoded += codec::EncodeCheckpoint(checkpoint);
+  }
+  return lmdb::Put(txn, meta_dbi_, codec::kMetaForgottenCheckpoints, encoded,
+                   "write meta forgotten checkpoints");
+}
+
+absl::Status Store::LoadForgottenCheckpoints(MDB_txn* txn) {
+  PEERKV_ASSIGN_OR_RETURN(
+      const std::optional<std::string_view> stored,
+      lmdb::Get(txn, meta_dbi_, codec::kMetaForgottenCheckpoints, "read meta forgotten checkpoints"));
+  if (!stored.has_value()) return absl::OkStatus();
+  constexpr size_t kEntry = 8 + codec::kCheckpointBytes;
+  if (stored->size() % kEntry != 0 || stored->size() / kEntry > kMaxForgottenCheckpoints) {
+    return absl::DataLossError(absl::StrFormat(
+        "meta forgotten checkpoints is %d bytes; expected a multiple of %d, at most %d entries",
+        stored->size(), kEntry, kMaxForgottenCheckpoints));
+  }
+  absl::flat_hash_map<uint64_t, PeerCheckpoint> loaded;
+  for (size_t at = 0; at < stored->size(); at += kEntry) {
+    const uint64_t peer = codec::GetFixed64(stored->data() + at);
+    PEERKV_ASSIGN_OR_RETURN(
+        const PeerCheckpoint checkpoint,
+        codec::DecodeCheckpoint(stored->substr(at + 8, codec::kCheckpointBytes), peer));
+    loaded[peer] = checkpoint;
+  }
+  absl::MutexLock lock(&checkpoints_mu_);
+  forgotten_checkpoints_ = std::move(loaded);
   return absl::OkStatus();
 }
 
@@ -233,7 +308,10 @@ absl::Status Store::CommitFork(const ForkResult& fork, const Lineage& lineage) {
   // (ChangesFilter::skip_source), records of the lost life it no longer
   // holds; they would cover those records in the pulls from zero below.
   PEERKV_RETURN_IF_ERROR(tables::WriteWatermarks(txn.get(), meta_dbi_, Watermarks{}));
-  // Empties the checkpoints (the table stays).
+  // Empties the checkpoints (the table stays); what they said is kept as
+  // evidence (ForgottenCheckpoint).
+  absl::flat_hash_map<uint64_t, PeerCheckpoint> remembered;
+  PEERKV_RETURN_IF_ERROR(RememberCheckpoints(txn.get(), &remembered));
   PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_drop(txn.get(), peers_dbi_, 0), "drop checkpoints"));
   // The clock mark as the clock is now: after a fresh-clock reset it is
   // lower than the stored one, which a restart would otherwise start from
@@ -251,6 +329,7 @@ absl::Status Store::CommitFork(const ForkResult& fork, const Lineage& lineage) {
   absl::MutexLock marks(&watermarks_mu_);
   PEERKV_RETURN_IF_ERROR(txn.Commit());
   held_checkpoints_.clear();
+  forgotten_checkpoints_ = std::move(remembered);
   watermarks_ = Watermarks{};
   distrusted_.insert(fork.old_id);
   watermarks_dirty_ = false;

@@ -15,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "replication/executor.h"
+#include "replication/reconcile.h"
 #include "replication/replicator.h"
 #include "replication/restore_guard.h"
 #include "replication/serve.h"
@@ -33,6 +34,7 @@ using replication::Transport;
 constexpr int64_t kEpochMs = 1'764'000'000'000;  // simulated time starts here
 constexpr size_t kSmallValueLimit = 64;               // a replica with a low limit
 constexpr size_t kBigValueBytes = 200;                // values only the others hold
+constexpr size_t kReconcileReplyBytes = size_t{1} << 20;  // a reconcile answer's bound
 const char* const kKeyspaces[] = {"notes", "mail"};
 
 // The simulated clock and event queue shared by every replica: one
@@ -69,6 +71,8 @@ class SimTransport final : public Transport {
             absl::AnyInvocable<void(absl::StatusOr<PullResponse>)> done) override;
   void Nudge(LinkId link, const Watermarks& mine) override;
   void Close(LinkId link) override;
+  void Reconcile(LinkId link, std::string request,
+                 absl::AnyInvocable<void(absl::StatusOr<std::string>)> done) override;
 
  private:
   Simulation& sim_;
@@ -88,8 +92,6 @@ struct Replica {
   // A lower value limit than the others: it cannot hold their big values.
   size_t max_value_bytes = kMaxValueBytes;
   int64_t normal_skew_ms = 0;
-  // Forks (restore_guard.h) whose re-stamped writes the fold has.
-  size_t known_forks = 0;
   // Retired ids of other replicas it forgot the watermarks of.
   size_t known_forgotten = 0;
   // Every replica id it has had (it forks to new ones).
@@ -186,6 +188,14 @@ class Simulation {
         Trace(absl::StrFormat("serve pull %d->%d after %d: %d records", to, from,
                               request.after_seq,
                               response.ok() ? response->records.size() : 0));
+        if (options_.verbose && response.ok()) {
+          // The requester's own writes it lacks (restore evidence), printed.
+          for (const Record& rec : response->records) {
+            if (rec.version.origin != request.requester) continue;
+            std::printf("           (serves r%d its own %s/%s %s)\n", from, rec.keyspace.c_str(),
+                        rec.key.c_str(), rec.version.ToString().c_str());
+          }
+        }
         if (Lost()) return;
         Deliver(from, Delay(), [this, id, shared_done, response = std::move(response)]() mutable {
           if (!LinkUp(id) || !*shared_done) return;
@@ -210,8 +220,74 @@ class Simulation {
 
   void Close(int from, LinkId id) { BreakLink(id, "closed"); }
 
+  // One round of a reconcile session, with the network's faults like any
+  // call: lost (the engine times the round out), delayed, duplicated (the
+  // answer counts once). The peer answers as rpc/replica_service.cc does.
+  void Reconcile(int from, LinkId id, std::string request,
+                 absl::AnyInvocable<void(absl::StatusOr<std::string>)> done) {
+    if (!options_.reconcile) {
+      done(absl::UnimplementedError("this transport does not reconcile"));
+      return;
+    }
+    const int to = Other(id, from);
+    if (to < 0 || Lost()) return;
+    auto shared_done =
+        std::make_shared<absl::AnyInvocable<void(absl::StatusOr<std::string>)>>(std::move(done));
+    auto shared_request = std::make_shared<const std::string>(std::move(request));
+    const int copies = Duplicated() ? 2 : 1;
+    for (int c = 0; c < copies; ++c) {
+      Deliver(to, Delay(), [this, id, from, to, shared_request, shared_done] {
+        if (!LinkUp(id)) return;
+        absl::StatusOr<std::string> answer = ServeReconcileAt(to, id, *shared_request);
+        ++reconcile_rounds_;
+        Trace(absl::StrFormat("serve reconcile %d->%d: %d bytes asked, %s", to, from,
+                              shared_request->size(),
+                              answer.ok() ? absl::StrFormat("%d answered", answer->size())
+                                          : answer.status().ToString()));
+        if (Lost()) return;
+        Deliver(from, Delay(), [this, id, shared_done, answer = std::move(answer)]() mutable {
+          if (!LinkUp(id) || !*shared_done) return;
+          auto done = std::move(*shared_done);
+          *shared_done = nullptr;
+          done(std::move(answer));
+        });
+      });
+    }
+  }
+
  private:
   std::string Name(int i) const { return absl::StrFormat("r%d", i); }
+
+  // Replica `to`'s answer to a reconcile request on link `id`, as the RPC
+  // service gives it: a request out of bounds is refused and closes that
+  // link; records pushed merge first (and count against the peer, as from
+  // a pull); then the responder's side of the round.
+  absl::StatusOr<std::string> ServeReconcileAt(int to, LinkId id, const std::string& bytes) {
+    Replica& r = *replicas_[to];
+    absl::StatusOr<replication::ReconcileRequest> request =
+        replication::DecodeReconcileRequest(bytes, r.store->options().max_value_bytes);
+    if (!request.ok()) {
+      BreakLink(id, "a reconcile request out of bounds");
+      return request.status();
+    }
+    MergeResult pushed;
+    if (!request->push.empty()) {
+      std::vector<Record> push = std::move(request->push);
+      request->push.clear();
+      absl::StatusOr<MergeResult> merged = r.store->Merge(std::move(push));
+      if (!merged.ok()) return merged.status();
+      r.replicator->OnPushMerged(id, *merged);
+      pushed = *merged;
+    }
+    std::unique_ptr<replication::ReconcileSource> source =
+        replication::StoreReconcileSource(*r.store);
+    absl::StatusOr<replication::ReconcileResponse> response =
+        replication::ServeReconcile(*source, *request, kReconcileReplyBytes);
+    if (!response.ok()) return response.status();
+    response->push_won = pushed.won;
+    response->push_refused = pushed.refused.size();
+    return replication::EncodeReconcileResponse(*response);
+  }
 
   void Trace(const std::string& event) {
     const uint64_t t = static_cast<uint64_t>(absl::ToUnixMicros(world_.Now()));
@@ -304,6 +380,13 @@ class Simulation {
     ro.backoff_min = absl::Milliseconds(100);
     ro.backoff_max = absl::Seconds(5);
     ro.seed = options_.seed * 31 + static_cast<uint64_t>(r.index) * 7 + r.generation;
+    if (options_.verbose) {
+      // The engine's log lines, printed (not part of the trace hash).
+      ro.log = [this, index = r.index](const std::string& line) {
+        std::printf("%10.3f r%d log: %s\n", absl::ToDoubleSeconds(world_.Now() - start_), index,
+                    line.c_str());
+      };
+    }
     r.replicator = std::make_unique<replication::Replicator>(r.store.get(), &world_,
                                                              r.transport.get(), ro);
     r.replicator->Start();
@@ -378,36 +461,47 @@ class Simulation {
         r->known_forgotten = forgotten;
         Trace(absl::StrFormat("r%d forgot the watermarks of %d retired ids", r->index, forgotten));
       }
-      const size_t forks = r->store->GetLineage().retired_ids.size();
-      if (forks <= r->known_forks) {
-        r->known_forks = forks;
-        continue;
+      // Every id it has had that the simulation has not seen yet: two forks
+      // between checks (a restore's, then a clock fork) leave one id only
+      // in retired_ids, and its re-stamped writes are accepted writes too.
+      const Lineage lineage = r->store->GetLineage();
+      std::vector<uint64_t> fresh;
+      for (uint64_t id : lineage.retired_ids) {
+        if (r->ids.insert(id).second) fresh.push_back(id);
       }
-      r->known_forks = forks;
-      const uint64_t id = r->store->replica_id();
-      r->ids.insert(id);
-      Trace(absl::StrFormat("r%d forked to %016x: %s", r->index, id,
-                            r->replicator->LastFork().evidence));
-      std::set<std::pair<std::string, std::string>> known;
-      for (const Accepted& a : accepted_) {
-        if (a.version.origin == id) known.insert({a.keyspace, a.key});
+      const uint64_t current = r->store->replica_id();
+      if (r->ids.insert(current).second) fresh.push_back(current);
+      for (uint64_t id : fresh) NoteForkedId(*r, id);
+      if (!failure_.empty()) return;
+    }
+  }
+
+  // Accepts the writes replica r holds under `id`, an id it forked to (it
+  // re-stamped its writes made since a restored open with it), that the
+  // fold does not know of yet.
+  void NoteForkedId(Replica& replica, uint64_t id) {
+    Replica* r = &replica;
+    Trace(absl::StrFormat("r%d forked to %016x: %s", r->index, id,
+                          r->replicator->LastFork().evidence));
+    std::set<std::pair<std::string, std::string>> known;
+    for (const Accepted& a : accepted_) {
+      if (a.version.origin == id) known.insert({a.keyspace, a.key});
+    }
+    uint64_t after = 0;
+    for (int page = 0; page < 1000; ++page) {
+      absl::StatusOr<Changes> changes = r->store->ChangesSince(after, 1000);
+      if (!changes.ok()) {
+        failure_ = "reading a forked log failed: " + changes.status().ToString();
+        return;
       }
-      uint64_t after = 0;
-      for (int page = 0; page < 1000; ++page) {
-        absl::StatusOr<Changes> changes = r->store->ChangesSince(after, 1000);
-        if (!changes.ok()) {
-          failure_ = "reading a forked log failed: " + changes.status().ToString();
-          return;
-        }
-        for (const Record& rec : changes->records) {
-          if (rec.version.origin != id || known.count({rec.keyspace, rec.key}) > 0) continue;
-          Trace(absl::StrFormat("r%d re-stamped %s/%s %s", r->index, rec.keyspace, rec.key,
-                                rec.version.ToString()));
-          accepted_.push_back(Accepted{rec.keyspace, rec.key, rec.version, rec.deleted, rec.value});
-        }
-        if (changes->last_seq <= after || changes->last_seq >= changes->max_seq) break;
-        after = changes->last_seq;
+      for (const Record& rec : changes->records) {
+        if (rec.version.origin != id || known.count({rec.keyspace, rec.key}) > 0) continue;
+        Trace(absl::StrFormat("r%d re-stamped %s/%s %s", r->index, rec.keyspace, rec.key,
+                              rec.version.ToString()));
+        accepted_.push_back(Accepted{rec.keyspace, rec.key, rec.version, rec.deleted, rec.value});
       }
+      if (changes->last_seq <= after || changes->last_seq >= changes->max_seq) break;
+      after = changes->last_seq;
     }
   }
 
@@ -445,6 +539,9 @@ class Simulation {
     r.up = false;
     r.replicator->Stop();
     pages_prefetched_ += r.replicator->Counters().pages_prefetched;
+    reconciles_ += r.replicator->Counters().reconciles;
+    reconcile_records_ += r.replicator->Counters().reconcile_records_fetched +
+                          r.replicator->Counters().reconcile_records_pushed;
     clones_refused_ += r.replicator->Counters().clones_refused;
     r.replicator.reset();
     r.store.reset();
@@ -602,6 +699,11 @@ class Simulation {
   uint64_t trace_ = 0xcbf29ce484222325ULL;
   // Pages pipelined by replicators that crashed (see SimResult).
   uint64_t pages_prefetched_ = 0;
+  // Reconcile rounds answered, and sessions the engines ended (those of
+  // replicators that crashed; see SimResult).
+  uint64_t reconcile_rounds_ = 0;
+  uint64_t reconciles_ = 0;
+  uint64_t reconcile_records_ = 0;
 };
 
 void SimTransport::Connect(const std::string& address,
@@ -618,6 +720,10 @@ void SimTransport::Pull(LinkId link, const PullRequest& request,
 }
 void SimTransport::Nudge(LinkId link, const Watermarks& mine) { sim_.Nudge(self_, link, mine); }
 void SimTransport::Close(LinkId link) { sim_.Close(self_, link); }
+void SimTransport::Reconcile(LinkId link, std::string request,
+                             absl::AnyInvocable<void(absl::StatusOr<std::string>)> done) {
+  sim_.Reconcile(self_, link, std::move(request), std::move(done));
+}
 
 std::string Simulation::Check() const {
   // The last-writer-wins fold of every accepted write.
@@ -878,11 +984,17 @@ SimResult Simulation::Run() {
   result.writes = writes_;
   result.trace_hash = trace_;
   result.pages_prefetched = pages_prefetched_;
+  result.reconcile_rounds = reconcile_rounds_;
+  result.reconciles = reconciles_;
+  result.reconcile_records = reconcile_records_;
   result.clones_refused = clones_refused_;
   result.cloned = clone_ >= 0 && !replicas_[clone_]->dir.empty();
   for (auto& r : replicas_) {
     if (!r->up) continue;
     result.pages_prefetched += r->replicator->Counters().pages_prefetched;
+    result.reconciles += r->replicator->Counters().reconciles;
+    result.reconcile_records += r->replicator->Counters().reconcile_records_fetched +
+                                r->replicator->Counters().reconcile_records_pushed;
     result.clones_refused += r->replicator->Counters().clones_refused;
   }
   result.converged_after_heal_seconds = absl::ToDoubleSeconds(world_.Now() - heal);

@@ -51,6 +51,10 @@ struct SimOptions {
   // healing, a day passes at once for every clock, so the writes stamped a
   // day ahead leave the quarantines and the fold can be met.
   bool far_clocks = true;
+  // The transport carries reconcile sessions (replication/reconcile.h) like
+  // any call. Off: it answers Unimplemented, as before it did, so only the
+  // logs, hellos and pulls must converge (to find what the logs miss).
+  bool reconcile = true;
 };
 
 struct SimResult {
@@ -65,6 +69,12 @@ struct SimResult {
   // Pages the replicators asked for while the page before merged
   // (pipelined pulls; ReplicatorCounters::pages_prefetched), all lives.
   uint64_t pages_prefetched = 0;
+  // Reconcile rounds the peers answered, sessions the engines ended
+  // (failed ones included), and registers they repaired (fetched or
+  // pushed), all lives.
+  uint64_t reconcile_rounds = 0;
+  uint64_t reconciles = 0;
+  uint64_t reconcile_records = 0;
   // A clone was started, and the links refused as clones (all lives).
   bool cloned = false;
   uint64_t clones_refused = 0;
