@@ -481,6 +481,7 @@ size_t Store::AdmitRemote(std::vector<Record>& batch, RemoteBatch& out) const {
   out.records.reserve(batch.size());
   for (Record& r : batch) {
     absl::Status valid = ValidateRemoteRecord(r, options_.max_value_bytes);
+    if (valid.ok() && options_.merge_filter) valid = options_.merge_filter(r);
     if (valid.ok() && !CheckSkew(r.version.hlc).ok()) {
       // Too far ahead: kept aside by the writer (QuarantineRecords).
       bytes += RecordBytes(r);

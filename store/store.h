@@ -116,6 +116,11 @@ struct StoreOptions {
   // thread, on the open scrub's thread or in ~Store; must not call into the
   // store. Empty: each line is written to stderr.
   std::function<void(const std::string&)> log;
+  // Asked about every valid remote record before Merge admits it (on the
+  // calling thread; must not call into the store): a non-OK status refuses
+  // the record (listed in MergeResult::refused with that status). The
+  // strong-keyspace barrier (consensus/strong_keyspaces.h). Empty: none.
+  std::function<absl::Status(const Record&)> merge_filter;
 };
 
 class Store {
