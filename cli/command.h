@@ -60,6 +60,7 @@ absl::Status ExpectPositional(const Context& context, size_t min, size_t max,
 const std::vector<Command>& DataCommands();
 const std::vector<Command>& ServerCommands();
 const Command& DemoCommand();
+const Command& KeyspaceCommand();
 
 }  // namespace peerkv::cli
 

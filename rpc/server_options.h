@@ -11,6 +11,10 @@
 
 #include "replication/replicator.h"
 
+namespace peerkv::consensus {
+class StrongKeyspaces;
+}  // namespace peerkv::consensus
+
 namespace peerkv::rpc {
 
 struct ServerOptions {
@@ -36,6 +40,10 @@ struct ServerOptions {
   // in, gossip. (Its `name` is taken from replica_name.)
   bool replicate = true;
   replication::ReplicatorOptions replication;
+  // Strong keyspaces (consensus/strong_keyspaces.h): borrowed, must outlive
+  // the server. nullptr: every keyspace is lww and the strong calls
+  // (writeIf, setMode, ...) are refused with FailedPrecondition.
+  consensus::StrongKeyspaces* strong = nullptr;
 };
 
 // Largest message a peer may send, sized from the value limit: one value
