@@ -21,10 +21,27 @@ absl::StatusOr<ProposeResult> FakeConsensusLog::Propose(
         "consensus proposal: origin (the proposing replica id) must not be 0");
   }
   absl::MutexLock lock(&mu_);
-  reached_ = available_;
-  if (!available_) {
+  reached_ = AvailableLocked();
+  if (!reached_) {
     return absl::UnavailableError(absl::StrCat(name_, " is unreachable"));
   }
+  if (commit_delay_ > 0) {
+    in_flight_.push_back({now_ + commit_delay_, proposal});
+    return absl::UnavailableError(
+        absl::StrCat(name_, ": commit in flight, not confirmed in time (it may still commit)"));
+  }
+  return ApplyLocked(proposal);
+}
+
+bool FakeConsensusLog::AvailableLocked() const {
+  if (!available_) return false;
+  for (const auto& [from, until] : windows_) {
+    if (now_ >= from && now_ < until) return false;
+  }
+  return true;
+}
+
+ProposeResult FakeConsensusLog::ApplyLocked(const Proposal& proposal) {
   ProposeResult result;
   auto it = last_.find({proposal.keyspace, proposal.key});
   std::optional<Committed> current;
@@ -61,8 +78,8 @@ absl::StatusOr<std::optional<Committed>> FakeConsensusLog::Read(
     std::string_view keyspace, std::string_view key,
     absl::Duration /*timeout*/) {
   absl::MutexLock lock(&mu_);
-  reached_ = available_;
-  if (!available_) {
+  reached_ = AvailableLocked();
+  if (!reached_) {
     return absl::UnavailableError(absl::StrCat(name_, " is unreachable"));
   }
   auto it = last_.find({std::string(keyspace), std::string(key)});
@@ -74,11 +91,11 @@ absl::StatusOr<std::vector<Committed>> FakeConsensusLog::ReadAfter(
     uint64_t after, size_t max_writes, absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
   auto ready = [this, after]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return !available_ || log_.size() > after;
+    return !AvailableLocked() || log_.size() > after;
   };
   mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
-  reached_ = available_;
-  if (!available_) {
+  reached_ = AvailableLocked();
+  if (!reached_) {
     return absl::UnavailableError(absl::StrCat(name_, " is unreachable"));
   }
   std::vector<Committed> out;
@@ -103,6 +120,58 @@ void FakeConsensusLog::SetAvailable(bool available) {
 std::vector<Committed> FakeConsensusLog::History() const {
   absl::MutexLock lock(&mu_);
   return log_;
+}
+
+std::vector<ProposeResult> FakeConsensusLog::AdvanceTo(uint64_t now) {
+  absl::MutexLock lock(&mu_);
+  now_ = std::max(now_, now);
+  std::vector<ProposeResult> applied;
+  // Due times grow with the order of proposals only while the delay stays
+  // the same: apply every due one, keeping the order they were made in.
+  for (auto it = in_flight_.begin(); it != in_flight_.end();) {
+    if (it->due <= now_) {
+      applied.push_back(ApplyLocked(it->proposal));
+      it = in_flight_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return applied;
+}
+
+uint64_t FakeConsensusLog::Now() const {
+  absl::MutexLock lock(&mu_);
+  return now_;
+}
+
+void FakeConsensusLog::AddUnavailableWindow(uint64_t from, uint64_t until) {
+  absl::MutexLock lock(&mu_);
+  if (from < until) windows_.emplace_back(from, until);
+}
+
+void FakeConsensusLog::SetCommitDelay(uint64_t delay) {
+  absl::MutexLock lock(&mu_);
+  commit_delay_ = delay;
+}
+
+size_t FakeConsensusLog::InFlight() const {
+  absl::MutexLock lock(&mu_);
+  return in_flight_.size();
+}
+
+std::optional<ProposeResult> FakeConsensusLog::CommitNextInFlight() {
+  absl::MutexLock lock(&mu_);
+  if (in_flight_.empty()) return std::nullopt;
+  ProposeResult result = ApplyLocked(in_flight_.front().proposal);
+  in_flight_.pop_front();
+  return result;
+}
+
+size_t FakeConsensusLog::DropInFlight() {
+  absl::MutexLock lock(&mu_);
+  const size_t n = in_flight_.size();
+  in_flight_.clear();
+  return n;
 }
 
 }  // namespace peerkv::consensus

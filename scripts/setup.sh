@@ -17,6 +17,10 @@ packages=(
   libgmock-dev
   libbenchmark-dev
   libssl-dev
+  # etcd 3.4 (etcd, etcdctl): the consensus backend's tests and benchmark
+  # start a real etcd on loopback.
+  etcd-server
+  etcd-client
   "$@"
 )
 

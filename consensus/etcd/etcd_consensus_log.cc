@@ -1,0 +1,414 @@
+// consensus/etcd/etcd_consensus_log.cc: the etcd v3 JSON-gateway backend.
+#include "consensus/etcd/etcd_consensus_log.h"
+
+#include <algorithm>
+
+#include "absl/status/status.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/macros.h"
+#include "store/validation.h"
+
+namespace peerkv::consensus {
+namespace {
+
+using etcd::JsonValue;
+
+// Abseil 20220623 as Debian builds it has its own string_view, not
+// std::string_view.
+absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+constexpr char kRecordFormat = 1;
+constexpr size_t kRecordHeaderBytes = 1 + 8 + 8 + 1;
+constexpr size_t kMaxPrefixBytes = 64;
+
+std::string B64(absl::string_view bytes) { return etcd::JsonQuote(absl::Base64Escape(bytes)); }
+
+void PutBigEndian(std::string& out, uint64_t v) {
+  for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<char>(v >> shift));
+}
+
+uint64_t GetBigEndian(absl::string_view in) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<unsigned char>(in[i]);
+  return v;
+}
+
+std::string EncodeKey(absl::string_view prefix, absl::string_view keyspace, absl::string_view key) {
+  return absl::StrCat(prefix, keyspace.size(), "/", keyspace, "/", key);
+}
+
+std::string EncodeValue(const Version& version, const std::optional<std::string>& value) {
+  std::string out;
+  out.reserve(kRecordHeaderBytes + (value ? value->size() : 0));
+  out.push_back(kRecordFormat);
+  PutBigEndian(out, version.hlc);
+  PutBigEndian(out, version.origin);
+  out.push_back(value.has_value() ? 0 : 1);
+  if (value.has_value()) out.append(*value);
+  return out;
+}
+
+// The key after every key that starts with `prefix`.
+std::string PrefixEnd(std::string prefix) {
+  while (!prefix.empty() && static_cast<unsigned char>(prefix.back()) == 0xff) prefix.pop_back();
+  PEERKV_CHECK(!prefix.empty());
+  prefix.back() = static_cast<char>(static_cast<unsigned char>(prefix.back()) + 1);
+  return prefix;
+}
+
+// A malformed answer from the service (not what etcd sends).
+absl::Status Malformed(absl::string_view name, absl::string_view what, const absl::Status& why) {
+  return absl::InternalError(
+      absl::StrCat(name, " answered a malformed ", what, ": ", why.message()));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<EtcdConsensusLog>> EtcdConsensusLog::Create(
+    const EtcdOptions& options) {
+  PEERKV_ASSIGN_OR_RETURN(etcd::HttpUrl url, etcd::ParseHttpUrl(options.url));
+  if (options.prefix.empty() || options.prefix.size() > kMaxPrefixBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "etcd key prefix must be 1 to ", kMaxPrefixBytes, " bytes, got ", options.prefix.size()));
+  }
+  if (static_cast<unsigned char>(options.prefix[0]) == 0xff &&
+      options.prefix.find_first_not_of('\xff') == std::string::npos) {
+    return absl::InvalidArgumentError("etcd key prefix must not be all 0xff bytes");
+  }
+  return std::unique_ptr<EtcdConsensusLog>(
+      new EtcdConsensusLog(std::move(url), options.prefix));
+}
+
+EtcdConsensusLog::EtcdConsensusLog(etcd::HttpUrl url, std::string prefix)
+    : prefix_(std::move(prefix)), name_(absl::StrCat("etcd at ", url.text)), http_(url) {}
+
+bool EtcdConsensusLog::Reachable() const { return reached_.load(); }
+
+std::string EtcdConsensusLog::Describe() const { return name_; }
+
+absl::StatusOr<JsonValue> EtcdConsensusLog::Call(absl::string_view path, const std::string& body,
+                                                 absl::Time deadline, bool idempotent) {
+  absl::StatusOr<etcd::HttpResponse> response = http_.Post(path, body, deadline, idempotent);
+  if (!response.ok()) {
+    if (absl::IsUnavailable(response.status()) || absl::IsDeadlineExceeded(response.status())) {
+      reached_ = false;
+      return absl::UnavailableError(
+          absl::StrCat(name_, " is unreachable: ", path, ": ", response.status().message()));
+    }
+    reached_ = true;
+    return absl::InternalError(
+        absl::StrCat(name_, " answered garbage to ", path, ": ", response.status().message()));
+  }
+  reached_ = true;
+  absl::StatusOr<JsonValue> json = etcd::ParseJson(response->body);
+  if (!json.ok() || json->type != JsonValue::Type::kObject) {
+    return absl::InternalError(absl::StrCat(
+        name_, " answered ", path, " with HTTP ", response->status, " and a body that is not a JSON object (",
+        json.ok() ? "not an object" : json.status().message(), "): ",
+        absl::CHexEscape(response->body.substr(0, 120))));
+  }
+  if (response->status != 200) {
+    // grpc-gateway errors: {"error": "...", "code": <grpc code>}.
+    std::string message = "(no message)";
+    if (const JsonValue* m = json->Find("error");
+        m != nullptr && m->type == JsonValue::Type::kString) {
+      message = m->text.substr(0, 300);
+    }
+    int code = 0;
+    if (const JsonValue* c = json->Find("code"); c != nullptr) {
+      (void)absl::SimpleAtoi(c->text, &code);
+    }
+    // gRPC UNAVAILABLE (14), DEADLINE_EXCEEDED (4): no leader, stopping,
+    // overloaded; retry later like an unreachable service.
+    if (code == 14 || code == 4 || response->status == 503) {
+      reached_ = false;
+      return absl::UnavailableError(absl::StrCat(name_, " is unavailable: ", path, ": ", message));
+    }
+    if (code == 11) {
+      return absl::OutOfRangeError(absl::StrCat(name_, ": ", path, ": ", message));
+    }
+    return absl::InternalError(absl::StrCat(name_, " refused ", path, " with HTTP ",
+                                            response->status, ": ", message));
+  }
+  return *std::move(json);
+}
+
+absl::StatusOr<Committed> EtcdConsensusLog::DecodeKv(const JsonValue& kv,
+                                                     absl::string_view what) const {
+  if (kv.type != JsonValue::Type::kObject) {
+    return Malformed(name_, what, absl::InvalidArgumentError("a kv is not an object"));
+  }
+  absl::StatusOr<std::string> key = etcd::JsonBytes(kv, "key", "kv");
+  if (!key.ok()) return Malformed(name_, what, key.status());
+  absl::StatusOr<std::string> value = etcd::JsonBytes(kv, "value", "kv");
+  if (!value.ok()) return Malformed(name_, what, value.status());
+  absl::StatusOr<uint64_t> mod = etcd::JsonUint(kv, "mod_revision", "kv");
+  if (!mod.ok()) return Malformed(name_, what, mod.status());
+  const std::string shown = absl::CHexEscape(key->substr(0, 200));
+  auto corrupt = [&](absl::string_view why) {
+    return absl::DataLossError(
+        absl::StrCat(name_, ": etcd key '", shown, "' does not hold a peerkv record: ", why));
+  };
+  if (*mod == 0) return corrupt("mod_revision missing or 0");
+  // "<prefix><len>/<keyspace>/<key>"
+  if (key->compare(0, prefix_.size(), prefix_) != 0) return corrupt("not under the prefix");
+  absl::string_view rest = absl::string_view(*key).substr(prefix_.size());
+  const size_t slash = rest.find('/');
+  size_t keyspace_len = 0;
+  if (slash == absl::string_view::npos || slash == 0 || slash > 3 ||
+      !absl::SimpleAtoi(rest.substr(0, slash), &keyspace_len) ||
+      rest.size() < slash + 1 + keyspace_len + 1 || rest[slash + 1 + keyspace_len] != '/') {
+    return corrupt("the key is not <len>/<keyspace>/<key>");
+  }
+  Committed out;
+  out.position = *mod;
+  out.record.keyspace = std::string(rest.substr(slash + 1, keyspace_len));
+  out.record.key = std::string(rest.substr(slash + 1 + keyspace_len + 1));
+  if (value->size() < kRecordHeaderBytes) {
+    return corrupt(absl::StrCat("the value has ", value->size(), " bytes, fewer than the ",
+                                kRecordHeaderBytes, " of a record header"));
+  }
+  if ((*value)[0] != kRecordFormat) {
+    return corrupt(absl::StrCat("unknown record format byte ",
+                                static_cast<int>(static_cast<unsigned char>((*value)[0]))));
+  }
+  out.record.version.hlc = GetBigEndian(absl::string_view(*value).substr(1));
+  out.record.version.origin = GetBigEndian(absl::string_view(*value).substr(9));
+  const unsigned char flags = static_cast<unsigned char>((*value)[17]);
+  if (flags > 1) return corrupt(absl::StrCat("unknown record flags ", static_cast<int>(flags)));
+  out.record.deleted = flags == 1;
+  out.record.value = value->substr(kRecordHeaderBytes);
+  absl::Status valid = ValidateRemoteRecord(out.record, kMaxValueBytes);
+  if (!valid.ok()) return corrupt(valid.message());
+  return out;
+}
+
+absl::StatusOr<std::optional<Committed>> EtcdConsensusLog::ReadKey(const std::string& etcd_key,
+                                                                   absl::Time deadline) {
+  PEERKV_ASSIGN_OR_RETURN(
+      JsonValue answer,
+      Call("/v3/kv/range", absl::StrCat("{\"key\":", B64(etcd_key), "}"), deadline, true));
+  const JsonValue* kvs = answer.Find("kvs");
+  if (kvs == nullptr) return std::optional<Committed>();
+  if (kvs->type != JsonValue::Type::kArray || kvs->array.size() > 1) {
+    return Malformed(name_, "range answer",
+                     absl::InvalidArgumentError("kvs is not an array of at most one kv"));
+  }
+  if (kvs->array.empty()) return std::optional<Committed>();
+  PEERKV_ASSIGN_OR_RETURN(Committed committed, DecodeKv(kvs->array[0], "range answer"));
+  return std::optional<Committed>(std::move(committed));
+}
+
+absl::StatusOr<ProposeResult> EtcdConsensusLog::Propose(const Proposal& proposal,
+                                                        absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  PEERKV_RETURN_IF_ERROR(ValidateKeyspace(proposal.keyspace));
+  PEERKV_RETURN_IF_ERROR(ValidateKey(proposal.key));
+  if (proposal.origin == 0) {
+    return absl::InvalidArgumentError(
+        "consensus proposal: origin (the proposing replica id) must not be 0");
+  }
+  if (proposal.value.has_value() && proposal.value->size() > kMaxEtcdValueBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("consensus proposal: value of ",
+                                                   proposal.value->size(),
+                                                   " bytes exceeds the etcd backend's limit of ",
+                                                   kMaxEtcdValueBytes));
+  }
+  const std::string etcd_key = EncodeKey(prefix_, proposal.keyspace, proposal.key);
+  PEERKV_ASSIGN_OR_RETURN(std::optional<Committed> current, ReadKey(etcd_key, deadline));
+  for (int attempt = 0; attempt <= kMaxRaceRetries; ++attempt) {
+    const Precondition& pre = proposal.precondition;
+    bool holds = true;
+    if (pre.kind == Precondition::Kind::kIfAbsent) {
+      holds = !current.has_value() || current->record.deleted;
+    } else if (pre.kind == Precondition::Kind::kIfVersion) {
+      holds = current.has_value() && current->record.version == pre.version;
+    }
+    if (!holds) {
+      ProposeResult result;
+      result.applied = false;
+      result.current = std::move(current);
+      return result;
+    }
+    uint64_t hlc = proposal.min_hlc;
+    if (current.has_value()) hlc = std::max(hlc, current->record.version.hlc);
+    if (hlc == UINT64_MAX) {
+      return absl::OutOfRangeError(
+          absl::StrCat(name_, ": the key's clock is at its maximum; no later version exists"));
+    }
+    const Version version{hlc + 1, proposal.origin};
+    const std::string compare =
+        current.has_value()
+            ? absl::StrCat("{\"target\":\"MOD\",\"key\":", B64(etcd_key), ",\"mod_revision\":\"",
+                           current->position, "\"}")
+            : absl::StrCat("{\"target\":\"CREATE\",\"key\":", B64(etcd_key),
+                           ",\"create_revision\":\"0\"}");
+    const std::string body = absl::StrCat(
+        "{\"compare\":[", compare, "],\"success\":[{\"request_put\":{\"key\":", B64(etcd_key),
+        ",\"value\":", B64(EncodeValue(version, proposal.value)),
+        "}}],\"failure\":[{\"request_range\":{\"key\":", B64(etcd_key), "}}]}");
+    PEERKV_ASSIGN_OR_RETURN(JsonValue answer, Call("/v3/kv/txn", body, deadline, false));
+    const JsonValue* succeeded = answer.Find("succeeded");
+    if (succeeded != nullptr && succeeded->type != JsonValue::Type::kBool) {
+      return Malformed(name_, "txn answer", absl::InvalidArgumentError("succeeded is not a bool"));
+    }
+    if (succeeded != nullptr && succeeded->boolean) {
+      const JsonValue* header = answer.Find("header");
+      absl::StatusOr<uint64_t> revision =
+          header == nullptr ? absl::StatusOr<uint64_t>(0)
+                            : etcd::JsonUint(*header, "revision", "header");
+      if (!revision.ok()) return Malformed(name_, "txn answer", revision.status());
+      if (*revision == 0) {
+        return Malformed(name_, "txn answer",
+                         absl::InvalidArgumentError("header.revision missing or 0"));
+      }
+      ProposeResult result;
+      result.applied = true;
+      result.committed.position = *revision;
+      result.committed.record.keyspace = proposal.keyspace;
+      result.committed.record.key = proposal.key;
+      result.committed.record.version = version;
+      result.committed.record.deleted = !proposal.value.has_value();
+      if (proposal.value.has_value()) result.committed.record.value = *proposal.value;
+      return result;
+    }
+    // Lost the race: the failure branch's range says what won.
+    const JsonValue* responses = answer.Find("responses");
+    const JsonValue* range = nullptr;
+    if (responses != nullptr && responses->type == JsonValue::Type::kArray &&
+        responses->array.size() == 1) {
+      range = responses->array[0].Find("response_range");
+    }
+    if (range == nullptr) {
+      return Malformed(name_, "txn answer",
+                       absl::InvalidArgumentError(
+                           "a failed txn without exactly one response_range in responses"));
+    }
+    const JsonValue* kvs = range->Find("kvs");
+    if (kvs == nullptr || (kvs->type == JsonValue::Type::kArray && kvs->array.empty())) {
+      current.reset();
+    } else if (kvs->type != JsonValue::Type::kArray || kvs->array.size() != 1) {
+      return Malformed(name_, "txn answer",
+                       absl::InvalidArgumentError("kvs is not an array of at most one kv"));
+    } else {
+      PEERKV_ASSIGN_OR_RETURN(Committed won, DecodeKv(kvs->array[0], "txn answer"));
+      current = std::move(won);
+    }
+  }
+  return absl::AbortedError(absl::StrCat(name_, ": lost the race for key '",
+                                         absl::CHexEscape(proposal.key.substr(0, 100)), "' ",
+                                         kMaxRaceRetries + 1, " times; retry"));
+}
+
+absl::StatusOr<std::optional<Committed>> EtcdConsensusLog::Read(std::string_view keyspace_in,
+                                                                std::string_view key_in,
+                                                                absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  const std::string_view keyspace = keyspace_in;
+  const std::string_view key = key_in;
+  PEERKV_RETURN_IF_ERROR(ValidateKeyspace(keyspace));
+  PEERKV_RETURN_IF_ERROR(ValidateKey(key));
+  return ReadKey(EncodeKey(prefix_, AV(keyspace), AV(key)), deadline);
+}
+
+absl::StatusOr<bool> EtcdConsensusLog::WaitForRevision(uint64_t from, absl::Time deadline) {
+  const std::string body = absl::StrCat(
+      "{\"create_request\":{\"key\":", B64(prefix_), ",\"range_end\":", B64(PrefixEnd(prefix_)),
+      ",\"start_revision\":\"", from, "\"}}");
+  std::string pending;
+  absl::Status malformed;
+  bool woken = false;
+  absl::Status status = http_.Stream("/v3/watch", body, deadline, [&](absl::string_view data) {
+    pending.append(data.data(), data.size());
+    if (pending.size() > etcd::kJsonMaxBytes) {
+      malformed = absl::InvalidArgumentError("a watch message without an end");
+      return false;
+    }
+    // The gateway sends one JSON object per message, each ending in '\n'.
+    for (size_t nl = pending.find('\n'); nl != std::string::npos; nl = pending.find('\n')) {
+      const std::string line = pending.substr(0, nl);
+      pending.erase(0, nl + 1);
+      if (line.find_first_not_of(" \r\t") == std::string::npos) continue;
+      absl::StatusOr<JsonValue> message = etcd::ParseJson(line);
+      if (!message.ok()) {
+        malformed = message.status();
+        return false;
+      }
+      const JsonValue* result = message->Find("result");
+      if (result == nullptr) {
+        malformed = absl::InvalidArgumentError(absl::StrCat(
+            "a watch message without a result: ", absl::CHexEscape(line.substr(0, 200))));
+        return false;
+      }
+      // Events, a compaction or a cancel: range again (it shows which).
+      if (result->Find("events") != nullptr || result->Find("compact_revision") != nullptr ||
+          result->Find("canceled") != nullptr) {
+        woken = true;
+        return false;
+      }
+    }
+    return true;
+  });
+  if (!malformed.ok()) return Malformed(name_, "watch answer", malformed);
+  if (!status.ok()) {
+    if (absl::IsUnavailable(status)) {
+      reached_ = false;
+      return absl::UnavailableError(absl::StrCat(name_, " is unreachable: /v3/watch: ",
+                                                 status.message()));
+    }
+    return absl::InternalError(absl::StrCat(name_, " answered garbage to /v3/watch: ",
+                                            status.message()));
+  }
+  return woken;
+}
+
+absl::StatusOr<std::vector<Committed>> EtcdConsensusLog::ReadAfter(uint64_t after,
+                                                                   size_t max_writes,
+                                                                   absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  std::vector<Committed> out;
+  if (max_writes == 0) return out;
+  // A range, then (if empty) one watch until something is written, then one
+  // more range: bounded by the deadline and by two rounds.
+  for (int round = 0; round < 2; ++round) {
+    const std::string body = absl::StrCat(
+        "{\"key\":", B64(prefix_), ",\"range_end\":", B64(PrefixEnd(prefix_)),
+        ",\"min_mod_revision\":\"", after + 1, "\",\"sort_target\":\"MOD\",",
+        "\"sort_order\":\"ASCEND\",\"limit\":\"", std::min<size_t>(max_writes, 1 << 20), "\"}");
+    absl::StatusOr<JsonValue> answer = Call("/v3/kv/range", body, deadline, true);
+    // Woken just before the deadline: the range after it may not finish in
+    // time; that is "none came yet", not an unreachable service.
+    if (round == 1 && absl::IsUnavailable(answer.status()) && absl::Now() >= deadline) {
+      return out;
+    }
+    if (!answer.ok()) return answer.status();
+    const JsonValue* kvs = answer->Find("kvs");
+    if (kvs != nullptr) {
+      if (kvs->type != JsonValue::Type::kArray) {
+        return Malformed(name_, "range answer", absl::InvalidArgumentError("kvs is not an array"));
+      }
+      for (const JsonValue& kv : kvs->array) {
+        PEERKV_ASSIGN_OR_RETURN(Committed c, DecodeKv(kv, "range answer"));
+        if (c.position <= after || (!out.empty() && c.position <= out.back().position)) {
+          return Malformed(name_, "range answer",
+                           absl::InvalidArgumentError(absl::StrCat(
+                               "mod_revision ", c.position, " out of order after ", after)));
+        }
+        out.push_back(std::move(c));
+        if (out.size() == max_writes) break;
+      }
+    }
+    if (!out.empty() || round == 1 || absl::Now() >= deadline) return out;
+    const JsonValue* header = answer->Find("header");
+    absl::StatusOr<uint64_t> revision =
+        header == nullptr ? absl::StatusOr<uint64_t>(0) : etcd::JsonUint(*header, "revision", "header");
+    if (!revision.ok()) return Malformed(name_, "range answer", revision.status());
+    PEERKV_ASSIGN_OR_RETURN(bool woken, WaitForRevision(std::max(*revision, after) + 1, deadline));
+    if (!woken) return out;
+  }
+  return out;
+}
+
+}  // namespace peerkv::consensus

@@ -1,0 +1,429 @@
+// consensus/etcd/etcd_consensus_log_test.cc: the etcd backend against a real
+// etcd on loopback (testing/etcd_server.h): commits, preconditions, CAS
+// races, ReadAfter order and waiting, compaction, etcd killed and restarted
+// under the same object, a server that answers garbage, and bad URLs.
+#include "consensus/etcd/etcd_consensus_log.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/macros.h"
+#include "common/status_matchers.h"
+#include "consensus/etcd/http_client.h"
+#include "gtest/gtest.h"
+#include "testing/etcd_server.h"
+
+namespace peerkv::consensus {
+namespace {
+
+using ::peerkv::testing::EtcdServer;
+
+constexpr absl::Duration kTimeout = absl::Seconds(5);
+
+Proposal Put(std::string key, std::optional<std::string> value, uint64_t min_hlc = 10) {
+  Proposal p;
+  p.keyspace = "names";
+  p.key = std::move(key);
+  p.value = std::move(value);
+  p.origin = 7;
+  p.min_hlc = min_hlc;
+  return p;
+}
+
+class EtcdConsensusLogTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto server = EtcdServer::Start();
+    ASSERT_TRUE(server.ok()) << server.status();
+    etcd_ = *std::move(server);
+    auto log = EtcdConsensusLog::Create({etcd_->client_url()});
+    ASSERT_TRUE(log.ok()) << log.status();
+    log_ = *std::move(log);
+  }
+
+  ProposeResult MustPropose(const Proposal& p) {
+    auto r = log_->Propose(p, kTimeout);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : ProposeResult{};
+  }
+
+  std::unique_ptr<EtcdServer> etcd_;
+  std::unique_ptr<EtcdConsensusLog> log_;
+};
+
+TEST_F(EtcdConsensusLogTest, CommitsAndReadsBackWithGrowingVersions) {
+  EXPECT_EQ(log_->Describe(), "etcd at " + etcd_->client_url());
+  auto none = log_->Read("names", "a", kTimeout);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(none->has_value());
+
+  const std::string binary("k\0/\xff", 4);
+  ProposeResult first = MustPropose(Put(binary, std::string("v\0\n", 3), 100));
+  ASSERT_TRUE(first.applied);
+  EXPECT_EQ(first.committed.record.version, (Version{101, 7}));
+  // An older clock still gets a later version: it follows the last commit.
+  ProposeResult second = MustPropose(Put(binary, "2", 5));
+  ASSERT_TRUE(second.applied);
+  EXPECT_EQ(second.committed.record.version, (Version{102, 7}));
+  EXPECT_GT(second.committed.position, first.committed.position);
+
+  auto read = log_->Read("names", binary, kTimeout);
+  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_TRUE(read->has_value());
+  EXPECT_EQ((*read)->record, second.committed.record);
+  EXPECT_EQ((*read)->position, second.committed.position);
+  // Same key in another keyspace is another register (the length framing).
+  auto other = log_->Read("names2", binary, kTimeout);
+  ASSERT_TRUE(other.ok());
+  EXPECT_FALSE(other->has_value());
+
+  ProposeResult del = MustPropose(Put(binary, std::nullopt));
+  ASSERT_TRUE(del.applied);
+  read = log_->Read("names", binary, kTimeout);
+  ASSERT_TRUE(read.ok() && read->has_value());
+  EXPECT_TRUE((*read)->record.deleted);
+  EXPECT_EQ((*read)->record.value, "");
+  EXPECT_EQ((*read)->record.version, del.committed.record.version);
+  EXPECT_TRUE(log_->Reachable());
+}
+
+TEST_F(EtcdConsensusLogTest, PreconditionsAreCheckedAgainstTheLastCommit) {
+  Proposal absent = Put("bob", "phone");
+  absent.precondition.kind = Precondition::Kind::kIfAbsent;
+  ProposeResult won = MustPropose(absent);
+  EXPECT_TRUE(won.applied);
+  absent.value = "tablet";
+  ProposeResult lost = MustPropose(absent);
+  EXPECT_FALSE(lost.applied);
+  ASSERT_TRUE(lost.current.has_value());
+  EXPECT_EQ(lost.current->record.value, "phone");
+  EXPECT_EQ(lost.current->record.version, won.committed.record.version);
+
+  Proposal cas = Put("bob", "pc");
+  cas.precondition.kind = Precondition::Kind::kIfVersion;
+  cas.precondition.version = Version{1, 1};
+  ProposeResult stale = MustPropose(cas);
+  EXPECT_FALSE(stale.applied);
+  ASSERT_TRUE(stale.current.has_value());
+  EXPECT_EQ(stale.current->record.value, "phone");
+  cas.precondition.version = won.committed.record.version;
+  ProposeResult fresh = MustPropose(cas);
+  EXPECT_TRUE(fresh.applied);
+  // The same CAS again is stale now.
+  EXPECT_FALSE(MustPropose(cas).applied);
+
+  // If-version on a key never written: fails with no current.
+  Proposal nothing = Put("nobody", "x");
+  nothing.precondition.kind = Precondition::Kind::kIfVersion;
+  nothing.precondition.version = Version{5, 5};
+  ProposeResult no = MustPropose(nothing);
+  EXPECT_FALSE(no.applied);
+  EXPECT_FALSE(no.current.has_value());
+
+  // A tombstone counts as absent.
+  Proposal del = Put("bob", std::nullopt);
+  del.precondition.kind = Precondition::Kind::kIfVersion;
+  del.precondition.version = fresh.committed.record.version;
+  ASSERT_TRUE(MustPropose(del).applied);
+  absent.value = "watch";
+  ProposeResult again = MustPropose(absent);
+  EXPECT_TRUE(again.applied);
+  EXPECT_GT(again.committed.record.version, fresh.committed.record.version);
+}
+
+// Concurrent compare-and-set increments through separate log objects (as
+// separate replicas would): every applied increment is counted exactly once.
+TEST_F(EtcdConsensusLogTest, ConcurrentCompareAndSetIncrementsLoseNothing) {
+  constexpr int kClients = 4;
+  constexpr int kIncrements = 25;
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int c = 0; c < kClients; ++c) {
+    threads.emplace_back([&, c] {
+      auto log = EtcdConsensusLog::Create({etcd_->client_url()});
+      if (!log.ok()) {
+        ++failures;
+        return;
+      }
+      for (int done = 0, attempts = 0; done < kIncrements && attempts < 10000; ++attempts) {
+        auto current = (*log)->Read("names", "counter", kTimeout);
+        if (!current.ok()) {
+          ++failures;
+          return;
+        }
+        Proposal p = Put("counter", "");
+        p.origin = static_cast<uint64_t>(c + 1);
+        int value = 0;
+        if (current->has_value()) {
+          value = std::stoi((*current)->record.value);
+          p.precondition.kind = Precondition::Kind::kIfVersion;
+          p.precondition.version = (*current)->record.version;
+        } else {
+          p.precondition.kind = Precondition::Kind::kIfAbsent;
+        }
+        p.value = std::to_string(value + 1);
+        auto r = (*log)->Propose(p, kTimeout);
+        if (!r.ok()) {
+          ++failures;
+          return;
+        }
+        if (r->applied) ++done;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  auto read = log_->Read("names", "counter", kTimeout);
+  ASSERT_TRUE(read.ok() && read->has_value());
+  EXPECT_EQ((*read)->record.value, std::to_string(kClients * kIncrements));
+}
+
+TEST_F(EtcdConsensusLogTest, ReadAfterGivesTheLatestWritesInPositionOrder) {
+  ProposeResult a1 = MustPropose(Put("a", "1"));
+  ProposeResult b = MustPropose(Put("b", "1"));
+  ProposeResult c = MustPropose(Put("c", "1"));
+  ProposeResult a2 = MustPropose(Put("a", "2"));
+  auto all = log_->ReadAfter(0, 100, kTimeout);
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 3u);
+  EXPECT_EQ((*all)[0].record.key, "b");
+  EXPECT_EQ((*all)[0].position, b.committed.position);
+  EXPECT_EQ((*all)[1].record.key, "c");
+  EXPECT_EQ((*all)[2].record.key, "a");
+  EXPECT_EQ((*all)[2].record.value, "2");
+  EXPECT_EQ((*all)[2].position, a2.committed.position);
+  EXPECT_GT(a2.committed.position, a1.committed.position);
+
+  auto limited = log_->ReadAfter(0, 2, kTimeout);
+  ASSERT_TRUE(limited.ok());
+  ASSERT_EQ(limited->size(), 2u);
+  EXPECT_EQ((*limited)[1].record.key, "c");
+  auto rest = log_->ReadAfter((*limited)[1].position, 100, kTimeout);
+  ASSERT_TRUE(rest.ok());
+  ASSERT_EQ(rest->size(), 1u);
+  EXPECT_EQ((*rest)[0].record.key, "a");
+
+  // Nothing after the last: waits the timeout, returns empty.
+  const absl::Time start = absl::Now();
+  auto empty = log_->ReadAfter(a2.committed.position, 100, absl::Milliseconds(300));
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_TRUE(empty->empty());
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+
+  // A waiting ReadAfter wakes for a write made while it waits.
+  std::optional<absl::StatusOr<std::vector<Committed>>> woken;
+  std::thread waiter([&] { woken = log_->ReadAfter(a2.committed.position, 100, kTimeout); });
+  ProposeResult d = MustPropose(Put("d", "1"));
+  waiter.join();
+  ASSERT_TRUE(woken.has_value() && woken->ok()) << woken->status();
+  ASSERT_EQ((*woken)->size(), 1u);
+  EXPECT_EQ((**woken)[0].position, d.committed.position);
+}
+
+TEST_F(EtcdConsensusLogTest, ReadAfterSurvivesCompaction) {
+  ProposeResult a1 = MustPropose(Put("a", "1"));
+  ProposeResult a2 = MustPropose(Put("a", "2"));
+  ProposeResult b = MustPropose(Put("b", "1"));
+  etcd::HttpClient http(*etcd::ParseHttpUrl(etcd_->client_url()));
+  auto compacted = http.Post(
+      "/v3/kv/compaction", absl::StrCat("{\"revision\":\"", b.committed.position, "\"}"),
+      absl::Now() + kTimeout, false);
+  ASSERT_TRUE(compacted.ok()) << compacted.status();
+  ASSERT_EQ(compacted->status, 200) << compacted->body;
+  auto all = log_->ReadAfter(a1.committed.position - 1, 100, kTimeout);
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].position, a2.committed.position);
+  EXPECT_EQ((*all)[1].position, b.committed.position);
+  // Waiting after a compaction still ends in time with nothing new.
+  auto none = log_->ReadAfter(b.committed.position, 10, absl::Milliseconds(300));
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_TRUE(none->empty());
+}
+
+TEST_F(EtcdConsensusLogTest, KilledEtcdIsUnavailableWithinTwoSecondsAndRestartHeals) {
+  ASSERT_TRUE(MustPropose(Put("a", "1")).applied);
+  etcd_->Kill9();
+  absl::Time start = absl::Now();
+  auto refused = log_->Propose(Put("a", "2"), absl::Seconds(1));
+  EXPECT_THAT(refused.status(), StatusIs(absl::StatusCode::kUnavailable, etcd_->client_url()));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+  EXPECT_FALSE(log_->Reachable());
+  EXPECT_THAT(log_->Read("names", "a", absl::Seconds(1)).status(),
+              StatusIs(absl::StatusCode::kUnavailable, etcd_->client_url()));
+  EXPECT_THAT(log_->ReadAfter(0, 10, absl::Seconds(1)).status(),
+              StatusIs(absl::StatusCode::kUnavailable, etcd_->client_url()));
+
+  ASSERT_TRUE(etcd_->Restart().ok()) << etcd_->Log();
+  ProposeResult after = MustPropose(Put("a", "3"));
+  EXPECT_TRUE(after.applied);
+  EXPECT_TRUE(log_->Reachable());
+  auto read = log_->Read("names", "a", kTimeout);
+  ASSERT_TRUE(read.ok() && read->has_value());
+  EXPECT_EQ((*read)->record.value, "3");
+}
+
+TEST_F(EtcdConsensusLogTest, HungEtcdIsUnavailableWithinTheTimeout) {
+  ASSERT_TRUE(MustPropose(Put("a", "1")).applied);
+  ASSERT_EQ(kill(etcd_->pid(), SIGSTOP), 0);
+  const absl::Time start = absl::Now();
+  auto refused = log_->Propose(Put("a", "2"), absl::Seconds(1));
+  const absl::Duration took = absl::Now() - start;
+  ASSERT_EQ(kill(etcd_->pid(), SIGCONT), 0);
+  EXPECT_THAT(refused.status(), StatusIs(absl::StatusCode::kUnavailable, etcd_->client_url()));
+  EXPECT_LT(took, absl::Seconds(2));
+  EXPECT_GE(took, absl::Milliseconds(900));
+  // Resumed: the same object works again (the hung connection was dropped).
+  auto read = log_->Read("names", "a", kTimeout);
+  ASSERT_TRUE(read.ok()) << read.status();
+}
+
+// A one-shot-per-connection server on loopback that answers every request
+// with `answer` and closes.
+class GarbageServer {
+ public:
+  explicit GarbageServer(std::string answer) : answer_(std::move(answer)) {
+    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    PEERKV_CHECK(bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+    PEERKV_CHECK(listen(fd_, 16) == 0);
+    PEERKV_CHECK(getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    url_ = absl::StrCat("http://127.0.0.1:", ntohs(addr.sin_port));
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~GarbageServer() {
+    stop_ = true;
+    thread_.join();
+    close(fd_);
+  }
+  const std::string& url() const { return url_; }
+
+ private:
+  void Serve() {
+    while (!stop_) {
+      pollfd pfd{fd_, POLLIN, 0};
+      if (poll(&pfd, 1, 20) <= 0) continue;
+      const int conn = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (conn < 0) continue;
+      // Read the request head (bounded), then answer.
+      std::string request;
+      char buf[4096];
+      while (request.find("\r\n\r\n") == std::string::npos && request.size() < 65536) {
+        pollfd cfd{conn, POLLIN, 0};
+        if (poll(&cfd, 1, 2000) <= 0) break;
+        const ssize_t n = read(conn, buf, sizeof(buf));
+        if (n <= 0) break;
+        request.append(buf, static_cast<size_t>(n));
+      }
+      if (!answer_.empty()) (void)!write(conn, answer_.data(), answer_.size());
+      close(conn);
+    }
+  }
+
+  const std::string answer_;
+  int fd_ = -1;
+  std::string url_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+std::string HttpOk(const std::string& body) {
+  return absl::StrCat("HTTP/1.1 200 OK\r\nContent-Length: ", body.size(),
+                      "\r\nConnection: close\r\n\r\n", body);
+}
+
+absl::Status ReadFrom(const std::string& answer) {
+  GarbageServer server(answer);
+  auto log = EtcdConsensusLog::Create({server.url()});
+  PEERKV_CHECK(log.ok());
+  return (*log)->Read("names", "a", absl::Seconds(2)).status();
+}
+
+TEST(EtcdConsensusLogGarbage, AnAnswerThatIsNotEtcdIsAClearError) {
+  EXPECT_THAT(ReadFrom("SSH-2.0-OpenSSH_9.2\r\n\r\n"),
+              StatusIs(absl::StatusCode::kInternal, "not HTTP"));
+  EXPECT_THAT(ReadFrom("HTTP/1.1 two hundred\r\n\r\n"),
+              StatusIs(absl::StatusCode::kInternal, "status line"));
+  EXPECT_THAT(ReadFrom("HTTP/1.1 200 OK\r\nContent-Length: banana\r\n\r\n"),
+              StatusIs(absl::StatusCode::kInternal, "Content-Length"));
+  EXPECT_THAT(ReadFrom(HttpOk("<html>hi</html>")),
+              StatusIs(absl::StatusCode::kInternal, "not a JSON object"));
+  EXPECT_THAT(ReadFrom(HttpOk("[1,2]")), StatusIs(absl::StatusCode::kInternal, "not an object"));
+  EXPECT_THAT(ReadFrom(HttpOk("{\"kvs\":7}")), StatusIs(absl::StatusCode::kInternal, "kvs"));
+  EXPECT_THAT(ReadFrom(HttpOk("{\"kvs\":[{\"key\":\"!!!\"}]}")),
+              StatusIs(absl::StatusCode::kInternal, "kv.key is not base64"));
+  EXPECT_THAT(ReadFrom("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"kvs\""),
+              StatusIs(absl::StatusCode::kUnavailable, "connection closed"));
+  EXPECT_THAT(ReadFrom(""), StatusIs(absl::StatusCode::kUnavailable, "closed before an answer"));
+  // A well-formed answer whose value is not a peerkv record: DataLoss.
+  const std::string key = absl::Base64Escape("peerkv/5/names/a");
+  EXPECT_THAT(ReadFrom(HttpOk(absl::StrCat("{\"kvs\":[{\"key\":\"", key,
+                                           "\",\"mod_revision\":\"3\",\"value\":\"",
+                                           absl::Base64Escape("plain text"), "\"}]}"))),
+              StatusIs(absl::StatusCode::kDataLoss, "peerkv/5/names/a"));
+  EXPECT_THAT(ReadFrom(HttpOk(absl::StrCat("{\"kvs\":[{\"key\":\"", key,
+                                           "\",\"mod_revision\":\"3\",\"value\":\"",
+                                           absl::Base64Escape(std::string(18, '\x02')), "\"}]}"))),
+              StatusIs(absl::StatusCode::kDataLoss, "format byte 2"));
+  // etcd's own error answers keep their message.
+  EXPECT_THAT(ReadFrom("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 43\r\n\r\n"
+                       "{\"error\":\"etcdserver: no leader\",\"code\":14}"),
+              StatusIs(absl::StatusCode::kUnavailable, "no leader"));
+}
+
+TEST(EtcdConsensusLogGarbage, NothingListeningIsUnavailableNamingTheUrl) {
+  auto port = testing::FreeLoopbackPort();
+  ASSERT_TRUE(port.ok());
+  const std::string url = absl::StrCat("http://127.0.0.1:", *port);
+  auto log = EtcdConsensusLog::Create({url});
+  ASSERT_TRUE(log.ok());
+  const absl::Time start = absl::Now();
+  EXPECT_THAT((*log)->Propose(Put("a", "1"), absl::Seconds(1)).status(),
+              StatusIs(absl::StatusCode::kUnavailable, url));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+  EXPECT_FALSE((*log)->Reachable());
+}
+
+TEST(EtcdConsensusLogConfig, AMisconfiguredUrlIsRefusedAtConstruction) {
+  for (const char* url : {"", "127.0.0.1:2379", "etcd://127.0.0.1:2379", "https://127.0.0.1:2379",
+                          "http://", "http://127.0.0.1", "http://127.0.0.1:", "http://:2379",
+                          "http://127.0.0.1:0", "http://127.0.0.1:65536", "http://127.0.0.1:23x9",
+                          "http://127.0.0.1:2379/v3", "http://user@host:2379"}) {
+    EXPECT_THAT(EtcdConsensusLog::Create({url}).status(),
+                StatusIs(absl::StatusCode::kInvalidArgument, "etcd URL"))
+        << url;
+  }
+  EXPECT_TRUE(EtcdConsensusLog::Create({"http://localhost:2379/"}).ok());
+  EXPECT_THAT(EtcdConsensusLog::Create({"http://127.0.0.1:2379", ""}).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "prefix"));
+}
+
+TEST(EtcdConsensusLogConfig, AMalformedProposalIsRefusedBeforeAnyRequest) {
+  auto log = EtcdConsensusLog::Create({"http://127.0.0.1:1"});
+  ASSERT_TRUE(log.ok());
+  EXPECT_THAT((*log)->Propose(Put("", "x"), absl::Seconds(1)).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "key"));
+  Proposal p = Put("k", "x");
+  p.origin = 0;
+  EXPECT_THAT((*log)->Propose(p, absl::Seconds(1)).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "origin"));
+  p = Put("k", std::string(kMaxEtcdValueBytes + 1, 'x'));
+  EXPECT_THAT((*log)->Propose(p, absl::Seconds(1)).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "limit"));
+}
+
+}  // namespace
+}  // namespace peerkv::consensus
