@@ -125,8 +125,8 @@ int RunGet(const Context& c) {
     if (read->stale) {
       if (read->staleness_ms < 0) {
         std::fprintf(stderr,
-                     "stale: this replica's local copy; it never caught up with the "
-                     "consensus service\n");
+                     "stale: this replica's local copy; how old is not known (it has no "
+                     "consensus service, or never caught up with it)\n");
       } else {
         std::fprintf(stderr, "stale: this replica's local copy, up to %lld ms old\n",
                      static_cast<long long>(read->staleness_ms));
