@@ -186,19 +186,50 @@ absl::StatusOr<Committed> EtcdConsensusLog::DecodeKv(const JsonValue& kv,
 }
 
 absl::StatusOr<std::optional<Committed>> EtcdConsensusLog::ReadKey(const std::string& etcd_key,
-                                                                   absl::Time deadline) {
+                                                                   absl::Time deadline,
+                                                                   bool serializable) {
   PEERKV_ASSIGN_OR_RETURN(
       JsonValue answer,
-      Call("/v3/kv/range", absl::StrCat("{\"key\":", B64(etcd_key), "}"), deadline, true));
+      Call("/v3/kv/range",
+           absl::StrCat("{\"key\":", B64(etcd_key), serializable ? ",\"serializable\":true" : "",
+                        "}"),
+           deadline, true));
   const JsonValue* kvs = answer.Find("kvs");
-  if (kvs == nullptr) return std::optional<Committed>();
-  if (kvs->type != JsonValue::Type::kArray || kvs->array.size() > 1) {
-    return Malformed(name_, "range answer",
-                     absl::InvalidArgumentError("kvs is not an array of at most one kv"));
+  std::optional<Committed> out;
+  if (kvs != nullptr) {
+    if (kvs->type != JsonValue::Type::kArray || kvs->array.size() > 1) {
+      return Malformed(name_, "range answer",
+                       absl::InvalidArgumentError("kvs is not an array of at most one kv"));
+    }
+    if (!kvs->array.empty()) {
+      PEERKV_ASSIGN_OR_RETURN(Committed committed, DecodeKv(kvs->array[0], "range answer"));
+      out = std::move(committed);
+    }
   }
-  if (kvs->array.empty()) return std::optional<Committed>();
-  PEERKV_ASSIGN_OR_RETURN(Committed committed, DecodeKv(kvs->array[0], "range answer"));
-  return std::optional<Committed>(std::move(committed));
+  Remember(etcd_key, out);
+  return out;
+}
+
+void EtcdConsensusLog::Remember(const std::string& etcd_key, const std::optional<Committed>& state) {
+  absl::MutexLock lock(&cache_mu_);
+  auto it = cache_.find(etcd_key);
+  if (it != cache_.end()) {
+    // Keys are never removed from etcd, so a later state has a greater
+    // mod_revision; an "absent" answer is never newer than a present one.
+    if (!state.has_value()) return;
+    if (it->second.has_value() && it->second->position >= state->position) return;
+    it->second = state;
+    return;
+  }
+  if (cache_.size() >= kMaxCachedKeys) cache_.clear();
+  cache_.emplace(etcd_key, state);
+}
+
+std::optional<std::optional<Committed>> EtcdConsensusLog::Recall(const std::string& etcd_key) {
+  absl::MutexLock lock(&cache_mu_);
+  auto it = cache_.find(etcd_key);
+  if (it == cache_.end()) return std::nullopt;
+  return it->second;
 }
 
 absl::StatusOr<ProposeResult> EtcdConsensusLog::Propose(const Proposal& proposal,
@@ -217,14 +248,33 @@ absl::StatusOr<ProposeResult> EtcdConsensusLog::Propose(const Proposal& proposal
                                                    kMaxEtcdValueBytes));
   }
   const std::string etcd_key = EncodeKey(prefix_, proposal.keyspace, proposal.key);
-  PEERKV_ASSIGN_OR_RETURN(std::optional<Committed> current, ReadKey(etcd_key, deadline));
-  for (int attempt = 0; attempt <= kMaxRaceRetries; ++attempt) {
+  // The state the txn compares against: what this object last saw of the
+  // key, or for a compare-and-set a serializable (local) read, or "absent". Either may be stale; the
+  // txn's compare on mod_revision makes a stale guess fail rather than
+  // commit, and its failure branch returns the current state, which is
+  // authoritative (the txn is linearizable). A precondition that fails on a
+  // guess is confirmed by a linearizable read before it is reported.
+  std::optional<Committed> current;
+  bool authoritative = false;
+  if (std::optional<std::optional<Committed>> cached = Recall(etcd_key); cached.has_value()) {
+    current = *std::move(cached);
+  } else if (proposal.precondition.kind == Precondition::Kind::kIfVersion) {
+    PEERKV_ASSIGN_OR_RETURN(current, ReadKey(etcd_key, deadline, /*serializable=*/true));
+  }
+  // else: guess "absent": a key never seen is most often new, and if it is
+  // not, the failed txn returns it at the cost a read would have had.
+  for (int attempt = 0; attempt <= kMaxRaceRetries + 1; ++attempt) {
     const Precondition& pre = proposal.precondition;
     bool holds = true;
     if (pre.kind == Precondition::Kind::kIfAbsent) {
       holds = !current.has_value() || current->record.deleted;
     } else if (pre.kind == Precondition::Kind::kIfVersion) {
       holds = current.has_value() && current->record.version == pre.version;
+    }
+    if (!holds && !authoritative) {
+      PEERKV_ASSIGN_OR_RETURN(current, ReadKey(etcd_key, deadline, /*serializable=*/false));
+      authoritative = true;
+      continue;
     }
     if (!holds) {
       ProposeResult result;
@@ -272,6 +322,7 @@ absl::StatusOr<ProposeResult> EtcdConsensusLog::Propose(const Proposal& proposal
       result.committed.record.version = version;
       result.committed.record.deleted = !proposal.value.has_value();
       if (proposal.value.has_value()) result.committed.record.value = *proposal.value;
+      Remember(etcd_key, result.committed);
       return result;
     }
     // Lost the race: the failure branch's range says what won.
@@ -296,6 +347,8 @@ absl::StatusOr<ProposeResult> EtcdConsensusLog::Propose(const Proposal& proposal
       PEERKV_ASSIGN_OR_RETURN(Committed won, DecodeKv(kvs->array[0], "txn answer"));
       current = std::move(won);
     }
+    authoritative = true;
+    Remember(etcd_key, current);
   }
   return absl::AbortedError(absl::StrCat(name_, ": lost the race for key '",
                                          absl::CHexEscape(proposal.key.substr(0, 100)), "' ",
@@ -310,7 +363,7 @@ absl::StatusOr<std::optional<Committed>> EtcdConsensusLog::Read(std::string_view
   const std::string_view key = key_in;
   PEERKV_RETURN_IF_ERROR(ValidateKeyspace(keyspace));
   PEERKV_RETURN_IF_ERROR(ValidateKey(key));
-  return ReadKey(EncodeKey(prefix_, AV(keyspace), AV(key)), deadline);
+  return ReadKey(EncodeKey(prefix_, AV(keyspace), AV(key)), deadline, /*serializable=*/false);
 }
 
 absl::StatusOr<bool> EtcdConsensusLog::WaitForRevision(uint64_t from, absl::Time deadline) {
@@ -396,6 +449,7 @@ absl::StatusOr<std::vector<Committed>> EtcdConsensusLog::ReadAfter(uint64_t afte
                            absl::InvalidArgumentError(absl::StrCat(
                                "mod_revision ", c.position, " out of order after ", after)));
         }
+        Remember(EncodeKey(prefix_, c.record.keyspace, c.record.key), c);
         out.push_back(std::move(c));
         if (out.size() == max_writes) break;
       }

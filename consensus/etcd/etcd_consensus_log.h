@@ -18,11 +18,15 @@
 // stored as tombstone records, so the key's mod_revision is the position of
 // its last commit and etcd keys are never removed.
 //
-// Propose reads the key (linearizable range), checks the precondition,
-// assigns hlc = max(min_hlc, current hlc) + 1 with the proposal's origin,
-// and commits with a txn that compares the key's mod_revision (create_revision
-// == 0 when absent); a lost race re-checks against the txn's answer, at most
-// kMaxRaceRetries times (then Aborted). position = the txn's header revision.
+// Propose takes the key's last state this object saw (if none: "absent",
+// or for kIfVersion a serializable range: local, no ReadIndex wait), checks the precondition, assigns hlc =
+// max(min_hlc, current hlc) + 1 with the proposal's origin, and commits with
+// a txn that compares the key's mod_revision (create_revision == 0 when
+// absent): a stale guess cannot commit. A lost race re-checks against the
+// txn's failure answer (linearizable), at most kMaxRaceRetries times (then
+// Aborted); a precondition that fails on a guess is confirmed with a
+// linearizable range first. position = the txn's header revision. So a
+// write costs one txn when the guess is right, as a direct put does.
 // Read is a linearizable range. ReadAfter ranges over the prefix with
 // min_mod_revision, sorted by mod_revision (only the latest write of a key,
 // as the interface allows, so etcd compaction never hides a register), and
@@ -33,7 +37,10 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <unordered_map>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "consensus/consensus_log.h"
 #include "consensus/etcd/http_client.h"
 #include "consensus/etcd/json.h"
@@ -52,6 +59,8 @@ struct EtcdOptions {
 inline constexpr size_t kMaxEtcdValueBytes = 1 << 20;
 // Lost compare-and-put races Propose retries before Aborted.
 inline constexpr int kMaxRaceRetries = 64;
+// Keys whose last seen state the log remembers (cleared when full).
+inline constexpr size_t kMaxCachedKeys = 100000;
 
 class EtcdConsensusLog : public ConsensusLog {
  public:
@@ -77,10 +86,15 @@ class EtcdConsensusLog : public ConsensusLog {
   // etcd's own "unavailable" answers: Unavailable naming the service.
   absl::StatusOr<etcd::JsonValue> Call(absl::string_view path, const std::string& body,
                                        absl::Time deadline, bool idempotent);
-  // A linearizable read of one etcd key: its committed record, nullopt if
-  // absent.
+  // A read of one etcd key (linearizable unless `serializable`): its
+  // committed record, nullopt if absent. Remembered.
   absl::StatusOr<std::optional<Committed>> ReadKey(const std::string& etcd_key,
-                                                   absl::Time deadline);
+                                                   absl::Time deadline, bool serializable);
+  // The cache of each key's last state seen (a guess for the next txn's
+  // compare, never an answer by itself): Remember keeps the newer state,
+  // Recall gives nullopt for a key not seen.
+  void Remember(const std::string& etcd_key, const std::optional<Committed>& state);
+  std::optional<std::optional<Committed>> Recall(const std::string& etcd_key);
   // Waits (a watch) until some key under the prefix has mod_revision >=
   // `from` (true), or the deadline passes (false).
   absl::StatusOr<bool> WaitForRevision(uint64_t from, absl::Time deadline);
@@ -91,6 +105,8 @@ class EtcdConsensusLog : public ConsensusLog {
   const std::string name_;
   etcd::HttpClient http_;
   std::atomic<bool> reached_{true};
+  absl::Mutex cache_mu_;
+  std::unordered_map<std::string, std::optional<Committed>> cache_ ABSL_GUARDED_BY(cache_mu_);
 };
 
 }  // namespace peerkv::consensus

@@ -141,6 +141,67 @@ TEST_F(EtcdConsensusLogTest, PreconditionsAreCheckedAgainstTheLastCommit) {
   EXPECT_GT(again.committed.record.version, fresh.committed.record.version);
 }
 
+// Each log object remembers the last state it saw of a key to skip a read
+// before its txn; another writer makes that memory stale. The txn's compare
+// must catch it either way.
+TEST_F(EtcdConsensusLogTest, AStaleMemoryOfTheKeyNeverDecidesAnOutcome) {
+  auto other = EtcdConsensusLog::Create({etcd_->client_url()});
+  ASSERT_TRUE(other.ok());
+  ProposeResult mine = MustPropose(Put("k", "mine"));
+  ASSERT_TRUE(mine.applied);
+  Proposal p = Put("k", "theirs");
+  p.origin = 8;
+  auto theirs = (*other)->Propose(p, kTimeout);
+  ASSERT_TRUE(theirs.ok() && theirs->applied);
+
+  // Holds against the memory (mine), not against etcd (theirs): refused,
+  // with theirs as current.
+  Proposal stale = Put("k", "stale");
+  stale.precondition.kind = Precondition::Kind::kIfVersion;
+  stale.precondition.version = mine.committed.record.version;
+  ProposeResult refused = MustPropose(stale);
+  EXPECT_FALSE(refused.applied);
+  ASSERT_TRUE(refused.current.has_value());
+  EXPECT_EQ(refused.current->record.value, "theirs");
+
+  // Fails against the memory, holds against etcd: applied.
+  (void)(*other)->Propose(p, kTimeout);  // theirs again, newer
+  auto now = (*other)->Read("names", "k", kTimeout);
+  ASSERT_TRUE(now.ok() && now->has_value());
+  // Make this object's memory stale again first.
+  Proposal mine2 = Put("k", "mine2");
+  ProposeResult m2 = MustPropose(mine2);
+  ASSERT_TRUE(m2.applied);
+  p.value = "theirs3";
+  auto theirs3 = (*other)->Propose(p, kTimeout);
+  ASSERT_TRUE(theirs3.ok() && theirs3->applied);
+  Proposal fresh = Put("k", "fresh");
+  fresh.precondition.kind = Precondition::Kind::kIfVersion;
+  fresh.precondition.version = theirs3->committed.record.version;
+  ProposeResult applied = MustPropose(fresh);
+  EXPECT_TRUE(applied.applied);
+  EXPECT_GT(applied.committed.record.version, theirs3->committed.record.version);
+
+  // Unconditional over a stale memory: applied, after the other's write.
+  p.value = "theirs4";
+  auto theirs4 = (*other)->Propose(p, kTimeout);
+  ASSERT_TRUE(theirs4.ok() && theirs4->applied);
+  ProposeResult last = MustPropose(Put("k", "last", 1));
+  ASSERT_TRUE(last.applied);
+  EXPECT_GT(last.committed.record.version, theirs4->committed.record.version);
+  EXPECT_GT(last.committed.position, theirs4->committed.position);
+
+  // If-absent on a key this object never saw but etcd has: refused.
+  p.key = "only-theirs";
+  ASSERT_TRUE((*other)->Propose(p, kTimeout).ok());
+  Proposal absent = Put("only-theirs", "x");
+  absent.precondition.kind = Precondition::Kind::kIfAbsent;
+  ProposeResult taken = MustPropose(absent);
+  EXPECT_FALSE(taken.applied);
+  ASSERT_TRUE(taken.current.has_value());
+  EXPECT_EQ(taken.current->record.value, "theirs4");
+}
+
 // Concurrent compare-and-set increments through separate log objects (as
 // separate replicas would): every applied increment is counted exactly once.
 TEST_F(EtcdConsensusLogTest, ConcurrentCompareAndSetIncrementsLoseNothing) {
