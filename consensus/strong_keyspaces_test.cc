@@ -199,7 +199,11 @@ TEST(StrongKeyspacesTest, ConcurrentCasIncrementsLoseNothing) {
   FakeConsensusLog log;
   Replica a(&log), b(&log);
   ASSERT_TRUE(a.strong->SetMode("c", Mode::kStrong).ok());
-  ASSERT_TRUE(a.strong->Write(Put("c", "n", "0"), IfAbsent()).ok());
+  absl::StatusOr<Version> v0 = a.strong->Write(Put("c", "n", "0"), IfAbsent());
+  ASSERT_TRUE(v0.ok());
+  // B's follower applies in log order: once it holds n, it knows the mode
+  // (until then B treats the keyspace as lww).
+  ASSERT_TRUE(b.AwaitVersion("c", "n", *v0));
   auto increment = [](Replica& r, int times) {
     for (int i = 0; i < times;) {
       absl::StatusOr<StrongRead> read = r.strong->Read("c", "n", false);

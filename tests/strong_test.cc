@@ -98,6 +98,27 @@ class StrongTest : public ::testing::Test {
     return false;
   }
 
+  // Polls (bounded) until every server knows `ks`'s mode is `strong`: a
+  // replica learns a switch from its follower or by gossip, and treats the
+  // keyspace as it knew it until then.
+  static bool KnowMode(const std::vector<const ServerProcess*>& servers, const std::string& ks,
+                       bool strong) {
+    const auto deadline = std::chrono::steady_clock::now() + kConvergeTimeout;
+    for (const ServerProcess* server : servers) {
+      auto client = testing::ConnectTo(*server);
+      bool known = false;
+      while (client != nullptr && !known && std::chrono::steady_clock::now() < deadline) {
+        absl::StatusOr<std::vector<rpc::KeyspaceModeInfo>> modes = client->ListModes();
+        if (modes.ok()) {
+          for (const auto& m : *modes) known = known || (m.keyspace == ks && m.strong == strong);
+        }
+        if (!known) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      if (!known) return false;
+    }
+    return true;
+  }
+
   testing::TempDir dir_{"strong"};
   std::unique_ptr<testing::EtcdServer> etcd_;
 };
@@ -115,6 +136,7 @@ TEST_F(StrongTest, ThreeReplicasIncrementOneCounterByCas) {
   auto admin = testing::ConnectTo(*a);
   ASSERT_THAT(admin->SetMode("counters", "strong"), IsOk());
   ASSERT_THAT(admin->WriteIf("counters", "n", "0", IfAbsent()), IsOk());
+  ASSERT_TRUE(KnowMode({a.get(), b.get(), c.get()}, "counters", true));
 
   constexpr int kPerReplica = 100;
   std::mutex mu;
@@ -190,6 +212,7 @@ TEST_F(StrongTest, ConcurrentStrongReadsAndWritesAreLinearizable) {
   auto b = Start("b", {a->address()});
   ASSERT_NE(b, nullptr);
   ASSERT_THAT(testing::ConnectTo(*a)->SetMode("reg", "strong"), IsOk());
+  ASSERT_TRUE(KnowMode({a.get(), b.get()}, "reg", true));
   std::mutex mu;
   std::vector<RegisterOp> history;
   std::atomic<int> failures{0};
@@ -239,6 +262,7 @@ TEST_F(StrongTest, EtcdKilledUnderLoad) {
   auto b = Start("b", {a->address()});
   ASSERT_NE(b, nullptr);
   ASSERT_THAT(testing::ConnectTo(*a)->SetMode("strongks", "strong"), IsOk());
+  ASSERT_TRUE(KnowMode({a.get(), b.get()}, "strongks", true));
 
   std::atomic<bool> stop{false};
   std::atomic<bool> killed{false};
