@@ -195,6 +195,61 @@ TEST(StrongKeyspacesTest, CompareAndSet) {
               StatusIs(absl::StatusCode::kInvalidArgument, std::string("reserved")));
 }
 
+// A log whose next Propose first lets a racer commit (between the strong
+// layer's read of the key and its proposal): the race made deterministic.
+class RacingLog : public ConsensusLog {
+ public:
+  explicit RacingLog(FakeConsensusLog* inner) : inner_(inner) {}
+  void RaceNextPropose(Proposal racer) { racer_ = std::move(racer); }
+  absl::StatusOr<ProposeResult> Propose(const Proposal& p, absl::Duration t) override {
+    if (racer_.has_value()) {
+      Proposal racer = std::move(*racer_);
+      racer_.reset();
+      PEERKV_CHECK(inner_->Propose(racer, t).ok());
+    }
+    return inner_->Propose(p, t);
+  }
+  absl::StatusOr<std::optional<Committed>> Read(std::string_view ks, std::string_view key,
+                                                absl::Duration t) override {
+    return inner_->Read(ks, key, t);
+  }
+  absl::StatusOr<std::vector<Committed>> ReadAfter(uint64_t after, size_t max,
+                                                   absl::Duration t) override {
+    return inner_->ReadAfter(after, max, t);
+  }
+  bool Reachable() const override { return inner_->Reachable(); }
+  std::string Describe() const override { return inner_->Describe(); }
+
+ private:
+  FakeConsensusLog* inner_;
+  std::optional<Proposal> racer_;
+};
+
+TEST(StrongKeyspacesTest, CasLosesToAWriteCommittedAfterItsRead) {
+  FakeConsensusLog fake;
+  RacingLog log(&fake);
+  Replica a(&log);
+  ASSERT_TRUE(a.strong->SetMode("users", Mode::kStrong).ok());
+  absl::StatusOr<Version> v1 = a.strong->Write(Put("users", "ann", "one"), IfAbsent());
+  ASSERT_TRUE(v1.ok());
+  Proposal racer;
+  racer.keyspace = "users";
+  racer.key = "ann";
+  racer.value = "racer";
+  racer.origin = kStrongOrigin;
+  racer.min_hlc = v1->hlc;
+  log.RaceNextPropose(racer);
+  // The read saw v1, so the precondition held then; the racer committed
+  // before the proposal: it must fail, not overwrite the racer.
+  EXPECT_THAT(a.strong->Write(Put("users", "ann", "two"), IfVersion(*v1)),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  log.RaceNextPropose(racer);
+  EXPECT_THAT(a.strong->Write(Put("users", "bob", "two"), IfAbsent()), IsOk());
+  auto history = fake.History();
+  EXPECT_EQ(history.back().record.key, "bob");
+  EXPECT_EQ(history[history.size() - 2].record.value, "racer");
+}
+
 TEST(StrongKeyspacesTest, ConcurrentCasIncrementsLoseNothing) {
   FakeConsensusLog log;
   Replica a(&log), b(&log);
