@@ -346,8 +346,21 @@ absl::StatusOr<Version> StrongKeyspaces::Write(
   absl::Status valid =
       ValidateMutation(mutation, store_->options().max_value_bytes);
   if (!valid.ok()) return valid;
-  const std::vector<ModeSwitch> history = modes_->History(mutation.keyspace);
-  const bool strong = !history.empty() && history.back().mode == Mode::kStrong;
+  std::vector<ModeSwitch> history = modes_->History(mutation.keyspace);
+  bool strong = !history.empty() && history.back().mode == Mode::kStrong;
+  if (!strong && precondition.kind != Precondition::Kind::kNone && log_ != nullptr) {
+    // A compare-and-set needs a strong keyspace: before refusing, ask the log
+    // whether a switch this replica has not learned yet made it one.
+    absl::StatusOr<std::optional<Committed>> mode =
+        log_->Read(kModesKeyspace, mutation.keyspace, options_.timeout);
+    if (!mode.ok()) return Unreachable(mode.status());
+    if (mode->has_value()) {
+      absl::Status applied = Apply({(*mode)->record});
+      if (!applied.ok()) return applied;
+      history = modes_->History(mutation.keyspace);
+      strong = !history.empty() && history.back().mode == Mode::kStrong;
+    }
+  }
   if (!strong) {
     if (precondition.kind != Precondition::Kind::kNone) {
       return absl::FailedPreconditionError(absl::StrFormat(

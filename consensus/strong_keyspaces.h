@@ -196,7 +196,8 @@ class StrongKeyspaces {
   // Writes `mutation` (value nullopt: delete) if `precondition` holds. Strong
   // keyspace: proposed to the log; the committed write is merged here before
   // this returns. lww keyspace: a precondition is FailedPrecondition (CAS
-  // needs a strong keyspace), otherwise a local write. Errors: InvalidArgument
+  // needs a strong keyspace; the log's mode record is read first, in case
+  // of a switch this replica has not learned yet), otherwise a local write. Errors: InvalidArgument
   // (bad or reserved keyspace, key, value), FailedPrecondition (naming the
   // current version), Unavailable (naming the service). Blocks up to the
   // timeout: call it on a worker (Submit), never on an event loop.

@@ -250,6 +250,18 @@ TEST(StrongKeyspacesTest, CasLosesToAWriteCommittedAfterItsRead) {
   EXPECT_EQ(history[history.size() - 2].record.value, "racer");
 }
 
+TEST(StrongKeyspacesTest, CasLearnsASwitchThisReplicaHasNotSeenFromTheLog) {
+  FakeConsensusLog log;
+  Replica a(&log);
+  Replica b(&log, /*start=*/false);  // no follower: b learns nothing by itself
+  ASSERT_TRUE(a.strong->SetMode("users", Mode::kStrong).ok());
+  EXPECT_FALSE(b.strong->IsStrong("users"));
+  EXPECT_TRUE(b.strong->Write(Put("users", "ann", "b"), IfAbsent()).ok());
+  EXPECT_TRUE(b.strong->IsStrong("users"));
+  EXPECT_THAT(a.strong->Write(Put("users", "ann", "a"), IfAbsent()),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
 TEST(StrongKeyspacesTest, ConcurrentCasIncrementsLoseNothing) {
   FakeConsensusLog log;
   Replica a(&log), b(&log);
