@@ -71,6 +71,9 @@ const std::vector<Command>& DataCommands();
 const std::vector<Command>& ServerCommands();
 const std::vector<Command>& IdentityCommands();
 const Command& DemoCommand();
+const Command& KeyspaceCommand();
+// `peerkv demo strong` (cli/demo_strong.cc).
+int RunStrongDemo(const Context& context);
 
 }  // namespace peerkv::cli
 

@@ -8,6 +8,8 @@
 #include "absl/strings/str_format.h"
 #include "cli/command.h"
 #include "cli/text.h"
+#include "consensus/strong_keyspaces.h"
+#include "rpc/client.h"
 #include "store/validation.h"
 
 namespace peerkv::cli {
@@ -37,10 +39,60 @@ void WriteAll(std::string_view bytes) {
   std::fwrite(bytes.data(), 1, bytes.size(), stdout);
 }
 
+// --if-version V / --if-absent (put) or --if-version V (del): the write's
+// precondition. InvalidArgument naming the flag for a version that does not
+// parse or both flags at once.
+absl::StatusOr<consensus::Precondition> WritePrecondition(const Context& c) {
+  consensus::Precondition pre;
+  const std::optional<std::string> version = c.args.Get("if-version");
+  if (version.has_value() && c.args.Has("if-absent")) {
+    return absl::InvalidArgumentError("give --if-version or --if-absent, not both");
+  }
+  if (version.has_value()) {
+    absl::StatusOr<Version> v = consensus::ParseVersion(*version, "--if-version");
+    if (!v.ok()) return v.status();
+    pre.kind = consensus::Precondition::Kind::kIfVersion;
+    pre.version = *v;
+  } else if (c.args.Has("if-absent")) {
+    pre.kind = consensus::Precondition::Kind::kIfAbsent;
+  }
+  return pre;
+}
+
+// A client for the calls only a server answers (compare-and-set, stale
+// reads): a data directory opened embedded has no consensus service.
+absl::StatusOr<std::unique_ptr<rpc::Client>> StrongClient(const Context& c,
+                                                          std::string_view what) {
+  if (c.args.Has("data")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        std::string(what), " needs a running server (--server HOST:PORT): a data directory "
+              "opened embedded (--data) has no consensus service"));
+  }
+  return rpc::Client::Connect(rpc::ClientOptions{.address = c.ServerAddress()});
+}
+
+// put/del with a precondition, through a server.
+int RunConditionalWrite(const Context& c, const consensus::Precondition& pre,
+                        std::optional<std::string> value) {
+  absl::StatusOr<std::unique_ptr<rpc::Client>> client =
+      StrongClient(c, pre.kind == consensus::Precondition::Kind::kIfAbsent ? "--if-absent"
+                                                                           : "--if-version");
+  if (!client.ok()) return Fail(c.command, client.status());
+  std::optional<std::string_view> v;
+  if (value.has_value()) v = *value;
+  absl::StatusOr<Version> version =
+      (*client)->WriteIf(c.args.positional[0], c.args.positional[1], v, pre);
+  if (!version.ok()) return Fail(c.command, version.status());
+  std::printf("%s\n", version->ToString().c_str());
+  return kExitOk;
+}
+
 int RunPut(const Context& c) {
   if (absl::Status s = ExpectPositional(c, 3, 3, "KS KEY VALUE"); !s.ok()) {
     return Fail(c.command, s);
   }
+  absl::StatusOr<consensus::Precondition> pre = WritePrecondition(c);
+  if (!pre.ok()) return Fail(c.command, pre.status());
   absl::StatusOr<std::unique_ptr<Backend>> backend = c.OpenBackend();
   if (!backend.ok()) return Fail(c.command, backend.status());
   std::string value = c.args.positional[2];
@@ -48,6 +100,9 @@ int RunPut(const Context& c) {
     absl::StatusOr<std::string> in = ReadStdin((*backend)->max_value_bytes());
     if (!in.ok()) return Fail(c.command, in.status());
     value = std::move(*in);
+  }
+  if (pre->kind != consensus::Precondition::Kind::kNone) {
+    return RunConditionalWrite(c, *pre, std::move(value));
   }
   absl::StatusOr<Version> version =
       (*backend)->Put(c.args.positional[0], c.args.positional[1], value);
@@ -60,11 +115,33 @@ int RunGet(const Context& c) {
   if (absl::Status s = ExpectPositional(c, 2, 2, "KS KEY"); !s.ok()) {
     return Fail(c.command, s);
   }
-  absl::StatusOr<std::unique_ptr<Backend>> backend = c.OpenBackend();
-  if (!backend.ok()) return Fail(c.command, backend.status());
-  absl::StatusOr<std::optional<Record>> record =
-      (*backend)->Get(c.args.positional[0], c.args.positional[1]);
-  if (!record.ok()) return Fail(c.command, record.status());
+  std::optional<Record> found;
+  if (c.args.Has("stale-ok")) {
+    absl::StatusOr<std::unique_ptr<rpc::Client>> client = StrongClient(c, "--stale-ok");
+    if (!client.ok()) return Fail(c.command, client.status());
+    absl::StatusOr<rpc::StrongReadResult> read =
+        (*client)->GetStrong(c.args.positional[0], c.args.positional[1], true);
+    if (!read.ok()) return Fail(c.command, read.status());
+    if (read->stale) {
+      if (read->staleness_ms < 0) {
+        std::fprintf(stderr,
+                     "stale: this replica's local copy; how old is not known (it has no "
+                     "consensus service, or never caught up with it)\n");
+      } else {
+        std::fprintf(stderr, "stale: this replica's local copy, up to %lld ms old\n",
+                     static_cast<long long>(read->staleness_ms));
+      }
+    }
+    found = std::move(read->record);
+  } else {
+    absl::StatusOr<std::unique_ptr<Backend>> backend = c.OpenBackend();
+    if (!backend.ok()) return Fail(c.command, backend.status());
+    absl::StatusOr<std::optional<Record>> got =
+        (*backend)->Get(c.args.positional[0], c.args.positional[1]);
+    if (!got.ok()) return Fail(c.command, got.status());
+    found = std::move(*got);
+  }
+  const std::optional<Record>* record = &found;
   if (!record->has_value() || (*record)->deleted) {
     std::fprintf(stderr, "not found\n");
     return kExitFailure;
@@ -80,6 +157,14 @@ int RunGet(const Context& c) {
 int RunDel(const Context& c) {
   if (absl::Status s = ExpectPositional(c, 2, 2, "KS KEY"); !s.ok()) {
     return Fail(c.command, s);
+  }
+  if (c.args.Has("if-absent")) {
+    return UsageError(c.command, "del takes --if-version VERSION, not --if-absent");
+  }
+  absl::StatusOr<consensus::Precondition> pre = WritePrecondition(c);
+  if (!pre.ok()) return Fail(c.command, pre.status());
+  if (pre->kind != consensus::Precondition::Kind::kNone) {
+    return RunConditionalWrite(c, *pre, std::nullopt);
   }
   absl::StatusOr<std::unique_ptr<Backend>> backend = c.OpenBackend();
   if (!backend.ok()) return Fail(c.command, backend.status());
@@ -149,21 +234,36 @@ int RunInfo(const Context& c) {
 
 const std::vector<Command>& DataCommands() {
   static const auto* commands = new std::vector<Command>{
-      {"put", "KS KEY VALUE", "write VALUE under KEY in keyspace KS",
+      {"put", "KS KEY VALUE [--if-version VERSION | --if-absent]",
+       "write VALUE under KEY in keyspace KS",
        "VALUE '-' reads the value from stdin. Prints the version assigned once\n"
        "the write is durable.\n"
        "Limits: KS matches [a-z0-9][a-z0-9._-]{0,63}; KEY is 1..400 bytes;\n"
-       "VALUE is at most 4 MiB (or the server's --max-value-bytes).\n",
-       {}, RunPut},
-      {"get", "KS KEY [--json]", "print the value of KEY",
+       "VALUE is at most 4 MiB (or the server's --max-value-bytes).\n"
+       "In a strong keyspace (see `peerkv keyspace`) the write goes through the\n"
+       "server's consensus service and is linearizable; compare-and-set:\n"
+       "  --if-version VERSION  write only if KEY's current version is VERSION\n"
+       "                        (as put prints it: MILLIS.LOGICAL@ORIGIN)\n"
+       "  --if-absent           write only if KEY is absent or deleted\n"
+       "A failed precondition exits 1 naming the current version; a server that\n"
+       "cannot reach its consensus service answers unavailable within 2 s.\n",
+       {.with_value = {"if-version"}, .switches = {"if-absent"}}, RunPut},
+      {"get", "KS KEY [--json] [--stale-ok]", "print the value of KEY",
        "Prints the raw value on stdout (no newline added). Exits 1 with\n"
        "'not found' on stderr if KEY was never written or is deleted.\n"
-       "  --json   print keyspace, key, value, version and seq as one JSON line\n",
-       {.switches = {"json"}}, RunGet},
-      {"del", "KS KEY", "delete KEY (writes a tombstone)",
+       "In a strong keyspace the read is linearizable (asks the consensus\n"
+       "service) and fails with unavailable when it cannot be reached.\n"
+       "  --json       print keyspace, key, value, version and seq as one JSON line\n"
+       "  --stale-ok   serve the server's local copy without asking; stderr says\n"
+       "               'stale: ... up to N ms old' (N: time since it last had every\n"
+       "               committed write)\n",
+       {.switches = {"json", "stale-ok"}}, RunGet},
+      {"del", "KS KEY [--if-version VERSION]", "delete KEY (writes a tombstone)",
        "Prints the version of the tombstone. Deleting a missing key succeeds:\n"
-       "the tombstone still wins over older writes arriving from peers.\n",
-       {}, RunDel},
+       "the tombstone still wins over older writes arriving from peers.\n"
+       "  --if-version VERSION  (strong keyspaces) delete only if KEY's current\n"
+       "                        version is VERSION\n",
+       {.with_value = {"if-version"}}, RunDel},
       {"scan", "KS [--prefix P] [--limit N] [--start-after K] [--tombstones] [--json]",
        "list records of KS in key order",
        "Prints KEY<TAB>VALUE per line (control bytes escaped as \\xNN), or one\n"

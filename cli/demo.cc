@@ -238,8 +238,14 @@ class Demo {
 };
 
 int RunDemo(const Context& c) {
-  if (absl::Status s = ExpectPositional(c, 0, 0, "no arguments"); !s.ok()) {
+  if (absl::Status s = ExpectPositional(c, 0, 1, "[strong]"); !s.ok()) {
     return Fail(c.command, s);
+  }
+  if (!c.args.positional.empty()) {
+    if (c.args.positional[0] != "strong") {
+      return UsageError(c.command, "the only named demo is `demo strong`");
+    }
+    return RunStrongDemo(c);
   }
   std::string pattern =
       (std::filesystem::temp_directory_path() / "peerkv-demo.XXXXXX").string();
@@ -263,14 +269,19 @@ int RunDemo(const Context& c) {
 
 const Command& DemoCommand() {
   static const auto* command = new Command{
-      "demo", "", "walk through the phone/tablet/pc scenario on three replica servers",
+      "demo", "[strong [--etcd http://HOST:PORT]]",
+      "walk through the phone/tablet/pc scenario on three replica servers",
       "Starts three replica servers (phone, tablet, pc) on free loopback ports in\n"
       "a temporary directory and plays the seed's first scenario: a contact\n"
       "added on the phone, a draft written on the tablet while the pc sleeps,\n"
       "finished and sent on the pc, and a conflicting edit made offline on two\n"
       "devices, resolved by last writer wins. Prints what each device sees at\n"
-      "each step, then stops the servers.\n",
-      {}, RunDemo};
+      "each step, then stops the servers.\n"
+      "`demo strong`: a unique-username registry as a strong keyspace. Starts\n"
+      "etcd (/usr/bin/etcd, or uses --etcd URL) and three devices; phone and\n"
+      "laptop race to claim the same name (exactly one wins), the tablet cannot\n"
+      "reach etcd: it receives the winner by gossip and refuses to claim names.\n",
+      {.with_value = {"etcd"}}, RunDemo};
   return *command;
 }
 

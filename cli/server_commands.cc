@@ -10,6 +10,8 @@
 #include "cli/identity.h"
 #include "cli/text.h"
 #include "common/log.h"
+#include "consensus/etcd/etcd_consensus_log.h"
+#include "consensus/strong_keyspaces.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -124,10 +126,36 @@ int RunServe(const Context& c) {
   absl::StatusOr<ServeIdentity> identity =
       PrepareServeIdentity(store_options.dir, c.args.Get("user").value_or("me"), &store_options);
   if (!identity.ok()) return Fail(c.command, identity.status());
+  // Strong keyspaces: the mode table is the store's merge filter (the
+  // barrier), so it is made first and outlives the store.
+  std::unique_ptr<consensus::ConsensusLog> consensus_log;
+  if (const std::optional<std::string> etcd = c.args.Get("etcd")) {
+    absl::StatusOr<std::unique_ptr<consensus::EtcdConsensusLog>> created =
+        consensus::EtcdConsensusLog::Create(consensus::EtcdOptions{.url = *etcd});
+    if (!created.ok()) {
+      return Fail(c.command, absl::Status(created.status().code(),
+                                          absl::StrCat("--etcd: ", created.status().message())));
+    }
+    consensus_log = std::move(*created);
+  }
+  consensus::ModeTable modes;
+  modes.SetLog([](const std::string& line) { LogLine(line); });
+  store_options.merge_filter = modes.MergeFilter();
+  store_options.reserved_check = consensus::ModeTable::WithModesKeyspace(
+      std::move(store_options.reserved_check));
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(store_options);
   if (!store.ok()) return Fail(c.command, store.status());
   absl::StatusOr<std::unique_ptr<JoinWatcher>> joiner = StartServeIdentity(*identity, **store);
   if (!joiner.ok()) return Fail(c.command, joiner.status());
+  if (absl::Status loaded = modes.Load(**store); !loaded.ok()) {
+    return Fail(c.command, loaded);
+  }
+  consensus::StrongOptions strong_options;
+  strong_options.position_file = store_options.dir + "/consensus-position";
+  strong_options.log = [](const std::string& line) { LogLine(line); };
+  auto strong = std::make_unique<consensus::StrongKeyspaces>(
+      store->get(), &modes, consensus_log.get(), strong_options);
+  strong->Start();
 
   rpc::ServerOptions server_options;
   server_options.listen = c.args.Get("listen").value_or(kDefaultServer);
@@ -141,17 +169,20 @@ int RunServe(const Context& c) {
   server_options.replication.fanout = static_cast<int>(*fanout);
   server_options.replication.correct_clock = correct_clock;
   server_options.replication.reconcile_interval = reconcile_interval;
+  server_options.strong = strong.get();
   server_options.replication.seed = (*store)->replica_id() ^ static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
   absl::StatusOr<std::unique_ptr<rpc::Server>> server =
       rpc::Server::Start(store->get(), server_options);
   if (!server.ok()) return Fail(c.command, server.status());
   LogLine(absl::StrFormat("peerkv: local clients: %s (owner only)",
                           LocalSocketPath(store_options.dir)));
-  LogLine(absl::StrFormat("peerkv: listening on %s, data %s, replica %s%s%s",
+  LogLine(absl::StrFormat("peerkv: listening on %s, data %s, replica %s%s%s%s",
                           (*server)->address(), store_options.dir,
                           ReplicaIdToString((*store)->replica_id()),
                           name.empty() ? "" : " (" + name + ")",
-                          peers.empty() ? "" : ", peers " + absl::StrJoin(peers, " ")));
+                          peers.empty() ? "" : ", peers " + absl::StrJoin(peers, " "),
+                          consensus_log ? ", strong keyspaces through " + consensus_log->Describe()
+                                        : ""));
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
@@ -159,6 +190,7 @@ int RunServe(const Context& c) {
                           signal_number == SIGINT ? "SIGINT" : "SIGTERM"));
   (*server)->Stop();
   server->reset();
+  strong.reset();
   StopJoinWatcher(*joiner);
   store->reset();
   LogLine("peerkv: stopped");
@@ -367,12 +399,16 @@ const std::vector<Command>& ServerCommands() {
        "                            what differs; 0 turns both off (default 10m;\n"
        "                            100ms..168h). A peer whose log started over is\n"
        "                            reconciled with whatever the interval\n"
+       "  --etcd http://HOST:PORT   the consensus service for strong keyspaces (etcd v3);\n"
+       "                            without it strong writes and linearizable reads are\n"
+       "                            refused (unavailable) and committed strong writes\n"
+       "                            still arrive from peers\n"
        "  --clock-offset-ms N       testing only: shift this replica's clock by N ms\n",
        {.with_value = {"listen", "max-value-bytes", "replica-name", "user", "peer", "gossip-interval-ms",
                        "idle-timeout-ms", "keepalive-ms",
                        "fanout", "max-clock-skew", "max-clock-skew-ms", "clock-offset-ms",
                        "max-quarantine-records", "max-quarantine-bytes", "clock-correction",
-                       "reconcile-interval"},
+                       "reconcile-interval", "etcd"},
         .repeatable = {"peer"}},
        RunServe},
       {"watch", "KS [--prefix P] [--from-seq N]", "print changes to KS as they commit",

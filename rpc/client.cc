@@ -307,6 +307,87 @@ absl::StatusOr<std::optional<Record>> Client::Get(std::string_view keyspace,
       });
 }
 
+absl::StatusOr<Version> Client::WriteIf(std::string_view keyspace, std::string_view key,
+                                        std::optional<std::string_view> value,
+                                        const consensus::Precondition& condition) {
+  if (value.has_value()) PEERKV_RETURN_IF_ERROR(ValidateValue(*value, kMaxValueBytes));
+  const std::string ks(keyspace);
+  return impl_->Call<Version>(
+      "writeIf", [&](wire::Kv::Client& kv) -> kj::Promise<absl::StatusOr<Version>> {
+        auto request = kv.writeIfRequest();
+        ToWire(ks, key, value, request.initMutation());
+        auto out = request.initCondition();
+        switch (condition.kind) {
+          case consensus::Precondition::Kind::kNone:
+            out.setKind(0);
+            break;
+          case consensus::Precondition::Kind::kIfAbsent:
+            out.setKind(1);
+            break;
+          case consensus::Precondition::Kind::kIfVersion:
+            out.setKind(2);
+            ToWire(condition.version, out.initVersion());
+            break;
+        }
+        return request.send().then([](auto response) -> absl::StatusOr<Version> {
+          PEERKV_RETURN_IF_ERROR(ResponseStatus(response));
+          return FromWire(response.getVersion());
+        });
+      });
+}
+
+absl::StatusOr<StrongReadResult> Client::GetStrong(std::string_view keyspace,
+                                                   std::string_view key, bool stale_ok) {
+  const std::string ks(keyspace);
+  return impl_->Call<StrongReadResult>(
+      "getStrong",
+      [&](wire::Kv::Client& kv) -> kj::Promise<absl::StatusOr<StrongReadResult>> {
+        auto request = kv.getStrongRequest();
+        request.setKeyspace(AsText(ks));
+        request.setKey(AsData(key));
+        request.setStaleOk(stale_ok);
+        return request.send().then([](auto response) -> absl::StatusOr<StrongReadResult> {
+          PEERKV_RETURN_IF_ERROR(ResponseStatus(response));
+          StrongReadResult out;
+          if (response.getFound()) out.record = FromWire(response.getRecord());
+          out.stale = response.getStale();
+          out.staleness_ms = response.getStalenessMs();
+          return out;
+        });
+      });
+}
+
+absl::StatusOr<Version> Client::SetMode(std::string_view keyspace, std::string_view mode) {
+  const std::string ks(keyspace);
+  const std::string m(mode);
+  return impl_->Call<Version>(
+      "setMode", [&](wire::Kv::Client& kv) -> kj::Promise<absl::StatusOr<Version>> {
+        auto request = kv.setModeRequest();
+        request.setKeyspace(AsText(ks));
+        request.setMode(AsText(m));
+        return request.send().then([](auto response) -> absl::StatusOr<Version> {
+          PEERKV_RETURN_IF_ERROR(ResponseStatus(response));
+          return FromWire(response.getSince());
+        });
+      });
+}
+
+absl::StatusOr<std::vector<KeyspaceModeInfo>> Client::ListModes() {
+  using Modes = std::vector<KeyspaceModeInfo>;
+  return impl_->Call<Modes>(
+      "listModes", [&](wire::Kv::Client& kv) -> kj::Promise<absl::StatusOr<Modes>> {
+        return kv.listModesRequest().send().then([](auto response) -> absl::StatusOr<Modes> {
+          PEERKV_RETURN_IF_ERROR(ResponseStatus(response));
+          Modes out;
+          for (auto m : response.getKeyspaces()) {
+            out.push_back(KeyspaceModeInfo{ToString(m.getKeyspace()), m.getStrong(),
+                                           FromWire(m.getSince()), m.getSwitches()});
+          }
+          return out;
+        });
+      });
+}
+
 absl::StatusOr<ScanResult> Client::Scan(std::string_view keyspace, const ScanOptions& options) {
   const std::string ks(keyspace);
   if (options.limit == 0 || options.limit > kMaxScanLimit) {

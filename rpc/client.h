@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "consensus/consensus_log.h"
 #include "rpc/status.h"
 #include "store/types.h"
 #include "store/version.h"
@@ -44,6 +45,23 @@ struct WatchOptions {
 // Receives each batch of changes, in commit order, and the seq to resume
 // after them. Return false to end the watch. Runs on the client's own
 // thread: it must not call back into the same Client.
+// What a getStrong answered (see Client::GetStrong).
+struct StrongReadResult {
+  std::optional<Record> record;  // nullopt: never written
+  // Served from the replica's local copy of a strong keyspace (stale_ok).
+  bool stale = false;
+  // How old that copy may be, in ms; -1: the replica never caught up.
+  int64_t staleness_ms = 0;
+};
+
+// A keyspace and its mode, as `keyspace list` shows it.
+struct KeyspaceModeInfo {
+  std::string keyspace;
+  bool strong = false;
+  Version since;  // the last switch's version; 0 if never switched
+  uint32_t switches = 0;
+};
+
 using WatchCallback =
     std::function<bool(const std::vector<Record>& records, uint64_t last_seq)>;
 
@@ -84,6 +102,20 @@ class Client {
   absl::StatusOr<ServerStatus> Status();
   // Reconciles the server with its peer `peer` now (see Kv.reconcile).
   absl::StatusOr<replication::ReconcileReport> Reconcile(const std::string& peer);
+
+  // Strong keyspaces (README "Strong keyspaces"). A put (value set) or
+  // delete (nullopt) that commits only if `condition` holds:
+  // FailedPrecondition naming the current version if not; Unavailable
+  // naming the consensus service if the server cannot reach it.
+  absl::StatusOr<Version> WriteIf(std::string_view keyspace, std::string_view key,
+                                  std::optional<std::string_view> value,
+                                  const consensus::Precondition& condition);
+  // A read; on a strong keyspace linearizable unless `stale_ok`.
+  absl::StatusOr<StrongReadResult> GetStrong(std::string_view keyspace, std::string_view key,
+                                             bool stale_ok);
+  // Switches `keyspace` to "strong" or "lww"; returns the switch's version.
+  absl::StatusOr<Version> SetMode(std::string_view keyspace, std::string_view mode);
+  absl::StatusOr<std::vector<KeyspaceModeInfo>> ListModes();
 
   // Streams changes to `on_changes` until it returns false (then OK) or the
   // connection fails (Unavailable). Blocks the calling thread meanwhile.

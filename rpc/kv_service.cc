@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_format.h"
 #include "common/log.h"
+#include "consensus/strong_keyspaces.h"
 #include "rpc/convert.h"
 #include "rpc/server_loop.h"
 #include "kj/debug.h"
@@ -125,6 +126,17 @@ class KvImpl final : public wire::Kv::Server {
     auto params = context.getParams();
     auto keyspace = params.getKeyspace();
     auto key = params.getKey();
+    if (strong() != nullptr && strong()->IsStrong(View(keyspace))) {
+      // Linearizable: through the consensus service, on a worker.
+      return StrongRead(ToString(keyspace), ToString(key), false)
+          .then([this, context](absl::StatusOr<consensus::StrongRead> read) mutable {
+            auto results = context.getResults();
+            if (!read.ok()) return Fail("get", read.status(), results.initError());
+            if (!read->record.has_value()) return;
+            results.setFound(true);
+            ToWire(*read->record, results.initRecord());
+          });
+    }
     // Copy the record straight from the store's map into the reply.
     absl::Status status = loop_.store().GetView(
         View(keyspace), View(key),
@@ -142,6 +154,14 @@ class KvImpl final : public wire::Kv::Server {
   kj::Promise<void> put(PutContext context) override {
     std::vector<Mutation> batch;
     batch.push_back(FromWire(context.getParams()));
+    if (IsStrongOrReserved(batch.front())) {
+      return StrongWrite(std::move(batch.front()), consensus::Precondition{})
+          .then([this, context](absl::StatusOr<Version> version) mutable {
+            auto results = context.getResults(capnp::MessageSize{8, 0});
+            if (!version.ok()) return Fail("put", version.status(), results.initError());
+            ToWire(*version, results.initVersion());
+          });
+    }
     return loop_.Write(std::move(batch))
         .then([this, context](absl::StatusOr<std::vector<Version>> versions) mutable {
           auto results = context.getResults(capnp::MessageSize{8, 0});
@@ -153,6 +173,14 @@ class KvImpl final : public wire::Kv::Server {
   kj::Promise<void> delete_(DeleteContext context) override {
     std::vector<Mutation> batch;
     batch.push_back(FromWire(context.getParams()));
+    if (IsStrongOrReserved(batch.front())) {
+      return StrongWrite(std::move(batch.front()), consensus::Precondition{})
+          .then([this, context](absl::StatusOr<Version> version) mutable {
+            auto results = context.getResults(capnp::MessageSize{8, 0});
+            if (!version.ok()) return Fail("delete", version.status(), results.initError());
+            ToWire(*version, results.initVersion());
+          });
+    }
     return loop_.Write(std::move(batch))
         .then([this, context](absl::StatusOr<std::vector<Version>> versions) mutable {
           auto results = context.getResults(capnp::MessageSize{8, 0});
@@ -185,6 +213,12 @@ class KvImpl final : public wire::Kv::Server {
     std::vector<Mutation> batch;
     batch.reserve(mutations.size());
     for (auto m : mutations) batch.push_back(FromWire(m));
+    for (const Mutation& m : batch) {
+      if (IsStrongOrReserved(m)) {
+        Fail("writeBatch", BatchRefusal(m), context.getResults().initError());
+        return kj::READY_NOW;
+      }
+    }
     return loop_.Write(std::move(batch))
         .then([this, context](absl::StatusOr<std::vector<Version>> versions) mutable {
           auto results = context.getResults();
@@ -283,6 +317,7 @@ class KvImpl final : public wire::Kv::Server {
     for (uint32_t i = 0; i < mutations.size(); ++i) {
       Mutation mutation = FromWire(mutations[i]);
       absl::Status ok = ValidateMutation(mutation, loop_.store().options().max_value_bytes);
+      if (ok.ok() && IsStrongOrReserved(mutation)) ok = BatchRefusal(mutation);
       if (!ok.ok()) {
         if (invalid++ == 0) first_invalid = ok;
         ToWire(ok, results[i].initError());
@@ -384,7 +419,166 @@ class KvImpl final : public wire::Kv::Server {
     return kj::READY_NOW;
   }
 
+  kj::Promise<void> writeIf(WriteIfContext context) override {
+    auto params = context.getParams();
+    Mutation mutation = FromWire(params.getMutation());
+    consensus::Precondition precondition;
+    auto condition = params.getCondition();
+    switch (condition.getKind()) {
+      case 0:
+        break;
+      case 1:
+        precondition.kind = consensus::Precondition::Kind::kIfAbsent;
+        break;
+      case 2:
+        precondition.kind = consensus::Precondition::Kind::kIfVersion;
+        precondition.version = FromWire(condition.getVersion());
+        break;
+      default:
+        Fail("writeIf",
+             absl::InvalidArgumentError(absl::StrFormat(
+                 "condition.kind is %d; it must be 0 (none), 1 (if absent) or 2 (if version)",
+                 condition.getKind())),
+             context.getResults().initError());
+        return kj::READY_NOW;
+    }
+    if (precondition.kind == consensus::Precondition::Kind::kIfVersion &&
+        !precondition.version.IsValid()) {
+      Fail("writeIf",
+           absl::InvalidArgumentError("condition.version must have a non-zero clock and origin"),
+           context.getResults().initError());
+      return kj::READY_NOW;
+    }
+    return StrongWrite(std::move(mutation), precondition)
+        .then([this, context](absl::StatusOr<Version> version) mutable {
+          auto results = context.getResults(capnp::MessageSize{8, 0});
+          if (!version.ok()) return Fail("writeIf", version.status(), results.initError());
+          ToWire(*version, results.initVersion());
+        });
+  }
+
+  kj::Promise<void> getStrong(GetStrongContext context) override {
+    auto params = context.getParams();
+    return StrongRead(ToString(params.getKeyspace()), ToString(params.getKey()),
+                      params.getStaleOk())
+        .then([this, context](absl::StatusOr<consensus::StrongRead> read) mutable {
+          auto results = context.getResults();
+          if (!read.ok()) return Fail("getStrong", read.status(), results.initError());
+          results.setStale(read->stale);
+          results.setStalenessMs(read->staleness == absl::InfiniteDuration()
+                                     ? -1
+                                     : absl::ToInt64Milliseconds(read->staleness));
+          if (!read->record.has_value()) return;
+          results.setFound(true);
+          ToWire(*read->record, results.initRecord());
+        });
+  }
+
+  kj::Promise<void> setMode(SetModeContext context) override {
+    auto params = context.getParams();
+    const std::string keyspace = ToString(params.getKeyspace());
+    absl::StatusOr<consensus::Mode> mode = consensus::ParseMode(ToString(params.getMode()), "mode");
+    if (!mode.ok() || strong() == nullptr) {
+      Fail("setMode", mode.ok() ? NoStrong() : mode.status(), context.getResults().initError());
+      return kj::READY_NOW;
+    }
+    consensus::StrongKeyspaces* layer = strong();
+    return OnWorker<Version>([layer, keyspace, mode = *mode] {
+             return layer->SetMode(keyspace, mode);
+           })
+        .then([this, context](absl::StatusOr<Version> since) mutable {
+          auto results = context.getResults(capnp::MessageSize{8, 0});
+          if (!since.ok()) return Fail("setMode", since.status(), results.initError());
+          ToWire(*since, results.initSince());
+        });
+  }
+
+  kj::Promise<void> listModes(ListModesContext context) override {
+    auto results = context.getResults();
+    if (strong() == nullptr) {
+      Fail("listModes", NoStrong(), results.initError());
+      return kj::READY_NOW;
+    }
+    absl::StatusOr<std::vector<consensus::KeyspaceMode>> modes = strong()->List();
+    if (!modes.ok()) {
+      Fail("listModes", modes.status(), results.initError());
+      return kj::READY_NOW;
+    }
+    const size_t n = std::min(modes->size(), loop_.reply_items());
+    auto list = results.initKeyspaces(n);
+    for (size_t i = 0; i < n; ++i) {
+      const consensus::KeyspaceMode& m = (*modes)[i];
+      list[i].setKeyspace(AsText(m.keyspace));
+      list[i].setStrong(m.mode == consensus::Mode::kStrong);
+      ToWire(m.since, list[i].initSince());
+      list[i].setSwitches(m.switches);
+    }
+    return kj::READY_NOW;
+  }
+
  private:
+  consensus::StrongKeyspaces* strong() const { return loop_.options().strong; }
+
+  static absl::Status NoStrong() {
+    return absl::FailedPreconditionError(
+        "this server has no strong keyspaces (it was not started by `peerkv serve`)");
+  }
+
+  bool IsStrongOrReserved(const Mutation& m) const {
+    return strong() != nullptr &&
+           (consensus::IsReservedKeyspace(m.keyspace) || strong()->IsStrong(m.keyspace));
+  }
+
+  absl::Status BatchRefusal(const Mutation& m) const {
+    if (consensus::IsReservedKeyspace(m.keyspace)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "keyspace '%s' is reserved (names starting with '%s' are the system's own)",
+          m.keyspace, consensus::kReservedPrefix));
+    }
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "keyspace '%s' is strong: batches cannot hold strong writes; write them one by one "
+        "(put/del)",
+        m.keyspace));
+  }
+
+  // Runs `fn` on a strong-keyspace worker (it blocks on the consensus
+  // service) and answers on this loop.
+  template <typename T>
+  kj::Promise<absl::StatusOr<T>> OnWorker(absl::AnyInvocable<absl::StatusOr<T>()> fn) {
+    auto paf = kj::newPromiseAndCrossThreadFulfiller<absl::StatusOr<T>>();
+    struct Task {
+      kj::Own<kj::CrossThreadPromiseFulfiller<absl::StatusOr<T>>> fulfiller;
+      absl::AnyInvocable<absl::StatusOr<T>()> fn;
+    };
+    auto task = std::make_shared<Task>(Task{kj::mv(paf.fulfiller), std::move(fn)});
+    if (!strong()->Submit([task] { task->fulfiller->fulfill(task->fn()); })) {
+      return absl::StatusOr<T>(absl::ResourceExhaustedError(
+          "too many strong-keyspace calls wait for the consensus service; try again"));
+    }
+    return kj::mv(paf.promise);
+  }
+
+  kj::Promise<absl::StatusOr<Version>> StrongWrite(Mutation mutation,
+                                                   consensus::Precondition precondition) {
+    if (strong() == nullptr) return absl::StatusOr<Version>(NoStrong());
+    consensus::StrongKeyspaces* layer = strong();
+    return OnWorker<Version>([layer, mutation = std::move(mutation), precondition] {
+      return layer->Write(mutation, precondition);
+    });
+  }
+
+  kj::Promise<absl::StatusOr<consensus::StrongRead>> StrongRead(std::string keyspace,
+                                                                std::string key, bool stale_ok) {
+    if (strong() == nullptr) {
+      return absl::StatusOr<consensus::StrongRead>(NoStrong());
+    }
+    consensus::StrongKeyspaces* layer = strong();
+    return OnWorker<consensus::StrongRead>(
+        [layer, keyspace = std::move(keyspace), key = std::move(key), stale_ok] {
+          return layer->Read(keyspace, key, stale_ok);
+        });
+  }
+
   void Fail(std::string_view method, const absl::Status& status, wire::Error::Builder error) {
     loop_.LogRejected(peer_, method, status);
     ToWire(status, error);

@@ -260,6 +260,41 @@ interface Kv {
   # Reconciles this replica with `peer` (a name, address or replica id as
   # status shows them) now and answers what differed. NotFound for an
   # unknown peer; FailedPrecondition on a server that does not replicate.
+
+  # Strong keyspaces (README "Strong keyspaces"). put, delete and get on a
+  # strong keyspace go through the consensus service too (unconditional
+  # write; linearizable read); writeBatch and putMany refuse strong
+  # keyspaces, getMany serves local copies.
+
+  writeIf @10 (mutation :Mutation, condition :Condition) -> (error :Error, version :Version);
+  # A put or delete that commits only if `condition` holds (strong keyspaces
+  # only). FailedPrecondition naming the current version if it does not;
+  # Unavailable naming the service if it cannot be reached within 2 s.
+
+  getStrong @11 (keyspace :Text, key :Data, staleOk :Bool)
+      -> (error :Error, found :Bool, record :Record, stale :Bool, stalenessMs :Int64);
+  # get with a choice: staleOk serves the local copy of a strong keyspace
+  # (stale = true) and says how old it may be (stalenessMs: time since this
+  # replica last had every committed write applied; -1: never).
+
+  setMode @12 (keyspace :Text, mode :Text) -> (error :Error, since :Version);
+  # mode "strong" or "lww": switches the keyspace through the consensus
+  # service; since is the switch's version (the barrier).
+
+  listModes @13 () -> (error :Error, keyspaces :List(KeyspaceMode));
+  # Every keyspace this replica holds or knows a mode of, with its mode.
+}
+
+struct Condition {
+  kind @0 :UInt8;        # 0 none, 1 if absent (or deleted), 2 if version
+  version @1 :Version;   # for kind 2
+}
+
+struct KeyspaceMode {
+  keyspace @0 :Text;
+  strong @1 :Bool;
+  since @2 :Version;     # the last switch's version; 0 if never switched
+  switches @3 :UInt32;
 }
 
 struct KeyRef {

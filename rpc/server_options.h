@@ -12,6 +12,10 @@
 
 #include "replication/replicator.h"
 
+namespace peerkv::consensus {
+class StrongKeyspaces;
+}  // namespace peerkv::consensus
+
 namespace peerkv::rpc {
 
 struct ServerOptions {
@@ -49,6 +53,11 @@ struct ServerOptions {
   // before it reads the store (a test blocks it to show that the server
   // keeps answering everyone else meanwhile). Empty otherwise.
   std::function<void()> reconcile_serve_hook;
+
+  // Strong keyspaces (consensus/strong_keyspaces.h): borrowed, must outlive
+  // the server. nullptr: every keyspace is lww and the strong calls
+  // (writeIf, setMode, ...) are refused with FailedPrecondition.
+  consensus::StrongKeyspaces* strong = nullptr;
 };
 
 // Largest message a peer may send, sized from the value limit: one value

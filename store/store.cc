@@ -515,6 +515,7 @@ size_t Store::AdmitRemote(std::vector<Record>& batch, RemoteBatch& out) const {
                         "keyspace '%s' is reserved and this store checks no reserved records",
                         r.keyspace));
     }
+    if (valid.ok() && options_.merge_filter) valid = options_.merge_filter(r);
     if (valid.ok() && !CheckSkew(r.version.hlc).ok()) {
       // Too far ahead: kept aside by the writer (QuarantineRecords).
       bytes += RecordBytes(r);

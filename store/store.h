@@ -126,6 +126,12 @@ struct StoreOptions {
   std::function<absl::Status(std::string_view keyspace, std::string_view key,
                              std::string_view value, bool deleted)>
       reserved_check;
+
+  // Asked about every valid remote record before Merge admits it (on the
+  // calling thread; must not call into the store): a non-OK status refuses
+  // the record (listed in MergeResult::refused with that status). The
+  // strong-keyspace barrier (consensus/strong_keyspaces.h). Empty: none.
+  std::function<absl::Status(const Record&)> merge_filter;
 };
 
 class Store {

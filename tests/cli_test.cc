@@ -127,6 +127,45 @@ TEST_F(CliTest, BadInputExitsTwoWithOneLineNamingTheLimit) {
   EXPECT_THAT(info.out, HasSubstr("max_seq: 0\n"));
 }
 
+TEST_F(CliTest, StrongKeyspaceFlagsRefuseBadInputNamingTheField) {
+  ExpectUsageError(Peerkv({"put", "ks", "k", "v", "--if-version", "bogus"}),
+                   "--if-version 'bogus' is not a version");
+  ExpectUsageError(Peerkv({"put", "ks", "k", "v", "--if-version", "12.99999@00000000deadbeef"}),
+                   "the logical counter must be 0..65535");
+  ExpectUsageError(
+      Peerkv({"put", "ks", "k", "v", "--if-version", "1.0@00000000deadbeef", "--if-absent"}),
+      "give --if-version or --if-absent, not both");
+  ExpectUsageError(Peerkv({"put", "ks", "k", "v", "--if-absent"}), "needs a running server");
+  ExpectUsageError(Peerkv({"del", "ks", "k", "--if-version", "1.0@00000000deadbeef"}),
+                   "needs a running server");
+  ExpectUsageError(Peerkv({"get", "ks", "k", "--stale-ok"}), "needs a running server");
+  ExpectUsageError(Peerkv({"keyspace", "list"}), "keyspace needs a running server");
+  const std::string peerkv = testing::RunfilePath("cli/peerkv");
+  ExpectUsageError(testing::Run({peerkv, "--server", "127.0.0.1:1", "keyspace", "mode", "ks",
+                                 "eventual"}),
+                   "mode 'eventual' is not a mode; give strong or lww");
+  ExpectUsageError(testing::Run({peerkv, "--server", "127.0.0.1:1", "keyspace", "frob"}),
+                   "give `keyspace mode KS strong|lww` or `keyspace list`");
+  ExpectUsageError(Peerkv({"serve", "--etcd", "ftp://x"}), "--etcd");
+  // None of it wrote anything.
+  RunResult info = Peerkv({"info"});
+  EXPECT_THAT(info.out, HasSubstr("max_seq: 0\n"));
+}
+
+TEST_F(CliTest, DemoStrongHasExactlyOneWinner) {
+  RunResult demo = testing::Run({testing::RunfilePath("cli/peerkv"), "demo", "strong"});
+  EXPECT_EQ(demo.exit_code, 0) << demo.err;
+  size_t wins = 0;
+  for (size_t at = demo.out.find("WON 'alice'"); at != std::string::npos;
+       at = demo.out.find("WON 'alice'", at + 1)) {
+    ++wins;
+  }
+  EXPECT_EQ(wins, 1u) << demo.out;
+  EXPECT_THAT(demo.out, HasSubstr("lost: precondition failed: current version is"));
+  EXPECT_THAT(demo.out, HasSubstr("tablet sees alice -> "));
+  EXPECT_THAT(demo.out, HasSubstr("tablet claim bob: UNAVAILABLE"));
+}
+
 TEST_F(CliTest, ADirectoryInUseByAnotherProcessIsAClearError) {
   ASSERT_EQ(Peerkv({"put", "ks", "k", "v"}).exit_code, 0);
   const int fd = open(dir_.Sub("db/peerkv.lock").c_str(), O_RDWR);
@@ -142,7 +181,8 @@ TEST_F(CliTest, HelpForEveryCommand) {
   RunResult top = testing::Run({testing::RunfilePath("cli/peerkv"), "--help"});
   EXPECT_EQ(top.exit_code, 0);
   for (const char* command :
-       {"put", "get", "del", "scan", "info", "serve", "watch", "status", "bench", "demo"}) {
+       {"put", "get", "del", "scan", "info", "serve", "watch", "status", "bench", "keyspace",
+        "demo"}) {
     EXPECT_THAT(top.out, HasSubstr(std::string("  ") + command + " "));
     RunResult help = testing::Run({testing::RunfilePath("cli/peerkv"), command, "--help"});
     EXPECT_EQ(help.exit_code, 0) << command;

@@ -1,0 +1,211 @@
+// bench/strong_put_bench.cc: issue 11's strong-keyspace numbers in one run
+// against one etcd: PUT throughput of 16 clients to a strong keyspace of a
+// replica server (through RPC, the strong layer and EtcdConsensusLog),
+// against the same number of clients writing to etcd directly through the
+// same client path (bench/etcd_direct.h: one /v3/kv/put per write); and lww
+// PUT throughput of 16 clients alone, against the same while 16 other
+// clients load the strong keyspace. Measured in rotation, medians printed
+// with their ratios.
+//
+// Usage: strong_put_bench [--clients N] [--seconds S] [--rounds R]
+// Starts its own etcd (testing/etcd_server.h; data under $TEST_TMPDIR or
+// /var/tmp, a real disk: etcd fsyncs each write).
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "bench/etcd_direct.h"
+#include "consensus/etcd/etcd_consensus_log.h"
+#include "consensus/strong_keyspaces.h"
+#include "rpc/client.h"
+#include "rpc/server.h"
+#include "store/store.h"
+#include "testing/etcd_server.h"
+#include "testing/temp_dir.h"
+
+namespace {
+
+using peerkv::rpc::Client;
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// `clients` threads, each with its own connection, putting distinct keys of
+// `keyspace` for `duration`; writes per second. `stop_early` ends it.
+double RunPuts(const std::string& address, const std::string& keyspace, int clients,
+               absl::Duration duration, const std::string& tag, std::atomic<bool>* errors) {
+  std::atomic<uint64_t> writes{0};
+  std::vector<std::thread> threads;
+  const std::string value(100, 'v');
+  const absl::Time start = absl::Now();
+  const absl::Time end = start + duration;
+  for (int c = 0; c < clients; ++c) {
+    threads.emplace_back([&, c] {
+      auto client = Client::Connect(peerkv::rpc::ClientOptions{.address = address});
+      if (!client.ok()) {
+        *errors = true;
+        return;
+      }
+      for (uint64_t i = 0; absl::Now() < end; ++i) {
+        absl::StatusOr<peerkv::Version> v =
+            (*client)->Put(keyspace, absl::StrCat(tag, "-", c, "-", i), value);
+        if (!v.ok()) {
+          std::fprintf(stderr, "put %s: %s\n", keyspace.c_str(), v.status().ToString().c_str());
+          *errors = true;
+          return;
+        }
+        writes++;
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  return static_cast<double>(writes.load()) / absl::ToDoubleSeconds(absl::Now() - start);
+}
+
+// The same load on the strong layer itself, without RPC (where the time
+// goes).
+double RunLayerPuts(peerkv::consensus::StrongKeyspaces& strong, const std::string& keyspace,
+                    int clients, absl::Duration duration, const std::string& tag,
+                    std::atomic<bool>* errors) {
+  std::atomic<uint64_t> writes{0};
+  std::vector<std::thread> threads;
+  const absl::Time start = absl::Now();
+  const absl::Time end = start + duration;
+  for (int c = 0; c < clients; ++c) {
+    threads.emplace_back([&, c] {
+      for (uint64_t i = 0; absl::Now() < end; ++i) {
+        peerkv::Mutation m{keyspace, absl::StrCat(tag, "-", c, "-", i), std::string(100, 'v')};
+        absl::Status v = strong.Write(m, {}).status();
+        if (!v.ok()) {
+          *errors = true;
+          return;
+        }
+        writes++;
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  return static_cast<double>(writes.load()) / absl::ToDoubleSeconds(absl::Now() - start);
+}
+
+int Usage(const char* why) {
+  std::fprintf(stderr,
+               "strong_put_bench: %s\nusage: strong_put_bench [--clients 1..256] "
+               "[--seconds 1..600] [--rounds 1..50]\n",
+               why);
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int clients = 16;
+  int seconds = 5;
+  int rounds = 3;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (i + 1 >= argc) return Usage(("missing the value of " + flag).c_str());
+    const std::string value = argv[++i];
+    int* target = flag == "--clients" ? &clients
+                  : flag == "--seconds" ? &seconds
+                  : flag == "--rounds"  ? &rounds
+                                        : nullptr;
+    if (target == nullptr) return Usage(("unknown flag " + flag).c_str());
+    if (!absl::SimpleAtoi(value, target) || *target < 1 || *target > 600) {
+      return Usage((flag + " must be a small positive number").c_str());
+    }
+  }
+  if (std::getenv("TEST_TMPDIR") == nullptr) setenv("TEST_TMPDIR", "/var/tmp", 1);
+  auto etcd = peerkv::testing::EtcdServer::Start();
+  if (!etcd.ok()) {
+    std::fprintf(stderr, "strong_put_bench: %s\n", etcd.status().ToString().c_str());
+    return 1;
+  }
+  const std::string url = (*etcd)->client_url();
+
+  // One replica server with strong keyspaces through that etcd.
+  peerkv::testing::TempDir dir("strong-bench");
+  peerkv::consensus::ModeTable modes;
+  modes.SetLog([](const std::string&) {});
+  auto log = peerkv::consensus::EtcdConsensusLog::Create({.url = url, .prefix = "strong/"});
+  if (!log.ok()) return 1;
+  peerkv::StoreOptions store_options;
+  store_options.dir = dir.Sub("db");
+  store_options.merge_filter = modes.MergeFilter();
+  store_options.reserved_check = peerkv::consensus::ModeTable::WithModesKeyspace(nullptr);
+  auto store = peerkv::Store::Open(store_options);
+  if (!store.ok()) return 1;
+  peerkv::consensus::StrongOptions strong_options;
+  strong_options.workers = static_cast<size_t>(clients) * 2;
+  auto strong = std::make_unique<peerkv::consensus::StrongKeyspaces>(
+      store->get(), &modes, log->get(), strong_options);
+  strong->Start();
+  peerkv::rpc::ServerOptions server_options;
+  server_options.listen = "127.0.0.1:0";
+  server_options.replicate = false;
+  server_options.strong = strong.get();
+  auto server = peerkv::rpc::Server::Start(store->get(), server_options);
+  if (!server.ok()) return 1;
+  const std::string address = (*server)->address();
+  absl::StatusOr<peerkv::Version> on = absl::UnavailableError("not yet");
+  for (int i = 0; i < 100 && !on.ok(); ++i) {
+    on = strong->SetMode("strongks", peerkv::consensus::Mode::kStrong);
+    if (!on.ok()) absl::SleepFor(absl::Milliseconds(100));
+  }
+  if (!on.ok()) {
+    std::fprintf(stderr, "strong_put_bench: %s\n", on.status().ToString().c_str());
+    return 1;
+  }
+  std::printf("etcd at %s, server %s, %d clients, %d s per measurement, %d rounds\n",
+              url.c_str(), address.c_str(), clients, seconds, rounds);
+  const absl::Duration duration = absl::Seconds(seconds);
+  std::atomic<bool> errors{false};
+  std::vector<double> direct, strong_puts, layer, lww_alone, lww_loaded;
+  for (int r = 0; r < rounds; ++r) {
+    peerkv::bench::EtcdLoad load{.url = url, .clients = clients, .duration = duration,
+                                 .key_prefix = absl::StrCat("direct/", r, "/")};
+    auto d = peerkv::bench::RunDirectPuts(load);
+    if (!d.ok()) {
+      std::fprintf(stderr, "direct: %s\n", d.status().ToString().c_str());
+      return 1;
+    }
+    direct.push_back(d->writes_per_second());
+    strong_puts.push_back(
+        RunPuts(address, "strongks", clients, duration, absl::StrCat("s", r), &errors));
+    layer.push_back(
+        RunLayerPuts(*strong, "strongks", clients, duration, absl::StrCat("y", r), &errors));
+    lww_alone.push_back(
+        RunPuts(address, "lwwks", clients, duration, absl::StrCat("a", r), &errors));
+    double loaded = 0;
+    std::thread background([&] {
+      RunPuts(address, "strongks", clients, duration, absl::StrCat("b", r), &errors);
+    });
+    loaded = RunPuts(address, "lwwks", clients, duration, absl::StrCat("l", r), &errors);
+    background.join();
+    lww_loaded.push_back(loaded);
+    std::printf("round %d: etcd direct put %.0f/s, strong PUT %.0f/s (strong layer without RPC "
+                "%.0f/s), lww PUT alone %.0f/s, lww PUT under strong load %.0f/s\n",
+                r + 1, direct.back(), strong_puts.back(), layer.back(), lww_alone.back(),
+                lww_loaded.back());
+  }
+  const double md = Median(direct), ms = Median(strong_puts), ma = Median(lww_alone),
+               ml = Median(lww_loaded);
+  std::printf("median: etcd direct put %.0f/s, strong PUT %.0f/s (%.2fx of direct), lww PUT "
+              "alone %.0f/s, under strong load %.0f/s (%.2fx of alone)\n",
+              md, ms, ms / md, ma, ml, ml / ma);
+  (*server)->Stop();
+  server->reset();
+  strong.reset();
+  store->reset();
+  return errors.load() ? 1 : 0;
+}

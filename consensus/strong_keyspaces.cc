@@ -1,0 +1,646 @@
+// consensus/strong_keyspaces.cc: modes, the barrier, strong writes and
+// reads, and the follower that applies committed writes.
+#include "consensus/strong_keyspaces.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/log.h"
+#include "store/validation.h"
+
+namespace peerkv::consensus {
+namespace {
+
+constexpr size_t kFollowBatch = 1000;
+
+void Emit(const std::function<void(const std::string&)>& log,
+          const std::string& line) {
+  if (log) {
+    log(line);
+  } else {
+    LogLine(line);
+  }
+}
+
+bool Absent(const std::optional<Record>& r) {
+  return !r.has_value() || r->deleted;
+}
+
+std::string DescribeCurrent(const std::optional<Record>& r) {
+  if (!r.has_value()) return "the key is absent (never written)";
+  if (r->deleted) {
+    return absl::StrCat("the key is deleted (tombstone at version ",
+                        r->version.ToString(), ")");
+  }
+  return absl::StrCat("current version is ", r->version.ToString());
+}
+
+}  // namespace
+
+std::string_view ModeName(Mode mode) {
+  return mode == Mode::kStrong ? "strong" : "lww";
+}
+
+absl::StatusOr<Mode> ParseMode(std::string_view text, std::string_view field) {
+  if (text == "strong") return Mode::kStrong;
+  if (text == "lww") return Mode::kLww;
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "%s '%s' is not a mode; give strong or lww", field, text));
+}
+
+ModeTable::ReservedCheckFn ModeTable::WithModesKeyspace(ReservedCheckFn next) {
+  return [next = std::move(next)](std::string_view keyspace, std::string_view key,
+                                  std::string_view value, bool deleted) -> absl::Status {
+    if (keyspace == kModesKeyspace) return absl::OkStatus();
+    if (next) return next(keyspace, key, value, deleted);
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "keyspace '%s' is reserved and this store checks no reserved records", keyspace));
+  };
+}
+
+absl::StatusOr<Version> ParseVersion(std::string_view text,
+                                     std::string_view field) {
+  auto bad = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s '%s' is not a version (%s); give MILLIS.LOGICAL@ORIGIN as "
+        "peerkv prints it, e.g. 1732550000123.7@00000000deadbeef",
+        field, text.substr(0, 100), why));
+  };
+  const size_t at = text.find('@');
+  if (at == std::string_view::npos) return bad("no '@'");
+  const std::string_view clock = text.substr(0, at);
+  const std::string_view origin = text.substr(at + 1);
+  const size_t dot = clock.find('.');
+  if (dot == std::string_view::npos) return bad("no '.' in the clock");
+  auto digits = [](std::string_view s, size_t max) {
+    if (s.empty() || s.size() > max) return false;
+    return std::all_of(s.begin(), s.end(),
+                       [](char c) { return c >= '0' && c <= '9'; });
+  };
+  const std::string_view millis_text = clock.substr(0, dot);
+  const std::string_view logical_text = clock.substr(dot + 1);
+  uint64_t millis = 0, logical = 0, id = 0;
+  if (!digits(millis_text, 15) || !absl::SimpleAtoi(std::string(millis_text), &millis) ||
+      millis > kHlcMaxMillis) {
+    return bad("milliseconds must be 0..2^48-1");
+  }
+  if (!digits(logical_text, 5) || !absl::SimpleAtoi(std::string(logical_text), &logical) ||
+      logical > kHlcLogicalMask) {
+    return bad("the logical counter must be 0..65535");
+  }
+  if (origin.size() != 16 ||
+      !std::all_of(origin.begin(), origin.end(), [](char c) {
+        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+      }) ||
+      !absl::SimpleHexAtoi(std::string(origin), &id)) {
+    return bad("the origin must be 16 lower-case hex digits");
+  }
+  Version v{MakeHlc(millis, logical), id};
+  if (!v.IsValid()) return bad("clock and origin must not be 0");
+  return v;
+}
+
+std::string EncodeModeValue(const std::vector<ModeSwitch>& earlier,
+                            Mode next) {
+  std::vector<std::string> parts;
+  for (const ModeSwitch& s : earlier) {
+    parts.push_back(absl::StrCat(std::string(ModeName(s.mode)), "@", s.since.ToString()));
+  }
+  parts.push_back(std::string(ModeName(next)));
+  return absl::StrJoin(parts, ";");
+}
+
+absl::StatusOr<std::vector<ModeSwitch>> DecodeModeRecord(const Record& record) {
+  auto bad = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "mode record of keyspace '%s' at %s: %s", record.key,
+        record.version.ToString(), why));
+  };
+  if (record.deleted) return bad("a mode record is never deleted");
+  std::vector<std::string> parts = absl::StrSplit(record.value, ';');
+  if (parts.size() > kMaxModeSwitches) {
+    return bad(absl::StrFormat("%d switches; the limit is %d", parts.size(),
+                               kMaxModeSwitches));
+  }
+  std::vector<ModeSwitch> history;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    ModeSwitch s;
+    std::string_view mode_text = parts[i];
+    if (i + 1 < parts.size()) {
+      const size_t at = parts[i].find('@');
+      if (at == std::string_view::npos) return bad("a switch without version");
+      mode_text = std::string_view(parts[i]).substr(0, at);
+      absl::StatusOr<Version> since =
+          ParseVersion(std::string_view(parts[i]).substr(at + 1), "switch version");
+      if (!since.ok()) return bad(since.status().message());
+      s.since = *since;
+    } else {
+      s.since = record.version;
+    }
+    absl::StatusOr<Mode> mode = ParseMode(mode_text, "mode");
+    if (!mode.ok()) return bad(mode.status().message());
+    s.mode = *mode;
+    if (!history.empty() &&
+        (history.back().since >= s.since || history.back().mode == s.mode)) {
+      return bad("switches must alternate, in ascending versions");
+    }
+    if (history.empty() && s.mode != Mode::kStrong) {
+      return bad("the first switch must be to strong");
+    }
+    history.push_back(s);
+  }
+  return history;
+}
+
+// ---------------------------------------------------------------- ModeTable
+
+void ModeTable::SetLog(std::function<void(const std::string&)> log) {
+  log_ = std::move(log);
+}
+
+absl::Status ModeTable::Observe(const Record& record) {
+  absl::StatusOr<std::vector<ModeSwitch>> history = DecodeModeRecord(record);
+  if (!history.ok()) return history.status();
+  absl::MutexLock lock(&mu_);
+  Entry& entry = modes_[record.key];
+  if (record.version > entry.version) {
+    entry.version = record.version;
+    entry.history = std::move(*history);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ModeTable::CheckMerge(const Record& record) {
+  if (record.keyspace == kModesKeyspace) {
+    if (record.version.origin != kStrongOrigin) {
+      return absl::PermissionDeniedError(absl::StrFormat(
+          "a mode record (keyspace '%s') is written only through the "
+          "consensus log; this one has origin %s",
+          record.key, ReplicaIdToString(record.version.origin)));
+    }
+    return Observe(record);
+  }
+  if (record.version.origin == kStrongOrigin) return absl::OkStatus();
+  absl::MutexLock lock(&mu_);
+  auto it = modes_.find(record.keyspace);
+  if (it == modes_.end()) return absl::OkStatus();
+  const std::vector<ModeSwitch>& history = it->second.history;
+  for (size_t i = 0; i < history.size(); ++i) {
+    if (history[i].mode != Mode::kStrong) continue;
+    const bool after = record.version >= history[i].since;
+    const bool before_next =
+        i + 1 >= history.size() || record.version < history[i + 1].since;
+    if (!after || !before_next) continue;
+    refused_.fetch_add(1);
+    const std::string why = absl::StrFormat(
+        "an lww write to keyspace '%s' at %s is at or after its switch to "
+        "strong at %s%s: refused by the barrier",
+        record.keyspace, record.version.ToString(),
+        history[i].since.ToString(),
+        i + 1 < history.size()
+            ? absl::StrCat(" (and before the switch back at ",
+                           history[i + 1].since.ToString(), ")")
+            : "");
+    if (logged_.insert(record.keyspace).second) {
+      Emit(log_, absl::StrCat("peerkv: ", why,
+                              " (logged once per keyspace; counted)"));
+    }
+    return absl::FailedPreconditionError(why);
+  }
+  return absl::OkStatus();
+}
+
+std::function<absl::Status(const Record&)> ModeTable::MergeFilter() {
+  return [this](const Record& record) { return CheckMerge(record); };
+}
+
+absl::Status ModeTable::Load(const Store& store) {
+  ScanOptions options;
+  options.limit = 1000;
+  while (true) {
+    absl::StatusOr<ScanResult> page = store.Scan(kModesKeyspace, options);
+    if (!page.ok()) return page.status();
+    for (const Record& r : page->records) {
+      absl::Status s = Observe(r);
+      if (!s.ok()) Emit(log_, absl::StrCat("peerkv: ignored: ", s.message()));
+    }
+    if (!page->more || page->records.empty()) return absl::OkStatus();
+    options.start_after = page->records.back().key;
+  }
+}
+
+Mode ModeTable::ModeOf(std::string_view keyspace) const {
+  absl::MutexLock lock(&mu_);
+  auto it = modes_.find(keyspace);
+  if (it == modes_.end() || it->second.history.empty()) return Mode::kLww;
+  return it->second.history.back().mode;
+}
+
+std::vector<ModeSwitch> ModeTable::History(std::string_view keyspace) const {
+  absl::MutexLock lock(&mu_);
+  auto it = modes_.find(keyspace);
+  if (it == modes_.end()) return {};
+  return it->second.history;
+}
+
+std::vector<KeyspaceMode> ModeTable::List() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<KeyspaceMode> out;
+  for (const auto& [keyspace, entry] : modes_) {
+    if (entry.history.empty()) continue;
+    out.push_back(KeyspaceMode{keyspace, entry.history.back().mode,
+                               entry.history.back().since,
+                               static_cast<uint32_t>(entry.history.size())});
+  }
+  return out;
+}
+
+// --------------------------------------------------------- StrongKeyspaces
+
+StrongKeyspaces::StrongKeyspaces(Store* store, ModeTable* modes,
+                                 ConsensusLog* log, StrongOptions options)
+    : store_(store), modes_(modes), log_(log), options_(std::move(options)) {
+  if (!options_.position_file.empty()) {
+    std::ifstream in(options_.position_file);
+    uint64_t position = 0;
+    if (in >> position) {
+      absl::MutexLock lock(&mu_);
+      position_ = position;
+    }
+  }
+}
+
+StrongKeyspaces::~StrongKeyspaces() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    queue_.clear();
+  }
+  if (follower_.joinable()) follower_.join();
+  for (std::thread& t : workers_) t.join();
+}
+
+void StrongKeyspaces::Start() {
+  if (log_ != nullptr) follower_ = std::thread([this] { Follow(); });
+  for (size_t i = 0; i < std::max<size_t>(1, options_.workers); ++i) {
+    workers_.emplace_back([this] { Work(); });
+  }
+}
+
+bool StrongKeyspaces::IsStrong(std::string_view keyspace) const {
+  return modes_->ModeOf(keyspace) == Mode::kStrong;
+}
+
+std::string StrongKeyspaces::Describe() const {
+  return log_ == nullptr ? "no consensus service" : log_->Describe();
+}
+
+absl::Status StrongKeyspaces::Unreachable(const absl::Status& status) const {
+  if (log_ == nullptr) {
+    return absl::UnavailableError(
+        "this replica has no consensus service (start it with "
+        "`peerkv serve --etcd http://HOST:PORT`); strong writes and "
+        "linearizable reads need one (reads: --stale-ok serves the local "
+        "copy)");
+  }
+  if (status.code() != absl::StatusCode::kUnavailable &&
+      status.code() != absl::StatusCode::kDeadlineExceeded) {
+    return status;
+  }
+  const std::string name = log_->Describe();
+  if (absl::StrContains(status.message(), name)) {
+    return absl::UnavailableError(status.message());
+  }
+  return absl::UnavailableError(
+      absl::StrCat(name, " cannot be reached: ", status.message()));
+}
+
+absl::Status StrongKeyspaces::Apply(std::vector<Record> records) {
+  if (records.empty()) return absl::OkStatus();
+  absl::StatusOr<MergeResult> merged = store_->Merge(std::move(records));
+  if (!merged.ok()) return merged.status();
+  if (!merged->refused.empty()) {
+    return absl::InternalError(
+        absl::StrCat("a committed write was refused here: ",
+                     merged->refused.front().reason.message()));
+  }
+  if (!merged->quarantined.empty()) {
+    return absl::InternalError(
+        absl::StrCat("a committed write is too far ahead of this replica's "
+                     "clock and waits in quarantine: ",
+                     merged->quarantined.front().reason.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Version> StrongKeyspaces::Write(
+    const Mutation& mutation, const Precondition& precondition) {
+  if (IsReservedKeyspace(mutation.keyspace)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "keyspace '%s' is reserved (names starting with '%s' are the "
+        "system's own)",
+        mutation.keyspace, kReservedPrefix));
+  }
+  absl::Status valid =
+      ValidateMutation(mutation, store_->options().max_value_bytes);
+  if (!valid.ok()) return valid;
+  std::vector<ModeSwitch> history = modes_->History(mutation.keyspace);
+  bool strong = !history.empty() && history.back().mode == Mode::kStrong;
+  if (!strong && precondition.kind != Precondition::Kind::kNone && log_ != nullptr) {
+    // A compare-and-set needs a strong keyspace: before refusing, ask the log
+    // whether a switch this replica has not learned yet made it one.
+    absl::StatusOr<std::optional<Committed>> mode =
+        log_->Read(kModesKeyspace, mutation.keyspace, options_.timeout);
+    if (!mode.ok()) return Unreachable(mode.status());
+    if (mode->has_value()) {
+      absl::Status applied = Apply({(*mode)->record});
+      if (!applied.ok()) return applied;
+      history = modes_->History(mutation.keyspace);
+      strong = !history.empty() && history.back().mode == Mode::kStrong;
+    }
+  }
+  if (!strong) {
+    if (precondition.kind != Precondition::Kind::kNone) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "keyspace '%s' is lww: --if-version and --if-absent need a strong "
+          "keyspace (`peerkv keyspace mode %s strong`)",
+          mutation.keyspace, mutation.keyspace));
+    }
+    if (mutation.value.has_value()) {
+      return store_->Put(mutation.keyspace, mutation.key, *mutation.value);
+    }
+    return store_->Delete(mutation.keyspace, mutation.key);
+  }
+  if (log_ == nullptr) return Unreachable(absl::OkStatus());
+  const absl::Time deadline = absl::Now() + options_.timeout;
+  absl::StatusOr<std::optional<Record>> local =
+      store_->Get(mutation.keyspace, mutation.key);
+  if (!local.ok()) return local.status();
+
+  Proposal proposal;
+  proposal.keyspace = mutation.keyspace;
+  proposal.key = mutation.key;
+  proposal.value = mutation.value;
+  proposal.origin = kStrongOrigin;
+  // Above the switch and every version held here for the key: the commit
+  // beats every lww write that merged (they are all below the switch).
+  proposal.min_hlc = std::max(store_->clock_mark(), history.back().since.hlc);
+  if (local->has_value()) {
+    proposal.min_hlc = std::max(proposal.min_hlc, (*local)->version.hlc);
+  }
+  if (precondition.kind != Precondition::Kind::kNone) {
+    absl::StatusOr<std::optional<Committed>> committed =
+        log_->Read(mutation.keyspace, mutation.key, deadline - absl::Now());
+    if (!committed.ok()) return Unreachable(committed.status());
+    // The register as this layer sees it (see Write's comment).
+    std::optional<Record> current = *local;
+    if (committed->has_value() &&
+        (!current.has_value() ||
+         (*committed)->record.version >= current->version)) {
+      current = (*committed)->record;
+    }
+    const bool holds =
+        precondition.kind == Precondition::Kind::kIfAbsent
+            ? Absent(current)
+            : current.has_value() && current->version == precondition.version;
+    if (!holds) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("precondition failed: ", DescribeCurrent(current)));
+    }
+    if (committed->has_value()) {
+      proposal.precondition.kind = Precondition::Kind::kIfVersion;
+      proposal.precondition.version = (*committed)->record.version;
+      proposal.min_hlc =
+          std::max(proposal.min_hlc, (*committed)->record.version.hlc);
+    } else {
+      proposal.precondition.kind = Precondition::Kind::kIfAbsent;
+    }
+  }
+  absl::StatusOr<ProposeResult> result =
+      log_->Propose(proposal, std::max(deadline - absl::Now(),
+                                       absl::Milliseconds(1)));
+  if (!result.ok()) return Unreachable(result.status());
+  if (!result->applied) {
+    std::optional<Record> current;
+    if (result->current.has_value()) current = result->current->record;
+    return absl::FailedPreconditionError(
+        absl::StrCat("precondition failed: ", DescribeCurrent(current)));
+  }
+  // Read-your-writes: merged here before the caller hears of it.
+  const Version version = result->committed.record.version;
+  absl::Status applied = Apply({result->committed.record});
+  if (!applied.ok()) return applied;
+  return version;
+}
+
+absl::StatusOr<StrongRead> StrongKeyspaces::Read(std::string_view keyspace,
+                                                 std::string_view key,
+                                                 bool stale_ok) {
+  absl::Status valid = ValidateKeyspace(keyspace);
+  if (valid.ok()) valid = ValidateKey(key);
+  if (!valid.ok()) return valid;
+  StrongRead out;
+  if (IsStrong(keyspace)) {
+    if (stale_ok) {
+      out.stale = true;
+      out.staleness = Staleness();
+    } else {
+      if (log_ == nullptr) return Unreachable(absl::OkStatus());
+      absl::StatusOr<std::optional<Committed>> committed =
+          log_->Read(keyspace, key, options_.timeout);
+      if (!committed.ok()) return Unreachable(committed.status());
+      if (committed->has_value()) {
+        absl::Status applied = Apply({(*committed)->record});
+        if (!applied.ok()) return applied;
+      }
+    }
+  }
+  absl::StatusOr<std::optional<Record>> local = store_->Get(keyspace, key);
+  if (!local.ok()) return local.status();
+  out.record = std::move(*local);
+  return out;
+}
+
+absl::StatusOr<Version> StrongKeyspaces::SetMode(std::string_view keyspace,
+                                                 Mode mode) {
+  absl::Status valid = ValidateKeyspace(keyspace);
+  if (!valid.ok()) return valid;
+  if (IsReservedKeyspace(keyspace)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "keyspace '%s' is reserved (names starting with '%s' are the "
+        "system's own); its mode cannot change",
+        keyspace, kReservedPrefix));
+  }
+  if (log_ == nullptr) return Unreachable(absl::OkStatus());
+  const absl::Time deadline = absl::Now() + options_.timeout;
+  absl::StatusOr<std::optional<Committed>> committed =
+      log_->Read(kModesKeyspace, keyspace, options_.timeout);
+  if (!committed.ok()) return Unreachable(committed.status());
+  std::vector<ModeSwitch> history;
+  Proposal proposal;
+  proposal.keyspace = std::string(kModesKeyspace);
+  proposal.key = std::string(keyspace);
+  proposal.origin = kStrongOrigin;
+  proposal.min_hlc = store_->clock_mark();
+  if (committed->has_value()) {
+    absl::StatusOr<std::vector<ModeSwitch>> decoded =
+        DecodeModeRecord((*committed)->record);
+    if (!decoded.ok()) {
+      return absl::DataLossError(absl::StrCat(
+          Describe(), " holds a mode record that does not decode: ",
+          decoded.status().message()));
+    }
+    history = std::move(*decoded);
+    proposal.precondition.kind = Precondition::Kind::kIfVersion;
+    proposal.precondition.version = (*committed)->record.version;
+    proposal.min_hlc =
+        std::max(proposal.min_hlc, (*committed)->record.version.hlc);
+    absl::Status applied = Apply({(*committed)->record});
+    if (!applied.ok()) return applied;
+  } else {
+    proposal.precondition.kind = Precondition::Kind::kIfAbsent;
+  }
+  const Mode current = history.empty() ? Mode::kLww : history.back().mode;
+  if (current == mode) {
+    return history.empty() ? Version{} : history.back().since;
+  }
+  if (history.size() >= kMaxModeSwitches) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "keyspace '%s' has switched mode %d times; the limit is %d",
+        keyspace, history.size(), kMaxModeSwitches));
+  }
+  proposal.value = EncodeModeValue(history, mode);
+  absl::StatusOr<ProposeResult> result = log_->Propose(
+      proposal, std::max(deadline - absl::Now(), absl::Milliseconds(1)));
+  if (!result.ok()) return Unreachable(result.status());
+  if (!result->applied) {
+    return absl::AbortedError(absl::StrFormat(
+        "the mode of keyspace '%s' changed while switching it; try again",
+        keyspace));
+  }
+  const Version version = result->committed.record.version;
+  absl::Status applied = Apply({result->committed.record});
+  if (!applied.ok()) return applied;
+  return version;
+}
+
+absl::StatusOr<std::vector<KeyspaceMode>> StrongKeyspaces::List() const {
+  auto keyspaces = store_->KeyspaceFingerprints();
+  if (!keyspaces.ok()) return keyspaces.status();
+  std::map<std::string, KeyspaceMode> all;
+  for (const auto& [name, fingerprint] : *keyspaces) {
+    if (IsReservedKeyspace(name)) continue;
+    all[name] = KeyspaceMode{name, Mode::kLww, Version{}, 0};
+  }
+  for (KeyspaceMode& m : modes_->List()) all[m.keyspace] = std::move(m);
+  std::vector<KeyspaceMode> out;
+  for (auto& [name, m] : all) out.push_back(std::move(m));
+  return out;
+}
+
+bool StrongKeyspaces::Submit(absl::AnyInvocable<void()> task) {
+  absl::MutexLock lock(&mu_);
+  if (stopping_ || queue_.size() >= options_.max_queued) return false;
+  queue_.push_back(std::move(task));
+  return true;
+}
+
+void StrongKeyspaces::Work() {
+  while (true) {
+    absl::AnyInvocable<void()> task;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || !queue_.empty();
+      };
+      mu_.Await(absl::Condition(&ready));
+      if (stopping_) return;
+      task = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    task();
+  }
+}
+
+absl::Duration StrongKeyspaces::Staleness() const {
+  absl::MutexLock lock(&mu_);
+  if (!caught_up_.has_value()) return absl::InfiniteDuration();
+  return absl::Now() - *caught_up_;
+}
+
+StrongKeyspaces::Status StrongKeyspaces::GetStatus() const {
+  Status s;
+  s.reachable = log_ != nullptr && log_->Reachable();
+  s.staleness = Staleness();
+  absl::MutexLock lock(&mu_);
+  s.position = position_;
+  s.applied = applied_;
+  return s;
+}
+
+void StrongKeyspaces::Follow() {
+  bool failing = false;
+  while (true) {
+    uint64_t after;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return;
+      after = position_;
+    }
+    const absl::Time asked = absl::Now();
+    absl::StatusOr<std::vector<Committed>> batch =
+        log_->ReadAfter(after, kFollowBatch, options_.follow_wait);
+    absl::Status status = batch.status();
+    if (batch.ok() && !batch->empty()) {
+      std::vector<Record> records;
+      records.reserve(batch->size());
+      for (const Committed& c : *batch) records.push_back(c.record);
+      status = Apply(std::move(records));
+    }
+    if (!status.ok()) {
+      if (!failing) {
+        Emit(options_.log,
+             absl::StrCat("peerkv: applying committed writes from ",
+                          log_->Describe(), " paused: ", status.message()));
+      }
+      failing = true;
+      absl::MutexLock lock(&mu_);
+      auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_;
+      };
+      mu_.AwaitWithTimeout(absl::Condition(&stop), options_.follow_retry);
+      continue;
+    }
+    if (failing) {
+      Emit(options_.log, absl::StrCat("peerkv: applying committed writes from ",
+                                      log_->Describe(), " resumed"));
+      failing = false;
+    }
+    uint64_t position = after;
+    if (!batch->empty()) position = batch->back().position;
+    {
+      absl::MutexLock lock(&mu_);
+      position_ = position;
+      applied_ += batch->size();
+      if (batch->size() < kFollowBatch) caught_up_ = asked;
+    }
+    if (!batch->empty() && !options_.position_file.empty()) {
+      const std::string tmp = options_.position_file + ".tmp";
+      {
+        std::ofstream out(tmp, std::ios::trunc);
+        out << position << "\n";
+      }
+      std::rename(tmp.c_str(), options_.position_file.c_str());
+    }
+  }
+}
+
+}  // namespace peerkv::consensus
