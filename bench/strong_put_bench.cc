@@ -141,8 +141,7 @@ int main(int argc, char** argv) {
   if (!log.ok()) return 1;
   peerkv::StoreOptions store_options;
   store_options.dir = dir.Sub("db");
-  store_options.merge_filter = modes.MergeFilter();
-  store_options.reserved_check = peerkv::consensus::ModeTable::WithModesKeyspace(nullptr);
+  modes.AttachTo(&store_options);
   auto store = peerkv::Store::Open(store_options);
   if (!store.ok()) return 1;
   peerkv::consensus::StrongOptions strong_options;

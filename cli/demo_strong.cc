@@ -123,7 +123,7 @@ absl::Status StartDevice(Device& d, const std::string& dir, const std::string& e
   d.modes.SetLog([](const std::string&) {});
   StoreOptions options;
   options.dir = dir + "/" + d.name;
-  options.merge_filter = d.modes.MergeFilter();
+  d.modes.AttachTo(&options);
   PEERKV_ASSIGN_OR_RETURN(d.store, Store::Open(options));
   PEERKV_RETURN_IF_ERROR(d.modes.Load(*d.store));
   consensus::StrongOptions strong_options;

@@ -140,9 +140,7 @@ int RunServe(const Context& c) {
   }
   consensus::ModeTable modes;
   modes.SetLog([](const std::string& line) { LogLine(line); });
-  store_options.merge_filter = modes.MergeFilter();
-  store_options.reserved_check = consensus::ModeTable::WithModesKeyspace(
-      std::move(store_options.reserved_check));
+  modes.AttachTo(&store_options);
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(store_options);
   if (!store.ok()) return Fail(c.command, store.status());
   absl::StatusOr<std::unique_ptr<JoinWatcher>> joiner = StartServeIdentity(*identity, **store);

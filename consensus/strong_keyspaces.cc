@@ -56,6 +56,11 @@ absl::StatusOr<Mode> ParseMode(std::string_view text, std::string_view field) {
       "%s '%s' is not a mode; give strong or lww", field, text));
 }
 
+void ModeTable::AttachTo(StoreOptions* options) {
+  options->merge_filter = MergeFilter();
+  options->reserved_check = WithModesKeyspace(std::move(options->reserved_check));
+}
+
 ModeTable::ReservedCheckFn ModeTable::WithModesKeyspace(ReservedCheckFn next) {
   return [next = std::move(next)](std::string_view keyspace, std::string_view key,
                                   std::string_view value, bool deleted) -> absl::Status {

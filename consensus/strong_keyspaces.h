@@ -128,6 +128,11 @@ class ModeTable {
       bool deleted)>;
   static ReservedCheckFn WithModesKeyspace(ReservedCheckFn next);
 
+  // Makes this table the barrier of the store `options` will open: sets its
+  // merge_filter and wraps its reserved_check (WithModesKeyspace). Call after
+  // anything else that sets reserved_check. The table must outlive the store.
+  void AttachTo(StoreOptions* options);
+
   // Reads every mode record from `store` (after it opened).
   absl::Status Load(const Store& store);
 

@@ -42,8 +42,7 @@ struct Replica {
     options.dir = dir.Sub("db");
     options.sync = false;
     options.scrub_at_open = false;
-    options.merge_filter = modes.MergeFilter();
-    options.reserved_check = ModeTable::WithModesKeyspace(nullptr);
+    modes.AttachTo(&options);
     modes.SetLog([](const std::string&) {});
     auto opened = Store::Open(options);
     PEERKV_CHECK(opened.ok());
