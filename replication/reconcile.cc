@@ -967,7 +967,7 @@ absl::Status ReconcileSession::TakeExpansion(rbsr::RangeView& view, const NodeRe
 }
 
 absl::StatusOr<std::vector<Record>> ReconcileSession::OnResponse(
-    const ReconcileResponse& response, size_t encoded_bytes) {
+    const ReconcileResponse& response, size_t encoded_bytes, absl::Time now) {
   PEERKV_CHECK(sent_.has_value());
   report_.bytes_received += encoded_bytes;
   const ReconcileRequest& sent = *sent_;
@@ -1015,7 +1015,7 @@ absl::StatusOr<std::vector<Record>> ReconcileSession::OnResponse(
       report_.passes = pass_ + 1;
       done_ = true;
       sent_.reset();
-      report_.time = absl::Now() - start_;
+      report_.time = now - start_;
       return merge;
     }
     // Decided in Next(), once what this answer fetched is merged.
@@ -1029,7 +1029,7 @@ absl::StatusOr<std::vector<Record>> ReconcileSession::OnResponse(
       report_.passes = pass_ + 1;
       done_ = true;
       sent_.reset();
-      report_.time = absl::Now() - start_;
+      report_.time = now - start_;
       return merge;
     }
     report_.passes = std::max(report_.passes, pass_ + 1);

@@ -273,9 +273,11 @@ class ReconcileSession {
                    absl::Time now = absl::Now());
 
   absl::StatusOr<std::optional<ReconcileRequest>> Next(absl::Time now = absl::Now());
-  // The encoded size of what was received counts into the report.
+  // The encoded size of what was received counts into the report. `now` is
+  // read from the same clock as the constructor's (the report's time).
   absl::StatusOr<std::vector<Record>> OnResponse(const ReconcileResponse& response,
-                                                 size_t encoded_bytes = 0);
+                                                 size_t encoded_bytes = 0,
+                                                 absl::Time now = absl::Now());
   void NoteMerged(uint64_t won, uint64_t refused);
   void NoteSent(size_t encoded_bytes) { report_.bytes_sent += encoded_bytes; }
 

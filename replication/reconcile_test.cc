@@ -163,6 +163,25 @@ TEST(ReconcileTest, InSyncIsOneSmallRound) {
   EXPECT_LE(report->bytes_received, 16u);
 }
 
+// The report's time comes from the clock the caller passes (the engine's
+// executor, a simulated one in the simulation), never the wall clock.
+TEST(ReconcileTest, TheReportsTimeIsOnTheCallersClock) {
+  FakeReplica a, b;
+  Fill(a, 10);
+  Fill(b, 10);
+  const absl::Time start = absl::FromUnixSeconds(1000);
+  ReconcileSession session(a, ReconcileLimits{}, start);
+  absl::StatusOr<std::optional<ReconcileRequest>> request =
+      session.Next(start + absl::Seconds(1));
+  ASSERT_THAT(request.status(), IsOk());
+  ASSERT_TRUE(request->has_value());
+  absl::StatusOr<ReconcileResponse> response = ServeReconcile(b, **request, 1 << 20);
+  ASSERT_THAT(response.status(), IsOk());
+  ASSERT_THAT(session.OnResponse(*response, 0, start + absl::Seconds(3)).status(), IsOk());
+  EXPECT_TRUE(session.report().in_sync);
+  EXPECT_EQ(session.report().time, absl::Seconds(3));
+}
+
 TEST(ReconcileTest, RepairsBothDirections) {
   FakeReplica a, b;
   Fill(a, 500);

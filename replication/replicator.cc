@@ -1346,7 +1346,7 @@ void Replicator::OnReconcileAnswer(uint64_t job_id, absl::StatusOr<std::string> 
   absl::StatusOr<ReconcileResponse> response =
       DecodeReconcileResponse(*answer, store_->options().max_value_bytes);
   absl::StatusOr<std::vector<Record>> merge =
-      response.ok() ? job.session->OnResponse(*response, answer->size())
+      response.ok() ? job.session->OnResponse(*response, answer->size(), executor_->Now())
                     : absl::StatusOr<std::vector<Record>>(response.status());
   if (!merge.ok()) {
     // The peer sent what it must not: this link (only) is closed.
