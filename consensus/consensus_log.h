@@ -53,6 +53,21 @@ struct Committed {
   Record record;
 };
 
+// Whether `pre` holds of a key whose last committed write is `current`
+// (nullopt: none): every backend decides a proposal by this.
+inline bool PreconditionHolds(const Precondition& pre,
+                              const std::optional<Committed>& current) {
+  switch (pre.kind) {
+    case Precondition::Kind::kNone:
+      return true;
+    case Precondition::Kind::kIfAbsent:
+      return !current.has_value() || current->record.deleted;
+    case Precondition::Kind::kIfVersion:
+      return current.has_value() && current->record.version == pre.version;
+  }
+  return false;
+}
+
 // The outcome of Propose when the service answered.
 struct ProposeResult {
   // True: the write committed as `committed`. False: the precondition did not

@@ -46,13 +46,7 @@ ProposeResult FakeConsensusLog::ApplyLocked(const Proposal& proposal) {
   auto it = last_.find({proposal.keyspace, proposal.key});
   std::optional<Committed> current;
   if (it != last_.end()) current = log_[it->second];
-  const Precondition& pre = proposal.precondition;
-  bool holds = true;
-  if (pre.kind == Precondition::Kind::kIfAbsent) {
-    holds = !current.has_value() || current->record.deleted;
-  } else if (pre.kind == Precondition::Kind::kIfVersion) {
-    holds = current.has_value() && current->record.version == pre.version;
-  }
+  const bool holds = PreconditionHolds(proposal.precondition, current);
   if (!holds) {
     result.applied = false;
     result.current = std::move(current);

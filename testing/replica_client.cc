@@ -25,4 +25,23 @@ std::unique_ptr<rpc::Client> ConnectTo(const ServerProcess& server) {
   return client.ok() ? std::move(*client) : nullptr;
 }
 
+uint64_t FingerprintOf(const ServerProcess& server) {
+  std::unique_ptr<rpc::Client> client = ConnectTo(server);
+  if (client == nullptr) return 0;
+  absl::StatusOr<rpc::ServerStatus> status = client->Status();
+  return status.ok() ? status->fingerprint : 0;
+}
+
+bool Converged(const std::vector<const ServerProcess*>& servers, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    const uint64_t first = FingerprintOf(*servers[0]);
+    bool same = first != 0;
+    for (const ServerProcess* s : servers) same = same && FingerprintOf(*s) == first;
+    if (same) return true;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return false;
+}
+
 }  // namespace peerkv::testing

@@ -39,26 +39,7 @@ class ReplicationTest : public ::testing::Test {
     return testing::ConnectTo(server);
   }
 
-  static uint64_t Fingerprint(const ServerProcess& server) {
-    auto client = Connect(server);
-    if (client == nullptr) return 0;
-    absl::StatusOr<rpc::ServerStatus> status = client->Status();
-    return status.ok() ? status->fingerprint : 0;
-  }
 
-  // Waits until every server reports the same fingerprint (and at least one
-  // record). Another process holds the answer, so this polls, bounded.
-  static bool Converged(const std::vector<const ServerProcess*>& servers) {
-    const auto deadline = std::chrono::steady_clock::now() + kConvergeTimeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-      const uint64_t first = Fingerprint(*servers[0]);
-      bool same = first != 0;
-      for (const ServerProcess* s : servers) same = same && Fingerprint(*s) == first;
-      if (same) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return false;
-  }
 
   static std::string Value(const ServerProcess& server, const std::string& ks,
                            const std::string& key) {
@@ -86,11 +67,11 @@ TEST_F(ReplicationTest, PhoneTabletPcScenarioWithTheTabletAway) {
 
   // The contact, added on the phone, reaches every device.
   ASSERT_THAT(Connect(*phone)->Put("contacts", "bob", "Bob <bob@example.org>"), IsOk());
-  ASSERT_TRUE(Converged({phone.get(), pc.get(), tablet.get()}));
+  ASSERT_TRUE(testing::Converged({phone.get(), pc.get(), tablet.get()}, absl::FromChrono(kConvergeTimeout)));
   EXPECT_EQ(Value(*tablet, "contacts", "bob"), "Bob <bob@example.org>");
   // The tablet writes a draft, then goes to sleep.
   ASSERT_THAT(Connect(*tablet)->Put("drafts", "mail-1", "Hi Bob"), IsOk());
-  ASSERT_TRUE(Converged({phone.get(), pc.get(), tablet.get()}));
+  ASSERT_TRUE(testing::Converged({phone.get(), pc.get(), tablet.get()}, absl::FromChrono(kConvergeTimeout)));
   const std::string tablet_address = tablet->address();
   EXPECT_EQ(tablet->Stop(SIGTERM), 0);
 
@@ -103,15 +84,15 @@ TEST_F(ReplicationTest, PhoneTabletPcScenarioWithTheTabletAway) {
   ASSERT_THAT(pc_client->Put("sent", "mail-1", "Hi Bob, dinner at 8?"), IsOk());
   ASSERT_THAT(pc_client->Delete("drafts", "mail-1"), IsOk());
   ASSERT_THAT(Connect(*phone)->Put("contacts", "bob", "Bob <bob@work.example>"), IsOk());
-  ASSERT_TRUE(Converged({phone.get(), pc.get()}));
+  ASSERT_TRUE(testing::Converged({phone.get(), pc.get()}, absl::FromChrono(kConvergeTimeout)));
   ASSERT_EQ(Value(*pc, "contacts", "bob"), "Bob <bob@work.example>");
   ASSERT_THAT(pc_client->Put("contacts", "bob", "Bob <bob@home.example>"), IsOk());
-  ASSERT_TRUE(Converged({phone.get(), pc.get()}));
+  ASSERT_TRUE(testing::Converged({phone.get(), pc.get()}, absl::FromChrono(kConvergeTimeout)));
 
   // The tablet wakes up on the same data and catches up.
   tablet = Start("tablet", {phone->address(), pc->address()});
   ASSERT_NE(tablet, nullptr);
-  ASSERT_TRUE(Converged({phone.get(), pc.get(), tablet.get()}));
+  ASSERT_TRUE(testing::Converged({phone.get(), pc.get(), tablet.get()}, absl::FromChrono(kConvergeTimeout)));
   for (const ServerProcess* device : {phone.get(), pc.get(), tablet.get()}) {
     EXPECT_EQ(Value(*device, "contacts", "bob"), "Bob <bob@home.example>");
     EXPECT_EQ(Value(*device, "drafts", "mail-1"), "<deleted>");
@@ -134,7 +115,7 @@ TEST_F(ReplicationTest, AChainConvergesWithoutALinkBetweenItsEnds) {
   ASSERT_TRUE(a && b && c);
   ASSERT_THAT(Connect(*a)->Put("notes", "from-a", "1"), IsOk());
   ASSERT_THAT(Connect(*c)->Put("notes", "from-c", "2"), IsOk());
-  ASSERT_TRUE(Converged({a.get(), b.get(), c.get()}));
+  ASSERT_TRUE(testing::Converged({a.get(), b.get(), c.get()}, absl::FromChrono(kConvergeTimeout)));
   EXPECT_EQ(Value(*c, "notes", "from-a"), "1");
   EXPECT_EQ(Value(*a, "notes", "from-c"), "2");
   // a's only peer is b: what it knows of c came through b.
@@ -152,7 +133,7 @@ TEST_F(ReplicationTest, AWipedReplicaRejoinsAsANewIncarnationAndConverges) {
   for (int i = 0; i < 200; ++i) {
     ASSERT_THAT(writer->Put("notes", absl::StrFormat("n%03d", i), "v"), IsOk());
   }
-  ASSERT_TRUE(Converged({a.get(), b.get(), c.get()}));
+  ASSERT_TRUE(testing::Converged({a.get(), b.get(), c.get()}, absl::FromChrono(kConvergeTimeout)));
   const rpc::ServerStatus before = Status(*c);
   EXPECT_EQ(c->Stop(SIGTERM), 0);
   std::filesystem::remove_all(dir_.Sub("c"));
@@ -162,11 +143,11 @@ TEST_F(ReplicationTest, AWipedReplicaRejoinsAsANewIncarnationAndConverges) {
   const rpc::ServerStatus fresh = Status(*c);
   EXPECT_NE(fresh.replica_id, before.replica_id);
   EXPECT_NE(fresh.incarnation, before.incarnation);
-  ASSERT_TRUE(Converged({a.get(), b.get(), c.get()}));
+  ASSERT_TRUE(testing::Converged({a.get(), b.get(), c.get()}, absl::FromChrono(kConvergeTimeout)));
   EXPECT_EQ(Status(*c).live_records, 200u);
   // And it takes part again: its writes reach the others.
   ASSERT_THAT(Connect(*c)->Put("notes", "after-wipe", "x"), IsOk());
-  ASSERT_TRUE(Converged({a.get(), b.get(), c.get()}));
+  ASSERT_TRUE(testing::Converged({a.get(), b.get(), c.get()}, absl::FromChrono(kConvergeTimeout)));
   EXPECT_EQ(Value(*a, "notes", "after-wipe"), "x");
 }
 
@@ -196,7 +177,7 @@ TEST_F(ReplicationTest, AClockAnHourAheadHasItsWritesRefusedVisibly) {
   EXPECT_EQ(Value(*a, "notes", "from-the-future"), "<missing>");
   // The rest still flows: the fast replica learns a's write, b gets it too,
   // and the refused record reaches neither a nor b.
-  ASSERT_TRUE(Converged({a.get(), b.get()}));
+  ASSERT_TRUE(testing::Converged({a.get(), b.get()}, absl::FromChrono(kConvergeTimeout)));
   EXPECT_EQ(Value(*b, "notes", "from-the-future"), "<missing>");
   EXPECT_EQ(Value(*b, "notes", "normal"), "y");
   const auto until = std::chrono::steady_clock::now() + kConvergeTimeout;

@@ -64,26 +64,7 @@ class StrongTest : public ::testing::Test {
     return testing::StartReplica(dir_, name, peers, extra);
   }
 
-  static uint64_t Fingerprint(const ServerProcess& server) {
-    auto client = testing::ConnectTo(server);
-    if (client == nullptr) return 0;
-    absl::StatusOr<rpc::ServerStatus> status = client->Status();
-    return status.ok() ? status->fingerprint : 0;
-  }
 
-  // Every server reports the same fingerprint. Another process holds the
-  // answer, so this polls, bounded.
-  static bool Converged(const std::vector<const ServerProcess*>& servers) {
-    const auto deadline = std::chrono::steady_clock::now() + kConvergeTimeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-      const uint64_t first = Fingerprint(*servers[0]);
-      bool same = first != 0;
-      for (const ServerProcess* s : servers) same = same && Fingerprint(*s) == first;
-      if (same) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return false;
-  }
 
   // Polls (bounded) until `server`'s local copy of ks/key holds `version`.
   static bool Holds(const ServerProcess& server, const std::string& ks, const std::string& key,
@@ -200,7 +181,7 @@ TEST_F(StrongTest, ThreeReplicasIncrementOneCounterByCas) {
   absl::StatusOr<testing::CheckResult> check = testing::CheckLinearizable(history);
   ASSERT_THAT(check, IsOk());
   EXPECT_TRUE(check->linearizable) << check->explanation;
-  EXPECT_TRUE(Converged({a.get(), b.get(), c.get()}));
+  EXPECT_TRUE(testing::Converged({a.get(), b.get(), c.get()}, absl::FromChrono(kConvergeTimeout)));
 }
 
 // Concurrent unconditional puts and linearizable gets of a few keys from
@@ -341,7 +322,7 @@ TEST_F(StrongTest, EtcdKilledUnderLoad) {
   EXPECT_EQ(other_failures.load(), 0);
   EXPECT_EQ(lww_failures.load(), 0);
   EXPECT_GT(lww_during_outage.load(), 0);
-  ASSERT_TRUE(Converged({a.get(), b.get()}));
+  ASSERT_TRUE(testing::Converged({a.get(), b.get()}, absl::FromChrono(kConvergeTimeout)));
   // Nothing acknowledged lost: each key holds its last acknowledged value
   // (a write refused with Unavailable may still have committed: then later).
   for (const ServerProcess* s : {a.get(), b.get()}) {
@@ -433,7 +414,7 @@ TEST_F(StrongTest, SwitchLwwStrongLwwWhileClientsWrite) {
   stop = true;
   for (std::thread& t : threads) t.join();
   EXPECT_EQ(unexpected.load(), 0);
-  ASSERT_TRUE(Converged({a.get(), b.get()}));
+  ASSERT_TRUE(testing::Converged({a.get(), b.get()}, absl::FromChrono(kConvergeTimeout)));
   absl::StatusOr<std::vector<rpc::KeyspaceModeInfo>> modes =
       testing::ConnectTo(*b)->ListModes();
   ASSERT_THAT(modes, IsOk());

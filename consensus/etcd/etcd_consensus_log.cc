@@ -265,13 +265,7 @@ absl::StatusOr<ProposeResult> EtcdConsensusLog::Propose(const Proposal& proposal
   // else: guess "absent": a key never seen is most often new, and if it is
   // not, the failed txn returns it at the cost a read would have had.
   for (int attempt = 0; attempt <= kMaxRaceRetries + 1; ++attempt) {
-    const Precondition& pre = proposal.precondition;
-    bool holds = true;
-    if (pre.kind == Precondition::Kind::kIfAbsent) {
-      holds = !current.has_value() || current->record.deleted;
-    } else if (pre.kind == Precondition::Kind::kIfVersion) {
-      holds = current.has_value() && current->record.version == pre.version;
-    }
+    const bool holds = PreconditionHolds(proposal.precondition, current);
     if (!holds && !authoritative) {
       PEERKV_ASSIGN_OR_RETURN(current, ReadKey(etcd_key, deadline, /*serializable=*/false));
       authoritative = true;
