@@ -21,6 +21,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "bench/etcd_direct.h"
 #include "consensus/etcd/etcd_consensus_log.h"
@@ -34,6 +35,54 @@
 namespace {
 
 using peerkv::rpc::Client;
+using peerkv::consensus::Committed;
+using peerkv::consensus::ConsensusLog;
+using peerkv::consensus::Proposal;
+using peerkv::consensus::ProposeResult;
+
+// The log with the time spent in each call added up (where a strong PUT's
+// time goes: the log's Propose against the rest of StrongKeyspaces::Write,
+// and what the follower's ReadAfter costs).
+class TimedLog : public ConsensusLog {
+ public:
+  explicit TimedLog(ConsensusLog* inner) : inner_(inner) {}
+  absl::StatusOr<ProposeResult> Propose(const Proposal& proposal,
+                                        absl::Duration timeout) override {
+    const absl::Time start = absl::Now();
+    auto r = inner_->Propose(proposal, timeout);
+    propose_ns_ += absl::ToInt64Nanoseconds(absl::Now() - start);
+    proposes_++;
+    return r;
+  }
+  absl::StatusOr<std::optional<Committed>> Read(std::string_view keyspace, std::string_view key,
+                                                absl::Duration timeout) override {
+    return inner_->Read(keyspace, key, timeout);
+  }
+  absl::StatusOr<std::vector<Committed>> ReadAfter(uint64_t after, size_t max_writes,
+                                                   absl::Duration timeout) override {
+    auto r = inner_->ReadAfter(after, max_writes, timeout);
+    read_afters_++;
+    if (r.ok()) followed_ += r->size();
+    return r;
+  }
+  bool Reachable() const override { return inner_->Reachable(); }
+  std::string Describe() const override { return inner_->Describe(); }
+
+  // Mean Propose time (ms) and count, ReadAfter calls and writes they
+  // returned, since the last Take.
+  std::string Take() {
+    const uint64_t n = proposes_.exchange(0);
+    const int64_t ns = propose_ns_.exchange(0);
+    return absl::StrFormat("Propose %.2f ms mean over %d, follower ReadAfter calls %d (%d writes)",
+                           n == 0 ? 0.0 : ns / 1e6 / n, n, read_afters_.exchange(0),
+                           followed_.exchange(0));
+  }
+
+ private:
+  ConsensusLog* const inner_;
+  std::atomic<uint64_t> proposes_{0}, read_afters_{0}, followed_{0};
+  std::atomic<int64_t> propose_ns_{0};
+};
 
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -146,8 +195,9 @@ int main(int argc, char** argv) {
   if (!store.ok()) return 1;
   peerkv::consensus::StrongOptions strong_options;
   strong_options.workers = static_cast<size_t>(clients) * 2;
+  TimedLog timed(log->get());
   auto strong = std::make_unique<peerkv::consensus::StrongKeyspaces>(
-      store->get(), &modes, log->get(), strong_options);
+      store->get(), &modes, &timed, strong_options);
   strong->Start();
   peerkv::rpc::ServerOptions server_options;
   server_options.listen = "127.0.0.1:0";
@@ -169,7 +219,8 @@ int main(int argc, char** argv) {
               url.c_str(), address.c_str(), clients, seconds, rounds);
   const absl::Duration duration = absl::Seconds(seconds);
   std::atomic<bool> errors{false};
-  std::vector<double> direct, strong_puts, layer, lww_alone, lww_loaded;
+  std::vector<double> lww_etcd_loaded;
+  std::vector<double> direct, direct_txn, strong_puts, layer, lww_alone, lww_loaded;
   for (int r = 0; r < rounds; ++r) {
     peerkv::bench::EtcdLoad load{.url = url, .clients = clients, .duration = duration,
                                  .key_prefix = absl::StrCat("direct/", r, "/")};
@@ -179,10 +230,24 @@ int main(int argc, char** argv) {
       return 1;
     }
     direct.push_back(d->writes_per_second());
+    load.key_prefix = absl::StrCat("directtxn/", r, "/");
+    auto t = peerkv::bench::RunDirectTxns(load);
+    if (!t.ok()) {
+      std::fprintf(stderr, "direct txn: %s\n", t.status().ToString().c_str());
+      return 1;
+    }
+    direct_txn.push_back(t->writes_per_second());
+    timed.Take();
     strong_puts.push_back(
         RunPuts(address, "strongks", clients, duration, absl::StrCat("s", r), &errors));
+    std::printf("  strong PUT: %.2f ms per write, %s\n", clients * 1e3 / strong_puts.back(),
+                timed.Take().c_str());
     layer.push_back(
         RunLayerPuts(*strong, "strongks", clients, duration, absl::StrCat("y", r), &errors));
+    // Per write less Propose: the local part of StrongKeyspaces::Write
+    // (the store read, the mode, the durable merge of the commit).
+    std::printf("  strong layer: %.2f ms per write, %s\n", clients * 1e3 / layer.back(),
+                timed.Take().c_str());
     lww_alone.push_back(
         RunPuts(address, "lwwks", clients, duration, absl::StrCat("a", r), &errors));
     double loaded = 0;
@@ -192,16 +257,35 @@ int main(int argc, char** argv) {
     loaded = RunPuts(address, "lwwks", clients, duration, absl::StrCat("l", r), &errors);
     background.join();
     lww_loaded.push_back(loaded);
-    std::printf("round %d: etcd direct put %.0f/s, strong PUT %.0f/s (strong layer without RPC "
-                "%.0f/s), lww PUT alone %.0f/s, lww PUT under strong load %.0f/s\n",
-                r + 1, direct.back(), strong_puts.back(), layer.back(), lww_alone.back(),
-                lww_loaded.back());
+    // The same etcd load without peerkv's strong path (direct txns): if lww
+    // drops as much, the cost is etcd's CPU on shared cores, not the layer.
+    double etcd_loaded = 0;
+    {
+      peerkv::bench::EtcdLoad txn_load{.url = url, .clients = clients, .duration = duration,
+                                       .key_prefix = absl::StrCat("bgtxn/", r, "/")};
+      std::thread txns([&] {
+        if (!peerkv::bench::RunDirectTxns(txn_load).ok()) errors = true;
+      });
+      etcd_loaded = RunPuts(address, "lwwks", clients, duration, absl::StrCat("e", r), &errors);
+      txns.join();
+    }
+    lww_etcd_loaded.push_back(etcd_loaded);
+    std::printf("round %d: etcd direct put %.0f/s, direct txn %.0f/s, strong PUT %.0f/s (strong layer without RPC "
+                "%.0f/s), lww PUT alone %.0f/s, lww PUT under strong load %.0f/s, lww PUT under direct "
+                "etcd txn load %.0f/s\n",
+                r + 1, direct.back(), direct_txn.back(), strong_puts.back(), layer.back(), lww_alone.back(),
+                lww_loaded.back(), lww_etcd_loaded.back());
   }
+  const double mt = Median(direct_txn);
   const double md = Median(direct), ms = Median(strong_puts), ma = Median(lww_alone),
                ml = Median(lww_loaded);
-  std::printf("median: etcd direct put %.0f/s, strong PUT %.0f/s (%.2fx of direct), lww PUT "
-              "alone %.0f/s, under strong load %.0f/s (%.2fx of alone)\n",
-              md, ms, ms / md, ma, ml, ml / ma);
+  std::printf("median: etcd direct put %.0f/s, direct txn %.0f/s, strong PUT %.0f/s (%.2fx of "
+              "direct put, %.2fx of direct txn), lww PUT alone %.0f/s, under strong load %.0f/s "
+              "(%.2fx of alone)\n",
+              md, mt, ms, ms / md, ms / mt, ma, ml, ml / ma);
+  const double me = Median(lww_etcd_loaded);
+  std::printf("median: lww PUT under direct etcd txn load %.0f/s (%.2fx of alone)\n", me,
+              me / ma);
   (*server)->Stop();
   server->reset();
   strong.reset();
