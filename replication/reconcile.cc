@@ -1093,6 +1093,12 @@ absl::StatusOr<std::vector<Record>> ReconcileSession::OnResponse(
   return merge;
 }
 
+size_t DropValuesOverLimit(std::vector<Record>& records, size_t value_limit) {
+  const size_t before = records.size();
+  std::erase_if(records, [value_limit](const Record& r) { return r.value.size() > value_limit; });
+  return before - records.size();
+}
+
 void ReconcileSession::NoteMerged(uint64_t won, uint64_t refused) {
   report_.won_here += won;
   report_.refused_here += refused;

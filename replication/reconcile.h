@@ -220,11 +220,19 @@ struct ReconcileResponse {
 std::string EncodeReconcileRequest(const ReconcileRequest& request);
 std::string EncodeReconcileResponse(const ReconcileResponse& response);
 // InvalidArgument naming the field and the limit for anything out of
-// bounds; `value_limit` bounds pushed and answered values.
+// bounds; `value_limit` bounds pushed and answered values. Replicas decode
+// with the protocol's kMaxValueBytes, not their own (maybe lower) value
+// limit: a peer does not know that limit, so a larger value is no fault of
+// the link; DropValuesOverLimit then leaves it out before the merge.
 absl::StatusOr<ReconcileRequest> DecodeReconcileRequest(std::string_view bytes,
                                                         size_t value_limit);
 absl::StatusOr<ReconcileResponse> DecodeReconcileResponse(std::string_view bytes,
                                                           size_t value_limit);
+
+// Removes from `records` those whose value is over `value_limit` (this
+// store could not hold them; a pull never sends them, see
+// PullRequest::max_value_bytes) and returns how many it removed.
+size_t DropValuesOverLimit(std::vector<Record>& records, size_t value_limit);
 
 // The `width` bytes of a sum a child fingerprint takes in `pass`.
 uint32_t TruncatedSum(const rbsr::Sum256& sum, int pass, int width);

@@ -1344,7 +1344,7 @@ void Replicator::OnReconcileAnswer(uint64_t job_id, absl::StatusOr<std::string> 
     return;
   }
   absl::StatusOr<ReconcileResponse> response =
-      DecodeReconcileResponse(*answer, store_->options().max_value_bytes);
+      DecodeReconcileResponse(*answer, kMaxValueBytes);
   absl::StatusOr<std::vector<Record>> merge =
       response.ok() ? job.session->OnResponse(*response, answer->size(), executor_->Now())
                     : absl::StatusOr<std::vector<Record>>(response.status());
@@ -1359,6 +1359,8 @@ void Replicator::OnReconcileAnswer(uint64_t job_id, absl::StatusOr<std::string> 
     FinishReconcile(merge.status());
     return;
   }
+  // Values this store cannot hold: skipped, as a pull would not send them.
+  DropValuesOverLimit(*merge, store_->options().max_value_bytes);
   if (!merge->empty()) {
     absl::StatusOr<MergeResult> merged = store_->Merge(std::move(*merge));
     if (!merged.ok()) {

@@ -137,7 +137,7 @@ class ReplicaImpl final : public wire::Replica::Server {
     }
     absl::StatusOr<replication::ReconcileRequest> request =
         replication::DecodeReconcileRequest(View(context.getParams().getRequest()),
-                                            loop_.store().options().max_value_bytes);
+                                            kMaxValueBytes);
     if (!request.ok()) {
       // Out of bounds: refused, and this link (only) is closed.
       loop_.LogRejected(peer_, "reconcile", request.status());
@@ -156,6 +156,8 @@ class ReplicaImpl final : public wire::Replica::Server {
       return kj::READY_NOW;
     }
     reconcile_busy_ = true;
+    // Values this store cannot hold: skipped, as a pull would not send them.
+    replication::DropValuesOverLimit(request->push, loop_.store().options().max_value_bytes);
     kj::Promise<void> answered = nullptr;
     if (request->push.empty()) {
       answered = AnswerReconcile(context, std::move(*request), MergeResult{});

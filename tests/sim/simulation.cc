@@ -265,11 +265,12 @@ class Simulation {
   absl::StatusOr<std::string> ServeReconcileAt(int to, LinkId id, const std::string& bytes) {
     Replica& r = *replicas_[to];
     absl::StatusOr<replication::ReconcileRequest> request =
-        replication::DecodeReconcileRequest(bytes, r.store->options().max_value_bytes);
+        replication::DecodeReconcileRequest(bytes, kMaxValueBytes);
     if (!request.ok()) {
       BreakLink(id, "a reconcile request out of bounds");
       return request.status();
     }
+    replication::DropValuesOverLimit(request->push, r.store->options().max_value_bytes);
     MergeResult pushed;
     if (!request->push.empty()) {
       std::vector<Record> push = std::move(request->push);
