@@ -179,15 +179,31 @@ class Reader {
     }
     return r;
   }
+  // A truncated sum or item hash: `width` bytes, little-endian.
+  absl::StatusOr<uint32_t> Truncated(std::string_view field, int width) {
+    uint32_t out = 0;
+    for (int b = 0; b < width; ++b) {
+      PEERKV_ASSIGN_OR_RETURN(uint8_t byte, Byte(field));
+      out |= static_cast<uint32_t>(byte) << (8 * b);
+    }
+    return out;
+  }
   absl::StatusOr<std::vector<uint32_t>> Children(std::string_view field, int width) {
     std::vector<uint32_t> out(rbsr::kBranching);
     for (uint32_t& c : out) {
-      for (int b = 0; b < width; ++b) {
-        PEERKV_ASSIGN_OR_RETURN(uint8_t byte, Byte(field));
-        c |= static_cast<uint32_t>(byte) << (8 * b);
-      }
+      PEERKV_ASSIGN_OR_RETURN(c, Truncated(field, width));
     }
     return out;
+  }
+  // An item's key and version, as a leaf's items start.
+  absl::Status ItemKeyAndVersion(std::string_view field, peerkv::Record& r) {
+    PEERKV_ASSIGN_OR_RETURN(std::string_view key, Bytes(field, kMaxKeyBytes));
+    if (absl::Status s = ValidateKey(key); !s.ok()) return Error(field, s.message());
+    r.key = std::string(key);
+    PEERKV_ASSIGN_OR_RETURN(r.version.hlc, Varint(field));
+    PEERKV_ASSIGN_OR_RETURN(r.version.origin, Varint(field));
+    if (!r.version.IsValid()) return Error(field, "a version of zero");
+    return absl::OkStatus();
   }
   absl::StatusOr<uint8_t> Width() {
     PEERKV_ASSIGN_OR_RETURN(uint8_t width, Byte("width"));
@@ -284,10 +300,7 @@ absl::Status ReadChildren(Reader& in, std::string_view field, bool sparse, int w
   children.assign(rbsr::kBranching, 0);
   for (int i = 0; i < rbsr::kBranching; ++i) {
     if (((mask >> i) & 1) == 0) continue;
-    for (int b = 0; b < width; ++b) {
-      PEERKV_ASSIGN_OR_RETURN(uint8_t byte, in.Byte(field));
-      children[i] |= static_cast<uint32_t>(byte) << (8 * b);
-    }
+    PEERKV_ASSIGN_OR_RETURN(children[i], in.Truncated(field, width));
   }
   return absl::OkStatus();
 }
@@ -513,20 +526,11 @@ absl::StatusOr<ReconcileResponse> DecodeReconcileResponse(std::string_view bytes
       records += n;
       for (size_t j = 0; j < n; ++j) {
         Record r;
-        PEERKV_ASSIGN_OR_RETURN(std::string_view key, in.Bytes("items", kMaxKeyBytes));
-        if (absl::Status s = ValidateKey(key); !s.ok()) return in.Error("items", s.message());
-        r.key = std::string(key);
-        PEERKV_ASSIGN_OR_RETURN(r.version.hlc, in.Varint("items"));
-        PEERKV_ASSIGN_OR_RETURN(r.version.origin, in.Varint("items"));
-        if (!r.version.IsValid()) return in.Error("items", "a version of zero");
+        PEERKV_RETURN_IF_ERROR(in.ItemKeyAndVersion("items", r));
         PEERKV_ASSIGN_OR_RETURN(uint8_t flags, in.Byte("items"));
         if (flags > 1) return in.Error("items", "unknown flags");
         r.deleted = flags == 1;
-        uint32_t hash = 0;
-        for (int b = 0; b < out.width; ++b) {
-          PEERKV_ASSIGN_OR_RETURN(uint8_t byte, in.Byte("items"));
-          hash |= static_cast<uint32_t>(byte) << (8 * b);
-        }
+        PEERKV_ASSIGN_OR_RETURN(uint32_t hash, in.Truncated("items", out.width));
         e.items.push_back(std::move(r));
         e.hashes.push_back(hash);
       }
@@ -535,12 +539,7 @@ absl::StatusOr<ReconcileResponse> DecodeReconcileResponse(std::string_view bytes
       records += n;
       for (size_t j = 0; j < n; ++j) {
         Record r;
-        PEERKV_ASSIGN_OR_RETURN(std::string_view key, in.Bytes("items", kMaxKeyBytes));
-        if (absl::Status s = ValidateKey(key); !s.ok()) return in.Error("items", s.message());
-        r.key = std::string(key);
-        PEERKV_ASSIGN_OR_RETURN(r.version.hlc, in.Varint("items"));
-        PEERKV_ASSIGN_OR_RETURN(r.version.origin, in.Varint("items"));
-        if (!r.version.IsValid()) return in.Error("items", "a version of zero");
+        PEERKV_RETURN_IF_ERROR(in.ItemKeyAndVersion("items", r));
         PEERKV_ASSIGN_OR_RETURN(uint8_t flags, in.Byte("items"));
         if (flags > 3) return in.Error("items", "unknown flags");
         r.deleted = (flags & 1) != 0;
