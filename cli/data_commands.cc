@@ -49,7 +49,7 @@ absl::StatusOr<consensus::Precondition> WritePrecondition(const Context& c) {
     return absl::InvalidArgumentError("give --if-version or --if-absent, not both");
   }
   if (version.has_value()) {
-    absl::StatusOr<Version> v = consensus::ParseVersion(*version, "--if-version");
+    absl::StatusOr<Version> v = ParseVersion(*version, "--if-version");
     if (!v.ok()) return v.status();
     pre.kind = consensus::Precondition::Kind::kIfVersion;
     pre.version = *v;

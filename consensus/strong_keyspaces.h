@@ -73,11 +73,6 @@ inline constexpr uint64_t kStrongOrigin = 0x5354524f4e47ffffULL;
 // them all, so that the barrier is decidable from the record alone).
 inline constexpr size_t kMaxModeSwitches = 64;
 
-// Parses what Version::ToString prints ("1732550000123.7@00000000deadbeef").
-// InvalidArgument naming `field` and the expected form otherwise.
-absl::StatusOr<Version> ParseVersion(std::string_view text,
-                                     std::string_view field);
-
 // One switch of a keyspace's mode: to `mode`, by the commit at `since`.
 struct ModeSwitch {
   Mode mode = Mode::kLww;

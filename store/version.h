@@ -10,6 +10,9 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
 
 namespace peerkv {
 
@@ -71,6 +74,10 @@ struct RestampRecord {
 
 // Formats a replica id the way logs and the CLI show it: 16 hex digits.
 std::string ReplicaIdToString(uint64_t id);
+
+// Parses what Version::ToString prints ("1732550000123.7@00000000deadbeef").
+// InvalidArgument naming `field` and the expected form otherwise.
+absl::StatusOr<Version> ParseVersion(std::string_view text, std::string_view field);
 
 }  // namespace peerkv
 
