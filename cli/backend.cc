@@ -2,7 +2,14 @@
 // print about a replica (see backend.h).
 #include "cli/backend.h"
 
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "cli/text.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 
@@ -14,7 +21,44 @@ std::string UtcTime(int64_t unix_ms) {
                           absl::UTCTimeZone());
 }
 
+// A JSON value for fact `name`: a number if it is a count (a decimal
+// integer), else a string.
+std::string FactValueJson(const std::string& name, const std::string& value) {
+  // Ids are hex and names are text, even when they happen to be all digits.
+  static const auto* kText = new std::set<std::string>{
+      "server", "replica_name", "data_dir", "replica_id", "incarnation", "fingerprint",
+      "forked_from"};
+  const bool integer = kText->count(name) == 0 &&
+      !value.empty() && value.size() <= 19 &&
+      std::all_of(value.begin() + (value[0] == '-' ? 1 : 0), value.end(),
+                  [](char c) { return absl::ascii_isdigit(static_cast<unsigned char>(c)); }) &&
+      value != "-" && (value.size() == 1 || value[value[0] == '-' ? 1 : 0] != '0');
+  if (integer) return value;
+  return IsUtf8(value) ? JsonString(value) : JsonString(EscapeText(value));
+}
+
 }  // namespace
+
+std::string FactsJsonMembers(const std::vector<std::pair<std::string, std::string>>& facts) {
+  std::map<std::string, int> times;
+  for (const auto& [name, value] : facts) ++times[name];
+  std::vector<std::string> members;
+  std::map<std::string, std::vector<std::string>> repeated;
+  for (const auto& [name, value] : facts) {
+    if (times[name] == 1) {
+      members.push_back(absl::StrCat(JsonString(name), ":", FactValueJson(name, value)));
+    } else {
+      if (repeated[name].empty()) members.push_back(name);  // placeholder, filled below
+      repeated[name].push_back(FactValueJson(name, value));
+    }
+  }
+  for (std::string& m : members) {
+    if (auto it = repeated.find(m); it != repeated.end()) {
+      m = absl::StrCat(JsonString(m), ":[", absl::StrJoin(it->second, ","), "]");
+    }
+  }
+  return absl::StrJoin(members, ",");
+}
 
 std::vector<std::pair<std::string, std::string>> ReplicaFacts(const StoreStats& stats,
                                                               const std::string& data_dir,

@@ -51,6 +51,11 @@ std::vector<std::pair<std::string, std::string>> ReplicaFacts(
     const StoreStats& stats, const std::string& data_dir,
     const rpc::ServerStatus* server = nullptr, const std::string& address = "");
 
+// `facts` as the members of one JSON object (without the braces): values
+// that are decimal integers as numbers, the rest as strings; a name that
+// repeats (quarantined_from) becomes an array of its values.
+std::string FactsJsonMembers(const std::vector<std::pair<std::string, std::string>>& facts);
+
 }  // namespace peerkv::cli
 
 #endif  // PEERKV_CLI_BACKEND_H_

@@ -8,6 +8,7 @@
 
 #include <cstdio>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
 namespace peerkv::cli {
@@ -37,14 +38,19 @@ std::string LocalSocketPath(const std::string& dir) {
   return dir + "/" + kLocalSocketName;
 }
 
-std::string ShortLocalSocketPath(const std::string& dir) {
-  const std::string path = LocalSocketPath(dir);
+std::string ShortSocketPath(const std::string& path) {
   constexpr size_t kMaxSunPath = sizeof(sockaddr_un{}.sun_path) - 1;
-  if (path.size() <= kMaxSunPath) return path;
+  const size_t slash = path.rfind('/');
+  if (path.size() <= kMaxSunPath || slash == std::string::npos) return path;
   // Left open: the name stays valid for the life of the process.
+  const std::string dir = slash == 0 ? "/" : path.substr(0, slash);
   const int fd = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return path;  // connect/listen then fails naming it
-  return absl::StrFormat("/proc/self/fd/%d/%s", fd, kLocalSocketName);
+  return absl::StrFormat("/proc/self/fd/%d/%s", fd, path.substr(slash + 1));
+}
+
+std::string ShortLocalSocketPath(const std::string& dir) {
+  return ShortSocketPath(LocalSocketPath(dir));
 }
 
 bool HasLocalSocket(const std::string& dir) {
@@ -53,12 +59,34 @@ bool HasLocalSocket(const std::string& dir) {
 }
 
 std::string Context::ServerAddress() const {
-  return args.Get("server").value_or(kDefaultServer);
+  const std::string server = args.Get("server").value_or(kDefaultServer);
+  constexpr std::string_view kUnix = "unix:";
+  if (server.rfind(kUnix, 0) == 0) {
+    return "unix:" + ShortSocketPath(server.substr(kUnix.size()));
+  }
+  return server;
+}
+
+// What a user whose server is not there needs to hear: that it is not
+// there, and how to start one or name another.
+std::string WithStartHint(const absl::Status& status) {
+  std::string message(status.message());
+  const bool no_server =
+      absl::IsUnavailable(status) && message.find("peerkv server at") != std::string::npos &&
+      (message.find("Connection refused") != std::string::npos ||
+       message.find("No such file or directory") != std::string::npos);
+  if (no_server) {
+    absl::StrAppend(&message,
+                    "; no server is listening there: start one with 'peerkv serve' (default "
+                    "127.0.0.1:7700, data ./peerkv-data), name another with --server "
+                    "HOST:PORT, or open a data directory directly with --data DIR");
+  }
+  return message;
 }
 
 int Fail(const std::string& command, const absl::Status& status) {
   const std::string prefix = command.empty() ? "peerkv" : "peerkv " + command;
-  std::fprintf(stderr, "%s: %s\n", prefix.c_str(), std::string(status.message()).c_str());
+  std::fprintf(stderr, "%s: %s\n", prefix.c_str(), WithStartHint(status).c_str());
   return status.code() == absl::StatusCode::kInvalidArgument ? kExitUsage : kExitFailure;
 }
 

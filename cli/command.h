@@ -25,6 +25,14 @@ inline constexpr int kExitUsage = 2;
 inline constexpr char kDefaultServer[] = "127.0.0.1:7700";
 inline constexpr char kDefaultDataDir[] = "./peerkv-data";
 
+// What `peerkv --version` prints first.
+inline constexpr char kPeerkvVersion[] = "0.5.0";
+
+// Which of the global flags a command takes: the store in a data directory
+// (--data), a running server (--server), either, or neither (demo). Its
+// usage line lists only those.
+enum class Target { kEither, kData, kServer, kNone };
+
 struct Context {
   std::string command;
   Args args;
@@ -42,6 +50,8 @@ std::string LocalSocketPath(const std::string& dir);
 // itself, or the same file through /proc/self/fd/N of `dir` (opened for the
 // life of the process) when it is longer.
 std::string ShortLocalSocketPath(const std::string& dir);
+// Any socket path made short enough the same way (for --server unix:PATH).
+std::string ShortSocketPath(const std::string& path);
 // Whether a socket file is at LocalSocketPath(dir).
 bool HasLocalSocket(const std::string& dir);
 
@@ -55,6 +65,7 @@ struct Command {
   std::string details;
   FlagSpec flags;
   int (*run)(const Context& context);
+  Target target = Target::kEither;
 };
 
 // Prints "peerkv COMMAND: message" on stderr and returns the exit code for

@@ -224,6 +224,10 @@ int RunInfo(const Context& c) {
   if (!backend.ok()) return Fail(c.command, backend.status());
   auto info = (*backend)->Info();
   if (!info.ok()) return Fail(c.command, info.status());
+  if (c.args.Has("json")) {
+    std::printf("{%s}\n", FactsJsonMembers(*info).c_str());
+    return kExitOk;
+  }
   for (const auto& [name, value] : *info) {
     std::printf("%s: %s\n", name.c_str(), value.c_str());
   }
@@ -275,8 +279,10 @@ const std::vector<Command>& DataCommands() {
        "  --tombstones      include deleted keys\n",
        {.with_value = {"prefix", "limit", "start-after"}, .switches = {"json", "tombstones"}},
        RunScan},
-      {"info", "", "show replica id, incarnation, record counts, max seq, size on disk",
-       "", {}, RunInfo},
+      {"info", "[--json]", "show replica id, incarnation, record counts, max seq, size on disk",
+       "Prints NAME: VALUE per line, or with --json one JSON object (integers\n"
+       "as numbers) on one line.\n",
+       {.switches = {"json"}}, RunInfo},
   };
   return *commands;
 }

@@ -281,7 +281,7 @@ const Command& DemoCommand() {
       "etcd (/usr/bin/etcd, or uses --etcd URL) and three devices; phone and\n"
       "laptop race to claim the same name (exactly one wins), the tablet cannot\n"
       "reach etcd: it receives the winner by gossip and refuses to claim names.\n",
-      {.with_value = {"etcd"}}, RunDemo};
+      {.with_value = {"etcd"}}, RunDemo, Target::kNone};
   return *command;
 }
 

@@ -410,12 +410,12 @@ const std::vector<Command>& IdentityCommands() {
        "(mode 0700; files 0600) and never leave it. Fails if DIR is initialised\n"
        "already or a server holds it. 'serve' on an uninitialised directory does\n"
        "'init --user' by itself (--user, default 'me').\n",
-       {.with_value = {"user", "join", "name"}}, RunInit},
+       {.with_value = {"user", "join", "name"}}, RunInit, Target::kData},
       {"id", "", "print this directory's device id, user id and name, and replica id",
        "Prints 'device ID', 'user ID NAME' and 'replica HEX', one per line. On a\n"
        "device waiting to be added, the user line says so; if the device's record\n"
        "has arrived, the join is completed first.\n",
-       {}, RunId},
+       {}, RunId, Target::kData},
       {"device", "add DEVICE_ID [--name N] | list | remove DEVICE_ID",
        "add, list or remove the user's devices",
        "  add DEVICE_ID [--name N]  certify DEVICE_ID (printed by its 'init --join')\n"
@@ -428,7 +428,7 @@ const std::vector<Command>& IdentityCommands() {
        "Runs on any device holding the user key. The list is signed by the user\n"
        "key and replicates to the user's devices. (Refusing a removed device's\n"
        "connections comes with authenticated links.)\n",
-       {.with_value = {"name"}}, RunDevice},
+       {.with_value = {"name"}}, RunDevice, Target::kData},
       {"friend", "add USER_ID --name N | list | remove USER_ID",
        "add, list or remove friends (users whose devices may connect)",
        "  add USER_ID --name N  trust user USER_ID, shown as N\n"
@@ -437,7 +437,7 @@ const std::vector<Command>& IdentityCommands() {
        "A friend's certified devices will connect as that friend once links are\n"
        "authenticated; what a friend may read comes with access control. Until\n"
        "then a friend gets nothing of yours.\n",
-       {.with_value = {"name"}}, RunFriend},
+       {.with_value = {"name"}}, RunFriend, Target::kData},
   };
   return *commands;
 }

@@ -44,7 +44,8 @@ int RunKeyspace(const Context& c) {
   absl::StatusOr<std::vector<rpc::KeyspaceModeInfo>> modes = (*client)->ListModes();
   if (!modes.ok()) return Fail(c.command, modes.status());
   for (const rpc::KeyspaceModeInfo& m : *modes) {
-    std::printf("%s\t%s\t%s\t%u switches\n", m.keyspace.c_str(), m.strong ? "strong" : "lww",
+    std::printf("%s\t%s\t%llu registers\t%s\t%u switches\n", m.keyspace.c_str(),
+                m.strong ? "strong" : "lww", static_cast<unsigned long long>(m.registers),
                 m.since.IsValid() ? m.since.ToString().c_str() : "-", m.switches);
   }
   return kExitOk;
@@ -60,13 +61,15 @@ const Command& KeyspaceCommand() {
       "                   (put --if-version/--if-absent, del --if-version)\n"
       "  mode KS lww      back to last-writer-wins; strong versions stay ordinary\n"
       "                   registers\n"
-      "  list             every keyspace with its mode, the last switch's version\n"
-      "                   and how many switches (KEYSPACE<TAB>MODE<TAB>SINCE<TAB>N)\n"
+      "  list             every keyspace with its mode, the registers this server\n"
+      "                   holds of it (deleted keys included), the last switch's\n"
+      "                   version and how many switches\n"
+      "                   (KEYSPACE<TAB>MODE<TAB>N registers<TAB>SINCE<TAB>N switches)\n"
       "The switch is online and is itself a committed write with a version V:\n"
       "lww writes with versions below V still merge everywhere; lww writes at or\n"
       "after V are refused by every replica (counted, logged once). Keyspaces\n"
       "starting with 'peerkv.' are reserved. At most 64 switches per keyspace.\n",
-      {}, RunKeyspace};
+      {}, RunKeyspace, Target::kServer};
   return *command;
 }
 

@@ -7,11 +7,13 @@
 
 #include "absl/strings/str_format.h"
 #include "cli/command.h"
+#include "replication/transport.h"
+#include "store/codec.h"
 
 namespace peerkv::cli {
 namespace {
 
-const FlagSpec kGlobalFlags{.with_value = {"data", "server"}, .switches = {"help"}};
+const FlagSpec kGlobalFlags{.with_value = {"data", "server"}, .switches = {"help", "version"}};
 
 std::vector<const Command*> AllCommands() {
   std::vector<const Command*> all;
@@ -30,18 +32,38 @@ void PrintUsage(std::FILE* out) {
                "Global flags:\n"
                "  --server HOST:PORT  talk to a running server (the default, at %s)\n"
                "  --data DIR          use the store in DIR directly (embedded mode;\n"
-               "                      created if missing; fails if a server has it open)\n"
-               "  --help              this text; 'peerkv COMMAND --help' for one command\n\n"
+               "                      created if missing), or, when a server holds DIR,\n"
+               "                      that server through its socket DIR/peerkv.sock\n"
+               "  --help, -h          this text; 'peerkv help COMMAND' or\n"
+               "                      'peerkv COMMAND --help' for one command\n"
+               "  --version           the version of peerkv, its store format and protocol\n\n"
                "Commands:\n",
                kDefaultServer);
   for (const Command* c : AllCommands()) {
-    std::fprintf(out, "  %-6s %s\n", c->name.c_str(), c->summary.c_str());
+    std::fprintf(out, "  %-9s %s\n", c->name.c_str(), c->summary.c_str());
   }
 }
 
+// The global flags `c` takes, as its usage line shows them.
+const char* TargetFlags(const Command& c) {
+  switch (c.target) {
+    case Target::kData:
+      return "[--data DIR]";
+    case Target::kServer:
+      return "[--server HOST:PORT]";
+    case Target::kNone:
+      return "";
+    case Target::kEither:
+      break;
+  }
+  return "[--data DIR | --server HOST:PORT]";
+}
+
 void PrintCommandHelp(const Command& c) {
-  std::printf("Usage: peerkv [--data DIR | --server HOST:PORT] %s %s\n\n%s.\n", c.name.c_str(),
-              c.synopsis.c_str(), c.summary.c_str());
+  const std::string target = TargetFlags(c);
+  std::printf("Usage: peerkv %s%s%s%s%s\n\n%s.\n", target.c_str(), target.empty() ? "" : " ",
+              c.name.c_str(),
+              c.synopsis.empty() ? "" : " ", c.synopsis.c_str(), c.summary.c_str());
   if (!c.details.empty()) std::printf("\n%s", c.details.c_str());
 }
 
@@ -53,8 +75,25 @@ FlagSpec Merge(const FlagSpec& a, const FlagSpec& b) {
   return merged;
 }
 
+void PrintVersion() {
+  std::printf("peerkv %s (store format %llu, replication protocol %u)\n", kPeerkvVersion,
+              static_cast<unsigned long long>(codec::kFormatVersion), replication::kProtocolVersion);
+}
+
+const Command* FindCommand(const std::string& name) {
+  for (const Command* c : AllCommands()) {
+    if (c->name == name) return c;
+  }
+  return nullptr;
+}
+
 int Main(int argc, char** argv) {
   std::vector<std::string> raw(argv + 1, argv + argc);
+  // -h is --help, wherever it stands (no command takes a flag -h).
+  for (std::string& arg : raw) {
+    if (arg == "--") break;
+    if (arg == "-h") arg = "--help";
+  }
   // The command is the first argument that is neither a global flag nor the
   // value of one.
   size_t command_index = raw.size();
@@ -75,19 +114,33 @@ int Main(int argc, char** argv) {
       PrintUsage(stdout);
       return kExitOk;
     }
+    if (globals.ok() && globals->Has("version")) {
+      PrintVersion();
+      return kExitOk;
+    }
     if (!globals.ok()) return UsageError("", std::string(globals.status().message()));
     PrintUsage(stderr);
     return kExitUsage;
   }
   const std::string name = raw[command_index];
   if (name == "help") {
-    PrintUsage(stdout);
+    // `peerkv help` lists the commands; `peerkv help CMD` is `CMD --help`.
+    if (command_index + 1 == raw.size()) {
+      PrintUsage(stdout);
+      return kExitOk;
+    }
+    if (command_index + 2 != raw.size()) {
+      return UsageError("help", "give one command: peerkv help COMMAND");
+    }
+    const Command* topic = FindCommand(raw[command_index + 1]);
+    if (topic == nullptr) {
+      return UsageError("help", absl::StrFormat("unknown command '%s'; see peerkv --help",
+                                                raw[command_index + 1]));
+    }
+    PrintCommandHelp(*topic);
     return kExitOk;
   }
-  const Command* command = nullptr;
-  for (const Command* c : AllCommands()) {
-    if (c->name == name) command = c;
-  }
+  const Command* command = FindCommand(name);
   if (command == nullptr) {
     return UsageError("", absl::StrFormat("unknown command '%s'; see peerkv --help", name));
   }
@@ -98,6 +151,13 @@ int Main(int argc, char** argv) {
   if (args->Has("help")) {
     PrintCommandHelp(*command);
     return kExitOk;
+  }
+  if (args->Has("version")) {
+    PrintVersion();
+    return kExitOk;
+  }
+  if (command->target == Target::kNone && (args->Has("data") || args->Has("server"))) {
+    return UsageError(name, absl::StrFormat("%s takes neither --data nor --server", name));
   }
   Context context{name, std::move(*args)};
   return command->run(context);

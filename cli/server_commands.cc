@@ -20,6 +20,7 @@
 #include "replication/transport.h"
 #include "rpc/server.h"
 #include "store/store.h"
+#include "store/validation.h"
 
 namespace peerkv::cli {
 namespace {
@@ -203,19 +204,106 @@ int RunWatch(const Context& c) {
   absl::StatusOr<int64_t> from_seq =
       c.args.GetInt("from-seq", 0, 0, std::numeric_limits<int64_t>::max());
   if (!from_seq.ok()) return Fail(c.command, from_seq.status());
-  absl::StatusOr<std::unique_ptr<rpc::Client>> client =
-      rpc::Client::Connect(rpc::ClientOptions{.address = c.ServerAddress()});
-  if (!client.ok()) return Fail(c.command, client.status());
+  absl::Duration reconnect_for = absl::Minutes(10);
+  if (const std::optional<std::string> d = c.args.Get("reconnect-for")) {
+    if (!absl::ParseDuration(*d, &reconnect_for) || reconnect_for < absl::ZeroDuration() ||
+        reconnect_for > absl::Hours(24 * 365)) {
+      return UsageError(c.command, absl::StrFormat(
+          "--reconnect-for must be a duration such as 10m or 0 (never), 0..8760h, got '%s'", *d));
+    }
+  }
   rpc::WatchOptions options{.keyspace = c.args.positional[0],
                             .prefix = c.args.Get("prefix").value_or(""),
                             .from_seq = static_cast<uint64_t>(*from_seq)};
-  absl::Status status = (*client)->Watch(options, [](const std::vector<Record>& records,
-                                                      uint64_t) {
-    for (const Record& r : records) std::printf("%s\n", RecordJson(r).c_str());
-    std::fflush(stdout);
-    return true;  // until interrupted
-  });
-  return Fail(c.command, status.ok() ? absl::UnavailableError("watch ended") : status);
+  // A lost server is redialled with backoff, and the watch resumes after
+  // the last seq printed, until --reconnect-for passes without a server.
+  absl::Duration backoff = absl::Milliseconds(100);
+  absl::Time lost_at = absl::InfiniteFuture();
+  for (int64_t attempts = 0;; ++attempts) {
+    absl::Status status;
+    bool resumed = false;
+    absl::StatusOr<std::unique_ptr<rpc::Client>> client =
+        rpc::Client::Connect(rpc::ClientOptions{.address = c.ServerAddress()});
+    if (client.ok()) {
+      status = (*client)->Watch(options, [&](const std::vector<Record>& records,
+                                             uint64_t last_seq) {
+        if (lost_at != absl::InfiniteFuture() && !resumed) {
+          std::fprintf(stderr, "peerkv watch: reconnected to %s; resumed after seq %llu\n",
+                       c.ServerAddress().c_str(),
+                       static_cast<unsigned long long>(options.from_seq));
+        }
+        resumed = true;
+        for (const Record& r : records) {
+          std::printf("%s\n", RecordJson(r).c_str());
+          options.from_seq = std::max(options.from_seq, r.seq);
+        }
+        options.from_seq = std::max(options.from_seq, last_seq);
+        std::fflush(stdout);
+        return true;  // until interrupted
+      });
+    } else {
+      status = client.status();
+    }
+    if (status.ok()) status = absl::UnavailableError("watch ended");
+    // Only a lost connection is worth a retry; a bad keyspace is not.
+    if (!absl::IsUnavailable(status) && !absl::IsDeadlineExceeded(status)) {
+      return Fail(c.command, status);
+    }
+    if (resumed || lost_at == absl::InfiniteFuture()) {
+      if (attempts == 0 && !client.ok()) return Fail(c.command, status);  // never connected
+      if (reconnect_for == absl::ZeroDuration()) return Fail(c.command, status);
+      lost_at = absl::Now();
+      backoff = absl::Milliseconds(100);
+      std::fprintf(stderr, "peerkv watch: %s; reconnecting for up to %s\n",
+                   std::string(status.message()).c_str(),
+                   absl::FormatDuration(reconnect_for).c_str());
+    } else if (absl::Now() - lost_at > reconnect_for) {
+      return Fail(c.command, absl::UnavailableError(absl::StrFormat(
+                                 "gave up after %s without the server: %s",
+                                 absl::FormatDuration(reconnect_for), status.message())));
+    }
+    absl::SleepFor(backoff);  // waiting for a server to come back: time is the event
+    backoff = std::min(backoff * 2, absl::Seconds(2));
+  }
+}
+
+// Milliseconds since `t`, or -1 for never (InfinitePast).
+int64_t MsSince(absl::Time t, int64_t now_ms) {
+  if (t == absl::InfinitePast()) return -1;
+  return std::max<int64_t>(0, now_ms - absl::ToUnixMillis(t));
+}
+
+// `status --json`: the replica's facts as info --json shows them, then
+// "peers": one object per peer with what the text lines show.
+std::string StatusJson(const rpc::ServerStatus& status, const std::string& address) {
+  const int64_t now_ms = absl::ToUnixMillis(absl::Now());
+  std::vector<std::string> peers;
+  for (const rpc::PeerStatus& p : status.peers) {
+    std::string peer = absl::StrCat(
+        "{", JsonBytesField("name", p.name), ",", JsonBytesField("address", p.address),
+        ",\"replica_id\":",
+        p.replica_id == 0 ? "null" : JsonString(ReplicaIdToString(p.replica_id)),
+        ",\"inbound\":", p.inbound ? "true" : "false",
+        ",\"reachable\":", p.reachable ? "true" : "false",
+        ",\"ms_since_last_exchange\":", MsSince(p.last_exchange, now_ms),
+        ",\"checkpoint_seq\":", p.checkpoint_seq, ",\"behind\":", p.behind,
+        ",\"refused\":", p.refused, ",\"links\":", p.links,
+        ",\"suspect_links\":", p.suspect_links, ",\"dead_links\":", p.dead_links);
+    if (p.clock_known) {
+      absl::StrAppend(&peer, ",\"clock_offset_ms\":", p.clock_offset_ms);
+      if (p.clock_rtt_ms >= 0) absl::StrAppend(&peer, ",\"clock_rtt_ms\":", p.clock_rtt_ms);
+    }
+    absl::StrAppend(&peer, ",\"reconciles\":", p.reconciles);
+    if (p.reconciles > 0) {
+      absl::StrAppend(&peer, ",\"ms_since_last_reconcile\":", MsSince(p.last_reconcile, now_ms),
+                      ",", JsonBytesField("last_reconcile_result", p.last_reconcile_result));
+    }
+    if (!p.last_error.empty()) absl::StrAppend(&peer, ",", JsonBytesField("error", p.last_error));
+    peers.push_back(peer + "}");
+  }
+  return absl::StrCat("{", FactsJsonMembers(ReplicaFacts(status, status.data_dir, &status, address)),
+                      ",\"peers\":[", absl::StrJoin(peers, ","), "],\"peers_omitted\":",
+                      status.peers_omitted, "}");
 }
 
 int RunStatus(const Context& c) {
@@ -231,6 +319,10 @@ int RunStatus(const Context& c) {
   if (!client.ok()) return Fail(c.command, client.status());
   absl::StatusOr<rpc::ServerStatus> status = (*client)->Status();
   if (!status.ok()) return Fail(c.command, status.status());
+  if (c.args.Has("json")) {
+    std::printf("%s\n", StatusJson(*status, c.ServerAddress()).c_str());
+    return kExitOk;
+  }
   for (const auto& [name, value] :
        ReplicaFacts(*status, status->data_dir, &*status, c.ServerAddress())) {
     std::printf("%s: %s\n", name.c_str(), value.c_str());
@@ -314,6 +406,31 @@ int RunReconcile(const Context& c) {
   return report->in_sync ? kExitOk : kExitFailure;
 }
 
+// Deletes every live key of `keyspace` on the server, a page at a time;
+// returns how many. Tombstones remain, as after any delete.
+absl::StatusOr<uint64_t> DeleteKeyspace(const Context& c, const std::string& keyspace) {
+  absl::StatusOr<std::unique_ptr<rpc::Client>> client =
+      rpc::Client::Connect(rpc::ClientOptions{.address = c.ServerAddress()});
+  if (!client.ok()) return client.status();
+  uint64_t deleted = 0;
+  ScanOptions page;
+  page.limit = 1000;
+  // Bounded: each page deletes what it lists, so the keyspace shrinks.
+  for (int pages = 0; pages < 1'000'000; ++pages) {
+    absl::StatusOr<ScanResult> result = (*client)->Scan(keyspace, page);
+    if (!result.ok()) return result.status();
+    if (result->records.empty()) return deleted;
+    std::vector<Mutation> deletes;
+    for (const Record& r : result->records) deletes.push_back(Mutation{keyspace, r.key, {}});
+    absl::StatusOr<std::vector<Version>> written = (*client)->WriteBatch(std::move(deletes));
+    if (!written.ok()) return written.status();
+    deleted += written->size();
+    page.start_after = result->records.back().key;
+    if (!result->more) return deleted;
+  }
+  return deleted;
+}
+
 int RunBench(const Context& c) {
   if (absl::Status s = ExpectPositional(c, 0, 0, "no arguments"); !s.ok()) {
     return Fail(c.command, s);
@@ -347,9 +464,25 @@ int RunBench(const Context& c) {
       options.operations.push_back(name);
     }
   }
-  absl::StatusOr<std::vector<rpc::LoadReport>> reports = rpc::RunLoad(options);
-  if (!reports.ok()) return Fail(c.command, reports.status());
-  for (const rpc::LoadReport& r : *reports) std::printf("%s\n", rpc::FormatReport(r).c_str());
+  if (const std::optional<std::string> ks = c.args.Get("keyspace")) {
+    if (absl::Status valid = ValidateKeyspace(*ks); !valid.ok()) return Fail(c.command, valid);
+    options.keyspace = *ks;
+  }
+  const bool cleanup = c.args.Has("cleanup");
+  if (c.args.Has("no-run") && !cleanup) {
+    return UsageError(c.command, "--no-run goes with --cleanup (delete only, no load)");
+  }
+  // --cleanup --no-run: only delete what an earlier run left.
+  if (!c.args.Has("no-run")) {
+    absl::StatusOr<std::vector<rpc::LoadReport>> reports = rpc::RunLoad(options);
+    if (!reports.ok()) return Fail(c.command, reports.status());
+    for (const rpc::LoadReport& r : *reports) std::printf("%s\n", rpc::FormatReport(r).c_str());
+  }
+  if (!cleanup) return kExitOk;
+  absl::StatusOr<uint64_t> deleted = DeleteKeyspace(c, options.keyspace);
+  if (!deleted.ok()) return Fail(c.command, deleted.status());
+  std::printf("cleanup: deleted %llu keys of keyspace %s\n",
+              static_cast<unsigned long long>(*deleted), options.keyspace.c_str());
   return kExitOk;
 }
 
@@ -358,7 +491,7 @@ int RunBench(const Context& c) {
 const std::vector<Command>& ServerCommands() {
   static const auto* commands = new std::vector<Command>{
       {"serve",
-       "[--data DIR] [--listen HOST:PORT] [--peer HOST:PORT]... [--replica-name NAME] [...]",
+       "[--listen HOST:PORT] [--peer HOST:PORT]... [--replica-name NAME] [...]",
        "run a replica server in the foreground",
        "Serves the store in DIR (default ./peerkv-data) over Cap'n Proto RPC to\n"
        "clients and peer replicas, and keeps it in sync with its peers.\n"
@@ -408,14 +541,20 @@ const std::vector<Command>& ServerCommands() {
                        "max-quarantine-records", "max-quarantine-bytes", "clock-correction",
                        "reconcile-interval", "etcd"},
         .repeatable = {"peer"}},
-       RunServe},
-      {"watch", "KS [--prefix P] [--from-seq N]", "print changes to KS as they commit",
+       RunServe, Target::kData},
+      {"watch", "KS [--prefix P] [--from-seq N] [--reconnect-for D]",
+       "print changes to KS as they commit",
        "Prints one JSON object per line per change, in commit order, until\n"
        "interrupted. --from-seq N starts after seq N (each line carries its seq);\n"
        "the default 0 first replays the latest version of every key.\n"
-       "A watcher that falls behind sees the latest value of each key it missed.\n",
-       {.with_value = {"prefix", "from-seq"}}, RunWatch},
-      {"status", "", "show a running server's replica, counters, clients and peers",
+       "A watcher that falls behind sees the latest value of each key it missed.\n"
+       "When the server goes away (a restart), watch says so on stderr, dials\n"
+       "again with backoff (100 ms doubling to 2 s) and resumes after the last\n"
+       "seq it printed, so no change is printed twice or missed:\n"
+       "  --reconnect-for D   give up (exit 1) after D without a server\n"
+       "                      (default 10m; 0: exit when the connection is lost)\n",
+       {.with_value = {"prefix", "from-seq", "reconnect-for"}}, RunWatch, Target::kServer},
+      {"status", "[--json]", "show a running server's replica, counters, clients and peers",
        "Prints the replica's facts, then one line per peer: name, address,\n"
        "replica id, reachable or not, time since the last successful exchange,\n"
        "our checkpoint in its log, how many of its changes we have not pulled\n"
@@ -425,8 +564,11 @@ const std::vector<Command>& ServerCommands() {
        "closed since start; then its clock offset (its wall clock minus ours) as\n"
        "estimated at its last hello, with the round trip that bounds the error when\n"
        "we dialled. A peer reconciled with since start has a second line:\n"
-       "sessions, when the last one ended and what it found.\n",
-       {}, RunStatus},
+       "sessions, when the last one ended and what it found.\n"
+       "  --json   one JSON object: the facts (as info --json) and \"peers\", a list\n"
+       "           of objects with the same per-peer facts (ms_since_* are -1 for\n"
+       "           never)\n",
+       {.switches = {"json"}}, RunStatus, Target::kServer},
       {"reconcile", "PEER", "compare a running server with its peer PEER now and repair",
        "PEER is a peer's name, address or replica id as status shows it. The\n"
        "server compares its registers with PEER's by range fingerprints (one\n"
@@ -436,15 +578,22 @@ const std::vector<Command>& ServerCommands() {
        "rounds and bytes. Exits 0 when the two end in sync, 1 otherwise.\n"
        "Needs a running server (--server HOST:PORT): an embedded data directory\n"
        "(--data) has no peers to compare with.\n",
-       {}, RunReconcile},
-      {"bench", "[-c CLIENTS] [-n REQUESTS] [-P PIPELINE] [-t get,put] [-d VALUE_BYTES] [-r KEYS]",
+       {}, RunReconcile, Target::kServer},
+      {"bench",
+       "[-c CLIENTS] [-n REQUESTS] [-P PIPELINE] [-t get,put] [-d VALUE_BYTES] [-r KEYS] "
+       "[--keyspace KS] [--cleanup [--no-run]]",
        "load a running server and report requests per second and latency",
        "Opens CLIENTS connections (default 50), each with PIPELINE requests in\n"
        "flight (default 1), and sends REQUESTS (default 100000) of each test in\n"
        "turn (default put,get; 'set' is accepted for put). Keys are key:N with N\n"
        "uniform below KEYS (default 100000); values are VALUE_BYTES (default 3).\n"
-       "Prints one line per test in redis-benchmark's quiet layout.\n",
-       {.with_value = {"c", "n", "P", "t", "d", "r"}}, RunBench},
+       "Prints one line per test in redis-benchmark's quiet layout.\n"
+       "  --keyspace KS   the keyspace it writes (default 'bench', a keyspace of its\n"
+       "                  own: it never touches another)\n"
+       "  --cleanup       afterwards delete every key of that keyspace (with\n"
+       "                  --no-run: only that); tombstones stay, as after any del\n",
+       {.with_value = {"c", "n", "P", "t", "d", "r", "keyspace"}, .switches = {"cleanup", "no-run"}},
+       RunBench, Target::kServer},
   };
   return *commands;
 }

@@ -500,11 +500,14 @@ absl::StatusOr<std::vector<KeyspaceMode>> StrongKeyspaces::List() const {
   auto keyspaces = store_->KeyspaceFingerprints();
   if (!keyspaces.ok()) return keyspaces.status();
   std::map<std::string, KeyspaceMode> all;
+  std::map<std::string, uint64_t> registers;
   for (const auto& [name, fingerprint] : *keyspaces) {
     if (IsReservedKeyspace(name)) continue;
     all[name] = KeyspaceMode{name, Mode::kLww, Version{}, 0};
+    registers[name] = fingerprint.count;
   }
   for (KeyspaceMode& m : modes_->List()) all[m.keyspace] = std::move(m);
+  for (auto& [name, m] : all) m.registers = registers[name];
   std::vector<KeyspaceMode> out;
   for (auto& [name, m] : all) out.push_back(std::move(m));
   return out;

@@ -94,6 +94,8 @@ struct KeyspaceMode {
   // The switch's version; invalid (0) for a keyspace never switched.
   Version since;
   uint32_t switches = 0;
+  // Registers (deleted keys included) this replica holds of it.
+  uint64_t registers = 0;
 };
 
 // What this replica knows of every keyspace's mode: the greatest mode

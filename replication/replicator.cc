@@ -48,6 +48,10 @@ struct Replicator::Slot {
   uint64_t replica_id = 0;
   // Our wall clock when the dial began (see Transport::Connected).
   int64_t dial_started_ms = 0;
+  // Whether "unreachable" was logged and "reachable again" is due: one
+  // line when the peer goes, one when it returns, however many dials fail
+  // between.
+  bool down_logged = false;
 };
 
 // A peer replica, however many links lead to it.
@@ -59,6 +63,9 @@ struct Replicator::Peer {
   std::set<LinkId> suspect;
   uint64_t dead_links = 0;
   bool inbound = false;
+  // For a peer we do not dial (no slot): its last link went, and that was
+  // logged; its return is logged once too.
+  bool down_logged = false;
   std::string address;
   bool pulling = false;
   bool pull_again = false;
@@ -220,6 +227,12 @@ void Replicator::OnDialed(const std::string& address,
   slot.link = result->link;
   slot.backoff = absl::ZeroDuration();
   slot.last_error.clear();
+  if (slot.down_logged) {
+    slot.down_logged = false;
+    Log(absl::StrFormat("peerkv: peer at %s is reachable again (replica %s%s)", address,
+                        ReplicaIdToString(info.replica_id),
+                        info.name.empty() ? "" : ", " + info.name));
+  }
   slot.replica_id = info.replica_id;
   const int64_t sent_ms = result->hello_sent_ms != 0 ? result->hello_sent_ms : slot.dial_started_ms;
   const int64_t received_ms = store_->wall_clock().NowMillis();
@@ -232,6 +245,13 @@ void Replicator::OnDialed(const std::string& address,
 void Replicator::ScheduleRedial(Slot& slot, const absl::Status& why) {
   PEERKV_CHECK(executor_->IsCurrent());
   slot.last_error = ErrorText(why.message());
+  // A redial after our own fork is not the peer's absence.
+  if (!slot.down_logged && !absl::IsAborted(why)) {
+    slot.down_logged = true;
+    Log(absl::StrFormat("peerkv: peer at %s is unreachable: %s; dialling again with backoff "
+                        "(logged again when it is back)",
+                        slot.address, slot.last_error));
+  }
   slot.backoff = std::clamp(slot.backoff * 2, options_.backoff_min, options_.backoff_max);
   const double jitter = std::uniform_real_distribution<double>(0.5, 1.5)(rng_);
   const std::string address = slot.address;
@@ -279,6 +299,12 @@ void Replicator::AddLink(LinkId link, const PeerInfo& info, bool inbound,
   Peer& peer = *it->second;
   peer.last_seen = executor_->Now();
   peer.info = info;
+  if (peer.down_logged && inbound) {
+    peer.down_logged = false;
+    Log(absl::StrFormat("peerkv: peer %s%s, which dials us, is connected again",
+                        ReplicaIdToString(info.replica_id),
+                        info.name.empty() ? "" : " (" + info.name + ")"));
+  }
   peer.links.insert(link);
   peer.inbound = peer.inbound || inbound;
   if (!address.empty()) peer.address = address;
@@ -304,6 +330,18 @@ void Replicator::DropLink(LinkId link, const absl::Status& why) {
     if (why.code() == absl::StatusCode::kDeadlineExceeded) ++peer.dead_links;
     if (peer.links.empty() || why.code() == absl::StatusCode::kDeadlineExceeded) {
       peer.last_error = ErrorText(why.message());
+    }
+    // A peer we dial is logged by its slot (ScheduleRedial).
+    const bool dialled = std::any_of(slots_.begin(), slots_.end(), [&](const auto& s) {
+      return s.second->replica_id == it->second;
+    });
+    if (peer.links.empty() && !dialled && !peer.down_logged) {
+      peer.down_logged = true;
+      Log(absl::StrFormat("peerkv: peer %s%s, which dials us, is unreachable: its last link "
+                          "closed (%s)",
+                          ReplicaIdToString(it->second),
+                          peer.info.name.empty() ? "" : " (" + peer.info.name + ")",
+                          peer.last_error));
     }
     link_peer_.erase(it);
   }

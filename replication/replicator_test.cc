@@ -350,6 +350,49 @@ TEST_F(ReplicatorTest, WithEveryLinkSuspectTheDialledOneIsClosedAndRedialled) {
   EXPECT_EQ(statuses[0].suspect_links, 0u);
 }
 
+TEST_F(ReplicatorTest, APeerGoingAndReturningIsLoggedOnceEachWay) {
+  std::vector<std::string> lines;
+  auto count = [&lines](const std::string& text) {
+    return std::count_if(lines.begin(), lines.end(), [&](const std::string& l) {
+      return l.find(text) != std::string::npos;
+    });
+  };
+  StartReplicator(ReplicatorOptions{.peers = {"peer:1"},
+                                    .backoff_min = absl::Milliseconds(100),
+                                    .backoff_max = absl::Milliseconds(400),
+                                    .log = [&](const std::string& l) { lines.push_back(l); }});
+  // Many failed dials: one line.
+  Advance(absl::Seconds(5));
+  ASSERT_GE(transport_.connects, 5);
+  EXPECT_EQ(count("peer at peer:1 is unreachable"), 1) << ::testing::PrintToString(lines);
+  EXPECT_EQ(count("reachable again"), 0);
+  // It answers: one line.
+  transport_.dial_answer = PeerInfo{.replica_id = 9, .incarnation = kIncarnation, .protocol_version = kProtocolVersion, .name = "pc"};
+  Advance(absl::Seconds(1));
+  EXPECT_EQ(count("peer at peer:1 is reachable again (replica 0000000000000009, pc)"), 1)
+      << ::testing::PrintToString(lines);
+  // Its link drops and dials fail again: one more "unreachable".
+  transport_.dial_answer = PeerInfo{.replica_id = 0};
+  replicator_->OnLinkDown(transport_.next_dial_link - 1, absl::UnavailableError("reset"));
+  Advance(absl::Seconds(5));
+  EXPECT_EQ(count("peer at peer:1 is unreachable"), 2) << ::testing::PrintToString(lines);
+
+  // A peer that dials us: its last link going and its return, once each.
+  replicator_->OnInboundLink(1, PeerInfo{.replica_id = 7, .incarnation = kIncarnation});
+  replicator_->OnInboundLink(2, PeerInfo{.replica_id = 7, .incarnation = kIncarnation});
+  Advance(absl::Milliseconds(1));
+  replicator_->OnLinkDown(1, absl::UnavailableError("reset"));
+  Advance(absl::Milliseconds(1));
+  EXPECT_EQ(count("peer 0000000000000007, which dials us, is unreachable"), 0);
+  replicator_->OnLinkDown(2, absl::UnavailableError("reset"));
+  Advance(absl::Milliseconds(1));
+  EXPECT_EQ(count("peer 0000000000000007, which dials us, is unreachable"), 1);
+  replicator_->OnInboundLink(3, PeerInfo{.replica_id = 7, .incarnation = kIncarnation});
+  Advance(absl::Milliseconds(1));
+  EXPECT_EQ(count("peer 0000000000000007, which dials us, is connected again"), 1)
+      << ::testing::PrintToString(lines);
+}
+
 TEST_F(ReplicatorTest, AFullTableForgetsTheLeastRecentlySeenGonePeerForANewOne) {
   StartReplicator(ReplicatorOptions{.max_peers = 8, .evict_gone_peers_after = absl::Minutes(1)});
   // Peer 1 is pulled from once: our checkpoint in its log is seq 7.

@@ -381,7 +381,8 @@ absl::StatusOr<std::vector<KeyspaceModeInfo>> Client::ListModes() {
           Modes out;
           for (auto m : response.getKeyspaces()) {
             out.push_back(KeyspaceModeInfo{ToString(m.getKeyspace()), m.getStrong(),
-                                           FromWire(m.getSince()), m.getSwitches()});
+                                           FromWire(m.getSince()), m.getSwitches(),
+                                           m.getRegisters()});
           }
           return out;
         });

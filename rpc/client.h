@@ -60,6 +60,7 @@ struct KeyspaceModeInfo {
   bool strong = false;
   Version since;  // the last switch's version; 0 if never switched
   uint32_t switches = 0;
+  uint64_t registers = 0;  // held by the server, deleted keys included
 };
 
 using WatchCallback =

@@ -512,6 +512,7 @@ class KvImpl final : public wire::Kv::Server {
       list[i].setStrong(m.mode == consensus::Mode::kStrong);
       ToWire(m.since, list[i].initSince());
       list[i].setSwitches(m.switches);
+      list[i].setRegisters(m.registers);
     }
     return kj::READY_NOW;
   }

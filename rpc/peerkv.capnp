@@ -295,6 +295,7 @@ struct KeyspaceMode {
   strong @1 :Bool;
   since @2 :Version;     # the last switch's version; 0 if never switched
   switches @3 :UInt32;
+  registers @4 :UInt64;  # registers held here, deleted keys included
 }
 
 struct KeyRef {

@@ -8,6 +8,8 @@
 #include <unistd.h>
 #include <signal.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 
@@ -26,8 +28,11 @@ std::vector<std::string> ReplicaArgs(const std::string& name,
 absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
     const std::string& data_dir, const std::vector<std::string>& extra_args,
     const ProcessOptions& options) {
-  std::vector<std::string> argv = {RunfilePath("cli/peerkv"), "serve", "--data", data_dir,
-                                   "--listen", "127.0.0.1:0"};
+  std::vector<std::string> argv = {RunfilePath("cli/peerkv"), "serve", "--data", data_dir};
+  // A free port, unless the caller names one (a restart at the same address).
+  if (std::find(extra_args.begin(), extra_args.end(), "--listen") == extra_args.end()) {
+    argv.insert(argv.end(), {"--listen", "127.0.0.1:0"});
+  }
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   auto server = std::unique_ptr<ServerProcess>(new ServerProcess());
   server->process_ = std::make_unique<Process>(argv, options);

@@ -20,7 +20,8 @@ std::vector<std::string> ReplicaArgs(const std::string& name,
 
 class ServerProcess {
  public:
-  // Starts `peerkv serve --data DATA_DIR --listen 127.0.0.1:0 EXTRA...` and
+  // Starts `peerkv serve --data DATA_DIR --listen 127.0.0.1:0 EXTRA...`
+  // (without the --listen when EXTRA has one: a restart at an address) and
   // waits (up to 30 s) for its "listening on" line.
   // `options` say how the process is started (resource limits).
   static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(

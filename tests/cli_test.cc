@@ -194,6 +194,51 @@ TEST_F(CliTest, HelpForEveryCommand) {
   EXPECT_THAT(bare.err, HasSubstr("Usage: peerkv"));
 }
 
+TEST_F(CliTest, ShortHelpVersionAndHelpCommand) {
+  const std::string peerkv = testing::RunfilePath("cli/peerkv");
+  RunResult h = testing::Run({peerkv, "-h"});
+  EXPECT_EQ(h.exit_code, 0) << h.err;
+  EXPECT_THAT(h.out, StartsWith("peerkv: a replicated"));
+  RunResult version = testing::Run({peerkv, "--version"});
+  EXPECT_EQ(version.exit_code, 0) << version.err;
+  EXPECT_THAT(version.out, ::testing::MatchesRegex(
+                               "peerkv [0-9]+\\.[0-9]+\\.[0-9]+ \\(store format [0-9]+, "
+                               "replication protocol [0-9]+\\)\n"));
+  // `help CMD` is `CMD --help` is `CMD -h`.
+  RunResult help_put = testing::Run({peerkv, "help", "put"});
+  EXPECT_EQ(help_put.exit_code, 0) << help_put.err;
+  EXPECT_EQ(help_put.out, testing::Run({peerkv, "put", "--help"}).out);
+  EXPECT_EQ(help_put.out, testing::Run({peerkv, "put", "-h"}).out);
+  ExpectUsageError(testing::Run({peerkv, "help", "nope"}), "unknown command 'nope'");
+  // Usage lines name only the global flags a command takes.
+  EXPECT_THAT(help_put.out, StartsWith("Usage: peerkv [--data DIR | --server HOST:PORT] put "));
+  EXPECT_THAT(testing::Run({peerkv, "help", "status"}).out,
+              StartsWith("Usage: peerkv [--server HOST:PORT] status"));
+  EXPECT_THAT(testing::Run({peerkv, "help", "serve"}).out,
+              StartsWith("Usage: peerkv [--data DIR] serve [--listen"));
+  EXPECT_THAT(testing::Run({peerkv, "help", "demo"}).out, StartsWith("Usage: peerkv demo "));
+  ExpectUsageError(testing::Run({peerkv, "--data", dir_.Sub("x"), "demo"}),
+                   "demo takes neither --data nor --server");
+}
+
+TEST_F(CliTest, InfoJsonIsOneObject) {
+  ASSERT_EQ(Peerkv({"put", "ks", "k", "v"}).exit_code, 0);
+  RunResult info = Peerkv({"info", "--json"});
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  EXPECT_THAT(info.out, ::testing::MatchesRegex("\\{\"data_dir\":\".*,\"forks\":0\\}\n"));
+  EXPECT_THAT(info.out, HasSubstr("\"live_records\":1,"));
+  EXPECT_THAT(info.out, ::testing::ContainsRegex("\"replica_id\":\"[0-9a-f]{16}\""));
+}
+
+TEST_F(CliTest, NoServerThereSaysWhichAddressAndHowToStartOne) {
+  RunResult r = testing::Run(
+      {testing::RunfilePath("cli/peerkv"), "--server", "127.0.0.1:1", "get", "ks", "k"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("peerkv server at 127.0.0.1:1"));
+  EXPECT_THAT(r.err, HasSubstr("start one with 'peerkv serve'"));
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
 TEST_F(CliTest, DemoTellsTheStoryAndConverges) {
   RunResult demo = testing::Run({testing::RunfilePath("cli/peerkv"), "demo"});
   EXPECT_EQ(demo.exit_code, 0) << demo.err;
