@@ -67,6 +67,7 @@ class TimedLog : public ConsensusLog {
   }
   bool Reachable() const override { return inner_->Reachable(); }
   std::string Describe() const override { return inner_->Describe(); }
+  std::string LogIdentity() const override { return inner_->LogIdentity(); }
 
   // Mean Propose time (ms) and count, ReadAfter calls and writes they
   // returned, since the last Take.

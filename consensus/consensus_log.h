@@ -106,6 +106,12 @@ class ConsensusLog {
 
   // Names the service in errors, logs and status: "etcd at http://...".
   virtual std::string Describe() const = 0;
+
+  // Which log this is, once a call has reached the service: one value for
+  // as long as the service keeps its history (etcd: its cluster id), empty
+  // while unknown. A different value means the service was recreated and
+  // its positions started over, so a saved position means nothing there.
+  virtual std::string LogIdentity() const = 0;
 };
 
 }  // namespace peerkv::consensus

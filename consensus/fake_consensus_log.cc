@@ -106,6 +106,19 @@ bool FakeConsensusLog::Reachable() const {
 
 std::string FakeConsensusLog::Describe() const { return name_; }
 
+std::string FakeConsensusLog::LogIdentity() const {
+  absl::MutexLock lock(&mu_);
+  return absl::StrCat("fake log ", generation_);
+}
+
+void FakeConsensusLog::Recreate() {
+  absl::MutexLock lock(&mu_);
+  ++generation_;
+  log_.clear();
+  last_.clear();
+  in_flight_.clear();
+}
+
 void FakeConsensusLog::SetAvailable(bool available) {
   absl::MutexLock lock(&mu_);
   available_ = available;

@@ -38,6 +38,7 @@ class FakeConsensusLog : public ConsensusLog {
       uint64_t after, size_t max_writes, absl::Duration timeout) override;
   bool Reachable() const override;
   std::string Describe() const override;
+  std::string LogIdentity() const override;
 
   // While false every call fails with Unavailable at once (no waiting).
   void SetAvailable(bool available);
@@ -67,6 +68,10 @@ class FakeConsensusLog : public ConsensusLog {
   std::optional<ProposeResult> CommitNextInFlight();
   // Forgets every in-flight proposal (they never commit); returns how many.
   size_t DropInFlight();
+  // The service recreated from nothing (a new etcd cluster at the same
+  // address): history and in-flight proposals are gone, positions count
+  // from 1 again, and LogIdentity changes.
+  void Recreate();
 
  private:
   struct InFlightProposal {
@@ -87,6 +92,7 @@ class FakeConsensusLog : public ConsensusLog {
   uint64_t commit_delay_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<InFlightProposal> in_flight_ ABSL_GUARDED_BY(mu_);
   bool reached_ ABSL_GUARDED_BY(mu_) = true;
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 1;
   std::vector<Committed> log_ ABSL_GUARDED_BY(mu_);
   // (keyspace, key) -> index in log_ of its last committed write.
   std::map<std::pair<std::string, std::string>, size_t> last_ ABSL_GUARDED_BY(

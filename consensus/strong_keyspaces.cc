@@ -236,8 +236,12 @@ StrongKeyspaces::StrongKeyspaces(Store* store, ModeTable* modes,
     std::ifstream in(options_.position_file);
     uint64_t position = 0;
     if (in >> position) {
+      std::string identity;
+      in.ignore(1);  // the newline after the position
+      std::getline(in, identity);
       absl::MutexLock lock(&mu_);
       position_ = position;
+      log_identity_ = identity;
     }
   }
 }
@@ -565,6 +569,8 @@ void StrongKeyspaces::Follow() {
     const absl::Time asked = absl::Now();
     absl::StatusOr<std::vector<Committed>> batch =
         log_->ReadAfter(after, kFollowBatch, options_.follow_wait);
+    // Positions in another log mean nothing: read it again from the start.
+    if (LogWasRecreated()) continue;
     absl::Status status = batch.status();
     if (batch.ok() && !batch->empty()) {
       std::vector<Record> records;
@@ -593,21 +599,50 @@ void StrongKeyspaces::Follow() {
     }
     uint64_t position = after;
     if (!batch->empty()) position = batch->back().position;
+    std::string identity;
     {
       absl::MutexLock lock(&mu_);
       position_ = position;
       applied_ += batch->size();
       if (batch->size() < kFollowBatch) caught_up_ = asked;
+      identity = log_identity_;
     }
-    if (!batch->empty() && !options_.position_file.empty()) {
-      const std::string tmp = options_.position_file + ".tmp";
-      {
-        std::ofstream out(tmp, std::ios::trunc);
-        out << position << "\n";
-      }
-      std::rename(tmp.c_str(), options_.position_file.c_str());
-    }
+    if (!batch->empty()) SavePosition(position, identity);
   }
+}
+
+bool StrongKeyspaces::LogWasRecreated() {
+  const std::string now = log_->LogIdentity();
+  if (now.empty()) return false;
+  std::string before;
+  uint64_t position = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    if (log_identity_ == now) return false;
+    before = log_identity_;
+    log_identity_ = now;
+    // Known for the first time (a new replica, or a position file from
+    // before identities were kept): the position stands.
+    if (before.empty()) return false;
+    position_ = 0;
+    caught_up_.reset();
+  }
+  Emit(options_.log,
+       absl::StrCat("peerkv: ", log_->Describe(), " is not the log this replica followed (",
+                    now, ", was ", before,
+                    "): it was recreated; reading its committed writes again from the start"));
+  SavePosition(position, now);
+  return true;
+}
+
+void StrongKeyspaces::SavePosition(uint64_t position, const std::string& identity) const {
+  if (options_.position_file.empty()) return;
+  const std::string tmp = options_.position_file + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << position << "\n" << identity << "\n";
+  }
+  std::rename(tmp.c_str(), options_.position_file.c_str());
 }
 
 }  // namespace peerkv::consensus

@@ -159,8 +159,10 @@ struct StrongOptions {
   // Bound of every strong write, linearizable read and mode switch: past
   // it the caller gets Unavailable naming the service.
   absl::Duration timeout = absl::Seconds(2);
-  // Where the follower keeps its log position (rewritten after each batch
-  // it applies). Empty: not kept; it starts from 0 (applying is idempotent).
+  // Where the follower keeps its log position and the log's identity
+  // (rewritten after each batch it applies). Empty: not kept; it starts
+  // from 0 (applying is idempotent). A log whose identity differs from the
+  // saved one (a recreated etcd) is followed from 0 again.
   std::string position_file;
   // Threads that run blocking strong calls for callers on an event loop
   // (Submit), and how many calls may wait for one.
@@ -256,6 +258,11 @@ class StrongKeyspaces {
   // Merges committed records here; Internal if one was refused.
   absl::Status Apply(std::vector<Record> records);
   absl::Duration Staleness() const;
+  // Writes position and log identity to options_.position_file.
+  void SavePosition(uint64_t position, const std::string& identity) const;
+  // True if the log is not the one our position is in (recreated): the
+  // position goes back to 0, logged.
+  bool LogWasRecreated();
   absl::Status Unreachable(const absl::Status& status) const;
 
   Store* const store_;
@@ -267,6 +274,9 @@ class StrongKeyspaces {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<absl::AnyInvocable<void()>> queue_ ABSL_GUARDED_BY(mu_);
   uint64_t position_ ABSL_GUARDED_BY(mu_) = 0;
+  // The log `position_` is a position in (ConsensusLog::LogIdentity); empty
+  // until learned. Saved with it.
+  std::string log_identity_ ABSL_GUARDED_BY(mu_);
   uint64_t applied_ ABSL_GUARDED_BY(mu_) = 0;
   std::optional<absl::Time> caught_up_ ABSL_GUARDED_BY(mu_);
 

@@ -3,6 +3,7 @@
 // follower, and lww -> strong -> lww.
 #include "consensus/strong_keyspaces.h"
 
+#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -37,7 +38,7 @@ Precondition None() { return Precondition{}; }
 // One replica: a store whose merge filter is its mode table, and its strong
 // layer over a shared log (nullptr: none).
 struct Replica {
-  explicit Replica(ConsensusLog* log, bool start = true) {
+  explicit Replica(ConsensusLog* log, bool start = true, bool keep_position = false) {
     StoreOptions options;
     options.dir = dir.Sub("db");
     options.sync = false;
@@ -51,7 +52,11 @@ struct Replica {
     StrongOptions strong_options;
     strong_options.workers = 2;
     strong_options.follow_wait = absl::Milliseconds(50);
-    strong_options.log = [](const std::string&) {};
+    strong_options.log = [this](const std::string& line) {
+      absl::MutexLock lock(&log_mu);
+      log_lines.push_back(line);
+    };
+    if (keep_position) strong_options.position_file = dir.Sub("consensus-position");
     strong = std::make_unique<StrongKeyspaces>(store.get(), &modes, log,
                                                strong_options);
     if (start) strong->Start();
@@ -93,7 +98,14 @@ struct Replica {
     return found;
   }
 
+  std::vector<std::string> Logged() {
+    absl::MutexLock lock(&log_mu);
+    return log_lines;
+  }
+
   peerkv::testing::TempDir dir{"strong"};
+  absl::Mutex log_mu;
+  std::vector<std::string> log_lines ABSL_GUARDED_BY(log_mu);
   ModeTable modes;
   std::unique_ptr<Store> store;
   std::unique_ptr<StrongKeyspaces> strong;
@@ -219,6 +231,7 @@ class RacingLog : public ConsensusLog {
   }
   bool Reachable() const override { return inner_->Reachable(); }
   std::string Describe() const override { return inner_->Describe(); }
+  std::string LogIdentity() const override { return inner_->LogIdentity(); }
 
  private:
   FakeConsensusLog* inner_;
@@ -340,6 +353,38 @@ TEST(StrongKeyspacesTest, FollowerAppliesCommittedWritesAndPersistsPosition) {
   ASSERT_TRUE(stale.ok());
   EXPECT_TRUE(stale->stale);
   EXPECT_EQ(stale->record->value, "dev1");
+}
+
+TEST(StrongKeyspacesTest, ARecreatedLogIsFollowedFromItsStart) {
+  FakeConsensusLog log;
+  Replica a(&log);
+  Replica b(&log, /*start=*/true, /*keep_position=*/true);
+  ASSERT_TRUE(a.strong->SetMode("users", Mode::kStrong).ok());
+  Version last;
+  for (const char* name : {"ann", "bob", "cy", "dee"}) {
+    absl::StatusOr<Version> v = a.strong->Write(Put("users", name, "x"), IfAbsent());
+    ASSERT_TRUE(v.ok()) << v.status();
+    last = *v;
+  }
+  ASSERT_TRUE(b.AwaitVersion("users", "dee", last));
+  // The service is recreated from nothing (a new etcd at the same URL):
+  // its positions start again at 1, below B's saved position.
+  log.Recreate();
+  absl::StatusOr<Version> eve = a.strong->Write(Put("users", "eve", "y"), IfAbsent());
+  ASSERT_TRUE(eve.ok()) << eve.status();
+  EXPECT_TRUE(b.AwaitVersion("users", "eve", *eve));
+  const std::vector<std::string> logged = b.Logged();
+  EXPECT_THAT(logged, ::testing::Contains(::testing::HasSubstr(
+                          "is not the log this replica followed (fake log 2, was fake log 1)")));
+  // The saved position is one in the new log, with its identity.
+  std::ifstream in(b.dir.Sub("consensus-position"));
+  uint64_t position = 0;
+  std::string identity;
+  ASSERT_TRUE(in >> position);
+  in.ignore(1);
+  std::getline(in, identity);
+  EXPECT_EQ(identity, "fake log 2");
+  EXPECT_LE(position, log.History().size());
 }
 
 TEST(StrongKeyspacesTest, BarrierRefusesLwwWritesAfterTheSwitchOnly) {

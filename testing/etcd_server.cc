@@ -1,6 +1,7 @@
 // testing/etcd_server.cc: starting, killing and restarting a real etcd.
 #include "testing/etcd_server.h"
 
+#include <filesystem>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -149,6 +150,16 @@ void EtcdServer::Resume() {
 
 absl::Status EtcdServer::Restart() {
   if (process_ && process_->running()) Stop();
+  return Launch();
+}
+
+absl::Status EtcdServer::RecreateEmpty() {
+  if (process_ && process_->running()) Stop();
+  std::error_code error;
+  std::filesystem::remove_all(dir_->Sub("data"), error);
+  if (error) {
+    return absl::InternalError(absl::StrCat("removing etcd's data: ", error.message()));
+  }
   return Launch();
 }
 

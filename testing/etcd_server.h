@@ -52,6 +52,10 @@ class EtcdServer {
   // Starts it again on the same ports and data (after Kill9 or Stop) and
   // waits until it is healthy.
   absl::Status Restart();
+  // Stops it, deletes its data and starts a new, empty etcd on the same
+  // ports with the same names (an operator recreating it): its revisions
+  // start over.
+  absl::Status RecreateEmpty();
 
  private:
   EtcdServer() = default;

@@ -2,12 +2,14 @@
 #include "consensus/etcd/etcd_consensus_log.h"
 
 #include <algorithm>
+#include <random>
 #include <set>
 
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/macros.h"
 #include "store/validation.h"
 
@@ -476,6 +478,7 @@ absl::StatusOr<std::vector<Committed>> EtcdConsensusLog::ReadAfter(uint64_t afte
   const absl::Time deadline = absl::Now() + timeout;
   std::vector<Committed> out;
   if (max_writes == 0) return out;
+  PEERKV_RETURN_IF_ERROR(LearnLogIdentity(deadline));
   // A watch from the next revision: etcd reads its history from there (the
   // cost grows with what is new, not with the number of keys), sends what
   // is there (up to 1,000 revisions a message), or waits for the next write.
@@ -513,6 +516,56 @@ absl::StatusOr<std::vector<Committed>> EtcdConsensusLog::ReadAfter(uint64_t afte
   }
   std::reverse(latest.begin(), latest.end());
   return latest;
+}
+
+absl::Status EtcdConsensusLog::LearnLogIdentity(absl::Time deadline) {
+  {
+    absl::MutexLock lock(&identity_mu_);
+    if (reached_ && absl::Now() - identity_read_at_ < absl::Seconds(1)) return absl::OkStatus();
+  }
+  const std::string marker = absl::StrCat(absl::string_view("\0", 1), "peerkv-log-id:", prefix_);
+  std::random_device entropy;
+  const std::string mine =
+      absl::StrFormat("%08x%08x%08x%08x", entropy(), entropy(), entropy(), entropy());
+  // Create it if absent; either way the answer holds the value that stands.
+  const std::string body = absl::StrCat(
+      "{\"compare\":[{\"target\":\"CREATE\",\"key\":", B64(marker),
+      ",\"create_revision\":\"0\"}],\"success\":[{\"request_put\":{\"key\":", B64(marker),
+      ",\"value\":", B64(mine), "}}],\"failure\":[{\"request_range\":{\"key\":", B64(marker),
+      "}}]}");
+  PEERKV_ASSIGN_OR_RETURN(JsonValue answer, Call("/v3/kv/txn", body, deadline, true));
+  std::string identity = mine;
+  const JsonValue* succeeded = answer.Find("succeeded");
+  if (succeeded == nullptr || !succeeded->boolean) {
+    const JsonValue* responses = answer.Find("responses");
+    const JsonValue* kvs = nullptr;
+    if (responses != nullptr && responses->type == JsonValue::Type::kArray &&
+        responses->array.size() == 1) {
+      if (const JsonValue* range = responses->array[0].Find("response_range")) {
+        kvs = range->Find("kvs");
+      }
+    }
+    if (kvs == nullptr || kvs->type != JsonValue::Type::kArray || kvs->array.size() != 1) {
+      return Malformed(name_, "log identity answer",
+                       absl::InvalidArgumentError("no marker key in a failed create"));
+    }
+    absl::StatusOr<std::string> value = etcd::JsonBytes(kvs->array[0], "value", "kv");
+    if (!value.ok()) return Malformed(name_, "log identity answer", value.status());
+    if (value->empty() || value->size() > 64) {
+      return Malformed(name_, "log identity answer",
+                       absl::InvalidArgumentError("the marker key's value is not 1..64 bytes"));
+    }
+    identity = *value;
+  }
+  absl::MutexLock lock(&identity_mu_);
+  log_identity_ = identity;
+  identity_read_at_ = absl::Now();
+  return absl::OkStatus();
+}
+
+std::string EtcdConsensusLog::LogIdentity() const {
+  absl::MutexLock lock(&identity_mu_);
+  return log_identity_.empty() ? "" : "etcd log " + log_identity_;
 }
 
 }  // namespace peerkv::consensus

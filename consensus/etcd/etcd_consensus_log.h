@@ -35,6 +35,8 @@
 // compaction never hides a register). etcd delivers history to a watch
 // that starts in the past from a loop that runs every 100 ms: a follower
 // that is behind learns new commits up to ~100 ms late, in batches.
+// LogIdentity is the value of one more key outside the prefix, a marker
+// created with a random value when absent (see LearnLogIdentity).
 #ifndef PEERKV_CONSENSUS_ETCD_ETCD_CONSENSUS_LOG_H_
 #define PEERKV_CONSENSUS_ETCD_ETCD_CONSENSUS_LOG_H_
 
@@ -82,6 +84,9 @@ class EtcdConsensusLog : public ConsensusLog {
       uint64_t after, size_t max_writes, absl::Duration timeout) override;
   bool Reachable() const override;
   std::string Describe() const override;
+  // The random value of this log's marker key, created by the first
+  // replica that follows it (see LearnLogIdentity).
+  std::string LogIdentity() const override;
 
  private:
   EtcdConsensusLog(etcd::HttpUrl url, std::string prefix);
@@ -114,6 +119,13 @@ class EtcdConsensusLog : public ConsensusLog {
   // Internal unless `position` follows `after` and the last of `out`.
   absl::Status CheckOrder(const std::vector<Committed>& out, uint64_t after, uint64_t position,
                           absl::string_view what) const;
+  // Reads this log's marker key, "\0peerkv-log-id:<prefix>" (outside the
+  // watched prefix), creating it with a random value if absent: an etcd
+  // recreated from nothing lacks it, so its identity differs. (etcd's
+  // cluster id would not do: a cluster recreated with the same names and
+  // URLs gets the same one.) Re-read at most once a second by ReadAfter,
+  // and after the service was unreachable.
+  absl::Status LearnLogIdentity(absl::Time deadline);
   // A kv from an answer (`what` names where it came from) as a commit.
   absl::StatusOr<Committed> DecodeKv(const etcd::JsonValue& kv, absl::string_view what) const;
 
@@ -121,6 +133,9 @@ class EtcdConsensusLog : public ConsensusLog {
   const std::string name_;
   etcd::HttpClient http_;
   std::atomic<bool> reached_{true};
+  mutable absl::Mutex identity_mu_;
+  std::string log_identity_ ABSL_GUARDED_BY(identity_mu_);
+  absl::Time identity_read_at_ ABSL_GUARDED_BY(identity_mu_) = absl::InfinitePast();
   absl::Mutex cache_mu_;
   std::unordered_map<std::string, std::optional<Committed>> cache_ ABSL_GUARDED_BY(cache_mu_);
 };

@@ -363,6 +363,34 @@ TEST_F(EtcdConsensusLogTest, KilledEtcdIsUnavailableWithinTwoSecondsAndRestartHe
   EXPECT_EQ((*read)->record.value, "3");
 }
 
+TEST_F(EtcdConsensusLogTest, TheLogIdentityOutlivesARestartButNotARecreation) {
+  EXPECT_EQ(log_->LogIdentity(), "");  // nothing asked yet
+  ASSERT_TRUE(log_->ReadAfter(0, 10, absl::Milliseconds(100)).ok());
+  const std::string first = log_->LogIdentity();
+  EXPECT_THAT(first, ::testing::StartsWith("etcd log "));
+  // A second follower of the same etcd (another replica) sees the same log.
+  auto other = EtcdConsensusLog::Create({etcd_->client_url()});
+  ASSERT_TRUE(other.ok());
+  ASSERT_TRUE((*other)->ReadAfter(0, 10, absl::Milliseconds(100)).ok());
+  EXPECT_EQ((*other)->LogIdentity(), first);
+  // The marker key is not a record: ReadAfter returns none.
+  auto none = log_->ReadAfter(0, 10, absl::Milliseconds(100));
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
+
+  ASSERT_TRUE(etcd_->Restart().ok()) << etcd_->Log();
+  (void)log_->ReadAfter(0, 10, absl::Milliseconds(100));  // may meet the restart
+  ASSERT_TRUE(log_->ReadAfter(0, 10, absl::Milliseconds(100)).ok());
+  EXPECT_EQ(log_->LogIdentity(), first);
+
+  // Recreated from nothing, same names and ports: a different log.
+  ASSERT_TRUE(etcd_->RecreateEmpty().ok()) << etcd_->Log();
+  (void)log_->ReadAfter(0, 10, absl::Milliseconds(100));
+  ASSERT_TRUE(log_->ReadAfter(0, 10, absl::Milliseconds(100)).ok());
+  EXPECT_THAT(log_->LogIdentity(), ::testing::StartsWith("etcd log "));
+  EXPECT_NE(log_->LogIdentity(), first);
+}
+
 TEST_F(EtcdConsensusLogTest, HungEtcdIsUnavailableWithinTheTimeout) {
   ASSERT_TRUE(MustPropose(Put("a", "1")).applied);
   etcd_->Pause();
