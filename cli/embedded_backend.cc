@@ -1,8 +1,11 @@
 // cli/embedded_backend.cc: the data commands over a store in a local
-// directory (no server).
+// directory (no server). Writes to a strong keyspace are refused: they need
+// the consensus service a server has.
 #include <memory>
 
+#include "absl/strings/str_cat.h"
 #include "cli/backend.h"
+#include "consensus/strong_keyspaces.h"
 #include "store/store.h"
 #include "common/macros.h"
 
@@ -11,14 +14,17 @@ namespace {
 
 class EmbeddedBackend : public Backend {
  public:
-  explicit EmbeddedBackend(std::unique_ptr<Store> store) : store_(std::move(store)) {}
+  EmbeddedBackend(std::unique_ptr<Store> store, std::unique_ptr<consensus::ModeTable> modes)
+      : store_(std::move(store)), modes_(std::move(modes)) {}
 
   absl::StatusOr<Version> Put(std::string_view keyspace, std::string_view key,
                               std::string_view value) override {
+    PEERKV_RETURN_IF_ERROR(RefuseStrong(keyspace));
     return store_->Put(keyspace, key, value);
   }
   absl::StatusOr<Version> Delete(std::string_view keyspace,
                                  std::string_view key) override {
+    PEERKV_RETURN_IF_ERROR(RefuseStrong(keyspace));
     return store_->Delete(keyspace, key);
   }
   absl::StatusOr<std::optional<Record>> Get(std::string_view keyspace,
@@ -36,7 +42,18 @@ class EmbeddedBackend : public Backend {
   size_t max_value_bytes() const override { return store_->options().max_value_bytes; }
 
  private:
+  // An lww write here would be refused by every replica (the barrier) and
+  // would not be linearizable: a strong keyspace is written through a server.
+  absl::Status RefuseStrong(std::string_view keyspace) const {
+    if (modes_->ModeOf(keyspace) != consensus::Mode::kStrong) return absl::OkStatus();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "keyspace '", std::string(keyspace),
+        "' is strong: its writes go through a server's consensus service (run "
+        "'peerkv serve --etcd URL' on this directory and write without --data)"));
+  }
+
   std::unique_ptr<Store> store_;
+  std::unique_ptr<consensus::ModeTable> modes_;
 };
 
 }  // namespace
@@ -45,7 +62,10 @@ absl::StatusOr<std::unique_ptr<Backend>> OpenEmbeddedBackend(const std::string& 
   StoreOptions options;
   options.dir = dir;
   PEERKV_ASSIGN_OR_RETURN(std::unique_ptr<Store> store, Store::Open(options));
-  return std::make_unique<EmbeddedBackend>(std::move(store));
+  auto modes = std::make_unique<consensus::ModeTable>();
+  modes->SetLog([](const std::string&) {});
+  PEERKV_RETURN_IF_ERROR(modes->Load(*store));
+  return std::make_unique<EmbeddedBackend>(std::move(store), std::move(modes));
 }
 
 }  // namespace peerkv::cli

@@ -23,6 +23,7 @@
 #include "testing/etcd_server.h"
 #include "testing/replica_client.h"
 #include "testing/server_process.h"
+#include "testing/subprocess.h"
 #include "testing/temp_dir.h"
 #include "tests/linearizability_checker.h"
 
@@ -373,6 +374,31 @@ TEST_F(StrongTest, ReplicaWithoutEtcdGetsStrongRecordsAndRefusesStrongWrites) {
 // lww -> strong -> lww while clients write: every write either succeeds or
 // is refused with a clear code, lww writes after the switch back succeed,
 // and the replicas converge to the same registers.
+// A data directory opened embedded (--data, no server) has no consensus
+// service: its writes to a strong keyspace are refused, lww ones are not.
+TEST_F(StrongTest, EmbeddedWritesToAStrongKeyspaceAreRefused) {
+  auto a = Start("a", {});
+  ASSERT_NE(a, nullptr);
+  auto admin = testing::ConnectTo(*a);
+  ASSERT_THAT(admin->SetMode("users", "strong"), IsOk());
+  ASSERT_THAT(admin->WriteIf("users", "ann", "1", IfAbsent()), IsOk());
+  admin.reset();
+  ASSERT_EQ(a->Stop(SIGTERM), 0);
+  const std::string peerkv = testing::RunfilePath("cli/peerkv");
+  for (std::vector<std::string> write : {std::vector<std::string>{"put", "users", "ann", "2"},
+                                         std::vector<std::string>{"del", "users", "ann"}}) {
+    write.insert(write.begin(), {peerkv, "--data", dir_.Sub("a")});
+    testing::RunResult refused = testing::Run(write);
+    EXPECT_EQ(refused.exit_code, 1) << refused.err;
+    EXPECT_THAT(refused.err, HasSubstr("keyspace 'users' is strong"));
+  }
+  testing::RunResult read = testing::Run({peerkv, "--data", dir_.Sub("a"), "get", "users", "ann"});
+  EXPECT_EQ(read.exit_code, 0) << read.err;
+  EXPECT_EQ(read.out, "1");
+  testing::RunResult lww = testing::Run({peerkv, "--data", dir_.Sub("a"), "put", "notes", "n", "v"});
+  EXPECT_EQ(lww.exit_code, 0) << lww.err;
+}
+
 TEST_F(StrongTest, SwitchLwwStrongLwwWhileClientsWrite) {
   auto a = Start("a", {});
   ASSERT_NE(a, nullptr);
