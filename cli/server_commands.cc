@@ -6,7 +6,9 @@
 #include <cstdio>
 
 #include "absl/strings/str_format.h"
+#include "auth/tokens.h"
 #include "cli/command.h"
+#include "http/front_end.h"
 #include "cli/identity.h"
 #include "cli/text.h"
 #include "common/log.h"
@@ -168,6 +170,24 @@ int RunServe(const Context& c) {
   server_options.replication.correct_clock = correct_clock;
   server_options.replication.reconcile_interval = reconcile_interval;
   server_options.strong = strong.get();
+  // The HTTP front end (http/): bearer tokens of this data directory.
+  auth::TokenStore tokens(store_options.dir);
+  if (const std::optional<std::string> http_listen = c.args.Get("http-listen")) {
+    absl::StatusOr<int64_t> http_max = c.args.GetInt("http-max-connections", 1024, 1, 1'000'000);
+    if (!http_max.ok()) return Fail(c.command, http_max.status());
+    http::HttpOptions http_options;
+    http_options.listen = *http_listen;
+    http_options.insecure_loopback = c.args.Has("http-insecure-loopback");
+    http_options.verify_token = tokens.Verifier();
+    http_options.max_connections = static_cast<size_t>(*http_max);
+    if (absl::Status ok = http::ValidateHttpOptions(http_options); !ok.ok()) {
+      return Fail(c.command, ok);
+    }
+    server_options.front_ends.push_back(http::HttpFrontEnd(std::move(http_options)));
+  } else if (c.args.Has("http-insecure-loopback") || c.args.Has("http-max-connections")) {
+    return UsageError(c.command, "--http-insecure-loopback and --http-max-connections need "
+                                 "--http-listen HOST:PORT");
+  }
   server_options.replication.seed = (*store)->replica_id() ^ static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
   absl::StatusOr<std::unique_ptr<rpc::Server>> server =
       rpc::Server::Start(store->get(), server_options);
@@ -401,12 +421,21 @@ const std::vector<Command>& ServerCommands() {
        "                            without it strong writes and linearizable reads are\n"
        "                            refused (unavailable) and committed strong writes\n"
        "                            still arrive from peers\n"
+       "  --http-listen HOST:PORT   also serve the HTTP/JSON API, watches as\n"
+       "                            server-sent events, /metrics and the status page\n"
+       "                            (README \"HTTP API\"); loopback addresses only (no\n"
+       "                            TLS yet); requests need 'Authorization: Bearer\n"
+       "                            TOKEN' (peerkv token create NAME)\n"
+       "  --http-insecure-loopback  serve HTTP without tokens (loopback only)\n"
+       "  --http-max-connections N  HTTP connections at once; more are answered 503\n"
+       "                            (default 1024)\n"
        "  --clock-offset-ms N       testing only: shift this replica's clock by N ms\n",
        {.with_value = {"listen", "max-value-bytes", "replica-name", "user", "peer", "gossip-interval-ms",
                        "idle-timeout-ms", "keepalive-ms",
                        "fanout", "max-clock-skew", "max-clock-skew-ms", "clock-offset-ms",
                        "max-quarantine-records", "max-quarantine-bytes", "clock-correction",
-                       "reconcile-interval", "etcd"},
+                       "reconcile-interval", "etcd", "http-listen", "http-max-connections"},
+        .switches = {"http-insecure-loopback"},
         .repeatable = {"peer"}},
        RunServe},
       {"watch", "KS [--prefix P] [--from-seq N]", "print changes to KS as they commit",
