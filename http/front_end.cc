@@ -142,10 +142,18 @@ class FrontEnd final : public kj::HttpServerErrorHandler, private kj::TaskSet::E
   kj::Promise<void> handleApplicationError(kj::Exception exception,
                                            kj::Maybe<kj::HttpService::Response&> response) override {
     if (exception.getType() == kj::Exception::Type::DISCONNECTED) return kj::READY_NOW;
-    LogLine(absl::StrFormat("peerkv: HTTP request failed: %s",
-                            exception.getDescription().cStr()));
+    // Almost always the client's framing (a bad chunk size, headers over
+    // kj's 128 KiB, an unknown transfer coding): logged at most once per
+    // interval with a count (RejectionLog), never the client's bytes in full.
+    std::string what = exception.getDescription().cStr();
+    if (what.size() > 160) what.resize(160);
+    if (!IsUtf8(what)) what = "(not UTF-8)";
+    const absl::Status status =
+        absl::InvalidArgumentError(absl::StrFormat("malformed request: %s", what));
+    loop_.LogRejected("http", "request", status);
     KJ_IF_MAYBE(r, response) {
-      return SendJson(*r, 500, ErrorJson(absl::InternalError("internal error")));
+      Count("invalid", 400);
+      return SendJson(*r, 400, ErrorJson(status));
     }
     return kj::READY_NOW;
   }
