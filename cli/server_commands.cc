@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <string.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "absl/strings/str_format.h"
@@ -180,13 +181,21 @@ int RunServe(const Context& c) {
     http_options.insecure_loopback = c.args.Has("http-insecure-loopback");
     http_options.verify_token = tokens.Verifier();
     http_options.max_connections = static_cast<size_t>(*http_max);
+    absl::StatusOr<int64_t> http_idle = c.args.GetInt("http-idle-timeout-ms", 30'000, 100, 3'600'000);
+    if (!http_idle.ok()) return Fail(c.command, http_idle.status());
+    absl::StatusOr<int64_t> http_write =
+        c.args.GetInt("http-write-timeout-ms", 30'000, 100, 3'600'000);
+    if (!http_write.ok()) return Fail(c.command, http_write.status());
+    http_options.idle_timeout_ms = static_cast<int>(*http_idle);
+    http_options.header_timeout_ms = static_cast<int>(std::min<int64_t>(*http_idle, 10'000));
+    http_options.write_timeout_ms = static_cast<int>(*http_write);
     if (absl::Status ok = http::ValidateHttpOptions(http_options); !ok.ok()) {
       return Fail(c.command, ok);
     }
     server_options.front_ends.push_back(http::HttpFrontEnd(std::move(http_options)));
-  } else if (c.args.Has("http-insecure-loopback") || c.args.Has("http-max-connections")) {
-    return UsageError(c.command, "--http-insecure-loopback and --http-max-connections need "
-                                 "--http-listen HOST:PORT");
+  } else if (c.args.Has("http-insecure-loopback") || c.args.Has("http-max-connections") ||
+             c.args.Has("http-idle-timeout-ms") || c.args.Has("http-write-timeout-ms")) {
+    return UsageError(c.command, "the --http-... flags need --http-listen HOST:PORT");
   }
   server_options.replication.seed = (*store)->replica_id() ^ static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
   absl::StatusOr<std::unique_ptr<rpc::Server>> server =
@@ -429,12 +438,18 @@ const std::vector<Command>& ServerCommands() {
        "  --http-insecure-loopback  serve HTTP without tokens (loopback only)\n"
        "  --http-max-connections N  HTTP connections at once; more are answered 503\n"
        "                            (default 1024)\n"
+       "  --http-idle-timeout-ms N  close an idle keep-alive HTTP connection after N ms;\n"
+       "                            a request's headers must arrive within min(N, 10 s)\n"
+       "                            (default 30000)\n"
+       "  --http-write-timeout-ms N close an HTTP connection whose client does not take\n"
+       "                            a response or watch event within N ms (default 30000)\n"
        "  --clock-offset-ms N       testing only: shift this replica's clock by N ms\n",
        {.with_value = {"listen", "max-value-bytes", "replica-name", "user", "peer", "gossip-interval-ms",
                        "idle-timeout-ms", "keepalive-ms",
                        "fanout", "max-clock-skew", "max-clock-skew-ms", "clock-offset-ms",
                        "max-quarantine-records", "max-quarantine-bytes", "clock-correction",
-                       "reconcile-interval", "etcd", "http-listen", "http-max-connections"},
+                       "reconcile-interval", "etcd", "http-listen", "http-max-connections",
+                       "http-idle-timeout-ms", "http-write-timeout-ms"},
         .switches = {"http-insecure-loopback"},
         .repeatable = {"peer"}},
        RunServe},
