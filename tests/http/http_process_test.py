@@ -452,6 +452,43 @@ class HttpApiTest(unittest.TestCase):
         self.assertIsNone(self.server.proc.poll())
 
 
+class HttpPeersTest(unittest.TestCase):
+    def test_peer_in_status_and_metrics(self):
+        a = Server(extra=["--http-insecure-loopback", "--replica-name", "alpha",
+                          "--gossip-interval-ms", "100"])
+        b = None
+        try:
+            b = Server(extra=["--http-insecure-loopback", "--replica-name", "beta",
+                              "--gossip-interval-ms", "100", "--peer", a.rpc])
+            cli("--server", a.rpc, "put", "shared", "k", "v")
+            # Bounded wait for the link to come up and the record to arrive.
+            deadline = time.monotonic() + 20
+            while True:
+                _, body, _ = curl("GET", b.base + "/v1/status")
+                peers = json.loads(body)["peers"]
+                code, value, _ = curl("GET", b.base + "/v1/kv/shared/k")
+                if peers and peers[0]["reachable"] and code == 200:
+                    break
+                self.assertLess(time.monotonic(), deadline, body)
+                time.sleep(0.05)
+            self.assertEqual(value, b"v")
+            self.assertEqual(peers[0]["address"], a.rpc)
+            self.assertIsNotNone(peers[0]["last_exchange_ms_ago"])
+            _, body, _ = curl("GET", b.base + "/metrics")
+            families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+            reach = families["peerkv_peer_reachable"].samples
+            self.assertEqual(len(reach), 1)
+            self.assertEqual(reach[0].labels["address"], a.rpc)
+            self.assertEqual(reach[0].value, 1)
+            self.assertEqual(len(families["peerkv_peer_last_exchange_age_seconds"].samples), 1)
+            self.assertIn("peerkv_peer_behind_records", families)
+            self.assertIn("peerkv_peer_refused_records", families)
+        finally:
+            if b is not None:
+                self.assertEqual(b.stop(), 0)
+            self.assertEqual(a.stop(), 0)
+
+
 class HttpFlagsTest(unittest.TestCase):
     def test_non_loopback_is_refused(self):
         data = os.path.join(os.environ.get("TEST_TMPDIR", "/tmp"), "nl")
