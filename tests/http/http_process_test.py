@@ -389,6 +389,43 @@ class HttpApiTest(unittest.TestCase):
         self.assertLess(total, 200 * len(value))
         self.assert_served()
 
+    def test_watcher_that_never_reads_is_closed(self):
+        host, port = self.server.http.rsplit(":", 1)
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+        s.connect((host, int(port)))
+        s.sendall((f"GET /v1/watch/flood HTTP/1.1\r\nHost: x\r\n"
+                   f"Authorization: Bearer {self.token}\r\n\r\n").encode())
+        value = "w" * 60_000
+        # 12 MB of events: more than the kernel's socket buffers (4 MB each
+        # way at most), so the server's writes block.
+        for i in range(24):
+            writes = [{"keyspace": "flood", "key": f"k{i}-{j}", "value": value} for j in range(8)]
+            code, body, _ = curl("POST", self.url("/v1/batch"),
+                                 data=json.dumps({"writes": writes}).encode(), token=self.token)
+            self.assertEqual(code, 200, body)
+        t0 = time.monotonic()
+        self.assert_served()
+        self.assertLess(time.monotonic() - t0, 5)
+        time.sleep(2)  # past the 1 s write timeout without reading
+        s.settimeout(15)
+        total, closed = 0, False
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                chunk = s.recv(1 << 20)
+            except ConnectionResetError:
+                closed = True
+                break
+            if not chunk:
+                closed = True
+                break
+            total += len(chunk)
+        s.close()
+        self.assertTrue(closed)
+        self.assertLess(total, 24 * 8 * 60_000)  # it did not get everything
+        self.assert_served()
+
     def test_idle_connections_past_the_limit(self):
         fds_before = self.server.open_fds()
         socks = []
