@@ -83,6 +83,8 @@ const std::vector<Command>& ServerCommands();
 const std::vector<Command>& IdentityCommands();
 const Command& DemoCommand();
 const Command& KeyspaceCommand();
+// `peerkv token` (cli/token_command.cc).
+const Command& TokenCommand();
 // `peerkv demo strong` (cli/demo_strong.cc).
 int RunStrongDemo(const Context& context);
 

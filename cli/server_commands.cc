@@ -3,10 +3,13 @@
 #include <signal.h>
 #include <string.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "absl/strings/str_format.h"
+#include "auth/tokens.h"
 #include "cli/command.h"
+#include "http/front_end.h"
 #include "cli/identity.h"
 #include "cli/text.h"
 #include "common/log.h"
@@ -169,6 +172,32 @@ int RunServe(const Context& c) {
   server_options.replication.correct_clock = correct_clock;
   server_options.replication.reconcile_interval = reconcile_interval;
   server_options.strong = strong.get();
+  // The HTTP front end (http/): bearer tokens of this data directory.
+  auth::TokenStore tokens(store_options.dir);
+  if (const std::optional<std::string> http_listen = c.args.Get("http-listen")) {
+    absl::StatusOr<int64_t> http_max = c.args.GetInt("http-max-connections", 1024, 1, 1'000'000);
+    if (!http_max.ok()) return Fail(c.command, http_max.status());
+    http::HttpOptions http_options;
+    http_options.listen = *http_listen;
+    http_options.insecure_loopback = c.args.Has("http-insecure-loopback");
+    http_options.verify_token = tokens.Verifier();
+    http_options.max_connections = static_cast<size_t>(*http_max);
+    absl::StatusOr<int64_t> http_idle = c.args.GetInt("http-idle-timeout-ms", 30'000, 100, 3'600'000);
+    if (!http_idle.ok()) return Fail(c.command, http_idle.status());
+    absl::StatusOr<int64_t> http_write =
+        c.args.GetInt("http-write-timeout-ms", 30'000, 100, 3'600'000);
+    if (!http_write.ok()) return Fail(c.command, http_write.status());
+    http_options.idle_timeout_ms = static_cast<int>(*http_idle);
+    http_options.header_timeout_ms = static_cast<int>(std::min<int64_t>(*http_idle, 10'000));
+    http_options.write_timeout_ms = static_cast<int>(*http_write);
+    if (absl::Status ok = http::ValidateHttpOptions(http_options); !ok.ok()) {
+      return Fail(c.command, ok);
+    }
+    server_options.front_ends.push_back(http::HttpFrontEnd(std::move(http_options)));
+  } else if (c.args.Has("http-insecure-loopback") || c.args.Has("http-max-connections") ||
+             c.args.Has("http-idle-timeout-ms") || c.args.Has("http-write-timeout-ms")) {
+    return UsageError(c.command, "the --http-... flags need --http-listen HOST:PORT");
+  }
   server_options.replication.seed = (*store)->replica_id() ^ static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
   absl::StatusOr<std::unique_ptr<rpc::Server>> server =
       rpc::Server::Start(store->get(), server_options);
@@ -534,12 +563,27 @@ const std::vector<Command>& ServerCommands() {
        "                            without it strong writes and linearizable reads are\n"
        "                            refused (unavailable) and committed strong writes\n"
        "                            still arrive from peers\n"
+       "  --http-listen HOST:PORT   also serve the HTTP/JSON API, watches as\n"
+       "                            server-sent events, /metrics and the status page\n"
+       "                            (README \"HTTP API\"); loopback addresses only (no\n"
+       "                            TLS yet); requests need 'Authorization: Bearer\n"
+       "                            TOKEN' (peerkv token create NAME)\n"
+       "  --http-insecure-loopback  serve HTTP without tokens (loopback only)\n"
+       "  --http-max-connections N  HTTP connections at once; more are answered 503\n"
+       "                            (default 1024)\n"
+       "  --http-idle-timeout-ms N  close an idle keep-alive HTTP connection after N ms;\n"
+       "                            a request's headers must arrive within min(N, 10 s)\n"
+       "                            (default 30000)\n"
+       "  --http-write-timeout-ms N close an HTTP connection whose client does not take\n"
+       "                            a response or watch event within N ms (default 30000)\n"
        "  --clock-offset-ms N       testing only: shift this replica's clock by N ms\n",
        {.with_value = {"listen", "max-value-bytes", "replica-name", "user", "peer", "gossip-interval-ms",
                        "idle-timeout-ms", "keepalive-ms",
                        "fanout", "max-clock-skew", "max-clock-skew-ms", "clock-offset-ms",
                        "max-quarantine-records", "max-quarantine-bytes", "clock-correction",
-                       "reconcile-interval", "etcd"},
+                       "reconcile-interval", "etcd", "http-listen", "http-max-connections",
+                       "http-idle-timeout-ms", "http-write-timeout-ms"},
+        .switches = {"http-insecure-loopback"},
         .repeatable = {"peer"}},
        RunServe, Target::kData},
       {"watch", "KS [--prefix P] [--from-seq N] [--reconnect-for D]",

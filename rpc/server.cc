@@ -92,9 +92,21 @@ void Server::Run() {
       ready_.Notify();
       return;
     }
+    std::vector<std::shared_ptr<void>> front_ends;
+    for (const FrontEndFactory& start : options_.front_ends) {
+      absl::StatusOr<std::shared_ptr<void>> front_end = start(loop, io.waitScope);
+      if (!front_end.ok()) {
+        front_ends.clear();
+        start_status_ = front_end.status();
+        ready_.Notify();
+        return;
+      }
+      front_ends.push_back(std::move(*front_end));
+    }
     if (transport_ != nullptr) transport_->Attach(kj::getCurrentThreadExecutor(), &loop.links());
     ready_.Notify();
     stop_requested.wait(io.waitScope);
+    front_ends.clear();
     if (transport_ != nullptr) transport_->Detach();
     loop.Shutdown().wait(io.waitScope);
   } catch (const kj::Exception& e) {

@@ -111,6 +111,8 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   kj::Promise<void> Shutdown();
 
   Store& store() { return store_; }
+  // The loop's I/O (front ends listen through it).
+  kj::AsyncIoContext& io() { return io_; }
   const ServerOptions& options() const { return options_; }
   absl::Time started() const { return started_; }
   size_t connections() const { return connections_.size(); }

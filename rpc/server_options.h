@@ -8,7 +8,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
 
 #include "replication/replicator.h"
 
@@ -16,7 +20,20 @@ namespace peerkv::consensus {
 class StrongKeyspaces;
 }  // namespace peerkv::consensus
 
+namespace kj {
+class WaitScope;
+}  // namespace kj
+
 namespace peerkv::rpc {
+
+class ServerLoop;
+
+// A front end hosted on the server's loop beside RPC (http/, resp/):
+// called on the loop thread once the RPC port listens; what it returns
+// lives until the server stops (it is destroyed on the loop thread before
+// the loop shuts down). An error fails Server::Start.
+using FrontEndFactory =
+    std::function<absl::StatusOr<std::shared_ptr<void>>(ServerLoop& loop, kj::WaitScope& wait)>;
 
 struct ServerOptions {
   // HOST:PORT to listen on; port 0 picks a free port (see Server::address).
@@ -58,6 +75,9 @@ struct ServerOptions {
   // the server. nullptr: every keyspace is lww and the strong calls
   // (writeIf, setMode, ...) are refused with FailedPrecondition.
   consensus::StrongKeyspaces* strong = nullptr;
+
+  // Front ends started with the server (see FrontEndFactory).
+  std::vector<FrontEndFactory> front_ends;
 };
 
 // Largest message a peer may send, sized from the value limit: one value

@@ -22,6 +22,13 @@ packages=(
   etcd-server
   etcd-client
   libsodium-dev
+  # The HTTP front end's process tests (tests/http): curl, Debian's python3
+  # with its Prometheus text-format parser, and headless chromium for the
+  # status page.
+  curl
+  python3
+  python3-prometheus-client
+  chromium
   "$@"
 )
 

@@ -15,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/notification.h"
 #include "common/macros.h"
+#include "common/metrics.h"
 #include "store/codec.h"
 #include "store/data_dir.h"
 #include "store/group_txn.h"
@@ -673,6 +674,7 @@ absl::Status Store::CommitWrites(Group& group) {
     }
   }
   if (!status.ok() || !txn->changed()) return status;
+  metrics::Global().commit_group_requests.Observe(static_cast<double>(group.size()));
   Publish(*txn);
   // Listeners first: once a write is acknowledged, watchers already know.
   NotifyListeners(*txn);
@@ -886,7 +888,9 @@ absl::Status Store::CommitGroup(GroupTxn& txn, size_t group_bytes) {
     PEERKV_RETURN_IF_ERROR(txn.PutCheckpoint(peer, cp));
   }
   PEERKV_RETURN_IF_ERROR(txn.PutMetaState(clock_->Last()));
+  const absl::Time commit_start = absl::Now();
   const absl::Status committed = txn.Commit();
+  metrics::Global().commit_seconds.Observe(absl::ToDoubleSeconds(absl::Now() - commit_start));
   // A full map is not a full disk: CommitWrites grows it and retries.
   if (lmdb::IsMapFull(committed)) return committed;
   if (!committed.ok()) return dir_->ExplainWriteFailure(committed, group_bytes);
