@@ -18,6 +18,7 @@
 #include "rpc/client.h"
 #include "rpc/load.h"
 #include "replication/transport.h"
+#include "resp/server.h"
 #include "rpc/server.h"
 #include "store/store.h"
 
@@ -172,6 +173,41 @@ int RunServe(const Context& c) {
   absl::StatusOr<std::unique_ptr<rpc::Server>> server =
       rpc::Server::Start(store->get(), server_options);
   if (!server.ok()) return Fail(c.command, server.status());
+  // The RESP front end (resp/server.h), beside the RPC server, on loops of
+  // its own, through the same store.
+  std::unique_ptr<resp::RespServer> resp_server;
+  if (const std::optional<std::string> resp_listen = c.args.Get("resp-listen")) {
+    absl::StatusOr<int64_t> resp_threads = c.args.GetInt("resp-threads", 1, 1, 64);
+    if (!resp_threads.ok()) return Fail(c.command, resp_threads.status());
+    resp::RespOptions resp_options;
+    resp_options.listen = *resp_listen;
+    resp_options.insecure_loopback = c.args.Has("resp-insecure-loopback");
+    resp_options.default_keyspace = c.args.Get("resp-keyspace").value_or("default");
+    resp_options.threads = static_cast<int>(*resp_threads);
+    resp_options.replica_name = name;
+    resp_options.idle_timeout_ms = static_cast<int>(*idle_ms);
+    resp_options.is_strong = [s = strong.get()](std::string_view ks) { return s->IsStrong(ks); };
+    resp_options.peer_statuses = [s = server->get()] { return s->PeerStatuses(); };
+    resp_options.log = [](const std::string& line) { LogLine(line); };
+    // resp_options.authenticate: the access tokens' check (auth/tokens.h)
+    // is wired here when it lands; until then RESP serves only with
+    // --resp-insecure-loopback.
+    absl::StatusOr<std::unique_ptr<resp::RespServer>> started =
+        resp::RespServer::Start(store->get(), std::move(resp_options));
+    if (!started.ok()) {
+      (*server)->Stop();
+      return Fail(c.command, started.status());
+    }
+    resp_server = std::move(*started);
+    LogLine(absl::StrFormat("peerkv: RESP listening on %s (keyspace %s%s)",
+                            resp_server->address(), c.args.Get("resp-keyspace").value_or("default"),
+                            c.args.Has("resp-insecure-loopback") ? ", no authentication" : ""));
+  } else if (c.args.Has("resp-insecure-loopback") || c.args.Has("resp-keyspace") ||
+             c.args.Has("resp-threads")) {
+    (*server)->Stop();
+    return UsageError(c.command, "--resp-insecure-loopback, --resp-keyspace and --resp-threads "
+                                 "need --resp-listen HOST:PORT");
+  }
   LogLine(absl::StrFormat("peerkv: local clients: %s (owner only)",
                           LocalSocketPath(store_options.dir)));
   LogLine(absl::StrFormat("peerkv: listening on %s, data %s, replica %s%s%s%s",
@@ -186,7 +222,9 @@ int RunServe(const Context& c) {
   sigwait(&stop_signals, &signal_number);
   LogLine(absl::StrFormat("peerkv: %s received, stopping",
                           signal_number == SIGINT ? "SIGINT" : "SIGTERM"));
+  if (resp_server) resp_server->Stop();
   (*server)->Stop();
+  resp_server.reset();
   server->reset();
   strong.reset();
   StopJoinWatcher(*joiner);
@@ -401,12 +439,21 @@ const std::vector<Command>& ServerCommands() {
        "                            without it strong writes and linearizable reads are\n"
        "                            refused (unavailable) and committed strong writes\n"
        "                            still arrive from peers\n"
+       "  --resp-listen HOST:PORT   serve Redis clients (RESP2/RESP3) there too (see README:\n"
+       "                            RESP); needs AUTH unless --resp-insecure-loopback\n"
+       "  --resp-insecure-loopback  serve RESP without authentication; only on a\n"
+       "                            loopback --resp-listen (benchmarks, local tools)\n"
+       "  --resp-keyspace KS        the keyspace of a RESP connection and of SELECT 0\n"
+       "                            (default 'default'); SELECT ks:NAME picks another\n"
+       "  --resp-threads N          RESP event loops on the port (SO_REUSEPORT; default 1)\n"
        "  --clock-offset-ms N       testing only: shift this replica's clock by N ms\n",
        {.with_value = {"listen", "max-value-bytes", "replica-name", "user", "peer", "gossip-interval-ms",
                        "idle-timeout-ms", "keepalive-ms",
                        "fanout", "max-clock-skew", "max-clock-skew-ms", "clock-offset-ms",
                        "max-quarantine-records", "max-quarantine-bytes", "clock-correction",
-                       "reconcile-interval", "etcd"},
+                       "reconcile-interval", "etcd", "resp-listen", "resp-keyspace",
+                       "resp-threads"},
+        .switches = {"resp-insecure-loopback"},
         .repeatable = {"peer"}},
        RunServe},
       {"watch", "KS [--prefix P] [--from-seq N]", "print changes to KS as they commit",
