@@ -199,7 +199,7 @@ int RunServe(const Context& c) {
       return Fail(c.command, started.status());
     }
     resp_server = std::move(*started);
-    LogLine(absl::StrFormat("peerkv: RESP listening on %s (keyspace %s%s)",
+    LogLine(absl::StrFormat("peerkv: RESP clients: %s (keyspace %s%s)",
                             resp_server->address(), c.args.Get("resp-keyspace").value_or("default"),
                             c.args.Has("resp-insecure-loopback") ? ", no authentication" : ""));
   } else if (c.args.Has("resp-insecure-loopback") || c.args.Has("resp-keyspace") ||

@@ -22,6 +22,10 @@ packages=(
   etcd-server
   etcd-client
   libsodium-dev
+  # redis-cli, redis-benchmark and redis-py: the RESP front end's process
+  # tests drive a real server with them (tests/resp_test.cc).
+  redis-tools
+  python3-redis
   "$@"
 )
 
