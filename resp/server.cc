@@ -371,8 +371,7 @@ class RespServer::Loop {
 
   void OnEvents(Conn& c, uint32_t events) {
     if (c.draining) {
-      char buf[kReadChunk];
-      const ssize_t n = recv(c.fd, buf, sizeof(buf), 0);
+      const ssize_t n = recv(c.fd, read_buffer_.get(), kReadChunk, 0);
       if (n > 0) c.drained += static_cast<size_t>(n);
       if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR) || c.drained > kMaxDrainBytes) {
         CloseConn(c);
@@ -380,13 +379,13 @@ class RespServer::Loop {
       return;
     }
     if (events & EPOLLIN) {
-      const size_t old = c.in.size();
-      c.in.resize(old + kReadChunk);
-      const ssize_t n = recv(c.fd, c.in.data() + old, kReadChunk, 0);
+      // Into the loop's buffer, then appended: growing the connection's
+      // string by a whole chunk first would zero 64 KiB per read (a fifth
+      // of a GET's cost in the profile).
+      const ssize_t n = recv(c.fd, read_buffer_.get(), kReadChunk, 0);
       if (n > 0) {
-        c.in.resize(old + static_cast<size_t>(n));
+        c.in.append(read_buffer_.get(), static_cast<size_t>(n));
       } else {
-        c.in.resize(old);
         if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
           CloseConn(c);
           return;
@@ -626,6 +625,7 @@ class RespServer::Loop {
   bool accept_paused_ = false;
   std::vector<std::string_view> args_;
   PendingWrite write_;
+  std::unique_ptr<char[]> read_buffer_{new char[kReadChunk]};
   int64_t last_log_ms_ = -1'000'000;
   uint64_t suppressed_logs_ = 0;
 };
