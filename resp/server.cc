@@ -324,7 +324,7 @@ class RespServer::Loop {
   }
 
   void Accept() {
-    while (true) {
+    while (listen_fd_ >= 0) {
       int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
