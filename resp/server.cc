@@ -6,9 +6,10 @@
 // Per connection: bytes read are parsed and run in order; replies go to an
 // output buffer, or, while a write of the connection is in flight, to
 // ordered slots, so replies leave in the order of the commands. Commands
-// that read wait until the connection's writes are durable (a client reads
-// its own writes); blind writes (SET, MSET) go on, so a pipeline of SETs
-// lands in one group commit.
+// on named keys go on while the connection's writes are in flight (they
+// see them through the session; a pipeline of SETs lands in one group
+// commit); the others (SCAN, KEYS, DBSIZE, SELECT, ...) wait until the
+// connection's writes are durable.
 #include "resp/server.h"
 
 #include <arpa/inet.h>
@@ -451,8 +452,9 @@ class RespServer::Loop {
         c.in_off += r.consumed;
         continue;
       }
-      // Reads wait for this connection's writes.
-      if (!c.slots.empty() && !Session::IsBlindWrite(args_)) break;
+      // Commands that do not name their keys wait for this connection's
+      // writes (see Session::MayRunWithWritesInFlight).
+      if (!c.slots.empty() && !Session::MayRunWithWritesInFlight(args_)) break;
       server_.stats_.commands.fetch_add(1, std::memory_order_relaxed);
       std::string* target = ReplyTarget(c);
       Slot* slot = target == &c.out ? nullptr : &c.slots.back();

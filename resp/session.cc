@@ -161,15 +161,37 @@ Session::Session(Store& store, const SessionConfig& config, CursorTable& cursors
       keyspace_(config.default_keyspace),
       authenticated_(!config.require_auth) {}
 
-bool Session::IsBlindWrite(const std::vector<std::string_view>& args) {
-  return (args.size() == 3 && EqualsUpper(args[0], "SET")) ||
-         (args.size() >= 3 && args.size() % 2 == 1 && EqualsUpper(args[0], "MSET"));
+bool Session::MayRunWithWritesInFlight(const std::vector<std::string_view>& args) {
+  const std::string_view n = args[0];
+  return EqualsUpper(n, "GET") || EqualsUpper(n, "SET") || EqualsUpper(n, "MGET") ||
+         EqualsUpper(n, "MSET") || EqualsUpper(n, "DEL") || EqualsUpper(n, "EXISTS") ||
+         EqualsUpper(n, "TYPE") || EqualsUpper(n, "PING") || EqualsUpper(n, "ECHO");
+}
+
+void Session::Track(PendingWrite* write) {
+  write->tracked.clear();
+  for (const Mutation& m : write->mutations) {
+    std::string id = absl::StrCat(m.keyspace, std::string(1, '\0'), m.key);
+    InFlight& f = in_flight_[id];
+    f.value = m.value;
+    ++f.count;
+    write->tracked.push_back(std::move(id));
+  }
+}
+
+const Session::InFlight* Session::FindInFlight(std::string_view key) const {
+  if (in_flight_.empty()) return nullptr;
+  std::string id = absl::StrCat(keyspace_, std::string(1, '\0'), S(key));
+  auto it = in_flight_.find(id);
+  return it == in_flight_.end() ? nullptr : &it->second;
 }
 
 Session::Outcome Session::Execute(const std::vector<std::string_view>& args, std::string* out,
                                   PendingWrite* write) {
   Encoder e(out, protocol_);
-  return Dispatch(args, e, write);
+  const Outcome outcome = Dispatch(args, e, write);
+  if (outcome == Outcome::kWrite) Track(write);
+  return outcome;
 }
 
 Session::Outcome Session::Dispatch(const Args& args, Encoder& e, PendingWrite* write) {
@@ -333,6 +355,10 @@ void Session::Hello(const Args& args, Encoder& e) {
 
 absl::Status Session::Lookup(std::string_view key, std::optional<std::string>* value) const {
   if (absl::Status s = ValidateKey(key); !s.ok()) return s;
+  if (const InFlight* f = FindInFlight(key)) {
+    *value = f->value;
+    return absl::OkStatus();
+  }
   return store_.GetView(keyspace_, key, [value](const RecordView* r) {
     if (r != nullptr && !r->deleted) *value = std::string(r->value);
   });
@@ -341,6 +367,10 @@ absl::Status Session::Lookup(std::string_view key, std::optional<std::string>* v
 absl::Status Session::Holds(std::string_view key, bool* holds) const {
   *holds = false;
   if (absl::Status s = ValidateKey(key); !s.ok()) return s;
+  if (const InFlight* f = FindInFlight(key)) {
+    *holds = f->value.has_value();
+    return absl::OkStatus();
+  }
   return store_.GetView(keyspace_, key,
                         [holds](const RecordView* r) { *holds = r != nullptr && !r->deleted; });
 }
@@ -359,6 +389,14 @@ void Session::Get(const Args& args, Encoder& e) {
   const std::string_view key = args[1];
   if (absl::Status s = ValidateKey(key); !s.ok()) {
     e.Error(ErrorText(s));
+    return;
+  }
+  if (const InFlight* f = FindInFlight(key)) {
+    if (f->value) {
+      e.Bulk(*f->value);
+    } else {
+      e.Null();
+    }
     return;
   }
   bool found = false;
@@ -497,8 +535,11 @@ Session::Outcome Session::MSet(const Args& args, Encoder& e, PendingWrite* write
 }
 
 void Session::FinishWrite(const PendingWrite& write,
-                          const absl::StatusOr<std::vector<Version>>& result,
-                          std::string* out) const {
+                          const absl::StatusOr<std::vector<Version>>& result, std::string* out) {
+  for (const std::string& id : write.tracked) {
+    auto it = in_flight_.find(id);
+    if (it != in_flight_.end() && --it->second.count == 0) in_flight_.erase(it);
+  }
   Encoder e(out, protocol_);
   if (!result.ok()) {
     e.Error(ErrorText(result.status()));
@@ -543,6 +584,14 @@ void Session::MGet(const Args& args, Encoder& e) {
   }
   e.Array(args.size() - 1);
   for (size_t i = 1; i < args.size(); ++i) {
+    if (const InFlight* f = FindInFlight(args[i])) {
+      if (f->value) {
+        e.Bulk(*f->value);
+      } else {
+        e.Null();
+      }
+      continue;
+    }
     bool found = false;
     absl::Status s = store_.GetView(keyspace_, args[i], [&](const RecordView* r) {
       if (r != nullptr && !r->deleted) {

@@ -93,6 +93,9 @@ struct PendingWrite {
     kOldValue,  // SET ... GET: the value before (or null)
   };
   std::vector<Mutation> mutations;
+  // The (keyspace, key)s the session tracks as in flight until
+  // FinishWrite (filled by Execute).
+  std::vector<std::string> tracked;
   Reply reply = Reply::kOk;
   int64_t count = 0;
   std::optional<std::string> old_value;
@@ -111,16 +114,19 @@ class Session {
   // Runs one command (`args` non-empty) and appends its reply to `out`.
   Outcome Execute(const std::vector<std::string_view>& args, std::string* out,
                   PendingWrite* write);
-  // Appends the reply of a write once the store has answered it.
+  // Appends the reply of a write once the store has answered it, and
+  // stops tracking it as in flight.
   void FinishWrite(const PendingWrite& write, const absl::StatusOr<std::vector<Version>>& result,
-                   std::string* out) const;
+                   std::string* out);
 
-  // True for commands that only write and read nothing the connection's
-  // earlier writes may still change (SET without options, MSET): the front
-  // end may run them while earlier writes are in flight. Every other
-  // command waits until the connection's writes are durable, so a client
-  // reads its own writes.
-  static bool IsBlindWrite(const std::vector<std::string_view>& args);
+  // True for the commands that name their keys (GET, MGET, EXISTS, TYPE,
+  // SET, DEL, MSET) and PING/ECHO: the front end may run them while this
+  // connection's earlier writes are in flight. They see those writes (the
+  // session answers a key with a write in flight from the value written),
+  // and their replies leave after the writes' own, so a client never sees
+  // a value before the write's acknowledgement (which means durable).
+  // Every other command waits until the connection's writes are durable.
+  static bool MayRunWithWritesInFlight(const std::vector<std::string_view>& args);
 
   int protocol() const { return protocol_; }
   const std::string& keyspace() const { return keyspace_; }
@@ -156,8 +162,20 @@ class Session {
   // it is.
   absl::Status WriteRefusal() const;
 
+  // This connection's writes submitted and not yet finished, by
+  // keyspace + '\0' + key: the last value written (nullopt: a delete) and
+  // how many are in flight.
+  struct InFlight {
+    std::optional<std::string> value;
+    int count = 0;
+  };
+  void Track(PendingWrite* write);
+  // The in-flight write of `key` in the current keyspace, if any.
+  const InFlight* FindInFlight(std::string_view key) const;
+
   Store& store_;
   const SessionConfig& config_;
+  std::map<std::string, InFlight, std::less<>> in_flight_;
   CursorTable& cursors_;
   const FrontEndStats& stats_;
   const uint64_t id_;

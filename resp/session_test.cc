@@ -286,13 +286,46 @@ TEST_F(SessionTest, AuthRequiredAndCheckedByTheHook) {
   EXPECT_EQ(u->protocol(), 2);
 }
 
-TEST_F(SessionTest, BlindWritesAreOnlyPlainSetAndMset) {
+TEST_F(SessionTest, OnlyCommandsOnNamedKeysRunWithWritesInFlight) {
   using Args = std::vector<std::string_view>;
-  EXPECT_TRUE(Session::IsBlindWrite(Args{"SET", "k", "v"}));
-  EXPECT_TRUE(Session::IsBlindWrite(Args{"mset", "a", "1", "b", "2"}));
-  EXPECT_FALSE(Session::IsBlindWrite(Args{"SET", "k", "v", "NX"}));
-  EXPECT_FALSE(Session::IsBlindWrite(Args{"DEL", "k"}));
-  EXPECT_FALSE(Session::IsBlindWrite(Args{"GET", "k"}));
+  EXPECT_TRUE(Session::MayRunWithWritesInFlight(Args{"SET", "k", "v", "NX"}));
+  EXPECT_TRUE(Session::MayRunWithWritesInFlight(Args{"mget", "a", "b"}));
+  EXPECT_TRUE(Session::MayRunWithWritesInFlight(Args{"DEL", "k"}));
+  EXPECT_FALSE(Session::MayRunWithWritesInFlight(Args{"SCAN", "0"}));
+  EXPECT_FALSE(Session::MayRunWithWritesInFlight(Args{"SELECT", "1"}));
+  EXPECT_FALSE(Session::MayRunWithWritesInFlight(Args{"DBSIZE"}));
+}
+
+// Commands that run while the connection's writes are in flight see them.
+TEST_F(SessionTest, WritesInFlightAreSeenByTheConnection) {
+  auto s = NewSession();
+  EXPECT_EQ(Run(*s, {"SET", "k", "old"}), "+OK\r\n");
+  std::string out;
+  PendingWrite set;
+  std::vector<std::string_view> args = {"SET", "k", "new"};
+  ASSERT_EQ(s->Execute(args, &out, &set), Session::Outcome::kWrite);
+  PendingWrite del;
+  args = {"DEL", "gone"};
+  EXPECT_EQ(Run(*s, {"SET", "gone", "x"}), "+OK\r\n");
+  ASSERT_EQ(s->Execute(args, &out, &del), Session::Outcome::kWrite);
+  EXPECT_EQ(out, "");
+  // Not yet in the store, seen by this session.
+  EXPECT_EQ(Run(*s, {"GET", "k"}), "$3\r\nnew\r\n");
+  EXPECT_EQ(Run(*s, {"MGET", "k", "gone"}), "*2\r\n$3\r\nnew\r\n$-1\r\n");
+  EXPECT_EQ(Run(*s, {"EXISTS", "k", "gone"}), ":1\r\n");
+  EXPECT_EQ(Run(*s, {"SET", "k", "x", "NX", "GET"}), "$3\r\nnew\r\n");
+  EXPECT_EQ(Run(*s, {"DEL", "gone"}), ":0\r\n");
+  // Another connection sees the store.
+  auto other = NewSession();
+  EXPECT_EQ(Run(*other, {"GET", "k"}), "$3\r\nold\r\n");
+  // Once written and finished, the session reads the store again.
+  s->FinishWrite(set, store_->Write(set.mutations), &out);
+  s->FinishWrite(del, store_->Write(del.mutations), &out);
+  EXPECT_EQ(out, "+OK\r\n:1\r\n");
+  EXPECT_EQ(Run(*other, {"GET", "k"}), "$3\r\nnew\r\n");
+  EXPECT_EQ(Run(*s, {"GET", "gone"}), "$-1\r\n");
+  EXPECT_EQ(Run(*s, {"SELECT", "ks:other"}), "+OK\r\n");
+  EXPECT_EQ(Run(*s, {"GET", "k"}), "$-1\r\n");
 }
 
 }  // namespace
