@@ -21,6 +21,7 @@
 #include "rpc/client.h"
 #include "rpc/load.h"
 #include "replication/transport.h"
+#include "resp/server.h"
 #include "rpc/server.h"
 #include "store/store.h"
 #include "store/validation.h"
@@ -172,7 +173,8 @@ int RunServe(const Context& c) {
   server_options.replication.correct_clock = correct_clock;
   server_options.replication.reconcile_interval = reconcile_interval;
   server_options.strong = strong.get();
-  // The HTTP front end (http/): bearer tokens of this data directory.
+  // The HTTP and RESP front ends: the access tokens of this data directory
+  // (HTTP bearer tokens, RESP AUTH).
   auth::TokenStore tokens(store_options.dir);
   if (const std::optional<std::string> http_listen = c.args.Get("http-listen")) {
     absl::StatusOr<int64_t> http_max = c.args.GetInt("http-max-connections", 1024, 1, 1'000'000);
@@ -202,6 +204,40 @@ int RunServe(const Context& c) {
   absl::StatusOr<std::unique_ptr<rpc::Server>> server =
       rpc::Server::Start(store->get(), server_options);
   if (!server.ok()) return Fail(c.command, server.status());
+  // The RESP front end (resp/server.h), beside the RPC server, on loops of
+  // its own, through the same store.
+  std::unique_ptr<resp::RespServer> resp_server;
+  if (const std::optional<std::string> resp_listen = c.args.Get("resp-listen")) {
+    absl::StatusOr<int64_t> resp_threads = c.args.GetInt("resp-threads", 1, 1, 64);
+    if (!resp_threads.ok()) return Fail(c.command, resp_threads.status());
+    resp::RespOptions resp_options;
+    resp_options.listen = *resp_listen;
+    resp_options.insecure_loopback = c.args.Has("resp-insecure-loopback");
+    resp_options.default_keyspace = c.args.Get("resp-keyspace").value_or("default");
+    resp_options.threads = static_cast<int>(*resp_threads);
+    resp_options.replica_name = name;
+    resp_options.idle_timeout_ms = static_cast<int>(*idle_ms);
+    resp_options.is_strong = [s = strong.get()](std::string_view ks) { return s->IsStrong(ks); };
+    resp_options.peer_statuses = [s = server->get()] { return s->PeerStatuses(); };
+    resp_options.log = [](const std::string& line) { LogLine(line); };
+    // AUTH checks this data directory's access tokens (peerkv token create).
+    resp_options.authenticate = tokens.Verifier();
+    absl::StatusOr<std::unique_ptr<resp::RespServer>> started =
+        resp::RespServer::Start(store->get(), std::move(resp_options));
+    if (!started.ok()) {
+      (*server)->Stop();
+      return Fail(c.command, started.status());
+    }
+    resp_server = std::move(*started);
+    LogLine(absl::StrFormat("peerkv: RESP clients: %s (keyspace %s%s)",
+                            resp_server->address(), c.args.Get("resp-keyspace").value_or("default"),
+                            c.args.Has("resp-insecure-loopback") ? ", no authentication" : ""));
+  } else if (c.args.Has("resp-insecure-loopback") || c.args.Has("resp-keyspace") ||
+             c.args.Has("resp-threads")) {
+    (*server)->Stop();
+    return UsageError(c.command, "--resp-insecure-loopback, --resp-keyspace and --resp-threads "
+                                 "need --resp-listen HOST:PORT");
+  }
   LogLine(absl::StrFormat("peerkv: local clients: %s (owner only)",
                           LocalSocketPath(store_options.dir)));
   LogLine(absl::StrFormat("peerkv: listening on %s, data %s, replica %s%s%s%s",
@@ -216,7 +252,9 @@ int RunServe(const Context& c) {
   sigwait(&stop_signals, &signal_number);
   LogLine(absl::StrFormat("peerkv: %s received, stopping",
                           signal_number == SIGINT ? "SIGINT" : "SIGTERM"));
+  if (resp_server) resp_server->Stop();
   (*server)->Stop();
+  resp_server.reset();
   server->reset();
   strong.reset();
   StopJoinWatcher(*joiner);
@@ -576,14 +614,22 @@ const std::vector<Command>& ServerCommands() {
        "                            (default 30000)\n"
        "  --http-write-timeout-ms N close an HTTP connection whose client does not take\n"
        "                            a response or watch event within N ms (default 30000)\n"
+       "  --resp-listen HOST:PORT   serve Redis clients (RESP2/RESP3) there too (see README:\n"
+       "                            RESP); needs AUTH unless --resp-insecure-loopback\n"
+       "  --resp-insecure-loopback  serve RESP without authentication; only on a\n"
+       "                            loopback --resp-listen (benchmarks, local tools)\n"
+       "  --resp-keyspace KS        the keyspace of a RESP connection and of SELECT 0\n"
+       "                            (default 'default'); SELECT ks:NAME picks another\n"
+       "  --resp-threads N          RESP event loops on the port (SO_REUSEPORT; default 1)\n"
        "  --clock-offset-ms N       testing only: shift this replica's clock by N ms\n",
        {.with_value = {"listen", "max-value-bytes", "replica-name", "user", "peer", "gossip-interval-ms",
                        "idle-timeout-ms", "keepalive-ms",
                        "fanout", "max-clock-skew", "max-clock-skew-ms", "clock-offset-ms",
                        "max-quarantine-records", "max-quarantine-bytes", "clock-correction",
                        "reconcile-interval", "etcd", "http-listen", "http-max-connections",
-                       "http-idle-timeout-ms", "http-write-timeout-ms"},
-        .switches = {"http-insecure-loopback"},
+                       "http-idle-timeout-ms", "http-write-timeout-ms", "resp-listen",
+                       "resp-keyspace", "resp-threads"},
+        .switches = {"http-insecure-loopback", "resp-insecure-loopback"},
         .repeatable = {"peer"}},
        RunServe, Target::kData},
       {"watch", "KS [--prefix P] [--from-seq N] [--reconnect-for D]",

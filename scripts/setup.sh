@@ -29,6 +29,10 @@ packages=(
   python3
   python3-prometheus-client
   chromium
+  # redis-cli, redis-benchmark and redis-py: the RESP front end's process
+  # tests drive a real server with them (tests/resp_test.cc).
+  redis-tools
+  python3-redis
   "$@"
 )
 
