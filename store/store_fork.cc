@@ -126,6 +126,7 @@ absl::Status Store::CommitForgotten(const std::vector<uint64_t>& fresh) {
     watermarks_.erase(id);
     distrusted_.insert(id);
   }
+  DropRetiredAcks(fresh);  // tombstones.cc: no process of those ids acknowledges again
   {
     absl::MutexLock lock(&lineage_mu_);
     lineage_ = std::move(lineage);
