@@ -732,6 +732,14 @@ absl::Status Store::TryApplyGroup(Group& group, GroupTxn& txn, size_t group_byte
 
 absl::StatusOr<std::optional<Version>> Store::StampLocal(GroupTxn& txn, const Mutation& m) {
   Version version{clock_->Now(), replica_id_};
+  if (version.hlc <= collected_horizon_.load()) {
+    // The clock is behind a collected tombstone (a fresh-clock fork): a key
+    // this replica holds nothing of may have been deleted above it, so the
+    // write is stamped above every collected tombstone (tombstones.cc).
+    PEERKV_ASSIGN_OR_RETURN(const std::optional<Version> current,
+                            txn.CurrentVersion(m.keyspace, m.key));
+    if (!current.has_value()) version.hlc = collected_horizon_.load() + 1;
+  }
   PEERKV_ASSIGN_OR_RETURN(bool won, txn.ApplyLocal(m, version));
   if (!won) {
     // The clock is below this key's stored version: it was started afresh

@@ -426,11 +426,14 @@ class Store {
   // hello): replaces what it acknowledged before (a peer may hold less
   // than it did: it forgot an origin).
   void NotePeerHolds(uint64_t peer_id, const Watermarks& held) const;
-  // Releases the tombstones `peer_id` holds back: it is no longer waited
-  // for, and its acknowledged watermarks are kept as what it was forgotten
-  // with: a record it sends later that they cover and that would land on a
-  // key this replica holds nothing of is refused as stale. NotFound if the
-  // peer is not known (never met, already forgotten, or retired by a fork).
+  // Releases the tombstones `peer_id` holds back: as a peer, it is no
+  // longer waited for; as an origin (any replica whose writes this one
+  // holds), its clock no longer bounds the origin floor (see
+  // CollectTombstones). What it acknowledged (and this replica's watermark
+  // for it) is kept as what it was forgotten with: a live record it sends
+  // later that they cover and that would win is refused as stale. NotFound
+  // if it is neither a peer waited for nor a known origin (never met,
+  // already forgotten, or retired by a fork).
   absl::Status ForgetPeer(uint64_t peer_id);
   // The peers waited for, with what they acknowledged, by id.
   std::vector<std::pair<uint64_t, Watermarks>> AcknowledgedPeers() const;
@@ -442,6 +445,12 @@ class Store {
     bool began_pass = false;
     bool reached_end = false;
   };
+  // A tombstone is collected once it is tombstone_min_age_ms old, this
+  // replica's watermarks cover it, every peer waited for acknowledged
+  // holding it, and its hlc is at most the origin floor: the least of this
+  // replica's watermarks over every origin it knows (but itself and the
+  // forgotten), so no known replica can still write its key with an older
+  // version that would not be recognised as stale.
   // One bounded step of collection on the writer thread: examines up to
   // `max_examined` records after where the last step stopped, in one
   // transaction, and drops the collectable tombstones with their log

@@ -115,8 +115,10 @@ std::vector<std::pair<uint64_t, Watermarks>> Store::AcknowledgedPeers() const {
 
 absl::Status Store::ForgetPeer(uint64_t peer_id) {
   {
+    const Watermarks own = GetWatermarks();
     absl::MutexLock lock(&acks_mu_);
-    if (!acks_.contains(peer_id)) {
+    if (!acks_.contains(peer_id) &&
+        (own.count(peer_id) == 0 || forgotten_peers_.contains(peer_id) || peer_id == replica_id())) {
       return absl::NotFoundError(absl::StrFormat(
           "replica %s is not a peer this replica waits for (never met, already forgotten, "
           "or retired by a fork)",
@@ -127,12 +129,14 @@ absl::Status Store::ForgetPeer(uint64_t peer_id) {
     absl::flat_hash_map<uint64_t, Watermarks> acks, forgotten;
     {
       absl::MutexLock lock(&acks_mu_);
-      auto it = acks_.find(peer_id);
-      if (it == acks_.end()) return absl::NotFoundError("the peer was forgotten meanwhile");
       acks = acks_;
       forgotten = forgotten_peers_;
     }
-    forgotten[peer_id].Merge(acks[peer_id]);
+    // What it acknowledged as a peer, and what this replica holds of it as
+    // an origin: what it sends later that these cover is old.
+    const Watermarks own = GetWatermarks();
+    if (auto it = acks.find(peer_id); it != acks.end()) forgotten[peer_id].Merge(it->second);
+    if (auto it = own.find(peer_id); it != own.end()) forgotten[peer_id].Raise(peer_id, it->second);
     acks.erase(peer_id);
     if (forgotten.size() > kMaxAcknowledgedPeers) {
       // The oldest cannot be told; drop the one that claims least.
@@ -273,6 +277,34 @@ absl::Status Store::CollectStep(size_t max_examined, CollectResult& result) {
     overflow = acks_overflow_;
   }
   const Watermarks own = GetWatermarks();
+  // The origin floor: the least hlc up to which this replica holds every
+  // write of every origin it knows (forgotten ones aside). A replica whose
+  // clock is behind a tombstone could still write its key with an older
+  // version that no watermark covers yet; once every known origin is past
+  // the tombstone, any older write of theirs is covered here and refused
+  // as stale.
+  uint64_t floor = UINT64_MAX, floor_origin = 0;
+  absl::flat_hash_set<uint64_t> forgotten_ids;
+  {
+    absl::MutexLock lock(&acks_mu_);
+    for (const auto& [id, marks] : forgotten_peers_) forgotten_ids.insert(id);
+  }
+  {
+    // Origins a peer knows and this replica does not yet count at 0.
+    auto lower = [&](uint64_t origin, uint64_t hlc) {
+      if (origin == replica_id() || forgotten_ids.contains(origin) || Distrusts(origin)) return;
+      if (hlc < floor) {
+        floor = hlc;
+        floor_origin = origin;
+      }
+    };
+    for (const auto& [origin, hlc] : own) lower(origin, hlc);
+    for (const auto& [peer, marks] : acks) {
+      for (const auto& [origin, hlc] : marks) {
+        if (own.count(origin) == 0) lower(origin, 0);
+      }
+    }
+  }
   const int64_t now_ms = clock_->RealNowMillis();
   const int64_t min_age = options_.tombstone_min_age_ms;
   const bool at_start = collect_from_key_.empty();
@@ -305,18 +337,17 @@ absl::Status Store::CollectStep(size_t max_examined, CollectResult& result) {
     bool collect = false;
     if (header.deleted && !overflow &&
         static_cast<int64_t>(HlcMillis(header.version.hlc)) <= now_ms - min_age) {
-      collect = own.Covers(header.version);
-      uint64_t holder = 0;
+      collect = own.Covers(header.version) && header.version.hlc <= floor;
+      uint64_t holder = header.version.hlc <= floor ? 0 : floor_origin;
       for (const auto& [peer, marks] : acks) {
         if (!marks.Covers(header.version)) {
           collect = false;
-          holder = peer;
-          ++pass_held_by_[peer];
+          if (holder == 0) holder = peer;
         }
       }
       if (!collect) {
         ++pass_held_;
-        if (holder == 0) ++pass_held_by_[0];
+        ++pass_held_by_[holder];
       }
     }
     if (collect) {
