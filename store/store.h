@@ -576,7 +576,7 @@ class Store {
   absl::StatusOr<bool> RefuseIfStale(writer::GroupTxn& txn, const Record& remote,
                                      const StaleRule& rule, MergeResult& result);
   static bool IsStaleRefusal(const absl::Status& reason);
-  void DropRetiredAcks(const std::vector<uint64_t>& ids);
+  void DropRetiredAcks(const std::vector<uint64_t>& ids, const Watermarks& held);
   absl::Status LoadTombstoneState(MDB_txn* txn);
   absl::Status CollectStep(size_t max_examined, CollectResult& result);
   absl::Status WriteAcks(MDB_txn* txn) const;

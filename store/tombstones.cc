@@ -97,9 +97,17 @@ void Store::NotePeerHolds(uint64_t peer_id, const Watermarks& held) const {
   if (it != acks_.end()) it->second = held;
 }
 
-void Store::DropRetiredAcks(const std::vector<uint64_t>& ids) {
+void Store::DropRetiredAcks(const std::vector<uint64_t>& ids, const Watermarks& held) {
   absl::MutexLock lock(&acks_mu_);
-  for (uint64_t id : ids) acks_.erase(id);
+  for (uint64_t id : ids) {
+    acks_.erase(id);
+    // The watermark is dropped (it may claim writes of a lost life), but
+    // a live record of that id it covers, for a key this replica holds
+    // nothing of, older than a collected tombstone, is still stale: kept
+    // as what the retired id was "forgotten with" (persisted with the next
+    // collection step).
+    if (auto it = held.find(id); it != held.end()) forgotten_peers_[id].Raise(id, it->second);
+  }
 }
 
 std::vector<std::pair<uint64_t, Watermarks>> Store::AcknowledgedPeers() const {
@@ -184,12 +192,14 @@ absl::Status Store::LoadTombstoneState(MDB_txn* txn) {
 }
 
 absl::Status Store::WriteAcks(MDB_txn* txn) const {
-  std::string acks;
+  std::string acks, forgotten;
   {
     absl::MutexLock lock(&acks_mu_);
     acks = EncodeAcks(acks_);
+    forgotten = EncodeAcks(forgotten_peers_);
   }
-  return lmdb::Put(txn, meta_dbi_, kMetaPeerAcks, acks, "write peer acks");
+  PEERKV_RETURN_IF_ERROR(lmdb::Put(txn, meta_dbi_, kMetaPeerAcks, acks, "write peer acks"));
+  return lmdb::Put(txn, meta_dbi_, kMetaForgottenPeers, forgotten, "write forgotten peers");
 }
 
 bool Store::IsStaleRefusal(const absl::Status& reason) {
@@ -205,7 +215,14 @@ std::optional<Store::StaleRule> Store::StaleRuleFor(uint64_t source) const {
     if (it != forgotten_peers_.end()) rule.forgotten_with = it->second;
   }
   if (rule.horizon == 0 && !rule.forgotten_with.has_value()) return std::nullopt;
-  if (rule.horizon != 0) rule.own = GetWatermarks();
+  if (rule.horizon != 0) {
+    rule.own = GetWatermarks();
+    // What was held of a forgotten peer's or a retired id's own writes.
+    absl::MutexLock lock(&acks_mu_);
+    for (const auto& [id, marks] : forgotten_peers_) {
+      if (auto it = marks.find(id); it != marks.end()) rule.own.Raise(id, it->second);
+    }
+  }
   return rule;
 }
 
