@@ -35,6 +35,9 @@ int main(int argc, char** argv) {
     const std::string arg = argv[i];
     if (arg == "--seeds" && i + 1 < argc) {
       last = std::strtoull(argv[++i], nullptr, 10);
+    } else if (arg == "--from" && i + 1 < argc) {
+      // With --seeds N: seeds F..N (to split a long run between processes).
+      first = std::strtoull(argv[++i], nullptr, 10);
     } else if (arg == "--seed" && i + 1 < argc) {
       first = last = std::strtoull(argv[++i], nullptr, 10);
     } else if (arg == "-v") {
