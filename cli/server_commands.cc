@@ -69,6 +69,15 @@ int RunServe(const Context& c) {
     }
     tombstone_min_age_ms = absl::ToInt64Milliseconds(d);
   }
+  absl::Duration tombstone_interval = StoreOptions{}.tombstone_collect_interval;
+  if (const std::optional<std::string> every = c.args.Get("tombstone-collect-interval")) {
+    if (!absl::ParseDuration(*every, &tombstone_interval) ||
+        tombstone_interval < absl::Milliseconds(10) || tombstone_interval > absl::Hours(24)) {
+      return UsageError(c.command, absl::StrFormat(
+          "--tombstone-collect-interval must be a duration such as 1m, 10ms..24h, got '%s'",
+          *every));
+    }
+  }
   absl::StatusOr<int64_t> quarantine_records =
       c.args.GetInt("max-quarantine-records", 10'000, 0, 10'000'000);
   if (!quarantine_records.ok()) return Fail(c.command, quarantine_records.status());
@@ -132,6 +141,7 @@ int RunServe(const Context& c) {
   store_options.max_value_bytes = static_cast<size_t>(*max_value);
   store_options.max_clock_skew_ms = *skew_ms;
   store_options.tombstone_min_age_ms = tombstone_min_age_ms;
+  store_options.tombstone_collect_interval = tombstone_interval;
   store_options.max_quarantine_records = static_cast<size_t>(*quarantine_records);
   store_options.max_quarantine_bytes = static_cast<size_t>(*quarantine_bytes);
   store_options.wall_clock = &wall_clock;
@@ -436,6 +446,8 @@ const std::vector<Command>& ServerCommands() {
        "  --tombstone-min-age D     collect a tombstone only once it is at least D old\n"
        "                            and every peer met acknowledged holding it (default\n"
        "                            168h; 0..87600h); see peer forget\n"
+       "  --tombstone-collect-interval D  run a collection pass this often (default\n"
+       "                            1m; 10ms..24h)\n"
        "  --etcd http://HOST:PORT   the consensus service for strong keyspaces (etcd v3);\n"
        "                            without it strong writes and linearizable reads are\n"
        "                            refused (unavailable) and committed strong writes\n"
@@ -445,7 +457,8 @@ const std::vector<Command>& ServerCommands() {
                        "idle-timeout-ms", "keepalive-ms",
                        "fanout", "max-clock-skew", "max-clock-skew-ms", "clock-offset-ms",
                        "max-quarantine-records", "max-quarantine-bytes", "clock-correction",
-                       "reconcile-interval", "etcd", "tombstone-min-age"},
+                       "reconcile-interval", "etcd", "tombstone-min-age",
+                       "tombstone-collect-interval"},
         .repeatable = {"peer"}},
        RunServe},
       {"watch", "KS [--prefix P] [--from-seq N]", "print changes to KS as they commit",
