@@ -45,10 +45,12 @@ class TombstoneTest : public ::testing::Test {
     return Record{"ks", key, Version{MakeHlc(kT0 + millis, 0), origin}, deleted,
                   deleted ? "" : "v-" + key, 0};
   }
-  // Everything of `store`'s own writes (and kOrigin's) up to now.
-  Watermarks HoldsAll(const Store& store) const {
-    return Watermarks{{store.replica_id(), MakeHlc(wall_.NowMillis() + 1, 0)},
-                      {kOrigin, MakeHlc(wall_.NowMillis() + 1, 0)}};
+  // Everything of `store`'s own writes up to now (and of kOrigin's, if
+  // `origin`: a peer that knows kOrigin).
+  Watermarks HoldsAll(const Store& store, bool origin = false) const {
+    Watermarks marks{{store.replica_id(), MakeHlc(wall_.NowMillis() + 1, 0)}};
+    if (origin) marks.Raise(kOrigin, MakeHlc(wall_.NowMillis() + 1, 0));
+    return marks;
   }
   std::optional<Record> Get(Store& store, const std::string& key) {
     absl::StatusOr<std::optional<Record>> got = store.Get("ks", key);
@@ -140,8 +142,18 @@ TEST_F(TombstoneTest, StaleRecordIsRefusedAndAnsweredWithAFreshTombstone) {
               IsOk());
   wall_.Advance(100);
   ASSERT_THAT(store->Delete("ks", "k"), IsOk());
-  store->NotePeerHolds(kPeerA, HoldsAll(*store));
+  wall_.Advance(10);
+  store->NotePeerHolds(kPeerA, HoldsAll(*store, /*origin=*/true));
+  // Held back until this replica holds kOrigin's writes past the tombstone
+  // (the origin floor): kOrigin could still write k below it.
   wall_.Advance(kMinAge + 1);
+  ASSERT_EQ(CollectAll(*store), 0u);
+  absl::StatusOr<StoreStats> held = store->Stats();
+  ASSERT_THAT(held, IsOk());
+  EXPECT_EQ(held->tombstones_held_by, kOrigin);
+  ASSERT_THAT(store->Merge({}, CheckpointUpdate{kPeerA, PeerCheckpoint{1, 2, 0},
+                                                Watermarks{{kOrigin, MakeHlc(kT0 + 200, 0)}}}),
+              IsOk());
   ASSERT_EQ(CollectAll(*store), 1u);
   ASSERT_EQ(Get(*store, "k"), std::nullopt);
   // A peer restored from an old backup still holds the old value.
