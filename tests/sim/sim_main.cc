@@ -126,8 +126,8 @@ int main(int argc, char** argv) {
               passed, failed, (unsigned long long)pages_prefetched, (unsigned long long)clones,
               (unsigned long long)clones_refused, (unsigned long long)reconciles,
               (unsigned long long)reconcile_rounds, (unsigned long long)reconcile_records);
-  std::printf("simulation: %llu tombstones collected (collection runs in every seed; no "
-              "register ever went back)\n",
+  std::printf("simulation: %llu tombstones collected (collection runs in every seed; a seed "
+              "fails if a register ever goes back)\n",
               (unsigned long long)tombstones_collected);
   if (last - first + 1 >= 20 && tombstones_collected == 0) {
     std::printf("simulation: no tombstone was collected: collection is no longer covered\n");
