@@ -120,6 +120,25 @@ std::vector<std::pair<std::string, std::string>> ReplicaFacts(const StoreStats& 
   if (stats.quarantine_dropped > 0) {
     facts.push_back({"quarantine_dropped", absl::StrCat(stats.quarantine_dropped)});
   }
+  if (stats.tombstones_collected > 0 || stats.tombstones_held > 0 || stats.stale_refused > 0 ||
+      stats.forgotten_peers > 0) {
+    // Tombstone collection (README "Tombstone collection").
+    facts.push_back({"tombstones_collected", absl::StrCat(stats.tombstones_collected)});
+    facts.push_back(
+        {"tombstones_held",
+         stats.tombstones_held == 0
+             ? "0"
+             : absl::StrFormat("%d (%d by peer %s; `peerkv peer forget PEER` releases a peer "
+                               "that is gone)",
+                               stats.tombstones_held, stats.tombstones_held_by_count,
+                               stats.tombstones_held_by == 0
+                                   ? "(none: this replica's own watermarks)"
+                                   : ReplicaIdToString(stats.tombstones_held_by))});
+    facts.push_back({"peers_acknowledging", absl::StrFormat("%d (forgotten %d)",
+                                                            stats.acknowledged_peers,
+                                                            stats.forgotten_peers)});
+    facts.push_back({"stale_refused", absl::StrCat(stats.stale_refused)});
+  }
   if (stats.clock_peers > 0) {
     // This clock against real time as the peers' clocks tell (README
     // "Clock skew").

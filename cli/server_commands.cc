@@ -61,6 +61,28 @@ int RunServe(const Context& c) {
     }
     *skew_ms = absl::ToInt64Milliseconds(d);
   }
+  // --tombstone-min-age: how old a tombstone must be before it may be
+  // collected (README "Tombstone collection").
+  int64_t tombstone_min_age_ms = StoreOptions{}.tombstone_min_age_ms;
+  if (const std::optional<std::string> age = c.args.Get("tombstone-min-age")) {
+    absl::Duration d;
+    if (!absl::ParseDuration(*age, &d) || d < absl::ZeroDuration() ||
+        d > absl::Hours(24 * 365 * 10)) {
+      return UsageError(c.command, absl::StrFormat(
+          "--tombstone-min-age must be a duration such as 168h or 30m, 0..87600h, got '%s'",
+          *age));
+    }
+    tombstone_min_age_ms = absl::ToInt64Milliseconds(d);
+  }
+  absl::Duration tombstone_interval = StoreOptions{}.tombstone_collect_interval;
+  if (const std::optional<std::string> every = c.args.Get("tombstone-collect-interval")) {
+    if (!absl::ParseDuration(*every, &tombstone_interval) ||
+        tombstone_interval < absl::Milliseconds(10) || tombstone_interval > absl::Hours(24)) {
+      return UsageError(c.command, absl::StrFormat(
+          "--tombstone-collect-interval must be a duration such as 1m, 10ms..24h, got '%s'",
+          *every));
+    }
+  }
   absl::StatusOr<int64_t> quarantine_records =
       c.args.GetInt("max-quarantine-records", 10'000, 0, 10'000'000);
   if (!quarantine_records.ok()) return Fail(c.command, quarantine_records.status());
@@ -123,6 +145,8 @@ int RunServe(const Context& c) {
   store_options.dir = c.args.Get("data").value_or(kDefaultDataDir);
   store_options.max_value_bytes = static_cast<size_t>(*max_value);
   store_options.max_clock_skew_ms = *skew_ms;
+  store_options.tombstone_min_age_ms = tombstone_min_age_ms;
+  store_options.tombstone_collect_interval = tombstone_interval;
   store_options.max_quarantine_records = static_cast<size_t>(*quarantine_records);
   store_options.max_quarantine_bytes = static_cast<size_t>(*quarantine_bytes);
   store_options.wall_clock = &wall_clock;
@@ -434,6 +458,28 @@ int RunStatus(const Context& c) {
   return kExitOk;
 }
 
+int RunPeer(const Context& c) {
+  if (absl::Status s = ExpectPositional(c, 2, 2, "forget PEER"); !s.ok()) return Fail(c.command, s);
+  if (c.args.positional[0] != "forget") {
+    return UsageError(c.command, absl::StrFormat("unknown subcommand '%s'; peerkv peer forget PEER",
+                                                 c.args.positional[0]));
+  }
+  if (c.args.Has("data")) {
+    return UsageError(c.command,
+                      "peer forget changes a running server (--server HOST:PORT); a data "
+                      "directory opened embedded has no peers");
+  }
+  absl::StatusOr<std::unique_ptr<rpc::Client>> client =
+      rpc::Client::Connect(rpc::ClientOptions{.address = c.ServerAddress()});
+  if (!client.ok()) return Fail(c.command, client.status());
+  absl::StatusOr<uint64_t> id = (*client)->ForgetPeer(c.args.positional[1]);
+  if (!id.ok()) return Fail(c.command, id.status());
+  std::printf("forgot peer %s: tombstones it held back may be collected; what it sends later "
+              "that is older than what it had acknowledged is refused\n",
+              ReplicaIdToString(*id).c_str());
+  return kExitOk;
+}
+
 int RunReconcile(const Context& c) {
   if (absl::Status s = ExpectPositional(c, 1, 1, "PEER"); !s.ok()) return Fail(c.command, s);
   if (c.args.Has("data")) {
@@ -597,6 +643,11 @@ const std::vector<Command>& ServerCommands() {
        "                            what differs; 0 turns both off (default 10m;\n"
        "                            100ms..168h). A peer whose log started over is\n"
        "                            reconciled with whatever the interval\n"
+       "  --tombstone-min-age D     collect a tombstone only once it is at least D old\n"
+       "                            and every peer met acknowledged holding it (default\n"
+       "                            168h; 0..87600h); see peer forget\n"
+       "  --tombstone-collect-interval D  run a collection pass this often (default\n"
+       "                            1m; 10ms..24h)\n"
        "  --etcd http://HOST:PORT   the consensus service for strong keyspaces (etcd v3);\n"
        "                            without it strong writes and linearizable reads are\n"
        "                            refused (unavailable) and committed strong writes\n"
@@ -628,7 +679,8 @@ const std::vector<Command>& ServerCommands() {
                        "max-quarantine-records", "max-quarantine-bytes", "clock-correction",
                        "reconcile-interval", "etcd", "http-listen", "http-max-connections",
                        "http-idle-timeout-ms", "http-write-timeout-ms", "resp-listen",
-                       "resp-keyspace", "resp-threads"},
+                       "resp-keyspace", "resp-threads", "tombstone-min-age",
+                       "tombstone-collect-interval"},
         .switches = {"http-insecure-loopback", "resp-insecure-loopback"},
         .repeatable = {"peer"}},
        RunServe, Target::kData},
@@ -669,6 +721,17 @@ const std::vector<Command>& ServerCommands() {
        "Needs a running server (--server HOST:PORT): an embedded data directory\n"
        "(--data) has no peers to compare with.\n",
        {}, RunReconcile, Target::kServer},
+      {"peer", "forget PEER", "stop waiting for a gone peer before collecting tombstones",
+       "PEER is a peer's name, address or replica id as status shows it (a peer\n"
+       "not linked now: its replica id, from status's tombstones_held line).\n"
+       "A tombstone is collected only once every peer this replica met has\n"
+       "acknowledged holding it, so a peer that stays away holds collection\n"
+       "back. peer forget releases it: what it acknowledged last is kept, and a\n"
+       "record it sends later that that covers (older than what it was\n"
+       "forgotten with) and that would win here is refused as stale; it counts\n"
+       "again once it links again. Exits 1 (NotFound) for a peer this replica\n"
+       "does not wait for.\n",
+       {}, RunPeer, Target::kServer},
       {"bench",
        "[-c CLIENTS] [-n REQUESTS] [-P PIPELINE] [-t get,put] [-d VALUE_BYTES] [-r KEYS] "
        "[--keyspace KS] [--cleanup [--no-run]]",

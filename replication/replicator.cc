@@ -291,6 +291,8 @@ void Replicator::AddLink(LinkId link, const PeerInfo& info, bool inbound,
     PublishStatus();
     return;
   }
+  // A peer met: tombstone collection waits for what it acknowledges.
+  store_->NotePeer(info.replica_id);
   auto [it, created] = peers_.try_emplace(info.replica_id);
   if (created) {
     it->second = std::make_unique<Peer>();

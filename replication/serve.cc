@@ -26,6 +26,8 @@ absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& re
   // Watermarks first, then the log: whatever they cover was committed
   // before the log is read, so it is in what the requester gets.
   response.watermarks = store.GetWatermarks();
+  // What the requester holds: tombstone collection waits for it.
+  store.NotePeerHolds(request.requester, request.watermarks);
   PEERKV_ASSIGN_OR_RETURN(
       Changes changes,
       store.ChangesSince(response.from_seq, limit, max_bytes,

@@ -498,6 +498,18 @@ absl::StatusOr<replication::ReconcileReport> Client::Reconcile(const std::string
       });
 }
 
+absl::StatusOr<uint64_t> Client::ForgetPeer(const std::string& peer) {
+  return impl_->Call<uint64_t>(
+      "forgetPeer", [peer](wire::Kv::Client& kv) -> kj::Promise<absl::StatusOr<uint64_t>> {
+        auto request = kv.forgetPeerRequest();
+        request.setPeer(AsText(peer));
+        return request.send().then([](auto response) -> absl::StatusOr<uint64_t> {
+          PEERKV_RETURN_IF_ERROR(ResponseStatus(response));
+          return response.getReplicaId();
+        });
+      });
+}
+
 absl::Status Client::Watch(const WatchOptions& options, WatchCallback on_changes) {
   auto state = std::make_shared<WatchState>();
   state->on_changes = std::move(on_changes);

@@ -103,6 +103,10 @@ class Client {
   absl::StatusOr<ServerStatus> Status();
   // Reconciles the server with its peer `peer` now (see Kv.reconcile).
   absl::StatusOr<replication::ReconcileReport> Reconcile(const std::string& peer);
+  // Stops the server waiting for `peer` before collecting tombstones (see
+  // Kv.forgetPeer); returns its replica id. NotFound for a peer it does not
+  // wait for.
+  absl::StatusOr<uint64_t> ForgetPeer(const std::string& peer);
 
   // Strong keyspaces (README "Strong keyspaces"). A put (value set) or
   // delete (nullopt) that commits only if `condition` holds:

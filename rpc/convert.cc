@@ -265,6 +265,13 @@ void ToWire(const ServerStatus& status, wire::ServerStatus::Builder out) {
   out.setClockOffsetMs(status.clock_offset_ms);
   out.setClockCorrectionMs(status.clock_correction_ms);
   out.setClonesRefused(status.clones_refused);
+  out.setTombstonesCollected(status.tombstones_collected);
+  out.setTombstonesHeld(status.tombstones_held);
+  out.setTombstonesHeldBy(status.tombstones_held_by);
+  out.setTombstonesHeldByCount(status.tombstones_held_by_count);
+  out.setAcknowledgedPeers(status.acknowledged_peers);
+  out.setForgottenPeers(status.forgotten_peers);
+  out.setStaleRefused(status.stale_refused);
   auto retired = out.initRetiredIds(status.retired_ids.size());
   for (size_t i = 0; i < status.retired_ids.size(); ++i) retired.set(i, status.retired_ids[i]);
   auto peers = out.initPeers(status.peers.size());
@@ -302,6 +309,13 @@ ServerStatus FromWire(wire::ServerStatus::Reader status) {
   out.clock_offset_ms = status.getClockOffsetMs();
   out.clock_correction_ms = status.getClockCorrectionMs();
   out.clones_refused = status.getClonesRefused();
+  out.tombstones_collected = status.getTombstonesCollected();
+  out.tombstones_held = status.getTombstonesHeld();
+  out.tombstones_held_by = status.getTombstonesHeldBy();
+  out.tombstones_held_by_count = status.getTombstonesHeldByCount();
+  out.acknowledged_peers = status.getAcknowledgedPeers();
+  out.forgotten_peers = status.getForgottenPeers();
+  out.stale_refused = status.getStaleRefused();
   for (uint64_t id : status.getRetiredIds()) out.retired_ids.push_back(id);
   for (auto p : status.getPeers()) out.peers.push_back(FromWire(p));
   out.quarantine_records = status.getQuarantineRecords();

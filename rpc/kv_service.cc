@@ -384,6 +384,45 @@ class KvImpl final : public wire::Kv::Server {
         });
   }
 
+  kj::Promise<void> forgetPeer(ForgetPeerContext context) override {
+    const std::string peer = ToString(context.getParams().getPeer());
+    auto results = context.getResults();
+    if (peer.empty() || peer.size() > 256) {
+      Fail("forgetPeer",
+           absl::InvalidArgumentError(absl::StrFormat(
+               "peer is %d bytes; give a name, address or replica id of 1..256", peer.size())),
+           results.initError());
+      return kj::READY_NOW;
+    }
+    // A peer linked now (or known to the engine) by name, address or id; or
+    // any replica id, linked or not (a peer gone since this server started).
+    uint64_t id = 0;
+    for (const PeerStatus& p : loop_.PeerStatuses()) {
+      if ((!p.name.empty() && p.name == peer) || (!p.address.empty() && p.address == peer) ||
+          (p.replica_id != 0 && ReplicaIdToString(p.replica_id) == peer)) {
+        id = p.replica_id;
+      }
+    }
+    uint64_t parsed = 0;
+    if (id == 0 && absl::SimpleHexAtoi(peer, &parsed) && ReplicaIdToString(parsed) == peer) {
+      id = parsed;
+    }
+    if (id == 0) {
+      Fail("forgetPeer",
+           absl::NotFoundError(absl::StrFormat(
+               "no peer named '%s' (give a name, address or replica id as status shows it)",
+               peer)),
+           results.initError());
+      return kj::READY_NOW;
+    }
+    if (absl::Status forgotten = loop_.store().ForgetPeer(id); !forgotten.ok()) {
+      Fail("forgetPeer", forgotten, results.initError());
+      return kj::READY_NOW;
+    }
+    results.setReplicaId(id);
+    return kj::READY_NOW;
+  }
+
   kj::Promise<void> status(StatusContext context) override {
     auto results = context.getResults();
     absl::StatusOr<StoreStats> stats = loop_.store().Stats();

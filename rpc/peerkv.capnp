@@ -157,6 +157,14 @@ struct ServerStatus {
                             # links refused since start: a second process
                             # claimed this replica's id or a peer's (a
                             # cloned data directory)
+  # Tombstone collection (README "Tombstone collection").
+  tombstonesCollected @23 :UInt64;   # dropped since start
+  tombstonesHeld @24 :UInt64;        # old enough, kept: a peer has not acknowledged them
+  tombstonesHeldBy @25 :UInt64;      # the peer holding most of them back (0: none)
+  tombstonesHeldByCount @26 :UInt64;
+  acknowledgedPeers @27 :UInt64;     # peers collection waits for
+  forgottenPeers @28 :UInt64;        # released with `peer forget`
+  staleRefused @29 :UInt64;          # records refused since start: their tombstone was collected
 }
 
 struct QuarantinedOrigin {
@@ -283,6 +291,19 @@ interface Kv {
 
   listModes @13 () -> (error :Error, keyspaces :List(KeyspaceMode));
   # Every keyspace this replica holds or knows a mode of, with its mode.
+
+  # @14-@16 are the conflict journal's (branch s5/conflicts); these
+  # placeholders only keep the ordinals dense until the branches merge.
+  reservedConflicts14 @14 () -> ();
+  reservedConflicts15 @15 () -> ();
+  reservedConflicts16 @16 () -> ();
+
+  forgetPeer @17 (peer :Text) -> (error :Error, replicaId :UInt64);
+  # Stops waiting for `peer` (a name, address or replica id as status shows
+  # them) before collecting tombstones: the tombstones it held back may be
+  # collected, and what it sends later that is older than what it was
+  # forgotten with is refused (README "Tombstone collection"). NotFound for
+  # a peer this replica does not wait for.
 }
 
 struct Condition {

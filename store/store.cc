@@ -171,6 +171,11 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(StoreOptions options) {
   if (options.max_range_view_bytes == 0) {
     return absl::InvalidArgumentError("max_range_view_bytes must be positive");
   }
+  if (options.tombstone_min_age_ms < 0 || options.tombstone_collect_interval < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "tombstone_min_age_ms is %d and tombstone_collect_interval %s; neither may be negative",
+        options.tombstone_min_age_ms, absl::FormatDuration(options.tombstone_collect_interval)));
+  }
 
   PEERKV_ASSIGN_OR_RETURN(std::unique_ptr<DataDir> dir, DataDir::Open(options.dir));
   auto store = std::unique_ptr<Store>(new Store(std::move(options)));
@@ -178,6 +183,9 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(StoreOptions options) {
   PEERKV_RETURN_IF_ERROR(store->OpenEnvironment());
   PEERKV_RETURN_IF_ERROR(store->LoadOrInitMeta());
   store->writer_ = std::thread([s = store.get()] { s->WriterLoop(); });
+  if (store->options_.tombstone_collect_interval > absl::ZeroDuration()) {
+    store->collector_ = std::thread([s = store.get()] { s->CollectorLoop(); });
+  }
   if (store->options_.scrub_at_open) {
     store->open_scrub_ = std::thread([s = store.get()] { s->RunOpenScrub(); });
   } else {
@@ -239,6 +247,7 @@ absl::Status Store::LoadOrInitMeta() {
   PEERKV_RETURN_IF_ERROR(LoadRoots(txn.get()));
   PEERKV_RETURN_IF_ERROR(RecordOpen(txn.get(), &clock_floor));
   PEERKV_RETURN_IF_ERROR(LoadForgottenCheckpoints(txn.get()));
+  PEERKV_RETURN_IF_ERROR(LoadTombstoneState(txn.get()));
   PEERKV_RETURN_IF_ERROR(LoadQuarantine(txn.get()));
   PEERKV_ASSIGN_OR_RETURN(const uint64_t log_entries,
                           lmdb::Entries(txn.get(), log_dbi_, "mdb_stat log"));
@@ -311,6 +320,13 @@ Store::~Store() {
   // The scrub first: it may wait for the writer to add its repair.
   stop_scrub_ = true;
   if (open_scrub_.joinable()) open_scrub_.join();
+  if (collector_.joinable()) {
+    {
+      absl::MutexLock lock(&collector_mu_);
+      stop_collector_ = true;
+    }
+    collector_.join();
+  }
   if (writer_.joinable()) {
     {
       absl::MutexLock lock(&queue_mu_);
@@ -640,6 +656,7 @@ void Store::ApplyGroup(Group& group) {
     for (auto& request : group) {
       if (auto* batch = std::get_if<RemoteBatch>(&request->kind)) {
         for (const RefusedRecord& r : batch->result.refused) {
+          if (IsStaleRefusal(r.reason)) ++stale_refused_;
           if (r.reason.code() == absl::StatusCode::kResourceExhausted) ++quarantine_dropped_;
         }
       }
@@ -717,6 +734,14 @@ absl::Status Store::TryApplyGroup(Group& group, GroupTxn& txn, size_t group_byte
 
 absl::StatusOr<std::optional<Version>> Store::StampLocal(GroupTxn& txn, const Mutation& m) {
   Version version{clock_->Now(), replica_id_};
+  if (version.hlc <= collected_horizon_.load()) {
+    // The clock is behind a collected tombstone (a fresh-clock fork): a key
+    // this replica holds nothing of may have been deleted above it, so the
+    // write is stamped above every collected tombstone (tombstones.cc).
+    PEERKV_ASSIGN_OR_RETURN(const std::optional<Version> current,
+                            txn.CurrentVersion(m.keyspace, m.key));
+    if (!current.has_value()) version.hlc = collected_horizon_.load() + 1;
+  }
   PEERKV_ASSIGN_OR_RETURN(bool won, txn.ApplyLocal(m, version));
   if (!won) {
     // The clock is below this key's stored version: it was started afresh
@@ -759,7 +784,18 @@ absl::Status Store::ApplyRemoteBatch(GroupTxn& txn, RemoteBatch& batch) {
     PEERKV_RETURN_IF_ERROR(txn.ReleaseQuarantine(key));
   }
   const uint64_t source = batch.checkpoint.has_value() ? batch.checkpoint->peer_id : 0;
+  // Recomputed on every attempt of the group, like `won`.
+  batch.result.refused.erase(
+      std::remove_if(batch.result.refused.begin(), batch.result.refused.end(),
+                     [](const RefusedRecord& r) { return IsStaleRefusal(r.reason); }),
+      batch.result.refused.end());
+  const std::optional<StaleRule> stale_rule = StaleRuleFor(source);
   for (const Record& remote : batch.records) {
+    if (stale_rule.has_value()) {
+      PEERKV_ASSIGN_OR_RETURN(const bool stale,
+                              RefuseIfStale(txn, remote, *stale_rule, batch.result));
+      if (stale) continue;
+    }
     clock_->Observe(remote.version.hlc);
     PEERKV_ASSIGN_OR_RETURN(const bool won, txn.ApplyRemote(remote, source));
     if (won) ++batch.result.won;
@@ -1390,6 +1426,16 @@ absl::StatusOr<StoreStats> Store::Stats() const {
     stats.clock_offset_ms = estimate_.peers == 0 ? 0 : -estimate_.real_offset_ms;
   }
   stats.clock_correction_ms = clock_->stamp_correction_ms();
+  stats.tombstones_collected = tombstones_collected_.load();
+  stats.tombstones_held = tombstones_held_.load();
+  stats.tombstones_held_by = tombstones_held_by_.load();
+  stats.tombstones_held_by_count = tombstones_held_by_count_.load();
+  stats.stale_refused = stale_refused_.load();
+  {
+    absl::MutexLock lock(&acks_mu_);
+    stats.acknowledged_peers = acks_.size();
+    stats.forgotten_peers = forgotten_peers_.size();
+  }
   PEERKV_ASSIGN_OR_RETURN(stats.disk_bytes, dir_->DataFileBytes());
   return stats;
 }

@@ -132,6 +132,17 @@ struct StoreOptions {
   // the record (listed in MergeResult::refused with that status). The
   // strong-keyspace barrier (consensus/strong_keyspaces.h). Empty: none.
   std::function<absl::Status(const Record&)> merge_filter;
+
+  // Tombstone collection (README "Tombstone collection"; store/tombstones.cc).
+  // A tombstone is dropped once it is at least this old (by its clock), this
+  // replica's watermarks cover it and so do the acknowledged watermarks of
+  // every peer it met (NotePeerHolds) and did not forget (ForgetPeer).
+  // Default 7 days; at least 0.
+  int64_t tombstone_min_age_ms = int64_t{7} * 24 * 3600 * 1000;
+  // A background thread runs a full collection pass this often, in
+  // transactions that examine at most kTombstoneStepRecords records each;
+  // zero: only when CollectTombstones is called (the simulation).
+  absl::Duration tombstone_collect_interval = absl::Minutes(1);
 };
 
 class Store {
@@ -405,6 +416,51 @@ class Store {
   // by the writer). Returns how many entries were removed.
   absl::StatusOr<uint64_t> CompactLog();
 
+  // Tombstone collection (store/tombstones.cc; README "Tombstone
+  // collection"). A peer met (a hello): registered with nothing
+  // acknowledged if new, so it holds every tombstone back until it says
+  // what it holds. Bookkeeping, not data: const, any thread; persisted with
+  // the next collection step (collection decides only on persisted acks).
+  void NotePeer(uint64_t peer_id) const;
+  // What `peer_id` says it holds (the watermarks of its pull request or
+  // hello): replaces what it acknowledged before (a peer may hold less
+  // than it did: it forgot an origin).
+  void NotePeerHolds(uint64_t peer_id, const Watermarks& held) const;
+  // Releases the tombstones `peer_id` holds back: as a peer, it is no
+  // longer waited for; as an origin (any replica whose writes this one
+  // holds), its clock no longer bounds the origin floor (see
+  // CollectTombstones). What it acknowledged (and this replica's watermark
+  // for it) is kept as what it was forgotten with: a live record it sends
+  // later that they cover and that would win is refused as stale. NotFound
+  // if it is neither a peer waited for nor a known origin (never met,
+  // already forgotten, or retired by a fork).
+  absl::Status ForgetPeer(uint64_t peer_id);
+  // The peers waited for, with what they acknowledged, by id.
+  std::vector<std::pair<uint64_t, Watermarks>> AcknowledgedPeers() const;
+  struct CollectResult {
+    uint64_t examined = 0;
+    uint64_t collected = 0;
+    // The step began a pass at the first record, and reached the end of
+    // the records (a pass ended).
+    bool began_pass = false;
+    bool reached_end = false;
+  };
+  // A tombstone is collected once it is tombstone_min_age_ms old, this
+  // replica's watermarks cover it, every peer waited for acknowledged
+  // holding it, and its hlc is at most the origin floor: the least of this
+  // replica's watermarks over every origin it knows (but itself and the
+  // forgotten), so no known replica can still write its key with an older
+  // version that would not be recognised as stale.
+  // One bounded step of collection on the writer thread: examines up to
+  // `max_examined` records after where the last step stopped, in one
+  // transaction, and drops the collectable tombstones with their log
+  // entries and their share of the range fingerprints.
+  static constexpr size_t kTombstoneStepRecords = 10'000;
+  absl::StatusOr<CollectResult> CollectTombstones(size_t max_examined = kTombstoneStepRecords);
+  // Steps until a whole pass has been made; returns the tombstones dropped.
+  absl::StatusOr<uint64_t> CollectAllTombstones();
+  static constexpr size_t kMaxAcknowledgedPeers = 4096;
+
  private:
   using WriteRequest = writer::WriteRequest;
   using Group = std::vector<std::unique_ptr<WriteRequest>>;
@@ -503,6 +559,28 @@ class Store {
   // the version, or nullopt if it lost (a bug).
   absl::StatusOr<std::optional<Version>> StampLocal(writer::GroupTxn& txn, const Mutation& m);
   absl::Status ApplyRemoteBatch(writer::GroupTxn& txn, writer::RemoteBatch& batch);
+  // Tombstone collection's side of a merge (tombstones.cc): true if
+  // `remote` is stale (a live record for a key this replica holds nothing
+  // of, covered by its watermarks, or by what peer `source` was forgotten
+  // with, and not after the newest tombstone it collected): it is refused
+  // (in `result`) and answered with a fresh tombstone written in `txn`.
+  // A record from peer `source` that what it was forgotten with covers
+  // (ForgetPeer) is refused too, if it would win. `rule` is read once per
+  // batch (StaleRuleFor; nullopt: nothing can be stale).
+  struct StaleRule {
+    uint64_t horizon = 0;
+    Watermarks own;
+    std::optional<Watermarks> forgotten_with;
+  };
+  std::optional<StaleRule> StaleRuleFor(uint64_t source) const;
+  absl::StatusOr<bool> RefuseIfStale(writer::GroupTxn& txn, const Record& remote,
+                                     const StaleRule& rule, MergeResult& result);
+  static bool IsStaleRefusal(const absl::Status& reason);
+  void DropRetiredAcks(const std::vector<uint64_t>& ids, const Watermarks& held);
+  absl::Status LoadTombstoneState(MDB_txn* txn);
+  absl::Status CollectStep(size_t max_examined, CollectResult& result);
+  absl::Status WriteAcks(MDB_txn* txn) const;
+  void CollectorLoop();
   absl::Status ApplyRestamp(writer::GroupTxn& txn, writer::RestampBatch& batch);
   // Writes the claimed and held checkpoints and watermarks and the meta
   // state, and commits.
@@ -644,6 +722,28 @@ class Store {
   int next_listener_id_ ABSL_GUARDED_BY(listeners_mu_) = 1;
 
   std::thread writer_;
+
+  // Tombstone collection (tombstones.cc): peers waited for and what each
+  // acknowledged; peers forgotten and what they were forgotten with; the
+  // newest collected tombstone's hlc (persisted); the last full pass's
+  // held count and the peer holding most; where the next step starts
+  // (writer thread); the background thread and its stop flag.
+  mutable absl::Mutex acks_mu_;
+  mutable absl::flat_hash_map<uint64_t, Watermarks> acks_ ABSL_GUARDED_BY(acks_mu_);
+  absl::flat_hash_map<uint64_t, Watermarks> forgotten_peers_ ABSL_GUARDED_BY(acks_mu_);
+  mutable bool acks_overflow_ ABSL_GUARDED_BY(acks_mu_) = false;
+  std::atomic<uint64_t> collected_horizon_{0};
+  std::atomic<uint64_t> tombstones_collected_{0};
+  std::atomic<uint64_t> stale_refused_{0};
+  std::atomic<uint64_t> tombstones_held_{0};
+  std::atomic<uint64_t> tombstones_held_by_{0};
+  std::atomic<uint64_t> tombstones_held_by_count_{0};
+  std::string collect_from_key_;
+  uint64_t pass_held_ = 0;
+  absl::flat_hash_map<uint64_t, uint64_t> pass_held_by_;
+  absl::Mutex collector_mu_;
+  bool stop_collector_ ABSL_GUARDED_BY(collector_mu_) = false;
+  std::thread collector_;
 };
 
 }  // namespace peerkv

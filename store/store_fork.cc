@@ -122,6 +122,9 @@ absl::Status Store::CommitForgotten(const std::vector<uint64_t>& fresh) {
   PEERKV_RETURN_IF_ERROR(txn.Commit());
   held_checkpoints_.clear();
   forgotten_checkpoints_ = std::move(remembered);
+  // tombstones.cc: no process of those ids acknowledges again, and what
+  // was held of them still tells stale records.
+  DropRetiredAcks(fresh, watermarks_);
   for (uint64_t id : fresh) {
     watermarks_.erase(id);
     distrusted_.insert(id);

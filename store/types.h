@@ -208,6 +208,19 @@ struct StoreStats {
   uint32_t clock_peers = 0;
   int64_t clock_offset_ms = 0;
   int64_t clock_correction_ms = 0;
+  // Tombstone collection (README "Tombstone collection"): tombstones
+  // dropped since open; tombstones old enough that the last full pass kept
+  // because a peer's (or this replica's own) watermarks do not cover them,
+  // and the peer that held back most of them with its count (0: none, or
+  // this replica's own watermarks); peers waited for and forgotten; live
+  // records refused as stale since open (their tombstone was collected).
+  uint64_t tombstones_collected = 0;
+  uint64_t tombstones_held = 0;
+  uint64_t tombstones_held_by = 0;
+  uint64_t tombstones_held_by_count = 0;
+  uint64_t acknowledged_peers = 0;
+  uint64_t forgotten_peers = 0;
+  uint64_t stale_refused = 0;
 };
 
 }  // namespace peerkv

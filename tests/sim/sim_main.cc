@@ -35,6 +35,9 @@ int main(int argc, char** argv) {
     const std::string arg = argv[i];
     if (arg == "--seeds" && i + 1 < argc) {
       last = std::strtoull(argv[++i], nullptr, 10);
+    } else if (arg == "--from" && i + 1 < argc) {
+      // With --seeds N: seeds F..N (to split a long run between processes).
+      first = std::strtoull(argv[++i], nullptr, 10);
     } else if (arg == "--seed" && i + 1 < argc) {
       first = last = std::strtoull(argv[++i], nullptr, 10);
     } else if (arg == "-v") {
@@ -80,6 +83,7 @@ int main(int argc, char** argv) {
   uint64_t pages_prefetched = 0;
   uint64_t clones = 0, clones_refused = 0;
   uint64_t reconcile_rounds = 0, reconciles = 0, reconcile_records = 0;
+  uint64_t tombstones_collected = 0;
   for (const auto& [seed, with_reconcile] : seeds) {
     peerkv::sim::SimOptions options;
     options.seed = seed;
@@ -96,6 +100,7 @@ int main(int argc, char** argv) {
     reconcile_rounds += result.reconcile_rounds;
     reconciles += result.reconciles;
     reconcile_records += result.reconcile_records;
+    tombstones_collected += result.tombstones_collected;
     std::string message = result.message;
     if (ok && seed - first < 20 && !verbose) {
       const peerkv::sim::SimResult again = peerkv::sim::Run(options);
@@ -121,6 +126,13 @@ int main(int argc, char** argv) {
               passed, failed, (unsigned long long)pages_prefetched, (unsigned long long)clones,
               (unsigned long long)clones_refused, (unsigned long long)reconciles,
               (unsigned long long)reconcile_rounds, (unsigned long long)reconcile_records);
+  std::printf("simulation: %llu tombstones collected (collection runs in every seed; a seed "
+              "fails if a register ever goes back)\n",
+              (unsigned long long)tombstones_collected);
+  if (last - first + 1 >= 20 && tombstones_collected == 0) {
+    std::printf("simulation: no tombstone was collected: collection is no longer covered\n");
+    return 1;
+  }
   if (clones >= 5 && clones_refused == 0) {
     std::printf("simulation: no clone was refused: cloned directories are no longer covered\n");
     return 1;

@@ -1,0 +1,469 @@
+// store/tombstones.cc: tombstone collection without resurrection (README
+// "Tombstone collection"). What each peer acknowledged it holds (its
+// watermarks), the bounded collection steps that drop tombstones every peer
+// and this replica hold, and the merge-side rule that refuses a record
+// whose tombstone was collected (a stale record) and answers it with a
+// fresh tombstone.
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/macros.h"
+#include "store/codec.h"
+#include "store/group_txn.h"
+#include "store/lmdb_util.h"
+#include "store/range_fingerprint.h"
+#include "store/range_table.h"
+#include "store/store.h"
+#include "store/tables.h"
+
+namespace peerkv {
+
+namespace {
+
+using lmdb::Cursor;
+using lmdb::Txn;
+using lmdb::Val;
+using lmdb::View;
+
+// Meta entries: {peer(8) origins(4) {origin(8) hlc(8)}*}* for the peers
+// waited for and the forgotten ones; the newest collected tombstone's hlc.
+constexpr char kMetaPeerAcks[] = "peer_acks";
+constexpr char kMetaForgottenPeers[] = "forgotten_peers";
+constexpr char kMetaTombstoneHorizon[] = "tombstone_horizon";
+// How a stale record's refusal begins (Store::IsStaleRefusal).
+constexpr char kStale[] = "stale record";
+
+std::string EncodeAcks(const absl::flat_hash_map<uint64_t, Watermarks>& acks) {
+  std::vector<uint64_t> ids;
+  for (const auto& [id, marks] : acks) ids.push_back(id);
+  std::sort(ids.begin(), ids.end());
+  std::string out;
+  for (uint64_t id : ids) {
+    const Watermarks& marks = acks.at(id);
+    codec::PutFixed64(&out, id);
+    codec::PutFixed64(&out, marks.size());
+    for (const auto& [origin, hlc] : marks) {
+      codec::PutFixed64(&out, origin);
+      codec::PutFixed64(&out, hlc);
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<absl::flat_hash_map<uint64_t, Watermarks>> DecodeAcks(std::string_view in,
+                                                                     std::string_view name) {
+  absl::flat_hash_map<uint64_t, Watermarks> acks;
+  size_t at = 0;
+  auto corrupt = [&] {
+    return absl::DataLossError(absl::StrFormat("meta %s is corrupt at byte %d", name, at));
+  };
+  while (at < in.size()) {
+    if (in.size() - at < 16) return corrupt();
+    const uint64_t id = codec::GetFixed64(in.data() + at);
+    const uint64_t count = codec::GetFixed64(in.data() + at + 8);
+    at += 16;
+    if (count > (in.size() - at) / 16) return corrupt();
+    Watermarks& marks = acks[id];
+    for (uint64_t i = 0; i < count; ++i) {
+      marks.Raise(codec::GetFixed64(in.data() + at), codec::GetFixed64(in.data() + at + 8));
+      at += 16;
+    }
+  }
+  return acks;
+}
+
+}  // namespace
+
+void Store::NotePeer(uint64_t peer_id) const {
+  if (peer_id == 0 || peer_id == replica_id()) return;
+  absl::MutexLock lock(&acks_mu_);
+  if (acks_.contains(peer_id)) return;
+  if (acks_.size() >= kMaxAcknowledgedPeers) {
+    // Not waiting for a peer met would be unsafe: collection stops instead.
+    acks_overflow_ = true;
+    return;
+  }
+  acks_.emplace(peer_id, Watermarks{});
+}
+
+void Store::NotePeerHolds(uint64_t peer_id, const Watermarks& held) const {
+  if (peer_id == 0 || peer_id == replica_id()) return;
+  NotePeer(peer_id);
+  absl::MutexLock lock(&acks_mu_);
+  auto it = acks_.find(peer_id);
+  if (it != acks_.end()) it->second = held;
+}
+
+void Store::DropRetiredAcks(const std::vector<uint64_t>& ids, const Watermarks& held) {
+  absl::MutexLock lock(&acks_mu_);
+  for (uint64_t id : ids) {
+    acks_.erase(id);
+    // The watermark is dropped (it may claim writes of a lost life), but
+    // a live record of that id it covers, for a key this replica holds
+    // nothing of, older than a collected tombstone, is still stale: kept
+    // as what the retired id was "forgotten with" (persisted with the next
+    // collection step).
+    if (auto it = held.find(id); it != held.end()) forgotten_peers_[id].Raise(id, it->second);
+  }
+}
+
+std::vector<std::pair<uint64_t, Watermarks>> Store::AcknowledgedPeers() const {
+  std::vector<std::pair<uint64_t, Watermarks>> out;
+  {
+    absl::MutexLock lock(&acks_mu_);
+    for (const auto& [id, marks] : acks_) out.emplace_back(id, marks);
+  }
+  std::sort(out.begin(), out.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  return out;
+}
+
+absl::Status Store::ForgetPeer(uint64_t peer_id) {
+  {
+    const Watermarks own = GetWatermarks();
+    absl::MutexLock lock(&acks_mu_);
+    if (!acks_.contains(peer_id) &&
+        (own.count(peer_id) == 0 || forgotten_peers_.contains(peer_id) || peer_id == replica_id())) {
+      return absl::NotFoundError(absl::StrFormat(
+          "replica %s is not a peer this replica waits for (never met, already forgotten, "
+          "or retired by a fork)",
+          ReplicaIdToString(peer_id)));
+    }
+  }
+  return RunOnWriter([this, peer_id]() -> absl::Status {
+    absl::flat_hash_map<uint64_t, Watermarks> acks, forgotten;
+    {
+      absl::MutexLock lock(&acks_mu_);
+      acks = acks_;
+      forgotten = forgotten_peers_;
+    }
+    // What it acknowledged as a peer, and what this replica holds of it as
+    // an origin: what it sends later that these cover is old.
+    const Watermarks own = GetWatermarks();
+    if (auto it = acks.find(peer_id); it != acks.end()) forgotten[peer_id].Merge(it->second);
+    if (auto it = own.find(peer_id); it != own.end()) forgotten[peer_id].Raise(peer_id, it->second);
+    acks.erase(peer_id);
+    if (forgotten.size() > kMaxAcknowledgedPeers) {
+      // The oldest cannot be told; drop the one that claims least.
+      auto least = std::min_element(forgotten.begin(), forgotten.end(), [](const auto& a,
+                                                                           const auto& b) {
+        return a.second.size() < b.second.size();
+      });
+      if (least->first != peer_id) forgotten.erase(least);
+    }
+    Txn txn;
+    PEERKV_RETURN_IF_ERROR(txn.Begin(env_, 0));
+    PEERKV_RETURN_IF_ERROR(
+        lmdb::Put(txn.get(), meta_dbi_, kMetaPeerAcks, EncodeAcks(acks), "write peer acks"));
+    PEERKV_RETURN_IF_ERROR(lmdb::Put(txn.get(), meta_dbi_, kMetaForgottenPeers,
+                                     EncodeAcks(forgotten), "write forgotten peers"));
+    const absl::Status committed = txn.Commit();
+    if (lmdb::IsMapFull(committed)) {
+      PEERKV_RETURN_IF_ERROR(GrowMap(0));
+      return absl::UnavailableError("the store map grew; forget the peer again");
+    }
+    PEERKV_RETURN_IF_ERROR(committed);
+    absl::MutexLock lock(&acks_mu_);
+    acks_.erase(peer_id);
+    forgotten_peers_ = std::move(forgotten);
+    return absl::OkStatus();
+  });
+}
+
+absl::Status Store::LoadTombstoneState(MDB_txn* txn) {
+  PEERKV_ASSIGN_OR_RETURN(std::optional<std::string_view> acks,
+                          lmdb::Get(txn, meta_dbi_, kMetaPeerAcks, "read peer acks"));
+  PEERKV_ASSIGN_OR_RETURN(std::optional<std::string_view> forgotten,
+                          lmdb::Get(txn, meta_dbi_, kMetaForgottenPeers, "read forgotten peers"));
+  PEERKV_ASSIGN_OR_RETURN(std::optional<uint64_t> horizon,
+                          tables::ReadMetaU64(txn, meta_dbi_, kMetaTombstoneHorizon));
+  absl::MutexLock lock(&acks_mu_);
+  if (acks.has_value()) {
+    PEERKV_ASSIGN_OR_RETURN(acks_, DecodeAcks(*acks, kMetaPeerAcks));
+  }
+  if (forgotten.has_value()) {
+    PEERKV_ASSIGN_OR_RETURN(forgotten_peers_, DecodeAcks(*forgotten, kMetaForgottenPeers));
+  }
+  collected_horizon_ = horizon.value_or(0);
+  return absl::OkStatus();
+}
+
+absl::Status Store::WriteAcks(MDB_txn* txn) const {
+  std::string acks, forgotten;
+  {
+    absl::MutexLock lock(&acks_mu_);
+    acks = EncodeAcks(acks_);
+    forgotten = EncodeAcks(forgotten_peers_);
+  }
+  PEERKV_RETURN_IF_ERROR(lmdb::Put(txn, meta_dbi_, kMetaPeerAcks, acks, "write peer acks"));
+  return lmdb::Put(txn, meta_dbi_, kMetaForgottenPeers, forgotten, "write forgotten peers");
+}
+
+bool Store::IsStaleRefusal(const absl::Status& reason) {
+  return absl::IsFailedPrecondition(reason) && absl::StartsWith(reason.message(), kStale);
+}
+
+std::optional<Store::StaleRule> Store::StaleRuleFor(uint64_t source) const {
+  StaleRule rule;
+  rule.horizon = collected_horizon_.load();
+  {
+    absl::MutexLock lock(&acks_mu_);
+    auto it = source == 0 ? forgotten_peers_.end() : forgotten_peers_.find(source);
+    if (it != forgotten_peers_.end()) rule.forgotten_with = it->second;
+  }
+  if (rule.horizon == 0 && !rule.forgotten_with.has_value()) return std::nullopt;
+  if (rule.horizon != 0) {
+    rule.own = GetWatermarks();
+    // What was held of a forgotten peer's or a retired id's own writes.
+    absl::MutexLock lock(&acks_mu_);
+    for (const auto& [id, marks] : forgotten_peers_) {
+      if (auto it = marks.find(id); it != marks.end()) rule.own.Raise(id, it->second);
+    }
+  }
+  return rule;
+}
+
+absl::StatusOr<bool> Store::RefuseIfStale(writer::GroupTxn& txn, const Record& remote,
+                                          const StaleRule& rule, MergeResult& result) {
+  if (remote.deleted) return false;  // a tombstone again is harmless (collected again)
+  const bool forgotten = rule.forgotten_with.has_value() && rule.forgotten_with->Covers(remote.version);
+  const bool may_be_collected = rule.horizon != 0 && remote.version.hlc <= rule.horizon &&
+                                rule.own.Covers(remote.version);
+  if (!forgotten && !may_be_collected) return false;
+  PEERKV_ASSIGN_OR_RETURN(const std::optional<Version> current,
+                          txn.CurrentVersion(remote.keyspace, remote.key));
+  if (current.has_value() && !(remote.version > *current)) return false;  // it loses anyway
+  if (current.has_value() && !forgotten) return false;  // the normal merge decides
+  std::optional<Version> fresh;
+  if (!current.has_value()) {
+    // Its key was deleted and the tombstone collected here, and the sender
+    // still holds the old value: a fresh tombstone (a new delete of this
+    // replica) travels back to it and beats it there.
+    PEERKV_ASSIGN_OR_RETURN(fresh,
+                            StampLocal(txn, Mutation{remote.keyspace, remote.key, std::nullopt}));
+    PEERKV_CHECK(fresh.has_value());
+  }
+  result.refused.push_back(RefusedRecord{
+      remote.keyspace, remote.key, remote.version,
+      absl::FailedPreconditionError(absl::StrFormat(
+          "%s: %s%s", kStale,
+          forgotten ? "older than what its sender was forgotten with (peer forget)"
+                    : "its key was deleted and the tombstone collected (covered by this "
+                      "replica's watermarks)",
+          fresh.has_value() ? absl::StrCat("; answered with a fresh tombstone at ",
+                                           fresh->ToString())
+                            : std::string()))});
+  return true;
+}
+
+absl::StatusOr<Store::CollectResult> Store::CollectTombstones(size_t max_examined) {
+  if (max_examined == 0) return absl::InvalidArgumentError("max_examined must be positive");
+  CollectResult result;
+  PEERKV_RETURN_IF_ERROR(RunOnWriter([&] { return CollectStep(max_examined, result); }));
+  return result;
+}
+
+absl::StatusOr<uint64_t> Store::CollectAllTombstones() {
+  uint64_t collected = 0;
+  // Bounded: each step examines up to a step's records or ends a pass; the
+  // pass a background step began mid-way is finished, then a whole one made.
+  bool whole = false;
+  for (int steps = 0; steps < (1 << 30); ++steps) {
+    PEERKV_ASSIGN_OR_RETURN(const CollectResult step, CollectTombstones());
+    if (steps == 0) whole = step.began_pass;
+    collected += step.collected;
+    if (step.reached_end) {
+      if (whole) break;
+      whole = true;
+    }
+  }
+  return collected;
+}
+
+absl::Status Store::CollectStep(size_t max_examined, CollectResult& result) {
+  PEERKV_CHECK(OnWriterThread());
+  result = CollectResult{};
+  absl::flat_hash_map<uint64_t, Watermarks> acks;
+  bool overflow;
+  {
+    absl::MutexLock lock(&acks_mu_);
+    acks = acks_;
+    overflow = acks_overflow_;
+  }
+  const Watermarks own = GetWatermarks();
+  // The origin floor: the least hlc up to which this replica holds every
+  // write of every origin it knows (forgotten ones aside). A replica whose
+  // clock is behind a tombstone could still write its key with an older
+  // version that no watermark covers yet; once every known origin is past
+  // the tombstone, any older write of theirs is covered here and refused
+  // as stale.
+  uint64_t floor = UINT64_MAX, floor_origin = 0;
+  absl::flat_hash_set<uint64_t> forgotten_ids;
+  {
+    absl::MutexLock lock(&acks_mu_);
+    for (const auto& [id, marks] : forgotten_peers_) forgotten_ids.insert(id);
+  }
+  {
+    // Origins a peer knows and this replica does not yet count at 0.
+    auto lower = [&](uint64_t origin, uint64_t hlc) {
+      if (origin == replica_id() || forgotten_ids.contains(origin) || Distrusts(origin)) return;
+      if (hlc < floor) {
+        floor = hlc;
+        floor_origin = origin;
+      }
+    };
+    for (const auto& [origin, hlc] : own) lower(origin, hlc);
+    for (const auto& [peer, marks] : acks) {
+      for (const auto& [origin, hlc] : marks) {
+        if (own.count(origin) == 0) lower(origin, 0);
+      }
+    }
+  }
+  const int64_t now_ms = clock_->RealNowMillis();
+  const int64_t min_age = options_.tombstone_min_age_ms;
+  const bool at_start = collect_from_key_.empty();
+  result.began_pass = at_start;
+  if (at_start) {
+    pass_held_ = 0;
+    pass_held_by_.clear();
+  }
+
+  Txn txn;
+  PEERKV_RETURN_IF_ERROR(txn.Begin(env_, 0));
+  // Decisions below rest on these acknowledgements: they are durable with
+  // the collection they allow.
+  PEERKV_RETURN_IF_ERROR(WriteAcks(txn.get()));
+  Cursor records;
+  PEERKV_RETURN_IF_ERROR(records.Open(txn.get(), records_dbi_));
+  MDB_val k = Val(collect_from_key_), v;
+  int rc = at_start ? mdb_cursor_get(records.get(), &k, &v, MDB_FIRST)
+                    : mdb_cursor_get(records.get(), &k, &v, MDB_SET_RANGE);
+  if (rc == MDB_SUCCESS && !at_start && View(k) == collect_from_key_) {
+    rc = mdb_cursor_get(records.get(), &k, &v, MDB_NEXT);
+  }
+  ranges::Deltas deltas;
+  uint64_t fingerprint_delta = 0, horizon = collected_horizon_.load();
+  std::string last_key = collect_from_key_;
+  while (rc == MDB_SUCCESS && result.examined < max_examined) {
+    ++result.examined;
+    last_key.assign(View(k));
+    PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header, codec::DecodeRecordHeader(View(v)));
+    bool collect = false;
+    if (header.deleted && !overflow &&
+        static_cast<int64_t>(HlcMillis(header.version.hlc)) <= now_ms - min_age) {
+      collect = own.Covers(header.version) && header.version.hlc <= floor;
+      uint64_t holder = header.version.hlc <= floor ? 0 : floor_origin;
+      for (const auto& [peer, marks] : acks) {
+        if (!marks.Covers(header.version)) {
+          collect = false;
+          if (holder == 0) holder = peer;
+        }
+      }
+      if (!collect) {
+        ++pass_held_;
+        ++pass_held_by_[holder];
+      }
+    }
+    if (collect) {
+      std::string_view keyspace, key;
+      PEERKV_RETURN_IF_ERROR(codec::SplitRecordKey(last_key, &keyspace, &key));
+      const rbsr::Sum256 hash = rbsr::ItemHash(keyspace, key, header.version, true, "");
+      deltas.Remove(keyspace, rbsr::KeyPosition(key), hash);
+      fingerprint_delta -= hash.limbs[0];
+      const std::string seq_key = codec::BigEndian64(header.seq);
+      MDB_val lk = Val(seq_key);
+      const int del_log = mdb_del(txn.get(), log_dbi_, &lk, nullptr);
+      if (del_log != MDB_NOTFOUND) {
+        PEERKV_RETURN_IF_ERROR(lmdb::Error(del_log, "delete a collected tombstone's log entry"));
+      }
+      PEERKV_RETURN_IF_ERROR(
+          lmdb::Error(mdb_cursor_del(records.get(), 0), "delete a collected tombstone"));
+      horizon = std::max(horizon, header.version.hlc);
+      ++result.collected;
+    }
+    rc = mdb_cursor_get(records.get(), &k, &v, MDB_NEXT);
+  }
+  if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
+    return lmdb::Error(rc, "read records for tombstone collection");
+  }
+  result.reached_end = rc == MDB_NOTFOUND;
+  records.Close();
+  absl::Status status = absl::OkStatus();
+  if (result.collected > 0) {
+    status = ranges::ApplyDeltas(txn.get(), ranges_dbi_, deltas);
+    if (status.ok()) {
+      status = tables::WriteMetaState(
+          txn.get(), meta_dbi_,
+          codec::MetaState{clock_->Last(), max_seq_.load(), live_records_.load(),
+                           tombstones_.load() - result.collected,
+                           fingerprint_.load() + fingerprint_delta});
+    }
+    if (status.ok()) {
+      status = tables::WriteMetaU64(txn.get(), meta_dbi_, kMetaTombstoneHorizon, horizon);
+    }
+  }
+  if (status.ok()) status = txn.Commit();
+  if (lmdb::IsMapFull(status)) {
+    // Deleting needs fresh pages too: grow, and a later step retries.
+    txn.Abort();
+    result = CollectResult{};
+    return GrowMap(0);
+  }
+  PEERKV_RETURN_IF_ERROR(status);
+  if (result.collected > 0) {
+    // The log entries of current records are never compacted, so each
+    // collected tombstone had one.
+    tombstones_ -= result.collected;
+    log_entries_ -= std::min<uint64_t>(log_entries_.load(), result.collected);
+    fingerprint_ += fingerprint_delta;
+    PublishRanges(deltas);
+    collected_horizon_ = horizon;
+    tombstones_collected_ += result.collected;
+  }
+  collect_from_key_ = result.reached_end ? std::string() : last_key;
+  if (result.reached_end) {
+    tombstones_held_ = pass_held_;
+    uint64_t by = 0, most = 0;
+    for (const auto& [peer, count] : pass_held_by_) {
+      if (count > most || (count == most && peer < by)) {
+        by = peer;
+        most = count;
+      }
+    }
+    tombstones_held_by_ = by;
+    tombstones_held_by_count_ = most;
+  }
+  return absl::OkStatus();
+}
+
+void Store::CollectorLoop() {
+  const absl::Duration interval = options_.tombstone_collect_interval;
+  for (;;) {
+    {
+      absl::MutexLock lock(&collector_mu_);
+      auto stop = [this] {
+        collector_mu_.AssertHeld();
+        return stop_collector_;
+      };
+      if (collector_mu_.AwaitWithTimeout(absl::Condition(&stop), interval)) return;
+    }
+    // A pass, step by step: writes go on between the steps.
+    for (int steps = 0; steps < (1 << 30); ++steps) {
+      {
+        absl::MutexLock lock(&collector_mu_);
+        if (stop_collector_) return;
+      }
+      const absl::StatusOr<CollectResult> step = CollectTombstones();
+      if (!step.ok()) {
+        Log(absl::StrCat("peerkv: tombstone collection step failed: ", step.status().ToString()));
+        break;
+      }
+      if (step->reached_end) break;
+    }
+  }
+}
+
+}  // namespace peerkv

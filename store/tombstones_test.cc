@@ -1,0 +1,279 @@
+// store/tombstones_test.cc: tombstone collection (store/tombstones.cc): the
+// rule (age, this replica's and every peer's acknowledged watermarks), the
+// peer that holds collection back, ForgetPeer, stale records refused and
+// answered with a fresh tombstone, and the log, counters and range
+// fingerprints kept consistent across collection and reopening.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "store/store.h"
+#include "testing/temp_dir.h"
+
+namespace peerkv {
+namespace {
+
+using absl::StatusCode;
+
+constexpr int64_t kT0 = 1'700'000'000'000;
+constexpr int64_t kMinAge = 60'000;
+constexpr uint64_t kPeerA = 0xa0a0;
+constexpr uint64_t kPeerB = 0xb0b0;
+constexpr uint64_t kOrigin = 0x7777;
+
+class TombstoneTest : public ::testing::Test {
+ protected:
+  StoreOptions Options() {
+    StoreOptions options;
+    options.dir = dir_.Sub("db");
+    options.wall_clock = &wall_;
+    options.sync = false;
+    options.tombstone_min_age_ms = kMinAge;
+    options.tombstone_collect_interval = absl::ZeroDuration();
+    return options;
+  }
+  std::unique_ptr<Store> Open() {
+    absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(Options());
+    EXPECT_THAT(store, IsOk());
+    return store.ok() ? std::move(*store) : nullptr;
+  }
+  static Record Remote(const std::string& key, int64_t millis, uint64_t origin,
+                       bool deleted = false) {
+    return Record{"ks", key, Version{MakeHlc(kT0 + millis, 0), origin}, deleted,
+                  deleted ? "" : "v-" + key, 0};
+  }
+  // Everything of `store`'s own writes up to now (and of kOrigin's, if
+  // `origin`: a peer that knows kOrigin).
+  Watermarks HoldsAll(const Store& store, bool origin = false) const {
+    Watermarks marks{{store.replica_id(), MakeHlc(wall_.NowMillis() + 1, 0)}};
+    if (origin) marks.Raise(kOrigin, MakeHlc(wall_.NowMillis() + 1, 0));
+    return marks;
+  }
+  std::optional<Record> Get(Store& store, const std::string& key) {
+    absl::StatusOr<std::optional<Record>> got = store.Get("ks", key);
+    EXPECT_THAT(got, IsOk());
+    return got.ok() ? *got : std::nullopt;
+  }
+
+  static uint64_t CollectAll(Store& store) {
+    absl::StatusOr<uint64_t> collected = store.CollectAllTombstones();
+    EXPECT_THAT(collected, IsOk());
+    return collected.ok() ? *collected : UINT64_MAX;
+  }
+  static std::vector<std::string> Repaired(absl::StatusOr<std::vector<std::string>> scrub) {
+    EXPECT_THAT(scrub, IsOk());
+    return scrub.ok() ? *scrub : std::vector<std::string>{"(failed)"};
+  }
+
+  testing::TempDir dir_;
+  ManualWallClock wall_{kT0};
+};
+
+TEST_F(TombstoneTest, CollectsOnlyWhatEveryPeerAcknowledgedOnceOldEnough) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  store->NotePeer(kPeerA);
+  store->NotePeer(kPeerB);
+  ASSERT_THAT(store->Put("ks", "k", "v"), IsOk());
+  ASSERT_THAT(store->Put("ks", "live", "v"), IsOk());
+  ASSERT_THAT(store->Delete("ks", "k"), IsOk());
+  wall_.Advance(kMinAge + 1);
+  // Old enough, but neither peer said what it holds.
+  ASSERT_EQ(CollectAll(*store), 0u);
+  store->NotePeerHolds(kPeerA, HoldsAll(*store));
+  ASSERT_EQ(CollectAll(*store), 0u);
+  absl::StatusOr<StoreStats> stats = store->Stats();
+  ASSERT_THAT(stats, IsOk());
+  EXPECT_EQ(stats->tombstones_held, 1u);
+  EXPECT_EQ(stats->tombstones_held_by, kPeerB);
+  EXPECT_EQ(stats->acknowledged_peers, 2u);
+  store->NotePeerHolds(kPeerB, HoldsAll(*store));
+  ASSERT_EQ(CollectAll(*store), 1u);
+  EXPECT_EQ(Get(*store, "k"), std::nullopt);
+  EXPECT_NE(Get(*store, "live"), std::nullopt);
+  stats = store->Stats();
+  ASSERT_THAT(stats, IsOk());
+  EXPECT_EQ(stats->tombstones, 0u);
+  EXPECT_EQ(stats->tombstones_collected, 1u);
+  EXPECT_EQ(stats->tombstones_held, 0u);
+  EXPECT_EQ(stats->live_records, 1u);
+  // The range fingerprints moved with it: a scrub finds nothing to repair.
+  EXPECT_EQ(Repaired(store->ScrubRangeFingerprints()), std::vector<std::string>{});
+}
+
+TEST_F(TombstoneTest, YoungTombstonesStay) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  ASSERT_THAT(store->Delete("ks", "k"), IsOk());
+  wall_.Advance(kMinAge - 1000);
+  ASSERT_EQ(CollectAll(*store), 0u);
+  wall_.Advance(2000);
+  // No peer ever met: the age alone decides.
+  ASSERT_EQ(CollectAll(*store), 1u);
+}
+
+TEST_F(TombstoneTest, ForgetPeerReleasesAndUnknownIsNotFound) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_THAT(store->ForgetPeer(kPeerA), StatusIs(StatusCode::kNotFound, "not a peer"));
+  store->NotePeer(kPeerA);
+  ASSERT_THAT(store->Delete("ks", "k"), IsOk());
+  wall_.Advance(kMinAge + 1);
+  ASSERT_EQ(CollectAll(*store), 0u);
+  ASSERT_THAT(store->ForgetPeer(kPeerA), IsOk());
+  EXPECT_THAT(store->ForgetPeer(kPeerA), StatusIs(StatusCode::kNotFound));
+  ASSERT_EQ(CollectAll(*store), 1u);
+  absl::StatusOr<StoreStats> stats = store->Stats();
+  ASSERT_THAT(stats, IsOk());
+  EXPECT_EQ(stats->forgotten_peers, 1u);
+  EXPECT_EQ(stats->acknowledged_peers, 0u);
+}
+
+TEST_F(TombstoneTest, StaleRecordIsRefusedAndAnsweredWithAFreshTombstone) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  // kOrigin wrote k, then it was deleted here; our watermarks cover kOrigin.
+  ASSERT_THAT(store->Merge({Remote("k", 1, kOrigin)},
+                           CheckpointUpdate{kPeerA, PeerCheckpoint{1, 1, 0},
+                                            Watermarks{{kOrigin, MakeHlc(kT0 + 10, 0)}}}),
+              IsOk());
+  wall_.Advance(100);
+  ASSERT_THAT(store->Delete("ks", "k"), IsOk());
+  wall_.Advance(10);
+  store->NotePeerHolds(kPeerA, HoldsAll(*store, /*origin=*/true));
+  // Held back until this replica holds kOrigin's writes past the tombstone
+  // (the origin floor): kOrigin could still write k below it.
+  wall_.Advance(kMinAge + 1);
+  ASSERT_EQ(CollectAll(*store), 0u);
+  absl::StatusOr<StoreStats> held = store->Stats();
+  ASSERT_THAT(held, IsOk());
+  EXPECT_EQ(held->tombstones_held_by, kOrigin);
+  ASSERT_THAT(store->Merge({}, CheckpointUpdate{kPeerA, PeerCheckpoint{1, 2, 0},
+                                                Watermarks{{kOrigin, MakeHlc(kT0 + 200, 0)}}}),
+              IsOk());
+  ASSERT_EQ(CollectAll(*store), 1u);
+  ASSERT_EQ(Get(*store, "k"), std::nullopt);
+  // A peer restored from an old backup still holds the old value.
+  absl::StatusOr<MergeResult> merged = store->Merge({Remote("k", 1, kOrigin)});
+  ASSERT_THAT(merged, IsOk());
+  EXPECT_EQ(merged->won, 0u);
+  ASSERT_EQ(merged->refused.size(), 1u);
+  EXPECT_THAT(merged->refused[0].reason,
+              StatusIs(StatusCode::kFailedPrecondition, "stale record"));
+  std::optional<Record> now = Get(*store, "k");
+  ASSERT_NE(now, std::nullopt);
+  EXPECT_TRUE(now->deleted);
+  EXPECT_EQ(now->version.origin, store->replica_id());
+  EXPECT_GT(now->version, Remote("k", 1, kOrigin).version);
+  absl::StatusOr<StoreStats> stats = store->Stats();
+  ASSERT_THAT(stats, IsOk());
+  EXPECT_EQ(stats->stale_refused, 1u);
+  // Its tombstone is there now: the old value loses by the normal rule.
+  merged = store->Merge({Remote("k", 1, kOrigin)});
+  ASSERT_THAT(merged, IsOk());
+  EXPECT_TRUE(merged->refused.empty());
+  EXPECT_EQ(merged->won, 0u);
+  // The fresh tombstone is young: it stays until it is old enough too.
+  ASSERT_EQ(CollectAll(*store), 0u);
+}
+
+TEST_F(TombstoneTest, ANewerRecordIsNotStale) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  ASSERT_THAT(store->Delete("ks", "k"), IsOk());
+  wall_.Advance(kMinAge + 1);
+  ASSERT_EQ(CollectAll(*store), 1u);
+  // Written after the collected tombstone: beyond the horizon, merged.
+  absl::StatusOr<MergeResult> merged = store->Merge({Remote("k", kMinAge, kOrigin)});
+  ASSERT_THAT(merged, IsOk());
+  EXPECT_EQ(merged->won, 1u);
+  EXPECT_TRUE(merged->refused.empty());
+}
+
+TEST_F(TombstoneTest, AForgottenPeerCanOnlyBringWhatIsNewer) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  ASSERT_THAT(store->Delete("ks", "gone"), IsOk());
+  wall_.Advance(10);
+  // The peer acknowledged kOrigin up to +5 ms, which this replica never
+  // claimed (it holds no watermark for kOrigin).
+  store->NotePeerHolds(kPeerA, Watermarks{{kOrigin, MakeHlc(kT0 + 5, 0)},
+                                          {store->replica_id(), MakeHlc(kT0 + 20, 0)}});
+  wall_.Advance(kMinAge + 1);
+  ASSERT_THAT(store->ForgetPeer(kPeerA), IsOk());
+  ASSERT_EQ(CollectAll(*store), 1u);
+  // It returns and its page brings an old record of kOrigin (covered by
+  // what it was forgotten with) and a newer one.
+  absl::StatusOr<MergeResult> merged =
+      store->Merge({Remote("old", 2, kOrigin), Remote("new", 8, kOrigin)},
+                   CheckpointUpdate{kPeerA, PeerCheckpoint{1, 2, 0}, {}});
+  ASSERT_THAT(merged, IsOk());
+  EXPECT_EQ(merged->won, 1u);
+  ASSERT_EQ(merged->refused.size(), 1u);
+  EXPECT_EQ(merged->refused[0].key, "old");
+  EXPECT_NE(Get(*store, "new"), std::nullopt);
+}
+
+TEST_F(TombstoneTest, AcknowledgementsAndHorizonSurviveReopening) {
+  {
+    auto store = Open();
+    ASSERT_NE(store, nullptr);
+    store->NotePeer(kPeerA);
+    store->NotePeerHolds(kPeerB, HoldsAll(*store));
+    ASSERT_THAT(store->Delete("ks", "k"), IsOk());
+    ASSERT_EQ(CollectAll(*store), 0u);  // persists the acks
+    ASSERT_THAT(store->ForgetPeer(kPeerB), IsOk());
+  }
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  std::vector<std::pair<uint64_t, Watermarks>> acks = store->AcknowledgedPeers();
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0].first, kPeerA);
+  wall_.Advance(kMinAge + 1);
+  // kPeerA (met, silent) still holds it back after the restart.
+  ASSERT_EQ(CollectAll(*store), 0u);
+  ASSERT_THAT(store->ForgetPeer(kPeerA), IsOk());
+  ASSERT_EQ(CollectAll(*store), 1u);
+  absl::StatusOr<StoreStats> stats = store->Stats();
+  ASSERT_THAT(stats, IsOk());
+  EXPECT_EQ(stats->forgotten_peers, 2u);
+  EXPECT_EQ(stats->log_entries, 0u);
+  EXPECT_EQ(stats->tombstones, 0u);
+  store.reset();
+  // The counters were written with the collection.
+  store = Open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(Repaired(store->WaitForOpenScrub()), std::vector<std::string>{});
+  stats = store->Stats();
+  ASSERT_THAT(stats, IsOk());
+  EXPECT_EQ(stats->tombstones, 0u);
+  EXPECT_EQ(stats->log_entries, 0u);
+}
+
+TEST_F(TombstoneTest, BoundedStepsCoverEveryRecord) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  std::vector<Mutation> deletes;
+  for (int i = 0; i < 250; ++i) {
+    deletes.push_back(Mutation{"ks", "k" + std::to_string(i), std::nullopt});
+    deletes.push_back(Mutation{"ks", "l" + std::to_string(i), "v"});
+  }
+  ASSERT_THAT(store->Write(deletes), IsOk());
+  wall_.Advance(kMinAge + 1);
+  uint64_t collected = 0;
+  for (int i = 0; i < 100; ++i) {
+    absl::StatusOr<Store::CollectResult> step = store->CollectTombstones(64);
+    ASSERT_THAT(step, IsOk());
+    EXPECT_LE(step->examined, 64u);
+    collected += step->collected;
+    if (step->reached_end) break;
+  }
+  EXPECT_EQ(collected, 250u);
+  EXPECT_EQ(Repaired(store->ScrubRangeFingerprints()), std::vector<std::string>{});
+}
+
+}  // namespace
+}  // namespace peerkv
