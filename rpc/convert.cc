@@ -42,6 +42,7 @@ void ToWire(const Record& record, wire::Record::Builder out) {
   out.setDeleted(record.deleted);
   out.setValue(AsData(record.value));
   out.setSeq(record.seq);
+  if (record.replaces.has_value()) ToWire(*record.replaces, out.initReplaces());
 }
 
 void ToWire(const RecordView& record, wire::Record::Builder out) {
@@ -63,6 +64,7 @@ Record FromWire(wire::Record::Reader record) {
   out.deleted = record.getDeleted();
   out.value = ToString(record.getValue());
   out.seq = record.getSeq();
+  if (record.hasReplaces()) out.replaces = FromWire(record.getReplaces());
   return out;
 }
 

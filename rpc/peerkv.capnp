@@ -30,6 +30,10 @@ struct Record {
   deleted @3 :Bool;    # a tombstone: value is empty
   value @4 :Data;
   seq @5 :UInt64;      # the sending replica's local seq of this change
+  replaces @6 :Version;
+                       # the causal mark: the version this write replaced at
+                       # its origin (zeros: the key held nothing there);
+                       # absent: not known (README "Conflict journal")
 }
 
 struct Mutation {
