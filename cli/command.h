@@ -72,6 +72,7 @@ const std::vector<Command>& ServerCommands();
 const std::vector<Command>& IdentityCommands();
 const Command& DemoCommand();
 const Command& KeyspaceCommand();
+const Command& ConflictsCommand();
 // `peerkv demo strong` (cli/demo_strong.cc).
 int RunStrongDemo(const Context& context);
 

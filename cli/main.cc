@@ -19,6 +19,7 @@ std::vector<const Command*> AllCommands() {
   for (const Command& c : ServerCommands()) all.push_back(&c);
   for (const Command& c : IdentityCommands()) all.push_back(&c);
   all.push_back(&KeyspaceCommand());
+  all.push_back(&ConflictsCommand());
   all.push_back(&DemoCommand());
   return all;
 }

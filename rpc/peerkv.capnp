@@ -161,6 +161,30 @@ struct ServerStatus {
                             # links refused since start: a second process
                             # claimed this replica's id or a peer's (a
                             # cloned data directory)
+  conflictEntries @23 :UInt64;
+                            # the conflict journal: entries held, all keyspaces
+  conflictBytes @24 :UInt64;
+  conflictsDropped @25 :UInt64;
+                            # entries dropped over the bounds since start
+  conflictKeyspaces @26 :List(ConflictKeyspace);
+                            # per keyspace, at most 32, most entries first
+}
+
+struct ConflictKeyspace {
+  keyspace @0 :Text;
+  entries @1 :UInt64;
+  bytes @2 :UInt64;
+  dropped @3 :UInt64;
+}
+
+struct ConflictEntry {
+  # A value that lost to a concurrent write (README "Conflict journal").
+  key @0 :Data;
+  loser @1 :Version;
+  loserDeleted @2 :Bool;    # the loser was a delete
+  loserValue @3 :Data;
+  winner @4 :Version;       # the version that beat it
+  whenMs @5 :Int64;         # Unix time this replica journaled it
 }
 
 struct QuarantinedOrigin {
@@ -287,6 +311,17 @@ interface Kv {
 
   listModes @13 () -> (error :Error, keyspaces :List(KeyspaceMode));
   # Every keyspace this replica holds or knows a mode of, with its mode.
+
+  # The conflict journal (README "Conflict journal").
+  listConflicts @14 (keyspace :Text, key :Data, byKey :Bool)
+      -> (error :Error, entries :List(ConflictEntry), more :Bool);
+  # The keyspace's entries (only those of `key` when byKey), oldest first;
+  # more: some were left out to keep the answer within its limits.
+  restoreConflict @15 (keyspace :Text, key :Data, version :Version)
+      -> (error :Error, version :Version);
+  # Writes the journaled loser `version` back as a new write and removes
+  # the entry; answers the new version. NotFound if it is not in the journal.
+  clearConflicts @16 (keyspace :Text) -> (error :Error, cleared :UInt64);
 }
 
 struct Condition {
