@@ -202,7 +202,19 @@ TEST_F(CliTest, DemoTellsTheStoryAndConverges) {
   EXPECT_THAT(demo.out, HasSubstr("sent/mail-1"));
   // The conflict: the tablet's later edit wins on every device.
   ASSERT_NE(demo.out.rfind("They meet again"), std::string::npos) << demo.out;
-  const std::string final_state = demo.out.substr(demo.out.rfind("They meet again"));
+  const size_t met = demo.out.rfind("They meet again");
+  const size_t kept = demo.out.find("The phone's edit is not lost");
+  ASSERT_NE(kept, std::string::npos) << demo.out;
+  const std::string final_state = demo.out.substr(met, kept - met);
+  // The losing edit is in every device's conflict journal.
+  const std::string journal = demo.out.substr(kept);
+  size_t kept_lines = 0;
+  for (size_t at = journal.find("bob@work.example>"); at != std::string::npos;
+       at = journal.find("bob@work.example>", at + 1)) {
+    ++kept_lines;
+  }
+  EXPECT_EQ(kept_lines, 3u) << journal;
+  EXPECT_THAT(journal, HasSubstr("lost to"));
   EXPECT_EQ(std::count(final_state.begin(), final_state.end(), '\n') > 3, true);
   size_t wins = 0;
   for (size_t at = final_state.find("bob@home.example"); at != std::string::npos;
