@@ -199,6 +199,22 @@ TEST_F(ConflictsTest, TwoReplicasEditingApartAgreeOnTheLoserAndCanRestoreIt) {
   EXPECT_THAT(List(*a, "todo"), SizeIs(1));
 }
 
+TEST_F(ConflictsTest, TheWinnersReplicaMissesALoserAlreadyReplacedWhereItWasWritten) {
+  auto a = Open(Options("a"));
+  auto b = Open(Options("b"));
+  ASSERT_THAT(a->Put("todo", "list", "milk"), IsOk());
+  Pull(*a, *b);
+  ASSERT_THAT(a->Put("todo", "list", "milk, eggs"), IsOk());
+  wall_.Advance(1);
+  ASSERT_THAT(b->Put("todo", "list", "milk, bread"), IsOk());
+  // The winner reaches a first: a journals its own edit, and its log now
+  // offers only the winner, so b never receives the loser.
+  Pull(*b, *a);
+  Pull(*a, *b);
+  EXPECT_THAT(List(*a, "todo"), SizeIs(1));
+  EXPECT_THAT(List(*b, "todo"), IsEmpty());
+}
+
 TEST_F(ConflictsTest, SequentialEditsAcrossReplicasLeaveTheJournalEmpty) {
   auto a = Open(Options("a"));
   auto b = Open(Options("b"));
