@@ -120,10 +120,9 @@ class Demo {
     PEERKV_RETURN_IF_ERROR(WaitConverged({&phone, &tablet, &pc}));
     Show();
 
-    Step("The phone's edit is not lost: the phone keeps it in its conflict\n"
-         "           journal (peerkv conflicts contacts), and so does a device that\n"
-         "           received it before the tablet's edit replaced it on the phone;\n"
-         "           `peerkv conflicts restore` can bring it back.");
+    Step("The phone's edit is not lost: the devices that saw both edits keep\n"
+         "           it in their conflict journals (peerkv conflicts contacts), from\n"
+         "           where `peerkv conflicts restore` can bring it back.");
     PEERKV_RETURN_IF_ERROR(ShowConflicts("contacts"));
 
     std::printf("\nFingerprints of the three replicas (equal means identical registers):\n");
@@ -214,17 +213,20 @@ class Demo {
     return absl::OkStatus();
   }
 
-  // Each device's conflict journal of `keyspace`. The phone (whose edit
-  // lost) journals it in the merge that brings the tablet's edit, which
-  // may commit just after the registers agree: waits (bounded) for it.
+  // Each device's conflict journal of `keyspace`. A device journals the
+  // loser in the merge that brings the second edit, which may commit just
+  // after the registers agree: waits (bounded) until one holds it.
   absl::Status ShowConflicts(const std::string& keyspace) {
     const absl::Time deadline = absl::Now() + absl::Seconds(5);
+    for (bool any = false; !any && absl::Now() < deadline;) {
+      for (Device& d : devices_) {
+        PEERKV_ASSIGN_OR_RETURN(ConflictList list, d.store->ListConflicts(keyspace));
+        any = any || !list.entries.empty();
+      }
+      if (!any) absl::SleepFor(absl::Milliseconds(10));
+    }
     for (Device& d : devices_) {
       PEERKV_ASSIGN_OR_RETURN(ConflictList list, d.store->ListConflicts(keyspace));
-      while (&d == &devices_[0] && list.entries.empty() && absl::Now() < deadline) {
-        absl::SleepFor(absl::Milliseconds(10));
-        PEERKV_ASSIGN_OR_RETURN(list, d.store->ListConflicts(keyspace));
-      }
       const std::string label = d.name + ":";
       if (list.entries.empty()) {
         std::printf("    %-16s (no conflict journaled)\n", label.c_str());
