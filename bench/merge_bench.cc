@@ -3,7 +3,14 @@
 // transaction durable (fsync), a fresh environment per iteration:
 //   BM_RawLmdbPut      plain mdb_put, 1000 per transaction: the baseline;
 //   BM_MergeFresh      Store::Merge in batches of 1000 into a fresh store;
-//   BM_MergeOverwrite  merge of newer versions of every key;
+//   BM_MergeOverwrite  merge of newer versions of every key, each carrying
+//                      the causal mark of the version it replaces (a
+//                      sequential overwrite): /detect:0 with the conflict
+//                      journal off (StoreOptions::journal_conflicts), /detect:1
+//                      with it on, the ratio being detection's cost;
+//   BM_MergeOverwriteConcurrent  the same, every overwrite concurrent (marks
+//                      of zero): each loser journaled, the journal at its
+//                      1000-entry bound dropping the oldest;
 //   BM_MergeReplay     the same batches again (nothing wins, nothing written);
 //   BM_PutConcurrent   local Put from 4 threads through group commit.
 // Directories go under $PEERKV_BENCH_DIR (default /var/tmp, which is on
@@ -11,6 +18,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -73,9 +81,10 @@ class BenchDir : public bench::ScratchDir {
   }
 };
 
-std::unique_ptr<Store> OpenStore(const std::string& dir) {
+std::unique_ptr<Store> OpenStore(const std::string& dir, bool detect_conflicts = true) {
   StoreOptions options;
   options.dir = dir;
+  options.journal_conflicts = detect_conflicts;
   // Room for the whole run: growth is measured by the store tests, not here.
   options.initial_map_bytes = size_t{1} << 30;
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
@@ -126,10 +135,13 @@ void BM_MergeFresh(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * kRecords);
 }
 
-void BM_MergeOverwrite(benchmark::State& state) {
+// A later write of every key, marked as replacing `mark(old version)`.
+void MergeOverwrite(benchmark::State& state, bool detect,
+                    std::optional<Version> (*mark)(const Version&)) {
   const auto batches = Batches(Records());
   std::vector<Record> newer = Records();
   for (Record& r : newer) {
+    r.replaces = mark(r.version);
     r.version.hlc += kRecords;  // a later write of every key
     r.value[0] ^= 1;
   }
@@ -137,7 +149,7 @@ void BM_MergeOverwrite(benchmark::State& state) {
   for (auto _ : state) {
     state.PauseTiming();
     BenchDir dir;
-    auto store = OpenStore(dir.path());
+    auto store = OpenStore(dir.path(), detect);
     MergeAll(*store, batches, kBatch);
     auto input = newer_batches;
     state.ResumeTiming();
@@ -147,6 +159,15 @@ void BM_MergeOverwrite(benchmark::State& state) {
     state.ResumeTiming();
   }
   state.SetItemsProcessed(state.iterations() * kRecords);
+}
+
+void BM_MergeOverwrite(benchmark::State& state) {
+  MergeOverwrite(state, state.range(0) != 0,
+                 [](const Version& old) { return std::optional<Version>(old); });
+}
+
+void BM_MergeOverwriteConcurrent(benchmark::State& state) {
+  MergeOverwrite(state, true, [](const Version&) { return std::optional<Version>(Version{}); });
 }
 
 void BM_MergeReplay(benchmark::State& state) {
@@ -198,7 +219,14 @@ void BM_PutConcurrent(benchmark::State& state) {
 
 BENCHMARK(BM_RawLmdbPut)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
 BENCHMARK(BM_MergeFresh)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
-BENCHMARK(BM_MergeOverwrite)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
+BENCHMARK(BM_MergeOverwrite)
+    ->ArgName("detect")
+    ->Arg(0)
+    ->Arg(1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->Iterations(3);
+BENCHMARK(BM_MergeOverwriteConcurrent)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
 BENCHMARK(BM_MergeReplay)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
 BENCHMARK(BM_PutConcurrent)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1)->Threads(4);
 

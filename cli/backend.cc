@@ -139,6 +139,18 @@ std::vector<std::pair<std::string, std::string>> ReplicaFacts(const StoreStats& 
                                                             stats.forgotten_peers)});
     facts.push_back({"stale_refused", absl::StrCat(stats.stale_refused)});
   }
+  // The conflict journal (README "Conflict journal"): always shown, so a
+  // script can read it; per keyspace only where something is held.
+  facts.push_back({"conflicts", absl::StrFormat("%d entr%s, %d bytes, %d dropped",
+                                                stats.conflict_entries,
+                                                stats.conflict_entries == 1 ? "y" : "ies",
+                                                stats.conflict_bytes, stats.conflicts_dropped)});
+  for (const ConflictKeyspaceStats& k : stats.conflict_keyspaces) {
+    facts.push_back({"conflicts_in", absl::StrFormat("%s %d entr%s, %d bytes, %d dropped",
+                                                     k.keyspace, k.entries,
+                                                     k.entries == 1 ? "y" : "ies", k.bytes,
+                                                     k.dropped)});
+  }
   if (stats.clock_peers > 0) {
     // This clock against real time as the peers' clocks tell (README
     // "Clock skew").

@@ -29,6 +29,14 @@ class Backend {
                                                     std::string_view key) = 0;
   virtual absl::StatusOr<ScanResult> Scan(std::string_view keyspace,
                                           const ScanOptions& options) = 0;
+  // The conflict journal (Store::ListConflicts, RestoreConflict,
+  // ClearConflicts; README "Conflict journal").
+  virtual absl::StatusOr<ConflictList> ListConflicts(std::string_view keyspace,
+                                                     std::optional<std::string_view> key) = 0;
+  virtual absl::StatusOr<Version> RestoreConflict(std::string_view keyspace,
+                                                  std::string_view key,
+                                                  const Version& version) = 0;
+  virtual absl::StatusOr<uint64_t> ClearConflicts(std::string_view keyspace) = 0;
   // Named facts about the replica, in display order.
   virtual absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Info() = 0;
   // The largest value this replica may accept (a server: the protocol's

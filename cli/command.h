@@ -85,6 +85,7 @@ const Command& DemoCommand();
 const Command& KeyspaceCommand();
 // `peerkv token` (cli/token_command.cc).
 const Command& TokenCommand();
+const Command& ConflictsCommand();
 // `peerkv demo strong` (cli/demo_strong.cc).
 int RunStrongDemo(const Context& context);
 

@@ -120,6 +120,11 @@ class Demo {
     PEERKV_RETURN_IF_ERROR(WaitConverged({&phone, &tablet, &pc}));
     Show();
 
+    Step("The phone's edit is not lost: the devices that saw both edits keep\n"
+         "           it in their conflict journals (peerkv conflicts contacts), from\n"
+         "           where `peerkv conflicts restore` can bring it back.");
+    PEERKV_RETURN_IF_ERROR(ShowConflicts("contacts"));
+
     std::printf("\nFingerprints of the three replicas (equal means identical registers):\n");
     for (const Device& d : devices_) {
       std::printf("  %-6s %016llx\n", d.name.c_str(),
@@ -205,6 +210,36 @@ class Demo {
     PEERKV_ASSIGN_OR_RETURN(const Version v, d.store->Delete(ks, key));
     std::printf("           %s: delete %s/%s (version %s)\n", d.name.c_str(), ks.c_str(),
                 key.c_str(), v.ToString().c_str());
+    return absl::OkStatus();
+  }
+
+  // Each device's conflict journal of `keyspace`. A device journals the
+  // loser in the merge that brings the second edit, which may commit just
+  // after the registers agree: waits (bounded) until one holds it.
+  absl::Status ShowConflicts(const std::string& keyspace) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(5);
+    for (bool any = false; !any && absl::Now() < deadline;) {
+      for (Device& d : devices_) {
+        PEERKV_ASSIGN_OR_RETURN(ConflictList list, d.store->ListConflicts(keyspace));
+        any = any || !list.entries.empty();
+      }
+      if (!any) absl::SleepFor(absl::Milliseconds(10));
+    }
+    for (Device& d : devices_) {
+      PEERKV_ASSIGN_OR_RETURN(ConflictList list, d.store->ListConflicts(keyspace));
+      const std::string label = d.name + ":";
+      if (list.entries.empty()) {
+        std::printf("    %-16s (no conflict journaled)\n", label.c_str());
+        continue;
+      }
+      for (size_t i = 0; i < list.entries.size(); ++i) {
+        const ConflictEntry& e = list.entries[i];
+        std::printf("    %-16s %s/%s = %s (version %s) lost to %s\n", i == 0 ? label.c_str() : "",
+                    keyspace.c_str(), EscapeText(e.key).c_str(),
+                    e.loser_deleted ? "(deleted)" : EscapeText(e.loser_value).c_str(),
+                    e.loser.ToString().c_str(), e.winner.ToString().c_str());
+      }
+    }
     return absl::OkStatus();
   }
 

@@ -35,6 +35,17 @@ class EmbeddedBackend : public Backend {
                                   const ScanOptions& options) override {
     return store_->Scan(keyspace, options);
   }
+  absl::StatusOr<ConflictList> ListConflicts(std::string_view keyspace,
+                                             std::optional<std::string_view> key) override {
+    return store_->ListConflicts(keyspace, key);
+  }
+  absl::StatusOr<Version> RestoreConflict(std::string_view keyspace, std::string_view key,
+                                          const Version& version) override {
+    return store_->RestoreConflict(keyspace, key, version);
+  }
+  absl::StatusOr<uint64_t> ClearConflicts(std::string_view keyspace) override {
+    return store_->ClearConflicts(keyspace);
+  }
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Info() override {
     PEERKV_ASSIGN_OR_RETURN(const StoreStats stats, store_->Stats());
     return ReplicaFacts(stats, store_->options().dir);

@@ -22,6 +22,7 @@ std::vector<const Command*> AllCommands() {
   for (const Command& c : IdentityCommands()) all.push_back(&c);
   all.push_back(&KeyspaceCommand());
   all.push_back(&TokenCommand());
+  all.push_back(&ConflictsCommand());
   all.push_back(&DemoCommand());
   return all;
 }

@@ -30,6 +30,17 @@ class RemoteBackend : public Backend {
                                   const ScanOptions& options) override {
     return client_->Scan(keyspace, options);
   }
+  absl::StatusOr<ConflictList> ListConflicts(std::string_view keyspace,
+                                             std::optional<std::string_view> key) override {
+    return client_->ListConflicts(keyspace, key);
+  }
+  absl::StatusOr<Version> RestoreConflict(std::string_view keyspace, std::string_view key,
+                                          const Version& version) override {
+    return client_->RestoreConflict(keyspace, key, version);
+  }
+  absl::StatusOr<uint64_t> ClearConflicts(std::string_view keyspace) override {
+    return client_->ClearConflicts(keyspace);
+  }
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Info() override {
     PEERKV_ASSIGN_OR_RETURN(const rpc::ServerStatus s, client_->Status());
     return ReplicaFacts(s, s.data_dir, &s, client_->options().address);

@@ -89,6 +89,12 @@ int RunServe(const Context& c) {
   absl::StatusOr<int64_t> quarantine_bytes =
       c.args.GetInt("max-quarantine-bytes", int64_t{64} << 20, 0, int64_t{1} << 40);
   if (!quarantine_bytes.ok()) return Fail(c.command, quarantine_bytes.status());
+  absl::StatusOr<int64_t> conflict_entries = c.args.GetInt(
+      "max-conflict-entries", 1000, 1, static_cast<int64_t>(kMaxConflictEntriesBound));
+  if (!conflict_entries.ok()) return Fail(c.command, conflict_entries.status());
+  absl::StatusOr<int64_t> conflict_bytes = c.args.GetInt(
+      "max-conflict-bytes", int64_t{16} << 20, 1, static_cast<int64_t>(kMaxConflictBytesBound));
+  if (!conflict_bytes.ok()) return Fail(c.command, conflict_bytes.status());
   absl::Duration reconcile_interval = absl::Minutes(10);
   if (const std::optional<std::string> interval = c.args.Get("reconcile-interval")) {
     if (!absl::ParseDuration(*interval, &reconcile_interval) ||
@@ -149,6 +155,8 @@ int RunServe(const Context& c) {
   store_options.tombstone_collect_interval = tombstone_interval;
   store_options.max_quarantine_records = static_cast<size_t>(*quarantine_records);
   store_options.max_quarantine_bytes = static_cast<size_t>(*quarantine_bytes);
+  store_options.max_conflict_entries = static_cast<size_t>(*conflict_entries);
+  store_options.max_conflict_bytes = static_cast<size_t>(*conflict_bytes);
   store_options.wall_clock = &wall_clock;
   store_options.log = [](const std::string& line) { LogLine(line); };
   // An uninitialised directory becomes the first device of user --user.
@@ -632,6 +640,11 @@ const std::vector<Command>& ServerCommands() {
        "  --max-quarantine-records N  records kept in quarantine (default 10000); one\n"
        "                            more is dropped, logged and counted\n"
        "  --max-quarantine-bytes N  bytes kept in quarantine (default 67108864)\n"
+       "  --max-conflict-entries N  values kept per keyspace in the conflict journal\n"
+       "                            (`peerkv conflicts`; default 1000, 1..1000000); the\n"
+       "                            oldest are dropped beyond it, and counted\n"
+       "  --max-conflict-bytes N    bytes kept per keyspace in it (default 16777216,\n"
+       "                            1..1073741824)\n"
        "  --clock-correction B      true (default): a clock ahead of its peers' by more\n"
        "                            than D/2 stamps writes from the corrected time, and\n"
        "                            a clock mark far ahead forks to a fresh clock;\n"
@@ -680,7 +693,8 @@ const std::vector<Command>& ServerCommands() {
                        "reconcile-interval", "etcd", "http-listen", "http-max-connections",
                        "http-idle-timeout-ms", "http-write-timeout-ms", "resp-listen",
                        "resp-keyspace", "resp-threads", "tombstone-min-age",
-                       "tombstone-collect-interval"},
+                       "tombstone-collect-interval", "max-conflict-entries",
+                       "max-conflict-bytes"},
         .switches = {"http-insecure-loopback", "resp-insecure-loopback"},
         .repeatable = {"peer"}},
        RunServe, Target::kData},

@@ -1,8 +1,10 @@
 // rpc/batch_codec.cc: encoding and checked decoding of record batches.
 //
 // Per record:  varint keyspace length (0: same keyspace as the previous
-// record), keyspace, varint key length, key, flags byte (bit 0: deleted),
-// hlc (8, little-endian), origin (8), varint seq, varint value length, value.
+// record), keyspace, varint key length, key, flags byte (bit 0: deleted;
+// bit 1: a causal mark follows the version), hlc (8, little-endian), origin
+// (8), [mark hlc (8), mark origin (8)], varint seq, varint value length,
+// value.
 #include "rpc/batch_codec.h"
 
 #include "absl/strings/str_format.h"
@@ -81,9 +83,13 @@ std::string EncodeBatch(const std::vector<Record>& records) {
     previous = &r.keyspace;
     PutVarint(&out, r.key.size());
     out.append(r.key);
-    out.push_back(static_cast<char>(r.deleted ? 1 : 0));
+    out.push_back(static_cast<char>((r.deleted ? 1 : 0) | (r.replaces.has_value() ? 2 : 0)));
     PutFixed64(&out, r.version.hlc);
     PutFixed64(&out, r.version.origin);
+    if (r.replaces.has_value()) {
+      PutFixed64(&out, r.replaces->hlc);
+      PutFixed64(&out, r.replaces->origin);
+    }
     PutVarint(&out, r.seq);
     PutVarint(&out, r.value.size());
     out.append(r.value);
@@ -120,12 +126,17 @@ absl::StatusOr<std::vector<Record>> DecodeBatch(std::string_view bytes, size_t m
     if (!in.Varint(&n) || !in.Bytes(n, &r.key)) return bad("key");
     uint8_t flags = 0;
     if (!in.Byte(&flags)) return bad("flags");
-    if ((flags & ~1u) != 0) {
+    if ((flags & ~3u) != 0) {
       return absl::InvalidArgumentError(
           absl::StrFormat("batch record %d has unknown flags 0x%02x", records.size(), flags));
     }
     r.deleted = (flags & 1) != 0;
     if (!in.Fixed64(&r.version.hlc) || !in.Fixed64(&r.version.origin)) return bad("version");
+    if ((flags & 2) != 0) {
+      Version mark;
+      if (!in.Fixed64(&mark.hlc) || !in.Fixed64(&mark.origin)) return bad("causal mark");
+      r.replaces = mark;
+    }
     if (!in.Varint(&r.seq)) return bad("seq");
     if (!in.Varint(&n) || !in.Bytes(n, &r.value)) return bad("value");
     records.push_back(std::move(r));

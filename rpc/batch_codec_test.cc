@@ -28,6 +28,20 @@ TEST(BatchCodecTest, RoundTrips) {
   EXPECT_THAT(DecodeBatch("", 100), IsOk());
 }
 
+TEST(BatchCodecTest, CausalMarksRoundTrip) {
+  std::vector<Record> records = Sample();
+  records[0].replaces = Version{MakeHlc(99, 0), 7};
+  records[1].replaces = Version{};  // replaced nothing: not the same as unknown
+  absl::StatusOr<std::vector<Record>> decoded = DecodeBatch(EncodeBatch(records), 100);
+  ASSERT_THAT(decoded, IsOk());
+  EXPECT_EQ(*decoded, records);
+  EXPECT_EQ((*decoded)[2].replaces, std::nullopt);
+  // A mark cut short is refused.
+  const std::string bytes = EncodeBatch({records[0]});
+  EXPECT_THAT(DecodeBatch(bytes.substr(0, 1 + 8 + 1 + 3 + 1 + 16 + 8), 100),
+              StatusIs(StatusCode::kInvalidArgument, "causal mark runs past the end"));
+}
+
 TEST(BatchCodecTest, IsCompact) {
   std::vector<Record> records;
   for (int i = 0; i < 100; ++i) {

@@ -389,6 +389,59 @@ absl::StatusOr<std::vector<KeyspaceModeInfo>> Client::ListModes() {
       });
 }
 
+absl::StatusOr<ConflictList> Client::ListConflicts(std::string_view keyspace,
+                                                   std::optional<std::string_view> key) {
+  const std::string ks(keyspace);
+  const std::optional<std::string> k =
+      key.has_value() ? std::optional<std::string>(std::string(*key)) : std::nullopt;
+  return impl_->Call<ConflictList>(
+      "listConflicts", [&](wire::Kv::Client& kv) -> kj::Promise<absl::StatusOr<ConflictList>> {
+        auto request = kv.listConflictsRequest();
+        request.setKeyspace(AsText(ks));
+        if (k.has_value()) {
+          request.setKey(AsData(*k));
+          request.setByKey(true);
+        }
+        return request.send().then([ks](auto response) -> absl::StatusOr<ConflictList> {
+          PEERKV_RETURN_IF_ERROR(ResponseStatus(response));
+          ConflictList out;
+          for (auto e : response.getEntries()) out.entries.push_back(FromWire(ks, e));
+          out.more = response.getMore();
+          return out;
+        });
+      });
+}
+
+absl::StatusOr<Version> Client::RestoreConflict(std::string_view keyspace, std::string_view key,
+                                                const Version& version) {
+  const std::string ks(keyspace);
+  const std::string k(key);
+  return impl_->Call<Version>(
+      "restoreConflict", [&](wire::Kv::Client& kv) -> kj::Promise<absl::StatusOr<Version>> {
+        auto request = kv.restoreConflictRequest();
+        request.setKeyspace(AsText(ks));
+        request.setKey(AsData(k));
+        ToWire(version, request.initVersion());
+        return request.send().then([](auto response) -> absl::StatusOr<Version> {
+          PEERKV_RETURN_IF_ERROR(ResponseStatus(response));
+          return FromWire(response.getVersion());
+        });
+      });
+}
+
+absl::StatusOr<uint64_t> Client::ClearConflicts(std::string_view keyspace) {
+  const std::string ks(keyspace);
+  return impl_->Call<uint64_t>(
+      "clearConflicts", [&](wire::Kv::Client& kv) -> kj::Promise<absl::StatusOr<uint64_t>> {
+        auto request = kv.clearConflictsRequest();
+        request.setKeyspace(AsText(ks));
+        return request.send().then([](auto response) -> absl::StatusOr<uint64_t> {
+          PEERKV_RETURN_IF_ERROR(ResponseStatus(response));
+          return response.getCleared();
+        });
+      });
+}
+
 absl::StatusOr<ScanResult> Client::Scan(std::string_view keyspace, const ScanOptions& options) {
   const std::string ks(keyspace);
   if (options.limit == 0 || options.limit > kMaxScanLimit) {

@@ -122,6 +122,15 @@ class Client {
   absl::StatusOr<Version> SetMode(std::string_view keyspace, std::string_view mode);
   absl::StatusOr<std::vector<KeyspaceModeInfo>> ListModes();
 
+  // The conflict journal, with Store::ListConflicts', RestoreConflict's
+  // and ClearConflicts' contracts (README "Conflict journal"); a list holds
+  // what fits in one answer (ConflictList::more).
+  absl::StatusOr<ConflictList> ListConflicts(std::string_view keyspace,
+                                             std::optional<std::string_view> key = {});
+  absl::StatusOr<Version> RestoreConflict(std::string_view keyspace, std::string_view key,
+                                          const Version& version);
+  absl::StatusOr<uint64_t> ClearConflicts(std::string_view keyspace);
+
   // Streams changes to `on_changes` until it returns false (then OK) or the
   // connection fails (Unavailable). Blocks the calling thread meanwhile.
   absl::Status Watch(const WatchOptions& options, WatchCallback on_changes);

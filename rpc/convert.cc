@@ -42,6 +42,7 @@ void ToWire(const Record& record, wire::Record::Builder out) {
   out.setDeleted(record.deleted);
   out.setValue(AsData(record.value));
   out.setSeq(record.seq);
+  if (record.replaces.has_value()) ToWire(*record.replaces, out.initReplaces());
 }
 
 void ToWire(const RecordView& record, wire::Record::Builder out) {
@@ -63,6 +64,7 @@ Record FromWire(wire::Record::Reader record) {
   out.deleted = record.getDeleted();
   out.value = ToString(record.getValue());
   out.seq = record.getSeq();
+  if (record.hasReplaces()) out.replaces = FromWire(record.getReplaces());
   return out;
 }
 
@@ -288,6 +290,18 @@ void ToWire(const ServerStatus& status, wire::ServerStatus::Builder out) {
     quarantined[i].setFirstDueMs(q.first_due_ms);
     quarantined[i].setLastDueMs(q.last_due_ms);
   }
+  out.setConflictEntries(status.conflict_entries);
+  out.setConflictBytes(status.conflict_bytes);
+  out.setConflictsDropped(status.conflicts_dropped);
+  const size_t journals = std::min(status.conflict_keyspaces.size(), kMaxConflictKeyspacesListed);
+  auto keyspaces = out.initConflictKeyspaces(journals);
+  for (size_t i = 0; i < journals; ++i) {
+    const ConflictKeyspaceStats& c = status.conflict_keyspaces[i];
+    keyspaces[i].setKeyspace(AsText(c.keyspace));
+    keyspaces[i].setEntries(c.entries);
+    keyspaces[i].setBytes(c.bytes);
+    keyspaces[i].setDropped(c.dropped);
+  }
 }
 
 ServerStatus FromWire(wire::ServerStatus::Reader status) {
@@ -327,6 +341,35 @@ ServerStatus FromWire(wire::ServerStatus::Reader status) {
     out.quarantined.push_back(
         QuarantinedOrigin{q.getOrigin(), q.getRecords(), q.getFirstDueMs(), q.getLastDueMs()});
   }
+  out.conflict_entries = status.getConflictEntries();
+  out.conflict_bytes = status.getConflictBytes();
+  out.conflicts_dropped = status.getConflictsDropped();
+  for (auto c : status.getConflictKeyspaces()) {
+    if (out.conflict_keyspaces.size() == kMaxConflictKeyspacesListed) break;
+    out.conflict_keyspaces.push_back(ConflictKeyspaceStats{
+        ToString(c.getKeyspace()), c.getEntries(), c.getBytes(), c.getDropped()});
+  }
+  return out;
+}
+
+void ToWire(const ConflictEntry& entry, wire::ConflictEntry::Builder out) {
+  out.setKey(AsData(entry.key));
+  ToWire(entry.loser, out.initLoser());
+  out.setLoserDeleted(entry.loser_deleted);
+  out.setLoserValue(AsData(entry.loser_value));
+  ToWire(entry.winner, out.initWinner());
+  out.setWhenMs(entry.when_ms);
+}
+
+ConflictEntry FromWire(std::string_view keyspace, wire::ConflictEntry::Reader entry) {
+  ConflictEntry out;
+  out.keyspace = std::string(keyspace);
+  out.key = ToString(entry.getKey());
+  out.loser = FromWire(entry.getLoser());
+  out.loser_deleted = entry.getLoserDeleted();
+  out.loser_value = ToString(entry.getLoserValue());
+  out.winner = FromWire(entry.getWinner());
+  out.when_ms = entry.getWhenMs();
   return out;
 }
 

@@ -67,6 +67,9 @@ void ToWire(const Record& record, wire::Record::Builder out);
 // after its bytes.
 void ToWire(const RecordView& record, wire::Record::Builder out);
 Record FromWire(wire::Record::Reader record);
+// A conflict journal entry (its keyspace is the call's).
+void ToWire(const ConflictEntry& entry, wire::ConflictEntry::Builder out);
+ConflictEntry FromWire(std::string_view keyspace, wire::ConflictEntry::Reader entry);
 
 // A write: a put when `value` is set, a delete otherwise. The first form
 // writes the fields without a Mutation to copy them into (the load

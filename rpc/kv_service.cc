@@ -556,6 +556,67 @@ class KvImpl final : public wire::Kv::Server {
     return kj::READY_NOW;
   }
 
+  kj::Promise<void> listConflicts(ListConflictsContext context) override {
+    auto params = context.getParams();
+    const std::string keyspace = ToString(params.getKeyspace());
+    std::optional<std::string> key;
+    if (params.getByKey()) key = ToString(params.getKey());
+    absl::StatusOr<ConflictList> list = loop_.store().ListConflicts(keyspace, key);
+    auto results = context.getResults();
+    if (!list.ok()) {
+      Fail("listConflicts", list.status(), results.initError());
+      return kj::READY_NOW;
+    }
+    // Within this server's reply limits: the oldest that fit.
+    const size_t budget = loop_.reply_budget() / 2;
+    size_t n = 0, bytes = 0;
+    for (; n < list->entries.size() && n < loop_.reply_items(); ++n) {
+      const ConflictEntry& e = list->entries[n];
+      const size_t entry_bytes = e.key.size() + e.loser_value.size() + 64;
+      if (n > 0 && bytes + entry_bytes > budget) break;
+      bytes += entry_bytes;
+    }
+    auto entries = results.initEntries(n);
+    for (size_t i = 0; i < n; ++i) ToWire(list->entries[i], entries[i]);
+    results.setMore(list->more || n < list->entries.size());
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> restoreConflict(RestoreConflictContext context) override {
+    auto params = context.getParams();
+    std::string keyspace = ToString(params.getKeyspace());
+    std::string key = ToString(params.getKey());
+    const Version version = FromWire(params.getVersion());
+    Store* store = &loop_.store();
+    // A write and a journal change: waits for the store's writer, so off
+    // the loop.
+    return loop_
+        .OffLoop<absl::StatusOr<Version>>(
+            [store, keyspace = std::move(keyspace), key = std::move(key), version] {
+              return store->RestoreConflict(keyspace, key, version);
+            })
+        .then([this, context](absl::StatusOr<Version> restored) mutable {
+          auto results = context.getResults(capnp::MessageSize{8, 0});
+          if (!restored.ok()) {
+            return Fail("restoreConflict", restored.status(), results.initError());
+          }
+          ToWire(*restored, results.initVersion());
+        });
+  }
+
+  kj::Promise<void> clearConflicts(ClearConflictsContext context) override {
+    std::string keyspace = ToString(context.getParams().getKeyspace());
+    Store* store = &loop_.store();
+    return loop_
+        .OffLoop<absl::StatusOr<uint64_t>>(
+            [store, keyspace = std::move(keyspace)] { return store->ClearConflicts(keyspace); })
+        .then([this, context](absl::StatusOr<uint64_t> cleared) mutable {
+          auto results = context.getResults(capnp::MessageSize{8, 0});
+          if (!cleared.ok()) return Fail("clearConflicts", cleared.status(), results.initError());
+          results.setCleared(*cleared);
+        });
+  }
+
  private:
   consensus::StrongKeyspaces* strong() const { return loop_.options().strong; }
 

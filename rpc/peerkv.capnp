@@ -30,6 +30,10 @@ struct Record {
   deleted @3 :Bool;    # a tombstone: value is empty
   value @4 :Data;
   seq @5 :UInt64;      # the sending replica's local seq of this change
+  replaces @6 :Version;
+                       # the causal mark: the version this write replaced at
+                       # its origin (zeros: the key held nothing there);
+                       # absent: not known (README "Conflict journal")
 }
 
 struct Mutation {
@@ -165,6 +169,30 @@ struct ServerStatus {
   acknowledgedPeers @27 :UInt64;     # peers collection waits for
   forgottenPeers @28 :UInt64;        # released with `peer forget`
   staleRefused @29 :UInt64;          # records refused since start: their tombstone was collected
+  conflictEntries @30 :UInt64;
+                            # the conflict journal: entries held, all keyspaces
+  conflictBytes @31 :UInt64;
+  conflictsDropped @32 :UInt64;
+                            # entries dropped over the bounds since start
+  conflictKeyspaces @33 :List(ConflictKeyspace);
+                            # per keyspace, at most 32, most entries first
+}
+
+struct ConflictKeyspace {
+  keyspace @0 :Text;
+  entries @1 :UInt64;
+  bytes @2 :UInt64;
+  dropped @3 :UInt64;
+}
+
+struct ConflictEntry {
+  # A value that lost to a concurrent write (README "Conflict journal").
+  key @0 :Data;
+  loser @1 :Version;
+  loserDeleted @2 :Bool;    # the loser was a delete
+  loserValue @3 :Data;
+  winner @4 :Version;       # the version that beat it
+  whenMs @5 :Int64;         # Unix time this replica journaled it
 }
 
 struct QuarantinedOrigin {
@@ -292,11 +320,16 @@ interface Kv {
   listModes @13 () -> (error :Error, keyspaces :List(KeyspaceMode));
   # Every keyspace this replica holds or knows a mode of, with its mode.
 
-  # @14-@16 are the conflict journal's (branch s5/conflicts); these
-  # placeholders only keep the ordinals dense until the branches merge.
-  reservedConflicts14 @14 () -> ();
-  reservedConflicts15 @15 () -> ();
-  reservedConflicts16 @16 () -> ();
+  # The conflict journal (README "Conflict journal").
+  listConflicts @14 (keyspace :Text, key :Data, byKey :Bool)
+      -> (error :Error, entries :List(ConflictEntry), more :Bool);
+  # The keyspace's entries (only those of `key` when byKey), oldest first;
+  # more: some were left out to keep the answer within its limits.
+  restoreConflict @15 (keyspace :Text, key :Data, version :Version)
+      -> (error :Error, version :Version);
+  # Writes the journaled loser `version` back as a new write and removes
+  # the entry; answers the new version. NotFound if it is not in the journal.
+  clearConflicts @16 (keyspace :Text) -> (error :Error, cleared :UInt64);
 
   forgetPeer @17 (peer :Text) -> (error :Error, replicaId :UInt64);
   # Stops waiting for `peer` (a name, address or replica id as status shows

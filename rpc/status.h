@@ -21,7 +21,8 @@ using PeerStatus = replication::PeerStatus;
 // The store's facts are the base (status.live_records, and a StoreStats&
 // for code that prints any replica's facts). The wire carries replica_id,
 // incarnation, live_records, tombstones, max_seq, disk_bytes, fingerprint,
-// retired_ids and the clock_ fields of them; the others arrive as 0.
+// retired_ids, the quarantine_, clock_ and conflict_ fields of them; the
+// others arrive as 0.
 struct ServerStatus : StoreStats {
   std::string replica_name;
   std::string data_dir;

@@ -110,15 +110,24 @@ absl::StatusOr<RecordHeader> DecodeRecordHeader(std::string_view stored) {
   return header;
 }
 
+// Bit 15 of the key length: a causal mark follows the source. Record keys
+// are at most kMaxKeyspaceBytes + 1 + kMaxKeyBytes bytes, far below it.
+constexpr size_t kLogMarkBit = 0x8000;
+
 void EncodeLogEntry(std::string_view record_key, uint64_t source, std::string_view value,
-                    std::string* out) {
-  PEERKV_CHECK(record_key.size() <= 0xffff);
+                    std::string* out, const std::optional<Version>& replaces) {
+  PEERKV_CHECK(record_key.size() < kLogMarkBit);
   out->clear();
-  out->reserve(2 + record_key.size() + 8 + value.size());
-  out->push_back(static_cast<char>(record_key.size() & 0xff));
-  out->push_back(static_cast<char>(record_key.size() >> 8));
+  out->reserve(2 + record_key.size() + 8 + 16 + value.size());
+  const size_t length = record_key.size() | (replaces.has_value() ? kLogMarkBit : 0);
+  out->push_back(static_cast<char>(length & 0xff));
+  out->push_back(static_cast<char>(length >> 8));
   out->append(record_key);
   PutFixed64(out, source);
+  if (replaces.has_value()) {
+    PutFixed64(out, replaces->hlc);
+    PutFixed64(out, replaces->origin);
+  }
   out->append(value);
 }
 
@@ -126,16 +135,24 @@ absl::StatusOr<LogEntry> DecodeLogEntry(std::string_view stored) {
   if (stored.size() < 2) {
     return absl::DataLossError("stored log entry is shorter than 2 bytes");
   }
-  const size_t key_size = static_cast<unsigned char>(stored[0]) |
-                          (static_cast<size_t>(static_cast<unsigned char>(stored[1])) << 8);
-  if (2 + key_size + 8 > stored.size()) {
+  const size_t length = static_cast<unsigned char>(stored[0]) |
+                        (static_cast<size_t>(static_cast<unsigned char>(stored[1])) << 8);
+  const bool marked = (length & kLogMarkBit) != 0;
+  const size_t key_size = length & ~kLogMarkBit;
+  const size_t fixed = 2 + key_size + 8 + (marked ? 16 : 0);
+  if (fixed > stored.size()) {
     return absl::DataLossError(absl::StrFormat(
-        "stored log entry of %d bytes claims a %d-byte key", stored.size(), key_size));
+        "stored log entry of %d bytes claims a %d-byte key%s", stored.size(), key_size,
+        marked ? " and a causal mark" : ""));
   }
   LogEntry entry;
   entry.record_key = stored.substr(2, key_size);
   entry.source = GetFixed64(stored.data() + 2 + key_size);
-  entry.value = stored.substr(2 + key_size + 8);
+  if (marked) {
+    entry.replaces = Version{GetFixed64(stored.data() + 2 + key_size + 8),
+                             GetFixed64(stored.data() + 2 + key_size + 16)};
+  }
+  entry.value = stored.substr(fixed);
   std::string_view keyspace, key;
   PEERKV_RETURN_IF_ERROR(SplitRecordKey(entry.record_key, &keyspace, &key));
   return entry;
@@ -240,6 +257,7 @@ absl::StatusOr<Record> MakeRecord(const RecordHeader& header, const LogEntry& en
   record.deleted = header.deleted;
   record.seq = header.seq;
   record.value = std::string(entry.value);
+  record.replaces = entry.replaces;
   return record;
 }
 

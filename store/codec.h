@@ -7,8 +7,11 @@
 //   records  key:   keyspace 0x00 doc-id
 //            value: flags(1) hlc(8) origin(8) seq(8)       (the header)
 //   log      key:   seq (8, big-endian)
-//            value: key-length(2) records-key source(8) value-bytes
-//                   (source: the peer the change was merged from, 0 if local)
+//            value: key-length(2) records-key source(8) [mark(16)] value-bytes
+//                   (source: the peer the change was merged from, 0 if local;
+//                   bit 15 of key-length set: a causal mark follows,
+//                   hlc(8) origin(8), the version the write replaced at its
+//                   origin, Record::replaces; format 4)
 //   peers    key:   peer replica id (8, big-endian)
 //            value: incarnation(8) seq(8)                  (a checkpoint)
 //   meta     key:   name
@@ -22,6 +25,8 @@
 //                          nonce(8))*: checkpoints a fork or a forgotten
 //                          retired id dropped, kept as evidence
 //   ranges   the range fingerprints: see store/range_table.h
+//   conflicts key: keyspace 0x00 id (8, big-endian); value: see
+//            store/conflict_journal.h (the conflict journal, format 4)
 //
 // Values live in the log, not in `records`: the records tree, which random
 // doc ids update all over, stays small and dense (about 55 bytes a record),
@@ -31,6 +36,7 @@
 #define PEERKV_STORE_CODEC_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -46,8 +52,10 @@ namespace peerkv::codec {
 // Format 2: the fingerprint covers values. Format 3: the "ranges" database
 // (store/range_table.h) and a fingerprint that is the low 64 bits of its
 // roots' sum. An older store is upgraded when opened: the ranges are
-// computed from the records, once (ranges::DiffFromRecords).
-inline constexpr uint64_t kFormatVersion = 3;
+// computed from the records, once (ranges::DiffFromRecords). Format 4:
+// log entries may carry a causal mark (bit 15 of key-length) and the
+// "conflicts" database exists; a format-3 store needs no change.
+inline constexpr uint64_t kFormatVersion = 4;
 // The names of the meta entries (see the layout above).
 inline constexpr char kMetaFormat[] = "format";
 inline constexpr char kMetaReplicaId[] = "replica_id";
@@ -108,12 +116,14 @@ absl::StatusOr<RecordHeader> DecodeRecordHeader(std::string_view stored);
 // A log entry into `out` (cleared first). REQUIRES: a tombstone's value is
 // empty.
 void EncodeLogEntry(std::string_view record_key, uint64_t source, std::string_view value,
-                    std::string* out);
+                    std::string* out, const std::optional<Version>& replaces = std::nullopt);
 struct LogEntry {
   std::string_view record_key;
   // The replica id of the peer this change was merged from; 0 if local.
   uint64_t source = 0;
   std::string_view value;
+  // Record::replaces.
+  std::optional<Version> replaces;
 };
 absl::StatusOr<LogEntry> DecodeLogEntry(std::string_view stored);
 

@@ -33,6 +33,31 @@ TEST(CodecTest, HeaderAndLogEntryMakeARecord) {
   EXPECT_EQ(record->value, "body");
 }
 
+TEST(CodecTest, LogEntriesCarryAnOptionalCausalMark) {
+  const std::string key = RecordKey("ks", "k");
+  std::string bytes;
+  EncodeLogEntry(key, 42, "body", &bytes, Version{MakeHlc(5, 1), 9});
+  absl::StatusOr<LogEntry> entry = DecodeLogEntry(bytes);
+  ASSERT_THAT(entry, IsOk());
+  EXPECT_EQ(entry->record_key, key);
+  EXPECT_EQ(entry->source, 42u);
+  EXPECT_EQ(entry->value, "body");
+  EXPECT_EQ(entry->replaces, std::optional<Version>(Version{MakeHlc(5, 1), 9}));
+  EncodeLogEntry(key, 42, "body", &bytes, Version{});
+  entry = DecodeLogEntry(bytes);
+  ASSERT_THAT(entry, IsOk());
+  EXPECT_EQ(entry->replaces, std::optional<Version>(Version{}));
+  // Without one (format 3 entries): nullopt.
+  EncodeLogEntry(key, 42, "body", &bytes);
+  entry = DecodeLogEntry(bytes);
+  ASSERT_THAT(entry, IsOk());
+  EXPECT_EQ(entry->replaces, std::nullopt);
+  // A mark cut short.
+  EncodeLogEntry(key, 42, "", &bytes, Version{1, 1});
+  EXPECT_THAT(DecodeLogEntry(bytes.substr(0, bytes.size() - 1)),
+              StatusIs(absl::StatusCode::kDataLoss, "and a causal mark"));
+}
+
 TEST(CodecTest, TombstoneRoundTrip) {
   std::string stored;
   EncodeRecordHeader(RecordHeader{Version{7, 8}, true, 1}, &stored);

@@ -2,10 +2,12 @@
 // checkpoints, watermarks, meta state and commit.
 #include "store/group_txn.h"
 
+#include "absl/strings/str_format.h"
 #include "common/macros.h"
 #include "store/codec.h"
 #include "store/range_fingerprint.h"
 #include "store/tables.h"
+#include "store/validation.h"
 
 namespace peerkv::writer {
 
@@ -23,12 +25,12 @@ absl::StatusOr<bool> GroupTxn::ApplyLocal(const Mutation& mutation, const Versio
   const bool deleted = !mutation.value.has_value();
   return Apply(mutation.keyspace, mutation.key, version, deleted,
                deleted ? std::string_view() : std::string_view(*mutation.value),
-               /*source=*/0);
+               /*source=*/0, /*remote_mark=*/nullptr);
 }
 
 absl::StatusOr<bool> GroupTxn::ApplyRemote(const Record& record, uint64_t source) {
   return Apply(record.keyspace, record.key, record.version, record.deleted, record.value,
-               source);
+               source, &record.replaces);
 }
 
 // Writes `version` for the key if it beats the stored one, and appends the
@@ -37,8 +39,12 @@ absl::StatusOr<bool> GroupTxn::ApplyRemote(const Record& record, uint64_t source
 // bytes; headers are fixed-size, so the overwrite is in place.
 absl::StatusOr<bool> GroupTxn::Apply(std::string_view keyspace, std::string_view key,
                                      const Version& version, bool deleted,
-                                     std::string_view value, uint64_t source) {
+                                     std::string_view value, uint64_t source,
+                                     const std::optional<Version>* remote_mark) {
   const uint64_t seq = counters_.max_seq + 1;
+  // A local write replaces what is here (nothing: Version{}); a remote
+  // record keeps the mark it came with.
+  std::optional<Version> mark = remote_mark != nullptr ? *remote_mark : Version{};
   codec::AppendRecordKey(keyspace, key, &record_key_);
   codec::EncodeRecordHeader(codec::RecordHeader{version, deleted, seq}, &header_);
   MDB_val k = Val(record_key_), d = Val(header_);
@@ -46,7 +52,14 @@ absl::StatusOr<bool> GroupTxn::Apply(std::string_view keyspace, std::string_view
   std::optional<uint64_t> position;
   if (rc == MDB_KEYEXIST) {
     PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader old, codec::DecodeRecordHeader(View(d)));
-    if (!(version > old.version)) return false;
+    if (!(version > old.version)) {
+      if (detect_conflicts_ && remote_mark != nullptr && version < old.version) {
+        PEERKV_RETURN_IF_ERROR(
+            NoteIfStoredWins(keyspace, key, version, deleted, value, old.version, old.seq));
+      }
+      return false;
+    }
+    if (remote_mark == nullptr) mark = old.version;
     (old.deleted ? counters_.tombstones : counters_.live_records) -= 1;
     // The value takes part in the fingerprints: the old one is read back
     // (one lookup, and only when a register is overwritten).
@@ -56,6 +69,13 @@ absl::StatusOr<bool> GroupTxn::Apply(std::string_view keyspace, std::string_view
     const rbsr::Sum256 old_hash =
         rbsr::ItemHash(keyspace, key, old.version, old.deleted, old_value);
     range_deltas_.Remove(keyspace, *position, old_hash);
+    // Incoming wins: a conflict if its writer had not seen what it beats
+    // here (its mark is older). The loser's value is at hand already.
+    if (detect_conflicts_ && remote_mark != nullptr && remote_mark->has_value() &&
+        **remote_mark < old.version && !IsReservedKeyspace(keyspace)) {
+      conflicts_.push_back(ConflictEntry{std::string(keyspace), std::string(key), old.version,
+                                         old.deleted, std::string(old_value), version, 0});
+    }
     counters_.fingerprint -= old_hash.limbs[0];
     d = Val(header_);
     rc = mdb_cursor_put(records_.get(), &k, &d, MDB_CURRENT);
@@ -69,7 +89,7 @@ absl::StatusOr<bool> GroupTxn::Apply(std::string_view keyspace, std::string_view
   counters_.fingerprint += hash.limbs[0];
   seq_key_.clear();
   codec::PutBigEndian64(&seq_key_, seq);
-  codec::EncodeLogEntry(record_key_, source, value, &log_value_);
+  codec::EncodeLogEntry(record_key_, source, value, &log_value_, mark);
   MDB_val lk = Val(seq_key_), lv = Val(log_value_);
   PEERKV_RETURN_IF_ERROR(
       lmdb::Error(mdb_cursor_put(log_.get(), &lk, &lv, MDB_APPEND), "append to log"));
@@ -77,6 +97,37 @@ absl::StatusOr<bool> GroupTxn::Apply(std::string_view keyspace, std::string_view
   counters_.max_seq = seq;
   ++counters_.log_entries;
   return true;
+}
+
+absl::Status GroupTxn::NoteIfStoredWins(std::string_view keyspace, std::string_view key,
+                                        const Version& version, bool deleted,
+                                        std::string_view value, const Version& old_version,
+                                        uint64_t old_seq) {
+  if (IsReservedKeyspace(keyspace)) return absl::OkStatus();
+  // One log lookup, only for a record older than the stored one.
+  PEERKV_ASSIGN_OR_RETURN(
+      const std::optional<std::string_view> stored,
+      lmdb::Get(txn_.get(), dbis_.log, codec::BigEndian64(old_seq), "read log entry"));
+  if (!stored.has_value()) {
+    return absl::DataLossError(
+        absl::StrFormat("log entry %d, which holds a current value, is missing", old_seq));
+  }
+  PEERKV_ASSIGN_OR_RETURN(const codec::LogEntry entry, codec::DecodeLogEntry(*stored));
+  if (!entry.replaces.has_value() || !(*entry.replaces < version)) return absl::OkStatus();
+  conflicts_.push_back(ConflictEntry{std::string(keyspace), std::string(key), version, deleted,
+                                     std::string(value), old_version, 0});
+  return absl::OkStatus();
+}
+
+absl::Status GroupTxn::PutConflict(const std::string& key, const std::string& value) {
+  return lmdb::Put(txn_.get(), dbis_.conflicts, key, value, "write conflict journal");
+}
+
+absl::Status GroupTxn::DeleteConflict(const std::string& key) {
+  MDB_val k = Val(key);
+  const int rc = mdb_del(txn_.get(), dbis_.conflicts, &k, nullptr);
+  if (rc == MDB_NOTFOUND) return absl::OkStatus();
+  return lmdb::Error(rc, "delete from conflict journal");
 }
 
 absl::StatusOr<std::optional<Version>> GroupTxn::CurrentVersion(std::string_view keyspace,

@@ -61,6 +61,17 @@ class GroupTxn {
   // included); nullopt if it holds none.
   absl::StatusOr<std::optional<Version>> CurrentVersion(std::string_view keyspace,
                                                         std::string_view key);
+  // Conflict detection (README "Conflict journal"): when on, an applied
+  // remote record that overwrites a version its causal mark is older than,
+  // or that loses to a stored version whose mark is older than it, is
+  // noted in conflicts() with the loser's value (reserved keyspaces never).
+  void set_detect_conflicts(bool on) { detect_conflicts_ = on; }
+  // Losers found in this transaction (when_ms unset), in the order found.
+  const std::vector<ConflictEntry>& conflicts() const { return conflicts_; }
+  // The conflict journal's table, for the store (store_conflicts.cc).
+  absl::Status PutConflict(const std::string& key, const std::string& value);
+  absl::Status DeleteConflict(const std::string& key);
+
   // Notes a batch's checkpoint advance and watermark claim for this group.
   // Written only if the caller puts them; see claimed_*().
   void Claim(const CheckpointUpdate& update);
@@ -105,14 +116,23 @@ class GroupTxn {
   const ranges::Deltas& range_deltas() const { return range_deltas_; }
 
  private:
+  // `remote_mark`: the remote record's causal mark; nullptr for a local
+  // write (whose mark is the version it replaces here).
   absl::StatusOr<bool> Apply(std::string_view keyspace, std::string_view key,
                              const Version& version, bool deleted, std::string_view value,
-                             uint64_t source);
+                             uint64_t source, const std::optional<Version>* remote_mark);
+  // A remote record lost to the stored `old`: noted if old's mark (in its
+  // log entry) is older than the record.
+  absl::Status NoteIfStoredWins(std::string_view keyspace, std::string_view key,
+                                const Version& version, bool deleted, std::string_view value,
+                                const Version& old_version, uint64_t old_seq);
   void CloseCursors();
 
   const tables::Dbis dbis_;
   Counters counters_;
   bool local_ = false;
+  bool detect_conflicts_ = false;
+  std::vector<ConflictEntry> conflicts_;
   std::vector<CommitChange> changes_;
   absl::flat_hash_map<uint64_t, PeerCheckpoint> claimed_checkpoints_;
   Watermarks claimed_watermarks_;

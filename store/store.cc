@@ -17,6 +17,7 @@
 #include "common/macros.h"
 #include "common/metrics.h"
 #include "store/codec.h"
+#include "store/conflict_journal.h"
 #include "store/data_dir.h"
 #include "store/group_txn.h"
 #include "store/lmdb_util.h"
@@ -144,7 +145,8 @@ void Store::ReadTxnPool::Drain() {
   txns_.clear();
 }
 
-Store::Store(StoreOptions options) : options_(std::move(options)) {}
+Store::Store(StoreOptions options)
+    : options_(std::move(options)), conflicts_(std::make_unique<conflicts::Index>()) {}
 
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(StoreOptions options) {
   if (options.dir.empty()) {
@@ -175,6 +177,17 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(StoreOptions options) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "tombstone_min_age_ms is %d and tombstone_collect_interval %s; neither may be negative",
         options.tombstone_min_age_ms, absl::FormatDuration(options.tombstone_collect_interval)));
+  }
+  if (options.max_conflict_entries < 1 ||
+      options.max_conflict_entries > kMaxConflictEntriesBound) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("max_conflict_entries is %d; it must be 1..%d",
+                        options.max_conflict_entries, kMaxConflictEntriesBound));
+  }
+  if (options.max_conflict_bytes < 1 || options.max_conflict_bytes > kMaxConflictBytesBound) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("max_conflict_bytes is %d; it must be 1..%d",
+                        options.max_conflict_bytes, kMaxConflictBytesBound));
   }
 
   PEERKV_ASSIGN_OR_RETURN(std::unique_ptr<DataDir> dir, DataDir::Open(options.dir));
@@ -227,6 +240,7 @@ absl::Status Store::LoadOrInitMeta() {
   meta_dbi_ = opened.meta;
   quarantine_dbi_ = opened.quarantine;
   ranges_dbi_ = opened.ranges;
+  conflicts_dbi_ = opened.conflicts;
 
   PEERKV_ASSIGN_OR_RETURN(const std::optional<uint64_t> format,
                           tables::ReadMetaU64(txn.get(), meta_dbi_, codec::kMetaFormat));
@@ -241,6 +255,9 @@ absl::Status Store::LoadOrInitMeta() {
     // fingerprint was another hash (before format 2 one without values):
     // both computed once from the records, O(records).
     PEERKV_RETURN_IF_ERROR(UpgradeRanges(txn.get()));
+  }
+  if (format.has_value() && *format < codec::kFormatVersion) {
+    // Format 4 (causal marks, the conflict journal) needs nothing more.
     PEERKV_RETURN_IF_ERROR(
         tables::WriteMetaU64(txn.get(), meta_dbi_, codec::kMetaFormat, codec::kFormatVersion));
   }
@@ -249,6 +266,7 @@ absl::Status Store::LoadOrInitMeta() {
   PEERKV_RETURN_IF_ERROR(LoadForgottenCheckpoints(txn.get()));
   PEERKV_RETURN_IF_ERROR(LoadTombstoneState(txn.get()));
   PEERKV_RETURN_IF_ERROR(LoadQuarantine(txn.get()));
+  PEERKV_RETURN_IF_ERROR(LoadConflicts(txn.get()));
   PEERKV_ASSIGN_OR_RETURN(const uint64_t log_entries,
                           lmdb::Entries(txn.get(), log_dbi_, "mdb_stat log"));
   log_entries_ = log_entries;
@@ -313,7 +331,8 @@ absl::StatusOr<uint64_t> Store::LoadMeta(MDB_txn* txn, uint64_t format) {
 }
 
 tables::Dbis Store::dbis() const {
-  return tables::Dbis{records_dbi_, log_dbi_, peers_dbi_, meta_dbi_, quarantine_dbi_, ranges_dbi_};
+  return tables::Dbis{records_dbi_,     log_dbi_,    peers_dbi_,    meta_dbi_,
+                      quarantine_dbi_, ranges_dbi_, conflicts_dbi_};
 }
 
 Store::~Store() {
@@ -679,6 +698,7 @@ absl::Status Store::CommitWrites(Group& group) {
   absl::Status status;
   for (int attempt = 0;; ++attempt) {
     txn.emplace(dbis(), committed);
+    txn->set_detect_conflicts(options_.journal_conflicts);
     status = TryApplyGroup(group, *txn, bytes);
     if (!lmdb::IsMapFull(status)) break;
     if (attempt == kMaxMapGrowthAttempts) break;
@@ -722,7 +742,7 @@ absl::Status Store::TryApplyGroup(Group& group, GroupTxn& txn, size_t group_byte
         },
         request->kind));
   }
-  if (!txn.changed() && !txn.quarantine_changed()) {
+  if (!txn.changed() && !txn.quarantine_changed() && txn.conflicts().empty()) {
     // Nothing won: write nothing. Hold the checkpoints and watermarks for
     // the next commit (claiming them now is safe: the data is durable).
     txn.Abort();
@@ -923,6 +943,8 @@ absl::Status Store::CommitGroup(GroupTxn& txn, size_t group_bytes) {
   for (const auto& [peer, cp] : checkpoints) {
     PEERKV_RETURN_IF_ERROR(txn.PutCheckpoint(peer, cp));
   }
+  conflicts::Index journaled;
+  PEERKV_RETURN_IF_ERROR(JournalConflicts(txn, &journaled));
   PEERKV_RETURN_IF_ERROR(txn.PutMetaState(clock_->Last()));
   const absl::Time commit_start = absl::Now();
   const absl::Status committed = txn.Commit();
@@ -935,6 +957,7 @@ absl::Status Store::CommitGroup(GroupTxn& txn, size_t group_bytes) {
     watermarks_.Merge(watermarks);
     watermarks_dirty_ = false;
   }
+  InstallConflicts(journaled);
   if (txn.quarantine_changed()) {
     absl::MutexLock lock(&quarantine_mu_);
     for (const auto& [key, entry] : txn.quarantine_changes()) {
@@ -1435,6 +1458,24 @@ absl::StatusOr<StoreStats> Store::Stats() const {
     absl::MutexLock lock(&acks_mu_);
     stats.acknowledged_peers = acks_.size();
     stats.forgotten_peers = forgotten_peers_.size();
+  }
+  {
+    absl::MutexLock lock(&conflicts_mu_);
+    for (const auto& [keyspace, journal] : conflicts_->keyspaces()) {
+      stats.conflict_entries += journal.entries.size();
+      stats.conflict_bytes += journal.bytes;
+      stats.conflicts_dropped += journal.dropped;
+      if (journal.entries.empty() && journal.dropped == 0) continue;
+      stats.conflict_keyspaces.push_back(ConflictKeyspaceStats{
+          keyspace, journal.entries.size(), journal.bytes, journal.dropped});
+    }
+  }
+  std::stable_sort(stats.conflict_keyspaces.begin(), stats.conflict_keyspaces.end(),
+                   [](const ConflictKeyspaceStats& a, const ConflictKeyspaceStats& b) {
+                     return a.entries > b.entries;
+                   });
+  if (stats.conflict_keyspaces.size() > kMaxConflictKeyspacesListed) {
+    stats.conflict_keyspaces.resize(kMaxConflictKeyspacesListed);
   }
   PEERKV_ASSIGN_OR_RETURN(stats.disk_bytes, dir_->DataFileBytes());
   return stats;

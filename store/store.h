@@ -62,6 +62,9 @@ class GroupTxn;
 namespace ranges {
 class Deltas;
 }  // namespace ranges
+namespace conflicts {
+class Index;
+}  // namespace conflicts
 
 struct StoreOptions {
   // Directory of the LMDB environment; created (with parents) if missing.
@@ -143,7 +146,20 @@ struct StoreOptions {
   // transactions that examine at most kTombstoneStepRecords records each;
   // zero: only when CollectTombstones is called (the simulation).
   absl::Duration tombstone_collect_interval = absl::Minutes(1);
+  // The conflict journal (README "Conflict journal"): a merged record that
+  // overwrites a version its writer had not seen (its causal mark,
+  // Record::replaces, is older), or that loses to a stored version whose
+  // writer had not seen it, leaves the loser in a per-keyspace journal,
+  // bounded by entries and bytes (keys and values) per keyspace; beyond
+  // either the oldest entries are dropped (StoreStats::conflicts_dropped),
+  // and writes never wait for it. false: no detection, no journal.
+  bool journal_conflicts = true;
+  // 1..kMaxConflictEntriesBound and 1..kMaxConflictBytesBound.
+  size_t max_conflict_entries = 1000;
+  size_t max_conflict_bytes = size_t{16} << 20;
 };
+inline constexpr size_t kMaxConflictEntriesBound = 1'000'000;
+inline constexpr size_t kMaxConflictBytesBound = size_t{1} << 30;
 
 class Store {
  public:
@@ -412,6 +428,21 @@ class Store {
   // After it returns, the listener is not running and will not run again.
   void RemoveCommitListener(int id);
 
+  // The conflict journal (store_conflicts.cc; README "Conflict journal").
+  // Entries of `keyspace` (of `key` alone if given), oldest first, about
+  // kMaxPageBytes at most (ConflictList::more says some were left out).
+  // InvalidArgument for an invalid keyspace or key.
+  absl::StatusOr<ConflictList> ListConflicts(std::string_view keyspace,
+                                             std::optional<std::string_view> key = {}) const;
+  // Writes the journaled loser `version` of the key back as a new local
+  // write (its value, or a delete for a tombstone), which beats the
+  // current value, and removes the entry; returns the new version.
+  // NotFound if the journal holds no entry for that key and version.
+  absl::StatusOr<Version> RestoreConflict(std::string_view keyspace, std::string_view key,
+                                          const Version& version);
+  // Removes every entry of `keyspace`; returns how many.
+  absl::StatusOr<uint64_t> ClearConflicts(std::string_view keyspace);
+
   // Removes every superseded log entry now (normally done in bounded steps
   // by the writer). Returns how many entries were removed.
   absl::StatusOr<uint64_t> CompactLog();
@@ -612,6 +643,14 @@ class Store {
                                                        bool* reached_end) const;
   bool CompactionDue() const;
   absl::Status FlushHeldCheckpoints();
+  // The conflict journal (store_conflicts.cc). At open: fills conflicts_
+  // from the table (entries that do not decode are deleted, logged once).
+  absl::Status LoadConflicts(MDB_txn* txn);
+  // In the writer's transaction: journals txn.conflicts() within the
+  // bounds; `plan` gets the new state of each keyspace touched, installed
+  // by InstallConflicts once the transaction committed.
+  absl::Status JournalConflicts(writer::GroupTxn& txn, conflicts::Index* plan);
+  void InstallConflicts(conflicts::Index& plan);
   // At open: fills quarantine_ from the table; entries that do not decode
   // are deleted (and logged once), never retried.
   absl::Status LoadQuarantine(MDB_txn* txn);
@@ -644,6 +683,7 @@ class Store {
   MDB_dbi meta_dbi_ = 0;
   MDB_dbi quarantine_dbi_ = 0;
   MDB_dbi ranges_dbi_ = 0;
+  MDB_dbi conflicts_dbi_ = 0;
 
   // Mutable: const reads borrow transactions from it.
   mutable ReadTxnPool read_pool_;
@@ -709,6 +749,10 @@ class Store {
   mutable absl::Mutex quarantine_mu_;
   quarantine::Index quarantine_ ABSL_GUARDED_BY(quarantine_mu_);
   std::atomic<uint64_t> quarantine_dropped_{0};
+
+  // The conflict journal's mirror; changed by the writer after a commit.
+  mutable absl::Mutex conflicts_mu_;
+  std::unique_ptr<conflicts::Index> conflicts_ ABSL_GUARDED_BY(conflicts_mu_);
 
   // Writer-thread state: where the next compaction step starts.
   uint64_t compact_from_seq_ = 0;

@@ -19,7 +19,8 @@ absl::Status OpenDbis(MDB_txn* txn, Dbis* dbis) {
              {"peers", &dbis->peers},
              {"meta", &dbis->meta},
              {"quarantine", &dbis->quarantine},
-             {"ranges", &dbis->ranges}};
+             {"ranges", &dbis->ranges},
+             {"conflicts", &dbis->conflicts}};
   for (const auto& db : dbs) {
     PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_dbi_open(txn, db.name, MDB_CREATE, db.dbi),
                                        absl::StrCat("open database ", db.name)));

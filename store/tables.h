@@ -29,6 +29,8 @@ struct Dbis {
   MDB_dbi quarantine = 0;
   // store/range_table.h.
   MDB_dbi ranges = 0;
+  // The conflict journal (store/conflict_journal.h).
+  MDB_dbi conflicts = 0;
 };
 // Databases a store's environment is opened for (mdb_env_set_maxdbs): the
 // ones above, with room for more.

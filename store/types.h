@@ -169,6 +169,39 @@ struct QuarantinedOrigin {
 
 inline constexpr size_t kMaxQuarantineOriginsListed = 32;
 
+// A value that lost to a concurrent write (README "Conflict journal"): the
+// loser's version and value (or tombstone), the version that beat it, and
+// when this replica found the conflict.
+struct ConflictEntry {
+  std::string keyspace;
+  std::string key;
+  Version loser;
+  bool loser_deleted = false;
+  std::string loser_value;
+  Version winner;
+  // Unix millis (this replica's estimated real time) when it was journaled.
+  int64_t when_ms = 0;
+
+  friend bool operator==(const ConflictEntry&, const ConflictEntry&) = default;
+};
+
+// Store::ListConflicts' answer, oldest entry first.
+struct ConflictList {
+  std::vector<ConflictEntry> entries;
+  // More entries matched than fit in the answer (about kMaxPageBytes).
+  bool more = false;
+};
+
+// One keyspace's journal (StoreStats::conflict_keyspaces).
+struct ConflictKeyspaceStats {
+  std::string keyspace;
+  uint64_t entries = 0;
+  uint64_t bytes = 0;
+  // Entries dropped (oldest first) to stay within the bounds, since open.
+  uint64_t dropped = 0;
+};
+inline constexpr size_t kMaxConflictKeyspacesListed = 32;
+
 struct StoreStats {
   uint64_t replica_id = 0;
   uint64_t incarnation = 0;
@@ -221,6 +254,13 @@ struct StoreStats {
   uint64_t acknowledged_peers = 0;
   uint64_t forgotten_peers = 0;
   uint64_t stale_refused = 0;
+  // The conflict journal: entries and bytes held in every keyspace, entries
+  // dropped over the bounds since open; per keyspace, the
+  // kMaxConflictKeyspacesListed with the most entries.
+  uint64_t conflict_entries = 0;
+  uint64_t conflict_bytes = 0;
+  uint64_t conflicts_dropped = 0;
+  std::vector<ConflictKeyspaceStats> conflict_keyspaces;
 };
 
 }  // namespace peerkv

@@ -92,6 +92,15 @@ absl::Status ValidateRemoteRecord(const Record& record, size_t value_limit) {
         absl::StrFormat("tombstone carries a %d-byte value; it must be empty",
                         record.value.size()));
   }
+  // A write replaces an older version (its writer stamps above what it
+  // held), or nothing (zeros).
+  if (record.replaces.has_value() && *record.replaces != Version{} &&
+      (!record.replaces->IsValid() || !(*record.replaces < record.version))) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "causal mark (replaces) %s must be zero or a valid version older than the "
+        "record's version %s",
+        record.replaces->ToString(), record.version.ToString()));
+  }
   return absl::OkStatus();
 }
 

@@ -35,7 +35,8 @@ absl::Status ValidateKey(std::string_view key);
 absl::Status ValidateValue(std::string_view value, size_t limit);
 absl::Status ValidateMutation(const Mutation& mutation, size_t value_limit);
 // A record from a peer: keyspace, key and value as above, a valid version,
-// and no value on a tombstone.
+// no value on a tombstone, and a causal mark (if any) that is zero or a
+// valid version older than the record's.
 absl::Status ValidateRemoteRecord(const Record& record, size_t value_limit);
 
 }  // namespace peerkv

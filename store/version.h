@@ -54,6 +54,13 @@ struct Record {
   // The local sequence number of the change that wrote this record here.
   // Meaningful only for records read from a store; Merge ignores it.
   uint64_t seq = 0;
+  // The causal mark (README "Conflict journal"): the version this write
+  // replaced where it was written (its origin), Version{} if the key held
+  // nothing there; nullopt if not known (a record from an older store, a
+  // reconciliation). Carried in the log and on the wire; Merge compares it
+  // with the version it overwrites to tell a sequential overwrite from a
+  // concurrent one.
+  std::optional<Version> replaces;
 
   friend bool operator==(const Record&, const Record&) = default;
 };

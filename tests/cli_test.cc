@@ -225,7 +225,7 @@ TEST_F(CliTest, InfoJsonIsOneObject) {
   ASSERT_EQ(Peerkv({"put", "ks", "k", "v"}).exit_code, 0);
   RunResult info = Peerkv({"info", "--json"});
   ASSERT_EQ(info.exit_code, 0) << info.err;
-  EXPECT_THAT(info.out, ::testing::MatchesRegex("\\{\"data_dir\":\".*,\"forks\":0\\}\n"));
+  EXPECT_THAT(info.out, ::testing::MatchesRegex("\\{\"data_dir\":\".*,\"forks\":0,.*\\}\n"));
   EXPECT_THAT(info.out, HasSubstr("\"live_records\":1,"));
   EXPECT_THAT(info.out, ::testing::ContainsRegex("\"replica_id\":\"[0-9a-f]{16}\""));
 }
@@ -247,7 +247,15 @@ TEST_F(CliTest, DemoTellsTheStoryAndConverges) {
   EXPECT_THAT(demo.out, HasSubstr("sent/mail-1"));
   // The conflict: the tablet's later edit wins on every device.
   ASSERT_NE(demo.out.rfind("They meet again"), std::string::npos) << demo.out;
-  const std::string final_state = demo.out.substr(demo.out.rfind("They meet again"));
+  const size_t met = demo.out.rfind("They meet again");
+  const size_t kept = demo.out.find("The phone's edit is not lost");
+  ASSERT_NE(kept, std::string::npos) << demo.out;
+  const std::string final_state = demo.out.substr(met, kept - met);
+  // The losing edit is in the conflict journal of the devices that saw
+  // both edits (which ones depends on the order the merges ran in).
+  const std::string journal = demo.out.substr(kept);
+  EXPECT_THAT(journal, ::testing::ContainsRegex(": +contacts/bob = Bob Smith "
+                                                "<bob@work.example> \\(version [^)]*\\) lost to"));
   EXPECT_EQ(std::count(final_state.begin(), final_state.end(), '\n') > 3, true);
   size_t wins = 0;
   for (size_t at = final_state.find("bob@home.example"); at != std::string::npos;
