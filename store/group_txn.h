@@ -57,6 +57,14 @@ class GroupTxn {
   // A remote record merged from peer `source` (0: none named). False if the
   // stored version is not older: nothing is written.
   absl::StatusOr<bool> ApplyRemote(const Record& record, uint64_t source);
+  // As ApplyRemote, trying MDB_APPEND first (records in key order into a
+  // tree whose keys all come before): a full leaf is left full instead of
+  // split in half. A key that does not come last is merged as usual.
+  absl::StatusOr<bool> ApplyRemoteAppend(const Record& record, uint64_t source);
+  // A meta entry put or deleted in this transaction (something to commit).
+  absl::Status PutMeta(std::string_view name, std::string_view value);
+  absl::Status DeleteMeta(std::string_view name);
+  bool meta_changed() const { return meta_changed_; }
   // The version the key holds in this transaction (writes applied in it
   // included); nullopt if it holds none.
   absl::StatusOr<std::optional<Version>> CurrentVersion(std::string_view keyspace,
@@ -107,12 +115,13 @@ class GroupTxn {
  private:
   absl::StatusOr<bool> Apply(std::string_view keyspace, std::string_view key,
                              const Version& version, bool deleted, std::string_view value,
-                             uint64_t source);
+                             uint64_t source, bool append = false);
   void CloseCursors();
 
   const tables::Dbis dbis_;
   Counters counters_;
   bool local_ = false;
+  bool meta_changed_ = false;
   std::vector<CommitChange> changes_;
   absl::flat_hash_map<uint64_t, PeerCheckpoint> claimed_checkpoints_;
   Watermarks claimed_watermarks_;
