@@ -58,6 +58,10 @@ struct ServerOptions {
   // the server. nullptr: every keyspace is lww and the strong calls
   // (writeIf, setMode, ...) are refused with FailedPrecondition.
   consensus::StrongKeyspaces* strong = nullptr;
+
+  // Refuse peers' snapshot pages (Unimplemented: they pull the log
+  // instead). Tests of the log pull and the benchmark's baseline set it.
+  bool snapshot_disabled = false;
 };
 
 // Largest message a peer may send, sized from the value limit: one value
