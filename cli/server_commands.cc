@@ -88,6 +88,17 @@ int RunServe(const Context& c) {
                         absl::StrFormat("--clock-correction must be true or false, got '%s'", *v));
     }
   }
+  // --snapshot-bootstrap true|false: a new replica copies a peer's
+  // snapshot, and peers may copy ours (README "Snapshot bootstrap").
+  bool snapshot_bootstrap = true;
+  if (const std::optional<std::string> v = c.args.Get("snapshot-bootstrap")) {
+    if (*v == "false" || *v == "0") {
+      snapshot_bootstrap = false;
+    } else if (!(*v == "true" || *v == "1")) {
+      return UsageError(
+          c.command, absl::StrFormat("--snapshot-bootstrap must be true or false, got '%s'", *v));
+    }
+  }
   std::vector<std::string> peers;
   if (auto it = c.args.values.find("peer"); it != c.args.values.end()) peers = it->second;
   for (const std::string& peer : peers) {
@@ -167,6 +178,8 @@ int RunServe(const Context& c) {
   server_options.replication.fanout = static_cast<int>(*fanout);
   server_options.replication.correct_clock = correct_clock;
   server_options.replication.reconcile_interval = reconcile_interval;
+  server_options.replication.snapshot_bootstrap = snapshot_bootstrap;
+  server_options.snapshot_disabled = !snapshot_bootstrap;
   server_options.strong = strong.get();
   server_options.replication.seed = (*store)->replica_id() ^ static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
   absl::StatusOr<std::unique_ptr<rpc::Server>> server =
@@ -397,6 +410,10 @@ const std::vector<Command>& ServerCommands() {
        "                            what differs; 0 turns both off (default 10m;\n"
        "                            100ms..168h). A peer whose log started over is\n"
        "                            reconciled with whatever the interval\n"
+       "  --snapshot-bootstrap B    true (default): a replica that holds nothing copies\n"
+       "                            a peer's registers in key order, then pulls its log\n"
+       "                            from there; false: it pulls the whole log, and peers'\n"
+       "                            snapshot requests are refused\n"
        "  --etcd http://HOST:PORT   the consensus service for strong keyspaces (etcd v3);\n"
        "                            without it strong writes and linearizable reads are\n"
        "                            refused (unavailable) and committed strong writes\n"
@@ -406,7 +423,7 @@ const std::vector<Command>& ServerCommands() {
                        "idle-timeout-ms", "keepalive-ms",
                        "fanout", "max-clock-skew", "max-clock-skew-ms", "clock-offset-ms",
                        "max-quarantine-records", "max-quarantine-bytes", "clock-correction",
-                       "reconcile-interval", "etcd"},
+                       "reconcile-interval", "etcd", "snapshot-bootstrap"},
         .repeatable = {"peer"}},
        RunServe},
       {"watch", "KS [--prefix P] [--from-seq N]", "print changes to KS as they commit",
