@@ -99,6 +99,9 @@ int RunServe(const Context& c) {
           c.command, absl::StrFormat("--snapshot-bootstrap must be true or false, got '%s'", *v));
     }
   }
+  absl::StatusOr<int64_t> snapshot_page_records =
+      c.args.GetInt("snapshot-page-records", 50'000, 1, 65'536);
+  if (!snapshot_page_records.ok()) return Fail(c.command, snapshot_page_records.status());
   std::vector<std::string> peers;
   if (auto it = c.args.values.find("peer"); it != c.args.values.end()) peers = it->second;
   for (const std::string& peer : peers) {
@@ -180,6 +183,7 @@ int RunServe(const Context& c) {
   server_options.replication.reconcile_interval = reconcile_interval;
   server_options.replication.snapshot_bootstrap = snapshot_bootstrap;
   server_options.snapshot_disabled = !snapshot_bootstrap;
+  server_options.replication.snapshot_records = static_cast<uint32_t>(*snapshot_page_records);
   server_options.strong = strong.get();
   server_options.replication.seed = (*store)->replica_id() ^ static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
   absl::StatusOr<std::unique_ptr<rpc::Server>> server =
@@ -418,12 +422,15 @@ const std::vector<Command>& ServerCommands() {
        "                            without it strong writes and linearizable reads are\n"
        "                            refused (unavailable) and committed strong writes\n"
        "                            still arrive from peers\n"
-       "  --clock-offset-ms N       testing only: shift this replica's clock by N ms\n",
+       "  --clock-offset-ms N       testing only: shift this replica's clock by N ms\n"
+       "  --snapshot-page-records N testing only: registers per snapshot page asked for\n"
+       "                            (default 50000; 1..65536)\n",
        {.with_value = {"listen", "max-value-bytes", "replica-name", "user", "peer", "gossip-interval-ms",
                        "idle-timeout-ms", "keepalive-ms",
                        "fanout", "max-clock-skew", "max-clock-skew-ms", "clock-offset-ms",
                        "max-quarantine-records", "max-quarantine-bytes", "clock-correction",
-                       "reconcile-interval", "etcd", "snapshot-bootstrap"},
+                       "reconcile-interval", "etcd", "snapshot-bootstrap",
+                       "snapshot-page-records"},
         .repeatable = {"peer"}},
        RunServe},
       {"watch", "KS [--prefix P] [--from-seq N]", "print changes to KS as they commit",
