@@ -1518,9 +1518,6 @@ void Replicator::StartSnapshot(Peer& peer) {
         ReplicaIdToString(peer_id), marker->records, marker->point_seq));
   } else {
     peer.snapshot = BootstrapMarker{.peer_id = peer_id};
-    ++counters_.snapshots_started;
-    Log(absl::StrFormat("peerkv: this replica holds nothing: copying a snapshot of peer %s (%s)",
-                        name, ReplicaIdToString(peer_id)));
   }
   peer.snapshot_started = executor_->Now();
   SendSnapshot(peer);
@@ -1574,11 +1571,16 @@ void Replicator::OnSnapshotPage(uint64_t peer_id, uint64_t attempt,
   const std::string name = peer.info.name.empty() ? "(unnamed)" : peer.info.name;
   if (!result.ok()) {
     if (result.status().code() == absl::StatusCode::kUnimplemented) {
+      // An older peer, a transport without snapshots, or a peer that does
+      // not serve them (--snapshot-bootstrap=false): its log is pulled, in
+      // the same slot.
       peer.snapshot_unsupported = true;
-      Log(absl::StrFormat("peerkv: peer %s (%s) serves no snapshots (%s): pulling its log",
-                          name, ReplicaIdToString(peer_id), result.status().message()));
-      peer.pull_again = true;
-      FinishPull(peer, result.status());
+      absl::StatusOr<std::optional<PeerCheckpoint>> checkpoint = store_->GetCheckpoint(peer_id);
+      if (!checkpoint.ok()) {
+        FinishPull(peer, checkpoint.status());
+        return;
+      }
+      SendPull(peer, checkpoint->value_or(PeerCheckpoint{}));
       return;
     }
     if (result.status().code() == absl::StatusCode::kFailedPrecondition) {
@@ -1606,6 +1608,11 @@ void Replicator::OnSnapshotPage(uint64_t peer_id, uint64_t attempt,
   }
   BootstrapMarker& snapshot = peer.snapshot;
   if (snapshot.incarnation == 0) {
+    // The first page of a new snapshot (logged once the peer serves one).
+    ++counters_.snapshots_started;
+    Log(absl::StrFormat(
+        "peerkv: this replica holds nothing: copying a snapshot of peer %s (%s) at its seq %d",
+        name, ReplicaIdToString(peer_id), page.point_seq));
     snapshot.incarnation = page.incarnation;
     snapshot.nonce = page.nonce;
     snapshot.point_seq = page.point_seq;
