@@ -1464,7 +1464,7 @@ void Replicator::NoteForReconcile(Peer& peer, const PullResponse& response,
   const bool caught_up = response.last_seq == response.max_seq;
   if (!caught_up) return;
   if (response.store_fingerprint.has_value() &&
-      options_.reconcile_interval > absl::ZeroDuration()) {
+      options_.reconcile_interval > absl::ZeroDuration() && !store_->Bootstrap().has_value()) {
     absl::StatusOr<rbsr::Fingerprint> mine = StoreFingerprint(*store_);
     if (mine.ok() && *mine != *response.store_fingerprint) {
       // Twice in a row: a write on either side in flight explains one.

@@ -77,7 +77,9 @@ absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& re
   response.records = std::move(changes.records);
   response.last_seq = changes.last_seq;
   response.max_seq = changes.max_seq;
-  if (response.last_seq == response.max_seq) {
+  // Not while a snapshot bootstrap is half done: the fingerprints differ
+  // until it ends, which is no reason to reconcile.
+  if (response.last_seq == response.max_seq && !store.Bootstrap().has_value()) {
     PEERKV_ASSIGN_OR_RETURN(response.store_fingerprint, StoreFingerprint(store));
   }
   return response;

@@ -128,11 +128,14 @@ class ReplicaImpl final : public wire::Replica::Server {
     }
     absl::StatusOr<replication::SnapshotRequest> request =
         refused.ok() ? FromWire(context.getParams()) : refused;
-    absl::StatusOr<replication::SnapshotResponse> response = request.status();
+    absl::StatusOr<replication::SnapshotResponse> response =
+        absl::InternalError("snapshot request not served");
     if (request.ok()) {
       request->max_bytes =
           static_cast<uint32_t>(std::min<size_t>(request->max_bytes, loop_.reply_budget()));
       response = replication::ServeSnapshot(loop_.store(), *request);
+    } else {
+      response = request.status();
     }
     if (!response.ok()) {
       loop_.LogRejected(peer_, "snapshot", response.status());
