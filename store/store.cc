@@ -494,7 +494,8 @@ void Store::SubmitMerge(std::vector<Record> batch,
         kMaxBatchBytes)));
     return;
   }
-  SortByRecordKey(remote.records);
+  // A snapshot page is in key order already (LoadSnapshotPage checked).
+  if (!bootstrap.has_value()) SortByRecordKey(remote.records);
   request->records = remote.records.size();
   remote.checkpoint = std::move(checkpoint);
   if (remote.checkpoint.has_value() && !remote.checkpoint->watermarks.empty()) {
