@@ -78,7 +78,11 @@ struct Node {
 
 class Cluster {
  public:
-  Cluster(const std::string& dir, int replicas, const Flags& flags, bool eager) {
+  // Only replica `snapshot_node` (if any) bootstraps from a snapshot; the
+  // others pull the whole log, as every replica did before snapshots (the
+  // convergence runs and the fresh-pull baseline measure that).
+  Cluster(const std::string& dir, int replicas, const Flags& flags, bool eager,
+          int snapshot_node = -1) {
     for (int i = 0; i < replicas; ++i) {
       Node n;
       StoreOptions so;
@@ -95,6 +99,7 @@ class Cluster {
       opts.replication.eager = eager;
       opts.replication.seed = 1000 + i;
       opts.replication.log = [](const std::string&) {};
+      opts.replication.snapshot_bootstrap = i == snapshot_node;
       if (flags.pull_batch_records > 0) opts.replication.batch_records = flags.pull_batch_records;
       if (flags.pull_batch_bytes > 0) opts.replication.batch_bytes = flags.pull_batch_bytes;
       absl::StatusOr<std::unique_ptr<rpc::Server>> server = rpc::Server::Start(n.store.get(), opts);
@@ -331,6 +336,14 @@ struct PullResult {
   double insync_bytes_per_exchange = 0;
   double insync_pull_ms = 0;
   uint64_t insync_exchanges = 0;
+  // Snapshot bootstrap of a third, empty replica from the source, after
+  // the pull; raw LMDB puts of the same records at the snapshot's page
+  // size, in the order they were written and sorted (as the snapshot
+  // sends them), around it.
+  double snapshot_per_s = 0;
+  uint64_t snapshot_pages = 0;
+  double raw_snapshot_page_per_s = 0;
+  double raw_sorted_snapshot_page_per_s = 0;
 };
 
 // doc-0000000 .. doc-(n-1), in order or shuffled. Only keyspace, key and
@@ -370,7 +383,7 @@ PullResult RunPull(const Flags& flags, const std::string& order) {
   Flags pair_flags = flags;
   pair_flags.interval_ms = 10;
   pair_flags.fanout = 1;
-  Cluster cluster(dir.path(), 2, pair_flags, /*eager=*/true);
+  Cluster cluster(dir.path(), 3, pair_flags, /*eager=*/true, /*snapshot_node=*/2);
   // The load: local writes, 1000 per call, as putMany hands them over.
   {
     std::vector<std::vector<Mutation>> batches;
@@ -419,6 +432,30 @@ PullResult RunPull(const Flags& flags, const std::string& order) {
   // An exchange is one pull (request and answer) plus the nudge that made it.
   result.insync_bytes_per_exchange = pulls == 0 ? 0 : static_cast<double>(bytes1 - bytes0) / pulls;
   result.insync_pull_ms = pulls == 0 ? 0 : absl::ToDoubleMilliseconds(pull_time) / pulls;
+
+  // Snapshot bootstrap: replica 2, empty, meets the source. Its pages hold
+  // what a reply may (snapshot_records, lowered by the server to half its
+  // message limit): about 4.5 MiB.
+  std::vector<Record> sorted = records;
+  std::sort(sorted.begin(), sorted.end(),
+            [](const Record& a, const Record& b) { return a.key < b.key; });
+  const size_t snapshot_page =
+      std::min<size_t>(replication::ReplicatorOptions{}.snapshot_records,
+                       rpc::ReplyBudget(kMaxValueBytes) /
+                           (records.empty() ? 1 : records[0].key.size() + records[0].value.size() + 20));
+  const double raw_snap_before = RawLmdbPuts(records, snapshot_page, flags.dir);
+  const double raw_sorted_before = RawLmdbPuts(sorted, snapshot_page, flags.dir);
+  const absl::Time snap_start = absl::Now();
+  cluster.Link(2, 0);
+  PEERKV_CHECK(!WaitConverged(cluster, {0, 2}, snap_start, absl::Seconds(600)).empty());
+  result.snapshot_per_s = flags.pull_records / absl::ToDoubleSeconds(absl::Now() - snap_start);
+  const replication::ReplicatorCounters snap = cluster.node(2).server->ReplicationCounters();
+  PEERKV_CHECK(snap.snapshots_completed == 1);
+  result.snapshot_pages = snap.snapshot_pages;
+  result.raw_snapshot_page_per_s =
+      (raw_snap_before + RawLmdbPuts(records, snapshot_page, flags.dir)) / 2;
+  result.raw_sorted_snapshot_page_per_s =
+      (raw_sorted_before + RawLmdbPuts(sorted, snapshot_page, flags.dir)) / 2;
   return result;
 }
 
@@ -536,6 +573,14 @@ int main(int argc, char** argv) {
             p.pull_per_s / p.raw_pull_batch_per_s);
         std::printf("  %llu pulls of at most %zu records\n",
                     static_cast<unsigned long long>(p.pages), p.page_records);
+        std::printf(
+            "snapshot bootstrap (%s ids): %.0f records/s in %llu pages; / fresh pull %.2f; / "
+            "raw LMDB at the snapshot's page size %.2f (%.0f records/s, write order), %.2f "
+            "(%.0f records/s, key order); / raw LMDB 1000 per txn %.2f\n",
+            p.order.c_str(), p.snapshot_per_s, static_cast<unsigned long long>(p.snapshot_pages),
+            p.snapshot_per_s / p.pull_per_s, p.snapshot_per_s / p.raw_snapshot_page_per_s,
+            p.raw_snapshot_page_per_s, p.snapshot_per_s / p.raw_sorted_snapshot_page_per_s,
+            p.raw_sorted_snapshot_page_per_s, p.snapshot_per_s / p.raw_per_s);
         std::printf("in sync: %llu exchanges in 2 s, %.0f bytes and %.3f ms per exchange\n",
                     static_cast<unsigned long long>(p.insync_exchanges),
                     p.insync_bytes_per_exchange, p.insync_pull_ms);
@@ -549,6 +594,7 @@ int main(int argc, char** argv) {
     std::printf("medians over %d runs:\n", flags.pull_repeats);
     for (const auto& [order, results] : runs) {
       std::vector<double> raw, raw_page, load, pull, load_ratio, pull_ratio, pull_ratio_page;
+      std::vector<double> snap, snap_pull, snap_raw, snap_raw_sorted;
       for (const PullResult& p : results) {
         raw.push_back(p.raw_per_s);
         raw_page.push_back(p.raw_pull_batch_per_s);
@@ -557,12 +603,21 @@ int main(int argc, char** argv) {
         load_ratio.push_back(p.load_per_s / p.raw_per_s);
         pull_ratio.push_back(p.pull_per_s / p.raw_per_s);
         pull_ratio_page.push_back(p.pull_per_s / p.raw_pull_batch_per_s);
+        snap.push_back(p.snapshot_per_s);
+        snap_pull.push_back(p.snapshot_per_s / p.pull_per_s);
+        snap_raw.push_back(p.snapshot_per_s / p.raw_snapshot_page_per_s);
+        snap_raw_sorted.push_back(p.snapshot_per_s / p.raw_sorted_snapshot_page_per_s);
       }
       std::printf(
           "  %-10s raw LMDB %.0f/s (1000 per txn), %.0f/s (pull page per txn); load %.0f/s "
           "(%.2fx raw); pull %.0f/s (%.2fx raw at 1000, %.2fx raw at the pull page)\n",
           order.c_str(), median(raw), median(raw_page), median(load), median(load_ratio),
           median(pull), median(pull_ratio), median(pull_ratio_page));
+      std::printf(
+          "  %-10s snapshot bootstrap %.0f/s: %.2fx the fresh pull, %.2fx raw LMDB at the "
+          "snapshot page (write order), %.2fx (key order)\n",
+          order.c_str(), median(snap), median(snap_pull), median(snap_raw),
+          median(snap_raw_sorted));
     }
   }
   return 0;

@@ -121,6 +121,20 @@ int RunServe(const Context& c) {
                         absl::StrFormat("--clock-correction must be true or false, got '%s'", *v));
     }
   }
+  // --snapshot-bootstrap true|false: a new replica copies a peer's
+  // snapshot, and peers may copy ours (README "Snapshot bootstrap").
+  bool snapshot_bootstrap = true;
+  if (const std::optional<std::string> v = c.args.Get("snapshot-bootstrap")) {
+    if (*v == "false" || *v == "0") {
+      snapshot_bootstrap = false;
+    } else if (!(*v == "true" || *v == "1")) {
+      return UsageError(
+          c.command, absl::StrFormat("--snapshot-bootstrap must be true or false, got '%s'", *v));
+    }
+  }
+  absl::StatusOr<int64_t> snapshot_page_records =
+      c.args.GetInt("snapshot-page-records", 50'000, 1, 65'536);
+  if (!snapshot_page_records.ok()) return Fail(c.command, snapshot_page_records.status());
   std::vector<std::string> peers;
   if (auto it = c.args.values.find("peer"); it != c.args.values.end()) peers = it->second;
   for (const std::string& peer : peers) {
@@ -204,6 +218,9 @@ int RunServe(const Context& c) {
   server_options.replication.fanout = static_cast<int>(*fanout);
   server_options.replication.correct_clock = correct_clock;
   server_options.replication.reconcile_interval = reconcile_interval;
+  server_options.replication.snapshot_bootstrap = snapshot_bootstrap;
+  server_options.snapshot_disabled = !snapshot_bootstrap;
+  server_options.replication.snapshot_records = static_cast<uint32_t>(*snapshot_page_records);
   server_options.strong = strong.get();
   // The HTTP and RESP front ends: the access tokens of this data directory
   // (HTTP bearer tokens, RESP AUTH).
@@ -661,6 +678,10 @@ const std::vector<Command>& ServerCommands() {
        "                            168h; 0..87600h); see peer forget\n"
        "  --tombstone-collect-interval D  run a collection pass this often (default\n"
        "                            1m; 10ms..24h)\n"
+       "  --snapshot-bootstrap B    true (default): a replica that holds nothing copies\n"
+       "                            a peer's registers in key order, then pulls its log\n"
+       "                            from there; false: it pulls the whole log, and peers'\n"
+       "                            snapshot requests are refused\n"
        "  --etcd http://HOST:PORT   the consensus service for strong keyspaces (etcd v3);\n"
        "                            without it strong writes and linearizable reads are\n"
        "                            refused (unavailable) and committed strong writes\n"
@@ -685,7 +706,9 @@ const std::vector<Command>& ServerCommands() {
        "  --resp-keyspace KS        the keyspace of a RESP connection and of SELECT 0\n"
        "                            (default 'default'); SELECT ks:NAME picks another\n"
        "  --resp-threads N          RESP event loops on the port (SO_REUSEPORT; default 1)\n"
-       "  --clock-offset-ms N       testing only: shift this replica's clock by N ms\n",
+       "  --clock-offset-ms N       testing only: shift this replica's clock by N ms\n"
+       "  --snapshot-page-records N testing only: registers per snapshot page asked for\n"
+       "                            (default 50000; 1..65536)\n",
        {.with_value = {"listen", "max-value-bytes", "replica-name", "user", "peer", "gossip-interval-ms",
                        "idle-timeout-ms", "keepalive-ms",
                        "fanout", "max-clock-skew", "max-clock-skew-ms", "clock-offset-ms",
@@ -694,7 +717,7 @@ const std::vector<Command>& ServerCommands() {
                        "http-idle-timeout-ms", "http-write-timeout-ms", "resp-listen",
                        "resp-keyspace", "resp-threads", "tombstone-min-age",
                        "tombstone-collect-interval", "max-conflict-entries",
-                       "max-conflict-bytes"},
+                       "max-conflict-bytes", "snapshot-bootstrap", "snapshot-page-records"},
         .switches = {"http-insecure-loopback", "resp-insecure-loopback"},
         .repeatable = {"peer"}},
        RunServe, Target::kData},

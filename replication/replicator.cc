@@ -11,6 +11,7 @@
 #include "common/macros.h"
 #include "replication/restore_guard.h"
 #include "replication/serve.h"
+#include "replication/snapshot.h"
 
 namespace peerkv::replication {
 namespace {
@@ -101,6 +102,14 @@ struct Replicator::Peer {
   absl::Time last_reconcile = absl::InfinitePast();
   absl::Time last_reconcile_start = absl::InfinitePast();
   std::string last_reconcile_result;
+  // Snapshot bootstrap: the snapshot being copied from it (as asked so
+  // far), the page request in flight, when it began; it answered
+  // Unimplemented; the next one starts afresh (a page was refused).
+  BootstrapMarker snapshot;
+  SnapshotRequest snapshot_asked;
+  absl::Time snapshot_started;
+  bool snapshot_unsupported = false;
+  bool snapshot_fresh = false;
 };
 
 // One answered page on its way into the store.
@@ -694,6 +703,12 @@ void Replicator::StartPull(uint64_t peer_id) {
     if (std::find(waiting_pulls_.begin(), waiting_pulls_.end(), peer_id) == waiting_pulls_.end()) {
       waiting_pulls_.push_back(peer_id);
     }
+    return;
+  }
+  if (WantsSnapshot(peer)) {
+    peer.pulling = true;
+    ++pulls_in_flight_;
+    StartSnapshot(peer);
     return;
   }
   absl::StatusOr<std::optional<PeerCheckpoint>> checkpoint = store_->GetCheckpoint(peer_id);
@@ -1489,7 +1504,7 @@ void Replicator::NoteForReconcile(Peer& peer, const PullResponse& response,
   const bool caught_up = response.last_seq == response.max_seq;
   if (!caught_up) return;
   if (response.store_fingerprint.has_value() &&
-      options_.reconcile_interval > absl::ZeroDuration()) {
+      options_.reconcile_interval > absl::ZeroDuration() && !store_->Bootstrap().has_value()) {
     absl::StatusOr<rbsr::Fingerprint> mine = StoreFingerprint(*store_);
     if (mine.ok() && *mine != *response.store_fingerprint) {
       // Twice in a row: a write on either side in flight explains one.
@@ -1507,6 +1522,216 @@ void Replicator::NoteForReconcile(Peer& peer, const PullResponse& response,
     std::string why = peer.reconcile_why;
     Post([this, id, why] { StartReconcile(id, why, nullptr); });
   }
+}
+
+
+// Snapshot bootstrap (README "Snapshot bootstrap"). A snapshot takes the
+// peer's pull slot (Peer::pulling, attempt, pull_link): it is the pull of a
+// replica that holds nothing yet, and ends by pulling the log from the
+// snapshot's point.
+
+bool Replicator::WantsSnapshot(const Peer& peer) const {
+  PEERKV_CHECK(executor_->IsCurrent());
+  if (!options_.snapshot_bootstrap || peer.snapshot_unsupported) return false;
+  if (const std::optional<BootstrapMarker> marker = store_->Bootstrap(); marker.has_value()) {
+    // One snapshot at a time, from the peer it began with; other peers are
+    // pulled as usual meanwhile.
+    return marker->peer_id == peer.info.replica_id;
+  }
+  if (store_->max_seq() != 0) return false;
+  absl::StatusOr<std::optional<PeerCheckpoint>> checkpoint =
+      store_->GetCheckpoint(peer.info.replica_id);
+  return checkpoint.ok() && !checkpoint->has_value();
+}
+
+void Replicator::StartSnapshot(Peer& peer) {
+  PEERKV_CHECK(executor_->IsCurrent());
+  const uint64_t peer_id = peer.info.replica_id;
+  std::optional<BootstrapMarker> marker;
+  if (!peer.snapshot_fresh) marker = store_->Bootstrap();
+  peer.snapshot_fresh = false;
+  const std::string name = peer.info.name.empty() ? "(unnamed)" : peer.info.name;
+  if (marker.has_value() && marker->peer_id == peer_id) {
+    peer.snapshot = *marker;
+    Log(absl::StrFormat(
+        "peerkv: resuming the snapshot of peer %s (%s) after %d records (point seq %d)", name,
+        ReplicaIdToString(peer_id), marker->records, marker->point_seq));
+  } else {
+    peer.snapshot = BootstrapMarker{.peer_id = peer_id};
+  }
+  peer.snapshot_started = executor_->Now();
+  SendSnapshot(peer);
+}
+
+void Replicator::SendSnapshot(Peer& peer) {
+  PEERKV_CHECK(executor_->IsCurrent());
+  PEERKV_CHECK(peer.pulling);
+  SnapshotRequest request;
+  request.requester = store_->replica_id();
+  request.incarnation = peer.snapshot.incarnation;
+  request.point_seq = peer.snapshot.point_seq;
+  request.after_keyspace = peer.snapshot.after_keyspace;
+  request.after_key = peer.snapshot.after_key;
+  request.max_records = options_.snapshot_records;
+  request.max_bytes = options_.snapshot_bytes;
+  request.max_value_bytes = store_->options().max_value_bytes;
+  peer.snapshot_asked = request;
+  peer.pull_started = executor_->Now();
+  const uint64_t attempt = ++peer.attempt;
+  const uint64_t peer_id = peer.info.replica_id;
+  peer.pull_link = ChooseLink(peer);
+  transport_->Snapshot(peer.pull_link, request,
+                       OnExecutor<absl::StatusOr<SnapshotResponse>>(
+                           [this, peer_id, attempt](absl::StatusOr<SnapshotResponse> result) {
+                             OnSnapshotPage(peer_id, attempt, std::move(result));
+                           }));
+  Post(
+      [this, peer_id, attempt] {
+        OnSnapshotPage(peer_id, attempt,
+                       absl::DeadlineExceededError(absl::StrFormat(
+                           "no answer to a snapshot page within %s",
+                           absl::FormatDuration(options_.pull_timeout))));
+      },
+      options_.pull_timeout);
+}
+
+// A page: checked against what was asked (a page that does not continue
+// the snapshot is refused and the snapshot starts again), the next one
+// asked for (pipelined, as a pull's), then loaded with the durable marker;
+// the last one clears the marker and claims the checkpoint at the
+// snapshot's point and the peer's watermarks, and the log is pulled from
+// there.
+void Replicator::OnSnapshotPage(uint64_t peer_id, uint64_t attempt,
+                                absl::StatusOr<SnapshotResponse> result) {
+  PEERKV_CHECK(executor_->IsCurrent());
+  auto it = peers_.find(peer_id);
+  if (it == peers_.end()) return;
+  Peer& peer = *it->second;
+  if (!peer.pulling || peer.attempt != attempt) return;
+  const std::string name = peer.info.name.empty() ? "(unnamed)" : peer.info.name;
+  if (!result.ok()) {
+    if (result.status().code() == absl::StatusCode::kUnimplemented) {
+      // An older peer, a transport without snapshots, or a peer that does
+      // not serve them (--snapshot-bootstrap=false): its log is pulled, in
+      // the same slot.
+      peer.snapshot_unsupported = true;
+      absl::StatusOr<std::optional<PeerCheckpoint>> checkpoint = store_->GetCheckpoint(peer_id);
+      if (!checkpoint.ok()) {
+        FinishPull(peer, checkpoint.status());
+        return;
+      }
+      SendPull(peer, checkpoint->value_or(PeerCheckpoint{}));
+      return;
+    }
+    if (result.status().code() == absl::StatusCode::kFailedPrecondition) {
+      // The peer cannot continue this snapshot (another incarnation, a
+      // shorter log): start again.
+      RestartSnapshot(peer, result.status());
+      return;
+    }
+    OnPullFailed(peer, result.status());
+    return;
+  }
+  peer.suspect.erase(peer.pull_link);
+  SnapshotResponse page = std::move(*result);
+  if (absl::Status invalid = ValidateSnapshotPage(peer_id, peer.snapshot_asked, page);
+      !invalid.ok()) {
+    if (page.replica_id != peer_id && page.replica_id != 0) {
+      const LinkId link = peer.pull_link;
+      FinishPull(peer, invalid);
+      transport_->Close(link);
+      DropLink(link, absl::AbortedError("the peer changed its replica id"));
+      return;
+    }
+    RestartSnapshot(peer, invalid);
+    return;
+  }
+  BootstrapMarker& snapshot = peer.snapshot;
+  if (snapshot.incarnation == 0) {
+    // The first page of a new snapshot (logged once the peer serves one).
+    ++counters_.snapshots_started;
+    Log(absl::StrFormat(
+        "peerkv: this replica holds nothing: copying a snapshot of peer %s (%s) at its seq %d",
+        name, ReplicaIdToString(peer_id), page.point_seq));
+    snapshot.incarnation = page.incarnation;
+    snapshot.nonce = page.nonce;
+    snapshot.point_seq = page.point_seq;
+    snapshot.watermarks = std::move(page.watermarks);
+  }
+  const size_t n = page.records.size();
+  if (n > 0) {
+    snapshot.after_keyspace = page.records.back().keyspace;
+    snapshot.after_key = page.records.back().key;
+  }
+  snapshot.records += n;
+  ++counters_.snapshot_pages;
+  counters_.snapshot_records += n;
+  counters_.records_received += n;
+  const bool go_on = !page.done && !peer.links.empty();
+  if (go_on) SendSnapshot(peer);
+  std::optional<BootstrapMarker> progress;
+  std::optional<CheckpointUpdate> complete;
+  if (page.done) {
+    // As WatermarksToAdopt for a caught-up pull: every register the peer
+    // held at the point is here, at least as new.
+    Watermarks adopted;
+    if (store_->options().max_value_bytes == kMaxValueBytes) {
+      for (const auto& [origin, hlc] : snapshot.watermarks) {
+        if (store_->CheckSkew(hlc).ok() && !store_->Distrusts(origin)) adopted[origin] = hlc;
+      }
+    }
+    complete = CheckpointUpdate{
+        peer_id, PeerCheckpoint{snapshot.incarnation, snapshot.point_seq, snapshot.nonce},
+        std::move(adopted)};
+  } else {
+    progress = snapshot;
+  }
+  absl::StatusOr<MergeResult> merged =
+      store_->LoadSnapshotPage(std::move(page.records), std::move(progress), std::move(complete));
+  if (!merged.ok()) {
+    NoteMergeFailure(peer, merged.status());
+    FinishPull(peer, merged.status());
+    return;
+  }
+  NoteRefusals(peer, *merged);
+  counters_.records_won += merged->won;
+  peer.last_exchange = executor_->Now();
+  peer.last_error.clear();
+  if (merged->won > 0 && options_.eager) NudgeSome(peer_id);
+  if (page.done) {
+    ++counters_.snapshots_completed;
+    peer.checkpoint_seq = snapshot.point_seq;
+    Log(absl::StrFormat(
+        "peerkv: copied the snapshot of peer %s (%s): %d records in %s; pulling its log from "
+        "seq %d",
+        name, ReplicaIdToString(peer_id), snapshot.records,
+        absl::FormatDuration(executor_->Now() - peer.snapshot_started), snapshot.point_seq));
+    peer.pull_again = true;
+    FinishPull(peer, absl::OkStatus());
+    return;
+  }
+  if (!go_on) {
+    // The link went away: resumed from the marker when it is back.
+    FinishPull(peer, absl::OkStatus());
+    return;
+  }
+  PublishStatus();
+}
+
+void Replicator::RestartSnapshot(Peer& peer, const absl::Status& why) {
+  PEERKV_CHECK(executor_->IsCurrent());
+  ++counters_.snapshot_restarts;
+  Log(absl::StrFormat(
+      "peerkv: refused a snapshot page from peer %s (%s): %s; the snapshot starts again from "
+      "the first register",
+      peer.info.name.empty() ? "(unnamed)" : peer.info.name,
+      ReplicaIdToString(peer.info.replica_id), why.ToString()));
+  peer.snapshot_fresh = true;
+  FinishPull(peer, why);
+  // Not at once: a peer that keeps sending bad pages costs a page per
+  // gossip interval.
+  const uint64_t id = peer.info.replica_id;
+  Post([this, id] { StartPull(id); }, options_.gossip_interval);
 }
 
 }  // namespace peerkv::replication

@@ -116,6 +116,15 @@ struct ReplicatorOptions {
   absl::Duration reconcile_interval = absl::Minutes(10);
   absl::Duration reconcile_min_gap = absl::Seconds(30);
   ReconcileLimits reconcile_limits;
+  // Snapshot bootstrap (README "Snapshot bootstrap"): a replica that holds
+  // nothing (no seq, no checkpoint of the peer), or whose bootstrap marker
+  // names the peer, copies the peer's registers in key order, in pages of
+  // at most these bounds (the server lowers them to what it serves and its
+  // messages hold), then pulls its log from the snapshot's point. false
+  // (--snapshot-bootstrap=false): a new replica pulls the whole log.
+  bool snapshot_bootstrap = true;
+  uint32_t snapshot_records = 50'000;
+  uint32_t snapshot_bytes = 16 << 20;
   // Seeds peer choice and jitter; the simulation replays runs with it.
   uint64_t seed = 1;
   // Where log lines go (the server passes LogLine; tests may collect them).
@@ -162,6 +171,14 @@ struct ReplicatorCounters {
   uint64_t reconciles_failed = 0;
   uint64_t reconcile_records_fetched = 0;
   uint64_t reconcile_records_pushed = 0;
+  // Snapshot bootstrap: snapshots begun (not resumed), completed, and
+  // started again after a page was refused (truncated, reordered, another
+  // incarnation); pages and records loaded.
+  uint64_t snapshots_started = 0;
+  uint64_t snapshots_completed = 0;
+  uint64_t snapshot_restarts = 0;
+  uint64_t snapshot_pages = 0;
+  uint64_t snapshot_records = 0;
 };
 
 class Replicator final : public LinkEvents {
@@ -322,6 +339,16 @@ class Replicator final : public LinkEvents {
   // The peer named ids retired by forks: forget their watermarks (see
   // Store::ForgetRetiredIds) and pull every peer again.
   void ForgetRetired(const PeerInfo& info);
+  // Snapshot bootstrap (the end of replicator.cc): whether StartPull
+  // copies a snapshot from `peer` instead of pulling its log; the first
+  // page (resuming from the store's marker unless starting afresh); a page
+  // asked for; its answer; a refused page (start again).
+  bool WantsSnapshot(const Peer& peer) const;
+  void StartSnapshot(Peer& peer);
+  void SendSnapshot(Peer& peer);
+  void OnSnapshotPage(uint64_t peer_id, uint64_t attempt,
+                      absl::StatusOr<SnapshotResponse> result);
+  void RestartSnapshot(Peer& peer, const absl::Status& why);
   // Restore evidence in a pulled page: a record of this replica's own id
   // beyond its own clock (ServePull sends those: ChangesFilter::
   // send_uncovered_of) that it does not hold; nullopt if none.

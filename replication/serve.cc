@@ -10,6 +10,45 @@
 
 namespace peerkv::replication {
 
+absl::StatusOr<SnapshotResponse> ServeSnapshot(const Store& store,
+                                               const SnapshotRequest& request) {
+  SnapshotResponse response;
+  response.replica_id = store.replica_id();
+  response.incarnation = store.incarnation();
+  response.nonce = store.open_nonce();
+  if (request.incarnation == 0) {
+    // The watermarks first, then the point: everything they cover is held
+    // by the point, and every page read later is at least that new.
+    response.watermarks = store.GetWatermarks();
+    response.point_seq = store.max_seq();
+  } else {
+    if (request.incarnation != response.incarnation) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "snapshot of incarnation %s asked for; this replica's incarnation is now %s: start "
+          "the snapshot again",
+          ReplicaIdToString(request.incarnation), ReplicaIdToString(response.incarnation)));
+    }
+    if (request.point_seq > store.max_seq()) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "snapshot point seq %d is beyond this replica's log (max seq %d): start the "
+          "snapshot again",
+          request.point_seq, store.max_seq()));
+    }
+    response.point_seq = request.point_seq;
+  }
+  const size_t max_records =
+      std::clamp<size_t>(request.max_records, 1, kMaxSnapshotRecords);
+  const size_t max_bytes = std::clamp<size_t>(request.max_bytes, 1, kMaxSnapshotBytes);
+  PEERKV_ASSIGN_OR_RETURN(
+      Store::SnapshotPage page,
+      store.ReadSnapshot(request.after_keyspace, request.after_key, max_records, max_bytes,
+                         request.max_value_bytes));
+  response.records = std::move(page.records);
+  response.count = response.records.size();
+  response.done = page.done;
+  return response;
+}
+
 absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& request) {
   PullResponse response;
   response.replica_id = store.replica_id();
@@ -40,7 +79,9 @@ absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& re
   response.records = std::move(changes.records);
   response.last_seq = changes.last_seq;
   response.max_seq = changes.max_seq;
-  if (response.last_seq == response.max_seq) {
+  // Not while a snapshot bootstrap is half done: the fingerprints differ
+  // until it ends, which is no reason to reconcile.
+  if (response.last_seq == response.max_seq && !store.Bootstrap().has_value()) {
     PEERKV_ASSIGN_OR_RETURN(response.store_fingerprint, StoreFingerprint(store));
   }
   return response;

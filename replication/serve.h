@@ -20,6 +20,18 @@ inline constexpr uint32_t kMaxPullBytes = 4 << 20;
 // when the requester is up to date.
 absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& request);
 
+// Bounds of one snapshot page a server sends.
+inline constexpr uint32_t kMaxSnapshotRecords = 65'536;
+inline constexpr uint32_t kMaxSnapshotBytes = 16 << 20;
+
+// A page of `store`'s registers for a snapshot (see SnapshotRequest): a new
+// snapshot pins its point (watermarks, then max seq); a later page of a
+// snapshot of another incarnation of this store, or of a point beyond its
+// log, is refused with FailedPrecondition (the requester starts again).
+// Bounds are lowered to kMaxSnapshotRecords and kMaxSnapshotBytes.
+absl::StatusOr<SnapshotResponse> ServeSnapshot(const Store& store,
+                                               const SnapshotRequest& request);
+
 // Checks a peer's hello, whichever side dialled: a replica id and an
 // incarnation (InvalidArgument), this replica's protocol version
 // (FailedPrecondition), and a name of at most kMaxReplicaNameBytes

@@ -124,6 +124,45 @@ struct PullResponse {
   std::optional<rbsr::Fingerprint> store_fingerprint;
 };
 
+// "Send me a page of your registers after (after_keyspace, after_key)":
+// snapshot bootstrap (README "Snapshot bootstrap"). The first request of a
+// snapshot has incarnation 0; the answer pins the snapshot's point (the
+// server's incarnation, max seq and watermarks), and every later request
+// names it. A server whose incarnation is no longer the one named refuses
+// (FailedPrecondition): the requester starts again.
+struct SnapshotRequest {
+  uint64_t requester = 0;
+  // 0: a new snapshot. Else the incarnation and point of the snapshot
+  // being continued.
+  uint64_t incarnation = 0;
+  uint64_t point_seq = 0;
+  // The last register received (records-table order); empty keyspace:
+  // from the first.
+  std::string after_keyspace;
+  std::string after_key;
+  uint32_t max_records = 0;
+  uint32_t max_bytes = 0;
+  // As PullRequest::max_value_bytes.
+  uint64_t max_value_bytes = 0;
+};
+
+struct SnapshotResponse {
+  uint64_t replica_id = 0;
+  uint64_t incarnation = 0;
+  uint64_t nonce = 0;
+  uint64_t point_seq = 0;
+  // The server's watermarks, read before point_seq; told in the answer to
+  // a new snapshot's first request only.
+  Watermarks watermarks;
+  // Registers after the requested one, in records-table order (keyspace,
+  // then key), at most max_records.
+  std::vector<Record> records;
+  // How many records the server sent (a page that lost some is refused).
+  uint64_t count = 0;
+  // No register follows the last one.
+  bool done = false;
+};
+
 // A transport-level connection to one peer; ids are never reused.
 using LinkId = uint64_t;
 
@@ -201,6 +240,13 @@ class Transport {
   virtual void Reconcile(LinkId link, std::string request,
                          absl::AnyInvocable<void(absl::StatusOr<std::string>)> done) {
     done(absl::UnimplementedError("this transport does not reconcile"));
+  }
+  // One page of a snapshot (SnapshotRequest) from the peer on `link`. Like
+  // Pull, `done` may never run. Transports without it answer Unimplemented
+  // (the engine then pulls the log instead).
+  virtual void Snapshot(LinkId link, const SnapshotRequest& request,
+                        absl::AnyInvocable<void(absl::StatusOr<SnapshotResponse>)> done) {
+    done(absl::UnimplementedError("this transport does not serve snapshots"));
   }
 };
 

@@ -2,10 +2,12 @@
 // replication engine's types (see peer_convert.h).
 #include "rpc/peer_convert.h"
 
+#include "absl/strings/str_format.h"
 #include "common/macros.h"
 #include "replication/serve.h"
 #include "rpc/batch_codec.h"
 #include "rpc/convert.h"
+#include "store/validation.h"
 
 namespace peerkv::rpc {
 
@@ -92,6 +94,75 @@ absl::StatusOr<replication::PullResponse> FromWire(wire::Replica::PullResults::R
     fp.count = response.getStoreCount();
     out.store_fingerprint = fp;
   }
+  return out;
+}
+
+void ToWire(const replication::SnapshotRequest& request,
+            wire::Replica::SnapshotParams::Builder out) {
+  out.setRequester(request.requester);
+  out.setIncarnation(request.incarnation);
+  out.setPointSeq(request.point_seq);
+  out.setAfterKeyspace(request.after_keyspace);
+  out.setAfterKey(AsData(request.after_key));
+  out.setMaxRecords(request.max_records);
+  out.setMaxBytes(request.max_bytes);
+  out.setMaxValueBytes(request.max_value_bytes);
+}
+
+absl::StatusOr<replication::SnapshotRequest> FromWire(
+    wire::Replica::SnapshotParams::Reader request) {
+  replication::SnapshotRequest out;
+  out.requester = request.getRequester();
+  out.incarnation = request.getIncarnation();
+  out.point_seq = request.getPointSeq();
+  if (request.getAfterKeyspace().size() > kMaxKeyspaceBytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "snapshot afterKeyspace is %d bytes; the limit is %d", request.getAfterKeyspace().size(),
+        kMaxKeyspaceBytes));
+  }
+  if (request.getAfterKey().size() > kMaxKeyBytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "snapshot afterKey is %d bytes; the limit is %d", request.getAfterKey().size(),
+        kMaxKeyBytes));
+  }
+  out.after_keyspace = std::string(request.getAfterKeyspace().cStr(),
+                                   request.getAfterKeyspace().size());
+  out.after_key = std::string(View(request.getAfterKey()));
+  out.max_records = request.getMaxRecords();
+  out.max_bytes = request.getMaxBytes();
+  out.max_value_bytes = request.getMaxValueBytes();
+  return out;
+}
+
+void ToWire(const replication::SnapshotResponse& response,
+            wire::Replica::SnapshotResults::Builder out) {
+  out.setReplicaId(response.replica_id);
+  out.setIncarnation(response.incarnation);
+  out.setNonce(response.nonce);
+  out.setPointSeq(response.point_seq);
+  ToWire(response.watermarks, out.initWatermarks(response.watermarks.size()));
+  out.setBatch(AsData(EncodeBatch(response.records)));
+  out.setCount(response.count);
+  out.setDone(response.done);
+}
+
+absl::StatusOr<replication::SnapshotResponse> FromWire(
+    wire::Replica::SnapshotResults::Reader response) {
+  replication::SnapshotResponse out;
+  out.replica_id = response.getReplicaId();
+  out.incarnation = response.getIncarnation();
+  out.nonce = response.getNonce();
+  out.point_seq = response.getPointSeq();
+  if (response.getWatermarks().size() > kMaxWatermarks) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "snapshot answer lists %d watermarks; the limit is %d", response.getWatermarks().size(),
+        kMaxWatermarks));
+  }
+  out.watermarks = FromWire(response.getWatermarks());
+  PEERKV_ASSIGN_OR_RETURN(out.records, DecodeBatch(View(response.getBatch()),
+                                                   replication::kMaxSnapshotRecords));
+  out.count = response.getCount();
+  out.done = response.getDone();
   return out;
 }
 

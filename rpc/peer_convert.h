@@ -28,6 +28,19 @@ replication::PullRequest FromWire(wire::Replica::PullParams::Reader pull);
 void ToWire(const replication::PullResponse& response, wire::Replica::PullResults::Builder out);
 absl::StatusOr<replication::PullResponse> FromWire(wire::Replica::PullResults::Reader response);
 
+// A snapshot page request and its answer (watermarks included: a snapshot
+// tells them whole, not as deltas). Decoding refuses a batch that does not
+// parse or holds more than replication::kMaxSnapshotRecords records, and
+// more than kMaxWatermarks watermarks, naming the field and the limit.
+void ToWire(const replication::SnapshotRequest& request,
+            wire::Replica::SnapshotParams::Builder out);
+absl::StatusOr<replication::SnapshotRequest> FromWire(
+    wire::Replica::SnapshotParams::Reader request);
+void ToWire(const replication::SnapshotResponse& response,
+            wire::Replica::SnapshotResults::Builder out);
+absl::StatusOr<replication::SnapshotResponse> FromWire(
+    wire::Replica::SnapshotResults::Reader response);
+
 }  // namespace peerkv::rpc
 
 #endif  // PEERKV_RPC_PEER_CONVERT_H_

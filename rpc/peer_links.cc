@@ -181,6 +181,31 @@ void PeerLinks::Pull(replication::LinkId link, const replication::PullRequest& p
           }));
 }
 
+void PeerLinks::Snapshot(replication::LinkId link, const replication::SnapshotRequest& snapshot,
+                         SnapshotDone done) {
+  auto it = links_.find(link);
+  if (it == links_.end()) {
+    done(absl::UnavailableError("no such link (peer disconnected)"));
+    return;
+  }
+  auto request = it->second.peer.snapshotRequest();
+  ToWire(snapshot, request);
+  tasks_.add(
+      request.send()
+          .then(
+              [](auto response) -> absl::StatusOr<replication::SnapshotResponse> {
+                absl::Status status = ResponseStatus(response);
+                if (!status.ok()) return status;
+                return FromWire(response);
+              },
+              [](kj::Exception&& e) -> absl::StatusOr<replication::SnapshotResponse> {
+                return FromKjException(e, "snapshot from peer");
+              })
+          .then([done = kj::mv(done)](absl::StatusOr<replication::SnapshotResponse> r) mutable {
+            done(std::move(r));
+          }));
+}
+
 void PeerLinks::Reconcile(replication::LinkId link, std::string bytes, ReconcileDone done) {
   auto it = links_.find(link);
   if (it == links_.end()) {

@@ -61,6 +61,9 @@ class PeerLinks final : private kj::TaskSet::ErrorHandler {
   // before anything else is exchanged (Transport::ConnectExpecting).
   void Dial(const std::string& address, uint64_t expected, DialDone done);
   void Pull(replication::LinkId link, const replication::PullRequest& request, PullDone done);
+  using SnapshotDone = absl::AnyInvocable<void(absl::StatusOr<replication::SnapshotResponse>)>;
+  void Snapshot(replication::LinkId link, const replication::SnapshotRequest& request,
+                SnapshotDone done);
   void Nudge(replication::LinkId link, const Watermarks& mine);
   using ReconcileDone = absl::AnyInvocable<void(absl::StatusOr<std::string>)>;
   void Reconcile(replication::LinkId link, std::string request, ReconcileDone done);
@@ -144,6 +147,11 @@ class PeerLinksBridge final : public replication::Transport {
   void Pull(replication::LinkId link, const replication::PullRequest& request,
             absl::AnyInvocable<void(absl::StatusOr<replication::PullResponse>)> done) override {
     OnLoop([&](PeerLinks& links) { links.Pull(link, request, std::move(done)); });
+  }
+  void Snapshot(replication::LinkId link, const replication::SnapshotRequest& request,
+                absl::AnyInvocable<void(absl::StatusOr<replication::SnapshotResponse>)> done)
+      override {
+    OnLoop([&](PeerLinks& links) { links.Snapshot(link, request, std::move(done)); });
   }
   void Nudge(replication::LinkId link, const Watermarks& mine) override {
     OnLoop([&](PeerLinks& links) { links.Nudge(link, mine); });

@@ -254,6 +254,20 @@ interface Replica {
   # are merged (Store::Merge) before the answer is computed. A request out
   # of bounds is refused with InvalidArgument naming the field and the
   # limit, and the link is closed.
+
+  snapshot @5 (requester :UInt64, incarnation :UInt64, pointSeq :UInt64,
+               afterKeyspace :Text, afterKey :Data, maxRecords :UInt32,
+               maxBytes :UInt32, maxValueBytes :UInt64)
+      -> (error :Error, replicaId :UInt64, incarnation :UInt64, nonce :UInt64,
+          pointSeq :UInt64, watermarks :List(Watermark), batch :Data, count :UInt64,
+          done :Bool);
+  # One page of a snapshot bootstrap (README "Snapshot bootstrap"): the
+  # callee's registers after (afterKeyspace, afterKey) in key order, in
+  # pull's batch codec, at most maxRecords and about maxBytes (lowered to
+  # what the callee serves). incarnation 0 begins a snapshot: the answer
+  # pins its point (incarnation, pointSeq) and carries the callee's whole
+  # watermarks (only then). A later page names that point; a callee of
+  # another incarnation refuses with FailedPrecondition.
 }
 
 interface Kv {

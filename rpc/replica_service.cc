@@ -115,6 +115,37 @@ class ReplicaImpl final : public wire::Replica::Server {
     return kj::READY_NOW;
   }
 
+  // A snapshot page (README "Snapshot bootstrap"), read on the loop like a
+  // pull's page: one read transaction over at most a reply's worth.
+  kj::Promise<void> snapshot(SnapshotContext context) override {
+    absl::Status refused;
+    if (refused_) {
+      refused = RefusedLink();
+    } else if (link_ == 0) {
+      refused = absl::FailedPreconditionError("snapshot before hello");
+    } else if (loop_.options().snapshot_disabled) {
+      refused = absl::UnimplementedError("this server serves no snapshots (--snapshot-serve=false)");
+    }
+    absl::StatusOr<replication::SnapshotRequest> request =
+        refused.ok() ? FromWire(context.getParams()) : refused;
+    absl::StatusOr<replication::SnapshotResponse> response =
+        absl::InternalError("snapshot request not served");
+    if (request.ok()) {
+      request->max_bytes =
+          static_cast<uint32_t>(std::min<size_t>(request->max_bytes, loop_.reply_budget()));
+      response = replication::ServeSnapshot(loop_.store(), *request);
+    } else {
+      response = request.status();
+    }
+    if (!response.ok()) {
+      loop_.LogRejected(peer_, "snapshot", response.status());
+      ToWire(response.status(), context.getResults().initError());
+      return kj::READY_NOW;
+    }
+    ToWire(*response, context.getResults());
+    return kj::READY_NOW;
+  }
+
   kj::Promise<void> nudge(NudgeContext context) override {
     if (link_ == 0 || refused_ || loop_.events() == nullptr) return kj::READY_NOW;
     absl::StatusOr<const Watermarks*> theirs =

@@ -78,6 +78,9 @@ struct ServerOptions {
 
   // Front ends started with the server (see FrontEndFactory).
   std::vector<FrontEndFactory> front_ends;
+  // Refuse peers' snapshot pages (Unimplemented: they pull the log
+  // instead). Tests of the log pull and the benchmark's baseline set it.
+  bool snapshot_disabled = false;
 };
 
 // Largest message a peer may send, sized from the value limit: one value

@@ -244,6 +244,48 @@ absl::StatusOr<Watermarks> DecodeWatermarks(std::string_view stored) {
   return watermarks;
 }
 
+std::string EncodeBootstrapMarker(const BootstrapMarker& marker) {
+  std::string out;
+  for (uint64_t v : {marker.peer_id, marker.incarnation, marker.nonce, marker.point_seq,
+                     marker.records}) {
+    PutFixed64(&out, v);
+  }
+  PutFixed64(&out, marker.after_keyspace.size());
+  out.append(marker.after_keyspace);
+  PutFixed64(&out, marker.after_key.size());
+  out.append(marker.after_key);
+  out.append(EncodeWatermarks(marker.watermarks));
+  return out;
+}
+
+absl::StatusOr<BootstrapMarker> DecodeBootstrapMarker(std::string_view stored) {
+  const auto short_of = [&](size_t need) {
+    return absl::DataLossError(absl::StrFormat(
+        "meta bootstrap is %d bytes; it needs at least %d", stored.size(), need));
+  };
+  size_t at = 0;
+  const auto u64 = [&](uint64_t* v) -> bool {
+    if (stored.size() - at < 8) return false;
+    *v = GetFixed64(stored.data() + at);
+    at += 8;
+    return true;
+  };
+  const auto bytes = [&](std::string* out) -> bool {
+    uint64_t n = 0;
+    if (!u64(&n) || stored.size() - at < n) return false;
+    out->assign(stored.substr(at, n));
+    at += n;
+    return true;
+  };
+  BootstrapMarker m;
+  if (!u64(&m.peer_id) || !u64(&m.incarnation) || !u64(&m.nonce) || !u64(&m.point_seq) ||
+      !u64(&m.records) || !bytes(&m.after_keyspace) || !bytes(&m.after_key)) {
+    return short_of(at + 8);
+  }
+  PEERKV_ASSIGN_OR_RETURN(m.watermarks, DecodeWatermarks(stored.substr(at)));
+  return m;
+}
+
 absl::StatusOr<Record> MakeRecord(const RecordHeader& header, const LogEntry& entry) {
   std::string_view keyspace, key;
   PEERKV_RETURN_IF_ERROR(SplitRecordKey(entry.record_key, &keyspace, &key));

@@ -67,6 +67,12 @@ inline constexpr char kMetaLineage[] = "lineage";
 // Checkpoints a fork or ForgetRetiredIds dropped, kept as evidence of what
 // was pulled (Store::ForgottenCheckpoint): {peer(8) checkpoint(24)}*.
 inline constexpr char kMetaForgottenCheckpoints[] = "forgotten_checkpoints";
+// A snapshot bootstrap in progress (BootstrapMarker): peer, incarnation,
+// nonce, point seq, records (8 each), keyspace length (8), keyspace, key
+// length (8), key, then watermarks as in kMetaWatermarks. Absent: none.
+inline constexpr char kMetaBootstrap[] = "bootstrap";
+std::string EncodeBootstrapMarker(const BootstrapMarker& marker);
+absl::StatusOr<BootstrapMarker> DecodeBootstrapMarker(std::string_view stored);
 
 inline constexpr uint8_t kFlagDeleted = 0x01;
 inline constexpr size_t kRecordHeaderBytes = 1 + 8 + 8 + 8;

@@ -33,6 +33,26 @@ absl::StatusOr<bool> GroupTxn::ApplyRemote(const Record& record, uint64_t source
                source, &record.replaces);
 }
 
+absl::StatusOr<bool> GroupTxn::ApplyRemoteAppend(const Record& record, uint64_t source) {
+  return Apply(record.keyspace, record.key, record.version, record.deleted, record.value,
+               source, &record.replaces, /*append=*/true);
+}
+
+absl::Status GroupTxn::PutMeta(std::string_view name, std::string_view value) {
+  PEERKV_RETURN_IF_ERROR(lmdb::Put(txn_.get(), dbis_.meta, name, value, "write meta"));
+  meta_changed_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status GroupTxn::DeleteMeta(std::string_view name) {
+  MDB_val k = Val(name);
+  const int rc = mdb_del(txn_.get(), dbis_.meta, &k, nullptr);
+  if (rc == MDB_NOTFOUND) return absl::OkStatus();
+  PEERKV_RETURN_IF_ERROR(lmdb::Error(rc, "delete from meta"));
+  meta_changed_ = true;
+  return absl::OkStatus();
+}
+
 // Writes `version` for the key if it beats the stored one, and appends the
 // change (with the value) to the log. One B-tree descent: a put that refuses
 // to overwrite leaves the cursor on the existing header and hands back its
@@ -40,7 +60,7 @@ absl::StatusOr<bool> GroupTxn::ApplyRemote(const Record& record, uint64_t source
 absl::StatusOr<bool> GroupTxn::Apply(std::string_view keyspace, std::string_view key,
                                      const Version& version, bool deleted,
                                      std::string_view value, uint64_t source,
-                                     const std::optional<Version>* remote_mark) {
+                                     const std::optional<Version>* remote_mark, bool append) {
   const uint64_t seq = counters_.max_seq + 1;
   // A local write replaces what is here (nothing: Version{}); a remote
   // record keeps the mark it came with.
@@ -48,7 +68,14 @@ absl::StatusOr<bool> GroupTxn::Apply(std::string_view keyspace, std::string_view
   codec::AppendRecordKey(keyspace, key, &record_key_);
   codec::EncodeRecordHeader(codec::RecordHeader{version, deleted, seq}, &header_);
   MDB_val k = Val(record_key_), d = Val(header_);
-  int rc = mdb_cursor_put(records_.get(), &k, &d, MDB_NOOVERWRITE);
+  int rc = MDB_KEYEXIST;
+  if (append) {
+    // KEYEXIST, with nothing written, unless the key comes after the
+    // tree's last: then it is a new key.
+    rc = mdb_cursor_put(records_.get(), &k, &d, MDB_APPEND);
+    d = Val(header_);
+  }
+  if (rc == MDB_KEYEXIST) rc = mdb_cursor_put(records_.get(), &k, &d, MDB_NOOVERWRITE);
   std::optional<uint64_t> position;
   if (rc == MDB_KEYEXIST) {
     PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader old, codec::DecodeRecordHeader(View(d)));

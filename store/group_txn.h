@@ -57,6 +57,14 @@ class GroupTxn {
   // A remote record merged from peer `source` (0: none named). False if the
   // stored version is not older: nothing is written.
   absl::StatusOr<bool> ApplyRemote(const Record& record, uint64_t source);
+  // As ApplyRemote, trying MDB_APPEND first (records in key order into a
+  // tree whose keys all come before): a full leaf is left full instead of
+  // split in half. A key that does not come last is merged as usual.
+  absl::StatusOr<bool> ApplyRemoteAppend(const Record& record, uint64_t source);
+  // A meta entry put or deleted in this transaction (something to commit).
+  absl::Status PutMeta(std::string_view name, std::string_view value);
+  absl::Status DeleteMeta(std::string_view name);
+  bool meta_changed() const { return meta_changed_; }
   // The version the key holds in this transaction (writes applied in it
   // included); nullopt if it holds none.
   absl::StatusOr<std::optional<Version>> CurrentVersion(std::string_view keyspace,
@@ -120,7 +128,8 @@ class GroupTxn {
   // write (whose mark is the version it replaces here).
   absl::StatusOr<bool> Apply(std::string_view keyspace, std::string_view key,
                              const Version& version, bool deleted, std::string_view value,
-                             uint64_t source, const std::optional<Version>* remote_mark);
+                             uint64_t source, const std::optional<Version>* remote_mark,
+                             bool append = false);
   // A remote record lost to the stored `old`: noted if old's mark (in its
   // log entry) is older than the record.
   absl::Status NoteIfStoredWins(std::string_view keyspace, std::string_view key,
@@ -133,6 +142,7 @@ class GroupTxn {
   bool local_ = false;
   bool detect_conflicts_ = false;
   std::vector<ConflictEntry> conflicts_;
+  bool meta_changed_ = false;
   std::vector<CommitChange> changes_;
   absl::flat_hash_map<uint64_t, PeerCheckpoint> claimed_checkpoints_;
   Watermarks claimed_watermarks_;

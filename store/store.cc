@@ -321,6 +321,13 @@ absl::StatusOr<uint64_t> Store::LoadMeta(MDB_txn* txn, uint64_t format) {
     tombstones_ = state->tombstones;
     fingerprint_ = state->fingerprint;
   }
+  PEERKV_ASSIGN_OR_RETURN(const std::optional<std::string_view> bootstrap,
+                          lmdb::Get(txn, meta_dbi_, codec::kMetaBootstrap, "read bootstrap"));
+  if (bootstrap.has_value()) {
+    PEERKV_ASSIGN_OR_RETURN(BootstrapMarker marker, codec::DecodeBootstrapMarker(*bootstrap));
+    absl::MutexLock lock(&bootstrap_mu_);
+    bootstrap_ = std::move(marker);
+  }
   PEERKV_ASSIGN_OR_RETURN(std::optional<Watermarks> stored,
                           tables::ReadWatermarks(txn, meta_dbi_));
   if (stored.has_value()) {
@@ -500,15 +507,22 @@ void Store::MergeAsync(std::vector<Record> batch,
 
 void Store::SubmitMerge(std::vector<Record> batch,
                         std::optional<CheckpointUpdate> checkpoint,
-                        MergeCallback done, bool wait_for_room) {
-  if (batch.size() > kMaxBatchRecords) {
+                        MergeCallback done, bool wait_for_room,
+                        std::optional<std::optional<BootstrapMarker>> bootstrap) {
+  const size_t max_records = bootstrap.has_value() ? kMaxSnapshotRecords : kMaxBatchRecords;
+  if (batch.size() > max_records) {
     done(absl::InvalidArgumentError(absl::StrFormat(
         "merge batch has %d records; the limit is %d", batch.size(),
-        kMaxBatchRecords)));
+        max_records)));
     return;
   }
   auto request = std::make_unique<WriteRequest>(WriteRequest{RemoteBatch{}});
   RemoteBatch& remote = std::get<RemoteBatch>(request->kind);
+  if (bootstrap.has_value()) {
+    remote.append = true;
+    remote.sets_bootstrap = true;
+    remote.bootstrap = std::move(*bootstrap);
+  }
   request->bytes = AdmitRemote(batch, remote);
   if (request->bytes > kMaxBatchBytes) {
     done(absl::InvalidArgumentError(absl::StrFormat(
@@ -516,7 +530,8 @@ void Store::SubmitMerge(std::vector<Record> batch,
         kMaxBatchBytes)));
     return;
   }
-  SortByRecordKey(remote.records);
+  // A snapshot page is in key order already (LoadSnapshotPage checked).
+  if (!bootstrap.has_value()) SortByRecordKey(remote.records);
   request->records = remote.records.size();
   remote.checkpoint = std::move(checkpoint);
   if (remote.checkpoint.has_value() && !remote.checkpoint->watermarks.empty()) {
@@ -529,7 +544,8 @@ void Store::SubmitMerge(std::vector<Record> batch,
     }
     for (uint64_t origin : untrusted) claimed.erase(origin);
   }
-  if (remote.records.empty() && remote.too_far_ahead.empty() && !remote.checkpoint.has_value()) {
+  if (remote.records.empty() && remote.too_far_ahead.empty() && !remote.checkpoint.has_value() &&
+      !remote.sets_bootstrap) {
     done(std::move(remote.result));
     return;
   }
@@ -742,7 +758,8 @@ absl::Status Store::TryApplyGroup(Group& group, GroupTxn& txn, size_t group_byte
         },
         request->kind));
   }
-  if (!txn.changed() && !txn.quarantine_changed() && txn.conflicts().empty()) {
+  if (!txn.changed() && !txn.quarantine_changed() && txn.conflicts().empty() &&
+      !txn.meta_changed()) {
     // Nothing won: write nothing. Hold the checkpoints and watermarks for
     // the next commit (claiming them now is safe: the data is durable).
     txn.Abort();
@@ -817,8 +834,15 @@ absl::Status Store::ApplyRemoteBatch(GroupTxn& txn, RemoteBatch& batch) {
       if (stale) continue;
     }
     clock_->Observe(remote.version.hlc);
-    PEERKV_ASSIGN_OR_RETURN(const bool won, txn.ApplyRemote(remote, source));
+    PEERKV_ASSIGN_OR_RETURN(const bool won, batch.append ? txn.ApplyRemoteAppend(remote, source)
+                                                         : txn.ApplyRemote(remote, source));
     if (won) ++batch.result.won;
+  }
+  if (batch.sets_bootstrap) {
+    PEERKV_RETURN_IF_ERROR(batch.bootstrap.has_value()
+                               ? txn.PutMeta(codec::kMetaBootstrap,
+                                             codec::EncodeBootstrapMarker(*batch.bootstrap))
+                               : txn.DeleteMeta(codec::kMetaBootstrap));
   }
   // Admitted as too far ahead when submitted; local time may allow one by
   // now (the group waited in the queue): that one merges after all.

@@ -372,6 +372,37 @@ class Store {
   // two replicas with equal digests hold the same registers.
   absl::StatusOr<uint64_t> Digest() const;
 
+  // Snapshot bootstrap (store_snapshot.cc; README "Snapshot bootstrap").
+  // A page of every register (tombstones included) in records-table order
+  // (keyspace, then key), with values, after (after_keyspace, after_key);
+  // an empty after_keyspace starts at the first. At most max_records
+  // (1..kMaxSnapshotRecords) and about max_bytes (always one if any is
+  // left); values longer than max_value_bytes (0: no limit) are left out.
+  // One read transaction per page: a register changed after an earlier
+  // page was read is sent as it is now (never older than it was).
+  struct SnapshotPage {
+    std::vector<Record> records;
+    // No register follows the last one sent.
+    bool done = false;
+  };
+  absl::StatusOr<SnapshotPage> ReadSnapshot(std::string_view after_keyspace,
+                                            std::string_view after_key, size_t max_records,
+                                            size_t max_bytes, uint64_t max_value_bytes) const;
+  static constexpr size_t kMaxSnapshotRecords = 65'536;
+  // Loads a snapshot page: merged by the normal rule (validation, skew
+  // bound and quarantine, LWW) in one transaction, its records tree
+  // appended to (MDB_APPEND) while the keys come after every stored one,
+  // together with `progress` (written as the durable bootstrap marker) or,
+  // for the last page, `complete` (the marker is cleared and the peer's
+  // checkpoint and watermarks claimed). Records must be in records-table
+  // order (InvalidArgument otherwise); at most kMaxSnapshotRecords and
+  // kMaxBatchBytes.
+  absl::StatusOr<MergeResult> LoadSnapshotPage(std::vector<Record> records,
+                                               std::optional<BootstrapMarker> progress,
+                                               std::optional<CheckpointUpdate> complete);
+  // The bootstrap in progress, if any (as of the last commit).
+  std::optional<BootstrapMarker> Bootstrap() const;
+
   // Range-based reconciliation (store/range_fingerprint.h; defined in
   // store_rbsr.cc). The store keeps, inside every write transaction, each
   // keyspace's root and its 256 depth-2 nodes (store/range_table.h), and
@@ -562,9 +593,12 @@ class Store {
   // may be).
   void SubmitWrite(std::vector<Mutation> mutations, WriteCallback done,
                    bool wait_for_room, bool reserved = false);
+  // `bootstrap` set: a snapshot page (LoadSnapshotPage) that writes or
+  // clears the bootstrap marker.
   void SubmitMerge(std::vector<Record> batch,
                    std::optional<CheckpointUpdate> checkpoint,
-                   MergeCallback done, bool wait_for_room);
+                   MergeCallback done, bool wait_for_room,
+                   std::optional<std::optional<BootstrapMarker>> bootstrap = std::nullopt);
   // Moves the records of `batch` that are valid and within the skew limit
   // into `out.records`, lists the others in `out.result.refused`; returns
   // the bytes admitted.
@@ -744,6 +778,10 @@ class Store {
   // See ForgottenCheckpoint.
   absl::flat_hash_map<uint64_t, PeerCheckpoint> forgotten_checkpoints_
       ABSL_GUARDED_BY(checkpoints_mu_);
+
+  // See Bootstrap(); written after the commit that changed it.
+  mutable absl::Mutex bootstrap_mu_;
+  std::optional<BootstrapMarker> bootstrap_ ABSL_GUARDED_BY(bootstrap_mu_);
 
   // The quarantine table's mirror; changed by the writer after a commit.
   mutable absl::Mutex quarantine_mu_;

@@ -54,6 +54,31 @@ struct CheckpointUpdate {
   Watermarks watermarks;
 };
 
+// A snapshot bootstrap in progress (Store::LoadSnapshotPage), kept
+// durably in meta "bootstrap" with every page it loads: while it is there
+// the replica holds only part of the peer's records, so it has claimed no
+// checkpoint of that peer and none of its watermarks. Cleared in the
+// transaction that loads the last page and claims both.
+struct BootstrapMarker {
+  // The peer the snapshot is read from, its incarnation and open nonce.
+  uint64_t peer_id = 0;
+  uint64_t incarnation = 0;
+  uint64_t nonce = 0;
+  // The peer's max seq when the snapshot began: every register it sends is
+  // at least as new as at that seq; deltas continue from there.
+  uint64_t point_seq = 0;
+  // The peer's watermarks, read before point_seq: claimed once complete.
+  Watermarks watermarks;
+  // Pages are in records-table order; the last register loaded (empty
+  // keyspace: none yet).
+  std::string after_keyspace;
+  std::string after_key;
+  // Registers loaded so far (for status and logs).
+  uint64_t records = 0;
+
+  friend bool operator==(const BootstrapMarker&, const BootstrapMarker&) = default;
+};
+
 // A remote record that Merge did not accept, and why (InvalidArgument for a
 // malformed record, OutOfRange for a clock too far ahead).
 struct RefusedRecord {

@@ -44,6 +44,12 @@ struct RemoteBatch {
   // Quarantine table keys to delete (Store::RetryQuarantined: the records
   // are in `records`, or refused, or back in `too_far_ahead`).
   std::vector<std::string> release;
+  // A snapshot page (Store::LoadSnapshotPage): records in records-table
+  // order are appended to the records tree where they come after every
+  // stored key; and the bootstrap marker is written (set) or cleared.
+  bool append = false;
+  bool sets_bootstrap = false;
+  std::optional<BootstrapMarker> bootstrap;
   // The result: records refused at submission, and (recomputed on every
   // attempt) how many won.
   MergeResult result;
