@@ -414,6 +414,13 @@ absl::Status Identity::RequireUserKey(std::string_view action) const {
       action, DeviceId(device_->public_key()), UserId(user_), DeviceId(device_->public_key())));
 }
 
+absl::StatusOr<std::string> Identity::IssueOwnCertificate(std::string_view name,
+                                                         int64_t now_ms) const {
+  PEERKV_RETURN_IF_ERROR(RequireUserKey("certify this device"));
+  PEERKV_RETURN_IF_ERROR(ValidateName(name, "device name"));
+  return IssueDeviceCertificate(*user_key_, device_->public_key(), name, now_ms).Encode();
+}
+
 absl::StatusOr<bool> Identity::CompleteJoin(Store& store) {
   if (user_key_ != nullptr) return true;
   const std::string key = Cat({kDevicePrefix, DeviceId(device_->public_key())});

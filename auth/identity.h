@@ -83,6 +83,12 @@ class Identity {
   // Empty while waiting to be added.
   const std::string& user_name() const { return user_name_; }
   bool holds_user_key() const { return user_key_ != nullptr; }
+  // This device's certificate issued now by the user key, encoded
+  // (DeviceCertificate::Encode), named `name`: what it shows on a TLS link
+  // so that a device of the user that does not list it yet can check it
+  // (rpc/peer_auth.h). FailedPrecondition while waiting to be added;
+  // InvalidArgument for a bad name. Not safe concurrently with CompleteJoin.
+  absl::StatusOr<std::string> IssueOwnCertificate(std::string_view name, int64_t now_ms) const;
 
   // For a device waiting to be added: if `store` holds this device's record
   // (replicated from the device that added it), opens the user key in it,

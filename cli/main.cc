@@ -2,16 +2,18 @@
 // and help. The composition root: the only place that decides which
 // backend a command talks to.
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_format.h"
 #include "cli/command.h"
+#include "cli/identity.h"
 
 namespace peerkv::cli {
 namespace {
 
-const FlagSpec kGlobalFlags{.with_value = {"data", "server"}, .switches = {"help"}};
+const FlagSpec kGlobalFlags{.with_value = {"data", "server", "identity"}, .switches = {"help"}};
 
 std::vector<const Command*> AllCommands() {
   std::vector<const Command*> all;
@@ -31,6 +33,10 @@ void PrintUsage(std::FILE* out) {
                "  --server HOST:PORT  talk to a running server (the default, at %s)\n"
                "  --data DIR          use the store in DIR directly (embedded mode;\n"
                "                      created if missing; fails if a server has it open)\n"
+               "  --identity DIR      the key --server HOST:PORT connects with (TLS): the\n"
+               "                      device key of DIR (or $PEERKV_IDENTITY), a device\n"
+               "                      added with 'device add'; the server must be a\n"
+               "                      device of DIR's user\n"
                "  --help              this text; 'peerkv COMMAND --help' for one command\n\n"
                "Commands:\n",
                kDefaultServer);
@@ -98,6 +104,18 @@ int Main(int argc, char** argv) {
   if (args->Has("help")) {
     PrintCommandHelp(*command);
     return kExitOk;
+  }
+  // The key of this process's TCP clients.
+  std::optional<std::string> identity = args->Get("identity");
+  if (!identity.has_value()) {
+    if (const char* env = std::getenv("PEERKV_IDENTITY"); env != nullptr && *env != '\0') {
+      identity = env;
+    }
+  }
+  if (identity.has_value()) {
+    if (absl::Status installed = InstallClientIdentity(*identity); !installed.ok()) {
+      return Fail(name, installed);
+    }
   }
   Context context{name, std::move(*args)};
   return command->run(context);

@@ -168,19 +168,29 @@ int RunServe(const Context& c) {
   server_options.replication.correct_clock = correct_clock;
   server_options.replication.reconcile_interval = reconcile_interval;
   server_options.strong = strong.get();
+  if (!c.args.Has("insecure-loopback")) {
+    absl::StatusOr<rpc::TlsIdentity> tls = TlsIdentityOf(*identity->identity);
+    if (!tls.ok()) return Fail(c.command, tls.status());
+    server_options.tls = std::move(*tls);
+    server_options.trust = rpc::StoreTrust(identity->identity.get(), store->get());
+  } else if (!rpc::IsLoopbackAddress(server_options.listen)) {
+    return UsageError(c.command, absl::StrFormat("--insecure-loopback needs a loopback --listen, "
+                                                 "not '%s'", server_options.listen));
+  }
   server_options.replication.seed = (*store)->replica_id() ^ static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
   absl::StatusOr<std::unique_ptr<rpc::Server>> server =
       rpc::Server::Start(store->get(), server_options);
   if (!server.ok()) return Fail(c.command, server.status());
   LogLine(absl::StrFormat("peerkv: local clients: %s (owner only)",
                           LocalSocketPath(store_options.dir)));
-  LogLine(absl::StrFormat("peerkv: listening on %s, data %s, replica %s%s%s%s",
+  LogLine(absl::StrFormat("peerkv: listening on %s, data %s, replica %s%s%s%s%s",
                           (*server)->address(), store_options.dir,
                           ReplicaIdToString((*store)->replica_id()),
                           name.empty() ? "" : " (" + name + ")",
                           peers.empty() ? "" : ", peers " + absl::StrJoin(peers, " "),
                           consensus_log ? ", strong keyspaces through " + consensus_log->Describe()
-                                        : ""));
+                                        : "",
+                          server_options.tls.has_value() ? ", TLS" : ", plaintext (loopback)"));
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
@@ -401,12 +411,17 @@ const std::vector<Command>& ServerCommands() {
        "                            without it strong writes and linearizable reads are\n"
        "                            refused (unavailable) and committed strong writes\n"
        "                            still arrive from peers\n"
+       "  --insecure-loopback       no TLS on --listen and on the links this server\n"
+       "                            dials (benchmark baselines only; refused unless\n"
+       "                            --listen is a loopback address). Without it every\n"
+       "                            TCP connection is TLS 1.3, pinned by device key\n"
        "  --clock-offset-ms N       testing only: shift this replica's clock by N ms\n",
        {.with_value = {"listen", "max-value-bytes", "replica-name", "user", "peer", "gossip-interval-ms",
                        "idle-timeout-ms", "keepalive-ms",
                        "fanout", "max-clock-skew", "max-clock-skew-ms", "clock-offset-ms",
                        "max-quarantine-records", "max-quarantine-bytes", "clock-correction",
                        "reconcile-interval", "etcd"},
+        .switches = {"insecure-loopback"},
         .repeatable = {"peer"}},
        RunServe},
       {"watch", "KS [--prefix P] [--from-seq N]", "print changes to KS as they commit",
