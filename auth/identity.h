@@ -78,6 +78,13 @@ class Identity {
   static absl::StatusOr<std::unique_ptr<Identity>> CreateJoining(const std::string& data_dir,
                                                                  const PublicKey& user);
 
+  // A new device of the user of `user_key`, already holding that key: the
+  // state a completed join leaves (init --join, device add, sync), in one
+  // step, for tools that provision devices they hold the user key for
+  // (the test harness). AlreadyExists if `data_dir` has an identity.
+  static absl::StatusOr<std::unique_ptr<Identity>> CreateDeviceOf(const std::string& data_dir,
+                                                                  const SigningKey& user_key,
+                                                                  std::string_view user_name);
   const SigningKey& device_key() const { return *device_; }
   const PublicKey& user() const { return user_; }
   // Empty while waiting to be added.

@@ -172,6 +172,8 @@ int RunServe(const Context& c) {
     absl::StatusOr<rpc::TlsIdentity> tls = TlsIdentityOf(*identity->identity);
     if (!tls.ok()) return Fail(c.command, tls.status());
     server_options.tls = std::move(*tls);
+    // A handshake is the first message: no longer than the idle timeout.
+    server_options.handshake_timeout_ms = std::min(10'000, static_cast<int>(*idle_ms));
     server_options.trust = rpc::StoreTrust(identity->identity.get(), store->get());
   } else if (!rpc::IsLoopbackAddress(server_options.listen)) {
     return UsageError(c.command, absl::StrFormat("--insecure-loopback needs a loopback --listen, "

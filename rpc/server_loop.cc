@@ -29,6 +29,9 @@ constexpr uint kNestingLimit = 16;
 // to leave; anything else, just do not spin.
 constexpr auto kAcceptRetryWhenExhausted = 100 * kj::MILLISECONDS;
 constexpr auto kAcceptRetry = 10 * kj::MILLISECONDS;
+// Refused devices named once each; more than this many are logged through
+// the rate-limited rejection log instead.
+constexpr size_t kMaxRefusedLogged = 10'000;
 
 // EMFILE, ENFILE, ENOBUFS, ENOMEM: kj reports them as OVERLOADED.
 bool OutOfResources(const kj::Exception& e) {
@@ -212,6 +215,10 @@ kj::Promise<void> ServerLoop::Handshake(kj::AuthenticatedStream stream) {
               // certificates go through the rate-limited rejection log.
               absl::StatusOr<PeerCredentials> who = PeerOf(*s.peerIdentity);
               if (!who.ok()) {
+                LogRejected(from, "tls", peer.status());
+              } else if (refused_logged_.size() >= kMaxRefusedLogged) {
+                // Made-up keys must not grow memory: past the bound, the
+                // rate-limited log.
                 LogRejected(from, "tls", peer.status());
               } else if (refused_logged_.insert(who->device).second) {
                 LogLine(absl::StrFormat("peerkv: connection from %s: %s", from,

@@ -21,9 +21,9 @@ namespace peerkv::rpc {
 
 class TlsEndpoint {
  public:
-  // A context presenting `identity` (REQUIRES: identity.key). Accepts time
-  // out after `handshake_timeout_ms` on `timer`. InvalidArgument if the
-  // device certificate is not one of `identity.key`.
+  // A context presenting `identity` (REQUIRES: identity.key; its device
+  // certificate is shown as given, the peer checks it). Accepts time out
+  // after `handshake_timeout_ms` on `timer`.
   static absl::StatusOr<std::unique_ptr<TlsEndpoint>> Create(const TlsIdentity& identity,
                                                              kj::Timer& timer,
                                                              int handshake_timeout_ms);
