@@ -335,6 +335,10 @@ int RunBench(const Context& c) {
   }
   rpc::LoadOptions options;
   options.address = c.ServerAddress();
+  if (auto tls = rpc::DefaultClientTls()) {  // --identity DIR
+    options.tls = std::move(tls->first);
+    options.server_user = tls->second;
+  }
   absl::StatusOr<int64_t> clients = c.args.GetInt("c", 50, 1, 10'000);
   absl::StatusOr<int64_t> requests = c.args.GetInt("n", 100'000, 1, int64_t{1} << 40);
   absl::StatusOr<int64_t> pipeline = c.args.GetInt("P", 1, 1, 1'000);

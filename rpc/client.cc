@@ -277,6 +277,12 @@ void SetDefaultClientTls(TlsIdentity identity, auth::PublicKey server_user) {
   *default_server_user = server_user;
 }
 
+std::optional<std::pair<TlsIdentity, auth::PublicKey>> DefaultClientTls() {
+  absl::MutexLock lock(&default_tls_mu);
+  if (default_tls == nullptr || !default_tls->has_value()) return std::nullopt;
+  return std::make_pair(**default_tls, **default_server_user);
+}
+
 absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
   if (options.address.rfind(':') == std::string::npos) {
     return absl::InvalidArgumentError(

@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -45,6 +46,8 @@ struct ClientOptions {
 // The identity every Client of this process uses when its options name
 // none (an app with one key; tests). REQUIRES: identity.key.
 void SetDefaultClientTls(TlsIdentity identity, auth::PublicKey server_user);
+// That default, if set.
+std::optional<std::pair<TlsIdentity, auth::PublicKey>> DefaultClientTls();
 
 struct WatchOptions {
   std::string keyspace;
