@@ -53,7 +53,11 @@ bool HasLocalSocket(const std::string& dir) {
 }
 
 std::string Context::ServerAddress() const {
-  return args.Get("server").value_or(kDefaultServer);
+  if (std::optional<std::string> server = args.Get("server")) return *server;
+  // No --server: a server holding the default data directory is reached
+  // through its local socket (TCP needs an identity, --identity DIR).
+  if (HasLocalSocket(kDefaultDataDir)) return "unix:" + ShortLocalSocketPath(kDefaultDataDir);
+  return kDefaultServer;
 }
 
 int Fail(const std::string& command, const absl::Status& status) {
