@@ -139,8 +139,9 @@ X509* SelfSigned(EVP_PKEY* key, const std::string& extension) {
     ASN1_OCTET_STRING* data = ASN1_OCTET_STRING_new();
     ASN1_OCTET_STRING_set(data, reinterpret_cast<const unsigned char*>(extension.data()),
                           static_cast<int>(extension.size()));
-    X509_EXTENSION* ext = X509_EXTENSION_create_by_OBJ(
-        nullptr, OBJ_txt2obj("1.3.6.1.4.1.59999.9.1", 1), 0, data);
+    ASN1_OBJECT* oid = OBJ_txt2obj("1.3.6.1.4.1.59999.9.1", 1);
+    X509_EXTENSION* ext = X509_EXTENSION_create_by_OBJ(nullptr, oid, 0, data);
+    ASN1_OBJECT_free(oid);
     X509_add_ext(x, ext, -1);
     X509_EXTENSION_free(ext);
     ASN1_OCTET_STRING_free(data);
