@@ -406,12 +406,37 @@ absl::StatusOr<std::unique_ptr<Identity>> Identity::CreateJoining(const std::str
   return id;
 }
 
+absl::StatusOr<std::unique_ptr<Identity>> Identity::CreateDeviceOf(const std::string& data_dir,
+                                                                   const SigningKey& user_key,
+                                                                   std::string_view user_name) {
+  PEERKV_RETURN_IF_ERROR(ValidateName(user_name, "user name"));
+  PEERKV_RETURN_IF_ERROR(CheckNotInitialised(data_dir));
+  std::unique_ptr<Identity> id(new Identity());
+  id->keys_dir_ = KeysDir(data_dir);
+  PEERKV_ASSIGN_OR_RETURN(id->device_, NewDeviceKey(id->keys_dir_));
+  PEERKV_ASSIGN_OR_RETURN(id->user_key_, SigningKey::FromSeed(user_key.seed()));
+  absl::Status written =
+      WriteKeyFile(id->keys_dir_ + "/" + kUserKeyFile, KeyKind::kUser, *id->user_key_);
+  if (!written.ok() && !absl::IsAlreadyExists(written)) return written;
+  id->user_ = user_key.public_key();
+  id->user_name_ = std::string(user_name);
+  PEERKV_RETURN_IF_ERROR(id->SaveUserFile());
+  return id;
+}
+
 absl::Status Identity::RequireUserKey(std::string_view action) const {
   if (user_key_ != nullptr) return absl::OkStatus();
   return absl::FailedPreconditionError(absl::StrFormat(
       "cannot %s: this device (%s) is not yet added to user %s; run 'peerkv device add %s' on "
       "a device of that user and let the two sync",
       action, DeviceId(device_->public_key()), UserId(user_), DeviceId(device_->public_key())));
+}
+
+absl::StatusOr<std::string> Identity::IssueOwnCertificate(std::string_view name,
+                                                         int64_t now_ms) const {
+  PEERKV_RETURN_IF_ERROR(RequireUserKey("certify this device"));
+  PEERKV_RETURN_IF_ERROR(ValidateName(name, "device name"));
+  return IssueDeviceCertificate(*user_key_, device_->public_key(), name, now_ms).Encode();
 }
 
 absl::StatusOr<bool> Identity::CompleteJoin(Store& store) {

@@ -78,11 +78,24 @@ class Identity {
   static absl::StatusOr<std::unique_ptr<Identity>> CreateJoining(const std::string& data_dir,
                                                                  const PublicKey& user);
 
+  // A new device of the user of `user_key`, already holding that key: the
+  // state a completed join leaves (init --join, device add, sync), in one
+  // step, for tools that provision devices they hold the user key for
+  // (the test harness). AlreadyExists if `data_dir` has an identity.
+  static absl::StatusOr<std::unique_ptr<Identity>> CreateDeviceOf(const std::string& data_dir,
+                                                                  const SigningKey& user_key,
+                                                                  std::string_view user_name);
   const SigningKey& device_key() const { return *device_; }
   const PublicKey& user() const { return user_; }
   // Empty while waiting to be added.
   const std::string& user_name() const { return user_name_; }
   bool holds_user_key() const { return user_key_ != nullptr; }
+  // This device's certificate issued now by the user key, encoded
+  // (DeviceCertificate::Encode), named `name`: what it shows on a TLS link
+  // so that a device of the user that does not list it yet can check it
+  // (rpc/peer_auth.h). FailedPrecondition while waiting to be added;
+  // InvalidArgument for a bad name. Not safe concurrently with CompleteJoin.
+  absl::StatusOr<std::string> IssueOwnCertificate(std::string_view name, int64_t now_ms) const;
 
   // For a device waiting to be added: if `store` holds this device's record
   // (replicated from the device that added it), opens the user key in it,

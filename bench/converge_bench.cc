@@ -44,6 +44,9 @@
 #include "absl/time/clock.h"
 #include "bench/baseline.h"
 #include "common/macros.h"
+#include "auth/certificate.h"
+#include "auth/keys.h"
+#include "rpc/peer_auth.h"
 #include "rpc/server.h"
 #include "store/store.h"
 
@@ -69,6 +72,9 @@ struct Flags {
   int pull_repeats = 3;
   std::string out = "bench/out";
   std::string dir = "/var/tmp";
+  // Links of the pull runs: plaintext ("off"), TLS 1.3 ("on"), or each
+  // in turn in the same run ("both"; --tls).
+  std::vector<bool> pull_tls = {false};
 };
 
 struct Node {
@@ -82,7 +88,10 @@ class Cluster {
   // others pull the whole log, as every replica did before snapshots (the
   // convergence runs and the fresh-pull baseline measure that).
   Cluster(const std::string& dir, int replicas, const Flags& flags, bool eager,
-          int snapshot_node = -1) {
+          int snapshot_node = -1, bool tls = false) {
+    // With TLS: every replica a device certified by one user.
+    std::unique_ptr<auth::SigningKey> user = auth::SigningKey::Generate();
+    const auth::PublicKey user_id = user->public_key();
     for (int i = 0; i < replicas; ++i) {
       Node n;
       StoreOptions so;
@@ -102,6 +111,14 @@ class Cluster {
       opts.replication.snapshot_bootstrap = i == snapshot_node;
       if (flags.pull_batch_records > 0) opts.replication.batch_records = flags.pull_batch_records;
       if (flags.pull_batch_bytes > 0) opts.replication.batch_bytes = flags.pull_batch_bytes;
+      if (tls) {
+        std::shared_ptr<const auth::SigningKey> device = auth::SigningKey::Generate();
+        opts.tls = rpc::TlsIdentity{
+            device, auth::IssueDeviceCertificate(*user, device->public_key(), "bench", 0).Encode()};
+        opts.trust = [user_id]() -> absl::StatusOr<rpc::TrustView> {
+          return rpc::TrustView{user_id, {}, {}};
+        };
+      }
       absl::StatusOr<std::unique_ptr<rpc::Server>> server = rpc::Server::Start(n.store.get(), opts);
       PEERKV_CHECK(server.ok());
       n.server = std::move(*server);
@@ -370,7 +387,7 @@ double RawLmdbPuts(const std::vector<Record>& records, size_t batch, const std::
   return records.size() / absl::ToDoubleSeconds(absl::Now() - start);
 }
 
-PullResult RunPull(const Flags& flags, const std::string& order) {
+PullResult RunPull(const Flags& flags, const std::string& order, bool tls) {
   PullResult result;
   result.order = order;
   result.records = flags.pull_records;
@@ -383,7 +400,7 @@ PullResult RunPull(const Flags& flags, const std::string& order) {
   Flags pair_flags = flags;
   pair_flags.interval_ms = 10;
   pair_flags.fanout = 1;
-  Cluster cluster(dir.path(), 3, pair_flags, /*eager=*/true, /*snapshot_node=*/2);
+  Cluster cluster(dir.path(), 3, pair_flags, /*eager=*/true, /*snapshot_node=*/2, tls);
   // The load: local writes, 1000 per call, as putMany hands them over.
   {
     std::vector<std::vector<Mutation>> batches;
@@ -492,6 +509,17 @@ bool ParseFlags(int argc, char** argv, Flags* flags) {
       flags->pull_batch_bytes = v;
     } else if (arg == "--pull-repeats" && absl::SimpleAtoi(next(), &v) && v > 0) {
       flags->pull_repeats = v;
+    } else if (arg == "--tls") {
+      const std::string mode = next();
+      if (mode == "off") {
+        flags->pull_tls = {false};
+      } else if (mode == "on") {
+        flags->pull_tls = {true};
+      } else if (mode == "both") {
+        flags->pull_tls = {false, true};
+      } else {
+        return false;
+      }
     } else if (arg == "--pull-only") {
       flags->converge = false;
     } else if (arg == "--out") {
@@ -515,7 +543,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: converge_bench [--replicas 3,10,30] [--writes N] [--value-bytes N]\n"
                  "       [--interval-ms N] [--fanout N] [--pull-records N]\n"
-                 "       [--pull-orders sequential,random] [--pull-only] [--out DIR] [--dir DIR]\n");
+                 "       [--pull-orders sequential,random] [--pull-only] [--tls off|on|both]\n"
+                 "       [--out DIR] [--dir DIR]\n");
     return 2;
   }
   std::filesystem::create_directories(flags.out);
@@ -557,8 +586,10 @@ int main(int argc, char** argv) {
     std::map<std::string, std::vector<PullResult>> runs;
     for (int repeat = 0; repeat < flags.pull_repeats; ++repeat) {
       for (const std::string& order : flags.pull_orders) {
-        const PullResult p = RunPull(flags, order);
-        runs[order].push_back(p);
+       for (const bool tls : flags.pull_tls) {
+        PullResult p = RunPull(flags, order, tls);
+        p.order = order + (tls ? "/tls" : "/plain");
+        runs[p.order].push_back(p);
         pull << absl::StrFormat("%s,%d,%.0f,%.0f,%.0f,%.0f,%.3f,%.3f,%.3f,%d,%.1f,%.3f\n", p.order,
                                 p.records, p.load_per_s, p.pull_per_s, p.raw_per_s,
                                 p.raw_pull_batch_per_s, p.load_per_s / p.raw_per_s,
@@ -585,6 +616,7 @@ int main(int argc, char** argv) {
                     static_cast<unsigned long long>(p.insync_exchanges),
                     p.insync_bytes_per_exchange, p.insync_pull_ms);
         std::fflush(stdout);
+       }
       }
     }
     auto median = [](std::vector<double> v) {

@@ -59,12 +59,18 @@ bool HasLocalSocket(const std::string& dir) {
 }
 
 std::string Context::ServerAddress() const {
-  const std::string server = args.Get("server").value_or(kDefaultServer);
-  constexpr std::string_view kUnix = "unix:";
-  if (server.rfind(kUnix, 0) == 0) {
-    return "unix:" + ShortSocketPath(server.substr(kUnix.size()));
+  const std::optional<std::string> server = args.Get("server");
+  // No --server: a server holding the default data directory is reached
+  // through its local socket (TCP needs an identity, --identity DIR).
+  if (!server.has_value()) {
+    if (HasLocalSocket(kDefaultDataDir)) return "unix:" + ShortLocalSocketPath(kDefaultDataDir);
+    return kDefaultServer;
   }
-  return server;
+  constexpr std::string_view kUnix = "unix:";
+  if (server->rfind(kUnix, 0) == 0) {
+    return "unix:" + ShortSocketPath(server->substr(kUnix.size()));
+  }
+  return *server;
 }
 
 // What a user whose server is not there needs to hear: that it is not

@@ -14,9 +14,13 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "auth/identity.h"
+#include "auth/ids.h"
 #include "cli/command.h"
+#include "cli/identity.h"
 #include "cli/text.h"
 #include "common/macros.h"
+#include "rpc/peer_auth.h"
 #include "rpc/server.h"
 #include "store/store.h"
 
@@ -28,6 +32,7 @@ constexpr absl::Duration kConvergeTimeout = absl::Seconds(30);
 
 struct Device {
   std::string name;
+  std::unique_ptr<auth::Identity> identity;
   std::unique_ptr<Store> store;
   std::unique_ptr<rpc::Server> server;  // null while asleep
   std::string address;                  // kept across restarts
@@ -46,11 +51,24 @@ class Demo {
   }
 
   absl::Status Run() {
+    // Pairing, as README's walkthrough does it with `init --user`, `init
+    // --join` and `device add`: the phone is the user's first device, the
+    // tablet and the pc join and the phone adds them. Every link below is
+    // TLS, each device checked by its key against the user's device list.
+    auth::PublicKey user;
     for (const char* name : {"phone", "tablet", "pc"}) {
       Device d;
       d.name = name;
       StoreOptions options;
       options.dir = dir_ + "/" + name;
+      std::filesystem::create_directories(options.dir);
+      if (devices_.empty()) {
+        PEERKV_ASSIGN_OR_RETURN(d.identity, auth::Identity::CreateUser(options.dir, "me"));
+        user = d.identity->user();
+      } else {
+        PEERKV_ASSIGN_OR_RETURN(d.identity, auth::Identity::CreateJoining(options.dir, user));
+      }
+      options.reserved_check = auth::ReservedCheck(user);
       PEERKV_ASSIGN_OR_RETURN(d.store, Store::Open(options));
       // Every commit anywhere wakes the waiter that checks convergence.
       d.listener = d.store->AddCommitListener([this](const Store::CommitInfo&) {
@@ -59,6 +77,18 @@ class Demo {
       });
       devices_.push_back(std::move(d));
     }
+    const int64_t now_ms = absl::ToUnixMillis(absl::Now());
+    for (size_t i = 1; i < devices_.size(); ++i) {
+      PEERKV_RETURN_IF_ERROR(devices_[0].identity->AddDevice(
+          *devices_[0].store, devices_[i].identity->device_key().public_key(), devices_[i].name,
+          now_ms));
+    }
+    std::printf("user %s: phone %s (first device); tablet %s and pc %s joined and were added "
+                "by the phone\n",
+                auth::UserId(user).c_str(),
+                auth::DeviceId(devices_[0].identity->device_key().public_key()).c_str(),
+                auth::DeviceId(devices_[1].identity->device_key().public_key()).c_str(),
+                auth::DeviceId(devices_[2].identity->device_key().public_key()).c_str());
     for (Device& d : devices_) PEERKV_RETURN_IF_ERROR(Wake(d, /*first=*/true));
     // Everyone dials everyone they know.
     for (Device& d : devices_) {
@@ -77,6 +107,14 @@ class Demo {
     Step("On the phone, the user adds Bob to the address book.");
     PEERKV_RETURN_IF_ERROR(Put(phone, "contacts", "bob", "Bob Smith <bob@example.org>"));
     PEERKV_RETURN_IF_ERROR(WaitConverged({&phone, &tablet, &pc}));
+    // The phone's device records reached the tablet and the pc: each opens
+    // the user key sealed to it.
+    for (Device* d : {&tablet, &pc}) {
+      PEERKV_ASSIGN_OR_RETURN(const bool joined, d->identity->CompleteJoin(*d->store));
+      if (!joined) return absl::InternalError(d->name + " did not receive its device record");
+    }
+    std::printf("           (the tablet and the pc received their certificates: all three are "
+                "devices of the user, over TLS links)\n");
     Show();
 
     Step("The pc goes to sleep. On the tablet the user starts a mail to Bob and\n"
@@ -150,6 +188,8 @@ class Demo {
         if (&other != &d) options.replication.peers.push_back(other.address);
       }
     }
+    PEERKV_ASSIGN_OR_RETURN(options.tls, TlsIdentityOf(*d.identity));
+    options.trust = rpc::StoreTrust(d.identity.get(), d.store.get());
     PEERKV_ASSIGN_OR_RETURN(d.server, rpc::Server::Start(d.store.get(), options));
     d.address = d.server->address();
     if (!first) std::printf("           (%s is awake on %s)\n", d.name.c_str(), d.address.c_str());

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "auth/identity.h"
+#include "rpc/peer_auth.h"
 #include "store/store.h"
 
 namespace peerkv::cli {
@@ -38,6 +39,16 @@ class JoinWatcher {
 };
 absl::StatusOr<std::unique_ptr<JoinWatcher>> StartServeIdentity(ServeIdentity& id, Store& store);
 void StopJoinWatcher(std::unique_ptr<JoinWatcher>& watcher);
+
+// What this device shows on TLS links (rpc/peer_auth.h): its device key,
+// and a certificate issued now by the user key if it holds it.
+absl::StatusOr<rpc::TlsIdentity> TlsIdentityOf(const auth::Identity& identity);
+
+// For the CLI's TCP clients (--server HOST:PORT): the identity of the data
+// directory `dir` (--identity DIR, or $PEERKV_IDENTITY) becomes the key of
+// every rpc::Client of this process, and its user the one the server must
+// belong to.
+absl::Status InstallClientIdentity(const std::string& dir);
 
 // A device name for this machine: its hostname if it is a valid name,
 // else "device".

@@ -309,6 +309,33 @@ std::string DefaultDeviceName() {
   return "device";
 }
 
+absl::StatusOr<rpc::TlsIdentity> TlsIdentityOf(const auth::Identity& identity) {
+  rpc::TlsIdentity out;
+  PEERKV_ASSIGN_OR_RETURN(std::unique_ptr<auth::SigningKey> key,
+                          auth::SigningKey::FromSeed(identity.device_key().seed()));
+  out.key = std::move(key);
+  if (identity.holds_user_key()) {
+    PEERKV_ASSIGN_OR_RETURN(out.device_certificate,
+                            identity.IssueOwnCertificate(DefaultDeviceName(),
+                                                         absl::ToUnixMillis(absl::Now())));
+  }
+  return out;
+}
+
+absl::Status InstallClientIdentity(const std::string& dir) {
+  absl::StatusOr<std::unique_ptr<auth::Identity>> id = auth::Identity::Load(dir);
+  if (absl::IsNotFound(id.status())) {
+    return absl::NotFoundError(absl::StrFormat(
+        "--identity %s has no identity; make one with 'peerkv --data %s init --join USER_ID' "
+        "and add it with 'peerkv device add' on a device of that user",
+        dir, dir));
+  }
+  if (!id.ok()) return id.status();
+  PEERKV_ASSIGN_OR_RETURN(rpc::TlsIdentity tls, TlsIdentityOf(**id));
+  rpc::SetDefaultClientTls(std::move(tls), (*id)->user());
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ServeIdentity> PrepareServeIdentity(const std::string& data_dir,
                                                    const std::string& user_name,
                                                    StoreOptions* options) {

@@ -2,6 +2,7 @@
 // and help. The composition root: the only place that decides which
 // backend a command talks to.
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -9,11 +10,13 @@
 #include "cli/command.h"
 #include "replication/transport.h"
 #include "store/codec.h"
+#include "cli/identity.h"
 
 namespace peerkv::cli {
 namespace {
 
-const FlagSpec kGlobalFlags{.with_value = {"data", "server"}, .switches = {"help", "version"}};
+const FlagSpec kGlobalFlags{.with_value = {"data", "server", "identity"},
+                            .switches = {"help", "version"}};
 
 std::vector<const Command*> AllCommands() {
   std::vector<const Command*> all;
@@ -32,10 +35,16 @@ void PrintUsage(std::FILE* out) {
                "peerkv: a replicated last-writer-wins key-value store.\n\n"
                "Usage: peerkv [--data DIR | --server HOST:PORT] COMMAND [ARGS...]\n\n"
                "Global flags:\n"
-               "  --server HOST:PORT  talk to a running server (the default, at %s)\n"
+               "  --server HOST:PORT  talk to a running server over TLS (needs --identity), or\n"
+               "                      unix:PATH; default: the server holding ./peerkv-data\n"
+               "                      through its socket there, else %s\n"
                "  --data DIR          use the store in DIR directly (embedded mode;\n"
                "                      created if missing), or, when a server holds DIR,\n"
                "                      that server through its socket DIR/peerkv.sock\n"
+               "  --identity DIR      the key --server HOST:PORT connects with (TLS): the\n"
+               "                      device key of DIR (or $PEERKV_IDENTITY), a device\n"
+               "                      added with 'device add'; the server must be a\n"
+               "                      device of DIR's user\n"
                "  --help, -h          this text; 'peerkv help COMMAND' or\n"
                "                      'peerkv COMMAND --help' for one command\n"
                "  --version           the version of peerkv, its store format and protocol\n\n"
@@ -160,6 +169,18 @@ int Main(int argc, char** argv) {
   }
   if (command->target == Target::kNone && (args->Has("data") || args->Has("server"))) {
     return UsageError(name, absl::StrFormat("%s takes neither --data nor --server", name));
+  }
+  // The key of this process's TCP clients.
+  std::optional<std::string> identity = args->Get("identity");
+  if (!identity.has_value()) {
+    if (const char* env = std::getenv("PEERKV_IDENTITY"); env != nullptr && *env != '\0') {
+      identity = env;
+    }
+  }
+  if (identity.has_value()) {
+    if (absl::Status installed = InstallClientIdentity(*identity); !installed.ok()) {
+      return Fail(name, installed);
+    }
   }
   Context context{name, std::move(*args)};
   return command->run(context);

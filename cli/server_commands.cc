@@ -222,6 +222,17 @@ int RunServe(const Context& c) {
   server_options.snapshot_disabled = !snapshot_bootstrap;
   server_options.replication.snapshot_records = static_cast<uint32_t>(*snapshot_page_records);
   server_options.strong = strong.get();
+  if (!c.args.Has("insecure-loopback")) {
+    absl::StatusOr<rpc::TlsIdentity> tls = TlsIdentityOf(*identity->identity);
+    if (!tls.ok()) return Fail(c.command, tls.status());
+    server_options.tls = std::move(*tls);
+    // A handshake is the first message: no longer than the idle timeout.
+    server_options.handshake_timeout_ms = std::min(10'000, static_cast<int>(*idle_ms));
+    server_options.trust = rpc::StoreTrust(identity->identity.get(), store->get());
+  } else if (!rpc::IsLoopbackAddress(server_options.listen)) {
+    return UsageError(c.command, absl::StrFormat("--insecure-loopback needs a loopback --listen, "
+                                                 "not '%s'", server_options.listen));
+  }
   // The HTTP and RESP front ends: the access tokens of this data directory
   // (HTTP bearer tokens, RESP AUTH).
   auth::TokenStore tokens(store_options.dir);
@@ -289,13 +300,14 @@ int RunServe(const Context& c) {
   }
   LogLine(absl::StrFormat("peerkv: local clients: %s (owner only)",
                           LocalSocketPath(store_options.dir)));
-  LogLine(absl::StrFormat("peerkv: listening on %s, data %s, replica %s%s%s%s",
+  LogLine(absl::StrFormat("peerkv: listening on %s, data %s, replica %s%s%s%s%s",
                           (*server)->address(), store_options.dir,
                           ReplicaIdToString((*store)->replica_id()),
                           name.empty() ? "" : " (" + name + ")",
                           peers.empty() ? "" : ", peers " + absl::StrJoin(peers, " "),
                           consensus_log ? ", strong keyspaces through " + consensus_log->Describe()
-                                        : ""));
+                                        : "",
+                          server_options.tls.has_value() ? ", TLS" : ", plaintext (loopback)"));
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
@@ -578,6 +590,10 @@ int RunBench(const Context& c) {
   }
   rpc::LoadOptions options;
   options.address = c.ServerAddress();
+  if (auto tls = rpc::DefaultClientTls()) {  // --identity DIR
+    options.tls = std::move(tls->first);
+    options.server_user = tls->second;
+  }
   absl::StatusOr<int64_t> clients = c.args.GetInt("c", 50, 1, 10'000);
   absl::StatusOr<int64_t> requests = c.args.GetInt("n", 100'000, 1, int64_t{1} << 40);
   absl::StatusOr<int64_t> pipeline = c.args.GetInt("P", 1, 1, 1'000);
@@ -686,6 +702,10 @@ const std::vector<Command>& ServerCommands() {
        "                            without it strong writes and linearizable reads are\n"
        "                            refused (unavailable) and committed strong writes\n"
        "                            still arrive from peers\n"
+       "  --insecure-loopback       no TLS on --listen and on the links this server\n"
+       "                            dials (benchmark baselines only; refused unless\n"
+       "                            --listen is a loopback address). Without it every\n"
+       "                            TCP connection is TLS 1.3, pinned by device key\n"
        "  --http-listen HOST:PORT   also serve the HTTP/JSON API, watches as\n"
        "                            server-sent events, /metrics and the status page\n"
        "                            (README \"HTTP API\"); loopback addresses only (no\n"
@@ -718,7 +738,7 @@ const std::vector<Command>& ServerCommands() {
                        "resp-keyspace", "resp-threads", "tombstone-min-age",
                        "tombstone-collect-interval", "max-conflict-entries",
                        "max-conflict-bytes", "snapshot-bootstrap", "snapshot-page-records"},
-        .switches = {"http-insecure-loopback", "resp-insecure-loopback"},
+        .switches = {"http-insecure-loopback", "resp-insecure-loopback", "insecure-loopback"},
         .repeatable = {"peer"}},
        RunServe, Target::kData},
       {"watch", "KS [--prefix P] [--from-seq N] [--reconnect-for D]",

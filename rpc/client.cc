@@ -14,9 +14,13 @@
 #include "rpc/connection.h"
 #include "rpc/convert.h"
 #include "rpc/peerkv.capnp.h"
+#include "rpc/tls.h"
 #include "store/validation.h"
 
 namespace peerkv::rpc {
+
+// A TLS handshake to a server not finished within this long fails.
+constexpr int kHandshakeTimeoutMs = 10'000;
 namespace {
 
 // Responses hold at most a scan page (16 MiB) or a watch batch; 64 MiB
@@ -149,6 +153,15 @@ class Client::Impl {
     Loop(kj::AsyncIoContext& io, const ClientOptions& options) : io(io), options(options), tasks(*this) {
       reader_options.traversalLimitInWords = kClientMaxMessageBytes / sizeof(capnp::word);
       reader_options.nestingLimit = kNestingLimit;
+      if (options.tls.has_value() && options.address.rfind("unix:", 0) != 0) {
+        absl::StatusOr<std::unique_ptr<TlsEndpoint>> made =
+            TlsEndpoint::Create(*options.tls, io.provider->getTimer(), kHandshakeTimeoutMs);
+        if (made.ok()) {
+          tls = std::move(*made);
+        } else {
+          tls_error = made.status();
+        }
+      }
     }
 
     // The Kv capability of a live connection, connecting first if needed.
@@ -162,11 +175,18 @@ class Client::Impl {
     }
 
     kj::Promise<void> Connect() {
-      return io.provider->getNetwork()
-          .parseAddress(options.address)
-          .then([](kj::Own<kj::NetworkAddress> address) {
-            return address->connect().attach(kj::mv(address));
-          })
+      if (!tls_error.ok()) {
+        connecting = false;
+        return Refusal(tls_error);
+      }
+      TrustSource trust;
+      if (options.server_user.has_value()) {
+        trust = [user = *options.server_user]() -> absl::StatusOr<TrustView> {
+          return TrustView{user, {}, {}};
+        };
+      }
+      return DialAuthenticated(io.provider->getNetwork(), options.address, tls.get(),
+                               std::move(trust))
           .then(
               [this](kj::Own<kj::AsyncIoStream> stream) {
                 connecting = false;
@@ -200,6 +220,8 @@ class Client::Impl {
 
     kj::AsyncIoContext& io;
     const ClientOptions& options;
+    std::unique_ptr<TlsEndpoint> tls;  // null: plaintext or unix:
+    absl::Status tls_error;
     capnp::ReaderOptions reader_options;
     kj::Own<Connection> connection;
     bool connecting = false;
@@ -238,10 +260,44 @@ Client::~Client() = default;
 
 const ClientOptions& Client::options() const { return impl_->options(); }
 
+namespace {
+absl::Mutex default_tls_mu;
+std::optional<TlsIdentity>* default_tls ABSL_GUARDED_BY(default_tls_mu) = nullptr;
+std::optional<auth::PublicKey>* default_server_user ABSL_GUARDED_BY(default_tls_mu) = nullptr;
+}  // namespace
+
+void SetDefaultClientTls(TlsIdentity identity, auth::PublicKey server_user) {
+  PEERKV_CHECK(identity.key != nullptr);
+  absl::MutexLock lock(&default_tls_mu);
+  if (default_tls == nullptr) {
+    default_tls = new std::optional<TlsIdentity>();
+    default_server_user = new std::optional<auth::PublicKey>();
+  }
+  *default_tls = std::move(identity);
+  *default_server_user = server_user;
+}
+
+std::optional<std::pair<TlsIdentity, auth::PublicKey>> DefaultClientTls() {
+  absl::MutexLock lock(&default_tls_mu);
+  if (default_tls == nullptr || !default_tls->has_value()) return std::nullopt;
+  return std::make_pair(**default_tls, **default_server_user);
+}
+
 absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
   if (options.address.rfind(':') == std::string::npos) {
     return absl::InvalidArgumentError(
         absl::StrFormat("server address '%s' must be HOST:PORT", options.address));
+  }
+  if (!options.tls.has_value()) {
+    absl::MutexLock lock(&default_tls_mu);
+    if (default_tls != nullptr) {
+      options.tls = *default_tls;
+      if (!options.server_user.has_value()) options.server_user = *default_server_user;
+    }
+  }
+  if (options.tls.has_value() && (options.tls->key == nullptr || !options.server_user.has_value())) {
+    return absl::InvalidArgumentError(
+        "ClientOptions.tls needs a key and server_user (the user whose device the server is)");
   }
   auto impl = std::make_unique<Impl>(std::move(options));
   impl->Start();

@@ -14,12 +14,14 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "consensus/consensus_log.h"
+#include "rpc/peer_auth.h"
 #include "rpc/status.h"
 #include "store/types.h"
 #include "store/version.h"
@@ -27,11 +29,25 @@
 namespace peerkv::rpc {
 
 struct ClientOptions {
-  // HOST:PORT of the server.
+  // HOST:PORT of the server, or unix:PATH (a server's local socket).
   std::string address = "127.0.0.1:7700";
   // Bound on each call, connecting included.
   absl::Duration timeout = absl::Seconds(30);
+  // The identity for a TCP address: TLS 1.3 with this key (a device the
+  // user added with `peerkv device add`, or one its certificate says is
+  // the user's), and the server pinned: it must show a device certificate
+  // of `server_user`. Unset: the process's default (SetDefaultClientTls);
+  // without one, plaintext, which only a loopback address allows (a
+  // server without TLS: in-process tests). A unix: address needs neither.
+  std::optional<TlsIdentity> tls;
+  std::optional<auth::PublicKey> server_user;
 };
+
+// The identity every Client of this process uses when its options name
+// none (an app with one key; tests). REQUIRES: identity.key.
+void SetDefaultClientTls(TlsIdentity identity, auth::PublicKey server_user);
+// That default, if set.
+std::optional<std::pair<TlsIdentity, auth::PublicKey>> DefaultClientTls();
 
 struct WatchOptions {
   std::string keyspace;

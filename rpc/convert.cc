@@ -374,8 +374,14 @@ ConflictEntry FromWire(std::string_view keyspace, wire::ConflictEntry::Reader en
 }
 
 absl::Status FromKjException(const kj::Exception& e, std::string_view context) {
-  const std::string message =
-      absl::StrFormat("%s: %s", context, std::string(e.getDescription().cStr()));
+  const std::string description = e.getDescription().cStr();
+  const std::string message = absl::StrFormat("%s: %s", context, description);
+  // A TLS refusal (rpc/tls.h's Refusal), maybe relayed as a remote one.
+  constexpr std::string_view kRefused = "peerkv permission denied: ";
+  if (const size_t at = description.find(kRefused); at != std::string::npos) {
+    return absl::PermissionDeniedError(
+        absl::StrFormat("%s: %s", context, description.substr(at + kRefused.size())));
+  }
   switch (e.getType()) {
     case kj::Exception::Type::DISCONNECTED:
     case kj::Exception::Type::OVERLOADED:

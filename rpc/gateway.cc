@@ -1,37 +1,59 @@
 // rpc/gateway.cc: the Gateway, the bootstrap capability every connection
-// gets first; it hands out the Kv and Replica capabilities. This is where a
-// connection will be given only what its peer's identity may hold (access
-// control); today every connection gets both.
+// gets first; it hands out the Kv and Replica capabilities by the
+// connection's identity: a local or plaintext connection and an own device
+// get both, a friend's device neither (what a friend may read is issue
+// 10's policies).
 #include <string>
 #include <utility>
 
 #include "kj/async.h"
 #include "rpc/peerkv.capnp.h"
+#include "absl/strings/str_format.h"
+#include "auth/ids.h"
 #include "rpc/server_loop.h"
+#include "rpc/tls.h"
 
 namespace peerkv::rpc {
 namespace {
 
 class GatewayImpl final : public wire::Gateway::Server {
  public:
-  GatewayImpl(ServerLoop& loop, std::string peer, uint64_t connection_id)
-      : loop_(loop), peer_(std::move(peer)), connection_id_(connection_id) {}
+  GatewayImpl(ServerLoop& loop, std::string peer, uint64_t connection_id,
+              std::optional<AuthenticatedPeer> identity)
+      : loop_(loop),
+        peer_(std::move(peer)),
+        connection_id_(connection_id),
+        identity_(std::move(identity)) {}
 
-  // Every identity gets both capabilities today; once peers authenticate,
-  // this is where a connection is given only what its identity may hold.
   kj::Promise<void> kv(KvContext context) override {
+    if (Denied()) return Deny("Kv");
     context.getResults().setKv(NewKv(loop_, peer_, kj::addRef(*watch_window_)));
     return kj::READY_NOW;
   }
   kj::Promise<void> replica(ReplicaContext context) override {
-    context.getResults().setReplica(NewReplica(loop_, peer_, connection_id_, 0));
+    if (Denied()) return Deny("Replica");
+    std::optional<auth::PublicKey> device;
+    if (identity_.has_value()) device = identity_->device;
+    context.getResults().setReplica(NewReplica(loop_, peer_, connection_id_, 0, device));
     return kj::READY_NOW;
   }
 
  private:
+  bool Denied() const {
+    return identity_.has_value() && identity_->role != PeerRole::kOwnDevice;
+  }
+  kj::Promise<void> Deny(const char* what) {
+    const absl::Status denied = absl::PermissionDeniedError(absl::StrFormat(
+        "device %s of friend %s may not use %s: nothing is shared with friends yet",
+        auth::DeviceId(identity_->device), auth::UserId(identity_->user), what));
+    loop_.LogRejected(peer_, what, denied);
+    return Refusal(denied);
+  }
+
   ServerLoop& loop_;
   const std::string peer_;
   const uint64_t connection_id_;
+  const std::optional<AuthenticatedPeer> identity_;
   // Shared by every watch of this connection.
   kj::Own<WatchWindow> watch_window_ = kj::refcounted<WatchWindow>();
 };
@@ -39,8 +61,9 @@ class GatewayImpl final : public wire::Gateway::Server {
 }  // namespace
 
 kj::Own<wire::Gateway::Server> NewGateway(ServerLoop& loop, std::string peer,
-                                          uint64_t connection_id) {
-  return kj::heap<GatewayImpl>(loop, std::move(peer), connection_id);
+                                          uint64_t connection_id,
+                                          std::optional<AuthenticatedPeer> identity) {
+  return kj::heap<GatewayImpl>(loop, std::move(peer), connection_id, std::move(identity));
 }
 
 }  // namespace peerkv::rpc

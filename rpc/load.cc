@@ -13,6 +13,7 @@
 #include "rpc/connection.h"
 #include "rpc/convert.h"
 #include "rpc/peerkv.capnp.h"
+#include "rpc/tls.h"
 
 namespace peerkv::rpc {
 namespace {
@@ -193,10 +194,25 @@ absl::StatusOr<std::vector<LoadReport>> RunLoad(const LoadOptions& options) {
   std::vector<LoadReport> reports;
   try {
     kj::AsyncIoContext io = kj::setupAsyncIo();
-    auto address = io.provider->getNetwork().parseAddress(options.address).wait(io.waitScope);
+    std::unique_ptr<TlsEndpoint> tls;
+    TrustSource trust;
+    if (options.tls.has_value() && options.address.rfind("unix:", 0) != 0) {
+      absl::StatusOr<std::unique_ptr<TlsEndpoint>> made =
+          TlsEndpoint::Create(*options.tls, io.provider->getTimer(), 10'000);
+      if (!made.ok()) return made.status();
+      tls = std::move(*made);
+      if (!options.server_user.has_value()) {
+        return absl::InvalidArgumentError("LoadOptions.tls needs server_user");
+      }
+      trust = [user = *options.server_user]() -> absl::StatusOr<TrustView> {
+        return TrustView{user, {}, {}};
+      };
+    }
     std::vector<kj::Own<Connection>> connections;
     for (int i = 0; i < options.clients; ++i) {
-      connections.push_back(kj::heap<Connection>(address->connect().wait(io.waitScope)));
+      connections.push_back(kj::heap<Connection>(
+          DialAuthenticated(io.provider->getNetwork(), options.address, tls.get(), trust)
+              .wait(io.waitScope)));
     }
     for (const std::string& op : options.operations) {
       Run run;

@@ -6,15 +6,20 @@
 #define PEERKV_RPC_LOAD_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "rpc/peer_auth.h"
 
 namespace peerkv::rpc {
 
 struct LoadOptions {
+  // HOST:PORT (TLS with `tls`, as ClientOptions) or unix:PATH.
   std::string address = "127.0.0.1:7700";
+  std::optional<TlsIdentity> tls;
+  std::optional<auth::PublicKey> server_user;
   // Connections, each with `pipeline` requests in flight.
   int clients = 50;
   int pipeline = 1;

@@ -105,10 +105,13 @@ void PeerLinks::Dial(const std::string& address, uint64_t expected, DialDone don
   using Connected = replication::Transport::Connected;
   const replication::LinkId id = next_link_++;
   const std::string context = absl::StrFormat("peer %s", address);
+  auto dialled = dialer_ ? dialer_(address, nullptr)
+                         : io_.provider->getNetwork().parseAddress(address).then(
+                               [](kj::Own<kj::NetworkAddress> addr) {
+                                 return addr->connect().attach(kj::mv(addr));
+                               });
   auto work =
-      io_.provider->getNetwork()
-          .parseAddress(address)
-          .then([](kj::Own<kj::NetworkAddress> addr) { return addr->connect().attach(kj::mv(addr)); })
+      dialled
           .then([this, id, address, expected](kj::Own<kj::AsyncIoStream> stream) {
             auto outbound = kj::heap<Outbound>(kj::mv(stream), reader_options_, &bytes_sent_);
             auto replica = outbound->link.gateway().replicaRequest().send().getReplica();

@@ -25,6 +25,7 @@
 #include "kj/async-io.h"
 #include "replication/transport.h"
 #include "replication/watermark_channel.h"
+#include "rpc/peer_auth.h"
 #include "rpc/peerkv.capnp.h"
 #include "store/store.h"
 
@@ -52,6 +53,12 @@ class PeerLinks final : private kj::TaskSet::ErrorHandler {
 
   // Starts the keepalive pings (once the server listens).
   void StartKeepAlive();
+
+  // How Dial connects (TLS and the check of the peer's key, rpc/tls.h);
+  // `peer` is set to who answered. Unset: a plain connect.
+  using Dialer = std::function<kj::Promise<kj::Own<kj::AsyncIoStream>>(
+      const std::string& address, std::shared_ptr<std::optional<AuthenticatedPeer>> peer)>;
+  void set_dialer(Dialer dialer) { dialer_ = std::move(dialer); }
 
   using DialDone = absl::AnyInvocable<void(absl::StatusOr<replication::Transport::Connected>)>;
   using PullDone = absl::AnyInvocable<void(absl::StatusOr<replication::PullResponse>)>;
@@ -84,6 +91,7 @@ class PeerLinks final : private kj::TaskSet::ErrorHandler {
   replication::LinkEvents* events() { return events_; }
 
  private:
+  Dialer dialer_;
   struct Outbound;
   struct LinkEntry {
     wire::Replica::Client peer = nullptr;

@@ -22,8 +22,12 @@ constexpr size_t kMaxHellosPerConnection = 1;
 class ReplicaImpl final : public wire::Replica::Server {
  public:
   ReplicaImpl(ServerLoop& loop, std::string peer, uint64_t connection_id,
-              replication::LinkId link)
-      : loop_(loop), peer_(std::move(peer)), connection_id_(connection_id), link_(link) {}
+              replication::LinkId link, std::optional<auth::PublicKey> device)
+      : loop_(loop),
+        peer_(std::move(peer)),
+        connection_id_(connection_id),
+        link_(link),
+        device_(std::move(device)) {}
 
   kj::Promise<void> hello(HelloContext context) override {
     auto params = context.getParams();
@@ -50,12 +54,15 @@ class ReplicaImpl final : public wire::Replica::Server {
       refused = peer.replica_id == loop_.store().replica_id()
                     ? replication::ValidatePeerInfo(peer)
                     : replication::CheckPeer(peer, loop_.store().replica_id());
+      // The hello's replica id is the authenticated device's.
+      if (refused.ok()) refused = loop_.BindReplica(peer.replica_id, device_);
     }
     if (!refused.ok()) {
       loop_.LogRejected(peer_, "hello", refused);
       ToWire(refused, results.initError());
       return kj::READY_NOW;
     }
+    hello_replica_ = peer.replica_id;
     link_ = loop_.links().AddInbound(connection_id_, peer_, params.getBack());
     loop_.events()->OnInboundLink(link_, peer);
     ToWire(loop_.LocalInfo(peer.replica_id), results.initInfo());
@@ -85,6 +92,15 @@ class ReplicaImpl final : public wire::Replica::Server {
       return kj::READY_NOW;
     }
     replication::PullRequest request = FromWire(params);
+    if (device_.has_value() && request.requester != hello_replica_) {
+      // The requester is the replica that said hello on this link.
+      const absl::Status wrong = absl::PermissionDeniedError(absl::StrFormat(
+          "pull names requester %016x; this link said hello as %016x", request.requester,
+          hello_replica_));
+      loop_.LogRejected(peer_, "pull", wrong);
+      ToWire(wrong, context.getResults().initError());
+      return kj::READY_NOW;
+    }
     // Within what this server may send on this connection.
     request.max_bytes = static_cast<uint32_t>(
         std::min<size_t>(request.max_bytes, loop_.reply_budget()));
@@ -255,6 +271,9 @@ class ReplicaImpl final : public wire::Replica::Server {
 
   ServerLoop& loop_;
   const std::string peer_;
+  // The TLS peer's device (nullopt: local or plaintext) and its hello id.
+  const std::optional<auth::PublicKey> device_;
+  uint64_t hello_replica_ = 0;
   const uint64_t connection_id_;
   replication::LinkId link_;
   // A request out of bounds closed the link: nothing more is served here.
@@ -270,8 +289,9 @@ class ReplicaImpl final : public wire::Replica::Server {
 }  // namespace
 
 kj::Own<wire::Replica::Server> NewReplica(ServerLoop& loop, std::string peer,
-                                          uint64_t connection_id, replication::LinkId link) {
-  return kj::heap<ReplicaImpl>(loop, std::move(peer), connection_id, link);
+                                          uint64_t connection_id, replication::LinkId link,
+                                          std::optional<auth::PublicKey> device) {
+  return kj::heap<ReplicaImpl>(loop, std::move(peer), connection_id, link, std::move(device));
 }
 
 }  // namespace peerkv::rpc

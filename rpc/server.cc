@@ -24,6 +24,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Store* store, ServerOption
     return absl::InvalidArgumentError(absl::StrFormat(
         "listen address '%s' must be HOST:PORT", options.listen));
   }
+  if (!options.tls.has_value() && !IsLoopbackAddress(options.listen)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "listen address '%s' is not loopback: TCP without TLS is only allowed on loopback",
+        options.listen));
+  }
+  if (options.tls.has_value() && (options.tls->key == nullptr || !options.trust)) {
+    return absl::InvalidArgumentError("TLS needs this server's key and whom it trusts");
+  }
   // Peers would refuse our hellos with a longer name (ValidatePeerInfo).
   if (options.replica_name.size() > replication::kMaxReplicaNameBytes) {
     return absl::InvalidArgumentError(

@@ -19,6 +19,7 @@
 #include "kj/timer.h"
 #include "replication/serve.h"
 #include "rpc/convert.h"
+#include "auth/ids.h"
 
 namespace peerkv::rpc {
 namespace {
@@ -28,6 +29,9 @@ constexpr uint kNestingLimit = 16;
 // to leave; anything else, just do not spin.
 constexpr auto kAcceptRetryWhenExhausted = 100 * kj::MILLISECONDS;
 constexpr auto kAcceptRetry = 10 * kj::MILLISECONDS;
+// Refused devices named once each; more than this many are logged through
+// the rate-limited rejection log instead.
+constexpr size_t kMaxRefusedLogged = 10'000;
 
 // EMFILE, ENFILE, ENOBUFS, ENOMEM: kj reports them as OVERLOADED.
 bool OutOfResources(const kj::Exception& e) {
@@ -110,14 +114,15 @@ kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> RecordingMessageStream::tryRe
 
 // A client connection: its socket, its RPC system, and its bootstrap.
 struct ServerLoop::Connection {
-  Connection(ServerLoop& loop, uint64_t id, kj::Own<kj::AsyncIoStream> socket)
+  Connection(ServerLoop& loop, uint64_t id, kj::Own<kj::AsyncIoStream> socket,
+             std::optional<AuthenticatedPeer> identity)
       : loop(loop),
         id(id),
         stream(kj::heap<BufferedStream>(kj::mv(socket), &loop.bytes_sent_)),
         peer(PeerAddress(*stream)),
         messages(*stream),
         network(messages, capnp::rpc::twoparty::Side::SERVER, loop.reader_options_),
-        rpc(capnp::makeRpcServer(network, NewGateway(loop, peer, id))) {
+        rpc(capnp::makeRpcServer(network, NewGateway(loop, peer, id, identity))) {
     // Bound the requests a client may have in flight on this connection.
     rpc.setFlowLimit(2 * loop.reader_options_.traversalLimitInWords);
     loop.connections_[id] = this;
@@ -174,6 +179,63 @@ ServerLoop::ServerLoop(Store& store, const ServerOptions& options, kj::AsyncIoCo
   });
   watch_hub_.Start();
   tasks_.add(PumpCommits());
+  if (options_.tls.has_value()) {
+    absl::StatusOr<std::unique_ptr<TlsEndpoint>> tls = TlsEndpoint::Create(
+        *options_.tls, io_.provider->getTimer(), options_.handshake_timeout_ms);
+    if (!tls.ok()) KJ_FAIL_REQUIRE("TLS", std::string(tls.status().message()).c_str());
+    tls_ = std::move(*tls);
+  }
+  TlsEndpoint* tls = tls_.get();
+  peer_links_.set_dialer(
+      [this, tls](const std::string& address,
+                  std::shared_ptr<std::optional<AuthenticatedPeer>> peer) {
+        return DialAuthenticated(io_.provider->getNetwork(), address, tls, options_.trust,
+                                 std::move(peer));
+      });
+}
+
+absl::Status ServerLoop::BindReplica(uint64_t replica_id,
+                                     const std::optional<auth::PublicKey>& device) {
+  if (!device.has_value()) return absl::OkStatus();
+  auto [it, added] = replica_devices_.emplace(replica_id, *device);
+  if (added || it->second == *device) return absl::OkStatus();
+  return absl::PermissionDeniedError(absl::StrFormat(
+      "device %s claims replica id %016x, which device %s holds", auth::DeviceId(*device),
+      replica_id, auth::DeviceId(it->second)));
+}
+
+kj::Promise<void> ServerLoop::Handshake(kj::AuthenticatedStream stream) {
+  const std::string from = PeerAddress(*stream.stream);
+  return tls_->Accept(kj::mv(stream))
+      .then(
+          [this, from](kj::AuthenticatedStream s) {
+            absl::StatusOr<AuthenticatedPeer> peer = AuthenticatePeer(*s.peerIdentity, options_.trust);
+            if (!peer.ok()) {
+              // A stranger is named once (so the user can add it); bad
+              // certificates go through the rate-limited rejection log.
+              absl::StatusOr<PeerCredentials> who = PeerOf(*s.peerIdentity);
+              if (!who.ok()) {
+                LogRejected(from, "tls", peer.status());
+              } else if (refused_logged_.size() >= kMaxRefusedLogged) {
+                // Made-up keys must not grow memory: past the bound, the
+                // rate-limited log.
+                LogRejected(from, "tls", peer.status());
+              } else if (refused_logged_.insert(who->device).second) {
+                LogLine(absl::StrFormat("peerkv: connection from %s: %s", from,
+                                        peer.status().message()));
+              }
+              return;  // dropping the stream closes it
+            }
+            KJ_IF_MAYBE(e, kj::runCatchingExceptions(
+                               [&] { AddConnection(kj::mv(s.stream), std::move(*peer)); })) {
+              LogLine(absl::StrFormat("peerkv: dropped a new connection: %s",
+                                      e->getDescription().cStr()));
+            }
+          },
+          [this, from](kj::Exception&& e) {
+            LogRejected(from, "tls handshake",
+                        absl::UnauthenticatedError(e.getDescription().cStr()));
+          });
 }
 
 ServerLoop::~ServerLoop() noexcept(false) { store_.RemoveCommitListener(listener_id_); }
@@ -258,16 +320,22 @@ kj::Promise<void> ServerLoop::AcceptLoop() {
   // from the continuation below, that throw broke the loop's own promise,
   // which nobody waits on: the server never accepted again, silently.
   // evalNow turns it into a broken promise that the error branch handles.
-  return kj::evalNow([this] { return listener_->accept(); })
+  return kj::evalNow([this] { return listener_->acceptAuthenticated(); })
       .then(
-          [this](kj::Own<kj::AsyncIoStream> stream) -> kj::Promise<void> {
+          [this](kj::AuthenticatedStream accepted) -> kj::Promise<void> {
             if (accept_failures_ > 0) {
               LogLine(absl::StrFormat("peerkv: accepting connections again after %d failed accepts",
                                       accept_failures_));
               accept_failures_ = 0;
               accept_error_logged_.clear();
             }
-            KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] { AddConnection(kj::mv(stream)); })) {
+            if (tls_ != nullptr) {
+              // The handshake runs beside the accept loop (and times out).
+              tasks_.add(Handshake(kj::mv(accepted)));
+              return AcceptLoop();
+            }
+            KJ_IF_MAYBE(e, kj::runCatchingExceptions(
+                               [&] { AddConnection(kj::mv(accepted.stream)); })) {
               LogLine(absl::StrFormat("peerkv: dropped a new connection: %s",
                                       e->getDescription().cStr()));
             }
@@ -320,9 +388,10 @@ kj::Promise<void> ServerLoop::SweepIdle() {
   });
 }
 
-void ServerLoop::AddConnection(kj::Own<kj::AsyncIoStream> stream) {
+void ServerLoop::AddConnection(kj::Own<kj::AsyncIoStream> stream,
+                               std::optional<AuthenticatedPeer> peer) {
   const uint64_t id = next_connection_id_++;
-  auto connection = kj::heap<Connection>(*this, id, kj::mv(stream));
+  auto connection = kj::heap<Connection>(*this, id, kj::mv(stream), std::move(peer));
   Connection& c = *connection;
   auto closed = kj::newPromiseAndFulfiller<void>();
   c.closer = kj::mv(closed.fulfiller);

@@ -9,6 +9,8 @@
 #include <atomic>
 #include <functional>
 #include <map>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -27,6 +29,7 @@
 #include "rpc/peerkv.capnp.h"
 #include "rpc/rejection_log.h"
 #include "rpc/server_options.h"
+#include "rpc/tls.h"
 #include "rpc/watch_hub.h"
 #include "store/store.h"
 
@@ -173,10 +176,19 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   // Bytes this server has written to all its sockets (clients and peers).
   std::atomic<uint64_t>& bytes_sent() { return bytes_sent_; }
 
+  // Binds replica id `replica_id` to `device`, the authenticated device of
+  // the link that says hello with it: the first device to claim an id keeps
+  // it while this server runs. PermissionDenied naming both devices if
+  // another device claimed it. (nullopt: a local or plaintext link, trusted
+  // as this user's own.)
+  absl::Status BindReplica(uint64_t replica_id, const std::optional<auth::PublicKey>& device);
+
  private:
   struct Connection;
 
-  void AddConnection(kj::Own<kj::AsyncIoStream> stream);
+  void AddConnection(kj::Own<kj::AsyncIoStream> stream,
+                     std::optional<AuthenticatedPeer> peer = std::nullopt);
+  kj::Promise<void> Handshake(kj::AuthenticatedStream stream);
   kj::Promise<void> AcceptLoop();
   // Accepts on the Unix socket (options_.unix_socket), from this user only.
   kj::Promise<void> UnixAcceptLoop();
@@ -198,6 +210,10 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   WatchHub watch_hub_;
   int listener_id_ = 0;
   kj::Own<kj::ConnectionReceiver> listener_;
+  std::unique_ptr<TlsEndpoint> tls_;  // null: plaintext (loopback only)
+  // Devices refused since start: each is logged once.
+  std::set<auth::PublicKey> refused_logged_;
+  std::map<uint64_t, auth::PublicKey> replica_devices_;
   kj::Promise<void> accept_loop_ = nullptr;
   kj::Own<kj::ConnectionReceiver> unix_listener_;
   kj::Promise<void> unix_accept_loop_ = nullptr;
@@ -223,8 +239,12 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
 };
 
 // The bootstrap of a client connection (see gateway.cc).
+// `identity`: the TLS peer (nullopt: a local or plaintext connection,
+// which gets everything, as an own device does). A friend's device gets
+// neither Kv nor Replica yet.
 kj::Own<wire::Gateway::Server> NewGateway(ServerLoop& loop, std::string peer,
-                                          uint64_t connection_id);
+                                          uint64_t connection_id,
+                                          std::optional<AuthenticatedPeer> identity = std::nullopt);
 // The Kv capability (see kv_service.cc). Its watches share the
 // connection's `watch_window`.
 kj::Own<wire::Kv::Server> NewKv(ServerLoop& loop, std::string peer,
@@ -233,7 +253,8 @@ kj::Own<wire::Kv::Server> NewKv(ServerLoop& loop, std::string peer,
 // connection's Gateway hands out (its link is made by hello), and the link
 // id for the one passed as `back` when dialling out.
 kj::Own<wire::Replica::Server> NewReplica(ServerLoop& loop, std::string peer,
-                                          uint64_t connection_id, replication::LinkId link);
+                                          uint64_t connection_id, replication::LinkId link,
+                                          std::optional<auth::PublicKey> device = std::nullopt);
 
 }  // namespace peerkv::rpc
 

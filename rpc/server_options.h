@@ -9,12 +9,14 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 
 #include "replication/replicator.h"
+#include "rpc/peer_auth.h"
 
 namespace peerkv::consensus {
 class StrongKeyspaces;
@@ -38,6 +40,15 @@ using FrontEndFactory =
 struct ServerOptions {
   // HOST:PORT to listen on; port 0 picks a free port (see Server::address).
   std::string listen = "127.0.0.1:7700";
+  // TLS 1.3 on the TCP listener and on every peer link this server dials
+  // (rpc/peer_auth.h, rpc/tls.h): what this server presents, and whom it
+  // trusts, read at each handshake. Without `tls` the listener and the
+  // links are plaintext, which Start allows on a loopback address only
+  // (in-process tests, benchmarks' baselines).
+  std::optional<TlsIdentity> tls;
+  TrustSource trust;
+  // A TLS handshake not finished within this long is dropped.
+  int handshake_timeout_ms = 10'000;
   // A Unix socket to listen on as well (a path; empty: none), for local
   // clients (the CLI with --data DIR). A file already there is replaced
   // (REQUIRES: the caller owns the path, e.g. holds its data directory's

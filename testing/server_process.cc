@@ -8,12 +8,70 @@
 #include <unistd.h>
 #include <signal.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
 #include <algorithm>
+#include <cstdlib>
+#include <mutex>
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "auth/identity.h"
+#include "auth/ids.h"
+#include "rpc/client.h"
 
 namespace peerkv::testing {
+namespace {
+
+// serve's default user name, so the test user looks like a fresh serve's.
+constexpr char kTestUserName[] = "me";
+
+struct TestUser {
+  std::unique_ptr<auth::SigningKey> key;
+  std::string client_dir;
+};
+
+TestUser& TheTestUser() {
+  static TestUser* user = [] {
+    auto* u = new TestUser();
+    u->key = auth::SigningKey::Generate();
+    const char* tmp = std::getenv("TEST_TMPDIR");
+    std::string pattern = absl::StrFormat("%s/peerkv-test-user.XXXXXX", tmp ? tmp : "/tmp");
+    if (::mkdtemp(pattern.data()) == nullptr) std::abort();
+    u->client_dir = pattern + "/client";
+    absl::StatusOr<std::unique_ptr<auth::Identity>> client =
+        auth::Identity::CreateDeviceOf(u->client_dir, *u->key, kTestUserName);
+    if (!client.ok()) {
+      std::fprintf(stderr, "test user: %s\n", std::string(client.status().message()).c_str());
+      std::abort();
+    }
+    absl::StatusOr<std::unique_ptr<auth::SigningKey>> device =
+        auth::SigningKey::FromSeed((*client)->device_key().seed());
+    absl::StatusOr<std::string> cert =
+        (*client)->IssueOwnCertificate("test-client", absl::ToUnixMillis(absl::Now()));
+    if (!device.ok() || !cert.ok()) std::abort();
+    rpc::SetDefaultClientTls(rpc::TlsIdentity{std::move(*device), *cert}, u->key->public_key());
+    ::setenv("PEERKV_IDENTITY", u->client_dir.c_str(), 1);
+    return u;
+  }();
+  return *user;
+}
+
+bool HasIdentity(const std::string& data_dir) {
+  struct stat st;
+  return ::stat((data_dir + "/keys").c_str(), &st) == 0;
+}
+
+}  // namespace
+
+void UseTestUser() { TheTestUser(); }
+
+std::string TestIdentityDir() { return TheTestUser().client_dir; }
+
+std::string TestUserId() { return auth::UserId(TheTestUser().key->public_key()); }
 
 std::vector<std::string> ReplicaArgs(const std::string& name,
                                      const std::vector<std::string>& peers) {
@@ -28,6 +86,14 @@ std::vector<std::string> ReplicaArgs(const std::string& name,
 absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
     const std::string& data_dir, const std::vector<std::string>& extra_args,
     const ProcessOptions& options) {
+  TestUser& user = TheTestUser();
+  bool own_user = false;
+  for (const std::string& a : extra_args) own_user = own_user || a == "--user";
+  if (!own_user && !HasIdentity(data_dir)) {
+    absl::StatusOr<std::unique_ptr<auth::Identity>> device =
+        auth::Identity::CreateDeviceOf(data_dir, *user.key, kTestUserName);
+    if (!device.ok()) return device.status();
+  }
   std::vector<std::string> argv = {RunfilePath("cli/peerkv"), "serve", "--data", data_dir};
   // A free port, unless the caller names one (a restart at the same address).
   if (std::find(extra_args.begin(), extra_args.end(), "--listen") == extra_args.end()) {
@@ -67,6 +133,20 @@ int ConnectTcp(const std::string& address) {
     return -1;
   }
   return fd;
+}
+
+int ConnectLocal(const std::string& data_dir) {
+  // A sandbox's paths are longer than sun_path: go through the directory.
+  const int dir = ::open(data_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) return -1;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof(addr.sun_path), "/proc/self/fd/%d/peerkv.sock", dir);
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const bool ok = fd >= 0 && connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  ::close(dir);
+  if (!ok && fd >= 0) close(fd);
+  return ok ? fd : -1;
 }
 
 int OpenFileDescriptors(pid_t pid) {

@@ -18,6 +18,22 @@ namespace peerkv::testing {
 std::vector<std::string> ReplicaArgs(const std::string& name,
                                      const std::vector<std::string>& peers = {});
 
+// Every server a test starts is a device of one test user, so that the
+// servers of a test trust each other over TLS as the devices of one user
+// do: a DATA_DIR without an identity (and no --user in EXTRA) is first
+// made a device of that user, holding its key (auth::Identity::
+// CreateDeviceOf, the state `init --join` + `device add` + sync leaves).
+// The test process's own clients use a device of the same user: rpc::Client
+// by default (rpc::SetDefaultClientTls) and `peerkv --server` children
+// through $PEERKV_IDENTITY. Set up on the first Start; call it directly to
+// use the identity before any server starts.
+void UseTestUser();
+// The directory holding the test process's client identity (a device of
+// the test user), as $PEERKV_IDENTITY names it.
+std::string TestIdentityDir();
+// The test user's id (auth::UserId), for tests that check it.
+std::string TestUserId();
+
 class ServerProcess {
  public:
   // Starts `peerkv serve --data DATA_DIR --listen 127.0.0.1:0 EXTRA...`
@@ -53,7 +69,13 @@ class ServerProcess {
 };
 
 // A blocking TCP connection to `address` ("HOST:PORT", IPv4), or -1.
+// A server's TCP port speaks TLS only (rpc/tls.h).
 int ConnectTcp(const std::string& address);
+
+// A blocking connection to the local socket of the server holding
+// `data_dir` (DATA_DIR/peerkv.sock: plaintext Cap'n Proto, for tests of
+// the RPC layer under TLS), or -1.
+int ConnectLocal(const std::string& data_dir);
 
 // Number of open file descriptors of process `pid`.
 int OpenFileDescriptors(pid_t pid);

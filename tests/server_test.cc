@@ -182,8 +182,10 @@ TEST_F(ServerTest, GarbageAndTruncatedMessagesCloseOnlyThatConnection) {
   auto client = Connect(server->address());
   ASSERT_THAT(client->Put("ks", "before", "v"), IsOk());
 
+  // On TCP, TLS refuses such bytes before Cap'n Proto sees them; the RPC
+  // layer's own checks are reached through the local socket.
   // Garbage: a segment table claiming 4 billion segments.
-  const int garbage = testing::ConnectTcp(server->address());
+  const int garbage = testing::ConnectLocal(dir_.Sub("db"));
   ASSERT_GE(garbage, 0);
   const std::string junk(4096, '\xff');
   ASSERT_EQ(write(garbage, junk.data(), junk.size()), static_cast<ssize_t>(junk.size()));
@@ -191,7 +193,7 @@ TEST_F(ServerTest, GarbageAndTruncatedMessagesCloseOnlyThatConnection) {
   close(garbage);
 
   // Oversized: one segment of 2^28 words (2 GiB) announced.
-  const int oversized = testing::ConnectTcp(server->address());
+  const int oversized = testing::ConnectLocal(dir_.Sub("db"));
   ASSERT_GE(oversized, 0);
   const uint32_t header[2] = {0, 1u << 28};
   ASSERT_EQ(write(oversized, header, sizeof(header)), static_cast<ssize_t>(sizeof(header)));
@@ -200,7 +202,7 @@ TEST_F(ServerTest, GarbageAndTruncatedMessagesCloseOnlyThatConnection) {
 
   // Truncated: a message announcing 100 words, 10 sent, then the client
   // goes away.
-  const int truncated = testing::ConnectTcp(server->address());
+  const int truncated = testing::ConnectLocal(dir_.Sub("db"));
   ASSERT_GE(truncated, 0);
   const uint32_t partial_header[2] = {0, 100};
   ASSERT_EQ(write(truncated, partial_header, sizeof(partial_header)),
@@ -214,7 +216,7 @@ TEST_F(ServerTest, GarbageAndTruncatedMessagesCloseOnlyThatConnection) {
   auto fresh = Connect(server->address());
   EXPECT_EQ((*fresh->Get("ks", "before"))->value, "v");
   const std::string log = server->WaitForLog("too large");
-  EXPECT_THAT(log, ::testing::ContainsRegex("rejected connection from 127\\.0\\.0\\.1:[0-9]+: "));
+  EXPECT_THAT(log, HasSubstr("rejected connection from local: "));
   EXPECT_THAT(log, HasSubstr("too large"));
   EXPECT_EQ(server->Stop(SIGINT), 0);
 }

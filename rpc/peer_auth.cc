@@ -1,0 +1,59 @@
+// rpc/peer_auth.cc: see peer_auth.h.
+#include "rpc/peer_auth.h"
+
+#include "absl/strings/str_format.h"
+#include "auth/ids.h"
+#include "common/macros.h"
+
+namespace peerkv::rpc {
+
+absl::StatusOr<AuthenticatedPeer> Authorize(const TrustView& view, const PeerCredentials& peer) {
+  const std::string id = auth::DeviceId(peer.device);
+  for (const auth::DeviceEntry& d : view.devices) {
+    if (d.device != peer.device) continue;
+    if (d.removed_ms.has_value()) {
+      return absl::PermissionDeniedError(absl::StrFormat(
+          "refused device %s: it was removed from user %s", id, auth::UserId(view.user)));
+    }
+    return AuthenticatedPeer{peer.device, view.user, PeerRole::kOwnDevice};
+  }
+  if (peer.certificate.has_value()) {
+    // Authorize's caller checked the signature; these are the trust rules.
+    PEERKV_CHECK(peer.certificate->device == peer.device);
+    const auth::PublicKey& signer = peer.certificate->user;
+    if (signer == view.user) {
+      return AuthenticatedPeer{peer.device, view.user, PeerRole::kOwnDevice};
+    }
+    for (const auth::FriendEntry& f : view.friends) {
+      if (f.user == signer) return AuthenticatedPeer{peer.device, signer, PeerRole::kFriend};
+    }
+  }
+  return absl::PermissionDeniedError(absl::StrFormat(
+      "refused device %s: not a device of user %s nor of a friend%s; add it with `peerkv device "
+      "add %s`",
+      id, auth::UserId(view.user),
+      peer.certificate.has_value()
+          ? absl::StrFormat(" (it is certified by user %s)", auth::UserId(peer.certificate->user))
+          : "",
+      id));
+}
+
+TrustSource StoreTrust(const auth::Identity* identity, Store* store) {
+  return [identity, store]() -> absl::StatusOr<TrustView> {
+    TrustView view;
+    view.user = identity->user();
+    PEERKV_ASSIGN_OR_RETURN(view.devices, identity->Devices(*store));
+    PEERKV_ASSIGN_OR_RETURN(view.friends, identity->Friends(*store));
+    return view;
+  };
+}
+
+bool IsLoopbackAddress(const std::string& address) {
+  std::string host = address;
+  const size_t colon = address.rfind(':');
+  if (colon != std::string::npos && address.find(':') == colon) host = address.substr(0, colon);
+  if (!host.empty() && host.front() == '[') host = host.substr(1, host.find(']') - 1);
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
+}  // namespace peerkv::rpc

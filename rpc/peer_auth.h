@@ -1,0 +1,76 @@
+// rpc/peer_auth.h: who may be on the other end of a TLS link, without kj
+// types (ServerOptions and ClientOptions hold these). An endpoint presents
+// its device key (the TLS certificate's key, proven by the handshake) and,
+// if its device holds the user key, a device certificate issued by its
+// user (carried in the X.509 certificate, rpc/tls.h). Authorize decides
+// from what this side trusts: the user's device list, and its friends.
+#ifndef PEERKV_RPC_PEER_AUTH_H_
+#define PEERKV_RPC_PEER_AUTH_H_
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "auth/certificate.h"
+#include "auth/identity.h"
+#include "auth/keys.h"
+
+namespace peerkv::rpc {
+
+// What this endpoint presents on TLS links.
+struct TlsIdentity {
+  std::shared_ptr<const auth::SigningKey> key;
+  // auth::DeviceCertificate::Encode() for `key`, or empty (a device waiting
+  // to be added holds no user key to issue one).
+  std::string device_certificate;
+};
+
+// What a peer proved in the handshake: its device key, and the device
+// certificate it showed, already checked to be signed by its `user` for
+// that key (absent if it showed none).
+struct PeerCredentials {
+  auth::PublicKey device;
+  std::optional<auth::DeviceCertificate> certificate;
+};
+
+enum class PeerRole {
+  kOwnDevice,  // a device of this side's user: everything
+  kFriend,     // a device certified by a friend: nothing yet (issue 10)
+};
+
+struct AuthenticatedPeer {
+  auth::PublicKey device;
+  auth::PublicKey user;
+  PeerRole role = PeerRole::kOwnDevice;
+};
+
+// What one side trusts at the moment of a handshake.
+struct TrustView {
+  auth::PublicKey user;
+  // The user's device list (removed ones included, with removed_ms set).
+  std::vector<auth::DeviceEntry> devices;
+  std::vector<auth::FriendEntry> friends;
+};
+using TrustSource = std::function<absl::StatusOr<TrustView>()>;
+
+// A device listed and not removed, or one certified by `view.user` and not
+// removed, is an own device; one certified by a friend is that friend.
+// Otherwise PermissionDenied naming the device id: "not a device of user
+// ... nor of a friend; add it with `peerkv device add <id>`", or that it
+// was removed.
+absl::StatusOr<AuthenticatedPeer> Authorize(const TrustView& view, const PeerCredentials& peer);
+
+// The TrustSource of a server: `identity`'s lists read from `store` at
+// each call. Both borrowed.
+TrustSource StoreTrust(const auth::Identity* identity, Store* store);
+
+// Whether HOST of HOST:PORT (or of a bare host) is a loopback address
+// (127.0.0.0/8, ::1, localhost): where plaintext may still be used.
+bool IsLoopbackAddress(const std::string& address);
+
+}  // namespace peerkv::rpc
+
+#endif  // PEERKV_RPC_PEER_AUTH_H_

@@ -1,0 +1,68 @@
+// rpc/tls.h: TLS 1.3 for every TCP link (kj-tls over OpenSSL), pinned by
+// key, never by a CA. Each endpoint shows a self-signed X.509 certificate
+// made from its Ed25519 device key; if it has a device certificate from
+// its user (rpc/peer_auth.h), that rides in a private X.509 extension. The
+// handshake itself accepts any certificate (chain and hostname checks are
+// replaced, see tls.cc); it proves only that the peer holds the key it
+// shows. Who that key is, and what it may do, is decided afterwards by
+// PeerOf + Authorize, so a stranger can be refused with its device id.
+// Internal to rpc/.
+#ifndef PEERKV_RPC_TLS_H_
+#define PEERKV_RPC_TLS_H_
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "kj/async-io.h"
+#include "kj/compat/tls.h"
+#include "rpc/peer_auth.h"
+
+namespace peerkv::rpc {
+
+class TlsEndpoint {
+ public:
+  // A context presenting `identity` (REQUIRES: identity.key; its device
+  // certificate is shown as given, the peer checks it). Accepts time out
+  // after `handshake_timeout_ms` on `timer`.
+  static absl::StatusOr<std::unique_ptr<TlsEndpoint>> Create(const TlsIdentity& identity,
+                                                             kj::Timer& timer,
+                                                             int handshake_timeout_ms);
+  ~TlsEndpoint();
+
+  // The server and client side of a handshake over `stream`. The result's
+  // peerIdentity is a kj::TlsPeerIdentity (read it with PeerOf).
+  kj::Promise<kj::AuthenticatedStream> Accept(kj::AuthenticatedStream stream);
+  kj::Promise<kj::AuthenticatedStream> Connect(kj::AuthenticatedStream stream);
+
+ private:
+  TlsEndpoint() = default;
+  kj::Own<kj::TlsContext> context_;
+};
+
+// The key a TLS peer proved and the device certificate it showed.
+// PermissionDenied (naming what is wrong) for no certificate, a key that
+// is not Ed25519, or a device certificate that is malformed, not for that
+// key, or badly signed.
+absl::StatusOr<PeerCredentials> PeerOf(kj::PeerIdentity& identity);
+
+// A kj exception carrying a refusal: FromKjException (convert.h) turns it
+// back into PermissionDenied with `status`'s message.
+kj::Exception Refusal(const absl::Status& status);
+inline constexpr char kRefusalPrefix[] = "peerkv permission denied: ";
+
+// Authorize for the link's peer: PeerOf, then Authorize against `trust`.
+absl::StatusOr<AuthenticatedPeer> AuthenticatePeer(kj::PeerIdentity& identity,
+                                                   const TrustSource& trust);
+
+// Dials `address` ("unix:PATH" or HOST:PORT). A TCP address with `tls`:
+// the handshake, then the server must be an own device under `trust` (a
+// friend's or a stranger's server is refused: Refusal). Without `tls`,
+// TCP is refused unless the host is loopback. `*peer`, if given, is set to
+// the server's identity (unset for unix: and plaintext).
+kj::Promise<kj::Own<kj::AsyncIoStream>> DialAuthenticated(
+    kj::Network& network, const std::string& address, TlsEndpoint* tls, TrustSource trust,
+    std::shared_ptr<std::optional<AuthenticatedPeer>> peer = nullptr);
+
+}  // namespace peerkv::rpc
+
+#endif  // PEERKV_RPC_TLS_H_
