@@ -81,11 +81,15 @@ absl::StatusOr<std::unique_ptr<EtcdConsensusLog>> EtcdConsensusLog::Create(
     return absl::InvalidArgumentError("etcd key prefix must not be all 0xff bytes");
   }
   return std::unique_ptr<EtcdConsensusLog>(
-      new EtcdConsensusLog(std::move(url), options.prefix));
+      new EtcdConsensusLog(std::move(url), options.prefix, options.identity_recheck));
 }
 
-EtcdConsensusLog::EtcdConsensusLog(etcd::HttpUrl url, std::string prefix)
-    : prefix_(std::move(prefix)), name_(absl::StrCat("etcd at ", url.text)), http_(url) {}
+EtcdConsensusLog::EtcdConsensusLog(etcd::HttpUrl url, std::string prefix,
+                                   absl::Duration identity_recheck)
+    : prefix_(std::move(prefix)),
+      identity_recheck_(identity_recheck),
+      name_(absl::StrCat("etcd at ", url.text)),
+      http_(url) {}
 
 bool EtcdConsensusLog::Reachable() const { return reached_.load(); }
 
@@ -521,7 +525,7 @@ absl::StatusOr<std::vector<Committed>> EtcdConsensusLog::ReadAfter(uint64_t afte
 absl::Status EtcdConsensusLog::LearnLogIdentity(absl::Time deadline) {
   {
     absl::MutexLock lock(&identity_mu_);
-    if (reached_ && absl::Now() - identity_read_at_ < absl::Seconds(1)) return absl::OkStatus();
+    if (reached_ && absl::Now() - identity_read_at_ < identity_recheck_) return absl::OkStatus();
   }
   const std::string marker = absl::StrCat(absl::string_view("\0", 1), "peerkv-log-id:", prefix_);
   std::random_device entropy;

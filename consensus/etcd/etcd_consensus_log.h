@@ -58,6 +58,10 @@ struct EtcdOptions {
   std::string url;
   // Prefix of every etcd key this log uses: 1..64 bytes.
   std::string prefix = "peerkv/";
+  // How long ReadAfter trusts the log identity it read (LogIdentity) before
+  // reading the marker again; also re-read after the service was
+  // unreachable. Zero: every ReadAfter (tests).
+  absl::Duration identity_recheck = absl::Seconds(1);
 };
 
 // Values above this are refused (InvalidArgument): etcd refuses requests
@@ -89,7 +93,7 @@ class EtcdConsensusLog : public ConsensusLog {
   std::string LogIdentity() const override;
 
  private:
-  EtcdConsensusLog(etcd::HttpUrl url, std::string prefix);
+  EtcdConsensusLog(etcd::HttpUrl url, std::string prefix, absl::Duration identity_recheck);
 
   // POSTs a v3 request and parses the JSON answer. Transport failures and
   // etcd's own "unavailable" answers: Unavailable naming the service.
@@ -130,6 +134,7 @@ class EtcdConsensusLog : public ConsensusLog {
   absl::StatusOr<Committed> DecodeKv(const etcd::JsonValue& kv, absl::string_view what) const;
 
   const std::string prefix_;
+  const absl::Duration identity_recheck_;
   const std::string name_;
   etcd::HttpClient http_;
   std::atomic<bool> reached_{true};

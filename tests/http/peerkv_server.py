@@ -30,8 +30,11 @@ class Server:
     def __init__(self, extra=(), data=None, http_listen="127.0.0.1:0"):
         self.data = data or os.path.join(tmpdir("http"), "data")
         self.proc = subprocess.Popen(
+            # --insecure-loopback: these tests are about HTTP; the CLI calls
+            # and the peer link they make go to the RPC port in plaintext
+            # (tests/tls_test covers TLS).
             [PEERKV, "serve", "--data", self.data, "--listen", "127.0.0.1:0",
-             "--http-listen", http_listen, *extra],
+             "--insecure-loopback", "--http-listen", http_listen, *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="backslashreplace")
         self.log = []
         self._cond = threading.Condition()
