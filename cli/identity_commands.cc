@@ -453,17 +453,17 @@ const std::vector<Command>& IdentityCommands() {
        "  remove DEVICE_ID          remove a device (a lost one): recorded for good;\n"
        "                            a removed device is never added again\n"
        "Runs on any device holding the user key. The list is signed by the user\n"
-       "key and replicates to the user's devices. (Refusing a removed device's\n"
-       "connections comes with authenticated links.)\n",
+       "key and replicates to the user's devices; every device that has the\n"
+       "removal refuses the removed device's TLS connections.\n",
        {.with_value = {"name"}}, RunDevice, Target::kData},
       {"friend", "add USER_ID --name N | list | remove USER_ID",
        "add, list or remove friends (users whose devices may connect)",
        "  add USER_ID --name N  trust user USER_ID, shown as N\n"
        "  list                  current friends: USER_ID NAME added TIME\n"
        "  remove USER_ID        stop trusting USER_ID\n"
-       "A friend's certified devices will connect as that friend once links are\n"
-       "authenticated; what a friend may read comes with access control. Until\n"
-       "then a friend gets nothing of yours.\n",
+       "A friend's certified devices may connect (TLS) as that friend; what a\n"
+       "friend may read comes with access control. Until then a friend gets\n"
+       "nothing of yours: its connections get neither records nor the Kv API.\n",
        {.with_value = {"name"}}, RunFriend, Target::kData},
   };
   return *commands;
