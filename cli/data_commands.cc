@@ -272,7 +272,7 @@ const std::vector<Command>& DataCommands() {
        "list records of KS in key order",
        "Prints KEY<TAB>VALUE per line (control bytes escaped as \\xNN), or one\n"
        "JSON object per line with --json (keys and values that are not UTF-8\n"
-       "appear base64-encoded as key_base64/value_base64).\n"
+       "appear base64-encoded as key_b64/value_b64).\n"
        "  --prefix P        only keys starting with P\n"
        "  --limit N         at most N records (default: all)\n"
        "  --start-after K   only keys after K (to continue a previous scan)\n"

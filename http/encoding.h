@@ -2,8 +2,8 @@
 // from kj so they can be unit-tested and fuzzed: strict percent-decoding of
 // path segments and query strings, request routing, UTF-8 checks, JSON
 // output (keys and values that are not UTF-8 go in "*_b64" fields, base64
-// standard alphabet) and a small JSON parser for batch bodies, with a
-// depth and size limit. README "HTTP API" documents the encoding.
+// standard alphabet; common/json.h) and batch bodies read with the strict
+// JSON reader. README "HTTP API" documents the encoding.
 #ifndef PEERKV_HTTP_ENCODING_H_
 #define PEERKV_HTTP_ENCODING_H_
 
@@ -17,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/json.h"
 #include "store/version.h"
 
 namespace peerkv::http {
@@ -54,16 +55,13 @@ struct Target {
 // '/', decoded, so it may hold '/'), and its query.
 absl::StatusOr<Target> ParseTarget(std::string_view target);
 
-bool IsUtf8(std::string_view s);
-std::string Base64(std::string_view bytes);
-// InvalidArgument naming `field` unless `in` is standard base64 (padding
-// optional).
-absl::StatusOr<std::string> Unbase64(std::string_view in, std::string_view field);
+// The shared encodings (common/json.h), by their names here.
+using json::AppendBytesField;
+using json::AppendJsonString;
+using json::Base64;
+using json::IsUtf8;
+using json::Unbase64;
 
-// Appends `s` (valid UTF-8) as a JSON string literal.
-void AppendJsonString(std::string& out, std::string_view s);
-// Appends `"name":"s"` for UTF-8 `s`, or `"name_b64":"BASE64"` otherwise.
-void AppendBytesField(std::string& out, std::string_view name, std::string_view bytes);
 // {"keyspace":..,"key":..,"value":..,"version":..,"seq":N,"deleted":B}
 // (the value left out for tombstones).
 void AppendRecordJson(std::string& out, std::string_view keyspace, std::string_view key,
@@ -74,21 +72,6 @@ std::string ErrorJson(const absl::Status& status);
 int HttpCode(absl::StatusCode code);
 // "NOT_FOUND" for kNotFound...
 std::string CodeName(absl::StatusCode code);
-
-// A parsed JSON value (batch bodies).
-struct Json {
-  enum Kind { kNull, kBool, kNumber, kString, kArray, kObject } kind = kNull;
-  bool boolean = false;
-  double number = 0;
-  std::string string;
-  std::vector<Json> array;
-  std::vector<std::pair<std::string, Json>> object;
-  const Json* Find(std::string_view name) const;
-};
-inline constexpr int kMaxJsonDepth = 16;
-// InvalidArgument with the byte offset on malformed input, nesting deeper
-// than kMaxJsonDepth, or strings that are not UTF-8.
-absl::StatusOr<Json> ParseJson(std::string_view text);
 
 // A batch body: {"writes":[{"keyspace":"ks","key":"k","value":"v"},
 // {"keyspace":"ks","key_b64":"..","value_b64":".."},

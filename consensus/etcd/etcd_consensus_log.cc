@@ -16,7 +16,7 @@
 namespace peerkv::consensus {
 namespace {
 
-using etcd::JsonValue;
+using json::JsonValue;
 
 // Abseil 20220623 as Debian builds it has its own string_view, not
 // std::string_view.
@@ -26,7 +26,7 @@ constexpr char kRecordFormat = 1;
 constexpr size_t kRecordHeaderBytes = 1 + 8 + 8 + 1;
 constexpr size_t kMaxPrefixBytes = 64;
 
-std::string B64(absl::string_view bytes) { return etcd::JsonQuote(absl::Base64Escape(bytes)); }
+std::string B64(absl::string_view bytes) { return json::JsonQuote(absl::Base64Escape(bytes)); }
 
 void PutBigEndian(std::string& out, uint64_t v) {
   for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<char>(v >> shift));
@@ -109,7 +109,7 @@ absl::StatusOr<JsonValue> EtcdConsensusLog::Call(absl::string_view path, const s
         absl::StrCat(name_, " answered garbage to ", path, ": ", response.status().message()));
   }
   reached_ = true;
-  absl::StatusOr<JsonValue> json = etcd::ParseJson(response->body);
+  absl::StatusOr<JsonValue> json = json::ParseJson(response->body);
   if (!json.ok() || json->type != JsonValue::Type::kObject) {
     return absl::InternalError(absl::StrCat(
         name_, " answered ", path, " with HTTP ", response->status, " and a body that is not a JSON object (",
@@ -147,11 +147,11 @@ absl::StatusOr<Committed> EtcdConsensusLog::DecodeKv(const JsonValue& kv,
   if (kv.type != JsonValue::Type::kObject) {
     return Malformed(name_, what, absl::InvalidArgumentError("a kv is not an object"));
   }
-  absl::StatusOr<std::string> key = etcd::JsonBytes(kv, "key", "kv");
+  absl::StatusOr<std::string> key = json::JsonBytes(kv, "key", "kv");
   if (!key.ok()) return Malformed(name_, what, key.status());
-  absl::StatusOr<std::string> value = etcd::JsonBytes(kv, "value", "kv");
+  absl::StatusOr<std::string> value = json::JsonBytes(kv, "value", "kv");
   if (!value.ok()) return Malformed(name_, what, value.status());
-  absl::StatusOr<uint64_t> mod = etcd::JsonUint(kv, "mod_revision", "kv");
+  absl::StatusOr<uint64_t> mod = json::JsonUint(kv, "mod_revision", "kv");
   if (!mod.ok()) return Malformed(name_, what, mod.status());
   const std::string shown = absl::CHexEscape(key->substr(0, 200));
   auto corrupt = [&](absl::string_view why) {
@@ -309,7 +309,7 @@ absl::StatusOr<ProposeResult> EtcdConsensusLog::Propose(const Proposal& proposal
       const JsonValue* header = answer.Find("header");
       absl::StatusOr<uint64_t> revision =
           header == nullptr ? absl::StatusOr<uint64_t>(0)
-                            : etcd::JsonUint(*header, "revision", "header");
+                            : json::JsonUint(*header, "revision", "header");
       if (!revision.ok()) return Malformed(name_, "txn answer", revision.status());
       if (*revision == 0) {
         return Malformed(name_, "txn answer",
@@ -377,9 +377,9 @@ absl::StatusOr<EtcdConsensusLog::Watched> EtcdConsensusLog::WatchFrom(uint64_t f
   Watched watched;
   absl::Status status = http_.Stream("/v3/watch", body, deadline, [&](absl::string_view data) {
     pending.append(data.data(), data.size());
-    if (pending.size() > etcd::kJsonMaxBytes) {
+    if (pending.size() > json::JsonLimits{}.max_bytes) {
       malformed = absl::InvalidArgumentError(
-          absl::StrCat("a watch message longer than ", etcd::kJsonMaxBytes, " bytes"));
+          absl::StrCat("a watch message longer than ", json::JsonLimits{}.max_bytes, " bytes"));
       return false;
     }
     // The gateway sends one JSON object per message, each ending in '\n'.
@@ -387,7 +387,7 @@ absl::StatusOr<EtcdConsensusLog::Watched> EtcdConsensusLog::WatchFrom(uint64_t f
       const std::string line = pending.substr(0, nl);
       pending.erase(0, nl + 1);
       if (line.find_first_not_of(" \r\t") == std::string::npos) continue;
-      absl::StatusOr<JsonValue> message = etcd::ParseJson(line);
+      absl::StatusOr<JsonValue> message = json::ParseJson(line);
       if (!message.ok()) {
         malformed = message.status();
         return false;
@@ -398,7 +398,7 @@ absl::StatusOr<EtcdConsensusLog::Watched> EtcdConsensusLog::WatchFrom(uint64_t f
             "a watch message without a result: ", absl::CHexEscape(line.substr(0, 200))));
         return false;
       }
-      absl::StatusOr<uint64_t> compacted = etcd::JsonUint(*result, "compact_revision", "result");
+      absl::StatusOr<uint64_t> compacted = json::JsonUint(*result, "compact_revision", "result");
       if (!compacted.ok()) {
         malformed = compacted.status();
         return false;
@@ -494,7 +494,7 @@ absl::StatusOr<std::vector<Committed>> EtcdConsensusLog::ReadAfter(uint64_t afte
     if (const JsonValue* type = event.Find("type"); type != nullptr && type->text != "PUT") {
       const JsonValue* kv = event.Find("kv");
       absl::StatusOr<std::string> key =
-          kv == nullptr ? absl::StatusOr<std::string>("?") : etcd::JsonBytes(*kv, "key", "kv");
+          kv == nullptr ? absl::StatusOr<std::string>("?") : json::JsonBytes(*kv, "key", "kv");
       return absl::DataLossError(absl::StrCat(
           name_, ": etcd key '", absl::CHexEscape(key.ok() ? key->substr(0, 200) : "?"),
           "' was deleted (", type->text.substr(0, 20),
@@ -553,7 +553,7 @@ absl::Status EtcdConsensusLog::LearnLogIdentity(absl::Time deadline) {
       return Malformed(name_, "log identity answer",
                        absl::InvalidArgumentError("no marker key in a failed create"));
     }
-    absl::StatusOr<std::string> value = etcd::JsonBytes(kvs->array[0], "value", "kv");
+    absl::StatusOr<std::string> value = json::JsonBytes(kvs->array[0], "value", "kv");
     if (!value.ok()) return Malformed(name_, "log identity answer", value.status());
     if (value->empty() || value->size() > 64) {
       return Malformed(name_, "log identity answer",

@@ -49,7 +49,7 @@
 #include "absl/synchronization/mutex.h"
 #include "consensus/consensus_log.h"
 #include "consensus/etcd/http_client.h"
-#include "consensus/etcd/json.h"
+#include "common/json.h"
 
 namespace peerkv::consensus {
 
@@ -97,7 +97,7 @@ class EtcdConsensusLog : public ConsensusLog {
 
   // POSTs a v3 request and parses the JSON answer. Transport failures and
   // etcd's own "unavailable" answers: Unavailable naming the service.
-  absl::StatusOr<etcd::JsonValue> Call(absl::string_view path, const std::string& body,
+  absl::StatusOr<json::JsonValue> Call(absl::string_view path, const std::string& body,
                                        absl::Time deadline, bool idempotent);
   // A read of one etcd key (linearizable unless `serializable`): its
   // committed record, nullopt if absent. Remembered.
@@ -113,7 +113,7 @@ class EtcdConsensusLog : public ConsensusLog {
   // compacted.
   struct Watched {
     bool compacted = false;
-    std::vector<etcd::JsonValue> events;
+    std::vector<json::JsonValue> events;
   };
   absl::StatusOr<Watched> WatchFrom(uint64_t from, absl::Time deadline);
   // The last write of every key written after `after`, by mod_revision: a
@@ -131,7 +131,7 @@ class EtcdConsensusLog : public ConsensusLog {
   // and after the service was unreachable.
   absl::Status LearnLogIdentity(absl::Time deadline);
   // A kv from an answer (`what` names where it came from) as a commit.
-  absl::StatusOr<Committed> DecodeKv(const etcd::JsonValue& kv, absl::string_view what) const;
+  absl::StatusOr<Committed> DecodeKv(const json::JsonValue& kv, absl::string_view what) const;
 
   const std::string prefix_;
   const absl::Duration identity_recheck_;

@@ -1,17 +1,18 @@
-// consensus/etcd/json.cc: the strict JSON reader.
-#include "consensus/etcd/json.h"
+// common/json.cc: the strict JSON reader and the shared encodings.
+#include "common/json.h"
 
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
-namespace peerkv::consensus::etcd {
+namespace peerkv::json {
 namespace {
 
 class Parser {
  public:
-  explicit Parser(absl::string_view text) : text_(text) {}
+  Parser(std::string_view text, const JsonLimits& limits) : text_(text), limits_(limits) {}
 
   absl::StatusOr<JsonValue> Document() {
     JsonValue value;
@@ -24,9 +25,9 @@ class Parser {
   }
 
  private:
-  absl::Status Error(absl::string_view expected) const {
+  absl::Status Error(std::string_view expected) const {
     return absl::InvalidArgumentError(
-        absl::StrCat("malformed JSON at byte ", pos_, ": expected ", expected));
+        absl::StrFormat("malformed JSON at byte %d: expected %s", pos_, expected));
   }
 
   void SkipSpace() {
@@ -36,17 +37,17 @@ class Parser {
     }
   }
 
-  bool Literal(absl::string_view word) {
+  bool Literal(std::string_view word) {
     if (text_.substr(pos_, word.size()) != word) return false;
     pos_ += word.size();
     return true;
   }
 
   absl::Status Value(JsonValue& out, size_t depth) {
-    if (depth > kJsonMaxDepth) {
+    if (depth > limits_.max_depth) {
       return absl::InvalidArgumentError(
           absl::StrCat("malformed JSON at byte ", pos_, ": nested deeper than ",
-                       kJsonMaxDepth));
+                       limits_.max_depth));
     }
     if (pos_ >= text_.size()) return Error("a value");
     const char c = text_[pos_];
@@ -142,8 +143,17 @@ class Parser {
       }
       if (c < 0x20) return Error("no control character inside a string");
       if (c != '\\') {
-        out.push_back(static_cast<char>(c));
-        ++pos_;
+        const size_t run = pos_;
+        while (pos_ < text_.size() && text_[pos_] != '"' && text_[pos_] != '\\' &&
+               static_cast<unsigned char>(text_[pos_]) >= 0x20) {
+          ++pos_;
+        }
+        const std::string_view bytes = text_.substr(run, pos_ - run);
+        if (!IsUtf8(bytes)) {
+          pos_ = run;
+          return Error("UTF-8 text");
+        }
+        out.append(bytes);
         continue;
       }
       ++pos_;
@@ -229,7 +239,9 @@ class Parser {
       JsonValue value;
       status = Value(value, depth + 1);
       if (!status.ok()) return status;
-      out.object[name] = std::move(value);
+      if (!out.object.emplace(std::move(name), std::move(value)).second) {
+        return Error("unique member names");
+      }
       SkipSpace();
       if (pos_ < text_.size() && text_[pos_] == ',') {
         ++pos_;
@@ -243,61 +255,140 @@ class Parser {
     }
   }
 
-  absl::string_view text_;
+  std::string_view text_;
+  const JsonLimits limits_;
   size_t pos_ = 0;
 };
 
 }  // namespace
 
-const JsonValue* JsonValue::Find(absl::string_view name) const {
+const JsonValue* JsonValue::Find(std::string_view name) const {
   if (type != Type::kObject) return nullptr;
   auto it = object.find(name);
   return it == object.end() ? nullptr : &it->second;
 }
 
-absl::StatusOr<JsonValue> ParseJson(absl::string_view text) {
-  if (text.size() > kJsonMaxBytes) {
+absl::StatusOr<JsonValue> ParseJson(std::string_view text, const JsonLimits& limits) {
+  if (text.size() > limits.max_bytes) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "JSON document of ", text.size(), " bytes exceeds the limit of ", kJsonMaxBytes));
+        "JSON document of ", text.size(), " bytes exceeds the limit of ", limits.max_bytes));
   }
-  return Parser(text).Document();
+  return Parser(text, limits).Document();
 }
 
-std::string JsonQuote(absl::string_view s) {
-  std::string out = "\"";
-  for (const char ch : s) {
-    const unsigned char c = static_cast<unsigned char>(ch);
-    if (c == '"') out += "\\\"";
-    else if (c == '\\') out += "\\\\";
-    else if (c < 0x20) out += absl::StrCat("\\u00", absl::Hex(c, absl::kZeroPad2));
-    else out.push_back(ch);
+bool IsUtf8(std::string_view bytes) {
+  size_t i = 0;
+  while (i < bytes.size()) {
+    const unsigned char c = static_cast<unsigned char>(bytes[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t extra;
+    uint32_t code;
+    if ((c & 0xe0) == 0xc0) {
+      extra = 1;
+      code = c & 0x1f;
+    } else if ((c & 0xf0) == 0xe0) {
+      extra = 2;
+      code = c & 0x0f;
+    } else if ((c & 0xf8) == 0xf0) {
+      extra = 3;
+      code = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + extra >= bytes.size()) return false;
+    for (size_t k = 1; k <= extra; ++k) {
+      const unsigned char cc = static_cast<unsigned char>(bytes[i + k]);
+      if ((cc & 0xc0) != 0x80) return false;
+      code = (code << 6) | (cc & 0x3f);
+    }
+    // Overlong forms, surrogates and values beyond U+10FFFF are not UTF-8.
+    static constexpr uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
+    if (code < kMin[extra] || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) {
+      return false;
+    }
+    i += extra + 1;
   }
-  out += "\"";
+  return true;
+}
+
+void AppendJsonString(std::string& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out.push_back('"');
+  for (const unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20 || c == 0x7f || c == '<') {
+          out += "\\u00";
+          out.push_back(kHex[c >> 4]);
+          out.push_back(kHex[c & 15]);
+        } else {
+          out.push_back(static_cast<char>(c));
+        }
+    }
+  }
+  out.push_back('"');
+}
+
+std::string JsonQuote(std::string_view s) {
+  std::string out;
+  AppendJsonString(out, s);
   return out;
 }
 
-absl::StatusOr<uint64_t> JsonUint(const JsonValue& object, absl::string_view name,
-                                  absl::string_view what) {
+std::string Base64(std::string_view bytes) {
+  return absl::Base64Escape(absl::string_view(bytes.data(), bytes.size()));
+}
+
+absl::StatusOr<std::string> Unbase64(std::string_view in, std::string_view field) {
+  std::string out;
+  if (!absl::Base64Unescape(absl::string_view(in.data(), in.size()), &out)) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s is not base64", field));
+  }
+  return out;
+}
+
+void AppendBytesField(std::string& out, std::string_view name, std::string_view bytes) {
+  out.push_back('"');
+  out += name;
+  if (IsUtf8(bytes)) {
+    out += "\":";
+    AppendJsonString(out, bytes);
+  } else {
+    out += "_b64\":\"";
+    out += Base64(bytes);
+    out.push_back('"');
+  }
+}
+
+absl::StatusOr<uint64_t> JsonUint(const JsonValue& object, std::string_view name,
+                                  std::string_view what) {
   const JsonValue* v = object.Find(name);
   if (v == nullptr) return 0;
   uint64_t out = 0;
   if ((v->type != JsonValue::Type::kString && v->type != JsonValue::Type::kNumber) ||
       !absl::SimpleAtoi(v->text, &out)) {
     return absl::InvalidArgumentError(
-        absl::StrCat(what, ".", name, " is not an unsigned integer"));
+        absl::StrFormat("%s.%s is not an unsigned integer", what, name));
   }
   return out;
 }
 
-absl::StatusOr<std::string> JsonBytes(const JsonValue& object, absl::string_view name,
-                                      absl::string_view what) {
+absl::StatusOr<std::string> JsonBytes(const JsonValue& object, std::string_view name,
+                                      std::string_view what) {
   const JsonValue* v = object.Find(name);
   if (v == nullptr) return std::string();
-  std::string out;
-  if (v->type != JsonValue::Type::kString || !absl::Base64Unescape(v->text, &out)) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ".", name, " is not base64"));
+  if (v->type != JsonValue::Type::kString) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s.%s is not base64", what, name));
   }
-  return out;
+  return Unbase64(v->text, absl::StrFormat("%s.%s", what, name));
 }
 
-}  // namespace peerkv::consensus::etcd
+}  // namespace peerkv::json
