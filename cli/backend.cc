@@ -40,22 +40,22 @@ std::string FactValueJson(const std::string& name, const std::string& value) {
 }  // namespace
 
 std::string FactsJsonMembers(const std::vector<std::pair<std::string, std::string>>& facts) {
-  std::map<std::string, int> times;
-  for (const auto& [name, value] : facts) ++times[name];
-  std::vector<std::string> members;
-  std::map<std::string, std::vector<std::string>> repeated;
+  // Names in the order they first appear, each with all its values: a name
+  // given once is a member, a repeated one an array.
+  std::vector<std::string> order;
+  std::map<std::string, std::vector<std::string>> values;
   for (const auto& [name, value] : facts) {
-    if (times[name] == 1) {
-      members.push_back(absl::StrCat(JsonString(name), ":", FactValueJson(name, value)));
-    } else {
-      if (repeated[name].empty()) members.push_back(name);  // placeholder, filled below
-      repeated[name].push_back(FactValueJson(name, value));
-    }
+    std::vector<std::string>& of_name = values[name];
+    if (of_name.empty()) order.push_back(name);
+    of_name.push_back(FactValueJson(name, value));
   }
-  for (std::string& m : members) {
-    if (auto it = repeated.find(m); it != repeated.end()) {
-      m = absl::StrCat(JsonString(m), ":[", absl::StrJoin(it->second, ","), "]");
-    }
+  std::vector<std::string> members;
+  members.reserve(order.size());
+  for (const std::string& name : order) {
+    const std::vector<std::string>& of_name = values[name];
+    members.push_back(of_name.size() == 1
+                          ? absl::StrCat(JsonString(name), ":", of_name[0])
+                          : absl::StrCat(JsonString(name), ":[", absl::StrJoin(of_name, ","), "]"));
   }
   return absl::StrJoin(members, ",");
 }
