@@ -415,12 +415,14 @@ class KvImpl final : public wire::Kv::Server {
            results.initError());
       return kj::READY_NOW;
     }
-    if (absl::Status forgotten = loop_.store().ForgetPeer(id); !forgotten.ok()) {
-      Fail("forgetPeer", forgotten, results.initError());
-      return kj::READY_NOW;
-    }
-    results.setReplicaId(id);
-    return kj::READY_NOW;
+    // A commit on the store's writer: off the loop, like the journal calls.
+    Store* store = &loop_.store();
+    return loop_.OffLoop<absl::Status>([store, id] { return store->ForgetPeer(id); })
+        .then([this, context, id](absl::Status forgotten) mutable {
+          auto results = context.getResults();
+          if (!forgotten.ok()) return Fail("forgetPeer", forgotten, results.initError());
+          results.setReplicaId(id);
+        });
   }
 
   kj::Promise<void> status(StatusContext context) override {
