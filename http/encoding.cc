@@ -3,6 +3,7 @@
 
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
 namespace peerkv::http {
@@ -219,7 +220,9 @@ absl::StatusOr<std::string> BytesField(const JsonValue& write, std::string_view 
 
 absl::StatusOr<std::vector<Mutation>> ParseBatch(std::string_view body, size_t max_writes) {
   absl::StatusOr<JsonValue> doc = json::ParseJson(body, kBatchJsonLimits);
-  if (!doc.ok()) return doc.status();
+  if (!doc.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid JSON body: ", doc.status().message()));
+  }
   const JsonValue* writes = doc->Find("writes");
   if (writes == nullptr || writes->type != JsonValue::Type::kArray) {
     return absl::InvalidArgumentError("the body must be {\"writes\":[...]}");

@@ -19,7 +19,7 @@ import unittest
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peerkv_server import Server, cli  # noqa: E402
+from peerkv_server import Server, cli, pair, tmpdir  # noqa: E402
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
@@ -191,7 +191,7 @@ class HttpApiTest(unittest.TestCase):
         self.assertEqual(hdrs["content-type"], "application/octet-stream")
         self.assertEqual(hdrs["x-peerkv-version"], version)
         # The CLI sees the same record.
-        _, out, _ = cli("--server", self.server.rpc, "put", "bytes", "plain", "text")
+        _, out, _ = cli("--server", self.server.sock, "put", "bytes", "plain", "text")
         code, body, _ = curl("GET", self.url("/v1/kv/bytes"), token=self.token)
         page = json.loads(body)
         by_key = {}
@@ -250,7 +250,7 @@ class HttpApiTest(unittest.TestCase):
         ks = "watched"
         w = SseReader(self.server.http, f"/v1/watch/{ks}", self.token)
         self.assertEqual(w.status, 200)
-        cli("--server", self.server.rpc, "put", ks, "a", "1")
+        cli("--server", self.server.sock, "put", ks, "a", "1")
         seq_a, rec = w.next_event()
         self.assertEqual((rec["key"], rec["value"]), ("a", "1"))
         curl("PUT", self.url(f"/v1/kv/{ks}/b"), data=b"\xfe", token=self.token)
@@ -258,7 +258,7 @@ class HttpApiTest(unittest.TestCase):
         self.assertEqual(base64.b64decode(rec["value_b64"]), b"\xfe")
         self.assertGreater(int(seq_b), int(seq_a))
         w.close()
-        cli("--server", self.server.rpc, "del", ks, "a")
+        cli("--server", self.server.sock, "del", ks, "a")
         # Resumed after the last event seen: only what came after it.
         w = SseReader(self.server.http, f"/v1/watch/{ks}", self.token, last_event_id=seq_b)
         _, rec = w.next_event()
@@ -491,13 +491,17 @@ class HttpApiTest(unittest.TestCase):
 
 class HttpPeersTest(unittest.TestCase):
     def test_peer_in_status_and_metrics(self):
-        a = Server(extra=["--http-insecure-loopback", "--replica-name", "alpha",
-                          "--gossip-interval-ms", "100"])
+        # Two devices of one user: their link is TLS, pinned by key.
+        a_data = os.path.join(tmpdir("alpha"), "data")
+        b_data = os.path.join(tmpdir("beta"), "data")
+        pair(a_data, b_data)
+        a = Server(data=a_data, extra=["--http-insecure-loopback", "--replica-name", "alpha",
+                                       "--gossip-interval-ms", "100"])
         b = None
         try:
-            b = Server(extra=["--http-insecure-loopback", "--replica-name", "beta",
-                              "--gossip-interval-ms", "100", "--peer", a.rpc])
-            cli("--server", a.rpc, "put", "shared", "k", "v")
+            b = Server(data=b_data, extra=["--http-insecure-loopback", "--replica-name", "beta",
+                                           "--gossip-interval-ms", "100", "--peer", a.rpc])
+            cli("--server", a.sock, "put", "shared", "k", "v")
             # Bounded wait for the link to come up and the record to arrive.
             deadline = time.monotonic() + 20
             while True:

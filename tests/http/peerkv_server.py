@@ -1,7 +1,9 @@
 """tests/http/peerkv_server.py: a real `peerkv serve` process with the
 HTTP front end, for the HTTP process and browser tests: loopback, port 0
 (the HTTP and RPC ports are read from its log), a data directory under
-TEST_TMPDIR, stopped by its own PID."""
+TEST_TMPDIR, stopped by its own PID. The CLI reaches it through its Unix
+socket (`Server.sock`); servers that peer are made devices of one user
+with the product's own pairing commands (`pair`), so their link is TLS."""
 
 import os
 import re
@@ -26,15 +28,30 @@ def cli(*args, check=True):
     return p.returncode, p.stdout, p.stderr
 
 
+def identity(data):
+    """(device id, user id) of an initialised data directory (`peerkv id`)."""
+    _, out, _ = cli("--data", data, "id")
+    fields = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+    return fields["device"], fields["user"].split(" ")[0]
+
+
+def pair(first, second):
+    """Makes data directory `second` a device of `first`'s user, as README's
+    pairing walkthrough does: `init --user` on the first, `init --join` on the
+    second, `device add` on the first. Neither may be initialised yet."""
+    cli("--data", first, "init", "--user", "test")
+    _, user = identity(first)
+    cli("--data", second, "init", "--join", user)
+    device, _ = identity(second)
+    cli("--data", first, "device", "add", device, "--name", os.path.basename(second))
+
+
 class Server:
     def __init__(self, extra=(), data=None, http_listen="127.0.0.1:0"):
         self.data = data or os.path.join(tmpdir("http"), "data")
         self.proc = subprocess.Popen(
-            # --insecure-loopback: these tests are about HTTP; the CLI calls
-            # and the peer link they make go to the RPC port in plaintext
-            # (tests/tls_test covers TLS).
             [PEERKV, "serve", "--data", self.data, "--listen", "127.0.0.1:0",
-             "--insecure-loopback", "--http-listen", http_listen, *extra],
+             "--http-listen", http_listen, *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="backslashreplace")
         self.log = []
         self._cond = threading.Condition()
@@ -43,6 +60,7 @@ class Server:
         line = self.wait_for_log("listening on", 30)
         m = re.search(r"listening on (\S+),", line)
         self.rpc = m.group(1)
+        self.sock = "unix:" + os.path.join(self.data, "peerkv.sock")
         m = re.search(r"HTTP on http://([^/\s]+)/", "\n".join(self.log))
         self.http = m.group(1)
         self.base = "http://" + self.http

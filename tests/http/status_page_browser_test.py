@@ -198,7 +198,7 @@ class StatusPageBrowserTest(unittest.TestCase):
             tools.wait_js("document.body && document.body.dataset.watching === 'browser'",
                           "the feed to open")
             tools.wait_js("document.querySelector('#replica td')", "the replica table")
-            cli("--server", server.rpc, "put", "browser", "hello", "from the CLI")
+            cli("--server", server.sock, "put", "browser", "hello", "from the CLI")
             tools.wait_js("document.querySelector('#feed li[data-key=\"hello\"]')",
                           "the record on the page")
             text = tools.call("Runtime.evaluate",
