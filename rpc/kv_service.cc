@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "common/log.h"
 #include "consensus/strong_keyspaces.h"
+#include "rpc/call_metrics.h"
 #include "rpc/convert.h"
 #include "rpc/server_loop.h"
 #include "kj/debug.h"
@@ -121,6 +122,25 @@ class KvImpl final : public wire::Kv::Server {
  public:
   KvImpl(ServerLoop& loop, std::string peer, kj::Own<WatchWindow> watch_window)
       : loop_(loop), peer_(std::move(peer)), watch_window_(kj::mv(watch_window)) {}
+
+  // Every call counted and timed by method and outcome (rpc/call_metrics.h),
+  // before its answer is sent.
+  DispatchCallResult dispatchCall(
+      uint64_t interface_id, uint16_t method_id,
+      capnp::CallContext<capnp::AnyPointer, capnp::AnyPointer> context) override {
+    const absl::Time start = absl::Now();
+    DispatchCallResult call = wire::Kv::Server::dispatchCall(interface_id, method_id, context);
+    call.promise = call.promise.then(
+        [method_id, context, start]() mutable -> kj::Promise<void> {
+          CountKvCall(method_id, context.getResults(), start);
+          return kj::READY_NOW;
+        },
+        [method_id, start](kj::Exception&& e) -> kj::Promise<void> {
+          CountKvCallException(method_id, start);
+          return kj::mv(e);
+        });
+    return call;
+  }
 
   kj::Promise<void> get(GetContext context) override {
     auto params = context.getParams();

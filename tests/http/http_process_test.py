@@ -295,6 +295,11 @@ class HttpApiTest(unittest.TestCase):
         curl("PUT", self.url("/v1/kv/m/k"), data=b"v", token=self.token)
         curl("GET", self.url("/v1/kv/m/k"), token=self.token)
         curl("GET", self.url("/v1/kv/m/missing"), token=self.token)
+        # RPC calls (the CLI over the Unix socket) are counted by method and code.
+        cli("--server", self.server.sock, "put", "m", "r", "1")
+        rc, _, _ = cli("--server", self.server.sock, "put", "m", "r", "x" * 10, "--if-absent",
+                       check=False)
+        self.assertNotEqual(rc, 0)
         code, body, hdrs = curl("GET", self.url("/metrics"), token=self.token)
         self.assertEqual(code, 200)
         self.assertIn("text/plain", hdrs["content-type"])
@@ -308,10 +313,15 @@ class HttpApiTest(unittest.TestCase):
                            ("peerkv_peer_reachable", "gauge")]:
             self.assertIn(name, families)
             self.assertEqual(families[name].type, kind, name)
-        got = {(s.labels.get("op"), s.labels.get("code")): s.value
+        got = {(s.labels.get("frontend"), s.labels.get("op"), s.labels.get("code")): s.value
                for s in families["peerkv_requests"].samples}
-        self.assertGreaterEqual(got[("get", "404")], 1)
-        self.assertGreaterEqual(got[("put", "200")], 1)
+        self.assertGreaterEqual(got[("http", "get", "404")], 1)
+        self.assertGreaterEqual(got[("http", "put", "200")], 1)
+        self.assertGreaterEqual(got[("rpc", "put", "OK")], 1)
+        self.assertGreaterEqual(got[("rpc", "writeIf", "FAILED_PRECONDITION")], 1, got)
+        timed = {(s.labels.get("frontend"), s.labels.get("op")) for s in
+                 families["peerkv_request_duration_seconds"].samples if s.name.endswith("_count")}
+        self.assertIn(("rpc", "put"), timed)
         commits = [s for s in families["peerkv_commit_duration_seconds"].samples
                    if s.name.endswith("_count")]
         self.assertGreaterEqual(commits[0].value, 1)
