@@ -577,7 +577,10 @@ class Store {
   // Runs `apply` on the writer thread between groups (a MetaSwitch
   // request) and waits for it: what Fork and ForgetRetiredIds change.
   absl::Status RunOnWriter(absl::AnyInvocable<absl::Status()> apply);
-  absl::Status SwitchToForkedId(ForkResult& result);
+  // `kept_marks`: the watermarks before a fresh-clock fork, kept as stale
+  // evidence (fork_marks_); nullptr after a restore, whose watermarks may
+  // claim records of the lost life.
+  absl::Status SwitchToForkedId(ForkResult& result, const Watermarks* kept_marks);
   absl::Status CommitForgotten(const std::vector<uint64_t>& fresh);
   // In `txn`, before the checkpoints are dropped: adds them (and the held
   // ones) to the forgotten checkpoints, written to meta; *out gets the new
@@ -585,7 +588,8 @@ class Store {
   absl::Status RememberCheckpoints(
       MDB_txn* txn, absl::flat_hash_map<uint64_t, PeerCheckpoint>* out) const;
   absl::Status LoadForgottenCheckpoints(MDB_txn* txn);
-  absl::Status CommitFork(const ForkResult& fork, const Lineage& lineage);
+  absl::Status CommitFork(const ForkResult& fork, const Lineage& lineage,
+                          const Watermarks* kept_marks);
   absl::Status Restamp(uint64_t old_id, uint64_t after_seq, uint64_t* restamped);
 
   // Submission (any thread).
@@ -645,6 +649,7 @@ class Store {
   absl::Status LoadTombstoneState(MDB_txn* txn);
   absl::Status CollectStep(size_t max_examined, CollectResult& result);
   absl::Status WriteAcks(MDB_txn* txn) const;
+  absl::Status WriteForkMarks(MDB_txn* txn, const Watermarks& marks) const;
   void CollectorLoop();
   absl::Status ApplyRestamp(writer::GroupTxn& txn, writer::RestampBatch& batch);
   // Writes the claimed and held checkpoints and watermarks and the meta
@@ -813,6 +818,12 @@ class Store {
   mutable absl::Mutex acks_mu_;
   mutable absl::flat_hash_map<uint64_t, Watermarks> acks_ ABSL_GUARDED_BY(acks_mu_);
   absl::flat_hash_map<uint64_t, Watermarks> forgotten_peers_ ABSL_GUARDED_BY(acks_mu_);
+  // What this replica's watermarks claimed before its fresh-clock forks
+  // (merged over them): a fork drops the watermarks, yet tombstones
+  // collected under them stay collected, so a record these cover, for a
+  // key held nothing of and not after the collected horizon, is still
+  // stale (StaleRuleFor). Persisted in meta "fork_marks".
+  Watermarks fork_marks_ ABSL_GUARDED_BY(acks_mu_);
   mutable bool acks_overflow_ ABSL_GUARDED_BY(acks_mu_) = false;
   std::atomic<uint64_t> collected_horizon_{0};
   std::atomic<uint64_t> tombstones_collected_{0};
