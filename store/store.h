@@ -230,7 +230,9 @@ class Store {
   // ahead even after the wall clock was fixed. The new id starts its clock
   // afresh at the stamping time (new versions of a new id: no peer's
   // watermark covers them), and the old id's writes committed during the
-  // fork are re-stamped. Records keep their versions; a later local write
+  // fork are re-stamped. Its dropped watermarks were honest (nothing was
+  // lost), so what they claimed is kept as stale evidence for collected
+  // tombstones (fork_marks_, see StaleRuleFor). Records keep their versions; a later local write
   // of a key whose stored version is ahead of the fresh clock is stamped
   // just above that version (see ApplyLocalWrite), so it still wins.
   absl::StatusOr<ForkResult> Fork(uint64_t restamp_after_seq = UINT64_MAX,
