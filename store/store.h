@@ -632,9 +632,10 @@ class Store {
   absl::Status ApplyRemoteBatch(writer::GroupTxn& txn, writer::RemoteBatch& batch);
   // Tombstone collection's side of a merge (tombstones.cc): true if
   // `remote` is stale (a live record for a key this replica holds nothing
-  // of, covered by its watermarks, or by what peer `source` was forgotten
-  // with, and not after the newest tombstone it collected): it is refused
-  // (in `result`) and answered with a fresh tombstone written in `txn`.
+  // of, covered by its watermarks (or its fork marks), or by what peer
+  // `source` was forgotten with, and not after the newest tombstone it
+  // collected): it is refused (in `result`) and answered with a fresh
+  // tombstone written in `txn`. A stale tombstone is dropped silently.
   // A record from peer `source` that what it was forgotten with covers
   // (ForgetPeer) is refused too, if it would win. `rule` is read once per
   // batch (StaleRuleFor; nullopt: nothing can be stale).
