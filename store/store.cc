@@ -852,6 +852,12 @@ absl::Status Store::ApplyRemoteBatch(GroupTxn& txn, RemoteBatch& batch) {
       held.push_back(remote);
       continue;
     }
+    // The stale rule holds for these too (collection may have run since).
+    if (stale_rule.has_value()) {
+      PEERKV_ASSIGN_OR_RETURN(const bool stale,
+                              RefuseIfStale(txn, remote, *stale_rule, batch.result));
+      if (stale) continue;
+    }
     clock_->Observe(remote.version.hlc);
     PEERKV_ASSIGN_OR_RETURN(const bool won, txn.ApplyRemote(remote, source));
     if (won) ++batch.result.won;

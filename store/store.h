@@ -230,7 +230,9 @@ class Store {
   // ahead even after the wall clock was fixed. The new id starts its clock
   // afresh at the stamping time (new versions of a new id: no peer's
   // watermark covers them), and the old id's writes committed during the
-  // fork are re-stamped. Records keep their versions; a later local write
+  // fork are re-stamped. Its dropped watermarks were honest (nothing was
+  // lost), so what they claimed is kept as stale evidence for collected
+  // tombstones (fork_marks_, see StaleRuleFor). Records keep their versions; a later local write
   // of a key whose stored version is ahead of the fresh clock is stamped
   // just above that version (see ApplyLocalWrite), so it still wins.
   absl::StatusOr<ForkResult> Fork(uint64_t restamp_after_seq = UINT64_MAX,
@@ -577,7 +579,10 @@ class Store {
   // Runs `apply` on the writer thread between groups (a MetaSwitch
   // request) and waits for it: what Fork and ForgetRetiredIds change.
   absl::Status RunOnWriter(absl::AnyInvocable<absl::Status()> apply);
-  absl::Status SwitchToForkedId(ForkResult& result);
+  // `kept_marks`: the watermarks before a fresh-clock fork, kept as stale
+  // evidence (fork_marks_); nullptr after a restore, whose watermarks may
+  // claim records of the lost life.
+  absl::Status SwitchToForkedId(ForkResult& result, const Watermarks* kept_marks);
   absl::Status CommitForgotten(const std::vector<uint64_t>& fresh);
   // In `txn`, before the checkpoints are dropped: adds them (and the held
   // ones) to the forgotten checkpoints, written to meta; *out gets the new
@@ -585,7 +590,8 @@ class Store {
   absl::Status RememberCheckpoints(
       MDB_txn* txn, absl::flat_hash_map<uint64_t, PeerCheckpoint>* out) const;
   absl::Status LoadForgottenCheckpoints(MDB_txn* txn);
-  absl::Status CommitFork(const ForkResult& fork, const Lineage& lineage);
+  absl::Status CommitFork(const ForkResult& fork, const Lineage& lineage,
+                          const Watermarks* kept_marks);
   absl::Status Restamp(uint64_t old_id, uint64_t after_seq, uint64_t* restamped);
 
   // Submission (any thread).
@@ -626,9 +632,10 @@ class Store {
   absl::Status ApplyRemoteBatch(writer::GroupTxn& txn, writer::RemoteBatch& batch);
   // Tombstone collection's side of a merge (tombstones.cc): true if
   // `remote` is stale (a live record for a key this replica holds nothing
-  // of, covered by its watermarks, or by what peer `source` was forgotten
-  // with, and not after the newest tombstone it collected): it is refused
-  // (in `result`) and answered with a fresh tombstone written in `txn`.
+  // of, covered by its watermarks (or its fork marks), or by what peer
+  // `source` was forgotten with, and not after the newest tombstone it
+  // collected): it is refused (in `result`) and answered with a fresh
+  // tombstone written in `txn`. A stale tombstone is dropped silently.
   // A record from peer `source` that what it was forgotten with covers
   // (ForgetPeer) is refused too, if it would win. `rule` is read once per
   // batch (StaleRuleFor; nullopt: nothing can be stale).
@@ -645,6 +652,7 @@ class Store {
   absl::Status LoadTombstoneState(MDB_txn* txn);
   absl::Status CollectStep(size_t max_examined, CollectResult& result);
   absl::Status WriteAcks(MDB_txn* txn) const;
+  absl::Status WriteForkMarks(MDB_txn* txn, const Watermarks& marks) const;
   void CollectorLoop();
   absl::Status ApplyRestamp(writer::GroupTxn& txn, writer::RestampBatch& batch);
   // Writes the claimed and held checkpoints and watermarks and the meta
@@ -813,6 +821,12 @@ class Store {
   mutable absl::Mutex acks_mu_;
   mutable absl::flat_hash_map<uint64_t, Watermarks> acks_ ABSL_GUARDED_BY(acks_mu_);
   absl::flat_hash_map<uint64_t, Watermarks> forgotten_peers_ ABSL_GUARDED_BY(acks_mu_);
+  // What this replica's watermarks claimed before its fresh-clock forks
+  // (merged over them): a fork drops the watermarks, yet tombstones
+  // collected under them stay collected, so a record these cover, for a
+  // key held nothing of and not after the collected horizon, is still
+  // stale (StaleRuleFor). Persisted in meta "fork_marks".
+  Watermarks fork_marks_ ABSL_GUARDED_BY(acks_mu_);
   mutable bool acks_overflow_ ABSL_GUARDED_BY(acks_mu_) = false;
   std::atomic<uint64_t> collected_horizon_{0};
   std::atomic<uint64_t> tombstones_collected_{0};

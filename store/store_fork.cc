@@ -235,6 +235,9 @@ absl::StatusOr<Store::ForkResult> Store::Fork(uint64_t restamp_after_seq, bool f
   // local write can be stamped between the reset and the switch).
   ForkResult result;
   PEERKV_RETURN_IF_ERROR(RunOnWriter([&] {
+    // Read before the clock reset lowers the claim of our own id.
+    std::optional<Watermarks> kept;
+    if (fresh_clock) kept = GetWatermarks();
     if (fresh_clock) {
       restamp_after_seq = std::min(restamp_after_seq, max_seq_.load());
       const int64_t now_ms = std::max<int64_t>(0, clock_->StampNowMillis());
@@ -242,7 +245,7 @@ absl::StatusOr<Store::ForkResult> Store::Fork(uint64_t restamp_after_seq, bool f
       clock_->Reset(MakeHlc(std::min<uint64_t>(static_cast<uint64_t>(now_ms), kHlcMaxMillis), 0));
       committed_clock_ = clock_->Last();
     }
-    return SwitchToForkedId(result);
+    return SwitchToForkedId(result, kept.has_value() ? &*kept : nullptr);
   }));
   // The fork is durable: from here on, a failure is the re-stamp's alone,
   // and the caller must still act on the new id (drop links, pull again).
@@ -250,7 +253,7 @@ absl::StatusOr<Store::ForkResult> Store::Fork(uint64_t restamp_after_seq, bool f
   return result;
 }
 
-absl::Status Store::SwitchToForkedId(ForkResult& result) {
+absl::Status Store::SwitchToForkedId(ForkResult& result, const Watermarks* kept_marks) {
   PEERKV_CHECK(OnWriterThread());
   result.old_id = replica_id_.load();
   Lineage lineage = GetLineage();
@@ -266,7 +269,7 @@ absl::Status Store::SwitchToForkedId(ForkResult& result) {
   // Its log is served from this open on.
   lineage.opens = {OpenMark{open_nonce_, 0}};
   lineage.opens_dropped = false;
-  PEERKV_RETURN_IF_ERROR(CommitFork(result, lineage));
+  PEERKV_RETURN_IF_ERROR(CommitFork(result, lineage, kept_marks));
   absl::MutexLock lock(&lineage_mu_);
   lineage_ = std::move(lineage);
   return absl::OkStatus();
@@ -295,7 +298,8 @@ std::pair<uint64_t, uint64_t> Store::DrawForkIds(const Lineage& lineage) const {
   return {id, incarnation};
 }
 
-absl::Status Store::CommitFork(const ForkResult& fork, const Lineage& lineage) {
+absl::Status Store::CommitFork(const ForkResult& fork, const Lineage& lineage,
+                              const Watermarks* kept_marks) {
   // The map must not grow under an open transaction (see resize_mu_).
   absl::ReaderMutexLock resize(&resize_mu_);
   lmdb::Txn txn;
@@ -311,6 +315,16 @@ absl::Status Store::CommitFork(const ForkResult& fork, const Lineage& lineage) {
   // (ChangesFilter::skip_source), records of the lost life it no longer
   // holds; they would cover those records in the pulls from zero below.
   PEERKV_RETURN_IF_ERROR(tables::WriteWatermarks(txn.get(), meta_dbi_, Watermarks{}));
+  // Yet after a fresh-clock fork (nothing lost) what they claimed still
+  // tells stale records: without it a record whose tombstone was collected
+  // before the fork merged again over nothing (seed 4090).
+  std::optional<Watermarks> fork_marks;
+  if (kept_marks != nullptr) {
+    absl::MutexLock lock(&acks_mu_);
+    fork_marks = fork_marks_;
+    fork_marks->Merge(*kept_marks);
+  }
+  if (fork_marks.has_value()) PEERKV_RETURN_IF_ERROR(WriteForkMarks(txn.get(), *fork_marks));
   // Empties the checkpoints (the table stays); what they said is kept as
   // evidence (ForgottenCheckpoint).
   absl::flat_hash_map<uint64_t, PeerCheckpoint> remembered;
@@ -333,6 +347,10 @@ absl::Status Store::CommitFork(const ForkResult& fork, const Lineage& lineage) {
   PEERKV_RETURN_IF_ERROR(txn.Commit());
   held_checkpoints_.clear();
   forgotten_checkpoints_ = std::move(remembered);
+  if (fork_marks.has_value()) {
+    absl::MutexLock lock(&acks_mu_);
+    fork_marks_ = std::move(*fork_marks);
+  }
   watermarks_ = Watermarks{};
   distrusted_.insert(fork.old_id);
   watermarks_dirty_ = false;

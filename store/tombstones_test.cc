@@ -253,6 +253,111 @@ TEST_F(TombstoneTest, AcknowledgementsAndHorizonSurviveReopening) {
   EXPECT_EQ(stats->log_entries, 0u);
 }
 
+// Seeds 644 and 4090: a replica collected a tombstone, then forked for a
+// clock mark far ahead, which drops every watermark; what they claimed must
+// still tell a record of the collected key stale, after a restart too.
+TEST_F(TombstoneTest, AFreshClockForkStillTellsStaleRecords) {
+  {
+    auto store = Open();
+    ASSERT_NE(store, nullptr);
+    ASSERT_THAT(store->Merge({Remote("j", 1, kOrigin), Remote("k", 1, kOrigin)},
+                             CheckpointUpdate{kPeerA, PeerCheckpoint{1, 1, 0},
+                                              Watermarks{{kOrigin, MakeHlc(kT0 + 10, 0)}}}),
+                IsOk());
+    wall_.Advance(100);
+    ASSERT_THAT(store->Delete("ks", "j"), IsOk());
+    ASSERT_THAT(store->Delete("ks", "k"), IsOk());
+    ASSERT_THAT(store->Merge({}, CheckpointUpdate{kPeerA, PeerCheckpoint{1, 2, 0},
+                                                  Watermarks{{kOrigin, MakeHlc(kT0 + 200, 0)}}}),
+                IsOk());
+    store->NotePeerHolds(kPeerA, HoldsAll(*store, /*origin=*/true));
+    wall_.Advance(kMinAge + 1);
+    ASSERT_EQ(CollectAll(*store), 2u);
+    absl::StatusOr<Store::ForkResult> fork = store->Fork(UINT64_MAX, /*fresh_clock=*/true);
+    ASSERT_THAT(fork, IsOk());
+    ASSERT_THAT(fork->restamp_status, IsOk());
+    EXPECT_FALSE(store->GetWatermarks().Covers(Remote("k", 1, kOrigin).version));
+    absl::StatusOr<MergeResult> merged = store->Merge({Remote("k", 1, kOrigin)});
+    ASSERT_THAT(merged, IsOk());
+    EXPECT_EQ(merged->won, 0u);
+    ASSERT_EQ(merged->refused.size(), 1u);
+    EXPECT_THAT(merged->refused[0].reason,
+                StatusIs(StatusCode::kFailedPrecondition, "stale record"));
+    std::optional<Record> now = Get(*store, "k");
+    ASSERT_NE(now, std::nullopt);
+    EXPECT_TRUE(now->deleted);
+  }
+  // Persisted: after a restart the other key's old record is stale too.
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  absl::StatusOr<MergeResult> merged = store->Merge({Remote("j", 1, kOrigin)});
+  ASSERT_THAT(merged, IsOk());
+  EXPECT_EQ(merged->won, 0u);
+  ASSERT_EQ(merged->refused.size(), 1u);
+  EXPECT_THAT(merged->refused[0].reason, StatusIs(StatusCode::kFailedPrecondition, "stale record"));
+}
+
+// Seed 4090: an older tombstone of a collected key must not merge again
+// over nothing: it would stand where the newer one stood, and a write
+// between the two (covered, so stale) would then win over it.
+TEST_F(TombstoneTest, AnOldTombstoneOverNothingIsDropped) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  ASSERT_THAT(store->Merge({Remote("k", 1, kOrigin, /*deleted=*/true)},
+                           CheckpointUpdate{kPeerA, PeerCheckpoint{1, 1, 0},
+                                            Watermarks{{kOrigin, MakeHlc(kT0 + 10, 0)}}}),
+              IsOk());
+  wall_.Advance(100);
+  ASSERT_THAT(store->Delete("ks", "k"), IsOk());
+  ASSERT_THAT(store->Merge({}, CheckpointUpdate{kPeerA, PeerCheckpoint{1, 2, 0},
+                                                Watermarks{{kOrigin, MakeHlc(kT0 + 200, 0)}}}),
+              IsOk());
+  store->NotePeerHolds(kPeerA, HoldsAll(*store, /*origin=*/true));
+  wall_.Advance(kMinAge + 1);
+  ASSERT_EQ(CollectAll(*store), 1u);
+  absl::StatusOr<MergeResult> merged = store->Merge({Remote("k", 1, kOrigin, /*deleted=*/true)});
+  ASSERT_THAT(merged, IsOk());
+  EXPECT_EQ(merged->won, 0u);
+  EXPECT_TRUE(merged->refused.empty());
+  EXPECT_EQ(Get(*store, "k"), std::nullopt);
+  // The write between the two tombstones is stale, not a winner.
+  merged = store->Merge({Remote("k", 5, kOrigin)});
+  ASSERT_THAT(merged, IsOk());
+  EXPECT_EQ(merged->won, 0u);
+  ASSERT_EQ(merged->refused.size(), 1u);
+  std::optional<Record> now = Get(*store, "k");
+  ASSERT_NE(now, std::nullopt);
+  EXPECT_TRUE(now->deleted);
+}
+
+// Seed 9445: a record waiting in quarantine (too far ahead when it came)
+// holds its key's newer tombstone back; collected first, the record would
+// merge over nothing once released.
+TEST_F(TombstoneTest, ATombstoneWhoseKeyIsInQuarantineStays) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  constexpr int64_t kAhead = 120'000;  // beyond max_clock_skew_ms (60 s)
+  absl::StatusOr<MergeResult> merged = store->Merge({Remote("k", kAhead, kOrigin)});
+  ASSERT_THAT(merged, IsOk());
+  ASSERT_EQ(merged->quarantined.size(), 1u);
+  // Real time passes the record (nobody retried the quarantine yet), and
+  // the key is deleted here with a newer version.
+  wall_.Advance(kAhead + 1000);
+  ASSERT_THAT(store->Delete("ks", "k"), IsOk());
+  wall_.Advance(kMinAge + 1);
+  ASSERT_EQ(CollectAll(*store), 0u);
+  absl::StatusOr<StoreStats> stats = store->Stats();
+  ASSERT_THAT(stats, IsOk());
+  EXPECT_EQ(stats->tombstones_held, 1u);
+  EXPECT_EQ(stats->tombstones_held_by, kOrigin);
+  // Released, it loses to the tombstone; then the tombstone may go.
+  absl::StatusOr<MergeResult> due = store->RetryQuarantined();
+  ASSERT_THAT(due, IsOk());
+  EXPECT_EQ(due->won, 0u);
+  ASSERT_EQ(CollectAll(*store), 1u);
+  EXPECT_EQ(Get(*store, "k"), std::nullopt);
+}
+
 TEST_F(TombstoneTest, BoundedStepsCoverEveryRecord) {
   auto store = Open();
   ASSERT_NE(store, nullptr);
