@@ -5,6 +5,7 @@
 #ifndef PEERKV_CLI_IDENTITY_H_
 #define PEERKV_CLI_IDENTITY_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -36,6 +37,10 @@ absl::StatusOr<ServeIdentity> PrepareServeIdentity(const std::string& data_dir,
 class JoinWatcher {
  public:
   virtual ~JoinWatcher() = default;
+  // Runs `joined` once the join completes (at once if it has), on the
+  // watcher's thread: serve shows the new device certificate on its TLS
+  // links from then on.
+  virtual void OnJoined(std::function<void()> joined) = 0;
 };
 absl::StatusOr<std::unique_ptr<JoinWatcher>> StartServeIdentity(ServeIdentity& id, Store& store);
 void StopJoinWatcher(std::unique_ptr<JoinWatcher>& watcher);

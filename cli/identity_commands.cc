@@ -368,6 +368,17 @@ class PendingJoin : public JoinWatcher {
     });
     thread_ = std::thread([this] { Run(); });
   }
+  void OnJoined(std::function<void()> joined) override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!joined_) {
+        on_joined_ = std::move(joined);
+        return;
+      }
+    }
+    joined();
+  }
+
   ~PendingJoin() override {
     {
       absl::MutexLock lock(&mu_);
@@ -394,6 +405,13 @@ class PendingJoin : public JoinWatcher {
       } else if (*joined) {
         LogLine(absl::StrFormat("peerkv: this device is now a device of user %s %s",
                                 auth::UserId(id_.user()), id_.user_name()));
+        std::function<void()> then;
+        {
+          absl::MutexLock lock(&mu_);
+          joined_ = true;
+          then = std::move(on_joined_);
+        }
+        if (then) then();
         return;
       }
     }
@@ -406,6 +424,8 @@ class PendingJoin : public JoinWatcher {
   absl::Mutex mu_;
   bool pending_ ABSL_GUARDED_BY(mu_) = false;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool joined_ ABSL_GUARDED_BY(mu_) = false;
+  std::function<void()> on_joined_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
 };
 

@@ -298,6 +298,17 @@ int RunServe(const Context& c) {
     return UsageError(c.command, "--resp-insecure-loopback, --resp-keyspace and --resp-threads "
                                  "need --resp-listen HOST:PORT");
   }
+  // A device waiting to be added: once its join completes, the links it
+  // makes and accepts from then on show its new device certificate.
+  if (*joiner != nullptr && server_options.tls.has_value()) {
+    (*joiner)->OnJoined([identity = identity->identity.get(), server = server->get()] {
+      absl::StatusOr<rpc::TlsIdentity> tls = TlsIdentityOf(*identity);
+      absl::Status set = tls.ok() ? server->SetTlsIdentity(*tls) : tls.status();
+      LogLine(set.ok() ? "peerkv: TLS links now show this device's certificate"
+                       : absl::StrFormat("peerkv: TLS links keep the key alone until a restart: %s",
+                                         set.message()));
+    });
+  }
   LogLine(absl::StrFormat("peerkv: local clients: %s (owner only)",
                           LocalSocketPath(store_options.dir)));
   LogLine(absl::StrFormat("peerkv: listening on %s, data %s, replica %s%s%s%s%s",
@@ -313,12 +324,13 @@ int RunServe(const Context& c) {
   sigwait(&stop_signals, &signal_number);
   LogLine(absl::StrFormat("peerkv: %s received, stopping",
                           signal_number == SIGINT ? "SIGINT" : "SIGTERM"));
+  // The join watcher first: its callback reaches the server.
+  StopJoinWatcher(*joiner);
   if (resp_server) resp_server->Stop();
   (*server)->Stop();
   resp_server.reset();
   server->reset();
   strong.reset();
-  StopJoinWatcher(*joiner);
   store->reset();
   LogLine("peerkv: stopped");
   return kExitOk;

@@ -4,6 +4,7 @@
 // connection fails, or the timeout passes.
 #include "rpc/client.h"
 
+#include <atomic>
 #include <thread>
 
 #include "absl/strings/str_format.h"
@@ -90,6 +91,9 @@ class Client::Impl {
   }
 
   const ClientOptions& options() const { return options_; }
+  // A TLS handshake completed: a connection then closed by the server was
+  // closed after it (see ClosedAfterHandshake).
+  bool Handshaken() const { return handshaken_; }
 
   void Start() {
     thread_ = std::thread([this] { Run(); });
@@ -150,7 +154,8 @@ class Client::Impl {
 
   // State that lives on the loop thread.
   struct Loop : private kj::TaskSet::ErrorHandler {
-    Loop(kj::AsyncIoContext& io, const ClientOptions& options) : io(io), options(options), tasks(*this) {
+    Loop(kj::AsyncIoContext& io, const ClientOptions& options, std::atomic<bool>& handshaken)
+        : io(io), options(options), handshaken_flag(&handshaken), tasks(*this) {
       reader_options.traversalLimitInWords = kClientMaxMessageBytes / sizeof(capnp::word);
       reader_options.nestingLimit = kNestingLimit;
       if (options.tls.has_value() && options.address.rfind("unix:", 0) != 0) {
@@ -190,6 +195,7 @@ class Client::Impl {
           .then(
               [this](kj::Own<kj::AsyncIoStream> stream) {
                 connecting = false;
+                if (tls != nullptr) *handshaken_flag = true;
                 FailWatches();
                 connection = kj::heap<Connection>(kj::mv(stream), reader_options);
                 Connection* c = connection.get();
@@ -220,6 +226,8 @@ class Client::Impl {
 
     kj::AsyncIoContext& io;
     const ClientOptions& options;
+    // Set once a TLS handshake with the server completed.
+    std::atomic<bool>* const handshaken_flag;
     std::unique_ptr<TlsEndpoint> tls;  // null: plaintext or unix:
     absl::Status tls_error;
     capnp::ReaderOptions reader_options;
@@ -236,7 +244,7 @@ class Client::Impl {
     stop_ = kj::mv(stop.fulfiller);
     executor_ = kj::getCurrentThreadExecutor().addRef();
     {
-      Loop loop(io, options_);
+      Loop loop(io, options_, handshaken_);
       loop_ = &loop;
       ready_.Notify();
       stop.promise.wait(io.waitScope);
@@ -248,6 +256,7 @@ class Client::Impl {
   }
 
   const ClientOptions options_;
+  std::atomic<bool> handshaken_{false};
   std::thread thread_;
   absl::Notification ready_;
   kj::Own<const kj::Executor> executor_;
@@ -309,7 +318,13 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
       "connect", [](wire::Kv::Client& kv) -> kj::Promise<absl::StatusOr<bool>> {
         return kv.whenResolved().then([]() -> absl::StatusOr<bool> { return true; });
       });
-  if (!answered.ok()) return answered.status();
+  if (!answered.ok()) {
+    if (answered.status().code() == absl::StatusCode::kUnavailable &&
+        client->impl_->Handshaken()) {
+      return ClosedAfterHandshake(answered.status(), *client->impl_->options().tls);
+    }
+    return answered.status();
+  }
   return client;
 }
 

@@ -105,14 +105,17 @@ void PeerLinks::Dial(const std::string& address, uint64_t expected, DialDone don
   using Connected = replication::Transport::Connected;
   const replication::LinkId id = next_link_++;
   const std::string context = absl::StrFormat("peer %s", address);
-  auto dialled = dialer_ ? dialer_(address, nullptr)
+  // Who answered (set by a TLS dialer): the replica id its hello answer
+  // names is bound to that device, as an inbound hello's is.
+  auto answered_by = std::make_shared<std::optional<AuthenticatedPeer>>();
+  auto dialled = dialer_ ? dialer_(address, answered_by)
                          : io_.provider->getNetwork().parseAddress(address).then(
                                [](kj::Own<kj::NetworkAddress> addr) {
                                  return addr->connect().attach(kj::mv(addr));
                                });
   auto work =
       dialled
-          .then([this, id, address, expected](kj::Own<kj::AsyncIoStream> stream) {
+          .then([this, id, address, expected, answered_by](kj::Own<kj::AsyncIoStream> stream) {
             auto outbound = kj::heap<Outbound>(kj::mv(stream), reader_options_, &bytes_sent_);
             auto replica = outbound->link.gateway().replicaRequest().send().getReplica();
             auto hello = replica.helloRequest();
@@ -122,11 +125,16 @@ void PeerLinks::Dial(const std::string& address, uint64_t expected, DialDone don
             ToWire(sent, hello.initInfo());
             hello.setBack(make_back_(address, id));
             return hello.send().then(
-                [this, id, replica, address, sent_ms = sent.physical_ms,
+                [this, id, replica, address, sent_ms = sent.physical_ms, answered_by,
                  outbound = kj::mv(outbound)](auto response) mutable -> absl::StatusOr<Connected> {
                   absl::Status status = ResponseStatus(response);
                   if (!status.ok()) return status;
                   Connected connected{id, FromWire(response.getInfo()), sent_ms};
+                  if (bind_replica_ && answered_by->has_value()) {
+                    // Dropping `outbound` closes the connection.
+                    PEERKV_RETURN_IF_ERROR(bind_replica_(connected.peer.replica_id,
+                                                         (*answered_by)->device));
+                  }
                   Outbound& o = *outbound;
                   links_[id] = LinkEntry{replica, 0, kj::mv(outbound)};
                   links_[id].address = address;

@@ -59,6 +59,11 @@ class PeerLinks final : private kj::TaskSet::ErrorHandler {
   using Dialer = std::function<kj::Promise<kj::Own<kj::AsyncIoStream>>(
       const std::string& address, std::shared_ptr<std::optional<AuthenticatedPeer>> peer)>;
   void set_dialer(Dialer dialer) { dialer_ = std::move(dialer); }
+  // Checks (and records) that replica id `replica_id`, which a dialled peer
+  // answered hello with, belongs to `device`, the key it showed; an error
+  // refuses the link (ServerLoop::BindReplica).
+  using BindReplica = std::function<absl::Status(uint64_t replica_id, const auth::PublicKey& device)>;
+  void set_bind_replica(BindReplica bind) { bind_replica_ = std::move(bind); }
 
   using DialDone = absl::AnyInvocable<void(absl::StatusOr<replication::Transport::Connected>)>;
   using PullDone = absl::AnyInvocable<void(absl::StatusOr<replication::PullResponse>)>;
@@ -92,6 +97,7 @@ class PeerLinks final : private kj::TaskSet::ErrorHandler {
 
  private:
   Dialer dialer_;
+  BindReplica bind_replica_;
   struct Outbound;
   struct LinkEntry {
     wire::Replica::Client peer = nullptr;

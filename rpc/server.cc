@@ -112,8 +112,18 @@ void Server::Run() {
       front_ends.push_back(std::move(*front_end));
     }
     if (transport_ != nullptr) transport_->Attach(kj::getCurrentThreadExecutor(), &loop.links());
+    {
+      absl::MutexLock lock(&loop_mu_);
+      loop_executor_ = kj::getCurrentThreadExecutor().addRef();
+      loop_ = &loop;
+    }
     ready_.Notify();
     stop_requested.wait(io.waitScope);
+    {
+      absl::MutexLock lock(&loop_mu_);
+      loop_executor_ = nullptr;
+      loop_ = nullptr;
+    }
     front_ends.clear();
     if (transport_ != nullptr) transport_->Detach();
     loop.Shutdown().wait(io.waitScope);
@@ -137,6 +147,25 @@ replication::ReplicatorCounters Server::ReplicationCounters() const {
 }
 
 uint64_t Server::BytesSent() const { return bytes_sent_.load(); }
+
+absl::Status Server::SetTlsIdentity(const TlsIdentity& identity) {
+  kj::Own<const kj::Executor> executor;
+  ServerLoop* loop = nullptr;
+  {
+    absl::MutexLock lock(&loop_mu_);
+    if (loop_ == nullptr) return absl::FailedPreconditionError("the server is not running");
+    executor = loop_executor_->addRef();
+    loop = loop_;
+  }
+  absl::Status status;
+  KJ_IF_MAYBE(e, kj::runCatchingExceptions(
+                     [&] { executor->executeSync([&] { status = loop->ReplaceTls(identity); }); })) {
+    // The loop ended meanwhile.
+    return absl::FailedPreconditionError(
+        absl::StrFormat("the server stopped: %s", e->getDescription().cStr()));
+  }
+  return status;
+}
 
 void Server::AddPeer(const std::string& address) {
   if (replicator_ != nullptr) replicator_->AddPeer(address);

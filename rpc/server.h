@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "kj/async.h"
 #include "replication/executor.h"
 #include "replication/replicator.h"
 #include "rpc/server_options.h"
@@ -26,6 +27,7 @@
 namespace peerkv::rpc {
 
 class PeerLinksBridge;  // the engine's transport (peer_links.h)
+class ServerLoop;       // server_loop.h
 
 class Server {
  public:
@@ -48,6 +50,11 @@ class Server {
   void AddPeer(const std::string& address);
   // Bytes written to all sockets since start (clients and peers).
   uint64_t BytesSent() const;
+  // Shows `identity` on the TLS links made from now on (a device whose
+  // join completed gets its certificate without a restart). Waits for the
+  // loop to take it. FailedPrecondition if the server has no TLS or is not
+  // running; errors of making the TLS context.
+  absl::Status SetTlsIdentity(const TlsIdentity& identity);
 
   // Stops accepting connections, waits (up to shutdown_grace_ms) for
   // in-flight writes to become durable and their replies to be sent, closes
@@ -68,6 +75,11 @@ class Server {
   std::string address_;        // written before ready_ is notified
   std::unique_ptr<StopSignal> stop_;
   std::atomic<uint64_t> bytes_sent_{0};
+  // The running loop, for SetTlsIdentity (null before it listens and once
+  // it stops).
+  absl::Mutex loop_mu_;
+  kj::Own<const kj::Executor> loop_executor_ ABSL_GUARDED_BY(loop_mu_);
+  ServerLoop* loop_ ABSL_GUARDED_BY(loop_mu_) = nullptr;
   // Replication (absent when options_.replicate is false). Stop() stops the
   // engine and its executor before the loop, and frees them after it.
   std::unique_ptr<replication::ThreadExecutor> executor_;

@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_format.h"
 #include "common/log.h"
+#include "common/macros.h"
 #include "kj/debug.h"
 #include "kj/timer.h"
 #include "replication/serve.h"
@@ -185,20 +186,47 @@ ServerLoop::ServerLoop(Store& store, const ServerOptions& options, kj::AsyncIoCo
     if (!tls.ok()) KJ_FAIL_REQUIRE("TLS", std::string(tls.status().message()).c_str());
     tls_ = std::move(*tls);
   }
-  TlsEndpoint* tls = tls_.get();
+  // tls_ as it is at each dial: ReplaceTls may change it.
   peer_links_.set_dialer(
-      [this, tls](const std::string& address,
-                  std::shared_ptr<std::optional<AuthenticatedPeer>> peer) {
-        return DialAuthenticated(io_.provider->getNetwork(), address, tls, options_.trust,
+      [this](const std::string& address,
+             std::shared_ptr<std::optional<AuthenticatedPeer>> peer) {
+        return DialAuthenticated(io_.provider->getNetwork(), address, tls_.get(), options_.trust,
                                  std::move(peer));
       });
+  peer_links_.set_bind_replica([this](uint64_t replica_id, const auth::PublicKey& device) {
+    return BindReplica(replica_id, device);
+  });
+}
+
+absl::Status ServerLoop::ReplaceTls(const TlsIdentity& identity) {
+  if (tls_ == nullptr) {
+    return absl::FailedPreconditionError("this server serves without TLS (--insecure-loopback)");
+  }
+  PEERKV_ASSIGN_OR_RETURN(
+      std::unique_ptr<TlsEndpoint> fresh,
+      TlsEndpoint::Create(identity, io_.provider->getTimer(), options_.handshake_timeout_ms));
+  // Handshakes under way (and dials) still use the old one: it is kept.
+  retired_tls_.push_back(std::move(tls_));
+  tls_ = std::move(fresh);
+  return absl::OkStatus();
 }
 
 absl::Status ServerLoop::BindReplica(uint64_t replica_id,
                                      const std::optional<auth::PublicKey>& device) {
   if (!device.has_value()) return absl::OkStatus();
-  auto [it, added] = replica_devices_.emplace(replica_id, *device);
-  if (added || it->second == *device) return absl::OkStatus();
+  auto it = replica_devices_.find(replica_id);
+  if (it == replica_devices_.end()) {
+    // Not met since start: the store holds the bindings of earlier runs
+    // (and makes this one durable if it is the first claim). One write
+    // transaction, once per replica id per run.
+    absl::StatusOr<std::string> holder = store_.ClaimReplicaId(replica_id, device->view());
+    if (!holder.ok()) return holder.status();
+    absl::StatusOr<auth::PublicKey> key =
+        auth::PublicKey::FromBytes(*holder, "the stored replica-id binding");
+    if (!key.ok()) return absl::DataLossError(key.status().message());
+    it = replica_devices_.emplace(replica_id, *key).first;
+  }
+  if (it->second == *device) return absl::OkStatus();
   return absl::PermissionDeniedError(absl::StrFormat(
       "device %s claims replica id %016x, which device %s holds", auth::DeviceId(*device),
       replica_id, auth::DeviceId(it->second)));

@@ -177,11 +177,17 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   std::atomic<uint64_t>& bytes_sent() { return bytes_sent_; }
 
   // Binds replica id `replica_id` to `device`, the authenticated device of
-  // the link that says hello with it: the first device to claim an id keeps
-  // it while this server runs. PermissionDenied naming both devices if
-  // another device claimed it. (nullopt: a local or plaintext link, trusted
-  // as this user's own.)
+  // the link that says hello with it (either way: the peer that dialled us,
+  // or the peer we dialled answering): the first device to claim an id
+  // keeps it, across restarts (Store::ClaimReplicaId). PermissionDenied
+  // naming both devices if another device claimed it. (nullopt: a local or
+  // plaintext link, trusted as this user's own.)
   absl::Status BindReplica(uint64_t replica_id, const std::optional<auth::PublicKey>& device);
+
+  // Shows `identity` on every TLS link made from now on (accepted or
+  // dialled); links already made keep theirs. FailedPrecondition on a
+  // server without TLS.
+  absl::Status ReplaceTls(const TlsIdentity& identity);
 
  private:
   struct Connection;
@@ -211,6 +217,9 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   int listener_id_ = 0;
   kj::Own<kj::ConnectionReceiver> listener_;
   std::unique_ptr<TlsEndpoint> tls_;  // null: plaintext (loopback only)
+  // Replaced endpoints (ReplaceTls: once, when a join completes), kept for
+  // the handshakes that began with them.
+  std::vector<std::unique_ptr<TlsEndpoint>> retired_tls_;
   // Devices refused since start: each is logged once.
   std::set<auth::PublicKey> refused_logged_;
   std::map<uint64_t, auth::PublicKey> replica_devices_;

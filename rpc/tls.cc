@@ -248,6 +248,16 @@ absl::StatusOr<AuthenticatedPeer> AuthenticatePeer(kj::PeerIdentity& identity,
   return Authorize(view, credentials);
 }
 
+absl::Status ClosedAfterHandshake(const absl::Status& status, const TlsIdentity& identity) {
+  const std::string device = auth::DeviceId(identity.key->public_key());
+  return absl::Status(
+      status.code(),
+      absl::StrFormat("%s (the server closed the connection after the TLS handshake: it does not "
+                      "accept device %s, which must be a device of the server's user (`peerkv "
+                      "device add %s` on one of them), or it is stopping)",
+                      status.message(), device, device));
+}
+
 kj::Promise<kj::Own<kj::AsyncIoStream>> DialAuthenticated(
     kj::Network& network, const std::string& address, TlsEndpoint* tls, TrustSource trust,
     std::shared_ptr<std::optional<AuthenticatedPeer>> peer) {

@@ -63,6 +63,13 @@ kj::Promise<kj::Own<kj::AsyncIoStream>> DialAuthenticated(
     kj::Network& network, const std::string& address, TlsEndpoint* tls, TrustSource trust,
     std::shared_ptr<std::optional<AuthenticatedPeer>> peer = nullptr);
 
+// A TCP+TLS connection the server closed before answering anything
+// (`status`, Unavailable): over TLS 1.3 the client's side of the handshake
+// ends before the server has checked the client's certificate, so this is
+// how a server refusing the client's device looks from the client. The
+// same code, with a message naming `identity`'s device and how to add it.
+absl::Status ClosedAfterHandshake(const absl::Status& status, const TlsIdentity& identity);
+
 }  // namespace peerkv::rpc
 
 #endif  // PEERKV_RPC_TLS_H_

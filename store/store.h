@@ -501,6 +501,14 @@ class Store {
   absl::Status ForgetPeer(uint64_t peer_id);
   // The peers waited for, with what they acknowledged, by id.
   std::vector<std::pair<uint64_t, Watermarks>> AcknowledgedPeers() const;
+
+  // Replica-id bindings (store/store_bindings.cc): which authenticated
+  // device (opaque bytes, 1..64, e.g. a public key) first claimed a replica
+  // id on a link to this replica. Local facts, not replicated. Binds
+  // `replica_id` to `device` unless it is bound already, durably (in meta)
+  // before it returns, and returns the device it is bound to: `device`, or
+  // the one that claimed it first. InvalidArgument for a bad `device`.
+  absl::StatusOr<std::string> ClaimReplicaId(uint64_t replica_id, std::string_view device);
   struct CollectResult {
     uint64_t examined = 0;
     uint64_t collected = 0;
