@@ -88,6 +88,8 @@ const Command& TokenCommand();
 const Command& ConflictsCommand();
 // `peerkv demo strong` (cli/demo_strong.cc).
 int RunStrongDemo(const Context& context);
+// `peerkv demo blog` (cli/demo_blog.cc).
+int RunBlogDemo(const Context& context);
 
 }  // namespace peerkv::cli
 
