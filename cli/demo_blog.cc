@@ -163,7 +163,7 @@ class BlogDemo {
     PEERKV_RETURN_IF_ERROR(Must(jane_laptop_, {"put", "drafts", "d1", "half an idea, not for anyone"}));
     PEERKV_RETURN_IF_ERROR(Must(jane_laptop_, {"put", kBlog, "post-1", "Hello from Jane's blog"}));
     PEERKV_RETURN_IF_ERROR(Must(jane_laptop_, {"put", kBlog, "post-2", "Second post: the garden"}));
-    PEERKV_RETURN_IF_ERROR(Must(jane_laptop_, {"put", "jane.news", "n1", "Jane has a blog now"}));
+    PEERKV_RETURN_IF_ERROR(Must(jane_laptop_, {"put", "jane.news", "n1", "Jane has news"}));
 
     Step("Josephine's phone pulls from Jane's laptop; Josephine's laptop, which\n"
          "           never talks to Jane, gets the posts from Josephine's phone.");
@@ -181,7 +181,7 @@ class BlogDemo {
          "           after her phone holds the posts; Mallory waits for both news items\n"
          "           (so both links have served her past the posts) and reconciles with\n"
          "           both peers.");
-    PEERKV_RETURN_IF_ERROR(Must(jos_phone_, {"put", "josephine.news", "n1", "I read Jane's blog"}));
+    PEERKV_RETURN_IF_ERROR(Must(jos_phone_, {"put", "josephine.news", "n1", "Josephine says hi"}));
     PEERKV_RETURN_IF_ERROR(WaitForKeys(mallory_, "jane.news", {"n1"}));
     PEERKV_RETURN_IF_ERROR(WaitForKeys(mallory_, "josephine.news", {"n1"}));
     PEERKV_RETURN_IF_ERROR(Must(mallory_, {"reconcile", "jane-laptop"}));
