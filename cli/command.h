@@ -81,6 +81,8 @@ absl::Status ExpectPositional(const Context& context, size_t min, size_t max,
 const std::vector<Command>& DataCommands();
 const std::vector<Command>& ServerCommands();
 const std::vector<Command>& IdentityCommands();
+// `peerkv group` and `peerkv policy` (cli/policy_commands.cc).
+const std::vector<Command>& PolicyCommands();
 const Command& DemoCommand();
 const Command& KeyspaceCommand();
 // `peerkv token` (cli/token_command.cc).

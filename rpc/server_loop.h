@@ -247,8 +247,9 @@ kj::Own<wire::Gateway::Server> NewGateway(ServerLoop& loop, std::string peer,
                                           std::optional<AuthenticatedPeer> identity = std::nullopt);
 // The Kv capability (see kv_service.cc). Its watches share the
 // connection's `watch_window`.
+// Every call is checked with options().access (if set) for `who`.
 kj::Own<wire::Kv::Server> NewKv(ServerLoop& loop, std::string peer,
-                                kj::Own<WatchWindow> watch_window);
+                                kj::Own<WatchWindow> watch_window, auth::Principal who = {});
 // A Replica capability (see replica_service.cc). `link` is 0 for the one a
 // connection's Gateway hands out (its link is made by hello), and the link
 // id for the one passed as `back` when dialling out.
