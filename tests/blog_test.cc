@@ -22,9 +22,13 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "auth/identity.h"
+#include "auth/ids.h"
+#include "auth/keys.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "rpc/client.h"
 #include "testing/server_process.h"
 #include "testing/subprocess.h"
 #include "testing/temp_dir.h"
@@ -280,17 +284,30 @@ TEST_F(BlogTest, MalloryGetsNothingOfTheBlogAndNeverLearnsItsName) {
   }
   // The byte search does find the name where it is.
   EXPECT_GT(BytesMentioning(jos_laptop_, kBlog), 0);
-  // Asked directly, as a friend's device: refused alike for the blog and
-  // for a keyspace that does not exist.
-  RunResult blog = Peerkv(mallory_, {"--identity", mallory_.dir, "--server",
-                                     jane_laptop_.server->address(), "get", kBlog, "post-1"});
-  RunResult none = Peerkv(mallory_, {"--identity", mallory_.dir, "--server",
-                                     jane_laptop_.server->address(), "get", "jane.nothing", "x"});
-  EXPECT_EQ(blog.exit_code, 1) << blog.out;
-  EXPECT_THAT(blog.err, HasSubstr("may not read keyspace " + std::string(kBlog)));
-  EXPECT_EQ(none.exit_code, 1) << none.out;
-  EXPECT_THAT(none.err, HasSubstr("may not read keyspace jane.nothing"));
-  EXPECT_THAT(blog.err, Not(HasSubstr("post-1")));
+  // Asked directly, as a friend's device (her device key and certificate,
+  // over TLS to Jane's laptop): refused alike for the blog and for a
+  // keyspace that does not exist, naming nothing of it.
+  absl::StatusOr<std::unique_ptr<auth::Identity>> id = auth::Identity::Load(mallory_.dir);
+  ASSERT_THAT(id, IsOk());
+  rpc::TlsIdentity tls;
+  tls.key = *auth::SigningKey::FromSeed((*id)->device_key().seed());
+  tls.device_certificate = *(*id)->IssueOwnCertificate("laptop", absl::ToUnixMillis(absl::Now()));
+  absl::StatusOr<std::unique_ptr<rpc::Client>> client = rpc::Client::Connect(
+      rpc::ClientOptions{.address = jane_laptop_.server->address(),
+                         .timeout = absl::Seconds(10),
+                         .tls = std::move(tls),
+                         .server_user = *auth::ParseUserId(jane_, "jane")});
+  ASSERT_THAT(client, IsOk());
+  const absl::Status blog = (*client)->Get(kBlog, "post-1").status();
+  const absl::Status none = (*client)->Get("jane.nothing", "x").status();
+  EXPECT_THAT(blog, StatusIs(absl::StatusCode::kPermissionDenied,
+                             "may not read keyspace jane.blog"));
+  EXPECT_THAT(none, StatusIs(absl::StatusCode::kPermissionDenied,
+                             "may not read keyspace jane.nothing"));
+  EXPECT_EQ(std::string(none.message()).replace(none.message().find("jane.nothing"), 12, kBlog),
+            blog.message());
+  EXPECT_THAT((*client)->Scan(kBlog, ScanOptions{}).status(),
+              StatusIs(absl::StatusCode::kPermissionDenied));
 }
 
 TEST_F(BlogTest, JosephinesPostToJanesBlogIsRefused) {
