@@ -133,6 +133,40 @@ absl::Status CheckEntries(const std::vector<Who>& entries, std::string_view whic
 std::string PolicyWhat(std::string_view ks) { return Cat({"policy of keyspace '", ks, "'"}); }
 std::string GroupWhat(std::string_view key) { return Cat({"group record '", key, "'"}); }
 
+void PutRemovals(std::string& body, const std::vector<Removal>& removed) {
+  body.push_back(static_cast<char>(removed.size()));
+  for (const Removal& r : removed) {
+    body.append(r.user.view());
+    PutU64(body, r.before_hlc);
+  }
+}
+
+absl::StatusOr<std::vector<Removal>> TakeRemovals(Reader& r, const std::string& what) {
+  PEERKV_ASSIGN_OR_RETURN(const uint8_t n, r.Byte("removal count"));
+  if (n > kMaxRemovals) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s lists %d removals; the limit is %d", what, n, kMaxRemovals));
+  }
+  std::vector<Removal> out;
+  for (int i = 0; i < n; ++i) {
+    Removal removal;
+    PEERKV_ASSIGN_OR_RETURN(removal.user, r.Key("removed user"));
+    PEERKV_ASSIGN_OR_RETURN(removal.before_hlc, r.U64("removal clock"));
+    out.push_back(removal);
+  }
+  return out;
+}
+
+// `removed` with `user`'s removal at `hlc` (replacing an older one), the
+// oldest dropped beyond the limit.
+void NoteRemoval(std::vector<Removal>& removed, const PublicKey& user, uint64_t hlc) {
+  removed.erase(std::remove_if(removed.begin(), removed.end(),
+                               [&](const Removal& r) { return r.user == user; }),
+                removed.end());
+  removed.push_back(Removal{user, hlc});
+  if (removed.size() > kMaxRemovals) removed.erase(removed.begin());
+}
+
 std::string PolicyBody(const Policy& p) {
   std::string body(1, static_cast<char>(kBodyVersion));
   PutU64(body, static_cast<uint64_t>(p.time_ms));
@@ -140,6 +174,7 @@ std::string PolicyBody(const Policy& p) {
   for (const Who& w : p.readers) PutWho(body, w);
   body.push_back(static_cast<char>(p.writers.size()));
   for (const Who& w : p.writers) PutWho(body, w);
+  PutRemovals(body, p.removed_writers);
   return body;
 }
 
@@ -156,6 +191,7 @@ std::string GroupBody(const Group& g) {
       PutName(body, m.group);
     }
   }
+  PutRemovals(body, g.removed);
   return body;
 }
 
@@ -259,6 +295,11 @@ absl::Status ValidatePolicy(std::string_view keyspace, const Policy& policy) {
   const std::string what = PolicyWhat(keyspace);
   PEERKV_RETURN_IF_ERROR(CheckEntries(policy.readers, "reader", what));
   PEERKV_RETURN_IF_ERROR(CheckEntries(policy.writers, "writer", what));
+  if (policy.removed_writers.size() > kMaxRemovals) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s lists %d removals; the limit is %d", what, policy.removed_writers.size(),
+        kMaxRemovals));
+  }
   return absl::OkStatus();
 }
 
@@ -268,6 +309,10 @@ absl::Status ValidateGroup(const Group& group) {
   if (group.members.size() > kMaxGroupMembers) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "%s has %d members; the limit is %d", what, group.members.size(), kMaxGroupMembers));
+  }
+  if (group.removed.size() > kMaxRemovals) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s lists %d removals; the limit is %d", what, group.removed.size(), kMaxRemovals));
   }
   absl::flat_hash_set<std::string> seen;
   for (const Member& m : group.members) {
@@ -321,6 +366,7 @@ absl::StatusOr<Policy> DecodePolicyRecord(std::string_view keyspace, std::string
       list->push_back(std::move(who));
     }
   }
+  PEERKV_ASSIGN_OR_RETURN(p.removed_writers, TakeRemovals(r, what));
   PEERKV_RETURN_IF_ERROR(r.Done());
   PEERKV_RETURN_IF_ERROR(ValidatePolicy(keyspace, p));
   return p;
@@ -374,6 +420,7 @@ absl::StatusOr<Group> DecodeGroupRecord(std::string_view key, std::string_view v
     }
     g.members.push_back(std::move(m));
   }
+  PEERKV_ASSIGN_OR_RETURN(g.removed, TakeRemovals(r, what));
   PEERKV_RETURN_IF_ERROR(r.Done());
   PEERKV_RETURN_IF_ERROR(ValidateGroup(g));
   return g;
@@ -528,6 +575,28 @@ bool StoreAccess::MayRead(const Principal& who, std::string_view ks) const {
 bool StoreAccess::MayWrite(const Principal& who, std::string_view ks) const {
   std::shared_ptr<const Snapshot> s = Current();
   return Allowed(*s, who, ks, /*write=*/true);
+}
+
+bool StoreAccess::MayWriteAt(const Principal& who, std::string_view ks, uint64_t hlc) const {
+  std::shared_ptr<const Snapshot> s = Current();
+  if (Allowed(*s, who, ks, /*write=*/true)) return true;
+  if (who.local_user || IsReservedKeyspace(ks)) return false;
+  auto it = s->policies.find(ks);
+  if (it == s->policies.end()) return false;
+  const Policy& p = it->second;
+  auto removed_after = [&](const std::vector<Removal>& removed) {
+    for (const Removal& r : removed) {
+      if (r.user == who.user && hlc < r.before_hlc) return true;
+    }
+    return false;
+  };
+  if (removed_after(p.removed_writers)) return true;
+  for (const Who& w : p.writers) {
+    if (w.kind != Who::Kind::kGroup) continue;
+    auto g = s->groups.find(GroupKey(p.owner, w.group));
+    if (g != s->groups.end() && removed_after(g->second.removed)) return true;
+  }
+  return false;
 }
 
 bool StoreAccess::RequiresSignature(std::string_view ks) const {
@@ -736,6 +805,22 @@ absl::Status SetPolicy(const Identity& identity, Store& store, std::string_view 
           "keyspace's owner may set its policy",
           ks, UserId(old->owner)));
     }
+    if (old.ok()) {
+      // Writers named directly before and not now: removed at this clock.
+      p.removed_writers = old->removed_writers;
+      for (const Who& w : old->writers) {
+        if (w.kind != Who::Kind::kUser) continue;
+        if (std::find(p.writers.begin(), p.writers.end(), w) != p.writers.end()) continue;
+        NoteRemoval(p.removed_writers, w.user, store.clock_mark() + 1);
+      }
+      for (const Who& w : p.writers) {
+        if (w.kind != Who::Kind::kUser) continue;
+        p.removed_writers.erase(
+            std::remove_if(p.removed_writers.begin(), p.removed_writers.end(),
+                           [&](const Removal& r) { return r.user == w.user; }),
+            p.removed_writers.end());
+      }
+    }
   }
   std::vector<Mutation> batch;
   batch.push_back(Mutation{kPoliciesKeyspace, std::string(ks),
@@ -796,6 +881,11 @@ absl::Status AddToGroup(const Identity& identity, Store& store, std::string_view
       }
     }
     g->members.push_back(m);
+    if (m.group.empty()) {
+      g->removed.erase(std::remove_if(g->removed.begin(), g->removed.end(),
+                                      [&](const Removal& r) { return r.user == m.user; }),
+                       g->removed.end());
+    }
     ++added;
   }
   if (added == 0) {
@@ -820,6 +910,7 @@ absl::Status RemoveFromGroup(const Identity& identity, Store& store, std::string
         absl::StrFormat("%s is not a member of group '%s'", FormatMember(member), name));
   }
   g->members.erase(it);
+  if (member.group.empty()) NoteRemoval(g->removed, member.user, store.clock_mark() + 1);
   g->time_ms = now_ms;
   return WriteGroup(identity, store, *g);
 }

@@ -63,11 +63,27 @@ std::string FormatWho(const Who& who);
 // Group names: [a-z0-9][a-z0-9._-]{0,63} ("owner" and "public" excepted).
 absl::Status ValidateGroupName(std::string_view name, std::string_view what);
 
+// A user removed (from a group, or from a policy's writers) and the
+// store's clock (HLC) just before the removal was written: the removing
+// record's version is above it. A write by that user with a version below
+// it was made while the user could write (MayWriteAt).
+struct Removal {
+  PublicKey user;
+  uint64_t before_hlc = 0;
+  friend bool operator==(const Removal& a, const Removal& b) {
+    return a.user == b.user && a.before_hlc == b.before_hlc;
+  }
+};
+// Removals a record remembers (the latest per user, newest kept).
+inline constexpr size_t kMaxRemovals = 64;
+
 struct Policy {
   PublicKey owner;  // the signer
   std::vector<Who> readers;
   std::vector<Who> writers;
   int64_t time_ms = 0;  // when it was set (shown by policy get)
+  // Users named directly as writers by an earlier policy and not now.
+  std::vector<Removal> removed_writers;
 };
 
 // A member of a group: a user, or (`group` non-empty) another group of the
@@ -88,6 +104,8 @@ struct Group {
   std::string name;
   std::vector<Member> members;
   int64_t time_ms = 0;
+  // Users removed from this group (directly).
+  std::vector<Removal> removed;
 };
 
 // The key of group `name` of `owner` in peerkv.groups.
@@ -125,11 +143,17 @@ class StoreAccess final : public Access {
 
   bool MayRead(const Principal& who, std::string_view ks) const override;
   bool MayWrite(const Principal& who, std::string_view ks) const override;
+  // The concurrent-write rule (README "Revocation"): MayWrite, or `who`
+  // was removed (from a group the policy's writers name, or from the
+  // writers themselves) after a write of clock `hlc`: the write was made
+  // while `who` could write. For the merge gate of signed records.
+  bool MayWriteAt(const Principal& who, std::string_view ks, uint64_t hlc) const override;
   bool RequiresSignature(std::string_view ks) const override;
   // Per record of a reserved keyspace (a friend's view): a policy record
   // is readable by whoever may read its keyspace; a group record by the
   // owner and the group's members. Other keyspaces: MayRead.
-  bool MayReadRecord(const Principal& who, std::string_view ks, std::string_view key) const;
+  bool MayReadRecord(const Principal& who, std::string_view ks,
+                     std::string_view key) const override;
 
   // The policy of `ks`, if it has a valid one.
   std::optional<Policy> PolicyOf(std::string_view ks) const;

@@ -389,6 +389,49 @@ TEST_F(PolicyTest, CycleArrivingByMergeIsNotMembership) {
   EXPECT_FALSE(josephine->access->IsMember(owner, "b", josephine->identity->user()));
 }
 
+// The concurrent-write rule: a removed writer's write is accepted iff it
+// was made (by HLC order) before the record that removed them.
+TEST_F(PolicyTest, WriteConcurrentWithRevocationIsDecidedByClock) {
+  std::unique_ptr<Device> jane = MakeUser("jane");
+  std::unique_ptr<Device> jo = MakeUser("josephine");
+  std::unique_ptr<Device> mallory = MakeUser("mallory");
+  Store& s = *jane->store;
+  const Identity& id = *jane->identity;
+  const Principal josephine{jo->identity->user(), false};
+  const Principal mal{mallory->identity->user(), false};
+  ASSERT_THAT(CreateGroup(id, s, "writers", kT), IsOk());
+  ASSERT_THAT(AddToGroup(id, s, "writers", {UserMember(jo->identity->user())}, kT), IsOk());
+  ASSERT_THAT(SetPolicy(id, s, "jane.blog", {}, {GroupWho("writers"), UserWho(mallory->identity->user())}, kT),
+              IsOk());
+  const uint64_t while_member = s.clock_mark();
+  EXPECT_TRUE(jane->access->MayWriteAt(josephine, "jane.blog", while_member));
+  ASSERT_THAT(RemoveFromGroup(id, s, "writers", UserMember(jo->identity->user()), kT), IsOk());
+  absl::StatusOr<std::optional<Record>> removal =
+      s.Get(kGroupsKeyspace, GroupKey(id.user(), "writers"));
+  ASSERT_THAT(removal, IsOk());
+  const uint64_t removed_at = (*removal)->version.hlc;
+  EXPECT_FALSE(jane->access->MayWrite(josephine, "jane.blog"));
+  EXPECT_TRUE(jane->access->MayWriteAt(josephine, "jane.blog", while_member));
+  EXPECT_FALSE(jane->access->MayWriteAt(josephine, "jane.blog", removed_at));
+  EXPECT_FALSE(jane->access->MayWriteAt(josephine, "jane.blog", removed_at + 1000));
+  // A direct writer dropped by a new policy: the same rule.
+  const uint64_t before_drop = s.clock_mark();
+  ASSERT_THAT(SetPolicy(id, s, "jane.blog", {}, {GroupWho("writers")}, kT), IsOk());
+  const uint64_t dropped_at = PolicyRecord(s, "jane.blog").version.hlc;
+  EXPECT_FALSE(jane->access->MayWrite(mal, "jane.blog"));
+  EXPECT_TRUE(jane->access->MayWriteAt(mal, "jane.blog", before_drop));
+  EXPECT_FALSE(jane->access->MayWriteAt(mal, "jane.blog", dropped_at));
+  // Someone never a writer: never, whatever the clock.
+  std::unique_ptr<SigningKey> stranger = SigningKey::Generate();
+  EXPECT_FALSE(jane->access->MayWriteAt(Principal{stranger->public_key(), false}, "jane.blog", 1));
+  // Re-added: may write again; the removal is forgotten.
+  ASSERT_THAT(AddToGroup(id, s, "writers", {UserMember(jo->identity->user())}, kT), IsOk());
+  EXPECT_TRUE(jane->access->MayWrite(josephine, "jane.blog"));
+  absl::StatusOr<std::vector<Group>> groups = ListGroups(id, s, "writers");
+  ASSERT_THAT(groups, IsOk());
+  EXPECT_THAT((*groups)[0].removed, SizeIs(0));
+}
+
 TEST_F(PolicyTest, NeedsUserKey) {
   std::unique_ptr<Device> jane = MakeUser("jane");
   absl::StatusOr<std::unique_ptr<Identity>> joining =

@@ -234,7 +234,7 @@ int RunServe(const Context& c) {
   server_options.snapshot_disabled = !snapshot_bootstrap;
   server_options.replication.snapshot_records = static_cast<uint32_t>(*snapshot_page_records);
   server_options.strong = strong.get();
-  server_options.access = access;
+  if (!c.args.Has("no-access-checks")) server_options.access = access;
   server_options.identity = identity->identity.get();
   if (!c.args.Has("insecure-loopback")) {
     absl::StatusOr<rpc::TlsIdentity> tls = TlsIdentityOf(*identity->identity);
@@ -743,7 +743,10 @@ const std::vector<Command>& ServerCommands() {
        "  --resp-threads N          RESP event loops on the port (SO_REUSEPORT; default 1)\n"
        "  --clock-offset-ms N       testing only: shift this replica's clock by N ms\n"
        "  --snapshot-page-records N testing only: registers per snapshot page asked for\n"
-       "                            (default 50000; 1..65536)\n",
+       "                            (default 50000; 1..65536)\n"
+       "  --no-access-checks        benchmark baselines only: Kv calls are not checked\n"
+       "                            against policies and a friend's device gets no Kv\n"
+       "                            (the behaviour before policies)\n",
        {.with_value = {"listen", "max-value-bytes", "replica-name", "user", "peer", "gossip-interval-ms",
                        "idle-timeout-ms", "keepalive-ms",
                        "fanout", "max-clock-skew", "max-clock-skew-ms", "clock-offset-ms",
@@ -753,7 +756,8 @@ const std::vector<Command>& ServerCommands() {
                        "resp-keyspace", "resp-threads", "tombstone-min-age",
                        "tombstone-collect-interval", "max-conflict-entries",
                        "max-conflict-bytes", "snapshot-bootstrap", "snapshot-page-records"},
-        .switches = {"http-insecure-loopback", "resp-insecure-loopback", "insecure-loopback"},
+        .switches = {"http-insecure-loopback", "resp-insecure-loopback", "insecure-loopback",
+                     "no-access-checks"},
         .repeatable = {"peer"}},
        RunServe, Target::kData},
       {"watch", "KS [--prefix P] [--from-seq N] [--reconnect-for D]",
