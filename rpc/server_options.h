@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 
+#include "auth/access.h"
 #include "replication/replicator.h"
 #include "rpc/peer_auth.h"
 
@@ -92,6 +93,11 @@ struct ServerOptions {
   // Refuse peers' snapshot pages (Unimplemented: they pull the log
   // instead). Tests of the log pull and the benchmark's baseline set it.
   bool snapshot_disabled = false;
+  // Who may read and write which keyspace (auth/access.h; issue 10). Set:
+  // a friend's device gets a Replica restricted to the keyspaces
+  // MayRead(its user) allows (README "Filtered replication"), and this
+  // server's links may dial friends' servers. Null: friends get nothing.
+  std::shared_ptr<const auth::Access> access;
 };
 
 // Largest message a peer may send, sized from the value limit: one value
