@@ -43,10 +43,15 @@ class GatewayImpl final : public wire::Gateway::Server {
     return kj::READY_NOW;
   }
   kj::Promise<void> replica(ReplicaContext context) override {
-    if (Denied()) return Deny("Replica");
+    // A friend's device, when this server has an auth::Access: a Replica
+    // restricted to what its user may read (README "Filtered replication").
+    const bool filtered = identity_.has_value() && identity_->role == PeerRole::kFriend &&
+                          loop_.options().access != nullptr;
+    if (Denied() && !filtered) return Deny("Replica");
     std::optional<auth::PublicKey> device;
     if (identity_.has_value()) device = identity_->device;
-    context.getResults().setReplica(NewReplica(loop_, peer_, connection_id_, 0, device));
+    context.getResults().setReplica(NewReplica(loop_, peer_, connection_id_, 0, device,
+                                               filtered ? loop_.ReadableBy(*identity_) : nullptr));
     return kj::READY_NOW;
   }
 

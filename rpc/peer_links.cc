@@ -105,14 +105,17 @@ void PeerLinks::Dial(const std::string& address, uint64_t expected, DialDone don
   using Connected = replication::Transport::Connected;
   const replication::LinkId id = next_link_++;
   const std::string context = absl::StrFormat("peer %s", address);
-  auto dialled = dialer_ ? dialer_(address, nullptr)
+  auto answered = std::make_shared<std::optional<AuthenticatedPeer>>();
+  auto dialled = dialer_ ? dialer_(address, answered)
                          : io_.provider->getNetwork().parseAddress(address).then(
                                [](kj::Own<kj::NetworkAddress> addr) {
                                  return addr->connect().attach(kj::mv(addr));
                                });
   auto work =
       dialled
-          .then([this, id, address, expected](kj::Own<kj::AsyncIoStream> stream) {
+          .then([this, id, address, expected, answered](kj::Own<kj::AsyncIoStream> stream) {
+            std::shared_ptr<const replication::KeyspaceFilter> readable =
+                readable_ ? readable_(*answered) : nullptr;
             auto outbound = kj::heap<Outbound>(kj::mv(stream), reader_options_, &bytes_sent_);
             auto replica = outbound->link.gateway().replicaRequest().send().getReplica();
             auto hello = replica.helloRequest();
@@ -120,13 +123,14 @@ void PeerLinks::Dial(const std::string& address, uint64_t expected, DialDone don
             // evidence for it, checked before anything else).
             const replication::PeerInfo sent = local_info_(expected);
             ToWire(sent, hello.initInfo());
-            hello.setBack(make_back_(address, id));
+            hello.setBack(make_back_(address, id, readable));
             return hello.send().then(
-                [this, id, replica, address, sent_ms = sent.physical_ms,
+                [this, id, replica, address, sent_ms = sent.physical_ms, readable,
                  outbound = kj::mv(outbound)](auto response) mutable -> absl::StatusOr<Connected> {
                   absl::Status status = ResponseStatus(response);
                   if (!status.ok()) return status;
                   Connected connected{id, FromWire(response.getInfo()), sent_ms};
+                  connected.peer.readable = readable;
                   Outbound& o = *outbound;
                   links_[id] = LinkEntry{replica, 0, kj::mv(outbound)};
                   links_[id].address = address;

@@ -97,8 +97,10 @@ struct ServerOptions {
   // Access control (auth/access.h; `peerkv serve` gives an
   // auth::StoreAccess over the store): every Kv call is checked against it
   // for the connection's user (a friend's device acts as that friend; own
-  // devices and local clients as the local user). null: no checks, and a
-  // friend's device gets no Kv.
+  // devices and local clients as the local user); a friend's device gets a
+  // Replica restricted to the keyspaces MayRead(its user) allows (README
+  // "Filtered replication"), and this server's links may dial friends'
+  // servers. null: no checks, and a friend's device gets no Kv nor Replica.
   std::shared_ptr<const auth::Access> access;
   // The server's identity, borrowed, for setPolicy and groupChange (signed
   // with its user key). null: those calls fail with FailedPrecondition.
