@@ -31,14 +31,14 @@ absl::Status DecodeKey(std::string_view stored, std::string_view* keyspace, uint
 }
 
 absl::Status Put(MDB_cursor* cursor, std::string_view keyspace, uint64_t seq,
-                 std::string* buffer) {
+                 std::string_view header, std::string* buffer) {
   EncodeKey(keyspace, seq, buffer);
-  MDB_val k = Val(*buffer), v{0, nullptr};
+  MDB_val k = Val(*buffer), v = Val(header);
   int rc = mdb_cursor_put(cursor, &k, &v, MDB_APPEND);
   if (rc == MDB_KEYEXIST) {
     // Not last (another keyspace sorts after it): an ordinary insert.
     k = Val(*buffer);
-    v = MDB_val{0, nullptr};
+    v = Val(header);
     rc = mdb_cursor_put(cursor, &k, &v, 0);
   }
   return lmdb::Error(rc, "write change index");
@@ -53,23 +53,22 @@ absl::Status Delete(MDB_txn* txn, MDB_dbi index, std::string_view keyspace, uint
   return lmdb::Error(rc, "delete from change index");
 }
 
-absl::StatusOr<uint64_t> Rebuild(MDB_txn* txn, MDB_dbi log, MDB_dbi index) {
-  lmdb::Cursor entries, out;
-  PEERKV_RETURN_IF_ERROR(entries.Open(txn, log));
+absl::StatusOr<uint64_t> Rebuild(MDB_txn* txn, MDB_dbi records, MDB_dbi index) {
+  lmdb::Cursor registers, out;
+  PEERKV_RETURN_IF_ERROR(registers.Open(txn, records));
   PEERKV_RETURN_IF_ERROR(out.Open(txn, index));
   uint64_t written = 0;
   std::string buffer;
   MDB_val k, v;
-  int rc = mdb_cursor_get(entries.get(), &k, &v, MDB_FIRST);
-  for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(entries.get(), &k, &v, MDB_NEXT)) {
-    PEERKV_ASSIGN_OR_RETURN(const uint64_t seq, codec::DecodeLogKey(View(k)));
-    PEERKV_ASSIGN_OR_RETURN(const codec::LogEntry entry, codec::DecodeLogEntry(View(v)));
+  int rc = mdb_cursor_get(registers.get(), &k, &v, MDB_FIRST);
+  for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(registers.get(), &k, &v, MDB_NEXT)) {
     std::string_view keyspace, key;
-    PEERKV_RETURN_IF_ERROR(codec::SplitRecordKey(entry.record_key, &keyspace, &key));
-    PEERKV_RETURN_IF_ERROR(Put(out.get(), keyspace, seq, &buffer));
+    PEERKV_RETURN_IF_ERROR(codec::SplitRecordKey(View(k), &keyspace, &key));
+    PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header, codec::DecodeRecordHeader(View(v)));
+    PEERKV_RETURN_IF_ERROR(Put(out.get(), keyspace, header.seq, View(v), &buffer));
     ++written;
   }
-  if (rc != MDB_NOTFOUND) return lmdb::Error(rc, "read log to build the change index");
+  if (rc != MDB_NOTFOUND) return lmdb::Error(rc, "read records to build the change index");
   return written;
 }
 

@@ -1,9 +1,10 @@
 // store/change_index_test.cc: the per-keyspace change index: filtered
 // ChangesSince (a keyspace set, a predicate, a watch's keyspace) returns
 // exactly what a filter over the whole log returns, in seq order and across
-// pages, at the cost of what matches; the index follows the log through
-// compaction, tombstone collection and map growth (same transaction); an
-// older store (format 4) gains it when opened.
+// pages, at the cost of what matches; the index holds each register's
+// current change through overwrites, compaction, tombstone collection and
+// map growth (same transaction); an older store (format 4) gains it when
+// opened.
 #include "store/change_index.h"
 
 #include <lmdb.h>
@@ -100,21 +101,23 @@ class ChangeIndexTest : public ::testing::Test {
     ASSERT_EQ(mdb_txn_commit(txn), 0);
     mdb_env_close(env);
   }
-  // On the closed store: the index holds exactly one entry per log entry,
-  // under the entry's keyspace.
-  void ExpectIndexMatchesLog() {
+  // On the closed store: the index holds exactly one entry per register,
+  // under its keyspace and its current seq, with its header, and that log
+  // entry exists.
+  void ExpectIndexMatchesRecords() {
     WithRawLmdb([](MDB_txn* txn, const tables::Dbis& dbis) {
-      std::set<std::pair<std::string, uint64_t>> from_log, from_index;
-      lmdb::Cursor log, index;
-      ASSERT_THAT(log.Open(txn, dbis.log), IsOk());
+      std::map<std::pair<std::string, uint64_t>, std::string> from_records, from_index;
+      lmdb::Cursor records, index;
+      ASSERT_THAT(records.Open(txn, dbis.records), IsOk());
       MDB_val k, v;
-      for (int rc = mdb_cursor_get(log.get(), &k, &v, MDB_FIRST); rc == MDB_SUCCESS;
-           rc = mdb_cursor_get(log.get(), &k, &v, MDB_NEXT)) {
-        absl::StatusOr<codec::LogEntry> entry = codec::DecodeLogEntry(lmdb::View(v));
-        ASSERT_THAT(entry, IsOk());
+      for (int rc = mdb_cursor_get(records.get(), &k, &v, MDB_FIRST); rc == MDB_SUCCESS;
+           rc = mdb_cursor_get(records.get(), &k, &v, MDB_NEXT)) {
         std::string_view ks, key;
-        ASSERT_THAT(codec::SplitRecordKey(entry->record_key, &ks, &key), IsOk());
-        from_log.emplace(std::string(ks), *codec::DecodeLogKey(lmdb::View(k)));
+        ASSERT_THAT(codec::SplitRecordKey(lmdb::View(k), &ks, &key), IsOk());
+        absl::StatusOr<codec::RecordHeader> header = codec::DecodeRecordHeader(lmdb::View(v));
+        ASSERT_THAT(header, IsOk());
+        from_records[{std::string(ks), header->seq}] = std::string(lmdb::View(v));
+        EXPECT_THAT(tables::ReadValue(txn, dbis.log, lmdb::View(k), header->seq), IsOk());
       }
       ASSERT_THAT(index.Open(txn, dbis.change_index), IsOk());
       for (int rc = mdb_cursor_get(index.get(), &k, &v, MDB_FIRST); rc == MDB_SUCCESS;
@@ -122,10 +125,10 @@ class ChangeIndexTest : public ::testing::Test {
         std::string_view ks;
         uint64_t seq = 0;
         ASSERT_THAT(change_index::DecodeKey(lmdb::View(k), &ks, &seq), IsOk());
-        from_index.emplace(std::string(ks), seq);
+        from_index[{std::string(ks), seq}] = std::string(lmdb::View(v));
       }
-      EXPECT_FALSE(from_log.empty());
-      EXPECT_EQ(from_index, from_log);
+      EXPECT_FALSE(from_records.empty());
+      EXPECT_EQ(from_index, from_records);
     });
   }
 
@@ -223,7 +226,7 @@ TEST_F(ChangeIndexTest, AFilteredReadCostsWhatMatchesNotTheLog) {
   }
 }
 
-TEST_F(ChangeIndexTest, TheIndexFollowsCompactionAndTombstoneCollection) {
+TEST_F(ChangeIndexTest, TheIndexFollowsOverwritesCompactionAndTombstoneCollection) {
   {
     StoreOptions options = Options();
     options.compaction_min_garbage = 1;
@@ -238,7 +241,7 @@ TEST_F(ChangeIndexTest, TheIndexFollowsCompactionAndTombstoneCollection) {
     EXPECT_THAT(AllPages(*store, {.keyspaces = &set}, 13),
                 ElementsAreArray(Model(*store, [](const std::string& ks) { return ks == "b"; })));
   }
-  ExpectIndexMatchesLog();
+  ExpectIndexMatchesRecords();
 }
 
 TEST_F(ChangeIndexTest, TheIndexIsWrittenInTheCommitThatGrowsTheMap) {
@@ -259,7 +262,7 @@ TEST_F(ChangeIndexTest, TheIndexIsWrittenInTheCommitThatGrowsTheMap) {
     const std::vector<std::string> set = {"odd"};
     EXPECT_THAT(AllPages(*store, {.keyspaces = &set}, 333), SizeIs(2000));
   }
-  ExpectIndexMatchesLog();
+  ExpectIndexMatchesRecords();
 }
 
 TEST_F(ChangeIndexTest, AFormat4StoreGainsTheIndexWhenOpened) {
@@ -287,7 +290,7 @@ TEST_F(ChangeIndexTest, AFormat4StoreGainsTheIndexWhenOpened) {
     EXPECT_THAT(AllPages(*store, {.keyspaces = &set}, 17), SizeIs(before.size() + 1));
   }
   EXPECT_THAT(logged, ::testing::Contains(::testing::HasSubstr("built the per-keyspace change index")));
-  ExpectIndexMatchesLog();
+  ExpectIndexMatchesRecords();
   WithRawLmdb([](MDB_txn* txn, const tables::Dbis& dbis) {
     absl::StatusOr<std::optional<uint64_t>> format =
         tables::ReadMetaU64(txn, dbis.meta, codec::kMetaFormat);

@@ -106,6 +106,10 @@ absl::StatusOr<bool> GroupTxn::Apply(std::string_view keyspace, std::string_view
                                          old.deleted, std::string(old_value), version, 0});
     }
     counters_.fingerprint -= old_hash.limbs[0];
+    // The superseded change leaves the change index (which holds current
+    // changes only) in this transaction.
+    PEERKV_RETURN_IF_ERROR(
+        change_index::Delete(txn_.get(), dbis_.change_index, keyspace, old.seq));
     d = Val(header_);
     rc = mdb_cursor_put(records_.get(), &k, &d, MDB_CURRENT);
   }
@@ -122,7 +126,7 @@ absl::StatusOr<bool> GroupTxn::Apply(std::string_view keyspace, std::string_view
   MDB_val lk = Val(seq_key_), lv = Val(log_value_);
   PEERKV_RETURN_IF_ERROR(
       lmdb::Error(mdb_cursor_put(log_.get(), &lk, &lv, MDB_APPEND), "append to log"));
-  PEERKV_RETURN_IF_ERROR(change_index::Put(index_.get(), keyspace, seq, &index_key_));
+  PEERKV_RETURN_IF_ERROR(change_index::Put(index_.get(), keyspace, seq, header_, &index_key_));
   changes_.push_back(CommitChange{seq, keyspace, key});
   counters_.max_seq = seq;
   ++counters_.log_entries;

@@ -83,6 +83,10 @@ void SortByRecordKey(std::vector<Record>& records) {
   });
 }
 
+absl::StatusOr<std::optional<Record>> KeptChange(const codec::RecordHeader& header, uint64_t seq,
+                                                 const codec::LogEntry& entry,
+                                                 const ChangesFilter& filter);
+
 // The record log entry `seq` holds, if it is still the register's current
 // one and `filter` keeps it; else nullopt.
 absl::StatusOr<std::optional<Record>> CurrentChange(MDB_txn* txn, MDB_dbi records_dbi,
@@ -101,6 +105,15 @@ absl::StatusOr<std::optional<Record>> CurrentChange(MDB_txn* txn, MDB_dbi record
       lmdb::Get(txn, records_dbi, entry.record_key, "read record for log entry"));
   if (!stored.has_value()) return std::nullopt;
   PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header, codec::DecodeRecordHeader(*stored));
+  return KeptChange(header, seq, entry, filter);
+}
+
+// The record of log entry `seq`, whose register's header is `header`, if
+// it is still the register's current one and `filter`'s rules (but the
+// keyspace) keep it.
+absl::StatusOr<std::optional<Record>> KeptChange(const codec::RecordHeader& header, uint64_t seq,
+                                                 const codec::LogEntry& entry,
+                                                 const ChangesFilter& filter) {
   const bool covered = filter.covered != nullptr && filter.covered->Covers(header.version);
   const bool lacked_own = filter.send_uncovered_of != 0 && filter.covered != nullptr &&
                           header.version.origin == filter.send_uncovered_of && !covered;
@@ -259,13 +272,13 @@ absl::Status Store::LoadOrInitMeta() {
     PEERKV_RETURN_IF_ERROR(UpgradeRanges(txn.get()));
   }
   if (format.has_value() && *format < 5) {
-    // Before format 5 there was no change index: built from the log, once,
-    // O(log entries), in this transaction (a crash leaves the old format
+    // Before format 5 there was no change index: built from the records,
+    // once, O(registers), in this transaction (a crash leaves the old format
     // and no index, and the next open builds it again).
     PEERKV_ASSIGN_OR_RETURN(const uint64_t indexed,
-                            change_index::Rebuild(txn.get(), log_dbi_, change_index_dbi_));
+                            change_index::Rebuild(txn.get(), records_dbi_, change_index_dbi_));
     if (indexed > 0) {
-      Log(absl::StrFormat("store in %s: built the per-keyspace change index (%d log entries)",
+      Log(absl::StrFormat("store in %s: built the per-keyspace change index (%d registers)",
                           dir_->path(), indexed));
     }
   }
@@ -1127,7 +1140,8 @@ absl::StatusOr<uint64_t> Store::CompactStep(size_t max_entries,
     MDB_val k = Val(key);
     absl::Status deleted =
         lmdb::Error(mdb_del(txn.get(), log_dbi_, &k, nullptr), "delete superseded log entry");
-    // Its index entry goes in the same transaction.
+    // Its index entry is normally gone already (the overwrite or the
+    // collection that superseded it deleted it); in the same transaction.
     if (deleted.ok()) {
       deleted = change_index::Delete(txn.get(), change_index_dbi_, entry.keyspace, entry.seq);
     }
@@ -1373,6 +1387,9 @@ absl::StatusOr<Changes> Store::IndexedChangesSince(MDB_txn* txn, Changes changes
     std::string keyspace;
     Cursor cursor;
     uint64_t seq = 0;
+    // The head entry's value (the register's header); valid while the
+    // transaction lasts.
+    std::string_view header;
   };
   std::vector<std::unique_ptr<Stream>> streams;
   // Positions `s` at its first entry at or after `key` (a seek) or after
@@ -1384,6 +1401,7 @@ absl::StatusOr<Changes> Store::IndexedChangesSince(MDB_txn* txn, Changes changes
     PEERKV_RETURN_IF_ERROR(lmdb::Error(rc, "read change index"));
     std::string_view keyspace;
     PEERKV_RETURN_IF_ERROR(change_index::DecodeKey(View(*k), &keyspace, &s.seq));
+    s.header = View(v);
     return keyspace == s.keyspace;
   };
   auto later = [](const Stream* a, const Stream* b) { return a->seq > b->seq; };
@@ -1413,12 +1431,20 @@ absl::StatusOr<Changes> Store::IndexedChangesSince(MDB_txn* txn, Changes changes
     Stream* s = heap.back();
     const uint64_t seq = s->seq;
     if (seq > changes.max_seq) break;  // committed, not yet published (the least)
+    // The index holds current changes only, with their headers: no look-up
+    // of the register, one of the log entry for the value.
+    PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header,
+                            codec::DecodeRecordHeader(s->header));
     PEERKV_ASSIGN_OR_RETURN(const std::optional<std::string_view> stored,
                             lmdb::Get(txn, log_dbi_, codec::BigEndian64(seq), "read log entry"));
     if (stored.has_value()) {
       PEERKV_ASSIGN_OR_RETURN(const codec::LogEntry entry, codec::DecodeLogEntry(*stored));
-      PEERKV_ASSIGN_OR_RETURN(std::optional<Record> record,
-                              CurrentChange(txn, records_dbi_, seq, entry, filter));
+      std::string_view keyspace, key;
+      PEERKV_RETURN_IF_ERROR(codec::SplitRecordKey(entry.record_key, &keyspace, &key));
+      std::optional<Record> record;
+      if (key.starts_with(filter.key_prefix)) {
+        PEERKV_ASSIGN_OR_RETURN(record, KeptChange(header, seq, entry, filter));
+      }
       if (record.has_value()) {
         bytes += RecordBytes(*record);
         changes.records.push_back(std::move(*record));
