@@ -1314,14 +1314,39 @@ absl::StatusOr<Changes> Store::ChangesSince(uint64_t after_seq, size_t limit,
   // that pulled such a seq and asked from it at once would look as if it
   // held more of our log than we do (restore evidence, restore_guard.h).
   const uint64_t published = max_seq_.load();
+  // `keyspace_allowed` may read this store itself (auth::StoreAccess
+  // re-reads its policy and group records when they changed), and a read
+  // inside our read transaction would take the store's mutex twice (a
+  // reader lock held while another is taken deadlocks behind a writer):
+  // ask it outside, of the keyspaces a transaction opened after `published`
+  // was loaded lists (so every keyspace with a change at or below it).
+  std::vector<std::string> allowed;
+  ChangesFilter narrowed;
+  const ChangesFilter* use = &filter;
+  if (filter.keyspace_allowed) {
+    {
+      ReadTxn list(*this);
+      PEERKV_RETURN_IF_ERROR(list.Begin());
+      if (filter.keyspaces != nullptr) {
+        allowed = *filter.keyspaces;
+      } else {
+        PEERKV_ASSIGN_OR_RETURN(allowed, change_index::Keyspaces(list.get(), change_index_dbi_));
+      }
+    }
+    std::erase_if(allowed, [&](const std::string& ks) { return !filter.keyspace_allowed(ks); });
+    narrowed = filter;
+    narrowed.keyspace_allowed = nullptr;
+    narrowed.keyspaces = &allowed;
+    use = &narrowed;
+  }
   ReadTxn txn(*this);
   PEERKV_RETURN_IF_ERROR(txn.Begin());
   PEERKV_ASSIGN_OR_RETURN(const std::optional<codec::MetaState> state,
                           tables::ReadMetaState(txn.get(), meta_dbi_));
   if (state.has_value()) changes.max_seq = std::min(state->max_seq, published);
   if (after_seq >= changes.max_seq) return changes;
-  if (!filter.keyspace.empty() || filter.keyspaces != nullptr || filter.keyspace_allowed) {
-    return IndexedChangesSince(txn.get(), std::move(changes), limit, max_bytes, filter);
+  if (!use->keyspace.empty() || use->keyspaces != nullptr) {
+    return IndexedChangesSince(txn.get(), std::move(changes), limit, max_bytes, *use);
   }
 
   Cursor cursor;

@@ -143,8 +143,9 @@ struct ChangesFilter {
   std::string_view key_prefix;
   // Only records of these keyspaces (borrowed for the call; null: no such
   // restriction), and, if `keyspace_allowed` is set, of keyspaces it
-  // accepts (asked once per keyspace that has changes, in the call's read
-  // transaction: a friend's pull, README "Filtered replication"). Any of
+  // accepts (asked once per keyspace that has changes, outside the call's
+  // read transaction, so it may read the store: a friend's pull, README
+  // "Filtered replication"). Any of
   // `keyspace`, `keyspaces` and `keyspace_allowed` makes ChangesSince read
   // the per-keyspace change index: its work is proportional to the
   // changes of those keyspaces (and the number of keyspaces), not to the
