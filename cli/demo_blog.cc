@@ -93,12 +93,21 @@ class BlogDemo {
     PEERKV_RETURN_IF_ERROR(StartServers());
     PEERKV_RETURN_IF_ERROR(Share());
     PEERKV_RETURN_IF_ERROR(Post());
-    PEERKV_RETURN_IF_ERROR(MalloryGetsNothing());
-    PEERKV_RETURN_IF_ERROR(JosephineMayNotPost());
-    PEERKV_RETURN_IF_ERROR(DraftsStayHome());
-    PEERKV_RETURN_IF_ERROR(Revoke());
+    // The facts below do not depend on each other: each is checked, and
+    // one that does not hold is reported without hiding the others.
+    std::vector<std::string> failed;
+    for (absl::Status fact : {MalloryGetsNothing(), JosephineMayNotPost(), DraftsStayHome(),
+                              Revoke()}) {
+      if (fact.ok()) continue;
+      std::printf("    FACT DOES NOT HOLD: %s\n", std::string(fact.message()).c_str());
+      failed.emplace_back(fact.message());
+    }
     Step("The end: every server is stopped (SIGTERM).");
     for (Device* d : All()) PEERKV_RETURN_IF_ERROR(StopServer(*d));
+    if (!failed.empty()) {
+      return absl::InternalError(absl::StrFormat("%d facts of the story did not hold: %s",
+                                                 failed.size(), absl::StrJoin(failed, "; ")));
+    }
     std::printf("\nEvery fact of the story held.\n");
     return absl::OkStatus();
   }
@@ -189,13 +198,10 @@ class BlogDemo {
     Step("Mallory, linked to Jane's laptop and Josephine's phone, gets nothing of\n"
          "           the blog and never learns its name. Josephine publishes a news item\n"
          "           after her phone holds the posts; Mallory waits for both news items\n"
-         "           (so both links have served her past the posts) and reconciles with\n"
-         "           both peers.");
+         "           (so both links have served her past the posts).");
     PEERKV_RETURN_IF_ERROR(Must(jos_phone_, {"put", "josephine.news", "n1", "Josephine says hi"}));
     PEERKV_RETURN_IF_ERROR(WaitForKeys(mallory_, "jane.news", {"n1"}));
     PEERKV_RETURN_IF_ERROR(WaitForKeys(mallory_, "josephine.news", {"n1"}));
-    PEERKV_RETURN_IF_ERROR(Must(mallory_, {"reconcile", "jane-laptop"}));
-    PEERKV_RETURN_IF_ERROR(Must(mallory_, {"reconcile", "josephine-phone"}));
     PEERKV_ASSIGN_OR_RETURN(const std::vector<std::string> records, Keys(mallory_, kBlog, false));
     PEERKV_ASSIGN_OR_RETURN(const std::vector<std::string> keys, Keys(mallory_, kBlog, true));
     PEERKV_ASSIGN_OR_RETURN(const int listed, KeyspaceListMentions(mallory_, "blog"));
@@ -253,7 +259,6 @@ class BlogDemo {
     PEERKV_RETURN_IF_ERROR(WaitForKeys(jane_phone_, kBlog, {"post-1", "post-2", "post-3"}));
     PEERKV_RETURN_IF_ERROR(WaitForKeys(jos_phone_, "jane.news", {"n1", "n2"}));
     PEERKV_RETURN_IF_ERROR(WaitForKeys(jos_laptop_, "jane.news", {"n1", "n2"}));
-    PEERKV_RETURN_IF_ERROR(Must(jos_phone_, {"reconcile", "jane-laptop"}));
     for (Device* d : {&jos_phone_, &jos_laptop_}) {
       PEERKV_ASSIGN_OR_RETURN(const std::vector<std::string> keys, Keys(*d, kBlog, true));
       std::printf("    %-16s %s: %s (post-3 %s)\n", d->name.c_str(), kBlog,
@@ -262,7 +267,9 @@ class BlogDemo {
       if (absl::c_linear_search(keys, "post-3")) {
         return absl::InternalError("the post after the removal reached Josephine");
       }
-      if (keys.size() != 2) return absl::InternalError("Josephine lost what she had");
+      if (!absl::c_linear_search(keys, "post-1") || !absl::c_linear_search(keys, "post-2")) {
+        return absl::InternalError("Josephine lost what she had");
+      }
     }
     std::printf("    What Josephine had before the removal stays hers (post-1, post-2).\n");
     return absl::OkStatus();
