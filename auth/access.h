@@ -7,6 +7,7 @@
 #ifndef PEERKV_AUTH_ACCESS_H_
 #define PEERKV_AUTH_ACCESS_H_
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -40,6 +41,24 @@ class Access {
   // keyspace is readable beyond its owner's devices (its policy names a
   // reader or writer other than the owner).
   virtual bool RequiresSignature(std::string_view ks) const = 0;
+
+  // Per record (a friend's view of the reserved keyspaces): a record of
+  // peerkv.policies is readable by whoever may read the keyspace it is the
+  // policy of; one of peerkv.groups by the group's owner and members.
+  // Other keyspaces: MayRead. (MayRead of peerkv.policies/peerkv.groups as
+  // a whole is the local user's only.)
+  virtual bool MayReadRecord(const Principal& who, std::string_view ks,
+                             std::string_view key) const {
+    (void)key;
+    return MayRead(who, ks);
+  }
+  // The concurrent-write rule (README "Groups and policies", revocation):
+  // MayWrite, or `who` lost the right to write `ks` by a record written
+  // after clock `hlc` (a write made while `who` could write).
+  virtual bool MayWriteAt(const Principal& who, std::string_view ks, uint64_t hlc) const {
+    (void)hlc;
+    return MayWrite(who, ks);
+  }
 };
 
 }  // namespace peerkv::auth

@@ -15,6 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "auth/ids.h"
+#include "auth/policy.h"
 #include "common/macros.h"
 
 namespace peerkv::auth {
@@ -176,8 +177,8 @@ absl::StatusOr<std::string> CheckRecord(const PublicKey& user, std::string_view 
   const std::string what = Cat({"record ", keyspace, "/", key});
   if (keyspace != kDevicesKeyspace && keyspace != kFriendsKeyspace) {
     return absl::PermissionDeniedError(absl::StrFormat(
-        "keyspace '%s' is reserved and unknown to this peerkv (known: %s, %s)", keyspace,
-        kDevicesKeyspace, kFriendsKeyspace));
+        "keyspace '%s' is reserved and unknown to this peerkv (known: %s, %s, %s, %s)",
+        keyspace, kDevicesKeyspace, kFriendsKeyspace, kPoliciesKeyspace, kGroupsKeyspace));
   }
   if (deleted) {
     return absl::PermissionDeniedError(absl::StrFormat(
@@ -265,7 +266,14 @@ bool Exists(const std::string& path) {
 std::function<absl::Status(std::string_view, std::string_view, std::string_view, bool)>
 ReservedCheck(const PublicKey& user) {
   return [user](std::string_view keyspace, std::string_view key, std::string_view value,
-                bool deleted) { return CheckRecord(user, keyspace, key, value, deleted).status(); };
+                bool deleted) {
+    // Policies and groups (auth/policy.h); without a StoreAccess to tell a
+    // keyspace's owner, only this user's own policies are kept.
+    if (keyspace == kPoliciesKeyspace || keyspace == kGroupsKeyspace) {
+      return CheckPolicyOrGroupRecord(user, nullptr, keyspace, key, value, deleted);
+    }
+    return CheckRecord(user, keyspace, key, value, deleted).status();
+  };
 }
 
 std::string Identity::KeysDir(const std::string& data_dir) { return data_dir + "/keys"; }

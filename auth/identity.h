@@ -90,6 +90,9 @@ class Identity {
   // Empty while waiting to be added.
   const std::string& user_name() const { return user_name_; }
   bool holds_user_key() const { return user_key_ != nullptr; }
+  // The user key, or null while waiting to be added: for auth/policy.cc,
+  // which signs policies and groups with it.
+  const SigningKey* user_key() const { return user_key_.get(); }
   // This device's certificate issued now by the user key, encoded
   // (DeviceCertificate::Encode), named `name`: what it shows on a TLS link
   // so that a device of the user that does not list it yet can check it

@@ -81,6 +81,8 @@ absl::Status ExpectPositional(const Context& context, size_t min, size_t max,
 const std::vector<Command>& DataCommands();
 const std::vector<Command>& ServerCommands();
 const std::vector<Command>& IdentityCommands();
+// `peerkv group` and `peerkv policy` (cli/policy_commands.cc).
+const std::vector<Command>& PolicyCommands();
 const Command& DemoCommand();
 const Command& KeyspaceCommand();
 // `peerkv token` (cli/token_command.cc).
@@ -88,6 +90,8 @@ const Command& TokenCommand();
 const Command& ConflictsCommand();
 // `peerkv demo strong` (cli/demo_strong.cc).
 int RunStrongDemo(const Context& context);
+// `peerkv demo blog` (cli/demo_blog.cc).
+int RunBlogDemo(const Context& context);
 
 }  // namespace peerkv::cli
 

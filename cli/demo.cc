@@ -313,12 +313,13 @@ class Demo {
 };
 
 int RunDemo(const Context& c) {
-  if (absl::Status s = ExpectPositional(c, 0, 1, "[strong]"); !s.ok()) {
+  if (absl::Status s = ExpectPositional(c, 0, 1, "[strong|blog]"); !s.ok()) {
     return Fail(c.command, s);
   }
   if (!c.args.positional.empty()) {
+    if (c.args.positional[0] == "blog") return RunBlogDemo(c);
     if (c.args.positional[0] != "strong") {
-      return UsageError(c.command, "the only named demo is `demo strong`");
+      return UsageError(c.command, "the named demos are `demo strong` and `demo blog`");
     }
     return RunStrongDemo(c);
   }
@@ -344,7 +345,7 @@ int RunDemo(const Context& c) {
 
 const Command& DemoCommand() {
   static const auto* command = new Command{
-      "demo", "[strong [--etcd http://HOST:PORT]]",
+      "demo", "[strong [--etcd http://HOST:PORT] | blog]",
       "walk through the phone/tablet/pc scenario on three replica servers",
       "Starts three replica servers (phone, tablet, pc) on free loopback ports in\n"
       "a temporary directory and plays the seed's first scenario: a contact\n"
@@ -355,7 +356,12 @@ const Command& DemoCommand() {
       "`demo strong`: a unique-username registry as a strong keyspace. Starts\n"
       "etcd (/usr/bin/etcd, or uses --etcd URL) and three devices; phone and\n"
       "laptop race to claim the same name (exactly one wins), the tablet cannot\n"
-      "reach etcd: it receives the winner by gossip and refuses to claim names.\n",
+      "reach etcd: it receives the winner by gossip and refuses to claim names.\n"
+      "`demo blog`: Jane's private blog on five `peerkv serve` processes (Jane's\n"
+      "laptop and phone, Josephine's phone and laptop, Mallory's laptop): a\n"
+      "group, a read policy, posts relayed to Josephine's laptop, nothing for\n"
+      "Mallory, Josephine's post refused, drafts kept home, and a revocation.\n"
+      "Prints each command and the evidence of each fact; exit 1 if one fails.\n",
       {.with_value = {"etcd"}}, RunDemo, Target::kNone};
   return *command;
 }

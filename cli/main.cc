@@ -23,6 +23,7 @@ std::vector<const Command*> AllCommands() {
   for (const Command& c : DataCommands()) all.push_back(&c);
   for (const Command& c : ServerCommands()) all.push_back(&c);
   for (const Command& c : IdentityCommands()) all.push_back(&c);
+  for (const Command& c : PolicyCommands()) all.push_back(&c);
   all.push_back(&KeyspaceCommand());
   all.push_back(&TokenCommand());
   all.push_back(&ConflictsCommand());

@@ -10,6 +10,7 @@
 #include "auth/tokens.h"
 #include "cli/command.h"
 #include "http/front_end.h"
+#include "auth/policy.h"
 #include "cli/identity.h"
 #include "cli/text.h"
 #include "common/log.h"
@@ -177,6 +178,11 @@ int RunServe(const Context& c) {
   absl::StatusOr<ServeIdentity> identity =
       PrepareServeIdentity(store_options.dir, c.args.Get("user").value_or("me"), &store_options);
   if (!identity.ok()) return Fail(c.command, identity.status());
+  // Policies and groups (auth/policy.h): who may read and write what, asked
+  // by the merge (the owner rule for arriving policies) and by every call.
+  auto access = std::make_shared<auth::StoreAccess>(identity->identity->user());
+  store_options.reserved_check =
+      auth::ReservedCheckWithPolicies(identity->identity->user(), access);
   // Strong keyspaces: the mode table is the store's merge filter (the
   // barrier), so it is made first and outlives the store.
   std::unique_ptr<consensus::ConsensusLog> consensus_log;
@@ -194,6 +200,12 @@ int RunServe(const Context& c) {
   modes.AttachTo(&store_options);
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(store_options);
   if (!store.ok()) return Fail(c.command, store.status());
+  access->Attach(store->get());
+  // Detached before the store closes, on every return below.
+  struct DetachAccess {
+    auth::StoreAccess* access;
+    ~DetachAccess() { access->Detach(); }
+  } detach_access{access.get()};
   absl::StatusOr<std::unique_ptr<JoinWatcher>> joiner = StartServeIdentity(*identity, **store);
   if (!joiner.ok()) return Fail(c.command, joiner.status());
   if (absl::Status loaded = modes.Load(**store); !loaded.ok()) {
@@ -222,6 +234,8 @@ int RunServe(const Context& c) {
   server_options.snapshot_disabled = !snapshot_bootstrap;
   server_options.replication.snapshot_records = static_cast<uint32_t>(*snapshot_page_records);
   server_options.strong = strong.get();
+  if (!c.args.Has("no-access-checks")) server_options.access = access;
+  server_options.identity = identity->identity.get();
   if (!c.args.Has("insecure-loopback")) {
     absl::StatusOr<rpc::TlsIdentity> tls = TlsIdentityOf(*identity->identity);
     if (!tls.ok()) return Fail(c.command, tls.status());
@@ -331,6 +345,7 @@ int RunServe(const Context& c) {
   resp_server.reset();
   server->reset();
   strong.reset();
+  access->Detach();
   store->reset();
   LogLine("peerkv: stopped");
   return kExitOk;
@@ -740,7 +755,10 @@ const std::vector<Command>& ServerCommands() {
        "  --resp-threads N          RESP event loops on the port (SO_REUSEPORT; default 1)\n"
        "  --clock-offset-ms N       testing only: shift this replica's clock by N ms\n"
        "  --snapshot-page-records N testing only: registers per snapshot page asked for\n"
-       "                            (default 50000; 1..65536)\n",
+       "                            (default 50000; 1..65536)\n"
+       "  --no-access-checks        benchmark baselines only: Kv calls are not checked\n"
+       "                            against policies and a friend's device gets no Kv\n"
+       "                            (the behaviour before policies)\n",
        {.with_value = {"listen", "max-value-bytes", "replica-name", "user", "peer", "gossip-interval-ms",
                        "idle-timeout-ms", "keepalive-ms",
                        "fanout", "max-clock-skew", "max-clock-skew-ms", "clock-offset-ms",
@@ -750,7 +768,8 @@ const std::vector<Command>& ServerCommands() {
                        "resp-keyspace", "resp-threads", "tombstone-min-age",
                        "tombstone-collect-interval", "max-conflict-entries",
                        "max-conflict-bytes", "snapshot-bootstrap", "snapshot-page-records"},
-        .switches = {"http-insecure-loopback", "resp-insecure-loopback", "insecure-loopback"},
+        .switches = {"http-insecure-loopback", "resp-insecure-loopback", "insecure-loopback",
+                     "no-access-checks"},
         .repeatable = {"peer"}},
        RunServe, Target::kData},
       {"watch", "KS [--prefix P] [--from-seq N] [--reconnect-for D]",

@@ -70,6 +70,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "replication/status.h"
+#include "replication/transport.h"
 #include "store/range_fingerprint.h"
 #include "store/version.h"
 
@@ -259,11 +260,20 @@ class ReconcileSource {
 // The sum of every keyspace's root fingerprint: equal on two stores that
 // hold the same registers (O(number of keyspaces)).
 absl::StatusOr<rbsr::Fingerprint> StoreFingerprint(const Store& store);
+// The sum over the keyspaces `readable` accepts (a friend's link).
+absl::StatusOr<rbsr::Fingerprint> StoreFingerprint(const Store& store,
+                                                   const KeyspaceFilter& readable);
 
 // A ReconcileSource over a Store (borrowed). It keeps the last view it
 // opened while the store commits nothing (one view: keep the source for
 // the rounds of a session, not longer). Not thread-safe.
 std::unique_ptr<ReconcileSource> StoreReconcileSource(const Store& store);
+// `inner` (borrowed) as a friend's link may see it: only the keyspaces
+// `readable` accepts are listed; any other is an empty keyspace (its view
+// is empty, its keys absent), exactly as one that does not exist, so an
+// answer neither reveals nor confirms it.
+std::unique_ptr<ReconcileSource> FilteredReconcileSource(
+    ReconcileSource& inner, std::shared_ptr<const KeyspaceFilter> readable);
 
 // The responder's side of one round, after it merged `request.push`
 // (whose counts it fills in itself). `max_bytes` bounds the answer.

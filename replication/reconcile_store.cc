@@ -70,6 +70,61 @@ absl::StatusOr<rbsr::Fingerprint> StoreFingerprint(const Store& store) {
   return total;
 }
 
+absl::StatusOr<rbsr::Fingerprint> StoreFingerprint(const Store& store,
+                                                   const KeyspaceFilter& readable) {
+  PEERKV_ASSIGN_OR_RETURN(auto roots, store.KeyspaceFingerprints());
+  rbsr::Fingerprint total;
+  for (const auto& [keyspace, fingerprint] : roots) {
+    if (readable(keyspace)) total.Add(fingerprint);
+  }
+  return total;
+}
+
+namespace {
+
+class EmptyView final : public rbsr::RangeView {
+ public:
+  absl::StatusOr<rbsr::Fingerprint> FingerprintOf(const rbsr::NodeId&) override {
+    return rbsr::Fingerprint{};
+  }
+  absl::Status ForEachItem(const rbsr::NodeId&,
+                           absl::FunctionRef<void(const rbsr::RangeItem&)>) override {
+    return absl::OkStatus();
+  }
+};
+
+class FilteredSource final : public ReconcileSource {
+ public:
+  FilteredSource(ReconcileSource& inner, std::shared_ptr<const KeyspaceFilter> readable)
+      : inner_(inner), readable_(std::move(readable)) {}
+
+  absl::StatusOr<std::vector<KeyspaceRoot>> Roots() override {
+    PEERKV_ASSIGN_OR_RETURN(std::vector<KeyspaceRoot> roots, inner_.Roots());
+    std::erase_if(roots, [&](const KeyspaceRoot& root) { return !(*readable_)(root.keyspace); });
+    return roots;
+  }
+  absl::StatusOr<std::unique_ptr<rbsr::RangeView>> View(std::string_view keyspace) override {
+    if (!(*readable_)(keyspace)) return std::make_unique<EmptyView>();
+    return inner_.View(keyspace);
+  }
+  absl::StatusOr<std::optional<Record>> Get(std::string_view keyspace,
+                                            std::string_view key) override {
+    if (!(*readable_)(keyspace)) return std::nullopt;
+    return inner_.Get(keyspace, key);
+  }
+
+ private:
+  ReconcileSource& inner_;
+  const std::shared_ptr<const KeyspaceFilter> readable_;
+};
+
+}  // namespace
+
+std::unique_ptr<ReconcileSource> FilteredReconcileSource(
+    ReconcileSource& inner, std::shared_ptr<const KeyspaceFilter> readable) {
+  return std::make_unique<FilteredSource>(inner, std::move(readable));
+}
+
 std::unique_ptr<ReconcileSource> StoreReconcileSource(const Store& store) {
   return std::make_unique<StoreSource>(store);
 }

@@ -300,8 +300,11 @@ void Replicator::AddLink(LinkId link, const PeerInfo& info, bool inbound,
     PublishStatus();
     return;
   }
-  // A peer met: tombstone collection waits for what it acknowledges.
-  store_->NotePeer(info.replica_id);
+  // A peer met: tombstone collection waits for what it acknowledges. Not a
+  // friend's device: it holds only the keyspaces it may read, so it would
+  // never acknowledge the others' tombstones (it is not waited for; README
+  // "Filtered replication").
+  if (info.readable == nullptr) store_->NotePeer(info.replica_id);
   auto [it, created] = peers_.try_emplace(info.replica_id);
   if (created) {
     it->second = std::make_unique<Peer>();
@@ -569,7 +572,8 @@ void Replicator::Fork(const Restored& restored, bool fresh_clock) {
 
 void Replicator::ForgetRetired(const PeerInfo& info) {
   PEERKV_CHECK(executor_->IsCurrent());
-  if (info.retired.empty()) return;
+  // A friend's device cannot make us forget watermarks and checkpoints.
+  if (info.retired.empty() || info.readable != nullptr) return;
   std::vector<uint64_t> untrusted;
   for (uint64_t id : info.retired) {
     if (!store_->Distrusts(id) && id != store_->replica_id()) untrusted.push_back(id);
@@ -734,7 +738,9 @@ void Replicator::SendPull(Peer& peer, PeerCheckpoint from) {
   request.max_records = options_.batch_records;
   request.max_bytes = options_.batch_bytes;
   request.max_value_bytes = store_->options().max_value_bytes;
-  request.watermarks = store_->GetWatermarks();
+  // Not to a friend's device: our watermarks name versions of keyspaces it
+  // may not read (it then sends what it has; the merge keeps the greater).
+  if (peer.info.readable == nullptr) request.watermarks = store_->GetWatermarks();
   peer.pulled_from = from;
   peer.pull_started = executor_->Now();
   // A new attempt: answers and timeouts of earlier ones no longer match.
@@ -895,11 +901,22 @@ absl::Status Replicator::ValidatePage(uint64_t peer_id, const PullResponse& resp
 // yet: the store lowers the claim for its origin below it. (Pages merge in
 // order, so a page that reaches the peer's max seq is merged after all
 // before it.)
-Watermarks Replicator::WatermarksToAdopt(const Page& page) const {
+Watermarks Replicator::WatermarksToAdopt(uint64_t peer_id, const Page& page) const {
   PEERKV_CHECK(executor_->IsCurrent());
   const bool caught_up = page.response.last_seq >= page.response.max_seq;
   Watermarks adopted;
   if (!caught_up || store_->options().max_value_bytes != kMaxValueBytes) return adopted;
+  // Never from a friend's device (its server sends none, but a friend's
+  // word is not ours to trust either): it serves only the keyspaces we may
+  // read there, so being level with its log says nothing of the others.
+  // Adopting its coverage would claim versions we never received, and
+  // tombstone collection's stale rule would then refuse as stale (and
+  // answer with a fresh tombstone) a live record of such a version when it
+  // arrives from one of our own devices: our own records lost. Only the
+  // checkpoint advances on a friend's link.
+  if (auto it = peers_.find(peer_id); it != peers_.end() && it->second->info.readable != nullptr) {
+    return adopted;
+  }
   for (const auto& [origin, hlc] : page.response.watermarks) {
     if (store_->CheckSkew(hlc).ok() && !store_->Distrusts(origin)) adopted[origin] = hlc;
   }
@@ -909,7 +926,7 @@ Watermarks Replicator::WatermarksToAdopt(const Page& page) const {
 
 absl::StatusOr<MergeResult> Replicator::MergePage(uint64_t peer_id, Page& page) {
   PEERKV_CHECK(executor_->IsCurrent());
-  Watermarks adopted = WatermarksToAdopt(page);
+  Watermarks adopted = WatermarksToAdopt(peer_id, page);
   // An up-to-date peer answers with nothing new: then there is nothing to
   // merge or write, and the round costs no store work at all.
   // A new open nonce of the peer moves it too: the checkpoint then names
@@ -1139,7 +1156,9 @@ void Replicator::Nudge(Peer& peer) {
   PEERKV_CHECK(executor_->IsCurrent());
   if (peer.links.empty()) return;
   ++counters_.nudges_sent;
-  transport_->Nudge(ChooseLink(peer), store_->GetWatermarks());
+  // A friend's device gets no watermarks (see SendPull).
+  transport_->Nudge(ChooseLink(peer),
+                    peer.info.readable == nullptr ? store_->GetWatermarks() : Watermarks{});
 }
 
 bool Replicator::EvictGonePeer() {
@@ -1348,8 +1367,15 @@ void Replicator::RunNextReconcile() {
     }
     if (reconcile_source_ == nullptr) reconcile_source_ = StoreReconcileSource(*store_);
     reconcile_->link = ChooseLink(*it->second);
+    ReconcileSource* source = reconcile_source_.get();
+    if (it->second->info.readable != nullptr) {
+      // A friend's device: our requests name only what it may read.
+      reconcile_->filtered =
+          FilteredReconcileSource(*reconcile_source_, it->second->info.readable);
+      source = reconcile_->filtered.get();
+    }
     reconcile_->session = std::make_unique<ReconcileSession>(
-        *reconcile_source_, options_.reconcile_limits, executor_->Now());
+        *source, options_.reconcile_limits, executor_->Now());
     ReconcileStep();
   }
 }
@@ -1505,7 +1531,12 @@ void Replicator::NoteForReconcile(Peer& peer, const PullResponse& response,
   if (!caught_up) return;
   if (response.store_fingerprint.has_value() &&
       options_.reconcile_interval > absl::ZeroDuration() && !store_->Bootstrap().has_value()) {
-    absl::StatusOr<rbsr::Fingerprint> mine = StoreFingerprint(*store_);
+    // A friend's server tells the fingerprint of what we may read there;
+    // ours of what it may read here is the one to compare (equal when the
+    // policies agree, e.g. its blog that we read and it owns).
+    absl::StatusOr<rbsr::Fingerprint> mine =
+        peer.info.readable == nullptr ? StoreFingerprint(*store_)
+                                      : StoreFingerprint(*store_, *peer.info.readable);
     if (mine.ok() && *mine != *response.store_fingerprint) {
       // Twice in a row: a write on either side in flight explains one.
       if (++peer.fingerprint_mismatches >= 2 && peer.reconcile_why.empty() &&

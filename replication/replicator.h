@@ -279,7 +279,7 @@ class Replicator final : public LinkEvents {
   void OnPulled(uint64_t peer_id, uint64_t attempt, absl::StatusOr<PullResponse> result);
   void OnPullFailed(Peer& peer, const absl::Status& status);
   absl::Status ValidatePage(uint64_t peer_id, const PullResponse& response) const;
-  Watermarks WatermarksToAdopt(const Page& page) const;
+  Watermarks WatermarksToAdopt(uint64_t peer_id, const Page& page) const;
   absl::StatusOr<MergeResult> MergePage(uint64_t peer_id, Page& page);
   void NoteMergeFailure(Peer& peer, const absl::Status& failure);
   void NoteRefusals(Peer& peer, const MergeResult& merged);
@@ -323,6 +323,8 @@ class Replicator final : public LinkEvents {
     uint64_t peer_id = 0;
     std::string why;
     std::vector<ReconcileDone> done;
+    // A friend's link: the source as it may see it (outlives `session`).
+    std::unique_ptr<ReconcileSource> filtered;
     std::unique_ptr<ReconcileSession> session;
     LinkId link = 0;
     // The round in flight (answers to older ones are late and ignored).

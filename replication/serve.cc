@@ -49,7 +49,8 @@ absl::StatusOr<SnapshotResponse> ServeSnapshot(const Store& store,
   return response;
 }
 
-absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& request) {
+absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& request,
+                                       const KeyspaceFilter* readable) {
   PullResponse response;
   response.replica_id = store.replica_id();
   response.incarnation = store.incarnation();
@@ -64,25 +65,31 @@ absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& re
   const size_t max_bytes = std::clamp<uint32_t>(request.max_bytes, 1, kMaxPullBytes);
   // Watermarks first, then the log: whatever they cover was committed
   // before the log is read, so it is in what the requester gets.
-  response.watermarks = store.GetWatermarks();
-  // What the requester holds: tombstone collection waits for it.
-  store.NotePeerHolds(request.requester, request.watermarks);
-  PEERKV_ASSIGN_OR_RETURN(
-      Changes changes,
-      store.ChangesSince(response.from_seq, limit, max_bytes,
-                         ChangesFilter{.skip_source = request.requester,
-                                       .skip_origin = request.requester,
-                                       // Its own writes it lacks: restore evidence.
-                                       .send_uncovered_of = request.requester,
-                                       .max_value_bytes = request.max_value_bytes,
-                                       .covered = &request.watermarks}));
+  if (readable == nullptr) {
+    response.watermarks = store.GetWatermarks();
+    // What the requester holds: tombstone collection waits for it.
+    store.NotePeerHolds(request.requester, request.watermarks);
+  }
+  ChangesFilter filter{.skip_source = request.requester,
+                       .skip_origin = request.requester,
+                       // Its own writes it lacks: restore evidence.
+                       .send_uncovered_of = request.requester,
+                       .max_value_bytes = request.max_value_bytes,
+                       .covered = &request.watermarks};
+  if (readable != nullptr) filter.keyspace_allowed = *readable;
+  PEERKV_ASSIGN_OR_RETURN(Changes changes,
+                          store.ChangesSince(response.from_seq, limit, max_bytes, filter));
   response.records = std::move(changes.records);
   response.last_seq = changes.last_seq;
   response.max_seq = changes.max_seq;
   // Not while a snapshot bootstrap is half done: the fingerprints differ
   // until it ends, which is no reason to reconcile.
   if (response.last_seq == response.max_seq && !store.Bootstrap().has_value()) {
-    PEERKV_ASSIGN_OR_RETURN(response.store_fingerprint, StoreFingerprint(store));
+    if (readable == nullptr) {
+      PEERKV_ASSIGN_OR_RETURN(response.store_fingerprint, StoreFingerprint(store));
+    } else {
+      PEERKV_ASSIGN_OR_RETURN(response.store_fingerprint, StoreFingerprint(store, *readable));
+    }
   }
   return response;
 }

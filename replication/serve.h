@@ -18,7 +18,15 @@ inline constexpr uint32_t kMaxPullBytes = 4 << 20;
 // requester has (see ChangesFilter). If the checkpoint is of another
 // incarnation of this store, or beyond its log, starts from seq 0. O(1)
 // when the requester is up to date.
-absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& request);
+//
+// `readable` (a friend's link, README "Filtered replication"): only records
+// of the keyspaces it accepts, read through the store's change index (work
+// proportional to them); no watermarks (they would claim versions of other
+// keyspaces, and a friend holds only a subset); the store fingerprint is
+// that of those keyspaces alone; the requester's holdings are not noted
+// for tombstone collection (a friend never holds every keyspace).
+absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& request,
+                                       const KeyspaceFilter* readable = nullptr);
 
 // Bounds of one snapshot page a server sends.
 inline constexpr uint32_t kMaxSnapshotRecords = 65'536;

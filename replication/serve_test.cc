@@ -4,7 +4,9 @@
 // incarnation or beyond the log starts over), and the watermarks sent.
 #include "replication/serve.h"
 
+#include "absl/strings/str_cat.h"
 #include "common/status_matchers.h"
+#include "replication/reconcile.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "testing/temp_dir.h"
@@ -106,6 +108,121 @@ TEST_F(ServeTest, AnswersWithItsWatermarksIncludingItsOwnClock) {
   EXPECT_GE(response->watermarks.at(store_->replica_id()), (*local)->version.hlc);
   EXPECT_EQ(response->replica_id, store_->replica_id());
   EXPECT_EQ(response->max_seq, 5u);
+}
+
+}  // namespace
+}  // namespace peerkv::replication
+
+namespace peerkv::replication {
+namespace {
+
+// A friend's link (README "Filtered replication"): what crosses to a peer
+// that may read only "shared" -- a pull's page and every message of a whole
+// reconcile session it drives -- names no other keyspace, key or value,
+// claims no watermarks, and leaves its store with "shared" alone.
+class FilteredServeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ = Open("jane");
+    friend_ = Open("mallory");
+    ASSERT_THAT(server_->Put("shared", "hello", "for friends"), IsOk());
+    for (int i = 0; i < 50; ++i) {
+      ASSERT_THAT(server_->Put("blog", absl::StrCat("post", i), absl::StrCat("secret-post-", i)),
+                  IsOk());
+      ASSERT_THAT(server_->Put("drafts", absl::StrCat("draft", i), "secret-draft"), IsOk());
+    }
+    ASSERT_THAT(friend_->Put("mine", "m", "mallory's"), IsOk());
+  }
+  std::unique_ptr<Store> Open(const std::string& name) {
+    StoreOptions options;
+    options.dir = dir_.Sub(name);
+    options.wall_clock = &wall_;
+    absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
+    EXPECT_THAT(store, IsOk());
+    return store.ok() ? std::move(*store) : nullptr;
+  }
+  // Whether `bytes` mention anything of the private keyspaces.
+  static void ExpectNothingPrivate(const std::string& bytes) {
+    for (const char* secret : {"blog", "drafts", "post", "draft", "secret"}) {
+      EXPECT_EQ(bytes.find(secret), std::string::npos) << secret;
+    }
+  }
+  std::vector<std::string> Names(const Store& store) {
+    std::vector<std::string> names;
+    absl::StatusOr<std::vector<std::pair<std::string, rbsr::Fingerprint>>> roots =
+        store.KeyspaceFingerprints();
+    EXPECT_THAT(roots, IsOk());
+    if (!roots.ok()) return names;
+    for (const auto& [ks, root] : *roots) names.push_back(ks);
+    return names;
+  }
+
+  testing::TempDir dir_;
+  ManualWallClock wall_{kT0};
+  std::unique_ptr<Store> server_;
+  std::unique_ptr<Store> friend_;
+  std::shared_ptr<const KeyspaceFilter> readable_ =
+      std::make_shared<const KeyspaceFilter>([](std::string_view ks) { return ks == "shared"; });
+};
+
+TEST_F(FilteredServeTest, APullSendsOnlyReadableRecordsAndNoWatermarks) {
+  PullRequest request{.requester = friend_->replica_id(), .max_records = 1000};
+  absl::StatusOr<PullResponse> response = ServePull(*server_, request, readable_.get());
+  ASSERT_THAT(response, IsOk());
+  ASSERT_EQ(response->records.size(), 1u);
+  EXPECT_EQ(response->records[0].keyspace, "shared");
+  EXPECT_EQ(response->last_seq, response->max_seq);
+  EXPECT_TRUE(response->watermarks.empty());
+  // The fingerprint is that of "shared" alone (its count is 1, not 101).
+  ASSERT_TRUE(response->store_fingerprint.has_value());
+  EXPECT_EQ(response->store_fingerprint->count, 1u);
+  EXPECT_EQ(*response->store_fingerprint, *StoreFingerprint(*server_, *readable_));
+  // The friend is not waited for by tombstone collection.
+  EXPECT_TRUE(server_->AcknowledgedPeers().empty());
+  // Without the filter (an own device) everything goes, with watermarks.
+  absl::StatusOr<PullResponse> own = ServePull(*server_, request);
+  ASSERT_THAT(own, IsOk());
+  EXPECT_EQ(own->records.size(), 101u);
+  EXPECT_FALSE(own->watermarks.empty());
+}
+
+TEST_F(FilteredServeTest, AWholeReconcileSessionSeesOnlyReadableKeyspaces) {
+  std::unique_ptr<ReconcileSource> inner = StoreReconcileSource(*server_);
+  std::unique_ptr<ReconcileSource> served = FilteredReconcileSource(*inner, readable_);
+  // The friend's side drives it, over its own store (which the server
+  // never sees beyond what the friend pushes).
+  std::unique_ptr<ReconcileSource> local = StoreReconcileSource(*friend_);
+  ReconcileSession session(*local);
+  std::string crossed;
+  int rounds = 0;
+  for (; rounds < 100; ++rounds) {
+    absl::StatusOr<std::optional<ReconcileRequest>> next = session.Next();
+    ASSERT_THAT(next, IsOk());
+    if (!next->has_value()) break;
+    // A friend's push of a keyspace it may not read is dropped (as the
+    // replica service does) before the server merges it.
+    std::erase_if((*next)->push, [&](const Record& r) { return !(*readable_)(r.keyspace); });
+    absl::StatusOr<ReconcileResponse> answer = ServeReconcile(*served, **next, 1 << 20);
+    ASSERT_THAT(answer, IsOk());
+    const std::string bytes = EncodeReconcileResponse(*answer);
+    crossed += bytes;
+    absl::StatusOr<std::vector<Record>> fetched = session.OnResponse(*answer, bytes.size());
+    ASSERT_THAT(fetched, IsOk());
+    absl::StatusOr<MergeResult> merged = friend_->Merge(std::move(*fetched));
+    ASSERT_THAT(merged, IsOk());
+    session.NoteMerged(merged->won, merged->refused.size());
+  }
+  ASSERT_LT(rounds, 100);
+  EXPECT_GT(rounds, 0);
+  ExpectNothingPrivate(crossed);
+  EXPECT_THAT(Names(*friend_), ElementsAre("mine", "shared"));
+  absl::StatusOr<StoreStats> stats = friend_->Stats();
+  ASSERT_THAT(stats, IsOk());
+  EXPECT_EQ(stats->live_records, 2u);
+  // The filtered source answers a private keyspace as an empty one.
+  absl::StatusOr<std::optional<Record>> got = served->Get("blog", "post1");
+  ASSERT_THAT(got, IsOk());
+  EXPECT_FALSE(got->has_value());
 }
 
 }  // namespace

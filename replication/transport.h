@@ -7,8 +7,10 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
@@ -53,6 +55,11 @@ struct Restored {
   std::string why;
 };
 
+// Which keyspaces a peer may read (auth::Access::MayRead for its user):
+// set on a friend's link, whose every answer and request is restricted to
+// them (README "Filtered replication"). Thread-safe; cheap per call.
+using KeyspaceFilter = std::function<bool(std::string_view keyspace)>;
+
 // Who a replica is, as told in the hello exchange.
 struct PeerInfo {
   uint64_t replica_id = 0;
@@ -77,6 +84,11 @@ struct PeerInfo {
   // The receiver forgets its watermarks for them (Store::ForgetRetiredIds).
   // At most kMaxRetiredIdsInHello.
   std::vector<uint64_t> retired;
+  // Not on the wire: set by the transport from the link's authenticated
+  // identity. Non-null: the peer is a friend's device, and may read only
+  // the keyspaces this accepts (null: an own device, or a link without
+  // identities: everything).
+  std::shared_ptr<const KeyspaceFilter> readable;
 };
 
 inline constexpr size_t kMaxRetiredIdsInHello = 256;

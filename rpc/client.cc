@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/notification.h"
+#include "auth/ids.h"
 #include "common/macros.h"
 #include "kj/async-io.h"
 #include "kj/timer.h"
@@ -630,6 +631,122 @@ absl::StatusOr<uint64_t> Client::ForgetPeer(const std::string& peer) {
         return request.send().then([](auto response) -> absl::StatusOr<uint64_t> {
           PEERKV_RETURN_IF_ERROR(ResponseStatus(response));
           return response.getReplicaId();
+        });
+      });
+}
+
+namespace {
+
+absl::StatusOr<std::vector<auth::Who>> WhoFromWire(capnp::List<capnp::Text>::Reader list) {
+  std::vector<auth::Who> out;
+  for (auto text : list) {
+    PEERKV_ASSIGN_OR_RETURN(auth::Who who, auth::ParseWho(ToString(text), "server's WHO"));
+    out.push_back(std::move(who));
+  }
+  return out;
+}
+
+void WhoToWire(const std::vector<auth::Who>& who, capnp::List<capnp::Text>::Builder list) {
+  for (size_t i = 0; i < who.size(); ++i) {
+    const std::string text = auth::FormatWho(who[i]);
+    list.set(i, AsText(text));
+  }
+}
+
+}  // namespace
+
+absl::Status Client::SetPolicy(std::string_view keyspace, const std::vector<auth::Who>& readers,
+                               const std::vector<auth::Who>& writers) {
+  const std::string ks(keyspace);
+  return impl_->Call<bool>(
+                  "setPolicy",
+                  [&](wire::Kv::Client& kv) -> kj::Promise<absl::StatusOr<bool>> {
+                    auto request = kv.setPolicyRequest();
+                    request.setKeyspace(AsText(ks));
+                    WhoToWire(readers, request.initReaders(readers.size()));
+                    WhoToWire(writers, request.initWriters(writers.size()));
+                    return request.send().then([](auto response) -> absl::StatusOr<bool> {
+                      PEERKV_RETURN_IF_ERROR(ResponseStatus(response));
+                      return true;
+                    });
+                  })
+      .status();
+}
+
+absl::StatusOr<auth::Policy> Client::GetPolicy(std::string_view keyspace) {
+  const std::string ks(keyspace);
+  return impl_->Call<auth::Policy>(
+      "getPolicy", [&](wire::Kv::Client& kv) -> kj::Promise<absl::StatusOr<auth::Policy>> {
+        auto request = kv.getPolicyRequest();
+        request.setKeyspace(AsText(ks));
+        return request.send().then([](auto response) -> absl::StatusOr<auth::Policy> {
+          PEERKV_RETURN_IF_ERROR(ResponseStatus(response));
+          auto p = response.getPolicy();
+          auth::Policy out;
+          PEERKV_ASSIGN_OR_RETURN(out.owner,
+                                  auth::ParseUserId(ToString(p.getOwner()), "server's owner"));
+          PEERKV_ASSIGN_OR_RETURN(out.readers, WhoFromWire(p.getReaders()));
+          PEERKV_ASSIGN_OR_RETURN(out.writers, WhoFromWire(p.getWriters()));
+          out.time_ms = p.getTimeMs();
+          return out;
+        });
+      });
+}
+
+absl::Status Client::CreateGroup(std::string_view name) {
+  return CallGroupChange("create", name, {});
+}
+absl::Status Client::AddToGroup(std::string_view name, const std::vector<auth::Member>& members) {
+  return CallGroupChange("add", name, members);
+}
+absl::Status Client::RemoveFromGroup(std::string_view name, const auth::Member& member) {
+  return CallGroupChange("remove", name, {member});
+}
+
+absl::Status Client::CallGroupChange(std::string_view op, std::string_view name,
+                                     const std::vector<auth::Member>& members) {
+  const std::string op_text(op), group(name);
+  return impl_->Call<bool>(
+                  "groupChange",
+                  [&](wire::Kv::Client& kv) -> kj::Promise<absl::StatusOr<bool>> {
+                    auto request = kv.groupChangeRequest();
+                    request.setOp(AsText(op_text));
+                    request.setName(AsText(group));
+                    auto list = request.initMembers(members.size());
+                    for (size_t i = 0; i < members.size(); ++i) {
+                      const std::string text = auth::FormatMember(members[i]);
+                      list.set(i, AsText(text));
+                    }
+                    return request.send().then([](auto response) -> absl::StatusOr<bool> {
+                      PEERKV_RETURN_IF_ERROR(ResponseStatus(response));
+                      return true;
+                    });
+                  })
+      .status();
+}
+
+absl::StatusOr<std::vector<auth::Group>> Client::ListGroups(std::optional<std::string_view> name) {
+  const std::string group(name.value_or(""));
+  using Groups = std::vector<auth::Group>;
+  return impl_->Call<Groups>(
+      "listGroups", [&](wire::Kv::Client& kv) -> kj::Promise<absl::StatusOr<Groups>> {
+        auto request = kv.listGroupsRequest();
+        request.setName(AsText(group));
+        return request.send().then([](auto response) -> absl::StatusOr<Groups> {
+          PEERKV_RETURN_IF_ERROR(ResponseStatus(response));
+          Groups out;
+          for (auto g : response.getGroups()) {
+            auth::Group group;
+            group.name = ToString(g.getName());
+            group.time_ms = g.getTimeMs();
+            for (auto m : g.getMembers()) {
+              PEERKV_ASSIGN_OR_RETURN(auth::Member member,
+                                      auth::ParseMember(ToString(m), "server's member"));
+              group.members.push_back(std::move(member));
+            }
+            out.push_back(std::move(group));
+          }
+          return out;
         });
       });
 }

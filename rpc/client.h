@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "auth/policy.h"
 #include "consensus/consensus_log.h"
 #include "rpc/peer_auth.h"
 #include "rpc/status.h"
@@ -147,6 +148,17 @@ class Client {
                                           const Version& version);
   absl::StatusOr<uint64_t> ClearConflicts(std::string_view keyspace);
 
+  // Groups and policies, with auth/policy.h's contracts (SetPolicy, ...),
+  // done by the server with its user key (FailedPrecondition on a server
+  // whose device does not hold it). A listed group's owner is not set.
+  absl::Status SetPolicy(std::string_view keyspace, const std::vector<auth::Who>& readers,
+                         const std::vector<auth::Who>& writers);
+  absl::StatusOr<auth::Policy> GetPolicy(std::string_view keyspace);
+  absl::Status CreateGroup(std::string_view name);
+  absl::Status AddToGroup(std::string_view name, const std::vector<auth::Member>& members);
+  absl::Status RemoveFromGroup(std::string_view name, const auth::Member& member);
+  absl::StatusOr<std::vector<auth::Group>> ListGroups(std::optional<std::string_view> name);
+
   // Streams changes to `on_changes` until it returns false (then OK) or the
   // connection fails (Unavailable). Blocks the calling thread meanwhile.
   absl::Status Watch(const WatchOptions& options, WatchCallback on_changes);
@@ -154,6 +166,8 @@ class Client {
  private:
   class Impl;
   explicit Client(std::unique_ptr<Impl> impl);
+  absl::Status CallGroupChange(std::string_view op, std::string_view name,
+                               const std::vector<auth::Member>& members);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -1,14 +1,18 @@
 // rpc/gateway.cc: the Gateway, the bootstrap capability every connection
 // gets first; it hands out the Kv and Replica capabilities by the
 // connection's identity: a local or plaintext connection and an own device
-// get both, a friend's device neither (what a friend may read is issue
-// 10's policies).
+// get both, acting as the local user; a friend's device gets a Kv that acts
+// as the friend (every call checked against the keyspace's policy,
+// ServerOptions::access), and no Replica (filtered replication is issue 10's
+// `filter` part). Without ServerOptions::access a friend gets neither.
 #include <string>
 #include <utility>
 
 #include "kj/async.h"
 #include "rpc/peerkv.capnp.h"
 #include "absl/strings/str_format.h"
+#include "auth/access.h"
+#include "auth/identity.h"
 #include "auth/ids.h"
 #include "rpc/server_loop.h"
 #include "rpc/tls.h"
@@ -26,15 +30,28 @@ class GatewayImpl final : public wire::Gateway::Server {
         identity_(std::move(identity)) {}
 
   kj::Promise<void> kv(KvContext context) override {
-    if (Denied()) return Deny("Kv");
-    context.getResults().setKv(NewKv(loop_, peer_, kj::addRef(*watch_window_)));
+    const bool friend_view = Denied() && loop_.options().access != nullptr;
+    if (Denied() && !friend_view) return Deny("Kv");
+    auth::Principal who;
+    if (friend_view) {
+      who.user = identity_->user;
+    } else {
+      who.local_user = true;
+      if (loop_.options().identity != nullptr) who.user = loop_.options().identity->user();
+    }
+    context.getResults().setKv(NewKv(loop_, peer_, kj::addRef(*watch_window_), who));
     return kj::READY_NOW;
   }
   kj::Promise<void> replica(ReplicaContext context) override {
-    if (Denied()) return Deny("Replica");
+    // A friend's device, when this server has an auth::Access: a Replica
+    // restricted to what its user may read (README "Filtered replication").
+    const bool filtered = identity_.has_value() && identity_->role == PeerRole::kFriend &&
+                          loop_.options().access != nullptr;
+    if (Denied() && !filtered) return Deny("Replica");
     std::optional<auth::PublicKey> device;
     if (identity_.has_value()) device = identity_->device;
-    context.getResults().setReplica(NewReplica(loop_, peer_, connection_id_, 0, device));
+    context.getResults().setReplica(NewReplica(loop_, peer_, connection_id_, 0, device,
+                                               filtered ? loop_.ReadableBy(*identity_) : nullptr));
     return kj::READY_NOW;
   }
 

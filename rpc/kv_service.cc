@@ -5,7 +5,10 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "auth/ids.h"
+#include "auth/policy.h"
 #include "common/log.h"
+#include "common/macros.h"
 #include "consensus/strong_keyspaces.h"
 #include "rpc/call_metrics.h"
 #include "rpc/convert.h"
@@ -120,8 +123,13 @@ class WatchSession final : public wire::WatchHandle::Server {
 
 class KvImpl final : public wire::Kv::Server {
  public:
-  KvImpl(ServerLoop& loop, std::string peer, kj::Own<WatchWindow> watch_window)
-      : loop_(loop), peer_(std::move(peer)), watch_window_(kj::mv(watch_window)) {}
+  KvImpl(ServerLoop& loop, std::string peer, kj::Own<WatchWindow> watch_window,
+         auth::Principal who)
+      : loop_(loop),
+        peer_(std::move(peer)),
+        watch_window_(kj::mv(watch_window)),
+        who_(who),
+        access_(loop.options().access.get()) {}
 
   // Every call counted and timed by method and outcome (rpc/call_metrics.h),
   // before its answer is sent.
@@ -146,6 +154,10 @@ class KvImpl final : public wire::Kv::Server {
     auto params = context.getParams();
     auto keyspace = params.getKeyspace();
     auto key = params.getKey();
+    if (absl::Status allowed = MayRead(View(keyspace)); !allowed.ok()) {
+      Fail("get", allowed, context.getResults().initError());
+      return kj::READY_NOW;
+    }
     if (strong() != nullptr && strong()->IsStrong(View(keyspace))) {
       // Linearizable: through the consensus service, on a worker.
       return StrongRead(ToString(keyspace), ToString(key), false)
@@ -174,6 +186,10 @@ class KvImpl final : public wire::Kv::Server {
   kj::Promise<void> put(PutContext context) override {
     std::vector<Mutation> batch;
     batch.push_back(FromWire(context.getParams()));
+    if (absl::Status allowed = MayWrite(batch.front().keyspace); !allowed.ok()) {
+      Fail("put", allowed, context.getResults(capnp::MessageSize{8, 0}).initError());
+      return kj::READY_NOW;
+    }
     if (IsStrongOrReserved(batch.front())) {
       return StrongWrite(std::move(batch.front()), consensus::Precondition{})
           .then([this, context](absl::StatusOr<Version> version) mutable {
@@ -193,6 +209,10 @@ class KvImpl final : public wire::Kv::Server {
   kj::Promise<void> delete_(DeleteContext context) override {
     std::vector<Mutation> batch;
     batch.push_back(FromWire(context.getParams()));
+    if (absl::Status allowed = MayWrite(batch.front().keyspace); !allowed.ok()) {
+      Fail("delete", allowed, context.getResults(capnp::MessageSize{8, 0}).initError());
+      return kj::READY_NOW;
+    }
     if (IsStrongOrReserved(batch.front())) {
       return StrongWrite(std::move(batch.front()), consensus::Precondition{})
           .then([this, context](absl::StatusOr<Version> version) mutable {
@@ -211,6 +231,10 @@ class KvImpl final : public wire::Kv::Server {
 
   kj::Promise<void> scan(ScanContext context) override {
     auto params = context.getParams();
+    if (absl::Status allowed = MayRead(View(params.getKeyspace())); !allowed.ok()) {
+      Fail("scan", allowed, context.getResults().initError());
+      return kj::READY_NOW;
+    }
     ScanOptions options = FromWire(params);
     if (options.limit == 0) options.limit = kDefaultScanLimit;
     options.max_bytes = loop_.reply_budget() / 2;
@@ -234,6 +258,10 @@ class KvImpl final : public wire::Kv::Server {
     batch.reserve(mutations.size());
     for (auto m : mutations) batch.push_back(FromWire(m));
     for (const Mutation& m : batch) {
+      if (absl::Status allowed = MayWrite(m.keyspace); !allowed.ok()) {
+        Fail("writeBatch", allowed, context.getResults().initError());
+        return kj::READY_NOW;
+      }
       if (IsStrongOrReserved(m)) {
         Fail("writeBatch", BatchRefusal(m), context.getResults().initError());
         return kj::READY_NOW;
@@ -260,6 +288,10 @@ class KvImpl final : public wire::Kv::Server {
     }
     if (!valid.ok()) {
       Fail("watch", valid, results.initError());
+      return kj::READY_NOW;
+    }
+    if (absl::Status allowed = MayRead(keyspace); !allowed.ok()) {
+      Fail("watch", allowed, results.initError());
       return kj::READY_NOW;
     }
     results.setMaxSeq(loop_.store().max_seq());
@@ -294,6 +326,11 @@ class KvImpl final : public wire::Kv::Server {
       auto keyspace = gets[i].getKeyspace();
       auto key = gets[i].getKey();
       auto out = results[i];
+      if (absl::Status allowed = MayRead(View(keyspace)); !allowed.ok()) {
+        if (refused++ == 0) first_refusal = allowed;
+        ToWire(allowed, out.initError());
+        continue;
+      }
       absl::Status status = loop_.store().GetView(
           View(keyspace), View(key),
           [&out, &bytes, budget](const RecordView* view) {
@@ -337,6 +374,7 @@ class KvImpl final : public wire::Kv::Server {
     for (uint32_t i = 0; i < mutations.size(); ++i) {
       Mutation mutation = FromWire(mutations[i]);
       absl::Status ok = ValidateMutation(mutation, loop_.store().options().max_value_bytes);
+      if (ok.ok()) ok = MayWrite(mutation.keyspace);
       if (ok.ok() && IsStrongOrReserved(mutation)) ok = BatchRefusal(mutation);
       if (!ok.ok()) {
         if (invalid++ == 0) first_invalid = ok;
@@ -377,6 +415,10 @@ class KvImpl final : public wire::Kv::Server {
   }
 
   kj::Promise<void> reconcile(ReconcileContext context) override {
+    if (absl::Status allowed = LocalOnly("reconcile"); !allowed.ok()) {
+      Fail("reconcile", allowed, context.getResults().initError());
+      return kj::READY_NOW;
+    }
     const std::string peer = ToString(context.getParams().getPeer());
     if (loop_.events() == nullptr) {
       Fail("reconcile", absl::FailedPreconditionError("this server does not replicate"),
@@ -405,6 +447,10 @@ class KvImpl final : public wire::Kv::Server {
   }
 
   kj::Promise<void> forgetPeer(ForgetPeerContext context) override {
+    if (absl::Status allowed = LocalOnly("forgetPeer"); !allowed.ok()) {
+      Fail("forgetPeer", allowed, context.getResults().initError());
+      return kj::READY_NOW;
+    }
     const std::string peer = ToString(context.getParams().getPeer());
     auto results = context.getResults();
     if (peer.empty() || peer.size() > 256) {
@@ -446,6 +492,10 @@ class KvImpl final : public wire::Kv::Server {
   }
 
   kj::Promise<void> status(StatusContext context) override {
+    if (absl::Status allowed = LocalOnly("status"); !allowed.ok()) {
+      Fail("status", allowed, context.getResults().initError());
+      return kj::READY_NOW;
+    }
     auto results = context.getResults();
     absl::StatusOr<StoreStats> stats = loop_.store().Stats();
     if (!stats.ok()) {
@@ -484,6 +534,10 @@ class KvImpl final : public wire::Kv::Server {
     auto params = context.getParams();
     Mutation mutation = FromWire(params.getMutation());
     consensus::Precondition precondition;
+    if (absl::Status allowed = MayWrite(mutation.keyspace); !allowed.ok()) {
+      Fail("writeIf", allowed, context.getResults().initError());
+      return kj::READY_NOW;
+    }
     auto condition = params.getCondition();
     switch (condition.getKind()) {
       case 0:
@@ -520,6 +574,10 @@ class KvImpl final : public wire::Kv::Server {
 
   kj::Promise<void> getStrong(GetStrongContext context) override {
     auto params = context.getParams();
+    if (absl::Status allowed = MayRead(View(params.getKeyspace())); !allowed.ok()) {
+      Fail("getStrong", allowed, context.getResults().initError());
+      return kj::READY_NOW;
+    }
     return StrongRead(ToString(params.getKeyspace()), ToString(params.getKey()),
                       params.getStaleOk())
         .then([this, context](absl::StatusOr<consensus::StrongRead> read) mutable {
@@ -536,6 +594,10 @@ class KvImpl final : public wire::Kv::Server {
   }
 
   kj::Promise<void> setMode(SetModeContext context) override {
+    if (absl::Status allowed = LocalOnly("setMode"); !allowed.ok()) {
+      Fail("setMode", allowed, context.getResults().initError());
+      return kj::READY_NOW;
+    }
     auto params = context.getParams();
     const std::string keyspace = ToString(params.getKeyspace());
     absl::StatusOr<consensus::Mode> mode = consensus::ParseMode(ToString(params.getMode()), "mode");
@@ -555,6 +617,10 @@ class KvImpl final : public wire::Kv::Server {
   }
 
   kj::Promise<void> listModes(ListModesContext context) override {
+    if (absl::Status allowed = LocalOnly("listModes"); !allowed.ok()) {
+      Fail("listModes", allowed, context.getResults().initError());
+      return kj::READY_NOW;
+    }
     auto results = context.getResults();
     if (strong() == nullptr) {
       Fail("listModes", NoStrong(), results.initError());
@@ -581,6 +647,10 @@ class KvImpl final : public wire::Kv::Server {
   kj::Promise<void> listConflicts(ListConflictsContext context) override {
     auto params = context.getParams();
     const std::string keyspace = ToString(params.getKeyspace());
+    if (absl::Status allowed = MayRead(keyspace); !allowed.ok()) {
+      Fail("listConflicts", allowed, context.getResults().initError());
+      return kj::READY_NOW;
+    }
     std::optional<std::string> key;
     if (params.getByKey()) key = ToString(params.getKey());
     absl::StatusOr<ConflictList> list = loop_.store().ListConflicts(keyspace, key);
@@ -609,6 +679,10 @@ class KvImpl final : public wire::Kv::Server {
     std::string keyspace = ToString(params.getKeyspace());
     std::string key = ToString(params.getKey());
     const Version version = FromWire(params.getVersion());
+    if (absl::Status allowed = MayWrite(keyspace); !allowed.ok()) {
+      Fail("restoreConflict", allowed, context.getResults().initError());
+      return kj::READY_NOW;
+    }
     Store* store = &loop_.store();
     // A write and a journal change: waits for the store's writer, so off
     // the loop.
@@ -628,6 +702,10 @@ class KvImpl final : public wire::Kv::Server {
 
   kj::Promise<void> clearConflicts(ClearConflictsContext context) override {
     std::string keyspace = ToString(context.getParams().getKeyspace());
+    if (absl::Status allowed = MayWrite(keyspace); !allowed.ok()) {
+      Fail("clearConflicts", allowed, context.getResults().initError());
+      return kj::READY_NOW;
+    }
     Store* store = &loop_.store();
     return loop_
         .OffLoop<absl::StatusOr<uint64_t>>(
@@ -639,8 +717,190 @@ class KvImpl final : public wire::Kv::Server {
         });
   }
 
+  // Groups and policies: done off the loop (they wait for the writer),
+  // with the server's user key; only for the local user.
+  kj::Promise<void> setPolicy(SetPolicyContext context) override {
+    auto params = context.getParams();
+    std::string keyspace = ToString(params.getKeyspace());
+    std::vector<auth::Who> readers, writers;
+    absl::Status parsed = LocalOnly("setPolicy");
+    if (parsed.ok()) parsed = ParseWhoList(params.getReaders(), "--read", readers);
+    if (parsed.ok()) parsed = ParseWhoList(params.getWriters(), "--write", writers);
+    if (parsed.ok()) parsed = NeedIdentity();
+    if (!parsed.ok()) {
+      Fail("setPolicy", parsed, context.getResults().initError());
+      return kj::READY_NOW;
+    }
+    const auth::Identity* identity = loop_.options().identity;
+    Store* store = &loop_.store();
+    return loop_
+        .OffLoop<absl::Status>([identity, store, keyspace = std::move(keyspace),
+                                readers = std::move(readers),
+                                writers = std::move(writers)]() mutable {
+          return auth::SetPolicy(*identity, *store, keyspace, std::move(readers),
+                                 std::move(writers), absl::ToUnixMillis(absl::Now()));
+        })
+        .then([this, context](absl::Status done) mutable {
+          if (!done.ok()) Fail("setPolicy", done, context.getResults().initError());
+        });
+  }
+
+  kj::Promise<void> getPolicy(GetPolicyContext context) override {
+    const std::string keyspace = ToString(context.getParams().getKeyspace());
+    auto results = context.getResults();
+    if (absl::Status allowed = MayRead(keyspace); !allowed.ok()) {
+      Fail("getPolicy", allowed, results.initError());
+      return kj::READY_NOW;
+    }
+    absl::StatusOr<auth::Policy> policy = auth::GetPolicy(loop_.store(), keyspace);
+    if (!policy.ok()) {
+      Fail("getPolicy", policy.status(), results.initError());
+      return kj::READY_NOW;
+    }
+    auto out = results.initPolicy();
+    const std::string owner = auth::UserId(policy->owner);
+    out.setOwner(AsText(owner));
+    WhoToWire(policy->readers, out.initReaders(policy->readers.size()));
+    WhoToWire(policy->writers, out.initWriters(policy->writers.size()));
+    out.setTimeMs(policy->time_ms);
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> groupChange(GroupChangeContext context) override {
+    auto params = context.getParams();
+    const std::string op = ToString(params.getOp());
+    std::string name = ToString(params.getName());
+    std::vector<auth::Member> members;
+    absl::Status parsed = LocalOnly("groupChange");
+    if (parsed.ok()) parsed = NeedIdentity();
+    if (parsed.ok() && params.getMembers().size() > auth::kMaxGroupMembers) {
+      parsed = absl::InvalidArgumentError(absl::StrFormat(
+          "groupChange carries %d members; the limit is %d", params.getMembers().size(),
+          auth::kMaxGroupMembers));
+    }
+    for (auto m : params.getMembers()) {
+      if (!parsed.ok()) break;
+      absl::StatusOr<auth::Member> member = auth::ParseMember(View(m), "USER_ID");
+      if (!member.ok()) {
+        parsed = member.status();
+      } else {
+        members.push_back(std::move(*member));
+      }
+    }
+    if (parsed.ok()) {
+      const size_t n = members.size();
+      if (op == "create" && n != 0) {
+        parsed = absl::InvalidArgumentError("group create takes no members");
+      } else if (op == "add" && n == 0) {
+        parsed = absl::InvalidArgumentError("group add needs at least one USER_ID");
+      } else if (op == "remove" && n != 1) {
+        parsed = absl::InvalidArgumentError("group remove takes exactly one USER_ID");
+      } else if (op != "create" && op != "add" && op != "remove") {
+        parsed = absl::InvalidArgumentError(absl::StrFormat(
+            "op is '%s'; it must be create, add or remove", op.substr(0, 32)));
+      }
+    }
+    if (!parsed.ok()) {
+      Fail("groupChange", parsed, context.getResults().initError());
+      return kj::READY_NOW;
+    }
+    const auth::Identity* identity = loop_.options().identity;
+    Store* store = &loop_.store();
+    return loop_
+        .OffLoop<absl::Status>([identity, store, op, name = std::move(name),
+                                members = std::move(members)] {
+          const int64_t now = absl::ToUnixMillis(absl::Now());
+          if (op == "create") return auth::CreateGroup(*identity, *store, name, now);
+          if (op == "add") return auth::AddToGroup(*identity, *store, name, members, now);
+          return auth::RemoveFromGroup(*identity, *store, name, members.front(), now);
+        })
+        .then([this, context](absl::Status done) mutable {
+          if (!done.ok()) Fail("groupChange", done, context.getResults().initError());
+        });
+  }
+
+  kj::Promise<void> listGroups(ListGroupsContext context) override {
+    const std::string name = ToString(context.getParams().getName());
+    auto results = context.getResults();
+    absl::Status allowed = LocalOnly("listGroups");
+    if (allowed.ok()) allowed = NeedIdentity();
+    if (!allowed.ok()) {
+      Fail("listGroups", allowed, results.initError());
+      return kj::READY_NOW;
+    }
+    absl::StatusOr<std::vector<auth::Group>> groups =
+        auth::ListGroups(*loop_.options().identity, loop_.store(),
+                         name.empty() ? std::nullopt : std::optional<std::string_view>(name));
+    if (!groups.ok()) {
+      Fail("listGroups", groups.status(), results.initError());
+      return kj::READY_NOW;
+    }
+    auto list = results.initGroups(groups->size());
+    for (size_t i = 0; i < groups->size(); ++i) {
+      const auth::Group& g = (*groups)[i];
+      list[i].setName(AsText(g.name));
+      list[i].setTimeMs(g.time_ms);
+      auto members = list[i].initMembers(g.members.size());
+      for (size_t j = 0; j < g.members.size(); ++j) {
+        const std::string text = auth::FormatMember(g.members[j]);
+        members.set(j, AsText(text));
+      }
+    }
+    return kj::READY_NOW;
+  }
+
  private:
   consensus::StrongKeyspaces* strong() const { return loop_.options().strong; }
+
+  // Access checks (README "Groups and policies"). A refused read says the
+  // same whether or not the keyspace exists; names that fail validation
+  // are answered by the validation (it reveals nothing held here).
+  absl::Status MayRead(std::string_view keyspace) const {
+    if (access_ == nullptr || access_->MayRead(who_, keyspace)) return absl::OkStatus();
+    PEERKV_RETURN_IF_ERROR(ValidateKeyspace(keyspace));
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "user %s may not read keyspace '%s'", auth::UserId(who_.user), keyspace));
+  }
+  absl::Status MayWrite(std::string_view keyspace) const {
+    if (access_ == nullptr || access_->MayWrite(who_, keyspace)) return absl::OkStatus();
+    PEERKV_RETURN_IF_ERROR(ValidateKeyspace(keyspace));
+    // The store's own refusal names the reserved rule.
+    if (who_.local_user && IsReservedKeyspace(keyspace)) return absl::OkStatus();
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "user %s may not write keyspace '%s'", auth::UserId(who_.user), keyspace));
+  }
+  // Calls that show or change more than one keyspace: the local user's.
+  absl::Status LocalOnly(std::string_view method) const {
+    if (access_ == nullptr || who_.local_user) return absl::OkStatus();
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "user %s may not call %s: it is for the owner's devices", auth::UserId(who_.user),
+        method));
+  }
+  absl::Status NeedIdentity() const {
+    if (loop_.options().identity != nullptr) return absl::OkStatus();
+    return absl::FailedPreconditionError(
+        "this server has no identity to sign policies and groups with (start it with "
+        "`peerkv serve`)");
+  }
+  static absl::Status ParseWhoList(capnp::List<capnp::Text>::Reader list, std::string_view what,
+                                   std::vector<auth::Who>& out) {
+    if (list.size() > auth::kMaxPolicyEntries) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s is given %d times; the limit is %d", what, list.size(), auth::kMaxPolicyEntries));
+    }
+    for (auto text : list) {
+      PEERKV_ASSIGN_OR_RETURN(auth::Who who, auth::ParseWho(View(text), what));
+      out.push_back(std::move(who));
+    }
+    return absl::OkStatus();
+  }
+  static void WhoToWire(const std::vector<auth::Who>& who,
+                        capnp::List<capnp::Text>::Builder list) {
+    for (size_t i = 0; i < who.size(); ++i) {
+      const std::string text = auth::FormatWho(who[i]);
+      list.set(i, AsText(text));
+    }
+  }
 
   static absl::Status NoStrong() {
     return absl::FailedPreconditionError(
@@ -710,13 +970,15 @@ class KvImpl final : public wire::Kv::Server {
   ServerLoop& loop_;
   const std::string peer_;
   kj::Own<WatchWindow> watch_window_;
+  const auth::Principal who_;
+  const auth::Access* const access_;  // null: no checks
 };
 
 }  // namespace
 
 kj::Own<wire::Kv::Server> NewKv(ServerLoop& loop, std::string peer,
-                                kj::Own<WatchWindow> watch_window) {
-  return kj::heap<KvImpl>(loop, std::move(peer), kj::mv(watch_window));
+                                kj::Own<WatchWindow> watch_window, auth::Principal who) {
+  return kj::heap<KvImpl>(loop, std::move(peer), kj::mv(watch_window), who);
 }
 
 }  // namespace peerkv::rpc

@@ -106,7 +106,8 @@ void PeerLinks::Dial(const std::string& address, uint64_t expected, DialDone don
   const replication::LinkId id = next_link_++;
   const std::string context = absl::StrFormat("peer %s", address);
   // Who answered (set by a TLS dialer): the replica id its hello answer
-  // names is bound to that device, as an inbound hello's is.
+  // names is bound to that device, as an inbound hello's is, and what it
+  // may read follows from its role.
   auto answered_by = std::make_shared<std::optional<AuthenticatedPeer>>();
   auto dialled = dialer_ ? dialer_(address, answered_by)
                          : io_.provider->getNetwork().parseAddress(address).then(
@@ -116,6 +117,8 @@ void PeerLinks::Dial(const std::string& address, uint64_t expected, DialDone don
   auto work =
       dialled
           .then([this, id, address, expected, answered_by](kj::Own<kj::AsyncIoStream> stream) {
+            std::shared_ptr<const replication::KeyspaceFilter> readable =
+                readable_ ? readable_(*answered_by) : nullptr;
             auto outbound = kj::heap<Outbound>(kj::mv(stream), reader_options_, &bytes_sent_);
             auto replica = outbound->link.gateway().replicaRequest().send().getReplica();
             auto hello = replica.helloRequest();
@@ -123,9 +126,9 @@ void PeerLinks::Dial(const std::string& address, uint64_t expected, DialDone don
             // evidence for it, checked before anything else).
             const replication::PeerInfo sent = local_info_(expected);
             ToWire(sent, hello.initInfo());
-            hello.setBack(make_back_(address, id));
+            hello.setBack(make_back_(address, id, readable));
             return hello.send().then(
-                [this, id, replica, address, sent_ms = sent.physical_ms, answered_by,
+                [this, id, replica, address, sent_ms = sent.physical_ms, answered_by, readable,
                  outbound = kj::mv(outbound)](auto response) mutable -> absl::StatusOr<Connected> {
                   absl::Status status = ResponseStatus(response);
                   if (!status.ok()) return status;
@@ -135,6 +138,7 @@ void PeerLinks::Dial(const std::string& address, uint64_t expected, DialDone don
                     PEERKV_RETURN_IF_ERROR(bind_replica_(connected.peer.replica_id,
                                                          (*answered_by)->device));
                   }
+                  connected.peer.readable = readable;
                   Outbound& o = *outbound;
                   links_[id] = LinkEntry{replica, 0, kj::mv(outbound)};
                   links_[id].address = address;

@@ -35,9 +35,10 @@ class PeerLinks final : private kj::TaskSet::ErrorHandler {
  public:
   // The Replica capability a dialled peer calls back on (link `link`, at
   // `address`).
-  using MakeBack =
-      std::function<kj::Own<wire::Replica::Server>(const std::string& address,
-                                                   replication::LinkId link)>;
+  // `readable`: the dialled server is a friend's (see set_readable).
+  using MakeBack = std::function<kj::Own<wire::Replica::Server>(
+      const std::string& address, replication::LinkId link,
+      std::shared_ptr<const replication::KeyspaceFilter> readable)>;
   // Closes client connection `connection_id` (an inbound link found dead).
   using CloseConnection = std::function<void(uint64_t connection_id)>;
 
@@ -64,6 +65,12 @@ class PeerLinks final : private kj::TaskSet::ErrorHandler {
   // refuses the link (ServerLoop::BindReplica).
   using BindReplica = std::function<absl::Status(uint64_t replica_id, const auth::PublicKey& device)>;
   void set_bind_replica(BindReplica bind) { bind_replica_ = std::move(bind); }
+  // What the server that answered a dial may read (null: everything, an
+  // own device): its link's PeerInfo::readable and the back capability's
+  // filter. Unset: everything.
+  using Readable = std::function<std::shared_ptr<const replication::KeyspaceFilter>(
+      const std::optional<AuthenticatedPeer>& peer)>;
+  void set_readable(Readable readable) { readable_ = std::move(readable); }
 
   using DialDone = absl::AnyInvocable<void(absl::StatusOr<replication::Transport::Connected>)>;
   using PullDone = absl::AnyInvocable<void(absl::StatusOr<replication::PullResponse>)>;
@@ -98,6 +105,7 @@ class PeerLinks final : private kj::TaskSet::ErrorHandler {
  private:
   Dialer dialer_;
   BindReplica bind_replica_;
+  Readable readable_;
   struct Outbound;
   struct LinkEntry {
     wire::Replica::Client peer = nullptr;

@@ -351,6 +351,30 @@ interface Kv {
   # collected, and what it sends later that is older than what it was
   # forgotten with is refused (README "Tombstone collection"). NotFound for
   # a peer this replica does not wait for.
+
+  # Groups and policies (README "Groups and policies"): signed by the
+  # server's user key, so only a server on a device holding it may change
+  # them (FailedPrecondition otherwise). WHO and members in their text form.
+  setPolicy @18 (keyspace :Text, readers :List(Text), writers :List(Text)) -> (error :Error);
+  getPolicy @19 (keyspace :Text) -> (error :Error, policy :PolicyInfo);
+  # NotFound if the keyspace has no policy.
+  groupChange @20 (op :Text, name :Text, members :List(Text)) -> (error :Error);
+  # op: "create" (no members), "add" (1..n members), "remove" (one member).
+  listGroups @21 (name :Text) -> (error :Error, groups :List(GroupInfo));
+  # The server's user's groups; only `name` if not empty.
+}
+
+struct PolicyInfo {
+  owner @0 :Text;        # user id
+  readers @1 :List(Text);
+  writers @2 :List(Text);
+  timeMs @3 :Int64;
+}
+
+struct GroupInfo {
+  name @0 :Text;
+  members @1 :List(Text);  # user ids and group:NAME
+  timeMs @2 :Int64;
 }
 
 struct Condition {

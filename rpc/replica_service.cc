@@ -22,18 +22,22 @@ constexpr size_t kMaxHellosPerConnection = 1;
 class ReplicaImpl final : public wire::Replica::Server {
  public:
   ReplicaImpl(ServerLoop& loop, std::string peer, uint64_t connection_id,
-              replication::LinkId link, std::optional<auth::PublicKey> device)
+              replication::LinkId link, std::optional<auth::PublicKey> device,
+              std::shared_ptr<const replication::KeyspaceFilter> readable)
       : loop_(loop),
         peer_(std::move(peer)),
+        device_(std::move(device)),
+        readable_(std::move(readable)),
         connection_id_(connection_id),
-        link_(link),
-        device_(std::move(device)) {}
+        link_(link) {}
 
   kj::Promise<void> hello(HelloContext context) override {
     auto params = context.getParams();
     auto results = context.getResults();
     auto info = params.getInfo();
-    const replication::PeerInfo peer = FromWire(info);
+    replication::PeerInfo peer = FromWire(info);
+    // A friend's device: the engine restricts what it asks and adopts.
+    peer.readable = readable_;
     absl::Status refused;
     if (refused_) {
       refused = RefusedLink();
@@ -118,7 +122,7 @@ class ReplicaImpl final : public wire::Replica::Server {
       return kj::READY_NOW;
     }
     absl::StatusOr<replication::PullResponse> response =
-        replication::ServePull(loop_.store(), request);
+        replication::ServePull(loop_.store(), request, readable_.get());
     if (!response.ok()) {
       loop_.LogRejected(peer_, "pull", response.status());
       ToWire(response.status(), results.initError());
@@ -141,6 +145,11 @@ class ReplicaImpl final : public wire::Replica::Server {
       refused = absl::FailedPreconditionError("snapshot before hello");
     } else if (loop_.options().snapshot_disabled) {
       refused = absl::UnimplementedError("this server serves no snapshots (--snapshot-serve=false)");
+    } else if (readable_ != nullptr) {
+      // A page of every register, its watermarks and point seq would speak
+      // of every keyspace: a friend's device pulls the (filtered) log.
+      refused = absl::UnimplementedError(
+          "this server serves no snapshots to a friend's device: pull the log");
     }
     absl::StatusOr<replication::SnapshotRequest> request =
         refused.ok() ? FromWire(context.getParams()) : refused;
@@ -205,6 +214,13 @@ class ReplicaImpl final : public wire::Replica::Server {
     reconcile_busy_ = true;
     // Values this store cannot hold: skipped, as a pull would not send them.
     replication::DropValuesOverLimit(request->push, loop_.store().options().max_value_bytes);
+    if (readable_ != nullptr) {
+      // A friend's push of a keyspace it may not read is dropped unmerged:
+      // whether it won would tell it what is stored there (and it may not
+      // write it: writers read).
+      std::erase_if(request->push,
+                    [&](const Record& r) { return !(*readable_)(r.keyspace); });
+    }
     kj::Promise<void> answered = nullptr;
     if (request->push.empty()) {
       answered = AnswerReconcile(context, std::move(*request), MergeResult{});
@@ -238,6 +254,11 @@ class ReplicaImpl final : public wire::Replica::Server {
     // round a scan of the keyspace), dropped once a compare finds nothing.
     if (reconcile_source_ == nullptr) {
       reconcile_source_ = replication::StoreReconcileSource(loop_.store());
+      if (readable_ != nullptr) {
+        // Only what a friend's device may read: ranges, fingerprints and
+        // items of other keyspaces are those of an empty keyspace.
+        reconcile_source_ = std::make_shared<Owning>(std::move(reconcile_source_), readable_);
+      }
     }
     const bool compare = request.compare;
     return loop_
@@ -269,10 +290,35 @@ class ReplicaImpl final : public wire::Replica::Server {
         "this link was closed after a request out of bounds; connect again");
   }
 
+  // A filtered source that owns what it filters.
+  class Owning final : public replication::ReconcileSource {
+   public:
+    Owning(std::shared_ptr<replication::ReconcileSource> inner,
+           std::shared_ptr<const replication::KeyspaceFilter> readable)
+        : inner_(std::move(inner)),
+          filtered_(replication::FilteredReconcileSource(*inner_, std::move(readable))) {}
+    absl::StatusOr<std::vector<replication::KeyspaceRoot>> Roots() override {
+      return filtered_->Roots();
+    }
+    absl::StatusOr<std::unique_ptr<rbsr::RangeView>> View(std::string_view keyspace) override {
+      return filtered_->View(keyspace);
+    }
+    absl::StatusOr<std::optional<Record>> Get(std::string_view keyspace,
+                                              std::string_view key) override {
+      return filtered_->Get(keyspace, key);
+    }
+
+   private:
+    const std::shared_ptr<replication::ReconcileSource> inner_;
+    const std::unique_ptr<replication::ReconcileSource> filtered_;
+  };
+
   ServerLoop& loop_;
   const std::string peer_;
   // The TLS peer's device (nullopt: local or plaintext) and its hello id.
   const std::optional<auth::PublicKey> device_;
+  // A friend's device: what it may read (null: everything).
+  const std::shared_ptr<const replication::KeyspaceFilter> readable_;
   uint64_t hello_replica_ = 0;
   const uint64_t connection_id_;
   replication::LinkId link_;
@@ -288,10 +334,12 @@ class ReplicaImpl final : public wire::Replica::Server {
 
 }  // namespace
 
-kj::Own<wire::Replica::Server> NewReplica(ServerLoop& loop, std::string peer,
-                                          uint64_t connection_id, replication::LinkId link,
-                                          std::optional<auth::PublicKey> device) {
-  return kj::heap<ReplicaImpl>(loop, std::move(peer), connection_id, link, std::move(device));
+kj::Own<wire::Replica::Server> NewReplica(
+    ServerLoop& loop, std::string peer, uint64_t connection_id, replication::LinkId link,
+    std::optional<auth::PublicKey> device,
+    std::shared_ptr<const replication::KeyspaceFilter> readable) {
+  return kj::heap<ReplicaImpl>(loop, std::move(peer), connection_id, link, std::move(device),
+                               std::move(readable));
 }
 
 }  // namespace peerkv::rpc

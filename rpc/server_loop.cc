@@ -162,8 +162,9 @@ ServerLoop::ServerLoop(Store& store, const ServerOptions& options, kj::AsyncIoCo
       peer_links_(
           io, reader_options_, bytes_sent, options.keepalive_ms, events,
           [this](uint64_t to) { return LocalInfo(to); },
-          [this](const std::string& address, replication::LinkId link) {
-            return NewReplica(*this, address, 0, link);
+          [this](const std::string& address, replication::LinkId link,
+                 std::shared_ptr<const replication::KeyspaceFilter> readable) {
+            return NewReplica(*this, address, 0, link, std::nullopt, std::move(readable));
           },
           [this](uint64_t connection_id) {
             auto c = connections_.find(connection_id);
@@ -191,11 +192,27 @@ ServerLoop::ServerLoop(Store& store, const ServerOptions& options, kj::AsyncIoCo
       [this](const std::string& address,
              std::shared_ptr<std::optional<AuthenticatedPeer>> peer) {
         return DialAuthenticated(io_.provider->getNetwork(), address, tls_.get(), options_.trust,
-                                 std::move(peer));
+                                 std::move(peer), /*accept_friends=*/options_.access != nullptr);
       });
+  peer_links_.set_readable([this](const std::optional<AuthenticatedPeer>& peer) {
+    return peer.has_value() ? ReadableBy(*peer) : nullptr;
+  });
   peer_links_.set_bind_replica([this](uint64_t replica_id, const auth::PublicKey& device) {
     return BindReplica(replica_id, device);
   });
+}
+
+std::shared_ptr<const replication::KeyspaceFilter> ServerLoop::ReadableBy(
+    const AuthenticatedPeer& peer) const {
+  if (peer.role != PeerRole::kFriend) return nullptr;
+  std::shared_ptr<const auth::Access> access = options_.access;
+  // Without an Access a friend's link is never made (the gateway and the
+  // dialler refuse it); should one be, it may read nothing.
+  const auth::Principal who{peer.user, /*local_user=*/false};
+  return std::make_shared<const replication::KeyspaceFilter>(
+      [access, who](std::string_view keyspace) {
+        return access != nullptr && access->MayRead(who, keyspace);
+      });
 }
 
 absl::Status ServerLoop::ReplaceTls(const TlsIdentity& identity) {

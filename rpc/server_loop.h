@@ -117,6 +117,10 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   // The loop's I/O (front ends listen through it).
   kj::AsyncIoContext& io() { return io_; }
   const ServerOptions& options() const { return options_; }
+  // What a friend's device `peer` may read (options().access); null for an
+  // own device.
+  std::shared_ptr<const replication::KeyspaceFilter> ReadableBy(
+      const AuthenticatedPeer& peer) const;
   absl::Time started() const { return started_; }
   size_t connections() const { return connections_.size(); }
   std::vector<replication::PeerStatus> PeerStatuses() const {
@@ -256,14 +260,18 @@ kj::Own<wire::Gateway::Server> NewGateway(ServerLoop& loop, std::string peer,
                                           std::optional<AuthenticatedPeer> identity = std::nullopt);
 // The Kv capability (see kv_service.cc). Its watches share the
 // connection's `watch_window`.
+// Every call is checked with options().access (if set) for `who`.
 kj::Own<wire::Kv::Server> NewKv(ServerLoop& loop, std::string peer,
-                                kj::Own<WatchWindow> watch_window);
+                                kj::Own<WatchWindow> watch_window, auth::Principal who = {});
 // A Replica capability (see replica_service.cc). `link` is 0 for the one a
 // connection's Gateway hands out (its link is made by hello), and the link
 // id for the one passed as `back` when dialling out.
-kj::Own<wire::Replica::Server> NewReplica(ServerLoop& loop, std::string peer,
-                                          uint64_t connection_id, replication::LinkId link,
-                                          std::optional<auth::PublicKey> device = std::nullopt);
+// `readable` (a friend's device; null: everything): every answer is
+// restricted to the keyspaces it accepts (README "Filtered replication").
+kj::Own<wire::Replica::Server> NewReplica(
+    ServerLoop& loop, std::string peer, uint64_t connection_id, replication::LinkId link,
+    std::optional<auth::PublicKey> device = std::nullopt,
+    std::shared_ptr<const replication::KeyspaceFilter> readable = nullptr);
 
 }  // namespace peerkv::rpc
 

@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 
+#include "auth/access.h"
 #include "replication/replicator.h"
 #include "rpc/peer_auth.h"
 
@@ -92,6 +93,18 @@ struct ServerOptions {
   // Refuse peers' snapshot pages (Unimplemented: they pull the log
   // instead). Tests of the log pull and the benchmark's baseline set it.
   bool snapshot_disabled = false;
+
+  // Access control (auth/access.h; `peerkv serve` gives an
+  // auth::StoreAccess over the store): every Kv call is checked against it
+  // for the connection's user (a friend's device acts as that friend; own
+  // devices and local clients as the local user); a friend's device gets a
+  // Replica restricted to the keyspaces MayRead(its user) allows (README
+  // "Filtered replication"), and this server's links may dial friends'
+  // servers. null: no checks, and a friend's device gets no Kv nor Replica.
+  std::shared_ptr<const auth::Access> access;
+  // The server's identity, borrowed, for setPolicy and groupChange (signed
+  // with its user key). null: those calls fail with FailedPrecondition.
+  const auth::Identity* identity = nullptr;
 };
 
 // Largest message a peer may send, sized from the value limit: one value

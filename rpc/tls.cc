@@ -260,7 +260,7 @@ absl::Status ClosedAfterHandshake(const absl::Status& status, const TlsIdentity&
 
 kj::Promise<kj::Own<kj::AsyncIoStream>> DialAuthenticated(
     kj::Network& network, const std::string& address, TlsEndpoint* tls, TrustSource trust,
-    std::shared_ptr<std::optional<AuthenticatedPeer>> peer) {
+    std::shared_ptr<std::optional<AuthenticatedPeer>> peer, bool accept_friends) {
   const bool local = address.rfind("unix:", 0) == 0;
   if (!local && tls == nullptr && !IsLoopbackAddress(address)) {
     return Refusal(absl::PermissionDeniedError(absl::StrFormat(
@@ -274,10 +274,11 @@ kj::Promise<kj::Own<kj::AsyncIoStream>> DialAuthenticated(
   }
   return connected
       .then([tls](kj::AuthenticatedStream s) { return tls->Connect(kj::mv(s)); })
-      .then([address, trust = std::move(trust), peer = std::move(peer)](
+      .then([address, trust = std::move(trust), peer = std::move(peer), accept_friends](
                 kj::AuthenticatedStream s) -> kj::Own<kj::AsyncIoStream> {
         absl::StatusOr<AuthenticatedPeer> who = AuthenticatePeer(*s.peerIdentity, trust);
-        if (who.ok() && who->role != PeerRole::kOwnDevice) {
+        if (who.ok() && who->role != PeerRole::kOwnDevice &&
+            !(accept_friends && who->role == PeerRole::kFriend)) {
           who = absl::PermissionDeniedError(absl::StrFormat(
               "refused server %s at %s: a device of friend %s, not of user %s",
               auth::DeviceId(who->device), address, auth::UserId(who->user),

@@ -59,9 +59,12 @@ absl::StatusOr<AuthenticatedPeer> AuthenticatePeer(kj::PeerIdentity& identity,
 // friend's or a stranger's server is refused: Refusal). Without `tls`,
 // TCP is refused unless the host is loopback. `*peer`, if given, is set to
 // the server's identity (unset for unix: and plaintext).
+// `accept_friends`: a friend's server is accepted too (a replication link
+// of a server with an auth::Access; *peer then says it is a friend's).
 kj::Promise<kj::Own<kj::AsyncIoStream>> DialAuthenticated(
     kj::Network& network, const std::string& address, TlsEndpoint* tls, TrustSource trust,
-    std::shared_ptr<std::optional<AuthenticatedPeer>> peer = nullptr);
+    std::shared_ptr<std::optional<AuthenticatedPeer>> peer = nullptr,
+    bool accept_friends = false);
 
 // A TCP+TLS connection the server closed before answering anything
 // (`status`, Unavailable): over TLS 1.3 the client's side of the handshake

@@ -54,8 +54,10 @@ namespace peerkv::codec {
 // roots' sum. An older store is upgraded when opened: the ranges are
 // computed from the records, once (ranges::DiffFromRecords). Format 4:
 // log entries may carry a causal mark (bit 15 of key-length) and the
-// "conflicts" database exists; a format-3 store needs no change.
-inline constexpr uint64_t kFormatVersion = 4;
+// "conflicts" database exists; a format-3 store needs no change. Format 5:
+// the "ks_changes" database (store/change_index.h) indexes every log entry
+// by keyspace; an older store gets it built from its log when opened.
+inline constexpr uint64_t kFormatVersion = 5;
 // The names of the meta entries (see the layout above).
 inline constexpr char kMetaFormat[] = "format";
 inline constexpr char kMetaReplicaId[] = "replica_id";

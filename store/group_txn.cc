@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_format.h"
 #include "common/macros.h"
+#include "store/change_index.h"
 #include "store/codec.h"
 #include "store/range_fingerprint.h"
 #include "store/tables.h"
@@ -17,7 +18,8 @@ using lmdb::View;
 absl::Status GroupTxn::Begin(MDB_env* env) {
   PEERKV_RETURN_IF_ERROR(txn_.Begin(env, 0));
   PEERKV_RETURN_IF_ERROR(records_.Open(txn_, dbis_.records));
-  return log_.Open(txn_, dbis_.log);
+  PEERKV_RETURN_IF_ERROR(log_.Open(txn_, dbis_.log));
+  return index_.Open(txn_, dbis_.change_index);
 }
 
 absl::StatusOr<bool> GroupTxn::ApplyLocal(const Mutation& mutation, const Version& version) {
@@ -104,6 +106,10 @@ absl::StatusOr<bool> GroupTxn::Apply(std::string_view keyspace, std::string_view
                                          old.deleted, std::string(old_value), version, 0});
     }
     counters_.fingerprint -= old_hash.limbs[0];
+    // The superseded change leaves the change index (which holds current
+    // changes only) in this transaction.
+    PEERKV_RETURN_IF_ERROR(
+        change_index::Delete(txn_.get(), dbis_.change_index, keyspace, old.seq));
     d = Val(header_);
     rc = mdb_cursor_put(records_.get(), &k, &d, MDB_CURRENT);
   }
@@ -120,6 +126,7 @@ absl::StatusOr<bool> GroupTxn::Apply(std::string_view keyspace, std::string_view
   MDB_val lk = Val(seq_key_), lv = Val(log_value_);
   PEERKV_RETURN_IF_ERROR(
       lmdb::Error(mdb_cursor_put(log_.get(), &lk, &lv, MDB_APPEND), "append to log"));
+  PEERKV_RETURN_IF_ERROR(change_index::Put(index_.get(), keyspace, seq, header_, &index_key_));
   changes_.push_back(CommitChange{seq, keyspace, key});
   counters_.max_seq = seq;
   ++counters_.log_entries;
@@ -220,6 +227,7 @@ void GroupTxn::Abort() {
 void GroupTxn::CloseCursors() {
   records_.Close();
   log_.Close();
+  index_.Close();
 }
 
 }  // namespace peerkv::writer

@@ -153,11 +153,13 @@ class GroupTxn {
   lmdb::Txn txn_;
   lmdb::Cursor records_;
   lmdb::Cursor log_;
+  lmdb::Cursor index_;
   // Buffers reused by every Apply.
   std::string record_key_;
   std::string header_;
   std::string seq_key_;
   std::string log_value_;
+  std::string index_key_;
 };
 
 }  // namespace peerkv::writer

@@ -16,6 +16,7 @@
 #include "absl/synchronization/notification.h"
 #include "common/macros.h"
 #include "common/metrics.h"
+#include "store/change_index.h"
 #include "store/codec.h"
 #include "store/conflict_journal.h"
 #include "store/data_dir.h"
@@ -82,6 +83,10 @@ void SortByRecordKey(std::vector<Record>& records) {
   });
 }
 
+absl::StatusOr<std::optional<Record>> KeptChange(const codec::RecordHeader& header, uint64_t seq,
+                                                 const codec::LogEntry& entry,
+                                                 const ChangesFilter& filter);
+
 // The record log entry `seq` holds, if it is still the register's current
 // one and `filter` keeps it; else nullopt.
 absl::StatusOr<std::optional<Record>> CurrentChange(MDB_txn* txn, MDB_dbi records_dbi,
@@ -100,6 +105,15 @@ absl::StatusOr<std::optional<Record>> CurrentChange(MDB_txn* txn, MDB_dbi record
       lmdb::Get(txn, records_dbi, entry.record_key, "read record for log entry"));
   if (!stored.has_value()) return std::nullopt;
   PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header, codec::DecodeRecordHeader(*stored));
+  return KeptChange(header, seq, entry, filter);
+}
+
+// The record of log entry `seq`, whose register's header is `header`, if
+// it is still the register's current one and `filter`'s rules (but the
+// keyspace) keep it.
+absl::StatusOr<std::optional<Record>> KeptChange(const codec::RecordHeader& header, uint64_t seq,
+                                                 const codec::LogEntry& entry,
+                                                 const ChangesFilter& filter) {
   const bool covered = filter.covered != nullptr && filter.covered->Covers(header.version);
   const bool lacked_own = filter.send_uncovered_of != 0 && filter.covered != nullptr &&
                           header.version.origin == filter.send_uncovered_of && !covered;
@@ -241,6 +255,7 @@ absl::Status Store::LoadOrInitMeta() {
   quarantine_dbi_ = opened.quarantine;
   ranges_dbi_ = opened.ranges;
   conflicts_dbi_ = opened.conflicts;
+  change_index_dbi_ = opened.change_index;
 
   PEERKV_ASSIGN_OR_RETURN(const std::optional<uint64_t> format,
                           tables::ReadMetaU64(txn.get(), meta_dbi_, codec::kMetaFormat));
@@ -255,6 +270,17 @@ absl::Status Store::LoadOrInitMeta() {
     // fingerprint was another hash (before format 2 one without values):
     // both computed once from the records, O(records).
     PEERKV_RETURN_IF_ERROR(UpgradeRanges(txn.get()));
+  }
+  if (format.has_value() && *format < 5) {
+    // Before format 5 there was no change index: built from the records,
+    // once, O(registers), in this transaction (a crash leaves the old format
+    // and no index, and the next open builds it again).
+    PEERKV_ASSIGN_OR_RETURN(const uint64_t indexed,
+                            change_index::Rebuild(txn.get(), records_dbi_, change_index_dbi_));
+    if (indexed > 0) {
+      Log(absl::StrFormat("store in %s: built the per-keyspace change index (%d registers)",
+                          dir_->path(), indexed));
+    }
   }
   if (format.has_value() && *format < codec::kFormatVersion) {
     // Format 4 (causal marks, the conflict journal) needs nothing more.
@@ -338,8 +364,8 @@ absl::StatusOr<uint64_t> Store::LoadMeta(MDB_txn* txn, uint64_t format) {
 }
 
 tables::Dbis Store::dbis() const {
-  return tables::Dbis{records_dbi_,     log_dbi_,    peers_dbi_,    meta_dbi_,
-                      quarantine_dbi_, ranges_dbi_, conflicts_dbi_};
+  return tables::Dbis{records_dbi_,     log_dbi_,    peers_dbi_,     meta_dbi_,
+                      quarantine_dbi_, ranges_dbi_, conflicts_dbi_, change_index_dbi_};
 }
 
 Store::~Store() {
@@ -1113,13 +1139,18 @@ absl::StatusOr<uint64_t> Store::CompactStep(size_t max_entries,
   uint64_t last_seq = compact_from_seq_;
   Txn txn;
   PEERKV_RETURN_IF_ERROR(txn.Begin(env_, 0));
-  PEERKV_ASSIGN_OR_RETURN(const std::vector<uint64_t> superseded,
+  PEERKV_ASSIGN_OR_RETURN(const std::vector<Superseded> superseded,
                           FindSuperseded(txn.get(), max_entries, &last_seq, reached_end));
-  for (uint64_t seq : superseded) {
-    const std::string key = codec::BigEndian64(seq);
+  for (const Superseded& entry : superseded) {
+    const std::string key = codec::BigEndian64(entry.seq);
     MDB_val k = Val(key);
-    const absl::Status deleted =
+    absl::Status deleted =
         lmdb::Error(mdb_del(txn.get(), log_dbi_, &k, nullptr), "delete superseded log entry");
+    // Its index entry is normally gone already (the overwrite or the
+    // collection that superseded it deleted it); in the same transaction.
+    if (deleted.ok()) {
+      deleted = change_index::Delete(txn.get(), change_index_dbi_, entry.keyspace, entry.seq);
+    }
     if (lmdb::IsMapFull(deleted)) {
       // Deleting needs fresh pages too; grow and let a later step retry.
       txn.Abort();
@@ -1142,10 +1173,11 @@ absl::StatusOr<uint64_t> Store::CompactStep(size_t max_entries,
   return superseded.size();
 }
 
-absl::StatusOr<std::vector<uint64_t>> Store::FindSuperseded(MDB_txn* txn, size_t max_entries,
-                                                            uint64_t* last_seq,
-                                                            bool* reached_end) const {
-  std::vector<uint64_t> superseded;
+absl::StatusOr<std::vector<Store::Superseded>> Store::FindSuperseded(MDB_txn* txn,
+                                                                     size_t max_entries,
+                                                                     uint64_t* last_seq,
+                                                                     bool* reached_end) const {
+  std::vector<Superseded> superseded;
   Cursor log;
   PEERKV_RETURN_IF_ERROR(log.Open(txn, log_dbi_));
   const std::string start = codec::BigEndian64(compact_from_seq_ + 1);
@@ -1157,12 +1189,16 @@ absl::StatusOr<std::vector<uint64_t>> Store::FindSuperseded(MDB_txn* txn, size_t
     PEERKV_ASSIGN_OR_RETURN(
         const std::optional<std::string_view> stored,
         lmdb::Get(txn, records_dbi_, entry.record_key, "read record for compaction"));
-    if (!stored.has_value()) {
-      superseded.push_back(seq);
-    } else {
+    bool gone = !stored.has_value();
+    if (!gone) {
       PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header,
                               codec::DecodeRecordHeader(*stored));
-      if (header.seq != seq) superseded.push_back(seq);
+      gone = header.seq != seq;
+    }
+    if (gone) {
+      std::string_view keyspace, key;
+      PEERKV_RETURN_IF_ERROR(codec::SplitRecordKey(entry.record_key, &keyspace, &key));
+      superseded.push_back(Superseded{seq, std::string(keyspace)});
     }
     *last_seq = seq;
     rc = mdb_cursor_get(log.get(), &k, &v, MDB_NEXT);
@@ -1284,12 +1320,40 @@ absl::StatusOr<Changes> Store::ChangesSince(uint64_t after_seq, size_t limit,
   // that pulled such a seq and asked from it at once would look as if it
   // held more of our log than we do (restore evidence, restore_guard.h).
   const uint64_t published = max_seq_.load();
+  // `keyspace_allowed` may read this store itself (auth::StoreAccess
+  // re-reads its policy and group records when they changed), and a read
+  // inside our read transaction would take the store's mutex twice (a
+  // reader lock held while another is taken deadlocks behind a writer):
+  // ask it outside, of the keyspaces a transaction opened after `published`
+  // was loaded lists (so every keyspace with a change at or below it).
+  std::vector<std::string> allowed;
+  ChangesFilter narrowed;
+  const ChangesFilter* use = &filter;
+  if (filter.keyspace_allowed) {
+    {
+      ReadTxn list(*this);
+      PEERKV_RETURN_IF_ERROR(list.Begin());
+      if (filter.keyspaces != nullptr) {
+        allowed = *filter.keyspaces;
+      } else {
+        PEERKV_ASSIGN_OR_RETURN(allowed, change_index::Keyspaces(list.get(), change_index_dbi_));
+      }
+    }
+    std::erase_if(allowed, [&](const std::string& ks) { return !filter.keyspace_allowed(ks); });
+    narrowed = filter;
+    narrowed.keyspace_allowed = nullptr;
+    narrowed.keyspaces = &allowed;
+    use = &narrowed;
+  }
   ReadTxn txn(*this);
   PEERKV_RETURN_IF_ERROR(txn.Begin());
   PEERKV_ASSIGN_OR_RETURN(const std::optional<codec::MetaState> state,
                           tables::ReadMetaState(txn.get(), meta_dbi_));
   if (state.has_value()) changes.max_seq = std::min(state->max_seq, published);
   if (after_seq >= changes.max_seq) return changes;
+  if (!use->keyspace.empty() || use->keyspaces != nullptr) {
+    return IndexedChangesSince(txn.get(), std::move(changes), limit, max_bytes, *use);
+  }
 
   Cursor cursor;
   PEERKV_RETURN_IF_ERROR(cursor.Open(txn.get(), log_dbi_));
@@ -1318,6 +1382,114 @@ absl::StatusOr<Changes> Store::ChangesSince(uint64_t after_seq, size_t limit,
     rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_NEXT);
   }
   if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) return lmdb::Error(rc, "read log");
+  changes.last_seq = changes.max_seq;
+  return changes;
+}
+
+// The change index of each keyspace asked for is one stream of seqs; the
+// streams are merged by seq (a heap of cursors), so the page is in log
+// order like an unfiltered one. Every index entry at or below the last seq
+// examined has been examined (the heap always takes the least), so that
+// seq is a sound resume point.
+absl::StatusOr<Changes> Store::IndexedChangesSince(MDB_txn* txn, Changes changes, size_t limit,
+                                                   size_t max_bytes,
+                                                   const ChangesFilter& filter) const {
+  const uint64_t after_seq = changes.last_seq;
+  std::vector<std::string> keyspaces;
+  if (!filter.keyspace.empty()) {
+    keyspaces.emplace_back(filter.keyspace);
+  } else if (filter.keyspaces != nullptr) {
+    keyspaces = *filter.keyspaces;
+    std::sort(keyspaces.begin(), keyspaces.end());
+    keyspaces.erase(std::unique(keyspaces.begin(), keyspaces.end()), keyspaces.end());
+  } else {
+    PEERKV_ASSIGN_OR_RETURN(keyspaces, change_index::Keyspaces(txn, change_index_dbi_));
+  }
+  if (filter.keyspaces != nullptr && !filter.keyspace.empty() &&
+      std::find(filter.keyspaces->begin(), filter.keyspaces->end(), filter.keyspace) ==
+          filter.keyspaces->end()) {
+    keyspaces.clear();
+  }
+  if (filter.keyspace_allowed) {
+    std::erase_if(keyspaces,
+                  [&](const std::string& ks) { return !filter.keyspace_allowed(ks); });
+  }
+  struct Stream {
+    std::string keyspace;
+    Cursor cursor;
+    uint64_t seq = 0;
+    // The head entry's value (the register's header); valid while the
+    // transaction lasts.
+    std::string_view header;
+  };
+  std::vector<std::unique_ptr<Stream>> streams;
+  // Positions `s` at its first entry at or after `key` (a seek) or after
+  // its current one; false once past its keyspace.
+  auto head = [](Stream& s, MDB_val* k, MDB_cursor_op op) -> absl::StatusOr<bool> {
+    MDB_val v;
+    const int rc = mdb_cursor_get(s.cursor.get(), k, &v, op);
+    if (rc == MDB_NOTFOUND) return false;
+    PEERKV_RETURN_IF_ERROR(lmdb::Error(rc, "read change index"));
+    std::string_view keyspace;
+    PEERKV_RETURN_IF_ERROR(change_index::DecodeKey(View(*k), &keyspace, &s.seq));
+    s.header = View(v);
+    return keyspace == s.keyspace;
+  };
+  auto later = [](const Stream* a, const Stream* b) { return a->seq > b->seq; };
+  std::vector<Stream*> heap;
+  std::string seek;
+  for (std::string& ks : keyspaces) {
+    auto s = std::make_unique<Stream>();
+    s->keyspace = std::move(ks);
+    PEERKV_RETURN_IF_ERROR(s->cursor.Open(txn, change_index_dbi_));
+    change_index::EncodeKey(s->keyspace, after_seq + 1, &seek);
+    MDB_val k = Val(seek);
+    PEERKV_ASSIGN_OR_RETURN(const bool any, head(*s, &k, MDB_SET_RANGE));
+    if (!any) continue;
+    heap.push_back(s.get());
+    streams.push_back(std::move(s));
+  }
+  std::make_heap(heap.begin(), heap.end(), later);
+  size_t bytes = 0;
+  // As in ChangesSince: superseded entries cost a look-up each.
+  const size_t max_examined = 4 * limit + 1024;
+  for (size_t examined = 0; !heap.empty(); ++examined) {
+    if (examined == max_examined || changes.records.size() == limit ||
+        (bytes >= max_bytes && !changes.records.empty())) {
+      return changes;
+    }
+    std::pop_heap(heap.begin(), heap.end(), later);
+    Stream* s = heap.back();
+    const uint64_t seq = s->seq;
+    if (seq > changes.max_seq) break;  // committed, not yet published (the least)
+    // The index holds current changes only, with their headers: no look-up
+    // of the register, one of the log entry for the value.
+    PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header,
+                            codec::DecodeRecordHeader(s->header));
+    PEERKV_ASSIGN_OR_RETURN(const std::optional<std::string_view> stored,
+                            lmdb::Get(txn, log_dbi_, codec::BigEndian64(seq), "read log entry"));
+    if (stored.has_value()) {
+      PEERKV_ASSIGN_OR_RETURN(const codec::LogEntry entry, codec::DecodeLogEntry(*stored));
+      std::string_view keyspace, key;
+      PEERKV_RETURN_IF_ERROR(codec::SplitRecordKey(entry.record_key, &keyspace, &key));
+      std::optional<Record> record;
+      if (key.starts_with(filter.key_prefix)) {
+        PEERKV_ASSIGN_OR_RETURN(record, KeptChange(header, seq, entry, filter));
+      }
+      if (record.has_value()) {
+        bytes += RecordBytes(*record);
+        changes.records.push_back(std::move(*record));
+      }
+    }
+    changes.last_seq = seq;
+    MDB_val k;
+    PEERKV_ASSIGN_OR_RETURN(const bool more, head(*s, &k, MDB_NEXT));
+    if (more) {
+      std::push_heap(heap.begin(), heap.end(), later);
+    } else {
+      heap.pop_back();
+    }
+  }
   changes.last_seq = changes.max_seq;
   return changes;
 }

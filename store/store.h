@@ -688,9 +688,18 @@ class Store {
   absl::StatusOr<uint64_t> CompactStep(size_t max_entries, bool* reached_end);
   // Up to `max_entries` log entries after compact_from_seq_: the seqs of
   // those superseded; `last_seq` is the last one examined.
-  absl::StatusOr<std::vector<uint64_t>> FindSuperseded(MDB_txn* txn, size_t max_entries,
-                                                       uint64_t* last_seq,
-                                                       bool* reached_end) const;
+  // Each with its keyspace, whose change index entry goes with it.
+  struct Superseded {
+    uint64_t seq = 0;
+    std::string keyspace;
+  };
+  absl::StatusOr<std::vector<Superseded>> FindSuperseded(MDB_txn* txn, size_t max_entries,
+                                                         uint64_t* last_seq,
+                                                         bool* reached_end) const;
+  // ChangesSince with a keyspace filter: through the change index.
+  absl::StatusOr<Changes> IndexedChangesSince(MDB_txn* txn, Changes changes, size_t limit,
+                                              size_t max_bytes,
+                                              const ChangesFilter& filter) const;
   bool CompactionDue() const;
   absl::Status FlushHeldCheckpoints();
   // The conflict journal (store_conflicts.cc). At open: fills conflicts_
@@ -734,6 +743,7 @@ class Store {
   MDB_dbi quarantine_dbi_ = 0;
   MDB_dbi ranges_dbi_ = 0;
   MDB_dbi conflicts_dbi_ = 0;
+  MDB_dbi change_index_dbi_ = 0;
 
   // Mutable: const reads borrow transactions from it.
   mutable ReadTxnPool read_pool_;

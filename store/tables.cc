@@ -20,7 +20,8 @@ absl::Status OpenDbis(MDB_txn* txn, Dbis* dbis) {
              {"meta", &dbis->meta},
              {"quarantine", &dbis->quarantine},
              {"ranges", &dbis->ranges},
-             {"conflicts", &dbis->conflicts}};
+             {"conflicts", &dbis->conflicts},
+             {"ks_changes", &dbis->change_index}};
   for (const auto& db : dbs) {
     PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_dbi_open(txn, db.name, MDB_CREATE, db.dbi),
                                        absl::StrCat("open database ", db.name)));

@@ -31,10 +31,12 @@ struct Dbis {
   MDB_dbi ranges = 0;
   // The conflict journal (store/conflict_journal.h).
   MDB_dbi conflicts = 0;
+  // The per-keyspace change index (store/change_index.h).
+  MDB_dbi change_index = 0;
 };
 // Databases a store's environment is opened for (mdb_env_set_maxdbs): the
 // ones above, with room for more.
-inline constexpr unsigned kMaxDbs = 8;
+inline constexpr unsigned kMaxDbs = 12;
 absl::Status OpenDbis(MDB_txn* txn, Dbis* dbis);
 
 // A meta "format", "replica_id" or "incarnation" entry; nullopt if absent.

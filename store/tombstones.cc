@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/macros.h"
+#include "store/change_index.h"
 #include "store/codec.h"
 #include "store/group_txn.h"
 #include "store/lmdb_util.h"
@@ -421,6 +422,8 @@ absl::Status Store::CollectStep(size_t max_examined, CollectResult& result) {
       if (del_log != MDB_NOTFOUND) {
         PEERKV_RETURN_IF_ERROR(lmdb::Error(del_log, "delete a collected tombstone's log entry"));
       }
+      PEERKV_RETURN_IF_ERROR(
+          change_index::Delete(txn.get(), change_index_dbi_, keyspace, header.seq));
       PEERKV_RETURN_IF_ERROR(
           lmdb::Error(mdb_cursor_del(records.get(), 0), "delete a collected tombstone"));
       horizon = std::max(horizon, header.version.hlc);

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <string_view>
@@ -140,6 +141,17 @@ struct ChangesFilter {
   // no record look-up. Borrowed for the call.
   std::string_view keyspace;
   std::string_view key_prefix;
+  // Only records of these keyspaces (borrowed for the call; null: no such
+  // restriction), and, if `keyspace_allowed` is set, of keyspaces it
+  // accepts (asked once per keyspace that has changes, outside the call's
+  // read transaction, so it may read the store: a friend's pull, README
+  // "Filtered replication"). Any of
+  // `keyspace`, `keyspaces` and `keyspace_allowed` makes ChangesSince read
+  // the per-keyspace change index: its work is proportional to the
+  // changes of those keyspaces (and the number of keyspaces), not to the
+  // log.
+  const std::vector<std::string>* keyspaces = nullptr;
+  std::function<bool(std::string_view keyspace)> keyspace_allowed;
 };
 
 // One change a commit made: the log seq it took and the register it set

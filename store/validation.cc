@@ -23,6 +23,11 @@ absl::Status ValidateKeyspace(std::string_view keyspace) {
         "keyspace is %d bytes; the limit is %d", keyspace.size(),
         kMaxKeyspaceBytes));
   }
+  if (keyspace[0] == '_') {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "keyspace '%s': keyspace names starting with '_' are reserved",
+        keyspace));
+  }
   for (size_t i = 0; i < keyspace.size(); ++i) {
     const char c = keyspace[i];
     const bool ok = IsLowerAlnum(c) ||

@@ -397,16 +397,26 @@ TEST_F(TlsTest, AJoinedDeviceShowsItsCertificateWithoutARestart) {
   EXPECT_EQ((*p)->Stop(SIGTERM), 0);
 }
 
+// A friend's device gets a Kv that acts as the friend: nothing without a
+// policy that names the friend (tests/policy_test.cc has the policies).
 TEST_F(TlsTest, AFriendsDeviceConnectsAndGetsNothing) {
   const uint64_t fingerprint = PutOne();
   OwnIdentity fred = NewUserDevice(dir_.Sub("fred"), "fred");
-  RunResult add = WithServerStopped(
-      {"friend", "add", auth::UserId(fred.identity->user()), "--name", "fred"});
+  const std::string fred_id = auth::UserId(fred.identity->user());
+  RunResult add = WithServerStopped({"friend", "add", fred_id, "--name", "fred"});
   ASSERT_EQ(add.exit_code, 0) << add.err << add.out;
   const uint64_t with_friend = testing::FingerprintOf(*server_);
   absl::StatusOr<std::unique_ptr<rpc::Client>> client = ConnectAs(*server_, fred.tls);
-  EXPECT_THAT(client.status(), StatusIs(absl::StatusCode::kPermissionDenied,
-                                        "nothing is shared with friends yet"));
+  ASSERT_THAT(client, IsOk());
+  const std::string refused = "user " + fred_id + " may not read keyspace 'ks'";
+  EXPECT_THAT((*client)->Get("ks", "k"), StatusIs(absl::StatusCode::kPermissionDenied, refused));
+  // The same answer for a keyspace that does not exist.
+  EXPECT_THAT((*client)->Get("nothing", "k"),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       "user " + fred_id + " may not read keyspace 'nothing'"));
+  EXPECT_THAT((*client)->Put("ks", "k", "x"),
+              StatusIs(absl::StatusCode::kPermissionDenied, "may not write keyspace 'ks'"));
+  EXPECT_THAT((*client)->Status(), StatusIs(absl::StatusCode::kPermissionDenied));
   EXPECT_NE(fingerprint, with_friend);
   ExpectServingAndUnchanged(with_friend);
 }

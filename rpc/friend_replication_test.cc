@@ -1,0 +1,197 @@
+// rpc/friend_replication_test.cc: replication with a friend's device over
+// TLS, two in-process servers (README "Filtered replication"). Mallory is
+// Jane's friend but may read only Jane's "shared": Mallory's server dials
+// Jane's, both pull and reconcile both ways, and Mallory's replica ends with
+// 0 records, 0 keys and 0 keyspace names of Jane's "blog" and "drafts" (and
+// Jane's with nothing of Mallory's, whose Access lets Jane read nothing),
+// while "shared" does arrive; Mallory adopted none of Jane's watermarks;
+// Mallory's client API (a watch) is refused without naming a keyspace.
+// Fails if the pull or the reconcile filter is removed.
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "auth/access.h"
+#include "auth/identity.h"
+#include "common/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "rpc/client.h"
+#include "rpc/server.h"
+#include "store/store.h"
+#include "testing/temp_dir.h"
+
+namespace peerkv::rpc {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+// The local user may do everything; `friend_user` may read `readable`
+// only; nobody else anything.
+class FakeAccess final : public auth::Access {
+ public:
+  FakeAccess(auth::PublicKey friend_user, std::vector<std::string> readable)
+      : friend_user_(friend_user), readable_(std::move(readable)) {}
+  bool MayRead(const auth::Principal& who, std::string_view ks) const override {
+    if (who.local_user) return true;
+    return who.user == friend_user_ &&
+           std::find(readable_.begin(), readable_.end(), ks) != readable_.end();
+  }
+  bool MayWrite(const auth::Principal& who, std::string_view) const override {
+    return who.local_user;
+  }
+  bool RequiresSignature(std::string_view) const override { return false; }
+
+ private:
+  const auth::PublicKey friend_user_;
+  const std::vector<std::string> readable_;
+};
+
+struct Side {
+  std::unique_ptr<auth::Identity> identity;
+  TlsIdentity tls;
+  std::unique_ptr<Store> store;
+  std::unique_ptr<Server> server;
+};
+
+class FriendReplicationTest : public ::testing::Test {
+ protected:
+  void MakeSide(Side& side, const std::string& name) {
+    absl::StatusOr<std::unique_ptr<auth::Identity>> id =
+        auth::Identity::CreateUser(dir_.Sub(name + "-keys"), name);
+    ASSERT_THAT(id, IsOk());
+    side.identity = std::move(*id);
+    side.tls.key = *auth::SigningKey::FromSeed(side.identity->device_key().seed());
+    absl::StatusOr<std::string> cert =
+        side.identity->IssueOwnCertificate("laptop", absl::ToUnixMillis(absl::Now()));
+    ASSERT_THAT(cert, IsOk());
+    side.tls.device_certificate = *cert;
+    StoreOptions options;
+    options.dir = dir_.Sub(name);
+    options.sync = false;
+    absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
+    ASSERT_THAT(store, IsOk());
+    side.store = std::move(*store);
+  }
+  void StartSide(Side& side, const Side& other, std::vector<std::string> readable,
+                 std::vector<std::string> peers) {
+    ServerOptions options;
+    options.listen = "127.0.0.1:0";
+    options.tls = side.tls;
+    const auth::PublicKey user = side.identity->user();
+    const auth::PublicKey friend_user = other.identity->user();
+    options.trust = [user, friend_user]() -> absl::StatusOr<TrustView> {
+      return TrustView{user, {}, {auth::FriendEntry{friend_user, "friend", 0}}};
+    };
+    options.access = std::make_shared<FakeAccess>(friend_user, std::move(readable));
+    options.replica_name = "side";
+    options.replication.peers = std::move(peers);
+    options.replication.reconcile_interval = absl::Milliseconds(100);
+    options.replication.reconcile_min_gap = absl::Milliseconds(50);
+    options.replication.backoff_max = absl::Milliseconds(200);
+    absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(side.store.get(), options);
+    ASSERT_THAT(server, IsOk());
+    side.server = std::move(*server);
+  }
+  static std::vector<std::string> Names(const Store& store) {
+    std::vector<std::string> names;
+    absl::StatusOr<std::vector<std::pair<std::string, rbsr::Fingerprint>>> roots =
+        store.KeyspaceFingerprints();
+    EXPECT_THAT(roots, IsOk());
+    if (!roots.ok()) return names;
+    for (const auto& [ks, root] : *roots) names.push_back(ks);
+    return names;
+  }
+  // The reconcile sessions `side` ran with its peer, once both finished
+  // at least `n` (bounded wait: another thread runs them).
+  static bool WaitForReconciles(const Side& side, uint64_t n) {
+    for (int i = 0; i < 1000; ++i) {
+      std::vector<replication::PeerStatus> peers = side.server->PeerStatuses();
+      if (!peers.empty() && peers[0].reconciles >= n) return true;
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    return false;
+  }
+
+  testing::TempDir dir_;
+  Side jane_, mallory_;
+};
+
+TEST_F(FriendReplicationTest, ANonReaderGetsNoRecordsKeysOrNamesByPullOrReconcile) {
+  MakeSide(jane_, "jane");
+  MakeSide(mallory_, "mallory");
+  ASSERT_NE(jane_.store, nullptr);
+  ASSERT_NE(mallory_.store, nullptr);
+  ASSERT_THAT(jane_.store->Put("shared", "hello", "for friends"), IsOk());
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_THAT(jane_.store->Put("blog", absl::StrCat("post", i), "secret post"), IsOk());
+    ASSERT_THAT(jane_.store->Put("drafts", absl::StrCat("draft", i), "secret draft"), IsOk());
+  }
+  ASSERT_THAT(mallory_.store->Put("mallory.notes", "n", "mallory's own"), IsOk());
+  StartSide(jane_, mallory_, {"shared"}, {});
+  // Mallory's server lets Jane read her own "shared" (as a policy signed by
+  // its owner would), not Mallory's notes.
+  StartSide(mallory_, jane_, {"shared"}, {jane_.server->address()});
+
+  // "shared" arrives: the link works, by pull.
+  bool arrived = false;
+  for (int i = 0; i < 1000 && !arrived; ++i) {
+    arrived = mallory_.store->Get("shared", "hello")->has_value();
+    if (!arrived) absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_TRUE(arrived);
+  // A write after the link is up goes by pull too (nudged), and more
+  // reconcile sessions run both ways meanwhile.
+  ASSERT_THAT(jane_.store->Put("blog", "late", "secret late post"), IsOk());
+  ASSERT_THAT(jane_.store->Put("shared", "late", "for friends too"), IsOk());
+  ASSERT_TRUE(WaitForReconciles(mallory_, 2));
+  ASSERT_TRUE(WaitForReconciles(jane_, 2));
+  for (int i = 0; i < 1000 && !mallory_.store->Get("shared", "late")->has_value(); ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_TRUE(mallory_.store->Get("shared", "late")->has_value());
+  std::vector<replication::PeerStatus> peers = mallory_.server->PeerStatuses();
+  ASSERT_EQ(peers.size(), 1u);
+  EXPECT_EQ(peers[0].last_error, "");
+
+  // 0 records, 0 keys, 0 names of the private keyspaces on Mallory's
+  // replica; nothing of Mallory's on Jane's.
+  EXPECT_THAT(Names(*mallory_.store), ElementsAre("mallory.notes", "shared"));
+  EXPECT_THAT(Names(*jane_.store), ElementsAre("blog", "drafts", "shared"));
+  absl::StatusOr<StoreStats> stats = mallory_.store->Stats();
+  ASSERT_THAT(stats, IsOk());
+  EXPECT_EQ(stats->live_records + stats->tombstones, 3u);
+  absl::StatusOr<Changes> all = mallory_.store->ChangesSince(0, 1000);
+  ASSERT_THAT(all, IsOk());
+  for (const Record& r : all->records) {
+    EXPECT_THAT(r.keyspace, Not(HasSubstr("blog")));
+    EXPECT_THAT(r.key, Not(HasSubstr("post")));
+    EXPECT_THAT(r.value, Not(HasSubstr("secret")));
+  }
+  // Mallory claims no coverage of Jane's writes beyond what it received:
+  // Jane's watermarks (her clock, past every blog post) were never adopted.
+  const Watermarks marks = mallory_.store->GetWatermarks();
+  auto jane_mark = marks.find(jane_.store->replica_id());
+  if (jane_mark != marks.end()) {
+    EXPECT_LE(jane_mark->second, jane_.store->Get("shared", "late")->value().version.hlc);
+  }
+  // Mallory's device may not use Jane's client API (a watch): refused,
+  // naming no keyspace.
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Connect(ClientOptions{
+      .address = jane_.server->address(),
+      .timeout = absl::Seconds(10),
+      .tls = mallory_.tls,
+      .server_user = jane_.identity->user()});
+  EXPECT_THAT(client.status(), StatusIs(absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(std::string(client.status().message()), Not(HasSubstr("blog")));
+  mallory_.server->Stop();
+  jane_.server->Stop();
+}
+
+}  // namespace
+}  // namespace peerkv::rpc
