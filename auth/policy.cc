@@ -240,14 +240,16 @@ absl::StatusOr<Who> ParseWho(std::string_view text, std::string_view what) {
     who.kind = Who::Kind::kPublic;
     return who;
   }
-  if (text.size() >= 52 && text.find_first_of("-ABCDEFGHIJKLMNOPQRSTUVWXYZ") != text.npos) {
-    absl::StatusOr<PublicKey> user = ParseUserId(text, what);
-    if (!user.ok()) return user.status();
+  // A user id if it parses as one; otherwise a group name (lower case),
+  // and anything else is named as a bad user id if it looks like one.
+  absl::StatusOr<PublicKey> user = ParseUserId(text, what);
+  if (user.ok()) {
     who.kind = Who::Kind::kUser;
     who.user = *user;
     return who;
   }
   absl::Status name = ValidateGroupName(text, what);
+  if (!name.ok() && text.size() >= 52) return user.status();
   if (!name.ok()) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "%s '%s' is not 'owner', 'public', a user id or a group name", what,

@@ -481,9 +481,9 @@ const std::vector<Command>& IdentityCommands() {
        "  add USER_ID --name N  trust user USER_ID, shown as N\n"
        "  list                  current friends: USER_ID NAME added TIME\n"
        "  remove USER_ID        stop trusting USER_ID\n"
-       "A friend's certified devices may connect (TLS) as that friend; what a\n"
-       "friend may read comes with access control. Until then a friend gets\n"
-       "nothing of yours: its connections get neither records nor the Kv API.\n",
+       "A friend's certified devices may connect (TLS) as that friend: they may\n"
+       "call the Kv API on the keyspaces your policies let the friend read or\n"
+       "write (see peerkv policy --help), nothing else.\n",
        {.with_value = {"name"}}, RunFriend, Target::kData},
   };
   return *commands;

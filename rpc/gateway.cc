@@ -61,8 +61,11 @@ class GatewayImpl final : public wire::Gateway::Server {
   }
   kj::Promise<void> Deny(const char* what) {
     const absl::Status denied = absl::PermissionDeniedError(absl::StrFormat(
-        "device %s of friend %s may not use %s: nothing is shared with friends yet",
-        auth::DeviceId(identity_->device), auth::UserId(identity_->user), what));
+        "device %s of friend %s may not use %s: %s", auth::DeviceId(identity_->device),
+        auth::UserId(identity_->user), what,
+        loop_.options().access == nullptr
+            ? "this server checks no policies, so nothing is shared with friends"
+            : "replication with friends is not filtered yet"));
     loop_.LogRejected(peer_, what, denied);
     return Refusal(denied);
   }

@@ -32,8 +32,11 @@ constexpr uint32_t kDefaultScanLimit = 1000;
 class WatchSession final : public wire::WatchHandle::Server {
  public:
   WatchSession(ServerLoop& loop, kj::Own<WatchWindow> window, wire::Watcher::Client watcher,
-               const std::string& keyspace, std::string prefix, uint64_t from_seq)
-      : loop_(loop),
+               const std::string& keyspace, std::string prefix, uint64_t from_seq,
+               auth::Principal who)
+      : who_(who),
+        keyspace_(keyspace),
+        loop_(loop),
         window_(kj::mv(window)),
         watcher_(kj::mv(watcher)),
         subscription_(loop.watch_hub().Subscribe(keyspace, std::move(prefix))),
@@ -62,6 +65,15 @@ class WatchSession final : public wire::WatchHandle::Server {
 
   // Never calls Pump() synchronously: the turn ends when Step returns.
   kj::Promise<void> Step() {
+    // A revocation ends the watch: nothing written after it is sent.
+    const auth::Access* access = loop_.options().access.get();
+    if (access != nullptr && !access->MayRead(who_, keyspace_)) {
+      auto request = watcher_.failedRequest();
+      ToWire(absl::PermissionDeniedError(absl::StrFormat(
+                 "user %s may not read keyspace '%s'", auth::UserId(who_.user), keyspace_)),
+             request.initError());
+      return request.send().ignoreResult();
+    }
     const size_t room = std::min(window_->Room(), loop_.reply_budget());
     absl::StatusOr<Changes> changes =
         loop_.watch_hub().Read(*subscription_, cursor_, kWatchBatchRecords, room);
@@ -109,6 +121,8 @@ class WatchSession final : public wire::WatchHandle::Server {
     charged_ = 0;
   }
 
+  const auth::Principal who_;
+  const std::string keyspace_;
   ServerLoop& loop_;
   kj::Own<WatchWindow> window_;
   wire::Watcher::Client watcher_;
@@ -297,7 +311,7 @@ class KvImpl final : public wire::Kv::Server {
     results.setMaxSeq(loop_.store().max_seq());
     results.setHandle(kj::heap<WatchSession>(loop_, kj::addRef(*watch_window_),
                                              params.getWatcher(), keyspace, prefix,
-                                             params.getFromSeq()));
+                                             params.getFromSeq(), who_));
     return kj::READY_NOW;
   }
 

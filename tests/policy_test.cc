@@ -8,8 +8,10 @@
 
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "auth/identity.h"
 #include "auth/ids.h"
@@ -161,6 +163,25 @@ TEST_F(PolicyProcessTest, AFriendReadsWhatThePolicyAllowsAndNothingElse) {
   EXPECT_THAT(jane_->Put("_private", "k", "v"),
               StatusIs(StatusCode::kInvalidArgument, "starting with '_' are reserved"));
 
+  // A watch of the blog while he may read it ...
+  absl::Notification first_batch;
+  absl::Status watch_end;
+  std::vector<std::string> watched;
+  std::thread watcher([&] {
+    watch_end = fred->Watch(rpc::WatchOptions{.keyspace = "jane.blog"},
+                            [&](const std::vector<Record>& records, uint64_t) {
+                              bool go_on = true;
+                              for (const Record& r : records) {
+                                watched.push_back(r.key);
+                                if (r.key == "after") go_on = false;  // leaked: stop
+                              }
+                              if (!first_batch.HasBeenNotified()) first_batch.Notify();
+                              return go_on;
+                            });
+    if (!first_batch.HasBeenNotified()) first_batch.Notify();
+  });
+  ASSERT_TRUE(first_batch.WaitForNotificationWithTimeout(absl::Seconds(10)));
+
   // Removed from the group and the writers: nothing of the blog any more.
   ASSERT_THAT(jane_->SetPolicy("jane.blog", {GroupWho("blog")}, {}), IsOk());
   RunResult removed = Peerkv({"group", "remove", "blog", fred_id_});
@@ -168,6 +189,11 @@ TEST_F(PolicyProcessTest, AFriendReadsWhatThePolicyAllowsAndNothingElse) {
   EXPECT_THAT(fred->Get("jane.blog", "post1"),
               StatusIs(StatusCode::kPermissionDenied, no_read + " 'jane.blog'"));
   EXPECT_THAT(fred->Put("jane.blog", "post3", "x"), StatusIs(StatusCode::kPermissionDenied));
+  // ... ends with the revocation; a post after it never reaches him.
+  ASSERT_THAT(jane_->Put("jane.blog", "after", "not for fred"), IsOk());
+  watcher.join();
+  EXPECT_THAT(watch_end, StatusIs(StatusCode::kPermissionDenied, no_read + " 'jane.blog'"));
+  EXPECT_THAT(watched, ::testing::Not(::testing::Contains("after")));
   // The server logged the refusals and keeps serving its own user.
   EXPECT_THAT(jane_->Get("jane.blog", "comment"), IsOk());
 }
