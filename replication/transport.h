@@ -77,6 +77,11 @@ struct PeerInfo {
   // The receiver forgets its watermarks for them (Store::ForgetRetiredIds).
   // At most kMaxRetiredIdsInHello.
   std::vector<uint64_t> retired;
+  // Not on the wire: set by the transport when the link's authenticated
+  // peer is a friend's device (rpc/peer_auth.h), whose records the merge
+  // gate checks more strictly (MergeSource::kFriend, README "Signed
+  // records").
+  bool friend_device = false;
 };
 
 inline constexpr size_t kMaxRetiredIdsInHello = 256;

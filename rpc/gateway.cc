@@ -34,7 +34,10 @@ class GatewayImpl final : public wire::Gateway::Server {
     if (Denied()) return Deny("Replica");
     std::optional<auth::PublicKey> device;
     if (identity_.has_value()) device = identity_->device;
-    context.getResults().setReplica(NewReplica(loop_, peer_, connection_id_, 0, device));
+    const MergeSource from = identity_.has_value() && identity_->role == PeerRole::kFriend
+                                 ? MergeSource::kFriend
+                                 : MergeSource::kOwnDevice;
+    context.getResults().setReplica(NewReplica(loop_, peer_, connection_id_, 0, device, from));
     return kj::READY_NOW;
   }
 

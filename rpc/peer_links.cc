@@ -105,14 +105,17 @@ void PeerLinks::Dial(const std::string& address, uint64_t expected, DialDone don
   using Connected = replication::Transport::Connected;
   const replication::LinkId id = next_link_++;
   const std::string context = absl::StrFormat("peer %s", address);
-  auto dialled = dialer_ ? dialer_(address, nullptr)
+  // Who answered (set by an authenticating dialer): a friend's device
+  // makes this a friend link (PeerInfo::friend_device).
+  auto answered = std::make_shared<std::optional<AuthenticatedPeer>>();
+  auto dialled = dialer_ ? dialer_(address, answered)
                          : io_.provider->getNetwork().parseAddress(address).then(
                                [](kj::Own<kj::NetworkAddress> addr) {
                                  return addr->connect().attach(kj::mv(addr));
                                });
   auto work =
       dialled
-          .then([this, id, address, expected](kj::Own<kj::AsyncIoStream> stream) {
+          .then([this, id, address, expected, answered](kj::Own<kj::AsyncIoStream> stream) {
             auto outbound = kj::heap<Outbound>(kj::mv(stream), reader_options_, &bytes_sent_);
             auto replica = outbound->link.gateway().replicaRequest().send().getReplica();
             auto hello = replica.helloRequest();
@@ -122,14 +125,17 @@ void PeerLinks::Dial(const std::string& address, uint64_t expected, DialDone don
             ToWire(sent, hello.initInfo());
             hello.setBack(make_back_(address, id));
             return hello.send().then(
-                [this, id, replica, address, sent_ms = sent.physical_ms,
+                [this, id, replica, address, sent_ms = sent.physical_ms, answered,
                  outbound = kj::mv(outbound)](auto response) mutable -> absl::StatusOr<Connected> {
                   absl::Status status = ResponseStatus(response);
                   if (!status.ok()) return status;
                   Connected connected{id, FromWire(response.getInfo()), sent_ms};
+                  connected.peer.friend_device =
+                      answered->has_value() && (*answered)->role == PeerRole::kFriend;
                   Outbound& o = *outbound;
                   links_[id] = LinkEntry{replica, 0, kj::mv(outbound)};
                   links_[id].address = address;
+                  links_[id].friend_device = connected.peer.friend_device;
                   tasks_.add(o.link.onDisconnect().then([this, id] {
                     DropLink(id, absl::UnavailableError("connection to peer lost"));
                   }));
@@ -272,11 +278,17 @@ void PeerLinks::CloseLink(replication::LinkId link) {
 }
 
 replication::LinkId PeerLinks::AddInbound(uint64_t connection_id, const std::string& address,
-                                          wire::Replica::Client back) {
+                                          wire::Replica::Client back, bool friend_device) {
   const replication::LinkId id = next_link_++;
   links_[id] = LinkEntry{kj::mv(back), connection_id, kj::Own<Outbound>()};
   links_[id].address = address;
+  links_[id].friend_device = friend_device;
   return id;
+}
+
+bool PeerLinks::FriendLink(replication::LinkId link) const {
+  auto it = links_.find(link);
+  return it != links_.end() && it->second.friend_device;
 }
 
 size_t PeerLinks::InboundLinks(uint64_t connection_id) const {

@@ -22,18 +22,21 @@ constexpr size_t kMaxHellosPerConnection = 1;
 class ReplicaImpl final : public wire::Replica::Server {
  public:
   ReplicaImpl(ServerLoop& loop, std::string peer, uint64_t connection_id,
-              replication::LinkId link, std::optional<auth::PublicKey> device)
+              replication::LinkId link, std::optional<auth::PublicKey> device,
+              MergeSource from)
       : loop_(loop),
         peer_(std::move(peer)),
         connection_id_(connection_id),
         link_(link),
-        device_(std::move(device)) {}
+        device_(std::move(device)),
+        from_(from) {}
 
   kj::Promise<void> hello(HelloContext context) override {
     auto params = context.getParams();
     auto results = context.getResults();
     auto info = params.getInfo();
-    const replication::PeerInfo peer = FromWire(info);
+    replication::PeerInfo peer = FromWire(info);
+    peer.friend_device = from_ == MergeSource::kFriend;
     absl::Status refused;
     if (refused_) {
       refused = RefusedLink();
@@ -63,7 +66,8 @@ class ReplicaImpl final : public wire::Replica::Server {
       return kj::READY_NOW;
     }
     hello_replica_ = peer.replica_id;
-    link_ = loop_.links().AddInbound(connection_id_, peer_, params.getBack());
+    link_ = loop_.links().AddInbound(connection_id_, peer_, params.getBack(),
+                                     peer.friend_device);
     loop_.events()->OnInboundLink(link_, peer);
     ToWire(loop_.LocalInfo(peer.replica_id), results.initInfo());
     return kj::READY_NOW;
@@ -211,7 +215,12 @@ class ReplicaImpl final : public wire::Replica::Server {
     } else {
       std::vector<Record> push = std::move(request->push);
       request->push.clear();
-      answered = loop_.Merge(std::move(push))
+      // A dialled peer pushes on the link's back capability: the link
+      // knows who it is (PeerLinks::FriendLink).
+      const MergeSource from = from_ == MergeSource::kFriend || loop_.links().FriendLink(link_)
+                                   ? MergeSource::kFriend
+                                   : MergeSource::kOwnDevice;
+      answered = loop_.Merge(std::move(push), from)
                      .then([this, context, request = std::move(*request)](
                                absl::StatusOr<MergeResult> merged) mutable -> kj::Promise<void> {
                        if (!merged.ok()) {
@@ -273,6 +282,9 @@ class ReplicaImpl final : public wire::Replica::Server {
   const std::string peer_;
   // The TLS peer's device (nullopt: local or plaintext) and its hello id.
   const std::optional<auth::PublicKey> device_;
+  // A friend's device (the gateway's AuthenticatedPeer): the merge gate's
+  // MergeSource for its pushes.
+  const MergeSource from_;
   uint64_t hello_replica_ = 0;
   const uint64_t connection_id_;
   replication::LinkId link_;
@@ -290,8 +302,10 @@ class ReplicaImpl final : public wire::Replica::Server {
 
 kj::Own<wire::Replica::Server> NewReplica(ServerLoop& loop, std::string peer,
                                           uint64_t connection_id, replication::LinkId link,
-                                          std::optional<auth::PublicKey> device) {
-  return kj::heap<ReplicaImpl>(loop, std::move(peer), connection_id, link, std::move(device));
+                                          std::optional<auth::PublicKey> device,
+                                          MergeSource from) {
+  return kj::heap<ReplicaImpl>(loop, std::move(peer), connection_id, link, std::move(device),
+                               from);
 }
 
 }  // namespace peerkv::rpc

@@ -139,7 +139,8 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   kj::Promise<absl::StatusOr<std::vector<Version>>> Write(std::vector<Mutation> mutations);
   // Merges a peer's records (a reconcile push); resolves on this loop once
   // durable.
-  kj::Promise<absl::StatusOr<MergeResult>> Merge(std::vector<Record> records);
+  kj::Promise<absl::StatusOr<MergeResult>> Merge(std::vector<Record> records,
+                                                 MergeSource from = MergeSource::kOwnDevice);
   // Runs `work` on the server's worker thread, off this loop, and resolves
   // on this loop with what it returned: for work whose length grows with
   // the store (a reconcile round below the stored levels scans and hashes
@@ -254,7 +255,8 @@ kj::Own<wire::Kv::Server> NewKv(ServerLoop& loop, std::string peer,
 // id for the one passed as `back` when dialling out.
 kj::Own<wire::Replica::Server> NewReplica(ServerLoop& loop, std::string peer,
                                           uint64_t connection_id, replication::LinkId link,
-                                          std::optional<auth::PublicKey> device = std::nullopt);
+                                          std::optional<auth::PublicKey> device = std::nullopt,
+                                          MergeSource from = MergeSource::kOwnDevice);
 
 }  // namespace peerkv::rpc
 

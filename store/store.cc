@@ -70,7 +70,8 @@ absl::StatusOr<Record> ReadRecord(MDB_txn* txn, MDB_dbi log_dbi,
 }
 
 size_t RecordBytes(const Record& r) {
-  return r.keyspace.size() + r.key.size() + r.value.size() + kRecordOverheadBytes;
+  return r.keyspace.size() + r.key.size() + r.value.size() + r.signature.size() +
+         kRecordOverheadBytes;
 }
 
 // Key order makes neighbouring records share B-tree pages: one descent per
