@@ -81,6 +81,38 @@ class RecordVerifier {
   mutable uint64_t checked_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
+// An Access set once the store it reads is open (the signer and the gate
+// are StoreOptions, made before it). Until Set: no keyspace has a policy
+// (the local user may do everything, anyone else nothing; no signatures
+// required). Thread-safe.
+class AccessSlot final : public Access {
+ public:
+  void Set(std::shared_ptr<const Access> access) {
+    absl::MutexLock lock(&mu_);
+    access_ = std::move(access);
+  }
+  bool MayRead(const Principal& who, std::string_view ks) const override {
+    std::shared_ptr<const Access> a = Get();
+    return a != nullptr ? a->MayRead(who, ks) : who.local_user;
+  }
+  bool MayWrite(const Principal& who, std::string_view ks) const override {
+    std::shared_ptr<const Access> a = Get();
+    return a != nullptr ? a->MayWrite(who, ks) : who.local_user;
+  }
+  bool RequiresSignature(std::string_view ks) const override {
+    std::shared_ptr<const Access> a = Get();
+    return a != nullptr && a->RequiresSignature(ks);
+  }
+
+ private:
+  std::shared_ptr<const Access> Get() const {
+    absl::MutexLock lock(&mu_);
+    return access_;
+  }
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const Access> access_ ABSL_GUARDED_BY(mu_);
+};
+
 // StoreOptions::signer: signs local writes of keyspaces whose
 // access->RequiresSignature with `device_key` and `device_certificate`;
 // others stay unsigned. All borrowed or shared; they must outlive the store.
