@@ -120,6 +120,10 @@ std::vector<std::pair<std::string, std::string>> ReplicaFacts(const StoreStats& 
   if (stats.quarantine_dropped > 0) {
     facts.push_back({"quarantine_dropped", absl::StrCat(stats.quarantine_dropped)});
   }
+  if (stats.gate_refused > 0) {
+    // The merge gate (README "Signed records"): the server's log names them.
+    facts.push_back({"signature_refused", absl::StrCat(stats.gate_refused)});
+  }
   if (stats.tombstones_collected > 0 || stats.tombstones_held > 0 || stats.stale_refused > 0 ||
       stats.forgotten_peers > 0) {
     // Tombstone collection (README "Tombstone collection").

@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_format.h"
+#include "auth/record_signature.h"
 #include "auth/tokens.h"
 #include "cli/command.h"
 #include "http/front_end.h"
@@ -198,6 +199,19 @@ int RunServe(const Context& c) {
   consensus::ModeTable modes;
   modes.SetLog([](const std::string& line) { LogLine(line); });
   modes.AttachTo(&store_options);
+  // Signed records (README "Signed records"): local writes of shared
+  // keyspaces are signed with this device's key and certificate (a device
+  // waiting to be added holds none yet: its writes stay unsigned), and the
+  // merge gate checks what peers send. The policies are read from the
+  // store, so the Access is installed in the slot once it is open.
+  auto access = std::make_shared<auth::AccessSlot>();
+  store_options.record_gate = auth::MakeRecordGate(
+      access, std::make_shared<auth::RecordVerifier>(), identity->identity->user());
+  if (absl::StatusOr<rpc::TlsIdentity> signing = TlsIdentityOf(*identity->identity);
+      signing.ok() && !signing->device_certificate.empty()) {
+    store_options.signer =
+        auth::MakeRecordSigner(access, signing->key, std::move(signing->device_certificate));
+  }
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(store_options);
   if (!store.ok()) return Fail(c.command, store.status());
   access->Attach(store->get());

@@ -96,6 +96,10 @@ std::string RenderMetrics(const metrics::Registry& r, const MetricsInput& in) {
         "counter");
   Gauge(out, "peerkv_quarantine_records", "Records held in quarantine (a clock too far ahead).",
         s.quarantine_records);
+  Gauge(out, "peerkv_signature_refused_total",
+        "Records the merge gate refused: unsigned, forged or altered, or signed by a user who "
+        "may not write the keyspace.",
+        s.gate_refused, "counter");
   Gauge(out, "peerkv_clock_offset_seconds",
         "This replica's wall clock minus real time as its peers' clocks tell.",
         s.clock_offset_ms / 1000.0);

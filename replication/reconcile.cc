@@ -49,8 +49,9 @@ class Writer {
     Bytes(r.key);
     Varint(r.version.hlc);
     Varint(r.version.origin);
-    Byte((r.deleted ? 1 : 0) | (with_value ? 2 : 0));
+    Byte((r.deleted ? 1 : 0) | (with_value ? 2 : 0) | (r.signature.empty() ? 0 : 4));
     if (with_value) Bytes(r.value);
+    if (!r.signature.empty()) Bytes(r.signature);
   }
   std::string Finish(uint8_t first) {
     std::string out;
@@ -167,11 +168,18 @@ class Reader {
     PEERKV_ASSIGN_OR_RETURN(r.version.hlc, Varint(field));
     PEERKV_ASSIGN_OR_RETURN(r.version.origin, Varint(field));
     PEERKV_ASSIGN_OR_RETURN(uint8_t flags, Byte(field));
-    if (flags > 3) return Error(field, absl::StrFormat("flags %#x; only bits 0 and 1 exist", flags));
+    if (flags > 7) {
+      return Error(field, absl::StrFormat("flags %#x; only bits 0, 1 and 2 exist", flags));
+    }
     r.deleted = (flags & 1) != 0;
     if (flags & 2) {
       PEERKV_ASSIGN_OR_RETURN(std::string_view value, Bytes(field, value_limit));
       r.value = std::string(value);
+    }
+    if (flags & 4) {
+      // Record::signature; its limit is named by ValidateRemoteRecord below.
+      PEERKV_ASSIGN_OR_RETURN(std::string_view signature, Bytes(field, kMaxSignatureBytes));
+      r.signature = std::string(signature);
     }
     if (had_value != nullptr) *had_value = (flags & 2) != 0;
     if (absl::Status s = ValidateRemoteRecord(r, value_limit); !s.ok()) {
@@ -242,7 +250,9 @@ absl::Status CheckFormat(Reader& in) {
   return in.Table();
 }
 
-size_t RecordBytes(const Record& r) { return r.key.size() + r.value.size() + 24; }
+size_t RecordBytes(const Record& r) {
+  return r.key.size() + r.value.size() + r.signature.size() + 24;
+}
 
 // The wire kind of an expansion of children sent sparse.
 constexpr uint8_t kSparseChildrenKind = 4;
@@ -470,8 +480,9 @@ std::string EncodeReconcileResponse(const ReconcileResponse& response) {
     if (!r.has_value()) continue;
     w.Varint(r->version.hlc);
     w.Varint(r->version.origin);
-    w.Byte(r->deleted ? 1 : 0);
+    w.Byte((r->deleted ? 1 : 0) | (r->signature.empty() ? 0 : 2));
     if (!r->deleted) w.Bytes(r->value);
+    if (!r->signature.empty()) w.Bytes(r->signature);
   }
   w.Varint(response.push_won);
   w.Varint(response.push_refused);
@@ -571,11 +582,17 @@ absl::StatusOr<ReconcileResponse> DecodeReconcileResponse(std::string_view bytes
     PEERKV_ASSIGN_OR_RETURN(r.version.origin, in.Varint("fetched"));
     if (!r.version.IsValid()) return in.Error("fetched", "a version of zero");
     PEERKV_ASSIGN_OR_RETURN(uint8_t flags, in.Byte("fetched"));
-    if (flags > 1) return in.Error("fetched", "unknown flags");
-    r.deleted = flags == 1;
+    if (flags > 3) return in.Error("fetched", "unknown flags");
+    r.deleted = (flags & 1) != 0;
     if (!r.deleted) {
       PEERKV_ASSIGN_OR_RETURN(std::string_view value, in.Bytes("fetched", value_limit));
       r.value = std::string(value);
+    }
+    if ((flags & 2) != 0) {
+      // Record::signature (bit 1).
+      PEERKV_ASSIGN_OR_RETURN(std::string_view signature,
+                              in.Bytes("fetched", kMaxSignatureBytes));
+      r.signature = std::string(signature);
     }
     out.fetched.push_back(std::move(r));
   }

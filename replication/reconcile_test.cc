@@ -324,6 +324,34 @@ TEST(ReconcileCodecTest, RoundTrips) {
   EXPECT_EQ(*answer, response);
 }
 
+// Record::signature travels with pushed and fetched records (README
+// "Signed records"), tombstones' too.
+TEST(ReconcileCodecTest, PushedAndFetchedRecordsCarryTheirSignatures) {
+  ReconcileRequest request;
+  request.width = 2;
+  request.push = {Record{"a", "key", Version{5, 6}, false, "v", 0, std::nullopt, "SIG1"},
+                  Record{"b", "key", Version{5, 6}, true, "", 0, std::nullopt, "SIG2"},
+                  Record{"b", "plain", Version{5, 7}, false, "w"}};
+  absl::StatusOr<ReconcileRequest> back =
+      DecodeReconcileRequest(EncodeReconcileRequest(request), 100);
+  ASSERT_THAT(back.status(), IsOk());
+  EXPECT_EQ(*back, request);
+  ReconcileResponse response;
+  response.width = 2;
+  response.fetched = {Record{"", "", Version{8, 9}, false, "w", 0, std::nullopt, "SIG3"},
+                      Record{"", "", Version{8, 10}, true, "", 0, std::nullopt, "SIG4"},
+                      Record{"", "", Version{8, 11}, false, "x"}};
+  absl::StatusOr<ReconcileResponse> answer =
+      DecodeReconcileResponse(EncodeReconcileResponse(response), 100);
+  ASSERT_THAT(answer.status(), IsOk());
+  EXPECT_EQ(*answer, response);
+  // Over the limit: refused naming it.
+  request.push = {Record{"a", "key", Version{5, 6}, false, "v", 0, std::nullopt,
+                         std::string(kMaxSignatureBytes + 1, 's')}};
+  EXPECT_THAT(DecodeReconcileRequest(EncodeReconcileRequest(request), 100).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "the limit is 512"));
+}
+
 // The body of an encoded request after the format byte and an empty
 // keyspace table, for hand-made bad messages.
 std::string Header(std::vector<std::string> keyspaces = {}) {

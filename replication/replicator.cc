@@ -924,6 +924,15 @@ Watermarks Replicator::WatermarksToAdopt(uint64_t peer_id, const Page& page) con
   return adopted;
 }
 
+// The merge gate's view of a peer (README "Signed records"): a friend's
+// device, as its link's transport authenticated it, or one of ours. A
+// peer not (or no longer) known counts as a friend's: strictest.
+MergeSource Replicator::SourceOf(uint64_t peer_id) const {
+  auto it = peers_.find(peer_id);
+  if (it == peers_.end()) return MergeSource::kFriend;
+  return it->second->info.friend_device ? MergeSource::kFriend : MergeSource::kOwnDevice;
+}
+
 absl::StatusOr<MergeResult> Replicator::MergePage(uint64_t peer_id, Page& page) {
   PEERKV_CHECK(executor_->IsCurrent());
   Watermarks adopted = WatermarksToAdopt(peer_id, page);
@@ -940,7 +949,8 @@ absl::StatusOr<MergeResult> Replicator::MergePage(uint64_t peer_id, Page& page) 
   absl::StatusOr<MergeResult> merged = store_->Merge(
       std::move(page.response.records),
       CheckpointUpdate{peer_id, PeerCheckpoint{page.response.incarnation, page.checkpoint_seq, page.response.nonce},
-                       std::move(adopted)});
+                       std::move(adopted)},
+      SourceOf(peer_id));
   if (merged.ok()) return merged;
   return absl::Status(merged.status().code(),
                       absl::StrFormat("merging %d records from this peer failed: %s",
@@ -1443,7 +1453,8 @@ void Replicator::OnReconcileAnswer(uint64_t job_id, absl::StatusOr<std::string> 
   // Values this store cannot hold: skipped, as a pull would not send them.
   DropValuesOverLimit(*merge, store_->options().max_value_bytes);
   if (!merge->empty()) {
-    absl::StatusOr<MergeResult> merged = store_->Merge(std::move(*merge));
+    absl::StatusOr<MergeResult> merged =
+        store_->Merge(std::move(*merge), std::nullopt, SourceOf(job.peer_id));
     if (!merged.ok()) {
       FinishReconcile(merged.status());
       return;
@@ -1718,7 +1729,8 @@ void Replicator::OnSnapshotPage(uint64_t peer_id, uint64_t attempt,
     progress = snapshot;
   }
   absl::StatusOr<MergeResult> merged =
-      store_->LoadSnapshotPage(std::move(page.records), std::move(progress), std::move(complete));
+      store_->LoadSnapshotPage(std::move(page.records), std::move(progress), std::move(complete),
+                               SourceOf(peer_id));
   if (!merged.ok()) {
     NoteMergeFailure(peer, merged.status());
     FinishPull(peer, merged.status());

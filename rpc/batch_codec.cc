@@ -2,12 +2,14 @@
 //
 // Per record:  varint keyspace length (0: same keyspace as the previous
 // record), keyspace, varint key length, key, flags byte (bit 0: deleted;
-// bit 1: a causal mark follows the version), hlc (8, little-endian), origin
-// (8), [mark hlc (8), mark origin (8)], varint seq, varint value length,
-// value.
+// bit 1: a causal mark follows the version; bit 2: a signature follows),
+// hlc (8, little-endian), origin (8), [mark hlc (8), mark origin (8)],
+// [varint signature length (1..kMaxSignatureBytes), signature], varint seq,
+// varint value length, value.
 #include "rpc/batch_codec.h"
 
 #include "absl/strings/str_format.h"
+#include "store/validation.h"
 
 namespace peerkv::rpc {
 namespace {
@@ -70,7 +72,9 @@ class Reader {
 std::string EncodeBatch(const std::vector<Record>& records) {
   std::string out;
   size_t size = 0;
-  for (const Record& r : records) size += r.keyspace.size() + r.key.size() + r.value.size() + 32;
+  for (const Record& r : records) {
+    size += r.keyspace.size() + r.key.size() + r.value.size() + r.signature.size() + 32;
+  }
   out.reserve(size);
   const std::string* previous = nullptr;
   for (const Record& r : records) {
@@ -83,12 +87,17 @@ std::string EncodeBatch(const std::vector<Record>& records) {
     previous = &r.keyspace;
     PutVarint(&out, r.key.size());
     out.append(r.key);
-    out.push_back(static_cast<char>((r.deleted ? 1 : 0) | (r.replaces.has_value() ? 2 : 0)));
+    out.push_back(static_cast<char>((r.deleted ? 1 : 0) | (r.replaces.has_value() ? 2 : 0) |
+                                    (r.signature.empty() ? 0 : 4)));
     PutFixed64(&out, r.version.hlc);
     PutFixed64(&out, r.version.origin);
     if (r.replaces.has_value()) {
       PutFixed64(&out, r.replaces->hlc);
       PutFixed64(&out, r.replaces->origin);
+    }
+    if (!r.signature.empty()) {
+      PutVarint(&out, r.signature.size());
+      out.append(r.signature);
     }
     PutVarint(&out, r.seq);
     PutVarint(&out, r.value.size());
@@ -126,7 +135,7 @@ absl::StatusOr<std::vector<Record>> DecodeBatch(std::string_view bytes, size_t m
     if (!in.Varint(&n) || !in.Bytes(n, &r.key)) return bad("key");
     uint8_t flags = 0;
     if (!in.Byte(&flags)) return bad("flags");
-    if ((flags & ~3u) != 0) {
+    if ((flags & ~7u) != 0) {
       return absl::InvalidArgumentError(
           absl::StrFormat("batch record %d has unknown flags 0x%02x", records.size(), flags));
     }
@@ -136,6 +145,15 @@ absl::StatusOr<std::vector<Record>> DecodeBatch(std::string_view bytes, size_t m
       Version mark;
       if (!in.Fixed64(&mark.hlc) || !in.Fixed64(&mark.origin)) return bad("causal mark");
       r.replaces = mark;
+    }
+    if ((flags & 4) != 0) {
+      if (!in.Varint(&n)) return bad("signature length");
+      if (n == 0 || n > kMaxSignatureBytes) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "batch record %d has a %d-byte signature; it must be 1..%d bytes", records.size(), n,
+            kMaxSignatureBytes));
+      }
+      if (!in.Bytes(n, &r.signature)) return bad("signature");
     }
     if (!in.Varint(&r.seq)) return bad("seq");
     if (!in.Varint(&n) || !in.Bytes(n, &r.value)) return bad("value");

@@ -43,6 +43,7 @@ void ToWire(const Record& record, wire::Record::Builder out) {
   out.setValue(AsData(record.value));
   out.setSeq(record.seq);
   if (record.replaces.has_value()) ToWire(*record.replaces, out.initReplaces());
+  if (!record.signature.empty()) out.setSignature(AsData(record.signature));
 }
 
 void ToWire(const RecordView& record, wire::Record::Builder out) {
@@ -54,6 +55,7 @@ void ToWire(const RecordView& record, wire::Record::Builder out) {
   out.setDeleted(record.deleted);
   out.setValue(AsData(record.value));
   out.setSeq(record.seq);
+  if (!record.signature.empty()) out.setSignature(AsData(record.signature));
 }
 
 Record FromWire(wire::Record::Reader record) {
@@ -65,6 +67,9 @@ Record FromWire(wire::Record::Reader record) {
   out.value = ToString(record.getValue());
   out.seq = record.getSeq();
   if (record.hasReplaces()) out.replaces = FromWire(record.getReplaces());
+  // Checked against kMaxSignatureBytes with the rest of a remote record
+  // (ValidateRemoteRecord).
+  if (record.hasSignature()) out.signature = ToString(record.getSignature());
   return out;
 }
 
@@ -274,6 +279,7 @@ void ToWire(const ServerStatus& status, wire::ServerStatus::Builder out) {
   out.setAcknowledgedPeers(status.acknowledged_peers);
   out.setForgottenPeers(status.forgotten_peers);
   out.setStaleRefused(status.stale_refused);
+  out.setGateRefused(status.gate_refused);
   auto retired = out.initRetiredIds(status.retired_ids.size());
   for (size_t i = 0; i < status.retired_ids.size(); ++i) retired.set(i, status.retired_ids[i]);
   auto peers = out.initPeers(status.peers.size());
@@ -330,6 +336,7 @@ ServerStatus FromWire(wire::ServerStatus::Reader status) {
   out.acknowledged_peers = status.getAcknowledgedPeers();
   out.forgotten_peers = status.getForgottenPeers();
   out.stale_refused = status.getStaleRefused();
+  out.gate_refused = status.getGateRefused();
   for (uint64_t id : status.getRetiredIds()) out.retired_ids.push_back(id);
   for (auto p : status.getPeers()) out.peers.push_back(FromWire(p));
   out.quarantine_records = status.getQuarantineRecords();

@@ -174,6 +174,25 @@ TEST(ConvertTest, PeerStatusRoundTripsAndNeverTravelsAsZero) {
             absl::InfinitePast());
 }
 
+// Record::signature on the wire (README "Signed records"); the status
+// counts the merge gate's refusals.
+TEST(ConvertTest, RecordsCarryTheirSignature) {
+  const Record signed_record{"blog", "post", Version{MakeHlc(100, 1), 7}, false, "v", 42,
+                             std::nullopt, "SIG"};
+  Record back = ThroughWire<wire::Record>([&](auto b) { ToWire(signed_record, b); },
+                                          [](auto r) { return FromWire(r); });
+  EXPECT_EQ(back, signed_record);
+  const RecordView view{"blog", "post", Version{MakeHlc(100, 1), 7}, false, "v", 42, "SIG"};
+  back = ThroughWire<wire::Record>([&](auto b) { ToWire(view, b); },
+                                   [](auto r) { return FromWire(r); });
+  EXPECT_EQ(back, signed_record);
+  ServerStatus s;
+  s.gate_refused = 5;
+  const ServerStatus status = ThroughWire<wire::ServerStatus>([&](auto b) { ToWire(s, b); },
+                                                              [](auto r) { return FromWire(r); });
+  EXPECT_EQ(status.gate_refused, 5u);
+}
+
 TEST(ConvertTest, ServerStatusRoundTripsWithItsStoreStats) {
   ServerStatus s;
   s.replica_id = 1;

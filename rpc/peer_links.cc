@@ -106,8 +106,9 @@ void PeerLinks::Dial(const std::string& address, uint64_t expected, DialDone don
   const replication::LinkId id = next_link_++;
   const std::string context = absl::StrFormat("peer %s", address);
   // Who answered (set by a TLS dialer): the replica id its hello answer
-  // names is bound to that device, as an inbound hello's is, and what it
-  // may read follows from its role.
+  // names is bound to that device, as an inbound hello's is, what it
+  // may read follows from its role, and a friend's device makes this a
+  // friend link (PeerInfo::friend_device).
   auto answered_by = std::make_shared<std::optional<AuthenticatedPeer>>();
   auto dialled = dialer_ ? dialer_(address, answered_by)
                          : io_.provider->getNetwork().parseAddress(address).then(
@@ -139,9 +140,12 @@ void PeerLinks::Dial(const std::string& address, uint64_t expected, DialDone don
                                                          (*answered_by)->device));
                   }
                   connected.peer.readable = readable;
+                  connected.peer.friend_device =
+                      answered_by->has_value() && (*answered_by)->role == PeerRole::kFriend;
                   Outbound& o = *outbound;
                   links_[id] = LinkEntry{replica, 0, kj::mv(outbound)};
                   links_[id].address = address;
+                  links_[id].friend_device = connected.peer.friend_device;
                   tasks_.add(o.link.onDisconnect().then([this, id] {
                     DropLink(id, absl::UnavailableError("connection to peer lost"));
                   }));
@@ -284,11 +288,17 @@ void PeerLinks::CloseLink(replication::LinkId link) {
 }
 
 replication::LinkId PeerLinks::AddInbound(uint64_t connection_id, const std::string& address,
-                                          wire::Replica::Client back) {
+                                          wire::Replica::Client back, bool friend_device) {
   const replication::LinkId id = next_link_++;
   links_[id] = LinkEntry{kj::mv(back), connection_id, kj::Own<Outbound>()};
   links_[id].address = address;
+  links_[id].friend_device = friend_device;
   return id;
+}
+
+bool PeerLinks::FriendLink(replication::LinkId link) const {
+  auto it = links_.find(link);
+  return it != links_.end() && it->second.friend_device;
 }
 
 size_t PeerLinks::InboundLinks(uint64_t connection_id) const {

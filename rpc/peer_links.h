@@ -94,8 +94,12 @@ class PeerLinks final : private kj::TaskSet::ErrorHandler {
   void Refuse(replication::LinkId link, const absl::Status& why);
   // A peer at `address` on connection `connection_id` said hello; `back`
   // reaches it.
+  // `friend_device`: the peer is a friend's device (PeerInfo::friend_device).
   replication::LinkId AddInbound(uint64_t connection_id, const std::string& address,
-                                 wire::Replica::Client back);
+                                 wire::Replica::Client back, bool friend_device = false);
+  // Whether `link`'s authenticated peer is a friend's device (false for an
+  // unknown link).
+  bool FriendLink(replication::LinkId link) const;
   // Inbound links made by hellos on connection `connection_id`.
   size_t InboundLinks(uint64_t connection_id) const;
   // Client connection `connection_id` is gone: so are its inbound links.
@@ -118,6 +122,9 @@ class PeerLinks final : private kj::TaskSet::ErrorHandler {
     std::string address;
     // When the keepalive ping now unanswered was sent.
     kj::Maybe<kj::TimePoint> ping_sent;
+    // The peer authenticated as a friend's device (the merge gate's
+    // MergeSource, README "Signed records").
+    bool friend_device = false;
   };
 
   kj::Promise<void> KeepAlive();

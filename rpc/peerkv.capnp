@@ -34,6 +34,8 @@ struct Record {
                        # the causal mark: the version this write replaced at
                        # its origin (zeros: the key held nothing there);
                        # absent: not known (README "Conflict journal")
+  signature @7 :Data;  # the origin device's signature (README "Signed
+                       # records"); absent: unsigned. At most 512 bytes.
 }
 
 struct Mutation {
@@ -176,6 +178,8 @@ struct ServerStatus {
                             # entries dropped over the bounds since start
   conflictKeyspaces @33 :List(ConflictKeyspace);
                             # per keyspace, at most 32, most entries first
+  gateRefused @34 :UInt64;  # records the merge gate refused since start
+                            # (README "Signed records")
 }
 
 struct ConflictKeyspace {

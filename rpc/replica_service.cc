@@ -23,11 +23,12 @@ class ReplicaImpl final : public wire::Replica::Server {
  public:
   ReplicaImpl(ServerLoop& loop, std::string peer, uint64_t connection_id,
               replication::LinkId link, std::optional<auth::PublicKey> device,
-              std::shared_ptr<const replication::KeyspaceFilter> readable)
+              std::shared_ptr<const replication::KeyspaceFilter> readable, MergeSource from)
       : loop_(loop),
         peer_(std::move(peer)),
         device_(std::move(device)),
         readable_(std::move(readable)),
+        from_(from),
         connection_id_(connection_id),
         link_(link) {}
 
@@ -36,8 +37,10 @@ class ReplicaImpl final : public wire::Replica::Server {
     auto results = context.getResults();
     auto info = params.getInfo();
     replication::PeerInfo peer = FromWire(info);
-    // A friend's device: the engine restricts what it asks and adopts.
+    // A friend's device: the engine restricts what it asks and adopts, and
+    // the merge gate checks its records more strictly.
     peer.readable = readable_;
+    peer.friend_device = from_ == MergeSource::kFriend;
     absl::Status refused;
     if (refused_) {
       refused = RefusedLink();
@@ -67,7 +70,8 @@ class ReplicaImpl final : public wire::Replica::Server {
       return kj::READY_NOW;
     }
     hello_replica_ = peer.replica_id;
-    link_ = loop_.links().AddInbound(connection_id_, peer_, params.getBack());
+    link_ = loop_.links().AddInbound(connection_id_, peer_, params.getBack(),
+                                     peer.friend_device);
     loop_.events()->OnInboundLink(link_, peer);
     ToWire(loop_.LocalInfo(peer.replica_id), results.initInfo());
     return kj::READY_NOW;
@@ -227,7 +231,12 @@ class ReplicaImpl final : public wire::Replica::Server {
     } else {
       std::vector<Record> push = std::move(request->push);
       request->push.clear();
-      answered = loop_.Merge(std::move(push))
+      // A dialled peer pushes on the link's back capability: the link
+      // knows who it is (PeerLinks::FriendLink).
+      const MergeSource from = from_ == MergeSource::kFriend || loop_.links().FriendLink(link_)
+                                   ? MergeSource::kFriend
+                                   : MergeSource::kOwnDevice;
+      answered = loop_.Merge(std::move(push), from)
                      .then([this, context, request = std::move(*request)](
                                absl::StatusOr<MergeResult> merged) mutable -> kj::Promise<void> {
                        if (!merged.ok()) {
@@ -319,6 +328,9 @@ class ReplicaImpl final : public wire::Replica::Server {
   const std::optional<auth::PublicKey> device_;
   // A friend's device: what it may read (null: everything).
   const std::shared_ptr<const replication::KeyspaceFilter> readable_;
+  // A friend's device (the gateway's AuthenticatedPeer): the merge gate's
+  // MergeSource for its pushes.
+  const MergeSource from_;
   uint64_t hello_replica_ = 0;
   const uint64_t connection_id_;
   replication::LinkId link_;
@@ -337,9 +349,9 @@ class ReplicaImpl final : public wire::Replica::Server {
 kj::Own<wire::Replica::Server> NewReplica(
     ServerLoop& loop, std::string peer, uint64_t connection_id, replication::LinkId link,
     std::optional<auth::PublicKey> device,
-    std::shared_ptr<const replication::KeyspaceFilter> readable) {
+    std::shared_ptr<const replication::KeyspaceFilter> readable, MergeSource from) {
   return kj::heap<ReplicaImpl>(loop, std::move(peer), connection_id, link, std::move(device),
-                               std::move(readable));
+                               std::move(readable), from);
 }
 
 }  // namespace peerkv::rpc

@@ -474,13 +474,16 @@ kj::Promise<absl::StatusOr<std::vector<Version>>> ServerLoop::Write(
   return paf.promise.attach(kj::defer([this] { --in_flight_writes_; }));
 }
 
-kj::Promise<absl::StatusOr<MergeResult>> ServerLoop::Merge(std::vector<Record> records) {
+kj::Promise<absl::StatusOr<MergeResult>> ServerLoop::Merge(std::vector<Record> records,
+                                                           MergeSource from) {
   auto paf = kj::newPromiseAndCrossThreadFulfiller<absl::StatusOr<MergeResult>>();
   ++in_flight_writes_;
-  store_.MergeAsync(std::move(records), std::nullopt,
-                    [fulfiller = kj::mv(paf.fulfiller)](absl::StatusOr<MergeResult> result) mutable {
-                      fulfiller->fulfill(kj::mv(result));
-                    });
+  store_.MergeAsync(
+      std::move(records), std::nullopt,
+      [fulfiller = kj::mv(paf.fulfiller)](absl::StatusOr<MergeResult> result) mutable {
+        fulfiller->fulfill(kj::mv(result));
+      },
+      from);
   return paf.promise.attach(kj::defer([this] { --in_flight_writes_; }));
 }
 

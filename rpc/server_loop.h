@@ -143,7 +143,8 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   kj::Promise<absl::StatusOr<std::vector<Version>>> Write(std::vector<Mutation> mutations);
   // Merges a peer's records (a reconcile push); resolves on this loop once
   // durable.
-  kj::Promise<absl::StatusOr<MergeResult>> Merge(std::vector<Record> records);
+  kj::Promise<absl::StatusOr<MergeResult>> Merge(std::vector<Record> records,
+                                                 MergeSource from = MergeSource::kOwnDevice);
   // Runs `work` on the server's worker thread, off this loop, and resolves
   // on this loop with what it returned: for work whose length grows with
   // the store (a reconcile round below the stored levels scans and hashes
@@ -268,10 +269,12 @@ kj::Own<wire::Kv::Server> NewKv(ServerLoop& loop, std::string peer,
 // id for the one passed as `back` when dialling out.
 // `readable` (a friend's device; null: everything): every answer is
 // restricted to the keyspaces it accepts (README "Filtered replication").
+// `from`: what the merge gate takes the link's records for.
 kj::Own<wire::Replica::Server> NewReplica(
     ServerLoop& loop, std::string peer, uint64_t connection_id, replication::LinkId link,
     std::optional<auth::PublicKey> device = std::nullopt,
-    std::shared_ptr<const replication::KeyspaceFilter> readable = nullptr);
+    std::shared_ptr<const replication::KeyspaceFilter> readable = nullptr,
+    MergeSource from = MergeSource::kOwnDevice);
 
 }  // namespace peerkv::rpc
 

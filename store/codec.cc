@@ -113,13 +113,20 @@ absl::StatusOr<RecordHeader> DecodeRecordHeader(std::string_view stored) {
 // Bit 15 of the key length: a causal mark follows the source. Record keys
 // are at most kMaxKeyspaceBytes + 1 + kMaxKeyBytes bytes, far below it.
 constexpr size_t kLogMarkBit = 0x8000;
+// Bit 14: a signature follows (after the mark, if any): length(2), bytes.
+constexpr size_t kLogSignatureBit = 0x4000;
+constexpr size_t kLogKeyMask = kLogSignatureBit - 1;
+static_assert(kMaxKeyspaceBytes + 1 + kMaxKeyBytes < kLogSignatureBit);
+static_assert(kMaxSignatureBytes <= 0xffff);
 
 void EncodeLogEntry(std::string_view record_key, uint64_t source, std::string_view value,
-                    std::string* out, const std::optional<Version>& replaces) {
-  PEERKV_CHECK(record_key.size() < kLogMarkBit);
+                    std::string* out, const std::optional<Version>& replaces,
+                    std::string_view signature) {
+  PEERKV_CHECK(record_key.size() <= kLogKeyMask && signature.size() <= kMaxSignatureBytes);
   out->clear();
-  out->reserve(2 + record_key.size() + 8 + 16 + value.size());
-  const size_t length = record_key.size() | (replaces.has_value() ? kLogMarkBit : 0);
+  out->reserve(2 + record_key.size() + 8 + 16 + 2 + signature.size() + value.size());
+  const size_t length = record_key.size() | (replaces.has_value() ? kLogMarkBit : 0) |
+                        (signature.empty() ? 0 : kLogSignatureBit);
   out->push_back(static_cast<char>(length & 0xff));
   out->push_back(static_cast<char>(length >> 8));
   out->append(record_key);
@@ -127,6 +134,11 @@ void EncodeLogEntry(std::string_view record_key, uint64_t source, std::string_vi
   if (replaces.has_value()) {
     PutFixed64(out, replaces->hlc);
     PutFixed64(out, replaces->origin);
+  }
+  if (!signature.empty()) {
+    out->push_back(static_cast<char>(signature.size() & 0xff));
+    out->push_back(static_cast<char>(signature.size() >> 8));
+    out->append(signature);
   }
   out->append(value);
 }
@@ -138,9 +150,10 @@ absl::StatusOr<LogEntry> DecodeLogEntry(std::string_view stored) {
   const size_t length = static_cast<unsigned char>(stored[0]) |
                         (static_cast<size_t>(static_cast<unsigned char>(stored[1])) << 8);
   const bool marked = (length & kLogMarkBit) != 0;
-  const size_t key_size = length & ~kLogMarkBit;
-  const size_t fixed = 2 + key_size + 8 + (marked ? 16 : 0);
-  if (fixed > stored.size()) {
+  const bool signed_entry = (length & kLogSignatureBit) != 0;
+  const size_t key_size = length & kLogKeyMask;
+  size_t fixed = 2 + key_size + 8 + (marked ? 16 : 0);
+  if (fixed + (signed_entry ? 2 : 0) > stored.size()) {
     return absl::DataLossError(absl::StrFormat(
         "stored log entry of %d bytes claims a %d-byte key%s", stored.size(), key_size,
         marked ? " and a causal mark" : ""));
@@ -151,6 +164,19 @@ absl::StatusOr<LogEntry> DecodeLogEntry(std::string_view stored) {
   if (marked) {
     entry.replaces = Version{GetFixed64(stored.data() + 2 + key_size + 8),
                              GetFixed64(stored.data() + 2 + key_size + 16)};
+  }
+  if (signed_entry) {
+    const size_t signature_size =
+        static_cast<unsigned char>(stored[fixed]) |
+        (static_cast<size_t>(static_cast<unsigned char>(stored[fixed + 1])) << 8);
+    if (signature_size == 0 || signature_size > kMaxSignatureBytes ||
+        fixed + 2 + signature_size > stored.size()) {
+      return absl::DataLossError(absl::StrFormat(
+          "stored log entry of %d bytes claims a %d-byte signature (limit %d)", stored.size(),
+          signature_size, kMaxSignatureBytes));
+    }
+    entry.signature = stored.substr(fixed + 2, signature_size);
+    fixed += 2 + signature_size;
   }
   entry.value = stored.substr(fixed);
   std::string_view keyspace, key;
@@ -300,6 +326,7 @@ absl::StatusOr<Record> MakeRecord(const RecordHeader& header, const LogEntry& en
   record.seq = header.seq;
   record.value = std::string(entry.value);
   record.replaces = entry.replaces;
+  record.signature = std::string(entry.signature);
   return record;
 }
 

@@ -12,6 +12,9 @@
 //                   bit 15 of key-length set: a causal mark follows,
 //                   hlc(8) origin(8), the version the write replaced at its
 //                   origin, Record::replaces; format 4)
+//                   [signature-length(2) signature] before the value when
+//                   bit 14 of key-length is set (Record::signature;
+//                   format 5)
 //   peers    key:   peer replica id (8, big-endian)
 //            value: incarnation(8) seq(8)                  (a checkpoint)
 //   meta     key:   name
@@ -57,6 +60,10 @@ namespace peerkv::codec {
 // "conflicts" database exists; a format-3 store needs no change. Format 5:
 // the "ks_changes" database (store/change_index.h) indexes every log entry
 // by keyspace; an older store gets it built from its log when opened.
+// log entries may carry a record signature (bit 14 of key-length); older
+// entries have none (unsigned records), so a format-4 store is upgraded by
+// writing the new marker (an older peerkv then refuses the store instead
+// of misreading a signed entry's bytes as its value).
 inline constexpr uint64_t kFormatVersion = 5;
 // The names of the meta entries (see the layout above).
 inline constexpr char kMetaFormat[] = "format";
@@ -124,7 +131,8 @@ absl::StatusOr<RecordHeader> DecodeRecordHeader(std::string_view stored);
 // A log entry into `out` (cleared first). REQUIRES: a tombstone's value is
 // empty.
 void EncodeLogEntry(std::string_view record_key, uint64_t source, std::string_view value,
-                    std::string* out, const std::optional<Version>& replaces = std::nullopt);
+                    std::string* out, const std::optional<Version>& replaces = std::nullopt,
+                    std::string_view signature = {});
 struct LogEntry {
   std::string_view record_key;
   // The replica id of the peer this change was merged from; 0 if local.
@@ -132,6 +140,8 @@ struct LogEntry {
   std::string_view value;
   // Record::replaces.
   std::optional<Version> replaces;
+  // Record::signature (empty: unsigned).
+  std::string_view signature;
 };
 absl::StatusOr<LogEntry> DecodeLogEntry(std::string_view stored);
 

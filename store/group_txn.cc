@@ -32,12 +32,12 @@ absl::StatusOr<bool> GroupTxn::ApplyLocal(const Mutation& mutation, const Versio
 
 absl::StatusOr<bool> GroupTxn::ApplyRemote(const Record& record, uint64_t source) {
   return Apply(record.keyspace, record.key, record.version, record.deleted, record.value,
-               source, &record.replaces);
+               source, &record.replaces, /*append=*/false, record.signature);
 }
 
 absl::StatusOr<bool> GroupTxn::ApplyRemoteAppend(const Record& record, uint64_t source) {
   return Apply(record.keyspace, record.key, record.version, record.deleted, record.value,
-               source, &record.replaces, /*append=*/true);
+               source, &record.replaces, /*append=*/true, record.signature);
 }
 
 absl::Status GroupTxn::PutMeta(std::string_view name, std::string_view value) {
@@ -62,7 +62,8 @@ absl::Status GroupTxn::DeleteMeta(std::string_view name) {
 absl::StatusOr<bool> GroupTxn::Apply(std::string_view keyspace, std::string_view key,
                                      const Version& version, bool deleted,
                                      std::string_view value, uint64_t source,
-                                     const std::optional<Version>* remote_mark, bool append) {
+                                     const std::optional<Version>* remote_mark, bool append,
+                                     std::string_view remote_signature) {
   const uint64_t seq = counters_.max_seq + 1;
   // A local write replaces what is here (nothing: Version{}); a remote
   // record keeps the mark it came with.
@@ -122,7 +123,15 @@ absl::StatusOr<bool> GroupTxn::Apply(std::string_view keyspace, std::string_view
   counters_.fingerprint += hash.limbs[0];
   seq_key_.clear();
   codec::PutBigEndian64(&seq_key_, seq);
-  codec::EncodeLogEntry(record_key_, source, value, &log_value_, mark);
+  // A local write is signed now that its version is final (the signer
+  // decides whether its keyspace needs it); a remote record keeps its own.
+  std::string_view signature = remote_signature;
+  if (remote_mark == nullptr && signer_ != nullptr) {
+    signature_ = (*signer_)(keyspace, key, version, deleted, value);
+    PEERKV_CHECK(signature_.size() <= kMaxSignatureBytes);
+    signature = signature_;
+  }
+  codec::EncodeLogEntry(record_key_, source, value, &log_value_, mark, signature);
   MDB_val lk = Val(seq_key_), lv = Val(log_value_);
   PEERKV_RETURN_IF_ERROR(
       lmdb::Error(mdb_cursor_put(log_.get(), &lk, &lv, MDB_APPEND), "append to log"));

@@ -74,6 +74,11 @@ class GroupTxn {
   // or that loses to a stored version whose mark is older than it, is
   // noted in conflicts() with the loser's value (reserved keyspaces never).
   void set_detect_conflicts(bool on) { detect_conflicts_ = on; }
+  // StoreOptions::signer for local writes (nullptr or empty: unsigned);
+  // borrowed.
+  void set_signer(const RecordSigner* signer) {
+    signer_ = signer != nullptr && *signer ? signer : nullptr;
+  }
   // Losers found in this transaction (when_ms unset), in the order found.
   const std::vector<ConflictEntry>& conflicts() const { return conflicts_; }
   // The conflict journal's table, for the store (store_conflicts.cc).
@@ -129,7 +134,7 @@ class GroupTxn {
   absl::StatusOr<bool> Apply(std::string_view keyspace, std::string_view key,
                              const Version& version, bool deleted, std::string_view value,
                              uint64_t source, const std::optional<Version>* remote_mark,
-                             bool append = false);
+                             bool append = false, std::string_view remote_signature = {});
   // A remote record lost to the stored `old`: noted if old's mark (in its
   // log entry) is older than the record.
   absl::Status NoteIfStoredWins(std::string_view keyspace, std::string_view key,
@@ -141,6 +146,8 @@ class GroupTxn {
   Counters counters_;
   bool local_ = false;
   bool detect_conflicts_ = false;
+  const RecordSigner* signer_ = nullptr;
+  std::string signature_;
   std::vector<ConflictEntry> conflicts_;
   bool meta_changed_ = false;
   std::vector<CommitChange> changes_;

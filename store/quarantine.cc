@@ -21,8 +21,13 @@ std::string EncodeKey(const Record& record) {
 
 std::string EncodeValue(const Record& record) {
   std::string out;
-  out.reserve(1 + record.value.size());
-  out.push_back(record.deleted ? 1 : 0);
+  out.reserve(1 + 2 + record.signature.size() + record.value.size());
+  out.push_back(static_cast<char>((record.deleted ? 1 : 0) | (record.signature.empty() ? 0 : 2)));
+  if (!record.signature.empty()) {
+    out.push_back(static_cast<char>(record.signature.size() & 0xff));
+    out.push_back(static_cast<char>(record.signature.size() >> 8));
+    out += record.signature;
+  }
   out += record.value;
   return out;
 }
@@ -33,8 +38,9 @@ absl::StatusOr<Record> Decode(std::string_view key, std::string_view value,
     return absl::DataLossError(
         absl::StrFormat("quarantine key is %d bytes; at least 18 expected", key.size()));
   }
-  if (value.empty() || static_cast<unsigned char>(value[0]) > 1) {
-    return absl::DataLossError("quarantine value lacks its tombstone flag (0 or 1)");
+  if (value.empty() || static_cast<unsigned char>(value[0]) > 3) {
+    return absl::DataLossError(
+        "quarantine value lacks its tombstone flag (flags byte: bit 0 tombstone, bit 1 signed)");
   }
   Record r;
   r.version.hlc = codec::GetBigEndian64(key.data());
@@ -45,8 +51,20 @@ absl::StatusOr<Record> Decode(std::string_view key, std::string_view value,
   }
   r.keyspace = std::string(keyspace);
   r.key = std::string(doc);
-  r.deleted = value[0] == 1;
-  r.value = std::string(value.substr(1));
+  r.deleted = (value[0] & 1) != 0;
+  size_t at = 1;
+  if ((value[0] & 2) != 0) {
+    if (value.size() < 3) return absl::DataLossError("quarantine value lacks its signature length");
+    const size_t n = static_cast<unsigned char>(value[1]) |
+                     (static_cast<size_t>(static_cast<unsigned char>(value[2])) << 8);
+    if (n == 0 || value.size() < 3 + n) {
+      return absl::DataLossError(absl::StrFormat(
+          "quarantine value of %d bytes claims a %d-byte signature", value.size(), n));
+    }
+    r.signature = std::string(value.substr(3, n));
+    at = 3 + n;
+  }
+  r.value = std::string(value.substr(at));
   if (absl::Status valid = ValidateRemoteRecord(r, max_value_bytes); !valid.ok()) return valid;
   return r;
 }

@@ -23,7 +23,9 @@
 namespace peerkv::quarantine {
 
 // Table key: hlc and origin (big-endian), then the records key (keyspace,
-// NUL, key). Value: one byte (1: a tombstone, 0: a value), then the value.
+// NUL, key). Value: one flags byte (bit 0: a tombstone; bit 1: a signature
+// follows, its length (2, little-endian) and bytes: Record::signature),
+// then the value.
 std::string EncodeKey(const Record& record);
 std::string EncodeValue(const Record& record);
 // A table entry back to its record, checked as a remote record is

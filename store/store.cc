@@ -64,13 +64,15 @@ std::pair<uint64_t, uint64_t> DrawIds(std::optional<uint64_t> seed) {
 absl::StatusOr<Record> ReadRecord(MDB_txn* txn, MDB_dbi log_dbi,
                                   std::string_view record_key,
                                   const codec::RecordHeader& header) {
-  PEERKV_ASSIGN_OR_RETURN(const std::string_view value,
-                          tables::ReadValue(txn, log_dbi, record_key, header.seq));
-  return codec::MakeRecord(header, codec::LogEntry{record_key, 0, value});
+  PEERKV_ASSIGN_OR_RETURN(const codec::LogEntry entry,
+                          tables::ReadEntry(txn, log_dbi, record_key, header.seq));
+  return codec::MakeRecord(header, codec::LogEntry{record_key, 0, entry.value, std::nullopt,
+                                                   entry.signature});
 }
 
 size_t RecordBytes(const Record& r) {
-  return r.keyspace.size() + r.key.size() + r.value.size() + kRecordOverheadBytes;
+  return r.keyspace.size() + r.key.size() + r.value.size() + r.signature.size() +
+         kRecordOverheadBytes;
 }
 
 // Key order makes neighbouring records share B-tree pages: one descent per
@@ -511,7 +513,8 @@ void Store::SubmitWrite(std::vector<Mutation> mutations, WriteCallback done,
 }
 
 absl::StatusOr<MergeResult> Store::Merge(std::vector<Record> batch,
-                                         std::optional<CheckpointUpdate> checkpoint) {
+                                         std::optional<CheckpointUpdate> checkpoint,
+                                         MergeSource from) {
   absl::Notification finished;
   absl::StatusOr<MergeResult> result;
   SubmitMerge(std::move(batch), std::move(checkpoint),
@@ -519,22 +522,23 @@ absl::StatusOr<MergeResult> Store::Merge(std::vector<Record> batch,
                 result = std::move(r);
                 finished.Notify();
               },
-              /*wait_for_room=*/true);
+              /*wait_for_room=*/true, std::nullopt, from);
   finished.WaitForNotification();
   return result;
 }
 
 void Store::MergeAsync(std::vector<Record> batch,
                        std::optional<CheckpointUpdate> checkpoint,
-                       MergeCallback done) {
+                       MergeCallback done, MergeSource from) {
   SubmitMerge(std::move(batch), std::move(checkpoint), std::move(done),
-              /*wait_for_room=*/false);
+              /*wait_for_room=*/false, std::nullopt, from);
 }
 
 void Store::SubmitMerge(std::vector<Record> batch,
                         std::optional<CheckpointUpdate> checkpoint,
                         MergeCallback done, bool wait_for_room,
-                        std::optional<std::optional<BootstrapMarker>> bootstrap) {
+                        std::optional<std::optional<BootstrapMarker>> bootstrap,
+                        MergeSource from) {
   const size_t max_records = bootstrap.has_value() ? kMaxSnapshotRecords : kMaxBatchRecords;
   if (batch.size() > max_records) {
     done(absl::InvalidArgumentError(absl::StrFormat(
@@ -549,7 +553,7 @@ void Store::SubmitMerge(std::vector<Record> batch,
     remote.sets_bootstrap = true;
     remote.bootstrap = std::move(*bootstrap);
   }
-  request->bytes = AdmitRemote(batch, remote);
+  request->bytes = AdmitRemote(batch, remote, from);
   if (request->bytes > kMaxBatchBytes) {
     done(absl::InvalidArgumentError(absl::StrFormat(
         "merge batch is %d bytes; the limit is %d", request->bytes,
@@ -579,7 +583,8 @@ void Store::SubmitMerge(std::vector<Record> batch,
   Submit(std::move(request), wait_for_room);
 }
 
-size_t Store::AdmitRemote(std::vector<Record>& batch, RemoteBatch& out) const {
+size_t Store::AdmitRemote(std::vector<Record>& batch, RemoteBatch& out,
+                          MergeSource from) const {
   size_t bytes = 0;
   out.records.reserve(batch.size());
   for (Record& r : batch) {
@@ -594,6 +599,10 @@ size_t Store::AdmitRemote(std::vector<Record>& batch, RemoteBatch& out) const {
                         r.keyspace));
     }
     if (valid.ok() && options_.merge_filter) valid = options_.merge_filter(r);
+    if (valid.ok() && options_.record_gate) {
+      valid = options_.record_gate(r, from);
+      if (!valid.ok()) ++gate_refused_;
+    }
     if (valid.ok() && !CheckSkew(r.version.hlc).ok()) {
       // Too far ahead: kept aside by the writer (QuarantineRecords).
       bytes += RecordBytes(r);
@@ -741,6 +750,7 @@ absl::Status Store::CommitWrites(Group& group) {
   for (int attempt = 0;; ++attempt) {
     txn.emplace(dbis(), committed);
     txn->set_detect_conflicts(options_.journal_conflicts);
+    txn->set_signer(&options_.signer);
     status = TryApplyGroup(group, *txn, bytes);
     if (!lmdb::IsMapFull(status)) break;
     if (attempt == kMaxMapGrowthAttempts) break;
@@ -1231,12 +1241,14 @@ absl::Status Store::GetView(std::string_view keyspace, std::string_view key,
     return absl::OkStatus();
   }
   PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header, codec::DecodeRecordHeader(*stored));
-  PEERKV_ASSIGN_OR_RETURN(const std::string_view value,
-                          tables::ReadValue(txn.get(), log_dbi_, record_key, header.seq));
+  PEERKV_ASSIGN_OR_RETURN(const codec::LogEntry entry,
+                          tables::ReadEntry(txn.get(), log_dbi_, record_key, header.seq));
+  const std::string_view value = entry.value;
   if (header.deleted && !value.empty()) {
     return absl::DataLossError("stored tombstone carries value bytes");
   }
-  const RecordView view{keyspace, key, header.version, header.deleted, value, header.seq};
+  const RecordView view{keyspace, key,        header.version, header.deleted,
+                        value,    header.seq, entry.signature};
   fn(&view);
   return absl::OkStatus();
 }
@@ -1247,7 +1259,8 @@ absl::StatusOr<std::optional<Record>> Store::Get(std::string_view keyspace,
   PEERKV_RETURN_IF_ERROR(GetView(keyspace, key, [&record](const RecordView* view) {
     if (view == nullptr) return;
     record = Record{std::string(view->keyspace), std::string(view->key), view->version,
-                    view->deleted, std::string(view->value), view->seq};
+                    view->deleted, std::string(view->value), view->seq, std::nullopt,
+                    std::string(view->signature)};
   }));
   return record;
 }
@@ -1613,7 +1626,9 @@ absl::StatusOr<MergeResult> Store::RetryQuarantined() {
   absl::StatusOr<MergeResult> result;
   auto request = std::make_unique<WriteRequest>(WriteRequest{RemoteBatch{}});
   RemoteBatch& remote = std::get<RemoteBatch>(request->kind);
-  request->bytes = AdmitRemote(batch, remote);
+  // Gated when they were quarantined; their keyspaces' rules are asked
+  // again (a record from a friend is signed, so it passes as it did).
+  request->bytes = AdmitRemote(batch, remote, MergeSource::kOwnDevice);
   SortByRecordKey(remote.records);
   request->records = remote.records.size() + remote.too_far_ahead.size();
   remote.release = std::move(release);
@@ -1656,6 +1671,7 @@ absl::StatusOr<StoreStats> Store::Stats() const {
   stats.tombstones_held_by = tombstones_held_by_.load();
   stats.tombstones_held_by_count = tombstones_held_by_count_.load();
   stats.stale_refused = stale_refused_.load();
+  stats.gate_refused = gate_refused_.load();
   {
     absl::MutexLock lock(&acks_mu_);
     stats.acknowledged_peers = acks_.size();

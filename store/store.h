@@ -136,6 +136,22 @@ struct StoreOptions {
   // strong-keyspace barrier (consensus/strong_keyspaces.h). Empty: none.
   std::function<absl::Status(const Record&)> merge_filter;
 
+  // Signs local writes (README "Signed records"): called on the writer
+  // thread for every local write once its version is assigned, before it
+  // is logged; returns the Record::signature to store with it, empty for
+  // none (auth/record_signature.h's MakeRecordSigner signs keyspaces whose
+  // Access::RequiresSignature). Must not call into the store. Empty: no
+  // local write is signed.
+  RecordSigner signer;
+
+  // The merge gate (README "Signed records"): asked about every valid
+  // remote record after merge_filter, with who sent the batch (the link's
+  // peer: one of this user's devices, or a friend's); a non-OK status
+  // refuses the record (listed in MergeResult::refused, counted in
+  // StoreStats::gate_refused). Called on the merging thread; must not call
+  // into the store. auth/record_signature.h's MakeRecordGate. Empty: none.
+  std::function<absl::Status(const Record&, MergeSource from)> record_gate;
+
   // Tombstone collection (README "Tombstone collection"; store/tombstones.cc).
   // A tombstone is dropped once it is at least this old (by its clock), this
   // replica's watermarks cover it and so do the acknowledged watermarks of
@@ -311,13 +327,15 @@ class Store {
   // checkpoint advance commit in one transaction; a batch that wins nothing
   // writes nothing (its checkpoint is held in memory and written with the
   // next commit, which is safe: a checkpoint that lags only re-pulls).
+  // `from`: who sent the records (StoreOptions::record_gate).
   absl::StatusOr<MergeResult> Merge(
       std::vector<Record> batch,
-      std::optional<CheckpointUpdate> checkpoint = std::nullopt);
+      std::optional<CheckpointUpdate> checkpoint = std::nullopt,
+      MergeSource from = MergeSource::kOwnDevice);
   using MergeCallback = absl::AnyInvocable<void(absl::StatusOr<MergeResult>)>;
   void MergeAsync(std::vector<Record> batch,
                   std::optional<CheckpointUpdate> checkpoint,
-                  MergeCallback done);
+                  MergeCallback done, MergeSource from = MergeSource::kOwnDevice);
 
   // How long until the earliest quarantined record becomes mergeable by
   // local time (zero if it is now); nullopt if the quarantine is empty.
@@ -401,7 +419,8 @@ class Store {
   // kMaxBatchBytes.
   absl::StatusOr<MergeResult> LoadSnapshotPage(std::vector<Record> records,
                                                std::optional<BootstrapMarker> progress,
-                                               std::optional<CheckpointUpdate> complete);
+                                               std::optional<CheckpointUpdate> complete,
+                                               MergeSource from = MergeSource::kOwnDevice);
   // The bootstrap in progress, if any (as of the last commit).
   std::optional<BootstrapMarker> Bootstrap() const;
 
@@ -612,11 +631,13 @@ class Store {
   void SubmitMerge(std::vector<Record> batch,
                    std::optional<CheckpointUpdate> checkpoint,
                    MergeCallback done, bool wait_for_room,
-                   std::optional<std::optional<BootstrapMarker>> bootstrap = std::nullopt);
+                   std::optional<std::optional<BootstrapMarker>> bootstrap = std::nullopt,
+                   MergeSource from = MergeSource::kOwnDevice);
   // Moves the records of `batch` that are valid and within the skew limit
   // into `out.records`, lists the others in `out.result.refused`; returns
   // the bytes admitted.
-  size_t AdmitRemote(std::vector<Record>& batch, writer::RemoteBatch& out) const;
+  size_t AdmitRemote(std::vector<Record>& batch, writer::RemoteBatch& out,
+                     MergeSource from) const;
   // Queues a request for the writer; when the queue is full, waits for room
   // or fails the request with Unavailable.
   void Submit(std::unique_ptr<WriteRequest> request, bool wait_for_room);
@@ -849,6 +870,8 @@ class Store {
   std::atomic<uint64_t> collected_horizon_{0};
   std::atomic<uint64_t> tombstones_collected_{0};
   std::atomic<uint64_t> stale_refused_{0};
+  // Records the merge gate refused (StoreOptions::record_gate).
+  mutable std::atomic<uint64_t> gate_refused_{0};
   std::atomic<uint64_t> tombstones_held_{0};
   std::atomic<uint64_t> tombstones_held_by_{0};
   std::atomic<uint64_t> tombstones_held_by_count_{0};

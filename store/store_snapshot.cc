@@ -57,11 +57,13 @@ absl::StatusOr<Store::SnapshotPage> Store::ReadSnapshot(std::string_view after_k
       return page;
     }
     PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header, codec::DecodeRecordHeader(View(v)));
-    PEERKV_ASSIGN_OR_RETURN(const std::string_view value,
-                            tables::ReadValue(txn.get(), log_dbi_, View(k), header.seq));
+    PEERKV_ASSIGN_OR_RETURN(const codec::LogEntry entry,
+                            tables::ReadEntry(txn.get(), log_dbi_, View(k), header.seq));
+    const std::string_view value = entry.value;
     if (max_value_bytes == 0 || value.size() <= max_value_bytes) {
-      PEERKV_ASSIGN_OR_RETURN(Record record,
-                              codec::MakeRecord(header, codec::LogEntry{View(k), 0, value}));
+      PEERKV_ASSIGN_OR_RETURN(
+          Record record, codec::MakeRecord(header, codec::LogEntry{View(k), 0, value, std::nullopt,
+                                                                   entry.signature}));
       bytes += record.keyspace.size() + record.key.size() + record.value.size() +
                kRecordOverheadBytes;
       page.records.push_back(std::move(record));
@@ -75,7 +77,8 @@ absl::StatusOr<Store::SnapshotPage> Store::ReadSnapshot(std::string_view after_k
 
 absl::StatusOr<MergeResult> Store::LoadSnapshotPage(std::vector<Record> records,
                                                     std::optional<BootstrapMarker> progress,
-                                                    std::optional<CheckpointUpdate> complete) {
+                                                    std::optional<CheckpointUpdate> complete,
+                                                    MergeSource from) {
   if (progress.has_value() == complete.has_value()) {
     return absl::InvalidArgumentError(
         "a snapshot page carries either its progress or its completion");
@@ -101,7 +104,7 @@ absl::StatusOr<MergeResult> Store::LoadSnapshotPage(std::vector<Record> records,
         result = std::move(r);
         finished.Notify();
       },
-      /*wait_for_room=*/true, std::optional<std::optional<BootstrapMarker>>(progress));
+      /*wait_for_room=*/true, std::optional<std::optional<BootstrapMarker>>(progress), from);
   finished.WaitForNotification();
   return result;
 }

@@ -90,6 +90,12 @@ absl::Status WriteCheckpoint(MDB_txn* txn, MDB_dbi peers, uint64_t peer_id,
 
 absl::StatusOr<std::string_view> ReadValue(MDB_txn* txn, MDB_dbi log,
                                            std::string_view record_key, uint64_t seq) {
+  PEERKV_ASSIGN_OR_RETURN(const codec::LogEntry entry, ReadEntry(txn, log, record_key, seq));
+  return entry.value;
+}
+
+absl::StatusOr<codec::LogEntry> ReadEntry(MDB_txn* txn, MDB_dbi log,
+                                          std::string_view record_key, uint64_t seq) {
   PEERKV_ASSIGN_OR_RETURN(const std::optional<std::string_view> stored,
                           lmdb::Get(txn, log, codec::BigEndian64(seq), "read log entry"));
   if (!stored.has_value()) {
@@ -100,7 +106,7 @@ absl::StatusOr<std::string_view> ReadValue(MDB_txn* txn, MDB_dbi log,
   if (entry.record_key != record_key) {
     return absl::DataLossError(absl::StrFormat("log entry %d belongs to another key", seq));
   }
-  return entry.value;
+  return entry;
 }
 
 }  // namespace peerkv::tables

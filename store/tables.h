@@ -64,6 +64,9 @@ absl::Status WriteCheckpoint(MDB_txn* txn, MDB_dbi peers, uint64_t peer_id,
 // key's. The view lives as long as `txn`.
 absl::StatusOr<std::string_view> ReadValue(MDB_txn* txn, MDB_dbi log,
                                            std::string_view record_key, uint64_t seq);
+// As ReadValue, the whole entry (its signature and mark too).
+absl::StatusOr<codec::LogEntry> ReadEntry(MDB_txn* txn, MDB_dbi log,
+                                          std::string_view record_key, uint64_t seq);
 
 }  // namespace peerkv::tables
 

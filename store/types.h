@@ -28,6 +28,8 @@ struct RecordView {
   bool deleted = false;
   std::string_view value;
   uint64_t seq = 0;
+  // Record::signature (empty: unsigned).
+  std::string_view signature;
 };
 
 // How far this replica has pulled the change log of one peer.
@@ -82,6 +84,17 @@ struct BootstrapMarker {
 
 // A remote record that Merge did not accept, and why (InvalidArgument for a
 // malformed record, OutOfRange for a clock too far ahead).
+// Who sent a batch of remote records, for the merge gate
+// (StoreOptions::record_gate): a device of this store's user, or a
+// friend's device (whose records must all be signed).
+enum class MergeSource { kOwnDevice, kFriend };
+
+// Signs a local write (StoreOptions::signer): the Record::signature to
+// store with it, or empty.
+using RecordSigner = std::function<std::string(std::string_view keyspace, std::string_view key,
+                                               const Version& version, bool deleted,
+                                               std::string_view value)>;
+
 struct RefusedRecord {
   std::string keyspace;
   std::string key;
@@ -291,6 +304,10 @@ struct StoreStats {
   uint64_t acknowledged_peers = 0;
   uint64_t forgotten_peers = 0;
   uint64_t stale_refused = 0;
+  // Remote records the merge gate refused since open (StoreOptions::
+  // record_gate: unsigned, forged or altered records, or signed by a user
+  // who may not write the keyspace).
+  uint64_t gate_refused = 0;
   // The conflict journal: entries and bytes held in every keyspace, entries
   // dropped over the bounds since open; per keyspace, the
   // kMaxConflictKeyspacesListed with the most entries.

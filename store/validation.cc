@@ -106,6 +106,15 @@ absl::Status ValidateRemoteRecord(const Record& record, size_t value_limit) {
         "record's version %s",
         record.replaces->ToString(), record.version.ToString()));
   }
+  PEERKV_RETURN_IF_ERROR(ValidateSignatureSize(record.signature));
+  return absl::OkStatus();
+}
+
+absl::Status ValidateSignatureSize(std::string_view signature) {
+  if (signature.size() > kMaxSignatureBytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "record signature is %d bytes; the limit is %d", signature.size(), kMaxSignatureBytes));
+  }
   return absl::OkStatus();
 }
 

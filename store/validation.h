@@ -19,6 +19,9 @@ inline constexpr size_t kMaxKeyspaceBytes = 64;
 inline constexpr size_t kMaxKeyBytes = 400;
 // Values: 0..4 MiB. A store may be configured with a lower limit.
 inline constexpr size_t kMaxValueBytes = 4 * 1024 * 1024;
+// Record::signature: 0..512 bytes (a device certificate of at most 202
+// bytes and a 64-byte signature fit with room to spare).
+inline constexpr size_t kMaxSignatureBytes = 512;
 
 absl::Status ValidateKeyspace(std::string_view keyspace);
 
@@ -36,8 +39,11 @@ absl::Status ValidateValue(std::string_view value, size_t limit);
 absl::Status ValidateMutation(const Mutation& mutation, size_t value_limit);
 // A record from a peer: keyspace, key and value as above, a valid version,
 // no value on a tombstone, and a causal mark (if any) that is zero or a
-// valid version older than the record's.
+// valid version older than the record's, and a signature of at most
+// kMaxSignatureBytes.
 absl::Status ValidateRemoteRecord(const Record& record, size_t value_limit);
+// InvalidArgument naming the limit if `signature` exceeds kMaxSignatureBytes.
+absl::Status ValidateSignatureSize(std::string_view signature);
 
 }  // namespace peerkv
 

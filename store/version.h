@@ -61,6 +61,13 @@ struct Record {
   // with the version it overwrites to tell a sequential overwrite from a
   // concurrent one.
   std::optional<Version> replaces;
+  // The origin device's signature (README "Signed records";
+  // auth/record_signature.h): its device certificate and an Ed25519
+  // signature over keyspace, key, version, tombstone flag and value hash.
+  // Empty: unsigned. At most kMaxSignatureBytes (store/validation.h).
+  // Stored with the record (in its log entry) and carried on the wire; the
+  // store never interprets it (StoreOptions::record_gate does).
+  std::string signature;
 
   friend bool operator==(const Record&, const Record&) = default;
 };

@@ -1,0 +1,172 @@
+// auth/record_signature.cc: signing and verifying records, and the merge
+// gate over them.
+#include "auth/record_signature.h"
+
+#include <sodium.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "auth/certificate.h"
+#include "auth/ids.h"
+#include "common/macros.h"
+#include "store/validation.h"
+
+namespace peerkv::auth {
+namespace {
+
+constexpr std::string_view kDomain("peerkv record v1\0", 17);
+// Version byte, certificate length, signature.
+constexpr size_t kBlobOverhead = 1 + 2 + kSignatureBytes;
+
+std::string ValueHash(std::string_view value) {
+  std::string hash(kRecordValueHashBytes, '\0');
+  PEERKV_CHECK(sodium_init() >= 0);
+  crypto_generichash(reinterpret_cast<unsigned char*>(hash.data()), hash.size(),
+                     reinterpret_cast<const unsigned char*>(value.data()), value.size(), nullptr,
+                     0);
+  return hash;
+}
+
+}  // namespace
+
+std::string RecordSigningMessage(std::string_view keyspace, std::string_view key,
+                                 const Version& version, bool deleted, std::string_view value) {
+  std::string out;
+  out.reserve(kDomain.size() + 8 + keyspace.size() + key.size() + 17 + kRecordValueHashBytes);
+  out.append(kDomain);
+  PutU32(out, static_cast<uint32_t>(keyspace.size()));
+  out.append(keyspace);
+  PutU32(out, static_cast<uint32_t>(key.size()));
+  out.append(key);
+  PutU64(out, version.hlc);
+  PutU64(out, version.origin);
+  out.push_back(deleted ? 1 : 0);
+  out.append(ValueHash(value));
+  return out;
+}
+
+std::string SignRecord(const SigningKey& device_key, std::string_view device_certificate,
+                       std::string_view keyspace, std::string_view key, const Version& version,
+                       bool deleted, std::string_view value) {
+  PEERKV_CHECK(device_certificate.size() + kBlobOverhead <= kMaxSignatureBytes);
+  std::string blob;
+  blob.reserve(device_certificate.size() + kBlobOverhead);
+  blob.push_back(static_cast<char>(kRecordSignatureVersion));
+  blob.push_back(static_cast<char>(device_certificate.size() >> 8));
+  blob.push_back(static_cast<char>(device_certificate.size() & 0xff));
+  blob.append(device_certificate);
+  blob.append(device_key.Sign(RecordSigningMessage(keyspace, key, version, deleted, value)));
+  return blob;
+}
+
+absl::StatusOr<SignedBy> RecordVerifier::Certificate(std::string_view bytes) const {
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = verified_.find(absl::string_view(bytes.data(), bytes.size()));
+    if (it != verified_.end()) return it->second;
+  }
+  // The certificate names its user (after the version byte); it must be
+  // signed by that user. Whether that user may write is the gate's call.
+  if (bytes.size() < 1 + kPublicKeyBytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "record signature: device certificate is %d bytes; too short", bytes.size()));
+  }
+  PEERKV_ASSIGN_OR_RETURN(const PublicKey user,
+                          PublicKey::FromBytes(bytes.substr(1, kPublicKeyBytes), "user key"));
+  absl::StatusOr<DeviceCertificate> certificate = VerifyDeviceCertificate(bytes, user);
+  if (!certificate.ok()) {
+    return absl::Status(certificate.status().code(),
+                        absl::StrCat("record signature: device certificate: ",
+                                     certificate.status().message()));
+  }
+  SignedBy by{certificate->device, certificate->user};
+  absl::MutexLock lock(&mu_);
+  ++checked_;
+  if (verified_.size() >= max_certificates_) verified_.clear();
+  verified_.emplace(std::string(bytes), by);
+  return by;
+}
+
+absl::StatusOr<SignedBy> RecordVerifier::Verify(const Record& record) const {
+  const std::string_view blob = record.signature;
+  if (blob.empty()) return absl::InvalidArgumentError("record is unsigned");
+  if (blob.size() < kBlobOverhead) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "record signature is %d bytes; at least %d expected", blob.size(), kBlobOverhead));
+  }
+  if (static_cast<uint8_t>(blob[0]) != kRecordSignatureVersion) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "record signature has version %d; this peerkv reads version %d",
+        static_cast<uint8_t>(blob[0]), kRecordSignatureVersion));
+  }
+  const size_t certificate_size = (static_cast<size_t>(static_cast<uint8_t>(blob[1])) << 8) |
+                                  static_cast<uint8_t>(blob[2]);
+  if (blob.size() != kBlobOverhead + certificate_size) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "record signature is %d bytes; its %d-byte certificate and signature make %d",
+        blob.size(), certificate_size, kBlobOverhead + certificate_size));
+  }
+  PEERKV_ASSIGN_OR_RETURN(const SignedBy by, Certificate(blob.substr(3, certificate_size)));
+  const std::string message = RecordSigningMessage(record.keyspace, record.key, record.version,
+                                                   record.deleted, record.value);
+  if (!auth::Verify(by.device, message, blob.substr(3 + certificate_size))) {
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "record signature of device %s does not match the record (forged, or altered after "
+        "signing: keyspace, key, version, tombstone flag or value)",
+        DeviceId(by.device)));
+  }
+  return by;
+}
+
+uint64_t RecordVerifier::certificates_checked() const {
+  absl::MutexLock lock(&mu_);
+  return checked_;
+}
+
+peerkv::RecordSigner MakeRecordSigner(std::shared_ptr<const Access> access,
+                                      std::shared_ptr<const SigningKey> device_key,
+                                      std::string device_certificate) {
+  PEERKV_CHECK(access != nullptr && device_key != nullptr && !device_certificate.empty());
+  return [access = std::move(access), device_key = std::move(device_key),
+          certificate = std::move(device_certificate)](
+             std::string_view keyspace, std::string_view key, const Version& version,
+             bool deleted, std::string_view value) -> std::string {
+    if (IsReservedKeyspace(keyspace) || !access->RequiresSignature(keyspace)) return "";
+    return SignRecord(*device_key, certificate, keyspace, key, version, deleted, value);
+  };
+}
+
+std::function<absl::Status(const Record&, MergeSource)> MakeRecordGate(
+    std::shared_ptr<const Access> access, std::shared_ptr<const RecordVerifier> verifier,
+    const PublicKey& local_user) {
+  PEERKV_CHECK(access != nullptr && verifier != nullptr);
+  return [access = std::move(access), verifier = std::move(verifier), local_user](
+             const Record& record, MergeSource from) -> absl::Status {
+    // Policy, group, device and friend records: signed by user keys and
+    // checked by StoreOptions::reserved_check.
+    if (IsReservedKeyspace(record.keyspace)) return absl::OkStatus();
+    const bool required = access->RequiresSignature(record.keyspace);
+    if (!required && from == MergeSource::kOwnDevice) return absl::OkStatus();
+    if (record.signature.empty()) {
+      return absl::PermissionDeniedError(absl::StrFormat(
+          "record of keyspace %s is unsigned; %s", record.keyspace,
+          required ? "the keyspace is shared beyond its owner's devices, so its records must "
+                     "carry their writer's signature"
+                   : "records from a friend's device must carry their writer's signature"));
+    }
+    absl::StatusOr<SignedBy> by = verifier->Verify(record);
+    if (!by.ok()) {
+      return absl::Status(by.status().code(), absl::StrCat("record of keyspace ", record.keyspace,
+                                                           ": ", by.status().message()));
+    }
+    const Principal who{by->user, by->user == local_user};
+    if (!access->MayWrite(who, record.keyspace)) {
+      return absl::PermissionDeniedError(absl::StrFormat(
+          "record of keyspace %s is signed by device %s of user %s, who may not write it",
+          record.keyspace, DeviceId(by->device), UserId(by->user)));
+    }
+    return absl::OkStatus();
+  };
+}
+
+}  // namespace peerkv::auth
