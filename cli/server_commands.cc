@@ -204,22 +204,28 @@ int RunServe(const Context& c) {
   // waiting to be added holds none yet: its writes stay unsigned), and the
   // merge gate checks what peers send. The policies are read from the
   // store, so the Access is installed in the slot once it is open.
-  auto access = std::make_shared<auth::AccessSlot>();
+  auto signature_access = std::make_shared<auth::AccessSlot>();
   store_options.record_gate = auth::MakeRecordGate(
-      access, std::make_shared<auth::RecordVerifier>(), identity->identity->user());
+      signature_access, std::make_shared<auth::RecordVerifier>(), identity->identity->user());
   if (absl::StatusOr<rpc::TlsIdentity> signing = TlsIdentityOf(*identity->identity);
       signing.ok() && !signing->device_certificate.empty()) {
     store_options.signer =
-        auth::MakeRecordSigner(access, signing->key, std::move(signing->device_certificate));
+        auth::MakeRecordSigner(signature_access, signing->key,
+                               std::move(signing->device_certificate));
   }
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(store_options);
   if (!store.ok()) return Fail(c.command, store.status());
   access->Attach(store->get());
+  signature_access->Set(access);
   // Detached before the store closes, on every return below.
   struct DetachAccess {
     auth::StoreAccess* access;
-    ~DetachAccess() { access->Detach(); }
-  } detach_access{access.get()};
+    auth::AccessSlot* slot;
+    ~DetachAccess() {
+      slot->Set(nullptr);
+      access->Detach();
+    }
+  } detach_access{access.get(), signature_access.get()};
   absl::StatusOr<std::unique_ptr<JoinWatcher>> joiner = StartServeIdentity(*identity, **store);
   if (!joiner.ok()) return Fail(c.command, joiner.status());
   if (absl::Status loaded = modes.Load(**store); !loaded.ok()) {
@@ -359,6 +365,7 @@ int RunServe(const Context& c) {
   resp_server.reset();
   server->reset();
   strong.reset();
+  signature_access->Set(nullptr);
   access->Detach();
   store->reset();
   LogLine("peerkv: stopped");

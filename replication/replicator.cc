@@ -946,12 +946,39 @@ absl::StatusOr<MergeResult> Replicator::MergePage(uint64_t peer_id, Page& page) 
       (page.response.nonce != 0 && page.response.nonce != page.pulled_from.nonce);
   if (page.response.records.empty() && !checkpoint_moves && adopted.empty()) return MergeResult{};
   const size_t batch_records = page.response.records.size();
+  // Reserved records (policies, groups, devices) first, in a merge of their
+  // own: the merge gate judges the keyspace's other records by the policy
+  // as committed, so a policy pulled in the same page as the posts it
+  // governs must be in the store before they are judged.
+  std::vector<Record> reserved;
+  std::erase_if(page.response.records, [&reserved](Record& record) {
+    if (!IsReservedKeyspace(record.keyspace)) return false;
+    reserved.push_back(std::move(record));
+    return true;
+  });
+  MergeResult reserved_merged;
+  if (!reserved.empty()) {
+    absl::StatusOr<MergeResult> first =
+        store_->Merge(std::move(reserved), std::nullopt, SourceOf(peer_id));
+    if (!first.ok()) {
+      return absl::Status(first.status().code(),
+                          absl::StrFormat("merging %d records from this peer failed: %s",
+                                          batch_records, first.status().message()));
+    }
+    reserved_merged = std::move(*first);
+  }
   absl::StatusOr<MergeResult> merged = store_->Merge(
       std::move(page.response.records),
       CheckpointUpdate{peer_id, PeerCheckpoint{page.response.incarnation, page.checkpoint_seq, page.response.nonce},
                        std::move(adopted)},
       SourceOf(peer_id));
-  if (merged.ok()) return merged;
+  if (merged.ok()) {
+    merged->won += reserved_merged.won;
+    merged->already_quarantined += reserved_merged.already_quarantined;
+    for (RefusedRecord& r : reserved_merged.refused) merged->refused.push_back(std::move(r));
+    for (RefusedRecord& r : reserved_merged.quarantined) merged->quarantined.push_back(std::move(r));
+    return merged;
+  }
   return absl::Status(merged.status().code(),
                       absl::StrFormat("merging %d records from this peer failed: %s",
                                       batch_records, merged.status().message()));

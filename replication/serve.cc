@@ -50,7 +50,8 @@ absl::StatusOr<SnapshotResponse> ServeSnapshot(const Store& store,
 }
 
 absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& request,
-                                       const KeyspaceFilter* readable) {
+                                       const KeyspaceFilter* readable,
+                                       const ReservedRecordFilter* reserved) {
   PullResponse response;
   response.replica_id = store.replica_id();
   response.incarnation = store.incarnation();
@@ -76,9 +77,24 @@ absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& re
                        .send_uncovered_of = request.requester,
                        .max_value_bytes = request.max_value_bytes,
                        .covered = &request.watermarks};
-  if (readable != nullptr) filter.keyspace_allowed = *readable;
+  if (readable != nullptr) {
+    if (reserved != nullptr) {
+      filter.keyspace_allowed = [readable](std::string_view keyspace) {
+        return IsReservedKeyspace(keyspace) || (*readable)(keyspace);
+      };
+    } else {
+      filter.keyspace_allowed = *readable;
+    }
+  }
   PEERKV_ASSIGN_OR_RETURN(Changes changes,
                           store.ChangesSince(response.from_seq, limit, max_bytes, filter));
+  if (readable != nullptr && reserved != nullptr) {
+    // Reserved records one by one: only those the friend may read.
+    std::erase_if(changes.records, [readable, reserved](const Record& record) {
+      return IsReservedKeyspace(record.keyspace) && !(*readable)(record.keyspace) &&
+             !(*reserved)(record.keyspace, record.key);
+    });
+  }
   response.records = std::move(changes.records);
   response.last_seq = changes.last_seq;
   response.max_seq = changes.max_seq;

@@ -25,8 +25,11 @@ inline constexpr uint32_t kMaxPullBytes = 4 << 20;
 // keyspaces, and a friend holds only a subset); the store fingerprint is
 // that of those keyspaces alone; the requester's holdings are not noted
 // for tombstone collection (a friend never holds every keyspace).
+// `reserved` (with `readable`): the records of reserved keyspaces it
+// accepts travel too (the policies and groups the friend must enforce).
 absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& request,
-                                       const KeyspaceFilter* readable = nullptr);
+                                       const KeyspaceFilter* readable = nullptr,
+                                       const ReservedRecordFilter* reserved = nullptr);
 
 // Bounds of one snapshot page a server sends.
 inline constexpr uint32_t kMaxSnapshotRecords = 65'536;

@@ -59,6 +59,11 @@ struct Restored {
 // set on a friend's link, whose every answer and request is restricted to
 // them (README "Filtered replication"). Thread-safe; cheap per call.
 using KeyspaceFilter = std::function<bool(std::string_view keyspace)>;
+// Which records of the reserved keyspaces (peerkv.policies, peerkv.groups)
+// a friend may read, record by record (auth::Access::MayReadRecord): the
+// policies of the keyspaces it may read and the groups it is a member of,
+// so it enforces them too.
+using ReservedRecordFilter = std::function<bool(std::string_view keyspace, std::string_view key)>;
 
 // Who a replica is, as told in the hello exchange.
 struct PeerInfo {

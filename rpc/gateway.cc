@@ -55,7 +55,9 @@ class GatewayImpl final : public wire::Gateway::Server {
                                  : MergeSource::kOwnDevice;
     context.getResults().setReplica(NewReplica(loop_, peer_, connection_id_, 0, device,
                                                filtered ? loop_.ReadableBy(*identity_) : nullptr,
-                                               from));
+                                               from,
+                                               filtered ? loop_.ReservedReadableBy(*identity_)
+                                                        : nullptr));
     return kj::READY_NOW;
   }
 

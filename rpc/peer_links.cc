@@ -127,7 +127,7 @@ void PeerLinks::Dial(const std::string& address, uint64_t expected, DialDone don
             // evidence for it, checked before anything else).
             const replication::PeerInfo sent = local_info_(expected);
             ToWire(sent, hello.initInfo());
-            hello.setBack(make_back_(address, id, readable));
+            hello.setBack(make_back_(address, id, readable, *answered_by));
             return hello.send().then(
                 [this, id, replica, address, sent_ms = sent.physical_ms, answered_by, readable,
                  outbound = kj::mv(outbound)](auto response) mutable -> absl::StatusOr<Connected> {

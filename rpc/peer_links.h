@@ -35,10 +35,12 @@ class PeerLinks final : private kj::TaskSet::ErrorHandler {
  public:
   // The Replica capability a dialled peer calls back on (link `link`, at
   // `address`).
-  // `readable`: the dialled server is a friend's (see set_readable).
+  // `readable`: the dialled server is a friend's (see set_readable);
+  // `answered_by`: the device it showed (nullopt without TLS).
   using MakeBack = std::function<kj::Own<wire::Replica::Server>(
       const std::string& address, replication::LinkId link,
-      std::shared_ptr<const replication::KeyspaceFilter> readable)>;
+      std::shared_ptr<const replication::KeyspaceFilter> readable,
+      const std::optional<AuthenticatedPeer>& answered_by)>;
   // Closes client connection `connection_id` (an inbound link found dead).
   using CloseConnection = std::function<void(uint64_t connection_id)>;
 

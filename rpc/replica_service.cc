@@ -23,11 +23,13 @@ class ReplicaImpl final : public wire::Replica::Server {
  public:
   ReplicaImpl(ServerLoop& loop, std::string peer, uint64_t connection_id,
               replication::LinkId link, std::optional<auth::PublicKey> device,
-              std::shared_ptr<const replication::KeyspaceFilter> readable, MergeSource from)
+              std::shared_ptr<const replication::KeyspaceFilter> readable, MergeSource from,
+              std::shared_ptr<const replication::ReservedRecordFilter> reserved)
       : loop_(loop),
         peer_(std::move(peer)),
         device_(std::move(device)),
         readable_(std::move(readable)),
+        reserved_(std::move(reserved)),
         from_(from),
         connection_id_(connection_id),
         link_(link) {}
@@ -126,7 +128,7 @@ class ReplicaImpl final : public wire::Replica::Server {
       return kj::READY_NOW;
     }
     absl::StatusOr<replication::PullResponse> response =
-        replication::ServePull(loop_.store(), request, readable_.get());
+        replication::ServePull(loop_.store(), request, readable_.get(), reserved_.get());
     if (!response.ok()) {
       loop_.LogRejected(peer_, "pull", response.status());
       ToWire(response.status(), results.initError());
@@ -328,6 +330,8 @@ class ReplicaImpl final : public wire::Replica::Server {
   const std::optional<auth::PublicKey> device_;
   // A friend's device: what it may read (null: everything).
   const std::shared_ptr<const replication::KeyspaceFilter> readable_;
+  // And the policy and group records it may read (they travel in pulls).
+  const std::shared_ptr<const replication::ReservedRecordFilter> reserved_;
   // A friend's device (the gateway's AuthenticatedPeer): the merge gate's
   // MergeSource for its pushes.
   const MergeSource from_;
@@ -349,9 +353,10 @@ class ReplicaImpl final : public wire::Replica::Server {
 kj::Own<wire::Replica::Server> NewReplica(
     ServerLoop& loop, std::string peer, uint64_t connection_id, replication::LinkId link,
     std::optional<auth::PublicKey> device,
-    std::shared_ptr<const replication::KeyspaceFilter> readable, MergeSource from) {
+    std::shared_ptr<const replication::KeyspaceFilter> readable, MergeSource from,
+    std::shared_ptr<const replication::ReservedRecordFilter> reserved) {
   return kj::heap<ReplicaImpl>(loop, std::move(peer), connection_id, link, std::move(device),
-                               std::move(readable), from);
+                               std::move(readable), from, std::move(reserved));
 }
 
 }  // namespace peerkv::rpc

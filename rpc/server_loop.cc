@@ -163,8 +163,17 @@ ServerLoop::ServerLoop(Store& store, const ServerOptions& options, kj::AsyncIoCo
           io, reader_options_, bytes_sent, options.keepalive_ms, events,
           [this](uint64_t to) { return LocalInfo(to); },
           [this](const std::string& address, replication::LinkId link,
-                 std::shared_ptr<const replication::KeyspaceFilter> readable) {
-            return NewReplica(*this, address, 0, link, std::nullopt, std::move(readable));
+                 std::shared_ptr<const replication::KeyspaceFilter> readable,
+                 const std::optional<AuthenticatedPeer>& answered_by) {
+            // A filtered link is a friend's: its pushes are judged as such,
+            // and its pulls carry the policy and group records it may read.
+            const MergeSource from =
+                readable != nullptr ? MergeSource::kFriend : MergeSource::kOwnDevice;
+            std::shared_ptr<const replication::ReservedRecordFilter> reserved =
+                readable != nullptr && answered_by.has_value() ? ReservedReadableBy(*answered_by)
+                                                               : nullptr;
+            return NewReplica(*this, address, 0, link, std::nullopt, std::move(readable), from,
+                              std::move(reserved));
           },
           [this](uint64_t connection_id) {
             auto c = connections_.find(connection_id);
@@ -200,6 +209,17 @@ ServerLoop::ServerLoop(Store& store, const ServerOptions& options, kj::AsyncIoCo
   peer_links_.set_bind_replica([this](uint64_t replica_id, const auth::PublicKey& device) {
     return BindReplica(replica_id, device);
   });
+}
+
+std::shared_ptr<const replication::ReservedRecordFilter> ServerLoop::ReservedReadableBy(
+    const AuthenticatedPeer& peer) const {
+  if (peer.role != PeerRole::kFriend) return nullptr;
+  std::shared_ptr<const auth::Access> access = options_.access;
+  const auth::Principal who{peer.user, /*local_user=*/false};
+  return std::make_shared<const replication::ReservedRecordFilter>(
+      [access, who](std::string_view keyspace, std::string_view key) {
+        return access != nullptr && access->MayReadRecord(who, keyspace, key);
+      });
 }
 
 std::shared_ptr<const replication::KeyspaceFilter> ServerLoop::ReadableBy(

@@ -121,6 +121,10 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   // own device.
   std::shared_ptr<const replication::KeyspaceFilter> ReadableBy(
       const AuthenticatedPeer& peer) const;
+  // Which policy and group records it may read (MayReadRecord); null for
+  // an own device.
+  std::shared_ptr<const replication::ReservedRecordFilter> ReservedReadableBy(
+      const AuthenticatedPeer& peer) const;
   absl::Time started() const { return started_; }
   size_t connections() const { return connections_.size(); }
   std::vector<replication::PeerStatus> PeerStatuses() const {
@@ -274,7 +278,8 @@ kj::Own<wire::Replica::Server> NewReplica(
     ServerLoop& loop, std::string peer, uint64_t connection_id, replication::LinkId link,
     std::optional<auth::PublicKey> device = std::nullopt,
     std::shared_ptr<const replication::KeyspaceFilter> readable = nullptr,
-    MergeSource from = MergeSource::kOwnDevice);
+    MergeSource from = MergeSource::kOwnDevice,
+    std::shared_ptr<const replication::ReservedRecordFilter> reserved = nullptr);
 
 }  // namespace peerkv::rpc
 

@@ -308,17 +308,15 @@ TEST_F(BlogTest, MalloryGetsNothingOfTheBlogAndNeverLearnsItsName) {
               StatusIs(absl::StatusCode::kPermissionDenied));
 }
 
-// DISABLED: does not hold yet. Jane's policy record (peerkv.policies/
-// jane.blog) never reaches Josephine's devices: a friend's pull is
-// filtered per keyspace (MayRead(josephine, "peerkv.policies") is false),
-// not per record (StoreAccess::MayReadRecord), so Josephine's phone sees
-// jane.blog without a policy, takes it for her own and accepts her write.
-TEST_F(BlogTest, DISABLED_JosephinesPostToJanesBlogIsRefused) {
+// Jane's policy record reaches Josephine's phone with the posts (a
+// friend's pull carries the policy and group records it may read), so her
+// phone knows jane.blog is Jane's and refuses her write.
+TEST_F(BlogTest, JosephinesPostToJanesBlogIsRefused) {
   ShareAndPost();
   ASSERT_THAT(WaitForKeys(jos_phone_, kBlog, {"post-1", "post-2"}), ElementsAre("post-1", "post-2"));
   RunResult put = Peerkv(jos_phone_, {"put", kBlog, "post-x", "Josephine was here"});
   EXPECT_EQ(put.exit_code, 1) << put.out;
-  EXPECT_THAT(put.err, HasSubstr("may not write keyspace " + std::string(kBlog)));
+  EXPECT_THAT(put.err, HasSubstr("may not write keyspace '" + std::string(kBlog) + "'"));
   EXPECT_THAT(Keys(jos_phone_, kBlog, true), ElementsAre("post-1", "post-2"));
   // Nothing of it reached Jane: a later news item from Josephine did.
   Must(jos_phone_, {"put", "josephine.news", "n1", "after my refused post"});
@@ -359,9 +357,8 @@ TEST_F(BlogTest, AfterTheRemovalJanesNextPostDoesNotReachJosephine) {
   EXPECT_EQ(BytesMentioning(jos_phone_, "fewer eyes"), 0);
 }
 
-// DISABLED until JosephinesPostToJanesBlogIsRefused holds: the demo checks
-// that fact too and exits 1 (naming it) while it does not.
-TEST(BlogDemoTest, DISABLED_TheDemoRunsAndExitsZero) {
+// The demo checks every fact itself and exits 1 naming any that fails.
+TEST(BlogDemoTest, TheDemoRunsAndExitsZero) {
   RunResult r = testing::Run({testing::RunfilePath("cli/peerkv"), "demo", "blog"}, "",
                              std::chrono::seconds(120));
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
