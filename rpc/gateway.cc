@@ -3,8 +3,9 @@
 // connection's identity: a local or plaintext connection and an own device
 // get both, acting as the local user; a friend's device gets a Kv that acts
 // as the friend (every call checked against the keyspace's policy,
-// ServerOptions::access), and no Replica (filtered replication is issue 10's
-// `filter` part). Without ServerOptions::access a friend gets neither.
+// ServerOptions::access) and a Replica restricted to what the friend may
+// read (README "Filtered replication"). Without ServerOptions::access a
+// friend gets neither.
 #include <string>
 #include <utility>
 
@@ -66,12 +67,11 @@ class GatewayImpl final : public wire::Gateway::Server {
     return identity_.has_value() && identity_->role != PeerRole::kOwnDevice;
   }
   kj::Promise<void> Deny(const char* what) {
+    // Only without an auth::Access (a server that checks no policies).
     const absl::Status denied = absl::PermissionDeniedError(absl::StrFormat(
-        "device %s of friend %s may not use %s: %s", auth::DeviceId(identity_->device),
-        auth::UserId(identity_->user), what,
-        loop_.options().access == nullptr
-            ? "this server checks no policies, so nothing is shared with friends"
-            : "replication with friends is not filtered yet"));
+        "device %s of friend %s may not use %s: this server checks no policies, so nothing "
+        "is shared with friends",
+        auth::DeviceId(identity_->device), auth::UserId(identity_->user), what));
     loop_.LogRejected(peer_, what, denied);
     return Refusal(denied);
   }
