@@ -930,7 +930,7 @@ Watermarks Replicator::WatermarksToAdopt(uint64_t peer_id, const Page& page) con
 MergeSource Replicator::SourceOf(uint64_t peer_id) const {
   auto it = peers_.find(peer_id);
   if (it == peers_.end()) return MergeSource::kFriend;
-  return it->second->info.friend_device ? MergeSource::kFriend : MergeSource::kOwnDevice;
+  return it->second->info.readable != nullptr ? MergeSource::kFriend : MergeSource::kOwnDevice;
 }
 
 absl::StatusOr<MergeResult> Replicator::MergePage(uint64_t peer_id, Page& page) {

@@ -281,7 +281,7 @@ class Replicator final : public LinkEvents {
   absl::Status ValidatePage(uint64_t peer_id, const PullResponse& response) const;
   Watermarks WatermarksToAdopt(uint64_t peer_id, const Page& page) const;
   absl::StatusOr<MergeResult> MergePage(uint64_t peer_id, Page& page);
-  // Who `peer_id` is to the merge gate (PeerInfo::friend_device).
+  // Who `peer_id` is to the merge gate (a friend's link: PeerInfo::readable is set).
   MergeSource SourceOf(uint64_t peer_id) const;
   void NoteMergeFailure(Peer& peer, const absl::Status& failure);
   void NoteRefusals(Peer& peer, const MergeResult& merged);

@@ -93,12 +93,9 @@ struct PeerInfo {
   // identity. Non-null: the peer is a friend's device, and may read only
   // the keyspaces this accepts (null: an own device, or a link without
   // identities: everything).
+  // It also makes the link a friend's to the merge gate, which checks its
+  // records more strictly (MergeSource::kFriend, README "Signed records").
   std::shared_ptr<const KeyspaceFilter> readable;
-  // Not on the wire: set by the transport when the link's authenticated
-  // peer is a friend's device (rpc/peer_auth.h), whose records the merge
-  // gate checks more strictly (MergeSource::kFriend, README "Signed
-  // records").
-  bool friend_device = false;
 };
 
 inline constexpr size_t kMaxRetiredIdsInHello = 256;

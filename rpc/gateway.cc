@@ -51,12 +51,8 @@ class GatewayImpl final : public wire::Gateway::Server {
     if (Denied() && !filtered) return Deny("Replica");
     std::optional<auth::PublicKey> device;
     if (identity_.has_value()) device = identity_->device;
-    const MergeSource from = identity_.has_value() && identity_->role == PeerRole::kFriend
-                                 ? MergeSource::kFriend
-                                 : MergeSource::kOwnDevice;
     context.getResults().setReplica(NewReplica(loop_, peer_, connection_id_, 0, device,
                                                filtered ? loop_.ReadableBy(*identity_) : nullptr,
-                                               from,
                                                filtered ? loop_.ReservedReadableBy(*identity_)
                                                         : nullptr));
     return kj::READY_NOW;

@@ -107,8 +107,7 @@ void PeerLinks::Dial(const std::string& address, uint64_t expected, DialDone don
   const std::string context = absl::StrFormat("peer %s", address);
   // Who answered (set by a TLS dialer): the replica id its hello answer
   // names is bound to that device, as an inbound hello's is, what it
-  // may read follows from its role, and a friend's device makes this a
-  // friend link (PeerInfo::friend_device).
+  // may read (a friend's device: PeerInfo::readable) follows from its role.
   auto answered_by = std::make_shared<std::optional<AuthenticatedPeer>>();
   auto dialled = dialer_ ? dialer_(address, answered_by)
                          : io_.provider->getNetwork().parseAddress(address).then(
@@ -140,12 +139,10 @@ void PeerLinks::Dial(const std::string& address, uint64_t expected, DialDone don
                                                          (*answered_by)->device));
                   }
                   connected.peer.readable = readable;
-                  connected.peer.friend_device =
-                      answered_by->has_value() && (*answered_by)->role == PeerRole::kFriend;
                   Outbound& o = *outbound;
                   links_[id] = LinkEntry{replica, 0, kj::mv(outbound)};
                   links_[id].address = address;
-                  links_[id].friend_device = connected.peer.friend_device;
+                  links_[id].friend_device = readable != nullptr;
                   tasks_.add(o.link.onDisconnect().then([this, id] {
                     DropLink(id, absl::UnavailableError("connection to peer lost"));
                   }));

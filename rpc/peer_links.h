@@ -96,7 +96,7 @@ class PeerLinks final : private kj::TaskSet::ErrorHandler {
   void Refuse(replication::LinkId link, const absl::Status& why);
   // A peer at `address` on connection `connection_id` said hello; `back`
   // reaches it.
-  // `friend_device`: the peer is a friend's device (PeerInfo::friend_device).
+  // `friend_device`: the peer is a friend's device (PeerInfo::readable is set).
   replication::LinkId AddInbound(uint64_t connection_id, const std::string& address,
                                  wire::Replica::Client back, bool friend_device = false);
   // Whether `link`'s authenticated peer is a friend's device (false for an

@@ -23,14 +23,13 @@ class ReplicaImpl final : public wire::Replica::Server {
  public:
   ReplicaImpl(ServerLoop& loop, std::string peer, uint64_t connection_id,
               replication::LinkId link, std::optional<auth::PublicKey> device,
-              std::shared_ptr<const replication::KeyspaceFilter> readable, MergeSource from,
+              std::shared_ptr<const replication::KeyspaceFilter> readable,
               std::shared_ptr<const replication::ReservedRecordFilter> reserved)
       : loop_(loop),
         peer_(std::move(peer)),
         device_(std::move(device)),
         readable_(std::move(readable)),
         reserved_(std::move(reserved)),
-        from_(from),
         connection_id_(connection_id),
         link_(link) {}
 
@@ -42,7 +41,6 @@ class ReplicaImpl final : public wire::Replica::Server {
     // A friend's device: the engine restricts what it asks and adopts, and
     // the merge gate checks its records more strictly.
     peer.readable = readable_;
-    peer.friend_device = from_ == MergeSource::kFriend;
     absl::Status refused;
     if (refused_) {
       refused = RefusedLink();
@@ -73,7 +71,7 @@ class ReplicaImpl final : public wire::Replica::Server {
     }
     hello_replica_ = peer.replica_id;
     link_ = loop_.links().AddInbound(connection_id_, peer_, params.getBack(),
-                                     peer.friend_device);
+                                     peer.readable != nullptr);
     loop_.events()->OnInboundLink(link_, peer);
     ToWire(loop_.LocalInfo(peer.replica_id), results.initInfo());
     return kj::READY_NOW;
@@ -235,7 +233,7 @@ class ReplicaImpl final : public wire::Replica::Server {
       request->push.clear();
       // A dialled peer pushes on the link's back capability: the link
       // knows who it is (PeerLinks::FriendLink).
-      const MergeSource from = from_ == MergeSource::kFriend || loop_.links().FriendLink(link_)
+      const MergeSource from = readable_ != nullptr || loop_.links().FriendLink(link_)
                                    ? MergeSource::kFriend
                                    : MergeSource::kOwnDevice;
       answered = loop_.Merge(std::move(push), from)
@@ -332,9 +330,6 @@ class ReplicaImpl final : public wire::Replica::Server {
   const std::shared_ptr<const replication::KeyspaceFilter> readable_;
   // And the policy and group records it may read (they travel in pulls).
   const std::shared_ptr<const replication::ReservedRecordFilter> reserved_;
-  // A friend's device (the gateway's AuthenticatedPeer): the merge gate's
-  // MergeSource for its pushes.
-  const MergeSource from_;
   uint64_t hello_replica_ = 0;
   const uint64_t connection_id_;
   replication::LinkId link_;
@@ -353,10 +348,10 @@ class ReplicaImpl final : public wire::Replica::Server {
 kj::Own<wire::Replica::Server> NewReplica(
     ServerLoop& loop, std::string peer, uint64_t connection_id, replication::LinkId link,
     std::optional<auth::PublicKey> device,
-    std::shared_ptr<const replication::KeyspaceFilter> readable, MergeSource from,
+    std::shared_ptr<const replication::KeyspaceFilter> readable,
     std::shared_ptr<const replication::ReservedRecordFilter> reserved) {
   return kj::heap<ReplicaImpl>(loop, std::move(peer), connection_id, link, std::move(device),
-                               std::move(readable), from, std::move(reserved));
+                               std::move(readable), std::move(reserved));
 }
 
 }  // namespace peerkv::rpc

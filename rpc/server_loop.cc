@@ -165,14 +165,12 @@ ServerLoop::ServerLoop(Store& store, const ServerOptions& options, kj::AsyncIoCo
           [this](const std::string& address, replication::LinkId link,
                  std::shared_ptr<const replication::KeyspaceFilter> readable,
                  const std::optional<AuthenticatedPeer>& answered_by) {
-            // A filtered link is a friend's: its pushes are judged as such,
-            // and its pulls carry the policy and group records it may read.
-            const MergeSource from =
-                readable != nullptr ? MergeSource::kFriend : MergeSource::kOwnDevice;
+            // A friend's link: its pulls carry the policy and group records
+            // it may read.
             std::shared_ptr<const replication::ReservedRecordFilter> reserved =
                 readable != nullptr && answered_by.has_value() ? ReservedReadableBy(*answered_by)
                                                                : nullptr;
-            return NewReplica(*this, address, 0, link, std::nullopt, std::move(readable), from,
+            return NewReplica(*this, address, 0, link, std::nullopt, std::move(readable),
                               std::move(reserved));
           },
           [this](uint64_t connection_id) {

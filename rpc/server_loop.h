@@ -273,12 +273,12 @@ kj::Own<wire::Kv::Server> NewKv(ServerLoop& loop, std::string peer,
 // id for the one passed as `back` when dialling out.
 // `readable` (a friend's device; null: everything): every answer is
 // restricted to the keyspaces it accepts (README "Filtered replication").
-// `from`: what the merge gate takes the link's records for.
+// A filtered link is a friend's to the merge gate too; `reserved`: the
+// policy and group records its pulls carry.
 kj::Own<wire::Replica::Server> NewReplica(
     ServerLoop& loop, std::string peer, uint64_t connection_id, replication::LinkId link,
     std::optional<auth::PublicKey> device = std::nullopt,
     std::shared_ptr<const replication::KeyspaceFilter> readable = nullptr,
-    MergeSource from = MergeSource::kOwnDevice,
     std::shared_ptr<const replication::ReservedRecordFilter> reserved = nullptr);
 
 }  // namespace peerkv::rpc
