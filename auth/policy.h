@@ -196,8 +196,8 @@ class StoreAccess final : public Access {
 std::function<absl::Status(std::string_view, std::string_view, std::string_view, bool)>
 ReservedCheckWithPolicies(const PublicKey& user, std::shared_ptr<const StoreAccess> access);
 
-// The checks of one policy or group record (ReservedCheck's part for them):
-// Unimplemented-free; PermissionDenied / InvalidArgument as above.
+// The checks of one policy or group record (ReservedCheck's part for
+// them), with the errors described above.
 absl::Status CheckPolicyOrGroupRecord(const PublicKey& local_user, const StoreAccess* access,
                                       std::string_view keyspace, std::string_view key,
                                       std::string_view value, bool deleted);

@@ -946,6 +946,10 @@ absl::StatusOr<MergeResult> Replicator::MergePage(uint64_t peer_id, Page& page) 
       (page.response.nonce != 0 && page.response.nonce != page.pulled_from.nonce);
   if (page.response.records.empty() && !checkpoint_moves && adopted.empty()) return MergeResult{};
   const size_t batch_records = page.response.records.size();
+  auto failed = [batch_records](const absl::Status& status) {
+    return absl::Status(status.code(), absl::StrFormat("merging %d records from this peer failed: %s",
+                                                       batch_records, status.message()));
+  };
   // Reserved records (policies, groups, devices) first, in a merge of their
   // own: the merge gate judges the keyspace's other records by the policy
   // as committed, so a policy pulled in the same page as the posts it
@@ -960,11 +964,7 @@ absl::StatusOr<MergeResult> Replicator::MergePage(uint64_t peer_id, Page& page) 
   if (!reserved.empty()) {
     absl::StatusOr<MergeResult> first =
         store_->Merge(std::move(reserved), std::nullopt, SourceOf(peer_id));
-    if (!first.ok()) {
-      return absl::Status(first.status().code(),
-                          absl::StrFormat("merging %d records from this peer failed: %s",
-                                          batch_records, first.status().message()));
-    }
+    if (!first.ok()) return failed(first.status());
     reserved_merged = std::move(*first);
   }
   absl::StatusOr<MergeResult> merged = store_->Merge(
@@ -979,9 +979,7 @@ absl::StatusOr<MergeResult> Replicator::MergePage(uint64_t peer_id, Page& page) 
     for (RefusedRecord& r : reserved_merged.quarantined) merged->quarantined.push_back(std::move(r));
     return merged;
   }
-  return absl::Status(merged.status().code(),
-                      absl::StrFormat("merging %d records from this peer failed: %s",
-                                      batch_records, merged.status().message()));
+  return failed(merged.status());
 }
 
 // The pull is retried later and fails the same way until the cause is
