@@ -1,14 +1,30 @@
-// bench/baseline.cc: scratch directories and the raw-LMDB baseline.
+// bench/baseline.cc: scratch directories, batches and the raw-LMDB baseline.
 #include "bench/baseline.h"
 
 #include <stdlib.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 
 #include "common/macros.h"
 
 namespace peerkv::bench {
+
+std::string BenchBase() {
+  const char* base = std::getenv("PEERKV_BENCH_DIR");
+  return base != nullptr && *base != '\0' ? base : "/var/tmp";
+}
+
+std::vector<std::vector<Record>> SplitIntoBatches(const std::vector<Record>& records,
+                                                  size_t batch) {
+  std::vector<std::vector<Record>> batches;
+  for (size_t i = 0; i < records.size(); i += batch) {
+    batches.emplace_back(records.begin() + i,
+                         records.begin() + std::min(records.size(), i + batch));
+  }
+  return batches;
+}
 
 ScratchDir::ScratchDir(const std::string& base) {
   std::string pattern = base + "/peerkv-bench.XXXXXX";

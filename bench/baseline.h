@@ -1,5 +1,5 @@
-// bench/baseline.h: what both benchmark programs share: scratch directories
-// on a real disk, and the raw-LMDB baseline their ratios are measured
+// bench/baseline.h: what the benchmark programs share: scratch directories
+// on a real disk, batches of records, and the raw-LMDB baseline their ratios are measured
 // against (plain puts of the same keys and values in durable transactions
 // of the same size, no peerkv code in the way).
 #ifndef PEERKV_BENCH_BASELINE_H_
@@ -15,11 +15,15 @@
 
 namespace peerkv::bench {
 
+// Where benchmarks put their stores: $PEERKV_BENCH_DIR, or /var/tmp (on
+// disk, unlike /tmp on many machines) when it is unset or empty.
+std::string BenchBase();
+
 // A fresh directory under `base`, removed with its contents when the
 // object goes away.
 class ScratchDir {
  public:
-  explicit ScratchDir(const std::string& base);
+  explicit ScratchDir(const std::string& base = BenchBase());
   ~ScratchDir();
   ScratchDir(const ScratchDir&) = delete;
   ScratchDir& operator=(const ScratchDir&) = delete;
@@ -45,6 +49,10 @@ class RawLmdb {
   MDB_env* env_ = nullptr;
   MDB_dbi dbi_ = 0;
 };
+
+// `records` cut into consecutive batches of at most `batch` records.
+std::vector<std::vector<Record>> SplitIntoBatches(const std::vector<Record>& records,
+                                                  size_t batch);
 
 }  // namespace peerkv::bench
 

@@ -14,7 +14,6 @@
 // 4 MiB, as a peer asks) and serves 1,000 records. The ratio big/small is
 // the cost of the filter; issue 10's target is at most 2.
 // Directories go under $PEERKV_BENCH_DIR (default /var/tmp).
-#include <cstdlib>
 #include <memory>
 #include <random>
 #include <string>
@@ -33,11 +32,6 @@ constexpr size_t kTotal = 1'000'000;
 constexpr size_t kMatching = 1'000;
 constexpr size_t kBatch = 10'000;
 
-std::string Base() {
-  const char* base = std::getenv("PEERKV_BENCH_DIR");
-  return base != nullptr && *base != '\0' ? base : "/var/tmp";
-}
-
 struct Fixture {
   std::unique_ptr<bench::ScratchDir> dir;
   std::unique_ptr<Store> store;
@@ -46,7 +40,7 @@ struct Fixture {
 // A store of `total` records, one "blog" record every total/kMatching.
 Fixture Make(size_t total) {
   Fixture f;
-  f.dir = std::make_unique<bench::ScratchDir>(Base());
+  f.dir = std::make_unique<bench::ScratchDir>();
   StoreOptions options;
   options.dir = f.dir->path() + "/db";
   options.sync = false;

@@ -17,7 +17,6 @@
 // disk: a tmpfs would make fsync free and the numbers meaningless).
 
 #include <atomic>
-#include <cstdlib>
 #include <optional>
 #include <random>
 #include <string>
@@ -60,27 +59,6 @@ const std::vector<Record>& Records() {
   return *records;
 }
 
-std::vector<std::vector<Record>> Batches(const std::vector<Record>& records) {
-  std::vector<std::vector<Record>> batches;
-  for (size_t i = 0; i < records.size(); i += kBatch) {
-    batches.emplace_back(records.begin() + i,
-                         records.begin() + std::min(records.size(), i + kBatch));
-  }
-  return batches;
-}
-
-// A fresh directory under $PEERKV_BENCH_DIR (or /var/tmp).
-class BenchDir : public bench::ScratchDir {
- public:
-  BenchDir() : ScratchDir(Base()) {}
-
- private:
-  static std::string Base() {
-    const char* base = std::getenv("PEERKV_BENCH_DIR");
-    return base != nullptr && *base != '\0' ? base : "/var/tmp";
-  }
-};
-
 std::unique_ptr<Store> OpenStore(const std::string& dir, bool detect_conflicts = true) {
   StoreOptions options;
   options.dir = dir;
@@ -108,7 +86,7 @@ void BM_RawLmdbPut(benchmark::State& state) {
   const std::vector<Record>& records = Records();
   for (auto _ : state) {
     state.PauseTiming();
-    BenchDir dir;
+    bench::ScratchDir dir;
     auto raw = std::make_unique<bench::RawLmdb>(dir.path(), size_t{1} << 30);
     state.ResumeTiming();
     raw->Put(records, kBatch);
@@ -120,10 +98,10 @@ void BM_RawLmdbPut(benchmark::State& state) {
 }
 
 void BM_MergeFresh(benchmark::State& state) {
-  const auto batches = Batches(Records());
+  const auto batches = bench::SplitIntoBatches(Records(), kBatch);
   for (auto _ : state) {
     state.PauseTiming();
-    BenchDir dir;
+    bench::ScratchDir dir;
     auto store = OpenStore(dir.path());
     auto input = batches;
     state.ResumeTiming();
@@ -138,17 +116,17 @@ void BM_MergeFresh(benchmark::State& state) {
 // A later write of every key, marked as replacing `mark(old version)`.
 void MergeOverwrite(benchmark::State& state, bool detect,
                     std::optional<Version> (*mark)(const Version&)) {
-  const auto batches = Batches(Records());
+  const auto batches = bench::SplitIntoBatches(Records(), kBatch);
   std::vector<Record> newer = Records();
   for (Record& r : newer) {
     r.replaces = mark(r.version);
     r.version.hlc += kRecords;  // a later write of every key
     r.value[0] ^= 1;
   }
-  const auto newer_batches = Batches(newer);
+  const auto newer_batches = bench::SplitIntoBatches(newer, kBatch);
   for (auto _ : state) {
     state.PauseTiming();
-    BenchDir dir;
+    bench::ScratchDir dir;
     auto store = OpenStore(dir.path(), detect);
     MergeAll(*store, batches, kBatch);
     auto input = newer_batches;
@@ -171,10 +149,10 @@ void BM_MergeOverwriteConcurrent(benchmark::State& state) {
 }
 
 void BM_MergeReplay(benchmark::State& state) {
-  const auto batches = Batches(Records());
+  const auto batches = bench::SplitIntoBatches(Records(), kBatch);
   for (auto _ : state) {
     state.PauseTiming();
-    BenchDir dir;
+    bench::ScratchDir dir;
     auto store = OpenStore(dir.path());
     MergeAll(*store, batches, kBatch);
     auto input = batches;
@@ -190,7 +168,7 @@ void BM_MergeReplay(benchmark::State& state) {
 // Shared by the threads of BM_PutConcurrent. Google Benchmark puts a barrier
 // at the start and at the end of the timed loop, so thread 0 sets the store
 // up before it and closes it after it, while no other thread uses it.
-std::unique_ptr<BenchDir> concurrent_dir;
+std::unique_ptr<bench::ScratchDir> concurrent_dir;
 std::unique_ptr<Store> concurrent_store;
 
 void BM_PutConcurrent(benchmark::State& state) {
@@ -198,7 +176,7 @@ void BM_PutConcurrent(benchmark::State& state) {
   const size_t per_thread = kRecords / state.threads();
   const size_t first = per_thread * state.thread_index();
   if (state.thread_index() == 0) {
-    concurrent_dir = std::make_unique<BenchDir>();
+    concurrent_dir = std::make_unique<bench::ScratchDir>();
     concurrent_store = OpenStore(concurrent_dir->path());
   }
   for (auto _ : state) {

@@ -16,7 +16,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <random>
 #include <set>
@@ -26,6 +25,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "bench/baseline.h"
 #include "common/macros.h"
 #include "replication/reconcile.h"
 #include "store/store.h"
@@ -233,9 +233,7 @@ int Main(int argc, char** argv) {
       g_trace = true;
     }
   }
-  const char* env = std::getenv("PEERKV_BENCH_DIR");
-  const std::string root =
-      std::string(env != nullptr ? env : "/var/tmp") + "/peerkv-reconcile-bench";
+  const std::string root = bench::BenchBase() + "/peerkv-reconcile-bench";
   std::filesystem::remove_all(root);
   std::unique_ptr<Store> a = OpenStore(root + "/a");
   std::unique_ptr<Store> b = OpenStore(root + "/b");

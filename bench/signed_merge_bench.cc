@@ -15,7 +15,6 @@
 //                        gate costs unsigned keyspaces.
 // Every transaction durable (fsync); directories under $PEERKV_BENCH_DIR
 // (default /var/tmp, on disk).
-#include <cstdlib>
 #include <memory>
 #include <random>
 #include <string>
@@ -80,26 +79,6 @@ const std::vector<Record>& Records(bool with_signatures) {
   return records[with_signatures ? 1 : 0];
 }
 
-std::vector<std::vector<Record>> Batches(const std::vector<Record>& records) {
-  std::vector<std::vector<Record>> batches;
-  for (size_t i = 0; i < records.size(); i += kBatch) {
-    batches.emplace_back(records.begin() + i,
-                         records.begin() + std::min(records.size(), i + kBatch));
-  }
-  return batches;
-}
-
-class BenchDir : public bench::ScratchDir {
- public:
-  BenchDir() : ScratchDir(Base()) {}
-
- private:
-  static std::string Base() {
-    const char* base = std::getenv("PEERKV_BENCH_DIR");
-    return base != nullptr && *base != '\0' ? base : "/var/tmp";
-  }
-};
-
 // `gate`: none, or over a keyspace that requires signatures or not.
 enum class Gate { kNone, kUnsignedKeyspace, kSignedKeyspace };
 
@@ -145,10 +124,10 @@ void BM_Ed25519Verify(benchmark::State& state) {
 }
 
 void Merge(benchmark::State& state, bool with_signatures, Gate gate) {
-  const auto batches = Batches(Records(with_signatures));
+  const auto batches = bench::SplitIntoBatches(Records(with_signatures), kBatch);
   for (auto _ : state) {
     state.PauseTiming();
-    BenchDir dir;
+    bench::ScratchDir dir;
     auto store = OpenStore(dir.path(), gate);
     auto input = batches;
     state.ResumeTiming();
