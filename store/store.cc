@@ -434,16 +434,7 @@ absl::StatusOr<Version> Store::Delete(std::string_view keyspace,
 }
 
 absl::StatusOr<std::vector<Version>> Store::Write(std::vector<Mutation> mutations) {
-  absl::Notification finished;
-  absl::StatusOr<std::vector<Version>> result;
-  SubmitWrite(std::move(mutations),
-              [&](absl::StatusOr<std::vector<Version>> r) {
-                result = std::move(r);
-                finished.Notify();
-              },
-              /*wait_for_room=*/true);
-  finished.WaitForNotification();
-  return result;
+  return WriteAndWait(std::move(mutations), /*reserved=*/false);
 }
 
 void Store::WriteAsync(std::vector<Mutation> mutations, WriteCallback done) {
@@ -451,6 +442,11 @@ void Store::WriteAsync(std::vector<Mutation> mutations, WriteCallback done) {
 }
 
 absl::StatusOr<std::vector<Version>> Store::WriteReserved(std::vector<Mutation> mutations) {
+  return WriteAndWait(std::move(mutations), /*reserved=*/true);
+}
+
+absl::StatusOr<std::vector<Version>> Store::WriteAndWait(std::vector<Mutation> mutations,
+                                                         bool reserved) {
   absl::Notification finished;
   absl::StatusOr<std::vector<Version>> result;
   SubmitWrite(std::move(mutations),
@@ -458,7 +454,7 @@ absl::StatusOr<std::vector<Version>> Store::WriteReserved(std::vector<Mutation> 
                 result = std::move(r);
                 finished.Notify();
               },
-              /*wait_for_room=*/true, /*reserved=*/true);
+              /*wait_for_room=*/true, reserved);
   finished.WaitForNotification();
   return result;
 }

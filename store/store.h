@@ -626,6 +626,9 @@ class Store {
   // may be).
   void SubmitWrite(std::vector<Mutation> mutations, WriteCallback done,
                    bool wait_for_room, bool reserved = false);
+  // SubmitWrite, waiting for room and for the commit (Write, WriteReserved).
+  absl::StatusOr<std::vector<Version>> WriteAndWait(std::vector<Mutation> mutations,
+                                                    bool reserved);
   // `bootstrap` set: a snapshot page (LoadSnapshotPage) that writes or
   // clears the bootstrap marker.
   void SubmitMerge(std::vector<Record> batch,
