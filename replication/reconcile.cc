@@ -878,7 +878,9 @@ absl::StatusOr<std::optional<ReconcileRequest>> ReconcileSession::Next(absl::Tim
     fetch_.pop_front();
   }
   size_t bytes = 0;
-  while (!push_.empty() && request.push.size() < kMaxReconcileRecords &&
+  const size_t max_push = std::min({limits_.max_push_records, kMaxReconcileRecords,
+                                    kMaxBatchRecords});
+  while (!push_.empty() && request.push.size() < std::max<size_t>(max_push, 1) &&
          (request.push.empty() || bytes + RecordBytes(push_.front()) <= limits_.max_message_bytes)) {
     bytes += RecordBytes(push_.front());
     request.push.push_back(std::move(push_.front()));

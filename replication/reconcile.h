@@ -45,7 +45,10 @@
 // already knows exactly which records the peer lacks, so sending them costs
 // their bytes alone; a reverse session would pay the whole descent again.
 // The responder merges pushed records with Store::Merge, which validates
-// them and refuses clocks too far ahead as a pull's merge does.
+// them and refuses clocks too far ahead as a pull's merge does, and which
+// refuses a whole batch over kMaxBatchRecords: a request pushes at most
+// ReconcileLimits::max_push_records (that limit) and the rest goes in the
+// next rounds.
 //
 // Bad input. Every message is decoded with limits (DecodeReconcileRequest,
 // DecodeReconcileResponse): an absurd count, depth, prefix, keyspace, key,
@@ -72,6 +75,7 @@
 #include "replication/status.h"
 #include "replication/transport.h"
 #include "store/range_fingerprint.h"
+#include "store/types.h"
 #include "store/version.h"
 
 namespace peerkv {
@@ -114,6 +118,10 @@ struct ReconcileLimits {
   // Bytes of pushed records per request, and of an answer the initiator
   // asks for (the responder lowers it to its own reply budget).
   size_t max_message_bytes = size_t{4} << 20;
+  // Records pushed per request: what the responder merges in one
+  // Store::Merge call, which refuses a bigger batch whole ("merge batch
+  // has N records; the limit is 10000"). More wait for the next rounds.
+  size_t max_push_records = kMaxBatchRecords;
   // Nodes asked for per round.
   size_t max_nodes = kMaxReconcileNodes;
 };

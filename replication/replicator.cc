@@ -1553,6 +1553,24 @@ void Replicator::ReconcileRound() {
   Post([this] { ReconcileRound(); }, options_.reconcile_interval);
 }
 
+// "Nothing behind" on the peer's side too: the watermarks it last said it
+// holds (its pull requests carry them; Store::AcknowledgedPeers) cover
+// ours. A peer still pulling our log claims ours only once it reaches the
+// end; until then its store differs from ours for that plain reason, and
+// a session would push it what its pull is bringing anyway (a source
+// whose new replica pulled 1,000,000 records pushed it 640,000 more
+// through 64 rounds of reconcile). A friend's device sends no watermarks:
+// not checked.
+bool Replicator::PeerHoldsAllWeHold(const Peer& peer) const {
+  if (peer.info.readable != nullptr) return true;
+  const Watermarks ours = store_->GetWatermarks();
+  for (const auto& [id, held] : store_->AcknowledgedPeers()) {
+    if (id != peer.info.replica_id) continue;
+    return held.Dominates(ours);
+  }
+  return false;
+}
+
 void Replicator::NoteForReconcile(Peer& peer, const PullResponse& response,
                                   const PeerCheckpoint& from) {
   PEERKV_CHECK(executor_->IsCurrent());
@@ -1573,7 +1591,7 @@ void Replicator::NoteForReconcile(Peer& peer, const PullResponse& response,
     absl::StatusOr<rbsr::Fingerprint> mine =
         peer.info.readable == nullptr ? StoreFingerprint(*store_)
                                       : StoreFingerprint(*store_, *peer.info.readable);
-    if (mine.ok() && *mine != *response.store_fingerprint) {
+    if (mine.ok() && *mine != *response.store_fingerprint && PeerHoldsAllWeHold(peer)) {
       // Twice in a row: a write on either side in flight explains one.
       if (++peer.fingerprint_mismatches >= 2 && peer.reconcile_why.empty() &&
           executor_->Now() - peer.last_reconcile_start >= options_.reconcile_min_gap) {

@@ -336,6 +336,8 @@ class Replicator final : public LinkEvents {
   void RunNextReconcile();
   void ReconcileStep();
   void OnReconcileAnswer(uint64_t job, absl::StatusOr<std::string> answer);
+  // Whether `peer` last acknowledged holding all our watermarks cover.
+  bool PeerHoldsAllWeHold(const Peer& peer) const;
   void FinishReconcile(absl::StatusOr<ReconcileReport> result);
   void ReconcileRound();
   // After a page from `peer` merged: the triggers (see reconcile_interval).

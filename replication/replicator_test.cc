@@ -15,6 +15,7 @@
 #include <map>
 #include <set>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
@@ -1001,28 +1002,45 @@ TEST_F(ReplicatorTest, APeerWhoseLogStartedOverIsReconciledWith) {
 }
 
 // Whole-store fingerprints that differ after two caught-up pulls in a row
-// start a session; with the interval at zero they do not.
+// start a session once the peer said it holds all we hold (the watermarks
+// its pulls carry cover ours); with the interval at zero they do not. A
+// peer that has not (it is still pulling our log) is not reconciled with:
+// its pull brings it what a session would push.
 TEST_F(ReplicatorTest, FingerprintsThatDifferWithNothingBehindStartASession) {
-  for (const absl::Duration interval : {absl::ZeroDuration(), absl::Hours(1)}) {
-    SCOPED_TRACE(absl::FormatDuration(interval));
-    TearDown();
-    replicator_.reset();
-    StartReplicator(ReplicatorOptions{.reconcile_interval = interval});
-    replicator_->OnInboundLink(1, PeerInfo{.replica_id = 1, .incarnation = kIncarnation});
-    Advance(absl::Milliseconds(1));
-    rbsr::Fingerprint other;
-    other.count = 12345;
-    for (uint64_t seq = 1; seq <= 2; ++seq) {
-      if (seq > 1) {
-        replicator_->OnNudged(1, Watermarks{});
+  int run = 0;
+  for (const bool peer_holds_ours : {false, true}) {
+    for (const absl::Duration interval : {absl::ZeroDuration(), absl::Hours(1)}) {
+      SCOPED_TRACE(absl::StrCat(absl::FormatDuration(interval), " holds ours ", peer_holds_ours));
+      TearDown();
+      replicator_.reset();
+      // A store of its own: a checkpoint left by the run before would be
+      // "beyond the peer's log", another reason to reconcile.
+      StoreOptions options;
+      options.dir = dir_.Sub(absl::StrCat("run", ++run));
+      absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
+      ASSERT_THAT(store, IsOk());
+      store_ = std::move(*store);
+      ASSERT_THAT(store_->Put("ks", "ours", "v"), IsOk());
+      StartReplicator(ReplicatorOptions{.reconcile_interval = interval});
+      replicator_->OnInboundLink(1, PeerInfo{.replica_id = 1, .incarnation = kIncarnation});
+      // What peer 1's pull requests last said it holds.
+      store_->NotePeerHolds(1, peer_holds_ours ? store_->GetWatermarks() : Watermarks{});
+      Advance(absl::Milliseconds(1));
+      rbsr::Fingerprint other;
+      other.count = 12345;
+      for (uint64_t seq = 1; seq <= 2; ++seq) {
+        if (seq > 1) {
+          replicator_->OnNudged(1, Watermarks{});
+          Advance(absl::Milliseconds(1));
+        }
+        PullResponse page = PageOf(kIncarnation, seq - 1, seq - 1);
+        page.store_fingerprint = other;
+        Answer(transport_, std::move(page));
         Advance(absl::Milliseconds(1));
       }
-      PullResponse page = PageOf(kIncarnation, seq - 1, seq - 1);
-      page.store_fingerprint = other;
-      Answer(transport_, std::move(page));
-      Advance(absl::Milliseconds(1));
+      EXPECT_EQ(replicator_->Counters().reconciles,
+                interval > absl::ZeroDuration() && peer_holds_ours ? 1u : 0u);
     }
-    EXPECT_EQ(replicator_->Counters().reconciles, interval > absl::ZeroDuration() ? 1u : 0u);
   }
 }
 

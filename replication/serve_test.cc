@@ -227,3 +227,71 @@ TEST_F(FilteredServeTest, AWholeReconcileSessionSeesOnlyReadableKeyspaces) {
 
 }  // namespace
 }  // namespace peerkv::replication
+
+namespace peerkv::replication {
+namespace {
+
+// A session that pushes more than one Store::Merge takes (kMaxBatchRecords)
+// between two real stores: each request's push is merged by the
+// responder's Store::Merge, as the replica service does, and every one of
+// them must be taken. Before, a request pushed up to kMaxReconcileRecords
+// (20,000) and the responder refused it whole ("merge batch has 20000
+// records; the limit is 10000"), so the session failed every time.
+TEST(ReconcilePushTest, APushOverOneMergeBatchIsSplitAndEveryPartMerged) {
+  testing::TempDir dir;
+  ManualWallClock wall{kT0};
+  auto open = [&](const std::string& name) {
+    StoreOptions options;
+    options.dir = dir.Sub(name);
+    options.wall_clock = &wall;
+    options.sync = false;
+    options.scrub_at_open = false;
+    absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
+    EXPECT_THAT(store, IsOk());
+    return store.ok() ? std::move(*store) : nullptr;
+  };
+  std::unique_ptr<Store> initiator = open("a");
+  std::unique_ptr<Store> responder = open("b");
+  ASSERT_NE(initiator, nullptr);
+  ASSERT_NE(responder, nullptr);
+  const size_t n = kMaxBatchRecords + kMaxBatchRecords / 2;
+  for (size_t i = 0; i < n;) {
+    std::vector<Mutation> batch;
+    for (; i < n && batch.size() < 1000; ++i) {
+      batch.push_back(Mutation{"ks", absl::StrCat("k", i), "v"});
+    }
+    ASSERT_THAT(initiator->Write(std::move(batch)), IsOk());
+  }
+  std::unique_ptr<ReconcileSource> local = StoreReconcileSource(*initiator);
+  std::unique_ptr<ReconcileSource> remote = StoreReconcileSource(*responder);
+  ReconcileSession session(*local);
+  size_t pushes = 0;
+  int rounds = 0;
+  for (; rounds < 100; ++rounds) {
+    absl::StatusOr<std::optional<ReconcileRequest>> next = session.Next();
+    ASSERT_THAT(next, IsOk());
+    if (!next->has_value()) break;
+    const std::string sent = EncodeReconcileRequest(**next);
+    absl::StatusOr<ReconcileRequest> received = DecodeReconcileRequest(sent, kMaxValueBytes);
+    ASSERT_THAT(received, IsOk());
+    if (!received->push.empty()) {
+      ++pushes;
+      absl::StatusOr<MergeResult> merged = responder->Merge(std::move(received->push));
+      ASSERT_THAT(merged, IsOk());
+      received->push.clear();
+    }
+    absl::StatusOr<ReconcileResponse> answer = ServeReconcile(*remote, *received, 1 << 20);
+    ASSERT_THAT(answer, IsOk());
+    const std::string bytes = EncodeReconcileResponse(*answer);
+    absl::StatusOr<std::vector<Record>> fetched = session.OnResponse(*answer, bytes.size());
+    ASSERT_THAT(fetched, IsOk());
+    EXPECT_TRUE(fetched->empty());
+  }
+  ASSERT_LT(rounds, 100);
+  EXPECT_TRUE(session.report().in_sync) << session.report().incomplete;
+  EXPECT_GE(pushes, 2u);  // 15,000 records: at least two merges
+  EXPECT_EQ(responder->fingerprint(), initiator->fingerprint());
+}
+
+}  // namespace
+}  // namespace peerkv::replication

@@ -552,6 +552,26 @@ class Store {
   absl::StatusOr<uint64_t> CollectAllTombstones();
   static constexpr size_t kMaxAcknowledgedPeers = 4096;
 
+  // Pages back after a large deletion (store/tombstones.cc; README
+  // "Tombstone collection"). Deleting most entries of a B-tree leaves its
+  // leaves mostly empty, and LMDB merges a leaf only below a quarter full,
+  // so the survivors stay spread over the pages the whole set needed. A
+  // repack compacts the log (CompactLog), then rewrites `records`, `log`
+  // and `ks_changes` densely: each, in one write transaction of its own,
+  // is copied in key order into a scratch database (MDB_APPEND fills every
+  // leaf), emptied, copied back the same way, and the scratch dropped; the
+  // old pages go to LMDB's free list, where later writes reuse them. The
+  // contents do not change. Runs on the writer, alone; costs a copy of
+  // the three tables twice. Done by itself at the end of a collection
+  // pass that collected at least kRepackMinCollected tombstones and at
+  // least as many as the store still holds (it at least halved the store).
+  struct RepackResult {
+    uint64_t log_entries_compacted = 0;
+    uint64_t entries_copied = 0;
+  };
+  absl::StatusOr<RepackResult> Repack();
+  static constexpr uint64_t kRepackMinCollected = 10'000;
+
  private:
   using WriteRequest = writer::WriteRequest;
   using Group = std::vector<std::unique_ptr<WriteRequest>>;
@@ -879,6 +899,11 @@ class Store {
   std::atomic<uint64_t> tombstones_held_by_{0};
   std::atomic<uint64_t> tombstones_held_by_count_{0};
   std::string collect_from_key_;
+  // Tombstones the collection pass under way has collected (writer).
+  uint64_t pass_collected_ = 0;
+  std::atomic<uint64_t> repacks_{0};
+  absl::StatusOr<RepackResult> RepackOnWriter();
+  absl::StatusOr<uint64_t> RepackTable(MDB_dbi dbi, const char* name);
   uint64_t pass_held_ = 0;
   absl::flat_hash_map<uint64_t, uint64_t> pass_held_by_;
   absl::Mutex collector_mu_;

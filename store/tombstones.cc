@@ -469,7 +469,20 @@ absl::Status Store::CollectStep(size_t max_examined, CollectResult& result) {
     tombstones_collected_ += result.collected;
   }
   collect_from_key_ = result.reached_end ? std::string() : last_key;
+  if (result.began_pass) pass_collected_ = 0;
+  pass_collected_ += result.collected;
   if (result.reached_end) {
+    const uint64_t held = live_records_.load() + tombstones_.load();
+    if (pass_collected_ >= kRepackMinCollected && pass_collected_ >= held) {
+      // The pass at least halved the store: its trees are mostly empty
+      // leaves now (see Repack).
+      absl::StatusOr<RepackResult> repacked = RepackOnWriter();
+      if (!repacked.ok()) {
+        Log(absl::StrCat("peerkv: repacking the tables after collecting ", pass_collected_,
+                         " tombstones failed: ", repacked.status().ToString()));
+      }
+    }
+    pass_collected_ = 0;
     tombstones_held_ = pass_held_;
     uint64_t by = 0, most = 0;
     for (const auto& [peer, count] : pass_held_by_) {
@@ -482,6 +495,90 @@ absl::Status Store::CollectStep(size_t max_examined, CollectResult& result) {
     tombstones_held_by_count_ = most;
   }
   return absl::OkStatus();
+}
+
+namespace {
+// Log entries examined per compaction step of a repack, and attempts at a
+// table's copy that may run out of map (each grows it).
+constexpr size_t kRepackCompactionStep = 8192;
+constexpr int kRepackMaxMapGrowth = 64;
+}  // namespace
+
+absl::StatusOr<Store::RepackResult> Store::Repack() {
+  absl::StatusOr<RepackResult> result;
+  PEERKV_RETURN_IF_ERROR(RunOnWriter([&] {
+    result = RepackOnWriter();
+    return result.status();
+  }));
+  return result;
+}
+
+absl::StatusOr<Store::RepackResult> Store::RepackOnWriter() {
+  PEERKV_CHECK(OnWriterThread());
+  RepackResult result;
+  // The log first: superseded entries are not worth copying.
+  compact_from_seq_ = 0;
+  bool reached_end = false;
+  for (int steps = 0; steps < (1 << 30) && !reached_end; ++steps) {
+    PEERKV_ASSIGN_OR_RETURN(const uint64_t removed,
+                            CompactStep(kRepackCompactionStep, &reached_end));
+    result.log_entries_compacted += removed;
+  }
+  for (const auto& [dbi, name] : {std::pair<MDB_dbi, const char*>{records_dbi_, "records"},
+                                  {log_dbi_, "log"},
+                                  {change_index_dbi_, "ks_changes"}}) {
+    PEERKV_ASSIGN_OR_RETURN(const uint64_t copied, RepackTable(dbi, name));
+    result.entries_copied += copied;
+  }
+  ++repacks_;
+  return result;
+}
+
+absl::StatusOr<uint64_t> Store::RepackTable(MDB_dbi dbi, const char* name) {
+  PEERKV_CHECK(OnWriterThread());
+  // Every entry is copied in key order with MDB_APPEND (LMDB then splits a
+  // full leaf by starting an empty one: every leaf but the last is full).
+  auto copy = [](MDB_txn* txn, MDB_dbi from, MDB_dbi to, const std::string& what,
+                 uint64_t* n) -> absl::Status {
+    lmdb::Cursor cursor;
+    PEERKV_RETURN_IF_ERROR(cursor.Open(txn, from));
+    MDB_val k, v;
+    int rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_FIRST);
+    for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cursor.get(), &k, &v, MDB_NEXT)) {
+      PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_put(txn, to, &k, &v, MDB_APPEND), what));
+      ++*n;
+    }
+    if (rc != MDB_NOTFOUND) return lmdb::Error(rc, what);
+    return absl::OkStatus();
+  };
+  // Bounded: each attempt that runs out of map grows it (GrowMap refuses
+  // beyond max_map_bytes).
+  for (int attempt = 0;; ++attempt) {
+    uint64_t copied = 0;
+    lmdb::Txn txn;
+    PEERKV_RETURN_IF_ERROR(txn.Begin(env_, 0));
+    MDB_dbi scratch = 0;
+    absl::Status status = lmdb::Error(mdb_dbi_open(txn.get(), "repack", MDB_CREATE, &scratch),
+                                      "open database repack");
+    // A scratch left by a crash mid-repack was never committed: empty.
+    if (status.ok()) status = lmdb::Error(mdb_drop(txn.get(), scratch, 0), "empty repack");
+    if (status.ok()) status = copy(txn.get(), dbi, scratch, absl::StrCat("repack ", name), &copied);
+    if (status.ok()) status = lmdb::Error(mdb_drop(txn.get(), dbi, 0), absl::StrCat("empty ", name));
+    uint64_t back = 0;
+    if (status.ok()) {
+      status = copy(txn.get(), scratch, dbi, absl::StrCat("repack back into ", name), &back);
+    }
+    if (status.ok() && back != copied) {
+      status = absl::InternalError(absl::StrFormat(
+          "repack of %s copied %d entries out and %d back", name, copied, back));
+    }
+    if (status.ok()) status = lmdb::Error(mdb_drop(txn.get(), scratch, 1), "drop repack");
+    if (status.ok()) status = txn.Commit();
+    if (status.ok()) return copied;
+    txn.Abort();
+    if (!lmdb::IsMapFull(status) || attempt == kRepackMaxMapGrowth) return status;
+    PEERKV_RETURN_IF_ERROR(GrowMap(0));
+  }
 }
 
 void Store::CollectorLoop() {
