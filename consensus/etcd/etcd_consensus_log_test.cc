@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <thread>
@@ -320,13 +321,16 @@ TEST_F(EtcdConsensusLogTest, SharedTxnsOfOneLogLoseNothingAndReadAfterKeepsRevis
   for (const auto& [position, n] : per_position) shared = std::max(shared, n);
   EXPECT_GT(shared, 1) << "no two concurrent proposals shared a txn";
 
-  // Pages of 3: each ends with the whole of its last revision.
+  // Pages of 3, up to the last commit: each ends with the whole of its
+  // last revision.
+  uint64_t last = 0;
+  for (const auto& [key, r] : committed) last = std::max(last, r.committed.position);
   std::map<std::string, Committed> folded;
   uint64_t at = 0;
-  for (int page = 0; page < 1000; ++page) {
-    auto got = log_->ReadAfter(at, 3, absl::Milliseconds(300));
+  for (int page = 0; page < 1000 && at < last; ++page) {
+    auto got = log_->ReadAfter(at, 3, kTimeout);
     ASSERT_TRUE(got.ok()) << got.status();
-    if (got->empty()) break;
+    ASSERT_FALSE(got->empty()) << "nothing after " << at << " of " << last;
     for (const Committed& c : *got) {
       EXPECT_GT(c.position, at);
       folded[c.record.key] = c;
@@ -455,19 +459,22 @@ TEST_F(EtcdConsensusLogTest, KilledEtcdIsUnavailableWithinTwoSecondsAndRestartHe
 }
 
 TEST_F(EtcdConsensusLogTest, TheLogIdentityOutlivesARestartButNotARecreation) {
+  // Long enough for the marker txn and a watch on a loaded machine (100 ms
+  // failed there at load 30); with nothing new a ReadAfter waits it out.
+  constexpr absl::Duration kFollowWait = absl::Milliseconds(700);
   // Read the marker on every ReadAfter (the default trusts it for 1 s).
   auto created = EtcdConsensusLog::Create(
       {.url = etcd_->client_url(), .identity_recheck = absl::ZeroDuration()});
   ASSERT_TRUE(created.ok());
   log_ = *std::move(created);
   EXPECT_EQ(log_->LogIdentity(), "");  // nothing asked yet
-  ASSERT_TRUE(log_->ReadAfter(0, 10, absl::Milliseconds(100)).ok());
+  ASSERT_TRUE(log_->ReadAfter(0, 10, kFollowWait).ok());
   const std::string first = log_->LogIdentity();
   EXPECT_THAT(first, ::testing::StartsWith("etcd log "));
   // A second follower of the same etcd (another replica) sees the same log.
   auto other = EtcdConsensusLog::Create({etcd_->client_url()});
   ASSERT_TRUE(other.ok());
-  ASSERT_TRUE((*other)->ReadAfter(0, 10, absl::Milliseconds(100)).ok());
+  ASSERT_TRUE((*other)->ReadAfter(0, 10, kFollowWait).ok());
   EXPECT_EQ((*other)->LogIdentity(), first);
   // The marker key is not a record: ReadAfter returns none.
   auto none = log_->ReadAfter(0, 10, absl::Milliseconds(100));
@@ -476,13 +483,13 @@ TEST_F(EtcdConsensusLogTest, TheLogIdentityOutlivesARestartButNotARecreation) {
 
   ASSERT_TRUE(etcd_->Restart().ok()) << etcd_->Log();
   (void)log_->ReadAfter(0, 10, absl::Milliseconds(100));  // may meet the restart
-  ASSERT_TRUE(log_->ReadAfter(0, 10, absl::Milliseconds(100)).ok());
+  ASSERT_TRUE(log_->ReadAfter(0, 10, kFollowWait).ok());
   EXPECT_EQ(log_->LogIdentity(), first);
 
   // Recreated from nothing, same names and ports: a different log.
   ASSERT_TRUE(etcd_->RecreateEmpty().ok()) << etcd_->Log();
   (void)log_->ReadAfter(0, 10, absl::Milliseconds(100));
-  ASSERT_TRUE(log_->ReadAfter(0, 10, absl::Milliseconds(100)).ok());
+  ASSERT_TRUE(log_->ReadAfter(0, 10, kFollowWait).ok());
   EXPECT_THAT(log_->LogIdentity(), ::testing::StartsWith("etcd log "));
   EXPECT_NE(log_->LogIdentity(), first);
 }
