@@ -325,6 +325,7 @@ TEST_F(EtcdConsensusLogTest, SharedTxnsOfOneLogLoseNothingAndReadAfterKeepsRevis
   // last revision.
   uint64_t last = 0;
   for (const auto& [key, r] : committed) last = std::max(last, r.committed.position);
+  last = std::max(last, (*read)->position);
   std::map<std::string, Committed> folded;
   uint64_t at = 0;
   for (int page = 0; page < 1000 && at < last; ++page) {
