@@ -8,6 +8,7 @@
 #define PEERKV_AUTH_ACCESS_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -58,6 +59,13 @@ class Access {
   virtual bool MayWriteAt(const Principal& who, std::string_view ks, uint64_t hlc) const {
     (void)hlc;
     return MayWrite(who, ks);
+  }
+  // The signer of `ks`'s policy, its owner; nullopt when it has none (then
+  // it is the local user's). Only the owner may switch a keyspace's mode
+  // (README "Strong keyspaces").
+  virtual std::optional<PublicKey> OwnerOf(std::string_view ks) const {
+    (void)ks;
+    return std::nullopt;
   }
 };
 

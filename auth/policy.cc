@@ -637,6 +637,12 @@ std::optional<Policy> StoreAccess::PolicyOf(std::string_view ks) const {
   return it->second;
 }
 
+std::optional<PublicKey> StoreAccess::OwnerOf(std::string_view ks) const {
+  std::optional<Policy> policy = PolicyOf(ks);
+  if (!policy.has_value()) return std::nullopt;
+  return policy->owner;
+}
+
 bool StoreAccess::IsMember(const PublicKey& owner, std::string_view name,
                            const PublicKey& user) const {
   std::shared_ptr<const Snapshot> s = Current();

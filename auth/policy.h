@@ -157,6 +157,7 @@ class StoreAccess final : public Access {
 
   // The policy of `ks`, if it has a valid one.
   std::optional<Policy> PolicyOf(std::string_view ks) const;
+  std::optional<PublicKey> OwnerOf(std::string_view ks) const override;
   // Whether `user` is in group `name` of `owner` (through nested groups, at
   // most kMaxGroupDepth deep; a cycle is "not a member").
   bool IsMember(const PublicKey& owner, std::string_view name, const PublicKey& user) const;

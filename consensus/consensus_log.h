@@ -48,7 +48,9 @@ struct Proposal {
 // A committed write. `record.version` is the version the commit assigned;
 // `record.seq` is unused (0).
 struct Committed {
-  // The commit's position in the log: strictly increasing across all keys.
+  // The commit's position in the log: non-decreasing across all keys, in
+  // commit order. Writes committed together (one etcd txn) share one, and
+  // ReadAfter returns all of them or none.
   uint64_t position = 0;
   Record record;
 };
@@ -95,8 +97,9 @@ class ConsensusLog {
       absl::Duration timeout) = 0;
 
   // Committed writes with position > `after`, in position order, at most
-  // `max_writes`. A key written several times since `after` may appear only
-  // with its last write (registers need only the latest). Waits up to
+  // `max_writes` (or more, to end with the whole of the last position). A
+  // key written several times since `after` may appear only with its last
+  // write (registers need only the latest). Waits up to
   // `timeout` for at least one; an empty result means none came.
   virtual absl::StatusOr<std::vector<Committed>> ReadAfter(
       uint64_t after, size_t max_writes, absl::Duration timeout) = 0;

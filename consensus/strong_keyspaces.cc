@@ -573,9 +573,17 @@ void StrongKeyspaces::Follow() {
     if (LogWasRecreated()) continue;
     absl::Status status = batch.status();
     if (batch.ok() && !batch->empty()) {
+      // Most were merged already by the Write that proposed them: merging
+      // them again would cost the store's single writer a group for
+      // nothing (it would keep the register as it is).
       std::vector<Record> records;
       records.reserve(batch->size());
-      for (const Committed& c : *batch) records.push_back(c.record);
+      for (const Committed& c : *batch) {
+        absl::StatusOr<std::optional<Record>> held =
+            store_->Get(c.record.keyspace, c.record.key);
+        if (held.ok() && held->has_value() && (*held)->version >= c.record.version) continue;
+        records.push_back(c.record);
+      }
       status = Apply(std::move(records));
     }
     if (!status.ok()) {

@@ -614,6 +614,11 @@ class KvImpl final : public wire::Kv::Server {
     }
     auto params = context.getParams();
     const std::string keyspace = ToString(params.getKeyspace());
+    // The mode belongs to the keyspace's owner (README "Strong keyspaces").
+    if (absl::Status owner = MaySwitchMode(keyspace); !owner.ok()) {
+      Fail("setMode", owner, context.getResults().initError());
+      return kj::READY_NOW;
+    }
     absl::StatusOr<consensus::Mode> mode = consensus::ParseMode(ToString(params.getMode()), "mode");
     if (!mode.ok() || strong() == nullptr) {
       Fail("setMode", mode.ok() ? NoStrong() : mode.status(), context.getResults().initError());
@@ -889,6 +894,17 @@ class KvImpl final : public wire::Kv::Server {
     return absl::PermissionDeniedError(absl::StrFormat(
         "user %s may not call %s: it is for the owner's devices", auth::UserId(who_.user),
         method));
+  }
+  // Only the owner of a keyspace (the signer of its policy; without a
+  // policy, the local user) may switch its mode.
+  absl::Status MaySwitchMode(std::string_view keyspace) const {
+    if (access_ == nullptr) return absl::OkStatus();
+    std::optional<auth::PublicKey> owner = access_->OwnerOf(keyspace);
+    if (!owner.has_value() || *owner == who_.user) return absl::OkStatus();
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "keyspace '%s' is owned by user %s (its policy is signed by that user); only its "
+        "owner may switch its mode, and user %s is not its owner",
+        keyspace, auth::UserId(*owner), auth::UserId(who_.user)));
   }
   absl::Status NeedIdentity() const {
     if (loop_.options().identity != nullptr) return absl::OkStatus();

@@ -290,34 +290,24 @@ absl::StatusOr<ProposeResult> EtcdConsensusLog::Propose(const Proposal& proposal
           absl::StrCat(name_, ": the key's clock is at its maximum; no later version exists"));
     }
     const Version version{hlc + 1, proposal.origin};
-    const std::string compare =
+    PendingPut op;
+    op.etcd_key = etcd_key;
+    op.deadline = deadline;
+    if (current.has_value()) op.expect = current->position;
+    op.compare =
         current.has_value()
             ? absl::StrCat("{\"target\":\"MOD\",\"key\":", B64(etcd_key), ",\"mod_revision\":\"",
                            current->position, "\"}")
             : absl::StrCat("{\"target\":\"CREATE\",\"key\":", B64(etcd_key),
                            ",\"create_revision\":\"0\"}");
-    const std::string body = absl::StrCat(
-        "{\"compare\":[", compare, "],\"success\":[{\"request_put\":{\"key\":", B64(etcd_key),
-        ",\"value\":", B64(EncodeValue(version, proposal.value)),
-        "}}],\"failure\":[{\"request_range\":{\"key\":", B64(etcd_key), "}}]}");
-    PEERKV_ASSIGN_OR_RETURN(JsonValue answer, Call("/v3/kv/txn", body, deadline, false));
-    const JsonValue* succeeded = answer.Find("succeeded");
-    if (succeeded != nullptr && succeeded->type != JsonValue::Type::kBool) {
-      return Malformed(name_, "txn answer", absl::InvalidArgumentError("succeeded is not a bool"));
-    }
-    if (succeeded != nullptr && succeeded->boolean) {
-      const JsonValue* header = answer.Find("header");
-      absl::StatusOr<uint64_t> revision =
-          header == nullptr ? absl::StatusOr<uint64_t>(0)
-                            : json::JsonUint(*header, "revision", "header");
-      if (!revision.ok()) return Malformed(name_, "txn answer", revision.status());
-      if (*revision == 0) {
-        return Malformed(name_, "txn answer",
-                         absl::InvalidArgumentError("header.revision missing or 0"));
-      }
+    op.put = absl::StrCat("{\"request_put\":{\"key\":", B64(etcd_key),
+                          ",\"value\":", B64(EncodeValue(version, proposal.value)), "}}");
+    CommitPut(&op);
+    PEERKV_RETURN_IF_ERROR(op.status);
+    if (op.committed) {
       ProposeResult result;
       result.applied = true;
-      result.committed.position = *revision;
+      result.committed.position = op.revision;
       result.committed.record.keyspace = proposal.keyspace;
       result.committed.record.key = proposal.key;
       result.committed.record.version = version;
@@ -327,33 +317,169 @@ absl::StatusOr<ProposeResult> EtcdConsensusLog::Propose(const Proposal& proposal
       return result;
     }
     // Lost the race: the failure branch's range says what won.
-    const JsonValue* responses = answer.Find("responses");
-    const JsonValue* range = nullptr;
-    if (responses != nullptr && responses->type == JsonValue::Type::kArray &&
-        responses->array.size() == 1) {
-      range = responses->array[0].Find("response_range");
-    }
-    if (range == nullptr) {
-      return Malformed(name_, "txn answer",
-                       absl::InvalidArgumentError(
-                           "a failed txn without exactly one response_range in responses"));
-    }
-    const JsonValue* kvs = range->Find("kvs");
-    if (kvs == nullptr || (kvs->type == JsonValue::Type::kArray && kvs->array.empty())) {
-      current.reset();
-    } else if (kvs->type != JsonValue::Type::kArray || kvs->array.size() != 1) {
-      return Malformed(name_, "txn answer",
-                       absl::InvalidArgumentError("kvs is not an array of at most one kv"));
-    } else {
-      PEERKV_ASSIGN_OR_RETURN(Committed won, DecodeKv(kvs->array[0], "txn answer"));
-      current = std::move(won);
-    }
+    current = std::move(op.current);
     authoritative = true;
     Remember(etcd_key, current);
   }
   return absl::AbortedError(absl::StrCat(name_, ": lost the race for key '",
                                          absl::CHexEscape(proposal.key.substr(0, 100)), "' ",
                                          kMaxRaceRetries + 1, " times; retry"));
+}
+
+void EtcdConsensusLog::CommitPut(PendingPut* op) {
+  batch_mu_.Lock();
+  queue_.push_back(op);
+  auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(batch_mu_) {
+    return op->done || (inflight_ < kMaxInflightTxns && !queue_.empty());
+  };
+  bool past_deadline = false;
+  while (!op->done) {
+    if (past_deadline) {
+      // In a txn: done by that txn's deadline, the latest of its ops'.
+      batch_mu_.Await(absl::Condition(&ready));
+    } else if (!batch_mu_.AwaitWithDeadline(absl::Condition(&ready), op->deadline)) {
+      past_deadline = true;
+      // Still queued: it never reached etcd.
+      auto it = std::find(queue_.begin(), queue_.end(), op);
+      if (it != queue_.end()) {
+        queue_.erase(it);
+        op->status = absl::UnavailableError(absl::StrCat(
+            name_, " is unreachable: no proposal txn came back before the deadline"));
+        op->done = true;
+        break;
+      }
+      continue;
+    }
+    if (op->done) break;
+    // A slot is free: send what waits, oldest first.
+    std::vector<PendingPut*> batch;
+    std::set<absl::string_view> keys;
+    size_t bytes = 0;
+    for (auto it = queue_.begin(); it != queue_.end() && batch.size() < kMaxTxnOps;) {
+      PendingPut* next = *it;
+      const size_t size = next->compare.size() + next->put.size() + next->etcd_key.size() * 2;
+      if (!batch.empty() && bytes + size > kMaxTxnBytes) break;
+      // etcd refuses a txn that puts one key twice: the later one waits.
+      if (!keys.insert(next->etcd_key).second) {
+        ++it;
+        continue;
+      }
+      bytes += size;
+      batch.push_back(next);
+      it = queue_.erase(it);
+    }
+    ++inflight_;
+    batch_mu_.Unlock();
+    RunTxn(batch);
+    batch_mu_.Lock();
+    --inflight_;
+  }
+  batch_mu_.Unlock();
+}
+
+void EtcdConsensusLog::RunTxn(std::vector<PendingPut*>& batch) {
+  absl::Time deadline = absl::InfinitePast();
+  std::string compares, puts, ranges;
+  for (PendingPut* op : batch) {
+    deadline = std::max(deadline, op->deadline);
+    if (!compares.empty()) {
+      compares.push_back(',');
+      puts.push_back(',');
+      ranges.push_back(',');
+    }
+    compares.append(op->compare);
+    puts.append(op->put);
+    absl::StrAppend(&ranges, "{\"request_range\":{\"key\":", B64(op->etcd_key), "}}");
+  }
+  const std::string body = absl::StrCat("{\"compare\":[", compares, "],\"success\":[", puts,
+                                        "],\"failure\":[", ranges, "]}");
+  // What each op gets, decided outside the lock; `again`: its compare held
+  // in a txn that failed on another's.
+  struct Outcome {
+    absl::Status status;
+    bool committed = false, again = false;
+    uint64_t revision = 0;
+    std::optional<Committed> current;
+  };
+  std::vector<Outcome> outcomes(batch.size());
+  auto fail_all = [&](const absl::Status& status) {
+    for (Outcome& o : outcomes) o.status = status;
+  };
+  absl::StatusOr<JsonValue> answer = Call("/v3/kv/txn", body, deadline, false);
+  if (!answer.ok()) {
+    fail_all(answer.status());
+  } else if (const JsonValue* succeeded = answer->Find("succeeded");
+             succeeded != nullptr && succeeded->type != JsonValue::Type::kBool) {
+    fail_all(Malformed(name_, "txn answer", absl::InvalidArgumentError("succeeded is not a bool")));
+  } else if (succeeded != nullptr && succeeded->boolean) {
+    const JsonValue* header = answer->Find("header");
+    absl::StatusOr<uint64_t> revision = header == nullptr
+                                            ? absl::StatusOr<uint64_t>(0)
+                                            : json::JsonUint(*header, "revision", "header");
+    if (!revision.ok()) {
+      fail_all(Malformed(name_, "txn answer", revision.status()));
+    } else if (*revision == 0) {
+      fail_all(Malformed(name_, "txn answer",
+                         absl::InvalidArgumentError("header.revision missing or 0")));
+    } else {
+      for (Outcome& o : outcomes) {
+        o.committed = true;
+        o.revision = *revision;
+      }
+    }
+  } else {
+    // The failure branch: one range per op, in order.
+    const JsonValue* responses = answer->Find("responses");
+    if (responses == nullptr || responses->type != JsonValue::Type::kArray ||
+        responses->array.size() != batch.size()) {
+      fail_all(Malformed(name_, "txn answer",
+                         absl::InvalidArgumentError(absl::StrCat(
+                             "a failed txn of ", batch.size(),
+                             " compares without as many entries in responses"))));
+    } else {
+      for (size_t i = 0; i < batch.size(); ++i) {
+        Outcome& o = outcomes[i];
+        const JsonValue* range = responses->array[i].Find("response_range");
+        const JsonValue* kvs = range == nullptr ? nullptr : range->Find("kvs");
+        if (range == nullptr) {
+          o.status = Malformed(name_, "txn answer",
+                               absl::InvalidArgumentError("a response without response_range"));
+        } else if (kvs == nullptr ||
+                   (kvs->type == JsonValue::Type::kArray && kvs->array.empty())) {
+          o.current.reset();
+        } else if (kvs->type != JsonValue::Type::kArray || kvs->array.size() != 1) {
+          o.status = Malformed(name_, "txn answer",
+                               absl::InvalidArgumentError("kvs is not an array of at most one kv"));
+        } else {
+          absl::StatusOr<Committed> won = DecodeKv(kvs->array[0], "txn answer");
+          if (won.ok()) {
+            o.current = *std::move(won);
+          } else {
+            o.status = won.status();
+          }
+        }
+        if (!o.status.ok()) continue;
+        const std::optional<uint64_t> now =
+            o.current.has_value() ? std::optional<uint64_t>(o.current->position) : std::nullopt;
+        // Its compare held: another op's failed the txn; it goes again.
+        o.again = now == batch[i]->expect;
+      }
+    }
+  }
+  absl::MutexLock lock(&batch_mu_);
+  for (size_t i = batch.size(); i-- > 0;) {
+    PendingPut* op = batch[i];
+    Outcome& o = outcomes[i];
+    if (o.again) {
+      queue_.push_front(op);
+      continue;
+    }
+    op->status = std::move(o.status);
+    op->committed = o.committed;
+    op->revision = o.revision;
+    op->current = std::move(o.current);
+    op->done = true;
+  }
 }
 
 absl::StatusOr<std::optional<Committed>> EtcdConsensusLog::Read(std::string_view keyspace_in,
@@ -444,10 +570,14 @@ absl::StatusOr<EtcdConsensusLog::Watched> EtcdConsensusLog::WatchFrom(uint64_t f
 absl::StatusOr<std::vector<Committed>> EtcdConsensusLog::RangeAfter(uint64_t after,
                                                                     size_t max_writes,
                                                                     absl::Time deadline) {
+  // Room for the whole last revision (a txn writes at most kMaxTxnOps
+  // keys); a page that fills the limit drops its last revision, which may
+  // be cut, and the next call starts there.
+  const size_t limit = std::min<size_t>(max_writes, 1 << 20) + kMaxTxnOps;
   const std::string body = absl::StrCat(
       "{\"key\":", B64(prefix_), ",\"range_end\":", B64(PrefixEnd(prefix_)),
       ",\"min_mod_revision\":\"", after + 1, "\",\"sort_target\":\"MOD\",",
-      "\"sort_order\":\"ASCEND\",\"limit\":\"", std::min<size_t>(max_writes, 1 << 20), "\"}");
+      "\"sort_order\":\"ASCEND\",\"limit\":\"", limit, "\"}");
   PEERKV_ASSIGN_OR_RETURN(JsonValue answer, Call("/v3/kv/range", body, deadline, true));
   std::vector<Committed> out;
   const JsonValue* kvs = answer.Find("kvs");
@@ -460,14 +590,34 @@ absl::StatusOr<std::vector<Committed>> EtcdConsensusLog::RangeAfter(uint64_t aft
     PEERKV_RETURN_IF_ERROR(CheckOrder(out, after, c.position, "range answer"));
     Remember(EncodeKey(prefix_, c.record.keyspace, c.record.key), c);
     out.push_back(std::move(c));
-    if (out.size() == max_writes) break;
+  }
+  if (kvs->array.size() >= limit) {
+    const uint64_t last = out.back().position;
+    while (!out.empty() && out.back().position == last) out.pop_back();
+    if (out.empty()) {
+      return absl::InternalError(absl::StrCat(name_, ": revision ", last, " wrote more than ",
+                                              limit, " keys under the prefix; peerkv's txns write at most ",
+                                              kMaxTxnOps));
+    }
+  }
+  if (out.size() > max_writes) {
+    // Cut at the last revision boundary within max_writes, or after the
+    // first revision when it alone is larger.
+    size_t cut = max_writes;
+    while (cut > 0 && out[cut].position == out[cut - 1].position) --cut;
+    if (cut == 0) {
+      cut = 1;
+      while (cut < out.size() && out[cut].position == out[0].position) ++cut;
+    }
+    out.resize(cut);
   }
   return out;
 }
 
 absl::Status EtcdConsensusLog::CheckOrder(const std::vector<Committed>& out, uint64_t after,
                                           uint64_t position, absl::string_view what) const {
-  if (position <= after || (!out.empty() && position <= out.back().position)) {
+  // Writes committed by one txn share its revision.
+  if (position <= after || (!out.empty() && position < out.back().position)) {
     return Malformed(name_, what,
                      absl::InvalidArgumentError(absl::StrCat(
                          "mod_revision ", position, " out of order after ",
@@ -506,9 +656,10 @@ absl::StatusOr<std::vector<Committed>> EtcdConsensusLog::ReadAfter(uint64_t afte
     }
     PEERKV_ASSIGN_OR_RETURN(Committed c, DecodeKv(*kv, "watch answer"));
     PEERKV_RETURN_IF_ERROR(CheckOrder(out, after, c.position, "watch answer"));
+    // Never part of a revision: the caller goes on after the last one.
+    if (out.size() >= max_writes && c.position != out.back().position) break;
     Remember(EncodeKey(prefix_, c.record.keyspace, c.record.key), c);
     out.push_back(std::move(c));
-    if (out.size() == max_writes) break;
   }
   // Registers need only the latest: drop a write whose key is written again
   // later in the batch (the last position stays, so the caller goes on

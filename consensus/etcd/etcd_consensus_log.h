@@ -22,7 +22,15 @@
 // or for kIfVersion a serializable range: local, no ReadIndex wait), checks the precondition, assigns hlc =
 // max(min_hlc, current hlc) + 1 with the proposal's origin, and commits with
 // a txn that compares the key's mod_revision (create_revision == 0 when
-// absent): a stale guess cannot commit. A lost race re-checks against the
+// absent): a stale guess cannot commit. Concurrent proposals share txns
+// (group commit, see CommitPut): while kMaxInflightTxns txns are at etcd,
+// new compare-and-puts queue, and the next txn carries all of them (up to
+// kMaxTxnOps, distinct keys): one HTTP request, one raft entry, one fsync
+// for the lot. They then share one revision, so positions are
+// non-decreasing rather than strictly increasing. A txn whose compares do
+// not all hold commits nothing; its failure branch (a range per key) says
+// which did not, those proposals see the winner's state as below, and the
+// others go again in the next txn. A lost race re-checks against the
 // txn's failure answer (linearizable), at most kMaxRaceRetries times (then
 // Aborted); a precondition that fails on a guess is confirmed with a
 // linearizable range first. position = the txn's header revision. So a
@@ -41,6 +49,8 @@
 #define PEERKV_CONSENSUS_ETCD_ETCD_CONSENSUS_LOG_H_
 
 #include <atomic>
+#include <deque>
+#include <optional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -71,6 +81,15 @@ inline constexpr size_t kMaxEtcdValueBytes = 1 << 20;
 inline constexpr int kMaxRaceRetries = 64;
 // Keys whose last seen state the log remembers (cleared when full).
 inline constexpr size_t kMaxCachedKeys = 100000;
+// Compare-and-puts one txn carries at most (etcd's --max-txn-ops is 128 by
+// default), and the request bytes they may add up to (etcd refuses
+// requests over its --max-request-bytes, 1.5 MiB by default; a single
+// larger proposal goes alone).
+inline constexpr size_t kMaxTxnOps = 64;
+inline constexpr size_t kMaxTxnBytes = 512 << 10;
+// Proposal txns one log object keeps at etcd at once; further proposals
+// wait for one to return and then go together in the next.
+inline constexpr int kMaxInflightTxns = 2;
 
 class EtcdConsensusLog : public ConsensusLog {
  public:
@@ -130,6 +149,27 @@ class EtcdConsensusLog : public ConsensusLog {
   // URLs gets the same one.) Re-read at most once a second by ReadAfter,
   // and after the service was unreachable.
   absl::Status LearnLogIdentity(absl::Time deadline);
+  // One compare-and-put waiting for (or in) a proposal txn.
+  struct PendingPut {
+    std::string etcd_key;
+    // The mod_revision the txn compares (nullopt: create_revision == 0).
+    std::optional<uint64_t> expect;
+    std::string compare, put;  // JSON of the compare and the request_put
+    absl::Time deadline;
+    // Set when done: the txn's status; committed at `revision`, or not,
+    // and then `current` is the key's state in the failed txn.
+    bool done = false;
+    absl::Status status;
+    bool committed = false;
+    uint64_t revision = 0;
+    std::optional<Committed> current;
+  };
+  // Commits `op` in a txn shared with the other proposals waiting (see the
+  // file comment); returns when `op` is done (op->status and the rest).
+  void CommitPut(PendingPut* op);
+  // Sends one txn of `batch` and marks done each op it decided; ops whose
+  // compare held in a txn that failed go back to the queue's front.
+  void RunTxn(std::vector<PendingPut*>& batch);
   // A kv from an answer (`what` names where it came from) as a commit.
   absl::StatusOr<Committed> DecodeKv(const json::JsonValue& kv, absl::string_view what) const;
 
@@ -141,6 +181,9 @@ class EtcdConsensusLog : public ConsensusLog {
   mutable absl::Mutex identity_mu_;
   std::string log_identity_ ABSL_GUARDED_BY(identity_mu_);
   absl::Time identity_read_at_ ABSL_GUARDED_BY(identity_mu_) = absl::InfinitePast();
+  absl::Mutex batch_mu_;
+  std::deque<PendingPut*> queue_ ABSL_GUARDED_BY(batch_mu_);
+  int inflight_ ABSL_GUARDED_BY(batch_mu_) = 0;
   absl::Mutex cache_mu_;
   std::unordered_map<std::string, std::optional<Committed>> cache_ ABSL_GUARDED_BY(cache_mu_);
 };
