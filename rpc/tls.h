@@ -1,4 +1,4 @@
-// rpc/tls.h: TLS 1.3 for every TCP link (kj-tls over OpenSSL), pinned by
+// rpc/tls.h: TLS 1.3 for every TCP link (OpenSSL; kj-tls builds the context), pinned by
 // key, never by a CA. Each endpoint shows a self-signed X.509 certificate
 // made from its Ed25519 device key; if it has a device certificate from
 // its user (rpc/peer_auth.h), that rides in a private X.509 extension. The
