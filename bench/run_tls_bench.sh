@@ -37,14 +37,25 @@ pids+=($!)
 addr() { for _ in $(seq 100); do a=$(sed -n 's/.*listening on \([^,]*\),.*/\1/p' "$1"); [ -n "$a" ] && { echo "$a"; return; }; sleep 0.1; done; exit 1; }
 tls_addr=$(addr "$work/server.log")
 plain_addr=$(addr "$work/plain.log")
-echo "== peerkv bench -c 50 -n $requests -t put,get ($(date -u +%FT%TZ), $(nproc) cores)"
+# A user's load: 50 clients, one request in flight each, 100-byte values.
+load=(bench -c 50 -n "$requests" -d 100 -r 100000 -t put,get)
+echo "== peerkv ${load[*]} ($(date -u +%FT%TZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
+rate() { awk -v op="$1" '$1 == op ":" {print $2}'; }
 for round in 1 2; do
   echo "-- round $round: plaintext TCP (--insecure-loopback)"
-  "$peerkv" --server "$plain_addr" bench -c 50 -n "$requests" -t put,get
+  plain=$("$peerkv" --server "$plain_addr" "${load[@]}")
+  echo "$plain"
   echo "-- round $round: Unix socket"
-  "$peerkv" --server "unix:$work/server/peerkv.sock" bench -c 50 -n "$requests" -t put,get
+  local_out=$("$peerkv" --server "unix:$work/server/peerkv.sock" "${load[@]}")
+  echo "$local_out"
   echo "-- round $round: TLS 1.3"
-  "$peerkv" --identity "$work/client" --server "$tls_addr" bench -c 50 -n "$requests" -t put,get
+  tls=$("$peerkv" --identity "$work/client" --server "$tls_addr" "${load[@]}")
+  echo "$tls"
+  for op in PUT GET; do
+    awk -v op="$op" -v p="$(echo "$plain" | rate "$op")" -v u="$(echo "$local_out" | rate "$op")" \
+        -v t="$(echo "$tls" | rate "$op")" \
+        'BEGIN {printf "   %s: Unix / plaintext %.2f (>= 1.0), TLS / plaintext %.2f (>= 0.8)\n", op, u / p, t / p}'
+  done
 done
 echo "== handshake"
 ./bazel-bin/bench/tls_handshake_bench 500

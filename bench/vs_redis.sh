@@ -2,8 +2,10 @@
 # bench/vs_redis.sh: peerkv against Debian's redis-server, in one run, on
 # loopback, with the same load: redis-benchmark drives two Redis servers
 # (appendonly yes with appendfsync always, and with everysec) and peerkv's
-# RESP port; `peerkv bench` drives peerkv's Cap'n Proto port. peerkv
-# acknowledges a SET only once its transaction is fsync'd, like Redis with
+# RESP port; `peerkv bench` drives peerkv's Cap'n Proto API the two ways a
+# user reaches it: over the server's Unix socket and over TLS 1.3 as a
+# device of the server's user (plaintext TCP is refused since TLS landed).
+# peerkv acknowledges a SET only once its transaction is fsync'd, like Redis with
 # appendfsync always (everysec acknowledges before the data is on disk).
 # Every server lives in a temporary directory under /var/tmp (on disk) and
 # is stopped by its PID however the script ends. Prints each tool's lines,
@@ -64,6 +66,11 @@ always_port=$(free_port)
 start_redis always always "$always_port"
 everysec_port=$(free_port)
 start_redis everysec everysec "$everysec_port"
+# peerkv with a user, and a client device of that user for TLS.
+"$peerkv" --data "$work/peerkv" init --user bench >/dev/null
+user=$("$peerkv" --data "$work/peerkv" id | awk '/^user/ {print $2}')
+client=$("$peerkv" --data "$work/client" init --join "$user" | awk '/^device/ {print $2}')
+"$peerkv" --data "$work/peerkv" device add "$client" --name bench-client >/dev/null
 "$peerkv" serve --data "$work/peerkv" --listen 127.0.0.1:0 --resp-listen 127.0.0.1:0 \
   --resp-insecure-loopback --resp-threads "$resp_threads" 2>"$work/peerkv.log" &
 pids+=($!)
@@ -101,10 +108,16 @@ for pipeline in 1 16; do
   bench_resp redis-always "$always_port" "$pipeline"
   bench_resp redis-everysec "$everysec_port" "$pipeline"
   bench_resp peerkv-resp "$resp_port" "$pipeline"
-  capnp_out=$("$peerkv" --server "$peerkv_addr" bench -c "$clients" -n "$requests" \
-    -P "$pipeline" -d "$value_bytes" -r 100000 -t put,get)
-  echo "$capnp_out" | sed "s/^/$(printf '%-15s' "peerkv-capnp:") /"
-  rate[capnp_get_$pipeline]=$(echo "$capnp_out" | awk '/^GET:/ {print $2}')
+  bench_capnp() {  # LABEL KEY peerkv-flags...
+    local label=$1 key=$2 out
+    shift 2
+    out=$("$peerkv" "$@" bench -c "$clients" -n "$requests" -P "$pipeline" \
+      -d "$value_bytes" -r 100000 -t put,get)
+    echo "$out" | sed "s/^/$(printf '%-15s' "$label:") /"
+    rate[${key}_get_$pipeline]=$(echo "$out" | awk '/^GET:/ {print $2}')
+  }
+  bench_capnp capnp-unix capnp_unix --server "unix:$work/peerkv/peerkv.sock"
+  bench_capnp capnp-tls capnp_tls --identity "$work/client" --server "$peerkv_addr"
 done
 
 echo
@@ -114,10 +127,12 @@ for pipeline in 1 16; do
       -v rg="${rate[peerkv-resp_get_$pipeline]}" -v sg1="${rate[redis-everysec_get_$pipeline]}" \
       -v sg2="${rate[redis-always_get_$pipeline]}" \
       -v rs="${rate[peerkv-resp_set_$pipeline]}" -v as="${rate[redis-always_set_$pipeline]}" \
-      -v es="${rate[redis-everysec_set_$pipeline]}" -v cg="${rate[capnp_get_$pipeline]}" \
+      -v es="${rate[redis-everysec_set_$pipeline]}" -v cu="${rate[capnp_unix_get_$pipeline]}" \
+      -v ct="${rate[capnp_tls_get_$pipeline]}" \
       'BEGIN {
          sg = sg1 > sg2 ? sg1 : sg2
-         printf "  -P %-2s RESP GET %.2fx (>= 1.0)  RESP SET / always %.2fx (>= 1.0)  RESP SET / everysec %.2fx (>= 0.5)  capnp GET %.2fx (>= 0.8)\n",
-                p, rg / sg, rs / as, rs / es, cg / sg
+         printf "  -P %-2s RESP GET %.2fx (>= 1.0)  RESP SET / always %.2fx (>= 1.0)  RESP SET / everysec %.2fx (>= 0.5)\n",
+                p, rg / sg, rs / as, rs / es
+         printf "        capnp GET over the Unix socket %.2fx, over TLS %.2fx (>= 0.8)\n", cu / sg, ct / sg
        }'
 done

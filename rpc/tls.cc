@@ -13,11 +13,15 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
+#include <algorithm>
+#include <cstring>
 #include <string>
 
 #include "absl/strings/str_format.h"
 #include "auth/ids.h"
 #include "common/macros.h"
+#include "kj/debug.h"
+#include "kj/vector.h"
 
 namespace peerkv::rpc {
 namespace {
@@ -132,6 +136,299 @@ kj::ArrayPtr<const kj::byte> Bytes(const std::string& s) {
   return kj::arrayPtr(reinterpret_cast<const kj::byte*>(s.data()), s.size());
 }
 
+// OpenSSL's queued errors as one exception (and the queue emptied).
+kj::Exception TlsFailure(const char* what) {
+  std::string lines;
+  while (unsigned long e = ERR_get_error()) {
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof(buf));
+    if (!lines.empty()) lines += "; ";
+    lines += buf;
+  }
+  return kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
+                       kj::str("TLS ", what, ": ", lines.empty() ? "protocol error" : lines.c_str()));
+}
+
+// The peer of a TlsStream: the certificate it showed (a reference of our
+// own) and the identity of the socket under the TLS link.
+class TlsPeer final : public kj::PeerIdentity {
+ public:
+  TlsPeer(X509* cert, kj::Own<kj::PeerIdentity> inner) : cert_(cert), inner_(kj::mv(inner)) {}
+  ~TlsPeer() noexcept(false) { X509_free(cert_); }
+  kj::String toString() override { return kj::str("TLS peer at ", inner_->toString()); }
+  X509* cert() const { return cert_; }
+
+ private:
+  X509* const cert_;
+  kj::Own<kj::PeerIdentity> inner_;
+};
+
+// TLS over an AsyncIoStream, driven directly: OpenSSL reads ciphertext from
+// in_ and appends what it sends to out_ (a BIO of ours over the two), and
+// this class moves both to and from the socket in bulk. It replaces
+// kj-tls's TlsConnection for the data path and the handshake: that one
+// bridges OpenSSL through kj's readiness adapters, several promises, a
+// fork and a copy per SSL_read and per SSL_write, and reads each record in
+// two BIO calls (header, then body); under `peerkv bench` that plumbing
+// cost about as much CPU as the cipher itself on both ends. Here a request
+// costs one SSL_read and one SSL_write, each a synchronous call, plus the
+// one socket read and write the plaintext path needs anyway.
+//
+// Writes never overlap (the callers, BufferedStream and the handshake,
+// issue one at a time); the only other source of output is the read side
+// (TLS 1.3 post-handshake messages, e.g. a KeyUpdate answer), which rides
+// with the write in progress or starts one of its own.
+class TlsStream final : public kj::AsyncIoStream {
+ public:
+  TlsStream(kj::Own<kj::AsyncIoStream> inner, SSL_CTX* ctx)
+      : inner_(kj::mv(inner)), in_(kj::heapArray<kj::byte>(kInBytes)) {
+    ssl_ = SSL_new(ctx);
+    if (ssl_ == nullptr) kj::throwFatalException(TlsFailure("SSL_new"));
+    BIO* bio = BIO_new(BioMethod());
+    if (bio == nullptr) {
+      SSL_free(ssl_);
+      kj::throwFatalException(TlsFailure("BIO_new"));
+    }
+    BIO_set_data(bio, this);
+    BIO_set_init(bio, 1);
+    SSL_set_bio(ssl_, bio, bio);
+    // Whole records (and all that has arrived) in one BIO read.
+    SSL_set_read_ahead(ssl_, 1);
+  }
+  ~TlsStream() noexcept(false) { SSL_free(ssl_); }
+
+  kj::Promise<void> Connect(const char* server_name) {
+    if (!SSL_set_tlsext_host_name(ssl_, server_name)) {
+      return TlsFailure("setting the server name");
+    }
+    SSL_set_connect_state(ssl_);
+    return Handshake().then([this]() -> kj::Promise<void> {
+      if (SSL_get0_peer_certificate(ssl_) == nullptr) {
+        return KJ_EXCEPTION(FAILED, "TLS peer provided no certificate");
+      }
+      const long result = SSL_get_verify_result(ssl_);
+      if (result != X509_V_OK) {
+        return KJ_EXCEPTION(FAILED, "TLS peer's certificate is not trusted",
+                            X509_verify_cert_error_string(result));
+      }
+      return kj::READY_NOW;
+    });
+  }
+
+  kj::Promise<void> Accept() {
+    SSL_set_options(ssl_, SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_set_accept_state(ssl_);
+    return Handshake();
+  }
+
+  // The peer's certificate with a reference of the caller's, or null.
+  X509* PeerCertificate() { return SSL_get1_peer_certificate(ssl_); }
+
+  kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
+    return Read(static_cast<kj::byte*>(buffer), min_bytes, max_bytes, 0);
+  }
+
+  kj::Promise<void> write(const void* buffer, size_t size) override {
+    kj::ArrayPtr<const kj::byte> piece(static_cast<const kj::byte*>(buffer), size);
+    return write(kj::arrayPtr(&piece, 1));
+  }
+
+  kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
+    KJ_IF_MAYBE(e, write_error_) { return kj::cp(*e); }
+    KJ_REQUIRE(!shutdown_, "TLS stream written after shutdownWrite()");
+    for (const auto& piece : pieces) {
+      size_t done = 0;
+      while (done < piece.size()) {
+        const int chunk = static_cast<int>(std::min<size_t>(piece.size() - done, 1 << 30));
+        const int n = SSL_write(ssl_, piece.begin() + done, chunk);
+        if (n <= 0) return TlsFailure("write");
+        done += static_cast<size_t>(n);
+      }
+    }
+    return Send();
+  }
+
+  kj::Promise<void> whenWriteDisconnected() override { return inner_->whenWriteDisconnected(); }
+
+  void shutdownWrite() override {
+    if (shutdown_) return;
+    shutdown_ = true;
+    // close_notify, then the socket's write side, after whatever is queued.
+    SSL_shutdown(ssl_);
+    ERR_clear_error();
+    background_.add(Send().then([this] { inner_->shutdownWrite(); }));
+  }
+
+  void abortRead() override { inner_->abortRead(); }
+  void getsockopt(int level, int option, void* value, kj::uint* length) override {
+    inner_->getsockopt(level, option, value, length);
+  }
+  void setsockopt(int level, int option, const void* value, kj::uint length) override {
+    inner_->setsockopt(level, option, value, length);
+  }
+  void getsockname(struct sockaddr* addr, kj::uint* length) override {
+    inner_->getsockname(addr, length);
+  }
+  void getpeername(struct sockaddr* addr, kj::uint* length) override {
+    inner_->getpeername(addr, length);
+  }
+
+ private:
+  // Room for the largest TLS record and then some: one socket read.
+  static constexpr size_t kInBytes = 64 * 1024;
+
+  // Runs the handshake until it is done, sending each flight before waiting
+  // for the peer's.
+  kj::Promise<void> Handshake() {
+    const int r = SSL_do_handshake(ssl_);
+    if (r == 1) return Send();
+    if (SSL_get_error(ssl_, r) != SSL_ERROR_WANT_READ) {
+      if (eof_) {
+        ERR_clear_error();
+        return KJ_EXCEPTION(DISCONNECTED, "the peer closed the connection during the TLS handshake");
+      }
+      return TlsFailure("handshake");
+    }
+    return Send().then([this] { return Fill(); }).then([this] { return Handshake(); });
+  }
+
+  // Reads more ciphertext into in_ (empty whenever OpenSSL wants more).
+  kj::Promise<void> Fill() {
+    return inner_->tryRead(in_.begin(), 1, in_.size()).then([this](size_t n) {
+      in_begin_ = 0;
+      in_end_ = n;
+      if (n == 0) eof_ = true;
+    });
+  }
+
+  kj::Promise<size_t> Read(kj::byte* out, size_t min_bytes, size_t max_bytes, size_t done) {
+    // Everything that can be decrypted now, up to max_bytes; more from the
+    // socket only while under min_bytes.
+    while (done < max_bytes) {
+      const int want = static_cast<int>(std::min<size_t>(max_bytes - done, 1 << 30));
+      const int n = SSL_read(ssl_, out + done, want);
+      if (n > 0) {
+        done += static_cast<size_t>(n);
+        continue;
+      }
+      const int error = SSL_get_error(ssl_, n);
+      if (!out_.empty()) SendInBackground();
+      if (error == SSL_ERROR_ZERO_RETURN || eof_) {
+        // close_notify, or the socket closed (no close_notify: capnp's
+        // framing tells a cut message from a whole one).
+        ERR_clear_error();
+        return done;
+      }
+      if (error != SSL_ERROR_WANT_READ) return TlsFailure("read");
+      if (done >= min_bytes && done > 0) return done;
+      return Fill().then([this, out, min_bytes, max_bytes, done] {
+        return Read(out, min_bytes, max_bytes, done);
+      });
+    }
+    if (!out_.empty()) SendInBackground();
+    return done;
+  }
+
+  // Resolves once everything in out_ now has been handed to the socket.
+  kj::Promise<void> Send() {
+    KJ_IF_MAYBE(e, write_error_) { return kj::cp(*e); }
+    if (writing_) {
+      // The write in progress picks out_ up when it is done.
+      auto paf = kj::newPromiseAndFulfiller<void>();
+      waiters_.add(kj::mv(paf.fulfiller));
+      return kj::mv(paf.promise);
+    }
+    if (out_.empty()) return kj::READY_NOW;
+    writing_ = true;
+    return Drain().then(
+        [this] {
+          writing_ = false;
+          for (auto& w : waiters_) w->fulfill();
+          waiters_.clear();
+        },
+        [this](kj::Exception&& e) {
+          writing_ = false;
+          write_error_ = kj::cp(e);
+          for (auto& w : waiters_) w->reject(kj::cp(e));
+          waiters_.clear();
+          kj::throwFatalException(kj::mv(e));
+        });
+  }
+
+  // Writes out_ to the socket until it stays empty.
+  kj::Promise<void> Drain() {
+    if (out_.empty()) return kj::READY_NOW;
+    std::swap(out_, inflight_);
+    return inner_->write(inflight_.data(), inflight_.size()).then([this] {
+      inflight_.clear();
+      return Drain();
+    });
+  }
+
+  void SendInBackground() {
+    if (!writing_) background_.add(Send());
+  }
+
+  static int BioRead(BIO* b, char* out, int len) {
+    auto* self = static_cast<TlsStream*>(BIO_get_data(b));
+    BIO_clear_retry_flags(b);
+    const size_t have = self->in_end_ - self->in_begin_;
+    if (have == 0) {
+      if (self->eof_) return 0;
+      BIO_set_retry_read(b);
+      return -1;
+    }
+    const size_t n = std::min(have, static_cast<size_t>(len));
+    std::memcpy(out, self->in_.begin() + self->in_begin_, n);
+    self->in_begin_ += n;
+    return static_cast<int>(n);
+  }
+
+  static int BioWrite(BIO* b, const char* in, int len) {
+    auto* self = static_cast<TlsStream*>(BIO_get_data(b));
+    BIO_clear_retry_flags(b);
+    self->out_.append(in, static_cast<size_t>(len));
+    return len;
+  }
+
+  static long BioCtrl(BIO*, int cmd, long, void*) { return cmd == BIO_CTRL_FLUSH ? 1 : 0; }
+
+  static const BIO_METHOD* BioMethod() {
+    static const BIO_METHOD* const method = [] {
+      BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "peerkv TLS stream");
+      BIO_meth_set_read(m, BioRead);
+      BIO_meth_set_write(m, BioWrite);
+      BIO_meth_set_ctrl(m, BioCtrl);
+      return m;
+    }();
+    return method;
+  }
+
+  // A background send's failure is kept in write_error_ and seen by the
+  // next write; a read sees the socket's own failure.
+  struct KeepErrors : public kj::TaskSet::ErrorHandler {
+    void taskFailed(kj::Exception&&) override {}
+  };
+
+  kj::Own<kj::AsyncIoStream> inner_;
+  SSL* ssl_ = nullptr;
+  // Ciphertext read: bytes [in_begin_, in_end_) of in_ not yet given to
+  // OpenSSL; eof_ once the socket has ended.
+  kj::Array<kj::byte> in_;
+  size_t in_begin_ = 0;
+  size_t in_end_ = 0;
+  bool eof_ = false;
+  // Ciphertext to send: out_ waits, inflight_ is being written.
+  std::string out_;
+  std::string inflight_;
+  bool writing_ = false;
+  bool shutdown_ = false;
+  kj::Maybe<kj::Exception> write_error_;
+  kj::Vector<kj::Own<kj::PromiseFulfiller<void>>> waiters_;
+  KeepErrors keep_errors_;
+  kj::TaskSet background_{keep_errors_};
+};
+
 }  // namespace
 
 TlsEndpoint::~TlsEndpoint() = default;
@@ -150,8 +447,6 @@ absl::StatusOr<std::unique_ptr<TlsEndpoint>> TlsEndpoint::Create(const TlsIdenti
     options.useSystemTrustStore = false;
     options.verifyClients = true;  // a client must show a certificate
     options.defaultKeypair = keypair;
-    options.timer = timer;
-    options.acceptTimeout = handshake_timeout_ms * kj::MILLISECONDS;
     endpoint->context_ = kj::heap<kj::TlsContext>(kj::mv(options));
   })) {
     OPENSSL_cleanse(key_der.data(), key_der.size());
@@ -162,6 +457,8 @@ absl::StatusOr<std::unique_ptr<TlsEndpoint>> TlsEndpoint::Create(const TlsIdenti
   SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
   SSL_CTX_set_cert_verify_callback(ctx, AcceptAnyChain, nullptr);
+  endpoint->timer_ = &timer;
+  endpoint->handshake_timeout_ms_ = handshake_timeout_ms;
   return endpoint;
 }
 
@@ -177,23 +474,48 @@ void NoDelay(kj::AsyncIoStream& stream) {
 }
 }  // namespace
 
+SSL_CTX* TlsEndpoint::Context() {
+  return static_cast<SSL_CTX*>((*context_).*Get(ContextTag()));
+}
+
 kj::Promise<kj::AuthenticatedStream> TlsEndpoint::Accept(kj::AuthenticatedStream stream) {
   NoDelay(*stream.stream);
-  return context_->wrapServer(kj::mv(stream));
+  auto tls = kj::heap<TlsStream>(kj::mv(stream.stream), Context());
+  kj::Promise<void> done = tls->Accept();
+  if (timer_ != nullptr) {
+    done = timer_->afterDelay(handshake_timeout_ms_ * kj::MILLISECONDS)
+               .then([]() -> kj::Promise<void> {
+                 return KJ_EXCEPTION(DISCONNECTED, "timed out waiting for the client's TLS handshake");
+               })
+               .exclusiveJoin(kj::mv(done));
+  }
+  // The chain drops `done` (which uses the stream) before the lambda.
+  return done.then([tls = kj::mv(tls), inner = kj::mv(stream.peerIdentity)]() mutable {
+    X509* cert = tls->PeerCertificate();
+    return kj::AuthenticatedStream{kj::mv(tls), kj::heap<TlsPeer>(cert, kj::mv(inner))};
+  });
 }
 
 kj::Promise<kj::AuthenticatedStream> TlsEndpoint::Connect(kj::AuthenticatedStream stream) {
   NoDelay(*stream.stream);
+  auto tls = kj::heap<TlsStream>(kj::mv(stream.stream), Context());
   // The name is only SNI: the certificate is checked by key, not by name.
-  return context_->wrapClient(kj::mv(stream), "peerkv");
+  kj::Promise<void> done = tls->Connect("peerkv");
+  return done.then([tls = kj::mv(tls), inner = kj::mv(stream.peerIdentity)]() mutable {
+    X509* cert = tls->PeerCertificate();
+    return kj::AuthenticatedStream{kj::mv(tls), kj::heap<TlsPeer>(cert, kj::mv(inner))};
+  });
 }
 
 absl::StatusOr<PeerCredentials> PeerOf(kj::PeerIdentity& identity) {
-  auto* tls = dynamic_cast<kj::TlsPeerIdentity*>(&identity);
-  if (tls == nullptr || !tls->hasCertificate()) {
-    return absl::PermissionDeniedError("the peer showed no TLS certificate");
+  X509* x = nullptr;
+  if (auto* ours = dynamic_cast<TlsPeer*>(&identity)) {
+    x = ours->cert();
+  } else if (auto* tls = dynamic_cast<kj::TlsPeerIdentity*>(&identity);
+             tls != nullptr && tls->hasCertificate()) {
+    x = static_cast<X509*>(tls->*Get(PeerCertTag()));
   }
-  X509* x = static_cast<X509*>(tls->*Get(PeerCertTag()));
+  if (x == nullptr) return absl::PermissionDeniedError("the peer showed no TLS certificate");
   EVP_PKEY* pkey = X509_get0_pubkey(x);
   if (pkey == nullptr || EVP_PKEY_id(pkey) != EVP_PKEY_ED25519) {
     const char* type = pkey == nullptr ? "unreadable" : OBJ_nid2sn(EVP_PKEY_id(pkey));

@@ -1,4 +1,4 @@
-// rpc/tls.h: TLS 1.3 for every TCP link (kj-tls over OpenSSL), pinned by
+// rpc/tls.h: TLS 1.3 for every TCP link (OpenSSL; kj-tls builds the context), pinned by
 // key, never by a CA. Each endpoint shows a self-signed X.509 certificate
 // made from its Ed25519 device key; if it has a device certificate from
 // its user (rpc/peer_auth.h), that rides in a private X.509 extension. The
@@ -17,6 +17,8 @@
 #include "kj/compat/tls.h"
 #include "rpc/peer_auth.h"
 
+struct ssl_ctx_st;  // OpenSSL's SSL_CTX
+
 namespace peerkv::rpc {
 
 class TlsEndpoint {
@@ -29,14 +31,19 @@ class TlsEndpoint {
                                                              int handshake_timeout_ms);
   ~TlsEndpoint();
 
-  // The server and client side of a handshake over `stream`. The result's
-  // peerIdentity is a kj::TlsPeerIdentity (read it with PeerOf).
+  // The server and client side of a handshake over `stream` (an accept
+  // times out). The result's stream is TLS over `stream`, driven by
+  // OpenSSL directly (kj-tls makes only the context); its peerIdentity is
+  // read with PeerOf.
   kj::Promise<kj::AuthenticatedStream> Accept(kj::AuthenticatedStream stream);
   kj::Promise<kj::AuthenticatedStream> Connect(kj::AuthenticatedStream stream);
 
  private:
   TlsEndpoint() = default;
+  ::ssl_ctx_st* Context();
   kj::Own<kj::TlsContext> context_;
+  kj::Timer* timer_ = nullptr;
+  int handshake_timeout_ms_ = 0;
 };
 
 // The key a TLS peer proved and the device certificate it showed.

@@ -19,6 +19,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -547,6 +548,68 @@ TEST_F(TlsTest, BenchWithARefusedDeviceSaysWhy) {
   EXPECT_THAT(ConnectAs(*server_, tls).status(),
               StatusIs(absl::StatusCode::kUnavailable, "does not accept device " + device));
   ExpectServingAndUnchanged(fingerprint);
+}
+
+// The TLS stream (rpc/tls.cc drives OpenSSL itself) carries values that
+// span many TLS records and many small calls in a row, byte for byte, and
+// a bench run with pipelined calls over TLS has no errors.
+TEST_F(TlsTest, LargeValuesAndManySmallCallsCrossTheTlsLinkIntact) {
+  std::unique_ptr<rpc::Client> client = testing::ConnectTo(*server_);
+  ASSERT_NE(client, nullptr);
+  std::string big(3 * 1024 * 1024 + 17, '\0');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>((i * 131 + i / 7) & 0xff);
+  ASSERT_THAT(client->Put("ks", "big", big), IsOk());
+  for (int i = 0; i < 200; ++i) {
+    // 0 bytes up to past one 16 KiB record and past the 64 KiB buffers.
+    const std::string value(static_cast<size_t>(i * i * 2), static_cast<char>('a' + i % 26));
+    ASSERT_THAT(client->Put("ks", absl::StrFormat("k%d", i), value), IsOk()) << i;
+  }
+  auto got = client->Get("ks", "big");
+  ASSERT_THAT(got, IsOk());
+  ASSERT_TRUE(got->has_value());
+  EXPECT_TRUE((*got)->value == big) << "a 3 MiB value came back changed";
+  for (int i = 0; i < 200; ++i) {
+    got = client->Get("ks", absl::StrFormat("k%d", i));
+    ASSERT_THAT(got, IsOk());
+    ASSERT_TRUE(got->has_value());
+    EXPECT_EQ((*got)->value.size(), static_cast<size_t>(i * i * 2));
+    EXPECT_EQ((*got)->value, std::string((*got)->value.size(), static_cast<char>('a' + i % 26)));
+  }
+  // The test's identity ($PEERKV_IDENTITY) is a device of the server's user.
+  RunResult bench = testing::Run({testing::RunfilePath("cli/peerkv"), "--server", server_->address(), "bench",
+                        "-c", "4", "-P", "8", "-n", "2000", "-d", "5000"});
+  EXPECT_EQ(bench.exit_code, 0) << bench.out << bench.err;
+  EXPECT_THAT(bench.out, HasSubstr("GET: ")) << bench.err;
+  EXPECT_THAT(bench.out, ::testing::Not(HasSubstr("errors"))) << bench.out;
+}
+
+// A TCP client that never starts its TLS handshake is closed after the
+// handshake timeout (--idle-timeout-ms bounds it), and logged; everyone
+// else is served meanwhile.
+TEST_F(TlsTest, ASilentTcpClientIsClosedAfterTheHandshakeTimeout) {
+  std::unique_ptr<ServerProcess> quick =
+      testing::StartReplica(dir_, "quick", {}, {"--idle-timeout-ms", "300"});
+  ASSERT_NE(quick, nullptr);
+  const auto opened = std::chrono::steady_clock::now();
+  const int silent = testing::ConnectTcp(quick->address());
+  ASSERT_GE(silent, 0);
+  std::unique_ptr<rpc::Client> client = testing::ConnectTo(*quick);
+  ASSERT_NE(client, nullptr);
+  EXPECT_THAT(client->Put("ks", "k", "v"), IsOk());
+  // Closed by the server: EOF or reset, within a bounded wait.
+  bool closed = false;
+  char buf[256];
+  for (int i = 0; i < 100 && !closed; ++i) {
+    pollfd p{silent, POLLIN, 0};
+    if (poll(&p, 1, 100) > 0) closed = read(silent, buf, sizeof(buf)) <= 0;
+  }
+  EXPECT_TRUE(closed) << quick->Log();
+  EXPECT_GE(std::chrono::steady_clock::now() - opened, std::chrono::milliseconds(300));
+  close(silent);
+  const std::string line = "timed out waiting for the client's TLS handshake";
+  EXPECT_THAT(quick->WaitForLog(line), HasSubstr(line));
+  EXPECT_THAT(client->Get("ks", "k"), IsOk());
+  EXPECT_EQ(quick->Stop(SIGTERM), 0) << quick->Log();
 }
 
 // Replica-id bindings survive a restart, and bind both ways. Replica b
