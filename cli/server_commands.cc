@@ -2,6 +2,7 @@
 // that only make sense against one: watch and status.
 #include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -31,6 +32,27 @@
 namespace peerkv::cli {
 namespace {
 
+namespace {
+
+// Raises the soft limit of open files to the hard limit, so the
+// connection limits (--http-max-connections, --resp-max-connections) and
+// not the default soft limit (often 1024) decide how many clients are
+// served; logs the limit in force.
+void RaiseFileLimit() {
+  rlimit limit;
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  const rlim_t was = limit.rlim_cur;
+  if (limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &limit) != 0) limit.rlim_cur = was;
+  }
+  LogLine(absl::StrFormat("peerkv: open files: limit %d%s", limit.rlim_cur,
+                          limit.rlim_cur == was ? ""
+                                                : absl::StrFormat(" (raised from %d)", was)));
+}
+
+}  // namespace
+
 int RunServe(const Context& c) {
   if (absl::Status s = ExpectPositional(c, 0, 0, "no arguments"); !s.ok()) {
     return Fail(c.command, s);
@@ -41,6 +63,7 @@ int RunServe(const Context& c) {
   absl::StatusOr<int64_t> max_value =
       c.args.GetInt("max-value-bytes", kMaxValueBytes, 1, kMaxValueBytes);
   if (!max_value.ok()) return Fail(c.command, max_value.status());
+  RaiseFileLimit();
   absl::StatusOr<int64_t> gossip_ms = c.args.GetInt("gossip-interval-ms", 1000, 10, 3'600'000);
   if (!gossip_ms.ok()) return Fail(c.command, gossip_ms.status());
   absl::StatusOr<int64_t> idle_ms = c.args.GetInt("idle-timeout-ms", 60'000, 100, 3'600'000);
@@ -304,11 +327,15 @@ int RunServe(const Context& c) {
   if (const std::optional<std::string> resp_listen = c.args.Get("resp-listen")) {
     absl::StatusOr<int64_t> resp_threads = c.args.GetInt("resp-threads", 1, 1, 64);
     if (!resp_threads.ok()) return Fail(c.command, resp_threads.status());
+    absl::StatusOr<int64_t> resp_max =
+        c.args.GetInt("resp-max-connections", 10'000, 1, 1'000'000);
+    if (!resp_max.ok()) return Fail(c.command, resp_max.status());
     resp::RespOptions resp_options;
     resp_options.listen = *resp_listen;
     resp_options.insecure_loopback = c.args.Has("resp-insecure-loopback");
     resp_options.default_keyspace = c.args.Get("resp-keyspace").value_or("default");
     resp_options.threads = static_cast<int>(*resp_threads);
+    resp_options.max_connections = static_cast<size_t>(*resp_max);
     resp_options.replica_name = name;
     resp_options.idle_timeout_ms = static_cast<int>(*idle_ms);
     resp_options.is_strong = [s = strong.get()](std::string_view ks) { return s->IsStrong(ks); };
@@ -327,10 +354,10 @@ int RunServe(const Context& c) {
                             resp_server->address(), c.args.Get("resp-keyspace").value_or("default"),
                             c.args.Has("resp-insecure-loopback") ? ", no authentication" : ""));
   } else if (c.args.Has("resp-insecure-loopback") || c.args.Has("resp-keyspace") ||
-             c.args.Has("resp-threads")) {
+             c.args.Has("resp-threads") || c.args.Has("resp-max-connections")) {
     (*server)->Stop();
-    return UsageError(c.command, "--resp-insecure-loopback, --resp-keyspace and --resp-threads "
-                                 "need --resp-listen HOST:PORT");
+    return UsageError(c.command, "--resp-insecure-loopback, --resp-keyspace, --resp-threads and "
+                                 "--resp-max-connections need --resp-listen HOST:PORT");
   }
   // A device waiting to be added: once its join completes, the links it
   // makes and accepts from then on show its new device certificate.
@@ -774,6 +801,8 @@ const std::vector<Command>& ServerCommands() {
        "  --resp-keyspace KS        the keyspace of a RESP connection and of SELECT 0\n"
        "                            (default 'default'); SELECT ks:NAME picks another\n"
        "  --resp-threads N          RESP event loops on the port (SO_REUSEPORT; default 1)\n"
+       "  --resp-max-connections N  RESP connections at once; one more is answered -ERR\n"
+       "                            and closed (default 10000)\n"
        "  --clock-offset-ms N       testing only: shift this replica's clock by N ms\n"
        "  --snapshot-page-records N testing only: registers per snapshot page asked for\n"
        "                            (default 50000; 1..65536)\n"
@@ -786,7 +815,7 @@ const std::vector<Command>& ServerCommands() {
                        "max-quarantine-records", "max-quarantine-bytes", "clock-correction",
                        "reconcile-interval", "etcd", "http-listen", "http-max-connections",
                        "http-idle-timeout-ms", "http-write-timeout-ms", "resp-listen",
-                       "resp-keyspace", "resp-threads", "tombstone-min-age",
+                       "resp-keyspace", "resp-threads", "resp-max-connections", "tombstone-min-age",
                        "tombstone-collect-interval", "max-conflict-entries",
                        "max-conflict-bytes", "snapshot-bootstrap", "snapshot-page-records"},
         .switches = {"http-insecure-loopback", "resp-insecure-loopback", "insecure-loopback",

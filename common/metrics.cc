@@ -53,7 +53,24 @@ Registry::Registry()
                       {"frontend", "op"},
                       [] { return std::make_unique<Histogram>(LatencyBounds()); }),
       commit_group_requests(CountBounds()),
-      commit_seconds(LatencyBounds()) {}
+      commit_seconds(LatencyBounds()),
+      peer_bytes("peerkv_peer_bytes_total", "Replication bytes by peer and direction.",
+                 {"replica_id", "direction"}, [] { return std::make_unique<Counter>(); }) {}
+
+OpMetrics::OpMetrics(std::string frontend, std::string op)
+    : frontend_(std::move(frontend)),
+      op_(std::move(op)),
+      seconds_(&Global().request_seconds.Get({frontend_, op_})),
+      ok_(&Global().requests.Get({frontend_, op_, "OK"})) {}
+
+void OpMetrics::Count(double seconds, std::string_view code) const {
+  seconds_->Observe(seconds);
+  if (code == "OK") {
+    ok_->Add();
+  } else {
+    Global().requests.Get({frontend_, op_, std::string(code)}).Add();
+  }
+}
 
 Registry& Global() {
   static Registry* registry = new Registry();

@@ -86,6 +86,26 @@ class Family {
   std::map<std::vector<std::string>, std::unique_ptr<T>> children_ ABSL_GUARDED_BY(mu_);
 };
 
+// One operation of one front end (peerkv_requests_total{frontend,op,code}
+// and peerkv_request_duration_seconds{frontend,op}) with its latency
+// histogram and its "OK" counter looked up once: a hot path keeps one per
+// operation, and a request costs an Observe and an Add (other codes look
+// their counter up, under the family's mutex). The RPC calls
+// (rpc/call_metrics.cc) and the RESP commands (resp/session.cc) count
+// through it.
+class OpMetrics {
+ public:
+  OpMetrics(std::string frontend, std::string op);
+  // A request that took `seconds` and ended with `code` ("OK", ...).
+  void Count(double seconds, std::string_view code) const;
+  const std::string& op() const { return op_; }
+
+ private:
+  const std::string frontend_, op_;
+  Histogram* const seconds_;
+  Counter* const ok_;
+};
+
 // The metrics peerkv increments. Names follow Prometheus conventions
 // (README "Metrics" lists them).
 struct Registry {
@@ -102,6 +122,12 @@ struct Registry {
   // events sent over server-sent events.
   Counter http_connections_refused;  // peerkv_http_connections_refused_total
   Counter sse_events;                // peerkv_sse_events_total
+  // Replication traffic by peer (its replica id, %016x) and direction
+  // ("in", "out"): the Cap'n Proto bytes of the connections a peer link
+  // runs on (inside TLS), counted by rpc/buffered_stream once the peer's
+  // hello names it. Process-wide, like the rest: servers sharing a process
+  // (tests) share a peer's counters.
+  Family<Counter> peer_bytes;  // peerkv_peer_{received,sent}_bytes_total
 };
 Registry& Global();
 

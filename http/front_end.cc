@@ -172,6 +172,17 @@ class FrontEnd final : public kj::HttpServerErrorHandler, private kj::TaskSet::E
         [this](kj::Own<kj::AsyncIoStream> stream) -> kj::Promise<void> {
           if (open_ >= options_.max_connections) {
             metrics::Global().http_connections_refused.Add();
+            // One log line per 10 s at most, with the count since the last.
+            ++refused_unlogged_;
+            const absl::Time now = absl::Now();
+            if (now - refusal_logged_ >= absl::Seconds(10)) {
+              LogLine(absl::StrFormat(
+                  "peerkv: HTTP refused %d connection(s): %d open, the limit is %d "
+                  "(--http-max-connections)",
+                  refused_unlogged_, open_, options_.max_connections));
+              refused_unlogged_ = 0;
+              refusal_logged_ = now;
+            }
             static constexpr char kFull[] =
                 "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
                 "Connection: close\r\nContent-Length: 93\r\n\r\n"
@@ -307,6 +318,8 @@ class FrontEnd final : public kj::HttpServerErrorHandler, private kj::TaskSet::E
   kj::Own<kj::ConnectionReceiver> listener_;
   std::string bound_;
   size_t open_ = 0;
+  uint64_t refused_unlogged_ = 0;
+  absl::Time refusal_logged_ = absl::InfinitePast();
   bool accept_failing_ = false;
   kj::Promise<void> accept_loop_ = nullptr;
   // Last: the connections go first.

@@ -2,6 +2,9 @@
 #include "http/metrics_text.h"
 
 #include <cmath>
+#include <map>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_format.h"
 
@@ -148,6 +151,23 @@ std::string RenderMetrics(const metrics::Registry& r, const MetricsInput& in) {
   per_peer("peerkv_peer_refused_records_total", "counter",
            "Records from the peer refused since start (invalid, or clock too far ahead).",
            [](const auto& p) -> std::optional<double> { return p.refused; });
+  // Replication bytes by replica id (hex) and direction.
+  std::map<std::vector<std::string>, uint64_t> peer_bytes;
+  r.peer_bytes.ForEach([&](const std::vector<std::string>& values, const metrics::Counter& c) {
+    peer_bytes[values] = c.value();
+  });
+  auto bytes_of = [&](const replication::PeerStatus& p, const char* direction) {
+    auto it = peer_bytes.find({absl::StrFormat("%016x", p.replica_id), direction});
+    return static_cast<double>(it == peer_bytes.end() ? 0 : it->second);
+  };
+  per_peer("peerkv_peer_received_bytes_total", "counter",
+           "Bytes received from the peer on its links' connections since start (Cap'n Proto "
+           "messages, inside TLS).",
+           [&](const auto& p) -> std::optional<double> { return bytes_of(p, "in"); });
+  per_peer("peerkv_peer_sent_bytes_total", "counter",
+           "Bytes sent to the peer on its links' connections since start (Cap'n Proto "
+           "messages, inside TLS).",
+           [&](const auto& p) -> std::optional<double> { return bytes_of(p, "out"); });
   per_peer("peerkv_peer_links", "gauge", "Links open to the peer.",
            [](const auto& p) -> std::optional<double> { return p.links; });
   per_peer("peerkv_peer_dead_links_total", "counter",

@@ -346,8 +346,17 @@ class RespServer::Loop {
         [[maybe_unused]] ssize_t w = send(fd, kFull, sizeof(kFull) - 1, MSG_NOSIGNAL);
         close(fd);
         server_.stats_.rejected_connections.fetch_add(1);
-        Log(absl::StrFormat("peerkv: RESP refused a connection: %d open, the limit is %d",
-                            server_.stats_.connections.load(), options_.max_connections));
+        // One log line per 10 s at most, with the count since the last.
+        ++refused_unlogged_;
+        const int64_t now = NowMs();
+        if (refusal_logged_ms_ < 0 || now - refusal_logged_ms_ >= 10'000) {
+          Log(absl::StrFormat(
+              "peerkv: RESP refused %d connection(s): %d open, the limit is %d "
+              "(--resp-max-connections)",
+              refused_unlogged_, server_.stats_.connections.load(), options_.max_connections));
+          refused_unlogged_ = 0;
+          refusal_logged_ms_ = now;
+        }
         continue;
       }
       int one = 1;
@@ -625,6 +634,8 @@ class RespServer::Loop {
   std::thread thread_;
   std::unordered_map<uint64_t, std::unique_ptr<Conn>> conns_;
   bool accept_paused_ = false;
+  uint64_t refused_unlogged_ = 0;
+  int64_t refusal_logged_ms_ = -1;
   std::vector<std::string_view> args_;
   PendingWrite write_;
   std::unique_ptr<char[]> read_buffer_{new char[kReadChunk]};

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <charconv>
+#include <chrono>
+#include <memory>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -83,6 +85,48 @@ const CommandSpec* FindCommand(std::string_view name) {
     }
   }
   return nullptr;
+}
+
+// The metrics of each command of Commands(), by index, and of unknown
+// commands (last), looked up once.
+const std::vector<std::unique_ptr<metrics::OpMetrics>>& CommandMetrics() {
+  static const auto* ops = [] {
+    auto* out = new std::vector<std::unique_ptr<metrics::OpMetrics>>();
+    for (const CommandSpec& c : Commands()) {
+      out->push_back(std::make_unique<metrics::OpMetrics>("resp", std::string(c.name)));
+    }
+    out->push_back(std::make_unique<metrics::OpMetrics>("resp", "unknown"));
+    return out;
+  }();
+  return *ops;
+}
+
+const metrics::OpMetrics* MetricsOf(const CommandSpec* spec) {
+  const auto& ops = CommandMetrics();
+  return spec == nullptr ? ops.back().get() : ops[spec - Commands().data()].get();
+}
+
+const metrics::OpMetrics* GetMetrics() {
+  static const metrics::OpMetrics* get = MetricsOf(FindCommand("get"));
+  return get;
+}
+
+int64_t SteadyNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// The code a reply appended at `from` is counted under: "OK", or an error
+// reply's first word when it is 1..16 capital letters (every error this
+// front end sends), else "ERR".
+std::string_view ReplyCode(const std::string& out, size_t from) {
+  if (from >= out.size() || out[from] != '-') return "OK";
+  std::string_view rest(out.data() + from + 1, out.size() - from - 1);
+  size_t n = 0;
+  while (n < rest.size() && n <= 16 && rest[n] >= 'A' && rest[n] <= 'Z') ++n;
+  if (n == 0 || n > 16 || n == rest.size() || (rest[n] != ' ' && rest[n] != '\r')) return "ERR";
+  return rest.substr(0, n);
 }
 
 bool ArityOk(const CommandSpec& c, size_t argc) {
@@ -188,9 +232,17 @@ const Session::InFlight* Session::FindInFlight(std::string_view key) const {
 
 Session::Outcome Session::Execute(const std::vector<std::string_view>& args, std::string* out,
                                   PendingWrite* write) {
+  const int64_t start_ns = SteadyNs();
+  const size_t from = out->size();
   Encoder e(out, protocol_);
   const Outcome outcome = Dispatch(args, e, write);
-  if (outcome == Outcome::kWrite) Track(write);
+  if (outcome == Outcome::kWrite) {
+    Track(write);
+    write->op = op_;
+    write->start_ns = start_ns;
+  } else {
+    op_->Count(static_cast<double>(SteadyNs() - start_ns) * 1e-9, ReplyCode(*out, from));
+  }
   return outcome;
 }
 
@@ -198,10 +250,12 @@ Session::Outcome Session::Dispatch(const Args& args, Encoder& e, PendingWrite* w
   const std::string_view name = args[0];
   // The hot pair first, without the table walk.
   if (EqualsUpper(name, "GET") && args.size() == 2 && authenticated_) {
+    op_ = GetMetrics();
     Get(args, e);
     return Outcome::kDone;
   }
   const CommandSpec* spec = FindCommand(name);
+  op_ = MetricsOf(spec);
   if (spec == nullptr) {
     if (!authenticated_) {
       e.Error("NOAUTH Authentication required.");
@@ -540,6 +594,16 @@ void Session::FinishWrite(const PendingWrite& write,
     auto it = in_flight_.find(id);
     if (it != in_flight_.end() && --it->second.count == 0) in_flight_.erase(it);
   }
+  const size_t from = out->size();
+  FinishReply(write, result, out);
+  if (write.op != nullptr) {
+    write.op->Count(static_cast<double>(SteadyNs() - write.start_ns) * 1e-9,
+                    ReplyCode(*out, from));
+  }
+}
+
+void Session::FinishReply(const PendingWrite& write,
+                          const absl::StatusOr<std::vector<Version>>& result, std::string* out) {
   Encoder e(out, protocol_);
   if (!result.ok()) {
     e.Error(ErrorText(result.status()));

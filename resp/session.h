@@ -24,6 +24,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/metrics.h"
 #include "replication/status.h"
 #include "resp/protocol.h"
 #include "store/store.h"
@@ -99,6 +100,10 @@ struct PendingWrite {
   Reply reply = Reply::kOk;
   int64_t count = 0;
   std::optional<std::string> old_value;
+  // The command's metrics and when it began (steady clock, ns): counted
+  // when FinishWrite answers it, so its time includes the commit.
+  const metrics::OpMetrics* op = nullptr;
+  int64_t start_ns = 0;
 };
 
 class Session {
@@ -112,6 +117,12 @@ class Session {
     kClose,  // the reply is in `out`; close once it is sent (QUIT)
   };
   // Runs one command (`args` non-empty) and appends its reply to `out`.
+  // Each command is counted in the process's metrics
+  // (peerkv_requests_total{frontend="resp",op=<command>,code} and
+  // peerkv_request_duration_seconds): code "OK" unless the reply is an
+  // error, then its first word ("ERR", "NOAUTH", "BUSY", ...); op
+  // "unknown" for a command this front end does not know. A write is
+  // counted by FinishWrite.
   Outcome Execute(const std::vector<std::string_view>& args, std::string* out,
                   PendingWrite* write);
   // Appends the reply of a write once the store has answered it, and
@@ -136,6 +147,10 @@ class Session {
  private:
   using Args = std::vector<std::string_view>;
   Outcome Dispatch(const Args& args, Encoder& e, PendingWrite* write);
+  // The metrics of the command Dispatch ran last.
+  const metrics::OpMetrics* op_ = nullptr;
+  void FinishReply(const PendingWrite& write, const absl::StatusOr<std::vector<Version>>& result,
+                   std::string* out);
   void Auth(const Args& args, Encoder& e);
   void Hello(const Args& args, Encoder& e);
   void Get(const Args& args, Encoder& e);

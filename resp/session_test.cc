@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/metrics.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -326,6 +327,50 @@ TEST_F(SessionTest, WritesInFlightAreSeenByTheConnection) {
   EXPECT_EQ(Run(*s, {"GET", "gone"}), "$-1\r\n");
   EXPECT_EQ(Run(*s, {"SELECT", "ks:other"}), "+OK\r\n");
   EXPECT_EQ(Run(*s, {"GET", "k"}), "$-1\r\n");
+}
+
+// Every command is counted by name and outcome in the process's metrics,
+// as RPC calls are; a write's time is counted when it is answered.
+TEST_F(SessionTest, CommandsAreCountedInMetrics) {
+  metrics::Registry& m = metrics::Global();
+  auto count = [&m](const std::string& op, const std::string& code) {
+    return m.requests.Get({"resp", op, code}).value();
+  };
+  auto timed = [&m](const std::string& op) {
+    return m.request_seconds.Get({"resp", op}).Read().count;
+  };
+  const uint64_t get_ok = count("get", "OK"), set_ok = count("set", "OK"),
+                 set_err = count("set", "ERR"), unknown = count("unknown", "ERR"),
+                 noauth = count("get", "NOAUTH"), busy = count("set", "BUSY"),
+                 get_timed = timed("get"), set_timed = timed("set");
+  auto s = NewSession();
+  EXPECT_EQ(Run(*s, {"SET", "k", "v"}), "+OK\r\n");
+  EXPECT_EQ(Run(*s, {"GET", "k"}), "$1\r\nv\r\n");
+  EXPECT_EQ(Run(*s, {"get", "missing"}), "$-1\r\n");
+  EXPECT_THAT(Run(*s, {"SET", "k", "v", "EX"}), StartsWith("-ERR"));
+  EXPECT_THAT(Run(*s, {"FROB"}), StartsWith("-ERR unknown command"));
+  // A write the store refuses is counted under its reply's code.
+  {
+    std::vector<std::string> argv = {"SET", "k2", "v"};
+    std::vector<std::string_view> args(argv.begin(), argv.end());
+    std::string out;
+    PendingWrite write;
+    ASSERT_EQ(s->Execute(args, &out, &write), Session::Outcome::kWrite);
+    EXPECT_EQ(count("set", "OK"), set_ok + 1);  // not yet: answered below
+    s->FinishWrite(write, absl::UnavailableError("writer busy"), &out);
+    EXPECT_THAT(out, StartsWith("-BUSY"));
+  }
+  config_.require_auth = true;
+  auto locked = NewSession();
+  EXPECT_THAT(Run(*locked, {"GET", "k"}), StartsWith("-NOAUTH"));
+  EXPECT_EQ(count("get", "OK"), get_ok + 2);
+  EXPECT_EQ(count("set", "OK"), set_ok + 1);
+  EXPECT_EQ(count("set", "ERR"), set_err + 1);
+  EXPECT_EQ(count("set", "BUSY"), busy + 1);
+  EXPECT_EQ(count("unknown", "ERR"), unknown + 1);
+  EXPECT_EQ(count("get", "NOAUTH"), noauth + 1);
+  EXPECT_EQ(timed("get"), get_timed + 3);
+  EXPECT_EQ(timed("set"), set_timed + 3);
 }
 
 }  // namespace

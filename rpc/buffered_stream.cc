@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
 
+#include "absl/strings/str_format.h"
 #include "kj/debug.h"
 
 namespace peerkv::rpc {
@@ -43,7 +45,7 @@ kj::Promise<size_t> BufferedStream::tryRead(void* buffer, size_t min_bytes, size
   if (max_bytes - have >= kReadBufferBytes) {
     return inner_->tryRead(out + have, min_bytes - have, max_bytes - have)
         .then([this, have](size_t n) {
-          bytes_in_ += n;
+          Received(n);
           return have + n;
         });
   }
@@ -51,11 +53,20 @@ kj::Promise<size_t> BufferedStream::tryRead(void* buffer, size_t min_bytes, size
   // socket has, at least what the caller still needs.
   return inner_->tryRead(read_buffer_.begin(), min_bytes - have, read_buffer_.size())
       .then([this, out, have, max_bytes](size_t n) {
-        bytes_in_ += n;
+        Received(n);
         read_begin_ = 0;
         read_end_ = n;
         return have + Take(out + have, max_bytes - have);
       });
+}
+
+void BufferedStream::CountAsPeer(uint64_t replica_id) {
+  if (peer_in_ != nullptr) return;
+  const std::string id = absl::StrFormat("%016x", replica_id);
+  peer_in_ = &metrics::Global().peer_bytes.Get({id, "in"});
+  peer_out_ = &metrics::Global().peer_bytes.Get({id, "out"});
+  peer_in_->Add(bytes_in_);
+  peer_out_->Add(bytes_out_);
 }
 
 kj::Promise<void> BufferedStream::write(const void* buffer, size_t size) {
@@ -110,6 +121,8 @@ kj::Promise<void> BufferedStream::Flush() {
   writing_ = true;
   std::swap(pending_, inflight_);
   if (bytes_written_ != nullptr) *bytes_written_ += inflight_.size();
+  bytes_out_ += inflight_.size();
+  if (peer_out_ != nullptr) peer_out_->Add(inflight_.size());
   return inner_->write(inflight_.data(), inflight_.size()).then([this]() -> kj::Promise<void> {
     writing_ = false;
     inflight_.clear();

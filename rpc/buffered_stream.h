@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <string>
 
+#include "common/metrics.h"
 #include "kj/async-io.h"
 #include "kj/vector.h"
 
@@ -44,6 +45,12 @@ class BufferedStream final : public kj::AsyncIoStream {
   uint64_t bytes_in() const { return bytes_in_; }
   uint64_t bytes_taken() const { return bytes_in_ - (read_end_ - read_begin_); }
 
+  // From now on (and for the bytes so far) the traffic of this stream is
+  // replica `replica_id`'s, a peer whose link runs on it: counted in
+  // peerkv_peer_{received,sent}_bytes_total (metrics::Registry::peer_bytes).
+  // Once per stream; later calls are ignored.
+  void CountAsPeer(uint64_t replica_id);
+
   // Bytes accepted by write() and not yet handed to the socket.
   size_t pending_bytes() const { return pending_.size() + inflight_.size(); }
 
@@ -66,6 +73,14 @@ class BufferedStream final : public kj::AsyncIoStream {
   size_t read_begin_ = 0;
   size_t read_end_ = 0;
   uint64_t bytes_in_ = 0;
+  uint64_t bytes_out_ = 0;  // handed to the socket
+  // The peer's counters (CountAsPeer), or null.
+  metrics::Counter* peer_in_ = nullptr;
+  metrics::Counter* peer_out_ = nullptr;
+  void Received(size_t n) {
+    bytes_in_ += n;
+    if (peer_in_ != nullptr) peer_in_->Add(n);
+  }
   // Write side.
   std::string pending_;   // accepted, waiting for the next flush
   std::string inflight_;  // being written to the socket

@@ -31,6 +31,8 @@ class GatewayConnection {
 
   // The server's Gateway (pipelined: usable before the server answers).
   wire::Gateway::Client& gateway() { return gateway_; }
+  // The socket's stream (its traffic counters).
+  BufferedStream& stream() { return *stream_; }
   // Resolves when the connection is lost (or closed by the server).
   kj::Promise<void> onDisconnect() { return network_.onDisconnect(); }
 

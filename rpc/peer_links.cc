@@ -140,6 +140,7 @@ void PeerLinks::Dial(const std::string& address, uint64_t expected, DialDone don
                   }
                   connected.peer.readable = readable;
                   Outbound& o = *outbound;
+                  o.link.stream().CountAsPeer(connected.peer.replica_id);
                   links_[id] = LinkEntry{replica, 0, kj::mv(outbound)};
                   links_[id].address = address;
                   links_[id].friend_device = readable != nullptr;

@@ -72,6 +72,7 @@ class ReplicaImpl final : public wire::Replica::Server {
     hello_replica_ = peer.replica_id;
     link_ = loop_.links().AddInbound(connection_id_, peer_, params.getBack(),
                                      peer.readable != nullptr);
+    loop_.CountAsPeer(connection_id_, peer.replica_id);
     loop_.events()->OnInboundLink(link_, peer);
     ToWire(loop_.LocalInfo(peer.replica_id), results.initInfo());
     return kj::READY_NOW;

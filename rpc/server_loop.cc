@@ -246,6 +246,11 @@ absl::Status ServerLoop::ReplaceTls(const TlsIdentity& identity) {
   return absl::OkStatus();
 }
 
+void ServerLoop::CountAsPeer(uint64_t connection_id, uint64_t replica_id) {
+  auto it = connections_.find(connection_id);
+  if (it != connections_.end()) it->second->stream->CountAsPeer(replica_id);
+}
+
 absl::Status ServerLoop::BindReplica(uint64_t replica_id,
                                      const std::optional<auth::PublicKey>& device) {
   if (!device.has_value()) return absl::OkStatus();

@@ -185,6 +185,11 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   // Bytes this server has written to all its sockets (clients and peers).
   std::atomic<uint64_t>& bytes_sent() { return bytes_sent_; }
 
+  // Client connection `connection_id` carries the link of peer
+  // `replica_id` (its hello): its bytes are counted as that peer's
+  // (BufferedStream::CountAsPeer).
+  void CountAsPeer(uint64_t connection_id, uint64_t replica_id);
+
   // Binds replica id `replica_id` to `device`, the authenticated device of
   // the link that says hello with it (either way: the peer that dialled us,
   // or the peer we dialled answering): the first device to claim an id

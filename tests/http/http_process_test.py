@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -499,6 +500,18 @@ class HttpApiTest(unittest.TestCase):
         self.assertIsNone(self.server.proc.poll())
 
 
+def peer_bytes(server):
+    """(received, sent) bytes of `server`'s only peer, from /metrics."""
+    _, body, _ = curl("GET", server.base + "/metrics")
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    out = []
+    for name in ("peerkv_peer_received_bytes", "peerkv_peer_sent_bytes"):
+        samples = [s for s in families[name].samples if s.name == name + "_total"]
+        assert len(samples) == 1, samples
+        out.append(samples[0].value)
+    return tuple(out)
+
+
 class HttpPeersTest(unittest.TestCase):
     def test_peer_in_status_and_metrics(self):
         # Two devices of one user: their link is TLS, pinned by key.
@@ -534,10 +547,110 @@ class HttpPeersTest(unittest.TestCase):
             self.assertEqual(len(families["peerkv_peer_last_exchange_age_seconds"].samples), 1)
             self.assertIn("peerkv_peer_behind_records", families)
             self.assertIn("peerkv_peer_refused_records", families)
+            # Bytes in and out per peer, on both sides of the link, grow
+            # with the records it carries.
+            b_in, b_out = peer_bytes(b)
+            a_in, a_out = peer_bytes(a)
+            for v in (b_in, b_out, a_in, a_out):
+                self.assertGreater(v, 0)
+            big = "x" * 20000
+            cli("--server", a.sock, "put", "shared", "big", big)
+            deadline = time.monotonic() + 20
+            while curl("GET", b.base + "/v1/kv/shared/big")[0] != 200:
+                self.assertLess(time.monotonic(), deadline)
+                time.sleep(0.05)
+            b_in2, b_out2 = peer_bytes(b)
+            a_in2, a_out2 = peer_bytes(a)
+            self.assertGreaterEqual(b_in2 - b_in, 20000)
+            self.assertGreaterEqual(a_out2 - a_out, 20000)
+            self.assertGreater(b_out2, b_out)
+            self.assertGreater(a_in2, a_in)
         finally:
             if b is not None:
                 self.assertEqual(b.stop(), 0)
             self.assertEqual(a.stop(), 0)
+
+
+def resp_command(address, *args, timeout=5):
+    """Sends one RESP command on a new connection; returns the reply bytes."""
+    host, port = address.rsplit(":", 1)
+    frame = b"*%d\r\n" % len(args) + b"".join(
+        b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        s.sendall(frame)
+        return s.recv(4096)
+
+
+class IdleConnectionsTest(unittest.TestCase):
+    """5,000 idle TCP connections on the HTTP port and 5,000 on the RESP port:
+    every other client is still served within a bound, and once they close
+    the server's file descriptors return to their level."""
+
+    N = 5000
+
+    def test_5000_idle_connections_on_each_port(self):
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        need = 2 * self.N + 200
+        if hard != resource.RLIM_INFINITY and hard < need:
+            self.skipTest(f"RLIMIT_NOFILE hard limit {hard} < {need}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
+        server = Server(extra=["--http-insecure-loopback", "--http-max-connections", "6000",
+                               "--http-idle-timeout-ms", "60000", "--resp-listen", "127.0.0.1:0",
+                               "--resp-insecure-loopback", "--resp-max-connections", "6000"],
+                        soft_nofile=1024)
+        try:
+            # Started with a soft limit of 1024 open files, the server
+            # raised it to the hard limit.
+            line = server.wait_for_log("open files: limit", 5)
+            self.assertIn("(raised from 1024)", line)
+            m = re.search(r"RESP clients: (\S+) ", "\n".join(server.log))
+            resp = m.group(1)
+            self.assertEqual(resp_command(resp, b"SET", b"k", b"v"), b"+OK\r\n")
+            fds_before = server.open_fds()
+            socks = []
+            try:
+                for address in (resp, server.http):
+                    host, port = address.rsplit(":", 1)
+                    for _ in range(self.N):
+                        socks.append(socket.create_connection((host, int(port)), timeout=10))
+                # Bounded wait until the server has accepted them all (2
+                # short: the SET's connection may still have been counted
+                # in fds_before). The HTTP ones were opened last: they send
+                # no request, so the server closes them 10 s after they
+                # opened (the header timeout, min(idle timeout, 10 s)), and
+                # what follows runs well inside that.
+                deadline = time.monotonic() + 9
+                while server.open_fds() < fds_before + 2 * self.N - 2:
+                    self.assertLess(time.monotonic(), deadline,
+                                    f"{server.open_fds() - fds_before} of {2 * self.N} accepted")
+                    time.sleep(0.05)
+                # Every other client is served, within a bound.
+                for _ in range(5):
+                    start = time.monotonic()
+                    code, body, _ = curl("GET", server.base + "/v1/status", timeout=5)
+                    self.assertEqual(code, 200, body)
+                    self.assertEqual(resp_command(resp, b"GET", b"k"), b"$1\r\nv\r\n")
+                    self.assertLess(time.monotonic() - start, 2.0)
+                # None of the idle ones was closed or answered.
+                for s in socks[::97]:
+                    s.setblocking(False)
+                    with self.assertRaises(BlockingIOError):
+                        s.recv(1)
+            finally:
+                for s in socks:
+                    s.close()
+            # Descriptors return to their level (bounded wait).
+            deadline = time.monotonic() + 30
+            while server.open_fds() > fds_before + 2:
+                self.assertLess(time.monotonic(), deadline,
+                                f"{server.open_fds() - fds_before} descriptors still open")
+                time.sleep(0.05)
+            code, body, _ = curl("GET", server.base + "/v1/status", timeout=5)
+            self.assertEqual(code, 200, body)
+            self.assertIsNone(server.proc.poll())
+        finally:
+            self.assertEqual(server.stop(), 0)
 
 
 class HttpFlagsTest(unittest.TestCase):

@@ -47,9 +47,16 @@ def pair(first, second):
 
 
 class Server:
-    def __init__(self, extra=(), data=None, http_listen="127.0.0.1:0"):
+    def __init__(self, extra=(), data=None, http_listen="127.0.0.1:0", soft_nofile=None):
+        """`soft_nofile`: start the server with that soft RLIMIT_NOFILE."""
         self.data = data or os.path.join(tmpdir("http"), "data")
-        self.proc = subprocess.Popen(
+        preexec = None
+        if soft_nofile is not None:
+            def preexec():
+                import resource
+                _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft_nofile, hard))
+        self.proc = subprocess.Popen(preexec_fn=preexec, args=
             [PEERKV, "serve", "--data", self.data, "--listen", "127.0.0.1:0",
              "--http-listen", http_listen, *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="backslashreplace")
