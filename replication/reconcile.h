@@ -255,6 +255,17 @@ class ReconcileSource {
   virtual absl::StatusOr<std::unique_ptr<rbsr::RangeView>> View(std::string_view keyspace) = 0;
   virtual absl::StatusOr<std::optional<Record>> Get(std::string_view keyspace,
                                                     std::string_view key) = 0;
+  // Whether this side reconciles `keyspace` with the peer at all (a
+  // friend's link: only what the peer may read here). A session covers the
+  // keyspaces both sides reconcile: a root the other side names or answers
+  // for a keyspace this side does not reconcile counts as equal, so that
+  // two sides whose policies disagree (one has not merged a revocation the
+  // other has) still end in sync over what they share, instead of one
+  // pushing or fetching forever what the other will not take or show.
+  virtual bool Reconciles(std::string_view keyspace) const {
+    (void)keyspace;
+    return true;
+  }
 };
 
 // The sum of every keyspace's root fingerprint: equal on two stores that
@@ -307,6 +318,10 @@ class ReconcileSession {
   absl::Status TakeExpansion(rbsr::RangeView& view, const NodeRef& ref,
                              const Expansion& expansion, std::vector<Record>& merge);
   absl::StatusOr<rbsr::RangeView*> LocalView(const std::string& keyspace);
+  // OnResponse after the answer was checked and roots of keyspaces not
+  // reconciled here were dropped.
+  absl::StatusOr<std::vector<Record>> TakeResponse(const ReconcileResponse& response,
+                                                   absl::Time now);
 
   ReconcileSource& local_;
   const ReconcileLimits limits_;

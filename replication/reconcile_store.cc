@@ -112,6 +112,7 @@ class FilteredSource final : public ReconcileSource {
     if (!(*readable_)(keyspace)) return std::nullopt;
     return inner_.Get(keyspace, key);
   }
+  bool Reconciles(std::string_view keyspace) const override { return (*readable_)(keyspace); }
 
  private:
   ReconcileSource& inner_;

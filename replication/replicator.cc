@@ -98,6 +98,14 @@ struct Replicator::Peer {
   // whole-store fingerprints differed, and the sessions with it.
   std::string reconcile_why;
   int fingerprint_mismatches = 0;
+  // A friend's device: the fingerprints (ours, its) of the last mismatch
+  // seen, and of one a session then found in sync. The two sides sum over
+  // what each lets the other read, which differ while their policies do
+  // (one has not merged a revocation it may no longer read): once a
+  // session found what they share equal, the same pair starts no more.
+  std::optional<std::pair<rbsr::Fingerprint, rbsr::Fingerprint>> mismatch_seen;
+  std::optional<std::pair<rbsr::Fingerprint, rbsr::Fingerprint>> mismatch_explained;
+  std::optional<std::pair<rbsr::Fingerprint, rbsr::Fingerprint>> mismatch_reconciling;
   uint64_t reconciles = 0;
   absl::Time last_reconcile = absl::InfinitePast();
   absl::Time last_reconcile_start = absl::InfinitePast();
@@ -1386,6 +1394,7 @@ void Replicator::StartReconcile(uint64_t peer_id, std::string why, ReconcileDone
   if (done) job->done.push_back(std::move(done));
   it->second->reconcile_why.clear();
   it->second->last_reconcile_start = executor_->Now();
+  it->second->mismatch_reconciling = it->second->mismatch_seen;
   reconcile_queue_.push_back(std::move(job));
   if (reconcile_ == nullptr) RunNextReconcile();
 }
@@ -1529,6 +1538,9 @@ void Replicator::FinishReconcile(absl::StatusOr<ReconcileReport> result) {
     Log(absl::StrFormat("peerkv: reconcile with peer %s (%s) failed: %s", peer_name, job->why,
                         result.status().ToString()));
   }
+  if (peer != nullptr && peer->info.readable != nullptr && result.ok() && result->in_sync) {
+    peer->mismatch_explained = peer->mismatch_reconciling;
+  }
   if (peer != nullptr) {
     ++peer->reconciles;
     peer->last_reconcile = executor_->Now();
@@ -1573,7 +1585,12 @@ void Replicator::NoteForReconcile(Peer& peer, const PullResponse& response,
     absl::StatusOr<rbsr::Fingerprint> mine =
         peer.info.readable == nullptr ? StoreFingerprint(*store_)
                                       : StoreFingerprint(*store_, *peer.info.readable);
-    if (mine.ok() && *mine != *response.store_fingerprint) {
+    const bool explained =
+        mine.ok() && peer.info.readable != nullptr && peer.mismatch_explained.has_value() &&
+        peer.mismatch_explained->first == *mine &&
+        peer.mismatch_explained->second == *response.store_fingerprint;
+    if (mine.ok() && *mine != *response.store_fingerprint && !explained) {
+      if (peer.info.readable != nullptr) peer.mismatch_seen.emplace(*mine, *response.store_fingerprint);
       // Twice in a row: a write on either side in flight explains one.
       if (++peer.fingerprint_mismatches >= 2 && peer.reconcile_why.empty() &&
           executor_->Now() - peer.last_reconcile_start >= options_.reconcile_min_gap) {

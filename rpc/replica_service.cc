@@ -316,6 +316,9 @@ class ReplicaImpl final : public wire::Replica::Server {
                                               std::string_view key) override {
       return filtered_->Get(keyspace, key);
     }
+    bool Reconciles(std::string_view keyspace) const override {
+      return filtered_->Reconciles(keyspace);
+    }
 
    private:
     const std::shared_ptr<replication::ReconcileSource> inner_;
