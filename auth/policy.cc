@@ -593,10 +593,26 @@ bool StoreAccess::MayWriteAt(const Principal& who, std::string_view ks, uint64_t
     return false;
   };
   if (removed_after(p.removed_writers)) return true;
+  // The writers' groups and every group nested in them (bounded as
+  // MemberOf, each visited once): a removal from a nested group, or of a
+  // nested group (RemoveFromGroup notes its users then), is judged by its
+  // clock as one from a group the policy names.
+  std::vector<std::string_view> pending;
+  absl::flat_hash_set<std::string_view> seen;
   for (const Who& w : p.writers) {
-    if (w.kind != Who::Kind::kGroup) continue;
-    auto g = s->groups.find(GroupKey(p.owner, w.group));
-    if (g != s->groups.end() && removed_after(g->second.removed)) return true;
+    if (w.kind == Who::Kind::kGroup && seen.insert(w.group).second) pending.push_back(w.group);
+  }
+  for (int depth = 0; depth < kMaxGroupDepth && !pending.empty(); ++depth) {
+    std::vector<std::string_view> next;
+    for (std::string_view name : pending) {
+      auto g = s->groups.find(GroupKey(p.owner, name));
+      if (g == s->groups.end()) continue;
+      if (removed_after(g->second.removed)) return true;
+      for (const Member& m : g->second.members) {
+        if (!m.group.empty() && seen.insert(m.group).second) next.push_back(m.group);
+      }
+    }
+    pending = std::move(next);
   }
   return false;
 }
@@ -770,6 +786,23 @@ absl::StatusOr<bool> Reaches(Store& store, const PublicKey& owner, std::string_v
   return false;
 }
 
+// The users of group `name` of `owner` and of the groups nested in it
+// (at most kMaxGroupDepth deep; a group met again is not read twice).
+absl::Status UsersOf(Store& store, const PublicKey& owner, std::string_view name, int depth,
+                     std::vector<PublicKey>& users) {
+  if (depth >= kMaxGroupDepth) return absl::OkStatus();
+  PEERKV_ASSIGN_OR_RETURN(std::optional<Group> g, ReadGroup(store, owner, name));
+  if (!g.has_value()) return absl::OkStatus();
+  for (const Member& m : g->members) {
+    if (m.group.empty()) {
+      if (std::find(users.begin(), users.end(), m.user) == users.end()) users.push_back(m.user);
+    } else {
+      PEERKV_RETURN_IF_ERROR(UsersOf(store, owner, m.group, depth + 1, users));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status SetPolicy(const Identity& identity, Store& store, std::string_view ks,
@@ -912,7 +945,18 @@ absl::Status RemoveFromGroup(const Identity& identity, Store& store, std::string
         absl::StrFormat("%s is not a member of group '%s'", FormatMember(member), name));
   }
   g->members.erase(it);
-  if (member.group.empty()) NoteRemoval(g->removed, member.user, store.clock_mark() + 1);
+  const uint64_t before_hlc = store.clock_mark() + 1;
+  if (member.group.empty()) {
+    NoteRemoval(g->removed, member.user, before_hlc);
+  } else {
+    // A group removed: its users (through its own nested groups too) lost
+    // what this group gave them at this clock, as if each were removed
+    // directly (MayWriteAt). Those still in through another member are
+    // unaffected: MayWrite answers first.
+    std::vector<PublicKey> users;
+    PEERKV_RETURN_IF_ERROR(UsersOf(store, identity.user(), member.group, 0, users));
+    for (const PublicKey& user : users) NoteRemoval(g->removed, user, before_hlc);
+  }
   g->time_ms = now_ms;
   return WriteGroup(identity, store, *g);
 }
