@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
@@ -766,6 +767,64 @@ absl::Status WriteGroup(const Identity& identity, Store& store, const Group& g) 
   return store.WriteReserved(std::move(batch)).status();
 }
 
+// A new member of group `name` may now read the policy records that name
+// it (or a group containing it) and the records of those groups: records a
+// friend's device of that member may have been served past already, when
+// they were not its to read (a pull never goes back). So AddToGroup writes
+// them again, unchanged but for a new version, in the same batch: the next
+// pull carries them, the device learns the keyspaces it may now read, and
+// its reconciliation fetches their older records (README "Groups and
+// policies", a reader granted later).
+absl::Status AppendGrantResends(const Identity& identity, Store& store, std::string_view name,
+                                std::vector<Mutation>& batch) {
+  const PublicKey& owner = identity.user();
+  PEERKV_ASSIGN_OR_RETURN(std::vector<Record> group_records,
+                          ScanAll(store, kGroupsKeyspace, Cat({UserId(owner), "/"})));
+  std::map<std::string, Group, std::less<>> groups;
+  for (const Record& r : group_records) {
+    absl::StatusOr<Group> g = DecodeGroupRecord(r.key, r.value);
+    if (g.ok() && g->owner == owner) groups.emplace(g->name, std::move(*g));
+  }
+  // `name` and the groups that contain it, through at most kMaxGroupDepth
+  // levels.
+  std::set<std::string, std::less<>> containing = {std::string(name)};
+  for (int depth = 0; depth < kMaxGroupDepth; ++depth) {
+    bool grew = false;
+    for (const auto& [group_name, g] : groups) {
+      if (containing.count(group_name) > 0) continue;
+      for (const Member& m : g.members) {
+        if (!m.group.empty() && containing.count(m.group) > 0) {
+          containing.insert(group_name);
+          grew = true;
+          break;
+        }
+      }
+    }
+    if (!grew) break;
+  }
+  for (const auto& [group_name, g] : groups) {
+    if (group_name == name || containing.count(group_name) == 0) continue;
+    batch.push_back(Mutation{kGroupsKeyspace, GroupKey(owner, group_name),
+                             EncodeGroupRecord(*identity.user_key(), g)});
+  }
+  PEERKV_ASSIGN_OR_RETURN(std::vector<Record> policies, ScanAll(store, kPoliciesKeyspace));
+  for (const Record& r : policies) {
+    absl::StatusOr<Policy> p = DecodePolicyRecord(r.key, r.value);
+    if (!p.ok() || p->owner != owner) continue;
+    bool names = false;
+    for (const std::vector<Who>* list : {&p->readers, &p->writers}) {
+      for (const Who& w : *list) {
+        names = names || (w.kind == Who::Kind::kGroup && containing.count(w.group) > 0);
+      }
+    }
+    if (names) {
+      batch.push_back(Mutation{kPoliciesKeyspace, r.key,
+                               EncodePolicyRecord(*identity.user_key(), r.key, *p)});
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Whether group `from` of `owner` reaches group `target` (so adding
 // `from` to `target` would close a cycle).
 absl::StatusOr<bool> Reaches(Store& store, const PublicKey& owner, std::string_view from,
@@ -928,7 +987,12 @@ absl::Status AddToGroup(const Identity& identity, Store& store, std::string_view
         absl::StrFormat("every member given is in group '%s' already", name));
   }
   g->time_ms = now_ms;
-  return WriteGroup(identity, store, *g);
+  PEERKV_RETURN_IF_ERROR(ValidateGroup(*g));
+  std::vector<Mutation> batch;
+  batch.push_back(Mutation{kGroupsKeyspace, GroupKey(identity.user(), g->name),
+                           EncodeGroupRecord(*identity.user_key(), *g)});
+  PEERKV_RETURN_IF_ERROR(AppendGrantResends(identity, store, name, batch));
+  return store.WriteReserved(std::move(batch)).status();
 }
 
 absl::Status RemoveFromGroup(const Identity& identity, Store& store, std::string_view name,

@@ -478,6 +478,35 @@ TEST_F(PolicyTest, WriteConcurrentWithARemovalFromANestedGroupIsDecidedByClock) 
   EXPECT_FALSE(jane->access->MayWriteAt(josephine, "jane.blog", dropped_at));
 }
 
+// A member added to a group may now read the policies naming it (or a
+// group containing it) and those groups' records, which its devices may
+// have been served past: AddToGroup writes them again, so the next pull
+// carries them (issue 10, a reader granted later). Others stay as they are.
+TEST_F(PolicyTest, AddingAMemberWritesAgainThePoliciesAndGroupsItMayNowRead) {
+  std::unique_ptr<Device> jane = MakeUser("jane");
+  std::unique_ptr<Device> jo = MakeUser("josephine");
+  Store& s = *jane->store;
+  const Identity& id = *jane->identity;
+  ASSERT_THAT(CreateGroup(id, s, "readers", kT), IsOk());
+  ASSERT_THAT(CreateGroup(id, s, "friends", kT), IsOk());
+  ASSERT_THAT(CreateGroup(id, s, "other", kT), IsOk());
+  ASSERT_THAT(AddToGroup(id, s, "readers", {GroupMember("friends")}, kT), IsOk());
+  ASSERT_THAT(SetPolicy(id, s, "jane.blog", {GroupWho("readers")}, {}, kT), IsOk());
+  ASSERT_THAT(SetPolicy(id, s, "jane.other", {GroupWho("other")}, {}, kT), IsOk());
+  const Version blog = PolicyRecord(s, "jane.blog").version;
+  const Version other = PolicyRecord(s, "jane.other").version;
+  const Version readers = (*s.Get(kGroupsKeyspace, GroupKey(id.user(), "readers")))->version;
+  const Version other_group = (*s.Get(kGroupsKeyspace, GroupKey(id.user(), "other")))->version;
+  ASSERT_THAT(AddToGroup(id, s, "friends", {UserMember(jo->identity->user())}, kT), IsOk());
+  EXPECT_LT(blog, PolicyRecord(s, "jane.blog").version);
+  EXPECT_LT(readers, (*s.Get(kGroupsKeyspace, GroupKey(id.user(), "readers")))->version);
+  EXPECT_EQ(other, PolicyRecord(s, "jane.other").version);
+  EXPECT_EQ(other_group, (*s.Get(kGroupsKeyspace, GroupKey(id.user(), "other")))->version);
+  // Unchanged but for the version: the same readers.
+  EXPECT_TRUE(jane->access->MayRead(Principal{jo->identity->user(), false}, "jane.blog"));
+  EXPECT_FALSE(jane->access->MayRead(Principal{jo->identity->user(), false}, "jane.other"));
+}
+
 TEST_F(PolicyTest, NeedsUserKey) {
   std::unique_ptr<Device> jane = MakeUser("jane");
   absl::StatusOr<std::unique_ptr<Identity>> joining =
