@@ -59,6 +59,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -72,6 +73,7 @@
 #include "replication/status.h"
 #include "replication/transport.h"
 #include "store/range_fingerprint.h"
+#include "store/types.h"
 #include "store/version.h"
 
 namespace peerkv {
@@ -285,6 +287,57 @@ std::unique_ptr<ReconcileSource> StoreReconcileSource(const Store& store);
 // answer neither reveals nor confirms it.
 std::unique_ptr<ReconcileSource> FilteredReconcileSource(
     ReconcileSource& inner, std::shared_ptr<const KeyspaceFilter> readable);
+
+// What a replica refused of a peer's records in reconciliation (Store::Merge
+// listed them as refused: the merge gate's bad signature or non-writer, a
+// validation rule): the register as the peer holds it. A session that
+// found one would fetch it (or be pushed it) again every pass and every
+// session, the refusal counted each time, and never end in sync. So the
+// refusing side remembers it (RefusedMemory, for as long as the peer's
+// link lasts: the initiator's per peer, the responder's per link) and
+// reconciles as if it held that register (RefusedOverlay): its fingerprints
+// then agree with the peer's, the record is neither fetched nor pushed
+// again, and the session ends in sync. A newer version of the key on
+// either side makes the entry moot (the overlay shows a register only
+// while it is newer than the one held); a record refused under a policy
+// that later allows it is fetched again once the link reconnects.
+// Not thread-safe.
+class RefusedMemory {
+ public:
+  // Entries kept; the oldest is forgotten beyond it (a session then
+  // fetches it once more).
+  static constexpr size_t kMaxEntries = 4096;
+
+  // The records of `offered` (as sent, with values) that `merged` lists
+  // as refused for good: not quarantined, and not refused for want of
+  // room (ResourceExhausted) or a store that was unavailable.
+  void Note(const std::vector<Record>& offered, const MergeResult& merged);
+  size_t size() const { return order_.size(); }
+  bool empty() const { return order_.empty(); }
+  void Clear();
+
+  struct Entry {
+    Version version;
+    bool deleted = false;
+    rbsr::Sum256 hash;
+  };
+  // keyspace -> key -> entry.
+  const std::map<std::string, std::map<std::string, Entry, std::less<>>, std::less<>>& entries()
+      const {
+    return entries_;
+  }
+
+ private:
+  std::map<std::string, std::map<std::string, Entry, std::less<>>, std::less<>> entries_;
+  std::deque<std::pair<std::string, std::string>> order_;
+};
+
+// `inner` (borrowed) as if it held each register `memory` (borrowed)
+// remembers wherever that one is newer than what `inner` holds: roots and
+// views include it (in place of the older register held), Get answers
+// what is really held. Reconciles is `inner`'s.
+std::unique_ptr<ReconcileSource> RefusedOverlay(ReconcileSource& inner,
+                                                const RefusedMemory& memory);
 
 // The responder's side of one round, after it merged `request.push`
 // (whose counts it fills in itself). `max_bytes` bounds the answer.

@@ -106,6 +106,9 @@ struct Replicator::Peer {
   std::optional<std::pair<rbsr::Fingerprint, rbsr::Fingerprint>> mismatch_seen;
   std::optional<std::pair<rbsr::Fingerprint, rbsr::Fingerprint>> mismatch_explained;
   std::optional<std::pair<rbsr::Fingerprint, rbsr::Fingerprint>> mismatch_reconciling;
+  // Its records this replica refused in reconciliation, remembered while
+  // it has a link (replication/reconcile.h RefusedMemory).
+  std::shared_ptr<RefusedMemory> refused_memory = std::make_shared<RefusedMemory>();
   uint64_t reconciles = 0;
   absl::Time last_reconcile = absl::InfinitePast();
   absl::Time last_reconcile_start = absl::InfinitePast();
@@ -347,6 +350,8 @@ void Replicator::DropLink(LinkId link, const absl::Status& why) {
     Peer& peer = *peers_.at(it->second);
     peer.links.erase(link);
     peer.suspect.erase(link);
+    // Refused under the policy of now; the next link tries them again.
+    if (peer.links.empty()) peer.refused_memory->Clear();
     peer.last_seen = executor_->Now();
     // The transport found it dead (a keepalive or call deadline).
     if (why.code() == absl::StatusCode::kDeadlineExceeded) ++peer.dead_links;
@@ -1418,6 +1423,9 @@ void Replicator::RunNextReconcile() {
           FilteredReconcileSource(*reconcile_source_, it->second->info.readable);
       source = reconcile_->filtered.get();
     }
+    reconcile_->refused = it->second->refused_memory;
+    reconcile_->overlay = RefusedOverlay(*source, *reconcile_->refused);
+    source = reconcile_->overlay.get();
     reconcile_->session = std::make_unique<ReconcileSession>(
         *source, options_.reconcile_limits, executor_->Now());
     ReconcileStep();
@@ -1487,12 +1495,15 @@ void Replicator::OnReconcileAnswer(uint64_t job_id, absl::StatusOr<std::string> 
   // Values this store cannot hold: skipped, as a pull would not send them.
   DropValuesOverLimit(*merge, store_->options().max_value_bytes);
   if (!merge->empty()) {
+    // Kept to remember what the merge refuses (RefusedMemory needs values).
+    std::vector<Record> offered = *merge;
     absl::StatusOr<MergeResult> merged =
         store_->Merge(std::move(*merge), std::nullopt, SourceOf(job.peer_id));
     if (!merged.ok()) {
       FinishReconcile(merged.status());
       return;
     }
+    if (!merged->refused.empty()) job.refused->Note(offered, *merged);
     job.session->NoteMerged(merged->won, merged->refused.size() + merged->quarantined.size() +
                                              merged->already_quarantined);
     counters_.records_won += merged->won;
