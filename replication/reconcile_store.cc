@@ -126,24 +126,24 @@ class FilteredSource final : public ReconcileSource {
 // ---- what was refused ----
 
 void RefusedMemory::Note(const std::vector<Record>& offered, const MergeResult& merged) {
+  if (merged.refused.empty()) return;
+  std::map<std::pair<std::string_view, std::string_view>, const Record*> by_key;
+  for (const Record& r : offered) by_key[{r.keyspace, r.key}] = &r;
   for (const RefusedRecord& refused : merged.refused) {
     const absl::StatusCode code = refused.reason.code();
     if (code == absl::StatusCode::kResourceExhausted || code == absl::StatusCode::kUnavailable ||
         code == absl::StatusCode::kInternal) {
       continue;
     }
-    for (const Record& r : offered) {
-      if (r.keyspace != refused.keyspace || r.key != refused.key || r.version != refused.version) {
-        continue;
-      }
-      auto& keys = entries_[r.keyspace];
-      auto [it, fresh] = keys.try_emplace(r.key);
-      if (!fresh && !(it->second.version < r.version)) break;
-      it->second = Entry{r.version, r.deleted,
-                         rbsr::ItemHash(r.keyspace, r.key, r.version, r.deleted, r.value)};
-      if (fresh) order_.emplace_back(r.keyspace, r.key);
-      break;
-    }
+    auto found = by_key.find({refused.keyspace, refused.key});
+    if (found == by_key.end() || found->second->version != refused.version) continue;
+    const Record& r = *found->second;
+    auto& keys = entries_[r.keyspace];
+    auto [it, fresh] = keys.try_emplace(r.key);
+    if (!fresh && !(it->second.version < r.version)) continue;
+    it->second = Entry{r.version, r.deleted,
+                       rbsr::ItemHash(r.keyspace, r.key, r.version, r.deleted, r.value)};
+    if (fresh) order_.emplace_back(r.keyspace, r.key);
   }
   while (order_.size() > kMaxEntries) {
     auto ks = entries_.find(order_.front().first);
