@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
@@ -593,10 +594,26 @@ bool StoreAccess::MayWriteAt(const Principal& who, std::string_view ks, uint64_t
     return false;
   };
   if (removed_after(p.removed_writers)) return true;
+  // The writers' groups and every group nested in them (bounded as
+  // MemberOf, each visited once): a removal from a nested group, or of a
+  // nested group (RemoveFromGroup notes its users then), is judged by its
+  // clock as one from a group the policy names.
+  std::vector<std::string_view> pending;
+  absl::flat_hash_set<std::string_view> seen;
   for (const Who& w : p.writers) {
-    if (w.kind != Who::Kind::kGroup) continue;
-    auto g = s->groups.find(GroupKey(p.owner, w.group));
-    if (g != s->groups.end() && removed_after(g->second.removed)) return true;
+    if (w.kind == Who::Kind::kGroup && seen.insert(w.group).second) pending.push_back(w.group);
+  }
+  for (int depth = 0; depth < kMaxGroupDepth && !pending.empty(); ++depth) {
+    std::vector<std::string_view> next;
+    for (std::string_view name : pending) {
+      auto g = s->groups.find(GroupKey(p.owner, name));
+      if (g == s->groups.end()) continue;
+      if (removed_after(g->second.removed)) return true;
+      for (const Member& m : g->second.members) {
+        if (!m.group.empty() && seen.insert(m.group).second) next.push_back(m.group);
+      }
+    }
+    pending = std::move(next);
   }
   return false;
 }
@@ -756,6 +773,64 @@ absl::Status WriteGroup(const Identity& identity, Store& store, const Group& g) 
   return store.WriteReserved(std::move(batch)).status();
 }
 
+// A new member of group `name` may now read the policy records that name
+// it (or a group containing it) and the records of those groups: records a
+// friend's device of that member may have been served past already, when
+// they were not its to read (a pull never goes back). So AddToGroup writes
+// them again, unchanged but for a new version, in the same batch: the next
+// pull carries them, the device learns the keyspaces it may now read, and
+// its reconciliation fetches their older records (README "Groups and
+// policies", a reader granted later).
+absl::Status AppendGrantResends(const Identity& identity, Store& store, std::string_view name,
+                                std::vector<Mutation>& batch) {
+  const PublicKey& owner = identity.user();
+  PEERKV_ASSIGN_OR_RETURN(std::vector<Record> group_records,
+                          ScanAll(store, kGroupsKeyspace, Cat({UserId(owner), "/"})));
+  std::map<std::string, Group, std::less<>> groups;
+  for (const Record& r : group_records) {
+    absl::StatusOr<Group> g = DecodeGroupRecord(r.key, r.value);
+    if (g.ok() && g->owner == owner) groups.emplace(g->name, std::move(*g));
+  }
+  // `name` and the groups that contain it, through at most kMaxGroupDepth
+  // levels.
+  std::set<std::string, std::less<>> containing = {std::string(name)};
+  for (int depth = 0; depth < kMaxGroupDepth; ++depth) {
+    bool grew = false;
+    for (const auto& [group_name, g] : groups) {
+      if (containing.count(group_name) > 0) continue;
+      for (const Member& m : g.members) {
+        if (!m.group.empty() && containing.count(m.group) > 0) {
+          containing.insert(group_name);
+          grew = true;
+          break;
+        }
+      }
+    }
+    if (!grew) break;
+  }
+  for (const auto& [group_name, g] : groups) {
+    if (group_name == name || containing.count(group_name) == 0) continue;
+    batch.push_back(Mutation{kGroupsKeyspace, GroupKey(owner, group_name),
+                             EncodeGroupRecord(*identity.user_key(), g)});
+  }
+  PEERKV_ASSIGN_OR_RETURN(std::vector<Record> policies, ScanAll(store, kPoliciesKeyspace));
+  for (const Record& r : policies) {
+    absl::StatusOr<Policy> p = DecodePolicyRecord(r.key, r.value);
+    if (!p.ok() || p->owner != owner) continue;
+    bool names = false;
+    for (const std::vector<Who>* list : {&p->readers, &p->writers}) {
+      for (const Who& w : *list) {
+        names = names || (w.kind == Who::Kind::kGroup && containing.count(w.group) > 0);
+      }
+    }
+    if (names) {
+      batch.push_back(Mutation{kPoliciesKeyspace, r.key,
+                               EncodePolicyRecord(*identity.user_key(), r.key, *p)});
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Whether group `from` of `owner` reaches group `target` (so adding
 // `from` to `target` would close a cycle).
 absl::StatusOr<bool> Reaches(Store& store, const PublicKey& owner, std::string_view from,
@@ -774,6 +849,23 @@ absl::StatusOr<bool> Reaches(Store& store, const PublicKey& owner, std::string_v
     if (reaches) return true;
   }
   return false;
+}
+
+// The users of group `name` of `owner` and of the groups nested in it
+// (at most kMaxGroupDepth deep; a group met again is not read twice).
+absl::Status UsersOf(Store& store, const PublicKey& owner, std::string_view name, int depth,
+                     std::vector<PublicKey>& users) {
+  if (depth >= kMaxGroupDepth) return absl::OkStatus();
+  PEERKV_ASSIGN_OR_RETURN(std::optional<Group> g, ReadGroup(store, owner, name));
+  if (!g.has_value()) return absl::OkStatus();
+  for (const Member& m : g->members) {
+    if (m.group.empty()) {
+      if (std::find(users.begin(), users.end(), m.user) == users.end()) users.push_back(m.user);
+    } else {
+      PEERKV_RETURN_IF_ERROR(UsersOf(store, owner, m.group, depth + 1, users));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -901,7 +993,12 @@ absl::Status AddToGroup(const Identity& identity, Store& store, std::string_view
         absl::StrFormat("every member given is in group '%s' already", name));
   }
   g->time_ms = now_ms;
-  return WriteGroup(identity, store, *g);
+  PEERKV_RETURN_IF_ERROR(ValidateGroup(*g));
+  std::vector<Mutation> batch;
+  batch.push_back(Mutation{kGroupsKeyspace, GroupKey(identity.user(), g->name),
+                           EncodeGroupRecord(*identity.user_key(), *g)});
+  PEERKV_RETURN_IF_ERROR(AppendGrantResends(identity, store, name, batch));
+  return store.WriteReserved(std::move(batch)).status();
 }
 
 absl::Status RemoveFromGroup(const Identity& identity, Store& store, std::string_view name,
@@ -918,7 +1015,18 @@ absl::Status RemoveFromGroup(const Identity& identity, Store& store, std::string
         absl::StrFormat("%s is not a member of group '%s'", FormatMember(member), name));
   }
   g->members.erase(it);
-  if (member.group.empty()) NoteRemoval(g->removed, member.user, store.clock_mark() + 1);
+  const uint64_t before_hlc = store.clock_mark() + 1;
+  if (member.group.empty()) {
+    NoteRemoval(g->removed, member.user, before_hlc);
+  } else {
+    // A group removed: its users (through its own nested groups too) lost
+    // what this group gave them at this clock, as if each were removed
+    // directly (MayWriteAt). Those still in through another member are
+    // unaffected: MayWrite answers first.
+    std::vector<PublicKey> users;
+    PEERKV_RETURN_IF_ERROR(UsersOf(store, identity.user(), member.group, 0, users));
+    for (const PublicKey& user : users) NoteRemoval(g->removed, user, before_hlc);
+  }
   g->time_ms = now_ms;
   return WriteGroup(identity, store, *g);
 }

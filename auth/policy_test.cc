@@ -432,6 +432,81 @@ TEST_F(PolicyTest, WriteConcurrentWithRevocationIsDecidedByClock) {
   EXPECT_THAT((*groups)[0].removed, SizeIs(0));
 }
 
+// Issue 10: MayWriteAt looked only at the removals of the groups a policy
+// names. A writer removed from a nested group, or through the removal of a
+// nested group, is judged by the clock of that removal as a direct member.
+TEST_F(PolicyTest, WriteConcurrentWithARemovalFromANestedGroupIsDecidedByClock) {
+  std::unique_ptr<Device> jane = MakeUser("jane");
+  std::unique_ptr<Device> jo = MakeUser("josephine");
+  std::unique_ptr<Device> mallory = MakeUser("mallory");
+  Store& s = *jane->store;
+  const Identity& id = *jane->identity;
+  const Principal josephine{jo->identity->user(), false};
+  const Principal mal{mallory->identity->user(), false};
+  // writers contains group:editors, editors contains group:guests;
+  // Josephine is an editor, Mallory a guest.
+  ASSERT_THAT(CreateGroup(id, s, "writers", kT), IsOk());
+  ASSERT_THAT(CreateGroup(id, s, "editors", kT), IsOk());
+  ASSERT_THAT(CreateGroup(id, s, "guests", kT), IsOk());
+  ASSERT_THAT(AddToGroup(id, s, "guests", {UserMember(mallory->identity->user())}, kT), IsOk());
+  ASSERT_THAT(AddToGroup(id, s, "editors", {UserMember(jo->identity->user()), GroupMember("guests")},
+                         kT),
+              IsOk());
+  ASSERT_THAT(AddToGroup(id, s, "writers", {GroupMember("editors")}, kT), IsOk());
+  ASSERT_THAT(SetPolicy(id, s, "jane.blog", {}, {GroupWho("writers")}, kT), IsOk());
+  EXPECT_TRUE(jane->access->MayWrite(josephine, "jane.blog"));
+  EXPECT_TRUE(jane->access->MayWrite(mal, "jane.blog"));
+
+  // Josephine removed from the nested group.
+  const uint64_t while_editor = s.clock_mark();
+  ASSERT_THAT(RemoveFromGroup(id, s, "editors", UserMember(jo->identity->user()), kT), IsOk());
+  const uint64_t removed_at = (*s.Get(kGroupsKeyspace, GroupKey(id.user(), "editors")))->version.hlc;
+  EXPECT_FALSE(jane->access->MayWrite(josephine, "jane.blog"));
+  EXPECT_TRUE(jane->access->MayWriteAt(josephine, "jane.blog", while_editor));
+  EXPECT_FALSE(jane->access->MayWriteAt(josephine, "jane.blog", removed_at));
+
+  // The group Mallory is in removed from the nested group: she lost the
+  // right at that removal's clock.
+  const uint64_t while_guest = s.clock_mark();
+  ASSERT_THAT(RemoveFromGroup(id, s, "editors", GroupMember("guests"), kT), IsOk());
+  const uint64_t dropped_at = (*s.Get(kGroupsKeyspace, GroupKey(id.user(), "editors")))->version.hlc;
+  EXPECT_FALSE(jane->access->MayWrite(mal, "jane.blog"));
+  EXPECT_TRUE(jane->access->MayWriteAt(mal, "jane.blog", while_guest));
+  EXPECT_FALSE(jane->access->MayWriteAt(mal, "jane.blog", dropped_at));
+  // Josephine's earlier removal still holds as it did.
+  EXPECT_TRUE(jane->access->MayWriteAt(josephine, "jane.blog", while_editor));
+  EXPECT_FALSE(jane->access->MayWriteAt(josephine, "jane.blog", dropped_at));
+}
+
+// A member added to a group may now read the policies naming it (or a
+// group containing it) and those groups' records, which its devices may
+// have been served past: AddToGroup writes them again, so the next pull
+// carries them (issue 10, a reader granted later). Others stay as they are.
+TEST_F(PolicyTest, AddingAMemberWritesAgainThePoliciesAndGroupsItMayNowRead) {
+  std::unique_ptr<Device> jane = MakeUser("jane");
+  std::unique_ptr<Device> jo = MakeUser("josephine");
+  Store& s = *jane->store;
+  const Identity& id = *jane->identity;
+  ASSERT_THAT(CreateGroup(id, s, "readers", kT), IsOk());
+  ASSERT_THAT(CreateGroup(id, s, "friends", kT), IsOk());
+  ASSERT_THAT(CreateGroup(id, s, "other", kT), IsOk());
+  ASSERT_THAT(AddToGroup(id, s, "readers", {GroupMember("friends")}, kT), IsOk());
+  ASSERT_THAT(SetPolicy(id, s, "jane.blog", {GroupWho("readers")}, {}, kT), IsOk());
+  ASSERT_THAT(SetPolicy(id, s, "jane.other", {GroupWho("other")}, {}, kT), IsOk());
+  const Version blog = PolicyRecord(s, "jane.blog").version;
+  const Version other = PolicyRecord(s, "jane.other").version;
+  const Version readers = (*s.Get(kGroupsKeyspace, GroupKey(id.user(), "readers")))->version;
+  const Version other_group = (*s.Get(kGroupsKeyspace, GroupKey(id.user(), "other")))->version;
+  ASSERT_THAT(AddToGroup(id, s, "friends", {UserMember(jo->identity->user())}, kT), IsOk());
+  EXPECT_LT(blog, PolicyRecord(s, "jane.blog").version);
+  EXPECT_LT(readers, (*s.Get(kGroupsKeyspace, GroupKey(id.user(), "readers")))->version);
+  EXPECT_EQ(other, PolicyRecord(s, "jane.other").version);
+  EXPECT_EQ(other_group, (*s.Get(kGroupsKeyspace, GroupKey(id.user(), "other")))->version);
+  // Unchanged but for the version: the same readers.
+  EXPECT_TRUE(jane->access->MayRead(Principal{jo->identity->user(), false}, "jane.blog"));
+  EXPECT_FALSE(jane->access->MayRead(Principal{jo->identity->user(), false}, "jane.other"));
+}
+
 TEST_F(PolicyTest, NeedsUserKey) {
   std::unique_ptr<Device> jane = MakeUser("jane");
   absl::StatusOr<std::unique_ptr<Identity>> joining =

@@ -692,8 +692,15 @@ absl::StatusOr<ReconcileResponse> ServeReconcile(ReconcileSource& source,
   if (request.compare) {
     PEERKV_ASSIGN_OR_RETURN(std::vector<KeyspaceRoot> ours, source.Roots());
     std::map<std::string, rbsr::Fingerprint> all;
-    for (const KeyspaceRoot& root : request.roots) all[root.keyspace];
-    for (const KeyspaceRoot& root : ours) all[root.keyspace] = root.fingerprint;
+    // A keyspace the initiator names that this side does not reconcile
+    // with it (a friend's link: one it may not read here) is answered as
+    // equal: nothing of it is told, and the initiator does not push it.
+    for (const KeyspaceRoot& root : request.roots) {
+      if (source.Reconciles(root.keyspace)) all[root.keyspace];
+    }
+    for (const KeyspaceRoot& root : ours) {
+      if (source.Reconciles(root.keyspace)) all[root.keyspace] = root.fingerprint;
+    }
     std::map<std::string, rbsr::Fingerprint> theirs;
     for (const KeyspaceRoot& root : request.roots) theirs[root.keyspace] = root.fingerprint;
     for (const auto& [keyspace, mine] : all) {
@@ -1026,6 +1033,41 @@ absl::StatusOr<std::vector<Record>> ReconcileSession::OnResponse(
         "reconcile answer: the peer answered none of the nodes or keys asked"));
   }
   report_.refused_there += response.push_refused;
+  // Roots of keyspaces this side does not reconcile with the peer count as
+  // equal (ReconcileSource::Reconciles): dropped with their expansions.
+  std::optional<ReconcileResponse> shared;
+  for (const KeyspaceRoot& root : response.differing) {
+    if (local_.Reconciles(root.keyspace)) continue;
+    shared.emplace();
+    shared->width = response.width;
+    for (size_t i = 0; i < response.differing.size(); ++i) {
+      if (!local_.Reconciles(response.differing[i].keyspace)) continue;
+      shared->differing.push_back(response.differing[i]);
+      if (!sent.verify_only) shared->expansions.push_back(response.expansions[i]);
+    }
+    for (size_t i = sent.verify_only ? 0 : response.differing.size();
+         i < response.expansions.size(); ++i) {
+      shared->expansions.push_back(response.expansions[i]);
+    }
+    shared->expanded = response.expanded;
+    shared->masks = response.masks;
+    shared->fetched = response.fetched;
+    shared->push_won = response.push_won;
+    shared->push_refused = response.push_refused;
+    break;
+  }
+  return TakeResponse(shared.has_value() ? *shared : response, now);
+}
+
+absl::StatusOr<std::vector<Record>> ReconcileSession::TakeResponse(
+    const ReconcileResponse& response, absl::Time now) {
+  const ReconcileRequest& sent = *sent_;
+  auto fail = [&](absl::Status status) {
+    done_ = true;
+    sent_.reset();
+    views_.clear();
+    return status;
+  };
   std::vector<Record> merge;
   if (sent.compare && sent.verify_only) {
     if (response.differing.empty() && sent.fetch.empty()) {

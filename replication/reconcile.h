@@ -62,6 +62,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -263,6 +264,17 @@ class ReconcileSource {
   virtual absl::StatusOr<std::unique_ptr<rbsr::RangeView>> View(std::string_view keyspace) = 0;
   virtual absl::StatusOr<std::optional<Record>> Get(std::string_view keyspace,
                                                     std::string_view key) = 0;
+  // Whether this side reconciles `keyspace` with the peer at all (a
+  // friend's link: only what the peer may read here). A session covers the
+  // keyspaces both sides reconcile: a root the other side names or answers
+  // for a keyspace this side does not reconcile counts as equal, so that
+  // two sides whose policies disagree (one has not merged a revocation the
+  // other has) still end in sync over what they share, instead of one
+  // pushing or fetching forever what the other will not take or show.
+  virtual bool Reconciles(std::string_view keyspace) const {
+    (void)keyspace;
+    return true;
+  }
 };
 
 // The sum of every keyspace's root fingerprint: equal on two stores that
@@ -282,6 +294,57 @@ std::unique_ptr<ReconcileSource> StoreReconcileSource(const Store& store);
 // answer neither reveals nor confirms it.
 std::unique_ptr<ReconcileSource> FilteredReconcileSource(
     ReconcileSource& inner, std::shared_ptr<const KeyspaceFilter> readable);
+
+// What a replica refused of a peer's records in reconciliation (Store::Merge
+// listed them as refused: the merge gate's bad signature or non-writer, a
+// validation rule): the register as the peer holds it. A session that
+// found one would fetch it (or be pushed it) again every pass and every
+// session, the refusal counted each time, and never end in sync. So the
+// refusing side remembers it (RefusedMemory, for as long as the peer's
+// link lasts: the initiator's per peer, the responder's per link) and
+// reconciles as if it held that register (RefusedOverlay): its fingerprints
+// then agree with the peer's, the record is neither fetched nor pushed
+// again, and the session ends in sync. A newer version of the key on
+// either side makes the entry moot (the overlay shows a register only
+// while it is newer than the one held); a record refused under a policy
+// that later allows it is fetched again once the link reconnects.
+// Not thread-safe.
+class RefusedMemory {
+ public:
+  // Entries kept; the oldest is forgotten beyond it (a session then
+  // fetches it once more).
+  static constexpr size_t kMaxEntries = 4096;
+
+  // The records of `offered` (as sent, with values) that `merged` lists
+  // as refused for good: not quarantined, and not refused for want of
+  // room (ResourceExhausted) or a store that was unavailable.
+  void Note(const std::vector<Record>& offered, const MergeResult& merged);
+  size_t size() const { return order_.size(); }
+  bool empty() const { return order_.empty(); }
+  void Clear();
+
+  struct Entry {
+    Version version;
+    bool deleted = false;
+    rbsr::Sum256 hash;
+  };
+  // keyspace -> key -> entry.
+  const std::map<std::string, std::map<std::string, Entry, std::less<>>, std::less<>>& entries()
+      const {
+    return entries_;
+  }
+
+ private:
+  std::map<std::string, std::map<std::string, Entry, std::less<>>, std::less<>> entries_;
+  std::deque<std::pair<std::string, std::string>> order_;
+};
+
+// `inner` (borrowed) as if it held each register `memory` (borrowed)
+// remembers wherever that one is newer than what `inner` holds: roots and
+// views include it (in place of the older register held), Get answers
+// what is really held. Reconciles is `inner`'s.
+std::unique_ptr<ReconcileSource> RefusedOverlay(ReconcileSource& inner,
+                                                const RefusedMemory& memory);
 
 // The responder's side of one round, after it merged `request.push`
 // (whose counts it fills in itself). `max_bytes` bounds the answer.
@@ -315,6 +378,10 @@ class ReconcileSession {
   absl::Status TakeExpansion(rbsr::RangeView& view, const NodeRef& ref,
                              const Expansion& expansion, std::vector<Record>& merge);
   absl::StatusOr<rbsr::RangeView*> LocalView(const std::string& keyspace);
+  // OnResponse after the answer was checked and roots of keyspaces not
+  // reconciled here were dropped.
+  absl::StatusOr<std::vector<Record>> TakeResponse(const ReconcileResponse& response,
+                                                   absl::Time now);
 
   ReconcileSource& local_;
   const ReconcileLimits limits_;

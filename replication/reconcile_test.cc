@@ -515,3 +515,118 @@ TEST(ReconcileTest, RefusesItemsOutsideTheirNode) {
 
 }  // namespace
 }  // namespace peerkv::replication
+
+namespace peerkv::replication {
+namespace {
+
+// Runs sessions of `a` (over `local`, a source of `a`) with `b` (over
+// `remote`), where `a` refuses to merge keys starting with "forged" and
+// remembers them in `memory`; returns the report and counts refusals.
+absl::StatusOr<ReconcileReport> ReconcileRefusing(FakeReplica& a, ReconcileSource& local,
+                                                  FakeReplica& b, ReconcileSource& remote,
+                                                  RefusedMemory& memory, int& refusals) {
+  ReconcileSession session(local);
+  while (true) {
+    PEERKV_ASSIGN_OR_RETURN(std::optional<ReconcileRequest> request, session.Next());
+    if (!request.has_value()) break;
+    const uint64_t won = b.Merge(request->push);
+    PEERKV_ASSIGN_OR_RETURN(ReconcileResponse response, ServeReconcile(remote, *request, 1 << 20));
+    response.push_won = won;
+    PEERKV_ASSIGN_OR_RETURN(std::vector<Record> merge, session.OnResponse(response));
+    std::vector<Record> kept;
+    MergeResult result;
+    for (const Record& r : merge) {
+      if (r.key.rfind("forged", 0) == 0) {
+        result.refused.push_back(RefusedRecord{r.keyspace, r.key, r.version,
+                                               absl::PermissionDeniedError("not a writer")});
+        ++refusals;
+      } else {
+        kept.push_back(r);
+      }
+    }
+    memory.Note(merge, result);
+    session.NoteMerged(a.Merge(kept), result.refused.size());
+  }
+  return session.report();
+}
+
+// Issue 10: a record the initiator refuses was fetched again every pass
+// and every session, counted each time, and no session ended in sync. Over
+// RefusedOverlay the first session fetches it once, remembers it, and ends
+// in sync; the next ones are in sync in one round and fetch nothing.
+TEST(RefusedOverlayTest, ARefusedRecordIsFetchedOnceAndSessionsEndInSync) {
+  FakeReplica a, b;
+  Fill(a, 200);
+  Fill(b, 200);
+  b.Put("ks", "forged-1", 5000, "by a non-writer");
+  b.Put("ks", "key7", 6000, "forged-looking but accepted");
+  b.Put("ks", "forged-2", 5001, "", /*deleted=*/true);
+  a.Put("ks", "forged-2", 10, "an older one held here");
+  RefusedMemory memory;
+  std::unique_ptr<ReconcileSource> local = RefusedOverlay(a, memory);
+  int refusals = 0;
+  absl::StatusOr<ReconcileReport> first = ReconcileRefusing(a, *local, b, b, memory, refusals);
+  ASSERT_THAT(first.status(), IsOk());
+  EXPECT_TRUE(first->in_sync) << first->incomplete;
+  EXPECT_EQ(refusals, 2);
+  EXPECT_EQ(memory.size(), 2u);
+  EXPECT_EQ((*a.Get("ks", "key7"))->value, "forged-looking but accepted");
+  EXPECT_FALSE(a.Get("ks", "forged-1")->has_value());
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<ReconcileReport> again = ReconcileRefusing(a, *local, b, b, memory, refusals);
+    ASSERT_THAT(again.status(), IsOk());
+    EXPECT_TRUE(again->was_in_sync);
+    EXPECT_EQ(again->rounds, 1);
+  }
+  EXPECT_EQ(refusals, 2);
+  // A newer version there makes the entry moot: fetched (and refused) once.
+  b.Put("ks", "forged-1", 7000, "again");
+  absl::StatusOr<ReconcileReport> newer = ReconcileRefusing(a, *local, b, b, memory, refusals);
+  ASSERT_THAT(newer.status(), IsOk());
+  EXPECT_TRUE(newer->in_sync) << newer->incomplete;
+  EXPECT_EQ(refusals, 3);
+}
+
+// Issue 10: two sides that reconcile different keyspaces with each other
+// (friends whose policies disagree) end in sync over those both reconcile,
+// from either side, without pushing or fetching the rest.
+TEST(ReconcilesTest, SidesReconcileWhatBothShare) {
+  FakeReplica a, b;
+  Fill(a, 50, "shared");
+  Fill(b, 50, "shared");
+  Fill(a, 20, "stale");  // a still lets b read it; b no longer lets a
+  Fill(b, 30, "stale");
+  b.Put("shared", "new-on-b", 9000, "x");
+  auto only_shared = std::make_shared<const KeyspaceFilter>(
+      [](std::string_view ks) { return ks == "shared"; });
+  auto both = std::make_shared<const KeyspaceFilter>(
+      [](std::string_view ks) { return ks == "shared" || ks == "stale"; });
+  std::unique_ptr<ReconcileSource> a_side = FilteredReconcileSource(a, both);
+  std::unique_ptr<ReconcileSource> b_side = FilteredReconcileSource(b, only_shared);
+  for (int from_a = 0; from_a < 2; ++from_a) {
+    ReconcileSource& local = from_a ? *a_side : *b_side;
+    ReconcileSource& remote = from_a ? *b_side : *a_side;
+    FakeReplica& here = from_a ? a : b;
+    FakeReplica& there = from_a ? b : a;
+    ReconcileSession session(local);
+    for (int round = 0; round < 64; ++round) {
+      absl::StatusOr<std::optional<ReconcileRequest>> request = session.Next();
+      ASSERT_THAT(request.status(), IsOk());
+      if (!request->has_value()) break;
+      for (const Record& r : (*request)->push) EXPECT_EQ(r.keyspace, "shared");
+      there.Merge((*request)->push);
+      absl::StatusOr<ReconcileResponse> response = ServeReconcile(remote, **request, 1 << 20);
+      ASSERT_THAT(response.status(), IsOk());
+      absl::StatusOr<std::vector<Record>> merge = session.OnResponse(*response);
+      ASSERT_THAT(merge.status(), IsOk());
+      for (const Record& r : *merge) EXPECT_EQ(r.keyspace, "shared");
+      here.Merge(*merge);
+    }
+    EXPECT_TRUE(session.report().in_sync) << session.report().incomplete;
+  }
+  EXPECT_TRUE(a.Get("shared", "new-on-b")->has_value());
+  EXPECT_EQ(*a.Get("stale", "key25"), std::nullopt);
+}
+
+}  // namespace
+}  // namespace peerkv::replication

@@ -98,6 +98,17 @@ struct Replicator::Peer {
   // whole-store fingerprints differed, and the sessions with it.
   std::string reconcile_why;
   int fingerprint_mismatches = 0;
+  // A friend's device: the fingerprints (ours, its) of the last mismatch
+  // seen, and of one a session then found in sync. The two sides sum over
+  // what each lets the other read, which differ while their policies do
+  // (one has not merged a revocation it may no longer read): once a
+  // session found what they share equal, the same pair starts no more.
+  std::optional<std::pair<rbsr::Fingerprint, rbsr::Fingerprint>> mismatch_seen;
+  std::optional<std::pair<rbsr::Fingerprint, rbsr::Fingerprint>> mismatch_explained;
+  std::optional<std::pair<rbsr::Fingerprint, rbsr::Fingerprint>> mismatch_reconciling;
+  // Its records this replica refused in reconciliation, remembered while
+  // it has a link (replication/reconcile.h RefusedMemory).
+  std::shared_ptr<RefusedMemory> refused_memory = std::make_shared<RefusedMemory>();
   uint64_t reconciles = 0;
   absl::Time last_reconcile = absl::InfinitePast();
   absl::Time last_reconcile_start = absl::InfinitePast();
@@ -339,6 +350,8 @@ void Replicator::DropLink(LinkId link, const absl::Status& why) {
     Peer& peer = *peers_.at(it->second);
     peer.links.erase(link);
     peer.suspect.erase(link);
+    // Refused under the policy of now; the next link tries them again.
+    if (peer.links.empty()) peer.refused_memory->Clear();
     peer.last_seen = executor_->Now();
     // The transport found it dead (a keepalive or call deadline).
     if (why.code() == absl::StatusCode::kDeadlineExceeded) ++peer.dead_links;
@@ -1386,6 +1399,7 @@ void Replicator::StartReconcile(uint64_t peer_id, std::string why, ReconcileDone
   if (done) job->done.push_back(std::move(done));
   it->second->reconcile_why.clear();
   it->second->last_reconcile_start = executor_->Now();
+  it->second->mismatch_reconciling = it->second->mismatch_seen;
   reconcile_queue_.push_back(std::move(job));
   if (reconcile_ == nullptr) RunNextReconcile();
 }
@@ -1409,6 +1423,9 @@ void Replicator::RunNextReconcile() {
           FilteredReconcileSource(*reconcile_source_, it->second->info.readable);
       source = reconcile_->filtered.get();
     }
+    reconcile_->refused = it->second->refused_memory;
+    reconcile_->overlay = RefusedOverlay(*source, *reconcile_->refused);
+    source = reconcile_->overlay.get();
     reconcile_->session = std::make_unique<ReconcileSession>(
         *source, options_.reconcile_limits, executor_->Now());
     ReconcileStep();
@@ -1478,12 +1495,15 @@ void Replicator::OnReconcileAnswer(uint64_t job_id, absl::StatusOr<std::string> 
   // Values this store cannot hold: skipped, as a pull would not send them.
   DropValuesOverLimit(*merge, store_->options().max_value_bytes);
   if (!merge->empty()) {
+    // Kept to remember what the merge refuses (RefusedMemory needs values).
+    std::vector<Record> offered = *merge;
     absl::StatusOr<MergeResult> merged =
         store_->Merge(std::move(*merge), std::nullopt, SourceOf(job.peer_id));
     if (!merged.ok()) {
       FinishReconcile(merged.status());
       return;
     }
+    if (!merged->refused.empty()) job.refused->Note(offered, *merged);
     job.session->NoteMerged(merged->won, merged->refused.size() + merged->quarantined.size() +
                                              merged->already_quarantined);
     counters_.records_won += merged->won;
@@ -1528,6 +1548,9 @@ void Replicator::FinishReconcile(absl::StatusOr<ReconcileReport> result) {
     summary = "failed: " + std::string(result.status().message());
     Log(absl::StrFormat("peerkv: reconcile with peer %s (%s) failed: %s", peer_name, job->why,
                         result.status().ToString()));
+  }
+  if (peer != nullptr && peer->info.readable != nullptr && result.ok() && result->in_sync) {
+    peer->mismatch_explained = peer->mismatch_reconciling;
   }
   if (peer != nullptr) {
     ++peer->reconciles;
@@ -1591,7 +1614,13 @@ void Replicator::NoteForReconcile(Peer& peer, const PullResponse& response,
     absl::StatusOr<rbsr::Fingerprint> mine =
         peer.info.readable == nullptr ? StoreFingerprint(*store_)
                                       : StoreFingerprint(*store_, *peer.info.readable);
-    if (mine.ok() && *mine != *response.store_fingerprint && PeerHoldsAllWeHold(peer)) {
+    const bool explained =
+        mine.ok() && peer.info.readable != nullptr && peer.mismatch_explained.has_value() &&
+        peer.mismatch_explained->first == *mine &&
+        peer.mismatch_explained->second == *response.store_fingerprint;
+    if (mine.ok() && *mine != *response.store_fingerprint && !explained &&
+        PeerHoldsAllWeHold(peer)) {
+      if (peer.info.readable != nullptr) peer.mismatch_seen.emplace(*mine, *response.store_fingerprint);
       // Twice in a row: a write on either side in flight explains one.
       if (++peer.fingerprint_mismatches >= 2 && peer.reconcile_why.empty() &&
           executor_->Now() - peer.last_reconcile_start >= options_.reconcile_min_gap) {

@@ -327,6 +327,11 @@ class Replicator final : public LinkEvents {
     std::vector<ReconcileDone> done;
     // A friend's link: the source as it may see it (outlives `session`).
     std::unique_ptr<ReconcileSource> filtered;
+    // What this replica refused of the peer's records (Peer::refused_memory,
+    // shared: the peer may be forgotten mid-session) and the source as if
+    // it held them (RefusedOverlay; outlives `session`).
+    std::shared_ptr<RefusedMemory> refused;
+    std::unique_ptr<ReconcileSource> overlay;
     std::unique_ptr<ReconcileSession> session;
     LinkId link = 0;
     // The round in flight (answers to older ones are late and ignored).

@@ -139,6 +139,24 @@ TEST_F(SessionTest, SelectMapsToKeyspaces) {
   EXPECT_EQ((*r)->value, "p");
 }
 
+// Issue 10: RESP acts as the local user (its tokens are this data
+// directory's, made by `peerkv token create`), and reserved keyspaces are
+// refused as through RPC: '_' names at SELECT, writes to 'peerkv.*' by the
+// store, naming the rule.
+TEST_F(SessionTest, ReservedKeyspacesAreRefusedAsThroughRpc) {
+  auto s = NewSession();
+  EXPECT_THAT(Run(*s, {"SELECT", "ks:_private"}),
+              AllOf(StartsWith("-ERR "), HasSubstr("names starting with '_' are reserved")));
+  EXPECT_EQ(s->keyspace(), config_.default_keyspace);
+  EXPECT_EQ(Run(*s, {"SELECT", "ks:peerkv.policies"}), "+OK\r\n");
+  EXPECT_THAT(Run(*s, {"SET", "jane.blog", "forged policy"}),
+              AllOf(StartsWith("-ERR "), HasSubstr("reserved")));
+  EXPECT_THAT(Run(*s, {"DEL", "jane.blog"}), AllOf(StartsWith("-ERR "), HasSubstr("reserved")));
+  absl::StatusOr<std::optional<Record>> r = store_->Get("peerkv.policies", "jane.blog");
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->has_value());
+}
+
 TEST_F(SessionTest, StrongKeyspacesRefuseWrites) {
   config_.is_strong = [](std::string_view ks) { return ks == "bank"; };
   auto s = NewSession();

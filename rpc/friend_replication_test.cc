@@ -200,5 +200,58 @@ TEST_F(FriendReplicationTest, ANonReaderGetsNoRecordsKeysOrNamesByPullOrReconcil
   jane_.server->Stop();
 }
 
+// Issue 10: a friend's reconcile never finished where the two sides'
+// policies disagree. Mallory's replica still lets Jane read "stale" (as
+// after a revocation Mallory has not learned: the group record that says so
+// is no longer hers to read), Jane's no longer lets Mallory read it. Both
+// hold "stale", and Jane writes more to it. Before, each of Mallory's
+// sessions sent "stale"'s root, Jane answered it as empty, and Mallory
+// pushed the keyspace again every pass ("roots still differ after 4
+// passes"); each of Jane's sessions fetched it back from Mallory's answer
+// into her filtered, empty view of it. Now a session covers what both
+// sides reconcile, and ends in sync.
+TEST_F(FriendReplicationTest, AFriendsReconcileEndsInSyncWhenThePoliciesDisagree) {
+  MakeSide(jane_, "jane");
+  MakeSide(mallory_, "mallory");
+  ASSERT_NE(jane_.store, nullptr);
+  ASSERT_NE(mallory_.store, nullptr);
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_THAT(jane_.store->Put("shared", absl::StrCat("s", i), "for friends"), IsOk());
+    ASSERT_THAT(jane_.store->Put("stale", absl::StrCat("old", i), "read before the revocation"),
+                IsOk());
+  }
+  // What Mallory received while she could read "stale".
+  absl::StatusOr<Changes> old = jane_.store->ChangesSince(0, 1000);
+  ASSERT_THAT(old, IsOk());
+  std::vector<Record> had;
+  for (const Record& r : old->records) {
+    if (r.keyspace == "stale") had.push_back(r);
+  }
+  ASSERT_THAT(mallory_.store->Merge(had).status(), IsOk());
+  ASSERT_THAT(jane_.store->Put("stale", "new", "written after the revocation"), IsOk());
+  StartSide(jane_, mallory_, {"shared"}, {});
+  StartSide(mallory_, jane_, {"shared", "stale"}, {jane_.server->address()});
+
+  ASSERT_TRUE(WaitForReconciles(mallory_, 3));
+  ASSERT_TRUE(WaitForReconciles(jane_, 3));
+  for (const Side* side : {&mallory_, &jane_}) {
+    std::vector<replication::PeerStatus> peers = side->server->PeerStatuses();
+    ASSERT_EQ(peers.size(), 1u);
+    EXPECT_THAT(peers[0].last_reconcile_result, Not(HasSubstr("incomplete")));
+    EXPECT_THAT(peers[0].last_reconcile_result, Not(HasSubstr("lacked")));
+    EXPECT_THAT(peers[0].last_reconcile_result, Not(HasSubstr("fetched")));
+    EXPECT_EQ(peers[0].last_error, "");
+  }
+  // "shared" arrived; what Jane wrote to "stale" after the revocation did
+  // not.
+  for (int i = 0; i < 1000 && !mallory_.store->Get("shared", "s7")->has_value(); ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_TRUE(mallory_.store->Get("shared", "s7")->has_value());
+  EXPECT_FALSE(mallory_.store->Get("stale", "new")->has_value());
+  mallory_.server->Stop();
+  jane_.server->Stop();
+}
+
 }  // namespace
 }  // namespace peerkv::rpc

@@ -232,19 +232,23 @@ class ReplicaImpl final : public wire::Replica::Server {
     } else {
       std::vector<Record> push = std::move(request->push);
       request->push.clear();
+      // Kept to remember what the merge refuses (RefusedMemory).
+      std::vector<Record> offered = push;
       // A dialled peer pushes on the link's back capability: the link
       // knows who it is (PeerLinks::FriendLink).
       const MergeSource from = readable_ != nullptr || loop_.links().FriendLink(link_)
                                    ? MergeSource::kFriend
                                    : MergeSource::kOwnDevice;
       answered = loop_.Merge(std::move(push), from)
-                     .then([this, context, request = std::move(*request)](
+                     .then([this, context, request = std::move(*request),
+                            offered = std::move(offered)](
                                absl::StatusOr<MergeResult> merged) mutable -> kj::Promise<void> {
                        if (!merged.ok()) {
                          loop_.LogRejected(peer_, "reconcile", merged.status());
                          ToWire(merged.status(), context.getResults().initError());
                          return kj::READY_NOW;
                        }
+                       if (!merged->refused.empty()) refused_memory_->Note(offered, *merged);
                        if (loop_.events() != nullptr) loop_.events()->OnPushMerged(link_, *merged);
                        return AnswerReconcile(context, std::move(request), *merged);
                      });
@@ -269,6 +273,10 @@ class ReplicaImpl final : public wire::Replica::Server {
         // items of other keyspaces are those of an empty keyspace.
         reconcile_source_ = std::make_shared<Owning>(std::move(reconcile_source_), readable_);
       }
+      // As if it held what it refused of this peer's pushes on this link,
+      // so that the initiator does not push them again every pass.
+      reconcile_source_ =
+          std::make_shared<WithRefused>(std::move(reconcile_source_), refused_memory_);
     }
     const bool compare = request.compare;
     return loop_
@@ -317,10 +325,41 @@ class ReplicaImpl final : public wire::Replica::Server {
                                               std::string_view key) override {
       return filtered_->Get(keyspace, key);
     }
+    bool Reconciles(std::string_view keyspace) const override {
+      return filtered_->Reconciles(keyspace);
+    }
 
    private:
     const std::shared_ptr<replication::ReconcileSource> inner_;
     const std::unique_ptr<replication::ReconcileSource> filtered_;
+  };
+
+  // replication::RefusedOverlay over a source it owns.
+  class WithRefused final : public replication::ReconcileSource {
+   public:
+    WithRefused(std::shared_ptr<replication::ReconcileSource> inner,
+                std::shared_ptr<const replication::RefusedMemory> memory)
+        : inner_(std::move(inner)),
+          memory_(std::move(memory)),
+          overlay_(replication::RefusedOverlay(*inner_, *memory_)) {}
+    absl::StatusOr<std::vector<replication::KeyspaceRoot>> Roots() override {
+      return overlay_->Roots();
+    }
+    absl::StatusOr<std::unique_ptr<rbsr::RangeView>> View(std::string_view keyspace) override {
+      return overlay_->View(keyspace);
+    }
+    absl::StatusOr<std::optional<Record>> Get(std::string_view keyspace,
+                                              std::string_view key) override {
+      return overlay_->Get(keyspace, key);
+    }
+    bool Reconciles(std::string_view keyspace) const override {
+      return overlay_->Reconciles(keyspace);
+    }
+
+   private:
+    const std::shared_ptr<replication::ReconcileSource> inner_;
+    const std::shared_ptr<const replication::RefusedMemory> memory_;
+    const std::unique_ptr<replication::ReconcileSource> overlay_;
   };
 
   ServerLoop& loop_;
@@ -339,6 +378,10 @@ class ReplicaImpl final : public wire::Replica::Server {
   // Used by one job at a time on the worker thread (reconcile_busy_).
   std::shared_ptr<replication::ReconcileSource> reconcile_source_;
   bool reconcile_busy_ = false;
+  // What this server refused of the peer's reconcile pushes on this link
+  // (changed on the loop between rounds, read by the round on the worker).
+  const std::shared_ptr<replication::RefusedMemory> refused_memory_ =
+      std::make_shared<replication::RefusedMemory>();
   // The caller's watermarks as its pulls and nudges told us, and ours as
   // our answers told it: the wire carries deltas (see peerkv.capnp).
   WatermarkChannel watermarks_;

@@ -150,5 +150,67 @@ TEST_F(SignedRelayTest, TheNextReplicaRefusesForgedAndAlteredRecordsAndKeepsServ
   EXPECT_EQ(stats->live_records, 3u);
 }
 
+// Issue 10: a refused record was offered again by every reconcile round,
+// and counted again each time in signature_refused: the laptop fetched the
+// phone's forged records whenever it reconciled (they are missing here),
+// and the phone pushed them whenever it did, four passes a session, and no
+// session ended in sync. Now the refusing side remembers what it refused
+// of that peer (RefusedMemory) and reconciles as if it held it: after the
+// first sessions the count stays, and sessions both ways end in sync.
+TEST_F(SignedRelayTest, ARefusedRecordIsNotOfferedAndCountedAgainByEachReconcile) {
+  const uint64_t t = MakeHlc(static_cast<uint64_t>(absl::ToUnixMillis(absl::Now())) - 1000, 0);
+  std::unique_ptr<Store> phone = Open("phone", /*gate=*/false);
+  ASSERT_NE(phone, nullptr);
+  Record wrong = jane_.Post("wrong-signature", "forged", t + 2);
+  wrong.signature[wrong.signature.size() - 1] ^= 1;
+  ASSERT_THAT(phone->Merge({jane_.Post("post1", "Jane's first post", t + 1), wrong,
+                            josephine_.Post("by-a-reader", "a non-writer's", t + 3)}),
+              IsOk());
+  auto fast = [](ServerOptions& o) {
+    o.replication.reconcile_interval = absl::Milliseconds(100);
+    o.replication.reconcile_min_gap = absl::Milliseconds(50);
+  };
+  ServerOptions phone_options{.listen = "127.0.0.1:0", .replica_name = "phone"};
+  fast(phone_options);
+  absl::StatusOr<std::unique_ptr<Server>> phone_server =
+      Server::Start(phone.get(), std::move(phone_options));
+  ASSERT_THAT(phone_server, IsOk());
+  std::unique_ptr<Store> laptop = Open("laptop", /*gate=*/true);
+  ASSERT_NE(laptop, nullptr);
+  ServerOptions laptop_options{.listen = "127.0.0.1:0", .replica_name = "laptop"};
+  laptop_options.replication.peers = {(*phone_server)->address()};
+  fast(laptop_options);
+  absl::StatusOr<std::unique_ptr<Server>> laptop_server =
+      Server::Start(laptop.get(), std::move(laptop_options));
+  ASSERT_THAT(laptop_server, IsOk());
+
+  auto reconciles = [](const Server& server) -> uint64_t {
+    std::vector<replication::PeerStatus> peers = server.PeerStatuses();
+    return peers.empty() ? 0 : peers[0].reconciles;
+  };
+  ASSERT_TRUE(Eventually([&] { return Holds(*laptop, "post1") && Refused(*laptop) >= 2; }));
+  // Sessions both ways have met the refused records by now.
+  ASSERT_TRUE(Eventually([&] {
+    return reconciles(**laptop_server) >= 3 && reconciles(**phone_server) >= 3;
+  }));
+  const uint64_t refused = Refused(*laptop);
+  const uint64_t laptop_sessions = reconciles(**laptop_server);
+  const uint64_t phone_sessions = reconciles(**phone_server);
+  ASSERT_TRUE(Eventually([&] {
+    return reconciles(**laptop_server) >= laptop_sessions + 4 &&
+           reconciles(**phone_server) >= phone_sessions + 4;
+  }));
+  EXPECT_EQ(Refused(*laptop), refused);
+  for (const Server* server : {laptop_server->get(), phone_server->get()}) {
+    std::vector<replication::PeerStatus> peers = server->PeerStatuses();
+    ASSERT_EQ(peers.size(), 1u);
+    EXPECT_EQ(peers[0].last_reconcile_result, "in sync") << peers[0].name;
+  }
+  EXPECT_FALSE(Holds(*laptop, "wrong-signature"));
+  EXPECT_FALSE(Holds(*laptop, "by-a-reader"));
+  laptop_server->get()->Stop();
+  phone_server->get()->Stop();
+}
+
 }  // namespace
 }  // namespace peerkv::rpc
