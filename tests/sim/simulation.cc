@@ -724,7 +724,9 @@ class Simulation {
         break;
       }
     }
+    planting_ = true;
     absl::StatusOr<MergeResult> merged = l.store->Merge(std::move(forged));
+    planting_ = false;
     if (!merged.ok()) failure_ = "the liar could not store its forgeries: " + merged.status().ToString();
   }
   void StopLiar() {
@@ -863,7 +865,16 @@ class Simulation {
       const auth::PublicKey& user = UserKey(r.user);
       r.access = std::make_shared<auth::StoreAccess>(user);
       options.reserved_check = auth::ReservedCheckWithPolicies(user, r.access);
-      if (!r.liar) {
+      if (r.liar) {
+        // It keeps only its forgeries: were it to keep what it pulls, it
+        // would be one more holder of Jane's writes, outside the checked
+        // world (a write lost with a restored directory could come back
+        // from it).
+        options.record_gate = [this](const Record&, MergeSource) {
+          return planting_ ? absl::OkStatus()
+                           : absl::PermissionDeniedError("the liar keeps only its forgeries");
+        };
+      } else {
         options.signer = auth::MakeRecordSigner(r.access, r.device, r.certificate.Encode());
         // One verifier per process life, as the server has.
         if (!options_.break_gate) {
@@ -1373,6 +1384,8 @@ class Simulation {
   int liar_ = -1;
   int liar_victim_ = 0;
   uint64_t liar_claimed_id_ = 0;
+  // The liar's gate lets its own forgeries in (StartLiar).
+  std::atomic<bool> planting_{false};
   bool liar_claims_ = false;
   uint64_t sent_to_friends_ = 0;
   uint64_t claims_refused_ = 0;
