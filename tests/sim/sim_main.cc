@@ -125,7 +125,7 @@ int main(int argc, char** argv) {
   uint64_t reconcile_rounds = 0, reconciles = 0, reconcile_records = 0;
   uint64_t tombstones_collected = 0;
   uint64_t revoked = 0, sent_to_friends = 0, liars = 0, claims_refused = 0, forged_offered = 0,
-           strangers_refused = 0;
+           strangers_refused = 0, unmapped_answers = 0;
   for (const auto& [seed, with_reconcile, with_identities] : seeds) {
     peerkv::sim::SimOptions options;
     options.seed = seed;
@@ -153,6 +153,7 @@ int main(int argc, char** argv) {
     claims_refused += result.claims_refused;
     forged_offered += result.forged_offered;
     strangers_refused += result.strangers_refused;
+    unmapped_answers += result.unmapped_answers;
     std::string message = result.message;
     if (ok && seed - first < 20 && !verbose) {
       const peerkv::sim::SimResult again = peerkv::sim::Run(options);
@@ -199,10 +200,12 @@ int main(int argc, char** argv) {
               (unsigned long long)tombstones_collected);
   std::printf("simulation: identities: %llu records and keys reached other users' replicas; "
               "%llu revocations; %llu lying devices, %llu claims of another's replica id "
-              "refused, %llu forged records offered; %llu strangers refused\n",
+              "refused, %llu forged records offered; %llu strangers refused; %llu reconcile "
+              "answers not checked item by item\n",
               (unsigned long long)sent_to_friends, (unsigned long long)revoked,
               (unsigned long long)liars, (unsigned long long)claims_refused,
-              (unsigned long long)forged_offered, (unsigned long long)strangers_refused);
+              (unsigned long long)forged_offered, (unsigned long long)strangers_refused,
+              (unsigned long long)unmapped_answers);
   if (identities && last - first + 1 >= 20 &&
       (sent_to_friends == 0 || revoked == 0 || claims_refused == 0 || forged_offered == 0 ||
        strangers_refused == 0)) {

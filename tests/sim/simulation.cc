@@ -1839,6 +1839,7 @@ SimResult Simulation::Run() {
   result.claims_refused = claims_refused_;
   result.forged_offered = forged_offered_;
   result.strangers_refused = strangers_refused_;
+  result.unmapped_answers = unmapped_answers_;
   for (auto& r : replicas_) {
     if (!r->up) continue;
     result.pages_prefetched += r->replicator->Counters().pages_prefetched;

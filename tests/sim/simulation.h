@@ -115,6 +115,9 @@ struct SimResult {
   uint64_t claims_refused = 0;
   uint64_t forged_offered = 0;
   uint64_t strangers_refused = 0;
+  // Reconcile answers whose items the checker could not map to their
+  // keyspaces (so did not check); expected 0.
+  uint64_t unmapped_answers = 0;
 };
 
 SimResult Run(const SimOptions& options);
