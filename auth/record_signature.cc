@@ -106,15 +106,29 @@ absl::StatusOr<SignedBy> RecordVerifier::Verify(const Record& record) const {
         "record signature is %d bytes; its %d-byte certificate and signature make %d",
         blob.size(), certificate_size, kBlobOverhead + certificate_size));
   }
+  // A record offered again (by another peer, another page, a reconcile
+  // round) costs a hash of its value and a lookup, not a second Ed25519
+  // check: the message and the whole blob that verified are remembered.
+  std::string seen = RecordSigningMessage(record.keyspace, record.key, record.version,
+                                          record.deleted, record.value);
+  const size_t message_size = seen.size();
+  seen.append(blob);
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = verified_records_.find(seen);
+    if (it != verified_records_.end()) return it->second;
+  }
   PEERKV_ASSIGN_OR_RETURN(const SignedBy by, Certificate(blob.substr(3, certificate_size)));
-  const std::string message = RecordSigningMessage(record.keyspace, record.key, record.version,
-                                                   record.deleted, record.value);
-  if (!auth::Verify(by.device, message, blob.substr(3 + certificate_size))) {
+  if (!auth::Verify(by.device, std::string_view(seen).substr(0, message_size),
+                    blob.substr(3 + certificate_size))) {
     return absl::PermissionDeniedError(absl::StrFormat(
         "record signature of device %s does not match the record (forged, or altered after "
         "signing: keyspace, key, version, tombstone flag or value)",
         DeviceId(by.device)));
   }
+  absl::MutexLock lock(&mu_);
+  if (verified_records_.size() >= max_records_) verified_records_.clear();
+  verified_records_.emplace(std::move(seen), by);
   return by;
 }
 

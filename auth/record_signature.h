@@ -57,10 +57,14 @@ struct SignedBy {
 
 // Checks record signatures. Thread-safe. A device certificate verified
 // once is kept (up to `max_certificates`, then the cache starts afresh), so
-// each record costs one Ed25519 check and one hash of its value.
+// each record costs one Ed25519 check and one hash of its value; a record
+// whose signature verified is kept too (up to `max_records`, likewise), so
+// the same record offered again (gossip brings it from every peer) costs
+// only the hash of its value.
 class RecordVerifier {
  public:
-  explicit RecordVerifier(size_t max_certificates = 4096) : max_certificates_(max_certificates) {}
+  explicit RecordVerifier(size_t max_certificates = 4096, size_t max_records = 16384)
+      : max_certificates_(max_certificates), max_records_(max_records) {}
 
   // The signing device and its user. InvalidArgument naming the field if
   // the blob is malformed (empty: unsigned); PermissionDenied if the
@@ -76,8 +80,11 @@ class RecordVerifier {
   absl::StatusOr<SignedBy> Certificate(std::string_view bytes) const;
 
   const size_t max_certificates_;
+  const size_t max_records_;
   mutable absl::Mutex mu_;
   mutable absl::flat_hash_map<std::string, SignedBy> verified_ ABSL_GUARDED_BY(mu_);
+  // Signing message followed by the whole blob, of records that verified.
+  mutable absl::flat_hash_map<std::string, SignedBy> verified_records_ ABSL_GUARDED_BY(mu_);
   mutable uint64_t checked_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

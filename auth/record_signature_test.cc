@@ -122,10 +122,33 @@ TEST(RecordSignatureTest, EachCertificateIsCheckedOnce) {
   // Bounded: a cache of one starts afresh for each other certificate.
   RecordVerifier small(1);
   for (int i = 0; i < 3; ++i) {
-    ASSERT_THAT(small.Verify(jane.Signed("blog", "k", "v")), IsOk());
-    ASSERT_THAT(small.Verify(joe.Signed("blog", "k", "v")), IsOk());
+    // (Other keys each time: a record verified before is not checked again.)
+    ASSERT_THAT(small.Verify(jane.Signed("blog", absl::StrCat("k", i), "v")), IsOk());
+    ASSERT_THAT(small.Verify(joe.Signed("blog", absl::StrCat("k", i), "v")), IsOk());
   }
   EXPECT_EQ(small.certificates_checked(), 6u);
+}
+
+// A record offered again is answered from the cache of verified records;
+// the cache is keyed by the record's whole signed content and the blob, so
+// a record altered after it verified is still refused.
+TEST(RecordSignatureTest, ARecordOfferedAgainIsAnsweredFromTheCache) {
+  const Device jane;
+  RecordVerifier verifier(/*max_certificates=*/1, /*max_records=*/2);
+  const Record post = jane.Signed("blog", "post1", "hello");
+  for (int i = 0; i < 3; ++i) ASSERT_THAT(verifier.Verify(post), IsOk());
+  Record altered = post;
+  altered.value = "pwned";
+  EXPECT_THAT(verifier.Verify(altered), StatusIs(StatusCode::kPermissionDenied, "does not match"));
+  altered = post;
+  altered.version.hlc += 1;
+  EXPECT_THAT(verifier.Verify(altered), StatusIs(StatusCode::kPermissionDenied, "does not match"));
+  // Past the bound the cache starts afresh, and checks again.
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_THAT(verifier.Verify(jane.Signed("blog", absl::StrCat("k", i), "v")), IsOk());
+  }
+  EXPECT_THAT(verifier.Verify(post), IsOk());
+  EXPECT_EQ(verifier.certificates_checked(), 1u);
 }
 
 class GateTest : public ::testing::Test {

@@ -2,7 +2,9 @@
 // network, faults, workload) and the checker.
 #include "tests/sim/simulation.h"
 
+#include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -12,14 +14,23 @@
 #include <set>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "auth/certificate.h"
+#include "auth/identity.h"
+#include "auth/ids.h"
+#include "auth/keys.h"
+#include "auth/policy.h"
+#include "auth/record_signature.h"
+#include "common/macros.h"
 #include "replication/executor.h"
 #include "replication/reconcile.h"
 #include "replication/replicator.h"
 #include "replication/restore_guard.h"
 #include "replication/serve.h"
 #include "replication/transport.h"
+#include "rpc/peer_auth.h"
 #include "store/store.h"
 
 namespace peerkv::sim {
@@ -34,8 +45,24 @@ using replication::Transport;
 constexpr int64_t kEpochMs = 1'764'000'000'000;  // simulated time starts here
 constexpr size_t kSmallValueLimit = 64;               // a replica with a low limit
 constexpr size_t kBigValueBytes = 200;                // values only the others hold
+// With identities the low limit must still hold Jane's policy and group
+// records (a few hundred bytes): both are raised.
+constexpr size_t kSmallValueLimitWithIds = 1024;
+constexpr size_t kBigValueBytesWithIds = 1200;
 constexpr size_t kReconcileReplyBytes = size_t{1} << 20;  // a reconcile answer's bound
 const char* const kKeyspaces[] = {"notes", "mail"};
+// Identities (SimOptions::identities): the users, and their keyspaces.
+// Jane owns notes, mail (no policy: private) and blog (readable by her
+// group kBlogGroup, Josephine in it until a revocation); Josephine owns
+// jo.notes, Mallory mal.notes (private). The stranger is known to no one.
+enum User { kJane = 0, kJosephine = 1, kMallory = 2, kStranger = 3, kUsers = 4 };
+const char* const kUserNames[] = {"jane", "josephine", "mallory", "stranger"};
+constexpr char kBlog[] = "blog";
+constexpr char kBlogGroup[] = "blog-readers";
+constexpr char kJoNotes[] = "jo.notes";
+constexpr char kMalNotes[] = "mal.notes";
+// Keys of the records a lying device forges: no one else writes them.
+constexpr char kForgedPrefix[] = "forged";
 // Tombstone collection in the simulation: the minimum age (simulated ms),
 // how often every replica takes a step and the watch checks every register
 // of every replica (every second; every half second cost about 20% more
@@ -118,12 +145,33 @@ struct Replica {
   // A second process started from a copy of another replica's directory
   // (StartClone): not part of the checked world.
   bool clone = false;
+  // Identities: whose device it is, its device key and certificate (what
+  // it proves on a TLS link), and per life the store's Access (its
+  // policies and groups), the replica ids bound to devices so far (as
+  // ServerLoop::BindReplica caches them) and its commit listener.
+  int user = kJane;
+  std::shared_ptr<const auth::SigningKey> device;
+  auth::DeviceCertificate certificate;
+  std::shared_ptr<auth::StoreAccess> access;
+  std::map<uint64_t, auth::PublicKey> bound;
+  int listener = -1;
+  // A lying device of Josephine's (StartLiar): it claims another replica's
+  // id, or serves forged records unfiltered. Not part of the checked world.
+  bool liar = false;
+  // Not part of the checked world: a clone or the liar.
+  bool outside() const { return clone || liar; }
 };
 
 struct Link {
   int a = 0;  // the dialler
   int b = 0;
   bool up = true;
+  // A friend's link (two users' devices): what b serves a and a serves b
+  // is filtered by the server's Access for the other's user, as
+  // rpc/replica_service.cc does (null: everything).
+  bool friends = false;
+  std::shared_ptr<const replication::KeyspaceFilter> serve_a, serve_b;
+  std::shared_ptr<const replication::ReservedRecordFilter> reserved_a, reserved_b;
 };
 
 // A write the store accepted: part of the expected fold.
@@ -160,15 +208,27 @@ class Simulation {
       });
       return;
     }
-    const LinkId id = ++next_link_;
-    links_[id] = Link{from, to, true};
     Replica& target = *replicas_[to];
     // The caller says what it holds of the replica it expects there.
-    const PeerInfo from_info =
-        replication::LocalInfo(*replicas_[from]->store, Name(from), expected);
+    PeerInfo from_info = replication::LocalInfo(*replicas_[from]->store, Name(from), expected);
     // The answer says what the callee holds of the caller (restore_guard.h).
-    const PeerInfo to_info = replication::LocalInfo(*target.store, Name(to),
-                                                    replicas_[from]->store->replica_id());
+    PeerInfo to_info = replication::LocalInfo(*target.store, Name(to),
+                                              replicas_[from]->store->replica_id());
+    Link link{from, to, true};
+    if (options_.identities) {
+      if (from == liar_ && liar_claims_) {
+        // The lie: a hello with another replica's id.
+        from_info.replica_id = liar_claimed_id_;
+      }
+      const absl::Status refused = Handshake(*replicas_[from], target, from_info, to_info, link);
+      if (!refused.ok()) {
+        Trace(absl::StrFormat("r%d refuses r%d: %s", to, from, refused.message()));
+        Deliver(from, delay * 2, [done = std::move(done), refused]() mutable { done(refused); });
+        return;
+      }
+    }
+    const LinkId id = ++next_link_;
+    links_[id] = std::move(link);
     // The callee learns of the inbound link, then the caller of the hello.
     Deliver(to, delay, [this, id, to, from_info] {
       if (LinkUp(id)) replicas_[to]->replicator->OnInboundLink(id, from_info);
@@ -202,7 +262,22 @@ class Simulation {
           replicas_[to]->replicator->OnRestoreEvidence(id, *restored);
           response = absl::FailedPreconditionError("restored: forking");
         } else {
-          response = replication::ServePull(server, request);
+          // A friend's link: only what the requester's user may read, as
+          // the replica service serves it; the liar sends what it likes.
+          const Link& link = links_.at(id);
+          const bool to_a = link.a == from;
+          const bool lies = replicas_[to]->liar;
+          response = replication::ServePull(
+              server, request, lies ? nullptr : (to_a ? link.serve_a : link.serve_b).get(),
+              lies ? nullptr : (to_a ? link.reserved_a : link.reserved_b).get());
+          if (response.ok()) {
+            CheckSent(to, from, response->records, "a pull");
+            if (lies) {
+              for (const Record& rec : response->records) {
+                if (absl::StartsWith(rec.value, kForgedPrefix)) ++forged_offered_;
+              }
+            }
+          }
         }
         Trace(absl::StrFormat("serve pull %d->%d after %d: %d records", to, from,
                               request.after_seq,
@@ -257,7 +332,7 @@ class Simulation {
     for (int c = 0; c < copies; ++c) {
       Deliver(to, Delay(), [this, id, from, to, shared_request, shared_done] {
         if (!LinkUp(id)) return;
-        absl::StatusOr<std::string> answer = ServeReconcileAt(to, id, *shared_request);
+        absl::StatusOr<std::string> answer = ServeReconcileAt(from, to, id, *shared_request);
         ++reconcile_rounds_;
         Trace(absl::StrFormat("serve reconcile %d->%d: %d bytes asked, %s", to, from,
                               shared_request->size(),
@@ -277,11 +352,399 @@ class Simulation {
  private:
   std::string Name(int i) const { return absl::StrFormat("r%d", i); }
 
+  // --- identities (SimOptions::identities) ---------------------------------
+
+  // A key derived from the seed, so that a seed replays exactly.
+  std::unique_ptr<auth::SigningKey> KeyFor(uint64_t tag) const {
+    std::mt19937_64 g(options_.seed * 0x9E3779B97F4A7C15ULL + tag * 1000003ULL + 17);
+    std::string seed(auth::kSeedBytes, '\0');
+    for (size_t i = 0; i < seed.size(); i += 8) {
+      const uint64_t x = g();
+      std::memcpy(&seed[i], &x, 8);
+    }
+    absl::StatusOr<std::unique_ptr<auth::SigningKey>> key = auth::SigningKey::FromSeed(seed);
+    PEERKV_CHECK(key.ok());
+    return std::move(*key);
+  }
+  const auth::PublicKey& UserKey(int user) const { return users_[user].key->public_key(); }
+
+  // The users' keys; Jane, Josephine and Mallory are each other's friends
+  // (their TrustViews list the other two), the stranger is no one's.
+  void SetUpUsers() {
+    for (int u = 0; u < kUsers; ++u) users_.push_back(UserKeys{KeyFor(u + 1), {}});
+    for (int u = 0; u < kUsers; ++u) {
+      users_[u].trust.user = UserKey(u);
+      if (u == kStranger) continue;
+      for (int f = 0; f < kStranger; ++f) {
+        if (f != u) users_[u].trust.friends.push_back(auth::FriendEntry{UserKey(f), kUserNames[f], 0});
+      }
+    }
+    group_key_ = auth::GroupKey(UserKey(kJane), kBlogGroup);
+  }
+  // Replica r becomes a device of `user`, its key derived from `tag`.
+  void GiveDevice(Replica& r, int user, uint64_t tag) {
+    r.user = user;
+    r.device = KeyFor(100 + tag);
+    r.certificate = auth::IssueDeviceCertificate(*users_[user].key, r.device->public_key(),
+                                                 absl::StrFormat("r%d", r.index), kEpochMs);
+  }
+  static rpc::PeerCredentials Credentials(const Replica& r) {
+    return rpc::PeerCredentials{r.device->public_key(), r.certificate};
+  }
+
+  // The handshake of a link (rpc/peer_auth.h, then the hello's checks):
+  // each side authorizes the other's device from what its user trusts;
+  // the hello's replica id is bound to the authenticated device, on both
+  // ends (ServerLoop::BindReplica, over Store::ClaimReplicaId); a friend's
+  // link is filtered by each side's Access for the other's user.
+  absl::Status Handshake(Replica& caller, Replica& target, PeerInfo& from_info, PeerInfo& to_info,
+                         Link& link) {
+    absl::StatusOr<rpc::AuthenticatedPeer> at_target =
+        rpc::Authorize(users_[target.user].trust, Credentials(caller));
+    if (!at_target.ok()) return at_target.status();
+    absl::StatusOr<rpc::AuthenticatedPeer> at_caller =
+        rpc::Authorize(users_[caller.user].trust, Credentials(target));
+    if (!at_caller.ok()) return at_caller.status();
+    absl::Status bound = Bind(target, from_info.replica_id, caller.device->public_key());
+    if (bound.ok()) bound = Bind(caller, to_info.replica_id, target.device->public_key());
+    if (!bound.ok()) {
+      ++claims_refused_;
+      return bound;
+    }
+    // The checker's own view: a link is only ever made under the id the
+    // dialling replica really has.
+    if (from_info.replica_id != caller.store->replica_id() && failure_.empty()) {
+      failure_ = absl::StrFormat(
+          "a link from r%d came up under replica id %016x, which is r%d's: a device's claim of "
+          "another replica's id was accepted",
+          caller.index, from_info.replica_id, liar_victim_);
+    }
+    if (at_target->role != rpc::PeerRole::kFriend) return absl::OkStatus();
+    link.friends = true;
+    from_info.readable = ReadableBy(target, caller.user);
+    to_info.readable = ReadableBy(caller, target.user);
+    if (!options_.break_friend_filter) {
+      link.serve_a = from_info.readable;
+      link.serve_b = to_info.readable;
+      link.reserved_a = ReservedBy(target, caller.user);
+      link.reserved_b = ReservedBy(caller, target.user);
+    }
+    return absl::OkStatus();
+  }
+  absl::Status Bind(Replica& r, uint64_t replica_id, const auth::PublicKey& device) {
+    if (options_.break_bindings) return absl::OkStatus();
+    auto it = r.bound.find(replica_id);
+    if (it == r.bound.end()) {
+      absl::StatusOr<std::string> holder = r.store->ClaimReplicaId(replica_id, device.view());
+      if (!holder.ok()) return holder.status();
+      absl::StatusOr<auth::PublicKey> key = auth::PublicKey::FromBytes(*holder, "binding");
+      if (!key.ok()) return key.status();
+      it = r.bound.emplace(replica_id, *key).first;
+    }
+    if (it->second == device) return absl::OkStatus();
+    return absl::PermissionDeniedError(
+        absl::StrFormat("device %s claims replica id %016x, which device %s holds",
+                        auth::DeviceId(device), replica_id, auth::DeviceId(it->second)));
+  }
+  // As ServerLoop::ReadableBy / ReservedReadableBy.
+  static std::shared_ptr<const replication::KeyspaceFilter> ReadableByAccess(
+      std::shared_ptr<const auth::Access> access, const auth::PublicKey& user) {
+    const auth::Principal who{user, /*local_user=*/false};
+    return std::make_shared<const replication::KeyspaceFilter>(
+        [access, who](std::string_view keyspace) { return access->MayRead(who, keyspace); });
+  }
+  std::shared_ptr<const replication::KeyspaceFilter> ReadableBy(const Replica& server,
+                                                                int user) const {
+    return ReadableByAccess(server.access, UserKey(user));
+  }
+  std::shared_ptr<const replication::ReservedRecordFilter> ReservedBy(const Replica& server,
+                                                                      int user) const {
+    std::shared_ptr<const auth::Access> access = server.access;
+    const auth::Principal who{UserKey(user), /*local_user=*/false};
+    return std::make_shared<const replication::ReservedRecordFilter>(
+        [access, who](std::string_view keyspace, std::string_view key) {
+          return access->MayReadRecord(who, keyspace, key);
+        });
+  }
+
+  // The checker's rules of who may have what, independent of the code
+  // under test. The keyspace a record speaks of: its own, or for a policy
+  // record the keyspace it governs, for Jane's group record the blog.
+  std::string Governed(std::string_view ks, std::string_view key) const {
+    if (ks == auth::kPoliciesKeyspace) return std::string(key);
+    if (ks == auth::kGroupsKeyspace) return key == group_key_ ? kBlog : std::string(ks);
+    return std::string(ks);
+  }
+  static int OwnerOf(std::string_view governed) {
+    if (governed == kJoNotes) return kJosephine;
+    if (governed == kMalNotes) return kMallory;
+    return kJane;
+  }
+  // Whether a replica of `user` may ever hold a record of (ks, key): its
+  // owner's, or the blog's for Josephine.
+  bool EverReadable(int user, std::string_view ks, std::string_view key) const {
+    const std::string g = Governed(ks, key);
+    return OwnerOf(g) == user || (g == kBlog && user == kJosephine);
+  }
+  // README "Groups and policies", revocation: once Jane removes Josephine
+  // from the group, no replica that has learned it (holds the removal's
+  // group record, or a newer one) sends Josephine anything of the blog
+  // written after the removal (a version at or above the removal's); what
+  // she already has stays hers, and a replica that has not learned it yet
+  // may still send. Nothing else of Jane's ever reaches another user, nor
+  // Josephine's or Mallory's anyone but their own devices.
+  bool MayHave(int sender, int user, std::string_view ks, std::string_view key,
+               const Version& version) const {
+    if (!EverReadable(user, ks, key)) return false;
+    if (OwnerOf(Governed(ks, key)) == user) return true;
+    if (!revoked_ || version < removal_) return true;
+    return !HoldsRemoval(*replicas_[sender]);
+  }
+  bool HoldsRemoval(const Replica& r) const {
+    absl::StatusOr<std::optional<Record>> group = r.store->Get(auth::kGroupsKeyspace, group_key_);
+    return group.ok() && group->has_value() && !((*group)->version < removal_);
+  }
+  // Records (or keys: a reconcile's items) sent from `sender` to
+  // `receiver`: each must be one the receiver's user may have.
+  void CheckSent(int sender, int receiver, const std::vector<Record>& records, const char* path) {
+    if (!options_.identities || replicas_[sender]->liar) return;
+    for (const Record& rec : records) {
+      CheckOne(sender, receiver, rec.keyspace, rec.key, rec.version, path);
+    }
+  }
+  void CheckOne(int sender, int receiver, std::string_view ks, std::string_view key,
+                const Version& version, const char* path) {
+    const int user = replicas_[receiver]->user;
+    if (user != replicas_[sender]->user) ++sent_to_friends_;
+    if (MayHave(sender, user, ks, key, version) || !failure_.empty()) return;
+    failure_ = absl::StrFormat(
+        "r%d (%s's) sent r%d (%s's) %s/%s %s in %s, which %s may not have%s", sender,
+        kUserNames[replicas_[sender]->user], receiver, kUserNames[user], ks, key,
+        version.ToString(), path, kUserNames[user],
+        revoked_ ? absl::StrFormat(" (removed from the group at %s)", removal_.ToString()) : "");
+  }
+  // A reconcile answer: the records fetched (named by the request), the
+  // keys of the items of each expansion (one per differing root, then per
+  // expanded node one per differing child, or one), the names of
+  // differing roots the initiator did not name itself.
+  void CheckAnswer(int sender, int receiver, const replication::ReconcileRequest& request,
+                   const replication::ReconcileResponse& response) {
+    if (!options_.identities || replicas_[sender]->liar) return;
+    for (size_t i = 0; i < response.fetched.size() && i < request.fetch.size(); ++i) {
+      if (!response.fetched[i].has_value()) continue;
+      CheckOne(sender, receiver, request.fetch[i].keyspace, request.fetch[i].key,
+               response.fetched[i]->version, "a reconcile answer");
+    }
+    std::set<std::string> named;
+    for (const replication::KeyspaceRoot& root : request.roots) named.insert(root.keyspace);
+    std::vector<const std::string*> keyspace_of;
+    for (const replication::KeyspaceRoot& root : response.differing) {
+      if (!named.count(root.keyspace)) {
+        CheckOne(sender, receiver, root.keyspace, "", Version{}, "a reconcile answer's roots");
+      }
+      if (!request.verify_only) keyspace_of.push_back(&root.keyspace);
+    }
+    for (uint64_t i = 0; i < response.expanded && i < request.expand.size(); ++i) {
+      const int count = request.expand[i].children.empty() || i >= response.masks.size()
+                            ? 1
+                            : __builtin_popcount(response.masks[i]);
+      for (int c = 0; c < count; ++c) keyspace_of.push_back(&request.expand[i].keyspace);
+    }
+    if (keyspace_of.size() != response.expansions.size()) {
+      ++unmapped_answers_;
+      return;
+    }
+    for (size_t e = 0; e < response.expansions.size(); ++e) {
+      for (const Record& item : response.expansions[e].items) {
+        CheckOne(sender, receiver, *keyspace_of[e], item.key, item.version, "a reconcile answer");
+      }
+    }
+  }
+  // A leak the commit listeners saw (on writer threads, while the
+  // simulation waits for the store call) becomes the run's failure.
+  void TakeLeak() {
+    absl::MutexLock lock(&leak_mu_);
+    if (!leak_.empty() && failure_.empty()) failure_ = leak_;
+  }
+
+  // Jane's group and the blog's policy, set on r0 before anything runs
+  // (auth/policy.h's commands), and given to her other devices as if they
+  // had synced first (otherwise their first blog writes would be unsigned,
+  // made before they knew the blog's policy).
+  void SetUpPolicies() {
+    Replica& r0 = *replicas_[0];
+    const int64_t now = absl::ToUnixMillis(world_.Now());
+    absl::Status s = auth::CreateGroup(*jane_, *r0.store, kBlogGroup, now);
+    if (s.ok()) {
+      s = auth::AddToGroup(*jane_, *r0.store, kBlogGroup, {auth::Member{UserKey(kJosephine), ""}},
+                           now);
+    }
+    if (s.ok()) {
+      auth::Who readers;
+      readers.kind = auth::Who::Kind::kGroup;
+      readers.group = kBlogGroup;
+      auth::Who writers;
+      writers.kind = auth::Who::Kind::kOwner;
+      s = auth::SetPolicy(*jane_, *r0.store, kBlog, {readers}, {writers}, now);
+    }
+    std::vector<Record> records;
+    for (auto [ks, key] : {std::pair<std::string, std::string>{auth::kPoliciesKeyspace, kBlog},
+                           {auth::kGroupsKeyspace, group_key_}}) {
+      if (!s.ok()) break;
+      absl::StatusOr<std::optional<Record>> rec = r0.store->Get(ks, key);
+      if (!rec.ok() || !rec->has_value()) {
+        s = absl::InternalError(absl::StrFormat("r0 lacks %s/%s", ks, key));
+        break;
+      }
+      records.push_back(**rec);
+    }
+    for (int i = 1; s.ok() && i < n_; ++i) {
+      Replica& r = *replicas_[i];
+      if (r.user != kJane) continue;
+      absl::StatusOr<MergeResult> merged = r.store->Merge(records);
+      if (!merged.ok()) s = merged.status();
+      if (s.ok() && merged->won != records.size()) {
+        s = absl::InternalError(absl::StrFormat("r%d refused Jane's policy", i));
+      }
+    }
+    if (!s.ok()) failure_ = "setting up the blog's policy failed: " + s.ToString();
+    Trace("jane's blog policy set");
+  }
+  // Jane removes Josephine from the group, on one of her devices that is up.
+  void Revoke() {
+    const int start = static_cast<int>(id_rng_() % n_);
+    for (int i = 0; i < n_; ++i) {
+      Replica& r = *replicas_[(start + i) % n_];
+      if (r.user != kJane || !r.up || revoked_) continue;
+      const absl::Status s =
+          auth::RemoveFromGroup(*jane_, *r.store, kBlogGroup, auth::Member{UserKey(kJosephine), ""},
+                                absl::ToUnixMillis(world_.Now()));
+      absl::StatusOr<std::optional<Record>> group = r.store->Get(auth::kGroupsKeyspace, group_key_);
+      if (!s.ok() || !group.ok() || !group->has_value()) {
+        failure_ = absl::StrFormat("r%d: removing josephine from the group failed: %s", r.index,
+                                   s.ToString());
+        return;
+      }
+      revoked_ = true;
+      removal_ = (*group)->version;
+      Trace(absl::StrFormat("r%d: jane removes josephine from %s at %s", r.index, kBlogGroup,
+                            removal_.ToString()));
+      return;
+    }
+  }
+  // A stranger's device (certified by a user no one knows) dials a replica:
+  // refused by the handshake.
+  void StrangerDials() {
+    const int k = static_cast<int>(id_rng_() % n_);
+    Replica& r = *replicas_[k];
+    if (!r.up) return;
+    Replica stranger;
+    stranger.index = 99;
+    GiveDevice(stranger, kStranger, 99);
+    absl::StatusOr<rpc::AuthenticatedPeer> peer =
+        rpc::Authorize(users_[r.user].trust, Credentials(stranger));
+    if (peer.ok() || peer.status().code() != absl::StatusCode::kPermissionDenied) {
+      failure_ = absl::StrFormat("r%d admitted a stranger's device: %s", k,
+                                 peer.ok() ? "ok" : peer.status().ToString());
+      return;
+    }
+    ++strangers_refused_;
+    Trace(absl::StrFormat("r%d refuses a stranger", k));
+  }
+
+  // The lying device (a device of Josephine's, so Jane's replicas let it
+  // connect as a friend) starts, dialling one of Jane's replicas. Either
+  // its hello claims the replica id of another of Jane's replicas, which
+  // met the target before (the binding must refuse it), or it serves,
+  // unfiltered, records it forged: an unsigned one of notes under the
+  // victim's origin, a blog record it signed itself (a valid signature of
+  // a non-writer), a real signed blog record with another value and
+  // version, an unsigned blog record of its own (the merge gate must
+  // refuse them all).
+  void StartLiar() {
+    if (liar_ < 0) return;
+    Replica& l = *replicas_[liar_];
+    if (l.up || !l.dir.empty()) return;
+    std::vector<int> up;
+    for (int i = 0; i < n_; ++i) {
+      if (replicas_[i]->user == kJane && replicas_[i]->up) up.push_back(i);
+    }
+    if (up.size() < 2) return;
+    const size_t t = id_rng_() % up.size();
+    const int target = up[t];
+    const int victim = up[(t + 1 + id_rng_() % (up.size() - 1)) % up.size()];
+    liar_victim_ = victim;
+    Replica& v = *replicas_[victim];
+    if (liar_claims_) {
+      // The victim met the target before: its id is bound to its device.
+      // (An id the target never met is the first claimant's: README
+      // "Replica ids are bound to devices".)
+      liar_claimed_id_ = v.store->replica_id();
+      (void)Bind(*replicas_[target], liar_claimed_id_, v.device->public_key());
+    }
+    l.dir = root_ + "/liar";
+    l.peers = {absl::StrFormat("sim:%d", target)};
+    std::string error;
+    if (!Boot(l, &error)) {
+      failure_ = "boot of the liar failed: " + error;
+      return;
+    }
+    Trace(absl::StrFormat("a lying device of josephine's dials r%d, %s r%d", target,
+                          liar_claims_ ? "claiming the id of" : "forging records of", victim));
+    if (liar_claims_) return;
+    const uint64_t hlc = MakeHlc(static_cast<uint64_t>(absl::ToUnixMillis(world_.Now())), 7);
+    const Version as_victim{hlc, v.store->replica_id()};
+    std::vector<Record> forged;
+    auto add = [&](const char* ks, std::string key, Version version, std::string value) {
+      Record rec;
+      rec.keyspace = ks;
+      rec.key = std::move(key);
+      rec.version = version;
+      rec.value = std::move(value);
+      forged.push_back(std::move(rec));
+    };
+    add("notes", absl::StrCat(kForgedPrefix, "-unsigned"), as_victim, "forged: unsigned");
+    add(kBlog, absl::StrCat(kForgedPrefix, "-self-signed"), as_victim, "forged: self-signed");
+    forged.back().signature = auth::SignRecord(*l.device, l.certificate.Encode(), kBlog,
+                                               forged.back().key, as_victim, false,
+                                               forged.back().value);
+    add(kBlog, absl::StrCat(kForgedPrefix, "-own"), Version{hlc, l.store->replica_id()},
+        "forged: unsigned, own origin");
+    absl::StatusOr<ScanResult> blog = v.store->Scan(kBlog, ScanOptions{.limit = 100});
+    if (blog.ok()) {
+      for (const Record& real : blog->records) {
+        if (real.signature.empty()) continue;
+        // A replay with another value, and with another version too.
+        Record altered = real;
+        altered.value = "forged: altered";
+        altered.version.hlc = std::max(real.version.hlc, hlc) + 1;
+        forged.push_back(altered);
+        altered.version = real.version;
+        forged.push_back(std::move(altered));
+        break;
+      }
+    }
+    planting_ = true;
+    absl::StatusOr<MergeResult> merged = l.store->Merge(std::move(forged));
+    planting_ = false;
+    if (!merged.ok()) failure_ = "the liar could not store its forgeries: " + merged.status().ToString();
+  }
+  void StopLiar() {
+    if (liar_ < 0 || !replicas_[liar_]->up) return;
+    Trace("stop the liar");
+    Crash(*replicas_[liar_]);
+  }
+
   // Replica `to`'s answer to a reconcile request on link `id`, as the RPC
   // service gives it: a request out of bounds is refused and closes that
   // link; records pushed merge first (and count against the peer, as from
   // a pull); then the responder's side of the round.
-  absl::StatusOr<std::string> ServeReconcileAt(int to, LinkId id, const std::string& bytes) {
+  // On a friend's link (identities) as the replica service answers it: a
+  // push of a keyspace the pusher may not read is dropped unmerged, the
+  // rest merges as a friend's, and the answer is read through
+  // FilteredReconcileSource.
+  absl::StatusOr<std::string> ServeReconcileAt(int from, int to, LinkId id,
+                                               const std::string& bytes) {
     Replica& r = *replicas_[to];
     absl::StatusOr<replication::ReconcileRequest> request =
         replication::DecodeReconcileRequest(bytes, kMaxValueBytes);
@@ -289,21 +752,33 @@ class Simulation {
       BreakLink(id, "a reconcile request out of bounds");
       return request.status();
     }
+    const Link& link = links_.at(id);
+    std::shared_ptr<const replication::KeyspaceFilter> readable =
+        r.liar ? nullptr : link.a == from ? link.serve_a : link.serve_b;
+    const MergeSource merge_source = link.friends ? MergeSource::kFriend : MergeSource::kOwnDevice;
+    CheckSent(from, to, request->push, "a reconcile push");
     replication::DropValuesOverLimit(request->push, r.store->options().max_value_bytes);
+    if (readable != nullptr) {
+      std::erase_if(request->push, [&](const Record& rec) { return !(*readable)(rec.keyspace); });
+    }
     MergeResult pushed;
     if (!request->push.empty()) {
       std::vector<Record> push = std::move(request->push);
       request->push.clear();
-      absl::StatusOr<MergeResult> merged = r.store->Merge(std::move(push));
+      absl::StatusOr<MergeResult> merged =
+          r.store->Merge(std::move(push), std::nullopt, merge_source);
       if (!merged.ok()) return merged.status();
       r.replicator->OnPushMerged(id, *merged);
       pushed = *merged;
     }
-    std::unique_ptr<replication::ReconcileSource> source =
+    std::unique_ptr<replication::ReconcileSource> inner =
         replication::StoreReconcileSource(*r.store);
-    absl::StatusOr<replication::ReconcileResponse> response =
-        replication::ServeReconcile(*source, *request, kReconcileReplyBytes);
+    std::unique_ptr<replication::ReconcileSource> filtered;
+    if (readable != nullptr) filtered = replication::FilteredReconcileSource(*inner, readable);
+    absl::StatusOr<replication::ReconcileResponse> response = replication::ServeReconcile(
+        filtered != nullptr ? *filtered : *inner, *request, kReconcileReplyBytes);
     if (!response.ok()) return response.status();
+    CheckAnswer(to, from, *request, *response);
     response->push_won = pushed.won;
     response->push_refused = pushed.refused.size();
     return replication::EncodeReconcileResponse(*response);
@@ -382,12 +857,60 @@ class Simulation {
     // (CollectAndWatch), with a minimum age of a few simulated seconds.
     options.tombstone_min_age_ms = kTombstoneMinAgeMs;
     options.tombstone_collect_interval = absl::ZeroDuration();
+    if (options_.identities) {
+      // As the server configures its store (cli/serve): policies and
+      // groups checked, writes of keyspaces that need it signed with the
+      // device key, remote records through the merge gate. The liar keeps
+      // whatever it is sent and signs nothing.
+      const auth::PublicKey& user = UserKey(r.user);
+      r.access = std::make_shared<auth::StoreAccess>(user);
+      options.reserved_check = auth::ReservedCheckWithPolicies(user, r.access);
+      if (r.liar) {
+        // It keeps only its forgeries: were it to keep what it pulls, it
+        // would be one more holder of Jane's writes, outside the checked
+        // world (a write lost with a restored directory could come back
+        // from it).
+        options.record_gate = [this](const Record&, MergeSource) {
+          return planting_ ? absl::OkStatus()
+                           : absl::PermissionDeniedError("the liar keeps only its forgeries");
+        };
+      } else {
+        options.signer = auth::MakeRecordSigner(r.access, r.device, r.certificate.Encode());
+        // One verifier per process life, as the server has.
+        if (!options_.break_gate) {
+          options.record_gate = auth::MakeRecordGate(
+              r.access, std::make_shared<const auth::RecordVerifier>(), user);
+        }
+      }
+    }
     absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
     if (!store.ok()) {
       *error = std::string(store.status().message());
       return false;
     }
     r.store = std::move(*store);
+    r.bound.clear();
+    if (options_.identities) {
+      r.access->Attach(r.store.get());
+      if (!r.liar) {
+        // The receiving end of the no-leak check: every change a commit
+        // brings, whatever path it came by.
+        r.listener = r.store->AddCommitListener(
+            [this, index = r.index, user = r.user](const Store::CommitInfo& info) {
+              for (const CommitChange& c : *info.changes) {
+                const bool forged = c.key.starts_with(kForgedPrefix);
+                if (!forged && EverReadable(user, c.keyspace, c.key)) continue;
+                absl::MutexLock lock(&leak_mu_);
+                if (!leak_.empty()) continue;
+                leak_ = forged ? absl::StrFormat("r%d merged the forged record %s/%s", index,
+                                                 c.keyspace, c.key)
+                               : absl::StrFormat("r%d (%s's) merged %s/%s, which %s may never read",
+                                                 index, kUserNames[user], c.keyspace, c.key,
+                                                 kUserNames[user]);
+              }
+            });
+      }
+    }
     r.ids.insert(r.store->replica_id());
     ++r.generation;
     r.up = true;
@@ -442,7 +965,7 @@ class Simulation {
     Replica& r = *replicas_[backup_.replica];
     for (const auto& other : replicas_) {
       // Only the live replicas can say what survived.
-      if (other.get() != &r && !other->up && !other->clone) return;
+      if (other.get() != &r && !other->up && !other->outside()) return;
     }
     Trace(absl::StrFormat("restore r%d from its %s", r.index,
                           backup_.lost_tail ? "copy of a few commits ago (a lost log tail)"
@@ -459,7 +982,7 @@ class Simulation {
       bool survives = losable.count(a.version.origin) == 0;
       for (const auto& other : replicas_) {
         if (survives) break;
-        if (other.get() == &r || other->clone) continue;
+        if (other.get() == &r || other->outside()) continue;
         absl::StatusOr<std::optional<Record>> held = other->store->Get(a.keyspace, a.key);
         survives = held.ok() && held->has_value() && !((*held)->version < a.version);
         // A write too far ahead for that replica waits in its quarantine:
@@ -486,8 +1009,9 @@ class Simulation {
   // A replica that forked re-stamped its writes made since a restored open
   // as new writes of its new id: they join the fold as accepted writes.
   void NoteForks() {
+    TakeLeak();
     for (auto& r : replicas_) {
-      if (!r->up || r->clone) continue;
+      if (!r->up || r->outside()) continue;
       const size_t forgotten = r->store->GetLineage().forgotten_ids.size();
       if (forgotten != r->known_forgotten) {
         r->known_forgotten = forgotten;
@@ -555,6 +1079,10 @@ class Simulation {
     c.dir = root_ + "/clone";
     std::filesystem::copy(r.dir, c.dir, std::filesystem::copy_options::recursive);
     c.max_value_bytes = r.max_value_bytes;
+    // The same keys: the copy holds the same device key.
+    c.user = r.user;
+    c.device = r.device;
+    c.certificate = r.certificate;
     c.peers = {absl::StrFormat("sim:%d", k)};
     std::string error;
     if (!Boot(r, &error) || !Boot(c, &error)) failure_ = "boot of a clone failed: " + error;
@@ -576,7 +1104,13 @@ class Simulation {
                           r.replicator->Counters().reconcile_records_pushed;
     clones_refused_ += r.replicator->Counters().clones_refused;
     r.replicator.reset();
+    if (r.access != nullptr) {
+      if (r.listener >= 0) r.store->RemoveCommitListener(r.listener);
+      r.listener = -1;
+      r.access->Detach();
+    }
     r.store.reset();
+    r.access.reset();
     for (auto& [id, link] : links_) {
       if (link.up && (link.a == r.index || link.b == r.index)) {
         if (quiet) {
@@ -614,12 +1148,32 @@ class Simulation {
 
   void Write() {
     Replica& r = *replicas_[rng_() % n_];
-    const std::string keyspace = kKeyspaces[rng_() % 2];
+    std::string keyspace = kKeyspaces[rng_() % 2];
+    if (options_.identities) {
+      const uint64_t pick = id_rng_() % 8;
+      if (r.user == kJane) {
+        if (pick == 0) keyspace = kBlog;
+      } else if (r.user == kJosephine && pick == 0) {
+        // Josephine tries to post to Jane's blog: once her replica knows
+        // its policy, the access check the gateway makes refuses it.
+        if (r.up && r.access->PolicyOf(kBlog).has_value()) {
+          if (r.access->MayWrite(auth::Principal{UserKey(kJosephine), true}, kBlog)) {
+            failure_ = absl::StrFormat("r%d let josephine write jane's blog", r.index);
+          }
+          Trace(absl::StrFormat("r%d refuses josephine's post to the blog", r.index));
+        }
+        return;
+      } else {
+        keyspace = r.user == kJosephine ? kJoNotes : kMalNotes;
+      }
+    }
     const std::string key = absl::StrFormat("k%d", static_cast<int>(rng_() % key_space_));
     const bool del = rng_() % 5 == 0;
     std::string value = absl::StrFormat("w%d@r%d", writes_, r.index);
     // Now and then a value too big for a replica with a low limit.
-    if (rng_() % 8 == 0) value.resize(kBigValueBytes, '+');
+    if (rng_() % 8 == 0) {
+      value.resize(options_.identities ? kBigValueBytesWithIds : kBigValueBytes, '+');
+    }
     if (!r.up) return;
     absl::StatusOr<Version> v = del ? r.store->Delete(keyspace, key) : r.store->Put(keyspace, key, value);
     if (!del && value.size() > r.max_value_bytes) {
@@ -638,6 +1192,19 @@ class Simulation {
     Trace(absl::StrFormat("write r%d %s/%s %s", r.index, keyspace, key, v->ToString()));
   }
 
+  // The workload keyspaces a replica may read (and is checked on).
+  std::vector<std::string> Visible(const Replica& r) const {
+    if (!options_.identities) return {kKeyspaces[0], kKeyspaces[1]};
+    switch (r.user) {
+      case kJane:
+        return {kKeyspaces[0], kKeyspaces[1], kBlog};
+      case kJosephine:
+        return {kJoNotes, kBlog};
+      default:
+        return {kMalNotes};
+    }
+  }
+
   // Every replica up and holding what the checker expects of it. The
   // fingerprints of the replicas with the full value limit must agree
   // first (cheap); then the full check runs.
@@ -649,9 +1216,9 @@ class Simulation {
   void CollectAndWatch(bool collect = true) {
     for (auto& rp : replicas_) {
       Replica& r = *rp;
-      if (!r.up || r.clone || !failure_.empty()) continue;
+      if (!r.up || r.outside() || !failure_.empty()) continue;
       std::map<std::pair<std::string, std::string>, Version> tombstones;
-      for (const char* keyspace : kKeyspaces) {
+      for (const std::string& keyspace : Visible(r)) {
         absl::StatusOr<ScanResult> scan = r.store->Scan(
             keyspace, ScanOptions{.limit = kMaxScanLimit, .include_tombstones = true});
         if (!scan.ok()) {
@@ -659,6 +1226,11 @@ class Simulation {
           return;
         }
         for (const Record& rec : scan->records) {
+          if (options_.identities && absl::StartsWith(rec.value, kForgedPrefix)) {
+            failure_ = absl::StrFormat("r%d holds %s/%s at %s with a forged value", r.index,
+                                       rec.keyspace, rec.key, rec.version.ToString());
+            return;
+          }
           const std::pair<std::string, std::string> key{rec.keyspace, rec.key};
           auto [it, inserted] = r.seen.try_emplace(key, rec.version);
           if (!inserted && rec.version < it->second) {
@@ -708,9 +1280,10 @@ class Simulation {
   bool AllConverged() const {
     std::optional<uint64_t> fingerprint;
     for (const auto& r : replicas_) {
-      if (r->clone) continue;
+      if (r->outside()) continue;
       if (!r->up) return false;
-      if (r->max_value_bytes != kMaxValueBytes) continue;
+      // Other users' replicas hold other keyspaces: the full check decides.
+      if (r->max_value_bytes != kMaxValueBytes || r->user != kJane) continue;
       const uint64_t f = r->store->fingerprint();
       if (!fingerprint.has_value()) fingerprint = f;
       // Replicas that collected different tombstones differ in
@@ -796,6 +1369,34 @@ class Simulation {
   int far_clock_ = -1;
   int n_ = 0;
   uint64_t clones_refused_ = 0;
+  // Identities (SimOptions::identities); see SetUpUsers, Revoke, StartLiar.
+  struct UserKeys {
+    std::unique_ptr<auth::SigningKey> key;
+    rpc::TrustView trust;
+  };
+  std::vector<UserKeys> users_;
+  // Jane's identity, for her policy and group commands.
+  std::unique_ptr<auth::Identity> jane_;
+  std::mt19937_64 id_rng_{options_.seed * 49979687 + 11};
+  std::string group_key_;
+  bool revoked_ = false;
+  Version removal_;
+  int liar_ = -1;
+  int liar_victim_ = 0;
+  uint64_t liar_claimed_id_ = 0;
+  // The liar's gate lets its own forgeries in (StartLiar).
+  std::atomic<bool> planting_{false};
+  bool liar_claims_ = false;
+  uint64_t sent_to_friends_ = 0;
+  uint64_t claims_refused_ = 0;
+  uint64_t forged_offered_ = 0;
+  uint64_t strangers_refused_ = 0;
+  // Reconcile answers whose expansions the checker could not map to
+  // keyspaces (their items were not checked); expected to stay 0.
+  uint64_t unmapped_answers_ = 0;
+  // A leak seen by a commit listener (TakeLeak).
+  absl::Mutex leak_mu_;
+  std::string leak_ ABSL_GUARDED_BY(leak_mu_);
   std::string failure_;
   uint64_t trace_ = 0xcbf29ce484222325ULL;
   // Pages pipelined by replicators that crashed (see SimResult).
@@ -834,21 +1435,44 @@ std::string Simulation::Check() const {
     if (!inserted && a.version > it->second->version) it->second = &a;
   }
   for (const auto& r : replicas_) {
-    if (r->clone) continue;
+    if (r->outside()) continue;
     // A replica with a low value limit cannot hold a register whose latest
     // value is bigger: what it holds for such keys (an older version, or
     // nothing) depends on when it pulled, so only the others are checked.
     std::map<std::pair<std::string, std::string>, const Accepted*> fold;
     std::set<std::pair<std::string, std::string>> unknowable;
+    // Identities: each replica converges on the keyspaces its user may
+    // read; Josephine's, once removed from the group, no longer on the blog
+    // (README: what she has stays hers, later posts do not reach her), but
+    // every blog record she holds must be one Jane wrote.
+    std::vector<std::string> visible = Visible(*r);
+    const bool blog_frozen = revoked_ && r->user == kJosephine;
+    if (blog_frozen) std::erase(visible, std::string(kBlog));
     for (const auto& [key, a] : full) {
+      if (std::find(visible.begin(), visible.end(), key.first) == visible.end()) continue;
       if (!a->deleted && a->value.size() > r->max_value_bytes) {
         unknowable.insert(key);
       } else {
         fold[key] = a;
       }
     }
+    if (blog_frozen) {
+      absl::StatusOr<ScanResult> scan =
+          r->store->Scan(kBlog, ScanOptions{.limit = kMaxScanLimit, .include_tombstones = true});
+      if (!scan.ok()) return absl::StrFormat("r%d: scan failed: %s", r->index, scan.status().ToString());
+      for (const Record& rec : scan->records) {
+        const bool written = std::any_of(accepted_.begin(), accepted_.end(), [&](const Accepted& a) {
+          return a.keyspace == rec.keyspace && a.key == rec.key && a.version == rec.version &&
+                 a.deleted == rec.deleted && a.value == rec.value;
+        });
+        if (!written) {
+          return absl::StrFormat("r%d holds %s/%s at %s, which jane never wrote", r->index,
+                                 rec.keyspace, rec.key, rec.version.ToString());
+        }
+      }
+    }
     std::map<std::pair<std::string, std::string>, Record> held;
-    for (const char* keyspace : kKeyspaces) {
+    for (const std::string& keyspace : visible) {
       absl::StatusOr<ScanResult> scan = r->store->Scan(
           keyspace, ScanOptions{.limit = kMaxScanLimit, .include_tombstones = true});
       if (!scan.ok()) return absl::StrFormat("r%d: scan failed: %s", r->index, scan.status().ToString());
@@ -904,7 +1528,20 @@ SimResult Simulation::Run() {
   result.replicas = n;
   n_ = n;
   const bool cloned = options_.clones && clone_rng_() % 4 == 0;
-  for (int i = 0; i < n + (cloned ? 1 : 0); ++i) {
+  // Identities: the last one or two replicas are Josephine's, with six or
+  // more sometimes one before them Mallory's, the rest Jane's; in a third
+  // of the runs a lying device of Josephine's (a slot after the clone's).
+  int friends = 0, mallory = 0;
+  bool liar = false;
+  if (options_.identities) {
+    SetUpUsers();
+    friends = n >= 5 ? 2 : 1;
+    mallory = n >= 6 && id_rng_() % 2 == 0 ? 1 : 0;
+    liar = id_rng_() % 3 == 0;
+    liar_claims_ = id_rng_() % 2 == 0;
+  }
+  const int slots = n + (cloned ? 1 : 0) + (liar ? 1 : 0);
+  for (int i = 0; i < slots; ++i) {
     auto r = std::make_unique<Replica>();
     r->index = i;
     // Skews within +-25 s: any two replicas differ by less than the 60 s
@@ -912,31 +1549,70 @@ SimResult Simulation::Run() {
     r->normal_skew_ms = std::uniform_int_distribution<int>(-25'000, 25'000)(rng_);
     r->clock = std::make_unique<SkewedClock>(world_, r->normal_skew_ms);
     r->transport = std::make_unique<SimTransport>(*this, i);
-    if (i == n) {
+    if (i == n && cloned) {
       r->clone = true;
       clone_ = i;
+    } else if (i >= n) {
+      r->liar = true;
+      liar_ = i;
     } else {
       r->dir = absl::StrFormat("%s/r%d", root_, i);
     }
+    if (options_.identities) {
+      const int user = i >= n ? kJosephine
+                       : i >= n - friends ? kJosephine
+                       : i >= n - friends - mallory ? kMallory
+                                                    : kJane;
+      GiveDevice(*r, user, i);
+    }
     replicas_.push_back(std::move(r));
+  }
+  if (options_.identities) {
+    absl::StatusOr<std::unique_ptr<auth::Identity>> jane =
+        auth::Identity::CreateDeviceOf(root_ + "/jane", *users_[kJane].key, "jane");
+    if (!jane.ok()) {
+      result.message = "jane's identity: " + jane.status().ToString();
+      return result;
+    }
+    jane_ = std::move(*jane);
   }
   // Sometimes one replica with a low value limit. Big values cannot pass
   // through it, so it is a leaf: the others stay connected without it.
   int low = -1;
   if (rng_() % 3 == 0) {
     low = static_cast<int>(rng_() % n);
-    replicas_[low]->max_value_bytes = kSmallValueLimit;
+    // (Identities: one of Jane's, so that her devices stay connected.)
+    if (replicas_[low]->user != kJane) low = 0;
+    replicas_[low]->max_value_bytes =
+        options_.identities ? kSmallValueLimitWithIds : kSmallValueLimit;
   }
   // A connected topology: a random spanning tree plus a few random edges;
   // each edge is configured on one side only (the other learns it inbound).
+  // Identities: a tree per user (each user's devices reach each other
+  // through their own), and every other user's device dials one of Jane's
+  // (a friend's link), Mallory's also one of Josephine's.
   std::vector<int> in_tree;
+  std::vector<std::vector<int>> trees(kUsers);
   for (int i = 0; i < n; ++i) {
     if (i == low) continue;
-    if (!in_tree.empty()) {
-      const int parent = in_tree[rng_() % in_tree.size()];
+    std::vector<int>& tree = options_.identities ? trees[replicas_[i]->user] : in_tree;
+    if (!tree.empty()) {
+      const int parent = tree[rng_() % tree.size()];
       replicas_[i]->peers.push_back(absl::StrFormat("sim:%d", parent));
     }
-    in_tree.push_back(i);
+    tree.push_back(i);
+  }
+  if (options_.identities) {
+    in_tree = trees[kJane];
+    for (int i = 0; i < n; ++i) {
+      if (replicas_[i]->user == kJane) continue;
+      replicas_[i]->peers.push_back(
+          absl::StrFormat("sim:%d", trees[kJane][id_rng_() % trees[kJane].size()]));
+      if (replicas_[i]->user == kMallory) {
+        replicas_[i]->peers.push_back(
+            absl::StrFormat("sim:%d", trees[kJosephine][id_rng_() % trees[kJosephine].size()]));
+      }
+    }
   }
   if (low >= 0) {
     replicas_[low]->peers.push_back(absl::StrFormat("sim:%d", in_tree[rng_() % in_tree.size()]));
@@ -947,13 +1623,14 @@ SimResult Simulation::Run() {
     if (a != b) replicas_[a]->peers.push_back(absl::StrFormat("sim:%d", b));
   }
   for (auto& r : replicas_) {
-    if (r->clone) continue;
+    if (r->outside()) continue;
     std::string error;
     if (!Boot(*r, &error)) {
       result.message = "boot failed: " + error;
       return result;
     }
   }
+  if (options_.identities) SetUpPolicies();
 
   // Fault phase: writes at random times; crashes, restarts, partitions.
   const int writes = std::uniform_int_distribution<int>(options_.min_writes, options_.max_writes)(rng_);
@@ -998,6 +1675,22 @@ SimResult Simulation::Run() {
     plan.emplace_back(start_ + absl::Milliseconds(start_at), 9);
     plan.emplace_back(start_ + absl::Milliseconds(start_at + 2000 + clone_rng_() % (ms / 2)), 10);
   }
+  // Identities: 14 the liar starts, 15 it stops; 16 a stranger's device
+  // dials; 17 (in half the runs) Jane removes Josephine from the group.
+  if (options_.identities) {
+    const int64_t ms = options_.fault_seconds * 1000;
+    if (liar_ >= 0) {
+      const int64_t at = static_cast<int64_t>(id_rng_() % (ms / 2));
+      plan.emplace_back(start_ + absl::Milliseconds(at), 14);
+      plan.emplace_back(start_ + absl::Milliseconds(at + 2000 + id_rng_() % (ms / 2)), 15);
+    }
+    if (id_rng_() % 4 == 0) {
+      plan.emplace_back(start_ + absl::Milliseconds(id_rng_() % ms), 16);
+    }
+    if (id_rng_() % 2 == 0) {
+      plan.emplace_back(start_ + absl::Milliseconds(id_rng_() % ms), 17);
+    }
+  }
   // 13 tombstone collection and the resurrection watch, every kCollectEveryMs.
   for (int64_t at = kCollectEveryMs; at < options_.fault_seconds * 1000; at += kCollectEveryMs) {
     plan.emplace_back(start_ + absl::Milliseconds(at), 13);
@@ -1016,7 +1709,7 @@ SimResult Simulation::Run() {
         break;
       case 2:
         for (auto& r : replicas_) {
-          if (!r->up && !r->clone) {
+          if (!r->up && !r->outside()) {
             std::string error;
             if (!Boot(*r, &error)) failure_ = "reboot failed: " + error;
             break;
@@ -1056,11 +1749,24 @@ SimResult Simulation::Run() {
       case 13:
         CollectAndWatch();
         break;
+      case 14:
+        StartLiar();
+        break;
+      case 15:
+        StopLiar();
+        break;
+      case 16:
+        StrangerDials();
+        break;
+      case 17:
+        Revoke();
+        break;
     }
   }
   world_.RunUntil(fault_end);
   NoteForks();
   StopClone();
+  StopLiar();
 
   // Heal everything, restart the crashed, stop losing messages, and wait.
   const absl::Time heal = world_.Now();
@@ -1075,7 +1781,7 @@ SimResult Simulation::Run() {
   }
   faults_ = false;
   for (auto& r : replicas_) {
-    if (!r->up && !r->clone && failure_.empty()) {
+    if (!r->up && !r->outside() && failure_.empty()) {
       std::string error;
       if (!Boot(*r, &error)) failure_ = "reboot failed: " + error;
     }
@@ -1127,6 +1833,13 @@ SimResult Simulation::Run() {
   result.reconcile_records = reconcile_records_;
   result.clones_refused = clones_refused_;
   result.cloned = clone_ >= 0 && !replicas_[clone_]->dir.empty();
+  result.revoked = revoked_;
+  result.sent_to_friends = sent_to_friends_;
+  result.liar = liar_ >= 0 && !replicas_[liar_]->dir.empty();
+  result.claims_refused = claims_refused_;
+  result.forged_offered = forged_offered_;
+  result.strangers_refused = strangers_refused_;
+  result.unmapped_answers = unmapped_answers_;
   for (auto& r : replicas_) {
     if (!r->up) continue;
     result.pages_prefetched += r->replicator->Counters().pages_prefetched;

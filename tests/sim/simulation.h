@@ -58,6 +58,27 @@ struct SimOptions {
   // any call. Off: it answers Unimplemented, as before it did, so only the
   // logs, hellos and pulls must converge (to find what the logs miss).
   bool reconcile = true;
+  // Identities and access control (issues 9 and 10; README "Groups and
+  // policies"): the replicas belong to users. Most are Jane's devices, one
+  // or two Josephine's (a friend, in Jane's group that may read `blog`),
+  // and with six or more replicas sometimes one Mallory's (a friend of
+  // both, in no group). Links between users are friends' links, filtered
+  // as the server filters them; keys derive from the seed. Jane's `notes`
+  // and `mail` have no policy (private), her `blog` is readable by her
+  // group; Josephine writes `jo.notes`, Mallory `mal.notes` (private). In
+  // half the runs Jane removes Josephine from the group mid-run; in some a
+  // lying device of Josephine's claims another replica's id or offers
+  // forged records; in some a stranger's device dials. Checked in every
+  // seed: no record or key of a keyspace reaches a replica whose user may
+  // not read it (see Simulation::MayHave), no forged record is merged, no
+  // link comes up under another device's replica id.
+  bool identities = true;
+  // Test-only breakages, each of which one of the checks above must catch
+  // (tests/sim/sim_checks_test.cc): friends' links served unfiltered; the
+  // replica-id binding not enforced; no merge gate.
+  bool break_friend_filter = false;
+  bool break_bindings = false;
+  bool break_gate = false;
 };
 
 struct SimResult {
@@ -84,6 +105,19 @@ struct SimResult {
   // A clone was started, and the links refused as clones (all lives).
   bool cloned = false;
   uint64_t clones_refused = 0;
+  // Identities: Josephine was removed from the blog group; records and
+  // keys sent to other users' replicas (after filtering); a lying device
+  // ran, its links refused because it claimed another device's replica
+  // id, forged records it offered; a stranger's dials refused.
+  bool revoked = false;
+  uint64_t sent_to_friends = 0;
+  bool liar = false;
+  uint64_t claims_refused = 0;
+  uint64_t forged_offered = 0;
+  uint64_t strangers_refused = 0;
+  // Reconcile answers whose items the checker could not map to their
+  // keyspaces (so did not check); expected 0.
+  uint64_t unmapped_answers = 0;
 };
 
 SimResult Run(const SimOptions& options);
