@@ -13,7 +13,7 @@ bazel build -c opt //cli:peerkv //bench:http_bench
 dir=$(mktemp -d /var/tmp/peerkv-http-bench.XXXXXX)
 log="$dir/log"
 ./bazel-bin/cli/peerkv serve --data "$dir/data" --listen 127.0.0.1:0 \
-  --http-listen 127.0.0.1:0 --http-insecure-loopback 2>"$log" &
+  --insecure-loopback --http-listen 127.0.0.1:0 --http-insecure-loopback 2>"$log" &
 pid=$!
 trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$dir"' EXIT
 for _ in $(seq 1 300); do
