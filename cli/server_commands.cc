@@ -32,26 +32,23 @@
 namespace peerkv::cli {
 namespace {
 
-namespace {
-
 // Raises the soft limit of open files to the hard limit, so the
 // connection limits (--http-max-connections, --resp-max-connections) and
 // not the default soft limit (often 1024) decide how many clients are
-// served; logs the limit in force.
-void RaiseFileLimit() {
+// served. Returns the line to log once the server is up (not before: a
+// refused flag's error must stay the only line).
+std::string RaiseFileLimit() {
   rlimit limit;
-  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return "peerkv: open files: limit unknown";
   const rlim_t was = limit.rlim_cur;
   if (limit.rlim_cur < limit.rlim_max) {
     limit.rlim_cur = limit.rlim_max;
     if (setrlimit(RLIMIT_NOFILE, &limit) != 0) limit.rlim_cur = was;
   }
-  LogLine(absl::StrFormat("peerkv: open files: limit %d%s", limit.rlim_cur,
-                          limit.rlim_cur == was ? ""
-                                                : absl::StrFormat(" (raised from %d)", was)));
+  return absl::StrFormat("peerkv: open files: limit %d%s", limit.rlim_cur,
+                         limit.rlim_cur == was ? ""
+                                               : absl::StrFormat(" (raised from %d)", was));
 }
-
-}  // namespace
 
 int RunServe(const Context& c) {
   if (absl::Status s = ExpectPositional(c, 0, 0, "no arguments"); !s.ok()) {
@@ -63,7 +60,7 @@ int RunServe(const Context& c) {
   absl::StatusOr<int64_t> max_value =
       c.args.GetInt("max-value-bytes", kMaxValueBytes, 1, kMaxValueBytes);
   if (!max_value.ok()) return Fail(c.command, max_value.status());
-  RaiseFileLimit();
+  const std::string file_limit = RaiseFileLimit();
   absl::StatusOr<int64_t> gossip_ms = c.args.GetInt("gossip-interval-ms", 1000, 10, 3'600'000);
   if (!gossip_ms.ok()) return Fail(c.command, gossip_ms.status());
   absl::StatusOr<int64_t> idle_ms = c.args.GetInt("idle-timeout-ms", 60'000, 100, 3'600'000);
@@ -370,6 +367,7 @@ int RunServe(const Context& c) {
                                          set.message()));
     });
   }
+  LogLine(file_limit);
   LogLine(absl::StrFormat("peerkv: local clients: %s (owner only)",
                           LocalSocketPath(store_options.dir)));
   LogLine(absl::StrFormat("peerkv: listening on %s, data %s, replica %s%s%s%s%s",
