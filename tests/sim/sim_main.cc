@@ -28,7 +28,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -110,16 +109,7 @@ int main(int argc, char** argv) {
     // and closed the link).
     seeds.push_back({5603, reconcile, false});
   }
-  // Seeds of the default run that fail by a known production defect, not
-  // fixed yet (bench/README "Simulation with identities"): Jane's replicas
-  // collect a blog tombstone without waiting for Josephine's (friends are
-  // not waited for), a reconcile with Josephine's replica fetches an older
-  // version of the key back, and the stale rule cannot tell it stale
-  // because its origin is an id retired by a fork (its watermark was
-  // forgotten). Such a seed is reported, and does not fail the run, if it
-  // fails that way; once it passes it says so (remove it from the list).
-  const std::set<uint64_t> known_defect = {26};
-  int passed = 0, failed = 0, known = 0;
+  int passed = 0, failed = 0;
   uint64_t pages_prefetched = 0;
   uint64_t clones = 0, clones_refused = 0;
   uint64_t reconcile_rounds = 0, reconciles = 0, reconcile_records = 0;
@@ -162,20 +152,6 @@ int main(int argc, char** argv) {
         message = "replaying the seed gave a different run";
       }
     }
-    const bool expected_defect = first == 1 && last == 200 && with_identities &&
-                                 known_defect.count(seed) > 0;
-    if (expected_defect) {
-      if (ok) {
-        std::printf("seed %llu: passes now: remove it from the known defects in sim_main.cc\n",
-                    (unsigned long long)seed);
-      } else if (message.find("went back") != std::string::npos ||
-                 message.find("came back") != std::string::npos) {
-        ++known;
-        std::printf("seed %llu: fails by the known defect (bench/README): %s\n",
-                    (unsigned long long)seed, message.c_str());
-        continue;
-      }
-    }
     if (ok) {
       ++passed;
       if (verbose || first == last) std::printf("seed %llu: ok: %s\n", (unsigned long long)seed, message.c_str());
@@ -188,7 +164,6 @@ int main(int argc, char** argv) {
     }
     std::fflush(stdout);
   }
-  if (known > 0) std::printf("simulation: %d seeds failed by the known defect\n", known);
   std::printf("simulation: %d seeds passed, %d failed; %llu pulled pages were pipelined; %llu "
               "clones started, %llu links refused as clones; %llu reconcile sessions, %llu "
               "rounds answered, %llu registers repaired\n",
