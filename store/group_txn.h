@@ -12,6 +12,7 @@
 #define PEERKV_STORE_GROUP_TXN_H_
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <optional>
 #include <string>
@@ -54,6 +55,13 @@ class GroupTxn {
   // A local write at `version`. False if a stored version beats it, which
   // the writer's clock never lets happen (the caller checks).
   absl::StatusOr<bool> ApplyLocal(const Mutation& mutation, const Version& version);
+  // Keeps `mutation` as long as this transaction, for a local write the
+  // writer makes itself (a fresh tombstone): changes() views its keyspace
+  // and key until the commit listeners have run.
+  const Mutation& Keep(Mutation mutation) {
+    kept_.push_back(std::move(mutation));
+    return kept_.back();
+  }
   // A remote record merged from peer `source` (0: none named). False if the
   // stored version is not older: nothing is written.
   absl::StatusOr<bool> ApplyRemote(const Record& record, uint64_t source);
@@ -151,6 +159,7 @@ class GroupTxn {
   std::vector<ConflictEntry> conflicts_;
   bool meta_changed_ = false;
   std::vector<CommitChange> changes_;
+  std::deque<Mutation> kept_;  // see Keep
   absl::flat_hash_map<uint64_t, PeerCheckpoint> claimed_checkpoints_;
   Watermarks claimed_watermarks_;
   std::map<std::string, std::optional<quarantine::Index::Entry>> quarantine_changes_;

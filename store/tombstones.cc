@@ -266,8 +266,8 @@ absl::StatusOr<bool> Store::RefuseIfStale(writer::GroupTxn& txn, const Record& r
     // Its key was deleted and the tombstone collected here, and the sender
     // still holds the old value: a fresh tombstone (a new delete of this
     // replica) travels back to it and beats it there.
-    PEERKV_ASSIGN_OR_RETURN(fresh,
-                            StampLocal(txn, Mutation{remote.keyspace, remote.key, std::nullopt}));
+    const Mutation& fresh_delete = txn.Keep(Mutation{remote.keyspace, remote.key, std::nullopt});
+    PEERKV_ASSIGN_OR_RETURN(fresh, StampLocal(txn, fresh_delete));
     PEERKV_CHECK(fresh.has_value());
   }
   result.refused.push_back(RefusedRecord{

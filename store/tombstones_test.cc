@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -156,8 +157,23 @@ TEST_F(TombstoneTest, StaleRecordIsRefusedAndAnsweredWithAFreshTombstone) {
               IsOk());
   ASSERT_EQ(CollectAll(*store), 1u);
   ASSERT_EQ(Get(*store, "k"), std::nullopt);
-  // A peer restored from an old backup still holds the old value.
+  // A peer restored from an old backup still holds the old value. The
+  // commit listeners see the fresh tombstone's keyspace and key (they are
+  // views: the mutation the writer made must outlive the listener call).
+  absl::Mutex mu;
+  std::vector<std::string> changed;
+  const int listener = store->AddCommitListener([&](const Store::CommitInfo& info) {
+    absl::MutexLock lock(&mu);
+    for (const Store::CommitChange& c : *info.changes) {
+      changed.push_back(std::string(c.keyspace) + "/" + std::string(c.key));
+    }
+  });
   absl::StatusOr<MergeResult> merged = store->Merge({Remote("k", 1, kOrigin)});
+  store->RemoveCommitListener(listener);
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_THAT(changed, ::testing::ElementsAre("ks/k"));
+  }
   ASSERT_THAT(merged, IsOk());
   EXPECT_EQ(merged->won, 0u);
   ASSERT_EQ(merged->refused.size(), 1u);
