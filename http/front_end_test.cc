@@ -205,8 +205,12 @@ TEST_F(HttpAccessTest, AWatchEndsWhenItsKeyspaceIsNoLongerReadable) {
   SendAll(fd, "GET /v1/watch/jane.blog?from_seq=0 HTTP/1.1\r\nHost: x\r\n\r\n");
   std::string in;
   char buf[4096];
+  // Bounded: heartbeats (every 100 ms) keep the socket busy, so a
+  // deadline, not the receive timeout, ends the wait.
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
   auto read_until = [&](const std::string& want) {
     while (in.find(want) == std::string::npos) {
+      if (absl::Now() > deadline) return false;
       const ssize_t n = recv(fd, buf, sizeof(buf), 0);
       if (n <= 0) return false;  // closed, or the 10 s timeout
       in.append(buf, static_cast<size_t>(n));
