@@ -290,6 +290,22 @@ int RunServe(const Context& c) {
   // The HTTP and RESP front ends: the access tokens of this data directory
   // (HTTP bearer tokens, RESP AUTH).
   auth::TokenStore tokens(store_options.dir);
+  // Their TLS (--http-tls, --resp-tls): the device's key, in a certificate
+  // naming the hosts they answer on, written for clients to pin.
+  std::shared_ptr<ssl_ctx_st> front_tls;
+  const std::string front_pem = store_options.dir + "/front-end-cert.pem";
+  if (c.args.Has("http-tls") || c.args.Has("resp-tls")) {
+    std::vector<std::string> listens;
+    if (c.args.Has("http-tls") && c.args.Get("http-listen")) listens.push_back(*c.args.Get("http-listen"));
+    if (c.args.Has("resp-tls") && c.args.Get("resp-listen")) listens.push_back(*c.args.Get("resp-listen"));
+    absl::StatusOr<rpc::TlsIdentity> tls = TlsIdentityOf(*identity->identity);
+    if (!tls.ok()) return Fail(c.command, tls.status());
+    absl::StatusOr<std::shared_ptr<ssl_ctx_st>> made = http::StartFrontEndTls(*tls, listens, front_pem);
+    if (!made.ok()) return Fail(c.command, made.status());
+    front_tls = std::move(*made);
+    LogLine(absl::StrFormat("peerkv: TLS certificate of the HTTP/RESP front ends (pin it: curl "
+                            "--cacert, redis-cli --tls --cacert): %s", front_pem));
+  }
   if (const std::optional<std::string> http_listen = c.args.Get("http-listen")) {
     absl::StatusOr<int64_t> http_max = c.args.GetInt("http-max-connections", 1024, 1, 1'000'000);
     if (!http_max.ok()) return Fail(c.command, http_max.status());
@@ -297,6 +313,7 @@ int RunServe(const Context& c) {
     http_options.listen = *http_listen;
     http_options.insecure_loopback = c.args.Has("http-insecure-loopback");
     http_options.verify_token = tokens.Verifier();
+    if (c.args.Has("http-tls")) http_options.tls = front_tls;
     http_options.max_connections = static_cast<size_t>(*http_max);
     absl::StatusOr<int64_t> http_idle = c.args.GetInt("http-idle-timeout-ms", 30'000, 100, 3'600'000);
     if (!http_idle.ok()) return Fail(c.command, http_idle.status());
@@ -311,7 +328,8 @@ int RunServe(const Context& c) {
     }
     server_options.front_ends.push_back(http::HttpFrontEnd(std::move(http_options)));
   } else if (c.args.Has("http-insecure-loopback") || c.args.Has("http-max-connections") ||
-             c.args.Has("http-idle-timeout-ms") || c.args.Has("http-write-timeout-ms")) {
+             c.args.Has("http-idle-timeout-ms") || c.args.Has("http-write-timeout-ms") ||
+             c.args.Has("http-tls")) {
     return UsageError(c.command, "the --http-... flags need --http-listen HOST:PORT");
   }
   server_options.replication.seed = (*store)->replica_id() ^ static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
@@ -336,10 +354,14 @@ int RunServe(const Context& c) {
     resp_options.replica_name = name;
     resp_options.idle_timeout_ms = static_cast<int>(*idle_ms);
     resp_options.is_strong = [s = strong.get()](std::string_view ks) { return s->IsStrong(ks); };
+    // The local user's policies, as RPC checks them (server_options.access).
+    resp_options.access = server_options.access;
+    resp_options.user = auth::Principal{identity->identity->user(), /*local_user=*/true};
     resp_options.peer_statuses = [s = server->get()] { return s->PeerStatuses(); };
     resp_options.log = [](const std::string& line) { LogLine(line); };
     // AUTH checks this data directory's access tokens (peerkv token create).
     resp_options.authenticate = tokens.Verifier();
+    if (c.args.Has("resp-tls")) resp_options.tls = front_tls;
     absl::StatusOr<std::unique_ptr<resp::RespServer>> started =
         resp::RespServer::Start(store->get(), std::move(resp_options));
     if (!started.ok()) {
@@ -347,14 +369,17 @@ int RunServe(const Context& c) {
       return Fail(c.command, started.status());
     }
     resp_server = std::move(*started);
-    LogLine(absl::StrFormat("peerkv: RESP clients: %s (keyspace %s%s)",
+    LogLine(absl::StrFormat("peerkv: RESP clients: %s (keyspace %s%s%s)",
                             resp_server->address(), c.args.Get("resp-keyspace").value_or("default"),
-                            c.args.Has("resp-insecure-loopback") ? ", no authentication" : ""));
+                            c.args.Has("resp-insecure-loopback") ? ", no authentication" : "",
+                            c.args.Has("resp-tls") ? ", TLS" : ""));
   } else if (c.args.Has("resp-insecure-loopback") || c.args.Has("resp-keyspace") ||
-             c.args.Has("resp-threads") || c.args.Has("resp-max-connections")) {
+             c.args.Has("resp-threads") || c.args.Has("resp-max-connections") ||
+             c.args.Has("resp-tls")) {
     (*server)->Stop();
-    return UsageError(c.command, "--resp-insecure-loopback, --resp-keyspace, --resp-threads and "
-                                 "--resp-max-connections need --resp-listen HOST:PORT");
+    return UsageError(c.command, "--resp-insecure-loopback, --resp-keyspace, --resp-threads, "
+                                 "--resp-max-connections and --resp-tls need --resp-listen "
+                                 "HOST:PORT");
   }
   // A device waiting to be added: once its join completes, the links it
   // makes and accepts from then on show its new device certificate.
@@ -781,9 +806,12 @@ const std::vector<Command>& ServerCommands() {
        "                            TCP connection is TLS 1.3, pinned by device key\n"
        "  --http-listen HOST:PORT   also serve the HTTP/JSON API, watches as\n"
        "                            server-sent events, /metrics and the status page\n"
-       "                            (README \"HTTP API\"); loopback addresses only (no\n"
-       "                            TLS yet); requests need 'Authorization: Bearer\n"
+       "                            (README \"HTTP API\"); a loopback address unless\n"
+       "                            --http-tls; requests need 'Authorization: Bearer\n"
        "                            TOKEN' (peerkv token create NAME)\n"
+       "  --http-tls                HTTPS on --http-listen (TLS 1.3, this device's key;\n"
+       "                            clients pin DIR/front-end-cert.pem); needed for a\n"
+       "                            non-loopback address\n"
        "  --http-insecure-loopback  serve HTTP without tokens (loopback only)\n"
        "  --http-max-connections N  HTTP connections at once; more are answered 503\n"
        "                            (default 1024)\n"
@@ -794,6 +822,8 @@ const std::vector<Command>& ServerCommands() {
        "                            a response or watch event within N ms (default 30000)\n"
        "  --resp-listen HOST:PORT   serve Redis clients (RESP2/RESP3) there too (see README:\n"
        "                            RESP); needs AUTH unless --resp-insecure-loopback\n"
+       "  --resp-tls                TLS on --resp-listen (as --http-tls); needed for a\n"
+       "                            non-loopback address\n"
        "  --resp-insecure-loopback  serve RESP without authentication; only on a\n"
        "                            loopback --resp-listen (benchmarks, local tools)\n"
        "  --resp-keyspace KS        the keyspace of a RESP connection and of SELECT 0\n"
@@ -817,7 +847,7 @@ const std::vector<Command>& ServerCommands() {
                        "tombstone-collect-interval", "max-conflict-entries",
                        "max-conflict-bytes", "snapshot-bootstrap", "snapshot-page-records"},
         .switches = {"http-insecure-loopback", "resp-insecure-loopback", "insecure-loopback",
-                     "no-access-checks"},
+                     "no-access-checks", "http-tls", "resp-tls"},
         .repeatable = {"peer"}},
        RunServe, Target::kData},
       {"watch", "KS [--prefix P] [--from-seq N] [--reconnect-for D]",

@@ -5,13 +5,23 @@
 // batch in flight per connection.
 #include "http/front_end.h"
 
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "auth/access_check.h"
 #include "common/log.h"
 #include "common/macros.h"
 #include "common/metrics.h"
@@ -23,6 +33,7 @@
 #include "kj/compat/http.h"
 #include "kj/debug.h"
 #include "rpc/server_loop.h"
+#include "rpc/tls.h"
 #include "rpc/watch_hub.h"
 #include "store/validation.h"
 
@@ -96,6 +107,8 @@ class FrontEnd final : public kj::HttpServerErrorHandler, private kj::TaskSet::E
   FrontEnd(rpc::ServerLoop& loop, HttpOptions options)
       : loop_(loop),
         options_(std::move(options)),
+        who_(auth::LocalPrincipal(loop.options().identity)),
+        access_(loop.options().access.get()),
         timer_(loop.io().provider->getTimer()),
         service_(*this),
         tasks_(*this) {
@@ -194,7 +207,31 @@ class FrontEnd final : public kj::HttpServerErrorHandler, private kj::TaskSet::E
                            .exclusiveJoin(timer_.afterDelay(1 * kj::SECONDS)));
           } else {
             ++open_;
-            tasks_.add(server_->listenHttp(kj::mv(stream)).attach(kj::defer([this] { --open_; })));
+            kj::Promise<kj::Own<kj::AsyncIoStream>> ready = nullptr;
+            if (options_.tls == nullptr) {
+              ready = kj::mv(stream);
+            } else {
+              // HTTPS: the handshake within the header timeout; a client
+              // that does not speak TLS is closed (logged once per interval).
+              ready = rpc::AcceptFrontEndTls(options_.tls.get(), kj::mv(stream), timer_,
+                                             options_.header_timeout_ms)
+                          .catch_([this](kj::Exception&& e) -> kj::Own<kj::AsyncIoStream> {
+                            if (e.getType() != kj::Exception::Type::DISCONNECTED) {
+                              loop_.LogRejected(
+                                  "http", "TLS handshake",
+                                  absl::UnavailableError(absl::StrFormat(
+                                      "TLS handshake failed (a client without TLS on the "
+                                      "--http-tls port?): %s",
+                                      e.getDescription().cStr())));
+                            }
+                            kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "TLS handshake failed"));
+                          });
+            }
+            tasks_.add(ready
+                           .then([this](kj::Own<kj::AsyncIoStream> s) {
+                             return server_->listenHttp(kj::mv(s));
+                           })
+                           .attach(kj::defer([this] { --open_; })));
           }
           return AcceptLoop();
         },
@@ -297,6 +334,17 @@ class FrontEnd final : public kj::HttpServerErrorHandler, private kj::TaskSet::E
     return absl::OkStatus();
   }
 
+  // The access check, then CheckPlainKeyspace: a keyspace the user may not
+  // read (write) is refused as such, whatever else it is.
+  absl::Status MayRead(std::string_view keyspace) const {
+    PEERKV_RETURN_IF_ERROR(auth::CheckRead(access_, who_, keyspace));
+    return CheckPlainKeyspace(keyspace);
+  }
+  absl::Status MayWrite(std::string_view keyspace) const {
+    PEERKV_RETURN_IF_ERROR(auth::CheckWrite(access_, who_, keyspace));
+    return CheckPlainKeyspace(keyspace);
+  }
+
   // These resolve to the HTTP status code they answered with.
   kj::Promise<int> Get(const Target& t, kj::HttpService::Response& response);
   kj::Promise<int> Write(std::vector<Mutation> batch, bool single,
@@ -309,6 +357,11 @@ class FrontEnd final : public kj::HttpServerErrorHandler, private kj::TaskSet::E
 
   rpc::ServerLoop& loop_;
   const HttpOptions options_;
+  // Every request acts for the local user (a bearer token is the local
+  // user's, as is a loopback client without one), checked against the
+  // keyspace's policy as the RPC client API checks it (auth/access_check.h).
+  const auth::Principal who_;
+  const auth::Access* const access_;  // null: no checks (--no-access-checks)
   kj::Timer& timer_;
   kj::HttpHeaderId authorization_ = kj::HttpHeaderId::HOST;
   kj::HttpHeaderId last_event_id_ = kj::HttpHeaderId::HOST;
@@ -431,14 +484,14 @@ kj::Promise<void> FrontEnd::Handle(kj::HttpMethod method, kj::StringPtr url,
       }
       if (method == kj::HttpMethod::DELETE) {
         std::vector<Mutation> batch{Mutation{t.keyspace, t.key, std::nullopt}};
-        absl::Status ok = CheckPlainKeyspace(t.keyspace);
+        absl::Status ok = MayWrite(t.keyspace);
         if (!ok.ok()) return fail(ok);
         return Write(std::move(batch), true, response)
             .then([&code_ref](int c) { code_ref = c; })
             .attach(kj::mv(finish));
       }
       if (method != kj::HttpMethod::PUT) return allowed("GET, PUT, DELETE");
-      absl::Status ok = CheckPlainKeyspace(t.keyspace);
+      absl::Status ok = MayWrite(t.keyspace);
       if (ok.ok()) ok = ValidateKey(t.key);
       if (!ok.ok()) return fail(ok);
       const size_t limit = loop_.store().options().max_value_bytes;
@@ -491,7 +544,7 @@ kj::Promise<void> FrontEnd::Handle(kj::HttpMethod method, kj::StringPtr url,
             absl::Status ok = batch.status();
             if (ok.ok()) {
               for (const Mutation& m : *batch) {
-                ok = CheckPlainKeyspace(m.keyspace);
+                ok = MayWrite(m.keyspace);
                 if (!ok.ok()) break;
               }
             }
@@ -510,7 +563,7 @@ kj::Promise<void> FrontEnd::Handle(kj::HttpMethod method, kj::StringPtr url,
 }
 
 kj::Promise<int> FrontEnd::Get(const Target& t, kj::HttpService::Response& response) {
-  absl::Status ok = CheckPlainKeyspace(t.keyspace);
+  absl::Status ok = MayRead(t.keyspace);
   if (!ok.ok()) {
     const int c = HttpCode(ok.code());
     return SendError(response, ok).then([c] { return c; });
@@ -578,7 +631,7 @@ kj::Promise<int> FrontEnd::Scan(const Target& t, kj::HttpService::Response& resp
     const int c = HttpCode(status.code());
     return SendError(response, status).then([c] { return c; });
   };
-  absl::Status ok = CheckPlainKeyspace(t.keyspace);
+  absl::Status ok = MayRead(t.keyspace);
   if (!ok.ok()) return refuse(ok);
   ScanOptions options;
   options.limit = kDefaultScanLimit;
@@ -634,6 +687,7 @@ class SseWatch {
            std::string prefix, uint64_t cursor)
       : fe_(fe),
         out_(kj::mv(out)),
+        keyspace_(keyspace),
         subscription_(fe.loop_.watch_hub().Subscribe(keyspace, std::move(prefix))),
         cursor_(cursor) {}
   ~SseWatch() {
@@ -653,6 +707,11 @@ class SseWatch {
   }
 
   kj::Promise<void> Pump() {
+    // A revocation ends the watch (as RPC's): nothing written after it is
+    // sent.
+    if (absl::Status allowed = auth::CheckRead(fe_.access_, fe_.who_, keyspace_); !allowed.ok()) {
+      return Write("event: error\ndata: " + ErrorJson(allowed) + "\n");
+    }
     absl::StatusOr<Changes> changes =
         fe_.loop_.watch_hub().Read(*subscription_, cursor_, kSseBatchRecords, kSseBatchBytes);
     if (!changes.ok()) {
@@ -681,6 +740,7 @@ class SseWatch {
 
   FrontEnd& fe_;
   kj::Own<kj::AsyncOutputStream> out_;
+  const std::string keyspace_;
   std::unique_ptr<rpc::WatchHub::Subscription> subscription_;
   uint64_t cursor_;
   std::string text_;  // the write in flight
@@ -688,7 +748,7 @@ class SseWatch {
 
 kj::Promise<void> FrontEnd::Watch(const Target& t, const kj::HttpHeaders& headers,
                                   kj::HttpService::Response& response) {
-  absl::Status ok = CheckPlainKeyspace(t.keyspace);
+  absl::Status ok = MayRead(t.keyspace);
   uint64_t from = loop_.store().max_seq();
   std::string prefix;
   for (const auto& [name, value] : t.query) {
@@ -812,17 +872,74 @@ absl::Status ValidateHttpOptions(const HttpOptions& options) {
     return absl::InvalidArgumentError(
         absl::StrFormat("--http-listen '%s' must be HOST:PORT", options.listen));
   }
-  if (!IsLoopback(options.listen)) {
+  if (!IsLoopback(options.listen) && options.insecure_loopback) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "--http-listen %s is not a loopback address: the HTTP front end has no TLS yet, so it "
-        "listens on loopback only (127.0.0.1, ::1, localhost); put a TLS proxy in front of it "
-        "for other hosts",
+        "--http-insecure-loopback serves without tokens, so only on a loopback address "
+        "(127.0.0.1, ::1, localhost); --http-listen %s is not a loopback address",
+        options.listen));
+  }
+  if (!IsLoopback(options.listen) && options.tls == nullptr) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--http-listen %s is not a loopback address: bearer tokens must not cross a network "
+        "in clear text, so add --http-tls (HTTPS with this device's certificate) or listen on "
+        "loopback (127.0.0.1, ::1, localhost)",
         options.listen));
   }
   if (options.max_connections == 0) {
     return absl::InvalidArgumentError("--http-max-connections must be at least 1");
   }
   return absl::OkStatus();
+}
+
+std::vector<std::string> FrontEndTlsNames(const std::vector<std::string>& listens) {
+  std::set<std::string> names = {"localhost", "127.0.0.1", "::1"};
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) == 0 && host[0] != '\0') names.insert(host);
+  for (const std::string& listen : listens) {
+    std::string h = listen.substr(0, listen.rfind(':'));
+    if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+    if (h.empty() || h == "0.0.0.0" || h == "::" || h == "*") {
+      ifaddrs* addresses = nullptr;
+      if (getifaddrs(&addresses) != 0) continue;
+      for (ifaddrs* a = addresses; a != nullptr; a = a->ifa_next) {
+        if (a->ifa_addr == nullptr) continue;
+        char text[INET6_ADDRSTRLEN] = {};
+        if (a->ifa_addr->sa_family == AF_INET) {
+          inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr, text,
+                    sizeof(text));
+        } else if (a->ifa_addr->sa_family == AF_INET6) {
+          const auto* v6 = reinterpret_cast<sockaddr_in6*>(a->ifa_addr);
+          if (IN6_IS_ADDR_LINKLOCAL(&v6->sin6_addr)) continue;  // needs a scope: not nameable
+          inet_ntop(AF_INET6, &v6->sin6_addr, text, sizeof(text));
+        } else {
+          continue;
+        }
+        names.insert(text);
+      }
+      freeifaddrs(addresses);
+    } else {
+      names.insert(h);
+    }
+  }
+  return std::vector<std::string>(names.begin(), names.end());
+}
+
+absl::StatusOr<std::shared_ptr<ssl_ctx_st>> StartFrontEndTls(
+    const rpc::TlsIdentity& identity, const std::vector<std::string>& listens,
+    const std::string& pem_path) {
+  PEERKV_ASSIGN_OR_RETURN(rpc::FrontEndTls tls,
+                          rpc::MakeFrontEndTls(identity, FrontEndTlsNames(listens)));
+  const std::string tmp = pem_path + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "w");
+  bool ok = f != nullptr &&
+            std::fwrite(tls.certificate_pem.data(), 1, tls.certificate_pem.size(), f) ==
+                tls.certificate_pem.size();
+  if (f != nullptr) ok = std::fclose(f) == 0 && ok;
+  if (!ok || std::rename(tmp.c_str(), pem_path.c_str()) != 0) {
+    return absl::UnavailableError(absl::StrFormat("cannot write the front ends' certificate %s: %s",
+                                                  pem_path, std::strerror(errno)));
+  }
+  return tls.context;
 }
 
 rpc::FrontEndFactory HttpFrontEnd(HttpOptions options) {
@@ -835,7 +952,8 @@ rpc::FrontEndFactory HttpFrontEnd(HttpOptions options) {
       return absl::UnavailableError(absl::StrFormat("cannot listen on %s (--http-listen): %s",
                                                     options.listen, e->getDescription().cStr()));
     }
-    LogLine(absl::StrFormat("peerkv: HTTP on http://%s/%s", bound,
+    if (options.on_listening) options.on_listening(bound);
+    LogLine(absl::StrFormat("peerkv: HTTP on %s://%s/%s", options.tls ? "https" : "http", bound,
                             options.insecure_loopback ? " (no tokens: --http-insecure-loopback)"
                                                       : ""));
     return std::shared_ptr<void>(front_end);

@@ -19,11 +19,17 @@
 #include "resp/session.h"
 #include "store/store.h"
 
+struct ssl_ctx_st;  // OpenSSL's SSL_CTX
+
 namespace peerkv::resp {
 
 struct RespOptions {
   // HOST:PORT (IPv4 or [IPv6]); port 0 picks a free port (see address()).
   std::string listen = "127.0.0.1:6379";
+  // TLS (--resp-tls): a context from rpc::MakeFrontEndTls (the device's
+  // key); every connection is TLS, driven by OpenSSL on the loop. Null:
+  // plaintext, which only a loopback address allows.
+  std::shared_ptr<ssl_ctx_st> tls;
   // Serve without authentication. Only allowed on a loopback address;
   // without it every command but AUTH, HELLO, PING and QUIT answers
   // -NOAUTH until AUTH succeeds.
@@ -36,6 +42,9 @@ struct RespOptions {
   // AUTH is refused, so only --resp-insecure-loopback serves anyone.
   Authenticator authenticate;
   std::function<bool(std::string_view keyspace)> is_strong;
+  // Policies (SessionConfig::access): null checks nothing.
+  std::shared_ptr<const auth::Access> access;
+  auth::Principal user;
   std::function<std::vector<replication::PeerStatus>()> peer_statuses;
   std::string replica_name;
   // Open connections at most; one more is answered -ERR and closed.

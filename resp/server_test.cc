@@ -295,8 +295,15 @@ TEST_F(ServerTest, StartRefusesUnsafeListenAddresses) {
   EXPECT_THAT(RespServer::Start(store_.get(), options).status().message(),
               HasSubstr("only on a loopback address"));
   options.insecure_loopback = false;
+  // Off loopback only with TLS: AUTH tokens must not cross a network in
+  // clear text (this was accepted, in plaintext, when an authenticator was
+  // set).
+  options.authenticate = [](std::string_view) -> absl::StatusOr<std::string> {
+    return std::string("x");
+  };
   EXPECT_THAT(RespServer::Start(store_.get(), options).status().message(),
-              HasSubstr("needs authentication"));
+              HasSubstr("add --resp-tls"));
+  options.authenticate = nullptr;
   options.listen = "127.0.0.1:0";
   EXPECT_THAT(RespServer::Start(store_.get(), options).status().message(),
               HasSubstr("needs authentication"));
@@ -312,7 +319,7 @@ TEST_F(ServerTest, StartRefusesUnsafeListenAddresses) {
 
 TEST_F(ServerTest, AuthOverTheWire) {
   RespOptions options;
-  options.listen = "0.0.0.0:0";
+  options.listen = "127.0.0.1:0";
   options.authenticate = [](std::string_view token) -> absl::StatusOr<std::string> {
     if (token == "t0ken") return std::string("alice");
     return absl::PermissionDeniedError("no");

@@ -12,6 +12,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "auth/access_check.h"
 #include "store/validation.h"
 
 namespace peerkv::resp {
@@ -176,6 +177,8 @@ std::string ErrorText(const absl::Status& status) {
   if (status.code() == absl::StatusCode::kUnavailable ||
       status.code() == absl::StatusCode::kResourceExhausted) {
     code = "BUSY";
+  } else if (status.code() == absl::StatusCode::kPermissionDenied) {
+    code = "NOPERM";  // Redis's code for an ACL refusal
   }
   return absl::StrCat(code, " ", status.message());
 }
@@ -429,7 +432,21 @@ absl::Status Session::Holds(std::string_view key, bool* holds) const {
                         [holds](const RecordView* r) { *holds = r != nullptr && !r->deleted; });
 }
 
+absl::Status Session::ReadRefusal() const {
+  return auth::CheckRead(config_.access.get(), config_.user, keyspace_);
+}
+
+bool Session::RefuseRead(Encoder& e) const {
+  absl::Status s = ReadRefusal();
+  if (s.ok()) return false;
+  e.Error(ErrorText(s));
+  return true;
+}
+
 absl::Status Session::WriteRefusal() const {
+  if (absl::Status s = auth::CheckWrite(config_.access.get(), config_.user, keyspace_); !s.ok()) {
+    return s;
+  }
   if (absl::Status s = ValidateNotReserved(keyspace_); !s.ok()) return s;
   if (config_.is_strong && config_.is_strong(keyspace_)) {
     return absl::FailedPreconditionError(absl::StrFormat(
@@ -440,6 +457,7 @@ absl::Status Session::WriteRefusal() const {
 }
 
 void Session::Get(const Args& args, Encoder& e) {
+  if (RefuseRead(e)) return;
   const std::string_view key = args[1];
   if (absl::Status s = ValidateKey(key); !s.ok()) {
     e.Error(ErrorText(s));
@@ -495,6 +513,8 @@ Session::Outcome Session::Set(const Args& args, Encoder& e, PendingWrite* write)
   }
   Mutation m{keyspace_, std::string(key), std::string(value)};
   absl::Status valid = WriteRefusal();
+  // NX, XX and GET read the key too.
+  if (valid.ok() && (nx || xx || get)) valid = ReadRefusal();
   if (valid.ok()) valid = ValidateMutation(m, store_.options().max_value_bytes);
   if (!valid.ok()) {
     e.Error(ErrorText(valid));
@@ -525,7 +545,10 @@ Session::Outcome Session::Set(const Args& args, Encoder& e, PendingWrite* write)
 }
 
 Session::Outcome Session::Del(const Args& args, Encoder& e, PendingWrite* write) {
-  if (absl::Status s = WriteRefusal(); !s.ok()) {
+  // DEL answers how many keys held a value: a read too.
+  absl::Status refusal = WriteRefusal();
+  if (refusal.ok()) refusal = ReadRefusal();
+  if (absl::Status s = refusal; !s.ok()) {
     e.Error(ErrorText(s));
     return Outcome::kDone;
   }
@@ -627,6 +650,7 @@ void Session::FinishReply(const PendingWrite& write,
 }
 
 void Session::Exists(const Args& args, Encoder& e) {
+  if (RefuseRead(e)) return;
   int64_t n = 0;
   for (size_t i = 1; i < args.size(); ++i) {
     bool holds = false;
@@ -640,6 +664,7 @@ void Session::Exists(const Args& args, Encoder& e) {
 }
 
 void Session::MGet(const Args& args, Encoder& e) {
+  if (RefuseRead(e)) return;
   for (size_t i = 1; i < args.size(); ++i) {
     if (absl::Status s = ValidateKey(args[i]); !s.ok()) {
       e.Error(ErrorText(s));
@@ -670,6 +695,7 @@ void Session::MGet(const Args& args, Encoder& e) {
 }
 
 void Session::Scan(const Args& args, Encoder& e) {
+  if (RefuseRead(e)) return;
   uint64_t cursor = 0;
   {
     auto [ptr, ec] = std::from_chars(args[1].data(), args[1].data() + args[1].size(), cursor);
@@ -739,6 +765,7 @@ void Session::Scan(const Args& args, Encoder& e) {
 }
 
 void Session::Keys(const Args& args, Encoder& e) {
+  if (RefuseRead(e)) return;
   const std::string_view pattern = args[1];
   ScanOptions options;
   options.prefix = std::string(GlobPrefix(pattern));
@@ -771,6 +798,7 @@ void Session::Keys(const Args& args, Encoder& e) {
 }
 
 void Session::Type(const Args& args, Encoder& e) {
+  if (RefuseRead(e)) return;
   bool holds = false;
   if (absl::Status s = Holds(args[1], &holds); !s.ok()) {
     e.Error(ErrorText(s));
@@ -780,6 +808,7 @@ void Session::Type(const Args& args, Encoder& e) {
 }
 
 void Session::DbSize(const Args&, Encoder& e) {
+  if (RefuseRead(e)) return;
   // Live keys of the keyspace: a scan (tombstones are left out by it).
   ScanOptions options;
   options.limit = kMaxScanLimit;
@@ -968,6 +997,8 @@ void Session::Info(const Args& args, Encoder& e) {
     if (roots.ok()) {
       for (const auto& [name, fp] : *roots) {
         if (IsReservedKeyspace(name)) continue;
+        // Only what the user may read: an unreadable keyspace is not named.
+        if (!auth::CheckRead(config_.access.get(), config_.user, name).ok()) continue;
         absl::StrAppendFormat(&text, "ks:%s:registers=%d\r\n", name, fp.count);
       }
     }

@@ -16,6 +16,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -24,6 +25,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "auth/access.h"
 #include "common/metrics.h"
 #include "replication/status.h"
 #include "resp/protocol.h"
@@ -47,6 +49,13 @@ struct SessionConfig {
   // True for a strong keyspace: RESP writes to it are refused (they must go
   // through consensus, which RESP does not speak). Empty: none is strong.
   std::function<bool(std::string_view keyspace)> is_strong;
+  // Access control (auth/access.h, as the RPC client API asks it): every
+  // command that reads or writes a keyspace is checked for `user` (the
+  // local user: every token is its), refused with -NOPERM naming the
+  // keyspace and the missing right; INFO keyspace lists only the keyspaces
+  // `user` may read. Null: no checks (--no-access-checks, tests).
+  std::shared_ptr<const auth::Access> access;
+  auth::Principal user;
   // The replication peers, for INFO replication. Empty: none.
   std::function<std::vector<replication::PeerStatus>()> peer_statuses;
   std::string replica_name;
@@ -173,9 +182,13 @@ class Session {
   // says whether it does. An error for an invalid key.
   absl::Status Lookup(std::string_view key, std::optional<std::string>* value) const;
   absl::Status Holds(std::string_view key, bool* holds) const;
-  // Why a write to the current keyspace is refused (strong, reserved), if
-  // it is.
+  // Why a write to the current keyspace is refused (the policy, strong,
+  // reserved), if it is.
   absl::Status WriteRefusal() const;
+  // Why a read of the current keyspace is refused (the policy), if it is.
+  absl::Status ReadRefusal() const;
+  // ReadRefusal as an error reply: true if it appended one.
+  bool RefuseRead(Encoder& e) const;
 
   // This connection's writes submitted and not yet finished, by
   // keyspace + '\0' + key: the last value written (nullopt: a delete) and

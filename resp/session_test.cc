@@ -19,6 +19,7 @@ namespace peerkv::resp {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::StartsWith;
 
 class SessionTest : public ::testing::Test {
@@ -155,6 +156,61 @@ TEST_F(SessionTest, ReservedKeyspacesAreRefusedAsThroughRpc) {
   absl::StatusOr<std::optional<Record>> r = store_->Get("peerkv.policies", "jane.blog");
   ASSERT_TRUE(r.ok());
   EXPECT_FALSE(r->has_value());
+}
+
+// An Access as Josephine's phone sees Jane's keyspaces: jane.blog is hers
+// to read, not to write; jane.drafts neither; everything else is hers.
+class FakeAccess : public auth::Access {
+ public:
+  bool MayRead(const auth::Principal&, std::string_view ks) const override {
+    return ks != "jane.drafts";
+  }
+  bool MayWrite(const auth::Principal&, std::string_view ks) const override {
+    return ks != "jane.blog" && ks != "jane.drafts";
+  }
+  bool RequiresSignature(std::string_view) const override { return false; }
+};
+
+TEST_F(SessionTest, CommandsAreCheckedAgainstThePolicyAsThroughRpc) {
+  // Records the store holds in both keyspaces (as a replica would).
+  ASSERT_THAT(store_->Write({Mutation{"jane.blog", "post1", "hello"},
+                             Mutation{"jane.drafts", "d1", "secret"}}),
+              IsOk());
+  config_.access = std::make_shared<FakeAccess>();
+  config_.user = auth::Principal{{}, /*local_user=*/true};
+  auto s = NewSession();
+  EXPECT_EQ(Run(*s, {"SELECT", "ks:jane.blog"}), "+OK\r\n");
+  // Reads are the user's; every write is refused, naming keyspace and right.
+  EXPECT_EQ(Run(*s, {"GET", "post1"}), "$5\r\nhello\r\n");
+  EXPECT_EQ(Run(*s, {"MGET", "post1"}), "*1\r\n$5\r\nhello\r\n");
+  for (std::vector<std::string> write : std::vector<std::vector<std::string>>{
+           {"SET", "post1", "forged"}, {"SET", "new", "x", "NX"}, {"MSET", "a", "1", "b", "2"},
+           {"DEL", "post1"}}) {
+    const std::string reply = Run(*s, write);
+    EXPECT_THAT(reply, StartsWith("-NOPERM ")) << write[0];
+    EXPECT_THAT(reply, HasSubstr("may not write keyspace 'jane.blog'")) << write[0];
+    EXPECT_EQ(last_outcome_, Session::Outcome::kDone);
+  }
+  absl::StatusOr<std::optional<Record>> post = store_->Get("jane.blog", "post1");
+  ASSERT_TRUE(post.ok() && post->has_value());
+  EXPECT_EQ((*post)->value, "hello");
+  // Nothing of jane.drafts is read: not its values, keys or count.
+  EXPECT_EQ(Run(*s, {"SELECT", "ks:jane.drafts"}), "+OK\r\n");
+  for (std::vector<std::string> read : std::vector<std::vector<std::string>>{
+           {"GET", "d1"}, {"MGET", "d1"}, {"EXISTS", "d1"}, {"TYPE", "d1"}, {"SCAN", "0"},
+           {"KEYS", "*"}, {"DBSIZE"}, {"SET", "d1", "x"}}) {
+    const std::string reply = Run(*s, read);
+    EXPECT_THAT(reply, StartsWith("-NOPERM ")) << read[0];
+    EXPECT_THAT(reply, HasSubstr(read[0] == "SET" ? "may not write keyspace 'jane.drafts'"
+                                                  : "may not read keyspace 'jane.drafts'"))
+        << read[0];
+  }
+  // INFO keyspace names the readable keyspaces only.
+  const std::string info = Run(*s, {"INFO", "keyspace"});
+  EXPECT_THAT(info, HasSubstr("ks:jane.blog:"));
+  EXPECT_THAT(info, Not(HasSubstr("drafts")));
+  // Refusals are counted under their code.
+  EXPECT_GE(metrics::Global().requests.Get({"resp", "set", "NOPERM"}).value(), 1u);
 }
 
 TEST_F(SessionTest, StrongKeyspacesRefuseWrites) {

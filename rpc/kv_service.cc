@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "auth/access_check.h"
 #include "auth/ids.h"
 #include "auth/policy.h"
 #include "common/log.h"
@@ -67,11 +68,9 @@ class WatchSession final : public wire::WatchHandle::Server {
   kj::Promise<void> Step() {
     // A revocation ends the watch: nothing written after it is sent.
     const auth::Access* access = loop_.options().access.get();
-    if (access != nullptr && !access->MayRead(who_, keyspace_)) {
+    if (absl::Status allowed = auth::CheckRead(access, who_, keyspace_); !allowed.ok()) {
       auto request = watcher_.failedRequest();
-      ToWire(absl::PermissionDeniedError(absl::StrFormat(
-                 "user %s may not read keyspace '%s'", auth::UserId(who_.user), keyspace_)),
-             request.initError());
+      ToWire(allowed, request.initError());
       return request.send().ignoreResult();
     }
     const size_t room = std::min(window_->Room(), loop_.reply_budget());
@@ -874,19 +873,12 @@ class KvImpl final : public wire::Kv::Server {
   // Access checks (README "Groups and policies"). A refused read says the
   // same whether or not the keyspace exists; names that fail validation
   // are answered by the validation (it reveals nothing held here).
+  // (auth/access_check.h: the same checks as the HTTP and RESP front ends.)
   absl::Status MayRead(std::string_view keyspace) const {
-    if (access_ == nullptr || access_->MayRead(who_, keyspace)) return absl::OkStatus();
-    PEERKV_RETURN_IF_ERROR(ValidateKeyspace(keyspace));
-    return absl::PermissionDeniedError(absl::StrFormat(
-        "user %s may not read keyspace '%s'", auth::UserId(who_.user), keyspace));
+    return auth::CheckRead(access_, who_, keyspace);
   }
   absl::Status MayWrite(std::string_view keyspace) const {
-    if (access_ == nullptr || access_->MayWrite(who_, keyspace)) return absl::OkStatus();
-    PEERKV_RETURN_IF_ERROR(ValidateKeyspace(keyspace));
-    // The store's own refusal names the reserved rule.
-    if (who_.local_user && IsReservedKeyspace(keyspace)) return absl::OkStatus();
-    return absl::PermissionDeniedError(absl::StrFormat(
-        "user %s may not write keyspace '%s'", auth::UserId(who_.user), keyspace));
+    return auth::CheckWrite(access_, who_, keyspace);
   }
   // Calls that show or change more than one keyspace: the local user's.
   absl::Status LocalOnly(std::string_view method) const {

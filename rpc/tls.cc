@@ -5,6 +5,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -12,11 +13,13 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <arpa/inet.h>
 
 #include <algorithm>
 #include <cstring>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "auth/ids.h"
 #include "common/macros.h"
@@ -87,8 +90,12 @@ std::string Der(X509* x) {
 }
 
 // A self-signed certificate for `key` (subject: its device id), carrying
-// `device_certificate` if not empty.
-absl::StatusOr<std::pair<std::string, std::string>> MakeCertificate(const TlsIdentity& identity) {
+// `device_certificate` if not empty. With `names` (the front ends'), it
+// also names those hosts (subjectAltName) and is the same bytes at every
+// start with the same names (serial and validity derived, not drawn), so
+// that a client pins it once.
+absl::StatusOr<std::pair<std::string, std::string>> MakeCertificate(
+    const TlsIdentity& identity, const std::vector<std::string>& names = {}) {
   const std::string_view seed = identity.key->seed();
   PkeyPtr pkey(EVP_PKEY_new_raw_private_key(
       EVP_PKEY_ED25519, nullptr, reinterpret_cast<const unsigned char*>(seed.data()), seed.size()));
@@ -96,12 +103,26 @@ absl::StatusOr<std::pair<std::string, std::string>> MakeCertificate(const TlsIde
   X509Ptr x(X509_new());
   X509_set_version(x.get(), 2);
   uint64_t serial = 0;
-  RAND_bytes(reinterpret_cast<unsigned char*>(&serial), sizeof(serial));
+  if (names.empty()) {
+    RAND_bytes(reinterpret_cast<unsigned char*>(&serial), sizeof(serial));
+  } else {
+    std::string named(seed);
+    for (const std::string& n : names) named += "\n" + n;
+    unsigned char digest[32];
+    EVP_Digest(named.data(), named.size(), digest, nullptr, EVP_sha256(), nullptr);
+    std::memcpy(&serial, digest, sizeof(serial));
+    OPENSSL_cleanse(named.data(), named.size());
+  }
   ASN1_INTEGER_set_uint64(X509_get_serialNumber(x.get()), serial >> 1);
   // Validity is not what is checked (the key is): a wide window keeps
   // clock skew from mattering.
-  X509_gmtime_adj(X509_getm_notBefore(x.get()), -86400L * 365);
-  X509_gmtime_adj(X509_getm_notAfter(x.get()), 86400L * 365 * 50);
+  if (names.empty()) {
+    X509_gmtime_adj(X509_getm_notBefore(x.get()), -86400L * 365);
+    X509_gmtime_adj(X509_getm_notAfter(x.get()), 86400L * 365 * 50);
+  } else {
+    ASN1_TIME_set_string(X509_getm_notBefore(x.get()), "20200101000000Z");
+    ASN1_TIME_set_string(X509_getm_notAfter(x.get()), "20700101000000Z");
+  }
   const std::string cn = auth::DeviceId(identity.key->public_key());
   X509_NAME* name = X509_get_subject_name(x.get());
   X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
@@ -118,6 +139,21 @@ absl::StatusOr<std::pair<std::string, std::string>> MakeCertificate(const TlsIde
     if (ext == nullptr || !X509_add_ext(x.get(), ext, -1)) {
       X509_EXTENSION_free(ext);
       return absl::InternalError("TLS certificate extension: " + OpensslError());
+    }
+    X509_EXTENSION_free(ext);
+  }
+  if (!names.empty()) {
+    std::string san;
+    for (const std::string& n : names) {
+      unsigned char ip[16];
+      const bool is_ip = inet_pton(AF_INET, n.c_str(), ip) == 1 || inet_pton(AF_INET6, n.c_str(), ip) == 1;
+      absl::StrAppend(&san, san.empty() ? "" : ",", is_ip ? "IP:" : "DNS:", n);
+    }
+    X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, nullptr, NID_subject_alt_name, san.c_str());
+    if (ext == nullptr || !X509_add_ext(x.get(), ext, -1)) {
+      X509_EXTENSION_free(ext);
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "the front ends' TLS host names '%s': %s", san, OpensslError()));
     }
     X509_EXTENSION_free(ext);
   }
@@ -613,6 +649,60 @@ kj::Promise<kj::Own<kj::AsyncIoStream>> DialAuthenticated(
         if (peer != nullptr) *peer = *who;
         return kj::mv(s.stream);
       });
+}
+
+}  // namespace peerkv::rpc
+
+namespace peerkv::rpc {
+
+absl::StatusOr<FrontEndTls> MakeFrontEndTls(const TlsIdentity& identity,
+                                            const std::vector<std::string>& names) {
+  PEERKV_CHECK(identity.key != nullptr);
+  if (names.empty()) return absl::InvalidArgumentError("the front ends' TLS names no host");
+  PEERKV_ASSIGN_OR_RETURN(auto made, MakeCertificate(identity, names));
+  const unsigned char* cert_der = reinterpret_cast<const unsigned char*>(made.first.data());
+  X509Ptr cert(d2i_X509(nullptr, &cert_der, static_cast<long>(made.first.size())));
+  const unsigned char* key_der = reinterpret_cast<const unsigned char*>(made.second.data());
+  PkeyPtr key(d2i_AutoPrivateKey(nullptr, &key_der, static_cast<long>(made.second.size())));
+  OPENSSL_cleanse(made.second.data(), made.second.size());
+  std::shared_ptr<SSL_CTX> ctx(SSL_CTX_new(TLS_server_method()), SSL_CTX_free);
+  if (cert == nullptr || key == nullptr || ctx == nullptr) {
+    return absl::InternalError("the front ends' TLS context: " + OpensslError());
+  }
+  SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION);
+  // Clients are authenticated by token (AUTH, a bearer token), not by
+  // certificate: none is asked.
+  SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_NONE, nullptr);
+  SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  if (SSL_CTX_use_certificate(ctx.get(), cert.get()) != 1 ||
+      SSL_CTX_use_PrivateKey(ctx.get(), key.get()) != 1) {
+    return absl::InternalError("the front ends' TLS key: " + OpensslError());
+  }
+  BIO* bio = BIO_new(BIO_s_mem());
+  PEM_write_bio_X509(bio, cert.get());
+  char* pem = nullptr;
+  const long n = BIO_get_mem_data(bio, &pem);
+  FrontEndTls out;
+  out.certificate_pem.assign(pem, static_cast<size_t>(n));
+  BIO_free(bio);
+  out.context = std::move(ctx);
+  return out;
+}
+
+kj::Promise<kj::Own<kj::AsyncIoStream>> AcceptFrontEndTls(ssl_ctx_st* context,
+                                                         kj::Own<kj::AsyncIoStream> stream,
+                                                         kj::Timer& timer, int timeout_ms) {
+  NoDelay(*stream);
+  auto tls = kj::heap<TlsStream>(kj::mv(stream), context);
+  kj::Promise<void> done =
+      timer.afterDelay(timeout_ms * kj::MILLISECONDS)
+          .then([]() -> kj::Promise<void> {
+            return KJ_EXCEPTION(DISCONNECTED, "timed out waiting for the client's TLS handshake");
+          })
+          .exclusiveJoin(tls->Accept());
+  return done.then([tls = kj::mv(tls)]() mutable -> kj::Own<kj::AsyncIoStream> {
+    return kj::mv(tls);
+  });
 }
 
 }  // namespace peerkv::rpc

@@ -11,6 +11,8 @@
 #define PEERKV_RPC_TLS_H_
 
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "kj/async-io.h"
@@ -79,6 +81,27 @@ kj::Promise<kj::Own<kj::AsyncIoStream>> DialAuthenticated(
 // how a server refusing the client's device looks from the client. The
 // same code, with a message naming `identity`'s device and how to add it.
 absl::Status ClosedAfterHandshake(const absl::Status& status, const TlsIdentity& identity);
+
+// TLS for the HTTP and RESP front ends (README "TLS for HTTP and RESP"):
+// a server-side context showing a self-signed certificate of the device
+// key, as the RPC listener's, that also names `names` (host names and IP
+// addresses, subjectAltName) for clients that check them (curl,
+// redis-cli: they pin it with --cacert), TLS 1.3, no client certificate
+// asked. The same names give the same certificate (its PEM below) at
+// every start.
+struct FrontEndTls {
+  std::shared_ptr<ssl_ctx_st> context;
+  std::string certificate_pem;
+};
+absl::StatusOr<FrontEndTls> MakeFrontEndTls(const TlsIdentity& identity,
+                                            const std::vector<std::string>& names);
+// The server side of a handshake with a MakeFrontEndTls context over
+// `stream` (the HTTP front end; RESP drives OpenSSL on its own loop);
+// DISCONNECTED after `timeout_ms`, or a failure for a client that does
+// not speak TLS.
+kj::Promise<kj::Own<kj::AsyncIoStream>> AcceptFrontEndTls(ssl_ctx_st* context,
+                                                         kj::Own<kj::AsyncIoStream> stream,
+                                                         kj::Timer& timer, int timeout_ms);
 
 }  // namespace peerkv::rpc
 

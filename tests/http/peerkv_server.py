@@ -68,9 +68,9 @@ class Server:
         m = re.search(r"listening on (\S+),", line)
         self.rpc = m.group(1)
         self.sock = "unix:" + os.path.join(self.data, "peerkv.sock")
-        m = re.search(r"HTTP on http://([^/\s]+)/", "\n".join(self.log))
-        self.http = m.group(1)
-        self.base = "http://" + self.http
+        m = re.search(r"HTTP on (https?)://([^/\s]+)/", "\n".join(self.log))
+        self.http = m.group(2)
+        self.base = m.group(1) + "://" + self.http
 
     def _read(self):
         for line in self.proc.stderr:
