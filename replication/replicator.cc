@@ -525,7 +525,7 @@ void Replicator::Fork(const Restored& restored, bool fresh_clock) {
   }
   waiting_pulls_.clear();
   const uint64_t old_id = store_->replica_id();
-  absl::StatusOr<Store::ForkResult> fork = store_->Fork(restored.since_seq, fresh_clock);
+  absl::StatusOr<Store::ForkResult> fork = store_->Fork(restored.since_seq, fresh_clock, restored.clock_floor);
   if (!fork.ok()) {
     // Nothing changed: still the old id.
     Log(absl::StrFormat("peerkv: %s (%s), but forking to a new replica id failed: %s",
@@ -931,9 +931,12 @@ Watermarks Replicator::WatermarksToAdopt(uint64_t peer_id, const Page& page) con
     return adopted;
   }
   for (const auto& [origin, hlc] : page.response.watermarks) {
-    if (store_->CheckSkew(hlc).ok() && !store_->Distrusts(origin)) adopted[origin] = hlc;
+    // A retired id's claim (Store::ServedWatermarks) is kept by the store
+    // as stale evidence, not as a watermark: its final mark may lie far
+    // ahead (a fresh-clock fork), and no write of it will come above it.
+    if (store_->Distrusts(origin) || store_->CheckSkew(hlc).ok()) adopted[origin] = hlc;
   }
-  if (store_->GetWatermarks().Dominates(adopted)) adopted.clear();
+  if (store_->ServedWatermarks().Dominates(adopted)) adopted.clear();
   return adopted;
 }
 
@@ -1791,7 +1794,7 @@ void Replicator::OnSnapshotPage(uint64_t peer_id, uint64_t attempt,
     Watermarks adopted;
     if (store_->options().max_value_bytes == kMaxValueBytes) {
       for (const auto& [origin, hlc] : snapshot.watermarks) {
-        if (store_->CheckSkew(hlc).ok() && !store_->Distrusts(origin)) adopted[origin] = hlc;
+        if (store_->Distrusts(origin) || store_->CheckSkew(hlc).ok()) adopted[origin] = hlc;
       }
     }
     complete = CheckpointUpdate{

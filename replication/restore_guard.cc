@@ -51,6 +51,7 @@ std::optional<Restored> RestoreEvidence(const Store& store, const HeldOf& claim)
   Restored restored;
   restored.replica_id = self;
   restored.since_seq = lineage.gaps.empty() ? 0 : lineage.gaps.back().seq;
+  restored.clock_floor = claim.watermark;
   if (claim.incarnation == store.incarnation() && claim.seq > store.max_seq()) {
     restored.why = absl::StrFormat(
         "the peer has pulled this replica's log up to seq %d, but the log ends at seq %d",

@@ -191,6 +191,8 @@ TEST_F(RestoreGuardTest, ARestoredCopyThatWroteOnIsCaughtByItsClockGap) {
               Optional(Why(HasSubstr("restored from an older copy"))));
   // Its writes since the restored open (seq 11..25) are the ones to re-stamp.
   EXPECT_EQ(RestoreEvidence(*restored, peer)->since_seq, 10u);
+  // Above the lost life's clock as far as the peer holds it (seed 311).
+  EXPECT_EQ(RestoreEvidence(*restored, peer)->clock_floor, peer.watermark);
   // And after another restart of the restored directory.
   restored.reset();
   wall_.Advance(60'000);
@@ -209,6 +211,7 @@ TEST_F(RestoreGuardTest, ACheckpointBeyondTheLogOrAClockBeyondOursIsEvidence) {
   EXPECT_EQ(RestoreEvidence(*x, claim), std::nullopt);
   claim.seq = 4;
   EXPECT_THAT(RestoreEvidence(*x, claim), Optional(Why(HasSubstr("log ends at seq 3"))));
+  EXPECT_EQ(RestoreEvidence(*x, claim)->clock_floor, claim.watermark);
   // Of another incarnation the seq means nothing.
   claim.incarnation ^= 1;
   EXPECT_EQ(RestoreEvidence(*x, claim), std::nullopt);
@@ -217,6 +220,41 @@ TEST_F(RestoreGuardTest, ACheckpointBeyondTheLogOrAClockBeyondOursIsEvidence) {
   EXPECT_THAT(RestoreEvidence(*x, claim), Optional(Why(HasSubstr("beyond this replica's own clock"))));
   // An old peer tells nothing.
   EXPECT_EQ(RestoreEvidence(*x, HeldOf{}), std::nullopt);
+}
+
+// Seeds 456 and 1193: a replica that forked for its clock (nothing lost)
+// serves, beside its watermarks, how far its retired id wrote; a peer level
+// with it keeps that as stale evidence for the retired id, not as a
+// watermark, and serves it on. Without it, a write of the retired id the
+// peer never held came back from a directory restored from before the
+// fork once the key's newer tombstone was collected.
+TEST_F(RestoreGuardTest, APullServesHowFarARetiredIdWrote) {
+  auto x = Open(tmp_.Sub("x"));
+  auto y = Open(tmp_.Sub("y"));
+  Write(*x, 1, 3);
+  const uint64_t old_id = x->replica_id();
+  const uint64_t last = x->GetWatermarks().at(old_id);
+  absl::StatusOr<Store::ForkResult> fork = x->Fork(UINT64_MAX, /*fresh_clock=*/true);
+  ASSERT_THAT(fork, IsOk());
+  EXPECT_EQ(x->GetWatermarks().count(old_id), 0u);
+  PullRequest request;
+  request.requester = y->replica_id();
+  request.max_records = 100;
+  request.max_bytes = 1 << 20;
+  absl::StatusOr<PullResponse> pulled = ServePull(*x, request, nullptr, nullptr);
+  ASSERT_THAT(pulled, IsOk());
+  ASSERT_EQ(pulled->watermarks.count(old_id), 1u);
+  EXPECT_GE(pulled->watermarks.at(old_id), last);
+
+  // y learnt of the retirement (x's hello), then pulled x to its end.
+  ASSERT_THAT(y->ForgetRetiredIds({old_id}), IsOk());
+  ASSERT_THAT(y->Merge(std::move(pulled->records),
+                       CheckpointUpdate{x->replica_id(), {x->incarnation(), pulled->last_seq},
+                                        pulled->watermarks}),
+              IsOk());
+  EXPECT_EQ(y->GetWatermarks().count(old_id), 0u);
+  ASSERT_EQ(y->ServedWatermarks().count(old_id), 1u);
+  EXPECT_GE(y->ServedWatermarks().at(old_id), last);
 }
 
 TEST_F(RestoreGuardTest, PullsAndHellosCarryTheClaim) {

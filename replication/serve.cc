@@ -19,7 +19,7 @@ absl::StatusOr<SnapshotResponse> ServeSnapshot(const Store& store,
   if (request.incarnation == 0) {
     // The watermarks first, then the point: everything they cover is held
     // by the point, and every page read later is at least that new.
-    response.watermarks = store.GetWatermarks();
+    response.watermarks = store.ServedWatermarks();
     response.point_seq = store.max_seq();
   } else {
     if (request.incarnation != response.incarnation) {
@@ -67,7 +67,7 @@ absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& re
   // Watermarks first, then the log: whatever they cover was committed
   // before the log is read, so it is in what the requester gets.
   if (readable == nullptr) {
-    response.watermarks = store.GetWatermarks();
+    response.watermarks = store.ServedWatermarks();
     // What the requester holds: tombstone collection waits for it.
     store.NotePeerHolds(request.requester, request.watermarks);
   }

@@ -53,6 +53,10 @@ struct Restored {
   uint64_t since_seq = 0;
   // Why, for the log.
   std::string why;
+  // The highest version of this replica's id the evidence shows a peer
+  // holds (its watermark for it; 0: none): the lost life's clock was at
+  // least there, so the fork's re-stamps are stamped above it (Store::Fork).
+  uint64_t clock_floor = 0;
 };
 
 // Which keyspaces a peer may read (auth::Access::MayRead for its user):

@@ -171,6 +171,68 @@ TEST_F(ForkTest, ForkReStampsTheWritesMadeSinceTheRestoredOpen) {
   EXPECT_TRUE((*d)->deleted);
 }
 
+// Seed 2352: signed records (here: every record of keyspace "signed") and
+// records of reserved keyspaces (policies, groups) keep their signed
+// version: re-stamped, an old group record would win over the signed
+// removal that replaced it in the lost life.
+TEST_F(ForkTest, ForkKeepsSignedAndReservedRecordsAtTheirVersion) {
+  StoreOptions options = Options();
+  options.signer = [](std::string_view keyspace, std::string_view, const Version&, bool,
+                      std::string_view) {
+    return keyspace == "signed" ? std::string("sig") : std::string();
+  };
+  absl::StatusOr<std::unique_ptr<Store>> opened = Store::Open(options);
+  ASSERT_THAT(opened, IsOk());
+  Store& store = **opened;
+  const uint64_t old_id = store.replica_id();
+  ASSERT_THAT(store.Put("ks", "a", "1"), IsOk());
+  ASSERT_THAT(store.Put("signed", "b", "2"), IsOk());
+  absl::StatusOr<std::vector<Version>> group =
+      store.WriteReserved({Mutation{"peerkv.groups", "g", std::string("old members")}});
+  ASSERT_THAT(group, IsOk());
+  absl::StatusOr<Store::ForkResult> fork = store.Fork(/*restamp_after_seq=*/0);
+  ASSERT_THAT(fork, IsOk());
+  ASSERT_THAT(fork->restamp_status, IsOk());
+  EXPECT_EQ(fork->restamped, 1u);
+  EXPECT_EQ((*store.Get("ks", "a"))->version.origin, fork->new_id);
+  absl::StatusOr<std::optional<Record>> b = store.Get("signed", "b");
+  ASSERT_THAT(b, IsOk());
+  EXPECT_EQ((*b)->version.origin, old_id);
+  EXPECT_EQ((*b)->signature, "sig");
+  absl::StatusOr<std::optional<Record>> g = store.Get("peerkv.groups", "g");
+  ASSERT_THAT(g, IsOk());
+  EXPECT_EQ((*g)->version, group->at(0));
+}
+
+// Seed 311: a restore fork's re-stamps are stamped above the highest
+// version of the old id a peer holds (the lost life's clock was there, and
+// the peer may have collected a tombstone of the lost life up there),
+// though the copy's clock is behind; a claim beyond the clock bound is not
+// followed.
+TEST_F(ForkTest, ARestoreForkReStampsAboveTheClockAPeerHolds) {
+  auto store = OpenStore();
+  ASSERT_THAT(store->Put("ks", "a", "1"), IsOk());
+  ASSERT_THAT(store->Delete("ks", "d"), IsOk());
+  const uint64_t held = MakeHlc(kT0 + 5'000, 3);
+  absl::StatusOr<Store::ForkResult> fork =
+      store->Fork(/*restamp_after_seq=*/0, /*fresh_clock=*/false, /*clock_floor=*/held);
+  ASSERT_THAT(fork, IsOk());
+  EXPECT_EQ(fork->restamped, 2u);
+  for (const char* key : {"a", "d"}) {
+    absl::StatusOr<std::optional<Record>> got = store->Get("ks", key);
+    ASSERT_THAT(got, IsOk());
+    EXPECT_EQ((*got)->version.origin, fork->new_id);
+    EXPECT_GT((*got)->version.hlc, held) << key;
+  }
+  const uint64_t far = MakeHlc(kT0 + 3'600'000, 0);
+  fork = store->Fork(/*restamp_after_seq=*/0, /*fresh_clock=*/false, /*clock_floor=*/far);
+  ASSERT_THAT(fork, IsOk());
+  absl::StatusOr<std::optional<Record>> a = store->Get("ks", "a");
+  ASSERT_THAT(a, IsOk());
+  EXPECT_EQ((*a)->version.origin, fork->new_id);
+  EXPECT_LT((*a)->version.hlc, far);
+}
+
 // The re-stamp is conditional, decided in the writer's transaction: a key
 // written after the re-stamp read it (here: a version the caller did not
 // see) keeps the newer write, and only unchanged keys are re-stamped.

@@ -560,6 +560,7 @@ void Store::SubmitMerge(std::vector<Record> batch,
   if (!bootstrap.has_value()) SortByRecordKey(remote.records);
   request->records = remote.records.size();
   remote.checkpoint = std::move(checkpoint);
+  Watermarks retired_marks;
   if (remote.checkpoint.has_value() && !remote.checkpoint->watermarks.empty()) {
     // No claim for an id whose claims cannot be trusted (see Distrusts).
     absl::MutexLock lock(&watermarks_mu_);
@@ -568,14 +569,27 @@ void Store::SubmitMerge(std::vector<Record> batch,
     for (const auto& [origin, hlc] : claimed) {
       if (distrusted_.count(origin) > 0) untrusted.push_back(origin);
     }
-    for (uint64_t origin : untrusted) claimed.erase(origin);
+    for (uint64_t origin : untrusted) {
+      // Yet what a peer level with us holds of a retired id is stale
+      // evidence (ServedWatermarks), kept once the batch is merged.
+      retired_marks.Raise(origin, claimed.find(origin)->second);
+      claimed.erase(origin);
+    }
   }
   if (remote.records.empty() && remote.too_far_ahead.empty() && !remote.checkpoint.has_value() &&
       !remote.sets_bootstrap) {
     done(std::move(remote.result));
     return;
   }
-  remote.done = std::move(done);
+  if (retired_marks.empty()) {
+    remote.done = std::move(done);
+  } else {
+    remote.done = [this, retired_marks = std::move(retired_marks),
+                   done = std::move(done)](absl::StatusOr<MergeResult> merged) mutable {
+      if (merged.ok()) RaiseRetiredMarks(retired_marks);
+      done(std::move(merged));
+    };
+  }
   Submit(std::move(request), wait_for_room);
 }
 

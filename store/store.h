@@ -251,8 +251,19 @@ class Store {
   // tombstones (fork_marks_, see StaleRuleFor). Records keep their versions; a later local write
   // of a key whose stored version is ahead of the fresh clock is stamped
   // just above that version (see ApplyLocalWrite), so it still wins.
+  //
+  // Records that carry a signature (Record::signature) or lie in a
+  // reserved keyspace (policies, groups) are never re-stamped: they keep
+  // their signed version, so a removal signed since in the lost life still
+  // wins over them.
+  //
+  // `clock_floor` (restore forks): the highest version of the old id that
+  // a peer holds (Restored::clock_floor). The clock observes it first
+  // (within the clock bound, CheckSkew), so the re-stamps are stamped
+  // above every write of the lost life, and above any tombstone a peer
+  // collected under them.
   absl::StatusOr<ForkResult> Fork(uint64_t restamp_after_seq = UINT64_MAX,
-                                  bool fresh_clock = false);
+                                  bool fresh_clock = false, uint64_t clock_floor = 0);
   // A peer said that these replica ids were retired by forks (their data
   // directories were restored from older copies). Any watermark held for
   // them may claim writes of a life this replica never saw (it adopted the
@@ -387,6 +398,20 @@ class Store {
   // its clock's mark as of its last commit (it holds all its own committed
   // writes). Read them before reading the log when answering a peer.
   Watermarks GetWatermarks() const;
+  // GetWatermarks, plus what this replica holds of each replica id retired
+  // by a fork (Distrusts): its own retired ids up to their final clock mark
+  // (kept by a fresh-clock fork, fork_marks_), others' up to what it held
+  // of them when it learnt of the retirement or was told since
+  // (RaiseRetiredMarks). Served with pulls and snapshots to this user's
+  // devices: a requester level with this log holds every write of those
+  // ids up to there, so a copy of one arriving later from a directory
+  // restored from before the fork is stale once the key's newer tombstone
+  // is collected (sim seeds 456, 1193; README "Tombstone collection").
+  Watermarks ServedWatermarks() const;
+  // Claims for retired ids (Distrusts) a peer's level pull carried: kept as
+  // stale evidence (with what the ids were forgotten with), never as
+  // watermarks. Merge calls it once the batch committed.
+  void RaiseRetiredMarks(const Watermarks& marks);
 
   // A 64-bit digest of every record (tombstones included) in key order:
   // two replicas with equal digests hold the same registers.

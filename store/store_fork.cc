@@ -226,7 +226,8 @@ Lineage Store::GetLineage() const {
   return lineage_;
 }
 
-absl::StatusOr<Store::ForkResult> Store::Fork(uint64_t restamp_after_seq, bool fresh_clock) {
+absl::StatusOr<Store::ForkResult> Store::Fork(uint64_t restamp_after_seq, bool fresh_clock,
+                                              uint64_t clock_floor) {
   // The switch runs on the writer, between groups: every write queued
   // before it commits first (merges pulled as the old id, whose
   // checkpoints must not land after the checkpoints are dropped; local
@@ -244,6 +245,12 @@ absl::StatusOr<Store::ForkResult> Store::Fork(uint64_t restamp_after_seq, bool f
       absl::MutexLock lock(&clock_reset_mu_);
       clock_->Reset(MakeHlc(std::min<uint64_t>(static_cast<uint64_t>(now_ms), kHlcMaxMillis), 0));
       committed_clock_ = clock_->Last();
+    } else if (clock_floor != 0 && CheckSkew(clock_floor).ok()) {
+      // A peer holds writes of the lost life up to clock_floor, and may
+      // have collected tombstones of them up there: re-stamped below, a
+      // write would merge there over nothing as if newer than what was
+      // collected (sim seed 311). Within the clock bound only, as merges.
+      clock_->Observe(clock_floor);
     }
     return SwitchToForkedId(result, kept.has_value() ? &*kept : nullptr);
   }));
@@ -370,6 +377,12 @@ absl::Status Store::Restamp(uint64_t old_id, uint64_t after_seq, uint64_t* resta
     for (Record& r : changes.records) {
       if (r.seq > end) break;
       if (r.version.origin != old_id) continue;
+      // A signed record (policies, groups, anything its origin signed)
+      // keeps its signed version: re-stamped, an old grant would become a
+      // new write above the signed removal that replaced it in the lost
+      // life (sim seed 2352: a restore gave a removed reader the group
+      // back). The signature binds the old version anyway.
+      if (!r.signature.empty() || IsReservedKeyspace(r.keyspace)) continue;
       RestampRecord restamp{Mutation{std::move(r.keyspace), std::move(r.key), std::nullopt},
                             r.version};
       if (!r.deleted) restamp.mutation.value = std::move(r.value);  // nullopt: a tombstone

@@ -113,6 +113,38 @@ void Store::DropRetiredAcks(const std::vector<uint64_t>& ids, const Watermarks& 
   }
 }
 
+Watermarks Store::ServedWatermarks() const {
+  Watermarks out = GetWatermarks();
+  std::vector<uint64_t> retired;
+  {
+    absl::MutexLock lock(&watermarks_mu_);
+    retired.assign(distrusted_.begin(), distrusted_.end());
+  }
+  absl::MutexLock lock(&acks_mu_);
+  for (uint64_t id : retired) {
+    if (auto it = fork_marks_.find(id); it != fork_marks_.end()) out.Raise(id, it->second);
+    if (auto it = forgotten_peers_.find(id); it != forgotten_peers_.end()) {
+      if (auto mark = it->second.find(id); mark != it->second.end()) out.Raise(id, mark->second);
+    }
+  }
+  return out;
+}
+
+void Store::RaiseRetiredMarks(const Watermarks& marks) {
+  if (marks.empty()) return;
+  std::vector<std::pair<uint64_t, uint64_t>> retired;
+  {
+    absl::MutexLock lock(&watermarks_mu_);
+    for (const auto& [id, hlc] : marks) {
+      // Bounded: distrusted_ holds at most the lineage's retired and
+      // forgotten ids.
+      if (distrusted_.count(id) > 0 && id != replica_id_.load()) retired.emplace_back(id, hlc);
+    }
+  }
+  absl::MutexLock lock(&acks_mu_);
+  for (const auto& [id, hlc] : retired) forgotten_peers_[id].Raise(id, hlc);
+}
+
 std::vector<std::pair<uint64_t, Watermarks>> Store::AcknowledgedPeers() const {
   std::vector<std::pair<uint64_t, Watermarks>> out;
   {

@@ -313,6 +313,52 @@ TEST_F(TombstoneTest, AFreshClockForkStillTellsStaleRecords) {
   EXPECT_THAT(merged->refused[0].reason, StatusIs(StatusCode::kFailedPrecondition, "stale record"));
 }
 
+// Seeds 456 and 1193: kOrigin was retired by a fork after writing k at 50,
+// which this replica never received (it held kOrigin up to 10 when it
+// learnt of the retirement); k was deleted here and the tombstone
+// collected. A peer level with the fork's new id says how far kOrigin
+// wrote (Store::ServedWatermarks): then the write at 50, sent later by a
+// directory restored from before the fork, is stale, not a winner over
+// nothing. What the peer says is evidence, never a watermark.
+TEST_F(TombstoneTest, AWriteOfARetiredIdBelowItsFinalMarkIsStale) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  ASSERT_THAT(store->Merge({Remote("k", 1, kOrigin), Remote("j", 1, kOrigin)},
+                           CheckpointUpdate{kPeerA, PeerCheckpoint{1, 1, 0},
+                                            Watermarks{{kOrigin, MakeHlc(kT0 + 10, 0)}}}),
+              IsOk());
+  ASSERT_THAT(store->ForgetRetiredIds({kOrigin}), IsOk());
+  wall_.Advance(100);
+  ASSERT_THAT(store->Delete("ks", "k"), IsOk());
+  ASSERT_THAT(store->Delete("ks", "j"), IsOk());
+  // The fork's new id (kPeerB) pulled to its end: it holds kOrigin up to 60.
+  ASSERT_THAT(store->Merge({}, CheckpointUpdate{kPeerB, PeerCheckpoint{1, 5, 0},
+                                                Watermarks{{kPeerB, MakeHlc(kT0 + 200, 0)},
+                                                           {kOrigin, MakeHlc(kT0 + 60, 0)}}}),
+              IsOk());
+  EXPECT_EQ(store->GetWatermarks().count(kOrigin), 0u);
+  EXPECT_EQ(store->ServedWatermarks().at(kOrigin), MakeHlc(kT0 + 60, 0));
+  wall_.Advance(kMinAge + 1);
+  ASSERT_EQ(CollectAll(*store), 2u);
+  absl::StatusOr<MergeResult> merged = store->Merge({Remote("k", 50, kOrigin)});
+  ASSERT_THAT(merged, IsOk());
+  EXPECT_EQ(merged->won, 0u);
+  ASSERT_EQ(merged->refused.size(), 1u);
+  EXPECT_THAT(merged->refused[0].reason, StatusIs(StatusCode::kFailedPrecondition, "stale record"));
+  std::optional<Record> now = Get(*store, "k");
+  ASSERT_NE(now, std::nullopt);
+  EXPECT_TRUE(now->deleted);
+  // Kept across a restart (written with the collection step).
+  store.reset();
+  store = Open();
+  ASSERT_NE(store, nullptr);
+  merged = store->Merge({Remote("j", 50, kOrigin)});
+  ASSERT_THAT(merged, IsOk());
+  EXPECT_EQ(merged->won, 0u);
+  ASSERT_EQ(merged->refused.size(), 1u);
+  EXPECT_THAT(merged->refused[0].reason, StatusIs(StatusCode::kFailedPrecondition, "stale record"));
+}
+
 // Seed 4090: an older tombstone of a collected key must not merge again
 // over nothing: it would stand where the newer one stood, and a write
 // between the two (covered, so stale) would then win over it.
