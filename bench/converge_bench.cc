@@ -99,6 +99,9 @@ class Cluster {
       StoreOptions so;
       so.dir = absl::StrFormat("%s/r%d", dir, i);
       so.initial_map_bytes = size_t{1} << 30;
+      // Over TLS, replica ids are minted from the device key (peers check).
+      std::shared_ptr<const auth::SigningKey> device = auth::SigningKey::Generate();
+      if (tls) so.replica_id_key = std::string(device->public_key().view());
       absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(so);
       PEERKV_CHECK(store.ok());
       n.store = std::move(*store);
@@ -123,7 +126,6 @@ class Cluster {
       if (flags.pull_batch_records > 0) opts.replication.batch_records = flags.pull_batch_records;
       if (flags.pull_batch_bytes > 0) opts.replication.batch_bytes = flags.pull_batch_bytes;
       if (tls) {
-        std::shared_ptr<const auth::SigningKey> device = auth::SigningKey::Generate();
         opts.tls = rpc::TlsIdentity{
             device, auth::IssueDeviceCertificate(*user, device->public_key(), "bench", 0).Encode()};
         opts.trust = [user_id]() -> absl::StatusOr<rpc::TrustView> {

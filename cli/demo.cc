@@ -69,6 +69,7 @@ class Demo {
         PEERKV_ASSIGN_OR_RETURN(d.identity, auth::Identity::CreateJoining(options.dir, user));
       }
       options.reserved_check = auth::ReservedCheck(user);
+      options.replica_id_key = std::string(d.identity->device_key().public_key().view());
       PEERKV_ASSIGN_OR_RETURN(d.store, Store::Open(options));
       // Every commit anywhere wakes the waiter that checks convergence.
       d.listener = d.store->AddCommitListener([this](const Store::CommitInfo&) {

@@ -42,12 +42,18 @@ absl::StatusOr<std::string> DataDir(const Context& c) {
 }
 
 // The store of `dir`, checking reserved records against `user` (null: no
-// identity yet, nothing is merged).
+// identity yet, nothing is merged), its replica id minted from `device`
+// (null: no device key yet; StoreOptions::replica_id_key). `quiet`: no log
+// lines (init's own re-mint of the store it just made).
 absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& dir,
-                                                 const auth::PublicKey* user) {
+                                                 const auth::PublicKey* user,
+                                                 const auth::PublicKey* device = nullptr,
+                                                 bool quiet = false) {
   StoreOptions options;
   options.dir = dir;
   if (user != nullptr) options.reserved_check = auth::ReservedCheck(*user);
+  if (device != nullptr) options.replica_id_key = std::string(device->view());
+  if (quiet) options.log = [](const std::string&) {};
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(std::move(options));
   if (!store.ok() && absl::IsFailedPrecondition(store.status()) &&
       store.status().message().find("in use by another process") != absl::string_view::npos) {
@@ -88,7 +94,8 @@ struct Opened {
 absl::StatusOr<Opened> OpenIdentity(const std::string& dir) {
   Opened o;
   PEERKV_ASSIGN_OR_RETURN(o.identity, auth::Identity::Load(dir));
-  PEERKV_ASSIGN_OR_RETURN(o.store, OpenStore(dir, &o.identity->user()));
+  PEERKV_ASSIGN_OR_RETURN(
+      o.store, OpenStore(dir, &o.identity->user(), &o.identity->device_key().public_key()));
   PEERKV_RETURN_IF_ERROR(o.identity->CompleteJoin(*o.store).status());
   return o;
 }
@@ -146,6 +153,12 @@ int RunInit(const Context& c) {
       user.has_value() ? auth::Identity::CreateUser(*dir, *user)
                        : auth::Identity::CreateJoining(*dir, *join_user);
   if (!id.ok()) return Fail(c.command, id.status());
+  // Made before the device key (its lock kept a server out), the store
+  // takes a replica id minted from the key now: reopened with it while its
+  // log is still empty, it re-mints in place (Store::Open).
+  store->reset();
+  store = OpenStore(*dir, nullptr, &(*id)->device_key().public_key(), /*quiet=*/true);
+  if (!store.ok()) return Fail(c.command, store.status());
   if (user.has_value()) {
     absl::Status added =
         (*id)->AddDevice(**store, (*id)->device_key().public_key(), device_name, NowMs());
@@ -349,6 +362,9 @@ absl::StatusOr<ServeIdentity> PrepareServeIdentity(const std::string& data_dir,
   if (!id.ok()) return id.status();
   out.identity = std::move(*id);
   options->reserved_check = auth::ReservedCheck(out.identity->user());
+  // Replica ids minted from the device key, which peers check each hello
+  // against (rpc::CheckReplicaClaim); an older directory forks to one.
+  options->replica_id_key = std::string(out.identity->device_key().public_key().view());
   return out;
 }
 

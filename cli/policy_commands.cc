@@ -121,6 +121,7 @@ absl::StatusOr<std::unique_ptr<PolicyBackend>> OpenPolicyBackend(const Context& 
   StoreOptions options;
   options.dir = *data;
   options.reserved_check = auth::ReservedCheck(identity->user());
+  options.replica_id_key = std::string(identity->device_key().public_key().view());
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(std::move(options));
   if (!store.ok()) return store.status();
   PEERKV_RETURN_IF_ERROR(identity->CompleteJoin(**store).status());

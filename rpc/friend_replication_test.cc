@@ -74,6 +74,7 @@ class FriendReplicationTest : public ::testing::Test {
     StoreOptions options;
     options.dir = dir_.Sub(name);
     options.sync = false;
+    options.replica_id_key = std::string(side.identity->device_key().public_key().view());
     absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
     ASSERT_THAT(store, IsOk());
     side.store = std::move(*store);

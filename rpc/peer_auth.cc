@@ -4,6 +4,7 @@
 #include "absl/strings/str_format.h"
 #include "auth/ids.h"
 #include "common/macros.h"
+#include "store/replica_id.h"
 
 namespace peerkv::rpc {
 
@@ -36,6 +37,16 @@ absl::StatusOr<AuthenticatedPeer> Authorize(const TrustView& view, const PeerCre
           ? absl::StrFormat(" (it is certified by user %s)", auth::UserId(peer.certificate->user))
           : "",
       id));
+}
+
+absl::Status CheckReplicaClaim(uint64_t replica_id, uint64_t incarnation,
+                               const auth::PublicKey& device) {
+  if (IsDerivedReplicaId(replica_id, incarnation, device.view())) return absl::OkStatus();
+  return absl::PermissionDeniedError(absl::StrFormat(
+      "device %s claims replica id %016x, which is not minted from its key (incarnation %016x): "
+      "the id of another device, or of a data directory made by an older peerkv (it takes a "
+      "minted id when it starts with this one)",
+      auth::DeviceId(device), replica_id, incarnation));
 }
 
 TrustSource StoreTrust(const auth::Identity* identity, Store* store) {

@@ -63,6 +63,16 @@ using TrustSource = std::function<absl::StatusOr<TrustView>()>;
 // was removed.
 absl::StatusOr<AuthenticatedPeer> Authorize(const TrustView& view, const PeerCredentials& peer);
 
+// Whether `device`, the authenticated key of a link, may say hello with
+// `replica_id` and `incarnation`: only if the id is minted from that key
+// with that incarnation (store/replica_id.h), so no device can claim
+// another's id, whatever this replica remembers. PermissionDenied naming
+// the device and the id otherwise (another device's id, or a peer whose
+// data directory's id predates minted ids: it takes a minted one at its
+// next start with this peerkv).
+absl::Status CheckReplicaClaim(uint64_t replica_id, uint64_t incarnation,
+                               const auth::PublicKey& device);
+
 // The TrustSource of a server: `identity`'s lists read from `store` at
 // each call. Both borrowed.
 TrustSource StoreTrust(const auth::Identity* identity, Store* store);

@@ -136,6 +136,7 @@ void PeerLinks::Dial(const std::string& address, uint64_t expected, DialDone don
                   if (bind_replica_ && answered_by->has_value()) {
                     // Dropping `outbound` closes the connection.
                     PEERKV_RETURN_IF_ERROR(bind_replica_(connected.peer.replica_id,
+                                                         connected.peer.incarnation,
                                                          (*answered_by)->device));
                   }
                   connected.peer.readable = readable;

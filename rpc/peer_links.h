@@ -62,10 +62,11 @@ class PeerLinks final : private kj::TaskSet::ErrorHandler {
   using Dialer = std::function<kj::Promise<kj::Own<kj::AsyncIoStream>>(
       const std::string& address, std::shared_ptr<std::optional<AuthenticatedPeer>> peer)>;
   void set_dialer(Dialer dialer) { dialer_ = std::move(dialer); }
-  // Checks (and records) that replica id `replica_id`, which a dialled peer
-  // answered hello with, belongs to `device`, the key it showed; an error
-  // refuses the link (ServerLoop::BindReplica).
-  using BindReplica = std::function<absl::Status(uint64_t replica_id, const auth::PublicKey& device)>;
+  // Checks that replica id `replica_id` (with `incarnation`), which a
+  // dialled peer answered hello with, is minted from `device`, the key it
+  // showed; an error refuses the link (ServerLoop::BindReplica).
+  using BindReplica = std::function<absl::Status(uint64_t replica_id, uint64_t incarnation,
+                                                 const auth::PublicKey& device)>;
   void set_bind_replica(BindReplica bind) { bind_replica_ = std::move(bind); }
   // What the server that answered a dial may read (null: everything, an
   // own device): its link's PeerInfo::readable and the back capability's

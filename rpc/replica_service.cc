@@ -62,7 +62,7 @@ class ReplicaImpl final : public wire::Replica::Server {
                     ? replication::ValidatePeerInfo(peer)
                     : replication::CheckPeer(peer, loop_.store().replica_id());
       // The hello's replica id is the authenticated device's.
-      if (refused.ok()) refused = loop_.BindReplica(peer.replica_id, device_);
+      if (refused.ok()) refused = loop_.BindReplica(peer.replica_id, peer.incarnation, device_);
     }
     if (!refused.ok()) {
       loop_.LogRejected(peer_, "hello", refused);

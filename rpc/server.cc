@@ -4,10 +4,12 @@
 #include "rpc/server.h"
 
 #include "absl/strings/str_format.h"
+#include "auth/ids.h"
 #include "common/log.h"
 #include "kj/async-io.h"
 #include "kj/async.h"
 #include "rpc/server_loop.h"
+#include "store/replica_id.h"
 
 namespace peerkv::rpc {
 
@@ -31,6 +33,16 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(Store* store, ServerOption
   }
   if (options.tls.has_value() && (options.tls->key == nullptr || !options.trust)) {
     return absl::InvalidArgumentError("TLS needs this server's key and whom it trusts");
+  }
+  // Peers refuse a hello whose replica id is not minted from the link's
+  // device key (CheckReplicaClaim): say so here rather than at every dial.
+  if (options.tls.has_value() && options.replicate &&
+      !IsDerivedReplicaId(store->replica_id(), store->incarnation(),
+                          options.tls->key->public_key().view())) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "the store's replica id %016x is not minted from the TLS device key %s: open the store "
+        "with StoreOptions::replica_id_key set to that key",
+        store->replica_id(), auth::DeviceId(options.tls->key->public_key())));
   }
   // Peers would refuse our hellos with a longer name (ValidatePeerInfo).
   if (options.replica_name.size() > replication::kMaxReplicaNameBytes) {

@@ -204,9 +204,10 @@ ServerLoop::ServerLoop(Store& store, const ServerOptions& options, kj::AsyncIoCo
   peer_links_.set_readable([this](const std::optional<AuthenticatedPeer>& peer) {
     return peer.has_value() ? ReadableBy(*peer) : nullptr;
   });
-  peer_links_.set_bind_replica([this](uint64_t replica_id, const auth::PublicKey& device) {
-    return BindReplica(replica_id, device);
-  });
+  peer_links_.set_bind_replica(
+      [this](uint64_t replica_id, uint64_t incarnation, const auth::PublicKey& device) {
+        return BindReplica(replica_id, incarnation, device);
+      });
 }
 
 std::shared_ptr<const replication::ReservedRecordFilter> ServerLoop::ReservedReadableBy(
@@ -251,25 +252,10 @@ void ServerLoop::CountAsPeer(uint64_t connection_id, uint64_t replica_id) {
   if (it != connections_.end()) it->second->stream->CountAsPeer(replica_id);
 }
 
-absl::Status ServerLoop::BindReplica(uint64_t replica_id,
+absl::Status ServerLoop::BindReplica(uint64_t replica_id, uint64_t incarnation,
                                      const std::optional<auth::PublicKey>& device) {
   if (!device.has_value()) return absl::OkStatus();
-  auto it = replica_devices_.find(replica_id);
-  if (it == replica_devices_.end()) {
-    // Not met since start: the store holds the bindings of earlier runs
-    // (and makes this one durable if it is the first claim). One write
-    // transaction, once per replica id per run.
-    absl::StatusOr<std::string> holder = store_.ClaimReplicaId(replica_id, device->view());
-    if (!holder.ok()) return holder.status();
-    absl::StatusOr<auth::PublicKey> key =
-        auth::PublicKey::FromBytes(*holder, "the stored replica-id binding");
-    if (!key.ok()) return absl::DataLossError(key.status().message());
-    it = replica_devices_.emplace(replica_id, *key).first;
-  }
-  if (it->second == *device) return absl::OkStatus();
-  return absl::PermissionDeniedError(absl::StrFormat(
-      "device %s claims replica id %016x, which device %s holds", auth::DeviceId(*device),
-      replica_id, auth::DeviceId(it->second)));
+  return CheckReplicaClaim(replica_id, incarnation, *device);
 }
 
 kj::Promise<void> ServerLoop::Handshake(kj::AuthenticatedStream stream) {

@@ -192,11 +192,13 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
 
   // Binds replica id `replica_id` to `device`, the authenticated device of
   // the link that says hello with it (either way: the peer that dialled us,
-  // or the peer we dialled answering): the first device to claim an id
-  // keeps it, across restarts (Store::ClaimReplicaId). PermissionDenied
-  // naming both devices if another device claimed it. (nullopt: a local or
-  // plaintext link, trusted as this user's own.)
-  absl::Status BindReplica(uint64_t replica_id, const std::optional<auth::PublicKey>& device);
+  // or the peer we dialled answering): the id must be minted from the
+  // device's key with `incarnation` (CheckReplicaClaim), which needs no
+  // memory of earlier links, so a restored data directory refuses a lie as
+  // a fresh one does. (nullopt: a local or plaintext link, trusted as this
+  // user's own.)
+  absl::Status BindReplica(uint64_t replica_id, uint64_t incarnation,
+                           const std::optional<auth::PublicKey>& device);
 
   // Shows `identity` on every TLS link made from now on (accepted or
   // dialled); links already made keep theirs. FailedPrecondition on a
@@ -236,7 +238,6 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   std::vector<std::unique_ptr<TlsEndpoint>> retired_tls_;
   // Devices refused since start: each is logged once.
   std::set<auth::PublicKey> refused_logged_;
-  std::map<uint64_t, auth::PublicKey> replica_devices_;
   kj::Promise<void> accept_loop_ = nullptr;
   kj::Own<kj::ConnectionReceiver> unix_listener_;
   kj::Promise<void> unix_accept_loop_ = nullptr;

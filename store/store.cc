@@ -23,6 +23,7 @@
 #include "store/group_txn.h"
 #include "store/lmdb_util.h"
 #include "store/read_txn.h"
+#include "store/replica_id.h"
 #include "store/tables.h"
 #include "store/write_request.h"
 
@@ -44,9 +45,11 @@ constexpr size_t kCompactionStepEntries = 8192;
 constexpr int kMaxMapGrowthAttempts = 64;
 
 // A new store's replica id and incarnation, in that order: from `seed` if
-// given (a replayable simulation), else from operating-system entropy.
-// Never 0.
-std::pair<uint64_t, uint64_t> DrawIds(std::optional<uint64_t> seed) {
+// given (a replayable simulation), else from operating-system entropy; the
+// id minted from `key` (DeriveReplicaId) if it is not empty, and never
+// `avoid`. Never 0.
+std::pair<uint64_t, uint64_t> DrawIds(std::optional<uint64_t> seed, std::string_view key,
+                                      uint64_t avoid = 0) {
   std::seed_seq seeds{seed.value_or(0)};
   absl::BitGen os_random;
   std::mt19937_64 seeded(seeds);
@@ -55,7 +58,16 @@ std::pair<uint64_t, uint64_t> DrawIds(std::optional<uint64_t> seed) {
     while (v == 0) v = seed.has_value() ? seeded() : absl::Uniform<uint64_t>(os_random);
     return v;
   };
-  const uint64_t replica_id = draw();
+  if (!key.empty()) {
+    // The incarnation is the id's nonce: drawn until it mints a usable id.
+    for (;;) {
+      const uint64_t incarnation = draw();
+      const uint64_t replica_id = DeriveReplicaId(key, incarnation);
+      if (replica_id != 0 && replica_id != avoid) return {replica_id, incarnation};
+    }
+  }
+  uint64_t replica_id = draw();
+  while (replica_id == avoid) replica_id = draw();
   const uint64_t incarnation = draw();
   return {replica_id, incarnation};
 }
@@ -168,6 +180,11 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(StoreOptions options) {
   if (options.dir.empty()) {
     return absl::InvalidArgumentError("store directory is empty");
   }
+  if (options.replica_id_key.size() > kMaxReplicaIdKeyBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("replica_id_key is %d bytes; it must be at most %d",
+                        options.replica_id_key.size(), kMaxReplicaIdKeyBytes));
+  }
   if (options.max_value_bytes < 1 || options.max_value_bytes > kMaxValueBytes) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "max_value_bytes is %d; it must be 1..%d", options.max_value_bytes, kMaxValueBytes));
@@ -212,6 +229,19 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(StoreOptions options) {
   PEERKV_RETURN_IF_ERROR(store->OpenEnvironment());
   PEERKV_RETURN_IF_ERROR(store->LoadOrInitMeta());
   store->writer_ = std::thread([s = store.get()] { s->WriterLoop(); });
+  if (store->rederive_by_fork_) {
+    // A stored id not minted from the device key, with writes made under
+    // it (StoreOptions::replica_id_key): retired by a fork to a minted id.
+    // Nothing to re-stamp: the old id's writes were honest.
+    PEERKV_ASSIGN_OR_RETURN(ForkResult fork, store->Fork(UINT64_MAX, /*fresh_clock=*/false));
+    store->Log(absl::StrFormat(
+        "store in %s: replica id %016x was not minted from this data directory's device key (a "
+        "directory made by an older peerkv or without identities, or moved to a new device key): "
+        "forked to replica id %016x, minted from it; peers pull this replica again from zero, "
+        "once",
+        store->dir_->path(), fork.old_id, fork.new_id));
+    store->open_rederived_ = std::move(fork);
+  }
   if (store->options_.tombstone_collect_interval > absl::ZeroDuration()) {
     store->collector_ = std::thread([s = store.get()] { s->CollectorLoop(); });
   }
@@ -289,6 +319,7 @@ absl::Status Store::LoadOrInitMeta() {
     PEERKV_RETURN_IF_ERROR(
         tables::WriteMetaU64(txn.get(), meta_dbi_, codec::kMetaFormat, codec::kFormatVersion));
   }
+  if (format.has_value()) PEERKV_RETURN_IF_ERROR(RederiveIfUnwritten(txn.get()));
   PEERKV_RETURN_IF_ERROR(LoadRoots(txn.get()));
   PEERKV_RETURN_IF_ERROR(RecordOpen(txn.get(), &clock_floor));
   PEERKV_RETURN_IF_ERROR(LoadForgottenCheckpoints(txn.get()));
@@ -315,12 +346,36 @@ absl::Status Store::InitMeta(MDB_txn* txn) {
     return absl::DataLossError(
         absl::StrCat("store in ", dir_->path(), " has records but no format marker"));
   }
-  std::tie(replica_id_, incarnation_) = DrawIds(options_.id_seed);
+  std::tie(replica_id_, incarnation_) = DrawIds(options_.id_seed, options_.replica_id_key);
   PEERKV_RETURN_IF_ERROR(
       tables::WriteMetaU64(txn, meta_dbi_, codec::kMetaFormat, codec::kFormatVersion));
   PEERKV_RETURN_IF_ERROR(
       tables::WriteMetaU64(txn, meta_dbi_, codec::kMetaReplicaId, replica_id_));
   return tables::WriteMetaU64(txn, meta_dbi_, codec::kMetaIncarnation, incarnation_);
+}
+
+absl::Status Store::RederiveIfUnwritten(MDB_txn* txn) {
+  const std::string& key = options_.replica_id_key;
+  if (key.empty() || IsDerivedReplicaId(replica_id_, incarnation_, key)) return absl::OkStatus();
+  PEERKV_ASSIGN_OR_RETURN(const uint64_t logged, lmdb::Entries(txn, log_dbi_, "mdb_stat log"));
+  PEERKV_ASSIGN_OR_RETURN(const uint64_t records, lmdb::Entries(txn, records_dbi_, "mdb_stat"));
+  if (logged != 0 || records != 0) {
+    // Writes were made under the old id: it is retired by a fork (Open).
+    rederive_by_fork_ = true;
+    return absl::OkStatus();
+  }
+  // Nothing was ever written under the old id: no peer holds a write or a
+  // watermark of it that a fork would have to retire.
+  const uint64_t old_id = replica_id_;
+  std::tie(replica_id_, incarnation_) = DrawIds(options_.id_seed, key, old_id);
+  PEERKV_RETURN_IF_ERROR(tables::WriteMetaU64(txn, meta_dbi_, codec::kMetaReplicaId, replica_id_));
+  PEERKV_RETURN_IF_ERROR(
+      tables::WriteMetaU64(txn, meta_dbi_, codec::kMetaIncarnation, incarnation_));
+  Log(absl::StrFormat(
+      "store in %s: replica id %016x was not minted from this data directory's device key; its "
+      "log is empty, so it takes replica id %016x, minted from it",
+      dir_->path(), old_id, replica_id_.load()));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<uint64_t> Store::LoadMeta(MDB_txn* txn, uint64_t format) {

@@ -103,6 +103,18 @@ struct StoreOptions {
   // Seeds replica id and incarnation when the store is created, so a
   // simulation can be replayed exactly. nullopt: operating-system entropy.
   std::optional<uint64_t> id_seed;
+  // The public key of this data directory's device (auth/, the TLS key;
+  // at most kMaxReplicaIdKeyBytes). Non-empty: every replica id this store
+  // takes is minted from it (store/replica_id.h: DeriveReplicaId of the
+  // key and the incarnation), when the store is created and at each Fork,
+  // so a peer checks a hello's claim without state. A store whose id was
+  // not minted from it (made by an older peerkv, or without a key, or a
+  // directory moved to a new device key) takes a minted one at Open: in
+  // place if its log is empty (no write was ever made under the old id),
+  // else by a Fork (no re-stamp), so the old id is retired and its writes
+  // stay with their versions; logged, and in
+  // open_rederived(). Empty: random ids (no identities).
+  std::string replica_id_key;
   // Check the stored range fingerprints against the records once, in the
   // background, after opening, and repair them where they differ (see
   // ScrubRangeFingerprints): a store whose files were changed behind its
@@ -216,6 +228,9 @@ class Store {
     // re-stamped before it failed.
     absl::Status restamp_status;
   };
+  // The Fork Open made because the stored replica id was not minted from
+  // StoreOptions::replica_id_key (see there); nullopt if it made none.
+  const std::optional<ForkResult>& open_rederived() const { return open_rederived_; }
   // This data directory was restored from an older copy (a peer holds
   // writes of this replica id that it lacks): becomes a new replica, with a
   // new random id (never one it used before) and incarnation, durably. Its
@@ -546,13 +561,6 @@ class Store {
   // The peers waited for, with what they acknowledged, by id.
   std::vector<std::pair<uint64_t, Watermarks>> AcknowledgedPeers() const;
 
-  // Replica-id bindings (store/store_bindings.cc): which authenticated
-  // device (opaque bytes, 1..64, e.g. a public key) first claimed a replica
-  // id on a link to this replica. Local facts, not replicated. Binds
-  // `replica_id` to `device` unless it is bound already, durably (in meta)
-  // before it returns, and returns the device it is bound to: `device`, or
-  // the one that claimed it first. InvalidArgument for a bad `device`.
-  absl::StatusOr<std::string> ClaimReplicaId(uint64_t replica_id, std::string_view device);
   struct CollectResult {
     uint64_t examined = 0;
     uint64_t collected = 0;
@@ -648,6 +656,10 @@ class Store {
   // written again as new writes where unchanged since read, counted in
   // `restamped`.
   std::pair<uint64_t, uint64_t> DrawForkIds(const Lineage& lineage) const;
+  // At open (store.cc): a stored id not minted from replica_id_key is
+  // replaced in place when nothing was ever written under it, else
+  // rederive_by_fork_ is set.
+  absl::Status RederiveIfUnwritten(MDB_txn* txn);
   // Runs `apply` on the writer thread between groups (a MetaSwitch
   // request) and waits for it: what Fork and ForgetRetiredIds change.
   absl::Status RunOnWriter(absl::AnyInvocable<absl::Status()> apply);
@@ -800,6 +812,11 @@ class Store {
   mutable absl::Mutex lineage_mu_;
   Lineage lineage_ ABSL_GUARDED_BY(lineage_mu_);
   uint64_t open_nonce_ = 0;
+  // Set once by Open (see open_rederived()); read-only afterwards.
+  std::optional<ForkResult> open_rederived_;
+  // Open found a stored replica id not minted from replica_id_key and a
+  // non-empty log: it forks once the writer runs.
+  bool rederive_by_fork_ = false;
   // Destroyed after the environment is closed (in ~Store's body).
   std::unique_ptr<DataDir> dir_;
   std::unique_ptr<HybridClock> clock_;

@@ -15,6 +15,7 @@
 #include "store/codec.h"
 #include "store/group_txn.h"
 #include "store/lmdb_util.h"
+#include "store/replica_id.h"
 #include "store/store.h"
 #include "store/tables.h"
 #include "store/write_request.h"
@@ -298,6 +299,14 @@ std::pair<uint64_t, uint64_t> Store::DrawForkIds(const Lineage& lineage) const {
     return options_.id_seed.has_value() ? seeded() : absl::Uniform<uint64_t>(os_random);
   };
   uint64_t id, incarnation;
+  if (!options_.replica_id_key.empty()) {
+    // Minted from the device key: the incarnation is the id's nonce.
+    do {
+      incarnation = draw();
+      id = DeriveReplicaId(options_.replica_id_key, incarnation);
+    } while (incarnation == 0 || incarnation == incarnation_.load() || used(id));
+    return {id, incarnation};
+  }
   do id = draw();
   while (used(id));
   do incarnation = draw();

@@ -612,75 +612,56 @@ TEST_F(TlsTest, ASilentTcpClientIsClosedAfterTheHandshakeTimeout) {
   EXPECT_EQ(quick->Stop(SIGTERM), 0) << quick->Log();
 }
 
-// Replica-id bindings survive a restart, and bind both ways. Replica b
-// says hello to a; then c, a copy of b's directory with a device key of its
-// own (the same replica id, another device of the same user), claims b's
-// id after a has restarted.
-class ReplicaBindingTest : public TlsTest {
+// Replica ids are minted from the device key (README "Bound to the
+// device"). Replica b says hello to a; then c, a copy of b's directory with
+// a device key of its own (another device of the same user), starts: its
+// stored id (b's) is not minted from its key, so it forks to one that is
+// and links under it, instead of claiming b's id (which a would refuse,
+// whatever a remembers).
+class ReplicaIdTest : public TlsTest {
  protected:
   // Starts b dialling a until they hold the same data, stops b, and makes
-  // c (not started) from b's directory; then restarts a with `peers`
-  // (the fixture's server_). Fills the ids the refusal must name.
-  void BindBThenCloneIt() {
+  // c (not started) from b's directory. Fills b's replica id.
+  void SyncBThenCopyIt() {
     auto b = testing::StartReplica(dir_, "b", {server_->address()});
     ASSERT_NE(b, nullptr);
     PutOne();
     ASSERT_TRUE(testing::Converged({server_.get(), b.get()}, absl::Seconds(20)))
         << server_->Log() << b->Log();
     ASSERT_EQ(b->Stop(SIGTERM), 0);
-    RunResult id = Peerkv(dir_.Sub("b"), {"id"});
-    ASSERT_EQ(id.exit_code, 0) << id.err;
-    const size_t at = id.out.find("replica ");
-    ASSERT_NE(at, std::string::npos) << id.out;
-    replica_ = id.out.substr(at + 8, 16);
-    b_device_ = auth::DeviceId((*auth::Identity::Load(dir_.Sub("b")))->device_key().public_key());
+    b_replica_ = ReplicaOf("b");
+    ASSERT_EQ(b_replica_.size(), 16u);
     RunResult copy = testing::Run({"/bin/sh", "-c",
                                    absl::StrFormat("cp -r %s %s && rm -rf %s/keys %s/peerkv.sock",
                                                    dir_.Sub("b"), dir_.Sub("c"), dir_.Sub("c"),
                                                    dir_.Sub("c"))});
     ASSERT_EQ(copy.exit_code, 0) << copy.err;
   }
-  std::string Refusal(const std::string& c_device) const {
-    return absl::StrFormat("device %s claims replica id %s, which device %s holds", c_device,
-                           replica_, b_device_);
-  }
-  std::string CDevice() const {
-    return auth::DeviceId((*auth::Identity::Load(dir_.Sub("c")))->device_key().public_key());
+  std::string ReplicaOf(const std::string& name) {
+    RunResult id = Peerkv(dir_.Sub(name), {"id"});
+    EXPECT_EQ(id.exit_code, 0) << id.err;
+    const size_t at = id.out.find("replica ");
+    return at == std::string::npos ? "" : id.out.substr(at + 8, 16);
   }
 
-  std::string replica_;
-  std::string b_device_;
+  std::string b_replica_;
 };
 
-TEST_F(ReplicaBindingTest, AnotherDeviceClaimingABoundIdAfterARestartIsRefused) {
-  BindBThenCloneIt();
-  ASSERT_EQ(server_->Stop(SIGTERM), 0);
-  server_ = testing::StartReplica(dir_, "a");
-  ASSERT_NE(server_, nullptr);
-  const uint64_t fingerprint = testing::FingerprintOf(*server_);
+TEST_F(ReplicaIdTest, ADirectoryUnderANewDeviceKeyForksToAnIdOfThatKey) {
+  SyncBThenCopyIt();
   auto c = testing::StartReplica(dir_, "c", {server_->address()});
   ASSERT_NE(c, nullptr);
-  const std::string refusal = Refusal(CDevice());
-  EXPECT_THAT(server_->WaitForLog(refusal), HasSubstr(refusal));
-  // c hears why.
-  EXPECT_THAT(c->WaitForLog(refusal), HasSubstr("peer at " + server_->address() + " is unreachable"));
-  EXPECT_EQ(testing::FingerprintOf(*server_), fingerprint);
-  EXPECT_EQ(c->Stop(SIGTERM), 0);
-}
-
-TEST_F(ReplicaBindingTest, ThePeerADiallerMeetsIsBoundToTheDeviceItShowed) {
-  BindBThenCloneIt();
-  auto c = testing::StartReplica(dir_, "c");
-  ASSERT_NE(c, nullptr);
-  // a, restarted, dials c: c answers hello with b's replica id, bound (by
-  // b's own hello, before the restart) to b's device.
-  ASSERT_EQ(server_->Stop(SIGTERM), 0);
-  server_ = testing::StartReplica(dir_, "a", {c->address()});
-  ASSERT_NE(server_, nullptr);
-  const std::string refusal = Refusal(CDevice());
-  const std::string log = server_->WaitForLog(refusal);
-  EXPECT_THAT(log, HasSubstr("peer at " + c->address() + " is unreachable"));
-  EXPECT_THAT(log, HasSubstr(refusal));
+  const std::string forked = "was not minted from this data directory's device key";
+  EXPECT_THAT(c->WaitForLog(forked), HasSubstr("forked to replica id"));
+  std::unique_ptr<rpc::Client> to_c = testing::ConnectTo(*c);
+  ASSERT_NE(to_c, nullptr);
+  ASSERT_THAT(to_c->Put("ks", "from-c", "v"), IsOk());
+  EXPECT_TRUE(testing::Converged({server_.get(), c.get()}, absl::Seconds(20)))
+      << server_->Log() << c->Log();
+  const std::string c_replica = ReplicaOf("c");
+  EXPECT_EQ(c_replica.size(), 16u);
+  EXPECT_NE(c_replica, b_replica_);
+  EXPECT_THAT(server_->Log(), ::testing::Not(HasSubstr("claims replica id")));
   EXPECT_EQ(c->Stop(SIGTERM), 0);
 }
 

@@ -147,13 +147,12 @@ struct Replica {
   bool clone = false;
   // Identities: whose device it is, its device key and certificate (what
   // it proves on a TLS link), and per life the store's Access (its
-  // policies and groups), the replica ids bound to devices so far (as
-  // ServerLoop::BindReplica caches them) and its commit listener.
+  // policies and groups) and its commit listener. Its replica ids are
+  // minted from its device key (StoreOptions::replica_id_key).
   int user = kJane;
   std::shared_ptr<const auth::SigningKey> device;
   auth::DeviceCertificate certificate;
   std::shared_ptr<auth::StoreAccess> access;
-  std::map<uint64_t, auth::PublicKey> bound;
   int listener = -1;
   // A lying device of Josephine's (StartLiar): it claims another replica's
   // id, or serves forged records unfiltered. Not part of the checked world.
@@ -217,8 +216,10 @@ class Simulation {
     Link link{from, to, true};
     if (options_.identities) {
       if (from == liar_ && liar_claims_) {
-        // The lie: a hello with another replica's id.
+        // The lie: a hello with another replica's id and incarnation, as
+        // that replica's own hellos show them.
         from_info.replica_id = liar_claimed_id_;
+        from_info.incarnation = liar_claimed_incarnation_;
       }
       const absl::Status refused = Handshake(*replicas_[from], target, from_info, to_info, link);
       if (!refused.ok()) {
@@ -394,8 +395,9 @@ class Simulation {
 
   // The handshake of a link (rpc/peer_auth.h, then the hello's checks):
   // each side authorizes the other's device from what its user trusts;
-  // the hello's replica id is bound to the authenticated device, on both
-  // ends (ServerLoop::BindReplica, over Store::ClaimReplicaId); a friend's
+  // the hello's replica id must be minted from the authenticated device's
+  // key, on both ends (ServerLoop::BindReplica, rpc::CheckReplicaClaim:
+  // no state, so a restored replica checks as a fresh one); a friend's
   // link is filtered by each side's Access for the other's user.
   absl::Status Handshake(Replica& caller, Replica& target, PeerInfo& from_info, PeerInfo& to_info,
                          Link& link) {
@@ -405,8 +407,8 @@ class Simulation {
     absl::StatusOr<rpc::AuthenticatedPeer> at_caller =
         rpc::Authorize(users_[caller.user].trust, Credentials(target));
     if (!at_caller.ok()) return at_caller.status();
-    absl::Status bound = Bind(target, from_info.replica_id, caller.device->public_key());
-    if (bound.ok()) bound = Bind(caller, to_info.replica_id, target.device->public_key());
+    absl::Status bound = Bind(from_info, caller.device->public_key());
+    if (bound.ok()) bound = Bind(to_info, target.device->public_key());
     if (!bound.ok()) {
       ++claims_refused_;
       return bound;
@@ -431,20 +433,10 @@ class Simulation {
     }
     return absl::OkStatus();
   }
-  absl::Status Bind(Replica& r, uint64_t replica_id, const auth::PublicKey& device) {
+  // The hello `info`, shown on a link whose device is `device`.
+  absl::Status Bind(const PeerInfo& info, const auth::PublicKey& device) const {
     if (options_.break_bindings) return absl::OkStatus();
-    auto it = r.bound.find(replica_id);
-    if (it == r.bound.end()) {
-      absl::StatusOr<std::string> holder = r.store->ClaimReplicaId(replica_id, device.view());
-      if (!holder.ok()) return holder.status();
-      absl::StatusOr<auth::PublicKey> key = auth::PublicKey::FromBytes(*holder, "binding");
-      if (!key.ok()) return key.status();
-      it = r.bound.emplace(replica_id, *key).first;
-    }
-    if (it->second == device) return absl::OkStatus();
-    return absl::PermissionDeniedError(
-        absl::StrFormat("device %s claims replica id %016x, which device %s holds",
-                        auth::DeviceId(device), replica_id, auth::DeviceId(it->second)));
+    return rpc::CheckReplicaClaim(info.replica_id, info.incarnation, device);
   }
   // As ServerLoop::ReadableBy / ReservedReadableBy.
   static std::shared_ptr<const replication::KeyspaceFilter> ReadableByAccess(
@@ -676,11 +668,10 @@ class Simulation {
     liar_victim_ = victim;
     Replica& v = *replicas_[victim];
     if (liar_claims_) {
-      // The victim met the target before: its id is bound to its device.
-      // (An id the target never met is the first claimant's: README
-      // "Replica ids are bound to devices".)
+      // Whether or not the target met the victim before, or was restored
+      // since: the claim is checked against the liar's key alone.
       liar_claimed_id_ = v.store->replica_id();
-      (void)Bind(*replicas_[target], liar_claimed_id_, v.device->public_key());
+      liar_claimed_incarnation_ = v.store->incarnation();
     }
     l.dir = root_ + "/liar";
     l.peers = {absl::StrFormat("sim:%d", target)};
@@ -863,6 +854,8 @@ class Simulation {
       // device key, remote records through the merge gate. The liar keeps
       // whatever it is sent and signs nothing.
       const auth::PublicKey& user = UserKey(r.user);
+      // As serve does: replica ids minted from the device key.
+      options.replica_id_key = std::string(r.device->public_key().view());
       r.access = std::make_shared<auth::StoreAccess>(user);
       options.reserved_check = auth::ReservedCheckWithPolicies(user, r.access);
       if (r.liar) {
@@ -889,7 +882,6 @@ class Simulation {
       return false;
     }
     r.store = std::move(*store);
-    r.bound.clear();
     if (options_.identities) {
       r.access->Attach(r.store.get());
       if (!r.liar) {
@@ -1384,6 +1376,7 @@ class Simulation {
   int liar_ = -1;
   int liar_victim_ = 0;
   uint64_t liar_claimed_id_ = 0;
+  uint64_t liar_claimed_incarnation_ = 0;
   // The liar's gate lets its own forgeries in (StartLiar).
   std::atomic<bool> planting_{false};
   bool liar_claims_ = false;

@@ -75,7 +75,8 @@ struct SimOptions {
   bool identities = true;
   // Test-only breakages, each of which one of the checks above must catch
   // (tests/sim/sim_checks_test.cc): friends' links served unfiltered; the
-  // replica-id binding not enforced; no merge gate.
+  // replica-id claims not checked against the device key
+  // (rpc::CheckReplicaClaim); no merge gate.
   bool break_friend_filter = false;
   bool break_bindings = false;
   bool break_gate = false;
