@@ -287,6 +287,8 @@ int main(int argc, char** argv) {
   const double me = Median(lww_etcd_loaded);
   std::printf("median: lww PUT under direct etcd txn load %.0f/s (%.2fx of alone)\n", me,
               me / ma);
+  std::printf("store commits that did not wait for their fsync (strong merges): %llu\n",
+              static_cast<unsigned long long>((*store)->unsynced_commits()));
   (*server)->Stop();
   server->reset();
   strong.reset();
