@@ -441,7 +441,9 @@ absl::StatusOr<Version> StrongKeyspaces::Write(
   // of the machine loses it here the follower applies it again, since its
   // position is saved in the store with the records it covers (Follow).
   const Version version = result->committed.record.version;
-  absl::Status applied = Apply({result->committed.record}, /*wait_for_sync=*/false);
+  const bool wait_for_sync =
+      options_.write_waits_for_sync != nullptr && options_.write_waits_for_sync->load();
+  absl::Status applied = Apply({result->committed.record}, wait_for_sync);
   if (!applied.ok()) return applied;
   return version;
 }

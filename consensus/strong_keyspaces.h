@@ -177,6 +177,10 @@ struct StrongOptions {
   absl::Duration follow_retry = absl::Milliseconds(200);
   // Log lines (follower failures). Empty: stderr.
   std::function<void(const std::string&)> log;
+  // true: a strong write's local merge waits for its fsync, as before the
+  // follower's position moved into the store (an A/B for the benchmark;
+  // atomic, so it can change while writes run).
+  std::shared_ptr<std::atomic<bool>> write_waits_for_sync;
 };
 
 // What a read served.

@@ -1059,14 +1059,19 @@ absl::Status Store::CommitGroup(GroupTxn& txn, size_t group_bytes, bool wait_for
   PEERKV_RETURN_IF_ERROR(txn.PutMetaState(clock_->Last()));
   const absl::Time commit_start = absl::Now();
   // Only the writer thread commits, so the flag is this commit's alone.
-  // MDB_NOSYNC: neither the pages nor the meta page are flushed; the next
-  // synced commit flushes them with its own (its fdatasync covers the
-  // file), so a machine crash loses the unsynced tail only.
+  // MDB_NOMETASYNC: the pages are flushed, the meta page that makes them
+  // the current state is written but not flushed (the next synced commit
+  // flushes it). A machine crash may then lose this commit and the
+  // unsynced ones after it, never corrupt the store: the meta page cannot
+  // reach the disk before the pages it points to. MDB_NOSYNC would skip
+  // the other fsync too, but then the meta page (the file's first pages,
+  // which writeback may write first) can reach the disk before the pages,
+  // and a machine crash can leave a store that points at pages it lost.
   const bool skip_sync = !wait_for_sync && options_.sync;
-  if (skip_sync) mdb_env_set_flags(env_, MDB_NOSYNC, 1);
+  if (skip_sync) mdb_env_set_flags(env_, MDB_NOMETASYNC, 1);
   const absl::Status committed = txn.Commit();
   if (skip_sync) {
-    mdb_env_set_flags(env_, MDB_NOSYNC, 0);
+    mdb_env_set_flags(env_, MDB_NOMETASYNC, 0);
     if (committed.ok()) unsynced_commits_.fetch_add(1);
   }
   metrics::Global().commit_seconds.Observe(absl::ToDoubleSeconds(absl::Now() - commit_start));

@@ -69,12 +69,13 @@ class Index;
 // Store::MergeWith's options.
 struct MergeOptions {
   // false: acknowledged once committed and visible to reads, without
-  // waiting for the fsync (the commit's group is written with
-  // MDB_NOSYNC unless another request in it waits). A crash of the
+  // waiting for the fsync of the meta page that makes the commit durable
+  // (the commit's group is written with MDB_NOMETASYNC unless another
+  // request in it waits: one fdatasync instead of two). A crash of the
   // machine (not of the process) may then lose this commit and every
-  // later unsynced one, never an earlier synced one: for records that can
-  // be fetched again (a consensus log's committed writes). The next
-  // synced commit makes it durable too.
+  // later unsynced one, never an earlier synced one, and never corrupts
+  // the store: for records that can be fetched again (a consensus log's
+  // committed writes). The next synced commit makes it durable too.
   bool wait_for_sync = true;
   // Written to the store's meta under "ext." + first, in the merge's
   // own transaction (so it is lost or kept together with the records);
