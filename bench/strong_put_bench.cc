@@ -7,11 +7,23 @@
 // clients load the strong keyspace. Measured in rotation, medians printed
 // with their ratios.
 //
+// Each round then measures again with etcd pinned to CPU 0 and this
+// process (server, strong layer, clients, direct-etcd clients) to CPU 1
+// (sched_setaffinity on every thread of each), so etcd's own CPU is
+// separated from what peerkv's strong path takes; on a machine with fewer
+// than 2 CPUs the pinned measurements are skipped.
+//
 // Usage: strong_put_bench [--clients N] [--seconds S] [--rounds R]
 // Starts its own etcd (testing/etcd_server.h; data under $TEST_TMPDIR or
 // /var/tmp, a real disk: etcd fsyncs each write).
+#include <dirent.h>
+#include <sched.h>
+#include <sys/types.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -84,6 +96,27 @@ class TimedLog : public ConsensusLog {
   std::atomic<uint64_t> proposes_{0}, read_afters_{0}, followed_{0};
   std::atomic<int64_t> propose_ns_{0};
 };
+
+// Sets the CPU affinity of every thread of process `pid` (0: this one) to
+// `cpus`; threads it starts later inherit it from their creator. False if
+// a thread could not be pinned (one that ended meanwhile does not count).
+bool Pin(pid_t pid, const std::vector<int>& cpus) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (int cpu : cpus) CPU_SET(cpu, &set);
+  const std::string dir =
+      pid == 0 ? std::string("/proc/self/task") : absl::StrCat("/proc/", pid, "/task");
+  DIR* tasks = opendir(dir.c_str());
+  if (tasks == nullptr) return false;
+  bool ok = true;
+  while (dirent* entry = readdir(tasks)) {
+    pid_t tid = 0;
+    if (!absl::SimpleAtoi(entry->d_name, &tid)) continue;
+    if (sched_setaffinity(tid, sizeof(set), &set) != 0 && errno != ESRCH) ok = false;
+  }
+  closedir(tasks);
+  return ok;
+}
 
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -196,6 +229,8 @@ int main(int argc, char** argv) {
   if (!store.ok()) return 1;
   peerkv::consensus::StrongOptions strong_options;
   strong_options.workers = static_cast<size_t>(clients) * 2;
+  auto write_waits_for_sync = std::make_shared<std::atomic<bool>>(false);
+  strong_options.write_waits_for_sync = write_waits_for_sync;
   TimedLog timed(log->get());
   auto strong = std::make_unique<peerkv::consensus::StrongKeyspaces>(
       store->get(), &modes, &timed, strong_options);
@@ -220,7 +255,13 @@ int main(int argc, char** argv) {
               url.c_str(), address.c_str(), clients, seconds, rounds);
   const absl::Duration duration = absl::Seconds(seconds);
   std::atomic<bool> errors{false};
-  std::vector<double> lww_etcd_loaded;
+  std::vector<double> lww_etcd_loaded, strong_synced;
+  // Pinned (etcd to CPU 0, this process to CPU 1).
+  std::vector<double> p_direct_txn, p_strong, p_alone, p_loaded, p_etcd_loaded;
+  const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  const bool pinning = cpus >= 2;
+  std::vector<int> all_cpus;
+  for (int c = 0; c < cpus; ++c) all_cpus.push_back(c);
   std::vector<double> direct, direct_txn, strong_puts, layer, lww_alone, lww_loaded;
   for (int r = 0; r < rounds; ++r) {
     peerkv::bench::EtcdLoad load{.url = url, .clients = clients, .duration = duration,
@@ -243,6 +284,14 @@ int main(int argc, char** argv) {
         RunPuts(address, "strongks", clients, duration, absl::StrCat("s", r), &errors));
     std::printf("  strong PUT: %.2f ms per write, %s\n", clients * 1e3 / strong_puts.back(),
                 timed.Take().c_str());
+    // A/B: the same with each strong write's local merge waiting for its
+    // fsync (as before the merge stopped waiting).
+    write_waits_for_sync->store(true);
+    strong_synced.push_back(
+        RunPuts(address, "strongks", clients, duration, absl::StrCat("f", r), &errors));
+    write_waits_for_sync->store(false);
+    std::printf("  strong PUT, local merge waiting for its fsync: %.2f ms per write, %s\n",
+                clients * 1e3 / strong_synced.back(), timed.Take().c_str());
     layer.push_back(
         RunLayerPuts(*strong, "strongks", clients, duration, absl::StrCat("y", r), &errors));
     // Per write less Propose: the local part of StrongKeyspaces::Write
@@ -271,6 +320,47 @@ int main(int argc, char** argv) {
       txns.join();
     }
     lww_etcd_loaded.push_back(etcd_loaded);
+    if (pinning) {
+      // The same again with etcd on CPU 0 and this process on CPU 1.
+      if (!Pin((*etcd)->pid(), {0}) || !Pin(0, {1})) {
+        std::fprintf(stderr, "strong_put_bench: sched_setaffinity failed\n");
+        return 1;
+      }
+      load.key_prefix = absl::StrCat("pdirecttxn/", r, "/");
+      auto pt = peerkv::bench::RunDirectTxns(load);
+      if (!pt.ok()) {
+        std::fprintf(stderr, "direct txn: %s\n", pt.status().ToString().c_str());
+        return 1;
+      }
+      p_direct_txn.push_back(pt->writes_per_second());
+      p_strong.push_back(
+          RunPuts(address, "strongks", clients, duration, absl::StrCat("ps", r), &errors));
+      p_alone.push_back(
+          RunPuts(address, "lwwks", clients, duration, absl::StrCat("pa", r), &errors));
+      std::thread background([&] {
+        RunPuts(address, "strongks", clients, duration, absl::StrCat("pb", r), &errors);
+      });
+      p_loaded.push_back(
+          RunPuts(address, "lwwks", clients, duration, absl::StrCat("pl", r), &errors));
+      background.join();
+      peerkv::bench::EtcdLoad txn_load{.url = url, .clients = clients, .duration = duration,
+                                       .key_prefix = absl::StrCat("pbgtxn/", r, "/")};
+      std::thread txns([&] {
+        if (!peerkv::bench::RunDirectTxns(txn_load).ok()) errors = true;
+      });
+      p_etcd_loaded.push_back(
+          RunPuts(address, "lwwks", clients, duration, absl::StrCat("pe", r), &errors));
+      txns.join();
+      if (!Pin((*etcd)->pid(), all_cpus) || !Pin(0, all_cpus)) {
+        std::fprintf(stderr, "strong_put_bench: sched_setaffinity failed\n");
+        return 1;
+      }
+      std::printf("  pinned (etcd CPU 0, peerkv CPU 1): direct txn %.0f/s, strong PUT %.0f/s, lww "
+                  "PUT alone %.0f/s, under strong load %.0f/s, under direct etcd txn load %.0f/s\n",
+                  p_direct_txn.back(), p_strong.back(), p_alone.back(), p_loaded.back(),
+                  p_etcd_loaded.back());
+    }
+    std::printf("round %d: strong PUT with the local fsync %.0f/s\n", r + 1, strong_synced.back());
     std::printf("round %d: etcd direct put %.0f/s, direct txn %.0f/s, strong PUT %.0f/s (strong layer without RPC "
                 "%.0f/s), lww PUT alone %.0f/s, lww PUT under strong load %.0f/s, lww PUT under direct "
                 "etcd txn load %.0f/s\n",
@@ -284,9 +374,25 @@ int main(int argc, char** argv) {
               "direct put, %.2fx of direct txn), lww PUT alone %.0f/s, under strong load %.0f/s "
               "(%.2fx of alone)\n",
               md, mt, ms, ms / md, ms / mt, ma, ml, ml / ma);
+  const double mf = Median(strong_synced);
+  std::printf("median: strong PUT with the local merge waiting for its fsync %.0f/s (%.2fx of "
+              "direct txn); not waiting is %.2fx of waiting\n",
+              mf, mf / mt, (ms / mf));
   const double me = Median(lww_etcd_loaded);
   std::printf("median: lww PUT under direct etcd txn load %.0f/s (%.2fx of alone)\n", me,
               me / ma);
+  if (pinning) {
+    const double pt = Median(p_direct_txn), ps = Median(p_strong), pa = Median(p_alone),
+                 pl = Median(p_loaded), pe = Median(p_etcd_loaded);
+    std::printf("median pinned (etcd CPU 0, peerkv CPU 1): direct txn %.0f/s, strong PUT %.0f/s "
+                "(%.2fx of direct txn), lww PUT alone %.0f/s, under strong load %.0f/s (%.2fx of "
+                "alone), under direct etcd txn load %.0f/s (%.2fx of alone)\n",
+                pt, ps, ps / pt, pa, pl, pl / pa, pe, pe / pa);
+  } else {
+    std::printf("pinned measurements skipped: %ld CPU(s)\n", cpus);
+  }
+  std::printf("store commits that did not wait for their fsync (strong merges): %llu\n",
+              static_cast<unsigned long long>((*store)->unsynced_commits()));
   (*server)->Stop();
   server->reset();
   strong.reset();

@@ -20,6 +20,17 @@ namespace peerkv::consensus {
 namespace {
 
 constexpr size_t kFollowBatch = 1000;
+// The store's meta entry (Store::GetExtMeta) holding the follower's
+// position and the log's identity, "POSITION\nIDENTITY".
+constexpr char kPositionMeta[] = "consensus_position";
+
+bool ParsePosition(const std::string& text, uint64_t* position, std::string* identity) {
+  const size_t nl = text.find('\n');
+  if (!absl::SimpleAtoi(text.substr(0, nl), position)) return false;
+  *identity = nl == std::string::npos ? "" : text.substr(nl + 1);
+  if (!identity->empty() && identity->back() == '\n') identity->pop_back();
+  return true;
+}
 
 void Emit(const std::function<void(const std::string&)>& log,
           const std::string& line) {
@@ -232,18 +243,30 @@ std::vector<KeyspaceMode> ModeTable::List() const {
 StrongKeyspaces::StrongKeyspaces(Store* store, ModeTable* modes,
                                  ConsensusLog* log, StrongOptions options)
     : store_(store), modes_(modes), log_(log), options_(std::move(options)) {
-  if (!options_.position_file.empty()) {
+  uint64_t position = 0;
+  std::string identity;
+  absl::StatusOr<std::optional<std::string>> saved = store_->GetExtMeta(kPositionMeta);
+  if (saved.ok() && saved->has_value()) {
+    if (!ParsePosition(**saved, &position, &identity)) {
+      Emit(options_.log, "peerkv: the saved consensus position does not parse; following from 0");
+      position = 0;
+      identity.clear();
+    }
+  } else if (!options_.position_file.empty()) {
+    // Before the position moved into the store: read the old file once
+    // (it never ran ahead of the store: every merge then waited for its
+    // fsync). The next batch applied writes it into the store.
     std::ifstream in(options_.position_file);
-    uint64_t position = 0;
     if (in >> position) {
-      std::string identity;
       in.ignore(1);  // the newline after the position
       std::getline(in, identity);
-      absl::MutexLock lock(&mu_);
-      position_ = position;
-      log_identity_ = identity;
+    } else {
+      position = 0;
     }
   }
+  absl::MutexLock lock(&mu_);
+  position_ = position;
+  log_identity_ = identity;
 }
 
 StrongKeyspaces::~StrongKeyspaces() {
@@ -291,9 +314,20 @@ absl::Status StrongKeyspaces::Unreachable(const absl::Status& status) const {
       absl::StrCat(name, " cannot be reached: ", status.message()));
 }
 
-absl::Status StrongKeyspaces::Apply(std::vector<Record> records) {
-  if (records.empty()) return absl::OkStatus();
-  absl::StatusOr<MergeResult> merged = store_->Merge(std::move(records));
+absl::Status StrongKeyspaces::Apply(std::vector<Record> records, bool wait_for_sync,
+                                    std::optional<uint64_t> position) {
+  if (records.empty() && !position.has_value()) return absl::OkStatus();
+  Store::MergeOptions merge;
+  merge.wait_for_sync = wait_for_sync;
+  if (position.has_value()) {
+    std::string identity;
+    {
+      absl::MutexLock lock(&mu_);
+      identity = log_identity_;
+    }
+    merge.ext_meta.emplace(kPositionMeta, absl::StrCat(*position, "\n", identity));
+  }
+  absl::StatusOr<MergeResult> merged = store_->MergeWith(std::move(records), std::move(merge));
   if (!merged.ok()) return merged.status();
   if (!merged->refused.empty()) {
     return absl::InternalError(
@@ -402,9 +436,14 @@ absl::StatusOr<Version> StrongKeyspaces::Write(
     return absl::FailedPreconditionError(
         absl::StrCat("precondition failed: ", DescribeCurrent(current)));
   }
-  // Read-your-writes: merged here before the caller hears of it.
+  // Read-your-writes: merged here before the caller hears of it, without
+  // waiting for the fsync: the write is durable in the log, and if a crash
+  // of the machine loses it here the follower applies it again, since its
+  // position is saved in the store with the records it covers (Follow).
   const Version version = result->committed.record.version;
-  absl::Status applied = Apply({result->committed.record});
+  const bool wait_for_sync =
+      options_.write_waits_for_sync != nullptr && options_.write_waits_for_sync->load();
+  absl::Status applied = Apply({result->committed.record}, wait_for_sync);
   if (!applied.ok()) return applied;
   return version;
 }
@@ -426,7 +465,8 @@ absl::StatusOr<StrongRead> StrongKeyspaces::Read(std::string_view keyspace,
           log_->Read(keyspace, key, options_.timeout);
       if (!committed.ok()) return Unreachable(committed.status());
       if (committed->has_value()) {
-        absl::Status applied = Apply({(*committed)->record});
+        // Committed in the log: no need to wait for the fsync here (Write).
+        absl::Status applied = Apply({(*committed)->record}, /*wait_for_sync=*/false);
         if (!applied.ok()) return applied;
       }
     }
@@ -557,6 +597,12 @@ StrongKeyspaces::Status StrongKeyspaces::GetStatus() const {
   return s;
 }
 
+bool StrongKeyspaces::AwaitPosition(uint64_t position, absl::Duration timeout) const {
+  absl::MutexLock lock(&mu_);
+  auto reached = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return position_ >= position; };
+  return mu_.AwaitWithTimeout(absl::Condition(&reached), timeout);
+}
+
 void StrongKeyspaces::Follow() {
   bool failing = false;
   while (true) {
@@ -576,6 +622,11 @@ void StrongKeyspaces::Follow() {
       // Most were merged already by the Write that proposed them: merging
       // them again would cost the store's single writer a group for
       // nothing (it would keep the register as it is).
+      // A record held here may be in a commit that did not wait for its
+      // fsync (Write); the position goes into the store in the same
+      // transaction as the records it covers, synced, which flushes every
+      // earlier commit too. So a saved position never runs ahead of what a
+      // crash of the machine leaves in the store: a lost tail is read again.
       std::vector<Record> records;
       records.reserve(batch->size());
       for (const Committed& c : *batch) {
@@ -584,7 +635,13 @@ void StrongKeyspaces::Follow() {
         if (held.ok() && held->has_value() && (*held)->version >= c.record.version) continue;
         records.push_back(c.record);
       }
-      status = Apply(std::move(records));
+      status = Apply(std::move(records), /*wait_for_sync=*/true, batch->back().position);
+      if (!status.ok() && !absl::IsUnavailable(status)) {
+        // The records were refused (or quarantined) but the position was
+        // committed with them: put it back, so the batch is read again.
+        absl::Status back = Apply({}, /*wait_for_sync=*/true, after);
+        if (!back.ok()) status = back;
+      }
     }
     if (!status.ok()) {
       if (!failing) {
@@ -607,15 +664,12 @@ void StrongKeyspaces::Follow() {
     }
     uint64_t position = after;
     if (!batch->empty()) position = batch->back().position;
-    std::string identity;
     {
       absl::MutexLock lock(&mu_);
       position_ = position;
       applied_ += batch->size();
       if (batch->size() < kFollowBatch) caught_up_ = asked;
-      identity = log_identity_;
     }
-    if (!batch->empty()) SavePosition(position, identity);
   }
 }
 
@@ -639,18 +693,12 @@ bool StrongKeyspaces::LogWasRecreated() {
        absl::StrCat("peerkv: ", log_->Describe(), " is not the log this replica followed (",
                     now, ", was ", before,
                     "): it was recreated; reading its committed writes again from the start"));
-  SavePosition(position, now);
-  return true;
-}
-
-void StrongKeyspaces::SavePosition(uint64_t position, const std::string& identity) const {
-  if (options_.position_file.empty()) return;
-  const std::string tmp = options_.position_file + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << position << "\n" << identity << "\n";
+  absl::Status saved = Apply({}, /*wait_for_sync=*/true, position);
+  if (!saved.ok()) {
+    Emit(options_.log, absl::StrCat("peerkv: saving the consensus position failed: ",
+                                    saved.message()));
   }
-  std::rename(tmp.c_str(), options_.position_file.c_str());
+  return true;
 }
 
 }  // namespace peerkv::consensus

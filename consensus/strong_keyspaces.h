@@ -159,10 +159,13 @@ struct StrongOptions {
   // Bound of every strong write, linearizable read and mode switch: past
   // it the caller gets Unavailable naming the service.
   absl::Duration timeout = absl::Seconds(2);
-  // Where the follower keeps its log position and the log's identity
-  // (rewritten after each batch it applies). Empty: not kept; it starts
-  // from 0 (applying is idempotent). A log whose identity differs from the
-  // saved one (a recreated etcd) is followed from 0 again.
+  // The follower keeps its log position and the log's identity in the
+  // store's meta, written in the same transaction as the committed writes
+  // it applies (so a store that lost its unsynced tail in a crash reads
+  // that tail from the log again). This names the file older versions kept
+  // them in: read once, when the store holds no position yet. A log whose
+  // identity differs from the saved one (a recreated etcd) is followed
+  // from 0 again.
   std::string position_file;
   // Threads that run blocking strong calls for callers on an event loop
   // (Submit), and how many calls may wait for one.
@@ -174,6 +177,10 @@ struct StrongOptions {
   absl::Duration follow_retry = absl::Milliseconds(200);
   // Log lines (follower failures). Empty: stderr.
   std::function<void(const std::string&)> log;
+  // true: a strong write's local merge waits for its fsync, as before the
+  // follower's position moved into the store (an A/B for the benchmark;
+  // atomic, so it can change while writes run).
+  std::shared_ptr<std::atomic<bool>> write_waits_for_sync;
 };
 
 // What a read served.
@@ -251,15 +258,20 @@ class StrongKeyspaces {
     absl::Duration staleness = absl::InfiniteDuration();
   };
   Status GetStatus() const;
+  // Waits up to `timeout` until the follower has applied (and saved) every
+  // committed write up to `position`; false if it has not by then.
+  bool AwaitPosition(uint64_t position, absl::Duration timeout) const;
 
  private:
   void Follow();
   void Work();
   // Merges committed records here; Internal if one was refused.
-  absl::Status Apply(std::vector<Record> records);
+  // `wait_for_sync` false: acknowledged before the fsync (Store::MergeOptions).
+  // `position`: the follower's position, written (with the log's identity)
+  // into the store in the same transaction as the records.
+  absl::Status Apply(std::vector<Record> records, bool wait_for_sync = true,
+                     std::optional<uint64_t> position = std::nullopt);
   absl::Duration Staleness() const;
-  // Writes position and log identity to options_.position_file.
-  void SavePosition(uint64_t position, const std::string& identity) const;
   // True if the log is not the one our position is in (recreated): the
   // position goes back to 0, logged.
   bool LogWasRecreated();

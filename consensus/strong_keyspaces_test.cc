@@ -3,12 +3,15 @@
 // follower, and lww -> strong -> lww.
 #include "consensus/strong_keyspaces.h"
 
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/macros.h"
@@ -38,10 +41,13 @@ Precondition None() { return Precondition{}; }
 // One replica: a store whose merge filter is its mode table, and its strong
 // layer over a shared log (nullptr: none).
 struct Replica {
-  explicit Replica(ConsensusLog* log, bool start = true, bool keep_position = false) {
+  // `db`: the store's directory (empty: one of its own); `sync`: the
+  // store's fsync at commit (StoreOptions::sync).
+  explicit Replica(ConsensusLog* log, bool start = true, bool keep_position = false,
+                   const std::string& db = "", bool sync = false) {
     StoreOptions options;
-    options.dir = dir.Sub("db");
-    options.sync = false;
+    options.dir = db.empty() ? dir.Sub("db") : db;
+    options.sync = sync;
     options.scrub_at_open = false;
     modes.AttachTo(&options);
     modes.SetLog([](const std::string&) {});
@@ -56,7 +62,7 @@ struct Replica {
       absl::MutexLock lock(&log_mu);
       log_lines.push_back(line);
     };
-    if (keep_position) strong_options.position_file = dir.Sub("consensus-position");
+    if (keep_position) strong_options.position_file = options.dir + "-consensus-position";
     strong = std::make_unique<StrongKeyspaces>(store.get(), &modes, log,
                                                strong_options);
     if (start) strong->Start();
@@ -377,14 +383,69 @@ TEST(StrongKeyspacesTest, ARecreatedLogIsFollowedFromItsStart) {
   EXPECT_THAT(logged, ::testing::Contains(::testing::HasSubstr(
                           "is not the log this replica followed (fake log 2, was fake log 1)")));
   // The saved position is one in the new log, with its identity.
-  std::ifstream in(b.dir.Sub("consensus-position"));
+  absl::StatusOr<std::optional<std::string>> saved = b.store->GetExtMeta("consensus_position");
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  ASSERT_TRUE(saved->has_value());
+  const std::vector<std::string> parts = absl::StrSplit(**saved, '\n');
+  ASSERT_EQ(parts.size(), 2u) << **saved;
   uint64_t position = 0;
-  std::string identity;
-  ASSERT_TRUE(in >> position);
-  in.ignore(1);
-  std::getline(in, identity);
-  EXPECT_EQ(identity, "fake log 2");
+  ASSERT_TRUE(absl::SimpleAtoi(parts[0], &position)) << **saved;
+  EXPECT_EQ(parts[1], "fake log 2");
   EXPECT_LE(position, log.History().size());
+}
+
+bool AwaitPosition(StrongKeyspaces& strong, uint64_t position) {
+  return strong.AwaitPosition(position, absl::Seconds(10));
+}
+
+// A strong write is acknowledged once merged here, before the fsync. A
+// crash of the machine that loses that commit (simulated: the store's
+// files put back as they were before it, the position with them) must not
+// lose the write: the follower's position is in the same store, so it is
+// behind the write again and reads it from the log. With the position kept
+// in a file beside the store (as before), the file survives the loss, is
+// past the write, and the write never comes back.
+TEST(StrongKeyspacesTest, AStrongWriteLostLocallyComesBackFromTheLog) {
+  FakeConsensusLog log;
+  peerkv::testing::TempDir top("strong-lost");
+  const std::string db = top.Sub("db");
+  const std::string before = top.Sub("before");
+  Version ann;
+  {
+    Replica a(&log, /*start=*/true, /*keep_position=*/true, db, /*sync=*/true);
+    ASSERT_TRUE(a.strong->SetMode("users", Mode::kStrong).ok());
+    absl::StatusOr<Version> v = a.strong->Write(Put("users", "ann", "x"), IfAbsent());
+    ASSERT_TRUE(v.ok()) << v.status();
+    ann = *v;
+    ASSERT_TRUE(AwaitPosition(*a.strong, log.History().size()));
+  }
+  std::filesystem::copy(db, before, std::filesystem::copy_options::recursive);
+  Version bob;
+  {
+    // The follower starts after the write, so the write's own merge is
+    // the one that commits it.
+    Replica a(&log, /*start=*/false, /*keep_position=*/true, db, /*sync=*/true);
+    absl::StatusOr<Version> v = a.strong->Write(Put("users", "bob", "y"), IfAbsent());
+    ASSERT_TRUE(v.ok()) << v.status();
+    bob = *v;
+    // Acknowledged without waiting for the fsync.
+    EXPECT_EQ(a.store->unsynced_commits(), 1u);
+    // The follower moves past it (the register holds it already).
+    a.strong->Start();
+    ASSERT_TRUE(AwaitPosition(*a.strong, log.History().size()));
+  }
+  // The machine crashed before the commits after `before` reached the disk.
+  std::filesystem::remove_all(db);
+  std::filesystem::rename(before, db);
+  Replica a(&log, /*start=*/false, /*keep_position=*/true, db, /*sync=*/true);
+  absl::StatusOr<std::optional<Record>> lost = a.store->Get("users", "bob");
+  ASSERT_TRUE(lost.ok());
+  ASSERT_FALSE(lost->has_value()) << "the simulated crash did not lose the write";
+  a.strong->Start();
+  EXPECT_TRUE(a.AwaitVersion("users", "bob", bob));
+  absl::StatusOr<std::optional<Record>> kept = a.store->Get("users", "ann");
+  ASSERT_TRUE(kept.ok() && kept->has_value());
+  EXPECT_EQ((*kept)->version, ann);
 }
 
 TEST(StrongKeyspacesTest, BarrierRefusesLwwWritesAfterTheSwitchOnly) {

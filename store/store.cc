@@ -585,11 +585,45 @@ void Store::MergeAsync(std::vector<Record> batch,
               /*wait_for_room=*/false, std::nullopt, from);
 }
 
+namespace {
+constexpr char kExtMetaPrefix[] = "ext.";
+}  // namespace
+
+absl::StatusOr<MergeResult> Store::MergeWith(std::vector<Record> batch, MergeOptions options) {
+  if (options.ext_meta.has_value() &&
+      (options.ext_meta->first.empty() || options.ext_meta->first.size() > 64 ||
+       options.ext_meta->second.size() > 4096)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "ext meta name must be 1..64 bytes (is %d) and its value at most 4096 (is %d)",
+        options.ext_meta->first.size(), options.ext_meta->second.size()));
+  }
+  absl::Notification finished;
+  absl::StatusOr<MergeResult> result;
+  SubmitMerge(std::move(batch), std::nullopt,
+              [&](absl::StatusOr<MergeResult> r) {
+                result = std::move(r);
+                finished.Notify();
+              },
+              /*wait_for_room=*/true, std::nullopt, MergeSource::kOwnDevice, std::move(options));
+  finished.WaitForNotification();
+  return result;
+}
+
+absl::StatusOr<std::optional<std::string>> Store::GetExtMeta(std::string_view name) const {
+  ReadTxn txn(*this);
+  PEERKV_RETURN_IF_ERROR(txn.Begin());
+  PEERKV_ASSIGN_OR_RETURN(
+      const std::optional<std::string_view> stored,
+      lmdb::Get(txn.get(), meta_dbi_, absl::StrCat(kExtMetaPrefix, std::string(name)), "read ext meta"));
+  if (!stored.has_value()) return std::nullopt;
+  return std::string(*stored);
+}
+
 void Store::SubmitMerge(std::vector<Record> batch,
                         std::optional<CheckpointUpdate> checkpoint,
                         MergeCallback done, bool wait_for_room,
                         std::optional<std::optional<BootstrapMarker>> bootstrap,
-                        MergeSource from) {
+                        MergeSource from, MergeOptions extra) {
   const size_t max_records = bootstrap.has_value() ? kMaxSnapshotRecords : kMaxBatchRecords;
   if (batch.size() > max_records) {
     done(absl::InvalidArgumentError(absl::StrFormat(
@@ -616,6 +650,11 @@ void Store::SubmitMerge(std::vector<Record> batch,
   request->records = remote.records.size();
   remote.checkpoint = std::move(checkpoint);
   Watermarks retired_marks;
+  remote.wait_for_sync = extra.wait_for_sync;
+  if (extra.ext_meta.has_value()) {
+    remote.ext_meta.emplace(absl::StrCat(kExtMetaPrefix, extra.ext_meta->first),
+                            std::move(extra.ext_meta->second));
+  }
   if (remote.checkpoint.has_value() && !remote.checkpoint->watermarks.empty()) {
     // No claim for an id whose claims cannot be trusted (see Distrusts).
     absl::MutexLock lock(&watermarks_mu_);
@@ -632,7 +671,7 @@ void Store::SubmitMerge(std::vector<Record> batch,
     }
   }
   if (remote.records.empty() && remote.too_far_ahead.empty() && !remote.checkpoint.has_value() &&
-      !remote.sets_bootstrap) {
+      !remote.sets_bootstrap && !remote.ext_meta.has_value()) {
     done(std::move(remote.result));
     return;
   }
@@ -867,7 +906,14 @@ absl::Status Store::TryApplyGroup(Group& group, GroupTxn& txn, size_t group_byte
     HoldClaims(txn);
     return absl::OkStatus();
   }
-  return CommitGroup(txn, group_bytes);
+  // A group waits for its fsync unless every request in it is a merge
+  // that asked not to (MergeOptions::wait_for_sync).
+  bool wait_for_sync = false;
+  for (const auto& request : group) {
+    const auto* batch = std::get_if<RemoteBatch>(&request->kind);
+    if (batch == nullptr || batch->wait_for_sync) wait_for_sync = true;
+  }
+  return CommitGroup(txn, group_bytes, wait_for_sync);
 }
 
 absl::StatusOr<std::optional<Version>> Store::StampLocal(GroupTxn& txn, const Mutation& m) {
@@ -938,6 +984,9 @@ absl::Status Store::ApplyRemoteBatch(GroupTxn& txn, RemoteBatch& batch) {
     PEERKV_ASSIGN_OR_RETURN(const bool won, batch.append ? txn.ApplyRemoteAppend(remote, source)
                                                          : txn.ApplyRemote(remote, source));
     if (won) ++batch.result.won;
+  }
+  if (batch.ext_meta.has_value()) {
+    PEERKV_RETURN_IF_ERROR(txn.PutMeta(batch.ext_meta->first, batch.ext_meta->second));
   }
   if (batch.sets_bootstrap) {
     PEERKV_RETURN_IF_ERROR(batch.bootstrap.has_value()
@@ -1050,7 +1099,7 @@ Watermarks Store::CapClaims(const Watermarks& claims, const GroupTxn* txn) const
   return capped;
 }
 
-absl::Status Store::CommitGroup(GroupTxn& txn, size_t group_bytes) {
+absl::Status Store::CommitGroup(GroupTxn& txn, size_t group_bytes, bool wait_for_sync) {
   Watermarks watermarks;
   bool write_watermarks;
   // Never a claim that covers a record in quarantine (one this
@@ -1078,7 +1127,22 @@ absl::Status Store::CommitGroup(GroupTxn& txn, size_t group_bytes) {
   PEERKV_RETURN_IF_ERROR(JournalConflicts(txn, &journaled));
   PEERKV_RETURN_IF_ERROR(txn.PutMetaState(clock_->Last()));
   const absl::Time commit_start = absl::Now();
+  // Only the writer thread commits, so the flag is this commit's alone.
+  // MDB_NOMETASYNC: the pages are flushed, the meta page that makes them
+  // the current state is written but not flushed (the next synced commit
+  // flushes it). A machine crash may then lose this commit and the
+  // unsynced ones after it, never corrupt the store: the meta page cannot
+  // reach the disk before the pages it points to. MDB_NOSYNC would skip
+  // the other fsync too, but then the meta page (the file's first pages,
+  // which writeback may write first) can reach the disk before the pages,
+  // and a machine crash can leave a store that points at pages it lost.
+  const bool skip_sync = !wait_for_sync && options_.sync;
+  if (skip_sync) mdb_env_set_flags(env_, MDB_NOMETASYNC, 1);
   const absl::Status committed = txn.Commit();
+  if (skip_sync) {
+    mdb_env_set_flags(env_, MDB_NOMETASYNC, 0);
+    if (committed.ok()) unsynced_commits_.fetch_add(1);
+  }
   metrics::Global().commit_seconds.Observe(absl::ToDoubleSeconds(absl::Now() - commit_start));
   // A full map is not a full disk: CommitWrites grows it and retries.
   if (lmdb::IsMapFull(committed)) return committed;

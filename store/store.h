@@ -66,6 +66,23 @@ namespace conflicts {
 class Index;
 }  // namespace conflicts
 
+// Store::MergeWith's options.
+struct MergeOptions {
+  // false: acknowledged once committed and visible to reads, without
+  // waiting for the fsync of the meta page that makes the commit durable
+  // (the commit's group is written with MDB_NOMETASYNC unless another
+  // request in it waits: one fdatasync instead of two). A crash of the
+  // machine (not of the process) may then lose this commit and every
+  // later unsynced one, never an earlier synced one, and never corrupts
+  // the store: for records that can be fetched again (a consensus log's
+  // committed writes). The next synced commit makes it durable too.
+  bool wait_for_sync = true;
+  // Written to the store's meta under "ext." + first, in the merge's
+  // own transaction (so it is lost or kept together with the records);
+  // committed even when no record wins. Read with GetExtMeta.
+  std::optional<std::pair<std::string, std::string>> ext_meta;
+};
+
 struct StoreOptions {
   // Directory of the LMDB environment; created (with parents) if missing.
   std::string dir;
@@ -359,6 +376,13 @@ class Store {
       std::optional<CheckpointUpdate> checkpoint = std::nullopt,
       MergeSource from = MergeSource::kOwnDevice);
   using MergeCallback = absl::AnyInvocable<void(absl::StatusOr<MergeResult>)>;
+  // Merge with `options` (the consensus layer's; no checkpoint).
+  using MergeOptions = ::peerkv::MergeOptions;
+  absl::StatusOr<MergeResult> MergeWith(std::vector<Record> batch, MergeOptions options);
+  // A value written by MergeOptions::ext_meta (nullopt: never written).
+  absl::StatusOr<std::optional<std::string>> GetExtMeta(std::string_view name) const;
+  // Merges (and commits) that did not wait for their fsync, since open.
+  uint64_t unsynced_commits() const { return unsynced_commits_.load(); }
   void MergeAsync(std::vector<Record> batch,
                   std::optional<CheckpointUpdate> checkpoint,
                   MergeCallback done, MergeSource from = MergeSource::kOwnDevice);
@@ -692,7 +716,8 @@ class Store {
                    std::optional<CheckpointUpdate> checkpoint,
                    MergeCallback done, bool wait_for_room,
                    std::optional<std::optional<BootstrapMarker>> bootstrap = std::nullopt,
-                   MergeSource from = MergeSource::kOwnDevice);
+                   MergeSource from = MergeSource::kOwnDevice,
+                   MergeOptions extra = {});
   // Moves the records of `batch` that are valid and within the skew limit
   // into `out.records`, lists the others in `out.result.refused`; returns
   // the bytes admitted.
@@ -746,7 +771,9 @@ class Store {
   absl::Status ApplyRestamp(writer::GroupTxn& txn, writer::RestampBatch& batch);
   // Writes the claimed and held checkpoints and watermarks and the meta
   // state, and commits.
-  absl::Status CommitGroup(writer::GroupTxn& txn, size_t group_bytes);
+  // `wait_for_sync` false: committed without fsync (MergeOptions).
+  absl::Status CommitGroup(writer::GroupTxn& txn, size_t group_bytes,
+                           bool wait_for_sync = true);
   // Keeps what a group that changed nothing claimed, for the next commit.
   void HoldClaims(const writer::GroupTxn& txn);
   void Publish(const writer::GroupTxn& txn);
@@ -937,6 +964,7 @@ class Store {
   std::atomic<uint64_t> stale_refused_{0};
   // Records the merge gate refused (StoreOptions::record_gate).
   mutable std::atomic<uint64_t> gate_refused_{0};
+  std::atomic<uint64_t> unsynced_commits_{0};
   std::atomic<uint64_t> tombstones_held_{0};
   std::atomic<uint64_t> tombstones_held_by_{0};
   std::atomic<uint64_t> tombstones_held_by_count_{0};

@@ -50,6 +50,10 @@ struct RemoteBatch {
   bool append = false;
   bool sets_bootstrap = false;
   std::optional<BootstrapMarker> bootstrap;
+  // Store::MergeOptions: false lets the group commit without fsync if no
+  // other request in it waits for one; a meta entry to write with it.
+  bool wait_for_sync = true;
+  std::optional<std::pair<std::string, std::string>> ext_meta;
   // The result: records refused at submission, and (recomputed on every
   // attempt) how many won.
   MergeResult result;

@@ -54,6 +54,41 @@ class EtcdConsensusLogTest : public ::testing::Test {
     log_ = *std::move(log);
   }
 
+  // Another log object of the same etcd (as another replica holds one).
+  std::unique_ptr<EtcdConsensusLog> NewLog() {
+    auto log = EtcdConsensusLog::Create({etcd_->client_url()});
+    EXPECT_TRUE(log.ok()) << log.status();
+    return log.ok() ? *std::move(log) : nullptr;
+  }
+
+  // Adds 1 to the decimal counter under `key` `increments` times through
+  // `log`, each a read and a compare-and-set on the version read (if-absent
+  // for the first), again while the compare fails (bounded). The first
+  // error of the log, if any.
+  static absl::Status IncrementByCas(ConsensusLog& log, const std::string& key, uint64_t origin,
+                                     int increments) {
+    for (int done = 0, attempts = 0; done < increments; ++attempts) {
+      if (attempts == 10000) return absl::DeadlineExceededError("10000 attempts");
+      auto current = log.Read("names", key, kTimeout);
+      if (!current.ok()) return current.status();
+      Proposal p = Put(key, "");
+      p.origin = origin;
+      int value = 0;
+      if (current->has_value()) {
+        value = std::stoi((*current)->record.value);
+        p.precondition.kind = Precondition::Kind::kIfVersion;
+        p.precondition.version = (*current)->record.version;
+      } else {
+        p.precondition.kind = Precondition::Kind::kIfAbsent;
+      }
+      p.value = std::to_string(value + 1);
+      auto r = log.Propose(p, kTimeout);
+      if (!r.ok()) return r.status();
+      if (r->applied) ++done;
+    }
+    return absl::OkStatus();
+  }
+
   ProposeResult MustPropose(const Proposal& p) {
     auto r = log_->Propose(p, kTimeout);
     EXPECT_TRUE(r.ok()) << r.status();
@@ -148,13 +183,13 @@ TEST_F(EtcdConsensusLogTest, PreconditionsAreCheckedAgainstTheLastCommit) {
 // before its txn; another writer makes that memory stale. The txn's compare
 // must catch it either way.
 TEST_F(EtcdConsensusLogTest, AStaleMemoryOfTheKeyNeverDecidesAnOutcome) {
-  auto other = EtcdConsensusLog::Create({etcd_->client_url()});
-  ASSERT_TRUE(other.ok());
+  std::unique_ptr<EtcdConsensusLog> other = NewLog();
+  ASSERT_NE(other, nullptr);
   ProposeResult mine = MustPropose(Put("k", "mine"));
   ASSERT_TRUE(mine.applied);
   Proposal p = Put("k", "theirs");
   p.origin = 8;
-  auto theirs = (*other)->Propose(p, kTimeout);
+  auto theirs = other->Propose(p, kTimeout);
   ASSERT_TRUE(theirs.ok() && theirs->applied);
 
   // Holds against the memory (mine), not against etcd (theirs): refused,
@@ -168,15 +203,15 @@ TEST_F(EtcdConsensusLogTest, AStaleMemoryOfTheKeyNeverDecidesAnOutcome) {
   EXPECT_EQ(refused.current->record.value, "theirs");
 
   // Fails against the memory, holds against etcd: applied.
-  (void)(*other)->Propose(p, kTimeout);  // theirs again, newer
-  auto now = (*other)->Read("names", "k", kTimeout);
+  (void)other->Propose(p, kTimeout);  // theirs again, newer
+  auto now = other->Read("names", "k", kTimeout);
   ASSERT_TRUE(now.ok() && now->has_value());
   // Make this object's memory stale again first.
   Proposal mine2 = Put("k", "mine2");
   ProposeResult m2 = MustPropose(mine2);
   ASSERT_TRUE(m2.applied);
   p.value = "theirs3";
-  auto theirs3 = (*other)->Propose(p, kTimeout);
+  auto theirs3 = other->Propose(p, kTimeout);
   ASSERT_TRUE(theirs3.ok() && theirs3->applied);
   Proposal fresh = Put("k", "fresh");
   fresh.precondition.kind = Precondition::Kind::kIfVersion;
@@ -187,7 +222,7 @@ TEST_F(EtcdConsensusLogTest, AStaleMemoryOfTheKeyNeverDecidesAnOutcome) {
 
   // Unconditional over a stale memory: applied, after the other's write.
   p.value = "theirs4";
-  auto theirs4 = (*other)->Propose(p, kTimeout);
+  auto theirs4 = other->Propose(p, kTimeout);
   ASSERT_TRUE(theirs4.ok() && theirs4->applied);
   ProposeResult last = MustPropose(Put("k", "last", 1));
   ASSERT_TRUE(last.applied);
@@ -196,7 +231,7 @@ TEST_F(EtcdConsensusLogTest, AStaleMemoryOfTheKeyNeverDecidesAnOutcome) {
 
   // If-absent on a key this object never saw but etcd has: refused.
   p.key = "only-theirs";
-  ASSERT_TRUE((*other)->Propose(p, kTimeout).ok());
+  ASSERT_TRUE(other->Propose(p, kTimeout).ok());
   Proposal absent = Put("only-theirs", "x");
   absent.precondition.kind = Precondition::Kind::kIfAbsent;
   ProposeResult taken = MustPropose(absent);
@@ -214,34 +249,10 @@ TEST_F(EtcdConsensusLogTest, ConcurrentCompareAndSetIncrementsLoseNothing) {
   std::atomic<int> failures{0};
   for (int c = 0; c < kClients; ++c) {
     threads.emplace_back([&, c] {
-      auto log = EtcdConsensusLog::Create({etcd_->client_url()});
-      if (!log.ok()) {
+      std::unique_ptr<EtcdConsensusLog> log = NewLog();
+      if (log == nullptr ||
+          !IncrementByCas(*log, "counter", static_cast<uint64_t>(c + 1), kIncrements).ok()) {
         ++failures;
-        return;
-      }
-      for (int done = 0, attempts = 0; done < kIncrements && attempts < 10000; ++attempts) {
-        auto current = (*log)->Read("names", "counter", kTimeout);
-        if (!current.ok()) {
-          ++failures;
-          return;
-        }
-        Proposal p = Put("counter", "");
-        p.origin = static_cast<uint64_t>(c + 1);
-        int value = 0;
-        if (current->has_value()) {
-          value = std::stoi((*current)->record.value);
-          p.precondition.kind = Precondition::Kind::kIfVersion;
-          p.precondition.version = (*current)->record.version;
-        } else {
-          p.precondition.kind = Precondition::Kind::kIfAbsent;
-        }
-        p.value = std::to_string(value + 1);
-        auto r = (*log)->Propose(p, kTimeout);
-        if (!r.ok()) {
-          ++failures;
-          return;
-        }
-        if (r->applied) ++done;
       }
     });
   }
@@ -269,29 +280,8 @@ TEST_F(EtcdConsensusLogTest, SharedTxnsOfOneLogLoseNothingAndReadAfterKeepsRevis
   std::map<std::string, ProposeResult> committed;
   for (int c = 0; c < kCounters; ++c) {
     threads.emplace_back([&, c] {
-      for (int done = 0, attempts = 0; done < kIncrements && attempts < 10000; ++attempts) {
-        auto current = log_->Read("names", "counter", kTimeout);
-        if (!current.ok()) {
-          ++failures;
-          return;
-        }
-        Proposal p = Put("counter", "");
-        p.origin = static_cast<uint64_t>(c + 1);
-        int value = 0;
-        if (current->has_value()) {
-          value = std::stoi((*current)->record.value);
-          p.precondition.kind = Precondition::Kind::kIfVersion;
-          p.precondition.version = (*current)->record.version;
-        } else {
-          p.precondition.kind = Precondition::Kind::kIfAbsent;
-        }
-        p.value = std::to_string(value + 1);
-        auto r = log_->Propose(p, kTimeout);
-        if (!r.ok()) {
-          ++failures;
-          return;
-        }
-        if (r->applied) ++done;
+      if (!IncrementByCas(*log_, "counter", static_cast<uint64_t>(c + 1), kIncrements).ok()) {
+        ++failures;
       }
     });
   }
@@ -473,10 +463,10 @@ TEST_F(EtcdConsensusLogTest, TheLogIdentityOutlivesARestartButNotARecreation) {
   const std::string first = log_->LogIdentity();
   EXPECT_THAT(first, ::testing::StartsWith("etcd log "));
   // A second follower of the same etcd (another replica) sees the same log.
-  auto other = EtcdConsensusLog::Create({etcd_->client_url()});
-  ASSERT_TRUE(other.ok());
-  ASSERT_TRUE((*other)->ReadAfter(0, 10, kFollowWait).ok());
-  EXPECT_EQ((*other)->LogIdentity(), first);
+  std::unique_ptr<EtcdConsensusLog> other = NewLog();
+  ASSERT_NE(other, nullptr);
+  ASSERT_TRUE(other->ReadAfter(0, 10, kFollowWait).ok());
+  EXPECT_EQ(other->LogIdentity(), first);
   // The marker key is not a record: ReadAfter returns none.
   auto none = log_->ReadAfter(0, 10, absl::Milliseconds(100));
   ASSERT_TRUE(none.ok());
