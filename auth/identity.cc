@@ -16,6 +16,7 @@
 #include "absl/time/time.h"
 #include "auth/ids.h"
 #include "auth/policy.h"
+#include "common/files.h"
 #include "common/macros.h"
 
 namespace peerkv::auth {
@@ -322,27 +323,7 @@ absl::StatusOr<std::unique_ptr<Identity>> Identity::Load(const std::string& data
 
 absl::Status Identity::SaveUserFile() const {
   const std::string path = keys_dir_ + "/" + kUserFile;
-  const std::string tmp = absl::StrFormat("%s.tmp.%d", path, ::getpid());
-  const std::string text = Cat({UserId(user_), "\n", user_name_, "\n"});
-  ::unlink(tmp.c_str());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) {
-    return absl::FailedPreconditionError(absl::StrFormat("create %s: %s", tmp, strerror(errno)));
-  }
-  const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
-                  ::fsync(fd) == 0;
-  const int err = errno;
-  ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    return absl::InternalError(absl::StrFormat("write %s: %s", path, strerror(ok ? errno : err)));
-  }
-  const int dir_fd = ::open(keys_dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd >= 0) {
-    ::fsync(dir_fd);
-    ::close(dir_fd);
-  }
-  return absl::OkStatus();
+  return ReplaceFile(path, Cat({UserId(user_), "\n", user_name_, "\n"}), 0600);
 }
 
 namespace {

@@ -20,6 +20,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "auth/keys.h"
+#include "common/files.h"
 #include "common/macros.h"
 
 namespace peerkv::auth {
@@ -113,35 +114,7 @@ absl::Status TokenStore::Save(const std::vector<Entry>& entries) const {
     absl::StrAppendFormat(&text, "%s\t%d\t%s\n", e.name, e.created_unix,
                           absl::BytesToHexString(e.hash));
   }
-  const std::string tmp = absl::StrFormat("%s.tmp.%d", path_, ::getpid());
-  ::unlink(tmp.c_str());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) {
-    return absl::FailedPreconditionError(absl::StrFormat("create %s: %s", tmp, Errno(errno)));
-  }
-  absl::Status status;
-  size_t done = 0;
-  while (done < text.size() && status.ok()) {
-    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) status = absl::InternalError(absl::StrFormat("write %s: %s", tmp, Errno(errno)));
-    else done += static_cast<size_t>(n);
-  }
-  if (status.ok() && ::fsync(fd) != 0) {
-    status = absl::InternalError(absl::StrFormat("fsync %s: %s", tmp, Errno(errno)));
-  }
-  ::close(fd);
-  if (status.ok() && ::rename(tmp.c_str(), path_.c_str()) != 0) {
-    status = absl::InternalError(absl::StrFormat("rename %s: %s", path_, Errno(errno)));
-  }
-  ::unlink(tmp.c_str());
-  PEERKV_RETURN_IF_ERROR(status);
-  const int dir_fd = ::open(keys_dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd >= 0) {
-    ::fsync(dir_fd);
-    ::close(dir_fd);
-  }
-  return absl::OkStatus();
+  return ReplaceFile(path_, text, 0600);
 }
 
 absl::StatusOr<std::string> TokenStore::Create(std::string_view name) {

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "auth/record_signature.h"
 #include "auth/tokens.h"
@@ -296,11 +297,14 @@ int RunServe(const Context& c) {
   const std::string front_pem = store_options.dir + "/front-end-cert.pem";
   if (c.args.Has("http-tls") || c.args.Has("resp-tls")) {
     std::vector<std::string> listens;
-    if (c.args.Has("http-tls") && c.args.Get("http-listen")) listens.push_back(*c.args.Get("http-listen"));
-    if (c.args.Has("resp-tls") && c.args.Get("resp-listen")) listens.push_back(*c.args.Get("resp-listen"));
+    for (const char* front : {"http", "resp"}) {
+      const std::optional<std::string> listen = c.args.Get(absl::StrCat(front, "-listen"));
+      if (c.args.Has(absl::StrCat(front, "-tls")) && listen.has_value()) listens.push_back(*listen);
+    }
     absl::StatusOr<rpc::TlsIdentity> tls = TlsIdentityOf(*identity->identity);
     if (!tls.ok()) return Fail(c.command, tls.status());
-    absl::StatusOr<std::shared_ptr<ssl_ctx_st>> made = http::StartFrontEndTls(*tls, listens, front_pem);
+    absl::StatusOr<std::shared_ptr<ssl_ctx_st>> made =
+        http::StartFrontEndTls(*tls, listens, front_pem);
     if (!made.ok()) return Fail(c.command, made.status());
     front_tls = std::move(*made);
     LogLine(absl::StrFormat("peerkv: TLS certificate of the HTTP/RESP front ends (pin it: curl "

@@ -10,9 +10,6 @@
 #include <netinet/in.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
 #include <memory>
 #include <set>
 #include <string>
@@ -22,6 +19,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "auth/access_check.h"
+#include "common/files.h"
 #include "common/log.h"
 #include "common/macros.h"
 #include "common/metrics.h"
@@ -224,7 +222,8 @@ class FrontEnd final : public kj::HttpServerErrorHandler, private kj::TaskSet::E
                                       "--http-tls port?): %s",
                                       e.getDescription().cStr())));
                             }
-                            kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "TLS handshake failed"));
+                            kj::throwFatalException(
+                                KJ_EXCEPTION(DISCONNECTED, "TLS handshake failed"));
                           });
             }
             tasks_.add(ready
@@ -929,15 +928,9 @@ absl::StatusOr<std::shared_ptr<ssl_ctx_st>> StartFrontEndTls(
     const std::string& pem_path) {
   PEERKV_ASSIGN_OR_RETURN(rpc::FrontEndTls tls,
                           rpc::MakeFrontEndTls(identity, FrontEndTlsNames(listens)));
-  const std::string tmp = pem_path + ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "w");
-  bool ok = f != nullptr &&
-            std::fwrite(tls.certificate_pem.data(), 1, tls.certificate_pem.size(), f) ==
-                tls.certificate_pem.size();
-  if (f != nullptr) ok = std::fclose(f) == 0 && ok;
-  if (!ok || std::rename(tmp.c_str(), pem_path.c_str()) != 0) {
+  if (absl::Status written = ReplaceFile(pem_path, tls.certificate_pem, 0644); !written.ok()) {
     return absl::UnavailableError(absl::StrFormat("cannot write the front ends' certificate %s: %s",
-                                                  pem_path, std::strerror(errno)));
+                                                  pem_path, written.message()));
   }
   return tls.context;
 }

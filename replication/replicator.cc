@@ -525,7 +525,8 @@ void Replicator::Fork(const Restored& restored, bool fresh_clock) {
   }
   waiting_pulls_.clear();
   const uint64_t old_id = store_->replica_id();
-  absl::StatusOr<Store::ForkResult> fork = store_->Fork(restored.since_seq, fresh_clock, restored.clock_floor);
+  absl::StatusOr<Store::ForkResult> fork =
+      store_->Fork(restored.since_seq, fresh_clock, restored.clock_floor);
   if (!fork.ok()) {
     // Nothing changed: still the old id.
     Log(absl::StrFormat("peerkv: %s (%s), but forking to a new replica id failed: %s",

@@ -146,7 +146,8 @@ absl::StatusOr<std::pair<std::string, std::string>> MakeCertificate(
     std::string san;
     for (const std::string& n : names) {
       unsigned char ip[16];
-      const bool is_ip = inet_pton(AF_INET, n.c_str(), ip) == 1 || inet_pton(AF_INET6, n.c_str(), ip) == 1;
+      const bool is_ip =
+          inet_pton(AF_INET, n.c_str(), ip) == 1 || inet_pton(AF_INET6, n.c_str(), ip) == 1;
       absl::StrAppend(&san, san.empty() ? "" : ",", is_ip ? "IP:" : "DNS:", n);
     }
     X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, nullptr, NID_subject_alt_name, san.c_str());
@@ -514,22 +515,33 @@ SSL_CTX* TlsEndpoint::Context() {
   return static_cast<SSL_CTX*>((*context_).*Get(ContextTag()));
 }
 
-kj::Promise<kj::AuthenticatedStream> TlsEndpoint::Accept(kj::AuthenticatedStream stream) {
-  NoDelay(*stream.stream);
-  auto tls = kj::heap<TlsStream>(kj::mv(stream.stream), Context());
+namespace {
+// The server side of a handshake over `stream` with `context`, done once
+// it resolves; DISCONNECTED after `timeout_ms` if `timer` is not null. The
+// chain drops the handshake (which uses the stream) before handing the
+// stream on.
+kj::Promise<kj::Own<TlsStream>> AcceptWithin(SSL_CTX* context, kj::Own<kj::AsyncIoStream> stream,
+                                             kj::Timer* timer, int timeout_ms) {
+  NoDelay(*stream);
+  auto tls = kj::heap<TlsStream>(kj::mv(stream), context);
   kj::Promise<void> done = tls->Accept();
-  if (timer_ != nullptr) {
-    done = timer_->afterDelay(handshake_timeout_ms_ * kj::MILLISECONDS)
+  if (timer != nullptr) {
+    done = timer->afterDelay(timeout_ms * kj::MILLISECONDS)
                .then([]() -> kj::Promise<void> {
                  return KJ_EXCEPTION(DISCONNECTED, "timed out waiting for the client's TLS handshake");
                })
                .exclusiveJoin(kj::mv(done));
   }
-  // The chain drops `done` (which uses the stream) before the lambda.
-  return done.then([tls = kj::mv(tls), inner = kj::mv(stream.peerIdentity)]() mutable {
-    X509* cert = tls->PeerCertificate();
-    return kj::AuthenticatedStream{kj::mv(tls), kj::heap<TlsPeer>(cert, kj::mv(inner))};
-  });
+  return done.then([tls = kj::mv(tls)]() mutable { return kj::mv(tls); });
+}
+}  // namespace
+
+kj::Promise<kj::AuthenticatedStream> TlsEndpoint::Accept(kj::AuthenticatedStream stream) {
+  return AcceptWithin(Context(), kj::mv(stream.stream), timer_, handshake_timeout_ms_)
+      .then([inner = kj::mv(stream.peerIdentity)](kj::Own<TlsStream> tls) mutable {
+        X509* cert = tls->PeerCertificate();
+        return kj::AuthenticatedStream{kj::mv(tls), kj::heap<TlsPeer>(cert, kj::mv(inner))};
+      });
 }
 
 kj::Promise<kj::AuthenticatedStream> TlsEndpoint::Connect(kj::AuthenticatedStream stream) {
@@ -651,10 +663,6 @@ kj::Promise<kj::Own<kj::AsyncIoStream>> DialAuthenticated(
       });
 }
 
-}  // namespace peerkv::rpc
-
-namespace peerkv::rpc {
-
 absl::StatusOr<FrontEndTls> MakeFrontEndTls(const TlsIdentity& identity,
                                             const std::vector<std::string>& names) {
   PEERKV_CHECK(identity.key != nullptr);
@@ -692,17 +700,8 @@ absl::StatusOr<FrontEndTls> MakeFrontEndTls(const TlsIdentity& identity,
 kj::Promise<kj::Own<kj::AsyncIoStream>> AcceptFrontEndTls(ssl_ctx_st* context,
                                                          kj::Own<kj::AsyncIoStream> stream,
                                                          kj::Timer& timer, int timeout_ms) {
-  NoDelay(*stream);
-  auto tls = kj::heap<TlsStream>(kj::mv(stream), context);
-  kj::Promise<void> done =
-      timer.afterDelay(timeout_ms * kj::MILLISECONDS)
-          .then([]() -> kj::Promise<void> {
-            return KJ_EXCEPTION(DISCONNECTED, "timed out waiting for the client's TLS handshake");
-          })
-          .exclusiveJoin(tls->Accept());
-  return done.then([tls = kj::mv(tls)]() mutable -> kj::Own<kj::AsyncIoStream> {
-    return kj::mv(tls);
-  });
+  return AcceptWithin(context, kj::mv(stream), &timer, timeout_ms)
+      .then([](kj::Own<TlsStream> tls) -> kj::Own<kj::AsyncIoStream> { return kj::mv(tls); });
 }
 
 }  // namespace peerkv::rpc

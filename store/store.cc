@@ -614,7 +614,8 @@ absl::StatusOr<std::optional<std::string>> Store::GetExtMeta(std::string_view na
   PEERKV_RETURN_IF_ERROR(txn.Begin());
   PEERKV_ASSIGN_OR_RETURN(
       const std::optional<std::string_view> stored,
-      lmdb::Get(txn.get(), meta_dbi_, absl::StrCat(kExtMetaPrefix, std::string(name)), "read ext meta"));
+      lmdb::Get(txn.get(), meta_dbi_, absl::StrCat(kExtMetaPrefix, std::string(name)),
+                "read ext meta"));
   if (!stored.has_value()) return std::nullopt;
   return std::string(*stored);
 }
