@@ -59,6 +59,15 @@ class TombstoneTest : public ::testing::Test {
     return got.ok() ? *got : std::nullopt;
   }
 
+  // `merged` won nothing and refused its one record as stale.
+  static void ExpectOneStaleRefusal(const absl::StatusOr<MergeResult>& merged) {
+    ASSERT_THAT(merged, IsOk());
+    EXPECT_EQ(merged->won, 0u);
+    ASSERT_EQ(merged->refused.size(), 1u);
+    EXPECT_THAT(merged->refused[0].reason,
+                StatusIs(StatusCode::kFailedPrecondition, "stale record"));
+  }
+
   static uint64_t CollectAll(Store& store) {
     absl::StatusOr<uint64_t> collected = store.CollectAllTombstones();
     EXPECT_THAT(collected, IsOk());
@@ -174,11 +183,7 @@ TEST_F(TombstoneTest, StaleRecordIsRefusedAndAnsweredWithAFreshTombstone) {
     absl::MutexLock lock(&mu);
     EXPECT_THAT(changed, ::testing::ElementsAre("ks/k"));
   }
-  ASSERT_THAT(merged, IsOk());
-  EXPECT_EQ(merged->won, 0u);
-  ASSERT_EQ(merged->refused.size(), 1u);
-  EXPECT_THAT(merged->refused[0].reason,
-              StatusIs(StatusCode::kFailedPrecondition, "stale record"));
+  ExpectOneStaleRefusal(merged);
   std::optional<Record> now = Get(*store, "k");
   ASSERT_NE(now, std::nullopt);
   EXPECT_TRUE(now->deleted);
@@ -293,12 +298,7 @@ TEST_F(TombstoneTest, AFreshClockForkStillTellsStaleRecords) {
     ASSERT_THAT(fork, IsOk());
     ASSERT_THAT(fork->restamp_status, IsOk());
     EXPECT_FALSE(store->GetWatermarks().Covers(Remote("k", 1, kOrigin).version));
-    absl::StatusOr<MergeResult> merged = store->Merge({Remote("k", 1, kOrigin)});
-    ASSERT_THAT(merged, IsOk());
-    EXPECT_EQ(merged->won, 0u);
-    ASSERT_EQ(merged->refused.size(), 1u);
-    EXPECT_THAT(merged->refused[0].reason,
-                StatusIs(StatusCode::kFailedPrecondition, "stale record"));
+    ExpectOneStaleRefusal(store->Merge({Remote("k", 1, kOrigin)}));
     std::optional<Record> now = Get(*store, "k");
     ASSERT_NE(now, std::nullopt);
     EXPECT_TRUE(now->deleted);
@@ -306,11 +306,7 @@ TEST_F(TombstoneTest, AFreshClockForkStillTellsStaleRecords) {
   // Persisted: after a restart the other key's old record is stale too.
   auto store = Open();
   ASSERT_NE(store, nullptr);
-  absl::StatusOr<MergeResult> merged = store->Merge({Remote("j", 1, kOrigin)});
-  ASSERT_THAT(merged, IsOk());
-  EXPECT_EQ(merged->won, 0u);
-  ASSERT_EQ(merged->refused.size(), 1u);
-  EXPECT_THAT(merged->refused[0].reason, StatusIs(StatusCode::kFailedPrecondition, "stale record"));
+  ExpectOneStaleRefusal(store->Merge({Remote("j", 1, kOrigin)}));
 }
 
 // Seeds 456 and 1193: kOrigin was retired by a fork after writing k at 50,
@@ -340,11 +336,7 @@ TEST_F(TombstoneTest, AWriteOfARetiredIdBelowItsFinalMarkIsStale) {
   EXPECT_EQ(store->ServedWatermarks().at(kOrigin), MakeHlc(kT0 + 60, 0));
   wall_.Advance(kMinAge + 1);
   ASSERT_EQ(CollectAll(*store), 2u);
-  absl::StatusOr<MergeResult> merged = store->Merge({Remote("k", 50, kOrigin)});
-  ASSERT_THAT(merged, IsOk());
-  EXPECT_EQ(merged->won, 0u);
-  ASSERT_EQ(merged->refused.size(), 1u);
-  EXPECT_THAT(merged->refused[0].reason, StatusIs(StatusCode::kFailedPrecondition, "stale record"));
+  ExpectOneStaleRefusal(store->Merge({Remote("k", 50, kOrigin)}));
   std::optional<Record> now = Get(*store, "k");
   ASSERT_NE(now, std::nullopt);
   EXPECT_TRUE(now->deleted);
@@ -352,11 +344,7 @@ TEST_F(TombstoneTest, AWriteOfARetiredIdBelowItsFinalMarkIsStale) {
   store.reset();
   store = Open();
   ASSERT_NE(store, nullptr);
-  merged = store->Merge({Remote("j", 50, kOrigin)});
-  ASSERT_THAT(merged, IsOk());
-  EXPECT_EQ(merged->won, 0u);
-  ASSERT_EQ(merged->refused.size(), 1u);
-  EXPECT_THAT(merged->refused[0].reason, StatusIs(StatusCode::kFailedPrecondition, "stale record"));
+  ExpectOneStaleRefusal(store->Merge({Remote("j", 50, kOrigin)}));
 }
 
 // Seed 4090: an older tombstone of a collected key must not merge again
