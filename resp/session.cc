@@ -953,16 +953,38 @@ void Session::Info(const Args& args, Encoder& e) {
                           stats_.connections.load(), stats_.connections_total.load(),
                           stats_.rejected_connections.load());
   }
+  // The keyspaces held here (reserved ones left out) that the user may
+  // read, with their registers; whether that is all of them.
+  std::vector<std::pair<std::string, uint64_t>> readable;
+  bool reads_all = true;
+  absl::StatusOr<std::vector<std::pair<std::string, rbsr::Fingerprint>>> roots =
+      store_.KeyspaceFingerprints();
+  if (roots.ok()) {
+    for (const auto& [name, fp] : *roots) {
+      if (IsReservedKeyspace(name)) continue;
+      if (auth::CheckRead(config_.access.get(), config_.user, name).ok()) {
+        readable.emplace_back(name, fp.count);
+      } else {
+        reads_all = false;
+      }
+    }
+  }
   if (want("stats")) {
+    absl::StrAppendFormat(&text, "# Stats\r\ntotal_commands_processed:%d\r\nprotocol_errors:%d\r\n",
+                          stats_.commands.load(), stats_.protocol_errors.load());
+    // The store's figures are the whole store's: only for a user who may
+    // read every keyspace held here (else they would count, and date, the
+    // records of keyspaces the user may not read).
     absl::StatusOr<StoreStats> s = store_.Stats();
-    absl::StrAppendFormat(&text,
-                          "# Stats\r\ntotal_commands_processed:%d\r\nprotocol_errors:%d\r\n"
-                          "store_live_records:%d\r\nstore_tombstones:%d\r\nstore_max_seq:%d\r\n"
-                          "store_commits:%d\r\nstore_disk_bytes:%d\r\n\r\n",
-                          stats_.commands.load(), stats_.protocol_errors.load(),
-                          s.ok() ? s->live_records : 0, s.ok() ? s->tombstones : 0,
-                          s.ok() ? s->max_seq : 0, s.ok() ? s->commits : 0,
-                          s.ok() ? s->disk_bytes : 0);
+    if (reads_all) {
+      absl::StrAppendFormat(&text,
+                            "store_live_records:%d\r\nstore_tombstones:%d\r\nstore_max_seq:%d\r\n"
+                            "store_commits:%d\r\nstore_disk_bytes:%d\r\n",
+                            s.ok() ? s->live_records : 0, s.ok() ? s->tombstones : 0,
+                            s.ok() ? s->max_seq : 0, s.ok() ? s->commits : 0,
+                            s.ok() ? s->disk_bytes : 0);
+    }
+    text += "\r\n";
   }
   if (want("replication")) {
     // peerkv is multi-master: every replica takes writes; its peers are
@@ -991,16 +1013,10 @@ void Session::Info(const Args& args, Encoder& e) {
   if (want("keyspace")) {
     // Registers per keyspace (tombstones included) from the in-memory
     // range roots: O(keyspaces), no scan.
+    // Only what the user may read: an unreadable keyspace is not named.
     text += "# Keyspace\r\n";
-    absl::StatusOr<std::vector<std::pair<std::string, rbsr::Fingerprint>>> roots =
-        store_.KeyspaceFingerprints();
-    if (roots.ok()) {
-      for (const auto& [name, fp] : *roots) {
-        if (IsReservedKeyspace(name)) continue;
-        // Only what the user may read: an unreadable keyspace is not named.
-        if (!auth::CheckRead(config_.access.get(), config_.user, name).ok()) continue;
-        absl::StrAppendFormat(&text, "ks:%s:registers=%d\r\n", name, fp.count);
-      }
+    for (const auto& [name, registers] : readable) {
+      absl::StrAppendFormat(&text, "ks:%s:registers=%d\r\n", name, registers);
     }
     text += "\r\n";
   }

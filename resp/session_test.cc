@@ -209,6 +209,11 @@ TEST_F(SessionTest, CommandsAreCheckedAgainstThePolicyAsThroughRpc) {
   const std::string info = Run(*s, {"INFO", "keyspace"});
   EXPECT_THAT(info, HasSubstr("ks:jane.blog:"));
   EXPECT_THAT(info, Not(HasSubstr("drafts")));
+  // INFO stats counts no records of jane.drafts: the whole store's figures
+  // are left out for a user who may not read all of it.
+  const std::string stats = Run(*s, {"INFO", "stats"});
+  EXPECT_THAT(stats, HasSubstr("total_commands_processed:"));
+  EXPECT_THAT(stats, Not(HasSubstr("store_")));
   // Refusals are counted under their code.
   EXPECT_GE(metrics::Global().requests.Get({"resp", "set", "NOPERM"}).value(), 1u);
 }
@@ -308,6 +313,7 @@ TEST_F(SessionTest, ClientCommandInfoConfig) {
   EXPECT_THAT(info, HasSubstr("# Keyspace\r\n"));
   EXPECT_EQ(Run(*s, {"SET", "k", "v"}), "+OK\r\n");
   EXPECT_THAT(Run(*s, {"INFO", "keyspace"}), HasSubstr("ks:default:registers=1\r\n"));
+  EXPECT_THAT(Run(*s, {"INFO", "stats"}), HasSubstr("store_live_records:1\r\n"));
   EXPECT_THAT(Run(*s, {"INFO", "server"}), Not(HasSubstr("# Keyspace")));
 }
 
