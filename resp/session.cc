@@ -954,11 +954,12 @@ void Session::Info(const Args& args, Encoder& e) {
                           stats_.rejected_connections.load());
   }
   // The keyspaces held here (reserved ones left out) that the user may
-  // read, with their registers; whether that is all of them.
+  // read, with their registers; whether that is all of them (not known:
+  // no).
   std::vector<std::pair<std::string, uint64_t>> readable;
-  bool reads_all = true;
   absl::StatusOr<std::vector<std::pair<std::string, rbsr::Fingerprint>>> roots =
       store_.KeyspaceFingerprints();
+  bool reads_all = roots.ok();
   if (roots.ok()) {
     for (const auto& [name, fp] : *roots) {
       if (IsReservedKeyspace(name)) continue;
@@ -975,8 +976,8 @@ void Session::Info(const Args& args, Encoder& e) {
     // The store's figures are the whole store's: only for a user who may
     // read every keyspace held here (else they would count, and date, the
     // records of keyspaces the user may not read).
-    absl::StatusOr<StoreStats> s = store_.Stats();
     if (reads_all) {
+      absl::StatusOr<StoreStats> s = store_.Stats();
       absl::StrAppendFormat(&text,
                             "store_live_records:%d\r\nstore_tombstones:%d\r\nstore_max_seq:%d\r\n"
                             "store_commits:%d\r\nstore_disk_bytes:%d\r\n",
