@@ -37,6 +37,9 @@ class Backend {
                                                   std::string_view key,
                                                   const Version& version) = 0;
   virtual absl::StatusOr<uint64_t> ClearConflicts(std::string_view keyspace) = 0;
+  // A tombstone collection pass over `keyspace` (empty: all) and a repack
+  // now (Store::Compact).
+  virtual absl::StatusOr<CompactResult> Compact(std::string_view keyspace) = 0;
   // Named facts about the replica, in display order.
   virtual absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Info() = 0;
   // The largest value this replica may accept (a server: the protocol's

@@ -88,6 +88,8 @@ const Command& KeyspaceCommand();
 // `peerkv token` (cli/token_command.cc).
 const Command& TokenCommand();
 const Command& ConflictsCommand();
+// `peerkv compact [KS]` (cli/compact_command.cc).
+const Command& CompactCommand();
 // `peerkv demo strong` (cli/demo_strong.cc).
 int RunStrongDemo(const Context& context);
 // `peerkv demo blog` (cli/demo_blog.cc).

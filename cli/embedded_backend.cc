@@ -46,6 +46,9 @@ class EmbeddedBackend : public Backend {
   absl::StatusOr<uint64_t> ClearConflicts(std::string_view keyspace) override {
     return store_->ClearConflicts(keyspace);
   }
+  absl::StatusOr<CompactResult> Compact(std::string_view keyspace) override {
+    return store_->Compact(keyspace);
+  }
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Info() override {
     PEERKV_ASSIGN_OR_RETURN(const StoreStats stats, store_->Stats());
     return ReplicaFacts(stats, store_->options().dir);

@@ -27,6 +27,7 @@ std::vector<const Command*> AllCommands() {
   all.push_back(&KeyspaceCommand());
   all.push_back(&TokenCommand());
   all.push_back(&ConflictsCommand());
+  all.push_back(&CompactCommand());
   all.push_back(&DemoCommand());
   return all;
 }

@@ -41,6 +41,9 @@ class RemoteBackend : public Backend {
   absl::StatusOr<uint64_t> ClearConflicts(std::string_view keyspace) override {
     return client_->ClearConflicts(keyspace);
   }
+  absl::StatusOr<CompactResult> Compact(std::string_view keyspace) override {
+    return client_->Compact(keyspace);
+  }
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Info() override {
     PEERKV_ASSIGN_OR_RETURN(const rpc::ServerStatus s, client_->Status());
     return ReplicaFacts(s, s.data_dir, &s, client_->options().address);

@@ -415,7 +415,9 @@ absl::StatusOr<ReconcileRequest> DecodeReconcileRequest(std::string_view bytes,
     ref.key = std::string(key);
     out.fetch.push_back(std::move(ref));
   }
-  PEERKV_ASSIGN_OR_RETURN(size_t push, in.Count("push", kMaxReconcileRecords));
+  // A push is merged by one Store::Merge, which refuses more than
+  // kMaxBatchRecords whole: refuse it here, naming the count and that limit.
+  PEERKV_ASSIGN_OR_RETURN(size_t push, in.Count("push", kMaxBatchRecords));
   out.push.reserve(push);
   for (size_t i = 0; i < push; ++i) {
     bool had_value = false;

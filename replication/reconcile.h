@@ -108,7 +108,9 @@ inline constexpr int kMaxPasses = 4;
 inline constexpr size_t kMaxReconcileKeyspaces = 1024;  // keyspaces named
 inline constexpr size_t kMaxReconcileNodes = 16384;     // nodes to expand
 inline constexpr size_t kMaxReconcileFetch = 20'000;    // keys to fetch
-inline constexpr size_t kMaxReconcileRecords = 20'000;  // records carried
+inline constexpr size_t kMaxReconcileRecords = 20'000;  // records an answer carries
+// Records a request pushes: at most kMaxBatchRecords, what one Store::Merge
+// takes (the decoder refuses more).
 inline constexpr size_t kMaxReconcileMessageBytes = size_t{16} << 20;
 
 struct ReconcileLimits {

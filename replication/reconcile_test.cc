@@ -438,8 +438,10 @@ TEST(ReconcileCodecTest, RefusesAbsurdRequestsNamingFieldAndLimit) {
               StatusIs(absl::StatusCode::kInvalidArgument,
                        "fetch: 401 bytes; the limit is 400"));
   // Too many pushed records, a value beyond the limit, trailing bytes.
-  EXPECT_THAT(decode(prefix + Varint(0) + Varint(0) + Varint(0) + Varint(kMaxReconcileRecords + 1)),
-              StatusIs(absl::StatusCode::kInvalidArgument, "push: 20001 entries"));
+  // One more pushed record than one Store::Merge takes.
+  EXPECT_THAT(decode(prefix + Varint(0) + Varint(0) + Varint(0) + Varint(kMaxBatchRecords + 1)),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "push: 10001 entries; the limit is 10000"));
   const std::string record_head = Varint(0) + Varint(1) + "k" + Varint(5) + Varint(6) + "\x02";
   EXPECT_THAT(decode(prefix + Varint(0) + Varint(0) + Varint(0) + Varint(1) + record_head +
                      Varint(101) + std::string(101, 'v')),

@@ -635,6 +635,21 @@ absl::StatusOr<uint64_t> Client::ForgetPeer(const std::string& peer) {
       });
 }
 
+absl::StatusOr<CompactResult> Client::Compact(std::string_view keyspace) {
+  const std::string ks(keyspace);
+  return impl_->Call<CompactResult>(
+      "compact", [ks](wire::Kv::Client& kv) -> kj::Promise<absl::StatusOr<CompactResult>> {
+        auto request = kv.compactRequest();
+        request.setKeyspace(AsText(ks));
+        return request.send().then([](auto response) -> absl::StatusOr<CompactResult> {
+          PEERKV_RETURN_IF_ERROR(ResponseStatus(response));
+          return CompactResult{response.getTombstonesCollected(),
+                               response.getLogEntriesCompacted(), response.getEntriesCopied(),
+                               response.getPagesBefore(), response.getPagesAfter()};
+        });
+      });
+}
+
 namespace {
 
 absl::StatusOr<std::vector<auth::Who>> WhoFromWire(capnp::List<capnp::Text>::Reader list) {

@@ -124,6 +124,9 @@ class Client {
   // Kv.forgetPeer); returns its replica id. NotFound for a peer it does not
   // wait for.
   absl::StatusOr<uint64_t> ForgetPeer(const std::string& peer);
+  // A tombstone collection pass over `keyspace` (empty: all) and a repack
+  // on the server now (Kv.compact, Store::Compact); local user only.
+  absl::StatusOr<CompactResult> Compact(std::string_view keyspace);
 
   // Strong keyspaces (README "Strong keyspaces"). A put (value set) or
   // delete (nullopt) that commits only if `condition` holds:

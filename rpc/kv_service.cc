@@ -504,6 +504,35 @@ class KvImpl final : public wire::Kv::Server {
         });
   }
 
+  kj::Promise<void> compact(CompactContext context) override {
+    if (absl::Status allowed = LocalOnly("compact"); !allowed.ok()) {
+      Fail("compact", allowed, context.getResults().initError());
+      return kj::READY_NOW;
+    }
+    std::string keyspace = ToString(context.getParams().getKeyspace());
+    if (!keyspace.empty()) {
+      if (absl::Status valid = ValidateKeyspace(keyspace); !valid.ok()) {
+        Fail("compact", valid, context.getResults().initError());
+        return kj::READY_NOW;
+      }
+    }
+    // A pass and a repack, each step a commit on the store's writer: off
+    // the loop, like forgetPeer.
+    Store* store = &loop_.store();
+    return loop_
+        .OffLoop<absl::StatusOr<CompactResult>>(
+            [store, keyspace = std::move(keyspace)] { return store->Compact(keyspace); })
+        .then([this, context](absl::StatusOr<CompactResult> done) mutable {
+          auto results = context.getResults();
+          if (!done.ok()) return Fail("compact", done.status(), results.initError());
+          results.setTombstonesCollected(done->tombstones_collected);
+          results.setLogEntriesCompacted(done->log_entries_compacted);
+          results.setEntriesCopied(done->entries_copied);
+          results.setPagesBefore(done->pages_before);
+          results.setPagesAfter(done->pages_after);
+        });
+  }
+
   kj::Promise<void> status(StatusContext context) override {
     if (absl::Status allowed = LocalOnly("status"); !allowed.ok()) {
       Fail("status", allowed, context.getResults().initError());

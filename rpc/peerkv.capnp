@@ -366,6 +366,14 @@ interface Kv {
   # op: "create" (no members), "add" (1..n members), "remove" (one member).
   listGroups @21 (name :Text) -> (error :Error, groups :List(GroupInfo));
   # The server's user's groups; only `name` if not empty.
+
+  compact @22 (keyspace :Text)
+      -> (error :Error, tombstonesCollected :UInt64, logEntriesCompacted :UInt64,
+          entriesCopied :UInt64, pagesBefore :UInt64, pagesAfter :UInt64);
+  # `peerkv compact`: a tombstone collection pass now over `keyspace`'s
+  # registers (empty: every keyspace), then a repack of the tables; what
+  # they did, and the LMDB pages in use before and after (README "Tombstone
+  # collection"). Local user only.
 }
 
 struct PolicyInfo {

@@ -384,7 +384,12 @@ TEST(WireTest, EveryAbsurdReconcileFieldIsRefusedAndClosesOnlyItsLink) {
       {"too many keys to fetch", RequestBytes(0, 0, 2, none + Varint(20'001)),
        "reconcile request: fetch: 20001 entries; the limit is 20000"},
       {"too many pushed records", RequestBytes(0, 0, 2, none + none + Varint(1'000'000)),
-       "reconcile request: push: 1000000 entries; the limit is 20000"},
+       "reconcile request: push: 1000000 entries; the limit is 10000"},
+      // One over what one Store::Merge takes (kMaxBatchRecords): before,
+      // the decoder let up to 20,000 through and the merge refused them.
+      {"one more pushed record than a merge takes",
+       RequestBytes(0, 0, 2, none + none + Varint(10'001)),
+       "reconcile request: push: 10001 entries; the limit is 10000"},
       {"too many keyspaces", RequestBytes(2000, 0, 2, ""),
        "reconcile request: keyspaces: 2000 entries; the limit is 1024"},
       {"a pass beyond the last", RequestBytes(0, 9, 2, none + none + none),

@@ -3,10 +3,14 @@
 // collection"): after deleting 90% of the records and collecting their
 // tombstones, the LMDB pages in use (used minus free, as mdb_stat -ef counts
 // them) are within 1.3x of a store that only ever held the rest, and what
-// the store holds (registers, log, change index, fingerprints) is the same.
+// the store holds (registers, log, change index, fingerprints) is the same;
+// and Store::Compact, which runs a pass (of one keyspace or all) and a
+// repack now.
 #include <lmdb.h>
 
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -78,6 +82,33 @@ class RepackTest : public ::testing::Test {
     }
     if (!batch.empty()) ASSERT_THAT(store.Write(std::move(batch)), IsOk());
   }
+  // What a store that wrote kRecords and deleted 90% of them holds.
+  static std::map<std::string, std::optional<std::string>> Survivors() {
+    std::map<std::string, std::optional<std::string>> want;
+    for (int i = 0; i < kRecords; i += 10) {
+      want[absl::StrFormat("user:%08d", i)] = absl::StrFormat("value-%08d-%s", i, std::string(40, 'x'));
+    }
+    return want;
+  }
+  // Every register of keyspace "ks" (a tombstone as nullopt), checked
+  // against `want`, with the stored range fingerprints.
+  static void ExpectHolds(Store& store,
+                          const std::map<std::string, std::optional<std::string>>& want) {
+    std::map<std::string, std::optional<std::string>> got;
+    for (const Record& r : Everything(store)) {
+      if (r.keyspace != "ks") continue;
+      got[r.key] = r.deleted ? std::nullopt : std::optional<std::string>(r.value);
+    }
+    EXPECT_EQ(got.size(), want.size());
+    for (const auto& [key, value] : want) {
+      auto it = got.find(key);
+      ASSERT_NE(it, got.end()) << key << " lost";
+      EXPECT_EQ(it->second, value) << key;
+    }
+    absl::StatusOr<std::vector<std::string>> scrub = store.ScrubRangeFingerprints();
+    ASSERT_THAT(scrub, IsOk());
+    EXPECT_TRUE(scrub->empty());
+  }
   static std::vector<Record> Everything(Store& store) {
     absl::StatusOr<Changes> changes = store.ChangesSince(0, 100'000);
     EXPECT_THAT(changes, IsOk());
@@ -145,6 +176,37 @@ TEST_F(RepackTest, ACollectionThatEmptiedMostOfTheStoreGivesItsPagesBack) {
   ASSERT_TRUE(got->has_value());
   EXPECT_EQ((*got)->value, "v");
 }
+
+
+
+// Store::Compact (`peerkv compact [KS]`): a keyspace's pass collects that
+// keyspace's tombstones alone; a pass over every keyspace collects the
+// rest; each ends with a repack, and the pages in use fall.
+TEST_F(RepackTest, CompactCollectsTheKeyspaceItNamesThenRepacks) {
+  auto store = Open(dir_.Sub("store"));
+  ASSERT_NE(store, nullptr);
+  Write(*store, 1, false);
+  Write(*store, 1, true, /*skip_every=*/10);
+  ASSERT_THAT(store->Write({Mutation{"other", "x", "1"}, Mutation{"other", "y", "2"}}), IsOk());
+  ASSERT_THAT(store->Write({Mutation{"other", "x", std::nullopt}}), IsOk());
+  wall_.Advance(kMinAge + 1000);
+  EXPECT_THAT(store->Compact("Bad/Name"), StatusIs(absl::StatusCode::kInvalidArgument));
+  absl::StatusOr<CompactResult> other = store->Compact("other");
+  ASSERT_THAT(other, IsOk());
+  EXPECT_EQ(other->tombstones_collected, 1u);
+  EXPECT_GT(other->entries_copied, 0u);
+  absl::StatusOr<CompactResult> all = store->Compact("");
+  ASSERT_THAT(all, IsOk());
+  EXPECT_EQ(all->tombstones_collected, static_cast<uint64_t>(kRecords - kRecords / 10));
+  EXPECT_LT(all->pages_after * 2, all->pages_before)
+      << all->pages_before << " pages before, " << all->pages_after << " after";
+  ExpectHolds(*store, Survivors());
+  absl::StatusOr<std::optional<Record>> y = store->Get("other", "y");
+  ASSERT_THAT(y, IsOk());
+  ASSERT_TRUE(y->has_value());
+  EXPECT_EQ((*y)->value, "2");
+}
+
 
 }  // namespace
 }  // namespace peerkv

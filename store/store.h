@@ -627,6 +627,15 @@ class Store {
     uint64_t entries_copied = 0;
   };
   absl::StatusOr<RepackResult> Repack();
+
+  // `peerkv compact`: a tombstone collection pass now, over `keyspace`'s
+  // registers (empty: every keyspace; a keyspace's pass leaves the
+  // background pass and its held counts alone), then a Repack, with the
+  // pages in use before and after. Not on the writer thread.
+  absl::StatusOr<CompactResult> Compact(std::string_view keyspace);
+  // LMDB pages in use: the environment's pages (last page + 1) minus those
+  // on its free list, as mdb_stat -ef counts them.
+  absl::StatusOr<uint64_t> PagesInUse() const;
   static constexpr uint64_t kRepackMinCollected = 10'000;
 
  private:
@@ -764,7 +773,19 @@ class Store {
   static bool IsStaleRefusal(const absl::Status& reason);
   void DropRetiredAcks(const std::vector<uint64_t>& ids, const Watermarks& held);
   absl::Status LoadTombstoneState(MDB_txn* txn);
-  absl::Status CollectStep(size_t max_examined, CollectResult& result);
+  // A pass over one keyspace (Compact): its record-key prefix, and the
+  // last record key examined (the prefix before the first step; empty
+  // once done).
+  struct CollectScope {
+    std::string prefix;
+    std::string from;
+  };
+  // `scope`: a keyspace's pass; nullptr: the background pass.
+  absl::Status CollectStep(size_t max_examined, CollectResult& result, CollectScope* scope);
+  // CollectTombstones, and CollectAllTombstones, that repack only if
+  // `repack_when_due` (Compact repacks by itself).
+  absl::StatusOr<CollectResult> CollectTombstonesThen(size_t max_examined, bool repack_when_due);
+  absl::StatusOr<uint64_t> CollectWholePass(bool repack_when_due);
   absl::Status WriteAcks(MDB_txn* txn) const;
   absl::Status WriteForkMarks(MDB_txn* txn, const Watermarks& marks) const;
   void CollectorLoop();
@@ -972,6 +993,9 @@ class Store {
   // Tombstones the collection pass under way has collected (writer).
   uint64_t pass_collected_ = 0;
   std::atomic<uint64_t> repacks_{0};
+  // Tombstones of the pass the last collection step ended, when they call
+  // for a repack (writer); CollectTombstones runs it after the step.
+  uint64_t repack_due_ = 0;
   absl::StatusOr<RepackResult> RepackOnWriter();
   absl::StatusOr<uint64_t> RepackTable(MDB_dbi dbi, const char* name);
   uint64_t pass_held_ = 0;

@@ -3,8 +3,10 @@
 // watermarks), the bounded collection steps that drop tombstones every peer
 // and this replica hold, and the merge-side rule that refuses a record
 // whose tombstone was collected (a stale record) and answers it with a
-// fresh tombstone.
+// fresh tombstone; the repack of the tables that gives the pages of a large
+// deletion back (Repack), and Compact, which runs both now.
 #include <algorithm>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -17,8 +19,10 @@
 #include "store/lmdb_util.h"
 #include "store/range_fingerprint.h"
 #include "store/range_table.h"
+#include "store/read_txn.h"
 #include "store/store.h"
 #include "store/tables.h"
+#include "store/validation.h"
 
 namespace peerkv {
 
@@ -316,19 +320,41 @@ absl::StatusOr<bool> Store::RefuseIfStale(writer::GroupTxn& txn, const Record& r
 }
 
 absl::StatusOr<Store::CollectResult> Store::CollectTombstones(size_t max_examined) {
+  return CollectTombstonesThen(max_examined, /*repack_when_due=*/true);
+}
+
+absl::StatusOr<Store::CollectResult> Store::CollectTombstonesThen(size_t max_examined,
+                                                                  bool repack_when_due) {
   if (max_examined == 0) return absl::InvalidArgumentError("max_examined must be positive");
   CollectResult result;
-  PEERKV_RETURN_IF_ERROR(RunOnWriter([&] { return CollectStep(max_examined, result); }));
+  uint64_t repack_after = 0;
+  PEERKV_RETURN_IF_ERROR(RunOnWriter([&] {
+    absl::Status status = CollectStep(max_examined, result, nullptr);
+    repack_after = std::exchange(repack_due_, 0);
+    return status;
+  }));
+  if (repack_after > 0 && repack_when_due) {
+    absl::StatusOr<RepackResult> repacked = Repack();
+    if (!repacked.ok()) {
+      Log(absl::StrCat("peerkv: repacking the tables after collecting ", repack_after,
+                       " tombstones failed: ", repacked.status().ToString()));
+    }
+  }
   return result;
 }
 
 absl::StatusOr<uint64_t> Store::CollectAllTombstones() {
+  return CollectWholePass(/*repack_when_due=*/true);
+}
+
+absl::StatusOr<uint64_t> Store::CollectWholePass(bool repack_when_due) {
   uint64_t collected = 0;
   // Bounded: each step examines up to a step's records or ends a pass; the
   // pass a background step began mid-way is finished, then a whole one made.
   bool whole = false;
   for (int steps = 0; steps < (1 << 30); ++steps) {
-    PEERKV_ASSIGN_OR_RETURN(const CollectResult step, CollectTombstones());
+    PEERKV_ASSIGN_OR_RETURN(const CollectResult step,
+                            CollectTombstonesThen(kTombstoneStepRecords, repack_when_due));
     if (steps == 0) whole = step.began_pass;
     collected += step.collected;
     if (step.reached_end) {
@@ -339,7 +365,56 @@ absl::StatusOr<uint64_t> Store::CollectAllTombstones() {
   return collected;
 }
 
-absl::Status Store::CollectStep(size_t max_examined, CollectResult& result) {
+absl::StatusOr<CompactResult> Store::Compact(std::string_view keyspace) {
+  PEERKV_CHECK(!OnWriterThread());
+  if (!keyspace.empty()) PEERKV_RETURN_IF_ERROR(ValidateKeyspace(keyspace));
+  CompactResult out;
+  PEERKV_ASSIGN_OR_RETURN(out.pages_before, PagesInUse());
+  if (keyspace.empty()) {
+    PEERKV_ASSIGN_OR_RETURN(out.tombstones_collected,
+                            CollectWholePass(/*repack_when_due=*/false));
+  } else {
+    // Bounded: each step examines up to a step's records or reaches the
+    // end of the keyspace.
+    CollectScope scope{codec::RecordKey(keyspace, ""), codec::RecordKey(keyspace, "")};
+    for (int steps = 0; steps < (1 << 30); ++steps) {
+      CollectResult step;
+      PEERKV_RETURN_IF_ERROR(
+          RunOnWriter([&] { return CollectStep(kTombstoneStepRecords, step, &scope); }));
+      out.tombstones_collected += step.collected;
+      if (step.reached_end) break;
+    }
+  }
+  PEERKV_ASSIGN_OR_RETURN(const RepackResult repacked, Repack());
+  out.log_entries_compacted = repacked.log_entries_compacted;
+  out.entries_copied = repacked.entries_copied;
+  PEERKV_ASSIGN_OR_RETURN(out.pages_after, PagesInUse());
+  return out;
+}
+
+absl::StatusOr<uint64_t> Store::PagesInUse() const {
+  ReadTxn txn(*this);
+  PEERKV_RETURN_IF_ERROR(txn.Begin());
+  MDB_envinfo info;
+  PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_env_info(env_, &info), "mdb_env_info"));
+  Cursor free_list;
+  PEERKV_RETURN_IF_ERROR(free_list.Open(txn.get(), 0));  // LMDB's free database
+  uint64_t free = 0;
+  MDB_val k, v;
+  int rc = mdb_cursor_get(free_list.get(), &k, &v, MDB_FIRST);
+  for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(free_list.get(), &k, &v, MDB_NEXT)) {
+    // Each entry: a count of pages, then their numbers.
+    if (v.mv_size < sizeof(size_t)) return absl::DataLossError("a free-list entry is too short");
+    size_t n;
+    std::memcpy(&n, v.mv_data, sizeof(n));
+    free += n;
+  }
+  if (rc != MDB_NOTFOUND) return lmdb::Error(rc, "read the free list");
+  const uint64_t used = info.me_last_pgno + 1;
+  return used - std::min<uint64_t>(used, free);
+}
+
+absl::Status Store::CollectStep(size_t max_examined, CollectResult& result, CollectScope* scope) {
   PEERKV_CHECK(OnWriterThread());
   result = CollectResult{};
   absl::flat_hash_map<uint64_t, Watermarks> acks;
@@ -393,7 +468,10 @@ absl::Status Store::CollectStep(size_t max_examined, CollectResult& result) {
   }
   const int64_t now_ms = clock_->RealNowMillis();
   const int64_t min_age = options_.tombstone_min_age_ms;
-  const bool at_start = collect_from_key_.empty();
+  // The background pass's place, or a keyspace's pass (Compact), which
+  // leaves the background pass's counts alone.
+  std::string& from = scope != nullptr ? scope->from : collect_from_key_;
+  const bool at_start = from.empty();
   result.began_pass = at_start;
   if (at_start) {
     pass_held_ = 0;
@@ -407,16 +485,20 @@ absl::Status Store::CollectStep(size_t max_examined, CollectResult& result) {
   PEERKV_RETURN_IF_ERROR(WriteAcks(txn.get()));
   Cursor records;
   PEERKV_RETURN_IF_ERROR(records.Open(txn.get(), records_dbi_));
-  MDB_val k = Val(collect_from_key_), v;
+  MDB_val k = Val(from), v;
   int rc = at_start ? mdb_cursor_get(records.get(), &k, &v, MDB_FIRST)
                     : mdb_cursor_get(records.get(), &k, &v, MDB_SET_RANGE);
-  if (rc == MDB_SUCCESS && !at_start && View(k) == collect_from_key_) {
+  if (rc == MDB_SUCCESS && !at_start && View(k) == from) {
     rc = mdb_cursor_get(records.get(), &k, &v, MDB_NEXT);
   }
   ranges::Deltas deltas;
   uint64_t fingerprint_delta = 0, horizon = collected_horizon_.load();
-  std::string last_key = collect_from_key_;
+  std::string last_key = from;
   while (rc == MDB_SUCCESS && result.examined < max_examined) {
+    if (scope != nullptr && !View(k).starts_with(scope->prefix)) {
+      rc = MDB_NOTFOUND;  // past the keyspace
+      break;
+    }
     ++result.examined;
     last_key.assign(View(k));
     PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header, codec::DecodeRecordHeader(View(v)));
@@ -437,7 +519,7 @@ absl::Status Store::CollectStep(size_t max_examined, CollectResult& result) {
           if (holder == 0) holder = peer;
         }
       }
-      if (!collect) {
+      if (!collect && scope == nullptr) {
         ++pass_held_;
         ++pass_held_by_[holder];
       }
@@ -500,19 +582,17 @@ absl::Status Store::CollectStep(size_t max_examined, CollectResult& result) {
     collected_horizon_ = horizon;
     tombstones_collected_ += result.collected;
   }
-  collect_from_key_ = result.reached_end ? std::string() : last_key;
+  from = result.reached_end ? std::string() : last_key;
+  if (scope != nullptr) return absl::OkStatus();
   if (result.began_pass) pass_collected_ = 0;
   pass_collected_ += result.collected;
   if (result.reached_end) {
     const uint64_t held = live_records_.load() + tombstones_.load();
     if (pass_collected_ >= kRepackMinCollected && pass_collected_ >= held) {
       // The pass at least halved the store: its trees are mostly empty
-      // leaves now (see Repack).
-      absl::StatusOr<RepackResult> repacked = RepackOnWriter();
-      if (!repacked.ok()) {
-        Log(absl::StrCat("peerkv: repacking the tables after collecting ", pass_collected_,
-                         " tombstones failed: ", repacked.status().ToString()));
-      }
+      // leaves now. CollectTombstones repacks them after this step (see
+      // Repack), in chunks of their own.
+      repack_due_ = pass_collected_;
     }
     pass_collected_ = 0;
     tombstones_held_ = pass_held_;

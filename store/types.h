@@ -317,6 +317,18 @@ struct StoreStats {
   std::vector<ConflictKeyspaceStats> conflict_keyspaces;
 };
 
+// What Store::Compact did (`peerkv compact`, README "Tombstone
+// collection"): tombstones its pass collected, log entries and table
+// entries its repack compacted and rewrote, and LMDB pages in use (used
+// minus free) before and after.
+struct CompactResult {
+  uint64_t tombstones_collected = 0;
+  uint64_t log_entries_compacted = 0;
+  uint64_t entries_copied = 0;
+  uint64_t pages_before = 0;
+  uint64_t pages_after = 0;
+};
+
 }  // namespace peerkv
 
 #endif  // PEERKV_STORE_TYPES_H_
