@@ -20,6 +20,7 @@
 #include "replication/transport.h"
 #include "rpc/client.h"
 #include "rpc/connection.h"
+#include "rpc/convert.h"
 #include "rpc/peerkv.capnp.h"
 #include "rpc/tls.h"
 #include "store/replica_id.h"
@@ -34,10 +35,6 @@ using ::testing::HasSubstr;
 
 // The `back` of our hellos: answers nothing.
 class SilentReplica final : public wire::Replica::Server {};
-
-absl::Status FromError(wire::Error::Reader error) {
-  return absl::Status(static_cast<absl::StatusCode>(error.getCode()), error.getMessage().cStr());
-}
 
 // A replication link dialled as the test process's own device (the test
 // user's, which the server trusts), over TLS, on the test's event loop.
@@ -60,8 +57,7 @@ class Peer {
     info.setProtocolVersion(replication::kProtocolVersion);
     info.setName("liar");
     hello.setBack(kj::heap<SilentReplica>());
-    auto response = hello.send().wait(io_.waitScope);
-    return response.hasError() ? FromError(response.getError()) : absl::OkStatus();
+    return ResponseStatus(hello.send().wait(io_.waitScope));
   }
 
   absl::Status Pull(uint64_t requester, uint64_t incarnation) {
@@ -71,8 +67,7 @@ class Peer {
     pull.setMaxRecords(10);
     pull.setMaxBytes(1 << 16);
     pull.setMaxValueBytes(1 << 20);
-    auto response = pull.send().wait(io_.waitScope);
-    return response.hasError() ? FromError(response.getError()) : absl::OkStatus();
+    return ResponseStatus(pull.send().wait(io_.waitScope));
   }
 
  private:
@@ -101,7 +96,9 @@ class ReplicaClaimTest : public ::testing::Test {
     ASSERT_NE(other_, own_);
   }
   void TearDown() override {
-    if (server_ != nullptr) EXPECT_EQ(server_->Stop(SIGTERM), 0) << server_->Log();
+    if (server_ != nullptr) {
+      EXPECT_EQ(server_->Stop(SIGTERM), 0) << server_->Log();
+    }
   }
 
   static constexpr uint64_t kIncarnation = 7;
