@@ -497,8 +497,8 @@ absl::StatusOr<std::unique_ptr<TlsEndpoint>> TlsEndpoint::Create(const TlsIdenti
   // No TLS 1.3 session tickets: nothing resumes (a resumed session would
   // skip the certificate that PeerOf reads), and OpenSSL 3 makes each of
   // its two default tickets by encoding the session and decoding it back,
-  // the peer's certificate with it, which was about a fifth of a
-  // handshake's CPU (bench/README.md, "TLS handshake").
+  // the peer's certificate with it: 12-20% of a reconnect's CPU
+  // (bench/README.md, "TLS handshake and floors").
   SSL_CTX_set_num_tickets(ctx, 0);
   endpoint->timer_ = &timer;
   endpoint->handshake_timeout_ms_ = handshake_timeout_ms;
