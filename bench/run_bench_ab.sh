@@ -6,7 +6,11 @@
 # both alike. The load is a user's: -c 50 (one request in flight each),
 # 100-byte values, keys from 100,000, PUT then GET. Prints every run, then
 # per binary and transport the median of the rounds, and the ratios
-# (bench/README.md, "Client API over TLS, Unix and TCP").
+# (bench/README.md, "Client API over TLS, Unix and TCP"), and the CPU per
+# request (median over rounds, µs, of the server's utime+stime from
+# /proc/PID/stat over the run plus the client's from /usr/bin/time, for
+# PUT and GET together): on a loaded machine the CPU a request costs is
+# steadier than the requests per second.
 # Usage: bench/run_bench_ab.sh A_PEERKV B_PEERKV [rounds] [requests]
 # (build each with `bazel build -c opt //cli:peerkv` and copy the binary).
 set -euo pipefail
@@ -32,7 +36,8 @@ addr() {  # LOG: the address a server logged, waiting (bounded) for it
   echo "no server address in $1" >&2
   exit 1
 }
-declare -A flags
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }  # PID: utime+stime
+declare -A flags server_pid
 for i in 0 1; do
   peerkv=${bins[$i]}
   d="$work/$i"
@@ -42,8 +47,11 @@ for i in 0 1; do
   "$peerkv" --data "$d/server" device add "$client" --name bench-client >/dev/null
   "$peerkv" serve --data "$d/server" --listen 127.0.0.1:0 >"$d/server.log" 2>&1 &
   pids+=($!)
+  server_pid[$i,unix]=$!
+  server_pid[$i,tls]=$!
   "$peerkv" serve --data "$d/plain" --listen 127.0.0.1:0 --insecure-loopback >"$d/plain.log" 2>&1 &
   pids+=($!)
+  server_pid[$i,plain]=$!
   flags[$i,plain]="--server $(addr "$d/plain.log")"
   flags[$i,unix]="--server unix:$d/server/peerkv.sock"
   flags[$i,tls]="--identity $d/client --server $(addr "$d/server.log")"
@@ -60,9 +68,17 @@ for round in $(seq "$rounds"); do
     for i in 0 1; do
       label=$([ "$i" = 0 ] && echo A || echo B)
       # shellcheck disable=SC2086  # flags are words
-      out=$("${bins[$i]}" ${flags[$i,$mode]} bench -c 50 -n "$requests" -d 100 -r 100000 -t put,get)
+      before=$(cpu_ticks "${server_pid[$i,$mode]}")
+      # shellcheck disable=SC2086
+      out=$(/usr/bin/time -f "client-cpu %U %S" -o "$work/time" \
+        "${bins[$i]}" ${flags[$i,$mode]} bench -c 50 -n "$requests" -d 100 -r 100000 -t put,get)
+      server_s=$(awk -v a="$before" -v b="$(cpu_ticks "${server_pid[$i,$mode]}")" \
+        -v hz="$(getconf CLK_TCK)" 'BEGIN {print (b - a) / hz}')
       echo "$out" | sed "s/^/round $round $label $(printf '%-5s' "$mode") /"
       echo "$out" | awk -v b="$label" -v m="$mode" '/requests per second/ {sub(":", "", $1); print b, m, $1, $2}' >>"$results"
+      awk -v b="$label" -v m="$mode" -v s="$server_s" -v n="$((2 * requests))" \
+        '$1 == "client-cpu" {printf "%s %s CPU %.1f %.1f\n", b, m, ($2 + $3) * 1e6 / n, s * 1e6 / n}' \
+        "$work/time" | tee -a "$results" | sed "s/^/round $round /"
     done
   done
 done
@@ -79,6 +95,16 @@ for b in A B; do
       med[$b,$mode,$op]=$(median "$b" "$mode" "$op")
     done
     printf '%s %-5s PUT %9.0f  GET %9.0f\n' "$b" "$mode" "${med[$b,$mode,PUT]}" "${med[$b,$mode,GET]}"
+  done
+done
+echo "== CPU per request (µs, median of rounds): client + server = total"
+for b in A B; do
+  for mode in plain unix tls; do
+    c=$(awk -v b="$b" -v m="$mode" '$1 == b && $2 == m && $3 == "CPU" {print $4}' "$results" |
+      sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}')
+    s=$(awk -v b="$b" -v m="$mode" '$1 == b && $2 == m && $3 == "CPU" {print $5}' "$results" |
+      sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}')
+    printf '%s %-5s %6.1f + %6.1f = %6.1f\n' "$b" "$mode" "$c" "$s" "$(echo "$c + $s" | bc -l)"
   done
 done
 echo "== ratios of medians"

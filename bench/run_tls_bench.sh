@@ -15,7 +15,10 @@ cd "$(dirname "$0")/.."
 records=${1:-1000000}
 requests=${2:-200000}
 bazel build -c opt //cli:peerkv //bench:tls_handshake_bench //bench:converge_bench
-peerkv=./bazel-bin/cli/peerkv
+# The -c opt output itself, not ./bazel-bin: a fastbuild in this worktree
+# while the script runs repoints that link.
+bin=$(bazel info -c opt bazel-bin)
+peerkv=$bin/cli/peerkv
 work=$(mktemp -d /var/tmp/peerkv-tls-bench.XXXXXX)
 pids=()
 cleanup() {
@@ -58,7 +61,7 @@ for round in 1 2; do
   done
 done
 echo "== handshake"
-./bazel-bin/bench/tls_handshake_bench 500
+"$bin/bench/tls_handshake_bench" 500
 echo "== fresh pull of $records records"
-./bazel-bin/bench/converge_bench --pull-only --pull-records "$records" --pull-orders random \
+"$bin/bench/converge_bench" --pull-only --pull-records "$records" --pull-orders random \
   --pull-repeats 1 --tls both --out "$work/out"

@@ -494,6 +494,12 @@ absl::StatusOr<std::unique_ptr<TlsEndpoint>> TlsEndpoint::Create(const TlsIdenti
   SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
   SSL_CTX_set_cert_verify_callback(ctx, AcceptAnyChain, nullptr);
+  // No TLS 1.3 session tickets: nothing resumes (a resumed session would
+  // skip the certificate that PeerOf reads), and OpenSSL 3 makes each of
+  // its two default tickets by encoding the session and decoding it back,
+  // the peer's certificate with it: 12-20% of a reconnect's CPU
+  // (bench/README.md, "TLS handshake and floors").
+  SSL_CTX_set_num_tickets(ctx, 0);
   endpoint->timer_ = &timer;
   endpoint->handshake_timeout_ms_ = handshake_timeout_ms;
   return endpoint;
