@@ -59,6 +59,20 @@ class TombstoneTest : public ::testing::Test {
     return got.ok() ? *got : std::nullopt;
   }
 
+  // kOrigin wrote k (this replica's watermarks cover kOrigin's writes up
+  // to it), then k was deleted here 100 ms later: the tombstone's version.
+  Version WriteThenDelete(Store& store) {
+    EXPECT_THAT(store.Merge({Remote("k", 1, kOrigin)},
+                            CheckpointUpdate{kPeerA, PeerCheckpoint{1, 1, 0},
+                                             Watermarks{{kOrigin, MakeHlc(kT0 + 10, 0)}}}),
+                IsOk());
+    wall_.Advance(100);
+    EXPECT_THAT(store.Delete("ks", "k"), IsOk());
+    const std::optional<Record> tombstone = Get(store, "k");
+    EXPECT_NE(tombstone, std::nullopt);
+    return tombstone.has_value() ? tombstone->version : Version{};
+  }
+
   // `merged` won nothing and refused its one record as stale.
   static void ExpectOneStaleRefusal(const absl::StatusOr<MergeResult>& merged) {
     ASSERT_THAT(merged, IsOk());
@@ -145,16 +159,7 @@ TEST_F(TombstoneTest, ForgetPeerReleasesAndUnknownIsNotFound) {
 TEST_F(TombstoneTest, StaleRecordIsRefusedAndAnsweredWithAFreshTombstone) {
   auto store = Open();
   ASSERT_NE(store, nullptr);
-  // kOrigin wrote k, then it was deleted here; our watermarks cover kOrigin.
-  ASSERT_THAT(store->Merge({Remote("k", 1, kOrigin)},
-                           CheckpointUpdate{kPeerA, PeerCheckpoint{1, 1, 0},
-                                            Watermarks{{kOrigin, MakeHlc(kT0 + 10, 0)}}}),
-              IsOk());
-  wall_.Advance(100);
-  ASSERT_THAT(store->Delete("ks", "k"), IsOk());
-  const std::optional<Record> tombstone = Get(*store, "k");
-  ASSERT_NE(tombstone, std::nullopt);
-  const Version deleted = tombstone->version;
+  const Version deleted = WriteThenDelete(*store);
   wall_.Advance(10);
   store->NotePeerHolds(kPeerA, HoldsAll(*store, /*origin=*/true));
   // Held back until this replica holds kOrigin's writes past the tombstone
@@ -214,12 +219,7 @@ TEST_F(TombstoneTest, StaleRecordIsRefusedAndAnsweredWithAFreshTombstone) {
 TEST_F(TombstoneTest, AFreshTombstoneDoesNotBeatANewerWriteNotYetReceived) {
   auto store = Open();
   ASSERT_NE(store, nullptr);
-  ASSERT_THAT(store->Merge({Remote("k", 1, kOrigin)},
-                           CheckpointUpdate{kPeerA, PeerCheckpoint{1, 1, 0},
-                                            Watermarks{{kOrigin, MakeHlc(kT0 + 10, 0)}}}),
-              IsOk());
-  wall_.Advance(100);
-  ASSERT_THAT(store->Delete("ks", "k"), IsOk());
+  WriteThenDelete(*store);
   store->NotePeerHolds(kPeerA, HoldsAll(*store, /*origin=*/true));
   ASSERT_THAT(store->Merge({}, CheckpointUpdate{kPeerA, PeerCheckpoint{1, 2, 0},
                                                 Watermarks{{kOrigin, MakeHlc(kT0 + 200, 0)}}}),
