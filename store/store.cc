@@ -949,6 +949,29 @@ absl::StatusOr<std::optional<Version>> Store::StampLocal(GroupTxn& txn, const Mu
   return version;
 }
 
+absl::StatusOr<std::optional<Version>> Store::StampAboveCollected(GroupTxn& txn,
+                                                                  const Mutation& m,
+                                                                  uint64_t above) {
+  // Just above the newest collected tombstone (so above the key's own
+  // collected one) and the stale record; not from the clock: stamped now,
+  // it would also beat a write of the key newer than the collected
+  // tombstone that has not reached this replica yet, and delete it
+  // everywhere (simulation seed 5971). The clock is past that point (it
+  // observed every version merged) unless a fresh-clock fork reset it, and
+  // this id stamps nothing in a clock gap of its lineage: in either case,
+  // or if it would lose here, stamped by the clock as before.
+  const uint64_t hlc = above + 1;
+  bool by_clock = above == UINT64_MAX || above > clock_->Last();
+  for (const ClockGap& gap : GetLineage().gaps) by_clock = by_clock || gap.Contains(hlc);
+  if (by_clock) return StampLocal(txn, m);
+  // At most one step ahead: this id's writes stay within its clock.
+  clock_->Observe(hlc);
+  const Version version{hlc, replica_id_};
+  PEERKV_ASSIGN_OR_RETURN(const bool won, txn.ApplyLocal(m, version));
+  if (!won) return StampLocal(txn, m);
+  return version;
+}
+
 absl::Status Store::ApplyLocalWrite(GroupTxn& txn, LocalWrite& write) {
   write.versions.clear();
   for (const Mutation& m : write.mutations) {

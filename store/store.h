@@ -752,6 +752,12 @@ class Store {
   // fork, just above a stored version that is ahead of the clock. Returns
   // the version, or nullopt if it lost (a bug).
   absl::StatusOr<std::optional<Version>> StampLocal(writer::GroupTxn& txn, const Mutation& m);
+  // Writes `m` (a fresh tombstone answering a stale record, for a key this
+  // replica holds nothing of) stamped just above hlc `above` (the newest
+  // collected tombstone's, or the stale record's if newer); store.cc says
+  // when it is stamped by the clock instead.
+  absl::StatusOr<std::optional<Version>> StampAboveCollected(writer::GroupTxn& txn,
+                                                             const Mutation& m, uint64_t above);
   absl::Status ApplyRemoteBatch(writer::GroupTxn& txn, writer::RemoteBatch& batch);
   // Tombstone collection's side of a merge (tombstones.cc): true if
   // `remote` is stale (a live record for a key this replica holds nothing

@@ -303,7 +303,9 @@ absl::StatusOr<bool> Store::RefuseIfStale(writer::GroupTxn& txn, const Record& r
     // still holds the old value: a fresh tombstone (a new delete of this
     // replica) travels back to it and beats it there.
     const Mutation& fresh_delete = txn.Keep(Mutation{remote.keyspace, remote.key, std::nullopt});
-    PEERKV_ASSIGN_OR_RETURN(fresh, StampLocal(txn, fresh_delete));
+    PEERKV_ASSIGN_OR_RETURN(fresh,
+                            StampAboveCollected(txn, fresh_delete,
+                                                std::max(rule.horizon, remote.version.hlc)));
     PEERKV_CHECK(fresh.has_value());
   }
   result.refused.push_back(RefusedRecord{

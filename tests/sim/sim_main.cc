@@ -108,6 +108,12 @@ int main(int argc, char** argv) {
     // below a value the session carried (5603: that failed every session
     // and closed the link).
     seeds.push_back({5603, reconcile, false});
+    // With identities, as they failed in the sweep of 2026-12-02
+    // (bench/README): 5971, a fresh tombstone answering a stale record
+    // deleted a newer write the answering replica had not received; 4073
+    // and 9136, the checker kept a tombstone that only the replica then
+    // restored from its backup had collected (no other replica held it).
+    for (uint64_t seed : {4073, 5971, 9136}) seeds.push_back({seed, reconcile, identities});
   }
   int passed = 0, failed = 0;
   uint64_t pages_prefetched = 0;

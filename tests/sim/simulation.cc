@@ -982,10 +982,18 @@ class Simulation {
         survives = survives || other->store->InQuarantine(a.keyspace, a.key, a.version);
       }
       // A tombstone collected elsewhere was held by every peer of that
-      // replica: it is not lost (and stale copies are refused).
+      // replica: it is not lost (and stale copies are refused). One that
+      // only the restored replica collected is lost with its other writes
+      // since the copy: it waited for no peer that holds it (seed 4073:
+      // Josephine's only replica collected a jo.notes tombstone, which no
+      // other replica may read, then went back to its backup).
       if (!survives && a.deleted) {
         auto c = collected_.find({a.keyspace, a.key});
-        survives = c != collected_.end() && !(c->second < a.version);
+        if (c != collected_.end()) {
+          for (const auto& [collector, version] : c->second) {
+            survives = survives || (collector != r.index && !(version < a.version));
+          }
+        }
       }
       if (survives) kept.push_back(a);
     }
@@ -1261,7 +1269,7 @@ class Simulation {
             std::printf("r%d collected %s/%s %s; own {%s} acks%s\n", r.index, key.first.c_str(),
                         key.second.c_str(), version.ToString().c_str(), own.c_str(), acks.c_str());
           }
-          auto [c, inserted] = collected_.try_emplace(key, version);
+          auto [c, inserted] = collected_[key].try_emplace(r.index, version);
           if (c->second < version) c->second = version;
         }
       }
@@ -1336,8 +1344,9 @@ class Simulation {
   int key_space_ = 20;
   int writes_ = 0;
   std::vector<Accepted> accepted_;
-  // Tombstones some replica collected: the greatest version per register.
-  std::map<std::pair<std::string, std::string>, Version> collected_;
+  // Tombstones replicas collected: per register, the greatest version
+  // each replica (by index) collected.
+  std::map<std::pair<std::string, std::string>, std::map<int, Version>> collected_;
   uint64_t collections_ = 0;
   // Restores draw from their own generator, so the rest of a seed's plan
   // is what it was before they existed.
