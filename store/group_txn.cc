@@ -15,8 +15,9 @@ namespace peerkv::writer {
 using lmdb::Val;
 using lmdb::View;
 
-absl::Status GroupTxn::Begin(MDB_env* env) {
-  PEERKV_RETURN_IF_ERROR(txn_.Begin(env, 0));
+absl::Status GroupTxn::Begin(MDB_env* env, bool sync_meta) {
+  sync_meta_ = sync_meta;
+  PEERKV_RETURN_IF_ERROR(txn_.Begin(env, sync_meta ? 0 : MDB_NOMETASYNC));
   PEERKV_RETURN_IF_ERROR(records_.Open(txn_, dbis_.records));
   PEERKV_RETURN_IF_ERROR(log_.Open(txn_, dbis_.log));
   return index_.Open(txn_, dbis_.change_index);

@@ -50,7 +50,10 @@ class GroupTxn {
   // Begins the write transaction. An MDB_MAP_FULL from this or any later
   // call, Commit included, is returned as is (see lmdb::IsMapFull): the
   // transaction is then gone and the group must be retried in a bigger map.
-  absl::Status Begin(MDB_env* env);
+  // `sync_meta` false: the commit does not flush the meta page
+  // (MDB_NOMETASYNC for this transaction alone: lmdb::Txn::Begin).
+  absl::Status Begin(MDB_env* env, bool sync_meta = true);
+  bool syncs_meta() const { return sync_meta_; }
 
   // A local write at `version`. False if a stored version beats it, which
   // the writer's clock never lets happen (the caller checks).
@@ -153,6 +156,7 @@ class GroupTxn {
   const tables::Dbis dbis_;
   Counters counters_;
   bool local_ = false;
+  bool sync_meta_ = true;
   bool detect_conflicts_ = false;
   const RecordSigner* signer_ = nullptr;
   std::string signature_;

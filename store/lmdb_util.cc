@@ -2,6 +2,8 @@
 #include "store/lmdb_util.h"
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 
 #include "absl/strings/cord.h"
 #include "absl/strings/str_format.h"
@@ -73,7 +75,8 @@ absl::StatusOr<uint64_t> Entries(MDB_txn* txn, MDB_dbi dbi, std::string_view ope
 
 absl::Status Txn::Begin(MDB_env* env, unsigned flags) {
   Abort();
-  const int rc = mdb_txn_begin(env, nullptr, flags, &txn_);
+  sync_meta_ = (flags & (MDB_RDONLY | MDB_NOMETASYNC)) == 0;
+  const int rc = mdb_txn_begin(env, nullptr, flags & ~MDB_NOMETASYNC, &txn_);
   if (rc != MDB_SUCCESS) {
     txn_ = nullptr;
     return Error(rc, "mdb_txn_begin");
@@ -84,9 +87,19 @@ absl::Status Txn::Begin(MDB_env* env, unsigned flags) {
 absl::Status Txn::Commit() {
   MDB_txn* txn = txn_;
   txn_ = nullptr;
+  MDB_env* env = mdb_txn_env(txn);
   // mdb_txn_commit frees the transaction even when it fails.
   const int rc = mdb_txn_commit(txn);
-  return rc == MDB_SUCCESS ? absl::OkStatus() : Error(rc, "mdb_txn_commit");
+  if (rc != MDB_SUCCESS) return Error(rc, "mdb_txn_commit");
+  // Not forced: a no-op in an environment opened with MDB_NOSYNC.
+  if (sync_meta_) {
+    const int synced = mdb_env_sync(env, 0);
+    if (synced != MDB_SUCCESS) {
+      std::fprintf(stderr, "mdb_env_sync after a commit failed: %s\n", mdb_strerror(synced));
+      std::abort();
+    }
+  }
+  return absl::OkStatus();
 }
 
 void Txn::Abort() {

@@ -55,8 +55,19 @@ class Txn {
   Txn(const Txn&) = delete;
   Txn& operator=(const Txn&) = delete;
 
-  // Begins a read-only (`flags` = MDB_RDONLY) or write transaction.
+  // Begins a read-only (`flags` = MDB_RDONLY) or write transaction. The
+  // store opens its environment with MDB_NOMETASYNC (a commit writes the
+  // meta page without flushing it), and Commit of a write transaction
+  // then flushes it with mdb_env_sync, unless `flags` has MDB_NOMETASYNC:
+  // that commit's meta page stays unflushed until the next flushed
+  // commit. LMDB 0.9 ignores MDB_NOMETASYNC in mdb_txn_begin (only its
+  // 1.0 branch takes it per transaction), and mdb_env_set_flags around a
+  // commit would change flags that reads on other threads use.
   absl::Status Begin(MDB_env* env, unsigned flags);
+  // Aborts the process if the meta page's flush fails: the commit is
+  // visible then and its durability unknown (after a failed fsync Linux
+  // may drop the dirty pages), and LMDB itself stops an environment whose
+  // meta page write failed; the store reopens from what is on disk.
   absl::Status Commit();
   void Abort();
 
@@ -64,6 +75,7 @@ class Txn {
 
  private:
   MDB_txn* txn_ = nullptr;
+  bool sync_meta_ = false;
 };
 
 // A cursor closed in its destructor or by Close(). REQUIRES: closed before

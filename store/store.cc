@@ -264,8 +264,10 @@ absl::Status Store::OpenEnvironment() {
       mdb_env_set_mapsize(env_, options_.initial_map_bytes), "mdb_env_set_mapsize"));
   // MDB_NOTLS: read transactions belong to the call that made them, not to
   // a thread, so servers with thread pools do not exhaust reader slots.
+  // MDB_NOMETASYNC: lmdb::Txn::Commit flushes the meta page itself, so a
+  // transaction can skip it (lmdb_util.h). Set once here, never changed.
   unsigned flags = MDB_NOTLS | MDB_NORDAHEAD;
-  if (!options_.sync) flags |= MDB_NOSYNC;
+  flags |= options_.sync ? MDB_NOMETASYNC : MDB_NOSYNC;
   PEERKV_RETURN_IF_ERROR(lmdb::Error(
       mdb_env_open(env_, dir_->path().c_str(), flags, 0600),
       absl::StrCat("open LMDB environment in ", dir_->path())));
@@ -273,6 +275,12 @@ absl::Status Store::OpenEnvironment() {
   PEERKV_RETURN_IF_ERROR(lmdb::Error(mdb_env_info(env_, &info), "mdb_env_info"));
   map_bytes_ = info.me_mapsize;
   return absl::OkStatus();
+}
+
+unsigned Store::environment_flags() const {
+  unsigned flags = 0;
+  mdb_env_get_flags(env_, &flags);
+  return flags;
 }
 
 absl::Status Store::LoadOrInitMeta() {
@@ -877,7 +885,22 @@ absl::Status Store::CommitWrites(Group& group) {
 
 absl::Status Store::TryApplyGroup(Group& group, GroupTxn& txn, size_t group_bytes) {
   PEERKV_CHECK(OnWriterThread());
-  PEERKV_RETURN_IF_ERROR(txn.Begin(env_));
+  // A group waits for its fsync unless every request in it is a merge
+  // that asked not to (MergeOptions::wait_for_sync). MDB_NOMETASYNC: the
+  // pages are flushed, the meta page that makes them the current state is
+  // written but not flushed (the next synced commit flushes it). A machine
+  // crash may then lose this commit and the unsynced ones after it, never
+  // corrupt the store: the meta page cannot reach the disk before the
+  // pages it points to. MDB_NOSYNC would skip the other fsync too, but then
+  // the meta page (the file's first pages, which writeback may write
+  // first) can reach the disk before the pages, and a machine crash can
+  // leave a store that points at pages it lost.
+  bool wait_for_sync = false;
+  for (const auto& request : group) {
+    const auto* batch = std::get_if<RemoteBatch>(&request->kind);
+    if (batch == nullptr || batch->wait_for_sync) wait_for_sync = true;
+  }
+  PEERKV_RETURN_IF_ERROR(txn.Begin(env_, /*sync_meta=*/wait_for_sync || !options_.sync));
   for (auto& request : group) {
     PEERKV_RETURN_IF_ERROR(std::visit(
         Overloaded{
@@ -907,14 +930,7 @@ absl::Status Store::TryApplyGroup(Group& group, GroupTxn& txn, size_t group_byte
     HoldClaims(txn);
     return absl::OkStatus();
   }
-  // A group waits for its fsync unless every request in it is a merge
-  // that asked not to (MergeOptions::wait_for_sync).
-  bool wait_for_sync = false;
-  for (const auto& request : group) {
-    const auto* batch = std::get_if<RemoteBatch>(&request->kind);
-    if (batch == nullptr || batch->wait_for_sync) wait_for_sync = true;
-  }
-  return CommitGroup(txn, group_bytes, wait_for_sync);
+  return CommitGroup(txn, group_bytes);
 }
 
 absl::StatusOr<std::optional<Version>> Store::StampLocal(GroupTxn& txn, const Mutation& m) {
@@ -1123,7 +1139,7 @@ Watermarks Store::CapClaims(const Watermarks& claims, const GroupTxn* txn) const
   return capped;
 }
 
-absl::Status Store::CommitGroup(GroupTxn& txn, size_t group_bytes, bool wait_for_sync) {
+absl::Status Store::CommitGroup(GroupTxn& txn, size_t group_bytes) {
   Watermarks watermarks;
   bool write_watermarks;
   // Never a claim that covers a record in quarantine (one this
@@ -1151,22 +1167,8 @@ absl::Status Store::CommitGroup(GroupTxn& txn, size_t group_bytes, bool wait_for
   PEERKV_RETURN_IF_ERROR(JournalConflicts(txn, &journaled));
   PEERKV_RETURN_IF_ERROR(txn.PutMetaState(clock_->Last()));
   const absl::Time commit_start = absl::Now();
-  // Only the writer thread commits, so the flag is this commit's alone.
-  // MDB_NOMETASYNC: the pages are flushed, the meta page that makes them
-  // the current state is written but not flushed (the next synced commit
-  // flushes it). A machine crash may then lose this commit and the
-  // unsynced ones after it, never corrupt the store: the meta page cannot
-  // reach the disk before the pages it points to. MDB_NOSYNC would skip
-  // the other fsync too, but then the meta page (the file's first pages,
-  // which writeback may write first) can reach the disk before the pages,
-  // and a machine crash can leave a store that points at pages it lost.
-  const bool skip_sync = !wait_for_sync && options_.sync;
-  if (skip_sync) mdb_env_set_flags(env_, MDB_NOMETASYNC, 1);
   const absl::Status committed = txn.Commit();
-  if (skip_sync) {
-    mdb_env_set_flags(env_, MDB_NOMETASYNC, 0);
-    if (committed.ok()) unsynced_commits_.fetch_add(1);
-  }
+  if (committed.ok() && !txn.syncs_meta()) unsynced_commits_.fetch_add(1);
   metrics::Global().commit_seconds.Observe(absl::ToDoubleSeconds(absl::Now() - commit_start));
   // A full map is not a full disk: CommitWrites grows it and retries.
   if (lmdb::IsMapFull(committed)) return committed;

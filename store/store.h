@@ -383,6 +383,9 @@ class Store {
   absl::StatusOr<std::optional<std::string>> GetExtMeta(std::string_view name) const;
   // Merges (and commits) that did not wait for their fsync, since open.
   uint64_t unsynced_commits() const { return unsynced_commits_.load(); }
+  // The LMDB environment's flags (mdb_env_get_flags): set at open and never
+  // changed, as reads on other threads use them.
+  unsigned environment_flags() const;
   void MergeAsync(std::vector<Record> batch,
                   std::optional<CheckpointUpdate> checkpoint,
                   MergeCallback done, MergeSource from = MergeSource::kOwnDevice);
@@ -797,10 +800,9 @@ class Store {
   void CollectorLoop();
   absl::Status ApplyRestamp(writer::GroupTxn& txn, writer::RestampBatch& batch);
   // Writes the claimed and held checkpoints and watermarks and the meta
-  // state, and commits.
-  // `wait_for_sync` false: committed without fsync (MergeOptions).
-  absl::Status CommitGroup(writer::GroupTxn& txn, size_t group_bytes,
-                           bool wait_for_sync = true);
+  // state, and commits (without the meta page's fsync if `txn` began so:
+  // MergeOptions::wait_for_sync).
+  absl::Status CommitGroup(writer::GroupTxn& txn, size_t group_bytes);
   // Keeps what a group that changed nothing claimed, for the next commit.
   void HoldClaims(const writer::GroupTxn& txn);
   void Publish(const writer::GroupTxn& txn);

@@ -281,6 +281,32 @@ TEST_F(StoreTest, MergeKeepsTheGreaterVersion) {
   EXPECT_TRUE((*store->Get("ks", "k"))->deleted);
 }
 
+// A merge that does not wait for its fsync skips the meta page's flush in
+// its own transaction. Toggling the environment's MDB_NOMETASYNC around the
+// commit instead (as before) raced with every thread that reads the flags;
+// this poller saw them change.
+TEST_F(StoreTest, AnUnsyncedMergeNeverChangesTheEnvironmentFlags) {
+  auto store = OpenStore();
+  const unsigned flags = store->environment_flags();
+  std::atomic<bool> done{false};
+  std::atomic<int> changes{0};
+  std::thread poller([&] {
+    while (!done.load()) {
+      if (store->environment_flags() != flags) changes.fetch_add(1);
+    }
+  });
+  constexpr int kMerges = 50;
+  for (int i = 0; i < kMerges; ++i) {
+    Store::MergeOptions options;
+    options.wait_for_sync = false;
+    EXPECT_THAT(store->MergeWith({Remote("k", 10 + i, 5, "v")}, options), IsOk());
+  }
+  done.store(true);
+  poller.join();
+  EXPECT_EQ(changes.load(), 0);
+  EXPECT_EQ(store->unsynced_commits(), static_cast<uint64_t>(kMerges));
+}
+
 TEST_F(StoreTest, MergeThatWinsNothingWritesNothing) {
   auto store = OpenStore();
   const std::vector<Record> batch = {Remote("a", 1, 5, "x"), Remote("b", 2, 5, "y")};
