@@ -317,7 +317,9 @@ class TlsTest : public ::testing::Test {
     return r;
   }
   void TearDown() override {
-    if (server_ != nullptr) EXPECT_EQ(server_->Stop(SIGTERM), 0) << server_->Log();
+    if (server_ != nullptr) {
+      EXPECT_EQ(server_->Stop(SIGTERM), 0) << server_->Log();
+    }
   }
   RunResult Peerkv(const std::string& data, std::vector<std::string> args) {
     args.insert(args.begin(), {testing::RunfilePath("cli/peerkv"), "--data", data});
