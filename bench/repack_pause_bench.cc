@@ -10,7 +10,6 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <memory>
 #include <string>
 #include <thread>
@@ -18,6 +17,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "bench/baseline.h"
 #include "store/clock.h"
 #include "store/store.h"
 
@@ -81,12 +81,14 @@ int Main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; ++i) {
     if (std::string(argv[i]) == "--records") records = std::atoi(argv[++i]);
   }
-  const std::string dir = std::filesystem::temp_directory_path() /
-                          absl::StrFormat("peerkv-repack-pause-bench-%d", getpid());
-  std::filesystem::remove_all(dir);
+  if (records < 10 || records > 100'000'000) {
+    std::fprintf(stderr, "--records must be between 10 and 100000000\n");
+    return 2;
+  }
+  const bench::ScratchDir dir;
   ManualWallClock wall(kT0);
   StoreOptions options;
-  options.dir = dir;
+  options.dir = dir.path();
   options.wall_clock = &wall;
   options.sync = false;  // the wait for the writer, not for the disk
   options.scrub_at_open = false;
@@ -131,8 +133,7 @@ int Main(int argc, char** argv) {
               d.n, Ms(d.p50), Ms(d.p99), Ms(d.max));
   std::printf("ratio during / no repack: p99 %.1fx, max %.1fx\n", Ms(d.p99) / Ms(b.p99),
               Ms(d.max) / Ms(b.max));
-  opened->reset();
-  std::filesystem::remove_all(dir);
+  opened->reset();  // before the directory goes
   return 0;
 }
 
