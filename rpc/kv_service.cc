@@ -509,15 +509,9 @@ class KvImpl final : public wire::Kv::Server {
       Fail("compact", allowed, context.getResults().initError());
       return kj::READY_NOW;
     }
+    // Store::Compact validates the keyspace. A pass and a repack, each step
+    // a commit on the store's writer: off the loop, like forgetPeer.
     std::string keyspace = ToString(context.getParams().getKeyspace());
-    if (!keyspace.empty()) {
-      if (absl::Status valid = ValidateKeyspace(keyspace); !valid.ok()) {
-        Fail("compact", valid, context.getResults().initError());
-        return kj::READY_NOW;
-      }
-    }
-    // A pass and a repack, each step a commit on the store's writer: off
-    // the loop, like forgetPeer.
     Store* store = &loop_.store();
     return loop_
         .OffLoop<absl::StatusOr<CompactResult>>(
