@@ -955,12 +955,13 @@ void Session::Info(const Args& args, Encoder& e) {
   }
   // The keyspaces held here (reserved ones left out) that the user may
   // read, with their registers; whether that is all of them (not known:
-  // no).
+  // no). Listed only for the sections that use it.
   std::vector<std::pair<std::string, uint64_t>> readable;
-  absl::StatusOr<std::vector<std::pair<std::string, rbsr::Fingerprint>>> roots =
-      store_.KeyspaceFingerprints();
-  bool reads_all = roots.ok();
+  bool reads_all = false;
+  absl::StatusOr<std::vector<std::pair<std::string, rbsr::Fingerprint>>> roots;
+  if (want("stats") || want("keyspace")) roots = store_.KeyspaceFingerprints();
   if (roots.ok()) {
+    reads_all = true;
     for (const auto& [name, fp] : *roots) {
       if (IsReservedKeyspace(name)) continue;
       if (auth::CheckRead(config_.access.get(), config_.user, name).ok()) {
