@@ -1829,7 +1829,7 @@ absl::StatusOr<StoreStats> Store::Stats() const {
   stats.gate_refused = gate_refused_.load();
   {
     absl::MutexLock lock(&acks_mu_);
-    stats.acknowledged_peers = acks_.size();
+    stats.acknowledged_peers = acks_.size() + friend_acks_.size();
     stats.forgotten_peers = forgotten_peers_.size();
   }
   {

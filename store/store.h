@@ -184,7 +184,8 @@ struct StoreOptions {
   // Tombstone collection (README "Tombstone collection"; store/tombstones.cc).
   // A tombstone is dropped once it is at least this old (by its clock), this
   // replica's watermarks cover it and so do the acknowledged watermarks of
-  // every peer it met (NotePeerHolds) and did not forget (ForgetPeer).
+  // every peer it met (NotePeerHolds; a friend's device: its checkpoint
+  // into this log, NoteFriendHolds) and did not forget (ForgetPeer).
   // Default 7 days; at least 0.
   int64_t tombstone_min_age_ms = int64_t{7} * 24 * 3600 * 1000;
   // A background thread runs a full collection pass this often, in
@@ -576,17 +577,34 @@ class Store {
   // hello): replaces what it acknowledged before (a peer may hold less
   // than it did: it forgot an origin).
   void NotePeerHolds(uint64_t peer_id, const Watermarks& held) const;
+  // A friend's device met (a filtered link, README "Filtered replication"):
+  // waited for by its checkpoint into this log, not by watermarks (it holds
+  // only the keyspaces it may read, and never collects this user's
+  // tombstones, so one collected before it received it would stay behind
+  // there for good as an older tombstone: seeds 9051, 9140). Registered
+  // with nothing held if new; like NotePeer, bookkeeping, any thread.
+  void NoteFriend(uint64_t peer_id) const;
+  // What friend `peer_id` merged of this log (PullRequest::merged_seq): it
+  // holds every record logged up to `seq` of `incarnation` that it may
+  // read (its filtered pull moved past the others). A tombstone logged
+  // after that is held back for it. Replaces what it said before.
+  void NoteFriendHolds(uint64_t peer_id, uint64_t incarnation, uint64_t seq) const;
   // Releases the tombstones `peer_id` holds back: as a peer, it is no
   // longer waited for; as an origin (any replica whose writes this one
   // holds), its clock no longer bounds the origin floor (see
   // CollectTombstones). What it acknowledged (and this replica's watermark
   // for it) is kept as what it was forgotten with: a live record it sends
-  // later that they cover and that would win is refused as stale. NotFound
+  // later that they cover and that would win is refused as stale. A
+  // friend's device (NoteFriend) is no longer waited for either. NotFound
   // if it is neither a peer waited for nor a known origin (never met,
   // already forgotten, or retired by a fork).
   absl::Status ForgetPeer(uint64_t peer_id);
-  // The peers waited for, with what they acknowledged, by id.
+  // The peers waited for, with what they acknowledged, by id (friends'
+  // devices aside: FriendCheckpoints).
   std::vector<std::pair<uint64_t, Watermarks>> AcknowledgedPeers() const;
+  // The friends' devices waited for, with the seq each merged of this log
+  // (0 if it was of another incarnation), by id.
+  std::vector<std::pair<uint64_t, uint64_t>> FriendCheckpoints() const;
 
   struct CollectResult {
     uint64_t examined = 0;
@@ -598,7 +616,8 @@ class Store {
   };
   // A tombstone is collected once it is tombstone_min_age_ms old, this
   // replica's watermarks cover it, every peer waited for acknowledged
-  // holding it, and its hlc is at most the origin floor: the least of this
+  // holding it (a friend's device: merged this log past its seq), and its
+  // hlc is at most the origin floor: the least of this
   // replica's watermarks over every origin it knows (but itself and the
   // forgotten), so no known replica can still write its key with an older
   // version that would not be recognised as stale.
@@ -980,6 +999,13 @@ class Store {
   // (writer thread); the background thread and its stop flag.
   mutable absl::Mutex acks_mu_;
   mutable absl::flat_hash_map<uint64_t, Watermarks> acks_ ABSL_GUARDED_BY(acks_mu_);
+  // Friends' devices waited for: the checkpoint into this log each merged
+  // (NoteFriendHolds). Persisted in meta "friend_acks" with peer_acks.
+  struct FriendAck {
+    uint64_t incarnation = 0;
+    uint64_t seq = 0;
+  };
+  mutable absl::flat_hash_map<uint64_t, FriendAck> friend_acks_ ABSL_GUARDED_BY(acks_mu_);
   absl::flat_hash_map<uint64_t, Watermarks> forgotten_peers_ ABSL_GUARDED_BY(acks_mu_);
   // What this replica's watermarks claimed before its fresh-clock forks
   // (merged over them): a fork drops the watermarks, yet tombstones

@@ -1,6 +1,6 @@
 // store/tombstones.cc: tombstone collection without resurrection (README
 // "Tombstone collection"). What each peer acknowledged it holds (its
-// watermarks), the bounded collection steps that drop tombstones every peer
+// watermarks; a friend's device: its checkpoint into this log), the bounded collection steps that drop tombstones every peer
 // and this replica hold, and the merge-side rule that refuses a record
 // whose tombstone was collected (a stale record) and answers it with a
 // fresh tombstone; the repack of the tables that gives the pages of a large
@@ -34,8 +34,10 @@ using lmdb::Val;
 using lmdb::View;
 
 // Meta entries: {peer(8) origins(4) {origin(8) hlc(8)}*}* for the peers
-// waited for and the forgotten ones; the newest collected tombstone's hlc.
+// waited for and the forgotten ones; {peer(8) incarnation(8) seq(8)}* for
+// the friends' devices waited for; the newest collected tombstone's hlc.
 constexpr char kMetaPeerAcks[] = "peer_acks";
+constexpr char kMetaFriendAcks[] = "friend_acks";
 constexpr char kMetaForgottenPeers[] = "forgotten_peers";
 constexpr char kMetaTombstoneHorizon[] = "tombstone_horizon";
 // The watermarks before fresh-clock forks: {0(8) origins(8) {origin hlc}*}.
@@ -82,6 +84,33 @@ absl::StatusOr<absl::flat_hash_map<uint64_t, Watermarks>> DecodeAcks(std::string
   return acks;
 }
 
+template <typename FriendAck>
+std::string EncodeFriendAcks(const absl::flat_hash_map<uint64_t, FriendAck>& acks) {
+  std::vector<uint64_t> ids;
+  for (const auto& [id, ack] : acks) ids.push_back(id);
+  std::sort(ids.begin(), ids.end());
+  std::string out;
+  for (uint64_t id : ids) {
+    codec::PutFixed64(&out, id);
+    codec::PutFixed64(&out, acks.at(id).incarnation);
+    codec::PutFixed64(&out, acks.at(id).seq);
+  }
+  return out;
+}
+
+template <typename FriendAck>
+absl::Status DecodeFriendAcks(std::string_view in, absl::flat_hash_map<uint64_t, FriendAck>* acks) {
+  if (in.size() % 24 != 0) {
+    return absl::DataLossError(
+        absl::StrFormat("meta %s is %d bytes, not a multiple of 24", kMetaFriendAcks, in.size()));
+  }
+  for (size_t at = 0; at < in.size(); at += 24) {
+    (*acks)[codec::GetFixed64(in.data() + at)] =
+        FriendAck{codec::GetFixed64(in.data() + at + 8), codec::GetFixed64(in.data() + at + 16)};
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 void Store::NotePeer(uint64_t peer_id) const {
@@ -102,6 +131,37 @@ void Store::NotePeerHolds(uint64_t peer_id, const Watermarks& held) const {
   absl::MutexLock lock(&acks_mu_);
   auto it = acks_.find(peer_id);
   if (it != acks_.end()) it->second = held;
+}
+
+void Store::NoteFriend(uint64_t peer_id) const {
+  if (peer_id == 0 || peer_id == replica_id()) return;
+  absl::MutexLock lock(&acks_mu_);
+  if (friend_acks_.contains(peer_id)) return;
+  if (friend_acks_.size() >= kMaxAcknowledgedPeers) {
+    acks_overflow_ = true;  // as NotePeer: stop rather than not wait
+    return;
+  }
+  friend_acks_.emplace(peer_id, FriendAck{});
+}
+
+void Store::NoteFriendHolds(uint64_t peer_id, uint64_t incarnation, uint64_t seq) const {
+  if (peer_id == 0 || peer_id == replica_id()) return;
+  NoteFriend(peer_id);
+  absl::MutexLock lock(&acks_mu_);
+  auto it = friend_acks_.find(peer_id);
+  if (it != friend_acks_.end()) it->second = FriendAck{incarnation, seq};
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> Store::FriendCheckpoints() const {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  {
+    absl::MutexLock lock(&acks_mu_);
+    for (const auto& [id, ack] : friend_acks_) {
+      out.emplace_back(id, ack.incarnation == incarnation() ? ack.seq : 0);
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 void Store::DropRetiredAcks(const std::vector<uint64_t>& ids, const Watermarks& held) {
@@ -164,7 +224,7 @@ absl::Status Store::ForgetPeer(uint64_t peer_id) {
   {
     const Watermarks own = GetWatermarks();
     absl::MutexLock lock(&acks_mu_);
-    if (!acks_.contains(peer_id) &&
+    if (!acks_.contains(peer_id) && !friend_acks_.contains(peer_id) &&
         (own.count(peer_id) == 0 || forgotten_peers_.contains(peer_id) || peer_id == replica_id())) {
       return absl::NotFoundError(absl::StrFormat(
           "replica %s is not a peer this replica waits for (never met, already forgotten, "
@@ -174,10 +234,12 @@ absl::Status Store::ForgetPeer(uint64_t peer_id) {
   }
   return RunOnWriter([this, peer_id]() -> absl::Status {
     absl::flat_hash_map<uint64_t, Watermarks> acks, forgotten;
+    absl::flat_hash_map<uint64_t, FriendAck> friends;
     {
       absl::MutexLock lock(&acks_mu_);
       acks = acks_;
       forgotten = forgotten_peers_;
+      friends = friend_acks_;
     }
     // What it acknowledged as a peer, and what this replica holds of it as
     // an origin: what it sends later that these cover is old.
@@ -185,6 +247,7 @@ absl::Status Store::ForgetPeer(uint64_t peer_id) {
     if (auto it = acks.find(peer_id); it != acks.end()) forgotten[peer_id].Merge(it->second);
     if (auto it = own.find(peer_id); it != own.end()) forgotten[peer_id].Raise(peer_id, it->second);
     acks.erase(peer_id);
+    friends.erase(peer_id);
     if (forgotten.size() > kMaxAcknowledgedPeers) {
       // The oldest cannot be told; drop the one that claims least.
       auto least = std::min_element(forgotten.begin(), forgotten.end(), [](const auto& a,
@@ -199,6 +262,8 @@ absl::Status Store::ForgetPeer(uint64_t peer_id) {
         lmdb::Put(txn.get(), meta_dbi_, kMetaPeerAcks, EncodeAcks(acks), "write peer acks"));
     PEERKV_RETURN_IF_ERROR(lmdb::Put(txn.get(), meta_dbi_, kMetaForgottenPeers,
                                      EncodeAcks(forgotten), "write forgotten peers"));
+    PEERKV_RETURN_IF_ERROR(lmdb::Put(txn.get(), meta_dbi_, kMetaFriendAcks,
+                                     EncodeFriendAcks(friends), "write friend acks"));
     const absl::Status committed = txn.Commit();
     if (lmdb::IsMapFull(committed)) {
       PEERKV_RETURN_IF_ERROR(GrowMap(0));
@@ -207,6 +272,7 @@ absl::Status Store::ForgetPeer(uint64_t peer_id) {
     PEERKV_RETURN_IF_ERROR(committed);
     absl::MutexLock lock(&acks_mu_);
     acks_.erase(peer_id);
+    friend_acks_.erase(peer_id);
     forgotten_peers_ = std::move(forgotten);
     return absl::OkStatus();
   });
@@ -217,6 +283,8 @@ absl::Status Store::LoadTombstoneState(MDB_txn* txn) {
                           lmdb::Get(txn, meta_dbi_, kMetaPeerAcks, "read peer acks"));
   PEERKV_ASSIGN_OR_RETURN(std::optional<std::string_view> forgotten,
                           lmdb::Get(txn, meta_dbi_, kMetaForgottenPeers, "read forgotten peers"));
+  PEERKV_ASSIGN_OR_RETURN(std::optional<std::string_view> friends,
+                          lmdb::Get(txn, meta_dbi_, kMetaFriendAcks, "read friend acks"));
   PEERKV_ASSIGN_OR_RETURN(std::optional<uint64_t> horizon,
                           tables::ReadMetaU64(txn, meta_dbi_, kMetaTombstoneHorizon));
   PEERKV_ASSIGN_OR_RETURN(std::optional<std::string_view> fork_marks,
@@ -233,18 +301,22 @@ absl::Status Store::LoadTombstoneState(MDB_txn* txn) {
   if (forgotten.has_value()) {
     PEERKV_ASSIGN_OR_RETURN(forgotten_peers_, DecodeAcks(*forgotten, kMetaForgottenPeers));
   }
+  friend_acks_.clear();
+  if (friends.has_value()) PEERKV_RETURN_IF_ERROR(DecodeFriendAcks(*friends, &friend_acks_));
   collected_horizon_ = horizon.value_or(0);
   return absl::OkStatus();
 }
 
 absl::Status Store::WriteAcks(MDB_txn* txn) const {
-  std::string acks, forgotten;
+  std::string acks, forgotten, friends;
   {
     absl::MutexLock lock(&acks_mu_);
     acks = EncodeAcks(acks_);
     forgotten = EncodeAcks(forgotten_peers_);
+    friends = EncodeFriendAcks(friend_acks_);
   }
   PEERKV_RETURN_IF_ERROR(lmdb::Put(txn, meta_dbi_, kMetaPeerAcks, acks, "write peer acks"));
+  PEERKV_RETURN_IF_ERROR(lmdb::Put(txn, meta_dbi_, kMetaFriendAcks, friends, "write friend acks"));
   return lmdb::Put(txn, meta_dbi_, kMetaForgottenPeers, forgotten, "write forgotten peers");
 }
 
@@ -420,12 +492,15 @@ absl::Status Store::CollectStep(size_t max_examined, CollectResult& result, Coll
   PEERKV_CHECK(OnWriterThread());
   result = CollectResult{};
   absl::flat_hash_map<uint64_t, Watermarks> acks;
+  absl::flat_hash_map<uint64_t, FriendAck> friends;
   bool overflow;
   {
     absl::MutexLock lock(&acks_mu_);
     acks = acks_;
+    friends = friend_acks_;
     overflow = acks_overflow_;
   }
+  const uint64_t incarnation_now = incarnation();
   const Watermarks own = GetWatermarks();
   // The origin floor: the least hlc up to which this replica holds every
   // write of every origin it knows (forgotten ones aside). A replica whose
@@ -517,6 +592,16 @@ absl::Status Store::CollectStep(size_t max_examined, CollectResult& result, Coll
       }
       for (const auto& [peer, marks] : acks) {
         if (!marks.Covers(header.version)) {
+          collect = false;
+          if (holder == 0) holder = peer;
+        }
+      }
+      // A friend's device never collects this user's tombstones (no
+      // watermark of its covers them): collected before it merged this
+      // one, an older tombstone (or value) of the key it holds would stay
+      // there for good, the stale tombstone it offers dropped unanswered.
+      for (const auto& [peer, held] : friends) {
+        if (held.incarnation != incarnation_now || held.seq < header.seq) {
           collect = false;
           if (holder == 0) holder = peer;
         }

@@ -1,5 +1,6 @@
 // store/tombstones_test.cc: tombstone collection (store/tombstones.cc): the
-// rule (age, this replica's and every peer's acknowledged watermarks), the
+// rule (age, this replica's and every peer's acknowledged watermarks, a
+// friend's device's merged checkpoint), the
 // peer that holds collection back, ForgetPeer, stale records refused and
 // answered with a fresh tombstone, and the log, counters and range
 // fingerprints kept consistent across collection and reopening.
@@ -154,6 +155,58 @@ TEST_F(TombstoneTest, ForgetPeerReleasesAndUnknownIsNotFound) {
   ASSERT_THAT(stats, IsOk());
   EXPECT_EQ(stats->forgotten_peers, 1u);
   EXPECT_EQ(stats->acknowledged_peers, 0u);
+}
+
+// A friend's device never collects this user's tombstones: collected
+// before it merged the newest one of a key, the older one it holds would
+// stay there for good (simulation seeds 9051, 9140). It is waited for by
+// the checkpoint into this log that it merged, not by watermarks; durably,
+// and only in this incarnation of the log; ForgetPeer releases it.
+TEST_F(TombstoneTest, AFriendsDeviceIsWaitedForByTheCheckpointItMerged) {
+  uint64_t seq = 0, incarnation = 0;
+  {
+    auto store = Open();
+    ASSERT_NE(store, nullptr);
+    store->NoteFriend(kPeerA);
+    ASSERT_THAT(store->Put("ks", "k", "v"), IsOk());
+    ASSERT_THAT(store->Delete("ks", "k"), IsOk());
+    ASSERT_THAT(store->Put("ks", "after", "v"), IsOk());
+    seq = Get(*store, "k")->seq;
+    incarnation = store->incarnation();
+    wall_.Advance(kMinAge + 1);
+    // Old enough and covered, but the friend merged nothing of the log.
+    ASSERT_EQ(CollectAll(*store), 0u);
+    absl::StatusOr<StoreStats> stats = store->Stats();
+    ASSERT_THAT(stats, IsOk());
+    EXPECT_EQ(stats->tombstones_held, 1u);
+    EXPECT_EQ(stats->tombstones_held_by, kPeerA);
+    EXPECT_EQ(stats->acknowledged_peers, 1u);
+    // Short of the tombstone's seq; or past it in another life of the log.
+    store->NoteFriendHolds(kPeerA, incarnation, seq - 1);
+    ASSERT_EQ(CollectAll(*store), 0u);
+    store->NoteFriendHolds(kPeerA, incarnation + 1, seq + 1);
+    ASSERT_EQ(CollectAll(*store), 0u);
+    EXPECT_THAT(store->FriendCheckpoints(),
+                ::testing::ElementsAre(std::pair<uint64_t, uint64_t>(kPeerA, 0)));
+  }
+  {
+    // Still waited for after reopening (persisted with the collection step).
+    auto store = Open();
+    ASSERT_NE(store, nullptr);
+    ASSERT_EQ(CollectAll(*store), 0u);
+    store->NoteFriendHolds(kPeerA, incarnation, seq);
+    ASSERT_EQ(CollectAll(*store), 1u);
+    EXPECT_EQ(Get(*store, "k"), std::nullopt);
+    // A second friend, met later, holds a new tombstone back until forgotten.
+    store->NoteFriend(kPeerB);
+    ASSERT_THAT(store->Delete("ks", "after"), IsOk());
+    store->NoteFriendHolds(kPeerA, incarnation, store->max_seq());
+    wall_.Advance(kMinAge + 1);
+    ASSERT_EQ(CollectAll(*store), 0u);
+    ASSERT_THAT(store->ForgetPeer(kPeerB), IsOk());
+    EXPECT_THAT(store->ForgetPeer(kPeerB), StatusIs(StatusCode::kNotFound));
+    ASSERT_EQ(CollectAll(*store), 1u);
+  }
 }
 
 TEST_F(TombstoneTest, StaleRecordIsRefusedAndAnsweredWithAFreshTombstone) {

@@ -295,7 +295,8 @@ struct StoreStats {
   // dropped since open; tombstones old enough that the last full pass kept
   // because a peer's (or this replica's own) watermarks do not cover them,
   // and the peer that held back most of them with its count (0: none, or
-  // this replica's own watermarks); peers waited for and forgotten; live
+  // this replica's own watermarks); peers waited for (friends' devices
+  // included) and forgotten; live
   // records refused as stale since open (their tombstone was collected).
   uint64_t tombstones_collected = 0;
   uint64_t tombstones_held = 0;
