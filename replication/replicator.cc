@@ -311,11 +311,15 @@ void Replicator::AddLink(LinkId link, const PeerInfo& info, bool inbound,
     PublishStatus();
     return;
   }
-  // A peer met: tombstone collection waits for what it acknowledges. Not a
-  // friend's device: it holds only the keyspaces it may read, so it would
-  // never acknowledge the others' tombstones (it is not waited for; README
-  // "Filtered replication").
-  if (info.readable == nullptr) store_->NotePeer(info.replica_id);
+  // A peer met: tombstone collection waits for what it acknowledges. A
+  // friend's device holds only the keyspaces it may read, so it would
+  // never acknowledge the others' tombstones by watermarks: it is waited
+  // for by how far it merged our log (README "Tombstone collection").
+  if (info.readable == nullptr) {
+    store_->NotePeer(info.replica_id);
+  } else {
+    store_->NoteFriend(info.replica_id);
+  }
   auto [it, created] = peers_.try_emplace(info.replica_id);
   if (created) {
     it->second = std::make_unique<Peer>();
@@ -741,7 +745,9 @@ void Replicator::StartPull(uint64_t peer_id) {
   SendPull(peer, checkpoint->value_or(PeerCheckpoint{}));
 }
 
-void Replicator::SendPull(Peer& peer, PeerCheckpoint from) {
+void Replicator::SendPull(Peer& peer, PeerCheckpoint from) { SendPull(peer, from, from); }
+
+void Replicator::SendPull(Peer& peer, PeerCheckpoint from, PeerCheckpoint merged) {
   PEERKV_CHECK(executor_->IsCurrent());
   PEERKV_CHECK(peer.pulling);
   PullRequest request;
@@ -749,6 +755,8 @@ void Replicator::SendPull(Peer& peer, PeerCheckpoint from) {
   request.incarnation = from.incarnation;
   request.after_seq = from.seq;
   request.after_nonce = from.nonce;
+  request.merged_seq =
+      merged.incarnation == from.incarnation ? std::min(merged.seq, from.seq) : 0;
   request.max_records = options_.batch_records;
   request.max_bytes = options_.batch_bytes;
   request.max_value_bytes = store_->options().max_value_bytes;
@@ -830,8 +838,10 @@ void Replicator::OnPulled(uint64_t peer_id, uint64_t attempt,
   if (go_on) {
     // Pipelining: the peer reads, encodes and sends the next page while
     // this one merges and syncs. At most one page is in flight besides the
-    // one merging: the next is asked for only once this one is taken.
-    SendPull(peer, PeerCheckpoint{page.response.incarnation, page.checkpoint_seq, page.response.nonce});
+    // one merging: the next is asked for only once this one is taken. The
+    // one before it merged: where this one was asked from.
+    SendPull(peer, PeerCheckpoint{page.response.incarnation, page.checkpoint_seq, page.response.nonce},
+             page.pulled_from);
     ++counters_.pages_prefetched;
   }
   absl::StatusOr<MergeResult> merged = MergePage(peer_id, page);

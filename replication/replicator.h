@@ -273,8 +273,11 @@ class Replicator final : public LinkEvents {
   void Round();
   // Starts a pull from the committed checkpoint (or queues it for a slot).
   void StartPull(uint64_t peer_id);
-  // Asks `peer` (pulling) for the page after `from`, as a new attempt.
+  // Asks `peer` (pulling) for the page after `from`, as a new attempt;
+  // `merged` (default: `from`) is the checkpoint whose pages are merged
+  // (PullRequest::merged_seq).
   void SendPull(Peer& peer, PeerCheckpoint from);
+  void SendPull(Peer& peer, PeerCheckpoint from, PeerCheckpoint merged);
   // The steps of taking one page (see OnPulled).
   void OnPulled(uint64_t peer_id, uint64_t attempt, absl::StatusOr<PullResponse> result);
   void OnPullFailed(Peer& peer, const absl::Status& status);

@@ -821,6 +821,13 @@ TEST_F(ReplicatorTest, APipelinedPullMergesPagesInOrderAndRestartsFromTheCommitt
   EXPECT_EQ(checkpoint(), 12u);
   EXPECT_TRUE(has(12));
   EXPECT_EQ(replicator_->Counters().pages_prefetched, 4u);
+  // Each request tells the checkpoint it had merged (PullRequest::
+  // merged_seq): the committed one, a page behind a pipelined after_seq,
+  // never ahead of it (a friend's server waits for it before collecting).
+  std::vector<uint64_t> merged_seqs;
+  for (const PullRequest& r : transport_.requests) merged_seqs.push_back(r.merged_seq);
+  EXPECT_EQ(merged_seqs, committed_at_request);
+  EXPECT_THAT(merged_seqs, ::testing::ElementsAre(0, 0, 3, 6, 6, 9, 9, 9));
 }
 
 // A peer whose log holds one record from a clock an hour ahead and then a

@@ -70,6 +70,11 @@ absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& re
     response.watermarks = store.ServedWatermarks();
     // What the requester holds: tombstone collection waits for it.
     store.NotePeerHolds(request.requester, request.watermarks);
+  } else {
+    // A friend's device: by how far it merged this log (nothing, if its
+    // checkpoint is of another life of it: it starts over).
+    store.NoteFriendHolds(request.requester, store.incarnation(),
+                          usable ? std::min(request.merged_seq, request.after_seq) : 0);
   }
   ChangesFilter filter{.skip_source = request.requester,
                        .skip_origin = request.requester,

@@ -23,8 +23,10 @@ inline constexpr uint32_t kMaxPullBytes = 4 << 20;
 // of the keyspaces it accepts, read through the store's change index (work
 // proportional to them); no watermarks (they would claim versions of other
 // keyspaces, and a friend holds only a subset); the store fingerprint is
-// that of those keyspaces alone; the requester's holdings are not noted
-// for tombstone collection (a friend never holds every keyspace).
+// that of those keyspaces alone; for tombstone collection the requester's
+// holdings are noted by its merged checkpoint (PullRequest::merged_seq,
+// Store::NoteFriendHolds), not by watermarks (a friend never holds every
+// keyspace).
 // `reserved` (with `readable`): the records of reserved keyspaces it
 // accepts travel too (the policies and groups the friend must enforce).
 absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& request,

@@ -177,13 +177,38 @@ TEST_F(FilteredServeTest, APullSendsOnlyReadableRecordsAndNoWatermarks) {
   ASSERT_TRUE(response->store_fingerprint.has_value());
   EXPECT_EQ(response->store_fingerprint->count, 1u);
   EXPECT_EQ(*response->store_fingerprint, *StoreFingerprint(*server_, *readable_));
-  // The friend is not waited for by tombstone collection.
+  // The friend is not waited for by watermarks, but by how far it merged
+  // this log: nothing yet (merged_seq 0).
   EXPECT_TRUE(server_->AcknowledgedPeers().empty());
+  EXPECT_THAT(server_->FriendCheckpoints(),
+              ElementsAre(std::pair<uint64_t, uint64_t>(friend_->replica_id(), 0)));
   // Without the filter (an own device) everything goes, with watermarks.
   absl::StatusOr<PullResponse> own = ServePull(*server_, request);
   ASSERT_THAT(own, IsOk());
   EXPECT_EQ(own->records.size(), 101u);
   EXPECT_FALSE(own->watermarks.empty());
+}
+
+// A friend's device is waited for by tombstone collection up to the
+// checkpoint it merged: a pipelined request asks a page ahead of it, and a
+// checkpoint into another incarnation of the log counts as nothing.
+TEST_F(FilteredServeTest, AFriendIsNotedByTheCheckpointItMergedNotByWhereItAsks) {
+  const uint64_t max_seq = server_->max_seq();
+  using Held = std::pair<uint64_t, uint64_t>;
+  const uint64_t id = friend_->replica_id();
+  PullRequest request{.requester = id, .incarnation = server_->incarnation(),
+                      .after_seq = max_seq, .max_records = 1000, .merged_seq = max_seq - 5};
+  ASSERT_THAT(ServePull(*server_, request, readable_.get()), IsOk());
+  EXPECT_THAT(server_->FriendCheckpoints(), ElementsAre(Held(id, max_seq - 5)));
+  // Never beyond where it asks from.
+  request.merged_seq = max_seq + 7;
+  request.after_seq = max_seq - 1;
+  ASSERT_THAT(ServePull(*server_, request, readable_.get()), IsOk());
+  EXPECT_THAT(server_->FriendCheckpoints(), ElementsAre(Held(id, max_seq - 1)));
+  // A checkpoint of another life of this log: it starts over.
+  request.incarnation = server_->incarnation() + 1;
+  ASSERT_THAT(ServePull(*server_, request, readable_.get()), IsOk());
+  EXPECT_THAT(server_->FriendCheckpoints(), ElementsAre(Held(id, 0)));
 }
 
 TEST_F(FilteredServeTest, AWholeReconcileSessionSeesOnlyReadableKeyspaces) {

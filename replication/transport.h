@@ -124,6 +124,12 @@ struct PullRequest {
   // What the requester already holds (see Store::GetWatermarks): records
   // they cover are not sent.
   Watermarks watermarks;
+  // The requester's checkpoint in this log that it has merged (of the same
+  // incarnation as after_seq; 0: none, or not told): a pipelined request
+  // asks after a page still merging, so after_seq may be one page ahead.
+  // A friend's device is waited for by tombstone collection by it
+  // (Store::NoteFriendHolds).
+  uint64_t merged_seq = 0;
 };
 
 struct PullResponse {

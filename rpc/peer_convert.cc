@@ -47,6 +47,7 @@ void ToWire(const replication::PullRequest& pull, wire::Replica::PullParams::Bui
   out.setIncarnation(pull.incarnation);
   out.setAfterSeq(pull.after_seq);
   out.setAfterNonce(pull.after_nonce);
+  out.setMergedSeq(pull.merged_seq);
   out.setMaxRecords(pull.max_records);
   out.setMaxBytes(pull.max_bytes);
   out.setMaxValueBytes(pull.max_value_bytes);
@@ -58,6 +59,7 @@ replication::PullRequest FromWire(wire::Replica::PullParams::Reader pull) {
   request.incarnation = pull.getIncarnation();
   request.after_seq = pull.getAfterSeq();
   request.after_nonce = pull.getAfterNonce();
+  request.merged_seq = pull.getMergedSeq();
   request.max_records = pull.getMaxRecords();
   request.max_bytes = pull.getMaxBytes();
   request.max_value_bytes = pull.getMaxValueBytes();
