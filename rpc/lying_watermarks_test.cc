@@ -10,6 +10,9 @@
 //    liar's acknowledgement (an own device claiming what it lacks) does not
 //    collect one another peer lacks, nor can it acknowledge as that peer,
 //    and a friend's is not counted;
+//  - a stranger's device (neither the user's nor a friend's) can neither
+//    hello, pull, nudge nor push (reconcile): its connection is closed
+//    after the handshake, and nothing changes;
 //  - a friend's claims about the server itself (a checkpoint beyond its log,
 //    a watermark beyond its clock, its id among the retired) do not make it
 //    fork, as an own device's would (restore_guard.h): before, any friend
@@ -17,12 +20,14 @@
 //    RestoreEvidenceOf, ReplicaImpl::pull).
 #include <signal.h>
 
+#include <functional>
 #include <memory>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "kj/exception.h"
 #include "absl/time/clock.h"
 #include "auth/identity.h"
 #include "auth/ids.h"
@@ -116,6 +121,13 @@ class Peer {
     page.max_seq = answer.getMaxSeq();
     page.watermarks = FromWire(answer.getWatermarks());
     return page;
+  }
+
+  // A reconcile request of `bytes` (a push, a question: whatever they say).
+  absl::Status Reconcile(const std::string& bytes) {
+    auto reconcile = replica_.reconcileRequest();
+    reconcile.setRequest(AsData(bytes));
+    return ResponseStatus(reconcile.send().wait(io_.waitScope));
   }
 
   void Nudge(const Watermarks& claimed) {
@@ -377,6 +389,56 @@ TEST_F(LyingWatermarksTest, AFriendsClaimsAboutThisReplicaDoNotMakeItFork) {
   EXPECT_THAT(own->Pull(Own(7), ahead),
               StatusIs(absl::StatusCode::kFailedPrecondition, "restored from an older copy"));
   EXPECT_THAT(a_->WaitForLog("Forked from replica id"), HasSubstr("beyond this replica's own"));
+}
+
+TEST_F(LyingWatermarksTest, AStrangersDeviceCanNeitherHelloPullNudgeNorPush) {
+  ASSERT_THAT(client_->Put("ks", "k", "v"), IsOk());
+  const uint64_t fingerprint = testing::FingerprintOf(*a_);
+  std::unique_ptr<auth::Identity> mallory = *auth::Identity::CreateUser(dir_.Sub("m"), "mallory");
+  TlsIdentity tls{*auth::SigningKey::FromSeed(mallory->device_key().seed()),
+                  *mallory->IssueOwnCertificate("laptop", absl::ToUnixMillis(absl::Now()))};
+  absl::StatusOr<std::unique_ptr<TlsEndpoint>> endpoint =
+      TlsEndpoint::Create(tls, io_->provider->getTimer(), 10'000);
+  ASSERT_THAT(endpoint, IsOk());
+  const uint64_t id = DeriveReplicaId(tls.key->public_key().view(), 7);
+  Watermarks lie;
+  lie.Raise(self_, Ahead());
+  // Each on a connection of its own: whatever it asks, it is not answered
+  // (the connection is closed after the handshake; TLS 1.3 lets the
+  // client's side finish first, so the call, not the dial, fails). Checked
+  // to fail as an own device (every call then reaches the service).
+  const std::vector<std::pair<std::string, std::function<absl::Status(Peer&)>>> calls = {
+      {"hello", [&](Peer& p) { return p.Hello(id, 7); }},
+      {"pull", [&](Peer& p) { return p.Pull(id, lie).status(); }},
+      {"nudge",
+       [&](Peer& p) {
+         p.Nudge(lie);
+         return absl::OkStatus();
+       }},
+      {"push", [&](Peer& p) { return p.Reconcile(std::string(64, 'x')); }},
+  };
+  for (const auto& [what, call] : calls) {
+    absl::Status answered = absl::OkStatus();
+    kj::Maybe<kj::Exception> thrown = kj::runCatchingExceptions([&] {
+      Peer peer(*io_, **endpoint, a_->address(), user_);
+      answered = call(peer);
+    });
+    // Not refused by the service (an error answer, as an own device's pull
+    // before hello would get): the connection is gone.
+    EXPECT_TRUE(thrown != nullptr) << what << " reached the service: " << answered;
+    KJ_IF_MAYBE(e, thrown) {
+      EXPECT_EQ(e->getType(), kj::Exception::Type::DISCONNECTED) << what << ": " << e->getDescription().cStr();
+    }
+  }
+  EXPECT_THAT(a_->WaitForLog("refused device " + auth::DeviceId(tls.key->public_key())),
+              HasSubstr("not a device of user"));
+  // Nothing linked, nothing changed, still serving its own.
+  absl::StatusOr<ServerStatus> status = client_->Status();
+  ASSERT_THAT(status, IsOk());
+  EXPECT_EQ(status->replica_id, self_);
+  for (const replication::PeerStatus& p : status->peers) EXPECT_NE(p.replica_id, id);
+  EXPECT_EQ(testing::FingerprintOf(*a_), fingerprint);
+  EXPECT_THAT(client_->Get("ks", "k"), IsOk());
 }
 
 }  // namespace
