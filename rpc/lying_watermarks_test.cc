@@ -10,6 +10,8 @@
 //    liar's acknowledgement (an own device claiming what it lacks) does not
 //    collect one another peer lacks, nor can it acknowledge as that peer,
 //    and a friend's is not counted;
+//  - a page a friend's device serves with a write of the server's own id
+//    that it lacks is refused, not taken as evidence of a restore;
 //  - a stranger's device (neither the user's nor a friend's) can neither
 //    hello, pull, nudge nor push (reconcile): its connection is closed
 //    after the handshake, and nothing changes;
@@ -58,6 +60,38 @@ using ::testing::HasSubstr;
 // The `back` of our hellos: answers nothing.
 class SilentReplica final : public wire::Replica::Server {};
 
+// The `back` of a friend's hello that answers the server's pulls with one
+// made-up page: a write of the server's own id, a day ahead of its clock.
+class LyingBack final : public wire::Replica::Server {
+ public:
+  LyingBack(uint64_t replica_id, uint64_t incarnation, uint64_t victim, uint64_t hlc)
+      : replica_id_(replica_id), incarnation_(incarnation), victim_(victim), hlc_(hlc) {}
+  kj::Promise<void> pull(PullContext context) override {
+    ++pulls_;
+    Record forged;
+    forged.keyspace = "ks";
+    forged.key = "forged";
+    forged.value = "v";
+    forged.version = Version{hlc_, victim_};
+    forged.seq = 1;
+    auto results = context.getResults();
+    results.setReplicaId(replica_id_);
+    results.setIncarnation(incarnation_);
+    results.setFromSeq(0);
+    const std::string batch = EncodeBatch({forged});
+    results.setBatch(AsData(batch));
+    results.setLastSeq(1);
+    results.setMaxSeq(1);
+    return kj::READY_NOW;
+  }
+  kj::Promise<void> ping(PingContext) override { return kj::READY_NOW; }
+  int pulls() const { return pulls_; }
+
+ private:
+  const uint64_t replica_id_, incarnation_, victim_, hlc_;
+  int pulls_ = 0;
+};
+
 // What one pull page brought.
 struct Page {
   std::vector<Record> records;
@@ -96,9 +130,15 @@ class Peer {
     info.setHeldWatermark(held.watermark);
     auto ids = info.initRetired(static_cast<unsigned>(retired.size()));
     for (size_t i = 0; i < retired.size(); ++i) ids.set(i, retired[i]);
-    hello.setBack(kj::heap<SilentReplica>());
+    if (back_.get() != nullptr) {
+      hello.setBack(std::move(back_));
+    } else {
+      hello.setBack(kj::heap<SilentReplica>());
+    }
     return ResponseStatus(hello.send().wait(io_.waitScope));
   }
+  // What the next hello offers as its back capability.
+  void OfferBack(kj::Own<wire::Replica::Server> back) { back_ = std::move(back); }
 
   absl::StatusOr<Page> Pull(uint64_t requester, const Watermarks& claimed,
                             uint64_t incarnation = 0, uint64_t after_seq = 0) {
@@ -140,6 +180,7 @@ class Peer {
   kj::AsyncIoContext& io_;
   kj::Own<GatewayConnection> link_;
   wire::Replica::Client replica_ = nullptr;
+  kj::Own<wire::Replica::Server> back_;
 };
 
 // An hlc a day ahead of now: beyond any clock of these servers.
@@ -389,6 +430,34 @@ TEST_F(LyingWatermarksTest, AFriendsClaimsAboutThisReplicaDoNotMakeItFork) {
   EXPECT_THAT(own->Pull(Own(7), ahead),
               StatusIs(absl::StatusCode::kFailedPrecondition, "restored from an older copy"));
   EXPECT_THAT(a_->WaitForLog("Forked from replica id"), HasSubstr("beyond this replica's own"));
+}
+
+// The server pulls a friend's device on its hello's back capability: a
+// page holding a write of the server's own id that it lacks would be
+// restore evidence from an own device; from a friend's it is refused, and
+// the server keeps its id. Before, it forked.
+TEST_F(LyingWatermarksTest, AFriendsPageWithAWriteOfOurOwnIdIsRefusedNotAFork) {
+  ASSERT_THAT(client_->Put("ks", "k", "v"), IsOk());
+  std::unique_ptr<Peer> fred = FriendPeer();
+  auto back = kj::heap<LyingBack>(Fred(7), 7, self_, Ahead());
+  LyingBack* lying = back.get();
+  fred->OfferBack(std::move(back));
+  ASSERT_THAT(fred->Hello(Fred(7), 7), IsOk());
+  // The back answers on this loop: run it until the server pulled and
+  // said so (or 10 s passed).
+  const std::string refused = "a friend's word does not fork this replica";
+  for (int turns = 0; turns < 200; ++turns) {
+    io_->provider->getTimer().afterDelay(50 * kj::MILLISECONDS).wait(io_->waitScope);
+    if (lying->pulls() > 0 && a_->Log().find(refused) != std::string::npos) break;
+  }
+  EXPECT_GT(lying->pulls(), 0);
+  EXPECT_THAT(a_->Log(), HasSubstr(refused));
+  absl::StatusOr<ServerStatus> status = client_->Status();
+  ASSERT_THAT(status, IsOk());
+  EXPECT_EQ(status->replica_id, self_) << a_->Log();
+  absl::StatusOr<std::optional<Record>> forged = client_->Get("ks", "forged");
+  ASSERT_THAT(forged, IsOk());
+  EXPECT_FALSE(forged->has_value());
 }
 
 TEST_F(LyingWatermarksTest, AStrangersDeviceCanNeitherHelloPullNudgeNorPush) {
