@@ -226,8 +226,7 @@ void Replicator::OnDialed(const std::string& address,
     RefuseClone(*clone);
     refused = absl::FailedPreconditionError(*clone);
   } else if (refused = CheckPeer(info, store_->replica_id()); refused.ok()) {
-    std::optional<Restored> restored = RestoreEvidence(*store_, info.held);
-    if (!restored.has_value()) restored = RetiredIdEvidence(*store_, info);
+    std::optional<Restored> restored = RestoreEvidenceOf(info);
     if (restored.has_value()) {
       // Before anything else is exchanged: the peer must meet the new id.
       transport_->Close(result->link);
@@ -396,8 +395,7 @@ void Replicator::OnInboundLink(LinkId link, const PeerInfo& peer) {
     }
     // The dialler's hello may say what it holds of us (Transport::
     // ConnectExpecting): a restore shows before anything is exchanged.
-    std::optional<Restored> restored = RestoreEvidence(*store_, peer.held);
-    if (!restored.has_value()) restored = RetiredIdEvidence(*store_, peer);
+    std::optional<Restored> restored = RestoreEvidenceOf(peer);
     if (restored.has_value()) {
       transport_->Close(link);
       restored->why = absl::StrFormat("peer %s, which dialled us: %s",
@@ -497,6 +495,17 @@ void Replicator::OnPushMerged(LinkId link, const MergeResult& merged) {
     NoteRefusals(*peers_.at(it->second), merged);
     PublishStatus();
   });
+}
+
+std::optional<Restored> Replicator::RestoreEvidenceOf(const PeerInfo& peer) const {
+  // Only an own device's word: a friend's device could otherwise make this
+  // replica fork (retire its id, re-stamp its recent writes, be pulled from
+  // zero by every peer) at will, with a made-up checkpoint, watermark or
+  // retired id.
+  if (peer.readable != nullptr) return std::nullopt;
+  std::optional<Restored> restored = RestoreEvidence(*store_, peer.held);
+  if (!restored.has_value()) restored = RetiredIdEvidence(*store_, peer);
+  return restored;
 }
 
 void Replicator::OnRestoreEvidence(LinkId link, const Restored& evidence) {
@@ -818,6 +827,18 @@ void Replicator::OnPulled(uint64_t peer_id, uint64_t attempt,
     return;
   }
   if (std::optional<Restored> restored = OwnWritesWeLack(page.response)) {
+    if (peer.info.readable != nullptr) {
+      // A friend's page is not evidence that we were restored (it could
+      // make us fork at will, see RestoreEvidenceOf): refused unmerged,
+      // as a write of our own id we never made.
+      const absl::Status refused = absl::FailedPreconditionError(absl::StrFormat(
+          "a friend's device sent writes of this replica's own id that it lacks (%s); a "
+          "friend's word does not fork this replica: page refused",
+          restored->why));
+      Log(absl::StrFormat("peerkv: peer %s: %s", ReplicaIdToString(peer_id), refused.message()));
+      FinishPull(peer, refused);
+      return;
+    }
     // Before merging anything: the records are ours from a lost life, and
     // the fork's peers pull them back from zero under the new id.
     restored->why = absl::StrFormat("peer %s: %s", ReplicaIdToString(peer_id), restored->why);

@@ -367,6 +367,9 @@ class Replicator final : public LinkEvents {
   // beyond its own clock (ServePull sends those: ChangesFilter::
   // send_uncovered_of) that it does not hold; nullopt if none.
   std::optional<Restored> OwnWritesWeLack(const PullResponse& response) const;
+  // Restore evidence in a peer's hello (what it holds of us, the ids it
+  // says were retired): only an own device's; nullopt for a friend's.
+  std::optional<Restored> RestoreEvidenceOf(const PeerInfo& peer) const;
 
   Store* const store_;
   Executor* const executor_;

@@ -115,9 +115,13 @@ class ReplicaImpl final : public wire::Replica::Server {
         std::min<size_t>(request.max_bytes, loop_.reply_budget()));
     request.watermarks = *theirs;
     auto results = context.getResults();
+    // What an own device says it holds of us may show this data directory
+    // was restored; a friend's device's claim never does (it could make
+    // this replica fork at will: Replicator::RestoreEvidenceOf).
     const replication::HeldOf claim = replication::ClaimOfPull(loop_.store(), request);
     if (std::optional<replication::Restored> restored =
-            replication::RestoreEvidence(loop_.store(), claim)) {
+            readable_ == nullptr ? replication::RestoreEvidence(loop_.store(), claim)
+                                 : std::nullopt) {
       // Nothing is served as the old id: the engine forks first.
       loop_.events()->OnRestoreEvidence(link_, *restored);
       ToWire(absl::FailedPreconditionError(absl::StrCat(

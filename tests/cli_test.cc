@@ -166,6 +166,19 @@ TEST_F(CliTest, DemoStrongHasExactlyOneWinner) {
   EXPECT_THAT(demo.out, HasSubstr("tablet claim bob: UNAVAILABLE"));
 }
 
+// Issue 9: nothing accepts unauthenticated requests on TCP; plaintext
+// (--insecure-loopback, for benchmark baselines) only on loopback.
+TEST_F(CliTest, PlaintextServeOnANonLoopbackAddressIsRefused) {
+  for (const std::string listen : {"0.0.0.0:0", "192.0.2.1:7700", "[::]:0"}) {
+    RunResult r = testing::Run({testing::RunfilePath("cli/peerkv"), "serve", "--data",
+                                dir_.Sub("db"), "--insecure-loopback", "--listen", listen},
+                               "", std::chrono::seconds(20));
+    EXPECT_EQ(r.exit_code, 2) << listen << ": " << r.err;
+    EXPECT_THAT(r.err, HasSubstr("--insecure-loopback needs a loopback --listen, not '" + listen +
+                                 "'"));
+  }
+}
+
 TEST_F(CliTest, ADirectoryInUseByAnotherProcessIsAClearError) {
   ASSERT_EQ(Peerkv({"put", "ks", "k", "v"}).exit_code, 0);
   const int fd = open(dir_.Sub("db/peerkv.lock").c_str(), O_RDWR);

@@ -1,0 +1,514 @@
+// rpc/lying_watermarks_test.cc: peers that lie about what they hold, against
+// real `peerkv serve` processes over real TLS (issue 9: "suppress an origin
+// with made-up watermarks"). The liars are a device of the servers' own
+// user and a friend's device; what they claim is bound to their
+// authenticated link:
+//  - made-up watermarks in a pull or a nudge shape only the liar's own
+//    answers: an honest puller, and a third replica started afterwards,
+//    still get every record of every origin;
+//  - a tombstone is collected only once every peer met acknowledged it: a
+//    liar's acknowledgement (an own device claiming what it lacks) does not
+//    collect one another peer lacks, nor can it acknowledge as that peer,
+//    and a friend's is not counted;
+//  - a page a friend's device serves with a write of the server's own id
+//    that it lacks is refused, not taken as evidence of a restore;
+//  - a stranger's device (neither the user's nor a friend's) can neither
+//    hello, pull, nudge nor push (reconcile): its connection is closed
+//    after the handshake, and nothing changes;
+//  - a friend's claims about the server itself (a checkpoint beyond its log,
+//    a watermark beyond its clock, its id among the retired) do not make it
+//    fork, as an own device's would (restore_guard.h): before, any friend
+//    could make a replica retire its id at will (Replicator::
+//    RestoreEvidenceOf, ReplicaImpl::pull).
+#include <signal.h>
+
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "kj/exception.h"
+#include "absl/time/clock.h"
+#include "auth/identity.h"
+#include "auth/ids.h"
+#include "common/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kj/async-io.h"
+#include "replication/serve.h"
+#include "replication/transport.h"
+#include "rpc/batch_codec.h"
+#include "rpc/client.h"
+#include "rpc/connection.h"
+#include "rpc/convert.h"
+#include "rpc/peerkv.capnp.h"
+#include "rpc/tls.h"
+#include "store/replica_id.h"
+#include "store/version.h"
+#include "testing/replica_client.h"
+#include "testing/server_process.h"
+#include "testing/subprocess.h"
+#include "testing/temp_dir.h"
+
+namespace peerkv::rpc {
+namespace {
+
+using ::testing::HasSubstr;
+
+// The `back` of our hellos: answers nothing.
+class SilentReplica final : public wire::Replica::Server {};
+
+// The `back` of a friend's hello that answers the server's pulls with one
+// made-up page: a write of the server's own id, a day ahead of its clock.
+class LyingBack final : public wire::Replica::Server {
+ public:
+  LyingBack(uint64_t replica_id, uint64_t incarnation, uint64_t victim, uint64_t hlc)
+      : replica_id_(replica_id), incarnation_(incarnation), victim_(victim), hlc_(hlc) {}
+  kj::Promise<void> pull(PullContext context) override {
+    ++pulls_;
+    Record forged;
+    forged.keyspace = "ks";
+    forged.key = "forged";
+    forged.value = "v";
+    forged.version = Version{hlc_, victim_};
+    forged.seq = 1;
+    auto results = context.getResults();
+    results.setReplicaId(replica_id_);
+    results.setIncarnation(incarnation_);
+    results.setFromSeq(0);
+    const std::string batch = EncodeBatch({forged});
+    results.setBatch(AsData(batch));
+    results.setLastSeq(1);
+    results.setMaxSeq(1);
+    return kj::READY_NOW;
+  }
+  kj::Promise<void> ping(PingContext) override { return kj::READY_NOW; }
+  int pulls() const { return pulls_; }
+
+ private:
+  const uint64_t replica_id_, incarnation_, victim_, hlc_;
+  int pulls_ = 0;
+};
+
+// What one pull page brought.
+struct Page {
+  std::vector<Record> records;
+  uint64_t last_seq = 0;
+  uint64_t max_seq = 0;
+  Watermarks watermarks;
+};
+
+// A replication link dialled over TLS as `tls`'s device, on the test's
+// event loop, saying whatever the test tells it to.
+class Peer {
+ public:
+  Peer(kj::AsyncIoContext& io, TlsEndpoint& tls, const std::string& address,
+       const auth::PublicKey& server_user)
+      : io_(io) {
+    TrustSource trust = [server_user]() -> absl::StatusOr<TrustView> {
+      return TrustView{server_user, {}, {}};
+    };
+    link_ = kj::heap<GatewayConnection>(
+        DialAuthenticated(io_.provider->getNetwork(), address, &tls, trust).wait(io_.waitScope));
+    replica_ = link_->gateway().replicaRequest().send().getReplica();
+  }
+
+  absl::Status Hello(uint64_t replica_id, uint64_t incarnation,
+                     const replication::HeldOf& held = {},
+                     const std::vector<uint64_t>& retired = {}) {
+    auto hello = replica_.helloRequest();
+    auto info = hello.initInfo();
+    info.setReplicaId(replica_id);
+    info.setIncarnation(incarnation);
+    info.setProtocolVersion(replication::kProtocolVersion);
+    info.setName("liar");
+    info.setHeldOf(held.replica_id);
+    info.setHeldIncarnation(held.incarnation);
+    info.setHeldSeq(held.seq);
+    info.setHeldWatermark(held.watermark);
+    auto ids = info.initRetired(static_cast<unsigned>(retired.size()));
+    for (size_t i = 0; i < retired.size(); ++i) ids.set(i, retired[i]);
+    if (back_.get() != nullptr) {
+      hello.setBack(std::move(back_));
+    } else {
+      hello.setBack(kj::heap<SilentReplica>());
+    }
+    return ResponseStatus(hello.send().wait(io_.waitScope));
+  }
+  // What the next hello offers as its back capability.
+  void OfferBack(kj::Own<wire::Replica::Server> back) { back_ = std::move(back); }
+
+  absl::StatusOr<Page> Pull(uint64_t requester, const Watermarks& claimed,
+                            uint64_t incarnation = 0, uint64_t after_seq = 0) {
+    auto pull = replica_.pullRequest();
+    pull.setRequester(requester);
+    pull.setIncarnation(incarnation);
+    pull.setAfterSeq(after_seq);
+    pull.setMaxRecords(1000);
+    pull.setMaxBytes(1 << 20);
+    pull.setMaxValueBytes(1 << 20);
+    ToWire(claimed, pull.initWatermarks(static_cast<unsigned>(claimed.size())));
+    auto answer = pull.send().wait(io_.waitScope);
+    if (absl::Status status = ResponseStatus(answer); !status.ok()) return status;
+    Page page;
+    absl::StatusOr<std::vector<Record>> records =
+        DecodeBatch(View(answer.getBatch()), replication::kMaxPullRecords);
+    if (!records.ok()) return records.status();
+    page.records = std::move(*records);
+    page.last_seq = answer.getLastSeq();
+    page.max_seq = answer.getMaxSeq();
+    page.watermarks = FromWire(answer.getWatermarks());
+    return page;
+  }
+
+  // A reconcile request of `bytes` (a push, a question: whatever they say).
+  absl::Status Reconcile(const std::string& bytes) {
+    auto reconcile = replica_.reconcileRequest();
+    reconcile.setRequest(AsData(bytes));
+    return ResponseStatus(reconcile.send().wait(io_.waitScope));
+  }
+
+  void Nudge(const Watermarks& claimed) {
+    auto nudge = replica_.nudgeRequest();
+    ToWire(claimed, nudge.initWatermarks(static_cast<unsigned>(claimed.size())));
+    nudge.send().wait(io_.waitScope);
+  }
+
+ private:
+  kj::AsyncIoContext& io_;
+  kj::Own<GatewayConnection> link_;
+  wire::Replica::Client replica_ = nullptr;
+  kj::Own<wire::Replica::Server> back_;
+};
+
+// An hlc a day ahead of now: beyond any clock of these servers.
+uint64_t Ahead() {
+  const int64_t day = 24 * 3600 * 1000;
+  return MakeHlc(static_cast<uint64_t>(absl::ToUnixMillis(absl::Now()) + day), 0);
+}
+
+class LyingWatermarksTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    testing::UseTestUser();
+    // Fred: another user, a friend of the servers' user.
+    fred_ = *auth::Identity::CreateUser(dir_.Sub("fred"), "fred");
+    TlsIdentity fred_tls{*auth::SigningKey::FromSeed(fred_->device_key().seed()),
+                         *fred_->IssueOwnCertificate("phone", absl::ToUnixMillis(absl::Now()))};
+    fred_device_ = fred_tls.key->public_key();
+    // Friend commands open the directory: made before the server serves.
+    a_ = testing::StartReplica(dir_, "a", {}, {"--tombstone-min-age", "0s"});
+    ASSERT_NE(a_, nullptr);
+    ASSERT_EQ(a_->Stop(SIGTERM), 0) << a_->Log();
+    testing::RunResult add =
+        testing::Run({testing::RunfilePath("cli/peerkv"), "--data", dir_.Sub("a"), "friend", "add",
+                      auth::UserId(fred_->user()), "--name", "fred"});
+    ASSERT_EQ(add.exit_code, 0) << add.err << add.out;
+    a_ = testing::StartReplica(dir_, "a", {}, {"--tombstone-min-age", "0s"});
+    ASSERT_NE(a_, nullptr);
+
+    std::optional<std::pair<TlsIdentity, auth::PublicKey>> own = DefaultClientTls();
+    ASSERT_TRUE(own.has_value());
+    user_ = own->second;
+    own_device_ = own->first.key->public_key();
+    absl::StatusOr<std::unique_ptr<TlsEndpoint>> tls =
+        TlsEndpoint::Create(own->first, io_->provider->getTimer(), 10'000);
+    ASSERT_THAT(tls, IsOk());
+    own_tls_ = std::move(*tls);
+    tls = TlsEndpoint::Create(fred_tls, io_->provider->getTimer(), 10'000);
+    ASSERT_THAT(tls, IsOk());
+    fred_tls_ = std::move(*tls);
+
+    client_ = testing::ConnectTo(*a_);
+    ASSERT_NE(client_, nullptr);
+    absl::StatusOr<ServerStatus> status = client_->Status();
+    ASSERT_THAT(status, IsOk());
+    self_ = status->replica_id;
+    incarnation_ = status->incarnation;
+  }
+  void TearDown() override {
+    client_.reset();
+    for (auto* server : {&c_, &b_, &a_}) {
+      if (*server != nullptr) {
+        EXPECT_EQ((*server)->Stop(SIGTERM), 0) << (*server)->Log();
+      }
+    }
+  }
+
+  // Replica ids the two devices may say hello as (one per incarnation:
+  // one hello per connection, a replica per link).
+  uint64_t Own(uint64_t incarnation) const {
+    return DeriveReplicaId(own_device_.view(), incarnation);
+  }
+  uint64_t Fred(uint64_t incarnation) const {
+    return DeriveReplicaId(fred_device_.view(), incarnation);
+  }
+  std::unique_ptr<Peer> OwnPeer() {
+    return std::make_unique<Peer>(*io_, *own_tls_, a_->address(), user_);
+  }
+  std::unique_ptr<Peer> FriendPeer() {
+    return std::make_unique<Peer>(*io_, *fred_tls_, a_->address(), user_);
+  }
+
+  // Server a's status once the engine linked `peer` (or forked, or 10 s
+  // passed): its hello's effects are handled off the loop that answered it.
+  ServerStatus StatusOnceLinked(uint64_t peer) {
+    ServerStatus status;
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    for (int polls = 0; polls < 1000 && absl::Now() < deadline; ++polls) {
+      absl::StatusOr<ServerStatus> now = client_->Status();
+      if (!now.ok()) break;
+      status = *now;
+      if (status.replica_id != self_) break;
+      for (const replication::PeerStatus& p : status.peers) {
+        if (p.replica_id == peer) return status;
+      }
+      absl::SleepFor(absl::Milliseconds(20));  // another process: polled
+    }
+    return status;
+  }
+
+  // Every key of "ks" a puller gets from a_ as `requester`, claiming `claimed`.
+  std::set<std::string> PullAll(Peer& peer, uint64_t requester, const Watermarks& claimed) {
+    std::set<std::string> keys;
+    uint64_t after = 0;
+    for (int pages = 0; pages < 100; ++pages) {
+      absl::StatusOr<Page> page = peer.Pull(requester, claimed, incarnation_, after);
+      EXPECT_THAT(page, IsOk());
+      if (!page.ok()) break;
+      for (const Record& r : page->records) {
+        // The reserved keyspaces (devices, friends) travel too.
+        if (r.keyspace == "ks") keys.insert(r.keyspace + "/" + r.key);
+      }
+      after = page->last_seq;
+      if (page->last_seq >= page->max_seq) break;
+    }
+    return keys;
+  }
+
+  testing::TempDir dir_;
+  std::unique_ptr<auth::Identity> fred_;
+  auth::PublicKey fred_device_;
+  auth::PublicKey own_device_;
+  auth::PublicKey user_;
+  std::unique_ptr<testing::ServerProcess> a_, b_, c_;
+  // On the heap: its destructor may throw, the fixture's may not.
+  std::unique_ptr<kj::AsyncIoContext> io_ =
+      std::make_unique<kj::AsyncIoContext>(kj::setupAsyncIo());
+  std::unique_ptr<TlsEndpoint> own_tls_, fred_tls_;
+  std::unique_ptr<Client> client_;
+  uint64_t self_ = 0;
+  uint64_t incarnation_ = 0;
+};
+
+TEST_F(LyingWatermarksTest, MadeUpWatermarksSuppressNoOriginForAnyoneElse) {
+  // Records of two origins at a: its own, and b's (b dials a).
+  b_ = testing::StartReplica(dir_, "b", {a_->address()});
+  ASSERT_NE(b_, nullptr);
+  std::unique_ptr<Client> at_b = testing::ConnectTo(*b_);
+  ASSERT_NE(at_b, nullptr);
+  std::set<std::string> all;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_THAT(client_->Put("ks", absl::StrCat("a", i), "v"), IsOk());
+    ASSERT_THAT(at_b->Put("ks", absl::StrCat("b", i), "v"), IsOk());
+    all.insert(absl::StrCat("ks/a", i));
+    all.insert(absl::StrCat("ks/b", i));
+  }
+  ASSERT_TRUE(testing::Converged({a_.get(), b_.get()}, absl::Seconds(30)));
+  absl::StatusOr<ServerStatus> at_b_status = at_b->Status();
+  ASSERT_THAT(at_b_status, IsOk());
+  const uint64_t b_id = at_b_status->replica_id;
+
+  // The liars claim every write of b, and of an origin nobody has.
+  Watermarks lie;
+  lie.Raise(b_id, Ahead());
+  lie.Raise(0x0123456789abcdef, Ahead());
+  std::unique_ptr<Peer> own_liar = OwnPeer();
+  ASSERT_THAT(own_liar->Hello(Own(7), 7), IsOk());
+  // What it says shapes its own answers only: it gets none of b's.
+  std::set<std::string> got = PullAll(*own_liar, Own(7), lie);
+  EXPECT_EQ(got, (std::set<std::string>{"ks/a0", "ks/a1", "ks/a2"}));
+  own_liar->Nudge(lie);
+  std::unique_ptr<Peer> friend_liar = FriendPeer();
+  ASSERT_THAT(friend_liar->Hello(Fred(7), 7), IsOk());
+  // Fred may read nothing of a's: served, and empty.
+  EXPECT_THAT(PullAll(*friend_liar, Fred(7), lie), ::testing::IsEmpty());
+  friend_liar->Nudge(lie);
+  // The lies a has heard are handled before the next hello's link is.
+  StatusOnceLinked(Fred(7));
+
+  // An honest puller gets every origin's records.
+  std::unique_ptr<Peer> honest = OwnPeer();
+  ASSERT_THAT(honest->Hello(Own(8), 8), IsOk());
+  EXPECT_EQ(PullAll(*honest, Own(8), Watermarks{}), all);
+  // So does a third replica that meets a only now, and b still holds them.
+  c_ = testing::StartReplica(dir_, "c", {a_->address()});
+  ASSERT_NE(c_, nullptr);
+  ASSERT_TRUE(testing::Converged({a_.get(), b_.get(), c_.get()}, absl::Seconds(30)));
+  std::unique_ptr<Client> at_c = testing::ConnectTo(*c_);
+  ASSERT_NE(at_c, nullptr);
+  for (const std::string& key : all) {
+    absl::StatusOr<std::optional<Record>> held = at_c->Get("ks", key.substr(3));
+    ASSERT_THAT(held, IsOk());
+    EXPECT_TRUE(held->has_value()) << key;
+  }
+  absl::StatusOr<ServerStatus> status = client_->Status();
+  ASSERT_THAT(status, IsOk());
+  EXPECT_EQ(status->replica_id, self_);
+}
+
+TEST_F(LyingWatermarksTest, ALyingAcknowledgementCollectsNoTombstoneAnotherPeerLacks) {
+  ASSERT_THAT(client_->Put("ks", "k", "v"), IsOk());
+  ASSERT_THAT(client_->Delete("ks", "k"), IsOk());
+  // Two devices of the user meet a; the honest one holds nothing yet.
+  std::unique_ptr<Peer> honest = OwnPeer();
+  ASSERT_THAT(honest->Hello(Own(8), 8), IsOk());
+  absl::StatusOr<Page> first = honest->Pull(Own(8), Watermarks{});
+  ASSERT_THAT(first, IsOk());
+  // What a holds: the claim that covers the tombstone.
+  const Watermarks everything = first->watermarks;
+  ASSERT_FALSE(everything.empty());
+  std::unique_ptr<Peer> liar = OwnPeer();
+  ASSERT_THAT(liar->Hello(Own(7), 7), IsOk());
+  // It claims all of a without having pulled anything.
+  ASSERT_THAT(liar->Pull(Own(7), everything), IsOk());
+  // Nor may it acknowledge as the honest device.
+  EXPECT_THAT(liar->Pull(Own(8), everything),
+              StatusIs(absl::StatusCode::kPermissionDenied, "pull names requester"));
+  // A friend's acknowledgement is not counted either.
+  std::unique_ptr<Peer> fred = FriendPeer();
+  ASSERT_THAT(fred->Hello(Fred(7), 7), IsOk());
+  ASSERT_THAT(fred->Pull(Fred(7), everything), IsOk());
+
+  absl::StatusOr<CompactResult> compacted = client_->Compact("ks");
+  ASSERT_THAT(compacted, IsOk());
+  EXPECT_EQ(compacted->tombstones_collected, 0u);
+  absl::StatusOr<ServerStatus> status = client_->Status();
+  ASSERT_THAT(status, IsOk());
+  EXPECT_EQ(status->tombstones, 1u);
+  // Once the honest device holds it, it goes: the lie was what was waited out.
+  ASSERT_THAT(honest->Pull(Own(8), everything), IsOk());
+  compacted = client_->Compact("ks");
+  ASSERT_THAT(compacted, IsOk());
+  EXPECT_EQ(compacted->tombstones_collected, 1u);
+}
+
+TEST_F(LyingWatermarksTest, AFriendsClaimsAboutThisReplicaDoNotMakeItFork) {
+  for (int i = 0; i < 3; ++i) ASSERT_THAT(client_->Put("ks", absl::StrCat("k", i), "v"), IsOk());
+  // A checkpoint far beyond a's log and a watermark beyond its clock.
+  const replication::HeldOf beyond{.replica_id = self_,
+                                   .incarnation = incarnation_,
+                                   .seq = 1'000'000'000,
+                                   .watermark = Ahead()};
+  std::unique_ptr<Peer> held = FriendPeer();
+  ASSERT_THAT(held->Hello(Fred(7), 7, beyond), IsOk());
+  ServerStatus status = StatusOnceLinked(Fred(7));
+  EXPECT_EQ(status.replica_id, self_) << a_->Log();
+  // a's own id among the ones retired by forks.
+  std::unique_ptr<Peer> retired = FriendPeer();
+  ASSERT_THAT(retired->Hello(Fred(8), 8, {}, {self_}), IsOk());
+  status = StatusOnceLinked(Fred(8));
+  EXPECT_EQ(status.replica_id, self_) << a_->Log();
+  // A pull from beyond the log's end, then with a watermark beyond a's
+  // clock: served (from the start), as a pull of nothing.
+  std::unique_ptr<Peer> puller = FriendPeer();
+  ASSERT_THAT(puller->Hello(Fred(9), 9), IsOk());
+  EXPECT_THAT(puller->Pull(Fred(9), Watermarks{}, incarnation_, 1'000'000'000), IsOk());
+  Watermarks ahead;
+  ahead.Raise(self_, Ahead());
+  EXPECT_THAT(puller->Pull(Fred(9), ahead), IsOk());
+  status = StatusOnceLinked(Fred(9));
+  EXPECT_EQ(status.replica_id, self_) << a_->Log();
+  EXPECT_THAT(a_->Log(), ::testing::Not(HasSubstr("Forked from replica id")));
+
+  // The same claim by an own device is restore evidence (restore_guard.h):
+  // the check above is about whose word it is, not what it says.
+  std::unique_ptr<Peer> own = OwnPeer();
+  ASSERT_THAT(own->Hello(Own(7), 7), IsOk());
+  EXPECT_THAT(own->Pull(Own(7), ahead),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "restored from an older copy"));
+  EXPECT_THAT(a_->WaitForLog("Forked from replica id"), HasSubstr("beyond this replica's own"));
+}
+
+// The server pulls a friend's device on its hello's back capability: a
+// page holding a write of the server's own id that it lacks would be
+// restore evidence from an own device; from a friend's it is refused, and
+// the server keeps its id. Before, it forked.
+TEST_F(LyingWatermarksTest, AFriendsPageWithAWriteOfOurOwnIdIsRefusedNotAFork) {
+  ASSERT_THAT(client_->Put("ks", "k", "v"), IsOk());
+  std::unique_ptr<Peer> fred = FriendPeer();
+  auto back = kj::heap<LyingBack>(Fred(7), 7, self_, Ahead());
+  LyingBack* lying = back.get();
+  fred->OfferBack(std::move(back));
+  ASSERT_THAT(fred->Hello(Fred(7), 7), IsOk());
+  // The back answers on this loop: run it until the server pulled and
+  // said so (or 10 s passed).
+  const std::string refused = "a friend's word does not fork this replica";
+  for (int turns = 0; turns < 200; ++turns) {
+    io_->provider->getTimer().afterDelay(50 * kj::MILLISECONDS).wait(io_->waitScope);
+    if (lying->pulls() > 0 && a_->Log().find(refused) != std::string::npos) break;
+  }
+  EXPECT_GT(lying->pulls(), 0);
+  EXPECT_THAT(a_->Log(), HasSubstr(refused));
+  absl::StatusOr<ServerStatus> status = client_->Status();
+  ASSERT_THAT(status, IsOk());
+  EXPECT_EQ(status->replica_id, self_) << a_->Log();
+  absl::StatusOr<std::optional<Record>> forged = client_->Get("ks", "forged");
+  ASSERT_THAT(forged, IsOk());
+  EXPECT_FALSE(forged->has_value());
+}
+
+TEST_F(LyingWatermarksTest, AStrangersDeviceCanNeitherHelloPullNudgeNorPush) {
+  ASSERT_THAT(client_->Put("ks", "k", "v"), IsOk());
+  const uint64_t fingerprint = testing::FingerprintOf(*a_);
+  std::unique_ptr<auth::Identity> mallory = *auth::Identity::CreateUser(dir_.Sub("m"), "mallory");
+  TlsIdentity tls{*auth::SigningKey::FromSeed(mallory->device_key().seed()),
+                  *mallory->IssueOwnCertificate("laptop", absl::ToUnixMillis(absl::Now()))};
+  absl::StatusOr<std::unique_ptr<TlsEndpoint>> endpoint =
+      TlsEndpoint::Create(tls, io_->provider->getTimer(), 10'000);
+  ASSERT_THAT(endpoint, IsOk());
+  const uint64_t id = DeriveReplicaId(tls.key->public_key().view(), 7);
+  Watermarks lie;
+  lie.Raise(self_, Ahead());
+  // Each on a connection of its own: whatever it asks, it is not answered
+  // (the connection is closed after the handshake; TLS 1.3 lets the
+  // client's side finish first, so the call, not the dial, fails). Checked
+  // to fail as an own device (every call then reaches the service).
+  const std::vector<std::pair<std::string, std::function<absl::Status(Peer&)>>> calls = {
+      {"hello", [&](Peer& p) { return p.Hello(id, 7); }},
+      {"pull", [&](Peer& p) { return p.Pull(id, lie).status(); }},
+      {"nudge",
+       [&](Peer& p) {
+         p.Nudge(lie);
+         return absl::OkStatus();
+       }},
+      {"push", [&](Peer& p) { return p.Reconcile(std::string(64, 'x')); }},
+  };
+  for (const auto& [what, call] : calls) {
+    absl::Status answered = absl::OkStatus();
+    kj::Maybe<kj::Exception> thrown = kj::runCatchingExceptions([&] {
+      Peer peer(*io_, **endpoint, a_->address(), user_);
+      answered = call(peer);
+    });
+    // Not refused by the service (an error answer, as an own device's pull
+    // before hello would get): the connection is gone.
+    EXPECT_TRUE(thrown != nullptr) << what << " reached the service: " << answered;
+    KJ_IF_MAYBE(e, thrown) {
+      EXPECT_EQ(e->getType(), kj::Exception::Type::DISCONNECTED) << what << ": " << e->getDescription().cStr();
+    }
+  }
+  EXPECT_THAT(a_->WaitForLog("refused device " + auth::DeviceId(tls.key->public_key())),
+              HasSubstr("not a device of user"));
+  // Nothing linked, nothing changed, still serving its own.
+  absl::StatusOr<ServerStatus> status = client_->Status();
+  ASSERT_THAT(status, IsOk());
+  EXPECT_EQ(status->replica_id, self_);
+  for (const replication::PeerStatus& p : status->peers) EXPECT_NE(p.replica_id, id);
+  EXPECT_EQ(testing::FingerprintOf(*a_), fingerprint);
+  EXPECT_THAT(client_->Get("ks", "k"), IsOk());
+}
+
+}  // namespace
+}  // namespace peerkv::rpc
