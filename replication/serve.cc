@@ -69,7 +69,7 @@ absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& re
   if (readable == nullptr) {
     response.watermarks = store.ServedWatermarks();
     // What the requester holds: tombstone collection waits for it.
-    store.NotePeerHolds(request.requester, request.watermarks);
+    store.NotePeerHolds(request.requester, request.watermarks, request.physical_ms);
   }
   ChangesFilter filter{.skip_source = request.requester,
                        .skip_origin = request.requester,

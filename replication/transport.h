@@ -124,6 +124,11 @@ struct PullRequest {
   // What the requester already holds (see Store::GetWatermarks): records
   // they cover are not sent.
   Watermarks watermarks;
+  // The requester's estimate of real time when it asked (ms,
+  // Store::RealNowMillis); with `watermarks`, its acknowledgement for
+  // tombstone collection, which then also measures a tombstone's age by
+  // this reading (Store::NotePeerHolds). 0: not told (an older peer).
+  int64_t physical_ms = 0;
 };
 
 struct PullResponse {
