@@ -1,6 +1,7 @@
 // store/tombstones.cc: tombstone collection without resurrection (README
 // "Tombstone collection"). What each peer acknowledged it holds (its
-// watermarks), the bounded collection steps that drop tombstones every peer
+// watermarks, and its clock reading then, which a tombstone's age is also
+// measured by), the bounded collection steps that drop tombstones every peer
 // and this replica hold, and the merge-side rule that refuses a record
 // whose tombstone was collected (a stale record) and answers it with a
 // fresh tombstone; the repack of the tables that gives the pages of a large
