@@ -772,6 +772,7 @@ void Replicator::SendPull(Peer& peer, PeerCheckpoint from, PeerCheckpoint merged
   // Not to a friend's device: our watermarks name versions of keyspaces it
   // may not read (it then sends what it has; the merge keeps the greater).
   if (peer.info.readable == nullptr) request.watermarks = store_->GetWatermarks();
+  request.physical_ms = store_->RealNowMillis();
   peer.pulled_from = from;
   peer.pull_started = executor_->Now();
   // A new attempt: answers and timeouts of earlier ones no longer match.

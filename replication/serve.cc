@@ -69,7 +69,7 @@ absl::StatusOr<PullResponse> ServePull(const Store& store, const PullRequest& re
   if (readable == nullptr) {
     response.watermarks = store.ServedWatermarks();
     // What the requester holds: tombstone collection waits for it.
-    store.NotePeerHolds(request.requester, request.watermarks);
+    store.NotePeerHolds(request.requester, request.watermarks, request.physical_ms);
   } else {
     // A friend's device: by how far it merged this log (nothing, if its
     // checkpoint is of another life of it: it starts over).

@@ -1,7 +1,8 @@
 // replication/serve_test.cc: answering a pull: what is left out (the
 // requester's own writes, what came from it, what its watermarks cover,
 // values over its limit), where a pull starts (a checkpoint of another
-// incarnation or beyond the log starts over), and the watermarks sent.
+// incarnation or beyond the log starts over), the watermarks sent, and the
+// acknowledgement a pull leaves for tombstone collection.
 #include "replication/serve.h"
 
 #include "absl/strings/str_cat.h"
@@ -108,6 +109,26 @@ TEST_F(ServeTest, AnswersWithItsWatermarksIncludingItsOwnClock) {
   EXPECT_GE(response->watermarks.at(store_->replica_id()), (*local)->version.hlc);
   EXPECT_EQ(response->replica_id, store_->replica_id());
   EXPECT_EQ(response->max_seq, 5u);
+}
+
+// A pull is the requester's acknowledgement for tombstone collection, with
+// its clock reading: a tombstone old by this clock alone (a day ahead,
+// seed 7845) but seconds old by the requester's is not collected.
+TEST_F(ServeTest, APullAcknowledgesWithTheRequestersClockReading) {
+  ASSERT_THAT(store_->Delete("ks", "local"), IsOk());
+  PullRequest request{.requester = kRequester, .incarnation = store_->incarnation()};
+  request.watermarks = store_->GetWatermarks();
+  request.physical_ms = kT0 + 5000;
+  wall_.Advance(8 * 24 * 3600 * 1000LL);  // past the 7-day minimum age here
+  ASSERT_THAT(ServePull(*store_, request), IsOk());
+  absl::StatusOr<uint64_t> collected = store_->CollectAllTombstones();
+  ASSERT_THAT(collected, IsOk());
+  EXPECT_EQ(*collected, 0u);
+  request.physical_ms = wall_.NowMillis();
+  ASSERT_THAT(ServePull(*store_, request), IsOk());
+  collected = store_->CollectAllTombstones();
+  ASSERT_THAT(collected, IsOk());
+  EXPECT_EQ(*collected, 1u);
 }
 
 }  // namespace

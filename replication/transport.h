@@ -130,6 +130,11 @@ struct PullRequest {
   // A friend's device is waited for by tombstone collection by it
   // (Store::NoteFriendHolds).
   uint64_t merged_seq = 0;
+  // The requester's estimate of real time when it asked (ms,
+  // Store::RealNowMillis); with `watermarks`, its acknowledgement for
+  // tombstone collection, which then also measures a tombstone's age by
+  // this reading (Store::NotePeerHolds). 0: not told (an older peer).
+  int64_t physical_ms = 0;
 };
 
 struct PullResponse {

@@ -51,6 +51,7 @@ void ToWire(const replication::PullRequest& pull, wire::Replica::PullParams::Bui
   out.setMaxRecords(pull.max_records);
   out.setMaxBytes(pull.max_bytes);
   out.setMaxValueBytes(pull.max_value_bytes);
+  out.setPhysicalTimeMs(pull.physical_ms);
 }
 
 replication::PullRequest FromWire(wire::Replica::PullParams::Reader pull) {
@@ -63,6 +64,7 @@ replication::PullRequest FromWire(wire::Replica::PullParams::Reader pull) {
   request.max_records = pull.getMaxRecords();
   request.max_bytes = pull.getMaxBytes();
   request.max_value_bytes = pull.getMaxValueBytes();
+  request.physical_ms = pull.getPhysicalTimeMs();
   return request;
 }
 

@@ -221,7 +221,8 @@ interface Replica {
 
   pull @1 (requester :UInt64, incarnation :UInt64, afterSeq :UInt64,
            maxRecords :UInt32, maxBytes :UInt32, maxValueBytes :UInt64,
-           watermarks :List(Watermark), afterNonce :UInt64, mergedSeq :UInt64)
+           watermarks :List(Watermark), afterNonce :UInt64, mergedSeq :UInt64,
+           physicalTimeMs :Int64)
       -> (error :Error, replicaId :UInt64, incarnation :UInt64, fromSeq :UInt64,
           batch :Data, lastSeq :UInt64, maxSeq :UInt64,
           watermarks :List(Watermark), storeSum :Data, storeCount :UInt64, nonce :UInt64);
@@ -232,6 +233,9 @@ interface Replica {
   # pages it has merged; a pipelined request's afterSeq is a page ahead of
   # it (0: none, or not told). A friend's device is waited for by tombstone
   # collection up to it.
+  # physicalTimeMs: the requester's estimate of real time when it asked
+  # (0: not told); with its watermarks, its acknowledgement for tombstone
+  # collection (README "Tombstone collection").
   # Changes after the requester's checkpoint (afterSeq of incarnation),
   # minus what came from or was written by the requester, what its
   # watermarks cover, and values over its limit. A checkpoint of another

@@ -182,7 +182,8 @@ struct StoreOptions {
   std::function<absl::Status(const Record&, MergeSource from)> record_gate;
 
   // Tombstone collection (README "Tombstone collection"; store/tombstones.cc).
-  // A tombstone is dropped once it is at least this old (by its clock), this
+  // A tombstone is dropped once it is at least this old (by this replica's
+  // clock and by each peer's clock reading with its acknowledgement), this
   // replica's watermarks cover it and so do the acknowledged watermarks of
   // every peer it met (NotePeerHolds; a friend's device: its checkpoint
   // into this log, NoteFriendHolds) and did not forget (ForgetPeer).
@@ -575,8 +576,13 @@ class Store {
   void NotePeer(uint64_t peer_id) const;
   // What `peer_id` says it holds (the watermarks of its pull request or
   // hello): replaces what it acknowledged before (a peer may hold less
-  // than it did: it forgot an origin).
-  void NotePeerHolds(uint64_t peer_id, const Watermarks& held) const;
+  // than it did: it forgot an origin). `clock_ms`: the peer's estimate of
+  // real time when it asked (PullRequest::physical_ms); a tombstone this
+  // acknowledgement covers is collected only once it is also
+  // tombstone_min_age_ms old by that reading, so a clock of ours far ahead
+  // alone cannot age it (seed 7845). 0: not told (an older peer), this
+  // replica's clock alone measures the age.
+  void NotePeerHolds(uint64_t peer_id, const Watermarks& held, int64_t clock_ms = 0) const;
   // A friend's device met (a filtered link, README "Filtered replication"):
   // waited for by its checkpoint into this log, not by watermarks (it holds
   // only the keyspaces it may read, and never collects this user's
@@ -614,10 +620,12 @@ class Store {
     bool began_pass = false;
     bool reached_end = false;
   };
-  // A tombstone is collected once it is tombstone_min_age_ms old, this
-  // replica's watermarks cover it, every peer waited for acknowledged
-  // holding it (a friend's device: merged this log past its seq), and its
-  // hlc is at most the origin floor: the least of this
+  // A tombstone is collected once it is tombstone_min_age_ms old (by this
+  // replica's estimate of real time, and by the clock reading of each
+  // acknowledgement that covers it), this replica's watermarks cover it,
+  // every peer waited for acknowledged holding it (a friend's device:
+  // merged this log past its seq), and its hlc is at most the origin
+  // floor: the least of this
   // replica's watermarks over every origin it knows (but itself and the
   // forgotten), so no known replica can still write its key with an older
   // version that would not be recognised as stale.
@@ -1006,6 +1014,9 @@ class Store {
     uint64_t seq = 0;
   };
   mutable absl::flat_hash_map<uint64_t, FriendAck> friend_acks_ ABSL_GUARDED_BY(acks_mu_);
+  // Each peer's clock reading (ms) with its latest acknowledgement, for
+  // the peers that told one (persisted in meta "peer_ack_clocks").
+  mutable absl::flat_hash_map<uint64_t, int64_t> ack_clocks_ ABSL_GUARDED_BY(acks_mu_);
   absl::flat_hash_map<uint64_t, Watermarks> forgotten_peers_ ABSL_GUARDED_BY(acks_mu_);
   // What this replica's watermarks claimed before its fresh-clock forks
   // (merged over them): a fork drops the watermarks, yet tombstones

@@ -1,6 +1,8 @@
 // store/tombstones.cc: tombstone collection without resurrection (README
 // "Tombstone collection"). What each peer acknowledged it holds (its
-// watermarks; a friend's device: its checkpoint into this log), the bounded collection steps that drop tombstones every peer
+// watermarks, and its clock reading then, which a tombstone's age is also
+// measured by; a friend's device: its checkpoint into this log), the bounded
+// collection steps that drop tombstones every peer
 // and this replica hold, and the merge-side rule that refuses a record
 // whose tombstone was collected (a stale record) and answers it with a
 // fresh tombstone; the repack of the tables that gives the pages of a large
@@ -42,6 +44,8 @@ constexpr char kMetaForgottenPeers[] = "forgotten_peers";
 constexpr char kMetaTombstoneHorizon[] = "tombstone_horizon";
 // The watermarks before fresh-clock forks: {0(8) origins(8) {origin hlc}*}.
 constexpr char kMetaForkMarks[] = "fork_marks";
+// The peers' clock readings with their acknowledgements: {peer(8) ms(8)}*.
+constexpr char kMetaPeerAckClocks[] = "peer_ack_clocks";
 // How a stale record's refusal begins (Store::IsStaleRefusal).
 constexpr char kStale[] = "stale record";
 
@@ -98,6 +102,21 @@ std::string EncodeFriendAcks(const absl::flat_hash_map<uint64_t, FriendAck>& ack
   return out;
 }
 
+std::string EncodeAckClocks(const absl::flat_hash_map<uint64_t, Watermarks>& acks,
+                            const absl::flat_hash_map<uint64_t, int64_t>& clocks) {
+  std::vector<std::pair<uint64_t, int64_t>> sorted;
+  for (const auto& [id, ms] : clocks) {
+    if (acks.contains(id)) sorted.emplace_back(id, ms);
+  }
+  std::sort(sorted.begin(), sorted.end());
+  std::string out;
+  for (const auto& [id, ms] : sorted) {
+    codec::PutFixed64(&out, id);
+    codec::PutFixed64(&out, static_cast<uint64_t>(ms));
+  }
+  return out;
+}
+
 template <typename FriendAck>
 absl::Status DecodeFriendAcks(std::string_view in, absl::flat_hash_map<uint64_t, FriendAck>* acks) {
   if (in.size() % 24 != 0) {
@@ -109,6 +128,19 @@ absl::Status DecodeFriendAcks(std::string_view in, absl::flat_hash_map<uint64_t,
         FriendAck{codec::GetFixed64(in.data() + at + 8), codec::GetFixed64(in.data() + at + 16)};
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<absl::flat_hash_map<uint64_t, int64_t>> DecodeAckClocks(std::string_view in) {
+  if (in.size() % 16 != 0) {
+    return absl::DataLossError(
+        absl::StrFormat("meta %s is corrupt: %d bytes", kMetaPeerAckClocks, in.size()));
+  }
+  absl::flat_hash_map<uint64_t, int64_t> clocks;
+  for (size_t at = 0; at < in.size(); at += 16) {
+    clocks[codec::GetFixed64(in.data() + at)] =
+        static_cast<int64_t>(codec::GetFixed64(in.data() + at + 8));
+  }
+  return clocks;
 }
 
 }  // namespace
@@ -125,12 +157,20 @@ void Store::NotePeer(uint64_t peer_id) const {
   acks_.emplace(peer_id, Watermarks{});
 }
 
-void Store::NotePeerHolds(uint64_t peer_id, const Watermarks& held) const {
+void Store::NotePeerHolds(uint64_t peer_id, const Watermarks& held, int64_t clock_ms) const {
   if (peer_id == 0 || peer_id == replica_id()) return;
   NotePeer(peer_id);
   absl::MutexLock lock(&acks_mu_);
   auto it = acks_.find(peer_id);
-  if (it != acks_.end()) it->second = held;
+  if (it == acks_.end()) return;
+  it->second = held;
+  // The reading goes with these watermarks: one not told must not leave an
+  // earlier reading standing for them.
+  if (clock_ms != 0) {
+    ack_clocks_[peer_id] = clock_ms;
+  } else {
+    ack_clocks_.erase(peer_id);
+  }
 }
 
 void Store::NoteFriend(uint64_t peer_id) const {
@@ -168,6 +208,7 @@ void Store::DropRetiredAcks(const std::vector<uint64_t>& ids, const Watermarks& 
   absl::MutexLock lock(&acks_mu_);
   for (uint64_t id : ids) {
     acks_.erase(id);
+    ack_clocks_.erase(id);
     // The watermark is dropped (it may claim writes of a lost life), but
     // a live record of that id it covers, for a key this replica holds
     // nothing of, older than a collected tombstone, is still stale: kept
@@ -260,6 +301,13 @@ absl::Status Store::ForgetPeer(uint64_t peer_id) {
     PEERKV_RETURN_IF_ERROR(txn.Begin(env_, 0));
     PEERKV_RETURN_IF_ERROR(
         lmdb::Put(txn.get(), meta_dbi_, kMetaPeerAcks, EncodeAcks(acks), "write peer acks"));
+    absl::flat_hash_map<uint64_t, int64_t> clocks;
+    {
+      absl::MutexLock lock(&acks_mu_);
+      clocks = ack_clocks_;
+    }
+    PEERKV_RETURN_IF_ERROR(lmdb::Put(txn.get(), meta_dbi_, kMetaPeerAckClocks,
+                                     EncodeAckClocks(acks, clocks), "write peer ack clocks"));
     PEERKV_RETURN_IF_ERROR(lmdb::Put(txn.get(), meta_dbi_, kMetaForgottenPeers,
                                      EncodeAcks(forgotten), "write forgotten peers"));
     PEERKV_RETURN_IF_ERROR(lmdb::Put(txn.get(), meta_dbi_, kMetaFriendAcks,
@@ -273,6 +321,7 @@ absl::Status Store::ForgetPeer(uint64_t peer_id) {
     absl::MutexLock lock(&acks_mu_);
     acks_.erase(peer_id);
     friend_acks_.erase(peer_id);
+    ack_clocks_.erase(peer_id);
     forgotten_peers_ = std::move(forgotten);
     return absl::OkStatus();
   });
@@ -289,7 +338,12 @@ absl::Status Store::LoadTombstoneState(MDB_txn* txn) {
                           tables::ReadMetaU64(txn, meta_dbi_, kMetaTombstoneHorizon));
   PEERKV_ASSIGN_OR_RETURN(std::optional<std::string_view> fork_marks,
                           lmdb::Get(txn, meta_dbi_, kMetaForkMarks, "read fork marks"));
+  PEERKV_ASSIGN_OR_RETURN(std::optional<std::string_view> ack_clocks,
+                          lmdb::Get(txn, meta_dbi_, kMetaPeerAckClocks, "read peer ack clocks"));
   absl::MutexLock lock(&acks_mu_);
+  if (ack_clocks.has_value()) {
+    PEERKV_ASSIGN_OR_RETURN(ack_clocks_, DecodeAckClocks(*ack_clocks));
+  }
   if (fork_marks.has_value()) {
     PEERKV_ASSIGN_OR_RETURN(const auto decoded, DecodeAcks(*fork_marks, kMetaForkMarks));
     fork_marks_ = Watermarks{};
@@ -308,15 +362,18 @@ absl::Status Store::LoadTombstoneState(MDB_txn* txn) {
 }
 
 absl::Status Store::WriteAcks(MDB_txn* txn) const {
-  std::string acks, forgotten, friends;
+  std::string acks, clocks, forgotten, friends;
   {
     absl::MutexLock lock(&acks_mu_);
     acks = EncodeAcks(acks_);
+    clocks = EncodeAckClocks(acks_, ack_clocks_);
     forgotten = EncodeAcks(forgotten_peers_);
     friends = EncodeFriendAcks(friend_acks_);
   }
   PEERKV_RETURN_IF_ERROR(lmdb::Put(txn, meta_dbi_, kMetaPeerAcks, acks, "write peer acks"));
   PEERKV_RETURN_IF_ERROR(lmdb::Put(txn, meta_dbi_, kMetaFriendAcks, friends, "write friend acks"));
+  PEERKV_RETURN_IF_ERROR(
+      lmdb::Put(txn, meta_dbi_, kMetaPeerAckClocks, clocks, "write peer ack clocks"));
   return lmdb::Put(txn, meta_dbi_, kMetaForgottenPeers, forgotten, "write forgotten peers");
 }
 
@@ -493,11 +550,13 @@ absl::Status Store::CollectStep(size_t max_examined, CollectResult& result, Coll
   result = CollectResult{};
   absl::flat_hash_map<uint64_t, Watermarks> acks;
   absl::flat_hash_map<uint64_t, FriendAck> friends;
+  absl::flat_hash_map<uint64_t, int64_t> ack_clocks;
   bool overflow;
   {
     absl::MutexLock lock(&acks_mu_);
     acks = acks_;
     friends = friend_acks_;
+    ack_clocks = ack_clocks_;
     overflow = acks_overflow_;
   }
   const uint64_t incarnation_now = incarnation();
@@ -590,8 +649,16 @@ absl::Status Store::CollectStep(size_t max_examined, CollectResult& result, Coll
           if (holder == 0) holder = q->second;
         }
       }
+      const int64_t age_by = static_cast<int64_t>(HlcMillis(header.version.hlc)) + min_age;
       for (const auto& [peer, marks] : acks) {
-        if (!marks.Covers(header.version)) {
+        // Old enough by the peer's clock too (when it told it): this
+        // clock alone may be far ahead, unknown to it until its next
+        // hello (seed 7845: a day ahead, it collected a tombstone seconds
+        // old, and an unknown replica's later, older delete merged over
+        // nothing).
+        const auto told = ack_clocks.find(peer);
+        const bool young = told != ack_clocks.end() && told->second < age_by;
+        if (!marks.Covers(header.version) || young) {
           collect = false;
           if (holder == 0) holder = peer;
         }

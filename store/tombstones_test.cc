@@ -1,6 +1,7 @@
 // store/tombstones_test.cc: tombstone collection (store/tombstones.cc): the
-// rule (age, this replica's and every peer's acknowledged watermarks, a
-// friend's device's merged checkpoint), the
+// rule (age by this replica's clock and by each acknowledging peer's, this
+// replica's and every peer's acknowledged watermarks, a friend's device's
+// merged checkpoint), the
 // peer that holds collection back, ForgetPeer, stale records refused and
 // answered with a fresh tombstone, and the log, counters and range
 // fingerprints kept consistent across collection and reopening.
@@ -137,6 +138,55 @@ TEST_F(TombstoneTest, YoungTombstonesStay) {
   ASSERT_EQ(CollectAll(*store), 0u);
   wall_.Advance(2000);
   // No peer ever met: the age alone decides.
+  ASSERT_EQ(CollectAll(*store), 1u);
+}
+
+// Seed 7845: this replica's clock jumped a day ahead, which it cannot know
+// before its next hello. By that clock alone a tombstone written seconds
+// earlier was old enough; collected, an older delete from a replica it had
+// never heard of, with a clock behind, later merged over nothing (a live
+// write would have come back). The peer's clock reading with its
+// acknowledgement says the tombstone is seconds old: it stays.
+TEST_F(TombstoneTest, AgeIsMeasuredByTheAcknowledgingPeersClockToo) {
+  constexpr int64_t kDay = 86'400'000;
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  ASSERT_THAT(store->Delete("ks", "k"), IsOk());
+  wall_.Advance(5000);
+  store->NotePeerHolds(kPeerA, HoldsAll(*store), /*clock_ms=*/wall_.NowMillis());
+  wall_.Advance(kDay);
+  ASSERT_EQ(CollectAll(*store), 0u);
+  absl::StatusOr<StoreStats> stats = store->Stats();
+  ASSERT_THAT(stats, IsOk());
+  EXPECT_EQ(stats->tombstones_held, 1u);
+  EXPECT_EQ(stats->tombstones_held_by, kPeerA);
+  // The reading is durable with the acknowledgement it came with.
+  store.reset();
+  store = Open();
+  ASSERT_NE(store, nullptr);
+  ASSERT_EQ(CollectAll(*store), 0u);
+  // The peer's clock, a minute on: old enough by both.
+  store->NotePeerHolds(kPeerA, HoldsAll(*store), /*clock_ms=*/kT0 + 5000 + kMinAge);
+  ASSERT_EQ(CollectAll(*store), 1u);
+  EXPECT_EQ(Get(*store, "k"), std::nullopt);
+}
+
+// The peer's clock does not replace this replica's: a peer whose clock is
+// a day ahead does not age a tombstone either; and an acknowledgement
+// without a reading (an older peer) leaves this replica's clock alone to
+// measure (not an earlier reading, which went with other watermarks).
+TEST_F(TombstoneTest, AgeIsMeasuredByTheSlowerClock) {
+  constexpr int64_t kDay = 86'400'000;
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  ASSERT_THAT(store->Delete("ks", "k"), IsOk());
+  wall_.Advance(5000);
+  store->NotePeerHolds(kPeerA, HoldsAll(*store), /*clock_ms=*/wall_.NowMillis() + kDay);
+  ASSERT_EQ(CollectAll(*store), 0u);
+  store->NotePeerHolds(kPeerA, HoldsAll(*store), /*clock_ms=*/wall_.NowMillis());
+  wall_.Advance(kMinAge);
+  ASSERT_EQ(CollectAll(*store), 0u);
+  store->NotePeerHolds(kPeerA, HoldsAll(*store));
   ASSERT_EQ(CollectAll(*store), 1u);
 }
 
