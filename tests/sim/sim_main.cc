@@ -112,8 +112,10 @@ int main(int argc, char** argv) {
     // (bench/README): 5971, a fresh tombstone answering a stale record
     // deleted a newer write the answering replica had not received; 4073
     // and 9136, the checker kept a tombstone that only the replica then
-    // restored from its backup had collected (no other replica held it).
-    for (uint64_t seed : {4073, 5971, 9136}) seeds.push_back({seed, reconcile, identities});
+    // restored from its backup had collected (no other replica held it);
+    // 3807, a restored replica's signed writes kept their old-id versions,
+    // under the lost life's clock, and were refused as stale.
+    for (uint64_t seed : {4073, 5971, 9136, 3807}) seeds.push_back({seed, reconcile, identities});
   }
   int passed = 0, failed = 0;
   uint64_t pages_prefetched = 0;
