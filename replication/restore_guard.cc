@@ -50,7 +50,15 @@ std::optional<Restored> RestoreEvidence(const Store& store, const HeldOf& claim)
   const Lineage lineage = store.GetLineage();
   Restored restored;
   restored.replica_id = self;
-  restored.since_seq = lineage.gaps.empty() ? 0 : lineage.gaps.back().seq;
+  // The latest open, unless a clock gap names the restored one (below):
+  // not the latest gap, which an open whose clock mark was ahead of wall
+  // time does not leave, so it may be an open of the copy's own history
+  // before the copy was taken; re-stamping from there made the copy's
+  // older writes, which peers hold and may have replaced, new writes
+  // (seed 3807: from seq 0, the whole shared history).
+  restored.since_seq = !lineage.opens.empty()  ? lineage.opens.back().seq
+                       : !lineage.gaps.empty() ? lineage.gaps.back().seq
+                                               : 0;
   restored.clock_floor = claim.watermark;
   if (claim.incarnation == store.incarnation() && claim.seq > store.max_seq()) {
     restored.why = absl::StrFormat(

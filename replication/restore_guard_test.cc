@@ -204,6 +204,29 @@ TEST_F(RestoreGuardTest, ARestoredCopyThatWroteOnIsCaughtByItsClockGap) {
   EXPECT_EQ(RestoreEvidence(*restored, peer), std::nullopt);
 }
 
+// Seed 3807: evidence that is no clock gap (here a checkpoint beyond the
+// log) re-stamps the writes since the latest open, even when that open
+// left no clock gap (its clock mark was ahead of wall time): the latest
+// gap is the copy's first open, and re-stamping from there made the whole
+// shared history, which peers hold and may have replaced, new writes.
+TEST_F(RestoreGuardTest, EvidenceWithoutAGapReStampsFromTheLatestOpenNotTheLatestGap) {
+  const std::string dir = tmp_.Sub("x");
+  {
+    auto x = Open(dir);
+    Write(*x, 1, 10);
+  }
+  wall_.Set(kT0);  // behind the clock mark: no gap at this open
+  auto restored = Open(dir);
+  ASSERT_EQ(restored->GetLineage().gaps.size(), 1u);
+  ASSERT_EQ(restored->GetLineage().gaps.back().seq, 0u);
+  Write(*restored, 11, 15);
+  HeldOf claim = PeerView(*restored);
+  claim.seq = 20;
+  const std::optional<Restored> evidence = RestoreEvidence(*restored, claim);
+  ASSERT_THAT(evidence, Optional(Why(HasSubstr("log ends at seq 15"))));
+  EXPECT_EQ(evidence->since_seq, 10u);
+}
+
 TEST_F(RestoreGuardTest, ACheckpointBeyondTheLogOrAClockBeyondOursIsEvidence) {
   auto x = Open(tmp_.Sub("x"));
   Write(*x, 1, 3);

@@ -171,15 +171,22 @@ TEST_F(ForkTest, ForkReStampsTheWritesMadeSinceTheRestoredOpen) {
   EXPECT_TRUE((*d)->deleted);
 }
 
-// Seed 2352: signed records (here: every record of keyspace "signed") and
-// records of reserved keyspaces (policies, groups) keep their signed
-// version: re-stamped, an old group record would win over the signed
-// removal that replaced it in the lost life.
-TEST_F(ForkTest, ForkKeepsSignedAndReservedRecordsAtTheirVersion) {
+// Seed 2352: records of reserved keyspaces (policies, groups, signed by
+// user keys) keep their version: re-stamped, an old group record would win
+// over the signed removal that replaced it in the lost life. Seed 3807: any
+// other signed record of the old id is re-stamped and re-signed by the
+// signer, as every other write since the restored open; kept at its old
+// version it lay under the lost life's clock, and a peer that held the old
+// id that far refused it as stale. Without a signer a signed record keeps
+// its version (re-stamped it would travel unsigned).
+TEST_F(ForkTest, ForkReSignsSignedRecordsAndKeepsReservedOnesAtTheirVersion) {
   StoreOptions options = Options();
-  options.signer = [](std::string_view keyspace, std::string_view, const Version&, bool,
-                      std::string_view) {
-    return keyspace == "signed" ? std::string("sig") : std::string();
+  std::vector<Version> signed_versions;
+  options.signer = [&signed_versions](std::string_view keyspace, std::string_view,
+                                      const Version& version, bool, std::string_view) {
+    if (keyspace != "signed") return std::string();
+    signed_versions.push_back(version);
+    return "sig@" + version.ToString();
   };
   absl::StatusOr<std::unique_ptr<Store>> opened = Store::Open(options);
   ASSERT_THAT(opened, IsOk());
@@ -193,15 +200,47 @@ TEST_F(ForkTest, ForkKeepsSignedAndReservedRecordsAtTheirVersion) {
   absl::StatusOr<Store::ForkResult> fork = store.Fork(/*restamp_after_seq=*/0);
   ASSERT_THAT(fork, IsOk());
   ASSERT_THAT(fork->restamp_status, IsOk());
-  EXPECT_EQ(fork->restamped, 1u);
+  EXPECT_EQ(fork->restamped, 2u);
   EXPECT_EQ((*store.Get("ks", "a"))->version.origin, fork->new_id);
   absl::StatusOr<std::optional<Record>> b = store.Get("signed", "b");
   ASSERT_THAT(b, IsOk());
-  EXPECT_EQ((*b)->version.origin, old_id);
-  EXPECT_EQ((*b)->signature, "sig");
+  EXPECT_EQ((*b)->version.origin, fork->new_id);
+  EXPECT_EQ((*b)->value, "2");
+  // Signed anew, for the new version.
+  EXPECT_EQ((*b)->signature, "sig@" + (*b)->version.ToString());
+  ASSERT_EQ(signed_versions.size(), 2u);
+  EXPECT_EQ(signed_versions.back(), (*b)->version);
   absl::StatusOr<std::optional<Record>> g = store.Get("peerkv.groups", "g");
   ASSERT_THAT(g, IsOk());
   EXPECT_EQ((*g)->version, group->at(0));
+  EXPECT_NE(old_id, fork->new_id);
+}
+
+TEST_F(ForkTest, WithoutASignerASignedRecordKeepsItsVersion) {
+  Version signed_version;
+  {
+    StoreOptions options = Options();
+    options.signer = [](std::string_view keyspace, std::string_view, const Version&, bool,
+                        std::string_view) {
+      return keyspace == "signed" ? std::string("sig") : std::string();
+    };
+    absl::StatusOr<std::unique_ptr<Store>> opened = Store::Open(options);
+    ASSERT_THAT(opened, IsOk());
+    absl::StatusOr<Version> put = (*opened)->Put("signed", "b", "2");
+    ASSERT_THAT(put, IsOk());
+    signed_version = *put;
+  }
+  // Reopened without its signer: re-stamped, the record would lose its
+  // signature.
+  auto store = OpenStore();
+  ASSERT_THAT(store->Put("ks", "a", "1"), IsOk());
+  absl::StatusOr<Store::ForkResult> fork = store->Fork(/*restamp_after_seq=*/0);
+  ASSERT_THAT(fork, IsOk());
+  EXPECT_EQ(fork->restamped, 1u);
+  absl::StatusOr<std::optional<Record>> b = store->Get("signed", "b");
+  ASSERT_THAT(b, IsOk());
+  EXPECT_EQ((*b)->version, signed_version);
+  EXPECT_EQ((*b)->signature, "sig");
 }
 
 // Seed 311: a restore fork's re-stamps are stamped above the highest

@@ -286,10 +286,11 @@ class Store {
   // of a key whose stored version is ahead of the fresh clock is stamped
   // just above that version (see ApplyLocalWrite), so it still wins.
   //
-  // Records that carry a signature (Record::signature) or lie in a
-  // reserved keyspace (policies, groups) are never re-stamped: they keep
-  // their signed version, so a removal signed since in the lost life still
-  // wins over them.
+  // Records of a reserved keyspace (policies, groups: signed by user keys)
+  // are never re-stamped: they keep their signed version, so a removal
+  // signed since in the lost life still wins over them. Other signed
+  // records are re-stamped and signed anew by `StoreOptions::signer`
+  // (without a signer they keep their version).
   //
   // `clock_floor` (restore forks): the highest version of the old id that
   // a peer holds (Restored::clock_floor). The clock observes it first

@@ -386,12 +386,19 @@ absl::Status Store::Restamp(uint64_t old_id, uint64_t after_seq, uint64_t* resta
     for (Record& r : changes.records) {
       if (r.seq > end) break;
       if (r.version.origin != old_id) continue;
-      // A signed record (policies, groups, anything its origin signed)
-      // keeps its signed version: re-stamped, an old grant would become a
-      // new write above the signed removal that replaced it in the lost
-      // life (sim seed 2352: a restore gave a removed reader the group
-      // back). The signature binds the old version anyway.
-      if (!r.signature.empty() || IsReservedKeyspace(r.keyspace)) continue;
+      // A reserved record (policies, groups) keeps its version: it is
+      // signed by a user key, which the store does not hold, and
+      // re-stamped an old grant would become a new write above the signed
+      // removal that replaced it in the lost life (sim seed 2352: a
+      // restore gave a removed reader the group back). Any other signed
+      // record is re-signed with the new version by the signer (GroupTxn
+      // signs every local write), as any other write of the restored life:
+      // kept at the old id's version it lies under the lost life's clock,
+      // which peers hold as that retired id's stale evidence, and is
+      // refused as stale there once a tombstone above it was collected
+      // (sim seed 3807). Without a signer it keeps its signed version.
+      if (IsReservedKeyspace(r.keyspace)) continue;
+      if (!r.signature.empty() && options_.signer == nullptr) continue;
       RestampRecord restamp{Mutation{std::move(r.keyspace), std::move(r.key), std::nullopt},
                             r.version};
       if (!r.deleted) restamp.mutation.value = std::move(r.value);  // nullopt: a tombstone

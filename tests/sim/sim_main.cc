@@ -115,8 +115,10 @@ int main(int argc, char** argv) {
     // restored from its backup had collected (no other replica held it);
     // 9051 and 9140, a friend's device, down while Jane's replica collected
     // a tombstone it lacked, kept an older one of the key for good (a
-    // friend's device is now waited for by its merged checkpoint).
-    for (uint64_t seed : {4073, 5971, 9136, 9051, 9140}) {
+    // friend's device is now waited for by its merged checkpoint); 3807, a
+    // restored replica's signed writes kept their old-id versions, under
+    // the lost life's clock, and were refused as stale.
+    for (uint64_t seed : {4073, 5971, 9136, 9051, 9140, 3807}) {
       seeds.push_back({seed, reconcile, identities});
     }
     // 7845: a clock a day ahead, not yet known to be, aged a tombstone

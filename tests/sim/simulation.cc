@@ -1266,8 +1266,12 @@ class Simulation {
             }
             std::string own;
             for (const auto& [o, h] : r.store->GetWatermarks()) own += absl::StrFormat("%04x=%d ", o >> 48, HlcMillis(h) % 100000);
-            std::printf("r%d collected %s/%s %s; own {%s} acks%s\n", r.index, key.first.c_str(),
-                        key.second.c_str(), version.ToString().c_str(), own.c_str(), acks.c_str());
+            // Served: the watermarks plus what is held of retired ids.
+            std::string served;
+            for (const auto& [o, h] : r.store->ServedWatermarks()) served += absl::StrFormat("%04x=%d ", o >> 48, HlcMillis(h) % 100000);
+            std::printf("r%d collected %s/%s %s; own {%s} served {%s} acks%s\n", r.index,
+                        key.first.c_str(), key.second.c_str(), version.ToString().c_str(),
+                        own.c_str(), served.c_str(), acks.c_str());
           }
           auto [c, inserted] = collected_[key].try_emplace(r.index, version);
           if (c->second < version) c->second = version;
