@@ -119,6 +119,7 @@ kj::Promise<void> BufferedStream::Flush() {
     return kj::READY_NOW;
   }
   writing_ = true;
+  ++writes_;
   std::swap(pending_, inflight_);
   if (bytes_written_ != nullptr) *bytes_written_ += inflight_.size();
   bytes_out_ += inflight_.size();

@@ -51,6 +51,9 @@ class BufferedStream final : public kj::AsyncIoStream {
   // Once per stream; later calls are ignored.
   void CountAsPeer(uint64_t replica_id);
 
+  // Socket writes so far (one per flush that had bytes to send).
+  uint64_t writes() const { return writes_; }
+
   // Bytes accepted by write() and not yet handed to the socket.
   size_t pending_bytes() const { return pending_.size() + inflight_.size(); }
 
@@ -74,6 +77,7 @@ class BufferedStream final : public kj::AsyncIoStream {
   size_t read_end_ = 0;
   uint64_t bytes_in_ = 0;
   uint64_t bytes_out_ = 0;  // handed to the socket
+  uint64_t writes_ = 0;
   // The peer's counters (CountAsPeer), or null.
   metrics::Counter* peer_in_ = nullptr;
   metrics::Counter* peer_out_ = nullptr;

@@ -43,6 +43,10 @@ struct LoadReport {
   double p50_ms = 0;
   double p99_ms = 0;
   double max_ms = 0;
+  // The client's socket writes during the run, all connections together:
+  // about one per request when each call rides in the same write as the
+  // Finish of the answer before it.
+  int64_t socket_writes = 0;
 };
 
 // Runs each operation in turn on the calling thread (which must not run a

@@ -1,6 +1,7 @@
 // rpc/rpc_test.cc: the server and the client library in one process, over
 // real loopback TCP: every operation's round trip, error codes passed
-// through unchanged, watches, reconnection and connection errors.
+// through unchanged, watches, reconnection and connection errors, and the
+// load generator's socket writes per request.
 #include <algorithm>
 #include <atomic>
 #include <thread>
@@ -11,6 +12,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "rpc/client.h"
+#include "rpc/load.h"
 #include "rpc/server.h"
 #include "store/store.h"
 #include "testing/temp_dir.h"
@@ -313,6 +315,26 @@ TEST_F(RpcTest, ConcurrentWritersShareTheConnectionAndCommits) {
   EXPECT_EQ(failures.load(), 0);
   EXPECT_EQ(store_->Stats()->live_records, 400u);
   EXPECT_LT(store_->Stats()->commits, 400u);
+}
+
+// `peerkv bench` sends each request in the same socket write as the
+// Finish of the answer before it: one write (one TLS record) per request,
+// not two (bench/README.md, "TLS CPU per request").
+TEST_F(RpcTest, TheLoadGeneratorWritesOncePerRequest) {
+  LoadOptions options;
+  options.address = server_->address();
+  options.clients = 2;
+  options.requests = 400;
+  options.value_bytes = 100;
+  absl::StatusOr<std::vector<LoadReport>> reports = RunLoad(options);
+  ASSERT_THAT(reports, IsOk());
+  ASSERT_THAT(*reports, SizeIs(2));
+  for (const LoadReport& r : *reports) {
+    EXPECT_EQ(r.errors, 0) << r.operation;
+    // The last answer's Finish (one per connection) goes alone.
+    EXPECT_LE(r.socket_writes, r.requests + options.clients) << r.operation;
+    EXPECT_GE(r.socket_writes, r.requests) << r.operation;
+  }
 }
 
 TEST_F(RpcTest, ABadListenAddressIsAnError) {

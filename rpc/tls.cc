@@ -342,6 +342,16 @@ class TlsStream final : public kj::AsyncIoStream {
     // Everything that can be decrypted now, up to max_bytes; more from the
     // socket only while under min_bytes.
     while (done < max_bytes) {
+      if (in_begin_ == in_end_ && !eof_ && !SSL_has_pending(ssl_)) {
+        // No ciphertext left, none buffered inside OpenSSL: SSL_read could
+        // only say WANT_READ. Skipping it saves two calls per message
+        // (one before the socket read, one after the record).
+        if (!out_.empty()) SendInBackground();
+        if (done >= min_bytes && done > 0) return done;
+        return Fill().then([this, out, min_bytes, max_bytes, done] {
+          return Read(out, min_bytes, max_bytes, done);
+        });
+      }
       const int want = static_cast<int>(std::min<size_t>(max_bytes - done, 1 << 30));
       const int n = SSL_read(ssl_, out + done, want);
       if (n > 0) {
