@@ -141,11 +141,13 @@ class Peer {
   void OfferBack(kj::Own<wire::Replica::Server> back) { back_ = std::move(back); }
 
   absl::StatusOr<Page> Pull(uint64_t requester, const Watermarks& claimed,
-                            uint64_t incarnation = 0, uint64_t after_seq = 0) {
+                            uint64_t incarnation = 0, uint64_t after_seq = 0,
+                            uint64_t merged_seq = 0) {
     auto pull = replica_.pullRequest();
     pull.setRequester(requester);
     pull.setIncarnation(incarnation);
     pull.setAfterSeq(after_seq);
+    pull.setMergedSeq(merged_seq);
     pull.setMaxRecords(1000);
     pull.setMaxBytes(1 << 20);
     pull.setMaxValueBytes(1 << 20);
@@ -388,8 +390,17 @@ TEST_F(LyingWatermarksTest, ALyingAcknowledgementCollectsNoTombstoneAnotherPeerL
   absl::StatusOr<ServerStatus> status = client_->Status();
   ASSERT_THAT(status, IsOk());
   EXPECT_EQ(status->tombstones, 1u);
-  // Once the honest device holds it, it goes: the lie was what was waited out.
+  // The honest device holding it is not enough: the friend's device, met,
+  // is waited for by the checkpoint into a's log it merged (its watermarks
+  // are not its word), and it has merged nothing.
   ASSERT_THAT(honest->Pull(Own(8), everything), IsOk());
+  compacted = client_->Compact("ks");
+  ASSERT_THAT(compacted, IsOk());
+  EXPECT_EQ(compacted->tombstones_collected, 0u);
+  // Once it has merged past the tombstone, it goes: the lie was what was
+  // waited out.
+  ASSERT_THAT(fred->Pull(Fred(7), Watermarks{}, incarnation_, first->max_seq, first->max_seq),
+              IsOk());
   compacted = client_->Compact("ks");
   ASSERT_THAT(compacted, IsOk());
   EXPECT_EQ(compacted->tombstones_collected, 1u);
