@@ -44,6 +44,7 @@
 #include "rpc/connection.h"
 #include "rpc/convert.h"
 #include "rpc/peerkv.capnp.h"
+#include "rpc/raw_peer.h"
 #include "rpc/tls.h"
 #include "store/replica_id.h"
 #include "store/version.h"
@@ -56,9 +57,6 @@ namespace peerkv::rpc {
 namespace {
 
 using ::testing::HasSubstr;
-
-// The `back` of our hellos: answers nothing.
-class SilentReplica final : public wire::Replica::Server {};
 
 // The `back` of a friend's hello that answers the server's pulls with one
 // made-up page: a write of the server's own id, a day ahead of its clock.
@@ -90,99 +88,6 @@ class LyingBack final : public wire::Replica::Server {
  private:
   const uint64_t replica_id_, incarnation_, victim_, hlc_;
   int pulls_ = 0;
-};
-
-// What one pull page brought.
-struct Page {
-  std::vector<Record> records;
-  uint64_t last_seq = 0;
-  uint64_t max_seq = 0;
-  Watermarks watermarks;
-};
-
-// A replication link dialled over TLS as `tls`'s device, on the test's
-// event loop, saying whatever the test tells it to.
-class Peer {
- public:
-  Peer(kj::AsyncIoContext& io, TlsEndpoint& tls, const std::string& address,
-       const auth::PublicKey& server_user)
-      : io_(io) {
-    TrustSource trust = [server_user]() -> absl::StatusOr<TrustView> {
-      return TrustView{server_user, {}, {}};
-    };
-    link_ = kj::heap<GatewayConnection>(
-        DialAuthenticated(io_.provider->getNetwork(), address, &tls, trust).wait(io_.waitScope));
-    replica_ = link_->gateway().replicaRequest().send().getReplica();
-  }
-
-  absl::Status Hello(uint64_t replica_id, uint64_t incarnation,
-                     const replication::HeldOf& held = {},
-                     const std::vector<uint64_t>& retired = {}) {
-    auto hello = replica_.helloRequest();
-    auto info = hello.initInfo();
-    info.setReplicaId(replica_id);
-    info.setIncarnation(incarnation);
-    info.setProtocolVersion(replication::kProtocolVersion);
-    info.setName("liar");
-    info.setHeldOf(held.replica_id);
-    info.setHeldIncarnation(held.incarnation);
-    info.setHeldSeq(held.seq);
-    info.setHeldWatermark(held.watermark);
-    auto ids = info.initRetired(static_cast<unsigned>(retired.size()));
-    for (size_t i = 0; i < retired.size(); ++i) ids.set(i, retired[i]);
-    if (back_.get() != nullptr) {
-      hello.setBack(std::move(back_));
-    } else {
-      hello.setBack(kj::heap<SilentReplica>());
-    }
-    return ResponseStatus(hello.send().wait(io_.waitScope));
-  }
-  // What the next hello offers as its back capability.
-  void OfferBack(kj::Own<wire::Replica::Server> back) { back_ = std::move(back); }
-
-  absl::StatusOr<Page> Pull(uint64_t requester, const Watermarks& claimed,
-                            uint64_t incarnation = 0, uint64_t after_seq = 0,
-                            uint64_t merged_seq = 0) {
-    auto pull = replica_.pullRequest();
-    pull.setRequester(requester);
-    pull.setIncarnation(incarnation);
-    pull.setAfterSeq(after_seq);
-    pull.setMergedSeq(merged_seq);
-    pull.setMaxRecords(1000);
-    pull.setMaxBytes(1 << 20);
-    pull.setMaxValueBytes(1 << 20);
-    ToWire(claimed, pull.initWatermarks(static_cast<unsigned>(claimed.size())));
-    auto answer = pull.send().wait(io_.waitScope);
-    if (absl::Status status = ResponseStatus(answer); !status.ok()) return status;
-    Page page;
-    absl::StatusOr<std::vector<Record>> records =
-        DecodeBatch(View(answer.getBatch()), replication::kMaxPullRecords);
-    if (!records.ok()) return records.status();
-    page.records = std::move(*records);
-    page.last_seq = answer.getLastSeq();
-    page.max_seq = answer.getMaxSeq();
-    page.watermarks = FromWire(answer.getWatermarks());
-    return page;
-  }
-
-  // A reconcile request of `bytes` (a push, a question: whatever they say).
-  absl::Status Reconcile(const std::string& bytes) {
-    auto reconcile = replica_.reconcileRequest();
-    reconcile.setRequest(AsData(bytes));
-    return ResponseStatus(reconcile.send().wait(io_.waitScope));
-  }
-
-  void Nudge(const Watermarks& claimed) {
-    auto nudge = replica_.nudgeRequest();
-    ToWire(claimed, nudge.initWatermarks(static_cast<unsigned>(claimed.size())));
-    nudge.send().wait(io_.waitScope);
-  }
-
- private:
-  kj::AsyncIoContext& io_;
-  kj::Own<GatewayConnection> link_;
-  wire::Replica::Client replica_ = nullptr;
-  kj::Own<wire::Replica::Server> back_;
 };
 
 // An hlc a day ahead of now: beyond any clock of these servers.
@@ -247,11 +152,11 @@ class LyingWatermarksTest : public ::testing::Test {
   uint64_t Fred(uint64_t incarnation) const {
     return DeriveReplicaId(fred_device_.view(), incarnation);
   }
-  std::unique_ptr<Peer> OwnPeer() {
-    return std::make_unique<Peer>(*io_, *own_tls_, a_->address(), user_);
+  std::unique_ptr<RawPeer> OwnPeer() {
+    return std::make_unique<RawPeer>(*io_, *own_tls_, a_->address(), user_);
   }
-  std::unique_ptr<Peer> FriendPeer() {
-    return std::make_unique<Peer>(*io_, *fred_tls_, a_->address(), user_);
+  std::unique_ptr<RawPeer> FriendPeer() {
+    return std::make_unique<RawPeer>(*io_, *fred_tls_, a_->address(), user_);
   }
 
   // Server a's status once the engine linked `peer` (or forked, or 10 s
@@ -273,7 +178,7 @@ class LyingWatermarksTest : public ::testing::Test {
   }
 
   // Every key of "ks" a puller gets from a_ as `requester`, claiming `claimed`.
-  std::set<std::string> PullAll(Peer& peer, uint64_t requester, const Watermarks& claimed) {
+  std::set<std::string> PullAll(RawPeer& peer, uint64_t requester, const Watermarks& claimed) {
     std::set<std::string> keys;
     uint64_t after = 0;
     for (int pages = 0; pages < 100; ++pages) {
@@ -327,13 +232,13 @@ TEST_F(LyingWatermarksTest, MadeUpWatermarksSuppressNoOriginForAnyoneElse) {
   Watermarks lie;
   lie.Raise(b_id, Ahead());
   lie.Raise(0x0123456789abcdef, Ahead());
-  std::unique_ptr<Peer> own_liar = OwnPeer();
+  std::unique_ptr<RawPeer> own_liar = OwnPeer();
   ASSERT_THAT(own_liar->Hello(Own(7), 7), IsOk());
   // What it says shapes its own answers only: it gets none of b's.
   std::set<std::string> got = PullAll(*own_liar, Own(7), lie);
   EXPECT_EQ(got, (std::set<std::string>{"ks/a0", "ks/a1", "ks/a2"}));
   own_liar->Nudge(lie);
-  std::unique_ptr<Peer> friend_liar = FriendPeer();
+  std::unique_ptr<RawPeer> friend_liar = FriendPeer();
   ASSERT_THAT(friend_liar->Hello(Fred(7), 7), IsOk());
   // Fred may read nothing of a's: served, and empty.
   EXPECT_THAT(PullAll(*friend_liar, Fred(7), lie), ::testing::IsEmpty());
@@ -342,7 +247,7 @@ TEST_F(LyingWatermarksTest, MadeUpWatermarksSuppressNoOriginForAnyoneElse) {
   StatusOnceLinked(Fred(7));
 
   // An honest puller gets every origin's records.
-  std::unique_ptr<Peer> honest = OwnPeer();
+  std::unique_ptr<RawPeer> honest = OwnPeer();
   ASSERT_THAT(honest->Hello(Own(8), 8), IsOk());
   EXPECT_EQ(PullAll(*honest, Own(8), Watermarks{}), all);
   // So does a third replica that meets a only now, and b still holds them.
@@ -365,14 +270,14 @@ TEST_F(LyingWatermarksTest, ALyingAcknowledgementCollectsNoTombstoneAnotherPeerL
   ASSERT_THAT(client_->Put("ks", "k", "v"), IsOk());
   ASSERT_THAT(client_->Delete("ks", "k"), IsOk());
   // Two devices of the user meet a; the honest one holds nothing yet.
-  std::unique_ptr<Peer> honest = OwnPeer();
+  std::unique_ptr<RawPeer> honest = OwnPeer();
   ASSERT_THAT(honest->Hello(Own(8), 8), IsOk());
   absl::StatusOr<Page> first = honest->Pull(Own(8), Watermarks{});
   ASSERT_THAT(first, IsOk());
   // What a holds: the claim that covers the tombstone.
   const Watermarks everything = first->watermarks;
   ASSERT_FALSE(everything.empty());
-  std::unique_ptr<Peer> liar = OwnPeer();
+  std::unique_ptr<RawPeer> liar = OwnPeer();
   ASSERT_THAT(liar->Hello(Own(7), 7), IsOk());
   // It claims all of a without having pulled anything.
   ASSERT_THAT(liar->Pull(Own(7), everything), IsOk());
@@ -380,7 +285,7 @@ TEST_F(LyingWatermarksTest, ALyingAcknowledgementCollectsNoTombstoneAnotherPeerL
   EXPECT_THAT(liar->Pull(Own(8), everything),
               StatusIs(absl::StatusCode::kPermissionDenied, "pull names requester"));
   // A friend's acknowledgement is not counted either.
-  std::unique_ptr<Peer> fred = FriendPeer();
+  std::unique_ptr<RawPeer> fred = FriendPeer();
   ASSERT_THAT(fred->Hello(Fred(7), 7), IsOk());
   ASSERT_THAT(fred->Pull(Fred(7), everything), IsOk());
 
@@ -413,18 +318,18 @@ TEST_F(LyingWatermarksTest, AFriendsClaimsAboutThisReplicaDoNotMakeItFork) {
                                    .incarnation = incarnation_,
                                    .seq = 1'000'000'000,
                                    .watermark = Ahead()};
-  std::unique_ptr<Peer> held = FriendPeer();
+  std::unique_ptr<RawPeer> held = FriendPeer();
   ASSERT_THAT(held->Hello(Fred(7), 7, beyond), IsOk());
   ServerStatus status = StatusOnceLinked(Fred(7));
   EXPECT_EQ(status.replica_id, self_) << a_->Log();
   // a's own id among the ones retired by forks.
-  std::unique_ptr<Peer> retired = FriendPeer();
+  std::unique_ptr<RawPeer> retired = FriendPeer();
   ASSERT_THAT(retired->Hello(Fred(8), 8, {}, {self_}), IsOk());
   status = StatusOnceLinked(Fred(8));
   EXPECT_EQ(status.replica_id, self_) << a_->Log();
   // A pull from beyond the log's end, then with a watermark beyond a's
   // clock: served (from the start), as a pull of nothing.
-  std::unique_ptr<Peer> puller = FriendPeer();
+  std::unique_ptr<RawPeer> puller = FriendPeer();
   ASSERT_THAT(puller->Hello(Fred(9), 9), IsOk());
   EXPECT_THAT(puller->Pull(Fred(9), Watermarks{}, incarnation_, 1'000'000'000), IsOk());
   Watermarks ahead;
@@ -436,7 +341,7 @@ TEST_F(LyingWatermarksTest, AFriendsClaimsAboutThisReplicaDoNotMakeItFork) {
 
   // The same claim by an own device is restore evidence (restore_guard.h):
   // the check above is about whose word it is, not what it says.
-  std::unique_ptr<Peer> own = OwnPeer();
+  std::unique_ptr<RawPeer> own = OwnPeer();
   ASSERT_THAT(own->Hello(Own(7), 7), IsOk());
   EXPECT_THAT(own->Pull(Own(7), ahead),
               StatusIs(absl::StatusCode::kFailedPrecondition, "restored from an older copy"));
@@ -449,7 +354,7 @@ TEST_F(LyingWatermarksTest, AFriendsClaimsAboutThisReplicaDoNotMakeItFork) {
 // the server keeps its id. Before, it forked.
 TEST_F(LyingWatermarksTest, AFriendsPageWithAWriteOfOurOwnIdIsRefusedNotAFork) {
   ASSERT_THAT(client_->Put("ks", "k", "v"), IsOk());
-  std::unique_ptr<Peer> fred = FriendPeer();
+  std::unique_ptr<RawPeer> fred = FriendPeer();
   auto back = kj::heap<LyingBack>(Fred(7), 7, self_, Ahead());
   LyingBack* lying = back.get();
   fred->OfferBack(std::move(back));
@@ -487,20 +392,20 @@ TEST_F(LyingWatermarksTest, AStrangersDeviceCanNeitherHelloPullNudgeNorPush) {
   // (the connection is closed after the handshake; TLS 1.3 lets the
   // client's side finish first, so the call, not the dial, fails). Checked
   // to fail as an own device (every call then reaches the service).
-  const std::vector<std::pair<std::string, std::function<absl::Status(Peer&)>>> calls = {
-      {"hello", [&](Peer& p) { return p.Hello(id, 7); }},
-      {"pull", [&](Peer& p) { return p.Pull(id, lie).status(); }},
+  const std::vector<std::pair<std::string, std::function<absl::Status(RawPeer&)>>> calls = {
+      {"hello", [&](RawPeer& p) { return p.Hello(id, 7); }},
+      {"pull", [&](RawPeer& p) { return p.Pull(id, lie).status(); }},
       {"nudge",
-       [&](Peer& p) {
+       [&](RawPeer& p) {
          p.Nudge(lie);
          return absl::OkStatus();
        }},
-      {"push", [&](Peer& p) { return p.Reconcile(std::string(64, 'x')); }},
+      {"push", [&](RawPeer& p) { return p.Reconcile(std::string(64, 'x')); }},
   };
   for (const auto& [what, call] : calls) {
     absl::Status answered = absl::OkStatus();
     kj::Maybe<kj::Exception> thrown = kj::runCatchingExceptions([&] {
-      Peer peer(*io_, **endpoint, a_->address(), user_);
+      RawPeer peer(*io_, **endpoint, a_->address(), user_);
       answered = call(peer);
     });
     // Not refused by the service (an error answer, as an own device's pull

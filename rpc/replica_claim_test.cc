@@ -22,6 +22,7 @@
 #include "rpc/connection.h"
 #include "rpc/convert.h"
 #include "rpc/peerkv.capnp.h"
+#include "rpc/raw_peer.h"
 #include "rpc/tls.h"
 #include "store/replica_id.h"
 #include "testing/replica_client.h"
@@ -32,49 +33,6 @@ namespace peerkv::rpc {
 namespace {
 
 using ::testing::HasSubstr;
-
-// The `back` of our hellos: answers nothing.
-class SilentReplica final : public wire::Replica::Server {};
-
-// A replication link dialled as the test process's own device (the test
-// user's, which the server trusts), over TLS, on the test's event loop.
-class Peer {
- public:
-  Peer(kj::AsyncIoContext& io, TlsEndpoint& tls, const std::string& address,
-       const auth::PublicKey& user)
-      : io_(io) {
-    TrustSource trust = [user]() -> absl::StatusOr<TrustView> { return TrustView{user, {}, {}}; };
-    link_ = kj::heap<GatewayConnection>(
-        DialAuthenticated(io_.provider->getNetwork(), address, &tls, trust).wait(io_.waitScope));
-    replica_ = link_->gateway().replicaRequest().send().getReplica();
-  }
-
-  absl::Status Hello(uint64_t replica_id, uint64_t incarnation) {
-    auto hello = replica_.helloRequest();
-    auto info = hello.initInfo();
-    info.setReplicaId(replica_id);
-    info.setIncarnation(incarnation);
-    info.setProtocolVersion(replication::kProtocolVersion);
-    info.setName("liar");
-    hello.setBack(kj::heap<SilentReplica>());
-    return ResponseStatus(hello.send().wait(io_.waitScope));
-  }
-
-  absl::Status Pull(uint64_t requester, uint64_t incarnation) {
-    auto pull = replica_.pullRequest();
-    pull.setRequester(requester);
-    pull.setIncarnation(incarnation);
-    pull.setMaxRecords(10);
-    pull.setMaxBytes(1 << 16);
-    pull.setMaxValueBytes(1 << 20);
-    return ResponseStatus(pull.send().wait(io_.waitScope));
-  }
-
- private:
-  kj::AsyncIoContext& io_;
-  kj::Own<GatewayConnection> link_;
-  wire::Replica::Client replica_ = nullptr;
-};
 
 class ReplicaClaimTest : public ::testing::Test {
  protected:
@@ -114,30 +72,30 @@ class ReplicaClaimTest : public ::testing::Test {
 };
 
 TEST_F(ReplicaClaimTest, AHelloAsAnotherDevicesReplicaIsRefusedAndLogged) {
-  Peer liar(*io_, *tls_, server_->address(), user_);
+  RawPeer liar(*io_, *tls_, server_->address(), user_);
   const std::string claim = absl::StrFormat("claims replica id %016x", other_);
   EXPECT_THAT(liar.Hello(other_, kIncarnation),
               StatusIs(absl::StatusCode::kPermissionDenied, claim));
   EXPECT_THAT(server_->WaitForLog(claim), HasSubstr("rejected hello"));
   // Nothing was linked: the liar may not pull as anyone.
-  EXPECT_THAT(liar.Pull(other_, kIncarnation),
+  EXPECT_THAT(liar.Pull(other_, {}, kIncarnation).status(),
               StatusIs(absl::StatusCode::kFailedPrecondition, "pull before hello"));
   // The same device telling the truth is linked, on a connection of its own
   // (one hello per connection).
-  Peer honest(*io_, *tls_, server_->address(), user_);
+  RawPeer honest(*io_, *tls_, server_->address(), user_);
   EXPECT_THAT(honest.Hello(own_, kIncarnation), IsOk());
 }
 
 TEST_F(ReplicaClaimTest, APullNamingAnotherRequesterIsRefusedAndLogged) {
-  Peer peer(*io_, *tls_, server_->address(), user_);
+  RawPeer peer(*io_, *tls_, server_->address(), user_);
   ASSERT_THAT(peer.Hello(own_, kIncarnation), IsOk());
   const std::string wrong =
       absl::StrFormat("pull names requester %016x; this link said hello as %016x", other_, own_);
-  EXPECT_THAT(peer.Pull(other_, kIncarnation),
+  EXPECT_THAT(peer.Pull(other_, {}, kIncarnation).status(),
               StatusIs(absl::StatusCode::kPermissionDenied, wrong));
   EXPECT_THAT(server_->WaitForLog(wrong), HasSubstr("rejected pull"));
   // As itself, the same link is served.
-  EXPECT_THAT(peer.Pull(own_, kIncarnation), IsOk());
+  EXPECT_THAT(peer.Pull(own_, {}, kIncarnation).status(), IsOk());
 }
 
 }  // namespace
