@@ -156,22 +156,39 @@ std::function<absl::Status(const Record&, MergeSource)> MakeRecordGate(
   PEERKV_CHECK(access != nullptr && verifier != nullptr);
   return [access = std::move(access), verifier = std::move(verifier), local_user](
              const Record& record, MergeSource from) -> absl::Status {
+    const bool own_write = from == MergeSource::kOwnWriteFromFriend;
     // Policy, group, device and friend records: signed by user keys and
-    // checked by StoreOptions::reserved_check.
-    if (IsReservedKeyspace(record.keyspace)) return absl::OkStatus();
+    // checked by StoreOptions::reserved_check. Not evidence of a restore:
+    // the device signature below is what vouches for one.
+    if (IsReservedKeyspace(record.keyspace)) {
+      if (!own_write) return absl::OkStatus();
+      return absl::PermissionDeniedError(absl::StrFormat(
+          "record of reserved keyspace %s carries no device signature: a friend's device "
+          "sending it is no evidence that this replica lost its own writes",
+          record.keyspace));
+    }
     const bool required = access->RequiresSignature(record.keyspace);
     if (!required && from == MergeSource::kOwnDevice) return absl::OkStatus();
     if (record.signature.empty()) {
       return absl::PermissionDeniedError(absl::StrFormat(
           "record of keyspace %s is unsigned; %s", record.keyspace,
-          required ? "the keyspace is shared beyond its owner's devices, so its records must "
-                     "carry their writer's signature"
-                   : "records from a friend's device must carry their writer's signature"));
+          own_write ? "a write of this replica's own id that a friend's device sent must carry "
+                      "the signature of a device of this replica's user"
+          : required ? "the keyspace is shared beyond its owner's devices, so its records must "
+                       "carry their writer's signature"
+                     : "records from a friend's device must carry their writer's signature"));
     }
     absl::StatusOr<SignedBy> by = verifier->Verify(record);
     if (!by.ok()) {
       return absl::Status(by.status().code(), absl::StrCat("record of keyspace ", record.keyspace,
                                                            ": ", by.status().message()));
+    }
+    if (own_write && by->user != local_user) {
+      return absl::PermissionDeniedError(absl::StrFormat(
+          "record of keyspace %s is signed by device %s of user %s, not by a device of this "
+          "replica's user %s: a friend's device sending it is no evidence that this replica "
+          "lost its own writes",
+          record.keyspace, DeviceId(by->device), UserId(by->user), UserId(local_user)));
     }
     const Principal who{by->user, by->user == local_user};
     if (!access->MayWrite(who, record.keyspace)) {

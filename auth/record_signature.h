@@ -135,6 +135,11 @@ peerkv::RecordSigner MakeRecordSigner(std::shared_ptr<const Access> access,
 // Principal::local_user); otherwise PermissionDenied (InvalidArgument for a
 // malformed blob) naming the keyspace and what is wrong. Unsigned records
 // of other keyspaces from the user's own devices pass unchecked.
+// MergeSource::kOwnWriteFromFriend (a write of this replica's own id that a
+// friend's device sent, asked before it counts as restore evidence): a
+// reserved keyspace's record is refused, and any other must carry a
+// signature that verifies, by a device of `local_user` (who may write the
+// keyspace); otherwise PermissionDenied naming the keyspace and the signer.
 std::function<absl::Status(const Record&, MergeSource)> MakeRecordGate(
     std::shared_ptr<const Access> access, std::shared_ptr<const RecordVerifier> verifier,
     const PublicKey& local_user);

@@ -204,6 +204,47 @@ TEST_F(GateTest, UnsignedRecordsPassOnlyFromOwnDevices) {
   EXPECT_THAT(gate_(reserved, MergeSource::kFriend), IsOk());
 }
 
+// A write of this replica's own id that a friend's device sent (and this
+// replica lacks) counts as restore evidence only if a device of this
+// store's own user signed it: the friend cannot forge that.
+TEST_F(GateTest, AnOwnWriteFromAFriendMustBeSignedByADeviceOfTheLocalUser) {
+  constexpr MergeSource kFrom = MergeSource::kOwnWriteFromFriend;
+  // Josephine's devices: the one that wrote it, and another of hers.
+  EXPECT_THAT(gate_(josephine_.Signed("notes", "n1", "todo"), kFrom), IsOk());
+  Device phone;
+  phone.user = nullptr;
+  phone.certificate =
+      IssueDeviceCertificate(*josephine_.user, phone.key->public_key(), "phone", kT).Encode();
+  EXPECT_THAT(gate_(phone.Signed("notes", "n2", "todo"), kFrom), IsOk());
+  // Another user's writer, even of a keyspace it may write (its record
+  // passes as kFriend).
+  const Record post = jane_.Signed("blog", "post1", "hello");
+  ASSERT_THAT(gate_(post, MergeSource::kFriend), IsOk());
+  EXPECT_THAT(gate_(post, kFrom),
+              StatusIs(StatusCode::kPermissionDenied, "not by a device of this replica's user"));
+  EXPECT_THAT(gate_(jane_.Signed("notes", "n1", "x"), kFrom),
+              StatusIs(StatusCode::kPermissionDenied, "not by a device of this replica's user"));
+  // Unsigned, of a keyspace that needs no signature from own devices.
+  Record note{"notes", "n1", Version{MakeHlc(kT, 0), 5}, false, "todo"};
+  ASSERT_THAT(gate_(note, MergeSource::kOwnDevice), IsOk());
+  EXPECT_THAT(gate_(note, kFrom),
+              StatusIs(StatusCode::kPermissionDenied, "notes is unsigned; a write of this "
+                                                      "replica's own id that a friend's device"));
+  // Josephine's record altered on the way.
+  Record altered = josephine_.Signed("notes", "n1", "todo");
+  altered.value = "pwned";
+  EXPECT_THAT(gate_(altered, kFrom), StatusIs(StatusCode::kPermissionDenied, "does not match"));
+  // Signed by her, but of a keyspace she may not write.
+  EXPECT_THAT(gate_(josephine_.Signed("blog", "post1", "mine"), kFrom),
+              StatusIs(StatusCode::kPermissionDenied, "who may not write it"));
+  // Reserved keyspaces carry user signatures, no device's: refused (as
+  // kFriend they are reserved_check's).
+  Record reserved{"peerkv.policies", "blog", Version{MakeHlc(kT, 0), 5}, false, "x"};
+  ASSERT_THAT(gate_(reserved, MergeSource::kFriend), IsOk());
+  EXPECT_THAT(gate_(reserved, kFrom),
+              StatusIs(StatusCode::kPermissionDenied, "reserved keyspace peerkv.policies"));
+}
+
 TEST_F(GateTest, TheSignerSignsOnlyKeyspacesThatRequireIt) {
   const RecordSigner signer = MakeRecordSigner(access_, jane_.key, jane_.certificate);
   const Version v{MakeHlc(kT, 3), 9};

@@ -86,8 +86,14 @@ struct BootstrapMarker {
 // malformed record, OutOfRange for a clock too far ahead).
 // Who sent a batch of remote records, for the merge gate
 // (StoreOptions::record_gate): a device of this store's user, or a
-// friend's device (whose records must all be signed).
-enum class MergeSource { kOwnDevice, kFriend };
+// friend's device (whose records must all be signed). kOwnWriteFromFriend
+// is no batch's: the gate is asked (Store::CheckRecordGate) whether a
+// record of this replica's own id that a friend's device sent, and that
+// this replica lacks, was signed by a device of this store's own user, so
+// that the friend's page may count as evidence that this replica was
+// restored (a friend cannot forge that signature; replication/
+// replicator.cc, OwnWritesWeLack).
+enum class MergeSource { kOwnDevice, kFriend, kOwnWriteFromFriend };
 
 // Signs a local write (StoreOptions::signer): the Record::signature to
 // store with it, or empty.
