@@ -193,6 +193,37 @@ TEST_F(StoreSignatureTest, MergeKeepsSignaturesAndTheGateSeesTheSource) {
   EXPECT_EQ(stats->gate_refused, 1u);
 }
 
+// CheckRecordGate asks the gate without merging; with no gate, nothing
+// vouches for a friend's copy of an own write.
+TEST_F(StoreSignatureTest, CheckRecordGateAsksTheGateAndMergesNothing) {
+  auto ungated = OpenStore();
+  const Record record = Remote("ks", "a", 7, "good");
+  EXPECT_THAT(ungated->CheckRecordGate(record, MergeSource::kFriend), IsOk());
+  EXPECT_THAT(ungated->CheckRecordGate(record, MergeSource::kOwnWriteFromFriend),
+              StatusIs(StatusCode::kPermissionDenied, "checks no record signatures"));
+  ungated.reset();
+  StoreOptions options = Options();
+  std::vector<MergeSource> sources;
+  options.record_gate = [&sources](const Record& r, MergeSource from) -> absl::Status {
+    sources.push_back(from);
+    if (r.signature == "forged") return absl::PermissionDeniedError("forged signature");
+    return absl::OkStatus();
+  };
+  auto store = OpenStore(options);
+  EXPECT_THAT(store->CheckRecordGate(record, MergeSource::kOwnWriteFromFriend), IsOk());
+  EXPECT_THAT(store->CheckRecordGate(Remote("ks", "b", 7, "forged"),
+                                     MergeSource::kOwnWriteFromFriend),
+              StatusIs(StatusCode::kPermissionDenied, "forged signature"));
+  EXPECT_EQ(sources, (std::vector<MergeSource>{MergeSource::kOwnWriteFromFriend,
+                                               MergeSource::kOwnWriteFromFriend}));
+  absl::StatusOr<std::optional<Record>> a = store->Get("ks", "a");
+  ASSERT_THAT(a, IsOk());
+  EXPECT_FALSE(a->has_value());
+  absl::StatusOr<StoreStats> stats = store->Stats();
+  ASSERT_THAT(stats, IsOk());
+  EXPECT_EQ(stats->gate_refused, 0u);
+}
+
 TEST_F(StoreSignatureTest, ASignatureOverTheLimitIsRefused) {
   auto store = OpenStore();
   absl::StatusOr<MergeResult> merged =

@@ -696,6 +696,15 @@ void Store::SubmitMerge(std::vector<Record> batch,
   Submit(std::move(request), wait_for_room);
 }
 
+absl::Status Store::CheckRecordGate(const Record& record, MergeSource from) const {
+  if (options_.record_gate) return options_.record_gate(record, from);
+  if (from != MergeSource::kOwnWriteFromFriend) return absl::OkStatus();
+  return absl::PermissionDeniedError(absl::StrFormat(
+      "record %s/%s: this store checks no record signatures, so nothing vouches that its "
+      "own user's device wrote it",
+      record.keyspace, record.key));
+}
+
 size_t Store::AdmitRemote(std::vector<Record>& batch, RemoteBatch& out,
                           MergeSource from) const {
   size_t bytes = 0;

@@ -378,6 +378,12 @@ class Store {
       std::vector<Record> batch,
       std::optional<CheckpointUpdate> checkpoint = std::nullopt,
       MergeSource from = MergeSource::kOwnDevice);
+  // What the merge gate (options().record_gate) says of `record` from
+  // `from`, without merging it (the engine asks it with MergeSource::
+  // kOwnWriteFromFriend before a friend's page counts as restore
+  // evidence). No gate installed: OK, but PermissionDenied for
+  // kOwnWriteFromFriend (nothing can vouch for such a record). Thread-safe.
+  absl::Status CheckRecordGate(const Record& record, MergeSource from) const;
   using MergeCallback = absl::AnyInvocable<void(absl::StatusOr<MergeResult>)>;
   // Merge with `options` (the consensus layer's; no checkpoint).
   using MergeOptions = ::peerkv::MergeOptions;
