@@ -827,18 +827,30 @@ void Replicator::OnPulled(uint64_t peer_id, uint64_t attempt,
     }
     return;
   }
-  if (std::optional<Restored> restored = OwnWritesWeLack(page.response)) {
-    if (peer.info.readable != nullptr) {
-      // A friend's page is not evidence that we were restored (it could
+  const bool from_friend = peer.info.readable != nullptr;
+  absl::Status unvouched;
+  if (std::optional<Restored> restored =
+          OwnWritesWeLack(page.response, from_friend, &unvouched)) {
+    if (!unvouched.ok()) {
+      // A friend's word is not evidence that we were restored (it could
       // make us fork at will, see RestoreEvidenceOf): refused unmerged,
-      // as a write of our own id we never made.
+      // as a write of our own id we never made, unless every such write
+      // carries the signature of a device of our own user, which the
+      // friend cannot forge (a restored replica's lost writes that only a
+      // friend's device held: seed 1341 of the simulation).
       const absl::Status refused = absl::FailedPreconditionError(absl::StrFormat(
-          "a friend's device sent writes of this replica's own id that it lacks (%s); a "
-          "friend's word does not fork this replica: page refused",
-          restored->why));
+          "a friend's device sent writes of this replica's own id that it lacks (%s), not "
+          "all signed by a device of this replica's user (%s); a friend's word does not fork "
+          "this replica: page refused",
+          restored->why, unvouched.message()));
       Log(absl::StrFormat("peerkv: peer %s: %s", ReplicaIdToString(peer_id), refused.message()));
       FinishPull(peer, refused);
       return;
+    }
+    if (from_friend) {
+      restored->why = absl::StrCat(restored->why,
+                                   "; each signed by a device of this replica's user, sent by a "
+                                   "friend's device");
     }
     // Before merging anything: the records are ours from a lost life, and
     // the fork's peers pull them back from zero under the new id.
@@ -878,9 +890,12 @@ void Replicator::OnPulled(uint64_t peer_id, uint64_t attempt,
   ContinueOrFinish(peer, more, go_on);
 }
 
-std::optional<Restored> Replicator::OwnWritesWeLack(const PullResponse& response) const {
+std::optional<Restored> Replicator::OwnWritesWeLack(const PullResponse& response,
+                                                    bool from_friend,
+                                                    absl::Status* unvouched) const {
   const uint64_t self = store_->replica_id();
   HeldOf claim{.replica_id = self};
+  *unvouched = absl::OkStatus();
   for (const Record& record : response.records) {
     if (record.version.origin != self) continue;
     // One we hold is no lost write: after a fresh-clock fork, a key stored
@@ -899,6 +914,13 @@ std::optional<Restored> Replicator::OwnWritesWeLack(const PullResponse& response
       }
     }
     claim.watermark = std::max(claim.watermark, record.version.hlc);
+    if (from_friend && unvouched->ok()) {
+      absl::Status vouched = store_->CheckRecordGate(record, MergeSource::kOwnWriteFromFriend);
+      if (!vouched.ok()) {
+        *unvouched = absl::Status(vouched.code(), absl::StrFormat("%s/%s: %s", record.keyspace,
+                                                                  record.key, vouched.message()));
+      }
+    }
   }
   if (claim.watermark == 0) return std::nullopt;
   std::optional<Restored> restored = RestoreEvidence(*store_, claim);

@@ -365,8 +365,13 @@ class Replicator final : public LinkEvents {
   void RestartSnapshot(Peer& peer, const absl::Status& why);
   // Restore evidence in a pulled page: a record of this replica's own id
   // beyond its own clock (ServePull sends those: ChangesFilter::
-  // send_uncovered_of) that it does not hold; nullopt if none.
-  std::optional<Restored> OwnWritesWeLack(const PullResponse& response) const;
+  // send_uncovered_of) that it does not hold; nullopt if none. A friend's
+  // page (`from_friend`) is evidence only if every such record passes the
+  // merge gate as MergeSource::kOwnWriteFromFriend (signed by a device of
+  // this replica's user): `*unvouched` is OK if so, else why the first
+  // that did not (always OK for an own device's page).
+  std::optional<Restored> OwnWritesWeLack(const PullResponse& response, bool from_friend,
+                                          absl::Status* unvouched) const;
   // Restore evidence in a peer's hello (what it holds of us, the ids it
   // says were retired): only an own device's; nullopt for a friend's.
   std::optional<Restored> RestoreEvidenceOf(const PeerInfo& peer) const;
