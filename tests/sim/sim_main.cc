@@ -125,6 +125,12 @@ int main(int argc, char** argv) {
     // written seconds before past the minimum age; collected, an older
     // delete by a replica it had never heard of merged over nothing.
     seeds.push_back({7845, reconcile, identities});
+    // 1341: r0, restored from its backup, lacked its own signed write that
+    // only a friend's device held; it refused the friend's page (a
+    // friend's word does not fork a replica) and never got it back. A
+    // friend's page now forks it when each such write is signed by a
+    // device of r0's own user.
+    seeds.push_back({1341, reconcile, identities});
   }
   int passed = 0, failed = 0;
   uint64_t pages_prefetched = 0;
