@@ -11,7 +11,9 @@
 //    collect one another peer lacks, nor can it acknowledge as that peer,
 //    and a friend's is not counted;
 //  - a page a friend's device serves with a write of the server's own id
-//    that it lacks is refused, not taken as evidence of a restore;
+//    that it lacks is refused, not taken as evidence of a restore, unless
+//    the write is signed by a device of the server's own user (which the
+//    friend cannot forge): then the server forks and takes it;
 //  - a stranger's device (neither the user's nor a friend's) can neither
 //    hello, pull, nudge nor push (reconcile): its connection is closed
 //    after the handshake, and nothing changes;
@@ -33,6 +35,7 @@
 #include "absl/time/clock.h"
 #include "auth/identity.h"
 #include "auth/ids.h"
+#include "auth/record_signature.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -58,25 +61,30 @@ namespace {
 
 using ::testing::HasSubstr;
 
+// A write "ks/forged" of replica `victim`'s id at `hlc` (seq 1), unsigned.
+Record WriteOf(uint64_t victim, uint64_t hlc) {
+  Record write;
+  write.keyspace = "ks";
+  write.key = "forged";
+  write.value = "v";
+  write.version = Version{hlc, victim};
+  write.seq = 1;
+  return write;
+}
+
 // The `back` of a friend's hello that answers the server's pulls with one
-// made-up page: a write of the server's own id, a day ahead of its clock.
+// page holding `record` (made up, or one the friend was sent).
 class LyingBack final : public wire::Replica::Server {
  public:
-  LyingBack(uint64_t replica_id, uint64_t incarnation, uint64_t victim, uint64_t hlc)
-      : replica_id_(replica_id), incarnation_(incarnation), victim_(victim), hlc_(hlc) {}
+  LyingBack(uint64_t replica_id, uint64_t incarnation, Record record)
+      : replica_id_(replica_id), incarnation_(incarnation), record_(std::move(record)) {}
   kj::Promise<void> pull(PullContext context) override {
     ++pulls_;
-    Record forged;
-    forged.keyspace = "ks";
-    forged.key = "forged";
-    forged.value = "v";
-    forged.version = Version{hlc_, victim_};
-    forged.seq = 1;
     auto results = context.getResults();
     results.setReplicaId(replica_id_);
     results.setIncarnation(incarnation_);
     results.setFromSeq(0);
-    const std::string batch = EncodeBatch({forged});
+    const std::string batch = EncodeBatch({record_});
     results.setBatch(AsData(batch));
     results.setLastSeq(1);
     results.setMaxSeq(1);
@@ -86,7 +94,8 @@ class LyingBack final : public wire::Replica::Server {
   int pulls() const { return pulls_; }
 
  private:
-  const uint64_t replica_id_, incarnation_, victim_, hlc_;
+  const uint64_t replica_id_, incarnation_;
+  const Record record_;
   int pulls_ = 0;
 };
 
@@ -120,6 +129,7 @@ class LyingWatermarksTest : public ::testing::Test {
     ASSERT_TRUE(own.has_value());
     user_ = own->second;
     own_device_ = own->first.key->public_key();
+    own_identity_ = own->first;
     absl::StatusOr<std::unique_ptr<TlsEndpoint>> tls =
         TlsEndpoint::Create(own->first, io_->provider->getTimer(), 10'000);
     ASSERT_THAT(tls, IsOk());
@@ -205,6 +215,8 @@ class LyingWatermarksTest : public ::testing::Test {
   std::unique_ptr<kj::AsyncIoContext> io_ =
       std::make_unique<kj::AsyncIoContext>(kj::setupAsyncIo());
   std::unique_ptr<TlsEndpoint> own_tls_, fred_tls_;
+  // A device of the servers' user (not a server): its key and certificate.
+  TlsIdentity own_identity_;
   std::unique_ptr<Client> client_;
   uint64_t self_ = 0;
   uint64_t incarnation_ = 0;
@@ -355,7 +367,7 @@ TEST_F(LyingWatermarksTest, AFriendsClaimsAboutThisReplicaDoNotMakeItFork) {
 TEST_F(LyingWatermarksTest, AFriendsPageWithAWriteOfOurOwnIdIsRefusedNotAFork) {
   ASSERT_THAT(client_->Put("ks", "k", "v"), IsOk());
   std::unique_ptr<RawPeer> fred = FriendPeer();
-  auto back = kj::heap<LyingBack>(Fred(7), 7, self_, Ahead());
+  auto back = kj::heap<LyingBack>(Fred(7), 7, WriteOf(self_, Ahead()));
   LyingBack* lying = back.get();
   fred->OfferBack(std::move(back));
   ASSERT_THAT(fred->Hello(Fred(7), 7), IsOk());
@@ -374,6 +386,82 @@ TEST_F(LyingWatermarksTest, AFriendsPageWithAWriteOfOurOwnIdIsRefusedNotAFork) {
   absl::StatusOr<std::optional<Record>> forged = client_->Get("ks", "forged");
   ASSERT_THAT(forged, IsOk());
   EXPECT_FALSE(forged->has_value());
+}
+
+// A friend's page is restore evidence after all when each write of the
+// server's own id in it that the server lacks is signed by a device of the
+// server's own user (a restored replica whose lost writes only a friend's
+// device held: simulation seed 1341): the friend could not have forged
+// it. The server forks and, pulling the friend again, takes the write.
+// Signed by the friend's own device instead, the page is refused.
+TEST_F(LyingWatermarksTest, AFriendsPageWithAnOwnWriteSignedByOurUserForksAndIsTaken) {
+  ASSERT_THAT(client_->Put("ks", "k", "v"), IsOk());
+  // Beyond a's clock (its last write), within its skew bound (mergeable).
+  const uint64_t hlc =
+      MakeHlc(static_cast<uint64_t>(absl::ToUnixMillis(absl::Now()) + 10'000), 0);
+  const auto signed_by = [&](const TlsIdentity& device) {
+    Record write = WriteOf(self_, hlc);
+    write.signature = auth::SignRecord(*device.key, device.device_certificate, write.keyspace,
+                                       write.key, write.version, write.deleted, write.value);
+    return write;
+  };
+  // Signed by Fred's device: refused, a's id kept.
+  TlsIdentity fred_device{*auth::SigningKey::FromSeed(fred_->device_key().seed()),
+                          *fred_->IssueOwnCertificate("phone", absl::ToUnixMillis(absl::Now()))};
+  std::unique_ptr<RawPeer> by_fred = FriendPeer();
+  auto fred_back = kj::heap<LyingBack>(Fred(6), 6, signed_by(fred_device));
+  LyingBack* fred_lying = fred_back.get();
+  by_fred->OfferBack(std::move(fred_back));
+  ASSERT_THAT(by_fred->Hello(Fred(6), 6), IsOk());
+  const std::string refused = "not by a device of this replica's user";
+  for (int turns = 0; turns < 200; ++turns) {
+    io_->provider->getTimer().afterDelay(50 * kj::MILLISECONDS).wait(io_->waitScope);
+    if (fred_lying->pulls() > 0 && a_->Log().find(refused) != std::string::npos) break;
+  }
+  EXPECT_THAT(a_->Log(), HasSubstr(refused));
+  absl::StatusOr<ServerStatus> status = client_->Status();
+  ASSERT_THAT(status, IsOk());
+  ASSERT_EQ(status->replica_id, self_) << a_->Log();
+  by_fred.reset();
+
+  // Signed by a device of a's own user: a forks.
+  const Record own_write = signed_by(own_identity_);
+  std::unique_ptr<RawPeer> fred = FriendPeer();
+  auto back = kj::heap<LyingBack>(Fred(7), 7, own_write);
+  LyingBack* lying = back.get();
+  fred->OfferBack(std::move(back));
+  ASSERT_THAT(fred->Hello(Fred(7), 7), IsOk());
+  // The back answers on this loop: run it until the server forked (or
+  // 10 s passed).
+  const std::string forked = "Forked from replica id";
+  for (int turns = 0; turns < 200; ++turns) {
+    io_->provider->getTimer().afterDelay(50 * kj::MILLISECONDS).wait(io_->waitScope);
+    if (lying->pulls() > 0 && a_->Log().find(forked) != std::string::npos) break;
+  }
+  EXPECT_GT(lying->pulls(), 0);
+  EXPECT_THAT(a_->Log(), HasSubstr("each signed by a device of this replica's user, sent by a "
+                                   "friend's device. Forked from replica id"));
+  status = client_->Status();
+  ASSERT_THAT(status, IsOk());
+  EXPECT_NE(status->replica_id, self_) << a_->Log();
+  // The fork closed the link; met again, the friend's page is merged (the
+  // write is now of a foreign origin, the id a retired).
+  fred.reset();
+  std::unique_ptr<RawPeer> again = FriendPeer();
+  auto back_again = kj::heap<LyingBack>(Fred(8), 8, own_write);
+  LyingBack* lying_again = back_again.get();
+  again->OfferBack(std::move(back_again));
+  ASSERT_THAT(again->Hello(Fred(8), 8), IsOk());
+  absl::StatusOr<std::optional<Record>> taken;
+  for (int turns = 0; turns < 200; ++turns) {
+    io_->provider->getTimer().afterDelay(50 * kj::MILLISECONDS).wait(io_->waitScope);
+    taken = client_->Get("ks", "forged");
+    if (lying_again->pulls() > 0 && taken.ok() && taken->has_value()) break;
+  }
+  ASSERT_THAT(taken, IsOk());
+  ASSERT_TRUE(taken->has_value()) << a_->Log();
+  EXPECT_EQ((*taken)->version, own_write.version);
+  EXPECT_EQ((*taken)->value, "v");
 }
 
 TEST_F(LyingWatermarksTest, AStrangersDeviceCanNeitherHelloPullNudgeNorPush) {
