@@ -177,8 +177,10 @@ struct StoreOptions {
   // remote record after merge_filter, with who sent the batch (the link's
   // peer: one of this user's devices, or a friend's); a non-OK status
   // refuses the record (listed in MergeResult::refused, counted in
-  // StoreStats::gate_refused). Called on the merging thread; must not call
-  // into the store. auth/record_signature.h's MakeRecordGate. Empty: none.
+  // StoreStats::gate_refused). Called on the merging thread (and by
+  // CheckRecordGate on its caller's: it must be thread-safe, as
+  // MakeRecordGate's is); must not call into the store.
+  // auth/record_signature.h's MakeRecordGate. Empty: none.
   std::function<absl::Status(const Record&, MergeSource from)> record_gate;
 
   // Tombstone collection (README "Tombstone collection"; store/tombstones.cc).
@@ -382,7 +384,8 @@ class Store {
   // `from`, without merging it (the engine asks it with MergeSource::
   // kOwnWriteFromFriend before a friend's page counts as restore
   // evidence). No gate installed: OK, but PermissionDenied for
-  // kOwnWriteFromFriend (nothing can vouch for such a record). Thread-safe.
+  // kOwnWriteFromFriend (nothing can vouch for such a record). Calls the
+  // gate on this thread; counts nothing in StoreStats::gate_refused.
   absl::Status CheckRecordGate(const Record& record, MergeSource from) const;
   using MergeCallback = absl::AnyInvocable<void(absl::StatusOr<MergeResult>)>;
   // Merge with `options` (the consensus layer's; no checkpoint).
