@@ -24,6 +24,7 @@
 //            "watermarks": (origin(8) hlc(8))*, origins ascending, each
 //                          once
 //            "lineage":    store/lineage.h
+//            "first_open": store/lineage.h (FirstOpen)
 //            "forgotten_checkpoints": (peer(8) incarnation(8) seq(8)
 //                          nonce(8))*: checkpoints a fork or a forgotten
 //                          retired id dropped, kept as evidence
@@ -73,6 +74,9 @@ inline constexpr char kMetaState[] = "state";
 inline constexpr char kMetaWatermarks[] = "watermarks";
 // store/lineage.h's EncodeLineage.
 inline constexpr char kMetaLineage[] = "lineage";
+// store/lineage.h's EncodeFirstOpen (absent in stores whose id began before
+// it was kept: then a restore fork keeps nothing of its old id).
+inline constexpr char kMetaFirstOpen[] = "first_open";
 // Checkpoints a fork or ForgetRetiredIds dropped, kept as evidence of what
 // was pulled (Store::ForgottenCheckpoint): {peer(8) checkpoint(24)}*.
 inline constexpr char kMetaForgottenCheckpoints[] = "forgotten_checkpoints";

@@ -72,6 +72,49 @@ TEST(LineageTest, EncodesAndRefusesBadBytes) {
   EXPECT_TRUE(back->opens_dropped);
 }
 
+// FirstOpen (meta first_open): its bytes, and the floor only the id's
+// second open records (later opens leave it), reset by a fork.
+TEST_F(ForkTest, TheIdsSecondOpenRecordsTheFloorItFound) {
+  const FirstOpen first{7, 9, 11, true};
+  absl::StatusOr<FirstOpen> back = DecodeFirstOpen(EncodeFirstOpen(first));
+  ASSERT_THAT(back, IsOk());
+  EXPECT_EQ(*back, first);
+  EXPECT_THAT(DecodeFirstOpen("short"), StatusIs(absl::StatusCode::kDataLoss));
+  std::string bad = EncodeFirstOpen(first);
+  bad[24] = 2;
+  EXPECT_THAT(DecodeFirstOpen(bad), StatusIs(absl::StatusCode::kDataLoss));
+  uint64_t copy_era = 0;
+  {
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    absl::StatusOr<Version> put = store->Put("ks", "k", "v");
+    ASSERT_THAT(put, IsOk());
+    copy_era = put->hlc;
+  }
+  for (int open = 0; open < 2; ++open) {
+    wall_.Advance(1000);
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    ASSERT_THAT(store->Put("ks", "k", "later"), IsOk());
+  }
+  wall_.Advance(1000);
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  const uint64_t old_id = store->replica_id();
+  ASSERT_THAT(store->Fork(), IsOk());
+  // The second open found the clock at the first session's write, not the
+  // later sessions'.
+  const Watermarks served = store->ServedWatermarks();
+  ASSERT_EQ(served.count(old_id), 1u);
+  EXPECT_GE(served.at(old_id), copy_era);
+  EXPECT_LT(served.at(old_id), MakeHlc(kT0 + 1000, 0));
+  // The new id began in the fork's open: a second fork in the same open
+  // keeps nothing of it (its second open has not come yet).
+  const uint64_t forked_id = store->replica_id();
+  ASSERT_THAT(store->Fork(), IsOk());
+  EXPECT_EQ(store->ServedWatermarks().count(forked_id), 0u);
+}
+
 TEST_F(ForkTest, EachOpenRecordsTheJumpOfItsClock) {
   uint64_t mark = 0;
   {

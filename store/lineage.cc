@@ -2,7 +2,8 @@
 //   replica_id(8) n_gaps(8) n_retired(8) {after(8) before(8) seq(8)}* {id(8)}*
 //   [n_opens(8) opens_dropped(8) n_forgotten(8) {nonce(8) seq(8)}* {id(8)}*]
 // little-endian; the bracketed tail is absent in lineages written before
-// opens were recorded (read as no opens, opens_dropped).
+// opens were recorded (read as no opens, opens_dropped). FirstOpen (meta
+// "first_open"): replica_id(8) nonce(8) next_open_floor(8) seen(8).
 #include "store/lineage.h"
 
 #include "absl/status/status.h"
@@ -35,6 +36,29 @@ void Lineage::AddOpen(OpenMark open) {
     opens.erase(opens.begin());
     opens_dropped = true;
   }
+}
+
+std::string EncodeFirstOpen(const FirstOpen& first) {
+  std::string out;
+  Put64(&out, first.replica_id);
+  Put64(&out, first.nonce);
+  Put64(&out, first.next_open_floor);
+  Put64(&out, first.next_open_seen ? 1 : 0);
+  return out;
+}
+
+absl::StatusOr<FirstOpen> DecodeFirstOpen(std::string_view stored) {
+  if (stored.size() != 32) {
+    return absl::DataLossError(
+        absl::StrFormat("meta first_open is %d bytes; 32 expected", stored.size()));
+  }
+  const uint64_t seen = Get64(stored.data() + 24);
+  if (seen > 1) {
+    return absl::DataLossError(
+        absl::StrFormat("meta first_open says next_open_seen=%d; 0 or 1 expected", seen));
+  }
+  return FirstOpen{Get64(stored.data()), Get64(stored.data() + 8), Get64(stored.data() + 16),
+                   seen == 1};
 }
 
 std::string EncodeLineage(const Lineage& lineage) {

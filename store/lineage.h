@@ -71,6 +71,30 @@ struct Lineage {
   friend bool operator==(const Lineage&, const Lineage&) = default;
 };
 
+// The open in which this directory's current replica id began (a new
+// store, a fork's switch, an id re-derived at open), and the clock floor
+// the id's *second* open found (meta "first_open", apart from "lineage" so
+// that an older peerkv reads the store as before). Every copy of the
+// directory that runs this id holds the first open and its session's data
+// up to where the copy was taken, so the second open of the id, in any
+// history of the directory, is either the restored copy's open or an
+// ancestor of it: every write of this id at or below its floor was made in
+// the history every copy shares (and every later write, of any life, is
+// above it). What a restore fork keeps of its old id (Store::Fork).
+struct FirstOpen {
+  uint64_t replica_id = 0;
+  uint64_t nonce = 0;
+  // The id's second open found the clock at this (its persisted mark, or
+  // the previous open's raised clock); meaningful once next_open_seen.
+  uint64_t next_open_floor = 0;
+  bool next_open_seen = false;
+  friend bool operator==(const FirstOpen&, const FirstOpen&) = default;
+};
+// replica_id(8) nonce(8) next_open_floor(8) next_open_seen(8), little-endian.
+std::string EncodeFirstOpen(const FirstOpen& first);
+// DataLoss unless `stored` is what EncodeFirstOpen writes.
+absl::StatusOr<FirstOpen> DecodeFirstOpen(std::string_view stored);
+
 std::string EncodeLineage(const Lineage& lineage);
 // DataLoss if `stored` is not what EncodeLineage writes (or exceeds the
 // bounds above).

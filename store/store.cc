@@ -327,9 +327,12 @@ absl::Status Store::LoadOrInitMeta() {
     PEERKV_RETURN_IF_ERROR(
         tables::WriteMetaU64(txn.get(), meta_dbi_, codec::kMetaFormat, codec::kFormatVersion));
   }
+  const uint64_t loaded_id = replica_id_.load();
   if (format.has_value()) PEERKV_RETURN_IF_ERROR(RederiveIfUnwritten(txn.get()));
   PEERKV_RETURN_IF_ERROR(LoadRoots(txn.get()));
-  PEERKV_RETURN_IF_ERROR(RecordOpen(txn.get(), &clock_floor));
+  PEERKV_RETURN_IF_ERROR(RecordOpen(txn.get(), &clock_floor,
+                                    /*id_began=*/!format.has_value() ||
+                                        replica_id_.load() != loaded_id));
   PEERKV_RETURN_IF_ERROR(LoadForgottenCheckpoints(txn.get()));
   PEERKV_RETURN_IF_ERROR(LoadTombstoneState(txn.get()));
   PEERKV_RETURN_IF_ERROR(LoadQuarantine(txn.get()));

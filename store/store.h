@@ -284,7 +284,11 @@ class Store {
   // watermark covers them), and the old id's writes committed during the
   // fork are re-stamped. Its dropped watermarks were honest (nothing was
   // lost), so what they claimed is kept as stale evidence for collected
-  // tombstones (fork_marks_, see StaleRuleFor). Records keep their versions; a later local write
+  // tombstones (fork_marks_, see StaleRuleFor). A restore fork keeps, of
+  // all that, only its old id up to the clock floor the id's second open
+  // found (FirstOpen in store/lineage.h): the restored copy's open or one
+  // before it, so every write of the lost life (and of the restored one)
+  // is above it, and every write of the old id at or below it was held. Records keep their versions; a later local write
   // of a key whose stored version is ahead of the fresh clock is stamped
   // just above that version (see ApplyLocalWrite), so it still wins.
   //
@@ -454,7 +458,9 @@ class Store {
   Watermarks GetWatermarks() const;
   // GetWatermarks, plus what this replica holds of each replica id retired
   // by a fork (Distrusts): its own retired ids up to their final clock mark
-  // (kept by a fresh-clock fork, fork_marks_), others' up to what it held
+  // (kept by a fresh-clock fork, fork_marks_) or, retired by a restore
+  // fork, up to the floor their second open found (what every copy of the
+  // directory held of them, see Fork), others' up to what it held
   // of them when it learnt of the retirement or was told since
   // (RaiseRetiredMarks). Served with pulls and snapshots to this user's
   // devices: a requester level with this log holds every write of those
@@ -721,8 +727,11 @@ class Store {
 
   // At open, inside the meta transaction: records the clock gap of this
   // open in the lineage and raises `clock_floor` to the current time, so no
-  // reading ever falls into the gap (store_fork.cc).
-  absl::Status RecordOpen(MDB_txn* txn, uint64_t* clock_floor);
+  // reading ever falls into the gap (store_fork.cc). `id_began`: the
+  // replica id began in this open (a new store, an id re-derived): it is
+  // the id's first open (FirstOpen); else the id's second open records the
+  // floor it found there.
+  absl::Status RecordOpen(MDB_txn* txn, uint64_t* clock_floor, bool id_began);
   // Fork's steps (store_fork.cc): a new id (never a retired one) and
   // incarnation; the durable switch to them (meta, lineage, watermarks,
   // checkpoints dropped); the old id's writes logged after `after_seq`
@@ -737,8 +746,9 @@ class Store {
   // request) and waits for it: what Fork and ForgetRetiredIds change.
   absl::Status RunOnWriter(absl::AnyInvocable<absl::Status()> apply);
   // `kept_marks`: the watermarks before a fresh-clock fork, kept as stale
-  // evidence (fork_marks_); nullptr after a restore, whose watermarks may
-  // claim records of the lost life.
+  // evidence (fork_marks_); after a restore, whose watermarks may claim
+  // records of the lost life, only the old id up to the floor its second
+  // open found (FirstOpen), or nullptr when that is not known.
   absl::Status SwitchToForkedId(ForkResult& result, const Watermarks* kept_marks);
   absl::Status CommitForgotten(const std::vector<uint64_t>& fresh);
   // In `txn`, before the checkpoints are dropped: adds them (and the held
@@ -904,6 +914,9 @@ class Store {
   std::atomic<uint64_t> incarnation_{0};
   mutable absl::Mutex lineage_mu_;
   Lineage lineage_ ABSL_GUARDED_BY(lineage_mu_);
+  // The current id's first open (meta "first_open"; replica_id 0: not
+  // known, the id began before it was kept).
+  FirstOpen first_open_ ABSL_GUARDED_BY(lineage_mu_);
   uint64_t open_nonce_ = 0;
   // Set once by Open (see open_rederived()); read-only afterwards.
   std::optional<ForkResult> open_rederived_;

@@ -22,7 +22,7 @@
 
 namespace peerkv {
 
-absl::Status Store::RecordOpen(MDB_txn* txn, uint64_t* clock_floor) {
+absl::Status Store::RecordOpen(MDB_txn* txn, uint64_t* clock_floor, bool id_began) {
   Lineage lineage;
   PEERKV_ASSIGN_OR_RETURN(const std::optional<std::string_view> stored,
                           lmdb::Get(txn, meta_dbi_, codec::kMetaLineage, "read meta lineage"));
@@ -40,6 +40,9 @@ absl::Status Store::RecordOpen(MDB_txn* txn, uint64_t* clock_floor) {
   // it (Store::GetWatermarks) without committing a write, so the persisted
   // mark can lag behind it: that time lies in no gap.
   if (!lineage.gaps.empty()) *clock_floor = std::max(*clock_floor, lineage.gaps.back().before);
+  // Every write of this id in the data found here is at or below it, and
+  // every later one is above it.
+  const uint64_t found_floor = *clock_floor;
   const WallClock& wall =
       options_.wall_clock != nullptr ? *options_.wall_clock : SystemWallClock();
   const int64_t now_ms = wall.NowMillis();
@@ -60,6 +63,31 @@ absl::Status Store::RecordOpen(MDB_txn* txn, uint64_t* clock_floor) {
   lineage.AddOpen(OpenMark{open_nonce_, max_seq_.load()});
   PEERKV_RETURN_IF_ERROR(lmdb::Put(txn, meta_dbi_, codec::kMetaLineage, EncodeLineage(lineage),
                                    "write meta lineage"));
+  // The id's first open, and the floor its second open found (a restore
+  // fork keeps its old id up to that, see Store::Fork).
+  FirstOpen first;
+  PEERKV_ASSIGN_OR_RETURN(const std::optional<std::string_view> stored_first,
+                          lmdb::Get(txn, meta_dbi_, codec::kMetaFirstOpen, "read meta first_open"));
+  if (stored_first.has_value()) {
+    PEERKV_ASSIGN_OR_RETURN(first, DecodeFirstOpen(*stored_first));
+  }
+  bool write_first = false;
+  if (id_began) {
+    first = FirstOpen{replica_id_.load(), open_nonce_, 0, false};
+    write_first = true;
+  } else if (first.replica_id != replica_id_.load()) {
+    // The id began before this was kept (or it names another id): which
+    // open was its first is not known.
+    first = FirstOpen{};
+  } else if (!first.next_open_seen) {
+    first.next_open_floor = found_floor;
+    first.next_open_seen = true;
+    write_first = true;
+  }
+  if (write_first) {
+    PEERKV_RETURN_IF_ERROR(lmdb::Put(txn, meta_dbi_, codec::kMetaFirstOpen, EncodeFirstOpen(first),
+                                     "write meta first_open"));
+  }
   {
     absl::MutexLock lock(&watermarks_mu_);
     distrusted_.insert(lineage.retired_ids.begin(), lineage.retired_ids.end());
@@ -68,6 +96,7 @@ absl::Status Store::RecordOpen(MDB_txn* txn, uint64_t* clock_floor) {
   }
   absl::MutexLock lock(&lineage_mu_);
   lineage_ = std::move(lineage);
+  first_open_ = first;
   return absl::OkStatus();
 }
 
@@ -240,6 +269,22 @@ absl::StatusOr<Store::ForkResult> Store::Fork(uint64_t restamp_after_seq, bool f
     // Read before the clock reset lowers the claim of our own id.
     std::optional<Watermarks> kept;
     if (fresh_clock) kept = GetWatermarks();
+    if (!fresh_clock) {
+      // A restore fork drops every watermark, its own id's too (it must
+      // not claim the writes it lost), but the history every copy of this
+      // directory shares is held: the old id up to the floor its second
+      // open found (FirstOpen). That open is the restored copy's or an
+      // ancestor of it, whatever opened since (restarts before the fork
+      // included); every write of the lost life, or of the restored one,
+      // is above it. Kept with the fork marks, it tells a record of the old
+      // id at or below it stale once its key's tombstone was collected
+      // (sim seed 1557).
+      absl::MutexLock lock(&lineage_mu_);
+      if (first_open_.replica_id == replica_id_.load() && first_open_.next_open_seen &&
+          first_open_.next_open_floor != 0) {
+        kept = Watermarks{{first_open_.replica_id, first_open_.next_open_floor}};
+      }
+    }
     if (fresh_clock) {
       restamp_after_seq = std::min(restamp_after_seq, max_seq_.load());
       const int64_t now_ms = std::max<int64_t>(0, clock_->StampNowMillis());
@@ -280,6 +325,7 @@ absl::Status Store::SwitchToForkedId(ForkResult& result, const Watermarks* kept_
   PEERKV_RETURN_IF_ERROR(CommitFork(result, lineage, kept_marks));
   absl::MutexLock lock(&lineage_mu_);
   lineage_ = std::move(lineage);
+  first_open_ = FirstOpen{result.new_id, open_nonce_, 0, false};
   return absl::OkStatus();
 }
 
@@ -326,6 +372,10 @@ absl::Status Store::CommitFork(const ForkResult& fork, const Lineage& lineage,
       tables::WriteMetaU64(txn.get(), meta_dbi_, codec::kMetaIncarnation, fork.new_incarnation));
   PEERKV_RETURN_IF_ERROR(lmdb::Put(txn.get(), meta_dbi_, codec::kMetaLineage,
                                    EncodeLineage(lineage), "write meta lineage"));
+  // The new id begins in this open.
+  PEERKV_RETURN_IF_ERROR(lmdb::Put(txn.get(), meta_dbi_, codec::kMetaFirstOpen,
+                                   EncodeFirstOpen(FirstOpen{fork.new_id, open_nonce_, 0, false}),
+                                   "write meta first_open"));
   // Every watermark goes, not only the old id's: the restored life adopted
   // peers' watermarks after pulls that left out what came from the old id
   // (ChangesFilter::skip_source), records of the lost life it no longer
@@ -333,7 +383,8 @@ absl::Status Store::CommitFork(const ForkResult& fork, const Lineage& lineage,
   PEERKV_RETURN_IF_ERROR(tables::WriteWatermarks(txn.get(), meta_dbi_, Watermarks{}));
   // Yet after a fresh-clock fork (nothing lost) what they claimed still
   // tells stale records: without it a record whose tombstone was collected
-  // before the fork merged again over nothing (seed 4090).
+  // before the fork merged again over nothing (seed 4090). After a restore
+  // fork: the old id up to its second open's floor (see Fork).
   std::optional<Watermarks> fork_marks;
   if (kept_marks != nullptr) {
     absl::MutexLock lock(&acks_mu_);

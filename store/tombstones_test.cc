@@ -5,6 +5,7 @@
 // peer that holds collection back, ForgetPeer, stale records refused and
 // answered with a fresh tombstone, and the log, counters and range
 // fingerprints kept consistent across collection and reopening.
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -490,6 +491,114 @@ TEST_F(TombstoneTest, AWriteOfARetiredIdBelowItsFinalMarkIsStale) {
   store = Open();
   ASSERT_NE(store, nullptr);
   ExpectOneStaleRefusal(store->Merge({Remote("j", 50, kOrigin)}));
+}
+
+// Simulation seed 1557: this replica (id old) wrote k1, a backup was
+// taken, and the directory went on (the lost life, here a crash and a
+// restart) to write `lost` before it was lost; the copy was restored and
+// forked on a peer's evidence. The new id deleted k1 later and collected
+// the tombstone; then a friend's device offered the copy-era k1 of the old
+// id, which no peer held as far. A restore fork drops every watermark, so
+// it merged over nothing (the key came back). It is stale now: the fork
+// keeps the old id up to the clock floor the id's second open found, here
+// the restored copy's own open. The lost life's write is above that and
+// merges, also when the restored copy restarted (and wrote under the old
+// id) before the fork, an open whose floor lies above the lost life's
+// writes: claimed from the latest open, `lost` would be refused as stale.
+class RestoreForkTest : public TombstoneTest {
+ protected:
+  void Run(bool restart_before_fork) {
+    const std::string db = Options().dir;
+    const std::string backup = dir_.Sub("backup");
+    uint64_t old_id = 0;
+    Version copy_era;
+    {
+      auto store = Open();  // the id's first open
+      ASSERT_NE(store, nullptr);
+      old_id = store->replica_id();
+      absl::StatusOr<Version> put = store->Put("ks", "k1", "copy-era");
+      ASSERT_THAT(put, IsOk());
+      copy_era = *put;
+    }
+    std::filesystem::copy(db, backup, std::filesystem::copy_options::recursive);
+    Version lost;
+    {
+      wall_.Advance(1000);
+      auto store = Open();  // the lost life: the id's second open there
+      ASSERT_NE(store, nullptr);
+      absl::StatusOr<Version> put = store->Put("ks", "lost", "lost-life");
+      ASSERT_THAT(put, IsOk());
+      lost = *put;
+    }
+    std::filesystem::remove_all(db);
+    std::filesystem::copy(backup, db, std::filesystem::copy_options::recursive);
+    wall_.Advance(1000);
+    auto store = Open();  // the restored copy: the id's second open here
+    ASSERT_NE(store, nullptr);
+    ASSERT_EQ(store->replica_id(), old_id);
+    if (restart_before_fork) {
+      ASSERT_THAT(store->Put("ks", "restored", "restored-life"), IsOk());
+      store.reset();
+      wall_.Advance(1000);
+      store = Open();
+      ASSERT_NE(store, nullptr);
+      // This open's floor is above the lost life's write.
+      ASSERT_GT(store->GetLineage().gaps.back().after, lost.hlc);
+    }
+    // The restore guard names the latest open (its seq) and the lost
+    // life's clock a peer holds.
+    absl::StatusOr<Store::ForkResult> fork =
+        store->Fork(store->GetLineage().opens.back().seq, /*fresh_clock=*/false, lost.hlc);
+    ASSERT_THAT(fork, IsOk());
+    ASSERT_THAT(fork->restamp_status, IsOk());
+    // Served to this user's devices as what is held of the retired id: the
+    // copy's clock, below the lost life.
+    const Watermarks served = store->ServedWatermarks();
+    EXPECT_EQ(served.count(old_id), 1u);
+    if (served.count(old_id) == 1) {
+      EXPECT_GE(served.at(old_id), copy_era.hlc);
+      EXPECT_LT(served.at(old_id), lost.hlc);
+    }
+    EXPECT_EQ(store->GetWatermarks().count(old_id), 0u);
+    // kPeerA deletes k1; every peer holds the tombstone, it is collected.
+    wall_.Advance(1000);
+    const Record tombstone = Remote("k1", wall_.NowMillis() - kT0, kPeerA, /*deleted=*/true);
+    ASSERT_THAT(store->Merge({tombstone},
+                             CheckpointUpdate{kPeerA, PeerCheckpoint{1, 1, 0},
+                                              Watermarks{{kPeerA, tombstone.version.hlc}}}),
+                IsOk());
+    store->NotePeerHolds(kPeerA, Watermarks{{store->replica_id(), MakeHlc(wall_.NowMillis() + 1, 0)},
+                                            {kPeerA, tombstone.version.hlc}});
+    wall_.Advance(kMinAge + 1);
+    ASSERT_GE(CollectAll(*store), 1u);
+    ASSERT_EQ(Get(*store, "k1"), std::nullopt);
+    // A friend's device offers the copy-era k1: stale, answered.
+    ExpectOneStaleRefusal(
+        store->Merge({Record{"ks", "k1", copy_era, false, "copy-era", 0}}));
+    std::optional<Record> k1 = Get(*store, "k1");
+    ASSERT_NE(k1, std::nullopt);
+    EXPECT_TRUE(k1->deleted);
+    // The lost life's write, which peers bring back, is not stale: held
+    // nothing of and older than the collected tombstone, yet above what
+    // the fork kept.
+    ASSERT_LT(lost.hlc, tombstone.version.hlc);
+    absl::StatusOr<MergeResult> back =
+        store->Merge({Record{"ks", "lost", lost, false, "lost-life", 0}});
+    ASSERT_THAT(back, IsOk());
+    EXPECT_TRUE(back->refused.empty());
+    EXPECT_EQ(back->won, 1u);
+    // Kept across a restart (meta fork_marks).
+    store.reset();
+    store = Open();
+    ASSERT_NE(store, nullptr);
+    EXPECT_EQ(store->ServedWatermarks().count(old_id), 1u);
+  }
+};
+
+TEST_F(RestoreForkTest, TheCopysOwnWriteIsStaleAndTheLostLifesIsNot) { Run(false); }
+
+TEST_F(RestoreForkTest, ARestartBetweenTheRestoreAndTheForkDoesNotClaimTheLostLife) {
+  Run(true);
 }
 
 // Seed 4090: an older tombstone of a collected key must not merge again
