@@ -1028,5 +1028,54 @@ TEST_F(TlsTest, ARemovedDeviceIsRefusedByEveryReplicaOnceTheRemovalReachesIt) {
   EXPECT_EQ(d->Stop(SIGTERM), 0);
 }
 
+// The same for a friend: a friend's device connected to a2 while the
+// friend is removed on a1 is cut off once the removal replicates to a2.
+TEST_F(TlsTest, ARemovedFriendsOpenConnectionIsClosedOnceTheRemovalReachesIt) {
+  std::unique_ptr<ServerProcess> a2 = testing::StartReplica(dir_, "a2");
+  ASSERT_NE(a2, nullptr);
+  std::unique_ptr<ServerProcess> a1 = testing::StartReplica(dir_, "a1", {a2->address()});
+  ASSERT_NE(a1, nullptr);
+  OwnIdentity fred = NewUserDevice(dir_.Sub("fred"), "fred");
+  const std::string fred_user = auth::UserId(fred.identity->user());
+  const std::string fred_device = auth::DeviceId(fred.tls.key->public_key());
+  // Friend and unfriend on a1 (the commands open the directory themselves).
+  auto on_a1 = [&](std::vector<std::string> args) {
+    EXPECT_EQ(a1->Stop(SIGTERM), 0);
+    RunResult r = Peerkv(dir_.Sub("a1"), std::move(args));
+    a1 = testing::StartReplica(dir_, "a1", {a2->address()});
+    return r;
+  };
+  RunResult add = on_a1({"friend", "add", fred_user, "--name", "fred"});
+  ASSERT_EQ(add.exit_code, 0) << add.err;
+  ASSERT_NE(a1, nullptr);
+  // Once the friend record reaches a2, fred's device connects (refused
+  // until then: polled, bounded).
+  absl::StatusOr<std::unique_ptr<rpc::Client>> client = absl::UnavailableError("not tried");
+  for (int i = 0; i < 400 && !client.ok(); ++i) {
+    if (i > 0) absl::SleepFor(absl::Milliseconds(25));
+    client = ConnectAs(*a2, fred.tls);
+  }
+  ASSERT_THAT(client, IsOk()) << a2->Log();
+  EXPECT_THAT((*client)->Get("ks", "k"),
+              StatusIs(absl::StatusCode::kPermissionDenied, "may not read keyspace 'ks'"));
+
+  RunResult removal = on_a1({"friend", "remove", fred_user});
+  ASSERT_EQ(removal.exit_code, 0) << removal.err;
+  ASSERT_NE(a1, nullptr);
+  const std::string closed = "closed connection from";
+  const std::string log = a2->WaitForLog(closed);
+  EXPECT_THAT(log, HasSubstr(closed));
+  EXPECT_THAT(log.substr(std::min(log.find(closed), log.size())),
+              HasSubstr("refused device " + fred_device + ": not a device of user " +
+                        testing::TestUserId() + " nor of a friend"));
+  // Its calls now fail as a lost connection, not as a friend's refusal.
+  absl::Status after = (*client)->Get("ks", "k").status();
+  EXPECT_FALSE(after.ok());
+  EXPECT_NE(after.code(), absl::StatusCode::kPermissionDenied) << after;
+  EXPECT_THAT(ConnectAs(*a2, fred.tls).status(), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_EQ(a1->Stop(SIGTERM), 0);
+  EXPECT_EQ(a2->Stop(SIGTERM), 0);
+}
+
 }  // namespace
 }  // namespace peerkv
