@@ -490,13 +490,15 @@ const std::vector<Command>& IdentityCommands() {
        "                            a removed device is never added again\n"
        "Runs on any device holding the user key. The list is signed by the user\n"
        "key and replicates to the user's devices; every device that has the\n"
-       "removal refuses the removed device's TLS connections.\n",
+       "removal refuses the removed device's TLS connections, and closes those\n"
+       "it had open when the removal arrived.\n",
        {.with_value = {"name"}}, RunDevice, Target::kData},
       {"friend", "add USER_ID --name N | list | remove USER_ID",
        "add, list or remove friends (users whose devices may connect)",
        "  add USER_ID --name N  trust user USER_ID, shown as N\n"
        "  list                  current friends: USER_ID NAME added TIME\n"
-       "  remove USER_ID        stop trusting USER_ID\n"
+       "  remove USER_ID        stop trusting USER_ID (its devices' open\n"
+       "                        connections close once the removal arrives)\n"
        "A friend's certified devices may connect (TLS) as that friend: they may\n"
        "call the Kv API on the keyspaces your policies let the friend read or\n"
        "write (see peerkv policy --help), nothing else.\n",

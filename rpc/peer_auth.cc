@@ -16,17 +16,19 @@ absl::StatusOr<AuthenticatedPeer> Authorize(const TrustView& view, const PeerCre
       return absl::PermissionDeniedError(absl::StrFormat(
           "refused device %s: it was removed from user %s", id, auth::UserId(view.user)));
     }
-    return AuthenticatedPeer{peer.device, view.user, PeerRole::kOwnDevice};
+    return AuthenticatedPeer{peer.device, view.user, PeerRole::kOwnDevice, peer.certificate};
   }
   if (peer.certificate.has_value()) {
     // Authorize's caller checked the signature; these are the trust rules.
     PEERKV_CHECK(peer.certificate->device == peer.device);
     const auth::PublicKey& signer = peer.certificate->user;
     if (signer == view.user) {
-      return AuthenticatedPeer{peer.device, view.user, PeerRole::kOwnDevice};
+      return AuthenticatedPeer{peer.device, view.user, PeerRole::kOwnDevice, peer.certificate};
     }
     for (const auth::FriendEntry& f : view.friends) {
-      if (f.user == signer) return AuthenticatedPeer{peer.device, signer, PeerRole::kFriend};
+      if (f.user == signer) {
+        return AuthenticatedPeer{peer.device, signer, PeerRole::kFriend, peer.certificate};
+      }
     }
   }
   return absl::PermissionDeniedError(absl::StrFormat(
@@ -37,6 +39,19 @@ absl::StatusOr<AuthenticatedPeer> Authorize(const TrustView& view, const PeerCre
           ? absl::StrFormat(" (it is certified by user %s)", auth::UserId(peer.certificate->user))
           : "",
       id));
+}
+
+absl::Status Reauthorize(const TrustView& view, const AuthenticatedPeer& peer) {
+  PEERKV_ASSIGN_OR_RETURN(const AuthenticatedPeer now,
+                          Authorize(view, PeerCredentials{peer.device, peer.certificate}));
+  if (now.role != peer.role || now.user != peer.user) {
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "refused device %s: it was let in as a device of %s %s, and is now one of %s %s",
+        auth::DeviceId(peer.device), peer.role == PeerRole::kFriend ? "friend" : "user",
+        auth::UserId(peer.user), now.role == PeerRole::kFriend ? "friend" : "user",
+        auth::UserId(now.user)));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CheckReplicaClaim(uint64_t replica_id, uint64_t incarnation,

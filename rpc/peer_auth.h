@@ -45,6 +45,10 @@ struct AuthenticatedPeer {
   auth::PublicKey device;
   auth::PublicKey user;
   PeerRole role = PeerRole::kOwnDevice;
+  // The device certificate it showed (PeerCredentials::certificate), kept
+  // so that the link can be authorized again when the lists change
+  // (Reauthorize).
+  std::optional<auth::DeviceCertificate> certificate;
 };
 
 // What one side trusts at the moment of a handshake.
@@ -62,6 +66,13 @@ using TrustSource = std::function<absl::StatusOr<TrustView>()>;
 // ... nor of a friend; add it with `peerkv device add <id>`", or that it
 // was removed.
 absl::StatusOr<AuthenticatedPeer> Authorize(const TrustView& view, const PeerCredentials& peer);
+
+// Authorize again, for a link that `peer` was authorized on before `view`
+// (the device or friend lists changed since: a removal reached this
+// replica): OK if it would still be let in as the same user in the same
+// role, else why not (Authorize's PermissionDenied: it was removed, or is
+// no longer a friend's).
+absl::Status Reauthorize(const TrustView& view, const AuthenticatedPeer& peer);
 
 // Whether `device`, the authenticated key of a link, may say hello with
 // `replica_id` and `incarnation`: only if the id is minted from that key

@@ -139,12 +139,22 @@ void PeerLinks::Dial(const std::string& address, uint64_t expected, DialDone don
                                                          connected.peer.incarnation,
                                                          (*answered_by)->device));
                   }
+                  if (still_trusted_ && answered_by->has_value()) {
+                    // A removal that arrived since the handshake: DropRefused
+                    // ran before this link was listed.
+                    absl::Status trusted = still_trusted_(**answered_by);
+                    if (!trusted.ok()) {
+                      return absl::PermissionDeniedError(absl::StrFormat(
+                          "server at %s: %s", address, trusted.message()));
+                    }
+                  }
                   connected.peer.readable = readable;
                   Outbound& o = *outbound;
                   o.link.stream().CountAsPeer(connected.peer.replica_id);
                   links_[id] = LinkEntry{replica, 0, kj::mv(outbound)};
                   links_[id].address = address;
                   links_[id].friend_device = readable != nullptr;
+                  links_[id].answered_by = *answered_by;
                   tasks_.add(o.link.onDisconnect().then([this, id] {
                     DropLink(id, absl::UnavailableError("connection to peer lost"));
                   }));
@@ -312,6 +322,23 @@ void PeerLinks::DropConnection(uint64_t connection_id, const absl::Status& why) 
     if (entry.connection_id == connection_id) gone.push_back(link);
   }
   for (replication::LinkId link : gone) DropLink(link, why);
+}
+
+void PeerLinks::DropRefused(const StillTrusted& check) {
+  std::vector<std::pair<replication::LinkId, absl::Status>> refused;
+  for (const auto& [link, entry] : links_) {
+    if (entry.outbound.get() == nullptr || !entry.answered_by.has_value()) continue;
+    absl::Status why = check(*entry.answered_by);
+    if (!why.ok()) {
+      refused.emplace_back(link, absl::PermissionDeniedError(absl::StrFormat(
+                                     "server at %s: %s", entry.address, why.message())));
+    }
+  }
+  for (const auto& [link, why] : refused) {
+    LogLine(absl::StrFormat("peerkv: closed the link to peer at %s: %s", links_[link].address,
+                            why.message()));
+    DropLink(link, why);
+  }
 }
 
 void PeerLinks::DropLink(replication::LinkId link, const absl::Status& why) {

@@ -74,6 +74,12 @@ class PeerLinks final : private kj::TaskSet::ErrorHandler {
   using Readable = std::function<std::shared_ptr<const replication::KeyspaceFilter>(
       const std::optional<AuthenticatedPeer>& peer)>;
   void set_readable(Readable readable) { readable_ = std::move(readable); }
+  // Whether the server that answered a dial is still let in now, checked
+  // when its hello answer arrives (the device or friend lists may have
+  // changed since the handshake: a removal that arrived meanwhile). An
+  // error refuses the link. Unset: nothing is checked again.
+  using StillTrusted = std::function<absl::Status(const AuthenticatedPeer& peer)>;
+  void set_still_trusted(StillTrusted check) { still_trusted_ = std::move(check); }
 
   using DialDone = absl::AnyInvocable<void(absl::StatusOr<replication::Transport::Connected>)>;
   using PullDone = absl::AnyInvocable<void(absl::StatusOr<replication::PullResponse>)>;
@@ -107,12 +113,19 @@ class PeerLinks final : private kj::TaskSet::ErrorHandler {
   size_t InboundLinks(uint64_t connection_id) const;
   // Client connection `connection_id` is gone: so are its inbound links.
   void DropConnection(uint64_t connection_id, const absl::Status& why);
+  // Drops (closing their connections, logged, the engine told, so it
+  // redials and the dial is checked afresh) the links this server dialled
+  // whose server `check` refuses now: the device or friend lists changed (a
+  // removal reached this replica). Inbound links go with their client
+  // connections, which the server loop checks.
+  void DropRefused(const StillTrusted& check);
   replication::LinkEvents* events() { return events_; }
 
  private:
   Dialer dialer_;
   BindReplica bind_replica_;
   Readable readable_;
+  StillTrusted still_trusted_;
   struct Outbound;
   struct LinkEntry {
     wire::Replica::Client peer = nullptr;
@@ -128,6 +141,8 @@ class PeerLinks final : private kj::TaskSet::ErrorHandler {
     // The peer authenticated as a friend's device (the merge gate's
     // MergeSource, README "Signed records").
     bool friend_device = false;
+    // Outbound links over TLS: who answered the dial.
+    std::optional<AuthenticatedPeer> answered_by;
   };
 
   kj::Promise<void> KeepAlive();

@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "absl/strings/str_format.h"
+#include "auth/identity.h"
 #include "common/log.h"
 #include "common/macros.h"
 #include "kj/debug.h"
@@ -121,6 +122,7 @@ struct ServerLoop::Connection {
         id(id),
         stream(kj::heap<BufferedStream>(kj::mv(socket), &loop.bytes_sent_)),
         peer(PeerAddress(*stream)),
+        identity(identity),
         messages(*stream),
         network(messages, capnp::rpc::twoparty::Side::SERVER, loop.reader_options_),
         rpc(capnp::makeRpcServer(network, NewGateway(loop, peer, id, identity))) {
@@ -139,6 +141,9 @@ struct ServerLoop::Connection {
   kj::Maybe<kj::TimePoint> mid_message_since;
   kj::Own<BufferedStream> stream;
   std::string peer;
+  // The TLS peer (nullopt: local or plaintext), checked again when the
+  // device or friend lists change.
+  const std::optional<AuthenticatedPeer> identity;
   RecordingMessageStream messages;
   capnp::TwoPartyVatNetwork network;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
@@ -182,9 +187,21 @@ ServerLoop::ServerLoop(Store& store, const ServerOptions& options, kj::AsyncIoCo
   reader_options_.traversalLimitInWords =
       MaxMessageBytes(store.options().max_value_bytes) / sizeof(capnp::word);
   reader_options_.nestingLimit = kNestingLimit;
-  // A commit rings the loop only when it changed a watched keyspace.
+  // A commit rings the loop only when it changed a watched keyspace, or
+  // the device or friend lists (the links are then checked again).
   listener_id_ = store_.AddCommitListener([this](const Store::CommitInfo& info) {
-    if (watch_hub_.OnCommit(info)) bell_.Ring();
+    bool ring = watch_hub_.OnCommit(info);
+    if (options_.trust && info.changes != nullptr) {
+      for (const CommitChange& change : *info.changes) {
+        if (change.keyspace == auth::kDevicesKeyspace ||
+            change.keyspace == auth::kFriendsKeyspace) {
+          trust_changed_ = true;
+          ring = true;
+          break;
+        }
+      }
+    }
+    if (ring) bell_.Ring();
   });
   watch_hub_.Start();
   tasks_.add(PumpCommits());
@@ -204,6 +221,12 @@ ServerLoop::ServerLoop(Store& store, const ServerOptions& options, kj::AsyncIoCo
   peer_links_.set_readable([this](const std::optional<AuthenticatedPeer>& peer) {
     return peer.has_value() ? ReadableBy(*peer) : nullptr;
   });
+  if (options_.trust) {
+    peer_links_.set_still_trusted([this](const AuthenticatedPeer& peer) -> absl::Status {
+      PEERKV_ASSIGN_OR_RETURN(const TrustView view, options_.trust());
+      return Reauthorize(view, peer);
+    });
+  }
   peer_links_.set_bind_replica(
       [this](uint64_t replica_id, uint64_t incarnation, const auth::PublicKey& device) {
         return BindReplica(replica_id, incarnation, device);
@@ -467,8 +490,29 @@ void ServerLoop::AddConnection(kj::Own<kj::AsyncIoStream> stream,
 kj::Promise<void> ServerLoop::PumpCommits() {
   return bell_.Wait().then([this] {
     watch_hub_.Drain();
+    if (trust_changed_.exchange(false)) RecheckPeers();
     return PumpCommits();
   });
+}
+
+void ServerLoop::RecheckPeers() {
+  absl::StatusOr<TrustView> view = options_.trust();
+  if (!view.ok()) {
+    LogLine(absl::StrFormat(
+        "peerkv: the device and friend lists changed, but reading them failed: %s; open links "
+        "are checked again at the next change",
+        view.status().message()));
+    return;
+  }
+  for (const auto& [id, c] : connections_) {
+    if (!c->identity.has_value() || !c->closer->isWaiting()) continue;
+    const absl::Status why = Reauthorize(*view, *c->identity);
+    if (why.ok()) continue;
+    LogLine(absl::StrFormat("peerkv: closed connection from %s: %s", c->peer, why.message()));
+    c->closer->fulfill();  // the disconnect drops its inbound links
+  }
+  peer_links_.DropRefused(
+      [&view](const AuthenticatedPeer& peer) { return Reauthorize(*view, peer); });
 }
 
 kj::Promise<absl::StatusOr<std::vector<Version>>> ServerLoop::Write(

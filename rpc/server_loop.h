@@ -217,6 +217,10 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   kj::Promise<void> AcceptFailed(kj::Exception&& e);
   kj::Promise<void> SweepIdle();
   kj::Promise<void> PumpCommits();
+  // The device or friend lists changed: every TLS connection and dialled
+  // link is authorized again against them, and those now refused (a
+  // removed device, a removed friend's) are closed and logged.
+  void RecheckPeers();
   kj::Promise<void> WaitUntil(kj::TimePoint deadline, kj::Function<bool()> done);
   void ScheduleRejectionFlush();
   void taskFailed(kj::Exception&& e) override;
@@ -229,6 +233,8 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   std::function<replication::ReplicatorCounters()> replication_counters_;
   capnp::ReaderOptions reader_options_;
   Bell bell_;
+  // Set (with a ring) by a commit that changed the device or friend lists.
+  std::atomic<bool> trust_changed_{false};
   WatchHub watch_hub_;
   int listener_id_ = 0;
   kj::Own<kj::ConnectionReceiver> listener_;

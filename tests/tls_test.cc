@@ -2,8 +2,10 @@
 // pair and sync; a friend's device connects and gets nothing; a stranger, a
 // plaintext client, a forged or self-made certificate, a wrong key type, a
 // removed device and a replayed handshake are refused and change nothing
-// while the server keeps serving others; a server showing another key (a
-// man in the middle re-terminating TLS) is refused by the client; a wire
+// while the server keeps serving others; a removal, once it reaches a
+// replica, closes the removed device's links and connections there; a
+// server showing another key is refused by the client, and a man in the
+// middle re-terminating TLS between two devices is refused by both; a wire
 // capture of replication holds no value bytes.
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -20,6 +22,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -33,6 +36,7 @@
 #include "auth/certificate.h"
 #include "auth/identity.h"
 #include "auth/ids.h"
+#include "auth/keys.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -54,6 +58,17 @@ int Count(const std::string& hay, const std::string& needle) {
   int n = 0;
   for (size_t at = hay.find(needle); at != std::string::npos; at = hay.find(needle, at + 1)) ++n;
   return n;
+}
+
+// The first line of `log` that holds `text` (empty if none).
+std::string LineWith(const std::string& log, const std::string& text) {
+  const size_t at = log.find(text);
+  if (at == std::string::npos) return "";
+  const size_t begin = log.rfind('\n', at);
+  const size_t end = log.find('\n', at);
+  return log.substr(begin == std::string::npos ? 0 : begin + 1,
+                    end == std::string::npos ? std::string::npos
+                                             : end - (begin == std::string::npos ? 0 : begin + 1));
 }
 
 // A client identity of its own: a fresh data directory's device key, and a
@@ -298,6 +313,149 @@ class RecordingProxy {
   std::mutex mu_;
   std::string to_server_, to_client_, first_to_server_;
 };
+
+// A man in the middle on loopback that re-terminates TLS: it accepts each
+// client's TLS with its own key and certificate `cert` (asking for the
+// client's, as a peerkv server does), opens a TLS connection of its own,
+// with the same key and certificate, to `upstream`, and relays the
+// plaintext both ways. A thread per connection; all joined when it goes.
+class TlsProxy {
+ public:
+  TlsProxy(std::string upstream, EVP_PKEY* key, X509* cert) : upstream_(std::move(upstream)) {
+    server_ctx_ = SSL_CTX_new(TLS_server_method());
+    client_ctx_ = SSL_CTX_new(TLS_client_method());
+    for (SSL_CTX* ctx : {server_ctx_, client_ctx_}) {
+      SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+      SSL_CTX_use_certificate(ctx, cert);
+      SSL_CTX_use_PrivateKey(ctx, key);
+    }
+    SSL_CTX_set_num_tickets(server_ctx_, 0);
+    SSL_CTX_set_verify(server_ctx_, SSL_VERIFY_PEER, [](int, X509_STORE_CTX*) { return 1; });
+    SSL_CTX_set_verify(client_ctx_, SSL_VERIFY_NONE, nullptr);
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    ::listen(listen_fd_, 16);
+    socklen_t len = sizeof(addr);
+    ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    address_ = absl::StrFormat("127.0.0.1:%d", ntohs(addr.sin_port));
+    thread_ = std::thread([this] { AcceptLoop(); });
+  }
+  ~TlsProxy() {
+    stop_ = true;
+    thread_.join();
+    for (std::thread& t : connections_) t.join();
+    ::close(listen_fd_);
+    SSL_CTX_free(server_ctx_);
+    SSL_CTX_free(client_ctx_);
+  }
+  const std::string& address() const { return address_; }
+  // Waits (up to 10 s) until every connection accepted so far has ended, so
+  // that the counts below are complete for the clients that have returned
+  // (a client may be done before the proxy's side of its connection is).
+  bool WaitUntilIdle() {
+    std::unique_lock<std::mutex> lock(mu_);
+    return idle_.wait_for(lock, std::chrono::seconds(10), [this] { return ended_ == accepted_; });
+  }
+  // Handshakes the proxy finished with clients, and with the upstream.
+  int client_handshakes() const { return client_handshakes_; }
+  int upstream_handshakes() const { return upstream_handshakes_; }
+  // Plaintext bytes clients sent through it, and the upstream answered.
+  size_t plaintext_from_clients() const { return from_clients_; }
+  size_t plaintext_from_upstream() const { return from_upstream_; }
+
+ private:
+  void AcceptLoop() {
+    while (!stop_) {
+      pollfd p{listen_fd_, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      const int c = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) continue;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        ++accepted_;
+      }
+      connections_.emplace_back([this, c] {
+        Relay(c);
+        std::lock_guard<std::mutex> lock(mu_);
+        ++ended_;
+        idle_.notify_all();
+      });
+    }
+  }
+  void Relay(int client_fd) {
+    timeval tv{10, 0};
+    ::setsockopt(client_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    SSL* down = SSL_new(server_ctx_);
+    SSL_set_fd(down, client_fd);
+    const bool down_ok = SSL_accept(down) == 1;
+    if (down_ok) ++client_handshakes_;
+    const int up_fd = testing::ConnectTcp(upstream_);
+    SSL* up = SSL_new(client_ctx_);
+    bool up_ok = false;
+    if (up_fd >= 0) {
+      ::setsockopt(up_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+      SSL_set_fd(up, up_fd);
+      up_ok = SSL_connect(up) == 1;
+      if (up_ok) ++upstream_handshakes_;
+    }
+    // Relays until either side closes (a refusal closes it).
+    while (down_ok && up_ok && !stop_) {
+      pollfd fds[2] = {{client_fd, POLLIN, 0}, {up_fd, POLLIN, 0}};
+      const bool pending = SSL_pending(down) > 0 || SSL_pending(up) > 0;
+      if (!pending && ::poll(fds, 2, 50) <= 0) continue;
+      bool open = true;
+      for (int dir = 0; dir < 2 && open; ++dir) {
+        SSL* from = dir == 0 ? down : up;
+        SSL* to = dir == 0 ? up : down;
+        if (!(fds[dir].revents & (POLLIN | POLLHUP | POLLERR)) && SSL_pending(from) == 0) {
+          continue;
+        }
+        char buf[16384];
+        const int n = SSL_read(from, buf, sizeof(buf));
+        if (n <= 0) {
+          open = false;
+          break;
+        }
+        (dir == 0 ? from_clients_ : from_upstream_) += static_cast<size_t>(n);
+        open = SSL_write(to, buf, n) == n;
+      }
+      if (!open) break;
+    }
+    ERR_clear_error();
+    SSL_free(up);
+    SSL_free(down);
+    if (up_fd >= 0) ::close(up_fd);
+    ::close(client_fd);
+  }
+
+  const std::string upstream_;
+  SSL_CTX* server_ctx_ = nullptr;
+  SSL_CTX* client_ctx_ = nullptr;
+  int listen_fd_ = -1;
+  std::string address_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> client_handshakes_{0};
+  std::atomic<int> upstream_handshakes_{0};
+  std::atomic<size_t> from_clients_{0};
+  std::atomic<size_t> from_upstream_{0};
+  std::mutex mu_;
+  std::condition_variable idle_;
+  int accepted_ = 0;  // guarded by mu_
+  int ended_ = 0;     // guarded by mu_
+  std::thread thread_;
+  std::vector<std::thread> connections_;  // touched by thread_ only, until joined
+};
+
+// The TLS identity of the data directory `dir` (a device holding its
+// user's key): its device key and a device certificate issued now.
+rpc::TlsIdentity TlsOf(const std::string& dir) {
+  std::unique_ptr<auth::Identity> id = *auth::Identity::Load(dir);
+  return rpc::TlsIdentity{*auth::SigningKey::FromSeed(id->device_key().seed()),
+                          *id->IssueOwnCertificate("device", absl::ToUnixMillis(absl::Now()))};
+}
 
 class TlsTest : public ::testing::Test {
  protected:
@@ -725,6 +883,231 @@ TEST_F(TlsTest, AWireCaptureOfReplicationHoldsNoValueBytesAndCannotBeReplayed) {
   EXPECT_THAT(server_->WaitForLog("rejected tls handshake"), HasSubstr("rejected tls handshake"));
   EXPECT_EQ(testing::FingerprintOf(*server_), fingerprint);
   EXPECT_EQ(b->Stop(SIGTERM), 0);
+}
+
+// A man in the middle between two paired devices, re-terminating TLS with
+// a certificate of its own (a valid-looking peerkv one: an Ed25519 key
+// certified by a user of its own) and opening its own TLS connection to
+// the real server, relaying the plaintext. Both ends refuse it: the
+// dialling device pins its user, so it refuses the proxy's certificate and
+// sends nothing; the server is shown the proxy's key, never the client's,
+// and refuses that, even for a client that does not pin and shows its real
+// identity. Nothing is stored; the same pair then syncs directly.
+TEST_F(TlsTest, AManInTheMiddleReTerminatingTlsIsRefusedBothWays) {
+  const uint64_t fingerprint = PutOne();
+  OwnIdentity mallory = NewUserDevice(dir_.Sub("mallory"), "mallory");
+  const std::string mallory_device = auth::DeviceId(mallory.tls.key->public_key());
+  const std::string mallory_user = auth::UserId(mallory.identity->user());
+  EVP_PKEY* key = Ed25519Of(*mallory.tls.key);
+  X509* cert = SelfSigned(key, mallory.tls.device_certificate);
+  TlsProxy proxy(server_->address(), key, cert);
+
+  // b, a device of the same user as a, dials a through the proxy.
+  std::unique_ptr<ServerProcess> b = testing::StartReplica(dir_, "b", {proxy.address()});
+  ASSERT_NE(b, nullptr);
+  std::unique_ptr<rpc::Client> to_b = testing::ConnectTo(*b);
+  ASSERT_NE(to_b, nullptr);
+  ASSERT_THAT(to_b->Put("ks", "from-b", "b"), IsOk());
+  const uint64_t b_fingerprint = testing::FingerprintOf(*b);
+  const std::string b_device = auth::DeviceId(TlsOf(dir_.Sub("b")).key->public_key());
+  // b refuses the certificate the proxy shows, naming it and its user.
+  // (Logs shorten a long error: the line names the device and why.)
+  const std::string b_refused = "server at " + proxy.address() + ": refused device " +
+                                mallory_device + ": not a device of user " +
+                                testing::TestUserId() + " nor of a friend";
+  EXPECT_THAT(b->WaitForLog(b_refused), HasSubstr(b_refused));
+  // a refuses the proxy's own connection, naming the proxy's device.
+  const std::string a_refused = "refused device " + mallory_device + ": not a device of user";
+  EXPECT_THAT(server_->WaitForLog(a_refused), HasSubstr(a_refused));
+
+  // A client that pins (the CLI and rpc::Client, as a device of the user)
+  // refuses too, before sending anything.
+  const absl::Status pinned =
+      rpc::Client::Connect(rpc::ClientOptions{.address = proxy.address()}).status();
+  EXPECT_THAT(pinned, StatusIs(absl::StatusCode::kPermissionDenied, "nor of a friend"));
+  EXPECT_THAT(std::string(pinned.message()),
+              HasSubstr("refused device " + mallory_device + ": not a device of user " +
+                        testing::TestUserId() + " nor of a friend (it is certified by user " +
+                        mallory_user + ")"));
+  RunResult cli = testing::Run({testing::RunfilePath("cli/peerkv"), "--server", proxy.address(),
+                                "put", "ks", "k", "through the proxy"});
+  EXPECT_NE(cli.exit_code, 0);
+  EXPECT_THAT(cli.err, HasSubstr("refused device " + mallory_device));
+  ASSERT_TRUE(proxy.WaitUntilIdle());
+  EXPECT_GE(proxy.client_handshakes(), 3);
+  EXPECT_GE(proxy.upstream_handshakes(), 3);
+  EXPECT_EQ(proxy.plaintext_from_clients(), 0u) << "a pinning client sent bytes to the proxy";
+
+  // A client that does not pin, showing b's real key and certificate: the
+  // proxy accepts it, but what reaches a is the proxy's key, which a
+  // refuses and closes; the client's identity never reaches a.
+  rpc::TlsIdentity b_tls = TlsOf(dir_.Sub("b"));
+  EVP_PKEY* b_key = Ed25519Of(*b_tls.key);
+  X509* b_cert = SelfSigned(b_key, b_tls.device_certificate);
+  RawOutcome fooled = RawTls(proxy.address(), b_key, b_cert, "127.0.0.1");
+  EXPECT_TRUE(fooled.handshake);
+  EXPECT_TRUE(fooled.closed_by_server);
+  ASSERT_TRUE(proxy.WaitUntilIdle());
+  EXPECT_EQ(proxy.plaintext_from_upstream(), 0u) << "a answered the proxy";
+  EXPECT_THAT(server_->Log(), ::testing::Not(HasSubstr(b_device)));
+  X509_free(b_cert);
+  EVP_PKEY_free(b_key);
+
+  // Nothing crossed: each holds what it held.
+  EXPECT_EQ(testing::FingerprintOf(*server_), fingerprint);
+  EXPECT_EQ(testing::FingerprintOf(*b), b_fingerprint);
+  auto got = to_b->Get("ks", "k");
+  ASSERT_THAT(got, IsOk());
+  EXPECT_FALSE(got->has_value());
+
+  // The same pair, directly: they sync.
+  to_b.reset();
+  ASSERT_EQ(b->Stop(SIGTERM), 0);
+  b = testing::StartReplica(dir_, "b", {server_->address()});
+  ASSERT_NE(b, nullptr);
+  EXPECT_TRUE(testing::Converged({server_.get(), b.get()}, absl::Seconds(20)))
+      << server_->Log() << b->Log();
+  to_b = testing::ConnectTo(*b);
+  got = to_b->Get("ks", "k");
+  ASSERT_THAT(got, IsOk());
+  EXPECT_TRUE(got->has_value());
+  EXPECT_EQ(b->Stop(SIGTERM), 0);
+  X509_free(cert);
+  EVP_PKEY_free(key);
+}
+
+// Devices a1 and a2 and d, all of one user; a1 dials a2, a2 dials d, and d
+// holds a client connection to a2 (a remote CLI of d). `device remove d`
+// on a1 replicates to a2; from then on a2 refuses d: the link it had
+// dialled and d's open client connection are closed, a new connection of
+// d is refused (by a1 too) naming the removal, and what d writes
+// afterwards never reaches a2 (nor a1), even when a2 starts again and
+// dials d. (The links used to be checked only at the handshake: a link
+// made before the removal carried d's writes for as long as it stayed up.)
+TEST_F(TlsTest, ARemovedDeviceIsRefusedByEveryReplicaOnceTheRemovalReachesIt) {
+  std::unique_ptr<ServerProcess> d = testing::StartReplica(dir_, "d");
+  ASSERT_NE(d, nullptr);
+  std::unique_ptr<ServerProcess> a2 = testing::StartReplica(dir_, "a2", {d->address()});
+  ASSERT_NE(a2, nullptr);
+  const std::string a2_address = a2->address();
+  std::unique_ptr<ServerProcess> a1 = testing::StartReplica(dir_, "a1", {a2_address});
+  ASSERT_NE(a1, nullptr);
+  const rpc::TlsIdentity d_tls = TlsOf(dir_.Sub("d"));
+  const std::string d_device = auth::DeviceId(d_tls.key->public_key());
+  std::unique_ptr<rpc::Client> to_d = testing::ConnectTo(*d);
+  ASSERT_NE(to_d, nullptr);
+  ASSERT_THAT(to_d->Put("ks", "before", "d"), IsOk());
+  absl::StatusOr<std::unique_ptr<rpc::Client>> d_on_a2 = ConnectAs(*a2, d_tls);
+  ASSERT_THAT(d_on_a2, IsOk());
+  ASSERT_THAT((*d_on_a2)->Put("ks", "client-before", "d"), IsOk());
+  ASSERT_TRUE(testing::Converged({a1.get(), a2.get(), d.get()}, absl::Seconds(20)))
+      << a1->Log() << a2->Log() << d->Log();
+
+  // The removal, on a1 (the command opens the directory itself).
+  ASSERT_EQ(a1->Stop(SIGTERM), 0);
+  RunResult removal = Peerkv(dir_.Sub("a1"), {"device", "remove", d_device});
+  ASSERT_EQ(removal.exit_code, 0) << removal.err;
+  a1 = testing::StartReplica(dir_, "a1", {a2_address});
+  ASSERT_NE(a1, nullptr);
+  // It reaches a2 (another process holds the answer: polled, bounded).
+  std::unique_ptr<rpc::Client> to_a2 = testing::ConnectTo(*a2);
+  ASSERT_NE(to_a2, nullptr);
+  bool reached = false;
+  for (int i = 0; i < 400 && !reached; ++i) {
+    if (i > 0) absl::SleepFor(absl::Milliseconds(25));
+    auto r = to_a2->Get(auth::kDevicesKeyspace, "removed/" + d_device);
+    reached = r.ok() && r->has_value();
+  }
+  ASSERT_TRUE(reached) << a2->Log();
+  const std::string removed = "refused device " + d_device + ": it was removed from user " +
+                              testing::TestUserId();
+  // a2 closes the link it dialled to d, and redials: refused, naming why.
+  const std::string link_refused = "server at " + d->address() + ": " + removed;
+  EXPECT_THAT(a2->WaitForLog(link_refused), HasSubstr(link_refused));
+  // And d's client connection, made before the removal.
+  const std::string closed = "closed connection from ";
+  EXPECT_THAT(LineWith(a2->WaitForLog(closed), closed), HasSubstr(removed));
+  EXPECT_THAT((*d_on_a2)->Put("ks", "client-after", "d"), ::testing::Not(IsOk()));
+  // A new connection of d, to either replica that holds the removal.
+  EXPECT_THAT(ConnectAs(*a2, d_tls).status(),
+              StatusIs(absl::StatusCode::kUnavailable, "does not accept device " + d_device));
+  EXPECT_THAT(ConnectAs(*a1, d_tls).status(), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(a1->WaitForLog(removed), HasSubstr(removed));
+
+  // d writes after the removal; a2, started again, dials d at once and is
+  // refused (a dial made after the write), and never has the write.
+  ASSERT_THAT(to_d->Put("ks", "after", "d"), IsOk());
+  ASSERT_EQ(a2->Stop(SIGTERM), 0);
+  std::vector<std::string> again = testing::ReplicaArgs("a2", {d->address()});
+  again.insert(again.end(), {"--listen", a2_address});
+  auto restarted = ServerProcess::Start(dir_.Sub("a2"), again);
+  ASSERT_THAT(restarted, IsOk());
+  a2 = std::move(*restarted);
+  EXPECT_THAT(a2->WaitForLog(link_refused), HasSubstr(link_refused));
+  EXPECT_TRUE(testing::Converged({a1.get(), a2.get()}, absl::Seconds(20)))
+      << a1->Log() << a2->Log();
+  for (ServerProcess* s : {a1.get(), a2.get()}) {
+    std::unique_ptr<rpc::Client> c = testing::ConnectTo(*s);
+    ASSERT_NE(c, nullptr);
+    for (const char* key : {"after", "client-after"}) {
+      auto got = c->Get("ks", key);
+      ASSERT_THAT(got, IsOk());
+      EXPECT_FALSE(got->has_value()) << key << " reached " << s->address();
+    }
+    auto before = c->Get("ks", "before");
+    ASSERT_THAT(before, IsOk());
+    EXPECT_TRUE(before->has_value());
+  }
+  EXPECT_EQ(a1->Stop(SIGTERM), 0);
+  EXPECT_EQ(a2->Stop(SIGTERM), 0);
+  EXPECT_EQ(d->Stop(SIGTERM), 0);
+}
+
+// The same for a friend: a friend's device connected to a2 while the
+// friend is removed on a1 is cut off once the removal replicates to a2.
+TEST_F(TlsTest, ARemovedFriendsOpenConnectionIsClosedOnceTheRemovalReachesIt) {
+  std::unique_ptr<ServerProcess> a2 = testing::StartReplica(dir_, "a2");
+  ASSERT_NE(a2, nullptr);
+  std::unique_ptr<ServerProcess> a1 = testing::StartReplica(dir_, "a1", {a2->address()});
+  ASSERT_NE(a1, nullptr);
+  OwnIdentity fred = NewUserDevice(dir_.Sub("fred"), "fred");
+  const std::string fred_user = auth::UserId(fred.identity->user());
+  const std::string fred_device = auth::DeviceId(fred.tls.key->public_key());
+  // Friend and unfriend on a1 (the commands open the directory themselves).
+  auto on_a1 = [&](std::vector<std::string> args) {
+    EXPECT_EQ(a1->Stop(SIGTERM), 0);
+    RunResult r = Peerkv(dir_.Sub("a1"), std::move(args));
+    a1 = testing::StartReplica(dir_, "a1", {a2->address()});
+    return r;
+  };
+  RunResult add = on_a1({"friend", "add", fred_user, "--name", "fred"});
+  ASSERT_EQ(add.exit_code, 0) << add.err;
+  ASSERT_NE(a1, nullptr);
+  // Once the friend record reaches a2, fred's device connects (refused
+  // until then: polled, bounded).
+  absl::StatusOr<std::unique_ptr<rpc::Client>> client = absl::UnavailableError("not tried");
+  for (int i = 0; i < 400 && !client.ok(); ++i) {
+    if (i > 0) absl::SleepFor(absl::Milliseconds(25));
+    client = ConnectAs(*a2, fred.tls);
+  }
+  ASSERT_THAT(client, IsOk()) << a2->Log();
+  EXPECT_THAT((*client)->Get("ks", "k"),
+              StatusIs(absl::StatusCode::kPermissionDenied, "may not read keyspace 'ks'"));
+
+  RunResult removal = on_a1({"friend", "remove", fred_user});
+  ASSERT_EQ(removal.exit_code, 0) << removal.err;
+  ASSERT_NE(a1, nullptr);
+  const std::string closed = "closed connection from ";
+  EXPECT_THAT(LineWith(a2->WaitForLog(closed), closed),
+              HasSubstr("refused device " + fred_device + ": not a device of user " +
+                        testing::TestUserId() + " nor of a friend"));
+  // Its calls now fail as a lost connection, not as a friend's refusal.
+  absl::Status after = (*client)->Get("ks", "k").status();
+  EXPECT_FALSE(after.ok());
+  EXPECT_NE(after.code(), absl::StatusCode::kPermissionDenied) << after;
+  EXPECT_THAT(ConnectAs(*a2, fred.tls).status(), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_EQ(a1->Stop(SIGTERM), 0);
+  EXPECT_EQ(a2->Stop(SIGTERM), 0);
 }
 
 }  // namespace
