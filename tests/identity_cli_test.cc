@@ -74,7 +74,7 @@ TEST_F(IdentityCliTest, InitUserPrintsTheIdsAndIdRepeatsThem) {
   RunResult list = Peerkv(data, {"device", "list"});
   EXPECT_EQ(list.exit_code, 0) << list.err;
   EXPECT_THAT(list.out, MatchesRegex(Field(out, "device") +
-                                     " phone added [0-9T:-]+Z \\(this device\\)\n"));
+                                     " phone added [0-9T:-]+Z expires [0-9T:-]+Z \\(this device\\)\n"));
   ExpectError(Peerkv(data, {"init", "--user", "jane"}), 1, "is initialised already");
 }
 

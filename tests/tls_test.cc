@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <sstream>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -382,6 +383,22 @@ TEST_F(TlsTest, TwoDevicesOfOneUserPairBySyncOverTls) {
 // (--clock-offset-ms, the injected clock): the pc was certified for 1 hour,
 // the tablet for the default year. The phone's renewal pass at start
 // leaves the expired pc alone (only `device renew` brings it back).
+// The line of `out` that starts with `prefix` (empty if none).
+std::string Line(const std::string& out, const std::string& prefix) {
+  std::istringstream lines(out);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.rfind(prefix, 0) == 0) return line;
+  }
+  return "";
+}
+// The second word of `out`'s line that starts with `name `.
+std::string Field(const std::string& out, const std::string& name) {
+  const std::string line = Line(out, name + " ");
+  return line.empty() ? "" : line.substr(name.size() + 1, line.find(' ', name.size() + 1) -
+                                                              name.size() - 1);
+}
+
 TEST_F(TlsTest, AnExpiredDeviceIsRefusedWhileAnotherKeepsSyncing) {
   const std::string phone = dir_.Sub("phone");
   const std::string tablet = dir_.Sub("tablet");
@@ -402,6 +419,14 @@ TEST_F(TlsTest, AnExpiredDeviceIsRefusedWhileAnotherKeepsSyncing) {
   RunResult add = Peerkv(phone, {"device", "add", pc_id, "--name", "pc", "--valid-for", "1h"});
   ASSERT_EQ(add.exit_code, 0) << add.err;
   EXPECT_THAT(add.out, HasSubstr("certified until "));
+  // A laptop certified for 3 hours: 2 hours in (the phone's clock), it is in
+  // the last third and not expired, so the phone's serve renews it.
+  const std::string laptop_id =
+      Field(Peerkv(dir_.Sub("laptop"), {"init", "--join", user}).out, "device");
+  ASSERT_EQ(Peerkv(phone, {"device", "add", laptop_id, "--name", "laptop", "--valid-for", "3h"})
+                .exit_code,
+            0);
+  const std::string laptop_before = Line(Peerkv(phone, {"device", "list"}).out, laptop_id);
 
   std::vector<std::string> phone_args = testing::ReplicaArgs("phone");
   phone_args.insert(phone_args.end(), {"--clock-offset-ms", "7200000", "--max-clock-skew", "3h"});
@@ -421,7 +446,11 @@ TEST_F(TlsTest, AnExpiredDeviceIsRefusedWhileAnotherKeepsSyncing) {
                             " \\(pc\\): its device certificate expired at "
                             "[0-9-]+T[0-9:]+Z \\(now [0-9-]+T[0-9:]+Z, 300s of clock skew "
                             "allowed\\); renew it with `peerkv device renew " + pc_id));
-  EXPECT_THAT((*p)->Log(), Not(HasSubstr("renewed the certificate")));
+  EXPECT_THAT((*p)->WaitForLog("renewed the certificate of device " + laptop_id),
+              ContainsRegex("renewed the certificate of device " + laptop_id +
+                            " \\(laptop\\) until [0-9-]+T[0-9:]+Z"));
+  EXPECT_THAT((*p)->Log(), Not(HasSubstr("renewed the certificate of device " + pc_id)));
+  EXPECT_THAT((*p)->Log(), Not(HasSubstr("renewed the certificate of device " + tablet_id)));
 
   // The tablet keeps syncing both ways while the pc is refused.
   ASSERT_EQ(Peerkv(tablet, {"put", "notes", "t1", "from the tablet"}).exit_code, 0);
@@ -431,6 +460,15 @@ TEST_F(TlsTest, AnExpiredDeviceIsRefusedWhileAnotherKeepsSyncing) {
     got = Peerkv(phone, {"get", "notes", "t1"});
   }
   EXPECT_THAT(got.out, HasSubstr("from the tablet")) << got.err << (*p)->Log();
+  // And the phone's writes (after the renewal, so the renewed record is
+  // pulled first) reach the tablet.
+  ASSERT_EQ(Peerkv(phone, {"put", "notes", "p1", "from the phone"}).exit_code, 0);
+  got = RunResult{};
+  for (int i = 0; i < 200 && got.out.find("from the phone") == std::string::npos; ++i) {
+    if (i > 0) absl::SleepFor(absl::Milliseconds(50));
+    got = Peerkv(tablet, {"get", "notes", "p1"});
+  }
+  EXPECT_THAT(got.out, HasSubstr("from the phone")) << got.err << (*t)->Log();
   EXPECT_EQ((*c)->Stop(SIGTERM), 0);
   EXPECT_THAT((*c)->Log(), Not(HasSubstr("this device is now a device of user")));
   EXPECT_EQ((*t)->Stop(SIGTERM), 0);
@@ -440,6 +478,12 @@ TEST_F(TlsTest, AnExpiredDeviceIsRefusedWhileAnotherKeepsSyncing) {
   RunResult list = Peerkv(phone, {"device", "list"});
   EXPECT_THAT(list.out, ContainsRegex(pc_id + " pc added [^ ]+ expires "));
   EXPECT_THAT(list.out, ContainsRegex(tablet_id + " tablet added [^ ]+ expires "));
+  // The renewal replaced the laptop's record, and travelled to the tablet
+  // like the add did.
+  const std::string laptop_after = Line(list.out, laptop_id);
+  EXPECT_NE(laptop_after, laptop_before);
+  EXPECT_THAT(laptop_after, ContainsRegex(" laptop added [^ ]+ expires "));
+  EXPECT_EQ(Line(Peerkv(tablet, {"device", "list"}).out, laptop_id), laptop_after);
 }
 
 // A device that joins while serving shows its new device certificate on
