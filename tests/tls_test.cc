@@ -18,13 +18,13 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <sstream>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
