@@ -158,8 +158,9 @@ absl::StatusOr<int64_t> ParseValidity(std::string_view text, std::string_view fl
   const char unit = text.back();
   const std::string_view number = text.substr(0, text.size() - 1);
   int64_t n = 0;
-  if ((unit == 'd' || unit == 'y') && absl::SimpleAtoi(absl::string_view(number.data(), number.size()), &n) && n >= 0 &&
-      n <= 100'000 && !number.empty() && number[0] != '+' && number[0] != '-') {
+  const absl::string_view digits(number.data(), number.size());
+  if ((unit == 'd' || unit == 'y') && !number.empty() && number[0] != '+' &&
+      number[0] != '-' && absl::SimpleAtoi(digits, &n) && n >= 0 && n <= 100'000) {
     ms = n * (unit == 'd' ? kDayMs : 365 * kDayMs);
   } else {
     absl::Duration d;

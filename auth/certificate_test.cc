@@ -114,7 +114,8 @@ TEST(CertificateTest, VersionOneCertificatesExpireAYearAfterIssue) {
   const PublicKey device = SigningKey::Generate()->public_key();
   const DeviceCertificate old = IssueLegacyDeviceCertificate(*user, device, "pc", kT);
   EXPECT_EQ(old.Encode()[0], 1);
-  EXPECT_EQ(old.Encode().size(), IssueDeviceCertificate(*user, device, "pc", kT).Encode().size() - 8);
+  EXPECT_EQ(old.Encode().size() + 8,
+            IssueDeviceCertificate(*user, device, "pc", kT).Encode().size());
   absl::StatusOr<DeviceCertificate> v = VerifyDeviceCertificate(old.Encode(), user->public_key());
   ASSERT_THAT(v, IsOk());
   EXPECT_TRUE(v->legacy());

@@ -181,7 +181,8 @@ TEST_F(IdentityTest, RenewalExtendsAndTravelsLikeTheAdd) {
   // Not due in the first two thirds; due in the last; not once expired.
   EXPECT_FALSE(RenewalDue(entry(*phone, *phone_store), kT + 2 * kHour));
   EXPECT_TRUE(RenewalDue(entry(*phone, *phone_store), kT + 2 * kHour + 1));
-  absl::StatusOr<std::vector<DeviceCertificate>> renewed = phone->RenewDue(*phone_store, kT + kHour);
+  absl::StatusOr<std::vector<DeviceCertificate>> renewed =
+      phone->RenewDue(*phone_store, kT + kHour);
   ASSERT_THAT(renewed, IsOk());
   EXPECT_THAT(*renewed, SizeIs(0));
   renewed = phone->RenewDue(*phone_store, kT + 3 * kHour + kExpiryToleranceMs + 1);

@@ -18,7 +18,16 @@ absl::StatusOr<AuthenticatedPeer> Authorize(const TrustView& view, const PeerCre
           "refused device %s: it was removed from user %s", id, auth::UserId(view.user)));
     }
   }
+  // An expired certificate of this user or of a friend is refused as
+  // expired; anyone else's falls through to "not a device of user ...".
+  bool trusted_signer = false;
   if (peer.certificate.has_value()) {
+    trusted_signer = peer.certificate->user == view.user;
+    for (const auth::FriendEntry& f : view.friends) {
+      trusted_signer = trusted_signer || f.user == peer.certificate->user;
+    }
+  }
+  if (trusted_signer) {
     if (absl::Status fresh = auth::CheckNotExpired(*peer.certificate, now); !fresh.ok()) {
       return absl::PermissionDeniedError(absl::StrFormat(
           "refused device %s: %s; renew it with `peerkv device renew %s` on a device of user %s",

@@ -84,6 +84,10 @@ TEST(AuthorizeTest, AnExpiredCertificateShownIsRefusedAValidOneAccepted) {
   EXPECT_THAT(Authorize(f.View(late, {}), f.Showing(f.friend_user.get(), kHour)),
               StatusIs(StatusCode::kPermissionDenied,
                        "on a device of user " + auth::UserId(f.friend_user->public_key())));
+  // A stranger's expired certificate: refused as a stranger's, not as expired.
+  std::unique_ptr<auth::SigningKey> stranger = auth::SigningKey::Generate();
+  EXPECT_THAT(Authorize(f.View(late, {}), f.Showing(stranger.get(), kHour)),
+              StatusIs(StatusCode::kPermissionDenied, "not a device of user"));
 }
 
 TEST(AuthorizeTest, AValidCertificateOfTheUserOutranksAnExpiredListedOne) {

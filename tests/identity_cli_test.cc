@@ -74,7 +74,8 @@ TEST_F(IdentityCliTest, InitUserPrintsTheIdsAndIdRepeatsThem) {
   RunResult list = Peerkv(data, {"device", "list"});
   EXPECT_EQ(list.exit_code, 0) << list.err;
   EXPECT_THAT(list.out, MatchesRegex(Field(out, "device") +
-                                     " phone added [0-9T:-]+Z expires [0-9T:-]+Z \\(this device\\)\n"));
+                                     " phone added [0-9T:-]+Z expires [0-9T:-]+Z "
+                                     "\\(this device\\)\n"));
   ExpectError(Peerkv(data, {"init", "--user", "jane"}), 1, "is initialised already");
 }
 
@@ -150,7 +151,8 @@ TEST_F(IdentityCliTest, DeviceAddListRemove) {
   ExpectError(Peerkv(phone, {"device", "add", typo}), 2, "DEVICE_ID '" + typo + "' fails its check");
   ExpectError(Peerkv(phone, {"device", "remove", user}), 2, "is a user id, not a device id");
   ExpectError(Peerkv(phone, {"device", "add"}), 2, "expected 'device add DEVICE_ID'");
-  ExpectError(Peerkv(phone, {"device"}), 2, "expected add DEVICE_ID, list, renew DEVICE_ID or remove");
+  ExpectError(Peerkv(phone, {"device"}), 2,
+              "expected add DEVICE_ID, list, renew DEVICE_ID or remove");
   ExpectError(Peerkv(phone, {"device", "list", "--name", "x"}), 2, "--name goes with");
   ExpectError(Peerkv(phone, {"device", "add", device, "--name", "a b"}), 2, "--name has byte");
 }
