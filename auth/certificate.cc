@@ -2,7 +2,9 @@
 #include "auth/certificate.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/time.h"
 #include "auth/ids.h"
 #include "common/macros.h"
 
@@ -11,7 +13,8 @@ namespace {
 
 constexpr std::string_view kCertificateDomain{"peerkv device certificate v1\0", 29};
 constexpr std::string_view kRecordDomain{"peerkv signed record v1\0", 24};
-constexpr uint8_t kCertificateVersion = 1;
+constexpr uint8_t kLegacyCertificateVersion = 1;  // no not-after
+constexpr uint8_t kCertificateVersion = 2;
 // A record value is at most this large (the lists' payloads are far
 // smaller): a bound for the decoder.
 constexpr uint32_t kMaxPayloadBytes = 64 * 1024;
@@ -83,14 +86,19 @@ absl::Status Reader::Done() const {
       "%s has %d trailing bytes after offset %d", what_, bytes_.size() - offset_, offset_));
 }
 
+std::string FormatUtcMs(int64_t ms) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMillis(ms), absl::UTCTimeZone());
+}
+
 std::string DeviceCertificate::SignedBytes() const {
   std::string out(kCertificateDomain);
-  out.push_back(static_cast<char>(kCertificateVersion));
+  out.push_back(static_cast<char>(legacy() ? kLegacyCertificateVersion : kCertificateVersion));
   out.append(user.view());
   out.append(device.view());
   out.push_back(static_cast<char>(name.size()));
   out.append(name);
   PutU64(out, static_cast<uint64_t>(issued_ms));
+  if (!legacy()) PutU64(out, static_cast<uint64_t>(*not_after_ms));
   return out;
 }
 
@@ -101,7 +109,22 @@ std::string DeviceCertificate::Encode() const {
 }
 
 DeviceCertificate IssueDeviceCertificate(const SigningKey& user, const PublicKey& device,
-                                         std::string_view name, int64_t issued_ms) {
+                                         std::string_view name, int64_t issued_ms,
+                                         int64_t valid_for_ms) {
+  PEERKV_CHECK(ValidateName(name, "device name").ok());
+  PEERKV_CHECK(valid_for_ms >= kMinValidityMs && valid_for_ms <= kMaxValidityMs);
+  DeviceCertificate cert;
+  cert.user = user.public_key();
+  cert.device = device;
+  cert.name = std::string(name);
+  cert.issued_ms = issued_ms;
+  cert.not_after_ms = issued_ms + valid_for_ms;
+  cert.signature = user.Sign(cert.SignedBytes());
+  return cert;
+}
+
+DeviceCertificate IssueLegacyDeviceCertificate(const SigningKey& user, const PublicKey& device,
+                                               std::string_view name, int64_t issued_ms) {
   PEERKV_CHECK(ValidateName(name, "device name").ok());
   DeviceCertificate cert;
   cert.user = user.public_key();
@@ -112,14 +135,54 @@ DeviceCertificate IssueDeviceCertificate(const SigningKey& user, const PublicKey
   return cert;
 }
 
+absl::Status CheckNotExpired(const DeviceCertificate& cert, int64_t now_ms,
+                             int64_t tolerance_ms) {
+  const int64_t expires = cert.ExpiresMs();
+  if (now_ms <= expires || now_ms - expires <= tolerance_ms) return absl::OkStatus();
+  return absl::PermissionDeniedError(absl::StrFormat(
+      "the device certificate of device %s (%s) expired at %s%s (now %s, %ds of clock skew "
+      "allowed)",
+      DeviceId(cert.device), cert.name, FormatUtcMs(expires),
+      cert.legacy() ? ", a year after its issue: it was made before certificates carried an "
+                      "expiry"
+                    : "",
+      FormatUtcMs(now_ms), tolerance_ms / 1000));
+}
+
+absl::StatusOr<int64_t> ParseValidity(std::string_view text, std::string_view flag) {
+  const std::string limits = absl::StrFormat(
+      "%s must be a duration such as 365d, 30d, 12h or 1y, from 1m to %dd", flag,
+      kMaxValidityMs / kDayMs);
+  if (text.empty()) return absl::InvalidArgumentError(limits + ", got ''");
+  int64_t ms = 0;
+  const char unit = text.back();
+  const std::string_view number = text.substr(0, text.size() - 1);
+  int64_t n = 0;
+  const absl::string_view digits(number.data(), number.size());
+  if ((unit == 'd' || unit == 'y') && !number.empty() && number[0] != '+' &&
+      number[0] != '-' && absl::SimpleAtoi(digits, &n) && n >= 0 && n <= 100'000) {
+    ms = n * (unit == 'd' ? kDayMs : 365 * kDayMs);
+  } else {
+    absl::Duration d;
+    if (!absl::ParseDuration(std::string(text), &d) || d == absl::InfiniteDuration()) {
+      return absl::InvalidArgumentError(absl::StrFormat("%s, got '%s'", limits, text));
+    }
+    ms = absl::ToInt64Milliseconds(d);
+  }
+  if (ms < kMinValidityMs || ms > kMaxValidityMs) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s, got '%s'", limits, text));
+  }
+  return ms;
+}
+
 absl::StatusOr<DeviceCertificate> VerifyDeviceCertificate(std::string_view bytes,
                                                           const PublicKey& expected_user) {
   Reader r(bytes, "device certificate");
   PEERKV_ASSIGN_OR_RETURN(const uint8_t version, r.Byte("version"));
-  if (version != kCertificateVersion) {
+  if (version != kCertificateVersion && version != kLegacyCertificateVersion) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "device certificate has version %d; this peerkv reads version %d", version,
-        kCertificateVersion));
+        "device certificate has version %d; this peerkv reads versions %d and %d", version,
+        kLegacyCertificateVersion, kCertificateVersion));
   }
   DeviceCertificate cert;
   PEERKV_ASSIGN_OR_RETURN(cert.user, r.Key("user key"));
@@ -130,6 +193,24 @@ absl::StatusOr<DeviceCertificate> VerifyDeviceCertificate(std::string_view bytes
   PEERKV_RETURN_IF_ERROR(ValidateName(cert.name, "device certificate's name"));
   PEERKV_ASSIGN_OR_RETURN(const uint64_t issued, r.U64("issue time"));
   cert.issued_ms = static_cast<int64_t>(issued);
+  if (cert.issued_ms < 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "device certificate of device %s has issue time %d; it must be Unix ms, not negative",
+        DeviceId(cert.device), cert.issued_ms));
+  }
+  if (version == kCertificateVersion) {
+    PEERKV_ASSIGN_OR_RETURN(const uint64_t not_after, r.U64("expiry (not-after)"));
+    // Compared unsigned: a not-after past INT64_MAX is out of range too.
+    if (not_after <= issued || not_after - issued > static_cast<uint64_t>(kMaxValidityMs)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "device certificate of device %s has a malformed expiry: not-after %d is %s its "
+          "issue time %d; it must be after it by at most %d days",
+          DeviceId(cert.device), static_cast<int64_t>(not_after),
+          not_after <= issued ? "not after" : "too long after", cert.issued_ms,
+          kMaxValidityMs / kDayMs));
+    }
+    cert.not_after_ms = static_cast<int64_t>(not_after);
+  }
   PEERKV_ASSIGN_OR_RETURN(std::string_view signature, r.Take(kSignatureBytes, "signature"));
   cert.signature = std::string(signature);
   PEERKV_RETURN_IF_ERROR(r.Done());

@@ -36,9 +36,7 @@ constexpr std::string_view kDevicePrefix = "device/";
 constexpr std::string_view kRemovedPrefix = "removed/";
 constexpr std::string_view kFriendPrefix = "friend/";
 
-std::string FormatMs(int64_t ms) {
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMillis(ms), absl::UTCTimeZone());
-}
+std::string FormatMs(int64_t ms) { return FormatUtcMs(ms); }
 
 struct DevicePayload {
   DeviceCertificate cert;
@@ -458,9 +456,24 @@ absl::StatusOr<bool> Identity::CompleteJoin(Store& store) {
   return true;
 }
 
+namespace {
+absl::Status CheckValidity(int64_t valid_for_ms) {
+  if (valid_for_ms >= kMinValidityMs && valid_for_ms <= kMaxValidityMs) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "a device certificate's validity is %dms; it must be %dms..%dms (1 minute..%d days)",
+      valid_for_ms, kMinValidityMs, kMaxValidityMs, kMaxValidityMs / kDayMs));
+}
+}  // namespace
+
+bool RenewalDue(const DeviceEntry& d, int64_t now_ms) {
+  if (d.legacy) return true;
+  return d.expires_ms - now_ms < d.valid_for_ms / 3;
+}
+
 absl::Status Identity::AddDevice(Store& store, const PublicKey& device, std::string_view name,
-                                 int64_t now_ms) {
+                                 int64_t now_ms, int64_t valid_for_ms) {
   PEERKV_RETURN_IF_ERROR(ValidateName(name, "device name"));
+  PEERKV_RETURN_IF_ERROR(CheckValidity(valid_for_ms));
   PEERKV_RETURN_IF_ERROR(RequireUserKey("add a device"));
   PEERKV_ASSIGN_OR_RETURN(const std::vector<DeviceEntry> devices, Devices(store));
   for (const DeviceEntry& d : devices) {
@@ -477,7 +490,7 @@ absl::Status Identity::AddDevice(Store& store, const PublicKey& device, std::str
     }
   }
   DevicePayload p;
-  p.cert = IssueDeviceCertificate(*user_key_, device, name, now_ms);
+  p.cert = IssueDeviceCertificate(*user_key_, device, name, now_ms, valid_for_ms);
   p.user_name = user_name_;
   if (device != device_->public_key()) {
     PEERKV_ASSIGN_OR_RETURN(p.sealed_user_seed, SealTo(device, user_key_->seed()));
@@ -485,6 +498,56 @@ absl::Status Identity::AddDevice(Store& store, const PublicKey& device, std::str
   const std::string key = Cat({kDevicePrefix, DeviceId(device)});
   return WriteOne(store, kDevicesKeyspace, key,
                   EncodeSignedRecord(*user_key_, kDevicesKeyspace, key, EncodeDevice(p)));
+}
+
+absl::StatusOr<DeviceCertificate> Identity::RenewDevice(Store& store, const PublicKey& device,
+                                                        int64_t now_ms,
+                                                        std::optional<int64_t> valid_for_ms) {
+  PEERKV_RETURN_IF_ERROR(RequireUserKey("renew a device's certificate"));
+  if (valid_for_ms.has_value()) PEERKV_RETURN_IF_ERROR(CheckValidity(*valid_for_ms));
+  PEERKV_ASSIGN_OR_RETURN(std::optional<Record> removed,
+                          store.Get(kDevicesKeyspace, Cat({kRemovedPrefix, DeviceId(device)})));
+  if (removed.has_value() && !removed->deleted) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "device %s was removed; a removed device is never renewed", DeviceId(device)));
+  }
+  const std::string key = Cat({kDevicePrefix, DeviceId(device)});
+  const std::string what = Cat({"record ", kDevicesKeyspace, "/", key});
+  PEERKV_ASSIGN_OR_RETURN(std::optional<Record> record, store.Get(kDevicesKeyspace, key));
+  if (!record.has_value() || record->deleted) {
+    return absl::NotFoundError(absl::StrFormat(
+        "device %s is not in the device list; add it with peerkv device add %s",
+        DeviceId(device), DeviceId(device)));
+  }
+  PEERKV_ASSIGN_OR_RETURN(std::string payload,
+                          CheckRecord(user_, kDevicesKeyspace, key, record->value, false));
+  PEERKV_ASSIGN_OR_RETURN(DevicePayload p, DecodeDevice(key, payload, user_, what));
+  const int64_t validity =
+      valid_for_ms.value_or(p.cert.legacy() ? kDefaultValidityMs
+                                            : p.cert.ExpiresMs() - p.cert.issued_ms);
+  // A validity outside today's limits (none is accepted by the decoder)
+  // falls back to the default rather than failing the renewal.
+  p.cert = IssueDeviceCertificate(*user_key_, device, p.cert.name, now_ms,
+                                  CheckValidity(validity).ok() ? validity : kDefaultValidityMs);
+  p.user_name = user_name_;
+  PEERKV_RETURN_IF_ERROR(
+      WriteOne(store, kDevicesKeyspace, key,
+               EncodeSignedRecord(*user_key_, kDevicesKeyspace, key, EncodeDevice(p))));
+  return p.cert;
+}
+
+absl::StatusOr<std::vector<DeviceCertificate>> Identity::RenewDue(Store& store, int64_t now_ms) {
+  std::vector<DeviceCertificate> out;
+  if (user_key_ == nullptr) return out;
+  PEERKV_ASSIGN_OR_RETURN(const std::vector<DeviceEntry> devices, Devices(store));
+  for (const DeviceEntry& d : devices) {
+    if (d.removed_ms.has_value() || d.name.empty()) continue;
+    if (now_ms - d.expires_ms > kExpiryToleranceMs) continue;  // expired: left to the user
+    if (!RenewalDue(d, now_ms)) continue;
+    PEERKV_ASSIGN_OR_RETURN(DeviceCertificate cert, RenewDevice(store, d.device, now_ms));
+    out.push_back(std::move(cert));
+  }
+  return out;
 }
 
 absl::Status Identity::RemoveDevice(Store& store, const PublicKey& device, int64_t now_ms) {
@@ -522,6 +585,9 @@ absl::StatusOr<std::vector<DeviceEntry>> Identity::Devices(Store& store,
         e.device = p->cert.device;
         e.name = p->cert.name;
         e.added_ms = p->cert.issued_ms;
+        e.expires_ms = p->cert.ExpiresMs();
+        e.valid_for_ms = e.expires_ms - p->cert.issued_ms;
+        e.legacy = p->cert.legacy();
       }
     } else if (payload.ok()) {
       absl::StatusOr<RemovedPayload> p = DecodeRemoved(r.key, *payload, what);

@@ -49,9 +49,19 @@ struct DeviceEntry {
   PublicKey device;
   // From its certificate; empty if only its removal is known here.
   std::string name;
-  int64_t added_ms = 0;
+  int64_t added_ms = 0;  // its certificate's issue time (a renewal's, once renewed)
+  // Its certificate's expiry (DeviceCertificate::ExpiresMs) and validity
+  // (expiry minus issue time); 0 if only its removal is known here.
+  int64_t expires_ms = 0;
+  int64_t valid_for_ms = 0;
+  // Its certificate is version 1 (made before certificates expired).
+  bool legacy = false;
   std::optional<int64_t> removed_ms;
 };
+
+// When a certificate is due for renewal: in the last third of its
+// validity (a version-1 one: at once, to give it an expiry of its own).
+bool RenewalDue(const DeviceEntry& d, int64_t now_ms);
 
 struct FriendEntry {
   PublicKey user;
@@ -110,8 +120,25 @@ class Identity {
   // with FailedPrecondition if this device holds no user key or `device` was
   // removed, AlreadyExists if it is listed already, InvalidArgument for a
   // bad name.
+  // Its certificate is valid for `valid_for_ms` (kMinValidityMs..kMaxValidityMs,
+  // else InvalidArgument).
   absl::Status AddDevice(Store& store, const PublicKey& device, std::string_view name,
-                         int64_t now_ms);
+                         int64_t now_ms, int64_t valid_for_ms = kDefaultValidityMs);
+  // Re-certifies a listed device: a new certificate issued at `now_ms`,
+  // valid for `valid_for_ms` if given, else for as long as its current one
+  // was (a version-1 one: kDefaultValidityMs); name and sealed user key
+  // kept. It replaces the device's record and replicates like the add.
+  // Returns the new certificate. FailedPrecondition without the user key or
+  // for a removed device; NotFound if `device` is not listed;
+  // InvalidArgument for a validity out of limits.
+  absl::StatusOr<DeviceCertificate> RenewDevice(Store& store, const PublicKey& device,
+                                                int64_t now_ms,
+                                                std::optional<int64_t> valid_for_ms = {});
+  // What serve does: renews every listed device that is not removed, not
+  // expired (beyond kExpiryToleranceMs) and RenewalDue. An expired device
+  // is left expired: only `device renew` (RenewDevice) lets it back in.
+  // Returns the certificates issued. Nothing without the user key.
+  absl::StatusOr<std::vector<DeviceCertificate>> RenewDue(Store& store, int64_t now_ms);
   // Records the removal of `device` (a record that wins over any add).
   // FailedPrecondition without the user key or for this device itself;
   // AlreadyExists if it is removed already.

@@ -157,6 +157,116 @@ TEST_F(IdentityTest, PairingASecondDeviceThroughReplicatedRecords) {
   EXPECT_EQ(removed, 1);
 }
 
+TEST_F(IdentityTest, RenewalExtendsAndTravelsLikeTheAdd) {
+  std::unique_ptr<Identity> phone = *Identity::CreateUser(dir_.Sub("phone"), "jane");
+  std::unique_ptr<Store> phone_store = OpenStore(dir_.Sub("phone"), phone->user());
+  std::unique_ptr<Identity> tablet = *Identity::CreateJoining(dir_.Sub("tablet"), phone->user());
+  std::unique_ptr<Store> tablet_store = OpenStore(dir_.Sub("tablet"), tablet->user());
+  const PublicKey tablet_key = tablet->device_key().public_key();
+  constexpr int64_t kHour = 3'600'000;
+  EXPECT_THAT(phone->AddDevice(*phone_store, tablet_key, "tablet", kT, 59'999),
+              StatusIs(StatusCode::kInvalidArgument, "must be 60000ms"));
+  ASSERT_THAT(phone->AddDevice(*phone_store, tablet_key, "tablet", kT, 3 * kHour), IsOk());
+  auto entry = [&](Identity& id, Store& store) {
+    absl::StatusOr<std::vector<DeviceEntry>> devices = id.Devices(store);
+    EXPECT_THAT(devices, IsOk());
+    for (const DeviceEntry& d : *devices) {
+      if (d.device == tablet_key) return d;
+    }
+    return DeviceEntry{};
+  };
+  EXPECT_EQ(entry(*phone, *phone_store).expires_ms, kT + 3 * kHour);
+  EXPECT_EQ(entry(*phone, *phone_store).valid_for_ms, 3 * kHour);
+
+  // Not due in the first two thirds; due in the last; not once expired.
+  EXPECT_FALSE(RenewalDue(entry(*phone, *phone_store), kT + 2 * kHour));
+  EXPECT_TRUE(RenewalDue(entry(*phone, *phone_store), kT + 2 * kHour + 1));
+  absl::StatusOr<std::vector<DeviceCertificate>> renewed =
+      phone->RenewDue(*phone_store, kT + kHour);
+  ASSERT_THAT(renewed, IsOk());
+  EXPECT_THAT(*renewed, SizeIs(0));
+  renewed = phone->RenewDue(*phone_store, kT + 3 * kHour + kExpiryToleranceMs + 1);
+  ASSERT_THAT(renewed, IsOk());
+  EXPECT_THAT(*renewed, SizeIs(0)) << "an expired certificate is left to device renew";
+  renewed = phone->RenewDue(*phone_store, kT + 2 * kHour + 10);
+  ASSERT_THAT(renewed, IsOk());
+  ASSERT_THAT(*renewed, SizeIs(1));
+  EXPECT_EQ((*renewed)[0].device, tablet_key);
+  EXPECT_EQ((*renewed)[0].not_after_ms, kT + 5 * kHour + 10);  // the same 3 hours, from now
+  EXPECT_EQ(entry(*phone, *phone_store).expires_ms, kT + 5 * kHour + 10);
+  EXPECT_EQ(entry(*phone, *phone_store).name, "tablet");
+
+  // The renewed record replicates like the add, and still carries the
+  // sealed user key: the tablet completes its join from it.
+  MergeResult merged = Sync(*phone_store, *tablet_store);
+  EXPECT_THAT(merged.refused, SizeIs(0));
+  EXPECT_EQ(entry(*tablet, *tablet_store).expires_ms, kT + 5 * kHour + 10);
+  absl::StatusOr<bool> joined = tablet->CompleteJoin(*tablet_store);
+  ASSERT_THAT(joined, IsOk());
+  EXPECT_TRUE(*joined);
+
+  // An explicit renewal brings an expired device back, for as long as asked.
+  const int64_t late = kT + 100 * kHour;
+  absl::StatusOr<DeviceCertificate> again =
+      tablet->RenewDevice(*tablet_store, tablet_key, late, 30 * kDayMs);
+  ASSERT_THAT(again, IsOk());
+  EXPECT_EQ(again->ExpiresMs(), late + 30 * kDayMs);
+  EXPECT_THAT(CheckNotExpired(*again, late), IsOk());
+  Sync(*tablet_store, *phone_store);
+  EXPECT_EQ(entry(*phone, *phone_store).expires_ms, late + 30 * kDayMs);
+
+  // Not listed, removed, or without the user key: refused, naming why.
+  const PublicKey stranger = SigningKey::Generate()->public_key();
+  EXPECT_THAT(phone->RenewDevice(*phone_store, stranger, late),
+              StatusIs(StatusCode::kNotFound, "is not in the device list"));
+  ASSERT_THAT(phone->AddDevice(*phone_store, stranger, "pc", kT), IsOk());
+  ASSERT_THAT(phone->RemoveDevice(*phone_store, stranger, kT + 1), IsOk());
+  EXPECT_THAT(phone->RenewDevice(*phone_store, stranger, late),
+              StatusIs(StatusCode::kFailedPrecondition, "never renewed"));
+  EXPECT_THAT(phone->RenewDevice(*phone_store, tablet_key, late, kMaxValidityMs + 1),
+              StatusIs(StatusCode::kInvalidArgument, "validity"));
+  std::unique_ptr<Identity> waiting = *Identity::CreateJoining(dir_.Sub("w"), phone->user());
+  EXPECT_THAT(waiting->RenewDevice(*phone_store, tablet_key, late),
+              StatusIs(StatusCode::kFailedPrecondition, "not yet added"));
+}
+
+TEST_F(IdentityTest, AStoreWithVersionOneCertificatesKeepsThemAndRenewsThem) {
+  // A device record as an older peerkv wrote it: a version-1 certificate,
+  // without expiry.
+  std::unique_ptr<Identity> phone = *Identity::CreateUser(dir_.Sub("phone"), "jane");
+  std::unique_ptr<Store> phone_store = OpenStore(dir_.Sub("phone"), phone->user());
+  const PublicKey pc = SigningKey::Generate()->public_key();
+  const DeviceCertificate old = IssueLegacyDeviceCertificate(*phone->user_key(), pc, "pc", kT);
+  std::string payload(1, '\x01');
+  PutU32(payload, static_cast<uint32_t>(old.Encode().size()));
+  payload += old.Encode();
+  payload += Cat({std::string(1, 4), "jane"});
+  PutU32(payload, 0);
+  const std::string key = "device/" + DeviceId(pc);
+  Record record;
+  record.keyspace = kDevicesKeyspace;
+  record.key = key;
+  record.value = EncodeSignedRecord(*phone->user_key(), kDevicesKeyspace, key, payload);
+  record.version = Version{1, 1};
+  absl::StatusOr<MergeResult> merged = phone_store->Merge({record});
+  ASSERT_THAT(merged, IsOk());
+  ASSERT_THAT(merged->refused, SizeIs(0));
+  absl::StatusOr<std::vector<DeviceEntry>> devices = phone->Devices(*phone_store);
+  ASSERT_THAT(devices, IsOk());
+  ASSERT_THAT(*devices, SizeIs(1));
+  EXPECT_TRUE((*devices)[0].legacy);
+  EXPECT_EQ((*devices)[0].expires_ms, kT + kDefaultValidityMs);
+  // Due at once: the first renewal gives it an expiry of its own.
+  absl::StatusOr<std::vector<DeviceCertificate>> renewed = phone->RenewDue(*phone_store, kT + 10);
+  ASSERT_THAT(renewed, IsOk());
+  ASSERT_THAT(*renewed, SizeIs(1));
+  EXPECT_FALSE((*renewed)[0].legacy());
+  EXPECT_EQ((*renewed)[0].ExpiresMs(), kT + 10 + kDefaultValidityMs);
+  devices = phone->Devices(*phone_store);
+  ASSERT_THAT(devices, IsOk());
+  EXPECT_FALSE((*devices)[0].legacy);
+}
+
 TEST_F(IdentityTest, ARecordForAnotherDeviceDoesNotCompleteTheJoin) {
   std::unique_ptr<Identity> phone = *Identity::CreateUser(dir_.Sub("phone"), "jane");
   std::unique_ptr<Store> phone_store = OpenStore(dir_.Sub("phone"), phone->user());

@@ -127,7 +127,9 @@ class Cluster {
       if (flags.pull_batch_bytes > 0) opts.replication.batch_bytes = flags.pull_batch_bytes;
       if (tls) {
         opts.tls = rpc::TlsIdentity{
-            device, auth::IssueDeviceCertificate(*user, device->public_key(), "bench", 0).Encode()};
+            device, auth::IssueDeviceCertificate(*user, device->public_key(), "bench",
+                                                 absl::ToUnixMillis(absl::Now()))
+                        .Encode()};
         opts.trust = [user_id]() -> absl::StatusOr<rpc::TrustView> {
           return rpc::TrustView{user_id, {}, {}};
         };

@@ -97,7 +97,9 @@ int main(int argc, char** argv) {
   auto device = [&]() {
     std::shared_ptr<const auth::SigningKey> key = auth::SigningKey::Generate();
     return rpc::TlsIdentity{
-        key, auth::IssueDeviceCertificate(*user, key->public_key(), "bench", 0).Encode()};
+        key, auth::IssueDeviceCertificate(*user, key->public_key(), "bench",
+                                          absl::ToUnixMillis(absl::Now()))
+                 .Encode()};
   };
   std::vector<std::unique_ptr<Store>> stores;
   std::vector<std::unique_ptr<rpc::Server>> servers;

@@ -45,6 +45,21 @@ class JoinWatcher {
 absl::StatusOr<std::unique_ptr<JoinWatcher>> StartServeIdentity(ServeIdentity& id, Store& store);
 void StopJoinWatcher(std::unique_ptr<JoinWatcher>& watcher);
 
+// On a device holding the user key (at start; one that joins while
+// serving starts renewing at its next start): renews the device
+// certificates due (auth::Identity::RenewDue) at start and every hour, at
+// `clock`'s time, logging each, and calls `refresh_tls` (on its own thread)
+// once the certificate this device shows on TLS links, issued at start, is
+// in the last third of its validity. Null without the user key. Destroy
+// the result before the store.
+class CertificateRenewer {
+ public:
+  virtual ~CertificateRenewer() = default;
+};
+std::unique_ptr<CertificateRenewer> StartCertificateRenewer(auth::Identity& identity, Store& store,
+                                                            const WallClock& clock,
+                                                            std::function<void()> refresh_tls);
+
 // What this device shows on TLS links (rpc/peer_auth.h): its device key,
 // and a certificate issued now by the user key if it holds it.
 absl::StatusOr<rpc::TlsIdentity> TlsIdentityOf(const auth::Identity& identity);

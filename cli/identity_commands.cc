@@ -202,17 +202,27 @@ int RunDevice(const Context& c) {
   const std::string what = "peerkv device " + sub;
   if (sub == "list") {
     if (pos.size() != 1) return UsageError(c.command, "expected 'device list' with no arguments");
-  } else if (sub == "add" || sub == "remove") {
+  } else if (sub == "add" || sub == "remove" || sub == "renew") {
     if (pos.size() != 2) {
       return UsageError(c.command, absl::StrFormat("expected 'device %s DEVICE_ID'", sub));
     }
   } else {
     return UsageError(c.command, absl::StrFormat(
-        "expected add DEVICE_ID, list or remove DEVICE_ID%s (see peerkv device --help)",
+        "expected add DEVICE_ID, list, renew DEVICE_ID or remove DEVICE_ID%s (see peerkv device "
+        "--help)",
         sub.empty() ? "" : ", got '" + sub + "'"));
   }
   if (c.args.Has("name") && sub != "add") {
     return UsageError(c.command, "--name goes with 'device add'");
+  }
+  if (c.args.Has("valid-for") && sub != "add" && sub != "renew") {
+    return UsageError(c.command, "--valid-for goes with 'device add' and 'device renew'");
+  }
+  std::optional<int64_t> valid_for;
+  if (const std::optional<std::string> v = c.args.Get("valid-for")) {
+    absl::StatusOr<int64_t> parsed = auth::ParseValidity(*v, "--valid-for");
+    if (!parsed.ok()) return Fail(c.command, parsed.status());
+    valid_for = *parsed;
   }
   absl::StatusOr<std::string> dir = DataDir(c);
   if (!dir.ok()) return Fail(c.command, dir.status());
@@ -227,9 +237,20 @@ int RunDevice(const Context& c) {
   if (!o.ok()) return Fail(c.command, o.status());
   if (absl::Status s = EnsureOwnDeviceRecord(*o); !s.ok()) return Fail(c.command, s);
   if (sub == "add") {
-    absl::Status s = o->identity->AddDevice(*o->store, *device, name, NowMs());
+    const int64_t now = NowMs();
+    const int64_t validity = valid_for.value_or(auth::kDefaultValidityMs);
+    absl::Status s = o->identity->AddDevice(*o->store, *device, name, now, validity);
     if (!s.ok()) return Fail(c.command, s);
-    std::printf("added device %s as %s\n", auth::DeviceId(*device).c_str(), name.c_str());
+    std::printf("added device %s as %s, certified until %s\n", auth::DeviceId(*device).c_str(),
+                name.c_str(), FormatMs(now + validity).c_str());
+    return kExitOk;
+  }
+  if (sub == "renew") {
+    absl::StatusOr<auth::DeviceCertificate> cert =
+        o->identity->RenewDevice(*o->store, *device, NowMs(), valid_for);
+    if (!cert.ok()) return Fail(c.command, cert.status());
+    std::printf("renewed device %s (%s), certified until %s\n", auth::DeviceId(*device).c_str(),
+                cert->name.c_str(), FormatMs(cert->ExpiresMs()).c_str());
     return kExitOk;
   }
   if (sub == "remove") {
@@ -246,7 +267,14 @@ int RunDevice(const Context& c) {
   const auth::PublicKey self = o->identity->device_key().public_key();
   for (const auth::DeviceEntry& d : *devices) {
     std::string line = auth::DeviceId(d.device) + " " + (d.name.empty() ? "(unknown)" : d.name);
-    if (!d.name.empty()) line += " added " + FormatMs(d.added_ms);
+    if (!d.name.empty()) {
+      line += " added " + FormatMs(d.added_ms);
+      if (!d.removed_ms.has_value()) {
+        const bool expired = NowMs() - d.expires_ms > auth::kExpiryToleranceMs;
+        line += (expired ? " EXPIRED " : " expires ") + FormatMs(d.expires_ms);
+        if (d.legacy) line += " (no expiry recorded: a year after it was added)";
+      }
+    }
     if (d.removed_ms.has_value()) line += " removed " + FormatMs(*d.removed_ms);
     if (d.device == self) line += " (this device)";
     std::printf("%s\n", line.c_str());
@@ -458,6 +486,69 @@ absl::StatusOr<std::unique_ptr<JoinWatcher>> StartServeIdentity(ServeIdentity& i
 
 void StopJoinWatcher(std::unique_ptr<JoinWatcher>& watcher) { watcher.reset(); }
 
+namespace {
+
+class Renewer : public CertificateRenewer {
+ public:
+  Renewer(auth::Identity& id, Store& store, const WallClock& clock,
+          std::function<void()> refresh_tls)
+      : id_(id), store_(store), clock_(clock), refresh_tls_(std::move(refresh_tls)),
+        shown_issued_ms_(NowMs()) {
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~Renewer() override {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    thread_.join();
+  }
+
+ private:
+  void Run() {
+    for (;;) {
+      absl::StatusOr<std::vector<auth::DeviceCertificate>> renewed =
+          id_.RenewDue(store_, clock_.NowMillis());
+      if (!renewed.ok()) {
+        LogLine(absl::StrFormat("peerkv: renewing device certificates failed: %s",
+                                renewed.status().message()));
+      } else {
+        for (const auth::DeviceCertificate& cert : *renewed) {
+          LogLine(absl::StrFormat("peerkv: renewed the certificate of device %s (%s) until %s",
+                                  auth::DeviceId(cert.device), cert.name,
+                                  FormatMs(cert.ExpiresMs())));
+        }
+      }
+      // The certificate shown on TLS links, issued at start for the default
+      // validity: issued again before its last third.
+      if (refresh_tls_ && NowMs() - shown_issued_ms_ > auth::kDefaultValidityMs * 2 / 3) {
+        shown_issued_ms_ = NowMs();
+        refresh_tls_();
+      }
+      absl::MutexLock lock(&mu_);
+      if (mu_.AwaitWithTimeout(absl::Condition(&stop_), absl::Hours(1))) return;
+    }
+  }
+
+  auth::Identity& id_;
+  Store& store_;
+  const WallClock& clock_;
+  std::function<void()> refresh_tls_;
+  int64_t shown_issued_ms_;
+  absl::Mutex mu_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+}  // namespace
+
+std::unique_ptr<CertificateRenewer> StartCertificateRenewer(auth::Identity& identity, Store& store,
+                                                            const WallClock& clock,
+                                                            std::function<void()> refresh_tls) {
+  if (!identity.holds_user_key()) return nullptr;
+  return std::make_unique<Renewer>(identity, store, clock, std::move(refresh_tls));
+}
+
 const std::vector<Command>& IdentityCommands() {
   static const auto* commands = new std::vector<Command>{
       {"init", "--user NAME [--name DEVICE_NAME] | --join USER_ID",
@@ -479,20 +570,32 @@ const std::vector<Command>& IdentityCommands() {
        "device waiting to be added, the user line says so; if the device's record\n"
        "has arrived, the join is completed first.\n",
        {}, RunId, Target::kData},
-      {"device", "add DEVICE_ID [--name N] | list | remove DEVICE_ID",
-       "add, list or remove the user's devices",
+      {"device",
+       "add DEVICE_ID [--name N] [--valid-for D] | list | renew DEVICE_ID [--valid-for D] | "
+       "remove DEVICE_ID",
+       "add, list, renew or remove the user's devices",
        "  add DEVICE_ID [--name N]  certify DEVICE_ID (printed by its 'init --join')\n"
        "                            as a device of this user, named N (default\n"
        "                            'unnamed'); it receives its certificate and the\n"
        "                            user key (sealed to it) when it syncs\n"
-       "  list                      every device: ID NAME added TIME [removed TIME]\n"
+       "  --valid-for D             how long the certificate is valid: 365d (the\n"
+       "                            default), 30d, 12h, 1y...; 1m to 3650d\n"
+       "  list                      every device: ID NAME added TIME expires TIME\n"
+       "                            (EXPIRED TIME once past) [removed TIME]\n"
+       "  renew DEVICE_ID           certify it again from now, for --valid-for D or\n"
+       "                            as long as its certificate was valid; the way\n"
+       "                            back for a device whose certificate expired\n"
        "  remove DEVICE_ID          remove a device (a lost one): recorded for good;\n"
        "                            a removed device is never added again\n"
        "Runs on any device holding the user key. The list is signed by the user\n"
        "key and replicates to the user's devices; every device that has the\n"
        "removal refuses the removed device's TLS connections, and closes those\n"
-       "it had open when the removal arrived.\n",
-       {.with_value = {"name"}}, RunDevice, Target::kData},
+       "it had open when the removal arrived. A device whose\n"
+       "certificate expired (5 minutes of clock skew allowed) is refused too, until\n"
+       "renewed. 'serve' on a device holding the user key renews, at start and\n"
+       "hourly, every certificate in the last third of its validity that has not\n"
+       "expired yet; an expired one only 'device renew' brings back.\n",
+       {.with_value = {"name", "valid-for"}}, RunDevice, Target::kData},
       {"friend", "add USER_ID --name N | list | remove USER_ID",
        "add, list or remove friends (users whose devices may connect)",
        "  add USER_ID --name N  trust user USER_ID, shown as N\n"

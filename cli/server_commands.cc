@@ -283,7 +283,9 @@ int RunServe(const Context& c) {
     server_options.tls = std::move(*tls);
     // A handshake is the first message: no longer than the idle timeout.
     server_options.handshake_timeout_ms = std::min(10'000, static_cast<int>(*idle_ms));
-    server_options.trust = rpc::StoreTrust(identity->identity.get(), store->get());
+    // Certificates are checked at the store's clock (--clock-offset-ms
+    // moves it, for tests).
+    server_options.trust = rpc::StoreTrust(identity->identity.get(), store->get(), &wall_clock);
   } else if (!rpc::IsLoopbackAddress(server_options.listen)) {
     return UsageError(c.command, absl::StrFormat("--insecure-loopback needs a loopback --listen, "
                                                  "not '%s'", server_options.listen));
@@ -396,6 +398,19 @@ int RunServe(const Context& c) {
                                          set.message()));
     });
   }
+  // Device certificates due for renewal are renewed here (README "Device
+  // certificates expire"), and the one this device shows on its links.
+  std::unique_ptr<CertificateRenewer> renewer = StartCertificateRenewer(
+      *identity->identity, **store, wall_clock,
+      server_options.tls.has_value()
+          ? std::function<void()>([identity = identity->identity.get(), server = server->get()] {
+              absl::StatusOr<rpc::TlsIdentity> tls = TlsIdentityOf(*identity);
+              absl::Status set = tls.ok() ? server->SetTlsIdentity(*tls) : tls.status();
+              LogLine(set.ok() ? "peerkv: TLS links now show a renewed device certificate"
+                               : absl::StrFormat("peerkv: renewing the TLS certificate failed: %s",
+                                                 set.message()));
+            })
+          : std::function<void()>());
   LogLine(file_limit);
   LogLine(absl::StrFormat("peerkv: local clients: %s (owner only)",
                           LocalSocketPath(store_options.dir)));
@@ -412,8 +427,9 @@ int RunServe(const Context& c) {
   sigwait(&stop_signals, &signal_number);
   LogLine(absl::StrFormat("peerkv: %s received, stopping",
                           signal_number == SIGINT ? "SIGINT" : "SIGTERM"));
-  // The join watcher first: its callback reaches the server.
+  // The join watcher and the renewer first: their callbacks reach the server.
   StopJoinWatcher(*joiner);
+  renewer.reset();
   if (resp_server) resp_server->Stop();
   (*server)->Stop();
   resp_server.reset();

@@ -2,6 +2,7 @@
 #include "rpc/peer_auth.h"
 
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "auth/ids.h"
 #include "common/macros.h"
 #include "store/replica_id.h"
@@ -10,11 +11,41 @@ namespace peerkv::rpc {
 
 absl::StatusOr<AuthenticatedPeer> Authorize(const TrustView& view, const PeerCredentials& peer) {
   const std::string id = auth::DeviceId(peer.device);
+  const int64_t now = view.now_ms != 0 ? view.now_ms : absl::ToUnixMillis(absl::Now());
   for (const auth::DeviceEntry& d : view.devices) {
-    if (d.device != peer.device) continue;
-    if (d.removed_ms.has_value()) {
+    if (d.device == peer.device && d.removed_ms.has_value()) {
       return absl::PermissionDeniedError(absl::StrFormat(
           "refused device %s: it was removed from user %s", id, auth::UserId(view.user)));
+    }
+  }
+  // An expired certificate of this user or of a friend is refused as
+  // expired; anyone else's falls through to "not a device of user ...".
+  bool trusted_signer = false;
+  if (peer.certificate.has_value()) {
+    trusted_signer = peer.certificate->user == view.user;
+    for (const auth::FriendEntry& f : view.friends) {
+      trusted_signer = trusted_signer || f.user == peer.certificate->user;
+    }
+  }
+  if (trusted_signer) {
+    if (absl::Status fresh = auth::CheckNotExpired(*peer.certificate, now); !fresh.ok()) {
+      return absl::PermissionDeniedError(absl::StrFormat(
+          "refused device %s: %s; renew it with `peerkv device renew %s` on a device of user %s",
+          id, fresh.message(), id, auth::UserId(peer.certificate->user)));
+    }
+  }
+  const bool shows_own = peer.certificate.has_value() && peer.certificate->user == view.user;
+  for (const auth::DeviceEntry& d : view.devices) {
+    if (d.device != peer.device) continue;
+    if (!shows_own && !d.name.empty() && now - d.expires_ms > auth::kExpiryToleranceMs) {
+      return absl::PermissionDeniedError(absl::StrFormat(
+          "refused device %s (%s): its device certificate expired at %s%s (now %s, %ds of clock "
+          "skew allowed); renew it with `peerkv device renew %s` on a device of user %s",
+          id, d.name, auth::FormatUtcMs(d.expires_ms),
+          d.legacy ? ", a year after its issue: it was made before certificates carried an "
+                     "expiry"
+                   : "",
+          auth::FormatUtcMs(now), auth::kExpiryToleranceMs / 1000, id, auth::UserId(view.user)));
     }
     return AuthenticatedPeer{peer.device, view.user, PeerRole::kOwnDevice, peer.certificate};
   }
@@ -64,10 +95,11 @@ absl::Status CheckReplicaClaim(uint64_t replica_id, uint64_t incarnation,
       auth::DeviceId(device), replica_id, incarnation));
 }
 
-TrustSource StoreTrust(const auth::Identity* identity, Store* store) {
-  return [identity, store]() -> absl::StatusOr<TrustView> {
+TrustSource StoreTrust(const auth::Identity* identity, Store* store, const WallClock* clock) {
+  return [identity, store, clock]() -> absl::StatusOr<TrustView> {
     TrustView view;
     view.user = identity->user();
+    if (clock != nullptr) view.now_ms = clock->NowMillis();
     PEERKV_ASSIGN_OR_RETURN(view.devices, identity->Devices(*store));
     PEERKV_ASSIGN_OR_RETURN(view.friends, identity->Friends(*store));
     return view;

@@ -17,6 +17,7 @@
 #include "auth/certificate.h"
 #include "auth/identity.h"
 #include "auth/keys.h"
+#include "store/clock.h"
 
 namespace peerkv::rpc {
 
@@ -57,6 +58,8 @@ struct TrustView {
   // The user's device list (removed ones included, with removed_ms set).
   std::vector<auth::DeviceEntry> devices;
   std::vector<auth::FriendEntry> friends;
+  // The time certificates are checked at (Unix ms); 0: the system clock.
+  int64_t now_ms = 0;
 };
 using TrustSource = std::function<absl::StatusOr<TrustView>()>;
 
@@ -64,7 +67,11 @@ using TrustSource = std::function<absl::StatusOr<TrustView>()>;
 // removed, is an own device; one certified by a friend is that friend.
 // Otherwise PermissionDenied naming the device id: "not a device of user
 // ... nor of a friend; add it with `peerkv device add <id>`", or that it
-// was removed.
+// was removed, or that its certificate expired (with the expiry time, and
+// auth::kExpiryToleranceMs of clock skew allowed): the certificate it
+// showed, or, if it showed none from `view.user`, the one in the device
+// list (a device showing a valid one of `view.user` holds the user key,
+// and would renew its listed one itself).
 absl::StatusOr<AuthenticatedPeer> Authorize(const TrustView& view, const PeerCredentials& peer);
 
 // Authorize again, for a link that `peer` was authorized on before `view`
@@ -85,8 +92,10 @@ absl::Status CheckReplicaClaim(uint64_t replica_id, uint64_t incarnation,
                                const auth::PublicKey& device);
 
 // The TrustSource of a server: `identity`'s lists read from `store` at
-// each call. Both borrowed.
-TrustSource StoreTrust(const auth::Identity* identity, Store* store);
+// each call, certificates checked at `clock`'s time (null: the system
+// clock). All borrowed.
+TrustSource StoreTrust(const auth::Identity* identity, Store* store,
+                       const WallClock* clock = nullptr);
 
 // Whether HOST of HOST:PORT (or of a bare host) is a loopback address
 // (127.0.0.0/8, ::1, localhost): where plaintext may still be used.

@@ -74,7 +74,8 @@ TEST_F(IdentityCliTest, InitUserPrintsTheIdsAndIdRepeatsThem) {
   RunResult list = Peerkv(data, {"device", "list"});
   EXPECT_EQ(list.exit_code, 0) << list.err;
   EXPECT_THAT(list.out, MatchesRegex(Field(out, "device") +
-                                     " phone added [0-9T:-]+Z \\(this device\\)\n"));
+                                     " phone added [0-9T:-]+Z expires [0-9T:-]+Z "
+                                     "\\(this device\\)\n"));
   ExpectError(Peerkv(data, {"init", "--user", "jane"}), 1, "is initialised already");
 }
 
@@ -120,10 +121,18 @@ TEST_F(IdentityCliTest, DeviceAddListRemove) {
 
   RunResult add = Peerkv(phone, {"device", "add", device, "--name", "tablet"});
   EXPECT_EQ(add.exit_code, 0) << add.err;
-  EXPECT_EQ(add.out, "added device " + device + " as tablet\n");
+  EXPECT_THAT(add.out,
+              MatchesRegex("added device " + device + " as tablet, certified until [0-9T:-]+Z\n"));
   ExpectError(Peerkv(phone, {"device", "add", device}), 1, "is added already, as tablet");
   RunResult list = Peerkv(phone, {"device", "list"});
-  EXPECT_THAT(list.out, ContainsRegex(device + " tablet added [0-9T:-]+Z\n"));
+  EXPECT_THAT(list.out, ContainsRegex(device + " tablet added [0-9T:-]+Z expires [0-9T:-]+Z\n"));
+  RunResult renew = Peerkv(phone, {"device", "renew", device, "--valid-for", "30d"});
+  EXPECT_EQ(renew.exit_code, 0) << renew.err;
+  EXPECT_THAT(renew.out, MatchesRegex("renewed device " + device +
+                                      " \\(tablet\\), certified until [0-9T:-]+Z\n"));
+  ExpectError(Peerkv(phone, {"device", "renew", device, "--valid-for", "0d"}), 2,
+              "--valid-for must be a duration such as 365d, 30d, 12h or 1y, from 1m to 3650d");
+  ExpectError(Peerkv(phone, {"device", "list", "--valid-for", "1d"}), 2, "--valid-for goes with");
 
   RunResult remove = Peerkv(phone, {"device", "remove", device});
   EXPECT_EQ(remove.exit_code, 0) << remove.err;
@@ -132,6 +141,7 @@ TEST_F(IdentityCliTest, DeviceAddListRemove) {
   EXPECT_THAT(list.out,
               ContainsRegex(device + " tablet added [0-9T:-]+Z removed [0-9T:-]+Z\n"));
   ExpectError(Peerkv(phone, {"device", "add", device}), 1, "was removed at");
+  ExpectError(Peerkv(phone, {"device", "renew", device}), 1, "never renewed");
   ExpectError(Peerkv(phone, {"device", "remove", device}), 1, "is removed already");
   const std::string self = Field(Peerkv(phone, {"id"}).out, "device");
   ExpectError(Peerkv(phone, {"device", "remove", self}), 1, "is this device");
@@ -141,7 +151,8 @@ TEST_F(IdentityCliTest, DeviceAddListRemove) {
   ExpectError(Peerkv(phone, {"device", "add", typo}), 2, "DEVICE_ID '" + typo + "' fails its check");
   ExpectError(Peerkv(phone, {"device", "remove", user}), 2, "is a user id, not a device id");
   ExpectError(Peerkv(phone, {"device", "add"}), 2, "expected 'device add DEVICE_ID'");
-  ExpectError(Peerkv(phone, {"device"}), 2, "expected add DEVICE_ID, list or remove");
+  ExpectError(Peerkv(phone, {"device"}), 2,
+              "expected add DEVICE_ID, list, renew DEVICE_ID or remove");
   ExpectError(Peerkv(phone, {"device", "list", "--name", "x"}), 2, "--name goes with");
   ExpectError(Peerkv(phone, {"device", "add", device, "--name", "a b"}), 2, "--name has byte");
 }

@@ -27,6 +27,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -49,7 +50,9 @@
 namespace peerkv {
 namespace {
 
+using ::testing::ContainsRegex;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using testing::RunResult;
 using testing::ServerProcess;
 
@@ -530,6 +533,115 @@ TEST_F(TlsTest, TwoDevicesOfOneUserPairBySyncOverTls) {
               StatusIs(absl::StatusCode::kPermissionDenied));
   EXPECT_EQ((*t)->Stop(SIGTERM), 0);
   EXPECT_EQ((*p)->Stop(SIGTERM), 0);
+}
+
+// A device whose certificate expired is refused (after the handshake, the
+// phone's log naming it and the expiry) while another device of the same
+// user keeps syncing. The phone's clock runs 2 hours ahead
+// (--clock-offset-ms, the injected clock): the pc was certified for 1 hour,
+// the tablet for the default year. The phone's renewal pass at start
+// leaves the expired pc alone (only `device renew` brings it back).
+// The line of `out` that starts with `prefix` (empty if none).
+std::string Line(const std::string& out, const std::string& prefix) {
+  std::istringstream lines(out);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.rfind(prefix, 0) == 0) return line;
+  }
+  return "";
+}
+// The second word of `out`'s line that starts with `name `.
+std::string Field(const std::string& out, const std::string& name) {
+  const std::string line = Line(out, name + " ");
+  return line.empty() ? "" : line.substr(name.size() + 1, line.find(' ', name.size() + 1) -
+                                                              name.size() - 1);
+}
+
+TEST_F(TlsTest, AnExpiredDeviceIsRefusedWhileAnotherKeepsSyncing) {
+  const std::string phone = dir_.Sub("phone");
+  const std::string tablet = dir_.Sub("tablet");
+  const std::string pc = dir_.Sub("pc");
+  RunResult init = Peerkv(phone, {"init", "--user", "jane", "--name", "phone"});
+  ASSERT_EQ(init.exit_code, 0) << init.err;
+  const std::string user = init.out.substr(init.out.find("user ") + 5, 63);
+  RunResult join = Peerkv(tablet, {"init", "--join", user});
+  ASSERT_EQ(join.exit_code, 0) << join.err;
+  const std::string tablet_id = join.out.substr(7, 63);
+  join = Peerkv(pc, {"init", "--join", user});
+  ASSERT_EQ(join.exit_code, 0) << join.err;
+  const std::string pc_id = join.out.substr(7, 63);
+  ASSERT_EQ(Peerkv(phone, {"device", "add", tablet_id, "--name", "tablet"}).exit_code, 0);
+  RunResult bad = Peerkv(phone, {"device", "add", pc_id, "--name", "pc", "--valid-for", "30s"});
+  EXPECT_EQ(bad.exit_code, 2) << bad.err;
+  EXPECT_THAT(bad.err, HasSubstr("--valid-for must be a duration such as 365d"));
+  RunResult add = Peerkv(phone, {"device", "add", pc_id, "--name", "pc", "--valid-for", "1h"});
+  ASSERT_EQ(add.exit_code, 0) << add.err;
+  EXPECT_THAT(add.out, HasSubstr("certified until "));
+  // A laptop certified for 3 hours: 2 hours in (the phone's clock), it is in
+  // the last third and not expired, so the phone's serve renews it.
+  const std::string laptop_id =
+      Field(Peerkv(dir_.Sub("laptop"), {"init", "--join", user}).out, "device");
+  ASSERT_EQ(Peerkv(phone, {"device", "add", laptop_id, "--name", "laptop", "--valid-for", "3h"})
+                .exit_code,
+            0);
+  const std::string laptop_before = Line(Peerkv(phone, {"device", "list"}).out, laptop_id);
+
+  std::vector<std::string> phone_args = testing::ReplicaArgs("phone");
+  phone_args.insert(phone_args.end(), {"--clock-offset-ms", "7200000", "--max-clock-skew", "3h"});
+  auto p = ServerProcess::Start(phone, phone_args);
+  ASSERT_THAT(p, IsOk());
+  std::vector<std::string> tablet_args = testing::ReplicaArgs("tablet", {(*p)->address()});
+  tablet_args.insert(tablet_args.end(), {"--max-clock-skew", "3h"});
+  auto t = ServerProcess::Start(tablet, tablet_args);
+  ASSERT_THAT(t, IsOk());
+  EXPECT_THAT((*t)->WaitForLog("this device is now a device of user"),
+              HasSubstr("this device is now a device of user"));
+  auto c = ServerProcess::Start(pc, testing::ReplicaArgs("pc", {(*p)->address()}));
+  ASSERT_THAT(c, IsOk());
+  EXPECT_THAT((*p)->WaitForLog("refused device " + pc_id + " (pc): its device certificate "
+                               "expired at "),
+              ContainsRegex("refused device " + pc_id +
+                            " \\(pc\\): its device certificate expired at "
+                            "[0-9-]+T[0-9:]+Z \\(now [0-9-]+T[0-9:]+Z, 300s of clock skew "
+                            "allowed\\); renew it with `peerkv device renew " + pc_id));
+  EXPECT_THAT((*p)->WaitForLog("renewed the certificate of device " + laptop_id),
+              ContainsRegex("renewed the certificate of device " + laptop_id +
+                            " \\(laptop\\) until [0-9-]+T[0-9:]+Z"));
+  EXPECT_THAT((*p)->Log(), Not(HasSubstr("renewed the certificate of device " + pc_id)));
+  EXPECT_THAT((*p)->Log(), Not(HasSubstr("renewed the certificate of device " + tablet_id)));
+
+  // The tablet keeps syncing both ways while the pc is refused.
+  ASSERT_EQ(Peerkv(tablet, {"put", "notes", "t1", "from the tablet"}).exit_code, 0);
+  RunResult got;
+  for (int i = 0; i < 200 && got.out.find("from the tablet") == std::string::npos; ++i) {
+    if (i > 0) absl::SleepFor(absl::Milliseconds(50));
+    got = Peerkv(phone, {"get", "notes", "t1"});
+  }
+  EXPECT_THAT(got.out, HasSubstr("from the tablet")) << got.err << (*p)->Log();
+  // And the phone's writes (after the renewal, so the renewed record is
+  // pulled first) reach the tablet.
+  ASSERT_EQ(Peerkv(phone, {"put", "notes", "p1", "from the phone"}).exit_code, 0);
+  got = RunResult{};
+  for (int i = 0; i < 200 && got.out.find("from the phone") == std::string::npos; ++i) {
+    if (i > 0) absl::SleepFor(absl::Milliseconds(50));
+    got = Peerkv(tablet, {"get", "notes", "p1"});
+  }
+  EXPECT_THAT(got.out, HasSubstr("from the phone")) << got.err << (*t)->Log();
+  EXPECT_EQ((*c)->Stop(SIGTERM), 0);
+  EXPECT_THAT((*c)->Log(), Not(HasSubstr("this device is now a device of user")));
+  EXPECT_EQ((*t)->Stop(SIGTERM), 0);
+  EXPECT_EQ((*p)->Stop(SIGTERM), 0);
+  // Nothing reached the pc; the phone's list shows it expired.
+  EXPECT_THAT(Peerkv(pc, {"id"}).out, HasSubstr("(waiting to be added)"));
+  RunResult list = Peerkv(phone, {"device", "list"});
+  EXPECT_THAT(list.out, ContainsRegex(pc_id + " pc added [^ ]+ expires "));
+  EXPECT_THAT(list.out, ContainsRegex(tablet_id + " tablet added [^ ]+ expires "));
+  // The renewal replaced the laptop's record, and travelled to the tablet
+  // like the add did.
+  const std::string laptop_after = Line(list.out, laptop_id);
+  EXPECT_NE(laptop_after, laptop_before);
+  EXPECT_THAT(laptop_after, ContainsRegex(" laptop added [^ ]+ expires "));
+  EXPECT_EQ(Line(Peerkv(tablet, {"device", "list"}).out, laptop_id), laptop_after);
 }
 
 // A device that joins while serving shows its new device certificate on

@@ -375,6 +375,10 @@ class Simulation {
     for (int u = 0; u < kUsers; ++u) users_.push_back(UserKeys{KeyFor(u + 1), {}});
     for (int u = 0; u < kUsers; ++u) {
       users_[u].trust.user = UserKey(u);
+      // Certificates are checked at simulated time (they are issued at
+      // kEpochMs, valid for a year: far longer than a run), not the
+      // machine's, so a seed runs the same on any date.
+      users_[u].trust.now_ms = kEpochMs;
       if (u == kStranger) continue;
       for (int f = 0; f < kStranger; ++f) {
         if (f != u) users_[u].trust.friends.push_back(auth::FriendEntry{UserKey(f), kUserNames[f], 0});
