@@ -764,6 +764,13 @@ std::optional<PublicKey> StoreAccess::OwnerOf(std::string_view ks) const {
   return policy->owner;
 }
 
+std::vector<PolicyModeSwitch> StoreAccess::ModesOf(std::string_view ks) const {
+  std::shared_ptr<const Snapshot> s = Current();
+  auto it = s->policies.find(ks);
+  if (it == s->policies.end()) return {};
+  return it->second.modes;
+}
+
 std::vector<std::pair<std::string, std::vector<PolicyModeSwitch>>> StoreAccess::PolicyModes()
     const {
   std::shared_ptr<const Snapshot> s = Current();

@@ -189,6 +189,9 @@ class StoreAccess final : public Access {
   // The policy of `ks`, if it has a valid one.
   std::optional<Policy> PolicyOf(std::string_view ks) const;
   std::optional<PublicKey> OwnerOf(std::string_view ks) const override;
+  // The mode switches `ks`'s policy carries (empty: none, or no policy).
+  // Cheaper than PolicyOf: asked for every merged record (the barrier).
+  std::vector<PolicyModeSwitch> ModesOf(std::string_view ks) const;
   // Every keyspace whose policy carries mode switches, with them, in name
   // order.
   std::vector<std::pair<std::string, std::vector<PolicyModeSwitch>>> PolicyModes() const;

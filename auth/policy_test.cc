@@ -616,6 +616,8 @@ TEST_F(PolicyTest, SetPolicyModesAndPolicySetKeepsThem) {
   ASSERT_THAT(SetPolicyModes(id, *jane->store, "jane.blog", on, kT + 1), IsOk());
   EXPECT_EQ(GetPolicy(*jane->store, "jane.blog")->modes, on);
   EXPECT_EQ(jane->access->PolicyOf("jane.blog")->modes, on);
+  EXPECT_EQ(jane->access->ModesOf("jane.blog"), on);
+  EXPECT_TRUE(jane->access->ModesOf("jane.other").empty());
   EXPECT_THAT(jane->access->PolicyModes(), SizeIs(1));
   // A bad history is refused and nothing written.
   EXPECT_THAT(SetPolicyModes(id, *jane->store, "jane.blog", {{false, V(5)}}, kT),

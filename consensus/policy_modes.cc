@@ -33,9 +33,9 @@ AuthPolicyModes::AuthPolicyModes(const auth::StoreAccess* access,
 
 std::optional<std::vector<ModeSwitch>> AuthPolicyModes::ModesOf(
     std::string_view keyspace) const {
-  std::optional<auth::Policy> policy = access_->PolicyOf(keyspace);
-  if (!policy.has_value() || policy->modes.empty()) return std::nullopt;
-  return FromPolicy(policy->modes);
+  const std::vector<auth::PolicyModeSwitch> modes = access_->ModesOf(keyspace);
+  if (modes.empty()) return std::nullopt;
+  return FromPolicy(modes);
 }
 
 std::vector<std::pair<std::string, std::vector<ModeSwitch>>> AuthPolicyModes::All() const {
