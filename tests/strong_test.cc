@@ -138,6 +138,8 @@ TEST_F(StrongTest, ThreeReplicasIncrementOneCounterByCas) {
       get.client = id;
       absl::StatusOr<rpc::StrongReadResult> read = client->GetStrong("counters", "n", false);
       if (!read.ok() || !read->record.has_value()) {
+        ADD_FAILURE() << "replica " << id << " read: "
+                      << (read.ok() ? std::string("absent") : read.status().ToString());
         failures++;
         return;
       }
@@ -157,6 +159,7 @@ TEST_F(StrongTest, ThreeReplicasIncrementOneCounterByCas) {
       } else if (w.status().code() == absl::StatusCode::kFailedPrecondition) {
         cas.ok = false;
       } else {
+        ADD_FAILURE() << "replica " << id << " compare-and-set: " << w.status();
         failures++;
         return;
       }
