@@ -10,6 +10,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "auth/certificate.h"
 #include "auth/ids.h"
 #include "common/macros.h"
@@ -176,6 +177,17 @@ std::string PolicyBody(const Policy& p) {
   body.push_back(static_cast<char>(p.writers.size()));
   for (const Who& w : p.writers) PutWho(body, w);
   PutRemovals(body, p.removed_writers);
+  // The mode history, only when there is one (so a policy without it keeps
+  // the bytes older peerkv wrote and reads): count, then per switch the
+  // mode (1 lww, 2 strong), the version's hlc and origin.
+  if (!p.modes.empty()) {
+    body.push_back(static_cast<char>(p.modes.size()));
+    for (const PolicyModeSwitch& m : p.modes) {
+      body.push_back(static_cast<char>(m.strong ? 2 : 1));
+      PutU64(body, m.since.hlc);
+      PutU64(body, m.since.origin);
+    }
+  }
   return body;
 }
 
@@ -294,8 +306,80 @@ std::string GroupKey(const PublicKey& owner, std::string_view name) {
   return Cat({UserId(owner), "/", name});
 }
 
+std::string FormatPolicyModes(const std::vector<PolicyModeSwitch>& modes) {
+  std::vector<std::string> parts;
+  for (const PolicyModeSwitch& m : modes) {
+    parts.push_back(Cat({m.strong ? "strong@" : "lww@", m.since.ToString()}));
+  }
+  return absl::StrJoin(parts, ";");
+}
+
+absl::Status ValidatePolicyModes(const std::vector<PolicyModeSwitch>& modes,
+                                 std::string_view what) {
+  if (modes.size() > kMaxPolicyModeSwitches) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s lists %d mode switches; the limit is %d", what, modes.size(),
+        kMaxPolicyModeSwitches));
+  }
+  for (size_t i = 0; i < modes.size(); ++i) {
+    if (modes[i].since == Version{}) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: mode switch %d has version 0; a switch has its commit's version", what, i + 1));
+    }
+    if (i == 0 && !modes[i].strong) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: the first mode switch must be to strong (every keyspace starts lww)", what));
+    }
+    if (i > 0 && modes[i].strong == modes[i - 1].strong) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: mode switch %d is to %s again; switches alternate strong and lww", what, i + 1,
+          modes[i].strong ? "strong" : "lww"));
+    }
+    if (i > 0 && !(modes[i - 1].since < modes[i].since)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: mode switch %d at %s is not after switch %d at %s; versions must ascend", what,
+          i + 1, modes[i].since.ToString(), i, modes[i - 1].since.ToString()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<PolicyModeSwitch>> ParsePolicyModes(std::string_view text,
+                                                               std::string_view what) {
+  std::vector<PolicyModeSwitch> modes;
+  if (text.empty()) return modes;
+  const std::vector<std::string> parts =
+      absl::StrSplit(absl::string_view(text.data(), text.size()), ';');
+  if (parts.size() > kMaxPolicyModeSwitches) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s lists %d mode switches; the limit is %d", what, parts.size(),
+        kMaxPolicyModeSwitches));
+  }
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const std::string_view part = parts[i];  // std's (absl's is a different type here)
+    const size_t at = part.find('@');
+    if (at == std::string_view::npos) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: mode switch %d '%s' is not MODE@VERSION (strong@V or lww@V)", what, i + 1,
+          part.substr(0, 80)));
+    }
+    const std::string_view mode = part.substr(0, at);
+    if (mode != "strong" && mode != "lww") {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: mode switch %d has mode '%s'; give strong or lww", what, i + 1,
+          mode.substr(0, 80)));
+    }
+    const std::string field = absl::StrFormat("%s: mode switch %d's version", what, i + 1);
+    PEERKV_ASSIGN_OR_RETURN(const Version since, ParseVersion(part.substr(at + 1), field));
+    modes.push_back(PolicyModeSwitch{mode == "strong", since});
+  }
+  PEERKV_RETURN_IF_ERROR(ValidatePolicyModes(modes, what));
+  return modes;
+}
+
 absl::Status ValidatePolicy(std::string_view keyspace, const Policy& policy) {
   const std::string what = PolicyWhat(keyspace);
+  PEERKV_RETURN_IF_ERROR(ValidatePolicyModes(policy.modes, what));
   PEERKV_RETURN_IF_ERROR(CheckEntries(policy.readers, "reader", what));
   PEERKV_RETURN_IF_ERROR(CheckEntries(policy.writers, "writer", what));
   if (policy.removed_writers.size() > kMaxRemovals) {
@@ -370,6 +454,26 @@ absl::StatusOr<Policy> DecodePolicyRecord(std::string_view keyspace, std::string
     }
   }
   PEERKV_ASSIGN_OR_RETURN(p.removed_writers, TakeRemovals(r, what));
+  if (r.offset() < opened.body.size()) {
+    PEERKV_ASSIGN_OR_RETURN(const uint8_t n, r.Byte("mode switch count"));
+    if (n == 0 || n > kMaxPolicyModeSwitches) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s lists %d mode switches; a history present holds 1 to %d", what, n,
+          kMaxPolicyModeSwitches));
+    }
+    for (int i = 0; i < n; ++i) {
+      PEERKV_ASSIGN_OR_RETURN(const uint8_t mode, r.Byte("mode"));
+      if (mode != 1 && mode != 2) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "%s has a mode switch of kind %d; kinds are 1 lww, 2 strong", what, mode));
+      }
+      PolicyModeSwitch m;
+      m.strong = mode == 2;
+      PEERKV_ASSIGN_OR_RETURN(m.since.hlc, r.U64("mode switch clock"));
+      PEERKV_ASSIGN_OR_RETURN(m.since.origin, r.U64("mode switch origin"));
+      p.modes.push_back(m);
+    }
+  }
   PEERKV_RETURN_IF_ERROR(r.Done());
   PEERKV_RETURN_IF_ERROR(ValidatePolicy(keyspace, p));
   return p;
@@ -660,6 +764,23 @@ std::optional<PublicKey> StoreAccess::OwnerOf(std::string_view ks) const {
   return policy->owner;
 }
 
+std::vector<PolicyModeSwitch> StoreAccess::ModesOf(std::string_view ks) const {
+  std::shared_ptr<const Snapshot> s = Current();
+  auto it = s->policies.find(ks);
+  if (it == s->policies.end()) return {};
+  return it->second.modes;
+}
+
+std::vector<std::pair<std::string, std::vector<PolicyModeSwitch>>> StoreAccess::PolicyModes()
+    const {
+  std::shared_ptr<const Snapshot> s = Current();
+  std::vector<std::pair<std::string, std::vector<PolicyModeSwitch>>> out;
+  for (const auto& [ks, policy] : s->policies) {
+    if (!policy.modes.empty()) out.emplace_back(ks, policy.modes);
+  }
+  return out;
+}
+
 bool StoreAccess::IsMember(const PublicKey& owner, std::string_view name,
                            const PublicKey& user) const {
   std::shared_ptr<const Snapshot> s = Current();
@@ -906,6 +1027,8 @@ absl::Status SetPolicy(const Identity& identity, Store& store, std::string_view 
           ks, UserId(old->owner)));
     }
     if (old.ok()) {
+      // The mode is not `policy set`'s to change (`keyspace mode` is).
+      p.modes = old->modes;
       // Writers named directly before and not now: removed at this clock.
       p.removed_writers = old->removed_writers;
       for (const Who& w : old->writers) {
@@ -922,6 +1045,32 @@ absl::Status SetPolicy(const Identity& identity, Store& store, std::string_view 
       }
     }
   }
+  std::vector<Mutation> batch;
+  batch.push_back(Mutation{kPoliciesKeyspace, std::string(ks),
+                           EncodePolicyRecord(*identity.user_key(), ks, p)});
+  return store.WriteReserved(std::move(batch)).status();
+}
+
+absl::Status SetPolicyModes(const Identity& identity, Store& store, std::string_view ks,
+                            const std::vector<PolicyModeSwitch>& modes, int64_t now_ms) {
+  PEERKV_RETURN_IF_ERROR(ValidateKeyspace(ks));
+  PEERKV_RETURN_IF_ERROR(ValidatePolicyModes(modes, PolicyWhat(ks)));
+  PEERKV_ASSIGN_OR_RETURN(std::optional<Record> existing, store.Get(kPoliciesKeyspace, ks));
+  if (!existing.has_value() || existing->deleted) {
+    return absl::NotFoundError(
+        absl::StrFormat("keyspace '%s' has no policy to carry its mode", ks));
+  }
+  PEERKV_ASSIGN_OR_RETURN(Policy p, DecodePolicyRecord(ks, existing->value));
+  if (p.owner != identity.user()) {
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "keyspace '%s' is owned by user %s (its policy is signed by that user): only its "
+        "owner may switch its mode",
+        ks, UserId(p.owner)));
+  }
+  if (p.modes == modes) return absl::OkStatus();
+  PEERKV_RETURN_IF_ERROR(RequireOwnerKey(identity, "switch the mode of a keyspace with a policy"));
+  p.modes = modes;
+  p.time_ms = now_ms;
   std::vector<Mutation> batch;
   batch.push_back(Mutation{kPoliciesKeyspace, std::string(ks),
                            EncodePolicyRecord(*identity.user_key(), ks, p)});

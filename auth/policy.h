@@ -18,6 +18,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <map>
@@ -28,6 +29,7 @@
 #include "auth/identity.h"
 #include "auth/keys.h"
 #include "store/store.h"
+#include "store/version.h"
 
 namespace peerkv::auth {
 
@@ -77,6 +79,29 @@ struct Removal {
 // Removals a record remembers (the latest per user, newest kept).
 inline constexpr size_t kMaxRemovals = 64;
 
+// One switch of the governed keyspace's mode (README "Strong keyspaces"):
+// to strong or back to lww, by the consensus commit at `since`.
+struct PolicyModeSwitch {
+  bool strong = false;
+  Version since;
+  friend bool operator==(const PolicyModeSwitch&, const PolicyModeSwitch&) = default;
+};
+// A policy carries at most this many switches (consensus/ allows as many).
+inline constexpr size_t kMaxPolicyModeSwitches = 64;
+
+// The mode history's text form: "strong@V1;lww@V2;..." (V as
+// Version::ToString prints it), oldest first; "" is no history.
+std::string FormatPolicyModes(const std::vector<PolicyModeSwitch>& modes);
+// InvalidArgument naming `what` and the rule for anything FormatPolicyModes
+// would not print, or a history ValidatePolicyModes refuses.
+absl::StatusOr<std::vector<PolicyModeSwitch>> ParsePolicyModes(std::string_view text,
+                                                               std::string_view what);
+// The rules of a mode history: at most kMaxPolicyModeSwitches, the first
+// switch to strong, then alternating, in strictly ascending versions, none
+// of them 0. InvalidArgument naming `what` and the rule.
+absl::Status ValidatePolicyModes(const std::vector<PolicyModeSwitch>& modes,
+                                 std::string_view what);
+
 struct Policy {
   PublicKey owner;  // the signer
   std::vector<Who> readers;
@@ -84,6 +109,12 @@ struct Policy {
   int64_t time_ms = 0;  // when it was set (shown by policy get)
   // Users named directly as writers by an earlier policy and not now.
   std::vector<Removal> removed_writers;
+  // The governed keyspace's mode switches (README "Strong keyspaces"),
+  // oldest first. Empty: the policy says nothing of the mode (a policy
+  // from before modes moved here, or a keyspace never switched), and the
+  // mode record in peerkv.modes decides. Encoded only when not empty, so
+  // such policies keep their old bytes.
+  std::vector<PolicyModeSwitch> modes;
 };
 
 // A member of a group: a user, or (`group` non-empty) another group of the
@@ -158,6 +189,12 @@ class StoreAccess final : public Access {
   // The policy of `ks`, if it has a valid one.
   std::optional<Policy> PolicyOf(std::string_view ks) const;
   std::optional<PublicKey> OwnerOf(std::string_view ks) const override;
+  // The mode switches `ks`'s policy carries (empty: none, or no policy).
+  // Cheaper than PolicyOf: asked for every merged record (the barrier).
+  std::vector<PolicyModeSwitch> ModesOf(std::string_view ks) const;
+  // Every keyspace whose policy carries mode switches, with them, in name
+  // order.
+  std::vector<std::pair<std::string, std::vector<PolicyModeSwitch>>> PolicyModes() const;
   // Whether `user` is in group `name` of `owner` (through nested groups, at
   // most kMaxGroupDepth deep; a cycle is "not a member").
   bool IsMember(const PublicKey& owner, std::string_view name, const PublicKey& user) const;
@@ -215,6 +252,14 @@ absl::Status SetPolicy(const Identity& identity, Store& store, std::string_view 
                        std::vector<Who> readers, std::vector<Who> writers, int64_t now_ms);
 // NotFound if `ks` has no policy (it is private to its owner's devices).
 absl::StatusOr<Policy> GetPolicy(Store& store, std::string_view ks);
+// Rewrites `ks`'s policy with mode history `modes` (readers and writers as
+// they are), signed by `identity`'s user key: how `keyspace mode` publishes
+// a committed switch. NotFound if `ks` has no policy; PermissionDenied
+// naming the owner if another user's policy owns it; FailedPrecondition
+// without the user key; InvalidArgument for a history ValidatePolicyModes
+// refuses. OK without writing if the policy carries `modes` already.
+absl::Status SetPolicyModes(const Identity& identity, Store& store, std::string_view ks,
+                            const std::vector<PolicyModeSwitch>& modes, int64_t now_ms);
 // AlreadyExists if the group exists.
 absl::Status CreateGroup(const Identity& identity, Store& store, std::string_view name,
                          int64_t now_ms);

@@ -3,6 +3,7 @@
 // StoreAccess's answers and their refresh when a record changes.
 #include "auth/policy.h"
 
+#include "auth/certificate.h"
 #include "auth/ids.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
@@ -505,6 +506,134 @@ TEST_F(PolicyTest, AddingAMemberWritesAgainThePoliciesAndGroupsItMayNowRead) {
   // Unchanged but for the version: the same readers.
   EXPECT_TRUE(jane->access->MayRead(Principal{jo->identity->user(), false}, "jane.blog"));
   EXPECT_FALSE(jane->access->MayRead(Principal{jo->identity->user(), false}, "jane.other"));
+}
+
+// The mode history a policy carries (README "Strong keyspaces"): its text
+// form, its rules, its bytes, and that `policy set` keeps it.
+Version V(uint64_t hlc) { return Version{hlc, 0x5354524f4e47ffffULL}; }
+
+TEST_F(PolicyTest, ModeHistoryTextAndRules) {
+  const std::vector<PolicyModeSwitch> two = {{true, V(10)}, {false, V(20)}};
+  const std::string text = FormatPolicyModes(two);
+  EXPECT_EQ(text, "strong@" + V(10).ToString() + ";lww@" + V(20).ToString());
+  absl::StatusOr<std::vector<PolicyModeSwitch>> back = ParsePolicyModes(text, "modes");
+  ASSERT_THAT(back, IsOk());
+  EXPECT_EQ(*back, two);
+  absl::StatusOr<std::vector<PolicyModeSwitch>> none = ParsePolicyModes("", "modes");
+  ASSERT_THAT(none, IsOk());
+  EXPECT_TRUE(none->empty());
+
+  // Malformed text: each refused naming what is wrong.
+  EXPECT_THAT(ParsePolicyModes("strong", "modes"),
+              StatusIs(StatusCode::kInvalidArgument, "is not MODE@VERSION"));
+  EXPECT_THAT(ParsePolicyModes("fast@" + V(1).ToString(), "modes"),
+              StatusIs(StatusCode::kInvalidArgument, "has mode 'fast'; give strong or lww"));
+  EXPECT_THAT(ParsePolicyModes("strong@yesterday", "modes"),
+              StatusIs(StatusCode::kInvalidArgument, "mode switch 1's version"));
+  EXPECT_THAT(ParsePolicyModes("strong@" + V(1).ToString() + ";", "modes"),
+              StatusIs(StatusCode::kInvalidArgument, "mode switch 2 '' is not MODE@VERSION"));
+  // The rules: first to strong, alternating, ascending, not 0, at most 64.
+  EXPECT_THAT(ParsePolicyModes("lww@" + V(1).ToString(), "modes"),
+              StatusIs(StatusCode::kInvalidArgument, "the first mode switch must be to strong"));
+  EXPECT_THAT(ParsePolicyModes(FormatPolicyModes({{true, V(1)}, {true, V(2)}}), "modes"),
+              StatusIs(StatusCode::kInvalidArgument, "switches alternate"));
+  EXPECT_THAT(ParsePolicyModes(FormatPolicyModes({{true, V(2)}, {false, V(2)}}), "modes"),
+              StatusIs(StatusCode::kInvalidArgument, "versions must ascend"));
+  EXPECT_THAT(ValidatePolicyModes({{true, Version{}}}, "modes"),
+              StatusIs(StatusCode::kInvalidArgument, "version 0"));
+  std::vector<PolicyModeSwitch> many;
+  for (size_t i = 0; i <= kMaxPolicyModeSwitches; ++i) many.push_back({i % 2 == 0, V(i + 1)});
+  EXPECT_THAT(ValidatePolicyModes(many, "modes"),
+              StatusIs(StatusCode::kInvalidArgument, "65 mode switches; the limit is 64"));
+  EXPECT_THAT(ParsePolicyModes(FormatPolicyModes(many), "modes"),
+              StatusIs(StatusCode::kInvalidArgument, "the limit is 64"));
+  many.pop_back();
+  absl::StatusOr<std::vector<PolicyModeSwitch>> limit = ParsePolicyModes(FormatPolicyModes(many), "modes");
+  ASSERT_THAT(limit, IsOk());
+  EXPECT_THAT(*limit, SizeIs(64));
+}
+
+TEST_F(PolicyTest, ModeHistoryInThePolicyRecord) {
+  std::unique_ptr<SigningKey> jane = SigningKey::Generate();
+  Policy p;
+  p.owner = jane->public_key();
+  p.readers = {PublicWho()};
+  p.time_ms = kT;
+  const std::string without = EncodePolicyRecord(*jane, "jane.blog", p);
+  p.modes = {{true, V(10)}, {false, V(20)}, {true, V(30)}};
+  const std::string with = EncodePolicyRecord(*jane, "jane.blog", p);
+  // A policy without switches keeps the bytes older peerkv writes and reads.
+  EXPECT_EQ(with.size(), without.size() + 1 + 3 * 17);
+  absl::StatusOr<Policy> back = DecodePolicyRecord("jane.blog", with);
+  ASSERT_THAT(back, IsOk());
+  EXPECT_EQ(back->modes, p.modes);
+  EXPECT_EQ(back->readers, p.readers);
+  absl::StatusOr<Policy> old = DecodePolicyRecord("jane.blog", without);
+  ASSERT_THAT(old, IsOk());
+  EXPECT_TRUE(old->modes.empty());
+
+  // A signed body whose history breaks the rules is refused as malformed.
+  // (Encode REQUIRES a valid policy, so the bad bytes are made by hand:
+  // the same body, a switch's kind changed, signed again.)
+  auto resigned = [&](std::string_view value, size_t body_offset, char byte) {
+    const uint32_t len = (static_cast<uint8_t>(value[32]) << 24) |
+                         (static_cast<uint8_t>(value[33]) << 16) |
+                         (static_cast<uint8_t>(value[34]) << 8) | static_cast<uint8_t>(value[35]);
+    std::string body(value.substr(36, len));
+    body[body_offset] = byte;
+    std::string message("peerkv policy v1\0", 17);
+    PutU32(message, 9);
+    message.append("jane.blog");
+    message.append(body);
+    std::string out(value.substr(0, 36));
+    out.append(body);
+    out.append(jane->Sign(message));
+    return std::make_pair(out, body.size());  // .second: for the reader
+  };
+  const size_t body_size = with.size() - 36 - kSignatureBytes;
+  const size_t last_kind = body_size - 17;
+  EXPECT_THAT(DecodePolicyRecord("jane.blog", resigned(with, last_kind, 1).first),
+              StatusIs(StatusCode::kInvalidArgument, "switches alternate"));
+  EXPECT_THAT(DecodePolicyRecord("jane.blog", resigned(with, last_kind, 7).first),
+              StatusIs(StatusCode::kInvalidArgument, "kinds are 1 lww, 2 strong"));
+  const size_t count = body_size - 3 * 17 - 1;
+  EXPECT_THAT(DecodePolicyRecord("jane.blog", resigned(with, count, 0).first),
+              StatusIs(StatusCode::kInvalidArgument, "1 to 64"));
+  // Truncated inside the history.
+  EXPECT_THAT(DecodePolicyRecord("jane.blog", with.substr(0, with.size() - 1)),
+              StatusIs(StatusCode::kInvalidArgument));
+}
+
+TEST_F(PolicyTest, SetPolicyModesAndPolicySetKeepsThem) {
+  std::unique_ptr<Device> jane = MakeUser("jane");
+  std::unique_ptr<Device> jo = MakeUser("josephine");
+  const Identity& id = *jane->identity;
+  const std::vector<PolicyModeSwitch> on = {{true, V(10)}};
+  // No policy: nothing to carry the mode.
+  EXPECT_THAT(SetPolicyModes(id, *jane->store, "jane.blog", on, kT),
+              StatusIs(StatusCode::kNotFound, "has no policy"));
+  ASSERT_THAT(SetPolicy(id, *jane->store, "jane.blog", {PublicWho()}, {}, kT), IsOk());
+  ASSERT_THAT(SetPolicyModes(id, *jane->store, "jane.blog", on, kT + 1), IsOk());
+  EXPECT_EQ(GetPolicy(*jane->store, "jane.blog")->modes, on);
+  EXPECT_EQ(jane->access->PolicyOf("jane.blog")->modes, on);
+  EXPECT_EQ(jane->access->ModesOf("jane.blog"), on);
+  EXPECT_TRUE(jane->access->ModesOf("jane.other").empty());
+  EXPECT_THAT(jane->access->PolicyModes(), SizeIs(1));
+  // A bad history is refused and nothing written.
+  EXPECT_THAT(SetPolicyModes(id, *jane->store, "jane.blog", {{false, V(5)}}, kT),
+              StatusIs(StatusCode::kInvalidArgument, "the first mode switch must be to strong"));
+  EXPECT_EQ(GetPolicy(*jane->store, "jane.blog")->modes, on);
+  // `policy set` replaces readers and writers, not the mode.
+  ASSERT_THAT(SetPolicy(id, *jane->store, "jane.blog", {}, {PublicWho()}, kT + 2), IsOk());
+  EXPECT_EQ(GetPolicy(*jane->store, "jane.blog")->modes, on);
+  // Josephine holds Jane's policy: she may not rewrite its mode.
+  Sync(*jane->store, *jo->store);
+  const Record before = PolicyRecord(*jo->store, "jane.blog");
+  EXPECT_THAT(SetPolicyModes(*jo->identity, *jo->store, "jane.blog", {{true, V(10)}, {false, V(11)}}, kT),
+              StatusIs(StatusCode::kPermissionDenied,
+                       "is owned by user " + UserId(id.user())));
+  EXPECT_EQ(PolicyRecord(*jo->store, "jane.blog"), before);
+  EXPECT_EQ(jo->access->PolicyOf("jane.blog")->modes, on);
 }
 
 TEST_F(PolicyTest, NeedsUserKey) {

@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "auth/policy.h"
 #include "cli/backend.h"
 #include "consensus/strong_keyspaces.h"
 #include "store/store.h"
@@ -58,8 +59,15 @@ class EmbeddedBackend : public Backend {
  private:
   // An lww write here would be refused by every replica (the barrier) and
   // would not be linearizable: a strong keyspace is written through a server.
+  // The mode as a server would take it: from the keyspace's policy if it
+  // carries switches, else from peerkv.modes.
   absl::Status RefuseStrong(std::string_view keyspace) const {
-    if (modes_->ModeOf(keyspace) != consensus::Mode::kStrong) return absl::OkStatus();
+    bool strong = modes_->ModeOf(keyspace) == consensus::Mode::kStrong;
+    if (absl::StatusOr<auth::Policy> policy = auth::GetPolicy(*store_, keyspace);
+        policy.ok() && !policy->modes.empty()) {
+      strong = policy->modes.back().strong;
+    }
+    if (!strong) return absl::OkStatus();
     return absl::FailedPreconditionError(absl::StrCat(
         "keyspace '", std::string(keyspace),
         "' is strong: its writes go through a server's consensus service (run "

@@ -181,6 +181,8 @@ int RunPolicy(const Context& c) {
   std::printf("keyspace %s\nowner %s\nread %s\nwrite %s\nset %s\n", ks.c_str(),
               auth::UserId(p->owner).c_str(), WhoList(p->readers).c_str(),
               WhoList(p->writers).c_str(), FormatMs(p->time_ms).c_str());
+  // Only for a keyspace ever switched (README "Strong keyspaces").
+  if (!p->modes.empty()) std::printf("mode %s\n", auth::FormatPolicyModes(p->modes).c_str());
   return kExitOk;
 }
 

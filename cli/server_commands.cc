@@ -18,6 +18,7 @@
 #include "cli/text.h"
 #include "common/log.h"
 #include "consensus/etcd/etcd_consensus_log.h"
+#include "consensus/policy_modes.h"
 #include "consensus/strong_keyspaces.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -252,6 +253,14 @@ int RunServe(const Context& c) {
   if (absl::Status loaded = modes.Load(**store); !loaded.ok()) {
     return Fail(c.command, loaded);
   }
+  // A keyspace with a policy takes its mode from the policy (signed by its
+  // owner); unset before the access detaches, on every return below.
+  consensus::AuthPolicyModes policy_modes(access.get(), identity->identity.get(), store->get());
+  modes.SetPolicyModes(&policy_modes);
+  struct UnsetPolicyModes {
+    consensus::ModeTable* modes;
+    ~UnsetPolicyModes() { modes->SetPolicyModes(nullptr); }
+  } unset_policy_modes{&modes};
   consensus::StrongOptions strong_options;
   strong_options.position_file = store_options.dir + "/consensus-position";
   strong_options.log = [](const std::string& line) { LogLine(line); };

@@ -164,10 +164,9 @@ absl::Status ModeTable::CheckMerge(const Record& record) {
     return Observe(record);
   }
   if (record.version.origin == kStrongOrigin) return absl::OkStatus();
+  const std::vector<ModeSwitch> history = Effective(record.keyspace);
+  if (history.empty()) return absl::OkStatus();
   absl::MutexLock lock(&mu_);
-  auto it = modes_.find(record.keyspace);
-  if (it == modes_.end()) return absl::OkStatus();
-  const std::vector<ModeSwitch>& history = it->second.history;
   for (size_t i = 0; i < history.size(); ++i) {
     if (history[i].mode != Mode::kStrong) continue;
     const bool after = record.version >= history[i].since;
@@ -212,28 +211,42 @@ absl::Status ModeTable::Load(const Store& store) {
   }
 }
 
-Mode ModeTable::ModeOf(std::string_view keyspace) const {
-  absl::MutexLock lock(&mu_);
-  auto it = modes_.find(keyspace);
-  if (it == modes_.end() || it->second.history.empty()) return Mode::kLww;
-  return it->second.history.back().mode;
-}
-
-std::vector<ModeSwitch> ModeTable::History(std::string_view keyspace) const {
+std::vector<ModeSwitch> ModeTable::Effective(std::string_view keyspace) const {
+  if (const PolicyModes* policies = policy_modes_.load()) {
+    std::optional<std::vector<ModeSwitch>> from_policy = policies->ModesOf(keyspace);
+    if (from_policy.has_value()) return std::move(*from_policy);
+  }
   absl::MutexLock lock(&mu_);
   auto it = modes_.find(keyspace);
   if (it == modes_.end()) return {};
   return it->second.history;
 }
 
+Mode ModeTable::ModeOf(std::string_view keyspace) const {
+  const std::vector<ModeSwitch> history = Effective(keyspace);
+  return history.empty() ? Mode::kLww : history.back().mode;
+}
+
+std::vector<ModeSwitch> ModeTable::History(std::string_view keyspace) const {
+  return Effective(keyspace);
+}
+
 std::vector<KeyspaceMode> ModeTable::List() const {
-  absl::MutexLock lock(&mu_);
+  std::map<std::string, std::vector<ModeSwitch>> all;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [keyspace, entry] : modes_) all[keyspace] = entry.history;
+  }
+  // A policy's switches replace the mode record's (and name keyspaces a
+  // replica without peerkv.modes, a friend's, knows only from policies).
+  if (const PolicyModes* policies = policy_modes_.load()) {
+    for (auto& [keyspace, history] : policies->All()) all[keyspace] = std::move(history);
+  }
   std::vector<KeyspaceMode> out;
-  for (const auto& [keyspace, entry] : modes_) {
-    if (entry.history.empty()) continue;
-    out.push_back(KeyspaceMode{keyspace, entry.history.back().mode,
-                               entry.history.back().since,
-                               static_cast<uint32_t>(entry.history.size())});
+  for (const auto& [keyspace, history] : all) {
+    if (history.empty()) continue;
+    out.push_back(KeyspaceMode{keyspace, history.back().mode, history.back().since,
+                               static_cast<uint32_t>(history.size())});
   }
   return out;
 }
@@ -487,11 +500,30 @@ absl::StatusOr<Version> StrongKeyspaces::SetMode(std::string_view keyspace,
         "system's own); its mode cannot change",
         keyspace, kReservedPrefix));
   }
+  PolicyModes* const policies = modes_->policy_modes();
+  // The owner rule first: a non-owner's switch writes nothing anywhere.
+  if (policies != nullptr) {
+    if (absl::Status may = policies->MaySwitch(keyspace); !may.ok()) return may;
+  }
   if (log_ == nullptr) return Unreachable(absl::OkStatus());
   const absl::Time deadline = absl::Now() + options_.timeout;
   absl::StatusOr<std::optional<Committed>> committed =
       log_->Read(kModesKeyspace, keyspace, options_.timeout);
   if (!committed.ok()) return Unreachable(committed.status());
+  // The committed history into the keyspace's policy, if it has one.
+  auto publish = [&](const std::vector<ModeSwitch>& done) -> absl::Status {
+    if (policies == nullptr || done.empty()) return absl::OkStatus();
+    absl::Status published = policies->Publish(keyspace, done);
+    if (published.ok()) return published;
+    return absl::Status(
+        published.code(),
+        absl::StrFormat("the switch of keyspace '%s' to %s committed in %s at %s, but its "
+                        "policy was not rewritten to carry it (replicas that take the mode "
+                        "from the policy do not see it yet; run the switch again to finish "
+                        "it): %s",
+                        keyspace, ModeName(done.back().mode), Describe(),
+                        done.back().since.ToString(), published.message()));
+  };
   std::vector<ModeSwitch> history;
   Proposal proposal;
   proposal.keyspace = std::string(kModesKeyspace);
@@ -518,6 +550,7 @@ absl::StatusOr<Version> StrongKeyspaces::SetMode(std::string_view keyspace,
   }
   const Mode current = history.empty() ? Mode::kLww : history.back().mode;
   if (current == mode) {
+    if (absl::Status published = publish(history); !published.ok()) return published;
     return history.empty() ? Version{} : history.back().since;
   }
   if (history.size() >= kMaxModeSwitches) {
@@ -537,6 +570,8 @@ absl::StatusOr<Version> StrongKeyspaces::SetMode(std::string_view keyspace,
   const Version version = result->committed.record.version;
   absl::Status applied = Apply({result->committed.record});
   if (!applied.ok()) return applied;
+  history.push_back(ModeSwitch{mode, version});
+  if (absl::Status published = publish(history); !published.ok()) return published;
   return version;
 }
 

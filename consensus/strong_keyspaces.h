@@ -98,8 +98,37 @@ struct KeyspaceMode {
   uint64_t registers = 0;
 };
 
-// What this replica knows of every keyspace's mode: the greatest mode
-// record of each, as merged. Thread-safe; the store's merge filter.
+// Where a keyspace's mode lives when it has a policy (README "Strong
+// keyspaces", "Groups and policies"): its signed, owner-only policy record
+// carries the switches, so a non-owner cannot switch it (a mode record in
+// peerkv.modes from anyone is not the mode of such a keyspace) and the
+// switches reach every replica that holds the policy, friends' included, by
+// gossip. consensus/policy_modes.h implements it over auth/'s policies;
+// this layer stays auth-free. Thread-safe.
+class PolicyModes {
+ public:
+  virtual ~PolicyModes() = default;
+  // The switches `keyspace`'s policy carries, oldest first; nullopt if it
+  // has no policy or its policy carries none (then the mode record in
+  // peerkv.modes decides: the compatibility rule).
+  virtual std::optional<std::vector<ModeSwitch>> ModesOf(std::string_view keyspace) const = 0;
+  // Every keyspace whose policy carries switches, in name order.
+  virtual std::vector<std::pair<std::string, std::vector<ModeSwitch>>> All() const = 0;
+  // OK if this replica may switch `keyspace`'s mode: it has no policy, or
+  // its policy is signed by this replica's user and this device holds the
+  // user key to re-sign it. PermissionDenied naming the owner otherwise
+  // (FailedPrecondition without the user key).
+  virtual absl::Status MaySwitch(std::string_view keyspace) const = 0;
+  // After a switch committed: writes `history` into `keyspace`'s policy
+  // (nothing if it has no policy, or carries `history` already).
+  virtual absl::Status Publish(std::string_view keyspace,
+                               const std::vector<ModeSwitch>& history) = 0;
+};
+
+// What this replica knows of every keyspace's mode: the switches its
+// policy carries (PolicyModes, when attached and the policy has them),
+// else the greatest mode record of it, as merged. Thread-safe; the store's
+// merge filter.
 class ModeTable {
  public:
   ModeTable() = default;
@@ -107,6 +136,11 @@ class ModeTable {
   // Where the one line per keyspace about refused lww records goes. Empty:
   // stderr. Set before use.
   void SetLog(std::function<void(const std::string&)> log);
+  // Where policies' modes come from (borrowed; nullptr: none, every mode
+  // from peerkv.modes). May be set once the store is open, before strong
+  // writes; must outlive the table's use.
+  void SetPolicyModes(PolicyModes* policy_modes) { policy_modes_.store(policy_modes); }
+  PolicyModes* policy_modes() const { return policy_modes_.load(); }
 
   // The barrier (see the file comment). Also takes note of mode records
   // (their greater version wins, as in the store). OK: merge the record.
@@ -147,12 +181,15 @@ class ModeTable {
     std::vector<ModeSwitch> history;
   };
   absl::Status Observe(const Record& record);
+  // The switches that decide `keyspace`'s mode (see the class comment).
+  std::vector<ModeSwitch> Effective(std::string_view keyspace) const;
 
   mutable absl::Mutex mu_;
   std::map<std::string, Entry, std::less<>> modes_ ABSL_GUARDED_BY(mu_);
   std::set<std::string, std::less<>> logged_ ABSL_GUARDED_BY(mu_);
   std::function<void(const std::string&)> log_;
   std::atomic<uint64_t> refused_{0};
+  std::atomic<PolicyModes*> policy_modes_{nullptr};
 };
 
 struct StrongOptions {
@@ -241,7 +278,12 @@ class StrongKeyspaces {
 
   // Switches `keyspace` to `mode` through the log (compare-and-set on its
   // mode record); returns the switch's version (the current one if the
-  // mode already is `mode`). Reserved keyspaces are refused.
+  // mode already is `mode`). Reserved keyspaces are refused. With policies
+  // (ModeTable::SetPolicyModes): first PolicyModes::MaySwitch (a non-owner
+  // is refused before anything is written), then, once committed, the
+  // log's history is published into the policy (also when the mode already
+  // is `mode` and the policy lags: a switch interrupted between the commit
+  // and the policy is finished by running it again).
   absl::StatusOr<Version> SetMode(std::string_view keyspace, Mode mode);
 
   // Every keyspace of the store and every keyspace with a mode record.

@@ -703,6 +703,8 @@ absl::StatusOr<auth::Policy> Client::GetPolicy(std::string_view keyspace) {
           PEERKV_ASSIGN_OR_RETURN(out.readers, WhoFromWire(p.getReaders()));
           PEERKV_ASSIGN_OR_RETURN(out.writers, WhoFromWire(p.getWriters()));
           out.time_ms = p.getTimeMs();
+          PEERKV_ASSIGN_OR_RETURN(out.modes,
+                                  auth::ParsePolicyModes(ToString(p.getModes()), "server's modes"));
           return out;
         });
       });

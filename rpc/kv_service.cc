@@ -804,6 +804,8 @@ class KvImpl final : public wire::Kv::Server {
     WhoToWire(policy->readers, out.initReaders(policy->readers.size()));
     WhoToWire(policy->writers, out.initWriters(policy->writers.size()));
     out.setTimeMs(policy->time_ms);
+    const std::string modes = auth::FormatPolicyModes(policy->modes);
+    out.setModes(AsText(modes));
     return kj::READY_NOW;
   }
 

@@ -389,6 +389,7 @@ struct PolicyInfo {
   readers @1 :List(Text);
   writers @2 :List(Text);
   timeMs @3 :Int64;
+  modes @4 :Text;        # the mode switches, "strong@V1;lww@V2" (auth::FormatPolicyModes); "" none
 }
 
 struct GroupInfo {

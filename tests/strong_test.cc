@@ -15,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "auth/policy.h"
 #include "common/status_matchers.h"
 #include "consensus/strong_keyspaces.h"
 #include "gmock/gmock.h"
@@ -137,6 +138,8 @@ TEST_F(StrongTest, ThreeReplicasIncrementOneCounterByCas) {
       get.client = id;
       absl::StatusOr<rpc::StrongReadResult> read = client->GetStrong("counters", "n", false);
       if (!read.ok() || !read->record.has_value()) {
+        ADD_FAILURE() << "replica " << id << " read: "
+                      << (read.ok() ? std::string("absent") : read.status().ToString());
         failures++;
         return;
       }
@@ -156,6 +159,7 @@ TEST_F(StrongTest, ThreeReplicasIncrementOneCounterByCas) {
       } else if (w.status().code() == absl::StatusCode::kFailedPrecondition) {
         cas.ok = false;
       } else {
+        ADD_FAILURE() << "replica " << id << " compare-and-set: " << w.status();
         failures++;
         return;
       }
@@ -339,7 +343,10 @@ TEST_F(StrongTest, EtcdKilledUnderLoad) {
 
 // A replica with no etcd access gets strong records from its peer by gossip
 // and refuses strong writes (Unavailable, naming the cause) and lww writes
-// to the strong keyspace; its stale reads work.
+// to the strong keyspace; its stale reads work. The keyspace has a policy:
+// the switch, made on the replica with etcd, reaches the other in the
+// signed policy (README "Strong keyspaces": the mode and its barrier
+// version travel with the policy), and `keyspace list` there shows it.
 TEST_F(StrongTest, ReplicaWithoutEtcdGetsStrongRecordsAndRefusesStrongWrites) {
   auto a = Start("a", {});
   ASSERT_NE(a, nullptr);
@@ -347,16 +354,44 @@ TEST_F(StrongTest, ReplicaWithoutEtcdGetsStrongRecordsAndRefusesStrongWrites) {
   ASSERT_NE(b, nullptr);
   auto ca = testing::ConnectTo(*a);
   auto cb = testing::ConnectTo(*b);
-  ASSERT_THAT(ca->SetMode("users", "strong"), IsOk());
+  // The owner's devices only (no reader beyond them: no record signatures).
+  ASSERT_THAT(ca->SetPolicy("users", {}, {}), IsOk());
+  absl::StatusOr<Version> on = ca->SetMode("users", "strong");
+  ASSERT_THAT(on, IsOk());
+  absl::StatusOr<auth::Policy> here = ca->GetPolicy("users");
+  ASSERT_THAT(here, IsOk());
+  ASSERT_EQ(here->modes.size(), 1u);
+  EXPECT_TRUE(here->modes[0].strong);
+  EXPECT_EQ(here->modes[0].since, *on);
+  // The policy reaches b by gossip, carrying the switch and its version.
+  bool carried = false;
+  const auto deadline = std::chrono::steady_clock::now() + kConvergeTimeout;
+  while (!carried && std::chrono::steady_clock::now() < deadline) {
+    absl::StatusOr<auth::Policy> there = cb->GetPolicy("users");
+    carried = there.ok() && there->modes == here->modes;
+    if (!carried) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(carried) << "the policy with the mode never reached the replica without etcd";
   absl::StatusOr<Version> v = ca->WriteIf("users", "ann", "phone", IfAbsent());
   ASSERT_THAT(v, IsOk());
   EXPECT_EQ(v->origin, consensus::kStrongOrigin);
+  EXPECT_GT(*v, *on);
   ASSERT_TRUE(Holds(*b, "users", "ann", *v));
   absl::StatusOr<std::vector<rpc::KeyspaceModeInfo>> modes = cb->ListModes();
   ASSERT_THAT(modes, IsOk());
   bool strong = false;
-  for (const auto& m : *modes) strong = strong || (m.keyspace == "users" && m.strong);
+  for (const auto& m : *modes) {
+    if (m.keyspace != "users") continue;
+    strong = m.strong;
+    EXPECT_EQ(m.since, *on);
+  }
   EXPECT_TRUE(strong);
+  // A switch needs the service: refused on b (Unavailable), and the
+  // policy there unchanged.
+  EXPECT_THAT(cb->SetMode("users", "lww"), StatusIs(absl::StatusCode::kUnavailable));
+  absl::StatusOr<auth::Policy> still = cb->GetPolicy("users");
+  ASSERT_THAT(still, IsOk());
+  EXPECT_EQ(still->modes, here->modes);
   EXPECT_THAT(cb->WriteIf("users", "bob", "tablet", IfAbsent()),
               StatusIs(absl::StatusCode::kUnavailable, "no consensus service"));
   EXPECT_THAT(cb->Put("users", "bob", "tablet"),
