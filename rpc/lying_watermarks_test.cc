@@ -79,7 +79,7 @@ class LyingBack final : public wire::Replica::Server {
   LyingBack(uint64_t replica_id, uint64_t incarnation, Record record)
       : replica_id_(replica_id), incarnation_(incarnation), record_(std::move(record)) {}
   kj::Promise<void> pull(PullContext context) override {
-    ++pulls_;
+    ++*pulls_;
     auto results = context.getResults();
     results.setReplicaId(replica_id_);
     results.setIncarnation(incarnation_);
@@ -91,12 +91,14 @@ class LyingBack final : public wire::Replica::Server {
     return kj::READY_NOW;
   }
   kj::Promise<void> ping(PingContext) override { return kj::READY_NOW; }
-  int pulls() const { return pulls_; }
+  // The count of pulls answered, shared so that it outlives this object
+  // (the server drops the capability when it closes the link or forks).
+  std::shared_ptr<const int> pulls() const { return pulls_; }
 
  private:
   const uint64_t replica_id_, incarnation_;
   const Record record_;
-  int pulls_ = 0;
+  const std::shared_ptr<int> pulls_ = std::make_shared<int>(0);
 };
 
 // An hlc a day ahead of now: beyond any clock of these servers.
@@ -368,7 +370,7 @@ TEST_F(LyingWatermarksTest, AFriendsPageWithAWriteOfOurOwnIdIsRefusedNotAFork) {
   ASSERT_THAT(client_->Put("ks", "k", "v"), IsOk());
   std::unique_ptr<RawPeer> fred = FriendPeer();
   auto back = kj::heap<LyingBack>(Fred(7), 7, WriteOf(self_, Ahead()));
-  LyingBack* lying = back.get();
+  const std::shared_ptr<const int> lying_pulls = back->pulls();
   fred->OfferBack(std::move(back));
   ASSERT_THAT(fred->Hello(Fred(7), 7), IsOk());
   // The back answers on this loop: run it until the server pulled and
@@ -376,9 +378,9 @@ TEST_F(LyingWatermarksTest, AFriendsPageWithAWriteOfOurOwnIdIsRefusedNotAFork) {
   const std::string refused = "a friend's word does not fork this replica";
   for (int turns = 0; turns < 200; ++turns) {
     io_->provider->getTimer().afterDelay(50 * kj::MILLISECONDS).wait(io_->waitScope);
-    if (lying->pulls() > 0 && a_->Log().find(refused) != std::string::npos) break;
+    if (*lying_pulls > 0 && a_->Log().find(refused) != std::string::npos) break;
   }
-  EXPECT_GT(lying->pulls(), 0);
+  EXPECT_GT(*lying_pulls, 0);
   EXPECT_THAT(a_->Log(), HasSubstr(refused));
   absl::StatusOr<ServerStatus> status = client_->Status();
   ASSERT_THAT(status, IsOk());
@@ -410,13 +412,13 @@ TEST_F(LyingWatermarksTest, AFriendsPageWithAnOwnWriteSignedByOurUserForksAndIsT
                           *fred_->IssueOwnCertificate("phone", absl::ToUnixMillis(absl::Now()))};
   std::unique_ptr<RawPeer> by_fred = FriendPeer();
   auto fred_back = kj::heap<LyingBack>(Fred(6), 6, signed_by(fred_device));
-  LyingBack* fred_lying = fred_back.get();
+  const std::shared_ptr<const int> fred_lying_pulls = fred_back->pulls();
   by_fred->OfferBack(std::move(fred_back));
   ASSERT_THAT(by_fred->Hello(Fred(6), 6), IsOk());
   const std::string refused = "not by a device of this replica's user";
   for (int turns = 0; turns < 200; ++turns) {
     io_->provider->getTimer().afterDelay(50 * kj::MILLISECONDS).wait(io_->waitScope);
-    if (fred_lying->pulls() > 0 && a_->Log().find(refused) != std::string::npos) break;
+    if (*fred_lying_pulls > 0 && a_->Log().find(refused) != std::string::npos) break;
   }
   EXPECT_THAT(a_->Log(), HasSubstr(refused));
   absl::StatusOr<ServerStatus> status = client_->Status();
@@ -428,7 +430,7 @@ TEST_F(LyingWatermarksTest, AFriendsPageWithAnOwnWriteSignedByOurUserForksAndIsT
   const Record own_write = signed_by(own_identity_);
   std::unique_ptr<RawPeer> fred = FriendPeer();
   auto back = kj::heap<LyingBack>(Fred(7), 7, own_write);
-  LyingBack* lying = back.get();
+  const std::shared_ptr<const int> lying_pulls = back->pulls();
   fred->OfferBack(std::move(back));
   ASSERT_THAT(fred->Hello(Fred(7), 7), IsOk());
   // The back answers on this loop: run it until the server forked (or
@@ -436,9 +438,9 @@ TEST_F(LyingWatermarksTest, AFriendsPageWithAnOwnWriteSignedByOurUserForksAndIsT
   const std::string forked = "Forked from replica id";
   for (int turns = 0; turns < 200; ++turns) {
     io_->provider->getTimer().afterDelay(50 * kj::MILLISECONDS).wait(io_->waitScope);
-    if (lying->pulls() > 0 && a_->Log().find(forked) != std::string::npos) break;
+    if (*lying_pulls > 0 && a_->Log().find(forked) != std::string::npos) break;
   }
-  EXPECT_GT(lying->pulls(), 0);
+  EXPECT_GT(*lying_pulls, 0);
   EXPECT_THAT(a_->Log(), HasSubstr("each signed by a device of this replica's user, sent by a "
                                    "friend's device. Forked from replica id"));
   status = client_->Status();
@@ -449,14 +451,14 @@ TEST_F(LyingWatermarksTest, AFriendsPageWithAnOwnWriteSignedByOurUserForksAndIsT
   fred.reset();
   std::unique_ptr<RawPeer> again = FriendPeer();
   auto back_again = kj::heap<LyingBack>(Fred(8), 8, own_write);
-  LyingBack* lying_again = back_again.get();
+  const std::shared_ptr<const int> lying_again_pulls = back_again->pulls();
   again->OfferBack(std::move(back_again));
   ASSERT_THAT(again->Hello(Fred(8), 8), IsOk());
   absl::StatusOr<std::optional<Record>> taken;
   for (int turns = 0; turns < 200; ++turns) {
     io_->provider->getTimer().afterDelay(50 * kj::MILLISECONDS).wait(io_->waitScope);
     taken = client_->Get("ks", "forged");
-    if (lying_again->pulls() > 0 && taken.ok() && taken->has_value()) break;
+    if (*lying_again_pulls > 0 && taken.ok() && taken->has_value()) break;
   }
   ASSERT_THAT(taken, IsOk());
   ASSERT_TRUE(taken->has_value()) << a_->Log();
