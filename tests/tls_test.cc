@@ -211,19 +211,29 @@ std::optional<bool> ServerShowsDeviceCertificate(const std::string& address) {
   return out;
 }
 
+// A listening TCP socket on 127.0.0.1 at a free port; its address in
+// *address. Fails the test (and returns -1) if the socket cannot be made.
+int ListenOnLoopback(std::string* address) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::listen(fd, 16) != 0 || ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    ADD_FAILURE() << "listening on 127.0.0.1: " << std::strerror(errno);
+    if (fd >= 0) ::close(fd);
+    return -1;
+  }
+  *address = absl::StrFormat("127.0.0.1:%d", ntohs(addr.sin_port));
+  return fd;
+}
+
 // A TCP forwarder on loopback that records both directions.
 class RecordingProxy {
  public:
   explicit RecordingProxy(std::string upstream) : upstream_(std::move(upstream)) {
-    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    ::listen(listen_fd_, 16);
-    socklen_t len = sizeof(addr);
-    ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-    address_ = absl::StrFormat("127.0.0.1:%d", ntohs(addr.sin_port));
+    listen_fd_ = ListenOnLoopback(&address_);
     thread_ = std::thread([this] { Run(); });
   }
   ~RecordingProxy() {
@@ -335,15 +345,7 @@ class TlsProxy {
     SSL_CTX_set_num_tickets(server_ctx_, 0);
     SSL_CTX_set_verify(server_ctx_, SSL_VERIFY_PEER, [](int, X509_STORE_CTX*) { return 1; });
     SSL_CTX_set_verify(client_ctx_, SSL_VERIFY_NONE, nullptr);
-    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    ::listen(listen_fd_, 16);
-    socklen_t len = sizeof(addr);
-    ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-    address_ = absl::StrFormat("127.0.0.1:%d", ntohs(addr.sin_port));
+    listen_fd_ = ListenOnLoopback(&address_);
     thread_ = std::thread([this] { AcceptLoop(); });
   }
   ~TlsProxy() {
