@@ -82,6 +82,17 @@ class StoreSignatureTest : public ::testing::Test {
     options.scrub_at_open = false;
     return options;
   }
+  // Options whose record gate appends each record's source to `sources`
+  // and refuses a record whose signature is "forged".
+  StoreOptions OptionsWithRecordingGate(std::vector<MergeSource>* sources) {
+    StoreOptions options = Options();
+    options.record_gate = [sources](const Record& r, MergeSource from) -> absl::Status {
+      sources->push_back(from);
+      if (r.signature == "forged") return absl::PermissionDeniedError("forged signature");
+      return absl::OkStatus();
+    };
+    return options;
+  }
   std::unique_ptr<Store> OpenStore(StoreOptions options) {
     absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(std::move(options));
     EXPECT_THAT(store, IsOk());
@@ -161,14 +172,8 @@ TEST_F(StoreSignatureTest, LocalWritesAreSignedWithTheirAssignedVersion) {
 }
 
 TEST_F(StoreSignatureTest, MergeKeepsSignaturesAndTheGateSeesTheSource) {
-  StoreOptions options = Options();
   std::vector<MergeSource> sources;
-  options.record_gate = [&sources](const Record& r, MergeSource from) -> absl::Status {
-    sources.push_back(from);
-    if (r.signature == "forged") return absl::PermissionDeniedError("forged signature");
-    return absl::OkStatus();
-  };
-  auto store = OpenStore(options);
+  auto store = OpenStore(OptionsWithRecordingGate(&sources));
   absl::StatusOr<MergeResult> merged =
       store->Merge({Remote("ks", "a", 7, "good"), Remote("ks", "b", 7, "forged")}, std::nullopt,
                    MergeSource::kFriend);
@@ -202,14 +207,8 @@ TEST_F(StoreSignatureTest, CheckRecordGateAsksTheGateAndMergesNothing) {
   EXPECT_THAT(ungated->CheckRecordGate(record, MergeSource::kOwnWriteFromFriend),
               StatusIs(StatusCode::kPermissionDenied, "checks no record signatures"));
   ungated.reset();
-  StoreOptions options = Options();
   std::vector<MergeSource> sources;
-  options.record_gate = [&sources](const Record& r, MergeSource from) -> absl::Status {
-    sources.push_back(from);
-    if (r.signature == "forged") return absl::PermissionDeniedError("forged signature");
-    return absl::OkStatus();
-  };
-  auto store = OpenStore(options);
+  auto store = OpenStore(OptionsWithRecordingGate(&sources));
   EXPECT_THAT(store->CheckRecordGate(record, MergeSource::kOwnWriteFromFriend), IsOk());
   EXPECT_THAT(store->CheckRecordGate(Remote("ks", "b", 7, "forged"),
                                      MergeSource::kOwnWriteFromFriend),
