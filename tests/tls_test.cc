@@ -646,6 +646,47 @@ TEST_F(TlsTest, AnExpiredDeviceIsRefusedWhileAnotherKeepsSyncing) {
   EXPECT_EQ(Line(Peerkv(tablet, {"device", "list"}).out, laptop_id), laptop_after);
 }
 
+// A client whose device certificate expires while its connection is open
+// is cut off at that moment (its expiry plus the clock skew allowed), not
+// at the next change of the device or friend lists: at the server's
+// injected clock, two hours ahead (--clock-offset-ms). The certificate,
+// issued by the test user for a device key of its own, has 8 s left when
+// the test starts; another client keeps being served.
+TEST_F(TlsTest, AConnectionIsClosedAtTheMomentItsCertificateExpires) {
+  constexpr int64_t kAheadMs = 7'200'000;
+  constexpr int64_t kLeftMs = 8'000;
+  constexpr int64_t kValidForMs = 3'600'000;
+  std::unique_ptr<ServerProcess> e = testing::StartReplica(
+      dir_, "e", {}, {"--clock-offset-ms", std::to_string(kAheadMs), "--max-clock-skew", "3h"});
+  ASSERT_NE(e, nullptr);
+  std::unique_ptr<auth::Identity> user = *auth::Identity::Load(testing::TestIdentityDir());
+  std::unique_ptr<auth::SigningKey> device = auth::SigningKey::Generate();
+  const std::string device_id = auth::DeviceId(device->public_key());
+  // Refused from due_ms on (the real clock; the server's is kAheadMs on).
+  const int64_t due_ms = absl::ToUnixMillis(absl::Now()) + kLeftMs;
+  const int64_t issued_ms = due_ms + kAheadMs - kValidForMs - auth::kExpiryToleranceMs - 1;
+  rpc::TlsIdentity tls{*auth::SigningKey::FromSeed(device->seed()),
+                       auth::IssueDeviceCertificate(*user->user_key(), device->public_key(),
+                                                    "laptop", issued_ms, kValidForMs)
+                           .Encode()};
+  absl::StatusOr<std::unique_ptr<rpc::Client>> client = ConnectAs(*e, tls);
+  ASSERT_THAT(client, IsOk()) << e->Log();
+  ASSERT_THAT((*client)->Put("ks", "k", "before the expiry"), IsOk());
+
+  const std::string expired = ": refused device " + device_id + ": the device certificate of "
+                              "device " + device_id + " (laptop) expired at ";
+  EXPECT_THAT(LineWith(e->WaitForLog(expired), expired), HasSubstr("closed connection from "));
+  EXPECT_GE(absl::ToUnixMillis(absl::Now()), due_ms) << "closed before the expiry";
+  absl::Status after = (*client)->Get("ks", "k").status();
+  EXPECT_FALSE(after.ok());
+  EXPECT_NE(after.code(), absl::StatusCode::kPermissionDenied) << after;
+  EXPECT_THAT(ConnectAs(*e, tls).status(), StatusIs(absl::StatusCode::kUnavailable));
+  std::unique_ptr<rpc::Client> other = testing::ConnectTo(*e);
+  ASSERT_NE(other, nullptr);
+  EXPECT_THAT(other->Get("ks", "k"), IsOk());
+  EXPECT_EQ(e->Stop(SIGTERM), 0);
+}
+
 // A device that joins while serving shows its new device certificate on
 // the TLS links it makes from then on, without a restart (it used to show
 // the bare key until restarted).
