@@ -205,13 +205,13 @@ absl::StatusOr<std::string> CheckRecord(const PublicKey& user, std::string_view 
 }
 
 // Every record of `keyspace`, in key order, within a bound.
-absl::StatusOr<std::vector<Record>> ScanAll(Store& store, std::string_view keyspace) {
+absl::StatusOr<std::vector<Record>> ScanAll(const ScanPage& scan, std::string_view keyspace) {
   constexpr int kMaxPages = 1000;  // 1,000,000 records: far beyond any list
   std::vector<Record> all;
   ScanOptions page;
   page.limit = 1000;
   for (int i = 0; i < kMaxPages; ++i) {
-    PEERKV_ASSIGN_OR_RETURN(ScanResult result, store.Scan(keyspace, page));
+    PEERKV_ASSIGN_OR_RETURN(ScanResult result, scan(keyspace, page));
     for (Record& r : result.records) all.push_back(std::move(r));
     if (!result.more || all.empty()) return all;
     page.start_after = all.back().key;
@@ -536,6 +536,22 @@ absl::StatusOr<DeviceCertificate> Identity::RenewDevice(Store& store, const Publ
   return p.cert;
 }
 
+absl::StatusOr<std::optional<DeviceCertificate>> Identity::ListedCertificate(
+    Store& store, const PublicKey& device) const {
+  PEERKV_ASSIGN_OR_RETURN(std::optional<Record> removed,
+                          store.Get(kDevicesKeyspace, Cat({kRemovedPrefix, DeviceId(device)})));
+  if (removed.has_value() && !removed->deleted) return std::nullopt;
+  const std::string key = Cat({kDevicePrefix, DeviceId(device)});
+  PEERKV_ASSIGN_OR_RETURN(std::optional<Record> record, store.Get(kDevicesKeyspace, key));
+  if (!record.has_value() || record->deleted) return std::nullopt;
+  PEERKV_ASSIGN_OR_RETURN(std::string payload,
+                          CheckRecord(user_, kDevicesKeyspace, key, record->value, false));
+  PEERKV_ASSIGN_OR_RETURN(
+      DevicePayload p,
+      DecodeDevice(key, payload, user_, Cat({"record ", kDevicesKeyspace, "/", key})));
+  return p.cert;
+}
+
 absl::StatusOr<std::vector<DeviceCertificate>> Identity::RenewDue(Store& store, int64_t now_ms) {
   std::vector<DeviceCertificate> out;
   if (user_key_ == nullptr) return out;
@@ -568,9 +584,22 @@ absl::Status Identity::RemoveDevice(Store& store, const PublicKey& device, int64
                   EncodeSignedRecord(*user_key_, kDevicesKeyspace, key, EncodeRemoved(p)));
 }
 
+namespace {
+ScanPage ScanOf(Store& store) {
+  return [&store](std::string_view keyspace, const ScanOptions& options) {
+    return store.Scan(keyspace, options);
+  };
+}
+}  // namespace
+
 absl::StatusOr<std::vector<DeviceEntry>> Identity::Devices(Store& store,
                                                            std::vector<std::string>* invalid) const {
-  PEERKV_ASSIGN_OR_RETURN(std::vector<Record> records, ScanAll(store, kDevicesKeyspace));
+  return Devices(ScanOf(store), invalid);
+}
+
+absl::StatusOr<std::vector<DeviceEntry>> Identity::Devices(const ScanPage& scan,
+                                                           std::vector<std::string>* invalid) const {
+  PEERKV_ASSIGN_OR_RETURN(std::vector<Record> records, ScanAll(scan, kDevicesKeyspace));
   std::map<PublicKey, DeviceEntry> devices;
   for (const Record& r : records) {
     const std::string what = Cat({"record ", kDevicesKeyspace, "/", r.key});
@@ -638,7 +667,12 @@ absl::Status Identity::RemoveFriend(Store& store, const PublicKey& user, int64_t
 
 absl::StatusOr<std::vector<FriendEntry>> Identity::Friends(Store& store,
                                                            std::vector<std::string>* invalid) const {
-  PEERKV_ASSIGN_OR_RETURN(std::vector<Record> records, ScanAll(store, kFriendsKeyspace));
+  return Friends(ScanOf(store), invalid);
+}
+
+absl::StatusOr<std::vector<FriendEntry>> Identity::Friends(const ScanPage& scan,
+                                                           std::vector<std::string>* invalid) const {
+  PEERKV_ASSIGN_OR_RETURN(std::vector<Record> records, ScanAll(scan, kFriendsKeyspace));
   std::vector<FriendEntry> out;
   for (const Record& r : records) {
     const std::string what = Cat({"record ", kFriendsKeyspace, "/", r.key});

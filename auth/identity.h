@@ -63,6 +63,10 @@ struct DeviceEntry {
 // validity (a version-1 one: at once, to give it an expiry of its own).
 bool RenewalDue(const DeviceEntry& d, int64_t now_ms);
 
+// One page of a keyspace's scan: Store::Scan, or rpc::Client::Scan.
+using ScanPage =
+    std::function<absl::StatusOr<ScanResult>(std::string_view keyspace, const ScanOptions&)>;
+
 struct FriendEntry {
   PublicKey user;
   std::string name;
@@ -134,6 +138,10 @@ class Identity {
   absl::StatusOr<DeviceCertificate> RenewDevice(Store& store, const PublicKey& device,
                                                 int64_t now_ms,
                                                 std::optional<int64_t> valid_for_ms = {});
+  // `device`'s certificate in the device list: nullopt if it is not
+  // listed, or was removed.
+  absl::StatusOr<std::optional<DeviceCertificate>> ListedCertificate(Store& store,
+                                                                     const PublicKey& device) const;
   // What serve does: renews every listed device that is not removed, not
   // expired (beyond kExpiryToleranceMs) and RenewalDue. An expired device
   // is left expired: only `device renew` (RenewDevice) lets it back in.
@@ -148,6 +156,10 @@ class Identity {
   // `*invalid` if given.
   absl::StatusOr<std::vector<DeviceEntry>> Devices(Store& store,
                                                    std::vector<std::string>* invalid = nullptr) const;
+  // The same read through `scan` (a server's, over its local socket, while
+  // it holds the store).
+  absl::StatusOr<std::vector<DeviceEntry>> Devices(const ScanPage& scan,
+                                                   std::vector<std::string>* invalid = nullptr) const;
 
   // InvalidArgument for this user's own id or a bad name; FailedPrecondition
   // without the user key.
@@ -157,6 +169,8 @@ class Identity {
   absl::Status RemoveFriend(Store& store, const PublicKey& user, int64_t now_ms);
   // Current friends, in id order.
   absl::StatusOr<std::vector<FriendEntry>> Friends(Store& store,
+                                                   std::vector<std::string>* invalid = nullptr) const;
+  absl::StatusOr<std::vector<FriendEntry>> Friends(const ScanPage& scan,
                                                    std::vector<std::string>* invalid = nullptr) const;
 
  private:

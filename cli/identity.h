@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "auth/identity.h"
 #include "rpc/peer_auth.h"
 #include "store/store.h"
@@ -47,18 +48,32 @@ void StopJoinWatcher(std::unique_ptr<JoinWatcher>& watcher);
 
 // On a device holding the user key (at start; one that joins while
 // serving starts renewing at its next start): renews the device
-// certificates due (auth::Identity::RenewDue) at start and every hour, at
-// `clock`'s time, logging each, and calls `refresh_tls` (on its own thread)
-// once the certificate this device shows on TLS links, issued at start, is
-// in the last third of its validity. Null without the user key. Destroy
-// the result before the store.
+// certificates due (auth::Identity::RenewDue) at start and every
+// `interval` (an hour; tests shorten it), at `clock`'s time, logging each.
+// Each pass also calls `show` (on its own thread) with what this device
+// should show on its TLS links when that changed from `shown` (what it
+// shows at start, ShownTlsIdentity): its listed certificate once renewed,
+// here or by a renewal replicated from another device, or a certificate
+// issued anew when its self-issued one is in the last third of its
+// validity. Null without the user key. Destroy the result before the
+// store.
 class CertificateRenewer {
  public:
   virtual ~CertificateRenewer() = default;
 };
-std::unique_ptr<CertificateRenewer> StartCertificateRenewer(auth::Identity& identity, Store& store,
-                                                            const WallClock& clock,
-                                                            std::function<void()> refresh_tls);
+std::unique_ptr<CertificateRenewer> StartCertificateRenewer(
+    auth::Identity& identity, Store& store, const WallClock& clock, absl::Duration interval,
+    std::string shown, std::function<void(const rpc::TlsIdentity&)> show);
+
+// What this device shows on its TLS links: its certificate in the device
+// list while that one has not expired at `now_ms` (the store's clock), so
+// that new links carry a renewal; else, holding the user key, one issued
+// now by it (a directory `serve` initialised is not listed yet, and a
+// device whose listed one expired stays reachable: Authorize lets a valid
+// certificate of the user outrank an expired listed one); else the key
+// alone (a device waiting to be added).
+absl::StatusOr<rpc::TlsIdentity> ShownTlsIdentity(const auth::Identity& identity, Store& store,
+                                                  int64_t now_ms);
 
 // What this device shows on TLS links (rpc/peer_auth.h): its device key,
 // and a certificate issued now by the user key if it holds it.

@@ -2,7 +2,8 @@
 // directory's keys and the user's signed device and friend lists
 // (auth/identity.h), and the identity `serve` runs as. These commands open
 // the data directory itself (--data DIR, default ./peerkv-data); a server
-// holding it must be stopped first.
+// holding it must be stopped first, except for `id`, `device list` and
+// `friend list`, which then ask the server over its local socket.
 #include <unistd.h>
 
 #include <atomic>
@@ -100,6 +101,29 @@ absl::StatusOr<Opened> OpenIdentity(const std::string& dir) {
   return o;
 }
 
+// For `device list` and `friend list` when OpenIdentity failed with `why`:
+// if a server holds DIR, the identity (its keys are files, read without
+// the store's lock) and a client of the server's local socket, through
+// which the lists are read; else `why`.
+struct Served {
+  std::unique_ptr<auth::Identity> identity;
+  std::unique_ptr<rpc::Client> client;
+};
+absl::StatusOr<Served> OpenServed(const std::string& dir, const absl::Status& why) {
+  if (!absl::IsFailedPrecondition(why) || !HasLocalSocket(dir)) return why;
+  Served s;
+  PEERKV_ASSIGN_OR_RETURN(s.identity, auth::Identity::Load(dir));
+  PEERKV_ASSIGN_OR_RETURN(s.client, rpc::Client::Connect(rpc::ClientOptions{
+                                        .address = "unix:" + ShortLocalSocketPath(dir)}));
+  return s;
+}
+
+auth::ScanPage ScanOf(rpc::Client& client) {
+  return [&client](std::string_view keyspace, const ScanOptions& options) {
+    return client.Scan(keyspace, options);
+  };
+}
+
 // The device list starts with the device that made the user. `init --user`
 // writes its record; a directory `serve` initialised gets it here, at the
 // first device or friend command, so that serve itself writes nothing to
@@ -180,19 +204,48 @@ int RunId(const Context& c) {
     PrintId(*o->identity, o->store->replica_id());
     return kExitOk;
   }
-  // A server holds DIR: the keys are files (no lock needed), the replica id
-  // is the server's, asked over its socket.
-  if (!absl::IsFailedPrecondition(o.status()) || !HasLocalSocket(*dir)) {
-    return Fail(c.command, o.status());
-  }
-  absl::StatusOr<std::unique_ptr<auth::Identity>> id = auth::Identity::Load(*dir);
-  if (!id.ok()) return Fail(c.command, id.status());
-  absl::StatusOr<std::unique_ptr<rpc::Client>> client = rpc::Client::Connect(
-      rpc::ClientOptions{.address = "unix:" + ShortLocalSocketPath(*dir)});
-  if (!client.ok()) return Fail(c.command, client.status());
-  absl::StatusOr<rpc::ServerStatus> status = (*client)->Status();
+  // A server holds DIR: the replica id is the server's, asked over its
+  // socket.
+  absl::StatusOr<Served> served = OpenServed(*dir, o.status());
+  if (!served.ok()) return Fail(c.command, served.status());
+  absl::StatusOr<rpc::ServerStatus> status = served->client->Status();
   if (!status.ok()) return Fail(c.command, status.status());
-  PrintId(**id, status->replica_id);
+  PrintId(*served->identity, status->replica_id);
+  return kExitOk;
+}
+
+int ListDevices(const Context& c, const std::string& dir) {
+  std::vector<std::string> invalid;
+  absl::StatusOr<std::vector<auth::DeviceEntry>> devices;
+  std::unique_ptr<auth::Identity> identity;
+  absl::StatusOr<Opened> o = OpenIdentity(dir);
+  if (o.ok()) {
+    if (absl::Status s = EnsureOwnDeviceRecord(*o); !s.ok()) return Fail(c.command, s);
+    devices = o->identity->Devices(*o->store, &invalid);
+    identity = std::move(o->identity);
+  } else {
+    absl::StatusOr<Served> served = OpenServed(dir, o.status());
+    if (!served.ok()) return Fail(c.command, served.status());
+    devices = served->identity->Devices(ScanOf(*served->client), &invalid);
+    identity = std::move(served->identity);
+  }
+  if (!devices.ok()) return Fail(c.command, devices.status());
+  for (const std::string& why : invalid) std::fprintf(stderr, "skipped: %s\n", why.c_str());
+  const auth::PublicKey self = identity->device_key().public_key();
+  for (const auth::DeviceEntry& d : *devices) {
+    std::string line = auth::DeviceId(d.device) + " " + (d.name.empty() ? "(unknown)" : d.name);
+    if (!d.name.empty()) {
+      line += " added " + FormatMs(d.added_ms);
+      if (!d.removed_ms.has_value()) {
+        const bool expired = NowMs() - d.expires_ms > auth::kExpiryToleranceMs;
+        line += (expired ? " EXPIRED " : " expires ") + FormatMs(d.expires_ms);
+        if (d.legacy) line += " (no expiry recorded: a year after it was added)";
+      }
+    }
+    if (d.removed_ms.has_value()) line += " removed " + FormatMs(*d.removed_ms);
+    if (d.device == self) line += " (this device)";
+    std::printf("%s\n", line.c_str());
+  }
   return kExitOk;
 }
 
@@ -226,11 +279,9 @@ int RunDevice(const Context& c) {
   }
   absl::StatusOr<std::string> dir = DataDir(c);
   if (!dir.ok()) return Fail(c.command, dir.status());
-  absl::StatusOr<auth::PublicKey> device;
-  if (sub != "list") {
-    device = auth::ParseDeviceId(pos[1], "DEVICE_ID");
-    if (!device.ok()) return Fail(c.command, device.status());
-  }
+  if (sub == "list") return ListDevices(c, *dir);
+  absl::StatusOr<auth::PublicKey> device = auth::ParseDeviceId(pos[1], "DEVICE_ID");
+  if (!device.ok()) return Fail(c.command, device.status());
   const std::string name = c.args.Get("name").value_or("unnamed");
   if (absl::Status s = auth::ValidateName(name, "--name"); !s.ok()) return Fail(c.command, s);
   absl::StatusOr<Opened> o = OpenIdentity(*dir);
@@ -253,31 +304,29 @@ int RunDevice(const Context& c) {
                 cert->name.c_str(), FormatMs(cert->ExpiresMs()).c_str());
     return kExitOk;
   }
-  if (sub == "remove") {
-    absl::Status s = o->identity->RemoveDevice(*o->store, *device, NowMs());
-    if (!s.ok()) return Fail(c.command, s);
-    std::printf("removed device %s\n", auth::DeviceId(*device).c_str());
-    return kExitOk;
-  }
+  absl::Status s = o->identity->RemoveDevice(*o->store, *device, NowMs());
+  if (!s.ok()) return Fail(c.command, s);
+  std::printf("removed device %s\n", auth::DeviceId(*device).c_str());
+  return kExitOk;
+}
+
+int ListFriends(const Context& c, const std::string& dir) {
   std::vector<std::string> invalid;
-  absl::StatusOr<std::vector<auth::DeviceEntry>> devices =
-      o->identity->Devices(*o->store, &invalid);
-  if (!devices.ok()) return Fail(c.command, devices.status());
+  absl::StatusOr<std::vector<auth::FriendEntry>> friends;
+  absl::StatusOr<Opened> o = OpenIdentity(dir);
+  if (o.ok()) {
+    if (absl::Status s = EnsureOwnDeviceRecord(*o); !s.ok()) return Fail(c.command, s);
+    friends = o->identity->Friends(*o->store, &invalid);
+  } else {
+    absl::StatusOr<Served> served = OpenServed(dir, o.status());
+    if (!served.ok()) return Fail(c.command, served.status());
+    friends = served->identity->Friends(ScanOf(*served->client), &invalid);
+  }
+  if (!friends.ok()) return Fail(c.command, friends.status());
   for (const std::string& why : invalid) std::fprintf(stderr, "skipped: %s\n", why.c_str());
-  const auth::PublicKey self = o->identity->device_key().public_key();
-  for (const auth::DeviceEntry& d : *devices) {
-    std::string line = auth::DeviceId(d.device) + " " + (d.name.empty() ? "(unknown)" : d.name);
-    if (!d.name.empty()) {
-      line += " added " + FormatMs(d.added_ms);
-      if (!d.removed_ms.has_value()) {
-        const bool expired = NowMs() - d.expires_ms > auth::kExpiryToleranceMs;
-        line += (expired ? " EXPIRED " : " expires ") + FormatMs(d.expires_ms);
-        if (d.legacy) line += " (no expiry recorded: a year after it was added)";
-      }
-    }
-    if (d.removed_ms.has_value()) line += " removed " + FormatMs(*d.removed_ms);
-    if (d.device == self) line += " (this device)";
-    std::printf("%s\n", line.c_str());
+  for (const auth::FriendEntry& f : *friends) {
+    std::printf("%s %s added %s\n", auth::UserId(f.user).c_str(), f.name.c_str(),
+                FormatMs(f.added_ms).c_str());
   }
   return kExitOk;
 }
@@ -304,11 +353,9 @@ int RunFriend(const Context& c) {
   }
   absl::StatusOr<std::string> dir = DataDir(c);
   if (!dir.ok()) return Fail(c.command, dir.status());
-  absl::StatusOr<auth::PublicKey> user;
-  if (sub != "list") {
-    user = auth::ParseUserId(pos[1], "USER_ID");
-    if (!user.ok()) return Fail(c.command, user.status());
-  }
+  if (sub == "list") return ListFriends(c, *dir);
+  absl::StatusOr<auth::PublicKey> user = auth::ParseUserId(pos[1], "USER_ID");
+  if (!user.ok()) return Fail(c.command, user.status());
   const std::string name = c.args.Get("name").value_or("");
   if (sub == "add") {
     if (absl::Status s = auth::ValidateName(name, "--name"); !s.ok()) return Fail(c.command, s);
@@ -322,21 +369,9 @@ int RunFriend(const Context& c) {
     std::printf("added friend %s as %s\n", auth::UserId(*user).c_str(), name.c_str());
     return kExitOk;
   }
-  if (sub == "remove") {
-    absl::Status s = o->identity->RemoveFriend(*o->store, *user, NowMs());
-    if (!s.ok()) return Fail(c.command, s);
-    std::printf("removed friend %s\n", auth::UserId(*user).c_str());
-    return kExitOk;
-  }
-  std::vector<std::string> invalid;
-  absl::StatusOr<std::vector<auth::FriendEntry>> friends =
-      o->identity->Friends(*o->store, &invalid);
-  if (!friends.ok()) return Fail(c.command, friends.status());
-  for (const std::string& why : invalid) std::fprintf(stderr, "skipped: %s\n", why.c_str());
-  for (const auth::FriendEntry& f : *friends) {
-    std::printf("%s %s added %s\n", auth::UserId(f.user).c_str(), f.name.c_str(),
-                FormatMs(f.added_ms).c_str());
-  }
+  absl::Status s = o->identity->RemoveFriend(*o->store, *user, NowMs());
+  if (!s.ok()) return Fail(c.command, s);
+  std::printf("removed friend %s\n", auth::UserId(*user).c_str());
   return kExitOk;
 }
 
@@ -360,6 +395,19 @@ absl::StatusOr<rpc::TlsIdentity> TlsIdentityOf(const auth::Identity& identity) {
                             identity.IssueOwnCertificate(DefaultDeviceName(),
                                                          absl::ToUnixMillis(absl::Now())));
   }
+  return out;
+}
+
+absl::StatusOr<rpc::TlsIdentity> ShownTlsIdentity(const auth::Identity& identity, Store& store,
+                                                  int64_t now_ms) {
+  PEERKV_ASSIGN_OR_RETURN(std::optional<auth::DeviceCertificate> listed,
+                          identity.ListedCertificate(store, identity.device_key().public_key()));
+  if (!listed.has_value() || !auth::CheckNotExpired(*listed, now_ms, 0).ok()) {
+    return TlsIdentityOf(identity);
+  }
+  rpc::TlsIdentity out;
+  PEERKV_ASSIGN_OR_RETURN(out.key, auth::SigningKey::FromSeed(identity.device_key().seed()));
+  out.device_certificate = listed->Encode();
   return out;
 }
 
@@ -490,10 +538,13 @@ namespace {
 
 class Renewer : public CertificateRenewer {
  public:
-  Renewer(auth::Identity& id, Store& store, const WallClock& clock,
-          std::function<void()> refresh_tls)
-      : id_(id), store_(store), clock_(clock), refresh_tls_(std::move(refresh_tls)),
-        shown_issued_ms_(NowMs()) {
+  Renewer(auth::Identity& id, Store& store, const WallClock& clock, absl::Duration interval,
+          std::string shown, std::function<void(const rpc::TlsIdentity&)> show)
+      : id_(id), store_(store), clock_(clock), interval_(interval), show_(std::move(show)),
+        shown_(std::move(shown)), shown_issued_ms_(NowMs()) {
+    absl::StatusOr<std::optional<auth::DeviceCertificate>> listed =
+        id_.ListedCertificate(store_, id_.device_key().public_key());
+    shown_self_issued_ = !(listed.ok() && listed->has_value() && (*listed)->Encode() == shown_);
     thread_ = std::thread([this] { Run(); });
   }
   ~Renewer() override {
@@ -519,21 +570,51 @@ class Renewer : public CertificateRenewer {
                                   FormatMs(cert.ExpiresMs())));
         }
       }
-      // The certificate shown on TLS links, issued at start for the default
-      // validity: issued again before its last third.
-      if (refresh_tls_ && NowMs() - shown_issued_ms_ > auth::kDefaultValidityMs * 2 / 3) {
-        shown_issued_ms_ = NowMs();
-        refresh_tls_();
-      }
+      if (show_) ShowCurrent();
       absl::MutexLock lock(&mu_);
-      if (mu_.AwaitWithTimeout(absl::Condition(&stop_), absl::Hours(1))) return;
+      if (mu_.AwaitWithTimeout(absl::Condition(&stop_), interval_)) return;
     }
+  }
+
+  // Shows the listed certificate if it changed (a renewal) and has not
+  // expired; else keeps a self-issued one until the last third of its
+  // validity (it was issued at the system clock, for the default one).
+  void ShowCurrent() {
+    absl::StatusOr<std::optional<auth::DeviceCertificate>> listed =
+        id_.ListedCertificate(store_, id_.device_key().public_key());
+    if (!listed.ok()) {
+      LogLine(absl::StrFormat("peerkv: reading this device's certificate failed: %s",
+                              listed.status().message()));
+      return;
+    }
+    const bool listed_valid = listed->has_value() &&
+                              auth::CheckNotExpired(**listed, clock_.NowMillis(), 0).ok();
+    if (listed_valid ? (*listed)->Encode() == shown_
+                     : shown_self_issued_ &&
+                           NowMs() - shown_issued_ms_ <= auth::kDefaultValidityMs * 2 / 3) {
+      return;
+    }
+    absl::StatusOr<rpc::TlsIdentity> tls = ShownTlsIdentity(id_, store_, clock_.NowMillis());
+    if (!tls.ok()) {
+      LogLine(absl::StrFormat("peerkv: renewing the TLS certificate failed: %s",
+                              tls.status().message()));
+      return;
+    }
+    shown_ = tls->device_certificate;
+    shown_self_issued_ = !listed_valid;
+    shown_issued_ms_ = NowMs();
+    show_(*tls);
   }
 
   auth::Identity& id_;
   Store& store_;
   const WallClock& clock_;
-  std::function<void()> refresh_tls_;
+  const absl::Duration interval_;
+  const std::function<void(const rpc::TlsIdentity&)> show_;
+  // The certificate shown (encoded), whether it was issued by this device
+  // rather than read from the list, and when it was chosen (system clock).
+  std::string shown_;
+  bool shown_self_issued_ = false;
   int64_t shown_issued_ms_;
   absl::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
@@ -542,11 +623,12 @@ class Renewer : public CertificateRenewer {
 
 }  // namespace
 
-std::unique_ptr<CertificateRenewer> StartCertificateRenewer(auth::Identity& identity, Store& store,
-                                                            const WallClock& clock,
-                                                            std::function<void()> refresh_tls) {
+std::unique_ptr<CertificateRenewer> StartCertificateRenewer(
+    auth::Identity& identity, Store& store, const WallClock& clock, absl::Duration interval,
+    std::string shown, std::function<void(const rpc::TlsIdentity&)> show) {
   if (!identity.holds_user_key()) return nullptr;
-  return std::make_unique<Renewer>(identity, store, clock, std::move(refresh_tls));
+  return std::make_unique<Renewer>(identity, store, clock, interval, std::move(shown),
+                                   std::move(show));
 }
 
 const std::vector<Command>& IdentityCommands() {
@@ -594,12 +676,16 @@ const std::vector<Command>& IdentityCommands() {
        "certificate expired (5 minutes of clock skew allowed) is refused too, until\n"
        "renewed. 'serve' on a device holding the user key renews, at start and\n"
        "hourly, every certificate in the last third of its validity that has not\n"
-       "expired yet; an expired one only 'device renew' brings back.\n",
+       "expired yet; an expired one only 'device renew' brings back. A server\n"
+       "shows its own listed certificate on new links, a renewed one from its next\n"
+       "pass; it closes a link the moment its peer's certificate expires. 'device\n"
+       "list' on a directory a server holds asks the server (its local socket).\n",
        {.with_value = {"name", "valid-for"}}, RunDevice, Target::kData},
       {"friend", "add USER_ID --name N | list | remove USER_ID",
        "add, list or remove friends (users whose devices may connect)",
        "  add USER_ID --name N  trust user USER_ID, shown as N\n"
-       "  list                  current friends: USER_ID NAME added TIME\n"
+       "  list                  current friends: USER_ID NAME added TIME (through\n"
+       "                        the server's local socket while one holds DIR)\n"
        "  remove USER_ID        stop trusting USER_ID (its devices' open\n"
        "                        connections close once the removal arrives)\n"
        "A friend's certified devices may connect (TLS) as that friend: they may\n"

@@ -13,6 +13,7 @@
 #include "auth/tokens.h"
 #include "cli/command.h"
 #include "http/front_end.h"
+#include "auth/certificate.h"
 #include "auth/policy.h"
 #include "cli/identity.h"
 #include "cli/text.h"
@@ -134,6 +135,9 @@ int RunServe(const Context& c) {
   absl::StatusOr<int64_t> offset_ms =
       c.args.GetInt("clock-offset-ms", 0, -365LL * 86'400'000, 365LL * 86'400'000);
   if (!offset_ms.ok()) return Fail(c.command, offset_ms.status());
+  absl::StatusOr<int64_t> renew_interval_ms =
+      c.args.GetInt("renew-interval-ms", 3'600'000, 10, 86'400'000);
+  if (!renew_interval_ms.ok()) return Fail(c.command, renew_interval_ms.status());
   // --clock-correction true|false: act on what peers' clocks say (README
   // "Clock skew"); false keeps a wrong clock wrong (tests).
   bool correct_clock = true;
@@ -287,7 +291,8 @@ int RunServe(const Context& c) {
   if (!c.args.Has("no-access-checks")) server_options.access = access;
   server_options.identity = identity->identity.get();
   if (!c.args.Has("insecure-loopback")) {
-    absl::StatusOr<rpc::TlsIdentity> tls = TlsIdentityOf(*identity->identity);
+    absl::StatusOr<rpc::TlsIdentity> tls =
+        ShownTlsIdentity(*identity->identity, **store, wall_clock.NowMillis());
     if (!tls.ok()) return Fail(c.command, tls.status());
     server_options.tls = std::move(*tls);
     // A handshake is the first message: no longer than the idle timeout.
@@ -399,8 +404,10 @@ int RunServe(const Context& c) {
   // A device waiting to be added: once its join completes, the links it
   // makes and accepts from then on show its new device certificate.
   if (*joiner != nullptr && server_options.tls.has_value()) {
-    (*joiner)->OnJoined([identity = identity->identity.get(), server = server->get()] {
-      absl::StatusOr<rpc::TlsIdentity> tls = TlsIdentityOf(*identity);
+    (*joiner)->OnJoined([identity = identity->identity.get(), server = server->get(),
+                         store = store->get(), &wall_clock] {
+      absl::StatusOr<rpc::TlsIdentity> tls =
+          ShownTlsIdentity(*identity, *store, wall_clock.NowMillis());
       absl::Status set = tls.ok() ? server->SetTlsIdentity(*tls) : tls.status();
       LogLine(set.ok() ? "peerkv: TLS links now show this device's certificate"
                        : absl::StrFormat("peerkv: TLS links keep the key alone until a restart: %s",
@@ -410,16 +417,24 @@ int RunServe(const Context& c) {
   // Device certificates due for renewal are renewed here (README "Device
   // certificates expire"), and the one this device shows on its links.
   std::unique_ptr<CertificateRenewer> renewer = StartCertificateRenewer(
-      *identity->identity, **store, wall_clock,
+      *identity->identity, **store, wall_clock, absl::Milliseconds(*renew_interval_ms),
+      server_options.tls.has_value() ? server_options.tls->device_certificate : "",
       server_options.tls.has_value()
-          ? std::function<void()>([identity = identity->identity.get(), server = server->get()] {
-              absl::StatusOr<rpc::TlsIdentity> tls = TlsIdentityOf(*identity);
-              absl::Status set = tls.ok() ? server->SetTlsIdentity(*tls) : tls.status();
-              LogLine(set.ok() ? "peerkv: TLS links now show a renewed device certificate"
-                               : absl::StrFormat("peerkv: renewing the TLS certificate failed: %s",
-                                                 set.message()));
-            })
-          : std::function<void()>());
+          ? std::function<void(const rpc::TlsIdentity&)>(
+                [user = identity->identity->user(), server = server->get()](
+                    const rpc::TlsIdentity& tls) {
+                  absl::Status set = server->SetTlsIdentity(tls);
+                  absl::StatusOr<auth::DeviceCertificate> cert =
+                      auth::VerifyDeviceCertificate(tls.device_certificate, user);
+                  LogLine(set.ok() ? absl::StrFormat(
+                                         "peerkv: TLS links now show a renewed device "
+                                         "certificate, valid until %s",
+                                         cert.ok() ? auth::FormatUtcMs(cert->ExpiresMs()) : "?")
+                                   : absl::StrFormat(
+                                         "peerkv: renewing the TLS certificate failed: %s",
+                                         set.message()));
+                })
+          : std::function<void(const rpc::TlsIdentity&)>());
   LogLine(file_limit);
   LogLine(absl::StrFormat("peerkv: local clients: %s (owner only)",
                           LocalSocketPath(store_options.dir)));
@@ -861,6 +876,8 @@ const std::vector<Command>& ServerCommands() {
        "  --resp-max-connections N  RESP connections at once; one more is answered -ERR\n"
        "                            and closed (default 10000)\n"
        "  --clock-offset-ms N       testing only: shift this replica's clock by N ms\n"
+       "  --renew-interval-ms N     testing only: the certificate renewal pass runs\n"
+       "                            every N ms (default 3600000, an hour; 10..86400000)\n"
        "  --snapshot-page-records N testing only: registers per snapshot page asked for\n"
        "                            (default 50000; 1..65536)\n"
        "  --no-access-checks        benchmark baselines only: Kv calls are not checked\n"
@@ -869,6 +886,7 @@ const std::vector<Command>& ServerCommands() {
        {.with_value = {"listen", "max-value-bytes", "replica-name", "user", "peer", "gossip-interval-ms",
                        "idle-timeout-ms", "keepalive-ms",
                        "fanout", "max-clock-skew", "max-clock-skew-ms", "clock-offset-ms",
+                       "renew-interval-ms",
                        "max-quarantine-records", "max-quarantine-bytes", "clock-correction",
                        "reconcile-interval", "etcd", "http-listen", "http-max-connections",
                        "http-idle-timeout-ms", "http-write-timeout-ms", "resp-listen",

@@ -1,6 +1,8 @@
 // rpc/peer_auth.cc: see peer_auth.h.
 #include "rpc/peer_auth.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "auth/ids.h"
@@ -83,6 +85,30 @@ absl::Status Reauthorize(const TrustView& view, const AuthenticatedPeer& peer) {
         auth::UserId(now.user)));
   }
   return absl::OkStatus();
+}
+
+std::optional<int64_t> RefusedAsExpiredAtMs(const TrustView& view, const AuthenticatedPeer& peer) {
+  // Authorize's two expiry checks, as times instead of verdicts.
+  std::optional<int64_t> at;
+  auto earliest = [&at](int64_t expires_ms) {
+    const int64_t refused = expires_ms + auth::kExpiryToleranceMs + 1;
+    at = at.has_value() ? std::min(*at, refused) : refused;
+  };
+  bool trusted_signer = false;
+  if (peer.certificate.has_value()) {
+    trusted_signer = peer.certificate->user == view.user;
+    for (const auth::FriendEntry& f : view.friends) {
+      trusted_signer = trusted_signer || f.user == peer.certificate->user;
+    }
+  }
+  if (trusted_signer) earliest(peer.certificate->ExpiresMs());
+  const bool shows_own = peer.certificate.has_value() && peer.certificate->user == view.user;
+  for (const auth::DeviceEntry& d : view.devices) {
+    if (d.device != peer.device) continue;
+    if (!shows_own && !d.name.empty() && !d.removed_ms.has_value()) earliest(d.expires_ms);
+    break;
+  }
+  return at;
 }
 
 absl::Status CheckReplicaClaim(uint64_t replica_id, uint64_t incarnation,

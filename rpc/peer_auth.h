@@ -81,6 +81,16 @@ absl::StatusOr<AuthenticatedPeer> Authorize(const TrustView& view, const PeerCre
 // no longer a friend's).
 absl::Status Reauthorize(const TrustView& view, const AuthenticatedPeer& peer);
 
+// The first moment (Unix ms, `view`'s clock) at which Reauthorize refuses
+// `peer` as expired: its shown certificate's expiry if a trusted user
+// signed it, and, if it shows none of `view.user`, its listed
+// certificate's, whichever comes first, plus auth::kExpiryToleranceMs.
+// nullopt when no expiry applies (a link that is refused already, or one
+// that is let in on a certificate Authorize does not check the expiry of).
+// A server closes a link at this moment (ServerLoop), not only when the
+// lists next change.
+std::optional<int64_t> RefusedAsExpiredAtMs(const TrustView& view, const AuthenticatedPeer& peer);
+
 // Whether `device`, the authenticated key of a link, may say hello with
 // `replica_id` and `incarnation`: only if the id is minted from that key
 // with that incarnation (store/replica_id.h), so no device can claim

@@ -5,6 +5,8 @@
 // one says (it holds the user key and renews that one itself).
 #include "rpc/peer_auth.h"
 
+#include <vector>
+
 #include "auth/ids.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
@@ -102,6 +104,37 @@ TEST(AuthorizeTest, AValidCertificateOfTheUserOutranksAnExpiredListedOne) {
   TrustView removed = f.View(late, kHour);
   removed.devices[0].removed_ms = kT + 1;
   EXPECT_THAT(Authorize(removed, fresh), StatusIs(StatusCode::kPermissionDenied, "was removed"));
+}
+
+// RefusedAsExpiredAtMs is the first moment Reauthorize refuses the link:
+// accepted a millisecond before it, refused at it; for a listed device
+// showing nothing, a device showing a certificate of the user (whatever its
+// listed one says), and a friend's device.
+TEST(AuthorizeTest, RefusedAsExpiredAtIsTheFirstMomentReauthorizeRefuses) {
+  Fixture f;
+  struct Case {
+    const char* what;
+    PeerCredentials shown;
+    std::optional<int64_t> listed_valid_for;
+    int64_t expires;
+  };
+  const std::vector<Case> cases = {
+      {"listed, showing none", f.Showing(nullptr, 0), 3 * kHour, kT + 3 * kHour},
+      {"showing the user's", f.Showing(f.user.get(), kHour), 3 * kHour, kT + kHour},
+      {"showing the user's, its listed one earlier", f.Showing(f.user.get(), 3 * kHour), kHour,
+       kT + 3 * kHour},
+      {"a friend's", f.Showing(f.friend_user.get(), 2 * kHour), std::nullopt, kT + 2 * kHour},
+  };
+  for (const Case& c : cases) {
+    absl::StatusOr<AuthenticatedPeer> peer = Authorize(f.View(kT, c.listed_valid_for), c.shown);
+    ASSERT_THAT(peer, IsOk()) << c.what;
+    const std::optional<int64_t> at = RefusedAsExpiredAtMs(f.View(kT, c.listed_valid_for), *peer);
+    ASSERT_TRUE(at.has_value()) << c.what;
+    EXPECT_EQ(*at, c.expires + auth::kExpiryToleranceMs + 1) << c.what;
+    EXPECT_THAT(Reauthorize(f.View(*at - 1, c.listed_valid_for), *peer), IsOk()) << c.what;
+    EXPECT_THAT(Reauthorize(f.View(*at, c.listed_valid_for), *peer),
+                StatusIs(StatusCode::kPermissionDenied, "expired")) << c.what;
+  }
 }
 
 }  // namespace

@@ -341,6 +341,13 @@ void PeerLinks::DropRefused(const StillTrusted& check) {
   }
 }
 
+void PeerLinks::ForEachDialledPeer(
+    const std::function<void(const AuthenticatedPeer&)>& fn) const {
+  for (const auto& [link, entry] : links_) {
+    if (entry.outbound.get() != nullptr && entry.answered_by.has_value()) fn(*entry.answered_by);
+  }
+}
+
 void PeerLinks::DropLink(replication::LinkId link, const absl::Status& why) {
   if (links_.count(link) == 0) return;
   CloseLink(link);

@@ -119,6 +119,8 @@ class PeerLinks final : private kj::TaskSet::ErrorHandler {
   // removal reached this replica). Inbound links go with their client
   // connections, which the server loop checks.
   void DropRefused(const StillTrusted& check);
+  // Calls `fn` with who answered each link this server dialled over TLS.
+  void ForEachDialledPeer(const std::function<void(const AuthenticatedPeer&)>& fn) const;
   replication::LinkEvents* events() { return events_; }
 
  private:

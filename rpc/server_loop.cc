@@ -10,10 +10,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "auth/identity.h"
 #include "common/log.h"
 #include "common/macros.h"
@@ -34,6 +36,11 @@ constexpr auto kAcceptRetry = 10 * kj::MILLISECONDS;
 // Refused devices named once each; more than this many are logged through
 // the rate-limited rejection log instead.
 constexpr size_t kMaxRefusedLogged = 10'000;
+
+// The longest the expiry timer waits before looking again: kj's timer is
+// monotonic, so a wall clock set forward (or a machine that slept) is
+// caught up with within this.
+constexpr int64_t kMaxExpiryWaitMs = 3'600'000;
 
 // EMFILE, ENFILE, ENOBUFS, ENOMEM: kj reports them as OVERLOADED.
 bool OutOfResources(const kj::Exception& e) {
@@ -224,7 +231,11 @@ ServerLoop::ServerLoop(Store& store, const ServerOptions& options, kj::AsyncIoCo
   if (options_.trust) {
     peer_links_.set_still_trusted([this](const AuthenticatedPeer& peer) -> absl::Status {
       PEERKV_ASSIGN_OR_RETURN(const TrustView view, options_.trust());
-      return Reauthorize(view, peer);
+      PEERKV_RETURN_IF_ERROR(Reauthorize(view, peer));
+      // A dial answered: the link is listed once this returns, so its
+      // expiry is watched from the next turn.
+      tasks_.add(kj::evalLater([this] { ArmExpiryTimer(); }));
+      return absl::OkStatus();
     });
   }
   peer_links_.set_bind_replica(
@@ -308,6 +319,7 @@ kj::Promise<void> ServerLoop::Handshake(kj::AuthenticatedStream stream) {
               LogLine(absl::StrFormat("peerkv: dropped a new connection: %s",
                                       e->getDescription().cStr()));
             }
+            ArmExpiryTimer();
           },
           [this, from](kj::Exception&& e) {
             LogRejected(from, "tls handshake",
@@ -499,8 +511,8 @@ void ServerLoop::RecheckPeers() {
   absl::StatusOr<TrustView> view = options_.trust();
   if (!view.ok()) {
     LogLine(absl::StrFormat(
-        "peerkv: the device and friend lists changed, but reading them failed: %s; open links "
-        "are checked again at the next change",
+        "peerkv: checking open links against the device and friend lists failed: reading "
+        "them: %s; they are checked again at the next change",
         view.status().message()));
     return;
   }
@@ -513,6 +525,45 @@ void ServerLoop::RecheckPeers() {
   }
   peer_links_.DropRefused(
       [&view](const AuthenticatedPeer& peer) { return Reauthorize(*view, peer); });
+  ArmExpiryTimer();
+}
+
+void ServerLoop::ArmExpiryTimer() {
+  if (!options_.trust) return;
+  absl::StatusOr<TrustView> view = options_.trust();
+  if (!view.ok()) {
+    LogLine(absl::StrFormat(
+        "peerkv: reading the device and friend lists failed: %s; open links whose certificate "
+        "expires are closed at the next change of the lists",
+        view.status().message()));
+    return;
+  }
+  std::optional<int64_t> due;
+  auto consider = [&](const AuthenticatedPeer& peer) {
+    const std::optional<int64_t> at = RefusedAsExpiredAtMs(*view, peer);
+    if (at.has_value() && (!due.has_value() || *at < *due)) due = at;
+  };
+  for (const auto& [id, c] : connections_) {
+    if (c->identity.has_value() && c->closer->isWaiting()) consider(*c->identity);
+  }
+  peer_links_.ForEachDialledPeer(consider);
+  if (due == expiry_armed_ms_) return;
+  expiry_armed_ms_ = due;
+  if (!due.has_value()) {
+    expiry_timer_ = nullptr;
+    return;
+  }
+  const int64_t now = view->now_ms != 0 ? view->now_ms : absl::ToUnixMillis(absl::Now());
+  const int64_t wait_ms = std::clamp<int64_t>(*due - now, 1, kMaxExpiryWaitMs);
+  expiry_timer_ =
+      io_.provider->getTimer().afterDelay(wait_ms * kj::MILLISECONDS).then([this] {
+        expiry_armed_ms_.reset();
+        // On a later turn: RecheckPeers re-arms, replacing this promise.
+        tasks_.add(kj::evalLater([this] { RecheckPeers(); }));
+      }).eagerlyEvaluate([](kj::Exception&& e) {
+        LogLine(absl::StrFormat("peerkv: the certificate expiry timer failed: %s",
+                                e.getDescription().cStr()));
+      });
 }
 
 kj::Promise<absl::StatusOr<std::vector<Version>>> ServerLoop::Write(

@@ -217,10 +217,17 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   kj::Promise<void> AcceptFailed(kj::Exception&& e);
   kj::Promise<void> SweepIdle();
   kj::Promise<void> PumpCommits();
-  // The device or friend lists changed: every TLS connection and dialled
-  // link is authorized again against them, and those now refused (a
-  // removed device, a removed friend's) are closed and logged.
+  // The device or friend lists changed, or a link's certificate expired
+  // (ArmExpiryTimer): every TLS connection and dialled link is authorized
+  // again against them, and those now refused (a removed device, a removed
+  // friend's, an expired certificate) are closed and logged.
   void RecheckPeers();
+  // Sets the expiry timer for the earliest moment an open TLS connection
+  // or dialled link is refused as expired (RefusedAsExpiredAtMs), at the
+  // trust source's clock: it runs RecheckPeers then, and sets itself
+  // again. Called as links open and after each recheck; a link that went
+  // meanwhile only makes it fire early, harmlessly.
+  void ArmExpiryTimer();
   kj::Promise<void> WaitUntil(kj::TimePoint deadline, kj::Function<bool()> done);
   void ScheduleRejectionFlush();
   void taskFailed(kj::Exception&& e) override;
@@ -260,6 +267,10 @@ class ServerLoop final : private kj::TaskSet::ErrorHandler {
   RejectionLog rejections_;
   bool rejection_flush_scheduled_ = false;
   kj::TaskSet tasks_;
+  // ArmExpiryTimer's timer (replaced to re-arm it) and when it fires (Unix
+  // ms, the trust source's clock; nullopt: not armed).
+  kj::Promise<void> expiry_timer_ = nullptr;
+  std::optional<int64_t> expiry_armed_ms_;
   // Last but one, so destroyed early: the links hold capabilities into the
   // connections that tasks_ owns, and are dropped while those still exist.
   PeerLinks peer_links_;

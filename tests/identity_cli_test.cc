@@ -1,13 +1,17 @@
 // tests/identity_cli_test.cc: the identity commands as real processes:
 // init (a new user, a joining device), id, device add/list/remove, friend
 // add/list/remove, their errors, and two servers pairing a second device
-// of a user by replication.
+// of a user by replication; the lists read through a server that holds the
+// directory.
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <fstream>
+#include <regex>
+#include <sstream>
 
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "testing/server_process.h"
@@ -255,6 +259,66 @@ TEST_F(IdentityCliTest, ASecondDevicePairsBySync) {
   EXPECT_THAT(list.out, HasSubstr(device + " tablet added"));
   EXPECT_THAT(list.out, HasSubstr(" phone added"));
   EXPECT_THAT(list.out, HasSubstr(pc + " pc added"));
+}
+
+// `device list` and `friend list` on a data directory a server holds read
+// through its local socket (they used to refuse: the store's lock), so a
+// user can watch a removal made on another device arrive.
+TEST_F(IdentityCliTest, ListsReadThroughTheServerHoldingTheDirectory) {
+  const std::string phone = dir_.Sub("phone");
+  const std::string tablet = dir_.Sub("tablet");
+  const std::string user = Field(Init(phone, "jane"), "user");
+  const std::string device = Field(Peerkv(tablet, {"init", "--join", user}).out, "device");
+  ASSERT_EQ(Peerkv(phone, {"device", "add", device, "--name", "tablet"}).exit_code, 0);
+  const std::string pc = Field(Init(dir_.Sub("pc"), "other"), "device");
+  ASSERT_EQ(Peerkv(phone, {"device", "add", pc, "--name", "pc"}).exit_code, 0);
+  const std::string fred = Field(Init(dir_.Sub("fred"), "fred"), "user");
+  ASSERT_EQ(Peerkv(phone, {"friend", "add", fred, "--name", "fred"}).exit_code, 0);
+
+  auto phone_server = testing::ServerProcess::Start(phone, testing::ReplicaArgs("phone"));
+  ASSERT_TRUE(phone_server.ok()) << phone_server.status();
+  const std::string phone_address = (*phone_server)->address();
+  RunResult list = Peerkv(phone, {"device", "list"});
+  EXPECT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_THAT(list.out, ContainsRegex(" phone added [^ ]+ expires [^ ]+ \\(this device\\)\n"));
+  EXPECT_THAT(list.out, ContainsRegex(device + " tablet added [^ ]+ expires [^ ]+\n"));
+  EXPECT_THAT(list.out, ContainsRegex(pc + " pc added [^ ]+ expires [^ ]+\n"));
+  RunResult friends = Peerkv(phone, {"friend", "list"});
+  EXPECT_EQ(friends.exit_code, 0) << friends.err;
+  EXPECT_THAT(friends.out, ContainsRegex("^" + fred + " fred added [^ ]+\n$"));
+
+  auto tablet_server =
+      testing::ServerProcess::Start(tablet, testing::ReplicaArgs("tablet", {phone_address}));
+  ASSERT_TRUE(tablet_server.ok()) << tablet_server.status();
+  EXPECT_THAT((*tablet_server)->WaitForLog("this device is now a device of user"),
+              HasSubstr("this device is now a device of user"));
+  // The pc is removed on the phone (the command opens the directory
+  // itself), which comes back at its address; the tablet's list, read
+  // through the tablet's server, shows the removal once it arrives (another
+  // process holds the answer: polled, bounded).
+  ASSERT_EQ((*phone_server)->Stop(SIGTERM), 0);
+  RunResult removal = Peerkv(phone, {"device", "remove", pc});
+  ASSERT_EQ(removal.exit_code, 0) << removal.err;
+  std::vector<std::string> again = testing::ReplicaArgs("phone");
+  again.insert(again.end(), {"--listen", phone_address});
+  phone_server = testing::ServerProcess::Start(phone, again);
+  ASSERT_TRUE(phone_server.ok()) << phone_server.status();
+  RunResult watched;
+  for (int i = 0; i < 200 && !std::regex_search(watched.out, std::regex(pc + " pc added .* removed "));
+       ++i) {
+    if (i > 0) absl::SleepFor(absl::Milliseconds(50));
+    watched = Peerkv(tablet, {"device", "list"});
+    ASSERT_EQ(watched.exit_code, 0) << watched.err;
+  }
+  EXPECT_THAT(watched.out, ContainsRegex(pc + " pc added [^ ]+ removed [^ ]+\n"))
+      << (*tablet_server)->Log();
+  EXPECT_THAT(watched.out, ContainsRegex(device + " tablet added [^ ]+ expires [^ ]+ \\(this "
+                                         "device\\)\n"));
+  RunResult tablet_friends = Peerkv(tablet, {"friend", "list"});
+  EXPECT_EQ(tablet_friends.exit_code, 0) << tablet_friends.err;
+  EXPECT_THAT(tablet_friends.out, HasSubstr(fred + " fred added "));
+  ASSERT_EQ((*tablet_server)->Stop(SIGTERM), 0);
+  ASSERT_EQ((*phone_server)->Stop(SIGTERM), 0);
 }
 
 }  // namespace

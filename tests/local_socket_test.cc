@@ -96,10 +96,14 @@ TEST_F(LocalSocketTest, TheCliWithDataReachesTheRunningServer) {
   ASSERT_NE(at, std::string::npos);
   EXPECT_THAT(id.out, HasSubstr("replica " + info.out.substr(at + 12, 16) + "\n"));
   EXPECT_THAT(id.out, HasSubstr(" me\n"));
-  // Identity changes still need the directory itself.
-  RunResult add = Peerkv({"--data", data_, "friend", "list"});
-  EXPECT_EQ(add.exit_code, 1);
-  EXPECT_THAT(add.err, HasSubstr("a server holds"));
+  // The lists are read through the server; changing them still needs the
+  // directory itself.
+  RunResult friends = Peerkv({"--data", data_, "friend", "list"});
+  EXPECT_EQ(friends.exit_code, 0) << friends.err;
+  const std::string device = id.out.substr(7, id.out.find('\n') - 7);
+  RunResult renew = Peerkv({"--data", data_, "device", "renew", device});
+  EXPECT_EQ(renew.exit_code, 1) << renew.out;
+  EXPECT_THAT(renew.err, HasSubstr("a server holds"));
 
   ASSERT_EQ(server_->Stop(SIGTERM), 0);
   EXPECT_NE(::stat((data_ + "/peerkv.sock").c_str(), &st), 0) << "socket left behind";

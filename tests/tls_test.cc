@@ -178,15 +178,16 @@ EVP_PKEY* Ed25519Of(const auth::SigningKey& key) {
                                       seed.size());
 }
 
-// Whether the certificate the TLS server at `address` shows carries a
-// device certificate (rpc/tls.cc's extension); nullopt if no handshake.
-// The client shows a bare self-signed certificate: the server closes the
-// connection afterwards, but its certificate has been seen by then.
-std::optional<bool> ServerShowsDeviceCertificate(const std::string& address) {
+// The device certificate (rpc/tls.cc's extension, encoded) in the
+// certificate the TLS server at `address` shows: empty if it carries none,
+// nullopt if no handshake. The client shows a bare self-signed
+// certificate: the server closes the connection afterwards, but its
+// certificate has been seen by then.
+std::optional<std::string> ShownDeviceCertificate(const std::string& address) {
   std::unique_ptr<auth::SigningKey> key = auth::SigningKey::Generate();
   EVP_PKEY* ed = Ed25519Of(*key);
   X509* bare = SelfSigned(ed, "");
-  std::optional<bool> out;
+  std::optional<std::string> out;
   const int fd = testing::ConnectTcp(address);
   SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
   SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
@@ -196,9 +197,15 @@ std::optional<bool> ServerShowsDeviceCertificate(const std::string& address) {
   SSL* ssl = SSL_new(ctx);
   SSL_set_fd(ssl, fd);
   if (fd >= 0 && SSL_connect(ssl) == 1) {
+    out = "";
     X509* server = SSL_get1_peer_certificate(ssl);
     ASN1_OBJECT* oid = OBJ_txt2obj("1.3.6.1.4.1.59999.9.1", 1);
-    out = server != nullptr && X509_get_ext_by_OBJ(server, oid, -1) >= 0;
+    const int at = server == nullptr ? -1 : X509_get_ext_by_OBJ(server, oid, -1);
+    if (at >= 0) {
+      const ASN1_OCTET_STRING* data = X509_EXTENSION_get_data(X509_get_ext(server, at));
+      out->assign(reinterpret_cast<const char*>(ASN1_STRING_get0_data(data)),
+                  ASN1_STRING_length(data));
+    }
     ASN1_OBJECT_free(oid);
     X509_free(server);
   }
@@ -209,6 +216,14 @@ std::optional<bool> ServerShowsDeviceCertificate(const std::string& address) {
   X509_free(bare);
   EVP_PKEY_free(ed);
   return out;
+}
+
+// Whether that certificate carries a device certificate; nullopt if no
+// handshake.
+std::optional<bool> ServerShowsDeviceCertificate(const std::string& address) {
+  const std::optional<std::string> shown = ShownDeviceCertificate(address);
+  if (!shown.has_value()) return std::nullopt;
+  return !shown->empty();
 }
 
 // A listening TCP socket on 127.0.0.1 at a free port; its address in
@@ -644,6 +659,115 @@ TEST_F(TlsTest, AnExpiredDeviceIsRefusedWhileAnotherKeepsSyncing) {
   EXPECT_NE(laptop_after, laptop_before);
   EXPECT_THAT(laptop_after, ContainsRegex(" laptop added [^ ]+ expires "));
   EXPECT_EQ(Line(Peerkv(tablet, {"device", "list"}).out, laptop_id), laptop_after);
+}
+
+// A client whose device certificate expires while its connection is open
+// is cut off at that moment (its expiry plus the clock skew allowed), not
+// at the next change of the device or friend lists: at the server's
+// injected clock, two hours ahead (--clock-offset-ms). The certificate,
+// issued by the test user for a device key of its own, has 8 s left when
+// the test starts; another client keeps being served.
+TEST_F(TlsTest, AConnectionIsClosedAtTheMomentItsCertificateExpires) {
+  constexpr int64_t kAheadMs = 7'200'000;
+  constexpr int64_t kLeftMs = 8'000;
+  constexpr int64_t kValidForMs = 3'600'000;
+  std::unique_ptr<ServerProcess> e = testing::StartReplica(
+      dir_, "e", {}, {"--clock-offset-ms", std::to_string(kAheadMs), "--max-clock-skew", "3h"});
+  ASSERT_NE(e, nullptr);
+  std::unique_ptr<auth::Identity> user = *auth::Identity::Load(testing::TestIdentityDir());
+  std::unique_ptr<auth::SigningKey> device = auth::SigningKey::Generate();
+  const std::string device_id = auth::DeviceId(device->public_key());
+  // Refused from due_ms on (the real clock; the server's is kAheadMs on).
+  const int64_t due_ms = absl::ToUnixMillis(absl::Now()) + kLeftMs;
+  const int64_t issued_ms = due_ms + kAheadMs - kValidForMs - auth::kExpiryToleranceMs - 1;
+  rpc::TlsIdentity tls{*auth::SigningKey::FromSeed(device->seed()),
+                       auth::IssueDeviceCertificate(*user->user_key(), device->public_key(),
+                                                    "laptop", issued_ms, kValidForMs)
+                           .Encode()};
+  absl::StatusOr<std::unique_ptr<rpc::Client>> client = ConnectAs(*e, tls);
+  ASSERT_THAT(client, IsOk()) << e->Log();
+  ASSERT_THAT((*client)->Put("ks", "k", "before the expiry"), IsOk());
+
+  const std::string expired = ": refused device " + device_id + ": the device certificate of "
+                              "device " + device_id + " (laptop) expired at ";
+  EXPECT_THAT(LineWith(e->WaitForLog(expired), expired), HasSubstr("closed connection from "));
+  EXPECT_GE(absl::ToUnixMillis(absl::Now()), due_ms) << "closed before the expiry";
+  absl::Status after = (*client)->Get("ks", "k").status();
+  EXPECT_FALSE(after.ok());
+  EXPECT_NE(after.code(), absl::StatusCode::kPermissionDenied) << after;
+  EXPECT_THAT(ConnectAs(*e, tls).status(), StatusIs(absl::StatusCode::kUnavailable));
+  std::unique_ptr<rpc::Client> other = testing::ConnectTo(*e);
+  ASSERT_NE(other, nullptr);
+  EXPECT_THAT(other->Get("ks", "k"), IsOk());
+  EXPECT_EQ(e->Stop(SIGTERM), 0);
+}
+
+// The certificate a server shows on new links is its renewed one, whether
+// it renewed itself (holding the user key) or the renewal was made on
+// another device and replicated to it, so that it is still accepted after
+// its old certificate's expiry. The phone is certified for 1 hour and runs
+// 45 minutes ahead (--clock-offset-ms): its first renewal pass renews
+// itself and shows the new certificate; the tablet, 70 minutes ahead (past
+// the old one's expiry and the skew allowed), still accepts it. Then the
+// tablet renews the phone for 3 hours: the phone's next pass (every 100 ms
+// here, --renew-interval-ms; hourly by default) shows that one.
+TEST_F(TlsTest, AServerShowsItsRenewedCertificateOnNewLinks) {
+  const std::string phone = dir_.Sub("phone");
+  const std::string tablet = dir_.Sub("tablet");
+  RunResult init = Peerkv(phone, {"init", "--user", "jane", "--name", "phone"});
+  ASSERT_EQ(init.exit_code, 0) << init.err;
+  const std::string user = Field(init.out, "user");
+  const std::string phone_id = Field(init.out, "device");
+  const std::string tablet_id = Field(Peerkv(tablet, {"init", "--join", user}).out, "device");
+  ASSERT_EQ(Peerkv(phone, {"device", "add", tablet_id, "--name", "tablet"}).exit_code, 0);
+  RunResult hour = Peerkv(phone, {"device", "renew", phone_id, "--valid-for", "1h"});
+  ASSERT_EQ(hour.exit_code, 0) << hour.err;
+  auto user_key = auth::ParseUserId(user, "user");
+  ASSERT_THAT(user_key, IsOk());
+  // The expiry of the certificate `server` shows on a new link.
+  auto shown_expiry = [&](const ServerProcess& server) -> std::string {
+    const std::optional<std::string> shown = ShownDeviceCertificate(server.address());
+    if (!shown.has_value() || shown->empty()) return "(none)";
+    absl::StatusOr<auth::DeviceCertificate> cert = auth::VerifyDeviceCertificate(*shown, *user_key);
+    return cert.ok() ? auth::FormatUtcMs(cert->ExpiresMs()) : std::string(cert.status().message());
+  };
+
+  std::vector<std::string> phone_args = testing::ReplicaArgs("phone");
+  phone_args.insert(phone_args.end(), {"--clock-offset-ms", "2700000", "--max-clock-skew", "3h",
+                                       "--renew-interval-ms", "100"});
+  auto p = ServerProcess::Start(phone, phone_args);
+  ASSERT_THAT(p, IsOk());
+  const std::string shows = "TLS links now show a renewed device certificate, valid until ";
+  const std::string renewed = (*p)->WaitForLog(shows);
+  ASSERT_THAT(renewed, HasSubstr("renewed the certificate of device " + phone_id)) << renewed;
+  const std::string line = LineWith(renewed, shows);
+  ASSERT_NE(line, "") << renewed;
+  const std::string first_expiry = line.substr(line.find(shows) + shows.size());
+  EXPECT_EQ(shown_expiry(**p), first_expiry);
+  // `device list` (through the phone's socket) lists the one it shows.
+  EXPECT_THAT(Line(Peerkv(phone, {"device", "list"}).out, phone_id),
+              HasSubstr(" expires " + first_expiry));
+
+  std::vector<std::string> tablet_args = testing::ReplicaArgs("tablet", {(*p)->address()});
+  tablet_args.insert(tablet_args.end(), {"--clock-offset-ms", "4200000", "--max-clock-skew", "3h"});
+  auto t = ServerProcess::Start(tablet, tablet_args);
+  ASSERT_THAT(t, IsOk());
+  EXPECT_THAT((*t)->WaitForLog("this device is now a device of user"),
+              HasSubstr("this device is now a device of user"));
+
+  // The renewal made on the tablet (the command opens its directory).
+  ASSERT_EQ((*t)->Stop(SIGTERM), 0);
+  RunResult three = Peerkv(tablet, {"device", "renew", phone_id, "--valid-for", "3h"});
+  ASSERT_EQ(three.exit_code, 0) << three.err;
+  ASSERT_THAT(three.out, HasSubstr("certified until "));
+  const std::string second_expiry =
+      three.out.substr(three.out.find("certified until ") + 16, 20);
+  t = ServerProcess::Start(tablet, tablet_args);
+  ASSERT_THAT(t, IsOk());
+  EXPECT_THAT((*p)->WaitForLog(shows + second_expiry), HasSubstr(shows + second_expiry));
+  EXPECT_EQ(shown_expiry(**p), second_expiry);
+  EXPECT_EQ((*t)->Stop(SIGTERM), 0);
+  EXPECT_EQ((*p)->Stop(SIGTERM), 0);
 }
 
 // A device that joins while serving shows its new device certificate on
