@@ -6,9 +6,9 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <optional>
 
-#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "auth/certificate.h"
@@ -24,38 +24,45 @@ constexpr std::string_view kDomain("peerkv record v1\0", 17);
 constexpr size_t kBlobOverhead = 1 + 2 + kSignatureBytes;
 
 // The signing message of a record within the store's limits
-// (store/validation.h), followed by its blob, fits in this many bytes: the
-// verifier builds both on the stack.
+// (store/validation.h), followed by its blob: the verifier builds both on
+// the stack. Same appends as std::string's.
 constexpr size_t kMaxMessageBytes =
     kDomain.size() + 4 + kMaxKeyspaceBytes + 4 + kMaxKeyBytes + 8 + 8 + 1 + kRecordValueHashBytes;
-using MessageBuffer = absl::InlinedVector<char, kMaxMessageBytes + kMaxSignatureBytes>;
+class MessageBuffer {
+ public:
+  void append(std::string_view bytes) {
+    PEERKV_CHECK(bytes.size() <= bytes_.size() - size_);
+    std::memcpy(bytes_.data() + size_, bytes.data(), bytes.size());
+    size_ += bytes.size();
+  }
+  void push_back(char c) { append(std::string_view(&c, 1)); }
+  std::string_view view() const { return {bytes_.data(), size_}; }
+
+ private:
+  std::array<char, kMaxMessageBytes + kMaxSignatureBytes> bytes_;
+  size_t size_ = 0;
+};
 
 void InitSodium() {
   static const bool ok = sodium_init() >= 0;
   PEERKV_CHECK(ok);
 }
 
-// Appends to a std::string or a MessageBuffer.
 template <typename Out>
-void Append(Out& out, std::string_view bytes) {
-  out.insert(out.end(), bytes.begin(), bytes.end());
-}
-
-template <typename Out>
-void AppendBigEndian(Out& out, uint64_t v, int bytes) {
-  for (int shift = 8 * (bytes - 1); shift >= 0; shift -= 8) {
-    out.push_back(static_cast<char>((v >> shift) & 0xff));
-  }
+void AppendBigEndian(Out& out, uint64_t v, size_t bytes) {
+  char buffer[8];
+  for (size_t i = 0; i < bytes; ++i) buffer[i] = static_cast<char>(v >> (8 * (bytes - 1 - i)));
+  out.append(std::string_view(buffer, bytes));
 }
 
 template <typename Out>
 void AppendSigningMessage(Out& out, std::string_view keyspace, std::string_view key,
                           const Version& version, bool deleted, std::string_view value) {
-  Append(out, kDomain);
+  out.append(kDomain);
   AppendBigEndian(out, keyspace.size(), 4);
-  Append(out, keyspace);
+  out.append(keyspace);
   AppendBigEndian(out, key.size(), 4);
-  Append(out, key);
+  out.append(key);
   AppendBigEndian(out, version.hlc, 8);
   AppendBigEndian(out, version.origin, 8);
   out.push_back(deleted ? 1 : 0);
@@ -63,7 +70,7 @@ void AppendSigningMessage(Out& out, std::string_view keyspace, std::string_view 
   InitSodium();
   crypto_generichash(hash.data(), hash.size(), reinterpret_cast<const unsigned char*>(value.data()),
                      value.size(), nullptr, 0);
-  Append(out, std::string_view(reinterpret_cast<const char*>(hash.data()), hash.size()));
+  out.append(std::string_view(reinterpret_cast<const char*>(hash.data()), hash.size()));
 }
 
 }  // namespace
@@ -127,6 +134,16 @@ absl::StatusOr<SignedBy> RecordVerifier::Verify(const Record& record) const {
         "record signature is %d bytes; its %d-byte certificate and signature make %d",
         blob.size(), certificate_size, kBlobOverhead + certificate_size));
   }
+  // (A record that the store's validation would refuse is refused here
+  // too: its message would not fit the buffer below.)
+  if (record.keyspace.size() > kMaxKeyspaceBytes || record.key.size() > kMaxKeyBytes ||
+      blob.size() > kMaxSignatureBytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "record of a %d-byte keyspace and a %d-byte key with a %d-byte signature: the limits "
+        "are %d, %d and %d bytes",
+        record.keyspace.size(), record.key.size(), blob.size(), kMaxKeyspaceBytes, kMaxKeyBytes,
+        kMaxSignatureBytes));
+  }
   const std::string_view certificate = blob.substr(3, certificate_size);
   const std::string_view signature = blob.substr(3 + certificate_size);
   // A record offered again (by another peer, another page, a reconcile
@@ -136,14 +153,14 @@ absl::StatusOr<SignedBy> RecordVerifier::Verify(const Record& record) const {
   MessageBuffer buffer;
   AppendSigningMessage(buffer, record.keyspace, record.key, record.version, record.deleted,
                        record.value);
-  const size_t message_size = buffer.size();
-  Append(buffer, blob);
-  const std::string_view message(buffer.data(), message_size);
+  const size_t message_size = buffer.view().size();
+  buffer.append(blob);
+  const std::string_view message = buffer.view().substr(0, message_size);
   VerifiedRecord entry;
   InitSodium();
   crypto_generichash(entry.digest.data(), entry.digest.size(),
-                     reinterpret_cast<const unsigned char*>(buffer.data()), buffer.size(),
-                     nullptr, 0);
+                     reinterpret_cast<const unsigned char*>(buffer.view().data()),
+                     buffer.view().size(), nullptr, 0);
   std::array<uint8_t, kSignatureBytes> key;
   std::copy(signature.begin(), signature.end(), key.begin());
   std::optional<SignedBy> certified;

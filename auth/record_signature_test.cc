@@ -97,6 +97,10 @@ TEST(RecordSignatureTest, MalformedBlobsAndForgedCertificatesAreRefused) {
   trailing.signature += "x";
   EXPECT_THAT(verifier.Verify(trailing),
               StatusIs(StatusCode::kInvalidArgument, "certificate and signature make"));
+  // Past the store's limits (store/validation.h): refused before any check.
+  Record long_key = jane.Signed("blog", std::string(401, 'k'), "hello");
+  EXPECT_THAT(verifier.Verify(long_key),
+              StatusIs(StatusCode::kInvalidArgument, "a 401-byte key"));
   Record version = r;
   version.signature[0] = 9;
   EXPECT_THAT(verifier.Verify(version), StatusIs(StatusCode::kInvalidArgument, "version 9"));
