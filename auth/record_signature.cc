@@ -4,6 +4,11 @@
 
 #include <sodium.h>
 
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <optional>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "auth/certificate.h"
@@ -18,13 +23,54 @@ constexpr std::string_view kDomain("peerkv record v1\0", 17);
 // Version byte, certificate length, signature.
 constexpr size_t kBlobOverhead = 1 + 2 + kSignatureBytes;
 
-std::string ValueHash(std::string_view value) {
-  std::string hash(kRecordValueHashBytes, '\0');
-  PEERKV_CHECK(sodium_init() >= 0);
-  crypto_generichash(reinterpret_cast<unsigned char*>(hash.data()), hash.size(),
-                     reinterpret_cast<const unsigned char*>(value.data()), value.size(), nullptr,
-                     0);
-  return hash;
+// The signing message of a record within the store's limits
+// (store/validation.h), followed by its blob: the verifier builds both on
+// the stack. Same appends as std::string's.
+constexpr size_t kMaxMessageBytes =
+    kDomain.size() + 4 + kMaxKeyspaceBytes + 4 + kMaxKeyBytes + 8 + 8 + 1 + kRecordValueHashBytes;
+class MessageBuffer {
+ public:
+  void append(std::string_view bytes) {
+    PEERKV_CHECK(bytes.size() <= bytes_.size() - size_);
+    std::memcpy(bytes_.data() + size_, bytes.data(), bytes.size());
+    size_ += bytes.size();
+  }
+  void push_back(char c) { append(std::string_view(&c, 1)); }
+  std::string_view view() const { return {bytes_.data(), size_}; }
+
+ private:
+  std::array<char, kMaxMessageBytes + kMaxSignatureBytes> bytes_;
+  size_t size_ = 0;
+};
+
+void InitSodium() {
+  static const bool ok = sodium_init() >= 0;
+  PEERKV_CHECK(ok);
+}
+
+template <typename Out>
+void AppendBigEndian(Out& out, uint64_t v, size_t bytes) {
+  char buffer[8];
+  for (size_t i = 0; i < bytes; ++i) buffer[i] = static_cast<char>(v >> (8 * (bytes - 1 - i)));
+  out.append(std::string_view(buffer, bytes));
+}
+
+template <typename Out>
+void AppendSigningMessage(Out& out, std::string_view keyspace, std::string_view key,
+                          const Version& version, bool deleted, std::string_view value) {
+  out.append(kDomain);
+  AppendBigEndian(out, keyspace.size(), 4);
+  out.append(keyspace);
+  AppendBigEndian(out, key.size(), 4);
+  out.append(key);
+  AppendBigEndian(out, version.hlc, 8);
+  AppendBigEndian(out, version.origin, 8);
+  out.push_back(deleted ? 1 : 0);
+  std::array<unsigned char, kRecordValueHashBytes> hash;
+  InitSodium();
+  crypto_generichash(hash.data(), hash.size(), reinterpret_cast<const unsigned char*>(value.data()),
+                     value.size(), nullptr, 0);
+  out.append(std::string_view(reinterpret_cast<const char*>(hash.data()), hash.size()));
 }
 
 }  // namespace
@@ -33,15 +79,7 @@ std::string RecordSigningMessage(std::string_view keyspace, std::string_view key
                                  const Version& version, bool deleted, std::string_view value) {
   std::string out;
   out.reserve(kDomain.size() + 8 + keyspace.size() + key.size() + 17 + kRecordValueHashBytes);
-  out.append(kDomain);
-  PutU32(out, static_cast<uint32_t>(keyspace.size()));
-  out.append(keyspace);
-  PutU32(out, static_cast<uint32_t>(key.size()));
-  out.append(key);
-  PutU64(out, version.hlc);
-  PutU64(out, version.origin);
-  out.push_back(deleted ? 1 : 0);
-  out.append(ValueHash(value));
+  AppendSigningMessage(out, keyspace, key, version, deleted, value);
   return out;
 }
 
@@ -59,12 +97,7 @@ std::string SignRecord(const SigningKey& device_key, std::string_view device_cer
   return blob;
 }
 
-absl::StatusOr<SignedBy> RecordVerifier::Certificate(std::string_view bytes) const {
-  {
-    absl::MutexLock lock(&mu_);
-    auto it = verified_.find(absl::string_view(bytes.data(), bytes.size()));
-    if (it != verified_.end()) return it->second;
-  }
+absl::StatusOr<SignedBy> RecordVerifier::CheckCertificate(std::string_view bytes) {
   // The certificate names its user (after the version byte); it must be
   // signed by that user. Whether that user may write is the gate's call.
   if (bytes.size() < 1 + kPublicKeyBytes) {
@@ -79,12 +112,7 @@ absl::StatusOr<SignedBy> RecordVerifier::Certificate(std::string_view bytes) con
                         absl::StrCat("record signature: device certificate: ",
                                      certificate.status().message()));
   }
-  SignedBy by{certificate->device, certificate->user};
-  absl::MutexLock lock(&mu_);
-  ++checked_;
-  if (verified_.size() >= max_certificates_) verified_.clear();
-  verified_.emplace(std::string(bytes), by);
-  return by;
+  return SignedBy{certificate->device, certificate->user};
 }
 
 absl::StatusOr<SignedBy> RecordVerifier::Verify(const Record& record) const {
@@ -106,35 +134,73 @@ absl::StatusOr<SignedBy> RecordVerifier::Verify(const Record& record) const {
         "record signature is %d bytes; its %d-byte certificate and signature make %d",
         blob.size(), certificate_size, kBlobOverhead + certificate_size));
   }
+  // (A record that the store's validation would refuse is refused here
+  // too: its message would not fit the buffer below.)
+  if (record.keyspace.size() > kMaxKeyspaceBytes || record.key.size() > kMaxKeyBytes ||
+      blob.size() > kMaxSignatureBytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "record of a %d-byte keyspace and a %d-byte key with a %d-byte signature: the limits "
+        "are %d, %d and %d bytes",
+        record.keyspace.size(), record.key.size(), blob.size(), kMaxKeyspaceBytes, kMaxKeyBytes,
+        kMaxSignatureBytes));
+  }
+  const std::string_view certificate = blob.substr(3, certificate_size);
+  const std::string_view signature = blob.substr(3 + certificate_size);
   // A record offered again (by another peer, another page, a reconcile
-  // round) costs a hash of its value and a lookup, not a second Ed25519
-  // check: the message and the whole blob that verified are remembered.
-  std::string seen = RecordSigningMessage(record.keyspace, record.key, record.version,
-                                          record.deleted, record.value);
-  const size_t message_size = seen.size();
-  seen.append(blob);
+  // round) costs two hashes and a lookup, not a second Ed25519 check: the
+  // cache entry of its signature must hold the digest of this exact
+  // message and blob.
+  MessageBuffer buffer;
+  AppendSigningMessage(buffer, record.keyspace, record.key, record.version, record.deleted,
+                       record.value);
+  const size_t message_size = buffer.view().size();
+  buffer.append(blob);
+  const std::string_view message = buffer.view().substr(0, message_size);
+  VerifiedRecord entry;
+  InitSodium();
+  crypto_generichash(entry.digest.data(), entry.digest.size(),
+                     reinterpret_cast<const unsigned char*>(buffer.view().data()),
+                     buffer.view().size(), nullptr, 0);
+  std::array<uint8_t, kSignatureBytes> key;
+  std::copy(signature.begin(), signature.end(), key.begin());
+  std::optional<SignedBy> certified;
   {
     absl::MutexLock lock(&mu_);
-    auto it = verified_records_.find(seen);
-    if (it != verified_records_.end()) return it->second;
+    const VerifiedRecord* seen = records_.Find(key);
+    if (seen != nullptr && seen->digest == entry.digest) return seen->by;
+    if (const SignedBy* by = certificates_.Find(
+            absl::string_view(certificate.data(), certificate.size()))) {
+      certified = *by;
+    }
   }
-  PEERKV_ASSIGN_OR_RETURN(const SignedBy by, Certificate(blob.substr(3, certificate_size)));
-  if (!auth::Verify(by.device, std::string_view(seen).substr(0, message_size),
-                    blob.substr(3 + certificate_size))) {
+  if (!certified.has_value()) {
+    // Kept even if the record's own signature fails below: forged records
+    // under a real certificate cost one Ed25519 check each, not two.
+    PEERKV_ASSIGN_OR_RETURN(certified, CheckCertificate(certificate));
+    absl::MutexLock lock(&mu_);
+    ++certificates_checked_;
+    certificates_.Insert(std::string(certificate), *certified);
+  }
+  entry.by = *certified;
+  signatures_checked_.fetch_add(1, std::memory_order_relaxed);
+  if (!auth::Verify(entry.by.device, message, signature)) {
     return absl::PermissionDeniedError(absl::StrFormat(
         "record signature of device %s does not match the record (forged, or altered after "
         "signing: keyspace, key, version, tombstone flag or value)",
-        DeviceId(by.device)));
+        DeviceId(entry.by.device)));
   }
   absl::MutexLock lock(&mu_);
-  if (verified_records_.size() >= max_records_) verified_records_.clear();
-  verified_records_.emplace(std::move(seen), by);
-  return by;
+  records_.Insert(key, entry);
+  return entry.by;
 }
 
 uint64_t RecordVerifier::certificates_checked() const {
   absl::MutexLock lock(&mu_);
-  return checked_;
+  return certificates_checked_;
+}
+
+uint64_t RecordVerifier::signatures_checked() const {
+  return signatures_checked_.load(std::memory_order_relaxed);
 }
 
 peerkv::RecordSigner MakeRecordSigner(std::shared_ptr<const Access> access,

@@ -14,18 +14,21 @@
 #ifndef PEERKV_AUTH_RECORD_SIGNATURE_H_
 #define PEERKV_AUTH_RECORD_SIGNATURE_H_
 
+#include <array>
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "auth/access.h"
 #include "auth/keys.h"
+#include "auth/recent_cache.h"
 #include "store/types.h"
 #include "store/version.h"
 
@@ -56,15 +59,18 @@ struct SignedBy {
 };
 
 // Checks record signatures. Thread-safe. A device certificate verified
-// once is kept (up to `max_certificates`, then the cache starts afresh), so
-// each record costs one Ed25519 check and one hash of its value; a record
-// whose signature verified is kept too (up to `max_records`, likewise), so
-// the same record offered again (gossip brings it from every peer) costs
-// only the hash of its value.
+// once is kept (the `max_certificates` most recently used), so each record
+// costs one Ed25519 check and one hash of its value; a record whose
+// signature verified is kept too (the `max_records` most recently used;
+// auth/recent_cache.h), so the same record offered again (gossip brings it
+// from every peer) costs two BLAKE2b hashes and a lookup: the cache is
+// keyed by the 64-byte signature and holds a BLAKE2b-256 digest of the
+// exact signed message and blob, which a hit must match. REQUIRES: both
+// bounds at least 2.
 class RecordVerifier {
  public:
   explicit RecordVerifier(size_t max_certificates = 4096, size_t max_records = 16384)
-      : max_certificates_(max_certificates), max_records_(max_records) {}
+      : certificates_(max_certificates), records_(max_records) {}
 
   // The signing device and its user. InvalidArgument naming the field if
   // the blob is malformed (empty: unsigned); PermissionDenied if the
@@ -75,17 +81,29 @@ class RecordVerifier {
 
   // Certificates checked (cache misses) since construction.
   uint64_t certificates_checked() const;
+  // Record signatures checked with Ed25519 (not answered from the cache)
+  // since construction.
+  uint64_t signatures_checked() const;
 
  private:
-  absl::StatusOr<SignedBy> Certificate(std::string_view bytes) const;
+  // A record that verified: the digest of its message and blob, and who
+  // signed it.
+  struct VerifiedRecord {
+    std::array<uint8_t, 32> digest;
+    SignedBy by;
+  };
 
-  const size_t max_certificates_;
-  const size_t max_records_;
+  // Decodes and checks a device certificate (no cache).
+  static absl::StatusOr<SignedBy> CheckCertificate(std::string_view bytes);
+
   mutable absl::Mutex mu_;
-  mutable absl::flat_hash_map<std::string, SignedBy> verified_ ABSL_GUARDED_BY(mu_);
-  // Signing message followed by the whole blob, of records that verified.
-  mutable absl::flat_hash_map<std::string, SignedBy> verified_records_ ABSL_GUARDED_BY(mu_);
-  mutable uint64_t checked_ ABSL_GUARDED_BY(mu_) = 0;
+  // By the certificate's bytes.
+  mutable RecentCache<std::string, SignedBy> certificates_ ABSL_GUARDED_BY(mu_);
+  // By the record's signature.
+  mutable RecentCache<std::array<uint8_t, kSignatureBytes>, VerifiedRecord> records_
+      ABSL_GUARDED_BY(mu_);
+  mutable uint64_t certificates_checked_ ABSL_GUARDED_BY(mu_) = 0;
+  mutable std::atomic<uint64_t> signatures_checked_ = 0;
 };
 
 // An Access set once the store it reads is open (the signer and the gate
