@@ -313,11 +313,12 @@ void Replicator::AddLink(LinkId link, const PeerInfo& info, bool inbound,
   // A peer met: tombstone collection waits for what it acknowledges. A
   // friend's device holds only the keyspaces it may read, so it would
   // never acknowledge the others' tombstones by watermarks: it is waited
-  // for by how far it merged our log (README "Tombstone collection").
+  // for by how far it merged our log (README "Tombstone collection"), and
+  // only for the keyspaces it may read.
   if (info.readable == nullptr) {
     store_->NotePeer(info.replica_id);
   } else {
-    store_->NoteFriend(info.replica_id);
+    store_->NoteFriend(info.replica_id, info.readable);
   }
   auto [it, created] = peers_.try_emplace(info.replica_id);
   if (created) {
