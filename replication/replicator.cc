@@ -1562,7 +1562,11 @@ void Replicator::OnReconcileAnswer(uint64_t job_id, absl::StatusOr<std::string> 
       FinishReconcile(merged.status());
       return;
     }
-    if (!merged->refused.empty()) job.refused->Note(offered, *merged);
+    if (job.filtered != nullptr) {
+      job.refused->NoteWithStaleTombstones(offered, *merged);  // a friend's device
+    } else {
+      job.refused->Note(offered, *merged);
+    }
     job.session->NoteMerged(merged->won, merged->refused.size() + merged->quarantined.size() +
                                              merged->already_quarantined);
     counters_.records_won += merged->won;

@@ -428,8 +428,14 @@ absl::StatusOr<bool> Store::RefuseIfStale(writer::GroupTxn& txn, const Record& r
     // newer one stood, and a live write between the two versions (covered,
     // so stale, but the stale rule only refuses over nothing) would then
     // win over it by the normal merge and come back (seed 4090). Dropped
-    // without an answer: the sender collects its own copy in time.
-    return !current.has_value();
+    // without an answer: the sender collects its own copy in time (a
+    // friend's device never does: MergeResult::stale_tombstones).
+    if (current.has_value()) return false;
+    result.stale_tombstones.push_back(RefusedRecord{
+        remote.keyspace, remote.key, remote.version,
+        absl::FailedPreconditionError(absl::StrCat(
+            kStale, ": an old tombstone of a key whose newer tombstone was collected"))});
+    return true;
   }
   if (current.has_value() && !(remote.version > *current)) return false;  // it loses anyway
   if (current.has_value() && !forgotten) return false;  // the normal merge decides
