@@ -620,7 +620,9 @@ absl::Status Store::CollectStep(size_t max_examined, CollectResult& result, Coll
   // friend holds back only the tombstones of keyspaces it may read. One
   // it may not read it will never receive (its pulls move past them), so
   // waiting for it would keep them until it is forgotten. Friends without
-  // a filter (not met since this open) may read everything.
+  // a filter (not met since this open) may read everything, and so may
+  // every friend the reserved keyspaces (read record by record: the
+  // policy and group records of what it may read).
   absl::flat_hash_map<std::string, absl::flat_hash_set<uint64_t>> friend_readers;
   if (std::any_of(friends.begin(), friends.end(),
                   [](const auto& f) { return f.second.reads != nullptr; })) {
@@ -628,7 +630,9 @@ absl::Status Store::CollectStep(size_t max_examined, CollectResult& result, Coll
     for (const auto& [keyspace, root] : roots) {
       absl::flat_hash_set<uint64_t>& readers = friend_readers[keyspace];
       for (const auto& [peer, held] : friends) {
-        if (held.reads == nullptr || (*held.reads)(keyspace)) readers.insert(peer);
+        if (held.reads == nullptr || IsReservedKeyspace(keyspace) || (*held.reads)(keyspace)) {
+          readers.insert(peer);
+        }
       }
     }
   }
