@@ -321,6 +321,14 @@ class RefusedMemory {
   // as refused for good: not quarantined, and not refused for want of
   // room (ResourceExhausted) or a store that was unavailable.
   void Note(const std::vector<Record>& offered, const MergeResult& merged);
+  // And the old tombstones `merged` dropped as stale (their key's newer
+  // tombstone was collected here): on a friend's link only. A friend's
+  // device never collects this user's tombstones (none of its watermarks
+  // covers them), so it keeps its copy for good, and every session with
+  // it ended "roots still differ" over the keys collected here. An own
+  // device collects its copy in time: remembered, it would show as held
+  // here once gone there.
+  void NoteWithStaleTombstones(const std::vector<Record>& offered, const MergeResult& merged);
   size_t size() const { return order_.size(); }
   bool empty() const { return order_.empty(); }
   void Clear();
@@ -337,6 +345,8 @@ class RefusedMemory {
   }
 
  private:
+  void Remember(const std::vector<Record>& offered, const std::vector<RefusedRecord>& refusals);
+
   std::map<std::string, std::map<std::string, Entry, std::less<>>, std::less<>> entries_;
   std::deque<std::pair<std::string, std::string>> order_;
 };

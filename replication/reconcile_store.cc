@@ -126,10 +126,21 @@ class FilteredSource final : public ReconcileSource {
 // ---- what was refused ----
 
 void RefusedMemory::Note(const std::vector<Record>& offered, const MergeResult& merged) {
-  if (merged.refused.empty()) return;
+  Remember(offered, merged.refused);
+}
+
+void RefusedMemory::NoteWithStaleTombstones(const std::vector<Record>& offered,
+                                            const MergeResult& merged) {
+  Remember(offered, merged.refused);
+  Remember(offered, merged.stale_tombstones);
+}
+
+void RefusedMemory::Remember(const std::vector<Record>& offered,
+                             const std::vector<RefusedRecord>& refusals) {
+  if (refusals.empty()) return;
   std::map<std::pair<std::string_view, std::string_view>, const Record*> by_key;
   for (const Record& r : offered) by_key[{r.keyspace, r.key}] = &r;
-  for (const RefusedRecord& refused : merged.refused) {
+  for (const RefusedRecord& refused : refusals) {
     const absl::StatusCode code = refused.reason.code();
     if (code == absl::StatusCode::kResourceExhausted || code == absl::StatusCode::kUnavailable ||
         code == absl::StatusCode::kInternal) {

@@ -313,11 +313,12 @@ void Replicator::AddLink(LinkId link, const PeerInfo& info, bool inbound,
   // A peer met: tombstone collection waits for what it acknowledges. A
   // friend's device holds only the keyspaces it may read, so it would
   // never acknowledge the others' tombstones by watermarks: it is waited
-  // for by how far it merged our log (README "Tombstone collection").
+  // for by how far it merged our log (README "Tombstone collection"), and
+  // only for the keyspaces it may read.
   if (info.readable == nullptr) {
     store_->NotePeer(info.replica_id);
   } else {
-    store_->NoteFriend(info.replica_id);
+    store_->NoteFriend(info.replica_id, info.readable);
   }
   auto [it, created] = peers_.try_emplace(info.replica_id);
   if (created) {
@@ -1561,7 +1562,11 @@ void Replicator::OnReconcileAnswer(uint64_t job_id, absl::StatusOr<std::string> 
       FinishReconcile(merged.status());
       return;
     }
-    if (!merged->refused.empty()) job.refused->Note(offered, *merged);
+    if (job.filtered != nullptr) {
+      job.refused->NoteWithStaleTombstones(offered, *merged);  // a friend's device
+    } else {
+      job.refused->Note(offered, *merged);
+    }
     job.session->NoteMerged(merged->won, merged->refused.size() + merged->quarantined.size() +
                                              merged->already_quarantined);
     counters_.records_won += merged->won;

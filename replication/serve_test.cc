@@ -271,6 +271,83 @@ TEST_F(FilteredServeTest, AWholeReconcileSessionSeesOnlyReadableKeyspaces) {
   EXPECT_FALSE(got->has_value());
 }
 
+// Issue 13: a friend's device keeps the tombstone its owner collected (it
+// never collects this user's tombstones), so every session between them,
+// driven from either side, ended "roots still differ after 4 passes" (the
+// stale tombstone fetched or pushed, dropped, and offered again). The
+// owner's side remembers what it dropped on the friend's link
+// (RefusedMemory::NoteWithStaleTombstones) and reconciles as if it held
+// it: both sessions end in sync, the next ones in one round, and the key
+// stays deleted on both sides.
+TEST_F(FilteredServeTest, SessionsWithAFriendEndInSyncOverATombstoneCollectedHere) {
+  ASSERT_THAT(server_->Put("shared", "gone", "soon deleted"), IsOk());
+  ASSERT_THAT(server_->Delete("shared", "gone"), IsOk());
+  PullRequest request{.requester = friend_->replica_id(), .max_records = 1000};
+  absl::StatusOr<PullResponse> page = ServePull(*server_, request, readable_.get());
+  ASSERT_THAT(page, IsOk());
+  ASSERT_THAT(friend_->Merge(page->records), IsOk());
+  // The friend merged the whole log: the tombstone is collected here.
+  server_->NoteFriendHolds(friend_->replica_id(), server_->incarnation(), server_->max_seq());
+  wall_.Advance(absl::ToInt64Milliseconds(absl::Hours(24 * 7 + 1)));
+  absl::StatusOr<uint64_t> collected = server_->CollectAllTombstones();
+  ASSERT_THAT(collected, IsOk());
+  ASSERT_EQ(*collected, 1u);
+
+  RefusedMemory server_memory;  // the server's, for this friend's link
+  std::unique_ptr<ReconcileSource> inner = StoreReconcileSource(*server_);
+  std::unique_ptr<ReconcileSource> filtered = FilteredReconcileSource(*inner, readable_);
+  std::unique_ptr<ReconcileSource> server_side = RefusedOverlay(*filtered, server_memory);
+  std::unique_ptr<ReconcileSource> friend_side = StoreReconcileSource(*friend_);
+  // One session of `local` (of `here`) with `remote` (of `there`); the
+  // server's merges are noted in server_memory, as on a friend's link.
+  auto session_of = [&](ReconcileSource& local, Store& here, ReconcileSource& remote,
+                        Store& there) -> ReconcileReport {
+    auto merge = [&](Store& into, std::vector<Record> records) {
+      std::erase_if(records, [&](const Record& r) { return !(*readable_)(r.keyspace); });
+      absl::StatusOr<MergeResult> merged = into.Merge(records);
+      EXPECT_THAT(merged, IsOk());
+      if (!merged.ok()) return MergeResult{};
+      if (&into == server_.get()) server_memory.NoteWithStaleTombstones(records, *merged);
+      return *merged;
+    };
+    ReconcileSession session(local);
+    for (int rounds = 0; rounds < 100; ++rounds) {
+      absl::StatusOr<std::optional<ReconcileRequest>> next = session.Next();
+      EXPECT_THAT(next, IsOk());
+      if (!next.ok() || !next->has_value()) break;
+      if (!(*next)->push.empty()) merge(there, (*next)->push);
+      absl::StatusOr<ReconcileResponse> answer = ServeReconcile(remote, **next, 1 << 20);
+      EXPECT_THAT(answer, IsOk());
+      if (!answer.ok()) break;
+      absl::StatusOr<std::vector<Record>> fetched = session.OnResponse(*answer);
+      EXPECT_THAT(fetched, IsOk());
+      if (!fetched.ok()) break;
+      const MergeResult merged = merge(here, *fetched);
+      session.NoteMerged(merged.won, merged.refused.size());
+    }
+    return session.report();
+  };
+  for (int i = 0; i < 2; ++i) {
+    const ReconcileReport by_friend = session_of(*friend_side, *friend_, *server_side, *server_);
+    EXPECT_TRUE(by_friend.in_sync || by_friend.was_in_sync) << i << ": " << by_friend.incomplete;
+    const ReconcileReport by_server = session_of(*server_side, *server_, *friend_side, *friend_);
+    EXPECT_TRUE(by_server.in_sync || by_server.was_in_sync) << i << ": " << by_server.incomplete;
+    if (i == 1) {
+      EXPECT_TRUE(by_friend.was_in_sync);
+      EXPECT_TRUE(by_server.was_in_sync);
+    }
+  }
+  EXPECT_EQ(server_memory.size(), 1u);
+  // Deleted on both sides: nothing here, the old tombstone there.
+  absl::StatusOr<std::optional<Record>> here = server_->Get("shared", "gone");
+  ASSERT_THAT(here, IsOk());
+  EXPECT_FALSE(here->has_value());
+  absl::StatusOr<std::optional<Record>> there = friend_->Get("shared", "gone");
+  ASSERT_THAT(there, IsOk());
+  ASSERT_TRUE(there->has_value());
+  EXPECT_TRUE((*there)->deleted);
+}
+
 }  // namespace
 }  // namespace peerkv::replication
 

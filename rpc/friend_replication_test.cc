@@ -61,7 +61,7 @@ struct Side {
 
 class FriendReplicationTest : public ::testing::Test {
  protected:
-  void MakeSide(Side& side, const std::string& name) {
+  void MakeSide(Side& side, const std::string& name, int64_t tombstone_min_age_ms = -1) {
     absl::StatusOr<std::unique_ptr<auth::Identity>> id =
         auth::Identity::CreateUser(dir_.Sub(name + "-keys"), name);
     ASSERT_THAT(id, IsOk());
@@ -75,6 +75,7 @@ class FriendReplicationTest : public ::testing::Test {
     options.dir = dir_.Sub(name);
     options.sync = false;
     options.replica_id_key = std::string(side.identity->device_key().public_key().view());
+    if (tombstone_min_age_ms >= 0) options.tombstone_min_age_ms = tombstone_min_age_ms;
     absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
     ASSERT_THAT(store, IsOk());
     side.store = std::move(*store);
@@ -250,6 +251,48 @@ TEST_F(FriendReplicationTest, AFriendsReconcileEndsInSyncWhenThePoliciesDisagree
   }
   EXPECT_TRUE(mallory_.store->Get("shared", "s7")->has_value());
   EXPECT_FALSE(mallory_.store->Get("stale", "new")->has_value());
+  mallory_.server->Stop();
+  jane_.server->Stop();
+}
+
+// Issue 13: Mallory's device holds the tombstone of a key of Jane's
+// "shared" that Jane has collected (a friend's device never collects its
+// owner's tombstones). Before, every session between them, from either
+// side, ended "roots still differ after 4 passes": the old tombstone was
+// fetched or pushed, dropped by Jane as stale, and offered again. Now
+// Jane's side reconciles as if it held what it dropped on that link, and
+// both sides' sessions end in sync, the key deleted on both.
+TEST_F(FriendReplicationTest, AFriendsReconcileEndsInSyncOverATombstoneCollectedByTheOwner) {
+  MakeSide(jane_, "jane", /*tombstone_min_age_ms=*/0);
+  MakeSide(mallory_, "mallory");
+  ASSERT_NE(jane_.store, nullptr);
+  ASSERT_NE(mallory_.store, nullptr);
+  ASSERT_THAT(jane_.store->Put("shared", "kept", "for friends"), IsOk());
+  ASSERT_THAT(jane_.store->Put("shared", "gone", "deleted soon"), IsOk());
+  ASSERT_THAT(jane_.store->Delete("shared", "gone"), IsOk());
+  // What Mallory received of "shared" before Jane collected the tombstone.
+  absl::StatusOr<Changes> log = jane_.store->ChangesSince(0, 1000);
+  ASSERT_THAT(log, IsOk());
+  ASSERT_THAT(mallory_.store->Merge(log->records).status(), IsOk());
+  absl::StatusOr<uint64_t> collected = jane_.store->CollectAllTombstones();
+  ASSERT_THAT(collected, IsOk());
+  ASSERT_EQ(*collected, 1u);
+  StartSide(jane_, mallory_, {"shared"}, {});
+  StartSide(mallory_, jane_, {"shared"}, {jane_.server->address()});
+
+  ASSERT_TRUE(WaitForReconciles(mallory_, 3));
+  ASSERT_TRUE(WaitForReconciles(jane_, 3));
+  for (const Side* side : {&mallory_, &jane_}) {
+    std::vector<replication::PeerStatus> peers = side->server->PeerStatuses();
+    ASSERT_EQ(peers.size(), 1u);
+    EXPECT_THAT(peers[0].last_reconcile_result, Not(HasSubstr("incomplete")));
+    EXPECT_EQ(peers[0].last_error, "");
+  }
+  EXPECT_FALSE(jane_.store->Get("shared", "gone")->has_value());
+  absl::StatusOr<std::optional<Record>> there = mallory_.store->Get("shared", "gone");
+  ASSERT_THAT(there, IsOk());
+  ASSERT_TRUE(there->has_value());
+  EXPECT_TRUE((*there)->deleted);
   mallory_.server->Stop();
   jane_.server->Stop();
 }

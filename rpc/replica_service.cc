@@ -245,14 +245,18 @@ class ReplicaImpl final : public wire::Replica::Server {
                                    : MergeSource::kOwnDevice;
       answered = loop_.Merge(std::move(push), from)
                      .then([this, context, request = std::move(*request),
-                            offered = std::move(offered)](
+                            offered = std::move(offered), from](
                                absl::StatusOr<MergeResult> merged) mutable -> kj::Promise<void> {
                        if (!merged.ok()) {
                          loop_.LogRejected(peer_, "reconcile", merged.status());
                          ToWire(merged.status(), context.getResults().initError());
                          return kj::READY_NOW;
                        }
-                       if (!merged->refused.empty()) refused_memory_->Note(offered, *merged);
+                       if (from == MergeSource::kFriend) {
+                         refused_memory_->NoteWithStaleTombstones(offered, *merged);
+                       } else {
+                         refused_memory_->Note(offered, *merged);
+                       }
                        if (loop_.events() != nullptr) loop_.events()->OnPushMerged(link_, *merged);
                        return AnswerReconcile(context, std::move(request), *merged);
                      });

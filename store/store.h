@@ -66,6 +66,11 @@ namespace conflicts {
 class Index;
 }  // namespace conflicts
 
+// Which keyspaces a friend's device may read now (replication's
+// KeyspaceFilter for its link: auth::Access::MayRead of its user).
+// Thread-safe; Store::NoteFriend.
+using FriendReads = std::shared_ptr<const std::function<bool(std::string_view keyspace)>>;
+
 // Store::MergeWith's options.
 struct MergeOptions {
   // false: acknowledged once committed and visible to reads, without
@@ -605,7 +610,13 @@ class Store {
   // tombstones, so one collected before it received it would stay behind
   // there for good as an older tombstone: seeds 9051, 9140). Registered
   // with nothing held if new; like NotePeer, bookkeeping, any thread.
-  void NoteFriend(uint64_t peer_id) const;
+  // `reads`, when given, says which keyspaces it may read now (the link's
+  // filter, asked at every collection step, outside its transaction):
+  // only their tombstones are held back for it (it will never receive the
+  // others). Kept in memory only, replacing any earlier one: a friend
+  // read back from meta "friend_acks" after reopening holds back every
+  // keyspace until it is noted with its filter again (its next hello).
+  void NoteFriend(uint64_t peer_id, FriendReads reads = nullptr) const;
   // What friend `peer_id` merged of this log (PullRequest::merged_seq): it
   // holds every record logged up to `seq` of `incarnation` that it may
   // read (its filtered pull moved past the others). A tombstone logged
@@ -1035,6 +1046,8 @@ class Store {
   struct FriendAck {
     uint64_t incarnation = 0;
     uint64_t seq = 0;
+    // Not persisted; null: not known since this open (holds back all).
+    FriendReads reads;
   };
   mutable absl::flat_hash_map<uint64_t, FriendAck> friend_acks_ ABSL_GUARDED_BY(acks_mu_);
   // Each peer's clock reading (ms) with its latest acknowledgement, for

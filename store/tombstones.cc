@@ -125,7 +125,8 @@ absl::Status DecodeFriendAcks(std::string_view in, absl::flat_hash_map<uint64_t,
   }
   for (size_t at = 0; at < in.size(); at += 24) {
     (*acks)[codec::GetFixed64(in.data() + at)] =
-        FriendAck{codec::GetFixed64(in.data() + at + 8), codec::GetFixed64(in.data() + at + 16)};
+        FriendAck{.incarnation = codec::GetFixed64(in.data() + at + 8),
+                  .seq = codec::GetFixed64(in.data() + at + 16)};
   }
   return absl::OkStatus();
 }
@@ -173,15 +174,18 @@ void Store::NotePeerHolds(uint64_t peer_id, const Watermarks& held, int64_t cloc
   }
 }
 
-void Store::NoteFriend(uint64_t peer_id) const {
+void Store::NoteFriend(uint64_t peer_id, FriendReads reads) const {
   if (peer_id == 0 || peer_id == replica_id()) return;
   absl::MutexLock lock(&acks_mu_);
-  if (friend_acks_.contains(peer_id)) return;
+  if (auto it = friend_acks_.find(peer_id); it != friend_acks_.end()) {
+    if (reads != nullptr) it->second.reads = std::move(reads);
+    return;
+  }
   if (friend_acks_.size() >= kMaxAcknowledgedPeers) {
     acks_overflow_ = true;  // as NotePeer: stop rather than not wait
     return;
   }
-  friend_acks_.emplace(peer_id, FriendAck{});
+  friend_acks_.emplace(peer_id, FriendAck{.reads = std::move(reads)});
 }
 
 void Store::NoteFriendHolds(uint64_t peer_id, uint64_t incarnation, uint64_t seq) const {
@@ -189,7 +193,10 @@ void Store::NoteFriendHolds(uint64_t peer_id, uint64_t incarnation, uint64_t seq
   NoteFriend(peer_id);
   absl::MutexLock lock(&acks_mu_);
   auto it = friend_acks_.find(peer_id);
-  if (it != friend_acks_.end()) it->second = FriendAck{incarnation, seq};
+  if (it != friend_acks_.end()) {
+    it->second.incarnation = incarnation;
+    it->second.seq = seq;
+  }
 }
 
 std::vector<std::pair<uint64_t, uint64_t>> Store::FriendCheckpoints() const {
@@ -421,8 +428,14 @@ absl::StatusOr<bool> Store::RefuseIfStale(writer::GroupTxn& txn, const Record& r
     // newer one stood, and a live write between the two versions (covered,
     // so stale, but the stale rule only refuses over nothing) would then
     // win over it by the normal merge and come back (seed 4090). Dropped
-    // without an answer: the sender collects its own copy in time.
-    return !current.has_value();
+    // without an answer: the sender collects its own copy in time (a
+    // friend's device never does: MergeResult::stale_tombstones).
+    if (current.has_value()) return false;
+    result.stale_tombstones.push_back(RefusedRecord{
+        remote.keyspace, remote.key, remote.version,
+        absl::FailedPreconditionError(absl::StrCat(
+            kStale, ": an old tombstone of a key whose newer tombstone was collected"))});
+    return true;
   }
   if (current.has_value() && !(remote.version > *current)) return false;  // it loses anyway
   if (current.has_value() && !forgotten) return false;  // the normal merge decides
@@ -602,6 +615,35 @@ absl::Status Store::CollectStep(size_t max_examined, CollectResult& result, Coll
       if (key.size() > 16) quarantined.emplace(key.substr(16), entry.origin);
     }
   }
+  // Which friends' devices may read each keyspace now, asked here, before
+  // the transaction (the filters read the policies through the store): a
+  // friend holds back only the tombstones of keyspaces it may read. One
+  // it may not read it will never receive (its pulls move past them), so
+  // waiting for it would keep them until it is forgotten. Friends without
+  // a filter (not met since this open) may read everything, and so may
+  // every friend the reserved keyspaces (read record by record: the
+  // policy and group records of what it may read).
+  absl::flat_hash_map<std::string, absl::flat_hash_set<uint64_t>> friend_readers;
+  if (std::any_of(friends.begin(), friends.end(),
+                  [](const auto& f) { return f.second.reads != nullptr; })) {
+    PEERKV_ASSIGN_OR_RETURN(const auto roots, KeyspaceFingerprints());
+    for (const auto& [keyspace, root] : roots) {
+      absl::flat_hash_set<uint64_t>& readers = friend_readers[keyspace];
+      for (const auto& [peer, held] : friends) {
+        if (held.reads == nullptr || IsReservedKeyspace(keyspace) || (*held.reads)(keyspace)) {
+          readers.insert(peer);
+        }
+      }
+    }
+  }
+  auto may_read = [&](uint64_t peer, const FriendAck& held, std::string_view record_key) {
+    if (held.reads == nullptr) return true;
+    std::string_view keyspace, key;
+    if (!codec::SplitRecordKey(record_key, &keyspace, &key).ok()) return true;
+    auto readers = friend_readers.find(absl::string_view(keyspace.data(), keyspace.size()));
+    // Not listed: a keyspace the step's listing did not see; held.
+    return readers == friend_readers.end() || readers->second.contains(peer);
+  };
   const int64_t now_ms = clock_->RealNowMillis();
   const int64_t min_age = options_.tombstone_min_age_ms;
   // The background pass's place, or a keyspace's pass (Compact), which
@@ -667,8 +709,11 @@ absl::Status Store::CollectStep(size_t max_examined, CollectResult& result, Coll
       // watermark of its covers them): collected before it merged this
       // one, an older tombstone (or value) of the key it holds would stay
       // there for good, the stale tombstone it offers dropped unanswered.
+      // Only if it may read the keyspace now (README "Tombstone
+      // collection" for a read granted later).
       for (const auto& [peer, held] : friends) {
-        if (held.incarnation != incarnation_now || held.seq < header.seq) {
+        if ((held.incarnation != incarnation_now || held.seq < header.seq) &&
+            may_read(peer, held, last_key)) {
           collect = false;
           if (holder == 0) holder = peer;
         }

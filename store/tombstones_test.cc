@@ -5,7 +5,9 @@
 // peer that holds collection back, ForgetPeer, stale records refused and
 // answered with a fresh tombstone, and the log, counters and range
 // fingerprints kept consistent across collection and reopening.
+#include <atomic>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -257,6 +259,67 @@ TEST_F(TombstoneTest, AFriendsDeviceIsWaitedForByTheCheckpointItMerged) {
     ASSERT_THAT(store->ForgetPeer(kPeerB), IsOk());
     EXPECT_THAT(store->ForgetPeer(kPeerB), StatusIs(StatusCode::kNotFound));
     ASSERT_EQ(CollectAll(*store), 1u);
+  }
+}
+
+// Issue 13: a friend's device that stays away held back the tombstones of
+// every keyspace, its owner's private ones too, until `peer forget`. It
+// holds back only those of keyspaces it may read now (its link's filter,
+// asked at each step): a grant makes it hold again; so does reopening,
+// until it is noted with its filter again.
+TEST_F(TombstoneTest, AFriendsDeviceHoldsBackOnlyTheKeyspacesItMayRead) {
+  auto granted = std::make_shared<std::atomic<bool>>(false);
+  FriendReads reads = std::make_shared<const std::function<bool(std::string_view)>>(
+      [granted](std::string_view ks) { return ks == "shared" || (ks == "later" && *granted); });
+  {
+    auto store = Open();
+    ASSERT_NE(store, nullptr);
+    store->NoteFriend(kPeerA, reads);
+    for (const char* ks : {"shared", "private", "later"}) {
+      ASSERT_THAT(store->Put(ks, "k", "v"), IsOk());
+      ASSERT_THAT(store->Delete(ks, "k"), IsOk());
+    }
+    // A reserved keyspace is read record by record: always held back.
+    ASSERT_THAT(store->WriteReserved({Mutation{"peerkv.policies", "k", "p"}}), IsOk());
+    ASSERT_THAT(store->WriteReserved({Mutation{"peerkv.policies", "k", std::nullopt}}), IsOk());
+    wall_.Advance(kMinAge + 1);
+    // The friend merged nothing: it holds back "shared" alone.
+    ASSERT_EQ(CollectAll(*store), 2u);
+    absl::StatusOr<StoreStats> stats = store->Stats();
+    ASSERT_THAT(stats, IsOk());
+    EXPECT_EQ(stats->tombstones_held, 2u);
+    EXPECT_EQ(stats->tombstones_held_by, kPeerA);
+    absl::StatusOr<std::optional<Record>> shared = store->Get("shared", "k");
+    ASSERT_THAT(shared, IsOk());
+    EXPECT_TRUE(shared->has_value());
+    // Granted "later": its next tombstone is held back for the friend too.
+    *granted = true;
+    ASSERT_THAT(store->Put("later", "k2", "v"), IsOk());
+    ASSERT_THAT(store->Delete("later", "k2"), IsOk());
+    ASSERT_THAT(store->Put("private", "k2", "v"), IsOk());
+    ASSERT_THAT(store->Delete("private", "k2"), IsOk());
+    wall_.Advance(kMinAge + 1);
+    ASSERT_EQ(CollectAll(*store), 1u);  // private/k2
+    stats = store->Stats();
+    ASSERT_THAT(stats, IsOk());
+    EXPECT_EQ(stats->tombstones_held, 3u);
+    ASSERT_THAT(store->Put("private", "k3", "v"), IsOk());
+    ASSERT_THAT(store->Delete("private", "k3"), IsOk());
+  }
+  {
+    // Reopened: the friend's filter is not known until it is noted again.
+    auto store = Open();
+    ASSERT_NE(store, nullptr);
+    wall_.Advance(kMinAge + 1);
+    ASSERT_EQ(CollectAll(*store), 0u);
+    store->NoteFriend(kPeerA, reads);
+    ASSERT_EQ(CollectAll(*store), 1u);  // private/k3
+    // Once it merged them, the readable ones go too.
+    store->NoteFriendHolds(kPeerA, store->incarnation(), store->max_seq());
+    ASSERT_EQ(CollectAll(*store), 3u);
+    absl::StatusOr<StoreStats> stats = store->Stats();
+    ASSERT_THAT(stats, IsOk());
+    EXPECT_EQ(stats->tombstones_held, 0u);
   }
 }
 

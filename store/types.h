@@ -119,6 +119,12 @@ struct MergeResult {
   std::vector<RefusedRecord> quarantined;
   // Too far ahead too, but already in quarantine (a record pulled again).
   size_t already_quarantined = 0;
+  // Old tombstones dropped without an answer: their key holds nothing here
+  // and a tombstone that covers them was collected (the stale rule, README
+  // "Tombstone collection"). Not refusals: nothing is counted against the
+  // sender. A friend's device never collects this user's tombstones, so a
+  // reconcile with it remembers these (replication::RefusedMemory).
+  std::vector<RefusedRecord> stale_tombstones;
 };
 
 // A page of the change log.
