@@ -466,7 +466,8 @@ void EtcdConsensusLog::RunTxn(std::vector<PendingPut*>& batch) {
   if (!answer.ok() && maybe_applied) {
     // It may have committed: never say it failed without knowing.
     absl::StatusOr<std::optional<uint64_t>> outcome =
-        LearnOutcome(body, *batch.front(), token, deadline + outcome_timeout_, answer.status());
+        LearnOutcome(body, *batch.front(), token, deadline, deadline + outcome_timeout_,
+                     answer.status());
     if (!outcome.ok()) {
       fail_all(outcome.status());
     } else if (outcome->has_value()) {
@@ -556,8 +557,8 @@ void EtcdConsensusLog::RunTxn(std::vector<PendingPut*>& batch) {
 }
 
 absl::StatusOr<std::optional<uint64_t>> EtcdConsensusLog::LearnOutcome(
-    const std::string& body, const PendingPut& first, uint64_t token, absl::Time until,
-    const absl::Status& lost) {
+    const std::string& body, const PendingPut& first, uint64_t token, absl::Time deadline,
+    absl::Time until, const absl::Status& lost) {
   auto unknown = [&](absl::string_view why) {
     return absl::DeadlineExceededError(absl::StrCat(
         name_, ": the outcome of the write is unknown: it was sent, its answer was lost (",
@@ -569,10 +570,20 @@ absl::StatusOr<std::optional<uint64_t>> EtcdConsensusLog::LearnOutcome(
   // Bounded by `until`: each pass either gets an answer or waits for it.
   while (absl::Now() < until) {
     // The identical txn: same compares, same token (see the file comment).
-    absl::StatusOr<JsonValue> answer = Call("/v3/kv/txn", body, until, false);
+    bool sent = false;
+    absl::StatusOr<JsonValue> answer = Call("/v3/kv/txn", body, until, false, &sent);
     if (!answer.ok()) {
       last = answer.status();
-      if (!absl::IsUnavailable(last)) return unknown(absl::StrCat("etcd's answer to its resend was not usable: ", last.message()));
+      if (!absl::IsUnavailable(last)) {
+        return unknown(absl::StrCat("etcd's answer to its resend was not usable: ",
+                                    last.message()));
+      }
+      // Refused before it was sent (nothing listening): etcd is down, not
+      // slow, and nothing learns the outcome before it is back; say so at
+      // the write's own deadline rather than wait the outcome timeout.
+      if (!sent && absl::Now() >= deadline) {
+        return unknown(absl::StrCat("etcd could not be reached again (", last.message(), ")"));
+      }
       absl::SleepFor(std::min(kOutcomeRetryPause, until - absl::Now()));
       continue;
     }
@@ -622,7 +633,9 @@ absl::StatusOr<std::optional<uint64_t>> EtcdConsensusLog::LearnOutcome(
     absl::StatusOr<Watched> watched = WatchFrom(from, until, &first.etcd_key);
     if (!watched.ok()) {
       last = watched.status();
-      if (!absl::IsUnavailable(last)) return unknown(absl::StrCat("the key's history could not be read: ", last.message()));
+      if (!absl::IsUnavailable(last)) {
+        return unknown(absl::StrCat("the key's history could not be read: ", last.message()));
+      }
       continue;
     }
     if (watched->compacted) return unknown("the key's history was compacted");

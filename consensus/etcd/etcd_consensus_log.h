@@ -53,7 +53,9 @@
 // Propose never reports such a write as failed: every proposal txn carries
 // a random 64-bit token in each value it puts, and the log learns the
 // outcome by sending the identical txn again (same compares, same token)
-// until etcd answers, for up to EtcdOptions::outcome_timeout. The resend
+// until etcd answers, for up to EtcdOptions::outcome_timeout (while etcd
+// refuses connections, down rather than slow, only until the write's own
+// timeout). The resend
 // is idempotent: both compare the same mod_revisions, so at most one of
 // the two commits, and once either is answered the other can no longer
 // commit later. Resend committed: committed. Resend failed: the original
@@ -208,9 +210,11 @@ class EtcdConsensusLog : public ConsensusLog {
   // answer was lost (`lost` says how), learned by `until` (see the file
   // comment): the revision it committed at, or nullopt if it did not
   // commit (and never will). DeadlineExceeded if not learned in time.
+  // While etcd refuses connections (down, not slow) it tries only until
+  // the write's own `deadline`.
   absl::StatusOr<std::optional<uint64_t>> LearnOutcome(const std::string& body,
                                                        const PendingPut& first, uint64_t token,
-                                                       absl::Time until,
+                                                       absl::Time deadline, absl::Time until,
                                                        const absl::Status& lost);
   // A kv from an answer (`what` names where it came from) as a commit;
   // `token` (optional) gets the proposal txn's token (0: a value without).
