@@ -85,9 +85,14 @@ class ConsensusLog {
   virtual ~ConsensusLog() = default;
 
   // Proposes a write and waits until it commits or its precondition fails.
-  // Unavailable (naming the service) when the service cannot be reached
-  // within `timeout`; then the write may or may not have committed, and
-  // ReadAfter shows which. InvalidArgument for a malformed proposal.
+  // Unavailable (naming the service): the write did not commit and will
+  // not (the service could not be reached within `timeout`, or refused it
+  // before deciding), so it is safe to propose again. A write that reached
+  // the service but whose answer did not come may have committed: the
+  // backend then learns its outcome (bounded; etcd: the outcome timeout)
+  // and answers as if the answer had come, and only if it cannot is the
+  // result DeadlineExceeded: the outcome is unknown (Read and ReadAfter
+  // show the state that stands). InvalidArgument for a malformed proposal.
   virtual absl::StatusOr<ProposeResult> Propose(const Proposal& proposal,
                                                 absl::Duration timeout) = 0;
 

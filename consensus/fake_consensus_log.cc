@@ -27,8 +27,8 @@ absl::StatusOr<ProposeResult> FakeConsensusLog::Propose(
   }
   if (commit_delay_ > 0) {
     in_flight_.push_back({now_ + commit_delay_, proposal});
-    return absl::UnavailableError(
-        absl::StrCat(name_, ": commit in flight, not confirmed in time (it may still commit)"));
+    return absl::DeadlineExceededError(absl::StrCat(
+        name_, ": commit in flight, not confirmed in time (outcome unknown: it may still commit)"));
   }
   return ApplyLocked(proposal);
 }

@@ -6,8 +6,8 @@
 // Faults for the simulation run on the caller's clock, never on wall time:
 // AdvanceTo(t) moves the fake's time; unavailability windows [from, until)
 // make every call fail at once while t is inside one; with a commit delay,
-// a proposal stays "in flight" (invisible, Propose says Unavailable at once,
-// as a caller's timeout would) until AdvanceTo reaches its due time, and is
+// a proposal stays "in flight" (invisible, Propose says DeadlineExceeded at
+// once, the outcome unknown, as a lost answer would) until AdvanceTo reaches its due time, and is
 // then checked and committed, or DropInFlight() loses it.
 #ifndef PEERKV_CONSENSUS_FAKE_CONSENSUS_LOG_H_
 #define PEERKV_CONSENSUS_FAKE_CONSENSUS_LOG_H_
@@ -58,7 +58,7 @@ class FakeConsensusLog : public ConsensusLog {
   void AddUnavailableWindow(uint64_t from, uint64_t until);
   // Proposals made from now on are due `delay` after Now() (0, the default:
   // they commit inside Propose). A delayed proposal is in flight: Propose
-  // returns Unavailable at once ("commit in flight"), and the write commits
+  // returns DeadlineExceeded at once ("commit in flight", outcome unknown), and the write commits
   // later (or never, see DropInFlight); ReadAfter shows which.
   void SetCommitDelay(uint64_t delay);
   // Proposals in flight.

@@ -118,12 +118,12 @@ TEST(FakeConsensusLogFaults, ASlowCommitIsInFlightUntilTheClockReachesIt) {
   Proposal first = Put("bob", "phone");
   first.precondition.kind = Precondition::Kind::kIfAbsent;
   EXPECT_THAT(log.Propose(first, absl::Seconds(1)).status(),
-              StatusIs(absl::StatusCode::kUnavailable, "in flight"));
+              StatusIs(absl::StatusCode::kDeadlineExceeded, "in flight"));
   log.AdvanceTo(2);
   Proposal second = Put("bob", "tablet");
   second.precondition.kind = Precondition::Kind::kIfAbsent;
   EXPECT_THAT(log.Propose(second, absl::Seconds(1)).status(),
-              StatusIs(absl::StatusCode::kUnavailable, "in flight"));
+              StatusIs(absl::StatusCode::kDeadlineExceeded, "in flight"));
   EXPECT_EQ(log.InFlight(), 2u);
   // Not visible yet.
   auto read = log.Read("names", "bob", absl::Seconds(1));

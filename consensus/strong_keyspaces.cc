@@ -315,16 +315,17 @@ absl::Status StrongKeyspaces::Unreachable(const absl::Status& status) const {
         "linearizable reads need one (reads: --stale-ok serves the local "
         "copy)");
   }
+  // DeadlineExceeded: a write's outcome is unknown (ConsensusLog::Propose);
+  // it stays that, never Unavailable, which says the write did not commit.
   if (status.code() != absl::StatusCode::kUnavailable &&
       status.code() != absl::StatusCode::kDeadlineExceeded) {
     return status;
   }
   const std::string name = log_->Describe();
   if (absl::StrContains(status.message(), name)) {
-    return absl::UnavailableError(status.message());
+    return absl::Status(status.code(), status.message());
   }
-  return absl::UnavailableError(
-      absl::StrCat(name, " cannot be reached: ", status.message()));
+  return absl::Status(status.code(), absl::StrCat(name, " cannot be reached: ", status.message()));
 }
 
 absl::Status StrongKeyspaces::Apply(std::vector<Record> records, bool wait_for_sync,

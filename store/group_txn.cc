@@ -198,6 +198,7 @@ absl::Status GroupTxn::PutWatermarks(const Watermarks& watermarks) {
 }
 
 absl::Status GroupTxn::PutMetaState(uint64_t clock_mark) {
+  clock_mark_ = clock_mark;
   return tables::WriteMetaState(
       txn_.get(), dbis_.meta,
       codec::MetaState{clock_mark, counters_.max_seq, counters_.live_records,

@@ -115,6 +115,8 @@ class GroupTxn {
   absl::Status PutWatermarks(const Watermarks& watermarks);
   // The counters() and the clock's high-water mark, as meta "state".
   absl::Status PutMetaState(uint64_t clock_mark);
+  // The clock mark PutMetaState wrote (nullopt: none).
+  std::optional<uint64_t> clock_mark() const { return clock_mark_; }
 
   // Adds the range deltas (see range_deltas()) and commits.
   absl::Status Commit();
@@ -157,6 +159,7 @@ class GroupTxn {
   Counters counters_;
   bool local_ = false;
   bool sync_meta_ = true;
+  std::optional<uint64_t> clock_mark_;
   bool detect_conflicts_ = false;
   const RecordSigner* signer_ = nullptr;
   std::string signature_;

@@ -1231,9 +1231,17 @@ void Store::Publish(const GroupTxn& txn) {
   // version at or below the clock now is committed. Read and stored under
   // the reset lock: a reading from before a fresh-clock fork's Reset must
   // not land after it (the new id would claim the old far-ahead mark).
-  {
+  // The claim is capped at the clock mark a restart remembers: a commit
+  // that does not flush its meta page (an unsynced merge) may be lost with
+  // its mark in a machine crash, and the clock then restarts from the last
+  // synced mark, so claiming more would let peers skip writes this id
+  // stamps again above it. It moves only with a synced commit, to at most
+  // the mark that commit wrote (every own write at or below it is in it or
+  // an earlier one).
+  if (txn.syncs_meta()) {
     absl::MutexLock lock(&clock_reset_mu_);
-    committed_clock_ = clock_->Last();
+    const uint64_t now = clock_->Last();
+    committed_clock_ = txn.clock_mark().has_value() ? std::min(now, *txn.clock_mark()) : now;
   }
   ++commits_;
 }

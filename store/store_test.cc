@@ -307,6 +307,27 @@ TEST_F(StoreTest, AnUnsyncedMergeNeverChangesTheEnvironmentFlags) {
   EXPECT_EQ(store->unsynced_commits(), static_cast<uint64_t>(kMerges));
 }
 
+// A merge that does not wait for its fsync may be lost, with the clock
+// mark its commit wrote, in a machine crash; the clock then restarts from
+// the last synced mark. So the own-id watermark this replica claims stays
+// at what a restart remembers: an unsynced merge that moved the clock
+// (a record ahead of it) does not raise it, and the next synced commit
+// does.
+TEST_F(StoreTest, AnUnsyncedMergeDoesNotRaiseTheOwnWatermark) {
+  auto store = OpenStore();
+  ASSERT_THAT(store->Put("ks", "mine", "v"), IsOk());
+  const uint64_t self = store->replica_id();
+  const uint64_t claimed = store->GetWatermarks().at(self);
+  Store::MergeOptions options;
+  options.wait_for_sync = false;
+  ASSERT_THAT(store->MergeWith({Remote("k", 30'000, 5, "ahead")}, options), IsOk());
+  ASSERT_EQ(store->unsynced_commits(), 1u);
+  EXPECT_GE(store->clock_mark(), MakeHlc(kT0 + 30'000, 0));
+  EXPECT_EQ(store->GetWatermarks().at(self), claimed);
+  ASSERT_THAT(store->Put("ks", "mine", "w"), IsOk());
+  EXPECT_GE(store->GetWatermarks().at(self), MakeHlc(kT0 + 30'000, 0));
+}
+
 TEST_F(StoreTest, MergeThatWinsNothingWritesNothing) {
   auto store = OpenStore();
   const std::vector<Record> batch = {Remote("a", 1, 5, "x"), Remote("b", 2, 5, "y")};

@@ -7,9 +7,11 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "common/macros.h"
 #include "store/validation.h"
 
@@ -22,8 +24,14 @@ using json::JsonValue;
 // std::string_view.
 absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
-constexpr char kRecordFormat = 1;
+// Format 1: no token (values from before tokens); 2: a token after the flags.
+constexpr char kRecordFormatWithoutToken = 1;
+constexpr char kRecordFormat = 2;
 constexpr size_t kRecordHeaderBytes = 1 + 8 + 8 + 1;
+constexpr size_t kTokenBytes = 8;
+// Pause between resends of a txn whose answer was lost, while etcd cannot
+// be reached.
+constexpr absl::Duration kOutcomeRetryPause = absl::Milliseconds(50);
 constexpr size_t kMaxPrefixBytes = 64;
 
 std::string B64(absl::string_view bytes) { return json::JsonQuote(absl::Base64Escape(bytes)); }
@@ -42,15 +50,23 @@ std::string EncodeKey(absl::string_view prefix, absl::string_view keyspace, absl
   return absl::StrCat(prefix, keyspace.size(), "/", keyspace, "/", key);
 }
 
-std::string EncodeValue(const Version& version, const std::optional<std::string>& value) {
+std::string EncodeValue(const Version& version, const std::optional<std::string>& value,
+                        uint64_t token) {
   std::string out;
-  out.reserve(kRecordHeaderBytes + (value ? value->size() : 0));
+  out.reserve(kRecordHeaderBytes + kTokenBytes + (value ? value->size() : 0));
   out.push_back(kRecordFormat);
   PutBigEndian(out, version.hlc);
   PutBigEndian(out, version.origin);
   out.push_back(value.has_value() ? 0 : 1);
+  PutBigEndian(out, token);
   if (value.has_value()) out.append(*value);
   return out;
+}
+
+// etcd's answers that a request it took timed out inside the server: it
+// may still commit ("etcdserver: request timed out...", "leader changed").
+bool EtcdMayStillApply(absl::string_view message) {
+  return absl::StrContains(message, "timed out") || absl::StrContains(message, "leader changed");
 }
 
 // The key after every key that starts with `prefix`.
@@ -80,25 +96,42 @@ absl::StatusOr<std::unique_ptr<EtcdConsensusLog>> EtcdConsensusLog::Create(
       options.prefix.find_first_not_of('\xff') == std::string::npos) {
     return absl::InvalidArgumentError("etcd key prefix must not be all 0xff bytes");
   }
+  if (options.outcome_timeout < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("etcd outcome_timeout must not be negative");
+  }
   return std::unique_ptr<EtcdConsensusLog>(
-      new EtcdConsensusLog(std::move(url), options.prefix, options.identity_recheck));
+      new EtcdConsensusLog(std::move(url), options.prefix, options));
 }
 
+namespace {
+uint64_t RandomTokenBase() {
+  std::random_device entropy;
+  return (uint64_t{entropy()} << 32) ^ entropy();
+}
+}  // namespace
+
 EtcdConsensusLog::EtcdConsensusLog(etcd::HttpUrl url, std::string prefix,
-                                   absl::Duration identity_recheck)
+                                   const EtcdOptions& options)
     : prefix_(std::move(prefix)),
-      identity_recheck_(identity_recheck),
+      identity_recheck_(options.identity_recheck),
+      outcome_timeout_(options.outcome_timeout),
+      lose_txn_answer_(options.lose_txn_answer),
       name_(absl::StrCat("etcd at ", url.text)),
-      http_(url) {}
+      http_(url),
+      token_base_(RandomTokenBase()) {}
 
 bool EtcdConsensusLog::Reachable() const { return reached_.load(); }
 
 std::string EtcdConsensusLog::Describe() const { return name_; }
 
 absl::StatusOr<JsonValue> EtcdConsensusLog::Call(absl::string_view path, const std::string& body,
-                                                 absl::Time deadline, bool idempotent) {
-  absl::StatusOr<etcd::HttpResponse> response = http_.Post(path, body, deadline, idempotent);
+                                                 absl::Time deadline, bool idempotent,
+                                                 bool* maybe_applied) {
+  bool sent = false;
+  absl::StatusOr<etcd::HttpResponse> response = http_.Post(path, body, deadline, idempotent, &sent);
+  if (maybe_applied != nullptr) *maybe_applied = false;
   if (!response.ok()) {
+    if (maybe_applied != nullptr) *maybe_applied = sent;
     if (absl::IsUnavailable(response.status()) || absl::IsDeadlineExceeded(response.status())) {
       reached_ = false;
       return absl::UnavailableError(
@@ -131,6 +164,7 @@ absl::StatusOr<JsonValue> EtcdConsensusLog::Call(absl::string_view path, const s
     // overloaded; retry later like an unreachable service.
     if (code == 14 || code == 4 || response->status == 503) {
       reached_ = false;
+      if (maybe_applied != nullptr) *maybe_applied = EtcdMayStillApply(message);
       return absl::UnavailableError(absl::StrCat(name_, " is unavailable: ", path, ": ", message));
     }
     if (code == 11) {
@@ -142,8 +176,8 @@ absl::StatusOr<JsonValue> EtcdConsensusLog::Call(absl::string_view path, const s
   return *std::move(json);
 }
 
-absl::StatusOr<Committed> EtcdConsensusLog::DecodeKv(const JsonValue& kv,
-                                                     absl::string_view what) const {
+absl::StatusOr<Committed> EtcdConsensusLog::DecodeKv(const JsonValue& kv, absl::string_view what,
+                                                     uint64_t* token) const {
   if (kv.type != JsonValue::Type::kObject) {
     return Malformed(name_, what, absl::InvalidArgumentError("a kv is not an object"));
   }
@@ -177,16 +211,28 @@ absl::StatusOr<Committed> EtcdConsensusLog::DecodeKv(const JsonValue& kv,
     return corrupt(absl::StrCat("the value has ", value->size(), " bytes, fewer than the ",
                                 kRecordHeaderBytes, " of a record header"));
   }
-  if ((*value)[0] != kRecordFormat) {
+  const char format = (*value)[0];
+  if (format != kRecordFormat && format != kRecordFormatWithoutToken) {
     return corrupt(absl::StrCat("unknown record format byte ",
-                                static_cast<int>(static_cast<unsigned char>((*value)[0]))));
+                                static_cast<int>(static_cast<unsigned char>(format))));
+  }
+  const size_t header = kRecordHeaderBytes + (format == kRecordFormat ? kTokenBytes : 0);
+  if (value->size() < header) {
+    return corrupt(absl::StrCat("the value has ", value->size(), " bytes, fewer than the ",
+                                header, " of a format ", static_cast<int>(format),
+                                " record header"));
+  }
+  if (token != nullptr) {
+    *token = format == kRecordFormat
+                 ? GetBigEndian(absl::string_view(*value).substr(kRecordHeaderBytes))
+                 : 0;
   }
   out.record.version.hlc = GetBigEndian(absl::string_view(*value).substr(1));
   out.record.version.origin = GetBigEndian(absl::string_view(*value).substr(9));
   const unsigned char flags = static_cast<unsigned char>((*value)[17]);
   if (flags > 1) return corrupt(absl::StrCat("unknown record flags ", static_cast<int>(flags)));
   out.record.deleted = flags == 1;
-  out.record.value = value->substr(kRecordHeaderBytes);
+  out.record.value = value->substr(header);
   absl::Status valid = ValidateRemoteRecord(out.record, kMaxValueBytes);
   if (!valid.ok()) return corrupt(valid.message());
   return out;
@@ -300,8 +346,8 @@ absl::StatusOr<ProposeResult> EtcdConsensusLog::Propose(const Proposal& proposal
                            current->position, "\"}")
             : absl::StrCat("{\"target\":\"CREATE\",\"key\":", B64(etcd_key),
                            ",\"create_revision\":\"0\"}");
-    op.put = absl::StrCat("{\"request_put\":{\"key\":", B64(etcd_key),
-                          ",\"value\":", B64(EncodeValue(version, proposal.value)), "}}");
+    op.version = version;
+    op.value = proposal.value;
     CommitPut(&op);
     PEERKV_RETURN_IF_ERROR(op.status);
     if (op.committed) {
@@ -357,7 +403,10 @@ void EtcdConsensusLog::CommitPut(PendingPut* op) {
     size_t bytes = 0;
     for (auto it = queue_.begin(); it != queue_.end() && batch.size() < kMaxTxnOps;) {
       PendingPut* next = *it;
-      const size_t size = next->compare.size() + next->put.size() + next->etcd_key.size() * 2;
+      // The put (key and value in base64, with the record's header) and the
+      // failure branch's range of the key.
+      const size_t size = next->compare.size() + 64 + next->etcd_key.size() * 3 +
+                          (next->value ? next->value->size() : 0) * 4 / 3;
       if (!batch.empty() && bytes + size > kMaxTxnBytes) break;
       // etcd refuses a txn that puts one key twice: the later one waits.
       if (!keys.insert(next->etcd_key).second) {
@@ -379,6 +428,7 @@ void EtcdConsensusLog::CommitPut(PendingPut* op) {
 
 void EtcdConsensusLog::RunTxn(std::vector<PendingPut*>& batch) {
   absl::Time deadline = absl::InfinitePast();
+  const uint64_t token = token_base_ ^ tokens_.fetch_add(1);
   std::string compares, puts, ranges;
   for (PendingPut* op : batch) {
     deadline = std::max(deadline, op->deadline);
@@ -388,7 +438,8 @@ void EtcdConsensusLog::RunTxn(std::vector<PendingPut*>& batch) {
       ranges.push_back(',');
     }
     compares.append(op->compare);
-    puts.append(op->put);
+    absl::StrAppend(&puts, "{\"request_put\":{\"key\":", B64(op->etcd_key),
+                    ",\"value\":", B64(EncodeValue(op->version, op->value, token)), "}}");
     absl::StrAppend(&ranges, "{\"request_range\":{\"key\":", B64(op->etcd_key), "}}");
   }
   const std::string body = absl::StrCat("{\"compare\":[", compares, "],\"success\":[", puts,
@@ -405,8 +456,31 @@ void EtcdConsensusLog::RunTxn(std::vector<PendingPut*>& batch) {
   auto fail_all = [&](const absl::Status& status) {
     for (Outcome& o : outcomes) o.status = status;
   };
-  absl::StatusOr<JsonValue> answer = Call("/v3/kv/txn", body, deadline, false);
-  if (!answer.ok()) {
+  bool maybe_applied = false;
+  absl::StatusOr<JsonValue> answer = Call("/v3/kv/txn", body, deadline, false, &maybe_applied);
+  if (answer.ok() && lose_txn_answer_ && lose_txn_answer_()) {
+    answer = absl::UnavailableError(
+        absl::StrCat(name_, " is unreachable: /v3/kv/txn: the answer was lost (test)"));
+    maybe_applied = true;
+  }
+  if (!answer.ok() && maybe_applied) {
+    // It may have committed: never say it failed without knowing.
+    absl::StatusOr<std::optional<uint64_t>> outcome =
+        LearnOutcome(body, *batch.front(), token, deadline, deadline + outcome_timeout_,
+                     answer.status());
+    if (!outcome.ok()) {
+      fail_all(outcome.status());
+    } else if (outcome->has_value()) {
+      for (Outcome& o : outcomes) {
+        o.committed = true;
+        o.revision = **outcome;
+      }
+    } else {
+      fail_all(absl::UnavailableError(absl::StrCat(
+          name_, " did not commit the write (its answer was lost: ", answer.status().message(),
+          "; etcd shows the txn did not commit, and it cannot commit later)")));
+    }
+  } else if (!answer.ok()) {
     fail_all(answer.status());
   } else if (const JsonValue* succeeded = answer->Find("succeeded");
              succeeded != nullptr && succeeded->type != JsonValue::Type::kBool) {
@@ -482,6 +556,101 @@ void EtcdConsensusLog::RunTxn(std::vector<PendingPut*>& batch) {
   }
 }
 
+absl::StatusOr<std::optional<uint64_t>> EtcdConsensusLog::LearnOutcome(
+    const std::string& body, const PendingPut& first, uint64_t token, absl::Time deadline,
+    absl::Time until, const absl::Status& lost) {
+  auto unknown = [&](absl::string_view why) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        name_, ": the outcome of the write is unknown: it was sent, its answer was lost (",
+        lost.message(), "), and ", why, " within ", absl::FormatDuration(outcome_timeout_),
+        " after the timeout; it may have committed (a linearizable read of the key shows "
+        "the state that stands)"));
+  };
+  absl::Status last = lost;
+  // Bounded by `until`: each pass either gets an answer or waits for it.
+  while (absl::Now() < until) {
+    // The identical txn: same compares, same token (see the file comment).
+    bool sent = false;
+    absl::StatusOr<JsonValue> answer = Call("/v3/kv/txn", body, until, false, &sent);
+    if (!answer.ok()) {
+      last = answer.status();
+      if (!absl::IsUnavailable(last)) {
+        return unknown(absl::StrCat("etcd's answer to its resend was not usable: ",
+                                    last.message()));
+      }
+      // Refused before it was sent (nothing listening): etcd is down, not
+      // slow, and nothing learns the outcome before it is back; say so at
+      // the write's own deadline rather than wait the outcome timeout.
+      if (!sent && absl::Now() >= deadline) {
+        return unknown(absl::StrCat("etcd could not be reached again (", last.message(), ")"));
+      }
+      absl::SleepFor(std::min(kOutcomeRetryPause, until - absl::Now()));
+      continue;
+    }
+    const JsonValue* succeeded = answer->Find("succeeded");
+    if (succeeded != nullptr && succeeded->type == JsonValue::Type::kBool && succeeded->boolean) {
+      const JsonValue* header = answer->Find("header");
+      if (header == nullptr) return unknown("etcd's answer to its resend had no header");
+      absl::StatusOr<uint64_t> revision = json::JsonUint(*header, "revision", "header");
+      if (!revision.ok() || *revision == 0) {
+        return unknown("etcd's answer to its resend had no revision");
+      }
+      return std::optional<uint64_t>(*revision);  // the resend committed it
+    }
+    // The resend failed, so the original cannot commit from now on: it did
+    // iff it is the first write of the first key after the compared state.
+    const JsonValue* responses = answer->Find("responses");
+    const JsonValue* range = responses != nullptr && responses->type == JsonValue::Type::kArray &&
+                                     !responses->array.empty()
+                                 ? responses->array[0].Find("response_range")
+                                 : nullptr;
+    const JsonValue* kvs = range == nullptr ? nullptr : range->Find("kvs");
+    if (kvs == nullptr || kvs->type != JsonValue::Type::kArray || kvs->array.size() != 1) {
+      // The first key was never written: nothing committed.
+      if (kvs == nullptr || (kvs->type == JsonValue::Type::kArray && kvs->array.empty())) {
+        return std::optional<uint64_t>();
+      }
+      return unknown("etcd's answer to its resend did not show the key");
+    }
+    uint64_t now_token = 0;
+    absl::StatusOr<Committed> now = DecodeKv(kvs->array[0], "txn answer", &now_token);
+    if (!now.ok()) return now.status();
+    if (now_token == token) return std::optional<uint64_t>(now->position);
+    if (first.expect.has_value() && now->position == *first.expect) {
+      return std::optional<uint64_t>();  // the first key is as compared: not committed
+    }
+    // Which write came first after the compared state: from the key's
+    // creation when the txn expected it absent.
+    uint64_t from = 0;
+    if (first.expect.has_value()) {
+      from = *first.expect + 1;
+    } else {
+      absl::StatusOr<uint64_t> created =
+          json::JsonUint(kvs->array[0], "create_revision", "kv");
+      if (!created.ok() || *created == 0) return unknown("the key's creation was not shown");
+      from = *created;
+    }
+    absl::StatusOr<Watched> watched = WatchFrom(from, until, &first.etcd_key);
+    if (!watched.ok()) {
+      last = watched.status();
+      if (!absl::IsUnavailable(last)) {
+        return unknown(absl::StrCat("the key's history could not be read: ", last.message()));
+      }
+      continue;
+    }
+    if (watched->compacted) return unknown("the key's history was compacted");
+    if (watched->events.empty()) continue;  // the deadline came first
+    const JsonValue* kv = watched->events[0].Find("kv");
+    if (kv == nullptr) return unknown("the key's history had an event without kv");
+    uint64_t first_token = 0;
+    absl::StatusOr<Committed> next = DecodeKv(*kv, "watch answer", &first_token);
+    if (!next.ok()) return next.status();
+    if (first_token == token) return std::optional<uint64_t>(next->position);
+    return std::optional<uint64_t>();
+  }
+  return unknown(absl::StrCat("etcd did not answer its resend (", last.message(), ")"));
+}
+
 absl::StatusOr<std::optional<Committed>> EtcdConsensusLog::Read(std::string_view keyspace_in,
                                                                 std::string_view key_in,
                                                                 absl::Duration timeout) {
@@ -494,10 +663,15 @@ absl::StatusOr<std::optional<Committed>> EtcdConsensusLog::Read(std::string_view
 }
 
 absl::StatusOr<EtcdConsensusLog::Watched> EtcdConsensusLog::WatchFrom(uint64_t from,
-                                                                    absl::Time deadline) {
-  const std::string body = absl::StrCat(
-      "{\"create_request\":{\"key\":", B64(prefix_), ",\"range_end\":", B64(PrefixEnd(prefix_)),
-      ",\"start_revision\":\"", from, "\"}}");
+                                                                    absl::Time deadline,
+                                                                    const std::string* key) {
+  const std::string body =
+      key != nullptr
+          ? absl::StrCat("{\"create_request\":{\"key\":", B64(*key), ",\"start_revision\":\"",
+                         from, "\"}}")
+          : absl::StrCat("{\"create_request\":{\"key\":", B64(prefix_),
+                         ",\"range_end\":", B64(PrefixEnd(prefix_)), ",\"start_revision\":\"",
+                         from, "\"}}");
   std::string pending;
   absl::Status malformed;
   Watched watched;

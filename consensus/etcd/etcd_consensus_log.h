@@ -13,8 +13,10 @@
 //
 // Layout: one etcd key per register, "<prefix><len(keyspace)>/<keyspace>/<key>"
 // (binary-safe: the keyspace length frames the keyspace). The etcd value is
-// the committed record: a format byte (1), hlc and origin (8 bytes each,
-// big-endian), a flags byte (bit 0: tombstone), the value. Deletes are
+// the committed record: a format byte (2), hlc and origin (8 bytes each,
+// big-endian), a flags byte (bit 0: tombstone), the token of the txn that
+// put it (8 bytes, see below), the value. Format 1 (no token, from before)
+// still reads. Deletes are
 // stored as tombstone records, so the key's mod_revision is the position of
 // its last commit and etcd keys are never removed.
 //
@@ -45,11 +47,29 @@
 // that is behind learns new commits up to ~100 ms late, in batches.
 // LogIdentity is the value of one more key outside the prefix, a marker
 // created with a random value when absent (see LearnLogIdentity).
+//
+// A txn whose answer is lost (sent, then the connection failed, the
+// deadline passed, or etcd said its request timed out) may have committed.
+// Propose never reports such a write as failed: every proposal txn carries
+// a random 64-bit token in each value it puts, and the log learns the
+// outcome by sending the identical txn again (same compares, same token)
+// until etcd answers, for up to EtcdOptions::outcome_timeout (while etcd
+// refuses connections, down rather than slow, only until the write's own
+// timeout). The resend
+// is idempotent: both compare the same mod_revisions, so at most one of
+// the two commits, and once either is answered the other can no longer
+// commit later. Resend committed: committed. Resend failed: the original
+// committed iff the first write of its first key after the compared
+// revision (a watch on that key from there) carries the token. Learned:
+// answered as if the answer had come (committed, or Unavailable: not
+// committed, will not). Not learned in time: DeadlineExceeded, the outcome
+// unknown. A txn that never reached etcd is Unavailable at once.
 #ifndef PEERKV_CONSENSUS_ETCD_ETCD_CONSENSUS_LOG_H_
 #define PEERKV_CONSENSUS_ETCD_ETCD_CONSENSUS_LOG_H_
 
 #include <atomic>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <memory>
 #include <string>
@@ -72,6 +92,14 @@ struct EtcdOptions {
   // reading the marker again; also re-read after the service was
   // unreachable. Zero: every ReadAfter (tests).
   absl::Duration identity_recheck = absl::Seconds(1);
+  // How long Propose goes on, after its own timeout, learning the outcome
+  // of a txn that was sent but whose answer did not come (see the file
+  // comment: "A txn whose answer is lost"). Past it: DeadlineExceeded.
+  absl::Duration outcome_timeout = absl::Seconds(10);
+  // Fault injection for tests; empty in production. Called when a proposal
+  // txn's answer arrived; true makes the log act as if the connection had
+  // been lost just before it (the txn did commit or fail at etcd).
+  std::function<bool()> lose_txn_answer;
 };
 
 // Values above this are refused (InvalidArgument): etcd refuses requests
@@ -112,12 +140,16 @@ class EtcdConsensusLog : public ConsensusLog {
   std::string LogIdentity() const override;
 
  private:
-  EtcdConsensusLog(etcd::HttpUrl url, std::string prefix, absl::Duration identity_recheck);
+  EtcdConsensusLog(etcd::HttpUrl url, std::string prefix, const EtcdOptions& options);
 
   // POSTs a v3 request and parses the JSON answer. Transport failures and
   // etcd's own "unavailable" answers: Unavailable naming the service.
+  // `maybe_applied` (optional): set when the failure may have come after
+  // etcd applied the request (it was sent and no answer came, or etcd said
+  // its request timed out); false when etcd cannot have applied it.
   absl::StatusOr<json::JsonValue> Call(absl::string_view path, const std::string& body,
-                                       absl::Time deadline, bool idempotent);
+                                       absl::Time deadline, bool idempotent,
+                                       bool* maybe_applied = nullptr);
   // A read of one etcd key (linearizable unless `serializable`): its
   // committed record, nullopt if absent. Remembered.
   absl::StatusOr<std::optional<Committed>> ReadKey(const std::string& etcd_key,
@@ -134,7 +166,9 @@ class EtcdConsensusLog : public ConsensusLog {
     bool compacted = false;
     std::vector<json::JsonValue> events;
   };
-  absl::StatusOr<Watched> WatchFrom(uint64_t from, absl::Time deadline);
+  // The whole prefix, or with `key` that etcd key alone.
+  absl::StatusOr<Watched> WatchFrom(uint64_t from, absl::Time deadline,
+                                    const std::string* key = nullptr);
   // The last write of every key written after `after`, by mod_revision: a
   // range over the prefix (reads every key; for after a compaction).
   absl::StatusOr<std::vector<Committed>> RangeAfter(uint64_t after, size_t max_writes,
@@ -154,7 +188,9 @@ class EtcdConsensusLog : public ConsensusLog {
     std::string etcd_key;
     // The mod_revision the txn compares (nullopt: create_revision == 0).
     std::optional<uint64_t> expect;
-    std::string compare, put;  // JSON of the compare and the request_put
+    std::string compare;  // JSON of the compare
+    Version version;      // of the record it puts
+    std::optional<std::string> value;  // nullopt: a tombstone
     absl::Time deadline;
     // Set when done: the txn's status; committed at `revision`, or not,
     // and then `current` is the key's state in the failed txn.
@@ -170,11 +206,25 @@ class EtcdConsensusLog : public ConsensusLog {
   // Sends one txn of `batch` and marks done each op it decided; ops whose
   // compare held in a txn that failed go back to the queue's front.
   void RunTxn(std::vector<PendingPut*>& batch);
-  // A kv from an answer (`what` names where it came from) as a commit.
-  absl::StatusOr<Committed> DecodeKv(const json::JsonValue& kv, absl::string_view what) const;
+  // The outcome of the txn `body` (token `token`, first op `first`) whose
+  // answer was lost (`lost` says how), learned by `until` (see the file
+  // comment): the revision it committed at, or nullopt if it did not
+  // commit (and never will). DeadlineExceeded if not learned in time.
+  // While etcd refuses connections (down, not slow) it tries only until
+  // the write's own `deadline`.
+  absl::StatusOr<std::optional<uint64_t>> LearnOutcome(const std::string& body,
+                                                       const PendingPut& first, uint64_t token,
+                                                       absl::Time deadline, absl::Time until,
+                                                       const absl::Status& lost);
+  // A kv from an answer (`what` names where it came from) as a commit;
+  // `token` (optional) gets the proposal txn's token (0: a value without).
+  absl::StatusOr<Committed> DecodeKv(const json::JsonValue& kv, absl::string_view what,
+                                     uint64_t* token = nullptr) const;
 
   const std::string prefix_;
   const absl::Duration identity_recheck_;
+  const absl::Duration outcome_timeout_;
+  const std::function<bool()> lose_txn_answer_;
   const std::string name_;
   etcd::HttpClient http_;
   std::atomic<bool> reached_{true};
@@ -184,6 +234,10 @@ class EtcdConsensusLog : public ConsensusLog {
   absl::Mutex batch_mu_;
   std::deque<PendingPut*> queue_ ABSL_GUARDED_BY(batch_mu_);
   int inflight_ ABSL_GUARDED_BY(batch_mu_) = 0;
+  // Proposal txn tokens: a random base and a count, so tokens differ
+  // between log objects (with odds 2^-64) and within one.
+  const uint64_t token_base_;
+  std::atomic<uint64_t> tokens_{0};
   absl::Mutex cache_mu_;
   std::unordered_map<std::string, std::optional<Committed>> cache_ ABSL_GUARDED_BY(cache_mu_);
 };

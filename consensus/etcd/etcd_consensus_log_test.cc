@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <map>
 #include <thread>
 
@@ -485,19 +486,164 @@ TEST_F(EtcdConsensusLogTest, TheLogIdentityOutlivesARestartButNotARecreation) {
   EXPECT_NE(log_->LogIdentity(), first);
 }
 
-TEST_F(EtcdConsensusLogTest, HungEtcdIsUnavailableWithinTheTimeout) {
+// A hung etcd (connections accepted, nothing answered): a read is
+// Unavailable within its timeout; a write sent into it may commit once etcd
+// runs again, so it is never called failed: after the timeout the log
+// resends it to learn its outcome, for up to the outcome timeout, and then
+// says the outcome is unknown (DeadlineExceeded).
+TEST_F(EtcdConsensusLogTest, HungEtcdReadIsUnavailableAndWriteOutcomeUnknown) {
+  EtcdOptions options{etcd_->client_url()};
+  options.outcome_timeout = absl::Seconds(1);
+  auto log = EtcdConsensusLog::Create(options);
+  ASSERT_TRUE(log.ok()) << log.status();
+  ASSERT_TRUE((*log)->Propose(Put("a", "1"), kTimeout).ok());
+  etcd_->Pause();
+  absl::Time start = absl::Now();
+  auto read = (*log)->Read("names", "a", absl::Seconds(1));
+  absl::Duration took = absl::Now() - start;
+  EXPECT_THAT(read.status(), StatusIs(absl::StatusCode::kUnavailable, etcd_->client_url()));
+  EXPECT_LT(took, absl::Seconds(2));
+  start = absl::Now();
+  auto unknown = (*log)->Propose(Put("a", "2"), absl::Seconds(1));
+  took = absl::Now() - start;
+  etcd_->Resume();
+  EXPECT_THAT(unknown.status(), StatusIs(absl::StatusCode::kDeadlineExceeded,
+                                         "the outcome of the write is unknown"));
+  EXPECT_THAT(unknown.status(), StatusIs(absl::StatusCode::kDeadlineExceeded,
+                                         etcd_->client_url()));
+  EXPECT_GE(took, absl::Milliseconds(1900));
+  EXPECT_LT(took, absl::Seconds(3));
+  // Resumed: the same object works again (the hung connections were dropped).
+  auto again = (*log)->Read("names", "a", kTimeout);
+  ASSERT_TRUE(again.ok()) << again.status();
+}
+
+// etcd stalls past a write's timeout and then answers: the write is
+// answered with its outcome (committed), not as failed.
+TEST_F(EtcdConsensusLogTest, AStallPastTheTimeoutIsAnsweredWithTheOutcome) {
   ASSERT_TRUE(MustPropose(Put("a", "1")).applied);
   etcd_->Pause();
-  const absl::Time start = absl::Now();
-  auto refused = log_->Propose(Put("a", "2"), absl::Seconds(1));
-  const absl::Duration took = absl::Now() - start;
+  absl::StatusOr<ProposeResult> result;
+  std::thread writer([&] { result = log_->Propose(Put("a", "2"), absl::Seconds(1)); });
+  // The stall (the fault itself, not a wait for an event).
+  absl::SleepFor(absl::Milliseconds(1500));
   etcd_->Resume();
-  EXPECT_THAT(refused.status(), StatusIs(absl::StatusCode::kUnavailable, etcd_->client_url()));
-  EXPECT_LT(took, absl::Seconds(2));
-  EXPECT_GE(took, absl::Milliseconds(900));
-  // Resumed: the same object works again (the hung connection was dropped).
+  writer.join();
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_TRUE(result->applied);
   auto read = log_->Read("names", "a", kTimeout);
-  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_TRUE(read.ok() && read->has_value()) << read.status();
+  EXPECT_EQ((*read)->record.value, "2");
+  EXPECT_EQ((*read)->record.version, result->committed.record.version);
+  EXPECT_EQ((*read)->position, result->committed.position);
+}
+
+// A log whose proposal txns' answers are lost (EtcdOptions::lose_txn_answer)
+// while `lose` is positive, one per txn; `before_loss` runs first (another
+// replica's write landing before the outcome is learned).
+std::unique_ptr<EtcdConsensusLog> LosingLog(const std::string& url, std::atomic<int>& lose,
+                                            std::function<void()> before_loss = nullptr) {
+  EtcdOptions options{url};
+  options.lose_txn_answer = [&lose, before_loss] {
+    if (lose.load() <= 0) return false;
+    --lose;
+    if (before_loss) before_loss();
+    return true;
+  };
+  auto log = EtcdConsensusLog::Create(options);
+  EXPECT_TRUE(log.ok()) << log.status();
+  return log.ok() ? *std::move(log) : nullptr;
+}
+
+// The answer of a txn that committed is lost: Propose still reports the
+// commit (learned by resending it, which commits nothing more).
+TEST_F(EtcdConsensusLogTest, ALostAnswerOfACommittedWriteIsLearned) {
+  std::atomic<int> lose{1};
+  auto log = LosingLog(etcd_->client_url(), lose);
+  ASSERT_NE(log, nullptr);
+  Proposal first = Put("a", "1");
+  first.precondition.kind = Precondition::Kind::kIfAbsent;
+  auto result = log->Propose(first, kTimeout);
+  EXPECT_EQ(lose.load(), 0);
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_TRUE(result->applied);
+  auto read = log_->Read("names", "a", kTimeout);
+  ASSERT_TRUE(read.ok() && read->has_value()) << read.status();
+  EXPECT_EQ((*read)->record.version, result->committed.record.version);
+  EXPECT_EQ((*read)->position, result->committed.position);
+  // The same for a compare-and-set on that version.
+  lose = 1;
+  Proposal second = Put("a", "2");
+  second.precondition.kind = Precondition::Kind::kIfVersion;
+  second.precondition.version = result->committed.record.version;
+  auto cas = log->Propose(second, kTimeout);
+  ASSERT_TRUE(cas.ok()) << cas.status();
+  EXPECT_TRUE(cas->applied);
+  read = log_->Read("names", "a", kTimeout);
+  ASSERT_TRUE(read.ok() && read->has_value()) << read.status();
+  EXPECT_EQ((*read)->record.value, "2");
+  EXPECT_EQ((*read)->position, cas->committed.position);
+}
+
+// The answer of a committed write is lost and another write replaces it
+// before the outcome is learned: the write still committed (the first
+// write after the state it compared carries its token), and says so.
+TEST_F(EtcdConsensusLogTest, ALostAnswerOfAWriteReplacedSinceIsStillCommitted) {
+  auto other = NewLog();
+  ASSERT_NE(other, nullptr);
+  std::atomic<int> lose{0};
+  absl::Status replaced;
+  auto log = LosingLog(etcd_->client_url(), lose, [&] {
+    auto current = other->Read("names", "a", kTimeout);
+    if (!current.ok() || !current->has_value()) {
+      replaced = absl::InternalError("the lost write is not there to replace");
+      return;
+    }
+    Proposal over = Put("a", "other");
+    over.precondition.kind = Precondition::Kind::kIfVersion;
+    over.precondition.version = (*current)->record.version;
+    auto r = other->Propose(over, kTimeout);
+    replaced = r.ok() ? (r->applied ? absl::OkStatus() : absl::InternalError("not applied"))
+                      : r.status();
+  });
+  ASSERT_NE(log, nullptr);
+  ASSERT_TRUE(log->Propose(Put("a", "0"), kTimeout).ok());  // "a" exists: a MOD compare
+  lose = 1;
+  auto result = log->Propose(Put("a", "mine"), kTimeout);
+  ASSERT_TRUE(replaced.ok()) << replaced;
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_TRUE(result->applied);
+  auto read = log_->Read("names", "a", kTimeout);
+  ASSERT_TRUE(read.ok() && read->has_value()) << read.status();
+  EXPECT_EQ((*read)->record.value, "other");
+  EXPECT_GT((*read)->position, result->committed.position);
+  // A key created by the lost write (an absent compare), then replaced.
+  lose = 1;
+  result = log->Propose(Put("b", "mine"), kTimeout);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_TRUE(result->applied);
+}
+
+// The answer of a txn that did not commit (its compare failed: another
+// replica wrote first) is lost: Unavailable, saying it did not commit, and
+// the other replica's write stands.
+TEST_F(EtcdConsensusLogTest, ALostAnswerOfAWriteThatDidNotCommitIsUnavailable) {
+  std::atomic<int> lose{0};
+  auto log = LosingLog(etcd_->client_url(), lose);
+  ASSERT_NE(log, nullptr);
+  ASSERT_TRUE(log->Propose(Put("a", "0"), kTimeout).ok());
+  auto other = NewLog();
+  ASSERT_NE(other, nullptr);
+  Proposal over = Put("a", "other");
+  auto r = other->Propose(over, kTimeout);
+  ASSERT_TRUE(r.ok() && r->applied) << r.status();
+  // `log` remembers "a" as it wrote it: its txn compares a stale state.
+  lose = 1;
+  auto result = log->Propose(Put("a", "mine"), kTimeout);
+  EXPECT_THAT(result.status(), StatusIs(absl::StatusCode::kUnavailable, "did not commit"));
+  auto read = log_->Read("names", "a", kTimeout);
+  ASSERT_TRUE(read.ok() && read->has_value()) << read.status();
+  EXPECT_EQ((*read)->record.value, "other");
 }
 
 // A one-shot-per-connection server on loopback that answers every request
@@ -588,8 +734,8 @@ TEST(EtcdConsensusLogGarbage, AnAnswerThatIsNotEtcdIsAClearError) {
               StatusIs(absl::StatusCode::kDataLoss, "peerkv/5/names/a"));
   EXPECT_THAT(ReadFrom(HttpOk(absl::StrCat("{\"kvs\":[{\"key\":\"", key,
                                            "\",\"mod_revision\":\"3\",\"value\":\"",
-                                           absl::Base64Escape(std::string(18, '\x02')), "\"}]}"))),
-              StatusIs(absl::StatusCode::kDataLoss, "format byte 2"));
+                                           absl::Base64Escape(std::string(18, '\x03')), "\"}]}"))),
+              StatusIs(absl::StatusCode::kDataLoss, "format byte 3"));
   // etcd's own error answers keep their message.
   EXPECT_THAT(ReadFrom("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 43\r\n\r\n"
                        "{\"error\":\"etcdserver: no leader\",\"code\":14}"),

@@ -368,8 +368,10 @@ void HttpClient::ReturnIdle(std::unique_ptr<Connection> conn) {
 }
 
 absl::StatusOr<HttpResponse> HttpClient::Post(absl::string_view path, absl::string_view body,
-                                              absl::Time deadline, bool idempotent) {
+                                              absl::Time deadline, bool idempotent,
+                                              bool* sent) {
   const std::string request = Request(url_, path, body);
+  if (sent != nullptr) *sent = false;
   for (int attempt = 0;; ++attempt) {
     std::unique_ptr<Connection> conn = TakeIdle();
     const bool reused = conn != nullptr;
@@ -380,6 +382,7 @@ absl::StatusOr<HttpResponse> HttpClient::Post(absl::string_view path, absl::stri
     }
     bool saw_bytes = false;
     absl::Status status = WriteAll(conn->fd, request, deadline);
+    if (status.ok() && sent != nullptr) *sent = true;
     absl::StatusOr<Head> head = status.ok() ? ReadHead(*conn, deadline, saw_bytes)
                                             : absl::StatusOr<Head>(status);
     if (!head.ok()) {

@@ -58,8 +58,12 @@ class HttpClient {
   // connection fails, DeadlineExceeded when `deadline` passes first. Internal when the answer is not HTTP/1.1 or
   // breaks a limit. `idempotent`: a request that failed on a reused
   // connection before any answer byte is retried once on a new one.
+  // `sent` (optional): set once the whole request was handed to the socket,
+  // so a failure after it may come after the server acted on the request;
+  // left false when it failed before (the server cannot have acted on it).
   absl::StatusOr<HttpResponse> Post(absl::string_view path, absl::string_view body,
-                                    absl::Time deadline, bool idempotent);
+                                    absl::Time deadline, bool idempotent,
+                                    bool* sent = nullptr);
 
   // POSTs `body` and feeds the (chunked or plain) body of the answer to
   // `on_data` as it arrives, until `on_data` returns false, the answer ends,

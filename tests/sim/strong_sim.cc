@@ -180,10 +180,10 @@ class StrongSim {
   int64_t Instant() { return ++instant_; }
 
   // An error a strong call may give in this run: Unavailable (the fake is
-  // away, a commit is slow, or this replica has no log). Anything else
-  // fails the run.
+  // away, or this replica has no log) or DeadlineExceeded (a slow commit:
+  // its outcome unknown). Anything else fails the run.
   bool Expected(const absl::Status& s, const char* what, int r) {
-    if (s.ok() || absl::IsUnavailable(s)) return true;
+    if (s.ok() || absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s)) return true;
     Fail(absl::StrFormat("step %d: %s at r%d: %s", now_, what, r, s.ToString()));
     return false;
   }
@@ -270,8 +270,10 @@ class StrongSim {
   void Note(RegisterOp op, const absl::Status& s, int r, const char* what) {
     if (RefusedWithoutLog(s, r)) return;  // never proposed
     if (!Expected(s, what, r)) return;
+    // Unavailable: not committed, and never will be (ConsensusLog::Propose).
+    if (absl::IsUnavailable(s)) return;
     if (!s.ok()) {
-      // May commit later (slow commit) or never: no response.
+      // Outcome unknown: may commit later (slow commit) or never.
       op.response = testing::kNoResponse;
       op.ok = true;
       ++result_.unknown_outcomes;
