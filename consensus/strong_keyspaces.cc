@@ -54,6 +54,37 @@ std::string DescribeCurrent(const std::optional<Record>& r) {
   return absl::StrCat("current version is ", r->version.ToString());
 }
 
+// Proposal::sign for a strong write (README "Strong keyspaces", "Signed
+// records"): the store's signer signs the record the log is about to
+// commit (a keyspace shared beyond its owner's devices: by this device,
+// with its certificate), and this replica's own merge gate must take it as
+// if one of its devices sent it, so a write every replica would refuse
+// (unsigned where a signature is required: a device without a certificate;
+// a writer the policy does not name) is never committed. Copies of the
+// store's functions, not the store: a delayed proposal of the fake log may
+// be signed after this layer is gone.
+std::function<absl::StatusOr<std::string>(const Record&)> SignAndCheck(
+    const StoreOptions& options) {
+  return [signer = options.signer,
+          gate = options.record_gate](const Record& record) -> absl::StatusOr<std::string> {
+    Record signed_record = record;
+    if (signer) {
+      signed_record.signature = signer(record.keyspace, record.key, record.version,
+                                       record.deleted, record.value);
+    }
+    if (gate) {
+      absl::Status admitted = gate(signed_record, MergeSource::kOwnDevice);
+      if (!admitted.ok()) {
+        return absl::Status(admitted.code(),
+                            absl::StrCat("strong write not proposed (every replica would refuse "
+                                         "the committed record): ",
+                                         admitted.message()));
+      }
+    }
+    return std::move(signed_record.signature);
+  };
+}
+
 }  // namespace
 
 std::string_view ModeName(Mode mode) {
@@ -405,6 +436,7 @@ absl::StatusOr<Version> StrongKeyspaces::Write(
   proposal.key = mutation.key;
   proposal.value = mutation.value;
   proposal.origin = kStrongOrigin;
+  proposal.sign = SignAndCheck(store_->options());
   // Above the switch and every version held here for the key: the commit
   // beats every lww write that merged (they are all below the switch).
   proposal.min_hlc = std::max(store_->clock_mark(), history.back().since.hlc);

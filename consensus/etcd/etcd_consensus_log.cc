@@ -22,7 +22,12 @@ using json::JsonValue;
 // std::string_view.
 absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
-constexpr char kRecordFormat = 1;
+// The etcd value of a committed record: a format byte, hlc and origin (8
+// each, big-endian), the tombstone flag (1), then the value (format 1, an
+// unsigned record: what every peerkv reads) or the signature's length (2,
+// big-endian), the signature and the value (format 2, a signed record).
+constexpr char kUnsignedRecordFormat = 1;
+constexpr char kSignedRecordFormat = 2;
 constexpr size_t kRecordHeaderBytes = 1 + 8 + 8 + 1;
 constexpr size_t kMaxPrefixBytes = 64;
 
@@ -42,14 +47,19 @@ std::string EncodeKey(absl::string_view prefix, absl::string_view keyspace, absl
   return absl::StrCat(prefix, keyspace.size(), "/", keyspace, "/", key);
 }
 
-std::string EncodeValue(const Version& version, const std::optional<std::string>& value) {
+std::string EncodeValue(const Record& record) {
   std::string out;
-  out.reserve(kRecordHeaderBytes + (value ? value->size() : 0));
-  out.push_back(kRecordFormat);
-  PutBigEndian(out, version.hlc);
-  PutBigEndian(out, version.origin);
-  out.push_back(value.has_value() ? 0 : 1);
-  if (value.has_value()) out.append(*value);
+  out.reserve(kRecordHeaderBytes + 2 + record.signature.size() + record.value.size());
+  out.push_back(record.signature.empty() ? kUnsignedRecordFormat : kSignedRecordFormat);
+  PutBigEndian(out, record.version.hlc);
+  PutBigEndian(out, record.version.origin);
+  out.push_back(record.deleted ? 1 : 0);
+  if (!record.signature.empty()) {
+    out.push_back(static_cast<char>(record.signature.size() >> 8));
+    out.push_back(static_cast<char>(record.signature.size() & 0xff));
+    out.append(record.signature);
+  }
+  if (!record.deleted) out.append(record.value);
   return out;
 }
 
@@ -177,16 +187,33 @@ absl::StatusOr<Committed> EtcdConsensusLog::DecodeKv(const JsonValue& kv,
     return corrupt(absl::StrCat("the value has ", value->size(), " bytes, fewer than the ",
                                 kRecordHeaderBytes, " of a record header"));
   }
-  if ((*value)[0] != kRecordFormat) {
+  const char format = (*value)[0];
+  if (format != kUnsignedRecordFormat && format != kSignedRecordFormat) {
     return corrupt(absl::StrCat("unknown record format byte ",
-                                static_cast<int>(static_cast<unsigned char>((*value)[0]))));
+                                static_cast<int>(static_cast<unsigned char>(format))));
   }
   out.record.version.hlc = GetBigEndian(absl::string_view(*value).substr(1));
   out.record.version.origin = GetBigEndian(absl::string_view(*value).substr(9));
   const unsigned char flags = static_cast<unsigned char>((*value)[17]);
   if (flags > 1) return corrupt(absl::StrCat("unknown record flags ", static_cast<int>(flags)));
   out.record.deleted = flags == 1;
-  out.record.value = value->substr(kRecordHeaderBytes);
+  size_t value_at = kRecordHeaderBytes;
+  if (format == kSignedRecordFormat) {
+    if (value->size() < kRecordHeaderBytes + 2) {
+      return corrupt("a signed record ends before its signature's length");
+    }
+    const size_t signature_size =
+        (static_cast<size_t>(static_cast<unsigned char>((*value)[kRecordHeaderBytes])) << 8) |
+        static_cast<unsigned char>((*value)[kRecordHeaderBytes + 1]);
+    if (signature_size == 0 || value->size() < kRecordHeaderBytes + 2 + signature_size) {
+      return corrupt(absl::StrCat("a signed record's signature of ", signature_size,
+                                  " bytes is empty or longer than the ",
+                                  value->size() - kRecordHeaderBytes - 2, " bytes left"));
+    }
+    out.record.signature = value->substr(kRecordHeaderBytes + 2, signature_size);
+    value_at = kRecordHeaderBytes + 2 + signature_size;
+  }
+  out.record.value = value->substr(value_at);
   absl::Status valid = ValidateRemoteRecord(out.record, kMaxValueBytes);
   if (!valid.ok()) return corrupt(valid.message());
   return out;
@@ -290,6 +317,9 @@ absl::StatusOr<ProposeResult> EtcdConsensusLog::Propose(const Proposal& proposal
           absl::StrCat(name_, ": the key's clock is at its maximum; no later version exists"));
     }
     const Version version{hlc + 1, proposal.origin};
+    // Signed before it is sent: the version is decided here, and the txn
+    // commits exactly this record or nothing.
+    PEERKV_ASSIGN_OR_RETURN(Record record, CommitRecord(proposal, version));
     PendingPut op;
     op.etcd_key = etcd_key;
     op.deadline = deadline;
@@ -301,18 +331,14 @@ absl::StatusOr<ProposeResult> EtcdConsensusLog::Propose(const Proposal& proposal
             : absl::StrCat("{\"target\":\"CREATE\",\"key\":", B64(etcd_key),
                            ",\"create_revision\":\"0\"}");
     op.put = absl::StrCat("{\"request_put\":{\"key\":", B64(etcd_key),
-                          ",\"value\":", B64(EncodeValue(version, proposal.value)), "}}");
+                          ",\"value\":", B64(EncodeValue(record)), "}}");
     CommitPut(&op);
     PEERKV_RETURN_IF_ERROR(op.status);
     if (op.committed) {
       ProposeResult result;
       result.applied = true;
       result.committed.position = op.revision;
-      result.committed.record.keyspace = proposal.keyspace;
-      result.committed.record.key = proposal.key;
-      result.committed.record.version = version;
-      result.committed.record.deleted = !proposal.value.has_value();
-      if (proposal.value.has_value()) result.committed.record.value = *proposal.value;
+      result.committed.record = std::move(record);
       Remember(etcd_key, result.committed);
       return result;
     }
