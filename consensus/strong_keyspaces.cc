@@ -359,7 +359,8 @@ absl::Status StrongKeyspaces::Unreachable(const absl::Status& status) const {
 }
 
 absl::Status StrongKeyspaces::Apply(std::vector<Record> records, bool wait_for_sync,
-                                    std::optional<uint64_t> position) {
+                                    std::optional<uint64_t> position,
+                                    std::vector<RefusedRecord>* refused) {
   if (records.empty() && !position.has_value()) return absl::OkStatus();
   Store::MergeOptions merge;
   merge.wait_for_sync = wait_for_sync;
@@ -373,7 +374,9 @@ absl::Status StrongKeyspaces::Apply(std::vector<Record> records, bool wait_for_s
   }
   absl::StatusOr<MergeResult> merged = store_->MergeWith(std::move(records), std::move(merge));
   if (!merged.ok()) return merged.status();
-  if (!merged->refused.empty()) {
+  if (refused != nullptr) {
+    *refused = std::move(merged->refused);
+  } else if (!merged->refused.empty()) {
     return absl::InternalError(
         absl::StrCat("a committed write was refused here: ",
                      merged->refused.front().reason.message()));
@@ -702,9 +705,24 @@ void StrongKeyspaces::Follow() {
         if (held.ok() && held->has_value() && (*held)->version >= c.record.version) continue;
         records.push_back(c.record);
       }
-      status = Apply(std::move(records), /*wait_for_sync=*/true, batch->back().position);
+      // A committed record this replica refuses (unsigned or altered in a
+      // keyspace shared beyond its owner's devices, signed by a user who
+      // may not write it) is refused by it whenever it is read again: it is
+      // skipped, logged, so that it does not stop every later commit here.
+      // Gossip may still bring it, and the gate decides again then.
+      std::vector<RefusedRecord> refused;
+      status = Apply(std::move(records), /*wait_for_sync=*/true, batch->back().position,
+                     &refused);
+      if (status.ok() && !refused.empty()) {
+        const RefusedRecord& first = refused.front();
+        Emit(options_.log,
+             absl::StrCat("peerkv: ", refused.size(), " committed write(s) from ",
+                          log_->Describe(), " refused here and skipped (the first: ",
+                          first.keyspace, " at ", first.version.ToString(), ": ",
+                          first.reason.message(), ")"));
+      }
       if (!status.ok() && !absl::IsUnavailable(status)) {
-        // The records were refused (or quarantined) but the position was
+        // The records were quarantined (or failed) but the position was
         // committed with them: put it back, so the batch is read again.
         absl::Status back = Apply({}, /*wait_for_sync=*/true, after);
         if (!back.ok()) status = back;

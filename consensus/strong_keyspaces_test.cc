@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -438,6 +439,38 @@ TEST(StrongKeyspacesTest, StrongRecordsOfASharedKeyspaceAreSignedInTheLog) {
   ASSERT_THAT(merged, IsOk());
   ASSERT_EQ(merged->refused.size(), 1u);
   EXPECT_THAT(merged->refused[0].reason.message(), HasSubstr("altered"));
+}
+
+// A committed record the follower's gate refuses (here an unsigned one of
+// a shared keyspace, committed by a replica that signs and checks nothing,
+// as an older peerkv did) is skipped and logged: the follower goes on to
+// the later commits instead of reading the refused one again forever.
+TEST(StrongKeyspacesTest, TheFollowerSkipsACommittedRecordItsGateRefuses) {
+  FakeConsensusLog log;
+  Replica legacy(&log);
+  Replica writer(&log, true, false, "", false,
+                 [](StoreOptions& o) { SignsAndGatesShared(o, /*with_signer=*/true); });
+  ASSERT_THAT(writer.strong->SetMode("shared", Mode::kStrong), IsOk());
+  ASSERT_TRUE(legacy.AwaitVersion(std::string(kModesKeyspace), "shared",
+                                  writer.modes.History("shared").back().since));
+  ASSERT_THAT(legacy.strong->Write(Put("shared", "old", "unsigned"), IfAbsent()), IsOk());
+  absl::StatusOr<Version> signed_version =
+      writer.strong->Write(Put("shared", "new", "signed"), IfAbsent());
+  ASSERT_THAT(signed_version, IsOk());
+
+  Replica follower(&log, true, false, "", false,
+                   [](StoreOptions& o) { SignsAndGatesShared(o, /*with_signer=*/true); });
+  ASSERT_TRUE(follower.AwaitVersion("shared", "new", *signed_version));
+  auto old = follower.store->Get("shared", "old");
+  ASSERT_THAT(old, IsOk());
+  EXPECT_FALSE(old->has_value());
+  ASSERT_TRUE(follower.strong->AwaitPosition(log.History().size(), absl::Seconds(10)));
+  bool logged = false;
+  for (const std::string& line : follower.Logged()) {
+    logged = logged || (absl::StrContains(line, "refused here and skipped") &&
+                        absl::StrContains(line, "unsigned"));
+  }
+  EXPECT_TRUE(logged);
 }
 
 TEST(StrongKeyspacesTest, ARecreatedLogIsFollowedFromItsStart) {
