@@ -6,16 +6,26 @@
 // gossip) holds the same register. Backends: an in-memory fake for tests and
 // the simulation (fake_consensus_log.h) and etcd's v3 API (etcd/). No kj or
 // capnp here: callers block on a worker thread, never on an event loop.
+//
+// Signed strong records (README "Strong keyspaces", "Signed records"): the
+// commit assigns the version, but the backend decides it on the proposing
+// side (above the proposal's min_hlc and the key's last commit, which the
+// proposal is conditioned on) before it sends the write, so it asks the
+// proposal's `sign` for the signature of exactly the record it is about to
+// commit, and that signature travels in the log entry: every replica
+// applies (and gossips) the record as signed by the proposing device.
 #ifndef PEERKV_CONSENSUS_CONSENSUS_LOG_H_
 #define PEERKV_CONSENSUS_CONSENSUS_LOG_H_
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "store/validation.h"
 #include "store/version.h"
 
 namespace peerkv::consensus {
@@ -43,9 +53,17 @@ struct Proposal {
   // both this and the hlc of the key's previous committed write, so versions
   // grow in commit order and LWW merge keeps the last commit.
   uint64_t min_hlc = 0;
+  // Signs the record the backend is about to commit (its version is the one
+  // the commit assigns; record.signature empty): called before each attempt
+  // is sent, once more after a lost race. Returns the Record::signature the
+  // log entry carries (empty: unsigned), or an error that refuses the
+  // proposal with nothing written (Propose returns it). Empty function: the
+  // committed record is unsigned. Must not call into the log.
+  std::function<absl::StatusOr<std::string>(const Record& record)> sign;
 };
 
-// A committed write. `record.version` is the version the commit assigned;
+// A committed write. `record.version` is the version the commit assigned,
+// `record.signature` what the proposal's `sign` gave for it (empty: none);
 // `record.seq` is unused (0).
 struct Committed {
   // The commit's position in the log: non-decreasing across all keys, in
@@ -68,6 +86,25 @@ inline bool PreconditionHolds(const Precondition& pre,
       return current.has_value() && current->record.version == pre.version;
   }
   return false;
+}
+
+// The record `proposal` commits as if the commit assigns it `version`,
+// signed by the proposal's `sign` (every backend builds it so). The
+// signature's error if `sign` refused; InvalidArgument naming the limit
+// if the signature exceeds kMaxSignatureBytes.
+inline absl::StatusOr<Record> CommitRecord(const Proposal& proposal, const Version& version) {
+  Record record;
+  record.keyspace = proposal.keyspace;
+  record.key = proposal.key;
+  record.version = version;
+  record.deleted = !proposal.value.has_value();
+  if (proposal.value.has_value()) record.value = *proposal.value;
+  if (!proposal.sign) return record;
+  absl::StatusOr<std::string> signature = proposal.sign(record);
+  if (!signature.ok()) return signature.status();
+  if (absl::Status size = ValidateSignatureSize(*signature); !size.ok()) return size;
+  record.signature = *std::move(signature);
+  return record;
 }
 
 // The outcome of Propose when the service answered.

@@ -41,7 +41,7 @@ bool FakeConsensusLog::AvailableLocked() const {
   return true;
 }
 
-ProposeResult FakeConsensusLog::ApplyLocked(const Proposal& proposal) {
+absl::StatusOr<ProposeResult> FakeConsensusLog::ApplyLocked(const Proposal& proposal) {
   ProposeResult result;
   auto it = last_.find({proposal.keyspace, proposal.key});
   std::optional<Committed> current;
@@ -54,13 +54,11 @@ ProposeResult FakeConsensusLog::ApplyLocked(const Proposal& proposal) {
   }
   uint64_t hlc = proposal.min_hlc;
   if (current.has_value()) hlc = std::max(hlc, current->record.version.hlc);
+  absl::StatusOr<Record> record = CommitRecord(proposal, Version{hlc + 1, proposal.origin});
+  if (!record.ok()) return record.status();
   Committed committed;
   committed.position = log_.size() + 1;
-  committed.record.keyspace = proposal.keyspace;
-  committed.record.key = proposal.key;
-  committed.record.version = Version{hlc + 1, proposal.origin};
-  committed.record.deleted = !proposal.value.has_value();
-  if (proposal.value.has_value()) committed.record.value = *proposal.value;
+  committed.record = *std::move(record);
   last_[{proposal.keyspace, proposal.key}] = log_.size();
   log_.push_back(committed);
   result.applied = true;
@@ -137,7 +135,9 @@ std::vector<ProposeResult> FakeConsensusLog::AdvanceTo(uint64_t now) {
   // the same: apply every due one, keeping the order they were made in.
   for (auto it = in_flight_.begin(); it != in_flight_.end();) {
     if (it->due <= now_) {
-      applied.push_back(ApplyLocked(it->proposal));
+      // A proposal its signer refused never commits.
+      absl::StatusOr<ProposeResult> result = ApplyLocked(it->proposal);
+      if (result.ok()) applied.push_back(*std::move(result));
       it = in_flight_.erase(it);
     } else {
       ++it;
@@ -168,10 +168,13 @@ size_t FakeConsensusLog::InFlight() const {
 
 std::optional<ProposeResult> FakeConsensusLog::CommitNextInFlight() {
   absl::MutexLock lock(&mu_);
-  if (in_flight_.empty()) return std::nullopt;
-  ProposeResult result = ApplyLocked(in_flight_.front().proposal);
-  in_flight_.pop_front();
-  return result;
+  while (!in_flight_.empty()) {
+    absl::StatusOr<ProposeResult> result = ApplyLocked(in_flight_.front().proposal);
+    in_flight_.pop_front();
+    // A proposal its signer refused never commits: the next one does.
+    if (result.ok()) return *std::move(result);
+  }
+  return std::nullopt;
 }
 
 size_t FakeConsensusLog::DropInFlight() {

@@ -64,7 +64,9 @@ class FakeConsensusLog : public ConsensusLog {
   // Proposals in flight.
   size_t InFlight() const;
   // Applies the oldest in-flight proposal now, whatever its due time;
-  // nullopt if none is in flight.
+  // nullopt if none is in flight. An in-flight proposal whose signer
+  // (Proposal::sign) refuses it when it comes due never commits (AdvanceTo
+  // and this skip it).
   std::optional<ProposeResult> CommitNextInFlight();
   // Forgets every in-flight proposal (they never commit); returns how many.
   size_t DropInFlight();
@@ -81,8 +83,9 @@ class FakeConsensusLog : public ConsensusLog {
 
   // Whether calls succeed now: SetAvailable and the windows.
   bool AvailableLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Checks the precondition and commits (or not) at once.
-  ProposeResult ApplyLocked(const Proposal& proposal) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Checks the precondition and commits (or not) at once; the signer's
+  // error (Proposal::sign) if it refused, with nothing committed.
+  absl::StatusOr<ProposeResult> ApplyLocked(const Proposal& proposal) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string name_;
   mutable absl::Mutex mu_;

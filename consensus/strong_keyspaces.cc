@@ -54,6 +54,37 @@ std::string DescribeCurrent(const std::optional<Record>& r) {
   return absl::StrCat("current version is ", r->version.ToString());
 }
 
+// Proposal::sign for a strong write (README "Strong keyspaces", "Signed
+// records"): the store's signer signs the record the log is about to
+// commit (a keyspace shared beyond its owner's devices: by this device,
+// with its certificate), and this replica's own merge gate must take it as
+// if one of its devices sent it, so a write every replica would refuse
+// (unsigned where a signature is required: a device without a certificate;
+// a writer the policy does not name) is never committed. Copies of the
+// store's functions, not the store: a delayed proposal of the fake log may
+// be signed after this layer is gone.
+std::function<absl::StatusOr<std::string>(const Record&)> SignAndCheck(
+    const StoreOptions& options) {
+  return [signer = options.signer,
+          gate = options.record_gate](const Record& record) -> absl::StatusOr<std::string> {
+    Record signed_record = record;
+    if (signer) {
+      signed_record.signature = signer(record.keyspace, record.key, record.version,
+                                       record.deleted, record.value);
+    }
+    if (gate) {
+      absl::Status admitted = gate(signed_record, MergeSource::kOwnDevice);
+      if (!admitted.ok()) {
+        return absl::Status(admitted.code(),
+                            absl::StrCat("strong write not proposed (every replica would refuse "
+                                         "the committed record): ",
+                                         admitted.message()));
+      }
+    }
+    return std::move(signed_record.signature);
+  };
+}
+
 }  // namespace
 
 std::string_view ModeName(Mode mode) {
@@ -329,7 +360,8 @@ absl::Status StrongKeyspaces::Unreachable(const absl::Status& status) const {
 }
 
 absl::Status StrongKeyspaces::Apply(std::vector<Record> records, bool wait_for_sync,
-                                    std::optional<uint64_t> position) {
+                                    std::optional<uint64_t> position,
+                                    std::vector<RefusedRecord>* refused) {
   if (records.empty() && !position.has_value()) return absl::OkStatus();
   Store::MergeOptions merge;
   merge.wait_for_sync = wait_for_sync;
@@ -343,7 +375,9 @@ absl::Status StrongKeyspaces::Apply(std::vector<Record> records, bool wait_for_s
   }
   absl::StatusOr<MergeResult> merged = store_->MergeWith(std::move(records), std::move(merge));
   if (!merged.ok()) return merged.status();
-  if (!merged->refused.empty()) {
+  if (refused != nullptr) {
+    *refused = std::move(merged->refused);
+  } else if (!merged->refused.empty()) {
     return absl::InternalError(
         absl::StrCat("a committed write was refused here: ",
                      merged->refused.front().reason.message()));
@@ -406,6 +440,7 @@ absl::StatusOr<Version> StrongKeyspaces::Write(
   proposal.key = mutation.key;
   proposal.value = mutation.value;
   proposal.origin = kStrongOrigin;
+  proposal.sign = SignAndCheck(store_->options());
   // Above the switch and every version held here for the key: the commit
   // beats every lww write that merged (they are all below the switch).
   proposal.min_hlc = std::max(store_->clock_mark(), history.back().since.hlc);
@@ -671,9 +706,24 @@ void StrongKeyspaces::Follow() {
         if (held.ok() && held->has_value() && (*held)->version >= c.record.version) continue;
         records.push_back(c.record);
       }
-      status = Apply(std::move(records), /*wait_for_sync=*/true, batch->back().position);
+      // A committed record this replica refuses (unsigned or altered in a
+      // keyspace shared beyond its owner's devices, signed by a user who
+      // may not write it) is refused by it whenever it is read again: it is
+      // skipped, logged, so that it does not stop every later commit here.
+      // Gossip may still bring it, and the gate decides again then.
+      std::vector<RefusedRecord> refused;
+      status = Apply(std::move(records), /*wait_for_sync=*/true, batch->back().position,
+                     &refused);
+      if (status.ok() && !refused.empty()) {
+        const RefusedRecord& first = refused.front();
+        Emit(options_.log,
+             absl::StrCat("peerkv: ", refused.size(), " committed write(s) from ",
+                          log_->Describe(), " refused here and skipped (the first: ",
+                          first.keyspace, " at ", first.version.ToString(), ": ",
+                          first.reason.message(), ")"));
+      }
       if (!status.ok() && !absl::IsUnavailable(status)) {
-        // The records were refused (or quarantined) but the position was
+        // The records were quarantined (or failed) but the position was
         // committed with them: put it back, so the batch is read again.
         absl::Status back = Apply({}, /*wait_for_sync=*/true, after);
         if (!back.ok()) status = back;

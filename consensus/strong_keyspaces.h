@@ -307,12 +307,15 @@ class StrongKeyspaces {
  private:
   void Follow();
   void Work();
-  // Merges committed records here; Internal if one was refused.
+  // Merges committed records here; Internal if one was refused, unless
+  // `refused` is given: then the refused ones are listed there and the rest
+  // (and the position) are applied. Quarantined records are Internal always.
   // `wait_for_sync` false: acknowledged before the fsync (Store::MergeOptions).
   // `position`: the follower's position, written (with the log's identity)
   // into the store in the same transaction as the records.
   absl::Status Apply(std::vector<Record> records, bool wait_for_sync = true,
-                     std::optional<uint64_t> position = std::nullopt);
+                     std::optional<uint64_t> position = std::nullopt,
+                     std::vector<RefusedRecord>* refused = nullptr);
   absl::Duration Staleness() const;
   // True if the log is not the one our position is in (recreated): the
   // position goes back to 0, logged.

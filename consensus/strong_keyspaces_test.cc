@@ -5,12 +5,15 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -43,9 +46,12 @@ Precondition None() { return Precondition{}; }
 struct Replica {
   // `db`: the store's directory (empty: one of its own); `sync`: the
   // store's fsync at commit (StoreOptions::sync).
+  // `configure`: anything more of the store's options (a signer, a gate).
   explicit Replica(ConsensusLog* log, bool start = true, bool keep_position = false,
-                   const std::string& db = "", bool sync = false) {
+                   const std::string& db = "", bool sync = false,
+                   const std::function<void(StoreOptions&)>& configure = {}) {
     StoreOptions options;
+    if (configure) configure(options);
     options.dir = db.empty() ? dir.Sub("db") : db;
     options.sync = sync;
     options.scrub_at_open = false;
@@ -359,6 +365,112 @@ TEST(StrongKeyspacesTest, FollowerAppliesCommittedWritesAndPersistsPosition) {
   ASSERT_TRUE(stale.ok());
   EXPECT_TRUE(stale->stale);
   EXPECT_EQ(stale->record->value, "dev1");
+}
+
+// A keyspace shared beyond its owner's devices (README "Signed records"):
+// "shared" must carry its writer's signature, here a stand-in the test can
+// recompute (the real one is auth::SignRecord, checked by auth::MakeRecordGate).
+std::string StandInSignature(const Record& r) {
+  return absl::StrCat("signed ", r.keyspace, "/", r.key, "@", r.version.ToString(), " ",
+                      r.deleted ? "(deleted)" : r.value);
+}
+void SignsAndGatesShared(StoreOptions& options, bool with_signer) {
+  if (with_signer) {
+    options.signer = [](std::string_view ks, std::string_view key, const Version& version,
+                        bool deleted, std::string_view value) -> std::string {
+      if (ks != "shared") return "";
+      return StandInSignature(Record{std::string(ks), std::string(key), version, deleted,
+                                     std::string(value)});
+    };
+  }
+  options.record_gate = [](const Record& r, MergeSource) -> absl::Status {
+    if (r.keyspace != "shared" || r.signature == StandInSignature(r)) return absl::OkStatus();
+    return absl::PermissionDeniedError(absl::StrCat(
+        "record of keyspace shared is ", r.signature.empty() ? "unsigned" : "altered"));
+  };
+}
+
+// Strong records of a shared keyspace are signed for the version the
+// commit assigned, carried so in the log, applied so by every follower (and
+// so gossiped on); a write the proposer's own gate would refuse (a device
+// with no certificate, so no signer) is never committed; an altered copy
+// is refused.
+TEST(StrongKeyspacesTest, StrongRecordsOfASharedKeyspaceAreSignedInTheLog) {
+  FakeConsensusLog log;
+  Replica writer(&log, true, false, "", false,
+                 [](StoreOptions& o) { SignsAndGatesShared(o, /*with_signer=*/true); });
+  Replica follower(&log, true, false, "", false,
+                   [](StoreOptions& o) { SignsAndGatesShared(o, /*with_signer=*/true); });
+  ASSERT_THAT(writer.strong->SetMode("shared", Mode::kStrong), IsOk());
+  absl::StatusOr<Version> v = writer.strong->Write(Put("shared", "jane", "laptop"), IfAbsent());
+  ASSERT_THAT(v, IsOk());
+  const Record expected{"shared", "jane", *v, false, "laptop"};
+  const std::vector<Committed> history = log.History();
+  ASSERT_FALSE(history.empty());
+  EXPECT_EQ(history.back().record.signature, StandInSignature(expected));
+  ASSERT_TRUE(follower.AwaitVersion("shared", "jane", *v));
+  for (Replica* r : {&writer, &follower}) {
+    auto held = r->store->Get("shared", "jane");
+    ASSERT_THAT(held, IsOk());
+    ASSERT_TRUE(held->has_value());
+    EXPECT_EQ((*held)->signature, StandInSignature(expected));
+  }
+  // A delete is signed too.
+  v = writer.strong->Write(Del("shared", "jane"), IfVersion(*v));
+  ASSERT_THAT(v, IsOk());
+  EXPECT_EQ(log.History().back().record.signature,
+            StandInSignature(Record{"shared", "jane", *v, true, ""}));
+
+  // A replica without a signer: refused before anything is committed.
+  Replica uncertified(&log, true, false, "", false,
+                      [](StoreOptions& o) { SignsAndGatesShared(o, /*with_signer=*/false); });
+  ASSERT_TRUE(uncertified.AwaitVersion(std::string(kModesKeyspace), "shared",
+                                       writer.modes.History("shared").back().since));
+  const size_t commits = log.History().size();
+  EXPECT_THAT(uncertified.strong->Write(Put("shared", "bob", "x"), None()),
+              StatusIs(absl::StatusCode::kPermissionDenied, "unsigned"));
+  EXPECT_EQ(log.History().size(), commits);
+
+  // An altered copy of a committed record is refused by the next replica.
+  Record altered = history.back().record;
+  altered.value = "mallory";
+  altered.version.hlc += 1;
+  absl::StatusOr<MergeResult> merged = follower.store->Merge({altered});
+  ASSERT_THAT(merged, IsOk());
+  ASSERT_EQ(merged->refused.size(), 1u);
+  EXPECT_THAT(merged->refused[0].reason.message(), HasSubstr("altered"));
+}
+
+// A committed record the follower's gate refuses (here an unsigned one of
+// a shared keyspace, committed by a replica that signs and checks nothing,
+// as an older peerkv did) is skipped and logged: the follower goes on to
+// the later commits instead of reading the refused one again forever.
+TEST(StrongKeyspacesTest, TheFollowerSkipsACommittedRecordItsGateRefuses) {
+  FakeConsensusLog log;
+  Replica legacy(&log);
+  Replica writer(&log, true, false, "", false,
+                 [](StoreOptions& o) { SignsAndGatesShared(o, /*with_signer=*/true); });
+  ASSERT_THAT(writer.strong->SetMode("shared", Mode::kStrong), IsOk());
+  ASSERT_TRUE(legacy.AwaitVersion(std::string(kModesKeyspace), "shared",
+                                  writer.modes.History("shared").back().since));
+  ASSERT_THAT(legacy.strong->Write(Put("shared", "old", "unsigned"), IfAbsent()), IsOk());
+  absl::StatusOr<Version> signed_version =
+      writer.strong->Write(Put("shared", "new", "signed"), IfAbsent());
+  ASSERT_THAT(signed_version, IsOk());
+
+  Replica follower(&log, true, false, "", false,
+                   [](StoreOptions& o) { SignsAndGatesShared(o, /*with_signer=*/true); });
+  ASSERT_TRUE(follower.AwaitVersion("shared", "new", *signed_version));
+  auto old = follower.store->Get("shared", "old");
+  ASSERT_THAT(old, IsOk());
+  EXPECT_FALSE(old->has_value());
+  ASSERT_TRUE(follower.strong->AwaitPosition(log.History().size(), absl::Seconds(10)));
+  bool logged = false;
+  for (const std::string& line : follower.Logged()) {
+    logged = logged || (absl::StrContains(line, "refused here and skipped") &&
+                        absl::StrContains(line, "unsigned"));
+  }
+  EXPECT_TRUE(logged);
 }
 
 TEST(StrongKeyspacesTest, ARecreatedLogIsFollowedFromItsStart) {

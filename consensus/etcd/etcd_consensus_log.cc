@@ -24,9 +24,15 @@ using json::JsonValue;
 // std::string_view.
 absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
-// Format 1: no token (values from before tokens); 2: a token after the flags.
+// The etcd value of a committed record: a format byte, hlc and origin (8
+// each, big-endian), the tombstone flag (1), then
+//   format 1 (from before tokens, still read): the value;
+//   format 2 (an unsigned record): the txn's token (8), the value;
+//   format 3 (a signed record): the token (8), the signature's length (2,
+//   big-endian), the signature, the value.
 constexpr char kRecordFormatWithoutToken = 1;
-constexpr char kRecordFormat = 2;
+constexpr char kUnsignedRecordFormat = 2;
+constexpr char kSignedRecordFormat = 3;
 constexpr size_t kRecordHeaderBytes = 1 + 8 + 8 + 1;
 constexpr size_t kTokenBytes = 8;
 // Pause between resends of a txn whose answer was lost, while etcd cannot
@@ -50,16 +56,21 @@ std::string EncodeKey(absl::string_view prefix, absl::string_view keyspace, absl
   return absl::StrCat(prefix, keyspace.size(), "/", keyspace, "/", key);
 }
 
-std::string EncodeValue(const Version& version, const std::optional<std::string>& value,
-                        uint64_t token) {
+std::string EncodeValue(const Record& record, uint64_t token) {
   std::string out;
-  out.reserve(kRecordHeaderBytes + kTokenBytes + (value ? value->size() : 0));
-  out.push_back(kRecordFormat);
-  PutBigEndian(out, version.hlc);
-  PutBigEndian(out, version.origin);
-  out.push_back(value.has_value() ? 0 : 1);
+  out.reserve(kRecordHeaderBytes + kTokenBytes + 2 + record.signature.size() +
+              record.value.size());
+  out.push_back(record.signature.empty() ? kUnsignedRecordFormat : kSignedRecordFormat);
+  PutBigEndian(out, record.version.hlc);
+  PutBigEndian(out, record.version.origin);
+  out.push_back(record.deleted ? 1 : 0);
   PutBigEndian(out, token);
-  if (value.has_value()) out.append(*value);
+  if (!record.signature.empty()) {
+    out.push_back(static_cast<char>(record.signature.size() >> 8));
+    out.push_back(static_cast<char>(record.signature.size() & 0xff));
+    out.append(record.signature);
+  }
+  if (!record.deleted) out.append(record.value);
   return out;
 }
 
@@ -212,27 +223,45 @@ absl::StatusOr<Committed> EtcdConsensusLog::DecodeKv(const JsonValue& kv, absl::
                                 kRecordHeaderBytes, " of a record header"));
   }
   const char format = (*value)[0];
-  if (format != kRecordFormat && format != kRecordFormatWithoutToken) {
+  if (format != kRecordFormatWithoutToken && format != kUnsignedRecordFormat &&
+      format != kSignedRecordFormat) {
     return corrupt(absl::StrCat("unknown record format byte ",
                                 static_cast<int>(static_cast<unsigned char>(format))));
   }
-  const size_t header = kRecordHeaderBytes + (format == kRecordFormat ? kTokenBytes : 0);
+  const size_t header =
+      kRecordHeaderBytes + (format == kRecordFormatWithoutToken ? 0 : kTokenBytes);
   if (value->size() < header) {
     return corrupt(absl::StrCat("the value has ", value->size(), " bytes, fewer than the ",
                                 header, " of a format ", static_cast<int>(format),
                                 " record header"));
   }
   if (token != nullptr) {
-    *token = format == kRecordFormat
-                 ? GetBigEndian(absl::string_view(*value).substr(kRecordHeaderBytes))
-                 : 0;
+    *token = format == kRecordFormatWithoutToken
+                 ? 0
+                 : GetBigEndian(absl::string_view(*value).substr(kRecordHeaderBytes));
   }
   out.record.version.hlc = GetBigEndian(absl::string_view(*value).substr(1));
   out.record.version.origin = GetBigEndian(absl::string_view(*value).substr(9));
   const unsigned char flags = static_cast<unsigned char>((*value)[17]);
   if (flags > 1) return corrupt(absl::StrCat("unknown record flags ", static_cast<int>(flags)));
   out.record.deleted = flags == 1;
-  out.record.value = value->substr(header);
+  size_t value_at = header;
+  if (format == kSignedRecordFormat) {
+    if (value->size() < header + 2) {
+      return corrupt("a signed record ends before its signature's length");
+    }
+    const size_t signature_size =
+        (static_cast<size_t>(static_cast<unsigned char>((*value)[header])) << 8) |
+        static_cast<unsigned char>((*value)[header + 1]);
+    if (signature_size == 0 || value->size() < header + 2 + signature_size) {
+      return corrupt(absl::StrCat("a signed record's signature of ", signature_size,
+                                  " bytes is empty or longer than the ",
+                                  value->size() - header - 2, " bytes left"));
+    }
+    out.record.signature = value->substr(header + 2, signature_size);
+    value_at = header + 2 + signature_size;
+  }
+  out.record.value = value->substr(value_at);
   absl::Status valid = ValidateRemoteRecord(out.record, kMaxValueBytes);
   if (!valid.ok()) return corrupt(valid.message());
   return out;
@@ -336,6 +365,9 @@ absl::StatusOr<ProposeResult> EtcdConsensusLog::Propose(const Proposal& proposal
           absl::StrCat(name_, ": the key's clock is at its maximum; no later version exists"));
     }
     const Version version{hlc + 1, proposal.origin};
+    // Signed before it is sent: the version is decided here, and the txn
+    // commits exactly this record or nothing.
+    PEERKV_ASSIGN_OR_RETURN(Record record, CommitRecord(proposal, version));
     PendingPut op;
     op.etcd_key = etcd_key;
     op.deadline = deadline;
@@ -346,19 +378,14 @@ absl::StatusOr<ProposeResult> EtcdConsensusLog::Propose(const Proposal& proposal
                            current->position, "\"}")
             : absl::StrCat("{\"target\":\"CREATE\",\"key\":", B64(etcd_key),
                            ",\"create_revision\":\"0\"}");
-    op.version = version;
-    op.value = proposal.value;
+    op.record = record;
     CommitPut(&op);
     PEERKV_RETURN_IF_ERROR(op.status);
     if (op.committed) {
       ProposeResult result;
       result.applied = true;
       result.committed.position = op.revision;
-      result.committed.record.keyspace = proposal.keyspace;
-      result.committed.record.key = proposal.key;
-      result.committed.record.version = version;
-      result.committed.record.deleted = !proposal.value.has_value();
-      if (proposal.value.has_value()) result.committed.record.value = *proposal.value;
+      result.committed.record = std::move(record);
       Remember(etcd_key, result.committed);
       return result;
     }
@@ -406,7 +433,7 @@ void EtcdConsensusLog::CommitPut(PendingPut* op) {
       // The put (key and value in base64, with the record's header) and the
       // failure branch's range of the key.
       const size_t size = next->compare.size() + 64 + next->etcd_key.size() * 3 +
-                          (next->value ? next->value->size() : 0) * 4 / 3;
+                          (next->record.value.size() + next->record.signature.size()) * 4 / 3;
       if (!batch.empty() && bytes + size > kMaxTxnBytes) break;
       // etcd refuses a txn that puts one key twice: the later one waits.
       if (!keys.insert(next->etcd_key).second) {
@@ -439,7 +466,7 @@ void EtcdConsensusLog::RunTxn(std::vector<PendingPut*>& batch) {
     }
     compares.append(op->compare);
     absl::StrAppend(&puts, "{\"request_put\":{\"key\":", B64(op->etcd_key),
-                    ",\"value\":", B64(EncodeValue(op->version, op->value, token)), "}}");
+                    ",\"value\":", B64(EncodeValue(op->record, token)), "}}");
     absl::StrAppend(&ranges, "{\"request_range\":{\"key\":", B64(op->etcd_key), "}}");
   }
   const std::string body = absl::StrCat("{\"compare\":[", compares, "],\"success\":[", puts,

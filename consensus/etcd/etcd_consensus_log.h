@@ -13,10 +13,11 @@
 //
 // Layout: one etcd key per register, "<prefix><len(keyspace)>/<keyspace>/<key>"
 // (binary-safe: the keyspace length frames the keyspace). The etcd value is
-// the committed record: a format byte (2), hlc and origin (8 bytes each,
-// big-endian), a flags byte (bit 0: tombstone), the token of the txn that
-// put it (8 bytes, see below), the value. Format 1 (no token, from before)
-// still reads. Deletes are
+// the committed record: a format byte (2 unsigned, 3 signed), hlc and
+// origin (8 bytes each, big-endian), a flags byte (bit 0: tombstone), the
+// token of the txn that put it (8 bytes, see below), for format 3 the
+// record's signature (2-byte length first), the value. Format 1 (no token,
+// unsigned, from before) still reads. Deletes are
 // stored as tombstone records, so the key's mod_revision is the position of
 // its last commit and etcd keys are never removed.
 //
@@ -189,8 +190,7 @@ class EtcdConsensusLog : public ConsensusLog {
     // The mod_revision the txn compares (nullopt: create_revision == 0).
     std::optional<uint64_t> expect;
     std::string compare;  // JSON of the compare
-    Version version;      // of the record it puts
-    std::optional<std::string> value;  // nullopt: a tombstone
+    Record record;        // the record it puts (signed or not)
     absl::Time deadline;
     // Set when done: the txn's status; committed at `revision`, or not,
     // and then `current` is the key's state in the failed txn.

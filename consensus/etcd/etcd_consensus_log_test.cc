@@ -100,6 +100,85 @@ class EtcdConsensusLogTest : public ::testing::Test {
   std::unique_ptr<EtcdConsensusLog> log_;
 };
 
+// The signature Proposal::sign makes for the version the commit assigns
+// travels in the log entry: another log object (another replica) reads
+// the record with it, by Read and by ReadAfter. A lost race signs again for
+// the new version; a refusal commits nothing.
+TEST_F(EtcdConsensusLogTest, TheSignatureOfTheCommittedVersionTravelsInTheEntry) {
+  auto signature_of = [](const Record& r) {
+    return absl::StrCat("signed:", r.keyspace, "/", r.key, "@", r.version.ToString(), ":",
+                        r.deleted ? "deleted" : r.value);
+  };
+  Proposal p = Put("signed", "v1");
+  std::vector<Version> signed_versions;
+  p.sign = [&](const Record& r) -> absl::StatusOr<std::string> {
+    EXPECT_TRUE(r.signature.empty());
+    signed_versions.push_back(r.version);
+    return signature_of(r);
+  };
+  ProposeResult first = MustPropose(p);
+  ASSERT_TRUE(first.applied);
+  EXPECT_EQ(first.committed.record.signature, signature_of(first.committed.record));
+  ASSERT_EQ(signed_versions.size(), 1u);
+  EXPECT_EQ(signed_versions[0], first.committed.record.version);
+
+  std::unique_ptr<EtcdConsensusLog> other = NewLog();
+  ASSERT_NE(other, nullptr);
+  auto read = other->Read("names", "signed", kTimeout);
+  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_TRUE(read->has_value());
+  EXPECT_EQ((*read)->record, first.committed.record);
+  auto after = other->ReadAfter(0, 100, kTimeout);
+  ASSERT_TRUE(after.ok()) << after.status();
+  ASSERT_EQ(after->size(), 1u);
+  EXPECT_EQ((*after)[0].record, first.committed.record);
+
+  // `other` commits a write the first object has not seen: the first
+  // object's guess loses the race, and the retry is signed for its version.
+  ProposeResult second = other->Propose(Put("signed", "v2"), kTimeout).value();
+  ASSERT_TRUE(second.applied);
+  EXPECT_TRUE(second.committed.record.signature.empty());  // no sign: unsigned, format 1
+  signed_versions.clear();
+  p.value = "v3";
+  ProposeResult third = MustPropose(p);
+  ASSERT_TRUE(third.applied);
+  ASSERT_EQ(signed_versions.size(), 2u);
+  EXPECT_EQ(signed_versions.back(), third.committed.record.version);
+  EXPECT_GT(third.committed.record.version, second.committed.record.version);
+  read = other->Read("names", "signed", kTimeout);
+  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_TRUE(read->has_value());
+  EXPECT_EQ((*read)->record.signature, signature_of(third.committed.record));
+
+  // A tombstone is signed too.
+  p.value.reset();
+  ProposeResult deleted = MustPropose(p);
+  ASSERT_TRUE(deleted.applied);
+  read = other->Read("names", "signed", kTimeout);
+  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_TRUE(read->has_value());
+  EXPECT_TRUE((*read)->record.deleted);
+  EXPECT_EQ((*read)->record.signature, signature_of(deleted.committed.record));
+
+  // A refusal is Propose's answer, and nothing is written.
+  Proposal refused = Put("refused", "never");
+  refused.sign = [](const Record&) -> absl::StatusOr<std::string> {
+    return absl::PermissionDeniedError("not a writer");
+  };
+  auto r = log_->Propose(refused, kTimeout);
+  EXPECT_EQ(r.status(), absl::PermissionDeniedError("not a writer"));
+  read = other->Read("names", "refused", kTimeout);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_FALSE(read->has_value());
+  // A signature over kMaxSignatureBytes is refused naming the limit.
+  refused.sign = [](const Record&) -> absl::StatusOr<std::string> {
+    return std::string(kMaxSignatureBytes + 1, 's');
+  };
+  r = log_->Propose(refused, kTimeout);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("512"));
+}
+
 TEST_F(EtcdConsensusLogTest, CommitsAndReadsBackWithGrowingVersions) {
   EXPECT_EQ(log_->Describe(), "etcd at " + etcd_->client_url());
   auto none = log_->Read("names", "a", kTimeout);
@@ -734,8 +813,20 @@ TEST(EtcdConsensusLogGarbage, AnAnswerThatIsNotEtcdIsAClearError) {
               StatusIs(absl::StatusCode::kDataLoss, "peerkv/5/names/a"));
   EXPECT_THAT(ReadFrom(HttpOk(absl::StrCat("{\"kvs\":[{\"key\":\"", key,
                                            "\",\"mod_revision\":\"3\",\"value\":\"",
-                                           absl::Base64Escape(std::string(18, '\x03')), "\"}]}"))),
-              StatusIs(absl::StatusCode::kDataLoss, "format byte 3"));
+                                           absl::Base64Escape(std::string(18, '\x04')), "\"}]}"))),
+              StatusIs(absl::StatusCode::kDataLoss, "format byte 4"));
+  // A signed record (format 3: header, token) cut short: no signature
+  // length, or a signature longer than what follows.
+  std::string signed_header = std::string(1, '\x03') + std::string(17 + 8, '\0');
+  EXPECT_THAT(ReadFrom(HttpOk(absl::StrCat("{\"kvs\":[{\"key\":\"", key,
+                                           "\",\"mod_revision\":\"3\",\"value\":\"",
+                                           absl::Base64Escape(signed_header), "\"}]}"))),
+              StatusIs(absl::StatusCode::kDataLoss, "signature's length"));
+  EXPECT_THAT(ReadFrom(HttpOk(absl::StrCat("{\"kvs\":[{\"key\":\"", key,
+                                           "\",\"mod_revision\":\"3\",\"value\":\"",
+                                           absl::Base64Escape(signed_header + std::string("\x01\x00sig", 5)),
+                                           "\"}]}"))),
+              StatusIs(absl::StatusCode::kDataLoss, "signature of 256 bytes"));
   // etcd's own error answers keep their message.
   EXPECT_THAT(ReadFrom("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 43\r\n\r\n"
                        "{\"error\":\"etcdserver: no leader\",\"code\":14}"),
