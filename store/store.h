@@ -778,8 +778,9 @@ class Store {
                    MergeSource from = MergeSource::kOwnDevice,
                    MergeOptions extra = {});
   // Moves the records of `batch` that are valid and within the skew limit
-  // into `out.records`, lists the others in `out.result.refused`; returns
-  // the bytes admitted.
+  // into `out.records` (`batch` itself, in its order, the others taken
+  // out), those too far ahead into `out.too_far_ahead`, lists the others
+  // in `out.result.refused`; returns the bytes admitted.
   size_t AdmitRemote(std::vector<Record>& batch, writer::RemoteBatch& out,
                      MergeSource from) const;
   // Queues a request for the writer; when the queue is full, waits for room
