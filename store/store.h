@@ -501,7 +501,9 @@ class Store {
   // for the last page, `complete` (the marker is cleared and the peer's
   // checkpoint and watermarks claimed). Records must be in records-table
   // order (InvalidArgument otherwise); at most kMaxSnapshotRecords and
-  // kMaxBatchBytes.
+  // kMaxBatchBytes. A page in progress is committed as a merge with
+  // MergeOptions::wait_for_sync false (a machine crash may take it back,
+  // with its marker); the last page waits for its fsync.
   absl::StatusOr<MergeResult> LoadSnapshotPage(std::vector<Record> records,
                                                std::optional<BootstrapMarker> progress,
                                                std::optional<CheckpointUpdate> complete,

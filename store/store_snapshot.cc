@@ -95,6 +95,7 @@ absl::StatusOr<MergeResult> Store::LoadSnapshotPage(std::vector<Record> records,
           b.keyspace, i - 1));
     }
   }
+  const bool last_page = complete.has_value();
   absl::Notification finished;
   absl::StatusOr<MergeResult> result;
   SubmitMerge(
@@ -107,7 +108,13 @@ absl::StatusOr<MergeResult> Store::LoadSnapshotPage(std::vector<Record> records,
         result = std::move(r);
         finished.Notify();
       },
-      /*wait_for_room=*/true, std::optional<std::optional<BootstrapMarker>>(progress), from);
+      /*wait_for_room=*/true, std::optional<std::optional<BootstrapMarker>>(progress), from,
+      // A page in progress is committed without the meta page's fsync (one
+      // fdatasync, not two): a machine crash may lose it and the pages after
+      // it together with the marker that counts them, so the snapshot
+      // resumes from an earlier page. The last page, which claims the
+      // peer's checkpoint and watermarks, waits for its fsync.
+      MergeOptions{.wait_for_sync = last_page});
   finished.WaitForNotification();
   return result;
 }
