@@ -8,6 +8,8 @@
 // varint value length, value.
 #include "rpc/batch_codec.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_format.h"
 #include "store/validation.h"
 
@@ -106,8 +108,12 @@ std::string EncodeBatch(const std::vector<Record>& records) {
   return out;
 }
 
-absl::StatusOr<std::vector<Record>> DecodeBatch(std::string_view bytes, size_t max_records) {
+absl::StatusOr<std::vector<Record>> DecodeBatch(std::string_view bytes, size_t max_records,
+                                                size_t expected_records) {
   std::vector<Record> records;
+  // A record takes at least 20 bytes (lengths, flags, version, seq): a
+  // claim beyond what the bytes can hold reserves no more than they can.
+  records.reserve(std::min({expected_records, max_records, bytes.size() / 20}));
   Reader in(bytes);
   std::string keyspace;
   while (!in.done()) {

@@ -22,7 +22,11 @@ std::string EncodeBatch(const std::vector<Record>& records);
 
 // The records of an encoded batch, or InvalidArgument saying where the bytes
 // stop making sense. At most `max_records` records are accepted.
-absl::StatusOr<std::vector<Record>> DecodeBatch(std::string_view bytes, size_t max_records);
+// `expected_records`: how many the sender says it sent, if it says (room
+// for that many, up to max_records, is made at once; the count itself is
+// the caller's to check).
+absl::StatusOr<std::vector<Record>> DecodeBatch(std::string_view bytes, size_t max_records,
+                                                size_t expected_records = 0);
 
 }  // namespace peerkv::rpc
 

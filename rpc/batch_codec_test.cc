@@ -2,6 +2,8 @@
 // from a peer that do not parse are refused with a reason, never misread.
 #include "rpc/batch_codec.h"
 
+#include <algorithm>
+
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -26,6 +28,24 @@ TEST(BatchCodecTest, RoundTrips) {
   ASSERT_THAT(decoded, IsOk());
   EXPECT_EQ(*decoded, records);
   EXPECT_THAT(DecodeBatch("", 100), IsOk());
+}
+
+// The count a sender states sizes the room made at once, never beyond what
+// the bytes can hold; the records are what the bytes say.
+TEST(BatchCodecTest, AStatedCountOnlySizesTheRoom) {
+  const std::vector<Record> records = {Record{"k", "a", Version{1, 1}, false, "x", 1},
+                                       Record{"k", "b", Version{2, 1}, false, "y", 2},
+                                       Record{"k", "c", Version{3, 1}, true, "", 3}};
+  const std::string bytes = EncodeBatch(records);
+  for (size_t stated : {size_t{0}, size_t{1}, size_t{3}, size_t{1} << 40}) {
+    absl::StatusOr<std::vector<Record>> decoded = DecodeBatch(bytes, 65'536, stated);
+    ASSERT_THAT(decoded, IsOk()) << "stated " << stated;
+    EXPECT_EQ(*decoded, records) << "stated " << stated;
+  }
+  // A count far beyond what the bytes hold reserves only what they can.
+  absl::StatusOr<std::vector<Record>> decoded = DecodeBatch(bytes, 65'536, size_t{1} << 40);
+  ASSERT_THAT(decoded, IsOk());
+  EXPECT_LE(decoded->capacity(), std::max<size_t>(records.size(), bytes.size() / 20));
 }
 
 TEST(BatchCodecTest, CausalMarksRoundTrip) {

@@ -163,9 +163,9 @@ absl::StatusOr<replication::SnapshotResponse> FromWire(
         kMaxWatermarks));
   }
   out.watermarks = FromWire(response.getWatermarks());
-  PEERKV_ASSIGN_OR_RETURN(out.records, DecodeBatch(View(response.getBatch()),
-                                                   replication::kMaxSnapshotRecords));
   out.count = response.getCount();
+  PEERKV_ASSIGN_OR_RETURN(out.records, DecodeBatch(View(response.getBatch()),
+                                                   replication::kMaxSnapshotRecords, out.count));
   out.done = response.getDone();
   return out;
 }

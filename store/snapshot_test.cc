@@ -117,6 +117,34 @@ TEST_F(SnapshotTest, PagesListEveryRegisterInKeyOrderWithValues) {
   EXPECT_EQ(deleted, 250u);
 }
 
+// Registers written in key order are read from consecutive log entries
+// (stepped to, not sought); overwritten ones break the run and are sought.
+TEST_F(SnapshotTest, RegistersWrittenInKeyOrderAreReadWithTheirValues) {
+  auto source = OpenStore("source");
+  std::vector<Mutation> batch;
+  for (int i = 0; i < 1000; ++i) {
+    batch.push_back(Mutation{"a", absl::StrFormat("k%04d", i), absl::StrFormat("first-%d", i)});
+  }
+  ASSERT_THAT(source->Write(std::move(batch)), IsOk());
+  for (int i = 0; i < 1000; i += 7) {
+    ASSERT_THAT(source->Put("a", absl::StrFormat("k%04d", i), absl::StrFormat("second-%d", i)),
+                IsOk());
+  }
+  absl::StatusOr<Store::SnapshotPage> page = source->ReadSnapshot("", "", 2000, 1 << 20, 0);
+  ASSERT_THAT(page, IsOk());
+  ASSERT_TRUE(page->done);
+  ASSERT_EQ(page->records.size(), 1000u);
+  for (int i = 0; i < 1000; ++i) {
+    const Record& r = page->records[i];
+    EXPECT_EQ(r.key, absl::StrFormat("k%04d", i));
+    EXPECT_EQ(r.value, absl::StrFormat(i % 7 == 0 ? "second-%d" : "first-%d", i));
+    absl::StatusOr<std::optional<Record>> held = source->Get(r.keyspace, r.key);
+    ASSERT_THAT(held, IsOk());
+    ASSERT_TRUE(held->has_value());
+    EXPECT_EQ(**held, r);
+  }
+}
+
 TEST_F(SnapshotTest, ValuesOverTheRequestersLimitAreLeftOut) {
   auto source = OpenStore("source");
   ASSERT_THAT(source->Put("a", "small", "x"), IsOk());

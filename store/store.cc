@@ -711,7 +711,16 @@ absl::Status Store::CheckRecordGate(const Record& record, MergeSource from) cons
 size_t Store::AdmitRemote(std::vector<Record>& batch, RemoteBatch& out,
                           MergeSource from) const {
   size_t bytes = 0;
-  out.records.reserve(batch.size());
+  // The skew test against one reading of the clock for the batch; a record
+  // beyond it is tested again against the clock of its own moment.
+  const int64_t now_ms = RealNowMillis();
+  auto within_skew = [&](uint64_t hlc) {
+    return static_cast<int64_t>(HlcMillis(hlc)) - now_ms <= options_.max_clock_skew_ms ||
+           CheckSkew(hlc).ok();
+  };
+  // The admitted records stay in `batch`, moved down over the others in
+  // place (no second vector of a page's records), and become out.records.
+  size_t admitted = 0;
   for (Record& r : batch) {
     absl::Status valid = ValidateRemoteRecord(r, options_.max_value_bytes);
     // Reserved keyspaces hold signed records: checked before the skew test
@@ -728,7 +737,7 @@ size_t Store::AdmitRemote(std::vector<Record>& batch, RemoteBatch& out,
       valid = options_.record_gate(r, from);
       if (!valid.ok()) ++gate_refused_;
     }
-    if (valid.ok() && !CheckSkew(r.version.hlc).ok()) {
+    if (valid.ok() && !within_skew(r.version.hlc)) {
       // Too far ahead: kept aside by the writer (QuarantineRecords).
       bytes += RecordBytes(r);
       out.too_far_ahead.push_back(std::move(r));
@@ -746,8 +755,11 @@ size_t Store::AdmitRemote(std::vector<Record>& batch, RemoteBatch& out,
       continue;
     }
     bytes += RecordBytes(r);
-    out.records.push_back(std::move(r));
+    if (&r != &batch[admitted]) batch[admitted] = std::move(r);
+    ++admitted;
   }
+  batch.resize(admitted);
+  out.records = std::move(batch);
   return bytes;
 }
 
@@ -1026,17 +1038,23 @@ absl::Status Store::ApplyRemoteBatch(GroupTxn& txn, RemoteBatch& batch) {
                      [](const RefusedRecord& r) { return IsStaleRefusal(r.reason); }),
       batch.result.refused.end());
   const std::optional<StaleRule> stale_rule = StaleRuleFor(source);
+  // The clock observes the greatest version merged, once for the batch,
+  // and before a stale record's answer is stamped (StampAboveCollected
+  // relies on the clock having observed every version merged before it).
+  uint64_t greatest_hlc = 0;
   for (const Record& remote : batch.records) {
     if (stale_rule.has_value()) {
+      if (greatest_hlc != 0) clock_->Observe(greatest_hlc);
       PEERKV_ASSIGN_OR_RETURN(const bool stale,
                               RefuseIfStale(txn, remote, *stale_rule, batch.result));
       if (stale) continue;
     }
-    clock_->Observe(remote.version.hlc);
+    greatest_hlc = std::max(greatest_hlc, remote.version.hlc);
     PEERKV_ASSIGN_OR_RETURN(const bool won, batch.append ? txn.ApplyRemoteAppend(remote, source)
                                                          : txn.ApplyRemote(remote, source));
     if (won) ++batch.result.won;
   }
+  if (greatest_hlc != 0) clock_->Observe(greatest_hlc);
   if (batch.ext_meta.has_value()) {
     PEERKV_RETURN_IF_ERROR(txn.PutMeta(batch.ext_meta->first, batch.ext_meta->second));
   }

@@ -506,7 +506,9 @@ class Store {
   // for the last page, `complete` (the marker is cleared and the peer's
   // checkpoint and watermarks claimed). Records must be in records-table
   // order (InvalidArgument otherwise); at most kMaxSnapshotRecords and
-  // kMaxBatchBytes.
+  // kMaxBatchBytes. A page in progress is committed as a merge with
+  // MergeOptions::wait_for_sync false (a machine crash may take it back,
+  // with its marker); the last page waits for its fsync.
   absl::StatusOr<MergeResult> LoadSnapshotPage(std::vector<Record> records,
                                                std::optional<BootstrapMarker> progress,
                                                std::optional<CheckpointUpdate> complete,
@@ -789,8 +791,9 @@ class Store {
                    MergeSource from = MergeSource::kOwnDevice,
                    MergeOptions extra = {});
   // Moves the records of `batch` that are valid and within the skew limit
-  // into `out.records`, lists the others in `out.result.refused`; returns
-  // the bytes admitted.
+  // into `out.records` (`batch` itself, in its order, the others taken
+  // out), those too far ahead into `out.too_far_ahead`, lists the others
+  // in `out.result.refused`; returns the bytes admitted.
   size_t AdmitRemote(std::vector<Record>& batch, writer::RemoteBatch& out,
                      MergeSource from) const;
   // Queues a request for the writer; when the queue is full, waits for room

@@ -41,10 +41,14 @@ absl::StatusOr<Store::SnapshotPage> Store::ReadSnapshot(std::string_view after_k
     return absl::InvalidArgumentError("snapshot after_key is set without after_keyspace");
   }
   SnapshotPage page;
+  // Room for as many as the page may hold (untouched room costs no memory).
+  page.records.reserve(std::min(max_records, max_bytes / kRecordOverheadBytes + 1));
   ReadTxn txn(*this);
   PEERKV_RETURN_IF_ERROR(txn.Begin());
   Cursor cursor;
   PEERKV_RETURN_IF_ERROR(cursor.Open(txn.get(), records_dbi_));
+  tables::LogEntryReader log;
+  PEERKV_RETURN_IF_ERROR(log.Open(txn.get(), log_dbi_));
   MDB_val k = Val(start), v;
   int rc = start.empty() ? mdb_cursor_get(cursor.get(), &k, &v, MDB_FIRST)
                          : mdb_cursor_get(cursor.get(), &k, &v, MDB_SET_RANGE);
@@ -57,8 +61,7 @@ absl::StatusOr<Store::SnapshotPage> Store::ReadSnapshot(std::string_view after_k
       return page;
     }
     PEERKV_ASSIGN_OR_RETURN(const codec::RecordHeader header, codec::DecodeRecordHeader(View(v)));
-    PEERKV_ASSIGN_OR_RETURN(const codec::LogEntry entry,
-                            tables::ReadEntry(txn.get(), log_dbi_, View(k), header.seq));
+    PEERKV_ASSIGN_OR_RETURN(const codec::LogEntry entry, log.Read(View(k), header.seq));
     const std::string_view value = entry.value;
     if (max_value_bytes == 0 || value.size() <= max_value_bytes) {
       PEERKV_ASSIGN_OR_RETURN(
@@ -92,6 +95,7 @@ absl::StatusOr<MergeResult> Store::LoadSnapshotPage(std::vector<Record> records,
           b.keyspace, i - 1));
     }
   }
+  const bool last_page = complete.has_value();
   absl::Notification finished;
   absl::StatusOr<MergeResult> result;
   SubmitMerge(
@@ -104,7 +108,13 @@ absl::StatusOr<MergeResult> Store::LoadSnapshotPage(std::vector<Record> records,
         result = std::move(r);
         finished.Notify();
       },
-      /*wait_for_room=*/true, std::optional<std::optional<BootstrapMarker>>(progress), from);
+      /*wait_for_room=*/true, std::optional<std::optional<BootstrapMarker>>(progress), from,
+      // A page in progress is committed without the meta page's fsync (one
+      // fdatasync, not two): a machine crash may lose it and the pages after
+      // it together with the marker that counts them, so the snapshot
+      // resumes from an earlier page. The last page, which claims the
+      // peer's checkpoint and watermarks, waits for its fsync.
+      MergeOptions{.wait_for_sync = last_page});
   finished.WaitForNotification();
   return result;
 }

@@ -109,4 +109,30 @@ absl::StatusOr<codec::LogEntry> ReadEntry(MDB_txn* txn, MDB_dbi log,
   return entry;
 }
 
+absl::StatusOr<codec::LogEntry> LogEntryReader::Read(std::string_view record_key, uint64_t seq) {
+  MDB_val k, v;
+  bool found = false;
+  if (last_seq_ != 0 && seq == last_seq_ + 1) {
+    found = mdb_cursor_get(cursor_.get(), &k, &v, MDB_NEXT) == MDB_SUCCESS &&
+            k.mv_size == 8 && codec::GetBigEndian64(static_cast<const char*>(k.mv_data)) == seq;
+  }
+  if (!found) {
+    key_.clear();
+    codec::PutBigEndian64(&key_, seq);
+    k = lmdb::Val(key_);
+    const int rc = mdb_cursor_get(cursor_.get(), &k, &v, MDB_SET_KEY);
+    if (rc == MDB_NOTFOUND) {
+      return absl::DataLossError(
+          absl::StrFormat("log entry %d, which holds a current value, is missing", seq));
+    }
+    PEERKV_RETURN_IF_ERROR(lmdb::Error(rc, "read log entry"));
+  }
+  last_seq_ = seq;
+  PEERKV_ASSIGN_OR_RETURN(const codec::LogEntry entry, codec::DecodeLogEntry(lmdb::View(v)));
+  if (entry.record_key != record_key) {
+    return absl::DataLossError(absl::StrFormat("log entry %d belongs to another key", seq));
+  }
+  return entry;
+}
+
 }  // namespace peerkv::tables

@@ -10,11 +10,13 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "store/codec.h"
+#include "store/lmdb_util.h"
 #include "store/types.h"
 
 namespace peerkv::tables {
@@ -67,6 +69,21 @@ absl::StatusOr<std::string_view> ReadValue(MDB_txn* txn, MDB_dbi log,
 // As ReadValue, the whole entry (its signature and mark too).
 absl::StatusOr<codec::LogEntry> ReadEntry(MDB_txn* txn, MDB_dbi log,
                                           std::string_view record_key, uint64_t seq);
+
+// ReadEntry through one cursor, for a scan of the registers (a snapshot
+// page): when the seq asked for follows the one read before (registers
+// written in key order), it is the cursor's next entry, reached without a
+// descent of the log's tree; any other seq is sought. Lives inside `txn`.
+class LogEntryReader {
+ public:
+  absl::Status Open(MDB_txn* txn, MDB_dbi log) { return cursor_.Open(txn, log); }
+  absl::StatusOr<codec::LogEntry> Read(std::string_view record_key, uint64_t seq);
+
+ private:
+  lmdb::Cursor cursor_;
+  uint64_t last_seq_ = 0;  // 0: none read yet
+  std::string key_;
+};
 
 }  // namespace peerkv::tables
 
