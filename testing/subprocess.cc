@@ -35,6 +35,21 @@ std::vector<char*> CArgv(const std::vector<std::string>& argv) {
 
 }  // namespace
 
+std::string IdAfter(const std::string& out, const std::string& label) {
+  const std::string prefix = label + " ";
+  for (size_t line = 0; line < out.size();) {
+    size_t end = out.find('\n', line);
+    if (end == std::string::npos) end = out.size();
+    if (out.compare(line, prefix.size(), prefix) == 0) {
+      const size_t id = line + prefix.size();
+      const size_t stop = out.find_first_of(" \n", id);
+      return out.substr(id, (stop == std::string::npos ? out.size() : stop) - id);
+    }
+    line = end + 1;
+  }
+  return "";
+}
+
 std::string RunfilePath(const std::string& relative) {
   const char* srcdir = std::getenv("TEST_SRCDIR");
   const char* workspace = std::getenv("TEST_WORKSPACE");

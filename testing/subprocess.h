@@ -31,6 +31,11 @@ RunResult Run(const std::vector<std::string>& argv, const std::string& input = "
 // "cli/peerkv".
 std::string RunfilePath(const std::string& relative);
 
+// The word after `label` and a space at the start of a line of `out`: the
+// ids `peerkv init` and `peerkv id` print ("user <id> <name>", "device
+// <id>"). Empty if no line starts so.
+std::string IdAfter(const std::string& out, const std::string& label);
+
 // How a child is started besides its argv.
 struct ProcessOptions {
   // If set, RLIMIT_NOFILE (soft and hard) of the child, set before exec.

@@ -130,11 +130,9 @@ class BlogTest : public ::testing::Test {
   std::string InitUser(Device& d, const std::string& user, const std::string& name) {
     RunResult r = Peerkv(d, {"init", "--user", user, "--name", name});
     EXPECT_EQ(r.exit_code, 0) << r.err;
-    for (absl::string_view line : absl::StrSplit(r.out, '\n')) {
-      if (absl::ConsumePrefix(&line, "user ")) return std::string(line.substr(0, line.find(' ')));
-    }
-    ADD_FAILURE() << "no user id in: " << r.out;
-    return "";
+    const std::string id = testing::IdAfter(r.out, "user");
+    EXPECT_FALSE(id.empty()) << "no user id in: " << r.out;
+    return id;
   }
   void Join(Device& d, const std::string& user, Device& first, const std::string& name) {
     RunResult r = Peerkv(d, {"init", "--join", user});

@@ -18,8 +18,6 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
-#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "common/status_matchers.h"
 #include "consensus/etcd/etcd_consensus_log.h"
@@ -107,11 +105,9 @@ class StrongSharedTest : public ::testing::Test {
   std::string InitUser(Device& d, const std::string& user, const std::string& name) {
     RunResult r = Peerkv(d, {"init", "--user", user, "--name", name});
     EXPECT_EQ(r.exit_code, 0) << r.err;
-    for (absl::string_view line : absl::StrSplit(r.out, '\n')) {
-      if (absl::ConsumePrefix(&line, "user ")) return std::string(line.substr(0, line.find(' ')));
-    }
-    ADD_FAILURE() << "no user id in: " << r.out;
-    return "";
+    const std::string id = testing::IdAfter(r.out, "user");
+    EXPECT_FALSE(id.empty()) << "no user id in: " << r.out;
+    return id;
   }
   void Start(Device& d, const std::vector<Device*>& peers, bool with_etcd) {
     std::vector<std::string> addresses;

@@ -503,6 +503,17 @@ class TlsTest : public ::testing::Test {
     args.insert(args.begin(), {testing::RunfilePath("cli/peerkv"), "--data", data});
     return testing::Run(args);
   }
+  // `peerkv --data DATA init INIT_ARGS...`: the id it printed after
+  // `label` ("user" or "device"), or "" with a failure recorded.
+  std::string Init(const std::string& data, std::vector<std::string> init_args,
+                   const std::string& label) {
+    init_args.insert(init_args.begin(), "init");
+    RunResult init = Peerkv(data, std::move(init_args));
+    EXPECT_EQ(init.exit_code, 0) << init.err;
+    const std::string id = testing::IdAfter(init.out, label);
+    EXPECT_FALSE(id.empty()) << "no " << label << " id in: " << init.out;
+    return id;
+  }
   // The server still serves its own clients, and holds exactly one put.
   void ExpectServingAndUnchanged(uint64_t fingerprint) {
     EXPECT_EQ(testing::FingerprintOf(*server_), fingerprint);
@@ -524,12 +535,10 @@ class TlsTest : public ::testing::Test {
 TEST_F(TlsTest, TwoDevicesOfOneUserPairBySyncOverTls) {
   const std::string phone = dir_.Sub("phone");
   const std::string tablet = dir_.Sub("tablet");
-  RunResult init = Peerkv(phone, {"init", "--user", "jane", "--name", "phone"});
-  ASSERT_EQ(init.exit_code, 0) << init.err;
-  const std::string user = init.out.substr(init.out.find("user ") + 5, 63);
-  RunResult join = Peerkv(tablet, {"init", "--join", user});
-  ASSERT_EQ(join.exit_code, 0) << join.err;
-  const std::string device = join.out.substr(7, 63);
+  const std::string user = Init(phone, {"--user", "jane", "--name", "phone"}, "user");
+  ASSERT_FALSE(user.empty());
+  const std::string device = Init(tablet, {"--join", user}, "device");
+  ASSERT_FALSE(device.empty());
   ASSERT_EQ(Peerkv(phone, {"device", "add", device, "--name", "tablet"}).exit_code, 0);
   auto p = ServerProcess::Start(phone, testing::ReplicaArgs("phone"));
   ASSERT_THAT(p, IsOk());
@@ -578,15 +587,12 @@ TEST_F(TlsTest, AnExpiredDeviceIsRefusedWhileAnotherKeepsSyncing) {
   const std::string phone = dir_.Sub("phone");
   const std::string tablet = dir_.Sub("tablet");
   const std::string pc = dir_.Sub("pc");
-  RunResult init = Peerkv(phone, {"init", "--user", "jane", "--name", "phone"});
-  ASSERT_EQ(init.exit_code, 0) << init.err;
-  const std::string user = init.out.substr(init.out.find("user ") + 5, 63);
-  RunResult join = Peerkv(tablet, {"init", "--join", user});
-  ASSERT_EQ(join.exit_code, 0) << join.err;
-  const std::string tablet_id = join.out.substr(7, 63);
-  join = Peerkv(pc, {"init", "--join", user});
-  ASSERT_EQ(join.exit_code, 0) << join.err;
-  const std::string pc_id = join.out.substr(7, 63);
+  const std::string user = Init(phone, {"--user", "jane", "--name", "phone"}, "user");
+  ASSERT_FALSE(user.empty());
+  const std::string tablet_id = Init(tablet, {"--join", user}, "device");
+  ASSERT_FALSE(tablet_id.empty());
+  const std::string pc_id = Init(pc, {"--join", user}, "device");
+  ASSERT_FALSE(pc_id.empty());
   ASSERT_EQ(Peerkv(phone, {"device", "add", tablet_id, "--name", "tablet"}).exit_code, 0);
   RunResult bad = Peerkv(phone, {"device", "add", pc_id, "--name", "pc", "--valid-for", "30s"});
   EXPECT_EQ(bad.exit_code, 2) << bad.err;
@@ -776,12 +782,10 @@ TEST_F(TlsTest, AServerShowsItsRenewedCertificateOnNewLinks) {
 TEST_F(TlsTest, AJoinedDeviceShowsItsCertificateWithoutARestart) {
   const std::string phone = dir_.Sub("phone");
   const std::string tablet = dir_.Sub("tablet");
-  RunResult init = Peerkv(phone, {"init", "--user", "jane", "--name", "phone"});
-  ASSERT_EQ(init.exit_code, 0) << init.err;
-  const std::string user = init.out.substr(init.out.find("user ") + 5, 63);
-  RunResult join = Peerkv(tablet, {"init", "--join", user});
-  ASSERT_EQ(join.exit_code, 0) << join.err;
-  const std::string device = join.out.substr(7, 63);
+  const std::string user = Init(phone, {"--user", "jane", "--name", "phone"}, "user");
+  ASSERT_FALSE(user.empty());
+  const std::string device = Init(tablet, {"--join", user}, "device");
+  ASSERT_FALSE(device.empty());
   ASSERT_EQ(Peerkv(phone, {"device", "add", device, "--name", "tablet"}).exit_code, 0);
   auto p = ServerProcess::Start(phone, testing::ReplicaArgs("phone"));
   ASSERT_THAT(p, IsOk());
@@ -932,9 +936,8 @@ TEST_F(TlsTest, ARemovedDeviceIsRefused) {
 TEST_F(TlsTest, BenchWithARefusedDeviceSaysWhy) {
   const uint64_t fingerprint = PutOne();
   const std::string laptop = dir_.Sub("laptop");
-  RunResult join = Peerkv(laptop, {"init", "--join", testing::TestUserId()});
-  ASSERT_EQ(join.exit_code, 0) << join.err;
-  const std::string device = join.out.substr(7, 63);
+  const std::string device = Init(laptop, {"--join", testing::TestUserId()}, "device");
+  ASSERT_FALSE(device.empty());
   RunResult bench = testing::Run({testing::RunfilePath("cli/peerkv"), "--server",
                                   server_->address(), "--identity", laptop, "bench", "-c", "3",
                                   "-n", "30"});
